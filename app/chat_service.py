@@ -1,0 +1,176 @@
+"""One chat turn, start to finish, shared by the CLI and the window.
+
+``start_turn`` commits the user's message before anything is sent and returns a ``Turn``;
+``Turn.run(engine, cancel)`` creates the assistant message when streaming starts, flushes its
+content to the database at least every 0.5 s, and leaves it ``complete``, ``interrupted`` (user
+stop, dead stream, consumer gone) or ``error`` — never stuck in ``streaming`` while this process
+lives. The caller decides which thread runs what: the window runs ``run`` on a worker thread.
+"""
+from __future__ import annotations
+
+import getpass
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from app.domain import (ChatMessage, ChatRequest, Finished, FinishReason, Message,
+                        MessageStatus, Reply, Role, StreamEvent, TextDelta, Usage, accumulate)
+from app.errors import OutpostError, UsageError
+from app.settings import Settings
+from app.store import Store
+from engines.base import Engine
+
+FLUSH_INTERVAL_S = 0.5
+TITLE_LENGTH = 48
+
+
+@dataclass(frozen=True)
+class TurnOptions:
+    """Per-turn overrides of the settings (CLI flags, later the sampling panel)."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+def default_user_id(settings: Settings) -> str:
+    if settings["user_id"]:
+        return settings["user_id"]
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (some containers)
+        return "local"
+
+
+def title_from(prompt: str) -> str:
+    line = " ".join(prompt.split())
+    return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1].rstrip() + "…"
+
+
+def history_messages(system_prompt: str, messages: list[Message]) -> list[ChatMessage]:
+    """The messages array of a conversation: the system prompt, then every user message and every
+    assistant message that has text (partial answers included, failed empty ones left out)."""
+    out: list[ChatMessage] = []
+    if system_prompt.strip():
+        out.append(ChatMessage(Role.SYSTEM, system_prompt))
+    for message in messages:
+        if message.role is Role.SYSTEM:
+            continue
+        if message.role is Role.ASSISTANT and not message.content.strip():
+            continue
+        out.append(ChatMessage(message.role, message.content))
+    return out
+
+
+@dataclass
+class Turn:
+    """One user turn: the saved prompt, the request built for it, and (once run) the reply."""
+
+    store: Store
+    conversation_id: str
+    user_message_id: str
+    request: ChatRequest
+    assistant_message_id: str | None = None
+    reply: Reply = field(default_factory=Reply)
+
+    def run(self, engine: Engine, cancel: threading.Event) -> Iterator[StreamEvent]:
+        """Stream the reply from ``engine``, persisting it as it arrives."""
+        info = engine.info
+        message = self.store.add_message(
+            self.conversation_id, Role.ASSISTANT, "", status=MessageStatus.STREAMING,
+            parent_id=self.user_message_id, engine=info.engine, model=info.model,
+            params=self.request.sampling_params())
+        self.assistant_message_id = message.id
+        reply = self.reply
+        last_flush = time.monotonic()
+        final_status = MessageStatus.INTERRUPTED
+        error_text: str | None = "The reply stopped before it was finished."
+        try:
+            for event in engine.stream(self.request, cancel):
+                accumulate([event], reply)
+                if isinstance(event, TextDelta) and \
+                        time.monotonic() - last_flush >= FLUSH_INTERVAL_S:
+                    self.store.update_message(message.id, content=reply.text)
+                    last_flush = time.monotonic()
+                elif isinstance(event, Finished):
+                    final_status, error_text = _final_status(event, bool(reply.text))
+                yield event
+        except OutpostError as exc:
+            final_status, error_text = MessageStatus.ERROR, str(exc)
+            if reply.text:
+                final_status = MessageStatus.INTERRUPTED
+            raise
+        finally:
+            self._save_final(final_status, error_text)
+
+    def _save_final(self, status: MessageStatus, error_text: str | None) -> None:
+        reply = self.reply
+        usage: Usage | None = reply.usage
+        finish = reply.finish
+        self.store.update_message(
+            self.assistant_message_id,
+            content=reply.text,
+            status=status,
+            error=error_text,
+            finish_reason=(finish.reason.value if finish else "interrupted"),
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            cached_prompt_tokens=usage.cached_prompt_tokens if usage else None,
+            tokens_estimated=usage.estimated if usage else False,
+            ttft_ms=finish.ttft_ms if finish else None,
+            tokens_per_s=finish.tokens_per_s if finish else None,
+        )
+        self.store.touch_conversation(self.conversation_id)
+
+
+def _final_status(event: Finished, has_text: bool) -> tuple[MessageStatus, str | None]:
+    if event.reason in (FinishReason.STOP, FinishReason.LENGTH):
+        return MessageStatus.COMPLETE, None
+    if event.reason is FinishReason.CANCELLED:
+        return MessageStatus.INTERRUPTED, "Stopped by the user."
+    text = str(event.error) if event.error else "The engine failed."
+    # A stream that died after some text keeps it, marked as interrupted.
+    return (MessageStatus.INTERRUPTED if has_text else MessageStatus.ERROR), text
+
+
+class ChatService:
+    """Starts turns: validates input, saves the prompt, builds the request."""
+
+    def __init__(self, store: Store, settings: Settings):
+        self.store = store
+        self.settings = settings
+
+    def recover_interrupted(self) -> int:
+        """Mark replies left 'streaming' by a dead process as 'interrupted' (start-up)."""
+        return self.store.mark_orphaned_streaming()
+
+    def start_turn(self, prompt: str, conversation_id: str | None = None, *, model: str,
+                   options: TurnOptions = TurnOptions()) -> Turn:
+        if not prompt or not prompt.strip():
+            raise UsageError("The message is empty; type something to send.")
+        settings = self.settings
+        request_args = dict(
+            temperature=settings["temperature"] if options.temperature is None
+            else options.temperature,
+            top_p=settings["top_p"] if options.top_p is None else options.top_p,
+            max_tokens=settings["max_tokens"] if options.max_tokens is None
+            else options.max_tokens,
+            stop=tuple(options.stop),
+        )
+        # Validate the knobs before anything is written, so bad input changes nothing.
+        ChatRequest(model=model, messages=(ChatMessage(Role.USER, prompt),), **request_args)
+        if conversation_id is None:
+            conversation = self.store.create_conversation(title_from(prompt),
+                                                          settings["system_prompt"])
+        else:
+            conversation = self.store.get_conversation(conversation_id)
+        previous = self.store.messages(conversation.id)
+        parent = previous[-1].id if previous else None
+        user_message = self.store.add_message(conversation.id, Role.USER, prompt,
+                                              parent_id=parent)
+        messages = history_messages(conversation.system_prompt, previous + [user_message])
+        request = ChatRequest(model=model, messages=tuple(messages),
+                              user=default_user_id(settings), **request_args)
+        return Turn(self.store, conversation.id, user_message.id, request)

@@ -1,0 +1,184 @@
+"""Domain types shared by the core, the engines, the CLI and the window.
+
+A turn is: the user's ``Message`` is saved, a ``ChatRequest`` is built from the conversation,
+an engine turns it into a stream of ``StreamEvent`` s, and ``accumulate`` folds those events into
+the final ``Reply``. All of it is plain data: no Qt, no database, no threads.
+"""
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Union
+
+
+class Role(str, enum.Enum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class MessageStatus(str, enum.Enum):
+    COMPLETE = "complete"
+    STREAMING = "streaming"
+    INTERRUPTED = "interrupted"  # the writer died or the user stopped it: content is partial
+    ERROR = "error"
+
+
+class FinishReason(str, enum.Enum):
+    STOP = "stop"  # end of turn or a stop sequence
+    LENGTH = "length"  # max_tokens or the context window
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One entry of the request's messages array."""
+
+    role: Role
+    content: str
+
+    def as_dict(self) -> dict:
+        return {"role": self.role.value, "content": self.content}
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """The anatomy of one LLM request (course notes, "Anatomy of a request").
+
+    ``idempotency_key`` is generated once per user turn: every attempt of that turn (retries,
+    failover later) carries the same key, so a provider can deduplicate.
+    """
+
+    model: str
+    messages: tuple[ChatMessage, ...]
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: int = 512
+    stop: tuple[str, ...] = ()
+    user: str = ""
+    idempotency_key: str = field(default_factory=lambda: f"turn-{new_id()}")
+
+    def __post_init__(self) -> None:
+        from app.errors import UsageError
+
+        if not self.messages:
+            raise UsageError("A request needs at least one message.")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise UsageError(f"temperature must be between 0 and 2, got {self.temperature}.")
+        if not 0.0 < self.top_p <= 1.0:
+            raise UsageError(f"top_p must be greater than 0 and at most 1, got {self.top_p}.")
+        if self.max_tokens < 1:
+            raise UsageError(f"max_tokens must be at least 1, got {self.max_tokens}.")
+
+    def sampling_params(self) -> dict:
+        """The parameters sent, as stored on the assistant message."""
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "stop": list(self.stop),
+            "user": self.user,
+            "idempotency_key": self.idempotency_key,
+        }
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one reply. ``estimated`` is True when counted by us, not reported.
+
+    ``cached_prompt_tokens`` are prompt tokens the engine did not have to evaluate again
+    (the local engine's KV-cache reuse across turns).
+    """
+
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: bool = False
+    cached_prompt_tokens: int = 0
+
+    @property
+    def evaluated_prompt_tokens(self) -> int:
+        return self.prompt_tokens - self.cached_prompt_tokens
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Last event of every stream. ``error`` is set when ``reason`` is ERROR."""
+
+    reason: FinishReason
+    ttft_ms: float | None = None
+    tokens_per_s: float | None = None
+    error: Exception | None = None
+
+
+StreamEvent = Union[TextDelta, Usage, Finished]
+
+
+@dataclass
+class Reply:
+    """What a stream of events adds up to."""
+
+    text: str = ""
+    usage: Usage | None = None
+    finish: Finished | None = None
+
+
+def accumulate(events: Iterable[StreamEvent], reply: Reply | None = None) -> Reply:
+    """Fold events into a Reply (pure; usable incrementally by passing the same reply)."""
+    reply = reply or Reply()
+    for event in events:
+        if isinstance(event, TextDelta):
+            reply.text += event.text
+        elif isinstance(event, Usage):
+            reply.usage = event
+        elif isinstance(event, Finished):
+            reply.finish = event
+    return reply
+
+
+@dataclass
+class Conversation:
+    id: str
+    title: str
+    created_at: str
+    updated_at: str
+    system_prompt: str = ""
+
+
+@dataclass
+class Message:
+    id: str
+    conversation_id: str
+    role: Role
+    content: str
+    status: MessageStatus
+    created_at: str
+    updated_at: str
+    parent_id: str | None = None
+    engine: str | None = None
+    model: str | None = None
+    params: dict | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_prompt_tokens: int | None = None
+    tokens_estimated: bool = False
+    ttft_ms: float | None = None
+    tokens_per_s: float | None = None
+    finish_reason: str | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["role"] = self.role.value
+        data["status"] = self.status.value
+        return data

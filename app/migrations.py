@@ -1,0 +1,64 @@
+"""Database migrations: named functions, applied in order, each recorded in ``_migrations``.
+
+Append new migrations at the end; never edit or reorder one that has shipped. The store backs up the
+database file before it runs any pending migration.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import sqlite_utils
+
+Migration = Callable[[sqlite_utils.Database], None]
+MIGRATIONS: list[Migration] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@migration
+def m001_conversations_and_messages(db: sqlite_utils.Database) -> None:
+    db["conversations"].create(
+        {
+            "id": str,
+            "title": str,
+            "system_prompt": str,
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk="id",
+    )
+    db["messages"].create(
+        {
+            "id": str,
+            "conversation_id": str,
+            "parent_id": str,
+            "role": str,
+            "content": str,
+            "status": str,
+            "engine": str,
+            "model": str,
+            "params": str,  # JSON: the parameters actually sent
+            "prompt_tokens": int,
+            "completion_tokens": int,
+            "cached_prompt_tokens": int,
+            "tokens_estimated": int,
+            "ttft_ms": float,
+            "tokens_per_s": float,
+            "finish_reason": str,
+            "error": str,
+            "writer": str,  # "pid:start-ms" of the process streaming into this row
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk="id",
+        foreign_keys=[("conversation_id", "conversations", "id")],
+        not_null={"conversation_id", "role", "content", "status", "created_at", "updated_at"},
+        defaults={"content": "", "tokens_estimated": 0},
+    )
+    db["messages"].create_index(["conversation_id", "created_at"])
+    db["messages"].create_index(["status"])
+    db["conversations"].create_index(["updated_at"])
+    db["messages"].enable_fts(["content"], fts_version="FTS5", create_triggers=True)

@@ -1,0 +1,300 @@
+"""The local database: conversations and messages in one SQLite file (via sqlite-utils).
+
+* WAL journal, a busy timeout and ``synchronous=FULL``: the window and the CLI may write at the
+  same time, and a committed message survives a crash or power loss.
+* One connection per thread (sqlite3 connections belong to the thread that opened them).
+* Before pending migrations run, the file is copied to ``backups/`` with SQLite's backup API.
+* Rows left in ``streaming`` by a process that is gone are marked ``interrupted`` at start-up;
+  each streaming row records its writer (pid + process start time) so a live writer's row is
+  never touched.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import psutil
+import sqlite_utils
+
+from app import paths
+from app.domain import Conversation, Message, MessageStatus, Role, new_id
+from app.errors import KnownStorageError, StorageError, UsageError
+from app.migrations import MIGRATIONS, Migration
+
+BUSY_TIMEOUT_MS = 5000
+_KNOWN_SQLITE_PROBLEMS = ("locked", "busy", "full", "readonly", "read-only", "disk i/o",
+                          "unable to open")
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _process_identity(pid: int) -> str | None:
+    try:
+        return f"{pid}:{int(psutil.Process(pid).create_time() * 1000)}"
+    except (psutil.Error, OSError):
+        return None
+
+
+def this_writer() -> str:
+    return _process_identity(os.getpid()) or f"{os.getpid()}:0"
+
+
+def writer_alive(writer: str | None) -> bool:
+    if not writer:
+        return False
+    try:
+        pid = int(writer.split(":", 1)[0])
+    except ValueError:
+        return False
+    return _process_identity(pid) == writer
+
+
+@contextlib.contextmanager
+def storage_errors(path: Path) -> Iterator[None]:
+    """Turn sqlite3/OS errors into our StorageError types, naming the file."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        text = str(exc)
+        cls = KnownStorageError if any(p in text.lower() for p in _KNOWN_SQLITE_PROBLEMS) \
+            else StorageError
+        raise cls(f"The database {path} could not be used: {text}.") from exc
+    except OSError as exc:
+        raise KnownStorageError(f"The database {path} could not be used: {exc.strerror or exc}."
+                                ) from exc
+
+
+def _row_to_message(row: dict) -> Message:
+    return Message(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        parent_id=row["parent_id"],
+        role=Role(row["role"]),
+        content=row["content"] or "",
+        status=MessageStatus(row["status"]),
+        engine=row["engine"],
+        model=row["model"],
+        params=json.loads(row["params"]) if row["params"] else None,
+        prompt_tokens=row["prompt_tokens"],
+        completion_tokens=row["completion_tokens"],
+        cached_prompt_tokens=row["cached_prompt_tokens"],
+        tokens_estimated=bool(row["tokens_estimated"]),
+        ttft_ms=row["ttft_ms"],
+        tokens_per_s=row["tokens_per_s"],
+        finish_reason=row["finish_reason"],
+        error=row["error"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _row_to_conversation(row: dict) -> Conversation:
+    return Conversation(id=row["id"], title=row["title"] or "", created_at=row["created_at"],
+                        updated_at=row["updated_at"], system_prompt=row["system_prompt"] or "")
+
+
+class Store:
+    """All reads and writes of Outpost's database. Safe to share between threads."""
+
+    def __init__(self, path: Path | None = None, migrations: Sequence[Migration] = MIGRATIONS):
+        self.path = Path(path) if path else paths.database_path()
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self.last_backup: Path | None = None
+        with storage_errors(self.path):
+            self._migrate(list(migrations))
+
+    # -- connections -------------------------------------------------------------------------
+    @property
+    def db(self) -> sqlite_utils.Database:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with storage_errors(self.path):
+                conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000,
+                                       isolation_level=None, check_same_thread=False)
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = FULL")
+                conn.execute("PRAGMA foreign_keys = ON")
+            db = sqlite_utils.Database(conn)
+            self._local.db = db
+            with self._lock:
+                self._connections.append(conn)
+        return db
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite_utils.Database]:
+        db = self.db
+        with storage_errors(self.path):
+            db.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.conn.execute("ROLLBACK")
+                raise
+            db.conn.execute("COMMIT")
+
+    # -- migrations --------------------------------------------------------------------------
+    def applied_migrations(self) -> list[str]:
+        db = self.db
+        if "_migrations" not in db.table_names():
+            return []
+        return [row["name"] for row in db["_migrations"].rows_where(order_by="rowid")]
+
+    def _migrate(self, migrations: list[Migration]) -> None:
+        db = self.db
+        if "_migrations" not in db.table_names():
+            db["_migrations"].create({"name": str, "applied_at": str}, pk="name",
+                                     if_not_exists=True)
+        done = set(self.applied_migrations())
+        pending = [m for m in migrations if m.__name__ not in done]
+        if not pending:
+            return
+        if any(t != "_migrations" for t in db.table_names()):
+            self.last_backup = self.backup(f"before-{pending[0].__name__}")
+        for fn in pending:
+            with self._tx() as tx:
+                fn(tx)
+                tx["_migrations"].insert({"name": fn.__name__, "applied_at": now_iso()})
+
+    def backup(self, label: str) -> Path:
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        target = paths.backups_dir() if self.path == paths.database_path() \
+            else self.path.parent / "backups"
+        target.mkdir(parents=True, exist_ok=True)
+        dest = target / f"{self.path.stem}-{stamp}-{label}.db"
+        with storage_errors(dest):
+            out = sqlite3.connect(str(dest))
+            try:
+                self.db.conn.backup(out)
+            finally:
+                out.close()
+        return dest
+
+    # -- conversations -----------------------------------------------------------------------
+    def create_conversation(self, title: str = "New chat", system_prompt: str = "") -> Conversation:
+        stamp = now_iso()
+        row = {"id": new_id(), "title": title, "system_prompt": system_prompt,
+               "created_at": stamp, "updated_at": stamp}
+        with self._tx() as db:
+            db["conversations"].insert(row)
+        return _row_to_conversation(row)
+
+    def get_conversation(self, conversation_id: str) -> Conversation:
+        with storage_errors(self.path):
+            rows = list(self.db["conversations"].rows_where("id = ?", [conversation_id]))
+        if not rows:
+            raise UsageError(f"There is no conversation with id {conversation_id!r}.")
+        return _row_to_conversation(rows[0])
+
+    def list_conversations(self) -> list[Conversation]:
+        with storage_errors(self.path):
+            rows = self.db["conversations"].rows_where(order_by="updated_at desc, rowid desc")
+            return [_row_to_conversation(r) for r in rows]
+
+    def rename_conversation(self, conversation_id: str, title: str) -> None:
+        title = title.strip()
+        if not title:
+            raise UsageError("A conversation title cannot be empty.")
+        self.get_conversation(conversation_id)
+        with self._tx() as db:
+            db["conversations"].update(conversation_id, {"title": title})
+
+    def delete_conversation(self, conversation_id: str) -> None:
+        self.get_conversation(conversation_id)
+        with self._tx() as db:
+            db["messages"].delete_where("conversation_id = ?", [conversation_id])
+            db["conversations"].delete(conversation_id)
+
+    def touch_conversation(self, conversation_id: str) -> None:
+        with self._tx() as db:
+            db["conversations"].update(conversation_id, {"updated_at": now_iso()})
+
+    # -- messages ----------------------------------------------------------------------------
+    def add_message(self, conversation_id: str, role: Role, content: str,
+                    status: MessageStatus = MessageStatus.COMPLETE, parent_id: str | None = None,
+                    engine: str | None = None, model: str | None = None,
+                    params: dict | None = None) -> Message:
+        """Insert and commit one message (and bump the conversation's updated_at)."""
+        stamp = now_iso()
+        row = {
+            "id": new_id(), "conversation_id": conversation_id, "parent_id": parent_id,
+            "role": role.value, "content": content, "status": status.value, "engine": engine,
+            "model": model, "params": json.dumps(params) if params is not None else None,
+            "prompt_tokens": None, "completion_tokens": None, "cached_prompt_tokens": None,
+            "tokens_estimated": 0, "ttft_ms": None, "tokens_per_s": None, "finish_reason": None,
+            "error": None,
+            "writer": this_writer() if status is MessageStatus.STREAMING else None,
+            "created_at": stamp, "updated_at": stamp,
+        }
+        with self._tx() as db:
+            db["messages"].insert(row)
+            db["conversations"].update(conversation_id, {"updated_at": stamp})
+        return _row_to_message(row)
+
+    def update_message(self, message_id: str, **fields) -> None:
+        if "status" in fields:
+            status = MessageStatus(fields["status"])
+            fields["status"] = status.value
+            if status is not MessageStatus.STREAMING:
+                fields["writer"] = None
+        if "params" in fields and fields["params"] is not None:
+            fields["params"] = json.dumps(fields["params"])
+        if "tokens_estimated" in fields:
+            fields["tokens_estimated"] = int(bool(fields["tokens_estimated"]))
+        fields["updated_at"] = now_iso()
+        with self._tx() as db:
+            db["messages"].update(message_id, fields)
+
+    def get_message(self, message_id: str) -> Message:
+        with storage_errors(self.path):
+            rows = list(self.db["messages"].rows_where("id = ?", [message_id]))
+        if not rows:
+            raise UsageError(f"There is no message with id {message_id!r}.")
+        return _row_to_message(rows[0])
+
+    def messages(self, conversation_id: str) -> list[Message]:
+        with storage_errors(self.path):
+            rows = self.db["messages"].rows_where("conversation_id = ?", [conversation_id],
+                                                  order_by="created_at, rowid")
+            return [_row_to_message(r) for r in rows]
+
+    def search(self, query: str, limit: int = 50) -> list[Message]:
+        """Full-text search over message content (FTS5 query syntax)."""
+        with storage_errors(self.path):
+            rows = self.db["messages"].search(query, limit=limit)
+            return [_row_to_message(r) for r in rows]
+
+    def mark_orphaned_streaming(self) -> int:
+        """Mark rows still 'streaming' whose writer process is gone as 'interrupted'."""
+        with storage_errors(self.path):
+            rows = list(self.db["messages"].rows_where("status = ?",
+                                                       [MessageStatus.STREAMING.value]))
+        orphans = [r["id"] for r in rows if not writer_alive(r["writer"])]
+        for message_id in orphans:
+            self.update_message(message_id, status=MessageStatus.INTERRUPTED,
+                                finish_reason="interrupted",
+                                error="The app stopped before this reply was finished.")
+        return len(orphans)
+
+    def integrity_check(self) -> str:
+        with storage_errors(self.path):
+            return self.db.execute("PRAGMA integrity_check").fetchone()[0]

@@ -1,0 +1,1 @@
+"""Outpost's Qt-free backends, all behind one streaming contract (``engines.base.Engine``)."""

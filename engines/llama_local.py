@@ -1,0 +1,340 @@
+"""The local engine: a GGUF model on llama-cpp-python, kept warm on one long-lived thread.
+
+* One worker thread owns the ``Llama`` object (llama.cpp contexts are not thread-safe): it loads
+  the model once, then runs one reply at a time from a job queue. ``stream()`` may be called from
+  any thread; events cross back through a per-reply queue.
+* ``n_threads`` = physical cores (llama-cpp-python's default of half the logical CPUs was ~25%
+  slower on a 2-core machine); all layers go to the GPU when llama.cpp was built with offload
+  support; the context is the model's trained length capped by the ``context_cap`` setting.
+* Follow-up turns reuse the KV cache: llama-cpp-python's ``generate`` keeps the longest common
+  prefix of the previous tokens, so only the new tokens are evaluated. ``Usage`` reports how many
+  prompt tokens were actually evaluated (counted in ``eval``, not inferred).
+* Cancel is checked after every token, so a stop takes effect within one token.
+"""
+from __future__ import annotations
+
+import codecs
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from app.domain import (ChatRequest, Finished, FinishReason, StreamEvent, TextDelta, Usage)
+from app.errors import (Cancelled, EngineError, ModelLoadFailed, OutpostError, UsageError)
+from engines.base import EngineInfo
+from engines.chat_format import ChatFormatter
+from engines.gguf import GGUFInfo, read_gguf
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOP_K = 40  # llama.cpp's defaults for the knobs the request does not carry yet
+DEFAULT_MIN_P = 0.05
+
+
+class ContextOverflow(EngineError):
+    kind = "context_too_long"
+
+
+def physical_cores() -> int:
+    try:
+        import psutil
+
+        count = psutil.cpu_count(logical=False)
+    except Exception:  # psutil missing or unsupported platform
+        count = None
+    return max(1, count or os.cpu_count() or 1)
+
+
+def gpu_offload_supported() -> bool:
+    import llama_cpp
+
+    try:
+        return bool(llama_cpp.llama_supports_gpu_offload())
+    except AttributeError:
+        return False
+
+
+@dataclass
+class LoadSettings:
+    context_cap: int = 4096
+    n_threads: int = 0  # 0: physical cores
+    gpu_offload: bool = True
+    seed: int = -1
+
+
+@dataclass
+class _Job:
+    request: ChatRequest
+    cancel: threading.Event
+    events: "queue.Queue[object]" = field(default_factory=queue.Queue)
+    abandoned: threading.Event = field(default_factory=threading.Event)
+
+    def stopped(self) -> bool:
+        return self.cancel.is_set() or self.abandoned.is_set()
+
+
+_STOP_WORKER = object()
+_RAISE = "raise"
+
+
+class LocalEngine:
+    """A local GGUF model behind the ``Engine`` contract. Construction is cheap; the model
+    loads on the engine's own thread (``wait_ready`` blocks until it has)."""
+
+    def __init__(self, model_path: str | Path, settings: LoadSettings | None = None):
+        self.settings = settings or LoadSettings()
+        self.gguf: GGUFInfo = read_gguf(model_path)  # fails fast, naming the file and problem
+        self.path = self.gguf.path
+        trained = self.gguf.context_length or self.settings.context_cap
+        self.n_ctx = min(trained, self.settings.context_cap)
+        self.n_threads = self.settings.n_threads or physical_cores()
+        self.gpu = False
+        self._llm = None
+        self._formatter: ChatFormatter | None = None
+        self._evaluated = 0  # tokens run through llama.cpp's decode, counted in eval()
+        self._load_error: OutpostError | None = None
+        self._ready = threading.Event()
+        self._jobs: "queue.Queue[object]" = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="outpost-local-model",
+                                        daemon=True)
+        self._thread.start()
+
+    # -- public -----------------------------------------------------------------------------
+    @property
+    def info(self) -> EngineInfo:
+        where = "GPU" if self.gpu else "CPU"
+        return EngineInfo(engine="local", model=self.path.name,
+                          detail=f"{where}, {self.n_threads} threads, context {self.n_ctx}")
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set() and self._load_error is None
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until the model is loaded; raise its load error if it failed."""
+        if not self._ready.wait(timeout):
+            raise EngineError(f"The model {self.path.name} is still loading.")
+        if self._load_error is not None:
+            raise self._load_error
+
+    def stream(self, request: ChatRequest, cancel: threading.Event) -> Iterator[StreamEvent]:
+        job = _Job(request, cancel)
+        self._jobs.put(job)
+        finished = False
+        try:
+            while True:
+                item = job.events.get()
+                if isinstance(item, tuple) and item and item[0] == _RAISE:
+                    raise item[1]
+                yield item
+                if isinstance(item, Finished):
+                    finished = True
+                    return
+        finally:
+            if not finished:
+                job.abandoned.set()  # the consumer went away: stop decoding
+
+    def count_prompt_tokens(self, request: ChatRequest) -> int:
+        """Exact prompt tokens of a request under this model's template (runs on the worker)."""
+        self.wait_ready()
+        done: "queue.Queue[object]" = queue.Queue()
+        self._jobs.put(("count", request, done))
+        result = done.get()
+        if isinstance(result, Exception):
+            raise result
+        return int(result)
+
+    def close(self) -> None:
+        self._jobs.put(_STOP_WORKER)
+        self._thread.join(timeout=30)
+
+    # -- worker thread ------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._load()
+        except OutpostError as exc:
+            self._load_error = exc
+        except Exception as exc:  # llama.cpp's own errors
+            self._load_error = ModelLoadFailed(
+                f"llama.cpp could not load the model file {self.path}: {exc}.", str(self.path))
+        finally:
+            self._ready.set()
+        while True:
+            job = self._jobs.get()
+            if job is _STOP_WORKER:
+                break
+            if isinstance(job, tuple) and job[0] == "count":
+                _, request, done = job
+                try:
+                    done.put(len(self._tokenize(request)[0]))
+                except Exception as exc:
+                    done.put(exc)
+                continue
+            if self._load_error is not None:
+                job.events.put((_RAISE, self._load_error))
+                continue
+            self._serve(job)
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None
+
+    def _load(self) -> None:
+        import llama_cpp
+        from llama_cpp import Llama
+
+        engine = self
+
+        class _CountingLlama(Llama):
+            def eval(self, tokens):  # noqa: D401 - counts what llama.cpp really evaluates
+                engine._evaluated += len(tokens)
+                return super().eval(tokens)
+
+        self.gpu = self.settings.gpu_offload and gpu_offload_supported()
+        started = time.perf_counter()
+        self._llm = _CountingLlama(
+            model_path=str(self.path),
+            n_ctx=self.n_ctx,
+            n_threads=self.n_threads,
+            n_threads_batch=self.n_threads,
+            n_gpu_layers=-1 if self.gpu else 0,
+            seed=self.settings.seed if self.settings.seed >= 0 else llama_cpp.LLAMA_DEFAULT_SEED,
+            verbose=False,
+        )
+        model = self._llm._model
+        eos_id, bos_id = self._llm.token_eos(), self._llm.token_bos()
+        eos = model.token_get_text(eos_id) if eos_id != -1 else ""
+        bos = model.token_get_text(bos_id) if bos_id != -1 else ""
+        self._formatter = ChatFormatter(self.gguf.chat_template, bos_token=bos, eos_token=eos)
+        self._is_eog = _eog_checker(self._llm)
+        log.info("loaded %s in %.2fs (%s)", self.path.name, time.perf_counter() - started,
+                 self.info.detail)
+
+    def _tokenize(self, request: ChatRequest) -> tuple[list[int], tuple[str, ...]]:
+        prompt = self._formatter.format(request.messages)
+        tokens = self._llm.tokenize(prompt.text.encode("utf-8"), add_bos=prompt.add_bos,
+                                    special=True)
+        return tokens, tuple(prompt.stop) + tuple(request.stop)
+
+    def _serve(self, job: _Job) -> None:
+        request = job.request
+        started = time.perf_counter()
+        try:
+            tokens, stops = self._tokenize(request)
+        except Exception as exc:
+            job.events.put((_RAISE, UsageError(f"The prompt could not be tokenized: {exc}.")))
+            return
+        room = self.n_ctx - len(tokens)
+        if room < 1:
+            job.events.put((_RAISE, ContextOverflow(
+                f"The conversation is {len(tokens)} tokens long, which does not fit the local "
+                f"model's context window of {self.n_ctx} tokens. Start a new chat or shorten "
+                "the message.")))
+            return
+        max_new = min(request.max_tokens, room)
+        decoder = _TextAssembler(stops)
+        completion = 0
+        first_at = last_at = None
+        reason = FinishReason.LENGTH
+        error: Exception | None = None
+        self._evaluated = 0
+        evaluated_prompt = None
+        generator = self._llm.generate(
+            tokens, temp=request.temperature, top_p=request.top_p, top_k=DEFAULT_TOP_K,
+            min_p=DEFAULT_MIN_P, repeat_penalty=1.0, reset=True)
+        try:
+            for token in generator:
+                now = time.perf_counter()
+                if evaluated_prompt is None:
+                    evaluated_prompt = self._evaluated
+                    first_at = now
+                last_at = now
+                if job.stopped():
+                    reason = FinishReason.CANCELLED
+                    break
+                if self._is_eog(token):
+                    reason = FinishReason.STOP
+                    break
+                completion += 1
+                text, hit_stop = decoder.feed(self._llm.detokenize([token]))
+                if text:
+                    job.events.put(TextDelta(text))
+                if hit_stop:
+                    reason = FinishReason.STOP
+                    break
+                if completion >= max_new:
+                    reason = FinishReason.LENGTH
+                    break
+        except Exception as exc:  # a llama.cpp failure mid-reply
+            reason = FinishReason.ERROR
+            error = EngineError(f"The local model failed while answering: {exc}.")
+        finally:
+            generator.close()
+        if reason is not FinishReason.CANCELLED and reason is not FinishReason.ERROR:
+            tail = decoder.flush()
+            if tail:
+                job.events.put(TextDelta(tail))
+        if reason is FinishReason.CANCELLED and job.abandoned.is_set() and \
+                not job.cancel.is_set():
+            return  # nobody is listening
+        evaluated_prompt = evaluated_prompt if evaluated_prompt is not None else self._evaluated
+        job.events.put(Usage(prompt_tokens=len(tokens), completion_tokens=completion,
+                             cached_prompt_tokens=max(0, len(tokens) - evaluated_prompt)))
+        ttft_ms = (first_at - started) * 1000 if first_at is not None else None
+        tps = None
+        if first_at is not None and last_at is not None and completion > 1 and last_at > first_at:
+            tps = (completion - 1) / (last_at - first_at)
+        job.events.put(Finished(reason, ttft_ms=ttft_ms, tokens_per_s=tps, error=error))
+
+
+def _eog_checker(llm):
+    import llama_cpp
+
+    vocab = getattr(llm._model, "vocab", None)
+    fn = getattr(llama_cpp, "llama_vocab_is_eog", None)
+    if vocab is not None and fn is not None:
+        return lambda token: bool(fn(vocab, token))
+    eos = llm.token_eos()
+    return lambda token: token == eos
+
+
+class _TextAssembler:
+    """Bytes from the detokenizer -> text deltas, with stop sequences held back.
+
+    Multi-byte UTF-8 characters split across tokens are joined by an incremental decoder; text
+    that could be the start of a stop sequence is held until it is known not to be one.
+    """
+
+    def __init__(self, stops: tuple[str, ...]):
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._stops = tuple(s for s in stops if s)
+        self._pending = ""
+
+    def feed(self, data: bytes) -> tuple[str, bool]:
+        self._pending += self._decoder.decode(data)
+        for stop in self._stops:
+            index = self._pending.find(stop)
+            if index != -1:
+                text, self._pending = self._pending[:index], ""
+                return text, True
+        hold = 0
+        for stop in self._stops:
+            for size in range(min(len(stop) - 1, len(self._pending)), 0, -1):
+                if self._pending.endswith(stop[:size]):
+                    hold = max(hold, size)
+                    break
+        cut = len(self._pending) - hold
+        text, self._pending = self._pending[:cut], self._pending[cut:]
+        return text, False
+
+    def flush(self) -> str:
+        text = self._pending + self._decoder.decode(b"", final=True)
+        self._pending = ""
+        return text
+
+
+__all__ = ["LocalEngine", "LoadSettings", "ContextOverflow", "Cancelled", "physical_cores",
+           "gpu_offload_supported"]

@@ -1,0 +1,18 @@
+"""Builds engines from settings. Heavy backends are imported lazily: ``llama_cpp`` loads only
+when a local model is actually used."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.settings import Settings
+from engines.model_files import resolve_model_path
+
+
+def create_local_engine(settings: Settings, model_path: str | Path | None = None):
+    """A LocalEngine for ``model_path`` (or the setting, or the bundled model); starts loading."""
+    from engines.llama_local import LoadSettings, LocalEngine
+
+    path = resolve_model_path(str(model_path) if model_path else settings["model_path"])
+    return LocalEngine(path, LoadSettings(context_cap=settings["context_cap"],
+                                          n_threads=settings["n_threads"],
+                                          gpu_offload=settings["gpu_offload"]))

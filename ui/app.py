@@ -1,0 +1,61 @@
+"""The composition root: builds every service once and passes it down."""
+from __future__ import annotations
+
+import sys
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+from app.chat_service import ChatService
+from app.settings import Settings
+from app.store import Store
+from ui.chat_controller import ChatController
+from ui.errors import install_excepthook
+from ui.main_window import MainWindow
+from ui.model_loader import ModelLoader
+from ui.tasks import TaskRunner
+
+
+class OutpostApp:
+    """Everything the window needs, built in one place (tests build it the same way)."""
+
+    def __init__(self, settings: Settings | None = None, store: Store | None = None):
+        self.settings = settings or Settings()
+        self.store = store or Store()
+        self.service = ChatService(self.store, self.settings)
+        self.recovered = self.service.recover_interrupted()
+        self.tasks = TaskRunner()
+        self.loader = ModelLoader(self.settings, self.tasks)
+        self.window = MainWindow(
+            self.store, self.settings,
+            lambda view: ChatController(self.service, self.loader, view),
+            self.loader)
+        for warning in self.settings.load_warnings:
+            self.window.banner.show_error(warning)
+
+    def start(self) -> None:
+        """Show the window at once, then start loading the model in the background."""
+        self.window.show()
+        QTimer.singleShot(0, self._load_model)
+
+    def _load_model(self) -> None:
+        self.loader.load(self.settings["model_path"] or None)
+
+    def shutdown(self) -> None:
+        self.window.controller.shutdown()
+        self.loader.shutdown()
+        self.tasks.wait()
+        self.store.close()
+
+
+def run_gui() -> int:
+    qt_app = QApplication.instance() or QApplication(sys.argv)
+    qt_app.setApplicationName("Outpost")
+    qt_app.setOrganizationName("Outpost")
+    outpost = OutpostApp()
+    install_excepthook(lambda: outpost.window)
+    outpost.start()
+    try:
+        return qt_app.exec()
+    finally:
+        outpost.shutdown()

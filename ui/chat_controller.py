@@ -1,0 +1,188 @@
+"""The GUI-thread state machine of one chat: idle -> (waiting_for_model) -> streaming ->
+(stopping) -> idle.
+
+It saves the prompt through ChatService (committed before anything is sent), hands the turn to the
+StreamWorker's thread, buffers the deltas that come back and flushes them to the view on a timer
+(every FLUSH_MS), so a fast model never makes the window re-render per token.
+"""
+from __future__ import annotations
+
+import threading
+
+from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
+
+from app.chat_service import ChatService
+from app.domain import Finished, Message, Role
+from app.errors import OutpostError
+from ui.conversation_view import ConversationView
+from ui.model_loader import ModelLoader
+from ui.stream_worker import StreamWorker
+
+FLUSH_MS = 33
+
+IDLE, WAITING, STREAMING, STOPPING = "idle", "waiting_for_model", "streaming", "stopping"
+
+
+class ChatController(QObject):
+    state_changed = Signal(str)
+    conversations_changed = Signal()
+    reply_finished = Signal(object)  # the stored assistant Message, or None
+    error_occurred = Signal(str, str)  # kind, plain message
+    turn_requested = Signal(object, object, object)  # -> StreamWorker.run_turn (queued)
+
+    def __init__(self, service: ChatService, loader: ModelLoader, view: ConversationView,
+                 parent: QObject | None = None):
+        super().__init__(parent)
+        self.service = service
+        self.store = service.store
+        self.loader = loader
+        self.view = view
+        self.state = IDLE
+        self.conversation_id: str | None = None
+        self._turn = None
+        self._cancel: threading.Event | None = None
+        self._buffer: list[str] = []
+        self._bubble = None
+        self._timer = QTimer(self)
+        self._timer.setInterval(FLUSH_MS)
+        self._timer.timeout.connect(self._flush)
+
+        self._thread = QThread(self)
+        self._thread.setObjectName("outpost-stream-worker")
+        self._worker = StreamWorker()
+        self._worker.moveToThread(self._thread)
+        self._thread.finished.connect(self._worker.deleteLater)
+        self.turn_requested.connect(self._worker.run_turn)
+        self._worker.model_wait_started.connect(self._on_model_wait_started)
+        self._worker.delta_received.connect(self._on_delta)
+        self._worker.turn_finished.connect(self._on_turn_finished)
+        self._worker.turn_failed.connect(self._on_turn_failed)
+        self._thread.start()
+
+    # -- commands from the window -------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return self.state != IDLE
+
+    def send(self, prompt: str) -> bool:
+        """Save the prompt and start the reply. False (and an error signal) if it cannot start."""
+        if self.busy:
+            return False
+        engine = self.loader.engine_for_turn()
+        if engine is None:
+            self.error_occurred.emit("model", "No model is loaded. Choose a GGUF file with "
+                                     "Model ▸ Open model file…, or use the bundled model.")
+            return False
+        try:
+            turn = self.service.start_turn(prompt, self.conversation_id, model=engine.info.model)
+        except OutpostError as exc:
+            self.error_occurred.emit(exc.kind, str(exc))
+            return False
+        new_conversation = self.conversation_id is None
+        self.conversation_id = turn.conversation_id
+        self._turn = turn
+        self._cancel = threading.Event()
+        user_bubble = self.view.add_bubble(Role.USER)
+        user_bubble.set_text(prompt)
+        self._bubble = self.view.add_bubble(Role.ASSISTANT)
+        self._bubble.set_placeholder("…")
+        self._buffer.clear()
+        self._set_state(STREAMING)
+        self._timer.start()
+        self.turn_requested.emit(turn, engine, self._cancel)
+        if new_conversation:
+            self.conversations_changed.emit()
+        return True
+
+    def stop(self) -> None:
+        if self.state in (STREAMING, WAITING) and self._cancel is not None:
+            self._cancel.set()
+            self._set_state(STOPPING)
+
+    def open_conversation(self, conversation_id: str) -> None:
+        if self.busy or conversation_id == self.conversation_id:
+            return
+        try:
+            messages = self.store.messages(conversation_id)
+        except OutpostError as exc:
+            self.error_occurred.emit(exc.kind, str(exc))
+            return
+        self.conversation_id = conversation_id
+        self.view.show_messages(messages)
+
+    def new_conversation(self) -> None:
+        if self.busy:
+            return
+        self.conversation_id = None
+        self.view.clear()
+        self.conversations_changed.emit()
+
+    def forget_conversation(self, conversation_id: str) -> None:
+        """After a delete: clear the view if it showed that conversation."""
+        if conversation_id == self.conversation_id:
+            self.conversation_id = None
+            self.view.clear()
+
+    def shutdown(self) -> None:
+        if self._cancel is not None:
+            self._cancel.set()
+        self._timer.stop()
+        self._thread.quit()
+        self._thread.wait(30000)
+
+    # -- from the worker ----------------------------------------------------------------------
+    @Slot()
+    def _on_model_wait_started(self) -> None:
+        if self.state == STREAMING:
+            self._set_state(WAITING)
+            if self._bubble is not None:
+                self._bubble.set_placeholder("Waiting for the model to finish loading…")
+
+    @Slot(str)
+    def _on_delta(self, text: str) -> None:
+        if self.state == WAITING:
+            self._set_state(STREAMING)
+        self._buffer.append(text)
+
+    @Slot()
+    def _flush(self) -> None:
+        if self._buffer and self._bubble is not None:
+            self._bubble.append_text("".join(self._buffer))
+            self._buffer.clear()
+
+    @Slot(object)
+    def _on_turn_finished(self, finish: Finished | None) -> None:
+        self._end_turn()
+
+    @Slot(str, str)
+    def _on_turn_failed(self, kind: str, message: str) -> None:
+        self._end_turn()
+        if self._bubble is not None and not self._bubble.text:
+            self._bubble.set_placeholder("No reply.")
+        self.error_occurred.emit(kind, message)
+
+    def _end_turn(self) -> None:
+        self._timer.stop()
+        self._flush()
+        message: Message | None = None
+        if self._turn is not None and self._turn.assistant_message_id:
+            try:
+                message = self.store.get_message(self._turn.assistant_message_id)
+            except OutpostError as exc:
+                self.error_occurred.emit(exc.kind, str(exc))
+        if message is not None and self._bubble is not None:
+            if message.content and not self._bubble.text:
+                self._bubble.append_text(message.content)
+            if not message.content:
+                self._bubble.set_placeholder("(no text)")
+            self._bubble.show_message_state(message)
+        self._turn = None
+        self._cancel = None
+        self._set_state(IDLE)
+        self.conversations_changed.emit()
+        self.reply_finished.emit(message)
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.state_changed.emit(state)

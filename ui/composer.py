@@ -1,0 +1,63 @@
+"""The message box: Enter sends, Shift+Enter adds a line; one button that is Send or Stop."""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtGui import QKeyEvent
+from PySide6.QtWidgets import QHBoxLayout, QPlainTextEdit, QPushButton, QWidget
+
+
+class PromptEdit(QPlainTextEdit):
+    submit_requested = Signal()
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 (Qt naming)
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and \
+                not event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+            self.submit_requested.emit()
+            return
+        super().keyPressEvent(event)
+
+
+class Composer(QWidget):
+    send_requested = Signal(str)
+    stop_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.edit = PromptEdit()
+        self.edit.setPlaceholderText("Message the local model…  (Enter sends, Shift+Enter: new line)")
+        self.edit.setFixedHeight(76)
+        self.edit.setTabChangesFocus(True)
+        self.button = QPushButton("Send")
+        self.button.setFixedWidth(84)
+        self.button.setMinimumHeight(36)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(12, 6, 12, 10)
+        layout.addWidget(self.edit, 1)
+        layout.addWidget(self.button, 0, Qt.AlignmentFlag.AlignBottom)
+        self._busy = False
+        self.edit.submit_requested.connect(self._on_submit)
+        self.button.clicked.connect(self._on_button)
+
+    def set_busy(self, busy: bool) -> None:
+        """While a reply streams the button stops it; the text box stays editable."""
+        self._busy = busy
+        self.button.setText("Stop" if busy else "Send")
+        self.button.setToolTip("Stop the reply (Esc)" if busy else "Send (Enter)")
+
+    def text(self) -> str:
+        return self.edit.toPlainText()
+
+    def clear(self) -> None:
+        self.edit.clear()
+
+    @Slot()
+    def _on_submit(self) -> None:
+        if not self._busy and self.text().strip():
+            self.send_requested.emit(self.text())
+
+    @Slot()
+    def _on_button(self) -> None:
+        if self._busy:
+            self.stop_requested.emit()
+        else:
+            self._on_submit()

@@ -1,0 +1,172 @@
+"""The chat view: one bubble widget per message in a scroll area.
+
+Streaming touches only the last bubble: new text is rendered incrementally (see ui.markdown) and
+set on that bubble's label; the rest of the conversation is never re-laid out per token.
+"""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, QTimer, Slot
+from PySide6.QtWidgets import (QFrame, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget)
+
+from app.domain import Message, MessageStatus, Role
+from ui.markdown import IncrementalMarkdown, render
+
+_BUBBLE_STYLES = {
+    Role.USER: "QFrame#bubble { background:#e8f0fe; border-radius:10px; }",
+    Role.ASSISTANT: "QFrame#bubble { background:#ffffff; border:1px solid #e1e4e8; "
+                    "border-radius:10px; }",
+    Role.SYSTEM: "QFrame#bubble { background:#fff8e1; border-radius:10px; }",
+}
+_STATUS_NOTES = {
+    MessageStatus.INTERRUPTED: "⚠ interrupted — the answer is partial",
+    MessageStatus.ERROR: "⚠ error",
+    MessageStatus.STREAMING: "…",
+}
+
+
+def metrics_text(message: Message) -> str:
+    parts = []
+    if message.engine or message.model:
+        parts.append(" · ".join(p for p in (message.engine, message.model) if p))
+    if message.prompt_tokens is not None:
+        tokens = f"{message.prompt_tokens} in / {message.completion_tokens or 0} out"
+        if message.cached_prompt_tokens:
+            tokens += f" ({message.cached_prompt_tokens} cached)"
+        parts.append(tokens)
+    if message.ttft_ms is not None:
+        parts.append(f"TTFT {message.ttft_ms:.0f} ms")
+    if message.tokens_per_s is not None:
+        parts.append(f"{message.tokens_per_s:.1f} tok/s")
+    return "  ·  ".join(parts)
+
+
+class MessageBubble(QFrame):
+    """One message: a role line, the rendered body and a footer with status and metrics."""
+
+    def __init__(self, role: Role, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.role = role
+        self.setObjectName("bubble")
+        self.setStyleSheet(_BUBBLE_STYLES[role])
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(12, 8, 12, 8)
+        layout.setSpacing(4)
+        self.header = QLabel({Role.USER: "You", Role.ASSISTANT: "Assistant",
+                              Role.SYSTEM: "System"}[role])
+        self.header.setStyleSheet("color:#57606a; font-weight:600;")
+        self.body = QLabel()
+        self.body.setTextFormat(Qt.TextFormat.RichText)
+        self.body.setWordWrap(True)
+        self.body.setOpenExternalLinks(True)
+        self.body.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+        self.body.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Minimum)
+        self.footer = QLabel()
+        self.footer.setStyleSheet("color:#6e7781; font-size:11px;")
+        self.footer.setWordWrap(True)
+        self.footer.hide()
+        layout.addWidget(self.header)
+        layout.addWidget(self.body)
+        layout.addWidget(self.footer)
+        self.text = ""
+        self._incremental = IncrementalMarkdown()
+
+    def set_text(self, text: str) -> None:
+        self.text = text
+        self.body.setText(render(text) if self.role is not Role.USER
+                          else "<p style='white-space:pre-wrap'>" + _escape(text) + "</p>")
+
+    def append_text(self, delta: str) -> None:
+        self.text += delta
+        self.body.setText(self._incremental.update(self.text))
+
+    def set_placeholder(self, note: str) -> None:
+        self.body.setText(f"<i style='color:#6e7781'>{_escape(note)}</i>")
+
+    def set_footer(self, text: str, warning: bool = False) -> None:
+        color = "#b35900" if warning else "#6e7781"
+        self.footer.setStyleSheet(f"color:{color}; font-size:11px;")
+        self.footer.setText(text)
+        self.footer.setVisible(bool(text))
+
+    def show_message_state(self, message: Message) -> None:
+        note = _STATUS_NOTES.get(message.status, "")
+        if message.status is MessageStatus.INTERRUPTED and message.error:
+            note = f"⚠ interrupted — {message.error}"
+        elif message.status is MessageStatus.ERROR and message.error:
+            note = f"⚠ {message.error}"
+        metrics = metrics_text(message) if message.role is Role.ASSISTANT else ""
+        text = "\n".join(p for p in (note, metrics) if p)
+        self.set_footer(text, warning=message.status in (MessageStatus.INTERRUPTED,
+                                                         MessageStatus.ERROR))
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
+class ConversationView(QScrollArea):
+    """Shows one conversation. Knows nothing about engines or the database."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self._content = QWidget()
+        self._content.setObjectName("conversationContent")
+        self._layout = QVBoxLayout(self._content)
+        self._layout.setContentsMargins(16, 16, 16, 16)
+        self._layout.setSpacing(10)
+        self._empty = QLabel("Start a conversation: type below and press Enter.\n"
+                             "Everything stays on this computer with the local model.")
+        self._empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._empty.setStyleSheet("color:#8c959f; font-size:14px;")
+        self._layout.addWidget(self._empty)
+        self._layout.addStretch(1)
+        self.setWidget(self._content)
+        self.bubbles: list[MessageBubble] = []
+        self._follow = True
+        self.verticalScrollBar().valueChanged.connect(self._on_scrolled)
+        self.verticalScrollBar().rangeChanged.connect(self._on_range_changed)
+
+    def clear(self) -> None:
+        for bubble in self.bubbles:
+            self._layout.removeWidget(bubble)
+            bubble.deleteLater()
+        self.bubbles.clear()
+        self._empty.show()
+        self._follow = True
+
+    def show_messages(self, messages: list[Message]) -> None:
+        self.clear()
+        for message in messages:
+            bubble = self.add_bubble(message.role)
+            bubble.set_text(message.content)
+            if not message.content and message.status is not MessageStatus.COMPLETE:
+                bubble.set_placeholder("(no text)")
+            bubble.show_message_state(message)
+
+    def add_bubble(self, role: Role) -> MessageBubble:
+        self._empty.hide()
+        bubble = MessageBubble(role, self._content)
+        self._layout.insertWidget(self._layout.count() - 1, bubble)
+        self.bubbles.append(bubble)
+        self._follow = True
+        return bubble
+
+    def last_bubble(self) -> MessageBubble | None:
+        return self.bubbles[-1] if self.bubbles else None
+
+    def _on_scrolled(self, value: int) -> None:
+        bar = self.verticalScrollBar()
+        self._follow = value >= bar.maximum() - 24
+
+    def _on_range_changed(self, _min: int, maximum: int) -> None:
+        if self._follow:
+            QTimer.singleShot(0, self._scroll_to_end)
+
+    @Slot()
+    def _scroll_to_end(self) -> None:
+        self.verticalScrollBar().setValue(self.verticalScrollBar().maximum())

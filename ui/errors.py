@@ -1,0 +1,51 @@
+"""How errors reach the user: a dismissable banner for expected problems (one plain sentence),
+and a dialog for bugs (the excepthook). Cancellation is never shown as an error."""
+from __future__ import annotations
+
+import sys
+import traceback
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QWidget
+
+
+class ErrorBanner(QWidget):
+    dismissed = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("errorBanner")
+        self.setStyleSheet("#errorBanner { background:#fff1f0; border-bottom:1px solid #ffa39e; }"
+                           "QLabel { color:#a8071a; }")
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        close = QPushButton("Dismiss")
+        close.setFlat(True)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(12, 6, 8, 6)
+        layout.addWidget(self.label, 1)
+        layout.addWidget(close)
+        close.clicked.connect(self.hide)
+        close.clicked.connect(self.dismissed)
+        self.hide()
+
+    def show_error(self, message: str) -> None:
+        self.label.setText(message)
+        self.show()
+
+
+def install_excepthook(parent_getter) -> None:
+    """Unexpected exceptions on the GUI thread: a dialog with the traceback, the app keeps going."""
+
+    def hook(exc_type, exc, tb):
+        text = "".join(traceback.format_exception(exc_type, exc, tb))
+        sys.stderr.write(text)
+        box = QMessageBox(parent_getter())
+        box.setIcon(QMessageBox.Icon.Critical)
+        box.setWindowTitle("Outpost: unexpected error")
+        box.setText("Something went wrong inside Outpost. Your messages are saved.\n"
+                    "Please report this with the details below.")
+        box.setDetailedText(text)
+        box.exec()
+
+    sys.excepthook = hook

@@ -1,0 +1,250 @@
+"""The main window: layout and signal wiring only. Behaviour lives in the controllers."""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Slot
+from PySide6.QtGui import QAction, QKeySequence, QShortcut
+from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QSplitter, QVBoxLayout,
+                               QWidget)
+
+from app.errors import OutpostError
+from app.settings import Settings
+from app.store import Store
+from engines.base import EngineInfo
+from ui.chat_controller import IDLE, STOPPING, WAITING, ChatController
+from ui.composer import Composer
+from ui.conversation_view import ConversationView
+from ui.errors import ErrorBanner
+from ui.model_loader import ModelLoader
+from ui.sidebar import Sidebar
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, store: Store, settings: Settings, controller_factory,
+                 loader: ModelLoader):
+        super().__init__()
+        self.store = store
+        self.settings = settings
+        self.loader = loader
+        self.setWindowTitle("Outpost")
+        self.resize(1100, 720)
+
+        self.sidebar = Sidebar()
+        self.banner = ErrorBanner()
+        self.title_label = QLabel("New chat")
+        self.title_label.setStyleSheet("font-size:15px; font-weight:600; padding:10px 16px;")
+        self.view = ConversationView()
+        self.composer = Composer()
+        chat = QWidget()
+        chat_layout = QVBoxLayout(chat)
+        chat_layout.setContentsMargins(0, 0, 0, 0)
+        chat_layout.setSpacing(0)
+        chat_layout.addWidget(self.banner)
+        chat_layout.addWidget(self.title_label)
+        chat_layout.addWidget(self.view, 1)
+        chat_layout.addWidget(self.composer)
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(self.sidebar)
+        splitter.addWidget(chat)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([260, 840])
+        self.setCentralWidget(splitter)
+
+        self.route_label = QLabel("● Offline — local model")
+        self.route_label.setToolTip("Every reply is generated on this computer; nothing is sent "
+                                    "over the network.")
+        self.route_label.setStyleSheet("color:#1a7f37; font-weight:600; padding:0 8px;")
+        self.model_label = QLabel("Model: —")
+        self.state_label = QLabel("")
+        self.metrics_label = QLabel("")
+        status = self.statusBar()
+        status.addWidget(self.route_label)
+        status.addWidget(self.model_label)
+        status.addWidget(self.state_label, 1)
+        status.addPermanentWidget(self.metrics_label)
+
+        self.controller: ChatController = controller_factory(self.view)
+        self._build_menu()
+        self._wire()
+        self.refresh_sidebar()
+        self.composer.edit.setFocus()
+
+    def _build_menu(self) -> None:
+        chat_menu = self.menuBar().addMenu("&Chat")
+        self.new_action = QAction("&New chat", self)
+        self.new_action.setShortcut(QKeySequence("Ctrl+N"))
+        chat_menu.addAction(self.new_action)
+        self.stop_action = QAction("&Stop reply", self)
+        chat_menu.addAction(self.stop_action)
+        chat_menu.addSeparator()
+        self.quit_action = QAction("&Quit", self)
+        self.quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+        chat_menu.addAction(self.quit_action)
+        model_menu = self.menuBar().addMenu("&Model")
+        self.open_model_action = QAction("&Open model file…", self)
+        self.open_model_action.setShortcut(QKeySequence("Ctrl+O"))
+        model_menu.addAction(self.open_model_action)
+        self.bundled_model_action = QAction("Use the &bundled model (SmolLM2-135M)", self)
+        model_menu.addAction(self.bundled_model_action)
+        self.escape_shortcut = QShortcut(QKeySequence(Qt.Key.Key_Escape), self)
+        self.escape_shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
+
+    def _wire(self) -> None:
+        c = self.controller
+        self.composer.send_requested.connect(self._on_send_requested)
+        self.composer.stop_requested.connect(c.stop)
+        self.escape_shortcut.activated.connect(c.stop)
+        self.stop_action.triggered.connect(c.stop)
+        self.new_action.triggered.connect(self._on_new_chat)
+        self.quit_action.triggered.connect(self.close)
+        self.open_model_action.triggered.connect(self._on_open_model)
+        self.bundled_model_action.triggered.connect(self._on_use_bundled)
+        self.sidebar.new_requested.connect(self._on_new_chat)
+        self.sidebar.conversation_selected.connect(self._on_conversation_selected)
+        self.sidebar.rename_requested.connect(self._on_rename)
+        self.sidebar.delete_requested.connect(self._on_delete)
+        c.state_changed.connect(self._on_state_changed)
+        c.conversations_changed.connect(self.refresh_sidebar)
+        c.reply_finished.connect(self._on_reply_finished)
+        c.error_occurred.connect(self._on_error)
+        self.loader.loading_started.connect(self._on_loading_started)
+        self.loader.model_ready.connect(self._on_model_ready)
+        self.loader.load_failed.connect(self._on_load_failed)
+
+    # -- slots ---------------------------------------------------------------------------------
+    @Slot(str)
+    def _on_send_requested(self, text: str) -> None:
+        if self.controller.send(text):
+            self.banner.hide()
+            self.composer.clear()
+
+    @Slot()
+    def _on_new_chat(self) -> None:
+        if self.controller.busy:
+            return
+        self.controller.new_conversation()
+        self.title_label.setText("New chat")
+        self.composer.edit.setFocus()
+
+    @Slot(str)
+    def _on_conversation_selected(self, conversation_id: str) -> None:
+        if self.controller.busy:
+            self.sidebar.set_conversations(self.store.list_conversations(),
+                                           self.controller.conversation_id)
+            return
+        self.controller.open_conversation(conversation_id)
+        self._show_title()
+
+    @Slot(str, str)
+    def _on_rename(self, conversation_id: str, title: str) -> None:
+        try:
+            self.store.rename_conversation(conversation_id, title)
+        except OutpostError as exc:
+            self._on_error(exc.kind, str(exc))
+        self.refresh_sidebar()
+        self._show_title()
+
+    @Slot(str)
+    def _on_delete(self, conversation_id: str) -> None:
+        if self.controller.busy and conversation_id == self.controller.conversation_id:
+            self._on_error("usage", "Stop the reply before deleting this conversation.")
+            return
+        try:
+            self.store.delete_conversation(conversation_id)
+        except OutpostError as exc:
+            self._on_error(exc.kind, str(exc))
+        self.controller.forget_conversation(conversation_id)
+        self.refresh_sidebar()
+        self._show_title()
+
+    @Slot()
+    def refresh_sidebar(self) -> None:
+        try:
+            conversations = self.store.list_conversations()
+        except OutpostError as exc:
+            self._on_error(exc.kind, str(exc))
+            return
+        self.sidebar.set_conversations(conversations, self.controller.conversation_id)
+        self._show_title()
+
+    def _show_title(self) -> None:
+        cid = self.controller.conversation_id
+        if cid is None:
+            self.title_label.setText("New chat")
+            return
+        try:
+            self.title_label.setText(self.store.get_conversation(cid).title)
+        except OutpostError:
+            self.title_label.setText("")
+
+    @Slot(str)
+    def _on_state_changed(self, state: str) -> None:
+        self.composer.set_busy(state != IDLE)
+        texts = {WAITING: "Waiting for the model to load…", STOPPING: "Stopping…"}
+        if state in texts:
+            self.state_label.setText(texts[state])
+        elif state == IDLE:
+            self.state_label.setText("Ready" if self.loader.active else self.state_label.text())
+        else:
+            self.state_label.setText("Generating…")
+        self.open_model_action.setEnabled(state == IDLE)
+        self.bundled_model_action.setEnabled(state == IDLE)
+
+    @Slot(object)
+    def _on_reply_finished(self, message) -> None:
+        if message is None:
+            return
+        parts = []
+        if message.ttft_ms is not None:
+            parts.append(f"TTFT {message.ttft_ms:.0f} ms")
+        if message.tokens_per_s is not None:
+            parts.append(f"{message.tokens_per_s:.1f} tok/s")
+        self.metrics_label.setText("Last reply: " + " · ".join(parts) if parts else "")
+
+    @Slot(str, str)
+    def _on_error(self, kind: str, message: str) -> None:
+        if kind == "cancelled":
+            return
+        self.banner.show_error(message)
+
+    @Slot(str)
+    def _on_loading_started(self, name: str) -> None:
+        self.model_label.setText(f"Model: {name}")
+        self.state_label.setText("Loading model…")
+
+    @Slot(object)
+    def _on_model_ready(self, info: EngineInfo) -> None:
+        self.model_label.setText(f"Engine: {info.engine} · {info.model}")
+        self.model_label.setToolTip(info.detail)
+        if not self.controller.busy:
+            self.state_label.setText(f"Ready ({info.detail})")
+
+    @Slot(str)
+    def _on_load_failed(self, message: str) -> None:
+        active = self.loader.active
+        self.state_label.setText("Model failed to load" if active is None
+                                 else f"Still using {active.info.model}")
+        self.banner.show_error(message)
+
+    @Slot()
+    def _on_open_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a GGUF model", "",
+                                              "GGUF models (*.gguf);;All files (*)")
+        if path:
+            self.choose_model(path)
+
+    @Slot()
+    def _on_use_bundled(self) -> None:
+        self.choose_model("")
+
+    def choose_model(self, path: str) -> None:
+        """Switch the local model (empty: the bundled one) and remember the choice."""
+        self.settings.set("model_path", path)
+        try:
+            self.settings.save()
+        except OSError as exc:
+            self._on_error("storage", f"The settings could not be saved: {exc}.")
+        self.loader.load(path or None)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        self.controller.shutdown()
+        super().closeEvent(event)

@@ -1,0 +1,90 @@
+"""Markdown -> Qt rich text, with highlighted code blocks, rendered incrementally while streaming.
+
+``IncrementalMarkdown`` splits a growing message into a *stable* part (complete blocks, rendered
+once and cached) and a *tail* (the block still being written, re-rendered at each flush), so a long
+reply costs the same per flush at its end as at its start.
+"""
+from __future__ import annotations
+
+import html
+import re
+
+from markdown_it import MarkdownIt
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import TextLexer, get_lexer_by_name
+from pygments.util import ClassNotFound
+
+_FORMATTER = HtmlFormatter(noclasses=True, nowrap=True, style="friendly")
+_CODE_STYLE = ("background:#f4f5f7; border:1px solid #d8dbe0; padding:8px; "
+               "font-family:'DejaVu Sans Mono','Menlo','Consolas',monospace; white-space:pre;")
+_FENCE = re.compile(r"^\s{0,3}(```|~~~)", re.MULTILINE)
+
+
+def _highlight(code: str, lang: str, attrs: str) -> str:
+    try:
+        lexer = get_lexer_by_name(lang.strip()) if lang.strip() else TextLexer()
+    except ClassNotFound:
+        lexer = TextLexer()
+    body = highlight(code, lexer, _FORMATTER).rstrip("\n")
+    label = (f"<div style='color:#6a737d; font-size:small;'>{html.escape(lang.strip())}</div>"
+             if lang.strip() else "")
+    return f"{label}<pre style=\"{_CODE_STYLE}\">{body}</pre>"
+
+
+_MD = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False,
+                                "highlight": _highlight}).enable("table").enable("strikethrough")
+
+
+def _fix_highlighted_fences(rendered: str) -> str:
+    # markdown-it wraps highlighted output in <pre><code>; keep ours only.
+    return re.sub(r"<pre><code[^>]*>(<div[^>]*>.*?</div>)?<pre (.*?)</pre>\s*</code></pre>",
+                  lambda m: (m.group(1) or "") + "<pre " + m.group(2) + "</pre>", rendered,
+                  flags=re.DOTALL)
+
+
+def render(text: str) -> str:
+    """Render a complete markdown text to HTML that QTextDocument understands."""
+    if not text:
+        return ""
+    return _fix_highlighted_fences(_MD.render(text))
+
+
+def stable_boundary(text: str) -> int:
+    """Index up to which ``text`` consists of complete blocks: the last blank line that is not
+    inside an open code fence."""
+    boundary = 0
+    inside_fence = False
+    position = 0
+    for line in text.splitlines(keepends=True):
+        if _FENCE.match(line):
+            inside_fence = not inside_fence
+            if not inside_fence:
+                boundary = position + len(line)  # a closed fence ends a block
+        elif not line.strip() and not inside_fence:
+            boundary = position + len(line)
+        position += len(line)
+    return boundary
+
+
+class IncrementalMarkdown:
+    """Renders a message that only ever grows (a streaming reply)."""
+
+    def __init__(self) -> None:
+        self._stable_src = ""
+        self._stable_html = ""
+        self.blocks_rendered = 0  # how many block renders happened (for tests)
+
+    def update(self, text: str) -> str:
+        if not text.startswith(self._stable_src):  # text was replaced: start over
+            self._stable_src, self._stable_html = "", ""
+        boundary = stable_boundary(text)
+        if boundary > len(self._stable_src):
+            self._stable_html += render(text[len(self._stable_src):boundary])
+            self._stable_src = text[:boundary]
+            self.blocks_rendered += 1
+        tail = text[len(self._stable_src):]
+        if tail.count("```") % 2 == 1:
+            tail += "\n```"  # show an open code block as code while it streams
+        self.blocks_rendered += 1 if tail else 0
+        return self._stable_html + render(tail)

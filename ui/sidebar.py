@@ -1,0 +1,95 @@
+"""The list of conversations: new, select, rename (double-click or F2), delete (Del)."""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (QListWidget, QListWidgetItem, QMenu, QPushButton, QVBoxLayout,
+                               QWidget, QAbstractItemView)
+
+from app.domain import Conversation
+
+ID_ROLE = Qt.ItemDataRole.UserRole
+
+
+class Sidebar(QWidget):
+    new_requested = Signal()
+    conversation_selected = Signal(str)
+    rename_requested = Signal(str, str)
+    delete_requested = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.new_button = QPushButton("+  New chat")
+        self.new_button.setMinimumHeight(32)
+        self.list = QListWidget()
+        self.list.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked
+                                  | QAbstractItemView.EditTrigger.EditKeyPressed)
+        self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.list.setWordWrap(False)
+        self.list.setStyleSheet("QListWidget { border:none; background:#f6f8fa; } "
+                                "QListWidget::item { padding:6px; }")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 8, 8, 8)
+        layout.addWidget(self.new_button)
+        layout.addWidget(self.list, 1)
+        self.delete_action = QAction("Delete", self.list)
+        self.delete_action.setShortcut(QKeySequence.StandardKey.Delete)
+        self.delete_action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
+        self.list.addAction(self.delete_action)
+        self._filling = False
+        self.new_button.clicked.connect(self.new_requested)
+        self.list.currentItemChanged.connect(self._on_current_changed)
+        self.list.itemChanged.connect(self._on_item_changed)
+        self.list.customContextMenuRequested.connect(self._on_context_menu)
+        self.delete_action.triggered.connect(self._on_delete_current)
+
+    def set_conversations(self, conversations: list[Conversation], current_id: str | None) -> None:
+        self._filling = True
+        try:
+            self.list.clear()
+            for conversation in conversations:
+                item = QListWidgetItem(conversation.title or "Untitled")
+                item.setData(ID_ROLE, conversation.id)
+                item.setToolTip(f"{conversation.title}\nupdated {conversation.updated_at}")
+                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
+                self.list.addItem(item)
+                if conversation.id == current_id:
+                    self.list.setCurrentItem(item)
+        finally:
+            self._filling = False
+
+    def current_id(self) -> str | None:
+        item = self.list.currentItem()
+        return item.data(ID_ROLE) if item else None
+
+    @Slot(QListWidgetItem, QListWidgetItem)
+    def _on_current_changed(self, current: QListWidgetItem | None, _previous) -> None:
+        if current is not None and not self._filling:
+            self.conversation_selected.emit(current.data(ID_ROLE))
+
+    @Slot(QListWidgetItem)
+    def _on_item_changed(self, item: QListWidgetItem) -> None:
+        if not self._filling:
+            self.rename_requested.emit(item.data(ID_ROLE), item.text())
+
+    @Slot()
+    def _on_delete_current(self) -> None:
+        conversation_id = self.current_id()
+        if conversation_id:
+            self.delete_requested.emit(conversation_id)
+
+    @Slot(object)
+    def _on_context_menu(self, pos) -> None:
+        item = self.list.itemAt(pos)
+        if item is None:
+            return
+        menu = QMenu(self)
+        rename = menu.addAction("Rename")
+        delete = menu.addAction("Delete")
+        chosen = menu.exec(self.list.viewport().mapToGlobal(pos))
+        if chosen is rename:
+            self.list.editItem(item)
+        elif chosen is delete:
+            self.delete_requested.emit(item.data(ID_ROLE))
