@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import sys
 
-from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 from app.chat_service import ChatService
@@ -34,11 +33,10 @@ class OutpostApp:
             self.window.banner.show_error(warning)
 
     def start(self) -> None:
-        """Show the window at once, then start loading the model in the background."""
+        """Show the window, and start loading the model on the engine's thread. Only the GGUF
+        header is read here (tens of ms), so a bad file is reported at once; the weights load
+        in the background while the window is already usable."""
         self.window.show()
-        QTimer.singleShot(0, self._load_model)
-
-    def _load_model(self) -> None:
         self.loader.load(self.settings["model_path"] or None)
 
     def shutdown(self) -> None:

