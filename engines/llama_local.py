@@ -64,6 +64,10 @@ class LoadSettings:
     n_threads: int = 0  # 0: physical cores
     gpu_offload: bool = True
     seed: int = -1
+    # Deltas are handed to the consumer at most this often (the first one at once). Waking the
+    # consumer thread per token steals a core from llama.cpp's compute threads; the window
+    # only repaints every 33 ms anyway. 0 = one delta per token.
+    delta_interval_s: float = 0.02
 
 
 @dataclass
@@ -140,13 +144,22 @@ class LocalEngine:
 
     def count_prompt_tokens(self, request: ChatRequest) -> int:
         """Exact prompt tokens of a request under this model's template (runs on the worker)."""
+        return int(self.call_on_model_thread(lambda llm: len(self._tokenize(request)[0])))
+
+    def call_on_model_thread(self, fn):
+        """Run ``fn(llama)`` on the model's own thread, between replies, and return its result.
+
+        For diagnostics and benchmarks: llama.cpp's OpenMP thread team belongs to the thread that
+        calls it, so code that must compare like with like runs here, not on a second thread
+        (two teams on the same cores slow each other down by ~40%).
+        """
         self.wait_ready()
         done: "queue.Queue[object]" = queue.Queue()
-        self._jobs.put(("count", request, done))
-        result = done.get()
-        if isinstance(result, Exception):
+        self._jobs.put(("call", fn, done))
+        ok, result = done.get()
+        if not ok:
             raise result
-        return int(result)
+        return result
 
     def close(self) -> None:
         self._jobs.put(_STOP_WORKER)
@@ -167,12 +180,12 @@ class LocalEngine:
             job = self._jobs.get()
             if job is _STOP_WORKER:
                 break
-            if isinstance(job, tuple) and job[0] == "count":
-                _, request, done = job
+            if isinstance(job, tuple) and job[0] == "call":
+                _, fn, done = job
                 try:
-                    done.put(len(self._tokenize(request)[0]))
+                    done.put((True, fn(self._llm)))
                 except Exception as exc:
-                    done.put(exc)
+                    done.put((False, exc))
                 continue
             if self._load_error is not None:
                 job.events.put((_RAISE, self._load_error))
@@ -236,6 +249,9 @@ class LocalEngine:
             return
         max_new = min(request.max_tokens, room)
         decoder = _TextAssembler(stops)
+        interval = self.settings.delta_interval_s
+        pending = ""
+        last_put = 0.0
         completion = 0
         first_at = last_at = None
         reason = FinishReason.LENGTH
@@ -260,8 +276,10 @@ class LocalEngine:
                     break
                 completion += 1
                 text, hit_stop = decoder.feed(self._llm.detokenize([token]))
-                if text:
-                    job.events.put(TextDelta(text))
+                pending += text
+                if pending and now - last_put >= interval:
+                    job.events.put(TextDelta(pending))
+                    pending, last_put = "", now
                 if hit_stop:
                     reason = FinishReason.STOP
                     break
@@ -274,9 +292,9 @@ class LocalEngine:
         finally:
             generator.close()
         if reason is not FinishReason.CANCELLED and reason is not FinishReason.ERROR:
-            tail = decoder.flush()
-            if tail:
-                job.events.put(TextDelta(tail))
+            pending += decoder.flush()
+        if pending:
+            job.events.put(TextDelta(pending))
         if reason is FinishReason.CANCELLED and job.abandoned.is_set() and \
                 not job.cancel.is_set():
             return  # nobody is listening
