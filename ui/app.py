@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from app.chat_service import ChatService
@@ -13,6 +15,9 @@ from ui.errors import install_excepthook
 from ui.main_window import MainWindow
 from ui.model_loader import ModelLoader
 from ui.tasks import TaskRunner
+
+
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 
 
 class OutpostApp:
@@ -50,6 +55,7 @@ def run_gui() -> int:
     qt_app = QApplication.instance() or QApplication(sys.argv)
     qt_app.setApplicationName("Outpost")
     qt_app.setOrganizationName("Outpost")
+    qt_app.setWindowIcon(QIcon(str(RESOURCES / "outpost.svg")))
     outpost = OutpostApp()
     install_excepthook(lambda: outpost.window)
     outpost.start()

@@ -5,8 +5,10 @@ set on that bubble's label; the rest of the conversation is never re-laid out pe
 """
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, QTimer, Slot
-from PySide6.QtWidgets import (QFrame, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget)
+from PySide6.QtCore import QSizeF, Qt, QTimer, Slot
+from PySide6.QtGui import QTextOption
+from PySide6.QtWidgets import (QFrame, QLabel, QScrollArea, QSizePolicy, QTextBrowser,
+                               QVBoxLayout, QWidget)
 
 from app.domain import Message, MessageStatus, Role
 from ui.markdown import IncrementalMarkdown, render
@@ -40,6 +42,34 @@ def metrics_text(message: Message) -> str:
     return "  ·  ".join(parts)
 
 
+class MessageBody(QTextBrowser):
+    """Rich text that wraps anywhere (a long URL or token never widens the chat) and is exactly
+    as tall as its content: the conversation scrolls, not each message."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setOpenExternalLinks(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setStyleSheet("QTextBrowser { background: transparent; }")
+        self.viewport().setAutoFillBackground(False)
+        self.document().setDocumentMargin(0)
+        self.document().documentLayout().documentSizeChanged.connect(self._on_size_changed)
+        self.setFixedHeight(self._content_height(self.document().size()))
+
+    def _content_height(self, size: QSizeF) -> int:
+        extra = self.horizontalScrollBar().sizeHint().height() \
+            if self.horizontalScrollBar().isVisible() else 0
+        return max(18, int(size.height()) + 4 + extra)
+
+    @Slot(QSizeF)
+    def _on_size_changed(self, size: QSizeF) -> None:
+        self.setFixedHeight(self._content_height(size))
+
+
 class MessageBubble(QFrame):
     """One message: a role line, the rendered body and a footer with status and metrics."""
 
@@ -55,12 +85,7 @@ class MessageBubble(QFrame):
         self.header = QLabel({Role.USER: "You", Role.ASSISTANT: "Assistant",
                               Role.SYSTEM: "System"}[role])
         self.header.setStyleSheet("color:#57606a; font-weight:600;")
-        self.body = QLabel()
-        self.body.setTextFormat(Qt.TextFormat.RichText)
-        self.body.setWordWrap(True)
-        self.body.setOpenExternalLinks(True)
-        self.body.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
-        self.body.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Minimum)
+        self.body = MessageBody()
         self.footer = QLabel()
         self.footer.setStyleSheet("color:#6e7781; font-size:11px;")
         self.footer.setWordWrap(True)
@@ -73,15 +98,15 @@ class MessageBubble(QFrame):
 
     def set_text(self, text: str) -> None:
         self.text = text
-        self.body.setText(render(text) if self.role is not Role.USER
+        self.body.setHtml(render(text) if self.role is not Role.USER
                           else "<p style='white-space:pre-wrap'>" + _escape(text) + "</p>")
 
     def append_text(self, delta: str) -> None:
         self.text += delta
-        self.body.setText(self._incremental.update(self.text))
+        self.body.setHtml(self._incremental.update(self.text))
 
     def set_placeholder(self, note: str) -> None:
-        self.body.setText(f"<i style='color:#6e7781'>{_escape(note)}</i>")
+        self.body.setHtml(f"<i style='color:#6e7781'>{_escape(note)}</i>")
 
     def set_footer(self, text: str, warning: bool = False) -> None:
         color = "#b35900" if warning else "#6e7781"
@@ -114,6 +139,7 @@ class ConversationView(QScrollArea):
         super().__init__(parent)
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self._content = QWidget()
         self._content.setObjectName("conversationContent")
         self._layout = QVBoxLayout(self._content)
