@@ -16,6 +16,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -55,6 +56,19 @@ def writer_alive(writer: str | None) -> bool:
     except ValueError:
         return False
     return _process_identity(pid) == writer
+
+
+def _retry_when_locked(fn, budget_s: float = BUSY_TIMEOUT_MS / 1000):
+    """SQLite skips the busy handler in a few cases (e.g. while another connection switches a
+    new file to WAL); retry those for as long as the busy timeout would have waited."""
+    deadline = time.monotonic() + budget_s
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -123,7 +137,7 @@ class Store:
                 conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000,
                                        isolation_level=None, check_same_thread=False)
                 conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-                conn.execute("PRAGMA journal_mode = WAL")
+                _retry_when_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
                 conn.execute("PRAGMA synchronous = FULL")
                 conn.execute("PRAGMA foreign_keys = ON")
             db = sqlite_utils.Database(conn)
@@ -144,7 +158,7 @@ class Store:
     def _tx(self) -> Iterator[sqlite_utils.Database]:
         db = self.db
         with storage_errors(self.path):
-            db.conn.execute("BEGIN IMMEDIATE")
+            _retry_when_locked(lambda: db.conn.execute("BEGIN IMMEDIATE"))
             try:
                 yield db
             except BaseException:
@@ -160,10 +174,10 @@ class Store:
         return [row["name"] for row in db["_migrations"].rows_where(order_by="rowid")]
 
     def _migrate(self, migrations: list[Migration]) -> None:
-        db = self.db
-        if "_migrations" not in db.table_names():
-            db["_migrations"].create({"name": str, "applied_at": str}, pk="name",
+        with self._tx() as tx:
+            tx["_migrations"].create({"name": str, "applied_at": str}, pk="name",
                                      if_not_exists=True)
+        db = self.db
         done = set(self.applied_migrations())
         pending = [m for m in migrations if m.__name__ not in done]
         if not pending:
@@ -172,6 +186,9 @@ class Store:
             self.last_backup = self.backup(f"before-{pending[0].__name__}")
         for fn in pending:
             with self._tx() as tx:
+                # Re-checked inside the write lock: the window and the CLI may start together.
+                if tx["_migrations"].count_where("name = ?", [fn.__name__]):
+                    continue
                 fn(tx)
                 tx["_migrations"].insert({"name": fn.__name__, "applied_at": now_iso()})
 
