@@ -81,7 +81,9 @@ class Turn:
         message = self.store.add_message(
             self.conversation_id, Role.ASSISTANT, "", status=MessageStatus.STREAMING,
             parent_id=self.user_message_id, engine=info.engine, model=info.model,
-            params=self.request.sampling_params())
+            params={**self.request.sampling_params(),
+                    # knobs the engine applies on its own (e.g. llama.cpp's top_k/min_p)
+                    **getattr(engine, "implicit_params", {})})
         self.assistant_message_id = message.id
         reply = self.reply
         last_flush = time.monotonic()

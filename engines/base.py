@@ -6,6 +6,9 @@ whose reason is stop / length / cancelled / error. A failure *before* the stream
 file, bad request) is raised as an ``OutpostError``; a failure *during* the stream ends it with
 ``Finished(reason=ERROR, error=...)`` so the caller keeps the partial text. Setting ``cancel`` (or
 closing the generator) stops the work within one token and ends with reason ``cancelled``.
+
+An engine may also have ``implicit_params`` (a dict): sampling knobs it applies that the request
+does not name, stored with each reply as part of the parameters sent.
 """
 from __future__ import annotations
 

@@ -89,6 +89,9 @@ class LocalEngine:
     """A local GGUF model behind the ``Engine`` contract. Construction is cheap; the model
     loads on the engine's own thread (``wait_ready`` blocks until it has)."""
 
+    # Sampling knobs the request does not carry yet, stored with each reply as sent.
+    implicit_params = {"top_k": DEFAULT_TOP_K, "min_p": DEFAULT_MIN_P, "repeat_penalty": 1.0}
+
     def __init__(self, model_path: str | Path, settings: LoadSettings | None = None):
         self.settings = settings or LoadSettings()
         self.gguf: GGUFInfo = read_gguf(model_path)  # fails fast, naming the file and problem
