@@ -77,6 +77,8 @@ def _open_core():
     from app.store import Store
 
     settings = Settings()
+    for warning in settings.load_warnings:
+        sys.stderr.write(f"outpost: warning: {warning}\n")
     store = Store()
     service = ChatService(store, settings)
     service.recover_interrupted()

@@ -7,6 +7,7 @@ file are ignored with no loss of the known ones; a value of the wrong type falls
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -60,6 +61,8 @@ def _coerce(option: Option, value: Any) -> Any:
         value = float(value)
     if not isinstance(value, option.type) or isinstance(value, bool) and option.type is not bool:
         raise TypeError
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError
     if option.minimum is not None and value < option.minimum:
         raise ValueError
     if option.maximum is not None and value > option.maximum:
@@ -85,7 +88,13 @@ class Settings:
             self.load_warnings.append(f"Settings file {self.path} could not be read ({exc}); "
                                       "defaults are used.")
             return
-        for name, value in (raw.get("values") or {}).items():
+        values = raw.get("values") if isinstance(raw, dict) else None
+        if not isinstance(values, dict):
+            if not (isinstance(raw, dict) and values is None):
+                self.load_warnings.append(f"Settings file {self.path} is not in the expected "
+                                          "format; defaults are used.")
+            return
+        for name, value in values.items():
             option = _BY_NAME.get(name)
             if option is None:
                 continue

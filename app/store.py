@@ -49,13 +49,19 @@ def this_writer() -> str:
 
 
 def writer_alive(writer: str | None) -> bool:
+    """Is the process that wrote ``pid:start-ms`` still running? The start time guards against
+    pid reuse; a second of slack absorbs clock steps that shift psutil's boot time."""
     if not writer:
         return False
     try:
-        pid = int(writer.split(":", 1)[0])
+        pid_text, start_text = writer.split(":", 1)
+        pid, start = int(pid_text), int(start_text)
     except ValueError:
         return False
-    return _process_identity(pid) == writer
+    current = _process_identity(pid)
+    if current is None:
+        return False
+    return abs(int(current.split(":", 1)[1]) - start) <= 1000
 
 
 def _retry_when_locked(fn, budget_s: float = BUSY_TIMEOUT_MS / 1000):

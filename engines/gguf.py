@@ -64,19 +64,26 @@ class GGUFInfo:
 
 
 class _Reader:
-    def __init__(self, handle: BinaryIO):
+    """Reads the header; every length comes from the file, so each is checked against the
+    bytes that are left before anything is read or skipped."""
+
+    def __init__(self, handle: BinaryIO, size: int):
         self.handle = handle
+        self.size = size
+
+    def _check(self, n: int) -> None:
+        if n < 0 or n > self.size - self.handle.tell():
+            raise _Truncated
 
     def read(self, n: int) -> bytes:
+        self._check(n)
         data = self.handle.read(n)
         if len(data) != n:
             raise _Truncated
         return data
 
     def skip(self, n: int) -> None:
-        self.read(n) if n < 4096 else self._seek_skip(n)
-
-    def _seek_skip(self, n: int) -> None:
+        self._check(n)
         self.handle.seek(n, io.SEEK_CUR)
 
     def scalar(self, fmt: str) -> Any:
@@ -114,7 +121,7 @@ def read_gguf(path: str | Path) -> GGUFInfo:
     file_size = path.stat().st_size
     try:
         with path.open("rb") as handle:
-            reader = _Reader(handle)
+            reader = _Reader(handle, file_size)
             try:
                 magic = reader.read(4)
             except _Truncated:

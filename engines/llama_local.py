@@ -105,6 +105,7 @@ class LocalEngine:
         self._evaluated = 0  # tokens run through llama.cpp's decode, counted in eval()
         self._load_error: OutpostError | None = None
         self._ready = threading.Event()
+        self._closed = False
         self._jobs: "queue.Queue[object]" = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="outpost-local-model",
                                         daemon=True)
@@ -128,7 +129,13 @@ class LocalEngine:
         if self._load_error is not None:
             raise self._load_error
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EngineError(f"The local engine for {self.path.name} was closed; "
+                              "load the model again.")
+
     def stream(self, request: ChatRequest, cancel: threading.Event) -> Iterator[StreamEvent]:
+        self._check_open()
         job = _Job(request, cancel)
         self._jobs.put(job)
         finished = False
@@ -156,6 +163,7 @@ class LocalEngine:
         calls it, so code that must compare like with like runs here, not on a second thread
         (two teams on the same cores slow each other down by ~40%).
         """
+        self._check_open()
         self.wait_ready()
         done: "queue.Queue[object]" = queue.Queue()
         self._jobs.put(("call", fn, done))
@@ -165,6 +173,7 @@ class LocalEngine:
         return result
 
     def close(self) -> None:
+        self._closed = True
         self._jobs.put(_STOP_WORKER)
         self._thread.join(timeout=30)
 
@@ -352,8 +361,10 @@ class _TextAssembler:
         return text, False
 
     def flush(self) -> str:
-        text = self._pending + self._decoder.decode(b"", final=True)
-        self._pending = ""
+        """The held-back text. Bytes of a character cut off by max_tokens are dropped, not
+        shown as U+FFFD."""
+        text, self._pending = self._pending, ""
+        self._decoder.reset()
         return text
 
 

@@ -1,0 +1,405 @@
+"""The chat service: what is written to the database, when, and with which status.
+
+The engines here are tiny real implementations of the Engine protocol that play a script
+(plus checks of the database through a *second* Store on the same file); two tests use the real
+bundled model.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from app.chat_service import ChatService, TurnOptions, history_messages, title_from
+from app.domain import (ChatMessage, Finished, FinishReason, MessageStatus, Role, TextDelta,
+                        Usage)
+from app.errors import EngineError, UsageError
+from app.settings import Settings
+from app.store import Store
+from engines.base import Engine, EngineInfo
+
+
+class ScriptedEngine:
+    """Plays a list of events; an OutpostError in the list is raised at that point."""
+
+    def __init__(self, script, model: str = "scripted"):
+        self.script = list(script)
+        self.requests = []
+        self._info = EngineInfo(engine="test", model=model)
+
+    @property
+    def info(self) -> EngineInfo:
+        return self._info
+
+    def stream(self, request, cancel):
+        self.requests.append(request)
+        for item in self.script:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        pass
+
+
+class ObservingEngine(ScriptedEngine):
+    """Before answering, looks at the database through its own connection (a second Store)."""
+
+    def __init__(self, db_path, script):
+        super().__init__(script)
+        self.db_path = db_path
+        self.seen = None
+
+    def stream(self, request, cancel):
+        observer = Store(self.db_path)
+        try:
+            self.seen = observer.messages(self.turn.conversation_id)
+        finally:
+            observer.close()
+        yield from super().stream(request, cancel)
+
+
+class DripEngine(ScriptedEngine):
+    """Yields one character every ``pause`` seconds and records what the database says."""
+
+    def __init__(self, db_path, count: int = 14, pause: float = 0.1):
+        super().__init__([])
+        self.db_path, self.count, self.pause = db_path, count, pause
+        self.handed = []  # when each delta was handed to the service
+        self.observed = []  # (time, status, content) read through a second connection
+
+    def stream(self, request, cancel):
+        observer = Store(self.db_path)
+        try:
+            for i in range(self.count):
+                time.sleep(self.pause)
+                message = observer.get_message(self.turn.assistant_message_id)
+                self.observed.append((time.monotonic(), message.status, message.content))
+                self.handed.append(time.monotonic())
+                yield TextDelta(chr(ord("a") + i))
+            yield Usage(prompt_tokens=5, completion_tokens=self.count)
+            yield Finished(FinishReason.STOP)
+        finally:
+            observer.close()
+
+
+class CancellableEngine(ScriptedEngine):
+    """Streams deltas until cancel is set, then ends like a real engine does."""
+
+    def __init__(self):
+        super().__init__([])
+
+    def stream(self, request, cancel):
+        sent = 0
+        while not cancel.is_set() and sent < 1000:
+            yield TextDelta(f"w{sent} ")
+            sent += 1
+        yield Usage(prompt_tokens=7, completion_tokens=sent)
+        yield Finished(FinishReason.CANCELLED, ttft_ms=3.0)
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return tmp_path / "outpost.db"
+
+
+@pytest.fixture
+def store(db_path):
+    store = Store(db_path)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def service(store):
+    return ChatService(store, Settings())
+
+
+def run_turn(turn, engine, cancel=None):
+    return list(turn.run(engine, cancel or threading.Event()))
+
+
+def count_rows(store, table: str) -> int:
+    return store.db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def test_scripted_engines_satisfy_the_protocol(db_path):
+    assert isinstance(ScriptedEngine([]), Engine)
+    assert isinstance(DripEngine(db_path), Engine)
+
+
+def test_user_message_is_committed_before_the_engine_is_called(service, db_path):
+    engine = ObservingEngine(db_path, [TextDelta("ok"), Usage(3, 1), Finished(FinishReason.STOP)])
+    turn = service.start_turn("Is my message saved?", model="scripted")
+    engine.turn = turn
+    run_turn(turn, engine)
+    assert engine.seen is not None
+    user = [m for m in engine.seen if m.role is Role.USER]
+    assert [(m.id, m.content, m.status) for m in user] == [
+        (turn.user_message_id, "Is my message saved?", MessageStatus.COMPLETE)]
+    # the assistant row exists too, already marked as streaming
+    assistant = [m for m in engine.seen if m.role is Role.ASSISTANT]
+    assert [(m.id, m.status, m.content) for m in assistant] == [
+        (turn.assistant_message_id, MessageStatus.STREAMING, "")]
+
+
+def test_user_message_is_saved_even_if_the_engine_never_runs(service, db_path):
+    turn = service.start_turn("Saved before anything is sent", model="m")
+    other = Store(db_path)
+    try:
+        [message] = other.messages(turn.conversation_id)
+        assert message.content == "Saved before anything is sent"
+        assert message.role is Role.USER
+    finally:
+        other.close()
+
+
+def test_streaming_row_is_flushed_at_least_every_half_second(service, db_path):
+    engine = DripEngine(db_path, count=14, pause=0.1)
+    turn = service.start_turn("Tell me the alphabet slowly", model="scripted")
+    engine.turn = turn
+    events = run_turn(turn, engine)
+    full = "abcdefghijklmn"
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == full
+
+    assert all(status is MessageStatus.STREAMING for _, status, _ in engine.observed)
+    for seen_at, _, content in engine.observed:
+        assert full.startswith(content)
+        # everything handed over more than 0.5 s (+ one delta's pause) ago is in the database
+        old_enough = sum(1 for t in engine.handed if t <= seen_at - 0.5 - 0.15)
+        assert len(content) >= old_enough, (content, old_enough)
+    distinct = {content for _, _, content in engine.observed if content}
+    assert len(distinct) >= 2  # several flushes while streaming, not one at the end
+
+    final = service.store.get_message(turn.assistant_message_id)
+    assert final.content == full and final.status is MessageStatus.COMPLETE
+
+
+def test_complete_reply_stores_everything(service, store):
+    engine = ScriptedEngine([TextDelta("Hello"), TextDelta(" there"),
+                             Usage(prompt_tokens=21, completion_tokens=2, cached_prompt_tokens=4),
+                             Finished(FinishReason.STOP, ttft_ms=12.5, tokens_per_s=48.0)])
+    turn = service.start_turn("Hi!", model="scripted",
+                              options=TurnOptions(temperature=0.3, top_p=0.5, max_tokens=33,
+                                                  stop=("END",)))
+    events = run_turn(turn, engine)
+    assert [type(e) for e in events] == [TextDelta, TextDelta, Usage, Finished]
+    assert turn.reply.text == "Hello there"
+    message = store.get_message(turn.assistant_message_id)
+    assert message.role is Role.ASSISTANT
+    assert message.status is MessageStatus.COMPLETE
+    assert message.content == "Hello there"
+    assert message.parent_id == turn.user_message_id
+    assert (message.engine, message.model) == ("test", "scripted")
+    assert message.params == turn.request.sampling_params()
+    assert message.params["temperature"] == 0.3 and message.params["top_p"] == 0.5
+    assert message.params["max_tokens"] == 33 and message.params["stop"] == ["END"]
+    assert message.params["idempotency_key"] == turn.request.idempotency_key
+    assert (message.prompt_tokens, message.completion_tokens) == (21, 2)
+    assert message.cached_prompt_tokens == 4 and message.tokens_estimated is False
+    assert message.ttft_ms == 12.5 and message.tokens_per_s == 48.0
+    assert message.finish_reason == "stop" and message.error is None
+    # the engine got exactly the request that was stored
+    assert engine.requests == [turn.request]
+
+
+def test_length_finish_is_complete(service, store):
+    engine = ScriptedEngine([TextDelta("abc"), Usage(5, 3), Finished(FinishReason.LENGTH)])
+    turn = service.start_turn("x", model="m")
+    run_turn(turn, engine)
+    message = store.get_message(turn.assistant_message_id)
+    assert message.status is MessageStatus.COMPLETE and message.finish_reason == "length"
+
+
+def test_cancel_leaves_the_partial_reply_interrupted(service, store):
+    engine = CancellableEngine()
+    turn = service.start_turn("Go on and on", model="scripted")
+    cancel = threading.Event()
+    deltas = 0
+    for event in turn.run(engine, cancel):
+        if isinstance(event, TextDelta):
+            deltas += 1
+            if deltas == 3:
+                cancel.set()
+    message = store.get_message(turn.assistant_message_id)
+    assert message.status is MessageStatus.INTERRUPTED
+    assert message.content == "w0 w1 w2 "
+    assert message.finish_reason == "cancelled"
+    assert message.error == "Stopped by the user."
+    assert message.completion_tokens == 3 and message.ttft_ms == 3.0
+
+
+def test_engine_error_without_text_is_error(service, store):
+    engine = ScriptedEngine([Usage(9, 0), Finished(FinishReason.ERROR,
+                                                   error=EngineError("The backend fell over."))])
+    turn = service.start_turn("Hello?", model="scripted")
+    run_turn(turn, engine)
+    message = store.get_message(turn.assistant_message_id)
+    assert message.status is MessageStatus.ERROR
+    assert message.content == ""
+    assert message.error == "The backend fell over."
+    assert message.finish_reason == "error"
+
+
+def test_engine_error_after_text_keeps_it_interrupted(service, store):
+    engine = ScriptedEngine([TextDelta("Half an "), TextDelta("answ"), Usage(9, 2),
+                             Finished(FinishReason.ERROR, error=EngineError("Connection lost."))])
+    turn = service.start_turn("Hello?", model="scripted")
+    run_turn(turn, engine)
+    message = store.get_message(turn.assistant_message_id)
+    assert message.status is MessageStatus.INTERRUPTED
+    assert message.content == "Half an answ"
+    assert message.error == "Connection lost."
+
+
+def test_engine_raising_before_any_text_is_error(service, store):
+    engine = ScriptedEngine([EngineError("The conversation does not fit.")])
+    turn = service.start_turn("Hello?", model="scripted")
+    with pytest.raises(EngineError):
+        run_turn(turn, engine)
+    message = store.get_message(turn.assistant_message_id)
+    assert message.status is MessageStatus.ERROR
+    assert message.error == "The conversation does not fit."
+
+
+def test_engine_raising_after_text_is_interrupted(service, store):
+    engine = ScriptedEngine([TextDelta("partial"), EngineError("It broke.")])
+    turn = service.start_turn("Hello?", model="scripted")
+    with pytest.raises(EngineError):
+        run_turn(turn, engine)
+    message = store.get_message(turn.assistant_message_id)
+    assert message.status is MessageStatus.INTERRUPTED
+    assert message.content == "partial" and message.error == "It broke."
+
+
+def test_consumer_going_away_never_leaves_streaming(service, store):
+    engine = CancellableEngine()
+    turn = service.start_turn("Go", model="scripted")
+    stream = turn.run(engine, threading.Event())
+    next(stream)
+    next(stream)
+    stream.close()
+    message = store.get_message(turn.assistant_message_id)
+    assert message.status is MessageStatus.INTERRUPTED
+    assert message.content == "w0 w1 "
+    assert message.finish_reason == "interrupted"
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", "\n\t"])
+def test_empty_prompt_is_rejected_and_nothing_written(service, store, prompt):
+    with pytest.raises(UsageError, match="empty"):
+        service.start_turn(prompt, model="m")
+    assert count_rows(store, "conversations") == 0
+    assert count_rows(store, "messages") == 0
+
+
+def test_unknown_conversation_is_rejected_and_nothing_written(service, store):
+    with pytest.raises(UsageError, match="no conversation with id 'does-not-exist'"):
+        service.start_turn("hello", "does-not-exist", model="m")
+    assert count_rows(store, "conversations") == 0
+    assert count_rows(store, "messages") == 0
+
+
+@pytest.mark.parametrize("options", [TurnOptions(temperature=5), TurnOptions(top_p=0),
+                                     TurnOptions(max_tokens=0)])
+def test_invalid_options_are_rejected_and_nothing_written(service, store, options):
+    with pytest.raises(UsageError):
+        service.start_turn("hello", model="m", options=options)
+    assert count_rows(store, "conversations") == 0
+    assert count_rows(store, "messages") == 0
+
+
+def test_second_turn_includes_the_history(service, store):
+    first = ScriptedEngine([TextDelta("Paris."), Usage(20, 2), Finished(FinishReason.STOP)])
+    turn1 = service.start_turn("Capital of France?", model="m")
+    run_turn(turn1, first)
+    assert turn1.request.messages == (
+        ChatMessage(Role.SYSTEM, "You are a helpful assistant."),
+        ChatMessage(Role.USER, "Capital of France?"))
+
+    second = ScriptedEngine([TextDelta("Berlin."), Usage(30, 2), Finished(FinishReason.STOP)])
+    turn2 = service.start_turn("And Germany?", turn1.conversation_id, model="m")
+    assert turn2.conversation_id == turn1.conversation_id
+    run_turn(turn2, second)
+    assert second.requests[0].messages == (
+        ChatMessage(Role.SYSTEM, "You are a helpful assistant."),
+        ChatMessage(Role.USER, "Capital of France?"),
+        ChatMessage(Role.ASSISTANT, "Paris."),
+        ChatMessage(Role.USER, "And Germany?"))
+    assert turn2.request.idempotency_key != turn1.request.idempotency_key
+    messages = store.messages(turn1.conversation_id)
+    assert [m.role for m in messages] == [Role.USER, Role.ASSISTANT, Role.USER, Role.ASSISTANT]
+    # each message points at the one before it
+    assert [m.parent_id for m in messages] == [None] + [m.id for m in messages[:-1]]
+    assert len(store.list_conversations()) == 1
+
+
+def test_history_leaves_out_failed_empty_replies_but_keeps_partial_ones(service, store):
+    turn1 = service.start_turn("one", model="m")
+    run_turn(turn1, ScriptedEngine([Usage(1, 0), Finished(FinishReason.ERROR,
+                                                          error=EngineError("down"))]))
+    turn2 = service.start_turn("two", turn1.conversation_id, model="m")
+    run_turn(turn2, ScriptedEngine([TextDelta("half"), Finished(FinishReason.ERROR,
+                                                                error=EngineError("down"))]))
+    turn3 = service.start_turn("three", turn1.conversation_id, model="m")
+    assert [(m.role, m.content) for m in turn3.request.messages] == [
+        (Role.SYSTEM, "You are a helpful assistant."), (Role.USER, "one"), (Role.USER, "two"),
+        (Role.ASSISTANT, "half"), (Role.USER, "three")]
+
+
+def test_history_messages_without_system_prompt():
+    assert history_messages("  ", []) == []
+
+
+def test_new_conversation_title_and_settings(store):
+    settings = Settings()
+    settings.set("system_prompt", "Answer in French.")
+    settings.set("user_id", "alice")
+    settings.set("temperature", 0.1)
+    service = ChatService(store, settings)
+    prompt = "  What   is the weather like on the far side of the moon today, please?  "
+    turn = service.start_turn(prompt, model="m")
+    conversation = store.get_conversation(turn.conversation_id)
+    assert conversation.title == title_from(prompt)
+    assert len(conversation.title) == 48 and conversation.title.endswith("…")
+    assert conversation.title.startswith("What is the weather")
+    assert conversation.system_prompt == "Answer in French."
+    assert turn.request.messages[0] == ChatMessage(Role.SYSTEM, "Answer in French.")
+    assert turn.request.user == "alice" and turn.request.temperature == 0.1
+    assert title_from("short one") == "short one"
+
+
+@pytest.mark.local_model
+def test_real_model_turn_is_stored_complete(service, store, local_engine):
+    turn = service.start_turn("What is 2 + 2?", model=local_engine.info.model,
+                              options=TurnOptions(temperature=0.0, max_tokens=16))
+    events = run_turn(turn, local_engine)
+    usage, finish = events[-2], events[-1]
+    message = store.get_message(turn.assistant_message_id)
+    assert message.status is MessageStatus.COMPLETE
+    assert message.content == turn.reply.text and message.content.strip()
+    assert message.engine == "local" and message.model == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    # the parameters actually sent: the request's, plus the knobs llama.cpp applies on its own
+    assert message.params == {**turn.request.sampling_params(), **local_engine.implicit_params}
+    assert message.prompt_tokens == usage.prompt_tokens == local_engine.count_prompt_tokens(
+        turn.request)
+    assert message.completion_tokens == usage.completion_tokens >= 1
+    assert message.ttft_ms == pytest.approx(finish.ttft_ms)
+    assert message.tokens_per_s == pytest.approx(finish.tokens_per_s) and message.tokens_per_s > 0
+    assert message.finish_reason == finish.reason.value
+
+
+@pytest.mark.local_model
+def test_real_model_cancel_is_interrupted(service, store, local_engine):
+    turn = service.start_turn("Write a long story about a dragon.", model="m",
+                              options=TurnOptions(temperature=0.0, max_tokens=300))
+    cancel = threading.Event()
+    for event in turn.run(local_engine, cancel):
+        if isinstance(event, TextDelta):
+            cancel.set()
+    message = store.get_message(turn.assistant_message_id)
+    assert message.status is MessageStatus.INTERRUPTED
+    assert message.finish_reason == "cancelled"
+    assert message.content and message.content == turn.reply.text
+    assert message.completion_tokens < 300

@@ -1,0 +1,258 @@
+"""The `outpost` command in real subprocesses, on the real database file and bundled model."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from app.domain import MessageStatus, Role
+from app.store import Store
+
+
+def cli(*args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], input=stdin,
+                          capture_output=True, text=True, env=os.environ.copy(),
+                          timeout=timeout)
+
+
+def json_lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def db_file(home):
+    return home / "data" / "outpost.db"
+
+
+def open_store(home) -> Store:
+    return Store(db_file(home))
+
+
+def assert_one_sentence(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    assert lines[0].startswith("outpost: ")
+    return lines[0]
+
+
+def assert_nothing_stored(home) -> None:
+    if not db_file(home).exists():
+        return
+    store = open_store(home)
+    try:
+        assert store.list_conversations() == []
+        assert store.db.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
+    finally:
+        store.close()
+
+
+def test_help_mentions_exit_codes():
+    for args in (["--help"], ["ask", "--help"]):
+        proc = cli(*args)
+        assert proc.returncode == 0
+        out = proc.stdout
+        assert "exit codes" in out
+        for code in ("0", "2", "3", "4", "5", "130"):
+            assert f"\n  {code} " in out, code
+        assert "OUTPOST_HOME" in out
+
+
+def test_unknown_subcommand_is_usage_error():
+    proc = cli("frobnicate")
+    assert proc.returncode == 2
+    assert "invalid choice" in proc.stderr
+
+
+@pytest.mark.local_model
+def test_ask_json_streams_events_and_stores_the_turn(outpost_home):
+    proc = cli("ask", "What is the capital of France?", "--json", "--max-tokens", "16",
+               "--temperature", "0")
+    assert proc.returncode == 0, proc.stderr
+    events = json_lines(proc.stdout)
+    kinds = [e["event"] for e in events]
+    assert kinds.count("delta") >= 1
+    assert kinds.count("usage") == 1 and kinds.count("finished") == 1
+    assert kinds[-2:] == ["usage", "finished"] and set(kinds[:-2]) == {"delta"}
+    usage, finished = events[-2], events[-1]
+    assert usage["prompt_tokens"] > 0 and 1 <= usage["completion_tokens"] <= 16
+    assert usage["estimated"] is False
+    assert finished["reason"] in ("stop", "length")
+    assert finished["ttft_ms"] > 0 and finished["tokens_per_s"] > 0
+    text = "".join(e["text"] for e in events if e["event"] == "delta")
+
+    store = open_store(outpost_home)
+    try:
+        [conversation] = store.list_conversations()
+        assert conversation.id == finished["conversation_id"]
+        assert conversation.title == "What is the capital of France?"
+        user, assistant = store.messages(conversation.id)
+        assert (user.role, user.content) == (Role.USER, "What is the capital of France?")
+        assert assistant.id == finished["message_id"]
+        assert assistant.content == text
+        assert assistant.status is MessageStatus.COMPLETE
+        assert assistant.prompt_tokens == usage["prompt_tokens"]
+        assert assistant.completion_tokens == usage["completion_tokens"]
+        assert assistant.params["max_tokens"] == 16 and assistant.params["temperature"] == 0.0
+        assert assistant.finish_reason == finished["reason"]
+    finally:
+        store.close()
+
+
+@pytest.mark.local_model
+def test_conversation_flag_continues_and_history_shows_it(outpost_home):
+    first = json_lines(cli("ask", "Name a fruit.", "--json", "--max-tokens", "8",
+                           "--temperature", "0").stdout)[-1]
+    conversation_id = first["conversation_id"]
+    proc = cli("ask", "Name another one.", "--conversation", conversation_id, "--json",
+               "--max-tokens", "8", "--temperature", "0")
+    assert proc.returncode == 0, proc.stderr
+    second = json_lines(proc.stdout)
+    assert second[-1]["conversation_id"] == conversation_id
+
+    proc = cli("history", "show", conversation_id, "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    # the whole history was sent: the second prompt holds the first turn and more
+    assert second[-2]["prompt_tokens"] > rows[1]["prompt_tokens"] + rows[1]["completion_tokens"]
+    assert [r["role"] for r in rows] == ["user", "assistant", "user", "assistant"]
+    assert [r["content"] for r in rows[::2]] == ["Name a fruit.", "Name another one."]
+    for row in rows:
+        assert {"id", "role", "content", "status", "engine", "model"} <= set(row)
+        assert row["status"] == "complete"
+    assert rows[1]["id"] == first["message_id"] and rows[3]["id"] == second[-1]["message_id"]
+    assert rows[1]["engine"] == "local"
+    assert rows[1]["model"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert rows[0]["engine"] is None
+    listed = json.loads(cli("history", "list", "--json").stdout)
+    assert [c["id"] for c in listed] == [conversation_id]
+
+
+def test_history_list_is_newest_first(outpost_home):
+    store = open_store(outpost_home)
+    ids = []
+    for title in ("oldest", "middle", "newest"):
+        ids.append(store.create_conversation(title).id)
+        time.sleep(0.005)
+    store.close()
+    proc = cli("history", "list", "--json")
+    assert proc.returncode == 0, proc.stderr
+    listed = json.loads(proc.stdout)
+    assert [c["id"] for c in listed] == ids[::-1]
+    assert [c["title"] for c in listed] == ["newest", "middle", "oldest"]
+    for row in listed:
+        assert {"id", "title", "updated_at", "created_at"} <= set(row)
+    assert [c["updated_at"] for c in listed] == sorted((c["updated_at"] for c in listed),
+                                                       reverse=True)
+    plain = cli("history", "list")
+    assert plain.returncode == 0
+    assert [line.split()[0] for line in plain.stdout.splitlines()] == ids[::-1]
+
+
+def test_history_on_an_empty_home():
+    proc = cli("history", "list", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == []
+
+
+def test_history_show_and_search(outpost_home):
+    store = open_store(outpost_home)
+    conversation = store.create_conversation("Penguins")
+    store.add_message(conversation.id, Role.USER, "Why do penguins huddle?")
+    store.add_message(conversation.id, Role.ASSISTANT, "To share warmth.", engine="local",
+                      model="x.gguf", status=MessageStatus.INTERRUPTED)
+    store.close()
+
+    plain = cli("history", "show", conversation.id)
+    assert plain.returncode == 0
+    assert "Penguins" in plain.stdout and "Why do penguins huddle?" in plain.stdout
+    assert "[interrupted]" in plain.stdout and "assistant · x.gguf" in plain.stdout
+
+    found = cli("history", "search", "warmth", "--json")
+    assert found.returncode == 0, found.stderr
+    rows = json.loads(found.stdout)
+    assert [r["content"] for r in rows] == ["To share warmth."]
+    assert rows[0]["conversation_id"] == conversation.id
+
+    bad = cli("history", "search", '"unbalanced')
+    assert bad.returncode == 2
+    assert "search query" in assert_one_sentence(bad.stderr)
+
+
+def test_unknown_conversation_id_exits_2_with_one_sentence():
+    proc = cli("history", "show", "no-such-id", "--json")
+    assert proc.returncode == 2
+    line = assert_one_sentence(proc.stderr)
+    assert "no-such-id" in line and line.endswith(".")
+    assert proc.stdout == ""
+
+
+@pytest.mark.local_model
+def test_ask_with_unknown_conversation_exits_2_and_stores_nothing(outpost_home):
+    proc = cli("ask", "hello", "--conversation", "no-such-id", "--max-tokens", "4")
+    assert proc.returncode == 2
+    assert "no-such-id" in assert_one_sentence(proc.stderr)
+    assert_nothing_stored(outpost_home)
+
+
+@pytest.mark.local_model
+def test_out_of_range_temperature_exits_2_and_stores_nothing(outpost_home):
+    proc = cli("ask", "hello", "--temperature", "5", "--max-tokens", "4")
+    assert proc.returncode == 2
+    line = assert_one_sentence(proc.stderr)
+    assert "temperature" in line and "between 0 and 2" in line and "5" in line
+    assert proc.stdout == ""
+    assert_nothing_stored(outpost_home)
+
+
+@pytest.mark.local_model
+def test_empty_prompt_exits_2_and_stores_nothing(outpost_home):
+    proc = cli("ask", "   ", "--json")
+    assert proc.returncode == 2
+    assert "empty" in assert_one_sentence(proc.stderr)
+    [event] = json_lines(proc.stdout)
+    assert event["event"] == "error" and event["kind"] == "usage"
+    assert_nothing_stored(outpost_home)
+
+
+def test_non_numeric_flag_is_rejected_by_the_parser():
+    proc = cli("ask", "hello", "--max-tokens", "lots")
+    assert proc.returncode == 2
+    assert "--max-tokens" in proc.stderr
+
+
+@pytest.mark.local_model
+def test_plain_ask_streams_text_to_stdout(outpost_home):
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "ask", "Say hello to me.",
+                             "--max-tokens", "24", "--temperature", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=os.environ.copy(), bufsize=0)
+    first = proc.stdout.read(1)  # text arrives before the process is done
+    rest, err = proc.communicate(timeout=120)
+    out = (first + rest).decode("utf-8")
+    assert proc.returncode == 0, err
+    assert first
+    assert out.endswith("\n") and out.strip()
+    assert not out.lstrip().startswith("{")  # plain text, not JSON
+    store = open_store(outpost_home)
+    try:
+        [conversation] = store.list_conversations()
+        assistant = store.messages(conversation.id)[-1]
+        assert out[:-1] == assistant.content
+    finally:
+        store.close()
+
+
+@pytest.mark.local_model
+def test_prompt_from_stdin(outpost_home):
+    proc = cli("ask", "-", "--json", "--max-tokens", "4", stdin="A prompt from a pipe\n")
+    assert proc.returncode == 0, proc.stderr
+    store = open_store(outpost_home)
+    try:
+        [conversation] = store.list_conversations()
+        assert store.messages(conversation.id)[0].content == "A prompt from a pipe\n"
+    finally:
+        store.close()

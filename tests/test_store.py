@@ -1,0 +1,285 @@
+"""The SQLite store: migrations and backups, WAL, restart survival, FTS, orphaned streams,
+concurrent writers. Real files only."""
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+import sqlite_utils
+
+from app import paths
+from app.domain import MessageStatus, Role
+from app.errors import UsageError
+from app.migrations import MIGRATIONS
+from app.store import BUSY_TIMEOUT_MS, Store, this_writer, writer_alive
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return tmp_path / "data" / "outpost.db"
+
+
+@pytest.fixture
+def store(db_path):
+    store = Store(db_path)
+    yield store
+    store.close()
+
+
+def m900_test_extra_table(db: sqlite_utils.Database) -> None:
+    db["test_extra"].create({"id": int, "note": str}, pk="id")
+
+
+def test_migrations_from_empty(db_path):
+    store = Store(db_path)
+    tables = set(store.db.table_names())
+    assert {"conversations", "messages", "messages_fts", "_migrations"} <= tables
+    assert store.applied_migrations() == [m.__name__ for m in MIGRATIONS]
+    assert store.applied_migrations()[0] == "m001_conversations_and_messages"
+    assert store.last_backup is None  # nothing to back up in a new file
+    assert not (db_path.parent / "backups").exists()
+    store.close()
+    # opening again applies nothing and backs up nothing
+    again = Store(db_path)
+    assert again.applied_migrations() == [m.__name__ for m in MIGRATIONS]
+    assert again.last_backup is None
+    again.close()
+
+
+def test_default_path_is_under_outpost_home(outpost_home):
+    store = Store()
+    assert store.path == outpost_home / "data" / "outpost.db"
+    store.create_conversation("hi")
+    assert paths.database_path().exists()
+    store.close()
+
+
+def test_backup_before_a_pending_migration(db_path):
+    old = Store(db_path, MIGRATIONS[:1])
+    conversation = old.create_conversation("before the upgrade")
+    old.add_message(conversation.id, Role.USER, "a message from the old version")
+    old.close()
+
+    new = Store(db_path, list(MIGRATIONS) + [m900_test_extra_table])
+    try:
+        assert new.last_backup is not None and new.last_backup.exists()
+        assert new.last_backup.parent == db_path.parent / "backups"
+        assert "m900_test_extra_table" in new.last_backup.name
+        assert "test_extra" in new.db.table_names()
+        assert new.applied_migrations()[-1] == "m900_test_extra_table"
+    finally:
+        new.close()
+
+    backup = sqlite_utils.Database(sqlite3.connect(str(new.last_backup)))
+    try:
+        assert [r["content"] for r in backup["messages"].rows] == ["a message from the old version"]
+        assert "test_extra" not in backup.table_names()
+        names = [r["name"] for r in backup["_migrations"].rows]
+        assert names == [m.__name__ for m in MIGRATIONS[:1]]
+        assert backup.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        backup.conn.close()
+
+
+def test_wal_busy_timeout_and_synchronous(store):
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.db.execute("PRAGMA busy_timeout").fetchone()[0] == BUSY_TIMEOUT_MS >= 1000
+    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    # WAL is a property of the file: a plain connection sees it too
+    conn = sqlite3.connect(str(store.path))
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+
+
+def test_history_survives_a_restart(db_path):
+    store = Store(db_path)
+    conversation = store.create_conversation("Trip", system_prompt="Be brief.")
+    user = store.add_message(conversation.id, Role.USER, "Where is Oslo?")
+    reply = store.add_message(conversation.id, Role.ASSISTANT, "In Norway.", parent_id=user.id,
+                              engine="local", model="m.gguf", params={"temperature": 0.0})
+    store.update_message(reply.id, prompt_tokens=12, completion_tokens=3, ttft_ms=5.5,
+                         tokens_per_s=99.0, finish_reason="stop", tokens_estimated=True)
+    store.close()
+
+    again = Store(db_path)
+    try:
+        [loaded] = again.list_conversations()
+        assert loaded.id == conversation.id and loaded.title == "Trip"
+        assert loaded.system_prompt == "Be brief."
+        messages = again.messages(conversation.id)
+        assert [(m.role, m.content) for m in messages] == [
+            (Role.USER, "Where is Oslo?"), (Role.ASSISTANT, "In Norway.")]
+        stored = messages[1]
+        assert stored.parent_id == user.id
+        assert stored.engine == "local" and stored.model == "m.gguf"
+        assert stored.params == {"temperature": 0.0}
+        assert (stored.prompt_tokens, stored.completion_tokens) == (12, 3)
+        assert stored.ttft_ms == 5.5 and stored.tokens_per_s == 99.0
+        assert stored.tokens_estimated is True and stored.finish_reason == "stop"
+        assert stored.status is MessageStatus.COMPLETE
+        assert again.get_message(reply.id) == stored
+        assert again.integrity_check() == "ok"
+    finally:
+        again.close()
+
+
+def test_conversations_are_listed_newest_first(store):
+    first = store.create_conversation("first")
+    second = store.create_conversation("second")
+    third = store.create_conversation("third")
+    assert [c.id for c in store.list_conversations()] == [third.id, second.id, first.id]
+    time.sleep(0.005)  # updated_at has millisecond resolution
+    store.add_message(first.id, Role.USER, "bump")  # a new message moves it to the top
+    assert [c.id for c in store.list_conversations()][0] == first.id
+
+
+def test_fts_search_finds_content_and_follows_updates_and_deletes(store):
+    one = store.create_conversation("one")
+    two = store.create_conversation("two")
+    a = store.add_message(one.id, Role.USER, "How do penguins keep warm?")
+    store.add_message(one.id, Role.ASSISTANT, "Penguins huddle together in colonies.")
+    b = store.add_message(two.id, Role.USER, "Tell me about volcanoes")
+
+    assert {m.id for m in store.search("penguins")} == {a.id, store.messages(one.id)[1].id}
+    assert [m.id for m in store.search("volcanoes")] == [b.id]
+    assert store.search("giraffe") == []
+
+    # streamed content is updated in place; the index follows
+    store.update_message(b.id, content="Tell me about glaciers")
+    assert store.search("volcanoes") == []
+    assert [m.id for m in store.search("glaciers")] == [b.id]
+
+    store.delete_conversation(one.id)
+    assert store.search("penguins") == []
+    assert store.messages(one.id) == []
+    assert [m.id for m in store.search("glaciers")] == [b.id]
+    rows = store.db.execute("SELECT count(*) FROM messages_fts").fetchone()[0]
+    assert rows == 1
+
+
+def test_rename_and_delete_conversation(store):
+    conversation = store.create_conversation("old title")
+    store.add_message(conversation.id, Role.USER, "hello")
+    store.rename_conversation(conversation.id, "  new title  ")
+    assert store.get_conversation(conversation.id).title == "new title"
+    with pytest.raises(UsageError, match="empty"):
+        store.rename_conversation(conversation.id, "   ")
+    with pytest.raises(UsageError, match="no conversation"):
+        store.rename_conversation("nope", "x")
+
+    store.delete_conversation(conversation.id)
+    with pytest.raises(UsageError, match="no conversation"):
+        store.get_conversation(conversation.id)
+    assert store.list_conversations() == []
+    assert store.db.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
+    with pytest.raises(UsageError):
+        store.delete_conversation(conversation.id)
+
+
+def test_unknown_ids_are_usage_errors(store):
+    with pytest.raises(UsageError, match="'missing-id'"):
+        store.get_conversation("missing-id")
+    with pytest.raises(UsageError, match="no message"):
+        store.get_message("missing-id")
+
+
+def _dead_writer() -> str:
+    """The writer identity of a process that has exited (pid + its real start time)."""
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    identity = f"{child.pid}:{int(psutil.Process(child.pid).create_time() * 1000)}"
+    child.stdin.close()
+    child.wait(timeout=30)
+    return identity
+
+
+def test_mark_orphaned_streaming(store):
+    conversation = store.create_conversation("c")
+    dead = store.add_message(conversation.id, Role.ASSISTANT, "half an ans",
+                             status=MessageStatus.STREAMING)
+    live = store.add_message(conversation.id, Role.ASSISTANT, "still going",
+                             status=MessageStatus.STREAMING)
+    reused_pid = store.add_message(conversation.id, Role.ASSISTANT, "pid reused",
+                                   status=MessageStatus.STREAMING)
+    done = store.add_message(conversation.id, Role.ASSISTANT, "finished")
+
+    dead_writer = _dead_writer()
+    assert not writer_alive(dead_writer)
+    assert writer_alive(this_writer())
+    store.update_message(dead.id, writer=dead_writer)
+    # same pid as this live process, different start time: another process that had our pid
+    store.update_message(reused_pid.id, writer=f"{os.getpid()}:12345")
+    row = store.db.execute("SELECT writer FROM messages WHERE id = ?", [live.id]).fetchone()
+    assert row[0] == this_writer()
+
+    assert store.mark_orphaned_streaming() == 2
+    after = {m.id: m for m in store.messages(conversation.id)}
+    assert after[dead.id].status is MessageStatus.INTERRUPTED
+    assert after[dead.id].content == "half an ans"
+    assert after[dead.id].error and after[dead.id].finish_reason == "interrupted"
+    assert after[reused_pid.id].status is MessageStatus.INTERRUPTED
+    assert after[live.id].status is MessageStatus.STREAMING
+    assert after[done.id].status is MessageStatus.COMPLETE
+    # the writer is cleared once the row is no longer streaming; nothing left to recover
+    row = store.db.execute("SELECT writer FROM messages WHERE id = ?", [dead.id]).fetchone()
+    assert row[0] is None
+    assert store.mark_orphaned_streaming() == 0
+
+
+def test_mark_orphaned_streaming_in_a_second_process_leaves_our_row(store):
+    """Another process (the CLI next to the window) must not touch a live writer's row."""
+    conversation = store.create_conversation("c")
+    live = store.add_message(conversation.id, Role.ASSISTANT, "", status=MessageStatus.STREAMING)
+    code = ("import sys; from app.store import Store; "
+            "print(Store(sys.argv[1]).mark_orphaned_streaming())")
+    out = subprocess.run([sys.executable, "-c", code, str(store.path)], capture_output=True,
+                         text=True, timeout=60, env=os.environ.copy())
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0"
+    assert store.get_message(live.id).status is MessageStatus.STREAMING
+
+
+def test_two_threads_writing_at_once_lose_nothing(store):
+    conversation = store.create_conversation("busy")
+    per_thread = 60
+    barrier = threading.Barrier(3)
+    errors: list[BaseException] = []
+
+    def writer(name: str) -> None:
+        try:
+            barrier.wait()
+            for i in range(per_thread):
+                message = store.add_message(conversation.id, Role.USER, f"{name} {i}",
+                                            status=MessageStatus.STREAMING)
+                store.update_message(message.id, content=f"{name} {i} done",
+                                     status=MessageStatus.COMPLETE)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in ("left", "right")]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    # and a third writer: a second Store on the same file
+    other = Store(store.path)
+    for i in range(per_thread):
+        other.create_conversation(f"other {i}")
+    for thread in threads:
+        thread.join(60)
+    other.close()
+    assert errors == []
+    contents = sorted(m.content for m in store.messages(conversation.id))
+    expected = sorted(f"{n} {i} done" for n in ("left", "right") for i in range(per_thread))
+    assert contents == expected
+    assert all(m.status is MessageStatus.COMPLETE for m in store.messages(conversation.id))
+    assert len(store.list_conversations()) == per_thread + 1
+    assert store.integrity_check() == "ok"
