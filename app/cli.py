@@ -43,8 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     where = ask.add_mutually_exclusive_group()
     where.add_argument("--new", action="store_true", help="start a new conversation (default)")
     where.add_argument("--conversation", metavar="ID", help="continue this conversation")
-    ask.add_argument("--model", metavar="PATH", help="GGUF model file (default: the setting, "
-                     "else the bundled SmolLM2-135M-Instruct)")
+    ask.add_argument("--provider", metavar="NAME",
+                     help="answer with this cloud provider (see `outpost providers list`); "
+                          "default: the local model")
+    ask.add_argument("--model", metavar="M", help="with --provider: the provider's model name; "
+                     "otherwise a GGUF model file (default: the setting, else the bundled "
+                     "SmolLM2-135M-Instruct)")
     ask.add_argument("--temperature", type=float, metavar="F")
     ask.add_argument("--top-p", type=float, metavar="F", dest="top_p")
     ask.add_argument("--max-tokens", type=int, metavar="N", dest="max_tokens")
@@ -52,6 +56,36 @@ def _parser() -> argparse.ArgumentParser:
                      help="stop sequence (repeatable)")
     ask.add_argument("--json", action="store_true",
                      help="print one JSON object per line, each with an \"event\" key")
+
+    providers = sub.add_parser("providers", help="configure cloud providers")
+    psub = providers.add_subparsers(dest="providers_command", metavar="ACTION", required=True)
+    padd = psub.add_parser("add", help="add (or with --replace, change) a provider")
+    padd.add_argument("name", metavar="NAME")
+    padd.add_argument("--kind", choices=["openai", "anthropic"],
+                      help="wire format (default: the preset's, else openai)")
+    padd.add_argument("--base-url", dest="base_url", metavar="URL",
+                      help="API base URL (default: the preset's)")
+    padd.add_argument("--model", metavar="M", help="default model")
+    padd.add_argument("--preset", metavar="P", help="start from a preset: " + ", ".join(
+        sorted(__import__("app.providers", fromlist=["PRESETS"]).PRESETS)))
+    padd.add_argument("--replace", action="store_true", help="overwrite an existing provider")
+    plist = psub.add_parser("list", help="configured providers and whether a key is stored")
+    plist.add_argument("--json", action="store_true")
+    psub.add_parser("presets", help="the built-in presets")
+    premove = psub.add_parser("remove", help="remove a provider (and its stored key)")
+    premove.add_argument("name", metavar="NAME")
+    pmodels = psub.add_parser("models", help="list the provider's models (GET /models)")
+    pmodels.add_argument("name", metavar="NAME")
+
+    keys = sub.add_parser("keys", help="API keys, kept in the OS keychain")
+    ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    kset = ksub.add_parser("set", help="store a provider's key (read from stdin, not echoed)")
+    kset.add_argument("name", metavar="NAME")
+    where = kset.add_mutually_exclusive_group()
+    where.add_argument("--insecure-file", action="store_true",
+                       help="no secure keychain here: store it in a file only you can read (0600)")
+    kdel = ksub.add_parser("delete", help="forget a provider's key")
+    kdel.add_argument("name", metavar="NAME")
 
     history = sub.add_parser("history", help="list or show stored conversations")
     hsub = history.add_subparsers(dest="history_command", metavar="ACTION", required=True)
@@ -106,7 +140,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, _stop)
 
-    engine = create_local_engine(settings, args.model)  # validates the file, starts loading
+    if args.provider:
+        engine = _cloud_engine(args.provider, args.model, store)
+    else:
+        engine = create_local_engine(settings, args.model)  # validates the file, starts loading
     try:
         turn = service.start_turn(
             _read_prompt(args.prompt), args.conversation, model=engine.info.model,
@@ -144,6 +181,98 @@ def cmd_ask(args: argparse.Namespace) -> int:
     finally:
         engine.close()
         store.close()
+
+
+def _cloud_engine(name: str, model: str | None, store):
+    from app.providers import ProviderRegistry
+    from app.secrets import KeyStore
+    from engines.registry import create_cloud_engine
+
+    config = ProviderRegistry().get(name)
+    key = KeyStore(fallback="file").resolve(config.name, config.kind)
+    return create_cloud_engine(config, key, model, on_attempt=store.log_attempt)
+
+
+def cmd_providers(args: argparse.Namespace) -> int:
+    from app.providers import PRESETS, ProviderConfig, ProviderRegistry
+    from app.secrets import KeyStore, mask
+
+    registry = ProviderRegistry()
+    if args.providers_command == "presets":
+        for key, preset in PRESETS.items():
+            print(f"{key:13} {preset.kind:9} {preset.base_url}  {preset.default_model}")
+        return 0
+    if args.providers_command == "add":
+        preset = PRESETS.get(args.preset or args.name.lower())
+        if args.preset and preset is None:
+            raise UsageError(f"There is no preset {args.preset!r}; see `outpost providers "
+                             "presets`.")
+        base_url = args.base_url or (preset.base_url if preset else None)
+        if not base_url:
+            raise UsageError("Give the provider's --base-url (or --preset).")
+        config = registry.add(ProviderConfig(
+            args.name, args.kind or (preset.kind if preset else "openai"), base_url,
+            args.model or (preset.default_model if preset else "")), replace=args.replace)
+        print(f"Added provider {config.name} ({config.kind}, {config.base_url}). "
+              f"Store its key with: outpost keys set {config.name}")
+        return 0
+    if args.providers_command == "remove":
+        registry.remove(args.name)
+        KeyStore(fallback="file").delete(args.name)
+        print(f"Removed provider {args.name} and its stored key.")
+        return 0
+    if args.providers_command == "models":
+        config = registry.get(args.name)
+        if config.kind != "openai":
+            raise UsageError("Listing models is available for OpenAI-compatible providers.")
+        engine = _cloud_engine(args.name, config.default_model or "-", _NoLog())
+        try:
+            for model in engine.list_models():
+                print(model)
+        finally:
+            engine.close()
+        return 0
+    keys = KeyStore(fallback="file")
+    rows = []
+    for config in registry.list():
+        key = keys.get(config.name)
+        rows.append({"name": config.name, "kind": config.kind, "base_url": config.base_url,
+                     "default_model": config.default_model, "key": mask(key) if key else None})
+    if args.json:
+        _emit_list(rows)
+    else:
+        for row in rows:
+            print(f"{row['name']:16} {row['kind']:9} {row['base_url']:40} "
+                  f"{row['default_model'] or '-':24} key: {row['key'] or 'none'}")
+    return 0
+
+
+class _NoLog:
+    @staticmethod
+    def log_attempt(record) -> None:
+        return None
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    import getpass
+
+    from app.providers import ProviderRegistry
+    from app.secrets import KeyStore, mask
+
+    if args.keys_command == "delete":
+        KeyStore(fallback="file").delete(args.name)
+        print(f"Forgot the key of {args.name}.")
+        return 0
+    ProviderRegistry().get(args.name)  # the provider must exist
+    if sys.stdin.isatty():
+        key = getpass.getpass(f"API key for {args.name} (not shown): ")
+    else:
+        key = sys.stdin.readline()
+    store = KeyStore(fallback="file" if args.insecure_file else "refuse")
+    where = store.set(args.name, key)
+    place = {"keychain": "the OS keychain", "file": f"{store.file_path} (mode 0600)"}[where]
+    print(f"Stored the key {mask(key.strip())} for {args.name} in {place}.")
+    return 0
 
 
 def _round(value: float | None) -> float | None:
@@ -248,6 +377,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_ask(args)
         if args.command == "history":
             return cmd_history(args)
+        if args.command == "providers":
+            return cmd_providers(args)
+        if args.command == "keys":
+            return cmd_keys(args)
         raise UsageError(f"Unknown command {args.command!r}.")
     except OutpostError as exc:
         if getattr(args, "json", False) and args.command == "ask":

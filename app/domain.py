@@ -63,6 +63,11 @@ class ChatRequest:
     stop: tuple[str, ...] = ()
     user: str = ""
     idempotency_key: str = field(default_factory=lambda: f"turn-{new_id()}")
+    # Optional knobs: None means "not sent" (the engine's or provider's default applies).
+    top_k: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         from app.errors import UsageError
@@ -78,7 +83,7 @@ class ChatRequest:
 
     def sampling_params(self) -> dict:
         """The parameters sent, as stored on the assistant message."""
-        return {
+        params = {
             "temperature": self.temperature,
             "top_p": self.top_p,
             "max_tokens": self.max_tokens,
@@ -86,6 +91,10 @@ class ChatRequest:
             "user": self.user,
             "idempotency_key": self.idempotency_key,
         }
+        for name in ("top_k", "presence_penalty", "frequency_penalty", "seed"):
+            if getattr(self, name) is not None:
+                params[name] = getattr(self, name)
+        return params
 
 
 @dataclass(frozen=True)

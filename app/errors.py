@@ -7,6 +7,14 @@
     │   ├── ModelInvalid              not a GGUF file, or truncated, or unsupported
     │   └── ModelLoadFailed           llama.cpp refused to load a well-formed file
     ├── EngineError                   a backend failed while producing a reply
+    │   ├── ProviderError             a cloud provider said no (carries `status`, `provider`)
+    │   │   ├── AuthError             401/403: the key is missing, wrong or lacks access
+    │   │   ├── BadRequest            400/404/422: the provider's own message is kept
+    │   │   │   └── ContextTooLong    the conversation does not fit the model's window
+    │   │   ├── RateLimited           429 (carries `retry_after` seconds, `retry_at`)
+    │   │   └── ProviderUnavailable   5xx, 529, overloaded
+    │   ├── TimeoutError_             connect / first-token / idle deadline passed
+    │   ├── ConnectionFailed          DNS, refused, reset before any reply
     │   └── StreamInterrupted         died after partial text (carries `partial`)
     ├── StorageError                  the database or a file could not be read or written
     │   └── KnownStorageError         disk full, database locked, read-only: shown to the user
@@ -62,6 +70,51 @@ class ModelLoadFailed(ModelError):
 class EngineError(OutpostError):
     kind = "engine"
     exit_code = 4
+
+
+class ProviderError(EngineError):
+    kind = "provider"
+
+    def __init__(self, message: str, status: int | None = None, provider: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.provider = provider
+
+
+class AuthError(ProviderError):
+    kind = "auth"
+
+
+class BadRequest(ProviderError):
+    kind = "bad_request"
+
+
+class ContextTooLong(BadRequest):
+    kind = "context_too_long"
+
+
+class RateLimited(ProviderError):
+    kind = "rate_limited"
+
+    def __init__(self, message: str, status: int | None = 429, provider: str = "",
+                 retry_after: float | None = None, retry_at: str | None = None):
+        super().__init__(message, status, provider)
+        self.retry_after = retry_after
+        self.retry_at = retry_at
+
+
+class ProviderUnavailable(ProviderError):
+    kind = "provider_unavailable"
+
+
+class TimeoutError_(EngineError):
+    """A deadline passed (named with a trailing underscore: not the builtin TimeoutError)."""
+
+    kind = "timeout"
+
+
+class ConnectionFailed(EngineError):
+    kind = "connection_failed"
 
 
 class StreamInterrupted(EngineError):

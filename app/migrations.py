@@ -62,3 +62,25 @@ def m001_conversations_and_messages(db: sqlite_utils.Database) -> None:
     db["messages"].create_index(["status"])
     db["conversations"].create_index(["updated_at"])
     db["messages"].enable_fts(["content"], fts_version="FTS5", create_triggers=True)
+
+
+@migration
+def m002_request_log(db: sqlite_utils.Database) -> None:
+    """One row per HTTP attempt of a cloud request (retries included)."""
+    db["request_log"].create(
+        {
+            "id": int,
+            "idempotency_key": str,  # the user turn; also in messages.params
+            "provider": str,
+            "model": str,
+            "attempt": int,
+            "status": int,  # HTTP status, NULL when no response
+            "latency_ms": float,
+            "error_kind": str,
+            "rate_limits": str,  # JSON of the x-ratelimit-* / anthropic-ratelimit-* headers
+            "created_at": str,
+        },
+        pk="id",
+    )
+    db["request_log"].create_index(["idempotency_key"])
+    db["request_log"].create_index(["created_at"])

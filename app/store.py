@@ -318,6 +318,25 @@ class Store:
                                 error="The app stopped before this reply was finished.")
         return len(orphans)
 
+    # -- request log -------------------------------------------------------------------------
+    def log_attempt(self, record) -> None:
+        """Store one ``engines.http_policy.AttemptRecord`` (called from engine threads)."""
+        with self._tx() as db:
+            db["request_log"].insert({
+                "idempotency_key": record.idempotency_key, "provider": record.provider,
+                "model": record.model, "attempt": record.attempt, "status": record.status,
+                "latency_ms": round(record.latency_ms, 1), "error_kind": record.error_kind,
+                "rate_limits": json.dumps(record.rate_limits), "created_at": now_iso()})
+
+    def request_log(self, idempotency_key: str | None = None) -> list[dict]:
+        with storage_errors(self.path):
+            if idempotency_key is None:
+                rows = self.db["request_log"].rows_where(order_by="id")
+            else:
+                rows = self.db["request_log"].rows_where("idempotency_key = ?",
+                                                         [idempotency_key], order_by="id")
+            return [dict(r, rate_limits=json.loads(r["rate_limits"] or "{}")) for r in rows]
+
     def integrity_check(self) -> str:
         with storage_errors(self.path):
             return self.db.execute("PRAGMA integrity_check").fetchone()[0]

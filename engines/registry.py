@@ -16,3 +16,13 @@ def create_local_engine(settings: Settings, model_path: str | Path | None = None
     return LocalEngine(path, LoadSettings(context_cap=settings["context_cap"],
                                           n_threads=settings["n_threads"],
                                           gpu_offload=settings["gpu_offload"]))
+
+
+def create_cloud_engine(config, api_key: str | None, model: str | None = None, on_attempt=None,
+                        **kwargs):
+    """An engine for a configured cloud provider (imports httpx only when used)."""
+    from engines.anthropic import AnthropicEngine
+    from engines.openai_compat import OpenAICompatEngine
+
+    cls = AnthropicEngine if config.kind == "anthropic" else OpenAICompatEngine
+    return cls(config, api_key, model, on_attempt=on_attempt, **kwargs)

@@ -61,7 +61,7 @@ def test_default_path_is_under_outpost_home(outpost_home):
 
 
 def test_backup_before_a_pending_migration(db_path):
-    old = Store(db_path, MIGRATIONS[:1])
+    old = Store(db_path, MIGRATIONS)
     conversation = old.create_conversation("before the upgrade")
     old.add_message(conversation.id, Role.USER, "a message from the old version")
     old.close()
@@ -81,7 +81,7 @@ def test_backup_before_a_pending_migration(db_path):
         assert [r["content"] for r in backup["messages"].rows] == ["a message from the old version"]
         assert "test_extra" not in backup.table_names()
         names = [r["name"] for r in backup["_migrations"].rows]
-        assert names == [m.__name__ for m in MIGRATIONS[:1]]
+        assert names == [m.__name__ for m in MIGRATIONS]
         assert backup.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         backup.conn.close()

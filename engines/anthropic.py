@@ -1,0 +1,92 @@
+"""Anthropic's Messages API over SSE."""
+from __future__ import annotations
+
+from app.domain import ChatRequest, FinishReason, Role
+from engines.cloud import CloudEngine, StreamState
+from engines.http_policy import error_from_stream_event
+from engines.sse import ServerSentEvent
+
+ANTHROPIC_VERSION = "2023-06-01"
+_FINISH = {"end_turn": FinishReason.STOP, "stop_sequence": FinishReason.STOP,
+           "tool_use": FinishReason.STOP, "pause_turn": FinishReason.STOP,
+           "max_tokens": FinishReason.LENGTH, "refusal": FinishReason.ERROR}
+
+
+def _messages(request: ChatRequest) -> tuple[str, list[dict]]:
+    """System messages go top-level; consecutive same-role turns are merged (the API requires
+    user/assistant alternation, starting with user)."""
+    system = "\n\n".join(m.content for m in request.messages if m.role is Role.SYSTEM)
+    merged: list[dict] = []
+    for message in request.messages:
+        if message.role is Role.SYSTEM:
+            continue
+        if merged and merged[-1]["role"] == message.role.value:
+            merged[-1]["content"] += "\n\n" + message.content
+        else:
+            merged.append({"role": message.role.value, "content": message.content})
+    return system, merged
+
+
+class AnthropicEngine(CloudEngine):
+    kind = "anthropic"
+
+    def build_request(self, request: ChatRequest) -> tuple[str, dict, dict]:
+        system, messages = _messages(request)
+        body: dict = {
+            "model": self.model,
+            "max_tokens": request.max_tokens,  # required by the API
+            "messages": messages,
+            "stream": True,
+            "temperature": min(request.temperature, 1.0),  # Anthropic's range is 0..1
+            "top_p": request.top_p,
+        }
+        if system:
+            body["system"] = system
+        if request.top_k is not None:
+            body["top_k"] = request.top_k
+        if request.stop:
+            body["stop_sequences"] = list(request.stop)
+        if request.user:
+            body["metadata"] = {"user_id": request.user}
+        headers = {"Content-Type": "application/json", "anthropic-version": ANTHROPIC_VERSION}
+        if self.api_key:
+            headers["x-api-key"] = self.api_key
+        return f"{self.config.base_url}/v1/messages", headers, body
+
+    def read_event(self, event: ServerSentEvent, state: StreamState) -> str | None:
+        if event.event == "ping" or not event.data.strip():
+            return None
+        try:
+            data = event.json()
+        except ValueError:
+            return None
+        kind = event.event if event.event != "message" else data.get("type", "")
+        if kind == "error":
+            error = data.get("error", {}) if isinstance(data, dict) else {}
+            state.error = error_from_stream_event(str(error.get("type", "")),
+                                                  str(error.get("message", "")), self.config.name)
+        elif kind == "message_start":
+            usage = (data.get("message") or {}).get("usage") or {}
+            if usage.get("input_tokens") is not None:
+                state.prompt_tokens = int(usage.get("input_tokens") or 0) + int(
+                    usage.get("cache_read_input_tokens") or 0) + int(
+                    usage.get("cache_creation_input_tokens") or 0)
+                state.cached_prompt_tokens = int(usage.get("cache_read_input_tokens") or 0)
+            if usage.get("output_tokens") is not None:
+                state.completion_tokens = int(usage["output_tokens"])
+        elif kind == "content_block_delta":
+            delta = data.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                text = delta.get("text") or ""
+                state.text += text
+                return text or None
+        elif kind == "message_delta":
+            reason = (data.get("delta") or {}).get("stop_reason")
+            if reason:
+                state.finish_reason = _FINISH.get(reason, FinishReason.STOP)
+            usage = data.get("usage") or {}
+            if usage.get("output_tokens") is not None:
+                state.completion_tokens = int(usage["output_tokens"])
+        elif kind == "message_stop":
+            state.done = True
+        return None

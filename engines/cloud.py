@@ -1,0 +1,334 @@
+"""What the cloud engines share: one HTTP attempt loop with the retry policy, deadlines, cancel.
+
+A subclass says how to build the request (``build_request``) and how to read one SSE event of its
+wire format (``read_event``); this class does the rest, the same way for every provider:
+
+* retries (``engines.http_policy``) only while no text has reached the caller, with the same
+  ``Idempotency-Key`` on every attempt; every attempt is reported to ``on_attempt``;
+* deadlines: connect, first token (a watchdog), idle between reads (httpx's read timeout, which
+  keep-alive comments and pings reset because they are bytes);
+* cancel and deadlines shut the socket down at once, waking a blocked read; the response is
+  always closed, so no connection is left open after a cancelled or failed stream;
+* a stream that dies after text ends with ``Finished(ERROR, StreamInterrupted(partial))``; one
+  that ends without its terminal event is an interruption, never a success.
+"""
+from __future__ import annotations
+
+import random
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import httpx
+
+from app.domain import ChatRequest, Finished, FinishReason, StreamEvent, TextDelta, Usage
+from app.errors import (ConnectionFailed, EngineError, OutpostError, ProviderError,
+                        StreamInterrupted, TimeoutError_)
+from app.providers import ProviderConfig
+from engines.base import EngineInfo
+from engines.http_policy import (AttemptRecord, RetryPolicy, Timeouts, error_from_status,
+                                 is_retryable_error, parse_retry_after, rate_limit_headers,
+                                 should_retry_header)
+from engines.sse import ServerSentEvent, SSEDecoder
+
+USER_AGENT = "Outpost/0.1"
+CHARS_PER_TOKEN = 4  # the documented estimate when a provider reports no usage
+_MAX_ERROR_BODY = 64 * 1024
+
+
+def estimate_tokens(text: str) -> int:
+    return max(1, -(-len(text) // CHARS_PER_TOKEN)) if text else 0
+
+
+@dataclass
+class StreamState:
+    """What one attempt has read so far; ``read_event`` fills it in."""
+
+    text: str = ""
+    done: bool = False  # the wire format's terminal event arrived
+    finish_reason: FinishReason | None = None
+    error: ProviderError | None = None  # an error event inside the stream
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_prompt_tokens: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class _Retry(Exception):
+    """An attempt failed before any text: maybe try again."""
+
+    def __init__(self, error: OutpostError, retryable: bool, retry_after: float | None = None):
+        super().__init__(str(error))
+        self.error = error
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class _Watchdog:
+    """Shuts the socket down when the user cancels or the first token is late."""
+
+    POLL_S = 0.02
+
+    def __init__(self, cancel: threading.Event, first_token_deadline: float):
+        self.cancel = cancel
+        self.deadline = first_token_deadline
+        self.got_text = False
+        self.fired: str | None = None  # "cancel" or "first_token"
+        self._done = threading.Event()
+        self._response: httpx.Response | None = None
+        self._thread = threading.Thread(target=self._run, name="outpost-stream-watchdog",
+                                        daemon=True)
+
+    def watch(self, response: httpx.Response) -> None:
+        self._response = response
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+
+    def _run(self) -> None:
+        while not self._done.wait(self.POLL_S):
+            if self.cancel.is_set():
+                self._fire("cancel")
+                return
+            if not self.got_text and time.monotonic() >= self.deadline:
+                self._fire("first_token")
+                return
+
+    def _fire(self, reason: str) -> None:
+        self.fired = reason
+        stream = self._response.extensions.get("network_stream") if self._response else None
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class CloudEngine:
+    """Base of the HTTP engines. Subclasses: ``build_request`` and ``read_event``."""
+
+    kind = "cloud"
+
+    def __init__(self, config: ProviderConfig, api_key: str | None, model: str | None = None, *,
+                 policy: RetryPolicy = RetryPolicy(), timeouts: Timeouts = Timeouts(),
+                 on_attempt: Callable[[AttemptRecord], None] | None = None,
+                 client: httpx.Client | None = None, rng: random.Random | None = None):
+        self.config = config
+        self.api_key = api_key
+        self.model = model or config.default_model
+        if not self.model:
+            from app.errors import UsageError
+
+            raise UsageError(f"No model chosen for provider {config.name}: pass --model or set "
+                             "the provider's default model.")
+        self.policy = policy
+        self.timeouts = timeouts
+        self.on_attempt = on_attempt
+        self.rng = rng or random.Random()
+        self.rate_limits: dict[str, str] = {}
+        self._current_key = ""
+        self._client = client or httpx.Client(
+            timeout=httpx.Timeout(connect=timeouts.connect, read=timeouts.idle,
+                                  write=timeouts.connect, pool=timeouts.connect),
+            headers={"User-Agent": USER_AGENT}, follow_redirects=False)
+
+    # -- Engine contract ---------------------------------------------------------------------
+    @property
+    def info(self) -> EngineInfo:
+        return EngineInfo(engine=self.config.name, model=self.model,
+                          detail=f"{self.config.kind} API at {self.config.base_url}")
+
+    ready = True
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        return None
+
+    def close(self) -> None:
+        self._client.close()
+
+    def stream(self, request: ChatRequest, cancel: threading.Event) -> Iterator[StreamEvent]:
+        retries = 0
+        turn_started = time.monotonic()  # TTFT counts retries: it is what the user waits
+        while True:
+            try:
+                yield from self._attempt(request, cancel, retries + 1, turn_started)
+                return
+            except _Retry as failed:
+                delay = self._retry_delay(failed, retries)
+                if delay is None:
+                    raise failed.error from None
+                retries += 1
+                if cancel.wait(delay):
+                    yield Finished(FinishReason.CANCELLED)
+                    return
+
+    # -- subclass hooks ----------------------------------------------------------------------
+    def build_request(self, request: ChatRequest) -> tuple[str, dict, dict]:
+        """(url, headers, json body) of one attempt."""
+        raise NotImplementedError
+
+    def read_event(self, event: ServerSentEvent, state: StreamState) -> str | None:
+        """Update ``state`` from one SSE event; return new text, if any."""
+        raise NotImplementedError
+
+    # -- one attempt -------------------------------------------------------------------------
+    def _retry_delay(self, failed: _Retry, retries: int) -> float | None:
+        if not failed.retryable or retries >= self.policy.max_retries:
+            return None
+        if failed.retry_after is not None:
+            return failed.retry_after if failed.retry_after <= self.policy.max_retry_after \
+                else None
+        return self.policy.backoff(retries + 1, self.rng)
+
+    def _record(self, attempt: int, started: float, status: int | None,
+                error: OutpostError | None) -> None:
+        if self.on_attempt is not None:
+            self.on_attempt(AttemptRecord(
+                attempt=attempt, status=status, latency_ms=(time.monotonic() - started) * 1000,
+                error_kind=error.kind if error else None, rate_limits=dict(self.rate_limits),
+                idempotency_key=self._current_key, provider=self.config.name, model=self.model))
+
+    def _attempt(self, request: ChatRequest, cancel: threading.Event, attempt: int,
+                 turn_started: float) -> Iterator[StreamEvent]:
+        url, headers, body = self.build_request(request)
+        self._current_key = request.idempotency_key
+        headers = {**headers, "Idempotency-Key": request.idempotency_key,
+                   "Accept": "text/event-stream"}
+        started = time.monotonic()
+        watchdog = _Watchdog(cancel, started + self.timeouts.first_token)
+        name = self.config.name
+        try:
+            response = self._client.send(self._client.build_request("POST", url, json=body,
+                                                                    headers=headers),
+                                         stream=True)
+        except httpx.TimeoutException as exc:
+            error = ConnectionFailed(f"Could not connect to {name} at {self.config.base_url} "
+                                     f"within {self.timeouts.connect:g} s ({type(exc).__name__}).")
+            self._record(attempt, started, None, error)
+            raise _Retry(error, retryable=True) from None
+        except httpx.HTTPError as exc:
+            error = ConnectionFailed(f"Could not connect to {name} at {self.config.base_url}: "
+                                     f"{exc or type(exc).__name__}.")
+            self._record(attempt, started, None, error)
+            raise _Retry(error, retryable=True) from None
+        status = response.status_code
+        try:
+            self.rate_limits = rate_limit_headers(response.headers)
+            if status != 200:
+                raise self._status_failure(response, attempt, started)
+            ctype = response.headers.get("content-type", "")
+            if "text/event-stream" not in ctype:
+                error = ProviderError(f"{name} answered with {ctype or 'no content type'} "
+                                      "instead of an event stream; is the base URL right?",
+                                      status, name)
+                self._record(attempt, started, status, error)
+                raise _Retry(error, retryable=False)
+            watchdog.watch(response)
+            yield from self._read_stream(response, request, watchdog, attempt, started,
+                                         turn_started)
+        finally:
+            watchdog.stop()
+            response.close()
+
+    def _status_failure(self, response: httpx.Response, attempt: int, started: float) -> _Retry:
+        body = b""
+        try:
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > _MAX_ERROR_BODY:
+                    break
+        except httpx.HTTPError:
+            pass
+        retry_after = parse_retry_after(response.headers)
+        error = error_from_status(response.status_code, body.decode("utf-8", "replace"),
+                                  response.headers, self.config.name, retry_after)
+        retryable = self.policy.is_retryable_status(response.status_code)
+        header = should_retry_header(response.headers)
+        if header is not None:
+            retryable = header
+        if retry_after is not None and retry_after > self.policy.max_retry_after:
+            retryable = False
+        self._record(attempt, started, response.status_code, error)
+        return _Retry(error, retryable, retry_after)
+
+    def _read_stream(self, response: httpx.Response, request: ChatRequest, watchdog: _Watchdog,
+                     attempt: int, started: float,
+                     turn_started: float) -> Iterator[StreamEvent]:
+        state = StreamState()
+        decoder = SSEDecoder()
+        first_at = last_at = None
+        failure: OutpostError | None = None
+        try:
+            for chunk in response.iter_bytes():
+                for event in decoder.feed(chunk):
+                    text = self.read_event(event, state)
+                    if text:
+                        now = time.monotonic()
+                        first_at = first_at or now
+                        last_at = now
+                        watchdog.got_text = True
+                        yield TextDelta(text)
+                    if state.error is not None or state.done:
+                        break
+                if state.error is not None or state.done:
+                    break
+        except httpx.ReadTimeout:
+            failure = TimeoutError_(f"{self.config.name} sent nothing for "
+                                    f"{self.timeouts.idle:g} s; the stream was dropped.")
+        except httpx.HTTPError as exc:
+            failure = ConnectionFailed(f"The connection to {self.config.name} broke: "
+                                       f"{exc or type(exc).__name__}.")
+        if watchdog.fired == "cancel":
+            self._record(attempt, started, response.status_code, None)
+            yield from self._finish(request, state, FinishReason.CANCELLED, turn_started,
+                                    first_at, last_at)
+            return
+        if watchdog.fired == "first_token":
+            failure = TimeoutError_(f"{self.config.name} sent no text within "
+                                    f"{self.timeouts.first_token:g} s.")
+        if failure is None and state.error is not None:
+            failure = state.error
+        if failure is None and state.done and state.finish_reason is FinishReason.ERROR:
+            failure = ProviderError(f"{self.config.name} stopped the reply (content filter or "
+                                    "refusal).", response.status_code, self.config.name)
+        if failure is None and not state.done:
+            failure = StreamInterrupted(f"The stream from {self.config.name} ended before the "
+                                        "reply was finished.", state.text)
+        self._record(attempt, started, response.status_code, failure)
+        if failure is None:
+            yield from self._finish(request, state, state.finish_reason or FinishReason.STOP,
+                                    turn_started, first_at, last_at)
+            return
+        if not state.text:
+            retryable = is_retryable_error(failure) or isinstance(
+                failure, (ConnectionFailed, StreamInterrupted))
+            if watchdog.fired == "first_token":
+                retryable = False
+            raise _Retry(failure, retryable)
+        interrupted = failure if isinstance(failure, StreamInterrupted) else StreamInterrupted(
+            f"The reply from {self.config.name} was cut off: {failure}", state.text)
+        yield from self._finish(request, state, FinishReason.ERROR, turn_started, first_at,
+                                last_at, error=interrupted)
+
+    def _finish(self, request: ChatRequest, state: StreamState, reason: FinishReason,
+                turn_started: float, first_at: float | None, last_at: float | None,
+                error: EngineError | None = None) -> Iterator[StreamEvent]:
+        if state.prompt_tokens is not None and state.completion_tokens is not None:
+            yield Usage(state.prompt_tokens, state.completion_tokens, estimated=False,
+                        cached_prompt_tokens=state.cached_prompt_tokens)
+        else:
+            prompt_text = "".join(m.content for m in request.messages)
+            yield Usage(state.prompt_tokens if state.prompt_tokens is not None
+                        else estimate_tokens(prompt_text),
+                        state.completion_tokens if state.completion_tokens is not None
+                        else estimate_tokens(state.text), estimated=True)
+        ttft_ms = (first_at - turn_started) * 1000 if first_at is not None else None
+        tps = None
+        tokens = state.completion_tokens or estimate_tokens(state.text)
+        if first_at is not None and last_at is not None and last_at > first_at and tokens > 1:
+            tps = (tokens - 1) / (last_at - first_at)
+        yield Finished(reason, ttft_ms=ttft_ms, tokens_per_s=tps, error=error)

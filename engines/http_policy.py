@@ -1,0 +1,190 @@
+"""The one place that decides about HTTP failures: timeouts, which responses are retried and how
+long to wait, how a status becomes an Outpost error, and which rate-limit headers are kept.
+
+Modelled on the openai/anthropic SDKs' constants: 2 retries, exponential backoff 0.5 s .. 8 s with
+jitter, ``retry-after-ms`` / ``retry-after`` (seconds or an HTTP date) honoured up to a cap, and
+``x-should-retry`` obeyed. Retries happen only before the first token reached the user.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+import random
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from app.errors import (AuthError, BadRequest, ContextTooLong, ProviderError,
+                        ProviderUnavailable, RateLimited)
+
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 529})
+_CONTEXT_MARKERS = ("context_length_exceeded", "context length", "maximum context",
+                    "prompt is too long", "too many tokens", "context window")
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 5.0
+    first_token: float = 30.0  # from sending the request to the first text
+    idle: float = 60.0  # between two reads of the stream; keep-alive comments and pings reset it
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 2
+    initial_backoff: float = 0.5
+    max_backoff: float = 8.0
+    jitter: float = 0.25  # +-25% of the backoff
+    max_retry_after: float = 60.0  # a longer server-requested wait is not waited: the user is told
+
+    def is_retryable_status(self, status: int) -> bool:
+        return status in RETRYABLE_STATUSES or status >= 500
+
+    def backoff(self, retry_number: int, rng: random.Random | None = None) -> float:
+        """Delay before retry ``retry_number`` (1-based) when the server did not say."""
+        base = min(self.max_backoff, self.initial_backoff * 2 ** (retry_number - 1))
+        spread = (rng or random).uniform(-self.jitter, self.jitter)
+        return max(0.0, base * (1 + spread))
+
+
+@dataclass
+class AttemptRecord:
+    """One HTTP attempt, for the request log."""
+
+    attempt: int  # 1-based
+    status: int | None
+    latency_ms: float
+    error_kind: str | None
+    rate_limits: dict[str, str] = field(default_factory=dict)
+    idempotency_key: str = ""
+    provider: str = ""
+    model: str = ""
+
+
+def parse_retry_after(headers: Mapping[str, str], now: dt.datetime | None = None) -> float | None:
+    """Seconds to wait as the server asks: ``retry-after-ms``, then ``retry-after`` as seconds or
+    as an HTTP date. None when absent or unparseable."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+def should_retry_header(headers: Mapping[str, str]) -> bool | None:
+    value = (headers.get("x-should-retry") or "").strip().lower()
+    return True if value == "true" else False if value == "false" else None
+
+
+def rate_limit_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The provider's rate-limit state, kept for routing and quotas."""
+    keep = {}
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower.startswith(("x-ratelimit-", "anthropic-ratelimit-")) or lower in (
+                "retry-after", "retry-after-ms"):
+            keep[lower] = value
+    return keep
+
+
+def provider_message(body: str) -> str:
+    """The human part of an error body from OpenAI-style or Anthropic-style APIs."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.strip()[:300]
+    error = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("type") or error)[:300]
+    return str(error)[:300]
+
+
+def _error_code(body: str) -> str:
+    try:
+        data = json.loads(body)
+        error = data.get("error", {}) if isinstance(data, dict) else {}
+        return " ".join(str(error.get(k, "")) for k in ("type", "code")) if isinstance(
+            error, dict) else ""
+    except ValueError:
+        return ""
+
+
+def retry_at_text(seconds: float, now: dt.datetime | None = None) -> str:
+    now = now or dt.datetime.now().astimezone()
+    when = now + dt.timedelta(seconds=seconds)
+    return when.strftime("%H:%M:%S")
+
+
+def error_from_status(status: int, body: str, headers: Mapping[str, str], provider: str,
+                      retry_after: float | None = None) -> ProviderError:
+    """Turn an HTTP error response into the matching Outpost error, in plain words."""
+    detail = provider_message(body)
+    code = _error_code(body).lower()
+    said = f" The provider said: {detail}" if detail else ""
+    if status in (401, 403):
+        return AuthError(
+            f"{provider} refused the API key (HTTP {status}).{said} Check the key with "
+            f"`outpost keys set {provider}` or in Providers.", status, provider)
+    if status == 429:
+        if retry_after is not None:
+            when = (f" Try again after {retry_at_text(retry_after)} "
+                    f"(in {retry_after:.0f} s).")
+        else:
+            when = " Try again in a minute."
+        return RateLimited(f"{provider} is rate limiting requests (HTTP 429).{when}{said}",
+                           status, provider, retry_after=retry_after,
+                           retry_at=retry_at_text(retry_after) if retry_after is not None
+                           else None)
+    if status in (400, 404, 413, 422) and any(m in (code + " " + detail).lower()
+                                               for m in _CONTEXT_MARKERS):
+        return ContextTooLong(f"The conversation is too long for this model at {provider}."
+                              f"{said} Start a new chat or shorten the message.", status, provider)
+    if status in (400, 404, 413, 422):
+        return BadRequest(f"{provider} rejected the request (HTTP {status}).{said}", status,
+                          provider)
+    if status == 529 or status >= 500 or "overloaded" in code:
+        return ProviderUnavailable(f"{provider} is unavailable right now (HTTP {status}).{said}",
+                                   status, provider)
+    return ProviderError(f"{provider} answered HTTP {status}.{said}", status, provider)
+
+
+def error_from_stream_event(error_type: str, message: str, provider: str) -> ProviderError:
+    """An error object sent inside an SSE stream (Anthropic ``event: error``, OpenAI ``error``)."""
+    kind = (error_type or "").lower()
+    said = f" The provider said: {message}" if message else ""
+    if "overloaded" in kind or "server" in kind or "unavailable" in kind or "api_error" == kind:
+        return ProviderUnavailable(f"{provider} is overloaded or failing.{said}", None, provider)
+    if "rate_limit" in kind:
+        return RateLimited(f"{provider} is rate limiting requests.{said}", None, provider)
+    if "authentication" in kind or "permission" in kind:
+        return AuthError(f"{provider} refused the API key.{said}", None, provider)
+    if any(m in (kind + " " + message).lower() for m in _CONTEXT_MARKERS):
+        return ContextTooLong(f"The conversation is too long for this model at {provider}."
+                              f"{said}", None, provider)
+    if "invalid_request" in kind or "not_found" in kind:
+        return BadRequest(f"{provider} rejected the request.{said}", None, provider)
+    return ProviderError(f"{provider} reported an error in the stream ({error_type}).{said}",
+                         None, provider)
+
+
+def is_retryable_error(error: Exception) -> bool:
+    return isinstance(error, (ProviderUnavailable, RateLimited)) or (
+        isinstance(error, ProviderError) and error.status in RETRYABLE_STATUSES)

@@ -1,0 +1,99 @@
+"""OpenAI-compatible chat completions over SSE: OpenAI, OpenRouter, Groq, Together, Ollama (/v1),
+vLLM, llama.cpp's server and LM Studio all speak it (presets in ``app.providers``)."""
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from app.domain import ChatRequest, FinishReason
+from app.errors import ProviderError
+from engines.cloud import CloudEngine, StreamState
+from engines.http_policy import error_from_stream_event
+from engines.sse import ServerSentEvent
+
+# Reasoning models take max_completion_tokens and reject max_tokens.
+_COMPLETION_TOKENS_MODELS = re.compile(r"^(o\d|gpt-5|gpt-4\.1-nano-reasoning)", re.IGNORECASE)
+_FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH,
+           "tool_calls": FinishReason.STOP, "function_call": FinishReason.STOP,
+           "content_filter": FinishReason.ERROR}
+
+
+class OpenAICompatEngine(CloudEngine):
+    kind = "openai"
+
+    def build_request(self, request: ChatRequest) -> tuple[str, dict, dict]:
+        body: dict = {
+            "model": self.model,
+            "messages": [m.as_dict() for m in request.messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+        }
+        key = "max_completion_tokens" if _COMPLETION_TOKENS_MODELS.match(self.model) \
+            else "max_tokens"
+        body[key] = request.max_tokens
+        if request.stop:
+            body["stop"] = list(request.stop)[:4]
+        for name in ("presence_penalty", "frequency_penalty", "seed"):
+            value = getattr(request, name)
+            if value is not None:
+                body[name] = value
+        if request.user:
+            body["user"] = request.user
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return f"{self.config.base_url}/chat/completions", headers, body
+
+    def read_event(self, event: ServerSentEvent, state: StreamState) -> str | None:
+        if event.data.strip() == "[DONE]":
+            state.done = True
+            return None
+        try:
+            data = event.json()
+        except ValueError:
+            return None  # not JSON: tolerated like a comment
+        if not isinstance(data, dict):
+            return None
+        if "error" in data:
+            error = data["error"] if isinstance(data["error"], dict) else {"message": data["error"]}
+            state.error = error_from_stream_event(
+                str(error.get("type") or error.get("code") or ""), str(error.get("message", "")),
+                self.config.name)
+            return None
+        usage = data.get("usage")
+        if isinstance(usage, dict) and usage.get("prompt_tokens") is not None:
+            state.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            state.completion_tokens = int(usage.get("completion_tokens") or 0)
+            details = usage.get("prompt_tokens_details") or {}
+            state.cached_prompt_tokens = int(details.get("cached_tokens") or 0)
+        text = ""
+        for choice in data.get("choices") or []:
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            text += delta.get("content") or ""
+            reason = choice.get("finish_reason")
+            if reason:
+                state.finish_reason = _FINISH.get(reason, FinishReason.STOP)
+                if reason == "content_filter":
+                    state.extra["filtered"] = True
+        state.text += text
+        return text or None
+
+    def list_models(self) -> list[str]:
+        """``GET /models`` where the server has it."""
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        try:
+            response = self._client.get(f"{self.config.base_url}/models", headers=headers)
+        except httpx.HTTPError as exc:
+            raise ProviderError(f"Could not list models at {self.config.name}: {exc}.") from None
+        if response.status_code != 200:
+            from engines.http_policy import error_from_status
+
+            raise error_from_status(response.status_code, response.text, response.headers,
+                                    self.config.name)
+        data = response.json().get("data", [])
+        return sorted(str(item.get("id")) for item in data if isinstance(item, dict))
