@@ -56,3 +56,47 @@ def artifacts_dir() -> Path:
 def outpost_cmd() -> list[str]:
     """How tests start the real CLI in a subprocess."""
     return [sys.executable, "-m", "app.cli"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def llama_server(bundled_model, tmp_path_factory):
+    """A real OpenAI-compatible server: llama-cpp-python's own, on loopback, bundled model."""
+    import subprocess
+    import time
+
+    import httpx
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_model),
+             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
+             "--model_alias", "smollm2"], stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 90
+    try:
+        while True:
+            try:
+                if httpx.get(f"{url}/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"llama_cpp.server did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

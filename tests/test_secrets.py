@@ -1,0 +1,130 @@
+"""API keys: the real OS keychain, refusal of insecure backends, and keys never written anywhere
+else (database incl. -wal, settings, logs, error messages)."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import keyring
+import pytest
+
+from app.secrets import InsecureKeyring, KeyStore, mask
+
+KEY = "sk-outpost-test-9f8e7d6c5b4a3210ZZZZ"
+
+
+def run_cli(*args: str, stdin: str | None = None, env: dict | None = None):
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], input=stdin, text=True,
+                          capture_output=True, env=env or os.environ.copy(), timeout=180)
+
+
+def secure_keychain_available() -> bool:
+    return keyring.get_keyring().priority >= 1
+
+
+@pytest.fixture
+def real_keychain():
+    """The real SecretService keychain. CI installs and unlocks gnome-keyring (see .ci/run), so
+    there this must be present: the test fails rather than skips."""
+    if not secure_keychain_available():
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide a real keychain (gnome-keyring under dbus-run-session)")
+        pytest.skip("no secure keychain on this machine (run the suite with `make test`)")
+    yield
+    for name in ("outpost-test-provider", "llama"):
+        try:
+            keyring.delete_password("Outpost", name)
+        except keyring.errors.PasswordDeleteError:
+            pass
+
+
+def test_mask_shows_only_prefix_and_last_four():
+    assert mask(KEY) == "sk-…ZZZZ"
+    assert KEY[5:-4] not in mask(KEY)
+    assert mask("") == ""
+
+
+def test_real_keychain_round_trip(real_keychain):
+    assert "SecretService" in type(keyring.get_keyring()).__name__ or \
+        keyring.get_keyring().priority >= 1
+    store = KeyStore()
+    assert store.set("outpost-test-provider", KEY) == "keychain"
+    assert KeyStore().get("outpost-test-provider") == KEY  # a new store reads it back
+    assert keyring.get_password("Outpost", "outpost-test-provider") == KEY
+    store.delete("outpost-test-provider")
+    assert KeyStore().get("outpost-test-provider") is None
+
+
+@pytest.mark.parametrize("backend", ["keyrings.alt.file.PlaintextKeyring",
+                                     "keyring.backends.null.Keyring"])
+def test_insecure_backend_is_refused_with_two_choices(backend, outpost_home):
+    env = {**os.environ, "PYTHON_KEYRING_BACKEND": backend}
+    assert run_cli("providers", "add", "local-llm", "--base-url", "http://127.0.0.1:9/v1",
+                   "--model", "m", env=env).returncode == 0
+    refused = run_cli("keys", "set", "local-llm", stdin=KEY + "\n", env=env)
+    assert refused.returncode == 2
+    assert "No secure keychain" in refused.stderr
+    assert "this session only" in refused.stderr and "--insecure-file" in refused.stderr
+    assert KEY not in refused.stderr + refused.stdout
+    assert not (outpost_home / "config" / "keys.json").exists()
+    # keyring's plaintext file must not have received it either
+    for root, _, files in os.walk(outpost_home):
+        for name in files:
+            assert KEY.encode() not in open(os.path.join(root, name), "rb").read()
+
+    opted_in = run_cli("keys", "set", "local-llm", "--insecure-file", stdin=KEY + "\n", env=env)
+    assert opted_in.returncode == 0, opted_in.stderr
+    path = outpost_home / "config" / "keys.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads(path.read_text())["local-llm"] == KEY
+    assert "sk-…ZZZZ" in opted_in.stdout and KEY not in opted_in.stdout
+
+
+def test_session_only_fallback_keeps_the_key_in_memory(monkeypatch, outpost_home):
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyrings.alt.file.PlaintextKeyring")
+    keyring.core.init_backend()
+    try:
+        with pytest.raises(InsecureKeyring):
+            KeyStore().set("p", KEY)
+        session = KeyStore(fallback="memory")
+        assert session.set("p", KEY) == "memory"
+        assert session.get("p") == KEY
+        assert KeyStore().get("p") is None  # gone with the session
+        assert not (outpost_home / "config" / "keys.json").exists()
+    finally:
+        monkeypatch.delenv("PYTHON_KEYRING_BACKEND")
+        keyring.core.init_backend()
+
+
+def test_environment_variable_is_used_when_nothing_is_stored(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    assert KeyStore().resolve("nothing-stored", "openai") == KEY
+    assert KeyStore().resolve("nothing-stored", "anthropic") is None
+    assert KeyStore().resolve("x", "openai", explicit="sk-explicit") == "sk-explicit"
+
+
+@pytest.mark.local_model
+def test_key_is_found_nowhere_under_the_data_directory(real_keychain, llama_server,
+                                                       outpost_home):
+    assert run_cli("providers", "add", "llama", "--base-url", llama_server,
+                   "--model", "smollm2").returncode == 0
+    stored = run_cli("keys", "set", "llama", stdin=KEY + "\n")
+    assert stored.returncode == 0, stored.stderr
+    assert "OS keychain" in stored.stdout
+    answered = run_cli("ask", "Say hello.", "--provider", "llama", "--max-tokens", "12",
+                       "--json")
+    assert answered.returncode == 0, answered.stderr
+    events = [json.loads(line) for line in answered.stdout.splitlines()]
+    assert events[-1]["event"] == "finished"
+    listed = run_cli("providers", "list", "--json")
+    assert json.loads(listed.stdout)[0]["key"] == "sk-…ZZZZ"
+    for text in (answered.stdout, answered.stderr, listed.stdout, listed.stderr):
+        assert KEY not in text
+    files = [os.path.join(root, name) for root, _, names in os.walk(outpost_home)
+             for name in names]
+    assert any(f.endswith("outpost.db") for f in files)
+    for path in files:  # the database, its -wal and -shm, settings, providers.json, backups
+        assert KEY.encode() not in open(path, "rb").read(), path
