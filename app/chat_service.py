@@ -148,6 +148,11 @@ class ChatService:
         """Mark replies left 'streaming' by a dead process as 'interrupted' (start-up)."""
         return self.store.mark_orphaned_streaming()
 
+    def retry_turn(self, failed: Turn) -> Turn:
+        """Answer the same saved prompt again (same request, same idempotency key); the new
+        reply is stored as a sibling of the failed one."""
+        return Turn(self.store, failed.conversation_id, failed.user_message_id, failed.request)
+
     def start_turn(self, prompt: str, conversation_id: str | None = None, *, model: str,
                    options: TurnOptions = TurnOptions()) -> Turn:
         if not prompt or not prompt.strip():

@@ -28,6 +28,7 @@ class Option:
     description: str
     minimum: float | None = None
     maximum: float | None = None
+    choices: tuple | None = None
 
 
 SCHEMA: tuple[Option, ...] = (
@@ -47,6 +48,12 @@ SCHEMA: tuple[Option, ...] = (
            "probabilities add up to top_p.", 0.01, 1.0),
     Option("max_tokens", int, 512, "Most tokens one reply may have.", 1, 131_072),
     Option("user_id", str, "", "User id sent with requests (tenancy, quotas). Empty: the OS user."),
+    Option("key_fallback", str, "refuse",
+           "Where API keys go when no secure OS keychain exists: refuse, memory (this session "
+           "only) or file (a file only you can read). Chosen explicitly by the user.",
+           choices=("refuse", "memory", "file")),
+    Option("chat_target", str, "local",
+           "Who answers new messages in the window: 'local', or 'provider:NAME'."),
 )
 
 _BY_NAME = {option.name: option for option in SCHEMA}
@@ -62,6 +69,8 @@ def _coerce(option: Option, value: Any) -> Any:
     if not isinstance(value, option.type) or isinstance(value, bool) and option.type is not bool:
         raise TypeError
     if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError
+    if option.choices is not None and value not in option.choices:
         raise ValueError
     if option.minimum is not None and value < option.minimum:
         raise ValueError

@@ -26,3 +26,28 @@ def create_cloud_engine(config, api_key: str | None, model: str | None = None, o
 
     cls = AnthropicEngine if config.kind == "anthropic" else OpenAICompatEngine
     return cls(config, api_key, model, on_attempt=on_attempt, **kwargs)
+
+
+class CloudEnginePool:
+    """One engine (and its HTTP connection pool) per provider, model and key; rebuilt when any
+    of them changes. Thread-safe enough for the GUI thread that owns it."""
+
+    def __init__(self, on_attempt=None):
+        self.on_attempt = on_attempt
+        self._engines: dict[str, tuple[tuple, object]] = {}
+
+    def get(self, config, api_key: str | None, model: str | None = None):
+        identity = (config, api_key, model or config.default_model)
+        current = self._engines.get(config.name)
+        if current is not None and current[0] == identity:
+            return current[1]
+        if current is not None:
+            current[1].close()
+        engine = create_cloud_engine(config, api_key, model, on_attempt=self.on_attempt)
+        self._engines[config.name] = (identity, engine)
+        return engine
+
+    def close(self) -> None:
+        for _, engine in self._engines.values():
+            engine.close()
+        self._engines.clear()

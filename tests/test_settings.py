@@ -13,7 +13,7 @@ from app.settings import SCHEMA, SETTINGS_VERSION, Settings
 DEFAULTS = {
     "model_path": "", "context_cap": 4096, "n_threads": 0, "gpu_offload": True,
     "system_prompt": "You are a helpful assistant.", "temperature": 0.7, "top_p": 0.95,
-    "max_tokens": 512, "user_id": "",
+    "max_tokens": 512, "user_id": "", "key_fallback": "refuse", "chat_target": "local",
 }
 
 
@@ -147,3 +147,11 @@ def test_settings_file_of_the_wrong_shape_falls_back_with_a_warning(tmp_path, co
     settings = Settings(path)
     assert settings.as_dict() == DEFAULTS
     assert settings.load_warnings
+
+
+def test_choice_options_accept_only_their_choices(outpost_home):
+    settings = Settings()
+    settings.set("key_fallback", "memory")
+    assert settings["key_fallback"] == "memory"
+    with pytest.raises(UsageError):
+        settings.set("key_fallback", "plaintext-anywhere")

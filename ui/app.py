@@ -10,7 +10,11 @@ from PySide6.QtWidgets import QApplication
 from app.chat_service import ChatService
 from app.settings import Settings
 from app.store import Store
-from ui.chat_controller import ChatController
+from app.providers import ProviderRegistry
+from app.secrets import KeyStore
+from engines.registry import CloudEnginePool
+from ui.chat_controller import ChatController, CloudTargets
+from ui.providers_dialog import ProvidersDialog
 from ui.errors import install_excepthook
 from ui.main_window import MainWindow
 from ui.model_loader import ModelLoader
@@ -30,10 +34,17 @@ class OutpostApp:
         self.recovered = self.service.recover_interrupted()
         self.tasks = TaskRunner()
         self.loader = ModelLoader(self.settings, self.tasks)
+        self.registry = ProviderRegistry()
+        self.keys = KeyStore(fallback=self.settings["key_fallback"])
+        self.cloud_pool = CloudEnginePool(on_attempt=self.store.log_attempt)
+        cloud = CloudTargets(self.registry, self.keys, self.cloud_pool)
         self.window = MainWindow(
             self.store, self.settings,
-            lambda view: ChatController(self.service, self.loader, view),
-            self.loader)
+            lambda view: ChatController(self.service, self.loader, view, cloud),
+            self.loader,
+            providers_dialog_factory=lambda parent: ProvidersDialog(
+                self.registry, self.keys, self.settings, self.tasks, parent),
+            registry=self.registry)
         for warning in self.settings.load_warnings:
             self.window.banner.show_error(warning)
 
@@ -47,6 +58,7 @@ class OutpostApp:
     def shutdown(self) -> None:
         self.window.controller.shutdown()
         self.loader.shutdown()
+        self.cloud_pool.close()
         self.tasks.wait()
         self.store.close()
 

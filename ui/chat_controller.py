@@ -12,13 +12,25 @@ import threading
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
 from app.chat_service import ChatService
-from app.domain import Finished, Message, Role
+from app.domain import Finished, FinishReason, Message, Role
 from app.errors import OutpostError
 from ui.conversation_view import ConversationView
 from ui.model_loader import ModelLoader
 from ui.stream_worker import StreamWorker
 
 FLUSH_MS = 33
+
+
+class CloudTargets:
+    """Turns a provider name into a ready cloud engine: config, key (keychain, session memory or
+    the user's opted-in file, else the environment) and a pooled engine."""
+
+    def __init__(self, registry, keys, pool):
+        self.registry, self.keys, self.pool = registry, keys, pool
+
+    def engine(self, name: str):
+        config = self.registry.get(name)
+        return self.pool.get(config, self.keys.resolve(config.name, config.kind))
 
 IDLE, WAITING, STREAMING, STOPPING = "idle", "waiting_for_model", "streaming", "stopping"
 
@@ -31,12 +43,15 @@ class ChatController(QObject):
     turn_requested = Signal(object, object, object)  # -> StreamWorker.run_turn (queued)
 
     def __init__(self, service: ChatService, loader: ModelLoader, view: ConversationView,
-                 parent: QObject | None = None):
+                 cloud: "CloudTargets | None" = None, parent: QObject | None = None):
         super().__init__(parent)
         self.service = service
         self.store = service.store
         self.loader = loader
         self.view = view
+        self.cloud = cloud
+        self.target = "local"  # or "provider:NAME"
+        self.failed_turn = None  # the last turn that ended in an error: Retry answers it again
         self.state = IDLE
         self.conversation_id: str | None = None
         self._turn = None
@@ -68,10 +83,8 @@ class ChatController(QObject):
         """Save the prompt and start the reply. False (and an error signal) if it cannot start."""
         if self.busy:
             return False
-        engine = self.loader.engine_for_turn()
+        engine = self._engine_for_turn()
         if engine is None:
-            self.error_occurred.emit("model", "No model is loaded. Choose a GGUF file with "
-                                     "Model ▸ Open model file…, or use the bundled model.")
             return False
         try:
             turn = self.service.start_turn(prompt, self.conversation_id, model=engine.info.model)
@@ -80,19 +93,51 @@ class ChatController(QObject):
             return False
         new_conversation = self.conversation_id is None
         self.conversation_id = turn.conversation_id
-        self._turn = turn
-        self._cancel = threading.Event()
         user_bubble = self.view.add_bubble(Role.USER)
         user_bubble.set_text(prompt)
+        self._run(turn, engine)
+        if new_conversation:
+            self.conversations_changed.emit()
+        return True
+
+    def retry(self) -> bool:
+        """Answer the failed turn's saved prompt again, with the engine chosen now."""
+        if self.busy or self.failed_turn is None:
+            return False
+        if self.failed_turn.conversation_id != self.conversation_id:
+            return False
+        engine = self._engine_for_turn()
+        if engine is None:
+            return False
+        self._run(self.service.retry_turn(self.failed_turn), engine)
+        return True
+
+    def set_target(self, target: str) -> None:
+        self.target = target
+
+    def _engine_for_turn(self):
+        if self.target.startswith("provider:") and self.cloud is not None:
+            try:
+                return self.cloud.engine(self.target.split(":", 1)[1])
+            except OutpostError as exc:
+                self.error_occurred.emit(exc.kind, str(exc))
+                return None
+        engine = self.loader.engine_for_turn()
+        if engine is None:
+            self.error_occurred.emit("model", "No model is loaded. Choose a GGUF file with "
+                                     "Model ▸ Open model file…, or use the bundled model.")
+        return engine
+
+    def _run(self, turn, engine) -> None:
+        self.failed_turn = None
+        self._turn = turn
+        self._cancel = threading.Event()
         self._bubble = self.view.add_bubble(Role.ASSISTANT)
         self._bubble.set_placeholder("…")
         self._buffer.clear()
         self._set_state(STREAMING)
         self._timer.start()
         self.turn_requested.emit(turn, engine, self._cancel)
-        if new_conversation:
-            self.conversations_changed.emit()
-        return True
 
     def stop(self) -> None:
         if self.state in (STREAMING, WAITING) and self._cancel is not None:
@@ -152,13 +197,20 @@ class ChatController(QObject):
 
     @Slot(object)
     def _on_turn_finished(self, finish: Finished | None) -> None:
+        turn = self._turn
         self._end_turn()
+        if finish is not None and finish.reason is FinishReason.ERROR:
+            self.failed_turn = turn
+            error = finish.error
+            self.error_occurred.emit(getattr(error, "kind", "engine"), str(error))
 
     @Slot(str, str)
     def _on_turn_failed(self, kind: str, message: str) -> None:
+        turn, bubble = self._turn, self._bubble
         self._end_turn()
-        if self._bubble is not None and not self._bubble.text:
-            self._bubble.set_placeholder("No reply.")
+        if bubble is not None and not bubble.text:
+            bubble.set_placeholder("No reply.")
+        self.failed_turn = turn
         self.error_occurred.emit(kind, message)
 
     def _end_turn(self) -> None:

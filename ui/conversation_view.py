@@ -31,7 +31,10 @@ def metrics_text(message: Message) -> str:
     if message.engine or message.model:
         parts.append(" · ".join(p for p in (message.engine, message.model) if p))
     if message.prompt_tokens is not None:
-        tokens = f"{message.prompt_tokens} in / {message.completion_tokens or 0} out"
+        approx = "~" if message.tokens_estimated else ""
+        tokens = f"{approx}{message.prompt_tokens} in / {approx}{message.completion_tokens or 0} out"
+        if message.tokens_estimated:
+            tokens += " (estimated)"
         if message.cached_prompt_tokens:
             tokens += f" ({message.cached_prompt_tokens} cached)"
         parts.append(tokens)

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QWi
 
 class ErrorBanner(QWidget):
     dismissed = Signal()
+    retry_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -19,18 +20,24 @@ class ErrorBanner(QWidget):
                            "QLabel { color:#a8071a; }")
         self.label = QLabel()
         self.label.setWordWrap(True)
+        self.retry_button = QPushButton("Retry")
+        self.retry_button.hide()
         close = QPushButton("Dismiss")
         close.setFlat(True)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(12, 6, 8, 6)
         layout.addWidget(self.label, 1)
+        layout.addWidget(self.retry_button)
         layout.addWidget(close)
+        self.retry_button.clicked.connect(self.hide)
+        self.retry_button.clicked.connect(self.retry_requested)
         close.clicked.connect(self.hide)
         close.clicked.connect(self.dismissed)
         self.hide()
 
-    def show_error(self, message: str) -> None:
+    def show_error(self, message: str, can_retry: bool = False) -> None:
         self.label.setText(message)
+        self.retry_button.setVisible(can_retry)
         self.show()
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Slot
 from PySide6.QtGui import QAction, QKeySequence, QShortcut
-from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QSplitter, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow,
+                               QSplitter, QVBoxLayout, QWidget)
 
 from app.errors import OutpostError
 from app.settings import Settings
@@ -20,11 +20,13 @@ from ui.sidebar import Sidebar
 
 class MainWindow(QMainWindow):
     def __init__(self, store: Store, settings: Settings, controller_factory,
-                 loader: ModelLoader):
+                 loader: ModelLoader, providers_dialog_factory=None, registry=None):
         super().__init__()
         self.store = store
         self.settings = settings
         self.loader = loader
+        self.registry = registry
+        self.providers_dialog_factory = providers_dialog_factory
         self.setWindowTitle("Outpost")
         self.resize(1100, 720)
 
@@ -32,6 +34,14 @@ class MainWindow(QMainWindow):
         self.banner = ErrorBanner()
         self.title_label = QLabel("New chat")
         self.title_label.setStyleSheet("font-size:15px; font-weight:600; padding:10px 16px;")
+        self.target_picker = QComboBox()
+        self.target_picker.setToolTip("Who answers: the local model, or a cloud provider")
+        self.target_picker.setMinimumWidth(240)
+        header = QHBoxLayout()
+        header.setContentsMargins(0, 0, 12, 0)
+        header.addWidget(self.title_label, 1)
+        header.addWidget(QLabel("Answer with"))
+        header.addWidget(self.target_picker)
         self.view = ConversationView()
         self.composer = Composer()
         chat = QWidget()
@@ -39,7 +49,7 @@ class MainWindow(QMainWindow):
         chat_layout.setContentsMargins(0, 0, 0, 0)
         chat_layout.setSpacing(0)
         chat_layout.addWidget(self.banner)
-        chat_layout.addWidget(self.title_label)
+        chat_layout.addLayout(header)
         chat_layout.addWidget(self.view, 1)
         chat_layout.addWidget(self.composer)
         splitter = QSplitter(Qt.Orientation.Horizontal)
@@ -53,7 +63,7 @@ class MainWindow(QMainWindow):
         self.route_label.setToolTip("Every reply is generated on this computer; nothing is sent "
                                     "over the network.")
         self.route_label.setStyleSheet("color:#1a7f37; font-weight:600; padding:0 8px;")
-        self.model_label = QLabel("Model: —")
+        self.model_label = QLabel("Local model: —")
         self.state_label = QLabel("")
         self.metrics_label = QLabel("")
         status = self.statusBar()
@@ -65,6 +75,7 @@ class MainWindow(QMainWindow):
         self.controller: ChatController = controller_factory(self.view)
         self._build_menu()
         self._wire()
+        self.refresh_targets(self.settings["chat_target"])
         self.refresh_sidebar()
         self.composer.edit.setFocus()
 
@@ -85,6 +96,9 @@ class MainWindow(QMainWindow):
         model_menu.addAction(self.open_model_action)
         self.bundled_model_action = QAction("Use the &bundled model (SmolLM2-135M)", self)
         model_menu.addAction(self.bundled_model_action)
+        model_menu.addSeparator()
+        self.providers_action = QAction("&Providers…", self)
+        model_menu.addAction(self.providers_action)
         self.escape_shortcut = QShortcut(QKeySequence(Qt.Key.Key_Escape), self)
         self.escape_shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
 
@@ -98,6 +112,9 @@ class MainWindow(QMainWindow):
         self.quit_action.triggered.connect(self.close)
         self.open_model_action.triggered.connect(self._on_open_model)
         self.bundled_model_action.triggered.connect(self._on_use_bundled)
+        self.providers_action.triggered.connect(self.open_providers)
+        self.target_picker.currentIndexChanged.connect(self._on_target_changed)
+        self.banner.retry_requested.connect(self._on_retry)
         self.sidebar.new_requested.connect(self._on_new_chat)
         self.sidebar.conversation_selected.connect(self._on_conversation_selected)
         self.sidebar.rename_requested.connect(self._on_rename)
@@ -204,16 +221,82 @@ class MainWindow(QMainWindow):
     def _on_error(self, kind: str, message: str) -> None:
         if kind == "cancelled":
             return
-        self.banner.show_error(message)
+        self.banner.show_error(message, can_retry=self.controller.failed_turn is not None)
+
+    @Slot()
+    def _on_retry(self) -> None:
+        self.controller.retry()
+
+    # -- who answers -----------------------------------------------------------------------------
+    def refresh_targets(self, select: str | None = None) -> None:
+        select = select or self.target_picker.currentData() or "local"
+        self.target_picker.blockSignals(True)
+        self.target_picker.clear()
+        local = self.loader.active.info.model if self.loader.active else "bundled model"
+        self.target_picker.addItem(f"Local · {local}", "local")
+        providers = []
+        if self.registry is not None:
+            try:
+                providers = self.registry.list()
+            except OutpostError as exc:
+                self._on_error(exc.kind, str(exc))
+        for config in providers:
+            self.target_picker.addItem(f"{config.name} · {config.default_model or '?'}",
+                                       f"provider:{config.name}")
+        index = max(0, self.target_picker.findData(select))
+        self.target_picker.setCurrentIndex(index)
+        self.target_picker.blockSignals(False)
+        self._apply_target(self.target_picker.currentData())
+
+    @Slot(int)
+    def _on_target_changed(self, _index: int) -> None:
+        target = self.target_picker.currentData() or "local"
+        self._apply_target(target)
+        self.settings.set("chat_target", target)
+        try:
+            self.settings.save()
+        except OSError as exc:
+            self._on_error("storage", f"The settings could not be saved: {exc}.")
+
+    def _apply_target(self, target: str) -> None:
+        self.controller.set_target(target)
+        if target == "local":
+            self.route_label.setText("● Offline — local model")
+            self.route_label.setToolTip("Every reply is generated on this computer; nothing is "
+                                        "sent over the network.")
+            self.route_label.setStyleSheet("color:#1a7f37; font-weight:600; padding:0 8px;")
+            self.composer.edit.setPlaceholderText(
+                "Message the local model…  (Enter sends, Shift+Enter: new line)")
+        else:
+            name = target.split(":", 1)[1]
+            self.route_label.setText(f"☁ Cloud — {name}")
+            self.route_label.setToolTip("Messages of this chat are sent to the provider over "
+                                        "the network.")
+            self.route_label.setStyleSheet("color:#0969da; font-weight:600; padding:0 8px;")
+            self.composer.edit.setPlaceholderText(
+                f"Message {name}…  (Enter sends, Shift+Enter: new line)")
+
+    @Slot()
+    def open_providers(self) -> None:
+        if self.providers_dialog_factory is None:
+            return
+        dialog = self.providers_dialog_factory(self)
+        dialog.providers_changed.connect(self._on_providers_changed)
+        dialog.exec()
+
+    @Slot()
+    def _on_providers_changed(self) -> None:
+        self.refresh_targets()
 
     @Slot(str)
     def _on_loading_started(self, name: str) -> None:
-        self.model_label.setText(f"Model: {name}")
+        self.model_label.setText(f"Local model: {name}")
         self.state_label.setText("Loading model…")
 
     @Slot(object)
     def _on_model_ready(self, info: EngineInfo) -> None:
-        self.model_label.setText(f"Engine: {info.engine} · {info.model}")
+        self.target_picker.setItemText(0, f"Local · {info.model}")
+        self.model_label.setText(f"Local model: {info.model}")
         self.model_label.setToolTip(info.detail)
         if not self.controller.busy:
             self.state_label.setText(f"Ready ({info.detail})")

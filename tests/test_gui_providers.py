@@ -1,0 +1,100 @@
+"""The window with cloud providers: the Providers dialog, the picker, errors with Retry."""
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import Qt
+
+from app.domain import MessageStatus, Role
+from app.settings import Settings
+
+pytestmark = [pytest.mark.gui, pytest.mark.local_model]
+
+
+@pytest.fixture
+def outpost(qtbot):
+    from ui.app import OutpostApp
+
+    settings = Settings()
+    settings.set("max_tokens", 24)
+    settings.set("temperature", 0.0)
+    app = OutpostApp(settings=settings)
+    qtbot.addWidget(app.window)
+    with qtbot.waitSignal(app.loader.model_ready, timeout=60000):
+        app.start()
+    yield app
+    app.shutdown()
+
+
+def send(qtbot, app, text: str) -> None:
+    edit = app.window.composer.edit
+    qtbot.keyClicks(edit, text)
+    qtbot.keyClick(edit, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: app.window.controller.state == "idle", timeout=60000)
+
+
+def test_add_provider_test_connection_and_chat_through_it(qtbot, outpost, llama_server,
+                                                           artifacts_dir):
+    from ui.providers_dialog import ProvidersDialog
+
+    window = outpost.window
+    dialog = ProvidersDialog(outpost.registry, outpost.keys, outpost.settings, outpost.tasks,
+                             window)
+    qtbot.addWidget(dialog)
+    dialog.preset.setCurrentIndex(dialog.preset.findData("llama-server"))
+    assert dialog.kind.currentText() == "openai"
+    dialog.name.setText("llama")
+    dialog.base_url.setText(llama_server)
+    dialog.model.setEditText("smollm2")
+    dialog.providers_changed.connect(window._on_providers_changed)
+    dialog._on_save()
+    assert [p.name for p in outpost.registry.list()] == ["llama"]
+    dialog._on_test()
+    qtbot.waitUntil(lambda: "Connected" in dialog.result.text() or "✘" in dialog.result.text(),
+                    timeout=20000)
+    assert "Connected" in dialog.result.text() and "smollm2" in dialog.result.text()
+    dialog.show()
+    assert dialog.grab().save(str(artifacts_dir / "providers_dialog.png"))
+    dialog.close()
+
+    picker = window.target_picker
+    index = picker.findData("provider:llama")
+    assert index > 0
+    picker.setCurrentIndex(index)
+    assert "Cloud" in window.route_label.text()
+    assert Settings()["chat_target"] == "provider:llama"  # remembered
+    send(qtbot, outpost, "Say hello.")
+    conversation = outpost.store.list_conversations()[0]
+    reply = outpost.store.messages(conversation.id)[-1]
+    assert reply.status is MessageStatus.COMPLETE and reply.content
+    assert (reply.engine, reply.model) == ("llama", "smollm2")
+    assert "llama · smollm2" in window.view.bubbles[-1].footer.text()
+    assert outpost.store.request_log(reply.params["idempotency_key"])[0]["status"] == 200
+    window.resize(1100, 720)
+    assert window.grab().save(str(artifacts_dir / "main_window_cloud.png"))
+
+
+def test_unreachable_provider_shows_banner_and_retry_answers_locally(qtbot, outpost):
+    from app.providers import ProviderConfig
+
+    outpost.registry.add(ProviderConfig("down", "openai", "http://127.0.0.1:9/v1", "m"))
+    window = outpost.window
+    window.refresh_targets("provider:down")
+    send(qtbot, outpost, "Are you there?")
+    assert window.banner.isVisible()
+    assert "Could not connect to down" in window.banner.label.text()
+    assert window.banner.retry_button.isVisible()
+    conversation = outpost.store.list_conversations()[0]
+    messages = outpost.store.messages(conversation.id)
+    assert messages[0].content == "Are you there?"  # the prompt stays
+    assert messages[-1].status is MessageStatus.ERROR
+
+    window.target_picker.setCurrentIndex(window.target_picker.findData("local"))
+    qtbot.mouseClick(window.banner.retry_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: window.controller.state == "idle", timeout=60000)
+    messages = outpost.store.messages(conversation.id)
+    assert [m.role for m in messages] == [Role.USER, Role.ASSISTANT, Role.ASSISTANT]
+    failed, answer = messages[1], messages[2]
+    assert failed.status is MessageStatus.ERROR and failed.engine == "down"
+    assert answer.status is MessageStatus.COMPLETE and answer.engine == "local"
+    assert failed.parent_id == answer.parent_id == messages[0].id  # siblings
+    assert not window.banner.isVisible()

@@ -1,0 +1,244 @@
+"""Providers: add, edit, remove; presets; base URL; default model; the API key (masked, kept in
+the OS keychain); and "Test connection", which lists the provider's models in the background."""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout,
+                               QLabel, QLineEdit, QListWidget, QListWidgetItem, QMessageBox,
+                               QPushButton, QVBoxLayout, QWidget)
+
+from app.errors import OutpostError
+from app.providers import KINDS, PRESETS, ProviderConfig, ProviderRegistry
+from app.secrets import KeyStore, mask
+from app.settings import Settings
+from engines.registry import create_cloud_engine
+from ui.tasks import TaskRunner
+
+_KEY_CHOICES = {"memory": "Only this session", "file": "Store in a file only I can read"}
+
+
+class ProvidersDialog(QDialog):
+    providers_changed = Signal()
+
+    def __init__(self, registry: ProviderRegistry, keys: KeyStore, settings: Settings,
+                 tasks: TaskRunner, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Providers")
+        self.resize(760, 420)
+        self.registry, self.keys, self.settings, self.tasks = registry, keys, settings, tasks
+        self.list = QListWidget()
+        self.list.setMaximumWidth(200)
+        add_button = QPushButton("Add provider")
+        self.remove_button = QPushButton("Remove")
+        left = QVBoxLayout()
+        left.addWidget(self.list, 1)
+        left.addWidget(add_button)
+        left.addWidget(self.remove_button)
+
+        self.preset = QComboBox()
+        self.preset.addItem("Custom", "")
+        for key, preset in PRESETS.items():
+            self.preset.addItem(preset.label, key)
+        self.name = QLineEdit()
+        self.kind = QComboBox()
+        self.kind.addItems(list(KINDS))
+        self.base_url = QLineEdit()
+        self.model = QComboBox()
+        self.model.setEditable(True)
+        self.key = QLineEdit()
+        self.key.setEchoMode(QLineEdit.EchoMode.Password)
+        self.key_storage = QComboBox()
+        for value, label in _KEY_CHOICES.items():
+            self.key_storage.addItem(label, value)
+        self.key_note = QLabel()
+        self.key_note.setWordWrap(True)
+        self.key_note.setStyleSheet("color:#8a6100;")
+        self.result = QLabel()
+        self.result.setWordWrap(True)
+        self.result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.test_button = QPushButton("Test connection")
+        self.save_button = QPushButton("Save")
+        form = QFormLayout()
+        form.addRow("Preset", self.preset)
+        form.addRow("Name", self.name)
+        form.addRow("Wire format", self.kind)
+        form.addRow("Base URL", self.base_url)
+        form.addRow("Default model", self.model)
+        form.addRow("API key", self.key)
+        form.addRow("", self.key_note)
+        form.addRow("Key storage", self.key_storage)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.test_button)
+        buttons.addStretch(1)
+        buttons.addWidget(self.save_button)
+        right = QVBoxLayout()
+        right.addLayout(form)
+        right.addLayout(buttons)
+        right.addWidget(self.result)
+        right.addStretch(1)
+        close = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        body = QHBoxLayout()
+        body.addLayout(left)
+        body.addLayout(right, 1)
+        layout = QVBoxLayout(self)
+        layout.addLayout(body, 1)
+        layout.addWidget(close)
+
+        secure = self.keys.secure
+        self.key_storage.setVisible(not secure)
+        form.labelForField(self.key_storage).setVisible(not secure)
+        self.key_note.setVisible(not secure)
+        if not secure:
+            self.key_note.setText("No secure OS keychain was found, so keys cannot be stored "
+                                  "there. Choose: keep the key for this session only, or store "
+                                  "it in a file only you can read.")
+
+        self.list.currentItemChanged.connect(self._on_selected)
+        add_button.clicked.connect(self._on_add)
+        self.remove_button.clicked.connect(self._on_remove)
+        self.preset.currentIndexChanged.connect(self._on_preset)
+        self.save_button.clicked.connect(self._on_save)
+        self.test_button.clicked.connect(self._on_test)
+        close.rejected.connect(self.reject)
+        self.reload()
+
+    def reload(self, select: str | None = None) -> None:
+        self.list.clear()
+        try:
+            providers = self.registry.list()
+        except OutpostError as exc:
+            self.result.setText(str(exc))
+            providers = []
+        for config in providers:
+            item = QListWidgetItem(config.name)
+            item.setData(Qt.ItemDataRole.UserRole, config.name)
+            self.list.addItem(item)
+            if config.name == select:
+                self.list.setCurrentItem(item)
+        if self.list.currentItem() is None:
+            self._clear_form()
+        self.remove_button.setEnabled(self.list.currentItem() is not None)
+
+    def _clear_form(self) -> None:
+        self.preset.setCurrentIndex(0)
+        for field in (self.name, self.base_url, self.key):
+            field.clear()
+        self.model.setEditText("")
+        self.key.setPlaceholderText("paste the key (stored in the OS keychain)")
+        self.result.clear()
+
+    @Slot(QListWidgetItem, QListWidgetItem)
+    def _on_selected(self, current, _previous) -> None:
+        self.remove_button.setEnabled(current is not None)
+        if current is None:
+            return
+        config = self.registry.get(current.data(Qt.ItemDataRole.UserRole))
+        self.preset.setCurrentIndex(0)
+        self.name.setText(config.name)
+        self.kind.setCurrentText(config.kind)
+        self.base_url.setText(config.base_url)
+        self.model.setEditText(config.default_model)
+        self.key.clear()
+        stored = self.keys.get(config.name)
+        self.key.setPlaceholderText(f"stored: {mask(stored)}" if stored
+                                    else "no key stored (not needed for local servers)")
+        self.result.clear()
+
+    @Slot()
+    def _on_add(self) -> None:
+        self.list.setCurrentItem(None)
+        self._clear_form()
+        self.name.setFocus()
+
+    @Slot(int)
+    def _on_preset(self, _index: int) -> None:
+        preset = PRESETS.get(self.preset.currentData() or "")
+        if preset is None:
+            return
+        if not self.name.text():
+            self.name.setText(self.preset.currentData())
+        self.kind.setCurrentText(preset.kind)
+        self.base_url.setText(preset.base_url)
+        self.model.setEditText(preset.default_model)
+
+    def _form_config(self) -> ProviderConfig:
+        return ProviderConfig(self.name.text().strip(), self.kind.currentText(),
+                              self.base_url.text().strip(),
+                              self.model.currentText().strip()).validate()
+
+    @Slot()
+    def _on_save(self) -> bool:
+        try:
+            config = self._form_config()
+            self.registry.add(config, replace=True)
+            key = self.key.text().strip()
+            if key:
+                if not self.keys.secure:
+                    self.keys.fallback = self.key_storage.currentData()
+                    self.settings.set("key_fallback", self.keys.fallback)
+                    self.settings.save()
+                where = self.keys.set(config.name, key)
+                self.key.clear()
+                self.key.setPlaceholderText(f"stored: {mask(key)}")
+                self.result.setText(f"Saved. Key {mask(key)} kept in "
+                                    f"{'the OS keychain' if where == 'keychain' else where}.")
+            else:
+                self.result.setText("Saved.")
+        except OutpostError as exc:
+            self.result.setText(str(exc))
+            return False
+        self.reload(select=config.name)
+        self.providers_changed.emit()
+        return True
+
+    @Slot()
+    def _on_test(self) -> None:
+        try:
+            config = self._form_config()
+        except OutpostError as exc:
+            self.result.setText(str(exc))
+            return
+        key = self.key.text().strip() or self.keys.resolve(config.name, config.kind)
+        self.result.setText(f"Connecting to {config.base_url}…")
+        self.test_button.setEnabled(False)
+
+        def check() -> list[str]:
+            engine = create_cloud_engine(config, key, config.default_model or "-")
+            try:
+                return engine.list_models()
+            finally:
+                engine.close()
+
+        self.tasks.run_in_background(check, self._on_test_ok, self._on_test_failed)
+
+    def _on_test_ok(self, models: list[str]) -> None:
+        self.test_button.setEnabled(True)
+        current = self.model.currentText()
+        self.model.clear()
+        self.model.addItems(models)
+        self.model.setEditText(current or (models[0] if models else ""))
+        shown = ", ".join(models[:5]) + (" …" if len(models) > 5 else "")
+        self.result.setText(f"✔ Connected: {len(models)} models available"
+                            f"{': ' + shown if shown else ''}.")
+
+    def _on_test_failed(self, exc: Exception) -> None:
+        self.test_button.setEnabled(True)
+        self.result.setText(f"✘ {exc}")
+
+    @Slot()
+    def _on_remove(self) -> None:
+        item = self.list.currentItem()
+        if item is None:
+            return
+        name = item.data(Qt.ItemDataRole.UserRole)
+        answer = QMessageBox.question(self, "Remove provider",
+                                      f"Remove {name} and forget its key?")
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        self.remove(name)
+
+    def remove(self, name: str) -> None:
+        self.registry.remove(name)
+        self.keys.delete(name)
+        self.reload()
+        self.providers_changed.emit()
