@@ -19,9 +19,11 @@ from app.errors import Cancelled, OutpostError, UsageError
 EXIT_CODES = """exit codes:
   0    success
   1    unexpected error (a bug: please report it)
-  2    bad usage: invalid flag value, unknown conversation id, empty prompt
+  2    bad usage: invalid flag value, unknown conversation id, empty prompt, or no secure
+       keychain for a key (see `outpost keys set --help`)
   3    the model file is missing, not GGUF, truncated or could not be loaded
-  4    the engine failed while answering (the partial answer is saved, marked interrupted)
+  4    the engine or provider failed: auth, rate limit, unavailable, timeout, connection
+       (a partial answer is saved, marked interrupted)
   5    the database could not be read or written (disk full, locked, read-only)
   130  the reply was stopped (Ctrl+C or SIGTERM); the partial answer is saved
 
