@@ -41,10 +41,11 @@ $(TEST_STAMP): $(STAMP)
 	touch $@
 
 # With gnome-keyring and dbus installed (.ci/run installs them), the suite runs inside a private
-# D-Bus session with an unlocked keyring, so keyring's SecretService backend is a real keychain.
+# D-Bus session with a new, unlocked keyring (in a temporary XDG_DATA_HOME, so it never touches
+# the user's own), so keyring's SecretService backend is a real keychain.
 test: install-test
 	@if command -v dbus-run-session >/dev/null 2>&1 && command -v gnome-keyring-daemon >/dev/null 2>&1; then \
-	  dbus-run-session -- sh -c 'echo -n outpost-test | gnome-keyring-daemon --unlock --components=secrets >/dev/null 2>&1; exec $(BIN)/python -m pytest $(PYTEST_ARGS)'; \
+	  dbus-run-session -- sh -c 'export XDG_DATA_HOME=$$(mktemp -d); echo -n outpost-test | gnome-keyring-daemon --unlock --components=secrets >/dev/null 2>&1; exec $(BIN)/python -m pytest $(PYTEST_ARGS)'; \
 	else \
 	  echo "note: gnome-keyring/dbus not installed: the real-keychain tests run only with them (apt-get install gnome-keyring dbus)"; \
 	  $(BIN)/python -m pytest $(PYTEST_ARGS); \
