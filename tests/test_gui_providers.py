@@ -68,6 +68,8 @@ def test_add_provider_test_connection_and_chat_through_it(qtbot, outpost, llama_
     assert reply.status is MessageStatus.COMPLETE and reply.content
     assert (reply.engine, reply.model) == ("llama", "smollm2")
     assert "llama · smollm2" in window.view.bubbles[-1].footer.text()
+    assert window.model_picker.isVisible() and window.model_picker.currentText() == "smollm2"
+    qtbot.waitUntil(lambda: window.model_picker.count() >= 1, timeout=10000)
     assert outpost.store.request_log(reply.params["idempotency_key"])[0]["status"] == 200
     window.resize(1100, 720)
     assert window.grab().save(str(artifacts_dir / "main_window_cloud.png"))

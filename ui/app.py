@@ -44,7 +44,7 @@ class OutpostApp:
             self.loader,
             providers_dialog_factory=lambda parent: ProvidersDialog(
                 self.registry, self.keys, self.settings, self.tasks, parent),
-            registry=self.registry)
+            registry=self.registry, tasks=self.tasks)
         for warning in self.settings.load_warnings:
             self.window.banner.show_error(warning)
 

@@ -28,9 +28,22 @@ class CloudTargets:
     def __init__(self, registry, keys, pool):
         self.registry, self.keys, self.pool = registry, keys, pool
 
-    def engine(self, name: str):
+    def engine(self, name: str, model: str | None = None):
         config = self.registry.get(name)
-        return self.pool.get(config, self.keys.resolve(config.name, config.kind))
+        return self.pool.get(config, self.keys.resolve(config.name, config.kind), model or None)
+
+    def models(self, name: str) -> list[str]:
+        """The provider's models (blocking: run it in the background)."""
+        from engines.registry import create_cloud_engine
+
+        config = self.registry.get(name)
+        # A throwaway engine: the pooled one may be streaming a reply right now.
+        engine = create_cloud_engine(config, self.keys.resolve(config.name, config.kind),
+                                     config.default_model or "-")
+        try:
+            return engine.list_models()
+        finally:
+            engine.close()
 
 IDLE, WAITING, STREAMING, STOPPING = "idle", "waiting_for_model", "streaming", "stopping"
 
@@ -51,6 +64,7 @@ class ChatController(QObject):
         self.view = view
         self.cloud = cloud
         self.target = "local"  # or "provider:NAME"
+        self.cloud_model: str | None = None  # None: the provider's default model
         self.failed_turn = None  # the last turn that ended in an error: Retry answers it again
         self.state = IDLE
         self.conversation_id: str | None = None
@@ -112,13 +126,14 @@ class ChatController(QObject):
         self._run(self.service.retry_turn(self.failed_turn), engine)
         return True
 
-    def set_target(self, target: str) -> None:
+    def set_target(self, target: str, model: str | None = None) -> None:
         self.target = target
+        self.cloud_model = model or None
 
     def _engine_for_turn(self):
         if self.target.startswith("provider:") and self.cloud is not None:
             try:
-                return self.cloud.engine(self.target.split(":", 1)[1])
+                return self.cloud.engine(self.target.split(":", 1)[1], self.cloud_model)
             except OutpostError as exc:
                 self.error_occurred.emit(exc.kind, str(exc))
                 return None

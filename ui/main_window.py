@@ -20,12 +20,15 @@ from ui.sidebar import Sidebar
 
 class MainWindow(QMainWindow):
     def __init__(self, store: Store, settings: Settings, controller_factory,
-                 loader: ModelLoader, providers_dialog_factory=None, registry=None):
+                 loader: ModelLoader, providers_dialog_factory=None, registry=None,
+                 tasks=None):
         super().__init__()
         self.store = store
         self.settings = settings
         self.loader = loader
         self.registry = registry
+        self.tasks = tasks
+        self._models_cache: dict[str, list[str]] = {}
         self.providers_dialog_factory = providers_dialog_factory
         self.setWindowTitle("Outpost")
         self.resize(1100, 720)
@@ -42,6 +45,12 @@ class MainWindow(QMainWindow):
         header.addWidget(self.title_label, 1)
         header.addWidget(QLabel("Answer with"))
         header.addWidget(self.target_picker)
+        self.model_picker = QComboBox()
+        self.model_picker.setEditable(True)
+        self.model_picker.setMinimumWidth(200)
+        self.model_picker.setToolTip("The provider's model for this chat (type any model name)")
+        self.model_picker.hide()
+        header.addWidget(self.model_picker)
         self.view = ConversationView()
         self.composer = Composer()
         chat = QWidget()
@@ -114,6 +123,7 @@ class MainWindow(QMainWindow):
         self.bundled_model_action.triggered.connect(self._on_use_bundled)
         self.providers_action.triggered.connect(self.open_providers)
         self.target_picker.currentIndexChanged.connect(self._on_target_changed)
+        self.model_picker.currentTextChanged.connect(self._on_model_changed)
         self.banner.retry_requested.connect(self._on_retry)
         self.sidebar.new_requested.connect(self._on_new_chat)
         self.sidebar.conversation_selected.connect(self._on_conversation_selected)
@@ -260,6 +270,7 @@ class MainWindow(QMainWindow):
 
     def _apply_target(self, target: str) -> None:
         self.controller.set_target(target)
+        self._fill_model_picker(target)
         if target == "local":
             self.route_label.setText("● Offline — local model")
             self.route_label.setToolTip("Every reply is generated on this computer; nothing is "
@@ -275,6 +286,43 @@ class MainWindow(QMainWindow):
             self.route_label.setStyleSheet("color:#0969da; font-weight:600; padding:0 8px;")
             self.composer.edit.setPlaceholderText(
                 f"Message {name}…  (Enter sends, Shift+Enter: new line)")
+
+    def _fill_model_picker(self, target: str) -> None:
+        self.model_picker.setVisible(target != "local")
+        if target == "local" or self.registry is None:
+            return
+        name = target.split(":", 1)[1]
+        try:
+            default = self.registry.get(name).default_model
+        except OutpostError:
+            return
+        self.model_picker.blockSignals(True)
+        self.model_picker.clear()
+        models = self._models_cache.get(name, [])
+        self.model_picker.addItems([default] + [m for m in models if m != default])
+        self.model_picker.setEditText(default)
+        self.model_picker.blockSignals(False)
+        if name not in self._models_cache and self.tasks is not None:
+            cloud = self.controller.cloud
+            self._models_cache[name] = []
+            self.tasks.run_in_background(lambda: cloud.models(name),
+                                         lambda models: self._on_models_listed(name, models),
+                                         lambda exc: None)  # offline: typing a name still works
+
+    def _on_models_listed(self, name: str, models: list[str]) -> None:
+        self._models_cache[name] = list(models)
+        if self.controller.target == f"provider:{name}":
+            current = self.model_picker.currentText()
+            self.model_picker.blockSignals(True)
+            self.model_picker.clear()
+            self.model_picker.addItems([current] + [m for m in models if m != current])
+            self.model_picker.setEditText(current)
+            self.model_picker.blockSignals(False)
+
+    @Slot(str)
+    def _on_model_changed(self, model: str) -> None:
+        if self.controller.target != "local":
+            self.controller.set_target(self.controller.target, model.strip() or None)
 
     @Slot()
     def open_providers(self) -> None:
