@@ -41,8 +41,11 @@ class AnthropicEngine(CloudEngine):
             "messages": messages,
             "stream": True,
             "temperature": min(request.temperature, 1.0),  # Anthropic's range is 0..1
-            "top_p": request.top_p,
         }
+        # Anthropic asks to tune temperature or top_p, not both (newer models reject both):
+        # top_p is sent only when the user narrowed it below Outpost's default of 0.95.
+        if request.top_p < 0.95:
+            body["top_p"] = request.top_p
         if system:
             body["system"] = system
         if request.top_k is not None:
@@ -75,8 +78,7 @@ class AnthropicEngine(CloudEngine):
                     usage.get("cache_read_input_tokens") or 0) + int(
                     usage.get("cache_creation_input_tokens") or 0)
                 state.cached_prompt_tokens = int(usage.get("cache_read_input_tokens") or 0)
-            if usage.get("output_tokens") is not None:
-                state.completion_tokens = int(usage["output_tokens"])
+            # message_start's output_tokens is a placeholder; the count comes in message_delta
         elif kind == "content_block_delta":
             delta = data.get("delta") or {}
             if delta.get("type") == "text_delta":
@@ -106,7 +108,7 @@ class AnthropicEngine(CloudEngine):
         if response.status_code != 200:
             from engines.http_policy import error_from_status
 
-            raise error_from_status(response.status_code, response.text, response.headers,
-                                    self.config.name)
-        return sorted(str(item.get("id")) for item in response.json().get("data", [])
+            raise error_from_status(response.status_code, self.scrub(response.text),
+                                    response.headers, self.config.name)
+        return sorted(str(item.get("id")) for item in self.parse_json(response).get("data") or []
                       if isinstance(item, dict))

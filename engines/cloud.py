@@ -15,7 +15,6 @@ wire format (``read_event``); this class does the rest, the same way for every p
 from __future__ import annotations
 
 import random
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,11 +30,13 @@ from engines.base import EngineInfo
 from engines.http_policy import (AttemptRecord, RetryPolicy, Timeouts, error_from_status,
                                  is_retryable_error, parse_retry_after, rate_limit_headers,
                                  should_retry_header)
+from engines.sockets import SocketTracker
 from engines.sse import ServerSentEvent, SSEDecoder
 
 USER_AGENT = "Outpost/0.1"
 CHARS_PER_TOKEN = 4  # the documented estimate when a provider reports no usage
 _MAX_ERROR_BODY = 64 * 1024
+DRAIN_S = 1.0  # after the terminal event, how long the rest of the body may take
 
 
 def estimate_tokens(text: str) -> int:
@@ -67,26 +68,28 @@ class _Retry(Exception):
 
 
 class _Watchdog:
-    """Shuts the socket down when the user cancels or the first token is late."""
+    """Shuts the request's socket down when the user cancels or the first token is late, from
+    before the request is sent until the stream ends (waiting for headers included)."""
 
     POLL_S = 0.02
 
-    def __init__(self, cancel: threading.Event, first_token_deadline: float):
+    def __init__(self, cancel: threading.Event, first_token_deadline: float,
+                 tracker: SocketTracker):
         self.cancel = cancel
         self.deadline = first_token_deadline
         self.got_text = False
-        self.fired: str | None = None  # "cancel" or "first_token"
+        self.fired: str | None = None  # "cancel", "first_token" or "drain"
+        self.drain_until: float | None = None
+        self._tracker = tracker
+        self._owner = threading.get_ident()
         self._done = threading.Event()
-        self._response: httpx.Response | None = None
         self._thread = threading.Thread(target=self._run, name="outpost-stream-watchdog",
                                         daemon=True)
-
-    def watch(self, response: httpx.Response) -> None:
-        self._response = response
         self._thread.start()
 
     def stop(self) -> None:
         self._done.set()
+        self._tracker.forget(self._owner)
 
     def _run(self) -> None:
         while not self._done.wait(self.POLL_S):
@@ -96,16 +99,13 @@ class _Watchdog:
             if not self.got_text and time.monotonic() >= self.deadline:
                 self._fire("first_token")
                 return
+            if self.drain_until is not None and time.monotonic() >= self.drain_until:
+                self._fire("drain")
+                return
 
     def _fire(self, reason: str) -> None:
         self.fired = reason
-        stream = self._response.extensions.get("network_stream") if self._response else None
-        sock = stream.get_extra_info("socket") if stream is not None else None
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        self._tracker.shutdown_for(self._owner)
 
 
 class CloudEngine:
@@ -135,6 +135,7 @@ class CloudEngine:
             timeout=httpx.Timeout(connect=timeouts.connect, read=timeouts.idle,
                                   write=timeouts.connect, pool=timeouts.connect),
             headers={"User-Agent": USER_AGENT}, follow_redirects=False)
+        self._sockets = SocketTracker(self._client)
 
     # -- Engine contract ---------------------------------------------------------------------
     @property
@@ -163,7 +164,8 @@ class CloudEngine:
                     raise failed.error from None
                 retries += 1
                 if cancel.wait(delay):
-                    yield Finished(FinishReason.CANCELLED)
+                    yield from self._finish(request, StreamState(), FinishReason.CANCELLED,
+                                            turn_started, None, None)
                     return
 
     # -- subclass hooks ----------------------------------------------------------------------
@@ -199,22 +201,20 @@ class CloudEngine:
         headers = {**headers, "Idempotency-Key": request.idempotency_key,
                    "Accept": "text/event-stream"}
         started = time.monotonic()
-        watchdog = _Watchdog(cancel, started + self.timeouts.first_token)
         name = self.config.name
+        watchdog = _Watchdog(cancel, started + self.timeouts.first_token, self._sockets)
         try:
             response = self._client.send(self._client.build_request("POST", url, json=body,
                                                                     headers=headers),
                                          stream=True)
-        except httpx.TimeoutException as exc:
-            error = ConnectionFailed(f"Could not connect to {name} at {self.config.base_url} "
-                                     f"within {self.timeouts.connect:g} s ({type(exc).__name__}).")
-            self._record(attempt, started, None, error)
-            raise _Retry(error, retryable=True) from None
         except httpx.HTTPError as exc:
-            error = ConnectionFailed(f"Could not connect to {name} at {self.config.base_url}: "
-                                     f"{exc or type(exc).__name__}.")
-            self._record(attempt, started, None, error)
-            raise _Retry(error, retryable=True) from None
+            watchdog.stop()
+            if watchdog.fired == "cancel":
+                self._record(attempt, started, None, None)
+                yield from self._finish(request, StreamState(), FinishReason.CANCELLED,
+                                        turn_started, None, None)
+                return
+            raise self._send_failure(exc, watchdog, attempt, started) from None
         status = response.status_code
         try:
             self.rate_limits = rate_limit_headers(response.headers)
@@ -227,12 +227,34 @@ class CloudEngine:
                                       status, name)
                 self._record(attempt, started, status, error)
                 raise _Retry(error, retryable=False)
-            watchdog.watch(response)
             yield from self._read_stream(response, request, watchdog, attempt, started,
                                          turn_started)
         finally:
             watchdog.stop()
             response.close()
+
+    def _send_failure(self, exc: httpx.HTTPError, watchdog: _Watchdog, attempt: int,
+                      started: float) -> _Retry:
+        """No response headers: connect failed, or the server said nothing in time."""
+        name, url = self.config.name, self.config.base_url
+        if watchdog.fired == "first_token":
+            error: OutpostError = TimeoutError_(f"{name} sent no reply within "
+                                                f"{self.timeouts.first_token:g} s.")
+            retryable = False
+        elif isinstance(exc, httpx.ConnectTimeout):
+            error = ConnectionFailed(f"Could not connect to {name} at {url} within "
+                                     f"{self.timeouts.connect:g} s.")
+            retryable = True
+        elif isinstance(exc, httpx.TimeoutException):
+            error = TimeoutError_(f"{name} accepted the connection but sent nothing for "
+                                  f"{self.timeouts.idle:g} s.")
+            retryable = False
+        else:
+            error = ConnectionFailed(f"Could not connect to {name} at {url}: "
+                                     f"{exc or type(exc).__name__}.")
+            retryable = True
+        self._record(attempt, started, None, error)
+        return _Retry(error, retryable)
 
     def _status_failure(self, response: httpx.Response, attempt: int, started: float) -> _Retry:
         body = b""
@@ -244,7 +266,7 @@ class CloudEngine:
         except httpx.HTTPError:
             pass
         retry_after = parse_retry_after(response.headers)
-        error = error_from_status(response.status_code, body.decode("utf-8", "replace"),
+        error = error_from_status(response.status_code, self.scrub(body.decode("utf-8", "replace")),
                                   response.headers, self.config.name, retry_after)
         retryable = self.policy.is_retryable_status(response.status_code)
         header = should_retry_header(response.headers)
@@ -262,8 +284,9 @@ class CloudEngine:
         decoder = SSEDecoder()
         first_at = last_at = None
         failure: OutpostError | None = None
+        chunks = response.iter_bytes()
         try:
-            for chunk in response.iter_bytes():
+            for chunk in chunks:
                 for event in decoder.feed(chunk):
                     text = self.read_event(event, state)
                     if text:
@@ -276,6 +299,9 @@ class CloudEngine:
                         break
                 if state.error is not None or state.done:
                     break
+            if state.done and watchdog.fired is None:
+                watchdog.drain_until = time.monotonic() + DRAIN_S
+                self._drain(chunks)
         except httpx.ReadTimeout:
             failure = TimeoutError_(f"{self.config.name} sent nothing for "
                                     f"{self.timeouts.idle:g} s; the stream was dropped.")
@@ -313,6 +339,41 @@ class CloudEngine:
             f"The reply from {self.config.name} was cut off: {failure}", state.text)
         yield from self._finish(request, state, FinishReason.ERROR, turn_started, first_at,
                                 last_at, error=interrupted)
+
+    @staticmethod
+    def _drain(chunks: Iterator[bytes], limit: int = 64 * 1024) -> None:
+        """Read what is left of the body after the terminal event (normally just the end of
+        the chunked encoding), so the connection goes back to the pool for the next turn.
+        Bounded: at most DRAIN_S (the watchdog cuts it) and 64 KiB; a failure here only costs
+        the connection, never the reply."""
+        read = 0
+        try:
+            for chunk in chunks:
+                read += len(chunk)
+                if read > limit:
+                    break
+        except httpx.HTTPError:
+            pass
+
+    def scrub(self, text: str) -> str:
+        """A provider or proxy may echo the key in an error body: never pass it on."""
+        if self.api_key and self.api_key in text:
+            from app.secrets import mask
+
+            text = text.replace(self.api_key, mask(self.api_key))
+        return text
+
+    def parse_json(self, response: httpx.Response) -> dict:
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            ctype = response.headers.get("content-type", "no content type")
+            raise ProviderError(f"{self.config.name} answered with {ctype} that is not the "
+                                "expected JSON; is the base URL right?", response.status_code,
+                                self.config.name)
+        return data
 
     def _finish(self, request: ChatRequest, state: StreamState, reason: FinishReason,
                 turn_started: float, first_at: float | None, last_at: float | None,

@@ -93,7 +93,7 @@ class OpenAICompatEngine(CloudEngine):
         if response.status_code != 200:
             from engines.http_policy import error_from_status
 
-            raise error_from_status(response.status_code, response.text, response.headers,
-                                    self.config.name)
-        data = response.json().get("data", [])
+            raise error_from_status(response.status_code, self.scrub(response.text),
+                                    response.headers, self.config.name)
+        data = self.parse_json(response).get("data") or []
         return sorted(str(item.get("id")) for item in data if isinstance(item, dict))

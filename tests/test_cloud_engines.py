@@ -1,0 +1,688 @@
+"""The two cloud engines on the wire, against the fault-injecting fake provider (fault_server.py).
+
+Every test runs a real HTTP exchange on loopback: payload mapping, retries and their timing, the
+Idempotency-Key, deadlines (connect, first token, idle), cancel, interrupted streams, error
+mapping, usage, rate-limit headers and connection hygiene. Most are parametrized over both wire
+formats (OpenAI-compatible and Anthropic). Deadlines are scaled down (idle 1 s, first token 2 s).
+"""
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import pytest
+
+from app.domain import (ChatMessage, ChatRequest, Finished, FinishReason, Role, TextDelta, Usage,
+                        accumulate)
+from app.errors import (AuthError, ConnectionFailed, ContextTooLong, OutpostError,
+                        ProviderError, ProviderUnavailable, RateLimited, StreamInterrupted,
+                        TimeoutError_)
+from app.providers import ProviderConfig
+from engines.anthropic import AnthropicEngine
+from engines.cloud import USER_AGENT, estimate_tokens
+from engines.http_policy import AttemptRecord, RetryPolicy, Timeouts
+from engines.openai_compat import OpenAICompatEngine
+from fault_server import (DEFAULT_CHUNKS, DEFAULT_TEXT, PROMPT_TOKENS, U2028_CHUNKS, UTF8_CHUNKS,
+                          CleanEOF, Custom, Cut, ErrorEvent, Exchange, FaultServer,
+                          JsonInsteadOfStream, Normal, Stall, Status, context_too_long,
+                          crlf, fault_server, keepalive_then_text, overloaded, overloaded_event,
+                          rate_limited, refused_url, server_error, slow_first_token, u2028,
+                          unauthorized, utf8_split)
+
+pytestmark = pytest.mark.timeout(30)
+
+KEY = "sk-test-abcd1234"
+FAST = RetryPolicy(initial_backoff=0.01, max_backoff=0.05, jitter=0.0)
+TIMEOUTS = Timeouts(connect=1, first_token=2, idle=1)
+SYSTEM = "You are terse."
+PROMPT = "Say hello."
+
+
+def make_request(**kw) -> ChatRequest:
+    messages = kw.pop("messages", (ChatMessage(Role.SYSTEM, SYSTEM),
+                                   ChatMessage(Role.USER, PROMPT)))
+    return ChatRequest(model=kw.pop("model", "test-model"), messages=messages, **kw)
+
+
+class Built:
+    """An engine under test with the AttemptRecords it reported."""
+
+    def __init__(self, engine, records: list[AttemptRecord]):
+        self.engine = engine
+        self.records = records
+
+    def run(self, request: ChatRequest | None = None, cancel: threading.Event | None = None):
+        events = list(self.engine.stream(request or make_request(), cancel or threading.Event()))
+        check_contract(events)
+        return events, accumulate(events)
+
+    def fail(self, request: ChatRequest | None = None) -> OutpostError:
+        """The stream must raise (no text ever reached the caller): the error."""
+        events: list = []
+        with pytest.raises(OutpostError) as info:
+            for event in self.engine.stream(request or make_request(), threading.Event()):
+                events.append(event)
+        assert events == [], f"events before the error: {events}"
+        return info.value
+
+    def statuses(self) -> list[int | None]:
+        return [r.status for r in self.records]
+
+
+def build(wire: str, server_url: str, **kw) -> Built:
+    records: list[AttemptRecord] = []
+    options = dict(api_key=KEY, timeouts=TIMEOUTS, policy=FAST, on_attempt=records.append)
+    model = kw.pop("model", None)
+    options.update(kw)
+    if wire == "openai":
+        config = ProviderConfig("fault", "openai", server_url + "/v1", "test-model")
+        engine = OpenAICompatEngine(config, model=model, **options)
+    else:
+        config = ProviderConfig("fault-a", "anthropic", server_url, "claude-test")
+        engine = AnthropicEngine(config, model=model, **options)
+    return Built(engine, records)
+
+
+def check_contract(events: list) -> None:
+    """TextDelta*, then exactly one Usage, then exactly one Finished (engines.base)."""
+    kinds = [type(e) for e in events]
+    assert kinds[-2:] == [Usage, Finished], kinds
+    assert all(k is TextDelta for k in kinds[:-2]), kinds
+
+
+@pytest.fixture
+def server():
+    with fault_server() as running:
+        yield running
+
+
+@pytest.fixture(params=["openai", "anthropic"])
+def wire(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def make(server: FaultServer, wire: str):
+    """make(**engine options) -> Built, for this test's wire format; closed at teardown."""
+    built: list[Built] = []
+
+    def factory(**kw) -> Built:
+        b = build(wire, server.url, **kw)
+        built.append(b)
+        return b
+
+    yield factory
+    for b in built:
+        b.engine.close()
+
+
+def provider_name(wire: str) -> str:
+    return "fault" if wire == "openai" else "fault-a"
+
+
+# -- payload mapping -----------------------------------------------------------------------------
+def test_openai_payload_maps_every_parameter(server):
+    built = build("openai", server.url)
+    request = make_request(temperature=0.3, top_p=0.9, max_tokens=77, stop=("END", "STOP"),
+                           presence_penalty=0.5, frequency_penalty=0.25, seed=42, user="user-7",
+                           top_k=40)
+    _, reply = built.run(request)
+    built.engine.close()
+    assert reply.text == DEFAULT_TEXT
+    [sent] = server.requests
+    assert (sent.method, sent.path) == ("POST", "/v1/chat/completions")
+    assert sent.headers["authorization"] == f"Bearer {KEY}"
+    assert sent.headers["accept"] == "text/event-stream"
+    assert sent.headers["content-type"] == "application/json"
+    assert sent.headers["user-agent"] == USER_AGENT
+    assert sent.idempotency_key == request.idempotency_key
+    assert sent.json == {
+        "model": "test-model",
+        "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "temperature": 0.3,
+        "top_p": 0.9,
+        "max_tokens": 77,
+        "stop": ["END", "STOP"],
+        "presence_penalty": 0.5,
+        "frequency_penalty": 0.25,
+        "seed": 42,
+        "user": "user-7",
+    }  # top_k is not an OpenAI parameter: not sent
+
+
+def test_openai_optional_parameters_are_not_sent_when_unset(server):
+    built = build("openai", server.url)
+    built.run(make_request())
+    built.engine.close()
+    body = server.requests[0].json
+    for absent in ("stop", "presence_penalty", "frequency_penalty", "seed", "user", "top_k",
+                   "max_completion_tokens"):
+        assert absent not in body
+    assert body["max_tokens"] == 512
+
+
+@pytest.mark.parametrize("model,key,other", [("o3-mini", "max_completion_tokens", "max_tokens"),
+                                             ("gpt-4o-mini", "max_tokens",
+                                              "max_completion_tokens")])
+def test_openai_reasoning_models_take_max_completion_tokens(server, model, key, other):
+    built = build("openai", server.url, model=model)
+    built.run(make_request(max_tokens=33))
+    built.engine.close()
+    body = server.requests[0].json
+    assert body["model"] == model
+    assert body[key] == 33 and other not in body
+
+
+def test_anthropic_payload_and_headers(server):
+    built = build("anthropic", server.url)
+    request = make_request(
+        messages=(ChatMessage(Role.SYSTEM, SYSTEM), ChatMessage(Role.SYSTEM, "Be kind."),
+                  ChatMessage(Role.USER, PROMPT), ChatMessage(Role.ASSISTANT, "Hi."),
+                  ChatMessage(Role.USER, "Again."), ChatMessage(Role.USER, "Please.")),
+        temperature=1.7, top_p=0.8, max_tokens=99, stop=("END",), top_k=40, user="user-7",
+        presence_penalty=0.5, seed=3)
+    _, reply = built.run(request)
+    built.engine.close()
+    assert reply.text == DEFAULT_TEXT
+    [sent] = server.requests
+    assert (sent.method, sent.path) == ("POST", "/v1/messages")
+    assert sent.headers["x-api-key"] == KEY
+    assert sent.headers["anthropic-version"] == "2023-06-01"
+    assert "authorization" not in sent.headers
+    assert sent.idempotency_key == request.idempotency_key
+    assert sent.json == {
+        "model": "claude-test",
+        "max_tokens": 99,
+        "messages": [{"role": "user", "content": PROMPT},
+                     {"role": "assistant", "content": "Hi."},
+                     {"role": "user", "content": "Again.\n\nPlease."}],
+        "system": f"{SYSTEM}\n\nBe kind.",
+        "stream": True,
+        "temperature": 1.0,  # capped: Anthropic's range is 0..1
+        "top_p": 0.8,
+        "top_k": 40,
+        "stop_sequences": ["END"],
+        "metadata": {"user_id": "user-7"},
+    }  # no presence_penalty / seed: not Anthropic parameters
+
+
+def test_anthropic_sends_max_tokens_always_and_nothing_unset(server):
+    built = build("anthropic", server.url)
+    built.run(make_request(messages=(ChatMessage(Role.USER, PROMPT),), temperature=0.2))
+    built.engine.close()
+    body = server.requests[0].json
+    assert body["max_tokens"] == 512 and body["temperature"] == 0.2
+    for absent in ("system", "top_k", "stop_sequences", "metadata"):
+        assert absent not in body
+
+
+# -- a normal reply ------------------------------------------------------------------------------
+def test_normal_reply_text_usage_and_one_attempt(make, server, wire):
+    built = make()
+    events, reply = built.run()
+    assert [e.text for e in events if isinstance(e, TextDelta)] == list(DEFAULT_CHUNKS)
+    assert reply.text == DEFAULT_TEXT
+    assert reply.finish.reason is FinishReason.STOP and reply.finish.error is None
+    assert reply.finish.ttft_ms is not None and reply.finish.ttft_ms >= 0
+    assert reply.usage == Usage(PROMPT_TOKENS, len(DEFAULT_CHUNKS), estimated=False)
+    [record] = built.records
+    assert (record.attempt, record.status, record.error_kind) == (1, 200, None)
+    assert record.provider == provider_name(wire)
+    assert record.idempotency_key == server.requests[0].idempotency_key
+
+
+def test_usage_is_estimated_when_the_provider_reports_none(make, server):
+    server.script([Normal(usage=False)])
+    _, reply = make().run()
+    assert reply.text == DEFAULT_TEXT
+    assert reply.usage.estimated is True
+    assert reply.usage.completion_tokens == estimate_tokens(DEFAULT_TEXT)
+    assert reply.usage.prompt_tokens == estimate_tokens(SYSTEM + PROMPT)
+
+
+def test_finish_reason_length(make, server):
+    server.script([Normal(finish="length")])
+    _, reply = make().run()
+    assert reply.text == DEFAULT_TEXT
+    assert reply.finish.reason is FinishReason.LENGTH and reply.finish.error is None
+
+
+@pytest.mark.parametrize("scenario,chunks", [(crlf, DEFAULT_CHUNKS), (utf8_split, UTF8_CHUNKS),
+                                             (u2028, U2028_CHUNKS)],
+                         ids=["crlf", "utf8_split", "u2028"])
+def test_wire_encodings_give_the_exact_text(make, server, scenario, chunks):
+    server.script([scenario()])
+    events, reply = make().run()
+    assert [e.text for e in events if isinstance(e, TextDelta)] == list(chunks)
+    assert reply.text == "".join(chunks)
+    assert reply.finish.reason is FinishReason.STOP
+    assert reply.usage.estimated is False
+
+
+def test_close_delimited_body_is_read_to_the_end(make, server):
+    server.script([Normal(framing="close")])
+    _, reply = make().run()
+    assert reply.text == DEFAULT_TEXT and reply.finish.reason is FinishReason.STOP
+
+
+def test_rate_limit_headers_are_kept(make, server, wire):
+    if wire == "openai":
+        headers = {"x-ratelimit-remaining-requests": "99", "x-ratelimit-limit-tokens": "1000"}
+    else:
+        headers = {"anthropic-ratelimit-requests-remaining": "49",
+                   "anthropic-ratelimit-tokens-reset": "2030-01-01T00:00:00Z"}
+    server.script([Normal(headers={**headers, "x-unrelated": "1"})])
+    built = make()
+    built.run()
+    assert built.engine.rate_limits == headers
+    assert built.records[0].rate_limits == headers
+
+
+# -- retries -------------------------------------------------------------------------------------
+def test_the_same_idempotency_key_on_every_attempt(make, server):
+    server.script([server_error(500), server_error(503), Normal()])
+    built = make()
+    request = make_request()
+    _, reply = built.run(request)
+    assert reply.text == DEFAULT_TEXT
+    keys = [r.idempotency_key for r in server.requests]
+    assert keys == [request.idempotency_key] * 3
+    assert [r.idempotency_key for r in built.records] == keys
+    assert [(r.attempt, r.status) for r in built.records] == [(1, 500), (2, 503), (3, 200)]
+    # the JSON body is the same on every attempt too
+    assert server.requests[0].json == server.requests[1].json == server.requests[2].json
+    built.run(make_request())  # the next turn has its own key
+    assert server.requests[3].idempotency_key not in (None, request.idempotency_key)
+
+
+def test_429_retry_after_ms_is_waited_once_then_the_reply_arrives(make, server):
+    server.script([rate_limited(retry_after_ms=1500), Normal()])
+    built = make()
+    started = time.monotonic()
+    _, reply = built.run()
+    assert reply.text == DEFAULT_TEXT and reply.finish.reason is FinishReason.STOP
+    first, second = server.requests
+    assert 1.5 <= second.received_at - first.received_at < 2.5
+    assert time.monotonic() - started < 3.0
+    assert [(r.status, r.error_kind) for r in built.records] == [(429, "rate_limited"), (200, None)]
+    assert built.records[0].rate_limits.get("retry-after-ms") == "1500"
+    assert reply.finish.ttft_ms >= 1500  # time to first token counts the wait
+
+
+def test_429_retry_after_beyond_the_cap_is_not_waited(make, server):
+    server.script([rate_limited(retry_after=121), Normal()])
+    built = make()
+    started = time.monotonic()
+    error = built.fail()
+    assert time.monotonic() - started < 1.0
+    assert isinstance(error, RateLimited)
+    assert error.retry_after == 121 and error.status == 429
+    assert re.fullmatch(r"\d\d:\d\d:\d\d", error.retry_at)
+    assert f"after {error.retry_at}" in error.message and "121 s" in error.message
+    assert len(server.requests) == 1 and server.pending == 1
+    assert built.statuses() == [429]
+
+
+@pytest.mark.parametrize("failure", [lambda: server_error(500), overloaded, overloaded_event],
+                         ids=["500", "529", "overloaded_error_event"])
+def test_transient_failure_then_ok_is_retried(make, server, failure):
+    server.script([failure(), Normal()])
+    built = make()
+    _, reply = built.run()
+    assert reply.text == DEFAULT_TEXT and reply.finish.reason is FinishReason.STOP
+    assert len(server.requests) == 2
+    assert [r.error_kind for r in built.records] == ["provider_unavailable", None]
+
+
+def test_429_without_retry_after_is_retried_with_backoff(make, server):
+    server.script([rate_limited(), Normal()])
+    built = make()
+    _, reply = built.run()
+    assert reply.text == DEFAULT_TEXT
+    assert [r.error_kind for r in built.records] == ["rate_limited", None]
+
+
+@pytest.mark.parametrize("status,should_retry,requests", [(500, "false", 1), (400, "true", 2)])
+def test_x_should_retry_is_obeyed(make, server, status, should_retry, requests):
+    server.script([Status(status, headers={"x-should-retry": should_retry}), Normal()])
+    built = make()
+    if requests == 1:
+        assert built.fail().status == status
+    else:
+        assert built.run()[1].text == DEFAULT_TEXT
+    assert len(server.requests) == requests
+
+
+def test_at_most_two_retries_by_default(make, server):
+    server.script([server_error(500)] * 3 + [Normal()])
+    built = make(policy=RetryPolicy(initial_backoff=0.01, max_backoff=0.02))  # max_retries default
+    error = built.fail()
+    assert isinstance(error, ProviderUnavailable) and error.status == 500
+    assert len(server.requests) == 3 and server.pending == 1
+    assert [(r.attempt, r.status) for r in built.records] == [(1, 500), (2, 500), (3, 500)]
+
+
+def test_backoff_between_retries_grows(make, server):
+    server.script([server_error(500), server_error(500), Normal()])
+    built = make(policy=RetryPolicy(initial_backoff=0.2, max_backoff=1.0, jitter=0.0))
+    built.run()
+    times = [r.received_at for r in server.requests]
+    assert 0.2 <= times[1] - times[0] < 0.5
+    assert 0.4 <= times[2] - times[1] < 0.8
+
+
+@pytest.mark.parametrize("scenario", [lambda: Status(400, message="Invalid 'temperature'."),
+                                      unauthorized, context_too_long],
+                         ids=["400", "401", "context"])
+def test_client_errors_are_not_retried(make, server, scenario):
+    server.script([scenario(), Normal()])
+    built = make()
+    error = built.fail()
+    assert isinstance(error, ProviderError) and error.status in (400, 401)
+    assert len(server.requests) == 1 and server.pending == 1
+
+
+# -- interrupted streams: the partial text is kept, nothing is resent ----------------------------
+def test_error_event_after_text_ends_with_the_partial_and_no_resend(make, server):
+    server.script([ErrorEvent(after=2, error_type="overloaded_error", message="Overloaded"),
+                   Normal()])
+    built = make()
+    events, reply = built.run()
+    partial = "".join(DEFAULT_CHUNKS[:2])
+    assert reply.text == partial
+    assert reply.finish.reason is FinishReason.ERROR
+    assert isinstance(reply.finish.error, StreamInterrupted)
+    assert reply.finish.error.partial == partial
+    assert "Overloaded" in str(reply.finish.error)
+    assert len(server.requests) == 1 and server.pending == 1  # no silent resend
+    assert len(built.records) == 1 and built.records[0].error_kind is not None
+
+
+@pytest.mark.parametrize("rst", [False, True], ids=["fin", "rst"])
+def test_connection_cut_after_text_keeps_the_partial(make, server, rst):
+    server.script([Cut(after=3, rst=rst), Normal()])
+    built = make()
+    _, reply = built.run()
+    partial = "".join(DEFAULT_CHUNKS[:3])
+    assert reply.text == partial
+    assert reply.finish.reason is FinishReason.ERROR
+    assert isinstance(reply.finish.error, StreamInterrupted)
+    assert reply.finish.error.partial == partial
+    assert len(server.requests) == 1 and server.pending == 1
+    assert built.records[0].error_kind == "connection_failed"
+
+
+def test_clean_eof_without_the_terminal_event_is_not_a_success(make, server):
+    server.script([CleanEOF(after=2), Normal()])
+    built = make()
+    _, reply = built.run()
+    assert reply.text == "".join(DEFAULT_CHUNKS[:2])
+    assert reply.finish.reason is FinishReason.ERROR
+    assert isinstance(reply.finish.error, StreamInterrupted)
+    assert reply.finish.error.partial == reply.text
+    assert len(server.requests) == 1
+
+
+def test_clean_eof_before_any_text_is_raised(make, server):
+    server.script([CleanEOF(after=0)] * 3 + [Normal()])
+    built = make()
+    error = built.fail()
+    assert isinstance(error, StreamInterrupted) and error.partial == ""
+    # no text reached the caller, so it was tried again (the same turn, the same key)
+    assert len(server.requests) == 3 and server.pending == 1
+    assert len({r.idempotency_key for r in server.requests}) == 1
+
+
+@pytest.mark.parametrize("wire_", ["openai", "anthropic"])
+def test_usage_of_an_interrupted_stream_is_estimated(server, wire_):
+    server.script([Cut(after=3)])
+    built = build(wire_, server.url)
+    _, reply = built.run()
+    built.engine.close()
+    assert reply.finish.reason is FinishReason.ERROR
+    assert reply.usage.estimated is True
+    assert reply.usage.completion_tokens == estimate_tokens(reply.text)
+
+
+# -- deadlines -----------------------------------------------------------------------------------
+def test_keepalives_longer_than_the_idle_deadline_do_not_time_out(make, server):
+    server.script([keepalive_then_text(every=0.3, for_s=2.5)])
+    built = make(timeouts=Timeouts(connect=1, first_token=5, idle=1))
+    started = time.monotonic()
+    _, reply = built.run()
+    assert time.monotonic() - started >= 2.5
+    assert reply.text == DEFAULT_TEXT and reply.finish.reason is FinishReason.STOP
+    assert len(server.requests) == 1
+
+
+def test_a_stall_after_the_headers_trips_the_idle_deadline(make, server):
+    server.script([Stall(seconds=10), Normal()])
+    built = make()
+    started = time.monotonic()
+    error = built.fail()
+    elapsed = time.monotonic() - started
+    assert isinstance(error, TimeoutError_)
+    assert 0.9 <= elapsed < 1.8
+    assert len(server.requests) == 1
+    assert server.wait_disconnected(0)
+    assert server.wait_all_closed()
+
+
+def test_a_slow_first_token_trips_the_first_token_deadline(make, server):
+    server.script([slow_first_token(delay=5, keepalive_every=0.3), Normal()])
+    built = make(timeouts=Timeouts(connect=1, first_token=1.5, idle=1))
+    started = time.monotonic()
+    error = built.fail()
+    elapsed = time.monotonic() - started
+    assert isinstance(error, TimeoutError_)
+    assert "1.5 s" in error.message
+    assert 1.4 <= elapsed < 2.2
+    assert len(server.requests) == 1 and server.pending == 1  # not retried
+    assert server.wait_disconnected(0)
+    assert server.requests[0].disconnected_at - server.requests[0].received_at < 2.2
+    assert server.wait_all_closed()
+
+
+def test_the_first_token_deadline_also_covers_waiting_for_the_headers(make, server):
+    server.script([Normal(head_delay=6)])
+    built = make(timeouts=Timeouts(connect=1, first_token=1, idle=2),
+                 policy=RetryPolicy(max_retries=0))
+    started = time.monotonic()
+    error = built.fail()
+    assert isinstance(error, TimeoutError_)
+    assert time.monotonic() - started < 1.8
+
+
+# -- errors --------------------------------------------------------------------------------------
+def test_a_json_200_is_a_clear_provider_error(make, server):
+    server.script([JsonInsteadOfStream(), Normal()])
+    built = make()
+    error = built.fail()
+    assert type(error) is ProviderError and error.status == 200
+    assert "application/json" in error.message and "event stream" in error.message
+    assert "base URL" in error.message
+    assert len(server.requests) == 1 and server.pending == 1
+
+
+def test_401_says_how_to_fix_it_and_never_shows_the_key(make, server, wire):
+    server.script([unauthorized()])
+    error = make().fail()
+    assert isinstance(error, AuthError) and error.status == 401
+    assert f"outpost keys set {provider_name(wire)}" in error.message
+    assert KEY not in error.message and KEY not in repr(error)
+    assert len(server.requests) == 1
+
+
+def test_a_key_echoed_by_the_provider_is_redacted(make, server):
+    server.script([unauthorized(echo_key=True)])
+    error = make().fail()
+    assert isinstance(error, AuthError)
+    assert KEY not in error.message
+
+
+def test_400_context_length_exceeded_is_context_too_long(make, server):
+    server.script([context_too_long()])
+    error = make().fail()
+    assert isinstance(error, ContextTooLong) and error.status == 400
+    assert "too long" in error.message and "new chat" in error.message
+
+
+def test_connection_refused_is_connection_failed_after_the_retries(wire):
+    with refused_url() as url:
+        built = build(wire, url)
+        started = time.monotonic()
+        error = built.fail()
+        built.engine.close()
+    assert isinstance(error, ConnectionFailed)
+    assert time.monotonic() - started < 2.0
+    assert [(r.attempt, r.status, r.error_kind) for r in built.records] == [
+        (1, None, "connection_failed"), (2, None, "connection_failed"),
+        (3, None, "connection_failed")]
+    assert url in error.message
+
+
+# -- cancel and connection hygiene ---------------------------------------------------------------
+SLOW_CHUNKS = tuple(f"chunk{i} " for i in range(10))
+
+
+def test_cancel_mid_stream_finishes_quickly_and_hangs_up(make, server):
+    server.script([Normal(chunks=SLOW_CHUNKS, delay=0.3)])
+    built = make()
+    cancel = threading.Event()
+    events: list = []
+    cancelled_at = None
+    for event in built.engine.stream(make_request(), cancel):
+        events.append(event)
+        if isinstance(event, TextDelta) and cancelled_at is None:
+            cancel.set()
+            cancelled_at = time.monotonic()
+    elapsed = time.monotonic() - cancelled_at
+    check_contract(events)
+    reply = accumulate(events)
+    assert reply.finish.reason is FinishReason.CANCELLED and reply.finish.error is None
+    assert reply.text == SLOW_CHUNKS[0]
+    assert elapsed < 0.25
+    assert server.wait_disconnected(0)
+    assert server.requests[0].disconnected_at - cancelled_at < 0.5
+    assert server.wait_all_closed()
+    assert len(server.requests) == 1
+
+
+def test_closing_the_generator_hangs_up(make, server):
+    server.script([Normal(chunks=SLOW_CHUNKS, delay=0.3)])
+    built = make()
+    stream = built.engine.stream(make_request(), threading.Event())
+    assert isinstance(next(stream), TextDelta)
+    stream.close()
+    assert server.wait_disconnected(0, timeout=1.0)
+    assert server.wait_all_closed(timeout=1.0)
+
+
+def test_cancel_during_the_retry_wait(make, server):
+    server.script([server_error(500), Normal()])
+    built = make(policy=RetryPolicy(initial_backoff=5.0, jitter=0.0))
+    cancel = threading.Event()
+    timer = threading.Timer(0.3, cancel.set)
+    timer.start()
+    started = time.monotonic()
+    try:
+        events = list(built.engine.stream(make_request(), cancel))
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 1.0
+    reply = accumulate(events)
+    assert reply.finish.reason is FinishReason.CANCELLED and reply.text == ""
+    assert len(server.requests) == 1
+
+
+def test_cancel_during_the_retry_wait_keeps_the_event_contract(make, server):
+    server.script([server_error(500), Normal()])
+    built = make(policy=RetryPolicy(initial_backoff=5.0, jitter=0.0))
+    cancel = threading.Event()
+    timer = threading.Timer(0.3, cancel.set)
+    timer.start()
+    try:
+        built.run(cancel=cancel)  # checks TextDelta*, Usage, Finished
+    finally:
+        timer.cancel()
+
+
+def test_cancel_while_waiting_for_the_headers(make, server):
+    server.script([Normal(head_delay=2)])
+    built = make(timeouts=Timeouts(connect=1, first_token=10, idle=10))
+    cancel = threading.Event()
+    timer = threading.Timer(0.2, cancel.set)
+    timer.start()
+    started = time.monotonic()
+    try:
+        events = list(built.engine.stream(make_request(), cancel))
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 1.0
+    assert accumulate(events).finish.reason is FinishReason.CANCELLED
+
+
+def test_no_connection_is_left_open_after_failed_or_cancelled_streams(make, server):
+    built = make()
+    server.script([ErrorEvent(after=2)])
+    built.run()
+    assert server.wait_all_closed(), server.connections
+    server.script([Cut(after=1)])
+    built.run()
+    assert server.wait_all_closed(), server.connections
+    server.script([Stall(seconds=10)])
+    with pytest.raises(TimeoutError_):
+        built.run()
+    assert server.wait_all_closed(), server.connections
+    # (a clean EOF without the terminal event is a complete HTTP response: pooling it is fine)
+
+
+def test_a_finished_reply_keeps_its_connection_for_reuse_until_close(make, server):
+    built = make()
+    built.run()
+    built.run()
+    assert [r.connection for r in server.requests] == [0, 0]  # kept alive and reused
+    assert server.open_connections() == 1
+    built.engine.close()
+    assert server.wait_all_closed()
+
+
+def test_retries_after_an_http_error_reuse_the_connection(make, server):
+    server.script([server_error(500), Normal()])
+    make().run()
+    assert [r.connection for r in server.requests] == [0, 0]
+
+
+# -- models ---------------------------------------------------------------------------------------
+def test_list_models(make, server, wire):
+    built = make()
+    assert built.engine.list_models() == sorted(["test-model", "o3-mini", "gpt-4o-mini"])
+    [sent] = server.requests
+    assert (sent.method, sent.path) == ("GET", "/v1/models")
+    if wire == "openai":
+        assert sent.headers["authorization"] == f"Bearer {KEY}"
+    else:
+        assert sent.headers["x-api-key"] == KEY and sent.headers["anthropic-version"]
+
+
+def test_list_models_401_is_an_auth_error_without_the_key(make, server):
+    server.script([unauthorized()])
+    with pytest.raises(AuthError) as info:
+        make().engine.list_models()
+    assert KEY not in info.value.message
+
+
+def _html_200(ex: Exchange) -> None:
+    body = b"<!doctype html><title>Welcome</title>"
+    ex.send_head(200, content_type="text/html", framing="length", length=len(body))
+    ex._send(body)
+    ex.ended = True
+
+
+def test_list_models_on_a_web_page_is_a_provider_error(make, server):
+    server.script([Custom(_html_200)])
+    with pytest.raises(ProviderError):
+        make().engine.list_models()
