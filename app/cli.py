@@ -188,11 +188,13 @@ def cmd_ask(args: argparse.Namespace) -> int:
 def _cloud_engine(name: str, model: str | None, store):
     from app.providers import ProviderRegistry
     from app.secrets import KeyStore
-    from engines.registry import create_cloud_engine
+    from app.settings import Settings
+    from engines.registry import cloud_timeouts, create_cloud_engine
 
     config = ProviderRegistry().get(name)
     key = KeyStore(fallback="file").resolve(config.name, config.kind)
-    return create_cloud_engine(config, key, model, on_attempt=store.log_attempt)
+    return create_cloud_engine(config, key, model, on_attempt=store.log_attempt,
+                               timeouts=cloud_timeouts(Settings()))
 
 
 def cmd_providers(args: argparse.Namespace) -> int:

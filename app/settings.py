@@ -48,6 +48,11 @@ SCHEMA: tuple[Option, ...] = (
            "probabilities add up to top_p.", 0.01, 1.0),
     Option("max_tokens", int, 512, "Most tokens one reply may have.", 1, 131_072),
     Option("user_id", str, "", "User id sent with requests (tenancy, quotas). Empty: the OS user."),
+    Option("first_token_timeout_s", float, 30.0,
+           "Cloud: give up when no text arrived this many seconds after sending.", 1.0, 600.0),
+    Option("idle_timeout_s", float, 60.0,
+           "Cloud: give up when the stream sends nothing (not even a keep-alive) for this many "
+           "seconds.", 1.0, 600.0),
     Option("key_fallback", str, "refuse",
            "Where API keys go when no secure OS keychain exists: refuse, memory (this session "
            "only) or file (a file only you can read). Chosen explicitly by the user.",

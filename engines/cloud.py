@@ -159,7 +159,8 @@ class CloudEngine:
                 yield from self._attempt(request, cancel, retries + 1, turn_started)
                 return
             except _Retry as failed:
-                delay = self._retry_delay(failed, retries)
+                delay = self.policy.next_delay(retries, failed.retryable, failed.retry_after,
+                                               self.rng)
                 if delay is None:
                     raise failed.error from None
                 retries += 1
@@ -178,14 +179,6 @@ class CloudEngine:
         raise NotImplementedError
 
     # -- one attempt -------------------------------------------------------------------------
-    def _retry_delay(self, failed: _Retry, retries: int) -> float | None:
-        if not failed.retryable or retries >= self.policy.max_retries:
-            return None
-        if failed.retry_after is not None:
-            return failed.retry_after if failed.retry_after <= self.policy.max_retry_after \
-                else None
-        return self.policy.backoff(retries + 1, self.rng)
-
     def _record(self, attempt: int, started: float, status: int | None,
                 error: OutpostError | None) -> None:
         if self.on_attempt is not None:

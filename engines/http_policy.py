@@ -40,6 +40,18 @@ class RetryPolicy:
     def is_retryable_status(self, status: int) -> bool:
         return status in RETRYABLE_STATUSES or status >= 500
 
+    def next_delay(self, retries_done: int, retryable: bool, retry_after: float | None,
+                   rng: random.Random | None = None) -> float | None:
+        """Seconds to wait before the next attempt, or None to stop and report the error.
+
+        The server's own ``retry-after`` wins when it is within the cap; beyond the cap we stop
+        (the error tells the user when to try again) rather than hang for minutes."""
+        if not retryable or retries_done >= self.max_retries:
+            return None
+        if retry_after is not None:
+            return retry_after if retry_after <= self.max_retry_after else None
+        return self.backoff(retries_done + 1, rng)
+
     def backoff(self, retry_number: int, rng: random.Random | None = None) -> float:
         """Delay before retry ``retry_number`` (1-based) when the server did not say."""
         base = min(self.max_backoff, self.initial_backoff * 2 ** (retry_number - 1))

@@ -18,6 +18,13 @@ def create_local_engine(settings: Settings, model_path: str | Path | None = None
                                           gpu_offload=settings["gpu_offload"]))
 
 
+def cloud_timeouts(settings: Settings):
+    from engines.http_policy import Timeouts
+
+    return Timeouts(first_token=settings["first_token_timeout_s"],
+                    idle=settings["idle_timeout_s"])
+
+
 def create_cloud_engine(config, api_key: str | None, model: str | None = None, on_attempt=None,
                         **kwargs):
     """An engine for a configured cloud provider (imports httpx only when used)."""
@@ -32,8 +39,9 @@ class CloudEnginePool:
     """One engine (and its HTTP connection pool) per provider, model and key; rebuilt when any
     of them changes. Thread-safe enough for the GUI thread that owns it."""
 
-    def __init__(self, on_attempt=None):
+    def __init__(self, on_attempt=None, timeouts=None):
         self.on_attempt = on_attempt
+        self.timeouts = timeouts
         self._engines: dict[str, tuple[tuple, object]] = {}
 
     def get(self, config, api_key: str | None, model: str | None = None):
@@ -43,7 +51,8 @@ class CloudEnginePool:
             return current[1]
         if current is not None:
             current[1].close()
-        engine = create_cloud_engine(config, api_key, model, on_attempt=self.on_attempt)
+        extra = {"timeouts": self.timeouts} if self.timeouts is not None else {}
+        engine = create_cloud_engine(config, api_key, model, on_attempt=self.on_attempt, **extra)
         self._engines[config.name] = (identity, engine)
         return engine
 

@@ -12,7 +12,7 @@ from app.settings import Settings
 from app.store import Store
 from app.providers import ProviderRegistry
 from app.secrets import KeyStore
-from engines.registry import CloudEnginePool
+from engines.registry import CloudEnginePool, cloud_timeouts
 from ui.chat_controller import ChatController, CloudTargets
 from ui.providers_dialog import ProvidersDialog
 from ui.errors import install_excepthook
@@ -36,7 +36,8 @@ class OutpostApp:
         self.loader = ModelLoader(self.settings, self.tasks)
         self.registry = ProviderRegistry()
         self.keys = KeyStore(fallback=self.settings["key_fallback"])
-        self.cloud_pool = CloudEnginePool(on_attempt=self.store.log_attempt)
+        self.cloud_pool = CloudEnginePool(on_attempt=self.store.log_attempt,
+                                          timeouts=cloud_timeouts(self.settings))
         cloud = CloudTargets(self.registry, self.keys, self.cloud_pool)
         self.window = MainWindow(
             self.store, self.settings,
