@@ -242,6 +242,11 @@ class CloudEngine:
             error = TimeoutError_(f"{name} accepted the connection but sent nothing for "
                                   f"{self.timeouts.idle:g} s.")
             retryable = False
+        elif "refused" in str(exc).lower():
+            error = ConnectionFailed(f"Could not connect to {name}: nothing answered at {url} "
+                                     "(connection refused). Is the server running and the base "
+                                     "URL right?")
+            retryable = True
         else:
             error = ConnectionFailed(f"Could not connect to {name} at {url}: "
                                      f"{exc or type(exc).__name__}.")
