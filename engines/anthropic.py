@@ -1,10 +1,7 @@
 """Anthropic's Messages API over SSE."""
 from __future__ import annotations
 
-import httpx
-
 from app.domain import ChatRequest, FinishReason, Role
-from app.errors import ProviderError
 from engines.cloud import CloudEngine, StreamState
 from engines.http_policy import error_from_stream_event
 from engines.sse import ServerSentEvent
@@ -101,14 +98,4 @@ class AnthropicEngine(CloudEngine):
         headers = {"anthropic-version": ANTHROPIC_VERSION}
         if self.api_key:
             headers["x-api-key"] = self.api_key
-        try:
-            response = self._client.get(f"{self.config.base_url}/v1/models", headers=headers)
-        except httpx.HTTPError as exc:
-            raise ProviderError(f"Could not reach {self.config.name}: {exc}.") from None
-        if response.status_code != 200:
-            from engines.http_policy import error_from_status
-
-            raise error_from_status(response.status_code, self.scrub(response.text),
-                                    response.headers, self.config.name)
-        return sorted(str(item.get("id")) for item in self.parse_json(response).get("data") or []
-                      if isinstance(item, dict))
+        return self.get_model_ids(f"{self.config.base_url}/v1/models", headers)

@@ -361,6 +361,19 @@ class CloudEngine:
             text = text.replace(self.api_key, mask(self.api_key))
         return text
 
+    def get_model_ids(self, url: str, headers: dict) -> list[str]:
+        """The ids of a provider's ``/models`` listing (both wire formats use ``data[].id``)."""
+        try:
+            response = self._client.get(url, headers=headers)
+        except httpx.HTTPError as exc:
+            raise ConnectionFailed(f"Could not reach {self.config.name} at {url}: "
+                                   f"{exc or type(exc).__name__}.") from None
+        if response.status_code != 200:
+            raise error_from_status(response.status_code, self.scrub(response.text),
+                                    response.headers, self.config.name)
+        data = self.parse_json(response).get("data") or []
+        return sorted(str(item.get("id")) for item in data if isinstance(item, dict))
+
     def parse_json(self, response: httpx.Response) -> dict:
         try:
             data = response.json()

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import re
 
-import httpx
-
 from app.domain import ChatRequest, FinishReason
-from app.errors import ProviderError
 from engines.cloud import CloudEngine, StreamState
 from engines.http_policy import error_from_stream_event
 from engines.sse import ServerSentEvent
@@ -86,14 +83,4 @@ class OpenAICompatEngine(CloudEngine):
     def list_models(self) -> list[str]:
         """``GET /models`` where the server has it."""
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        try:
-            response = self._client.get(f"{self.config.base_url}/models", headers=headers)
-        except httpx.HTTPError as exc:
-            raise ProviderError(f"Could not list models at {self.config.name}: {exc}.") from None
-        if response.status_code != 200:
-            from engines.http_policy import error_from_status
-
-            raise error_from_status(response.status_code, self.scrub(response.text),
-                                    response.headers, self.config.name)
-        data = self.parse_json(response).get("data") or []
-        return sorted(str(item.get("id")) for item in data if isinstance(item, dict))
+        return self.get_model_ids(f"{self.config.base_url}/models", headers)
