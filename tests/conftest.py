@@ -80,7 +80,10 @@ def llama_server(bundled_model, tmp_path_factory):
         proc = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_model),
              "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-             "--model_alias", "smollm2"], stdout=out, stderr=subprocess.STDOUT)
+             "--model_alias", "smollm2",
+             # By default this server ends a streaming reply early (an empty [DONE]) when any
+             # other request arrives, e.g. the window listing models in the background.
+             "--interrupt_requests", "False"], stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 90
     try:
