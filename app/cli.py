@@ -186,13 +186,16 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def _cloud_engine(name: str, model: str | None, store):
-    from app.providers import ProviderRegistry
+    from app.providers import ProviderRegistry, needs_key
     from app.secrets import KeyStore
     from app.settings import Settings
     from engines.registry import cloud_timeouts, create_cloud_engine
 
     config = ProviderRegistry().get(name)
-    key = KeyStore(fallback="file").resolve(config.name, config.kind)
+    key = KeyStore(fallback="file").resolve(config.name, config.base_url)
+    if key is None and needs_key(config):
+        raise UsageError(f"There is no API key for {config.name}: store one with "
+                         f"`outpost keys set {config.name}`.")
     return create_cloud_engine(config, key, model, on_attempt=store.log_attempt,
                                timeouts=cloud_timeouts(Settings()))
 
@@ -204,7 +207,7 @@ def cmd_providers(args: argparse.Namespace) -> int:
     registry = ProviderRegistry()
     if args.providers_command == "presets":
         for key, preset in PRESETS.items():
-            print(f"{key:13} {preset.kind:9} {preset.base_url}  {preset.default_model}")
+            print(f"{key:13} {preset.kind:10} {preset.base_url:34} {preset.default_model}")
         return 0
     if args.providers_command == "add":
         preset = PRESETS.get(args.preset or args.name.lower())
@@ -264,6 +267,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     from app.secrets import KeyStore, mask
 
     if args.keys_command == "delete":
+        ProviderRegistry().get(args.name)
         KeyStore(fallback="file").delete(args.name)
         print(f"Forgot the key of {args.name}.")
         return 0
@@ -300,10 +304,7 @@ def cmd_history(args: argparse.Namespace) -> int:
             messages = store.messages(conversation.id)
         else:
             conversation = None
-            try:
-                messages = store.search(args.query)
-            except OutpostError as exc:
-                raise UsageError(f"The search query {args.query!r} is not valid: {exc}") from exc
+            messages = store.search(args.query)
         if args.json:
             keys = ("id", "conversation_id", "parent_id", "role", "content", "status", "engine",
                     "model", "params", "prompt_tokens", "completion_tokens",
@@ -317,10 +318,17 @@ def cmd_history(args: argparse.Namespace) -> int:
         else:
             if conversation is not None:
                 print(f"# {conversation.title}  ({conversation.id})")
+            elif not messages:
+                print(f"No message matches {args.query!r}.", file=sys.stderr)
             for m in messages:
                 mark = "" if m.status.value == "complete" else f" [{m.status.value}]"
-                who = m.role.value if m.role.value != "assistant" else f"assistant · {m.model}"
-                print(f"\n{who}{mark}:\n{m.content}")
+                if m.finish_reason == "length":
+                    mark += " [cut at max tokens]"
+                who = m.role.value if m.role.value != "assistant" else \
+                    f"assistant · {m.engine} · {m.model}"
+                where = f"  (conversation {m.conversation_id})" if conversation is None else ""
+                body = m.content or (f"({m.error})" if m.error else "")
+                print(f"\n{who}{mark}{where}:\n{body}")
         return 0
     finally:
         store.close()
@@ -387,7 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_keys(args)
         raise UsageError(f"Unknown command {args.command!r}.")
     except OutpostError as exc:
-        if getattr(args, "json", False) and args.command == "ask":
+        if getattr(args, "json", False) and args.command == "ask" and \
+                not isinstance(exc, Cancelled):  # a stop ends with finished(cancelled)
             _emit({"event": "error", "kind": exc.kind, "message": str(exc)})
         sys.stderr.write(f"outpost: {exc}\n")
         return exc.exit_code

@@ -108,3 +108,10 @@ class ProviderRegistry:
             json.dump({"version": 1, "providers": [asdict(p) for p in providers]}, handle,
                       indent=2)
         os.replace(tmp, self.path)
+
+
+def needs_key(config: ProviderConfig) -> bool:
+    """True for the hosted APIs of the presets, which always want a key (local servers don't)."""
+    host = (urlparse(config.base_url).hostname or "").lower()
+    return any(preset.needs_key and host == (urlparse(preset.base_url).hostname or "")
+               for preset in PRESETS.values())

@@ -12,6 +12,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from urllib.parse import urlparse
 
 import keyring
 import keyring.errors
@@ -20,7 +21,9 @@ from app import paths
 from app.errors import OutpostError, UsageError
 
 SERVICE = "Outpost"
-ENV_VARS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+# An environment key is sent only to the provider it was issued by, never to another server
+# that merely speaks the same wire format (a custom URL would otherwise receive it).
+ENV_VARS = {"api.openai.com": "OPENAI_API_KEY", "api.anthropic.com": "ANTHROPIC_API_KEY"}
 FALLBACKS = ("refuse", "memory", "file")
 
 
@@ -62,10 +65,9 @@ class KeyStore:
         return InsecureKeyring(
             f"No secure keychain is available (keyring backend {name}, priority {priority:g}), so "
             "Outpost will not store the key there. Choose one: keep it for this session only "
-            "(in the window: \"Only this session\"; on the command line: set OPENAI_API_KEY or "
-            "ANTHROPIC_API_KEY), or store it in a file only you can read (--insecure-file / "
-            f"\"Store in a file\": {self.file_path}, mode 0600). Or install a keychain "
-            "(GNOME Keyring, KWallet, macOS Keychain, Windows Credential Locker).")
+            "(window: \"Only this session\"; command line: OPENAI_API_KEY / ANTHROPIC_API_KEY for "
+            "api.openai.com / api.anthropic.com), or store it in a file only you can read "
+            f"(--insecure-file, {self.file_path}, mode 0600).")
 
     def set(self, provider: str, key: str) -> str:
         """Store ``key``; return where it went ("keychain", "memory" or "file")."""
@@ -114,11 +116,16 @@ class KeyStore:
             if data.pop(provider, None) is not None:
                 self._write_file(data)
 
-    def resolve(self, provider: str, kind: str, explicit: str | None = None) -> str | None:
-        """explicit -> stored -> environment variable of the provider's kind."""
+    def resolve(self, provider: str, base_url: str, explicit: str | None = None) -> str | None:
+        """explicit -> stored -> the environment variable of the official API at ``base_url``
+        (OPENAI_API_KEY only for api.openai.com, ANTHROPIC_API_KEY only for api.anthropic.com)."""
         if explicit:
             return explicit
-        return self.get(provider) or os.environ.get(ENV_VARS.get(kind, ""), "") or None
+        stored = self.get(provider)
+        if stored:
+            return stored
+        variable = ENV_VARS.get((urlparse(base_url).hostname or "").lower())
+        return (os.environ.get(variable, "") or None) if variable else None
 
     def _read_file(self) -> dict[str, str]:
         try:

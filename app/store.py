@@ -64,6 +64,16 @@ def writer_alive(writer: str | None) -> bool:
     return abs(int(current.split(":", 1)[1]) - start) <= 1000
 
 
+def _make_private(path: Path) -> None:
+    """Conversations are private: the database is readable by its owner only (SQLite gives the
+    -wal and -shm files the same permissions)."""
+    try:
+        if path.exists() and path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+    except OSError:
+        pass
+
+
 def _retry_when_locked(fn, budget_s: float = BUSY_TIMEOUT_MS / 1000):
     """SQLite skips the busy handler in a few cases (e.g. while another connection switches a
     new file to WAL); retry those for as long as the busy timeout would have waited."""
@@ -146,6 +156,7 @@ class Store:
                 _retry_when_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
                 conn.execute("PRAGMA synchronous = FULL")
                 conn.execute("PRAGMA foreign_keys = ON")
+            _make_private(self.path)
             db = sqlite_utils.Database(conn)
             self._local.db = db
             with self._lock:
@@ -302,9 +313,17 @@ class Store:
 
     def search(self, query: str, limit: int = 50) -> list[Message]:
         """Full-text search over message content (FTS5 query syntax)."""
-        with storage_errors(self.path):
-            rows = self.db["messages"].search(query, limit=limit)
-            return [_row_to_message(r) for r in rows]
+        try:
+            rows = list(self.db["messages"].search(query, limit=limit))
+        except sqlite3.OperationalError as exc:
+            # FTS5 reports query syntax as OperationalError; disk/lock problems stay storage.
+            if not any(p in str(exc).lower() for p in _KNOWN_SQLITE_PROBLEMS):
+                raise UsageError(f"The search {query!r} is not valid full-text search syntax "
+                                 f"({exc}); put words in double quotes to search them as "
+                                 "they are.") from None
+            with storage_errors(self.path):
+                raise
+        return [_row_to_message(r) for r in rows]
 
     def mark_orphaned_streaming(self) -> int:
         """Mark rows still 'streaming' whose writer process is gone as 'interrupted'."""

@@ -242,17 +242,24 @@ class CloudEngine:
             error = TimeoutError_(f"{name} accepted the connection but sent nothing for "
                                   f"{self.timeouts.idle:g} s.")
             retryable = False
-        elif "refused" in str(exc).lower():
-            error = ConnectionFailed(f"Could not connect to {name}: nothing answered at {url} "
-                                     "(connection refused). Is the server running and the base "
-                                     "URL right?")
-            retryable = True
         else:
-            error = ConnectionFailed(f"Could not connect to {name} at {url}: "
-                                     f"{exc or type(exc).__name__}.")
+            error = self._connection_error(exc)
             retryable = True
         self._record(attempt, started, None, error)
         return _Retry(error, retryable)
+
+    def _connection_error(self, exc: httpx.HTTPError) -> ConnectionFailed:
+        name, url, text = self.config.name, self.config.base_url, str(exc).lower()
+        if "refused" in text:
+            return ConnectionFailed(f"Could not connect to {name}: nothing answered at {url} "
+                                    "(connection refused). Is the server running and the base "
+                                    "URL right?")
+        if "name or service not known" in text or "nodename nor servname" in text or \
+                "getaddrinfo" in text:
+            return ConnectionFailed(f"Could not connect to {name}: the address of {url} could "
+                                    "not be looked up (offline, or a typo in the base URL?).")
+        return ConnectionFailed(f"Could not connect to {name} at {url}: "
+                                f"{exc or type(exc).__name__}.")
 
     def _status_failure(self, response: httpx.Response, attempt: int, started: float) -> _Retry:
         body = b""
@@ -366,8 +373,7 @@ class CloudEngine:
         try:
             response = self._client.get(url, headers=headers)
         except httpx.HTTPError as exc:
-            raise ConnectionFailed(f"Could not reach {self.config.name} at {url}: "
-                                   f"{exc or type(exc).__name__}.") from None
+            raise self._connection_error(exc) from None
         if response.status_code != 200:
             raise error_from_status(response.status_code, self.scrub(response.text),
                                     response.headers, self.config.name)

@@ -125,8 +125,8 @@ def provider_message(body: str) -> str:
         return body.strip()[:300]
     error = data.get("error", data) if isinstance(data, dict) else data
     if isinstance(error, dict):
-        return str(error.get("message") or error.get("type") or error)[:300]
-    return str(error)[:300]
+        return str(error.get("message") or error.get("type") or "")[:300]
+    return str(error or "")[:300]
 
 
 def _error_code(body: str) -> str:

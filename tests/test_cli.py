@@ -169,7 +169,11 @@ def test_history_show_and_search(outpost_home):
     plain = cli("history", "show", conversation.id)
     assert plain.returncode == 0
     assert "Penguins" in plain.stdout and "Why do penguins huddle?" in plain.stdout
-    assert "[interrupted]" in plain.stdout and "assistant · x.gguf" in plain.stdout
+    assert "[interrupted]" in plain.stdout and "assistant · local · x.gguf" in plain.stdout
+
+    hits = cli("history", "search", "warmth")
+    assert hits.returncode == 0
+    assert f"(conversation {conversation.id})" in hits.stdout  # so `history show` can follow
 
     found = cli("history", "search", "warmth", "--json")
     assert found.returncode == 0, found.stderr
@@ -179,7 +183,7 @@ def test_history_show_and_search(outpost_home):
 
     bad = cli("history", "search", '"unbalanced')
     assert bad.returncode == 2
-    assert "search query" in assert_one_sentence(bad.stderr)
+    assert "not valid full-text search syntax" in assert_one_sentence(bad.stderr)
 
 
 def test_unknown_conversation_id_exits_2_with_one_sentence():

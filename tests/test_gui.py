@@ -191,3 +191,23 @@ def test_deltas_are_flushed_in_batches_not_per_token(qtbot, outpost):
     assert len(deltas) > 20
     assert 0 < len(renders) < len(deltas)  # batched by the flush timer
     assert "".join(renders) == "".join(deltas) == bubble.text
+
+
+def test_delete_key_asks_before_deleting(qtbot, outpost, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    start_and_wait_ready(qtbot, outpost)
+    window = outpost.window
+    send_with_enter(qtbot, outpost, "Keep me")
+    wait_idle(qtbot, outpost)
+    answers = [QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes]
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question",
+                        lambda *args, **kwargs: (asked.append(args[2]), answers.pop(0))[1])
+    window.sidebar.list.setCurrentRow(0)
+    window.sidebar.list.setFocus()
+    qtbot.keyClick(window.sidebar.list, Qt.Key.Key_Delete)
+    assert asked and "cannot be undone" in asked[0]
+    assert len(outpost.store.list_conversations()) == 1  # "No" keeps it
+    qtbot.keyClick(window.sidebar.list, Qt.Key.Key_Delete)
+    assert outpost.store.list_conversations() == []

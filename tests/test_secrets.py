@@ -99,11 +99,56 @@ def test_session_only_fallback_keeps_the_key_in_memory(monkeypatch, outpost_home
         keyring.core.init_backend()
 
 
-def test_environment_variable_is_used_when_nothing_is_stored(monkeypatch):
+def test_environment_key_goes_only_to_the_api_that_issued_it(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    assert KeyStore().resolve("nothing-stored", "openai") == KEY
-    assert KeyStore().resolve("nothing-stored", "anthropic") is None
-    assert KeyStore().resolve("x", "openai", explicit="sk-explicit") == "sk-explicit"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-other-key-0000")
+    assert KeyStore().resolve("nothing-stored", "https://api.openai.com/v1") == KEY
+    assert KeyStore().resolve("nothing-stored", "https://api.anthropic.com") == \
+        "sk-ant-other-key-0000"
+    # another server speaking the OpenAI wire format never receives the OpenAI key
+    for url in ("https://openrouter.ai/api/v1", "http://127.0.0.1:8080/v1",
+                "https://api.openai.com.evil.example/v1"):
+        assert KeyStore().resolve("nothing-stored", url) is None
+    assert KeyStore().resolve("x", "https://x.example/v1", explicit="sk-explicit") == \
+        "sk-explicit"
+
+
+def test_cli_does_not_send_the_environment_key_to_a_custom_server(outpost_home):
+    import socket
+    import threading
+
+    received = []
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+
+    def accept() -> None:
+        conn, _ = listener.accept()
+        conn.settimeout(5)
+        received.append(conn.recv(65536))
+        conn.sendall(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 2\r\n\r\n{}")
+        conn.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    env = {**os.environ, "OPENAI_API_KEY": KEY}
+    assert run_cli("providers", "add", "thirdparty", "--base-url",
+                   f"http://127.0.0.1:{port}/v1", "--model", "m", env=env).returncode == 0
+    result = run_cli("ask", "hi", "--provider", "thirdparty", env=env)
+    thread.join(10)
+    listener.close()
+    assert result.returncode == 4
+    assert received and b"POST /v1/chat/completions" in received[0]
+    assert KEY.encode() not in received[0]
+    assert b"authorization" not in received[0].lower()
+
+
+def test_a_hosted_preset_without_a_key_says_how_to_add_one(outpost_home):
+    assert run_cli("providers", "add", "openai").returncode == 0
+    result = run_cli("ask", "hi", "--provider", "openai")
+    assert result.returncode == 2
+    assert "outpost keys set openai" in result.stderr
 
 
 @pytest.mark.local_model

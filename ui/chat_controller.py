@@ -30,7 +30,7 @@ class CloudTargets:
 
     def engine(self, name: str, model: str | None = None):
         config = self.registry.get(name)
-        return self.pool.get(config, self.keys.resolve(config.name, config.kind), model or None)
+        return self.pool.get(config, self.keys.resolve(config.name, config.base_url), model or None)
 
     def models(self, name: str) -> list[str]:
         """The provider's models (blocking: run it in the background)."""
@@ -38,7 +38,7 @@ class CloudTargets:
 
         config = self.registry.get(name)
         # A throwaway engine: the pooled one may be streaming a reply right now.
-        engine = create_cloud_engine(config, self.keys.resolve(config.name, config.kind),
+        engine = create_cloud_engine(config, self.keys.resolve(config.name, config.base_url),
                                      config.default_model or "-")
         try:
             return engine.list_models()

@@ -39,7 +39,8 @@ class MainWindow(QMainWindow):
         self.title_label.setStyleSheet("font-size:15px; font-weight:600; padding:10px 16px;")
         self.target_picker = QComboBox()
         self.target_picker.setToolTip("Who answers: the local model, or a cloud provider")
-        self.target_picker.setMinimumWidth(240)
+        self.target_picker.setMinimumWidth(300)
+        self.target_picker.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         header = QHBoxLayout()
         header.setContentsMargins(0, 0, 12, 0)
         header.addWidget(self.title_label, 1)
@@ -251,7 +252,7 @@ class MainWindow(QMainWindow):
             except OutpostError as exc:
                 self._on_error(exc.kind, str(exc))
         for config in providers:
-            self.target_picker.addItem(f"{config.name} · {config.default_model or '?'}",
+            self.target_picker.addItem(f"{config.name} · {config.default_model or 'choose a model'}",
                                        f"provider:{config.name}")
         index = max(0, self.target_picker.findData(select))
         self.target_picker.setCurrentIndex(index)
@@ -286,6 +287,7 @@ class MainWindow(QMainWindow):
             self.route_label.setStyleSheet("color:#0969da; font-weight:600; padding:0 8px;")
             self.composer.edit.setPlaceholderText(
                 f"Message {name}…  (Enter sends, Shift+Enter: new line)")
+        self.composer.edit.viewport().update()  # the placeholder is painted, not a widget
 
     def _fill_model_picker(self, target: str) -> None:
         self.model_picker.setVisible(target != "local")

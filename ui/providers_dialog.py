@@ -124,7 +124,8 @@ class ProvidersDialog(QDialog):
         for field in (self.name, self.base_url, self.key):
             field.clear()
         self.model.setEditText("")
-        self.key.setPlaceholderText("paste the key (stored in the OS keychain)")
+        self.key.setPlaceholderText("paste the key (stored in the OS keychain)" if self.keys.secure
+                                    else "paste the key (see Key storage below)")
         self.result.clear()
 
     @Slot(QListWidgetItem, QListWidgetItem)
@@ -198,7 +199,7 @@ class ProvidersDialog(QDialog):
         except OutpostError as exc:
             self.result.setText(str(exc))
             return
-        key = self.key.text().strip() or self.keys.resolve(config.name, config.kind)
+        key = self.key.text().strip() or self.keys.resolve(config.name, config.base_url)
         self.result.setText(f"Connecting to {config.base_url}…")
         self.test_button.setEnabled(False)
 
@@ -218,7 +219,8 @@ class ProvidersDialog(QDialog):
         self.model.addItems(models)
         self.model.setEditText(current or (models[0] if models else ""))
         shown = ", ".join(models[:5]) + (" …" if len(models) > 5 else "")
-        self.result.setText(f"✔ Connected: {len(models)} models available"
+        count = f"{len(models)} model{'s' if len(models) != 1 else ''}"
+        self.result.setText(f"✔ Connected: {count} available"
                             f"{': ' + shown if shown else ''}.")
 
     def _on_test_failed(self, exc: Exception) -> None:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QListWidget, QListWidgetItem, QMenu, QPushButton, QVBoxLayout,
-                               QWidget, QAbstractItemView)
+from PySide6.QtWidgets import (QAbstractItemView, QListWidget, QListWidgetItem, QMenu,
+                               QMessageBox, QPushButton, QVBoxLayout, QWidget)
 
 from app.domain import Conversation
 
@@ -76,9 +76,17 @@ class Sidebar(QWidget):
 
     @Slot()
     def _on_delete_current(self) -> None:
-        conversation_id = self.current_id()
-        if conversation_id:
-            self.delete_requested.emit(conversation_id)
+        item = self.list.currentItem()
+        if item is not None:
+            self._confirm_delete(item)
+
+    def _confirm_delete(self, item: QListWidgetItem) -> None:
+        """Deleting cannot be undone, so it is asked first (Del and the context menu alike)."""
+        answer = QMessageBox.question(
+            self, "Delete conversation",
+            f"Delete \u201c{item.text()}\u201d and all its messages? This cannot be undone.")
+        if answer == QMessageBox.StandardButton.Yes:
+            self.delete_requested.emit(item.data(ID_ROLE))
 
     @Slot(object)
     def _on_context_menu(self, pos) -> None:
@@ -92,4 +100,4 @@ class Sidebar(QWidget):
         if chosen is rename:
             self.list.editItem(item)
         elif chosen is delete:
-            self.delete_requested.emit(item.data(ID_ROLE))
+            self._confirm_delete(item)
