@@ -85,6 +85,7 @@ def test_unreachable_provider_shows_banner_and_retry_answers_locally(qtbot, outp
     assert window.banner.isVisible()
     assert "Could not connect to down" in window.banner.label.text()
     assert window.banner.retry_button.isVisible()
+    assert outpost.connectivity.state("down").value == "offline"  # 3 refused attempts
     conversation = outpost.store.list_conversations()[0]
     messages = outpost.store.messages(conversation.id)
     assert messages[0].content == "Are you there?"  # the prompt stays

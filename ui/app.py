@@ -8,6 +8,7 @@ from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from app.chat_service import ChatService
+from app.connectivity import Connectivity
 from app.settings import Settings
 from app.store import Store
 from app.providers import ProviderRegistry
@@ -36,7 +37,8 @@ class OutpostApp:
         self.loader = ModelLoader(self.settings, self.tasks)
         self.registry = ProviderRegistry()
         self.keys = KeyStore(fallback=self.settings["key_fallback"])
-        self.cloud_pool = CloudEnginePool(on_attempt=self.store.log_attempt,
+        self.connectivity = Connectivity()
+        self.cloud_pool = CloudEnginePool(on_attempt=self._on_attempt,
                                           timeouts=cloud_timeouts(self.settings))
         cloud = CloudTargets(self.registry, self.keys, self.cloud_pool)
         self.window = MainWindow(
@@ -48,6 +50,11 @@ class OutpostApp:
             registry=self.registry, tasks=self.tasks)
         for warning in self.settings.load_warnings:
             self.window.banner.show_error(warning)
+
+    def _on_attempt(self, record) -> None:
+        """Every cloud attempt: a request-log row, and news for the connectivity tracker."""
+        self.store.log_attempt(record)
+        self.connectivity.record_attempt(record)
 
     def start(self) -> None:
         """Show the window, and start loading the model on the engine's thread. Only the GGUF

@@ -1,0 +1,65 @@
+"""Per-provider connectivity: outcomes and probes, on a virtual clock."""
+from __future__ import annotations
+
+import datetime as dt
+import socket
+
+from app.connectivity import MAX_BACKOFF_S, Connectivity, LinkState
+from engines.http_policy import AttemptRecord
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def wall():
+    return dt.datetime(2026, 11, 24, 10, 42)
+
+
+def test_outcomes_move_between_online_degraded_offline():
+    links = Connectivity(Clock(), wall)
+    assert links.state("p") is LinkState.UNKNOWN
+    assert links.record("p", None) is LinkState.ONLINE
+    assert links.record("p", "connection_failed") is LinkState.DEGRADED  # one miss
+    assert links.record("p", "timeout") is LinkState.OFFLINE  # twice in a row
+    assert links.reason("p") == "p unreachable since 10:42"
+    assert links.record("p", "auth") is LinkState.ONLINE  # a 401 proves it is reachable
+    assert links.record("p", "provider_unavailable") is LinkState.DEGRADED
+    links.record_attempt(AttemptRecord(1, 200, 12.0, None, provider="p"))
+    assert links.state("p") is LinkState.ONLINE
+
+
+def test_probes_back_off_while_offline_and_reset_on_network_change():
+    clock = Clock()
+    links = Connectivity(clock, wall)
+    delays = []
+    for _ in range(10):
+        links.record("p", "connection_failed")
+        delays.append(links.link("p").next_probe_at - clock.now)
+    assert delays[:4] == [5.0, 10.0, 20.0, 40.0]
+    assert max(delays) == MAX_BACKOFF_S
+    assert not links.due_for_probe("p")
+    links.network_changed()
+    assert links.due_for_probe("p")
+
+
+def test_probe_is_a_plain_tcp_connect():
+    links = Connectivity(Clock(), wall)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    try:
+        assert links.probe("up", f"http://127.0.0.1:{port}/v1") is LinkState.ONLINE
+        conn, _ = listener.accept()
+        assert conn.recv(16) == b""  # nothing was sent: no request, no key
+        conn.close()
+    finally:
+        listener.close()
+    assert links.probe("down", f"http://127.0.0.1:{port}/v1") is LinkState.DEGRADED
+    assert links.probe("down", f"http://127.0.0.1:{port}/v1") is LinkState.OFFLINE
+    assert links.link("down").last_probe_at == wall()
