@@ -75,8 +75,12 @@ class Turn:
     assistant_message_id: str | None = None
     reply: Reply = field(default_factory=Reply)
 
-    def run(self, engine: Engine, cancel: threading.Event) -> Iterator[StreamEvent]:
-        """Stream the reply from ``engine``, persisting it as it arrives."""
+    def run(self, engine: Engine, cancel: threading.Event,
+            route_reason: str | None = None) -> Iterator[StreamEvent]:
+        """Stream the reply from ``engine``, persisting it as it arrives. A routing engine
+        (``app.router.RoutedEngine``) reports who answered and why; that is stored too."""
+        self._engine = engine
+        self._route_reason = route_reason
         info = engine.info
         message = self.store.add_message(
             self.conversation_id, Role.ASSISTANT, "", status=MessageStatus.STREAMING,
@@ -107,6 +111,14 @@ class Turn:
         finally:
             self._save_final(final_status, error_text)
 
+    def _route_fields(self) -> dict:
+        engine = getattr(self, "_engine", None)
+        answered = getattr(engine, "answered", None)
+        fields = {"route_reason": getattr(engine, "reason", None) or self._route_reason}
+        if answered is not None:
+            fields.update(engine=answered.engine, model=answered.model)
+        return fields
+
     def _save_final(self, status: MessageStatus, error_text: str | None) -> None:
         reply = self.reply
         usage: Usage | None = reply.usage
@@ -123,6 +135,7 @@ class Turn:
             tokens_estimated=usage.estimated if usage else False,
             ttft_ms=finish.ttft_ms if finish else None,
             tokens_per_s=finish.tokens_per_s if finish else None,
+            **self._route_fields(),
         )
         self.store.touch_conversation(self.conversation_id)
 

@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--provider", metavar="NAME",
                      help="answer with this cloud provider (see `outpost providers list`); "
                           "default: the local model")
+    ask.add_argument("--route", choices=["auto", "local", "cloud"],
+                     help="local: only the local model, nothing leaves the machine; cloud: only "
+                          "the provider; auto: the provider, and the local model when it cannot "
+                          "be reached before answering (default: auto with --provider, else "
+                          "local)")
     ask.add_argument("--model", metavar="M", help="with --provider: the provider's model name; "
                      "otherwise a GGUF model file (default: the setting, else the bundled "
                      "SmolLM2-135M-Instruct)")
@@ -142,17 +147,14 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, _stop)
 
-    if args.provider:
-        engine = _cloud_engine(args.provider, args.model, store)
-    else:
-        engine = create_local_engine(settings, args.model)  # validates the file, starts loading
+    engine, route_reason = _route_engine(args, settings, store)
     try:
         turn = service.start_turn(
             _read_prompt(args.prompt), args.conversation, model=engine.info.model,
             options=TurnOptions(temperature=args.temperature, top_p=args.top_p,
                                 max_tokens=args.max_tokens, stop=tuple(args.stop)))
         finish: Finished | None = None
-        for event in turn.run(engine, cancel):
+        for event in turn.run(engine, cancel, route_reason):
             if isinstance(event, TextDelta):
                 if args.json:
                     _emit({"event": "delta", "text": event.text})
@@ -170,10 +172,13 @@ def cmd_ask(args: argparse.Namespace) -> int:
         if not args.json:
             sys.stdout.write("\n")
         if args.json and finish is not None:
+            answered = getattr(engine, "answered", None) or engine.info
             _emit({"event": "finished", "reason": finish.reason.value,
                    "conversation_id": turn.conversation_id,
                    "message_id": turn.assistant_message_id,
-                   "ttft_ms": _round(finish.ttft_ms), "tokens_per_s": _round(finish.tokens_per_s)})
+                   "ttft_ms": _round(finish.ttft_ms), "tokens_per_s": _round(finish.tokens_per_s),
+                   "engine": answered.engine, "model": answered.model,
+                   "route_reason": getattr(engine, "reason", None) or route_reason})
         if finish is not None and finish.reason is FinishReason.ERROR:
             raise finish.error if isinstance(finish.error, OutpostError) else OutpostError(
                 str(finish.error))
@@ -183,6 +188,26 @@ def cmd_ask(args: argparse.Namespace) -> int:
     finally:
         engine.close()
         store.close()
+
+
+def _route_engine(args: argparse.Namespace, settings, store):
+    """(engine, reason) for ``ask``: the route decides which engines are even built."""
+    from app.router import Route, RoutedEngine, parse_route
+    from engines.registry import create_local_engine
+
+    route = parse_route(args.route) if args.route else \
+        (Route.AUTO if args.provider else Route.LOCAL)
+    if route is Route.LOCAL:
+        local_model = None if args.provider else args.model
+        return create_local_engine(settings, local_model), "local only: nothing left this machine"
+    if not args.provider:
+        if route is Route.CLOUD:
+            raise UsageError("--route cloud needs --provider NAME.")
+        return create_local_engine(settings, args.model), "no cloud provider chosen"
+    cloud = _cloud_engine(args.provider, args.model, store)
+    if route is Route.CLOUD:
+        return cloud, "cloud only"
+    return RoutedEngine(cloud, lambda: create_local_engine(settings, None)), None
 
 
 def _cloud_engine(name: str, model: str | None, store):
@@ -309,7 +334,7 @@ def cmd_history(args: argparse.Namespace) -> int:
             keys = ("id", "conversation_id", "parent_id", "role", "content", "status", "engine",
                     "model", "params", "prompt_tokens", "completion_tokens",
                     "cached_prompt_tokens", "ttft_ms", "tokens_per_s", "finish_reason", "error",
-                    "created_at", "updated_at")
+                    "route_reason", "created_at", "updated_at")
             rows = []
             for m in messages:
                 data = m.as_dict()

@@ -185,6 +185,7 @@ class Message:
     tokens_per_s: float | None = None
     finish_reason: str | None = None
     error: str | None = None
+    route_reason: str | None = None
 
     def as_dict(self) -> dict:
         data = asdict(self)

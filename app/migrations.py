@@ -84,3 +84,9 @@ def m002_request_log(db: sqlite_utils.Database) -> None:
     )
     db["request_log"].create_index(["idempotency_key"])
     db["request_log"].create_index(["created_at"])
+
+
+@migration
+def m003_route_reason(db: sqlite_utils.Database) -> None:
+    """Why this engine answered ("local-only conversation", "openai unreachable since 10:42")."""
+    db["messages"].add_column("route_reason", str)

@@ -121,6 +121,7 @@ def _row_to_message(row: dict) -> Message:
         tokens_per_s=row["tokens_per_s"],
         finish_reason=row["finish_reason"],
         error=row["error"],
+        route_reason=row.get("route_reason"),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -275,7 +276,7 @@ class Store:
             "model": model, "params": json.dumps(params) if params is not None else None,
             "prompt_tokens": None, "completion_tokens": None, "cached_prompt_tokens": None,
             "tokens_estimated": 0, "ttft_ms": None, "tokens_per_s": None, "finish_reason": None,
-            "error": None,
+            "error": None, "route_reason": None,
             "writer": this_writer() if status is MessageStatus.STREAMING else None,
             "created_at": stamp, "updated_at": stamp,
         }

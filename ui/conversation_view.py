@@ -124,7 +124,9 @@ class MessageBubble(QFrame):
         elif message.status is MessageStatus.ERROR and message.error:
             note = f"⚠ {message.error}"
         metrics = metrics_text(message) if message.role is Role.ASSISTANT else ""
-        text = "\n".join(p for p in (note, metrics) if p)
+        route = f"↪ {message.route_reason}" if message.route_reason and \
+            "answered locally" in message.route_reason else ""
+        text = "\n".join(p for p in (note, metrics, route) if p)
         self.set_footer(text, warning=message.status in (MessageStatus.INTERRUPTED,
                                                          MessageStatus.ERROR))
 

@@ -1,0 +1,125 @@
+"""Route policies and failover before the first token (issue 4, second step)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from app.chat_service import ChatService, TurnOptions
+from app.connectivity import Connectivity, LinkState
+from app.domain import MessageStatus
+from app.errors import AuthError
+from app.providers import ProviderConfig
+from app.router import RoutedEngine
+from app.settings import Settings
+from app.store import Store
+from engines.http_policy import RetryPolicy, Timeouts
+from engines.openai_compat import OpenAICompatEngine
+from tests.fault_server import fault_server, normal, unauthorized
+
+pytestmark = pytest.mark.local_model
+FAST = RetryPolicy(initial_backoff=0.01, max_backoff=0.02)
+
+
+class Borrowed:
+    """The shared warm local engine, lent without being closed by the router."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def close(self) -> None:
+        return None
+
+
+def cloud(url: str, store: Store) -> OpenAICompatEngine:
+    return OpenAICompatEngine(ProviderConfig("fault", "openai", url, "test-model"), "sk-test",
+                              policy=FAST, timeouts=Timeouts(connect=1, first_token=3, idle=2),
+                              on_attempt=store.log_attempt)
+
+
+def run_turn(store: Store, engine) -> tuple:
+    turn = ChatService(store, Settings()).start_turn(
+        "Say hello.", model=engine.info.model, options=TurnOptions(max_tokens=12,
+                                                                   temperature=0.0))
+    try:
+        events = list(turn.run(engine, threading.Event()))
+    finally:
+        engine.close()
+    return turn, events, store.get_message(turn.assistant_message_id)
+
+
+def test_unreachable_provider_is_answered_locally_in_the_same_reply(tmp_path, local_engine):
+    store = Store(tmp_path / "outpost.db")
+    links = Connectivity()
+    routed = RoutedEngine(cloud("http://127.0.0.1:9/v1", store), lambda: Borrowed(local_engine),
+                          links)
+    turn, _, message = run_turn(store, routed)
+    assert message.status is MessageStatus.COMPLETE and message.content
+    assert (message.engine, message.model) == ("local", local_engine.info.model)
+    assert "fault failed before answering (connection_failed)" in message.route_reason
+    assert len(store.request_log(turn.request.idempotency_key)) == 3  # 2 retries, then local
+    assert links.state("fault") is LinkState.DEGRADED
+    assert len(store.messages(turn.conversation_id)) == 2  # one user message, one reply
+
+
+def test_known_offline_provider_is_not_even_tried(tmp_path, local_engine):
+    store = Store(tmp_path / "outpost.db")
+    links = Connectivity()
+    links.record("fault", "connection_failed")
+    links.record("fault", "connection_failed")
+    routed = RoutedEngine(cloud("http://127.0.0.1:9/v1", store), lambda: Borrowed(local_engine),
+                          links)
+    turn, _, message = run_turn(store, routed)
+    assert message.engine == "local" and "fault unreachable since" in message.route_reason
+    assert store.request_log(turn.request.idempotency_key) == []
+
+
+def test_auth_errors_are_shown_not_failed_over(tmp_path, local_engine):
+    store = Store(tmp_path / "outpost.db")
+    with fault_server() as server:
+        server.script([unauthorized()])
+        routed = RoutedEngine(cloud(server.url + "/v1", store), lambda: Borrowed(local_engine))
+        with pytest.raises(AuthError):
+            run_turn(store, routed)
+    message = store.messages(store.list_conversations()[0].id)[-1]
+    assert message.status is MessageStatus.ERROR and message.engine == "fault"
+
+
+def test_reachable_provider_answers_and_says_so(tmp_path, local_engine):
+    store = Store(tmp_path / "outpost.db")
+    with fault_server() as server:
+        server.script([normal()])
+        routed = RoutedEngine(cloud(server.url + "/v1", store), lambda: Borrowed(local_engine))
+        _, _, message = run_turn(store, routed)
+    assert message.engine == "fault" and message.content == "Hello from the fault server."
+    assert message.route_reason == "cloud first (fault)"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True,
+                          text=True, env=os.environ.copy(), timeout=120)
+
+
+def test_cli_routes(outpost_home):
+    assert cli("providers", "add", "down", "--base-url", "http://127.0.0.1:9/v1",
+               "--model", "m").returncode == 0
+    auto = cli("ask", "Say hi", "--provider", "down", "--json", "--max-tokens", "6")
+    assert auto.returncode == 0, auto.stderr
+    finished = json.loads(auto.stdout.splitlines()[-1])
+    assert finished["engine"] == "local" and "answered locally" in finished["route_reason"]
+    only_cloud = cli("ask", "Say hi", "--provider", "down", "--route", "cloud")
+    assert only_cloud.returncode == 4 and "Could not connect to down" in only_cloud.stderr
+    local = cli("ask", "Say hi", "--provider", "down", "--route", "local", "--json",
+                "--max-tokens", "6")
+    finished = json.loads(local.stdout.splitlines()[-1])
+    assert finished["engine"] == "local" and finished["route_reason"].startswith("local only")
+    shown = json.loads(cli("history", "show", finished["conversation_id"], "--json").stdout)
+    assert shown[-1]["engine"] == "local"
+    assert cli("ask", "x", "--route", "cloud").returncode == 2
