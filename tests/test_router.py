@@ -123,3 +123,40 @@ def test_cli_routes(outpost_home):
     shown = json.loads(cli("history", "show", finished["conversation_id"], "--json").stdout)
     assert shown[-1]["engine"] == "local"
     assert cli("ask", "x", "--route", "cloud").returncode == 2
+
+
+GUARD = """
+import json, socket, sys
+attempts = []
+def guard(self, address, *rest):
+    attempts.append(repr(address))
+    raise OSError("blocked by the test's socket guard")
+socket.socket.connect = guard
+socket.socket.connect_ex = guard
+from app.cli import main
+code = main(sys.argv[1:])
+sys.stderr.write("ATTEMPTS=" + json.dumps(attempts) + "\\n")
+sys.exit(code)
+"""
+
+
+def test_local_route_opens_no_socket_even_with_a_provider_named(outpost_home):
+    assert cli("providers", "add", "openai").returncode == 0
+    result = subprocess.run(
+        [sys.executable, "-c", GUARD, "ask", "Say hi", "--provider", "openai", "--route",
+         "local", "--max-tokens", "6", "--json"],
+        capture_output=True, text=True, env=os.environ.copy(), timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1])["engine"] == "local"
+    assert "ATTEMPTS=[]" in result.stderr  # zero connection attempts, of any kind
+
+
+def test_the_socket_guard_does_see_a_cloud_route(outpost_home):
+    """The guard above is not blind: the same command on the cloud route is caught trying."""
+    assert cli("providers", "add", "down", "--base-url", "http://127.0.0.1:9/v1",
+               "--model", "m").returncode == 0
+    result = subprocess.run(
+        [sys.executable, "-c", GUARD, "ask", "Say hi", "--provider", "down", "--route",
+         "cloud"], capture_output=True, text=True, env=os.environ.copy(), timeout=120)
+    assert result.returncode == 4
+    assert "ATTEMPTS=[]" not in result.stderr and "127.0.0.1" in result.stderr
