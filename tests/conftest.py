@@ -103,3 +103,25 @@ def llama_server(bundled_model, tmp_path_factory):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture
+def outpost_app(qtbot):
+    """A factory for the real window (composition root), closed after the test."""
+    from app.settings import Settings
+    from ui.app import OutpostApp
+
+    apps = []
+
+    def make(max_tokens: int, temperature: float = 0.0):
+        settings = Settings()
+        settings.set("max_tokens", max_tokens)
+        settings.set("temperature", temperature)
+        app = OutpostApp(settings=settings)
+        qtbot.addWidget(app.window)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.shutdown()

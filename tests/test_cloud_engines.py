@@ -7,6 +7,8 @@ formats (OpenAI-compatible and Anthropic). Deadlines are scaled down (idle 1 s, 
 """
 from __future__ import annotations
 
+import contextlib
+
 import re
 import threading
 import time
@@ -581,17 +583,24 @@ def test_closing_the_generator_hangs_up(make, server):
     assert server.wait_all_closed(timeout=1.0)
 
 
+@contextlib.contextmanager
+def cancel_after(seconds: float):
+    """A cancel Event that a timer sets after ``seconds`` (the timer is stopped on exit)."""
+    cancel = threading.Event()
+    timer = threading.Timer(seconds, cancel.set)
+    timer.start()
+    try:
+        yield cancel
+    finally:
+        timer.cancel()
+
+
 def test_cancel_during_the_retry_wait(make, server):
     server.script([server_error(500), Normal()])
     built = make(policy=RetryPolicy(initial_backoff=5.0, jitter=0.0))
-    cancel = threading.Event()
-    timer = threading.Timer(0.3, cancel.set)
-    timer.start()
     started = time.monotonic()
-    try:
+    with cancel_after(0.3) as cancel:
         events = list(built.engine.stream(make_request(), cancel))
-    finally:
-        timer.cancel()
     assert time.monotonic() - started < 1.0
     reply = accumulate(events)
     assert reply.finish.reason is FinishReason.CANCELLED and reply.text == ""
@@ -601,26 +610,16 @@ def test_cancel_during_the_retry_wait(make, server):
 def test_cancel_during_the_retry_wait_keeps_the_event_contract(make, server):
     server.script([server_error(500), Normal()])
     built = make(policy=RetryPolicy(initial_backoff=5.0, jitter=0.0))
-    cancel = threading.Event()
-    timer = threading.Timer(0.3, cancel.set)
-    timer.start()
-    try:
+    with cancel_after(0.3) as cancel:
         built.run(cancel=cancel)  # checks TextDelta*, Usage, Finished
-    finally:
-        timer.cancel()
 
 
 def test_cancel_while_waiting_for_the_headers(make, server):
     server.script([Normal(head_delay=2)])
     built = make(timeouts=Timeouts(connect=1, first_token=10, idle=10))
-    cancel = threading.Event()
-    timer = threading.Timer(0.2, cancel.set)
-    timer.start()
     started = time.monotonic()
-    try:
+    with cancel_after(0.2) as cancel:
         events = list(built.engine.stream(make_request(), cancel))
-    finally:
-        timer.cancel()
     assert time.monotonic() - started < 1.0
     assert accumulate(events).finish.reason is FinishReason.CANCELLED
 

@@ -11,16 +11,8 @@ pytestmark = [pytest.mark.gui, pytest.mark.local_model]
 
 
 @pytest.fixture
-def outpost(qtbot):
-    from ui.app import OutpostApp
-
-    settings = Settings()
-    settings.set("max_tokens", 48)
-    settings.set("temperature", 0.0)
-    app = OutpostApp(settings=settings)
-    qtbot.addWidget(app.window)
-    yield app
-    app.shutdown()
+def outpost(outpost_app):
+    return outpost_app(max_tokens=48)
 
 
 def start_and_wait_ready(qtbot, app) -> None:

@@ -11,18 +11,11 @@ pytestmark = [pytest.mark.gui, pytest.mark.local_model]
 
 
 @pytest.fixture
-def outpost(qtbot):
-    from ui.app import OutpostApp
-
-    settings = Settings()
-    settings.set("max_tokens", 24)
-    settings.set("temperature", 0.0)
-    app = OutpostApp(settings=settings)
-    qtbot.addWidget(app.window)
+def outpost(qtbot, outpost_app):
+    app = outpost_app(max_tokens=24)
     with qtbot.waitSignal(app.loader.model_ready, timeout=60000):
         app.start()
-    yield app
-    app.shutdown()
+    return app
 
 
 def send(qtbot, app, text: str) -> None:
