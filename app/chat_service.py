@@ -17,6 +17,7 @@ from typing import Iterator
 from app.domain import (ChatMessage, ChatRequest, Finished, FinishReason, Message,
                         MessageStatus, Reply, Role, StreamEvent, TextDelta, Usage, accumulate)
 from app.errors import OutpostError, UsageError
+from app.outbox import Outbox, OutboxItem
 from app.settings import Settings
 from app.store import Store
 from engines.base import Engine
@@ -117,6 +118,12 @@ class Turn:
         fields = {"route_reason": getattr(engine, "reason", None) or self._route_reason}
         if answered is not None:
             fields.update(engine=answered.engine, model=answered.model)
+        segments = [dict(s) for s in getattr(engine, "segments", None) or []]
+        if not segments:
+            info = answered or engine.info
+            segments = [{"engine": info.engine, "model": info.model, "start": 0}]
+        segments[-1]["end"] = len(self.reply.text)
+        fields["segments"] = segments
         return fields
 
     def _save_final(self, status: MessageStatus, error_text: str | None) -> None:
@@ -156,6 +163,20 @@ class ChatService:
     def __init__(self, store: Store, settings: Settings):
         self.store = store
         self.settings = settings
+        self.outbox = Outbox(store)
+
+    def queue_for_later(self, turn: Turn, provider: str, model: str | None,
+                        error: Exception | None = None) -> OutboxItem:
+        """Put the turn's request in the outbox (cloud wanted, provider unreachable). With
+        ``error`` (Cloud only: nothing answered), the failed reply says where its request went."""
+        item = self.outbox.enqueue(turn.conversation_id, turn.user_message_id, provider, model,
+                                   turn.request)
+        if error is not None and turn.assistant_message_id:
+            self.store.update_message(
+                turn.assistant_message_id,
+                error=f"{error} Queued in the outbox (item {item.id}): it is sent once "
+                      f"{provider} can be reached.")
+        return item
 
     def recover_interrupted(self) -> int:
         """Mark replies left 'streaming' by a dead process as 'interrupted' (start-up)."""
@@ -167,7 +188,8 @@ class ChatService:
         return Turn(self.store, failed.conversation_id, failed.user_message_id, failed.request)
 
     def start_turn(self, prompt: str, conversation_id: str | None = None, *, model: str,
-                   options: TurnOptions = TurnOptions()) -> Turn:
+                   options: TurnOptions = TurnOptions(), route: str | None = None) -> Turn:
+        """``route`` is stored on a new conversation (None: it follows the default)."""
         if not prompt or not prompt.strip():
             raise UsageError("The message is empty; type something to send.")
         settings = self.settings
@@ -183,7 +205,7 @@ class ChatService:
         ChatRequest(model=model, messages=(ChatMessage(Role.USER, prompt),), **request_args)
         if conversation_id is None:
             conversation = self.store.create_conversation(title_from(prompt),
-                                                          settings["system_prompt"])
+                                                          settings["system_prompt"], route)
         else:
             conversation = self.store.get_conversation(conversation_id)
         previous = self.store.messages(conversation.id)

@@ -7,6 +7,7 @@ Exit codes (also in ``outpost --help``):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -50,9 +51,19 @@ def _parser() -> argparse.ArgumentParser:
                           "default: the local model")
     ask.add_argument("--route", choices=["auto", "local", "cloud"],
                      help="local: only the local model, nothing leaves the machine; cloud: only "
-                          "the provider; auto: the provider, and the local model when it cannot "
-                          "be reached before answering (default: auto with --provider, else "
-                          "local)")
+                          "the provider (unreachable: queued in the outbox); auto: the provider, "
+                          "with the local model hedging a slow first token, answering when the "
+                          "provider cannot be reached and continuing a reply that broke off "
+                          "(default: the conversation's route, else the default_route setting; "
+                          "without --provider the local model answers). Saved on a new "
+                          "conversation.")
+    ask.add_argument("--offline", action="store_true",
+                     help="offline mode for this message: the local model answers, no socket "
+                          "is opened (the offline_mode setting does it for every message)")
+    ask.add_argument("--send-when-online", action="store_true", dest="send_when_online",
+                     help="route auto: if the provider cannot be reached, the local model "
+                          "answers now and the message is also queued in the outbox for the "
+                          "provider (route cloud queues it always)")
     ask.add_argument("--model", metavar="M", help="with --provider: the provider's model name; "
                      "otherwise a GGUF model file (default: the setting, else the bundled "
                      "SmolLM2-135M-Instruct)")
@@ -94,6 +105,19 @@ def _parser() -> argparse.ArgumentParser:
     kdel = ksub.add_parser("delete", help="forget a provider's key")
     kdel.add_argument("name", metavar="NAME")
 
+    outbox = sub.add_parser("outbox", help="messages waiting for a cloud provider to be "
+                            "reachable again")
+    osub = outbox.add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
+    olist = osub.add_parser("list", help="queued (and failed) items, oldest first")
+    olist.add_argument("--all", action="store_true", help="sent and cancelled items too")
+    olist.add_argument("--json", action="store_true")
+    osend = osub.add_parser("send", help="send queued items now, in order, each once; exit 4 "
+                            "when some could not be sent")
+    osend.add_argument("id", metavar="ID", nargs="?", type=int, help="only this item")
+    osend.add_argument("--json", action="store_true")
+    ocancel = osub.add_parser("cancel", help="cancel a queued item (its message stays)")
+    ocancel.add_argument("id", metavar="ID", type=int)
+
     history = sub.add_parser("history", help="list or show stored conversations")
     hsub = history.add_subparsers(dest="history_command", metavar="ACTION", required=True)
     hlist = hsub.add_parser("list", help="conversations, newest first")
@@ -132,8 +156,8 @@ def _read_prompt(value: str) -> str:
 
 def cmd_ask(args: argparse.Namespace) -> int:
     from app.chat_service import TurnOptions
-    from app.domain import Finished, FinishReason, TextDelta, Usage
-    from engines.registry import create_local_engine
+    from app.domain import Finished, FinishReason, Seam, TextDelta, Usage
+    from app.router import FAILOVER_ERRORS, Route
 
     settings, store, service = _open_core()
     cancel = threading.Event()
@@ -147,28 +171,45 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, _stop)
 
-    engine, route_reason = _route_engine(args, settings, store)
+    conversation = store.get_conversation(args.conversation) if args.conversation else None
+    engine, decision = _route_engine(args, settings, store, conversation)
+    route_reason = decision.reason
+    send_when_online = args.send_when_online or settings["send_when_online"]
     try:
         turn = service.start_turn(
             _read_prompt(args.prompt), args.conversation, model=engine.info.model,
             options=TurnOptions(temperature=args.temperature, top_p=args.top_p,
-                                max_tokens=args.max_tokens, stop=tuple(args.stop)))
+                                max_tokens=args.max_tokens, stop=tuple(args.stop)),
+            route=args.route)
         finish: Finished | None = None
-        for event in turn.run(engine, cancel, route_reason):
-            if isinstance(event, TextDelta):
+        try:
+            for event in turn.run(engine, cancel, route_reason):
+                if isinstance(event, TextDelta):
+                    if args.json:
+                        _emit({"event": "delta", "text": event.text})
+                    else:
+                        sys.stdout.write(event.text)
+                        sys.stdout.flush()
+                elif isinstance(event, Seam):
+                    if args.json:
+                        _emit({"event": "seam", "engine": event.engine, "model": event.model,
+                               "reason": event.reason, "offset": event.offset})
+                elif isinstance(event, Usage):
+                    if args.json:
+                        _emit({"event": "usage", "prompt_tokens": event.prompt_tokens,
+                               "completion_tokens": event.completion_tokens,
+                               "cached_prompt_tokens": event.cached_prompt_tokens,
+                               "estimated": event.estimated})
+                elif isinstance(event, Finished):
+                    finish = event
+        except FAILOVER_ERRORS as exc:
+            if decision.route is Route.CLOUD:  # Cloud only: the request waits for the provider
+                item = service.queue_for_later(turn, args.provider, args.model, exc)
                 if args.json:
-                    _emit({"event": "delta", "text": event.text})
-                else:
-                    sys.stdout.write(event.text)
-                    sys.stdout.flush()
-            elif isinstance(event, Usage):
-                if args.json:
-                    _emit({"event": "usage", "prompt_tokens": event.prompt_tokens,
-                           "completion_tokens": event.completion_tokens,
-                           "cached_prompt_tokens": event.cached_prompt_tokens,
-                           "estimated": event.estimated})
-            elif isinstance(event, Finished):
-                finish = event
+                    _report_queued(args, item, turn)
+                raise type(exc)(f"{exc} Queued in the outbox as item {item.id}; `outpost "
+                                "outbox send` sends it once the provider is reachable.") from None
+            raise
         if not args.json:
             sys.stdout.write("\n")
         if args.json and finish is not None:
@@ -179,6 +220,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
                    "ttft_ms": _round(finish.ttft_ms), "tokens_per_s": _round(finish.tokens_per_s),
                    "engine": answered.engine, "model": answered.model,
                    "route_reason": getattr(engine, "reason", None) or route_reason})
+        if send_when_online and getattr(engine, "cloud_unreachable", False):
+            item = service.queue_for_later(turn, args.provider, args.model)
+            _report_queued(args, item, turn)
         if finish is not None and finish.reason is FinishReason.ERROR:
             raise finish.error if isinstance(finish.error, OutpostError) else OutpostError(
                 str(finish.error))
@@ -190,24 +234,39 @@ def cmd_ask(args: argparse.Namespace) -> int:
         store.close()
 
 
-def _route_engine(args: argparse.Namespace, settings, store):
-    """(engine, reason) for ``ask``: the route decides which engines are even built."""
-    from app.router import Route, RoutedEngine, parse_route
+def _report_queued(args: argparse.Namespace, item, turn) -> None:
+    if args.json:
+        _emit({"event": "queued", "outbox_id": item.id, "provider": item.provider,
+               "conversation_id": turn.conversation_id,
+               "idempotency_key": item.request.idempotency_key})
+    else:
+        sys.stderr.write(f"outpost: {item.provider} is unreachable: queued in the outbox as "
+                         f"item {item.id}; it is sent with `outpost outbox send` (or by the "
+                         "window) once the provider is back.\n")
+
+
+def _route_engine(args: argparse.Namespace, settings, store, conversation):
+    """(engine, RouteDecision) for ``ask``: the route decides which engines are even built.
+    Precedence: Offline mode (setting or --offline), then --route, then the conversation's
+    route, then the default_route setting; without --provider, Auto is the local model."""
+    from app.connectivity import Connectivity
+    from app.router import Route, RoutedEngine, decide_route
     from engines.registry import create_local_engine
 
-    route = parse_route(args.route) if args.route else \
-        (Route.AUTO if args.provider else Route.LOCAL)
-    if route is Route.LOCAL:
+    decision = decide_route(args.route or (conversation.route if conversation else None),
+                            settings["default_route"],
+                            settings["offline_mode"] or args.offline, args.provider)
+    if decision.route is Route.LOCAL:
         local_model = None if args.provider else args.model
-        return create_local_engine(settings, local_model), "local only: nothing left this machine"
-    if not args.provider:
-        if route is Route.CLOUD:
-            raise UsageError("--route cloud needs --provider NAME.")
-        return create_local_engine(settings, args.model), "no cloud provider chosen"
+        reason = decision.reason or "no cloud provider chosen"
+        return create_local_engine(settings, local_model), dataclasses.replace(decision,
+                                                                               reason=reason)
     cloud = _cloud_engine(args.provider, args.model, store)
-    if route is Route.CLOUD:
-        return cloud, "cloud only"
-    return RoutedEngine(cloud, lambda: create_local_engine(settings, None)), None
+    if decision.route is Route.CLOUD:
+        return cloud, dataclasses.replace(decision, reason="cloud-only conversation")
+    return RoutedEngine(cloud, lambda: create_local_engine(settings, None), Connectivity(),
+                        hedge_after_s=settings["hedge_after_s"],
+                        on_attempt=store.log_attempt), decision
 
 
 def _cloud_engine(name: str, model: str | None, store):
@@ -334,7 +393,7 @@ def cmd_history(args: argparse.Namespace) -> int:
             keys = ("id", "conversation_id", "parent_id", "role", "content", "status", "engine",
                     "model", "params", "prompt_tokens", "completion_tokens",
                     "cached_prompt_tokens", "ttft_ms", "tokens_per_s", "finish_reason", "error",
-                    "route_reason", "created_at", "updated_at")
+                    "route_reason", "segments", "created_at", "updated_at")
             rows = []
             for m in messages:
                 data = m.as_dict()
@@ -357,6 +416,68 @@ def cmd_history(args: argparse.Namespace) -> int:
         return 0
     finally:
         store.close()
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from app.outbox import OutboxSender, OutboxState
+
+    settings, store, service = _open_core()
+    outbox = service.outbox
+    try:
+        if args.outbox_command == "cancel":
+            item = outbox.cancel(args.id)
+            print(f"Cancelled outbox item {item.id} ({item.provider}); the message stays in "
+                  "its conversation.")
+            return 0
+        if args.outbox_command == "list":
+            outbox.recover()
+            items = outbox.items() if args.all else outbox.items(
+                (OutboxState.QUEUED, OutboxState.SENDING, OutboxState.FAILED))
+            if args.json:
+                _emit_list([i.as_dict() for i in items])
+            elif not items:
+                print("The outbox is empty.")
+            for item in items if not args.json else ():
+                prompt = " ".join(item.prompt.split())
+                prompt = prompt if len(prompt) <= 50 else prompt[:49] + "…"
+                error = f"  ({item.last_error})" if item.last_error and \
+                    item.state is not OutboxState.SENT else ""
+                print(f"{item.id:>4}  {item.state.value:9} {item.provider:12} "
+                      f"{_local_time(item.created_at)}  {prompt}{error}")
+            return 0
+        if settings["offline_mode"]:
+            raise UsageError("Offline mode is on: nothing is sent. Turn it off first "
+                             "(the offline_mode setting, or the window's Offline mode switch).")
+        sender = OutboxSender(outbox, lambda name, model: _cloud_engine(name, model, store))
+        if args.id is not None and outbox.get(args.id).state is not OutboxState.QUEUED:
+            raise UsageError(f"Outbox item {args.id} is {outbox.get(args.id).state.value}, "
+                             "not queued.")
+        report = sender.send(only=args.id)
+        if args.json:
+            _emit_list([dict(item.as_dict(), result="sent") for item, _ in report.sent] +
+                       [dict(item.as_dict(), result="waiting") for item in report.waiting] +
+                       [dict(item.as_dict(), result="failed") for item, _ in report.failed])
+        else:
+            for item, message in report.sent:
+                print(f"Sent item {item.id} to {item.provider}: the answer is in conversation "
+                      f"{item.conversation_id}" + (f" ({message.status.value})"
+                                                   if message else "") + ".")
+            for item in report.waiting:
+                print(f"Item {item.id} waits: {item.provider} is still unreachable"
+                      + (f" ({item.last_error})" if item.last_error else "") + ".")
+            for item, error in report.failed:
+                print(f"Item {item.id} failed: {error}")
+            if not (report.sent or report.waiting or report.failed):
+                print("Nothing to send.")
+        return 4 if report.waiting or report.failed else 0
+    finally:
+        store.close()
+
+
+def _local_time(iso: str) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
 
 
 def _emit_list(rows: list[dict]) -> None:
@@ -418,6 +539,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_providers(args)
         if args.command == "keys":
             return cmd_keys(args)
+        if args.command == "outbox":
+            return cmd_outbox(args)
         raise UsageError(f"Unknown command {args.command!r}.")
     except OutpostError as exc:
         if getattr(args, "json", False) and args.command == "ask" and \

@@ -95,7 +95,12 @@ class Connectivity:
             return link.state
 
     def record_attempt(self, record) -> None:
-        """Adapter for the engines' ``on_attempt`` (an ``engines.http_policy.AttemptRecord``)."""
+        """Adapter for the engines' ``on_attempt`` (an ``engines.http_policy.AttemptRecord``).
+        The local model's attempts, and attempts cancelled before an answer (by the user, or
+        because a hedge won), say nothing about the provider's link."""
+        if record.provider == "local" or getattr(record, "outcome", None) in (
+                "cancelled", "hedge_lost") and record.status is None:
+            return
         self.record(record.provider, record.error_kind)
 
     def network_changed(self) -> None:

@@ -68,6 +68,9 @@ class ChatRequest:
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     seed: int | None = None
+    # The start of the assistant's reply, already written (a cloud stream that died mid-answer):
+    # the engine continues from it. Only the local engine supports it; never a sampling knob.
+    assistant_prefix: str = ""
 
     def __post_init__(self) -> None:
         from app.errors import UsageError
@@ -80,6 +83,22 @@ class ChatRequest:
             raise UsageError(f"top_p must be greater than 0 and at most 1, got {self.top_p}.")
         if self.max_tokens < 1:
             raise UsageError(f"max_tokens must be at least 1, got {self.max_tokens}.")
+
+    def as_record(self) -> dict:
+        """All of the request as JSON-ready data (the outbox stores queued requests so)."""
+        data = asdict(self)
+        data["messages"] = [m.as_dict() for m in self.messages]
+        data["stop"] = list(self.stop)
+        return data
+
+    @classmethod
+    def from_record(cls, data: dict) -> "ChatRequest":
+        data = dict(data)
+        data["messages"] = tuple(ChatMessage(Role(m["role"]), m["content"])
+                                 for m in data["messages"])
+        data["stop"] = tuple(data.get("stop") or ())
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     def sampling_params(self) -> dict:
         """The parameters sent, as stored on the assistant message."""
@@ -130,7 +149,18 @@ class Finished:
     error: Exception | None = None
 
 
-StreamEvent = Union[TextDelta, Usage, Finished]
+@dataclass(frozen=True)
+class Seam:
+    """Another engine takes over the reply from here (mid-stream continuation). Only the router
+    emits it, between the text of the two engines; ``offset`` is the length of the text so far."""
+
+    engine: str
+    model: str
+    reason: str
+    offset: int
+
+
+StreamEvent = Union[TextDelta, Usage, Finished, Seam]
 
 
 @dataclass
@@ -140,6 +170,7 @@ class Reply:
     text: str = ""
     usage: Usage | None = None
     finish: Finished | None = None
+    seams: list[Seam] = field(default_factory=list)
 
 
 def accumulate(events: Iterable[StreamEvent], reply: Reply | None = None) -> Reply:
@@ -152,6 +183,8 @@ def accumulate(events: Iterable[StreamEvent], reply: Reply | None = None) -> Rep
             reply.usage = event
         elif isinstance(event, Finished):
             reply.finish = event
+        elif isinstance(event, Seam):
+            reply.seams.append(event)
     return reply
 
 
@@ -162,6 +195,7 @@ class Conversation:
     created_at: str
     updated_at: str
     system_prompt: str = ""
+    route: str | None = None  # auto / local / cloud; None: the settings' default_route
 
 
 @dataclass
@@ -186,6 +220,9 @@ class Message:
     finish_reason: str | None = None
     error: str | None = None
     route_reason: str | None = None
+    # Which engine wrote which part: [{"engine", "model", "start", "end", "reason"?}, ...]
+    # (more than one after a mid-stream continuation). None for user messages.
+    segments: list[dict] | None = None
 
     def as_dict(self) -> dict:
         data = asdict(self)

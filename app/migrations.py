@@ -90,3 +90,34 @@ def m002_request_log(db: sqlite_utils.Database) -> None:
 def m003_route_reason(db: sqlite_utils.Database) -> None:
     """Why this engine answered ("local-only conversation", "openai unreachable since 10:42")."""
     db["messages"].add_column("route_reason", str)
+
+
+@migration
+def m004_routing(db: sqlite_utils.Database) -> None:
+    """Route policy per conversation, segments per reply, the offline outbox, and which engine
+    made each logged attempt (local attempts are logged too once hedging races them)."""
+    db["conversations"].add_column("route", str)  # NULL: the settings' default_route
+    db["messages"].add_column("segments", str)  # JSON list, see app.domain.Message.segments
+    db["request_log"].add_column("outcome", str)  # e.g. "won", "hedge_lost", "cancelled"
+    db["outbox"].create(
+        {
+            "id": int,  # also the order items are sent in
+            "conversation_id": str,
+            "user_message_id": str,  # the answer is stored as its child (a sibling reply)
+            "provider": str,
+            "model": str,
+            "request": str,  # JSON of the ChatRequest, idempotency key included
+            "idempotency_key": str,
+            "state": str,  # queued / sending / sent / failed / cancelled
+            "attempts": int,
+            "last_error": str,
+            "answer_message_id": str,
+            "writer": str,  # "pid:start-ms" of the process sending it (state 'sending')
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk="id",
+        not_null={"conversation_id", "user_message_id", "provider", "request", "state"},
+        defaults={"attempts": 0},
+    )
+    db["outbox"].create_index(["state"])

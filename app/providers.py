@@ -57,6 +57,8 @@ class ProviderConfig:
         if not _NAME.match(self.name):
             raise UsageError(f"Provider name {self.name!r} must be 1-64 letters, digits, '-', '_' "
                              "or '.', starting with a letter or digit.")
+        if self.name.lower() == "local":
+            raise UsageError("'local' is the local model's name; choose another provider name.")
         if self.kind not in KINDS:
             raise UsageError(f"Provider kind must be one of {', '.join(KINDS)}; got {self.kind!r}.")
         url = urlparse(self.base_url)

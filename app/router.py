@@ -1,31 +1,57 @@
-"""Which engine answers a turn, and why (issue 4, second step: route policies and failover
-before the first token; mid-stream continuation, hedging and the outbox come next).
+"""Which engine answers a turn, and why.
 
-* ``local``  — private: only the local model; a cloud engine is never built.
-* ``cloud``  — only the chosen provider; its failures are shown.
-* ``auto``   — the provider first; if it cannot be reached (connection failed, timeout,
-  unavailable/overloaded, rate limited with retries exhausted) *before any token*, the local model
-  answers at once in the same reply, marked with the reason. Authentication and bad-request
-  errors are the user's to fix: they are shown, never silently failed over.
+Routes (per conversation, a default in settings, and a global Offline mode that forces local):
+
+* ``local``  — private: only the local model; a cloud engine is never built, no socket is opened.
+* ``cloud``  — only the chosen provider; its failures are shown (and, when it cannot be reached,
+  the request waits in the outbox: ``app.outbox``).
+* ``auto``   — the provider first, the local model behind it, all inside one reply:
+
+  - **before any token**: offline (known to the connectivity tracker), connection failed, timed
+    out, unavailable/overloaded, or rate limited with retries exhausted -> the local model answers
+    at once, marked with the engine and the reason;
+  - **hedging**: when the cloud's first token is later than ``hedge_after_s`` (default 2.5 s), the
+    local model starts too; the first to stream text wins and the other is cancelled (the cloud's
+    connection is closed). Both attempts go to the request log;
+  - **mid-stream**: a cloud stream that dies after some text is continued by the local model, given
+    the partial text as the start of its reply. The reply keeps segments (who wrote which part) and
+    a ``Seam`` event marks the switch.
+
+  Authentication and bad-request errors are the user's to fix: they are shown, never failed over.
+
+``RoutedEngine`` keeps the one ``Engine`` contract: text deltas, one ``Usage`` (the segments'
+counts added up), one ``Finished`` whose TTFT counts from the start of the turn.
 """
 from __future__ import annotations
 
+import dataclasses
 import enum
+import queue
 import threading
-from typing import Iterator
+import time
+from typing import Callable, Iterator
 
 from app.connectivity import Connectivity, LinkState
-from app.domain import ChatRequest, StreamEvent
-from app.errors import (ConnectionFailed, ProviderUnavailable, RateLimited, TimeoutError_,
-                        UsageError)
+from app.domain import (ChatRequest, Finished, FinishReason, Seam, StreamEvent, TextDelta,
+                        Usage)
+from app.errors import (ConnectionFailed, OutpostError, ProviderUnavailable,
+                        RateLimited, StreamInterrupted, TimeoutError_, UsageError)
 
 FAILOVER_ERRORS = (ConnectionFailed, ProviderUnavailable, RateLimited, TimeoutError_)
+# Errors that end a stream after text and that the local model may continue from.
+CONTINUABLE_ERRORS = FAILOVER_ERRORS + (StreamInterrupted,)
+DEFAULT_HEDGE_AFTER_S = 2.5
+_POLL_S = 0.05
 
 
 class Route(str, enum.Enum):
     AUTO = "auto"
     LOCAL = "local"
     CLOUD = "cloud"
+
+
+ROUTE_LABELS = {Route.AUTO: "Auto (cloud, local fallback)", Route.LOCAL: "Local only",
+                Route.CLOUD: "Cloud only"}
 
 
 def parse_route(value: str) -> Route:
@@ -35,18 +61,94 @@ def parse_route(value: str) -> Route:
         raise UsageError(f"Route must be auto, local or cloud; got {value!r}.") from None
 
 
+@dataclasses.dataclass(frozen=True)
+class RouteDecision:
+    route: Route
+    reason: str | None  # stored on the reply when the route alone explains who answered
+
+
+def decide_route(conversation_route: str | None, default_route: str, offline_mode: bool,
+                 provider: str | None) -> RouteDecision:
+    """The effective route of a turn. Offline mode wins over everything; a conversation's own
+    route wins over the default; Auto without a provider is the local model."""
+    if offline_mode:
+        return RouteDecision(Route.LOCAL, "offline mode")
+    route = parse_route(conversation_route or default_route)
+    if route is Route.LOCAL:
+        return RouteDecision(Route.LOCAL, "local-only conversation")
+    if provider is None:
+        if route is Route.CLOUD:
+            raise UsageError("This conversation is Cloud only, but no cloud provider is chosen; "
+                             "pick one (or switch the conversation to Auto or Local only).")
+        return RouteDecision(Route.LOCAL, None)
+    return RouteDecision(route, None)
+
+
+class CancelWithReason(threading.Event):
+    """A cancel event that says why it was set; engines log it as the attempt's outcome."""
+
+    reason = "cancelled"
+
+    def set_because(self, reason: str) -> None:
+        if not self.is_set():
+            self.reason = reason
+        self.set()
+
+
+_DONE = object()
+
+
+class _Runner:
+    """One engine's stream, pumped on its own thread into a shared queue, so the router can
+    wait on two engines at once (hedging) and still notice the user's cancel within 50 ms."""
+
+    def __init__(self, tag: str, engine, request: ChatRequest, events: queue.Queue):
+        self.tag, self.engine = tag, engine
+        self.cancel = CancelWithReason()
+        self.started = time.monotonic()
+        self.text = ""
+        self.usage: Usage | None = None
+        self.finish: Finished | None = None
+        self.thread = threading.Thread(target=self._pump, args=(request, events),
+                                       name=f"outpost-route-{tag}", daemon=True)
+        self.thread.start()
+
+    def _pump(self, request: ChatRequest, events: queue.Queue) -> None:
+        try:
+            self.engine.wait_ready()
+            for event in self.engine.stream(request, self.cancel):
+                events.put((self, event))
+        except BaseException as exc:  # handed to the router's thread, which decides
+            events.put((self, exc))
+        finally:
+            events.put((self, _DONE))
+
+
 class RoutedEngine:
     """The cloud engine with the local one behind it (route ``auto``), behind the same
-    ``Engine`` contract. After streaming, ``answered`` is who wrote the reply and ``reason``
-    says why, in plain words; the chat service stores both on the message."""
+    ``Engine`` contract. After streaming, ``answered`` is who wrote (the last part of) the reply,
+    ``reason`` says why in plain words, ``segments`` who wrote which part, and
+    ``cloud_unreachable`` whether the provider could not be reached before any token (the
+    outbox uses it)."""
 
-    def __init__(self, cloud, local_factory, connectivity: Connectivity | None = None):
+    def __init__(self, cloud, local_factory: Callable[[], object],
+                 connectivity: Connectivity | None = None,
+                 hedge_after_s: float | None = DEFAULT_HEDGE_AFTER_S,
+                 on_attempt: Callable[[object], None] | None = None):
         self.cloud = cloud
         self._local_factory = local_factory  # built only when needed
         self.connectivity = connectivity
-        self.answered = cloud.info
-        self.reason = f"cloud first ({cloud.info.engine})"
+        self.hedge_after_s = hedge_after_s if hedge_after_s and hedge_after_s > 0 else None
+        self.on_attempt = on_attempt
         self._local = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.answered = self.cloud.info
+        self.reason = f"cloud first ({self.cloud.info.engine})"
+        self.segments: list[dict] = []
+        self.cloud_unreachable = False
+        self.hedged = False
 
     @property
     def info(self):
@@ -57,27 +159,266 @@ class RoutedEngine:
     def wait_ready(self, timeout: float | None = None) -> None:
         return None
 
+    @property
+    def local(self):
+        if self._local is None:
+            self._local = self._local_factory()
+        return self._local
+
+    @property
+    def implicit_params(self) -> dict:
+        return getattr(self._local, "implicit_params", {}) if self.answered is not \
+            self.cloud.info and self._local is not None else {}
+
     def close(self) -> None:
         self.cloud.close()
         if self._local is not None:
             self._local.close()
 
+    # -- the stream ----------------------------------------------------------------------------
     def stream(self, request: ChatRequest, cancel: threading.Event) -> Iterator[StreamEvent]:
+        self._reset()
+        self._key = request.idempotency_key
+        turn_started = time.monotonic()
         name = self.cloud.info.engine
-        if self.connectivity is not None and \
-                self.connectivity.state(name) is LinkState.OFFLINE:
-            reason = f"{self.connectivity.reason(name)}: answered locally"
-        else:
-            try:
-                # A cloud engine raises only before its first event; after text it ends the
-                # stream with Finished(error) instead, so nothing is ever resent here.
-                yield from self.cloud.stream(request, cancel)
+        events: queue.Queue = queue.Queue()
+        runners: list[_Runner] = []
+        try:
+            if self.connectivity is not None and \
+                    self.connectivity.state(name) is LinkState.OFFLINE:
+                self.cloud_unreachable = True
+                local = self._start_local(request, events, runners,
+                                          f"{self.connectivity.reason(name)}: answered locally")
+                winner = yield from self._race_local_only(local, cancel, events, runners)
+            else:
+                cloud = _Runner("cloud", self.cloud, request, events)
+                runners.append(cloud)
+                winner = yield from self._race(request, cancel, events, runners, turn_started)
+            if winner is None:
                 return
-            except FAILOVER_ERRORS as exc:
-                reason = f"{name} failed before answering ({exc.kind}): answered locally"
-                if self.connectivity is not None:
-                    self.connectivity.record(name, exc.kind)
-        local = self._local = self._local or self._local_factory()
-        local.wait_ready()
+            yield from self._follow(winner, request, cancel, events, runners, turn_started)
+        finally:
+            for runner in runners:
+                runner.cancel.set_because("cancelled")
+            for runner in runners:
+                runner.thread.join(timeout=10)
+
+    def _start_local(self, request, events, runners, reason) -> _Runner:
+        local = self.local
+        runner = _Runner("local", local, request, events)
+        runners.append(runner)
         self.answered, self.reason = local.info, reason
-        yield from local.stream(request, cancel)
+        return runner
+
+    def _next(self, events: queue.Queue, cancel: threading.Event, runners, timeout: float):
+        """The next (runner, event) within ``timeout`` s, passing the user's cancel on."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if cancel.is_set():
+                for runner in runners:
+                    runner.cancel.set_because("cancelled")
+            try:
+                return events.get(timeout=max(0.0, min(_POLL_S, deadline - time.monotonic())))
+            except queue.Empty:
+                if time.monotonic() >= deadline:
+                    return None
+
+    def _race(self, request, cancel, events, runners, turn_started):
+        """Until someone streams text. Returns (winner, its events so far), or None when the
+        reply ended without any text (those events are yielded here)."""
+        cloud = runners[0]
+        name = self.cloud.info.engine
+        local: _Runner | None = None
+        dead: set = set()
+        backlog: dict = {cloud: []}
+        while True:
+            timeout = 3600.0
+            if local is None and self.hedge_after_s is not None:
+                timeout = turn_started + self.hedge_after_s - time.monotonic()
+                if timeout <= 0:
+                    self.hedged = True
+                    local = self._start_local(
+                        request, events, runners,
+                        f"cloud first token later than {self.hedge_after_s:g} s ({name}): "
+                        "answered locally")
+                    backlog[local] = []
+                    continue
+            got = self._next(events, cancel, runners, timeout)
+            if got is None:
+                continue
+            runner, event = got
+            if event is _DONE:
+                dead.add(runner)
+                if dead >= set(backlog) and all(not b for b in backlog.values()):
+                    return None  # nobody said anything (cannot happen with a correct engine)
+                continue
+            if isinstance(event, BaseException):
+                dead.add(runner)
+                if runner is cloud and isinstance(event, FAILOVER_ERRORS):
+                    if self.connectivity is not None:
+                        self.connectivity.record(name, event.kind)
+                    if local is None:
+                        self.cloud_unreachable = True
+                        local = self._start_local(
+                            request, events, runners,
+                            f"{name} failed before answering ({event.kind}): answered locally")
+                        backlog[local] = []
+                        continue
+                    if local not in dead:
+                        self.reason = (f"{name} failed before answering ({event.kind}) while "
+                                       "the local model was hedging: answered locally")
+                        continue
+                    raise event
+                if runner is cloud:  # authentication, bad request, …: the user's to fix
+                    if local is not None:
+                        local.cancel.set_because("cancelled")
+                    raise event
+                # the local model failed (did not load?)
+                self._log_local(runner, "failed", getattr(event, "kind", "bug"))
+                if cloud in dead:
+                    raise event
+                self.answered, self.reason = self.cloud.info, f"cloud first ({name})"
+                continue
+            backlog[runner].append(event)
+            if isinstance(event, TextDelta) and event.text or isinstance(event, Finished):
+                for other in runners:
+                    if other is not runner and other not in dead:
+                        other.cancel.set_because("hedge_lost")
+                        if other.tag == "local":
+                            self._log_local(other, "hedge_lost", None)
+                if runner is cloud:
+                    self.answered = self.cloud.info
+                    if self.hedged:
+                        self.reason = "cloud answered first; the local hedge was cancelled"
+                if isinstance(event, TextDelta):
+                    return runner, backlog[runner]
+                # the reply ended before any text (an empty answer, or cancelled)
+                if runner.tag == "local":
+                    self._log_local(runner, _outcome(event), None)
+                self.segments = [self._segment(runner, 0)]
+                self.segments[0]["end"] = 0
+                yield from backlog[runner]
+                return None
+
+    def _race_local_only(self, local, cancel, events, runners):
+        """The local model alone (the provider is known to be offline): the same shape as
+        ``_race``, so ``_follow`` handles both."""
+        backlog: list = []
+        while True:
+            got = self._next(events, cancel, runners, 3600.0)
+            if got is None:
+                continue
+            _, event = got
+            if event is _DONE:
+                return None
+            if isinstance(event, BaseException):
+                self._log_local(local, "failed", getattr(event, "kind", "bug"))
+                raise event
+            backlog.append(event)
+            if isinstance(event, TextDelta) and event.text:
+                return local, backlog
+            if isinstance(event, Finished):
+                self._log_local(local, _outcome(event), None)
+                self.segments = [dict(self._segment(local, 0), end=0)]
+                yield from backlog
+                return None
+
+    def _follow(self, winner, request, cancel, events, runners, turn_started):
+        """Yield the winner's events; continue on the local model if the cloud dies mid-way."""
+        winner, backlog = winner
+        first_text_at = time.monotonic()
+        text = ""
+        current = winner
+        self.segments = [self._segment(current, 0)]
+        usages: list[Usage] = []
+        cloud_error: Exception | None = None
+        while True:
+            if backlog:
+                event = backlog.pop(0)
+            else:
+                got = self._next(events, cancel, runners, 3600.0)
+                if got is None:
+                    continue
+                runner, event = got
+                if runner is not current:
+                    continue  # the loser's last words
+            if event is _DONE:
+                continue
+            if isinstance(event, BaseException):
+                if current.tag == "local":
+                    self._log_local(current, "failed", getattr(event, "kind", "bug"))
+                if not text or not isinstance(event, OutpostError):
+                    raise event
+                # the continuation could not start: keep what the cloud wrote, as interrupted
+                self.segments[-1]["end"] = len(text)
+                yield self._combined_usage(usages)
+                yield Finished(FinishReason.ERROR, ttft_ms=self._ms(first_text_at, turn_started),
+                               error=cloud_error or event)
+                return
+            if isinstance(event, TextDelta):
+                text += event.text
+                yield event
+            elif isinstance(event, Usage):
+                usages.append(event)
+            elif isinstance(event, Finished):
+                if current.tag == "local":
+                    self._log_local(current, _outcome(event), None)
+                if current.tag == "cloud" and event.reason is FinishReason.ERROR and \
+                        isinstance(event.error, CONTINUABLE_ERRORS) and not cancel.is_set():
+                    cloud_error = event.error
+                    name = self.cloud.info.engine
+                    if self.connectivity is not None:
+                        self.connectivity.record(name, event.error.kind)
+                    reason = (f"{name} stream broke after {len(text)} characters "
+                              f"({event.error.kind}): continued locally")
+                    continuation = dataclasses.replace(
+                        request, assistant_prefix=request.assistant_prefix + text)
+                    current = self._start_local(continuation, events, runners, reason)
+                    self.segments[-1]["end"] = len(text)
+                    self.segments.append(self._segment(current, len(text), reason))
+                    info = current.engine.info
+                    yield Seam(info.engine, info.model, reason, len(text))
+                    continue
+                self.segments[-1]["end"] = len(text)
+                yield self._combined_usage(usages)
+                yield dataclasses.replace(event, ttft_ms=self._ms(first_text_at, turn_started))
+                return
+
+    @staticmethod
+    def _ms(at: float, since: float) -> float:
+        return round((at - since) * 1000, 2)
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def _segment(self, runner: _Runner, start: int, reason: str | None = None) -> dict:
+        info = runner.engine.info
+        segment = {"engine": info.engine, "model": info.model, "start": start, "end": None}
+        if reason:
+            segment["reason"] = reason
+        return segment
+
+    @staticmethod
+    def _combined_usage(usages: list[Usage]) -> Usage:
+        if not usages:
+            return Usage(0, 0, estimated=True)
+        first = usages[0]
+        return Usage(first.prompt_tokens, sum(u.completion_tokens for u in usages),
+                     estimated=any(u.estimated for u in usages),
+                     cached_prompt_tokens=first.cached_prompt_tokens)
+
+    def _log_local(self, runner: _Runner, outcome: str, error_kind: str | None) -> None:
+        """Local attempts go to the request log too when the router raced or failed over."""
+        if self.on_attempt is None or getattr(runner, "_logged", False):
+            return
+        runner._logged = True
+        from engines.http_policy import AttemptRecord
+
+        info = runner.engine.info
+        self.on_attempt(AttemptRecord(
+            attempt=1, status=None, latency_ms=(time.monotonic() - runner.started) * 1000,
+            error_kind=error_kind, idempotency_key=getattr(self, "_key", ""), provider="local",
+            model=info.model, outcome=outcome))
+
+
+def _outcome(finish: Finished) -> str:
+    return {FinishReason.CANCELLED: "cancelled", FinishReason.ERROR: "failed"}.get(
+        finish.reason, "won")

@@ -59,6 +59,20 @@ SCHEMA: tuple[Option, ...] = (
            choices=("refuse", "memory", "file")),
     Option("chat_target", str, "local",
            "Who answers new messages in the window: 'local', or 'provider:NAME'."),
+    Option("default_route", str, "auto",
+           "Route of conversations that have none of their own: auto (the chosen provider "
+           "first, the local model when it cannot answer), local (never leaves the machine) or "
+           "cloud (the provider only; unreachable: the request waits in the outbox).",
+           choices=("auto", "local", "cloud")),
+    Option("offline_mode", bool, False,
+           "Offline mode: every conversation is answered by the local model; nothing is sent "
+           "and no connection is opened."),
+    Option("hedge_after_s", float, 2.5,
+           "Auto route: when the cloud's first token is later than this, the local model starts "
+           "too and the first to stream wins. 0 turns hedging off.", 0.0, 600.0),
+    Option("send_when_online", bool, False,
+           "Auto route: when the provider cannot be reached, also queue the message in the "
+           "outbox and send it once the provider is back (the local model answers now)."),
 )
 
 _BY_NAME = {option.name: option for option in SCHEMA}

@@ -122,6 +122,7 @@ def _row_to_message(row: dict) -> Message:
         finish_reason=row["finish_reason"],
         error=row["error"],
         route_reason=row.get("route_reason"),
+        segments=json.loads(row["segments"]) if row.get("segments") else None,
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -129,7 +130,8 @@ def _row_to_message(row: dict) -> Message:
 
 def _row_to_conversation(row: dict) -> Conversation:
     return Conversation(id=row["id"], title=row["title"] or "", created_at=row["created_at"],
-                        updated_at=row["updated_at"], system_prompt=row["system_prompt"] or "")
+                        updated_at=row["updated_at"], system_prompt=row["system_prompt"] or "",
+                        route=row.get("route"))
 
 
 class Store:
@@ -171,6 +173,11 @@ class Store:
                     conn.close()
             self._connections.clear()
         self._local = threading.local()
+
+    def transaction(self):
+        """``with store.transaction() as db:`` one write transaction (BEGIN IMMEDIATE), for the
+        core modules that own a table of their own (``app.outbox``)."""
+        return self._tx()
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite_utils.Database]:
@@ -225,10 +232,11 @@ class Store:
         return dest
 
     # -- conversations -----------------------------------------------------------------------
-    def create_conversation(self, title: str = "New chat", system_prompt: str = "") -> Conversation:
+    def create_conversation(self, title: str = "New chat", system_prompt: str = "",
+                            route: str | None = None) -> Conversation:
         stamp = now_iso()
         row = {"id": new_id(), "title": title, "system_prompt": system_prompt,
-               "created_at": stamp, "updated_at": stamp}
+               "created_at": stamp, "updated_at": stamp, "route": route}
         with self._tx() as db:
             db["conversations"].insert(row)
         return _row_to_conversation(row)
@@ -253,9 +261,18 @@ class Store:
         with self._tx() as db:
             db["conversations"].update(conversation_id, {"title": title})
 
+    def set_conversation_route(self, conversation_id: str, route: str | None) -> None:
+        """auto / local / cloud, or None for the settings' default."""
+        if route not in (None, "auto", "local", "cloud"):
+            raise UsageError(f"Route must be auto, local or cloud; got {route!r}.")
+        self.get_conversation(conversation_id)
+        with self._tx() as db:
+            db["conversations"].update(conversation_id, {"route": route})
+
     def delete_conversation(self, conversation_id: str) -> None:
         self.get_conversation(conversation_id)
         with self._tx() as db:
+            db["outbox"].delete_where("conversation_id = ?", [conversation_id])
             db["messages"].delete_where("conversation_id = ?", [conversation_id])
             db["conversations"].delete(conversation_id)
 
@@ -276,7 +293,7 @@ class Store:
             "model": model, "params": json.dumps(params) if params is not None else None,
             "prompt_tokens": None, "completion_tokens": None, "cached_prompt_tokens": None,
             "tokens_estimated": 0, "ttft_ms": None, "tokens_per_s": None, "finish_reason": None,
-            "error": None, "route_reason": None,
+            "error": None, "route_reason": None, "segments": None,
             "writer": this_writer() if status is MessageStatus.STREAMING else None,
             "created_at": stamp, "updated_at": stamp,
         }
@@ -291,13 +308,23 @@ class Store:
             fields["status"] = status.value
             if status is not MessageStatus.STREAMING:
                 fields["writer"] = None
-        if "params" in fields and fields["params"] is not None:
-            fields["params"] = json.dumps(fields["params"])
+        for name in ("params", "segments"):
+            if name in fields and fields[name] is not None:
+                fields[name] = json.dumps(fields[name])
         if "tokens_estimated" in fields:
             fields["tokens_estimated"] = int(bool(fields["tokens_estimated"]))
         fields["updated_at"] = now_iso()
         with self._tx() as db:
             db["messages"].update(message_id, fields)
+
+    def delete_empty_reply(self, message_id: str | None) -> None:
+        """Drop an assistant row that never got any text (a queued request's failed attempt);
+        a row with text is never deleted here."""
+        if message_id is None:
+            return
+        with self._tx() as db:
+            db.execute("delete from messages where id = ? and role = 'assistant' and "
+                       "content = ''", [message_id])
 
     def get_message(self, message_id: str) -> Message:
         with storage_errors(self.path):
@@ -346,7 +373,8 @@ class Store:
                 "idempotency_key": record.idempotency_key, "provider": record.provider,
                 "model": record.model, "attempt": record.attempt, "status": record.status,
                 "latency_ms": round(record.latency_ms, 1), "error_kind": record.error_kind,
-                "rate_limits": json.dumps(record.rate_limits), "created_at": now_iso()})
+                "rate_limits": json.dumps(record.rate_limits),
+                "outcome": getattr(record, "outcome", None), "created_at": now_iso()})
 
     def request_log(self, idempotency_key: str | None = None) -> list[dict]:
         with storage_errors(self.path):

@@ -180,12 +180,13 @@ class CloudEngine:
 
     # -- one attempt -------------------------------------------------------------------------
     def _record(self, attempt: int, started: float, status: int | None,
-                error: OutpostError | None) -> None:
+                error: OutpostError | None, outcome: str | None = None) -> None:
         if self.on_attempt is not None:
             self.on_attempt(AttemptRecord(
                 attempt=attempt, status=status, latency_ms=(time.monotonic() - started) * 1000,
                 error_kind=error.kind if error else None, rate_limits=dict(self.rate_limits),
-                idempotency_key=self._current_key, provider=self.config.name, model=self.model))
+                idempotency_key=self._current_key, provider=self.config.name, model=self.model,
+                outcome=outcome))
 
     def _attempt(self, request: ChatRequest, cancel: threading.Event, attempt: int,
                  turn_started: float) -> Iterator[StreamEvent]:
@@ -203,7 +204,7 @@ class CloudEngine:
         except httpx.HTTPError as exc:
             watchdog.stop()
             if watchdog.fired == "cancel":
-                self._record(attempt, started, None, None)
+                self._record(attempt, started, None, None, _cancel_outcome(cancel))
                 yield from self._finish(request, StreamState(), FinishReason.CANCELLED,
                                         turn_started, None, None)
                 return
@@ -314,7 +315,8 @@ class CloudEngine:
             failure = ConnectionFailed(f"The connection to {self.config.name} broke: "
                                        f"{exc or type(exc).__name__}.")
         if watchdog.fired == "cancel":
-            self._record(attempt, started, response.status_code, None)
+            self._record(attempt, started, response.status_code, None, _cancel_outcome(
+                watchdog.cancel))
             yield from self._finish(request, state, FinishReason.CANCELLED, turn_started,
                                     first_at, last_at)
             return
@@ -410,3 +412,8 @@ class CloudEngine:
         if first_at is not None and last_at is not None and last_at > first_at and tokens > 1:
             tps = (tokens - 1) / (last_at - first_at)
         yield Finished(reason, ttft_ms=ttft_ms, tokens_per_s=tps, error=error)
+
+
+def _cancel_outcome(cancel: threading.Event) -> str:
+    """Why the attempt was cancelled: the user, or the router (``hedge_lost``)."""
+    return getattr(cancel, "reason", None) or "cancelled"

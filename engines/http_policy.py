@@ -69,8 +69,9 @@ class AttemptRecord:
     error_kind: str | None
     rate_limits: dict[str, str] = field(default_factory=dict)
     idempotency_key: str = ""
-    provider: str = ""
+    provider: str = ""  # "local" for the local model's attempts (hedging, failover)
     model: str = ""
+    outcome: str | None = None  # "cancelled", "hedge_lost" (the other engine won), "won", …
 
 
 def parse_retry_after(headers: Mapping[str, str], now: dt.datetime | None = None) -> float | None:

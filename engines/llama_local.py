@@ -242,6 +242,13 @@ class LocalEngine:
         prompt = self._formatter.format(request.messages)
         tokens = self._llm.tokenize(prompt.text.encode("utf-8"), add_bos=prompt.add_bos,
                                     special=True)
+        prefix = request.assistant_prefix
+        if prefix:
+            # Continue a reply another engine started (mid-stream continuation). Its text is
+            # tokenized as plain text: special-token syntax in it stays text.
+            if prompt.template == "plain" and not prefix[:1].isspace():
+                prefix = " " + prefix
+            tokens += self._llm.tokenize(prefix.encode("utf-8"), add_bos=False, special=False)
         return tokens, tuple(prompt.stop) + tuple(request.stop)
 
     def _serve(self, job: _Job) -> None:

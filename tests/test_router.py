@@ -119,7 +119,7 @@ def test_cli_routes(outpost_home):
     local = cli("ask", "Say hi", "--provider", "down", "--route", "local", "--json",
                 "--max-tokens", "6")
     finished = json.loads(local.stdout.splitlines()[-1])
-    assert finished["engine"] == "local" and finished["route_reason"].startswith("local only")
+    assert finished["engine"] == "local" and finished["route_reason"] == "local-only conversation"
     shown = json.loads(cli("history", "show", finished["conversation_id"], "--json").stdout)
     assert shown[-1]["engine"] == "local"
     assert cli("ask", "x", "--route", "cloud").returncode == 2

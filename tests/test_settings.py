@@ -15,6 +15,8 @@ DEFAULTS = {
     "system_prompt": "You are a helpful assistant.", "temperature": 0.7, "top_p": 0.95,
     "max_tokens": 512, "user_id": "", "key_fallback": "refuse", "chat_target": "local",
     "first_token_timeout_s": 30.0, "idle_timeout_s": 60.0,
+    "default_route": "auto", "offline_mode": False, "hedge_after_s": 2.5,
+    "send_when_online": False,
 }
 
 

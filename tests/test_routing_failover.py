@@ -1,0 +1,155 @@
+"""Failover in the middle of a reply and hedged requests (issue 4): the fault server plays the
+cloud, the real bundled model is the local engine."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from app.chat_service import ChatService, TurnOptions
+from app.connectivity import Connectivity
+from app.domain import FinishReason, Finished, MessageStatus, Seam, TextDelta, Usage
+from app.router import RoutedEngine
+from app.settings import Settings
+from app.store import Store
+from tests.fault_server import Cut, fault_server, normal, slow_first_token
+from tests.test_router import Borrowed, cloud
+
+pytestmark = pytest.mark.local_model
+
+
+def run_turn(store: Store, engine, prompt: str = "Say hello.", max_tokens: int = 16):
+    turn = ChatService(store, Settings()).start_turn(
+        prompt, model=engine.info.model,
+        options=TurnOptions(max_tokens=max_tokens, temperature=0.0))
+    events = list(turn.run(engine, threading.Event()))
+    return turn, events, store.get_message(turn.assistant_message_id)
+
+
+def test_stream_cut_mid_answer_is_continued_locally_in_the_same_message(tmp_path, local_engine):
+    store = Store(tmp_path / "outpost.db")
+    with fault_server() as server:
+        server.script([Cut(chunks=("The capital", " of France", " is", " Paris"), after=2)])
+        routed = RoutedEngine(cloud(server.url + "/v1", store), lambda: Borrowed(local_engine),
+                              Connectivity(), hedge_after_s=None,
+                              on_attempt=store.log_attempt)
+        turn, events, message = run_turn(store, routed)
+    cloud_part = "The capital of France"
+    seams = [e for e in events if isinstance(e, Seam)]
+    assert len(seams) == 1 and seams[0].offset == len(cloud_part)
+    assert seams[0].engine == "local" and "stream broke" in seams[0].reason
+    # text before the seam came from the cloud, text after it from the local model
+    assert message.content.startswith(cloud_part) and len(message.content) > len(cloud_part)
+    assert message.status is MessageStatus.COMPLETE
+    assert message.engine == "local" and "continued locally" in message.route_reason
+    assert [(s["engine"], s["start"], s["end"]) for s in message.segments] == [
+        ("fault", 0, len(cloud_part)), ("local", len(cloud_part), len(message.content))]
+    assert len([m for m in store.messages(turn.conversation_id) if m.role.value == "assistant"
+                ]) == 1
+    # one Usage and one Finished for the whole reply, and the TTFT is the cloud's first text
+    assert len([e for e in events if isinstance(e, Usage)]) == 1
+    finished = [e for e in events if isinstance(e, Finished)]
+    assert len(finished) == 1 and finished[0].reason in (FinishReason.STOP, FinishReason.LENGTH)
+    # the local model was really given the partial text as the start of its reply
+    log = store.request_log(turn.request.idempotency_key)
+    assert [r["provider"] for r in log] == ["fault", "local"]
+    assert log[1]["outcome"] == "won"
+
+
+def test_the_local_model_continues_from_the_partial_text(local_engine):
+    """Greedy decoding: continuing from a prefix gives what the model would have written after
+    that prefix, not a fresh answer."""
+    from app.domain import ChatMessage, ChatRequest, Role, accumulate
+
+    messages = (ChatMessage(Role.USER, "Count from one to ten in words."),)
+    full = accumulate(local_engine.stream(ChatRequest("m", messages, temperature=0.0,
+                                                      max_tokens=24), threading.Event())).text
+    prefix = full[: len(full) // 2]
+    rest = accumulate(local_engine.stream(
+        ChatRequest("m", messages, temperature=0.0, max_tokens=24, assistant_prefix=prefix),
+        threading.Event())).text
+    assert rest and full.startswith(prefix) and (prefix + rest).startswith(full[: len(prefix) + 3])
+
+
+def test_slow_first_token_is_hedged_and_the_local_model_wins(tmp_path, local_engine):
+    store = Store(tmp_path / "outpost.db")
+    with fault_server() as server:
+        server.script([slow_first_token(delay=8.0)])
+        routed = RoutedEngine(cloud(server.url + "/v1", store), lambda: Borrowed(local_engine),
+                              Connectivity(), hedge_after_s=0.5,
+                              on_attempt=store.log_attempt)
+        started = time.monotonic()
+        turn, events, message = run_turn(store, routed)
+        elapsed = time.monotonic() - started
+        deadline = time.monotonic() + 5
+        while not server.requests[0].disconnected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.requests[0].disconnected  # the cloud request's connection was closed
+    assert elapsed < 6  # did not wait for the slow cloud
+    assert message.engine == "local" and message.status is MessageStatus.COMPLETE
+    assert "later than 0.5 s" in message.route_reason
+    finished = [e for e in events if isinstance(e, Finished)][0]
+    assert finished.ttft_ms >= 500  # counted from the start of the turn, not the hedge
+    log = {r["provider"]: r for r in store.request_log(turn.request.idempotency_key)}
+    assert log["local"]["outcome"] == "won" and log["fault"]["outcome"] == "hedge_lost"
+
+
+def test_cloud_that_answers_in_time_wins_and_no_hedge_starts(tmp_path, local_engine):
+    store = Store(tmp_path / "outpost.db")
+
+    def no_local():
+        raise AssertionError("the local model should not be needed")
+
+    with fault_server() as server:
+        server.script([normal()])
+        routed = RoutedEngine(cloud(server.url + "/v1", store), no_local, Connectivity(),
+                              hedge_after_s=2.5)
+        _, events, message = run_turn(store, routed)
+    assert message.engine == "fault" and message.content == "Hello from the fault server."
+    assert message.segments == [{"engine": "fault", "model": "test-model", "start": 0,
+                                 "end": len(message.content)}]
+    assert not any(isinstance(e, Seam) for e in events)
+
+
+def test_cloud_wins_against_a_started_hedge(tmp_path, local_engine):
+    """The hedge starts, but the cloud's text arrives first: the local attempt is cancelled and
+    logged as lost."""
+    store = Store(tmp_path / "outpost.db")
+
+    class SlowLocal(Borrowed):
+        def stream(self, request, cancel):
+            if cancel.wait(5):  # never streams before it is cancelled
+                yield Usage(1, 0, estimated=True)
+                yield Finished(FinishReason.CANCELLED)
+
+    with fault_server() as server:
+        server.script([normal(first_delay=0.8)])
+        routed = RoutedEngine(cloud(server.url + "/v1", store),
+                              lambda: SlowLocal(local_engine), Connectivity(),
+                              hedge_after_s=0.2, on_attempt=store.log_attempt)
+        turn, _, message = run_turn(store, routed)
+    assert message.engine == "fault" and message.content == "Hello from the fault server."
+    assert "local hedge was cancelled" in message.route_reason
+    log = {r["provider"]: r for r in store.request_log(turn.request.idempotency_key)}
+    assert log["local"]["outcome"] == "hedge_lost" and log["fault"]["status"] == 200
+
+
+def test_user_cancel_stops_both_engines_of_a_hedge(tmp_path, local_engine):
+    store = Store(tmp_path / "outpost.db")
+    with fault_server() as server:
+        server.script([slow_first_token(delay=8.0)])
+        routed = RoutedEngine(cloud(server.url + "/v1", store), lambda: Borrowed(local_engine),
+                              Connectivity(), hedge_after_s=0.3)
+        turn = ChatService(store, Settings()).start_turn(
+            "Write a long story about the sea.", model="m",
+            options=TurnOptions(max_tokens=400))
+        cancel = threading.Event()
+        events = []
+        for event in turn.run(routed, cancel):
+            events.append(event)
+            if isinstance(event, TextDelta):
+                cancel.set()
+    assert isinstance(events[-1], Finished) and events[-1].reason is FinishReason.CANCELLED
+    message = store.get_message(turn.assistant_message_id)
+    assert message.status is MessageStatus.INTERRUPTED
