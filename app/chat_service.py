@@ -65,6 +65,18 @@ def history_messages(system_prompt: str, messages: list[Message]) -> list[ChatMe
     return out
 
 
+@dataclass(frozen=True)
+class OutboxPlan:
+    """When this turn's request goes to the outbox: under Cloud only (``always``) when the
+    provider cannot be reached; under Auto with "send when online" (``with_local``) when the
+    local model answered because the provider could not be reached."""
+
+    provider: str
+    model: str | None
+    always: bool = False
+    with_local: bool = False
+
+
 @dataclass
 class Turn:
     """One user turn: the saved prompt, the request built for it, and (once run) the reply."""
@@ -75,13 +87,15 @@ class Turn:
     request: ChatRequest
     assistant_message_id: str | None = None
     reply: Reply = field(default_factory=Reply)
+    route_reason: str | None = None  # why this engine (when the engine does not say)
+    outbox_plan: OutboxPlan | None = None
 
     def run(self, engine: Engine, cancel: threading.Event,
             route_reason: str | None = None) -> Iterator[StreamEvent]:
         """Stream the reply from ``engine``, persisting it as it arrives. A routing engine
         (``app.router.RoutedEngine``) reports who answered and why; that is stored too."""
         self._engine = engine
-        self._route_reason = route_reason
+        self._route_reason = route_reason or self.route_reason
         info = engine.info
         message = self.store.add_message(
             self.conversation_id, Role.ASSISTANT, "", status=MessageStatus.STREAMING,
@@ -165,6 +179,23 @@ class ChatService:
         self.settings = settings
         self.outbox = Outbox(store)
 
+    def queue_if_unreachable(self, turn: Turn, engine=None,
+                             error: Exception | None = None) -> OutboxItem | None:
+        """After a turn (``error``: what it raised): queue its request in the outbox when its
+        plan says so. The CLI and the window both call this, so they behave alike."""
+        from app.router import FAILOVER_ERRORS
+
+        plan = turn.outbox_plan
+        if plan is None:
+            return None
+        if error is not None:
+            if plan.always and isinstance(error, FAILOVER_ERRORS):
+                return self.queue_for_later(turn, plan.provider, plan.model, error)
+            return None
+        if plan.with_local and getattr(engine, "cloud_unreachable", False):
+            return self.queue_for_later(turn, plan.provider, plan.model)
+        return None
+
     def queue_for_later(self, turn: Turn, provider: str, model: str | None,
                         error: Exception | None = None) -> OutboxItem:
         """Put the turn's request in the outbox (cloud wanted, provider unreachable). With
@@ -185,7 +216,8 @@ class ChatService:
     def retry_turn(self, failed: Turn) -> Turn:
         """Answer the same saved prompt again (same request, same idempotency key); the new
         reply is stored as a sibling of the failed one."""
-        return Turn(self.store, failed.conversation_id, failed.user_message_id, failed.request)
+        return Turn(self.store, failed.conversation_id, failed.user_message_id, failed.request,
+                    route_reason=failed.route_reason, outbox_plan=failed.outbox_plan)
 
     def start_turn(self, prompt: str, conversation_id: str | None = None, *, model: str,
                    options: TurnOptions = TurnOptions(), route: str | None = None) -> Turn:

@@ -157,7 +157,8 @@ def _read_prompt(value: str) -> str:
 def cmd_ask(args: argparse.Namespace) -> int:
     from app.chat_service import TurnOptions
     from app.domain import Finished, FinishReason, Seam, TextDelta, Usage
-    from app.router import FAILOVER_ERRORS, Route
+    from app.chat_service import OutboxPlan
+    from app.router import Route
 
     settings, store, service = _open_core()
     cancel = threading.Event()
@@ -181,6 +182,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
             options=TurnOptions(temperature=args.temperature, top_p=args.top_p,
                                 max_tokens=args.max_tokens, stop=tuple(args.stop)),
             route=args.route)
+        if decision.route is not Route.LOCAL:
+            turn.outbox_plan = OutboxPlan(args.provider, args.model,
+                                          always=decision.route is Route.CLOUD,
+                                          with_local=send_when_online)
         finish: Finished | None = None
         try:
             for event in turn.run(engine, cancel, route_reason):
@@ -202,14 +207,14 @@ def cmd_ask(args: argparse.Namespace) -> int:
                                "estimated": event.estimated})
                 elif isinstance(event, Finished):
                     finish = event
-        except FAILOVER_ERRORS as exc:
-            if decision.route is Route.CLOUD:  # Cloud only: the request waits for the provider
-                item = service.queue_for_later(turn, args.provider, args.model, exc)
-                if args.json:
-                    _report_queued(args, item, turn)
-                raise type(exc)(f"{exc} Queued in the outbox as item {item.id}; `outpost "
-                                "outbox send` sends it once the provider is reachable.") from None
-            raise
+        except OutpostError as exc:
+            item = service.queue_if_unreachable(turn, engine, exc)
+            if item is None:
+                raise
+            if args.json:
+                _report_queued(args, item, turn)
+            raise type(exc)(f"{exc} Queued in the outbox as item {item.id}; `outpost outbox "
+                            "send` sends it once the provider is reachable.") from None
         if not args.json:
             sys.stdout.write("\n")
         if args.json and finish is not None:
@@ -220,8 +225,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
                    "ttft_ms": _round(finish.ttft_ms), "tokens_per_s": _round(finish.tokens_per_s),
                    "engine": answered.engine, "model": answered.model,
                    "route_reason": getattr(engine, "reason", None) or route_reason})
-        if send_when_online and getattr(engine, "cloud_unreachable", False):
-            item = service.queue_for_later(turn, args.provider, args.model)
+        item = service.queue_if_unreachable(turn, engine)
+        if item is not None:
             _report_queued(args, item, turn)
         if finish is not None and finish.reason is FinishReason.ERROR:
             raise finish.error if isinstance(finish.error, OutpostError) else OutpostError(

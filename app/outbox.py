@@ -138,7 +138,8 @@ class Outbox:
         """A failed item (say the key was wrong and is fixed now) goes back in the queue."""
         with self.store.transaction() as db:
             changed = db.execute(
-                "update outbox set state = ?, updated_at = ? where id = ? and state = ?",
+                "update outbox set state = ?, last_error = null, answer_message_id = null, "
+                "updated_at = ? where id = ? and state = ?",
                 [OutboxState.QUEUED.value, now_iso(), item_id, OutboxState.FAILED.value]).rowcount
         if not changed:
             raise UsageError(f"Outbox item {item_id} is {self.get(item_id).state.value}, not "
@@ -223,6 +224,7 @@ class OutboxSender:
                     continue
                 turn = Turn(self.outbox.store, item.conversation_id, item.user_message_id,
                             item.request)
+                engine = None
                 try:
                     engine = self.engine_for(item.provider, item.model)
                     for _ in turn.run(engine, cancel, route_reason=(
@@ -244,6 +246,9 @@ class OutboxSender:
                 except BaseException:
                     self.outbox._finish(item.id, OutboxState.QUEUED, "interrupted")
                     raise
+                finally:
+                    if engine is not None:
+                        engine.close()
                 message = self.outbox.store.get_message(turn.assistant_message_id) \
                     if turn.assistant_message_id else None
                 finish = turn.reply.finish

@@ -53,7 +53,7 @@ def test_add_provider_test_connection_and_chat_through_it(qtbot, outpost, llama_
     index = picker.findData("provider:llama")
     assert index > 0
     picker.setCurrentIndex(index)
-    assert "Cloud" in window.route_label.text()
+    assert "Auto — " in window.route_label.text()
     assert Settings()["chat_target"] == "provider:llama"  # remembered
     send(qtbot, outpost, "Say hello.")
     conversation = outpost.store.list_conversations()[0]
@@ -68,29 +68,46 @@ def test_add_provider_test_connection_and_chat_through_it(qtbot, outpost, llama_
     assert window.grab().save(str(artifacts_dir / "main_window_cloud.png"))
 
 
-def test_unreachable_provider_shows_banner_and_retry_answers_locally(qtbot, outpost):
+def test_unreachable_provider_is_answered_locally_under_auto(qtbot, outpost):
     from app.providers import ProviderConfig
 
     outpost.registry.add(ProviderConfig("down", "openai", "http://127.0.0.1:9/v1", "m"))
     window = outpost.window
     window.refresh_targets("provider:down")
+    assert window.route_picker.currentData() == "auto"
     send(qtbot, outpost, "Are you there?")
-    assert window.banner.isVisible()
-    assert "Could not connect to down" in window.banner.label.text()
-    assert window.banner.retry_button.isVisible()
-    assert outpost.connectivity.state("down").value == "offline"  # 3 refused attempts
     conversation = outpost.store.list_conversations()[0]
     messages = outpost.store.messages(conversation.id)
-    assert messages[0].content == "Are you there?"  # the prompt stays
-    assert messages[-1].status is MessageStatus.ERROR
-
-    window.target_picker.setCurrentIndex(window.target_picker.findData("local"))
-    qtbot.mouseClick(window.banner.retry_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: window.controller.state == "idle", timeout=60000)
-    messages = outpost.store.messages(conversation.id)
-    assert [m.role for m in messages] == [Role.USER, Role.ASSISTANT, Role.ASSISTANT]
-    failed, answer = messages[1], messages[2]
-    assert failed.status is MessageStatus.ERROR and failed.engine == "down"
-    assert answer.status is MessageStatus.COMPLETE and answer.engine == "local"
-    assert failed.parent_id == answer.parent_id == messages[0].id  # siblings
+    assert [m.role for m in messages] == [Role.USER, Role.ASSISTANT]  # one reply, not two
+    reply = messages[1]
+    assert reply.status is MessageStatus.COMPLETE and reply.engine == "local"
+    assert "down failed before answering" in reply.route_reason
+    assert "answered locally" in window.view.bubbles[-1].footer.text()
     assert not window.banner.isVisible()
+    assert outpost.connectivity.state("down").value in ("degraded", "offline")
+
+
+def test_cloud_only_unreachable_waits_in_the_outbox(qtbot, outpost):
+    from app.providers import ProviderConfig
+
+    outpost.registry.add(ProviderConfig("down", "openai", "http://127.0.0.1:9/v1", "m"))
+    window = outpost.window
+    window.refresh_targets("provider:down")
+    window.route_picker.setCurrentIndex(window.route_picker.findData("cloud"))
+    window.route_picker.activated.emit(window.route_picker.currentIndex())
+    assert "Cloud only" in window.route_label.text()
+    assert window.composer.when_online.isChecked()  # automatic under Cloud only
+    send(qtbot, outpost, "Are you there?")
+    assert window.banner.isVisible() and "waits in the outbox" in window.banner.label.text()
+    assert not window.banner.retry_button.isVisible()
+    conversation = outpost.store.list_conversations()[0]
+    assert conversation.route == "cloud"  # the new chat kept the route picked before it
+    messages = outpost.store.messages(conversation.id)
+    assert messages[0].content == "Are you there?"  # the prompt stays
+    assert messages[-1].status is MessageStatus.ERROR and "Queued in the outbox" in \
+        messages[-1].error
+    [item] = outpost.service.outbox.pending()
+    assert item.provider == "down" and item.user_message_id == messages[0].id
+    assert window.outbox_button.isVisible() and "1 waiting" in window.outbox_button.text()
+    window.open_outbox()
+    assert window.outbox_panel.rows()[0][0] == item.id

@@ -19,6 +19,8 @@ from ui.providers_dialog import ProvidersDialog
 from ui.errors import install_excepthook
 from ui.main_window import MainWindow
 from ui.model_loader import ModelLoader
+from ui.outbox_monitor import OutboxMonitor
+from ui.outbox_panel import OutboxPanel
 from ui.tasks import TaskRunner
 
 
@@ -40,16 +42,32 @@ class OutpostApp:
         self.connectivity = Connectivity()
         self.cloud_pool = CloudEnginePool(on_attempt=self._on_attempt,
                                           timeouts=cloud_timeouts(self.settings))
-        cloud = CloudTargets(self.registry, self.keys, self.cloud_pool)
+        cloud = CloudTargets(self.registry, self.keys, self.cloud_pool, self.connectivity)
         self.window = MainWindow(
             self.store, self.settings,
             lambda view: ChatController(self.service, self.loader, view, cloud),
             self.loader,
             providers_dialog_factory=lambda parent: ProvidersDialog(
                 self.registry, self.keys, self.settings, self.tasks, parent),
-            registry=self.registry, tasks=self.tasks)
+            registry=self.registry, tasks=self.tasks, connectivity=self.connectivity,
+            outbox=self.service.outbox,
+            outbox_panel_factory=lambda parent: OutboxPanel(self.service.outbox, parent))
+        self.monitor = OutboxMonitor(self.settings, self.connectivity, self.service.outbox,
+                                     cloud, self.tasks, self._watched_providers)
+        self.window.monitor = self.monitor
+        self.monitor.links_changed.connect(self.window.refresh_links)
+        self.monitor.outbox_changed.connect(self.window.refresh_outbox)
+        self.monitor.sent.connect(self.window.outbox_sent)
+        self.window.offline_action.toggled.connect(lambda _on: self.monitor.tick())
         for warning in self.settings.load_warnings:
             self.window.banner.show_error(warning)
+
+    def _watched_providers(self) -> list[str]:
+        """The chosen provider, when the current conversation may use the cloud."""
+        controller = self.window.controller
+        if controller.provider is None or controller.effective_route() == "local":
+            return []
+        return [controller.provider]
 
     def _on_attempt(self, record) -> None:
         """Every cloud attempt: a request-log row, and news for the connectivity tracker."""
@@ -62,8 +80,12 @@ class OutpostApp:
         in the background while the window is already usable."""
         self.window.show()
         self.loader.load(self.settings["model_path"] or None)
+        self.window.update_route_display()
+        self.window.refresh_outbox()
+        self.monitor.start()
 
     def shutdown(self) -> None:
+        self.monitor.stop()
         self.window.controller.shutdown()
         self.loader.shutdown()
         self.cloud_pool.close()

@@ -11,9 +11,10 @@ import threading
 
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
-from app.chat_service import ChatService
+from app.chat_service import ChatService, OutboxPlan
 from app.domain import Finished, FinishReason, Message, Role
-from app.errors import OutpostError
+from app.errors import ModelError, OutpostError
+from app.router import Route, RoutedEngine, decide_route
 from ui.conversation_view import ConversationView
 from ui.model_loader import ModelLoader
 from ui.stream_worker import StreamWorker
@@ -23,14 +24,26 @@ FLUSH_MS = 33
 
 class CloudTargets:
     """Turns a provider name into a ready cloud engine: config, key (keychain, session memory or
-    the user's opted-in file, else the environment) and a pooled engine."""
+    the user's opted-in file, else the environment) and a pooled engine. Also carries what the
+    router needs: the connectivity tracker and the request log's ``on_attempt``."""
 
-    def __init__(self, registry, keys, pool):
+    def __init__(self, registry, keys, pool, connectivity=None):
         self.registry, self.keys, self.pool = registry, keys, pool
+        self.connectivity = connectivity
 
     def engine(self, name: str, model: str | None = None):
         config = self.registry.get(name)
         return self.pool.get(config, self.keys.resolve(config.name, config.base_url), model or None)
+
+    def fresh_engine(self, name: str, model: str | None = None):
+        """A new engine of its own (the outbox sends from a background thread while the
+        pooled engine may be streaming a chat reply); attempts go to the request log too."""
+        from engines.registry import create_cloud_engine
+
+        config = self.registry.get(name)
+        extra = {"timeouts": self.pool.timeouts} if self.pool.timeouts is not None else {}
+        return create_cloud_engine(config, self.keys.resolve(config.name, config.base_url),
+                                   model or None, on_attempt=self.pool.on_attempt, **extra)
 
     def models(self, name: str) -> list[str]:
         """The provider's models (blocking: run it in the background)."""
@@ -53,6 +66,9 @@ class ChatController(QObject):
     conversations_changed = Signal()
     reply_finished = Signal(object)  # the stored assistant Message, or None
     error_occurred = Signal(str, str)  # kind, plain message
+    notice = Signal(str)  # plain news that is not an error (a message queued in the outbox)
+    outbox_changed = Signal()
+    route_changed = Signal(str)  # the effective route policy of the current conversation
     turn_requested = Signal(object, object, object)  # -> StreamWorker.run_turn (queued)
 
     def __init__(self, service: ChatService, loader: ModelLoader, view: ConversationView,
@@ -66,6 +82,8 @@ class ChatController(QObject):
         self.target = "local"  # or "provider:NAME"
         self.cloud_model: str | None = None  # None: the provider's default model
         self.failed_turn = None  # the last turn that ended in an error: Retry answers it again
+        self.new_chat_route: str | None = None  # route of the chat not created yet (None: default)
+        self.send_when_online = bool(service.settings["send_when_online"])
         self.state = IDLE
         self.conversation_id: str | None = None
         self._turn = None
@@ -78,7 +96,7 @@ class ChatController(QObject):
 
         self._thread = QThread(self)
         self._thread.setObjectName("outpost-stream-worker")
-        self._worker = StreamWorker()
+        self._worker = StreamWorker(service)
         self._worker.moveToThread(self._thread)
         self._thread.finished.connect(self._worker.deleteLater)
         self.turn_requested.connect(self._worker.run_turn)
@@ -86,6 +104,8 @@ class ChatController(QObject):
         self._worker.delta_received.connect(self._on_delta)
         self._worker.turn_finished.connect(self._on_turn_finished)
         self._worker.turn_failed.connect(self._on_turn_failed)
+        self._worker.seam_received.connect(self._on_seam)
+        self._worker.turn_queued.connect(self._on_turn_queued)
         self._thread.start()
 
     # -- commands from the window -------------------------------------------------------------
@@ -97,14 +117,17 @@ class ChatController(QObject):
         """Save the prompt and start the reply. False (and an error signal) if it cannot start."""
         if self.busy:
             return False
-        engine = self._engine_for_turn()
-        if engine is None:
+        planned = self._engine_for_turn()
+        if planned is None:
             return False
+        engine, reason, plan = planned
         try:
-            turn = self.service.start_turn(prompt, self.conversation_id, model=engine.info.model)
+            turn = self.service.start_turn(prompt, self.conversation_id, model=engine.info.model,
+                                           route=self.new_chat_route)
         except OutpostError as exc:
             self.error_occurred.emit(exc.kind, str(exc))
             return False
+        turn.route_reason, turn.outbox_plan = reason, plan
         new_conversation = self.conversation_id is None
         self.conversation_id = turn.conversation_id
         user_bubble = self.view.add_bubble(Role.USER)
@@ -120,28 +143,81 @@ class ChatController(QObject):
             return False
         if self.failed_turn.conversation_id != self.conversation_id:
             return False
-        engine = self._engine_for_turn()
-        if engine is None:
+        planned = self._engine_for_turn()
+        if planned is None:
             return False
-        self._run(self.service.retry_turn(self.failed_turn), engine)
+        engine, reason, plan = planned
+        turn = self.service.retry_turn(self.failed_turn)
+        turn.route_reason, turn.outbox_plan = reason, plan
+        self._run(turn, engine)
         return True
 
     def set_target(self, target: str, model: str | None = None) -> None:
         self.target = target
         self.cloud_model = model or None
 
-    def _engine_for_turn(self):
-        if self.target.startswith("provider:") and self.cloud is not None:
+    # -- routing -------------------------------------------------------------------------------
+    @property
+    def provider(self) -> str | None:
+        return self.target.split(":", 1)[1] if self.target.startswith("provider:") else None
+
+    def conversation_route(self) -> str | None:
+        """The current conversation's own route (None: it follows the default)."""
+        if self.conversation_id is None:
+            return self.new_chat_route
+        try:
+            return self.store.get_conversation(self.conversation_id).route
+        except OutpostError:
+            return None
+
+    def effective_route(self) -> str:
+        settings = self.service.settings
+        if settings["offline_mode"]:
+            return "local"
+        return self.conversation_route() or settings["default_route"]
+
+    def set_route(self, route: str | None) -> None:
+        """Route policy of the current conversation (None: the settings' default)."""
+        if self.conversation_id is None:
+            self.new_chat_route = route
+        else:
             try:
-                return self.cloud.engine(self.target.split(":", 1)[1], self.cloud_model)
+                self.store.set_conversation_route(self.conversation_id, route)
             except OutpostError as exc:
                 self.error_occurred.emit(exc.kind, str(exc))
-                return None
+                return
+        self.route_changed.emit(self.effective_route())
+
+    def _local_engine(self):
         engine = self.loader.engine_for_turn()
         if engine is None:
-            self.error_occurred.emit("model", "No model is loaded. Choose a GGUF file with "
-                                     "Model ▸ Open model file…, or use the bundled model.")
+            raise ModelError("No model is loaded. Choose a GGUF file with Model ▸ Open model "
+                             "file…, or use the bundled model.")
         return engine
+
+    def _engine_for_turn(self):
+        """(engine, route reason, outbox plan) for the next turn, or None (error emitted).
+        A Local only turn (and Offline mode) never builds a cloud engine."""
+        settings = self.service.settings
+        try:
+            decision = decide_route(self.conversation_route(), settings["default_route"],
+                                    settings["offline_mode"],
+                                    self.provider if self.cloud is not None else None)
+            if decision.route is Route.LOCAL:
+                return self._local_engine(), decision.reason, None
+            model = self.cloud_model
+            cloud = self.cloud.engine(self.provider, model)
+            plan = OutboxPlan(self.provider, model, always=decision.route is Route.CLOUD,
+                              with_local=self.send_when_online)
+            if decision.route is Route.CLOUD:
+                return cloud, "cloud-only conversation", plan
+            routed = RoutedEngine(cloud, self._local_engine, self.cloud.connectivity,
+                                  hedge_after_s=settings["hedge_after_s"],
+                                  on_attempt=self.cloud.pool.on_attempt)
+            return routed, None, plan
+        except OutpostError as exc:
+            self.error_occurred.emit(exc.kind, str(exc))
+            return None
 
     def _run(self, turn, engine) -> None:
         self.failed_turn = None
@@ -169,13 +245,25 @@ class ChatController(QObject):
             return
         self.conversation_id = conversation_id
         self.view.show_messages(messages)
+        self.route_changed.emit(self.effective_route())
+
+    def reload_conversation(self) -> None:
+        """Show the current conversation again from the database (an outbox answer arrived)."""
+        if self.busy or self.conversation_id is None:
+            return
+        try:
+            self.view.show_messages(self.store.messages(self.conversation_id))
+        except OutpostError as exc:
+            self.error_occurred.emit(exc.kind, str(exc))
 
     def new_conversation(self) -> None:
         if self.busy:
             return
         self.conversation_id = None
+        self.new_chat_route = None
         self.view.clear()
         self.conversations_changed.emit()
+        self.route_changed.emit(self.effective_route())
 
     def forget_conversation(self, conversation_id: str) -> None:
         """After a delete: clear the view if it showed that conversation."""
@@ -204,6 +292,17 @@ class ChatController(QObject):
             self._set_state(STREAMING)
         self._buffer.append(text)
 
+    @Slot(str, str, int)
+    def _on_seam(self, label: str, reason: str, offset: int) -> None:
+        self._flush()
+        if self._bubble is not None:
+            self._bubble.add_seam(label, reason)
+
+    @Slot(str)
+    def _on_turn_queued(self, message: str) -> None:
+        self.outbox_changed.emit()
+        self.notice.emit(message)
+
     @Slot()
     def _flush(self) -> None:
         if self._buffer and self._bubble is not None:
@@ -224,7 +323,9 @@ class ChatController(QObject):
         turn, bubble = self._turn, self._bubble
         self._end_turn()
         if bubble is not None and not bubble.text:
-            bubble.set_placeholder("No reply.")
+            bubble.set_placeholder("No reply yet." if kind == "queued" else "No reply.")
+        if kind == "queued":  # Cloud only, provider unreachable: the outbox has it
+            return
         self.failed_turn = turn
         self.error_occurred.emit(kind, message)
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QKeyEvent
-from PySide6.QtWidgets import QHBoxLayout, QPlainTextEdit, QPushButton, QWidget
+from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QPlainTextEdit, QPushButton, QVBoxLayout,
+                               QWidget)
 
 
 class PromptEdit(QPlainTextEdit):
@@ -30,10 +31,22 @@ class Composer(QWidget):
         self.button = QPushButton("Send")
         self.button.setFixedWidth(84)
         self.button.setMinimumHeight(36)
+        # Auto route: if the provider cannot be reached, the local model answers now and the
+        # message also waits in the outbox for the provider. Cloud only: always (shown checked).
+        self.when_online = QCheckBox("Send to cloud when online")
+        self.when_online.setToolTip(
+            "If the provider cannot be reached, the local model answers now and your message "
+            "also waits in the outbox; it is sent once the provider is back, and its answer "
+            "appears next to the local one.")
+        side = QVBoxLayout()
+        side.setSpacing(4)
+        side.addStretch(1)
+        side.addWidget(self.when_online)
+        side.addWidget(self.button, 0, Qt.AlignmentFlag.AlignRight)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(12, 6, 12, 10)
         layout.addWidget(self.edit, 1)
-        layout.addWidget(self.button, 0, Qt.AlignmentFlag.AlignBottom)
+        layout.addLayout(side)
         self._busy = False
         self.edit.submit_requested.connect(self._on_submit)
         self.button.clicked.connect(self._on_button)

@@ -98,15 +98,43 @@ class MessageBubble(QFrame):
         layout.addWidget(self.footer)
         self.text = ""
         self._incremental = IncrementalMarkdown()
+        # Mid-stream continuation: the parts before the last seam, rendered once, with their
+        # seam markers; the part after it streams incrementally.
+        self._done_html = ""
+        self._segment_start = 0
+        self.seams: list[tuple[int, str]] = []
 
-    def set_text(self, text: str) -> None:
+    def set_text(self, text: str, segments: list[dict] | None = None) -> None:
         self.text = text
-        self.body.setHtml(render(text) if self.role is not Role.USER
-                          else "<p style='white-space:pre-wrap'>" + _escape(text) + "</p>")
+        if self.role is Role.USER:
+            self.body.setHtml("<p style='white-space:pre-wrap'>" + _escape(text) + "</p>")
+            return
+        if not segments or len(segments) < 2:
+            self.body.setHtml(render(text))
+            return
+        html, self.seams = "", []
+        for index, segment in enumerate(segments):
+            start = segment.get("start") or 0
+            end = segment.get("end")
+            if index:
+                label = f"{segment.get('engine')} · {segment.get('model')}"
+                html += _seam_html(label, segment.get("reason") or "")
+                self.seams.append((start, label))
+            html += render(text[start:end if end is not None else len(text)])
+        self.body.setHtml(html)
 
     def append_text(self, delta: str) -> None:
         self.text += delta
-        self.body.setHtml(self._incremental.update(self.text))
+        self.body.setHtml(self._done_html +
+                          self._incremental.update(self.text[self._segment_start:]))
+
+    def add_seam(self, label: str, reason: str) -> None:
+        """Another engine continues the reply from here: mark the seam in the bubble."""
+        self._done_html += render(self.text[self._segment_start:]) + _seam_html(label, reason)
+        self._segment_start = len(self.text)
+        self.seams.append((len(self.text), label))
+        self._incremental = IncrementalMarkdown()
+        self.body.setHtml(self._done_html)
 
     def set_placeholder(self, note: str) -> None:
         self.body.setHtml(f"<i style='color:#6e7781'>{_escape(note)}</i>")
@@ -124,11 +152,24 @@ class MessageBubble(QFrame):
         elif message.status is MessageStatus.ERROR and message.error:
             note = f"⚠ {message.error}"
         metrics = metrics_text(message) if message.role is Role.ASSISTANT else ""
-        route = f"↪ {message.route_reason}" if message.route_reason and \
-            "answered locally" in message.route_reason else ""
+        route = f"↪ {message.route_reason}" if message.route_reason and any(
+            word in message.route_reason for word in _ROUTE_WORDS_SHOWN) else ""
         text = "\n".join(p for p in (note, metrics, route) if p)
         self.set_footer(text, warning=message.status in (MessageStatus.INTERRUPTED,
                                                          MessageStatus.ERROR))
+
+
+# Route reasons worth a line under the reply: the engine was not the one the user picked.
+_ROUTE_WORDS_SHOWN = ("answered locally", "continued locally", "outbox", "hedge")
+
+
+def _seam_html(label: str, reason: str) -> str:
+    """A thin rule with a caption: who continued the reply, and why (in the tooltip too)."""
+    return ("<table width='100%' cellspacing='0' cellpadding='0' style='margin:6px 0'><tr>"
+            "<td style='border-top:1px dashed #d4a72c'></td></tr><tr><td>"
+            f"<span style='color:#9a6700; font-size:11px' title='{_escape(reason)}'>"
+            f"↳ continued by {_escape(label)}"
+            + (f" — {_escape(reason)}" if reason else "") + "</span></td></tr></table>")
 
 
 def _escape(text: str) -> str:
@@ -174,7 +215,7 @@ class ConversationView(QScrollArea):
         self.clear()
         for message in messages:
             bubble = self.add_bubble(message.role)
-            bubble.set_text(message.content)
+            bubble.set_text(message.content, message.segments)
             if not message.content and message.status is not MessageStatus.COMPLETE:
                 bubble.set_placeholder("(no text)")
             bubble.show_message_state(message)

@@ -35,7 +35,20 @@ class ErrorBanner(QWidget):
         close.clicked.connect(self.dismissed)
         self.hide()
 
+    _ERROR_STYLE = ("#errorBanner { background:#fff1f0; border-bottom:1px solid #ffa39e; }"
+                    "QLabel { color:#a8071a; }")
+    _INFO_STYLE = ("#errorBanner { background:#ddf4ff; border-bottom:1px solid #54aeff; }"
+                   "QLabel { color:#0a3069; }")
+
+    def show_info(self, message: str) -> None:
+        """News that is not an error (e.g. a queued message was answered)."""
+        self.setStyleSheet(self._INFO_STYLE)
+        self.label.setText(message)
+        self.retry_button.hide()
+        self.show()
+
     def show_error(self, message: str, can_retry: bool = False) -> None:
+        self.setStyleSheet(self._ERROR_STYLE)
         self.label.setText(message)
         self.retry_button.setVisible(can_retry)
         self.show()

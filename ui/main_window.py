@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Slot
-from PySide6.QtGui import QAction, QKeySequence, QShortcut
+from PySide6.QtGui import QAction, QKeySequence, QPainter, QShortcut
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow,
-                               QSplitter, QVBoxLayout, QWidget)
+                               QPushButton, QSizePolicy, QSplitter, QVBoxLayout, QWidget)
 
 from app.errors import OutpostError
+from app.router import ROUTE_LABELS, Route
 from app.settings import Settings
 from app.store import Store
 from engines.base import EngineInfo
@@ -18,11 +19,31 @@ from ui.model_loader import ModelLoader
 from ui.sidebar import Sidebar
 
 
+class ElidedLabel(QLabel):
+    """A label that ends in "…" when it is too narrow (a long conversation title)."""
+
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        painter = QPainter(self)
+        rect = self.contentsRect()
+        text = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight,
+                                             rect.width())
+        painter.drawText(rect, int(self.alignment()), text)
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt naming)
+        super().setText(text)
+        self.setToolTip(text)
+
+
 class MainWindow(QMainWindow):
     def __init__(self, store: Store, settings: Settings, controller_factory,
                  loader: ModelLoader, providers_dialog_factory=None, registry=None,
-                 tasks=None):
+                 tasks=None, connectivity=None, outbox=None, outbox_panel_factory=None):
         super().__init__()
+        self.connectivity = connectivity
+        self.outbox = outbox
+        self.outbox_panel_factory = outbox_panel_factory
+        self.outbox_panel = None
+        self.monitor = None  # ui.outbox_monitor.OutboxMonitor, attached by the app
         self.store = store
         self.settings = settings
         self.loader = loader
@@ -35,20 +56,34 @@ class MainWindow(QMainWindow):
 
         self.sidebar = Sidebar()
         self.banner = ErrorBanner()
-        self.title_label = QLabel("New chat")
+        self.title_label = ElidedLabel("New chat")
         self.title_label.setStyleSheet("font-size:15px; font-weight:600; padding:10px 16px;")
+        # a long title must not push the pickers (and the sidebar) around
+        self.title_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.target_picker = QComboBox()
         self.target_picker.setToolTip("Who answers: the local model, or a cloud provider")
-        self.target_picker.setMinimumWidth(300)
-        self.target_picker.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.target_picker.setMinimumWidth(200)
+        self.target_picker.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.target_picker.setMinimumContentsLength(22)
+        self.route_picker = QComboBox()
+        self.route_picker.setToolTip(
+            "Route of this conversation. Auto: the chosen provider first; if it cannot be "
+            "reached, is slow to start, or breaks off, the local model answers or continues. "
+            "Local only: never leaves this computer. Cloud only: the provider or nothing (an "
+            "unreachable provider's messages wait in the outbox).")
+        for route in Route:
+            self.route_picker.addItem(ROUTE_LABELS[route], route.value)
         header = QHBoxLayout()
         header.setContentsMargins(0, 0, 12, 0)
         header.addWidget(self.title_label, 1)
+        header.addWidget(QLabel("Route"))
+        header.addWidget(self.route_picker)
         header.addWidget(QLabel("Answer with"))
         header.addWidget(self.target_picker)
         self.model_picker = QComboBox()
         self.model_picker.setEditable(True)
-        self.model_picker.setMinimumWidth(200)
+        self.model_picker.setMinimumWidth(150)
         self.model_picker.setToolTip("The provider's model for this chat (type any model name)")
         self.model_picker.hide()
         header.addWidget(self.model_picker)
@@ -77,9 +112,28 @@ class MainWindow(QMainWindow):
         self.state_label = QLabel("")
         self.metrics_label = QLabel("")
         status = self.statusBar()
+        self.offline_button = QPushButton("Offline mode")
+        self.offline_button.setCheckable(True)
+        self.offline_button.setFlat(True)
+        self.offline_button.setToolTip("Offline mode: every conversation is answered by the "
+                                       "local model; nothing is sent, no connection is opened.")
+        self.outbox_button = QPushButton("Outbox")
+        self.outbox_button.setFlat(True)
+        self.outbox_button.setToolTip("Messages waiting for a cloud provider")
+        self.outbox_button.hide()
+        self.links = None
+        if connectivity is not None:
+            from ui.connectivity_indicator import ConnectivityIndicator
+
+            self.links = ConnectivityIndicator(connectivity)
+            self.links.hide()
         status.addWidget(self.route_label)
         status.addWidget(self.model_label)
         status.addWidget(self.state_label, 1)
+        if self.links is not None:
+            status.addPermanentWidget(self.links)
+        status.addPermanentWidget(self.outbox_button)
+        status.addPermanentWidget(self.offline_button)
         status.addPermanentWidget(self.metrics_label)
 
         self.controller: ChatController = controller_factory(self.view)
@@ -96,6 +150,14 @@ class MainWindow(QMainWindow):
         chat_menu.addAction(self.new_action)
         self.stop_action = QAction("&Stop reply", self)
         chat_menu.addAction(self.stop_action)
+        chat_menu.addSeparator()
+        self.offline_action = QAction("&Offline mode", self)
+        self.offline_action.setCheckable(True)
+        self.offline_action.setShortcut(QKeySequence("Ctrl+Shift+O"))
+        self.offline_action.setChecked(bool(self.settings["offline_mode"]))
+        chat_menu.addAction(self.offline_action)
+        self.outbox_action = QAction("Out&box…", self)
+        chat_menu.addAction(self.outbox_action)
         chat_menu.addSeparator()
         self.quit_action = QAction("&Quit", self)
         self.quit_action.setShortcut(QKeySequence.StandardKey.Quit)
@@ -124,6 +186,17 @@ class MainWindow(QMainWindow):
         self.bundled_model_action.triggered.connect(self._on_use_bundled)
         self.providers_action.triggered.connect(self.open_providers)
         self.target_picker.currentIndexChanged.connect(self._on_target_changed)
+        self.route_picker.activated.connect(self._on_route_picked)
+        self.offline_action.toggled.connect(self._on_offline_toggled)
+        self.offline_button.toggled.connect(self.offline_action.setChecked)
+        self.offline_button.setChecked(self.offline_action.isChecked())
+        self.outbox_action.triggered.connect(self.open_outbox)
+        self.outbox_button.clicked.connect(self.open_outbox)
+        self.composer.when_online.toggled.connect(self._on_when_online_toggled)
+        self.composer.when_online.setChecked(c.send_when_online)
+        c.route_changed.connect(self._on_route_changed)
+        c.notice.connect(self.banner.show_info)
+        c.outbox_changed.connect(self.refresh_outbox)
         self.model_picker.currentTextChanged.connect(self._on_model_changed)
         self.banner.retry_requested.connect(self._on_retry)
         self.sidebar.new_requested.connect(self._on_new_chat)
@@ -151,6 +224,7 @@ class MainWindow(QMainWindow):
             return
         self.controller.new_conversation()
         self.title_label.setText("New chat")
+        self.update_route_display()
         self.composer.edit.setFocus()
 
     @Slot(str)
@@ -161,6 +235,7 @@ class MainWindow(QMainWindow):
             return
         self.controller.open_conversation(conversation_id)
         self._show_title()
+        self.update_route_display()
 
     @Slot(str, str)
     def _on_rename(self, conversation_id: str, title: str) -> None:
@@ -219,6 +294,7 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _on_reply_finished(self, message) -> None:
+        self.refresh_links()
         if message is None:
             return
         parts = []
@@ -272,22 +348,142 @@ class MainWindow(QMainWindow):
     def _apply_target(self, target: str) -> None:
         self.controller.set_target(target)
         self._fill_model_picker(target)
-        if target == "local":
-            self.route_label.setText("● Offline — local model")
+        self.update_route_display()
+
+    # -- routes, offline mode, connectivity, outbox ----------------------------------------------
+    def update_route_display(self) -> None:
+        """The route picker, the status bar's route and links, and the composer, from the
+        current conversation's route, Offline mode and the chosen target."""
+        c = self.controller
+        offline = bool(self.settings["offline_mode"])
+        own = c.conversation_route()
+        route = Route(c.effective_route())
+        self.route_picker.blockSignals(True)
+        self.route_picker.setCurrentIndex(self.route_picker.findData(
+            own or self.settings["default_route"]))
+        self.route_picker.blockSignals(False)
+        self.route_picker.setEnabled(not offline)
+        provider = c.provider
+        cloud_possible = route is not Route.LOCAL and provider is not None
+        self.target_picker.setEnabled(route is not Route.LOCAL)
+        self.model_picker.setEnabled(route is not Route.LOCAL)
+        if offline or not cloud_possible:
+            why = ("Offline mode" if offline else "Local only" if route is Route.LOCAL
+                   else "Local model")
+            self.route_label.setText(f"● {why} — nothing leaves this computer")
             self.route_label.setToolTip("Every reply is generated on this computer; nothing is "
                                         "sent over the network.")
             self.route_label.setStyleSheet("color:#1a7f37; font-weight:600; padding:0 8px;")
-            self.composer.edit.setPlaceholderText(
-                "Message the local model…  (Enter sends, Shift+Enter: new line)")
-        else:
-            name = target.split(":", 1)[1]
-            self.route_label.setText(f"☁ Cloud — {name}")
-            self.route_label.setToolTip("Messages of this chat are sent to the provider over "
-                                        "the network.")
+            placeholder = "Message the local model…"
+        elif route is Route.CLOUD:
+            self.route_label.setText(f"☁ Cloud only — {provider}")
+            self.route_label.setToolTip("Messages of this chat are sent to the provider only; "
+                                        "when it cannot be reached they wait in the outbox.")
             self.route_label.setStyleSheet("color:#0969da; font-weight:600; padding:0 8px;")
-            self.composer.edit.setPlaceholderText(
-                f"Message {name}…  (Enter sends, Shift+Enter: new line)")
+            placeholder = f"Message {provider}…"
+        else:
+            self.route_label.setText(f"☁ Auto — {provider}, local fallback")
+            self.route_label.setToolTip(
+                f"Messages go to {provider}; when it cannot be reached, is slower than "
+                f"{self.settings['hedge_after_s']:g} s to start, or breaks off, the local model "
+                "answers or continues (the reply says so).")
+            self.route_label.setStyleSheet("color:#0969da; font-weight:600; padding:0 8px;")
+            placeholder = f"Message {provider}…"
+        self.composer.edit.setPlaceholderText(
+            f"{placeholder}  (Enter sends, Shift+Enter: new line)")
         self.composer.edit.viewport().update()  # the placeholder is painted, not a widget
+        self.composer.when_online.setVisible(cloud_possible and not offline)
+        self.composer.when_online.setEnabled(route is Route.AUTO)
+        self.composer.when_online.blockSignals(True)
+        self.composer.when_online.setChecked(route is Route.CLOUD or c.send_when_online)
+        self.composer.when_online.blockSignals(False)
+        self._list_models_if_allowed()
+        self.refresh_links()
+
+    def refresh_links(self) -> None:
+        if self.links is not None:
+            self.links.show_providers(self.monitor.providers() if self.monitor is not None
+                                      else [])
+
+    @Slot(int)
+    def _on_route_picked(self, _index: int) -> None:
+        self.controller.set_route(self.route_picker.currentData())
+
+    @Slot(str)
+    def _on_route_changed(self, _route: str) -> None:
+        self.update_route_display()
+
+    @Slot(bool)
+    def _on_offline_toggled(self, on: bool) -> None:
+        self.offline_button.blockSignals(True)
+        self.offline_button.setChecked(on)
+        self.offline_button.blockSignals(False)
+        self.offline_button.setText("● Offline mode" if on else "Offline mode")
+        self.offline_button.setStyleSheet("color:#1a7f37; font-weight:600;" if on else "")
+        if bool(self.settings["offline_mode"]) != on:
+            self.settings.set("offline_mode", on)
+            try:
+                self.settings.save()
+            except OSError as exc:
+                self._on_error("storage", f"The settings could not be saved: {exc}.")
+        self.update_route_display()
+
+    @Slot(bool)
+    def _on_when_online_toggled(self, on: bool) -> None:
+        if Route(self.controller.effective_route()) is Route.CLOUD:
+            return
+        self.controller.send_when_online = on
+        self.settings.set("send_when_online", on)
+        try:
+            self.settings.save()
+        except OSError as exc:
+            self._on_error("storage", f"The settings could not be saved: {exc}.")
+
+    @Slot()
+    def refresh_outbox(self) -> None:
+        if self.outbox is None:
+            return
+        try:
+            pending = self.outbox.pending()
+        except OutpostError as exc:
+            self._on_error(exc.kind, str(exc))
+            return
+        sending = any(item.state.value == "sending" for item in pending)
+        self.outbox_button.setText(f"Outbox: {len(pending)} {'sending…' if sending else 'waiting'}")
+        self.outbox_button.setVisible(bool(pending))
+        if self.outbox_panel is not None:
+            self.outbox_panel.refresh()
+        self.refresh_links()
+
+    @Slot()
+    def open_outbox(self) -> None:
+        if self.outbox_panel_factory is None:
+            return
+        if self.outbox_panel is None:
+            self.outbox_panel = self.outbox_panel_factory(self)
+            if self.monitor is not None:
+                self.outbox_panel.send_requested.connect(
+                    lambda: self.monitor.send_now(only_online=False))
+        self.outbox_panel.refresh()
+        self.outbox_panel.show()
+        self.outbox_panel.raise_()
+
+    def outbox_sent(self, report) -> None:
+        """The monitor sent queued messages: tell the user, show the answers."""
+        for item, message in report.sent:
+            try:
+                title = self.store.get_conversation(item.conversation_id).title
+            except OutpostError:
+                title = "a deleted conversation"
+            self.banner.show_info(f"{item.provider} answered your queued message in “{title}”.")
+            if item.conversation_id == self.controller.conversation_id and \
+                    not self.controller.busy:
+                self.controller.reload_conversation()
+        for item, error in report.failed:
+            self.banner.show_error(f"The queued message (outbox item {item.id}) could not be "
+                                   f"sent to {item.provider}: {error}")
+        self.refresh_sidebar()
+        self.refresh_outbox()
 
     def _fill_model_picker(self, target: str) -> None:
         self.model_picker.setVisible(target != "local")
@@ -304,6 +500,15 @@ class MainWindow(QMainWindow):
         self.model_picker.addItems([default] + [m for m in models if m != default])
         self.model_picker.setEditText(default)
         self.model_picker.blockSignals(False)
+        self._list_models_if_allowed()
+
+    def _list_models_if_allowed(self) -> None:
+        """Ask the chosen provider for its models, once, and only when this conversation may
+        use the cloud: Offline mode and Local only never open a connection."""
+        c = self.controller
+        name = c.provider
+        if name is None or Route(c.effective_route()) is Route.LOCAL:
+            return
         if name not in self._models_cache and self.tasks is not None:
             cloud = self.controller.cloud
             self._models_cache[name] = []

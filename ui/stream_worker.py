@@ -12,7 +12,7 @@ import threading
 from PySide6.QtCore import QObject, Signal, Slot
 
 from app.chat_service import Turn
-from app.domain import Finished, TextDelta, Usage
+from app.domain import Finished, Seam, TextDelta, Usage
 from app.errors import OutpostError
 
 
@@ -21,7 +21,13 @@ class StreamWorker(QObject):
     delta_received = Signal(str)
     usage_received = Signal(object)  # app.domain.Usage
     turn_finished = Signal(object)  # app.domain.Finished
-    turn_failed = Signal(str, str)  # error kind, plain message
+    turn_failed = Signal(str, str)  # error kind ("queued": it went to the outbox), message
+    seam_received = Signal(str, str, int)  # who continues ("local · model"), why, text offset
+    turn_queued = Signal(str)  # the request also went to the outbox: plain words for the user
+
+    def __init__(self, service=None):
+        super().__init__()
+        self.service = service  # ChatService: queues unreachable requests in the outbox
 
     @Slot(object, object, object)
     def run_turn(self, turn: Turn, engine, cancel: threading.Event) -> None:
@@ -35,12 +41,37 @@ class StreamWorker(QObject):
                     self.delta_received.emit(event.text)
                 elif isinstance(event, Usage):
                     self.usage_received.emit(event)
+                elif isinstance(event, Seam):
+                    self.seam_received.emit(f"{event.engine} · {event.model}", event.reason,
+                                            event.offset)
                 elif isinstance(event, Finished):
                     finish = event
         except OutpostError as exc:
+            item = self._queue(turn, engine, exc)
+            if item is not None:
+                self.turn_queued.emit(
+                    f"{item.provider} cannot be reached: your message waits in the outbox "
+                    f"(item {item.id}) and is sent once {item.provider} is back.")
+                self.turn_failed.emit("queued", str(exc))
+                return
             self.turn_failed.emit(exc.kind, str(exc))
             return
         except Exception as exc:  # a bug: still end the turn so the window stays usable
             self.turn_failed.emit("bug", f"Unexpected error: {exc!r}")
             return
+        item = self._queue(turn, engine)
+        if item is not None:
+            self.turn_queued.emit(
+                f"{item.provider} could not be reached, so the local model answered. Your "
+                f"message also waits in the outbox (item {item.id}); {item.provider}'s answer "
+                "will appear next to this one once it is back.")
         self.turn_finished.emit(finish)
+
+    def _queue(self, turn: Turn, engine, error: Exception | None = None):
+        if self.service is None:
+            return None
+        try:
+            return self.service.queue_if_unreachable(turn, engine, error)
+        except OutpostError as exc:
+            self.turn_queued.emit(f"The message could not be put in the outbox: {exc}")
+            return None

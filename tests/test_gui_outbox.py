@@ -1,0 +1,169 @@
+"""The Outbox window: items in queue order with readable states, Cancel item, Retry, Send now,
+and the empty placeholder. A real Store on tmp_path; nothing touches the network."""
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import Qt
+
+from app.domain import ChatMessage, ChatRequest, Role
+from app.outbox import Outbox, OutboxState
+from app.store import Store
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def outbox(tmp_path) -> Outbox:
+    return Outbox(Store(tmp_path / "outpost.db"))
+
+
+def enqueue(outbox: Outbox, prompt: str = "hello", provider: str = "openai",
+            model: str | None = None):
+    store = outbox.store
+    conversation = store.create_conversation()
+    user = store.add_message(conversation.id, Role.USER, prompt)
+    request = ChatRequest(model=model or "m", messages=(ChatMessage(Role.USER, prompt),))
+    return outbox.enqueue(conversation.id, user.id, provider, model, request)
+
+
+@pytest.fixture
+def make_panel(qtbot):
+    from ui.outbox_panel import OutboxPanel
+
+    def make(outbox: Outbox) -> OutboxPanel:
+        panel = OutboxPanel(outbox)
+        qtbot.addWidget(panel)
+        return panel
+
+    return make
+
+
+def click(qtbot, button) -> None:
+    assert button.isEnabled()
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+
+
+def test_rows_in_queue_order_with_readable_states(make_panel, outbox):
+    first = enqueue(outbox, "first", "openai")
+    second = enqueue(outbox, "second", "anthropic", "claude-x")
+    third = enqueue(outbox, "third", "openai")
+    outbox._finish(second.id, OutboxState.SENT)
+    outbox._finish(third.id, OutboxState.FAILED, "bad key")
+    panel = make_panel(outbox)
+    assert not panel.isModal()
+    assert panel.windowTitle() == "Outbox"
+    assert panel.stack.currentWidget() is panel.table
+    assert panel.rows() == [(first.id, "Waiting", "openai"), (second.id, "Sent", "anthropic"),
+                            (third.id, "Failed", "openai")]
+    table = panel.table
+    headers = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
+    assert headers == ["#", "State", "Provider", "Model", "Queued", "Message", "Note"]
+    assert [table.item(r, 3).text() for r in range(3)] == ["default", "claude-x", "default"]
+    assert [table.item(r, 6).text() for r in range(3)] == ["", "answered", "bad key"]
+    queued = table.item(0, 4).text()
+    assert len(queued) == 5 and queued[2] == ":"  # local HH:MM
+    assert table.item(0, 5).text() == "first"
+    # rows cannot be edited
+    assert not table.item(0, 5).flags() & Qt.ItemFlag.ItemIsEditable
+
+
+def test_long_and_multiline_prompts_are_elided_with_the_full_text_in_the_tooltip(make_panel,
+                                                                                outbox):
+    long_prompt = "word " * 40
+    enqueue(outbox, long_prompt)
+    enqueue(outbox, "line one\nline two")
+    panel = make_panel(outbox)
+    shown = panel.table.item(0, 5).text()
+    assert len(shown) <= 60 and shown.endswith("…")
+    assert panel.table.item(0, 5).toolTip() == long_prompt
+    assert panel.table.item(1, 5).text() == "line one …"
+    assert panel.table.item(1, 5).toolTip() == "line one\nline two"
+
+
+def test_cancel_item_changes_the_state_in_the_database_and_the_row(qtbot, make_panel, outbox):
+    first = enqueue(outbox, "first")
+    second = enqueue(outbox, "second")
+    panel = make_panel(outbox)
+    assert not panel.cancel_button.isEnabled()  # nothing selected
+    assert panel.select(second.id)
+    assert not panel.retry_button.isEnabled()
+    click(qtbot, panel.cancel_button)
+    assert outbox.get(second.id).state is OutboxState.CANCELLED
+    assert outbox.get(first.id).state is OutboxState.QUEUED
+    assert panel.rows()[1] == (second.id, "Cancelled", "openai")
+    assert panel.selected_id() == second.id  # the selection is kept across the reload
+    assert not panel.cancel_button.isEnabled()  # cancelled now
+    assert panel.error.isHidden()
+
+
+def test_cancel_shows_the_error_inline_when_the_item_moved_on(qtbot, make_panel, outbox):
+    item = enqueue(outbox)
+    panel = make_panel(outbox)
+    panel.select(item.id)
+    assert outbox.claim(item.id) is not None  # another process started sending it meanwhile
+    click(qtbot, panel.cancel_button)
+    assert not panel.error.isHidden()
+    assert "sending" in panel.error.text() and "only a queued" in panel.error.text()
+    assert outbox.get(item.id).state is OutboxState.SENDING
+    assert panel.rows() == [(item.id, "Sending…", "openai")]  # refreshed to the truth
+    assert not panel.cancel_button.isEnabled()
+
+
+def test_retry_requeues_a_failed_item(qtbot, make_panel, outbox):
+    item = enqueue(outbox)
+    outbox._finish(item.id, OutboxState.FAILED, "bad key")
+    panel = make_panel(outbox)
+    assert not panel.send_button.isEnabled()  # nothing waits
+    panel.select(item.id)
+    assert not panel.cancel_button.isEnabled()
+    click(qtbot, panel.retry_button)
+    assert outbox.get(item.id).state is OutboxState.QUEUED
+    assert panel.rows() == [(item.id, "Waiting", "openai")]
+    assert not panel.retry_button.isEnabled()
+    assert panel.cancel_button.isEnabled()
+    assert panel.send_button.isEnabled()
+
+
+def test_send_now_emits_send_requested_and_is_disabled_when_nothing_is_queued(
+        qtbot, make_panel, outbox):
+    item = enqueue(outbox)
+    panel = make_panel(outbox)
+    with qtbot.waitSignal(panel.send_requested, timeout=1000):
+        click(qtbot, panel.send_button)
+    assert outbox.get(item.id).state is OutboxState.QUEUED  # the panel itself sends nothing
+    outbox._finish(item.id, OutboxState.SENT)
+    panel.refresh()
+    assert not panel.send_button.isEnabled()
+    assert panel.rows() == [(item.id, "Sent", "openai")]
+
+
+def test_an_empty_outbox_shows_the_placeholder(qtbot, make_panel, outbox):
+    panel = make_panel(outbox)
+    panel.show()
+    assert panel.stack.currentWidget() is panel.placeholder
+    assert panel.placeholder.isVisible() and not panel.table.isVisible()
+    assert panel.placeholder.text() == "The outbox is empty."
+    assert panel.rows() == []
+    assert not any(b.isEnabled() for b in (panel.send_button, panel.cancel_button,
+                                           panel.retry_button))
+    item = enqueue(outbox)
+    panel.refresh()
+    assert panel.table.isVisible() and panel.rows() == [(item.id, "Waiting", "openai")]
+
+
+def test_screenshot_with_three_states(qtbot, make_panel, outbox, artifacts_dir):
+    waiting = enqueue(outbox, "Summarise the meeting notes I pasted above into five bullet "
+                              "points, keeping the action items and who owns them.", "openai",
+                      "gpt-4o-mini")
+    sent = enqueue(outbox, "What is the capital of Australia?", "anthropic")
+    failed = enqueue(outbox, "Translate this paragraph to French.\nIt has two lines.", "openai")
+    outbox._finish(waiting.id, OutboxState.QUEUED,
+                   "Could not connect to openai: connection refused")
+    outbox._finish(sent.id, OutboxState.SENT)
+    outbox._finish(failed.id, OutboxState.FAILED, "openai refused the API key (401).")
+    panel = make_panel(outbox)
+    panel.show()
+    panel.select(waiting.id)
+    qtbot.waitExposed(panel)
+    assert [r[1] for r in panel.rows()] == ["Waiting", "Sent", "Failed"]
+    assert panel.grab().save(str(artifacts_dir / "outbox_panel.png"))

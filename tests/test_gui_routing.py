@@ -1,0 +1,183 @@
+"""The window's routing (issue 4): mid-stream continuation with a seam, Offline mode, the outbox
+sent when the provider comes back, and a Local only conversation that opens no socket."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from app.domain import MessageStatus, Role
+from app.providers import ProviderConfig
+from app.settings import Settings
+from tests.fault_server import Cut, fault_server, refused_url
+from tests.test_gui_providers import send
+
+pytestmark = [pytest.mark.gui, pytest.mark.local_model]
+
+
+@pytest.fixture
+def outpost(qtbot, outpost_app):
+    app = outpost_app(max_tokens=24)
+    with qtbot.waitSignal(app.loader.model_ready, timeout=60000):
+        app.start()
+    return app
+
+
+def use_provider(outpost, name: str, url: str, route: str = "auto") -> None:
+    outpost.registry.add(ProviderConfig(name, "openai", url, "test-model"), replace=True)
+    window = outpost.window
+    window.refresh_targets(f"provider:{name}")
+    window.route_picker.setCurrentIndex(window.route_picker.findData(route))
+    window.route_picker.activated.emit(window.route_picker.currentIndex())
+
+
+def test_stream_cut_mid_answer_shows_one_reply_with_a_seam(qtbot, outpost, artifacts_dir):
+    window = outpost.window
+    with fault_server() as server:
+        use_provider(outpost, "fault", server.url + "/v1")
+        # the window lists the provider's models first (GET /models): let that pass
+        qtbot.waitUntil(lambda: bool(outpost.window._models_cache.get("fault")), timeout=10000)
+        server.script([Cut(chunks=("The capital", " of France", " is", " Paris"), after=2)])
+        send(qtbot, outpost, "What is the capital of France?")
+    conversation = outpost.store.list_conversations()[0]
+    messages = outpost.store.messages(conversation.id)
+    assert [m.role for m in messages] == [Role.USER, Role.ASSISTANT]
+    reply = messages[1]
+    assert reply.content.startswith("The capital of France") and reply.engine == "local"
+    assert [s["engine"] for s in reply.segments] == ["fault", "local"]
+    bubble = window.view.bubbles[-1]
+    assert bubble.seams == [(len("The capital of France"), f"local · {reply.model}")]
+    assert "continued by local" in bubble.body.toHtml()
+    assert "continued locally" in bubble.footer.text()
+    # shown again from the database, the seam is still there
+    window.controller.reload_conversation()
+    assert window.view.bubbles[-1].seams == bubble.seams
+    window.resize(1100, 720)
+    assert window.grab().save(str(artifacts_dir / "main_window_seam.png"))
+
+
+def test_offline_mode_answers_locally_and_never_tries_the_provider(qtbot, outpost):
+    window = outpost.window
+    with fault_server() as server:
+        use_provider(outpost, "fault", server.url + "/v1")
+        window.offline_action.setChecked(True)
+        assert Settings()["offline_mode"] is True  # remembered
+        assert "Offline mode" in window.route_label.text()
+        assert not window.route_picker.isEnabled() and not window.target_picker.isEnabled()
+        send(qtbot, outpost, "Are you there?")
+        outpost.monitor.tick()
+        assert [r for r in server.requests if r.method == "POST"] == []
+    reply = outpost.store.messages(outpost.store.list_conversations()[0].id)[-1]
+    assert reply.engine == "local" and reply.route_reason == "offline mode"
+    assert outpost.monitor.providers() == []  # nothing is probed in Offline mode
+    window.offline_action.setChecked(False)
+    assert "Auto" in window.route_label.text()
+
+
+def test_outbox_item_is_sent_when_the_provider_comes_back(qtbot, outpost, artifacts_dir):
+    window = outpost.window
+    with refused_url() as down:
+        use_provider(outpost, "flaky", down + "/v1", route="cloud")
+        send(qtbot, outpost, "Send this when you can.")
+    [item] = outpost.service.outbox.pending()
+    conversation_id = item.conversation_id
+    assert window.outbox_button.isVisible()
+    with fault_server() as server:
+        # the provider is back (same name, now reachable)
+        outpost.registry.add(ProviderConfig("flaky", "openai", server.url + "/v1",
+                                            "test-model"), replace=True)
+        outpost.connectivity.network_changed()  # as the OS would say
+        outpost.monitor.tick()
+        qtbot.waitUntil(lambda: outpost.service.outbox.get(item.id).state.value == "sent",
+                        timeout=20000)
+        qtbot.waitUntil(lambda: not outpost.monitor._sending, timeout=10000)
+        keys = [r.idempotency_key for r in server.requests if r.method == "POST"]
+    assert keys == [item.request.idempotency_key]  # sent once, with the turn's key
+    messages = outpost.store.messages(conversation_id)
+    answer = outpost.store.get_message(outpost.service.outbox.get(item.id).answer_message_id)
+    assert answer.status is MessageStatus.COMPLETE and answer.engine == "flaky"
+    assert answer.parent_id == messages[0].id and "queued in the outbox" in answer.route_reason
+    assert "answered your queued message" in window.banner.label.text()
+    assert window.view.bubbles[-1].text == answer.content  # the open conversation shows it
+    assert not window.outbox_button.isVisible()
+    window.open_outbox()
+    assert window.outbox_panel.rows()[0][1] == "Sent"
+    assert window.outbox_panel.grab().save(str(artifacts_dir / "outbox_panel_sent.png"))
+
+
+GUARD = r"""
+import json, os, socket, sys
+attempts = []
+def guard(self, address, *rest):
+    attempts.append(repr(address))
+    raise OSError("blocked by the test's socket guard")
+def lookup(host, *rest, **kw):  # a name lookup is a network attempt too
+    attempts.append("getaddrinfo " + repr(host))
+    raise socket.gaierror("blocked by the test's socket guard")
+socket.socket.connect = guard
+socket.socket.connect_ex = guard
+socket.getaddrinfo = lookup
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+from PySide6.QtCore import QEventLoop, QTimer, Qt
+from PySide6.QtWidgets import QApplication
+from app.providers import ProviderConfig
+from ui.app import OutpostApp
+
+mode = sys.argv[1]
+qt = QApplication([])
+app = OutpostApp()
+app.registry.add(ProviderConfig("openai", "openai", "https://api.openai.com/v1", "gpt-4o-mini"))
+window = app.window
+app.start()
+if mode == "local":  # the new conversation is Local only ...
+    window.route_picker.setCurrentIndex(window.route_picker.findData("local"))
+    window.route_picker.activated.emit(window.route_picker.currentIndex())
+elif mode == "offline":
+    window.offline_action.setChecked(True)
+window.refresh_targets("provider:openai")  # ... while a cloud provider is chosen
+
+def wait(predicate, ms):
+    loop = QEventLoop()
+    timer = QTimer(); timer.timeout.connect(lambda: predicate() and loop.quit())
+    timer.start(50); QTimer.singleShot(ms, loop.quit); loop.exec()
+
+for prompt in ("Hello there.", "And a second message."):
+    window.composer.edit.setPlainText(prompt)
+    window.composer._on_submit()
+    wait(lambda: window.controller.state == "idle", 60000)
+app.monitor.tick()
+wait(lambda: False, 2500)  # a monitor tick or two more
+messages = app.store.messages(app.store.list_conversations()[0].id)
+result = {"engines": [m.engine for m in messages if m.role.value == "assistant"],
+          "attempts": attempts}
+app.shutdown()
+sys.stdout.write("RESULT=" + json.dumps(result) + "\n")
+"""
+
+
+def run_guarded(mode: str) -> dict:
+    env = dict(os.environ, OPENAI_API_KEY="sk-test-not-a-real-key")
+    env.pop("DISPLAY", None)
+    result = subprocess.run([sys.executable, "-c", GUARD, mode], capture_output=True,
+                            text=True, env=env, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = [x for x in result.stdout.splitlines() if x.startswith("RESULT=")][-1]
+    return json.loads(line[len("RESULT="):])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["local", "offline"])
+def test_local_only_window_conversation_opens_no_socket(mode):
+    result = run_guarded(mode)
+    assert result["engines"] == ["local", "local"]
+    assert result["attempts"] == []  # zero connection attempts, probes included
+
+
+@pytest.mark.slow
+def test_the_window_socket_guard_sees_the_auto_route():
+    """The same script on the Auto route is caught trying to connect: the guard is not blind."""
+    result = run_guarded("auto")
+    assert result["attempts"] and result["engines"][0] == "local"  # failed over, guarded

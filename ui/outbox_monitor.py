@@ -1,0 +1,117 @@
+"""Keeps an eye on the providers the window needs, and empties the outbox when they come back.
+
+Every few seconds (``TICK_MS``) it works out which providers matter now: the chosen provider when
+the current conversation may go to the cloud, and every provider with queued outbox items. Only
+those are probed (a TCP connect, in the background, at the back-off pace ``app.connectivity``
+sets); nothing is probed in Offline mode or for a Local only conversation, so those never open a
+socket. When a provider with queued items is online, the outbox is sent in the background, one
+pass at a time; each answer arrives as a sibling reply and the window is told.
+"""
+from __future__ import annotations
+
+import threading
+
+from PySide6.QtCore import QObject, QTimer, Signal, Slot
+
+from app.connectivity import LinkState
+from app.outbox import OutboxSender, SendReport
+
+TICK_MS = 2000
+
+
+class OutboxMonitor(QObject):
+    links_changed = Signal()
+    sent = Signal(object)  # app.outbox.SendReport, after a pass that sent or failed something
+    outbox_changed = Signal()
+
+    def __init__(self, settings, connectivity, outbox, cloud, tasks, watched, parent=None):
+        """``watched()`` -> provider names the current conversation needs (GUI thread)."""
+        super().__init__(parent)
+        self.settings, self.connectivity, self.outbox = settings, connectivity, outbox
+        self.cloud, self.tasks, self.watched = cloud, tasks, watched
+        self.sender = OutboxSender(outbox, cloud.fresh_engine)
+        self._probing: set[str] = set()
+        self._sending = False
+        self._cancel = threading.Event()
+        self.timer = QTimer(self)
+        self.timer.setInterval(TICK_MS)
+        self.timer.timeout.connect(self.tick)
+
+    def start(self) -> None:
+        self.timer.start()
+        QTimer.singleShot(0, self.tick)
+
+    def stop(self) -> None:
+        self.timer.stop()
+        self._cancel.set()
+
+    def providers(self) -> list[str]:
+        """The providers that matter now (none in Offline mode)."""
+        if self.settings["offline_mode"]:
+            return []
+        names = list(self.watched())
+        for item in self.outbox.pending():
+            if item.provider not in names:
+                names.append(item.provider)
+        return names
+
+    @Slot()
+    def tick(self) -> None:
+        names = self.providers()
+        for name in names:
+            if name not in self._probing and self.connectivity.due_for_probe(name):
+                self._probe(name)
+        self._maybe_send(names)
+        self.links_changed.emit()
+
+    def _probe(self, name: str) -> None:
+        try:
+            base_url = self.cloud.registry.get(name).base_url
+        except Exception:  # the provider was removed: its items wait (and show it)
+            return
+        self._probing.add(name)
+
+        def done(_state) -> None:
+            self._probing.discard(name)
+            self.links_changed.emit()
+            self._maybe_send(self.providers())
+
+        def failed(_exc) -> None:
+            self._probing.discard(name)
+
+        self.tasks.run_in_background(lambda: self.connectivity.probe(name, base_url), done,
+                                     failed)
+
+    def _maybe_send(self, names: list[str]) -> None:
+        if self._sending or self.settings["offline_mode"]:
+            return
+        pending = [item for item in self.outbox.pending() if item.provider in names]
+        if not any(self.connectivity.state(item.provider) is LinkState.ONLINE
+                   for item in pending):
+            return
+        self.send_now(only_online=True)
+
+    def send_now(self, only_online: bool = False) -> bool:
+        """Send the queued items now (the outbox panel's "Send now" asks with
+        ``only_online=False``: try every provider once)."""
+        if self._sending or self.settings["offline_mode"]:
+            return False
+        self._sending = True
+        self.outbox_changed.emit()
+        skip = (lambda name: self.connectivity.state(name) is not LinkState.ONLINE) \
+            if only_online else (lambda name: False)
+
+        def done(report: SendReport) -> None:
+            self._sending = False
+            self.outbox_changed.emit()
+            self.links_changed.emit()
+            if report.sent or report.failed:
+                self.sent.emit(report)
+
+        def failed(exc) -> None:
+            self._sending = False
+            self.outbox_changed.emit()
+
+        self.tasks.run_in_background(
+            lambda: self.sender.send(cancel=self._cancel, skip_provider=skip), done, failed)
+        return True

@@ -1,0 +1,243 @@
+"""The offline outbox as a window: what waits for its cloud provider, what was sent, what failed.
+
+Reads are cheap SQLite queries on the outbox table, so the panel reads on the GUI thread; it never
+touches the network. Sending is not done here: "Send now" only emits ``send_requested`` and the
+owner runs the sender in the background, then calls ``refresh()``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import (QAbstractItemView, QDialog, QHBoxLayout, QHeaderView, QLabel,
+                               QPushButton, QStackedWidget, QTableWidget, QTableWidgetItem,
+                               QVBoxLayout, QWidget)
+
+from app.errors import OutpostError
+from app.outbox import Outbox, OutboxItem, OutboxState
+
+ID_ROLE = Qt.ItemDataRole.UserRole
+COLUMNS = ("#", "State", "Provider", "Model", "Queued", "Message", "Note")
+MESSAGE_CHARS = 60
+_COLUMN_AIR = 14  # px beyond the widest cell, so columns do not read as one run of text
+STATE_LABELS = {
+    OutboxState.QUEUED: "Waiting",
+    OutboxState.SENDING: "Sending…",
+    OutboxState.SENT: "Sent",
+    OutboxState.FAILED: "Failed",
+    OutboxState.CANCELLED: "Cancelled",
+}
+_STATE_COLORS = {OutboxState.FAILED: "#b42318", OutboxState.SENT: "#1a7f37",
+                 OutboxState.CANCELLED: "#6e7781"}
+
+
+class OutboxPanel(QDialog):
+    """A non-modal window listing every outbox item in queue order, with Send now, Cancel item
+    and Retry. ``rows()`` gives what the table shows, for tests."""
+
+    send_requested = Signal()
+
+    def __init__(self, outbox: Outbox, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Outbox")
+        self.setModal(False)
+        self.resize(1000, 380)
+        self.outbox = outbox
+        self._items: dict[int, OutboxItem] = {}
+
+        intro = QLabel("Messages waiting for their cloud provider. Each is sent once, in order, "
+                       "when the provider can be reached; its answer appears in the "
+                       "conversation next to the local answer.")
+        intro.setWordWrap(True)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setAlternatingRowColors(True)
+        header = self.table.horizontalHeader()
+        header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setStretchLastSection(True)  # the note takes what is left; full text in tooltip
+        self.placeholder = QLabel("The outbox is empty.")
+        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.placeholder.setStyleSheet("color:#6e7781;")
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.table)
+        self.stack.addWidget(self.placeholder)
+        self.error = QLabel()
+        self.error.setWordWrap(True)
+        self.error.setStyleSheet("color:#b42318;")
+        self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error.hide()
+
+        self.send_button = QPushButton("Send now")
+        self.send_button.setToolTip("Try to send every waiting message now.")
+        self.cancel_button = QPushButton("Cancel item")
+        self.cancel_button.setToolTip("Stop waiting: the selected message is never sent to the "
+                                      "cloud (it stays in the conversation).")
+        self.retry_button = QPushButton("Retry")
+        self.retry_button.setToolTip("Put the selected failed message back in the queue.")
+        close_button = QPushButton("Close")
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.send_button)
+        buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.retry_button)
+        buttons.addStretch(1)
+        buttons.addWidget(close_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(intro)
+        layout.addWidget(self.stack, 1)
+        layout.addWidget(self.error)
+        layout.addLayout(buttons)
+
+        self.send_button.clicked.connect(self.send_requested)
+        self.cancel_button.clicked.connect(self._on_cancel)
+        self.retry_button.clicked.connect(self._on_retry)
+        close_button.clicked.connect(self.close)
+        self.table.itemSelectionChanged.connect(self._on_selection_changed)
+        self.refresh()
+
+    # -- public ------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Reload from the database, keeping the selected item selected (by id)."""
+        selected = self.selected_id()
+        try:
+            items = self.outbox.items()
+        except OutpostError as exc:
+            self._show_error(str(exc))
+            items = []
+        self._items = {item.id: item for item in items}
+        self.table.blockSignals(True)
+        try:
+            self.table.setRowCount(0)
+            self.table.setRowCount(len(items))
+            for row, item in enumerate(items):
+                self._fill_row(row, item)
+                if item.id == selected:
+                    self.table.selectRow(row)
+        finally:
+            self.table.blockSignals(False)
+        self._fit_columns()
+        self.stack.setCurrentWidget(self.table if items else self.placeholder)
+        self._update_buttons()
+
+    def rows(self) -> list[tuple[int, str, str]]:
+        """(id, state label, provider) per row, as shown."""
+        return [(int(self.table.item(row, 0).data(ID_ROLE)), self.table.item(row, 1).text(),
+                 self.table.item(row, 2).text()) for row in range(self.table.rowCount())]
+
+    def selected_id(self) -> int | None:
+        rows = self.table.selectionModel().selectedRows()
+        if not rows:
+            return None
+        return int(self.table.item(rows[0].row(), 0).data(ID_ROLE))
+
+    def select(self, item_id: int) -> bool:
+        for row in range(self.table.rowCount()):
+            if self.table.item(row, 0).data(ID_ROLE) == item_id:
+                self.table.selectRow(row)
+                return True
+        return False
+
+    # -- rows --------------------------------------------------------------------------------
+    def _fill_row(self, row: int, item: OutboxItem) -> None:
+        queued_at = _local_time(item.created_at)
+        cells = (str(item.id), STATE_LABELS[item.state], item.provider, item.model or "default",
+                 queued_at.strftime("%H:%M") if queued_at else item.created_at,
+                 _first_line(item.prompt), _note(item))
+        for column, text in enumerate(cells):
+            cell = QTableWidgetItem(text)
+            cell.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
+            self.table.setItem(row, column, cell)
+        self.table.item(row, 0).setData(ID_ROLE, item.id)
+        self.table.item(row, 0).setTextAlignment(Qt.AlignmentFlag.AlignRight
+                                                 | Qt.AlignmentFlag.AlignVCenter)
+        color = _STATE_COLORS.get(item.state)
+        if color:
+            self.table.item(row, 1).setForeground(QBrush(QColor(color)))
+        if queued_at:
+            self.table.item(row, 4).setToolTip(queued_at.strftime("%Y-%m-%d %H:%M:%S"))
+        self.table.item(row, 5).setToolTip(item.prompt)
+        note = self.table.item(row, 6)
+        note.setToolTip(note.text())
+
+    def _fit_columns(self) -> None:
+        """Fit to the contents plus some air (the user can still drag them wider)."""
+        self.table.resizeColumnsToContents()
+        for column in range(len(COLUMNS) - 1):
+            self.table.setColumnWidth(column, self.table.columnWidth(column) + _COLUMN_AIR)
+
+    # -- buttons -----------------------------------------------------------------------------
+    def _selected_item(self) -> OutboxItem | None:
+        item_id = self.selected_id()
+        return self._items.get(item_id) if item_id is not None else None
+
+    def _update_buttons(self) -> None:
+        selected = self._selected_item()
+        self.send_button.setEnabled(any(i.state is OutboxState.QUEUED
+                                        for i in self._items.values()))
+        self.cancel_button.setEnabled(selected is not None
+                                      and selected.state is OutboxState.QUEUED)
+        self.retry_button.setEnabled(selected is not None
+                                     and selected.state is OutboxState.FAILED)
+
+    def _show_error(self, text: str) -> None:
+        self.error.setText(text)
+        self.error.setVisible(bool(text))
+
+    @Slot()
+    def _on_selection_changed(self) -> None:
+        self._update_buttons()
+
+    @Slot()
+    def _on_cancel(self) -> None:
+        item_id = self.selected_id()
+        if item_id is not None:
+            self._act(lambda: self.outbox.cancel(item_id))
+
+    @Slot()
+    def _on_retry(self) -> None:
+        item_id = self.selected_id()
+        if item_id is not None:
+            self._act(lambda: self.outbox.requeue_failed(item_id))
+
+    def _act(self, action) -> None:
+        """Run one outbox change; its error (say the item was sent meanwhile) shows inline,
+        and the table is reloaded either way, since the state may have moved on."""
+        try:
+            action()
+        except OutpostError as exc:
+            self._show_error(str(exc))
+        else:
+            self._show_error("")
+        self.refresh()
+
+
+def _local_time(iso: str) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(iso).astimezone()
+    except (TypeError, ValueError):
+        return None
+
+
+def _first_line(prompt: str) -> str:
+    lines = prompt.strip().splitlines()
+    first = lines[0].strip() if lines else ""
+    if len(first) > MESSAGE_CHARS:
+        return first[:MESSAGE_CHARS - 1].rstrip() + "…"
+    return first + (" …" if len(lines) > 1 else "")
+
+
+def _note(item: OutboxItem) -> str:
+    if item.state is OutboxState.SENT:
+        return "answered"
+    if item.state is OutboxState.SENDING:
+        return f"attempt {item.attempts}"
+    if item.state in (OutboxState.QUEUED, OutboxState.FAILED):
+        return item.last_error or ""
+    return ""
