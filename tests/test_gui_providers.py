@@ -87,7 +87,7 @@ def test_unreachable_provider_is_answered_locally_under_auto(qtbot, outpost):
     assert outpost.connectivity.state("down").value in ("degraded", "offline")
 
 
-def test_cloud_only_unreachable_waits_in_the_outbox(qtbot, outpost):
+def test_cloud_only_unreachable_waits_in_the_outbox(qtbot, outpost, artifacts_dir):
     from app.providers import ProviderConfig
 
     outpost.registry.add(ProviderConfig("down", "openai", "http://127.0.0.1:9/v1", "m"))
@@ -109,5 +109,8 @@ def test_cloud_only_unreachable_waits_in_the_outbox(qtbot, outpost):
     [item] = outpost.service.outbox.pending()
     assert item.provider == "down" and item.user_message_id == messages[0].id
     assert window.outbox_button.isVisible() and "1 waiting" in window.outbox_button.text()
+    assert "down" in window.links.labels  # its link light is shown
+    window.resize(1100, 720)
+    assert window.grab().save(str(artifacts_dir / "main_window_outbox.png"))
     window.open_outbox()
     assert window.outbox_panel.rows()[0][0] == item.id

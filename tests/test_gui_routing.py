@@ -181,3 +181,20 @@ def test_the_window_socket_guard_sees_the_auto_route():
     """The same script on the Auto route is caught trying to connect: the guard is not blind."""
     result = run_guarded("auto")
     assert result["attempts"] and result["engines"][0] == "local"  # failed over, guarded
+
+
+def test_default_route_menu_applies_to_new_chats_and_is_remembered(qtbot, outpost):
+    window = outpost.window
+    outpost.registry.add(ProviderConfig("fault", "openai", "http://127.0.0.1:9/v1", "m"))
+    window.refresh_targets("provider:fault")
+    [local] = [a for a in window.default_route_actions.actions() if a.data() == "local"]
+    local.trigger()
+    assert Settings()["default_route"] == "local"
+    assert window.route_picker.currentData() == "local"
+    assert "Local only" in window.route_label.text()
+    assert not window.composer.when_online.isVisible()
+    send(qtbot, outpost, "Hello")
+    conversation = outpost.store.list_conversations()[0]
+    assert conversation.route is None  # it follows the default, which may change later
+    reply = outpost.store.messages(conversation.id)[-1]
+    assert reply.engine == "local" and reply.route_reason == "local-only conversation"

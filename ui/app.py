@@ -58,9 +58,38 @@ class OutpostApp:
         self.monitor.links_changed.connect(self.window.refresh_links)
         self.monitor.outbox_changed.connect(self.window.refresh_outbox)
         self.monitor.sent.connect(self.window.outbox_sent)
-        self.window.offline_action.toggled.connect(lambda _on: self.monitor.tick())
+        self.window.offline_action.toggled.connect(self._on_offline_toggled)
+        self._network_info = None
         for warning in self.settings.load_warnings:
             self.window.banner.show_error(warning)
+
+    def _on_offline_toggled(self, on: bool) -> None:
+        if not on:
+            self._watch_os_network()
+        self.monitor.tick()
+
+    def _watch_os_network(self) -> None:
+        """Feed the OS's network-change news (Qt's QNetworkInformation: NetworkManager, glib,
+        …) into the link tracker: probe at once when the network comes back. Not in Offline
+        mode, where nothing about the network matters."""
+        if self._network_info is not None or self.settings["offline_mode"]:
+            return
+        try:
+            from PySide6.QtNetwork import QNetworkInformation
+
+            if not QNetworkInformation.loadDefaultBackend():
+                return
+            info = QNetworkInformation.instance()
+        except (ImportError, RuntimeError, AttributeError):
+            return
+        if info is None:
+            return
+        self._network_info = info
+        info.reachabilityChanged.connect(self._on_os_network_changed)
+
+    def _on_os_network_changed(self, *_args) -> None:
+        self.connectivity.network_changed()
+        self.monitor.tick()
 
     def _watched_providers(self) -> list[str]:
         """The chosen provider, when the current conversation may use the cloud."""
@@ -82,6 +111,7 @@ class OutpostApp:
         self.loader.load(self.settings["model_path"] or None)
         self.window.update_route_display()
         self.window.refresh_outbox()
+        self._watch_os_network()
         self.monitor.start()
 
     def shutdown(self) -> None:

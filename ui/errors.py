@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import traceback
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QWidget
 
 
@@ -16,6 +16,7 @@ class ErrorBanner(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("errorBanner")
+        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)  # paint the background
         self.setStyleSheet("#errorBanner { background:#fff1f0; border-bottom:1px solid #ffa39e; }"
                            "QLabel { color:#a8071a; }")
         self.label = QLabel()

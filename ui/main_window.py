@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Slot
-from PySide6.QtGui import QAction, QKeySequence, QPainter, QShortcut
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence, QPainter, QShortcut
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow,
                                QPushButton, QSizePolicy, QSplitter, QVBoxLayout, QWidget)
 
@@ -158,6 +158,14 @@ class MainWindow(QMainWindow):
         chat_menu.addAction(self.offline_action)
         self.outbox_action = QAction("Out&box…", self)
         chat_menu.addAction(self.outbox_action)
+        default_menu = chat_menu.addMenu("&Default route for new chats")
+        self.default_route_actions = QActionGroup(self)
+        for route in Route:
+            action = QAction(ROUTE_LABELS[route], self, checkable=True)
+            action.setData(route.value)
+            action.setChecked(route.value == self.settings["default_route"])
+            self.default_route_actions.addAction(action)
+            default_menu.addAction(action)
         chat_menu.addSeparator()
         self.quit_action = QAction("&Quit", self)
         self.quit_action.setShortcut(QKeySequence.StandardKey.Quit)
@@ -191,6 +199,7 @@ class MainWindow(QMainWindow):
         self.offline_button.toggled.connect(self.offline_action.setChecked)
         self.offline_button.setChecked(self.offline_action.isChecked())
         self.outbox_action.triggered.connect(self.open_outbox)
+        self.default_route_actions.triggered.connect(self._on_default_route_picked)
         self.outbox_button.clicked.connect(self.open_outbox)
         self.composer.when_online.toggled.connect(self._on_when_online_toggled)
         self.composer.when_online.setChecked(c.send_when_online)
@@ -411,6 +420,15 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def _on_route_changed(self, _route: str) -> None:
+        self.update_route_display()
+
+    @Slot(QAction)
+    def _on_default_route_picked(self, action: QAction) -> None:
+        self.settings.set("default_route", action.data())
+        try:
+            self.settings.save()
+        except OSError as exc:
+            self._on_error("storage", f"The settings could not be saved: {exc}.")
         self.update_route_display()
 
     @Slot(bool)
