@@ -112,7 +112,8 @@ def _parser() -> argparse.ArgumentParser:
     olist.add_argument("--all", action="store_true", help="sent and cancelled items too")
     olist.add_argument("--json", action="store_true")
     osend = osub.add_parser("send", help="send queued items now, in order, each once; exit 4 "
-                            "when some could not be sent")
+                            "when some could not be sent (items another Outpost process is "
+                            "sending are left to it)")
     osend.add_argument("id", metavar="ID", nargs="?", type=int, help="only this item")
     osend.add_argument("--json", action="store_true")
     ocancel = osub.add_parser("cancel", help="cancel a queued item (its message stays)")
@@ -461,7 +462,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         if args.json:
             _emit_list([dict(item.as_dict(), result="sent") for item, _ in report.sent] +
                        [dict(item.as_dict(), result="waiting") for item in report.waiting] +
-                       [dict(item.as_dict(), result="failed") for item, _ in report.failed])
+                       [dict(item.as_dict(), result="failed") for item, _ in report.failed] +
+                       [dict(item.as_dict(), result="elsewhere") for item in report.elsewhere])
         else:
             for item, message in report.sent:
                 print(f"Sent item {item.id} to {item.provider}: the answer is in conversation "
@@ -472,7 +474,10 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                       + (f" ({item.last_error})" if item.last_error else "") + ".")
             for item, error in report.failed:
                 print(f"Item {item.id} failed: {error}")
-            if not (report.sent or report.waiting or report.failed):
+            for item in report.elsewhere:
+                print(f"Item {item.id} is being sent by another Outpost process (the window?), "
+                      "or waits behind one that is.")
+            if not (report.sent or report.waiting or report.failed or report.elsewhere):
                 print("Nothing to send.")
         return 4 if report.waiting or report.failed else 0
     finally:

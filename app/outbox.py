@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from app.domain import ChatRequest, Message
@@ -188,6 +188,9 @@ class SendReport:
     sent: list[tuple[OutboxItem, Message | None]]
     waiting: list[OutboxItem]  # still queued: their provider is unreachable
     failed: list[tuple[OutboxItem, str]]
+    # being sent by another process (the window, another `outbox send`), or queued behind such
+    # an item for the same provider (order is kept): that process takes care of them
+    elsewhere: list[OutboxItem] = field(default_factory=list)
 
 
 class OutboxSender:
@@ -212,15 +215,28 @@ class OutboxSender:
         with self._lock:
             self.outbox.recover()
             blocked: set[str] = set()
-            for item in self.outbox.items((OutboxState.QUEUED,)):
+            busy: set[str] = set()  # providers another process is sending to right now
+            for item in self.outbox.pending():
+                if item.state is OutboxState.SENDING:
+                    # another live process is sending it: its provider's later items wait, so
+                    # they never overtake it (it may yet go back to the queue)
+                    busy.add(item.provider)
+                    if only is None or item.id == only:
+                        report.elsewhere.append(item)
+                    continue
                 if only is not None and item.id != only:
+                    continue
+                if item.provider in busy:
+                    report.elsewhere.append(item)
                     continue
                 if cancel.is_set() or item.provider in blocked or skip_provider(item.provider):
                     report.waiting.append(item)
                     blocked.add(item.provider)
                     continue
                 claimed = self.outbox.claim(item.id)
-                if claimed is None:
+                if claimed is None:  # taken by another process since the list was read
+                    busy.add(item.provider)
+                    report.elsewhere.append(self.outbox.get(item.id))
                     continue
                 turn = Turn(self.outbox.store, item.conversation_id, item.user_message_id,
                             item.request)

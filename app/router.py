@@ -363,16 +363,20 @@ class RoutedEngine:
             elif isinstance(event, Finished):
                 if current.tag == "local":
                     self._log_local(current, _outcome(event), None)
+                written = sum(u.completion_tokens for u in usages)
                 if current.tag == "cloud" and event.reason is FinishReason.ERROR and \
-                        isinstance(event.error, CONTINUABLE_ERRORS) and not cancel.is_set():
+                        isinstance(event.error, CONTINUABLE_ERRORS) and not cancel.is_set() \
+                        and written < request.max_tokens:
                     cloud_error = event.error
                     name = self.cloud.info.engine
                     if self.connectivity is not None:
                         self.connectivity.record(name, event.error.kind)
                     reason = (f"{name} stream broke after {len(text)} characters "
                               f"({event.error.kind}): continued locally")
+                    # the reply's token budget is shared: the local part gets what is left
                     continuation = dataclasses.replace(
-                        request, assistant_prefix=request.assistant_prefix + text)
+                        request, assistant_prefix=request.assistant_prefix + text,
+                        max_tokens=request.max_tokens - written)
                     current = self._start_local(continuation, events, runners, reason)
                     self.segments[-1]["end"] = len(text)
                     self.segments.append(self._segment(current, len(text), reason))

@@ -117,6 +117,8 @@ class Settings:
                                       "defaults are used.")
             return
         values = raw.get("values") if isinstance(raw, dict) else None
+        if values is None and isinstance(raw, dict) and "version" not in raw:
+            values = raw  # written by hand: {"offline_mode": true} means what it says
         if not isinstance(values, dict):
             if not (isinstance(raw, dict) and values is None):
                 self.load_warnings.append(f"Settings file {self.path} is not in the expected "

@@ -153,3 +153,17 @@ def test_user_cancel_stops_both_engines_of_a_hedge(tmp_path, local_engine):
     assert isinstance(events[-1], Finished) and events[-1].reason is FinishReason.CANCELLED
     message = store.get_message(turn.assistant_message_id)
     assert message.status is MessageStatus.INTERRUPTED
+
+
+def test_the_continuation_gets_what_is_left_of_the_token_budget(tmp_path, local_engine):
+    store = Store(tmp_path / "outpost.db")
+    with fault_server() as server:
+        # 4 of the reply's 12 tokens written by the cloud (it reports usage), then the cut
+        server.script([Cut(chunks=("One,", " two,", " three,", " four,", " five"), after=4,
+                           prompt_tokens=20, completion_tokens=4)])
+        routed = RoutedEngine(cloud(server.url + "/v1", store), lambda: Borrowed(local_engine),
+                              Connectivity(), hedge_after_s=None)
+        _, events, message = run_turn(store, routed, "Count to ten.", max_tokens=12)
+    usage = [e for e in events if isinstance(e, Usage)][0]
+    assert usage.completion_tokens <= 12
+    assert message.finish_reason == "length"

@@ -1,0 +1,512 @@
+"""The offline outbox (issue 4's acceptance list): cloud requests that wait, in order, until their
+provider can be reached, and are then sent once each.
+
+Real SQLite files under the per-test OUTPOST_HOME, the fault server as the cloud, the real CLI in
+subprocesses for the end-to-end parts (a subprocess that exits is the "app restart"), and the
+Python API (``Outbox``, ``OutboxSender``, ``ChatService.queue_for_later``) for the fine-grained
+ones. Only the ``--send-when-online`` test loads the bundled local model.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections import Counter
+
+import pytest
+
+from app.chat_service import ChatService, TurnOptions
+from app.domain import MessageStatus, Role
+from app.errors import UsageError
+from app.outbox import Outbox, OutboxItem, OutboxSender, OutboxState
+from app.providers import ProviderConfig
+from app.settings import Settings
+from app.store import Store, this_writer
+from engines.http_policy import RetryPolicy, Timeouts
+from engines.openai_compat import OpenAICompatEngine
+from tests.fault_server import fault_server, normal, refused_url, unauthorized
+
+FAST = RetryPolicy(initial_backoff=0.01, max_backoff=0.02)
+DEAD_WRITER = "999999:1"  # pid 999999 does not exist here (checked in the test that uses it)
+ITEM_KEYS = {"id", "conversation_id", "user_message_id", "provider", "model", "state",
+             "attempts", "last_error", "answer_message_id", "idempotency_key", "prompt",
+             "created_at", "updated_at"}
+
+
+# -- helpers --------------------------------------------------------------------------------------
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True,
+                          text=True, env=os.environ.copy(), timeout=timeout)
+
+
+def add_provider(name: str, base_url: str, replace: bool = False) -> None:
+    args = ["providers", "add", name, "--base-url", base_url, "--model", "test-model"]
+    result = cli(*args, *(["--replace"] if replace else []))
+    assert result.returncode == 0, result.stderr
+
+
+def outbox_list(*flags: str) -> list[dict]:
+    result = cli("outbox", "list", "--json", *flags)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def history(conversation_id: str) -> list[dict]:
+    result = cli("history", "show", conversation_id, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def events(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def fast_cloud(url: str, store: Store, name: str = "fault") -> OpenAICompatEngine:
+    return OpenAICompatEngine(ProviderConfig(name, "openai", url, "test-model"), "sk-test",
+                              policy=FAST, timeouts=Timeouts(connect=1, first_token=5, idle=5),
+                              on_attempt=store.log_attempt)
+
+
+def queue_turn(store: Store, prompt: str, provider: str = "fault") -> OutboxItem:
+    """What the window and the CLI do when the cloud is wanted but unreachable: the user's
+    message is saved and its request goes into the outbox."""
+    service = ChatService(store, Settings())
+    turn = service.start_turn(prompt, model="test-model",
+                              options=TurnOptions(max_tokens=8, temperature=0.0))
+    return service.queue_for_later(turn, provider, None)
+
+
+def assistant_children(store: Store, item: OutboxItem) -> list:
+    return [m for m in store.messages(item.conversation_id)
+            if m.role is Role.ASSISTANT and m.parent_id == item.user_message_id]
+
+
+def posts_by_key(server) -> Counter:
+    return Counter(r.idempotency_key for r in server.chat_requests())
+
+
+# -- 1. queued while unreachable, survives a restart, sent exactly once ---------------------------
+def test_cloud_only_message_waits_across_a_restart_and_is_sent_exactly_once(outpost_home):
+    with refused_url() as down:
+        add_provider("acme", down + "/v1")
+        asked = cli("ask", "What is the capital of France?", "--provider", "acme",
+                    "--route", "cloud", "--max-tokens", "8", "--json")
+        assert asked.returncode == 4, asked.stderr  # the provider failed; the message waits
+        queued = [e for e in events(asked.stdout) if e["event"] == "queued"]
+        assert len(queued) == 1 and queued[0]["provider"] == "acme"
+        key = queued[0]["idempotency_key"]
+        assert "Queued in the outbox as item" in asked.stderr
+
+        # "Restart": the process that queued it is gone; a new process and a new Store see it.
+        listed = outbox_list()
+        assert len(listed) == 1
+        row = listed[0]
+        assert ITEM_KEYS <= set(row)
+        assert (row["id"], row["state"], row["provider"], row["idempotency_key"], row["prompt"]
+                ) == (queued[0]["outbox_id"], "queued", "acme", key,
+                      "What is the capital of France?")
+        assert row["conversation_id"] == queued[0]["conversation_id"]
+        store = Store()
+        try:
+            pending = Outbox(store).pending()
+            assert [i.id for i in pending] == [row["id"]]
+            item = pending[0]
+            assert item.request.idempotency_key == key
+            # the key is the user turn's own: the failed attempts of `ask` were logged under it
+            attempts = store.request_log(key)
+            assert attempts and {a["error_kind"] for a in attempts} == {"connection_failed"}
+            user = store.get_message(item.user_message_id)
+            assert user.role is Role.USER and user.content == "What is the capital of France?"
+            failed_reply = assistant_children(store, item)
+            assert len(failed_reply) == 1 and failed_reply[0].status is MessageStatus.ERROR
+            assert f"item {item.id}" in failed_reply[0].error
+        finally:
+            store.close()
+
+        # Still unreachable: exit 4, the item waits, no answer row is left behind.
+        still_down = cli("outbox", "send")
+        assert still_down.returncode == 4, still_down.stderr
+        assert f"Item {item.id} waits" in still_down.stdout
+        again = outbox_list()
+        assert [(r["id"], r["state"]) for r in again] == [(item.id, "queued")]
+        assert "Could not connect" in again[0]["last_error"]
+
+    with fault_server() as server:
+        add_provider("acme", server.url + "/v1", replace=True)
+        sent = cli("outbox", "send")
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert f"Sent item {item.id} to acme" in sent.stdout
+        posts = server.chat_requests()
+        assert len(posts) == 1
+        assert posts[0].idempotency_key == key
+        assert posts[0].json["messages"][-1] == {"role": "user",
+                                                 "content": "What is the capital of France?"}
+
+        # A second pass sends nothing.
+        second = cli("outbox", "send")
+        assert second.returncode == 0, second.stderr
+        assert "Nothing to send" in second.stdout
+        assert len(server.chat_requests()) == 1
+
+    [done] = outbox_list("--all")
+    assert done["state"] == "sent" and done["answer_message_id"]
+    assert outbox_list() == []  # the default list shows what still needs attention only
+    messages = history(done["conversation_id"])
+    answer = next(m for m in messages if m["id"] == done["answer_message_id"])
+    assert answer["role"] == "assistant" and answer["parent_id"] == item.user_message_id
+    assert answer["content"] == "Hello from the fault server."
+    assert answer["status"] == "complete" and answer["engine"] == "acme"
+    assert "queued in the outbox" in answer["route_reason"]
+    replies = [m for m in messages if m["role"] == "assistant"]
+    # the earlier failed reply and the sent answer are siblings; nothing else was added
+    assert len(replies) == 2 and {m["parent_id"] for m in replies} == {item.user_message_id}
+    assert {m["status"] for m in replies} == {"error", "complete"}
+
+
+# -- 2. Auto + send when online: the local model answers now, the provider later ------------------
+@pytest.mark.local_model
+def test_send_when_online_answers_locally_now_and_the_cloud_answer_becomes_a_sibling(
+        outpost_home):
+    with refused_url() as down:
+        add_provider("acme", down + "/v1")
+        asked = cli("ask", "Say hello.", "--provider", "acme", "--route", "auto",
+                    "--send-when-online", "--max-tokens", "8", "--temperature", "0", "--json")
+    assert asked.returncode == 0, asked.stderr
+    out = events(asked.stdout)
+    finished = next(e for e in out if e["event"] == "finished")
+    assert finished["engine"] == "local" and "answered locally" in finished["route_reason"]
+    [queued] = [e for e in out if e["event"] == "queued"]
+    assert queued["conversation_id"] == finished["conversation_id"]
+    [row] = outbox_list()
+    assert (row["id"], row["state"], row["idempotency_key"]) == (
+        queued["outbox_id"], "queued", queued["idempotency_key"])
+
+    with fault_server() as server:
+        add_provider("acme", server.url + "/v1", replace=True)
+        sent = cli("outbox", "send", "--json")
+        assert sent.returncode == 0, sent.stderr
+        assert [(r["id"], r["result"]) for r in json.loads(sent.stdout)] == [(row["id"], "sent")]
+        assert [r.idempotency_key for r in server.chat_requests()] == [row["idempotency_key"]]
+
+    messages = history(finished["conversation_id"])
+    [user] = [m for m in messages if m["role"] == "user"]
+    assert user["id"] == row["user_message_id"]
+    replies = [m for m in messages if m["role"] == "assistant"]
+    assert len(replies) == 2
+    assert {m["parent_id"] for m in replies} == {user["id"]}  # siblings
+    by_engine = {m["engine"]: m for m in replies}
+    assert set(by_engine) == {"local", "acme"}
+    assert by_engine["local"]["id"] == finished["message_id"] and by_engine["local"]["content"]
+    assert by_engine["acme"]["content"] == "Hello from the fault server."
+    [done] = outbox_list("--all")
+    assert done["state"] == "sent" and done["answer_message_id"] == by_engine["acme"]["id"]
+
+
+# -- 3. order ------------------------------------------------------------------------------------
+def test_items_are_sent_in_queue_order_and_an_unreachable_provider_holds_them_all(tmp_path):
+    store = Store(tmp_path / "outpost.db")
+    outbox = Outbox(store)
+    items = [queue_turn(store, f"Question number {n}") for n in (1, 2, 3)]
+    assert [i.id for i in items] == sorted(i.id for i in items)
+    keys = [i.request.idempotency_key for i in items]
+    assert len(set(keys)) == 3
+
+    with refused_url() as down:
+        sender = OutboxSender(outbox, lambda name, model: fast_cloud(down + "/v1", store))
+        report = sender.send()
+    assert report.sent == [] and report.failed == []
+    assert [i.id for i in report.waiting] == [i.id for i in items]
+    after = outbox.items()
+    assert [(i.id, i.state) for i in after] == [(i.id, OutboxState.QUEUED) for i in items]
+    # only the first was tried; the rest waited behind it without an attempt of their own
+    assert [i.attempts for i in after] == [1, 0, 0]
+    assert all(assistant_children(store, i) == [] for i in items)  # no empty replies left
+
+    with fault_server() as server:
+        sender = OutboxSender(outbox, lambda name, model: fast_cloud(server.url + "/v1", store))
+        report = sender.send()
+        posts = server.chat_requests()
+    assert [i.id for i, _ in report.sent] == [i.id for i in items]
+    assert [r.idempotency_key for r in posts] == keys  # arrival order == queue order
+    assert [r.json["messages"][-1]["content"] for r in posts] == [
+        "Question number 1", "Question number 2", "Question number 3"]
+    for item in outbox.items():
+        assert item.state is OutboxState.SENT
+        [answer] = assistant_children(store, item)
+        assert answer.id == item.answer_message_id and answer.status is MessageStatus.COMPLETE
+    store.close()
+
+
+def test_cli_send_keeps_the_order_and_holds_everything_while_unreachable(outpost_home):
+    store = Store()
+    items = [queue_turn(store, f"Question number {n}", provider="acme") for n in (1, 2, 3)]
+    store.close()
+    with refused_url() as down:
+        add_provider("acme", down + "/v1")
+        waiting = cli("outbox", "send", "--json")
+    assert waiting.returncode == 4
+    rows = json.loads(waiting.stdout)
+    assert [(r["id"], r["result"], r["state"]) for r in rows] == [
+        (i.id, "waiting", "queued") for i in items]
+    assert [r["id"] for r in outbox_list()] == [i.id for i in items]
+
+    with fault_server() as server:
+        add_provider("acme", server.url + "/v1", replace=True)
+        sent = cli("outbox", "send")
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert [r.idempotency_key for r in server.chat_requests()] == [
+            i.request.idempotency_key for i in items]
+    assert [r["state"] for r in outbox_list("--all")] == ["sent"] * 3
+
+
+# -- 4. never in flight twice --------------------------------------------------------------------
+def test_only_one_store_wins_a_claim(tmp_path):
+    path = tmp_path / "outpost.db"
+    first, second = Store(path), Store(path)
+    item = queue_turn(first, "Claim me")
+    won = Outbox(first).claim(item.id)
+    assert won is not None and won.state is OutboxState.SENDING and won.attempts == 1
+    assert Outbox(second).claim(item.id) is None  # a second connection loses
+    assert Outbox(first).claim(item.id) is None  # and so does a second claim of the winner
+    row = first.db.execute("select writer from outbox where id = ?", [item.id]).fetchone()
+    assert row[0] == this_writer()
+    first.close()
+    second.close()
+
+
+def test_concurrent_claims_from_many_connections_have_exactly_one_winner(tmp_path):
+    path = tmp_path / "outpost.db"
+    setup = Store(path)
+    items = [queue_turn(setup, f"Item {n}") for n in range(5)]
+    setup.close()
+    contenders = 6
+    stores = [Store(path) for _ in range(contenders)]
+    barrier = threading.Barrier(contenders)
+    wins: list[tuple[int, int]] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def contend(index: int) -> None:
+        outbox = Outbox(stores[index])
+        try:
+            for item in items:
+                barrier.wait(timeout=30)
+                if outbox.claim(item.id) is not None:
+                    with lock:
+                        wins.append((item.id, index))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(contenders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    assert sorted(item_id for item_id, _ in wins) == [i.id for i in items]  # one winner each
+    check = Outbox(stores[0])
+    assert all(check.get(i.id).attempts == 1 for i in items)
+    for store in stores:
+        store.close()
+
+
+def test_recover_requeues_items_of_dead_writers_only(tmp_path):
+    import psutil
+
+    assert not psutil.pid_exists(int(DEAD_WRITER.split(":")[0]))
+    store = Store(tmp_path / "outpost.db")
+    outbox = Outbox(store)
+    dead, reused, live = (queue_turn(store, f"Item {n}") for n in range(3))
+    for item in (dead, reused, live):
+        assert outbox.claim(item.id) is not None
+    with store.transaction() as db:
+        db.execute("update outbox set writer = ? where id = ?", [DEAD_WRITER, dead.id])
+        # our own pid, but another start time: a reused pid is not the writer
+        db.execute("update outbox set writer = ? where id = ?", [f"{os.getpid()}:1", reused.id])
+
+    assert Outbox(Store(tmp_path / "outpost.db")).recover() == 2
+    assert outbox.get(dead.id).state is OutboxState.QUEUED
+    assert outbox.get(reused.id).state is OutboxState.QUEUED
+    assert outbox.get(live.id).state is OutboxState.SENDING  # this process is alive: untouched
+    assert outbox.recover() == 0
+
+    # A sender recovers on its own (a restart straight into `outbox send`), and it does not
+    # touch the live writer's item either.
+    with store.transaction() as db:
+        db.execute("update outbox set state = 'sending', writer = ? where id = ?",
+                   [DEAD_WRITER, dead.id])
+    with fault_server() as server:
+        sender = OutboxSender(outbox, lambda name, model: fast_cloud(server.url + "/v1", store))
+        report = sender.send()
+        keys = [r.idempotency_key for r in server.chat_requests()]
+    assert [i.id for i, _ in report.sent] == [dead.id, reused.id]
+    assert keys == [dead.request.idempotency_key, reused.request.idempotency_key]
+    assert outbox.get(live.id).state is OutboxState.SENDING
+    store.close()
+
+
+def test_a_later_item_does_not_overtake_one_in_flight_in_another_sender(tmp_path):
+    path = tmp_path / "outpost.db"
+    store = Store(path)
+    outbox = Outbox(store)
+    first, second = queue_turn(store, "First"), queue_turn(store, "Second")
+    window = Store(path)  # another sender (the window) has the first item in flight
+    assert Outbox(window).claim(first.id) is not None
+    with fault_server() as server:
+        sender = OutboxSender(outbox, lambda name, model: fast_cloud(server.url + "/v1", store))
+        sender.send()  # `outpost outbox send` while the window is sending the first item
+        # the window dies before its request got out; the first item is recovered and resent
+        with window.transaction() as db:
+            db.execute("update outbox set writer = ? where id = ?", [DEAD_WRITER, first.id])
+        sender.send()
+        keys = [r.idempotency_key for r in server.chat_requests()]
+    window.close()
+    store.close()
+    assert keys == [first.request.idempotency_key, second.request.idempotency_key]
+
+
+def test_two_cli_senders_at_once_send_each_item_once(outpost_home):
+    store = Store()
+    items = [queue_turn(store, f"Question number {n}", provider="acme") for n in (1, 2, 3)]
+    store.close()
+    with fault_server() as server:
+        server.script([normal(first_delay=1.0) for _ in range(6)])  # slow: the senders overlap
+        add_provider("acme", server.url + "/v1")
+        procs = [subprocess.Popen([sys.executable, "-m", "app.cli", "outbox", "send", "--json"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=os.environ.copy()) for _ in range(2)]
+        outputs = [p.communicate(timeout=120) for p in procs]
+        for proc, (out, err) in zip(procs, outputs):
+            assert proc.returncode == 0, out + err
+        per_key = posts_by_key(server)
+    assert per_key == Counter({i.request.idempotency_key: 1 for i in items})
+    reported = [r["id"] for out, _ in outputs for r in json.loads(out) if r["result"] == "sent"]
+    assert sorted(reported) == [i.id for i in items]  # each item reported sent by one process
+    store = Store()
+    outbox = Outbox(store)
+    for item in items:
+        done = outbox.get(item.id)
+        assert done.state is OutboxState.SENT and done.attempts == 1
+        [answer] = assistant_children(store, item)
+        assert answer.id == done.answer_message_id
+    store.close()
+
+
+# -- 5. cancel -----------------------------------------------------------------------------------
+def test_cancel_a_queued_item_and_refuse_the_rest(outpost_home):
+    store = Store()
+    keep, drop = queue_turn(store, "Keep me", "acme"), queue_turn(store, "Drop me", "acme")
+    store.close()
+
+    cancelled = cli("outbox", "cancel", str(drop.id))
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert f"Cancelled outbox item {drop.id}" in cancelled.stdout
+    assert [r["id"] for r in outbox_list()] == [keep.id]
+
+    unknown = cli("outbox", "cancel", "999")
+    assert unknown.returncode == 2 and "There is no outbox item 999" in unknown.stderr
+    assert cli("outbox", "send", str(drop.id)).returncode == 2  # a cancelled item is not sent
+
+    with fault_server() as server:
+        add_provider("acme", server.url + "/v1")
+        sent = cli("outbox", "send")
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert [r.idempotency_key for r in server.chat_requests()] == [
+            keep.request.idempotency_key]  # never the cancelled one
+
+        again = cli("outbox", "cancel", str(keep.id))
+        assert again.returncode == 2
+        assert f"Outbox item {keep.id} is sent; only a queued item can be cancelled" in \
+            again.stderr
+        assert len(server.chat_requests()) == 1
+
+    states = {r["id"]: r["state"] for r in outbox_list("--all")}
+    assert states == {keep.id: "sent", drop.id: "cancelled"}
+    store = Store()
+    assert store.get_message(drop.user_message_id).content == "Drop me"  # the message stays
+    assert assistant_children(store, drop) == []
+    store.close()
+
+
+# -- 6. a provider that refuses ------------------------------------------------------------------
+def test_unauthorized_item_fails_visibly_and_is_not_retried(outpost_home):
+    store = Store()
+    item = queue_turn(store, "Will be refused", "acme")
+    store.close()
+    with fault_server() as server:
+        server.script([unauthorized()])
+        add_provider("acme", server.url + "/v1")
+        first = cli("outbox", "send")
+        assert first.returncode == 4
+        assert f"Item {item.id} failed" in first.stdout
+        assert len(server.chat_requests()) == 1  # a 401 is not retried
+
+        second = cli("outbox", "send")
+        assert second.returncode == 0 and "Nothing to send" in second.stdout
+        assert len(server.chat_requests()) == 1  # and not sent again on the next pass
+
+        [row] = outbox_list()  # still listed: not silently dropped
+        assert row["id"] == item.id and row["state"] == "failed" and row["attempts"] == 1
+        assert "Incorrect API key" in row["last_error"]
+        store = Store()
+        [reply] = assistant_children(store, item)
+        assert reply.id == row["answer_message_id"] and reply.status is MessageStatus.ERROR
+
+        # once the key is fixed, the user can put it back in the queue; it goes with its key
+        Outbox(store).requeue_failed(item.id)
+        store.close()
+        third = cli("outbox", "send")
+        assert third.returncode == 0, third.stdout + third.stderr
+        assert [r.idempotency_key for r in server.chat_requests()] == [
+            item.request.idempotency_key] * 2
+    assert outbox_list("--all")[0]["state"] == "sent"
+
+
+def test_cancel_and_requeue_of_items_in_the_wrong_state_are_usage_errors(tmp_path):
+    store = Store(tmp_path / "outpost.db")
+    outbox = Outbox(store)
+    item = queue_turn(store, "Only queued items can be cancelled")
+    with pytest.raises(UsageError, match="not failed"):
+        outbox.requeue_failed(item.id)
+    outbox.claim(item.id)
+    with pytest.raises(UsageError, match="is sending"):
+        outbox.cancel(item.id)
+    with pytest.raises(UsageError, match="no outbox item"):
+        outbox.get(12345)
+    store.close()
+
+
+# -- 7. Offline mode -----------------------------------------------------------------------------
+def test_offline_mode_sends_nothing(outpost_home):
+    store = Store()
+    item = queue_turn(store, "Not while offline", "acme")
+    store.close()
+    settings = Settings()
+    settings.set("offline_mode", True)
+    settings.save()
+    saved = json.loads((outpost_home / "config" / "settings.json").read_text())
+    assert saved["values"]["offline_mode"] is True
+    with fault_server() as server:
+        add_provider("acme", server.url + "/v1")
+        result = cli("outbox", "send")
+        assert result.returncode == 2
+        assert "Offline mode is on" in result.stderr
+        assert cli("outbox", "send", str(item.id)).returncode == 2
+        assert server.requests == []  # not even a connection's worth of request
+        assert server.connections == []
+    [row] = outbox_list()
+    assert row["state"] == "queued" and row["attempts"] == 0
+
+
+def test_enqueueing_the_same_turn_twice_keeps_one_item(tmp_path):
+    """A retry while still offline queues the same request (same idempotency key) again: one
+    item, so the provider sees it once."""
+    store = Store(tmp_path / "outpost.db")
+    service = ChatService(store, Settings())
+    turn = service.start_turn("Once", model="test-model", options=TurnOptions(max_tokens=8))
+    first = service.queue_for_later(turn, "fault", None)
+    again = service.queue_for_later(service.retry_turn(turn), "fault", None)
+    assert again.id == first.id and len(service.outbox.items()) == 1
+    store.close()
