@@ -201,7 +201,8 @@ class ChatService:
         """Put the turn's request in the outbox (cloud wanted, provider unreachable). With
         ``error`` (Cloud only: nothing answered), the failed reply says where its request went."""
         item = self.outbox.enqueue(turn.conversation_id, turn.user_message_id, provider, model,
-                                   turn.request)
+                                   turn.request,
+                                   turn.assistant_message_id if error is not None else None)
         if error is not None and turn.assistant_message_id:
             self.store.update_message(
                 turn.assistant_message_id,

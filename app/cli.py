@@ -119,6 +119,10 @@ def _parser() -> argparse.ArgumentParser:
     ocancel = osub.add_parser("cancel", help="cancel a queued item (its message stays)")
     ocancel.add_argument("id", metavar="ID", type=int)
 
+    offline = sub.add_parser("offline", help="Offline mode: every message answered by the "
+                             "local model, nothing sent (the window's Offline mode switch)")
+    offline.add_argument("switch", choices=["on", "off", "status"], nargs="?", default="status")
+
     history = sub.add_parser("history", help="list or show stored conversations")
     hsub = history.add_subparsers(dest="history_command", metavar="ACTION", required=True)
     hlist = hsub.add_parser("list", help="conversations, newest first")
@@ -259,9 +263,16 @@ def _route_engine(args: argparse.Namespace, settings, store, conversation):
     from app.router import Route, RoutedEngine, decide_route
     from engines.registry import create_local_engine
 
-    decision = decide_route(args.route or (conversation.route if conversation else None),
-                            settings["default_route"],
-                            settings["offline_mode"] or args.offline, args.provider)
+    wanted = args.route or (conversation.route if conversation else None)
+    try:
+        decision = decide_route(wanted, settings["default_route"],
+                                settings["offline_mode"] or args.offline, args.provider)
+    except UsageError:
+        raise UsageError("This conversation is Cloud only: name its provider with --provider "
+                         "NAME (or pass --route auto or --route local).") from None
+    if settings["offline_mode"] and (args.provider or wanted == "cloud"):
+        sys.stderr.write("outpost: Offline mode is on, so the local model answers and nothing "
+                         "is sent (`outpost offline off` turns it off).\n")
     if decision.route is Route.LOCAL:
         local_model = None if args.provider else args.model
         reason = decision.reason or "no cloud provider chosen"
@@ -414,14 +425,32 @@ def cmd_history(args: argparse.Namespace) -> int:
                 mark = "" if m.status.value == "complete" else f" [{m.status.value}]"
                 if m.finish_reason == "length":
                     mark += " [cut at max tokens]"
-                who = m.role.value if m.role.value != "assistant" else \
-                    f"assistant · {m.engine} · {m.model}"
+                authors = " → ".join(f"{x.get('engine')} · {x.get('model')}"
+                                     for x in m.segments or []) if m.segments and \
+                    len(m.segments) > 1 else f"{m.engine} · {m.model}"
+                who = m.role.value if m.role.value != "assistant" else f"assistant · {authors}"
                 where = f"  (conversation {m.conversation_id})" if conversation is None else ""
                 body = m.content or (f"({m.error})" if m.error else "")
-                print(f"\n{who}{mark}{where}:\n{body}")
+                route = f"\n  [{m.route_reason}]" if m.role.value == "assistant" and \
+                    m.route_reason and any(w in m.route_reason for w in (
+                        "locally", "outbox", "hedge")) else ""
+                print(f"\n{who}{mark}{where}:{route}\n{body}")
         return 0
     finally:
         store.close()
+
+
+def cmd_offline(args: argparse.Namespace) -> int:
+    from app.settings import Settings
+
+    settings = Settings()
+    if args.switch != "status":
+        settings.set("offline_mode", args.switch == "on")
+        settings.save()
+    on = settings["offline_mode"]
+    print("Offline mode is on: every message is answered by the local model and nothing is "
+          "sent." if on else "Offline mode is off: conversations follow their routes.")
+    return 0
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
@@ -443,6 +472,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                 _emit_list([i.as_dict() for i in items])
             elif not items:
                 print("The outbox is empty.")
+            else:
+                print(f"{'id':>4}  {'state':9} {'provider':12} {'queued at':16}  message")
             for item in items if not args.json else ():
                 prompt = " ".join(item.prompt.split())
                 prompt = prompt if len(prompt) <= 50 else prompt[:49] + "…"
@@ -452,8 +483,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                       f"{_local_time(item.created_at)}  {prompt}{error}")
             return 0
         if settings["offline_mode"]:
-            raise UsageError("Offline mode is on: nothing is sent. Turn it off first "
-                             "(the offline_mode setting, or the window's Offline mode switch).")
+            raise UsageError("Offline mode is on: nothing is sent. Turn it off first with "
+                         "`outpost offline off` (or the window's Offline mode switch).")
         sender = OutboxSender(outbox, lambda name, model: _cloud_engine(name, model, store))
         if args.id is not None and outbox.get(args.id).state is not OutboxState.QUEUED:
             raise UsageError(f"Outbox item {args.id} is {outbox.get(args.id).state.value}, "
@@ -551,6 +582,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_keys(args)
         if args.command == "outbox":
             return cmd_outbox(args)
+        if args.command == "offline":
+            return cmd_offline(args)
         raise UsageError(f"Unknown command {args.command!r}.")
     except OutpostError as exc:
         if getattr(args, "json", False) and args.command == "ask" and \

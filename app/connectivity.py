@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 PROBE_TIMEOUT_S = 2.0
 MIN_BACKOFF_S = 5.0
 MAX_BACKOFF_S = 300.0
+ONLINE_RECHECK_S = 60.0  # an online provider the window uses is probed again this often
 # Errors that say the provider could not be reached at all, versus reached but unhappy.
 _UNREACHABLE = {"connection_failed", "timeout"}
 _UNHAPPY = {"provider_unavailable", "rate_limited", "stream_interrupted"}
@@ -80,7 +81,7 @@ class Connectivity:
                 link.failures = 0
                 link.last_error = error_kind
                 self._set(link, LinkState.ONLINE)
-                link.next_probe_at = self._clock() + MAX_BACKOFF_S
+                link.next_probe_at = self._clock() + ONLINE_RECHECK_S
             elif error_kind in _UNREACHABLE:
                 link.failures += 1
                 link.last_error = error_kind

@@ -112,6 +112,8 @@ def m004_routing(db: sqlite_utils.Database) -> None:
             "attempts": int,
             "last_error": str,
             "answer_message_id": str,
+            # Cloud only: the empty "queued" reply shown until the answer comes (then removed)
+            "placeholder_message_id": str,
             "writer": str,  # "pid:start-ms" of the process sending it (state 'sending')
             "created_at": str,
             "updated_at": str,

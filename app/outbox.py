@@ -81,7 +81,8 @@ class Outbox:
         self.store = store
 
     def enqueue(self, conversation_id: str, user_message_id: str, provider: str,
-                model: str | None, request: ChatRequest) -> OutboxItem:
+                model: str | None, request: ChatRequest,
+                placeholder_message_id: str | None = None) -> OutboxItem:
         stamp = now_iso()
         with self.store.transaction() as db:
             existing = list(db["outbox"].rows_where(
@@ -96,6 +97,7 @@ class Outbox:
                 "request": json.dumps(request.as_record()),
                 "idempotency_key": request.idempotency_key, "state": OutboxState.QUEUED.value,
                 "attempts": 0, "last_error": None, "answer_message_id": None, "writer": None,
+                "placeholder_message_id": placeholder_message_id,
                 "created_at": stamp, "updated_at": stamp})
             item_id = table.last_pk
         return self.get(item_id)
@@ -117,6 +119,11 @@ class Outbox:
             else:
                 rows = self.store.db["outbox"].rows_where(order_by="id")
             return [_item(r) for r in rows]
+
+    def placeholder_of(self, item_id: int) -> str | None:
+        with storage_errors(self.store.path):
+            rows = list(self.store.db["outbox"].rows_where("id = ?", [item_id]))
+        return rows[0].get("placeholder_message_id") if rows else None
 
     def pending(self) -> list[OutboxItem]:
         return self.items((OutboxState.QUEUED, OutboxState.SENDING))
@@ -274,6 +281,8 @@ class OutboxSender:
                     report.waiting.append(self.outbox.get(item.id))
                     continue
                 self.outbox._finish(item.id, OutboxState.SENT, None, turn.assistant_message_id)
+                # the empty "queued" reply has done its job: the answer is there now
+                self.outbox.store.delete_empty_reply(self.outbox.placeholder_of(item.id))
                 report.sent.append((self.outbox.get(item.id), message))
         return report
 

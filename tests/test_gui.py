@@ -47,7 +47,7 @@ def test_type_enter_streams_reply_and_saves_it(qtbot, outpost, artifacts_dir):
     assert "TTFT" in reply_bubble.footer.text() and "tok/s" in reply_bubble.footer.text()
     assert "TTFT" in window.metrics_label.text()
     assert "SmolLM2-135M-Instruct.Q4_1.gguf" in window.model_label.text()
-    assert "nothing leaves this computer" in window.route_label.text()
+    assert "Local model" in window.route_label.text()
 
     conversations = outpost.store.list_conversations()
     assert len(conversations) == 1

@@ -53,7 +53,7 @@ def test_add_provider_test_connection_and_chat_through_it(qtbot, outpost, llama_
     index = picker.findData("provider:llama")
     assert index > 0
     picker.setCurrentIndex(index)
-    assert "Auto — " in window.route_label.text()
+    assert "Auto · llama" in window.route_label.text()
     assert Settings()["chat_target"] == "provider:llama"  # remembered
     send(qtbot, outpost, "Say hello.")
     conversation = outpost.store.list_conversations()[0]

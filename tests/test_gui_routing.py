@@ -141,7 +141,10 @@ window.refresh_targets("provider:openai")  # ... while a cloud provider is chose
 
 def wait(predicate, ms):
     loop = QEventLoop()
-    timer = QTimer(); timer.timeout.connect(lambda: predicate() and loop.quit())
+    def check():
+        if predicate():
+            loop.quit()
+    timer = QTimer(); timer.timeout.connect(check)
     timer.start(50); QTimer.singleShot(ms, loop.quit); loop.exec()
 
 for prompt in ("Hello there.", "And a second message."):
@@ -155,6 +158,8 @@ result = {"engines": [m.engine for m in messages if m.role.value == "assistant"]
           "attempts": attempts}
 app.shutdown()
 sys.stdout.write("RESULT=" + json.dumps(result) + "\n")
+from ui.app import exit_without_finalizing
+exit_without_finalizing(0)  # as the app itself leaves (see its docstring)
 """
 
 

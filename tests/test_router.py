@@ -160,3 +160,23 @@ def test_the_socket_guard_does_see_a_cloud_route(outpost_home):
          "cloud"], capture_output=True, text=True, env=os.environ.copy(), timeout=120)
     assert result.returncode == 4
     assert "ATTEMPTS=[]" not in result.stderr and "127.0.0.1" in result.stderr
+
+
+def test_cli_offline_switch_overrides_routes_and_says_so(outpost_home):
+    assert cli("providers", "add", "down", "--base-url", "http://127.0.0.1:9/v1",
+               "--model", "m").returncode == 0
+    assert "off" in cli("offline").stdout
+    assert "is on" in cli("offline", "on").stdout
+    answered = cli("ask", "Say hi", "--provider", "down", "--route", "cloud", "--json",
+                   "--max-tokens", "6")
+    assert answered.returncode == 0, answered.stderr
+    assert "Offline mode is on" in answered.stderr  # an explicit cloud route is not ignored
+    finished = json.loads(answered.stdout.splitlines()[-1])           # silently
+    assert finished["engine"] == "local" and finished["route_reason"] == "offline mode"
+    assert cli("outbox", "send").returncode == 2
+    assert "is off" in cli("offline", "off").stdout
+    only_cloud = cli("ask", "Say hi", "--provider", "down", "--route", "cloud")
+    assert only_cloud.returncode == 4 and "Queued in the outbox as item 1" in only_cloud.stderr
+    conversation = json.loads(cli("history", "list", "--json").stdout)[0]["id"]
+    again = cli("ask", "And now?", "--conversation", conversation)  # Cloud only, no provider
+    assert again.returncode == 2 and "--provider NAME" in again.stderr

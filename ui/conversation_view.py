@@ -26,10 +26,19 @@ _STATUS_NOTES = {
 }
 
 
+def authors_text(message: Message) -> str:
+    """Who wrote the reply: "openai · gpt-4o", or "openai · gpt-4o → local · SmolLM2" when the
+    local model continued a broken cloud stream."""
+    segments = message.segments or []
+    if len(segments) > 1:
+        return " → ".join(f"{s.get('engine')} · {s.get('model')}" for s in segments)
+    return " · ".join(p for p in (message.engine, message.model) if p)
+
+
 def metrics_text(message: Message) -> str:
     parts = []
     if message.engine or message.model:
-        parts.append(" · ".join(p for p in (message.engine, message.model) if p))
+        parts.append(authors_text(message))
     if message.prompt_tokens is not None:
         approx = "~" if message.tokens_estimated else ""
         tokens = f"{approx}{message.prompt_tokens} in / {approx}{message.completion_tokens or 0} out"
@@ -165,11 +174,12 @@ _ROUTE_WORDS_SHOWN = ("answered locally", "continued locally", "outbox", "hedge"
 
 def _seam_html(label: str, reason: str) -> str:
     """A thin rule with a caption: who continued the reply, and why (in the tooltip too)."""
+    why = reason.split(":")[0] if reason else ""  # "openai stream broke after 412 characters …"
     return ("<table width='100%' cellspacing='0' cellpadding='0' style='margin:6px 0'><tr>"
             "<td style='border-top:1px dashed #d4a72c'></td></tr><tr><td>"
             f"<span style='color:#9a6700; font-size:11px' title='{_escape(reason)}'>"
-            f"↳ continued by {_escape(label)}"
-            + (f" — {_escape(reason)}" if reason else "") + "</span></td></tr></table>")
+            f"↳ continued by {_escape(label)}" + (f" ({_escape(why)})" if why else "")
+            + "</span></td></tr></table>")
 
 
 def _escape(text: str) -> str:
@@ -202,6 +212,10 @@ class ConversationView(QScrollArea):
         self._follow = True
         self.verticalScrollBar().valueChanged.connect(self._on_scrolled)
         self.verticalScrollBar().rangeChanged.connect(self._on_range_changed)
+
+    def set_empty_text(self, text: str) -> None:
+        """What an empty conversation says (it depends on where messages go)."""
+        self._empty.setText(text)
 
     def clear(self) -> None:
         for bubble in self.bubbles:

@@ -1,7 +1,7 @@
 """The main window: layout and signal wiring only. Behaviour lives in the controllers."""
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Slot
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence, QPainter, QShortcut
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QMainWindow,
                                QPushButton, QSizePolicy, QSplitter, QVBoxLayout, QWidget)
@@ -35,6 +35,8 @@ class ElidedLabel(QLabel):
 
 
 class MainWindow(QMainWindow):
+    offline_mode_changed = Signal()  # after the setting changed (read it from settings)
+
     def __init__(self, store: Store, settings: Settings, controller_factory,
                  loader: ModelLoader, providers_dialog_factory=None, registry=None,
                  tasks=None, connectivity=None, outbox=None, outbox_panel_factory=None):
@@ -61,7 +63,8 @@ class MainWindow(QMainWindow):
         # a long title must not push the pickers (and the sidebar) around
         self.title_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.target_picker = QComboBox()
-        self.target_picker.setToolTip("Who answers: the local model, or a cloud provider")
+        self.target_picker.setToolTip("The cloud provider this chat may use (its route decides "
+                                      "when), or none: the local model only")
         self.target_picker.setMinimumWidth(200)
         self.target_picker.setSizeAdjustPolicy(
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
@@ -79,7 +82,7 @@ class MainWindow(QMainWindow):
         header.addWidget(self.title_label, 1)
         header.addWidget(QLabel("Route"))
         header.addWidget(self.route_picker)
-        header.addWidget(QLabel("Answer with"))
+        header.addWidget(QLabel("Cloud provider"))
         header.addWidget(self.target_picker)
         self.model_picker = QComboBox()
         self.model_picker.setEditable(True)
@@ -112,7 +115,7 @@ class MainWindow(QMainWindow):
         self.state_label = QLabel("")
         self.metrics_label = QLabel("")
         status = self.statusBar()
-        self.offline_button = QPushButton("Offline mode")
+        self.offline_button = QPushButton("Offline mode: off")
         self.offline_button.setCheckable(True)
         self.offline_button.setFlat(True)
         self.offline_button.setToolTip("Offline mode: every conversation is answered by the "
@@ -311,7 +314,8 @@ class MainWindow(QMainWindow):
             parts.append(f"TTFT {message.ttft_ms:.0f} ms")
         if message.tokens_per_s is not None:
             parts.append(f"{message.tokens_per_s:.1f} tok/s")
-        self.metrics_label.setText("Last reply: " + " · ".join(parts) if parts else "")
+        self.metrics_label.setText(" · ".join(parts) if parts else "")
+        self.metrics_label.setToolTip("The last reply's time to first token and decode speed")
 
     @Slot(str, str)
     def _on_error(self, kind: str, message: str) -> None:
@@ -329,7 +333,7 @@ class MainWindow(QMainWindow):
         self.target_picker.blockSignals(True)
         self.target_picker.clear()
         local = self.loader.active.info.model if self.loader.active else "bundled model"
-        self.target_picker.addItem(f"Local · {local}", "local")
+        self.target_picker.addItem(f"None (local model: {local})", "local")
         providers = []
         if self.registry is not None:
             try:
@@ -376,28 +380,45 @@ class MainWindow(QMainWindow):
         cloud_possible = route is not Route.LOCAL and provider is not None
         self.target_picker.setEnabled(route is not Route.LOCAL)
         self.model_picker.setEnabled(route is not Route.LOCAL)
-        if offline or not cloud_possible:
+        local_style = "color:#1a7f37; font-weight:600; padding:0 8px;"
+        cloud_style = "color:#0969da; font-weight:600; padding:0 8px;"
+        if route is Route.CLOUD and provider is None:
+            self.route_label.setText("⚠ Cloud only: choose a provider")
+            self.route_label.setToolTip("This conversation is Cloud only but no cloud provider "
+                                        "is chosen: pick one next to the Route, or switch the "
+                                        "route to Auto or Local only.")
+            self.route_label.setStyleSheet("color:#b35900; font-weight:600; padding:0 8px;")
+            placeholder = "Choose a cloud provider first…"
+            empty = "This conversation is Cloud only: choose a cloud provider above."
+        elif offline or not cloud_possible:
             why = ("Offline mode" if offline else "Local only" if route is Route.LOCAL
                    else "Local model")
-            self.route_label.setText(f"● {why} — nothing leaves this computer")
+            self.route_label.setText(f"● {why}")
             self.route_label.setToolTip("Every reply is generated on this computer; nothing is "
                                         "sent over the network.")
-            self.route_label.setStyleSheet("color:#1a7f37; font-weight:600; padding:0 8px;")
+            self.route_label.setStyleSheet(local_style)
             placeholder = "Message the local model…"
+            empty = ("Start a conversation: type below and press Enter.\n"
+                     "Everything stays on this computer with the local model.")
         elif route is Route.CLOUD:
-            self.route_label.setText(f"☁ Cloud only — {provider}")
+            self.route_label.setText(f"☁ Cloud only · {provider}")
             self.route_label.setToolTip("Messages of this chat are sent to the provider only; "
                                         "when it cannot be reached they wait in the outbox.")
-            self.route_label.setStyleSheet("color:#0969da; font-weight:600; padding:0 8px;")
+            self.route_label.setStyleSheet(cloud_style)
             placeholder = f"Message {provider}…"
+            empty = (f"Start a conversation: type below and press Enter.\nMessages go to "
+                     f"{provider} only; while it cannot be reached they wait in the outbox.")
         else:
-            self.route_label.setText(f"☁ Auto — {provider}, local fallback")
+            self.route_label.setText(f"☁ Auto · {provider}")
             self.route_label.setToolTip(
-                f"Messages go to {provider}; when it cannot be reached, is slower than "
+                f"Auto: messages go to {provider}; when it cannot be reached, is slower than "
                 f"{self.settings['hedge_after_s']:g} s to start, or breaks off, the local model "
                 "answers or continues (the reply says so).")
-            self.route_label.setStyleSheet("color:#0969da; font-weight:600; padding:0 8px;")
+            self.route_label.setStyleSheet(cloud_style)
             placeholder = f"Message {provider}…"
+            empty = (f"Start a conversation: type below and press Enter.\nMessages go to "
+                     f"{provider}; the local model steps in when it cannot answer.")
+        self.view.set_empty_text(empty)
         self.composer.edit.setPlaceholderText(
             f"{placeholder}  (Enter sends, Shift+Enter: new line)")
         self.composer.edit.viewport().update()  # the placeholder is painted, not a widget
@@ -436,7 +457,7 @@ class MainWindow(QMainWindow):
         self.offline_button.blockSignals(True)
         self.offline_button.setChecked(on)
         self.offline_button.blockSignals(False)
-        self.offline_button.setText("● Offline mode" if on else "Offline mode")
+        self.offline_button.setText("● Offline mode: on" if on else "Offline mode: off")
         self.offline_button.setStyleSheet("color:#1a7f37; font-weight:600;" if on else "")
         if bool(self.settings["offline_mode"]) != on:
             self.settings.set("offline_mode", on)
@@ -445,6 +466,7 @@ class MainWindow(QMainWindow):
             except OSError as exc:
                 self._on_error("storage", f"The settings could not be saved: {exc}.")
         self.update_route_display()
+        self.offline_mode_changed.emit()
 
     @Slot(bool)
     def _on_when_online_toggled(self, on: bool) -> None:
@@ -568,7 +590,7 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _on_model_ready(self, info: EngineInfo) -> None:
-        self.target_picker.setItemText(0, f"Local · {info.model}")
+        self.target_picker.setItemText(0, f"None (local model: {info.model})")
         self.model_label.setText(f"Local model: {info.model}")
         self.model_label.setToolTip(info.detail)
         if not self.controller.busy:

@@ -48,7 +48,8 @@ class OutboxPanel(QDialog):
 
         intro = QLabel("Messages waiting for their cloud provider. Each is sent once, in order, "
                        "when the provider can be reached; its answer appears in the "
-                       "conversation next to the local answer.")
+                       "conversation (next to the local answer, if the local model "
+                       "answered meanwhile).")
         intro.setWordWrap(True)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
