@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from app.context import Fit, TokenCounter, fit_messages
 from app.domain import (ChatMessage, ChatRequest, Finished, FinishReason, Message,
                         MessageStatus, Reply, Role, StreamEvent, TextDelta, Usage, accumulate)
 from app.errors import OutpostError, UsageError
@@ -89,6 +90,7 @@ class Turn:
     reply: Reply = field(default_factory=Reply)
     route_reason: str | None = None  # why this engine (when the engine does not say)
     outbox_plan: OutboxPlan | None = None
+    fit: Fit | None = None  # how the conversation was fitted into the context window
 
     def run(self, engine: Engine, cancel: threading.Event,
             route_reason: str | None = None) -> Iterator[StreamEvent]:
@@ -218,11 +220,16 @@ class ChatService:
         """Answer the same saved prompt again (same request, same idempotency key); the new
         reply is stored as a sibling of the failed one."""
         return Turn(self.store, failed.conversation_id, failed.user_message_id, failed.request,
-                    route_reason=failed.route_reason, outbox_plan=failed.outbox_plan)
+                    route_reason=failed.route_reason, outbox_plan=failed.outbox_plan,
+                    fit=failed.fit)
 
     def start_turn(self, prompt: str, conversation_id: str | None = None, *, model: str,
-                   options: TurnOptions = TurnOptions(), route: str | None = None) -> Turn:
-        """``route`` is stored on a new conversation (None: it follows the default)."""
+                   options: TurnOptions = TurnOptions(), route: str | None = None,
+                   counter: TokenCounter | None = None) -> Turn:
+        """``route`` is stored on a new conversation (None: it follows the default).
+        ``counter`` (the engine's, see ``app.context``): fit the conversation into its context
+        window, dropping the oldest turns; a message that cannot fit at all is refused before
+        anything is written."""
         if not prompt or not prompt.strip():
             raise UsageError("The message is empty; type something to send.")
         settings = self.settings
@@ -237,15 +244,23 @@ class ChatService:
         # Validate the knobs before anything is written, so bad input changes nothing.
         ChatRequest(model=model, messages=(ChatMessage(Role.USER, prompt),), **request_args)
         if conversation_id is None:
-            conversation = self.store.create_conversation(title_from(prompt),
-                                                          settings["system_prompt"], route)
+            system_prompt, previous = settings["system_prompt"], []
         else:
             conversation = self.store.get_conversation(conversation_id)
-        previous = self.store.messages(conversation.id)
+            system_prompt, previous = conversation.system_prompt, \
+                self.store.messages(conversation.id)
+        messages = history_messages(system_prompt, previous) + [ChatMessage(Role.USER, prompt)]
+        fit = fit_messages(messages, counter, request_args["max_tokens"]) \
+            if counter is not None else None  # raises ContextOverflow before any write
+        if conversation_id is None:
+            conversation = self.store.create_conversation(title_from(prompt), system_prompt,
+                                                          route)
         parent = previous[-1].id if previous else None
         user_message = self.store.add_message(conversation.id, Role.USER, prompt,
                                               parent_id=parent)
-        messages = history_messages(conversation.system_prompt, previous + [user_message])
-        request = ChatRequest(model=model, messages=tuple(messages),
+        request = ChatRequest(model=model,
+                              messages=fit.messages if fit is not None else tuple(messages),
                               user=default_user_id(settings), **request_args)
-        return Turn(self.store, conversation.id, user_message.id, request)
+        turn = Turn(self.store, conversation.id, user_message.id, request)
+        turn.fit = fit
+        return turn

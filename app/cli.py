@@ -182,11 +182,15 @@ def cmd_ask(args: argparse.Namespace) -> int:
     route_reason = decision.reason
     send_when_online = args.send_when_online or settings["send_when_online"]
     try:
+        counter = engine if hasattr(engine, "count_prompt") else None
+        if counter is not None:
+            engine.wait_ready()  # exact counts from the model's own tokenizer
         turn = service.start_turn(
             _read_prompt(args.prompt), args.conversation, model=engine.info.model,
             options=TurnOptions(temperature=args.temperature, top_p=args.top_p,
                                 max_tokens=args.max_tokens, stop=tuple(args.stop)),
-            route=args.route)
+            route=args.route, counter=counter)
+        _report_fit(args, turn.fit)
         if decision.route is not Route.LOCAL:
             turn.outbox_plan = OutboxPlan(args.provider, args.model,
                                           always=decision.route is Route.CLOUD,
@@ -242,6 +246,18 @@ def cmd_ask(args: argparse.Namespace) -> int:
     finally:
         engine.close()
         store.close()
+
+
+def _report_fit(args: argparse.Namespace, fit) -> None:
+    """How the conversation was fitted into the context window (and what was left out)."""
+    if fit is None:
+        return
+    if args.json:
+        _emit({"event": "context", "prompt_tokens": fit.prompt_tokens, "exact": fit.exact,
+               "max_tokens": fit.max_tokens, "context_window": fit.window,
+               "dropped_messages": len(fit.dropped)})
+    elif fit.dropped:
+        sys.stderr.write(f"outpost: {fit.describe_dropped()}\n")
 
 
 def _report_queued(args: argparse.Namespace, item, turn) -> None:

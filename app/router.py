@@ -32,6 +32,7 @@ import time
 from typing import Callable, Iterator
 
 from app.connectivity import Connectivity, LinkState
+from app.context import fit_messages
 from app.domain import (ChatRequest, Finished, FinishReason, Seam, StreamEvent, TextDelta,
                         Usage)
 from app.errors import (ConnectionFailed, OutpostError, ProviderUnavailable,
@@ -205,6 +206,11 @@ class RoutedEngine:
 
     def _start_local(self, request, events, runners, reason) -> _Runner:
         local = self.local
+        if hasattr(local, "count_prompt") and getattr(local, "ready", False):
+            # the turn was fitted to the cloud model's window; the local one may be smaller
+            fitted = fit_messages(request.messages, local, request.max_tokens)
+            if fitted.dropped:
+                request = dataclasses.replace(request, messages=fitted.messages)
         runner = _Runner("local", local, request, events)
         runners.append(runner)
         self.answered, self.reason = local.info, reason

@@ -156,6 +156,19 @@ class LocalEngine:
         """Exact prompt tokens of a request under this model's template (runs on the worker)."""
         return int(self.call_on_model_thread(lambda llm: len(self._tokenize(request)[0])))
 
+    # -- context budgeting (app.context.TokenCounter) ---------------------------------------------
+    @property
+    def context_window(self) -> int:
+        return self.n_ctx
+
+    def count_prompt(self, messages) -> tuple[int, bool]:
+        """Exact tokens of the chat-templated prompt once the model is loaded; before that a
+        chars/4 estimate (counting must not wait for a load on the GUI thread)."""
+        if not self.ready:
+            return sum(len(m.content) // 4 + 4 for m in messages) + 3, False
+        request = ChatRequest(model=self.info.model, messages=tuple(messages))
+        return self.count_prompt_tokens(request), True
+
     def call_on_model_thread(self, fn):
         """Run ``fn(llama)`` on the model's own thread, between replies, and return its result.
 

@@ -76,7 +76,8 @@ def test_ask_json_streams_events_and_stores_the_turn(outpost_home):
     kinds = [e["event"] for e in events]
     assert kinds.count("delta") >= 1
     assert kinds.count("usage") == 1 and kinds.count("finished") == 1
-    assert kinds[-2:] == ["usage", "finished"] and set(kinds[:-2]) == {"delta"}
+    assert kinds[-2:] == ["usage", "finished"] and set(kinds[1:-2]) == {"delta"}
+    assert kinds[0] == "context"  # added by issue 5: how the prompt fits the window
     usage, finished = events[-2], events[-1]
     assert usage["prompt_tokens"] > 0 and 1 <= usage["completion_tokens"] <= 16
     assert usage["estimated"] is False

@@ -33,6 +33,8 @@ def read_deltas(proc: subprocess.Popen, min_deltas: int, min_seconds_after_first
         line = proc.stdout.readline()
         assert line, f"the process ended early: {proc.wait()} {proc.stderr.read()}"
         event = json.loads(line)
+        if event["event"] == "context" and not events:
+            continue  # how the prompt fits the window, before the reply
         assert event["event"] == "delta", event  # the story must still be going
         events.append(event)
         first_at = first_at or time.monotonic()

@@ -122,12 +122,15 @@ class ChatController(QObject):
             return False
         engine, reason, plan = planned
         try:
+            counter = engine if hasattr(engine, "count_prompt") else None
             turn = self.service.start_turn(prompt, self.conversation_id, model=engine.info.model,
-                                           route=self.new_chat_route)
+                                           route=self.new_chat_route, counter=counter)
         except OutpostError as exc:
             self.error_occurred.emit(exc.kind, str(exc))
             return False
         turn.route_reason, turn.outbox_plan = reason, plan
+        if turn.fit is not None and turn.fit.dropped:
+            self.notice.emit(turn.fit.describe_dropped())
         new_conversation = self.conversation_id is None
         self.conversation_id = turn.conversation_id
         user_bubble = self.view.add_bubble(Role.USER)

@@ -1,0 +1,147 @@
+"""Fitting a conversation into the context window before sending (issue 5)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from app.chat_service import ChatService, TurnOptions
+from app.context import ContextOverflow, fit_messages
+from app.domain import ChatMessage, Role
+from app.settings import Settings
+from app.store import Store
+
+
+class WordCounter:
+    """One token per word plus 2 per message: easy to reason about in the algorithm tests."""
+
+    def __init__(self, window: int | None):
+        self.context_window = window
+        self.calls = 0
+
+    def count_prompt(self, messages):
+        self.calls += 1
+        return sum(len(m.content.split()) + 2 for m in messages), True
+
+
+def convo(turns: int, words: int = 10) -> list[ChatMessage]:
+    out = [ChatMessage(Role.SYSTEM, "be brief")]
+    for i in range(turns):
+        out.append(ChatMessage(Role.USER, f"q{i} " + "w " * (words - 1)))
+        out.append(ChatMessage(Role.ASSISTANT, f"a{i} " + "w " * (words - 1)))
+    out.append(ChatMessage(Role.USER, "newest question"))
+    return out
+
+
+def test_everything_is_kept_when_it_fits():
+    messages = convo(3)
+    fit = fit_messages(messages, WordCounter(1000), max_tokens=100)
+    assert fit.messages == tuple(messages) and fit.dropped == ()
+    assert fit.prompt_tokens == 4 + 6 * 12 + 4 and fit.used == fit.prompt_tokens + 100
+
+
+def test_oldest_whole_turns_are_dropped_never_system_or_newest():
+    messages = convo(10)  # 4 + 20*12 + 4 = 248 tokens
+    counter = WordCounter(150)
+    fit = fit_messages(messages, counter, max_tokens=40)
+    assert fit.messages[0] == messages[0] and fit.messages[-1] == messages[-1]
+    assert fit.used <= 150
+    # whole turns: what is left starts with a user message and drops pairs
+    assert fit.messages[1].role is Role.USER and len(fit.dropped) % 2 == 0
+    assert fit.dropped == tuple(messages[1:1 + len(fit.dropped)])  # the oldest ones
+    # and it is the fewest drops that fit: keeping one more turn would not
+    one_more = messages[:1] + messages[1 + len(fit.dropped) - 2:]
+    assert WordCounter(150).count_prompt(one_more)[0] + 40 > 150
+    assert counter.calls <= 8  # binary search, not one count per turn
+    assert "oldest" in fit.describe_dropped() and "150-token" in fit.describe_dropped()
+
+
+def test_a_message_that_cannot_fit_alone_is_refused():
+    messages = convo(2)[:-1] + [ChatMessage(Role.USER, "word " * 500)]
+    with pytest.raises(ContextOverflow, match="too long for the model.*context window is 300"):
+        fit_messages(messages, WordCounter(300), max_tokens=50)
+
+
+def test_unknown_window_drops_nothing():
+    messages = convo(50)
+    assert fit_messages(messages, WordCounter(None), max_tokens=10).dropped == ()
+
+
+# -- with the real local model's tokenizer ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_engine(bundled_model):
+    from engines.llama_local import LoadSettings, LocalEngine
+
+    engine = LocalEngine(bundled_model, LoadSettings(context_cap=256))
+    engine.wait_ready(timeout=120)
+    yield engine
+    engine.close()
+
+
+@pytest.mark.local_model
+def test_local_counts_are_the_model_tokenizers(local_engine):
+    from app.domain import ChatRequest
+
+    messages = (ChatMessage(Role.SYSTEM, "You are terse."), ChatMessage(Role.USER, "Hi there!"))
+    tokens, exact = local_engine.count_prompt(messages)
+    assert exact
+    # the same prompt, evaluated by llama.cpp, reports the same prompt token count
+    events = list(local_engine.stream(ChatRequest("m", messages, max_tokens=1),
+                                      threading.Event()))
+    usage = next(e for e in events if e.__class__.__name__ == "Usage")
+    assert usage.prompt_tokens == tokens
+
+
+@pytest.mark.local_model
+def test_long_conversation_is_fitted_and_the_turn_runs(tmp_path, small_engine):
+    store = Store(tmp_path / "outpost.db")
+    service = ChatService(store, Settings())
+    turn = None
+    for i in range(6):
+        turn = service.start_turn(f"Tell me fact number {i} about the sea, in detail.",
+                                  turn.conversation_id if turn else None, model="m",
+                                  options=TurnOptions(max_tokens=40, temperature=0.0),
+                                  counter=small_engine)
+        list(turn.run(small_engine, threading.Event()))
+    assert turn.fit.dropped, "a 256-token window cannot hold six turns"
+    assert turn.fit.used <= 256 and turn.fit.exact
+    assert turn.request.messages[-1].content.startswith("Tell me fact number 5")
+    assert turn.request.messages[0].role is Role.SYSTEM
+    reply = store.get_message(turn.assistant_message_id)
+    assert reply.status.value == "complete" and reply.prompt_tokens == turn.fit.prompt_tokens
+
+
+@pytest.mark.local_model
+def test_oversize_message_is_refused_and_nothing_is_written(tmp_path, small_engine):
+    store = Store(tmp_path / "outpost.db")
+    service = ChatService(store, Settings())
+    with pytest.raises(ContextOverflow):
+        service.start_turn("ocean " * 400, model="m", options=TurnOptions(max_tokens=40),
+                           counter=small_engine)
+    assert store.list_conversations() == []
+
+
+@pytest.mark.local_model
+def test_cli_refuses_an_oversize_prompt_with_exit_2(outpost_home):
+    settings = Settings()
+    settings.set("context_cap", 256)
+    settings.save()
+    env = os.environ.copy()
+    result = subprocess.run([sys.executable, "-m", "app.cli", "ask", "ocean " * 400, "--json"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2 and "too long for the model" in result.stderr
+    listed = subprocess.run([sys.executable, "-m", "app.cli", "history", "list", "--json"],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert json.loads(listed.stdout) == []  # nothing saved, nothing sent
+    ok = subprocess.run([sys.executable, "-m", "app.cli", "ask", "Hi", "--json",
+                         "--max-tokens", "4"], capture_output=True, text=True, env=env,
+                        timeout=120)
+    context = [json.loads(x) for x in ok.stdout.splitlines() if '"context"' in x][0]
+    assert context["context_window"] == 256 and context["exact"] is True
+    assert context["dropped_messages"] == 0 and context["prompt_tokens"] > 0
