@@ -91,6 +91,7 @@ class Turn:
     route_reason: str | None = None  # why this engine (when the engine does not say)
     outbox_plan: OutboxPlan | None = None
     fit: Fit | None = None  # how the conversation was fitted into the context window
+    ledger: object | None = None  # app.ledger.UsageLedger: the reply's cost from its attempts
 
     def run(self, engine: Engine, cancel: threading.Event,
             route_reason: str | None = None) -> Iterator[StreamEvent]:
@@ -128,6 +129,12 @@ class Turn:
         finally:
             self._save_final(final_status, error_text)
 
+    def _cost_fields(self) -> dict:
+        if self.ledger is None:
+            return {}
+        usd, estimated = self.ledger.turn_cost(self.request.idempotency_key)
+        return {"cost_usd": usd, "cost_estimated": estimated}
+
     def _route_fields(self) -> dict:
         engine = getattr(self, "_engine", None)
         answered = getattr(engine, "answered", None)
@@ -158,7 +165,7 @@ class Turn:
             tokens_estimated=usage.estimated if usage else False,
             ttft_ms=finish.ttft_ms if finish else None,
             tokens_per_s=finish.tokens_per_s if finish else None,
-            **self._route_fields(),
+            **self._route_fields(), **self._cost_fields(),
         )
         self.store.touch_conversation(self.conversation_id)
 
@@ -180,6 +187,7 @@ class ChatService:
         self.store = store
         self.settings = settings
         self.outbox = Outbox(store)
+        self.ledger = None  # app.ledger.UsageLedger, set by the composition root / CLI
 
     def queue_if_unreachable(self, turn: Turn, engine=None,
                              error: Exception | None = None) -> OutboxItem | None:
@@ -221,7 +229,7 @@ class ChatService:
         reply is stored as a sibling of the failed one."""
         return Turn(self.store, failed.conversation_id, failed.user_message_id, failed.request,
                     route_reason=failed.route_reason, outbox_plan=failed.outbox_plan,
-                    fit=failed.fit)
+                    fit=failed.fit, ledger=self.ledger)
 
     def start_turn(self, prompt: str, conversation_id: str | None = None, *, model: str,
                    options: TurnOptions = TurnOptions(), route: str | None = None,
@@ -251,7 +259,7 @@ class ChatService:
                 self.store.messages(conversation.id)
         messages = history_messages(system_prompt, previous) + [ChatMessage(Role.USER, prompt)]
         fit = fit_messages(messages, counter, request_args["max_tokens"]) \
-            if counter is not None else None  # raises ContextOverflow before any write
+            if counter is not None else None  # raises MessageTooLong before any write
         if conversation_id is None:
             conversation = self.store.create_conversation(title_from(prompt), system_prompt,
                                                           route)
@@ -261,6 +269,6 @@ class ChatService:
         request = ChatRequest(model=model,
                               messages=fit.messages if fit is not None else tuple(messages),
                               user=default_user_id(settings), **request_args)
-        turn = Turn(self.store, conversation.id, user_message.id, request)
+        turn = Turn(self.store, conversation.id, user_message.id, request, ledger=self.ledger)
         turn.fit = fit
         return turn

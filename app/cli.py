@@ -119,6 +119,13 @@ def _parser() -> argparse.ArgumentParser:
     ocancel = osub.add_parser("cancel", help="cancel a queued item (its message stays)")
     ocancel.add_argument("id", metavar="ID", type=int)
 
+    usage = sub.add_parser("usage", help="tokens, requests and cost today (or this month), "
+                           "from the usage ledger")
+    usage.add_argument("--profile", metavar="P", help="whose usage (default: yours; 'all': "
+                       "everyone on this machine)")
+    usage.add_argument("--month", action="store_true", help="this calendar month, not today")
+    usage.add_argument("--json", action="store_true")
+
     offline = sub.add_parser("offline", help="Offline mode: every message answered by the "
                              "local model, nothing sent (the window's Offline mode switch)")
     offline.add_argument("switch", choices=["on", "off", "status"], nargs="?", default="status")
@@ -149,8 +156,11 @@ def _open_core():
     settings = Settings()
     for warning in settings.load_warnings:
         sys.stderr.write(f"outpost: warning: {warning}\n")
+    from app.ledger import make_ledger
+
     store = Store()
     service = ChatService(store, settings)
+    service.ledger = make_ledger(store, settings)
     service.recover_interrupted()
     return settings, store, service
 
@@ -178,7 +188,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, _stop)
 
     conversation = store.get_conversation(args.conversation) if args.conversation else None
-    engine, decision = _route_engine(args, settings, store, conversation)
+    engine, decision = _route_engine(args, settings, service, conversation)
     route_reason = decision.reason
     send_when_online = args.send_when_online or settings["send_when_online"]
     try:
@@ -271,7 +281,7 @@ def _report_queued(args: argparse.Namespace, item, turn) -> None:
                          "window) once the provider is back.\n")
 
 
-def _route_engine(args: argparse.Namespace, settings, store, conversation):
+def _route_engine(args: argparse.Namespace, settings, service, conversation):
     """(engine, RouteDecision) for ``ask``: the route decides which engines are even built.
     Precedence: Offline mode (setting or --offline), then --route, then the conversation's
     route, then the default_route setting; without --provider, Auto is the local model."""
@@ -292,17 +302,18 @@ def _route_engine(args: argparse.Namespace, settings, store, conversation):
     if decision.route is Route.LOCAL:
         local_model = None if args.provider else args.model
         reason = decision.reason or "no cloud provider chosen"
-        return create_local_engine(settings, local_model), dataclasses.replace(decision,
-                                                                               reason=reason)
-    cloud = _cloud_engine(args.provider, args.model, store)
+        return create_local_engine(settings, local_model, service.ledger.record), \
+            dataclasses.replace(decision, reason=reason)
+    cloud = _cloud_engine(args.provider, args.model, service.ledger.record)
     if decision.route is Route.CLOUD:
         return cloud, dataclasses.replace(decision, reason="cloud-only conversation")
-    return RoutedEngine(cloud, lambda: create_local_engine(settings, None), Connectivity(),
-                        hedge_after_s=settings["hedge_after_s"],
-                        on_attempt=store.log_attempt), decision
+    return RoutedEngine(cloud, lambda: create_local_engine(settings, None,
+                                                           service.ledger.record),
+                        Connectivity(), hedge_after_s=settings["hedge_after_s"],
+                        on_attempt=service.ledger.record), decision
 
 
-def _cloud_engine(name: str, model: str | None, store):
+def _cloud_engine(name: str, model: str | None, on_attempt):
     from app.providers import ProviderRegistry, needs_key
     from app.secrets import KeyStore
     from app.settings import Settings
@@ -313,7 +324,7 @@ def _cloud_engine(name: str, model: str | None, store):
     if key is None and needs_key(config):
         raise UsageError(f"There is no API key for {config.name}: store one with "
                          f"`outpost keys set {config.name}`.")
-    return create_cloud_engine(config, key, model, on_attempt=store.log_attempt,
+    return create_cloud_engine(config, key, model, on_attempt=on_attempt,
                                timeouts=cloud_timeouts(Settings()))
 
 
@@ -349,7 +360,7 @@ def cmd_providers(args: argparse.Namespace) -> int:
         config = registry.get(args.name)
         if config.kind != "openai":
             raise UsageError("Listing models is available for OpenAI-compatible providers.")
-        engine = _cloud_engine(args.name, config.default_model or "-", _NoLog())
+        engine = _cloud_engine(args.name, config.default_model or "-", None)
         try:
             for model in engine.list_models():
                 print(model)
@@ -369,12 +380,6 @@ def cmd_providers(args: argparse.Namespace) -> int:
             print(f"{row['name']:16} {row['kind']:9} {row['base_url']:40} "
                   f"{row['default_model'] or '-':24} key: {row['key'] or 'none'}")
     return 0
-
-
-class _NoLog:
-    @staticmethod
-    def log_attempt(record) -> None:
-        return None
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -456,6 +461,39 @@ def cmd_history(args: argparse.Namespace) -> int:
         store.close()
 
 
+def cmd_usage(args: argparse.Namespace) -> int:
+    from app.ledger import start_of_day, start_of_month
+
+    _, store, service = _open_core()
+    try:
+        ledger = service.ledger
+        profile = None if args.profile == "all" else (args.profile or ledger.profile)
+        since = start_of_month() if args.month else start_of_day()
+        totals = ledger.totals(since, profile)
+        if args.json:
+            _emit(dict(totals.as_dict(), profile=profile or "all",
+                       period="month" if args.month else "day"))
+            return 0
+        period = since.strftime("%B %Y") if args.month else "today"
+        cost = f"${totals.cost_usd:.4f}"
+        if totals.unknown_cost_requests:
+            cost += (f" + unknown ({totals.unknown_cost_requests} request"
+                     f"{'s' if totals.unknown_cost_requests != 1 else ''} with no known price)")
+        approx = " (some counts estimated)" if totals.estimated else ""
+        plural = "request" if totals.requests == 1 else "requests"
+        print(f"Usage of {profile or 'everyone'}, {period}: {totals.requests} {plural} "
+              f"({totals.cloud_requests} cloud), {totals.prompt_tokens:,} prompt + "
+              f"{totals.completion_tokens:,} completion tokens{approx}; cloud cost {cost}.")
+        for row in totals.by_model:
+            price = "free" if row["provider"] == "local" else (
+                "unknown" if row["cost_usd"] is None else f"${row['cost_usd']:.4f}")
+            print(f"  {row['provider']:12} {row['model'][:36]:36} {row['requests']:>5} req "
+                  f"{row['prompt_tokens']:>9,} in {row['completion_tokens']:>9,} out  {price}")
+        return 0
+    finally:
+        store.close()
+
+
 def cmd_offline(args: argparse.Namespace) -> int:
     from app.settings import Settings
 
@@ -501,7 +539,9 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         if settings["offline_mode"]:
             raise UsageError("Offline mode is on: nothing is sent. Turn it off first with "
                          "`outpost offline off` (or the window's Offline mode switch).")
-        sender = OutboxSender(outbox, lambda name, model: _cloud_engine(name, model, store))
+        sender = OutboxSender(outbox, lambda name, model: _cloud_engine(name, model,
+                                                                         service.ledger.record),
+                              ledger=service.ledger)
         if args.id is not None and outbox.get(args.id).state is not OutboxState.QUEUED:
             raise UsageError(f"Outbox item {args.id} is {outbox.get(args.id).state.value}, "
                              "not queued.")
@@ -600,6 +640,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_outbox(args)
         if args.command == "offline":
             return cmd_offline(args)
+        if args.command == "usage":
+            return cmd_usage(args)
         raise UsageError(f"Unknown command {args.command!r}.")
     except OutpostError as exc:
         if getattr(args, "json", False) and args.command == "ask" and \

@@ -3,7 +3,7 @@
 The prompt (system + history + the new message) plus ``max_tokens`` for the reply must fit the
 window. When it does not, the oldest turns go first: a user message with the replies that answer
 it, never the system prompt and never the newest user message. If the newest message alone cannot
-fit, the turn is refused with ``ContextOverflow`` (nothing is saved, nothing is sent).
+fit, the turn is refused with ``MessageTooLong`` (nothing is saved, nothing is sent).
 
 Counting is the engine's business (``TokenCounter``): the local model's own tokenizer applied to
 the chat-templated prompt (exact), tiktoken for OpenAI models (exact), or a documented estimate.
@@ -19,10 +19,10 @@ from app.domain import ChatMessage, Role
 from app.errors import UsageError
 
 
-class ContextOverflow(UsageError):
+class MessageTooLong(UsageError):
     """The newest message (with the system prompt and max_tokens) cannot fit at all."""
 
-    kind = "context_overflow"
+    kind = "message_too_long"
 
 
 class TokenCounter(Protocol):
@@ -83,7 +83,7 @@ def fit_messages(messages: Sequence[ChatMessage], counter: TokenCounter,
     alone, alone_exact = count(())
     if alone + max_tokens > window:
         approx = "" if alone_exact else "about "
-        raise ContextOverflow(
+        raise MessageTooLong(
             f"This message is too long for the model: with the system prompt it takes "
             f"{approx}{alone:,} tokens, plus {max_tokens:,} kept for the reply, and the context "
             f"window is {window:,}. Shorten it, lower max tokens, or use a model with a larger "

@@ -223,6 +223,8 @@ class Message:
     # Which engine wrote which part: [{"engine", "model", "start", "end", "reason"?}, ...]
     # (more than one after a mid-stream continuation). None for user messages.
     segments: list[dict] | None = None
+    cost_usd: float | None = None  # None: unknown (or not a reply); 0.0 for the local model
+    cost_estimated: bool = False
 
     def as_dict(self) -> dict:
         data = asdict(self)

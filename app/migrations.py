@@ -123,3 +123,18 @@ def m004_routing(db: sqlite_utils.Database) -> None:
         defaults={"attempts": 0},
     )
     db["outbox"].create_index(["state"])
+
+
+@migration
+def m005_usage_ledger(db: sqlite_utils.Database) -> None:
+    """The request log becomes the usage ledger: what each attempt used and cost, and for whom.
+    Daily and monthly totals are queries over it."""
+    log = db["request_log"]
+    for name, kind in (("kind", str), ("profile", str), ("conversation_id", str),
+                       ("route", str), ("prompt_tokens", int), ("completion_tokens", int),
+                       ("cached_prompt_tokens", int), ("tokens_estimated", int),
+                       ("cost_usd", float), ("cost_estimated", int), ("ttft_ms", float)):
+        log.add_column(name, kind)
+    log.create_index(["profile", "created_at"])
+    db["messages"].add_column("cost_usd", float)  # NULL: unknown price (never shown as zero)
+    db["messages"].add_column("cost_estimated", int)

@@ -205,11 +205,12 @@ class OutboxSender:
     the cloud engine; ``send`` is blocking (run it off the GUI thread)."""
 
     def __init__(self, outbox: Outbox, engine_for: Callable[[str, str | None], object],
-                 is_unreachable: Callable[[Exception], bool] | None = None):
+                 is_unreachable: Callable[[Exception], bool] | None = None, ledger=None):
         from app.router import FAILOVER_ERRORS
 
         self.outbox = outbox
         self.engine_for = engine_for
+        self.ledger = ledger  # app.ledger.UsageLedger: the answers' cost
         self.is_unreachable = is_unreachable or (lambda exc: isinstance(exc, FAILOVER_ERRORS))
         self._lock = threading.Lock()  # one pass at a time in this process
 
@@ -246,7 +247,7 @@ class OutboxSender:
                     report.elsewhere.append(self.outbox.get(item.id))
                     continue
                 turn = Turn(self.outbox.store, item.conversation_id, item.user_message_id,
-                            item.request)
+                            item.request, ledger=self.ledger)
                 engine = None
                 try:
                     engine = self.engine_for(item.provider, item.model)

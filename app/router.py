@@ -417,8 +417,9 @@ class RoutedEngine:
 
     def _log_local(self, runner: _Runner, outcome: str, error_kind: str | None) -> None:
         """Local attempts go to the request log too when the router raced or failed over."""
-        if self.on_attempt is None or getattr(runner, "_logged", False):
-            return
+        if self.on_attempt is None or getattr(runner, "_logged", False) or \
+                getattr(runner.engine, "on_attempt", None) is not None:
+            return  # (an engine that logs its own attempts is not logged twice)
         runner._logged = True
         from engines.http_policy import AttemptRecord
 

@@ -123,6 +123,8 @@ def _row_to_message(row: dict) -> Message:
         error=row["error"],
         route_reason=row.get("route_reason"),
         segments=json.loads(row["segments"]) if row.get("segments") else None,
+        cost_usd=row.get("cost_usd"),
+        cost_estimated=bool(row.get("cost_estimated")),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -293,7 +295,8 @@ class Store:
             "model": model, "params": json.dumps(params) if params is not None else None,
             "prompt_tokens": None, "completion_tokens": None, "cached_prompt_tokens": None,
             "tokens_estimated": 0, "ttft_ms": None, "tokens_per_s": None, "finish_reason": None,
-            "error": None, "route_reason": None, "segments": None,
+            "error": None, "route_reason": None, "segments": None, "cost_usd": None,
+            "cost_estimated": 0,
             "writer": this_writer() if status is MessageStatus.STREAMING else None,
             "created_at": stamp, "updated_at": stamp,
         }
@@ -311,8 +314,9 @@ class Store:
         for name in ("params", "segments"):
             if name in fields and fields[name] is not None:
                 fields[name] = json.dumps(fields[name])
-        if "tokens_estimated" in fields:
-            fields["tokens_estimated"] = int(bool(fields["tokens_estimated"]))
+        for name in ("tokens_estimated", "cost_estimated"):
+            if name in fields:
+                fields[name] = int(bool(fields[name]))
         fields["updated_at"] = now_iso()
         with self._tx() as db:
             db["messages"].update(message_id, fields)
@@ -366,15 +370,30 @@ class Store:
         return len(orphans)
 
     # -- request log -------------------------------------------------------------------------
-    def log_attempt(self, record) -> None:
-        """Store one ``engines.http_policy.AttemptRecord`` (called from engine threads)."""
+    def log_attempt(self, record, **ledger) -> None:
+        """Store one ``engines.http_policy.AttemptRecord`` (called from engine threads);
+        ``ledger``: profile, route, cost_usd, cost_estimated (see ``app.ledger``)."""
         with self._tx() as db:
+            rows = db.execute(
+                "select conversation_id from messages where role = 'assistant' and "
+                "json_extract(params, '$.idempotency_key') = ? limit 1",
+                [record.idempotency_key]).fetchall() if record.idempotency_key else []
             db["request_log"].insert({
                 "idempotency_key": record.idempotency_key, "provider": record.provider,
                 "model": record.model, "attempt": record.attempt, "status": record.status,
                 "latency_ms": round(record.latency_ms, 1), "error_kind": record.error_kind,
                 "rate_limits": json.dumps(record.rate_limits),
-                "outcome": getattr(record, "outcome", None), "created_at": now_iso()})
+                "outcome": getattr(record, "outcome", None), "created_at": now_iso(),
+                "kind": getattr(record, "kind", "") or None,
+                "conversation_id": rows[0][0] if rows else None,
+                "prompt_tokens": getattr(record, "prompt_tokens", None),
+                "completion_tokens": getattr(record, "completion_tokens", None),
+                "cached_prompt_tokens": getattr(record, "cached_prompt_tokens", 0),
+                "tokens_estimated": int(bool(getattr(record, "tokens_estimated", False))),
+                "ttft_ms": getattr(record, "ttft_ms", None),
+                "profile": ledger.get("profile"), "route": ledger.get("route"),
+                "cost_usd": ledger.get("cost_usd"),
+                "cost_estimated": int(bool(ledger.get("cost_estimated")))})
 
     def request_log(self, idempotency_key: str | None = None) -> list[dict]:
         with storage_errors(self.path):

@@ -180,13 +180,19 @@ class CloudEngine:
 
     # -- one attempt -------------------------------------------------------------------------
     def _record(self, attempt: int, started: float, status: int | None,
-                error: OutpostError | None, outcome: str | None = None) -> None:
+                error: OutpostError | None, outcome: str | None = None,
+                usage: Usage | None = None, ttft_ms: float | None = None) -> None:
         if self.on_attempt is not None:
             self.on_attempt(AttemptRecord(
                 attempt=attempt, status=status, latency_ms=(time.monotonic() - started) * 1000,
                 error_kind=error.kind if error else None, rate_limits=dict(self.rate_limits),
                 idempotency_key=self._current_key, provider=self.config.name, model=self.model,
-                outcome=outcome))
+                outcome=outcome, kind=self.config.kind,
+                prompt_tokens=usage.prompt_tokens if usage else None,
+                completion_tokens=usage.completion_tokens if usage else None,
+                tokens_estimated=usage.estimated if usage else False,
+                cached_prompt_tokens=usage.cached_prompt_tokens if usage else 0,
+                ttft_ms=ttft_ms))
 
     def _attempt(self, request: ChatRequest, cancel: threading.Event, attempt: int,
                  turn_started: float) -> Iterator[StreamEvent]:
@@ -316,7 +322,8 @@ class CloudEngine:
                                        f"{exc or type(exc).__name__}.")
         if watchdog.fired == "cancel":
             self._record(attempt, started, response.status_code, None, _cancel_outcome(
-                watchdog.cancel))
+                watchdog.cancel), self._usage(request, state) if state.text else None,
+                _ms(first_at, turn_started))
             yield from self._finish(request, state, FinishReason.CANCELLED, turn_started,
                                     first_at, last_at)
             return
@@ -331,7 +338,9 @@ class CloudEngine:
         if failure is None and not state.done:
             failure = StreamInterrupted(f"The stream from {self.config.name} ended before the "
                                         "reply was finished.", state.text)
-        self._record(attempt, started, response.status_code, failure)
+        self._record(attempt, started, response.status_code, failure, None,
+                     self._usage(request, state) if failure is None or state.text else None,
+                     _ms(first_at, turn_started))
         if failure is None:
             yield from self._finish(request, state, state.finish_reason or FinishReason.STOP,
                                     turn_started, first_at, last_at)
@@ -394,24 +403,32 @@ class CloudEngine:
                                 self.config.name)
         return data
 
+    @staticmethod
+    def _usage(request: ChatRequest, state: StreamState) -> Usage:
+        """The reply's usage: reported by the provider, else estimated (and marked so)."""
+        if state.prompt_tokens is not None and state.completion_tokens is not None:
+            return Usage(state.prompt_tokens, state.completion_tokens, estimated=False,
+                         cached_prompt_tokens=state.cached_prompt_tokens)
+        prompt_text = "".join(m.content for m in request.messages)
+        return Usage(state.prompt_tokens if state.prompt_tokens is not None
+                     else estimate_tokens(prompt_text),
+                     state.completion_tokens if state.completion_tokens is not None
+                     else estimate_tokens(state.text), estimated=True)
+
     def _finish(self, request: ChatRequest, state: StreamState, reason: FinishReason,
                 turn_started: float, first_at: float | None, last_at: float | None,
                 error: EngineError | None = None) -> Iterator[StreamEvent]:
-        if state.prompt_tokens is not None and state.completion_tokens is not None:
-            yield Usage(state.prompt_tokens, state.completion_tokens, estimated=False,
-                        cached_prompt_tokens=state.cached_prompt_tokens)
-        else:
-            prompt_text = "".join(m.content for m in request.messages)
-            yield Usage(state.prompt_tokens if state.prompt_tokens is not None
-                        else estimate_tokens(prompt_text),
-                        state.completion_tokens if state.completion_tokens is not None
-                        else estimate_tokens(state.text), estimated=True)
-        ttft_ms = (first_at - turn_started) * 1000 if first_at is not None else None
+        yield self._usage(request, state)
+        ttft_ms = _ms(first_at, turn_started)
         tps = None
         tokens = state.completion_tokens or estimate_tokens(state.text)
         if first_at is not None and last_at is not None and last_at > first_at and tokens > 1:
             tps = (tokens - 1) / (last_at - first_at)
         yield Finished(reason, ttft_ms=ttft_ms, tokens_per_s=tps, error=error)
+
+
+def _ms(at: float | None, since: float) -> float | None:
+    return round((at - since) * 1000, 2) if at is not None else None
 
 
 def _cancel_outcome(cancel: threading.Event) -> str:

@@ -72,6 +72,13 @@ class AttemptRecord:
     provider: str = ""  # "local" for the local model's attempts (hedging, failover)
     model: str = ""
     outcome: str | None = None  # "cancelled", "hedge_lost" (the other engine won), "won", …
+    # what the attempt produced (the usage ledger): reported, or estimated when not
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    tokens_estimated: bool = False
+    cached_prompt_tokens: int = 0
+    ttft_ms: float | None = None
+    kind: str = ""  # the wire format / engine kind: "openai", "anthropic", "local"
 
 
 def parse_retry_after(headers: Mapping[str, str], now: dt.datetime | None = None) -> float | None:

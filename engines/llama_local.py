@@ -92,8 +92,11 @@ class LocalEngine:
     # Sampling knobs the request does not carry yet, stored with each reply as sent.
     implicit_params = {"top_k": DEFAULT_TOP_K, "min_p": DEFAULT_MIN_P, "repeat_penalty": 1.0}
 
-    def __init__(self, model_path: str | Path, settings: LoadSettings | None = None):
+    def __init__(self, model_path: str | Path, settings: LoadSettings | None = None,
+                 on_attempt=None):
         self.settings = settings or LoadSettings()
+        # the usage ledger: one engines.http_policy.AttemptRecord per reply, like cloud engines
+        self.on_attempt = on_attempt
         self.gguf: GGUFInfo = read_gguf(model_path)  # fails fast, naming the file and problem
         self.path = self.gguf.path
         trained = self.gguf.context_length or self.settings.context_cap
@@ -338,6 +341,29 @@ class LocalEngine:
         if first_at is not None and last_at is not None and completion > 1 and last_at > first_at:
             tps = (completion - 1) / (last_at - first_at)
         job.events.put(Finished(reason, ttft_ms=ttft_ms, tokens_per_s=tps, error=error))
+        self._record(request, job, started, len(tokens), completion,
+                     max(0, len(tokens) - evaluated_prompt), ttft_ms, reason, error)
+
+    def _record(self, request: ChatRequest, job: "_Job", started: float, prompt: int,
+                completion: int, cached: int, ttft_ms: float | None, reason: FinishReason,
+                error: Exception | None) -> None:
+        if self.on_attempt is None:
+            return
+        from engines.http_policy import AttemptRecord
+
+        outcome = None
+        if reason is FinishReason.CANCELLED:
+            outcome = getattr(job.cancel, "reason", None) or "cancelled"
+        try:
+            self.on_attempt(AttemptRecord(
+                attempt=1, status=None, latency_ms=(time.perf_counter() - started) * 1000,
+                error_kind=getattr(error, "kind", None) if error else None,
+                idempotency_key=request.idempotency_key, provider="local",
+                model=self.path.name, outcome=outcome, prompt_tokens=prompt,
+                completion_tokens=completion, cached_prompt_tokens=cached,
+                ttft_ms=round(ttft_ms, 2) if ttft_ms is not None else None, kind="local"))
+        except Exception:  # the ledger must never break a reply
+            log.exception("could not record the local attempt")
 
 
 def _eog_checker(llm):

@@ -8,14 +8,17 @@ from app.settings import Settings
 from engines.model_files import resolve_model_path
 
 
-def create_local_engine(settings: Settings, model_path: str | Path | None = None):
-    """A LocalEngine for ``model_path`` (or the setting, or the bundled model); starts loading."""
+def create_local_engine(settings: Settings, model_path: str | Path | None = None,
+                        on_attempt=None):
+    """A LocalEngine for ``model_path`` (or the setting, or the bundled model); starts loading.
+    ``on_attempt``: the usage ledger's sink, one record per reply."""
     from engines.llama_local import LoadSettings, LocalEngine
 
     path = resolve_model_path(str(model_path) if model_path else settings["model_path"])
     return LocalEngine(path, LoadSettings(context_cap=settings["context_cap"],
                                           n_threads=settings["n_threads"],
-                                          gpu_offload=settings["gpu_offload"]))
+                                          gpu_offload=settings["gpu_offload"]),
+                       on_attempt=on_attempt)
 
 
 def cloud_timeouts(settings: Settings):

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from app.chat_service import ChatService, TurnOptions
-from app.context import ContextOverflow, fit_messages
+from app.context import MessageTooLong, fit_messages
 from app.domain import ChatMessage, Role
 from app.settings import Settings
 from app.store import Store
@@ -62,7 +62,7 @@ def test_oldest_whole_turns_are_dropped_never_system_or_newest():
 
 def test_a_message_that_cannot_fit_alone_is_refused():
     messages = convo(2)[:-1] + [ChatMessage(Role.USER, "word " * 500)]
-    with pytest.raises(ContextOverflow, match="too long for the model.*context window is 300"):
+    with pytest.raises(MessageTooLong, match="too long for the model.*context window is 300"):
         fit_messages(messages, WordCounter(300), max_tokens=50)
 
 
@@ -121,7 +121,7 @@ def test_long_conversation_is_fitted_and_the_turn_runs(tmp_path, small_engine):
 def test_oversize_message_is_refused_and_nothing_is_written(tmp_path, small_engine):
     store = Store(tmp_path / "outpost.db")
     service = ChatService(store, Settings())
-    with pytest.raises(ContextOverflow):
+    with pytest.raises(MessageTooLong):
         service.start_turn("ocean " * 400, model="m", options=TurnOptions(max_tokens=40),
                            counter=small_engine)
     assert store.list_conversations() == []

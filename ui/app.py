@@ -9,6 +9,7 @@ from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from app.chat_service import ChatService
+from app.ledger import make_ledger
 from app.connectivity import Connectivity
 from app.settings import Settings
 from app.store import Store
@@ -37,7 +38,9 @@ class OutpostApp:
         self.service = ChatService(self.store, self.settings)
         self.recovered = self.service.recover_interrupted()
         self.tasks = TaskRunner()
-        self.loader = ModelLoader(self.settings, self.tasks)
+        self.ledger = make_ledger(self.store, self.settings)
+        self.service.ledger = self.ledger
+        self.loader = ModelLoader(self.settings, self.tasks, on_attempt=self._on_attempt)
         self.registry = ProviderRegistry()
         self.keys = KeyStore(fallback=self.settings["key_fallback"])
         self.connectivity = Connectivity()
@@ -54,7 +57,8 @@ class OutpostApp:
             outbox=self.service.outbox,
             outbox_panel_factory=lambda parent: OutboxPanel(self.service.outbox, parent))
         self.monitor = OutboxMonitor(self.settings, self.connectivity, self.service.outbox,
-                                     cloud, self.tasks, self._watched_providers, self.window)
+                                     cloud, self.tasks, self._watched_providers, self.window,
+                                     ledger=self.ledger)
         self.window.monitor = self.monitor
         self.monitor.links_changed.connect(self.window.refresh_links)
         self.monitor.outbox_changed.connect(self.window.refresh_outbox)
@@ -103,8 +107,8 @@ class OutpostApp:
         return [controller.provider]
 
     def _on_attempt(self, record) -> None:
-        """Every cloud attempt: a request-log row, and news for the connectivity tracker."""
-        self.store.log_attempt(record)
+        """Every attempt: a usage-ledger row, and news for the connectivity tracker."""
+        self.ledger.record(record)
         self.connectivity.record_attempt(record)
 
     def start(self) -> None:

@@ -51,7 +51,22 @@ def metrics_text(message: Message) -> str:
         parts.append(f"TTFT {message.ttft_ms:.0f} ms")
     if message.tokens_per_s is not None:
         parts.append(f"{message.tokens_per_s:.1f} tok/s")
+    if message.role is Role.ASSISTANT and message.prompt_tokens is not None:
+        parts.append(cost_text(message))
     return "  ·  ".join(parts)
+
+
+def cost_text(message: Message) -> str:
+    """"free" (local), "$0.0012" (~ when estimated), or "cost unknown" — never $0 for unknown."""
+    engines = {s.get("engine") for s in message.segments or []} or {message.engine}
+    if engines == {"local"}:
+        return "free"
+    if message.cost_usd is None:
+        return "cost unknown"
+    approx = "~" if message.cost_estimated else ""
+    if 0 < message.cost_usd < 0.0001:
+        return f"{approx}< $0.0001"
+    return f"{approx}${message.cost_usd:.4f}"
 
 
 class MessageBody(QTextBrowser):

@@ -19,9 +19,11 @@ class ModelLoader(QObject):
     model_ready = Signal(object)  # engines.base.EngineInfo
     load_failed = Signal(str)  # one plain sentence
 
-    def __init__(self, settings: Settings, tasks: TaskRunner, parent: QObject | None = None):
+    def __init__(self, settings: Settings, tasks: TaskRunner, parent: QObject | None = None,
+                 on_attempt=None):
         super().__init__(parent)
         self.settings = settings
+        self.on_attempt = on_attempt  # the usage ledger's sink
         self.tasks = tasks
         self.active = None  # a ready engine
         self.pending = None  # an engine still loading
@@ -36,7 +38,7 @@ class ModelLoader(QObject):
 
     def load(self, model_path: str | None = None) -> None:
         try:
-            engine = create_local_engine(self.settings, model_path)
+            engine = create_local_engine(self.settings, model_path, self.on_attempt)
         except OutpostError as exc:
             self.load_failed.emit(str(exc))
             return

@@ -24,12 +24,13 @@ class OutboxMonitor(QObject):
     sent = Signal(object)  # app.outbox.SendReport, after a pass that sent or failed something
     outbox_changed = Signal()
 
-    def __init__(self, settings, connectivity, outbox, cloud, tasks, watched, parent=None):
+    def __init__(self, settings, connectivity, outbox, cloud, tasks, watched, parent=None,
+                 ledger=None):
         """``watched()`` -> provider names the current conversation needs (GUI thread)."""
         super().__init__(parent)
         self.settings, self.connectivity, self.outbox = settings, connectivity, outbox
         self.cloud, self.tasks, self.watched = cloud, tasks, watched
-        self.sender = OutboxSender(outbox, cloud.fresh_engine)
+        self.sender = OutboxSender(outbox, cloud.fresh_engine, ledger=ledger)
         self._probing: set[str] = set()
         self._sending = False
         self._cancel = threading.Event()
