@@ -203,3 +203,25 @@ def test_default_route_menu_applies_to_new_chats_and_is_remembered(qtbot, outpos
     assert conversation.route is None  # it follows the default, which may change later
     reply = outpost.store.messages(conversation.id)[-1]
     assert reply.engine == "local" and reply.route_reason == "local-only conversation"
+
+
+def test_composer_meter_counts_the_draft_exactly_in_the_background(qtbot, outpost,
+                                                                   artifacts_dir):
+    from app.domain import ChatMessage, Role
+
+    window = outpost.window
+    meter = window.meter
+    window.composer.edit.setPlainText("How many tokens is this?")
+    qtbot.waitUntil(lambda: bool(meter.last), timeout=10000)
+    system = Settings()["system_prompt"]
+    expected, exact = outpost.loader.active.count_prompt(
+        [ChatMessage(Role.SYSTEM, system), ChatMessage(Role.USER, "How many tokens is this?")])
+    assert exact and meter.last["exact"] and meter.last["tokens"] == expected
+    assert meter.last["window"] == outpost.loader.active.context_window
+    assert f"{expected:,} prompt tokens" in meter.label.text() and meter.gauge.isVisible()
+    window.resize(1100, 720)
+    assert window.grab().save(str(artifacts_dir / "main_window_meter.png"))
+    # a 100,000-character paste: counted off the GUI thread, over the window -> red gauge
+    window.composer.edit.setPlainText("lorem ipsum " * 8400)
+    qtbot.waitUntil(lambda: meter.last and meter.last["tokens"] > 10000, timeout=30000)
+    assert "context" in meter.label.text() and "#cf222e" in meter.gauge.styleSheet()

@@ -191,6 +191,42 @@ class ChatController(QObject):
                 return
         self.route_changed.emit(self.effective_route())
 
+    def prepare_measure(self, draft: str):
+        """On the GUI thread: a job for the token meter (run in the background) that counts
+        the prompt this draft would make, or None when there is nothing to count."""
+        from app.chat_service import history_messages
+        from app.domain import ChatMessage
+
+        if not draft.strip():
+            return None
+        settings = self.service.settings
+        max_tokens = settings["max_tokens"]
+        counter = None
+        if Route(self.effective_route()) is Route.LOCAL or self.provider is None:
+            counter = self.loader.active
+        elif self.cloud is not None and hasattr(self.cloud, "counter"):
+            counter = self.cloud.counter(self.provider, self.cloud_model)
+        store, conversation_id = self.store, self.conversation_id
+        system_prompt = settings["system_prompt"]
+
+        def job() -> dict | None:
+            previous, system = [], system_prompt
+            if conversation_id is not None:
+                system = store.get_conversation(conversation_id).system_prompt
+                previous = store.messages(conversation_id)
+            messages = history_messages(system, previous) + [ChatMessage(Role.USER, draft)]
+            if counter is None:  # no tokenizer: a documented estimate (chars / 4)
+                tokens = sum(len(m.content) // 4 + 4 for m in messages) + 3
+                return {"tokens": tokens, "exact": False, "window": None,
+                        "max_tokens": max_tokens, "cost": None}
+            tokens, exact = counter.count_prompt(messages)
+            cost = counter.estimate_cost(tokens, max_tokens) \
+                if hasattr(counter, "estimate_cost") else None
+            return {"tokens": tokens, "exact": exact, "window": counter.context_window,
+                    "max_tokens": max_tokens, "cost": cost}
+
+        return job
+
     def _local_engine(self):
         engine = self.loader.engine_for_turn()
         if engine is None:

@@ -43,13 +43,22 @@ class Composer(QWidget):
         side.addStretch(1)
         side.addWidget(self.when_online)
         side.addWidget(self.button, 0, Qt.AlignmentFlag.AlignRight)
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(12, 6, 12, 10)
-        layout.addWidget(self.edit, 1)
-        layout.addLayout(side)
+        row = QHBoxLayout()
+        row.addWidget(self.edit, 1)
+        row.addLayout(side)
+        self._outer = QVBoxLayout(self)
+        self._outer.setContentsMargins(12, 4, 12, 10)
+        self._outer.setSpacing(3)
+        self._outer.addLayout(row)
         self._busy = False
         self.edit.submit_requested.connect(self._on_submit)
         self.button.clicked.connect(self._on_button)
+
+    def set_meter(self, meter: QWidget) -> None:
+        """The live token meter, shown above the text box."""
+        self._outer.insertWidget(0, meter)
+        self.meter = meter
+        self.edit.textChanged.connect(lambda: meter.draft_changed(self.edit.toPlainText()))
 
     def set_busy(self, busy: bool) -> None:
         """While a reply streams the button stops it; the text box stays editable."""

@@ -140,6 +140,11 @@ class MainWindow(QMainWindow):
         status.addPermanentWidget(self.metrics_label)
 
         self.controller: ChatController = controller_factory(self.view)
+        if tasks is not None:
+            from ui.token_meter import TokenMeter
+
+            self.meter = TokenMeter(tasks, self._measure_draft)
+            self.composer.set_meter(self.meter)
         self._build_menu()
         self._wire()
         self.refresh_targets(self.settings["chat_target"])
@@ -332,8 +337,10 @@ class MainWindow(QMainWindow):
         select = select or self.target_picker.currentData() or "local"
         self.target_picker.blockSignals(True)
         self.target_picker.clear()
-        local = self.loader.active.info.model if self.loader.active else "bundled model"
-        self.target_picker.addItem(f"None (local model: {local})", "local")
+        local = self.loader.active.info.model if self.loader.active else "the bundled model"
+        self.target_picker.addItem("None (local model only)", "local")
+        self.target_picker.setItemData(0, f"The local model: {local}",
+                                       Qt.ItemDataRole.ToolTipRole)
         providers = []
         if self.registry is not None:
             try:
@@ -364,6 +371,9 @@ class MainWindow(QMainWindow):
         self.update_route_display()
 
     # -- routes, offline mode, connectivity, outbox ----------------------------------------------
+    def _measure_draft(self, draft: str):
+        return self.controller.prepare_measure(draft)
+
     def update_route_display(self) -> None:
         """The route picker, the status bar's route and links, and the composer, from the
         current conversation's route, Offline mode and the chosen target."""
@@ -419,6 +429,8 @@ class MainWindow(QMainWindow):
             empty = (f"Start a conversation: type below and press Enter.\nMessages go to "
                      f"{provider}; the local model steps in when it cannot answer.")
         self.view.set_empty_text(empty)
+        if getattr(self, "meter", None) is not None:
+            self.meter.refresh()
         self.composer.edit.setPlaceholderText(
             f"{placeholder}  (Enter sends, Shift+Enter: new line)")
         self.composer.edit.viewport().update()  # the placeholder is painted, not a widget
@@ -590,7 +602,8 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _on_model_ready(self, info: EngineInfo) -> None:
-        self.target_picker.setItemText(0, f"None (local model: {info.model})")
+        self.target_picker.setItemData(0, f"The local model: {info.model}",
+                                       Qt.ItemDataRole.ToolTipRole)
         self.model_label.setText(f"Local model: {info.model}")
         self.model_label.setToolTip(info.detail)
         if not self.controller.busy:

@@ -1,0 +1,97 @@
+"""The composer's live meter: prompt tokens of the draft (with the conversation it joins), a
+gauge of the context window it fills, and the cost estimate before sending.
+
+Counting runs in the background (``TaskRunner``), a quarter second after the last keystroke, one
+count at a time: typing or pasting 100,000 characters never waits for a tokenizer.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QWidget
+
+DEBOUNCE_MS = 250
+
+
+class TokenMeter(QWidget):
+    def __init__(self, tasks, prepare: Callable[[str], Callable[[], dict | None] | None],
+                 parent: QWidget | None = None):
+        """``prepare(draft)`` (GUI thread) -> a job or None; the job (run off the GUI thread)
+        -> {"tokens", "exact", "window", "max_tokens", "cost"} or None."""
+        super().__init__(parent)
+        self.tasks, self.prepare = tasks, prepare
+        self.label = QLabel("")
+        self.label.setStyleSheet("color:#6e7781; font-size:11px;")
+        self.gauge = QProgressBar()
+        self.gauge.setTextVisible(False)
+        self.gauge.setFixedSize(90, 8)
+        self.gauge.hide()
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(6)
+        layout.addWidget(self.label)
+        layout.addWidget(self.gauge)
+        layout.addStretch(1)
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(DEBOUNCE_MS)
+        self._timer.timeout.connect(self._count)
+        self._draft = ""
+        self._busy = False
+        self._again = False
+        self.last: dict | None = None
+
+    def draft_changed(self, text: str) -> None:
+        self._draft = text
+        self._timer.start()
+
+    def refresh(self) -> None:
+        """The conversation or the engine changed: count again."""
+        self._timer.start()
+
+    def _count(self) -> None:
+        if self._busy:
+            self._again = True
+            return
+        job = self.prepare(self._draft)
+        if job is None:
+            self._show(None)
+            return
+        self._busy = True
+        self.tasks.run_in_background(job, self._show, self._failed)
+
+    def _failed(self, _exc) -> None:
+        self._busy = False
+        self.label.setText("")
+        self.gauge.hide()
+
+    def _show(self, result: dict | None) -> None:
+        self._busy = False
+        if self._again:
+            self._again = False
+            self._count()
+        self.last = result
+        if not result:
+            self.label.setText("")
+            self.gauge.hide()
+            return
+        approx = "" if result["exact"] else "~"
+        text = f"{approx}{result['tokens']:,} prompt tokens"
+        window = result.get("window")
+        if window:
+            used = result["tokens"] + result["max_tokens"]
+            text += f" · {used:,} / {window:,} context (with {result['max_tokens']:,} for the reply)"
+            self.gauge.setMaximum(window)
+            self.gauge.setValue(min(used, window))
+            over = used > window
+            self.gauge.setStyleSheet("QProgressBar::chunk { background: %s; }"
+                                     % ("#cf222e" if over else "#2da44e"))
+            self.gauge.setToolTip("Over the context window: the oldest turns will be left out"
+                                  if over else "Context window used by this message")
+            self.gauge.show()
+        else:
+            self.gauge.hide()
+        if result.get("cost"):
+            text += f" · {result['cost']}"
+        self.label.setText(text)
