@@ -188,6 +188,7 @@ class ChatService:
         self.settings = settings
         self.outbox = Outbox(store)
         self.ledger = None  # app.ledger.UsageLedger, set by the composition root / CLI
+        self.quotas = None  # app.quotas.QuotaGuard: checked before anything is sent
 
     def queue_if_unreachable(self, turn: Turn, engine=None,
                              error: Exception | None = None) -> OutboxItem | None:
@@ -233,7 +234,7 @@ class ChatService:
 
     def start_turn(self, prompt: str, conversation_id: str | None = None, *, model: str,
                    options: TurnOptions = TurnOptions(), route: str | None = None,
-                   counter: TokenCounter | None = None) -> Turn:
+                   counter: TokenCounter | None = None, effective_route: str = "local") -> Turn:
         """``route`` is stored on a new conversation (None: it follows the default).
         ``counter`` (the engine's, see ``app.context``): fit the conversation into its context
         window, dropping the oldest turns; a message that cannot fit at all is refused before
@@ -260,6 +261,12 @@ class ChatService:
         messages = history_messages(system_prompt, previous) + [ChatMessage(Role.USER, prompt)]
         fit = fit_messages(messages, counter, request_args["max_tokens"]) \
             if counter is not None else None  # raises MessageTooLong before any write
+        if self.quotas is not None:  # raises QuotaExceeded / RateLimitedLocally: nothing sent
+            prompt_tokens = fit.prompt_tokens if fit is not None else \
+                sum(len(m.content) // 4 + 4 for m in messages)
+            self.quotas.check(default_user_id(settings), effective_route,
+                              effective_route != "local", prompt_tokens,
+                              request_args["max_tokens"])
         if conversation_id is None:
             conversation = self.store.create_conversation(title_from(prompt), system_prompt,
                                                           route)

@@ -126,6 +126,19 @@ def _parser() -> argparse.ArgumentParser:
     usage.add_argument("--month", action="store_true", help="this calendar month, not today")
     usage.add_argument("--json", action="store_true")
 
+    quota = sub.add_parser("quota", help="per-profile quotas and rate limits (the policy file "
+                           "wins over these)")
+    qsub = quota.add_subparsers(dest="quota_command", metavar="ACTION", required=True)
+    qshow = qsub.add_parser("show", help="a profile's limits and where they come from")
+    qshow.add_argument("--profile", metavar="P")
+    qshow.add_argument("--json", action="store_true")
+    qset = qsub.add_parser("set", help="set a limit: cloud_tokens_per_day, cloud_cost_per_month, "
+                           "requests_per_minute, tokens_per_minute, allowed_routes (comma list), "
+                           "count_local (true/false); 'none' removes it")
+    qset.add_argument("name", metavar="NAME")
+    qset.add_argument("value", metavar="VALUE")
+    qset.add_argument("--profile", metavar="P")
+
     offline = sub.add_parser("offline", help="Offline mode: every message answered by the "
                              "local model, nothing sent (the window's Offline mode switch)")
     offline.add_argument("switch", choices=["on", "off", "status"], nargs="?", default="status")
@@ -161,6 +174,9 @@ def _open_core():
     store = Store()
     service = ChatService(store, settings)
     service.ledger = make_ledger(store, settings)
+    from app.quotas import QuotaBook, QuotaGuard
+
+    service.quotas = QuotaGuard(QuotaBook(), service.ledger)
     service.recover_interrupted()
     return settings, store, service
 
@@ -173,6 +189,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from app.chat_service import TurnOptions
     from app.domain import Finished, FinishReason, Seam, TextDelta, Usage
     from app.chat_service import OutboxPlan
+    from app.quotas import RateLimitedLocally
     from app.router import Route
 
     settings, store, service = _open_core()
@@ -195,11 +212,19 @@ def cmd_ask(args: argparse.Namespace) -> int:
         counter = engine if hasattr(engine, "count_prompt") else None
         if counter is not None:
             engine.wait_ready()  # exact counts from the model's own tokenizer
-        turn = service.start_turn(
-            _read_prompt(args.prompt), args.conversation, model=engine.info.model,
-            options=TurnOptions(temperature=args.temperature, top_p=args.top_p,
-                                max_tokens=args.max_tokens, stop=tuple(args.stop)),
-            route=args.route, counter=counter)
+        prompt = _read_prompt(args.prompt)
+        while True:
+            try:
+                turn = service.start_turn(
+                    prompt, args.conversation, model=engine.info.model,
+                    options=TurnOptions(temperature=args.temperature, top_p=args.top_p,
+                                        max_tokens=args.max_tokens, stop=tuple(args.stop)),
+                    route=args.route, counter=counter, effective_route=decision.route.value)
+                break
+            except RateLimitedLocally as exc:
+                if not settings["rate_limit_wait"]:
+                    raise
+                _countdown(str(exc), exc.wait_s, cancel)
         _report_fit(args, turn.fit)
         if decision.route is not Route.LOCAL:
             turn.outbox_plan = OutboxPlan(args.provider, args.model,
@@ -256,6 +281,20 @@ def cmd_ask(args: argparse.Namespace) -> int:
     finally:
         engine.close()
         store.close()
+
+
+def _countdown(message: str, seconds: float, cancel: threading.Event) -> None:
+    """Wait out a local rate limit, saying so on stderr once a second (Ctrl+C stops)."""
+    import math
+    import time
+
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        sys.stderr.write(f"\routpost: {message.split(';')[0]}; waiting {math.ceil(left)} s… ")
+        sys.stderr.flush()
+        if cancel.wait(min(1.0, left)):
+            raise Cancelled("Stopped while waiting for the rate limit; nothing was sent.")
+    sys.stderr.write("\n")
 
 
 def _report_fit(args: argparse.Namespace, fit) -> None:
@@ -494,6 +533,47 @@ def cmd_usage(args: argparse.Namespace) -> int:
         store.close()
 
 
+def cmd_quota(args: argparse.Namespace) -> int:
+    from app.chat_service import default_user_id
+    from app.quotas import LIMIT_NAMES, QuotaBook
+    from app.settings import Settings
+
+    book = QuotaBook()
+    profile = args.profile or default_user_id(Settings())
+    if args.quota_command == "set":
+        if args.name not in LIMIT_NAMES:
+            raise UsageError(f"Unknown limit {args.name!r}; known: {', '.join(LIMIT_NAMES)}.")
+        value = _parse_limit(args.name, args.value)
+        book.set(profile, args.name, value)
+        print(f"{args.name} for {profile}: " + ("removed" if value is None else f"{value}") + ".")
+        return 0
+    limits = book.limits(profile)
+    if getattr(args, "json", False):
+        _emit(dict(limits.as_dict(), profile=profile))
+        return 0
+    print(f"Limits of {profile} (from: {limits.source}; policy file: {book.policy}):")
+    for name in LIMIT_NAMES:
+        value = getattr(limits, name)
+        print(f"  {name:22} {'no limit' if value is None else value}")
+    return 0
+
+
+def _parse_limit(name: str, text: str):
+    text = text.strip()
+    if text.lower() == "none":
+        return None
+    if name == "allowed_routes":
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if name == "count_local":
+        if text.lower() not in ("true", "false"):
+            raise UsageError("count_local must be true or false.")
+        return text.lower() == "true"
+    try:
+        return float(text) if name == "cloud_cost_per_month" else int(text)
+    except ValueError:
+        raise UsageError(f"{name} must be a number, got {text!r}.") from None
+
+
 def cmd_offline(args: argparse.Namespace) -> int:
     from app.settings import Settings
 
@@ -642,6 +722,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_offline(args)
         if args.command == "usage":
             return cmd_usage(args)
+        if args.command == "quota":
+            return cmd_quota(args)
         raise UsageError(f"Unknown command {args.command!r}.")
     except OutpostError as exc:
         if getattr(args, "json", False) and args.command == "ask" and \

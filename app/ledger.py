@@ -104,6 +104,23 @@ class UsageLedger:
             estimated = estimated or bool(est)
         return total, estimated
 
+    def recent(self, profile: str, what: str, seconds: float, count_local: bool,
+               now: dt.datetime) -> list[tuple[float, float]]:
+        """(seconds ago, amount) of this profile's attempts in the last ``seconds``: one per
+        request (``what`` = "requests") or its tokens ("tokens"); seeds the rate buckets."""
+        since = now - dt.timedelta(seconds=seconds)
+        local = "" if count_local else " and provider != 'local'"
+        with storage_errors(self.store.path):
+            rows = self.store.db.execute(
+                "select created_at, coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0) "
+                f"from request_log where profile = ? and created_at >= ?{local}",
+                [profile, _utc_iso(since)]).fetchall()
+        out = []
+        for created, tokens in rows:
+            ago = (now - dt.datetime.fromisoformat(created)).total_seconds()
+            out.append((max(0.0, ago), 1.0 if what == "requests" else float(tokens)))
+        return out
+
     def totals(self, since: dt.datetime, profile: str | None = None) -> Totals:
         where, params = "created_at >= ?", [_utc_iso(since)]
         if profile is not None:
@@ -145,12 +162,20 @@ def make_ledger(store: Store, settings) -> UsageLedger:
     """The ledger for this user, priced from the shipped price table (when it loads)."""
     from app.chat_service import default_user_id
 
-    price_for = None
-    try:
-        from app.pricing import PriceTable
+    from app.errors import OutpostError
+    from app.metering import price_table
 
-        table = PriceTable.load()
-        price_for = lambda kind, provider, model: table.price_for(kind, model)  # noqa: E731
-    except ImportError:
-        pass
+    try:
+        table = price_table()
+    except OutpostError as exc:  # a damaged price table: costs become unknown, never zero
+        import logging
+
+        logging.getLogger(__name__).warning("%s", exc)
+        return UsageLedger(store, default_user_id(settings))
+
+    def price_for(kind: str, provider: str, model: str):
+        # the wire kind prices OpenAI/Anthropic ids; a preset name (openrouter, …) finds a
+        # vendor-prefixed id ("openai/gpt-4o")
+        return table.price_for(kind, model) or table.price_for(provider, model)
+
     return UsageLedger(store, default_user_id(settings), price_for)

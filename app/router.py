@@ -166,6 +166,17 @@ class RoutedEngine:
             self._local = self._local_factory()
         return self._local
 
+    # the turn is fitted and metered for the cloud model; the local one re-fits on failover
+    @property
+    def context_window(self):
+        return self.cloud.context_window
+
+    def count_prompt(self, messages):
+        return self.cloud.count_prompt(messages)
+
+    def estimate_cost(self, prompt_tokens: int, max_tokens: int) -> str:
+        return self.cloud.estimate_cost(prompt_tokens, max_tokens)
+
     @property
     def implicit_params(self) -> dict:
         return getattr(self._local, "implicit_params", {}) if self.answered is not \

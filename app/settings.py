@@ -70,6 +70,9 @@ SCHEMA: tuple[Option, ...] = (
     Option("hedge_after_s", float, 2.5,
            "Auto route: when the cloud's first token is later than this, the local model starts "
            "too and the first to stream wins. 0 turns hedging off.", 0.0, 600.0),
+    Option("rate_limit_wait", bool, True,
+           "When a profile's requests/tokens per minute are used up: wait (with a countdown) "
+           "instead of refusing. The command line waits; the window says when to try again."),
     Option("send_when_online", bool, False,
            "Auto route: when the provider cannot be reached, also queue the message in the "
            "outbox and send it once the provider is back (the local model answers now)."),

@@ -148,6 +148,23 @@ class CloudEngine:
     def wait_ready(self, timeout: float | None = None) -> None:
         return None
 
+    # -- context budgeting and the meter (app.context.TokenCounter) ---------------------------
+    @property
+    def _counter(self):
+        from app.metering import CloudCounter
+
+        return CloudCounter(self.config.kind, self.model)
+
+    @property
+    def context_window(self) -> int | None:
+        return self._counter.context_window
+
+    def count_prompt(self, messages) -> tuple[int, bool]:
+        return self._counter.count_prompt(messages)
+
+    def estimate_cost(self, prompt_tokens: int, max_tokens: int) -> str:
+        return self._counter.estimate_cost(prompt_tokens, max_tokens)
+
     def close(self) -> None:
         self._client.close()
 

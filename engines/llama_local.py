@@ -164,6 +164,9 @@ class LocalEngine:
     def context_window(self) -> int:
         return self.n_ctx
 
+    def estimate_cost(self, prompt_tokens: int, max_tokens: int) -> str:
+        return "free"
+
     def count_prompt(self, messages) -> tuple[int, bool]:
         """Exact tokens of the chat-templated prompt once the model is loaded; before that a
         chars/4 estimate (counting must not wait for a load on the GUI thread)."""

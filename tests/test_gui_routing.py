@@ -128,7 +128,10 @@ from ui.app import OutpostApp
 
 mode = sys.argv[1]
 qt = QApplication([])
-app = OutpostApp()
+from app.settings import Settings
+settings = Settings()
+settings.set("max_tokens", 16)  # short replies: the test is about sockets, not prose
+app = OutpostApp(settings=settings)
 app.registry.add(ProviderConfig("openai", "openai", "https://api.openai.com/v1", "gpt-4o-mini"))
 window = app.window
 app.start()
@@ -150,7 +153,7 @@ def wait(predicate, ms):
 for prompt in ("Hello there.", "And a second message."):
     window.composer.edit.setPlainText(prompt)
     window.composer._on_submit()
-    wait(lambda: window.controller.state == "idle", 60000)
+    wait(lambda: window.controller.state == "idle", 150000)  # generous: CI machines are busy
 app.monitor.tick()
 wait(lambda: False, 2500)  # a monitor tick or two more
 messages = app.store.messages(app.store.list_conversations()[0].id)
@@ -167,7 +170,7 @@ def run_guarded(mode: str) -> dict:
     env = dict(os.environ, OPENAI_API_KEY="sk-test-not-a-real-key")
     env.pop("DISPLAY", None)
     result = subprocess.run([sys.executable, "-c", GUARD, mode], capture_output=True,
-                            text=True, env=env, timeout=180)
+                            text=True, env=env, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     line = [x for x in result.stdout.splitlines() if x.startswith("RESULT=")][-1]
     return json.loads(line[len("RESULT="):])

@@ -115,3 +115,32 @@ def test_cli_usage_reports_today(outpost_home):
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["requests"] == 0 and data["period"] == "day" and data["cost_usd"] == 0.0
+
+
+def test_a_priced_cloud_turn_costs_what_the_table_says(tmp_path):
+    from app.ledger import make_ledger
+    from app.metering import price_table
+    from app.pricing import cost_of
+    from app.domain import Usage
+    from tests.fault_server import fault_server, normal
+    from tests.test_router import cloud
+
+    store = Store(tmp_path / "outpost.db")
+    service = ChatService(store, Settings())
+    service.ledger = make_ledger(store, Settings())
+    with fault_server() as server:
+        server.script([normal(prompt_tokens=1200, completion_tokens=300)])
+        engine = cloud(server.url + "/v1", store)
+        engine.model = "gpt-4o-mini"
+        engine.on_attempt = service.ledger.record
+        turn = service.start_turn("Hello", model="gpt-4o-mini", counter=engine,
+                                  effective_route="cloud")
+        list(turn.run(engine, threading.Event()))
+        engine.close()
+    expected = cost_of(Usage(1200, 300), price_table().price_for("openai", "gpt-4o-mini")).usd
+    assert expected and expected > 0
+    [row] = store.request_log(turn.request.idempotency_key)
+    assert row["cost_usd"] == pytest.approx(expected) and row["kind"] == "openai"
+    message = store.get_message(turn.assistant_message_id)
+    assert message.cost_usd == pytest.approx(expected) and not message.cost_estimated
+    assert turn.fit.exact and turn.fit.window == 128000  # tiktoken count, table window

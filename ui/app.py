@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QApplication
 
 from app.chat_service import ChatService
 from app.ledger import make_ledger
+from app.quotas import QuotaBook, QuotaGuard
 from app.connectivity import Connectivity
 from app.settings import Settings
 from app.store import Store
@@ -40,6 +41,7 @@ class OutpostApp:
         self.tasks = TaskRunner()
         self.ledger = make_ledger(self.store, self.settings)
         self.service.ledger = self.ledger
+        self.service.quotas = QuotaGuard(QuotaBook(), self.ledger)
         self.loader = ModelLoader(self.settings, self.tasks, on_attempt=self._on_attempt)
         self.registry = ProviderRegistry()
         self.keys = KeyStore(fallback=self.settings["key_fallback"])

@@ -124,7 +124,8 @@ class ChatController(QObject):
         try:
             counter = engine if hasattr(engine, "count_prompt") else None
             turn = self.service.start_turn(prompt, self.conversation_id, model=engine.info.model,
-                                           route=self.new_chat_route, counter=counter)
+                                           route=self.new_chat_route, counter=counter,
+                                           effective_route=self._last_route)
         except OutpostError as exc:
             self.error_occurred.emit(exc.kind, str(exc))
             return False
@@ -204,8 +205,11 @@ class ChatController(QObject):
         counter = None
         if Route(self.effective_route()) is Route.LOCAL or self.provider is None:
             counter = self.loader.active
-        elif self.cloud is not None and hasattr(self.cloud, "counter"):
-            counter = self.cloud.counter(self.provider, self.cloud_model)
+        elif self.cloud is not None:
+            try:
+                counter = self.cloud.engine(self.provider, self.cloud_model)
+            except OutpostError:
+                counter = None  # no key yet, …: the estimate below
         store, conversation_id = self.store, self.conversation_id
         system_prompt = settings["system_prompt"]
 
@@ -242,6 +246,7 @@ class ChatController(QObject):
             decision = decide_route(self.conversation_route(), settings["default_route"],
                                     settings["offline_mode"],
                                     self.provider if self.cloud is not None else None)
+            self._last_route = decision.route.value
             if decision.route is Route.LOCAL:
                 return self._local_engine(), decision.reason, None
             model = self.cloud_model

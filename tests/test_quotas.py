@@ -1,0 +1,154 @@
+"""Quotas and rate limits (issue 5): a token bucket on a virtual clock, limits from the policy
+file over `quota set`, enforcement before anything is sent, in the core and through the CLI."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+from app.ledger import UsageLedger
+from app.quotas import (QuotaBook, QuotaExceeded, QuotaGuard, RateLimitedLocally,
+                        TokenBucket)
+from app.store import Store
+from engines.http_policy import AttemptRecord
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_bucket_never_admits_more_than_its_rate_in_any_window():
+    clock = Clock()
+    rate = 30  # per minute, holding one minute's worth
+    bucket = TokenBucket(rate, clock=clock)
+    rng = random.Random(7)
+    admitted: list[tuple[float, float]] = []
+    for _ in range(3000):
+        clock.now += rng.expovariate(2.0)  # a greedy caller, ~2 tries a second
+        amount = rng.choice([1, 1, 2, 5])
+        if bucket.take(amount):
+            admitted.append((clock.now, amount))
+    assert admitted
+    for start, _ in admitted:  # every window that starts at an admission
+        for length in (1.0, 10.0, 60.0, 300.0):
+            total = sum(a for t, a in admitted if start <= t < start + length)
+            assert total <= bucket.capacity + rate * length / 60 + 1e-9
+
+
+def test_bucket_wait_time_and_refill():
+    clock = Clock()
+    bucket = TokenBucket(60, clock=clock)  # one per second
+    assert bucket.take(60) and not bucket.take(1)
+    assert bucket.wait_time(3) == pytest.approx(3.0)
+    clock.now += 3
+    assert bucket.wait_time(3) == 0 and bucket.take(3)
+    assert bucket.wait_time(61) == float("inf")  # more than it can ever hold
+
+
+def test_bucket_seeded_from_the_past_minute():
+    clock = Clock()
+    bucket = TokenBucket(10, clock=clock)
+    bucket.seed([(30.0, 5), (6.0, 5)])  # full, -5 at -30 s, +4 by -6 s, -5, +1 since
+    assert bucket.level == pytest.approx(10 - 5 + 24 * 10 / 60 - 5 + 6 * 10 / 60)
+
+
+def write_policy(path, text: str):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_policy_file_wins_and_cannot_be_overridden(tmp_path):
+    policy = write_policy(tmp_path / "policy.toml", """
+[default]
+requests_per_minute = 10
+[profiles.ana]
+cloud_tokens_per_day = 5000
+allowed_routes = ["local", "auto"]
+""")
+    book = QuotaBook(policy, tmp_path / "quotas.json")
+    book.set("ana", "tokens_per_minute", 900)
+    limits = book.limits("ana")
+    assert (limits.requests_per_minute, limits.cloud_tokens_per_day,
+            limits.tokens_per_minute) == (10, 5000, 900)
+    assert limits.allowed_routes == ("local", "auto") and limits.source == "policy file"
+    with pytest.raises(Exception, match="set by the policy file"):
+        book.set("ana", "cloud_tokens_per_day", 10**9)
+    with pytest.raises(Exception, match="set by the policy file"):
+        book.set("bo", "requests_per_minute", 1000)  # the default applies to everyone
+    assert book.limits("bo").cloud_tokens_per_day is None
+
+
+def test_bad_policy_values_are_named(tmp_path):
+    policy = write_policy(tmp_path / "policy.toml", "[default]\nrequests_per_minute = -3\n")
+    with pytest.raises(Exception, match="requests_per_minute must be a whole number"):
+        QuotaBook(policy, tmp_path / "q.json").limits("x")
+    write_policy(policy, "[default]\nbogus = 1\n")
+    with pytest.raises(Exception, match="unknown limit 'bogus'"):
+        QuotaBook(policy, tmp_path / "q.json").limits("x")
+
+
+def cloud_attempt(key: str, tokens: int, cost_profile="ana") -> AttemptRecord:
+    return AttemptRecord(attempt=1, status=200, latency_ms=1.0, error_kind=None,
+                         idempotency_key=key, provider="openai", model="m", kind="openai",
+                         prompt_tokens=tokens, completion_tokens=0)
+
+
+def test_daily_cloud_tokens_refused_with_usage_and_reset(tmp_path):
+    store = Store(tmp_path / "outpost.db")
+    ledger = UsageLedger(store, "ana")
+    book = QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json")
+    book.set("ana", "cloud_tokens_per_day", 1000)
+    guard = QuotaGuard(book, ledger)
+    guard.check("ana", "auto", True, prompt_tokens=300, max_tokens=100)  # fine
+    ledger.record(cloud_attempt("t1", 900))
+    with pytest.raises(QuotaExceeded) as info:
+        guard.check("ana", "auto", True, prompt_tokens=300, max_tokens=100)
+    text = str(info.value)
+    assert "900 of 1,000 tokens used today" in text and "resets at 00:00" in text
+    guard.check("ana", "local", False, prompt_tokens=300, max_tokens=100)  # local: not counted
+    guard.check("bo", "auto", True, prompt_tokens=300, max_tokens=100)  # someone else
+
+
+def test_routes_and_rate_limits(tmp_path):
+    store = Store(tmp_path / "outpost.db")
+    clock = Clock()
+    book = QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json")
+    book.set("ana", "allowed_routes", ["local"])
+    book.set("bo", "requests_per_minute", 2)
+    guard = QuotaGuard(book, UsageLedger(store, "x"), clock=clock)
+    with pytest.raises(QuotaExceeded, match="may use only the local route"):
+        guard.check("ana", "cloud", True, 10, 10)
+    guard.check("bo", "auto", True, 10, 10)
+    guard.check("bo", "auto", True, 10, 10)
+    with pytest.raises(RateLimitedLocally) as info:
+        guard.check("bo", "auto", True, 10, 10)
+    assert info.value.wait_s == pytest.approx(30.0)
+    clock.now += 30
+    guard.check("bo", "auto", True, 10, 10)
+
+
+def cli(*args: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True,
+                          text=True, env=env or os.environ.copy(), timeout=120)
+
+
+@pytest.mark.local_model
+def test_cli_over_quota_exits_nonzero_sends_nothing_and_saves_nothing(outpost_home):
+    assert cli("quota", "set", "count_local", "true").returncode == 0
+    assert cli("quota", "set", "cloud_tokens_per_day", "10").returncode == 0
+    result = cli("ask", "Tell me about the sea, please, in a few words.", "--max-tokens", "5")
+    assert result.returncode == 2 and "Daily token quota reached" in result.stderr
+    assert json.loads(cli("history", "list", "--json").stdout) == []
+    shown = json.loads(cli("quota", "show", "--json").stdout)
+    assert shown["cloud_tokens_per_day"] == 10 and shown["source"] == "quota set"
+    assert cli("quota", "set", "cloud_tokens_per_day", "none").returncode == 0
+    assert cli("ask", "Hi", "--max-tokens", "3").returncode == 0
