@@ -228,3 +228,27 @@ def test_composer_meter_counts_the_draft_exactly_in_the_background(qtbot, outpos
     window.composer.edit.setPlainText("lorem ipsum " * 8400)
     qtbot.waitUntil(lambda: meter.last and meter.last["tokens"] > 10000, timeout=30000)
     assert "context" in meter.label.text() and "#cf222e" in meter.gauge.styleSheet()
+
+
+def test_quota_in_the_window_refuses_and_the_usage_view_shows_it(qtbot, outpost,
+                                                               artifacts_dir):
+    from app.chat_service import default_user_id
+
+    window = outpost.window
+    profile = default_user_id(outpost.settings)
+    book = outpost.service.quotas.book
+    book.set(profile, "count_local", True)
+    send(qtbot, outpost, "Hello")  # fine: no token limit yet
+    book.set(profile, "cloud_tokens_per_day", 40)
+    send(qtbot, outpost, "Hello again, a second time")
+    assert window.banner.isVisible() and "Daily token quota reached" in \
+        window.banner.label.text()
+    conversation = outpost.store.list_conversations()[0]
+    assert len(outpost.store.messages(conversation.id)) == 2  # the refused one was not saved
+    assert window.composer.text()  # the draft stays, to send later
+    window.open_usage()
+    dialog = window.usage_dialog
+    assert "of 40" in dialog.values["day_tokens"].text()
+    assert dialog.bars["day_tokens"].value() == 1000  # full
+    assert dialog.table.rowCount() == 1 and dialog.table.item(0, 4).text() == "free"
+    assert dialog.grab().save(str(artifacts_dir / "usage_dialog.png"))

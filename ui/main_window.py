@@ -166,6 +166,8 @@ class MainWindow(QMainWindow):
         chat_menu.addAction(self.offline_action)
         self.outbox_action = QAction("Out&box…", self)
         chat_menu.addAction(self.outbox_action)
+        self.usage_action = QAction("&Usage and quotas…", self)
+        chat_menu.addAction(self.usage_action)
         default_menu = chat_menu.addMenu("&Default route for new chats")
         self.default_route_actions = QActionGroup(self)
         for route in Route:
@@ -207,6 +209,7 @@ class MainWindow(QMainWindow):
         self.offline_button.toggled.connect(self.offline_action.setChecked)
         self.offline_button.setChecked(self.offline_action.isChecked())
         self.outbox_action.triggered.connect(self.open_outbox)
+        self.usage_action.triggered.connect(self.open_usage)
         self.default_route_actions.triggered.connect(self._on_default_route_picked)
         self.outbox_button.clicked.connect(self.open_outbox)
         self.composer.when_online.toggled.connect(self._on_when_online_toggled)
@@ -506,6 +509,22 @@ class MainWindow(QMainWindow):
         if self.outbox_panel is not None:
             self.outbox_panel.refresh()
         self.refresh_links()
+
+    @Slot()
+    def open_usage(self) -> None:
+        service = self.controller.service
+        if service.ledger is None or service.quotas is None:
+            return
+        from app.chat_service import default_user_id
+        from ui.usage_dialog import UsageDialog
+
+        try:
+            self.usage_dialog = UsageDialog(service.ledger, service.quotas.book,
+                                            default_user_id(self.settings), self)
+        except OutpostError as exc:
+            self._on_error(exc.kind, str(exc))
+            return
+        self.usage_dialog.show()
 
     @Slot()
     def open_outbox(self) -> None:

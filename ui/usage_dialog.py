@@ -1,0 +1,101 @@
+"""Usage of the current profile: today's and this month's use against its quotas, and the
+breakdown per provider and model (all from the usage ledger)."""
+from __future__ import annotations
+
+from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QGridLayout, QLabel, QProgressBar,
+                               QTableWidget, QTableWidgetItem, QVBoxLayout)
+
+from app.ledger import start_of_day, start_of_month
+from app.quotas import QuotaBook
+
+
+class UsageDialog(QDialog):
+    def __init__(self, ledger, book: QuotaBook, profile: str, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle(f"Usage — {profile}")
+        self.resize(720, 420)
+        self.ledger, self.book, self.profile = ledger, book, profile
+        self.bars: dict[str, QProgressBar] = {}
+        self.values: dict[str, QLabel] = {}
+        layout = QVBoxLayout(self)
+        self.summary = QLabel()
+        self.summary.setWordWrap(True)
+        layout.addWidget(self.summary)
+        grid = QGridLayout()
+        for row, (key, title) in enumerate((("day_tokens", "Tokens today (toward the quota)"),
+                                            ("month_cost", "Cloud cost this month"))):
+            grid.addWidget(QLabel(title), row, 0)
+            bar = QProgressBar()
+            bar.setTextVisible(False)
+            bar.setFixedHeight(10)
+            self.bars[key] = bar
+            grid.addWidget(bar, row, 1)
+            self.values[key] = QLabel()
+            grid.addWidget(self.values[key], row, 2)
+        grid.setColumnStretch(1, 1)
+        layout.addLayout(grid)
+        self.table = QTableWidget(0, 5)
+        self.table.setHorizontalHeaderLabels(["Provider", "Model", "Requests", "Tokens in / out",
+                                              "Cost this month"])
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.verticalHeader().hide()
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        layout.addWidget(self.table, 1)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+        self.refresh()
+
+    def refresh(self) -> None:
+        limits = self.book.limits(self.profile)
+        day = self.ledger.totals(start_of_day(), self.profile)
+        month = self.ledger.totals(start_of_month(), self.profile)
+        day_tokens = day.cloud_tokens + (day.local_tokens if limits.count_local else 0)
+        self._bar("day_tokens", day_tokens, limits.cloud_tokens_per_day,
+                  f"{day_tokens:,}" + (f" of {limits.cloud_tokens_per_day:,}"
+                                       if limits.cloud_tokens_per_day is not None
+                                       else " (no limit)"))
+        unknown = f" + {month.unknown_cost_requests} unknown" if month.unknown_cost_requests \
+            else ""
+        self._bar("month_cost", month.cost_usd, limits.cloud_cost_per_month,
+                  f"${month.cost_usd:.4f}{unknown}" + (
+                      f" of ${limits.cloud_cost_per_month:.2f}"
+                      if limits.cloud_cost_per_month is not None else " (no limit)"))
+        rate = ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in (
+            ("requests_per_minute", limits.requests_per_minute),
+            ("tokens_per_minute", limits.tokens_per_minute)) if value)
+        routes = ", ".join(limits.allowed_routes) if limits.allowed_routes else "all"
+        counted = "cloud and local" if limits.count_local else "cloud only"
+        self.summary.setText(
+            f"Today: {_requests(day.requests)} ({day.cloud_requests} cloud), "
+            f"{day.prompt_tokens + day.completion_tokens:,} tokens. This month: "
+            f"{_requests(month.requests)}. Tokens counted toward the quota: {counted}. "
+            f"Routes allowed: {routes}. "
+            + (f"Rate limits: {rate}. " if rate else "")
+            + f"Limits from: {limits.source}.")
+        self.table.setRowCount(len(month.by_model))
+        for row, entry in enumerate(month.by_model):
+            cost = "free" if entry["provider"] == "local" else (
+                "unknown" if entry["cost_usd"] is None else f"${entry['cost_usd']:.4f}")
+            for col, text in enumerate((entry["provider"], entry["model"],
+                                        str(entry["requests"]),
+                                        f"{entry['prompt_tokens']:,} / "
+                                        f"{entry['completion_tokens']:,}", cost)):
+                self.table.setItem(row, col, QTableWidgetItem(text))
+        self.table.resizeColumnsToContents()
+
+    def _bar(self, key: str, used: float, limit: float | None, text: str) -> None:
+        bar = self.bars[key]
+        if limit:
+            bar.setMaximum(1000)
+            bar.setValue(int(min(1.0, used / limit) * 1000))
+            bar.setStyleSheet("QProgressBar::chunk { background: %s; }"
+                              % ("#cf222e" if used >= limit else "#2da44e"))
+        else:
+            bar.setMaximum(1)
+            bar.setValue(0)
+        self.values[key].setText(text)
+
+
+def _requests(n: int) -> str:
+    return f"{n} request" + ("" if n == 1 else "s")
