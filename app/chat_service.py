@@ -277,5 +277,7 @@ class ChatService:
                               messages=fit.messages if fit is not None else tuple(messages),
                               user=default_user_id(settings), **request_args)
         turn = Turn(self.store, conversation.id, user_message.id, request, ledger=self.ledger)
+        if self.ledger is not None:
+            self.ledger.routes[request.idempotency_key] = effective_route
         turn.fit = fit
         return turn

@@ -61,7 +61,8 @@ class UsageLedger:
         self.store = store
         self.profile = profile
         self.price_for = price_for
-        self.route_of = route_of or (lambda key: None)
+        self.routes: dict[str, str] = {}  # idempotency key -> route, noted when a turn starts
+        self.route_of = route_of or self.routes.get
 
     def cost(self, kind: str, provider: str, model: str, usage: Usage | None):
         """(usd or None when unknown, estimated)."""

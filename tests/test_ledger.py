@@ -144,3 +144,13 @@ def test_a_priced_cloud_turn_costs_what_the_table_says(tmp_path):
     message = store.get_message(turn.assistant_message_id)
     assert message.cost_usd == pytest.approx(expected) and not message.cost_estimated
     assert turn.fit.exact and turn.fit.window == 128000  # tiktoken count, table window
+
+
+def test_ledger_rows_carry_the_turns_route(tmp_path):
+    store = Store(tmp_path / "outpost.db")
+    service = ChatService(store, Settings())
+    service.ledger = UsageLedger(store, "ana")
+    turn = service.start_turn("Hi", model="m", effective_route="auto")
+    service.ledger.record(attempt(key=turn.request.idempotency_key))
+    [row] = store.request_log(turn.request.idempotency_key)
+    assert row["route"] == "auto" and row["profile"] == "ana"
