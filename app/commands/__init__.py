@@ -1,0 +1,1 @@
+"""The ``outpost`` subcommands, one module per group (``app.cli`` parses and dispatches)."""

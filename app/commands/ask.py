@@ -1,0 +1,175 @@
+"""``outpost ask``: one message, its route, the streamed reply (text or JSON events)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import sys
+import threading
+
+from app.errors import Cancelled, OutpostError, UsageError
+from app.commands.common import cloud_engine, emit, open_core, read_prompt, round_or_none
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from app.chat_service import TurnOptions
+    from app.domain import Finished, FinishReason, Seam, TextDelta, Usage
+    from app.chat_service import OutboxPlan
+    from app.quotas import RateLimitedLocally
+    from app.router import Route
+
+    settings, store, service = open_core()
+    cancel = threading.Event()
+
+    def _stop(signum, frame):  # first signal stops the reply cleanly; a second one kills
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, _stop)
+
+    conversation = store.get_conversation(args.conversation) if args.conversation else None
+    engine, decision = _route_engine(args, settings, service, conversation)
+    route_reason = decision.reason
+    send_when_online = args.send_when_online or settings["send_when_online"]
+    try:
+        counter = engine if hasattr(engine, "count_prompt") else None
+        if counter is not None:
+            engine.wait_ready()  # exact counts from the model's own tokenizer
+        prompt = read_prompt(args.prompt)
+        while True:
+            try:
+                turn = service.start_turn(
+                    prompt, args.conversation, model=engine.info.model,
+                    options=TurnOptions(temperature=args.temperature, top_p=args.top_p,
+                                        max_tokens=args.max_tokens, stop=tuple(args.stop)),
+                    route=args.route, counter=counter, effective_route=decision.route.value)
+                break
+            except RateLimitedLocally as exc:
+                if not settings["rate_limit_wait"]:
+                    raise
+                _countdown(str(exc), exc.wait_s, cancel)
+        _report_fit(args, turn.fit)
+        if decision.route is not Route.LOCAL:
+            turn.outbox_plan = OutboxPlan(args.provider, args.model,
+                                          always=decision.route is Route.CLOUD,
+                                          with_local=send_when_online)
+        finish: Finished | None = None
+        try:
+            for event in turn.run(engine, cancel, route_reason):
+                if isinstance(event, TextDelta):
+                    if args.json:
+                        emit({"event": "delta", "text": event.text})
+                    else:
+                        sys.stdout.write(event.text)
+                        sys.stdout.flush()
+                elif isinstance(event, Seam):
+                    if args.json:
+                        emit({"event": "seam", "engine": event.engine, "model": event.model,
+                               "reason": event.reason, "offset": event.offset})
+                elif isinstance(event, Usage):
+                    if args.json:
+                        emit({"event": "usage", "prompt_tokens": event.prompt_tokens,
+                               "completion_tokens": event.completion_tokens,
+                               "cached_prompt_tokens": event.cached_prompt_tokens,
+                               "estimated": event.estimated})
+                elif isinstance(event, Finished):
+                    finish = event
+        except OutpostError as exc:
+            item = service.queue_if_unreachable(turn, engine, exc)
+            if item is None:
+                raise
+            if args.json:
+                _report_queued(args, item, turn)
+            raise type(exc)(f"{exc} Queued in the outbox as item {item.id}; `outpost outbox "
+                            "send` sends it once the provider is reachable.") from None
+        if not args.json:
+            sys.stdout.write("\n")
+        if args.json and finish is not None:
+            answered = getattr(engine, "answered", None) or engine.info
+            emit({"event": "finished", "reason": finish.reason.value,
+                   "conversation_id": turn.conversation_id,
+                   "message_id": turn.assistant_message_id,
+                   "ttft_ms": round_or_none(finish.ttft_ms),
+                   "tokens_per_s": round_or_none(finish.tokens_per_s),
+                   "engine": answered.engine, "model": answered.model,
+                   "route_reason": getattr(engine, "reason", None) or route_reason})
+        item = service.queue_if_unreachable(turn, engine)
+        if item is not None:
+            _report_queued(args, item, turn)
+        if finish is not None and finish.reason is FinishReason.ERROR:
+            raise finish.error if isinstance(finish.error, OutpostError) else OutpostError(
+                str(finish.error))
+        if finish is not None and finish.reason is FinishReason.CANCELLED:
+            raise Cancelled("The reply was stopped; the partial answer is saved.")
+        return 0
+    finally:
+        engine.close()
+        store.close()
+
+def _countdown(message: str, seconds: float, cancel: threading.Event) -> None:
+    """Wait out a local rate limit, saying so on stderr once a second (Ctrl+C stops)."""
+    import math
+    import time
+
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        sys.stderr.write(f"\routpost: {message.split(';')[0]}; waiting {math.ceil(left)} s… ")
+        sys.stderr.flush()
+        if cancel.wait(min(1.0, left)):
+            raise Cancelled("Stopped while waiting for the rate limit; nothing was sent.")
+    sys.stderr.write("\n")
+
+def _report_fit(args: argparse.Namespace, fit) -> None:
+    """How the conversation was fitted into the context window (and what was left out)."""
+    if fit is None:
+        return
+    if args.json:
+        emit({"event": "context", "prompt_tokens": fit.prompt_tokens, "exact": fit.exact,
+               "max_tokens": fit.max_tokens, "context_window": fit.window,
+               "dropped_messages": len(fit.dropped)})
+    elif fit.dropped:
+        sys.stderr.write(f"outpost: {fit.describe_dropped()}\n")
+
+def _report_queued(args: argparse.Namespace, item, turn) -> None:
+    if args.json:
+        emit({"event": "queued", "outbox_id": item.id, "provider": item.provider,
+               "conversation_id": turn.conversation_id,
+               "idempotency_key": item.request.idempotency_key})
+    else:
+        sys.stderr.write(f"outpost: {item.provider} is unreachable: queued in the outbox as "
+                         f"item {item.id}; it is sent with `outpost outbox send` (or by the "
+                         "window) once the provider is back.\n")
+
+def _route_engine(args: argparse.Namespace, settings, service, conversation):
+    """(engine, RouteDecision) for ``ask``: the route decides which engines are even built.
+    Precedence: Offline mode (setting or --offline), then --route, then the conversation's
+    route, then the default_route setting; without --provider, Auto is the local model."""
+    from app.connectivity import Connectivity
+    from app.router import Route, RoutedEngine, decide_route
+    from engines.registry import create_local_engine
+
+    wanted = args.route or (conversation.route if conversation else None)
+    try:
+        decision = decide_route(wanted, settings["default_route"],
+                                settings["offline_mode"] or args.offline, args.provider)
+    except UsageError:
+        raise UsageError("This conversation is Cloud only: name its provider with --provider "
+                         "NAME (or pass --route auto or --route local).") from None
+    if settings["offline_mode"] and (args.provider or wanted == "cloud"):
+        sys.stderr.write("outpost: Offline mode is on, so the local model answers and nothing "
+                         "is sent (`outpost offline off` turns it off).\n")
+    if decision.route is Route.LOCAL:
+        local_model = None if args.provider else args.model
+        reason = decision.reason or "no cloud provider chosen"
+        return create_local_engine(settings, local_model, service.ledger.record), \
+            dataclasses.replace(decision, reason=reason)
+    cloud = cloud_engine(args.provider, args.model, service.ledger.record)
+    if decision.route is Route.CLOUD:
+        return cloud, dataclasses.replace(decision, reason="cloud-only conversation")
+    return RoutedEngine(cloud, lambda: create_local_engine(settings, None,
+                                                           service.ledger.record),
+                        Connectivity(), hedge_after_s=settings["hedge_after_s"],
+                        on_attempt=service.ledger.record), decision

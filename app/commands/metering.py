@@ -1,0 +1,79 @@
+"""``outpost usage`` and ``outpost quota``: the usage ledger's totals, the limits."""
+from __future__ import annotations
+
+import argparse
+
+from app.errors import UsageError
+from app.commands.common import emit, open_core
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    from app.ledger import start_of_day, start_of_month
+
+    _, store, service = open_core()
+    try:
+        ledger = service.ledger
+        profile = None if args.profile == "all" else (args.profile or ledger.profile)
+        since = start_of_month() if args.month else start_of_day()
+        totals = ledger.totals(since, profile)
+        if args.json:
+            emit(dict(totals.as_dict(), profile=profile or "all",
+                       period="month" if args.month else "day"))
+            return 0
+        period = since.strftime("%B %Y") if args.month else "today"
+        cost = f"${totals.cost_usd:.4f}"
+        if totals.unknown_cost_requests:
+            cost += (f" + unknown ({totals.unknown_cost_requests} request"
+                     f"{'s' if totals.unknown_cost_requests != 1 else ''} with no known price)")
+        approx = " (some counts estimated)" if totals.estimated else ""
+        plural = "request" if totals.requests == 1 else "requests"
+        print(f"Usage of {profile or 'everyone'}, {period}: {totals.requests} {plural} "
+              f"({totals.cloud_requests} cloud), {totals.prompt_tokens:,} prompt + "
+              f"{totals.completion_tokens:,} completion tokens{approx}; cloud cost {cost}.")
+        for row in totals.by_model:
+            price = "free" if row["provider"] == "local" else (
+                "unknown" if row["cost_usd"] is None else f"${row['cost_usd']:.4f}")
+            print(f"  {row['provider']:12} {row['model'][:36]:36} {row['requests']:>5} req "
+                  f"{row['prompt_tokens']:>9,} in {row['completion_tokens']:>9,} out  {price}")
+        return 0
+    finally:
+        store.close()
+
+def cmd_quota(args: argparse.Namespace) -> int:
+    from app.chat_service import default_user_id
+    from app.quotas import LIMIT_NAMES, QuotaBook
+    from app.settings import Settings
+
+    book = QuotaBook()
+    profile = args.profile or default_user_id(Settings())
+    if args.quota_command == "set":
+        if args.name not in LIMIT_NAMES:
+            raise UsageError(f"Unknown limit {args.name!r}; known: {', '.join(LIMIT_NAMES)}.")
+        value = _parse_limit(args.name, args.value)
+        book.set(profile, args.name, value)
+        print(f"{args.name} for {profile}: " + ("removed" if value is None else f"{value}") + ".")
+        return 0
+    limits = book.limits(profile)
+    if getattr(args, "json", False):
+        emit(dict(limits.as_dict(), profile=profile))
+        return 0
+    print(f"Limits of {profile} (from: {limits.source}; policy file: {book.policy}):")
+    for name in LIMIT_NAMES:
+        value = getattr(limits, name)
+        print(f"  {name:22} {'no limit' if value is None else value}")
+    return 0
+
+def _parse_limit(name: str, text: str):
+    text = text.strip()
+    if text.lower() == "none":
+        return None
+    if name == "allowed_routes":
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if name == "count_local":
+        if text.lower() not in ("true", "false"):
+            raise UsageError("count_local must be true or false.")
+        return text.lower() == "true"
+    try:
+        return float(text) if name == "cloud_cost_per_month" else int(text)
+    except ValueError:
+        raise UsageError(f"{name} must be a number, got {text!r}.") from None
