@@ -189,6 +189,9 @@ class ChatService:
         self.outbox = Outbox(store)
         self.ledger = None  # app.ledger.UsageLedger, set by the composition root / CLI
         self.quotas = None  # app.quotas.QuotaGuard: checked before anything is sent
+        # the signed-in profile (app.profiles): owns new conversations, may continue only its
+        # own, and its quotas apply; the window changes it when the user switches profile
+        self.profile: str = default_user_id(settings)
 
     def queue_if_unreachable(self, turn: Turn, engine=None,
                              error: Exception | None = None) -> OutboxItem | None:
@@ -256,6 +259,9 @@ class ChatService:
             system_prompt, previous = settings["system_prompt"], []
         else:
             conversation = self.store.get_conversation(conversation_id)
+            if conversation.profile not in (None, self.profile):
+                raise UsageError(f"The conversation {conversation_id} belongs to another "
+                                 "profile.")
             system_prompt, previous = conversation.system_prompt, \
                 self.store.messages(conversation.id)
         messages = history_messages(system_prompt, previous) + [ChatMessage(Role.USER, prompt)]
@@ -264,20 +270,23 @@ class ChatService:
         if self.quotas is not None:  # raises QuotaExceeded / RateLimitedLocally: nothing sent
             prompt_tokens = fit.prompt_tokens if fit is not None else \
                 sum(len(m.content) // 4 + 4 for m in messages)
-            self.quotas.check(default_user_id(settings), effective_route,
+            self.quotas.check(self.profile, effective_route,
                               effective_route != "local", prompt_tokens,
                               request_args["max_tokens"])
         if conversation_id is None:
             conversation = self.store.create_conversation(title_from(prompt), system_prompt,
-                                                          route)
+                                                          route, profile=self.profile)
         parent = previous[-1].id if previous else None
         user_message = self.store.add_message(conversation.id, Role.USER, prompt,
                                               parent_id=parent)
         request = ChatRequest(model=model,
                               messages=fit.messages if fit is not None else tuple(messages),
-                              user=default_user_id(settings), **request_args)
+                              user=self.profile, **request_args)
         turn = Turn(self.store, conversation.id, user_message.id, request, ledger=self.ledger)
+        if self.quotas is not None:
+            self.quotas.note_turn(request.idempotency_key)
         if self.ledger is not None:
-            self.ledger.routes[request.idempotency_key] = effective_route
+            self.ledger.note_turn(request.idempotency_key, route=effective_route,
+                                  profile=self.profile, conversation_id=conversation.id)
         turn.fit = fit
         return turn

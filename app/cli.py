@@ -16,6 +16,7 @@ from app.commands.gui import cmd_gui
 from app.commands.history import cmd_history
 from app.commands.metering import cmd_quota, cmd_usage
 from app.commands.outbox import cmd_offline, cmd_outbox
+from app.commands.profiles import cmd_profile
 from app.commands.providers import cmd_keys, cmd_providers
 from app.errors import Cancelled, OutpostError, UsageError
 
@@ -31,7 +32,11 @@ EXIT_CODES = """exit codes:
   130  the reply was stopped (Ctrl+C or SIGTERM); the partial answer is saved
 
 environment:
-  OUTPOST_HOME   keep data and config under this folder instead of the user dirs
+  OUTPOST_HOME     keep data and config under this folder instead of the user dirs
+  OUTPOST_PROFILE  act as this profile (like --as)
+  OUTPOST_PIN      the PIN of that profile, for scripts (else it is asked at the terminal)
+  OUTPOST_NEW_PIN  the new PIN for `profile add --pin` / `profile pin`
+  OUTPOST_POLICY   the quota policy file (default: <config dir>/policy.toml)
 """
 
 
@@ -40,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="outpost",
         description="Outpost: chat with LLMs, online or offline. Without a command, opens the window.",
         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--as", dest="as_profile", metavar="PROFILE",
+                        help="act as this profile (default: $OUTPOST_PROFILE, else this "
+                             "machine's default profile, the OS user); see `outpost profile`")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     ask = sub.add_parser("ask", help="send one message and stream the reply to stdout",
@@ -128,8 +136,8 @@ def _parser() -> argparse.ArgumentParser:
     usage.add_argument("--month", action="store_true", help="this calendar month, not today")
     usage.add_argument("--json", action="store_true")
 
-    quota = sub.add_parser("quota", help="per-profile quotas and rate limits (the policy file "
-                           "wins over these)")
+    quota = sub.add_parser("quota", help="per-profile quotas and rate limits (set: admin only; "
+                           "the policy file wins over these)")
     qsub = quota.add_subparsers(dest="quota_command", metavar="ACTION", required=True)
     qshow = qsub.add_parser("show", help="a profile's limits and where they come from")
     qshow.add_argument("--profile", metavar="P")
@@ -140,6 +148,27 @@ def _parser() -> argparse.ArgumentParser:
     qset.add_argument("name", metavar="NAME")
     qset.add_argument("value", metavar="VALUE")
     qset.add_argument("--profile", metavar="P")
+
+    prof = sub.add_parser("profile", help="profiles: the people who share this machine, each "
+                          "with their own conversations, usage and quotas")
+    psub = prof.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
+    psub.add_parser("whoami", help="the profile you act as")
+    plist = psub.add_parser("list", help="every profile, with the admin marked")
+    plist.add_argument("--json", action="store_true")
+    padd = psub.add_parser("add", help="add a profile (admin only)")
+    padd.add_argument("name", metavar="NAME")
+    padd.add_argument("--pin", action="store_true",
+                      help="give it a PIN ($OUTPOST_NEW_PIN, else typed twice)")
+    prm = psub.add_parser("remove", help="remove a profile (admin only; not the admin)")
+    prm.add_argument("name", metavar="NAME")
+    prm.add_argument("--delete-conversations", action="store_true",
+                     help="also delete its conversations (refused without this when it has any)")
+    ppin = psub.add_parser("pin", help="set or clear a PIN: yours, or anyone's as the admin "
+                           "(new PIN from $OUTPOST_NEW_PIN, else typed twice)")
+    ppin.add_argument("name", metavar="NAME", nargs="?")
+    ppin.add_argument("--clear", action="store_true", help="remove the PIN")
+    padmin = psub.add_parser("admin", help="hand the admin role to another profile (admin only)")
+    padmin.add_argument("name", metavar="NAME")
 
     offline = sub.add_parser("offline", help="Offline mode: every message answered by the "
                              "local model, nothing sent (the window's Offline mode switch)")
@@ -179,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_usage(args)
         if args.command == "quota":
             return cmd_quota(args)
+        if args.command == "profile":
+            return cmd_profile(args)
         raise UsageError(f"Unknown command {args.command!r}.")
     except OutpostError as exc:
         if getattr(args, "json", False) and args.command == "ask" and \

@@ -196,6 +196,7 @@ class Conversation:
     updated_at: str
     system_prompt: str = ""
     route: str | None = None  # auto / local / cloud; None: the settings' default_route
+    profile: str | None = None  # whose conversation (app.profiles); None: the default profile's
 
 
 @dataclass

@@ -54,15 +54,24 @@ class UsageLedger:
     """The ``on_attempt`` sink: prices each attempt and writes its ledger row."""
 
     def __init__(self, store: Store, profile: str,
-                 price_for: Callable[[str, str, str], object] | None = None,
-                 route_of: Callable[[str], str | None] | None = None):
-        """``price_for(kind, provider, model)`` -> an ``app.pricing.Price`` or None (unknown);
-        ``route_of(idempotency_key)`` -> the route of that turn, when known."""
+                 price_for: Callable[[str, str, str], object] | None = None):
+        """``profile``: whose attempts these are unless a turn says otherwise (the window's
+        signed-in profile; it changes when the user switches). ``price_for(kind, provider,
+        model)`` -> an ``app.pricing.Price`` or None (unknown)."""
         self.store = store
         self.profile = profile
         self.price_for = price_for
-        self.routes: dict[str, str] = {}  # idempotency key -> route, noted when a turn starts
-        self.route_of = route_of or self.routes.get
+        # idempotency key -> {"route", "profile", "conversation_id"}: noted when a turn starts
+        # (or an outbox item is sent), so every attempt of that turn is filed under them
+        self.turns: dict[str, dict] = {}
+        # called after each row with (record, profile, tokens): the quota guard charges
+        # attempts beyond a turn's first (retries, hedges) to the per-minute buckets
+        self.listeners: list[Callable] = []
+
+    def note_turn(self, idempotency_key: str, *, route: str | None = None,
+                  profile: str | None = None, conversation_id: str | None = None) -> None:
+        self.turns[idempotency_key] = {"route": route, "profile": profile,
+                                       "conversation_id": conversation_id}
 
     def cost(self, kind: str, provider: str, model: str, usage: Usage | None):
         """(usd or None when unknown, estimated)."""
@@ -85,9 +94,15 @@ class UsageLedger:
                           estimated=record.tokens_estimated,
                           cached_prompt_tokens=record.cached_prompt_tokens or 0)
         usd, estimated = self.cost(record.kind, record.provider, record.model, usage)
-        self.store.log_attempt(record, profile=self.profile,
-                               route=self.route_of(record.idempotency_key),
+        turn = self.turns.get(record.idempotency_key or "", {})
+        self.store.log_attempt(record, profile=turn.get("profile") or self.profile,
+                               route=turn.get("route"),
+                               conversation_id=turn.get("conversation_id"),
                                cost_usd=usd, cost_estimated=estimated)
+        profile = turn.get("profile") or self.profile
+        tokens = (record.prompt_tokens or 0) + (record.completion_tokens or 0)
+        for listener in self.listeners:
+            listener(record, profile, tokens)
 
     # -- reading -----------------------------------------------------------------------------
     def turn_cost(self, idempotency_key: str) -> tuple[float | None, bool]:

@@ -138,3 +138,26 @@ def m005_usage_ledger(db: sqlite_utils.Database) -> None:
     log.create_index(["profile", "created_at"])
     db["messages"].add_column("cost_usd", float)  # NULL: unknown price (never shown as zero)
     db["messages"].add_column("cost_estimated", int)
+
+
+@migration
+def m006_profiles(db: sqlite_utils.Database) -> None:
+    """Profiles: the people who share this machine. Conversations belong to one (NULL: to the
+    machine's default profile, which claims them on first use; see ``app.profiles``)."""
+    db["profiles"].create(
+        {
+            "name": str,
+            "is_admin": int,
+            "pin_hash": str,  # "scrypt$n$r$p$salt$hash" (base64), NULL: no PIN
+            "failed_pins": int,  # wrong PINs in a row (throttling)
+            "locked_until": str,  # ISO time (UTC) before which no PIN is checked
+            "created_at": str,
+        },
+        pk="name",
+        not_null={"name", "is_admin", "created_at"},
+        defaults={"is_admin": 0, "failed_pins": 0},
+    )
+    # at most one admin
+    db.execute("create unique index profiles_one_admin on profiles(is_admin) where is_admin = 1")
+    db["conversations"].add_column("profile", str)
+    db["conversations"].create_index(["profile", "updated_at"])

@@ -109,15 +109,20 @@ class Outbox:
             raise UsageError(f"There is no outbox item {item_id}.")
         return _item(rows[0])
 
-    def items(self, states: tuple[OutboxState, ...] | None = None) -> list[OutboxItem]:
-        """In queue order. ``states`` None: all of them."""
+    def items(self, states: tuple[OutboxState, ...] | None = None,
+              profile: str | None = None) -> list[OutboxItem]:
+        """In queue order. ``states`` None: all of them; ``profile``: only the items of that
+        profile's conversations (what it may see; sending serves everyone's)."""
+        where, params = [], []
+        if states:
+            where.append(f"state in ({', '.join('?' for _ in states)})")
+            params += [s.value for s in states]
+        if profile is not None:
+            where.append("conversation_id in (select id from conversations where profile = ?)")
+            params.append(profile)
         with storage_errors(self.store.path):
-            if states:
-                marks = ", ".join("?" for _ in states)
-                rows = self.store.db["outbox"].rows_where(
-                    f"state in ({marks})", [s.value for s in states], order_by="id")
-            else:
-                rows = self.store.db["outbox"].rows_where(order_by="id")
+            rows = self.store.db["outbox"].rows_where(" and ".join(where) or None,
+                                                      params or None, order_by="id")
             return [_item(r) for r in rows]
 
     def placeholder_of(self, item_id: int) -> str | None:
@@ -125,8 +130,8 @@ class Outbox:
             rows = list(self.store.db["outbox"].rows_where("id = ?", [item_id]))
         return rows[0].get("placeholder_message_id") if rows else None
 
-    def pending(self) -> list[OutboxItem]:
-        return self.items((OutboxState.QUEUED, OutboxState.SENDING))
+    def pending(self, profile: str | None = None) -> list[OutboxItem]:
+        return self.items((OutboxState.QUEUED, OutboxState.SENDING), profile)
 
     def cancel(self, item_id: int) -> OutboxItem:
         item = self.get(item_id)
@@ -248,6 +253,11 @@ class OutboxSender:
                     continue
                 turn = Turn(self.outbox.store, item.conversation_id, item.user_message_id,
                             item.request, ledger=self.ledger)
+                if self.ledger is not None:  # filed under the profile that asked, not the
+                    # one signed in when it goes out
+                    owner = self.outbox.store.get_conversation(item.conversation_id).profile
+                    self.ledger.note_turn(item.request.idempotency_key, route="cloud",
+                                          profile=owner, conversation_id=item.conversation_id)
                 engine = None
                 try:
                     engine = self.engine_for(item.provider, item.model)

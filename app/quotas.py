@@ -12,8 +12,9 @@ Limits (all optional; unset = no limit):
 * ``count_local``            whether local tokens count toward the token limits (default no).
 
 Where limits come from, strongest first: the **policy file** (TOML, ``OUTPOST_POLICY`` or
-``<config dir>/policy.toml``; a fleet provisions it, ``outpost quota set`` cannot override it),
-then what ``outpost quota set`` stored in ``config/quotas.json``.
+``<config dir>/policy.toml``; a fleet provisions it, nothing in Outpost overrides it), then what
+the admin profile set (``outpost quota set`` or the window's Profiles dialog), stored in
+``config/quotas.json``. Non-admin profiles cannot change quotas at all (``app.profiles``).
 
 Over a budget: ``QuotaExceeded`` names the limit, the usage and when it resets; nothing is sent.
 Rate limited: ``RateLimitedLocally`` says how long to wait (the caller waits with a countdown or
@@ -93,6 +94,13 @@ class TokenBucket:
             if amount > self.capacity:
                 return float("inf")
             return max(0.0, (amount - self.level) / self.rate)
+
+    def charge(self, amount: float) -> None:
+        """Take ``amount`` even when it is not there (an attempt already made: a retry, a
+        hedge): the level may go below zero, and later requests wait longer."""
+        with self._lock:
+            self._refill()
+            self.level -= amount
 
     def take(self, amount: float) -> bool:
         with self._lock:
@@ -191,13 +199,23 @@ class QuotaBook:
                 source = "policy file"
         return Limits(**merged, source=source)
 
-    def set(self, profile: str, name: str, value) -> None:
-        """``outpost quota set``: refused for a limit the policy file sets for this profile."""
+    def policy_names(self, profile: str) -> set[str]:
+        """The limits the policy file sets for ``profile`` (nobody changes those in Outpost)."""
         policy = self._policy()
-        for table in (policy.get("default", {}), policy.get("profiles", {}).get(profile, {})):
-            if name in table:
-                raise UsageError(f"{name} for {profile} is set by the policy file {self.policy} "
-                                 "and cannot be changed here.")
+        return set(policy.get("default", {})) | set(policy.get("profiles", {}).get(profile, {}))
+
+    def set(self, profile: str, name: str, value, *, by) -> None:
+        """``outpost quota set`` / the window's profile editor, as ``by`` (an
+        ``app.profiles.Profile``): only the admin may, and never for a limit the policy file
+        sets for this profile."""
+        if not getattr(by, "is_admin", False):
+            from app.profiles import NotAllowed
+
+            raise NotAllowed(f"Only the admin can change quotas; you are signed in as "
+                             f"{getattr(by, 'name', by)}.")
+        if name in self.policy_names(profile):
+            raise UsageError(f"{name} for {profile} is set by the policy file {self.policy} "
+                             "and cannot be changed here.")
         local = self._local()
         profiles = local.setdefault("profiles", {})
         limits = profiles.setdefault(profile, {})
@@ -232,6 +250,35 @@ class QuotaGuard:
                  wall: Callable[[], dt.datetime] = lambda: dt.datetime.now().astimezone()):
         self.book, self.ledger, self.clock, self.wall = book, ledger, clock, wall
         self._buckets: dict[tuple[str, str, int], TokenBucket] = {}
+        # turns whose first attempt the check already took from the buckets: idempotency key
+        # -> attempts seen. Every further attempt (retry, hedge, continuation, candidate) is
+        # charged as it lands in the ledger, so it counts toward the per-minute limits at once
+        self._turns: dict[str, int] = {}
+        if hasattr(ledger, "listeners"):
+            ledger.listeners.append(self._on_attempt)
+
+    def note_turn(self, idempotency_key: str) -> None:
+        """The turn that just passed ``check``: its first attempt is paid for."""
+        self._turns[idempotency_key] = 0
+
+    def _on_attempt(self, record, profile: str, tokens: int) -> None:
+        key = record.idempotency_key or ""
+        if key in self._turns:
+            self._turns[key] += 1
+            if self._turns[key] == 1:
+                return  # the attempt the check took from the buckets
+        try:
+            limits = self.book.limits(profile)
+        except Exception:  # noqa: BLE001 - a broken file is reported by the next check
+            return
+        if record.kind == "local" or record.provider == "local":
+            if not limits.count_local:
+                return
+        for (who, what, rate), bucket in list(self._buckets.items()):
+            if who == profile and (
+                    (what == "requests" and rate == limits.requests_per_minute) or
+                    (what == "tokens" and rate == limits.tokens_per_minute)):
+                bucket.charge(1 if what == "requests" else tokens)
 
     def _bucket(self, profile: str, what: str, rate: int, count_local: bool) -> TokenBucket:
         key = (profile, what, rate)

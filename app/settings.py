@@ -47,7 +47,10 @@ SCHEMA: tuple[Option, ...] = (
     Option("top_p", float, 0.95, "Nucleus sampling: keep the smallest set of tokens whose "
            "probabilities add up to top_p.", 0.01, 1.0),
     Option("max_tokens", int, 512, "Most tokens one reply may have.", 1, 131_072),
-    Option("user_id", str, "", "User id sent with requests (tenancy, quotas). Empty: the OS user."),
+    Option("user_id", str, "", "Name of this machine's default profile, created as the admin "
+           "on first use (see `outpost profile`). Empty: the OS user."),
+    Option("last_profile", str, "",
+           "The profile the window opens as (it asks for its PIN, if any). Empty: the default."),
     Option("first_token_timeout_s", float, 30.0,
            "Cloud: give up when no text arrived this many seconds after sending.", 1.0, 600.0),
     Option("idle_timeout_s", float, 60.0,

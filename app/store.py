@@ -133,7 +133,7 @@ def _row_to_message(row: dict) -> Message:
 def _row_to_conversation(row: dict) -> Conversation:
     return Conversation(id=row["id"], title=row["title"] or "", created_at=row["created_at"],
                         updated_at=row["updated_at"], system_prompt=row["system_prompt"] or "",
-                        route=row.get("route"))
+                        route=row.get("route"), profile=row.get("profile"))
 
 
 class Store:
@@ -235,10 +235,11 @@ class Store:
 
     # -- conversations -----------------------------------------------------------------------
     def create_conversation(self, title: str = "New chat", system_prompt: str = "",
-                            route: str | None = None) -> Conversation:
+                            route: str | None = None,
+                            profile: str | None = None) -> Conversation:
         stamp = now_iso()
         row = {"id": new_id(), "title": title, "system_prompt": system_prompt,
-               "created_at": stamp, "updated_at": stamp, "route": route}
+               "created_at": stamp, "updated_at": stamp, "route": route, "profile": profile}
         with self._tx() as db:
             db["conversations"].insert(row)
         return _row_to_conversation(row)
@@ -250,9 +251,12 @@ class Store:
             raise UsageError(f"There is no conversation with id {conversation_id!r}.")
         return _row_to_conversation(rows[0])
 
-    def list_conversations(self) -> list[Conversation]:
+    def list_conversations(self, profile: str | None = None) -> list[Conversation]:
+        """Newest first; ``profile``: only that profile's (None: everyone's)."""
         with storage_errors(self.path):
-            rows = self.db["conversations"].rows_where(order_by="updated_at desc, rowid desc")
+            where, params = ("profile = ?", [profile]) if profile is not None else (None, None)
+            rows = self.db["conversations"].rows_where(where, params,
+                                                       order_by="updated_at desc, rowid desc")
             return [_row_to_conversation(r) for r in rows]
 
     def rename_conversation(self, conversation_id: str, title: str) -> None:
@@ -343,10 +347,14 @@ class Store:
                                                   order_by="created_at, rowid")
             return [_row_to_message(r) for r in rows]
 
-    def search(self, query: str, limit: int = 50) -> list[Message]:
-        """Full-text search over message content (FTS5 query syntax)."""
+    def search(self, query: str, limit: int = 50, profile: str | None = None) -> list[Message]:
+        """Full-text search over message content (FTS5 query syntax); ``profile``: only in
+        that profile's conversations."""
+        where = {} if profile is None else dict(
+            where="conversation_id in (select id from conversations where profile = :profile)",
+            where_args={"profile": profile})
         try:
-            rows = list(self.db["messages"].search(query, limit=limit))
+            rows = list(self.db["messages"].search(query, limit=limit, **where))
         except sqlite3.OperationalError as exc:
             # FTS5 reports query syntax as OperationalError; disk/lock problems stay storage.
             if not any(p in str(exc).lower() for p in _KNOWN_SQLITE_PROBLEMS):
@@ -372,12 +380,9 @@ class Store:
     # -- request log -------------------------------------------------------------------------
     def log_attempt(self, record, **ledger) -> None:
         """Store one ``engines.http_policy.AttemptRecord`` (called from engine threads);
-        ``ledger``: profile, route, cost_usd, cost_estimated (see ``app.ledger``)."""
+        ``ledger``: profile, route, conversation_id, cost_usd, cost_estimated (see
+        ``app.ledger``, which knows them from the turn)."""
         with self._tx() as db:
-            rows = db.execute(
-                "select conversation_id from messages where role = 'assistant' and "
-                "json_extract(params, '$.idempotency_key') = ? limit 1",
-                [record.idempotency_key]).fetchall() if record.idempotency_key else []
             db["request_log"].insert({
                 "idempotency_key": record.idempotency_key, "provider": record.provider,
                 "model": record.model, "attempt": record.attempt, "status": record.status,
@@ -385,7 +390,7 @@ class Store:
                 "rate_limits": json.dumps(record.rate_limits),
                 "outcome": getattr(record, "outcome", None), "created_at": now_iso(),
                 "kind": getattr(record, "kind", "") or None,
-                "conversation_id": rows[0][0] if rows else None,
+                "conversation_id": ledger.get("conversation_id"),
                 "prompt_tokens": getattr(record, "prompt_tokens", None),
                 "completion_tokens": getattr(record, "completion_tokens", None),
                 "cached_prompt_tokens": getattr(record, "cached_prompt_tokens", 0),

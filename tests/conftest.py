@@ -125,3 +125,12 @@ def outpost_app(qtbot):
     yield make
     for app in apps:
         app.shutdown()
+
+
+@pytest.fixture
+def outpost(qtbot, outpost_app):
+    """The real window, started, with its local model loaded (replies of at most 24 tokens)."""
+    app = outpost_app(max_tokens=24)
+    with qtbot.waitSignal(app.loader.model_ready, timeout=60000):
+        app.start()
+    return app

@@ -6,14 +6,7 @@ import socket
 
 from app.connectivity import MAX_BACKOFF_S, Connectivity, LinkState
 from engines.http_policy import AttemptRecord
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support import Clock
 
 
 def wall():

@@ -2,27 +2,12 @@
 from __future__ import annotations
 
 import pytest
-from PySide6.QtCore import Qt
 
 from app.domain import MessageStatus, Role
 from app.settings import Settings
+from tests.support import send
 
 pytestmark = [pytest.mark.gui, pytest.mark.local_model]
-
-
-@pytest.fixture
-def outpost(qtbot, outpost_app):
-    app = outpost_app(max_tokens=24)
-    with qtbot.waitSignal(app.loader.model_ready, timeout=60000):
-        app.start()
-    return app
-
-
-def send(qtbot, app, text: str) -> None:
-    edit = app.window.composer.edit
-    qtbot.keyClicks(edit, text)
-    qtbot.keyClick(edit, Qt.Key.Key_Return)
-    qtbot.waitUntil(lambda: app.window.controller.state == "idle", timeout=60000)
 
 
 def test_add_provider_test_connection_and_chat_through_it(qtbot, outpost, llama_server,

@@ -13,17 +13,9 @@ from app.domain import MessageStatus, Role
 from app.providers import ProviderConfig
 from app.settings import Settings
 from tests.fault_server import Cut, fault_server, refused_url
-from tests.test_gui_providers import send
+from tests.support import send
 
 pytestmark = [pytest.mark.gui, pytest.mark.local_model]
-
-
-@pytest.fixture
-def outpost(qtbot, outpost_app):
-    app = outpost_app(max_tokens=24)
-    with qtbot.waitSignal(app.loader.model_ready, timeout=60000):
-        app.start()
-    return app
 
 
 def use_provider(outpost, name: str, url: str, route: str = "auto") -> None:
@@ -237,9 +229,9 @@ def test_quota_in_the_window_refuses_and_the_usage_view_shows_it(qtbot, outpost,
     window = outpost.window
     profile = default_user_id(outpost.settings)
     book = outpost.service.quotas.book
-    book.set(profile, "count_local", True)
+    book.set(profile, "count_local", True, by=window.profile)
     send(qtbot, outpost, "Hello")  # fine: no token limit yet
-    book.set(profile, "cloud_tokens_per_day", 40)
+    book.set(profile, "cloud_tokens_per_day", 40, by=window.profile)
     send(qtbot, outpost, "Hello again, a second time")
     assert window.banner.isVisible() and "Daily token quota reached" in \
         window.banner.label.text()

@@ -91,6 +91,7 @@ def test_a_local_turn_is_in_the_ledger_with_exact_tokens(tmp_path, bundled_model
     store = Store(tmp_path / "outpost.db")
     service = ChatService(store, Settings())
     service.ledger = UsageLedger(store, "ana")
+    service.profile = "ana"
     engine = LocalEngine(bundled_model, on_attempt=service.ledger.record)
     try:
         turn = service.start_turn("Say hi.", model="m", options=TurnOptions(max_tokens=6),
@@ -150,6 +151,7 @@ def test_ledger_rows_carry_the_turns_route(tmp_path):
     store = Store(tmp_path / "outpost.db")
     service = ChatService(store, Settings())
     service.ledger = UsageLedger(store, "ana")
+    service.profile = "ana"
     turn = service.start_turn("Hi", model="m", effective_route="auto")
     service.ledger.record(attempt(key=turn.request.idempotency_key))
     [row] = store.request_log(turn.request.idempotency_key)

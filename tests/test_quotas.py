@@ -2,7 +2,6 @@
 file over `quota set`, enforcement before anything is sent, in the core and through the CLI."""
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import random
@@ -12,18 +11,15 @@ import sys
 import pytest
 
 from app.ledger import UsageLedger
+from app.profiles import Profile
 from app.quotas import (QuotaBook, QuotaExceeded, QuotaGuard, RateLimitedLocally,
                         TokenBucket)
 from app.store import Store
 from engines.http_policy import AttemptRecord
+from tests.support import Clock
 
 
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+ADMIN = Profile("admin", is_admin=True)
 
 
 def test_bucket_never_admits_more_than_its_rate_in_any_window():
@@ -75,15 +71,15 @@ cloud_tokens_per_day = 5000
 allowed_routes = ["local", "auto"]
 """)
     book = QuotaBook(policy, tmp_path / "quotas.json")
-    book.set("ana", "tokens_per_minute", 900)
+    book.set("ana", "tokens_per_minute", 900, by=ADMIN)
     limits = book.limits("ana")
     assert (limits.requests_per_minute, limits.cloud_tokens_per_day,
             limits.tokens_per_minute) == (10, 5000, 900)
     assert limits.allowed_routes == ("local", "auto") and limits.source == "policy file"
     with pytest.raises(Exception, match="set by the policy file"):
-        book.set("ana", "cloud_tokens_per_day", 10**9)
+        book.set("ana", "cloud_tokens_per_day", 10**9, by=ADMIN)
     with pytest.raises(Exception, match="set by the policy file"):
-        book.set("bo", "requests_per_minute", 1000)  # the default applies to everyone
+        book.set("bo", "requests_per_minute", 1000, by=ADMIN)  # the default applies to everyone
     assert book.limits("bo").cloud_tokens_per_day is None
 
 
@@ -106,7 +102,7 @@ def test_daily_cloud_tokens_refused_with_usage_and_reset(tmp_path):
     store = Store(tmp_path / "outpost.db")
     ledger = UsageLedger(store, "ana")
     book = QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json")
-    book.set("ana", "cloud_tokens_per_day", 1000)
+    book.set("ana", "cloud_tokens_per_day", 1000, by=ADMIN)
     guard = QuotaGuard(book, ledger)
     guard.check("ana", "auto", True, prompt_tokens=300, max_tokens=100)  # fine
     ledger.record(cloud_attempt("t1", 900))
@@ -122,8 +118,8 @@ def test_routes_and_rate_limits(tmp_path):
     store = Store(tmp_path / "outpost.db")
     clock = Clock()
     book = QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json")
-    book.set("ana", "allowed_routes", ["local"])
-    book.set("bo", "requests_per_minute", 2)
+    book.set("ana", "allowed_routes", ["local"], by=ADMIN)
+    book.set("bo", "requests_per_minute", 2, by=ADMIN)
     guard = QuotaGuard(book, UsageLedger(store, "x"), clock=clock)
     with pytest.raises(QuotaExceeded, match="may use only the local route"):
         guard.check("ana", "cloud", True, 10, 10)
@@ -152,3 +148,22 @@ def test_cli_over_quota_exits_nonzero_sends_nothing_and_saves_nothing(outpost_ho
     assert shown["cloud_tokens_per_day"] == 10 and shown["source"] == "quota set"
     assert cli("quota", "set", "cloud_tokens_per_day", "none").returncode == 0
     assert cli("ask", "Hi", "--max-tokens", "3").returncode == 0
+
+
+def test_retries_and_hedges_of_a_turn_are_charged_to_the_rate_buckets(tmp_path):
+    store = Store(tmp_path / "outpost.db")
+    clock = Clock()
+    book = QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json")
+    book.set("ana", "requests_per_minute", 3, by=ADMIN)
+    ledger = UsageLedger(store, "ana")
+    guard = QuotaGuard(book, ledger, clock=clock)
+    guard.check("ana", "auto", True, 10, 10)
+    guard.note_turn("turn-1")
+    for _ in range(3):  # its first attempt, then two retries (or a hedge and a retry)
+        ledger.record(cloud_attempt("turn-1", 10))
+    with pytest.raises(RateLimitedLocally) as info:
+        guard.check("ana", "auto", True, 10, 10)  # 3 requests in this minute: wait
+    assert info.value.wait_s == pytest.approx(20.0)
+    clock.now += 20
+    guard.check("ana", "auto", True, 10, 10)
+    store.close()

@@ -13,7 +13,7 @@ from app.settings import SCHEMA, SETTINGS_VERSION, Settings
 DEFAULTS = {
     "model_path": "", "context_cap": 4096, "n_threads": 0, "gpu_offload": True,
     "system_prompt": "You are a helpful assistant.", "temperature": 0.7, "top_p": 0.95,
-    "max_tokens": 512, "user_id": "", "key_fallback": "refuse", "chat_target": "local",
+    "max_tokens": 512, "user_id": "", "last_profile": "", "key_fallback": "refuse", "chat_target": "local",
     "first_token_timeout_s": 30.0, "idle_timeout_s": 60.0,
     "default_route": "auto", "offline_mode": False, "hedge_after_s": 2.5,
     "send_when_online": False, "rate_limit_wait": True,

@@ -8,7 +8,8 @@ from pathlib import Path
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
-from app.chat_service import ChatService
+from app.chat_service import ChatService, default_user_id
+from app.profiles import Profile, Profiles
 from app.ledger import make_ledger
 from app.quotas import QuotaBook, QuotaGuard
 from app.connectivity import Connectivity
@@ -33,13 +34,21 @@ RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 class OutpostApp:
     """Everything the window needs, built in one place (tests build it the same way)."""
 
-    def __init__(self, settings: Settings | None = None, store: Store | None = None):
+    def __init__(self, settings: Settings | None = None, store: Store | None = None,
+                 profile: Profile | None = None):
+        """``profile``: who is signed in (default: the machine's default profile; ``run_gui``
+        asks for the last profile's PIN before building the app)."""
         self.settings = settings or Settings()
         self.store = store or Store()
+        self.profiles = Profiles(self.store)
+        default = self.profiles.ensure_default(default_user_id(self.settings))
+        profile = profile or default
         self.service = ChatService(self.store, self.settings)
+        self.service.profile = profile.name
         self.recovered = self.service.recover_interrupted()
         self.tasks = TaskRunner()
         self.ledger = make_ledger(self.store, self.settings)
+        self.ledger.profile = profile.name
         self.service.ledger = self.ledger
         self.service.quotas = QuotaGuard(QuotaBook(), self.ledger)
         self.loader = ModelLoader(self.settings, self.tasks, on_attempt=self._on_attempt)
@@ -57,7 +66,9 @@ class OutpostApp:
                 self.registry, self.keys, self.settings, self.tasks, parent),
             registry=self.registry, tasks=self.tasks, connectivity=self.connectivity,
             outbox=self.service.outbox,
-            outbox_panel_factory=lambda parent: OutboxPanel(self.service.outbox, parent))
+            outbox_panel_factory=lambda parent: OutboxPanel(
+                self.service.outbox, parent, lambda: self.window.profile_name),
+            profiles=self.profiles, profile=profile)
         self.monitor = OutboxMonitor(self.settings, self.connectivity, self.service.outbox,
                                      cloud, self.tasks, self._watched_providers, self.window,
                                      ledger=self.ledger)
@@ -138,7 +149,10 @@ def run_gui() -> int:
     qt_app.setApplicationName("Outpost")
     qt_app.setOrganizationName("Outpost")
     qt_app.setWindowIcon(QIcon(str(RESOURCES / "outpost.svg")))
-    outpost = OutpostApp()
+    profile = _sign_in_at_start()
+    if profile is None:
+        return 0
+    outpost = OutpostApp(profile=profile)
     install_excepthook(lambda: outpost.window)
     outpost.start()
     try:
@@ -147,6 +161,21 @@ def run_gui() -> int:
         outpost.shutdown()
     exit_without_finalizing(code)
     return code
+
+
+def _sign_in_at_start() -> Profile | None:
+    """The profile the window opens as: the last one used (else the default). One with a PIN
+    asks for it first, offering the others; None when the user cancels."""
+    from ui.profiles_dialog import sign_in
+
+    settings, store = Settings(), Store()
+    try:
+        profiles = Profiles(store)
+        default = profiles.ensure_default(default_user_id(settings))
+        last = profiles.find(settings["last_profile"]) if settings["last_profile"] else None
+        return sign_in(profiles, (last or default).name, choose=True)
+    finally:
+        store.close()
 
 
 def exit_without_finalizing(code: int) -> None:

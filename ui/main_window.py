@@ -17,6 +17,7 @@ from ui.conversation_view import ConversationView
 from ui.errors import ErrorBanner
 from ui.model_loader import ModelLoader
 from ui.sidebar import Sidebar
+from ui.window_profiles import WindowProfiles
 
 
 class ElidedLabel(QLabel):
@@ -34,13 +35,16 @@ class ElidedLabel(QLabel):
         self.setToolTip(text)
 
 
-class MainWindow(QMainWindow):
+class MainWindow(WindowProfiles, QMainWindow):
     offline_mode_changed = Signal()  # after the setting changed (read it from settings)
 
     def __init__(self, store: Store, settings: Settings, controller_factory,
                  loader: ModelLoader, providers_dialog_factory=None, registry=None,
-                 tasks=None, connectivity=None, outbox=None, outbox_panel_factory=None):
+                 tasks=None, connectivity=None, outbox=None, outbox_panel_factory=None,
+                 profiles=None, profile=None):
         super().__init__()
+        self.profiles = profiles  # app.profiles.Profiles
+        self.profile = profile  # app.profiles.Profile: who is signed in
         self.connectivity = connectivity
         self.outbox = outbox
         self.outbox_panel_factory = outbox_panel_factory
@@ -133,6 +137,12 @@ class MainWindow(QMainWindow):
         status.addWidget(self.route_label)
         status.addWidget(self.model_label)
         status.addWidget(self.state_label, 1)
+        self.profile_button = None
+        if profiles is not None:
+            from ui.profiles_dialog import ProfileButton
+
+            self.profile_button = ProfileButton(profiles)
+            status.addPermanentWidget(self.profile_button)
         if self.links is not None:
             status.addPermanentWidget(self.links)
         status.addPermanentWidget(self.outbox_button)
@@ -148,6 +158,8 @@ class MainWindow(QMainWindow):
         self._build_menu()
         self._wire()
         self.refresh_targets(self.settings["chat_target"])
+        if profile is not None:
+            self.apply_profile(profile)
         self.refresh_sidebar()
         self.composer.edit.setFocus()
 
@@ -168,6 +180,9 @@ class MainWindow(QMainWindow):
         chat_menu.addAction(self.outbox_action)
         self.usage_action = QAction("&Usage and quotas…", self)
         chat_menu.addAction(self.usage_action)
+        self.profiles_action = QAction("&Profiles…", self)
+        self.profiles_action.setEnabled(self.profiles is not None)
+        chat_menu.addAction(self.profiles_action)
         default_menu = chat_menu.addMenu("&Default route for new chats")
         self.default_route_actions = QActionGroup(self)
         for route in Route:
@@ -210,6 +225,10 @@ class MainWindow(QMainWindow):
         self.offline_button.setChecked(self.offline_action.isChecked())
         self.outbox_action.triggered.connect(self.open_outbox)
         self.usage_action.triggered.connect(self.open_usage)
+        self.profiles_action.triggered.connect(self.open_profiles)
+        if self.profile_button is not None:
+            self.profile_button.switch_requested.connect(self.switch_profile)
+            self.profile_button.manage_requested.connect(self.open_profiles)
         self.default_route_actions.triggered.connect(self._on_default_route_picked)
         self.outbox_button.clicked.connect(self.open_outbox)
         self.composer.when_online.toggled.connect(self._on_when_online_toggled)
@@ -250,7 +269,7 @@ class MainWindow(QMainWindow):
     @Slot(str)
     def _on_conversation_selected(self, conversation_id: str) -> None:
         if self.controller.busy:
-            self.sidebar.set_conversations(self.store.list_conversations(),
+            self.sidebar.set_conversations(self.store.list_conversations(self.profile_name),
                                            self.controller.conversation_id)
             return
         self.controller.open_conversation(conversation_id)
@@ -282,7 +301,7 @@ class MainWindow(QMainWindow):
     @Slot()
     def refresh_sidebar(self) -> None:
         try:
-            conversations = self.store.list_conversations()
+            conversations = self.store.list_conversations(self.profile_name)
         except OutpostError as exc:
             self._on_error(exc.kind, str(exc))
             return
@@ -499,7 +518,7 @@ class MainWindow(QMainWindow):
         if self.outbox is None:
             return
         try:
-            pending = self.outbox.pending()
+            pending = self.outbox.pending(self.profile_name)
         except OutpostError as exc:
             self._on_error(exc.kind, str(exc))
             return
@@ -515,12 +534,11 @@ class MainWindow(QMainWindow):
         service = self.controller.service
         if service.ledger is None or service.quotas is None:
             return
-        from app.chat_service import default_user_id
         from ui.usage_dialog import UsageDialog
 
         try:
             self.usage_dialog = UsageDialog(service.ledger, service.quotas.book,
-                                            default_user_id(self.settings), self)
+                                            service.profile, self)
         except OutpostError as exc:
             self._on_error(exc.kind, str(exc))
             return
@@ -543,9 +561,13 @@ class MainWindow(QMainWindow):
         """The monitor sent queued messages: tell the user, show the answers."""
         for item, message in report.sent:
             try:
-                title = self.store.get_conversation(item.conversation_id).title
+                conversation = self.store.get_conversation(item.conversation_id)
             except OutpostError:
-                title = "a deleted conversation"
+                conversation = None
+            if conversation is not None and conversation.profile not in (None,
+                                                                         self.profile_name):
+                continue  # another profile's message went out: theirs to see
+            title = conversation.title if conversation else "a deleted conversation"
             self.banner.show_info(f"{item.provider} answered your queued message in “{title}”.")
             if item.conversation_id == self.controller.conversation_id and \
                     not self.controller.busy:

@@ -38,8 +38,10 @@ class OutboxPanel(QDialog):
 
     send_requested = Signal()
 
-    def __init__(self, outbox: Outbox, parent: QWidget | None = None):
+    def __init__(self, outbox: Outbox, parent: QWidget | None = None, profile_of=None):
+        """``profile_of()``: the signed-in profile, whose items are listed (None: all)."""
         super().__init__(parent)
+        self.profile_of = profile_of or (lambda: None)
         self.setWindowTitle("Outbox")
         self.setModal(False)
         self.resize(1000, 380)
@@ -108,7 +110,7 @@ class OutboxPanel(QDialog):
         """Reload from the database, keeping the selected item selected (by id)."""
         selected = self.selected_id()
         try:
-            items = self.outbox.items()
+            items = self.outbox.items(profile=self.profile_of())
         except OutpostError as exc:
             self._show_error(str(exc))
             items = []

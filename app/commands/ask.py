@@ -18,7 +18,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from app.quotas import RateLimitedLocally
     from app.router import Route
 
-    settings, store, service = open_core()
+    core = open_core(args)
+    settings, store, service = core.settings, core.store, core.service
     cancel = threading.Event()
 
     def _stop(signum, frame):  # first signal stops the reply cleanly; a second one kills

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from dataclasses import dataclass
 
 from app.errors import UsageError
 
@@ -14,24 +16,78 @@ def emit(obj: dict) -> None:
 def emit_list(rows: list[dict]) -> None:
     sys.stdout.write(json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
 
-def open_core():
-    from app.chat_service import ChatService
+@dataclass
+class Core:
+    settings: object
+    store: object
+    service: object  # app.chat_service.ChatService, acting as ``profile``
+    profile: object  # app.profiles.Profile: who is signed in
+    profiles: object  # app.profiles.Profiles
+
+
+def open_core(args=None) -> Core:
+    """Settings, store, services, signed in as ``--as NAME`` / $OUTPOST_PROFILE / the machine's
+    default profile (a profile with a PIN needs $OUTPOST_PIN or a PIN typed at the terminal)."""
+    from app.chat_service import ChatService, default_user_id
+    from app.ledger import make_ledger
+    from app.profiles import Profiles
+    from app.quotas import QuotaBook, QuotaGuard
     from app.settings import Settings
     from app.store import Store
 
     settings = Settings()
     for warning in settings.load_warnings:
         sys.stderr.write(f"outpost: warning: {warning}\n")
-    from app.ledger import make_ledger
-
     store = Store()
+    try:
+        profiles = Profiles(store)
+        default = profiles.ensure_default(default_user_id(settings))
+        wanted = getattr(args, "as_profile", None) or os.environ.get("OUTPOST_PROFILE") \
+            or default.name
+        profile = profiles.sign_in(wanted, _pin_for(profiles.get(wanted)))
+    except BaseException:
+        store.close()
+        raise
     service = ChatService(store, settings)
+    service.profile = profile.name
     service.ledger = make_ledger(store, settings)
-    from app.quotas import QuotaBook, QuotaGuard
-
+    service.ledger.profile = profile.name
     service.quotas = QuotaGuard(QuotaBook(), service.ledger)
     service.recover_interrupted()
-    return settings, store, service
+    return Core(settings, store, service, profile, profiles)
+
+
+def _pin_for(profile) -> str | None:
+    if not profile.has_pin:
+        return None
+    if os.environ.get("OUTPOST_PIN") is not None:
+        return os.environ["OUTPOST_PIN"]
+    if not sys.stdin.isatty():
+        from app.profiles import ProfileError
+
+        raise ProfileError(f"The profile {profile.name} has a PIN: set OUTPOST_PIN, or run "
+                           "the command in a terminal to type it.")
+    import getpass
+
+    return getpass.getpass(f"PIN for {profile.name}: ")
+
+
+def read_new_pin(name: str) -> str:
+    """A new PIN: $OUTPOST_NEW_PIN, or typed twice at the terminal."""
+    from app.profiles import ProfileError, check_new_pin
+
+    if os.environ.get("OUTPOST_NEW_PIN") is not None:
+        return check_new_pin(os.environ["OUTPOST_NEW_PIN"])
+    if not sys.stdin.isatty():
+        raise ProfileError("Set OUTPOST_NEW_PIN, or run the command in a terminal to type the "
+                           "new PIN.")
+    import getpass
+
+    pin = check_new_pin(getpass.getpass(f"New PIN for {name}: "))
+    if getpass.getpass("Again: ") != pin:
+        raise ProfileError("The two PINs differ; nothing was changed.")
+    return pin
+
 
 def read_prompt(value: str) -> str:
     return sys.stdin.read() if value == "-" else value

@@ -8,10 +8,11 @@ from app.commands.common import emit_list, open_core
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    _, store, _ = open_core()
+    core = open_core(args)
+    store, me = core.store, core.profile.name
     try:
         if args.history_command == "list":
-            conversations = store.list_conversations()
+            conversations = store.list_conversations(me)
             if args.json:
                 emit_list([{"id": c.id, "title": c.title, "updated_at": c.updated_at,
                              "created_at": c.created_at} for c in conversations])
@@ -21,10 +22,11 @@ def cmd_history(args: argparse.Namespace) -> int:
             return 0
         if args.history_command == "show":
             conversation = store.get_conversation(args.id)
+            core.profiles.check_owner(core.profile, conversation)
             messages = store.messages(conversation.id)
         else:
             conversation = None
-            messages = store.search(args.query)
+            messages = store.search(args.query, profile=me)
         if args.json:
             keys = ("id", "conversation_id", "parent_id", "role", "content", "status", "engine",
                     "model", "params", "prompt_tokens", "completion_tokens",

@@ -10,10 +10,17 @@ from app.commands.common import emit, open_core
 def cmd_usage(args: argparse.Namespace) -> int:
     from app.ledger import start_of_day, start_of_month
 
-    _, store, service = open_core()
+    core = open_core(args)
+    store, service = core.store, core.service
     try:
         ledger = service.ledger
-        profile = None if args.profile == "all" else (args.profile or ledger.profile)
+        profile = None if args.profile == "all" else (
+            core.profiles.get(args.profile).name if args.profile else core.profile.name)
+        if profile != core.profile.name and not core.profile.is_admin:
+            from app.profiles import NotAllowed
+
+            raise NotAllowed(f"Only the admin can see other profiles' usage; you are signed in "
+                             f"as {core.profile.name}.")
         since = start_of_month() if args.month else start_of_day()
         totals = ledger.totals(since, profile)
         if args.json:
@@ -40,28 +47,37 @@ def cmd_usage(args: argparse.Namespace) -> int:
         store.close()
 
 def cmd_quota(args: argparse.Namespace) -> int:
-    from app.chat_service import default_user_id
+    from app.profiles import NotAllowed
     from app.quotas import LIMIT_NAMES, QuotaBook
-    from app.settings import Settings
 
-    book = QuotaBook()
-    profile = args.profile or default_user_id(Settings())
-    if args.quota_command == "set":
-        if args.name not in LIMIT_NAMES:
-            raise UsageError(f"Unknown limit {args.name!r}; known: {', '.join(LIMIT_NAMES)}.")
-        value = _parse_limit(args.name, args.value)
-        book.set(profile, args.name, value)
-        print(f"{args.name} for {profile}: " + ("removed" if value is None else f"{value}") + ".")
+    core = open_core(args)
+    try:
+        book = QuotaBook()
+        me = core.profile
+        profile = core.profiles.get(args.profile).name if args.profile else me.name
+        if args.quota_command == "set":
+            if args.name not in LIMIT_NAMES:
+                raise UsageError(f"Unknown limit {args.name!r}; known: "
+                                 f"{', '.join(LIMIT_NAMES)}.")
+            value = _parse_limit(args.name, args.value)
+            book.set(profile, args.name, value, by=me)
+            print(f"{args.name} for {profile}: " + ("removed" if value is None else f"{value}")
+                  + ".")
+            return 0
+        if profile != me.name and not me.is_admin:
+            raise NotAllowed(f"Only the admin can see other profiles' limits; you are signed "
+                             f"in as {me.name}.")
+        limits = book.limits(profile)
+        if getattr(args, "json", False):
+            emit(dict(limits.as_dict(), profile=profile))
+            return 0
+        print(f"Limits of {profile} (from: {limits.source}; policy file: {book.policy}):")
+        for name in LIMIT_NAMES:
+            value = getattr(limits, name)
+            print(f"  {name:22} {'no limit' if value is None else value}")
         return 0
-    limits = book.limits(profile)
-    if getattr(args, "json", False):
-        emit(dict(limits.as_dict(), profile=profile))
-        return 0
-    print(f"Limits of {profile} (from: {limits.source}; policy file: {book.policy}):")
-    for name in LIMIT_NAMES:
-        value = getattr(limits, name)
-        print(f"  {name:22} {'no limit' if value is None else value}")
-    return 0
+    finally:
+        core.store.close()
 
 def _parse_limit(name: str, text: str):
     text = text.strip()

@@ -22,18 +22,22 @@ def cmd_offline(args: argparse.Namespace) -> int:
 def cmd_outbox(args: argparse.Namespace) -> int:
     from app.outbox import OutboxSender, OutboxState
 
-    settings, store, service = open_core()
+    core = open_core(args)
+    settings, store, service = core.settings, core.store, core.service
     outbox = service.outbox
     try:
+        me = core.profile.name
         if args.outbox_command == "cancel":
+            core.profiles.check_owner(core.profile,
+                                      store.get_conversation(outbox.get(args.id).conversation_id))
             item = outbox.cancel(args.id)
             print(f"Cancelled outbox item {item.id} ({item.provider}); the message stays in "
                   "its conversation.")
             return 0
         if args.outbox_command == "list":
             outbox.recover()
-            items = outbox.items() if args.all else outbox.items(
-                (OutboxState.QUEUED, OutboxState.SENDING, OutboxState.FAILED))
+            items = outbox.items(profile=me) if args.all else outbox.items(
+                (OutboxState.QUEUED, OutboxState.SENDING, OutboxState.FAILED), me)
             if args.json:
                 emit_list([i.as_dict() for i in items])
             elif not items:

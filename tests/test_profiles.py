@@ -1,0 +1,241 @@
+"""Profiles (issue 5): PINs as salted slow hashes, one admin, conversations and usage that belong
+to a profile, admin-only changes, through the core and the CLI."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from app.chat_service import ChatService
+from app.domain import Role
+from app.errors import UsageError
+from app.ledger import UsageLedger
+from app.profiles import (FREE_TRIES, NotAllowed, Profile, ProfileError, Profiles, WrongPin,
+                          hash_pin, pin_matches)
+from app.quotas import QuotaBook
+from app.settings import Settings
+from app.store import Store
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "outpost.db")
+    yield s
+    s.close()
+
+
+def test_a_pin_is_stored_as_a_salted_scrypt_hash_never_as_text(store):
+    profiles = Profiles(store)
+    admin = profiles.ensure_default("ana")
+    profiles.add("bo", admin, pin="4711")
+    profiles.add("cy", admin, pin="4711")
+    rows = {r["name"]: r for r in store.db["profiles"].rows}
+    assert "4711" not in json.dumps(rows)
+    bo, cy = rows["bo"]["pin_hash"], rows["cy"]["pin_hash"]
+    assert bo.startswith("scrypt$16384$8$1$") and bo != cy  # same PIN, different salts
+    assert pin_matches("4711", bo) and not pin_matches("4712", bo)
+    assert not pin_matches("4711", "md5$whatever")
+    assert hash_pin("4711", salt=b"s" * 16) == hash_pin("4711", salt=b"s" * 16)
+
+
+def test_the_default_profile_is_the_admin_and_claims_old_conversations(store):
+    old = store.create_conversation("from before profiles")
+    profiles = Profiles(store)
+    ana = profiles.ensure_default("ana")
+    assert ana.is_admin and not ana.has_pin
+    assert store.get_conversation(old.id).profile == "ana"
+    # a second default (another OS user on the same data) is not a second admin
+    assert not profiles.ensure_default("bo").is_admin
+    assert [p.name for p in profiles.list() if p.is_admin] == ["ana"]
+
+
+def test_sign_in_checks_the_pin_and_locks_after_repeated_wrong_pins(store):
+    now = [dt.datetime(2026, 11, 24, 10, 0, tzinfo=dt.timezone.utc)]
+    profiles = Profiles(store, clock=lambda: now[0])
+    admin = profiles.ensure_default("ana")
+    profiles.add("bo", admin, pin="2468")
+    with pytest.raises(WrongPin, match="has a PIN"):
+        profiles.sign_in("bo", None)
+    assert profiles.sign_in("BO", "2468").name == "bo"  # names are case-insensitive
+    for _ in range(FREE_TRIES - 1):
+        with pytest.raises(WrongPin, match="^Wrong PIN for bo.$"):
+            profiles.sign_in("bo", "0000")
+    with pytest.raises(WrongPin, match="locked for 30 s"):
+        profiles.sign_in("bo", "0000")
+    with pytest.raises(WrongPin, match="try again in 30 s"):
+        profiles.sign_in("bo", "2468")  # even the right PIN waits out the lock
+    now[0] += dt.timedelta(seconds=31)
+    assert profiles.sign_in("bo", "2468").name == "bo"  # and the count starts again
+    with pytest.raises(WrongPin, match="^Wrong PIN"):
+        profiles.sign_in("bo", "0000")
+
+
+def test_only_the_admin_adds_removes_resets_and_hands_on_the_role(store):
+    profiles = Profiles(store)
+    ana = profiles.ensure_default("ana")
+    bo = profiles.add("bo", ana, pin="1357")
+    with pytest.raises(NotAllowed, match=r"Only the admin \(ana\) can add profiles"):
+        profiles.add("eve", bo)
+    with pytest.raises(NotAllowed):
+        profiles.set_pin("ana", "9999", bo)
+    with pytest.raises(NotAllowed):
+        profiles.make_admin("bo", bo)
+    profiles.set_pin("bo", "2222", bo)  # your own PIN: yes
+    profiles.set_pin("bo", "3333", ana)  # the admin resets a forgotten one
+    assert profiles.sign_in("bo", "3333")
+    with pytest.raises(ProfileError, match="already a profile named 'bo'"):
+        profiles.add("Bo", ana)
+    with pytest.raises(ProfileError, match="not a usable profile name"):
+        profiles.add("../etc", ana)
+    with pytest.raises(ProfileError, match="4 to 64"):
+        profiles.add("cy", ana, pin="12")
+    assert profiles.make_admin("bo", ana).is_admin
+    assert [p.name for p in profiles.list() if p.is_admin] == ["bo"]
+    with pytest.raises(NotAllowed):  # ana's old Profile object carries no power
+        profiles.add("eve", ana)
+    with pytest.raises(ProfileError, match="is the admin"):
+        profiles.remove("bo", profiles.get("bo"))
+
+
+def test_removing_a_profile_with_conversations_needs_consent(store):
+    profiles = Profiles(store)
+    ana = profiles.ensure_default("ana")
+    profiles.add("bo", ana)
+    kept = store.create_conversation("bo's", profile="bo")
+    store.add_message(kept.id, Role.USER, "hello")
+    with pytest.raises(ProfileError, match="has 1 conversation"):
+        profiles.remove("bo", ana)
+    assert store.messages(kept.id)  # nothing lost
+    assert profiles.remove("bo", ana, delete_conversations=True) == 1
+    assert profiles.find("bo") is None and store.list_conversations() == []
+
+
+@pytest.mark.local_model
+def test_conversations_and_usage_belong_to_the_profile(store, bundled_model):
+    from engines.llama_local import LocalEngine
+    import threading
+
+    settings = Settings(store.path.parent / "settings.json")
+    profiles = Profiles(store)
+    ana = profiles.ensure_default("ana")
+    profiles.add("bo", ana)
+    service = ChatService(store, settings)
+    service.ledger = UsageLedger(store, "ana")
+    engine = LocalEngine(bundled_model, on_attempt=service.ledger.record)
+    try:
+        service.profile = "ana"
+        turn = service.start_turn("Hi", model="local", options=_short())
+        list(turn.run(engine, threading.Event()))
+        # bo signs in on the same window: the ledger's default follows, the turn's owner wins
+        service.profile = service.ledger.profile = "bo"
+        assert [c.title for c in store.list_conversations("bo")] == []
+        with pytest.raises(UsageError, match="belongs to another profile"):
+            service.start_turn("Me too", turn.conversation_id, model="local")
+        assert len(store.messages(turn.conversation_id)) == 2  # nothing written for bo
+        theirs = service.start_turn("Zanzibar", model="local", options=_short())
+        list(theirs.run(engine, threading.Event()))
+        engine.call_on_model_thread(lambda llm: None)  # the records are written after replies
+    finally:
+        engine.close()
+    assert [c.id for c in store.list_conversations("ana")] == [turn.conversation_id]
+    assert [c.id for c in store.list_conversations("bo")] == [theirs.conversation_id]
+    rows = store.request_log()
+    assert {(r["profile"], r["conversation_id"]) for r in rows} == {
+        ("ana", turn.conversation_id), ("bo", theirs.conversation_id)}
+    assert theirs.request.user == "bo"
+    assert store.search("Zanzibar", profile="ana") == []
+    assert "Zanzibar" in [m.content for m in store.search("Zanzibar", profile="bo")]
+
+
+def _short():
+    from app.chat_service import TurnOptions
+
+    return TurnOptions(max_tokens=4, temperature=0.0)
+
+
+def test_quotas_are_changed_by_the_admin_only(tmp_path):
+    book = QuotaBook(tmp_path / "policy.toml", tmp_path / "quotas.json")
+    with pytest.raises(NotAllowed, match="Only the admin can change quotas"):
+        book.set("bo", "cloud_tokens_per_day", 10**9, by=Profile("bo"))
+    book.set("bo", "cloud_tokens_per_day", 100, by=Profile("ana", is_admin=True))
+    assert book.limits("bo").cloud_tokens_per_day == 100
+    (tmp_path / "policy.toml").write_text("[profiles.bo]\nrequests_per_minute = 3\n")
+    assert book.policy_names("bo") == {"requests_per_minute"}
+    assert book.policy_names("ana") == set()
+
+
+# -- the CLI ---------------------------------------------------------------------------------
+def cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items()
+                   if k not in ("OUTPOST_PIN", "OUTPOST_PROFILE", "OUTPOST_NEW_PIN")}
+    environment.update(env)
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True,
+                          text=True, env=environment, stdin=subprocess.DEVNULL, timeout=120)
+
+
+def test_cli_profiles_pins_and_admin_rights(outpost_home):
+    me = json.loads(cli("profile", "list", "--json").stdout)
+    assert len(me) == 1 and me[0]["admin"] and me[0]["signed_in"]
+    assert cli("profile", "add", "maria", "--pin", OUTPOST_NEW_PIN="8642").returncode == 0
+    refused = cli("--as", "maria", "profile", "whoami")
+    assert refused.returncode == 2 and "has a PIN: set OUTPOST_PIN" in refused.stderr
+    wrong = cli("--as", "maria", "profile", "whoami", OUTPOST_PIN="1111")
+    assert wrong.returncode == 2 and "Wrong PIN for maria" in wrong.stderr
+    who = cli("profile", "whoami", OUTPOST_PROFILE="maria", OUTPOST_PIN="8642")
+    assert who.returncode == 0 and who.stdout.startswith("maria (not admin; PIN set)")
+    as_maria = dict(OUTPOST_PROFILE="maria", OUTPOST_PIN="8642")
+    denied = cli("quota", "set", "cloud_tokens_per_day", "999999", **as_maria)
+    assert denied.returncode == 2 and "Only the admin can change quotas" in denied.stderr
+    assert cli("profile", "add", "eve", **as_maria).returncode == 2
+    assert cli("usage", "--profile", "all", **as_maria).returncode == 2
+    assert cli("quota", "set", "cloud_tokens_per_day", "500", "--profile", "maria"
+               ).returncode == 0
+    shown = json.loads(cli("quota", "show", "--json", **as_maria).stdout)
+    assert shown["profile"] == "maria" and shown["cloud_tokens_per_day"] == 500
+    # maria changes her own PIN; the old one stops working
+    assert cli("profile", "pin", OUTPOST_NEW_PIN="97531", **as_maria).returncode == 0
+    assert cli("profile", "whoami", **as_maria).returncode == 2
+    assert cli("profile", "admin", "maria").returncode == 0
+    listed = {p["name"]: p for p in json.loads(cli("profile", "list", "--json").stdout)}
+    assert listed["maria"]["admin"] and not any(p["admin"] for n, p in listed.items()
+                                                 if n != "maria")
+
+
+@pytest.mark.local_model
+def test_cli_history_and_usage_are_per_profile(outpost_home):
+    assert cli("profile", "add", "maria").returncode == 0
+    assert cli("--as", "maria", "ask", "Hello there", "--max-tokens", "3").returncode == 0
+    assert cli("ask", "Good morning", "--max-tokens", "3").returncode == 0
+    mine = json.loads(cli("history", "list", "--json").stdout)
+    hers = json.loads(cli("--as", "maria", "history", "list", "--json").stdout)
+    assert [c["title"] for c in mine] == ["Good morning"]
+    assert [c["title"] for c in hers] == ["Hello there"]
+    peek = cli("history", "show", hers[0]["id"])
+    assert peek.returncode == 2 and "belongs to another profile" in peek.stderr
+    cont = cli("ask", "and more", "--conversation", hers[0]["id"])
+    assert cont.returncode == 2 and "belongs to another profile" in cont.stderr
+    assert json.loads(cli("history", "search", "Hello", "--json").stdout) == []
+    usage = json.loads(cli("usage", "--profile", "maria", "--json").stdout)
+    everyone = json.loads(cli("usage", "--profile", "all", "--json").stdout)
+    assert usage["requests"] == 1 and everyone["requests"] == 2
+
+
+def test_the_outbox_lists_only_the_profiles_own_queued_messages(store):
+    from app.domain import ChatMessage, ChatRequest
+    from app.outbox import Outbox
+
+    profiles = Profiles(store)
+    profiles.ensure_default("ana")
+    outbox = Outbox(store)
+    for owner in ("ana", "bo"):
+        conversation = store.create_conversation(f"{owner}'s", profile=owner)
+        message = store.add_message(conversation.id, Role.USER, f"from {owner}")
+        request = ChatRequest(model="m", messages=(ChatMessage(Role.USER, f"from {owner}"),))
+        outbox.enqueue(conversation.id, message.id, "openai", "m", request)
+    assert [i.prompt for i in outbox.pending("bo")] == ["from bo"]
+    assert [i.prompt for i in outbox.items(profile="ana")] == ["from ana"]
+    assert len(outbox.pending()) == 2  # the sender serves everyone's

@@ -1,0 +1,426 @@
+"""Profiles in the window: the status-bar switcher, the PIN prompt, and Chat ▸ Profiles… where
+the admin adds/removes profiles, resets PINs, hands on the admin role and edits quotas (a limit
+the policy file sets is shown locked). Everyone else may only change their own PIN."""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QAction, QActionGroup
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout,
+                               QGroupBox, QHBoxLayout, QInputDialog, QLabel, QLineEdit,
+                               QListWidget, QListWidgetItem, QMenu, QMessageBox, QPushButton,
+                               QSpinBox, QVBoxLayout, QWidget)
+
+from app.errors import OutpostError
+from app.profiles import Profile, Profiles, WrongPin
+from app.quotas import QuotaBook
+
+
+class PinDialog(QDialog):
+    """Asks for a profile's PIN and checks it; stays open (saying why) on a wrong PIN. With
+    ``choose`` (at start-up) the user may pick another profile first."""
+
+    def __init__(self, profiles: Profiles, name: str, parent=None, choose: bool = False):
+        super().__init__(parent)
+        self.profiles, self.name = profiles, name
+        self.profile: Profile | None = None
+        self.setWindowTitle("Outpost — sign in")
+        layout = QVBoxLayout(self)
+        self.prompt = QLabel()
+        self.picker = QComboBox()
+        if choose:
+            layout.addWidget(QLabel("Who is using Outpost?"))
+            for profile in profiles.list():
+                self.picker.addItem(profile.name + (" (PIN)" if profile.has_pin else ""),
+                                    profile.name)
+            self.picker.setCurrentIndex(max(0, self.picker.findData(name)))
+            self.picker.currentIndexChanged.connect(lambda _: self._picked())
+            layout.addWidget(self.picker)
+        else:
+            self.picker.hide()
+        layout.addWidget(self.prompt)
+        self.edit = QLineEdit()
+        self.edit.setEchoMode(QLineEdit.EchoMode.Password)
+        layout.addWidget(self.edit)
+        self.error = QLabel()
+        self.error.setStyleSheet("color:#a8071a;")
+        self.error.setWordWrap(True)
+        self.error.hide()
+        layout.addWidget(self.error)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok |
+                                   QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.try_pin)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+        self._picked()
+
+    def _picked(self) -> None:
+        if self.picker.count():
+            self.name = self.picker.currentData()
+        has_pin = self.profiles.get(self.name).has_pin
+        self.prompt.setText(f"Enter the PIN of <b>{self.name}</b>:" if has_pin else
+                            f"<b>{self.name}</b> has no PIN.")
+        self.edit.setVisible(has_pin)
+        self.error.hide()
+        self.edit.setFocus()
+
+    def try_pin(self) -> None:
+        try:
+            self.profile = self.profiles.sign_in(
+                self.name, self.edit.text() if self.edit.isVisible() else None)
+        except WrongPin as exc:
+            self.error.setText(str(exc))
+            self.error.show()
+            self.edit.selectAll()
+            return
+        self.accept()
+
+
+def sign_in(profiles: Profiles, name: str, parent=None, choose: bool = False) -> Profile | None:
+    """The profile, after its PIN when it has one; None when the user gave up."""
+    profile = profiles.get(name)
+    if not profile.has_pin:
+        return profiles.sign_in(name, None)
+    dialog = PinDialog(profiles, profile.name, parent, choose)
+    return dialog.profile if dialog.exec() == QDialog.DialogCode.Accepted else None
+
+
+class ProfileButton(QPushButton):
+    """Status bar: who is signed in; its menu switches profile or opens the Profiles dialog."""
+
+    switch_requested = Signal(str)
+    manage_requested = Signal()
+
+    def __init__(self, profiles: Profiles, parent=None):
+        super().__init__(parent)
+        self.profiles = profiles
+        self.setFlat(True)
+        self.setToolTip("The profile you are signed in as: its conversations, usage and quotas. "
+                        "Click to switch.")
+        self.menu = QMenu(self)
+        self.menu.aboutToShow.connect(self._fill)
+        self.setMenu(self.menu)
+        self.current = ""
+
+    def show_profile(self, profile: Profile) -> None:
+        self.current = profile.name
+        self.setText(f"Profile: {profile.name}" + (" (admin)" if profile.is_admin else ""))
+
+    def _fill(self) -> None:
+        self.menu.clear()
+        group = QActionGroup(self.menu)
+        try:
+            everyone = self.profiles.list()
+        except OutpostError:
+            everyone = []
+        for profile in everyone:
+            action = QAction(profile.name + (" (PIN)" if profile.has_pin else ""), self.menu)
+            action.setCheckable(True)
+            action.setChecked(profile.name == self.current)
+            action.setData(profile.name)
+            group.addAction(action)
+            action.triggered.connect(
+                lambda _=False, name=profile.name: self.switch_requested.emit(name))
+            self.menu.addAction(action)
+        self.menu.addSeparator()
+        manage = self.menu.addAction("Manage profiles…")
+        manage.triggered.connect(self.manage_requested)
+
+
+# -- the Profiles dialog ---------------------------------------------------------------------
+_COUNTS = (("cloud_tokens_per_day", "Cloud tokens per day", 1_000_000_000),
+           ("requests_per_minute", "Requests per minute", 100_000),
+           ("tokens_per_minute", "Tokens per minute", 100_000_000))
+
+
+class QuotaEditor(QGroupBox):
+    """One profile's limits: a box per limit ("no limit" when unticked); locked when the policy
+    file sets it or the signed-in profile is not the admin."""
+
+    def __init__(self, parent=None):
+        super().__init__("Quotas and rate limits", parent)
+        form = QFormLayout(self)
+        self.enabled: dict[str, QCheckBox] = {}
+        self.values: dict[str, QWidget] = {}
+        for name, title, top in _COUNTS:
+            box = QSpinBox()
+            box.setRange(0, top)
+            box.setGroupSeparatorShown(True)
+            self._row(form, name, title, box)
+        cost = QDoubleSpinBox()
+        cost.setRange(0, 1_000_000)
+        cost.setDecimals(2)
+        cost.setPrefix("$ ")
+        self._row(form, "cloud_cost_per_month", "Cloud cost per month", cost)
+        routes = QWidget()
+        line = QHBoxLayout(routes)
+        line.setContentsMargins(0, 0, 0, 0)
+        self.route_boxes = {r: QCheckBox(label) for r, label in (
+            ("auto", "Auto"), ("local", "Local only"), ("cloud", "Cloud only"))}
+        for box in self.route_boxes.values():
+            line.addWidget(box)
+        self._row(form, "allowed_routes", "Routes allowed", routes)
+        self.count_local = QCheckBox("Local model tokens count toward the token limits")
+        form.addRow("", self.count_local)
+        self.values["count_local"] = self.count_local
+        self.note = QLabel()  # placed under the box by the dialog (it wraps there)
+        self.note.setWordWrap(True)
+        self.note.setStyleSheet("color:#57606a;")
+
+    def _row(self, form: QFormLayout, name: str, title: str, widget: QWidget) -> None:
+        check = QCheckBox(title)
+        check.setProperty("title", title)
+        check.setToolTip("Unticked: no limit")
+        check.toggled.connect(widget.setEnabled)
+        self.enabled[name], self.values[name] = check, widget
+        form.addRow(check, widget)
+
+    policy_path = ""
+
+    def load(self, limits, locked: set[str], editable: bool, why: str) -> None:
+        for name, check in self.enabled.items():
+            value = getattr(limits, name)
+            check.setChecked(value is not None)
+            widget = self.values[name]
+            if name == "allowed_routes":
+                for route, box in self.route_boxes.items():
+                    box.setChecked(value is None or route in value)
+            elif value is not None:
+                widget.setValue(value)
+            else:
+                widget.setValue(0)
+            widget.setEnabled(value is not None)
+        self.count_local.setChecked(limits.count_local)
+        for name, check in self.enabled.items():
+            check.setText(check.property("title") + (" (policy)" if name in locked else ""))
+        for name in list(self.enabled) + ["count_local"]:
+            free = editable and name not in locked
+            for widget in ([self.enabled[name]] if name in self.enabled else []) + \
+                    [self.values[name]]:
+                widget.setEnabled(free and (widget is self.enabled.get(name) or
+                                            name == "count_local" or
+                                            self.enabled[name].isChecked()))
+                widget.setToolTip("" if free else (
+                    "Set by the policy file; change it there." if name in locked else why))
+        self.note.setText(why if not editable else (
+            f"Limits marked (policy) are set by the policy file {self.policy_path}; change "
+            "them there." if locked else
+            "Unticked: no limit. Saved when you press Save quotas."))
+
+    def wanted(self) -> dict:
+        out = {}
+        for name, check in self.enabled.items():
+            if not check.isChecked():
+                out[name] = None
+            elif name == "allowed_routes":
+                out[name] = [r for r, box in self.route_boxes.items() if box.isChecked()]
+            else:
+                out[name] = self.values[name].value()
+        out["count_local"] = self.count_local.isChecked()
+        return out
+
+
+class ProfilesDialog(QDialog):
+    changed = Signal()  # profiles were added/removed/changed (refresh the switcher)
+
+    def __init__(self, profiles: Profiles, book: QuotaBook, me: Profile, parent=None):
+        super().__init__(parent)
+        self.profiles, self.book, self.me = profiles, book, me
+        self.setWindowTitle("Profiles")
+        self.resize(720, 480)
+        outer = QHBoxLayout(self)
+        left = QVBoxLayout()
+        self.list = QListWidget()
+        self.list.currentItemChanged.connect(lambda *_: self._show_selected())
+        left.addWidget(self.list, 1)
+        self.add_button = QPushButton("Add profile…")
+        self.add_button.clicked.connect(self._add)
+        left.addWidget(self.add_button)
+        outer.addLayout(left, 1)
+        right = QVBoxLayout()
+        self.heading = QLabel()
+        self.heading.setStyleSheet("font-size:15px; font-weight:600;")
+        right.addWidget(self.heading)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        right.addWidget(self.status)
+        buttons = QHBoxLayout()
+        self.pin_button = QPushButton("Set PIN…")
+        self.pin_button.clicked.connect(self._set_pin)
+        self.clear_pin_button = QPushButton("Clear PIN")
+        self.clear_pin_button.clicked.connect(self._clear_pin)
+        self.admin_button = QPushButton("Make admin")
+        self.admin_button.clicked.connect(self._make_admin)
+        self.remove_button = QPushButton("Remove…")
+        self.remove_button.clicked.connect(self._remove)
+        for button in (self.pin_button, self.clear_pin_button, self.admin_button,
+                       self.remove_button):
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+        right.addLayout(buttons)
+        self.quotas = QuotaEditor()
+        right.addWidget(self.quotas)
+        right.addWidget(self.quotas.note)
+        self.save_button = QPushButton("Save quotas")
+        self.save_button.clicked.connect(self._save_quotas)
+        self.error = QLabel()
+        self.error.setWordWrap(True)
+        self.error.setStyleSheet("color:#a8071a;")
+        right.addWidget(self.error)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.save_button)
+        bottom.addStretch(1)
+        close = QPushButton("Close")
+        close.clicked.connect(self.accept)
+        bottom.addWidget(close)
+        right.addStretch(1)
+        right.addLayout(bottom)
+        outer.addLayout(right, 2)
+        self.refresh(me.name)
+
+    # -- state -------------------------------------------------------------------------------
+    def _admin(self) -> bool:
+        try:
+            return self.profiles.get(self.me.name).is_admin
+        except OutpostError:
+            return False
+
+    def selected(self) -> Profile | None:
+        item = self.list.currentItem()
+        return self.profiles.find(item.data(Qt.ItemDataRole.UserRole)) if item else None
+
+    def refresh(self, select: str | None = None) -> None:
+        select = select or (self.selected().name if self.selected() else self.me.name)
+        self.list.blockSignals(True)
+        self.list.clear()
+        for profile in self.profiles.list():
+            marks = [m for m, on in (("admin", profile.is_admin), ("PIN", profile.has_pin),
+                                     ("you", profile.name == self.me.name)) if on]
+            item = QListWidgetItem(profile.name + (f"  ({', '.join(marks)})" if marks else ""))
+            item.setData(Qt.ItemDataRole.UserRole, profile.name)
+            self.list.addItem(item)
+            if profile.name == select:
+                self.list.setCurrentItem(item)
+        self.list.blockSignals(False)
+        self._show_selected()
+
+    def _show_selected(self) -> None:
+        profile = self.selected()
+        admin = self._admin()
+        self.add_button.setEnabled(admin)
+        self.add_button.setToolTip("" if admin else "Only the admin adds profiles.")
+        if profile is None:
+            return
+        mine = profile.name == self.me.name
+        self.heading.setText(profile.name)
+        count = self.profiles.conversation_count(profile.name)
+        self.status.setText(
+            f"{'The admin' if profile.is_admin else 'Not admin'} · "
+            f"{'has a PIN' if profile.has_pin else 'no PIN'} · {count} conversation(s)"
+            + (" · signed in" if mine else ""))
+        self.pin_button.setText("Change PIN…" if profile.has_pin else "Set PIN…")
+        self.pin_button.setEnabled(mine or admin)
+        self.clear_pin_button.setEnabled(profile.has_pin and (mine or admin))
+        self.admin_button.setEnabled(admin and not profile.is_admin)
+        self.remove_button.setEnabled(admin and not profile.is_admin)
+        for button in (self.admin_button, self.remove_button):
+            button.setToolTip("" if admin else "Only the admin can do this.")
+        admin_name = next((p.name for p in self.profiles.list() if p.is_admin), "the admin")
+        why = f"Only the admin ({admin_name}) changes quotas."
+        try:
+            limits = self.book.limits(profile.name)
+            locked = self.book.policy_names(profile.name)
+        except OutpostError as exc:
+            self.error.setText(str(exc))
+            return
+        self.quotas.policy_path = str(self.book.policy)
+        self.quotas.load(limits, locked, admin, why)
+        self.save_button.setEnabled(admin)
+        self.error.clear()
+
+    # -- actions -----------------------------------------------------------------------------
+    def _do(self, fn, select: str | None = None) -> bool:
+        try:
+            fn()
+        except OutpostError as exc:
+            self.error.setStyleSheet("color:#a8071a;")
+            self.error.setText(str(exc))
+            return False
+        self.refresh(select)
+        self.changed.emit()
+        return True
+
+    def _add(self) -> None:
+        name, ok = QInputDialog.getText(self, "Add profile", "Name of the new profile:")
+        if ok and name.strip():
+            self._do(lambda: self.profiles.add(name, self.me), name.strip())
+
+    def _ask_new_pin(self, name: str) -> str | None:
+        pin, ok = QInputDialog.getText(self, "PIN", f"New PIN for {name} (4 to 64 characters):",
+                                       QLineEdit.EchoMode.Password)
+        if not ok:
+            return None
+        again, ok = QInputDialog.getText(self, "PIN", "The same PIN again:",
+                                         QLineEdit.EchoMode.Password)
+        if not ok:
+            return None
+        if again != pin:
+            self.error.setText("The two PINs differ; nothing was changed.")
+            return None
+        return pin
+
+    def _set_pin(self) -> None:
+        profile = self.selected()
+        pin = self._ask_new_pin(profile.name) if profile else None
+        if pin is not None:
+            self._do(lambda: self.profiles.set_pin(profile.name, pin, self.me))
+
+    def _clear_pin(self) -> None:
+        profile = self.selected()
+        if profile is not None:
+            self._do(lambda: self.profiles.set_pin(profile.name, None, self.me))
+
+    def _make_admin(self) -> None:
+        profile = self.selected()
+        if profile is None:
+            return
+        answer = QMessageBox.question(
+            self, "Hand on the admin role",
+            f"Make {profile.name} the admin? You will no longer be able to add profiles or "
+            "change quotas.")
+        if answer == QMessageBox.StandardButton.Yes:
+            self._do(lambda: self.profiles.make_admin(profile.name, self.me))
+
+    def _remove(self) -> None:
+        profile = self.selected()
+        if profile is None:
+            return
+        count = self.profiles.conversation_count(profile.name)
+        text = f"Remove the profile {profile.name}?"
+        if count:
+            text += (f" Its {count} conversation(s) will be deleted too. Its usage stays in the "
+                     "ledger.")
+        answer = QMessageBox.warning(self, "Remove profile", text,
+                                     QMessageBox.StandardButton.Yes |
+                                     QMessageBox.StandardButton.Cancel,
+                                     QMessageBox.StandardButton.Cancel)
+        if answer == QMessageBox.StandardButton.Yes:
+            self._do(lambda: self.profiles.remove(profile.name, self.me, True), self.me.name)
+
+    def _save_quotas(self) -> None:
+        profile = self.selected()
+        if profile is None:
+            return
+        locked = self.book.policy_names(profile.name)
+        current = self.book.limits(profile.name)
+
+        def save():
+            for name, value in self.quotas.wanted().items():
+                old = getattr(current, name)
+                old = list(old) if isinstance(old, tuple) else old
+                if name in locked or value == old:
+                    continue
+                self.book.set(profile.name, name, value, by=self.me)
+
+        if self._do(save):
+            self.error.setStyleSheet("color:#1a7f37;")
+            self.error.setText(f"Saved the quotas of {profile.name}.")
