@@ -259,8 +259,15 @@ class LocalEngine:
 
     def _tokenize(self, request: ChatRequest) -> tuple[list[int], tuple[str, ...]]:
         prompt = self._formatter.format(request.messages)
-        tokens = self._llm.tokenize(prompt.text.encode("utf-8"), add_bos=prompt.add_bos,
-                                    special=True)
+        if prompt.pieces:  # template pieces with special tokens, message text as plain text
+            tokens = []
+            for i, (piece, content) in enumerate(prompt.pieces):
+                tokens += self._llm.tokenize(piece.encode("utf-8"),
+                                             add_bos=prompt.add_bos and i == 0,
+                                             special=not content)
+        else:  # a template that rewrites the text: tokenize it whole
+            tokens = self._llm.tokenize(prompt.text.encode("utf-8"), add_bos=prompt.add_bos,
+                                        special=True)
         prefix = request.assistant_prefix
         if prefix:
             # Continue a reply another engine started (mid-stream continuation). Its text is
