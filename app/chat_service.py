@@ -29,12 +29,24 @@ TITLE_LENGTH = 48
 
 @dataclass(frozen=True)
 class TurnOptions:
-    """Per-turn overrides of the settings (CLI flags, later the sampling panel)."""
+    """This turn's knobs (CLI flags, the sampling panel). None: not given, so the preset's,
+    else the conversation's, else the settings' value applies (``ChatService.knobs``).
+    ``stop`` None: not given; () : no stop sequences."""
 
     temperature: float | None = None
     top_p: float | None = None
     max_tokens: int | None = None
-    stop: tuple[str, ...] = ()
+    stop: tuple[str, ...] | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repeat_penalty: float | None = None
+    seed: int | None = None
+    preset: str | None = None
+    system_prompt: str | None = None  # replaces the conversation's (saved with it)
+    # knobs set back to "not sent" (e.g. the panel's top_k emptied), overriding the rest
+    unset: tuple[str, ...] = ()
 
 
 def default_user_id(settings: Settings) -> str:
@@ -103,9 +115,7 @@ class Turn:
         message = self.store.add_message(
             self.conversation_id, Role.ASSISTANT, "", status=MessageStatus.STREAMING,
             parent_id=self.user_message_id, engine=info.engine, model=info.model,
-            params={**self.request.sampling_params(),
-                    # knobs the engine applies on its own (e.g. llama.cpp's top_k/min_p)
-                    **getattr(engine, "implicit_params", {})})
+            params=self._sent_params(engine))
         self.assistant_message_id = message.id
         reply = self.reply
         last_flush = time.monotonic()
@@ -134,6 +144,19 @@ class Turn:
             return {}
         usd, estimated = self.ledger.turn_cost(self.request.idempotency_key)
         return {"cost_usd": usd, "cost_estimated": estimated}
+
+    def _sent_params(self, engine) -> dict:
+        """The parameters actually sent to (or applied by) the engine that answered, from the
+        capability map, plus who asked and the turn's key (never the panel's values). An engine
+        with no row in the map (a test double) gets the request's knobs as they are."""
+        from app.sampling import sent_params
+
+        request = self.request
+        kind = getattr(engine, "knob_kind", None)
+        if kind is None:
+            return request.sampling_params()
+        return {**sent_params(kind, request), "user": request.user,
+                "idempotency_key": request.idempotency_key, "engine_kind": kind}
 
     def _route_fields(self) -> dict:
         engine = getattr(self, "_engine", None)
@@ -189,9 +212,33 @@ class ChatService:
         self.outbox = Outbox(store)
         self.ledger = None  # app.ledger.UsageLedger, set by the composition root / CLI
         self.quotas = None  # app.quotas.QuotaGuard: checked before anything is sent
+        from app.presets import PresetBook
+
+        self.presets = PresetBook()
         # the signed-in profile (app.profiles): owns new conversations, may continue only its
         # own, and its quotas apply; the window changes it when the user switches profile
         self.profile: str = default_user_id(settings)
+
+    def knobs(self, options: "TurnOptions" = None, conversation=None) -> dict:
+        """The knobs a turn sends, strongest last: the settings' defaults, the conversation's
+        own, the chosen preset, the turn's options."""
+        from app.sampling import KNOB_NAMES
+
+        options = options or TurnOptions()
+        settings = self.settings
+        knobs: dict = {name: None for name in KNOB_NAMES}
+        knobs.update(temperature=settings["temperature"], top_p=settings["top_p"],
+                     max_tokens=settings["max_tokens"], stop=())
+        if conversation is not None and conversation.sampling:
+            knobs.update({k: v for k, v in conversation.sampling.items() if k in knobs})
+        if options.preset:
+            knobs.update(self.presets.get(options.preset))
+        knobs.update({name: getattr(options, name) for name in KNOB_NAMES
+                      if getattr(options, name) is not None})
+        for name in options.unset:
+            knobs[name] = None if name not in ("temperature", "top_p", "max_tokens", "stop") \
+                else knobs[name]
+        return knobs
 
     def queue_if_unreachable(self, turn: Turn, engine=None,
                              error: Exception | None = None) -> OutboxItem | None:
@@ -245,17 +292,8 @@ class ChatService:
         if not prompt or not prompt.strip():
             raise UsageError("The message is empty; type something to send.")
         settings = self.settings
-        request_args = dict(
-            temperature=settings["temperature"] if options.temperature is None
-            else options.temperature,
-            top_p=settings["top_p"] if options.top_p is None else options.top_p,
-            max_tokens=settings["max_tokens"] if options.max_tokens is None
-            else options.max_tokens,
-            stop=tuple(options.stop),
-        )
-        # Validate the knobs before anything is written, so bad input changes nothing.
-        ChatRequest(model=model, messages=(ChatMessage(Role.USER, prompt),), **request_args)
         if conversation_id is None:
+            conversation = None
             system_prompt, previous = settings["system_prompt"], []
         else:
             conversation = self.store.get_conversation(conversation_id)
@@ -264,6 +302,12 @@ class ChatService:
                                  "profile.")
             system_prompt, previous = conversation.system_prompt, \
                 self.store.messages(conversation.id)
+        if options.system_prompt is not None:
+            system_prompt = options.system_prompt
+        knobs = self.knobs(options, conversation)
+        request_args = dict(knobs, stop=tuple(knobs.get("stop") or ()))
+        # Validate the knobs before anything is written, so bad input changes nothing.
+        ChatRequest(model=model, messages=(ChatMessage(Role.USER, prompt),), **request_args)
         messages = history_messages(system_prompt, previous) + [ChatMessage(Role.USER, prompt)]
         fit = fit_messages(messages, counter, request_args["max_tokens"]) \
             if counter is not None else None  # raises MessageTooLong before any write
@@ -273,9 +317,14 @@ class ChatService:
             self.quotas.check(self.profile, effective_route,
                               effective_route != "local", prompt_tokens,
                               request_args["max_tokens"])
-        if conversation_id is None:
-            conversation = self.store.create_conversation(title_from(prompt), system_prompt,
-                                                          route, profile=self.profile)
+        if conversation_id is None:  # a new conversation keeps the knobs it started with
+            conversation = self.store.create_conversation(
+                title_from(prompt), system_prompt, route, profile=self.profile,
+                sampling={k: list(v) if isinstance(v, tuple) else v for k, v in knobs.items()})
+        elif options.system_prompt is not None and \
+                options.system_prompt != conversation.system_prompt:
+            self.store.set_conversation_sampling(conversation.id, conversation.sampling,
+                                                 system_prompt=options.system_prompt)
         parent = previous[-1].id if previous else None
         user_message = self.store.add_message(conversation.id, Role.USER, prompt,
                                               parent_id=parent)

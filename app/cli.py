@@ -16,6 +16,7 @@ from app.commands.gui import cmd_gui
 from app.commands.history import cmd_history
 from app.commands.metering import cmd_quota, cmd_usage
 from app.commands.outbox import cmd_offline, cmd_outbox
+from app.commands.presets import cmd_preset
 from app.commands.profiles import cmd_profile
 from app.commands.providers import cmd_keys, cmd_providers
 from app.errors import Cancelled, OutpostError, UsageError
@@ -77,11 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--model", metavar="M", help="with --provider: the provider's model name; "
                      "otherwise a GGUF model file (default: the setting, else the bundled "
                      "SmolLM2-135M-Instruct)")
-    ask.add_argument("--temperature", type=float, metavar="F")
-    ask.add_argument("--top-p", type=float, metavar="F", dest="top_p")
-    ask.add_argument("--max-tokens", type=int, metavar="N", dest="max_tokens")
-    ask.add_argument("--stop", action="append", default=[], metavar="S",
-                     help="stop sequence (repeatable)")
+    _knob_flags(ask)
     ask.add_argument("--json", action="store_true",
                      help="print one JSON object per line, each with an \"event\" key")
 
@@ -170,6 +167,28 @@ def _parser() -> argparse.ArgumentParser:
     padmin = psub.add_parser("admin", help="hand the admin role to another profile (admin only)")
     padmin.add_argument("name", metavar="NAME")
 
+    preset = sub.add_parser("preset", help="sampling presets (Precise, Balanced, Creative and "
+                            "yours) and which knobs each engine honours")
+    prsub = preset.add_subparsers(dest="preset_command", metavar="ACTION", required=True)
+    prlist = prsub.add_parser("list", help="every preset and its knobs")
+    prlist.add_argument("--json", action="store_true")
+    prshow = prsub.add_parser("show", help="one preset's knobs, as JSON")
+    prshow.add_argument("name", metavar="NAME")
+    prsave = prsub.add_parser("save", help="save (or overwrite) a preset of yours from knob "
+                              "flags")
+    prsave.add_argument("name", metavar="NAME")
+    prsave.add_argument("--from", dest="from_preset", metavar="PRESET",
+                        help="start from this preset's knobs")
+    _knob_flags(prsave)
+    prren = prsub.add_parser("rename", help="rename a preset of yours")
+    prren.add_argument("name", metavar="NAME")
+    prren.add_argument("new_name", metavar="NEW")
+    prdel = prsub.add_parser("delete", help="delete a preset of yours")
+    prdel.add_argument("name", metavar="NAME")
+    prknobs = prsub.add_parser("knobs", help="the capability map: which knobs each engine "
+                               "kind sends")
+    prknobs.add_argument("--json", action="store_true")
+
     offline = sub.add_parser("offline", help="Offline mode: every message answered by the "
                              "local model, nothing sent (the window's Offline mode switch)")
     offline.add_argument("switch", choices=["on", "off", "status"], nargs="?", default="status")
@@ -185,6 +204,33 @@ def _parser() -> argparse.ArgumentParser:
     hsearch.add_argument("query", metavar="QUERY")
     hsearch.add_argument("--json", action="store_true")
     return parser
+
+
+def _knob_flags(parser: argparse.ArgumentParser) -> None:
+    """The sampling knobs as flags (``app.sampling`` has each one's range and meaning)."""
+    from app.sampling import BY_NAME
+
+    knobs = parser.add_argument_group(
+        "sampling knobs", "Unset flags take the preset's, else the conversation's, else the "
+        "settings' value. Knobs the engine does not support are not sent (see `outpost "
+        "preset knobs`); the reply stores what was sent.")
+    for name, flag, kind, metavar in (
+            ("temperature", "--temperature", float, "F"), ("top_p", "--top-p", float, "F"),
+            ("top_k", "--top-k", int, "K"), ("min_p", "--min-p", float, "F"),
+            ("max_tokens", "--max-tokens", int, "N"),
+            ("presence_penalty", "--presence-penalty", float, "F"),
+            ("frequency_penalty", "--frequency-penalty", float, "F"),
+            ("repeat_penalty", "--repeat-penalty", float, "F"), ("seed", "--seed", int, "N")):
+        knob = BY_NAME[name]
+        knobs.add_argument(flag, dest=name, type=kind, metavar=metavar,
+                           help=f"{knob.low:g}..{knob.high:g}. {knob.tip}")
+    knobs.add_argument("--stop", action="append", default=None, metavar="S",
+                       help="stop sequence (repeatable). " + BY_NAME["stop"].tip)
+    knobs.add_argument("--preset", metavar="NAME",
+                       help="start from a preset: Precise, Balanced, Creative or one of yours "
+                            "(`outpost preset list`)")
+    knobs.add_argument("--system", metavar="TEXT",
+                       help="the system prompt (saved with the conversation)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -210,6 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_quota(args)
         if args.command == "profile":
             return cmd_profile(args)
+        if args.command == "preset":
+            return cmd_preset(args)
         raise UsageError(f"Unknown command {args.command!r}.")
     except OutpostError as exc:
         if getattr(args, "json", False) and args.command == "ask" and \

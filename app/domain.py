@@ -65,8 +65,10 @@ class ChatRequest:
     idempotency_key: str = field(default_factory=lambda: f"turn-{new_id()}")
     # Optional knobs: None means "not sent" (the engine's or provider's default applies).
     top_k: int | None = None
+    min_p: float | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
+    repeat_penalty: float | None = None
     seed: int | None = None
     # The start of the assistant's reply, already written (a cloud stream that died mid-answer):
     # the engine continues from it. Only the local engine supports it; never a sampling knob.
@@ -75,14 +77,13 @@ class ChatRequest:
     def __post_init__(self) -> None:
         from app.errors import UsageError
 
+        from app.sampling import KNOB_NAMES, check
+
         if not self.messages:
             raise UsageError("A request needs at least one message.")
-        if not 0.0 <= self.temperature <= 2.0:
-            raise UsageError(f"temperature must be between 0 and 2, got {self.temperature}.")
-        if not 0.0 < self.top_p <= 1.0:
-            raise UsageError(f"top_p must be greater than 0 and at most 1, got {self.top_p}.")
-        if self.max_tokens < 1:
-            raise UsageError(f"max_tokens must be at least 1, got {self.max_tokens}.")
+        for name in KNOB_NAMES:  # each knob within its range (app.sampling says which)
+            object.__setattr__(self, name, check(name, getattr(self, name)) if name != "stop"
+                               else check(name, list(self.stop)) or ())
 
     def as_record(self) -> dict:
         """All of the request as JSON-ready data (the outbox stores queued requests so)."""
@@ -110,7 +111,8 @@ class ChatRequest:
             "user": self.user,
             "idempotency_key": self.idempotency_key,
         }
-        for name in ("top_k", "presence_penalty", "frequency_penalty", "seed"):
+        for name in ("top_k", "min_p", "presence_penalty", "frequency_penalty",
+                     "repeat_penalty", "seed"):
             if getattr(self, name) is not None:
                 params[name] = getattr(self, name)
         return params
@@ -197,6 +199,7 @@ class Conversation:
     system_prompt: str = ""
     route: str | None = None  # auto / local / cloud; None: the settings' default_route
     profile: str | None = None  # whose conversation (app.profiles); None: the default profile's
+    sampling: dict | None = None  # its sampling knobs (app.sampling); None: the defaults
 
 
 @dataclass

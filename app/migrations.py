@@ -161,3 +161,9 @@ def m006_profiles(db: sqlite_utils.Database) -> None:
     db.execute("create unique index profiles_one_admin on profiles(is_admin) where is_admin = 1")
     db["conversations"].add_column("profile", str)
     db["conversations"].create_index(["profile", "updated_at"])
+
+
+@migration
+def m007_conversation_sampling(db: sqlite_utils.Database) -> None:
+    """Each conversation keeps its sampling knobs (JSON, ``app.sampling``); NULL: defaults."""
+    db["conversations"].add_column("sampling", str)

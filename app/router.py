@@ -178,9 +178,12 @@ class RoutedEngine:
         return self.cloud.estimate_cost(prompt_tokens, max_tokens)
 
     @property
-    def implicit_params(self) -> dict:
-        return getattr(self._local, "implicit_params", {}) if self.answered is not \
-            self.cloud.info and self._local is not None else {}
+    def knob_kind(self) -> str:
+        """The capability-map row of whoever answered (the cloud until the local model did)."""
+        if self._local is not None and self.answered is not None and \
+                self.answered is not self.cloud.info:
+            return self._local.knob_kind
+        return self.cloud.knob_kind
 
     def close(self) -> None:
         self.cloud.close()

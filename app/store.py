@@ -133,7 +133,8 @@ def _row_to_message(row: dict) -> Message:
 def _row_to_conversation(row: dict) -> Conversation:
     return Conversation(id=row["id"], title=row["title"] or "", created_at=row["created_at"],
                         updated_at=row["updated_at"], system_prompt=row["system_prompt"] or "",
-                        route=row.get("route"), profile=row.get("profile"))
+                        route=row.get("route"), profile=row.get("profile"),
+                        sampling=json.loads(row["sampling"]) if row.get("sampling") else None)
 
 
 class Store:
@@ -235,11 +236,12 @@ class Store:
 
     # -- conversations -----------------------------------------------------------------------
     def create_conversation(self, title: str = "New chat", system_prompt: str = "",
-                            route: str | None = None,
-                            profile: str | None = None) -> Conversation:
+                            route: str | None = None, profile: str | None = None,
+                            sampling: dict | None = None) -> Conversation:
         stamp = now_iso()
         row = {"id": new_id(), "title": title, "system_prompt": system_prompt,
-               "created_at": stamp, "updated_at": stamp, "route": route, "profile": profile}
+               "created_at": stamp, "updated_at": stamp, "route": route, "profile": profile,
+               "sampling": json.dumps(sampling) if sampling is not None else None}
         with self._tx() as db:
             db["conversations"].insert(row)
         return _row_to_conversation(row)
@@ -274,6 +276,16 @@ class Store:
         self.get_conversation(conversation_id)
         with self._tx() as db:
             db["conversations"].update(conversation_id, {"route": route})
+
+    def set_conversation_sampling(self, conversation_id: str, sampling: dict | None,
+                                  system_prompt: str | None = None) -> None:
+        """The conversation's knobs (None: back to the defaults), and its system prompt."""
+        self.get_conversation(conversation_id)
+        fields = {"sampling": json.dumps(sampling) if sampling is not None else None}
+        if system_prompt is not None:
+            fields["system_prompt"] = system_prompt
+        with self._tx() as db:
+            db["conversations"].update(conversation_id, fields)
 
     def delete_conversation(self, conversation_id: str) -> None:
         self.get_conversation(conversation_id)

@@ -20,7 +20,8 @@ import threading
 import time
 
 from app.domain import ChatMessage, ChatRequest, Role, accumulate
-from engines.llama_local import DEFAULT_MIN_P, DEFAULT_TOP_K, LocalEngine, _eog_checker
+from app.sampling import LOCAL_DEFAULTS
+from engines.llama_local import LocalEngine, _eog_checker
 from engines.model_files import resolve_model_path
 
 SYSTEM = "You are a helpful assistant."
@@ -39,8 +40,8 @@ def raw_decode(llm, prompt_tokens: list[int], tokens: int) -> tuple[float, int]:
     is_eog = _eog_checker(llm)
     first = last = None
     count = 0
-    for token in llm.generate(prompt_tokens, temp=0.0, top_p=0.95, top_k=DEFAULT_TOP_K,
-                              min_p=DEFAULT_MIN_P, repeat_penalty=1.0, reset=True):
+    for token in llm.generate(prompt_tokens, temp=0.0, top_p=0.95, top_k=LOCAL_DEFAULTS["top_k"],
+                              min_p=LOCAL_DEFAULTS["min_p"], repeat_penalty=1.0, reset=True):
         now = time.perf_counter()
         first = first or now
         last = now

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from app.domain import ChatRequest, FinishReason, Role
+from app.sampling import sent_params
 from engines.cloud import CloudEngine, StreamState
 from engines.http_policy import error_from_stream_event
 from engines.sse import ServerSentEvent
@@ -37,18 +38,16 @@ class AnthropicEngine(CloudEngine):
             "max_tokens": request.max_tokens,  # required by the API
             "messages": messages,
             "stream": True,
-            "temperature": min(request.temperature, 1.0),  # Anthropic's range is 0..1
         }
-        # Anthropic asks to tune temperature or top_p, not both (newer models reject both):
-        # top_p is sent only when the user narrowed it below Outpost's default of 0.95.
-        if request.top_p < 0.95:
-            body["top_p"] = request.top_p
+        # only what the capability map allows (temperature capped at 1, top_p only when
+        # narrowed: see app.sampling.sent_params)
+        knobs = sent_params("anthropic", request)
+        knobs.pop("max_tokens")
+        if "stop" in knobs:
+            knobs["stop_sequences"] = knobs.pop("stop")
+        body.update(knobs)
         if system:
             body["system"] = system
-        if request.top_k is not None:
-            body["top_k"] = request.top_k
-        if request.stop:
-            body["stop_sequences"] = list(request.stop)
         if request.user:
             body["metadata"] = {"user_id": request.user}
         headers = {"Content-Type": "application/json", "anthropic-version": ANTHROPIC_VERSION}

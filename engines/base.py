@@ -7,8 +7,8 @@ file, bad request) is raised as an ``OutpostError``; a failure *during* the stre
 ``Finished(reason=ERROR, error=...)`` so the caller keeps the partial text. Setting ``cancel`` (or
 closing the generator) stops the work within one token and ends with reason ``cancelled``.
 
-An engine may also have ``implicit_params`` (a dict): sampling knobs it applies that the request
-does not name, stored with each reply as part of the parameters sent.
+An engine also has ``knob_kind`` ("local", "openai", "anthropic"): its row of the capability map
+in ``app.sampling``, which says which knobs it sends; the reply stores exactly those.
 """
 from __future__ import annotations
 

@@ -113,6 +113,11 @@ class CloudEngine:
 
     kind = "cloud"
 
+    @property
+    def knob_kind(self) -> str:
+        """This engine's row of the capability map (app.sampling): its wire format."""
+        return self.kind if self.kind in ("openai", "anthropic") else "openai"
+
     def __init__(self, config: ProviderConfig, api_key: str | None, model: str | None = None, *,
                  policy: RetryPolicy = RetryPolicy(), timeouts: Timeouts = Timeouts(),
                  on_attempt: Callable[[AttemptRecord], None] | None = None,

@@ -17,6 +17,7 @@ import codecs
 import logging
 import os
 import queue
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,14 +26,13 @@ from typing import Iterator
 
 from app.domain import (ChatRequest, Finished, FinishReason, StreamEvent, TextDelta, Usage)
 from app.errors import (Cancelled, EngineError, ModelLoadFailed, OutpostError, UsageError)
+from app.sampling import sent_params
 from engines.base import EngineInfo
 from engines.chat_format import ChatFormatter
 from engines.gguf import GGUFInfo, read_gguf
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TOP_K = 40  # llama.cpp's defaults for the knobs the request does not carry yet
-DEFAULT_MIN_P = 0.05
 
 
 class ContextOverflow(EngineError):
@@ -90,7 +90,7 @@ class LocalEngine:
     loads on the engine's own thread (``wait_ready`` blocks until it has)."""
 
     # Sampling knobs the request does not carry yet, stored with each reply as sent.
-    implicit_params = {"top_k": DEFAULT_TOP_K, "min_p": DEFAULT_MIN_P, "repeat_penalty": 1.0}
+    knob_kind = "local"  # every knob (app.sampling.CAPABILITIES)
 
     def __init__(self, model_path: str | Path, settings: LoadSettings | None = None,
                  on_attempt=None):
@@ -303,9 +303,15 @@ class LocalEngine:
         error: Exception | None = None
         self._evaluated = 0
         evaluated_prompt = None
+        knobs = sent_params("local", request)  # llama.cpp's defaults for knobs left empty
+        # a seed makes the reply reproducible: same seed + input + knobs -> same text
+        self._llm.set_seed(knobs["seed"] if "seed" in knobs else
+                           random.randrange(2 ** 31))
         generator = self._llm.generate(
-            tokens, temp=request.temperature, top_p=request.top_p, top_k=DEFAULT_TOP_K,
-            min_p=DEFAULT_MIN_P, repeat_penalty=1.0, reset=True)
+            tokens, temp=knobs["temperature"], top_p=knobs["top_p"], top_k=knobs["top_k"],
+            min_p=knobs["min_p"], repeat_penalty=knobs["repeat_penalty"],
+            presence_penalty=knobs["presence_penalty"],
+            frequency_penalty=knobs["frequency_penalty"], reset=True)
         try:
             for token in generator:
                 now = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from app.domain import ChatRequest, FinishReason
+from app.sampling import sent_params
 from engines.cloud import CloudEngine, StreamState
 from engines.http_policy import error_from_stream_event
 from engines.sse import ServerSentEvent
@@ -25,18 +26,13 @@ class OpenAICompatEngine(CloudEngine):
             "messages": [m.as_dict() for m in request.messages],
             "stream": True,
             "stream_options": {"include_usage": True},
-            "temperature": request.temperature,
-            "top_p": request.top_p,
         }
+        knobs = sent_params("openai", request)  # only what the capability map allows
+        max_tokens = knobs.pop("max_tokens")
+        body.update(knobs)
         key = "max_completion_tokens" if _COMPLETION_TOKENS_MODELS.match(self.model) \
             else "max_tokens"
-        body[key] = request.max_tokens
-        if request.stop:
-            body["stop"] = list(request.stop)[:4]
-        for name in ("presence_penalty", "frequency_penalty", "seed"):
-            value = getattr(request, name)
-            if value is not None:
-                body[name] = value
+        body[key] = max_tokens
         if request.user:
             body["user"] = request.user
         headers = {"Content-Type": "application/json"}

@@ -380,8 +380,12 @@ def test_real_model_turn_is_stored_complete(service, store, local_engine):
     assert message.status is MessageStatus.COMPLETE
     assert message.content == turn.reply.text and message.content.strip()
     assert message.engine == "local" and message.model == "SmolLM2-135M-Instruct.Q4_1.gguf"
-    # the parameters actually sent: the request's, plus the knobs llama.cpp applies on its own
-    assert message.params == {**turn.request.sampling_params(), **local_engine.implicit_params}
+    # the parameters actually applied: the request's, plus llama.cpp's defaults for the rest
+    assert message.params == {
+        "temperature": 0.0, "top_p": turn.request.top_p, "top_k": 40, "min_p": 0.05,
+        "max_tokens": 16, "presence_penalty": 0.0, "frequency_penalty": 0.0,
+        "repeat_penalty": 1.0, "user": turn.request.user,
+        "idempotency_key": turn.request.idempotency_key, "engine_kind": "local"}
     assert message.prompt_tokens == usage.prompt_tokens == local_engine.count_prompt_tokens(
         turn.request)
     assert message.completion_tokens == usage.completion_tokens >= 1

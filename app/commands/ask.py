@@ -12,7 +12,6 @@ from app.commands.common import cloud_engine, emit, open_core, read_prompt, roun
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from app.chat_service import TurnOptions
     from app.domain import Finished, FinishReason, Seam, TextDelta, Usage
     from app.chat_service import OutboxPlan
     from app.quotas import RateLimitedLocally
@@ -44,8 +43,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
             try:
                 turn = service.start_turn(
                     prompt, args.conversation, model=engine.info.model,
-                    options=TurnOptions(temperature=args.temperature, top_p=args.top_p,
-                                        max_tokens=args.max_tokens, stop=tuple(args.stop)),
+                    options=knob_options(args),
                     route=args.route, counter=counter, effective_route=decision.route.value)
                 break
             except RateLimitedLocally as exc:
@@ -174,3 +172,13 @@ def _route_engine(args: argparse.Namespace, settings, service, conversation):
                                                            service.ledger.record),
                         Connectivity(), hedge_after_s=settings["hedge_after_s"],
                         on_attempt=service.ledger.record), decision
+
+
+def knob_options(args):
+    """The ``ask`` flags as this turn's options."""
+    from app.chat_service import TurnOptions
+    from app.sampling import KNOB_NAMES
+
+    values = {name: getattr(args, name, None) for name in KNOB_NAMES if name != "stop"}
+    stop = tuple(args.stop) if args.stop is not None else None
+    return TurnOptions(**values, stop=stop, preset=args.preset, system_prompt=args.system)

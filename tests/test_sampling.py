@@ -1,0 +1,165 @@
+"""Sampling knobs (issue 6): ranges, the capability map in real payloads, the parameters stored
+being those sent, seeds on the real bundled model, presets, knobs kept per conversation."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from app.chat_service import ChatService, TurnOptions
+from app.domain import ChatMessage, ChatRequest, Role
+from app.errors import UsageError
+from app.presets import PresetBook
+from app.providers import ProviderConfig
+from app.sampling import CAPABILITIES, KNOB_NAMES, check, sent_params
+from app.settings import Settings
+from app.store import Store
+from engines.anthropic import AnthropicEngine
+from engines.openai_compat import OpenAICompatEngine
+from tests.fault_server import fault_server
+
+EVERY_KNOB = TurnOptions(temperature=0.4, top_p=0.8, top_k=30, min_p=0.07, max_tokens=40,
+                         stop=("END",), presence_penalty=0.3, frequency_penalty=0.2,
+                         repeat_penalty=1.1, seed=1234)
+
+
+@pytest.fixture
+def service(tmp_path):
+    store = Store(tmp_path / "outpost.db")
+    yield ChatService(store, Settings(tmp_path / "settings.json"))
+    store.close()
+
+
+@pytest.mark.parametrize("name, bad", [
+    ("temperature", 2.5), ("temperature", -0.1), ("top_p", 0.0), ("top_p", 1.5),
+    ("top_k", -1), ("top_k", 2.5), ("min_p", 1.2), ("max_tokens", 0),
+    ("presence_penalty", 3.0), ("frequency_penalty", -2.5), ("repeat_penalty", 2.5),
+    ("seed", -5), ("seed", 2 ** 40), ("temperature", float("nan")), ("stop", [""]),
+    ("stop", [str(i) for i in range(9)]), ("seed", True), ("top_k", "ten")])
+def test_each_knob_is_checked_for_its_range_with_a_specific_error(name, bad):
+    with pytest.raises(UsageError) as info:
+        check(name, bad)
+    assert name in str(info.value) or "stop sequence" in str(info.value)
+    with pytest.raises(UsageError):
+        ChatRequest(model="m", messages=(ChatMessage(Role.USER, "hi"),), **{
+            name: tuple(bad) if name == "stop" else bad})
+
+
+def test_anthropic_and_openai_rows_of_the_capability_map():
+    assert CAPABILITIES["local"] == frozenset(KNOB_NAMES)
+    assert not CAPABILITIES["openai"] & {"top_k", "min_p", "repeat_penalty"}
+    assert not CAPABILITIES["anthropic"] & {"presence_penalty", "frequency_penalty", "seed",
+                                            "repeat_penalty", "min_p"}
+    request = ChatRequest(model="m", messages=(ChatMessage(Role.USER, "hi"),), temperature=1.6,
+                          top_p=0.99)
+    # Anthropic: temperature capped at its maximum of 1; top_p only when narrowed
+    assert sent_params("anthropic", request) == {"temperature": 1.0, "max_tokens": 512}
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+def test_payload_has_exactly_the_allowed_knobs_and_the_reply_stores_them(service, wire):
+    allowed = {"openai": {"temperature", "top_p", "max_tokens", "stop", "presence_penalty",
+                          "frequency_penalty", "seed"},
+               "anthropic": {"temperature", "top_p", "top_k", "max_tokens", "stop"}}[wire]
+    knob_keys = {"temperature", "top_p", "top_k", "min_p", "max_tokens", "stop",
+                 "stop_sequences", "presence_penalty", "frequency_penalty", "repeat_penalty",
+                 "seed", "max_completion_tokens"}
+    with fault_server() as server:
+        if wire == "openai":
+            engine = OpenAICompatEngine(ProviderConfig("f", "openai", server.url + "/v1",
+                                                       "test-model"), "sk-test")
+        else:
+            engine = AnthropicEngine(ProviderConfig("f", "anthropic", server.url, "claude-t"),
+                                     "sk-test")
+        try:
+            turn = service.start_turn("Hello", model=engine.info.model, options=EVERY_KNOB)
+            list(turn.run(engine, threading.Event()))
+        finally:
+            engine.close()
+        [sent] = server.chat_requests()
+    body = sent.json
+    sent_knobs = {("stop" if k == "stop_sequences" else k): v for k, v in body.items()
+                  if k in knob_keys}
+    assert set(sent_knobs) == allowed
+    stored = service.store.get_message(turn.assistant_message_id).params
+    assert {k: stored[k] for k in allowed} == sent_knobs
+    assert not set(stored) & (set(KNOB_NAMES) - allowed)  # nothing claimed that was not sent
+    assert stored["engine_kind"] == wire
+
+
+@pytest.mark.local_model
+def test_same_seed_same_output_and_temperature_zero_is_greedy(local_engine):
+    def reply(**knobs) -> str:
+        request = ChatRequest(model="local", messages=(
+            ChatMessage(Role.USER, "Write one sentence about the sea."),), max_tokens=24,
+            **knobs)
+        return "".join(getattr(e, "text", "") for e in local_engine.stream(
+            request, threading.Event()))
+
+    hot = dict(temperature=1.3, top_p=1.0, top_k=0, min_p=0.0)
+    first = reply(seed=7, **hot)
+    assert reply(seed=7, **hot) == first  # reproducible
+    others = {reply(seed=s, **hot) for s in (8, 9, 10)}
+    assert others - {first}  # and the seed does matter at this temperature
+    assert reply(temperature=0.0, seed=1) == reply(temperature=0.0, seed=2)  # greedy
+
+
+def test_presets_builtin_are_fixed_yours_can_be_saved_renamed_deleted(tmp_path):
+    book = PresetBook(tmp_path / "presets.json")
+    assert book.names()[:3] == ["Precise", "Balanced", "Creative"]
+    assert book.get("precise")["temperature"] == 0.2
+    book.save("Long form", {"temperature": 0.9, "max_tokens": 2000, "stop": ["THE END"]})
+    assert book.get("long form") == {"temperature": 0.9, "max_tokens": 2000,
+                                     "stop": ["THE END"]}
+    book.rename("Long form", "Essay")
+    assert "Essay" in book.names() and "Long form" not in book.names()
+    for bad in (lambda: book.save("Creative", {}), lambda: book.delete("Balanced"),
+                lambda: book.rename("Precise", "x"), lambda: book.save("x", {"top_p": 2}),
+                lambda: book.save("x", {"warmth": 1}), lambda: book.get("nope")):
+        with pytest.raises(UsageError):
+            bad()
+    book.delete("essay")
+    assert book.names() == ["Precise", "Balanced", "Creative"]
+
+
+def test_knobs_resolve_settings_then_conversation_then_preset_then_turn(service):
+    turn = service.start_turn("Hi", model="m", options=TurnOptions(preset="Creative", seed=3))
+    conversation = service.store.get_conversation(turn.conversation_id)
+    assert conversation.sampling["temperature"] == 1.0 and conversation.sampling["seed"] == 3
+    # the next turn keeps the conversation's knobs; a flag overrides it for that turn only
+    nxt = service.start_turn("More", turn.conversation_id, model="m",
+                             options=TurnOptions(temperature=0.1))
+    assert (nxt.request.temperature, nxt.request.seed, nxt.request.min_p) == (0.1, 3, 0.1)
+    again = service.start_turn("Again", turn.conversation_id, model="m")
+    assert again.request.temperature == 1.0
+    unset = service.start_turn("No seed", turn.conversation_id, model="m",
+                               options=TurnOptions(unset=("seed",)))
+    assert unset.request.seed is None
+    fresh = service.start_turn("New", model="m")
+    assert fresh.request.temperature == service.settings["temperature"]
+    assert fresh.request.seed is None and fresh.request.top_k is None
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True,
+                          text=True, env=os.environ.copy(), timeout=120,
+                          stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.local_model
+def test_cli_knob_flags_preset_and_system_prompt_reach_the_model(outpost_home):
+    result = cli("ask", "Name a colour.", "--preset", "Precise", "--seed", "11", "--top-k",
+                 "5", "--stop", "\n\n", "--max-tokens", "6", "--system", "Answer in one word.")
+    assert result.returncode == 0, result.stderr
+    [conversation] = json.loads(cli("history", "list", "--json").stdout)
+    messages = json.loads(cli("history", "show", conversation["id"], "--json").stdout)
+    params = messages[-1]["params"]
+    assert (params["temperature"], params["seed"], params["top_k"], params["max_tokens"],
+            params["stop"], params["repeat_penalty"]) == (0.2, 11, 5, 6, ["\n\n"], 1.05)
+    bad = cli("ask", "x", "--min-p", "3")
+    assert bad.returncode == 2 and "min_p must be between 0 and 1, got 3" in bad.stderr
+    assert cli("ask", "x", "--preset", "Nope").returncode == 2
