@@ -482,6 +482,40 @@ class Normal(Scenario):
 
 
 @dataclass(repr=False)
+class ToolUse(Scenario):
+    """Anthropic: a forced tool call streamed as ``input_json_delta`` parts (how a structured
+    reply arrives), ending with stop_reason ``tool_use``."""
+
+    partial_json: tuple[str, ...] = ("{}",)
+    tool: str = "reply"
+    name: str = "tool_use"
+
+    def stream(self, ex: Exchange) -> None:
+        wire = ex.wire
+        ex.send_head(200, {})
+        message = {"id": wire.id, "type": "message", "role": "assistant", "content": [],
+                   "model": wire.model, "stop_reason": None, "stop_sequence": None,
+                   "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": 1}}
+        ex.send_event(wire._event("message_start", {"type": "message_start",
+                                                    "message": message}))
+        ex.send_event(wire._event("content_block_start", {
+            "type": "content_block_start", "index": 0,
+            "content_block": {"type": "tool_use", "id": "toolu_fault", "name": self.tool,
+                              "input": {}}}))
+        for part in self.partial_json:
+            ex.send_event(wire._event("content_block_delta", {
+                "type": "content_block_delta", "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": part}}))
+        ex.send_event(wire._event("content_block_stop", {"type": "content_block_stop",
+                                                         "index": 0}))
+        ex.send_event(wire._event("message_delta", {
+            "type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+            "usage": {"output_tokens": len(self.partial_json)}}))
+        ex.send_event(wire._event("message_stop", {"type": "message_stop"}))
+        ex.end()
+
+
+@dataclass(repr=False)
 class ErrorEvent(Normal):
     """``after`` text chunks, then an in-stream error event (Anthropic ``event: error``, OpenAI
     ``data: {"error": ...}``), then the body ends."""

@@ -84,6 +84,8 @@ class ChatController(QObject):
         self.failed_turn = None  # the last turn that ended in an error: Retry answers it again
         self.new_chat_route: str | None = None  # route of the chat not created yet (None: default)
         self.send_when_online = bool(service.settings["send_when_online"])
+        # the sampling panel's values for the next turn (app.chat_service.TurnOptions)
+        self.options_for_turn = None
         self.state = IDLE
         self.conversation_id: str | None = None
         self._turn = None
@@ -124,6 +126,7 @@ class ChatController(QObject):
         try:
             counter = engine if hasattr(engine, "count_prompt") else None
             turn = self.service.start_turn(prompt, self.conversation_id, model=engine.info.model,
+                                           options=self._options(),
                                            route=self.new_chat_route, counter=counter,
                                            effective_route=self._last_route)
         except OutpostError as exc:
@@ -192,6 +195,11 @@ class ChatController(QObject):
                 return
         self.route_changed.emit(self.effective_route())
 
+    def _options(self):
+        from app.chat_service import TurnOptions
+
+        return self.options_for_turn() if self.options_for_turn is not None else TurnOptions()
+
     def prepare_measure(self, draft: str):
         """On the GUI thread: a job for the token meter (run in the background) that counts
         the prompt this draft would make, or None when there is nothing to count."""
@@ -201,7 +209,8 @@ class ChatController(QObject):
         if not draft.strip():
             return None
         settings = self.service.settings
-        max_tokens = settings["max_tokens"]
+        options = self._options()
+        max_tokens = options.max_tokens or settings["max_tokens"]
         counter = None
         if Route(self.effective_route()) is Route.LOCAL or self.provider is None:
             counter = self.loader.active
@@ -211,13 +220,15 @@ class ChatController(QObject):
             except OutpostError:
                 counter = None  # no key yet, …: the estimate below
         store, conversation_id = self.store, self.conversation_id
-        system_prompt = settings["system_prompt"]
+        system_prompt = options.system_prompt
 
         def job() -> dict | None:
-            previous, system = [], system_prompt
+            previous, system = [], settings["system_prompt"]
             if conversation_id is not None:
                 system = store.get_conversation(conversation_id).system_prompt
                 previous = store.messages(conversation_id)
+            if system_prompt is not None:  # the panel's, about to be sent
+                system = system_prompt
             messages = history_messages(system, previous) + [ChatMessage(Role.USER, draft)]
             if counter is None:  # no tokenizer: a documented estimate (chars / 4)
                 tokens = sum(len(m.content) // 4 + 4 for m in messages) + 3

@@ -5,10 +5,10 @@ set on that bubble's label; the rest of the conversation is never re-laid out pe
 """
 from __future__ import annotations
 
-from PySide6.QtCore import QSizeF, Qt, QTimer, Slot
+from PySide6.QtCore import QSizeF, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QTextOption
-from PySide6.QtWidgets import (QFrame, QLabel, QScrollArea, QSizePolicy, QTextBrowser,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QPushButton, QScrollArea,
+                               QSizePolicy, QTextBrowser, QVBoxLayout, QWidget)
 
 from app.domain import Message, MessageStatus, Role
 from ui.markdown import IncrementalMarkdown, render
@@ -117,7 +117,20 @@ class MessageBubble(QFrame):
         self.footer.setStyleSheet("color:#6e7781; font-size:11px;")
         self.footer.setWordWrap(True)
         self.footer.hide()
-        layout.addWidget(self.header)
+        self.message_id: str | None = None
+        self.details_button = QPushButton("Details")
+        self.details_button.setFlat(True)
+        self.details_button.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.details_button.setStyleSheet("color:#0969da; font-size:11px; border:none;")
+        self.details_button.setToolTip("The parameters actually sent, tokens, timings, cost "
+                                       "and route of this reply")
+        self.details_button.hide()
+        top = QHBoxLayout()
+        top.setContentsMargins(0, 0, 0, 0)
+        top.addWidget(self.header)
+        top.addStretch(1)
+        top.addWidget(self.details_button)
+        layout.addLayout(top)
         layout.addWidget(self.body)
         layout.addWidget(self.footer)
         self.text = ""
@@ -170,6 +183,8 @@ class MessageBubble(QFrame):
         self.footer.setVisible(bool(text))
 
     def show_message_state(self, message: Message) -> None:
+        self.message_id = message.id
+        self.details_button.setVisible(message.role is Role.ASSISTANT)
         note = _STATUS_NOTES.get(message.status, "")
         if message.status is MessageStatus.INTERRUPTED and message.error:
             note = f"⚠ interrupted — {message.error}"
@@ -205,6 +220,8 @@ def _escape(text: str) -> str:
 
 class ConversationView(QScrollArea):
     """Shows one conversation. Knows nothing about engines or the database."""
+
+    details_requested = Signal(str)  # a reply's message id: show what was sent and measured
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -252,6 +269,8 @@ class ConversationView(QScrollArea):
     def add_bubble(self, role: Role) -> MessageBubble:
         self._empty.hide()
         bubble = MessageBubble(role, self._content)
+        bubble.details_button.clicked.connect(
+            lambda: bubble.message_id and self.details_requested.emit(bubble.message_id))
         self._layout.insertWidget(self._layout.count() - 1, bubble)
         self.bubbles.append(bubble)
         self._follow = True

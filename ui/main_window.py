@@ -19,6 +19,7 @@ from ui.model_loader import ModelLoader
 from ui.sidebar import Sidebar
 from ui.window_profiles import WindowProfiles
 from ui.window_routes import WindowRoutes
+from ui.window_sampling import WindowSampling
 
 
 class ElidedLabel(QLabel):
@@ -36,7 +37,7 @@ class ElidedLabel(QLabel):
         self.setToolTip(text)
 
 
-class MainWindow(WindowRoutes, WindowProfiles, QMainWindow):
+class MainWindow(WindowRoutes, WindowProfiles, WindowSampling, QMainWindow):
     offline_mode_changed = Signal()  # after the setting changed (read it from settings)
 
     def __init__(self, store: Store, settings: Settings, controller_factory,
@@ -59,7 +60,7 @@ class MainWindow(WindowRoutes, WindowProfiles, QMainWindow):
         self._models_cache: dict[str, list[str]] = {}
         self.providers_dialog_factory = providers_dialog_factory
         self.setWindowTitle("Outpost")
-        self.resize(1100, 720)
+        self.resize(1380, 760)
 
         self.sidebar = Sidebar()
         self.banner = ErrorBanner()
@@ -151,6 +152,11 @@ class MainWindow(WindowRoutes, WindowProfiles, QMainWindow):
         status.addPermanentWidget(self.metrics_label)
 
         self.controller: ChatController = controller_factory(self.view)
+        from ui.sampling_panel import SamplingPanel
+
+        self.sampling = SamplingPanel(self.controller.service.presets, self)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.sampling)
+        self.controller.options_for_turn = self.sampling.options
         if tasks is not None:
             from ui.token_meter import TokenMeter
 
@@ -196,6 +202,11 @@ class MainWindow(WindowRoutes, WindowProfiles, QMainWindow):
         self.quit_action = QAction("&Quit", self)
         self.quit_action.setShortcut(QKeySequence.StandardKey.Quit)
         chat_menu.addAction(self.quit_action)
+        view_menu = self.menuBar().addMenu("&View")
+        self.sampling_action = self.sampling.toggleViewAction()
+        self.sampling_action.setText("&Sampling panel")
+        self.sampling_action.setShortcut(QKeySequence("Ctrl+Shift+S"))
+        view_menu.addAction(self.sampling_action)
         model_menu = self.menuBar().addMenu("&Model")
         self.open_model_action = QAction("&Open model file…", self)
         self.open_model_action.setShortcut(QKeySequence("Ctrl+O"))
@@ -227,6 +238,8 @@ class MainWindow(WindowRoutes, WindowProfiles, QMainWindow):
         self.outbox_action.triggered.connect(self.open_outbox)
         self.usage_action.triggered.connect(self.open_usage)
         self.profiles_action.triggered.connect(self.open_profiles)
+        self.sampling.changed.connect(self._on_sampling_changed)
+        self.view.details_requested.connect(self.open_details)
         if self.profile_button is not None:
             self.profile_button.switch_requested.connect(self.switch_profile)
             self.profile_button.manage_requested.connect(self.open_profiles)
@@ -265,6 +278,7 @@ class MainWindow(WindowRoutes, WindowProfiles, QMainWindow):
         self.controller.new_conversation()
         self.title_label.setText("New chat")
         self.update_route_display()
+        self.reload_sampling()
         self.composer.edit.setFocus()
 
     @Slot(str)
@@ -276,6 +290,7 @@ class MainWindow(WindowRoutes, WindowProfiles, QMainWindow):
         self.controller.open_conversation(conversation_id)
         self._show_title()
         self.update_route_display()
+        self.reload_sampling()
 
     @Slot(str, str)
     def _on_rename(self, conversation_id: str, title: str) -> None:

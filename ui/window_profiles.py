@@ -60,6 +60,7 @@ class WindowProfiles:
         self.banner.hide()
         self.title_label.setText("New chat")
         self.update_route_display()
+        self.reload_sampling()
         self.refresh_sidebar()
         self.composer.edit.setFocus()
 

@@ -83,6 +83,7 @@ class WindowRoutes:
         self.composer.when_online.blockSignals(False)
         self._list_models_if_allowed()
         self.refresh_links()
+        self.sync_sampling()
 
     def refresh_links(self) -> None:
         if self.links is not None:

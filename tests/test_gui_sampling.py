@@ -1,0 +1,71 @@
+"""The Sampling dock (issue 6): knobs per conversation, presets, the capability map of the
+engine that will answer, and the parameters actually sent stored with the reply."""
+from __future__ import annotations
+
+import pytest
+
+from app.providers import ProviderConfig
+from tests.support import send
+
+pytestmark = [pytest.mark.gui, pytest.mark.local_model]
+
+
+def test_panel_knobs_presets_and_capabilities(qtbot, outpost, artifacts_dir):
+    window = outpost.window
+    panel = window.sampling
+    assert panel.isVisible() and panel.kind == "local"
+    assert all(panel.labels[name].isEnabled() for name in panel.labels)  # local: every knob
+    panel.apply_preset("Creative")
+    assert panel.fields["temperature"].value() == 1.0 and panel.use["min_p"].isChecked()
+    panel.use["seed"].setChecked(True)
+    panel.fields["seed"].setValue(99)
+    panel.fields["max_tokens"].setValue(12)
+    panel.system_prompt.setPlainText("Answer like a pirate.")
+    send(qtbot, outpost, "Hello")
+    [conversation] = outpost.store.list_conversations(window.profile_name)
+    assert conversation.system_prompt == "Answer like a pirate."
+    assert conversation.sampling["temperature"] == 1.0 and conversation.sampling["seed"] == 99
+    reply = outpost.store.messages(conversation.id)[-1]
+    assert (reply.params["temperature"], reply.params["seed"], reply.params["max_tokens"],
+            reply.params["min_p"]) == (1.0, 99, 12, 0.1)
+
+    # the reply's details show what was sent
+    bubble = window.view.last_bubble()
+    assert bubble.details_button.isVisible() and bubble.message_id == reply.id
+    bubble.details_button.click()
+    details = window.details_dialog
+    qtbot.addWidget(details)
+    assert '"seed": 99' in details.params.toPlainText()
+    assert '"repeat_penalty": 1.1' in details.params.toPlainText()
+    assert details.values["Answered by"].startswith("local")
+    qtbot.wait(50)
+    details.grab().save(str(artifacts_dir / "message_details.png"))
+    details.close()
+
+    # an edit is kept with the conversation; a new chat starts from the defaults
+    panel.fields["temperature"].setValue(0.3)
+    assert outpost.store.get_conversation(conversation.id).sampling["temperature"] == 0.3
+    window._on_new_chat()
+    assert panel.fields["temperature"].value() == outpost.settings["temperature"]
+    assert not panel.use["seed"].isChecked()
+    window._on_conversation_selected(conversation.id)
+    assert panel.fields["temperature"].value() == 0.3 and panel.fields["seed"].value() == 99
+
+    # a user preset: saved, listed, not a built-in
+    assert panel.save_preset("Pirate")
+    assert panel.preset_picker.findData("Pirate") >= 0 and panel.delete_button.isEnabled()
+    assert not panel.save_preset("Precise") and "built-in" in panel.error.text()
+
+    # Anthropic will answer: its unsupported knobs go grey, saying why
+    outpost.registry.add(ProviderConfig("claude", "anthropic", "http://127.0.0.1:9",
+                                        "claude-test"), replace=True)
+    window.refresh_targets("provider:claude")
+    assert panel.kind == "anthropic"
+    for name in ("seed", "presence_penalty", "frequency_penalty", "repeat_penalty", "min_p"):
+        assert not panel.labels[name].isEnabled()
+        assert "Anthropic" in panel.fields[name].toolTip()
+    assert panel.labels["top_k"].isEnabled() and panel.fields["temperature"].isEnabled()
+    qtbot.wait(50)
+    window.grab().save(str(artifacts_dir / "main_window_sampling.png"))
+    window.refresh_targets("local")
+    assert panel.kind == "local" and panel.fields["seed"].isEnabled()

@@ -1,0 +1,68 @@
+"""A reply's details: who answered and why, the parameters actually sent (after the engine's
+capability map), tokens, timings and cost. Opened from the reply's "Details" link."""
+from __future__ import annotations
+
+import json
+
+from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFormLayout, QLabel, QPlainTextEdit,
+                               QVBoxLayout)
+
+from app.domain import Message
+from ui.conversation_view import cost_text
+
+
+class MessageDetails(QDialog):
+    def __init__(self, message: Message, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Reply details")
+        self.resize(520, 560)
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        params = dict(message.params or {})
+        authors = " → ".join(f"{s.get('engine')} · {s.get('model')}"
+                             for s in message.segments or []) or \
+            f"{message.engine} · {message.model}"
+        tokens = "—"
+        if message.prompt_tokens is not None:
+            tokens = (f"{message.prompt_tokens:,} in / {message.completion_tokens or 0:,} out"
+                      + (f" ({message.cached_prompt_tokens:,} cached)"
+                         if message.cached_prompt_tokens else "")
+                      + (" (estimated)" if message.tokens_estimated else ""))
+        rows = [
+            ("Answered by", authors),
+            ("Why", message.route_reason or "—"),
+            ("Status", message.status.value + (f" ({message.finish_reason})"
+                                               if message.finish_reason else "")),
+            ("Tokens", tokens),
+            ("Time to first token", f"{message.ttft_ms:,.0f} ms" if message.ttft_ms else "—"),
+            ("Speed", f"{message.tokens_per_s:.1f} tokens/s" if message.tokens_per_s else "—"),
+            ("Cost", cost_text(message) or "—"),
+            ("Request id", str(params.get("idempotency_key", "—"))),
+        ]
+        if message.error:
+            rows.append(("Problem", message.error))
+        self.values: dict[str, str] = {}
+        for title, value in rows:
+            label = QLabel(value)
+            label.setWordWrap(True)
+            label.setTextInteractionFlags(label.textInteractionFlags() |
+                                          label.textInteractionFlags().TextSelectableByMouse)
+            form.addRow(title, label)
+            self.values[title] = value
+        layout.addLayout(form)
+        kind = params.pop("engine_kind", None)
+        for key in ("idempotency_key", "user"):
+            params.pop(key, None)
+        heading = {None: "Parameters sent",
+                   "local": "Parameters the local model applied (llama.cpp's defaults for the "
+                            "knobs left empty)"}.get(
+            kind, f"Parameters sent to the {kind} API (knobs it has no use for were not sent)")
+        title = QLabel(heading)
+        title.setWordWrap(True)
+        layout.addWidget(title)
+        self.params = QPlainTextEdit(json.dumps(params, indent=2, ensure_ascii=False))
+        self.params.setReadOnly(True)
+        layout.addWidget(self.params, 1)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)

@@ -1,0 +1,259 @@
+"""The Sampling dock: every knob of ``app.sampling`` with its range and tooltip, presets (built-in
+and the user's own: save, rename, delete), the system prompt, and the capability map of the
+engine that will answer (a knob it ignores is disabled, saying why). The window saves the
+values with the conversation and sends them with each turn."""
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QDoubleSpinBox, QFormLayout,
+                               QHBoxLayout, QInputDialog, QLabel, QPlainTextEdit, QPushButton,
+                               QScrollArea, QSpinBox, QVBoxLayout, QWidget)
+
+from app.errors import OutpostError
+from app.presets import PresetBook
+from app.sampling import KNOBS, supports, why_unsupported
+
+ALWAYS_SET = ("temperature", "top_p", "max_tokens")  # sent by every engine, never empty
+_STEPS = {"temperature": 0.05, "top_p": 0.01, "min_p": 0.01, "presence_penalty": 0.1,
+          "frequency_penalty": 0.1, "repeat_penalty": 0.05}
+
+
+class SamplingPanel(QDockWidget):
+    changed = Signal()  # the user changed a knob, the preset or the system prompt
+
+    def __init__(self, presets: PresetBook, parent=None):
+        super().__init__("Sampling", parent)
+        self.setObjectName("samplingDock")
+        self.presets = presets
+        self.kind = "local"
+        self._loading = False
+        body = QWidget()
+        layout = QVBoxLayout(body)
+        row = QHBoxLayout()
+        self.preset_picker = QComboBox()
+        self.preset_picker.setToolTip("Apply a preset: its knobs replace the ones below")
+        row.addWidget(self.preset_picker, 1)
+        self.save_button = QPushButton("Save as…")
+        self.save_button.setToolTip("Save the knobs below as a preset of yours")
+        self.rename_button = QPushButton("Rename…")
+        self.delete_button = QPushButton("Delete")
+        for button in (self.save_button, self.rename_button, self.delete_button):
+            row.addWidget(button)
+        layout.addLayout(row)
+        self.engine_label = QLabel()
+        self.engine_label.setWordWrap(True)
+        self.engine_label.setStyleSheet("color:#57606a;")
+        layout.addWidget(self.engine_label)
+        form = QFormLayout()
+        self.use: dict[str, QCheckBox] = {}  # optional knobs: ticked = sent
+        self.fields: dict[str, QWidget] = {}
+        self.labels: dict[str, QWidget] = {}
+        for knob in KNOBS:
+            if knob.name == "stop":
+                field = QPlainTextEdit()
+                field.setPlaceholderText("one per line")
+                field.setFixedHeight(52)
+                field.textChanged.connect(self._edited)
+            elif knob.kind is int:
+                field = QSpinBox()
+                field.setRange(int(knob.low), int(knob.high))
+                field.setGroupSeparatorShown(knob.name == "max_tokens")
+                field.valueChanged.connect(self._edited)
+            else:
+                field = QDoubleSpinBox()
+                field.setDecimals(2)
+                field.setRange(knob.low + (0.01 if knob.low_open else 0.0), knob.high)
+                field.setSingleStep(_STEPS.get(knob.name, 0.1))
+                field.valueChanged.connect(self._edited)
+            field.setToolTip(knob.tip)
+            if knob.name in ALWAYS_SET or knob.name == "stop":
+                label = QLabel(knob.label)
+            else:
+                label = QCheckBox(knob.label)
+                label.toggled.connect(field.setEnabled)
+                label.toggled.connect(self._edited)
+                self.use[knob.name] = label
+            label.setToolTip(knob.tip)
+            self.fields[knob.name] = field
+            self.labels[knob.name] = label
+            form.addRow(label, field)
+        layout.addLayout(form)
+        layout.addWidget(QLabel("System prompt"))
+        self.system_prompt = QPlainTextEdit()
+        self.system_prompt.setToolTip("Instructions the model gets before the conversation; "
+                                      "saved with this conversation")
+        self.system_prompt.setFixedHeight(80)
+        self.system_prompt.textChanged.connect(self._edited)
+        layout.addWidget(self.system_prompt)
+        layout.addStretch(1)
+        self.error = QLabel()
+        self.error.setWordWrap(True)
+        self.error.setStyleSheet("color:#a8071a;")
+        self.error.hide()
+        layout.addWidget(self.error)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(body)
+        self.setWidget(scroll)
+        self.preset_picker.activated.connect(self._on_preset_picked)
+        self.save_button.clicked.connect(self._save_preset)
+        self.rename_button.clicked.connect(self._rename_preset)
+        self.delete_button.clicked.connect(self._delete_preset)
+        self.refresh_presets()
+
+    # -- values ------------------------------------------------------------------------------
+    def load(self, knobs: dict, system_prompt: str) -> None:
+        """Show a conversation's knobs (None: not sent) and system prompt; emits nothing."""
+        self._loading = True
+        try:
+            for knob in KNOBS:
+                value = knobs.get(knob.name)
+                field = self.fields[knob.name]
+                if knob.name == "stop":
+                    field.setPlainText("\n".join(value or ()))
+                    continue
+                if knob.name in self.use:
+                    self.use[knob.name].setChecked(value is not None)
+                if value is not None:
+                    field.setValue(value)
+                elif knob.name in ("repeat_penalty",):
+                    field.setValue(1.0)
+            self.system_prompt.setPlainText(system_prompt)
+            self.preset_picker.setCurrentIndex(-1)
+            self._apply_capabilities()
+        finally:
+            self._loading = False
+
+    def values(self) -> dict:
+        """Every knob: its value, or None when it is not to be sent."""
+        out: dict = {}
+        for knob in KNOBS:
+            field = self.fields[knob.name]
+            if knob.name == "stop":
+                out["stop"] = [s for s in field.toPlainText().split("\n") if s]
+            elif knob.name in self.use and not self.use[knob.name].isChecked():
+                out[knob.name] = None
+            else:
+                out[knob.name] = field.value()
+        return out
+
+    def options(self):
+        """This turn's options: every knob as shown (the empty ones explicitly unset)."""
+        from app.chat_service import TurnOptions
+
+        values = self.values()
+        unset = tuple(k for k, v in values.items() if v is None)
+        given = {k: v for k, v in values.items() if v is not None and k != "stop"}
+        return TurnOptions(**given, stop=tuple(values["stop"]), unset=unset,
+                           system_prompt=self.system_prompt.toPlainText())
+
+    def _edited(self, *_args) -> None:
+        if not self._loading:
+            self.preset_picker.setCurrentIndex(-1)  # no longer exactly a preset
+            self.changed.emit()
+
+    # -- the capability map ------------------------------------------------------------------
+    def set_engine_kind(self, kind: str, label: str) -> None:
+        """Who will answer ("local", "openai", "anthropic"): its unsupported knobs go grey."""
+        self.kind = kind
+        self.engine_label.setText(f"Knobs for {label}. Greyed: not sent to it.")
+        self._apply_capabilities()
+
+    def _apply_capabilities(self) -> None:
+        for knob in KNOBS:
+            ok = supports(self.kind, knob.name)
+            label, field = self.labels[knob.name], self.fields[knob.name]
+            tip = knob.tip if ok else why_unsupported(self.kind, knob.name)
+            label.setEnabled(ok)
+            label.setToolTip(tip)
+            field.setToolTip(tip)
+            ticked = knob.name not in self.use or self.use[knob.name].isChecked()
+            field.setEnabled(ok and ticked)
+
+    # -- presets -----------------------------------------------------------------------------
+    def refresh_presets(self, select: str | None = None) -> None:
+        self.preset_picker.blockSignals(True)
+        self.preset_picker.clear()
+        try:
+            names = self.presets.names()
+        except OutpostError as exc:
+            self._show_error(str(exc))
+            names = []
+        for name in names:
+            builtin = self.presets.is_builtin(name)
+            self.preset_picker.addItem(name + ("" if builtin else "  (yours)"), name)
+        self.preset_picker.setCurrentIndex(self.preset_picker.findData(select) if select
+                                           else -1)
+        self.preset_picker.setPlaceholderText("Preset…")
+        self.preset_picker.blockSignals(False)
+        self._update_preset_buttons()
+
+    def _update_preset_buttons(self) -> None:
+        name = self.preset_picker.currentData()
+        mine = bool(name) and not self.presets.is_builtin(name)
+        self.rename_button.setEnabled(mine)
+        self.delete_button.setEnabled(mine)
+        tip = "" if mine else "Choose one of your presets (built-in ones cannot be changed)"
+        self.rename_button.setToolTip(tip)
+        self.delete_button.setToolTip(tip)
+
+    def apply_preset(self, name: str) -> None:
+        try:
+            knobs = self.presets.get(name)
+        except OutpostError as exc:
+            self._show_error(str(exc))
+            return
+        merged = {**self.values(), **knobs}
+        self.load(merged, self.system_prompt.toPlainText())
+        self.preset_picker.setCurrentIndex(self.preset_picker.findData(name))
+        self._update_preset_buttons()
+        self.changed.emit()
+
+    def _on_preset_picked(self, index: int) -> None:
+        name = self.preset_picker.itemData(index)
+        if name:
+            self.apply_preset(name)
+
+    def _show_error(self, text: str) -> None:
+        self.error.setText(text)
+        self.error.setVisible(bool(text))
+
+    def save_preset(self, name: str) -> bool:
+        try:
+            self.presets.save(name, {k: v for k, v in self.values().items()
+                                     if k != "stop" or v})
+        except OutpostError as exc:
+            self._show_error(str(exc))
+            return False
+        self._show_error("")
+        self.refresh_presets(name.strip())
+        return True
+
+    def _save_preset(self) -> None:
+        name, ok = QInputDialog.getText(self, "Save preset", "Name of the preset:")
+        if ok:
+            self.save_preset(name)
+
+    def _rename_preset(self) -> None:
+        old = self.preset_picker.currentData()
+        new, ok = QInputDialog.getText(self, "Rename preset", f"New name for {old}:", text=old)
+        if not ok:
+            return
+        try:
+            self.presets.rename(old, new)
+        except OutpostError as exc:
+            self._show_error(str(exc))
+            return
+        self._show_error("")
+        self.refresh_presets(new.strip())
+
+    def _delete_preset(self) -> None:
+        name = self.preset_picker.currentData()
+        try:
+            self.presets.delete(name)
+        except OutpostError as exc:
+            self._show_error(str(exc))
+            return
+        self._show_error("")
+        self.refresh_presets()
+
