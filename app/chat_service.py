@@ -8,6 +8,7 @@ lives. The caller decides which thread runs what: the window runs ``run`` on a w
 """
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import threading
 import time
@@ -16,7 +17,8 @@ from typing import Iterator
 
 from app.context import Fit, TokenCounter, fit_messages
 from app.domain import (ChatMessage, ChatRequest, Finished, FinishReason, Message,
-                        MessageStatus, Reply, Role, StreamEvent, TextDelta, Usage, accumulate)
+                        MessageStatus, Reply, Restart, Role, StreamEvent, TextDelta, Usage,
+                        accumulate)
 from app.errors import OutpostError, UsageError
 from app.outbox import Outbox, OutboxItem
 from app.settings import Settings
@@ -45,6 +47,10 @@ class TurnOptions:
     seed: int | None = None
     preset: str | None = None
     system_prompt: str | None = None  # replaces the conversation's (saved with it)
+    # structured output (app.structured): JSON mode on/off (None: the conversation's), and
+    # an optional JSON Schema the reply must match (implies JSON mode)
+    json_mode: bool | None = None
+    json_schema: dict | None = None
     # knobs set back to "not sent" (e.g. the panel's top_k emptied), overriding the rest
     unset: tuple[str, ...] = ()
 
@@ -131,6 +137,8 @@ class Turn:
                 elif isinstance(event, Finished):
                     final_status, error_text = _final_status(event, bool(reply.text))
                 yield event
+            if self.request.response_format and final_status is MessageStatus.COMPLETE:
+                final_status, error_text = yield from self._check_json(engine, cancel)
         except OutpostError as exc:
             final_status, error_text = MessageStatus.ERROR, str(exc)
             if reply.text:
@@ -138,6 +146,60 @@ class Turn:
             raise
         finally:
             self._save_final(final_status, error_text)
+
+    def _check_json(self, engine: Engine, cancel: threading.Event):
+        """Structured output: validate the reply; if it is not valid, one repair (a lenient
+        parse, else one re-ask carrying the validation error). Yields the re-ask's events;
+        returns the final (status, error)."""
+        from app.structured import lenient, repair_prompt, validate
+
+        schema = self.request.response_format.get("schema")
+        reply = self.reply
+        check = {"mode": "json_schema" if schema else "json", "valid": True, "error": None,
+                 "repair": None}
+        self.output_check = check
+        raw = reply.text
+        verdict = validate(raw, schema)
+        if verdict.valid:
+            return MessageStatus.COMPLETE, None
+        fixed = lenient(raw, schema)
+        if fixed.valid:
+            reply.text = fixed.text
+            check.update(repair="lenient", raw=raw)
+            return MessageStatus.COMPLETE, None
+        restart = Restart(f"The reply was not valid JSON: {verdict.error}. Asking once more.")
+        accumulate([restart], reply)
+        yield restart
+        first_usage = reply.usage
+        again = dataclasses.replace(self.request, messages=self.request.messages + (
+            ChatMessage(Role.ASSISTANT, raw),
+            ChatMessage(Role.USER, repair_prompt(verdict, schema))))
+        status, error = MessageStatus.COMPLETE, None
+        for event in engine.stream(again, cancel):
+            accumulate([event], reply)
+            if isinstance(event, Finished):
+                status, error = _final_status(event, bool(reply.text))
+            yield event
+        if first_usage is not None and reply.usage is not None:
+            reply.usage = Usage(
+                first_usage.prompt_tokens + reply.usage.prompt_tokens,
+                first_usage.completion_tokens + reply.usage.completion_tokens,
+                estimated=first_usage.estimated or reply.usage.estimated,
+                cached_prompt_tokens=first_usage.cached_prompt_tokens +
+                reply.usage.cached_prompt_tokens)
+        check.update(repair="reask", raw=raw)
+        if status is not MessageStatus.COMPLETE:
+            check.update(valid=False, error=error)
+            return status, error
+        second = lenient(reply.text, schema)
+        if second.valid:
+            reply.text = second.text
+            return MessageStatus.COMPLETE, None
+        check.update(valid=False, error=second.error)
+        if not reply.text.strip():
+            reply.text = raw  # keep the text there is
+        return MessageStatus.COMPLETE, (f"invalid JSON after one repair: {second.error}. The "
+                                        "raw text is kept.")
 
     def _cost_fields(self) -> dict:
         if self.ledger is None:
@@ -176,6 +238,12 @@ class Turn:
         reply = self.reply
         usage: Usage | None = reply.usage
         finish = reply.finish
+        if status is MessageStatus.COMPLETE and not reply.text.strip():
+            # never a blank bubble: an empty (or blocked) output is an error the user can retry
+            why = finish.reason.value if finish else "unknown"
+            status, error_text = MessageStatus.ERROR, (
+                f"The model returned an empty reply (finish reason: {why}). Retry, or change "
+                "the message or the sampling knobs.")
         self.store.update_message(
             self.assistant_message_id,
             content=reply.text,
@@ -188,6 +256,7 @@ class Turn:
             tokens_estimated=usage.estimated if usage else False,
             ttft_ms=finish.ttft_ms if finish else None,
             tokens_per_s=finish.tokens_per_s if finish else None,
+            output_check=getattr(self, "output_check", None),
             **self._route_fields(), **self._cost_fields(),
         )
         self.store.touch_conversation(self.conversation_id)
@@ -239,6 +308,19 @@ class ChatService:
             knobs[name] = None if name not in ("temperature", "top_p", "max_tokens", "stop") \
                 else knobs[name]
         return knobs
+
+    @staticmethod
+    def response_format(options: "TurnOptions", conversation=None) -> dict | None:
+        """JSON mode for this turn: the turn's choice, else the conversation's."""
+        from app.structured import response_format
+
+        if options.json_schema is not None:
+            return response_format(options.json_schema)  # checks the schema itself
+        if options.json_mode is not None:
+            return response_format(None) if options.json_mode else None
+        if conversation is not None and conversation.sampling:
+            return conversation.sampling.get("response_format")
+        return None
 
     def queue_if_unreachable(self, turn: Turn, engine=None,
                              error: Exception | None = None) -> OutboxItem | None:
@@ -305,7 +387,8 @@ class ChatService:
         if options.system_prompt is not None:
             system_prompt = options.system_prompt
         knobs = self.knobs(options, conversation)
-        request_args = dict(knobs, stop=tuple(knobs.get("stop") or ()))
+        request_args = dict(knobs, stop=tuple(knobs.get("stop") or ()),
+                            response_format=self.response_format(options, conversation))
         # Validate the knobs before anything is written, so bad input changes nothing.
         ChatRequest(model=model, messages=(ChatMessage(Role.USER, prompt),), **request_args)
         messages = history_messages(system_prompt, previous) + [ChatMessage(Role.USER, prompt)]
@@ -320,7 +403,9 @@ class ChatService:
         if conversation_id is None:  # a new conversation keeps the knobs it started with
             conversation = self.store.create_conversation(
                 title_from(prompt), system_prompt, route, profile=self.profile,
-                sampling={k: list(v) if isinstance(v, tuple) else v for k, v in knobs.items()})
+                sampling={**{k: list(v) if isinstance(v, tuple) else v
+                             for k, v in knobs.items()},
+                          "response_format": request_args["response_format"]})
         elif options.system_prompt is not None and \
                 options.system_prompt != conversation.system_prompt:
             self.store.set_conversation_sampling(conversation.id, conversation.sampling,

@@ -231,6 +231,13 @@ def _knob_flags(parser: argparse.ArgumentParser) -> None:
                             "(`outpost preset list`)")
     knobs.add_argument("--system", metavar="TEXT",
                        help="the system prompt (saved with the conversation)")
+    knobs.add_argument("--json-mode", action="store_true", dest="json_mode",
+                       help="the reply must be JSON (local: grammar-constrained; OpenAI: "
+                            "json_object; Anthropic: a forced tool call); checked, repaired "
+                            "once, printed once valid")
+    knobs.add_argument("--json-schema", metavar="FILE", dest="json_schema",
+                       help="the reply must be JSON matching this JSON Schema (implies "
+                            "--json-mode); the schema itself is checked first")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -73,6 +73,8 @@ class ChatRequest:
     # The start of the assistant's reply, already written (a cloud stream that died mid-answer):
     # the engine continues from it. Only the local engine supports it; never a sampling knob.
     assistant_prefix: str = ""
+    # Structured output (app.structured): {"type": "json", "schema": dict | None}; None: text
+    response_format: dict | None = None
 
     def __post_init__(self) -> None:
         from app.errors import UsageError
@@ -162,7 +164,15 @@ class Seam:
     offset: int
 
 
-StreamEvent = Union[TextDelta, Usage, Finished, Seam]
+@dataclass(frozen=True)
+class Restart:
+    """The reply starts over (a structured reply that was not valid JSON is asked for again):
+    the text so far is dropped; ``reason`` says why."""
+
+    reason: str
+
+
+StreamEvent = Union[TextDelta, Usage, Finished, Seam, Restart]
 
 
 @dataclass
@@ -187,6 +197,8 @@ def accumulate(events: Iterable[StreamEvent], reply: Reply | None = None) -> Rep
             reply.finish = event
         elif isinstance(event, Seam):
             reply.seams.append(event)
+        elif isinstance(event, Restart):
+            reply.text = ""
     return reply
 
 
@@ -229,6 +241,8 @@ class Message:
     segments: list[dict] | None = None
     cost_usd: float | None = None  # None: unknown (or not a reply); 0.0 for the local model
     cost_estimated: bool = False
+    # structured output: {"mode", "valid", "error", "repair", "raw"?} (app.structured)
+    output_check: dict | None = None
 
     def as_dict(self) -> dict:
         data = asdict(self)

@@ -167,3 +167,10 @@ def m006_profiles(db: sqlite_utils.Database) -> None:
 def m007_conversation_sampling(db: sqlite_utils.Database) -> None:
     """Each conversation keeps its sampling knobs (JSON, ``app.sampling``); NULL: defaults."""
     db["conversations"].add_column("sampling", str)
+
+
+@migration
+def m008_output_check(db: sqlite_utils.Database) -> None:
+    """Structured output: how a JSON reply was checked (valid, the error, the repair used, the
+    raw text it replaced); NULL for free-text replies."""
+    db["messages"].add_column("output_check", str)

@@ -164,4 +164,34 @@ def sent_params(kind: str, request) -> dict:
         # top_p is sent only when narrowed below Outpost's default of 0.95
         if out.get("top_p", 1.0) >= 0.95:
             out.pop("top_p", None)
+    rf = getattr(request, "response_format", None)
+    if rf:
+        out["response_format"] = structured_mode(kind, rf)
     return out
+
+
+def strict_ok(schema: dict) -> bool:
+    """OpenAI's strict Structured Outputs need every object closed (additionalProperties
+    false) with all its properties required; other schemas are sent non-strict."""
+    if isinstance(schema, dict):
+        if schema.get("type") == "object" or "properties" in schema:
+            props = schema.get("properties") or {}
+            if schema.get("additionalProperties", True) is not False or \
+                    set(schema.get("required") or ()) != set(props):
+                return False
+        return all(strict_ok(v) for v in schema.values() if isinstance(v, (dict, list)))
+    if isinstance(schema, list):
+        return all(strict_ok(v) for v in schema if isinstance(v, (dict, list)))
+    return True
+
+
+def structured_mode(kind: str, rf: dict) -> str:
+    """How structured output is asked of this kind of engine (stored with the reply)."""
+    schema = rf.get("schema")
+    if kind == "local":
+        return "grammar from the JSON schema" if schema else "JSON grammar"
+    if kind == "anthropic":
+        return "forced tool call (input_schema)" if schema else "forced tool call (any object)"
+    if schema:
+        return "json_schema (strict)" if strict_ok(schema) else "json_schema"
+    return "json_object"

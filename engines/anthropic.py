@@ -43,6 +43,13 @@ class AnthropicEngine(CloudEngine):
         # narrowed: see app.sampling.sent_params)
         knobs = sent_params("anthropic", request)
         knobs.pop("max_tokens")
+        knobs.pop("response_format", None)
+        rf = request.response_format
+        if rf:  # structured output: a forced call of a tool whose input is the reply
+            body["tools"] = [{"name": "reply", "description": "Give your reply as this tool's "
+                              "input, matching its schema.",
+                              "input_schema": rf.get("schema") or {"type": "object"}}]
+            body["tool_choice"] = {"type": "tool", "name": "reply"}
         if "stop" in knobs:
             knobs["stop_sequences"] = knobs.pop("stop")
         body.update(knobs)
@@ -77,8 +84,9 @@ class AnthropicEngine(CloudEngine):
             # message_start's output_tokens is a placeholder; the count comes in message_delta
         elif kind == "content_block_delta":
             delta = data.get("delta") or {}
-            if delta.get("type") == "text_delta":
-                text = delta.get("text") or ""
+            if delta.get("type") in ("text_delta", "input_json_delta"):
+                # a forced tool call (structured output) streams its input as JSON text
+                text = delta.get("text") or delta.get("partial_json") or ""
                 state.text += text
                 return text or None
         elif kind == "message_delta":

@@ -277,11 +277,36 @@ class LocalEngine:
             tokens += self._llm.tokenize(prefix.encode("utf-8"), add_bos=False, special=False)
         return tokens, tuple(prompt.stop) + tuple(request.stop)
 
+    def _grammar(self, response_format: dict | None):
+        """Structured output: a GBNF grammar built from the JSON schema (or llama.cpp's JSON
+        grammar), so the model can only write JSON of that shape. Cached per schema."""
+        if not response_format:
+            return None
+        import json as _json
+
+        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+        schema = response_format.get("schema")
+        key = _json.dumps(schema, sort_keys=True) if schema else ""
+        cache = self.__dict__.setdefault("_grammars", {})
+        if key not in cache:
+            try:
+                cache[key] = LlamaGrammar.from_json_schema(key, verbose=False) if schema \
+                    else LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+            except Exception as exc:  # noqa: BLE001 - llama.cpp's converter: any failure
+                raise UsageError(f"The JSON schema cannot be turned into a grammar for the "
+                                 f"local model: {exc}.") from None
+        return cache[key]
+
     def _serve(self, job: _Job) -> None:
         request = job.request
         started = time.perf_counter()
         try:
             tokens, stops = self._tokenize(request)
+            grammar = self._grammar(request.response_format)
+        except UsageError as exc:
+            job.events.put((_RAISE, exc))
+            return
         except Exception as exc:
             job.events.put((_RAISE, UsageError(f"The prompt could not be tokenized: {exc}.")))
             return
@@ -311,7 +336,8 @@ class LocalEngine:
             tokens, temp=knobs["temperature"], top_p=knobs["top_p"], top_k=knobs["top_k"],
             min_p=knobs["min_p"], repeat_penalty=knobs["repeat_penalty"],
             presence_penalty=knobs["presence_penalty"],
-            frequency_penalty=knobs["frequency_penalty"], reset=True)
+            frequency_penalty=knobs["frequency_penalty"], reset=True,
+            grammar=grammar)
         try:
             for token in generator:
                 now = time.perf_counter()

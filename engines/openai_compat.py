@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from app.domain import ChatRequest, FinishReason
-from app.sampling import sent_params
+from app.sampling import sent_params, strict_ok
 from engines.cloud import CloudEngine, StreamState
 from engines.http_policy import error_from_stream_event
 from engines.sse import ServerSentEvent
@@ -29,7 +29,14 @@ class OpenAICompatEngine(CloudEngine):
         }
         knobs = sent_params("openai", request)  # only what the capability map allows
         max_tokens = knobs.pop("max_tokens")
+        knobs.pop("response_format", None)
         body.update(knobs)
+        rf = request.response_format
+        if rf:  # structured output: json_schema where there is a schema, else json_object
+            schema = rf.get("schema")
+            body["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "reply", "schema": schema, "strict": strict_ok(schema)}} \
+                if schema else {"type": "json_object"}
         key = "max_completion_tokens" if _COMPLETION_TOKENS_MODELS.match(self.model) \
             else "max_tokens"
         body[key] = max_tokens

@@ -69,3 +69,38 @@ def test_panel_knobs_presets_and_capabilities(qtbot, outpost, artifacts_dir):
     window.grab().save(str(artifacts_dir / "main_window_sampling.png"))
     window.refresh_targets("local")
     assert panel.kind == "local" and panel.fields["seed"].isEnabled()
+
+
+def test_json_mode_with_a_schema_in_the_window(qtbot, outpost, artifacts_dir):
+    import json
+
+    from ui.schema_editor import SchemaEditor
+
+    window = outpost.window
+    panel = window.sampling
+    editor = SchemaEditor(None, window)
+    qtbot.addWidget(editor)
+    editor.edit.setPlainText('{"type": "objekt"}')
+    assert not editor.buttons.button(editor.buttons.StandardButton.Ok).isEnabled()
+    assert "not valid" in editor.status.text()
+    schema = {"type": "object", "properties": {"colour": {"enum": ["red", "green", "blue"]}},
+              "required": ["colour"]}
+    editor.edit.setPlainText(json.dumps(schema))
+    assert editor.buttons.button(editor.buttons.StandardButton.Ok).isEnabled()
+    panel.json_mode.setChecked(True)
+    panel.set_schema(editor.schema)
+    panel.fields["max_tokens"].setValue(30)
+    send(qtbot, outpost, "Pick a colour.")
+    [conversation] = outpost.store.list_conversations(window.profile_name)
+    assert conversation.sampling["response_format"] == {"type": "json", "schema": schema}
+    reply = outpost.store.messages(conversation.id)[-1]
+    assert reply.output_check["valid"] and json.loads(reply.content)["colour"] in (
+        "red", "green", "blue")
+    assert reply.params["response_format"] == "grammar from the JSON schema"
+    assert "valid JSON" in window.view.last_bubble().footer.text()
+    window._on_new_chat()
+    assert not panel.json_mode.isChecked()
+    window._on_conversation_selected(conversation.id)
+    assert panel.json_mode.isChecked() and panel.schema == schema
+    qtbot.wait(50)
+    window.grab().save(str(artifacts_dir / "main_window_json.png"))

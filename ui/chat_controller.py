@@ -107,6 +107,7 @@ class ChatController(QObject):
         self._worker.turn_finished.connect(self._on_turn_finished)
         self._worker.turn_failed.connect(self._on_turn_failed)
         self._worker.seam_received.connect(self._on_seam)
+        self._worker.restarted.connect(self._on_restart)
         self._worker.turn_queued.connect(self._on_turn_queued)
         self._thread.start()
 
@@ -354,6 +355,14 @@ class ChatController(QObject):
             self._bubble.add_seam(label, reason)
 
     @Slot(str)
+    def _on_restart(self, reason: str) -> None:
+        """The reply was not valid JSON and is asked for again: start the bubble over."""
+        self._buffer.clear()
+        if self._bubble is not None:
+            self._bubble.restart("Not valid JSON; asking once more…")
+        self.notice.emit(reason)
+
+    @Slot(str)
     def _on_turn_queued(self, message: str) -> None:
         self.outbox_changed.emit()
         self.notice.emit(message)
@@ -394,7 +403,9 @@ class ChatController(QObject):
             except OutpostError as exc:
                 self.error_occurred.emit(exc.kind, str(exc))
         if message is not None and self._bubble is not None:
-            if message.content and not self._bubble.text:
+            if message.output_check and message.content:  # checked (maybe repaired) JSON
+                self._bubble.set_text(message.content, message.segments)
+            elif message.content and not self._bubble.text:
                 self._bubble.append_text(message.content)
             if not message.content:
                 self._bubble.set_placeholder("(no text)")

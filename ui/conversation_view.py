@@ -173,6 +173,12 @@ class MessageBubble(QFrame):
         self._incremental = IncrementalMarkdown()
         self.body.setHtml(self._done_html)
 
+    def restart(self, note: str) -> None:
+        """The reply starts over (structured output asked again): drop the text so far."""
+        self.text, self._done_html, self._segment_start, self.seams = "", "", 0, []
+        self._incremental = IncrementalMarkdown()
+        self.set_placeholder(note)
+
     def set_placeholder(self, note: str) -> None:
         self.body.setHtml(f"<i style='color:#6e7781'>{_escape(note)}</i>")
 
@@ -191,11 +197,21 @@ class MessageBubble(QFrame):
         elif message.status is MessageStatus.ERROR and message.error:
             note = f"⚠ {message.error}"
         metrics = metrics_text(message) if message.role is Role.ASSISTANT else ""
+        check = message.output_check
+        if check:
+            if not check.get("valid"):
+                note = f"⚠ invalid JSON — {check.get('error')} (raw text kept)"
+            else:
+                metrics = ("✓ valid JSON" + (" (repaired: " + {
+                    "lenient": "extracted from the text", "reask": "asked once more"}.get(
+                    check.get("repair"), "") + ")" if check.get("repair") else "")
+                           + (" · " + metrics if metrics else ""))
         route = f"↪ {message.route_reason}" if message.route_reason and any(
             word in message.route_reason for word in _ROUTE_WORDS_SHOWN) else ""
         text = "\n".join(p for p in (note, metrics, route) if p)
         self.set_footer(text, warning=message.status in (MessageStatus.INTERRUPTED,
-                                                         MessageStatus.ERROR))
+                                                         MessageStatus.ERROR) or bool(
+            check and not check.get("valid")))
 
 
 # Route reasons worth a line under the reply: the engine was not the one the user picked.

@@ -78,6 +78,21 @@ class SamplingPanel(QDockWidget):
             self.labels[knob.name] = label
             form.addRow(label, field)
         layout.addLayout(form)
+        json_row = QHBoxLayout()
+        self.json_mode = QCheckBox("JSON output")
+        self.json_mode.setToolTip("The reply must be JSON: the local model is constrained by a "
+                                  "grammar, OpenAI-compatible APIs get response_format, Anthropic "
+                                  "a forced tool call. Every reply is validated; an invalid one "
+                                  "is repaired once, else marked invalid with its raw text kept.")
+        self.json_mode.toggled.connect(self._edited)
+        self.schema_button = QPushButton("Schema…")
+        self.schema_button.setToolTip("An optional JSON Schema the reply must match")
+        self.schema_button.clicked.connect(self._edit_schema)
+        json_row.addWidget(self.json_mode)
+        json_row.addStretch(1)
+        json_row.addWidget(self.schema_button)
+        layout.addLayout(json_row)
+        self.schema: dict | None = None
         layout.addWidget(QLabel("System prompt"))
         self.system_prompt = QPlainTextEdit()
         self.system_prompt.setToolTip("Instructions the model gets before the conversation; "
@@ -102,10 +117,14 @@ class SamplingPanel(QDockWidget):
         self.refresh_presets()
 
     # -- values ------------------------------------------------------------------------------
-    def load(self, knobs: dict, system_prompt: str) -> None:
-        """Show a conversation's knobs (None: not sent) and system prompt; emits nothing."""
+    def load(self, knobs: dict, system_prompt: str, response_format: dict | None = None) -> None:
+        """Show a conversation's knobs (None: not sent), system prompt and JSON mode; emits
+        nothing."""
         self._loading = True
         try:
+            self.json_mode.setChecked(bool(response_format))
+            self.schema = (response_format or {}).get("schema")
+            self._show_schema()
             for knob in KNOBS:
                 value = knobs.get(knob.name)
                 field = self.fields[knob.name]
@@ -145,9 +164,33 @@ class SamplingPanel(QDockWidget):
         unset = tuple(k for k, v in values.items() if v is None)
         given = {k: v for k, v in values.items() if v is not None and k != "stop"}
         return TurnOptions(**given, stop=tuple(values["stop"]), unset=unset,
-                           system_prompt=self.system_prompt.toPlainText())
+                           system_prompt=self.system_prompt.toPlainText(),
+                           json_mode=self.json_mode.isChecked(),
+                           json_schema=self.schema if self.json_mode.isChecked() else None)
+
+    def response_format(self) -> dict | None:
+        if not self.json_mode.isChecked():
+            return None
+        return {"type": "json", "schema": self.schema}
+
+    def _show_schema(self) -> None:
+        self.schema_button.setText("Schema ✓" if self.schema else "Schema…")
+        self.schema_button.setEnabled(self.json_mode.isChecked())
+
+    def _edit_schema(self) -> None:
+        from ui.schema_editor import SchemaEditor
+
+        editor = SchemaEditor(self.schema, self)
+        if editor.exec() == SchemaEditor.DialogCode.Accepted:
+            self.set_schema(editor.schema)
+
+    def set_schema(self, schema: dict | None) -> None:
+        self.schema = schema
+        self._show_schema()
+        self._edited()
 
     def _edited(self, *_args) -> None:
+        self.schema_button.setEnabled(self.json_mode.isChecked())
         if not self._loading:
             self.preset_picker.setCurrentIndex(-1)  # no longer exactly a preset
             self.changed.emit()

@@ -12,7 +12,7 @@ import threading
 from PySide6.QtCore import QObject, Signal, Slot
 
 from app.chat_service import Turn
-from app.domain import Finished, Seam, TextDelta, Usage
+from app.domain import Finished, Restart, Seam, TextDelta, Usage
 from app.errors import OutpostError
 
 
@@ -23,6 +23,7 @@ class StreamWorker(QObject):
     turn_finished = Signal(object)  # app.domain.Finished
     turn_failed = Signal(str, str)  # error kind ("queued": it went to the outbox), message
     seam_received = Signal(str, str, int)  # who continues ("local · model"), why, text offset
+    restarted = Signal(str)  # the reply starts over (invalid JSON asked again): why
     turn_queued = Signal(str)  # the request also went to the outbox: plain words for the user
 
     def __init__(self, service=None):
@@ -44,6 +45,8 @@ class StreamWorker(QObject):
                 elif isinstance(event, Seam):
                     self.seam_received.emit(f"{event.engine} · {event.model}", event.reason,
                                             event.offset)
+                elif isinstance(event, Restart):
+                    self.restarted.emit(event.reason)
                 elif isinstance(event, Finished):
                     finish = event
         except OutpostError as exc:

@@ -36,7 +36,8 @@ class WindowSampling:
             knobs = c.service.knobs(None, conversation)
             system = conversation.system_prompt if conversation is not None \
                 else self.settings["system_prompt"]
-            self.sampling.load(knobs, system)
+            self.sampling.load(knobs, system, (conversation.sampling or {}).get(
+                "response_format") if conversation is not None else None)
             self._sampling_for = c.conversation_id
         kind, label = "local", "the local model"
         if c.effective_route() != "local" and c.provider is not None and \
@@ -66,7 +67,7 @@ class WindowSampling:
         cid = self.controller.conversation_id
         if cid is None:
             return
-        values = self.sampling.values()
+        values = dict(self.sampling.values(), response_format=self.sampling.response_format())
         try:
             self.store.set_conversation_sampling(
                 cid, values, system_prompt=self.sampling.system_prompt.toPlainText())

@@ -12,7 +12,8 @@ from app.commands.common import cloud_engine, emit, open_core, read_prompt, roun
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from app.domain import Finished, FinishReason, Seam, TextDelta, Usage
+    from app.domain import Finished, FinishReason, Restart, Seam, TextDelta, Usage
+    from app.errors import EngineError
     from app.chat_service import OutboxPlan
     from app.quotas import RateLimitedLocally
     from app.router import Route
@@ -57,13 +58,19 @@ def cmd_ask(args: argparse.Namespace) -> int:
                                           with_local=send_when_online)
         finish: Finished | None = None
         try:
+            structured = turn.request.response_format is not None
             for event in turn.run(engine, cancel, route_reason):
                 if isinstance(event, TextDelta):
                     if args.json:
                         emit({"event": "delta", "text": event.text})
-                    else:
+                    elif not structured:  # JSON is printed once checked (below)
                         sys.stdout.write(event.text)
                         sys.stdout.flush()
+                elif isinstance(event, Restart):
+                    if args.json:
+                        emit({"event": "restart", "reason": event.reason})
+                    else:
+                        sys.stderr.write(f"outpost: {event.reason}\n")
                 elif isinstance(event, Seam):
                     if args.json:
                         emit({"event": "seam", "engine": event.engine, "model": event.model,
@@ -84,7 +91,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
                 _report_queued(args, item, turn)
             raise type(exc)(f"{exc} Queued in the outbox as item {item.id}; `outpost outbox "
                             "send` sends it once the provider is reachable.") from None
+        check = getattr(turn, "output_check", None)
         if not args.json:
+            if structured:
+                sys.stdout.write(turn.reply.text)
             sys.stdout.write("\n")
         if args.json and finish is not None:
             answered = getattr(engine, "answered", None) or engine.info
@@ -94,7 +104,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
                    "ttft_ms": round_or_none(finish.ttft_ms),
                    "tokens_per_s": round_or_none(finish.tokens_per_s),
                    "engine": answered.engine, "model": answered.model,
-                   "route_reason": getattr(engine, "reason", None) or route_reason})
+                   "route_reason": getattr(engine, "reason", None) or route_reason,
+                   **({"output_check": {k: v for k, v in check.items() if k != "raw"}}
+                      if check else {})})
         item = service.queue_if_unreachable(turn, engine)
         if item is not None:
             _report_queued(args, item, turn)
@@ -103,6 +115,12 @@ def cmd_ask(args: argparse.Namespace) -> int:
                 str(finish.error))
         if finish is not None and finish.reason is FinishReason.CANCELLED:
             raise Cancelled("The reply was stopped; the partial answer is saved.")
+        if check is not None and not check["valid"]:
+            raise EngineError(f"The reply is not valid JSON ({check['error']}), even after one "
+                              "repair; its raw text is saved.")
+        if finish is not None and not turn.reply.text.strip():
+            raise EngineError("The model returned an empty reply (saved, marked as an error). "
+                              "Try again, or change the message or the knobs.")
         return 0
     finally:
         engine.close()
@@ -181,4 +199,11 @@ def knob_options(args):
 
     values = {name: getattr(args, name, None) for name in KNOB_NAMES if name != "stop"}
     stop = tuple(args.stop) if args.stop is not None else None
-    return TurnOptions(**values, stop=stop, preset=args.preset, system_prompt=args.system)
+    schema = getattr(args, "json_schema", None)
+    if schema is not None:
+        from app.structured import load_schema
+
+        schema = load_schema(schema)
+    json_mode = True if getattr(args, "json_mode", False) else None
+    return TurnOptions(**values, stop=stop, preset=args.preset, system_prompt=args.system,
+                       json_schema=schema, json_mode=json_mode)

@@ -1,0 +1,208 @@
+"""Structured output (issue 6): schemas checked, every result validated, grammar-constrained
+JSON on the real bundled model, the repair path (lenient, then one re-ask), and the payload
+each wire format gets."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from app.chat_service import ChatService, TurnOptions
+from app.domain import (ChatMessage, ChatRequest, Finished, FinishReason, Role, TextDelta,
+                        Usage)
+from app.errors import UsageError
+from app.providers import ProviderConfig
+from app.settings import Settings
+from app.store import Store
+from app.structured import check_schema, lenient, validate
+from engines.anthropic import AnthropicEngine
+from engines.base import EngineInfo
+from engines.openai_compat import OpenAICompatEngine
+from tests.fault_server import fault_server
+
+PERSON = {"type": "object", "properties": {"name": {"type": "string"},
+                                           "age": {"type": "integer", "minimum": 0}},
+          "required": ["name", "age"], "additionalProperties": False}
+
+
+@pytest.fixture
+def service(tmp_path):
+    store = Store(tmp_path / "outpost.db")
+    yield ChatService(store, Settings(tmp_path / "settings.json"))
+    store.close()
+
+
+def test_a_bad_schema_is_refused_naming_the_problem():
+    with pytest.raises(UsageError, match="not valid at properties/age/type"):
+        check_schema({"type": "object", "properties": {"age": {"type": "integr"}}})
+    with pytest.raises(UsageError, match="must be a JSON object"):
+        check_schema(["type", "object"])
+    assert check_schema(PERSON) is PERSON
+
+
+def test_validation_and_the_lenient_repair():
+    assert validate('{"name": "Ada", "age": 36}', PERSON).valid
+    assert "empty" in validate("  ", PERSON).error
+    wrong = validate('{"name": "Ada", "age": -1}', PERSON)
+    assert not wrong.valid and "at age" in wrong.error
+    fenced = "Sure! Here it is:\n```json\n{\"name\": \"Ada\", \"age\": 36}\n```"
+    assert not validate(fenced, PERSON).valid
+    fixed = lenient(fenced, PERSON)
+    assert fixed.valid and json.loads(fixed.text) == {"name": "Ada", "age": 36}
+    assert lenient('The answer is {"name": "Bo", "age": 2} and more', PERSON).valid
+    assert not lenient("no json here", PERSON).valid
+
+
+class Scripted:
+    """An engine that replies with the given texts, one per call (the real engines are tested
+    against the fault server and the real model below)."""
+
+    knob_kind = "local"
+
+    def __init__(self, *texts: str):
+        self.texts = list(texts)
+        self.requests: list[ChatRequest] = []
+        self.info = EngineInfo("test", "scripted")
+
+    def stream(self, request, cancel):
+        self.requests.append(request)
+        text = self.texts.pop(0)
+        if text:
+            yield TextDelta(text)
+        yield Usage(10, 5)
+        yield Finished(FinishReason.STOP, ttft_ms=1.0, tokens_per_s=10.0)
+
+    def close(self):
+        pass
+
+
+def run(service, engine, schema=PERSON):
+    turn = service.start_turn("Who?", model="m", options=TurnOptions(json_schema=schema,
+                                                                     json_mode=True))
+    events = list(turn.run(engine, threading.Event()))
+    return turn, events, service.store.get_message(turn.assistant_message_id)
+
+
+def test_valid_json_passes_untouched(service):
+    turn, _, message = run(service, Scripted('{"name": "Ada", "age": 36}'))
+    assert message.output_check == {"mode": "json_schema", "valid": True, "error": None,
+                                    "repair": None}
+    assert message.content == '{"name": "Ada", "age": 36}'
+
+
+def test_fenced_json_is_repaired_leniently_without_asking_again(service):
+    engine = Scripted('```json\n{"name": "Ada", "age": 36}\n```')
+    _, _, message = run(service, engine)
+    assert len(engine.requests) == 1
+    assert message.output_check["valid"] and message.output_check["repair"] == "lenient"
+    assert json.loads(message.content) == {"name": "Ada", "age": 36}
+    assert message.output_check["raw"].startswith("```json")
+
+
+def test_invalid_json_is_asked_again_once_with_the_error(service):
+    from app.domain import Restart
+
+    engine = Scripted('{"name": "Ada"}', '{"name": "Ada", "age": 36}')
+    turn, events, message = run(service, engine)
+    assert len(engine.requests) == 2
+    again = engine.requests[1]
+    assert again.idempotency_key == turn.request.idempotency_key  # one turn, metered as one
+    assert again.messages[-2] == ChatMessage(Role.ASSISTANT, '{"name": "Ada"}')
+    assert "'age' is a required property" in again.messages[-1].content
+    assert any(isinstance(e, Restart) for e in events)
+    assert message.output_check["valid"] and message.output_check["repair"] == "reask"
+    assert message.content == '{"name": "Ada", "age": 36}'
+    assert message.completion_tokens == 10  # both attempts' tokens
+
+
+def test_still_invalid_after_the_repair_is_marked_with_the_raw_text_kept(service):
+    engine = Scripted("I cannot do that.", "")
+    _, _, message = run(service, engine)
+    assert len(engine.requests) == 2  # one repair only
+    check = message.output_check
+    assert check["valid"] is False and "empty" in check["error"]
+    assert check["raw"] == "I cannot do that."
+    assert message.error and "invalid JSON" in message.error
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+def test_each_wire_format_gets_its_structured_request(service, wire):
+    reply = '{"name": "Ada", "age": 36}'
+    with fault_server() as server:
+        if wire == "openai":
+            engine = OpenAICompatEngine(ProviderConfig("f", "openai", server.url + "/v1",
+                                                       "test-model"), "sk-test")
+        else:
+            engine = AnthropicEngine(ProviderConfig("f", "anthropic", server.url, "claude-t"),
+                                     "sk-test")
+        server.script([tool_reply(reply) if wire == "anthropic" else text_reply(reply)])
+        try:
+            turn, _, message = run(service, engine)
+        finally:
+            engine.close()
+        [sent] = server.chat_requests()
+    body = sent.json
+    if wire == "openai":
+        assert body["response_format"] == {"type": "json_schema", "json_schema": {
+            "name": "reply", "schema": PERSON, "strict": True}}
+    else:
+        assert body["tools"] == [{"name": "reply", "description": body["tools"][0]["description"],
+                                  "input_schema": PERSON}]
+        assert body["tool_choice"] == {"type": "tool", "name": "reply"}
+    assert message.output_check["valid"] and json.loads(message.content)["age"] == 36
+
+
+def text_reply(text):
+    from tests.fault_server import Normal
+
+    return Normal(chunks=(text[:10], text[10:]))
+
+
+def tool_reply(text):
+    from tests.fault_server import ToolUse
+
+    return ToolUse(partial_json=(text[:10], text[10:]))
+
+
+@pytest.mark.local_model
+def test_local_grammar_gives_valid_json_20_times_out_of_20(local_engine):
+    from app.structured import response_format
+
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
+                                               "population": {"type": "integer"}},
+              "required": ["city", "population"]}
+    valid = 0
+    for seed in range(20):
+        request = ChatRequest(model="local", messages=(ChatMessage(
+            Role.USER, "Name a big city and its population as JSON."),), max_tokens=60,
+            temperature=0.9, seed=seed, response_format=response_format(schema))
+        text = "".join(e.text for e in local_engine.stream(request, threading.Event())
+                       if isinstance(e, TextDelta))
+        valid += validate(text, schema).valid
+    assert valid == 20
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True,
+                          text=True, env=os.environ.copy(), timeout=120,
+                          stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.local_model
+def test_cli_json_schema_file(outpost_home, tmp_path):
+    schema = tmp_path / "colour.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {
+        "colour": {"type": "string", "enum": ["red", "green", "blue"]}},
+        "required": ["colour"]}))
+    result = cli("ask", "Pick a colour.", "--json-schema", str(schema), "--max-tokens", "30")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["colour"] in ("red", "green", "blue")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"type": "objekt"}')
+    refused = cli("ask", "x", "--json-schema", str(bad))
+    assert refused.returncode == 2 and "JSON Schema is not valid" in refused.stderr
+    assert json.loads(cli("history", "list", "--json").stdout)[0]["title"] == "Pick a colour."

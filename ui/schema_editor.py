@@ -1,0 +1,56 @@
+"""Edits a JSON Schema for structured output, checking the schema itself as you type: OK is
+enabled only for a valid schema (or an empty box: JSON without a schema)."""
+from __future__ import annotations
+
+import json
+
+from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QLabel, QPlainTextEdit, QVBoxLayout)
+
+from app.errors import UsageError
+from app.structured import check_schema
+
+EXAMPLE = {"type": "object", "properties": {"answer": {"type": "string"},
+                                            "confidence": {"type": "number"}},
+           "required": ["answer"]}
+
+
+class SchemaEditor(QDialog):
+    def __init__(self, schema: dict | None, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("JSON Schema of the reply")
+        self.resize(520, 420)
+        layout = QVBoxLayout(self)
+        hint = QLabel("The reply must be JSON matching this schema (JSON Schema, draft 2020-12). "
+                      "Leave it empty for any JSON.")
+        hint.setWordWrap(True)
+        layout.addWidget(hint)
+        self.edit = QPlainTextEdit(json.dumps(schema, indent=2) if schema else "")
+        self.edit.setPlaceholderText(json.dumps(EXAMPLE, indent=2))
+        layout.addWidget(self.edit, 1)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok |
+                                        QDialogButtonBox.StandardButton.Cancel)
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        layout.addWidget(self.buttons)
+        self.schema: dict | None = schema
+        self.edit.textChanged.connect(self._check)
+        self._check()
+
+    def _check(self) -> None:
+        text = self.edit.toPlainText().strip()
+        ok, message = True, "Any JSON (no schema)."
+        self.schema = None
+        if text:
+            try:
+                self.schema = check_schema(json.loads(text))
+                message = "✓ A valid JSON Schema."
+            except ValueError as exc:
+                ok, message = False, f"Not JSON: {exc}."
+            except UsageError as exc:
+                ok, message = False, str(exc)
+        self.status.setText(message)
+        self.status.setStyleSheet("color:#1a7f37;" if ok else "color:#a8071a;")
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(ok)
