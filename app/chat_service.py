@@ -64,6 +64,13 @@ def default_user_id(settings: Settings) -> str:
         return "local"
 
 
+def _price_known(counter) -> bool:
+    """Whether the engine's model has a price (``estimate_cost`` says "cost unknown" when it
+    does not; engines without it are local or test doubles: nothing to price)."""
+    estimate = getattr(counter, "estimate_cost", None)
+    return estimate is None or estimate(1, 1) != "cost unknown"
+
+
 def title_from(prompt: str) -> str:
     line = " ".join(prompt.split())
     return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1].rstrip() + "…"
@@ -399,7 +406,8 @@ class ChatService:
                 sum(len(m.content) // 4 + 4 for m in messages)
             self.quotas.check(self.profile, effective_route,
                               effective_route != "local", prompt_tokens,
-                              request_args["max_tokens"])
+                              request_args["max_tokens"], price_known=_price_known(counter),
+                              model=model)
         if conversation_id is None:  # a new conversation keeps the knobs it started with
             conversation = self.store.create_conversation(
                 title_from(prompt), system_prompt, route, profile=self.profile,

@@ -31,6 +31,7 @@ EXIT_CODES = """exit codes:
        (a partial answer is saved, marked interrupted)
   5    the database could not be read or written (disk full, locked, read-only)
   130  the reply was stopped (Ctrl+C or SIGTERM); the partial answer is saved
+  141  the reader of the output went away (e.g. `| head`)
 
 environment:
   OUTPOST_HOME     keep data and config under this folder instead of the user dirs
@@ -240,32 +241,24 @@ def _knob_flags(parser: argparse.ArgumentParser) -> None:
                             "--json-mode); the schema itself is checked first")
 
 
+def _dispatch(args: argparse.Namespace) -> int:
+    commands = {"ask": cmd_ask, "history": cmd_history, "providers": cmd_providers,
+                "keys": cmd_keys, "outbox": cmd_outbox, "offline": cmd_offline,
+                "usage": cmd_usage, "quota": cmd_quota, "profile": cmd_profile,
+                "preset": cmd_preset}
+    if args.command is None:
+        return cmd_gui()
+    if args.command not in commands:
+        raise UsageError(f"Unknown command {args.command!r}.")
+    return commands[args.command](args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command is None:
-            return cmd_gui()
-        if args.command == "ask":
-            return cmd_ask(args)
-        if args.command == "history":
-            return cmd_history(args)
-        if args.command == "providers":
-            return cmd_providers(args)
-        if args.command == "keys":
-            return cmd_keys(args)
-        if args.command == "outbox":
-            return cmd_outbox(args)
-        if args.command == "offline":
-            return cmd_offline(args)
-        if args.command == "usage":
-            return cmd_usage(args)
-        if args.command == "quota":
-            return cmd_quota(args)
-        if args.command == "profile":
-            return cmd_profile(args)
-        if args.command == "preset":
-            return cmd_preset(args)
-        raise UsageError(f"Unknown command {args.command!r}.")
+        code = _dispatch(args)
+        sys.stdout.flush()  # a reader that left shows up here, not at interpreter exit
+        return code
     except OutpostError as exc:
         if getattr(args, "json", False) and args.command == "ask" and \
                 not isinstance(exc, Cancelled):  # a stop ends with finished(cancelled)
@@ -275,6 +268,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("outpost: stopped.\n")
         return 130
+    except BrokenPipeError:  # `outpost usage | head`: the reader left; not a bug
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

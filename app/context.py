@@ -52,9 +52,15 @@ class Fit:
         if not self.dropped:
             return None
         turns = sum(1 for m in self.dropped if m.role is Role.USER)
-        noun = "turn" if turns == 1 else "turns"
-        return (f"The {turns} oldest {noun} ({len(self.dropped)} messages) were left out to fit "
-                f"the model's {self.window:,}-token context.")
+        asked = [" ".join(m.content.split()) for m in self.dropped if m.role is Role.USER]
+        quote = lambda t: f"“{t[:40]}…”" if len(t) > 40 else f"“{t}”"  # noqa: E731
+        which = quote(asked[0]) + (f" to {quote(asked[-1])}" if len(asked) > 1 else "") \
+            if asked else ""
+        head = "The oldest turn" if turns == 1 else f"The {turns} oldest turns"
+        verb = "was" if turns == 1 else "were"
+        return (f"{head} ({len(self.dropped)} messages{', ' + which if which else ''}) {verb} "
+                f"left out to fit the model's {self.window:,}-token context; the model does not "
+                "see them in this reply.")
 
 
 def _turn_starts(middle: Sequence[ChatMessage]) -> list[int]:
@@ -84,10 +90,12 @@ def fit_messages(messages: Sequence[ChatMessage], counter: TokenCounter,
     if alone + max_tokens > window:
         approx = "" if alone_exact else "about "
         raise MessageTooLong(
-            f"This message is too long for the model: with the system prompt it takes "
-            f"{approx}{alone:,} tokens, plus {max_tokens:,} kept for the reply, and the context "
-            f"window is {window:,}. Shorten it, lower max tokens, or use a model with a larger "
-            "context.")
+            f"This message does not fit the model's context window of {window:,} tokens: with "
+            f"the system prompt it takes {approx}{alone:,} tokens, and max tokens keeps "
+            f"{max_tokens:,} more for the reply. "
+            + ("Lower max tokens, " if max_tokens >= alone else "Shorten the message, lower "
+               "max tokens, ")
+            + "or use a model with a larger context.")
     starts = _turn_starts(middle) + [len(middle)]
     # the smallest number of dropped turns that fits (dropping everything fits: checked above)
     low, high = 0, len(starts) - 1

@@ -9,7 +9,9 @@ Limits (all optional; unset = no limit):
 * ``requests_per_minute`` / ``tokens_per_minute``   token buckets with continuous refill: a
   bucket holds one minute's worth and refills at that rate per minute;
 * ``allowed_routes``         e.g. ``["local"]`` for a profile that may not use the cloud;
-* ``count_local``            whether local tokens count toward the token limits (default no).
+* ``count_local``            whether local tokens count toward the token limits (default no);
+* ``allow_unpriced``         with a cost limit, whether models with no known price may be used
+                             (default no: their cost could not be counted against the budget).
 
 Where limits come from, strongest first: the **policy file** (TOML, ``OUTPOST_POLICY`` or
 ``<config dir>/policy.toml``; a fleet provisions it, nothing in Outpost overrides it), then what
@@ -37,7 +39,7 @@ from app import paths
 from app.errors import UsageError
 
 LIMIT_NAMES = ("cloud_tokens_per_day", "cloud_cost_per_month", "requests_per_minute",
-               "tokens_per_minute", "allowed_routes", "count_local")
+               "tokens_per_minute", "allowed_routes", "count_local", "allow_unpriced")
 
 
 class QuotaExceeded(UsageError):
@@ -119,7 +121,9 @@ class Limits:
     tokens_per_minute: int | None = None
     allowed_routes: tuple[str, ...] | None = None
     count_local: bool = False
-    source: str = "none"  # "policy file", "quota set", "none"
+    allow_unpriced: bool = False
+    source: str = "none"  # the strongest source of any limit: "policy file", "quota set", "none"
+    sources: dict = dataclasses.field(default_factory=dict)  # limit name -> its source
 
     def as_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -145,9 +149,9 @@ def _coerce(name: str, value, where: str):
             raise UsageError(f"{where}: allowed_routes must be a list of auto, local, cloud; "
                              f"got {value!r}.")
         return tuple(value)
-    if name == "count_local":
+    if name in ("count_local", "allow_unpriced"):
         if not isinstance(value, bool):
-            raise UsageError(f"{where}: count_local must be true or false, got {value!r}.")
+            raise UsageError(f"{where}: {name} must be true or false, got {value!r}.")
         return value
     raise UsageError(f"{where}: unknown limit {name!r} (known: {', '.join(LIMIT_NAMES)}).")
 
@@ -169,6 +173,11 @@ class QuotaBook:
 
     def _policy(self) -> dict:
         if not self.policy.exists():
+            if os.environ.get("OUTPOST_POLICY") and str(self.policy) == \
+                    os.environ["OUTPOST_POLICY"]:
+                # a fleet named its policy file: missing must not mean "no limits"
+                raise UsageError(f"The policy file {self.policy} (OUTPOST_POLICY) does not "
+                                 "exist.")
             return {}
         try:
             data = tomllib.loads(self.policy.read_text(encoding="utf-8"))
@@ -186,18 +195,21 @@ class QuotaBook:
 
     def limits(self, profile: str) -> Limits:
         merged: dict = {}
+        sources: dict = {}
         source = "none"
         local = self._local()
         for table in (local.get("default", {}), local.get("profiles", {}).get(profile, {})):
             if table:
                 merged.update(_limits_from(table, str(self.local)))
+                sources.update({name: "quota set" for name in table})
                 source = "quota set"
         policy = self._policy()
         for table in (policy.get("default", {}), policy.get("profiles", {}).get(profile, {})):
             if table:
                 merged.update(_limits_from(table, str(self.policy)))
+                sources.update({name: "policy file" for name in table})
                 source = "policy file"
-        return Limits(**merged, source=source)
+        return Limits(**merged, source=source, sources=sources)
 
     def policy_names(self, profile: str) -> set[str]:
         """The limits the policy file sets for ``profile`` (nobody changes those in Outpost)."""
@@ -289,7 +301,7 @@ class QuotaGuard:
         return self._buckets[key]
 
     def check(self, profile: str, route: str, cloud: bool, prompt_tokens: int,
-              max_tokens: int) -> None:
+              max_tokens: int, price_known: bool = True, model: str = "") -> None:
         """Raise QuotaExceeded / RateLimitedLocally, or take from the buckets and return."""
         from app.ledger import start_of_day, start_of_month
 
@@ -309,15 +321,27 @@ class QuotaGuard:
                 raise QuotaExceeded(
                     f"Daily token quota reached for {profile}: {spent:,} of "
                     f"{limits.cloud_tokens_per_day:,} tokens used today, this message needs "
-                    f"{prompt_tokens:,} more. It resets at {reset:%H:%M} ({limits.source}).")
+                    f"{prompt_tokens:,} more. It resets at {reset:%H:%M} "
+                    f"({limits.sources.get('cloud_tokens_per_day', limits.source)})."
+                    + (" The local model is not limited: switch this chat to Local only."
+                       if cloud and not limits.count_local else ""))
         if cloud and limits.cloud_cost_per_month is not None:
+            from app.pricing import format_usd
+
+            if not price_known and not limits.allow_unpriced:
+                raise QuotaExceeded(
+                    f"{profile} has a monthly cloud budget, and {model or 'this model'} has no "
+                    "known price (it is not in resources/prices.json), so its cost could not "
+                    "be counted against the budget. Use a priced model or Local only; the "
+                    "admin can allow unpriced models (allow_unpriced = true).")
             used = self.ledger.totals(start_of_month(now), profile)
             if used.cost_usd >= limits.cloud_cost_per_month:
                 reset = _next_month(now)
                 raise QuotaExceeded(
-                    f"Monthly cloud budget reached for {profile}: ${used.cost_usd:.2f} of "
-                    f"${limits.cloud_cost_per_month:.2f} spent this month. It resets on "
-                    f"{reset:%Y-%m-%d} ({limits.source}).")
+                    f"Monthly cloud budget reached for {profile}: {format_usd(used.cost_usd)} "
+                    f"of {format_usd(limits.cloud_cost_per_month)} spent this month. It resets "
+                    f"on {reset:%Y-%m-%d} "
+                    f"({limits.sources.get('cloud_cost_per_month', limits.source)}).")
         if not counts:
             return
         waits = []

@@ -261,3 +261,12 @@ def test_prompt_from_stdin(outpost_home):
         assert store.messages(conversation.id)[0].content == "A prompt from a pipe\n"
     finally:
         store.close()
+
+
+def test_a_reader_that_goes_away_is_not_a_crash(outpost_home):
+    """`outpost … | head`: no traceback, exit 141 (like a tool killed by SIGPIPE)."""
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "preset", "knobs"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader left before reading anything
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 141 and b"Traceback" not in err

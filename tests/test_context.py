@@ -62,7 +62,7 @@ def test_oldest_whole_turns_are_dropped_never_system_or_newest():
 
 def test_a_message_that_cannot_fit_alone_is_refused():
     messages = convo(2)[:-1] + [ChatMessage(Role.USER, "word " * 500)]
-    with pytest.raises(MessageTooLong, match="too long for the model.*context window is 300"):
+    with pytest.raises(MessageTooLong, match="does not fit the model.s context window of 300"):
         fit_messages(messages, WordCounter(300), max_tokens=50)
 
 
@@ -135,7 +135,7 @@ def test_cli_refuses_an_oversize_prompt_with_exit_2(outpost_home):
     env = os.environ.copy()
     result = subprocess.run([sys.executable, "-m", "app.cli", "ask", "ocean " * 400, "--json"],
                             capture_output=True, text=True, env=env, timeout=120)
-    assert result.returncode == 2 and "too long for the model" in result.stderr
+    assert result.returncode == 2 and "does not fit the model" in result.stderr
     listed = subprocess.run([sys.executable, "-m", "app.cli", "history", "list", "--json"],
                             capture_output=True, text=True, env=env, timeout=60)
     assert json.loads(listed.stdout) == []  # nothing saved, nothing sent

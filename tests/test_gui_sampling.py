@@ -104,3 +104,19 @@ def test_json_mode_with_a_schema_in_the_window(qtbot, outpost, artifacts_dir):
     assert panel.json_mode.isChecked() and panel.schema == schema
     qtbot.wait(50)
     window.grab().save(str(artifacts_dir / "main_window_json.png"))
+
+
+def test_turns_left_out_to_fit_are_announced_and_stay_announced(qtbot, outpost):
+    from app.domain import Role
+
+    window = outpost.window
+    store = outpost.store
+    conversation = store.create_conversation("long", profile=window.profile_name)
+    for i in range(2):
+        store.add_message(conversation.id, Role.USER, f"Question {i}: " + "river " * 2500)
+        store.add_message(conversation.id, Role.ASSISTANT, "Noted.")
+    window._on_conversation_selected(conversation.id)
+    send(qtbot, outpost, "And now?")
+    assert window.banner.isVisible()
+    assert "oldest turn" in window.banner.label.text() and "Question 0" in \
+        window.banner.label.text()

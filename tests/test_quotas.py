@@ -167,3 +167,33 @@ def test_retries_and_hedges_of_a_turn_are_charged_to_the_rate_buckets(tmp_path):
     clock.now += 20
     guard.check("ana", "auto", True, 10, 10)
     store.close()
+
+
+def test_a_cost_budget_refuses_models_with_no_known_price_unless_allowed(tmp_path):
+    store = Store(tmp_path / "outpost.db")
+    book = QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json")
+    book.set("ana", "cloud_cost_per_month", 5, by=ADMIN)
+    guard = QuotaGuard(book, UsageLedger(store, "ana"))
+    guard.check("ana", "auto", True, 10, 10, price_known=True, model="gpt-4o-mini")
+    with pytest.raises(QuotaExceeded, match="mystery-model has no known price"):
+        guard.check("ana", "auto", True, 10, 10, price_known=False, model="mystery-model")
+    guard.check("ana", "local", False, 10, 10, price_known=False)  # local costs nothing
+    book.set("ana", "allow_unpriced", True, by=ADMIN)
+    guard.check("ana", "auto", True, 10, 10, price_known=False, model="mystery-model")
+    store.close()
+
+
+def test_each_limit_says_where_it_comes_from(tmp_path):
+    policy = write_policy(tmp_path / "policy.toml", "[default]\nrequests_per_minute = 10\n")
+    book = QuotaBook(policy, tmp_path / "quotas.json")
+    book.set("ana", "cloud_cost_per_month", 1.5, by=ADMIN)
+    limits = book.limits("ana")
+    assert limits.sources == {"requests_per_minute": "policy file",
+                              "cloud_cost_per_month": "quota set"}
+
+
+def test_a_named_policy_file_that_is_missing_is_an_error(tmp_path, monkeypatch):
+    missing = tmp_path / "fleet-policy.toml"
+    monkeypatch.setenv("OUTPOST_POLICY", str(missing))
+    with pytest.raises(Exception, match="does not exist"):
+        QuotaBook().limits("ana")

@@ -267,8 +267,8 @@ class MainWindow(WindowRoutes, WindowProfiles, WindowSampling, QMainWindow):
     # -- slots ---------------------------------------------------------------------------------
     @Slot(str)
     def _on_send_requested(self, text: str) -> None:
+        self.banner.hide()  # before sending: what the send reports (turns left out…) stays
         if self.controller.send(text):
-            self.banner.hide()
             self.composer.clear()
 
     @Slot()

@@ -24,6 +24,7 @@ class PinDialog(QDialog):
         self.profiles, self.name = profiles, name
         self.profile: Profile | None = None
         self.setWindowTitle("Outpost — sign in")
+        self.setMinimumWidth(380)
         layout = QVBoxLayout(self)
         self.prompt = QLabel()
         self.picker = QComboBox()
@@ -71,6 +72,7 @@ class PinDialog(QDialog):
             self.error.setText(str(exc))
             self.error.show()
             self.edit.selectAll()
+            self.adjustSize()  # room for the whole sentence
             return
         self.accept()
 
@@ -148,7 +150,8 @@ class QuotaEditor(QGroupBox):
             self._row(form, name, title, box)
         cost = QDoubleSpinBox()
         cost.setRange(0, 1_000_000)
-        cost.setDecimals(2)
+        cost.setDecimals(4)  # budgets below a cent exist (tests, tight fleets)
+        cost.setSingleStep(0.5)
         cost.setPrefix("$ ")
         self._row(form, "cloud_cost_per_month", "Cloud cost per month", cost)
         routes = QWidget()
@@ -243,6 +246,11 @@ class ProfilesDialog(QDialog):
         self.status = QLabel()
         self.status.setWordWrap(True)
         right.addWidget(self.status)
+        self.admin_warning = QLabel()
+        self.admin_warning.setWordWrap(True)
+        self.admin_warning.setStyleSheet("color:#b35900;")
+        self.admin_warning.hide()
+        right.addWidget(self.admin_warning)
         buttons = QHBoxLayout()
         self.pin_button = QPushButton("Set PIN…")
         self.pin_button.clicked.connect(self._set_pin)
@@ -332,6 +340,13 @@ class ProfilesDialog(QDialog):
         except OutpostError as exc:
             self.error.setText(str(exc))
             return
+        admin_profile = next((p for p in self.profiles.list() if p.is_admin), None)
+        exposed = admin_profile is not None and not admin_profile.has_pin and \
+            len(self.profiles.list()) > 1
+        self.admin_warning.setText(
+            f"The admin ({admin_profile.name}) has no PIN: anyone at this computer can switch "
+            "to it and change quotas or reset PINs. Give it a PIN." if exposed else "")
+        self.admin_warning.setVisible(exposed)
         self.quotas.policy_path = str(self.book.policy)
         self.quotas.load(limits, locked, admin, why)
         self.save_button.setEnabled(admin)
@@ -417,6 +432,9 @@ class ProfilesDialog(QDialog):
             for name, value in self.quotas.wanted().items():
                 old = getattr(current, name)
                 old = list(old) if isinstance(old, tuple) else old
+                if isinstance(old, float) and isinstance(value, float) and \
+                        round(old, 4) == round(value, 4):
+                    continue  # unchanged as shown: keep the exact stored value
                 if name in locked or value == old:
                     continue
                 self.book.set(profile.name, name, value, by=self.me)

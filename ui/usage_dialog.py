@@ -6,6 +6,7 @@ from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QGridLayout, QLabel, Q
                                QTableWidget, QTableWidgetItem, QVBoxLayout)
 
 from app.ledger import start_of_day, start_of_month
+from app.pricing import format_usd
 from app.quotas import QuotaBook
 
 
@@ -58,8 +59,8 @@ class UsageDialog(QDialog):
         unknown = f" + {month.unknown_cost_requests} unknown" if month.unknown_cost_requests \
             else ""
         self._bar("month_cost", month.cost_usd, limits.cloud_cost_per_month,
-                  f"${month.cost_usd:.4f}{unknown}" + (
-                      f" of ${limits.cloud_cost_per_month:.2f}"
+                  f"{format_usd(month.cost_usd)}{unknown}" + (
+                      f" of {format_usd(limits.cloud_cost_per_month)}"
                       if limits.cloud_cost_per_month is not None else " (no limit)"))
         rate = ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in (
             ("requests_per_minute", limits.requests_per_minute),
@@ -72,11 +73,14 @@ class UsageDialog(QDialog):
             f"{_requests(month.requests)}. Tokens counted toward the quota: {counted}. "
             f"Routes allowed: {routes}. "
             + (f"Rate limits: {rate}. " if rate else "")
-            + f"Limits from: {limits.source}.")
+            + ("Limits from: " + ", ".join(
+                f"{name.replace('_', ' ')} ({where})"
+                for name, where in sorted(limits.sources.items())) + "."
+               if limits.sources else "No limits set."))
         self.table.setRowCount(len(month.by_model))
         for row, entry in enumerate(month.by_model):
             cost = "free" if entry["provider"] == "local" else (
-                "unknown" if entry["cost_usd"] is None else f"${entry['cost_usd']:.4f}")
+                format_usd(entry["cost_usd"]))
             for col, text in enumerate((entry["provider"], entry["model"],
                                         str(entry["requests"]),
                                         f"{entry['prompt_tokens']:,} / "

@@ -132,12 +132,18 @@ def _countdown(message: str, seconds: float, cancel: threading.Event) -> None:
     import time
 
     end = time.monotonic() + seconds
+    live = sys.stderr.isatty()  # a log file gets one line, not one per second
+    if not live:
+        sys.stderr.write(f"outpost: {message.split(';')[0]}; waiting {math.ceil(seconds)} s…\n")
     while (left := end - time.monotonic()) > 0:
-        sys.stderr.write(f"\routpost: {message.split(';')[0]}; waiting {math.ceil(left)} s… ")
-        sys.stderr.flush()
+        if live:
+            sys.stderr.write(f"\routpost: {message.split(';')[0]}; waiting "
+                             f"{math.ceil(left)} s… ")
+            sys.stderr.flush()
         if cancel.wait(min(1.0, left)):
             raise Cancelled("Stopped while waiting for the rate limit; nothing was sent.")
-    sys.stderr.write("\n")
+    if live:
+        sys.stderr.write("\n")
 
 def _report_fit(args: argparse.Namespace, fit) -> None:
     """How the conversation was fitted into the context window (and what was left out)."""

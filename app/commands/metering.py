@@ -28,7 +28,9 @@ def cmd_usage(args: argparse.Namespace) -> int:
                        period="month" if args.month else "day"))
             return 0
         period = since.strftime("%B %Y") if args.month else "today"
-        cost = f"${totals.cost_usd:.4f}"
+        from app.pricing import format_usd
+
+        cost = format_usd(totals.cost_usd)
         if totals.unknown_cost_requests:
             cost += (f" + unknown ({totals.unknown_cost_requests} request"
                      f"{'s' if totals.unknown_cost_requests != 1 else ''} with no known price)")
@@ -38,8 +40,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
               f"({totals.cloud_requests} cloud), {totals.prompt_tokens:,} prompt + "
               f"{totals.completion_tokens:,} completion tokens{approx}; cloud cost {cost}.")
         for row in totals.by_model:
-            price = "free" if row["provider"] == "local" else (
-                "unknown" if row["cost_usd"] is None else f"${row['cost_usd']:.4f}")
+            price = "free" if row["provider"] == "local" else format_usd(row["cost_usd"])
             print(f"  {row['provider']:12} {row['model'][:36]:36} {row['requests']:>5} req "
                   f"{row['prompt_tokens']:>9,} in {row['completion_tokens']:>9,} out  {price}")
         return 0
@@ -71,10 +72,14 @@ def cmd_quota(args: argparse.Namespace) -> int:
         if getattr(args, "json", False):
             emit(dict(limits.as_dict(), profile=profile))
             return 0
-        print(f"Limits of {profile} (from: {limits.source}; policy file: {book.policy}):")
+        print(f"Limits of {profile} (policy file: {book.policy}):")
         for name in LIMIT_NAMES:
             value = getattr(limits, name)
-            print(f"  {name:22} {'no limit' if value is None else value}")
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            where = limits.sources.get(name)
+            print(f"  {name:22} {'no limit' if value is None else value}"
+                  + (f"  ({where})" if where else ""))
         return 0
     finally:
         core.store.close()
@@ -83,12 +88,20 @@ def _parse_limit(name: str, text: str):
     text = text.strip()
     if text.lower() == "none":
         return None
-    if name == "allowed_routes":
+    if name == "allowed_routes":  # "local,auto" or the TOML/JSON form ["local", "auto"]
+        if text.startswith("["):
+            import json
+
+            try:
+                return list(json.loads(text))
+            except ValueError:
+                raise UsageError("allowed_routes must be a comma list such as local,auto."
+                                 ) from None
         return [part.strip() for part in text.split(",") if part.strip()]
-    if name == "count_local":
-        if text.lower() not in ("true", "false"):
-            raise UsageError("count_local must be true or false.")
-        return text.lower() == "true"
+    if name in ("count_local", "allow_unpriced"):
+        if text.lower() not in ("true", "false", "yes", "no", "on", "off"):
+            raise UsageError(f"{name} must be true or false.")
+        return text.lower() in ("true", "yes", "on")
     try:
         return float(text) if name == "cloud_cost_per_month" else int(text)
     except ValueError:
