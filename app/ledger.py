@@ -29,6 +29,7 @@ class Totals:
     local_tokens: int = 0
     cost_usd: float = 0.0  # the attempts whose price is known
     unknown_cost_requests: int = 0  # cloud attempts with tokens but no known price
+    local_seconds: float = 0.0  # time the local model spent (it costs no money, but time)
     estimated: bool = False  # some tokens or costs were estimated
     by_model: list[dict] = field(default_factory=list)
 
@@ -148,12 +149,15 @@ class UsageLedger:
                 "sum(coalesce(completion_tokens, 0)), sum(coalesce(cost_usd, 0)), "
                 "sum(case when cost_usd is null and provider != 'local' and "
                 "coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0) > 0 "
-                "then 1 else 0 end), max(tokens_estimated), max(cost_estimated) "
+                "then 1 else 0 end), max(tokens_estimated), max(cost_estimated), "
+                "sum(coalesce(latency_ms, 0)) "
                 f"from request_log where {where} group by provider, model "
                 "order by provider, model", params).fetchall()
         totals = Totals(since=_utc_iso(since))
-        for provider, model, count, prompt, completion, cost, unknown, t_est, c_est in rows:
+        for provider, model, count, prompt, completion, cost, unknown, t_est, c_est, ms in rows:
             local = provider == "local"
+            if local:
+                totals.local_seconds += (ms or 0) / 1000
             totals.requests += count
             totals.cloud_requests += 0 if local else count
             totals.prompt_tokens += prompt
@@ -169,7 +173,7 @@ class UsageLedger:
                 "provider": provider, "model": model, "requests": count,
                 "prompt_tokens": prompt, "completion_tokens": completion,
                 "cost_usd": None if unknown and not cost else round(cost, 6),
-                "unknown_cost_requests": unknown})
+                "unknown_cost_requests": unknown, "seconds": round((ms or 0) / 1000, 1)})
         totals.cost_usd = round(totals.cost_usd, 6)
         return totals
 

@@ -40,6 +40,7 @@ def test_unknown_price_is_unknown_not_zero(tmp_path):
     assert totals.unknown_cost_requests == 1 and totals.cost_usd == 0.0
     assert totals.cloud_tokens == 150 and totals.local_tokens == 150
     assert {r["provider"]: r["cost_usd"] for r in totals.by_model} == {"openai": None, "local": 0.0}
+    assert totals.local_seconds == pytest.approx(0.012)  # free, but its time is counted
 
 
 def test_totals_by_profile_day_and_month(tmp_path):

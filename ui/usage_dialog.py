@@ -70,7 +70,8 @@ class UsageDialog(QDialog):
         self.summary.setText(
             f"Today: {_requests(day.requests)} ({day.cloud_requests} cloud), "
             f"{day.prompt_tokens + day.completion_tokens:,} tokens. This month: "
-            f"{_requests(month.requests)}. Tokens counted toward the quota: {counted}. "
+            f"{_requests(month.requests)}. Local model time this month: "
+            f"{month.local_seconds:,.1f} s (free). Tokens counted toward the quota: {counted}. "
             f"Routes allowed: {routes}. "
             + (f"Rate limits: {rate}. " if rate else "")
             + ("Limits from: " + ", ".join(

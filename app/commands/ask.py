@@ -152,7 +152,9 @@ def _report_fit(args: argparse.Namespace, fit) -> None:
     if args.json:
         emit({"event": "context", "prompt_tokens": fit.prompt_tokens, "exact": fit.exact,
                "max_tokens": fit.max_tokens, "context_window": fit.window,
-               "dropped_messages": len(fit.dropped)})
+               "dropped_messages": len(fit.dropped),
+               # the user messages of the turns left out (what the model will not see)
+               "dropped_turns": [m.content[:80] for m in fit.dropped if m.role.value == "user"]})
     elif fit.dropped:
         sys.stderr.write(f"outpost: {fit.describe_dropped()}\n")
 

@@ -38,9 +38,11 @@ def cmd_usage(args: argparse.Namespace) -> int:
         plural = "request" if totals.requests == 1 else "requests"
         print(f"Usage of {profile or 'everyone'}, {period}: {totals.requests} {plural} "
               f"({totals.cloud_requests} cloud), {totals.prompt_tokens:,} prompt + "
-              f"{totals.completion_tokens:,} completion tokens{approx}; cloud cost {cost}.")
+              f"{totals.completion_tokens:,} completion tokens{approx}; cloud cost {cost}; "
+              f"local model time {totals.local_seconds:,.1f} s.")
         for row in totals.by_model:
-            price = "free" if row["provider"] == "local" else format_usd(row["cost_usd"])
+            price = f"free, {row['seconds']:,.1f} s" if row["provider"] == "local" \
+                else format_usd(row["cost_usd"])
             print(f"  {row['provider']:12} {row['model'][:36]:36} {row['requests']:>5} req "
                   f"{row['prompt_tokens']:>9,} in {row['completion_tokens']:>9,} out  {price}")
         return 0
