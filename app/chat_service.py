@@ -51,6 +51,9 @@ class TurnOptions:
     # an optional JSON Schema the reply must match (implies JSON mode)
     json_mode: bool | None = None
     json_schema: dict | None = None
+    # best-of-n / self-consistency as chosen in the window (kept with a new conversation; the
+    # caller wraps the engine, see app.candidates)
+    test_time: dict | None = None
     # knobs set back to "not sent" (e.g. the panel's top_k emptied), overriding the rest
     unset: tuple[str, ...] = ()
 
@@ -208,6 +211,10 @@ class Turn:
         return MessageStatus.COMPLETE, (f"invalid JSON after one repair: {second.error}. The "
                                         "raw text is kept.")
 
+    def _selection(self) -> dict | None:
+        selection = getattr(getattr(self, "_engine", None), "selection", None)
+        return selection.record() if selection is not None else None
+
     def _cost_fields(self) -> dict:
         if self.ledger is None:
             return {}
@@ -224,8 +231,12 @@ class Turn:
         kind = getattr(engine, "knob_kind", None)
         if kind is None:
             return request.sampling_params()
-        return {**sent_params(kind, request), "user": request.user,
-                "idempotency_key": request.idempotency_key, "engine_kind": kind}
+        params = {**sent_params(kind, request), "user": request.user,
+                  "idempotency_key": request.idempotency_key, "engine_kind": kind}
+        plan = getattr(engine, "plan", None)
+        if plan is not None and hasattr(plan, "mode"):  # best-of-n / self-consistency
+            params["test_time"] = dataclasses.asdict(plan)
+        return params
 
     def _route_fields(self) -> dict:
         engine = getattr(self, "_engine", None)
@@ -264,6 +275,7 @@ class Turn:
             ttft_ms=finish.ttft_ms if finish else None,
             tokens_per_s=finish.tokens_per_s if finish else None,
             output_check=getattr(self, "output_check", None),
+            candidates=self._selection(),
             **self._route_fields(), **self._cost_fields(),
         )
         self.store.touch_conversation(self.conversation_id)
@@ -413,7 +425,8 @@ class ChatService:
                 title_from(prompt), system_prompt, route, profile=self.profile,
                 sampling={**{k: list(v) if isinstance(v, tuple) else v
                              for k, v in knobs.items()},
-                          "response_format": request_args["response_format"]})
+                          "response_format": request_args["response_format"],
+                          "test_time": options.test_time})
         elif options.system_prompt is not None and \
                 options.system_prompt != conversation.system_prompt:
             self.store.set_conversation_sampling(conversation.id, conversation.sampling,

@@ -236,6 +236,21 @@ def _knob_flags(parser: argparse.ArgumentParser) -> None:
                        help="the reply must be JSON (local: grammar-constrained; OpenAI: "
                             "json_object; Anthropic: a forced tool call); checked, repaired "
                             "once, printed once valid")
+    ttc = parser.add_argument_group(
+        "test-time compute", "Several candidates, one reply; every candidate is metered.")
+    ttc.add_argument("--best-of", type=int, metavar="N", dest="best_of",
+                     help="sample N (2-8) candidates and keep the best by --scorer")
+    ttc.add_argument("--scorer", choices=["logprob", "length", "json", "judge"],
+                     default="logprob",
+                     help="logprob: mean token log-probability (local model); length: "
+                          "length-normalised log-probability (local model); json: valid JSON "
+                          "first; judge: the model picks one (its tokens are metered too)")
+    ttc.add_argument("--self-consistency", type=int, metavar="N", dest="self_consistency",
+                     help="sample up to N (2-8) replies and keep the majority answer (stops "
+                          "early once decided; ties: the answer given first wins)")
+    ttc.add_argument("--extract", default="last-line", metavar="SPEC",
+                     help="how self-consistency finds each final answer: last-line, "
+                          "json:FIELD or regex:PATTERN (default last-line)")
     knobs.add_argument("--json-schema", metavar="FILE", dest="json_schema",
                        help="the reply must be JSON matching this JSON Schema (implies "
                             "--json-mode); the schema itself is checked first")

@@ -75,6 +75,8 @@ class ChatRequest:
     assistant_prefix: str = ""
     # Structured output (app.structured): {"type": "json", "schema": dict | None}; None: text
     response_format: dict | None = None
+    # Report the reply's mean token log-probability (Finished.mean_logprob): local engine only
+    logprobs: bool = False
 
     def __post_init__(self) -> None:
         from app.errors import UsageError
@@ -151,6 +153,9 @@ class Finished:
     ttft_ms: float | None = None
     tokens_per_s: float | None = None
     error: Exception | None = None
+    # the mean log-probability of the reply's tokens under the model (local engine, when the
+    # request asked for it: best-of-n scoring)
+    mean_logprob: float | None = None
 
 
 @dataclass(frozen=True)
@@ -243,6 +248,8 @@ class Message:
     cost_estimated: bool = False
     # structured output: {"mode", "valid", "error", "repair", "raw"?} (app.structured)
     output_check: dict | None = None
+    # best-of-n / self-consistency: the candidates and how one won (app.candidates)
+    candidates: dict | None = None
 
     def as_dict(self) -> dict:
         data = asdict(self)

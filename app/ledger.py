@@ -95,7 +95,8 @@ class UsageLedger:
                           estimated=record.tokens_estimated,
                           cached_prompt_tokens=record.cached_prompt_tokens or 0)
         usd, estimated = self.cost(record.kind, record.provider, record.model, usage)
-        turn = self.turns.get(record.idempotency_key or "", {})
+        # a best-of-n candidate ("<key>~c2") or judge ("<key>~judge") is filed under its turn
+        turn = self.turns.get((record.idempotency_key or "").split("~")[0], {})
         self.store.log_attempt(record, profile=turn.get("profile") or self.profile,
                                route=turn.get("route"),
                                conversation_id=turn.get("conversation_id"),
@@ -112,7 +113,8 @@ class UsageLedger:
         with storage_errors(self.store.path):
             rows = self.store.db.execute(
                 "select cost_usd, cost_estimated, prompt_tokens, completion_tokens, provider "
-                "from request_log where idempotency_key = ?", [idempotency_key]).fetchall()
+                "from request_log where idempotency_key = ? or idempotency_key like ?",
+                [idempotency_key, idempotency_key + "~%"]).fetchall()
         total, estimated = 0.0, False
         for usd, est, prompt, completion, provider in rows:
             if usd is None and (prompt or completion) and provider != "local":

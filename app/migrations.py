@@ -174,3 +174,10 @@ def m008_output_check(db: sqlite_utils.Database) -> None:
     """Structured output: how a JSON reply was checked (valid, the error, the repair used, the
     raw text it replaced); NULL for free-text replies."""
     db["messages"].add_column("output_check", str)
+
+
+@migration
+def m009_candidates(db: sqlite_utils.Database) -> None:
+    """Best-of-n / self-consistency: every candidate of a reply, its score or answer, and how
+    the winner was chosen (JSON, ``app.candidates``); NULL for a single reply."""
+    db["messages"].add_column("candidates", str)

@@ -274,7 +274,7 @@ class QuotaGuard:
         self._turns[idempotency_key] = 0
 
     def _on_attempt(self, record, profile: str, tokens: int) -> None:
-        key = record.idempotency_key or ""
+        key = (record.idempotency_key or "").split("~")[0]  # candidates count with their turn
         if key in self._turns:
             self._turns[key] += 1
             if self._turns[key] == 1:

@@ -126,6 +126,7 @@ def _row_to_message(row: dict) -> Message:
         cost_usd=row.get("cost_usd"),
         cost_estimated=bool(row.get("cost_estimated")),
         output_check=json.loads(row["output_check"]) if row.get("output_check") else None,
+        candidates=json.loads(row["candidates"]) if row.get("candidates") else None,
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -328,7 +329,7 @@ class Store:
             fields["status"] = status.value
             if status is not MessageStatus.STREAMING:
                 fields["writer"] = None
-        for name in ("params", "segments", "output_check"):
+        for name in ("params", "segments", "output_check", "candidates"):
             if name in fields and fields[name] is not None:
                 fields[name] = json.dumps(fields[name])
         for name in ("tokens_estimated", "cost_estimated"):

@@ -328,6 +328,7 @@ class LocalEngine:
         error: Exception | None = None
         self._evaluated = 0
         evaluated_prompt = None
+        scorer = _LogprobScorer() if request.logprobs else None
         knobs = sent_params("local", request)  # llama.cpp's defaults for knobs left empty
         # a seed makes the reply reproducible: same seed + input + knobs -> same text
         self._llm.set_seed(knobs["seed"] if "seed" in knobs else
@@ -337,9 +338,11 @@ class LocalEngine:
             min_p=knobs["min_p"], repeat_penalty=knobs["repeat_penalty"],
             presence_penalty=knobs["presence_penalty"],
             frequency_penalty=knobs["frequency_penalty"], reset=True,
-            grammar=grammar)
+            grammar=grammar, logits_processor=scorer.processors if scorer else None)
         try:
             for token in generator:
+                if scorer is not None:
+                    scorer.took(token)
                 now = time.perf_counter()
                 if evaluated_prompt is None:
                     evaluated_prompt = self._evaluated
@@ -382,7 +385,8 @@ class LocalEngine:
         tps = None
         if first_at is not None and last_at is not None and completion > 1 and last_at > first_at:
             tps = (completion - 1) / (last_at - first_at)
-        job.events.put(Finished(reason, ttft_ms=ttft_ms, tokens_per_s=tps, error=error))
+        job.events.put(Finished(reason, ttft_ms=ttft_ms, tokens_per_s=tps, error=error,
+                                mean_logprob=scorer.mean() if scorer else None))
         self._record(request, job, started, len(tokens), completion,
                      max(0, len(tokens) - evaluated_prompt), ttft_ms, reason, error)
 
@@ -417,6 +421,32 @@ def _eog_checker(llm):
         return lambda token: bool(fn(vocab, token))
     eos = llm.token_eos()
     return lambda token: token == eos
+
+
+class _LogprobScorer:
+    """The log-probability of each sampled token under the model's raw distribution (a logits
+    processor sees the logits just before each token is sampled)."""
+
+    def __init__(self):
+        import llama_cpp
+
+        self._latest = None
+        self.logprobs: list[float] = []
+        self.processors = llama_cpp.LogitsProcessorList([self._see])
+
+    def _see(self, input_ids, scores):
+        import numpy as np
+
+        shifted = scores - np.max(scores)
+        self._latest = shifted - np.log(np.sum(np.exp(shifted)))
+        return scores
+
+    def took(self, token: int) -> None:
+        if self._latest is not None:
+            self.logprobs.append(float(self._latest[token]))
+
+    def mean(self) -> float | None:
+        return sum(self.logprobs) / len(self.logprobs) if self.logprobs else None
 
 
 class _TextAssembler:

@@ -180,8 +180,11 @@ def test_deltas_are_flushed_in_batches_not_per_token(qtbot, outpost):
     original = bubble.append_text
     bubble.append_text = lambda text: (renders.append(text), original(text))
     wait_idle(qtbot, outpost)
-    assert len(deltas) > 20
-    assert 0 < len(renders) < len(deltas)  # batched by the flush timer
+    assert len(deltas) > 5
+    # never more renders than deltas, and far fewer than tokens: batched by the engine's delta
+    # interval and the window's flush timer (how the two split it depends on machine load)
+    reply = outpost.store.messages(window.controller.conversation_id)[-1]
+    assert 0 < len(renders) <= len(deltas) < reply.completion_tokens
     assert "".join(renders) == "".join(deltas) == bubble.text
 
 

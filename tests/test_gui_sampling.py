@@ -120,3 +120,35 @@ def test_turns_left_out_to_fit_are_announced_and_stay_announced(qtbot, outpost):
     assert window.banner.isVisible()
     assert "oldest turn" in window.banner.label.text() and "Question 0" in \
         window.banner.label.text()
+
+
+def test_best_of_n_in_the_window_shows_the_winner_and_the_candidates(qtbot, outpost,
+                                                                     artifacts_dir):
+    window = outpost.window
+    panel = window.sampling
+    panel.fields["temperature"].setValue(0.9)
+    panel.tt_mode.setCurrentIndex(panel.tt_mode.findData("best_of"))
+    panel.tt_n.setValue(3)
+    assert panel.tt_scorer.isVisible() and not panel.tt_extract.isVisible()
+    send(qtbot, outpost, "Name a colour.")
+    [conversation] = outpost.store.list_conversations(window.profile_name)
+    reply = outpost.store.messages(conversation.id)[-1]
+    picked = reply.candidates
+    assert picked["mode"] == "best_of" and len(picked["candidates"]) == 3
+    assert reply.content == picked["candidates"][picked["winner"]]["text"]
+    assert conversation.sampling["test_time"]["n"] == 3
+    bubble = window.view.last_bubble()
+    assert "best of 3 by logprob" in bubble.footer.text()
+    bubble.details_button.click()
+    details = window.details_dialog
+    qtbot.addWidget(details)
+    assert details.candidates.toPlainText().count("seed") == 3
+    assert "★ kept" in details.candidates.toPlainText()
+    qtbot.wait(50)
+    details.grab().save(str(artifacts_dir / "candidates_details.png"))
+    # temperature 0: refused before anything is saved
+    panel.fields["temperature"].setValue(0.0)
+    count = len(outpost.store.messages(conversation.id))
+    send(qtbot, outpost, "Again")
+    assert "temperature 0" in window.banner.label.text()
+    assert len(outpost.store.messages(conversation.id)) == count

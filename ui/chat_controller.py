@@ -84,8 +84,10 @@ class ChatController(QObject):
         self.failed_turn = None  # the last turn that ended in an error: Retry answers it again
         self.new_chat_route: str | None = None  # route of the chat not created yet (None: default)
         self.send_when_online = bool(service.settings["send_when_online"])
-        # the sampling panel's values for the next turn (app.chat_service.TurnOptions)
+        # the sampling panel's values for the next turn (app.chat_service.TurnOptions), and its
+        # best-of-n / self-consistency plan (app.candidates.Plan or None)
         self.options_for_turn = None
+        self.test_time_for_turn = None
         self.state = IDLE
         self.conversation_id: str | None = None
         self._turn = None
@@ -125,9 +127,11 @@ class ChatController(QObject):
             return False
         engine, reason, plan = planned
         try:
+            options = self._options()
+            engine = self._with_candidates(engine, options)
             counter = engine if hasattr(engine, "count_prompt") else None
             turn = self.service.start_turn(prompt, self.conversation_id, model=engine.info.model,
-                                           options=self._options(),
+                                           options=options,
                                            route=self.new_chat_route, counter=counter,
                                            effective_route=self._last_route)
         except OutpostError as exc:
@@ -195,6 +199,21 @@ class ChatController(QObject):
                 self.error_occurred.emit(exc.kind, str(exc))
                 return
         self.route_changed.emit(self.effective_route())
+
+    def _with_candidates(self, engine, options):
+        """Best-of-n / self-consistency around the engine, checked before anything is saved."""
+        tt = self.test_time_for_turn() if self.test_time_for_turn is not None else None
+        if tt is None:
+            return engine
+        from app.candidates import CandidatesEngine
+        from app.errors import UsageError
+
+        temperature = options.temperature if options.temperature is not None \
+            else self.service.settings["temperature"]
+        if temperature == 0:
+            raise UsageError("With temperature 0 every candidate is the same reply; raise the "
+                             "temperature for best of n or self-consistency.")
+        return CandidatesEngine(engine, tt)
 
     def _options(self):
         from app.chat_service import TurnOptions

@@ -197,6 +197,16 @@ class MessageBubble(QFrame):
         elif message.status is MessageStatus.ERROR and message.error:
             note = f"⚠ {message.error}"
         metrics = metrics_text(message) if message.role is Role.ASSISTANT else ""
+        picked = message.candidates
+        if picked:
+            n = len(picked.get("candidates") or [])
+            if picked.get("mode") == "best_of":
+                how = f"best of {n} by {picked.get('scorer')}"
+            else:
+                votes = picked.get("votes") or {}
+                top = max(votes.values(), default=0)
+                how = f"self-consistency: {top} of {n} agreed"
+            metrics = f"{how} (Details) · {metrics}" if metrics else how
         check = message.output_check
         if check:
             if not check.get("valid"):

@@ -157,6 +157,7 @@ class MainWindow(WindowRoutes, WindowProfiles, WindowSampling, QMainWindow):
         self.sampling = SamplingPanel(self.controller.service.presets, self)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.sampling)
         self.controller.options_for_turn = self.sampling.options
+        self.controller.test_time_for_turn = self.sampling.test_time_plan
         if tasks is not None:
             from ui.token_meter import TokenMeter
 

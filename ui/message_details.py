@@ -63,6 +63,29 @@ class MessageDetails(QDialog):
         self.params = QPlainTextEdit(json.dumps(params, indent=2, ensure_ascii=False))
         self.params.setReadOnly(True)
         layout.addWidget(self.params, 1)
+        picked = message.candidates
+        if picked:
+            winner = picked.get("winner")
+            if picked.get("mode") == "best_of":
+                head = f"Best of {picked['n']}, scored by {picked.get('scorer')}"
+            else:
+                head = (f"Self-consistency over {len(picked['candidates'])} of {picked['n']} "
+                        f"samples{' (stopped early: decided)' if picked.get('stopped_early') else ''}"
+                        f"; votes {picked.get('votes')}; ties: {picked.get('tie_rule')}")
+            title = QLabel(head + (f". {picked['note']}" if picked.get("note") else ""))
+            title.setWordWrap(True)
+            layout.addWidget(title)
+            lines = []
+            for c in picked["candidates"]:
+                mark = "★ kept" if c["index"] == winner else ""
+                score = "" if c.get("score") is None else f"score {c['score']:.4g}"
+                answer = f"answer {c['answer']!r}" if c.get("answer") is not None else ""
+                facts = " · ".join(p for p in (mark, score, answer,
+                                               f"seed {c.get('seed')}") if p)
+                lines.append(f"#{c['index'] + 1}  {facts}\n{c['text'].strip()}")
+            self.candidates = QPlainTextEdit("\n\n".join(lines))
+            self.candidates.setReadOnly(True)
+            layout.addWidget(self.candidates, 1)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)

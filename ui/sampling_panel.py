@@ -93,6 +93,7 @@ class SamplingPanel(QDockWidget):
         json_row.addWidget(self.schema_button)
         layout.addLayout(json_row)
         self.schema: dict | None = None
+        self._build_test_time(layout)
         layout.addWidget(QLabel("System prompt"))
         self.system_prompt = QPlainTextEdit()
         self.system_prompt.setToolTip("Instructions the model gets before the conversation; "
@@ -166,7 +167,85 @@ class SamplingPanel(QDockWidget):
         return TurnOptions(**given, stop=tuple(values["stop"]), unset=unset,
                            system_prompt=self.system_prompt.toPlainText(),
                            json_mode=self.json_mode.isChecked(),
-                           json_schema=self.schema if self.json_mode.isChecked() else None)
+                           json_schema=self.schema if self.json_mode.isChecked() else None,
+                           test_time=self.test_time())
+
+    # -- test-time compute ---------------------------------------------------------------------
+    def _build_test_time(self, layout: QVBoxLayout) -> None:
+        from PySide6.QtWidgets import QLineEdit
+
+        row = QHBoxLayout()
+        self.tt_mode = QComboBox()
+        self.tt_mode.addItem("One reply", None)
+        self.tt_mode.addItem("Best of n", "best_of")
+        self.tt_mode.addItem("Self-consistency", "self_consistency")
+        self.tt_mode.setToolTip(
+            "Best of n: sample n candidates and keep the one the scorer likes best. "
+            "Self-consistency: sample up to n replies and keep the majority final answer "
+            "(ties: the answer given first). Every candidate's tokens are metered.")
+        self.tt_n = QSpinBox()
+        self.tt_n.setRange(2, 8)
+        self.tt_n.setValue(4)
+        self.tt_n.setPrefix("n = ")
+        row.addWidget(self.tt_mode, 1)
+        row.addWidget(self.tt_n)
+        layout.addLayout(row)
+        row2 = QHBoxLayout()
+        self.tt_scorer = QComboBox()
+        for value, label, tip in (
+                ("logprob", "Mean log-probability", "the reply the model itself finds most "
+                 "likely, per token (local model)"),
+                ("length", "Length-normalised", "log-probability / tokens^0.6 (local model)"),
+                ("json", "Valid JSON", "valid JSON first (with JSON output), then the most "
+                 "likely"),
+                ("judge", "Judge model", "the model is shown the candidates and picks one "
+                 "(its tokens are metered)")):
+            self.tt_scorer.addItem(label, value)
+            self.tt_scorer.setItemData(self.tt_scorer.count() - 1, tip, 3)  # tooltip role
+        self.tt_extract = QLineEdit("last-line")
+        self.tt_extract.setToolTip("How each reply's final answer is found: last-line, "
+                                   "json:FIELD or regex:PATTERN (first group)")
+        row2.addWidget(self.tt_scorer, 1)
+        row2.addWidget(self.tt_extract, 1)
+        layout.addLayout(row2)
+        for signal in (self.tt_mode.currentIndexChanged, self.tt_n.valueChanged,
+                       self.tt_scorer.currentIndexChanged, self.tt_extract.textChanged):
+            signal.connect(self._edited)
+        self.tt_mode.currentIndexChanged.connect(lambda _: self._show_test_time())
+        self._show_test_time()
+
+    def _show_test_time(self) -> None:
+        mode = self.tt_mode.currentData()
+        self.tt_n.setEnabled(mode is not None)
+        self.tt_scorer.setVisible(mode == "best_of")
+        self.tt_extract.setVisible(mode == "self_consistency")
+
+    def test_time(self) -> dict | None:
+        mode = self.tt_mode.currentData()
+        if mode is None:
+            return None
+        return {"mode": mode, "n": self.tt_n.value(), "scorer": self.tt_scorer.currentData(),
+                "extract": self.tt_extract.text().strip() or "last-line"}
+
+    def test_time_plan(self):
+        """The Plan for the next turn, or None (a bad extractor raises UsageError)."""
+        from app.candidates import Plan
+
+        spec = self.test_time()
+        return Plan(**spec) if spec else None
+
+    def load_test_time(self, spec: dict | None) -> None:
+        self._loading = True
+        try:
+            spec = spec or {}
+            self.tt_mode.setCurrentIndex(max(0, self.tt_mode.findData(spec.get("mode"))))
+            self.tt_n.setValue(spec.get("n", 4))
+            self.tt_scorer.setCurrentIndex(max(0, self.tt_scorer.findData(
+                spec.get("scorer", "logprob"))))
+            self.tt_extract.setText(spec.get("extract", "last-line"))
+            self._show_test_time()
+        finally:
+            self._loading = False
 
     def response_format(self) -> dict | None:
         if not self.json_mode.isChecked():

@@ -36,8 +36,9 @@ class WindowSampling:
             knobs = c.service.knobs(None, conversation)
             system = conversation.system_prompt if conversation is not None \
                 else self.settings["system_prompt"]
-            self.sampling.load(knobs, system, (conversation.sampling or {}).get(
-                "response_format") if conversation is not None else None)
+            own = (conversation.sampling or {}) if conversation is not None else {}
+            self.sampling.load(knobs, system, own.get("response_format"))
+            self.sampling.load_test_time(own.get("test_time"))
             self._sampling_for = c.conversation_id
         kind, label = "local", "the local model"
         if c.effective_route() != "local" and c.provider is not None and \
@@ -67,7 +68,8 @@ class WindowSampling:
         cid = self.controller.conversation_id
         if cid is None:
             return
-        values = dict(self.sampling.values(), response_format=self.sampling.response_format())
+        values = dict(self.sampling.values(), response_format=self.sampling.response_format(),
+                      test_time=self.sampling.test_time())
         try:
             self.store.set_conversation_sampling(
                 cid, values, system_prompt=self.sampling.system_prompt.toPlainText())

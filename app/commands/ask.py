@@ -36,6 +36,14 @@ def cmd_ask(args: argparse.Namespace) -> int:
     route_reason = decision.reason
     send_when_online = args.send_when_online or settings["send_when_online"]
     try:
+        plan = test_time_plan(args)
+        if plan is not None:  # best-of-n / self-consistency: checked before anything is saved
+            from app.candidates import CandidatesEngine
+
+            if service.knobs(knob_options(args), conversation)["temperature"] == 0:
+                raise UsageError("With temperature 0 every candidate is the same reply; raise "
+                                 "--temperature for --best-of or --self-consistency.")
+            engine = CandidatesEngine(engine, plan)
         counter = engine if hasattr(engine, "count_prompt") else None
         if counter is not None:
             engine.wait_ready()  # exact counts from the model's own tokenizer
@@ -92,6 +100,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
             raise type(exc)(f"{exc} Queued in the outbox as item {item.id}; `outpost outbox "
                             "send` sends it once the provider is reachable.") from None
         check = getattr(turn, "output_check", None)
+        selection = turn._selection()
+        if selection is not None and not args.json:
+            sys.stderr.write(f"outpost: {describe_selection(selection)}\n")
         if not args.json:
             if structured:
                 sys.stdout.write(turn.reply.text)
@@ -106,7 +117,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
                    "engine": answered.engine, "model": answered.model,
                    "route_reason": getattr(engine, "reason", None) or route_reason,
                    **({"output_check": {k: v for k, v in check.items() if k != "raw"}}
-                      if check else {})})
+                      if check else {}),
+                   **({"candidates": {k: v for k, v in selection.items() if k != "candidates"}
+                       | {"scores": [c["score"] for c in selection["candidates"]],
+                          "answers": [c["answer"] for c in selection["candidates"]]}}
+                      if selection else {})})
         item = service.queue_if_unreachable(turn, engine)
         if item is not None:
             _report_queued(args, item, turn)
@@ -198,6 +213,36 @@ def _route_engine(args: argparse.Namespace, settings, service, conversation):
                                                            service.ledger.record),
                         Connectivity(), hedge_after_s=settings["hedge_after_s"],
                         on_attempt=service.ledger.record), decision
+
+
+def test_time_plan(args):
+    """``--best-of N --scorer S`` / ``--self-consistency N --extract SPEC`` as a Plan."""
+    from app.candidates import Plan
+
+    best, sc = getattr(args, "best_of", None), getattr(args, "self_consistency", None)
+    if best and sc:
+        raise UsageError("Choose --best-of or --self-consistency, not both.")
+    if best:
+        return Plan("best_of", best, scorer=args.scorer)
+    if sc:
+        return Plan("self_consistency", sc, extract=args.extract)
+    return None
+
+
+def describe_selection(selection: dict) -> str:
+    """One line on how the reply was chosen among the candidates."""
+    n = len(selection["candidates"])
+    winner = selection.get("winner")
+    if selection["mode"] == "best_of":
+        scores = ", ".join("—" if c["score"] is None else f"{c['score']:.3g}"
+                           for c in selection["candidates"])
+        text = (f"best of {n} by {selection['scorer']}: candidate {winner + 1 if winner is not None else '—'} "
+                f"won (scores {scores})")
+    else:
+        votes = ", ".join(f"{a!r}: {v}" for a, v in (selection.get("votes") or {}).items())
+        text = (f"self-consistency over {n} sample(s){' (stopped early)' if selection.get('stopped_early') else ''}: "
+                f"votes {votes or 'none'}; candidate {winner + 1 if winner is not None else '—'} kept")
+    return text + (f". {selection['note']}" if selection.get("note") else "")
 
 
 def knob_options(args):

@@ -1,0 +1,203 @@
+"""Best-of-n and self-consistency (issue 6): the best score wins, every candidate is metered,
+the vote and its tie rule, stopping early, concurrency on cloud engines, the judge."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from app.candidates import CandidatesEngine, Plan, extractor, normalise
+from app.chat_service import ChatService, TurnOptions
+from app.domain import ChatMessage, ChatRequest, Finished, FinishReason, Role, TextDelta, Usage
+from app.errors import UsageError
+from app.ledger import UsageLedger
+from app.settings import Settings
+from app.store import Store
+from engines.base import EngineInfo
+
+
+class Scripted:
+    """Replies from a script, one per call: (text, mean_logprob). Records the requests and how
+    many streams ran at once."""
+
+    def __init__(self, replies, kind="local", delay=0.0):
+        self.replies = list(replies)
+        self.knob_kind = kind
+        self.delay = delay
+        self.requests: list[ChatRequest] = []
+        self.info = EngineInfo("test", "scripted")
+        self._lock = threading.Lock()
+        self.running = self.most_at_once = 0
+
+    def stream(self, request, cancel):
+        with self._lock:
+            self.requests.append(request)
+            text, logprob = self.replies.pop(0)
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            if self.delay:
+                cancel.wait(self.delay)
+            yield TextDelta(text)
+            yield Usage(10, 3)
+            yield Finished(FinishReason.STOP, ttft_ms=5.0, tokens_per_s=50.0,
+                           mean_logprob=logprob)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+    def close(self):
+        pass
+
+
+def request(**kw) -> ChatRequest:
+    return ChatRequest(model="m", messages=(ChatMessage(Role.USER, "What is 3 + 4?"),),
+                       temperature=0.8, **kw)
+
+
+def run(engine, req=None):
+    events = list(engine.stream(req or request(), threading.Event()))
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    return text, events
+
+
+def test_best_of_n_keeps_the_highest_mean_logprob_and_sums_every_candidates_tokens():
+    inner = Scripted([("meh", -1.5), ("good", -0.2), ("bad", -3.0), ("ok", -0.9)])
+    engine = CandidatesEngine(inner, Plan("best_of", 4, scorer="logprob"))
+    text, events = run(engine)
+    assert text == "good"
+    usage = [e for e in events if isinstance(e, Usage)][0]
+    assert (usage.prompt_tokens, usage.completion_tokens) == (40, 12)  # all four metered
+    selection = engine.selection.record()
+    assert selection["winner"] == 1 and [c["score"] for c in selection["candidates"]] == [
+        -1.5, -0.2, -3.0, -0.9]
+    keys = [r.idempotency_key for r in inner.requests]
+    assert len(set(keys)) == 4 and all("~c" in k for k in keys)  # distinct per candidate
+    assert all(r.logprobs for r in inner.requests)
+    assert len({r.seed for r in inner.requests}) == 4  # different samples
+
+
+def test_json_scorer_prefers_valid_json_and_breaks_ties_by_logprob():
+    inner = Scripted([("not json", -0.1), ('{"a": 1}', -0.9), ('{"a": 2}', -0.4)])
+    text, _ = run(CandidatesEngine(inner, Plan("best_of", 3, scorer="json")))
+    assert text == '{"a": 2}'
+
+
+def test_self_consistency_majority_and_the_tie_rule():
+    answers = ["It is 7", "4", "**4**", "7.", "9"]  # 7: twice, 4: twice -> 7 came first
+    inner = Scripted([(f"Thinking...\n{a}", None) for a in answers])
+    engine = CandidatesEngine(inner, Plan("self_consistency", 5, extract="regex:(\\d+)"))
+    text, _ = run(engine)
+    selection = engine.selection.record()
+    assert selection["votes"] == {"7": 2, "4": 2, "9": 1}
+    assert text == "Thinking...\nIt is 7" and selection["winner"] == 0
+    assert "appeared first" in selection["tie_rule"] and not selection["stopped_early"]
+
+
+def test_self_consistency_stops_early_once_the_vote_is_decided():
+    inner = Scripted([("5", None)] * 3 + [("6", None)] * 5)
+    engine = CandidatesEngine(inner, Plan("self_consistency", 5))
+    text, _ = run(engine)
+    assert text == "5" and len(inner.requests) == 3  # 3 votes of 5: the rest cannot win
+    assert engine.selection.record()["stopped_early"]
+
+
+def test_cloud_candidates_run_concurrently_and_local_ones_one_after_another():
+    cloud = Scripted([(str(i), None) for i in range(4)], kind="openai", delay=0.2)
+    run(CandidatesEngine(cloud, Plan("best_of", 4, scorer="json")))
+    assert cloud.most_at_once > 1
+    local = Scripted([(str(i), -1.0) for i in range(4)], delay=0.05)
+    run(CandidatesEngine(local, Plan("best_of", 4)))
+    assert local.most_at_once == 1
+
+
+def test_the_judge_picks_and_its_tokens_count():
+    inner = Scripted([("Seven.", None), ("It is 7, because 3 + 4 = 7.", None),
+                      ('{"best": 2}', None)])
+    engine = CandidatesEngine(inner, Plan("best_of", 2, scorer="judge"))
+    text, events = run(engine)
+    assert text == "It is 7, because 3 + 4 = 7."
+    judge = inner.requests[-1]
+    assert judge.idempotency_key.endswith("~judge") and judge.response_format["schema"]
+    assert "[1]\nSeven." in judge.messages[-1].content
+    usage = [e for e in events if isinstance(e, Usage)][0]
+    assert usage.completion_tokens == 9  # two candidates and the judge
+
+
+def test_bad_plans_are_refused_before_anything_runs():
+    for bad in (lambda: Plan("best_of", 1), lambda: Plan("best_of", 9),
+                lambda: Plan("best_of", 3, scorer="vibes"),
+                lambda: Plan("self_consistency", 3, extract="regex:(")):
+        with pytest.raises(UsageError):
+            bad()
+    with pytest.raises(UsageError, match="needs the local model"):
+        CandidatesEngine(Scripted([], kind="anthropic"), Plan("best_of", 2, scorer="logprob"))
+    with pytest.raises(UsageError, match="temperature 0"):
+        run(CandidatesEngine(Scripted([]), Plan("best_of", 2)), request().__class__(
+            model="m", messages=(ChatMessage(Role.USER, "x"),), temperature=0.0))
+
+
+def test_answer_extractors():
+    assert extractor("last-line")("a\nb\n\n  The answer: 12  \n") == "The answer: 12"
+    assert extractor("json:answer")('Here: {"answer": 12}') == "12"
+    assert extractor("regex:=\\s*(\\d+)")("3 + 4 = 7, so = 7") == "7"
+    assert normalise("  **Paris.** ") == normalise("paris") == "paris"
+
+
+@pytest.mark.local_model
+def test_every_candidate_is_in_the_ledger_under_its_turn(tmp_path, bundled_model):
+    from engines.llama_local import LocalEngine
+
+    store = Store(tmp_path / "outpost.db")
+    service = ChatService(store, Settings(tmp_path / "settings.json"))
+    service.ledger = UsageLedger(store, "ana")
+    service.profile = "ana"
+    local = LocalEngine(bundled_model, on_attempt=service.ledger.record)
+    try:
+        engine = CandidatesEngine(local, Plan("best_of", 3, scorer="logprob"))
+        turn = service.start_turn("Name a fruit.", model="m",
+                                  options=TurnOptions(max_tokens=8, temperature=0.9))
+        list(turn.run(engine, threading.Event()))
+        local.call_on_model_thread(lambda llm: None)  # the records land after the replies
+    finally:
+        local.close()
+    rows = store.request_log()
+    key = turn.request.idempotency_key
+    assert sorted(r["idempotency_key"] for r in rows) == [f"{key}~c{i}" for i in range(3)]
+    assert {r["conversation_id"] for r in rows} == {turn.conversation_id}
+    message = store.get_message(turn.assistant_message_id)
+    assert message.completion_tokens == sum(r["completion_tokens"] for r in rows)
+    scores = [c["score"] for c in message.candidates["candidates"]]
+    assert message.candidates["winner"] == scores.index(max(scores))
+    assert message.content == message.candidates["candidates"][message.candidates["winner"]][
+        "text"]
+    assert message.params["test_time"] == {"mode": "best_of", "n": 3, "scorer": "logprob",
+                                           "extract": "last-line"}
+    assert service.ledger.turn_cost(key) == (0.0, False)
+    store.close()
+
+
+@pytest.mark.local_model
+def test_cli_best_of_and_self_consistency(outpost_home):
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True,
+                              text=True, env=os.environ.copy(), timeout=120,
+                              stdin=subprocess.DEVNULL)
+
+    best = cli("ask", "Say hi.", "--best-of", "3", "--temperature", "0.9", "--max-tokens", "6",
+               "--json")
+    assert best.returncode == 0, best.stderr
+    finished = json.loads(best.stdout.splitlines()[-1])
+    assert finished["candidates"]["mode"] == "best_of" and len(
+        finished["candidates"]["scores"]) == 3
+    sc = cli("ask", "What is 2 + 2? Put the number alone on the last line.",
+             "--self-consistency", "3", "--temperature", "0.9", "--max-tokens", "16",
+             "--extract", "regex:(\\d+)")
+    assert sc.returncode == 0 and "self-consistency over" in sc.stderr
+    assert json.loads(cli("usage", "--json").stdout)["requests"] >= 4  # every sample metered
+    refused = cli("ask", "x", "--best-of", "3", "--temperature", "0")
+    assert refused.returncode == 2 and "temperature 0" in refused.stderr
