@@ -19,6 +19,28 @@ _FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH,
 
 class OpenAICompatEngine(CloudEngine):
     kind = "openai"
+    # set once the server refused response_format json_schema (many OpenAI-compatible servers
+    # know only json_object): later structured requests go as json_object from the start
+    json_schema_refused = False
+
+    def stream(self, request: ChatRequest, cancel):
+        """Structured output "json_schema where supported, else json_object": a server that
+        refuses json_schema before answering is asked again with json_object (the reply is
+        still validated against the schema by the caller)."""
+        from app.errors import BadRequest
+
+        schema = (request.response_format or {}).get("schema")
+        if not schema or self.json_schema_refused:
+            yield from super().stream(request, cancel)
+            return
+        try:
+            yield from super().stream(request, cancel)
+        except BadRequest as exc:
+            text = str(exc).lower()
+            if not any(w in text for w in ("response_format", "json_schema", "response format")):
+                raise
+            self.json_schema_refused = True
+            yield from super().stream(request, cancel)
 
     def build_request(self, request: ChatRequest) -> tuple[str, dict, dict]:
         body: dict = {
@@ -33,7 +55,7 @@ class OpenAICompatEngine(CloudEngine):
         body.update(knobs)
         rf = request.response_format
         if rf:  # structured output: json_schema where there is a schema, else json_object
-            schema = rf.get("schema")
+            schema = rf.get("schema") if not self.json_schema_refused else None
             body["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": "reply", "schema": schema, "strict": strict_ok(schema)}} \
                 if schema else {"type": "json_object"}

@@ -206,3 +206,24 @@ def test_cli_json_schema_file(outpost_home, tmp_path):
     refused = cli("ask", "x", "--json-schema", str(bad))
     assert refused.returncode == 2 and "JSON Schema is not valid" in refused.stderr
     assert json.loads(cli("history", "list", "--json").stdout)[0]["title"] == "Pick a colour."
+
+
+def test_a_server_without_json_schema_gets_json_object_and_the_reply_is_still_checked(service):
+    from tests.fault_server import Status
+
+    with fault_server() as server:
+        engine = OpenAICompatEngine(ProviderConfig("f", "openai", server.url + "/v1",
+                                                   "test-model"), "sk-test")
+        server.script([Status(400, message="Invalid parameter: 'response_format' of type "
+                                           "'json_schema' is not supported with this model."),
+                       text_reply('{"name": "Ada", "age": 36}'),
+                       text_reply('{"name": "Bo", "age": 7}')])
+        try:
+            _, _, first = run(service, engine)
+            _, _, second = run(service, engine)
+        finally:
+            engine.close()
+        bodies = [r.json for r in server.chat_requests()]
+    assert [b["response_format"]["type"] for b in bodies] == ["json_schema", "json_object",
+                                                              "json_object"]
+    assert first.output_check["valid"] and second.output_check["valid"]
