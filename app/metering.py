@@ -22,11 +22,41 @@ def price_table():
     return PriceTable.load()
 
 
-@functools.lru_cache(maxsize=1)
+def context_overrides_path():
+    """The user's context windows, ``{"model id": tokens}``: they win over the shipped table,
+    for known and unknown models alike (a self-hosted model, a provider's larger tier)."""
+    from app import paths
+
+    return paths.config_dir() / "context_windows.json"
+
+
 def context_table():
+    path = context_overrides_path()
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        stamp = None
+    return _context_table(str(path), stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _context_table(overrides: str, stamp):
+    import json
+
+    from app.errors import UsageError
     from app.pricing import ContextTable
 
-    return ContextTable.load()
+    user = {}
+    if stamp is not None:
+        try:
+            user = json.loads(open(overrides, encoding="utf-8").read())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"The context-window overrides {overrides} could not be read: "
+                             f"{exc}.") from None
+        if not isinstance(user, dict):
+            raise UsageError(f"The context-window overrides {overrides} must be a JSON object "
+                             "of model id -> tokens.")
+    return ContextTable.load(user_overrides=user)
 
 
 class CloudCounter:

@@ -145,3 +145,20 @@ def test_cli_refuses_an_oversize_prompt_with_exit_2(outpost_home):
     context = [json.loads(x) for x in ok.stdout.splitlines() if '"context"' in x][0]
     assert context["context_window"] == 256 and context["exact"] is True
     assert context["dropped_messages"] == 0 and context["prompt_tokens"] > 0
+
+
+def test_a_users_context_window_wins_over_the_table(outpost_home):
+    import json
+
+    from app.metering import CloudCounter, context_overrides_path
+
+    assert CloudCounter("openai", "my-vllm-model").context_window is None  # unknown
+    known = CloudCounter("openai", "gpt-4o-mini").context_window
+    path = context_overrides_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"my-vllm-model": 32768, "gpt-4o-mini": 8000}))
+    assert CloudCounter("openai", "my-vllm-model").context_window == 32768
+    assert CloudCounter("openai", "gpt-4o-mini").context_window == 8000 != known
+    path.write_text(json.dumps({"my-vllm-model": 0}))
+    with pytest.raises(Exception, match="whole number of tokens"):
+        CloudCounter("openai", "my-vllm-model").context_window
