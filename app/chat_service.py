@@ -236,12 +236,18 @@ class Turn:
         plan = getattr(engine, "plan", None)
         if plan is not None and hasattr(plan, "mode"):  # best-of-n / self-consistency
             params["test_time"] = dataclasses.asdict(plan)
+        cloud = getattr(engine, "cloud", engine)
+        if "response_format" in params and kind == "openai" and \
+                getattr(cloud, "json_schema_refused", False):
+            params["response_format"] = "json_object (the server refused json_schema)"
         return params
 
     def _route_fields(self) -> dict:
         engine = getattr(self, "_engine", None)
         answered = getattr(engine, "answered", None)
         fields = {"route_reason": getattr(engine, "reason", None) or self._route_reason}
+        if engine is not None:  # who answered is known now (a failover changes the engine)
+            fields["params"] = self._sent_params(engine)
         if answered is not None:
             fields.update(engine=answered.engine, model=answered.model)
         segments = [dict(s) for s in getattr(engine, "segments", None) or []]

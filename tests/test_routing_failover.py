@@ -86,7 +86,7 @@ def test_slow_first_token_is_hedged_and_the_local_model_wins(tmp_path, local_eng
         while not server.requests[0].disconnected and time.monotonic() < deadline:
             time.sleep(0.05)
         assert server.requests[0].disconnected  # the cloud request's connection was closed
-    assert elapsed < 6  # did not wait for the slow cloud
+    assert elapsed < 8.0  # answered before the slow cloud would have sent a token
     assert message.engine == "local" and message.status is MessageStatus.COMPLETE
     assert "later than 0.5 s" in message.route_reason
     finished = [e for e in events if isinstance(e, Finished)][0]
