@@ -54,7 +54,9 @@ class Plan:
         if self.mode not in ("best_of", "self_consistency"):
             raise UsageError(f"Unknown test-time mode {self.mode!r}.")
         if not isinstance(self.n, int) or not MIN_N <= self.n <= MAX_N:
-            raise UsageError(f"n must be between {MIN_N} and {MAX_N}, got {self.n!r}.")
+            what = "best-of" if self.mode == "best_of" else "self-consistency"
+            raise UsageError(f"The {what} n (--{what.replace('_', '-')}) must be between "
+                             f"{MIN_N} and {MAX_N}, got {self.n!r}.")
         if self.mode == "best_of" and self.scorer not in SCORERS:
             raise UsageError(f"Unknown scorer {self.scorer!r}; choose one of "
                              f"{', '.join(SCORERS)}.")
@@ -167,6 +169,11 @@ class CandidatesEngine:
     @property
     def info(self):
         return self.engine.info
+
+    @property
+    def repair_engine(self):
+        """A structured-output repair asks for one reply, not n candidates again."""
+        return self.engine
 
     def __getattr__(self, name):  # knob_kind, answered, reason, count_prompt, wait_ready, …
         if name == "engine":
@@ -360,6 +367,9 @@ class CandidatesEngine:
                              "first candidate was kept."
             return usable[0]
         top = max(counts.values())
+        if top == 1 and len(counts) > 1:
+            selection.note = "No consensus: no two samples gave the same answer; the first " \
+                             "was kept."
         tied = [a for a, n in counts.items() if n == top]
         winner_answer = min(tied, key=lambda a: first_seen[a])  # the tie rule
         for c in usable:

@@ -177,15 +177,24 @@ class Turn:
             reply.text = fixed.text
             check.update(repair="lenient", raw=raw)
             return MessageStatus.COMPLETE, None
-        restart = Restart(f"The reply was not valid JSON: {verdict.error}. Asking once more.")
+        cut = reply.finish is not None and reply.finish.reason is FinishReason.LENGTH
+        why = f"it was cut at max tokens ({self.request.max_tokens})" if cut else verdict.error
+        restart = Restart(f"The reply was not valid JSON: {why}. Asking once more.")
         accumulate([restart], reply)
         yield restart
         first_usage = reply.usage
-        again = dataclasses.replace(self.request, messages=self.request.messages + (
-            ChatMessage(Role.ASSISTANT, raw),
-            ChatMessage(Role.USER, repair_prompt(verdict, schema))))
+        again = dataclasses.replace(
+            self.request, messages=self.request.messages + (
+                ChatMessage(Role.ASSISTANT, raw),
+                ChatMessage(Role.USER, repair_prompt(verdict, schema))),
+            # its own key: a provider that deduplicates must not hand back the invalid reply
+            idempotency_key=f"{self.request.idempotency_key}~repair",
+            # a reply cut at max tokens gets twice the room
+            max_tokens=min(self.request.max_tokens * 2, 131_072) if cut
+            else self.request.max_tokens)
         status, error = MessageStatus.COMPLETE, None
-        for event in engine.stream(again, cancel):
+        # one reply repairs it (best-of-n does not sample all candidates again)
+        for event in getattr(engine, "repair_engine", engine).stream(again, cancel):
             accumulate([event], reply)
             if isinstance(event, Finished):
                 status, error = _final_status(event, bool(reply.text))
@@ -205,10 +214,13 @@ class Turn:
         if second.valid:
             reply.text = second.text
             return MessageStatus.COMPLETE, None
+        if reply.finish is not None and reply.finish.reason is FinishReason.LENGTH:
+            second = dataclasses.replace(second, error=f"cut at max tokens "
+                                                       f"({again.max_tokens}): {second.error}")
         check.update(valid=False, error=second.error)
         if not reply.text.strip():
             reply.text = raw  # keep the text there is
-        return MessageStatus.COMPLETE, (f"invalid JSON after one repair: {second.error}. The "
+        return MessageStatus.COMPLETE, (f"invalid JSON after one repair ({second.error}); the "
                                         "raw text is kept.")
 
     def _selection(self) -> dict | None:
@@ -233,9 +245,22 @@ class Turn:
             return request.sampling_params()
         params = {**sent_params(kind, request), "user": request.user,
                   "idempotency_key": request.idempotency_key, "engine_kind": kind}
+        finish = self.reply.finish
+        if "seed" not in params and finish is not None and finish.seed is not None:
+            params["seed"] = finish.seed  # drawn by the engine: the reply can be made again
+            params["seed_drawn"] = True
         plan = getattr(engine, "plan", None)
         if plan is not None and hasattr(plan, "mode"):  # best-of-n / self-consistency
-            params["test_time"] = dataclasses.asdict(plan)
+            params["test_time"] = {k: v for k, v in dataclasses.asdict(plan).items()
+                                   if k in ("mode", "n") or
+                                   (k == "scorer" and plan.mode == "best_of") or
+                                   (k == "extract" and plan.mode != "best_of")}
+            selection = getattr(engine, "selection", None)
+            if selection is not None and selection.winner is not None:
+                won = next((c for c in selection.candidates if c.index == selection.winner),
+                           None)
+                if won is not None and won.seed is not None:
+                    params["seed"] = won.seed  # the kept candidate's own sample
         cloud = getattr(engine, "cloud", engine)
         if "response_format" in params and kind == "openai" and \
                 getattr(cloud, "json_schema_refused", False):

@@ -223,8 +223,10 @@ def _knob_flags(parser: argparse.ArgumentParser) -> None:
             ("frequency_penalty", "--frequency-penalty", float, "F"),
             ("repeat_penalty", "--repeat-penalty", float, "F"), ("seed", "--seed", int, "N")):
         knob = BY_NAME[name]
+        span = f"{knob.low:g}..{knob.high:g}" if knob.kind is float \
+            else f"{int(knob.low)}..{int(knob.high)}"
         knobs.add_argument(flag, dest=name, type=kind, metavar=metavar,
-                           help=f"{knob.low:g}..{knob.high:g}. {knob.tip}")
+                           help=f"{span}. {knob.tip}")
     knobs.add_argument("--stop", action="append", default=None, metavar="S",
                        help="stop sequence (repeatable). " + BY_NAME["stop"].tip)
     knobs.add_argument("--preset", metavar="NAME",
@@ -241,14 +243,14 @@ def _knob_flags(parser: argparse.ArgumentParser) -> None:
     ttc.add_argument("--best-of", type=int, metavar="N", dest="best_of",
                      help="sample N (2-8) candidates and keep the best by --scorer")
     ttc.add_argument("--scorer", choices=["logprob", "length", "json", "judge"],
-                     default="logprob",
                      help="logprob: mean token log-probability (local model); length: "
                           "length-normalised log-probability (local model); json: valid JSON "
-                          "first; judge: the model picks one (its tokens are metered too)")
+                          "first; judge: the model picks one (its tokens are metered too). "
+                          "Default: logprob")
     ttc.add_argument("--self-consistency", type=int, metavar="N", dest="self_consistency",
                      help="sample up to N (2-8) replies and keep the majority answer (stops "
                           "early once decided; ties: the answer given first wins)")
-    ttc.add_argument("--extract", default="last-line", metavar="SPEC",
+    ttc.add_argument("--extract", metavar="SPEC",
                      help="how self-consistency finds each final answer: last-line, "
                           "json:FIELD or regex:PATTERN (default last-line)")
     knobs.add_argument("--json-schema", metavar="FILE", dest="json_schema",

@@ -156,6 +156,9 @@ class Finished:
     # the mean log-probability of the reply's tokens under the model (local engine, when the
     # request asked for it: best-of-n scoring)
     mean_logprob: float | None = None
+    # the seed the engine drew when the request had none (local engine): stored with the
+    # reply, so a reply you liked can be made again
+    seed: int | None = None
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ KNOBS: tuple[Knob, ...] = (
          "repetition. 0 is off; 0.1–1.0 is usual."),
     Knob("repeat_penalty", "Repeat penalty", float, 0.0, 2.0,
          "llama.cpp's repetition penalty: divide the odds of recently used tokens. 1 is off; "
-         "1.05–1.2 curbs loops on small models."),
+         "1.05–1.2 curbs loops on small models.", low_open=True),
     Knob("seed", "Seed", int, 0, 2 ** 31 - 1,
          "Random seed. With the same seed, input and knobs the local model gives the same "
          "output; cloud providers only try to. Empty: a new random seed each time."),
@@ -161,9 +161,11 @@ def sent_params(kind: str, request) -> dict:
     if kind == "anthropic":
         out["temperature"] = min(out.get("temperature", 1.0), 1.0)  # Anthropic's range: 0..1
         # Anthropic asks to tune temperature or top_p, not both (newer models reject both):
-        # top_p is sent only when narrowed below Outpost's default of 0.95
+        # top_p narrowed below Outpost's default of 0.95 is sent instead of temperature
         if out.get("top_p", 1.0) >= 0.95:
             out.pop("top_p", None)
+        else:
+            out.pop("temperature", None)
     rf = getattr(request, "response_format", None)
     if rf:
         out["response_format"] = structured_mode(kind, rf)

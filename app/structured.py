@@ -81,7 +81,7 @@ def validate(text: str, schema: dict | None) -> Verdict:
     try:
         value = json.loads(text)
     except ValueError as exc:
-        return Verdict(False, error=f"not valid JSON ({exc})")
+        return Verdict(False, error=f"JSON syntax: {exc}")
     return _against(value, text.strip(), schema)
 
 

@@ -330,9 +330,10 @@ class LocalEngine:
         evaluated_prompt = None
         scorer = _LogprobScorer() if request.logprobs else None
         knobs = sent_params("local", request)  # llama.cpp's defaults for knobs left empty
-        # a seed makes the reply reproducible: same seed + input + knobs -> same text
-        self._llm.set_seed(knobs["seed"] if "seed" in knobs else
-                           random.randrange(2 ** 31))
+        # a seed makes the reply reproducible: same seed + input + knobs -> same text; without
+        # one a seed is drawn, and reported (Finished.seed) so the reply can be made again
+        drawn = None if "seed" in knobs else random.randrange(2 ** 31)
+        self._llm.set_seed(knobs["seed"] if drawn is None else drawn)
         generator = self._llm.generate(
             tokens, temp=knobs["temperature"], top_p=knobs["top_p"], top_k=knobs["top_k"],
             min_p=knobs["min_p"], repeat_penalty=knobs["repeat_penalty"],
@@ -386,7 +387,8 @@ class LocalEngine:
         if first_at is not None and last_at is not None and completion > 1 and last_at > first_at:
             tps = (completion - 1) / (last_at - first_at)
         job.events.put(Finished(reason, ttft_ms=ttft_ms, tokens_per_s=tps, error=error,
-                                mean_logprob=scorer.mean() if scorer else None))
+                                mean_logprob=scorer.mean() if scorer else None,
+                                seed=drawn))
         self._record(request, job, started, len(tokens), completion,
                      max(0, len(tokens) - evaluated_prompt), ttft_ms, reason, error)
 

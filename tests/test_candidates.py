@@ -175,8 +175,9 @@ def test_every_candidate_is_in_the_ledger_under_its_turn(tmp_path, bundled_model
     assert message.candidates["winner"] == scores.index(max(scores))
     assert message.content == message.candidates["candidates"][message.candidates["winner"]][
         "text"]
-    assert message.params["test_time"] == {"mode": "best_of", "n": 3, "scorer": "logprob",
-                                           "extract": "last-line"}
+    assert message.params["test_time"] == {"mode": "best_of", "n": 3, "scorer": "logprob"}
+    won = message.candidates["candidates"][message.candidates["winner"]]
+    assert message.params["seed"] == won["seed"]  # the kept candidate's own sample
     assert service.ledger.turn_cost(key) == (0.0, False)
     store.close()
 
@@ -201,3 +202,5 @@ def test_cli_best_of_and_self_consistency(outpost_home):
     assert json.loads(cli("usage", "--json").stdout)["requests"] >= 4  # every sample metered
     refused = cli("ask", "x", "--best-of", "3", "--temperature", "0")
     assert refused.returncode == 2 and "temperature 0" in refused.stderr
+    stray = cli("ask", "x", "--scorer", "judge")
+    assert stray.returncode == 2 and "--scorer goes with --best-of" in stray.stderr

@@ -381,7 +381,9 @@ def test_real_model_turn_is_stored_complete(service, store, local_engine):
     assert message.content == turn.reply.text and message.content.strip()
     assert message.engine == "local" and message.model == "SmolLM2-135M-Instruct.Q4_1.gguf"
     # the parameters actually applied: the request's, plus llama.cpp's defaults for the rest
-    assert message.params == {
+    params = dict(message.params)
+    assert params.pop("seed_drawn") is True and isinstance(params.pop("seed"), int)
+    assert params == {
         "temperature": 0.0, "top_p": turn.request.top_p, "top_k": 40, "min_p": 0.05,
         "max_tokens": 16, "presence_penalty": 0.0, "frequency_penalty": 0.0,
         "repeat_penalty": 1.0, "user": turn.request.user,

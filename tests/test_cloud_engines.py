@@ -203,8 +203,7 @@ def test_anthropic_payload_and_headers(server):
                      {"role": "user", "content": "Again.\n\nPlease."}],
         "system": f"{SYSTEM}\n\nBe kind.",
         "stream": True,
-        "temperature": 1.0,  # capped: Anthropic's range is 0..1
-        "top_p": 0.8,
+        "top_p": 0.8,  # narrowed, so sent instead of temperature (newer models refuse both)
         "top_k": 40,
         "stop_sequences": ["END"],
         "metadata": {"user_id": "user-7"},

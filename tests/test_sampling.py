@@ -56,15 +56,19 @@ def test_anthropic_and_openai_rows_of_the_capability_map():
                                             "repeat_penalty", "min_p"}
     request = ChatRequest(model="m", messages=(ChatMessage(Role.USER, "hi"),), temperature=1.6,
                           top_p=0.99)
-    # Anthropic: temperature capped at its maximum of 1; top_p only when narrowed
+    # Anthropic: temperature capped at its maximum of 1; top_p only when narrowed, and then
+    # instead of temperature (newer models refuse both)
     assert sent_params("anthropic", request) == {"temperature": 1.0, "max_tokens": 512}
+    narrowed = ChatRequest(model="m", messages=(ChatMessage(Role.USER, "hi"),), top_p=0.8)
+    assert sent_params("anthropic", narrowed) == {"top_p": 0.8, "max_tokens": 512}
 
 
 @pytest.mark.parametrize("wire", ["openai", "anthropic"])
 def test_payload_has_exactly_the_allowed_knobs_and_the_reply_stores_them(service, wire):
     allowed = {"openai": {"temperature", "top_p", "max_tokens", "stop", "presence_penalty",
                           "frequency_penalty", "seed"},
-               "anthropic": {"temperature", "top_p", "top_k", "max_tokens", "stop"}}[wire]
+               # top_p 0.8 is narrowed: sent instead of temperature (not both, for Anthropic)
+               "anthropic": {"top_p", "top_k", "max_tokens", "stop"}}[wire]
     knob_keys = {"temperature", "top_p", "top_k", "min_p", "max_tokens", "stop",
                  "stop_sequences", "presence_penalty", "frequency_penalty", "repeat_penalty",
                  "seed", "max_completion_tokens"}
@@ -106,6 +110,21 @@ def test_same_seed_same_output_and_temperature_zero_is_greedy(local_engine):
     others = {reply(seed=s, **hot) for s in (8, 9, 10)}
     assert others - {first}  # and the seed does matter at this temperature
     assert reply(temperature=0.0, seed=1) == reply(temperature=0.0, seed=2)  # greedy
+
+
+@pytest.mark.local_model
+def test_an_unseeded_local_reply_stores_the_seed_it_drew_and_it_reproduces(service,
+                                                                          local_engine):
+    options = TurnOptions(temperature=1.3, top_p=1.0, max_tokens=16)
+    turn = service.start_turn("Write about the sea.", model="local", options=options)
+    list(turn.run(local_engine, threading.Event()))
+    stored = service.store.get_message(turn.assistant_message_id)
+    assert stored.params["seed_drawn"] and isinstance(stored.params["seed"], int)
+    again = service.start_turn("Write about the sea.", model="local",
+                               options=TurnOptions(temperature=1.3, top_p=1.0, max_tokens=16,
+                                                   seed=stored.params["seed"]))
+    list(again.run(local_engine, threading.Event()))
+    assert service.store.get_message(again.assistant_message_id).content == stored.content
 
 
 def test_presets_builtin_are_fixed_yours_can_be_saved_renamed_deleted(tmp_path):

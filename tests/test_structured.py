@@ -110,9 +110,11 @@ def test_invalid_json_is_asked_again_once_with_the_error(service):
     turn, events, message = run(service, engine)
     assert len(engine.requests) == 2
     again = engine.requests[1]
-    assert again.idempotency_key == turn.request.idempotency_key  # one turn, metered as one
+    # its own key (no provider hands back the cached invalid reply), filed under the turn
+    assert again.idempotency_key == turn.request.idempotency_key + "~repair"
     assert again.messages[-2] == ChatMessage(Role.ASSISTANT, '{"name": "Ada"}')
     assert "'age' is a required property" in again.messages[-1].content
+    assert again.max_tokens == turn.request.max_tokens  # not cut: the same room
     assert any(isinstance(e, Restart) for e in events)
     assert message.output_check["valid"] and message.output_check["repair"] == "reask"
     assert message.content == '{"name": "Ada", "age": 36}'
@@ -125,6 +127,7 @@ def test_still_invalid_after_the_repair_is_marked_with_the_raw_text_kept(service
     assert len(engine.requests) == 2  # one repair only
     check = message.output_check
     assert check["valid"] is False and "empty" in check["error"]
+    assert "(raw text kept)" not in message.error
     assert check["raw"] == "I cannot do that."
     assert message.error and "invalid JSON" in message.error
 
@@ -227,3 +230,25 @@ def test_a_server_without_json_schema_gets_json_object_and_the_reply_is_still_ch
     assert [b["response_format"]["type"] for b in bodies] == ["json_schema", "json_object",
                                                               "json_object"]
     assert first.output_check["valid"] and second.output_check["valid"]
+
+
+def test_a_json_reply_cut_at_max_tokens_is_asked_again_with_more_room(service):
+    class Cut(Scripted):
+        def stream(self, request, cancel):
+            self.requests.append(request)
+            text = self.texts.pop(0)
+            yield TextDelta(text)
+            yield Usage(10, 5)
+            yield Finished(FinishReason.LENGTH if text.startswith('{"name": "Ad"') is False
+                           and not text.endswith("}") else FinishReason.STOP)
+
+    engine = Cut('{"name": "Ada", "ag', '{"name": "Ada", "age": 36}')
+    turn = service.start_turn("Who?", model="m", options=TurnOptions(json_schema=PERSON,
+                                                                     max_tokens=8))
+    events = list(turn.run(engine, threading.Event()))
+    from app.domain import Restart
+
+    [restart] = [e for e in events if isinstance(e, Restart)]
+    assert "cut at max tokens (8)" in restart.reason
+    assert engine.requests[1].max_tokens == 16
+    assert service.store.get_message(turn.assistant_message_id).output_check["valid"]

@@ -207,10 +207,14 @@ class MessageBubble(QFrame):
                 top = max(votes.values(), default=0)
                 how = f"self-consistency: {top} of {n} agreed"
             metrics = f"{how} (Details) · {metrics}" if metrics else how
+        if message.role is Role.ASSISTANT and message.finish_reason == "length" and \
+                message.status is MessageStatus.COMPLETE:
+            metrics = "cut at max tokens · " + metrics if metrics else "cut at max tokens"
         check = message.output_check
         if check:
             if not check.get("valid"):
-                note = f"⚠ invalid JSON — {check.get('error')} (raw text kept)"
+                note = f"⚠ invalid JSON — {check.get('error')}" + (
+                    " (raw text kept)" if message.content.strip() else "")
             else:
                 metrics = ("✓ valid JSON" + (" (repaired: " + {
                     "lenient": "extracted from the text", "reask": "asked once more"}.get(

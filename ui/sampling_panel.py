@@ -224,6 +224,15 @@ class SamplingPanel(QDockWidget):
         mode = self.tt_mode.currentData()
         if mode is None:
             return None
+        if mode == "self_consistency":
+            from app.candidates import extractor
+
+            try:
+                extractor(self.tt_extract.text().strip() or "last-line")
+                self.tt_extract.setStyleSheet("")
+            except OutpostError as exc:
+                self.tt_extract.setStyleSheet("color:#a8071a;")
+                self._show_error(str(exc))
         return {"mode": mode, "n": self.tt_n.value(), "scorer": self.tt_scorer.currentData(),
                 "extract": self.tt_extract.text().strip() or "last-line"}
 
@@ -272,6 +281,7 @@ class SamplingPanel(QDockWidget):
         self.schema_button.setEnabled(self.json_mode.isChecked())
         if not self._loading:
             self.preset_picker.setCurrentIndex(-1)  # no longer exactly a preset
+            self._update_preset_buttons()
             self.changed.emit()
 
     # -- the capability map ------------------------------------------------------------------
@@ -281,7 +291,19 @@ class SamplingPanel(QDockWidget):
         self.engine_label.setText(f"Knobs for {label}. Greyed: not sent to it.")
         self._apply_capabilities()
 
+    def _apply_scorers(self) -> None:
+        """Scorers that need token probabilities are offered for the local model only."""
+        model = self.tt_scorer.model()
+        for row in range(self.tt_scorer.count()):
+            needs_local = self.tt_scorer.itemData(row) in ("logprob", "length")
+            item = model.item(row)
+            item.setEnabled(not needs_local or self.kind == "local")
+        if self.kind != "local" and self.tt_scorer.currentData() in ("logprob", "length"):
+            self.tt_scorer.setCurrentIndex(self.tt_scorer.findData("json"))
+
     def _apply_capabilities(self) -> None:
+        if hasattr(self, "tt_scorer"):
+            self._apply_scorers()
         for knob in KNOBS:
             ok = supports(self.kind, knob.name)
             label, field = self.labels[knob.name], self.fields[knob.name]
@@ -311,7 +333,8 @@ class SamplingPanel(QDockWidget):
         self._update_preset_buttons()
 
     def _update_preset_buttons(self) -> None:
-        name = self.preset_picker.currentData()
+        name = self.preset_picker.currentData() if self.preset_picker.currentIndex() >= 0 \
+            else None
         mine = bool(name) and not self.presets.is_builtin(name)
         self.rename_button.setEnabled(mine)
         self.delete_button.setEnabled(mine)
@@ -358,6 +381,8 @@ class SamplingPanel(QDockWidget):
 
     def _rename_preset(self) -> None:
         old = self.preset_picker.currentData()
+        if not old:
+            return
         new, ok = QInputDialog.getText(self, "Rename preset", f"New name for {old}:", text=old)
         if not ok:
             return
@@ -371,6 +396,8 @@ class SamplingPanel(QDockWidget):
 
     def _delete_preset(self) -> None:
         name = self.preset_picker.currentData()
+        if not name:
+            return
         try:
             self.presets.delete(name)
         except OutpostError as exc:

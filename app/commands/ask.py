@@ -101,12 +101,13 @@ def cmd_ask(args: argparse.Namespace) -> int:
                             "send` sends it once the provider is reachable.") from None
         check = getattr(turn, "output_check", None)
         selection = turn._selection()
-        if selection is not None and not args.json:
-            sys.stderr.write(f"outpost: {describe_selection(selection)}\n")
         if not args.json:
             if structured:
                 sys.stdout.write(turn.reply.text)
             sys.stdout.write("\n")
+            sys.stdout.flush()
+        if selection is not None and not args.json:  # after the reply's own line
+            sys.stderr.write(f"outpost: {describe_selection(selection)}\n")
         if args.json and finish is not None:
             answered = getattr(engine, "answered", None) or engine.info
             emit({"event": "finished", "reason": finish.reason.value,
@@ -131,8 +132,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
         if finish is not None and finish.reason is FinishReason.CANCELLED:
             raise Cancelled("The reply was stopped; the partial answer is saved.")
         if check is not None and not check["valid"]:
-            raise EngineError(f"The reply is not valid JSON ({check['error']}), even after one "
-                              "repair; its raw text is saved.")
+            raise EngineError(f"The reply is not valid JSON even after one repair ({check['error']}"
+                              "); its raw text is saved.")
         if finish is not None and not turn.reply.text.strip():
             raise EngineError("The model returned an empty reply (saved, marked as an error). "
                               "Try again, or change the message or the knobs.")
@@ -222,10 +223,14 @@ def test_time_plan(args):
     best, sc = getattr(args, "best_of", None), getattr(args, "self_consistency", None)
     if best and sc:
         raise UsageError("Choose --best-of or --self-consistency, not both.")
+    if getattr(args, "scorer", None) and not best:
+        raise UsageError("--scorer goes with --best-of N.")
+    if getattr(args, "extract", None) and not sc:
+        raise UsageError("--extract goes with --self-consistency N.")
     if best:
-        return Plan("best_of", best, scorer=args.scorer)
+        return Plan("best_of", best, scorer=args.scorer or "logprob")
     if sc:
-        return Plan("self_consistency", sc, extract=args.extract)
+        return Plan("self_consistency", sc, extract=args.extract or "last-line")
     return None
 
 
