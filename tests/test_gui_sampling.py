@@ -116,10 +116,15 @@ def test_turns_left_out_to_fit_are_announced_and_stay_announced(qtbot, outpost):
         store.add_message(conversation.id, Role.USER, f"Question {i}: " + "river " * 2500)
         store.add_message(conversation.id, Role.ASSISTANT, "Noted.")
     window._on_conversation_selected(conversation.id)
-    send(qtbot, outpost, "And now?")
+    from PySide6.QtCore import Qt
+
+    qtbot.keyClicks(window.composer.edit, "And now?")
+    qtbot.keyClick(window.composer.edit, Qt.Key.Key_Return)
+    # shown when the message goes out (not hidden by the send itself)
     assert window.banner.isVisible()
     assert "oldest turn" in window.banner.label.text() and "Question 0" in \
         window.banner.label.text()
+    qtbot.waitUntil(lambda: window.controller.state == "idle", timeout=60000)
 
 
 def test_best_of_n_in_the_window_shows_the_winner_and_the_candidates(qtbot, outpost,
@@ -152,3 +157,17 @@ def test_best_of_n_in_the_window_shows_the_winner_and_the_candidates(qtbot, outp
     send(qtbot, outpost, "Again")
     assert "temperature 0" in window.banner.label.text()
     assert len(outpost.store.messages(conversation.id)) == count
+
+
+def test_an_empty_reply_is_an_error_with_retry_not_a_blank_bubble(qtbot, outpost):
+    window = outpost.window
+    panel = window.sampling
+    # greedy, and a stop sequence that is the reply's first letter: nothing is left
+    panel.fields["temperature"].setValue(0.0)
+    panel.fields["stop"].setPlainText("H")
+    send(qtbot, outpost, "Say hello.")
+    reply = outpost.store.messages(window.controller.conversation_id)[-1]
+    assert reply.content == "" and reply.status.value == "error"
+    assert "empty reply (finish reason: stop)" in reply.error
+    assert window.banner.isVisible() and window.banner.retry_button.isVisible()
+    assert "empty reply" in window.view.last_bubble().footer.text()

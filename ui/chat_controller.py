@@ -395,11 +395,19 @@ class ChatController(QObject):
     @Slot(object)
     def _on_turn_finished(self, finish: Finished | None) -> None:
         turn = self._turn
-        self._end_turn()
+        message = self._end_turn()
         if finish is not None and finish.reason is FinishReason.ERROR:
             self.failed_turn = turn
             error = finish.error
             self.error_occurred.emit(getattr(error, "kind", "engine"), str(error))
+        elif message is not None and message.error and (
+                message.status.value == "error" or
+                (message.output_check and not message.output_check.get("valid"))):
+            # an empty (or blocked) reply, or JSON still invalid after its repair: say so,
+            # with Retry, rather than leave a blank or broken bubble
+            self.failed_turn = turn
+            self.error_occurred.emit("empty_reply" if message.status.value == "error"
+                                     else "invalid_json", message.error)
 
     @Slot(str, str)
     def _on_turn_failed(self, kind: str, message: str) -> None:
@@ -434,6 +442,7 @@ class ChatController(QObject):
         self._set_state(IDLE)
         self.conversations_changed.emit()
         self.reply_finished.emit(message)
+        return message
 
     def _set_state(self, state: str) -> None:
         if state != self.state:
