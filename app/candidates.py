@@ -208,18 +208,27 @@ class CandidatesEngine:
 
         if self.concurrent:
             stop = threading.Event()
+            # best-of needs all n; a vote may be decided by a majority: send that many first
+            # and the rest only when it is not
+            first = plan.n if extract is None else plan.n // 2 + 1
+            waves = [requests[:first], requests[first:]]
             with ThreadPoolExecutor(max_workers=plan.n,
                                     thread_name_prefix="outpost-candidate") as pool:
-                futures = [pool.submit(self._run_one, r, i, cancel, stop)
-                           for i, r in enumerate(requests)]
-                for future in as_completed(futures):
-                    candidate = future.result()
-                    if extract is not None and candidate.text:
-                        candidate.answer = _extract(extract, candidate.text)
-                    done.append(candidate)
-                    if decided():
-                        stop.set()
-                        selection.stopped_early = len(done) < plan.n
+                offset = 0
+                for wave in waves:
+                    if not wave or stop.is_set() or cancel.is_set():
+                        break
+                    futures = [pool.submit(self._run_one, r, offset + i, cancel, stop)
+                               for i, r in enumerate(wave)]
+                    offset += len(wave)
+                    for future in as_completed(futures):
+                        candidate = future.result()
+                        if extract is not None and candidate.text:
+                            candidate.answer = _extract(extract, candidate.text)
+                        done.append(candidate)
+                        if decided():
+                            stop.set()
+                            selection.stopped_early = len(done) < plan.n
         else:
             for i, r in enumerate(requests):
                 if cancel.is_set():
@@ -325,8 +334,12 @@ class CandidatesEngine:
     def _judge(self, usable: list[Candidate], request: ChatRequest) -> Candidate:
         from app.structured import lenient, response_format
 
-        question = next((m.content for m in reversed(request.messages)
-                         if m.role is Role.USER), "")
+        # the conversation as the candidates saw it (the system prompt aside), newest last
+        turns = [m for m in request.messages if m.role is not Role.SYSTEM]
+        transcript = "\n\n".join(f"{m.role.value.title()}: {m.content.strip()}"
+                                   for m in turns[:-1][-6:])
+        question = (f"Conversation so far:\n{transcript}\n\nLast message:\n"
+                    if transcript else "") + (turns[-1].content if turns else "")
         listing = "\n\n".join(f"[{i + 1}]\n{c.text.strip()}" for i, c in enumerate(usable))
         schema = {"type": "object", "properties": {"best": {
             "type": "integer", "minimum": 1, "maximum": len(usable)}}, "required": ["best"]}

@@ -204,3 +204,24 @@ def test_cli_best_of_and_self_consistency(outpost_home):
     assert refused.returncode == 2 and "temperature 0" in refused.stderr
     stray = cli("ask", "x", "--scorer", "judge")
     assert stray.returncode == 2 and "--scorer goes with --best-of" in stray.stderr
+
+
+def test_cloud_self_consistency_sends_a_majority_first_and_the_rest_only_if_needed():
+    agreed = Scripted([("5", None)] * 5, kind="openai")
+    engine = CandidatesEngine(agreed, Plan("self_consistency", 5))
+    text, _ = run(engine)
+    assert text == "5" and len(agreed.requests) == 3  # 3 of 5 agreed: 2 never sent
+    split = Scripted([("5", None), ("6", None), ("7", None), ("5", None), ("5", None)],
+                     kind="openai")
+    run(CandidatesEngine(split, Plan("self_consistency", 5)))
+    assert len(split.requests) == 5  # undecided after the first 3: the rest went out
+
+
+def test_the_judge_sees_the_conversation_not_only_the_last_message():
+    inner = Scripted([("Blue.", None), ("Green.", None), ('{"best": 1}', None)])
+    req = ChatRequest(model="m", temperature=0.8, messages=(
+        ChatMessage(Role.SYSTEM, "Be brief."), ChatMessage(Role.USER, "My car is blue."),
+        ChatMessage(Role.ASSISTANT, "Noted."), ChatMessage(Role.USER, "What colour is it?")))
+    run(CandidatesEngine(inner, Plan("best_of", 2, scorer="judge")), req)
+    shown = inner.requests[-1].messages[-1].content
+    assert "My car is blue." in shown and "What colour is it?" in shown

@@ -159,6 +159,11 @@ class ChatController(QObject):
         if planned is None:
             return False
         engine, reason, plan = planned
+        try:  # the retry answers the way the panel says now (best of n included)
+            engine = self._with_candidates(engine, self._options())
+        except OutpostError as exc:
+            self.error_occurred.emit(exc.kind, str(exc))
+            return False
         turn = self.service.retry_turn(self.failed_turn)
         turn.route_reason, turn.outbox_plan = reason, plan
         self._run(turn, engine)
