@@ -19,9 +19,16 @@ _FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH,
 
 class OpenAICompatEngine(CloudEngine):
     kind = "openai"
-    # set once the server refused response_format json_schema (many OpenAI-compatible servers
-    # know only json_object): later structured requests go as json_object from the start
-    json_schema_refused = False
+    # the server refused response_format json_schema for this model (many OpenAI-compatible
+    # servers know only json_object): structured requests go as json_object from the start.
+    # Learnt once and kept (app.provider_facts), so later runs do not pay for it again.
+    @property
+    def json_schema_refused(self) -> bool:
+        from app.provider_facts import refuses_json_schema
+
+        if not getattr(self, "_refused", False):
+            self._refused = refuses_json_schema(self.config.base_url, self.model)
+        return self._refused
 
     def stream(self, request: ChatRequest, cancel):
         """Structured output "json_schema where supported, else json_object": a server that
@@ -39,7 +46,10 @@ class OpenAICompatEngine(CloudEngine):
             text = str(exc).lower()
             if not any(w in text for w in ("response_format", "json_schema", "response format")):
                 raise
-            self.json_schema_refused = True
+            from app.provider_facts import note_refuses_json_schema
+
+            self._refused = True
+            note_refuses_json_schema(self.config.base_url, self.model)
             yield from super().stream(request, cancel)
 
     def build_request(self, request: ChatRequest) -> tuple[str, dict, dict]:

@@ -230,6 +230,11 @@ def test_a_server_without_json_schema_gets_json_object_and_the_reply_is_still_ch
     assert [b["response_format"]["type"] for b in bodies] == ["json_schema", "json_object",
                                                               "json_object"]
     assert first.output_check["valid"] and second.output_check["valid"]
+    assert second.params["response_format"].startswith("json_object")
+    # learnt for good: a new engine (the next CLI run) asks json_object straight away
+    from app.provider_facts import refuses_json_schema
+
+    assert refuses_json_schema(server.url + "/v1", "test-model")
 
 
 def test_a_json_reply_cut_at_max_tokens_is_asked_again_with_more_room(service):
