@@ -117,6 +117,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
                    "tokens_per_s": round_or_none(finish.tokens_per_s),
                    "engine": answered.engine, "model": answered.model,
                    "route_reason": getattr(engine, "reason", None) or route_reason,
+                   # this turn's cost, every attempt included (null: a price is unknown)
+                   **turn._cost_fields(),
                    **({"output_check": {k: v for k, v in check.items() if k != "raw"}}
                       if check else {}),
                    **({"candidates": {k: v for k, v in selection.items() if k != "candidates"}
