@@ -130,6 +130,13 @@ class Profiles:
         """The machine's default profile: created (as the admin, when there is none) on first
         use; it claims the conversations from before profiles existed."""
         name = check_name(name)
+        with storage_errors(self.store.path):  # every start comes here: write only if needed
+            db = self.store.db
+            settled = db.execute("select 1 from profiles where name = ? collate nocase",
+                                 [name]).fetchone() and not db.execute(
+                "select 1 from conversations where profile is null limit 1").fetchone()
+        if settled:
+            return self.get(name)
         with self.store.transaction() as db:
             has_admin = db.execute("select 1 from profiles where is_admin = 1").fetchone()
             exists = db.execute("select 1 from profiles where name = ? collate nocase",

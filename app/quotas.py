@@ -197,18 +197,14 @@ class QuotaBook:
         merged: dict = {}
         sources: dict = {}
         source = "none"
-        local = self._local()
-        for table in (local.get("default", {}), local.get("profiles", {}).get(profile, {})):
-            if table:
-                merged.update(_limits_from(table, str(self.local)))
-                sources.update({name: "quota set" for name in table})
-                source = "quota set"
-        policy = self._policy()
-        for table in (policy.get("default", {}), policy.get("profiles", {}).get(profile, {})):
-            if table:
-                merged.update(_limits_from(table, str(self.policy)))
-                sources.update({name: "policy file" for name in table})
-                source = "policy file"
+        # weakest first: what the admin set, then the policy file; each: default, then profile
+        for data, path, label in ((self._local(), self.local, "quota set"),
+                                  (self._policy(), self.policy, "policy file")):
+            for table in (data.get("default", {}), data.get("profiles", {}).get(profile, {})):
+                if table:
+                    merged.update(_limits_from(table, str(path)))
+                    sources.update({name: label for name in table})
+                    source = label
         return Limits(**merged, source=source, sources=sources)
 
     def policy_names(self, profile: str) -> set[str]:

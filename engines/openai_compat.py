@@ -26,7 +26,7 @@ class OpenAICompatEngine(CloudEngine):
     def json_schema_refused(self) -> bool:
         from app.provider_facts import refuses_json_schema
 
-        if not getattr(self, "_refused", False):
+        if getattr(self, "_refused", None) is None:  # read once per engine
             self._refused = refuses_json_schema(self.config.base_url, self.model)
         return self._refused
 

@@ -20,3 +20,15 @@ def send(qtbot, app, text: str) -> None:
     qtbot.keyClicks(edit, text)
     qtbot.keyClick(edit, Qt.Key.Key_Return)
     qtbot.waitUntil(lambda: app.window.controller.state == "idle", timeout=60000)
+
+
+def wire_engine(wire: str, server_url: str):
+    """A real cloud engine of ``wire`` ("openai" / "anthropic") against a fault server."""
+    from app.providers import ProviderConfig
+    from engines.anthropic import AnthropicEngine
+    from engines.openai_compat import OpenAICompatEngine
+
+    if wire == "openai":
+        return OpenAICompatEngine(ProviderConfig("f", "openai", server_url + "/v1",
+                                                 "test-model"), "sk-test")
+    return AnthropicEngine(ProviderConfig("f", "anthropic", server_url, "claude-t"), "sk-test")

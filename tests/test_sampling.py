@@ -14,13 +14,11 @@ from app.chat_service import ChatService, TurnOptions
 from app.domain import ChatMessage, ChatRequest, Role
 from app.errors import UsageError
 from app.presets import PresetBook
-from app.providers import ProviderConfig
 from app.sampling import CAPABILITIES, KNOB_NAMES, check, sent_params
 from app.settings import Settings
 from app.store import Store
-from engines.anthropic import AnthropicEngine
-from engines.openai_compat import OpenAICompatEngine
 from tests.fault_server import fault_server
+from tests.support import wire_engine
 
 EVERY_KNOB = TurnOptions(temperature=0.4, top_p=0.8, top_k=30, min_p=0.07, max_tokens=40,
                          stop=("END",), presence_penalty=0.3, frequency_penalty=0.2,
@@ -73,12 +71,7 @@ def test_payload_has_exactly_the_allowed_knobs_and_the_reply_stores_them(service
                  "stop_sequences", "presence_penalty", "frequency_penalty", "repeat_penalty",
                  "seed", "max_completion_tokens"}
     with fault_server() as server:
-        if wire == "openai":
-            engine = OpenAICompatEngine(ProviderConfig("f", "openai", server.url + "/v1",
-                                                       "test-model"), "sk-test")
-        else:
-            engine = AnthropicEngine(ProviderConfig("f", "anthropic", server.url, "claude-t"),
-                                     "sk-test")
+        engine = wire_engine(wire, server.url)
         try:
             turn = service.start_turn("Hello", model=engine.info.model, options=EVERY_KNOB)
             list(turn.run(engine, threading.Event()))

@@ -19,10 +19,10 @@ from app.providers import ProviderConfig
 from app.settings import Settings
 from app.store import Store
 from app.structured import check_schema, lenient, validate
-from engines.anthropic import AnthropicEngine
 from engines.base import EngineInfo
 from engines.openai_compat import OpenAICompatEngine
 from tests.fault_server import fault_server
+from tests.support import wire_engine
 
 PERSON = {"type": "object", "properties": {"name": {"type": "string"},
                                            "age": {"type": "integer", "minimum": 0}},
@@ -136,12 +136,7 @@ def test_still_invalid_after_the_repair_is_marked_with_the_raw_text_kept(service
 def test_each_wire_format_gets_its_structured_request(service, wire):
     reply = '{"name": "Ada", "age": 36}'
     with fault_server() as server:
-        if wire == "openai":
-            engine = OpenAICompatEngine(ProviderConfig("f", "openai", server.url + "/v1",
-                                                       "test-model"), "sk-test")
-        else:
-            engine = AnthropicEngine(ProviderConfig("f", "anthropic", server.url, "claude-t"),
-                                     "sk-test")
+        engine = wire_engine(wire, server.url)
         server.script([tool_reply(reply) if wire == "anthropic" else text_reply(reply)])
         try:
             turn, _, message = run(service, engine)

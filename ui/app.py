@@ -149,10 +149,12 @@ def run_gui() -> int:
     qt_app.setApplicationName("Outpost")
     qt_app.setOrganizationName("Outpost")
     qt_app.setWindowIcon(QIcon(str(RESOURCES / "outpost.svg")))
-    profile = _sign_in_at_start()
+    settings, store = Settings(), Store()  # opened once, shared with the app
+    profile = _sign_in_at_start(settings, store)
     if profile is None:
+        store.close()
         return 0
-    outpost = OutpostApp(profile=profile)
+    outpost = OutpostApp(settings, store, profile=profile)
     install_excepthook(lambda: outpost.window)
     outpost.start()
     try:
@@ -163,19 +165,15 @@ def run_gui() -> int:
     return code
 
 
-def _sign_in_at_start() -> Profile | None:
+def _sign_in_at_start(settings: Settings, store: Store) -> Profile | None:
     """The profile the window opens as: the last one used (else the default). One with a PIN
     asks for it first, offering the others; None when the user cancels."""
     from ui.profiles_dialog import sign_in
 
-    settings, store = Settings(), Store()
-    try:
-        profiles = Profiles(store)
-        default = profiles.ensure_default(default_user_id(settings))
-        last = profiles.find(settings["last_profile"]) if settings["last_profile"] else None
-        return sign_in(profiles, (last or default).name, choose=True)
-    finally:
-        store.close()
+    profiles = Profiles(store)
+    default = profiles.ensure_default(default_user_id(settings))
+    last = profiles.find(settings["last_profile"]) if settings["last_profile"] else None
+    return sign_in(profiles, (last or default).name, choose=True)
 
 
 def exit_without_finalizing(code: int) -> None:
