@@ -6,12 +6,22 @@ By default the per-user data and config dirs of the OS (platformdirs). The envir
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 from pathlib import Path
 
 import platformdirs
 
 APP_NAME = "Outpost"
 HOME_ENV = "OUTPOST_HOME"
+RESOURCES_PACKAGE = "outpost_resources"  # the repository's resources/ folder, once installed
+
+
+def resource(*parts: str) -> Path:
+    """A file Outpost ships (``resources/`` in the checkout), found through the installed
+    package ``outpost_resources`` so it works the same from an editable install, a wheel and
+    the PyInstaller bundle. Outpost is always installed as files on disk (never a zip), so the
+    result is a real path that can be handed to code that wants one."""
+    return Path(str(files(RESOURCES_PACKAGE).joinpath(*parts)))
 
 
 def _override() -> Path | None:

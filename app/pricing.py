@@ -30,11 +30,11 @@ from typing import Any, Iterable, Mapping
 
 from app.domain import Usage
 from app.errors import UsageError
+from app.paths import resource
 
 SUPPORTED_VERSION = 1
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"
-PRICES_PATH = RESOURCES / "prices.json"
-CONTEXT_WINDOWS_PATH = RESOURCES / "context_windows.json"
+PRICES_PATH = resource("prices.json")
+CONTEXT_WINDOWS_PATH = resource("context_windows.json")
 LOCAL = "local"
 CURRENCY = "USD"
 PRICE_UNIT = "per 1M tokens"

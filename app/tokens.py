@@ -45,10 +45,11 @@ from tiktoken.load import check_hash
 
 from app.domain import ChatMessage
 from app.errors import StorageError
+from app.paths import resource
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_DIR = Path(__file__).resolve().parent.parent / "resources" / "tokenizers"
+TOKENIZER_DIR = resource("tokenizers")
 SHIPPED_ENCODINGS = ("o200k_base", "cl100k_base")
 LOCAL_MODEL = "local-model"
 ESTIMATE = "estimate:chars/4"

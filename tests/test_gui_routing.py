@@ -153,8 +153,6 @@ result = {"engines": [m.engine for m in messages if m.role.value == "assistant"]
           "attempts": attempts}
 app.shutdown()
 sys.stdout.write("RESULT=" + json.dumps(result) + "\n")
-from ui.app import exit_without_finalizing
-exit_without_finalizing(0)  # as the app itself leaves (see its docstring)
 """
 
 

@@ -1,14 +1,13 @@
 """The composition root: builds every service once and passes it down."""
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from app.chat_service import ChatService, default_user_id
+from app.paths import resource
 from app.profiles import Profile, Profiles
 from app.ledger import make_ledger
 from app.quotas import QuotaBook, QuotaGuard
@@ -26,9 +25,6 @@ from ui.model_loader import ModelLoader
 from ui.outbox_monitor import OutboxMonitor
 from ui.outbox_panel import OutboxPanel
 from ui.tasks import TaskRunner
-
-
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 
 
 class OutpostApp:
@@ -76,10 +72,7 @@ class OutpostApp:
         self.monitor.links_changed.connect(self.window.refresh_links)
         self.monitor.outbox_changed.connect(self.window.refresh_outbox)
         self.monitor.sent.connect(self.window.outbox_sent)
-        # Signals go to QObjects' slots or to plain functions, never to a bound method of this
-        # plain object: with PySide6 6.12 such connections sometimes abort Python at exit
-        # ("bool_dealloc: deallocating True or False").
-        self.window.offline_mode_changed.connect(lambda: self._on_offline_toggled())
+        self.window.offline_mode_changed.connect(self._on_offline_toggled)
         self._network_info = None
         for warning in self.settings.load_warnings:
             self.window.banner.show_error(warning)
@@ -148,7 +141,7 @@ def run_gui() -> int:
     qt_app = QApplication.instance() or QApplication(sys.argv)
     qt_app.setApplicationName("Outpost")
     qt_app.setOrganizationName("Outpost")
-    qt_app.setWindowIcon(QIcon(str(RESOURCES / "outpost.svg")))
+    qt_app.setWindowIcon(QIcon(str(resource("outpost.svg"))))
     settings, store = Settings(), Store()  # opened once, shared with the app
     profile = _sign_in_at_start(settings, store)
     if profile is None:
@@ -161,7 +154,6 @@ def run_gui() -> int:
         code = qt_app.exec()
     finally:
         outpost.shutdown()
-    exit_without_finalizing(code)
     return code
 
 
@@ -174,15 +166,3 @@ def _sign_in_at_start(settings: Settings, store: Store) -> Profile | None:
     default = profiles.ensure_default(default_user_id(settings))
     last = profiles.find(settings["last_profile"]) if settings["last_profile"] else None
     return sign_in(profiles, (last or default).name, choose=True)
-
-
-def exit_without_finalizing(code: int) -> None:
-    """Leave the process once everything is saved and closed, skipping Python's interpreter
-    teardown: with PySide6 6.12 on Python 3.11 that teardown aborts now and then ("Fatal Python
-    error: bool_dealloc", in a garbage collection after the app's last line; seen about once in
-    20 exits, also before Outpost's routing code existed). The database is closed and every
-    write committed before this, so nothing is lost either way; this only spares the user a
-    crash report at quit."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
