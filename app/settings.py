@@ -41,6 +41,10 @@ SCHEMA: tuple[Option, ...] = (
            "CPU threads for the local model. 0: one per physical core.", 0, 512),
     Option("gpu_offload", bool, True,
            "Put all layers on the GPU when llama.cpp was built with GPU support."),
+    Option("reproducible_seeds", bool, True,
+           "Local model: the same seed, prompt and knobs always give the same text (the prompt "
+           "is evaluated as on a cold cache; follow-up turns re-evaluate the previous reply). "
+           "Off: follow-ups reuse more of the cache and start sooner, without that guarantee."),
     Option("system_prompt", str, "You are a helpful assistant.",
            "System prompt of new conversations."),
     Option("temperature", float, 0.7, "Sampling temperature.", 0.0, 2.0),

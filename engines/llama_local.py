@@ -6,9 +6,16 @@
 * ``n_threads`` = physical cores (llama-cpp-python's default of half the logical CPUs was ~25%
   slower on a 2-core machine); all layers go to the GPU when llama.cpp was built with offload
   support; the context is the model's trained length capped by the ``context_cap`` setting.
-* Follow-up turns reuse the KV cache: llama-cpp-python's ``generate`` keeps the longest common
-  prefix of the previous tokens, so only the new tokens are evaluated. ``Usage`` reports how many
-  prompt tokens were actually evaluated (counted in ``eval``, not inferred).
+* Seeds reproduce: the same model file, prompt, knobs and seed give the same text, in one
+  process or a new one, whatever ran on the model before. llama.cpp's results depend in their
+  last bits on how the prompt was split into batches (on AVX2 CPUs a token evaluated alone
+  gives other logits than the same token inside a batch), and a hot sampler turns that into
+  other words. So the prompt is always evaluated the way a cold cache would: in fixed chunks of
+  ``PROMPT_CHUNK`` tokens aligned to position 0. Follow-up turns reuse only the KV cache of whole
+  chunks that an earlier *prompt* evaluation computed that way (never the tokens decoded one at
+  a time while replying); the rest is evaluated again. ``reproducible_seeds=False`` restores
+  llama-cpp-python's own reuse (longest common prefix, faster follow-ups, no guarantee).
+  ``Usage`` reports how many prompt tokens were actually evaluated (counted in ``eval``).
 * Cancel is checked after every token, so a stop takes effect within one token.
 """
 from __future__ import annotations
@@ -33,6 +40,10 @@ from engines.gguf import GGUFInfo, read_gguf
 
 log = logging.getLogger(__name__)
 
+# Prompts are evaluated in chunks of this many tokens, aligned to position 0 (llama.cpp's
+# n_batch). Smaller chunks let follow-up turns reuse more of the KV cache (at most
+# PROMPT_CHUNK - 1 reusable tokens are evaluated again); bench/seed_cost.py measures the cost.
+PROMPT_CHUNK = 128
 
 
 class ContextOverflow(EngineError):
@@ -64,6 +75,8 @@ class LoadSettings:
     n_threads: int = 0  # 0: physical cores
     gpu_offload: bool = True
     seed: int = -1
+    # Same seed + prompt + knobs -> same text, whatever the KV cache held (see the module doc).
+    reproducible_seeds: bool = True
     # Deltas are handed to the consumer at most this often (the first one at once). Waking the
     # consumer thread per token steals a core from llama.cpp's compute threads; the window
     # only repaints every 33 ms anyway. 0 = one delta per token.
@@ -106,6 +119,9 @@ class LocalEngine:
         self._llm = None
         self._formatter: ChatFormatter | None = None
         self._evaluated = 0  # tokens run through llama.cpp's decode, counted in eval()
+        # Prompt tokens whose KV entries were computed in whole PROMPT_CHUNK-aligned chunks of a
+        # prompt evaluation: the only part of the cache a reproducible reply may reuse.
+        self._canonical: list[int] = []
         self._load_error: OutpostError | None = None
         self._ready = threading.Event()
         self._closed = False
@@ -235,6 +251,8 @@ class LocalEngine:
         class _CountingLlama(Llama):
             def eval(self, tokens):  # noqa: D401 - counts what llama.cpp really evaluates
                 engine._evaluated += len(tokens)
+                # whatever is evaluated from here on overwrites the cache past this position
+                del engine._canonical[self.n_tokens:]
                 return super().eval(tokens)
 
         self.gpu = self.settings.gpu_offload and gpu_offload_supported()
@@ -244,6 +262,7 @@ class LocalEngine:
             n_ctx=self.n_ctx,
             n_threads=self.n_threads,
             n_threads_batch=self.n_threads,
+            n_batch=PROMPT_CHUNK,
             n_gpu_layers=-1 if self.gpu else 0,
             seed=self.settings.seed if self.settings.seed >= 0 else llama_cpp.LLAMA_DEFAULT_SEED,
             verbose=False,
@@ -334,6 +353,8 @@ class LocalEngine:
         # one a seed is drawn, and reported (Finished.seed) so the reply can be made again
         drawn = None if "seed" in knobs else random.randrange(2 ** 31)
         self._llm.set_seed(knobs["seed"] if drawn is None else drawn)
+        if self.settings.reproducible_seeds:
+            self._keep_canonical_prefix(tokens)
         generator = self._llm.generate(
             tokens, temp=knobs["temperature"], top_p=knobs["top_p"], top_k=knobs["top_k"],
             min_p=knobs["min_p"], repeat_penalty=knobs["repeat_penalty"],
@@ -348,6 +369,8 @@ class LocalEngine:
                 if evaluated_prompt is None:
                     evaluated_prompt = self._evaluated
                     first_at = now
+                    # the prompt is in the cache now, in aligned chunks: whole ones are reusable
+                    self._canonical = list(tokens[:len(tokens) // PROMPT_CHUNK * PROMPT_CHUNK])
                 last_at = now
                 if job.stopped():
                     reason = FinishReason.CANCELLED
@@ -391,6 +414,24 @@ class LocalEngine:
                                 seed=drawn))
         self._record(request, job, started, len(tokens), completion,
                      max(0, len(tokens) - evaluated_prompt), ttft_ms, reason, error)
+
+    def _keep_canonical_prefix(self, tokens: list[int]) -> None:
+        """Cut the model's cache back to the whole chunks it may reuse for ``tokens``.
+
+        ``generate`` then evaluates the rest from a chunk boundary, so every prompt token is
+        computed in the same batch as on a cold cache. The last chunk (the one whose final
+        token gives the first reply token's logits) is always evaluated again, even for an
+        identical prompt: llama-cpp-python would otherwise re-run that token alone."""
+        common = 0
+        for cached, new in zip(self._canonical, tokens):
+            if cached != new:
+                break
+            common += 1
+        limit = (len(tokens) - 1) // PROMPT_CHUNK * PROMPT_CHUNK
+        keep = min(common, limit) // PROMPT_CHUNK * PROMPT_CHUNK
+        if self._llm.n_tokens > keep:
+            self._llm.n_tokens = keep  # generate() drops the cache past this point
+        del self._canonical[keep:]
 
     def _record(self, request: ChatRequest, job: "_Job", started: float, prompt: int,
                 completion: int, cached: int, ttft_ms: float | None, reason: FinishReason,

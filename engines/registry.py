@@ -17,7 +17,8 @@ def create_local_engine(settings: Settings, model_path: str | Path | None = None
     path = resolve_model_path(str(model_path) if model_path else settings["model_path"])
     return LocalEngine(path, LoadSettings(context_cap=settings["context_cap"],
                                           n_threads=settings["n_threads"],
-                                          gpu_offload=settings["gpu_offload"]),
+                                          gpu_offload=settings["gpu_offload"],
+                                          reproducible_seeds=settings["reproducible_seeds"]),
                        on_attempt=on_attempt)
 
 

@@ -10,7 +10,7 @@ from app.domain import (ChatMessage, ChatRequest, Finished, FinishReason, Role, 
                         accumulate)
 from app.errors import EngineError, ModelLoadFailed
 from engines.base import Engine
-from engines.llama_local import ContextOverflow, LoadSettings, LocalEngine
+from engines.llama_local import PROMPT_CHUNK, ContextOverflow, LoadSettings, LocalEngine
 
 pytestmark = pytest.mark.local_model
 
@@ -172,8 +172,9 @@ def test_abandoning_the_generator_stops_decoding(local_engine):
     assert accumulate(events).text
 
 
-def test_kv_cache_is_reused_for_the_next_turn(fresh_engine):
-    engine = fresh_engine()
+def test_fast_follow_ups_reuse_the_kv_cache_for_the_next_turn(fresh_engine):
+    """reproducible_seeds off: llama-cpp-python's own longest-common-prefix reuse."""
+    engine = fresh_engine(reproducible_seeds=False)
     turn1 = request("What is the capital of France?", max_tokens=24)
     events1 = run(engine, turn1)
     usage1 = events1[-2]
@@ -201,6 +202,30 @@ def test_kv_cache_is_reused_for_the_next_turn(fresh_engine):
     usage3 = run(engine, other)[-2]
     assert usage3.cached_prompt_tokens < 8
     assert usage3.evaluated_prompt_tokens > usage3.prompt_tokens - 8
+
+
+def test_reproducible_follow_ups_reuse_the_whole_prompt_chunks_only(fresh_engine):
+    """The default: only whole PROMPT_CHUNK-aligned chunks of an earlier *prompt* are reused;
+    the previous reply (decoded one token at a time) and the last chunk are evaluated again."""
+    engine = fresh_engine()
+    chunk = PROMPT_CHUNK
+    long_text = "Summarise the following notes. " + "The pump at site four leaks. " * 60
+    turn1 = request(long_text, max_tokens=16)
+    usage1 = run(engine, turn1)[-2]
+    assert usage1.prompt_tokens > 2 * chunk and usage1.cached_prompt_tokens == 0
+
+    again = run(engine, turn1)[-2]  # the same prompt: all but its last (partial) chunk
+    assert again.cached_prompt_tokens == (usage1.prompt_tokens - 1) // chunk * chunk
+
+    turn2 = request(long_text, "It leaks oil.", "Which site?", max_tokens=8)
+    usage2 = run(engine, turn2)[-2]
+    assert usage2.cached_prompt_tokens == usage1.prompt_tokens // chunk * chunk
+    assert usage2.evaluated_prompt_tokens == usage2.prompt_tokens - usage2.cached_prompt_tokens
+
+    other = request("Hello", max_tokens=4)  # shares less than one chunk: nothing reused
+    assert run(engine, other)[-2].cached_prompt_tokens == 0
+    # ... and the other conversation's prompt replaced what the cache may offer turn2 again
+    assert run(engine, turn2)[-2].cached_prompt_tokens == 0
 
 
 def test_threads_are_physical_cores(local_engine):
