@@ -13,7 +13,7 @@ import getpass
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 from app.context import Fit, TokenCounter, fit_messages
 from app.domain import (ChatMessage, ChatRequest, Finished, FinishReason, Message,
@@ -120,6 +120,8 @@ class Turn:
     outbox_plan: OutboxPlan | None = None
     fit: Fit | None = None  # how the conversation was fitted into the context window
     ledger: object | None = None  # app.ledger.UsageLedger: the reply's cost from its attempts
+    # when to flush the streaming row (FLUSH_INTERVAL_S); tests put a virtual clock here
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
 
     def run(self, engine: Engine, cancel: threading.Event,
             route_reason: str | None = None) -> Iterator[StreamEvent]:
@@ -134,16 +136,16 @@ class Turn:
             params=self._sent_params(engine))
         self.assistant_message_id = message.id
         reply = self.reply
-        last_flush = time.monotonic()
+        last_flush = self.clock()
         final_status = MessageStatus.INTERRUPTED
         error_text: str | None = "The reply stopped before it was finished."
         try:
             for event in engine.stream(self.request, cancel):
                 accumulate([event], reply)
                 if isinstance(event, TextDelta) and \
-                        time.monotonic() - last_flush >= FLUSH_INTERVAL_S:
+                        self.clock() - last_flush >= FLUSH_INTERVAL_S:
                     self.store.update_message(message.id, content=reply.text)
-                    last_flush = time.monotonic()
+                    last_flush = self.clock()
                 elif isinstance(event, Finished):
                     final_status, error_text = _final_status(event, bool(reply.text))
                 yield event

@@ -107,17 +107,19 @@ def llama_server(bundled_model, tmp_path_factory):
 
 @pytest.fixture
 def outpost_app(qtbot):
-    """A factory for the real window (composition root), closed after the test."""
+    """A factory for the real window (composition root), closed after the test. ``engine_factory``
+    and ``flush_timer`` go to OutpostApp (default: the real model, a real QTimer)."""
     from app.settings import Settings
     from ui.app import OutpostApp
 
     apps = []
 
-    def make(max_tokens: int, temperature: float = 0.0):
+    def make(max_tokens: int, temperature: float = 0.0, engine_factory=None, flush_timer=None):
         settings = Settings()
         settings.set("max_tokens", max_tokens)
         settings.set("temperature", temperature)
-        app = OutpostApp(settings=settings)
+        app = OutpostApp(settings=settings, engine_factory=engine_factory,
+                         flush_timer=flush_timer)
         qtbot.addWidget(app.window)
         apps.append(app)
         return app
@@ -132,5 +134,23 @@ def outpost(qtbot, outpost_app):
     """The real window, started, with its local model loaded (replies of at most 24 tokens)."""
     app = outpost_app(max_tokens=24)
     with qtbot.waitSignal(app.loader.model_ready, timeout=60000):
+        app.start()
+    return app
+
+
+@pytest.fixture
+def scripted_engine():
+    """A ScriptedEngine (tests/support.py) with no replies queued yet: tests call ``script``."""
+    from tests.support import ScriptedEngine
+
+    return ScriptedEngine()
+
+
+@pytest.fixture
+def scripted(qtbot, outpost_app, scripted_engine):
+    """The real window, started, with ``scripted_engine`` where the local model goes: known
+    replies through the window's own path (worker thread, signals, flush timer, store)."""
+    app = outpost_app(max_tokens=48, engine_factory=scripted_engine.factory)
+    with qtbot.waitSignal(app.loader.model_ready, timeout=10000):
         app.start()
     return app

@@ -1,6 +1,10 @@
 """Small helpers shared by several test modules (fixtures live in conftest.py)."""
 from __future__ import annotations
 
+import functools
+import threading
+from collections import deque
+
 
 class Clock:
     """A virtual monotonic clock: tests move ``now`` by hand."""
@@ -32,3 +36,161 @@ def wire_engine(wire: str, server_url: str):
         return OpenAICompatEngine(ProviderConfig("f", "openai", server_url + "/v1",
                                                  "test-model"), "sk-test")
     return AnthropicEngine(ProviderConfig("f", "anthropic", server_url, "claude-t"), "sk-test")
+
+
+# -- a scripted local engine for the real window -------------------------------------------------
+def reply(*deltas: str, prompt_tokens: int = 30, ttft_ms: float = 120.0,
+          tokens_per_s: float = 42.5) -> list:
+    """The events of one known reply: each delta (one token each), its usage, a clean stop."""
+    from app.domain import Finished, FinishReason, TextDelta, Usage
+
+    return [*(TextDelta(d) for d in deltas), Usage(prompt_tokens, len(deltas)),
+            Finished(FinishReason.STOP, ttft_ms=ttft_ms, tokens_per_s=tokens_per_s)]
+
+
+def held_open(*deltas: str):
+    """A long reply: streams ``deltas``, then waits (as a model still decoding would) until the
+    turn is cancelled; ScriptedEngine then ends it as cancelled."""
+    from app.domain import TextDelta
+
+    def play(request, cancel):
+        yield from (TextDelta(d) for d in deltas)
+        cancel.wait(60)  # a safety net: a test that never cancels ends here, not hangs
+
+    return play
+
+
+class ScriptedEngine:
+    """Stands in for the local model: plays known replies, one script per turn, in order.
+
+    ``OutpostApp(engine_factory=engine.factory)`` puts it where the real model goes, so a turn
+    takes the window's own path: ModelLoader, the stream worker's thread, the signals, the flush
+    timer, ChatService and the store, the usage ledger (one AttemptRecord per reply, as the local
+    engine reports). A script is a list of StreamEvents, or ``play(request, cancel)`` returning an
+    iterable of them. Cancel is honoured between events (Usage + Finished(CANCELLED), as the
+    Engine contract says). ``ready=False``: it "loads" until the test calls ``finish_loading``.
+    """
+
+    knob_kind = "local"  # what it stands in for (app.sampling's capability map)
+    context_window = 8192
+
+    def __init__(self, *scripts, model: str = "scripted-model.gguf", ready: bool = True):
+        self.scripts = deque(scripts)
+        self.model = model
+        self.requests: list = []  # every ChatRequest it was asked to answer
+        self.loads: list = []  # the model paths the window asked for
+        self.on_attempt = None
+        self.closed = False
+        self._loaded = threading.Event()
+        if ready:
+            self._loaded.set()
+
+    def factory(self, settings, model_path=None, on_attempt=None) -> "ScriptedEngine":
+        """OutpostApp's ``engine_factory``: every model load gets this engine."""
+        self.loads.append(model_path)
+        self.on_attempt = on_attempt
+        return self
+
+    def script(self, *scripts) -> None:
+        """Queue the replies of the next turns."""
+        self.scripts.extend(scripts)
+
+    def finish_loading(self) -> None:
+        self._loaded.set()
+
+    # -- what the window uses --------------------------------------------------------------------
+    @property
+    def info(self):
+        from engines.base import EngineInfo
+
+        return EngineInfo(engine="local", model=self.model, detail="scripted, no model")
+
+    @property
+    def ready(self) -> bool:
+        return self._loaded.is_set()
+
+    def wait_ready(self, timeout: float | None = 60) -> None:
+        if not self._loaded.wait(timeout):
+            from app.errors import EngineError
+
+            raise EngineError(f"The model {self.model} is still loading.")
+
+    def count_prompt(self, messages) -> tuple[int, bool]:
+        """The documented estimate (chars / 4), marked as not exact."""
+        return sum(len(m.content) // 4 + 4 for m in messages) + 3, False
+
+    def stream(self, request, cancel):
+        from app.domain import Finished, FinishReason, TextDelta, Usage
+
+        self.requests.append(request)
+        script = self.scripts.popleft() if self.scripts else reply("(no reply was scripted)")
+        if callable(script):
+            script = script(request, cancel)
+        tokens, usage = 0, None
+        for event in script:
+            if cancel.is_set():
+                break
+            if isinstance(event, Exception):  # an OutpostError before any text, say
+                raise event
+            if isinstance(event, TextDelta):
+                tokens += 1
+            elif isinstance(event, Usage):
+                usage = event
+            elif isinstance(event, Finished):
+                self._record(request, usage, event)
+            yield event
+            if isinstance(event, Finished):
+                return
+        # cancelled (or a script with no end): close the stream as the contract says
+        usage = Usage(self.count_prompt(request.messages)[0], tokens, estimated=True)
+        finish = Finished(FinishReason.CANCELLED if cancel.is_set() else FinishReason.STOP)
+        self._record(request, usage, finish)
+        yield usage
+        yield finish
+
+    def _record(self, request, usage, finish) -> None:
+        if self.on_attempt is None:
+            return
+        from engines.http_policy import AttemptRecord
+
+        self.on_attempt(AttemptRecord(
+            attempt=1, status=None, latency_ms=0.0, error_kind=None,
+            idempotency_key=request.idempotency_key, provider="local", model=self.model,
+            outcome="cancelled" if finish.reason.value == "cancelled" else None,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            ttft_ms=finish.ttft_ms, kind="local"))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@functools.cache
+def _manual_ticker_class():
+    from PySide6.QtCore import QObject, Signal
+
+    class ManualTicker(QObject):
+        """The controller's flush timer, fired by hand: a render happens on ``tick()`` only."""
+
+        timeout = Signal()
+
+        def __init__(self):
+            super().__init__()
+            self.active = False
+
+        def start(self) -> None:
+            self.active = True
+
+        def stop(self) -> None:
+            self.active = False
+
+        def tick(self) -> None:
+            assert self.active, "the flush timer only runs while a reply streams"
+            self.timeout.emit()
+
+    return ManualTicker
+
+
+def manual_ticker():
+    """A flush timer for ``OutpostApp(flush_timer=...)`` that fires only when told to."""
+    return _manual_ticker_class()()

@@ -7,17 +7,18 @@ bundled model.
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
-from app.chat_service import ChatService, TurnOptions, history_messages, title_from
+from app.chat_service import (FLUSH_INTERVAL_S, ChatService, TurnOptions, history_messages,
+                              title_from)
 from app.domain import (ChatMessage, Finished, FinishReason, MessageStatus, Role, TextDelta,
                         Usage)
 from app.errors import EngineError, UsageError
 from app.settings import Settings
 from app.store import Store
 from engines.base import Engine, EngineInfo
+from tests.support import Clock
 
 
 class ScriptedEngine:
@@ -61,22 +62,22 @@ class ObservingEngine(ScriptedEngine):
 
 
 class DripEngine(ScriptedEngine):
-    """Yields one character every ``pause`` seconds and records what the database says."""
+    """Yields one character per ``step`` seconds of a virtual clock (``tests.support.Clock``)
+    and, before each, records what the database says."""
 
-    def __init__(self, db_path, count: int = 14, pause: float = 0.1):
+    def __init__(self, db_path, clock: Clock | None = None, count: int = 14,
+                 step: float = 0.125):
         super().__init__([])
-        self.db_path, self.count, self.pause = db_path, count, pause
-        self.handed = []  # when each delta was handed to the service
-        self.observed = []  # (time, status, content) read through a second connection
+        self.db_path, self.clock, self.count, self.step = db_path, clock or Clock(), count, step
+        self.observed = []  # (virtual time, status, content) read through a second connection
 
     def stream(self, request, cancel):
         observer = Store(self.db_path)
         try:
             for i in range(self.count):
-                time.sleep(self.pause)
+                self.clock.now += self.step
                 message = observer.get_message(self.turn.assistant_message_id)
-                self.observed.append((time.monotonic(), message.status, message.content))
-                self.handed.append(time.monotonic())
+                self.observed.append((self.clock.now, message.status, message.content))
                 yield TextDelta(chr(ord("a") + i))
             yield Usage(prompt_tokens=5, completion_tokens=self.count)
             yield Finished(FinishReason.STOP)
@@ -156,21 +157,22 @@ def test_user_message_is_saved_even_if_the_engine_never_runs(service, db_path):
 
 
 def test_streaming_row_is_flushed_at_least_every_half_second(service, db_path):
-    engine = DripEngine(db_path, count=14, pause=0.1)
+    """On a virtual clock: a delta every FLUSH_INTERVAL_S / 4, so every fourth delta writes the
+    row, and the database is never more than half a second behind what was streamed."""
+    clock = Clock()
+    engine = DripEngine(db_path, clock, count=14, step=FLUSH_INTERVAL_S / 4)
     turn = service.start_turn("Tell me the alphabet slowly", model="scripted")
+    turn.clock = clock
     engine.turn = turn
     events = run_turn(turn, engine)
     full = "abcdefghijklmn"
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == full
 
     assert all(status is MessageStatus.STREAMING for _, status, _ in engine.observed)
-    for seen_at, _, content in engine.observed:
-        assert full.startswith(content)
-        # everything handed over more than 0.5 s (+ one delta's pause) ago is in the database
-        old_enough = sum(1 for t in engine.handed if t <= seen_at - 0.5 - 0.15)
-        assert len(content) >= old_enough, (content, old_enough)
-    distinct = {content for _, _, content in engine.observed if content}
-    assert len(distinct) >= 2  # several flushes while streaming, not one at the end
+    # what the database held just before each delta was handed over: a flush at the 4th, 8th
+    # and 12th delta (0.5 s, 1.0 s, 1.5 s after the start), nothing in between
+    seen = [content for _, _, content in engine.observed]
+    assert seen == [""] * 4 + ["abcd"] * 4 + ["abcdefgh"] * 4 + ["abcdefghijkl"] * 2
 
     final = service.store.get_message(turn.assistant_message_id)
     assert final.content == full and final.status is MessageStatus.COMPLETE

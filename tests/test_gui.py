@@ -1,17 +1,28 @@
-"""The real window, driven by qtbot (offscreen), on the real bundled model."""
+"""The real window, driven by qtbot (offscreen).
+
+Most tests put a ScriptedEngine (tests/support.py) where the local model goes, through the
+composition root's ``engine_factory``: the reply is known text, so the tests assert exactly what
+is shown and stored, on any machine. The turn still takes the window's own path (model loader,
+stream worker thread, signals, flush timer, store). A few end-to-end tests run the real bundled
+model and assert only what it cannot get wrong: text arrived, was stored, was marked, was timed.
+"""
 from __future__ import annotations
 
+import threading
+
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QCoreApplication, Qt
 
-from app.domain import MessageStatus, Role
+from app.domain import MessageStatus, Role, TextDelta
 from app.settings import Settings
+from tests.support import ScriptedEngine, held_open, manual_ticker, reply
 
-pytestmark = [pytest.mark.gui, pytest.mark.local_model]
+pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
 def outpost(outpost_app):
+    """The window on the real bundled model, not started yet."""
     return outpost_app(max_tokens=48)
 
 
@@ -31,81 +42,298 @@ def wait_idle(qtbot, app, timeout=60000) -> None:
     qtbot.waitUntil(lambda: app.window.controller.state == "idle", timeout=timeout)
 
 
-def test_type_enter_streams_reply_and_saves_it(qtbot, outpost, artifacts_dir):
-    start_and_wait_ready(qtbot, outpost)
-    window = outpost.window
-    send_with_enter(qtbot, outpost, "What is the capital of France?")
-    assert window.controller.state in ("streaming", "waiting_for_model")
+def gated(events, gate: threading.Event):
+    """A script that streams its deltas, then holds the reply open until ``gate`` is set."""
+    def play(request, cancel):
+        for event in events:
+            if not isinstance(event, TextDelta):
+                gate.wait(30)  # a safety net: the test sets it long before
+            yield event
+
+    return play
+
+
+# -- known text through the window ------------------------------------------------------------
+PARIS = ("The", " capital", " of", " France", " is", " Paris", ".")
+
+
+def test_type_enter_streams_reply_and_saves_it(qtbot, scripted, scripted_engine, artifacts_dir):
+    window = scripted.window
+    release = threading.Event()
+    scripted_engine.script(gated(reply(*PARIS), release))
+    send_with_enter(qtbot, scripted, "What is the capital of France?")
+    # the reply is held open until released: these are seen mid-stream, not raced
+    assert window.controller.state == "streaming"
     assert window.composer.text() == ""  # the prompt moved into the conversation
     assert window.composer.button.text() == "Stop"
-    qtbot.waitUntil(lambda: len(window.view.bubbles) == 2 and bool(window.view.bubbles[1].text),
-                    timeout=30000)
-    wait_idle(qtbot, outpost)
+    qtbot.waitUntil(lambda: len(window.view.bubbles) == 2 and
+                    window.view.bubbles[1].text == "".join(PARIS), timeout=10000)
+    release.set()
+    wait_idle(qtbot, scripted)
+
     user_bubble, reply_bubble = window.view.bubbles
     assert user_bubble.text == "What is the capital of France?"
-    assert "Paris" in reply_bubble.text
-    assert "TTFT" in reply_bubble.footer.text() and "tok/s" in reply_bubble.footer.text()
-    assert "TTFT" in window.metrics_label.text()
-    assert "SmolLM2-135M-Instruct.Q4_1.gguf" in window.model_label.text()
+    assert reply_bubble.text == "The capital of France is Paris."
+    footer = reply_bubble.footer.text()
+    for part in ("local · scripted-model.gguf", "30 in / 7 out", "TTFT 120 ms", "42.5 tok/s",
+                 "free"):
+        assert part in footer, footer
+    assert window.metrics_label.text() == "TTFT 120 ms · 42.5 tok/s"
+    assert window.model_label.text() == "Local model: scripted-model.gguf"
     assert "Local model" in window.route_label.text()
+    [request] = scripted_engine.requests
+    assert request.messages[-1].content == "What is the capital of France?"
 
-    conversations = outpost.store.list_conversations()
+    conversations = scripted.store.list_conversations()
     assert len(conversations) == 1
     assert window.sidebar.list.count() == 1
-    messages = outpost.store.messages(conversations[0].id)
+    messages = scripted.store.messages(conversations[0].id)
     assert [m.role for m in messages] == [Role.USER, Role.ASSISTANT]
-    assert messages[1].status is MessageStatus.COMPLETE
-    assert messages[1].content == reply_bubble.text
-    assert messages[1].ttft_ms and messages[1].tokens_per_s
+    answer = messages[1]
+    assert answer.status is MessageStatus.COMPLETE and answer.finish_reason == "stop"
+    assert answer.content == "The capital of France is Paris."
+    assert (answer.engine, answer.model) == ("local", "scripted-model.gguf")
+    assert (answer.prompt_tokens, answer.completion_tokens) == (30, 7)
+    assert (answer.ttft_ms, answer.tokens_per_s) == (120.0, 42.5)
+    [row] = scripted.store.request_log(answer.params["idempotency_key"])  # the usage ledger
+    assert (row["provider"], row["prompt_tokens"], row["completion_tokens"]) == ("local", 30, 7)
 
     window.resize(1100, 720)
-    qtbot.wait(50)
+    qtbot.wait(50)  # let the layout settle before the screenshot
     path = artifacts_dir / "main_window.png"
     assert window.grab().save(str(path))
     assert path.stat().st_size > 10_000
 
 
-def test_escape_stops_a_streaming_reply(qtbot, outpost):
-    outpost.settings.set("max_tokens", 2000)
-    start_and_wait_ready(qtbot, outpost)
-    window = outpost.window
-    send_with_enter(qtbot, outpost, "Write a very long story about a dragon and a knight.")
-    qtbot.waitUntil(lambda: len(window.view.bubbles[-1].text) > 20, timeout=30000)
+def test_escape_stops_a_streaming_reply(qtbot, scripted, scripted_engine):
+    window = scripted.window
+    scripted_engine.script(held_open("Once", " upon", " a", " time"))  # decodes until stopped
+    send_with_enter(qtbot, scripted, "Write a very long story about a dragon and a knight.")
+    qtbot.waitUntil(lambda: window.view.bubbles[-1].text == "Once upon a time", timeout=10000)
     qtbot.keyClick(window, Qt.Key.Key_Escape)
-    wait_idle(qtbot, outpost)
-    conversation = outpost.store.list_conversations()[0]
-    reply = outpost.store.messages(conversation.id)[-1]
-    assert reply.status is MessageStatus.INTERRUPTED
-    assert reply.finish_reason == "cancelled"
-    assert reply.completion_tokens < 2000
-    assert reply.content and reply.content == window.view.bubbles[-1].text
+    wait_idle(qtbot, scripted)
+    conversation = scripted.store.list_conversations()[0]
+    answer = scripted.store.messages(conversation.id)[-1]
+    assert answer.status is MessageStatus.INTERRUPTED
+    assert answer.finish_reason == "cancelled"
+    assert answer.content == "Once upon a time" == window.view.bubbles[-1].text
+    assert answer.completion_tokens == 4
     assert "interrupted" in window.view.bubbles[-1].footer.text()
     assert not window.banner.isVisible()  # a stop is not an error
 
 
-def test_shift_enter_adds_a_line_instead_of_sending(qtbot, outpost):
-    start_and_wait_ready(qtbot, outpost)
-    edit = outpost.window.composer.edit
+def test_shift_enter_adds_a_line_instead_of_sending(qtbot, scripted):
+    edit = scripted.window.composer.edit
     qtbot.keyClicks(edit, "first line")
     qtbot.keyClick(edit, Qt.Key.Key_Return, Qt.KeyboardModifier.ShiftModifier)
     qtbot.keyClicks(edit, "second line")
     assert edit.toPlainText() == "first line\nsecond line"
-    assert outpost.window.controller.state == "idle"
-    assert outpost.store.list_conversations() == []
+    assert scripted.window.controller.state == "idle"
+    assert scripted.store.list_conversations() == []
 
 
-def test_message_sent_while_model_loads_waits_for_it(qtbot, outpost):
+def test_message_sent_while_the_model_loads_waits_for_it(qtbot, outpost_app):
+    engine = ScriptedEngine(reply("Hello", "!"), ready=False)  # loads until told
+    app = outpost_app(max_tokens=48, engine_factory=engine.factory)
+    app.start()  # the window is shown; the "model" is loading
+    window = app.window
+    assert window.model_label.text() == "Local model: scripted-model.gguf"
+    send_with_enter(qtbot, app, "Say hello.")
+    # The prompt is committed at once, before the model is ready.
+    conversation = app.store.list_conversations()[0]
+    assert [m.content for m in app.store.messages(conversation.id)] == ["Say hello."]
+    qtbot.waitUntil(lambda: window.controller.state == "waiting_for_model", timeout=10000)
+    assert "Waiting for the model" in window.view.bubbles[-1].body.toPlainText()
+    assert window.state_label.text() == "Waiting for the model to load…"
+    assert engine.requests == []  # nothing is asked of a model still loading
+    engine.finish_loading()
+    wait_idle(qtbot, app)
+    answer = app.store.messages(conversation.id)[-1]
+    assert answer.role is Role.ASSISTANT and answer.status is MessageStatus.COMPLETE
+    assert answer.content == "Hello!" == window.view.bubbles[-1].text
+
+
+def test_sidebar_new_rename_delete_and_reopen(qtbot, scripted, scripted_engine):
+    window = scripted.window
+    scripted_engine.script(reply("One."), reply("Two."))
+    send_with_enter(qtbot, scripted, "First chat")
+    wait_idle(qtbot, scripted)
+    qtbot.keyClick(window, Qt.Key.Key_N, Qt.KeyboardModifier.ControlModifier)
+    assert window.view.bubbles == []
+    assert window.controller.conversation_id is None
+    send_with_enter(qtbot, scripted, "Second chat")
+    wait_idle(qtbot, scripted)
+    assert window.sidebar.list.count() == 2
+    first_id = [c.id for c in scripted.store.list_conversations() if c.title == "First chat"][0]
+
+    window.sidebar.rename_requested.emit(first_id, "Renamed chat")
+    assert scripted.store.get_conversation(first_id).title == "Renamed chat"
+    titles = [window.sidebar.list.item(i).text() for i in range(window.sidebar.list.count())]
+    assert "Renamed chat" in titles
+
+    item = next(window.sidebar.list.item(i) for i in range(window.sidebar.list.count())
+                if window.sidebar.list.item(i).text() == "Renamed chat")
+    window.sidebar.list.setCurrentItem(item)
+    assert window.controller.conversation_id == first_id
+    assert [b.text for b in window.view.bubbles] == ["First chat", "One."]
+    assert window.title_label.text() == "Renamed chat"
+
+    window.sidebar.delete_requested.emit(first_id)
+    assert first_id not in [c.id for c in scripted.store.list_conversations()]
+    assert window.sidebar.list.count() == 1
+    assert window.view.bubbles == []
+
+
+def test_deltas_are_flushed_in_batches_not_per_token(qtbot, outpost_app):
+    """Every delta that reaches the window between two ticks of its flush timer lands in one
+    render. The timer is fired by hand here, so which deltas share a render is exact."""
+    batches = [("The", " sea", " is", " wide"), (" and", " deep", " and"), (" blue", ".")]
+    streamed = [threading.Event() for _ in batches]  # batch i is in the window's queue
+    go_on = [threading.Event() for _ in batches]  # the test lets batch i + 1 come
+
+    def play(request, cancel):
+        for i, batch in enumerate(batches):
+            yield from (TextDelta(t) for t in batch)
+            streamed[i].set()  # runs after the worker emitted the batch's last delta
+            if i < len(batches) - 1:
+                go_on[i].wait(30)
+        yield from reply(*(t for batch in batches for t in batch))[-2:]  # usage, finish
+
+    ticker = manual_ticker()
+    engine = ScriptedEngine(play)
+    app = outpost_app(max_tokens=48, engine_factory=engine.factory, flush_timer=ticker)
+    start_and_wait_ready(qtbot, app)
+    window = app.window
+    send_with_enter(qtbot, app, "Describe the sea.")
+    bubble = window.view.bubbles[1]
+    renders = []
+    original = bubble.append_text
+    bubble.append_text = lambda text: (renders.append(text), original(text))
+
+    def arrive(i: int) -> None:
+        """Wait until batch i was emitted, then deliver the queued deltas to the controller."""
+        qtbot.waitUntil(streamed[i].is_set, timeout=10000)
+        QCoreApplication.sendPostedEvents()
+
+    arrive(0)
+    assert renders == [] and bubble.text == ""  # four deltas buffered, nothing drawn yet
+    ticker.tick()
+    assert renders == ["The sea is wide"]  # four deltas, one render
+    ticker.tick()
+    assert len(renders) == 1  # nothing new: no render
+    go_on[0].set()
+    arrive(1)
+    ticker.tick()
+    assert renders == ["The sea is wide", " and deep and"]
+    go_on[1].set()
+    wait_idle(qtbot, app)  # the end of the turn flushes what is left, in one render
+    assert renders == ["The sea is wide", " and deep and", " blue."]
+    assert not ticker.active  # the timer runs only while a reply streams
+    full = "The sea is wide and deep and blue."
+    assert bubble.text == full
+    assert app.store.messages(window.controller.conversation_id)[-1].content == full
+
+
+def test_a_20000_token_reply_streams_through_the_window(qtbot, scripted, scripted_engine):
+    """One delta per token, as fast as the worker can emit: the real flush timer batches them,
+    the window lives, and every character is shown and stored."""
+    tokens = [f"word{i}" + ("\n\n" if i % 100 == 99 else " ") for i in range(20_000)]
+    full = "".join(tokens)
+    scripted_engine.script(reply(*tokens), reply("Still", " here."))
+    window = scripted.window
+    send_with_enter(qtbot, scripted, "Write twenty thousand words.")
+    bubble = window.view.bubbles[-1]
+    renders = []
+    original = bubble.append_text
+    bubble.append_text = lambda text: (renders.append(text), original(text))
+    wait_idle(qtbot, scripted, timeout=240000)
+    assert "".join(renders) == full == bubble.text  # batched by the timer, nothing lost
+    assert "word19999" in bubble.body.toPlainText()
+    answer = scripted.store.messages(window.controller.conversation_id)[-1]
+    assert answer.status is MessageStatus.COMPLETE and answer.content == full
+    assert answer.completion_tokens == 20_000
+    assert not window.banner.isVisible()
+    # and the window goes on answering
+    send_with_enter(qtbot, scripted, "Are you still there?")
+    wait_idle(qtbot, scripted)
+    assert window.view.bubbles[-1].text == "Still here."
+
+
+def test_delete_key_asks_before_deleting(qtbot, scripted, scripted_engine, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    window = scripted.window
+    scripted_engine.script(reply("Kept."))
+    send_with_enter(qtbot, scripted, "Keep me")
+    wait_idle(qtbot, scripted)
+    answers = [QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes]
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question",
+                        lambda *args, **kwargs: (asked.append(args[2]), answers.pop(0))[1])
+    window.sidebar.list.setCurrentRow(0)
+    window.sidebar.list.setFocus()
+    qtbot.keyClick(window.sidebar.list, Qt.Key.Key_Delete)
+    assert asked and "cannot be undone" in asked[0]
+    assert len(scripted.store.list_conversations()) == 1  # "No" keeps it
+    qtbot.keyClick(window.sidebar.list, Qt.Key.Key_Delete)
+    assert scripted.store.list_conversations() == []
+
+
+# -- the real bundled model, end to end: only what it cannot get wrong --------------------------
+@pytest.mark.local_model
+def test_the_real_model_answers_through_the_window(qtbot, outpost):
+    start_and_wait_ready(qtbot, outpost)
+    window = outpost.window
+    assert window.model_label.text() == "Local model: SmolLM2-135M-Instruct.Q4_1.gguf"
+    send_with_enter(qtbot, outpost, "What is the capital of France?")
+    wait_idle(qtbot, outpost)
+    user_bubble, reply_bubble = window.view.bubbles
+    assert user_bubble.text == "What is the capital of France?"
+    messages = outpost.store.messages(outpost.store.list_conversations()[0].id)
+    assert [m.role for m in messages] == [Role.USER, Role.ASSISTANT]
+    answer = messages[1]
+    assert answer.status is MessageStatus.COMPLETE and answer.finish_reason in ("stop",
+                                                                                "length")
+    assert answer.content.strip() and answer.content == reply_bubble.text  # text arrived
+    assert (answer.engine, answer.model) == ("local", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert answer.prompt_tokens > 0 and not answer.tokens_estimated  # counted by the model
+    assert 1 <= answer.completion_tokens <= 48
+    assert answer.ttft_ms > 0 and "TTFT" in reply_bubble.footer.text()
+    assert "TTFT" in window.metrics_label.text()
+    # a decode speed needs two tokens or more
+    assert (answer.tokens_per_s is not None) == (answer.completion_tokens > 1)
+    assert ("tok/s" in reply_bubble.footer.text()) == (answer.completion_tokens > 1)
+
+
+@pytest.mark.local_model
+def test_escape_stops_the_real_model(qtbot, outpost):
+    outpost.settings.set("max_tokens", 2000)
+    start_and_wait_ready(qtbot, outpost)
+    window = outpost.window
+    send_with_enter(qtbot, outpost, "Write a very long story about a dragon and a knight.")
+    qtbot.waitUntil(lambda: bool(window.view.bubbles[-1].text), timeout=30000)
+    qtbot.keyClick(window, Qt.Key.Key_Escape)
+    wait_idle(qtbot, outpost)
+    answer = outpost.store.messages(outpost.store.list_conversations()[0].id)[-1]
+    assert answer.status is MessageStatus.INTERRUPTED and answer.finish_reason == "cancelled"
+    assert answer.content and answer.content == window.view.bubbles[-1].text
+    assert answer.completion_tokens < 2000
+    assert not window.banner.isVisible()
+
+
+@pytest.mark.local_model
+def test_the_real_model_answers_a_message_sent_while_it_loads(qtbot, outpost):
     outpost.start()  # the window is shown; the model loads in the background
     send_with_enter(qtbot, outpost, "Say hello.")
-    # The prompt is committed at once, before the model is ready.
     conversation = outpost.store.list_conversations()[0]
     assert outpost.store.messages(conversation.id)[0].content == "Say hello."
     wait_idle(qtbot, outpost)
-    reply = outpost.store.messages(conversation.id)[-1]
-    assert reply.role is Role.ASSISTANT and reply.status is MessageStatus.COMPLETE
-    assert reply.content
+    answer = outpost.store.messages(conversation.id)[-1]
+    assert answer.role is Role.ASSISTANT and answer.status is MessageStatus.COMPLETE
+    assert answer.content
 
 
+@pytest.mark.local_model
 def test_bad_model_file_shows_error_and_keeps_the_current_model(qtbot, outpost, tmp_path):
     start_and_wait_ready(qtbot, outpost)
     window = outpost.window
@@ -117,9 +345,11 @@ def test_bad_model_file_shows_error_and_keeps_the_current_model(qtbot, outpost, 
     assert "not a GGUF file" in window.banner.label.text()
     send_with_enter(qtbot, outpost, "Hi")
     wait_idle(qtbot, outpost)
-    assert outpost.store.messages(outpost.store.list_conversations()[0].id)[-1].content
+    answer = outpost.store.messages(outpost.store.list_conversations()[0].id)[-1]
+    assert answer.content and answer.model == "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+@pytest.mark.local_model
 def test_switch_to_second_model_and_back(qtbot, outpost, gemma_model):
     start_and_wait_ready(qtbot, outpost)
     window = outpost.window
@@ -129,80 +359,8 @@ def test_switch_to_second_model_and_back(qtbot, outpost, gemma_model):
     assert Settings()["model_path"] == str(gemma_model)  # remembered
     send_with_enter(qtbot, outpost, "The sky is")
     wait_idle(qtbot, outpost)
-    reply = outpost.store.messages(outpost.store.list_conversations()[0].id)[-1]
-    assert reply.model == gemma_model.name
+    answer = outpost.store.messages(outpost.store.list_conversations()[0].id)[-1]
+    assert answer.model == gemma_model.name
     with qtbot.waitSignal(outpost.loader.model_ready, timeout=60000):
         window.bundled_model_action.trigger()
     assert "SmolLM2" in window.model_label.text()
-
-
-def test_sidebar_new_rename_delete_and_reopen(qtbot, outpost):
-    start_and_wait_ready(qtbot, outpost)
-    window = outpost.window
-    send_with_enter(qtbot, outpost, "First chat")
-    wait_idle(qtbot, outpost)
-    qtbot.keyClick(window, Qt.Key.Key_N, Qt.KeyboardModifier.ControlModifier)
-    assert window.view.bubbles == []
-    assert window.controller.conversation_id is None
-    send_with_enter(qtbot, outpost, "Second chat")
-    wait_idle(qtbot, outpost)
-    assert window.sidebar.list.count() == 2
-    first_id = [c.id for c in outpost.store.list_conversations() if c.title == "First chat"][0]
-
-    window.sidebar.rename_requested.emit(first_id, "Renamed chat")
-    assert outpost.store.get_conversation(first_id).title == "Renamed chat"
-    titles = [window.sidebar.list.item(i).text() for i in range(window.sidebar.list.count())]
-    assert "Renamed chat" in titles
-
-    item = next(window.sidebar.list.item(i) for i in range(window.sidebar.list.count())
-                if window.sidebar.list.item(i).text() == "Renamed chat")
-    window.sidebar.list.setCurrentItem(item)
-    assert window.controller.conversation_id == first_id
-    assert [b.text for b in window.view.bubbles][0] == "First chat"
-    assert window.title_label.text() == "Renamed chat"
-
-    window.sidebar.delete_requested.emit(first_id)
-    assert [c.id for c in outpost.store.list_conversations()] != [first_id]
-    assert first_id not in [c.id for c in outpost.store.list_conversations()]
-    assert window.sidebar.list.count() == 1
-    assert window.view.bubbles == []
-
-
-def test_deltas_are_flushed_in_batches_not_per_token(qtbot, outpost):
-    outpost.settings.set("max_tokens", 200)
-    start_and_wait_ready(qtbot, outpost)
-    window = outpost.window
-    deltas, renders = [], []
-    window.controller._worker.delta_received.connect(deltas.append)
-    send_with_enter(qtbot, outpost, "Write a poem about the sea, at least ten lines.")
-    qtbot.waitUntil(lambda: len(window.view.bubbles) == 2, timeout=10000)
-    bubble = window.view.bubbles[1]
-    original = bubble.append_text
-    bubble.append_text = lambda text: (renders.append(text), original(text))
-    wait_idle(qtbot, outpost)
-    assert len(deltas) > 5
-    # never more renders than deltas, and far fewer than tokens: batched by the engine's delta
-    # interval and the window's flush timer (how the two split it depends on machine load)
-    reply = outpost.store.messages(window.controller.conversation_id)[-1]
-    assert 0 < len(renders) <= len(deltas) < reply.completion_tokens
-    assert "".join(renders) == "".join(deltas) == bubble.text
-
-
-def test_delete_key_asks_before_deleting(qtbot, outpost, monkeypatch):
-    from PySide6.QtWidgets import QMessageBox
-
-    start_and_wait_ready(qtbot, outpost)
-    window = outpost.window
-    send_with_enter(qtbot, outpost, "Keep me")
-    wait_idle(qtbot, outpost)
-    answers = [QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes]
-    asked = []
-    monkeypatch.setattr(QMessageBox, "question",
-                        lambda *args, **kwargs: (asked.append(args[2]), answers.pop(0))[1])
-    window.sidebar.list.setCurrentRow(0)
-    window.sidebar.list.setFocus()
-    qtbot.keyClick(window.sidebar.list, Qt.Key.Key_Delete)
-    assert asked and "cannot be undone" in asked[0]
-    assert len(outpost.store.list_conversations()) == 1  # "No" keeps it
-    qtbot.keyClick(window.sidebar.list, Qt.Key.Key_Delete)
-    assert outpost.store.list_conversations() == []

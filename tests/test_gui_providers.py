@@ -59,6 +59,8 @@ def test_unreachable_provider_is_answered_locally_under_auto(qtbot, outpost):
     from app.providers import ProviderConfig
 
     outpost.registry.add(ProviderConfig("down", "openai", "http://127.0.0.1:9/v1", "m"))
+    # failover, not a hedge: the retries' backoff (up to ~1.9 s) must not race a 2.5 s hedge
+    outpost.settings.set("hedge_after_s", 0)
     window = outpost.window
     window.refresh_targets("provider:down")
     assert window.route_picker.currentData() == "auto"

@@ -13,9 +13,9 @@ from app.domain import MessageStatus, Role
 from app.providers import ProviderConfig
 from app.settings import Settings
 from tests.fault_server import Cut, fault_server, refused_url
-from tests.support import send
+from tests.support import reply as known_reply, send
 
-pytestmark = [pytest.mark.gui, pytest.mark.local_model]
+pytestmark = pytest.mark.gui
 
 
 def use_provider(outpost, name: str, url: str, route: str = "auto") -> None:
@@ -26,8 +26,10 @@ def use_provider(outpost, name: str, url: str, route: str = "auto") -> None:
     window.route_picker.activated.emit(window.route_picker.currentIndex())
 
 
+@pytest.mark.local_model
 def test_stream_cut_mid_answer_shows_one_reply_with_a_seam(qtbot, outpost, artifacts_dir):
     window = outpost.window
+    outpost.settings.set("hedge_after_s", 0)  # the seam comes from the cut, not a hedge race
     with fault_server() as server:
         use_provider(outpost, "fault", server.url + "/v1")
         # the window lists the provider's models first (GET /models): let that pass
@@ -51,6 +53,7 @@ def test_stream_cut_mid_answer_shows_one_reply_with_a_seam(qtbot, outpost, artif
     assert window.grab().save(str(artifacts_dir / "main_window_seam.png"))
 
 
+@pytest.mark.local_model
 def test_offline_mode_answers_locally_and_never_tries_the_provider(qtbot, outpost):
     window = outpost.window
     with fault_server() as server:
@@ -69,6 +72,7 @@ def test_offline_mode_answers_locally_and_never_tries_the_provider(qtbot, outpos
     assert "Auto" in window.route_label.text()
 
 
+@pytest.mark.local_model
 def test_outbox_item_is_sent_when_the_provider_comes_back(qtbot, outpost, artifacts_dir):
     window = outpost.window
     with refused_url() as down:
@@ -167,6 +171,7 @@ def run_guarded(mode: str) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.local_model
 @pytest.mark.parametrize("mode", ["local", "offline"])
 def test_local_only_window_conversation_opens_no_socket(mode):
     result = run_guarded(mode)
@@ -175,12 +180,14 @@ def test_local_only_window_conversation_opens_no_socket(mode):
 
 
 @pytest.mark.slow
+@pytest.mark.local_model
 def test_the_window_socket_guard_sees_the_auto_route():
     """The same script on the Auto route is caught trying to connect: the guard is not blind."""
     result = run_guarded("auto")
     assert result["attempts"] and result["engines"][0] == "local"  # failed over, guarded
 
 
+@pytest.mark.local_model
 def test_default_route_menu_applies_to_new_chats_and_is_remembered(qtbot, outpost):
     window = outpost.window
     outpost.registry.add(ProviderConfig("fault", "openai", "http://127.0.0.1:9/v1", "m"))
@@ -198,6 +205,7 @@ def test_default_route_menu_applies_to_new_chats_and_is_remembered(qtbot, outpos
     assert reply.engine == "local" and reply.route_reason == "local-only conversation"
 
 
+@pytest.mark.local_model
 def test_composer_meter_counts_the_draft_exactly_in_the_background(qtbot, outpost,
                                                                    artifacts_dir):
     from app.domain import ChatMessage, Role
@@ -220,25 +228,28 @@ def test_composer_meter_counts_the_draft_exactly_in_the_background(qtbot, outpos
     assert "context" in meter.label.text() and "#cf222e" in meter.gauge.styleSheet()
 
 
-def test_quota_in_the_window_refuses_and_the_usage_view_shows_it(qtbot, outpost,
-                                                               artifacts_dir):
+def test_quota_in_the_window_refuses_and_the_usage_view_shows_it(qtbot, scripted,
+                                                               scripted_engine, artifacts_dir):
+    """Scripted: the first reply uses exactly 30 + 12 tokens, past the 40-token quota set after
+    it, whatever a model would have said."""
     from app.chat_service import default_user_id
 
-    window = outpost.window
-    profile = default_user_id(outpost.settings)
-    book = outpost.service.quotas.book
+    scripted_engine.script(known_reply(*["word "] * 12, prompt_tokens=30))
+    window = scripted.window
+    profile = default_user_id(scripted.settings)
+    book = scripted.service.quotas.book
     book.set(profile, "count_local", True, by=window.profile)
-    send(qtbot, outpost, "Hello")  # fine: no token limit yet
+    send(qtbot, scripted, "Hello")  # fine: no token limit yet
     book.set(profile, "cloud_tokens_per_day", 40, by=window.profile)
-    send(qtbot, outpost, "Hello again, a second time")
+    send(qtbot, scripted, "Hello again, a second time")
     assert window.banner.isVisible() and "Daily token quota reached" in \
         window.banner.label.text()
-    conversation = outpost.store.list_conversations()[0]
-    assert len(outpost.store.messages(conversation.id)) == 2  # the refused one was not saved
+    conversation = scripted.store.list_conversations()[0]
+    assert len(scripted.store.messages(conversation.id)) == 2  # the refused one was not saved
     assert window.composer.text()  # the draft stays, to send later
     window.open_usage()
     dialog = window.usage_dialog
-    assert "of 40" in dialog.values["day_tokens"].text()
+    assert dialog.values["day_tokens"].text().startswith("42 of 40")
     assert dialog.bars["day_tokens"].value() == 1000  # full
     assert dialog.table.rowCount() == 1 and dialog.table.item(0, 4).text() == "free"
     assert dialog.grab().save(str(artifacts_dir / "usage_dialog.png"))

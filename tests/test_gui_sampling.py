@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from app.providers import ProviderConfig
-from tests.support import send
+from tests.support import reply as known_reply, send
 
-pytestmark = [pytest.mark.gui, pytest.mark.local_model]
+pytestmark = pytest.mark.gui
 
 
+@pytest.mark.local_model
 def test_panel_knobs_presets_and_capabilities(qtbot, outpost, artifacts_dir):
     window = outpost.window
     panel = window.sampling
@@ -71,6 +72,7 @@ def test_panel_knobs_presets_and_capabilities(qtbot, outpost, artifacts_dir):
     assert panel.kind == "local" and panel.fields["seed"].isEnabled()
 
 
+@pytest.mark.local_model
 def test_json_mode_with_a_schema_in_the_window(qtbot, outpost, artifacts_dir):
     import json
 
@@ -106,6 +108,7 @@ def test_json_mode_with_a_schema_in_the_window(qtbot, outpost, artifacts_dir):
     window.grab().save(str(artifacts_dir / "main_window_json.png"))
 
 
+@pytest.mark.local_model
 def test_turns_left_out_to_fit_are_announced_and_stay_announced(qtbot, outpost):
     from app.domain import Role
 
@@ -127,6 +130,7 @@ def test_turns_left_out_to_fit_are_announced_and_stay_announced(qtbot, outpost):
     qtbot.waitUntil(lambda: window.controller.state == "idle", timeout=60000)
 
 
+@pytest.mark.local_model
 def test_best_of_n_in_the_window_shows_the_winner_and_the_candidates(qtbot, outpost,
                                                                      artifacts_dir):
     window = outpost.window
@@ -159,15 +163,24 @@ def test_best_of_n_in_the_window_shows_the_winner_and_the_candidates(qtbot, outp
     assert len(outpost.store.messages(conversation.id)) == count
 
 
-def test_an_empty_reply_is_an_error_with_retry_not_a_blank_bubble(qtbot, outpost):
-    window = outpost.window
+def test_an_empty_reply_is_an_error_with_retry_not_a_blank_bubble(qtbot, scripted,
+                                                                   scripted_engine):
+    """The model says nothing (here: a stop sequence from the panel cut its whole reply): an
+    error with Retry, not a blank bubble. Scripted, so the reply is empty on every machine."""
+    window = scripted.window
     panel = window.sampling
-    # greedy, and a stop sequence that is the reply's first letter: nothing is left
     panel.fields["temperature"].setValue(0.0)
     panel.fields["stop"].setPlainText("H")
-    send(qtbot, outpost, "Say hello.")
-    reply = outpost.store.messages(window.controller.conversation_id)[-1]
+    scripted_engine.script(known_reply(), known_reply("Hello", "."))  # nothing; then an answer
+    send(qtbot, scripted, "Say hello.")
+    assert scripted_engine.requests[0].stop == ("H",)  # the panel's stop reached the engine
+    reply = scripted.store.messages(window.controller.conversation_id)[-1]
     assert reply.content == "" and reply.status.value == "error"
     assert "empty reply (finish reason: stop)" in reply.error
     assert window.banner.isVisible() and window.banner.retry_button.isVisible()
     assert "empty reply" in window.view.last_bubble().footer.text()
+    window.banner.retry_button.click()
+    qtbot.waitUntil(lambda: window.controller.state == "idle", timeout=10000)
+    answer = scripted.store.messages(window.controller.conversation_id)[-1]
+    assert answer.content == "Hello." and answer.status.value == "complete"
+    assert window.view.last_bubble().text == "Hello."

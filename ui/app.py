@@ -16,7 +16,7 @@ from app.settings import Settings
 from app.store import Store
 from app.providers import ProviderRegistry
 from app.secrets import KeyStore
-from engines.registry import CloudEnginePool, cloud_timeouts
+from engines.registry import CloudEnginePool, cloud_timeouts, create_local_engine
 from ui.chat_controller import ChatController, CloudTargets
 from ui.providers_dialog import ProvidersDialog
 from ui.errors import install_excepthook
@@ -31,9 +31,14 @@ class OutpostApp:
     """Everything the window needs, built in one place (tests build it the same way)."""
 
     def __init__(self, settings: Settings | None = None, store: Store | None = None,
-                 profile: Profile | None = None):
+                 profile: Profile | None = None, engine_factory=None, flush_timer=None):
         """``profile``: who is signed in (default: the machine's default profile; ``run_gui``
-        asks for the last profile's PIN before building the app)."""
+        asks for the last profile's PIN before building the app).
+
+        ``engine_factory(settings, model_path, on_attempt)`` builds the local engine each time a
+        model is loaded; None: the real GGUF model (``create_local_engine``). ``flush_timer``
+        paces the reply's renders (None: a QTimer, see ``ChatController``). Tests pass a scripted
+        engine and a timer they fire by hand; everything else is built as for the user."""
         self.settings = settings or Settings()
         self.store = store or Store()
         self.profiles = Profiles(self.store)
@@ -47,7 +52,8 @@ class OutpostApp:
         self.ledger.profile = profile.name
         self.service.ledger = self.ledger
         self.service.quotas = QuotaGuard(QuotaBook(), self.ledger)
-        self.loader = ModelLoader(self.settings, self.tasks, on_attempt=self._on_attempt)
+        self.loader = ModelLoader(self.settings, self.tasks, on_attempt=self._on_attempt,
+                                  engine_factory=engine_factory or create_local_engine)
         self.registry = ProviderRegistry()
         self.keys = KeyStore(fallback=self.settings["key_fallback"])
         self.connectivity = Connectivity()
@@ -56,7 +62,8 @@ class OutpostApp:
         cloud = CloudTargets(self.registry, self.keys, self.cloud_pool, self.connectivity)
         self.window = MainWindow(
             self.store, self.settings,
-            lambda view: ChatController(self.service, self.loader, view, cloud),
+            lambda view: ChatController(self.service, self.loader, view, cloud,
+                                        flush_timer=flush_timer),
             self.loader,
             providers_dialog_factory=lambda parent: ProvidersDialog(
                 self.registry, self.keys, self.settings, self.tasks, parent),

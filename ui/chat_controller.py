@@ -72,7 +72,11 @@ class ChatController(QObject):
     turn_requested = Signal(object, object, object)  # -> StreamWorker.run_turn (queued)
 
     def __init__(self, service: ChatService, loader: ModelLoader, view: ConversationView,
-                 cloud: "CloudTargets | None" = None, parent: QObject | None = None):
+                 cloud: "CloudTargets | None" = None, parent: QObject | None = None,
+                 flush_timer=None):
+        """``flush_timer``: what paces the renders while a reply streams (anything with
+        ``start()``, ``stop()`` and a ``timeout`` signal); default a QTimer every FLUSH_MS. Tests
+        pass one they fire by hand, to see exactly which deltas land in which render."""
         super().__init__(parent)
         self.service = service
         self.store = service.store
@@ -94,8 +98,10 @@ class ChatController(QObject):
         self._cancel: threading.Event | None = None
         self._buffer: list[str] = []
         self._bubble = None
-        self._timer = QTimer(self)
-        self._timer.setInterval(FLUSH_MS)
+        if flush_timer is None:
+            flush_timer = QTimer(self)
+            flush_timer.setInterval(FLUSH_MS)
+        self._timer = flush_timer
         self._timer.timeout.connect(self._flush)
 
         self._thread = QThread(self)

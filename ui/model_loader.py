@@ -3,6 +3,11 @@
 The model loads on the engine's own thread; a background task waits for it and reports back by
 signal, so the window is usable at once. A model that fails to load is reported and the previous
 one (if any) stays in use: the app keeps running.
+
+Engines come from ``engine_factory(settings, model_path, on_attempt)``: the real local model
+(``engines.registry.create_local_engine``) unless the composition root was given another, e.g. a
+scripted engine in the GUI tests. Besides the ``Engine`` contract the loader and the stream
+worker use ``ready`` and ``wait_ready()``, as the local and cloud engines have them.
 """
 from __future__ import annotations
 
@@ -20,10 +25,11 @@ class ModelLoader(QObject):
     load_failed = Signal(str)  # one plain sentence
 
     def __init__(self, settings: Settings, tasks: TaskRunner, parent: QObject | None = None,
-                 on_attempt=None):
+                 on_attempt=None, engine_factory=create_local_engine):
         super().__init__(parent)
         self.settings = settings
         self.on_attempt = on_attempt  # the usage ledger's sink
+        self.engine_factory = engine_factory
         self.tasks = tasks
         self.active = None  # a ready engine
         self.pending = None  # an engine still loading
@@ -38,7 +44,7 @@ class ModelLoader(QObject):
 
     def load(self, model_path: str | None = None) -> None:
         try:
-            engine = create_local_engine(self.settings, model_path, self.on_attempt)
+            engine = self.engine_factory(self.settings, model_path, self.on_attempt)
         except OutpostError as exc:
             self.load_failed.emit(str(exc))
             return
@@ -46,7 +52,7 @@ class ModelLoader(QObject):
             stale, self.pending = self.pending, None
             self.tasks.run_in_background(stale.close, lambda _: None, lambda _: None)
         self.pending = engine
-        self.loading_started.emit(engine.path.name)
+        self.loading_started.emit(engine.info.model)
         self.tasks.run_in_background(lambda: engine.wait_ready(),
                                      lambda _: self._on_loaded(engine),
                                      lambda exc: self._on_failed(engine, exc))
