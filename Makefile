@@ -19,7 +19,7 @@ ifeq ($(origin CMAKE_ARGS), undefined)
   endif
 endif
 
-.PHONY: run install install-test test bench clean
+.PHONY: run install install-test system-packages test bench clean package install-desktop uninstall-desktop
 
 run: install
 	$(BIN)/outpost
@@ -40,10 +40,16 @@ $(TEST_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-# With gnome-keyring and dbus installed (.ci/run installs them), the suite runs inside a private
-# D-Bus session with a new, unlocked keyring (in a temporary XDG_DATA_HOME, so it never touches
-# the user's own), so keyring's SecretService backend is a real keychain.
-test: install-test
+# Debian packages the suite needs beyond the machine image (keychain, desktop-file checkers, what
+# the bundle carries): installed when running as root with apt-get, else named.
+system-packages:
+	@sh tools/system_packages.sh
+
+# With gnome-keyring and dbus installed, the suite runs inside a private D-Bus session with a new,
+# unlocked keyring (in a temporary XDG_DATA_HOME, so it never touches the user's own), so
+# keyring's SecretService backend is a real keychain.
+
+test: install-test system-packages
 	@if command -v dbus-run-session >/dev/null 2>&1 && command -v gnome-keyring-daemon >/dev/null 2>&1; then \
 	  dbus-run-session -- sh -c 'export XDG_DATA_HOME=$$(mktemp -d); echo -n outpost-test | gnome-keyring-daemon --unlock --components=secrets >/dev/null 2>&1; exec $(BIN)/python -m pytest $(PYTEST_ARGS)'; \
 	else \
@@ -53,6 +59,30 @@ test: install-test
 
 bench: install
 	$(BIN)/python -m bench.local_decode
+	$(BIN)/python -m bench.seed_cost
+
+# The desktop bundle (packaging/README.md): `make package` builds dist/Outpost/ (PyInstaller, one folder,
+# the local model inside; runs on a machine without Python); `make install-desktop` installs it for
+# this user with its menu entry and icons (building it first if there is none).
+DIST_DIR ?= dist
+BUNDLE   := $(DIST_DIR)/Outpost
+PACKAGE_STAMP := $(VENV)/.outpost-package-installed
+
+package: $(PACKAGE_STAMP)
+	$(BIN)/python -m PyInstaller --noconfirm --log-level WARN --distpath $(DIST_DIR) \
+	  --workpath build/pyinstaller packaging/pyinstaller/outpost.spec
+	@du -sh $(BUNDLE)
+
+$(PACKAGE_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[package]'
+	touch $@
+
+install-desktop:
+	@test -x $(BUNDLE)/outpost || $(MAKE) package
+	sh $(BUNDLE)/install-desktop.sh
+
+uninstall-desktop:
+	sh packaging/linux/install-desktop.sh --uninstall
 
 clean:
-	rm -rf $(VENV) build *.egg-info tests/artifacts
+	rm -rf $(VENV) build *.egg-info tests/artifacts $(DIST_DIR)

@@ -148,6 +148,8 @@ def run_gui() -> int:
     qt_app = QApplication.instance() or QApplication(sys.argv)
     qt_app.setApplicationName("Outpost")
     qt_app.setOrganizationName("Outpost")
+    # Wayland desktops match the window to its menu entry (and icon) by this name
+    qt_app.setDesktopFileName("io.github.outpost_app.Outpost")
     qt_app.setWindowIcon(QIcon(str(resource("outpost.svg"))))
     settings, store = Settings(), Store()  # opened once, shared with the app
     profile = _sign_in_at_start(settings, store)

@@ -11,14 +11,9 @@ from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QPushButton, QScroll
                                QSizePolicy, QTextBrowser, QVBoxLayout, QWidget)
 
 from app.domain import Message, MessageStatus, Role
+from ui import theme
 from ui.markdown import IncrementalMarkdown, render
 
-_BUBBLE_STYLES = {
-    Role.USER: "QFrame#bubble { background:#e8f0fe; border-radius:10px; }",
-    Role.ASSISTANT: "QFrame#bubble { background:#ffffff; border:1px solid #e1e4e8; "
-                    "border-radius:10px; }",
-    Role.SYSTEM: "QFrame#bubble { background:#fff8e1; border-radius:10px; }",
-}
 _STATUS_NOTES = {
     MessageStatus.INTERRUPTED: "⚠ interrupted — the answer is partial",
     MessageStatus.ERROR: "⚠ error",
@@ -104,17 +99,17 @@ class MessageBubble(QFrame):
         super().__init__(parent)
         self.role = role
         self.setObjectName("bubble")
-        self.setStyleSheet(_BUBBLE_STYLES[role])
+        self.setStyleSheet(theme.bubble_style(role))
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(12, 8, 12, 8)
         layout.setSpacing(4)
         self.header = QLabel({Role.USER: "You", Role.ASSISTANT: "Assistant",
                               Role.SYSTEM: "System"}[role])
-        self.header.setStyleSheet("color:#57606a; font-weight:600;")
+        self.header.setStyleSheet(f"color:{theme.muted_text(0.3)}; font-weight:600;")
         self.body = MessageBody()
         self.footer = QLabel()
-        self.footer.setStyleSheet("color:#6e7781; font-size:11px;")
+        self.footer.setStyleSheet(f"color:{theme.muted_text()}; font-size:11px;")
         self.footer.setWordWrap(True)
         self.footer.hide()
         self.message_id: str | None = None
@@ -180,10 +175,10 @@ class MessageBubble(QFrame):
         self.set_placeholder(note)
 
     def set_placeholder(self, note: str) -> None:
-        self.body.setHtml(f"<i style='color:#6e7781'>{_escape(note)}</i>")
+        self.body.setHtml(f"<i style='color:{theme.muted_text()}'>{_escape(note)}</i>")
 
     def set_footer(self, text: str, warning: bool = False) -> None:
-        color = "#b35900" if warning else "#6e7781"
+        color = "#b35900" if warning else theme.muted_text()
         self.footer.setStyleSheet(f"color:{color}; font-size:11px;")
         self.footer.setText(text)
         self.footer.setVisible(bool(text))
@@ -266,7 +261,7 @@ class ConversationView(QScrollArea):
         self._empty = QLabel("Start a conversation: type below and press Enter.\n"
                              "Everything stays on this computer with the local model.")
         self._empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self._empty.setStyleSheet("color:#8c959f; font-size:14px;")
+        self._empty.setStyleSheet(f"color:{theme.muted_text(0.5)}; font-size:14px;")
         self._layout.addWidget(self._empty)
         self._layout.addStretch(1)
         self.setWidget(self._content)

@@ -7,6 +7,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QListWidget, QListWidgetItem, 
                                QMessageBox, QPushButton, QVBoxLayout, QWidget)
 
 from app.domain import Conversation
+from ui import theme
 
 ID_ROLE = Qt.ItemDataRole.UserRole
 
@@ -28,8 +29,7 @@ class Sidebar(QWidget):
         self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.list.setWordWrap(False)
-        self.list.setStyleSheet("QListWidget { border:none; background:#f6f8fa; } "
-                                "QListWidget::item { padding:6px; }")
+        self.list.setStyleSheet(theme.sidebar_style())
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 8, 8, 8)
         layout.addWidget(self.new_button)

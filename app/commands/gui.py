@@ -41,5 +41,10 @@ def _missing_xcb_libraries() -> list[str]:
             os.environ.get("QT_QPA_PLATFORM") or os.environ.get("WAYLAND_DISPLAY"):
         return []
     import ctypes.util
+    from pathlib import Path
 
-    return [f"lib{name}" for name in _XCB_LIBRARIES if ctypes.util.find_library(name) is None]
+    # The desktop bundle (packaging/pyinstaller) carries these libraries itself, where
+    # find_library (which asks the system's linker cache) cannot see them.
+    bundled = Path(sys._MEIPASS) if getattr(sys, "frozen", False) else None
+    return [f"lib{name}" for name in _XCB_LIBRARIES if ctypes.util.find_library(name) is None
+            and not (bundled and any(bundled.glob(f"lib{name}.so*")))]

@@ -1,0 +1,127 @@
+"""Retake the AppStream screenshots from the real window: a light and a dark palette.
+
+    .venv/bin/python tools/take_screenshots.py [--out packaging/linux/screenshots]
+
+Builds the window exactly as ``outpost`` does (``ui.app.OutpostApp``), headless (Qt's offscreen
+platform), with its data in a throw-away OUTPOST_HOME so your own conversations never appear.
+Each theme gets a fresh window: the bundled local model loads, one question is typed into the
+composer and sent with Enter, and the window is grabbed once the real reply has finished
+(temperature 0 and a fixed seed, so reruns usually show the same text). Writes
+``outpost-light.png`` and ``outpost-dark.png`` at 1200x750; look at them before committing.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SIZE = (1200, 750)
+PROMPT = "How do I keep drinking water safe on a field trip?"
+MAX_TOKENS = 100
+TIMEOUT_MS = 180_000
+
+
+def palette(theme: str):
+    """Qt's Fusion palette, or its dark counterpart built from the same roles."""
+    from PySide6.QtGui import QColor, QPalette
+
+    if theme == "light":
+        from PySide6.QtWidgets import QStyleFactory
+
+        return QStyleFactory.create("Fusion").standardPalette()
+    dark = QPalette()
+    roles = {
+        QPalette.ColorRole.Window: "#202124", QPalette.ColorRole.WindowText: "#e8eaed",
+        QPalette.ColorRole.Base: "#17181a", QPalette.ColorRole.AlternateBase: "#2a2b2e",
+        QPalette.ColorRole.ToolTipBase: "#2a2b2e", QPalette.ColorRole.ToolTipText: "#e8eaed",
+        QPalette.ColorRole.PlaceholderText: "#9aa0a6", QPalette.ColorRole.Text: "#e8eaed",
+        QPalette.ColorRole.Button: "#2d2e31", QPalette.ColorRole.ButtonText: "#e8eaed",
+        QPalette.ColorRole.BrightText: "#ff7b72", QPalette.ColorRole.Highlight: "#1f6feb",
+        QPalette.ColorRole.HighlightedText: "#ffffff", QPalette.ColorRole.Link: "#58a6ff",
+        QPalette.ColorRole.Light: "#3c4043", QPalette.ColorRole.Midlight: "#323336",
+        QPalette.ColorRole.Mid: "#28292c", QPalette.ColorRole.Dark: "#111214",
+        QPalette.ColorRole.Shadow: "#000000",
+    }
+    for role, colour in roles.items():
+        dark.setColor(role, QColor(colour))
+    for role in (QPalette.ColorRole.WindowText, QPalette.ColorRole.Text,
+                 QPalette.ColorRole.ButtonText):
+        dark.setColor(QPalette.ColorGroup.Disabled, role, QColor("#6e7276"))
+    return dark
+
+
+def wait_for(signals, timeout_ms: int = TIMEOUT_MS) -> list:
+    """Run Qt's event loop until one of ``signals`` fires; what each fired with, in order."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop, fired = QEventLoop(), []
+    for signal in signals:
+        signal.connect(lambda *args, s=signal: (fired.append((s, args)), loop.quit()))
+    QTimer.singleShot(timeout_ms, loop.quit)
+    loop.exec()
+    return fired
+
+
+def shoot(theme: str, out: Path) -> Path:
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+    from PySide6.QtWidgets import QApplication
+
+    from app.settings import Settings
+    from ui.app import OutpostApp
+
+    qt_app = QApplication.instance()
+    qt_app.setPalette(palette(theme))
+    with tempfile.TemporaryDirectory(prefix=f"outpost-shots-{theme}-") as home:
+        os.environ["OUTPOST_HOME"] = home
+        settings = Settings()
+        settings.set("max_tokens", MAX_TOKENS)
+        settings.set("temperature", 0.0)
+        outpost = OutpostApp(settings=settings)
+        window = outpost.window
+        try:
+            window.resize(*SIZE)
+            ready = outpost.loader.model_ready
+            outpost.start()
+            if not any(signal is ready for signal, _ in wait_for([ready, outpost.loader.load_failed])):
+                raise SystemExit("the local model did not load")
+            edit = window.composer.edit
+            edit.setFocus()
+            QTest.keyClicks(edit, PROMPT)
+            QTest.keyClick(edit, Qt.Key.Key_Return)
+            if not wait_for([window.controller.reply_finished]):
+                raise SystemExit("no reply within the time limit")
+            QTest.qWait(300)  # the last throttled flush and the footer
+            target = out / f"outpost-{theme}.png"
+            out.mkdir(parents=True, exist_ok=True)
+            if not window.grab().save(str(target)):
+                raise SystemExit(f"could not write {target}")
+            return target
+        finally:
+            outpost.shutdown()
+            window.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "packaging" / "linux" / "screenshots")
+    parser.add_argument("--theme", choices=["light", "dark", "both"], default="both")
+    args = parser.parse_args(argv)
+    os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    from PySide6.QtWidgets import QApplication
+
+    qt_app = QApplication(sys.argv[:1])
+    qt_app.setApplicationName("Outpost")
+    qt_app.setStyle("Fusion")
+    for theme in (["light", "dark"] if args.theme == "both" else [args.theme]):
+        print(shoot(theme, args.out.resolve()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
