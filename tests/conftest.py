@@ -47,6 +47,25 @@ def local_engine(bundled_model):
     engine.close()
 
 
+@pytest.fixture
+def fresh_engine(bundled_model):
+    """A factory for LocalEngines of their own (``LoadSettings`` fields as keywords), closed
+    after the test."""
+    from engines.llama_local import LoadSettings, LocalEngine
+
+    engines: list = []
+
+    def make(**settings):
+        engine = LocalEngine(bundled_model, LoadSettings(**settings))
+        engine.wait_ready(timeout=120)
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.close()
+
+
 @pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -38,21 +38,6 @@ def check_contract(events: list) -> None:
     assert set(kinds[:-2]) <= {"TextDelta"}, kinds
 
 
-@pytest.fixture
-def fresh_engine(bundled_model):
-    engines: list[LocalEngine] = []
-
-    def make(**settings) -> LocalEngine:
-        engine = LocalEngine(bundled_model, LoadSettings(**settings))
-        engine.wait_ready(timeout=120)
-        engines.append(engine)
-        return engine
-
-    yield make
-    for engine in engines:
-        engine.close()
-
-
 def test_short_generation_follows_the_stream_contract(local_engine):
     assert isinstance(local_engine, Engine)
     req = request("What is the capital of France?", max_tokens=24)

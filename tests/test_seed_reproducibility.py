@@ -19,7 +19,6 @@ import threading
 import pytest
 
 from app.domain import ChatMessage, ChatRequest, Role, accumulate
-from engines.llama_local import LoadSettings, LocalEngine
 from tests.conftest import outpost_cmd
 from tests.support import send
 
@@ -37,21 +36,6 @@ def ask(engine, *texts: str, seed: int, max_tokens: int = 24, logprobs: bool = F
                           logprobs=logprobs, **HOT)
     events = list(engine.stream(request, threading.Event()))
     return accumulate(events).text, events[-1].mean_logprob
-
-
-@pytest.fixture
-def fresh_engine(bundled_model):
-    engines = []
-
-    def make() -> LocalEngine:
-        engine = LocalEngine(bundled_model, LoadSettings())
-        engine.wait_ready(timeout=120)
-        engines.append(engine)
-        return engine
-
-    yield make
-    for engine in engines:
-        engine.close()
 
 
 def test_same_seed_same_text_twice_in_a_row_and_after_other_conversations(local_engine):
