@@ -12,6 +12,7 @@ from app.settings import SCHEMA, SETTINGS_VERSION, Settings
 
 DEFAULTS = {
     "model_path": "", "context_cap": 4096, "n_threads": 0, "gpu_offload": True,
+    "reproducible_seeds": True,
     "system_prompt": "You are a helpful assistant.", "temperature": 0.7, "top_p": 0.95,
     "max_tokens": 512, "user_id": "", "last_profile": "", "key_fallback": "refuse", "chat_target": "local",
     "first_token_timeout_s": 30.0, "idle_timeout_s": 60.0,
