@@ -409,11 +409,13 @@ class LocalEngine:
         tps = None
         if first_at is not None and last_at is not None and completion > 1 and last_at > first_at:
             tps = (completion - 1) / (last_at - first_at)
+        # the ledger row is written before Finished goes out: whoever sees the end of the
+        # reply (the window going idle, a CLI exiting) finds the attempt already recorded
+        self._record(request, job, started, len(tokens), completion,
+                     max(0, len(tokens) - evaluated_prompt), ttft_ms, reason, error)
         job.events.put(Finished(reason, ttft_ms=ttft_ms, tokens_per_s=tps, error=error,
                                 mean_logprob=scorer.mean() if scorer else None,
                                 seed=drawn))
-        self._record(request, job, started, len(tokens), completion,
-                     max(0, len(tokens) - evaluated_prompt), ttft_ms, reason, error)
 
     def _keep_canonical_prefix(self, tokens: list[int]) -> None:
         """Cut the model's cache back to the whole chunks it may reuse for ``tokens``.

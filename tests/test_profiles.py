@@ -208,17 +208,20 @@ def test_cli_profiles_pins_and_admin_rights(outpost_home):
 @pytest.mark.local_model
 def test_cli_history_and_usage_are_per_profile(outpost_home):
     assert cli("profile", "add", "maria").returncode == 0
-    assert cli("--as", "maria", "ask", "Hello there", "--max-tokens", "3").returncode == 0
+    # a word the model cannot write by chance in root's conversation, so search proves who sees what
+    assert cli("--as", "maria", "ask", "Hello Kumquat", "--max-tokens", "3").returncode == 0
     assert cli("ask", "Good morning", "--max-tokens", "3").returncode == 0
     mine = json.loads(cli("history", "list", "--json").stdout)
     hers = json.loads(cli("--as", "maria", "history", "list", "--json").stdout)
     assert [c["title"] for c in mine] == ["Good morning"]
-    assert [c["title"] for c in hers] == ["Hello there"]
+    assert [c["title"] for c in hers] == ["Hello Kumquat"]
     peek = cli("history", "show", hers[0]["id"])
     assert peek.returncode == 2 and "belongs to another profile" in peek.stderr
     cont = cli("ask", "and more", "--conversation", hers[0]["id"])
     assert cont.returncode == 2 and "belongs to another profile" in cont.stderr
-    assert json.loads(cli("history", "search", "Hello", "--json").stdout) == []
+    assert json.loads(cli("history", "search", "Kumquat", "--json").stdout) == []
+    found = json.loads(cli("--as", "maria", "history", "search", "Kumquat", "--json").stdout)
+    assert {m["conversation_id"] for m in found} == {hers[0]["id"]}
     usage = json.loads(cli("usage", "--profile", "maria", "--json").stdout)
     everyone = json.loads(cli("usage", "--profile", "all", "--json").stdout)
     assert usage["requests"] == 1 and everyone["requests"] == 2
