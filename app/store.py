@@ -29,8 +29,28 @@ from app.errors import KnownStorageError, StorageError, UsageError
 from app.migrations import MIGRATIONS, Migration
 
 BUSY_TIMEOUT_MS = 5000
-_KNOWN_SQLITE_PROBLEMS = ("locked", "busy", "full", "readonly", "read-only", "disk i/o",
-                          "unable to open")
+# Primary result codes (https://sqlite.org/rescode.html) of problems with the file or the
+# machine rather than with Outpost's code: shown to the user (KnownStorageError). Every other
+# code, and sqlite3 errors with no code (misuse of the API), is a bug (StorageError).
+SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_READONLY = 5, 6, 7, 8
+SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN = 10, 11, 13, 14
+SQLITE_PROTOCOL, SQLITE_NOTADB = 15, 26
+_KNOWN_SQLITE_CODES = frozenset({SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_READONLY,
+                                 SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN,
+                                 SQLITE_PROTOCOL, SQLITE_NOTADB})
+
+
+def sqlite_primary_code(exc: sqlite3.Error) -> int | None:
+    """The primary result code of ``exc`` (extended codes carry it in their low byte)."""
+    code = getattr(exc, "sqlite_errorcode", None)  # absent on errors Python raises itself
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def storage_error_class(exc: sqlite3.Error) -> type[StorageError]:
+    """Known (the user can act: disk full, locked, read-only, damaged) or a bug, by SQLite's
+    result code, never by the message's wording."""
+    return KnownStorageError if sqlite_primary_code(exc) in _KNOWN_SQLITE_CODES \
+        else StorageError
 
 
 def now_iso() -> str:
@@ -82,7 +102,8 @@ def _retry_when_locked(fn, budget_s: float = BUSY_TIMEOUT_MS / 1000):
         try:
             return fn()
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
+            if sqlite_primary_code(exc) not in (SQLITE_BUSY, SQLITE_LOCKED) or \
+                    time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
 
@@ -93,10 +114,8 @@ def storage_errors(path: Path) -> Iterator[None]:
     try:
         yield
     except sqlite3.Error as exc:
-        text = str(exc)
-        cls = KnownStorageError if any(p in text.lower() for p in _KNOWN_SQLITE_PROBLEMS) \
-            else StorageError
-        raise cls(f"The database {path} could not be used: {text}.") from exc
+        raise storage_error_class(exc)(f"The database {path} could not be used: {exc}.") \
+            from exc
     except OSError as exc:
         raise KnownStorageError(f"The database {path} could not be used: {exc.strerror or exc}."
                                 ) from exc
@@ -371,7 +390,7 @@ class Store:
             rows = list(self.db["messages"].search(query, limit=limit, **where))
         except sqlite3.OperationalError as exc:
             # FTS5 reports query syntax as OperationalError; disk/lock problems stay storage.
-            if not any(p in str(exc).lower() for p in _KNOWN_SQLITE_PROBLEMS):
+            if storage_error_class(exc) is StorageError:  # SQLITE_ERROR: the query's syntax
                 raise UsageError(f"The search {query!r} is not valid full-text search syntax "
                                  f"({exc}); put words in double quotes to search them as "
                                  "they are.") from None

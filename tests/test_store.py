@@ -283,3 +283,47 @@ def test_two_threads_writing_at_once_lose_nothing(store):
     assert all(m.status is MessageStatus.COMPLETE for m in store.messages(conversation.id))
     assert len(store.list_conversations()) == per_thread + 1
     assert store.integrity_check() == "ok"
+
+
+def _raised_by(path, action) -> Exception:
+    from app.store import storage_errors
+
+    with pytest.raises(Exception) as caught:
+        with storage_errors(path):
+            action()
+    return caught.value
+
+
+def test_storage_errors_are_classified_by_sqlite_result_code_not_wording(tmp_path, store,
+                                                                        db_path):
+    from app.errors import KnownStorageError, StorageError
+
+    # locked by another connection (SQLITE_BUSY): the user can act on it
+    holder = sqlite3.connect(db_path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    waiter = sqlite3.connect(db_path, timeout=0)
+    try:
+        busy = _raised_by(db_path, lambda: waiter.execute("UPDATE conversations SET title = 1"))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        waiter.close()
+    assert type(busy) is KnownStorageError and str(db_path) in str(busy)
+    # read-only (SQLITE_READONLY)
+    store.db.execute("PRAGMA query_only = 1")
+    try:
+        readonly = _raised_by(db_path, lambda: store.db.execute(
+            "UPDATE conversations SET title = 'x'"))
+    finally:
+        store.db.execute("PRAGMA query_only = 0")
+    assert type(readonly) is KnownStorageError
+    # not a database at all (SQLITE_NOTADB)
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a database" * 100)
+    notadb = _raised_by(junk, lambda: sqlite3.connect(junk).execute("SELECT 1 FROM x"))
+    assert type(notadb) is KnownStorageError
+    # a bug in our SQL whose message happens to contain "locked", "full", "read-only"...:
+    # SQLITE_ERROR, so a bug (the old text match called it a known problem)
+    bug = _raised_by(db_path, lambda: store.db.execute(
+        "SELECT * FROM locked_disk_full_readonly_table"))
+    assert type(bug) is StorageError and "locked_disk_full" in str(bug)
