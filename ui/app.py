@@ -16,8 +16,9 @@ from app.settings import Settings
 from app.store import Store
 from app.providers import ProviderRegistry
 from app.secrets import KeyStore
-from engines.registry import CloudEnginePool, cloud_timeouts, create_local_engine
-from ui.chat_controller import ChatController, CloudTargets
+from engines.registry import (CloudEnginePool, CloudTargets, cloud_timeouts,
+                              create_local_engine)
+from ui.chat_controller import ChatController
 from ui.providers_dialog import ProvidersDialog
 from ui.errors import install_excepthook
 from ui.main_window import MainWindow

@@ -15,48 +15,13 @@ from app.chat_service import ChatService, OutboxPlan
 from app.domain import Finished, FinishReason, Message, Role
 from app.errors import ModelError, OutpostError
 from app.router import Route, RoutedEngine, decide_route
+from engines.registry import CloudTargets
 from ui.conversation_view import ConversationView
 from ui.model_loader import ModelLoader
 from ui.stream_worker import StreamWorker
 
 FLUSH_MS = 33
 
-
-class CloudTargets:
-    """Turns a provider name into a ready cloud engine: config, key (keychain, session memory or
-    the user's opted-in file, else the environment) and a pooled engine. Also carries what the
-    router needs: the connectivity tracker and the request log's ``on_attempt``."""
-
-    def __init__(self, registry, keys, pool, connectivity=None):
-        self.registry, self.keys, self.pool = registry, keys, pool
-        self.connectivity = connectivity
-
-    def engine(self, name: str, model: str | None = None):
-        config = self.registry.get(name)
-        return self.pool.get(config, self.keys.resolve(config.name, config.base_url), model or None)
-
-    def fresh_engine(self, name: str, model: str | None = None):
-        """A new engine of its own (the outbox sends from a background thread while the
-        pooled engine may be streaming a chat reply); attempts go to the request log too."""
-        from engines.registry import create_cloud_engine
-
-        config = self.registry.get(name)
-        extra = {"timeouts": self.pool.timeouts} if self.pool.timeouts is not None else {}
-        return create_cloud_engine(config, self.keys.resolve(config.name, config.base_url),
-                                   model or None, on_attempt=self.pool.on_attempt, **extra)
-
-    def models(self, name: str) -> list[str]:
-        """The provider's models (blocking: run it in the background)."""
-        from engines.registry import create_cloud_engine
-
-        config = self.registry.get(name)
-        # A throwaway engine: the pooled one may be streaming a reply right now.
-        engine = create_cloud_engine(config, self.keys.resolve(config.name, config.base_url),
-                                     config.default_model or "-")
-        try:
-            return engine.list_models()
-        finally:
-            engine.close()
 
 IDLE, WAITING, STREAMING, STOPPING = "idle", "waiting_for_model", "streaming", "stopping"
 
