@@ -20,7 +20,6 @@
 """
 from __future__ import annotations
 
-import codecs
 import logging
 import os
 import queue
@@ -37,6 +36,7 @@ from app.sampling import sent_params
 from engines.base import EngineInfo
 from engines.chat_format import ChatFormatter
 from engines.gguf import GGUFInfo, read_gguf
+from engines.llama_output import LogprobScorer, TextAssembler
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +337,7 @@ class LocalEngine:
                 "the message.")))
             return
         max_new = min(request.max_tokens, room)
-        decoder = _TextAssembler(stops)
+        decoder = TextAssembler(stops)
         interval = self.settings.delta_interval_s
         pending = ""
         last_put = 0.0
@@ -347,7 +347,7 @@ class LocalEngine:
         error: Exception | None = None
         self._evaluated = 0
         evaluated_prompt = None
-        scorer = _LogprobScorer() if request.logprobs else None
+        scorer = LogprobScorer() if request.logprobs else None
         knobs = sent_params("local", request)  # llama.cpp's defaults for knobs left empty
         # a seed makes the reply reproducible: same seed + input + knobs -> same text; without
         # one a seed is drawn, and reported (Finished.seed) so the reply can be made again
@@ -466,69 +466,6 @@ def _eog_checker(llm):
         return lambda token: bool(fn(vocab, token))
     eos = llm.token_eos()
     return lambda token: token == eos
-
-
-class _LogprobScorer:
-    """The log-probability of each sampled token under the model's raw distribution (a logits
-    processor sees the logits just before each token is sampled)."""
-
-    def __init__(self):
-        import llama_cpp
-
-        self._latest = None
-        self.logprobs: list[float] = []
-        self.processors = llama_cpp.LogitsProcessorList([self._see])
-
-    def _see(self, input_ids, scores):
-        import numpy as np
-
-        shifted = scores - np.max(scores)
-        self._latest = shifted - np.log(np.sum(np.exp(shifted)))
-        return scores
-
-    def took(self, token: int) -> None:
-        if self._latest is not None:
-            self.logprobs.append(float(self._latest[token]))
-
-    def mean(self) -> float | None:
-        return sum(self.logprobs) / len(self.logprobs) if self.logprobs else None
-
-
-class _TextAssembler:
-    """Bytes from the detokenizer -> text deltas, with stop sequences held back.
-
-    Multi-byte UTF-8 characters split across tokens are joined by an incremental decoder; text
-    that could be the start of a stop sequence is held until it is known not to be one.
-    """
-
-    def __init__(self, stops: tuple[str, ...]):
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._stops = tuple(s for s in stops if s)
-        self._pending = ""
-
-    def feed(self, data: bytes) -> tuple[str, bool]:
-        self._pending += self._decoder.decode(data)
-        for stop in self._stops:
-            index = self._pending.find(stop)
-            if index != -1:
-                text, self._pending = self._pending[:index], ""
-                return text, True
-        hold = 0
-        for stop in self._stops:
-            for size in range(min(len(stop) - 1, len(self._pending)), 0, -1):
-                if self._pending.endswith(stop[:size]):
-                    hold = max(hold, size)
-                    break
-        cut = len(self._pending) - hold
-        text, self._pending = self._pending[:cut], self._pending[cut:]
-        return text, False
-
-    def flush(self) -> str:
-        """The held-back text. Bytes of a character cut off by max_tokens are dropped, not
-        shown as U+FFFD."""
-        text, self._pending = self._pending, ""
-        self._decoder.reset()
-        return text
 
 
 __all__ = ["LocalEngine", "LoadSettings", "ContextOverflow", "Cancelled", "physical_cores",
