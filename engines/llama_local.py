@@ -430,7 +430,8 @@ class LocalEngine:
                 break
             common += 1
         limit = (len(tokens) - 1) // PROMPT_CHUNK * PROMPT_CHUNK
-        keep = min(common, limit) // PROMPT_CHUNK * PROMPT_CHUNK
+        # (n_tokens: in case something reset the model without evaluating since)
+        keep = min(common, limit, self._llm.n_tokens) // PROMPT_CHUNK * PROMPT_CHUNK
         if self._llm.n_tokens > keep:
             self._llm.n_tokens = keep  # generate() drops the cache past this point
         del self._canonical[keep:]
