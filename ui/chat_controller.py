@@ -8,6 +8,7 @@ StreamWorker's thread, buffers the deltas that come back and flushes them to the
 from __future__ import annotations
 
 import threading
+from enum import StrEnum
 
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
@@ -23,7 +24,17 @@ from ui.stream_worker import StreamWorker
 FLUSH_MS = 33
 
 
-IDLE, WAITING, STREAMING, STOPPING = "idle", "waiting_for_model", "streaming", "stopping"
+class ControllerState(StrEnum):
+    """Where the current turn is. A ``StrEnum``: ``state_changed`` carries it as its text."""
+
+    IDLE = "idle"
+    WAITING = "waiting_for_model"  # the message is saved; the model is still loading
+    STREAMING = "streaming"
+    STOPPING = "stopping"  # cancel was asked; the engine ends within one token
+
+
+IDLE, WAITING, STREAMING, STOPPING = (ControllerState.IDLE, ControllerState.WAITING,
+                                      ControllerState.STREAMING, ControllerState.STOPPING)
 
 
 class ChatController(QObject):
@@ -57,7 +68,7 @@ class ChatController(QObject):
         # best-of-n / self-consistency plan (app.candidates.Plan or None)
         self.options_for_turn = None
         self.test_time_for_turn = None
-        self.state = IDLE
+        self.state: ControllerState = IDLE
         self.conversation_id: str | None = None
         self._turn = None
         self._cancel: threading.Event | None = None
@@ -420,7 +431,7 @@ class ChatController(QObject):
         self.reply_finished.emit(message)
         return message
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: ControllerState) -> None:
         if state != self.state:
             self.state = state
             self.state_changed.emit(state)
