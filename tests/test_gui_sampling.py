@@ -127,7 +127,8 @@ def test_turns_left_out_to_fit_are_announced_and_stay_announced(qtbot, outpost):
     assert window.banner.isVisible()
     assert "oldest turn" in window.banner.label.text() and "Question 0" in \
         window.banner.label.text()
-    qtbot.waitUntil(lambda: window.controller.state == "idle", timeout=300000)  # a safety net: ~2,600 prompt tokens on a busy CPU
+    # a safety net, not a time assertion: ~2,600 prompt tokens on a busy CPU
+    qtbot.waitUntil(lambda: window.controller.state == "idle", timeout=300000)
 
 
 @pytest.mark.local_model
