@@ -24,161 +24,73 @@ files every one of them under the turn: all n are metered.
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
-import re
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
 from typing import Iterator
 
 from app.domain import (ChatMessage, ChatRequest, Finished, FinishReason, Role, StreamEvent,
                         TextDelta, Usage, accumulate)
 from app.errors import UsageError
+from engines.base import (Engine, EngineBase, EngineCapabilities, EngineInfo,
+                          StreamOutcome)
+from app.test_time import (LOCAL_ONLY_SCORERS, Candidate, Plan, Selection, extractor,
+                           normalise)
 
-SCORERS = ("logprob", "length", "json", "judge")
-LOCAL_ONLY_SCORERS = ("logprob", "length")
-MIN_N, MAX_N = 2, 8
-TIE_RULE = "among the answers with the most votes, the one that appeared first wins"
-
-
-@dataclass(frozen=True)
-class Plan:
-    mode: str  # "best_of" or "self_consistency"
-    n: int
-    scorer: str = "logprob"  # best_of
-    extract: str = "last-line"  # self_consistency
-
-    def __post_init__(self):
-        if self.mode not in ("best_of", "self_consistency"):
-            raise UsageError(f"Unknown test-time mode {self.mode!r}.")
-        if not isinstance(self.n, int) or not MIN_N <= self.n <= MAX_N:
-            what = "best-of" if self.mode == "best_of" else "self-consistency"
-            raise UsageError(f"The {what} n (--{what.replace('_', '-')}) must be between "
-                             f"{MIN_N} and {MAX_N}, got {self.n!r}.")
-        if self.mode == "best_of" and self.scorer not in SCORERS:
-            raise UsageError(f"Unknown scorer {self.scorer!r}; choose one of "
-                             f"{', '.join(SCORERS)}.")
-        if self.mode == "self_consistency":
-            extractor(self.extract)  # raises for a bad one
-
-
-def extractor(spec: str):
-    """``last-line``, ``json:FIELD`` or ``regex:PATTERN`` -> a function text -> answer | None."""
-    if spec == "last-line":
-        def last_line(text: str) -> str | None:
-            lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-            return lines[-1] if lines else None
-        return last_line
-    if spec.startswith("json:") and spec[5:]:
-        name = spec[5:]
-
-        def json_field(text: str) -> str | None:
-            from app.structured import lenient
-
-            verdict = lenient(text, None)
-            if verdict.valid and isinstance(verdict.value, dict) and name in verdict.value:
-                return json.dumps(verdict.value[name], sort_keys=True)
-            return None
-        return json_field
-    if spec.startswith("regex:") and spec[6:]:
-        try:
-            pattern = re.compile(spec[6:])
-        except re.error as exc:
-            raise UsageError(f"The answer pattern {spec[6:]!r} is not a valid regular "
-                             f"expression: {exc}.") from None
-
-        def by_regex(text: str) -> str | None:
-            matches = list(pattern.finditer(text))
-            if not matches:
-                return None
-            last = matches[-1]  # the final answer is the last one stated
-            return last.group(1) if pattern.groups else last.group(0)
-        return by_regex
-    raise UsageError(f"Unknown answer extractor {spec!r}: use last-line, json:FIELD or "
-                     "regex:PATTERN.")
-
-
-def normalise(answer: str) -> str:
-    """Answers that differ only in case, spacing, quotes, bold or a final period are one."""
-    text = " ".join(answer.split()).strip().strip("*`\"'").rstrip(".!").strip()
-    return text.casefold()
-
-
-@dataclass
-class Candidate:
-    index: int
-    text: str = ""
-    usage: Usage | None = None
-    finish: Finished | None = None
-    seed: int | None = None
-    mean_logprob: float | None = None
-    score: float | None = None
-    answer: str | None = None
-
-    def record(self) -> dict:
-        return {"index": self.index, "text": self.text, "score": self.score,
-                "answer": self.answer, "seed": self.seed, "mean_logprob": self.mean_logprob,
-                "completion_tokens": self.usage.completion_tokens if self.usage else None,
-                "finish": self.finish.reason.value if self.finish else None}
-
-
-@dataclass
-class Selection:
-    """What the reply stores (``messages.candidates``): every candidate and how one won."""
-
-    mode: str
-    n: int
-    candidates: list[Candidate] = field(default_factory=list)
-    winner: int | None = None
-    scorer: str | None = None
-    extract: str | None = None
-    votes: dict | None = None
-    stopped_early: bool = False
-    note: str | None = None
-
-    def record(self) -> dict:
-        data = {"mode": self.mode, "n": self.n, "winner": self.winner,
-                "candidates": [c.record() for c in self.candidates]}
-        if self.mode == "best_of":
-            data["scorer"] = self.scorer
-        else:
-            data.update(extract=self.extract, votes=self.votes, tie_rule=TIE_RULE,
-                        stopped_early=self.stopped_early)
-        if self.note:
-            data["note"] = self.note
-        return data
-
-
-class CandidatesEngine:
+class CandidatesEngine(EngineBase):
     """The Engine contract around another engine: n candidates, one reply."""
 
-    def __init__(self, engine, plan: Plan):
+    def __init__(self, engine: Engine, plan: Plan):
         self.engine = engine
         self.plan = plan
         self.selection: Selection | None = None
-        kind = getattr(engine, "knob_kind", "local")
+        self._judge_usage: Usage | None = None
+        kind = engine.capabilities.knob_kind or "local"
         if plan.mode == "best_of" and plan.scorer in LOCAL_ONLY_SCORERS and kind != "local":
             raise UsageError(f"The {plan.scorer} scorer needs the local model (cloud providers "
                              "give no token probabilities here); use json, judge, or the local "
                              "model.")
         self.concurrent = kind != "local"
 
-    # -- the Engine contract: delegate what is not about candidates ----------------------------
+    # -- the Engine contract: what is not about candidates is the wrapped engine's ------------
     @property
-    def info(self):
+    def info(self) -> EngineInfo:
         return self.engine.info
 
     @property
-    def repair_engine(self):
+    def capabilities(self) -> EngineCapabilities:  # type: ignore[override]
+        return self.engine.capabilities
+
+    @property
+    def ready(self) -> bool:
+        return self.engine.ready
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        self.engine.wait_ready(timeout)
+
+    @property
+    def context_window(self) -> int | None:
+        return self.engine.context_window
+
+    def count_prompt(self, messages) -> tuple[int, bool]:
+        return self.engine.count_prompt(messages)
+
+    def estimate_cost(self, prompt_tokens: int, max_tokens: int) -> str | None:
+        return self.engine.estimate_cost(prompt_tokens, max_tokens)
+
+    @property
+    def price_known(self) -> bool:
+        return self.engine.price_known
+
+    def outcome(self) -> StreamOutcome:
+        """The wrapped engine's (who answered), with the plan and how the winner was chosen."""
+        return dataclasses.replace(self.engine.outcome(), test_time=self.plan,
+                                   selection=self.selection)
+
+    def repair_engine(self) -> Engine:
         """A structured-output repair asks for one reply, not n candidates again."""
         return self.engine
-
-    def __getattr__(self, name):  # knob_kind, answered, reason, count_prompt, wait_ready, …
-        if name == "engine":
-            raise AttributeError(name)
-        return getattr(self.engine, name)
 
     def close(self) -> None:
         self.engine.close()
@@ -192,8 +104,9 @@ class CandidatesEngine:
                               scorer=plan.scorer if plan.mode == "best_of" else None,
                               extract=plan.extract if plan.mode != "best_of" else None)
         self.selection = selection
+        self._judge_usage = None
         wants_logprobs = plan.mode == "best_of" and plan.scorer in ("logprob", "length", "json")
-        wants_logprobs = wants_logprobs and getattr(self.engine, "knob_kind", "local") == "local"
+        wants_logprobs = wants_logprobs and not self.concurrent  # the local model
         requests = [self._candidate_request(request, i, wants_logprobs) for i in range(plan.n)]
         extract = extractor(plan.extract) if plan.mode == "self_consistency" else None
         done: list[Candidate] = []
@@ -242,7 +155,7 @@ class CandidatesEngine:
                     break
         done.sort(key=lambda c: c.index)
         selection.candidates = [c for c in done if c.text or c.finish]
-        usage = _sum_usage([c.usage for c in done] + [getattr(self, "_judge_usage", None)])
+        usage = _sum_usage([c.usage for c in done] + [self._judge_usage])
         if cancel.is_set():
             winner = max(done, key=lambda c: len(c.text), default=None)
             if winner is not None and winner.text:
@@ -262,7 +175,7 @@ class CandidatesEngine:
             winner = self._best(usable, request)
         else:
             winner = self._vote(usable, selection)
-        usage = _sum_usage([c.usage for c in done] + [getattr(self, "_judge_usage", None)])
+        usage = _sum_usage([c.usage for c in done] + [self._judge_usage])
         selection.winner = winner.index
         yield TextDelta(winner.text)
         yield usage

@@ -13,17 +13,26 @@ import getpass
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from app.context import Fit, TokenCounter, fit_messages
 from app.domain import (ChatMessage, ChatRequest, Finished, FinishReason, Message,
                         MessageStatus, Reply, Restart, Role, StreamEvent, TextDelta, Usage,
-                        accumulate)
+                        accumulate, estimate_prompt_tokens)
 from app.errors import OutpostError, UsageError
 from app.outbox import Outbox, OutboxItem
+from app.presets import PresetBook
+from app.sampling import KNOB_NAMES, sent_params
 from app.settings import Settings
 from app.store import Store
+from app.structured import OutputCheck, lenient, repair_prompt, validate
+from app.structured import response_format as json_response_format
+from app.test_time import Selection
 from engines.base import Engine
+
+if TYPE_CHECKING:
+    from app.ledger import UsageLedger
+    from app.quotas import QuotaGuard
 
 FLUSH_INTERVAL_S = 0.5
 TITLE_LENGTH = 48
@@ -65,13 +74,6 @@ def default_user_id(settings: Settings) -> str:
         return getpass.getuser()
     except Exception:  # no login name (some containers)
         return "local"
-
-
-def _price_known(counter) -> bool:
-    """Whether the engine's model has a price (``estimate_cost`` says "cost unknown" when it
-    does not; engines without it are local or test doubles: nothing to price)."""
-    estimate = getattr(counter, "estimate_cost", None)
-    return estimate is None or estimate(1, 1) != "cost unknown"
 
 
 def title_from(prompt: str) -> str:
@@ -119,16 +121,18 @@ class Turn:
     route_reason: str | None = None  # why this engine (when the engine does not say)
     outbox_plan: OutboxPlan | None = None
     fit: Fit | None = None  # how the conversation was fitted into the context window
-    ledger: object | None = None  # app.ledger.UsageLedger: the reply's cost from its attempts
+    ledger: "UsageLedger | None" = None  # the reply's cost, from its attempts
     # when to flush the streaming row (FLUSH_INTERVAL_S); tests put a virtual clock here
     clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
+    engine: Engine | None = field(default=None, repr=False, compare=False)  # once run
+    output_check: OutputCheck | None = None  # structured output: how the reply was checked
 
     def run(self, engine: Engine, cancel: threading.Event,
             route_reason: str | None = None) -> Iterator[StreamEvent]:
         """Stream the reply from ``engine``, persisting it as it arrives. A routing engine
         (``app.router.RoutedEngine``) reports who answered and why; that is stored too."""
-        self._engine = engine
-        self._route_reason = route_reason or self.route_reason
+        self.engine = engine
+        self.route_reason = route_reason or self.route_reason
         info = engine.info
         message = self.store.add_message(
             self.conversation_id, Role.ASSISTANT, "", status=MessageStatus.STREAMING,
@@ -163,12 +167,10 @@ class Turn:
         """Structured output: validate the reply; if it is not valid, one repair (a lenient
         parse, else one re-ask carrying the validation error). Yields the re-ask's events;
         returns the final (status, error)."""
-        from app.structured import lenient, repair_prompt, validate
-
+        assert self.request.response_format is not None
         schema = self.request.response_format.get("schema")
         reply = self.reply
-        check = {"mode": "json_schema" if schema else "json", "valid": True, "error": None,
-                 "repair": None}
+        check = OutputCheck("json_schema" if schema else "json")
         self.output_check = check
         raw = reply.text
         verdict = validate(raw, schema)
@@ -177,7 +179,7 @@ class Turn:
         fixed = lenient(raw, schema)
         if fixed.valid:
             reply.text = fixed.text
-            check.update(repair="lenient", raw=raw)
+            check.repair, check.raw = "lenient", raw
             return MessageStatus.COMPLETE, None
         cut = reply.finish is not None and reply.finish.reason is FinishReason.LENGTH
         why = f"it was cut at max tokens ({self.request.max_tokens})" if cut else verdict.error
@@ -196,7 +198,7 @@ class Turn:
             else self.request.max_tokens)
         status, error = MessageStatus.COMPLETE, None
         # one reply repairs it (best-of-n does not sample all candidates again)
-        for event in getattr(engine, "repair_engine", engine).stream(again, cancel):
+        for event in engine.repair_engine().stream(again, cancel):
             accumulate([event], reply)
             if isinstance(event, Finished):
                 status, error = _final_status(event, bool(reply.text))
@@ -208,9 +210,9 @@ class Turn:
                 estimated=first_usage.estimated or reply.usage.estimated,
                 cached_prompt_tokens=first_usage.cached_prompt_tokens +
                 reply.usage.cached_prompt_tokens)
-        check.update(repair="reask", raw=raw)
+        check.repair, check.raw = "reask", raw
         if status is not MessageStatus.COMPLETE:
-            check.update(valid=False, error=error)
+            check.valid, check.error = False, error
             return status, error
         second = lenient(reply.text, schema)
         if second.valid:
@@ -219,30 +221,34 @@ class Turn:
         if reply.finish is not None and reply.finish.reason is FinishReason.LENGTH:
             second = dataclasses.replace(second, error=f"cut at max tokens "
                                                        f"({again.max_tokens}): {second.error}")
-        check.update(valid=False, error=second.error)
+        check.valid, check.error = False, second.error
         if not reply.text.strip():
             reply.text = raw  # keep the text there is
         return MessageStatus.COMPLETE, (f"invalid JSON after one repair ({second.error}); the "
                                         "raw text is kept.")
 
-    def _selection(self) -> dict | None:
-        selection = getattr(getattr(self, "_engine", None), "selection", None)
-        return selection.record() if selection is not None else None
+    def selection(self) -> Selection | None:
+        """Best-of-n / self-consistency: the candidates and how one won (None: one sample)."""
+        return self.engine.outcome().selection if self.engine is not None else None
+
+    def cost(self) -> tuple[float | None, bool] | None:
+        """(this turn's cost in USD, every attempt included — None: a price is unknown;
+        estimated?), or None when no usage ledger keeps costs."""
+        if self.ledger is None:
+            return None
+        return self.ledger.turn_cost(self.request.idempotency_key)
 
     def _cost_fields(self) -> dict:
-        if self.ledger is None:
-            return {}
-        usd, estimated = self.ledger.turn_cost(self.request.idempotency_key)
-        return {"cost_usd": usd, "cost_estimated": estimated}
+        cost = self.cost()
+        return {} if cost is None else {"cost_usd": cost[0], "cost_estimated": cost[1]}
 
-    def _sent_params(self, engine) -> dict:
+    def _sent_params(self, engine: Engine) -> dict:
         """The parameters actually sent to (or applied by) the engine that answered, from the
         capability map, plus who asked and the turn's key (never the panel's values). An engine
         with no row in the map (a test double) gets the request's knobs as they are."""
-        from app.sampling import sent_params
-
         request = self.request
-        kind = getattr(engine, "knob_kind", None)
+        outcome = engine.outcome()
+        kind = outcome.knob_kind
         if kind is None:
             return request.sampling_params()
         params = {**sent_params(kind, request), "user": request.user,
@@ -251,39 +257,33 @@ class Turn:
         if "seed" not in params and finish is not None and finish.seed is not None:
             params["seed"] = finish.seed  # drawn by the engine: the reply can be made again
             params["seed_drawn"] = True
-        plan = getattr(engine, "plan", None)
-        if plan is not None and hasattr(plan, "mode"):  # best-of-n / self-consistency
+        plan = outcome.test_time
+        if plan is not None:  # best-of-n / self-consistency
             params["test_time"] = {k: v for k, v in dataclasses.asdict(plan).items()
                                    if k in ("mode", "n") or
                                    (k == "scorer" and plan.mode == "best_of") or
                                    (k == "extract" and plan.mode != "best_of")}
-            selection = getattr(engine, "selection", None)
+            selection = outcome.selection
             if selection is not None and selection.winner is not None:
                 won = next((c for c in selection.candidates if c.index == selection.winner),
                            None)
                 if won is not None and won.seed is not None:
                     params["seed"] = won.seed  # the kept candidate's own sample
-        cloud = getattr(engine, "cloud", engine)
-        if "response_format" in params and kind == "openai" and \
-                getattr(cloud, "json_schema_refused", False):
+        if "response_format" in params and kind == "openai" and outcome.json_schema_refused:
             params["response_format"] = "json_object (the server refused json_schema)"
         return params
 
     def _route_fields(self) -> dict:
-        engine = getattr(self, "_engine", None)
-        answered = getattr(engine, "answered", None)
-        fields = {"route_reason": getattr(engine, "reason", None) or self._route_reason}
-        if engine is not None:  # who answered is known now (a failover changes the engine)
-            fields["params"] = self._sent_params(engine)
-        if answered is not None:
-            fields.update(engine=answered.engine, model=answered.model)
-        segments = [dict(s) for s in getattr(engine, "segments", None) or []]
-        if not segments:
-            info = answered or engine.info
-            segments = [{"engine": info.engine, "model": info.model, "start": 0}]
+        """Who answered (a failover changes it), why, and who wrote which part."""
+        assert self.engine is not None
+        outcome = self.engine.outcome()
+        answered = outcome.answered
+        segments = [s.record() for s in outcome.segments] or [
+            {"engine": answered.engine, "model": answered.model, "start": 0}]
         segments[-1]["end"] = len(self.reply.text)
-        fields["segments"] = segments
-        return fields
+        return {"route_reason": outcome.reason or self.route_reason,
+                "params": self._sent_params(self.engine),
+                "engine": answered.engine, "model": answered.model, "segments": segments}
 
     def _save_final(self, status: MessageStatus, error_text: str | None) -> None:
         reply = self.reply
@@ -307,8 +307,8 @@ class Turn:
             tokens_estimated=usage.estimated if usage else False,
             ttft_ms=finish.ttft_ms if finish else None,
             tokens_per_s=finish.tokens_per_s if finish else None,
-            output_check=getattr(self, "output_check", None),
-            candidates=self._selection(),
+            output_check=self.output_check.record() if self.output_check else None,
+            candidates=selection.record() if (selection := self.selection()) else None,
             **self._route_fields(), **self._cost_fields(),
         )
         self.store.touch_conversation(self.conversation_id)
@@ -327,24 +327,25 @@ def _final_status(event: Finished, has_text: bool) -> tuple[MessageStatus, str |
 class ChatService:
     """Starts turns: validates input, saves the prompt, builds the request."""
 
-    def __init__(self, store: Store, settings: Settings):
+    def __init__(self, store: Store, settings: Settings, *, ledger: "UsageLedger | None" = None,
+                 quotas: "QuotaGuard | None" = None, profile: str | None = None,
+                 presets: PresetBook | None = None):
+        """``ledger``: the usage ledger (each reply's cost); ``quotas``: checked before anything
+        is sent; ``profile``: who is signed in (default: the machine's default profile). The
+        composition root (``app.compose``) passes them; tests may leave them out."""
         self.store = store
         self.settings = settings
         self.outbox = Outbox(store)
-        self.ledger = None  # app.ledger.UsageLedger, set by the composition root / CLI
-        self.quotas = None  # app.quotas.QuotaGuard: checked before anything is sent
-        from app.presets import PresetBook
-
-        self.presets = PresetBook()
+        self.ledger = ledger
+        self.quotas = quotas
+        self.presets = presets or PresetBook()
         # the signed-in profile (app.profiles): owns new conversations, may continue only its
         # own, and its quotas apply; the window changes it when the user switches profile
-        self.profile: str = default_user_id(settings)
+        self.profile: str = profile or default_user_id(settings)
 
-    def knobs(self, options: "TurnOptions" = None, conversation=None) -> dict:
+    def knobs(self, options: TurnOptions | None = None, conversation=None) -> dict:
         """The knobs a turn sends, strongest last: the settings' defaults, the conversation's
         own, the chosen preset, the turn's options."""
-        from app.sampling import KNOB_NAMES
-
         options = options or TurnOptions()
         settings = self.settings
         knobs: dict = {name: None for name in KNOB_NAMES}
@@ -364,31 +365,12 @@ class ChatService:
     @staticmethod
     def response_format(options: "TurnOptions", conversation=None) -> dict | None:
         """JSON mode for this turn: the turn's choice, else the conversation's."""
-        from app.structured import response_format
-
         if options.json_schema is not None:
-            return response_format(options.json_schema)  # checks the schema itself
+            return json_response_format(options.json_schema)  # checks the schema itself
         if options.json_mode is not None:
-            return response_format(None) if options.json_mode else None
+            return json_response_format(None) if options.json_mode else None
         if conversation is not None and conversation.sampling:
             return conversation.sampling.get("response_format")
-        return None
-
-    def queue_if_unreachable(self, turn: Turn, engine=None,
-                             error: Exception | None = None) -> OutboxItem | None:
-        """After a turn (``error``: what it raised): queue its request in the outbox when its
-        plan says so. The CLI and the window both call this, so they behave alike."""
-        from app.router import FAILOVER_ERRORS
-
-        plan = turn.outbox_plan
-        if plan is None:
-            return None
-        if error is not None:
-            if plan.always and isinstance(error, FAILOVER_ERRORS):
-                return self.queue_for_later(turn, plan.provider, plan.model, error)
-            return None
-        if plan.with_local and getattr(engine, "cloud_unreachable", False):
-            return self.queue_for_later(turn, plan.provider, plan.model)
         return None
 
     def queue_for_later(self, turn: Turn, provider: str, model: str | None,
@@ -418,11 +400,13 @@ class ChatService:
 
     def start_turn(self, prompt: str, conversation_id: str | None = None, *, model: str,
                    options: TurnOptions = TurnOptions(), route: str | None = None,
-                   counter: TokenCounter | None = None, effective_route: str = "local") -> Turn:
+                   counter: TokenCounter | None = None, effective_route: str = "local",
+                   price_known: bool = True) -> Turn:
         """``route`` is stored on a new conversation (None: it follows the default).
         ``counter`` (the engine's, see ``app.context``): fit the conversation into its context
         window, dropping the oldest turns; a message that cannot fit at all is refused before
-        anything is written."""
+        anything is written. ``price_known``: False when the model's price is not known (a
+        quota in dollars then refuses the turn unless unpriced models are allowed)."""
         if not prompt or not prompt.strip():
             raise UsageError("The message is empty; type something to send.")
         settings = self.settings
@@ -448,10 +432,10 @@ class ChatService:
             if counter is not None else None  # raises MessageTooLong before any write
         if self.quotas is not None:  # raises QuotaExceeded / RateLimitedLocally: nothing sent
             prompt_tokens = fit.prompt_tokens if fit is not None else \
-                sum(len(m.content) // 4 + 4 for m in messages)
+                estimate_prompt_tokens(messages)
             self.quotas.check(self.profile, effective_route,
                               effective_route != "local", prompt_tokens,
-                              request_args["max_tokens"], price_known=_price_known(counter),
+                              request_args["max_tokens"], price_known=price_known,
                               model=model)
         if conversation_id is None:  # a new conversation keeps the knobs it started with
             conversation = self.store.create_conversation(

@@ -7,6 +7,7 @@ the final ``Reply``. All of it is plain data: no Qt, no database, no threads.
 from __future__ import annotations
 
 import enum
+import threading
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Union
@@ -34,6 +35,34 @@ class FinishReason(str, enum.Enum):
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+# The documented estimate where no tokenizer is at hand (a provider that reports no usage, a
+# model still loading, a test double): four characters a token, four tokens of framing a message
+# and three to prime the reply (OpenAI's chat-format rule of thumb).
+CHARS_PER_TOKEN = 4
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens of a piece of text by the chars/4 estimate (rounded up; 0 for no text)."""
+    return max(1, -(-len(text) // CHARS_PER_TOKEN)) if text else 0
+
+
+def estimate_prompt_tokens(messages: Iterable["ChatMessage"]) -> int:
+    """Tokens of a chat prompt by the chars/4 estimate."""
+    return sum(len(m.content) // CHARS_PER_TOKEN + 4 for m in messages) + 3
+
+
+class CancelWithReason(threading.Event):
+    """A cancel event that says why it was set; engines log it as the attempt's outcome
+    ("cancelled" by the user, "hedge_lost" when the router cancels the slower engine)."""
+
+    reason = "cancelled"
+
+    def set_because(self, reason: str) -> None:
+        if not self.is_set():
+            self.reason = reason
+        self.set()
 
 
 @dataclass(frozen=True)
@@ -259,3 +288,8 @@ class Message:
         data["role"] = self.role.value
         data["status"] = self.status.value
         return data
+
+
+def cancel_reason(cancel: threading.Event) -> str:
+    """Why a stream was cancelled: the user, unless the event says otherwise."""
+    return cancel.reason if isinstance(cancel, CancelWithReason) else "cancelled"

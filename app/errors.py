@@ -2,6 +2,7 @@
 
     OutpostError                      base; `kind` is a stable machine-readable name
     ├── UsageError                    bad input from the user or a script (CLI flag, unknown id)
+    │   └── NoProviderForCloud        a Cloud only conversation, and no provider is chosen
     ├── ModelError                    a local model file cannot be used
     │   ├── ModelNotFound             the path does not exist / bundled model not installed
     │   ├── ModelInvalid              not a GGUF file, or truncated, or unsupported
@@ -15,9 +16,12 @@
     │   │   └── ProviderUnavailable   5xx, 529, overloaded
     │   ├── TimeoutError_             connect / first-token / idle deadline passed
     │   ├── ConnectionFailed          DNS, refused, reset before any reply
-    │   └── StreamInterrupted         died after partial text (carries `partial`)
+    │   ├── StreamInterrupted         died after partial text (carries `partial`)
+    │   ├── EmptyReply                the model answered nothing (saved, marked as an error)
+    │   └── InvalidJsonReply          structured output still invalid after its one repair
     ├── StorageError                  the database or a file could not be read or written
     │   └── KnownStorageError         disk full, database locked, read-only: shown to the user
+    ├── InternalError                 a bug: an exception outside this tree, wrapped
     └── Cancelled                     the user stopped the reply; never shown as an error
 
 Engines translate their own failures (llama.cpp exceptions, HTTP errors) into these at their
@@ -44,6 +48,10 @@ class OutpostError(Exception):
 class UsageError(OutpostError):
     kind = "usage"
     exit_code = 2
+
+
+class NoProviderForCloud(UsageError):
+    kind = "no_provider"
 
 
 class ModelError(OutpostError):
@@ -125,6 +133,14 @@ class StreamInterrupted(EngineError):
         self.partial = partial
 
 
+class EmptyReply(EngineError):
+    kind = "empty_reply"
+
+
+class InvalidJsonReply(EngineError):
+    kind = "invalid_json"
+
+
 class StorageError(OutpostError):
     kind = "storage"
     exit_code = 5
@@ -132,6 +148,12 @@ class StorageError(OutpostError):
 
 class KnownStorageError(StorageError):
     kind = "storage_known"
+
+
+class InternalError(OutpostError):
+    """An exception that is not Outpost's own (a bug), carried where only the tree may go."""
+
+    kind = "bug"
 
 
 class Cancelled(OutpostError):

@@ -73,6 +73,10 @@ class CloudCounter:
         counted = count_messages(messages, self.model)
         return counted.tokens, counted.exact
 
+    @property
+    def price_known(self) -> bool:
+        return price_table().price_for(self.kind, self.model) is not None
+
     def estimate_cost(self, prompt_tokens: int, max_tokens: int) -> str:
         """"at most $0.0031" (prompt + max_tokens as output), or "cost unknown"."""
         from app.pricing import estimate_before_sending, format_usd

@@ -33,10 +33,14 @@ from typing import Callable, Iterator
 
 from app.connectivity import Connectivity, LinkState
 from app.context import fit_messages
-from app.domain import (ChatRequest, Finished, FinishReason, Seam, StreamEvent, TextDelta,
+from app.domain import (CancelWithReason, ChatRequest, Finished, FinishReason, Seam, StreamEvent, TextDelta,
                         Usage)
 from app.errors import (ConnectionFailed, OutpostError, ProviderUnavailable,
-                        RateLimited, StreamInterrupted, TimeoutError_, UsageError)
+                        NoProviderForCloud, RateLimited, StreamInterrupted, TimeoutError_,
+                        UsageError)
+from engines.base import (Engine, EngineBase, EngineCapabilities, EngineInfo, Segment,
+                          StreamOutcome)
+from engines.http_policy import AttemptRecord
 
 FAILOVER_ERRORS = (ConnectionFailed, ProviderUnavailable, RateLimited, TimeoutError_)
 # Errors that end a stream after text and that the local model may continue from.
@@ -79,21 +83,11 @@ def decide_route(conversation_route: str | None, default_route: str, offline_mod
         return RouteDecision(Route.LOCAL, "local-only conversation")
     if provider is None:
         if route is Route.CLOUD:
-            raise UsageError("This conversation is Cloud only, but no cloud provider is chosen; "
-                             "pick one (or switch the conversation to Auto or Local only).")
-        return RouteDecision(Route.LOCAL, None)
+            raise NoProviderForCloud("This conversation is Cloud only, but no cloud provider is "
+                                     "chosen; pick one (or switch the conversation to Auto or "
+                                     "Local only).")
+        return RouteDecision(Route.LOCAL, "no cloud provider chosen")
     return RouteDecision(route, None)
-
-
-class CancelWithReason(threading.Event):
-    """A cancel event that says why it was set; engines log it as the attempt's outcome."""
-
-    reason = "cancelled"
-
-    def set_because(self, reason: str) -> None:
-        if not self.is_set():
-            self.reason = reason
-        self.set()
 
 
 _DONE = object()
@@ -110,6 +104,7 @@ class _Runner:
         self.text = ""
         self.usage: Usage | None = None
         self.finish: Finished | None = None
+        self.logged = False  # its attempt is in the request log
         self.thread = threading.Thread(target=self._pump, args=(request, events),
                                        name=f"outpost-route-{tag}", daemon=True)
         self.thread.start()
@@ -125,14 +120,13 @@ class _Runner:
             events.put((self, _DONE))
 
 
-class RoutedEngine:
+class RoutedEngine(EngineBase):
     """The cloud engine with the local one behind it (route ``auto``), behind the same
-    ``Engine`` contract. After streaming, ``answered`` is who wrote (the last part of) the reply,
-    ``reason`` says why in plain words, ``segments`` who wrote which part, and
-    ``cloud_unreachable`` whether the provider could not be reached before any token (the
-    outbox uses it)."""
+    ``Engine`` contract. After streaming, ``outcome()`` says who wrote (the last part of) the
+    reply, why in plain words, who wrote which part (segments), and whether the provider could
+    not be reached before any token (the outbox uses it)."""
 
-    def __init__(self, cloud, local_factory: Callable[[], object],
+    def __init__(self, cloud: Engine, local_factory: Callable[[], Engine],
                  connectivity: Connectivity | None = None,
                  hedge_after_s: float | None = DEFAULT_HEDGE_AFTER_S,
                  on_attempt: Callable[[object], None] | None = None):
@@ -141,49 +135,56 @@ class RoutedEngine:
         self.connectivity = connectivity
         self.hedge_after_s = hedge_after_s if hedge_after_s and hedge_after_s > 0 else None
         self.on_attempt = on_attempt
-        self._local = None
+        self._local: Engine | None = None
+        self._key = ""
         self._reset()
 
     def _reset(self) -> None:
-        self.answered = self.cloud.info
+        self.answered: EngineInfo = self.cloud.info
         self.reason = f"cloud first ({self.cloud.info.engine})"
-        self.segments: list[dict] = []
+        self.segments: list[Segment] = []
         self.cloud_unreachable = False
         self.hedged = False
 
     @property
-    def info(self):
+    def info(self) -> EngineInfo:
         return self.cloud.info
 
-    ready = True
-
-    def wait_ready(self, timeout: float | None = None) -> None:
-        return None
+    @property
+    def capabilities(self) -> EngineCapabilities:  # type: ignore[override]
+        """The cloud's: the turn is built for it (the local model answers within it)."""
+        return self.cloud.capabilities
 
     @property
-    def local(self):
+    def local(self) -> Engine:
         if self._local is None:
             self._local = self._local_factory()
         return self._local
 
     # the turn is fitted and metered for the cloud model; the local one re-fits on failover
     @property
-    def context_window(self):
+    def context_window(self) -> int | None:
         return self.cloud.context_window
 
-    def count_prompt(self, messages):
+    def count_prompt(self, messages) -> tuple[int, bool]:
         return self.cloud.count_prompt(messages)
 
-    def estimate_cost(self, prompt_tokens: int, max_tokens: int) -> str:
+    def estimate_cost(self, prompt_tokens: int, max_tokens: int) -> str | None:
         return self.cloud.estimate_cost(prompt_tokens, max_tokens)
 
     @property
-    def knob_kind(self) -> str:
-        """The capability-map row of whoever answered (the cloud until the local model did)."""
-        if self._local is not None and self.answered is not None and \
-                self.answered is not self.cloud.info:
-            return self._local.knob_kind
-        return self.cloud.knob_kind
+    def price_known(self) -> bool:
+        return self.cloud.price_known
+
+    def outcome(self) -> StreamOutcome:
+        """Who answered (the last part of) the reply and why; the capability-map row is
+        theirs (the cloud's until the local model answered)."""
+        local_answered = self._local is not None and self.answered is not self.cloud.info
+        answerer = self._local if local_answered and self._local is not None else self.cloud
+        return StreamOutcome(
+            self.answered, answerer.outcome().knob_kind, reason=self.reason,
+            segments=tuple(self.segments), cloud_unreachable=self.cloud_unreachable,
+            json_schema_refused=self.cloud.outcome().json_schema_refused)
 
     def close(self) -> None:
         self.cloud.close()
@@ -220,7 +221,7 @@ class RoutedEngine:
 
     def _start_local(self, request, events, runners, reason) -> _Runner:
         local = self.local
-        if hasattr(local, "count_prompt") and getattr(local, "ready", False):
+        if local.ready:
             # the turn was fitted to the cloud model's window; the local one may be smaller
             fitted = fit_messages(request.messages, local, request.max_tokens)
             if fitted.dropped:
@@ -294,7 +295,7 @@ class RoutedEngine:
                         local.cancel.set_because("cancelled")
                     raise event
                 # the local model failed (did not load?)
-                self._log_local(runner, "failed", getattr(event, "kind", "bug"))
+                self._log_local(runner, "failed", _kind_of(event))
                 if cloud in dead:
                     raise event
                 self.answered, self.reason = self.cloud.info, f"cloud first ({name})"
@@ -315,8 +316,7 @@ class RoutedEngine:
                 # the reply ended before any text (an empty answer, or cancelled)
                 if runner.tag == "local":
                     self._log_local(runner, _outcome(event), None)
-                self.segments = [self._segment(runner, 0)]
-                self.segments[0]["end"] = 0
+                self.segments = [self._segment(runner, 0, end=0)]
                 yield from backlog[runner]
                 return None
 
@@ -332,14 +332,14 @@ class RoutedEngine:
             if event is _DONE:
                 return None
             if isinstance(event, BaseException):
-                self._log_local(local, "failed", getattr(event, "kind", "bug"))
+                self._log_local(local, "failed", _kind_of(event))
                 raise event
             backlog.append(event)
             if isinstance(event, TextDelta) and event.text:
                 return local, backlog
             if isinstance(event, Finished):
                 self._log_local(local, _outcome(event), None)
-                self.segments = [dict(self._segment(local, 0), end=0)]
+                self.segments = [self._segment(local, 0, end=0)]
                 yield from backlog
                 return None
 
@@ -366,11 +366,11 @@ class RoutedEngine:
                 continue
             if isinstance(event, BaseException):
                 if current.tag == "local":
-                    self._log_local(current, "failed", getattr(event, "kind", "bug"))
+                    self._log_local(current, "failed", _kind_of(event))
                 if not text or not isinstance(event, OutpostError):
                     raise event
                 # the continuation could not start: keep what the cloud wrote, as interrupted
-                self.segments[-1]["end"] = len(text)
+                self._end_segment(len(text))
                 yield self._combined_usage(usages)
                 yield Finished(FinishReason.ERROR, ttft_ms=self._ms(first_text_at, turn_started),
                                error=cloud_error or event)
@@ -398,12 +398,12 @@ class RoutedEngine:
                         request, assistant_prefix=request.assistant_prefix + text,
                         max_tokens=request.max_tokens - written)
                     current = self._start_local(continuation, events, runners, reason)
-                    self.segments[-1]["end"] = len(text)
+                    self._end_segment(len(text))
                     self.segments.append(self._segment(current, len(text), reason))
                     info = current.engine.info
                     yield Seam(info.engine, info.model, reason, len(text))
                     continue
-                self.segments[-1]["end"] = len(text)
+                self._end_segment(len(text))
                 yield self._combined_usage(usages)
                 yield dataclasses.replace(event, ttft_ms=self._ms(first_text_at, turn_started))
                 return
@@ -413,12 +413,14 @@ class RoutedEngine:
         return round((at - since) * 1000, 2)
 
     # -- bookkeeping ---------------------------------------------------------------------------
-    def _segment(self, runner: _Runner, start: int, reason: str | None = None) -> dict:
+    @staticmethod
+    def _segment(runner: _Runner, start: int, reason: str | None = None,
+                 end: int | None = None) -> Segment:
         info = runner.engine.info
-        segment = {"engine": info.engine, "model": info.model, "start": start, "end": None}
-        if reason:
-            segment["reason"] = reason
-        return segment
+        return Segment(info.engine, info.model, start, end, reason)
+
+    def _end_segment(self, end: int) -> None:
+        self.segments[-1] = dataclasses.replace(self.segments[-1], end=end)
 
     @staticmethod
     def _combined_usage(usages: list[Usage]) -> Usage:
@@ -431,17 +433,20 @@ class RoutedEngine:
 
     def _log_local(self, runner: _Runner, outcome: str, error_kind: str | None) -> None:
         """Local attempts go to the request log too when the router raced or failed over."""
-        if self.on_attempt is None or getattr(runner, "_logged", False) or \
-                getattr(runner.engine, "on_attempt", None) is not None:
+        if self.on_attempt is None or runner.logged or \
+                runner.engine.capabilities.logs_own_attempts:
             return  # (an engine that logs its own attempts is not logged twice)
-        runner._logged = True
-        from engines.http_policy import AttemptRecord
-
+        runner.logged = True
         info = runner.engine.info
         self.on_attempt(AttemptRecord(
             attempt=1, status=None, latency_ms=(time.monotonic() - runner.started) * 1000,
-            error_kind=error_kind, idempotency_key=getattr(self, "_key", ""), provider="local",
+            error_kind=error_kind, idempotency_key=self._key, provider="local",
             model=info.model, outcome=outcome))
+
+
+def _kind_of(error: BaseException) -> str:
+    """The error tree's name for a failure (anything outside the tree is a bug)."""
+    return error.kind if isinstance(error, OutpostError) else "bug"
 
 
 def _outcome(finish: Finished) -> str:

@@ -126,3 +126,24 @@ def repair_prompt(verdict: Verdict, schema: dict | None) -> str:
         else "one valid JSON value"
     return (f"Your previous reply was not accepted: {verdict.error}. Reply again with only "
             f"{want}\nNo explanations, no code fences.")
+
+
+@dataclass
+class OutputCheck:
+    """How a structured reply was checked (stored as ``messages.output_check``): the mode
+    ("json" or "json_schema"), whether the final text is valid, the error when it is not, the
+    repair used ("lenient" or "reask", None when the first text was valid) and the raw text the
+    repair started from."""
+
+    mode: str
+    valid: bool = True
+    error: str | None = None
+    repair: str | None = None
+    raw: str | None = None
+
+    def record(self) -> dict:
+        data: dict = {"mode": self.mode, "valid": self.valid, "error": self.error,
+                      "repair": self.repair}
+        if self.raw is not None:
+            data["raw"] = self.raw
+        return data

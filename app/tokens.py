@@ -43,7 +43,7 @@ from typing import Callable, NamedTuple, Sequence
 import tiktoken
 from tiktoken.load import check_hash
 
-from app.domain import ChatMessage
+from app.domain import ChatMessage, estimate_tokens
 from app.errors import StorageError
 from app.paths import resource
 
@@ -52,8 +52,7 @@ log = logging.getLogger(__name__)
 TOKENIZER_DIR = resource("tokenizers")
 SHIPPED_ENCODINGS = ("o200k_base", "cl100k_base")
 LOCAL_MODEL = "local-model"
-ESTIMATE = "estimate:chars/4"
-CHARS_PER_TOKEN = 4
+ESTIMATE = "estimate:chars/4"  # app.domain.estimate_tokens
 TOKENS_PER_MESSAGE = 3  # <|start|>{role}\n{content}<|end|>\n
 REPLY_PRIMING_TOKENS = 3  # <|start|>assistant<|message|>
 
@@ -174,11 +173,6 @@ def _read_ranks(path: Path, expected_hash: str | None) -> dict[bytes, int]:
 
 
 # -- counting ---------------------------------------------------------------------------------
-def estimate_tokens(text: str) -> int:
-    """ceil(characters / 4): OpenAI's rule of thumb for English, for models we cannot count."""
-    return -(-len(text) // CHARS_PER_TOKEN)
-
-
 def _text_counter(model: str) -> tuple[Callable[[str], int], bool, str]:
     """(count one text, exact?, method) for ``model``. A broken vocabulary file falls back to
     the estimate: the meter must keep working (get_encoding has logged why, once)."""

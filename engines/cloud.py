@@ -14,6 +14,7 @@ wire format (``read_event``); this class does the rest, the same way for every p
 """
 from __future__ import annotations
 
+import enum
 import random
 import threading
 import time
@@ -22,11 +23,12 @@ from typing import Callable, Iterator
 
 import httpx
 
-from app.domain import ChatRequest, Finished, FinishReason, StreamEvent, TextDelta, Usage
+from app.domain import (ChatRequest, cancel_reason, Finished, FinishReason, StreamEvent, TextDelta, Usage,
+                        estimate_tokens)
 from app.errors import (ConnectionFailed, EngineError, OutpostError, ProviderError,
                         StreamInterrupted, TimeoutError_)
 from app.providers import ProviderConfig
-from engines.base import EngineInfo
+from engines.base import EngineBase, EngineCapabilities, EngineInfo
 from engines.http_policy import (AttemptRecord, RetryPolicy, Timeouts, error_from_status,
                                  is_retryable_error, parse_retry_after, rate_limit_headers,
                                  should_retry_header)
@@ -34,13 +36,8 @@ from engines.sockets import SocketTracker
 from engines.sse import ServerSentEvent, SSEDecoder
 
 USER_AGENT = "Outpost/0.1"
-CHARS_PER_TOKEN = 4  # the documented estimate when a provider reports no usage
 _MAX_ERROR_BODY = 64 * 1024
 DRAIN_S = 1.0  # after the terminal event, how long the rest of the body may take
-
-
-def estimate_tokens(text: str) -> int:
-    return max(1, -(-len(text) // CHARS_PER_TOKEN)) if text else 0
 
 
 @dataclass
@@ -67,6 +64,14 @@ class _Retry(Exception):
         self.retry_after = retry_after
 
 
+class WatchdogReason(enum.Enum):
+    """Why the watchdog shut the request's socket down."""
+
+    CANCEL = "cancel"  # the user (or the router) cancelled
+    FIRST_TOKEN = "first_token"  # the first token was later than its deadline
+    DRAIN = "drain"  # the body went on too long after the terminal event
+
+
 class _Watchdog:
     """Shuts the request's socket down when the user cancels or the first token is late, from
     before the request is sent until the stream ends (waiting for headers included)."""
@@ -78,7 +83,7 @@ class _Watchdog:
         self.cancel = cancel
         self.deadline = first_token_deadline
         self.got_text = False
-        self.fired: str | None = None  # "cancel", "first_token" or "drain"
+        self.fired: WatchdogReason | None = None
         self.drain_until: float | None = None
         self._tracker = tracker
         self._owner = threading.get_ident()
@@ -94,29 +99,35 @@ class _Watchdog:
     def _run(self) -> None:
         while not self._done.wait(self.POLL_S):
             if self.cancel.is_set():
-                self._fire("cancel")
+                self._fire(WatchdogReason.CANCEL)
                 return
             if not self.got_text and time.monotonic() >= self.deadline:
-                self._fire("first_token")
+                self._fire(WatchdogReason.FIRST_TOKEN)
                 return
             if self.drain_until is not None and time.monotonic() >= self.drain_until:
-                self._fire("drain")
+                self._fire(WatchdogReason.DRAIN)
                 return
 
-    def _fire(self, reason: str) -> None:
+    def _fire(self, reason: WatchdogReason) -> None:
         self.fired = reason
         self._tracker.shutdown_for(self._owner)
 
 
-class CloudEngine:
+class CloudEngine(EngineBase):
     """Base of the HTTP engines. Subclasses: ``build_request`` and ``read_event``."""
 
     kind = "cloud"
 
     @property
-    def knob_kind(self) -> str:
-        """This engine's row of the capability map (app.sampling): its wire format."""
-        return self.kind if self.kind in ("openai", "anthropic") else "openai"
+    def capabilities(self) -> EngineCapabilities:  # type: ignore[override]
+        """Its row of the capability map (app.sampling) is its wire format; counts are exact
+        where tiktoken knows the model (``app.tokens``)."""
+        from app.tokens import encoding_for_model
+
+        return EngineCapabilities(
+            knob_kind=self.kind if self.kind in ("openai", "anthropic") else "openai",
+            exact_token_count=encoding_for_model(self.model) is not None,
+            json_schema=True, logs_own_attempts=self.on_attempt is not None)
 
     def __init__(self, config: ProviderConfig, api_key: str | None, model: str | None = None, *,
                  policy: RetryPolicy = RetryPolicy(), timeouts: Timeouts = Timeouts(),
@@ -148,11 +159,6 @@ class CloudEngine:
         return EngineInfo(engine=self.config.name, model=self.model,
                           detail=f"{self.config.kind} API at {self.config.base_url}")
 
-    ready = True
-
-    def wait_ready(self, timeout: float | None = None) -> None:
-        return None
-
     # -- context budgeting and the meter (app.context.TokenCounter) ---------------------------
     @property
     def _counter(self):
@@ -167,8 +173,12 @@ class CloudEngine:
     def count_prompt(self, messages) -> tuple[int, bool]:
         return self._counter.count_prompt(messages)
 
-    def estimate_cost(self, prompt_tokens: int, max_tokens: int) -> str:
+    def estimate_cost(self, prompt_tokens: int, max_tokens: int) -> str | None:
         return self._counter.estimate_cost(prompt_tokens, max_tokens)
+
+    @property
+    def price_known(self) -> bool:
+        return self._counter.price_known
 
     def close(self) -> None:
         self._client.close()
@@ -231,7 +241,7 @@ class CloudEngine:
                                          stream=True)
         except httpx.HTTPError as exc:
             watchdog.stop()
-            if watchdog.fired == "cancel":
+            if watchdog.fired is WatchdogReason.CANCEL:
                 self._record(attempt, started, None, None, _cancel_outcome(cancel))
                 yield from self._finish(request, StreamState(), FinishReason.CANCELLED,
                                         turn_started, None, None)
@@ -259,7 +269,7 @@ class CloudEngine:
                       started: float) -> _Retry:
         """No response headers: connect failed, or the server said nothing in time."""
         name, url = self.config.name, self.config.base_url
-        if watchdog.fired == "first_token":
+        if watchdog.fired is WatchdogReason.FIRST_TOKEN:
             error: OutpostError = TimeoutError_(f"{name} sent no reply within "
                                                 f"{self.timeouts.first_token:g} s.")
             retryable = False
@@ -342,14 +352,14 @@ class CloudEngine:
         except httpx.HTTPError as exc:
             failure = ConnectionFailed(f"The connection to {self.config.name} broke: "
                                        f"{exc or type(exc).__name__}.")
-        if watchdog.fired == "cancel":
+        if watchdog.fired is WatchdogReason.CANCEL:
             self._record(attempt, started, response.status_code, None, _cancel_outcome(
                 watchdog.cancel), self._usage(request, state) if state.text else None,
                 _ms(first_at, turn_started))
             yield from self._finish(request, state, FinishReason.CANCELLED, turn_started,
                                     first_at, last_at)
             return
-        if watchdog.fired == "first_token":
+        if watchdog.fired is WatchdogReason.FIRST_TOKEN:
             failure = TimeoutError_(f"{self.config.name} sent no text within "
                                     f"{self.timeouts.first_token:g} s.")
         if failure is None and state.error is not None:
@@ -370,7 +380,7 @@ class CloudEngine:
         if not state.text:
             retryable = is_retryable_error(failure) or isinstance(
                 failure, (ConnectionFailed, StreamInterrupted))
-            if watchdog.fired == "first_token":
+            if watchdog.fired is WatchdogReason.FIRST_TOKEN:
                 retryable = False
             raise _Retry(failure, retryable)
         interrupted = failure if isinstance(failure, StreamInterrupted) else StreamInterrupted(
@@ -455,4 +465,4 @@ def _ms(at: float | None, since: float) -> float | None:
 
 def _cancel_outcome(cancel: threading.Event) -> str:
     """Why the attempt was cancelled: the user, or the router (``hedge_lost``)."""
-    return getattr(cancel, "reason", None) or "cancelled"
+    return cancel_reason(cancel)

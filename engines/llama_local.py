@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from app.domain import (ChatRequest, Finished, FinishReason, StreamEvent, TextDelta, Usage)
+from app.domain import (ChatRequest, Finished, FinishReason, StreamEvent, TextDelta, Usage,
+                        cancel_reason, estimate_prompt_tokens)
 from app.errors import (Cancelled, EngineError, ModelLoadFailed, OutpostError, UsageError)
 from app.sampling import sent_params
-from engines.base import EngineInfo
+from engines.base import EngineBase, EngineCapabilities, EngineInfo
 from engines.chat_format import ChatFormatter
 from engines.gguf import GGUFInfo, read_gguf
 from engines.llama_output import LogprobScorer, TextAssembler
@@ -98,12 +99,10 @@ _STOP_WORKER = object()
 _RAISE = "raise"
 
 
-class LocalEngine:
+class LocalEngine(EngineBase):
     """A local GGUF model behind the ``Engine`` contract. Construction is cheap; the model
     loads on the engine's own thread (``wait_ready`` blocks until it has)."""
 
-    # Sampling knobs the request does not carry yet, stored with each reply as sent.
-    knob_kind = "local"  # every knob (app.sampling.CAPABILITIES)
 
     def __init__(self, model_path: str | Path, settings: LoadSettings | None = None,
                  on_attempt=None):
@@ -136,6 +135,15 @@ class LocalEngine:
         where = "GPU" if self.gpu else "CPU"
         return EngineInfo(engine="local", model=self.path.name,
                           detail=f"{where}, {self.n_threads} threads, context {self.n_ctx}")
+
+    @property
+    def capabilities(self) -> EngineCapabilities:  # type: ignore[override]
+        """Every knob (app.sampling's "local" row), its own tokenizer, log-probabilities,
+        grammar-constrained JSON, continuing a prefix; it loads in the background."""
+        return EngineCapabilities(knob_kind="local", exact_token_count=True, logprobs=True,
+                                  grammar=True, loads_in_background=True,
+                                  continues_prefix=True,
+                                  logs_own_attempts=self.on_attempt is not None)
 
     @property
     def ready(self) -> bool:
@@ -180,14 +188,14 @@ class LocalEngine:
     def context_window(self) -> int:
         return self.n_ctx
 
-    def estimate_cost(self, prompt_tokens: int, max_tokens: int) -> str:
+    def estimate_cost(self, prompt_tokens: int, max_tokens: int) -> str | None:
         return "free"
 
     def count_prompt(self, messages) -> tuple[int, bool]:
         """Exact tokens of the chat-templated prompt once the model is loaded; before that a
         chars/4 estimate (counting must not wait for a load on the GUI thread)."""
         if not self.ready:
-            return sum(len(m.content) // 4 + 4 for m in messages) + 3, False
+            return estimate_prompt_tokens(messages), False
         request = ChatRequest(model=self.info.model, messages=tuple(messages))
         return self.count_prompt_tokens(request), True
 
@@ -445,11 +453,11 @@ class LocalEngine:
 
         outcome = None
         if reason is FinishReason.CANCELLED:
-            outcome = getattr(job.cancel, "reason", None) or "cancelled"
+            outcome = cancel_reason(job.cancel)
         try:
             self.on_attempt(AttemptRecord(
                 attempt=1, status=None, latency_ms=(time.perf_counter() - started) * 1000,
-                error_kind=getattr(error, "kind", None) if error else None,
+                error_kind=error.kind if isinstance(error, OutpostError) else None,
                 idempotency_key=request.idempotency_key, provider="local",
                 model=self.path.name, outcome=outcome, prompt_tokens=prompt,
                 completion_tokens=completion, cached_prompt_tokens=cached,

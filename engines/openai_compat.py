@@ -2,10 +2,12 @@
 vLLM, llama.cpp's server and LM Studio all speak it (presets in ``app.providers``)."""
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from app.domain import ChatRequest, FinishReason
 from app.sampling import sent_params, strict_ok
+from engines.base import StreamOutcome
 from engines.cloud import CloudEngine, StreamState
 from engines.http_policy import error_from_stream_event
 from engines.sse import ServerSentEvent
@@ -22,13 +24,19 @@ class OpenAICompatEngine(CloudEngine):
     # the server refused response_format json_schema for this model (many OpenAI-compatible
     # servers know only json_object): structured requests go as json_object from the start.
     # Learnt once and kept (app.provider_facts), so later runs do not pay for it again.
+    _refused: bool | None = None  # read once per engine
+
     @property
     def json_schema_refused(self) -> bool:
         from app.provider_facts import refuses_json_schema
 
-        if getattr(self, "_refused", None) is None:  # read once per engine
+        if self._refused is None:
             self._refused = refuses_json_schema(self.config.base_url, self.model)
         return self._refused
+
+    def outcome(self) -> StreamOutcome:
+        return dataclasses.replace(super().outcome(),
+                                   json_schema_refused=self.json_schema_refused)
 
     def stream(self, request: ChatRequest, cancel):
         """Structured output "json_schema where supported, else json_object": a server that

@@ -5,6 +5,9 @@ import functools
 import threading
 from collections import deque
 
+from app.domain import estimate_prompt_tokens
+from engines.base import EngineBase, EngineCapabilities
+
 
 class Clock:
     """A virtual monotonic clock: tests move ``now`` by hand."""
@@ -60,7 +63,7 @@ def held_open(*deltas: str):
     return play
 
 
-class ScriptedEngine:
+class ScriptedEngine(EngineBase):
     """Stands in for the local model: plays known replies, one script per turn, in order.
 
     ``OutpostApp(engine_factory=engine.factory)`` puts it where the real model goes, so a turn
@@ -71,7 +74,6 @@ class ScriptedEngine:
     Engine contract says). ``ready=False``: it "loads" until the test calls ``finish_loading``.
     """
 
-    knob_kind = "local"  # what it stands in for (app.sampling's capability map)
     context_window = 8192
 
     def __init__(self, *scripts, model: str = "scripted-model.gguf", ready: bool = True):
@@ -100,6 +102,13 @@ class ScriptedEngine:
 
     # -- what the window uses --------------------------------------------------------------------
     @property
+    def capabilities(self) -> EngineCapabilities:  # type: ignore[override]
+        """What it stands in for: the local model (app.sampling's "local" row), loading in the
+        background, its attempts in the usage ledger once the window wired it."""
+        return EngineCapabilities(knob_kind="local", loads_in_background=True,
+                                  logs_own_attempts=self.on_attempt is not None)
+
+    @property
     def info(self):
         from engines.base import EngineInfo
 
@@ -117,7 +126,7 @@ class ScriptedEngine:
 
     def count_prompt(self, messages) -> tuple[int, bool]:
         """The documented estimate (chars / 4), marked as not exact."""
-        return sum(len(m.content) // 4 + 4 for m in messages) + 3, False
+        return estimate_prompt_tokens(messages), False
 
     def stream(self, request, cancel):
         from app.domain import Finished, FinishReason, TextDelta, Usage
@@ -194,3 +203,27 @@ def _manual_ticker_class():
 def manual_ticker():
     """A flush timer for ``OutpostApp(flush_timer=...)`` that fires only when told to."""
     return _manual_ticker_class()()
+
+
+class FixedEngines:
+    """An ``app.pipeline.EngineSource`` that answers every turn with one engine (local or
+    cloud alike): drives the turn pipeline with a scripted engine."""
+
+    connectivity = None
+
+    def __init__(self, engine, cloud=None):
+        self.engine, self.cloud_engine = engine, cloud
+        self.attempts: list = []
+
+    def on_attempt(self, record) -> None:
+        self.attempts.append(record)
+
+    def local(self, model=None):
+        return self.engine
+
+    def cloud(self, provider, model=None):
+        if self.cloud_engine is None:
+            from app.errors import UsageError
+
+            raise UsageError(f"No cloud engine for {provider} in this test.")
+        return self.cloud_engine

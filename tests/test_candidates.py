@@ -17,16 +17,16 @@ from app.errors import UsageError
 from app.ledger import UsageLedger
 from app.settings import Settings
 from app.store import Store
-from engines.base import EngineInfo
+from engines.base import EngineBase, EngineCapabilities, EngineInfo
 
 
-class Scripted:
+class Scripted(EngineBase):
     """Replies from a script, one per call: (text, mean_logprob). Records the requests and how
     many streams ran at once."""
 
     def __init__(self, replies, kind="local", delay=0.0):
         self.replies = list(replies)
-        self.knob_kind = kind
+        self.capabilities = EngineCapabilities(knob_kind=kind)
         self.delay = delay
         self.requests: list[ChatRequest] = []
         self.info = EngineInfo("test", "scripted")

@@ -17,11 +17,11 @@ from app.domain import (ChatMessage, Finished, FinishReason, MessageStatus, Role
 from app.errors import EngineError, UsageError
 from app.settings import Settings
 from app.store import Store
-from engines.base import Engine, EngineInfo
+from engines.base import Engine, EngineBase, EngineInfo
 from tests.support import Clock
 
 
-class ScriptedEngine:
+class ScriptedEngine(EngineBase):
     """Plays a list of events; an OutpostError in the list is raised at that point."""
 
     def __init__(self, script, model: str = "scripted"):

@@ -28,19 +28,17 @@ from app.chat_service import ChatService, TurnOptions
 from app.domain import Finished, FinishReason, TextDelta, Usage
 from app.settings import Settings
 from app.store import Store
-from engines.base import EngineInfo
+from engines.base import EngineBase, EngineInfo
+from app.pipeline import TurnPipeline
+from tests.support import FixedEngines
 from ui.stream_worker import StreamWorker
 
 COUNT = int(sys.argv[1])
 
 
-class ManyDeltas:
+class ManyDeltas(EngineBase):
     '''A scripted engine: COUNT one-character deltas, as fast as they can be handed over.'''
     info = EngineInfo(engine="test", model="scripted")
-    ready = True
-
-    def wait_ready(self, timeout=None):
-        pass
 
     def stream(self, request, cancel):
         for _ in range(COUNT):
@@ -54,7 +52,7 @@ class ManyDeltas:
 
 class Receiver(QObject):
     '''Stands in for the GUI thread's controller: counts what crossed the bridge.'''
-    run_requested = Signal(object, object, object)
+    run_requested = Signal(object, object)
 
     def __init__(self):
         super().__init__()
@@ -66,31 +64,33 @@ class Receiver(QObject):
         self.deltas += len(text)
 
     @Slot(object)
-    def on_finished(self, finish):
-        self.finished = finish
+    def on_finished(self, outcome):
+        self.finished = outcome.finish
         QCoreApplication.instance().quit()
 
-    @Slot(str, str)
-    def on_failed(self, kind, message):
-        self.finished = f"failed: {kind}: {message}"
+    @Slot(object)
+    def on_failed(self, error):
+        self.finished = f"failed: {error.kind}: {error}"
         QCoreApplication.instance().quit()
 
 
 app = QCoreApplication([])
 store = Store()
 service = ChatService(store, Settings())
-turn = service.start_turn("hi", model="scripted", options=TurnOptions(max_tokens=COUNT + 1))
+pending = TurnPipeline(service, FixedEngines(ManyDeltas())).prepare(
+    "hi", options=TurnOptions(max_tokens=COUNT + 1))
+turn = pending.turn
 receiver = Receiver()
 thread = QThread()
-worker = StreamWorker(service)
+worker = StreamWorker()
 worker.moveToThread(thread)
 receiver.run_requested.connect(worker.run_turn)
 worker.delta_received.connect(receiver.on_delta)
-worker.turn_finished.connect(receiver.on_finished)
+worker.turn_ended.connect(receiver.on_finished)
 worker.turn_failed.connect(receiver.on_failed)
 thread.start()
 before = sys.getrefcount(True)
-receiver.run_requested.emit(turn, ManyDeltas(), threading.Event())
+receiver.run_requested.emit(pending, threading.Event())
 app.exec()
 after = sys.getrefcount(True)
 thread.quit()

@@ -19,7 +19,7 @@ from app.providers import ProviderConfig
 from app.settings import Settings
 from app.store import Store
 from app.structured import check_schema, lenient, validate
-from engines.base import EngineInfo
+from engines.base import EngineBase, EngineCapabilities, EngineInfo
 from engines.openai_compat import OpenAICompatEngine
 from tests.fault_server import fault_server
 from tests.support import wire_engine
@@ -57,11 +57,11 @@ def test_validation_and_the_lenient_repair():
     assert not lenient("no json here", PERSON).valid
 
 
-class Scripted:
+class Scripted(EngineBase):
     """An engine that replies with the given texts, one per call (the real engines are tested
     against the fault server and the real model below)."""
 
-    knob_kind = "local"
+    capabilities = EngineCapabilities(knob_kind="local")
 
     def __init__(self, *texts: str):
         self.texts = list(texts)

@@ -1,9 +1,11 @@
 """The GUI-thread state machine of one chat: idle -> (waiting_for_model) -> streaming ->
 (stopping) -> idle.
 
-It saves the prompt through ChatService (committed before anything is sent), hands the turn to the
-StreamWorker's thread, buffers the deltas that come back and flushes them to the view on a timer
-(every FLUSH_MS), so a fast model never makes the window re-render per token.
+It hands the user's message to the core's turn pipeline (``app.pipeline``: route, engine, the
+prompt saved before anything is sent), gives the pending turn to the StreamWorker's thread,
+buffers the deltas that come back and flushes them to the view on a timer (every FLUSH_MS), so a
+fast model never makes the window re-render per token. It decides nothing about routes, engines
+or the outbox: it says what the user chose (``TurnTarget``) and renders what comes back.
 """
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ from enum import StrEnum
 
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
-from app.chat_service import ChatService, OutboxPlan
-from app.domain import Finished, FinishReason, Message, Role
-from app.errors import ModelError, OutpostError
-from app.router import Route, RoutedEngine, decide_route
+from app.chat_service import ChatService, TurnOptions
+from app.compose import window_pipeline
+from app.domain import Message, Role
+from app.errors import Cancelled, OutpostError
+from app.pipeline import PendingTurn, Queued, TurnOutcome, TurnTarget
 from engines.registry import CloudTargets
 from ui.conversation_view import ConversationView
 from ui.model_loader import ModelLoader
@@ -45,7 +48,7 @@ class ChatController(QObject):
     notice = Signal(str)  # plain news that is not an error (a message queued in the outbox)
     outbox_changed = Signal()
     route_changed = Signal(str)  # the effective route policy of the current conversation
-    turn_requested = Signal(object, object, object)  # -> StreamWorker.run_turn (queued)
+    turn_requested = Signal(object, object)  # PendingTurn, cancel -> StreamWorker.run_turn
 
     def __init__(self, service: ChatService, loader: ModelLoader, view: ConversationView,
                  cloud: "CloudTargets | None" = None, parent: QObject | None = None,
@@ -59,6 +62,7 @@ class ChatController(QObject):
         self.loader = loader
         self.view = view
         self.cloud = cloud
+        self.pipeline = window_pipeline(service, loader.engine_for_turn, cloud)
         self.target = "local"  # or "provider:NAME"
         self.cloud_model: str | None = None  # None: the provider's default model
         self.failed_turn = None  # the last turn that ended in an error: Retry answers it again
@@ -82,17 +86,18 @@ class ChatController(QObject):
 
         self._thread = QThread(self)
         self._thread.setObjectName("outpost-stream-worker")
-        self._worker = StreamWorker(service)
+        self._worker = StreamWorker()
         self._worker.moveToThread(self._thread)
         self._thread.finished.connect(self._worker.deleteLater)
         self.turn_requested.connect(self._worker.run_turn)
         self._worker.model_wait_started.connect(self._on_model_wait_started)
         self._worker.delta_received.connect(self._on_delta)
-        self._worker.turn_finished.connect(self._on_turn_finished)
+        self._worker.turn_ended.connect(self._on_turn_ended)
         self._worker.turn_failed.connect(self._on_turn_failed)
         self._worker.seam_received.connect(self._on_seam)
         self._worker.restarted.connect(self._on_restart)
         self._worker.turn_queued.connect(self._on_turn_queued)
+        self._worker.notice.connect(self.notice)
         self._thread.start()
 
     # -- commands from the window -------------------------------------------------------------
@@ -104,30 +109,20 @@ class ChatController(QObject):
         """Save the prompt and start the reply. False (and an error signal) if it cannot start."""
         if self.busy:
             return False
-        planned = self._engine_for_turn()
-        if planned is None:
-            return False
-        engine, reason, plan = planned
         try:
-            options = self._options()
-            engine = self._with_candidates(engine, options)
-            counter = engine if hasattr(engine, "count_prompt") else None
-            turn = self.service.start_turn(prompt, self.conversation_id, model=engine.info.model,
-                                           options=options,
-                                           route=self.new_chat_route, counter=counter,
-                                           effective_route=self._last_route)
+            pending = self.pipeline.prepare(prompt, self.conversation_id,
+                                            target=self._target(), options=self._options())
         except OutpostError as exc:
             self.error_occurred.emit(exc.kind, str(exc))
             return False
-        turn.route_reason, turn.outbox_plan = reason, plan
-        if turn.fit is not None and turn.fit.dropped:
-            self.notice.emit(turn.fit.describe_dropped())
-        new_conversation = self.conversation_id is None
-        self.conversation_id = turn.conversation_id
+        fit = pending.started.fit
+        if fit is not None and fit.dropped:
+            self.notice.emit(fit.describe_dropped())
+        self.conversation_id = pending.started.conversation_id
         user_bubble = self.view.add_bubble(Role.USER)
         user_bubble.set_text(prompt)
-        self._run(turn, engine)
-        if new_conversation:
+        self._run(pending)
+        if pending.started.new_conversation:
             self.conversations_changed.emit()
         return True
 
@@ -137,18 +132,13 @@ class ChatController(QObject):
             return False
         if self.failed_turn.conversation_id != self.conversation_id:
             return False
-        planned = self._engine_for_turn()
-        if planned is None:
-            return False
-        engine, reason, plan = planned
         try:  # the retry answers the way the panel says now (best of n included)
-            engine = self._with_candidates(engine, self._options())
+            pending = self.pipeline.retry(self.failed_turn, target=self._target(),
+                                          options=self._options())
         except OutpostError as exc:
             self.error_occurred.emit(exc.kind, str(exc))
             return False
-        turn = self.service.retry_turn(self.failed_turn)
-        turn.route_reason, turn.outbox_plan = reason, plan
-        self._run(turn, engine)
+        self._run(pending)
         return True
 
     def set_target(self, target: str, model: str | None = None) -> None:
@@ -170,10 +160,20 @@ class ChatController(QObject):
             return None
 
     def effective_route(self) -> str:
-        settings = self.service.settings
-        if settings["offline_mode"]:
-            return "local"
-        return self.conversation_route() or settings["default_route"]
+        """The route policy the next turn takes (the core decides: ``TurnPipeline``)."""
+        try:
+            return self.pipeline.effective_route(self._target(), self.conversation_id).value
+        except OutpostError:
+            return self.service.settings["default_route"]
+
+    def _target(self) -> TurnTarget:
+        """What the user chose for the next turn: provider and model, the new chat's route,
+        send-when-online, and the sampling panel's best-of-n / self-consistency."""
+        return TurnTarget(
+            provider=self.provider if self.cloud is not None else None, model=self.cloud_model,
+            route=self.new_chat_route if self.conversation_id is None else None,
+            send_when_online=self.send_when_online,
+            test_time=self.test_time_for_turn() if self.test_time_for_turn is not None else None)
 
     def set_route(self, route: str | None) -> None:
         """Route policy of the current conversation (None: the settings' default)."""
@@ -187,110 +187,26 @@ class ChatController(QObject):
                 return
         self.route_changed.emit(self.effective_route())
 
-    def _with_candidates(self, engine, options):
-        """Best-of-n / self-consistency around the engine, checked before anything is saved."""
-        tt = self.test_time_for_turn() if self.test_time_for_turn is not None else None
-        if tt is None:
-            return engine
-        from app.candidates import CandidatesEngine
-        from app.errors import UsageError
-
-        temperature = options.temperature if options.temperature is not None \
-            else self.service.settings["temperature"]
-        if temperature == 0:
-            raise UsageError("With temperature 0 every candidate is the same reply; raise the "
-                             "temperature for best of n or self-consistency.")
-        return CandidatesEngine(engine, tt)
-
-    def _options(self):
-        from app.chat_service import TurnOptions
-
+    def _options(self) -> TurnOptions:
         return self.options_for_turn() if self.options_for_turn is not None else TurnOptions()
 
     def prepare_measure(self, draft: str):
         """On the GUI thread: a job for the token meter (run in the background) that counts
         the prompt this draft would make, or None when there is nothing to count."""
-        from app.chat_service import history_messages
-        from app.domain import ChatMessage
+        job = self.pipeline.measure(draft, self.conversation_id, target=self._target(),
+                                    options=self._options(), local=self.loader.active)
+        return None if job is None else (lambda: job().as_dict())
 
-        if not draft.strip():
-            return None
-        settings = self.service.settings
-        options = self._options()
-        max_tokens = options.max_tokens or settings["max_tokens"]
-        counter = None
-        if Route(self.effective_route()) is Route.LOCAL or self.provider is None:
-            counter = self.loader.active
-        elif self.cloud is not None:
-            try:
-                counter = self.cloud.engine(self.provider, self.cloud_model)
-            except OutpostError:
-                counter = None  # no key yet, …: the estimate below
-        store, conversation_id = self.store, self.conversation_id
-        system_prompt = options.system_prompt
-
-        def job() -> dict | None:
-            previous, system = [], settings["system_prompt"]
-            if conversation_id is not None:
-                system = store.get_conversation(conversation_id).system_prompt
-                previous = store.messages(conversation_id)
-            if system_prompt is not None:  # the panel's, about to be sent
-                system = system_prompt
-            messages = history_messages(system, previous) + [ChatMessage(Role.USER, draft)]
-            if counter is None:  # no tokenizer: a documented estimate (chars / 4)
-                tokens = sum(len(m.content) // 4 + 4 for m in messages) + 3
-                return {"tokens": tokens, "exact": False, "window": None,
-                        "max_tokens": max_tokens, "cost": None}
-            tokens, exact = counter.count_prompt(messages)
-            cost = counter.estimate_cost(tokens, max_tokens) \
-                if hasattr(counter, "estimate_cost") else None
-            return {"tokens": tokens, "exact": exact, "window": counter.context_window,
-                    "max_tokens": max_tokens, "cost": cost}
-
-        return job
-
-    def _local_engine(self):
-        engine = self.loader.engine_for_turn()
-        if engine is None:
-            raise ModelError("No model is loaded. Choose a GGUF file with Model ▸ Open model "
-                             "file…, or use the bundled model.")
-        return engine
-
-    def _engine_for_turn(self):
-        """(engine, route reason, outbox plan) for the next turn, or None (error emitted).
-        A Local only turn (and Offline mode) never builds a cloud engine."""
-        settings = self.service.settings
-        try:
-            decision = decide_route(self.conversation_route(), settings["default_route"],
-                                    settings["offline_mode"],
-                                    self.provider if self.cloud is not None else None)
-            self._last_route = decision.route.value
-            if decision.route is Route.LOCAL:
-                return self._local_engine(), decision.reason, None
-            model = self.cloud_model
-            cloud = self.cloud.engine(self.provider, model)
-            plan = OutboxPlan(self.provider, model, always=decision.route is Route.CLOUD,
-                              with_local=self.send_when_online)
-            if decision.route is Route.CLOUD:
-                return cloud, "cloud-only conversation", plan
-            routed = RoutedEngine(cloud, self._local_engine, self.cloud.connectivity,
-                                  hedge_after_s=settings["hedge_after_s"],
-                                  on_attempt=self.cloud.pool.on_attempt)
-            return routed, None, plan
-        except OutpostError as exc:
-            self.error_occurred.emit(exc.kind, str(exc))
-            return None
-
-    def _run(self, turn, engine) -> None:
+    def _run(self, pending: PendingTurn) -> None:
         self.failed_turn = None
-        self._turn = turn
+        self._turn = pending.turn
         self._cancel = threading.Event()
         self._bubble = self.view.add_bubble(Role.ASSISTANT)
         self._bubble.set_placeholder("…")
         self._buffer.clear()
         self._set_state(STREAMING)
         self._timer.start()
-        self.turn_requested.emit(turn, engine, self._cancel)
+        self.turn_requested.emit(pending, self._cancel)
 
     def stop(self) -> None:
         if self.state in (STREAMING, WAITING) and self._cancel is not None:
@@ -368,8 +284,16 @@ class ChatController(QObject):
             self._bubble.restart("Not valid JSON; asking once more…")
         self.notice.emit(reason)
 
-    @Slot(str)
-    def _on_turn_queued(self, message: str) -> None:
+    @Slot(object)
+    def _on_turn_queued(self, queued: Queued) -> None:
+        item = queued.item
+        if queued.answered_locally:
+            message = (f"{item.provider} could not be reached, so the local model answered. "
+                       f"Your message also waits in the outbox (item {item.id}); "
+                       f"{item.provider}'s answer will appear next to this one once it is back.")
+        else:
+            message = (f"{item.provider} cannot be reached: your message waits in the outbox "
+                       f"(item {item.id}) and is sent once {item.provider} is back.")
         self.outbox_changed.emit()
         self.notice.emit(message)
 
@@ -380,42 +304,42 @@ class ChatController(QObject):
             self._buffer.clear()
 
     @Slot(object)
-    def _on_turn_finished(self, finish: Finished | None) -> None:
-        turn = self._turn
-        message = self._end_turn()
-        if finish is not None and finish.reason is FinishReason.ERROR:
-            self.failed_turn = turn
-            error = finish.error
-            self.error_occurred.emit(getattr(error, "kind", "engine"), str(error))
-        elif message is not None and message.error and (
-                message.status.value == "error" or
-                (message.output_check and not message.output_check.get("valid"))):
-            # an empty (or blocked) reply, or JSON still invalid after its repair: say so,
-            # with Retry, rather than leave a blank or broken bubble
-            self.failed_turn = turn
-            self.error_occurred.emit("empty_reply" if message.status.value == "error"
-                                     else "invalid_json", message.error)
+    def _on_turn_ended(self, outcome: TurnOutcome) -> None:
+        bubble = self._bubble
+        self._end_turn(outcome.message)
+        error = outcome.error
+        if error is None or isinstance(error, Cancelled):
+            return  # a reply (or the user's own stop): nothing to report
+        if outcome.stream_failed:
+            if bubble is not None and not bubble.text:
+                bubble.set_placeholder("No reply yet." if outcome.queued else "No reply.")
+            if outcome.queued is not None:  # Cloud only, provider unreachable: the outbox has it
+                return
+        # a failed stream, an empty (or blocked) reply, JSON still invalid after its repair:
+        # say so, with Retry, rather than leave a blank or broken bubble
+        self.failed_turn = outcome.turn
+        self.error_occurred.emit(error.kind, str(error))
 
-    @Slot(str, str)
-    def _on_turn_failed(self, kind: str, message: str) -> None:
+    @Slot(object)
+    def _on_turn_failed(self, error: OutpostError) -> None:
+        """A bug ended the turn (the pipeline reports every expected failure in its outcome)."""
         turn, bubble = self._turn, self._bubble
-        self._end_turn()
-        if bubble is not None and not bubble.text:
-            bubble.set_placeholder("No reply yet." if kind == "queued" else "No reply.")
-        if kind == "queued":  # Cloud only, provider unreachable: the outbox has it
-            return
-        self.failed_turn = turn
-        self.error_occurred.emit(kind, message)
-
-    def _end_turn(self) -> None:
-        self._timer.stop()
-        self._flush()
-        message: Message | None = None
-        if self._turn is not None and self._turn.assistant_message_id:
+        message = None
+        if turn is not None and turn.assistant_message_id:
             try:
-                message = self.store.get_message(self._turn.assistant_message_id)
+                message = self.store.get_message(turn.assistant_message_id)
             except OutpostError as exc:
                 self.error_occurred.emit(exc.kind, str(exc))
+        self._end_turn(message)
+        if bubble is not None and not bubble.text:
+            bubble.set_placeholder("No reply.")
+        self.failed_turn = turn
+        self.error_occurred.emit(error.kind, str(error))
+
+    def _end_turn(self, message: Message | None) -> Message | None:
+        """Back to idle, the bubble showing the stored reply as it ended."""
+        self._timer.stop()
+        self._flush()
         if message is not None and self._bubble is not None:
             if message.output_check and message.content:  # checked (maybe repaired) JSON
                 self._bubble.set_text(message.content, message.segments)

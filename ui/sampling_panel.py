@@ -225,7 +225,7 @@ class SamplingPanel(QDockWidget):
         if mode is None:
             return None
         if mode == "self_consistency":
-            from app.candidates import extractor
+            from app.test_time import extractor
 
             try:
                 extractor(self.tt_extract.text().strip() or "last-line")
@@ -238,7 +238,7 @@ class SamplingPanel(QDockWidget):
 
     def test_time_plan(self):
         """The Plan for the next turn, or None (a bad extractor raises UsageError)."""
-        from app.candidates import Plan
+        from app.test_time import Plan
 
         spec = self.test_time()
         return Plan(**spec) if spec else None

@@ -6,7 +6,6 @@ import os
 import sys
 from dataclasses import dataclass
 
-from app.errors import UsageError
 
 
 def emit(obj: dict) -> None:
@@ -28,10 +27,9 @@ class Core:
 def open_core(args=None) -> Core:
     """Settings, store, services, signed in as ``--as NAME`` / $OUTPOST_PROFILE / the machine's
     default profile (a profile with a PIN needs $OUTPOST_PIN or a PIN typed at the terminal)."""
-    from app.chat_service import ChatService, default_user_id
-    from app.ledger import make_ledger
+    from app.chat_service import default_user_id
+    from app.compose import build_service
     from app.profiles import Profiles
-    from app.quotas import QuotaBook, QuotaGuard
     from app.settings import Settings
     from app.store import Store
 
@@ -48,12 +46,7 @@ def open_core(args=None) -> Core:
     except BaseException:
         store.close()
         raise
-    service = ChatService(store, settings)
-    service.profile = profile.name
-    service.ledger = make_ledger(store, settings)
-    service.ledger.profile = profile.name
-    service.quotas = QuotaGuard(QuotaBook(), service.ledger)
-    service.recover_interrupted()
+    service = build_service(store, settings, profile.name)
     return Core(settings, store, service, profile, profiles)
 
 
@@ -101,15 +94,8 @@ def local_time(iso: str) -> str:
     return dt.datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
 
 def cloud_engine(name: str, model: str | None, on_attempt):
-    from app.providers import ProviderRegistry, needs_key
-    from app.secrets import KeyStore
+    """A cloud engine for one command (its caller closes it)."""
+    from app.compose import CommandEngines
     from app.settings import Settings
-    from engines.registry import cloud_timeouts, create_cloud_engine
 
-    config = ProviderRegistry().get(name)
-    key = KeyStore(fallback="file").resolve(config.name, config.base_url)
-    if key is None and needs_key(config):
-        raise UsageError(f"There is no API key for {config.name}: store one with "
-                         f"`outpost keys set {config.name}`.")
-    return create_cloud_engine(config, key, model, on_attempt=on_attempt,
-                               timeouts=cloud_timeouts(Settings()))
+    return CommandEngines(Settings(), on_attempt).cloud(name, model)
