@@ -30,13 +30,22 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Iterator
 
-from app.domain import (ChatMessage, ChatRequest, Finished, FinishReason, Role, StreamEvent,
-                        TextDelta, Usage, accumulate)
+from app.domain import (
+    ChatMessage,
+    ChatRequest,
+    Finished,
+    FinishReason,
+    Role,
+    StreamEvent,
+    TextDelta,
+    Usage,
+    accumulate,
+)
 from app.errors import UsageError
-from engines.base import (Engine, EngineBase, EngineCapabilities, EngineInfo,
-                          StreamOutcome)
-from app.test_time import (LOCAL_ONLY_SCORERS, Candidate, Plan, Selection, extractor,
-                           normalise)
+from app.structured import lenient, response_format, validate
+from app.test_time import LOCAL_ONLY_SCORERS, Candidate, Plan, Selection, extractor, normalise
+from engines.base import Engine, EngineBase, EngineCapabilities, EngineInfo, StreamOutcome
+
 
 class CandidatesEngine(EngineBase):
     """The Engine contract around another engine: n candidates, one reply."""
@@ -229,8 +238,6 @@ class CandidatesEngine(EngineBase):
                 c.score = None if c.mean_logprob is None else \
                     c.mean_logprob * tokens / tokens ** 0.6
             elif scorer == "json":
-                from app.structured import validate
-
                 schema = (request.response_format or {}).get("schema")
                 c.score = 1.0 if validate(c.text, schema).valid else 0.0
         if scorer == "judge":
@@ -245,8 +252,6 @@ class CandidatesEngine(EngineBase):
         return max(usable, key=key)
 
     def _judge(self, usable: list[Candidate], request: ChatRequest) -> Candidate:
-        from app.structured import lenient, response_format
-
         # the conversation as the candidates saw it (the system prompt aside), newest last
         turns = [m for m in request.messages if m.role is not Role.SYSTEM]
         transcript = "\n\n".join(f"{m.role.value.title()}: {m.content.strip()}"

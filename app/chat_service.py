@@ -9,21 +9,33 @@ lives. The caller decides which thread runs what: the window runs ``run`` on a w
 from __future__ import annotations
 
 import dataclasses
-import getpass
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from app.context import Fit, TokenCounter, fit_messages
-from app.domain import (ChatMessage, ChatRequest, Finished, FinishReason, Message,
-                        MessageStatus, Reply, Restart, Role, StreamEvent, TextDelta, Usage,
-                        accumulate, estimate_prompt_tokens)
+from app.domain import (
+    ChatMessage,
+    ChatRequest,
+    Finished,
+    FinishReason,
+    Message,
+    MessageStatus,
+    Reply,
+    Restart,
+    Role,
+    StreamEvent,
+    TextDelta,
+    Usage,
+    accumulate,
+    estimate_prompt_tokens,
+)
 from app.errors import OutpostError, UsageError
 from app.outbox import Outbox, OutboxItem
 from app.presets import PresetBook
 from app.sampling import KNOB_NAMES, sent_params
-from app.settings import Settings
+from app.settings import Settings, default_user_id  # noqa: F401 (re-exported for ui.app)
 from app.store import Store
 from app.structured import OutputCheck, lenient, repair_prompt, validate
 from app.structured import response_format as json_response_format
@@ -65,15 +77,6 @@ class TurnOptions:
     test_time: dict | None = None
     # knobs set back to "not sent" (e.g. the panel's top_k emptied), overriding the rest
     unset: tuple[str, ...] = ()
-
-
-def default_user_id(settings: Settings) -> str:
-    if settings["user_id"]:
-        return settings["user_id"]
-    try:
-        return getpass.getuser()
-    except Exception:  # no login name (some containers)
-        return "local"
 
 
 def title_from(prompt: str) -> str:

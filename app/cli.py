@@ -7,6 +7,7 @@ Exit codes (also in ``outpost --help``):
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -20,6 +21,7 @@ from app.commands.presets import cmd_preset
 from app.commands.profiles import cmd_profile
 from app.commands.providers import cmd_keys, cmd_providers
 from app.errors import Cancelled, OutpostError, UsageError
+from app.sampling import BY_NAME
 
 EXIT_CODES = """exit codes:
   0    success
@@ -209,8 +211,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def _knob_flags(parser: argparse.ArgumentParser) -> None:
     """The sampling knobs as flags (``app.sampling`` has each one's range and meaning)."""
-    from app.sampling import BY_NAME
-
     knobs = parser.add_argument_group(
         "sampling knobs", "Unset flags take the preset's, else the conversation's, else the "
         "settings' value. Knobs the engine does not support are not sent (see `outpost "
@@ -286,7 +286,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("outpost: stopped.\n")
         return 130
     except BrokenPipeError:  # `outpost usage | head`: the reader left; not a bug
-        import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141

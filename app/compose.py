@@ -20,8 +20,7 @@ from app.secrets import KeyStore
 from app.settings import Settings
 from app.store import Store
 from engines.base import Engine
-from engines.registry import CloudTargets, cloud_timeouts, create_cloud_engine, \
-    create_local_engine
+from engines.registry import CloudTargets, cloud_timeouts, create_cloud_engine, create_local_engine
 
 
 def build_service(store: Store, settings: Settings, profile: str) -> ChatService:

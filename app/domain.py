@@ -12,6 +12,9 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Union
 
+from app.errors import UsageError
+from app.sampling import KNOB_NAMES, check
+
 
 class Role(str, enum.Enum):
     SYSTEM = "system"
@@ -108,10 +111,6 @@ class ChatRequest:
     logprobs: bool = False
 
     def __post_init__(self) -> None:
-        from app.errors import UsageError
-
-        from app.sampling import KNOB_NAMES, check
-
         if not self.messages:
             raise UsageError("A request needs at least one message.")
         for name in KNOB_NAMES:  # each knob within its range (app.sampling says which)

@@ -11,10 +11,15 @@ cost nothing; their tokens and seconds are still counted.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass, field
 from typing import Callable
 
 from app.domain import Usage
+from app.errors import OutpostError
+from app.metering import price_table
+from app.pricing import cost_of
+from app.settings import default_user_id
 from app.store import Store, storage_errors
 
 
@@ -83,7 +88,6 @@ class UsageLedger:
         price = self.price_for(kind, provider, model) if self.price_for is not None else None
         if price is None:
             return None, usage.estimated
-        from app.pricing import cost_of
 
         cost = cost_of(usage, price)
         return cost.usd, cost.estimated
@@ -182,15 +186,9 @@ class UsageLedger:
 
 def make_ledger(store: Store, settings) -> UsageLedger:
     """The ledger for this user, priced from the shipped price table (when it loads)."""
-    from app.chat_service import default_user_id
-
-    from app.errors import OutpostError
-    from app.metering import price_table
-
     try:
         table = price_table()
     except OutpostError as exc:  # a damaged price table: costs become unknown, never zero
-        import logging
 
         logging.getLogger(__name__).warning("%s", exc)
         return UsageLedger(store, default_user_id(settings))

@@ -10,23 +10,24 @@ The tables are read once per process.
 from __future__ import annotations
 
 import functools
+import json
 from typing import Sequence
 
+from app import paths
 from app.domain import ChatMessage
+from app.errors import UsageError
+from app.pricing import ContextTable, PriceTable, estimate_before_sending, format_usd
+from app.tokens import count_messages
 
 
 @functools.lru_cache(maxsize=1)
 def price_table():
-    from app.pricing import PriceTable
-
     return PriceTable.load()
 
 
 def context_overrides_path():
     """The user's context windows, ``{"model id": tokens}``: they win over the shipped table,
     for known and unknown models alike (a self-hosted model, a provider's larger tier)."""
-    from app import paths
-
     return paths.config_dir() / "context_windows.json"
 
 
@@ -41,11 +42,6 @@ def context_table():
 
 @functools.lru_cache(maxsize=4)
 def _context_table(overrides: str, stamp):
-    import json
-
-    from app.errors import UsageError
-    from app.pricing import ContextTable
-
     user = {}
     if stamp is not None:
         try:
@@ -68,8 +64,6 @@ class CloudCounter:
         return context_table().context_window(self.kind, self.model)
 
     def count_prompt(self, messages: Sequence[ChatMessage]) -> tuple[int, bool]:
-        from app.tokens import count_messages
-
         counted = count_messages(messages, self.model)
         return counted.tokens, counted.exact
 
@@ -79,8 +73,6 @@ class CloudCounter:
 
     def estimate_cost(self, prompt_tokens: int, max_tokens: int) -> str:
         """"at most $0.0031" (prompt + max_tokens as output), or "cost unknown"."""
-        from app.pricing import estimate_before_sending, format_usd
-
         price = price_table().price_for(self.kind, self.model)
         if price is None:
             return "cost unknown"

@@ -26,15 +26,28 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol, Union
 
-from app.chat_service import (ChatService, OutboxPlan, Turn, TurnOptions,
-                              history_messages)
 from app.candidates import CandidatesEngine
+from app.chat_service import ChatService, OutboxPlan, Turn, TurnOptions, history_messages
 from app.connectivity import Connectivity
 from app.context import Fit
-from app.domain import (ChatMessage, Finished, FinishReason, Message, MessageStatus, Role,
-                        StreamEvent, estimate_prompt_tokens)
-from app.errors import (Cancelled, EmptyReply, EngineError, InvalidJsonReply, OutpostError,
-                        UsageError)
+from app.domain import (
+    ChatMessage,
+    Finished,
+    FinishReason,
+    Message,
+    MessageStatus,
+    Role,
+    StreamEvent,
+    estimate_prompt_tokens,
+)
+from app.errors import (
+    Cancelled,
+    EmptyReply,
+    EngineError,
+    InvalidJsonReply,
+    OutpostError,
+    UsageError,
+)
 from app.outbox import OutboxItem
 from app.quotas import RateLimitedLocally
 from app.router import FAILOVER_ERRORS, Route, RoutedEngine, decide_route

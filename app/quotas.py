@@ -37,6 +37,9 @@ from typing import Callable
 
 from app import paths
 from app.errors import UsageError
+from app.ledger import start_of_day, start_of_month
+from app.pricing import format_usd
+from app.profiles import NotAllowed
 
 LIMIT_NAMES = ("cloud_tokens_per_day", "cloud_cost_per_month", "requests_per_minute",
                "tokens_per_minute", "allowed_routes", "count_local", "allow_unpriced")
@@ -217,8 +220,6 @@ class QuotaBook:
         ``app.profiles.Profile``): only the admin may, and never for a limit the policy file
         sets for this profile."""
         if not getattr(by, "is_admin", False):
-            from app.profiles import NotAllowed
-
             raise NotAllowed(f"Only the admin can change quotas; you are signed in as "
                              f"{getattr(by, 'name', by)}.")
         if name in self.policy_names(profile):
@@ -239,14 +240,10 @@ class QuotaBook:
 
 
 def _next_midnight(now: dt.datetime) -> dt.datetime:
-    from app.ledger import start_of_day
-
     return start_of_day(now) + dt.timedelta(days=1)
 
 
 def _next_month(now: dt.datetime) -> dt.datetime:
-    from app.ledger import start_of_month
-
     first = start_of_month(now)
     return (first + dt.timedelta(days=32)).replace(day=1)
 
@@ -299,8 +296,6 @@ class QuotaGuard:
     def check(self, profile: str, route: str, cloud: bool, prompt_tokens: int,
               max_tokens: int, price_known: bool = True, model: str = "") -> None:
         """Raise QuotaExceeded / RateLimitedLocally, or take from the buckets and return."""
-        from app.ledger import start_of_day, start_of_month
-
         limits = self.book.limits(profile)
         now = self.wall()
         if limits.allowed_routes is not None and route not in limits.allowed_routes:
@@ -322,8 +317,6 @@ class QuotaGuard:
                     + (" The local model is not limited: switch this chat to Local only."
                        if cloud and not limits.count_local else ""))
         if cloud and limits.cloud_cost_per_month is not None:
-            from app.pricing import format_usd
-
             if not price_known and not limits.allow_unpriced:
                 raise QuotaExceeded(
                     f"{profile} has a monthly cloud budget, and {model or 'this model'} has no "

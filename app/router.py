@@ -33,13 +33,27 @@ from typing import Callable, Iterator
 
 from app.connectivity import Connectivity, LinkState
 from app.context import fit_messages
-from app.domain import (CancelWithReason, ChatRequest, Finished, FinishReason, Seam, StreamEvent, TextDelta,
-                        Usage)
-from app.errors import (ConnectionFailed, OutpostError, ProviderUnavailable,
-                        NoProviderForCloud, RateLimited, StreamInterrupted, TimeoutError_,
-                        UsageError)
-from engines.base import (Engine, EngineBase, EngineCapabilities, EngineInfo, Segment,
-                          StreamOutcome)
+from app.domain import (
+    CancelWithReason,
+    ChatRequest,
+    Finished,
+    FinishReason,
+    Seam,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
+from app.errors import (
+    ConnectionFailed,
+    NoProviderForCloud,
+    OutpostError,
+    ProviderUnavailable,
+    RateLimited,
+    StreamInterrupted,
+    TimeoutError_,
+    UsageError,
+)
+from engines.base import Engine, EngineBase, EngineCapabilities, EngineInfo, Segment, StreamOutcome
 from engines.http_policy import AttemptRecord
 
 FAILOVER_ERRORS = (ConnectionFailed, ProviderUnavailable, RateLimited, TimeoutError_)

@@ -6,6 +6,7 @@ file are ignored with no loss of the known ones; a value of the wrong type falls
 """
 from __future__ import annotations
 
+import getpass
 import json
 import math
 import os
@@ -171,3 +172,12 @@ class Settings:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(data, handle, indent=2, sort_keys=True)
         os.replace(tmp, self.path)
+
+
+def default_user_id(settings: Settings) -> str:
+    if settings["user_id"]:
+        return settings["user_id"]
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (some containers)
+        return "local"

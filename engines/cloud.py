@@ -23,15 +23,40 @@ from typing import Callable, Iterator
 
 import httpx
 
-from app.domain import (ChatRequest, cancel_reason, Finished, FinishReason, StreamEvent, TextDelta, Usage,
-                        estimate_tokens)
-from app.errors import (ConnectionFailed, EngineError, OutpostError, ProviderError,
-                        StreamInterrupted, TimeoutError_)
+from app.domain import (
+    ChatRequest,
+    Finished,
+    FinishReason,
+    StreamEvent,
+    TextDelta,
+    Usage,
+    cancel_reason,
+    estimate_tokens,
+)
+from app.errors import (
+    ConnectionFailed,
+    EngineError,
+    OutpostError,
+    ProviderError,
+    StreamInterrupted,
+    TimeoutError_,
+    UsageError,
+)
+from app.metering import CloudCounter
 from app.providers import ProviderConfig
+from app.secrets import mask
+from app.tokens import encoding_for_model
 from engines.base import EngineBase, EngineCapabilities, EngineInfo
-from engines.http_policy import (AttemptRecord, RetryPolicy, Timeouts, error_from_status,
-                                 is_retryable_error, parse_retry_after, rate_limit_headers,
-                                 should_retry_header)
+from engines.http_policy import (
+    AttemptRecord,
+    RetryPolicy,
+    Timeouts,
+    error_from_status,
+    is_retryable_error,
+    parse_retry_after,
+    rate_limit_headers,
+    should_retry_header,
+)
 from engines.sockets import SocketTracker
 from engines.sse import ServerSentEvent, SSEDecoder
 
@@ -122,8 +147,6 @@ class CloudEngine(EngineBase):
     def capabilities(self) -> EngineCapabilities:  # type: ignore[override]
         """Its row of the capability map (app.sampling) is its wire format; counts are exact
         where tiktoken knows the model (``app.tokens``)."""
-        from app.tokens import encoding_for_model
-
         return EngineCapabilities(
             knob_kind=self.kind if self.kind in ("openai", "anthropic") else "openai",
             exact_token_count=encoding_for_model(self.model) is not None,
@@ -137,8 +160,6 @@ class CloudEngine(EngineBase):
         self.api_key = api_key
         self.model = model or config.default_model
         if not self.model:
-            from app.errors import UsageError
-
             raise UsageError(f"No model chosen for provider {config.name}: pass --model or set "
                              "the provider's default model.")
         self.policy = policy
@@ -162,8 +183,6 @@ class CloudEngine(EngineBase):
     # -- context budgeting and the meter (app.context.TokenCounter) ---------------------------
     @property
     def _counter(self):
-        from app.metering import CloudCounter
-
         return CloudCounter(self.config.kind, self.model)
 
     @property
@@ -406,8 +425,6 @@ class CloudEngine(EngineBase):
     def scrub(self, text: str) -> str:
         """A provider or proxy may echo the key in an error body: never pass it on."""
         if self.api_key and self.api_key in text:
-            from app.secrets import mask
-
             text = text.replace(self.api_key, mask(self.api_key))
         return text
 

@@ -14,8 +14,14 @@ import random
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from app.errors import (AuthError, BadRequest, ContextTooLong, ProviderError,
-                        ProviderUnavailable, RateLimited)
+from app.errors import (
+    AuthError,
+    BadRequest,
+    ContextTooLong,
+    ProviderError,
+    ProviderUnavailable,
+    RateLimited,
+)
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 529})
 _CONTEXT_MARKERS = ("context_length_exceeded", "context length", "maximum context",

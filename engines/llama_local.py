@@ -20,6 +20,7 @@
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -30,13 +31,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from app.domain import (ChatRequest, Finished, FinishReason, StreamEvent, TextDelta, Usage,
-                        cancel_reason, estimate_prompt_tokens)
-from app.errors import (Cancelled, EngineError, ModelLoadFailed, OutpostError, UsageError)
+from app.domain import (
+    ChatRequest,
+    Finished,
+    FinishReason,
+    StreamEvent,
+    TextDelta,
+    Usage,
+    cancel_reason,
+    estimate_prompt_tokens,
+)
+from app.errors import Cancelled, EngineError, ModelLoadFailed, OutpostError, UsageError
 from app.sampling import sent_params
 from engines.base import EngineBase, EngineCapabilities, EngineInfo
 from engines.chat_format import ChatFormatter
 from engines.gguf import GGUFInfo, read_gguf
+from engines.http_policy import AttemptRecord
 from engines.llama_output import LogprobScorer, TextAssembler
 
 log = logging.getLogger(__name__)
@@ -309,12 +319,11 @@ class LocalEngine(EngineBase):
         grammar), so the model can only write JSON of that shape. Cached per schema."""
         if not response_format:
             return None
-        import json as _json
 
         from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
         schema = response_format.get("schema")
-        key = _json.dumps(schema, sort_keys=True) if schema else ""
+        key = json.dumps(schema, sort_keys=True) if schema else ""
         cache = self.__dict__.setdefault("_grammars", {})
         if key not in cache:
             try:
@@ -449,7 +458,6 @@ class LocalEngine(EngineBase):
                 error: Exception | None) -> None:
         if self.on_attempt is None:
             return
-        from engines.http_policy import AttemptRecord
 
         outcome = None
         if reason is FinishReason.CANCELLED:

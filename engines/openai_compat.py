@@ -6,6 +6,8 @@ import dataclasses
 import re
 
 from app.domain import ChatRequest, FinishReason
+from app.errors import BadRequest
+from app.provider_facts import note_refuses_json_schema, refuses_json_schema
 from app.sampling import sent_params, strict_ok
 from engines.base import StreamOutcome
 from engines.cloud import CloudEngine, StreamState
@@ -28,8 +30,6 @@ class OpenAICompatEngine(CloudEngine):
 
     @property
     def json_schema_refused(self) -> bool:
-        from app.provider_facts import refuses_json_schema
-
         if self._refused is None:
             self._refused = refuses_json_schema(self.config.base_url, self.model)
         return self._refused
@@ -42,8 +42,6 @@ class OpenAICompatEngine(CloudEngine):
         """Structured output "json_schema where supported, else json_object": a server that
         refuses json_schema before answering is asked again with json_object (the reply is
         still validated against the schema by the caller)."""
-        from app.errors import BadRequest
-
         schema = (request.response_format or {}).get("schema")
         if not schema or self.json_schema_refused:
             yield from super().stream(request, cancel)
@@ -54,7 +52,6 @@ class OpenAICompatEngine(CloudEngine):
             text = str(exc).lower()
             if not any(w in text for w in ("response_format", "json_schema", "response format")):
                 raise
-            from app.provider_facts import note_refuses_json_schema
 
             self._refused = True
             note_refuses_json_schema(self.config.base_url, self.model)

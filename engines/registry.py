@@ -1,19 +1,21 @@
-"""Builds engines from settings. Heavy backends are imported lazily: ``llama_cpp`` loads only
+"""Builds engines from settings. The heavy backend is imported lazily: ``llama_cpp`` loads only
 when a local model is actually used."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from app.settings import Settings
+from engines.anthropic import AnthropicEngine
+from engines.http_policy import Timeouts
+from engines.llama_local import LoadSettings, LocalEngine
 from engines.model_files import resolve_model_path
+from engines.openai_compat import OpenAICompatEngine
 
 
 def create_local_engine(settings: Settings, model_path: str | Path | None = None,
                         on_attempt=None):
     """A LocalEngine for ``model_path`` (or the setting, or the bundled model); starts loading.
     ``on_attempt``: the usage ledger's sink, one record per reply."""
-    from engines.llama_local import LoadSettings, LocalEngine
-
     path = resolve_model_path(str(model_path) if model_path else settings["model_path"])
     return LocalEngine(path, LoadSettings(context_cap=settings["context_cap"],
                                           n_threads=settings["n_threads"],
@@ -23,18 +25,13 @@ def create_local_engine(settings: Settings, model_path: str | Path | None = None
 
 
 def cloud_timeouts(settings: Settings):
-    from engines.http_policy import Timeouts
-
     return Timeouts(first_token=settings["first_token_timeout_s"],
                     idle=settings["idle_timeout_s"])
 
 
 def create_cloud_engine(config, api_key: str | None, model: str | None = None, on_attempt=None,
                         **kwargs):
-    """An engine for a configured cloud provider (imports httpx only when used)."""
-    from engines.anthropic import AnthropicEngine
-    from engines.openai_compat import OpenAICompatEngine
-
+    """An engine for a configured cloud provider."""
     cls = AnthropicEngine if config.kind == "anthropic" else OpenAICompatEngine
     return cls(config, api_key, model, on_attempt=on_attempt, **kwargs)
 

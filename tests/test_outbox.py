@@ -20,7 +20,8 @@ import pytest
 from app.chat_service import ChatService, TurnOptions
 from app.domain import MessageStatus, Role
 from app.errors import UsageError
-from app.outbox import Outbox, OutboxItem, OutboxSender, OutboxState
+from app.outbox import Outbox, OutboxItem, OutboxState
+from app.outbox_sender import OutboxSender
 from app.providers import ProviderConfig
 from app.settings import Settings
 from app.store import Store, this_writer

@@ -14,7 +14,8 @@ import threading
 from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
 from app.connectivity import LinkState
-from app.outbox import OutboxSender, SendReport
+from app.outbox import SendReport
+from app.outbox_sender import OutboxSender
 
 TICK_MS = 2000
 

@@ -12,8 +12,15 @@ from app.commands.common import emit, open_core, read_prompt, round_or_none
 from app.compose import CommandEngines
 from app.domain import Restart, Seam, TextDelta, Usage
 from app.errors import NoProviderForCloud, UsageError
-from app.pipeline import (Notice, RateLimitWait, TurnEnded, TurnOutcome, TurnPipeline,
-                          TurnStarted, TurnTarget)
+from app.pipeline import (
+    Notice,
+    RateLimitWait,
+    TurnEnded,
+    TurnOutcome,
+    TurnPipeline,
+    TurnStarted,
+    TurnTarget,
+)
 from app.sampling import KNOB_NAMES
 from app.structured import load_schema
 from app.test_time import Plan

@@ -1,11 +1,17 @@
 """Helpers shared by the ``outpost`` subcommands: JSON output, opening the core, engines."""
 from __future__ import annotations
 
+import datetime as dt
+import getpass
 import json
 import os
 import sys
 from dataclasses import dataclass
 
+from app.compose import CommandEngines, build_service
+from app.profiles import ProfileError, Profiles, check_new_pin
+from app.settings import Settings, default_user_id
+from app.store import Store
 
 
 def emit(obj: dict) -> None:
@@ -27,12 +33,6 @@ class Core:
 def open_core(args=None) -> Core:
     """Settings, store, services, signed in as ``--as NAME`` / $OUTPOST_PROFILE / the machine's
     default profile (a profile with a PIN needs $OUTPOST_PIN or a PIN typed at the terminal)."""
-    from app.chat_service import default_user_id
-    from app.compose import build_service
-    from app.profiles import Profiles
-    from app.settings import Settings
-    from app.store import Store
-
     settings = Settings()
     for warning in settings.load_warnings:
         sys.stderr.write(f"outpost: warning: {warning}\n")
@@ -56,25 +56,19 @@ def _pin_for(profile) -> str | None:
     if os.environ.get("OUTPOST_PIN") is not None:
         return os.environ["OUTPOST_PIN"]
     if not sys.stdin.isatty():
-        from app.profiles import ProfileError
-
         raise ProfileError(f"The profile {profile.name} has a PIN: set OUTPOST_PIN, or run "
                            "the command in a terminal to type it.")
-    import getpass
 
     return getpass.getpass(f"PIN for {profile.name}: ")
 
 
 def read_new_pin(name: str) -> str:
     """A new PIN: $OUTPOST_NEW_PIN, or typed twice at the terminal."""
-    from app.profiles import ProfileError, check_new_pin
-
     if os.environ.get("OUTPOST_NEW_PIN") is not None:
         return check_new_pin(os.environ["OUTPOST_NEW_PIN"])
     if not sys.stdin.isatty():
         raise ProfileError("Set OUTPOST_NEW_PIN, or run the command in a terminal to type the "
                            "new PIN.")
-    import getpass
 
     pin = check_new_pin(getpass.getpass(f"New PIN for {name}: "))
     if getpass.getpass("Again: ") != pin:
@@ -89,13 +83,8 @@ def round_or_none(value: float | None) -> float | None:
     return round(value, 2) if value is not None else None
 
 def local_time(iso: str) -> str:
-    import datetime as dt
-
     return dt.datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
 
 def cloud_engine(name: str, model: str | None, on_attempt):
     """A cloud engine for one command (its caller closes it)."""
-    from app.compose import CommandEngines
-    from app.settings import Settings
-
     return CommandEngines(Settings(), on_attempt).cloud(name, model)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 
 def cmd_gui() -> int:
@@ -41,7 +42,6 @@ def _missing_xcb_libraries() -> list[str]:
             os.environ.get("QT_QPA_PLATFORM") or os.environ.get("WAYLAND_DISPLAY"):
         return []
     import ctypes.util
-    from pathlib import Path
 
     # The desktop bundle (packaging/pyinstaller) carries these libraries itself, where
     # find_library (which asks the system's linker cache) cannot see them.

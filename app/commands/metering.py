@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 
-from app.errors import UsageError
 from app.commands.common import emit, open_core
+from app.errors import UsageError
+from app.ledger import start_of_day, start_of_month
+from app.pricing import format_usd
+from app.profiles import NotAllowed
+from app.quotas import LIMIT_NAMES, QuotaBook
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
-    from app.ledger import start_of_day, start_of_month
-
     core = open_core(args)
     store, service = core.store, core.service
     try:
@@ -17,8 +20,6 @@ def cmd_usage(args: argparse.Namespace) -> int:
         profile = None if args.profile == "all" else (
             core.profiles.get(args.profile).name if args.profile else core.profile.name)
         if profile != core.profile.name and not core.profile.is_admin:
-            from app.profiles import NotAllowed
-
             raise NotAllowed(f"Only the admin can see other profiles' usage; you are signed in "
                              f"as {core.profile.name}.")
         since = start_of_month() if args.month else start_of_day()
@@ -28,7 +29,6 @@ def cmd_usage(args: argparse.Namespace) -> int:
                        period="month" if args.month else "day"))
             return 0
         period = since.strftime("%B %Y") if args.month else "today"
-        from app.pricing import format_usd
 
         cost = format_usd(totals.cost_usd)
         if totals.unknown_cost_requests:
@@ -50,9 +50,6 @@ def cmd_usage(args: argparse.Namespace) -> int:
         store.close()
 
 def cmd_quota(args: argparse.Namespace) -> int:
-    from app.profiles import NotAllowed
-    from app.quotas import LIMIT_NAMES, QuotaBook
-
     core = open_core(args)
     try:
         book = QuotaBook()
@@ -92,8 +89,6 @@ def _parse_limit(name: str, text: str):
         return None
     if name == "allowed_routes":  # "local,auto" or the TOML/JSON form ["local", "auto"]
         if text.startswith("["):
-            import json
-
             try:
                 return list(json.loads(text))
             except ValueError:

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import argparse
 
-from app.errors import UsageError
 from app.commands.common import cloud_engine, emit_list, local_time, open_core
+from app.errors import UsageError
+from app.outbox import OutboxState
+from app.outbox_sender import OutboxSender
+from app.settings import Settings
 
 
 def cmd_offline(args: argparse.Namespace) -> int:
-    from app.settings import Settings
-
     settings = Settings()
     if args.switch != "status":
         settings.set("offline_mode", args.switch == "on")
@@ -20,8 +21,6 @@ def cmd_offline(args: argparse.Namespace) -> int:
     return 0
 
 def cmd_outbox(args: argparse.Namespace) -> int:
-    from app.outbox import OutboxSender, OutboxState
-
     core = open_core(args)
     settings, store, service = core.settings, core.store, core.service
     outbox = service.outbox

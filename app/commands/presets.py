@@ -4,13 +4,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from app.commands.ask import knob_options
 from app.commands.common import emit, emit_list
+from app.presets import PresetBook
+from app.sampling import CAPABILITIES, KNOB_NAMES, KNOBS, supports
 
 
 def cmd_preset(args: argparse.Namespace) -> int:
-    from app.presets import PresetBook
-    from app.sampling import CAPABILITIES, KNOBS, supports
-
     book = PresetBook()
     action = args.preset_command
     if action == "list":
@@ -25,9 +25,6 @@ def cmd_preset(args: argparse.Namespace) -> int:
     elif action == "show":
         emit(dict(book.get(args.name), name=args.name))
     elif action == "save":
-        from app.commands.ask import knob_options
-        from app.sampling import KNOB_NAMES
-
         options = knob_options(args)
         values = {k: getattr(options, k) for k in KNOB_NAMES if getattr(options, k) is not None}
         if args.from_preset:

@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 
-from app.errors import UsageError
 from app.commands.common import cloud_engine, emit_list
+from app.errors import UsageError
+from app.providers import PRESETS, ProviderConfig, ProviderRegistry
+from app.secrets import KeyStore, mask
 
 
 def cmd_providers(args: argparse.Namespace) -> int:
-    from app.providers import PRESETS, ProviderConfig, ProviderRegistry
-    from app.secrets import KeyStore, mask
-
     registry = ProviderRegistry()
     if args.providers_command == "presets":
         for key, preset in PRESETS.items():
@@ -62,11 +62,6 @@ def cmd_providers(args: argparse.Namespace) -> int:
     return 0
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    import getpass
-
-    from app.providers import ProviderRegistry
-    from app.secrets import KeyStore, mask
-
     if args.keys_command == "delete":
         ProviderRegistry().get(args.name)
         KeyStore(fallback="file").delete(args.name)
