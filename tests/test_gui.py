@@ -339,7 +339,7 @@ def test_bad_model_file_shows_error_and_keeps_the_current_model(qtbot, outpost, 
     window = outpost.window
     bad = tmp_path / "notes.gguf"
     bad.write_text("this is not a model")
-    window.choose_model(str(bad))
+    window.model_menu.choose_model(str(bad))
     assert window.banner.isVisible()
     assert str(bad) in window.banner.label.text()
     assert "not a GGUF file" in window.banner.label.text()
@@ -354,7 +354,7 @@ def test_switch_to_second_model_and_back(qtbot, outpost, gemma_model):
     start_and_wait_ready(qtbot, outpost)
     window = outpost.window
     with qtbot.waitSignal(outpost.loader.model_ready, timeout=60000):
-        window.choose_model(str(gemma_model))
+        window.model_menu.choose_model(str(gemma_model))
     assert gemma_model.name in window.model_label.text()
     assert Settings()["model_path"] == str(gemma_model)  # remembered
     send_with_enter(qtbot, outpost, "The sky is")

@@ -73,8 +73,8 @@ def test_switch_profile_with_pin_shows_only_that_profiles_chats(qtbot, outpost, 
     start.close()
 
     # maria is not the admin: the Profiles dialog lets her change her PIN, nothing else
-    window.open_profiles()
-    dialog = window.profiles_dialog
+    window.profile_button.open_dialog()
+    dialog = window.profile_button.dialog
     qtbot.addWidget(dialog)
     assert not dialog.add_button.isEnabled() and not dialog.save_button.isEnabled()
     assert dialog.pin_button.isEnabled()
@@ -95,8 +95,8 @@ def test_admin_edits_quotas_in_the_window_and_policy_limits_are_locked(
     monkeypatch.setattr(book, "policy", policy)
     window = outpost.window
     outpost.profiles.add("maria", window.profile)
-    window.open_profiles()
-    dialog = window.profiles_dialog
+    window.profile_button.open_dialog()
+    dialog = window.profile_button.dialog
     qtbot.addWidget(dialog)
     names = [dialog.list.item(i).data(0x0100) for i in range(dialog.list.count())]
     dialog.list.setCurrentRow(names.index("maria"))

@@ -25,7 +25,7 @@ def test_add_provider_test_connection_and_chat_through_it(qtbot, outpost, llama_
     dialog.name.setText("llama")
     dialog.base_url.setText(llama_server)
     dialog.model.setEditText("smollm2")
-    dialog.providers_changed.connect(window._on_providers_changed)
+    dialog.providers_changed.connect(window.model_menu.providers_changed)
     dialog._on_save()
     assert [p.name for p in outpost.registry.list()] == ["llama"]
     dialog._on_test()
@@ -62,7 +62,7 @@ def test_unreachable_provider_is_answered_locally_under_auto(qtbot, outpost):
     # failover, not a hedge: the retries' backoff (up to ~1.9 s) must not race a 2.5 s hedge
     outpost.settings.set("hedge_after_s", 0)
     window = outpost.window
-    window.refresh_targets("provider:down")
+    window.target_picker.refresh("provider:down")
     assert window.route_picker.currentData() == "auto"
     send(qtbot, outpost, "Are you there?")
     conversation = outpost.store.list_conversations()[0]
@@ -81,7 +81,7 @@ def test_cloud_only_unreachable_waits_in_the_outbox(qtbot, outpost, artifacts_di
 
     outpost.registry.add(ProviderConfig("down", "openai", "http://127.0.0.1:9/v1", "m"))
     window = outpost.window
-    window.refresh_targets("provider:down")
+    window.target_picker.refresh("provider:down")
     window.route_picker.setCurrentIndex(window.route_picker.findData("cloud"))
     window.route_picker.activated.emit(window.route_picker.currentIndex())
     assert "Cloud only" in window.route_label.text()
@@ -101,5 +101,5 @@ def test_cloud_only_unreachable_waits_in_the_outbox(qtbot, outpost, artifacts_di
     assert "down" in window.links.labels  # its link light is shown
     window.resize(1100, 720)
     assert window.grab().save(str(artifacts_dir / "main_window_outbox.png"))
-    window.open_outbox()
-    assert window.outbox_panel.rows()[0][0] == item.id
+    window.outbox_button.open_panel()
+    assert window.outbox_button.panel.rows()[0][0] == item.id

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.gui
 def use_provider(outpost, name: str, url: str, route: str = "auto") -> None:
     outpost.registry.add(ProviderConfig(name, "openai", url, "test-model"), replace=True)
     window = outpost.window
-    window.refresh_targets(f"provider:{name}")
+    window.target_picker.refresh(f"provider:{name}")
     window.route_picker.setCurrentIndex(window.route_picker.findData(route))
     window.route_picker.activated.emit(window.route_picker.currentIndex())
 
@@ -33,7 +33,7 @@ def test_stream_cut_mid_answer_shows_one_reply_with_a_seam(qtbot, outpost, artif
     with fault_server() as server:
         use_provider(outpost, "fault", server.url + "/v1")
         # the window lists the provider's models first (GET /models): let that pass
-        qtbot.waitUntil(lambda: bool(outpost.window._models_cache.get("fault")), timeout=10000)
+        qtbot.waitUntil(lambda: bool(outpost.window.model_picker.listed.get("fault")), timeout=10000)
         server.script([Cut(chunks=("The capital", " of France", " is", " Paris"), after=2)])
         send(qtbot, outpost, "What is the capital of France?")
     conversation = outpost.store.list_conversations()[0]
@@ -99,9 +99,9 @@ def test_outbox_item_is_sent_when_the_provider_comes_back(qtbot, outpost, artifa
     assert "answered your queued message" in window.banner.label.text()
     assert window.view.bubbles[-1].text == answer.content  # the open conversation shows it
     assert not window.outbox_button.isVisible()
-    window.open_outbox()
-    assert window.outbox_panel.rows()[0][1] == "Sent"
-    assert window.outbox_panel.grab().save(str(artifacts_dir / "outbox_panel_sent.png"))
+    window.outbox_button.open_panel()
+    assert window.outbox_button.panel.rows()[0][1] == "Sent"
+    assert window.outbox_button.panel.grab().save(str(artifacts_dir / "outbox_panel_sent.png"))
 
 
 GUARD = r"""
@@ -136,7 +136,7 @@ if mode == "local":  # the new conversation is Local only ...
     window.route_picker.activated.emit(window.route_picker.currentIndex())
 elif mode == "offline":
     window.offline_action.setChecked(True)
-window.refresh_targets("provider:openai")  # ... while a cloud provider is chosen
+window.target_picker.refresh("provider:openai")  # ... while a cloud provider is chosen
 
 def wait(predicate, ms):
     loop = QEventLoop()
@@ -191,7 +191,7 @@ def test_the_window_socket_guard_sees_the_auto_route():
 def test_default_route_menu_applies_to_new_chats_and_is_remembered(qtbot, outpost):
     window = outpost.window
     outpost.registry.add(ProviderConfig("fault", "openai", "http://127.0.0.1:9/v1", "m"))
-    window.refresh_targets("provider:fault")
+    window.target_picker.refresh("provider:fault")
     [local] = [a for a in window.default_route_actions.actions() if a.data() == "local"]
     local.trigger()
     assert Settings()["default_route"] == "local"

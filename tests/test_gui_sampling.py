@@ -60,7 +60,7 @@ def test_panel_knobs_presets_and_capabilities(qtbot, outpost, artifacts_dir):
     # Anthropic will answer: its unsupported knobs go grey, saying why
     outpost.registry.add(ProviderConfig("claude", "anthropic", "http://127.0.0.1:9",
                                         "claude-test"), replace=True)
-    window.refresh_targets("provider:claude")
+    window.target_picker.refresh("provider:claude")
     assert panel.kind == "anthropic"
     for name in ("seed", "presence_penalty", "frequency_penalty", "repeat_penalty", "min_p"):
         assert not panel.labels[name].isEnabled()
@@ -68,7 +68,7 @@ def test_panel_knobs_presets_and_capabilities(qtbot, outpost, artifacts_dir):
     assert panel.labels["top_k"].isEnabled() and panel.fields["temperature"].isEnabled()
     qtbot.wait(50)
     window.grab().save(str(artifacts_dir / "main_window_sampling.png"))
-    window.refresh_targets("local")
+    window.target_picker.refresh("local")
     assert panel.kind == "local" and panel.fields["seed"].isEnabled()
 
 

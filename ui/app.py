@@ -21,7 +21,7 @@ from engines.registry import (CloudEnginePool, CloudTargets, cloud_timeouts,
 from ui.chat_controller import ChatController
 from ui.providers_dialog import ProvidersDialog
 from ui.errors import install_excepthook
-from ui.main_window import MainWindow
+from ui.main_window import MainWindow, WindowServices
 from ui.model_loader import ModelLoader
 from ui.outbox_monitor import OutboxMonitor
 from ui.outbox_panel import OutboxPanel
@@ -60,30 +60,32 @@ class OutpostApp:
         self.connectivity = Connectivity()
         self.cloud_pool = CloudEnginePool(on_attempt=self._on_attempt,
                                           timeouts=cloud_timeouts(self.settings))
-        cloud = CloudTargets(self.registry, self.keys, self.cloud_pool, self.connectivity)
-        self.window = MainWindow(
-            self.store, self.settings,
-            lambda view: ChatController(self.service, self.loader, view, cloud,
-                                        flush_timer=flush_timer),
-            self.loader,
+        self.cloud = CloudTargets(self.registry, self.keys, self.cloud_pool, self.connectivity)
+        self.monitor = OutboxMonitor(self.settings, self.connectivity, self.service.outbox,
+                                     self.cloud, self.tasks, self._watched_providers,
+                                     ledger=self.ledger)
+        self._flush_timer = flush_timer
+        self.controller: ChatController | None = None  # built with the window (it needs the view)
+        services = WindowServices(
+            store=self.store, settings=self.settings, loader=self.loader,
+            registry=self.registry, tasks=self.tasks, connectivity=self.connectivity,
+            outbox=self.service.outbox, monitor=self.monitor, profiles=self.profiles,
+            profile=profile,
             providers_dialog_factory=lambda parent: ProvidersDialog(
                 self.registry, self.keys, self.settings, self.tasks, parent),
-            registry=self.registry, tasks=self.tasks, connectivity=self.connectivity,
-            outbox=self.service.outbox,
-            outbox_panel_factory=lambda parent: OutboxPanel(
-                self.service.outbox, parent, lambda: self.window.profile_name),
-            profiles=self.profiles, profile=profile)
-        self.monitor = OutboxMonitor(self.settings, self.connectivity, self.service.outbox,
-                                     cloud, self.tasks, self._watched_providers, self.window,
-                                     ledger=self.ledger)
-        self.window.monitor = self.monitor
-        self.monitor.links_changed.connect(self.window.refresh_links)
-        self.monitor.outbox_changed.connect(self.window.refresh_outbox)
-        self.monitor.sent.connect(self.window.outbox_sent)
+            outbox_panel_factory=lambda parent, profile_of: OutboxPanel(
+                self.service.outbox, parent, profile_of))
+        self.window = MainWindow(services, self._make_controller)
         self.window.offline_mode_changed.connect(self._on_offline_toggled)
         self._network_info = None
         for warning in self.settings.load_warnings:
             self.window.banner.show_error(warning)
+
+    def _make_controller(self, view) -> ChatController:
+        """The window's chat controller, rendering into the window's conversation ``view``."""
+        self.controller = ChatController(self.service, self.loader, view, self.cloud,
+                                         flush_timer=self._flush_timer)
+        return self.controller
 
     def _on_offline_toggled(self) -> None:
         if not self.settings["offline_mode"]:
@@ -115,8 +117,8 @@ class OutpostApp:
 
     def _watched_providers(self) -> list[str]:
         """The chosen provider, when the current conversation may use the cloud."""
-        controller = self.window.controller
-        if controller.provider is None or controller.effective_route() == "local":
+        controller = self.controller
+        if controller is None or controller.provider is None or controller.effective_route() == "local":
             return []
         return [controller.provider]
 
@@ -132,7 +134,7 @@ class OutpostApp:
         self.window.show()
         self.loader.load(self.settings["model_path"] or None)
         self.window.update_route_display()
-        self.window.refresh_outbox()
+        self.window.outbox_button.refresh()
         self._watch_os_network()
         self.monitor.start()
 

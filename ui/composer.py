@@ -6,6 +6,9 @@ from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QPlainTextEdit, QPushButton, QVBoxLayout,
                                QWidget)
 
+from app.router import Route
+from ui.route_state import RouteState
+
 
 class PromptEdit(QPlainTextEdit):
     submit_requested = Signal()
@@ -65,6 +68,19 @@ class Composer(QWidget):
         self._busy = busy
         self.button.setText("Stop" if busy else "Send")
         self.button.setToolTip("Stop the reply (Esc)" if busy else "Send (Enter)")
+
+    @Slot(object)
+    def show_route(self, state: RouteState) -> None:
+        """Who the message goes to (the placeholder), and whether "Send to cloud when online"
+        applies: offered on Auto, shown ticked and fixed on Cloud only, hidden otherwise."""
+        self.edit.setPlaceholderText(
+            f"{state.texts().placeholder}  (Enter sends, Shift+Enter: new line)")
+        self.edit.viewport().update()  # the placeholder is painted, not a widget
+        self.when_online.setVisible(state.cloud_possible and not state.offline)
+        self.when_online.setEnabled(state.route is Route.AUTO)
+        self.when_online.blockSignals(True)
+        self.when_online.setChecked(state.route is Route.CLOUD or state.send_when_online)
+        self.when_online.blockSignals(False)
 
     def text(self) -> str:
         return self.edit.toPlainText()

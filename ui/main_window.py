@@ -1,26 +1,78 @@
-"""The main window: layout and signal wiring, and the conversation list. Behaviour lives in the
-controllers and in the window_* mixins (models, routes, profiles, sampling)."""
+"""The main window: it lays out widgets that own their state and connects them, in one place
+(``MainWindow._connect_signals``). What each piece does lives in its own module:
+
+    route_picker.py          the conversation's route, and the default route for new chats
+    route_badge.py           the status bar's "who answers" badge
+    route_state.py           the route as one value, handed to every widget that shows it
+    target_picker.py         the cloud provider (or none) and its model
+    offline_switch.py        Offline mode (menu entry and status bar button)
+    outbox_button.py         the outbox count, its panel, news of queued messages sent
+    profile_button.py        who is signed in, switching profile, the Profiles dialog
+    model_menu.py            the Model menu and the status bar's model and state labels
+    conversation_sampling.py the Sampling dock following the current conversation
+    reply_metrics.py         the last reply's speed
+
+The window itself keeps the conversation list (sidebar, title) and the one place that shows an
+error (``_on_error``)."""
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence, QPainter, QShortcut
-from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QMainWindow,
-                               QPushButton, QSizePolicy, QSplitter, QVBoxLayout, QWidget)
+from dataclasses import dataclass
+from typing import Callable
 
-from app.errors import OutpostError
-from app.router import ROUTE_LABELS, Route
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtGui import QAction, QKeySequence, QPainter, QShortcut
+from PySide6.QtWidgets import (QDialog, QHBoxLayout, QLabel, QMainWindow, QSizePolicy, QSplitter,
+                               QVBoxLayout, QWidget)
+
+from app.connectivity import Connectivity
+from app.errors import OutpostError, UsageError
+from app.outbox import Outbox
+from app.profiles import Profile, Profiles
+from app.providers import ProviderRegistry
+from app.router import Route
 from app.settings import Settings
 from app.store import Store
-from ui.chat_controller import IDLE, STOPPING, WAITING, ChatController
+from ui.chat_controller import IDLE, ChatController
 from ui.composer import Composer
+from ui.connectivity_indicator import ConnectivityIndicator
+from ui.conversation_sampling import ConversationSampling
 from ui.conversation_view import ConversationView
 from ui.errors import ErrorBanner
 from ui.model_loader import ModelLoader
+from ui.model_menu import ModelMenu, ModelStatus
+from ui.offline_switch import OfflineSwitch
+from ui.outbox_button import OutboxButton
+from ui.outbox_monitor import OutboxMonitor
+from ui.profile_button import ProfileButton
+from ui.reply_metrics import ReplyMetrics
+from ui.route_badge import RouteBadge
+from ui.route_picker import DefaultRouteMenu, RoutePicker
+from ui.route_state import RouteState
+from ui.sampling_panel import SamplingPanel
+from ui.setting_saver import save_setting
 from ui.sidebar import Sidebar
-from ui.window_models import WindowModels
-from ui.window_profiles import WindowProfiles
-from ui.window_routes import WindowRoutes
-from ui.window_sampling import WindowSampling
+from ui.target_picker import ModelPicker, TargetPicker
+from ui.tasks import TaskRunner
+from ui.token_meter import TokenMeter
+
+
+@dataclass(frozen=True)
+class WindowServices:
+    """Everything the window uses, built once by the composition root (``ui.app.OutpostApp``)."""
+
+    store: Store
+    settings: Settings
+    loader: ModelLoader
+    registry: ProviderRegistry
+    tasks: TaskRunner
+    connectivity: Connectivity
+    outbox: Outbox
+    monitor: OutboxMonitor
+    profiles: Profiles
+    profile: Profile  # who is signed in when the window opens
+    providers_dialog_factory: Callable[[QWidget], QDialog]  # (parent) -> ProvidersDialog
+    # (parent, profile_of) -> OutboxPanel; profile_of() is the signed-in profile's name
+    outbox_panel_factory: Callable[[QWidget, Callable[[], str | None]], QDialog]
 
 
 class ElidedLabel(QLabel):
@@ -38,52 +90,38 @@ class ElidedLabel(QLabel):
         self.setToolTip(text)
 
 
-class MainWindow(WindowModels, WindowRoutes, WindowProfiles, WindowSampling, QMainWindow):
+class MainWindow(QMainWindow):
     offline_mode_changed = Signal()  # after the setting changed (read it from settings)
+    # the current conversation's route as shown (a RouteState): every widget showing part of
+    # it is connected in _connect_signals
+    route_state_changed = Signal(object)
 
-    def __init__(self, store: Store, settings: Settings, controller_factory,
-                 loader: ModelLoader, providers_dialog_factory=None, registry=None,
-                 tasks=None, connectivity=None, outbox=None, outbox_panel_factory=None,
-                 profiles=None, profile=None):
+    def __init__(self, services: WindowServices,
+                 controller_factory: Callable[[ConversationView], ChatController]):
+        """``controller_factory(view)`` builds the chat controller that renders into ``view``."""
         super().__init__()
-        self.profiles = profiles  # app.profiles.Profiles
-        self.profile = profile  # app.profiles.Profile: who is signed in
-        self.connectivity = connectivity
-        self.outbox = outbox
-        self.outbox_panel_factory = outbox_panel_factory
-        self.outbox_panel = None
-        self.monitor = None  # ui.outbox_monitor.OutboxMonitor, attached by the app
-        self.store = store
-        self.settings = settings
-        self.loader = loader
-        self.registry = registry
-        self.tasks = tasks
-        self._models_cache: dict[str, list[str]] = {}
-        self.providers_dialog_factory = providers_dialog_factory
+        self.store = services.store
+        self.settings = services.settings
+        self.loader = services.loader
+        self.monitor = services.monitor
+        self.usage_dialog = None
+        self.details_dialog = None
         self.setWindowTitle("Outpost")
         self.resize(1380, 760)
 
+        # -- the conversation: header, view, composer ------------------------------------------
         self.sidebar = Sidebar()
         self.banner = ErrorBanner()
         self.title_label = ElidedLabel("New chat")
         self.title_label.setStyleSheet("font-size:15px; font-weight:600; padding:10px 16px;")
         # a long title must not push the pickers (and the sidebar) around
         self.title_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.target_picker = QComboBox()
-        self.target_picker.setToolTip("The cloud provider this chat may use (its route decides "
-                                      "when), or none: the local model only")
-        self.target_picker.setMinimumWidth(200)
-        self.target_picker.setSizeAdjustPolicy(
-            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.target_picker.setMinimumContentsLength(22)
-        self.route_picker = QComboBox()
-        self.route_picker.setToolTip(
-            "Route of this conversation. Auto: the chosen provider first; if it cannot be "
-            "reached, is slow to start, or breaks off, the local model answers or continues. "
-            "Local only: never leaves this computer. Cloud only: the provider or nothing (an "
-            "unreachable provider's messages wait in the outbox).")
-        for route in Route:
-            self.route_picker.addItem(ROUTE_LABELS[route], route.value)
+        self.view = ConversationView()
+        self.composer = Composer()
+        self.controller: ChatController = controller_factory(self.view)
+        self.route_picker = RoutePicker()
+        self.target_picker = TargetPicker(services.registry, self.settings, self.loader)
+        self.model_picker = ModelPicker(services.registry, self.controller.cloud, services.tasks)
         header = QHBoxLayout()
         header.setContentsMargins(0, 0, 12, 0)
         header.addWidget(self.title_label, 1)
@@ -91,14 +129,7 @@ class MainWindow(WindowModels, WindowRoutes, WindowProfiles, WindowSampling, QMa
         header.addWidget(self.route_picker)
         header.addWidget(QLabel("Cloud provider"))
         header.addWidget(self.target_picker)
-        self.model_picker = QComboBox()
-        self.model_picker.setEditable(True)
-        self.model_picker.setMinimumWidth(150)
-        self.model_picker.setToolTip("The provider's model for this chat (type any model name)")
-        self.model_picker.hide()
         header.addWidget(self.model_picker)
-        self.view = ConversationView()
-        self.composer = Composer()
         chat = QWidget()
         chat_layout = QVBoxLayout(chat)
         chat_layout.setContentsMargins(0, 0, 0, 0)
@@ -113,66 +144,52 @@ class MainWindow(WindowModels, WindowRoutes, WindowProfiles, WindowSampling, QMa
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([260, 840])
         self.setCentralWidget(splitter)
+        self.meter = TokenMeter(services.tasks, self.controller.prepare_measure)
+        self.composer.set_meter(self.meter)
 
-        self.route_label = QLabel("● Offline — local model")
-        self.route_label.setToolTip("Every reply is generated on this computer; nothing is sent "
-                                    "over the network.")
-        self.route_label.setStyleSheet("color:#1a7f37; font-weight:600; padding:0 8px;")
-        self.model_label = QLabel("Local model: —")
-        self.state_label = QLabel("")
-        self.metrics_label = QLabel("")
+        # -- the status bar --------------------------------------------------------------------
+        self.route_label = RouteBadge()
+        self.model_status = ModelStatus(self.loader, self)
+        self.model_label = self.model_status.model_label
+        self.state_label = self.model_status.state_label
+        self.metrics_label = ReplyMetrics()
+        self.offline = OfflineSwitch(self.settings, self)
+        self.offline_action = self.offline.action
+        self.offline_button = self.offline.button
+        self.outbox_button = OutboxButton(services.outbox, self.store,
+                                          services.outbox_panel_factory)
+        self.links = ConnectivityIndicator(services.connectivity)
+        self.links.hide()
+        self.profile_button = ProfileButton(services.profiles, services.profile, self.settings,
+                                            self.controller.service.quotas)
         status = self.statusBar()
-        self.offline_button = QPushButton("Offline mode: off")
-        self.offline_button.setCheckable(True)
-        self.offline_button.setFlat(True)
-        self.offline_button.setToolTip("Offline mode: every conversation is answered by the "
-                                       "local model; nothing is sent, no connection is opened.")
-        self.outbox_button = QPushButton("Outbox")
-        self.outbox_button.setFlat(True)
-        self.outbox_button.setToolTip("Messages waiting for a cloud provider")
-        self.outbox_button.hide()
-        self.links = None
-        if connectivity is not None:
-            from ui.connectivity_indicator import ConnectivityIndicator
-
-            self.links = ConnectivityIndicator(connectivity)
-            self.links.hide()
         status.addWidget(self.route_label)
         status.addWidget(self.model_label)
         status.addWidget(self.state_label, 1)
-        self.profile_button = None
-        if profiles is not None:
-            from ui.profiles_dialog import ProfileButton
-
-            self.profile_button = ProfileButton(profiles)
-            status.addPermanentWidget(self.profile_button)
-        if self.links is not None:
-            status.addPermanentWidget(self.links)
+        status.addPermanentWidget(self.profile_button)
+        status.addPermanentWidget(self.links)
         status.addPermanentWidget(self.outbox_button)
         status.addPermanentWidget(self.offline_button)
         status.addPermanentWidget(self.metrics_label)
 
-        self.controller: ChatController = controller_factory(self.view)
-        from ui.sampling_panel import SamplingPanel
-
+        # -- the Sampling dock -----------------------------------------------------------------
         self.sampling = SamplingPanel(self.controller.service.presets, self)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.sampling)
-        self.controller.options_for_turn = self.sampling.options
-        self.controller.test_time_for_turn = self.sampling.test_time_plan
-        if tasks is not None:
-            from ui.token_meter import TokenMeter
+        self.sampling_binding = ConversationSampling(self.sampling, self.controller, self.store,
+                                                     self.settings, services.registry, self)
 
-            self.meter = TokenMeter(tasks, self._measure_draft)
-            self.composer.set_meter(self.meter)
-        self._build_menu()
-        self._wire()
-        self.refresh_targets(self.settings["chat_target"])
-        if profile is not None:
-            self.apply_profile(profile)
+        self.model_menu = ModelMenu(self.settings, self.loader,
+                                    services.providers_dialog_factory, self)
+        self.default_route_menu = DefaultRouteMenu(self.settings, self)
+        self.default_route_actions = self.default_route_menu.group
+        self._build_menus()
+        self._connect_signals()
+        self._apply_profile(services.profile)
+        self.target_picker.refresh(self.settings["chat_target"])
         self.refresh_sidebar()
         self.composer.edit.setFocus()
 
-    def _build_menu(self) -> None:
+    def _build_menus(self) -> None:
         chat_menu = self.menuBar().addMenu("&Chat")
         self.new_action = QAction("&New chat", self)
         self.new_action.setShortcut(QKeySequence("Ctrl+N"))
@@ -180,26 +197,14 @@ class MainWindow(WindowModels, WindowRoutes, WindowProfiles, WindowSampling, QMa
         self.stop_action = QAction("&Stop reply", self)
         chat_menu.addAction(self.stop_action)
         chat_menu.addSeparator()
-        self.offline_action = QAction("&Offline mode", self)
-        self.offline_action.setCheckable(True)
-        self.offline_action.setShortcut(QKeySequence("Ctrl+Shift+O"))
-        self.offline_action.setChecked(bool(self.settings["offline_mode"]))
         chat_menu.addAction(self.offline_action)
         self.outbox_action = QAction("Out&box…", self)
         chat_menu.addAction(self.outbox_action)
         self.usage_action = QAction("&Usage and quotas…", self)
         chat_menu.addAction(self.usage_action)
         self.profiles_action = QAction("&Profiles…", self)
-        self.profiles_action.setEnabled(self.profiles is not None)
         chat_menu.addAction(self.profiles_action)
-        default_menu = chat_menu.addMenu("&Default route for new chats")
-        self.default_route_actions = QActionGroup(self)
-        for route in Route:
-            action = QAction(ROUTE_LABELS[route], self, checkable=True)
-            action.setData(route.value)
-            action.setChecked(route.value == self.settings["default_route"])
-            self.default_route_actions.addAction(action)
-            default_menu.addAction(action)
+        chat_menu.addMenu(self.default_route_menu)
         chat_menu.addSeparator()
         self.quit_action = QAction("&Quit", self)
         self.quit_action.setShortcut(QKeySequence.StandardKey.Quit)
@@ -209,64 +214,203 @@ class MainWindow(WindowModels, WindowRoutes, WindowProfiles, WindowSampling, QMa
         self.sampling_action.setText("&Sampling panel")
         self.sampling_action.setShortcut(QKeySequence("Ctrl+Shift+S"))
         view_menu.addAction(self.sampling_action)
-        model_menu = self.menuBar().addMenu("&Model")
-        self.open_model_action = QAction("&Open model file…", self)
-        self.open_model_action.setShortcut(QKeySequence("Ctrl+O"))
-        model_menu.addAction(self.open_model_action)
-        self.bundled_model_action = QAction("Use the &bundled model (SmolLM2-135M)", self)
-        model_menu.addAction(self.bundled_model_action)
-        model_menu.addSeparator()
-        self.providers_action = QAction("&Providers…", self)
-        model_menu.addAction(self.providers_action)
+        self.menuBar().addMenu(self.model_menu)
+        self.open_model_action = self.model_menu.open_model_action
+        self.bundled_model_action = self.model_menu.bundled_model_action
+        self.providers_action = self.model_menu.providers_action
         self.escape_shortcut = QShortcut(QKeySequence(Qt.Key.Key_Escape), self)
         self.escape_shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
 
-    def _wire(self) -> None:
+    def _connect_signals(self) -> None:
+        """Every connection between the window's pieces, the controller and the services."""
         c = self.controller
+        # the turn: composer, shortcuts and menu -> the controller
         self.composer.send_requested.connect(self._on_send_requested)
         self.composer.stop_requested.connect(c.stop)
         self.escape_shortcut.activated.connect(c.stop)
         self.stop_action.triggered.connect(c.stop)
         self.new_action.triggered.connect(self._on_new_chat)
         self.quit_action.triggered.connect(self.close)
-        self.open_model_action.triggered.connect(self._on_open_model)
-        self.bundled_model_action.triggered.connect(self._on_use_bundled)
-        self.providers_action.triggered.connect(self.open_providers)
-        self.target_picker.currentIndexChanged.connect(self._on_target_changed)
-        self.route_picker.activated.connect(self._on_route_picked)
-        self.offline_action.toggled.connect(self._on_offline_toggled)
-        self.offline_button.toggled.connect(self.offline_action.setChecked)
-        self.offline_button.setChecked(self.offline_action.isChecked())
-        self.outbox_action.triggered.connect(self.open_outbox)
-        self.usage_action.triggered.connect(self.open_usage)
-        self.profiles_action.triggered.connect(self.open_profiles)
-        self.sampling.changed.connect(self._on_sampling_changed)
+        self.banner.retry_requested.connect(c.retry)
         self.view.details_requested.connect(self.open_details)
-        if self.profile_button is not None:
-            self.profile_button.switch_requested.connect(self.switch_profile)
-            self.profile_button.manage_requested.connect(self.open_profiles)
-        self.default_route_actions.triggered.connect(self._on_default_route_picked)
-        self.outbox_button.clicked.connect(self.open_outbox)
-        self.composer.when_online.toggled.connect(self._on_when_online_toggled)
-        self.composer.when_online.setChecked(c.send_when_online)
-        c.route_changed.connect(self._on_route_changed)
+        c.options_for_turn = self.sampling.options
+        c.test_time_for_turn = self.sampling.test_time_plan
+        c.state_changed.connect(self._on_state_changed)
+        c.state_changed.connect(self.model_status.show_chat_state)
+        c.state_changed.connect(self.model_menu.show_chat_state)
+        c.reply_finished.connect(self.metrics_label.show_reply)
+        c.reply_finished.connect(self._refresh_links)
         c.notice.connect(self.banner.show_info)
-        c.outbox_changed.connect(self.refresh_outbox)
-        self.model_picker.currentTextChanged.connect(self._on_model_changed)
-        self.banner.retry_requested.connect(self._on_retry)
+        c.error_occurred.connect(self._on_error)
+
+        # the conversation list
         self.sidebar.new_requested.connect(self._on_new_chat)
         self.sidebar.conversation_selected.connect(self._on_conversation_selected)
         self.sidebar.rename_requested.connect(self._on_rename)
         self.sidebar.delete_requested.connect(self._on_delete)
-        c.state_changed.connect(self._on_state_changed)
         c.conversations_changed.connect(self.refresh_sidebar)
-        c.reply_finished.connect(self._on_reply_finished)
-        c.error_occurred.connect(self._on_error)
-        self.loader.loading_started.connect(self._on_loading_started)
-        self.loader.model_ready.connect(self._on_model_ready)
+
+        # the route: picked, defaulted, forced local by Offline mode -> shown everywhere
+        self.route_picker.route_picked.connect(c.set_route)
+        c.route_changed.connect(self.update_route_display)
+        self.default_route_menu.default_route_changed.connect(self.update_route_display)
+        self.offline.offline_mode_changed.connect(self.update_route_display)
+        self.offline.offline_mode_changed.connect(self.offline_mode_changed)
+        self.composer.when_online.toggled.connect(self._on_when_online_toggled)
+        self.route_state_changed.connect(self.route_picker.show_route)
+        self.route_state_changed.connect(self.target_picker.show_route)
+        self.route_state_changed.connect(self.model_picker.show_route)
+        self.route_state_changed.connect(self.route_label.show_route)
+        self.route_state_changed.connect(self.composer.show_route)
+        self.route_state_changed.connect(self._on_route_state_changed)
+        self.route_state_changed.connect(self.sampling_binding.show_route)
+
+        # who answers: the provider and its model, the local model
+        self.target_picker.target_changed.connect(c.set_target)
+        self.target_picker.target_changed.connect(self.model_picker.show_target)
+        self.target_picker.target_changed.connect(self.update_route_display)
+        self.model_picker.model_changed.connect(c.set_target)
+        self.model_menu.providers_changed.connect(self.target_picker.refresh)
+        self.loader.loading_started.connect(self.model_status.show_loading)
+        self.loader.model_ready.connect(self.target_picker.show_local_model)
+        self.loader.model_ready.connect(self.model_status.show_model)
+        self.loader.load_failed.connect(self.model_status.show_load_failed)
         self.loader.load_failed.connect(self._on_load_failed)
 
-    # -- slots ---------------------------------------------------------------------------------
+        # the outbox and the links
+        self.outbox_action.triggered.connect(self.outbox_button.open_panel)
+        self.outbox_button.clicked.connect(self.outbox_button.open_panel)
+        self.outbox_button.refreshed.connect(self._refresh_links)
+        self.outbox_button.answered.connect(self._on_queued_message_answered)
+        self.outbox_button.send_failed.connect(self.banner.show_error)
+        self.outbox_button.conversations_changed.connect(self.refresh_sidebar)
+        self.outbox_button.send_requested.connect(self._on_send_outbox_now)
+        c.outbox_changed.connect(self.outbox_button.refresh)
+        self.monitor.outbox_changed.connect(self.outbox_button.refresh)
+        self.monitor.sent.connect(self.outbox_button.show_report)
+        self.monitor.links_changed.connect(self._refresh_links)
+
+        # profiles, usage, sampling
+        self.profiles_action.triggered.connect(self.profile_button.open_dialog)
+        self.profile_button.switch_requested.connect(self._on_switch_requested)
+        self.profile_button.profile_changed.connect(self._on_profile_changed)
+        self.usage_action.triggered.connect(self.open_usage)
+        self.sampling.changed.connect(self.sampling_binding.save)
+        self.sampling_binding.saved.connect(self.meter.refresh)
+
+        for piece in (self.target_picker, self.default_route_menu, self.offline,
+                      self.outbox_button, self.profile_button, self.model_menu,
+                      self.sampling_binding):
+            piece.failed.connect(self._on_failure)
+
+    # -- the signed-in profile -----------------------------------------------------------------
+    @property
+    def profile(self) -> Profile:
+        """Who is signed in (owned by ``profile_button``)."""
+        return self.profile_button.profile
+
+    @property
+    def profile_name(self) -> str:
+        return self.profile_button.profile.name
+
+    def _apply_profile(self, profile: Profile) -> None:
+        """Act as ``profile``: its conversations, its quotas, its ledger rows, its outbox."""
+        service = self.controller.service
+        service.profile = profile.name
+        if service.ledger is not None:
+            service.ledger.profile = profile.name
+        self.outbox_button.set_profile(profile.name)
+        self.setWindowTitle(f"Outpost — {profile.name}")
+
+    @Slot(str)
+    def _on_switch_requested(self, name: str) -> None:
+        if name != self.profile_name and self.controller.busy:
+            self._on_failure(UsageError("Stop the reply before switching profile."))
+            return
+        self.profile_button.sign_in_as(name)
+
+    @Slot(object)
+    def _on_profile_changed(self, profile: Profile) -> None:
+        # nothing of the previous person stays on screen: their chat, draft, dialogs
+        if self.usage_dialog is not None:
+            self.usage_dialog.close()
+        self.outbox_button.close_panel()
+        self._apply_profile(profile)
+        self.controller.new_conversation()
+        self.composer.clear()
+        self.banner.hide()
+        self.title_label.setText("New chat")
+        self.update_route_display()
+        self.sampling_binding.reload()
+        self.refresh_sidebar()
+        self.composer.edit.setFocus()
+
+    # -- the route -----------------------------------------------------------------------------
+    def update_route_display(self) -> None:
+        """Show the current conversation's route, Offline mode and the chosen target on every
+        widget connected to ``route_state_changed``."""
+        self.route_state_changed.emit(RouteState.of(self.controller, self.settings))
+
+    @Slot(object)
+    def _on_route_state_changed(self, state: RouteState) -> None:
+        self.view.set_empty_text(state.texts().empty)
+        self.meter.refresh()
+        self._refresh_links()
+
+    @Slot(bool)
+    def _on_when_online_toggled(self, on: bool) -> None:
+        if Route(self.controller.effective_route()) is Route.CLOUD:
+            return
+        self.controller.send_when_online = on
+        try:
+            save_setting(self.settings, "send_when_online", on)
+        except OutpostError as exc:
+            self._on_failure(exc)
+
+    @Slot()
+    def _refresh_links(self) -> None:
+        self.links.show_providers(self.monitor.providers())
+
+    # -- the outbox ----------------------------------------------------------------------------
+    @Slot()
+    def _on_send_outbox_now(self) -> None:
+        self.monitor.send_now(only_online=False)
+
+    @Slot(str, str)
+    def _on_queued_message_answered(self, conversation_id: str, news: str) -> None:
+        self.banner.show_info(news)
+        if conversation_id == self.controller.conversation_id and not self.controller.busy:
+            self.controller.reload_conversation()
+
+    # -- dialogs -------------------------------------------------------------------------------
+    @Slot()
+    def open_usage(self) -> None:
+        service = self.controller.service
+        if service.ledger is None or service.quotas is None:
+            return
+        from ui.usage_dialog import UsageDialog
+
+        try:
+            self.usage_dialog = UsageDialog(service.ledger, service.quotas.book,
+                                            service.profile, self)
+        except OutpostError as exc:
+            self._on_failure(exc)
+            return
+        self.usage_dialog.show()
+
+    @Slot(str)
+    def open_details(self, message_id: str) -> None:
+        from ui.message_details import MessageDetails
+
+        try:
+            message = self.store.get_message(message_id)
+        except OutpostError as exc:
+            self._on_failure(exc)
+            return
+        self.details_dialog = MessageDetails(message, self)
+        self.details_dialog.show()
+
+    # -- the conversation list -----------------------------------------------------------------
     @Slot(str)
     def _on_send_requested(self, text: str) -> None:
         self.banner.hide()  # before sending: what the send reports (turns left out…) stays
@@ -280,7 +424,7 @@ class MainWindow(WindowModels, WindowRoutes, WindowProfiles, WindowSampling, QMa
         self.controller.new_conversation()
         self.title_label.setText("New chat")
         self.update_route_display()
-        self.reload_sampling()
+        self.sampling_binding.reload()
         self.composer.edit.setFocus()
 
     @Slot(str)
@@ -292,26 +436,26 @@ class MainWindow(WindowModels, WindowRoutes, WindowProfiles, WindowSampling, QMa
         self.controller.open_conversation(conversation_id)
         self._show_title()
         self.update_route_display()
-        self.reload_sampling()
+        self.sampling_binding.reload()
 
     @Slot(str, str)
     def _on_rename(self, conversation_id: str, title: str) -> None:
         try:
             self.store.rename_conversation(conversation_id, title)
         except OutpostError as exc:
-            self._on_error(exc.kind, str(exc))
+            self._on_failure(exc)
         self.refresh_sidebar()
         self._show_title()
 
     @Slot(str)
     def _on_delete(self, conversation_id: str) -> None:
         if self.controller.busy and conversation_id == self.controller.conversation_id:
-            self._on_error("usage", "Stop the reply before deleting this conversation.")
+            self._on_failure(UsageError("Stop the reply before deleting this conversation."))
             return
         try:
             self.store.delete_conversation(conversation_id)
         except OutpostError as exc:
-            self._on_error(exc.kind, str(exc))
+            self._on_failure(exc)
         self.controller.forget_conversation(conversation_id)
         self.refresh_sidebar()
         self._show_title()
@@ -321,7 +465,7 @@ class MainWindow(WindowModels, WindowRoutes, WindowProfiles, WindowSampling, QMa
         try:
             conversations = self.store.list_conversations(self.profile_name)
         except OutpostError as exc:
-            self._on_error(exc.kind, str(exc))
+            self._on_failure(exc)
             return
         self.sidebar.set_conversations(conversations, self.controller.conversation_id)
         self._show_title()
@@ -339,38 +483,25 @@ class MainWindow(WindowModels, WindowRoutes, WindowProfiles, WindowSampling, QMa
     @Slot(str)
     def _on_state_changed(self, state: str) -> None:
         self.composer.set_busy(state != IDLE)
-        texts = {WAITING: "Waiting for the model to load…", STOPPING: "Stopping…"}
-        if state in texts:
-            self.state_label.setText(texts[state])
-        elif state == IDLE:
-            self.state_label.setText("Ready" if self.loader.active else self.state_label.text())
-        else:
-            self.state_label.setText("Generating…")
-        self.open_model_action.setEnabled(state == IDLE)
-        self.bundled_model_action.setEnabled(state == IDLE)
 
-    @Slot(object)
-    def _on_reply_finished(self, message) -> None:
-        self.refresh_links()
-        if message is None:
-            return
-        parts = []
-        if message.ttft_ms is not None:
-            parts.append(f"TTFT {message.ttft_ms:.0f} ms")
-        if message.tokens_per_s is not None:
-            parts.append(f"{message.tokens_per_s:.1f} tok/s")
-        self.metrics_label.setText(" · ".join(parts) if parts else "")
-        self.metrics_label.setToolTip("The last reply's time to first token and decode speed")
-
+    # -- errors --------------------------------------------------------------------------------
     @Slot(str, str)
     def _on_error(self, kind: str, message: str) -> None:
+        """The one place the window shows an error: the controller's, and (through
+        ``_on_failure``) every piece's and the store's. Cancelling is never an error."""
         if kind == "cancelled":
             return
         self.banner.show_error(message, can_retry=self.controller.failed_turn is not None)
 
-    @Slot()
-    def _on_retry(self) -> None:
-        self.controller.retry()
+    @Slot(object)
+    def _on_failure(self, exc: OutpostError) -> None:
+        """An error object from a piece of the window or the store, shown by ``_on_error``."""
+        self._on_error(exc.kind, str(exc))
+
+    @Slot(str)
+    def _on_load_failed(self, message: str) -> None:
+        """A model file could not be used: said in the banner (the current model stays)."""
+        self.banner.show_error(message)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
         self.controller.shutdown()

@@ -1,13 +1,12 @@
-"""Profiles in the window: the status-bar switcher, the PIN prompt, and Chat ▸ Profiles… where
+"""Profiles in the window: the PIN prompt, and Chat ▸ Profiles… where
 the admin adds/removes profiles, resets PINs, hands on the admin role and edits quotas (a limit
 the policy file sets is shown locked). Everyone else may only change their own PIN."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QAction, QActionGroup
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout,
                                QGroupBox, QHBoxLayout, QInputDialog, QLabel, QLineEdit,
-                               QListWidget, QListWidgetItem, QMenu, QMessageBox, QPushButton,
+                               QListWidget, QListWidgetItem, QMessageBox, QPushButton,
                                QSpinBox, QVBoxLayout, QWidget)
 
 from app.errors import OutpostError
@@ -84,48 +83,6 @@ def sign_in(profiles: Profiles, name: str, parent=None, choose: bool = False) ->
         return profiles.sign_in(name, None)
     dialog = PinDialog(profiles, profile.name, parent, choose)
     return dialog.profile if dialog.exec() == QDialog.DialogCode.Accepted else None
-
-
-class ProfileButton(QPushButton):
-    """Status bar: who is signed in; its menu switches profile or opens the Profiles dialog."""
-
-    switch_requested = Signal(str)
-    manage_requested = Signal()
-
-    def __init__(self, profiles: Profiles, parent=None):
-        super().__init__(parent)
-        self.profiles = profiles
-        self.setFlat(True)
-        self.setToolTip("The profile you are signed in as: its conversations, usage and quotas. "
-                        "Click to switch.")
-        self.menu = QMenu(self)
-        self.menu.aboutToShow.connect(self._fill)
-        self.setMenu(self.menu)
-        self.current = ""
-
-    def show_profile(self, profile: Profile) -> None:
-        self.current = profile.name
-        self.setText(f"Profile: {profile.name}" + (" (admin)" if profile.is_admin else ""))
-
-    def _fill(self) -> None:
-        self.menu.clear()
-        group = QActionGroup(self.menu)
-        try:
-            everyone = self.profiles.list()
-        except OutpostError:
-            everyone = []
-        for profile in everyone:
-            action = QAction(profile.name + (" (PIN)" if profile.has_pin else ""), self.menu)
-            action.setCheckable(True)
-            action.setChecked(profile.name == self.current)
-            action.setData(profile.name)
-            group.addAction(action)
-            action.triggered.connect(
-                lambda _=False, name=profile.name: self.switch_requested.emit(name))
-            self.menu.addAction(action)
-        self.menu.addSeparator()
-        manage = self.menu.addAction("Manage profiles…")
-        manage.triggered.connect(self.manage_requested)
 
 
 # -- the Profiles dialog ---------------------------------------------------------------------

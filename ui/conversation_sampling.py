@@ -1,0 +1,86 @@
+"""The Sampling dock follows the current conversation: it shows that conversation's knobs and
+system prompt, saves edits with it, and greys out what the engine that will answer does not
+honour."""
+from __future__ import annotations
+
+from PySide6.QtCore import QObject, Signal, Slot
+
+from app.errors import OutpostError
+from app.providers import ProviderRegistry
+from app.settings import Settings
+from app.store import Store
+from ui.route_state import RouteState
+from ui.sampling_panel import SamplingPanel
+
+_UNLOADED = object()
+
+
+class ConversationSampling(QObject):
+    """Binds ``panel`` to the controller's current conversation. ``show_route`` after the
+    conversation, route or provider changed; ``reload`` when another conversation (or a new
+    chat) is shown; ``save`` when the user changed the panel."""
+
+    saved = Signal()  # the conversation's knobs were stored
+    failed = Signal(object)  # an OutpostError from the store
+
+    def __init__(self, panel: SamplingPanel, controller, store: Store, settings: Settings,
+                 registry: ProviderRegistry, parent: QObject | None = None):
+        """``controller``: the ``ui.chat_controller.ChatController`` (its current conversation
+        and the chat service's knobs)."""
+        super().__init__(parent)
+        self.panel, self.controller = panel, controller
+        self.store, self.settings, self.registry = store, settings, registry
+        self._loaded_for = _UNLOADED  # the conversation id whose knobs the panel shows
+        self._state: RouteState | None = None
+
+    def reload(self) -> None:
+        """Another conversation (or a new chat) is shown: load its knobs."""
+        self._loaded_for = _UNLOADED
+        if self._state is not None:
+            self.show_route(self._state)
+
+    @Slot(object)
+    def show_route(self, state: RouteState) -> None:
+        self._state = state
+        cid = self.controller.conversation_id
+        if self._loaded_for != cid:
+            self._load(cid)
+        kind, label = "local", "the local model"
+        if state.uses_cloud:
+            try:
+                config = self.registry.get(state.provider)
+                kind, label = config.kind, f"{state.provider} ({config.kind} API)"
+            except OutpostError:
+                pass
+        self.panel.set_engine_kind(kind, label)
+
+    def _load(self, cid: str | None) -> None:
+        conversation = None
+        if cid is not None:
+            try:
+                conversation = self.store.get_conversation(cid)
+            except OutpostError:
+                conversation = None
+        knobs = self.controller.service.knobs(None, conversation)
+        system = conversation.system_prompt if conversation is not None \
+            else self.settings["system_prompt"]
+        own = (conversation.sampling or {}) if conversation is not None else {}
+        self.panel.load(knobs, system, own.get("response_format"))
+        self.panel.load_test_time(own.get("test_time"))
+        self._loaded_for = cid
+
+    @Slot()
+    def save(self) -> None:
+        """Keep the knobs with the conversation (a new chat gets them when it is created)."""
+        cid = self.controller.conversation_id
+        if cid is None:
+            return
+        panel = self.panel
+        values = dict(panel.values(), response_format=panel.response_format(),
+                      test_time=panel.test_time())
+        try:
+            self.store.set_conversation_sampling(
+                cid, values, system_prompt=panel.system_prompt.toPlainText())
+        except OutpostError as exc:
+            self.failed.emit(exc)
+        self.saved.emit()

@@ -1,0 +1,114 @@
+"""The local model in the window: the Model menu (open a GGUF file, the bundled model, the
+Providers dialog) and the status bar's model and state labels."""
+from __future__ import annotations
+
+from typing import Callable
+
+from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QFileDialog, QLabel, QMenu, QWidget
+
+from app.errors import OutpostError
+from app.settings import Settings
+from engines.base import EngineInfo
+from ui.chat_controller import IDLE, STOPPING, WAITING
+from ui.model_loader import ModelLoader
+from ui.setting_saver import save_setting
+
+
+class ModelMenu(QMenu):
+    """Model ▸ Open model file… / Use the bundled model / Providers…. Switching the local model
+    is remembered in the settings (``model_path``) and handed to the loader."""
+
+    providers_changed = Signal()  # the Providers dialog added, changed or removed one
+    failed = Signal(object)  # an OutpostError: the setting could not be saved
+
+    def __init__(self, settings: Settings, loader: ModelLoader,
+                 providers_dialog_factory: Callable[[QWidget], QWidget], parent: QWidget):
+        """``providers_dialog_factory(parent)`` builds the ``ui.providers_dialog`` dialog."""
+        super().__init__("&Model", parent)
+        self.settings, self.loader = settings, loader
+        self.providers_dialog_factory = providers_dialog_factory
+        self.open_model_action = QAction("&Open model file…", self)
+        self.open_model_action.setShortcut(QKeySequence("Ctrl+O"))
+        self.addAction(self.open_model_action)
+        self.bundled_model_action = QAction("Use the &bundled model (SmolLM2-135M)", self)
+        self.addAction(self.bundled_model_action)
+        self.addSeparator()
+        self.providers_action = QAction("&Providers…", self)
+        self.addAction(self.providers_action)
+        self.open_model_action.triggered.connect(self._on_open_model)
+        self.bundled_model_action.triggered.connect(self._on_use_bundled)
+        self.providers_action.triggered.connect(self.open_providers)
+
+    def choose_model(self, path: str) -> None:
+        """Switch the local model (empty: the bundled one) and remember the choice."""
+        try:
+            save_setting(self.settings, "model_path", path)
+        except OutpostError as exc:
+            self.failed.emit(exc)
+        self.loader.load(path or None)
+
+    @Slot(str)
+    def show_chat_state(self, state: str) -> None:
+        """The model may be switched only between replies."""
+        self.open_model_action.setEnabled(state == IDLE)
+        self.bundled_model_action.setEnabled(state == IDLE)
+
+    @Slot()
+    def open_providers(self) -> None:
+        dialog = self.providers_dialog_factory(self.parentWidget())
+        dialog.providers_changed.connect(self.providers_changed)
+        dialog.exec()
+
+    @Slot()
+    def _on_open_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self.parentWidget(), "Open a GGUF model", "",
+                                              "GGUF models (*.gguf);;All files (*)")
+        if path:
+            self.choose_model(path)
+
+    @Slot()
+    def _on_use_bundled(self) -> None:
+        self.choose_model("")
+
+
+class ModelStatus(QObject):
+    """The status bar's ``model_label`` (which local model) and ``state_label`` (loading, ready,
+    waiting, generating), from the loader's signals and the chat's state."""
+
+    def __init__(self, loader: ModelLoader, parent: QObject | None = None):
+        super().__init__(parent)
+        self.loader = loader
+        self.model_label = QLabel("Local model: —")
+        self.state_label = QLabel("")
+        self._busy = False
+
+    @Slot(str)
+    def show_chat_state(self, state: str) -> None:
+        self._busy = state != IDLE
+        texts = {WAITING: "Waiting for the model to load…", STOPPING: "Stopping…"}
+        if state in texts:
+            self.state_label.setText(texts[state])
+        elif state == IDLE:
+            self.state_label.setText("Ready" if self.loader.active else self.state_label.text())
+        else:
+            self.state_label.setText("Generating…")
+
+    @Slot(str)
+    def show_loading(self, name: str) -> None:
+        self.model_label.setText(f"Local model: {name}")
+        self.state_label.setText("Loading model…")
+
+    @Slot(object)
+    def show_model(self, info: EngineInfo) -> None:
+        self.model_label.setText(f"Local model: {info.model}")
+        self.model_label.setToolTip(info.detail)
+        if not self._busy:
+            self.state_label.setText(f"Ready ({info.detail})")
+
+    @Slot(str)
+    def show_load_failed(self, _message: str) -> None:
+        active = self.loader.active
+        self.state_label.setText("Model failed to load" if active is None
+                                 else f"Still using {active.info.model}")

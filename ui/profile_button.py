@@ -1,0 +1,111 @@
+"""The status bar's profile button: who is signed in. Its menu switches profile (asking for the
+PIN) or opens the Profiles dialog (Chat ▸ Profiles… opens the same)."""
+from __future__ import annotations
+
+from PySide6.QtCore import Signal, Slot
+from PySide6.QtGui import QAction, QActionGroup
+from PySide6.QtWidgets import QMenu, QPushButton, QWidget
+
+from app.errors import OutpostError
+from app.profiles import Profile, Profiles
+from app.settings import Settings
+from ui.profiles_dialog import ProfilesDialog, sign_in
+from ui.setting_saver import save_setting
+
+
+class ProfileButton(QPushButton):
+    """Owns the signed-in ``profile`` and the Profiles dialog. ``switch_requested`` comes from
+    its menu; whoever connects it decides whether a switch may happen now and calls
+    ``sign_in_as``; ``profile_changed`` says someone else signed in."""
+
+    switch_requested = Signal(str)  # a profile name picked in the menu
+    manage_requested = Signal()
+    profile_changed = Signal(object)  # the app.profiles.Profile now signed in (PIN checked)
+    failed = Signal(object)  # an OutpostError
+
+    def __init__(self, profiles: Profiles, profile: Profile, settings: Settings, quotas,
+                 parent: QWidget | None = None):
+        """``quotas``: the chat service's ``app.quotas.QuotaGuard`` (None: no Profiles dialog)."""
+        super().__init__(parent)
+        self.profiles, self.settings, self.quotas = profiles, settings, quotas
+        self.profile = profile
+        self.dialog: ProfilesDialog | None = None
+        self.setFlat(True)
+        self.setToolTip("The profile you are signed in as: its conversations, usage and quotas. "
+                        "Click to switch.")
+        self.menu = QMenu(self)
+        self.menu.aboutToShow.connect(self._fill)
+        self.setMenu(self.menu)
+        self.manage_requested.connect(self.open_dialog)
+        self._show_profile()
+
+    def sign_in_as(self, name: str) -> None:
+        """Switch to ``name`` after its PIN (if it has one); the previous profile's dialog
+        closes. Nothing changes when the prompt is cancelled."""
+        if name == self.profile.name:
+            return
+        try:
+            profile = sign_in(self.profiles, name, self.window())
+        except OutpostError as exc:
+            self.failed.emit(exc)
+            return
+        if profile is None:  # the PIN prompt was cancelled
+            self._show_profile()
+            return
+        if self.dialog is not None:
+            self.dialog.close()
+        self.profile = profile
+        self._show_profile()
+        try:
+            save_setting(self.settings, "last_profile", profile.name)
+        except OutpostError:
+            pass  # next start opens the previous profile: harmless
+        self.profile_changed.emit(profile)
+
+    @Slot()
+    def open_dialog(self) -> None:
+        if self.quotas is None:
+            return
+        try:
+            self.dialog = ProfilesDialog(self.profiles, self.quotas.book, self.profile,
+                                         self.window())
+        except OutpostError as exc:
+            self.failed.emit(exc)
+            return
+        self.dialog.changed.connect(self._on_profiles_changed)
+        self.dialog.show()
+
+    @Slot()
+    def _on_profiles_changed(self) -> None:
+        try:
+            self.profile = self.profiles.get(self.profile.name)  # admin role or PIN changed
+        except OutpostError:
+            return
+        self._show_profile()
+        if self.dialog is not None:
+            self.dialog.me = self.profile
+
+    def _show_profile(self) -> None:
+        self.setText(f"Profile: {self.profile.name}" + (" (admin)" if self.profile.is_admin
+                                                        else ""))
+
+    @Slot()
+    def _fill(self) -> None:
+        self.menu.clear()
+        group = QActionGroup(self.menu)
+        try:
+            everyone = self.profiles.list()
+        except OutpostError:
+            everyone = []
+        for profile in everyone:
+            action = QAction(profile.name + (" (PIN)" if profile.has_pin else ""), self.menu)
+            action.setCheckable(True)
+            action.setChecked(profile.name == self.profile.name)
+            action.setData(profile.name)
+            group.addAction(action)
+            action.triggered.connect(
+                lambda _=False, name=profile.name: self.switch_requested.emit(name))
+            self.menu.addAction(action)
+        self.menu.addSeparator()
+        manage = self.menu.addAction("Manage profiles…")
+        manage.triggered.connect(self.manage_requested)

@@ -1,0 +1,28 @@
+"""The status bar's route badge: says who answers the current conversation (the local model,
+Auto with a provider, Cloud only), coloured by whether anything leaves this computer."""
+from __future__ import annotations
+
+from PySide6.QtCore import Slot
+from PySide6.QtWidgets import QLabel, QWidget
+
+from ui.route_state import LOCAL_COLOUR, RouteState
+
+_STYLE = "color:{}; font-weight:600; padding:0 8px;"
+
+
+class RouteBadge(QLabel):
+    """A label with one input, ``show_route``; it starts as "Offline — local model" until the
+    window shows the first route."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("● Offline — local model", parent)
+        self.setToolTip("Every reply is generated on this computer; nothing is sent over the "
+                        "network.")
+        self.setStyleSheet(_STYLE.format(LOCAL_COLOUR))
+
+    @Slot(object)
+    def show_route(self, state: RouteState) -> None:
+        texts = state.texts()
+        self.setText(texts.badge)
+        self.setToolTip(texts.tooltip)
+        self.setStyleSheet(_STYLE.format(texts.colour))

@@ -1,0 +1,70 @@
+"""Choosing a route: the header's picker for the current conversation, and Chat ▸ Default route
+for new chats (kept in the settings)."""
+from __future__ import annotations
+
+from PySide6.QtCore import Signal, Slot
+from PySide6.QtGui import QAction, QActionGroup
+from PySide6.QtWidgets import QComboBox, QMenu, QWidget
+
+from app.errors import OutpostError
+from app.router import ROUTE_LABELS, Route
+from app.settings import Settings
+from ui.route_state import RouteState
+from ui.setting_saver import save_setting
+
+
+class RoutePicker(QComboBox):
+    """The current conversation's route. The user's pick is announced (``route_picked``); the
+    window shows the route that applies with ``show_route`` (greyed out in Offline mode)."""
+
+    route_picked = Signal(str)  # a Route value, picked by the user
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setToolTip(
+            "Route of this conversation. Auto: the chosen provider first; if it cannot be "
+            "reached, is slow to start, or breaks off, the local model answers or continues. "
+            "Local only: never leaves this computer. Cloud only: the provider or nothing (an "
+            "unreachable provider's messages wait in the outbox).")
+        for route in Route:
+            self.addItem(ROUTE_LABELS[route], route.value)
+        self.activated.connect(self._on_activated)
+
+    @Slot(object)
+    def show_route(self, state: RouteState) -> None:
+        self.blockSignals(True)
+        self.setCurrentIndex(self.findData(state.selected))
+        self.blockSignals(False)
+        self.setEnabled(not state.offline)
+
+    @Slot(int)
+    def _on_activated(self, _index: int) -> None:
+        self.route_picked.emit(self.currentData())
+
+
+class DefaultRouteMenu(QMenu):
+    """Chat ▸ Default route for new chats: one checkable entry per route, remembered in the
+    settings (``default_route``)."""
+
+    default_route_changed = Signal(str)  # after the setting changed
+    failed = Signal(object)  # an OutpostError: the setting could not be saved
+
+    def __init__(self, settings: Settings, parent: QWidget | None = None):
+        super().__init__("&Default route for new chats", parent)
+        self.settings = settings
+        self.group = QActionGroup(self)
+        for route in Route:
+            action = QAction(ROUTE_LABELS[route], self, checkable=True)
+            action.setData(route.value)
+            action.setChecked(route.value == settings["default_route"])
+            self.group.addAction(action)
+            self.addAction(action)
+        self.group.triggered.connect(self._on_picked)
+
+    @Slot(QAction)
+    def _on_picked(self, action: QAction) -> None:
+        try:
+            save_setting(self.settings, "default_route", action.data())
+        except OutpostError as exc:
+            self.failed.emit(exc)
+        self.default_route_changed.emit(action.data())
