@@ -1,5 +1,14 @@
-"""Outpost's Qt-free core: domain types, storage, settings and the chat service.
+"""Outpost's Qt-free core, in layers (bottom first; each imports only the ones below it, checked
+by the import-linter contract in pyproject.toml):
 
-Nothing in this package imports Qt (checked by tests/test_layering.py), so the CLI and the
-window share every line of behaviour.
+    app.domain       plain data, the error tree, pure rules
+    app.config       paths, settings, providers, keys, presets
+    app.accounting   token counting, prices, context windows
+    app.storage      the SQLite database: history, usage ledger, profiles, quotas, outbox
+    (engines)        the backends, beside app.storage and independent of it
+    app.chat         the turn pipeline, the chat service, the Auto router, best-of-n
+    app.compose      the composition root: builds the core for a front end
+    app.cli          the command line (with ui/, the window, on top)
+
+Nothing here but ``app.cli`` (which can start the window) imports Qt.
 """

@@ -1,37 +1,34 @@
 """The composition root: builds the core once for a front end, and the engines its turns use.
 
-The CLI (``app.commands.common.open_core``) and the window (``ui.app.OutpostApp``) both call
+The CLI (``app.cli.commands.common.open_core``) and the window (``ui.app.OutpostApp``) both call
 ``build_service``; a third front end does too. Each gets an ``EngineSource`` for the turn
-pipeline (``app.pipeline``): ``CommandEngines`` builds engines for one command and closes them
+pipeline (``app.chat.pipeline``): ``CommandEngines`` builds engines for one command and closes them
 after it; ``LoadedEngines`` hands out the window's loaded model and its pooled cloud engines.
 """
 from __future__ import annotations
 
 from typing import Callable
 
-from app.chat_service import ChatService
-from app.connectivity import Connectivity
-from app.errors import ModelError, UsageError
-from app.ledger import make_ledger
-from app.pipeline import TurnPipeline
-from app.providers import ProviderRegistry, needs_key
-from app.quotas import QuotaBook, QuotaGuard
-from app.secrets import KeyStore
-from app.settings import Settings
-from app.store import Store
+from app.chat.connectivity import Connectivity
+from app.chat.pipeline import TurnPipeline
+from app.chat.service import ChatService
+from app.config.providers import ProviderRegistry, needs_key
+from app.config.secrets import KeyStore
+from app.config.settings import Settings
+from app.domain.errors import ModelError, UsageError
+from app.storage.ledger import make_ledger
+from app.storage.quotas import QuotaBook, QuotaGuard
+from app.storage.store import Store
 from engines.base import Engine
 from engines.registry import CloudTargets, cloud_timeouts, create_cloud_engine, create_local_engine
 
 
 def build_service(store: Store, settings: Settings, profile: str) -> ChatService:
-    """The chat service signed in as ``profile``, with its usage ledger and quotas; replies a
-    dead process left streaming are marked interrupted."""
+    """The chat service signed in as ``profile``, with its usage ledger and quotas."""
     ledger = make_ledger(store, settings)
     ledger.profile = profile
-    service = ChatService(store, settings, ledger=ledger,
-                          quotas=QuotaGuard(QuotaBook(), ledger), profile=profile)
-    service.recover_interrupted()
-    return service
+    return ChatService(store, settings, ledger=ledger, quotas=QuotaGuard(QuotaBook(), ledger),
+                       profile=profile)
 
 
 class CommandEngines:

@@ -21,8 +21,8 @@ import statistics
 import threading
 import time
 
-from app.domain import ChatMessage, ChatRequest, Role, accumulate
-from app.sampling import LOCAL_DEFAULTS
+from app.domain.messages import ChatMessage, ChatRequest, Role, accumulate
+from app.domain.sampling import LOCAL_DEFAULTS
 from engines.llama_local import LoadSettings, LocalEngine, _eog_checker
 from engines.model_files import resolve_model_path
 

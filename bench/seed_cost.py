@@ -19,7 +19,7 @@ import argparse
 import statistics
 import threading
 
-from app.domain import ChatMessage, ChatRequest, Role, accumulate
+from app.domain.messages import ChatMessage, ChatRequest, Role, accumulate
 from engines.llama_local import PROMPT_CHUNK, LoadSettings, LocalEngine
 from engines.model_files import resolve_model_path
 

@@ -1,8 +1,8 @@
 """Anthropic's Messages API over SSE."""
 from __future__ import annotations
 
-from app.domain import ChatRequest, FinishReason, Role
-from app.sampling import sent_params
+from app.domain.messages import ChatRequest, FinishReason, Role
+from app.domain.sampling import sent_params
 from engines.cloud import CloudEngine, StreamState
 from engines.http_policy import error_from_stream_event
 from engines.sse import ServerSentEvent
@@ -40,7 +40,7 @@ class AnthropicEngine(CloudEngine):
             "stream": True,
         }
         # only what the capability map allows (temperature capped at 1, top_p only when
-        # narrowed: see app.sampling.sent_params)
+        # narrowed: see app.domain.sampling.sent_params)
         knobs = sent_params("anthropic", request)
         knobs.pop("max_tokens")
         knobs.pop("response_format", None)

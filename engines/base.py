@@ -9,7 +9,7 @@ closing the generator) stops the work within one token and ends with reason ``ca
 
 Besides streaming, an engine declares what it can do (``capabilities``), whether it is loaded
 (``ready`` / ``wait_ready``), how it counts a prompt and what its context window is (for
-``app.context``), what a reply may cost, and, after a stream, who answered it (``outcome``): a
+``app.domain.context``), what a reply may cost, and, after a stream, who answered it (``outcome``): a
 wrapper such as the router or best-of-n says there which engine wrote which part and why. Callers
 use these members directly; nothing is probed with ``getattr``. ``EngineBase`` gives the defaults
 of a plain engine that answers by itself and is always ready.
@@ -20,10 +20,10 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Protocol, Sequence, runtime_checkable
 
-from app.domain import ChatMessage, ChatRequest, StreamEvent, estimate_prompt_tokens
+from app.domain.messages import ChatMessage, ChatRequest, StreamEvent, estimate_prompt_tokens
 
 if TYPE_CHECKING:  # records of the chat layer's wrappers (typing only)
-    from app.test_time import Plan, Selection
+    from app.domain.test_time import Plan, Selection
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class EngineInfo:
 class EngineCapabilities:
     """What an engine can do, declared once.
 
-    ``knob_kind``: its row of the capability map in ``app.sampling`` ("local", "openai",
+    ``knob_kind``: its row of the capability map in ``app.domain.sampling`` ("local", "openai",
     "anthropic"), which says which knobs it sends; the reply stores exactly those. None: an
     engine with no row (a test double): the request's knobs are stored as they are.
     """
@@ -77,9 +77,9 @@ class Segment:
 class StreamOutcome:
     """Who answered the last stream, and how: what the reply stores besides its text.
 
-    A plain engine answered by itself; the router (``app.router.RoutedEngine``) reports the
+    A plain engine answered by itself; the router (``app.chat.router.RoutedEngine``) reports the
     engine that wrote the last part, why, the segments and whether the provider was unreachable
-    before any token (the outbox uses it); best-of-n (``app.candidates``) adds its plan and how
+    before any token (the outbox uses it); best-of-n (``app.chat.candidates``) adds its plan and how
     the winner was chosen."""
 
     answered: EngineInfo
@@ -130,6 +130,10 @@ class EngineBase:
     the engine itself answered."""
 
     capabilities = EngineCapabilities()
+
+    @property
+    def info(self) -> EngineInfo:
+        raise NotImplementedError  # every engine says who it is
 
     @property
     def ready(self) -> bool:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
-from app.domain import ChatMessage, Role
+from app.domain.messages import ChatMessage, Role
 
 PLAIN_ROLE_NAMES = {Role.SYSTEM: "System", Role.USER: "User", Role.ASSISTANT: "Assistant"}
 
@@ -31,8 +31,9 @@ class FormattedPrompt:
 class ChatFormatter:
     def __init__(self, template: str | None, bos_token: str, eos_token: str):
         self.template_name = "gguf" if template else "plain"
-        self._jinja = None
+        self._jinja: Any = None  # llama_cpp's Jinja2ChatFormatter (imported only with a template)
         if template:
+            # deferred: llama_cpp loads only with a model
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
             self._jinja = Jinja2ChatFormatter(template=template, eos_token=eos_token,

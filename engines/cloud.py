@@ -23,7 +23,20 @@ from typing import Callable, Iterator
 
 import httpx
 
-from app.domain import (
+from app.accounting.metering import CloudCounter
+from app.accounting.tokens import encoding_for_model
+from app.config.providers import ProviderConfig
+from app.config.secrets import mask
+from app.domain.errors import (
+    ConnectionFailed,
+    EngineError,
+    OutpostError,
+    ProviderError,
+    StreamInterrupted,
+    TimeoutError_,
+    UsageError,
+)
+from app.domain.messages import (
     ChatRequest,
     Finished,
     FinishReason,
@@ -33,19 +46,6 @@ from app.domain import (
     cancel_reason,
     estimate_tokens,
 )
-from app.errors import (
-    ConnectionFailed,
-    EngineError,
-    OutpostError,
-    ProviderError,
-    StreamInterrupted,
-    TimeoutError_,
-    UsageError,
-)
-from app.metering import CloudCounter
-from app.providers import ProviderConfig
-from app.secrets import mask
-from app.tokens import encoding_for_model
 from engines.base import EngineBase, EngineCapabilities, EngineInfo
 from engines.http_policy import (
     AttemptRecord,
@@ -145,8 +145,8 @@ class CloudEngine(EngineBase):
 
     @property
     def capabilities(self) -> EngineCapabilities:  # type: ignore[override]
-        """Its row of the capability map (app.sampling) is its wire format; counts are exact
-        where tiktoken knows the model (``app.tokens``)."""
+        """Its row of the capability map (app.domain.sampling) is its wire format; counts are exact
+        where tiktoken knows the model (``app.accounting.tokens``)."""
         return EngineCapabilities(
             knob_kind=self.kind if self.kind in ("openai", "anthropic") else "openai",
             exact_token_count=encoding_for_model(self.model) is not None,
@@ -180,7 +180,7 @@ class CloudEngine(EngineBase):
         return EngineInfo(engine=self.config.name, model=self.model,
                           detail=f"{self.config.kind} API at {self.config.base_url}")
 
-    # -- context budgeting and the meter (app.context.TokenCounter) ---------------------------
+    # -- context budgeting and the meter (app.domain.context.TokenCounter) ---------------------------
     @property
     def _counter(self):
         return CloudCounter(self.config.kind, self.model)

@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from app.errors import (
+from app.domain.errors import (
     AuthError,
     BadRequest,
     ContextTooLong,

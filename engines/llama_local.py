@@ -29,9 +29,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-from app.domain import (
+from app.domain.errors import Cancelled, EngineError, ModelLoadFailed, OutpostError, UsageError
+from app.domain.messages import (
     ChatRequest,
     Finished,
     FinishReason,
@@ -41,8 +42,7 @@ from app.domain import (
     cancel_reason,
     estimate_prompt_tokens,
 )
-from app.errors import Cancelled, EngineError, ModelLoadFailed, OutpostError, UsageError
-from app.sampling import sent_params
+from app.domain.sampling import sent_params
 from engines.base import EngineBase, EngineCapabilities, EngineInfo
 from engines.chat_format import ChatFormatter
 from engines.gguf import GGUFInfo, read_gguf
@@ -63,7 +63,7 @@ class ContextOverflow(EngineError):
 
 def physical_cores() -> int:
     try:
-        import psutil
+        import psutil  # deferred: only to count physical cores once
 
         count = psutil.cpu_count(logical=False)
     except Exception:  # psutil missing or unsupported platform
@@ -72,7 +72,7 @@ def physical_cores() -> int:
 
 
 def gpu_offload_supported() -> bool:
-    import llama_cpp
+    import llama_cpp  # deferred: llama_cpp loads only with a model
 
     try:
         return bool(llama_cpp.llama_supports_gpu_offload())
@@ -98,7 +98,7 @@ class LoadSettings:
 class _Job:
     request: ChatRequest
     cancel: threading.Event
-    events: "queue.Queue[object]" = field(default_factory=queue.Queue)
+    events: "queue.Queue[Any]" = field(default_factory=queue.Queue)
     abandoned: threading.Event = field(default_factory=threading.Event)
 
     def stopped(self) -> bool:
@@ -125,7 +125,8 @@ class LocalEngine(EngineBase):
         self.n_ctx = min(trained, self.settings.context_cap)
         self.n_threads = self.settings.n_threads or physical_cores()
         self.gpu = False
-        self._llm = None
+        # the llama_cpp.Llama, once loaded (Any: llama_cpp is imported only on the model's thread)
+        self._llm: Any = None
         self._formatter: ChatFormatter | None = None
         self._evaluated = 0  # tokens run through llama.cpp's decode, counted in eval()
         # Prompt tokens whose KV entries were computed in whole PROMPT_CHUNK-aligned chunks of a
@@ -134,7 +135,7 @@ class LocalEngine(EngineBase):
         self._load_error: OutpostError | None = None
         self._ready = threading.Event()
         self._closed = False
-        self._jobs: "queue.Queue[object]" = queue.Queue()
+        self._jobs: "queue.Queue[Any]" = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="outpost-local-model",
                                         daemon=True)
         self._thread.start()
@@ -148,7 +149,7 @@ class LocalEngine(EngineBase):
 
     @property
     def capabilities(self) -> EngineCapabilities:  # type: ignore[override]
-        """Every knob (app.sampling's "local" row), its own tokenizer, log-probabilities,
+        """Every knob (app.domain.sampling's "local" row), its own tokenizer, log-probabilities,
         grammar-constrained JSON, continuing a prefix; it loads in the background."""
         return EngineCapabilities(knob_kind="local", exact_token_count=True, logprobs=True,
                                   grammar=True, loads_in_background=True,
@@ -193,7 +194,7 @@ class LocalEngine(EngineBase):
         """Exact prompt tokens of a request under this model's template (runs on the worker)."""
         return int(self.call_on_model_thread(lambda llm: len(self._tokenize(request)[0])))
 
-    # -- context budgeting (app.context.TokenCounter) ---------------------------------------------
+    # -- context budgeting (app.domain.context.TokenCounter) ---------------------------------------------
     @property
     def context_window(self) -> int:
         return self.n_ctx
@@ -261,8 +262,8 @@ class LocalEngine(EngineBase):
             self._llm = None
 
     def _load(self) -> None:
-        import llama_cpp
-        from llama_cpp import Llama
+        import llama_cpp  # deferred: llama_cpp loads only with a model
+        from llama_cpp import Llama  # deferred: llama_cpp loads only with a model
 
         engine = self
 
@@ -295,6 +296,7 @@ class LocalEngine(EngineBase):
                  self.info.detail)
 
     def _tokenize(self, request: ChatRequest) -> tuple[list[int], tuple[str, ...]]:
+        assert self._formatter is not None  # set when the model loaded
         prompt = self._formatter.format(request.messages)
         if prompt.pieces:  # template pieces with special tokens, message text as plain text
             tokens = []
@@ -320,6 +322,7 @@ class LocalEngine(EngineBase):
         if not response_format:
             return None
 
+        # deferred: llama_cpp loads only with a model
         from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
         schema = response_format.get("schema")
@@ -475,7 +478,7 @@ class LocalEngine(EngineBase):
 
 
 def _eog_checker(llm):
-    import llama_cpp
+    import llama_cpp  # deferred: llama_cpp loads only with a model
 
     vocab = getattr(llm._model, "vocab", None)
     fn = getattr(llama_cpp, "llama_vocab_is_eog", None)

@@ -11,14 +11,14 @@ class LogprobScorer:
     processor sees the logits just before each token is sampled)."""
 
     def __init__(self):
-        import llama_cpp
+        import llama_cpp  # deferred: llama_cpp loads only with a model
 
         self._latest = None
         self.logprobs: list[float] = []
         self.processors = llama_cpp.LogitsProcessorList([self._see])
 
     def _see(self, input_ids, scores):
-        import numpy as np
+        import numpy as np  # deferred: numpy (llama_cpp's) only for log-probabilities
 
         shifted = scores - np.max(scores)
         self._latest = shifted - np.log(np.sum(np.exp(shifted)))

@@ -1,14 +1,14 @@
 """OpenAI-compatible chat completions over SSE: OpenAI, OpenRouter, Groq, Together, Ollama (/v1),
-vLLM, llama.cpp's server and LM Studio all speak it (presets in ``app.providers``)."""
+vLLM, llama.cpp's server and LM Studio all speak it (presets in ``app.config.providers``)."""
 from __future__ import annotations
 
 import dataclasses
 import re
 
-from app.domain import ChatRequest, FinishReason
-from app.errors import BadRequest
-from app.provider_facts import note_refuses_json_schema, refuses_json_schema
-from app.sampling import sent_params, strict_ok
+from app.config.provider_facts import note_refuses_json_schema, refuses_json_schema
+from app.domain.errors import BadRequest
+from app.domain.messages import ChatRequest, FinishReason
+from app.domain.sampling import sent_params, strict_ok
 from engines.base import StreamOutcome
 from engines.cloud import CloudEngine, StreamState
 from engines.http_policy import error_from_stream_event
@@ -25,7 +25,7 @@ class OpenAICompatEngine(CloudEngine):
     kind = "openai"
     # the server refused response_format json_schema for this model (many OpenAI-compatible
     # servers know only json_object): structured requests go as json_object from the start.
-    # Learnt once and kept (app.provider_facts), so later runs do not pay for it again.
+    # Learnt once and kept (app.config.provider_facts), so later runs do not pay for it again.
     _refused: bool | None = None  # read once per engine
 
     @property

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.settings import Settings
+from app.config.settings import Settings
 from engines.anthropic import AnthropicEngine
+from engines.base import Engine
 from engines.http_policy import Timeouts
 from engines.llama_local import LoadSettings, LocalEngine
 from engines.model_files import resolve_model_path
@@ -43,7 +44,7 @@ class CloudEnginePool:
     def __init__(self, on_attempt=None, timeouts=None):
         self.on_attempt = on_attempt
         self.timeouts = timeouts
-        self._engines: dict[str, tuple[tuple, object]] = {}
+        self._engines: dict[str, tuple[tuple, Engine]] = {}
 
     def get(self, config, api_key: str | None, model: str | None = None):
         identity = (config, api_key, model or config.default_model)

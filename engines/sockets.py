@@ -65,8 +65,8 @@ class SocketTracker:
         transport = getattr(client, "_transport", None)
         pool = getattr(transport, "_pool", None)
         backend = getattr(pool, "_network_backend", None)
-        self.installed = backend is not None
-        if self.installed:  # httpcore 1.x keeps its backend here
+        self.installed = pool is not None and backend is not None
+        if pool is not None and backend is not None:  # httpcore 1.x keeps its backend here
             pool._network_backend = _TrackingBackend(backend, self._streams)
 
     def forget(self, thread_id: int) -> None:

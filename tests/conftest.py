@@ -128,7 +128,7 @@ def llama_server(bundled_model, tmp_path_factory):
 def outpost_app(qtbot):
     """A factory for the real window (composition root), closed after the test. ``engine_factory``
     and ``flush_timer`` go to OutpostApp (default: the real model, a real QTimer)."""
-    from app.settings import Settings
+    from app.config.settings import Settings
     from ui.app import OutpostApp
 
     apps = []

@@ -5,7 +5,7 @@ import functools
 import threading
 from collections import deque
 
-from app.domain import estimate_prompt_tokens
+from app.domain.messages import estimate_prompt_tokens
 from engines.base import EngineBase, EngineCapabilities
 
 
@@ -31,7 +31,7 @@ def send(qtbot, app, text: str) -> None:
 
 def wire_engine(wire: str, server_url: str):
     """A real cloud engine of ``wire`` ("openai" / "anthropic") against a fault server."""
-    from app.providers import ProviderConfig
+    from app.config.providers import ProviderConfig
     from engines.anthropic import AnthropicEngine
     from engines.openai_compat import OpenAICompatEngine
 
@@ -45,7 +45,7 @@ def wire_engine(wire: str, server_url: str):
 def reply(*deltas: str, prompt_tokens: int = 30, ttft_ms: float = 120.0,
           tokens_per_s: float = 42.5) -> list:
     """The events of one known reply: each delta (one token each), its usage, a clean stop."""
-    from app.domain import Finished, FinishReason, TextDelta, Usage
+    from app.domain.messages import Finished, FinishReason, TextDelta, Usage
 
     return [*(TextDelta(d) for d in deltas), Usage(prompt_tokens, len(deltas)),
             Finished(FinishReason.STOP, ttft_ms=ttft_ms, tokens_per_s=tokens_per_s)]
@@ -54,7 +54,7 @@ def reply(*deltas: str, prompt_tokens: int = 30, ttft_ms: float = 120.0,
 def held_open(*deltas: str):
     """A long reply: streams ``deltas``, then waits (as a model still decoding would) until the
     turn is cancelled; ScriptedEngine then ends it as cancelled."""
-    from app.domain import TextDelta
+    from app.domain.messages import TextDelta
 
     def play(request, cancel):
         yield from (TextDelta(d) for d in deltas)
@@ -103,7 +103,7 @@ class ScriptedEngine(EngineBase):
     # -- what the window uses --------------------------------------------------------------------
     @property
     def capabilities(self) -> EngineCapabilities:  # type: ignore[override]
-        """What it stands in for: the local model (app.sampling's "local" row), loading in the
+        """What it stands in for: the local model (app.domain.sampling's "local" row), loading in the
         background, its attempts in the usage ledger once the window wired it."""
         return EngineCapabilities(knob_kind="local", loads_in_background=True,
                                   logs_own_attempts=self.on_attempt is not None)
@@ -120,7 +120,7 @@ class ScriptedEngine(EngineBase):
 
     def wait_ready(self, timeout: float | None = 60) -> None:
         if not self._loaded.wait(timeout):
-            from app.errors import EngineError
+            from app.domain.errors import EngineError
 
             raise EngineError(f"The model {self.model} is still loading.")
 
@@ -129,7 +129,7 @@ class ScriptedEngine(EngineBase):
         return estimate_prompt_tokens(messages), False
 
     def stream(self, request, cancel):
-        from app.domain import Finished, FinishReason, TextDelta, Usage
+        from app.domain.messages import Finished, FinishReason, TextDelta, Usage
 
         self.requests.append(request)
         script = self.scripts.popleft() if self.scripts else reply("(no reply was scripted)")
@@ -206,7 +206,7 @@ def manual_ticker():
 
 
 class FixedEngines:
-    """An ``app.pipeline.EngineSource`` that answers every turn with one engine (local or
+    """An ``app.chat.pipeline.EngineSource`` that answers every turn with one engine (local or
     cloud alike): drives the turn pipeline with a scripted engine."""
 
     connectivity = None
@@ -223,7 +223,7 @@ class FixedEngines:
 
     def cloud(self, provider, model=None):
         if self.cloud_engine is None:
-            from app.errors import UsageError
+            from app.domain.errors import UsageError
 
             raise UsageError(f"No cloud engine for {provider} in this test.")
         return self.cloud_engine

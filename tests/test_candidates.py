@@ -10,13 +10,21 @@ import threading
 
 import pytest
 
-from app.candidates import CandidatesEngine, Plan, extractor, normalise
-from app.chat_service import ChatService, TurnOptions
-from app.domain import ChatMessage, ChatRequest, Finished, FinishReason, Role, TextDelta, Usage
-from app.errors import UsageError
-from app.ledger import UsageLedger
-from app.settings import Settings
-from app.store import Store
+from app.chat.candidates import CandidatesEngine, Plan, extractor, normalise
+from app.chat.service import ChatService, TurnOptions
+from app.config.settings import Settings
+from app.domain.errors import UsageError
+from app.domain.messages import (
+    ChatMessage,
+    ChatRequest,
+    Finished,
+    FinishReason,
+    Role,
+    TextDelta,
+    Usage,
+)
+from app.storage.ledger import UsageLedger
+from app.storage.store import Store
 from engines.base import EngineBase, EngineCapabilities, EngineInfo
 
 
@@ -24,12 +32,13 @@ class Scripted(EngineBase):
     """Replies from a script, one per call: (text, mean_logprob). Records the requests and how
     many streams ran at once."""
 
+    info = EngineInfo("test", "scripted")
+
     def __init__(self, replies, kind="local", delay=0.0):
         self.replies = list(replies)
         self.capabilities = EngineCapabilities(knob_kind=kind)
         self.delay = delay
         self.requests: list[ChatRequest] = []
-        self.info = EngineInfo("test", "scripted")
         self._lock = threading.Lock()
         self.running = self.most_at_once = 0
 

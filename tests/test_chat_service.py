@@ -10,13 +10,25 @@ import threading
 
 import pytest
 
-from app.chat_service import (FLUSH_INTERVAL_S, ChatService, TurnOptions, history_messages,
-                              title_from)
-from app.domain import (ChatMessage, Finished, FinishReason, MessageStatus, Role, TextDelta,
-                        Usage)
-from app.errors import EngineError, UsageError
-from app.settings import Settings
-from app.store import Store
+from app.chat.service import (
+    FLUSH_INTERVAL_S,
+    ChatService,
+    TurnOptions,
+    history_messages,
+    title_from,
+)
+from app.config.settings import Settings
+from app.domain.errors import EngineError, UsageError
+from app.domain.messages import (
+    ChatMessage,
+    Finished,
+    FinishReason,
+    MessageStatus,
+    Role,
+    TextDelta,
+    Usage,
+)
+from app.storage.store import Store
 from engines.base import Engine, EngineBase, EngineInfo
 from tests.support import Clock
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from app.domain import MessageStatus, Role
-from app.store import Store
+from app.domain.messages import MessageStatus, Role
+from app.storage.store import Store
 
 
 def cli(*args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -17,23 +17,63 @@ import threading
 import time
 
 import pytest
+from fault_server import (
+    DEFAULT_CHUNKS,
+    DEFAULT_TEXT,
+    PROMPT_TOKENS,
+    U2028_CHUNKS,
+    UTF8_CHUNKS,
+    CleanEOF,
+    Custom,
+    Cut,
+    ErrorEvent,
+    Exchange,
+    FaultServer,
+    JsonInsteadOfStream,
+    Normal,
+    Stall,
+    Status,
+    context_too_long,
+    crlf,
+    fault_server,
+    keepalive_then_text,
+    overloaded,
+    overloaded_event,
+    rate_limited,
+    refused_url,
+    server_error,
+    slow_first_token,
+    u2028,
+    unauthorized,
+    utf8_split,
+)
 
-from app.domain import (ChatMessage, ChatRequest, Finished, FinishReason, Role, TextDelta, Usage,
-                        accumulate)
-from app.errors import (AuthError, ConnectionFailed, ContextTooLong, OutpostError,
-                        ProviderError, ProviderUnavailable, RateLimited, StreamInterrupted,
-                        TimeoutError_)
-from app.providers import ProviderConfig
+from app.config.providers import ProviderConfig
+from app.domain.errors import (
+    AuthError,
+    ConnectionFailed,
+    ContextTooLong,
+    OutpostError,
+    ProviderError,
+    ProviderUnavailable,
+    RateLimited,
+    StreamInterrupted,
+    TimeoutError_,
+)
+from app.domain.messages import (
+    ChatMessage,
+    ChatRequest,
+    Finished,
+    FinishReason,
+    Role,
+    TextDelta,
+    Usage,
+    accumulate,
+)
 from engines.anthropic import AnthropicEngine
 from engines.cloud import USER_AGENT, estimate_tokens
 from engines.http_policy import AttemptRecord, RetryPolicy, Timeouts
 from engines.openai_compat import OpenAICompatEngine
-from fault_server import (DEFAULT_CHUNKS, DEFAULT_TEXT, PROMPT_TOKENS, U2028_CHUNKS, UTF8_CHUNKS,
-                          CleanEOF, Custom, Cut, ErrorEvent, Exchange, FaultServer,
-                          JsonInsteadOfStream, Normal, Stall, Status, context_too_long,
-                          crlf, fault_server, keepalive_then_text, overloaded, overloaded_event,
-                          rate_limited, refused_url, server_error, slow_first_token, u2028,
-                          unauthorized, utf8_split)
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import socket
 
-from app.connectivity import MAX_BACKOFF_S, Connectivity, LinkState
+from app.chat.connectivity import MAX_BACKOFF_S, Connectivity, LinkState
 from engines.http_policy import AttemptRecord
 from tests.support import Clock
 

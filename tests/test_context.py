@@ -9,11 +9,11 @@ import threading
 
 import pytest
 
-from app.chat_service import ChatService, TurnOptions
-from app.context import MessageTooLong, fit_messages
-from app.domain import ChatMessage, Role
-from app.settings import Settings
-from app.store import Store
+from app.chat.service import ChatService, TurnOptions
+from app.config.settings import Settings
+from app.domain.context import MessageTooLong, fit_messages
+from app.domain.messages import ChatMessage, Role
+from app.storage.store import Store
 
 
 class WordCounter:
@@ -86,7 +86,7 @@ def small_engine(bundled_model):
 
 @pytest.mark.local_model
 def test_local_counts_are_the_model_tokenizers(local_engine):
-    from app.domain import ChatRequest
+    from app.domain.messages import ChatRequest
 
     messages = (ChatMessage(Role.SYSTEM, "You are terse."), ChatMessage(Role.USER, "Hi there!"))
     tokens, exact = local_engine.count_prompt(messages)
@@ -150,7 +150,7 @@ def test_cli_refuses_an_oversize_prompt_with_exit_2(outpost_home):
 def test_a_users_context_window_wins_over_the_table(outpost_home):
     import json
 
-    from app.metering import CloudCounter, context_overrides_path
+    from app.accounting.metering import CloudCounter, context_overrides_path
 
     assert CloudCounter("openai", "my-vllm-model").context_window is None  # unknown
     known = CloudCounter("openai", "gpt-4o-mini").context_window

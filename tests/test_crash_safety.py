@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from app.domain import MessageStatus, Role
-from app.store import Store
+from app.domain.messages import MessageStatus, Role
+from app.storage.store import Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.local_model]
 

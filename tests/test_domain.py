@@ -5,9 +5,20 @@ import math
 
 import pytest
 
-from app.domain import (ChatMessage, ChatRequest, Finished, FinishReason, Message,
-                        MessageStatus, Reply, Role, TextDelta, Usage, accumulate)
-from app.errors import OutpostError, UsageError
+from app.domain.errors import OutpostError, UsageError
+from app.domain.messages import (
+    ChatMessage,
+    ChatRequest,
+    Finished,
+    FinishReason,
+    Message,
+    MessageStatus,
+    Reply,
+    Role,
+    TextDelta,
+    Usage,
+    accumulate,
+)
 
 HELLO = (ChatMessage(Role.USER, "hello"),)
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from app.errors import ModelError, ModelInvalid, ModelNotFound
+from app.domain.errors import ModelError, ModelInvalid, ModelNotFound
 from engines.gguf import read_gguf
 from engines.llama_local import LocalEngine
 

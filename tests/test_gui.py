@@ -13,8 +13,8 @@ import threading
 import pytest
 from PySide6.QtCore import QCoreApplication, Qt
 
-from app.domain import MessageStatus, Role, TextDelta
-from app.settings import Settings
+from app.config.settings import Settings
+from app.domain.messages import MessageStatus, Role, TextDelta
 from tests.support import ScriptedEngine, held_open, manual_ticker, reply
 
 pytestmark = pytest.mark.gui

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from PySide6.QtCore import Qt
 
-from app.domain import ChatMessage, ChatRequest, Role
-from app.outbox import Outbox, OutboxState
-from app.store import Store
+from app.domain.messages import ChatMessage, ChatRequest, Role
+from app.storage.outbox import Outbox, OutboxState
+from app.storage.store import Store
 
 pytestmark = pytest.mark.gui
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.domain import MessageStatus, Role
-from app.settings import Settings
+from app.config.settings import Settings
+from app.domain.messages import MessageStatus, Role
 from tests.support import send
 
 pytestmark = [pytest.mark.gui, pytest.mark.local_model]
@@ -56,7 +56,7 @@ def test_add_provider_test_connection_and_chat_through_it(qtbot, outpost, llama_
 
 
 def test_unreachable_provider_is_answered_locally_under_auto(qtbot, outpost):
-    from app.providers import ProviderConfig
+    from app.config.providers import ProviderConfig
 
     outpost.registry.add(ProviderConfig("down", "openai", "http://127.0.0.1:9/v1", "m"))
     # failover, not a hedge: the retries' backoff (up to ~1.9 s) must not race a 2.5 s hedge
@@ -77,7 +77,7 @@ def test_unreachable_provider_is_answered_locally_under_auto(qtbot, outpost):
 
 
 def test_cloud_only_unreachable_waits_in_the_outbox(qtbot, outpost, artifacts_dir):
-    from app.providers import ProviderConfig
+    from app.config.providers import ProviderConfig
 
     outpost.registry.add(ProviderConfig("down", "openai", "http://127.0.0.1:9/v1", "m"))
     window = outpost.window

@@ -9,11 +9,12 @@ import sys
 
 import pytest
 
-from app.domain import MessageStatus, Role
-from app.providers import ProviderConfig
-from app.settings import Settings
+from app.config.providers import ProviderConfig
+from app.config.settings import Settings
+from app.domain.messages import MessageStatus, Role
 from tests.fault_server import Cut, fault_server, refused_url
-from tests.support import reply as known_reply, send
+from tests.support import reply as known_reply
+from tests.support import send
 
 pytestmark = pytest.mark.gui
 
@@ -119,12 +120,12 @@ socket.getaddrinfo = lookup
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 from PySide6.QtCore import QEventLoop, QTimer, Qt
 from PySide6.QtWidgets import QApplication
-from app.providers import ProviderConfig
+from app.config.providers import ProviderConfig
 from ui.app import OutpostApp
 
 mode = sys.argv[1]
 qt = QApplication([])
-from app.settings import Settings
+from app.config.settings import Settings
 settings = Settings()
 settings.set("max_tokens", 16)  # short replies: the test is about sockets, not prose
 app = OutpostApp(settings=settings)
@@ -208,7 +209,7 @@ def test_default_route_menu_applies_to_new_chats_and_is_remembered(qtbot, outpos
 @pytest.mark.local_model
 def test_composer_meter_counts_the_draft_exactly_in_the_background(qtbot, outpost,
                                                                    artifacts_dir):
-    from app.domain import ChatMessage, Role
+    from app.domain.messages import ChatMessage, Role
 
     window = outpost.window
     meter = window.meter
@@ -232,7 +233,7 @@ def test_quota_in_the_window_refuses_and_the_usage_view_shows_it(qtbot, scripted
                                                                scripted_engine, artifacts_dir):
     """Scripted: the first reply uses exactly 30 + 12 tokens, past the 40-token quota set after
     it, whatever a model would have said."""
-    from app.chat_service import default_user_id
+    from app.config.settings import default_user_id
 
     scripted_engine.script(known_reply(*["word "] * 12, prompt_tokens=30))
     window = scripted.window

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.providers import ProviderConfig
-from tests.support import reply as known_reply, send
+from app.config.providers import ProviderConfig
+from tests.support import reply as known_reply
+from tests.support import send
 
 pytestmark = pytest.mark.gui
 
@@ -110,7 +111,7 @@ def test_json_mode_with_a_schema_in_the_window(qtbot, outpost, artifacts_dir):
 
 @pytest.mark.local_model
 def test_turns_left_out_to_fit_are_announced_and_stay_announced(qtbot, outpost):
-    from app.domain import Role
+    from app.domain.messages import Role
 
     window = outpost.window
     store = outpost.store

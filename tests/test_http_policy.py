@@ -4,9 +4,20 @@ from __future__ import annotations
 import datetime as dt
 import random
 
-from app.errors import AuthError, BadRequest, ContextTooLong, ProviderUnavailable, RateLimited
-from engines.http_policy import (RetryPolicy, error_from_status, parse_retry_after,
-                                 rate_limit_headers, should_retry_header)
+from app.domain.errors import (
+    AuthError,
+    BadRequest,
+    ContextTooLong,
+    ProviderUnavailable,
+    RateLimited,
+)
+from engines.http_policy import (
+    RetryPolicy,
+    error_from_status,
+    parse_retry_after,
+    rate_limit_headers,
+    should_retry_header,
+)
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, 0, tzinfo=dt.timezone.utc)
 

@@ -21,8 +21,8 @@ def loaded_after(*imports: str) -> set[str]:
 
 
 def test_core_and_engines_never_import_qt():
-    modules = loaded_after("app", "app.cli", "app.chat_service", "app.store", "app.settings",
-                           "app.domain", "engines", "engines.llama_local", "engines.registry",
+    modules = loaded_after("app", "app.cli", "app.chat.service", "app.storage.store", "app.config.settings",
+                           "app.domain.messages", "engines", "engines.llama_local", "engines.registry",
                            "engines.gguf", "engines.chat_format", "engines.model_files")
     assert "PySide6" not in modules
     assert "shiboken6" not in modules
@@ -30,7 +30,7 @@ def test_core_and_engines_never_import_qt():
     assert "app" in modules and "engines" in modules  # the imports really happened
 
 
-@pytest.mark.parametrize("module", ["engines.registry", "app.cli", "app.chat_service",
+@pytest.mark.parametrize("module", ["engines.registry", "app.cli", "app.chat.service",
                                     "engines.llama_local"])
 def test_llama_cpp_is_imported_lazily(module):
     modules = loaded_after(module)
@@ -44,9 +44,9 @@ def test_a_headless_turn_never_imports_qt(bundled_model):
     code = (
         "import sys, threading\n"
         "from pathlib import Path\n"
-        "from app.chat_service import ChatService, TurnOptions\n"
-        "from app.settings import Settings\n"
-        "from app.store import Store\n"
+        "from app.chat.service import ChatService, TurnOptions\n"
+        "from app.config.settings import Settings\n"
+        "from app.storage.store import Store\n"
         "from engines.registry import create_local_engine\n"
         "settings = Settings()\n"
         "store = Store()\n"

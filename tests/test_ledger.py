@@ -10,10 +10,10 @@ import threading
 
 import pytest
 
-from app.chat_service import ChatService, TurnOptions
-from app.ledger import UsageLedger, start_of_day, start_of_month
-from app.settings import Settings
-from app.store import Store
+from app.chat.service import ChatService, TurnOptions
+from app.config.settings import Settings
+from app.storage.ledger import UsageLedger, start_of_day, start_of_month
+from app.storage.store import Store
 from engines.http_policy import AttemptRecord
 
 
@@ -60,8 +60,8 @@ def test_totals_by_profile_day_and_month(tmp_path):
 
 WRITER = """
 import sys
-from app.ledger import UsageLedger
-from app.store import Store
+from app.storage.ledger import UsageLedger
+from app.storage.store import Store
 from engines.http_policy import AttemptRecord
 store = Store(sys.argv[1])
 ledger = UsageLedger(store, sys.argv[2])
@@ -120,10 +120,10 @@ def test_cli_usage_reports_today(outpost_home):
 
 
 def test_a_priced_cloud_turn_costs_what_the_table_says(tmp_path):
-    from app.ledger import make_ledger
-    from app.metering import price_table
-    from app.pricing import cost_of
-    from app.domain import Usage
+    from app.accounting.metering import price_table
+    from app.accounting.pricing import cost_of
+    from app.domain.messages import Usage
+    from app.storage.ledger import make_ledger
     from tests.fault_server import fault_server, normal
     from tests.test_router import cloud
 

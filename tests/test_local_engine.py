@@ -6,9 +6,17 @@ import threading
 import psutil
 import pytest
 
-from app.domain import (ChatMessage, ChatRequest, Finished, FinishReason, Role, TextDelta, Usage,
-                        accumulate)
-from app.errors import EngineError, ModelLoadFailed
+from app.domain.errors import EngineError, ModelLoadFailed
+from app.domain.messages import (
+    ChatMessage,
+    ChatRequest,
+    Finished,
+    FinishReason,
+    Role,
+    TextDelta,
+    Usage,
+    accumulate,
+)
 from engines.base import Engine
 from engines.llama_local import PROMPT_CHUNK, ContextOverflow, LoadSettings, LocalEngine
 

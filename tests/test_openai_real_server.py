@@ -5,11 +5,11 @@ import threading
 
 import pytest
 
-from app.chat_service import ChatService, TurnOptions
-from app.domain import MessageStatus
-from app.providers import ProviderConfig
-from app.settings import Settings
-from app.store import Store
+from app.chat.service import ChatService, TurnOptions
+from app.config.providers import ProviderConfig
+from app.config.settings import Settings
+from app.domain.messages import MessageStatus
+from app.storage.store import Store
 from engines.openai_compat import OpenAICompatEngine
 
 pytestmark = pytest.mark.local_model

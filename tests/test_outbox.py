@@ -17,14 +17,14 @@ from collections import Counter
 
 import pytest
 
-from app.chat_service import ChatService, TurnOptions
-from app.domain import MessageStatus, Role
-from app.errors import UsageError
-from app.outbox import Outbox, OutboxItem, OutboxState
-from app.outbox_sender import OutboxSender
-from app.providers import ProviderConfig
-from app.settings import Settings
-from app.store import Store, this_writer
+from app.chat.outbox_sender import OutboxSender
+from app.chat.service import ChatService, TurnOptions
+from app.config.providers import ProviderConfig
+from app.config.settings import Settings
+from app.domain.errors import UsageError
+from app.domain.messages import MessageStatus, Role
+from app.storage.outbox import Outbox, OutboxItem, OutboxState
+from app.storage.store import Store, this_writer
 from engines.http_policy import RetryPolicy, Timeouts
 from engines.openai_compat import OpenAICompatEngine
 from tests.fault_server import fault_server, normal, refused_url, unauthorized

@@ -7,7 +7,6 @@ environment outside the source tree, and used from a temporary directory with no
 from __future__ import annotations
 
 import fnmatch
-import os
 import subprocess
 import sys
 import tomllib
@@ -99,7 +98,7 @@ def test_the_wheel_installs_into_a_fresh_venv_and_answers_offline(tmp_path):
     assert '"event": "delta"' in answer.stdout
     # the shipped tokenizer vocabularies load from the installed package, offline
     counted = run(["unshare", "-rn", str(venv / "bin" / "python"), "-c",
-                   "from app.tokens import get_encoding; "
+                   "from app.accounting.tokens import get_encoding; "
                    "print(len(get_encoding('o200k_base').encode('hello world')))"],
                   cwd=workdir, env=env, timeout=120)
     assert counted.stdout.strip() == "2"

@@ -1,4 +1,4 @@
-"""The turn pipeline (``app.pipeline``) is the whole of a turn: a third front end needs no routing,
+"""The turn pipeline (``app.chat.pipeline``) is the whole of a turn: a third front end needs no routing,
 engine or outbox code of its own. Proved by driving it directly with a scripted engine and
 comparing the rows it stores with those of the CLI path (``outpost ask``), given the same engine."""
 from __future__ import annotations
@@ -8,13 +8,13 @@ import threading
 import pytest
 
 from app import cli
-from app.chat_service import TurnOptions
+from app.chat.pipeline import ModelLoading, TurnEnded, TurnPipeline, TurnStarted, TurnTarget
+from app.chat.service import TurnOptions
 from app.compose import build_service
-from app.domain import Finished, TextDelta, Usage
-from app.errors import Cancelled, NoProviderForCloud
-from app.pipeline import (ModelLoading, TurnEnded, TurnPipeline, TurnStarted, TurnTarget)
-from app.settings import Settings
-from app.store import Store
+from app.config.settings import Settings
+from app.domain.errors import Cancelled, NoProviderForCloud
+from app.domain.messages import Finished, TextDelta, Usage
+from app.storage.store import Store
 from tests.support import FixedEngines, ScriptedEngine, held_open, reply
 
 SCRIPT = ("The", " sea", " is", " wide", ".")

@@ -1,4 +1,4 @@
-"""Price and context-window tables, model matching and the cost math (app/pricing.py)."""
+"""Price and context-window tables, model matching and the cost math (app/accounting/pricing.py)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -9,11 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from app.domain import Usage
-from app.errors import UsageError
-from app.pricing import (CONTEXT_WINDOWS_PATH, PRICES_PATH, ContextTable, Cost, Price, PriceTable,
-                         cost_of, estimate_before_sending, format_usd)
-from app.providers import PRESETS
+from app.accounting.pricing import (
+    CONTEXT_WINDOWS_PATH,
+    PRICES_PATH,
+    ContextTable,
+    Cost,
+    Price,
+    PriceTable,
+    cost_of,
+    estimate_before_sending,
+    format_usd,
+)
+from app.config.providers import PRESETS
+from app.domain.errors import UsageError
+from app.domain.messages import Usage
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +236,7 @@ def test_models_we_cannot_price_are_unknown(prices, windows, provider, model):
 
 
 def test_the_ledger_prices_through_the_table(prices):
-    from app.ledger import UsageLedger
+    from app.storage.ledger import UsageLedger
 
     ledger = UsageLedger(None, "ana", lambda kind, provider, model: prices.price_for(kind, model))
     usd, estimated = ledger.cost("openai", "openrouter", "openai/gpt-4o-mini", Usage(1000, 500))
@@ -312,8 +321,8 @@ def test_the_presets_default_cloud_models_are_priced(prices, windows):
 
 
 def test_pricing_never_imports_qt():
-    code = ("import sys, app.pricing\n"
-            "app.pricing.PriceTable.load(); app.pricing.ContextTable.load()\n"
+    code = ("import sys, app.accounting.pricing\n"
+            "app.accounting.pricing.PriceTable.load(); app.accounting.pricing.ContextTable.load()\n"
             "print('PySide6' in sys.modules, 'ui' in sys.modules)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)

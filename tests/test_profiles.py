@@ -10,15 +10,23 @@ import sys
 
 import pytest
 
-from app.chat_service import ChatService
-from app.domain import Role
-from app.errors import UsageError
-from app.ledger import UsageLedger
-from app.profiles import (FREE_TRIES, NotAllowed, Profile, ProfileError, Profiles, WrongPin,
-                          hash_pin, pin_matches)
-from app.quotas import QuotaBook
-from app.settings import Settings
-from app.store import Store
+from app.chat.service import ChatService
+from app.config.settings import Settings
+from app.domain.errors import UsageError
+from app.domain.messages import Role
+from app.storage.ledger import UsageLedger
+from app.storage.profiles import (
+    FREE_TRIES,
+    NotAllowed,
+    Profile,
+    ProfileError,
+    Profiles,
+    WrongPin,
+    hash_pin,
+    pin_matches,
+)
+from app.storage.quotas import QuotaBook
+from app.storage.store import Store
 
 
 @pytest.fixture
@@ -116,8 +124,9 @@ def test_removing_a_profile_with_conversations_needs_consent(store):
 
 @pytest.mark.local_model
 def test_conversations_and_usage_belong_to_the_profile(store, bundled_model):
-    from engines.llama_local import LocalEngine
     import threading
+
+    from engines.llama_local import LocalEngine
 
     settings = Settings(store.path.parent / "settings.json")
     profiles = Profiles(store)
@@ -152,7 +161,7 @@ def test_conversations_and_usage_belong_to_the_profile(store, bundled_model):
 
 
 def _short():
-    from app.chat_service import TurnOptions
+    from app.chat.service import TurnOptions
 
     return TurnOptions(max_tokens=4, temperature=0.0)
 
@@ -228,8 +237,8 @@ def test_cli_history_and_usage_are_per_profile(outpost_home):
 
 
 def test_the_outbox_lists_only_the_profiles_own_queued_messages(store):
-    from app.domain import ChatMessage, ChatRequest
-    from app.outbox import Outbox
+    from app.domain.messages import ChatMessage, ChatRequest
+    from app.storage.outbox import Outbox
 
     profiles = Profiles(store)
     profiles.ensure_default("ana")

@@ -10,14 +10,12 @@ import sys
 
 import pytest
 
-from app.ledger import UsageLedger
-from app.profiles import Profile
-from app.quotas import (QuotaBook, QuotaExceeded, QuotaGuard, RateLimitedLocally,
-                        TokenBucket)
-from app.store import Store
+from app.storage.ledger import UsageLedger
+from app.storage.profiles import Profile
+from app.storage.quotas import QuotaBook, QuotaExceeded, QuotaGuard, RateLimitedLocally, TokenBucket
+from app.storage.store import Store
 from engines.http_policy import AttemptRecord
 from tests.support import Clock
-
 
 ADMIN = Profile("admin", is_admin=True)
 

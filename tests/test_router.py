@@ -9,14 +9,14 @@ import threading
 
 import pytest
 
-from app.chat_service import ChatService, TurnOptions
-from app.connectivity import Connectivity, LinkState
-from app.domain import MessageStatus
-from app.errors import AuthError
-from app.providers import ProviderConfig
-from app.router import RoutedEngine
-from app.settings import Settings
-from app.store import Store
+from app.chat.connectivity import Connectivity, LinkState
+from app.chat.router import RoutedEngine
+from app.chat.service import ChatService, TurnOptions
+from app.config.providers import ProviderConfig
+from app.config.settings import Settings
+from app.domain.errors import AuthError
+from app.domain.messages import MessageStatus
+from app.storage.store import Store
 from engines.http_policy import RetryPolicy, Timeouts
 from engines.openai_compat import OpenAICompatEngine
 from tests.fault_server import fault_server, normal, unauthorized

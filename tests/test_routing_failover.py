@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from app.chat_service import ChatService, TurnOptions
-from app.connectivity import Connectivity
-from app.domain import FinishReason, Finished, MessageStatus, Seam, TextDelta, Usage
-from app.providers import ProviderConfig
-from app.router import RoutedEngine
-from app.settings import Settings
-from app.store import Store
+from app.chat.connectivity import Connectivity
+from app.chat.router import RoutedEngine
+from app.chat.service import ChatService, TurnOptions
+from app.config.providers import ProviderConfig
+from app.config.settings import Settings
+from app.domain.messages import Finished, FinishReason, MessageStatus, Seam, TextDelta, Usage
+from app.storage.store import Store
 from engines.http_policy import Timeouts
 from engines.openai_compat import OpenAICompatEngine
 from tests.fault_server import Cut, Normal, fault_server, normal, slow_first_token
@@ -63,7 +63,7 @@ def test_stream_cut_mid_answer_is_continued_locally_in_the_same_message(tmp_path
 def test_the_local_model_continues_from_the_partial_text(local_engine):
     """Greedy decoding: continuing from a prefix gives what the model would have written after
     that prefix, not a fresh answer."""
-    from app.domain import ChatMessage, ChatRequest, Role, accumulate
+    from app.domain.messages import ChatMessage, ChatRequest, Role, accumulate
 
     messages = (ChatMessage(Role.USER, "Count from one to ten in words."),)
     full = accumulate(local_engine.stream(ChatRequest("m", messages, temperature=0.0,

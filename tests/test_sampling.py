@@ -10,13 +10,13 @@ import threading
 
 import pytest
 
-from app.chat_service import ChatService, TurnOptions
-from app.domain import ChatMessage, ChatRequest, Role
-from app.errors import UsageError
-from app.presets import PresetBook
-from app.sampling import CAPABILITIES, KNOB_NAMES, check, sent_params
-from app.settings import Settings
-from app.store import Store
+from app.chat.service import ChatService, TurnOptions
+from app.config.presets import PresetBook
+from app.config.settings import Settings
+from app.domain.errors import UsageError
+from app.domain.messages import ChatMessage, ChatRequest, Role
+from app.domain.sampling import CAPABILITIES, KNOB_NAMES, check, sent_params
+from app.storage.store import Store
 from tests.fault_server import fault_server
 from tests.support import wire_engine
 

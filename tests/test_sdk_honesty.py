@@ -14,16 +14,29 @@ import pytest
 anthropic = pytest.importorskip("anthropic")
 openai = pytest.importorskip("openai")
 
-from app.domain import (ChatMessage, ChatRequest, FinishReason, Role,  # noqa: E402
-                        accumulate)
-from app.errors import ContextTooLong, RateLimited  # noqa: E402
-from app.providers import ProviderConfig  # noqa: E402
+from fault_server import (  # noqa: E402
+    DEFAULT_TEXT,
+    PROMPT_TOKENS,
+    U2028_CHUNKS,
+    UTF8_CHUNKS,
+    Cut,
+    ErrorEvent,
+    Normal,
+    context_too_long,
+    crlf,
+    fault_server,
+    rate_limited,
+    u2028,
+    unauthorized,
+    utf8_split,
+)
+
+from app.config.providers import ProviderConfig  # noqa: E402
+from app.domain.errors import ContextTooLong, RateLimited  # noqa: E402
+from app.domain.messages import ChatMessage, ChatRequest, FinishReason, Role, accumulate  # noqa: E402
 from engines.anthropic import AnthropicEngine  # noqa: E402
 from engines.http_policy import RetryPolicy, Timeouts  # noqa: E402
 from engines.openai_compat import OpenAICompatEngine  # noqa: E402
-from fault_server import (DEFAULT_TEXT, PROMPT_TOKENS, U2028_CHUNKS, UTF8_CHUNKS,  # noqa: E402
-                          Cut, ErrorEvent, Normal, context_too_long, crlf, fault_server,
-                          rate_limited, u2028, unauthorized, utf8_split)
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -11,7 +11,7 @@ import sys
 import keyring
 import pytest
 
-from app.secrets import InsecureKeyring, KeyStore, mask
+from app.config.secrets import InsecureKeyring, KeyStore, mask
 
 KEY = "sk-outpost-test-9f8e7d6c5b4a3210ZZZZ"
 

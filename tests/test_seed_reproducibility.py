@@ -18,7 +18,7 @@ import threading
 
 import pytest
 
-from app.domain import ChatMessage, ChatRequest, Role, accumulate
+from app.domain.messages import ChatMessage, ChatRequest, Role, accumulate
 from tests.conftest import outpost_cmd
 from tests.support import send
 

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from app import paths
-from app.errors import UsageError
-from app.settings import SCHEMA, SETTINGS_VERSION, Settings
+from app.config import paths
+from app.config.settings import SCHEMA, SETTINGS_VERSION, Settings
+from app.domain.errors import UsageError
 
 DEFAULTS = {
     "model_path": "", "context_cap": 4096, "n_threads": 0, "gpu_offload": True,

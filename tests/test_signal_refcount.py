@@ -24,12 +24,12 @@ CHILD = r"""
 import json, os, sys, threading
 from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal, Slot
 
-from app.chat_service import ChatService, TurnOptions
-from app.domain import Finished, FinishReason, TextDelta, Usage
-from app.settings import Settings
-from app.store import Store
+from app.chat.service import ChatService, TurnOptions
+from app.domain.messages import Finished, FinishReason, TextDelta, Usage
+from app.config.settings import Settings
+from app.storage.store import Store
 from engines.base import EngineBase, EngineInfo
-from app.pipeline import TurnPipeline
+from app.chat.pipeline import TurnPipeline
 from tests.support import FixedEngines
 from ui.stream_worker import StreamWorker
 

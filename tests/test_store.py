@@ -13,11 +13,11 @@ import psutil
 import pytest
 import sqlite_utils
 
-from app import paths
-from app.domain import MessageStatus, Role
-from app.errors import UsageError
-from app.migrations import MIGRATIONS
-from app.store import BUSY_TIMEOUT_MS, Store, this_writer, writer_alive
+from app.config import paths
+from app.domain.errors import UsageError
+from app.domain.messages import MessageStatus, Role
+from app.storage.migrations import MIGRATIONS
+from app.storage.store import BUSY_TIMEOUT_MS, Store, this_writer, writer_alive
 
 
 @pytest.fixture
@@ -239,7 +239,7 @@ def test_mark_orphaned_streaming_in_a_second_process_leaves_our_row(store):
     """Another process (the CLI next to the window) must not touch a live writer's row."""
     conversation = store.create_conversation("c")
     live = store.add_message(conversation.id, Role.ASSISTANT, "", status=MessageStatus.STREAMING)
-    code = ("import sys; from app.store import Store; "
+    code = ("import sys; from app.storage.store import Store; "
             "print(Store(sys.argv[1]).mark_orphaned_streaming())")
     out = subprocess.run([sys.executable, "-c", code, str(store.path)], capture_output=True,
                          text=True, timeout=60, env=os.environ.copy())
@@ -286,7 +286,7 @@ def test_two_threads_writing_at_once_lose_nothing(store):
 
 
 def _raised_by(path, action) -> Exception:
-    from app.store import storage_errors
+    from app.storage.store import storage_errors
 
     with pytest.raises(Exception) as caught:
         with storage_errors(path):
@@ -296,7 +296,7 @@ def _raised_by(path, action) -> Exception:
 
 def test_storage_errors_are_classified_by_sqlite_result_code_not_wording(tmp_path, store,
                                                                         db_path):
-    from app.errors import KnownStorageError, StorageError
+    from app.domain.errors import KnownStorageError, StorageError
 
     # locked by another connection (SQLITE_BUSY): the user can act on it
     holder = sqlite3.connect(db_path, isolation_level=None)

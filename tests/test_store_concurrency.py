@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import multiprocessing
 
-from app.store import Store
+from app.storage.store import Store
 
 
 def _open_and_write(path: str, n: int) -> None:

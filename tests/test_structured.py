@@ -11,14 +11,21 @@ import threading
 
 import pytest
 
-from app.chat_service import ChatService, TurnOptions
-from app.domain import (ChatMessage, ChatRequest, Finished, FinishReason, Role, TextDelta,
-                        Usage)
-from app.errors import UsageError
-from app.providers import ProviderConfig
-from app.settings import Settings
-from app.store import Store
-from app.structured import check_schema, lenient, validate
+from app.chat.service import ChatService, TurnOptions
+from app.config.providers import ProviderConfig
+from app.config.settings import Settings
+from app.domain.errors import UsageError
+from app.domain.messages import (
+    ChatMessage,
+    ChatRequest,
+    Finished,
+    FinishReason,
+    Role,
+    TextDelta,
+    Usage,
+)
+from app.domain.structured import check_schema, lenient, validate
+from app.storage.store import Store
 from engines.base import EngineBase, EngineCapabilities, EngineInfo
 from engines.openai_compat import OpenAICompatEngine
 from tests.fault_server import fault_server
@@ -62,11 +69,11 @@ class Scripted(EngineBase):
     against the fault server and the real model below)."""
 
     capabilities = EngineCapabilities(knob_kind="local")
+    info = EngineInfo("test", "scripted")
 
     def __init__(self, *texts: str):
         self.texts = list(texts)
         self.requests: list[ChatRequest] = []
-        self.info = EngineInfo("test", "scripted")
 
     def stream(self, request, cancel):
         self.requests.append(request)
@@ -104,7 +111,7 @@ def test_fenced_json_is_repaired_leniently_without_asking_again(service):
 
 
 def test_invalid_json_is_asked_again_once_with_the_error(service):
-    from app.domain import Restart
+    from app.domain.messages import Restart
 
     engine = Scripted('{"name": "Ada"}', '{"name": "Ada", "age": 36}')
     turn, events, message = run(service, engine)
@@ -168,7 +175,7 @@ def tool_reply(text):
 
 @pytest.mark.local_model
 def test_local_grammar_gives_valid_json_20_times_out_of_20(local_engine):
-    from app.structured import response_format
+    from app.domain.structured import response_format
 
     schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
                                                "population": {"type": "integer"}},
@@ -227,7 +234,7 @@ def test_a_server_without_json_schema_gets_json_object_and_the_reply_is_still_ch
     assert first.output_check["valid"] and second.output_check["valid"]
     assert second.params["response_format"].startswith("json_object")
     # learnt for good: a new engine (the next CLI run) asks json_object straight away
-    from app.provider_facts import refuses_json_schema
+    from app.config.provider_facts import refuses_json_schema
 
     assert refuses_json_schema(server.url + "/v1", "test-model")
 
@@ -246,7 +253,7 @@ def test_a_json_reply_cut_at_max_tokens_is_asked_again_with_more_room(service):
     turn = service.start_turn("Who?", model="m", options=TurnOptions(json_schema=PERSON,
                                                                      max_tokens=8))
     events = list(turn.run(engine, threading.Event()))
-    from app.domain import Restart
+    from app.domain.messages import Restart
 
     [restart] = [e for e in events if isinstance(e, Restart)]
     assert "cut at max tokens (8)" in restart.reason

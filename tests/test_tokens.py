@@ -1,4 +1,4 @@
-"""app.tokens: exact OpenAI counts from the shipped vocabularies, offline; estimates elsewhere."""
+"""app.accounting.tokens: exact OpenAI counts from the shipped vocabularies, offline; estimates elsewhere."""
 from __future__ import annotations
 
 import gzip
@@ -15,10 +15,16 @@ from pathlib import Path
 import pytest
 import tiktoken.model
 
-from app import tokens
-from app.domain import ChatMessage, Role
-from app.errors import StorageError
-from app.tokens import ESTIMATE, TokenCount, count_messages, count_text, encoding_for_model
+from app.accounting import tokens
+from app.accounting.tokens import (
+    ESTIMATE,
+    TokenCount,
+    count_messages,
+    count_text,
+    encoding_for_model,
+)
+from app.domain.errors import StorageError
+from app.domain.messages import ChatMessage, Role
 
 ROOT = Path(__file__).resolve().parent.parent
 # The sha256 tiktoken checks (tiktoken_ext/openai_public.py). Spelled out so that a tiktoken
@@ -282,8 +288,8 @@ socket.socket.connect_ex = refuse
 socket.getaddrinfo = refuse
 socket.create_connection = refuse
 
-from app.domain import ChatMessage, Role
-from app.tokens import count_messages, count_text
+from app.domain.messages import ChatMessage, Role
+from app.accounting.tokens import count_messages, count_text
 print(json.dumps({
     "gpt-4o": count_text("hello world", "gpt-4o"),
     "gpt-4": count_text("hello world", "gpt-4"),

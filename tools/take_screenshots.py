@@ -72,7 +72,7 @@ def shoot(theme: str, out: Path) -> Path:
     from PySide6.QtTest import QTest
     from PySide6.QtWidgets import QApplication
 
-    from app.settings import Settings
+    from app.config.settings import Settings
     from ui.app import OutpostApp
 
     qt_app = QApplication.instance()

@@ -6,25 +6,24 @@ import sys
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
-from app.chat_service import ChatService, default_user_id
-from app.paths import resource
-from app.profiles import Profile, Profiles
-from app.ledger import make_ledger
-from app.quotas import QuotaBook, QuotaGuard
-from app.connectivity import Connectivity
-from app.settings import Settings
-from app.store import Store
-from app.providers import ProviderRegistry
-from app.secrets import KeyStore
-from engines.registry import (CloudEnginePool, CloudTargets, cloud_timeouts,
-                              create_local_engine)
+from app.chat.connectivity import Connectivity
+from app.compose import build_service, window_pipeline
+from app.config.paths import resource
+from app.config.providers import ProviderRegistry
+from app.config.secrets import KeyStore
+from app.config.settings import Settings, default_user_id
+from app.domain.errors import UsageError
+from app.storage.profiles import Profile, Profiles
+from app.storage.store import Store
+from engines.registry import CloudEnginePool, CloudTargets, cloud_timeouts, create_local_engine
 from ui.chat_controller import ChatController
-from ui.providers_dialog import ProvidersDialog
 from ui.errors import install_excepthook
 from ui.main_window import MainWindow, WindowServices
 from ui.model_loader import ModelLoader
 from ui.outbox_monitor import OutboxMonitor
 from ui.outbox_panel import OutboxPanel
+from ui.profiles_dialog import sign_in
+from ui.providers_dialog import ProvidersDialog
 from ui.tasks import TaskRunner
 
 
@@ -45,14 +44,10 @@ class OutpostApp:
         self.profiles = Profiles(self.store)
         default = self.profiles.ensure_default(default_user_id(self.settings))
         profile = profile or default
-        self.service = ChatService(self.store, self.settings)
-        self.service.profile = profile.name
-        self.recovered = self.service.recover_interrupted()
+        self.service = build_service(self.store, self.settings, profile.name)
+        self.recovered = self.service.recover_interrupted()  # a dead process's streaming replies
+        self.ledger = self.service.ledger
         self.tasks = TaskRunner()
-        self.ledger = make_ledger(self.store, self.settings)
-        self.ledger.profile = profile.name
-        self.service.ledger = self.ledger
-        self.service.quotas = QuotaGuard(QuotaBook(), self.ledger)
         self.loader = ModelLoader(self.settings, self.tasks, on_attempt=self._on_attempt,
                                   engine_factory=engine_factory or create_local_engine)
         self.registry = ProviderRegistry()
@@ -79,12 +74,13 @@ class OutpostApp:
         self.window.offline_mode_changed.connect(self._on_offline_toggled)
         self._network_info = None
         for warning in self.settings.load_warnings:
-            self.window.banner.show_error(warning)
+            self.window.errors.present(UsageError(warning))
 
     def _make_controller(self, view) -> ChatController:
         """The window's chat controller, rendering into the window's conversation ``view``."""
-        self.controller = ChatController(self.service, self.loader, view, self.cloud,
-                                         flush_timer=self._flush_timer)
+        self.controller = ChatController(
+            window_pipeline(self.service, self.loader.engine_for_turn, self.cloud), self.loader,
+            view, self.cloud, flush_timer=self._flush_timer)
         return self.controller
 
     def _on_offline_toggled(self) -> None:
@@ -99,6 +95,7 @@ class OutpostApp:
         if self._network_info is not None or self.settings["offline_mode"]:
             return
         try:
+            # deferred: optional; not every platform has a backend
             from PySide6.QtNetwork import QNetworkInformation
 
             if not QNetworkInformation.loadDefaultBackend():
@@ -172,8 +169,6 @@ def run_gui() -> int:
 def _sign_in_at_start(settings: Settings, store: Store) -> Profile | None:
     """The profile the window opens as: the last one used (else the default). One with a PIN
     asks for it first, offering the others; None when the user cancels."""
-    from ui.profiles_dialog import sign_in
-
     profiles = Profiles(store)
     default = profiles.ensure_default(default_user_id(settings))
     last = profiles.find(settings["last_profile"]) if settings["last_profile"] else None

@@ -1,7 +1,7 @@
 """The GUI-thread state machine of one chat: idle -> (waiting_for_model) -> streaming ->
 (stopping) -> idle.
 
-It hands the user's message to the core's turn pipeline (``app.pipeline``: route, engine, the
+It hands the user's message to the core's turn pipeline (``app.chat.pipeline``: route, engine, the
 prompt saved before anything is sent), gives the pending turn to the StreamWorker's thread,
 buffers the deltas that come back and flushes them to the view on a timer (every FLUSH_MS), so a
 fast model never makes the window re-render per token. It decides nothing about routes, engines
@@ -14,11 +14,10 @@ from enum import StrEnum
 
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
-from app.chat_service import ChatService, TurnOptions
-from app.compose import window_pipeline
-from app.domain import Message, Role
-from app.errors import Cancelled, OutpostError
-from app.pipeline import PendingTurn, Queued, TurnOutcome, TurnTarget
+from app.chat.pipeline import PendingTurn, Queued, TurnOutcome, TurnPipeline, TurnTarget
+from app.chat.service import ChatService, TurnOptions
+from app.domain.errors import Cancelled, OutpostError
+from app.domain.messages import Message, Role
 from engines.registry import CloudTargets
 from ui.conversation_view import ConversationView
 from ui.model_loader import ModelLoader
@@ -44,32 +43,34 @@ class ChatController(QObject):
     state_changed = Signal(str)
     conversations_changed = Signal()
     reply_finished = Signal(object)  # the stored assistant Message, or None
-    error_occurred = Signal(str, str)  # kind, plain message
+    error_occurred = Signal(object)  # an app.domain.errors.OutpostError (the window presents it)
     notice = Signal(str)  # plain news that is not an error (a message queued in the outbox)
     outbox_changed = Signal()
     route_changed = Signal(str)  # the effective route policy of the current conversation
     turn_requested = Signal(object, object)  # PendingTurn, cancel -> StreamWorker.run_turn
 
-    def __init__(self, service: ChatService, loader: ModelLoader, view: ConversationView,
+    def __init__(self, pipeline: TurnPipeline, loader: ModelLoader, view: ConversationView,
                  cloud: "CloudTargets | None" = None, parent: QObject | None = None,
                  flush_timer=None):
-        """``flush_timer``: what paces the renders while a reply streams (anything with
+        """``pipeline``: the core's turns, with the window's engines (``app.compose``);
+        ``cloud``: the providers the target picker offers (None: the local model only).
+        ``flush_timer``: what paces the renders while a reply streams (anything with
         ``start()``, ``stop()`` and a ``timeout`` signal); default a QTimer every FLUSH_MS. Tests
         pass one they fire by hand, to see exactly which deltas land in which render."""
         super().__init__(parent)
-        self.service = service
-        self.store = service.store
+        self.pipeline = pipeline
+        self.service: ChatService = pipeline.service
+        self.store = self.service.store
         self.loader = loader
         self.view = view
         self.cloud = cloud
-        self.pipeline = window_pipeline(service, loader.engine_for_turn, cloud)
         self.target = "local"  # or "provider:NAME"
         self.cloud_model: str | None = None  # None: the provider's default model
         self.failed_turn = None  # the last turn that ended in an error: Retry answers it again
         self.new_chat_route: str | None = None  # route of the chat not created yet (None: default)
-        self.send_when_online = bool(service.settings["send_when_online"])
-        # the sampling panel's values for the next turn (app.chat_service.TurnOptions), and its
-        # best-of-n / self-consistency plan (app.candidates.Plan or None)
+        self.send_when_online = bool(self.service.settings["send_when_online"])
+        # the sampling panel's values for the next turn (app.chat.service.TurnOptions), and its
+        # best-of-n / self-consistency plan (app.chat.candidates.Plan or None)
         self.options_for_turn = None
         self.test_time_for_turn = None
         self.state: ControllerState = IDLE
@@ -113,7 +114,7 @@ class ChatController(QObject):
             pending = self.pipeline.prepare(prompt, self.conversation_id,
                                             target=self._target(), options=self._options())
         except OutpostError as exc:
-            self.error_occurred.emit(exc.kind, str(exc))
+            self.error_occurred.emit(exc)
             return False
         fit = pending.started.fit
         if fit is not None and fit.dropped:
@@ -136,7 +137,7 @@ class ChatController(QObject):
             pending = self.pipeline.retry(self.failed_turn, target=self._target(),
                                           options=self._options())
         except OutpostError as exc:
-            self.error_occurred.emit(exc.kind, str(exc))
+            self.error_occurred.emit(exc)
             return False
         self._run(pending)
         return True
@@ -183,7 +184,7 @@ class ChatController(QObject):
             try:
                 self.store.set_conversation_route(self.conversation_id, route)
             except OutpostError as exc:
-                self.error_occurred.emit(exc.kind, str(exc))
+                self.error_occurred.emit(exc)
                 return
         self.route_changed.emit(self.effective_route())
 
@@ -219,7 +220,7 @@ class ChatController(QObject):
         try:
             messages = self.store.messages(conversation_id)
         except OutpostError as exc:
-            self.error_occurred.emit(exc.kind, str(exc))
+            self.error_occurred.emit(exc)
             return
         self.conversation_id = conversation_id
         self.view.show_messages(messages)
@@ -232,7 +233,7 @@ class ChatController(QObject):
         try:
             self.view.show_messages(self.store.messages(self.conversation_id))
         except OutpostError as exc:
-            self.error_occurred.emit(exc.kind, str(exc))
+            self.error_occurred.emit(exc)
 
     def new_conversation(self) -> None:
         if self.busy:
@@ -318,7 +319,7 @@ class ChatController(QObject):
         # a failed stream, an empty (or blocked) reply, JSON still invalid after its repair:
         # say so, with Retry, rather than leave a blank or broken bubble
         self.failed_turn = outcome.turn
-        self.error_occurred.emit(error.kind, str(error))
+        self.error_occurred.emit(error)
 
     @Slot(object)
     def _on_turn_failed(self, error: OutpostError) -> None:
@@ -329,12 +330,12 @@ class ChatController(QObject):
             try:
                 message = self.store.get_message(turn.assistant_message_id)
             except OutpostError as exc:
-                self.error_occurred.emit(exc.kind, str(exc))
+                self.error_occurred.emit(exc)
         self._end_turn(message)
         if bubble is not None and not bubble.text:
             bubble.set_placeholder("No reply.")
         self.failed_turn = turn
-        self.error_occurred.emit(error.kind, str(error))
+        self.error_occurred.emit(error)
 
     def _end_turn(self, message: Message | None) -> Message | None:
         """Back to idle, the bubble showing the stored reply as it ended."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QWidget
 
-from app.connectivity import Connectivity, LinkState
+from app.chat.connectivity import Connectivity, LinkState
 
 COLORS = {LinkState.ONLINE: "#1a7f37", LinkState.DEGRADED: "#bf8700",
           LinkState.OFFLINE: "#cf222e", LinkState.UNKNOWN: "#8c959f"}

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, Signal, Slot
 
-from app.errors import OutpostError
-from app.providers import ProviderRegistry
-from app.settings import Settings
-from app.store import Store
+from app.config.providers import ProviderRegistry
+from app.config.settings import Settings
+from app.domain.errors import OutpostError
+from app.storage.store import Store
 from ui.route_state import RouteState
 from ui.sampling_panel import SamplingPanel
 

@@ -5,12 +5,23 @@ set on that bubble's label; the rest of the conversation is never re-laid out pe
 """
 from __future__ import annotations
 
+import html
+
 from PySide6.QtCore import QSizeF, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QTextOption
-from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QPushButton, QScrollArea,
-                               QSizePolicy, QTextBrowser, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
 
-from app.domain import Message, MessageStatus, Role
+from app.domain.messages import Message, MessageStatus, Role
 from ui import theme
 from ui.markdown import IncrementalMarkdown, render
 
@@ -238,8 +249,6 @@ def _seam_html(label: str, reason: str) -> str:
 
 
 def _escape(text: str) -> str:
-    import html
-
     return html.escape(text)
 
 

@@ -1,5 +1,8 @@
 """How errors reach the user: a dismissable banner for expected problems (one plain sentence),
-and a dialog for bugs (the excepthook). Cancellation is never shown as an error."""
+and a dialog for bugs on the GUI thread (the excepthook). Cancellation is never shown as an error.
+
+Errors travel as the exception objects of the one error tree (``app.domain.errors``) all the way
+here: ``ErrorPresenter.present`` is the one place that turns one into words on the screen."""
 from __future__ import annotations
 
 import sys
@@ -7,6 +10,8 @@ import traceback
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QWidget
+
+from app.domain.errors import Cancelled, OutpostError
 
 
 class ErrorBanner(QWidget):
@@ -53,6 +58,22 @@ class ErrorBanner(QWidget):
         self.label.setText(message)
         self.retry_button.setVisible(can_retry)
         self.show()
+
+
+class ErrorPresenter:
+    """Shows the error tree's exceptions in the banner (with Retry when the failed turn can be
+    answered again), and news that is not an error."""
+
+    def __init__(self, banner: ErrorBanner):
+        self.banner = banner
+
+    def present(self, error: OutpostError, can_retry: bool = False) -> None:
+        if isinstance(error, Cancelled):
+            return  # the user's own stop
+        self.banner.show_error(str(error), can_retry=can_retry)
+
+    def inform(self, news: str) -> None:
+        self.banner.show_info(news)
 
 
 def install_excepthook(parent_getter) -> None:

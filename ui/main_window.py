@@ -21,23 +21,32 @@ from typing import Callable
 
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QAction, QKeySequence, QPainter, QShortcut
-from PySide6.QtWidgets import (QDialog, QHBoxLayout, QLabel, QMainWindow, QSizePolicy, QSplitter,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QDialog,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QSizePolicy,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
 
-from app.connectivity import Connectivity
-from app.errors import OutpostError, UsageError
-from app.outbox import Outbox
-from app.profiles import Profile, Profiles
-from app.providers import ProviderRegistry
-from app.router import Route
-from app.settings import Settings
-from app.store import Store
+from app.chat.connectivity import Connectivity
+from app.config.providers import ProviderRegistry
+from app.config.settings import Settings
+from app.domain.errors import OutpostError, UsageError
+from app.domain.routes import Route
+from app.storage.outbox import Outbox
+from app.storage.profiles import Profile, Profiles
+from app.storage.store import Store
 from ui.chat_controller import IDLE, ChatController
 from ui.composer import Composer
 from ui.connectivity_indicator import ConnectivityIndicator
 from ui.conversation_sampling import ConversationSampling
 from ui.conversation_view import ConversationView
-from ui.errors import ErrorBanner
+from ui.errors import ErrorBanner, ErrorPresenter
+from ui.message_details import MessageDetails
 from ui.model_loader import ModelLoader
 from ui.model_menu import ModelMenu, ModelStatus
 from ui.offline_switch import OfflineSwitch
@@ -54,6 +63,7 @@ from ui.sidebar import Sidebar
 from ui.target_picker import ModelPicker, TargetPicker
 from ui.tasks import TaskRunner
 from ui.token_meter import TokenMeter
+from ui.usage_dialog import UsageDialog
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,7 @@ class MainWindow(QMainWindow):
         # -- the conversation: header, view, composer ------------------------------------------
         self.sidebar = Sidebar()
         self.banner = ErrorBanner()
+        self.errors = ErrorPresenter(self.banner)  # the one place errors become words
         self.title_label = ElidedLabel("New chat")
         self.title_label.setStyleSheet("font-size:15px; font-weight:600; padding:10px 16px;")
         # a long title must not push the pickers (and the sidebar) around
@@ -240,7 +251,7 @@ class MainWindow(QMainWindow):
         c.state_changed.connect(self.model_menu.show_chat_state)
         c.reply_finished.connect(self.metrics_label.show_reply)
         c.reply_finished.connect(self._refresh_links)
-        c.notice.connect(self.banner.show_info)
+        c.notice.connect(self.errors.inform)
         c.error_occurred.connect(self._on_error)
 
         # the conversation list
@@ -275,14 +286,14 @@ class MainWindow(QMainWindow):
         self.loader.model_ready.connect(self.target_picker.show_local_model)
         self.loader.model_ready.connect(self.model_status.show_model)
         self.loader.load_failed.connect(self.model_status.show_load_failed)
-        self.loader.load_failed.connect(self._on_load_failed)
+        self.loader.load_failed.connect(self._on_failure)
 
         # the outbox and the links
         self.outbox_action.triggered.connect(self.outbox_button.open_panel)
         self.outbox_button.clicked.connect(self.outbox_button.open_panel)
         self.outbox_button.refreshed.connect(self._refresh_links)
         self.outbox_button.answered.connect(self._on_queued_message_answered)
-        self.outbox_button.send_failed.connect(self.banner.show_error)
+        self.outbox_button.send_failed.connect(self._on_failure)
         self.outbox_button.conversations_changed.connect(self.refresh_sidebar)
         self.outbox_button.send_requested.connect(self._on_send_outbox_now)
         c.outbox_changed.connect(self.outbox_button.refresh)
@@ -315,10 +326,7 @@ class MainWindow(QMainWindow):
 
     def _apply_profile(self, profile: Profile) -> None:
         """Act as ``profile``: its conversations, its quotas, its ledger rows, its outbox."""
-        service = self.controller.service
-        service.profile = profile.name
-        if service.ledger is not None:
-            service.ledger.profile = profile.name
+        self.controller.service.act_as(profile.name)
         self.outbox_button.set_profile(profile.name)
         self.setWindowTitle(f"Outpost — {profile.name}")
 
@@ -378,7 +386,7 @@ class MainWindow(QMainWindow):
 
     @Slot(str, str)
     def _on_queued_message_answered(self, conversation_id: str, news: str) -> None:
-        self.banner.show_info(news)
+        self.errors.inform(news)
         if conversation_id == self.controller.conversation_id and not self.controller.busy:
             self.controller.reload_conversation()
 
@@ -388,7 +396,6 @@ class MainWindow(QMainWindow):
         service = self.controller.service
         if service.ledger is None or service.quotas is None:
             return
-        from ui.usage_dialog import UsageDialog
 
         try:
             self.usage_dialog = UsageDialog(service.ledger, service.quotas.book,
@@ -400,8 +407,6 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def open_details(self, message_id: str) -> None:
-        from ui.message_details import MessageDetails
-
         try:
             message = self.store.get_message(message_id)
         except OutpostError as exc:
@@ -485,23 +490,17 @@ class MainWindow(QMainWindow):
         self.composer.set_busy(state != IDLE)
 
     # -- errors --------------------------------------------------------------------------------
-    @Slot(str, str)
-    def _on_error(self, kind: str, message: str) -> None:
-        """The one place the window shows an error: the controller's, and (through
-        ``_on_failure``) every piece's and the store's. Cancelling is never an error."""
-        if kind == "cancelled":
-            return
-        self.banner.show_error(message, can_retry=self.controller.failed_turn is not None)
+    @Slot(object)
+    def _on_error(self, error: OutpostError) -> None:
+        """The controller's error: presented with Retry when its failed turn can be answered
+        again (``ErrorPresenter`` is the one place an error becomes words)."""
+        self.errors.present(error, can_retry=self.controller.failed_turn is not None)
 
     @Slot(object)
     def _on_failure(self, exc: OutpostError) -> None:
-        """An error object from a piece of the window or the store, shown by ``_on_error``."""
-        self._on_error(exc.kind, str(exc))
-
-    @Slot(str)
-    def _on_load_failed(self, message: str) -> None:
-        """A model file could not be used: said in the banner (the current model stays)."""
-        self.banner.show_error(message)
+        """An error object from a piece of the window, the store or the model loader (a model
+        that could not be loaded: the current one stays)."""
+        self.errors.present(exc)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
         self.controller.shutdown()

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 
-from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFormLayout, QLabel, QPlainTextEdit,
-                               QVBoxLayout)
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QLabel,
+    QPlainTextEdit,
+    QVBoxLayout,
+)
 
-from app.domain import Message
+from app.domain.messages import Message
 from ui.conversation_view import cost_text
 
 

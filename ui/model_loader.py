@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, Signal
 
-from app.errors import OutpostError
-from app.settings import Settings
+from app.config.settings import Settings
+from app.domain.errors import InternalError, OutpostError
 from engines.registry import create_local_engine
 from ui.tasks import TaskRunner
 
@@ -22,7 +22,7 @@ from ui.tasks import TaskRunner
 class ModelLoader(QObject):
     loading_started = Signal(str)  # model file name
     model_ready = Signal(object)  # engines.base.EngineInfo
-    load_failed = Signal(str)  # one plain sentence
+    load_failed = Signal(object)  # the OutpostError (ModelError, …) that stopped the load
 
     def __init__(self, settings: Settings, tasks: TaskRunner, parent: QObject | None = None,
                  on_attempt=None, engine_factory=create_local_engine):
@@ -46,7 +46,7 @@ class ModelLoader(QObject):
         try:
             engine = self.engine_factory(self.settings, model_path, self.on_attempt)
         except OutpostError as exc:
-            self.load_failed.emit(str(exc))
+            self.load_failed.emit(exc)
             return
         if self.pending is not None:
             stale, self.pending = self.pending, None
@@ -69,7 +69,8 @@ class ModelLoader(QObject):
         if engine is self.pending:
             self.pending = None
         self.tasks.run_in_background(engine.close, lambda _: None, lambda _: None)
-        self.load_failed.emit(str(exc))
+        self.load_failed.emit(exc if isinstance(exc, OutpostError) else
+                              InternalError(f"The model could not be loaded: {exc!r}"))
 
     def shutdown(self) -> None:
         for engine in (self.pending, self.active):

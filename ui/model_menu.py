@@ -8,8 +8,8 @@ from PySide6.QtCore import QObject, Signal, Slot
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QLabel, QMenu, QWidget
 
-from app.errors import OutpostError
-from app.settings import Settings
+from app.config.settings import Settings
+from app.domain.errors import OutpostError
 from engines.base import EngineInfo
 from ui.chat_controller import IDLE, STOPPING, WAITING
 from ui.model_loader import ModelLoader
@@ -107,8 +107,8 @@ class ModelStatus(QObject):
         if not self._busy:
             self.state_label.setText(f"Ready ({info.detail})")
 
-    @Slot(str)
-    def show_load_failed(self, _message: str) -> None:
+    @Slot(object)
+    def show_load_failed(self, _error: object) -> None:
         active = self.loader.active
         self.state_label.setText("Model failed to load" if active is None
                                  else f"Still using {active.info.model}")

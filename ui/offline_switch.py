@@ -6,8 +6,8 @@ from PySide6.QtCore import QObject, Signal, Slot
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QPushButton, QWidget
 
-from app.errors import OutpostError
-from app.settings import Settings
+from app.config.settings import Settings
+from app.domain.errors import OutpostError
 from ui.route_state import LOCAL_COLOUR
 from ui.setting_saver import save_setting
 

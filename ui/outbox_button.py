@@ -7,9 +7,9 @@ from typing import Callable
 from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import QPushButton, QWidget
 
-from app.errors import OutpostError
-from app.outbox import Outbox, SendReport
-from app.store import Store
+from app.domain.errors import EngineError, OutpostError
+from app.storage.outbox import Outbox, SendReport
+from app.storage.store import Store
 
 
 class OutboxButton(QPushButton):
@@ -19,7 +19,7 @@ class OutboxButton(QPushButton):
     refreshed = Signal()  # after the count was read again
     failed = Signal(object)  # an OutpostError: the outbox could not be read
     answered = Signal(str, str)  # conversation id, the news: a queued message was answered
-    send_failed = Signal(str)  # one plain sentence: a queued message could not be sent
+    send_failed = Signal(object)  # an EngineError: a queued message could not be sent
     conversations_changed = Signal()  # answers were stored: the conversation list may change
     send_requested = Signal()  # the panel's "Send now"
 
@@ -84,7 +84,7 @@ class OutboxButton(QPushButton):
             self.answered.emit(item.conversation_id,
                                f"{item.provider} answered your queued message in “{title}”.")
         for item, error in report.failed:
-            self.send_failed.emit(f"The queued message (outbox item {item.id}) could not be "
-                                  f"sent to {item.provider}: {error}")
+            self.send_failed.emit(EngineError(f"The queued message (outbox item {item.id}) "
+                                              f"could not be sent to {item.provider}: {error}"))
         self.conversations_changed.emit()
         self.refresh()

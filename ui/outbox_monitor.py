@@ -2,7 +2,7 @@
 
 Every few seconds (``TICK_MS``) it works out which providers matter now: the chosen provider when
 the current conversation may go to the cloud, and every provider with queued outbox items. Only
-those are probed (a TCP connect, in the background, at the back-off pace ``app.connectivity``
+those are probed (a TCP connect, in the background, at the back-off pace ``app.chat.connectivity``
 sets); nothing is probed in Offline mode or for a Local only conversation, so those never open a
 socket. When a provider with queued items is online, the outbox is sent in the background, one
 pass at a time; each answer arrives as a sibling reply and the window is told.
@@ -13,16 +13,16 @@ import threading
 
 from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
-from app.connectivity import LinkState
-from app.outbox import SendReport
-from app.outbox_sender import OutboxSender
+from app.chat.connectivity import LinkState
+from app.chat.outbox_sender import OutboxSender
+from app.storage.outbox import SendReport
 
 TICK_MS = 2000
 
 
 class OutboxMonitor(QObject):
     links_changed = Signal()
-    sent = Signal(object)  # app.outbox.SendReport, after a pass that sent or failed something
+    sent = Signal(object)  # app.storage.outbox.SendReport, after a pass that sent or failed something
     outbox_changed = Signal()
 
     def __init__(self, settings, connectivity, outbox, cloud, tasks, watched, parent=None,

@@ -10,12 +10,22 @@ import datetime as dt
 
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QBrush, QColor
-from PySide6.QtWidgets import (QAbstractItemView, QDialog, QHBoxLayout, QHeaderView, QLabel,
-                               QPushButton, QStackedWidget, QTableWidget, QTableWidgetItem,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QStackedWidget,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
-from app.errors import OutpostError
-from app.outbox import Outbox, OutboxItem, OutboxState
+from app.domain.errors import OutpostError
+from app.storage.outbox import Outbox, OutboxItem, OutboxState
 
 ID_ROLE = Qt.ItemDataRole.UserRole
 COLUMNS = ("#", "State", "Provider", "Model", "Queued", "Message", "Note")

@@ -6,9 +6,9 @@ from PySide6.QtCore import Signal, Slot
 from PySide6.QtGui import QAction, QActionGroup
 from PySide6.QtWidgets import QMenu, QPushButton, QWidget
 
-from app.errors import OutpostError
-from app.profiles import Profile, Profiles
-from app.settings import Settings
+from app.config.settings import Settings
+from app.domain.errors import OutpostError
+from app.storage.profiles import Profile, Profiles
 from ui.profiles_dialog import ProfilesDialog, sign_in
 from ui.setting_saver import save_setting
 
@@ -20,12 +20,12 @@ class ProfileButton(QPushButton):
 
     switch_requested = Signal(str)  # a profile name picked in the menu
     manage_requested = Signal()
-    profile_changed = Signal(object)  # the app.profiles.Profile now signed in (PIN checked)
+    profile_changed = Signal(object)  # the app.storage.profiles.Profile now signed in (PIN checked)
     failed = Signal(object)  # an OutpostError
 
     def __init__(self, profiles: Profiles, profile: Profile, settings: Settings, quotas,
                  parent: QWidget | None = None):
-        """``quotas``: the chat service's ``app.quotas.QuotaGuard`` (None: no Profiles dialog)."""
+        """``quotas``: the chat service's ``app.storage.quotas.QuotaGuard`` (None: no Profiles dialog)."""
         super().__init__(parent)
         self.profiles, self.settings, self.quotas = profiles, settings, quotas
         self.profile = profile

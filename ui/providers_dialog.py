@@ -3,14 +3,26 @@ the OS keychain); and "Test connection", which lists the provider's models in th
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout,
-                               QLabel, QLineEdit, QListWidget, QListWidgetItem, QMessageBox,
-                               QPushButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
-from app.errors import OutpostError
-from app.providers import KINDS, PRESETS, ProviderConfig, ProviderRegistry
-from app.secrets import KeyStore, mask
-from app.settings import Settings
+from app.config.providers import KINDS, PRESETS, ProviderConfig, ProviderRegistry
+from app.config.secrets import KeyStore, mask
+from app.config.settings import Settings
+from app.domain.errors import OutpostError
 from engines.registry import create_cloud_engine
 from ui.tasks import TaskRunner
 

@@ -6,9 +6,9 @@ from PySide6.QtCore import Signal, Slot
 from PySide6.QtGui import QAction, QActionGroup
 from PySide6.QtWidgets import QComboBox, QMenu, QWidget
 
-from app.errors import OutpostError
-from app.router import ROUTE_LABELS, Route
-from app.settings import Settings
+from app.config.settings import Settings
+from app.domain.errors import OutpostError
+from app.domain.routes import ROUTE_LABELS, Route
 from ui.route_state import RouteState
 from ui.setting_saver import save_setting
 

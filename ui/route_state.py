@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.router import Route
+from app.domain.routes import Route
 
 # the route badge's colours: local (nothing leaves this computer), cloud, and "needs a choice"
 LOCAL_COLOUR = "#1a7f37"

@@ -1,17 +1,34 @@
-"""The Sampling dock: every knob of ``app.sampling`` with its range and tooltip, presets (built-in
+"""The Sampling dock: every knob of ``app.domain.sampling`` with its range and tooltip, presets (built-in
 and the user's own: save, rename, delete), the system prompt, and the capability map of the
 engine that will answer (a knob it ignores is disabled, saying why). The window saves the
 values with the conversation and sends them with each turn."""
 from __future__ import annotations
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QDoubleSpinBox, QFormLayout,
-                               QHBoxLayout, QInputDialog, QLabel, QPlainTextEdit, QPushButton,
-                               QScrollArea, QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDockWidget,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
-from app.errors import OutpostError
-from app.presets import PresetBook
-from app.sampling import KNOBS, supports, why_unsupported
+from app.chat.service import TurnOptions
+from app.config.presets import PresetBook
+from app.domain.errors import OutpostError
+from app.domain.sampling import KNOBS, supports, why_unsupported
+from app.domain.test_time import Plan, extractor
+from ui.schema_editor import SchemaEditor
 
 ALWAYS_SET = ("temperature", "top_p", "max_tokens")  # sent by every engine, never empty
 _STEPS = {"temperature": 0.05, "top_p": 0.01, "min_p": 0.01, "presence_penalty": 0.1,
@@ -159,8 +176,6 @@ class SamplingPanel(QDockWidget):
 
     def options(self):
         """This turn's options: every knob as shown (the empty ones explicitly unset)."""
-        from app.chat_service import TurnOptions
-
         values = self.values()
         unset = tuple(k for k, v in values.items() if v is None)
         given = {k: v for k, v in values.items() if v is not None and k != "stop"}
@@ -172,8 +187,6 @@ class SamplingPanel(QDockWidget):
 
     # -- test-time compute ---------------------------------------------------------------------
     def _build_test_time(self, layout: QVBoxLayout) -> None:
-        from PySide6.QtWidgets import QLineEdit
-
         row = QHBoxLayout()
         self.tt_mode = QComboBox()
         self.tt_mode.addItem("One reply", None)
@@ -225,8 +238,6 @@ class SamplingPanel(QDockWidget):
         if mode is None:
             return None
         if mode == "self_consistency":
-            from app.test_time import extractor
-
             try:
                 extractor(self.tt_extract.text().strip() or "last-line")
                 self.tt_extract.setStyleSheet("")
@@ -238,8 +249,6 @@ class SamplingPanel(QDockWidget):
 
     def test_time_plan(self):
         """The Plan for the next turn, or None (a bad extractor raises UsageError)."""
-        from app.test_time import Plan
-
         spec = self.test_time()
         return Plan(**spec) if spec else None
 
@@ -266,8 +275,6 @@ class SamplingPanel(QDockWidget):
         self.schema_button.setEnabled(self.json_mode.isChecked())
 
     def _edit_schema(self) -> None:
-        from ui.schema_editor import SchemaEditor
-
         editor = SchemaEditor(self.schema, self)
         if editor.exec() == SchemaEditor.DialogCode.Accepted:
             self.set_schema(editor.schema)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QLabel, QPlainTextEdit, QVBoxLayout)
+from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QPlainTextEdit, QVBoxLayout
 
-from app.errors import UsageError
-from app.structured import check_schema
+from app.domain.errors import UsageError
+from app.domain.structured import check_schema
 
 EXAMPLE = {"type": "object", "properties": {"answer": {"type": "string"},
                                             "confidence": {"type": "number"}},

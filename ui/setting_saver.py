@@ -2,8 +2,8 @@
 Outpost's errors so the window can show it like any other."""
 from __future__ import annotations
 
-from app.errors import StorageError
-from app.settings import Settings
+from app.config.settings import Settings
+from app.domain.errors import StorageError
 
 
 def save_setting(settings: Settings, name: str, value) -> None:

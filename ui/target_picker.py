@@ -5,10 +5,10 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import QComboBox, QWidget
 
-from app.errors import OutpostError
-from app.providers import ProviderRegistry
-from app.router import Route
-from app.settings import Settings
+from app.config.providers import ProviderRegistry
+from app.config.settings import Settings
+from app.domain.errors import OutpostError
+from app.domain.routes import Route
 from engines.base import EngineInfo
 from ui.model_loader import ModelLoader
 from ui.route_state import RouteState

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
 
-from app.domain import Role
+from app.domain.messages import Role
 
 _ROLE = QPalette.ColorRole
 _ACCENT = {Role.USER: QColor("#1a73e8"), Role.SYSTEM: QColor("#f2b600")}

@@ -2,12 +2,20 @@
 breakdown per provider and model (all from the usage ledger)."""
 from __future__ import annotations
 
-from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QGridLayout, QLabel, QProgressBar,
-                               QTableWidget, QTableWidgetItem, QVBoxLayout)
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QGridLayout,
+    QLabel,
+    QProgressBar,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+)
 
-from app.ledger import start_of_day, start_of_month
-from app.pricing import format_usd
-from app.quotas import QuotaBook
+from app.accounting.pricing import format_usd
+from app.storage.ledger import start_of_day, start_of_month
+from app.storage.quotas import QuotaBook
 
 
 class UsageDialog(QDialog):

@@ -45,7 +45,7 @@ def _llama() -> str:
 def _tokenizers() -> str:
     import tiktoken.registry
 
-    from app.tokens import count_text
+    from app.accounting.tokens import count_text
 
     counted = count_text("A field report, filed offline.", "gpt-4o")
     if not (counted.exact and counted.method == "tiktoken:o200k_base"):
@@ -86,7 +86,7 @@ def _certifi() -> str:
 
 
 def _resources() -> str:
-    from app.paths import resource
+    from app.config.paths import resource
 
     files = [resource("prices.json"), resource("context_windows.json"), resource("outpost.svg"),
              resource("tokenizers", "o200k_base.tiktoken")]
@@ -114,7 +114,7 @@ def _window() -> str:
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
-    from app.paths import resource
+    from app.config.paths import resource
     from ui.app import OutpostApp
 
     qt_app = QApplication.instance() or QApplication([sys.argv[0]])

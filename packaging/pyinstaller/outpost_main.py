@@ -1,4 +1,4 @@
-"""The bundle's entry point: the same ``outpost`` command as ``app.cli:main``.
+"""The bundle's entry point: the same ``outpost`` command as ``app.cli.main:main``.
 
 ``OUTPOST_BUNDLE_CHECK=1 outpost`` runs the bundle's self-check instead (bundle_check.py).
 """

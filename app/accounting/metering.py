@@ -1,0 +1,79 @@
+"""Counting and pricing a cloud request before it is sent: the ``TokenCounter`` the context
+fitting and the composer's meter use for cloud engines (``app.domain.context``).
+
+Tokens: tiktoken with the shipped vocabularies for OpenAI models (exact), a documented estimate
+otherwise (``app.accounting.tokens``). Window: the shipped table (``resources/context_windows.json``) or None
+when the model is unknown (then nothing is dropped, and the provider's own error says so).
+Cost: the upper bound prompt + max_tokens at the shipped price (``app.accounting.pricing``).
+The tables are read once per process.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from typing import Sequence
+
+from app.accounting.pricing import ContextTable, PriceTable, estimate_before_sending, format_usd
+from app.accounting.tokens import count_messages
+from app.config import paths
+from app.domain.errors import UsageError
+from app.domain.messages import ChatMessage
+
+
+@functools.lru_cache(maxsize=1)
+def price_table():
+    return PriceTable.load()
+
+
+def context_overrides_path():
+    """The user's context windows, ``{"model id": tokens}``: they win over the shipped table,
+    for known and unknown models alike (a self-hosted model, a provider's larger tier)."""
+    return paths.config_dir() / "context_windows.json"
+
+
+def context_table():
+    path = context_overrides_path()
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        stamp = None
+    return _context_table(str(path), stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _context_table(overrides: str, stamp):
+    user = {}
+    if stamp is not None:
+        try:
+            user = json.loads(open(overrides, encoding="utf-8").read())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"The context-window overrides {overrides} could not be read: "
+                             f"{exc}.") from None
+        if not isinstance(user, dict):
+            raise UsageError(f"The context-window overrides {overrides} must be a JSON object "
+                             "of model id -> tokens.")
+    return ContextTable.load(user_overrides=user)
+
+
+class CloudCounter:
+    def __init__(self, kind: str, model: str):
+        self.kind, self.model = kind, model
+
+    @property
+    def context_window(self) -> int | None:
+        return context_table().context_window(self.kind, self.model)
+
+    def count_prompt(self, messages: Sequence[ChatMessage]) -> tuple[int, bool]:
+        counted = count_messages(messages, self.model)
+        return counted.tokens, counted.exact
+
+    @property
+    def price_known(self) -> bool:
+        return price_table().price_for(self.kind, self.model) is not None
+
+    def estimate_cost(self, prompt_tokens: int, max_tokens: int) -> str:
+        """"at most $0.0031" (prompt + max_tokens as output), or "cost unknown"."""
+        price = price_table().price_for(self.kind, self.model)
+        if price is None:
+            return "cost unknown"
+        return "at most " + format_usd(estimate_before_sending(prompt_tokens, max_tokens, price))

@@ -1,0 +1,135 @@
+"""Is each cloud provider reachable? online / degraded / offline, per provider.
+
+Fed by two sources (issue 4, first step): the outcome of every real request attempt
+(``record_attempt``, wired to the engines' ``on_attempt``) and cheap active probes (``probe``: a
+TCP connect to the provider's host, at most 2 s, no HTTP and never a key). While a provider is
+offline the probes back off (5 s, 10 s, 20 s … up to 5 min), so a laptop without network does
+not spin. The router (next step of issue 4) reads ``state`` and ``reason`` from here. Qt-free: the
+window may feed OS network-change signals in through ``network_changed``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+from urllib.parse import urlparse
+
+PROBE_TIMEOUT_S = 2.0
+MIN_BACKOFF_S = 5.0
+MAX_BACKOFF_S = 300.0
+ONLINE_RECHECK_S = 60.0  # an online provider the window uses is probed again this often
+# Errors that say the provider could not be reached at all, versus reached but unhappy.
+_UNREACHABLE = {"connection_failed", "timeout"}
+_UNHAPPY = {"provider_unavailable", "rate_limited", "stream_interrupted"}
+
+
+class LinkState(str, enum.Enum):
+    UNKNOWN = "unknown"
+    ONLINE = "online"
+    DEGRADED = "degraded"  # reachable but failing (5xx, overloaded, rate limited), or one miss
+    OFFLINE = "offline"  # unreachable twice in a row
+
+
+@dataclass
+class ProviderLink:
+    state: LinkState = LinkState.UNKNOWN
+    since: dt.datetime | None = None  # wall-clock time of the last state change
+    failures: int = 0  # consecutive unreachable outcomes
+    last_error: str | None = None
+    last_probe_at: dt.datetime | None = None
+    next_probe_at: float = 0.0  # monotonic
+
+
+class Connectivity:
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], dt.datetime] = lambda: dt.datetime.now().astimezone()):
+        self._clock = clock
+        self._wall = wall
+        self._links: dict[str, ProviderLink] = {}
+        self._lock = threading.Lock()
+
+    def link(self, provider: str) -> ProviderLink:
+        with self._lock:
+            return self._links.setdefault(provider, ProviderLink())
+
+    def state(self, provider: str) -> LinkState:
+        return self.link(provider).state
+
+    def reason(self, provider: str) -> str:
+        """Plain words for the message footer and the indicator."""
+        link = self.link(provider)
+        when = link.since.strftime("%H:%M") if link.since else "?"
+        if link.state is LinkState.OFFLINE:
+            return f"{provider} unreachable since {when}"
+        if link.state is LinkState.DEGRADED:
+            return f"{provider} degraded since {when} ({link.last_error or 'errors'})"
+        if link.state is LinkState.ONLINE:
+            return f"{provider} online"
+        return f"{provider} not tried yet"
+
+    # -- outcomes ------------------------------------------------------------------------------
+    def record(self, provider: str, error_kind: str | None) -> LinkState:
+        """One outcome: ``None`` for success; an error kind (``OutpostError.kind``) otherwise."""
+        link = self.link(provider)
+        with self._lock:
+            if error_kind is None or error_kind not in _UNREACHABLE | _UNHAPPY:
+                # success, or an answer that proves the server is there (401, 400, ...)
+                link.failures = 0
+                link.last_error = error_kind
+                self._set(link, LinkState.ONLINE)
+                link.next_probe_at = self._clock() + ONLINE_RECHECK_S
+            elif error_kind in _UNREACHABLE:
+                link.failures += 1
+                link.last_error = error_kind
+                self._set(link, LinkState.OFFLINE if link.failures >= 2 else LinkState.DEGRADED)
+                backoff = min(MAX_BACKOFF_S, MIN_BACKOFF_S * 2 ** max(0, link.failures - 1))
+                link.next_probe_at = self._clock() + backoff
+            else:
+                link.failures = 0
+                link.last_error = error_kind
+                self._set(link, LinkState.DEGRADED)
+                link.next_probe_at = self._clock() + MIN_BACKOFF_S
+            return link.state
+
+    def record_attempt(self, record) -> None:
+        """Adapter for the engines' ``on_attempt`` (an ``engines.http_policy.AttemptRecord``).
+        The local model's attempts, and attempts cancelled before an answer (by the user, or
+        because a hedge won), say nothing about the provider's link."""
+        if record.provider == "local" or record.outcome in (
+                "cancelled", "hedge_lost") and record.status is None:
+            return
+        self.record(record.provider, record.error_kind)
+
+    def network_changed(self) -> None:
+        """The OS says the network changed: probe every provider at the next chance."""
+        with self._lock:
+            for link in self._links.values():
+                link.next_probe_at = 0.0
+
+    # -- probes --------------------------------------------------------------------------------
+    def due_for_probe(self, provider: str) -> bool:
+        return self._clock() >= self.link(provider).next_probe_at
+
+    def probe(self, provider: str, base_url: str,
+              timeout: float = PROBE_TIMEOUT_S) -> LinkState:
+        """A TCP connect to the base URL's host and port: cheap, sends nothing, no key."""
+        url = urlparse(base_url)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            with socket.create_connection((url.hostname or "", port),
+                                          timeout=min(timeout, PROBE_TIMEOUT_S)):
+                error = None
+        except OSError:
+            error = "connection_failed"
+        state = self.record(provider, error)
+        self.link(provider).last_probe_at = self._wall()
+        return state
+
+    def _set(self, link: ProviderLink, state: LinkState) -> None:
+        if link.state is not state:
+            link.state = state
+            link.since = self._wall()

@@ -1,0 +1,109 @@
+"""Sends what waits in the outbox (``app.storage.outbox``), in order, once per item: each item's request
+goes to its provider as a turn of its own (``app.chat.service.Turn``), and the answer is stored as
+a sibling of the reply the user already has."""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from typing import Callable
+
+from app.chat.service import Turn
+from app.domain.errors import OutpostError
+from app.domain.routes import FAILOVER_ERRORS
+from app.storage.outbox import Outbox, OutboxState, SendReport
+
+
+class OutboxSender:
+    """Sends what is queued, in order, once per item. ``engine_for(provider, model)`` builds
+    the cloud engine; ``send`` is blocking (run it off the GUI thread)."""
+
+    def __init__(self, outbox: Outbox, engine_for: Callable[[str, str | None], object],
+                 is_unreachable: Callable[[Exception], bool] | None = None, ledger=None):
+        self.outbox = outbox
+        self.engine_for = engine_for
+        self.ledger = ledger  # app.storage.ledger.UsageLedger: the answers' cost
+        self.is_unreachable = is_unreachable or (lambda exc: isinstance(exc, FAILOVER_ERRORS))
+        self._lock = threading.Lock()  # one pass at a time in this process
+
+    def send(self, only: int | None = None, cancel: threading.Event | None = None,
+             skip_provider: Callable[[str], bool] = lambda name: False) -> SendReport:
+        report = SendReport([], [], [])
+        cancel = cancel or threading.Event()
+        with self._lock:
+            self.outbox.recover()
+            blocked: set[str] = set()
+            busy: set[str] = set()  # providers another process is sending to right now
+            for item in self.outbox.pending():
+                if item.state is OutboxState.SENDING:
+                    # another live process is sending it: its provider's later items wait, so
+                    # they never overtake it (it may yet go back to the queue)
+                    busy.add(item.provider)
+                    if only is None or item.id == only:
+                        report.elsewhere.append(item)
+                    continue
+                if only is not None and item.id != only:
+                    continue
+                if item.provider in busy:
+                    report.elsewhere.append(item)
+                    continue
+                if cancel.is_set() or item.provider in blocked or skip_provider(item.provider):
+                    report.waiting.append(item)
+                    blocked.add(item.provider)
+                    continue
+                claimed = self.outbox.claim(item.id)
+                if claimed is None:  # taken by another process since the list was read
+                    busy.add(item.provider)
+                    report.elsewhere.append(self.outbox.get(item.id))
+                    continue
+                turn = Turn(self.outbox.store, item.conversation_id, item.user_message_id,
+                            item.request, ledger=self.ledger)
+                if self.ledger is not None:  # filed under the profile that asked, not the
+                    # one signed in when it goes out
+                    owner = self.outbox.store.get_conversation(item.conversation_id).profile
+                    self.ledger.note_turn(item.request.idempotency_key, route="cloud",
+                                          profile=owner, conversation_id=item.conversation_id)
+                engine = None
+                try:
+                    engine = self.engine_for(item.provider, item.model)
+                    for _ in turn.run(engine, cancel, route_reason=(
+                            f"queued in the outbox at {_hhmm(item.created_at)} while "
+                            f"{item.provider} was unreachable; sent when it was back")):
+                        pass
+                except OutpostError as exc:
+                    if self.is_unreachable(exc):
+                        # still unreachable: no answer row for it, the item waits again
+                        self.outbox.store.delete_empty_reply(turn.assistant_message_id)
+                        self.outbox._finish(item.id, OutboxState.QUEUED, str(exc))
+                        blocked.add(item.provider)
+                        report.waiting.append(self.outbox.get(item.id))
+                    else:
+                        self.outbox._finish(item.id, OutboxState.FAILED, str(exc),
+                                            turn.assistant_message_id)
+                        report.failed.append((self.outbox.get(item.id), str(exc)))
+                    continue
+                except BaseException:
+                    self.outbox._finish(item.id, OutboxState.QUEUED, "interrupted")
+                    raise
+                finally:
+                    if engine is not None:
+                        engine.close()
+                message = self.outbox.store.get_message(turn.assistant_message_id) \
+                    if turn.assistant_message_id else None
+                finish = turn.reply.finish
+                if finish is not None and finish.reason.value == "cancelled" and \
+                        not turn.reply.text:
+                    self.outbox._finish(item.id, OutboxState.QUEUED, "cancelled while sending")
+                    report.waiting.append(self.outbox.get(item.id))
+                    continue
+                self.outbox._finish(item.id, OutboxState.SENT, None, turn.assistant_message_id)
+                # the empty "queued" reply has done its job: the answer is there now
+                self.outbox.store.delete_empty_reply(self.outbox.placeholder_of(item.id))
+                report.sent.append((self.outbox.get(item.id), message))
+        return report
+
+
+def _hhmm(iso: str) -> str:
+    try:
+        return dt.datetime.fromisoformat(iso).astimezone().strftime("%H:%M")
+    except ValueError:
+        return iso

@@ -1,0 +1,443 @@
+"""The turn pipeline: the one place a message becomes a stored reply, for every front end.
+
+``TurnPipeline.send(prompt, ...)`` runs a whole turn and yields typed events (``TurnEvent``):
+
+1. decide the route (Offline mode, the turn's route, the conversation's, the default);
+2. build the engine: the local model, the provider's, or the provider with the local model
+   behind it (``app.chat.router.RoutedEngine``); best-of-n / self-consistency around it
+   (``app.chat.candidates``), refused at temperature 0;
+3. save the prompt (``ChatService.start_turn``): fit the context, check the quotas, commit the
+   user's message before anything is sent -> ``TurnStarted``;
+4. wait for the model (``ModelLoading``), stream (the engine's own events), save the reply;
+5. queue the request in the outbox when its provider could not be reached -> ``Queued``;
+6. ``TurnEnded`` with the typed ``TurnOutcome``: who answered, the stored reply, its cost, and
+   the error the turn ended with (an ``OutpostError``, never a string).
+
+The CLI renders these events as text or JSON lines; the window as bubbles, banners and meters.
+Neither decides anything about routes, engines or the outbox. The window runs the two halves on
+two threads: ``prepare`` (steps 1-3, quick: on the GUI thread, so a bad message is refused at
+once) and ``PendingTurn.run`` (steps 4-6, on its stream worker). ``send`` is the two in a row.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Protocol, Union
+
+from app.chat.candidates import CandidatesEngine
+from app.chat.connectivity import Connectivity
+from app.chat.router import RoutedEngine
+from app.chat.service import ChatService, OutboxPlan, Turn, TurnOptions, history_messages
+from app.domain.context import Fit
+from app.domain.errors import (
+    Cancelled,
+    EmptyReply,
+    EngineError,
+    InvalidJsonReply,
+    OutpostError,
+    UsageError,
+)
+from app.domain.messages import (
+    ChatMessage,
+    Finished,
+    FinishReason,
+    Message,
+    MessageStatus,
+    Role,
+    StreamEvent,
+    estimate_prompt_tokens,
+)
+from app.domain.routes import FAILOVER_ERRORS, Route, decide_route
+from app.domain.structured import OutputCheck
+from app.domain.test_time import Plan, Selection
+from app.storage.outbox import OutboxItem
+from app.storage.quotas import RateLimitedLocally
+from engines.base import Engine, EngineInfo
+
+
+# -- what the front end asks for -----------------------------------------------------------
+@dataclass(frozen=True)
+class TurnTarget:
+    """Where a turn may go, as the front end chose it.
+
+    ``provider``/``model``: the cloud provider and its model (None: the provider's default); with
+    no provider, ``model`` names a local GGUF file instead (None: the configured model).
+    ``route``: this turn's route policy, stronger than the conversation's and stored on a new
+    conversation (None: the conversation's, else the default). ``offline``: answer locally this
+    once (Offline mode in settings does so always). ``send_when_online``: under Auto, also queue
+    the request for the provider when the local model answered because it was unreachable
+    (None: the setting)."""
+
+    provider: str | None = None
+    model: str | None = None
+    route: str | None = None
+    offline: bool = False
+    send_when_online: bool | None = None
+    test_time: Plan | None = None
+
+
+class EngineSource(Protocol):
+    """Builds the engines a turn needs; the composition root gives each front end its own (the
+    CLI builds and closes them per command; the window keeps its loaded model and a pool)."""
+
+    @property
+    def connectivity(self) -> Connectivity | None: ...
+
+    def on_attempt(self, record) -> None: ...
+
+    def local(self, model: str | None = None) -> Engine: ...
+
+    def cloud(self, provider: str, model: str | None = None) -> Engine: ...
+
+
+# -- what the pipeline says -------------------------------------------------------------------
+@dataclass(frozen=True)
+class TurnStarted:
+    """The prompt is saved (committed before anything is sent); the reply is about to start."""
+
+    conversation_id: str
+    user_message_id: str
+    new_conversation: bool
+    route: Route
+    route_reason: str | None
+    engine: EngineInfo
+    fit: Fit | None  # how the conversation was fitted into the context window
+    structured: bool = False  # JSON output: the text is checked (maybe repaired) at the end
+    offline_mode_overrode: bool = False  # a provider or Cloud only was asked; Offline mode won
+
+
+@dataclass(frozen=True)
+class RateLimitWait:
+    """A local rate limit (``app.storage.quotas``) holds the turn; nothing is saved or sent yet. Sent
+    once a second while waiting (only when the caller asked to wait)."""
+
+    message: str
+    seconds_left: float
+
+
+@dataclass(frozen=True)
+class ModelLoading:
+    """The model is still loading; the turn waits for it."""
+
+    model: str
+
+
+@dataclass(frozen=True)
+class Queued:
+    """The request waits in the outbox for its provider. ``answered_locally``: the local model
+    answered meanwhile (Auto with send-when-online); else nothing answered (Cloud only)."""
+
+    item: OutboxItem
+    answered_locally: bool
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Plain news for the user that is not the turn's error."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class TurnOutcome:
+    """How a turn ended. ``error`` is why there is no usable reply (None: there is one):
+    the stream's failure, ``Cancelled``, ``EmptyReply`` or ``InvalidJsonReply``."""
+
+    conversation_id: str
+    user_message_id: str
+    message_id: str | None
+    message: Message | None  # the stored reply, final
+    finish: Finished | None
+    answered: EngineInfo
+    route_reason: str | None
+    output_check: OutputCheck | None = None
+    selection: Selection | None = None
+    cost: tuple[float | None, bool] | None = None  # (USD or None: unknown, estimated?)
+    queued: OutboxItem | None = None
+    error: OutpostError | None = None
+    stream_failed: bool = False  # the stream raised ``error`` (nothing, or part, was answered)
+    turn: Turn | None = field(default=None, repr=False, compare=False)  # to retry it
+
+
+@dataclass(frozen=True)
+class TurnEnded:
+    outcome: TurnOutcome
+
+
+TurnEvent = Union[TurnStarted, RateLimitWait, ModelLoading, Queued, Notice, TurnEnded,
+                  StreamEvent]
+
+
+@dataclass(frozen=True)
+class Measure:
+    """What the token meter shows for a draft: the prompt it would make, the window it fills,
+    the room kept for the reply and the cost estimate before sending."""
+
+    tokens: int
+    exact: bool
+    window: int | None
+    max_tokens: int
+    cost: str | None
+
+    def as_dict(self) -> dict:
+        return {"tokens": self.tokens, "exact": self.exact, "window": self.window,
+                "max_tokens": self.max_tokens, "cost": self.cost}
+
+
+# -- the pipeline -------------------------------------------------------------------------------
+class PendingTurn:
+    """A saved prompt with its engine, ready to stream (``run``)."""
+
+    def __init__(self, pipeline: "TurnPipeline", turn: Turn, engine: Engine,
+                 started: TurnStarted, plan: OutboxPlan | None):
+        self.pipeline, self.turn, self.engine = pipeline, turn, engine
+        self.started, self.plan = started, plan
+
+    def run(self, cancel: threading.Event) -> Iterator[TurnEvent]:
+        """Steps 4-6: wait for the model, stream and save the reply, queue it if its provider
+        was unreachable, then ``TurnEnded``. Failures end up in the outcome, typed."""
+        turn, engine = self.turn, self.engine
+        turn.outbox_plan = self.plan
+        finish: Finished | None = None
+        try:
+            if not engine.ready:
+                yield ModelLoading(engine.info.model)
+            engine.wait_ready()  # a message sent while the model loads waits here
+            for event in turn.run(engine, cancel):
+                if isinstance(event, Finished):
+                    finish = event
+                yield event
+        except OutpostError as exc:
+            item = yield from self._queue(exc)
+            yield TurnEnded(self._outcome(finish, exc, item))
+            return
+        item = yield from self._queue(None)
+        yield TurnEnded(self._outcome(finish, None, item))
+
+    def _queue(self, error: OutpostError | None) -> Iterator[TurnEvent]:
+        """The outbox, when the plan says so: under Cloud only when the provider could not be
+        reached (``error``); under Auto with send-when-online when the local model answered
+        because it could not. Returns the item (or None)."""
+        plan, turn = self.plan, self.turn
+        if plan is None:
+            return None
+        unreachable = isinstance(error, FAILOVER_ERRORS) and plan.always if error is not None \
+            else plan.with_local and self.engine.outcome().cloud_unreachable
+        if not unreachable:
+            return None
+        try:
+            item = self.pipeline.service.queue_for_later(turn, plan.provider, plan.model, error)
+        except OutpostError as exc:
+            yield Notice(f"The message could not be put in the outbox: {exc}")
+            return None
+        yield Queued(item, answered_locally=error is None)
+        return item
+
+    def _outcome(self, finish: Finished | None, error: OutpostError | None,
+                 queued: OutboxItem | None) -> TurnOutcome:
+        stream_failed = error is not None
+        turn = self.turn
+        service = self.pipeline.service
+        message: Message | None = None
+        if turn.assistant_message_id:
+            try:
+                message = service.store.get_message(turn.assistant_message_id)
+            except OutpostError as exc:  # the reply is saved; reading it back failed
+                error = error or exc
+        check = turn.output_check
+        if error is None and finish is not None:
+            error = _reply_error(finish, check, message, turn)
+        outcome = turn.engine.outcome() if turn.engine is not None else self.engine.outcome()
+        return TurnOutcome(
+            turn.conversation_id, turn.user_message_id, turn.assistant_message_id, message,
+            finish, outcome.answered, outcome.reason or turn.route_reason, check,
+            turn.selection(), turn.cost(), queued, error, stream_failed, turn)
+
+
+def _reply_error(finish: Finished, check: OutputCheck | None, message: Message | None,
+                 turn: Turn) -> OutpostError | None:
+    """Why a stream that ended has no usable reply (None: it has one)."""
+    if finish.reason is FinishReason.ERROR:
+        failure = finish.error
+        return failure if isinstance(failure, OutpostError) else EngineError(str(failure))
+    if finish.reason is FinishReason.CANCELLED:
+        return Cancelled("The reply was stopped; the partial answer is saved.")
+    if check is not None and not check.valid:
+        return InvalidJsonReply(f"The reply is not valid JSON even after one repair "
+                                f"({check.error}); its raw text is saved.")
+    if message is not None and message.status is MessageStatus.ERROR:
+        return EmptyReply(message.error or "The model returned an empty reply.")
+    if not turn.reply.text.strip():
+        return EmptyReply("The model returned an empty reply (saved, marked as an error). "
+                          "Try again, or change the message or the knobs.")
+    return None
+
+
+class TurnPipeline:
+    """Runs turns for one front end: ``send`` (or ``prepare`` + ``PendingTurn.run``), ``retry``
+    and the token meter's ``measure``. ``engines`` builds the engines (see ``EngineSource``)."""
+
+    def __init__(self, service: ChatService, engines: EngineSource,
+                 clock: Callable[[], float] = time.monotonic):
+        self.service = service
+        self.engines = engines
+        self.clock = clock  # the rate-limit wait's clock (tests pass a virtual one)
+
+    @property
+    def settings(self):
+        return self.service.settings
+
+    # -- the entry point ------------------------------------------------------------------
+    def send(self, prompt: str, conversation_id: str | None = None, *,
+             target: TurnTarget = TurnTarget(), options: TurnOptions = TurnOptions(),
+             cancel: threading.Event | None = None, wait_for_model: bool = False,
+             wait_on_rate_limit: bool = False) -> Iterator[TurnEvent]:
+        """A whole turn. ``wait_for_model``: let the model load before fitting the context, so
+        the counts are the model's own (the CLI; the window does not block on a load).
+        ``wait_on_rate_limit``: wait out a local rate limit (``RateLimitWait`` each second)
+        instead of refusing the turn. Errors before the prompt is saved are raised."""
+        cancel = cancel or threading.Event()
+        while True:
+            try:
+                pending = self.prepare(prompt, conversation_id, target=target, options=options,
+                                       wait_for_model=wait_for_model)
+                break
+            except RateLimitedLocally as exc:
+                if not wait_on_rate_limit:
+                    raise
+                yield from self._wait_out(exc, cancel)
+        yield pending.started
+        yield from pending.run(cancel)
+
+    def prepare(self, prompt: str, conversation_id: str | None = None, *,
+                target: TurnTarget = TurnTarget(), options: TurnOptions = TurnOptions(),
+                wait_for_model: bool = False) -> PendingTurn:
+        """Steps 1-3: route, engine, the saved prompt. Raises (nothing saved) on bad input, a
+        message that cannot fit, a quota, a missing key or model."""
+        service = self.service
+        conversation = service.store.get_conversation(conversation_id) \
+            if conversation_id else None
+        engine, decision, plan, overrode = self._engine_for(target, conversation)
+        if target.test_time is not None:
+            engine = self._with_candidates(engine, target.test_time, options, conversation)
+        if wait_for_model:
+            engine.wait_ready()  # exact counts from the model's own tokenizer
+        turn = service.start_turn(prompt, conversation_id, model=engine.info.model,
+                                  options=options, route=target.route, counter=engine,
+                                  effective_route=decision.route.value,
+                                  price_known=engine.price_known)
+        turn.route_reason, turn.outbox_plan = decision.reason, plan
+        started = TurnStarted(turn.conversation_id, turn.user_message_id,
+                              conversation_id is None, decision.route, decision.reason,
+                              engine.info, turn.fit, turn.request.response_format is not None,
+                              overrode)
+        return PendingTurn(self, turn, engine, started, plan)
+
+    def retry(self, failed: Turn, *, target: TurnTarget = TurnTarget(),
+              options: TurnOptions = TurnOptions()) -> PendingTurn:
+        """Answer a failed turn's saved prompt again (same request, same key), with the engine
+        the target says now (best-of-n included); the new reply is a sibling of the failed one."""
+        conversation = self.service.store.get_conversation(failed.conversation_id)
+        engine, decision, plan, overrode = self._engine_for(target, conversation)
+        if target.test_time is not None:
+            engine = self._with_candidates(engine, target.test_time, options, conversation)
+        turn = self.service.retry_turn(failed)
+        turn.route_reason, turn.outbox_plan = decision.reason, plan
+        started = TurnStarted(turn.conversation_id, turn.user_message_id, False,
+                              decision.route, decision.reason, engine.info, turn.fit,
+                              turn.request.response_format is not None, overrode)
+        return PendingTurn(self, turn, engine, started, plan)
+
+    # -- routing and engines ------------------------------------------------------------------
+    def effective_route(self, target: TurnTarget, conversation_id: str | None) -> Route:
+        """The route policy a turn of this conversation would take (the window's badge)."""
+        settings = self.settings
+        if settings["offline_mode"] or target.offline:
+            return Route.LOCAL
+        wanted = target.route
+        if wanted is None and conversation_id is not None:
+            wanted = self.service.store.get_conversation(conversation_id).route
+        return Route(wanted or settings["default_route"])
+
+    def _engine_for(self, target: TurnTarget, conversation):
+        """(engine, RouteDecision, OutboxPlan | None, offline mode overrode?). A Local only
+        turn (and Offline mode) never builds a cloud engine."""
+        settings = self.settings
+        wanted = target.route or (conversation.route if conversation is not None else None)
+        offline = bool(settings["offline_mode"] or target.offline)
+        decision = decide_route(wanted, settings["default_route"], offline, target.provider)
+        overrode = bool(settings["offline_mode"]) and bool(target.provider or wanted == "cloud")
+        engines = self.engines
+        if decision.route is Route.LOCAL:
+            return engines.local(None if target.provider else target.model), decision, None, \
+                overrode
+        assert target.provider is not None  # decide_route: no provider is the local route
+        cloud = engines.cloud(target.provider, target.model)
+        send_when_online = settings["send_when_online"] if target.send_when_online is None \
+            else target.send_when_online
+        plan = OutboxPlan(target.provider, target.model, always=decision.route is Route.CLOUD,
+                          with_local=bool(send_when_online))
+        if decision.route is Route.CLOUD:
+            return cloud, dataclasses.replace(decision, reason="cloud-only conversation"), plan, \
+                overrode
+        routed = RoutedEngine(cloud, lambda: engines.local(None), engines.connectivity,
+                              hedge_after_s=settings["hedge_after_s"],
+                              on_attempt=engines.on_attempt)
+        return routed, decision, plan, overrode
+
+    def _with_candidates(self, engine: Engine, plan: Plan, options: TurnOptions,
+                         conversation) -> Engine:
+        """Best-of-n / self-consistency around the engine, checked before anything is saved."""
+        if self.service.knobs(options, conversation)["temperature"] == 0:
+            raise UsageError("With temperature 0 every candidate is the same reply; raise the "
+                             "temperature for best-of-n or self-consistency.")
+        return CandidatesEngine(engine, plan)
+
+    def _wait_out(self, exc: RateLimitedLocally, cancel: threading.Event):
+        """Wait out a local rate limit, saying so once a second (cancel stops the turn)."""
+        end = self.clock() + exc.wait_s
+        while (left := end - self.clock()) > 0:
+            yield RateLimitWait(str(exc), left)
+            if cancel.wait(min(1.0, left)):
+                raise Cancelled("Stopped while waiting for the rate limit; nothing was sent.")
+
+    # -- the token meter ------------------------------------------------------------------
+    def measure(self, draft: str, conversation_id: str | None, *, target: TurnTarget,
+                options: TurnOptions, local: Engine | None) -> Callable[[], Measure] | None:
+        """On the caller's thread: a job (to run in the background) that counts the prompt
+        this draft would make, or None when there is nothing to count. ``local``: the loaded
+        model, if any (the meter never waits for or starts a load)."""
+        if not draft.strip():
+            return None
+        settings = self.settings
+        max_tokens = options.max_tokens or settings["max_tokens"]
+        counter: Engine | None = None
+        if self.effective_route(target, conversation_id) is Route.LOCAL or \
+                target.provider is None:
+            counter = local
+        else:
+            try:
+                counter = self.engines.cloud(target.provider, target.model)
+            except OutpostError:
+                counter = None  # no key yet, …: the estimate below
+        store = self.service.store
+        system_prompt = options.system_prompt
+
+        def job() -> Measure:
+            previous: list[Message] = []
+            system = settings["system_prompt"]
+            if conversation_id is not None:
+                system = store.get_conversation(conversation_id).system_prompt
+                previous = store.messages(conversation_id)
+            if system_prompt is not None:  # the panel's, about to be sent
+                system = system_prompt
+            messages = history_messages(system, previous) + [ChatMessage(Role.USER, draft)]
+            if counter is None:  # no tokenizer: the documented estimate (chars / 4)
+                return Measure(estimate_prompt_tokens(messages), False, None, max_tokens, None)
+            tokens, exact = counter.count_prompt(messages)
+            return Measure(tokens, exact, counter.context_window, max_tokens,
+                           counter.estimate_cost(tokens, max_tokens))
+
+        return job

@@ -1,0 +1,415 @@
+"""Which engine answers a turn of the Auto route, and why (the routes: ``app.domain.routes``).
+
+Routes (per conversation, a default in settings, and a global Offline mode that forces local):
+
+* ``local``  — private: only the local model; a cloud engine is never built, no socket is opened.
+* ``cloud``  — only the chosen provider; its failures are shown (and, when it cannot be reached,
+  the request waits in the outbox: ``app.storage.outbox``).
+* ``auto``   — the provider first, the local model behind it, all inside one reply:
+
+  - **before any token**: offline (known to the connectivity tracker), connection failed, timed
+    out, unavailable/overloaded, or rate limited with retries exhausted -> the local model answers
+    at once, marked with the engine and the reason;
+  - **hedging**: when the cloud's first token is later than ``hedge_after_s`` (default 2.5 s), the
+    local model starts too; the first to stream text wins and the other is cancelled (the cloud's
+    connection is closed). Both attempts go to the request log;
+  - **mid-stream**: a cloud stream that dies after some text is continued by the local model, given
+    the partial text as the start of its reply. The reply keeps segments (who wrote which part) and
+    a ``Seam`` event marks the switch.
+
+  Authentication and bad-request errors are the user's to fix: they are shown, never failed over.
+
+``RoutedEngine`` keeps the one ``Engine`` contract: text deltas, one ``Usage`` (the segments'
+counts added up), one ``Finished`` whose TTFT counts from the start of the turn.
+"""
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+import time
+from typing import Callable, Iterator
+
+from app.chat.connectivity import Connectivity, LinkState
+from app.domain.context import fit_messages
+from app.domain.errors import OutpostError
+from app.domain.messages import (
+    CancelWithReason,
+    ChatRequest,
+    Finished,
+    FinishReason,
+    Seam,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
+from app.domain.routes import CONTINUABLE_ERRORS, FAILOVER_ERRORS
+from engines.base import Engine, EngineBase, EngineCapabilities, EngineInfo, Segment, StreamOutcome
+from engines.http_policy import AttemptRecord
+
+DEFAULT_HEDGE_AFTER_S = 2.5
+_POLL_S = 0.05
+
+
+_DONE = object()
+
+
+class _Runner:
+    """One engine's stream, pumped on its own thread into a shared queue, so the router can
+    wait on two engines at once (hedging) and still notice the user's cancel within 50 ms."""
+
+    def __init__(self, tag: str, engine, request: ChatRequest, events: queue.Queue):
+        self.tag, self.engine = tag, engine
+        self.cancel = CancelWithReason()
+        self.started = time.monotonic()
+        self.text = ""
+        self.usage: Usage | None = None
+        self.finish: Finished | None = None
+        self.logged = False  # its attempt is in the request log
+        self.thread = threading.Thread(target=self._pump, args=(request, events),
+                                       name=f"outpost-route-{tag}", daemon=True)
+        self.thread.start()
+
+    def _pump(self, request: ChatRequest, events: queue.Queue) -> None:
+        try:
+            self.engine.wait_ready()
+            for event in self.engine.stream(request, self.cancel):
+                events.put((self, event))
+        except BaseException as exc:  # handed to the router's thread, which decides
+            events.put((self, exc))
+        finally:
+            events.put((self, _DONE))
+
+
+class RoutedEngine(EngineBase):
+    """The cloud engine with the local one behind it (route ``auto``), behind the same
+    ``Engine`` contract. After streaming, ``outcome()`` says who wrote (the last part of) the
+    reply, why in plain words, who wrote which part (segments), and whether the provider could
+    not be reached before any token (the outbox uses it)."""
+
+    def __init__(self, cloud: Engine, local_factory: Callable[[], Engine],
+                 connectivity: Connectivity | None = None,
+                 hedge_after_s: float | None = DEFAULT_HEDGE_AFTER_S,
+                 on_attempt: Callable[[object], None] | None = None):
+        self.cloud = cloud
+        self._local_factory = local_factory  # built only when needed
+        self.connectivity = connectivity
+        self.hedge_after_s = hedge_after_s if hedge_after_s and hedge_after_s > 0 else None
+        self.on_attempt = on_attempt
+        self._local: Engine | None = None
+        self._key = ""
+        self._reset()
+
+    def _reset(self) -> None:
+        self.answered: EngineInfo = self.cloud.info
+        self.reason = f"cloud first ({self.cloud.info.engine})"
+        self.segments: list[Segment] = []
+        self.cloud_unreachable = False
+        self.hedged = False
+
+    @property
+    def info(self) -> EngineInfo:
+        return self.cloud.info
+
+    @property
+    def capabilities(self) -> EngineCapabilities:  # type: ignore[override]
+        """The cloud's: the turn is built for it (the local model answers within it)."""
+        return self.cloud.capabilities
+
+    @property
+    def local(self) -> Engine:
+        if self._local is None:
+            self._local = self._local_factory()
+        return self._local
+
+    # the turn is fitted and metered for the cloud model; the local one re-fits on failover
+    @property
+    def context_window(self) -> int | None:
+        return self.cloud.context_window
+
+    def count_prompt(self, messages) -> tuple[int, bool]:
+        return self.cloud.count_prompt(messages)
+
+    def estimate_cost(self, prompt_tokens: int, max_tokens: int) -> str | None:
+        return self.cloud.estimate_cost(prompt_tokens, max_tokens)
+
+    @property
+    def price_known(self) -> bool:
+        return self.cloud.price_known
+
+    def outcome(self) -> StreamOutcome:
+        """Who answered (the last part of) the reply and why; the capability-map row is
+        theirs (the cloud's until the local model answered)."""
+        local_answered = self._local is not None and self.answered is not self.cloud.info
+        answerer = self._local if local_answered and self._local is not None else self.cloud
+        return StreamOutcome(
+            self.answered, answerer.outcome().knob_kind, reason=self.reason,
+            segments=tuple(self.segments), cloud_unreachable=self.cloud_unreachable,
+            json_schema_refused=self.cloud.outcome().json_schema_refused)
+
+    def close(self) -> None:
+        self.cloud.close()
+        if self._local is not None:
+            self._local.close()
+
+    # -- the stream ----------------------------------------------------------------------------
+    def stream(self, request: ChatRequest, cancel: threading.Event) -> Iterator[StreamEvent]:
+        self._reset()
+        self._key = request.idempotency_key
+        turn_started = time.monotonic()
+        name = self.cloud.info.engine
+        events: queue.Queue = queue.Queue()
+        runners: list[_Runner] = []
+        try:
+            if self.connectivity is not None and \
+                    self.connectivity.state(name) is LinkState.OFFLINE:
+                self.cloud_unreachable = True
+                local = self._start_local(request, events, runners,
+                                          f"{self.connectivity.reason(name)}: answered locally")
+                winner = yield from self._race_local_only(local, cancel, events, runners)
+            else:
+                cloud = _Runner("cloud", self.cloud, request, events)
+                runners.append(cloud)
+                winner = yield from self._race(request, cancel, events, runners, turn_started)
+            if winner is None:
+                return
+            yield from self._follow(winner, request, cancel, events, runners, turn_started)
+        finally:
+            for runner in runners:
+                runner.cancel.set_because("cancelled")
+            for runner in runners:
+                runner.thread.join(timeout=10)
+
+    def _start_local(self, request, events, runners, reason) -> _Runner:
+        local = self.local
+        if local.ready:
+            # the turn was fitted to the cloud model's window; the local one may be smaller
+            fitted = fit_messages(request.messages, local, request.max_tokens)
+            if fitted.dropped:
+                request = dataclasses.replace(request, messages=fitted.messages)
+        runner = _Runner("local", local, request, events)
+        runners.append(runner)
+        self.answered, self.reason = local.info, reason
+        return runner
+
+    def _next(self, events: queue.Queue, cancel: threading.Event, runners, timeout: float):
+        """The next (runner, event) within ``timeout`` s, passing the user's cancel on."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if cancel.is_set():
+                for runner in runners:
+                    runner.cancel.set_because("cancelled")
+            try:
+                return events.get(timeout=max(0.0, min(_POLL_S, deadline - time.monotonic())))
+            except queue.Empty:
+                if time.monotonic() >= deadline:
+                    return None
+
+    def _race(self, request, cancel, events, runners, turn_started):
+        """Until someone streams text. Returns (winner, its events so far), or None when the
+        reply ended without any text (those events are yielded here)."""
+        cloud = runners[0]
+        name = self.cloud.info.engine
+        local: _Runner | None = None
+        dead: set = set()
+        backlog: dict = {cloud: []}
+        while True:
+            timeout = 3600.0
+            if local is None and self.hedge_after_s is not None:
+                timeout = turn_started + self.hedge_after_s - time.monotonic()
+                if timeout <= 0:
+                    self.hedged = True
+                    local = self._start_local(
+                        request, events, runners,
+                        f"cloud first token later than {self.hedge_after_s:g} s ({name}): "
+                        "answered locally")
+                    backlog[local] = []
+                    continue
+            got = self._next(events, cancel, runners, timeout)
+            if got is None:
+                continue
+            runner, event = got
+            if event is _DONE:
+                dead.add(runner)
+                if dead >= set(backlog) and all(not b for b in backlog.values()):
+                    return None  # nobody said anything (cannot happen with a correct engine)
+                continue
+            if isinstance(event, BaseException):
+                dead.add(runner)
+                if runner is cloud and isinstance(event, FAILOVER_ERRORS):
+                    if self.connectivity is not None:
+                        self.connectivity.record(name, event.kind)
+                    if local is None:
+                        self.cloud_unreachable = True
+                        local = self._start_local(
+                            request, events, runners,
+                            f"{name} failed before answering ({event.kind}): answered locally")
+                        backlog[local] = []
+                        continue
+                    if local not in dead:
+                        self.reason = (f"{name} failed before answering ({event.kind}) while "
+                                       "the local model was hedging: answered locally")
+                        continue
+                    raise event
+                if runner is cloud:  # authentication, bad request, …: the user's to fix
+                    if local is not None:
+                        local.cancel.set_because("cancelled")
+                    raise event
+                # the local model failed (did not load?)
+                self._log_local(runner, "failed", _kind_of(event))
+                if cloud in dead:
+                    raise event
+                self.answered, self.reason = self.cloud.info, f"cloud first ({name})"
+                continue
+            backlog[runner].append(event)
+            if isinstance(event, TextDelta) and event.text or isinstance(event, Finished):
+                for other in runners:
+                    if other is not runner and other not in dead:
+                        other.cancel.set_because("hedge_lost")
+                        if other.tag == "local":
+                            self._log_local(other, "hedge_lost", None)
+                if runner is cloud:
+                    self.answered = self.cloud.info
+                    if self.hedged:
+                        self.reason = "cloud answered first; the local hedge was cancelled"
+                if isinstance(event, TextDelta):
+                    return runner, backlog[runner]
+                # the reply ended before any text (an empty answer, or cancelled)
+                if runner.tag == "local":
+                    self._log_local(runner, _outcome(event), None)
+                self.segments = [self._segment(runner, 0, end=0)]
+                yield from backlog[runner]
+                return None
+
+    def _race_local_only(self, local, cancel, events, runners):
+        """The local model alone (the provider is known to be offline): the same shape as
+        ``_race``, so ``_follow`` handles both."""
+        backlog: list = []
+        while True:
+            got = self._next(events, cancel, runners, 3600.0)
+            if got is None:
+                continue
+            _, event = got
+            if event is _DONE:
+                return None
+            if isinstance(event, BaseException):
+                self._log_local(local, "failed", _kind_of(event))
+                raise event
+            backlog.append(event)
+            if isinstance(event, TextDelta) and event.text:
+                return local, backlog
+            if isinstance(event, Finished):
+                self._log_local(local, _outcome(event), None)
+                self.segments = [self._segment(local, 0, end=0)]
+                yield from backlog
+                return None
+
+    def _follow(self, winner, request, cancel, events, runners, turn_started):
+        """Yield the winner's events; continue on the local model if the cloud dies mid-way."""
+        winner, backlog = winner
+        first_text_at = time.monotonic()
+        text = ""
+        current = winner
+        self.segments = [self._segment(current, 0)]
+        usages: list[Usage] = []
+        cloud_error: Exception | None = None
+        while True:
+            if backlog:
+                event = backlog.pop(0)
+            else:
+                got = self._next(events, cancel, runners, 3600.0)
+                if got is None:
+                    continue
+                runner, event = got
+                if runner is not current:
+                    continue  # the loser's last words
+            if event is _DONE:
+                continue
+            if isinstance(event, BaseException):
+                if current.tag == "local":
+                    self._log_local(current, "failed", _kind_of(event))
+                if not text or not isinstance(event, OutpostError):
+                    raise event
+                # the continuation could not start: keep what the cloud wrote, as interrupted
+                self._end_segment(len(text))
+                yield self._combined_usage(usages)
+                yield Finished(FinishReason.ERROR, ttft_ms=self._ms(first_text_at, turn_started),
+                               error=cloud_error or event)
+                return
+            if isinstance(event, TextDelta):
+                text += event.text
+                yield event
+            elif isinstance(event, Usage):
+                usages.append(event)
+            elif isinstance(event, Finished):
+                if current.tag == "local":
+                    self._log_local(current, _outcome(event), None)
+                written = sum(u.completion_tokens for u in usages)
+                if current.tag == "cloud" and event.reason is FinishReason.ERROR and \
+                        isinstance(event.error, CONTINUABLE_ERRORS) and not cancel.is_set() \
+                        and written < request.max_tokens:
+                    cloud_error = event.error
+                    name = self.cloud.info.engine
+                    if self.connectivity is not None:
+                        self.connectivity.record(name, event.error.kind)
+                    reason = (f"{name} stream broke after {len(text)} characters "
+                              f"({event.error.kind}): continued locally")
+                    # the reply's token budget is shared: the local part gets what is left
+                    continuation = dataclasses.replace(
+                        request, assistant_prefix=request.assistant_prefix + text,
+                        max_tokens=request.max_tokens - written)
+                    current = self._start_local(continuation, events, runners, reason)
+                    self._end_segment(len(text))
+                    self.segments.append(self._segment(current, len(text), reason))
+                    info = current.engine.info
+                    yield Seam(info.engine, info.model, reason, len(text))
+                    continue
+                self._end_segment(len(text))
+                yield self._combined_usage(usages)
+                yield dataclasses.replace(event, ttft_ms=self._ms(first_text_at, turn_started))
+                return
+
+    @staticmethod
+    def _ms(at: float, since: float) -> float:
+        return round((at - since) * 1000, 2)
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    @staticmethod
+    def _segment(runner: _Runner, start: int, reason: str | None = None,
+                 end: int | None = None) -> Segment:
+        info = runner.engine.info
+        return Segment(info.engine, info.model, start, end, reason)
+
+    def _end_segment(self, end: int) -> None:
+        self.segments[-1] = dataclasses.replace(self.segments[-1], end=end)
+
+    @staticmethod
+    def _combined_usage(usages: list[Usage]) -> Usage:
+        if not usages:
+            return Usage(0, 0, estimated=True)
+        first = usages[0]
+        return Usage(first.prompt_tokens, sum(u.completion_tokens for u in usages),
+                     estimated=any(u.estimated for u in usages),
+                     cached_prompt_tokens=first.cached_prompt_tokens)
+
+    def _log_local(self, runner: _Runner, outcome: str, error_kind: str | None) -> None:
+        """Local attempts go to the request log too when the router raced or failed over."""
+        if self.on_attempt is None or runner.logged or \
+                runner.engine.capabilities.logs_own_attempts:
+            return  # (an engine that logs its own attempts is not logged twice)
+        runner.logged = True
+        info = runner.engine.info
+        self.on_attempt(AttemptRecord(
+            attempt=1, status=None, latency_ms=(time.monotonic() - runner.started) * 1000,
+            error_kind=error_kind, idempotency_key=self._key, provider="local",
+            model=info.model, outcome=outcome))
+
+
+def _kind_of(error: BaseException) -> str:
+    """The error tree's name for a failure (anything outside the tree is a bug)."""
+    return error.kind if isinstance(error, OutpostError) else "bug"
+
+
+def _outcome(finish: Finished) -> str:
+    return {FinishReason.CANCELLED: "cancelled", FinishReason.ERROR: "failed"}.get(
+        finish.reason, "won")

@@ -1,0 +1,474 @@
+"""One chat turn, start to finish, shared by the CLI and the window.
+
+``start_turn`` commits the user's message before anything is sent and returns a ``Turn``;
+``Turn.run(engine, cancel)`` creates the assistant message when streaming starts, flushes its
+content to the database at least every 0.5 s, and leaves it ``complete``, ``interrupted`` (user
+stop, dead stream, consumer gone) or ``error`` — never stuck in ``streaming`` while this process
+lives. The caller decides which thread runs what: the window runs ``run`` on a worker thread.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterator
+
+from app.config.presets import PresetBook
+from app.config.settings import Settings, default_user_id
+from app.domain.context import Fit, TokenCounter, fit_messages
+from app.domain.errors import OutpostError, UsageError
+from app.domain.messages import (
+    ChatMessage,
+    ChatRequest,
+    Finished,
+    FinishReason,
+    Message,
+    MessageStatus,
+    Reply,
+    Restart,
+    Role,
+    StreamEvent,
+    TextDelta,
+    Usage,
+    accumulate,
+    estimate_prompt_tokens,
+)
+from app.domain.sampling import KNOB_NAMES, sent_params
+from app.domain.structured import OutputCheck, lenient, repair_prompt, validate
+from app.domain.structured import response_format as json_response_format
+from app.domain.test_time import Selection
+from app.storage.outbox import Outbox, OutboxItem
+from app.storage.store import Store
+from engines.base import Engine
+
+if TYPE_CHECKING:
+    from app.storage.ledger import UsageLedger
+    from app.storage.quotas import QuotaGuard
+
+FLUSH_INTERVAL_S = 0.5
+TITLE_LENGTH = 48
+
+
+@dataclass(frozen=True)
+class TurnOptions:
+    """This turn's knobs (CLI flags, the sampling panel). None: not given, so the preset's,
+    else the conversation's, else the settings' value applies (``ChatService.knobs``).
+    ``stop`` None: not given; () : no stop sequences."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repeat_penalty: float | None = None
+    seed: int | None = None
+    preset: str | None = None
+    system_prompt: str | None = None  # replaces the conversation's (saved with it)
+    # structured output (app.domain.structured): JSON mode on/off (None: the conversation's), and
+    # an optional JSON Schema the reply must match (implies JSON mode)
+    json_mode: bool | None = None
+    json_schema: dict | None = None
+    # best-of-n / self-consistency as chosen in the window (kept with a new conversation; the
+    # caller wraps the engine, see app.chat.candidates)
+    test_time: dict | None = None
+    # knobs set back to "not sent" (e.g. the panel's top_k emptied), overriding the rest
+    unset: tuple[str, ...] = ()
+
+
+def title_from(prompt: str) -> str:
+    line = " ".join(prompt.split())
+    return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1].rstrip() + "…"
+
+
+def history_messages(system_prompt: str, messages: list[Message]) -> list[ChatMessage]:
+    """The messages array of a conversation: the system prompt, then every user message and every
+    assistant message that has text (partial answers included, failed empty ones left out)."""
+    out: list[ChatMessage] = []
+    if system_prompt.strip():
+        out.append(ChatMessage(Role.SYSTEM, system_prompt))
+    for message in messages:
+        if message.role is Role.SYSTEM:
+            continue
+        if message.role is Role.ASSISTANT and not message.content.strip():
+            continue
+        out.append(ChatMessage(message.role, message.content))
+    return out
+
+
+@dataclass(frozen=True)
+class OutboxPlan:
+    """When this turn's request goes to the outbox: under Cloud only (``always``) when the
+    provider cannot be reached; under Auto with "send when online" (``with_local``) when the
+    local model answered because the provider could not be reached."""
+
+    provider: str
+    model: str | None
+    always: bool = False
+    with_local: bool = False
+
+
+@dataclass
+class Turn:
+    """One user turn: the saved prompt, the request built for it, and (once run) the reply."""
+
+    store: Store
+    conversation_id: str
+    user_message_id: str
+    request: ChatRequest
+    assistant_message_id: str | None = None
+    reply: Reply = field(default_factory=Reply)
+    route_reason: str | None = None  # why this engine (when the engine does not say)
+    outbox_plan: OutboxPlan | None = None
+    fit: Fit | None = None  # how the conversation was fitted into the context window
+    ledger: "UsageLedger | None" = None  # the reply's cost, from its attempts
+    # when to flush the streaming row (FLUSH_INTERVAL_S); tests put a virtual clock here
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
+    engine: Engine | None = field(default=None, repr=False, compare=False)  # once run
+    output_check: OutputCheck | None = None  # structured output: how the reply was checked
+
+    def run(self, engine: Engine, cancel: threading.Event,
+            route_reason: str | None = None) -> Iterator[StreamEvent]:
+        """Stream the reply from ``engine``, persisting it as it arrives. A routing engine
+        (``app.chat.router.RoutedEngine``) reports who answered and why; that is stored too."""
+        self.engine = engine
+        self.route_reason = route_reason or self.route_reason
+        info = engine.info
+        message = self.store.add_message(
+            self.conversation_id, Role.ASSISTANT, "", status=MessageStatus.STREAMING,
+            parent_id=self.user_message_id, engine=info.engine, model=info.model,
+            params=self._sent_params(engine))
+        self.assistant_message_id = message.id
+        reply = self.reply
+        last_flush = self.clock()
+        final_status = MessageStatus.INTERRUPTED
+        error_text: str | None = "The reply stopped before it was finished."
+        try:
+            for event in engine.stream(self.request, cancel):
+                accumulate([event], reply)
+                if isinstance(event, TextDelta) and \
+                        self.clock() - last_flush >= FLUSH_INTERVAL_S:
+                    self.store.update_message(message.id, content=reply.text)
+                    last_flush = self.clock()
+                elif isinstance(event, Finished):
+                    final_status, error_text = _final_status(event, bool(reply.text))
+                yield event
+            if self.request.response_format and final_status is MessageStatus.COMPLETE:
+                final_status, error_text = yield from self._check_json(engine, cancel)
+        except OutpostError as exc:
+            final_status, error_text = MessageStatus.ERROR, str(exc)
+            if reply.text:
+                final_status = MessageStatus.INTERRUPTED
+            raise
+        finally:
+            self._save_final(final_status, error_text)
+
+    def _check_json(self, engine: Engine, cancel: threading.Event):
+        """Structured output: validate the reply; if it is not valid, one repair (a lenient
+        parse, else one re-ask carrying the validation error). Yields the re-ask's events;
+        returns the final (status, error)."""
+        assert self.request.response_format is not None
+        schema = self.request.response_format.get("schema")
+        reply = self.reply
+        check = OutputCheck("json_schema" if schema else "json")
+        self.output_check = check
+        raw = reply.text
+        verdict = validate(raw, schema)
+        if verdict.valid:
+            return MessageStatus.COMPLETE, None
+        fixed = lenient(raw, schema)
+        if fixed.valid:
+            reply.text = fixed.text
+            check.repair, check.raw = "lenient", raw
+            return MessageStatus.COMPLETE, None
+        cut = reply.finish is not None and reply.finish.reason is FinishReason.LENGTH
+        why = f"it was cut at max tokens ({self.request.max_tokens})" if cut else verdict.error
+        restart = Restart(f"The reply was not valid JSON: {why}. Asking once more.")
+        accumulate([restart], reply)
+        yield restart
+        first_usage = reply.usage
+        again = dataclasses.replace(
+            self.request, messages=self.request.messages + (
+                ChatMessage(Role.ASSISTANT, raw),
+                ChatMessage(Role.USER, repair_prompt(verdict, schema))),
+            # its own key: a provider that deduplicates must not hand back the invalid reply
+            idempotency_key=f"{self.request.idempotency_key}~repair",
+            # a reply cut at max tokens gets twice the room
+            max_tokens=min(self.request.max_tokens * 2, 131_072) if cut
+            else self.request.max_tokens)
+        status, error = MessageStatus.COMPLETE, None
+        # one reply repairs it (best-of-n does not sample all candidates again)
+        for event in engine.repair_engine().stream(again, cancel):
+            accumulate([event], reply)
+            if isinstance(event, Finished):
+                status, error = _final_status(event, bool(reply.text))
+            yield event
+        if first_usage is not None and reply.usage is not None:
+            reply.usage = Usage(
+                first_usage.prompt_tokens + reply.usage.prompt_tokens,
+                first_usage.completion_tokens + reply.usage.completion_tokens,
+                estimated=first_usage.estimated or reply.usage.estimated,
+                cached_prompt_tokens=first_usage.cached_prompt_tokens +
+                reply.usage.cached_prompt_tokens)
+        check.repair, check.raw = "reask", raw
+        if status is not MessageStatus.COMPLETE:
+            check.valid, check.error = False, error
+            return status, error
+        second = lenient(reply.text, schema)
+        if second.valid:
+            reply.text = second.text
+            return MessageStatus.COMPLETE, None
+        if reply.finish is not None and reply.finish.reason is FinishReason.LENGTH:
+            second = dataclasses.replace(second, error=f"cut at max tokens "
+                                                       f"({again.max_tokens}): {second.error}")
+        check.valid, check.error = False, second.error
+        if not reply.text.strip():
+            reply.text = raw  # keep the text there is
+        return MessageStatus.COMPLETE, (f"invalid JSON after one repair ({second.error}); the "
+                                        "raw text is kept.")
+
+    def selection(self) -> Selection | None:
+        """Best-of-n / self-consistency: the candidates and how one won (None: one sample)."""
+        return self.engine.outcome().selection if self.engine is not None else None
+
+    def cost(self) -> tuple[float | None, bool] | None:
+        """(this turn's cost in USD, every attempt included — None: a price is unknown;
+        estimated?), or None when no usage ledger keeps costs."""
+        if self.ledger is None:
+            return None
+        return self.ledger.turn_cost(self.request.idempotency_key)
+
+    def _cost_fields(self) -> dict:
+        cost = self.cost()
+        return {} if cost is None else {"cost_usd": cost[0], "cost_estimated": cost[1]}
+
+    def _sent_params(self, engine: Engine) -> dict:
+        """The parameters actually sent to (or applied by) the engine that answered, from the
+        capability map, plus who asked and the turn's key (never the panel's values). An engine
+        with no row in the map (a test double) gets the request's knobs as they are."""
+        request = self.request
+        outcome = engine.outcome()
+        kind = outcome.knob_kind
+        if kind is None:
+            return request.sampling_params()
+        params = {**sent_params(kind, request), "user": request.user,
+                  "idempotency_key": request.idempotency_key, "engine_kind": kind}
+        finish = self.reply.finish
+        if "seed" not in params and finish is not None and finish.seed is not None:
+            params["seed"] = finish.seed  # drawn by the engine: the reply can be made again
+            params["seed_drawn"] = True
+        plan = outcome.test_time
+        if plan is not None:  # best-of-n / self-consistency
+            params["test_time"] = {k: v for k, v in dataclasses.asdict(plan).items()
+                                   if k in ("mode", "n") or
+                                   (k == "scorer" and plan.mode == "best_of") or
+                                   (k == "extract" and plan.mode != "best_of")}
+            selection = outcome.selection
+            if selection is not None and selection.winner is not None:
+                won = next((c for c in selection.candidates if c.index == selection.winner),
+                           None)
+                if won is not None and won.seed is not None:
+                    params["seed"] = won.seed  # the kept candidate's own sample
+        if "response_format" in params and kind == "openai" and outcome.json_schema_refused:
+            params["response_format"] = "json_object (the server refused json_schema)"
+        return params
+
+    def _route_fields(self) -> dict:
+        """Who answered (a failover changes it), why, and who wrote which part."""
+        assert self.engine is not None
+        outcome = self.engine.outcome()
+        answered = outcome.answered
+        segments = [s.record() for s in outcome.segments] or [
+            {"engine": answered.engine, "model": answered.model, "start": 0}]
+        segments[-1]["end"] = len(self.reply.text)
+        return {"route_reason": outcome.reason or self.route_reason,
+                "params": self._sent_params(self.engine),
+                "engine": answered.engine, "model": answered.model, "segments": segments}
+
+    def _save_final(self, status: MessageStatus, error_text: str | None) -> None:
+        reply = self.reply
+        usage: Usage | None = reply.usage
+        finish = reply.finish
+        if status is MessageStatus.COMPLETE and not reply.text.strip():
+            # never a blank bubble: an empty (or blocked) output is an error the user can retry
+            why = finish.reason.value if finish else "unknown"
+            status, error_text = MessageStatus.ERROR, (
+                f"The model returned an empty reply (finish reason: {why}). Retry, or change "
+                "the message or the sampling knobs.")
+        self.store.update_message(
+            self.assistant_message_id,
+            content=reply.text,
+            status=status,
+            error=error_text,
+            finish_reason=(finish.reason.value if finish else "interrupted"),
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            cached_prompt_tokens=usage.cached_prompt_tokens if usage else None,
+            tokens_estimated=usage.estimated if usage else False,
+            ttft_ms=finish.ttft_ms if finish else None,
+            tokens_per_s=finish.tokens_per_s if finish else None,
+            output_check=self.output_check.record() if self.output_check else None,
+            candidates=selection.record() if (selection := self.selection()) else None,
+            **self._route_fields(), **self._cost_fields(),
+        )
+        self.store.touch_conversation(self.conversation_id)
+
+
+def _final_status(event: Finished, has_text: bool) -> tuple[MessageStatus, str | None]:
+    if event.reason in (FinishReason.STOP, FinishReason.LENGTH):
+        return MessageStatus.COMPLETE, None
+    if event.reason is FinishReason.CANCELLED:
+        return MessageStatus.INTERRUPTED, "Stopped by the user."
+    text = str(event.error) if event.error else "The engine failed."
+    # A stream that died after some text keeps it, marked as interrupted.
+    return (MessageStatus.INTERRUPTED if has_text else MessageStatus.ERROR), text
+
+
+class ChatService:
+    """Starts turns: validates input, saves the prompt, builds the request."""
+
+    def __init__(self, store: Store, settings: Settings, *, ledger: "UsageLedger | None" = None,
+                 quotas: "QuotaGuard | None" = None, profile: str | None = None,
+                 presets: PresetBook | None = None):
+        """``ledger``: the usage ledger (each reply's cost); ``quotas``: checked before anything
+        is sent; ``profile``: who is signed in (default: the machine's default profile). The
+        composition root (``app.compose``) passes them; tests may leave them out."""
+        self.store = store
+        self.settings = settings
+        self.outbox = Outbox(store)
+        self.ledger = ledger
+        self.quotas = quotas
+        self.presets = presets or PresetBook()
+        # the signed-in profile (app.storage.profiles): owns new conversations, may continue only its
+        # own, and its quotas apply; the window changes it when the user switches profile
+        self.profile: str = profile or default_user_id(settings)
+
+    def act_as(self, profile: str) -> None:
+        """The signed-in profile changed (the window's profile switch): new turns, quotas and
+        ledger rows are theirs."""
+        self.profile = profile
+        if self.ledger is not None:
+            self.ledger.profile = profile
+
+    def knobs(self, options: TurnOptions | None = None, conversation=None) -> dict:
+        """The knobs a turn sends, strongest last: the settings' defaults, the conversation's
+        own, the chosen preset, the turn's options."""
+        options = options or TurnOptions()
+        settings = self.settings
+        knobs: dict = {name: None for name in KNOB_NAMES}
+        knobs.update(temperature=settings["temperature"], top_p=settings["top_p"],
+                     max_tokens=settings["max_tokens"], stop=())
+        if conversation is not None and conversation.sampling:
+            knobs.update({k: v for k, v in conversation.sampling.items() if k in knobs})
+        if options.preset:
+            knobs.update(self.presets.get(options.preset))
+        knobs.update({name: getattr(options, name) for name in KNOB_NAMES
+                      if getattr(options, name) is not None})
+        for name in options.unset:
+            knobs[name] = None if name not in ("temperature", "top_p", "max_tokens", "stop") \
+                else knobs[name]
+        return knobs
+
+    @staticmethod
+    def response_format(options: "TurnOptions", conversation=None) -> dict | None:
+        """JSON mode for this turn: the turn's choice, else the conversation's."""
+        if options.json_schema is not None:
+            return json_response_format(options.json_schema)  # checks the schema itself
+        if options.json_mode is not None:
+            return json_response_format(None) if options.json_mode else None
+        if conversation is not None and conversation.sampling:
+            return conversation.sampling.get("response_format")
+        return None
+
+    def queue_for_later(self, turn: Turn, provider: str, model: str | None,
+                        error: Exception | None = None) -> OutboxItem:
+        """Put the turn's request in the outbox (cloud wanted, provider unreachable). With
+        ``error`` (Cloud only: nothing answered), the failed reply says where its request went."""
+        item = self.outbox.enqueue(turn.conversation_id, turn.user_message_id, provider, model,
+                                   turn.request,
+                                   turn.assistant_message_id if error is not None else None)
+        if error is not None and turn.assistant_message_id:
+            self.store.update_message(
+                turn.assistant_message_id,
+                error=f"{error} Queued in the outbox (item {item.id}): it is sent once "
+                      f"{provider} can be reached.")
+        return item
+
+    def recover_interrupted(self) -> int:
+        """Mark replies left 'streaming' by a dead process as 'interrupted' (start-up)."""
+        return self.store.mark_orphaned_streaming()
+
+    def retry_turn(self, failed: Turn) -> Turn:
+        """Answer the same saved prompt again (same request, same idempotency key); the new
+        reply is stored as a sibling of the failed one."""
+        return Turn(self.store, failed.conversation_id, failed.user_message_id, failed.request,
+                    route_reason=failed.route_reason, outbox_plan=failed.outbox_plan,
+                    fit=failed.fit, ledger=self.ledger)
+
+    def start_turn(self, prompt: str, conversation_id: str | None = None, *, model: str,
+                   options: TurnOptions = TurnOptions(), route: str | None = None,
+                   counter: TokenCounter | None = None, effective_route: str = "local",
+                   price_known: bool = True) -> Turn:
+        """``route`` is stored on a new conversation (None: it follows the default).
+        ``counter`` (the engine's, see ``app.domain.context``): fit the conversation into its context
+        window, dropping the oldest turns; a message that cannot fit at all is refused before
+        anything is written. ``price_known``: False when the model's price is not known (a
+        quota in dollars then refuses the turn unless unpriced models are allowed)."""
+        if not prompt or not prompt.strip():
+            raise UsageError("The message is empty; type something to send.")
+        settings = self.settings
+        if conversation_id is None:
+            conversation = None
+            system_prompt, previous = settings["system_prompt"], []
+        else:
+            conversation = self.store.get_conversation(conversation_id)
+            if conversation.profile not in (None, self.profile):
+                raise UsageError(f"The conversation {conversation_id} belongs to another "
+                                 "profile.")
+            system_prompt, previous = conversation.system_prompt, \
+                self.store.messages(conversation.id)
+        if options.system_prompt is not None:
+            system_prompt = options.system_prompt
+        knobs = self.knobs(options, conversation)
+        request_args = dict(knobs, stop=tuple(knobs.get("stop") or ()),
+                            response_format=self.response_format(options, conversation))
+        # Validate the knobs before anything is written, so bad input changes nothing.
+        ChatRequest(model=model, messages=(ChatMessage(Role.USER, prompt),), **request_args)
+        messages = history_messages(system_prompt, previous) + [ChatMessage(Role.USER, prompt)]
+        fit = fit_messages(messages, counter, request_args["max_tokens"]) \
+            if counter is not None else None  # raises MessageTooLong before any write
+        if self.quotas is not None:  # raises QuotaExceeded / RateLimitedLocally: nothing sent
+            prompt_tokens = fit.prompt_tokens if fit is not None else \
+                estimate_prompt_tokens(messages)
+            self.quotas.check(self.profile, effective_route,
+                              effective_route != "local", prompt_tokens,
+                              request_args["max_tokens"], price_known=price_known,
+                              model=model)
+        if conversation_id is None:  # a new conversation keeps the knobs it started with
+            conversation = self.store.create_conversation(
+                title_from(prompt), system_prompt, route, profile=self.profile,
+                sampling={**{k: list(v) if isinstance(v, tuple) else v
+                             for k, v in knobs.items()},
+                          "response_format": request_args["response_format"],
+                          "test_time": options.test_time})
+        elif options.system_prompt is not None and \
+                options.system_prompt != conversation.system_prompt:
+            self.store.set_conversation_sampling(conversation.id, conversation.sampling,
+                                                 system_prompt=options.system_prompt)
+        parent = previous[-1].id if previous else None
+        user_message = self.store.add_message(conversation.id, Role.USER, prompt,
+                                              parent_id=parent)
+        request = ChatRequest(model=model,
+                              messages=fit.messages if fit is not None else tuple(messages),
+                              user=self.profile, **request_args)
+        turn = Turn(self.store, conversation.id, user_message.id, request, ledger=self.ledger)
+        if self.quotas is not None:
+            self.quotas.note_turn(request.idempotency_key)
+        if self.ledger is not None:
+            self.ledger.note_turn(request.idempotency_key, route=effective_route,
+                                  profile=self.profile, conversation_id=conversation.id)
+        turn.fit = fit
+        return turn

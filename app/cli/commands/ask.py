@@ -1,0 +1,236 @@
+"""``outpost ask``: one message, its route, the streamed reply (text or JSON events)."""
+from __future__ import annotations
+
+import argparse
+import math
+import signal
+import sys
+import threading
+
+from app.chat.pipeline import (
+    Notice,
+    RateLimitWait,
+    TurnEnded,
+    TurnOutcome,
+    TurnPipeline,
+    TurnStarted,
+    TurnTarget,
+)
+from app.chat.service import TurnOptions
+from app.cli.commands.common import emit, open_core, read_prompt, round_or_none
+from app.compose import CommandEngines
+from app.domain.errors import NoProviderForCloud, UsageError
+from app.domain.messages import Restart, Seam, TextDelta, Usage
+from app.domain.sampling import KNOB_NAMES
+from app.domain.structured import load_schema
+from app.domain.test_time import Plan
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    core = open_core(args)
+    settings, store = core.settings, core.store
+    cancel = threading.Event()
+
+    def _stop(signum, frame):  # first signal stops the reply cleanly; a second one kills
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    engines = CommandEngines(settings, core.service.ledger.record)
+    pipeline = TurnPipeline(core.service, engines)
+    try:
+        target = TurnTarget(provider=args.provider, model=args.model, route=args.route,
+                            offline=args.offline,
+                            send_when_online=True if args.send_when_online else None,
+                            test_time=test_time_plan(args))
+        events = pipeline.send(read_prompt(args.prompt), args.conversation, target=target,
+                               options=knob_options(args), cancel=cancel, wait_for_model=True,
+                               wait_on_rate_limit=bool(settings["rate_limit_wait"]))
+        try:
+            return _render(args, events)
+        except NoProviderForCloud:
+            raise UsageError("This conversation is Cloud only: name its provider with "
+                             "--provider NAME (or pass --route auto or --route local).") from None
+    finally:
+        engines.close()
+        store.close()
+
+
+def _render(args: argparse.Namespace, events) -> int:
+    """Print the turn's events: the reply's text (or JSON lines with --json), notes on stderr;
+    the turn's error is raised, so the exit code says how it ended."""
+    structured = False
+    countdown = _Countdown()
+    for event in events:
+        if isinstance(event, RateLimitWait):
+            countdown.show(event)
+            continue
+        countdown.done()
+        if isinstance(event, TurnStarted):
+            structured = event.structured
+            if event.offline_mode_overrode:
+                sys.stderr.write("outpost: Offline mode is on, so the local model answers and "
+                                 "nothing is sent (`outpost offline off` turns it off).\n")
+            _report_fit(args, event.fit)
+        elif isinstance(event, TextDelta):
+            if args.json:
+                emit({"event": "delta", "text": event.text})
+            elif not structured:  # JSON is printed once checked (below)
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+        elif isinstance(event, Restart):
+            if args.json:
+                emit({"event": "restart", "reason": event.reason})
+            else:
+                sys.stderr.write(f"outpost: {event.reason}\n")
+        elif isinstance(event, Seam):
+            if args.json:
+                emit({"event": "seam", "engine": event.engine, "model": event.model,
+                      "reason": event.reason, "offset": event.offset})
+        elif isinstance(event, Usage):
+            if args.json:
+                emit({"event": "usage", "prompt_tokens": event.prompt_tokens,
+                      "completion_tokens": event.completion_tokens,
+                      "cached_prompt_tokens": event.cached_prompt_tokens,
+                      "estimated": event.estimated})
+        elif isinstance(event, Notice):
+            sys.stderr.write(f"outpost: {event.text}\n")
+        elif isinstance(event, TurnEnded):
+            return _finish(args, event.outcome, structured)
+    return 0
+
+
+def _finish(args: argparse.Namespace, outcome: TurnOutcome, structured: bool) -> int:
+    """The end of the reply: its last line (or the ``finished`` event), where a queued request
+    went, and the turn's error raised."""
+    error, finish, item = outcome.error, outcome.finish, outcome.queued
+    if outcome.stream_failed and error is not None:  # the stream raised
+        if item is not None:
+            if args.json:
+                _report_queued(args, item, outcome.conversation_id)
+            raise type(error)(f"{error} Queued in the outbox as item {item.id}; `outpost outbox "
+                              "send` sends it once the provider is reachable.") from None
+        raise error
+    selection = outcome.selection.record() if outcome.selection is not None else None
+    check = outcome.output_check
+    if not args.json:
+        if structured and outcome.message is not None:
+            sys.stdout.write(outcome.message.content)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    if selection is not None and not args.json:  # after the reply's own line
+        sys.stderr.write(f"outpost: {describe_selection(selection)}\n")
+    if args.json and finish is not None:
+        cost = outcome.cost
+        emit({"event": "finished", "reason": finish.reason.value,
+              "conversation_id": outcome.conversation_id,
+              "message_id": outcome.message_id,
+              "ttft_ms": round_or_none(finish.ttft_ms),
+              "tokens_per_s": round_or_none(finish.tokens_per_s),
+              "engine": outcome.answered.engine, "model": outcome.answered.model,
+              "route_reason": outcome.route_reason,
+              # this turn's cost, every attempt included (null: a price is unknown)
+              **({"cost_usd": cost[0], "cost_estimated": cost[1]} if cost else {}),
+              **({"output_check": {k: v for k, v in check.record().items() if k != "raw"}}
+                 if check else {}),
+              **({"candidates": {k: v for k, v in selection.items() if k != "candidates"}
+                  | {"scores": [c["score"] for c in selection["candidates"]],
+                     "answers": [c["answer"] for c in selection["candidates"]]}}
+                 if selection else {})})
+    if item is not None:
+        _report_queued(args, item, outcome.conversation_id)
+    if error is not None:
+        raise error
+    return 0
+
+
+class _Countdown:
+    """A local rate limit's wait on stderr: one line a second on a terminal, one line in a
+    log file."""
+
+    def __init__(self):
+        self.live = sys.stderr.isatty()
+        self.shown = False
+
+    def show(self, wait: RateLimitWait) -> None:
+        head = wait.message.split(";")[0]
+        if self.live:
+            sys.stderr.write(f"\routpost: {head}; waiting {math.ceil(wait.seconds_left)} s… ")
+            sys.stderr.flush()
+        elif not self.shown:
+            sys.stderr.write(f"outpost: {head}; waiting {math.ceil(wait.seconds_left)} s…\n")
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown and self.live:
+            sys.stderr.write("\n")
+        self.shown = False
+
+
+def _report_fit(args: argparse.Namespace, fit) -> None:
+    """How the conversation was fitted into the context window (and what was left out)."""
+    if fit is None:
+        return
+    if args.json:
+        emit({"event": "context", "prompt_tokens": fit.prompt_tokens, "exact": fit.exact,
+               "max_tokens": fit.max_tokens, "context_window": fit.window,
+               "dropped_messages": len(fit.dropped),
+               # the user messages of the turns left out (what the model will not see)
+               "dropped_turns": [m.content[:80] for m in fit.dropped if m.role.value == "user"]})
+    elif fit.dropped:
+        sys.stderr.write(f"outpost: {fit.describe_dropped()}\n")
+
+def _report_queued(args: argparse.Namespace, item, conversation_id: str) -> None:
+    if args.json:
+        emit({"event": "queued", "outbox_id": item.id, "provider": item.provider,
+               "conversation_id": conversation_id,
+               "idempotency_key": item.request.idempotency_key})
+    else:
+        sys.stderr.write(f"outpost: {item.provider} is unreachable: queued in the outbox as "
+                         f"item {item.id}; it is sent with `outpost outbox send` (or by the "
+                         "window) once the provider is back.\n")
+
+def test_time_plan(args):
+    """``--best-of N --scorer S`` / ``--self-consistency N --extract SPEC`` as a Plan."""
+    best, sc = getattr(args, "best_of", None), getattr(args, "self_consistency", None)
+    if best and sc:
+        raise UsageError("Choose --best-of or --self-consistency, not both.")
+    if getattr(args, "scorer", None) and not best:
+        raise UsageError("--scorer goes with --best-of N.")
+    if getattr(args, "extract", None) and not sc:
+        raise UsageError("--extract goes with --self-consistency N.")
+    if best:
+        return Plan("best_of", best, scorer=args.scorer or "logprob")
+    if sc:
+        return Plan("self_consistency", sc, extract=args.extract or "last-line")
+    return None
+
+
+def describe_selection(selection: dict) -> str:
+    """One line on how the reply was chosen among the candidates."""
+    n = len(selection["candidates"])
+    winner = selection.get("winner")
+    if selection["mode"] == "best_of":
+        scores = ", ".join("—" if c["score"] is None else f"{c['score']:.3g}"
+                           for c in selection["candidates"])
+        text = (f"best of {n} by {selection['scorer']}: candidate {winner + 1 if winner is not None else '—'} "
+                f"won (scores {scores})")
+    else:
+        votes = ", ".join(f"{a!r}: {v}" for a, v in (selection.get("votes") or {}).items())
+        text = (f"self-consistency over {n} sample(s){' (stopped early)' if selection.get('stopped_early') else ''}: "
+                f"votes {votes or 'none'}; candidate {winner + 1 if winner is not None else '—'} kept")
+    return text + (f". {selection['note']}" if selection.get("note") else "")
+
+
+def knob_options(args):
+    """The ``ask`` flags as this turn's options."""
+    values = {name: getattr(args, name, None) for name in KNOB_NAMES if name != "stop"}
+    stop = tuple(args.stop) if args.stop is not None else None
+    schema = getattr(args, "json_schema", None)
+    if schema is not None:
+        schema = load_schema(schema)
+    json_mode = True if getattr(args, "json_mode", False) else None
+    return TurnOptions(**values, stop=stop, preset=args.preset, system_prompt=args.system,
+                       json_schema=schema, json_mode=json_mode)

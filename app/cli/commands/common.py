@@ -1,0 +1,91 @@
+"""Helpers shared by the ``outpost`` subcommands: JSON output, opening the core, engines."""
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import os
+import sys
+from dataclasses import dataclass
+
+from app.compose import CommandEngines, build_service
+from app.config.settings import Settings, default_user_id
+from app.storage.profiles import ProfileError, Profiles, check_new_pin
+from app.storage.store import Store
+
+
+def emit(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+def emit_list(rows: list[dict]) -> None:
+    sys.stdout.write(json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
+
+@dataclass
+class Core:
+    settings: object
+    store: object
+    service: object  # app.chat.service.ChatService, acting as ``profile``
+    profile: object  # app.storage.profiles.Profile: who is signed in
+    profiles: object  # app.storage.profiles.Profiles
+
+
+def open_core(args=None) -> Core:
+    """Settings, store, services, signed in as ``--as NAME`` / $OUTPOST_PROFILE / the machine's
+    default profile (a profile with a PIN needs $OUTPOST_PIN or a PIN typed at the terminal)."""
+    settings = Settings()
+    for warning in settings.load_warnings:
+        sys.stderr.write(f"outpost: warning: {warning}\n")
+    store = Store()
+    try:
+        profiles = Profiles(store)
+        default = profiles.ensure_default(default_user_id(settings))
+        wanted = getattr(args, "as_profile", None) or os.environ.get("OUTPOST_PROFILE") \
+            or default.name
+        profile = profiles.sign_in(wanted, _pin_for(profiles.get(wanted)))
+    except BaseException:
+        store.close()
+        raise
+    service = build_service(store, settings, profile.name)
+    service.recover_interrupted()  # replies a dead process left streaming
+    return Core(settings, store, service, profile, profiles)
+
+
+def _pin_for(profile) -> str | None:
+    if not profile.has_pin:
+        return None
+    if os.environ.get("OUTPOST_PIN") is not None:
+        return os.environ["OUTPOST_PIN"]
+    if not sys.stdin.isatty():
+        raise ProfileError(f"The profile {profile.name} has a PIN: set OUTPOST_PIN, or run "
+                           "the command in a terminal to type it.")
+
+    return getpass.getpass(f"PIN for {profile.name}: ")
+
+
+def read_new_pin(name: str) -> str:
+    """A new PIN: $OUTPOST_NEW_PIN, or typed twice at the terminal."""
+    if os.environ.get("OUTPOST_NEW_PIN") is not None:
+        return check_new_pin(os.environ["OUTPOST_NEW_PIN"])
+    if not sys.stdin.isatty():
+        raise ProfileError("Set OUTPOST_NEW_PIN, or run the command in a terminal to type the "
+                           "new PIN.")
+
+    pin = check_new_pin(getpass.getpass(f"New PIN for {name}: "))
+    if getpass.getpass("Again: ") != pin:
+        raise ProfileError("The two PINs differ; nothing was changed.")
+    return pin
+
+
+def read_prompt(value: str) -> str:
+    return sys.stdin.read() if value == "-" else value
+
+def round_or_none(value: float | None) -> float | None:
+    return round(value, 2) if value is not None else None
+
+def local_time(iso: str) -> str:
+    return dt.datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
+
+def cloud_engine(name: str, model: str | None, on_attempt):
+    """A cloud engine for one command (its caller closes it)."""
+    return CommandEngines(Settings(), on_attempt).cloud(name, model)

@@ -1,0 +1,105 @@
+"""``outpost usage`` and ``outpost quota``: the usage ledger's totals, the limits."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from app.accounting.pricing import format_usd
+from app.cli.commands.common import emit, open_core
+from app.domain.errors import UsageError
+from app.storage.ledger import start_of_day, start_of_month
+from app.storage.profiles import NotAllowed
+from app.storage.quotas import LIMIT_NAMES, QuotaBook
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    core = open_core(args)
+    store, service = core.store, core.service
+    try:
+        ledger = service.ledger
+        profile = None if args.profile == "all" else (
+            core.profiles.get(args.profile).name if args.profile else core.profile.name)
+        if profile != core.profile.name and not core.profile.is_admin:
+            raise NotAllowed(f"Only the admin can see other profiles' usage; you are signed in "
+                             f"as {core.profile.name}.")
+        since = start_of_month() if args.month else start_of_day()
+        totals = ledger.totals(since, profile)
+        if args.json:
+            emit(dict(totals.as_dict(), profile=profile or "all",
+                       period="month" if args.month else "day"))
+            return 0
+        period = since.strftime("%B %Y") if args.month else "today"
+
+        cost = format_usd(totals.cost_usd)
+        if totals.unknown_cost_requests:
+            cost += (f" + unknown ({totals.unknown_cost_requests} request"
+                     f"{'s' if totals.unknown_cost_requests != 1 else ''} with no known price)")
+        approx = " (some counts estimated)" if totals.estimated else ""
+        plural = "request" if totals.requests == 1 else "requests"
+        print(f"Usage of {profile or 'everyone'}, {period}: {totals.requests} {plural} "
+              f"({totals.cloud_requests} cloud), {totals.prompt_tokens:,} prompt + "
+              f"{totals.completion_tokens:,} completion tokens{approx}; cloud cost {cost}; "
+              f"local model time {totals.local_seconds:,.1f} s.")
+        for row in totals.by_model:
+            price = f"free, {row['seconds']:,.1f} s" if row["provider"] == "local" \
+                else format_usd(row["cost_usd"])
+            print(f"  {row['provider']:12} {row['model'][:36]:36} {row['requests']:>5} req "
+                  f"{row['prompt_tokens']:>9,} in {row['completion_tokens']:>9,} out  {price}")
+        return 0
+    finally:
+        store.close()
+
+def cmd_quota(args: argparse.Namespace) -> int:
+    core = open_core(args)
+    try:
+        book = QuotaBook()
+        me = core.profile
+        profile = core.profiles.get(args.profile).name if args.profile else me.name
+        if args.quota_command == "set":
+            if args.name not in LIMIT_NAMES:
+                raise UsageError(f"Unknown limit {args.name!r}; known: "
+                                 f"{', '.join(LIMIT_NAMES)}.")
+            value = _parse_limit(args.name, args.value)
+            book.set(profile, args.name, value, by=me)
+            print(f"{args.name} for {profile}: " + ("removed" if value is None else f"{value}")
+                  + ".")
+            return 0
+        if profile != me.name and not me.is_admin:
+            raise NotAllowed(f"Only the admin can see other profiles' limits; you are signed "
+                             f"in as {me.name}.")
+        limits = book.limits(profile)
+        if getattr(args, "json", False):
+            emit(dict(limits.as_dict(), profile=profile))
+            return 0
+        print(f"Limits of {profile} (policy file: {book.policy}):")
+        for name in LIMIT_NAMES:
+            value = getattr(limits, name)
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            where = limits.sources.get(name)
+            print(f"  {name:22} {'no limit' if value is None else value}"
+                  + (f"  ({where})" if where else ""))
+        return 0
+    finally:
+        core.store.close()
+
+def _parse_limit(name: str, text: str):
+    text = text.strip()
+    if text.lower() == "none":
+        return None
+    if name == "allowed_routes":  # "local,auto" or the TOML/JSON form ["local", "auto"]
+        if text.startswith("["):
+            try:
+                return list(json.loads(text))
+            except ValueError:
+                raise UsageError("allowed_routes must be a comma list such as local,auto."
+                                 ) from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if name in ("count_local", "allow_unpriced"):
+        if text.lower() not in ("true", "false", "yes", "no", "on", "off"):
+            raise UsageError(f"{name} must be true or false.")
+        return text.lower() in ("true", "yes", "on")
+    try:
+        return float(text) if name == "cloud_cost_per_month" else int(text)
+    except ValueError:
+        raise UsageError(f"{name} must be a number, got {text!r}.") from None

@@ -1,0 +1,86 @@
+"""``outpost outbox`` and ``outpost offline``: queued cloud requests, Offline mode."""
+from __future__ import annotations
+
+import argparse
+
+from app.chat.outbox_sender import OutboxSender
+from app.cli.commands.common import cloud_engine, emit_list, local_time, open_core
+from app.config.settings import Settings
+from app.domain.errors import UsageError
+from app.storage.outbox import OutboxState
+
+
+def cmd_offline(args: argparse.Namespace) -> int:
+    settings = Settings()
+    if args.switch != "status":
+        settings.set("offline_mode", args.switch == "on")
+        settings.save()
+    on = settings["offline_mode"]
+    print("Offline mode is on: every message is answered by the local model and nothing is "
+          "sent." if on else "Offline mode is off: conversations follow their routes.")
+    return 0
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    core = open_core(args)
+    settings, store, service = core.settings, core.store, core.service
+    outbox = service.outbox
+    try:
+        me = core.profile.name
+        if args.outbox_command == "cancel":
+            core.profiles.check_owner(core.profile,
+                                      store.get_conversation(outbox.get(args.id).conversation_id))
+            item = outbox.cancel(args.id)
+            print(f"Cancelled outbox item {item.id} ({item.provider}); the message stays in "
+                  "its conversation.")
+            return 0
+        if args.outbox_command == "list":
+            outbox.recover()
+            items = outbox.items(profile=me) if args.all else outbox.items(
+                (OutboxState.QUEUED, OutboxState.SENDING, OutboxState.FAILED), me)
+            if args.json:
+                emit_list([i.as_dict() for i in items])
+            elif not items:
+                print("The outbox is empty.")
+            else:
+                print(f"{'id':>4}  {'state':9} {'provider':12} {'queued at':16}  message")
+            for item in items if not args.json else ():
+                prompt = " ".join(item.prompt.split())
+                prompt = prompt if len(prompt) <= 50 else prompt[:49] + "…"
+                error = f"  ({item.last_error})" if item.last_error and \
+                    item.state is not OutboxState.SENT else ""
+                print(f"{item.id:>4}  {item.state.value:9} {item.provider:12} "
+                      f"{local_time(item.created_at)}  {prompt}{error}")
+            return 0
+        if settings["offline_mode"]:
+            raise UsageError("Offline mode is on: nothing is sent. Turn it off first with "
+                         "`outpost offline off` (or the window's Offline mode switch).")
+        sender = OutboxSender(outbox, lambda name, model: cloud_engine(name, model,
+                                                                         service.ledger.record),
+                              ledger=service.ledger)
+        if args.id is not None and outbox.get(args.id).state is not OutboxState.QUEUED:
+            raise UsageError(f"Outbox item {args.id} is {outbox.get(args.id).state.value}, "
+                             "not queued.")
+        report = sender.send(only=args.id)
+        if args.json:
+            emit_list([dict(item.as_dict(), result="sent") for item, _ in report.sent] +
+                       [dict(item.as_dict(), result="waiting") for item in report.waiting] +
+                       [dict(item.as_dict(), result="failed") for item, _ in report.failed] +
+                       [dict(item.as_dict(), result="elsewhere") for item in report.elsewhere])
+        else:
+            for item, message in report.sent:
+                print(f"Sent item {item.id} to {item.provider}: the answer is in conversation "
+                      f"{item.conversation_id}" + (f" ({message.status.value})"
+                                                   if message else "") + ".")
+            for item in report.waiting:
+                print(f"Item {item.id} waits: {item.provider} is still unreachable"
+                      + (f" ({item.last_error})" if item.last_error else "") + ".")
+            for item, error in report.failed:
+                print(f"Item {item.id} failed: {error}")
+            for item in report.elsewhere:
+                print(f"Item {item.id} is being sent by another Outpost process (the window?), "
+                      "or waits behind one that is.")
+            if not (report.sent or report.waiting or report.failed or report.elsewhere):
+                print("Nothing to send.")
+        return 4 if report.waiting or report.failed else 0
+    finally:
+        store.close()

@@ -1,0 +1,55 @@
+"""``outpost preset``: sampling presets (built-in and yours) and the knobs each engine honours."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from app.cli.commands.ask import knob_options
+from app.cli.commands.common import emit, emit_list
+from app.config.presets import PresetBook
+from app.domain.sampling import CAPABILITIES, KNOB_NAMES, KNOBS, supports
+
+
+def cmd_preset(args: argparse.Namespace) -> int:
+    book = PresetBook()
+    action = args.preset_command
+    if action == "list":
+        rows = [{"name": n, "builtin": book.is_builtin(n), "knobs": book.get(n)}
+                for n in book.names()]
+        if args.json:
+            emit_list(rows)
+        else:
+            for row in rows:
+                knobs = ", ".join(f"{k}={v}" for k, v in row["knobs"].items() if v is not None)
+                print(f"{row['name']:14} {'built in' if row['builtin'] else 'yours':9} {knobs}")
+    elif action == "show":
+        emit(dict(book.get(args.name), name=args.name))
+    elif action == "save":
+        options = knob_options(args)
+        values = {k: getattr(options, k) for k in KNOB_NAMES if getattr(options, k) is not None}
+        if args.from_preset:
+            values = {**book.get(args.from_preset), **values}
+        book.save(args.name, values)
+        print(f"Saved the preset {args.name}: {json.dumps(values)}")
+    elif action == "rename":
+        book.rename(args.name, args.new_name)
+        print(f"Renamed the preset {args.name} to {args.new_name}.")
+    elif action == "delete":
+        book.delete(args.name)
+        print(f"Deleted the preset {args.name}.")
+    elif action == "knobs":
+        kinds = list(CAPABILITIES)
+        if args.json:
+            emit({kind: sorted(knobs) for kind, knobs in CAPABILITIES.items()})
+            return 0
+        print(f"{'knob':18}" + "".join(f"{k:11}" for k in kinds))
+        for knob in KNOBS:
+            print(f"{knob.name:18}" + "".join(
+                f"{'yes' if supports(k, knob.name) else 'no':11}" for k in kinds))
+        print()
+        for kind in kinds:
+            missing = [k.name for k in KNOBS if not supports(kind, k.name)]
+            if missing:
+                print(f"{kind}: {', '.join(missing)} are not sent (its API has no such "
+                      "parameter).")
+    return 0

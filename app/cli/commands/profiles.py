@@ -1,0 +1,49 @@
+"""``outpost profile``: the people who share this machine (see ``app.storage.profiles``)."""
+from __future__ import annotations
+
+import argparse
+
+from app.cli.commands.common import emit_list, open_core, read_new_pin
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    core = open_core(args)
+    profiles, me = core.profiles, core.profile
+    try:
+        action = args.profile_command
+        if action == "whoami":
+            role = "admin" if me.is_admin else "not admin"
+            print(f"{me.name} ({role}; {'PIN set' if me.has_pin else 'no PIN'})")
+        elif action == "list":
+            rows = [{"name": p.name, "admin": p.is_admin, "pin": p.has_pin,
+                     "conversations": profiles.conversation_count(p.name),
+                     "signed_in": p.name == me.name} for p in profiles.list()]
+            if args.json:
+                emit_list(rows)
+            else:
+                for r in rows:
+                    flags = ", ".join(f for f, on in (("admin", r["admin"]), ("PIN", r["pin"]),
+                                                      ("you", r["signed_in"])) if on)
+                    print(f"{r['name']:24} {r['conversations']:>4} conversation(s)"
+                          + (f"  [{flags}]" if flags else ""))
+        elif action == "add":
+            pin = read_new_pin(args.name) if args.pin else None
+            added = profiles.add(args.name, me, pin)
+            print(f"Added the profile {added.name}" + (" with a PIN." if pin else "."))
+        elif action == "remove":
+            gone = profiles.remove(args.name, me, args.delete_conversations)
+            print(f"Removed the profile {args.name}" +
+                  (f" and its {gone} conversation(s)." if gone else "."))
+        elif action == "pin":
+            target = profiles.get(args.name or me.name)
+            if target.name != me.name and not me.is_admin:
+                profiles.set_pin(target.name, None, me)  # raises NotAllowed, changes nothing
+            pin = None if args.clear else read_new_pin(target.name)
+            profiles.set_pin(target.name, pin, me)
+            print(f"{'Cleared' if pin is None else 'Set'} the PIN of {target.name}.")
+        elif action == "admin":
+            new = profiles.make_admin(args.name, me)
+            print(f"{new.name} is now the admin.")
+        return 0
+    finally:
+        core.store.close()

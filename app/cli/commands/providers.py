@@ -1,0 +1,79 @@
+"""``outpost providers`` and ``outpost keys``: cloud providers and their API keys."""
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from app.cli.commands.common import cloud_engine, emit_list
+from app.config.providers import PRESETS, ProviderConfig, ProviderRegistry
+from app.config.secrets import KeyStore, mask
+from app.domain.errors import UsageError
+
+
+def cmd_providers(args: argparse.Namespace) -> int:
+    registry = ProviderRegistry()
+    if args.providers_command == "presets":
+        for key, preset in PRESETS.items():
+            print(f"{key:13} {preset.kind:10} {preset.base_url:34} {preset.default_model}")
+        return 0
+    if args.providers_command == "add":
+        preset = PRESETS.get(args.preset or args.name.lower())
+        if args.preset and preset is None:
+            raise UsageError(f"There is no preset {args.preset!r}; see `outpost providers "
+                             "presets`.")
+        base_url = args.base_url or (preset.base_url if preset else None)
+        if not base_url:
+            raise UsageError("Give the provider's --base-url (or --preset).")
+        config = registry.add(ProviderConfig(
+            args.name, args.kind or (preset.kind if preset else "openai"), base_url,
+            args.model or (preset.default_model if preset else "")), replace=args.replace)
+        print(f"Added provider {config.name} ({config.kind}, {config.base_url}). "
+              f"Store its key with: outpost keys set {config.name}")
+        return 0
+    if args.providers_command == "remove":
+        registry.remove(args.name)
+        KeyStore(fallback="file").delete(args.name)
+        print(f"Removed provider {args.name} and its stored key.")
+        return 0
+    if args.providers_command == "models":
+        config = registry.get(args.name)
+        if config.kind != "openai":
+            raise UsageError("Listing models is available for OpenAI-compatible providers.")
+        engine = cloud_engine(args.name, config.default_model or "-", None)
+        try:
+            for model in engine.list_models():
+                print(model)
+        finally:
+            engine.close()
+        return 0
+    keys = KeyStore(fallback="file")
+    rows = []
+    for config in registry.list():
+        key = keys.get(config.name)
+        rows.append({"name": config.name, "kind": config.kind, "base_url": config.base_url,
+                     "default_model": config.default_model, "key": mask(key) if key else None})
+    if args.json:
+        emit_list(rows)
+    else:
+        for row in rows:
+            print(f"{row['name']:16} {row['kind']:9} {row['base_url']:40} "
+                  f"{row['default_model'] or '-':24} key: {row['key'] or 'none'}")
+    return 0
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    if args.keys_command == "delete":
+        ProviderRegistry().get(args.name)
+        KeyStore(fallback="file").delete(args.name)
+        print(f"Forgot the key of {args.name}.")
+        return 0
+    ProviderRegistry().get(args.name)  # the provider must exist
+    if sys.stdin.isatty():
+        key = getpass.getpass(f"API key for {args.name} (not shown): ")
+    else:
+        key = sys.stdin.readline()
+    store = KeyStore(fallback="file" if args.insecure_file else "refuse")
+    where = store.set(args.name, key)
+    place = {"keychain": "the OS keychain", "file": f"{store.file_path} (mode 0600)"}[where]
+    print(f"Stored the key {mask(key.strip())} for {args.name} in {place}.")
+    return 0

@@ -1,0 +1,295 @@
+"""The ``outpost`` command: the window with no arguments, or headless subcommands.
+
+Exit codes (also in ``outpost --help``):
+  0 success · 1 unexpected error · 2 bad usage or unknown id · 3 model file problem ·
+  4 engine failed while answering · 5 storage problem · 130 stopped (Ctrl+C / SIGTERM)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from app.cli.commands.ask import cmd_ask
+from app.cli.commands.common import emit
+from app.cli.commands.gui import cmd_gui
+from app.cli.commands.history import cmd_history
+from app.cli.commands.metering import cmd_quota, cmd_usage
+from app.cli.commands.outbox import cmd_offline, cmd_outbox
+from app.cli.commands.presets import cmd_preset
+from app.cli.commands.profiles import cmd_profile
+from app.cli.commands.providers import cmd_keys, cmd_providers
+from app.domain.errors import Cancelled, OutpostError, UsageError
+from app.domain.sampling import BY_NAME
+
+EXIT_CODES = """exit codes:
+  0    success
+  1    unexpected error (a bug: please report it)
+  2    bad usage: invalid flag value, unknown conversation id, empty prompt, or no secure
+       keychain for a key (see `outpost keys set --help`)
+  3    the model file is missing, not GGUF, truncated or could not be loaded
+  4    the engine or provider failed: auth, rate limit, unavailable, timeout, connection
+       (a partial answer is saved, marked interrupted)
+  5    the database could not be read or written (disk full, locked, read-only)
+  130  the reply was stopped (Ctrl+C or SIGTERM); the partial answer is saved
+  141  the reader of the output went away (e.g. `| head`)
+
+environment:
+  OUTPOST_HOME     keep data and config under this folder instead of the user dirs
+  OUTPOST_PROFILE  act as this profile (like --as)
+  OUTPOST_PIN      the PIN of that profile, for scripts (else it is asked at the terminal)
+  OUTPOST_NEW_PIN  the new PIN for `profile add --pin` / `profile pin`
+  OUTPOST_POLICY   the quota policy file (default: <config dir>/policy.toml)
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="outpost",
+        description="Outpost: chat with LLMs, online or offline. Without a command, opens the window.",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--as", dest="as_profile", metavar="PROFILE",
+                        help="act as this profile (default: $OUTPOST_PROFILE, else this "
+                             "machine's default profile, the OS user); see `outpost profile`")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    ask = sub.add_parser("ask", help="send one message and stream the reply to stdout",
+                         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ask.add_argument("prompt", metavar="PROMPT", help="the message to send ('-' reads stdin)")
+    where = ask.add_mutually_exclusive_group()
+    where.add_argument("--new", action="store_true", help="start a new conversation (default)")
+    where.add_argument("--conversation", metavar="ID", help="continue this conversation")
+    ask.add_argument("--provider", metavar="NAME",
+                     help="answer with this cloud provider (see `outpost providers list`); "
+                          "default: the local model")
+    ask.add_argument("--route", choices=["auto", "local", "cloud"],
+                     help="local: only the local model, nothing leaves the machine; cloud: only "
+                          "the provider (unreachable: queued in the outbox); auto: the provider, "
+                          "with the local model hedging a slow first token, answering when the "
+                          "provider cannot be reached and continuing a reply that broke off "
+                          "(default: the conversation's route, else the default_route setting; "
+                          "without --provider the local model answers). Saved on a new "
+                          "conversation.")
+    ask.add_argument("--offline", action="store_true",
+                     help="offline mode for this message: the local model answers, no socket "
+                          "is opened (the offline_mode setting does it for every message)")
+    ask.add_argument("--send-when-online", action="store_true", dest="send_when_online",
+                     help="route auto: if the provider cannot be reached, the local model "
+                          "answers now and the message is also queued in the outbox for the "
+                          "provider (route cloud queues it always)")
+    ask.add_argument("--model", metavar="M", help="with --provider: the provider's model name; "
+                     "otherwise a GGUF model file (default: the setting, else the bundled "
+                     "SmolLM2-135M-Instruct)")
+    _knob_flags(ask)
+    ask.add_argument("--json", action="store_true",
+                     help="print one JSON object per line, each with an \"event\" key")
+
+    providers = sub.add_parser("providers", help="configure cloud providers")
+    psub = providers.add_subparsers(dest="providers_command", metavar="ACTION", required=True)
+    padd = psub.add_parser("add", help="add (or with --replace, change) a provider")
+    padd.add_argument("name", metavar="NAME")
+    padd.add_argument("--kind", choices=["openai", "anthropic"],
+                      help="wire format (default: the preset's, else openai)")
+    padd.add_argument("--base-url", dest="base_url", metavar="URL",
+                      help="API base URL (default: the preset's)")
+    padd.add_argument("--model", metavar="M", help="default model")
+    padd.add_argument("--preset", metavar="P", help="start from a preset: " + ", ".join(
+        sorted(__import__("app.config.providers", fromlist=["PRESETS"]).PRESETS)))
+    padd.add_argument("--replace", action="store_true", help="overwrite an existing provider")
+    plist = psub.add_parser("list", help="configured providers and whether a key is stored")
+    plist.add_argument("--json", action="store_true")
+    psub.add_parser("presets", help="the built-in presets")
+    premove = psub.add_parser("remove", help="remove a provider (and its stored key)")
+    premove.add_argument("name", metavar="NAME")
+    pmodels = psub.add_parser("models", help="list the provider's models (GET /models)")
+    pmodels.add_argument("name", metavar="NAME")
+
+    keys = sub.add_parser("keys", help="API keys, kept in the OS keychain")
+    ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    kset = ksub.add_parser("set", help="store a provider's key (read from stdin, not echoed)")
+    kset.add_argument("name", metavar="NAME")
+    where = kset.add_mutually_exclusive_group()
+    where.add_argument("--insecure-file", action="store_true",
+                       help="no secure keychain here: store it in a file only you can read (0600)")
+    kdel = ksub.add_parser("delete", help="forget a provider's key")
+    kdel.add_argument("name", metavar="NAME")
+
+    outbox = sub.add_parser("outbox", help="messages waiting for a cloud provider to be "
+                            "reachable again")
+    osub = outbox.add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
+    olist = osub.add_parser("list", help="queued (and failed) items, oldest first")
+    olist.add_argument("--all", action="store_true", help="sent and cancelled items too")
+    olist.add_argument("--json", action="store_true")
+    osend = osub.add_parser("send", help="send queued items now, in order, each once; exit 4 "
+                            "when some could not be sent (items another Outpost process is "
+                            "sending are left to it)")
+    osend.add_argument("id", metavar="ID", nargs="?", type=int, help="only this item")
+    osend.add_argument("--json", action="store_true")
+    ocancel = osub.add_parser("cancel", help="cancel a queued item (its message stays)")
+    ocancel.add_argument("id", metavar="ID", type=int)
+
+    usage = sub.add_parser("usage", help="tokens, requests and cost today (or this month), "
+                           "from the usage ledger")
+    usage.add_argument("--profile", metavar="P", help="whose usage (default: yours; 'all': "
+                       "everyone on this machine)")
+    usage.add_argument("--month", action="store_true", help="this calendar month, not today")
+    usage.add_argument("--json", action="store_true")
+
+    quota = sub.add_parser("quota", help="per-profile quotas and rate limits (set: admin only; "
+                           "the policy file wins over these)")
+    qsub = quota.add_subparsers(dest="quota_command", metavar="ACTION", required=True)
+    qshow = qsub.add_parser("show", help="a profile's limits and where they come from")
+    qshow.add_argument("--profile", metavar="P")
+    qshow.add_argument("--json", action="store_true")
+    qset = qsub.add_parser("set", help="set a limit: cloud_tokens_per_day, cloud_cost_per_month, "
+                           "requests_per_minute, tokens_per_minute, allowed_routes (comma list), "
+                           "count_local (true/false); 'none' removes it")
+    qset.add_argument("name", metavar="NAME")
+    qset.add_argument("value", metavar="VALUE")
+    qset.add_argument("--profile", metavar="P")
+
+    prof = sub.add_parser("profile", help="profiles: the people who share this machine, each "
+                          "with their own conversations, usage and quotas")
+    psub = prof.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
+    psub.add_parser("whoami", help="the profile you act as")
+    plist = psub.add_parser("list", help="every profile, with the admin marked")
+    plist.add_argument("--json", action="store_true")
+    padd = psub.add_parser("add", help="add a profile (admin only)")
+    padd.add_argument("name", metavar="NAME")
+    padd.add_argument("--pin", action="store_true",
+                      help="give it a PIN ($OUTPOST_NEW_PIN, else typed twice)")
+    prm = psub.add_parser("remove", help="remove a profile (admin only; not the admin)")
+    prm.add_argument("name", metavar="NAME")
+    prm.add_argument("--delete-conversations", action="store_true",
+                     help="also delete its conversations (refused without this when it has any)")
+    ppin = psub.add_parser("pin", help="set or clear a PIN: yours, or anyone's as the admin "
+                           "(new PIN from $OUTPOST_NEW_PIN, else typed twice)")
+    ppin.add_argument("name", metavar="NAME", nargs="?")
+    ppin.add_argument("--clear", action="store_true", help="remove the PIN")
+    padmin = psub.add_parser("admin", help="hand the admin role to another profile (admin only)")
+    padmin.add_argument("name", metavar="NAME")
+
+    preset = sub.add_parser("preset", help="sampling presets (Precise, Balanced, Creative and "
+                            "yours) and which knobs each engine honours")
+    prsub = preset.add_subparsers(dest="preset_command", metavar="ACTION", required=True)
+    prlist = prsub.add_parser("list", help="every preset and its knobs")
+    prlist.add_argument("--json", action="store_true")
+    prshow = prsub.add_parser("show", help="one preset's knobs, as JSON")
+    prshow.add_argument("name", metavar="NAME")
+    prsave = prsub.add_parser("save", help="save (or overwrite) a preset of yours from knob "
+                              "flags")
+    prsave.add_argument("name", metavar="NAME")
+    prsave.add_argument("--from", dest="from_preset", metavar="PRESET",
+                        help="start from this preset's knobs")
+    _knob_flags(prsave)
+    prren = prsub.add_parser("rename", help="rename a preset of yours")
+    prren.add_argument("name", metavar="NAME")
+    prren.add_argument("new_name", metavar="NEW")
+    prdel = prsub.add_parser("delete", help="delete a preset of yours")
+    prdel.add_argument("name", metavar="NAME")
+    prknobs = prsub.add_parser("knobs", help="the capability map: which knobs each engine "
+                               "kind sends")
+    prknobs.add_argument("--json", action="store_true")
+
+    offline = sub.add_parser("offline", help="Offline mode: every message answered by the "
+                             "local model, nothing sent (the window's Offline mode switch)")
+    offline.add_argument("switch", choices=["on", "off", "status"], nargs="?", default="status")
+
+    history = sub.add_parser("history", help="list or show stored conversations")
+    hsub = history.add_subparsers(dest="history_command", metavar="ACTION", required=True)
+    hlist = hsub.add_parser("list", help="conversations, newest first")
+    hlist.add_argument("--json", action="store_true")
+    hshow = hsub.add_parser("show", help="the messages of one conversation")
+    hshow.add_argument("id", metavar="ID")
+    hshow.add_argument("--json", action="store_true")
+    hsearch = hsub.add_parser("search", help="full-text search over all messages")
+    hsearch.add_argument("query", metavar="QUERY")
+    hsearch.add_argument("--json", action="store_true")
+    return parser
+
+
+def _knob_flags(parser: argparse.ArgumentParser) -> None:
+    """The sampling knobs as flags (``app.domain.sampling`` has each one's range and meaning)."""
+    knobs = parser.add_argument_group(
+        "sampling knobs", "Unset flags take the preset's, else the conversation's, else the "
+        "settings' value. Knobs the engine does not support are not sent (see `outpost "
+        "preset knobs`); the reply stores what was sent.")
+    for name, flag, kind, metavar in (
+            ("temperature", "--temperature", float, "F"), ("top_p", "--top-p", float, "F"),
+            ("top_k", "--top-k", int, "K"), ("min_p", "--min-p", float, "F"),
+            ("max_tokens", "--max-tokens", int, "N"),
+            ("presence_penalty", "--presence-penalty", float, "F"),
+            ("frequency_penalty", "--frequency-penalty", float, "F"),
+            ("repeat_penalty", "--repeat-penalty", float, "F"), ("seed", "--seed", int, "N")):
+        knob = BY_NAME[name]
+        span = f"{knob.low:g}..{knob.high:g}" if knob.kind is float \
+            else f"{int(knob.low)}..{int(knob.high)}"
+        knobs.add_argument(flag, dest=name, type=kind, metavar=metavar,
+                           help=f"{span}. {knob.tip}")
+    knobs.add_argument("--stop", action="append", default=None, metavar="S",
+                       help="stop sequence (repeatable). " + BY_NAME["stop"].tip)
+    knobs.add_argument("--preset", metavar="NAME",
+                       help="start from a preset: Precise, Balanced, Creative or one of yours "
+                            "(`outpost preset list`)")
+    knobs.add_argument("--system", metavar="TEXT",
+                       help="the system prompt (saved with the conversation)")
+    knobs.add_argument("--json-mode", action="store_true", dest="json_mode",
+                       help="the reply must be JSON (local: grammar-constrained; OpenAI: "
+                            "json_object; Anthropic: a forced tool call); checked, repaired "
+                            "once, printed once valid")
+    ttc = parser.add_argument_group(
+        "test-time compute", "Several candidates, one reply; every candidate is metered.")
+    ttc.add_argument("--best-of", type=int, metavar="N", dest="best_of",
+                     help="sample N (2-8) candidates and keep the best by --scorer")
+    ttc.add_argument("--scorer", choices=["logprob", "length", "json", "judge"],
+                     help="logprob: mean token log-probability (local model); length: "
+                          "length-normalised log-probability (local model); json: valid JSON "
+                          "first; judge: the model picks one (its tokens are metered too). "
+                          "Default: logprob")
+    ttc.add_argument("--self-consistency", type=int, metavar="N", dest="self_consistency",
+                     help="sample up to N (2-8) replies and keep the majority answer (stops "
+                          "early once decided; ties: the answer given first wins)")
+    ttc.add_argument("--extract", metavar="SPEC",
+                     help="how self-consistency finds each final answer: last-line, "
+                          "json:FIELD or regex:PATTERN (default last-line)")
+    knobs.add_argument("--json-schema", metavar="FILE", dest="json_schema",
+                       help="the reply must be JSON matching this JSON Schema (implies "
+                            "--json-mode); the schema itself is checked first")
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    commands = {"ask": cmd_ask, "history": cmd_history, "providers": cmd_providers,
+                "keys": cmd_keys, "outbox": cmd_outbox, "offline": cmd_offline,
+                "usage": cmd_usage, "quota": cmd_quota, "profile": cmd_profile,
+                "preset": cmd_preset}
+    if args.command is None:
+        return cmd_gui()
+    if args.command not in commands:
+        raise UsageError(f"Unknown command {args.command!r}.")
+    return commands[args.command](args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        code = _dispatch(args)
+        sys.stdout.flush()  # a reader that left shows up here, not at interpreter exit
+        return code
+    except OutpostError as exc:
+        if getattr(args, "json", False) and args.command == "ask" and \
+                not isinstance(exc, Cancelled):  # a stop ends with finished(cancelled)
+            emit({"event": "error", "kind": exc.kind, "message": str(exc)})
+        sys.stderr.write(f"outpost: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("outpost: stopped.\n")
+        return 130
+    except BrokenPipeError:  # `outpost usage | head`: the reader left; not a bug
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Sampling presets: the built-in Precise, Balanced and Creative, plus the user's own (saved,
+renamed and deleted; kept in ``<config dir>/presets.json``). A preset holds knob values
+(``app.domain.sampling``); a knob it leaves out keeps its current value."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from app.config import paths
+from app.domain.errors import UsageError
+from app.domain.sampling import BUILTIN_PRESETS, KNOB_NAMES, check
+
+
+class PresetBook:
+    def __init__(self, path: Path | None = None):
+        self.path = path or paths.config_dir() / "presets.json"
+
+    def _user(self) -> dict[str, dict]:
+        if not self.path.exists():
+            return {}
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"The presets file {self.path} could not be read: {exc}.") from None
+        return data.get("presets", {}) if isinstance(data, dict) else {}
+
+    def _write(self, presets: dict[str, dict]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"presets": presets}, indent=2), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    def names(self) -> list[str]:
+        return list(BUILTIN_PRESETS) + sorted(self._user(), key=str.lower)
+
+    def is_builtin(self, name: str) -> bool:
+        return any(name.lower() == b.lower() for b in BUILTIN_PRESETS)
+
+    def _find(self, name: str, table: dict) -> str | None:
+        return next((n for n in table if n.lower() == name.strip().lower()), None)
+
+    def get(self, name: str) -> dict:
+        for table in (BUILTIN_PRESETS, self._user()):
+            found = self._find(name, table)
+            if found is not None:
+                return {k: check(k, v) if k != "stop" else list(v or [])
+                        for k, v in table[found].items() if k in KNOB_NAMES}
+        raise UsageError(f"There is no preset named {name!r} (presets: "
+                         f"{', '.join(self.names())}).")
+
+    def save(self, name: str, values: dict) -> None:
+        name = name.strip()
+        if not name:
+            raise UsageError("A preset needs a name.")
+        if self.is_builtin(name):
+            raise UsageError(f"{name} is a built-in preset; save yours under another name.")
+        clean = {}
+        for knob, value in values.items():
+            value = check(knob, value)  # raises for an unknown knob or a bad value
+            clean[knob] = list(value) if isinstance(value, tuple) else value
+        presets = self._user()
+        existing = self._find(name, presets)
+        if existing is not None:
+            presets.pop(existing)
+        presets[name] = clean
+        self._write(presets)
+
+    def rename(self, old: str, new: str) -> None:
+        new = new.strip()
+        presets = self._user()
+        found = self._find(old, presets)
+        if found is None:
+            raise UsageError(f"{old} is built in and cannot be renamed." if self.is_builtin(old)
+                             else f"There is no preset of yours named {old!r}.")
+        if not new or self.is_builtin(new) or (self._find(new, presets) not in (None, found)):
+            raise UsageError(f"The name {new!r} is empty or already taken.")
+        presets[new] = presets.pop(found)
+        self._write(presets)
+
+    def delete(self, name: str) -> None:
+        presets = self._user()
+        found = self._find(name, presets)
+        if found is None:
+            raise UsageError(f"{name} is built in and cannot be deleted." if self.is_builtin(name)
+                             else f"There is no preset of yours named {name!r}.")
+        presets.pop(found)
+        self._write(presets)

@@ -1,0 +1,184 @@
+"""User settings, by schema: every option has a type, a default and a description.
+
+Stored as JSON in the config dir (never a secret: keys go to the OS keychain). Unknown keys in the
+file are ignored with no loss of the known ones; a value of the wrong type falls back to the default.
+``SETTINGS_VERSION`` is bumped when an option changes meaning, so old files can be upgraded.
+"""
+from __future__ import annotations
+
+import getpass
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from app.config import paths
+from app.domain.errors import UsageError
+
+SETTINGS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    type: type
+    default: Any
+    description: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple | None = None
+
+
+SCHEMA: tuple[Option, ...] = (
+    Option("model_path", str, "",
+           "Path of the local GGUF model. Empty: the bundled SmolLM2-135M-Instruct (Q4_1)."),
+    Option("context_cap", int, 4096,
+           "Upper bound of the local context window in tokens; the model's own trained context "
+           "length is used when it is smaller.", 256, 1_048_576),
+    Option("n_threads", int, 0,
+           "CPU threads for the local model. 0: one per physical core.", 0, 512),
+    Option("gpu_offload", bool, True,
+           "Put all layers on the GPU when llama.cpp was built with GPU support."),
+    Option("reproducible_seeds", bool, True,
+           "Local model: the same seed, prompt and knobs always give the same text (the prompt "
+           "is evaluated as on a cold cache; follow-up turns re-evaluate the previous reply). "
+           "Off: follow-ups reuse more of the cache and start sooner, without that guarantee."),
+    Option("system_prompt", str, "You are a helpful assistant.",
+           "System prompt of new conversations."),
+    Option("temperature", float, 0.7, "Sampling temperature.", 0.0, 2.0),
+    Option("top_p", float, 0.95, "Nucleus sampling: keep the smallest set of tokens whose "
+           "probabilities add up to top_p.", 0.01, 1.0),
+    Option("max_tokens", int, 512, "Most tokens one reply may have.", 1, 131_072),
+    Option("user_id", str, "", "Name of this machine's default profile, created as the admin "
+           "on first use (see `outpost profile`). Empty: the OS user."),
+    Option("last_profile", str, "",
+           "The profile the window opens as (it asks for its PIN, if any). Empty: the default."),
+    Option("first_token_timeout_s", float, 30.0,
+           "Cloud: give up when no text arrived this many seconds after sending.", 1.0, 600.0),
+    Option("idle_timeout_s", float, 60.0,
+           "Cloud: give up when the stream sends nothing (not even a keep-alive) for this many "
+           "seconds.", 1.0, 600.0),
+    Option("key_fallback", str, "refuse",
+           "Where API keys go when no secure OS keychain exists: refuse, memory (this session "
+           "only) or file (a file only you can read). Chosen explicitly by the user.",
+           choices=("refuse", "memory", "file")),
+    Option("chat_target", str, "local",
+           "Who answers new messages in the window: 'local', or 'provider:NAME'."),
+    Option("default_route", str, "auto",
+           "Route of conversations that have none of their own: auto (the chosen provider "
+           "first, the local model when it cannot answer), local (never leaves the machine) or "
+           "cloud (the provider only; unreachable: the request waits in the outbox).",
+           choices=("auto", "local", "cloud")),
+    Option("offline_mode", bool, False,
+           "Offline mode: every conversation is answered by the local model; nothing is sent "
+           "and no connection is opened."),
+    Option("hedge_after_s", float, 2.5,
+           "Auto route: when the cloud's first token is later than this, the local model starts "
+           "too and the first to stream wins. 0 turns hedging off.", 0.0, 600.0),
+    Option("rate_limit_wait", bool, True,
+           "When a profile's requests/tokens per minute are used up: wait (with a countdown) "
+           "instead of refusing. The command line waits; the window says when to try again."),
+    Option("send_when_online", bool, False,
+           "Auto route: when the provider cannot be reached, also queue the message in the "
+           "outbox and send it once the provider is back (the local model answers now)."),
+)
+
+_BY_NAME = {option.name: option for option in SCHEMA}
+
+
+def _coerce(option: Option, value: Any) -> Any:
+    if option.type is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError
+    if option.type is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, option.type) or isinstance(value, bool) and option.type is not bool:
+        raise TypeError
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError
+    if option.choices is not None and value not in option.choices:
+        raise ValueError
+    number = cast(float, value)  # a number here: min/max are set on numeric options only
+    if option.minimum is not None and number < option.minimum:
+        raise ValueError
+    if option.maximum is not None and number > option.maximum:
+        raise ValueError
+    return value
+
+
+class Settings:
+    """The user's settings, loaded from and saved to one JSON file."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = path or paths.settings_path()
+        self._values: dict[str, Any] = {o.name: o.default for o in SCHEMA}
+        self.load_warnings: list[str] = []
+        self._load()
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            self.load_warnings.append(f"Settings file {self.path} could not be read ({exc}); "
+                                      "defaults are used.")
+            return
+        values = raw.get("values") if isinstance(raw, dict) else None
+        if values is None and isinstance(raw, dict) and "version" not in raw:
+            values = raw  # written by hand: {"offline_mode": true} means what it says
+        if not isinstance(values, dict):
+            if not (isinstance(raw, dict) and values is None):
+                self.load_warnings.append(f"Settings file {self.path} is not in the expected "
+                                          "format; defaults are used.")
+            return
+        for name, value in values.items():
+            option = _BY_NAME.get(name)
+            if option is None:
+                continue
+            try:
+                self._values[name] = _coerce(option, value)
+            except (TypeError, ValueError):
+                self.load_warnings.append(f"Setting {name}={value!r} is invalid; "
+                                          f"the default {option.default!r} is used.")
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def set(self, name: str, value: Any) -> None:
+        option = _BY_NAME.get(name)
+        if option is None:
+            raise UsageError(f"There is no setting called {name!r}.")
+        try:
+            self._values[name] = _coerce(option, value)
+        except (TypeError, ValueError):
+            bounds = ""
+            if option.minimum is not None:
+                bounds = f" between {option.minimum} and {option.maximum}"
+            raise UsageError(f"Setting {name} must be a {option.type.__name__}{bounds}; "
+                             f"got {value!r}.") from None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def save(self) -> None:
+        """Write atomically (temp file + rename), so a crash never leaves half a file."""
+        data = {"version": SETTINGS_VERSION, "values": self._values}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".settings-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+        os.replace(tmp, self.path)
+
+
+def default_user_id(settings: Settings) -> str:
+    if settings["user_id"]:
+        return settings["user_id"]
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (some containers)
+        return "local"

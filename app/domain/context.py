@@ -1,0 +1,113 @@
+"""Fitting a conversation into a model's context window, before anything is sent.
+
+The prompt (system + history + the new message) plus ``max_tokens`` for the reply must fit the
+window. When it does not, the oldest turns go first: a user message with the replies that answer
+it, never the system prompt and never the newest user message. If the newest message alone cannot
+fit, the turn is refused with ``MessageTooLong`` (nothing is saved, nothing is sent).
+
+Counting is the engine's business (``TokenCounter``): the local model's own tokenizer applied to
+the chat-templated prompt (exact), tiktoken for OpenAI models (exact), or a documented estimate.
+The search over how many turns to drop is a binary search (the prompt only shrinks as turns are
+dropped), so a long conversation is counted O(log n) times, not n.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+from app.domain.errors import UsageError
+from app.domain.messages import ChatMessage, Role
+
+
+class MessageTooLong(UsageError):
+    """The newest message (with the system prompt and max_tokens) cannot fit at all."""
+
+    kind = "message_too_long"
+
+
+class TokenCounter(Protocol):
+    def count_prompt(self, messages: Sequence[ChatMessage]) -> tuple[int, bool]:
+        """(tokens of the prompt these messages make, exact?)"""
+
+    @property
+    def context_window(self) -> int | None:
+        """The model's window in tokens; None when unknown (then nothing is dropped)."""
+
+
+@dataclass(frozen=True)
+class Fit:
+    messages: tuple[ChatMessage, ...]  # what is sent
+    dropped: tuple[ChatMessage, ...]  # oldest first
+    prompt_tokens: int
+    exact: bool
+    window: int | None
+    max_tokens: int
+
+    @property
+    def used(self) -> int:
+        """Tokens the request may take: the prompt and the room kept for the reply."""
+        return self.prompt_tokens + self.max_tokens
+
+    def describe_dropped(self) -> str | None:
+        if not self.dropped:
+            return None
+        turns = sum(1 for m in self.dropped if m.role is Role.USER)
+        asked = [" ".join(m.content.split()) for m in self.dropped if m.role is Role.USER]
+        quote = lambda t: f"“{t[:40]}…”" if len(t) > 40 else f"“{t}”"  # noqa: E731
+        which = quote(asked[0]) + (f" to {quote(asked[-1])}" if len(asked) > 1 else "") \
+            if asked else ""
+        head = "The oldest turn" if turns == 1 else f"The {turns} oldest turns"
+        verb = "was" if turns == 1 else "were"
+        return (f"{head} ({len(self.dropped)} messages{', ' + which if which else ''}) {verb} "
+                f"left out to fit the model's {self.window:,}-token context; the model does not "
+                "see them in this reply.")
+
+
+def _turn_starts(middle: Sequence[ChatMessage]) -> list[int]:
+    """Indexes where a turn (a user message and what follows it) starts; a leading run of
+    assistant messages counts as its own turn."""
+    starts = [i for i, m in enumerate(middle) if m.role is Role.USER]
+    if middle and (not starts or starts[0] != 0):
+        starts.insert(0, 0)
+    return starts
+
+
+def fit_messages(messages: Sequence[ChatMessage], counter: TokenCounter,
+                 max_tokens: int) -> Fit:
+    messages = tuple(messages)
+    window = counter.context_window
+    head = tuple(m for m in messages[:1] if m.role is Role.SYSTEM)
+    newest = messages[-1:]
+    middle = messages[len(head):len(messages) - 1]
+
+    def count(kept: Sequence[ChatMessage]) -> tuple[int, bool]:
+        return counter.count_prompt(head + tuple(kept) + newest)
+
+    tokens, exact = count(middle)
+    if window is None or tokens + max_tokens <= window:
+        return Fit(messages, (), tokens, exact, window, max_tokens)
+    alone, alone_exact = count(())
+    if alone + max_tokens > window:
+        approx = "" if alone_exact else "about "
+        raise MessageTooLong(
+            f"This message does not fit the model's context window of {window:,} tokens: with "
+            f"the system prompt it takes {approx}{alone:,} tokens, and max tokens keeps "
+            f"{max_tokens:,} more for the reply. "
+            + ("Lower max tokens, " if max_tokens >= alone else "Shorten the message, lower "
+               "max tokens, ")
+            + "or use a model with a larger context.")
+    starts = _turn_starts(middle) + [len(middle)]
+    # the smallest number of dropped turns that fits (dropping everything fits: checked above)
+    low, high = 0, len(starts) - 1
+    best = (high, alone, alone_exact)
+    while low <= high:
+        mid = (low + high) // 2
+        tokens, exact = count(middle[starts[mid]:])
+        if tokens + max_tokens <= window:
+            best = (mid, tokens, exact)
+            high = mid - 1
+        else:
+            low = mid + 1
+    cut, tokens, exact = best
+    kept = middle[starts[cut]:]
+    return Fit(head + kept + newest, middle[:starts[cut]], tokens, exact, window, max_tokens)

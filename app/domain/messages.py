@@ -1,0 +1,294 @@
+"""Domain types shared by the core, the engines, the CLI and the window.
+
+A turn is: the user's ``Message`` is saved, a ``ChatRequest`` is built from the conversation,
+an engine turns it into a stream of ``StreamEvent`` s, and ``accumulate`` folds those events into
+the final ``Reply``. All of it is plain data: no Qt, no database, no threads.
+"""
+from __future__ import annotations
+
+import enum
+import threading
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Union
+
+from app.domain.errors import UsageError
+from app.domain.sampling import KNOB_NAMES, check
+
+
+class Role(str, enum.Enum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class MessageStatus(str, enum.Enum):
+    COMPLETE = "complete"
+    STREAMING = "streaming"
+    INTERRUPTED = "interrupted"  # the writer died or the user stopped it: content is partial
+    ERROR = "error"
+
+
+class FinishReason(str, enum.Enum):
+    STOP = "stop"  # end of turn or a stop sequence
+    LENGTH = "length"  # max_tokens or the context window
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+# The documented estimate where no tokenizer is at hand (a provider that reports no usage, a
+# model still loading, a test double): four characters a token, four tokens of framing a message
+# and three to prime the reply (OpenAI's chat-format rule of thumb).
+CHARS_PER_TOKEN = 4
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens of a piece of text by the chars/4 estimate (rounded up; 0 for no text)."""
+    return max(1, -(-len(text) // CHARS_PER_TOKEN)) if text else 0
+
+
+def estimate_prompt_tokens(messages: Iterable["ChatMessage"]) -> int:
+    """Tokens of a chat prompt by the chars/4 estimate."""
+    return sum(len(m.content) // CHARS_PER_TOKEN + 4 for m in messages) + 3
+
+
+class CancelWithReason(threading.Event):
+    """A cancel event that says why it was set; engines log it as the attempt's outcome
+    ("cancelled" by the user, "hedge_lost" when the router cancels the slower engine)."""
+
+    reason = "cancelled"
+
+    def set_because(self, reason: str) -> None:
+        if not self.is_set():
+            self.reason = reason
+        self.set()
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One entry of the request's messages array."""
+
+    role: Role
+    content: str
+
+    def as_dict(self) -> dict:
+        return {"role": self.role.value, "content": self.content}
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """The anatomy of one LLM request (course notes, "Anatomy of a request").
+
+    ``idempotency_key`` is generated once per user turn: every attempt of that turn (retries,
+    failover later) carries the same key, so a provider can deduplicate.
+    """
+
+    model: str
+    messages: tuple[ChatMessage, ...]
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: int = 512
+    stop: tuple[str, ...] = ()
+    user: str = ""
+    idempotency_key: str = field(default_factory=lambda: f"turn-{new_id()}")
+    # Optional knobs: None means "not sent" (the engine's or provider's default applies).
+    top_k: int | None = None
+    min_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repeat_penalty: float | None = None
+    seed: int | None = None
+    # The start of the assistant's reply, already written (a cloud stream that died mid-answer):
+    # the engine continues from it. Only the local engine supports it; never a sampling knob.
+    assistant_prefix: str = ""
+    # Structured output (app.domain.structured): {"type": "json", "schema": dict | None}; None: text
+    response_format: dict | None = None
+    # Report the reply's mean token log-probability (Finished.mean_logprob): local engine only
+    logprobs: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.messages:
+            raise UsageError("A request needs at least one message.")
+        for name in KNOB_NAMES:  # each knob within its range (app.domain.sampling says which)
+            object.__setattr__(self, name, check(name, getattr(self, name)) if name != "stop"
+                               else check(name, list(self.stop)) or ())
+
+    def as_record(self) -> dict:
+        """All of the request as JSON-ready data (the outbox stores queued requests so)."""
+        data = asdict(self)
+        data["messages"] = [m.as_dict() for m in self.messages]
+        data["stop"] = list(self.stop)
+        return data
+
+    @classmethod
+    def from_record(cls, data: dict) -> "ChatRequest":
+        data = dict(data)
+        data["messages"] = tuple(ChatMessage(Role(m["role"]), m["content"])
+                                 for m in data["messages"])
+        data["stop"] = tuple(data.get("stop") or ())
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def sampling_params(self) -> dict:
+        """The parameters sent, as stored on the assistant message."""
+        params = {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "stop": list(self.stop),
+            "user": self.user,
+            "idempotency_key": self.idempotency_key,
+        }
+        for name in ("top_k", "min_p", "presence_penalty", "frequency_penalty",
+                     "repeat_penalty", "seed"):
+            if getattr(self, name) is not None:
+                params[name] = getattr(self, name)
+        return params
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one reply. ``estimated`` is True when counted by us, not reported.
+
+    ``cached_prompt_tokens`` are prompt tokens the engine did not have to evaluate again
+    (the local engine's KV-cache reuse across turns).
+    """
+
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: bool = False
+    cached_prompt_tokens: int = 0
+
+    @property
+    def evaluated_prompt_tokens(self) -> int:
+        return self.prompt_tokens - self.cached_prompt_tokens
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Last event of every stream. ``error`` is set when ``reason`` is ERROR."""
+
+    reason: FinishReason
+    ttft_ms: float | None = None
+    tokens_per_s: float | None = None
+    error: Exception | None = None
+    # the mean log-probability of the reply's tokens under the model (local engine, when the
+    # request asked for it: best-of-n scoring)
+    mean_logprob: float | None = None
+    # the seed the engine drew when the request had none (local engine): stored with the
+    # reply, so a reply you liked can be made again
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Seam:
+    """Another engine takes over the reply from here (mid-stream continuation). Only the router
+    emits it, between the text of the two engines; ``offset`` is the length of the text so far."""
+
+    engine: str
+    model: str
+    reason: str
+    offset: int
+
+
+@dataclass(frozen=True)
+class Restart:
+    """The reply starts over (a structured reply that was not valid JSON is asked for again):
+    the text so far is dropped; ``reason`` says why."""
+
+    reason: str
+
+
+StreamEvent = Union[TextDelta, Usage, Finished, Seam, Restart]
+
+
+@dataclass
+class Reply:
+    """What a stream of events adds up to."""
+
+    text: str = ""
+    usage: Usage | None = None
+    finish: Finished | None = None
+    seams: list[Seam] = field(default_factory=list)
+
+
+def accumulate(events: Iterable[StreamEvent], reply: Reply | None = None) -> Reply:
+    """Fold events into a Reply (pure; usable incrementally by passing the same reply)."""
+    reply = reply or Reply()
+    for event in events:
+        if isinstance(event, TextDelta):
+            reply.text += event.text
+        elif isinstance(event, Usage):
+            reply.usage = event
+        elif isinstance(event, Finished):
+            reply.finish = event
+        elif isinstance(event, Seam):
+            reply.seams.append(event)
+        elif isinstance(event, Restart):
+            reply.text = ""
+    return reply
+
+
+@dataclass
+class Conversation:
+    id: str
+    title: str
+    created_at: str
+    updated_at: str
+    system_prompt: str = ""
+    route: str | None = None  # auto / local / cloud; None: the settings' default_route
+    profile: str | None = None  # whose conversation (app.storage.profiles); None: the default profile's
+    sampling: dict | None = None  # its sampling knobs (app.domain.sampling); None: the defaults
+
+
+@dataclass
+class Message:
+    id: str
+    conversation_id: str
+    role: Role
+    content: str
+    status: MessageStatus
+    created_at: str
+    updated_at: str
+    parent_id: str | None = None
+    engine: str | None = None
+    model: str | None = None
+    params: dict | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_prompt_tokens: int | None = None
+    tokens_estimated: bool = False
+    ttft_ms: float | None = None
+    tokens_per_s: float | None = None
+    finish_reason: str | None = None
+    error: str | None = None
+    route_reason: str | None = None
+    # Which engine wrote which part: [{"engine", "model", "start", "end", "reason"?}, ...]
+    # (more than one after a mid-stream continuation). None for user messages.
+    segments: list[dict] | None = None
+    cost_usd: float | None = None  # None: unknown (or not a reply); 0.0 for the local model
+    cost_estimated: bool = False
+    # structured output: {"mode", "valid", "error", "repair", "raw"?} (app.domain.structured)
+    output_check: dict | None = None
+    # best-of-n / self-consistency: the candidates and how one won (app.chat.candidates)
+    candidates: dict | None = None
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["role"] = self.role.value
+        data["status"] = self.status.value
+        return data
+
+
+def cancel_reason(cancel: threading.Event) -> str:
+    """Why a stream was cancelled: the user, unless the event says otherwise."""
+    return cancel.reason if isinstance(cancel, CancelWithReason) else "cancelled"

@@ -1,0 +1,69 @@
+"""Routes: which kind of engine may answer a turn, decided before anything is built.
+
+* ``local``: only the local model (private: no cloud engine is built, no socket opened);
+* ``cloud``: only the chosen provider (when it cannot be reached, the request waits in the
+  outbox);
+* ``auto``: the provider first, the local model behind it (``app.chat.router.RoutedEngine``).
+
+Offline mode forces ``local``; a conversation's own route wins over the default. The errors that
+send an Auto turn to the local model are named here too (``FAILOVER_ERRORS``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+from app.domain.errors import (
+    ConnectionFailed,
+    NoProviderForCloud,
+    ProviderUnavailable,
+    RateLimited,
+    StreamInterrupted,
+    TimeoutError_,
+    UsageError,
+)
+
+FAILOVER_ERRORS = (ConnectionFailed, ProviderUnavailable, RateLimited, TimeoutError_)
+# Errors that end a stream after text and that the local model may continue from.
+CONTINUABLE_ERRORS = FAILOVER_ERRORS + (StreamInterrupted,)
+
+
+class Route(str, enum.Enum):
+    AUTO = "auto"
+    LOCAL = "local"
+    CLOUD = "cloud"
+
+
+ROUTE_LABELS = {Route.AUTO: "Auto (cloud, local fallback)", Route.LOCAL: "Local only",
+                Route.CLOUD: "Cloud only"}
+
+
+def parse_route(value: str) -> Route:
+    try:
+        return Route(value)
+    except ValueError:
+        raise UsageError(f"Route must be auto, local or cloud; got {value!r}.") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class RouteDecision:
+    route: Route
+    reason: str | None  # stored on the reply when the route alone explains who answered
+
+
+def decide_route(conversation_route: str | None, default_route: str, offline_mode: bool,
+                 provider: str | None) -> RouteDecision:
+    """The effective route of a turn. Offline mode wins over everything; a conversation's own
+    route wins over the default; Auto without a provider is the local model."""
+    if offline_mode:
+        return RouteDecision(Route.LOCAL, "offline mode")
+    route = parse_route(conversation_route or default_route)
+    if route is Route.LOCAL:
+        return RouteDecision(Route.LOCAL, "local-only conversation")
+    if provider is None:
+        if route is Route.CLOUD:
+            raise NoProviderForCloud("This conversation is Cloud only, but no cloud provider is "
+                                     "chosen; pick one (or switch the conversation to Auto or "
+                                     "Local only).")
+        return RouteDecision(Route.LOCAL, "no cloud provider chosen")
+    return RouteDecision(route, None)

@@ -1,0 +1,200 @@
+"""The sampling knobs: what each does, its valid range, the built-in presets, and which engines
+honour which knob (the capability map).
+
+A knob set to ``None`` is *not sent*: the engine's own default applies (for the local model,
+llama.cpp's defaults, which are then recorded as what was applied). Every assistant message
+stores the parameters actually sent to the engine that answered (``sent_params``), never the
+panel's values.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from app.domain.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Knob:
+    name: str
+    label: str
+    kind: type  # float, int, or list (stop sequences)
+    low: float | None
+    high: float | None
+    tip: str
+    low_open: bool = False  # the low end itself is not allowed (top_p > 0)
+
+
+KNOBS: tuple[Knob, ...] = (
+    Knob("temperature", "Temperature", float, 0.0, 2.0,
+         "How random the choice of each next token is. 0 always takes the most likely token "
+         "(greedy: the same input gives the same output). 0.2–0.7 for factual work and code, "
+         "0.7–1.0 for creative writing; above 1.2 text soon turns incoherent."),
+    Knob("top_p", "Top-p", float, 0.0, 1.0,
+         "Nucleus sampling: choose only among the most likely tokens whose probabilities add up "
+         "to p. 0.8–0.95 is usual; 1 turns it off. Tune this or temperature, not both.",
+         low_open=True),
+    Knob("top_k", "Top-k", int, 0, 1000,
+         "Choose only among the k most likely tokens. Off (empty) unless you need it; 40 is "
+         "llama.cpp's default, 0 means no limit."),
+    Knob("min_p", "Min-p", float, 0.0, 1.0,
+         "Drop tokens less likely than min_p × the most likely token's probability. 0.05–0.1 "
+         "keeps output coherent at higher temperatures; 0 turns it off."),
+    Knob("max_tokens", "Max tokens", int, 1, 131_072,
+         "The longest reply, in tokens. The reply stops there (marked \"cut at max tokens\")."),
+    Knob("stop", "Stop sequences", list, None, None,
+         "The reply ends before any of these strings (one per line; OpenAI accepts at most 4)."),
+    Knob("presence_penalty", "Presence penalty", float, -2.0, 2.0,
+         "Penalise tokens that already appeared at all, nudging toward new topics. 0 is off; "
+         "0.1–1.0 is usual; negative values encourage repetition."),
+    Knob("frequency_penalty", "Frequency penalty", float, -2.0, 2.0,
+         "Penalise tokens in proportion to how often they already appeared, reducing verbatim "
+         "repetition. 0 is off; 0.1–1.0 is usual."),
+    Knob("repeat_penalty", "Repeat penalty", float, 0.0, 2.0,
+         "llama.cpp's repetition penalty: divide the odds of recently used tokens. 1 is off; "
+         "1.05–1.2 curbs loops on small models.", low_open=True),
+    Knob("seed", "Seed", int, 0, 2 ** 31 - 1,
+         "Random seed. With the same seed, input and knobs the local model gives the same "
+         "output; cloud providers only try to. Empty: a new random seed each time."),
+)
+KNOB_NAMES = tuple(k.name for k in KNOBS)
+BY_NAME = {k.name: k for k in KNOBS}
+MAX_STOPS = 8
+
+
+def check(name: str, value):
+    """The value, validated for its range; raises UsageError naming the knob and its range."""
+    knob = BY_NAME.get(name)
+    if knob is None:
+        raise UsageError(f"There is no sampling knob called {name!r} (knobs: "
+                         f"{', '.join(KNOB_NAMES)}).")
+    if value is None:
+        return None
+    if knob.kind is list:
+        if isinstance(value, str):
+            value = [value]
+        stops = [str(s) for s in value]
+        if any(not s for s in stops):
+            raise UsageError("A stop sequence cannot be empty.")
+        if len(stops) > MAX_STOPS:
+            raise UsageError(f"At most {MAX_STOPS} stop sequences, got {len(stops)}.")
+        return tuple(stops)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"{name} must be a number, got {value!r}.")
+    if not math.isfinite(value):
+        raise UsageError(f"{name} must be a finite number, got {value!r}.")
+    if knob.kind is int:
+        if float(value) != int(value):
+            raise UsageError(f"{name} must be a whole number, got {value!r}.")
+        value = int(value)
+    else:
+        value = float(value)
+    assert knob.low is not None and knob.high is not None  # every numeric knob has a range
+    too_low = value <= knob.low if knob.low_open else value < knob.low
+    if too_low or value > knob.high:
+        low = "greater than" if knob.low_open else "between"
+        span = f"{low} {_num(knob.low)} and at most {_num(knob.high)}" if knob.low_open \
+            else f"between {_num(knob.low)} and {_num(knob.high)}"
+        raise UsageError(f"{name} must be {span}, got {_num(value)}.")
+    return value
+
+
+def _num(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+# -- presets ---------------------------------------------------------------------------------
+BUILTIN_PRESETS: dict[str, dict] = {
+    "Precise": {"temperature": 0.2, "top_p": 0.9, "top_k": 40, "min_p": 0.05,
+                "repeat_penalty": 1.05, "presence_penalty": None, "frequency_penalty": None},
+    "Balanced": {"temperature": 0.7, "top_p": 0.95, "top_k": None, "min_p": 0.05,
+                 "repeat_penalty": 1.0, "presence_penalty": None, "frequency_penalty": None},
+    "Creative": {"temperature": 1.0, "top_p": 0.98, "top_k": None, "min_p": 0.1,
+                 "repeat_penalty": 1.1, "presence_penalty": 0.3, "frequency_penalty": 0.3},
+}
+
+
+# -- the capability map ----------------------------------------------------------------------
+# Which knobs each engine kind honours, and why the others are not sent.
+CAPABILITIES: dict[str, frozenset[str]] = {
+    "local": frozenset(KNOB_NAMES),
+    "openai": frozenset({"temperature", "top_p", "max_tokens", "stop", "presence_penalty",
+                         "frequency_penalty", "seed"}),
+    "anthropic": frozenset({"temperature", "top_p", "top_k", "max_tokens", "stop"}),
+}
+_WHY = {
+    "openai": "The OpenAI chat completions API has no {knob}; it is not sent.",
+    "anthropic": "Anthropic's Messages API has no {knob}; it is not sent.",
+}
+# llama.cpp's defaults: what the local model applies to a knob left empty
+LOCAL_DEFAULTS = {"top_k": 40, "min_p": 0.05, "repeat_penalty": 1.0, "presence_penalty": 0.0,
+                  "frequency_penalty": 0.0}
+
+
+def supports(kind: str, knob: str) -> bool:
+    return knob in CAPABILITIES.get(kind, CAPABILITIES["openai"])
+
+
+def why_unsupported(kind: str, knob: str) -> str:
+    label = BY_NAME[knob].label.lower() if knob in BY_NAME else knob
+    return _WHY.get(kind, _WHY["openai"]).format(knob=label)
+
+
+def sent_params(kind: str, request) -> dict:
+    """The knobs of ``request`` an engine of ``kind`` sends (or, locally, applies): what the
+    assistant message records. Engines build their payloads from this, so it cannot drift."""
+    out: dict = {}
+    for name in KNOB_NAMES:
+        if not supports(kind, name):
+            continue
+        value = getattr(request, name, None)
+        if name == "stop":
+            value = list(value or ())
+            if kind == "openai":
+                value = value[:4]
+            if not value:
+                continue
+        if value is None:
+            if kind == "local" and name in LOCAL_DEFAULTS:
+                out[name] = LOCAL_DEFAULTS[name]
+            continue
+        out[name] = value
+    if kind == "anthropic":
+        out["temperature"] = min(out.get("temperature", 1.0), 1.0)  # Anthropic's range: 0..1
+        # Anthropic asks to tune temperature or top_p, not both (newer models reject both):
+        # top_p narrowed below Outpost's default of 0.95 is sent instead of temperature
+        if out.get("top_p", 1.0) >= 0.95:
+            out.pop("top_p", None)
+        else:
+            out.pop("temperature", None)
+    rf = getattr(request, "response_format", None)
+    if rf:
+        out["response_format"] = structured_mode(kind, rf)
+    return out
+
+
+def strict_ok(schema: dict | list) -> bool:
+    """OpenAI's strict Structured Outputs need every object closed (additionalProperties
+    false) with all its properties required; other schemas are sent non-strict."""
+    if isinstance(schema, dict):
+        if schema.get("type") == "object" or "properties" in schema:
+            props = schema.get("properties") or {}
+            if schema.get("additionalProperties", True) is not False or \
+                    set(schema.get("required") or ()) != set(props):
+                return False
+        return all(strict_ok(v) for v in schema.values() if isinstance(v, (dict, list)))
+    if isinstance(schema, list):
+        return all(strict_ok(v) for v in schema if isinstance(v, (dict, list)))
+    return True
+
+
+def structured_mode(kind: str, rf: dict) -> str:
+    """How structured output is asked of this kind of engine (stored with the reply)."""
+    schema = rf.get("schema")
+    if kind == "local":
+        return "grammar from the JSON schema" if schema else "JSON grammar"
+    if kind == "anthropic":
+        return "forced tool call (input_schema)" if schema else "forced tool call (any object)"
+    if schema:
+        return "json_schema (strict)" if strict_ok(schema) else "json_schema"
+    return "json_object"

@@ -1,0 +1,183 @@
+"""Database migrations: named functions, applied in order, each recorded in ``_migrations``.
+
+Append new migrations at the end; never edit or reorder one that has shipped. The store backs up the
+database file before it runs any pending migration.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import sqlite_utils
+
+Migration = Callable[[sqlite_utils.Database], None]
+MIGRATIONS: list[Migration] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@migration
+def m001_conversations_and_messages(db: sqlite_utils.Database) -> None:
+    db["conversations"].create(
+        {
+            "id": str,
+            "title": str,
+            "system_prompt": str,
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk="id",
+    )
+    db["messages"].create(
+        {
+            "id": str,
+            "conversation_id": str,
+            "parent_id": str,
+            "role": str,
+            "content": str,
+            "status": str,
+            "engine": str,
+            "model": str,
+            "params": str,  # JSON: the parameters actually sent
+            "prompt_tokens": int,
+            "completion_tokens": int,
+            "cached_prompt_tokens": int,
+            "tokens_estimated": int,
+            "ttft_ms": float,
+            "tokens_per_s": float,
+            "finish_reason": str,
+            "error": str,
+            "writer": str,  # "pid:start-ms" of the process streaming into this row
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk="id",
+        foreign_keys=[("conversation_id", "conversations", "id")],
+        not_null={"conversation_id", "role", "content", "status", "created_at", "updated_at"},
+        defaults={"content": "", "tokens_estimated": 0},
+    )
+    db["messages"].create_index(["conversation_id", "created_at"])
+    db["messages"].create_index(["status"])
+    db["conversations"].create_index(["updated_at"])
+    db["messages"].enable_fts(["content"], fts_version="FTS5", create_triggers=True)
+
+
+@migration
+def m002_request_log(db: sqlite_utils.Database) -> None:
+    """One row per HTTP attempt of a cloud request (retries included)."""
+    db["request_log"].create(
+        {
+            "id": int,
+            "idempotency_key": str,  # the user turn; also in messages.params
+            "provider": str,
+            "model": str,
+            "attempt": int,
+            "status": int,  # HTTP status, NULL when no response
+            "latency_ms": float,
+            "error_kind": str,
+            "rate_limits": str,  # JSON of the x-ratelimit-* / anthropic-ratelimit-* headers
+            "created_at": str,
+        },
+        pk="id",
+    )
+    db["request_log"].create_index(["idempotency_key"])
+    db["request_log"].create_index(["created_at"])
+
+
+@migration
+def m003_route_reason(db: sqlite_utils.Database) -> None:
+    """Why this engine answered ("local-only conversation", "openai unreachable since 10:42")."""
+    db["messages"].add_column("route_reason", str)
+
+
+@migration
+def m004_routing(db: sqlite_utils.Database) -> None:
+    """Route policy per conversation, segments per reply, the offline outbox, and which engine
+    made each logged attempt (local attempts are logged too once hedging races them)."""
+    db["conversations"].add_column("route", str)  # NULL: the settings' default_route
+    db["messages"].add_column("segments", str)  # JSON list, see app.domain.messages.Message.segments
+    db["request_log"].add_column("outcome", str)  # e.g. "won", "hedge_lost", "cancelled"
+    db["outbox"].create(
+        {
+            "id": int,  # also the order items are sent in
+            "conversation_id": str,
+            "user_message_id": str,  # the answer is stored as its child (a sibling reply)
+            "provider": str,
+            "model": str,
+            "request": str,  # JSON of the ChatRequest, idempotency key included
+            "idempotency_key": str,
+            "state": str,  # queued / sending / sent / failed / cancelled
+            "attempts": int,
+            "last_error": str,
+            "answer_message_id": str,
+            # Cloud only: the empty "queued" reply shown until the answer comes (then removed)
+            "placeholder_message_id": str,
+            "writer": str,  # "pid:start-ms" of the process sending it (state 'sending')
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk="id",
+        not_null={"conversation_id", "user_message_id", "provider", "request", "state"},
+        defaults={"attempts": 0},
+    )
+    db["outbox"].create_index(["state"])
+
+
+@migration
+def m005_usage_ledger(db: sqlite_utils.Database) -> None:
+    """The request log becomes the usage ledger: what each attempt used and cost, and for whom.
+    Daily and monthly totals are queries over it."""
+    log = db["request_log"]
+    for name, kind in (("kind", str), ("profile", str), ("conversation_id", str),
+                       ("route", str), ("prompt_tokens", int), ("completion_tokens", int),
+                       ("cached_prompt_tokens", int), ("tokens_estimated", int),
+                       ("cost_usd", float), ("cost_estimated", int), ("ttft_ms", float)):
+        log.add_column(name, kind)
+    log.create_index(["profile", "created_at"])
+    db["messages"].add_column("cost_usd", float)  # NULL: unknown price (never shown as zero)
+    db["messages"].add_column("cost_estimated", int)
+
+
+@migration
+def m006_profiles(db: sqlite_utils.Database) -> None:
+    """Profiles: the people who share this machine. Conversations belong to one (NULL: to the
+    machine's default profile, which claims them on first use; see ``app.storage.profiles``)."""
+    db["profiles"].create(
+        {
+            "name": str,
+            "is_admin": int,
+            "pin_hash": str,  # "scrypt$n$r$p$salt$hash" (base64), NULL: no PIN
+            "failed_pins": int,  # wrong PINs in a row (throttling)
+            "locked_until": str,  # ISO time (UTC) before which no PIN is checked
+            "created_at": str,
+        },
+        pk="name",
+        not_null={"name", "is_admin", "created_at"},
+        defaults={"is_admin": 0, "failed_pins": 0},
+    )
+    # at most one admin
+    db.execute("create unique index profiles_one_admin on profiles(is_admin) where is_admin = 1")
+    db["conversations"].add_column("profile", str)
+    db["conversations"].create_index(["profile", "updated_at"])
+
+
+@migration
+def m007_conversation_sampling(db: sqlite_utils.Database) -> None:
+    """Each conversation keeps its sampling knobs (JSON, ``app.domain.sampling``); NULL: defaults."""
+    db["conversations"].add_column("sampling", str)
+
+
+@migration
+def m008_output_check(db: sqlite_utils.Database) -> None:
+    """Structured output: how a JSON reply was checked (valid, the error, the repair used, the
+    raw text it replaced); NULL for free-text replies."""
+    db["messages"].add_column("output_check", str)
+
+
+@migration
+def m009_candidates(db: sqlite_utils.Database) -> None:
+    """Best-of-n / self-consistency: every candidate of a reply, its score or answer, and how
+    the winner was chosen (JSON, ``app.chat.candidates``); NULL for a single reply."""
+    db["messages"].add_column("candidates", str)

@@ -1,0 +1,203 @@
+"""The offline outbox: cloud requests that wait until their provider can be reached.
+
+A message goes here when the cloud is wanted but unreachable: always under the Cloud only route,
+and under Auto when the user asked "send when online" (the local model answers now, and the cloud's
+answer arrives later as a sibling reply). Each item keeps the request exactly as it would have been
+sent, idempotency key included, so the provider sees the same request when it is finally sent.
+
+States: ``queued`` -> ``sending`` -> ``sent`` (or back to ``queued`` when the provider is still
+unreachable; ``failed`` when the provider refused it, e.g. a bad key; ``cancelled`` by the user).
+
+Never in flight twice, also across processes and restarts: an item is claimed inside a write
+transaction (``queued`` -> ``sending`` with the claiming process's pid + start time), so the window
+and ``outpost outbox send`` cannot both send it; an item left ``sending`` by a process that died
+goes back to ``queued`` (the provider can deduplicate the resend by its idempotency key).
+Items are sent in the order they were queued; a provider that is still unreachable keeps the rest
+of its items waiting, so their order holds.
+"""
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+
+from app.domain.errors import UsageError
+from app.domain.messages import ChatRequest, Message
+from app.storage.store import Store, now_iso, storage_errors, this_writer, writer_alive
+
+
+class OutboxState(str, enum.Enum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    conversation_id: str
+    user_message_id: str
+    provider: str
+    model: str | None
+    request: ChatRequest
+    state: OutboxState
+    attempts: int
+    last_error: str | None
+    answer_message_id: str | None
+    created_at: str
+    updated_at: str
+
+    @property
+    def prompt(self) -> str:
+        return self.request.messages[-1].content if self.request.messages else ""
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "conversation_id": self.conversation_id,
+                "user_message_id": self.user_message_id, "provider": self.provider,
+                "model": self.model, "state": self.state.value, "attempts": self.attempts,
+                "last_error": self.last_error, "answer_message_id": self.answer_message_id,
+                "idempotency_key": self.request.idempotency_key, "prompt": self.prompt,
+                "created_at": self.created_at, "updated_at": self.updated_at}
+
+
+def _item(row: dict) -> OutboxItem:
+    return OutboxItem(
+        id=row["id"], conversation_id=row["conversation_id"],
+        user_message_id=row["user_message_id"], provider=row["provider"], model=row["model"],
+        request=ChatRequest.from_record(json.loads(row["request"])),
+        state=OutboxState(row["state"]), attempts=row["attempts"] or 0,
+        last_error=row["last_error"], answer_message_id=row["answer_message_id"],
+        created_at=row["created_at"], updated_at=row["updated_at"])
+
+
+class Outbox:
+    """The outbox table (created by migration m004)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def enqueue(self, conversation_id: str, user_message_id: str, provider: str,
+                model: str | None, request: ChatRequest,
+                placeholder_message_id: str | None = None) -> OutboxItem:
+        stamp = now_iso()
+        with self.store.transaction() as db:
+            existing = list(db["outbox"].rows_where(
+                "idempotency_key = ? and state in ('queued', 'sending')",
+                [request.idempotency_key]))
+            if existing:  # the same turn queued twice (a retry while offline): keep one
+                return _item(existing[0])
+            table = db["outbox"]
+            table.insert({
+                "conversation_id": conversation_id, "user_message_id": user_message_id,
+                "provider": provider, "model": model,
+                "request": json.dumps(request.as_record()),
+                "idempotency_key": request.idempotency_key, "state": OutboxState.QUEUED.value,
+                "attempts": 0, "last_error": None, "answer_message_id": None, "writer": None,
+                "placeholder_message_id": placeholder_message_id,
+                "created_at": stamp, "updated_at": stamp})
+            item_id = table.last_pk
+        return self.get(item_id)
+
+    def get(self, item_id: int) -> OutboxItem:
+        with storage_errors(self.store.path):
+            rows = list(self.store.db["outbox"].rows_where("id = ?", [item_id]))
+        if not rows:
+            raise UsageError(f"There is no outbox item {item_id}.")
+        return _item(rows[0])
+
+    def items(self, states: tuple[OutboxState, ...] | None = None,
+              profile: str | None = None) -> list[OutboxItem]:
+        """In queue order. ``states`` None: all of them; ``profile``: only the items of that
+        profile's conversations (what it may see; sending serves everyone's)."""
+        where, params = [], []
+        if states:
+            where.append(f"state in ({', '.join('?' for _ in states)})")
+            params += [s.value for s in states]
+        if profile is not None:
+            where.append("conversation_id in (select id from conversations where profile = ?)")
+            params.append(profile)
+        with storage_errors(self.store.path):
+            rows = self.store.db["outbox"].rows_where(" and ".join(where) or None,
+                                                      params or None, order_by="id")
+            return [_item(r) for r in rows]
+
+    def placeholder_of(self, item_id: int) -> str | None:
+        with storage_errors(self.store.path):
+            rows = list(self.store.db["outbox"].rows_where("id = ?", [item_id]))
+        return rows[0].get("placeholder_message_id") if rows else None
+
+    def pending(self, profile: str | None = None) -> list[OutboxItem]:
+        return self.items((OutboxState.QUEUED, OutboxState.SENDING), profile)
+
+    def cancel(self, item_id: int) -> OutboxItem:
+        item = self.get(item_id)
+        with self.store.transaction() as db:
+            changed = db.execute(
+                "update outbox set state = ?, updated_at = ? where id = ? and state = ?",
+                [OutboxState.CANCELLED.value, now_iso(), item_id, OutboxState.QUEUED.value]
+            ).rowcount
+        if not changed:
+            current = self.get(item_id)
+            raise UsageError(f"Outbox item {item_id} is {current.state.value}; only a queued "
+                             "item can be cancelled.")
+        return self.get(item.id)
+
+    def requeue_failed(self, item_id: int) -> OutboxItem:
+        """A failed item (say the key was wrong and is fixed now) goes back in the queue."""
+        with self.store.transaction() as db:
+            changed = db.execute(
+                "update outbox set state = ?, last_error = null, answer_message_id = null, "
+                "updated_at = ? where id = ? and state = ?",
+                [OutboxState.QUEUED.value, now_iso(), item_id, OutboxState.FAILED.value]).rowcount
+        if not changed:
+            raise UsageError(f"Outbox item {item_id} is {self.get(item_id).state.value}, not "
+                             "failed.")
+        return self.get(item_id)
+
+    # -- sending -------------------------------------------------------------------------------
+    def recover(self) -> int:
+        """Items left ``sending`` by a process that is gone go back to ``queued``."""
+        with storage_errors(self.store.path):
+            rows = list(self.store.db["outbox"].rows_where(
+                "state = ?", [OutboxState.SENDING.value]))
+        count = 0
+        for row in rows:
+            if writer_alive(row["writer"]):
+                continue
+            with self.store.transaction() as db:
+                count += db.execute(
+                    "update outbox set state = ?, writer = null, updated_at = ? "
+                    "where id = ? and state = ? and writer is ?",
+                    [OutboxState.QUEUED.value, now_iso(), row["id"], OutboxState.SENDING.value,
+                     row["writer"]]).rowcount
+        return count
+
+    def claim(self, item_id: int) -> OutboxItem | None:
+        """``queued`` -> ``sending`` for this process; None when someone else has it."""
+        with self.store.transaction() as db:
+            changed = db.execute(
+                "update outbox set state = ?, writer = ?, attempts = attempts + 1, "
+                "updated_at = ? where id = ? and state = ?",
+                [OutboxState.SENDING.value, this_writer(), now_iso(), item_id,
+                 OutboxState.QUEUED.value]).rowcount
+        return self.get(item_id) if changed else None
+
+    def _finish(self, item_id: int, state: OutboxState, error: str | None = None,
+                answer_message_id: str | None = None) -> None:
+        with self.store.transaction() as db:
+            db["outbox"].update(item_id, {"state": state.value, "writer": None,
+                                          "last_error": error,
+                                          "answer_message_id": answer_message_id,
+                                          "updated_at": now_iso()})
+
+
+@dataclass
+class SendReport:
+    sent: list[tuple[OutboxItem, Message | None]]
+    waiting: list[OutboxItem]  # still queued: their provider is unreachable
+    failed: list[tuple[OutboxItem, str]]
+    # being sent by another process (the window, another `outbox send`), or queued behind such
+    # an item for the same provider (order is kept): that process takes care of them
+    elsewhere: list[OutboxItem] = field(default_factory=list)

@@ -1,0 +1,358 @@
+"""Per-profile quotas and rate limits, enforced in the core before any request is sent.
+
+Limits (all optional; unset = no limit):
+
+* ``cloud_tokens_per_day``   prompt + completion tokens sent to cloud providers since local
+  midnight (retries, hedged attempts and continuations all count: they are ledger rows);
+* ``cloud_cost_per_month``   US dollars of cloud use this calendar month (attempts with an
+  unknown price count as zero here and are reported as unknown by ``outpost usage``);
+* ``requests_per_minute`` / ``tokens_per_minute``   token buckets with continuous refill: a
+  bucket holds one minute's worth and refills at that rate per minute;
+* ``allowed_routes``         e.g. ``["local"]`` for a profile that may not use the cloud;
+* ``count_local``            whether local tokens count toward the token limits (default no);
+* ``allow_unpriced``         with a cost limit, whether models with no known price may be used
+                             (default no: their cost could not be counted against the budget).
+
+Where limits come from, strongest first: the **policy file** (TOML, ``OUTPOST_POLICY`` or
+``<config dir>/policy.toml``; a fleet provisions it, nothing in Outpost overrides it), then what
+the admin profile set (``outpost quota set`` or the window's Profiles dialog), stored in
+``config/quotas.json``. Non-admin profiles cannot change quotas at all (``app.storage.profiles``).
+
+Over a budget: ``QuotaExceeded`` names the limit, the usage and when it resets; nothing is sent.
+Rate limited: ``RateLimitedLocally`` says how long to wait (the caller waits with a countdown or
+refuses, per the ``rate_limit_wait`` setting).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import threading
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from app.accounting.pricing import format_usd
+from app.config import paths
+from app.domain.errors import UsageError
+from app.storage.ledger import start_of_day, start_of_month
+from app.storage.profiles import NotAllowed
+
+LIMIT_NAMES = ("cloud_tokens_per_day", "cloud_cost_per_month", "requests_per_minute",
+               "tokens_per_minute", "allowed_routes", "count_local", "allow_unpriced")
+
+
+class QuotaExceeded(UsageError):
+    kind = "quota_exceeded"
+
+
+class RateLimitedLocally(UsageError):
+    kind = "rate_limited_locally"
+
+    def __init__(self, message: str, wait_s: float):
+        super().__init__(message)
+        self.wait_s = wait_s
+
+
+class TokenBucket:
+    """Continuous refill: ``rate`` units per minute, holding at most ``capacity`` (default: one
+    minute's worth). In any window of T seconds it admits at most capacity + rate * T / 60."""
+
+    def __init__(self, rate_per_minute: float, capacity: float | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        if rate_per_minute <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate_per_minute / 60.0  # per second
+        self.capacity = float(capacity if capacity is not None else rate_per_minute)
+        self.level = self.capacity
+        self.clock = clock
+        self.updated = clock()
+        self._lock = threading.Lock()
+
+    def seed(self, events: list[tuple[float, float]]) -> None:
+        """Start from past takes, ``(seconds_ago, amount)``: a new process (the CLI) picks up
+        what the ledger says was used in the last minute, so limits hold across processes."""
+        with self._lock:
+            level, previous = self.capacity, None
+            for ago, amount in sorted(events, key=lambda e: -e[0]):
+                if previous is not None:
+                    level = min(self.capacity, level + (previous - ago) * self.rate)
+                level = max(0.0, level - amount)
+                previous = ago
+            if previous is not None:
+                level = min(self.capacity, level + previous * self.rate)
+            self.level = level
+            self.updated = self.clock()
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
+        self.updated = now
+
+    def wait_time(self, amount: float) -> float:
+        """Seconds until ``amount`` can be taken (0: now). More than the capacity: never."""
+        with self._lock:
+            self._refill()
+            if amount > self.capacity:
+                return float("inf")
+            return max(0.0, (amount - self.level) / self.rate)
+
+    def charge(self, amount: float) -> None:
+        """Take ``amount`` even when it is not there (an attempt already made: a retry, a
+        hedge): the level may go below zero, and later requests wait longer."""
+        with self._lock:
+            self._refill()
+            self.level -= amount
+
+    def take(self, amount: float) -> bool:
+        with self._lock:
+            self._refill()
+            if amount > self.level:
+                return False
+            self.level -= amount
+            return True
+
+
+@dataclass(frozen=True)
+class Limits:
+    cloud_tokens_per_day: int | None = None
+    cloud_cost_per_month: float | None = None
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    allowed_routes: tuple[str, ...] | None = None
+    count_local: bool = False
+    allow_unpriced: bool = False
+    source: str = "none"  # the strongest source of any limit: "policy file", "quota set", "none"
+    sources: dict = dataclasses.field(default_factory=dict)  # limit name -> its source
+
+    def as_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        if self.allowed_routes is not None:
+            data["allowed_routes"] = list(self.allowed_routes)
+        return data
+
+
+def _coerce(name: str, value, where: str):
+    if name in ("cloud_tokens_per_day", "requests_per_minute", "tokens_per_minute"):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise UsageError(f"{where}: {name} must be a whole number of at least 0, got "
+                             f"{value!r}.")
+        return value
+    if name == "cloud_cost_per_month":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise UsageError(f"{where}: {name} must be a number of dollars, at least 0, got "
+                             f"{value!r}.")
+        return float(value)
+    if name == "allowed_routes":
+        if not isinstance(value, list) or not value or \
+                any(v not in ("auto", "local", "cloud") for v in value):
+            raise UsageError(f"{where}: allowed_routes must be a list of auto, local, cloud; "
+                             f"got {value!r}.")
+        return tuple(value)
+    if name in ("count_local", "allow_unpriced"):
+        if not isinstance(value, bool):
+            raise UsageError(f"{where}: {name} must be true or false, got {value!r}.")
+        return value
+    raise UsageError(f"{where}: unknown limit {name!r} (known: {', '.join(LIMIT_NAMES)}).")
+
+
+def policy_path() -> Path:
+    return Path(os.environ.get("OUTPOST_POLICY") or paths.config_dir() / "policy.toml")
+
+
+def _limits_from(table: dict, where: str) -> dict:
+    return {name: _coerce(name, value, where) for name, value in table.items()}
+
+
+class QuotaBook:
+    """Limits per profile: the policy file over the locally set ones."""
+
+    def __init__(self, policy: Path | None = None, local: Path | None = None):
+        self.policy = policy or policy_path()
+        self.local = local or paths.config_dir() / "quotas.json"
+
+    def _policy(self) -> dict:
+        if not self.policy.exists():
+            if os.environ.get("OUTPOST_POLICY") and str(self.policy) == \
+                    os.environ["OUTPOST_POLICY"]:
+                # a fleet named its policy file: missing must not mean "no limits"
+                raise UsageError(f"The policy file {self.policy} (OUTPOST_POLICY) does not "
+                                 "exist.")
+            return {}
+        try:
+            data = tomllib.loads(self.policy.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise UsageError(f"The policy file {self.policy} could not be read: {exc}.") from None
+        return data
+
+    def _local(self) -> dict:
+        if not self.local.exists():
+            return {}
+        try:
+            return json.loads(self.local.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"The quota file {self.local} could not be read: {exc}.") from None
+
+    def limits(self, profile: str) -> Limits:
+        merged: dict = {}
+        sources: dict = {}
+        source = "none"
+        # weakest first: what the admin set, then the policy file; each: default, then profile
+        for data, path, label in ((self._local(), self.local, "quota set"),
+                                  (self._policy(), self.policy, "policy file")):
+            for table in (data.get("default", {}), data.get("profiles", {}).get(profile, {})):
+                if table:
+                    merged.update(_limits_from(table, str(path)))
+                    sources.update({name: label for name in table})
+                    source = label
+        return Limits(**merged, source=source, sources=sources)
+
+    def policy_names(self, profile: str) -> set[str]:
+        """The limits the policy file sets for ``profile`` (nobody changes those in Outpost)."""
+        policy = self._policy()
+        return set(policy.get("default", {})) | set(policy.get("profiles", {}).get(profile, {}))
+
+    def set(self, profile: str, name: str, value, *, by) -> None:
+        """``outpost quota set`` / the window's profile editor, as ``by`` (an
+        ``app.storage.profiles.Profile``): only the admin may, and never for a limit the policy file
+        sets for this profile."""
+        if not getattr(by, "is_admin", False):
+            raise NotAllowed(f"Only the admin can change quotas; you are signed in as "
+                             f"{getattr(by, 'name', by)}.")
+        if name in self.policy_names(profile):
+            raise UsageError(f"{name} for {profile} is set by the policy file {self.policy} "
+                             "and cannot be changed here.")
+        local = self._local()
+        profiles = local.setdefault("profiles", {})
+        limits = profiles.setdefault(profile, {})
+        if value is None:
+            limits.pop(name, None)
+        else:
+            limits[name] = _coerce(name, value, "quota set") if name != "allowed_routes" \
+                else list(_coerce(name, value, "quota set"))
+        self.local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.local.with_suffix(".tmp")
+        tmp.write_text(json.dumps(local, indent=2), encoding="utf-8")
+        os.replace(tmp, self.local)
+
+
+def _next_midnight(now: dt.datetime) -> dt.datetime:
+    return start_of_day(now) + dt.timedelta(days=1)
+
+
+def _next_month(now: dt.datetime) -> dt.datetime:
+    first = start_of_month(now)
+    return (first + dt.timedelta(days=32)).replace(day=1)
+
+
+class QuotaGuard:
+    """Checks a turn against its profile's limits before anything is sent."""
+
+    def __init__(self, book: QuotaBook, ledger, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], dt.datetime] = lambda: dt.datetime.now().astimezone()):
+        self.book, self.ledger, self.clock, self.wall = book, ledger, clock, wall
+        self._buckets: dict[tuple[str, str, int], TokenBucket] = {}
+        # turns whose first attempt the check already took from the buckets: idempotency key
+        # -> attempts seen. Every further attempt (retry, hedge, continuation, candidate) is
+        # charged as it lands in the ledger, so it counts toward the per-minute limits at once
+        self._turns: dict[str, int] = {}
+        if hasattr(ledger, "listeners"):
+            ledger.listeners.append(self._on_attempt)
+
+    def note_turn(self, idempotency_key: str) -> None:
+        """The turn that just passed ``check``: its first attempt is paid for."""
+        self._turns[idempotency_key] = 0
+
+    def _on_attempt(self, record, profile: str, tokens: int) -> None:
+        key = (record.idempotency_key or "").split("~")[0]  # candidates count with their turn
+        if key in self._turns:
+            self._turns[key] += 1
+            if self._turns[key] == 1:
+                return  # the attempt the check took from the buckets
+        try:
+            limits = self.book.limits(profile)
+        except Exception:  # noqa: BLE001 - a broken file is reported by the next check
+            return
+        if record.kind == "local" or record.provider == "local":
+            if not limits.count_local:
+                return
+        for (who, what, rate), bucket in list(self._buckets.items()):
+            if who == profile and (
+                    (what == "requests" and rate == limits.requests_per_minute) or
+                    (what == "tokens" and rate == limits.tokens_per_minute)):
+                bucket.charge(1 if what == "requests" else tokens)
+
+    def _bucket(self, profile: str, what: str, rate: int, count_local: bool) -> TokenBucket:
+        key = (profile, what, rate)
+        if key not in self._buckets:
+            bucket = TokenBucket(rate, clock=self.clock)
+            bucket.seed(self.ledger.recent(profile, what, 60.0, count_local, self.wall()))
+            self._buckets[key] = bucket
+        return self._buckets[key]
+
+    def check(self, profile: str, route: str, cloud: bool, prompt_tokens: int,
+              max_tokens: int, price_known: bool = True, model: str = "") -> None:
+        """Raise QuotaExceeded / RateLimitedLocally, or take from the buckets and return."""
+        limits = self.book.limits(profile)
+        now = self.wall()
+        if limits.allowed_routes is not None and route not in limits.allowed_routes:
+            raise QuotaExceeded(f"The profile {profile} may use only the "
+                                f"{', '.join(limits.allowed_routes)} route(s) ({limits.source}); "
+                                f"this conversation's route is {route}.")
+        counts = cloud or limits.count_local
+        needed = prompt_tokens + max_tokens
+        if counts and limits.cloud_tokens_per_day is not None:
+            used = self.ledger.totals(start_of_day(now), profile)
+            spent = used.cloud_tokens + (used.local_tokens if limits.count_local else 0)
+            if spent + prompt_tokens > limits.cloud_tokens_per_day:
+                reset = _next_midnight(now)
+                raise QuotaExceeded(
+                    f"Daily token quota reached for {profile}: {spent:,} of "
+                    f"{limits.cloud_tokens_per_day:,} tokens used today, this message needs "
+                    f"{prompt_tokens:,} more. It resets at {reset:%H:%M} "
+                    f"({limits.sources.get('cloud_tokens_per_day', limits.source)})."
+                    + (" The local model is not limited: switch this chat to Local only."
+                       if cloud and not limits.count_local else ""))
+        if cloud and limits.cloud_cost_per_month is not None:
+            if not price_known and not limits.allow_unpriced:
+                raise QuotaExceeded(
+                    f"{profile} has a monthly cloud budget, and {model or 'this model'} has no "
+                    "known price (it is not in resources/prices.json), so its cost could not "
+                    "be counted against the budget. Use a priced model or Local only; the "
+                    "admin can allow unpriced models (allow_unpriced = true).")
+            used = self.ledger.totals(start_of_month(now), profile)
+            if used.cost_usd >= limits.cloud_cost_per_month:
+                reset = _next_month(now)
+                raise QuotaExceeded(
+                    f"Monthly cloud budget reached for {profile}: {format_usd(used.cost_usd)} "
+                    f"of {format_usd(limits.cloud_cost_per_month)} spent this month. It resets "
+                    f"on {reset:%Y-%m-%d} "
+                    f"({limits.sources.get('cloud_cost_per_month', limits.source)}).")
+        if not counts:
+            return
+        waits = []
+        buckets = []
+        if limits.requests_per_minute:
+            bucket = self._bucket(profile, "requests", limits.requests_per_minute,
+                                  limits.count_local)
+            waits.append((bucket.wait_time(1), "requests per minute",
+                          limits.requests_per_minute))
+            buckets.append((bucket, 1))
+        if limits.tokens_per_minute:
+            bucket = self._bucket(profile, "tokens", limits.tokens_per_minute,
+                                  limits.count_local)
+            waits.append((bucket.wait_time(needed), "tokens per minute",
+                          limits.tokens_per_minute))
+            buckets.append((bucket, needed))
+        wait, what, rate = max(waits, default=(0.0, "", 0))
+        if wait == float("inf"):
+            raise QuotaExceeded(f"This request ({needed:,} tokens with max tokens) is larger "
+                                f"than {profile}'s limit of {rate:,} {what}.")
+        if wait > 0:
+            raise RateLimitedLocally(f"Rate limit for {profile}: {rate:,} {what}; try again "
+                                     f"in {wait:.0f} s.", wait)
+        for bucket, amount in buckets:
+            bucket.take(amount)

@@ -1,0 +1,447 @@
+"""The local database: conversations and messages in one SQLite file (via sqlite-utils).
+
+* WAL journal, a busy timeout and ``synchronous=FULL``: the window and the CLI may write at the
+  same time, and a committed message survives a crash or power loss.
+* One connection per thread (sqlite3 connections belong to the thread that opened them).
+* Before pending migrations run, the file is copied to ``backups/`` with SQLite's backup API.
+* Rows left in ``streaming`` by a process that is gone are marked ``interrupted`` at start-up;
+  each streaming row records its writer (pid + process start time) so a live writer's row is
+  never touched.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import psutil
+import sqlite_utils
+
+from app.config import paths
+from app.domain.errors import KnownStorageError, StorageError, UsageError
+from app.domain.messages import Conversation, Message, MessageStatus, Role, new_id
+from app.storage.migrations import MIGRATIONS, Migration
+
+BUSY_TIMEOUT_MS = 5000
+# Primary result codes (https://sqlite.org/rescode.html) of problems with the file or the
+# machine rather than with Outpost's code: shown to the user (KnownStorageError). Every other
+# code, and sqlite3 errors with no code (misuse of the API), is a bug (StorageError).
+SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_READONLY = 5, 6, 7, 8
+SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN = 10, 11, 13, 14
+SQLITE_PROTOCOL, SQLITE_NOTADB = 15, 26
+_KNOWN_SQLITE_CODES = frozenset({SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_READONLY,
+                                 SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN,
+                                 SQLITE_PROTOCOL, SQLITE_NOTADB})
+
+
+def sqlite_primary_code(exc: sqlite3.Error) -> int | None:
+    """The primary result code of ``exc`` (extended codes carry it in their low byte)."""
+    code = getattr(exc, "sqlite_errorcode", None)  # absent on errors Python raises itself
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def storage_error_class(exc: sqlite3.Error) -> type[StorageError]:
+    """Known (the user can act: disk full, locked, read-only, damaged) or a bug, by SQLite's
+    result code, never by the message's wording."""
+    return KnownStorageError if sqlite_primary_code(exc) in _KNOWN_SQLITE_CODES \
+        else StorageError
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _process_identity(pid: int) -> str | None:
+    try:
+        return f"{pid}:{int(psutil.Process(pid).create_time() * 1000)}"
+    except (psutil.Error, OSError):
+        return None
+
+
+def this_writer() -> str:
+    return _process_identity(os.getpid()) or f"{os.getpid()}:0"
+
+
+def writer_alive(writer: str | None) -> bool:
+    """Is the process that wrote ``pid:start-ms`` still running? The start time guards against
+    pid reuse; a second of slack absorbs clock steps that shift psutil's boot time."""
+    if not writer:
+        return False
+    try:
+        pid_text, start_text = writer.split(":", 1)
+        pid, start = int(pid_text), int(start_text)
+    except ValueError:
+        return False
+    current = _process_identity(pid)
+    if current is None:
+        return False
+    return abs(int(current.split(":", 1)[1]) - start) <= 1000
+
+
+def _make_private(path: Path) -> None:
+    """Conversations are private: the database is readable by its owner only (SQLite gives the
+    -wal and -shm files the same permissions)."""
+    try:
+        if path.exists() and path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+    except OSError:
+        pass
+
+
+def _retry_when_locked(fn, budget_s: float = BUSY_TIMEOUT_MS / 1000):
+    """SQLite skips the busy handler in a few cases (e.g. while another connection switches a
+    new file to WAL); retry those for as long as the busy timeout would have waited."""
+    deadline = time.monotonic() + budget_s
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            if sqlite_primary_code(exc) not in (SQLITE_BUSY, SQLITE_LOCKED) or \
+                    time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def storage_errors(path: Path) -> Iterator[None]:
+    """Turn sqlite3/OS errors into our StorageError types, naming the file."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise storage_error_class(exc)(f"The database {path} could not be used: {exc}.") \
+            from exc
+    except OSError as exc:
+        raise KnownStorageError(f"The database {path} could not be used: {exc.strerror or exc}."
+                                ) from exc
+
+
+def _row_to_message(row: dict) -> Message:
+    return Message(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        parent_id=row["parent_id"],
+        role=Role(row["role"]),
+        content=row["content"] or "",
+        status=MessageStatus(row["status"]),
+        engine=row["engine"],
+        model=row["model"],
+        params=json.loads(row["params"]) if row["params"] else None,
+        prompt_tokens=row["prompt_tokens"],
+        completion_tokens=row["completion_tokens"],
+        cached_prompt_tokens=row["cached_prompt_tokens"],
+        tokens_estimated=bool(row["tokens_estimated"]),
+        ttft_ms=row["ttft_ms"],
+        tokens_per_s=row["tokens_per_s"],
+        finish_reason=row["finish_reason"],
+        error=row["error"],
+        route_reason=row.get("route_reason"),
+        segments=json.loads(row["segments"]) if row.get("segments") else None,
+        cost_usd=row.get("cost_usd"),
+        cost_estimated=bool(row.get("cost_estimated")),
+        output_check=json.loads(row["output_check"]) if row.get("output_check") else None,
+        candidates=json.loads(row["candidates"]) if row.get("candidates") else None,
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _row_to_conversation(row: dict) -> Conversation:
+    return Conversation(id=row["id"], title=row["title"] or "", created_at=row["created_at"],
+                        updated_at=row["updated_at"], system_prompt=row["system_prompt"] or "",
+                        route=row.get("route"), profile=row.get("profile"),
+                        sampling=json.loads(row["sampling"]) if row.get("sampling") else None)
+
+
+class Store:
+    """All reads and writes of Outpost's database. Safe to share between threads."""
+
+    def __init__(self, path: Path | None = None, migrations: Sequence[Migration] = MIGRATIONS):
+        self.path = Path(path) if path else paths.database_path()
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self.last_backup: Path | None = None
+        with storage_errors(self.path):
+            self._migrate(list(migrations))
+
+    # -- connections -------------------------------------------------------------------------
+    @property
+    def db(self) -> sqlite_utils.Database:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with storage_errors(self.path):
+                conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000,
+                                       isolation_level=None, check_same_thread=False)
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                _retry_when_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+                conn.execute("PRAGMA synchronous = FULL")
+                conn.execute("PRAGMA foreign_keys = ON")
+            _make_private(self.path)
+            db = sqlite_utils.Database(conn)
+            self._local.db = db
+            with self._lock:
+                self._connections.append(conn)
+        return db
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def transaction(self):
+        """``with store.transaction() as db:`` one write transaction (BEGIN IMMEDIATE), for the
+        core modules that own a table of their own (``app.storage.outbox``)."""
+        return self._tx()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite_utils.Database]:
+        db = self.db
+        with storage_errors(self.path):
+            _retry_when_locked(lambda: db.conn.execute("BEGIN IMMEDIATE"))
+            try:
+                yield db
+            except BaseException:
+                db.conn.execute("ROLLBACK")
+                raise
+            db.conn.execute("COMMIT")
+
+    # -- migrations --------------------------------------------------------------------------
+    def applied_migrations(self) -> list[str]:
+        db = self.db
+        if "_migrations" not in db.table_names():
+            return []
+        return [row["name"] for row in db["_migrations"].rows_where(order_by="rowid")]
+
+    def _migrate(self, migrations: list[Migration]) -> None:
+        with self._tx() as tx:
+            tx["_migrations"].create({"name": str, "applied_at": str}, pk="name",
+                                     if_not_exists=True)
+        db = self.db
+        done = set(self.applied_migrations())
+        pending = [m for m in migrations if m.__name__ not in done]
+        if not pending:
+            return
+        if any(t != "_migrations" for t in db.table_names()):
+            self.last_backup = self.backup(f"before-{pending[0].__name__}")
+        for fn in pending:
+            with self._tx() as tx:
+                # Re-checked inside the write lock: the window and the CLI may start together.
+                if tx["_migrations"].count_where("name = ?", [fn.__name__]):
+                    continue
+                fn(tx)
+                tx["_migrations"].insert({"name": fn.__name__, "applied_at": now_iso()})
+
+    def backup(self, label: str) -> Path:
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        target = paths.backups_dir() if self.path == paths.database_path() \
+            else self.path.parent / "backups"
+        target.mkdir(parents=True, exist_ok=True)
+        dest = target / f"{self.path.stem}-{stamp}-{label}.db"
+        with storage_errors(dest):
+            out = sqlite3.connect(str(dest))
+            try:
+                self.db.conn.backup(out)
+            finally:
+                out.close()
+        return dest
+
+    # -- conversations -----------------------------------------------------------------------
+    def create_conversation(self, title: str = "New chat", system_prompt: str = "",
+                            route: str | None = None, profile: str | None = None,
+                            sampling: dict | None = None) -> Conversation:
+        stamp = now_iso()
+        row = {"id": new_id(), "title": title, "system_prompt": system_prompt,
+               "created_at": stamp, "updated_at": stamp, "route": route, "profile": profile,
+               "sampling": json.dumps(sampling) if sampling is not None else None}
+        with self._tx() as db:
+            db["conversations"].insert(row)
+        return _row_to_conversation(row)
+
+    def get_conversation(self, conversation_id: str) -> Conversation:
+        with storage_errors(self.path):
+            rows = list(self.db["conversations"].rows_where("id = ?", [conversation_id]))
+        if not rows:
+            raise UsageError(f"There is no conversation with id {conversation_id!r}.")
+        return _row_to_conversation(rows[0])
+
+    def list_conversations(self, profile: str | None = None) -> list[Conversation]:
+        """Newest first; ``profile``: only that profile's (None: everyone's)."""
+        with storage_errors(self.path):
+            where, params = ("profile = ?", [profile]) if profile is not None else (None, None)
+            rows = self.db["conversations"].rows_where(where, params,
+                                                       order_by="updated_at desc, rowid desc")
+            return [_row_to_conversation(r) for r in rows]
+
+    def rename_conversation(self, conversation_id: str, title: str) -> None:
+        title = title.strip()
+        if not title:
+            raise UsageError("A conversation title cannot be empty.")
+        self.get_conversation(conversation_id)
+        with self._tx() as db:
+            db["conversations"].update(conversation_id, {"title": title})
+
+    def set_conversation_route(self, conversation_id: str, route: str | None) -> None:
+        """auto / local / cloud, or None for the settings' default."""
+        if route not in (None, "auto", "local", "cloud"):
+            raise UsageError(f"Route must be auto, local or cloud; got {route!r}.")
+        self.get_conversation(conversation_id)
+        with self._tx() as db:
+            db["conversations"].update(conversation_id, {"route": route})
+
+    def set_conversation_sampling(self, conversation_id: str, sampling: dict | None,
+                                  system_prompt: str | None = None) -> None:
+        """The conversation's knobs (None: back to the defaults), and its system prompt."""
+        self.get_conversation(conversation_id)
+        fields = {"sampling": json.dumps(sampling) if sampling is not None else None}
+        if system_prompt is not None:
+            fields["system_prompt"] = system_prompt
+        with self._tx() as db:
+            db["conversations"].update(conversation_id, fields)
+
+    def delete_conversation(self, conversation_id: str) -> None:
+        self.get_conversation(conversation_id)
+        with self._tx() as db:
+            db["outbox"].delete_where("conversation_id = ?", [conversation_id])
+            db["messages"].delete_where("conversation_id = ?", [conversation_id])
+            db["conversations"].delete(conversation_id)
+
+    def touch_conversation(self, conversation_id: str) -> None:
+        with self._tx() as db:
+            db["conversations"].update(conversation_id, {"updated_at": now_iso()})
+
+    # -- messages ----------------------------------------------------------------------------
+    def add_message(self, conversation_id: str, role: Role, content: str,
+                    status: MessageStatus = MessageStatus.COMPLETE, parent_id: str | None = None,
+                    engine: str | None = None, model: str | None = None,
+                    params: dict | None = None) -> Message:
+        """Insert and commit one message (and bump the conversation's updated_at)."""
+        stamp = now_iso()
+        row = {
+            "id": new_id(), "conversation_id": conversation_id, "parent_id": parent_id,
+            "role": role.value, "content": content, "status": status.value, "engine": engine,
+            "model": model, "params": json.dumps(params) if params is not None else None,
+            "prompt_tokens": None, "completion_tokens": None, "cached_prompt_tokens": None,
+            "tokens_estimated": 0, "ttft_ms": None, "tokens_per_s": None, "finish_reason": None,
+            "error": None, "route_reason": None, "segments": None, "cost_usd": None,
+            "cost_estimated": 0,
+            "writer": this_writer() if status is MessageStatus.STREAMING else None,
+            "created_at": stamp, "updated_at": stamp,
+        }
+        with self._tx() as db:
+            db["messages"].insert(row)
+            db["conversations"].update(conversation_id, {"updated_at": stamp})
+        return _row_to_message(row)
+
+    def update_message(self, message_id: str, **fields) -> None:
+        if "status" in fields:
+            status = MessageStatus(fields["status"])
+            fields["status"] = status.value
+            if status is not MessageStatus.STREAMING:
+                fields["writer"] = None
+        for name in ("params", "segments", "output_check", "candidates"):
+            if name in fields and fields[name] is not None:
+                fields[name] = json.dumps(fields[name])
+        for name in ("tokens_estimated", "cost_estimated"):
+            if name in fields:
+                fields[name] = int(bool(fields[name]))
+        fields["updated_at"] = now_iso()
+        with self._tx() as db:
+            db["messages"].update(message_id, fields)
+
+    def delete_empty_reply(self, message_id: str | None) -> None:
+        """Drop an assistant row that never got any text (a queued request's failed attempt);
+        a row with text is never deleted here."""
+        if message_id is None:
+            return
+        with self._tx() as db:
+            db.execute("delete from messages where id = ? and role = 'assistant' and "
+                       "content = ''", [message_id])
+
+    def get_message(self, message_id: str) -> Message:
+        with storage_errors(self.path):
+            rows = list(self.db["messages"].rows_where("id = ?", [message_id]))
+        if not rows:
+            raise UsageError(f"There is no message with id {message_id!r}.")
+        return _row_to_message(rows[0])
+
+    def messages(self, conversation_id: str) -> list[Message]:
+        with storage_errors(self.path):
+            rows = self.db["messages"].rows_where("conversation_id = ?", [conversation_id],
+                                                  order_by="created_at, rowid")
+            return [_row_to_message(r) for r in rows]
+
+    def search(self, query: str, limit: int = 50, profile: str | None = None) -> list[Message]:
+        """Full-text search over message content (FTS5 query syntax); ``profile``: only in
+        that profile's conversations."""
+        where = {} if profile is None else dict(
+            where="conversation_id in (select id from conversations where profile = :profile)",
+            where_args={"profile": profile})
+        try:
+            rows = list(self.db["messages"].search(query, limit=limit, **where))
+        except sqlite3.OperationalError as exc:
+            # FTS5 reports query syntax as OperationalError; disk/lock problems stay storage.
+            if storage_error_class(exc) is StorageError:  # SQLITE_ERROR: the query's syntax
+                raise UsageError(f"The search {query!r} is not valid full-text search syntax "
+                                 f"({exc}); put words in double quotes to search them as "
+                                 "they are.") from None
+            with storage_errors(self.path):
+                raise
+        return [_row_to_message(r) for r in rows]
+
+    def mark_orphaned_streaming(self) -> int:
+        """Mark rows still 'streaming' whose writer process is gone as 'interrupted'."""
+        with storage_errors(self.path):
+            rows = list(self.db["messages"].rows_where("status = ?",
+                                                       [MessageStatus.STREAMING.value]))
+        orphans = [r["id"] for r in rows if not writer_alive(r["writer"])]
+        for message_id in orphans:
+            self.update_message(message_id, status=MessageStatus.INTERRUPTED,
+                                finish_reason="interrupted",
+                                error="The app stopped before this reply was finished.")
+        return len(orphans)
+
+    # -- request log -------------------------------------------------------------------------
+    def log_attempt(self, record, **ledger) -> None:
+        """Store one ``engines.http_policy.AttemptRecord`` (called from engine threads);
+        ``ledger``: profile, route, conversation_id, cost_usd, cost_estimated (see
+        ``app.storage.ledger``, which knows them from the turn)."""
+        with self._tx() as db:
+            db["request_log"].insert({
+                "idempotency_key": record.idempotency_key, "provider": record.provider,
+                "model": record.model, "attempt": record.attempt, "status": record.status,
+                "latency_ms": round(record.latency_ms, 1), "error_kind": record.error_kind,
+                "rate_limits": json.dumps(record.rate_limits),
+                "outcome": record.outcome, "created_at": now_iso(),
+                "kind": record.kind or None,
+                "conversation_id": ledger.get("conversation_id"),
+                "prompt_tokens": record.prompt_tokens,
+                "completion_tokens": record.completion_tokens,
+                "cached_prompt_tokens": record.cached_prompt_tokens,
+                "tokens_estimated": int(record.tokens_estimated),
+                "ttft_ms": record.ttft_ms,
+                "profile": ledger.get("profile"), "route": ledger.get("route"),
+                "cost_usd": ledger.get("cost_usd"),
+                "cost_estimated": int(bool(ledger.get("cost_estimated")))})
+
+    def request_log(self, idempotency_key: str | None = None) -> list[dict]:
+        with storage_errors(self.path):
+            if idempotency_key is None:
+                rows = self.db["request_log"].rows_where(order_by="id")
+            else:
+                rows = self.db["request_log"].rows_where("idempotency_key = ?",
+                                                         [idempotency_key], order_by="id")
+            return [dict(r, rate_limits=json.loads(r["rate_limits"] or "{}")) for r in rows]
+
+    def integrity_check(self) -> str:
+        with storage_errors(self.path):
+            return self.db.execute("PRAGMA integrity_check").fetchone()[0]
