@@ -112,7 +112,8 @@ class _Reader:
 
 
 def read_gguf(path: str | Path) -> GGUFInfo:
-    """Read and check a GGUF file's header; raise ModelNotFound / ModelInvalid naming the problem."""
+    """Read and check a GGUF file's header; raise ModelNotFound / ModelInvalid naming the
+    problem."""
     path = Path(path).expanduser().absolute()
     if not path.exists():
         raise ModelNotFound(f"The model file {path} does not exist.", str(path))

@@ -1,7 +1,8 @@
 """An honest, fault-injecting fake LLM provider for tests: a real HTTP/1.1 server on loopback.
 
 It speaks both wire formats the cloud engines use, close enough to the real APIs that the official
-``openai`` and ``anthropic`` SDKs read its streams (``tests/test_sdk_honesty.py`` checks that):
+``openai`` and ``anthropic`` SDKs read its streams (``tests/engines/test_sdk_honesty.py`` checks
+that):
 
 * OpenAI ``POST /v1/chat/completions`` (SSE ``data: {chat.completion.chunk}`` ..., a usage chunk
   with ``choices: []`` when the request asks ``stream_options.include_usage``, ``data: [DONE]``)

@@ -103,7 +103,8 @@ class ScriptedEngine(EngineBase):
     # -- what the window uses --------------------------------------------------------------------
     @property
     def capabilities(self) -> EngineCapabilities:  # type: ignore[override]
-        """What it stands in for: the local model (app.domain.sampling's "local" row), loading in the
+        """What it stands in for: the local model (app.domain.sampling's "local" row), loading in
+        the
         background, its attempts in the usage ledger once the window wired it."""
         return EngineCapabilities(knob_kind="local", loads_in_background=True,
                                   logs_own_attempts=self.on_attempt is not None)
@@ -227,3 +228,56 @@ class FixedEngines:
 
             raise UsageError(f"No cloud engine for {provider} in this test.")
         return self.cloud_engine
+
+
+class Borrowed(EngineBase):
+    """The shared warm local engine, lent to a router that would close it: every member of the
+    contract is the engine's, except that ``close`` leaves it open."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    @property
+    def info(self):
+        return self.engine.info
+
+    @property
+    def capabilities(self):  # type: ignore[override]
+        return self.engine.capabilities
+
+    @property
+    def ready(self) -> bool:
+        return self.engine.ready
+
+    def wait_ready(self, timeout=None) -> None:
+        self.engine.wait_ready(timeout)
+
+    @property
+    def context_window(self):
+        return self.engine.context_window
+
+    def count_prompt(self, messages):
+        return self.engine.count_prompt(messages)
+
+    def stream(self, request, cancel):
+        return self.engine.stream(request, cancel)
+
+    def outcome(self):
+        return self.engine.outcome()
+
+    def close(self) -> None:
+        return None
+
+
+def fault_cloud(url: str, store, **timeouts):
+    """A real OpenAI-compatible engine against a fault server, its attempts in ``store``'s
+    request log; quick retries and short deadlines (override them with ``timeouts``)."""
+    from app.config.providers import ProviderConfig
+    from engines.http_policy import RetryPolicy, Timeouts
+    from engines.openai_compat import OpenAICompatEngine
+
+    return OpenAICompatEngine(
+        ProviderConfig("fault", "openai", url, "test-model"), "sk-test",
+        policy=RetryPolicy(initial_backoff=0.01, max_backoff=0.02),
+        timeouts=Timeouts(**{"connect": 1, "first_token": 3, "idle": 2, **timeouts}),
+        on_attempt=store.log_attempt)

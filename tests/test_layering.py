@@ -21,9 +21,10 @@ def loaded_after(*imports: str) -> set[str]:
 
 
 def test_core_and_engines_never_import_qt():
-    modules = loaded_after("app", "app.cli", "app.chat.service", "app.storage.store", "app.config.settings",
-                           "app.domain.messages", "engines", "engines.llama_local", "engines.registry",
-                           "engines.gguf", "engines.chat_format", "engines.model_files")
+    modules = loaded_after("app", "app.cli", "app.chat.service", "app.storage.store",
+                           "app.config.settings", "app.domain.messages", "engines",
+                           "engines.llama_local", "engines.registry", "engines.gguf",
+                           "engines.chat_format", "engines.model_files")
     assert "PySide6" not in modules
     assert "shiboken6" not in modules
     assert "ui" not in modules

@@ -2,7 +2,7 @@
 # Debian packages the test suite needs beyond the machine image, installed by `make test` (and so
 # by .ci/run) when it runs as root with apt-get; otherwise it names what to install.
 #   gnome-keyring, dbus     a real OS keychain (SecretService) for the keychain tests
-#   binutils                PyInstaller reads libraries with objdump (tests/test_bundle.py)
+#   binutils                PyInstaller reads libraries with objdump (tests/packaging/test_bundle.py)
 #   desktop-file-utils, appstream   desktop-file-validate / appstreamcli for packaging/linux
 #   util-linux              unshare: the bundle and the wheel answer with no network
 #   libxcb-*, libxkbcommon-x11-0    Qt's xcb plugin needs them; the bundle carries them

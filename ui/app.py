@@ -115,7 +115,8 @@ class OutpostApp:
     def _watched_providers(self) -> list[str]:
         """The chosen provider, when the current conversation may use the cloud."""
         controller = self.controller
-        if controller is None or controller.provider is None or controller.effective_route() == "local":
+        if controller is None or controller.provider is None or \
+                controller.effective_route() == "local":
             return []
         return [controller.provider]
 

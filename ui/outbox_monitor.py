@@ -22,7 +22,8 @@ TICK_MS = 2000
 
 class OutboxMonitor(QObject):
     links_changed = Signal()
-    sent = Signal(object)  # app.storage.outbox.SendReport, after a pass that sent or failed something
+    # after a pass that sent or failed something: the app.storage.outbox.SendReport
+    sent = Signal(object)
     outbox_changed = Signal()
 
     def __init__(self, settings, connectivity, outbox, cloud, tasks, watched, parent=None,

@@ -25,7 +25,8 @@ class ProfileButton(QPushButton):
 
     def __init__(self, profiles: Profiles, profile: Profile, settings: Settings, quotas,
                  parent: QWidget | None = None):
-        """``quotas``: the chat service's ``app.storage.quotas.QuotaGuard`` (None: no Profiles dialog)."""
+        """``quotas``: the chat service's ``app.storage.quotas.QuotaGuard`` (None: no Profiles
+        dialog)."""
         super().__init__(parent)
         self.profiles, self.settings, self.quotas = profiles, settings, quotas
         self.profile = profile

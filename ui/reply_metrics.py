@@ -11,7 +11,8 @@ class ReplyMetrics(QLabel):
 
     @Slot(object)
     def show_reply(self, message) -> None:
-        """``message``: the stored assistant ``app.domain.messages.Message``, or None (nothing shown)."""
+        """``message``: the stored assistant ``app.domain.messages.Message``, or None (nothing
+        shown)."""
         if message is None:
             return
         parts = []

@@ -1,6 +1,6 @@
-"""The Sampling dock: every knob of ``app.domain.sampling`` with its range and tooltip, presets (built-in
-and the user's own: save, rename, delete), the system prompt, and the capability map of the
-engine that will answer (a knob it ignores is disabled, saying why). The window saves the
+"""The Sampling dock: every knob of ``app.domain.sampling`` with its range and tooltip, presets
+(built-in and the user's own: save, rename, delete), the system prompt, and the capability map of
+the engine that will answer (a knob it ignores is disabled, saying why). The window saves the
 values with the conversation and sends them with each turn."""
 from __future__ import annotations
 

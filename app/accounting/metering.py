@@ -2,7 +2,8 @@
 fitting and the composer's meter use for cloud engines (``app.domain.context``).
 
 Tokens: tiktoken with the shipped vocabularies for OpenAI models (exact), a documented estimate
-otherwise (``app.accounting.tokens``). Window: the shipped table (``resources/context_windows.json``) or None
+otherwise (``app.accounting.tokens``). Window: the shipped table
+(``resources/context_windows.json``) or None
 when the model is unknown (then nothing is dropped, and the provider's own error says so).
 Cost: the upper bound prompt + max_tokens at the shipped price (``app.accounting.pricing``).
 The tables are read once per process.

@@ -1,6 +1,6 @@
-"""Sends what waits in the outbox (``app.storage.outbox``), in order, once per item: each item's request
-goes to its provider as a turn of its own (``app.chat.service.Turn``), and the answer is stored as
-a sibling of the reply the user already has."""
+"""Sends what waits in the outbox (``app.storage.outbox``), in order, once per item: each
+item's request goes to its provider as a turn of its own (``app.chat.service.Turn``), and the
+answer is stored as a sibling of the reply the user already has."""
 from __future__ import annotations
 
 import datetime as dt

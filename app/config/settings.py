@@ -1,7 +1,8 @@
 """User settings, by schema: every option has a type, a default and a description.
 
 Stored as JSON in the config dir (never a secret: keys go to the OS keychain). Unknown keys in the
-file are ignored with no loss of the known ones; a value of the wrong type falls back to the default.
+file are ignored with no loss of the known ones; a value of the wrong type falls back to the
+default.
 ``SETTINGS_VERSION`` is bumped when an option changes meaning, so old files can be upgraded.
 """
 from __future__ import annotations

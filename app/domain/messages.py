@@ -246,7 +246,8 @@ class Conversation:
     updated_at: str
     system_prompt: str = ""
     route: str | None = None  # auto / local / cloud; None: the settings' default_route
-    profile: str | None = None  # whose conversation (app.storage.profiles); None: the default profile's
+    # whose conversation (app.storage.profiles); None: the default profile's
+    profile: str | None = None
     sampling: dict | None = None  # its sampling knobs (app.domain.sampling); None: the defaults
 
 

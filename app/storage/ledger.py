@@ -4,7 +4,8 @@ cost from the price table and the timings. It lives in the ``request_log`` table
 monthly totals are queries over it (``totals``), so two processes writing at once lose nothing
 (each row is its own committed insert).
 
-Costs: a cloud attempt is priced from ``resources/prices.json`` (``app.accounting.pricing``); a model with no
+Costs: a cloud attempt is priced from ``resources/prices.json`` (``app.accounting.pricing``); a
+model with no
 known price has ``cost_usd`` NULL, counted and shown as *unknown*, never as zero. Local attempts
 cost nothing; their tokens and seconds are still counted.
 """

@@ -165,7 +165,8 @@ def m006_profiles(db: sqlite_utils.Database) -> None:
 
 @migration
 def m007_conversation_sampling(db: sqlite_utils.Database) -> None:
-    """Each conversation keeps its sampling knobs (JSON, ``app.domain.sampling``); NULL: defaults."""
+    """Each conversation keeps its sampling knobs (JSON, ``app.domain.sampling``); NULL:
+    defaults."""
     db["conversations"].add_column("sampling", str)
 
 

@@ -4,7 +4,7 @@ window as the bundle drew it).
 
 It proves that what PyInstaller cannot see by itself made it into the bundle, from inside the
 bundle, and prints one ``name: detail`` line per check ("ok" or "FAILED"); the exit status is the
-number of failures. tests/test_bundle.py runs it; support staff can ask a user for its output.
+number of failures. tests/packaging/test_bundle.py runs it; support staff can ask a user for its output.
 Nothing here is sent anywhere or stored.
 """
 from __future__ import annotations

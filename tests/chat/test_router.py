@@ -12,36 +12,14 @@ import pytest
 from app.chat.connectivity import Connectivity, LinkState
 from app.chat.router import RoutedEngine
 from app.chat.service import ChatService, TurnOptions
-from app.config.providers import ProviderConfig
 from app.config.settings import Settings
 from app.domain.errors import AuthError
 from app.domain.messages import MessageStatus
 from app.storage.store import Store
-from engines.http_policy import RetryPolicy, Timeouts
-from engines.openai_compat import OpenAICompatEngine
 from tests.fault_server import fault_server, normal, unauthorized
+from tests.support import Borrowed, fault_cloud
 
 pytestmark = pytest.mark.local_model
-FAST = RetryPolicy(initial_backoff=0.01, max_backoff=0.02)
-
-
-class Borrowed:
-    """The shared warm local engine, lent without being closed by the router."""
-
-    def __init__(self, engine):
-        self.engine = engine
-
-    def __getattr__(self, name):
-        return getattr(self.engine, name)
-
-    def close(self) -> None:
-        return None
-
-
-def cloud(url: str, store: Store) -> OpenAICompatEngine:
-    return OpenAICompatEngine(ProviderConfig("fault", "openai", url, "test-model"), "sk-test",
-                              policy=FAST, timeouts=Timeouts(connect=1, first_token=3, idle=2),
-                              on_attempt=store.log_attempt)
 
 
 def run_turn(store: Store, engine) -> tuple:
@@ -58,7 +36,8 @@ def run_turn(store: Store, engine) -> tuple:
 def test_unreachable_provider_is_answered_locally_in_the_same_reply(tmp_path, local_engine):
     store = Store(tmp_path / "outpost.db")
     links = Connectivity()
-    routed = RoutedEngine(cloud("http://127.0.0.1:9/v1", store), lambda: Borrowed(local_engine),
+    routed = RoutedEngine(fault_cloud("http://127.0.0.1:9/v1", store),
+                          lambda: Borrowed(local_engine),
                           links)
     turn, _, message = run_turn(store, routed)
     assert message.status is MessageStatus.COMPLETE and message.content
@@ -74,7 +53,8 @@ def test_known_offline_provider_is_not_even_tried(tmp_path, local_engine):
     links = Connectivity()
     links.record("fault", "connection_failed")
     links.record("fault", "connection_failed")
-    routed = RoutedEngine(cloud("http://127.0.0.1:9/v1", store), lambda: Borrowed(local_engine),
+    routed = RoutedEngine(fault_cloud("http://127.0.0.1:9/v1", store),
+                          lambda: Borrowed(local_engine),
                           links)
     turn, _, message = run_turn(store, routed)
     assert message.engine == "local" and "fault unreachable since" in message.route_reason
@@ -85,7 +65,8 @@ def test_auth_errors_are_shown_not_failed_over(tmp_path, local_engine):
     store = Store(tmp_path / "outpost.db")
     with fault_server() as server:
         server.script([unauthorized()])
-        routed = RoutedEngine(cloud(server.url + "/v1", store), lambda: Borrowed(local_engine))
+        routed = RoutedEngine(fault_cloud(server.url + "/v1", store),
+                              lambda: Borrowed(local_engine))
         with pytest.raises(AuthError):
             run_turn(store, routed)
     message = store.messages(store.list_conversations()[0].id)[-1]
@@ -96,7 +77,8 @@ def test_reachable_provider_answers_and_says_so(tmp_path, local_engine):
     store = Store(tmp_path / "outpost.db")
     with fault_server() as server:
         server.script([normal()])
-        routed = RoutedEngine(cloud(server.url + "/v1", store), lambda: Borrowed(local_engine))
+        routed = RoutedEngine(fault_cloud(server.url + "/v1", store),
+                              lambda: Borrowed(local_engine))
         _, _, message = run_turn(store, routed)
     assert message.engine == "fault" and message.content == "Hello from the fault server."
     assert message.route_reason == "cloud first (fault)"

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "packaging" / "pyinstaller" / "outpost.spec"
 LINUX = ROOT / "packaging" / "linux"
 APP_ID = "io.github.outpost_app.Outpost"

@@ -1,4 +1,5 @@
-"""app.accounting.tokens: exact OpenAI counts from the shipped vocabularies, offline; estimates elsewhere."""
+"""app.accounting.tokens: exact OpenAI counts from the shipped vocabularies, offline; estimates
+elsewhere."""
 from __future__ import annotations
 
 import gzip
@@ -26,7 +27,7 @@ from app.accounting.tokens import (
 from app.domain.errors import StorageError
 from app.domain.messages import ChatMessage, Role
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # The sha256 tiktoken checks (tiktoken_ext/openai_public.py). Spelled out so that a tiktoken
 # release that changes them fails here, and the files get regenerated on purpose.
 TIKTOKEN_SHA256 = {

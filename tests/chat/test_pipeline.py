@@ -1,5 +1,5 @@
-"""The turn pipeline (``app.chat.pipeline``) is the whole of a turn: a third front end needs no routing,
-engine or outbox code of its own. Proved by driving it directly with a scripted engine and
+"""The turn pipeline (``app.chat.pipeline``) is the whole of a turn: a third front end needs no
+routing, engine or outbox code of its own. Proved by driving it directly with a scripted engine and
 comparing the rows it stores with those of the CLI path (``outpost ask``), given the same engine."""
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from app.storage.store import Store
 from engines.http_policy import Timeouts
 from engines.openai_compat import OpenAICompatEngine
 from tests.fault_server import Cut, Normal, fault_server, normal, slow_first_token
-from tests.test_router import Borrowed, cloud
+from tests.support import Borrowed, fault_cloud
 
 pytestmark = pytest.mark.local_model
 
@@ -34,7 +34,8 @@ def test_stream_cut_mid_answer_is_continued_locally_in_the_same_message(tmp_path
     store = Store(tmp_path / "outpost.db")
     with fault_server() as server:
         server.script([Cut(chunks=("The capital", " of France", " is", " Paris"), after=2)])
-        routed = RoutedEngine(cloud(server.url + "/v1", store), lambda: Borrowed(local_engine),
+        routed = RoutedEngine(fault_cloud(server.url + "/v1", store),
+                              lambda: Borrowed(local_engine),
                               Connectivity(), hedge_after_s=None,
                               on_attempt=store.log_attempt)
         turn, events, message = run_turn(store, routed)
@@ -107,7 +108,7 @@ def test_cloud_that_answers_in_time_wins_and_no_hedge_starts(tmp_path, local_eng
 
     with fault_server() as server:
         server.script([normal()])
-        routed = RoutedEngine(cloud(server.url + "/v1", store), no_local, Connectivity(),
+        routed = RoutedEngine(fault_cloud(server.url + "/v1", store), no_local, Connectivity(),
                               hedge_after_s=2.5)
         _, events, message = run_turn(store, routed)
     assert message.engine == "fault" and message.content == "Hello from the fault server."
@@ -147,7 +148,7 @@ def test_cloud_wins_against_a_started_hedge(tmp_path, local_engine):
     with fault_server() as server:
         # the cloud's first text comes once the hedge has started: no race with the clock
         server.script([AfterEvent(event=hedge_started)])
-        routed = RoutedEngine(cloud(server.url + "/v1", store),
+        routed = RoutedEngine(fault_cloud(server.url + "/v1", store),
                               lambda: SlowLocal(local_engine), Connectivity(),
                               hedge_after_s=0.2, on_attempt=store.log_attempt)
         turn, _, message = run_turn(store, routed)
@@ -161,7 +162,8 @@ def test_user_cancel_stops_both_engines_of_a_hedge(tmp_path, local_engine):
     store = Store(tmp_path / "outpost.db")
     with fault_server() as server:
         server.script([slow_first_token(delay=8.0)])
-        routed = RoutedEngine(cloud(server.url + "/v1", store), lambda: Borrowed(local_engine),
+        routed = RoutedEngine(fault_cloud(server.url + "/v1", store),
+                              lambda: Borrowed(local_engine),
                               Connectivity(), hedge_after_s=0.3)
         turn = ChatService(store, Settings()).start_turn(
             "Write a long story about the sea.", model="m",
@@ -183,7 +185,8 @@ def test_the_continuation_gets_what_is_left_of_the_token_budget(tmp_path, local_
         # 4 of the reply's 12 tokens written by the cloud (it reports usage), then the cut
         server.script([Cut(chunks=("One,", " two,", " three,", " four,", " five"), after=4,
                            prompt_tokens=20, completion_tokens=4)])
-        routed = RoutedEngine(cloud(server.url + "/v1", store), lambda: Borrowed(local_engine),
+        routed = RoutedEngine(fault_cloud(server.url + "/v1", store),
+                              lambda: Borrowed(local_engine),
                               Connectivity(), hedge_after_s=None)
         _, events, message = run_turn(store, routed, "Count to ten.", max_tokens=12)
     usage = [e for e in events if isinstance(e, Usage)][0]

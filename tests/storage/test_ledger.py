@@ -125,14 +125,14 @@ def test_a_priced_cloud_turn_costs_what_the_table_says(tmp_path):
     from app.domain.messages import Usage
     from app.storage.ledger import make_ledger
     from tests.fault_server import fault_server, normal
-    from tests.test_router import cloud
+    from tests.support import fault_cloud
 
     store = Store(tmp_path / "outpost.db")
     service = ChatService(store, Settings())
     service.ledger = make_ledger(store, Settings())
     with fault_server() as server:
         server.script([normal(prompt_tokens=1200, completion_tokens=300)])
-        engine = cloud(server.url + "/v1", store)
+        engine = fault_cloud(server.url + "/v1", store)
         engine.model = "gpt-4o-mini"
         engine.on_attempt = service.ledger.record
         turn = service.start_turn("Hello", model="gpt-4o-mini", counter=engine,
