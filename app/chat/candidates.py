@@ -48,6 +48,7 @@ from app.domain.test_time import (
     Candidate,
     Plan,
     Selection,
+    check_candidates_differ,
     extractor,
     normalise,
 )
@@ -113,9 +114,7 @@ class CandidatesEngine(EngineBase):
 
     def stream(self, request: ChatRequest, cancel: threading.Event) -> Iterator[StreamEvent]:
         plan = self.plan
-        if request.temperature == 0:
-            raise UsageError("With temperature 0 every candidate is the same reply; raise the "
-                             "temperature for best-of-n or self-consistency.")
+        check_candidates_differ(request.temperature)
         selection = Selection(plan.mode, plan.n,
                               scorer=plan.scorer if plan.mode == "best_of" else None,
                               extract=plan.extract if plan.mode != "best_of" else None)

@@ -37,7 +37,6 @@ from app.domain.errors import (
     EngineError,
     InvalidJsonReply,
     OutpostError,
-    UsageError,
 )
 from app.domain.messages import (
     ChatMessage,
@@ -51,7 +50,7 @@ from app.domain.messages import (
 )
 from app.domain.routes import FAILOVER_ERRORS, Route, decide_route
 from app.domain.structured import OutputCheck
-from app.domain.test_time import Plan, Selection
+from app.domain.test_time import Plan, Selection, check_candidates_differ
 from app.storage.outbox import OutboxItem
 from app.storage.quotas import RateLimitedLocally
 from engines.base import Engine, EngineInfo
@@ -391,9 +390,7 @@ class TurnPipeline:
     def _with_candidates(self, engine: Engine, plan: Plan, options: TurnOptions,
                          conversation) -> Engine:
         """Best-of-n / self-consistency around the engine, checked before anything is saved."""
-        if self.service.knobs(options, conversation)["temperature"] == 0:
-            raise UsageError("With temperature 0 every candidate is the same reply; raise the "
-                             "temperature for best-of-n or self-consistency.")
+        check_candidates_differ(self.service.knobs(options, conversation)["temperature"])
         return CandidatesEngine(engine, plan)
 
     def _wait_out(self, exc: RateLimitedLocally, cancel: threading.Event):

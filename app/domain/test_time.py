@@ -122,3 +122,10 @@ class Selection:
         if self.note:
             data["note"] = self.note
         return data
+
+
+def check_candidates_differ(temperature: float) -> None:
+    """Sampling n candidates needs randomness: at temperature 0 every one is the same reply."""
+    if temperature == 0:
+        raise UsageError("With temperature 0 every candidate is the same reply; raise the "
+                         "temperature for best-of-n or self-consistency.")
