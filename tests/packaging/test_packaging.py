@@ -7,6 +7,7 @@ environment outside the source tree, and used from a temporary directory with no
 from __future__ import annotations
 
 import fnmatch
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -57,12 +58,25 @@ def run(cmd, **kwargs) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 @pytest.mark.local_model
 def test_the_wheel_installs_into_a_fresh_venv_and_answers_offline(tmp_path):
+    # built from a copy of the tracked files: setuptools reuses an in-tree build/ folder, where
+    # modules that were moved or deleted since would still be found and shipped
+    source = tmp_path / "source"
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
+                             check=True).stdout.decode().split("\0")
+    for name in filter(None, tracked):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     wheels = tmp_path / "wheels"
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-         "-w", str(wheels), str(ROOT)], timeout=300)
+         "-w", str(wheels), str(source)], timeout=300)
     [wheel] = wheels.glob("outpost-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for expected in ("app/commands/ask.py", "app/py.typed", "engines/llama_local.py",
+    # every module shipped is one of the source tree's (nothing stale)
+    shipped = {n for n in names if n.endswith(".py") and not n.startswith("outpost_resources/")}
+    assert shipped <= set(tracked), sorted(shipped - set(tracked))
+    for expected in ("app/cli/commands/ask.py", "app/domain/messages.py",
+                     "app/chat/pipeline.py", "app/py.typed", "engines/llama_local.py",
                      "ui/main_window.py", "outpost_resources/prices.json",
                      "outpost_resources/context_windows.json", "outpost_resources/outpost.svg",
                      "outpost_resources/tokenizers/o200k_base.tiktoken",
