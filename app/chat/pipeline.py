@@ -280,10 +280,15 @@ class TurnPipeline:
     and the token meter's ``measure``. ``engines`` builds the engines (see ``EngineSource``)."""
 
     def __init__(self, service: ChatService, engines: EngineSource,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 pause: Callable[[threading.Event, float], bool] | None = None):
+        """``clock`` and ``pause(cancel, seconds) -> cancelled?`` time the wait out of a local
+        rate limit (tests pass virtual ones); by default the monotonic clock and
+        ``cancel.wait``."""
         self.service = service
         self.engines = engines
-        self.clock = clock  # the rate-limit wait's clock (tests pass a virtual one)
+        self.clock = clock
+        self.pause = pause or (lambda cancel, seconds: cancel.wait(seconds))
 
     @property
     def settings(self):
@@ -398,7 +403,7 @@ class TurnPipeline:
         end = self.clock() + exc.wait_s
         while (left := end - self.clock()) > 0:
             yield RateLimitWait(str(exc), left)
-            if cancel.wait(min(1.0, left)):
+            if self.pause(cancel, min(1.0, left)):
                 raise Cancelled("Stopped while waiting for the rate limit; nothing was sent.")
 
     # -- the token meter ------------------------------------------------------------------

@@ -8,14 +8,24 @@ import threading
 import pytest
 
 from app import cli
-from app.chat.pipeline import ModelLoading, TurnEnded, TurnPipeline, TurnStarted, TurnTarget
-from app.chat.service import TurnOptions
+from app.chat.pipeline import (
+    ModelLoading,
+    RateLimitWait,
+    TurnEnded,
+    TurnPipeline,
+    TurnStarted,
+    TurnTarget,
+)
+from app.chat.service import ChatService, TurnOptions
 from app.compose import build_service
 from app.config.settings import Settings
 from app.domain.errors import Cancelled, NoProviderForCloud
 from app.domain.messages import Finished, TextDelta, Usage
+from app.storage.ledger import UsageLedger
+from app.storage.profiles import Profile
+from app.storage.quotas import QuotaBook, QuotaGuard, RateLimitedLocally
 from app.storage.store import Store
-from tests.support import FixedEngines, ScriptedEngine, held_open, reply
+from tests.support import Clock, FixedEngines, ScriptedEngine, held_open, reply
 
 SCRIPT = ("The", " sea", " is", " wide", ".")
 
@@ -95,4 +105,59 @@ def test_cloud_only_without_a_provider_is_refused_before_anything_is_saved(outpo
     with pytest.raises(NoProviderForCloud):
         pipeline.prepare("Hi", target=TurnTarget(route="cloud"))
     assert store.list_conversations() == []
+    store.close()
+
+
+def test_a_local_rate_limit_is_waited_out_when_the_caller_asks(outpost_home, tmp_path):
+    """``outpost ask`` with rate_limit_wait: RateLimitWait once a second, then the turn goes;
+    without it the turn is refused and nothing is saved. Virtual clock: no real waiting."""
+    store = Store()
+    clock = Clock()
+    book = QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json")
+    admin = Profile("admin", is_admin=True)
+    book.set("ana", "requests_per_minute", 1, by=admin)
+    book.set("ana", "count_local", True, by=admin)
+    ledger = UsageLedger(store, "ana")
+    service = ChatService(store, Settings(), ledger=ledger,
+                          quotas=QuotaGuard(book, ledger, clock=clock), profile="ana")
+    paused: list[float] = []
+
+    def pause(cancel, seconds):
+        paused.append(seconds)
+        clock.now += seconds
+        return False
+
+    engine = ScriptedEngine(reply("One"), reply("Two"))
+    pipeline = TurnPipeline(service, FixedEngines(engine), clock=clock, pause=pause)
+    assert [e for e in pipeline.send("First") if isinstance(e, TurnEnded)][0].outcome.error is None
+    with pytest.raises(RateLimitedLocally):
+        pipeline.prepare("Second")
+    assert len(store.list_conversations()) == 1  # refused: nothing saved
+    events = list(pipeline.send("Second", wait_on_rate_limit=True))
+    waits = [e for e in events if isinstance(e, RateLimitWait)]
+    assert waits[0].seconds_left == pytest.approx(60.0)
+    assert [round(w.seconds_left) for w in waits] == list(range(60, 0, -1))
+    assert sum(paused) == pytest.approx(60.0)
+    assert isinstance(events[len(waits)], TurnStarted)  # saved only once the wait is over
+    assert events[-1].outcome.message.content == "Two"
+    store.close()
+
+
+def test_stopping_while_waiting_for_a_rate_limit_sends_nothing(outpost_home, tmp_path):
+    store = Store()
+    clock = Clock()
+    book = QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json")
+    admin = Profile("admin", is_admin=True)
+    book.set("ana", "requests_per_minute", 1, by=admin)
+    book.set("ana", "count_local", True, by=admin)
+    ledger = UsageLedger(store, "ana")
+    service = ChatService(store, Settings(), ledger=ledger,
+                          quotas=QuotaGuard(book, ledger, clock=clock), profile="ana")
+    engine = ScriptedEngine(reply("One"), reply("Two"))
+    pipeline = TurnPipeline(service, FixedEngines(engine), clock=clock,
+                            pause=lambda cancel, seconds: True)  # the user stopped it
+    list(pipeline.send("First"))
+    with pytest.raises(Cancelled, match="nothing was sent"):
+        list(pipeline.send("Second", wait_on_rate_limit=True))
+    assert len(store.list_conversations()) == 1 and len(engine.requests) == 1
     store.close()
