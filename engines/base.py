@@ -10,10 +10,9 @@ closing the generator) stops the work within one token and ends with reason ``ca
 Besides streaming, an engine declares what it can do (``capabilities``), whether it is loaded
 (``ready`` / ``wait_ready``), how it counts a prompt and what its context window is (for
 ``app.domain.context``), what a reply may cost, and, after a stream, who answered it (``outcome``):
-a
-wrapper such as the router or best-of-n says there which engine wrote which part and why. Callers
-use these members directly; nothing is probed with ``getattr``. ``EngineBase`` gives the defaults
-of a plain engine that answers by itself and is always ready.
+a wrapper such as the router or best-of-n says there which engine wrote which part and why. Callers
+use these members directly; nothing is probed with ``getattr``. ``EngineBase`` gives the defaults of
+a plain engine that answers by itself and is always ready.
 """
 from __future__ import annotations
 

@@ -180,8 +180,7 @@ class CloudEngine(EngineBase):
         return EngineInfo(engine=self.config.name, model=self.model,
                           detail=f"{self.config.kind} API at {self.config.base_url}")
 
-    # -- context budgeting and the meter (app.domain.context.TokenCounter)
-    # ---------------------------
+    # -- context budgeting and the meter (app.domain.context.TokenCounter) -------------------------
     @property
     def _counter(self):
         return CloudCounter(self.config.kind, self.model)

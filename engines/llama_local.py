@@ -194,8 +194,7 @@ class LocalEngine(EngineBase):
         """Exact prompt tokens of a request under this model's template (runs on the worker)."""
         return int(self.call_on_model_thread(lambda llm: len(self._tokenize(request)[0])))
 
-    # -- context budgeting (app.domain.context.TokenCounter)
-    # ---------------------------------------------
+    # -- context budgeting (app.domain.context.TokenCounter) ---------------------------------------
     @property
     def context_window(self) -> int:
         return self.n_ctx

@@ -2,9 +2,8 @@
 
 A QObject moved to its own long-lived QThread; it talks only through signals. It never touches
 widgets: it runs the core's turn (``app.chat.pipeline.PendingTurn.run``) and emits its events as
-plain
-data; the GUI thread (ChatController) updates the view. ``turn_ended`` is emitted only after the
-turn's generator has closed, so the stored message is final when the GUI reads it. Errors cross
+plain data; the GUI thread (ChatController) updates the view. ``turn_ended`` is emitted only after
+the turn's generator has closed, so the stored message is final when the GUI reads it. Errors cross
 as the exception objects of the error tree, never as strings.
 """
 from __future__ import annotations

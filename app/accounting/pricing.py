@@ -341,8 +341,7 @@ class PriceTable:
     def price_for(self, provider: str, model: str) -> Price | None:
         """The price of ``model`` at ``provider``: a wire kind (``openai``, ``anthropic``) or a
         preset name (see ``app.config.providers.PRESETS``; ``openrouter`` and the other hosts are
-        found
-        through the vendor prefix of their model ids). ``local`` is free; unknown is None."""
+        found through the vendor prefix of their model ids). ``local`` is free; unknown is None."""
         if (provider or "").strip().lower() == LOCAL:
             return Price.free(model)
         found = self._index.find(provider, model)

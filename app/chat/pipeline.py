@@ -110,8 +110,7 @@ class TurnStarted:
 @dataclass(frozen=True)
 class RateLimitWait:
     """A local rate limit (``app.storage.quotas``) holds the turn; nothing is saved or sent yet.
-    Sent
-    once a second while waiting (only when the caller asked to wait)."""
+    Sent once a second while waiting (only when the caller asked to wait)."""
 
     message: str
     seconds_left: float

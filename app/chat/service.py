@@ -343,8 +343,7 @@ class ChatService:
         self.quotas = quotas
         self.presets = presets or PresetBook()
         # the signed-in profile (app.storage.profiles): owns new conversations, may continue only
-        # its
-        # own, and its quotas apply; the window changes it when the user switches profile
+        # its own, and its quotas apply; the window changes it when the user switches profile
         self.profile: str = profile or default_user_id(settings)
 
     def act_as(self, profile: str) -> None:
@@ -415,9 +414,8 @@ class ChatService:
                    price_known: bool = True) -> Turn:
         """``route`` is stored on a new conversation (None: it follows the default).
         ``counter`` (the engine's, see ``app.domain.context``): fit the conversation into its
-        context
-        window, dropping the oldest turns; a message that cannot fit at all is refused before
-        anything is written. ``price_known``: False when the model's price is not known (a
+        context window, dropping the oldest turns; a message that cannot fit at all is refused
+        before anything is written. ``price_known``: False when the model's price is not known (a
         quota in dollars then refuses the turn unless unpriced models are allowed)."""
         if not prompt or not prompt.strip():
             raise UsageError("The message is empty; type something to send.")

@@ -5,9 +5,8 @@ monthly totals are queries over it (``totals``), so two processes writing at onc
 (each row is its own committed insert).
 
 Costs: a cloud attempt is priced from ``resources/prices.json`` (``app.accounting.pricing``); a
-model with no
-known price has ``cost_usd`` NULL, counted and shown as *unknown*, never as zero. Local attempts
-cost nothing; their tokens and seconds are still counted.
+model with no known price has ``cost_usd`` NULL, counted and shown as *unknown*, never as zero.
+Local attempts cost nothing; their tokens and seconds are still counted.
 """
 from __future__ import annotations
 
