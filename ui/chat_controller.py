@@ -218,7 +218,7 @@ class ChatController(QObject):
         if self.busy or conversation_id == self.conversation_id:
             return
         try:
-            messages = self.store.messages(conversation_id)
+            messages = self.store.branch(conversation_id)
         except OutpostError as exc:
             self.error_occurred.emit(exc)
             return
@@ -231,7 +231,7 @@ class ChatController(QObject):
         if self.busy or self.conversation_id is None:
             return
         try:
-            self.view.show_messages(self.store.messages(self.conversation_id))
+            self.view.show_messages(self.store.branch(self.conversation_id))
         except OutpostError as exc:
             self.error_occurred.emit(exc)
 

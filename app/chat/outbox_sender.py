@@ -55,8 +55,9 @@ class OutboxSender:
                     busy.add(item.provider)
                     report.elsewhere.append(self.outbox.get(item.id))
                     continue
+                # the answer stands beside the reply given meanwhile (a sibling)
                 turn = Turn(self.outbox.store, item.conversation_id, item.user_message_id,
-                            item.request, ledger=self.ledger)
+                            item.request, ledger=self.ledger, activate="beside")
                 if self.ledger is not None:  # filed under the profile that asked, not the
                     # one signed in when it goes out
                     owner = self.outbox.store.get_conversation(item.conversation_id).profile

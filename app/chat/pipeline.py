@@ -297,16 +297,18 @@ class TurnPipeline:
     def send(self, prompt: str, conversation_id: str | None = None, *,
              target: TurnTarget = TurnTarget(), options: TurnOptions = TurnOptions(),
              cancel: threading.Event | None = None, wait_for_model: bool = False,
-             wait_on_rate_limit: bool = False) -> Iterator[TurnEvent]:
+             wait_on_rate_limit: bool = False, reply_to: str | None = None
+             ) -> Iterator[TurnEvent]:
         """A whole turn. ``wait_for_model``: let the model load before fitting the context, so
         the counts are the model's own (the CLI; the window does not block on a load).
         ``wait_on_rate_limit``: wait out a local rate limit (``RateLimitWait`` each second)
-        instead of refusing the turn. Errors before the prompt is saved are raised."""
+        instead of refusing the turn. ``reply_to``: the message this one follows (a branch; default:
+        the end of the active path). Errors before the prompt is saved are raised."""
         cancel = cancel or threading.Event()
         while True:
             try:
                 pending = self.prepare(prompt, conversation_id, target=target, options=options,
-                                       wait_for_model=wait_for_model)
+                                       wait_for_model=wait_for_model, reply_to=reply_to)
                 break
             except RateLimitedLocally as exc:
                 if not wait_on_rate_limit:
@@ -317,7 +319,7 @@ class TurnPipeline:
 
     def prepare(self, prompt: str, conversation_id: str | None = None, *,
                 target: TurnTarget = TurnTarget(), options: TurnOptions = TurnOptions(),
-                wait_for_model: bool = False) -> PendingTurn:
+                wait_for_model: bool = False, reply_to: str | None = None) -> PendingTurn:
         """Steps 1-3: route, engine, the saved prompt. Raises (nothing saved) on bad input, a
         message that cannot fit, a quota, a missing key or model."""
         service = self.service
@@ -331,7 +333,7 @@ class TurnPipeline:
         turn = service.start_turn(prompt, conversation_id, model=engine.info.model,
                                   options=options, route=target.route, counter=engine,
                                   effective_route=decision.route.value,
-                                  price_known=engine.price_known)
+                                  price_known=engine.price_known, reply_to=reply_to)
         turn.route_reason, turn.outbox_plan = decision.reason, plan
         started = TurnStarted(turn.conversation_id, turn.user_message_id,
                               conversation_id is None, decision.route, decision.reason,
@@ -432,7 +434,7 @@ class TurnPipeline:
             system = settings["system_prompt"]
             if conversation_id is not None:
                 system = store.get_conversation(conversation_id).system_prompt
-                previous = store.messages(conversation_id)
+                previous = store.branch(conversation_id)
             if system_prompt is not None:  # the panel's, about to be sent
                 system = system_prompt
             messages = history_messages(system, previous) + [ChatMessage(Role.USER, draft)]

@@ -39,7 +39,7 @@ from app.domain.structured import OutputCheck, lenient, repair_prompt, validate
 from app.domain.structured import response_format as json_response_format
 from app.domain.test_time import Selection
 from app.storage.outbox import Outbox, OutboxItem
-from app.storage.store import Store
+from app.storage.store import Activate, Store
 from engines.base import Engine
 
 if TYPE_CHECKING:
@@ -128,6 +128,9 @@ class Turn:
     # when to flush the streaming row (FLUSH_INTERVAL_S); tests put a virtual clock here
     clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
     engine: Engine | None = field(default=None, repr=False, compare=False)  # once run
+    # whether the reply becomes the conversation's active leaf (app.storage.store.Activate):
+    # a late outbox answer only when the user has not gone on from the reply it stands beside
+    activate: Activate = "always"
     output_check: OutputCheck | None = None  # structured output: how the reply was checked
 
     def run(self, engine: Engine, cancel: threading.Event,
@@ -140,7 +143,7 @@ class Turn:
         message = self.store.add_message(
             self.conversation_id, Role.ASSISTANT, "", status=MessageStatus.STREAMING,
             parent_id=self.user_message_id, engine=info.engine, model=info.model,
-            params=self._sent_params(engine))
+            params=self._sent_params(engine), activate=self.activate)
         self.assistant_message_id = message.id
         reply = self.reply
         last_flush = self.clock()
@@ -411,15 +414,19 @@ class ChatService:
     def start_turn(self, prompt: str, conversation_id: str | None = None, *, model: str,
                    options: TurnOptions = TurnOptions(), route: str | None = None,
                    counter: TokenCounter | None = None, effective_route: str = "local",
-                   price_known: bool = True) -> Turn:
+                   price_known: bool = True, reply_to: str | None = None) -> Turn:
         """``route`` is stored on a new conversation (None: it follows the default).
         ``counter`` (the engine's, see ``app.domain.context``): fit the conversation into its
         context window, dropping the oldest turns; a message that cannot fit at all is refused
         before anything is written. ``price_known``: False when the model's price is not known (a
-        quota in dollars then refuses the turn unless unpriced models are allowed)."""
+        quota in dollars then refuses the turn unless unpriced models are allowed). ``reply_to``: the
+        message this one follows (a branch from any point; default: the end of the active
+        path); the model sees exactly the path from the root to it."""
         if not prompt or not prompt.strip():
             raise UsageError("The message is empty; type something to send.")
         settings = self.settings
+        if conversation_id is None and reply_to is not None:
+            raise UsageError("A reply to a message needs its conversation (--conversation ID).")
         if conversation_id is None:
             conversation = None
             system_prompt, previous = settings["system_prompt"], []
@@ -429,7 +436,7 @@ class ChatService:
                 raise UsageError(f"The conversation {conversation_id} belongs to another "
                                  "profile.")
             system_prompt, previous = conversation.system_prompt, \
-                self.store.messages(conversation.id)
+                self.store.branch(conversation.id, reply_to)
         if options.system_prompt is not None:
             system_prompt = options.system_prompt
         knobs = self.knobs(options, conversation)

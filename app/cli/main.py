@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     where = ask.add_mutually_exclusive_group()
     where.add_argument("--new", action="store_true", help="start a new conversation (default)")
     where.add_argument("--conversation", metavar="ID", help="continue this conversation")
+    ask.add_argument("--reply-to", metavar="MSG", dest="reply_to",
+                     help="with --conversation: follow message MSG instead of the end of the "
+                          "active path (a new branch; the model sees the path to MSG)")
     ask.add_argument("--provider", metavar="NAME",
                      help="answer with this cloud provider (see `outpost providers list`); "
                           "default: the local model")
@@ -200,9 +203,16 @@ def _parser() -> argparse.ArgumentParser:
     hsub = history.add_subparsers(dest="history_command", metavar="ACTION", required=True)
     hlist = hsub.add_parser("list", help="conversations, newest first")
     hlist.add_argument("--json", action="store_true")
-    hshow = hsub.add_parser("show", help="the messages of one conversation")
+    hshow = hsub.add_parser("show", help="the active path of one conversation (‹2/3›: a message "
+                            "with other versions beside it)")
     hshow.add_argument("id", metavar="ID")
+    hshow.add_argument("--tree", action="store_true",
+                       help="every branch, the active path marked with *")
     hshow.add_argument("--json", action="store_true")
+    hswitch = hsub.add_parser("switch", help="make the path through message MSG the active one "
+                              "(what the window shows and the next turn sees)")
+    hswitch.add_argument("message", metavar="MSG")
+    hswitch.add_argument("--json", action="store_true")
     hsearch = hsub.add_parser("search", help="full-text search over all messages")
     hsearch.add_argument("query", metavar="QUERY")
     hsearch.add_argument("--json", action="store_true")

@@ -249,6 +249,8 @@ class Conversation:
     # whose conversation (app.storage.profiles); None: the default profile's
     profile: str | None = None
     sampling: dict | None = None  # its sampling knobs (app.domain.sampling); None: the defaults
+    # the end of the path shown and answered (conversations are trees); None: the newest message
+    active_leaf_id: str | None = None
 
 
 @dataclass

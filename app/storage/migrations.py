@@ -182,3 +182,22 @@ def m009_candidates(db: sqlite_utils.Database) -> None:
     """Best-of-n / self-consistency: every candidate of a reply, its score or answer, and how
     the winner was chosen (JSON, ``app.chat.candidates``); NULL for a single reply."""
     db["messages"].add_column("candidates", str)
+
+
+@migration
+def m010_conversation_tree(db: sqlite_utils.Database) -> None:
+    """Conversations are trees: every message has a parent (the message it answers or follows)
+    and a conversation remembers its active leaf; a turn sees exactly the path from the root to
+    the message it answers. Before this, every message of a conversation was shown and sent in
+    time order, so an old conversation becomes one path in that order (every message kept)."""
+    db["conversations"].add_column("active_leaf_id", str)
+    conversations = [row["id"] for row in db.query("select id from conversations")]
+    for conversation_id in conversations:
+        previous = None
+        for row in db.query("select id from messages where conversation_id = ? "
+                            "order by created_at, rowid", [conversation_id]):
+            db.execute("update messages set parent_id = ? where id = ?", [previous, row["id"]])
+            previous = row["id"]
+        db.execute("update conversations set active_leaf_id = ? where id = ?",
+                   [previous, conversation_id])
+    db["messages"].create_index(["parent_id"], if_not_exists=True)

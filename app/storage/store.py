@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Literal, Sequence
 
 import psutil
 import sqlite_utils
@@ -51,6 +51,20 @@ def storage_error_class(exc: sqlite3.Error) -> type[StorageError]:
     result code, never by the message's wording."""
     return KnownStorageError if sqlite_primary_code(exc) in _KNOWN_SQLITE_CODES \
         else StorageError
+
+
+# whether a new message becomes its conversation's active leaf (``Store.add_message``)
+Activate = Literal["always", "beside", "never"]
+
+
+class _AtLeaf:
+    """``Store.add_message``'s default parent: the end of the conversation's active path."""
+
+    def __repr__(self) -> str:
+        return "AT_LEAF"
+
+
+AT_LEAF = _AtLeaf()
 
 
 def now_iso() -> str:
@@ -155,7 +169,8 @@ def _row_to_conversation(row: dict) -> Conversation:
     return Conversation(id=row["id"], title=row["title"] or "", created_at=row["created_at"],
                         updated_at=row["updated_at"], system_prompt=row["system_prompt"] or "",
                         route=row.get("route"), profile=row.get("profile"),
-                        sampling=json.loads(row["sampling"]) if row.get("sampling") else None)
+                        sampling=json.loads(row["sampling"]) if row.get("sampling") else None,
+                        active_leaf_id=row.get("active_leaf_id"))
 
 
 class Store:
@@ -321,10 +336,19 @@ class Store:
 
     # -- messages ----------------------------------------------------------------------------
     def add_message(self, conversation_id: str, role: Role, content: str,
-                    status: MessageStatus = MessageStatus.COMPLETE, parent_id: str | None = None,
+                    status: MessageStatus = MessageStatus.COMPLETE,
+                    parent_id: str | None | _AtLeaf = AT_LEAF,
                     engine: str | None = None, model: str | None = None,
-                    params: dict | None = None) -> Message:
-        """Insert and commit one message (and bump the conversation's updated_at)."""
+                    params: dict | None = None, activate: Activate = "always") -> Message:
+        """Insert and commit one message (and bump the conversation's updated_at).
+
+        ``parent_id``: the message it follows (None: a root); by default the end of the active
+        path, so adding messages one after another makes one path.
+
+        ``activate``: whether the new message becomes the conversation's active leaf:
+        ``"always"`` (a new turn, a retry); ``"beside"`` only when the active path ends at its
+        parent or at one of its siblings, so an answer that arrives late (the outbox) never
+        pulls the user off a path they went on with; ``"never"``."""
         stamp = now_iso()
         row = {
             "id": new_id(), "conversation_id": conversation_id, "parent_id": parent_id,
@@ -338,9 +362,24 @@ class Store:
             "created_at": stamp, "updated_at": stamp,
         }
         with self._tx() as db:
+            found = list(db.query("select active_leaf_id from conversations where id = ?",
+                                  [conversation_id]))
+            leaf = found[0]["active_leaf_id"] if found else None
+            if isinstance(parent_id, _AtLeaf):
+                parent_id = row["parent_id"] = leaf
             db["messages"].insert(row)
-            db["conversations"].update(conversation_id, {"updated_at": stamp})
+            fields = {"updated_at": stamp}
+            if activate == "always" or activate == "beside" and (
+                    leaf is None or leaf == parent_id or
+                    self._parent_in(db, leaf) == parent_id):
+                fields["active_leaf_id"] = row["id"]
+            db["conversations"].update(conversation_id, fields)
         return _row_to_message(row)
+
+    @staticmethod
+    def _parent_in(db: sqlite_utils.Database, message_id: str) -> str | None:
+        found = list(db.query("select parent_id from messages where id = ?", [message_id]))
+        return found[0]["parent_id"] if found else None
 
     def update_message(self, message_id: str, **fields) -> None:
         if "status" in fields:
@@ -364,8 +403,19 @@ class Store:
         if message_id is None:
             return
         with self._tx() as db:
-            db.execute("delete from messages where id = ? and role = 'assistant' and "
-                       "content = ''", [message_id])
+            found = list(db.query("select conversation_id, parent_id from messages where id = ? "
+                                  "and role = 'assistant' and content = ''", [message_id]))
+            if not found:
+                return
+            db.execute("delete from messages where id = ?", [message_id])
+            # the active path ended there: it now ends at the newest remaining sibling, else
+            # at the parent
+            conversation_id, parent_id = found[0]["conversation_id"], found[0]["parent_id"]
+            db.execute(
+                "update conversations set active_leaf_id = coalesce((select id from messages "
+                "where conversation_id = ? and parent_id is ? order by created_at desc, rowid "
+                "desc limit 1), ?) where id = ? and active_leaf_id = ?",
+                [conversation_id, parent_id, parent_id, conversation_id, message_id])
 
     def get_message(self, message_id: str) -> Message:
         with storage_errors(self.path):
@@ -375,10 +425,59 @@ class Store:
         return _row_to_message(rows[0])
 
     def messages(self, conversation_id: str) -> list[Message]:
+        """Every message of the conversation, all branches, oldest first."""
         with storage_errors(self.path):
             rows = self.db["messages"].rows_where("conversation_id = ?", [conversation_id],
                                                   order_by="created_at, rowid")
             return [_row_to_message(r) for r in rows]
+
+    def branch(self, conversation_id: str, leaf_id: str | None = None) -> list[Message]:
+        """The messages from the root to ``leaf_id`` (default: the conversation's active leaf,
+        else its newest message): exactly what a turn answering that message sees."""
+        messages = self.messages(conversation_id)
+        if not messages:
+            return []
+        by_id = {m.id: m for m in messages}
+        if leaf_id is not None and leaf_id not in by_id:
+            raise UsageError(f"There is no message {leaf_id!r} in the conversation "
+                             f"{conversation_id}.")
+        if leaf_id is None:
+            leaf_id = self.get_conversation(conversation_id).active_leaf_id
+        leaf = by_id.get(leaf_id) if leaf_id else None
+        node: Message | None = leaf or messages[-1]
+        path: list[Message] = []
+        seen: set[str] = set()
+        while node is not None and node.id not in seen:  # (no cycle can be written; be safe)
+            seen.add(node.id)
+            path.append(node)
+            node = by_id.get(node.parent_id) if node.parent_id else None
+        return path[::-1]
+
+    def siblings(self, message: Message) -> list[Message]:
+        """The message and the other answers to its parent (its branches), oldest first."""
+        with storage_errors(self.path):
+            rows = self.db["messages"].rows_where(
+                "conversation_id = ? and parent_id is ?", [message.conversation_id,
+                                                           message.parent_id],
+                order_by="created_at, rowid")
+            return [_row_to_message(r) for r in rows]
+
+    def set_active(self, conversation_id: str, message_id: str) -> list[Message]:
+        """Make the path through ``message_id`` the active one (it continues down each newest
+        child to a leaf); returns that path."""
+        messages = self.messages(conversation_id)
+        if message_id not in {m.id for m in messages}:
+            raise UsageError(f"There is no message {message_id!r} in the conversation "
+                             f"{conversation_id}.")
+        children: dict[str | None, list[Message]] = {}
+        for m in messages:
+            children.setdefault(m.parent_id, []).append(m)
+        leaf = message_id
+        while children.get(leaf):
+            leaf = children[leaf][-1].id  # the newest branch below
+        with self._tx() as db:
+            db["conversations"].update(conversation_id, {"active_leaf_id": leaf})
+        return self.branch(conversation_id, leaf)
 
     def search(self, query: str, limit: int = 50, profile: str | None = None) -> list[Message]:
         """Full-text search over message content (FTS5 query syntax); ``profile``: only in

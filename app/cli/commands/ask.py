@@ -47,7 +47,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
                             test_time=test_time_plan(args))
         events = pipeline.send(read_prompt(args.prompt), args.conversation, target=target,
                                options=knob_options(args), cancel=cancel, wait_for_model=True,
-                               wait_on_rate_limit=bool(settings["rate_limit_wait"]))
+                               wait_on_rate_limit=bool(settings["rate_limit_wait"]),
+                               reply_to=args.reply_to)
         try:
             return _render(args, events)
         except NoProviderForCloud:

@@ -1,10 +1,17 @@
-"""``outpost history``: stored conversations, listed, shown and searched."""
+"""``outpost history``: stored conversations, listed, shown (the active path, or ``--tree``),
+searched, and switched to another branch."""
 from __future__ import annotations
 
 import argparse
 import sys
 
 from app.cli.commands.common import emit_list, open_core
+from app.domain.messages import Message
+
+MESSAGE_KEYS = ("id", "conversation_id", "parent_id", "role", "content", "status", "engine",
+                "model", "params", "prompt_tokens", "completion_tokens", "cached_prompt_tokens",
+                "ttft_ms", "tokens_per_s", "finish_reason", "error", "route_reason", "segments",
+                "created_at", "updated_at")
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -15,47 +22,102 @@ def cmd_history(args: argparse.Namespace) -> int:
             conversations = store.list_conversations(me)
             if args.json:
                 emit_list([{"id": c.id, "title": c.title, "updated_at": c.updated_at,
-                             "created_at": c.created_at} for c in conversations])
+                            "created_at": c.created_at} for c in conversations])
             else:
                 for c in conversations:
                     print(f"{c.id}  {c.updated_at}  {c.title}")
             return 0
-        if args.history_command == "show":
+        if args.history_command == "search":
+            messages = store.search(args.query, profile=me)
+            if args.json:
+                emit_list([_row(m) for m in messages])
+            else:
+                if not messages:
+                    print(f"No message matches {args.query!r}.", file=sys.stderr)
+                for m in messages:
+                    print(_block(m, f"  (conversation {m.conversation_id})"))
+            return 0
+        if args.history_command == "switch":
+            message = store.get_message(args.message)
+            conversation = store.get_conversation(message.conversation_id)
+            core.profiles.check_owner(core.profile, conversation)
+        else:
             conversation = store.get_conversation(args.id)
             core.profiles.check_owner(core.profile, conversation)
-            messages = store.messages(conversation.id)
+        if args.history_command == "switch":
+            path = store.set_active(conversation.id, message.id)
         else:
-            conversation = None
-            messages = store.search(args.query, profile=me)
+            path = store.branch(conversation.id)
+        everything = store.messages(conversation.id)
+        versions = _versions(everything)
+        if args.history_command == "show" and args.tree:
+            on_path = {m.id for m in path}
+            if args.json:
+                emit_list([_row(m, versions, m.id in on_path) for m in everything])
+            else:
+                print(f"# {conversation.title}  ({conversation.id})  * the active path")
+                _print_tree(everything, on_path, versions)
+            return 0
         if args.json:
-            keys = ("id", "conversation_id", "parent_id", "role", "content", "status", "engine",
-                    "model", "params", "prompt_tokens", "completion_tokens",
-                    "cached_prompt_tokens", "ttft_ms", "tokens_per_s", "finish_reason", "error",
-                    "route_reason", "segments", "created_at", "updated_at")
-            rows = []
-            for m in messages:
-                data = m.as_dict()
-                rows.append({k: data[k] for k in keys})
-            emit_list(rows)
+            emit_list([_row(m, versions, True) for m in path])
         else:
-            if conversation is not None:
-                print(f"# {conversation.title}  ({conversation.id})")
-            elif not messages:
-                print(f"No message matches {args.query!r}.", file=sys.stderr)
-            for m in messages:
-                mark = "" if m.status.value == "complete" else f" [{m.status.value}]"
-                if m.finish_reason == "length":
-                    mark += " [cut at max tokens]"
-                authors = " → ".join(f"{x.get('engine')} · {x.get('model')}"
-                                     for x in m.segments or []) if m.segments and \
-                    len(m.segments) > 1 else f"{m.engine} · {m.model}"
-                who = m.role.value if m.role.value != "assistant" else f"assistant · {authors}"
-                where = f"  (conversation {m.conversation_id})" if conversation is None else ""
-                body = m.content or (f"({m.error})" if m.error else "")
-                route = f"\n  [{m.route_reason}]" if m.role.value == "assistant" and \
-                    m.route_reason and any(w in m.route_reason for w in (
-                        "locally", "outbox", "hedge")) else ""
-                print(f"\n{who}{mark}{where}:{route}\n{body}")
+            print(f"# {conversation.title}  ({conversation.id})")
+            for m in path:
+                index, count = versions[m.id]
+                mark = f"  ‹{index}/{count}›" if count > 1 else ""
+                print(_block(m, mark))
         return 0
     finally:
         store.close()
+
+
+def _versions(messages: list[Message]) -> dict[str, tuple[int, int]]:
+    """message id -> (its 1-based place among its siblings, how many there are)."""
+    by_parent: dict[str | None, list[str]] = {}
+    for m in messages:  # oldest first: the first answer is 1
+        by_parent.setdefault(m.parent_id, []).append(m.id)
+    return {mid: (i + 1, len(ids)) for ids in by_parent.values() for i, mid in enumerate(ids)}
+
+
+def _row(m: Message, versions: dict | None = None, active: bool | None = None) -> dict:
+    data = m.as_dict()
+    row = {k: data[k] for k in MESSAGE_KEYS}
+    if versions is not None:
+        row["sibling_index"], row["siblings"] = versions[m.id]
+    if active is not None:
+        row["active"] = active
+    return row
+
+
+def _block(m: Message, note: str = "") -> str:
+    """One message as ``history show`` prints it: who, its state, why it was routed so."""
+    mark = "" if m.status.value == "complete" else f" [{m.status.value}]"
+    if m.finish_reason == "length":
+        mark += " [cut at max tokens]"
+    authors = " → ".join(f"{x.get('engine')} · {x.get('model')}" for x in m.segments or []) \
+        if m.segments and len(m.segments) > 1 else f"{m.engine} · {m.model}"
+    who = m.role.value if m.role.value != "assistant" else f"assistant · {authors}"
+    body = m.content or (f"({m.error})" if m.error else "")
+    route = f"\n  [{m.route_reason}]" if m.role.value == "assistant" and m.route_reason and \
+        any(w in m.route_reason for w in ("locally", "outbox", "hedge")) else ""
+    return f"\n{who}{mark}{note}:{route}\n{body}"
+
+
+def _print_tree(messages: list[Message], on_path: set[str],
+                versions: dict[str, tuple[int, int]]) -> None:
+    """Every message under its parent, one line each: the active path starred, each branch's
+    place among its siblings, the id to use with ``switch`` and ``ask --reply-to``."""
+    children: dict[str | None, list[Message]] = {}
+    for m in messages:
+        children.setdefault(m.parent_id, []).append(m)
+    stack = [(m, 0) for m in reversed(children.get(None, []))]
+    while stack:
+        m, depth = stack.pop()
+        index, count = versions[m.id]
+        place = f" ‹{index}/{count}›" if count > 1 else ""
+        state = "" if m.status.value == "complete" else f" [{m.status.value}]"
+        text = " ".join((m.content or f"({m.error or 'no text'})").split())
+        text = text if len(text) <= 60 else text[:59] + "…"
+        star = "*" if m.id in on_path else " "
+        print(f"{star} {'  ' * depth}{m.role.value}{place}{state}: {text}  [{m.id}]")
+        stack.extend((child, depth + 1) for child in reversed(children.get(m.id, [])))
