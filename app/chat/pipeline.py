@@ -356,6 +356,28 @@ class TurnPipeline:
                               turn.request.response_format is not None, overrode)
         return PendingTurn(self, turn, engine, started, plan)
 
+    def regenerate(self, message_id: str, *, target: TurnTarget = TurnTarget(),
+                   options: TurnOptions = TurnOptions(), wait_for_model: bool = False
+                   ) -> PendingTurn:
+        """A new answer beside the reply ``message_id`` (a sibling, which becomes the active
+        one), from the path up to its question, with the engine and knobs chosen now."""
+        service = self.service
+        reply = service.store.get_message(message_id)
+        conversation = service.store.get_conversation(reply.conversation_id)
+        engine, decision, plan, overrode = self._engine_for(target, conversation)
+        if target.test_time is not None:
+            engine = self._with_candidates(engine, target.test_time, options, conversation)
+        if wait_for_model:
+            engine.wait_ready()
+        turn = service.regenerate_turn(message_id, model=engine.info.model, options=options,
+                                       counter=engine, effective_route=decision.route.value,
+                                       price_known=engine.price_known)
+        turn.route_reason, turn.outbox_plan = decision.reason, plan
+        started = TurnStarted(turn.conversation_id, turn.user_message_id, False,
+                              decision.route, decision.reason, engine.info, turn.fit,
+                              turn.request.response_format is not None, overrode)
+        return PendingTurn(self, turn, engine, started, plan)
+
     # -- routing and engines ------------------------------------------------------------------
     def effective_route(self, target: TurnTarget, conversation_id: str | None) -> Route:
         """The route policy a turn of this conversation would take (the window's badge)."""

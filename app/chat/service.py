@@ -439,21 +439,11 @@ class ChatService:
                 self.store.branch(conversation.id, reply_to)
         if options.system_prompt is not None:
             system_prompt = options.system_prompt
-        knobs = self.knobs(options, conversation)
-        request_args = dict(knobs, stop=tuple(knobs.get("stop") or ()),
-                            response_format=self.response_format(options, conversation))
-        # Validate the knobs before anything is written, so bad input changes nothing.
-        ChatRequest(model=model, messages=(ChatMessage(Role.USER, prompt),), **request_args)
         messages = history_messages(system_prompt, previous) + [ChatMessage(Role.USER, prompt)]
-        fit = fit_messages(messages, counter, request_args["max_tokens"]) \
-            if counter is not None else None  # raises MessageTooLong before any write
-        if self.quotas is not None:  # raises QuotaExceeded / RateLimitedLocally: nothing sent
-            prompt_tokens = fit.prompt_tokens if fit is not None else \
-                estimate_prompt_tokens(messages)
-            self.quotas.check(self.profile, effective_route,
-                              effective_route != "local", prompt_tokens,
-                              request_args["max_tokens"], price_known=price_known,
-                              model=model)
+        knobs, request_args, fit = self._checked(messages, conversation, model=model,
+                                                 options=options, counter=counter,
+                                                 effective_route=effective_route,
+                                                 price_known=price_known)
         if conversation_id is None:  # a new conversation keeps the knobs it started with
             conversation = self.store.create_conversation(
                 title_from(prompt), system_prompt, route, profile=self.profile,
@@ -468,14 +458,66 @@ class ChatService:
         parent = previous[-1].id if previous else None
         user_message = self.store.add_message(conversation.id, Role.USER, prompt,
                                               parent_id=parent)
+        return self._turn(conversation.id, user_message.id, model, messages, request_args, fit,
+                          effective_route)
+
+    def regenerate_turn(self, message_id: str, *, model: str,
+                        options: TurnOptions = TurnOptions(),
+                        counter: TokenCounter | None = None, effective_route: str = "local",
+                        price_known: bool = True) -> Turn:
+        """Answer again the user message that ``message_id`` (a reply) answers: the new reply
+        is its sibling, from the path up to that question, with this turn's knobs and engine.
+        Checked (fit, quotas) before anything is written."""
+        reply = self.store.get_message(message_id)
+        if reply.role is not Role.ASSISTANT or reply.parent_id is None:
+            raise UsageError(f"The message {message_id} is not a reply; regenerate a reply "
+                             "(its question is answered again).")
+        conversation = self.store.get_conversation(reply.conversation_id)
+        if conversation.profile not in (None, self.profile):
+            raise UsageError(f"The conversation {conversation.id} belongs to another profile.")
+        path = self.store.branch(conversation.id, reply.parent_id)
+        system_prompt = conversation.system_prompt if options.system_prompt is None \
+            else options.system_prompt
+        messages = history_messages(system_prompt, path)
+        _, request_args, fit = self._checked(messages, conversation, model=model,
+                                             options=options, counter=counter,
+                                             effective_route=effective_route,
+                                             price_known=price_known)
+        return self._turn(conversation.id, reply.parent_id, model, messages, request_args, fit,
+                          effective_route)
+
+    def _checked(self, messages: list[ChatMessage], conversation, *, model: str,
+                 options: TurnOptions, counter: TokenCounter | None, effective_route: str,
+                 price_known: bool) -> tuple[dict, dict, Fit | None]:
+        """(knobs, request arguments, fit) for a turn sending ``messages``: the knobs validated,
+        the messages fitted to the window, the quotas checked. Raises before anything is
+        written (MessageTooLong, QuotaExceeded, RateLimitedLocally, a bad knob)."""
+        knobs = self.knobs(options, conversation)
+        request_args = dict(knobs, stop=tuple(knobs.get("stop") or ()),
+                            response_format=self.response_format(options, conversation))
+        ChatRequest(model=model, messages=tuple(messages[-1:]), **request_args)  # the knobs
+        fit = fit_messages(messages, counter, request_args["max_tokens"]) \
+            if counter is not None else None
+        if self.quotas is not None:
+            prompt_tokens = fit.prompt_tokens if fit is not None else \
+                estimate_prompt_tokens(messages)
+            self.quotas.check(self.profile, effective_route,
+                              effective_route != "local", prompt_tokens,
+                              request_args["max_tokens"], price_known=price_known,
+                              model=model)
+        return knobs, request_args, fit
+
+    def _turn(self, conversation_id: str, user_message_id: str, model: str,
+              messages: list[ChatMessage], request_args: dict, fit: Fit | None,
+              effective_route: str) -> Turn:
         request = ChatRequest(model=model,
                               messages=fit.messages if fit is not None else tuple(messages),
                               user=self.profile, **request_args)
-        turn = Turn(self.store, conversation.id, user_message.id, request, ledger=self.ledger)
+        turn = Turn(self.store, conversation_id, user_message_id, request, ledger=self.ledger,
+                    fit=fit)
         if self.quotas is not None:
             self.quotas.note_turn(request.idempotency_key)
         if self.ledger is not None:
             self.ledger.note_turn(request.idempotency_key, route=effective_route,
-                                  profile=self.profile, conversation_id=conversation.id)
-        turn.fit = fit
+                                  profile=self.profile, conversation_id=conversation_id)
         return turn

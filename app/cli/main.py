@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Sequence
 
-from app.cli.commands.ask import cmd_ask
+from app.cli.commands.ask import cmd_ask, cmd_regenerate
 from app.cli.commands.common import emit
 from app.cli.commands.gui import cmd_gui
 from app.cli.commands.history import cmd_history
@@ -87,6 +87,22 @@ def _parser() -> argparse.ArgumentParser:
     _knob_flags(ask)
     ask.add_argument("--json", action="store_true",
                      help="print one JSON object per line, each with an \"event\" key")
+
+    regen = sub.add_parser("regenerate", help="answer a reply's question again: a new version "
+                           "beside reply MSG, with the engine and knobs given now",
+                           epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    regen.add_argument("message", metavar="MSG", help="the reply to answer again (its id: "
+                       "`outpost history show ID --json`)")
+    regen.add_argument("--provider", metavar="NAME", help="answer with this cloud provider")
+    regen.add_argument("--route", choices=["auto", "local", "cloud"],
+                       help="this answer's route (default: the conversation's)")
+    regen.add_argument("--offline", action="store_true",
+                       help="the local model answers, no socket is opened")
+    regen.add_argument("--model", metavar="M", help="with --provider: the provider's model; "
+                       "otherwise a GGUF model file")
+    _knob_flags(regen)
+    regen.add_argument("--json", action="store_true",
+                       help="one JSON object per line, as `outpost ask --json`")
 
     providers = sub.add_parser("providers", help="configure cloud providers")
     psub = providers.add_subparsers(dest="providers_command", metavar="ACTION", required=True)
@@ -209,6 +225,10 @@ def _parser() -> argparse.ArgumentParser:
     hshow.add_argument("--tree", action="store_true",
                        help="every branch, the active path marked with *")
     hshow.add_argument("--json", action="store_true")
+    hfork = hsub.add_parser("fork", help="a new conversation holding the path up to message "
+                            "MSG (the original is unchanged)")
+    hfork.add_argument("message", metavar="MSG")
+    hfork.add_argument("--json", action="store_true")
     hswitch = hsub.add_parser("switch", help="make the path through message MSG the active one "
                               "(what the window shows and the next turn sees)")
     hswitch.add_argument("message", metavar="MSG")
@@ -269,7 +289,8 @@ def _knob_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    commands = {"ask": cmd_ask, "history": cmd_history, "providers": cmd_providers,
+    commands = {"ask": cmd_ask, "regenerate": cmd_regenerate, "history": cmd_history,
+                "providers": cmd_providers,
                 "keys": cmd_keys, "outbox": cmd_outbox, "offline": cmd_offline,
                 "usage": cmd_usage, "quota": cmd_quota, "profile": cmd_profile,
                 "preset": cmd_preset}
@@ -287,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # a reader that left shows up here, not at interpreter exit
         return code
     except OutpostError as exc:
-        if getattr(args, "json", False) and args.command == "ask" and \
+        if getattr(args, "json", False) and args.command in ("ask", "regenerate") and \
                 not isinstance(exc, Cancelled):  # a stop ends with finished(cancelled)
             emit({"event": "error", "kind": exc.kind, "message": str(exc)})
         sys.stderr.write(f"outpost: {exc}\n")

@@ -462,6 +462,32 @@ class Store:
                 order_by="created_at, rowid")
             return [_row_to_message(r) for r in rows]
 
+    def fork(self, message_id: str, profile: str | None) -> Conversation:
+        """A new conversation (of ``profile``) holding copies of the path up to ``message_id``,
+        with the original's system prompt, route and knobs; the original is unchanged."""
+        source = self.get_message(message_id)
+        original = self.get_conversation(source.conversation_id)
+        path = self.branch(original.id, message_id)
+        stamp = now_iso()
+        fork = {"id": new_id(), "title": f"{original.title} (fork)",
+                "system_prompt": original.system_prompt, "created_at": stamp,
+                "updated_at": stamp, "route": original.route, "profile": profile,
+                "sampling": json.dumps(original.sampling) if original.sampling is not None
+                else None, "active_leaf_id": None}
+        columns = [c.name for c in self.db["messages"].columns]
+        with self._tx() as db:
+            db["conversations"].insert(fork)
+            parent = None
+            for message in path:
+                rows = list(db.query("select * from messages where id = ?", [message.id]))
+                row = {k: v for k, v in rows[0].items() if k in columns}
+                row.update(id=new_id(), conversation_id=fork["id"], parent_id=parent,
+                           writer=None)
+                db["messages"].insert(row)
+                parent = row["id"]
+            db["conversations"].update(fork["id"], {"active_leaf_id": parent})
+        return self.get_conversation(fork["id"])
+
     def set_active(self, conversation_id: str, message_id: str) -> list[Message]:
         """Make the path through ``message_id`` the active one (it continues down each newest
         child to a leaf); returns that path."""

@@ -124,3 +124,34 @@ def test_a_message_of_another_profile_is_refused_with_exit_2(tree, capsys, monke
                        stranger.id, "Crossed")
     assert code == 2 and "no message" in err
     assert store.get_conversation(conversation).active_leaf_id == before
+
+
+def test_regenerate_answers_again_beside_the_reply_and_fork_copies_the_path(tree, capsys,
+                                                                          monkeypatch):
+    store, conversation = tree
+    edited = next(m for m in store.messages(conversation) if m.content == "Edited answer")
+    engine = ScriptedEngine(reply("Edited, again"))
+    monkeypatch.setattr("app.compose.create_local_engine", engine.factory)
+    code, out, _ = run(capsys, "regenerate", edited.id, "--temperature", "0.9", "--json")
+    assert code == 0
+    finished = json.loads(out.strip().splitlines()[-1])
+    again = store.get_message(finished["message_id"])
+    assert again.parent_id == edited.parent_id and again.content == "Edited, again"
+    assert again.params["temperature"] == 0.9
+    # the model saw the path up to the question, not the reply it replaces
+    assert [m.content for m in engine.requests[0].messages][1:] == ["Q1", "Retried",
+                                                                    "Q2 edited"]
+    assert [m.content for m in store.branch(conversation)][-2:] == ["Q2 edited",
+                                                                    "Edited, again"]
+    code, out, err = run(capsys, "regenerate", again.parent_id)
+    assert code == 2 and "not a reply" in err
+
+    before = [m.id for m in store.messages(conversation)]
+    code, out, _ = run(capsys, "history", "fork", again.id, "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert [r["content"] for r in rows] == ["Q1", "Retried", "Q2 edited", "Edited, again"]
+    fork = rows[0]["conversation_id"]
+    assert fork != conversation and store.get_conversation(fork).title == "Q1 (fork)"
+    assert [m.id for m in store.messages(conversation)] == before  # the original is unchanged
+    assert not {r["id"] for r in rows} & set(before)  # copies, with ids of their own

@@ -27,11 +27,36 @@ from app.domain.test_time import Plan
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
+    """``outpost ask``: a new message (at the end of the active path, or ``--reply-to``)."""
+    def events(pipeline: TurnPipeline, target: TurnTarget, cancel: threading.Event):
+        return pipeline.send(read_prompt(args.prompt), args.conversation, target=target,
+                             options=knob_options(args), cancel=cancel, wait_for_model=True,
+                             wait_on_rate_limit=bool(pipeline.settings["rate_limit_wait"]),
+                             reply_to=args.reply_to)
+
+    return _turn(args, events, send_when_online=args.send_when_online)
+
+
+def cmd_regenerate(args: argparse.Namespace) -> int:
+    """``outpost regenerate MSG``: a new answer beside the reply MSG, with the engine and knobs
+    given now (it becomes the active version)."""
+    def events(pipeline: TurnPipeline, target: TurnTarget, cancel: threading.Event):
+        pending = pipeline.regenerate(args.message, target=target, options=knob_options(args),
+                                      wait_for_model=True)
+        yield pending.started
+        yield from pending.run(cancel)
+
+    return _turn(args, events, send_when_online=False)
+
+
+def _turn(args: argparse.Namespace, events, send_when_online: bool) -> int:
+    """Run one turn of the pipeline for a command and render it; Ctrl+C (or SIGTERM) stops the
+    reply cleanly, a second one kills."""
     core = open_core(args)
     settings, store = core.settings, core.store
     cancel = threading.Event()
 
-    def _stop(signum, frame):  # first signal stops the reply cleanly; a second one kills
+    def _stop(signum, frame):
         if cancel.is_set():
             raise KeyboardInterrupt
         cancel.set()
@@ -43,14 +68,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
     try:
         target = TurnTarget(provider=args.provider, model=args.model, route=args.route,
                             offline=args.offline,
-                            send_when_online=True if args.send_when_online else None,
+                            send_when_online=True if send_when_online else None,
                             test_time=test_time_plan(args))
-        events = pipeline.send(read_prompt(args.prompt), args.conversation, target=target,
-                               options=knob_options(args), cancel=cancel, wait_for_model=True,
-                               wait_on_rate_limit=bool(settings["rate_limit_wait"]),
-                               reply_to=args.reply_to)
         try:
-            return _render(args, events)
+            return _render(args, events(pipeline, target, cancel))
         except NoProviderForCloud:
             raise UsageError("This conversation is Cloud only: name its provider with "
                              "--provider NAME (or pass --route auto or --route local).") from None

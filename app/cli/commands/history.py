@@ -37,6 +37,17 @@ def cmd_history(args: argparse.Namespace) -> int:
                 for m in messages:
                     print(_block(m, f"  (conversation {m.conversation_id})"))
             return 0
+        if args.history_command == "fork":
+            message = store.get_message(args.message)
+            core.profiles.check_owner(core.profile, store.get_conversation(
+                message.conversation_id))
+            fork = store.fork(message.id, me)
+            path = store.branch(fork.id)
+            if args.json:
+                emit_list([_row(m, _versions(path), True) for m in path])
+            else:
+                print(f"{fork.id}  {fork.title}  ({len(path)} messages)")
+            return 0
         if args.history_command == "switch":
             message = store.get_message(args.message)
             conversation = store.get_conversation(message.conversation_id)
