@@ -462,6 +462,49 @@ class Store:
                 order_by="created_at, rowid")
             return [_row_to_message(r) for r in rows]
 
+    def delete_subtree(self, message_id: str) -> list[str]:
+        """Delete a message and everything below it (its replies, their follow-ups, every
+        branch); returns the ids deleted. When the active path went through it, it now ends at
+        the newest remaining sibling's path, else at the parent. A message whose reply is
+        still streaming cannot be deleted."""
+        message = self.get_message(message_id)
+        everything = self.messages(message.conversation_id)
+        children: dict[str | None, list[Message]] = {}
+        for m in everything:
+            children.setdefault(m.parent_id, []).append(m)
+        doomed, stack = [], [message]
+        while stack:
+            node = stack.pop()
+            doomed.append(node)
+            stack.extend(children.get(node.id, []))
+        if any(m.status is MessageStatus.STREAMING and writer_alive(
+                self._writer_of(m.id)) for m in doomed):
+            raise UsageError("A reply under this message is still being written; stop it "
+                             "first.")
+        ids = [m.id for m in doomed]
+        conversation = self.get_conversation(message.conversation_id)
+        with self._tx() as db:
+            marks = ", ".join("?" * len(ids))
+            # a queued request for a deleted question is not sent any more
+            db.execute(f"update outbox set state = 'cancelled' where user_message_id in ({marks}) "
+                       "and state in ('queued', 'failed')", ids)
+            db.execute(f"update outbox set answer_message_id = null where answer_message_id in "
+                       f"({marks})", ids)
+            db.execute(f"delete from messages where id in ({marks})", ids)
+        if conversation.active_leaf_id in ids:
+            siblings = [m for m in children.get(message.parent_id, []) if m.id != message.id]
+            target = siblings[-1].id if siblings else message.parent_id
+            if target is None:
+                with self._tx() as db:
+                    db["conversations"].update(conversation.id, {"active_leaf_id": None})
+            else:
+                self.set_active(conversation.id, target)
+        return ids
+
+    def _writer_of(self, message_id: str) -> str | None:
+        rows = list(self.db.query("select writer from messages where id = ?", [message_id]))
+        return rows[0]["writer"] if rows else None
+
     def fork(self, message_id: str, profile: str | None) -> Conversation:
         """A new conversation (of ``profile``) holding copies of the path up to ``message_id``,
         with the original's system prompt, route and knobs; the original is unchanged."""

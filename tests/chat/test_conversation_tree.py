@@ -180,3 +180,24 @@ def test_the_token_meter_counts_the_active_path(chat):
     longer = pipeline.measure("Q3", conversation, target=TurnTarget(), options=TurnOptions(),
                               local=engine)()
     assert short.error is None and longer.tokens > measure.tokens + 1000
+
+
+def test_deleting_a_message_takes_its_subtree_and_moves_the_active_path(chat):
+    store, pipeline, engine = chat
+    engine.script(reply("A1"), reply("A2"), reply("A2 edited"))
+    first = ended(pipeline.send("Q1"))
+    conversation = first.conversation_id
+    second = ended(pipeline.send("Q2", conversation))
+    edited = ended(pipeline.send("Q2, better", conversation, reply_to=first.message_id))
+    pipeline.service.queue_for_later(edited.turn, "acme", None)
+    deleted = store.delete_subtree(edited.user_message_id)
+    assert set(deleted) == {edited.user_message_id, edited.message_id}
+    # the active path went through it: it now ends on the remaining sibling's branch
+    assert [m.content for m in store.branch(conversation)] == ["Q1", "A1", "Q2", "A2"]
+    assert [i.state.value for i in Outbox(store).pending()] == []  # its request is not sent
+    store.delete_subtree(second.user_message_id)
+    assert [m.content for m in store.branch(conversation)] == ["Q1", "A1"]
+    store.delete_subtree(first.user_message_id)
+    assert store.branch(conversation) == [] and store.messages(conversation) == []
+    with pytest.raises(UsageError):
+        store.delete_subtree(first.user_message_id)
