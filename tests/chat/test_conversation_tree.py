@@ -201,3 +201,25 @@ def test_deleting_a_message_takes_its_subtree_and_moves_the_active_path(chat):
     assert store.branch(conversation) == [] and store.messages(conversation) == []
     with pytest.raises(UsageError):
         store.delete_subtree(first.user_message_id)
+
+
+@pytest.mark.local_model
+def test_a_new_branch_on_the_local_model_reuses_the_shared_prefix_of_the_kv_cache(
+        outpost_home, local_engine):
+    """Branching (an edit) shares the path up to the branch point with the turn before it: the
+    local model evaluates only what differs (whole 128-token chunks of the earlier prompt)."""
+    store = Store()
+    pipeline = TurnPipeline(ChatService(store, Settings(), profile="ana"),
+                            FixedEngines(local_engine))
+    options = TurnOptions(max_tokens=4, temperature=0.0)
+    background = "The lighthouse keeper logs the weather every hour. " * 40  # ~400 tokens
+    first = ended(pipeline.send(background + "What does the keeper log?", options=options))
+    conversation = first.conversation_id
+    second = ended(pipeline.send("And at night?", conversation, options=options))
+    assert second.error is None
+    branch = ended(pipeline.send("And in winter?", conversation, options=options,
+                                 reply_to=first.message_id))
+    assert branch.error is None
+    assert branch.message.cached_prompt_tokens >= 256  # the shared path was not evaluated again
+    assert branch.message.cached_prompt_tokens < branch.message.prompt_tokens
+    store.close()
