@@ -505,6 +505,26 @@ class Store:
         rows = list(self.db.query("select writer from messages where id = ?", [message_id]))
         return rows[0]["writer"] if rows else None
 
+    def keep_candidate(self, message_id: str, index: int) -> Message:
+        """Best-of-n / self-consistency: candidate ``index`` of reply ``message_id`` becomes a
+        version of its own beside it ("keep this one"), and the active one."""
+        reply = self.get_message(message_id)
+        candidates = (reply.candidates or {}).get("candidates") or []
+        chosen = next((c for c in candidates if c.get("index") == index), None)
+        if chosen is None:
+            raise UsageError(f"The reply {message_id} has no candidate {index}"
+                             + (f" (it has {', '.join(str(c['index']) for c in candidates)})."
+                                if candidates else "; it was a single sample."))
+        params = dict(reply.params or {}, seed=chosen.get("seed"),
+                      kept_candidate=index)
+        kept = self.add_message(reply.conversation_id, Role.ASSISTANT, chosen.get("text") or "",
+                                parent_id=reply.parent_id, engine=reply.engine,
+                                model=reply.model, params=params)
+        self.update_message(kept.id, finish_reason=chosen.get("finish"),
+                            completion_tokens=chosen.get("completion_tokens"),
+                            route_reason=f"candidate {index + 1} of the best-of reply, kept")
+        return self.get_message(kept.id)
+
     def fork(self, message_id: str, profile: str | None) -> Conversation:
         """A new conversation (of ``profile``) holding copies of the path up to ``message_id``,
         with the original's system prompt, route and knobs; the original is unchanged."""

@@ -223,3 +223,22 @@ def test_a_new_branch_on_the_local_model_reuses_the_shared_prefix_of_the_kv_cach
     assert branch.message.cached_prompt_tokens >= 256  # the shared path was not evaluated again
     assert branch.message.cached_prompt_tokens < branch.message.prompt_tokens
     store.close()
+
+
+def test_a_best_of_candidate_can_be_kept_as_a_version_of_its_own(chat):
+    from app.domain.test_time import Plan
+
+    store, pipeline, engine = chat
+    engine.script(reply("Alpha"), reply("Beta"), reply("Gamma"), reply("Next."))
+    target = TurnTarget(test_time=Plan("best_of", 3, scorer="json"))
+    first = ended(pipeline.send("Pick one", target=target,
+                                options=TurnOptions(temperature=0.8)))
+    shown = first.message.content
+    losers = [c for c in first.message.candidates["candidates"] if c["text"] != shown]
+    kept = store.keep_candidate(first.message_id, losers[0]["index"])
+    assert kept.parent_id == first.user_message_id and kept.content == losers[0]["text"]
+    assert [m.content for m in store.siblings(kept)] == [shown, kept.content]
+    list(pipeline.send("Go on", first.conversation_id))
+    assert seen(engine) == ["Pick one", kept.content, "Go on"]
+    with pytest.raises(UsageError, match="no candidate 9"):
+        store.keep_candidate(first.message_id, 9)
