@@ -15,11 +15,12 @@ from enum import StrEnum
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
 from app.chat.pipeline import PendingTurn, Queued, TurnOutcome, TurnPipeline, TurnTarget
-from app.chat.service import ChatService, TurnOptions
-from app.domain.errors import Cancelled, OutpostError
+from app.chat.service import NEW_ROOT, ChatService, TurnOptions
+from app.domain.errors import Cancelled, OutpostError, UsageError
 from app.domain.messages import Message, Role
 from engines.registry import CloudTargets
 from ui.conversation_view import ConversationView
+from ui.message_actions import Versions
 from ui.model_loader import ModelLoader
 from ui.stream_worker import StreamWorker
 
@@ -116,16 +117,19 @@ class ChatController(QObject):
         except OutpostError as exc:
             self.error_occurred.emit(exc)
             return False
-        fit = pending.started.fit
-        if fit is not None and fit.dropped:
-            self.notice.emit(fit.describe_dropped())
+        self._notice_fit(pending)
         self.conversation_id = pending.started.conversation_id
-        user_bubble = self.view.add_bubble(Role.USER)
-        user_bubble.set_text(prompt)
-        self._run(pending)
+        self._show_prompt(pending, prompt)
         if pending.started.new_conversation:
             self.conversations_changed.emit()
         return True
+
+    def _show_prompt(self, pending: PendingTurn, prompt: str) -> None:
+        """The saved prompt's bubble, then the reply's, streaming."""
+        user_bubble = self.view.add_bubble(Role.USER)
+        user_bubble.set_text(prompt)
+        user_bubble.message_id = pending.started.user_message_id
+        self._run(pending)
 
     def retry(self) -> bool:
         """Answer the failed turn's saved prompt again, with the engine chosen now."""
@@ -141,6 +145,112 @@ class ChatController(QObject):
             return False
         self._run(pending)
         return True
+
+    # -- the conversation tree: versions, regenerate, edit, delete, fork ----------------------
+    def _refused_while_busy(self, doing: str) -> bool:
+        """True (and a UsageError shown) while a reply streams: the tree must not change under
+        it."""
+        if self.busy:
+            self.error_occurred.emit(UsageError(f"Stop the reply before you {doing}."))
+        return self.busy
+
+    def versions(self) -> dict[str, Versions]:
+        """Every message of the current conversation that has other versions: its place among
+        them (one query for the whole conversation)."""
+        if self.conversation_id is None:
+            return {}
+        children: dict[str | None, list[str]] = {}
+        for message in self.store.messages(self.conversation_id):  # oldest first
+            children.setdefault(message.parent_id, []).append(message.id)
+        return {mid: Versions(tuple(ids), index) for ids in children.values() if len(ids) > 1
+                for index, mid in enumerate(ids)}
+
+    def _show_versions(self) -> None:
+        try:
+            self.view.show_versions(self.versions())
+        except OutpostError as exc:
+            self.error_occurred.emit(exc)
+
+    def switch_version(self, message_id: str) -> bool:
+        """Make the path through ``message_id`` (a sibling of a message on screen) the active
+        one and show it; the bubbles above it stay."""
+        if self.conversation_id is None or self._refused_while_busy("switch versions"):
+            return False
+        try:
+            path = self.store.set_active(self.conversation_id, message_id)
+            self.view.show_path(path, self.versions())
+        except OutpostError as exc:
+            self.error_occurred.emit(exc)
+            return False
+        return True
+
+    def regenerate(self, message_id: str) -> bool:
+        """A new answer beside the reply ``message_id``, with the engine and knobs chosen now;
+        the old answer stays as another version."""
+        if self._refused_while_busy("regenerate a reply"):
+            return False
+        try:
+            pending = self.pipeline.regenerate(message_id, target=self._target(),
+                                               options=self._options())
+        except OutpostError as exc:
+            self.error_occurred.emit(exc)
+            return False
+        self._notice_fit(pending)
+        self.view.truncate_at(message_id)
+        self._run(pending)
+        return True
+
+    def edit_and_resend(self, message_id: str, text: str) -> bool:
+        """Send ``text`` in place of the user message ``message_id``: a new message beside it
+        (same parent), answered from the path above it; the old one and its replies stay."""
+        if self.conversation_id is None or self._refused_while_busy("edit a message"):
+            return False
+        try:
+            original = self.store.get_message(message_id)
+            pending = self.pipeline.prepare(text, self.conversation_id, target=self._target(),
+                                            options=self._options(),
+                                            reply_to=original.parent_id or NEW_ROOT)
+        except OutpostError as exc:
+            self.error_occurred.emit(exc)
+            return False
+        self._notice_fit(pending)
+        self.view.truncate_at(message_id)
+        self._show_prompt(pending, text)
+        self._show_versions()
+        return True
+
+    def delete_message(self, message_id: str) -> bool:
+        """Delete ``message_id`` and everything below it (the window asked first); show the
+        active path as it is now."""
+        if self.conversation_id is None or self._refused_while_busy("delete messages"):
+            return False
+        try:
+            self.store.delete_subtree(message_id)
+            self.view.show_path(self.store.branch(self.conversation_id), self.versions())
+        except OutpostError as exc:
+            self.error_occurred.emit(exc)
+            return False
+        self.conversations_changed.emit()
+        return True
+
+    def fork(self, message_id: str, profile: str | None) -> str | None:
+        """A new conversation (of ``profile``) with copies of the path up to ``message_id``;
+        opened here. Its id, or None."""
+        if self._refused_while_busy("fork the conversation"):
+            return None
+        try:
+            conversation = self.store.fork(message_id, profile)
+        except OutpostError as exc:
+            self.error_occurred.emit(exc)
+            return None
+        self.open_conversation(conversation.id)
+        self.conversations_changed.emit()
+        return conversation.id
+
+    def _notice_fit(self, pending: PendingTurn) -> None:
+        fit = pending.started.fit
+        if fit is not None and fit.dropped:
+            self.notice.emit(fit.describe_dropped())
 
     def set_target(self, target: str, model: str | None = None) -> None:
         self.target = target
@@ -223,7 +333,7 @@ class ChatController(QObject):
             self.error_occurred.emit(exc)
             return
         self.conversation_id = conversation_id
-        self.view.show_messages(messages)
+        self.view.show_messages(messages, self.versions())
         self.route_changed.emit(self.effective_route())
 
     def reload_conversation(self) -> None:
@@ -231,7 +341,7 @@ class ChatController(QObject):
         if self.busy or self.conversation_id is None:
             return
         try:
-            self.view.show_messages(self.store.branch(self.conversation_id))
+            self.view.show_messages(self.store.branch(self.conversation_id), self.versions())
         except OutpostError as exc:
             self.error_occurred.emit(exc)
 
@@ -351,6 +461,8 @@ class ChatController(QObject):
             self._bubble.show_message_state(message)
         self._turn = None
         self._cancel = None
+        if message is not None:  # a regenerated reply or a retry is a new version
+            self._show_versions()
         self._set_state(IDLE)
         self.conversations_changed.emit()
         self.reply_finished.emit(message)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import html
 
-from PySide6.QtCore import QSizeF, Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QTextOption
+from PySide6.QtCore import QPoint, QSizeF, Qt, QTimer, QUrl, Signal, Slot
+from PySide6.QtGui import QDesktopServices, QGuiApplication, QKeySequence, QTextOption
 from PySide6.QtWidgets import (
+    QApplication,
     QFrame,
     QHBoxLayout,
     QLabel,
+    QMenu,
     QPushButton,
     QScrollArea,
     QSizePolicy,
@@ -23,7 +25,14 @@ from PySide6.QtWidgets import (
 
 from app.domain.messages import Message, MessageStatus, Role
 from ui import theme
-from ui.markdown import IncrementalMarkdown, render
+from ui.markdown import IncrementalMarkdown, code_of_link, render
+from ui.message_actions import (
+    SHORTCUTS,
+    MessageActionBar,
+    MessageEditor,
+    Versions,
+    VersionSwitcher,
+)
 
 _STATUS_NOTES = {
     MessageStatus.INTERRUPTED: "⚠ interrupted — the answer is partial",
@@ -79,9 +88,15 @@ class MessageBody(QTextBrowser):
     """Rich text that wraps anywhere (a long URL or token never widens the chat) and is exactly
     as tall as its content: the conversation scrolls, not each message."""
 
+    code_copied = Signal(str)  # a code block's "Copy" link was clicked: its code
+
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.setOpenExternalLinks(True)
+        # links are ours to open: a code block's "Copy" link copies, any other opens outside
+        self.setOpenLinks(False)
+        self.anchorClicked.connect(self._on_anchor_clicked)
+        # a right click shows the bubble's menu (which offers "Copy selected text")
+        self.setContextMenuPolicy(Qt.ContextMenuPolicy.NoContextMenu)
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
@@ -102,14 +117,32 @@ class MessageBody(QTextBrowser):
     def _on_size_changed(self, size: QSizeF) -> None:
         self.setFixedHeight(self._content_height(size))
 
+    @Slot(QUrl)
+    def _on_anchor_clicked(self, url: QUrl) -> None:
+        code = code_of_link(url.toString(QUrl.ComponentFormattingOption.FullyEncoded))
+        if code is None:
+            QDesktopServices.openUrl(url)
+        else:
+            self.code_copied.emit(code)
+
 
 class MessageBubble(QFrame):
-    """One message: a role line, the rendered body and a footer with status and metrics."""
+    """One message: a role line (with its versions ‹ 2/3 › and, on hover or focus, its actions),
+    the rendered body and a footer with status and metrics. The actions say what the user asked
+    for, with this bubble's message id; the keys are listed in ``ui.message_actions``."""
+
+    version_requested = Signal(str)  # a sibling's message id: make its path the active one
+    regenerate_requested = Signal(str)
+    edit_submitted = Signal(str, str)  # message id, the edited text
+    fork_requested = Signal(str)
+    delete_requested = Signal(str)
+    copied = Signal(str)  # what was put on the clipboard
 
     def __init__(self, role: Role, parent: QWidget | None = None):
         super().__init__(parent)
         self.role = role
         self.setObjectName("bubble")
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setStyleSheet(theme.bubble_style(role))
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         layout = QVBoxLayout(self)
@@ -131,14 +164,29 @@ class MessageBubble(QFrame):
         self.details_button.setToolTip("The parameters actually sent, tokens, timings, cost "
                                        "and route of this reply")
         self.details_button.hide()
+        self.switcher = VersionSwitcher()
+        self.actions_bar = MessageActionBar(role)
+        self.editor = MessageEditor()
         top = QHBoxLayout()
         top.setContentsMargins(0, 0, 0, 0)
         top.addWidget(self.header)
+        top.addWidget(self.switcher)
         top.addStretch(1)
+        top.addWidget(self.actions_bar)
         top.addWidget(self.details_button)
         layout.addLayout(top)
         layout.addWidget(self.body)
+        layout.addWidget(self.editor)
         layout.addWidget(self.footer)
+        self.switcher.version_requested.connect(self.version_requested)
+        self.actions_bar.copy_requested.connect(self.copy_message)
+        self.actions_bar.regenerate_requested.connect(self.request_regenerate)
+        self.actions_bar.edit_requested.connect(self.start_editing)
+        self.actions_bar.fork_requested.connect(self.request_fork)
+        self.actions_bar.delete_requested.connect(self.request_delete)
+        self.editor.submitted.connect(self._on_edit_submitted)
+        self.editor.cancelled.connect(self.stop_editing)
+        self.body.code_copied.connect(self._copy)
         self.text = ""
         self._incremental = IncrementalMarkdown()
         # Mid-stream continuation: the parts before the last seam, rendered once, with their
@@ -146,6 +194,121 @@ class MessageBubble(QFrame):
         self._done_html = ""
         self._segment_start = 0
         self.seams: list[tuple[int, str]] = []
+
+    # -- the tree actions -----------------------------------------------------------------------
+    def show_versions(self, versions: Versions | None) -> None:
+        self.switcher.show_versions(versions)
+
+    def set_actions_visible(self, visible: bool) -> None:
+        """The action bar is shown while the bubble is hovered or has focus."""
+        self.actions_bar.setVisible(visible and not self.editor.isVisible())
+
+    @Slot()
+    def refresh_actions(self) -> None:
+        focus = QApplication.focusWidget()
+        self.set_actions_visible(self.underMouse() or (
+            focus is not None and (focus is self or self.isAncestorOf(focus))))
+
+    @Slot()
+    def copy_message(self) -> None:
+        self._copy(self.text)
+
+    @Slot(str)
+    def _copy(self, text: str) -> None:
+        QGuiApplication.clipboard().setText(text)
+        self.copied.emit(text)
+
+    @Slot()
+    def request_regenerate(self) -> None:
+        if self.message_id and self.role is Role.ASSISTANT:
+            self.regenerate_requested.emit(self.message_id)
+
+    @Slot()
+    def request_fork(self) -> None:
+        if self.message_id:
+            self.fork_requested.emit(self.message_id)
+
+    @Slot()
+    def request_delete(self) -> None:
+        if self.message_id:
+            self.delete_requested.emit(self.message_id)
+
+    @Slot()
+    def start_editing(self) -> None:
+        """Edit and resend: the text in an editor in place of the body."""
+        if not self.message_id or self.role is not Role.USER:
+            return
+        self.body.hide()
+        self.actions_bar.hide()
+        self.editor.start(self.text)
+
+    @Slot()
+    def stop_editing(self) -> None:
+        self.editor.hide()
+        self.body.show()
+        self.setFocus()
+
+    @Slot(str)
+    def _on_edit_submitted(self, text: str) -> None:
+        if self.message_id:
+            self.edit_submitted.emit(self.message_id, text)
+
+    def menu(self) -> QMenu:
+        """Every action of this message, with its key (the right click and the Menu key)."""
+        menu = QMenu(self)
+        if self.body.textCursor().hasSelection():
+            menu.addAction("Copy selected text", self.body.copy)
+        entries = [("Copy message", "copy", self.copy_message)]
+        if self.role is Role.ASSISTANT:
+            entries.append(("Regenerate with the current settings", "regenerate",
+                            self.request_regenerate))
+        if self.role is Role.USER:
+            entries.append(("Edit and resend…", "edit", self.start_editing))
+        entries.append(("Fork into a new conversation", "fork", self.request_fork))
+        versions = self.switcher.versions
+        if versions is not None and len(versions.ids) > 1:
+            entries += [("Previous version", "previous", self.switcher.go_previous),
+                         ("Next version", "next", self.switcher.go_next)]
+        entries.append(("Delete this and everything below…", "delete", self.request_delete))
+        for text, key, slot in entries:
+            action = menu.addAction(text, slot)
+            action.setShortcut(SHORTCUTS[key])  # shown in the menu; the keys are handled below
+            action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
+            if key in ("regenerate", "edit", "fork", "delete") and not self.message_id:
+                action.setEnabled(False)
+            if key == "previous":
+                action.setEnabled(versions.previous is not None)
+            if key == "next":
+                action.setEnabled(versions.next is not None)
+        return menu
+
+    def contextMenuEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        self.menu().exec(event.globalPos())
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        pressed = QKeySequence(event.keyCombination())
+        handlers = {"copy": self.copy_message, "regenerate": self.request_regenerate,
+                    "edit": self.start_editing, "fork": self.request_fork,
+                    "delete": self.request_delete, "previous": self.switcher.go_previous,
+                    "next": self.switcher.go_next}
+        for key, handler in handlers.items():
+            if pressed.matches(SHORTCUTS[key]) == QKeySequence.SequenceMatch.ExactMatch:
+                handler()
+                return
+        if event.key() == Qt.Key.Key_Menu or (
+                event.key() == Qt.Key.Key_F10 and
+                event.modifiers() & Qt.KeyboardModifier.ShiftModifier):
+            self.menu().exec(self.mapToGlobal(QPoint(24, 24)))
+            return
+        super().keyPressEvent(event)
+
+    def enterEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        self.set_actions_visible(True)
+        super().enterEvent(event)
+
+    def leaveEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        self.refresh_actions()
+        super().leaveEvent(event)
 
     def set_text(self, text: str, segments: list[dict] | None = None) -> None:
         self.text = text
@@ -256,6 +419,13 @@ class ConversationView(QScrollArea):
     """Shows one conversation. Knows nothing about engines or the database."""
 
     details_requested = Signal(str)  # a reply's message id: show what was sent and measured
+    # what a bubble's actions ask for (see MessageBubble); the controller acts on them
+    version_requested = Signal(str)
+    regenerate_requested = Signal(str)
+    edit_submitted = Signal(str, str)
+    fork_requested = Signal(str)
+    delete_requested = Signal(str)
+    copied = Signal(str)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -278,33 +448,74 @@ class ConversationView(QScrollArea):
         self._follow = True
         self.verticalScrollBar().valueChanged.connect(self._on_scrolled)
         self.verticalScrollBar().rangeChanged.connect(self._on_range_changed)
+        # a bubble shows its actions while focus is inside it (a child button included)
+        QApplication.instance().focusChanged.connect(self._on_focus_changed)
 
     def set_empty_text(self, text: str) -> None:
         """What an empty conversation says (it depends on where messages go)."""
         self._empty.setText(text)
 
     def clear(self) -> None:
-        for bubble in self.bubbles:
-            self._layout.removeWidget(bubble)
-            bubble.deleteLater()
-        self.bubbles.clear()
-        self._empty.show()
+        self._remove_from(0)
         self._follow = True
 
-    def show_messages(self, messages: list[Message]) -> None:
+    def _remove_from(self, index: int) -> None:
+        for bubble in self.bubbles[index:]:
+            self._layout.removeWidget(bubble)
+            bubble.hide()  # gone at once; deleted once its own signals have returned
+            bubble.deleteLater()
+        del self.bubbles[index:]
+        self._empty.setVisible(not self.bubbles)
+
+    def show_messages(self, messages: list[Message],
+                      versions: dict[str, Versions] | None = None) -> None:
         self.clear()
-        for message in messages:
+        self.show_path(messages, versions)
+
+    def show_path(self, messages: list[Message],
+                  versions: dict[str, Versions] | None = None) -> None:
+        """Show ``messages`` (a path of the tree): the bubbles that already show its first
+        messages stay as they are; only those below the first difference are built again."""
+        same = 0
+        while same < min(len(messages), len(self.bubbles)) and \
+                self.bubbles[same].message_id == messages[same].id:
+            same += 1
+        self._remove_from(same)
+        for message in messages[same:]:
             bubble = self.add_bubble(message.role)
             bubble.set_text(message.content, message.segments)
             if not message.content and message.status is not MessageStatus.COMPLETE:
                 bubble.set_placeholder("(no text)")
             bubble.show_message_state(message)
+        self.show_versions(versions or {})
+
+    def show_versions(self, versions: dict[str, Versions]) -> None:
+        """Each bubble's ‹ n/m › (a bubble not in ``versions`` has no other version)."""
+        for bubble in self.bubbles:
+            bubble.show_versions(versions.get(bubble.message_id) if bubble.message_id else None)
+
+    def truncate_at(self, message_id: str) -> None:
+        """Remove the bubble of ``message_id`` and every bubble below it (a new version of
+        that message is about to take its place)."""
+        for index, bubble in enumerate(self.bubbles):
+            if bubble.message_id == message_id:
+                self._remove_from(index)
+                return
+
+    def bubble_of(self, message_id: str) -> MessageBubble | None:
+        return next((b for b in self.bubbles if b.message_id == message_id), None)
 
     def add_bubble(self, role: Role) -> MessageBubble:
         self._empty.hide()
         bubble = MessageBubble(role, self._content)
         bubble.details_button.clicked.connect(
             lambda: bubble.message_id and self.details_requested.emit(bubble.message_id))
+        bubble.version_requested.connect(self.version_requested)
+        bubble.regenerate_requested.connect(self.regenerate_requested)
+        bubble.edit_submitted.connect(self.edit_submitted)
+        bubble.fork_requested.connect(self.fork_requested)
+        bubble.delete_requested.connect(self.delete_requested)
+        bubble.copied.connect(self.copied)
         self._layout.insertWidget(self._layout.count() - 1, bubble)
         self.bubbles.append(bubble)
         self._follow = True
@@ -312,6 +523,13 @@ class ConversationView(QScrollArea):
 
     def last_bubble(self) -> MessageBubble | None:
         return self.bubbles[-1] if self.bubbles else None
+
+    @Slot(QWidget, QWidget)
+    def _on_focus_changed(self, old: QWidget | None, new: QWidget | None) -> None:
+        for bubble in self.bubbles:
+            if old is not None and (old is bubble or bubble.isAncestorOf(old)) or \
+                    new is not None and (new is bubble or bubble.isAncestorOf(new)):
+                bubble.refresh_actions()
 
     def _on_scrolled(self, value: int) -> None:
         bar = self.verticalScrollBar()

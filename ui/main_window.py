@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QMainWindow,
+    QMessageBox,
     QSizePolicy,
     QSplitter,
     QVBoxLayout,
@@ -36,6 +37,7 @@ from app.chat.connectivity import Connectivity
 from app.config.providers import ProviderRegistry
 from app.config.settings import Settings
 from app.domain.errors import OutpostError, UsageError
+from app.domain.messages import Role
 from app.domain.routes import Route
 from app.storage.outbox import Outbox
 from app.storage.profiles import Profile, Profiles
@@ -244,6 +246,13 @@ class MainWindow(QMainWindow):
         self.quit_action.triggered.connect(self.close)
         self.banner.retry_requested.connect(c.retry)
         self.view.details_requested.connect(self.open_details)
+        # a bubble's actions (ui.message_actions): the tree changes in the controller
+        self.view.version_requested.connect(c.switch_version)
+        self.view.regenerate_requested.connect(c.regenerate)
+        self.view.edit_submitted.connect(c.edit_and_resend)
+        self.view.delete_requested.connect(self._on_delete_message)
+        self.view.fork_requested.connect(self._on_fork)
+        self.view.copied.connect(self._on_copied)
         c.options_for_turn = self.sampling.options
         c.test_time_for_turn = self.sampling.test_time_plan
         c.state_changed.connect(self._on_state_changed)
@@ -386,9 +395,53 @@ class MainWindow(QMainWindow):
 
     @Slot(str, str)
     def _on_queued_message_answered(self, conversation_id: str, news: str) -> None:
-        self.errors.inform(news)
         if conversation_id == self.controller.conversation_id and not self.controller.busy:
             self.controller.reload_conversation()
+            news = news.rstrip(".") + self._answer_version(conversation_id)
+        self.errors.inform(news)
+
+    def _answer_version(self, conversation_id: str) -> str:
+        """Where the answer that just arrived stands among its versions (" — 2/2."), and how to
+        see it when it is not on screen. That answer is the conversation's newest reply."""
+        try:
+            replies = [m for m in self.store.messages(conversation_id)
+                       if m.role is Role.ASSISTANT]
+            if not replies:
+                return "."
+            answer = replies[-1]
+            siblings = [m.id for m in self.store.siblings(answer)]
+        except OutpostError:
+            return "."
+        where = f" — {siblings.index(answer.id) + 1}/{len(siblings)}"
+        shown = self.view.bubble_of(answer.id) is not None
+        return where + ("." if shown else " (switch to it with ‹ › on the reply beside it).")
+
+    # -- a message's actions -------------------------------------------------------------------
+    @Slot(str)
+    def _on_delete_message(self, message_id: str) -> None:
+        if self.controller.busy:  # the controller says why
+            self.controller.delete_message(message_id)
+            return
+        answer = QMessageBox.question(
+            self, "Delete message",
+            "Delete this message and everything below it (its replies, their follow-ups and "
+            "their other versions)? This cannot be undone.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No)
+        if answer == QMessageBox.StandardButton.Yes:
+            self.controller.delete_message(message_id)
+
+    @Slot(str)
+    def _on_fork(self, message_id: str) -> None:
+        if self.controller.fork(message_id, self.profile_name) is None:
+            return
+        self._show_title()
+        self.update_route_display()
+        self.sampling_binding.reload()
+
+    @Slot(str)
+    def _on_copied(self, text: str) -> None:
+        self.statusBar().showMessage("Copied to the clipboard.", 3000)
 
     # -- dialogs -------------------------------------------------------------------------------
     @Slot()

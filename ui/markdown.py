@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import re
+from urllib.parse import quote, unquote
 
 from markdown_it import MarkdownIt
 from pygments import highlight
@@ -15,10 +16,26 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import TextLexer, get_lexer_by_name
 from pygments.util import ClassNotFound
 
-_FORMATTER = HtmlFormatter(noclasses=True, nowrap=True, style="friendly")
-_CODE_STYLE = ("background:#f4f5f7; border:1px solid #d8dbe0; padding:8px; "
-               "font-family:'DejaVu Sans Mono','Menlo','Consolas',monospace; white-space:pre;")
+from ui import theme
+
+# code colours for a light and a dark palette (the block's own background comes from ui.theme)
+_FORMATTERS = {False: HtmlFormatter(noclasses=True, nowrap=True, style="friendly"),
+               True: HtmlFormatter(noclasses=True, nowrap=True, style="github-dark")}
+_CODE_FONT = "font-family:'DejaVu Sans Mono','Menlo','Consolas',monospace; white-space:pre;"
 _FENCE = re.compile(r"^\s{0,3}(```|~~~)", re.MULTILINE)
+COPY_SCHEME = "copy"  # a code block's "Copy" link: copy:<the code, percent-encoded>
+
+
+def copy_link(code: str) -> str:
+    """The href of a code block's "Copy" link: the code itself travels in it, so the link copies
+    exactly its block however the message was split into rendered parts while streaming."""
+    return f"{COPY_SCHEME}:{quote(code, safe='')}"
+
+
+def code_of_link(href: str) -> str | None:
+    """The code a "Copy" link carries, or None for any other link."""
+    prefix = COPY_SCHEME + ":"
+    return unquote(href[len(prefix):]) if href.startswith(prefix) else None
 
 
 def _highlight(code: str, lang: str, attrs: str) -> str:
@@ -26,10 +43,13 @@ def _highlight(code: str, lang: str, attrs: str) -> str:
         lexer = get_lexer_by_name(lang.strip()) if lang.strip() else TextLexer()
     except ClassNotFound:
         lexer = TextLexer()
-    body = highlight(code, lexer, _FORMATTER).rstrip("\n")
-    label = (f"<div style='color:#6a737d; font-size:small;'>{html.escape(lang.strip())}</div>"
-             if lang.strip() else "")
-    return f"{label}<pre style=\"{_CODE_STYLE}\">{body}</pre>"
+    body = highlight(code, lexer, _FORMATTERS[theme.is_dark()]).rstrip("\n")
+    # the language, then a "Copy" link in the palette's link colour (QTextBrowser's default)
+    name = f"{html.escape(lang.strip())} · " if lang.strip() else ""
+    link = copy_link(code.rstrip("\n"))
+    label = (f"<div style='color:{theme.muted_text()}; font-size:small;'>{name}"
+             f"<a href=\"{link}\" title='Copy this code'>Copy</a></div>")
+    return f"{label}<pre style=\"{theme.code_block_style()}{_CODE_FONT}\">{body}</pre>"
 
 
 _MD = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False,

@@ -53,3 +53,12 @@ def sidebar_style() -> str:
     background = mix(pal.color(_ROLE.Window), pal.color(_ROLE.Base), 0.5)
     return (f"QListWidget {{ border:none; background:{background}; }} "
             "QListWidget::item { padding:6px; }")
+
+
+def code_block_style() -> str:
+    """A fenced code block's box (CSS for QTextDocument): a shade of the base, apart from the
+    bubble behind it in either palette."""
+    pal = palette()
+    base, text = pal.color(_ROLE.Base), pal.color(_ROLE.Text)
+    return (f"background:{mix(base, text, 0.08 if is_dark(pal) else 0.05)}; "
+            f"border:1px solid {mix(base, text, 0.15)}; padding:8px; ")

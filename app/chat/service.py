@@ -47,6 +47,9 @@ if TYPE_CHECKING:
     from app.storage.quotas import QuotaGuard
 
 FLUSH_INTERVAL_S = 0.5
+# ``reply_to`` for a message that starts the conversation over (an edited first message): it
+# follows nothing, beside the conversation's first message
+NEW_ROOT = "root"
 TITLE_LENGTH = 48
 
 
@@ -421,7 +424,8 @@ class ChatService:
         before anything is written. ``price_known``: False when the model's price is not known (a
         quota in dollars then refuses the turn unless unpriced models are allowed). ``reply_to``: the
         message this one follows (a branch from any point; default: the end of the active
-        path); the model sees exactly the path from the root to it."""
+        path; ``NEW_ROOT``: none, beside the first message); the model sees exactly the path
+        from the root to it."""
         if not prompt or not prompt.strip():
             raise UsageError("The message is empty; type something to send.")
         settings = self.settings
@@ -435,7 +439,8 @@ class ChatService:
             if conversation.profile not in (None, self.profile):
                 raise UsageError(f"The conversation {conversation_id} belongs to another "
                                  "profile.")
-            system_prompt, previous = conversation.system_prompt, \
+            system_prompt = conversation.system_prompt
+            previous = [] if reply_to == NEW_ROOT else \
                 self.store.branch(conversation.id, reply_to)
         if options.system_prompt is not None:
             system_prompt = options.system_prompt

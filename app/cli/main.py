@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--conversation", metavar="ID", help="continue this conversation")
     ask.add_argument("--reply-to", metavar="MSG", dest="reply_to",
                      help="with --conversation: follow message MSG instead of the end of the "
-                          "active path (a new branch; the model sees the path to MSG)")
+                          "active path (a new branch; the model sees the path to MSG); 'root': "
+                          "start the conversation over, beside its first message")
     ask.add_argument("--provider", metavar="NAME",
                      help="answer with this cloud provider (see `outpost providers list`); "
                           "default: the local model")

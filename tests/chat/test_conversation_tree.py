@@ -242,3 +242,18 @@ def test_a_best_of_candidate_can_be_kept_as_a_version_of_its_own(chat):
     assert seen(engine) == ["Pick one", kept.content, "Go on"]
     with pytest.raises(UsageError, match="no candidate 9"):
         store.keep_candidate(first.message_id, 9)
+
+
+def test_the_first_message_can_be_edited_into_a_new_root(chat):
+    from app.chat.service import NEW_ROOT
+
+    store, pipeline, engine = chat
+    engine.script(reply("A1"), reply("A1 again"))
+    first = ended(pipeline.send("Q1"))
+    conversation = first.conversation_id
+    again = ended(pipeline.send("Q1, better", conversation, reply_to=NEW_ROOT))
+    assert seen(engine) == ["Q1, better"]  # nothing of the old start
+    new_root = store.get_message(again.user_message_id)
+    assert new_root.parent_id is None
+    assert [m.content for m in store.siblings(new_root)] == ["Q1", "Q1, better"]
+    assert [m.content for m in store.branch(conversation)] == ["Q1, better", "A1 again"]

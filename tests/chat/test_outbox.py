@@ -54,8 +54,9 @@ def outbox_list(*flags: str) -> list[dict]:
     return json.loads(result.stdout)
 
 
-def history(conversation_id: str) -> list[dict]:
-    result = cli("history", "show", conversation_id, "--json")
+def history(conversation_id: str, *, tree: bool = False) -> list[dict]:
+    """The conversation's active path (``tree``: every branch)."""
+    result = cli("history", "show", conversation_id, "--json", *(["--tree"] if tree else []))
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -192,7 +193,7 @@ def test_send_when_online_answers_locally_now_and_the_cloud_answer_becomes_a_sib
         assert [(r["id"], r["result"]) for r in json.loads(sent.stdout)] == [(row["id"], "sent")]
         assert [r.idempotency_key for r in server.chat_requests()] == [row["idempotency_key"]]
 
-    messages = history(finished["conversation_id"])
+    messages = history(finished["conversation_id"], tree=True)  # both answers: every branch
     [user] = [m for m in messages if m["role"] == "user"]
     assert user["id"] == row["user_message_id"]
     replies = [m for m in messages if m["role"] == "assistant"]
