@@ -143,6 +143,8 @@ class ChatController(QObject):
         except OutpostError as exc:
             self.error_occurred.emit(exc)
             return False
+        if self.failed_turn.assistant_message_id:  # the new reply is a version beside it
+            self.view.truncate_at(self.failed_turn.assistant_message_id)
         self._run(pending)
         return True
 
@@ -179,6 +181,20 @@ class ChatController(QObject):
         try:
             path = self.store.set_active(self.conversation_id, message_id)
             self.view.show_path(path, self.versions())
+        except OutpostError as exc:
+            self.error_occurred.emit(exc)
+            return False
+        return True
+
+    def keep_candidate(self, message_id: str, index: int) -> bool:
+        """Best-of-n: candidate ``index`` of reply ``message_id`` becomes a version of its own
+        beside it (the active one), and is shown."""
+        if self.conversation_id is None or self._refused_while_busy("keep a candidate"):
+            return False
+        try:
+            kept = self.store.keep_candidate(message_id, index)
+            self.view.show_path(self.store.branch(self.conversation_id, kept.id),
+                                self.versions())
         except OutpostError as exc:
             self.error_occurred.emit(exc)
             return False

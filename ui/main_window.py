@@ -398,6 +398,8 @@ class MainWindow(QMainWindow):
         if conversation_id == self.controller.conversation_id and not self.controller.busy:
             self.controller.reload_conversation()
             news = news.rstrip(".") + self._answer_version(conversation_id)
+        else:  # marked in the sidebar until opened
+            self.sidebar.mark_news(conversation_id, news)
         self.errors.inform(news)
 
     def _answer_version(self, conversation_id: str) -> str:
@@ -466,6 +468,7 @@ class MainWindow(QMainWindow):
             self._on_failure(exc)
             return
         self.details_dialog = MessageDetails(message, self)
+        self.details_dialog.keep_requested.connect(self.controller.keep_candidate)
         self.details_dialog.show()
 
     # -- the conversation list -----------------------------------------------------------------

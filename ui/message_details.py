@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
+    QComboBox,
     QDialog,
     QDialogButtonBox,
     QFormLayout,
+    QHBoxLayout,
     QLabel,
     QPlainTextEdit,
+    QPushButton,
     QVBoxLayout,
 )
 
@@ -18,6 +22,8 @@ from ui.conversation_view import cost_text
 
 
 class MessageDetails(QDialog):
+    keep_requested = Signal(str, int)  # reply id, candidate index: keep it as a version
+
     def __init__(self, message: Message, parent=None):
         super().__init__(parent)
         self.setWindowTitle("Reply details")
@@ -92,6 +98,23 @@ class MessageDetails(QDialog):
             self.candidates = QPlainTextEdit("\n\n".join(lines))
             self.candidates.setReadOnly(True)
             layout.addWidget(self.candidates, 1)
+            # "keep this one": a candidate that did not win becomes a version of its own
+            others = [c for c in picked["candidates"] if c["index"] != winner]
+            if others:
+                row = QHBoxLayout()
+                self.candidate_picker = QComboBox()
+                for c in others:
+                    first = " ".join(c["text"].split())[:40]
+                    self.candidate_picker.addItem(f"#{c['index'] + 1}  {first}", c["index"])
+                self.keep_button = QPushButton("Keep as a version")
+                self.keep_button.setToolTip("Add this candidate beside the reply as another "
+                                            "version (‹ › switches between them)")
+                self.keep_button.clicked.connect(lambda: self.keep_requested.emit(
+                    message.id, self.candidate_picker.currentData()))
+                self.keep_button.clicked.connect(self.accept)
+                row.addWidget(self.candidate_picker, 1)
+                row.addWidget(self.keep_button)
+                layout.addLayout(row)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)

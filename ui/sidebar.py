@@ -47,6 +47,8 @@ class Sidebar(QWidget):
         self.delete_action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
         self.list.addAction(self.delete_action)
         self._filling = False
+        # conversation id -> news not seen yet (a queued message's answer arrived): in bold
+        self.news: dict[str, str] = {}
         self.new_button.clicked.connect(self.new_requested)
         self.list.currentItemChanged.connect(self._on_current_changed)
         self.list.itemChanged.connect(self._on_item_changed)
@@ -58,9 +60,12 @@ class Sidebar(QWidget):
         try:
             self.list.clear()
             for conversation in conversations:
+                news = self.news.get(conversation.id)
                 item = QListWidgetItem(conversation.title or "Untitled")
                 item.setData(ID_ROLE, conversation.id)
-                item.setToolTip(f"{conversation.title}\nupdated {conversation.updated_at}")
+                item.setToolTip(f"{conversation.title}\nupdated {conversation.updated_at}"
+                                + (f"\n{news}" if news else ""))
+                _set_bold(item, bool(news))
                 item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
                 self.list.addItem(item)
                 if conversation.id == current_id:
@@ -72,10 +77,31 @@ class Sidebar(QWidget):
         item = self.list.currentItem()
         return item.data(ID_ROLE) if item else None
 
+    def mark_news(self, conversation_id: str, news: str) -> None:
+        """Mark a conversation (not the one on screen) with news until it is opened: its title
+        in bold, the news in its tooltip."""
+        self.news[conversation_id] = news
+        for row in range(self.list.count()):
+            item = self.list.item(row)
+            if item.data(ID_ROLE) == conversation_id:
+                self._filling = True
+                try:
+                    _set_bold(item, True)
+                    item.setToolTip(item.toolTip() + f"\n{news}")
+                finally:
+                    self._filling = False
+
     @Slot(QListWidgetItem, QListWidgetItem)
     def _on_current_changed(self, current: QListWidgetItem | None, _previous) -> None:
         if current is not None and not self._filling:
-            self.conversation_selected.emit(current.data(ID_ROLE))
+            conversation_id = current.data(ID_ROLE)
+            if self.news.pop(conversation_id, None) is not None:
+                self._filling = True
+                try:
+                    _set_bold(current, False)
+                finally:
+                    self._filling = False
+            self.conversation_selected.emit(conversation_id)
 
     @Slot(QListWidgetItem)
     def _on_item_changed(self, item: QListWidgetItem) -> None:
@@ -109,3 +135,9 @@ class Sidebar(QWidget):
             self.list.editItem(item)
         elif chosen is delete:
             self._confirm_delete(item)
+
+
+def _set_bold(item: QListWidgetItem, bold: bool) -> None:
+    font = item.font()
+    font.setBold(bold)
+    item.setFont(font)

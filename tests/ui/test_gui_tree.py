@@ -349,3 +349,62 @@ def test_screenshots_of_versions_and_actions(qtbot, themed, artifacts_dir):
     assert not bubble.actions_bar.isHidden()
     path = artifacts_dir / f"message_actions{suffix}.png"
     assert window.grab().save(str(path))
+
+
+def test_a_retry_takes_the_failed_replys_place_as_its_next_version(qtbot, scripted,
+                                                                   scripted_engine):
+    from app.domain.errors import StreamInterrupted
+    from app.domain.messages import Finished, FinishReason, TextDelta, Usage
+
+    window = scripted.window
+    scripted_engine.script([TextDelta("Half"), Usage(5, 1),
+                            Finished(FinishReason.ERROR, error=StreamInterrupted("Broke."))],
+                           reply("Whole."))
+    send(qtbot, scripted, "Q1")
+    assert texts(window) == ["Q1", "Half"] and window.banner.retry_button.isVisible()
+    window.banner.retry_button.click()
+    wait_idle(qtbot, scripted)
+    assert texts(window) == ["Q1", "Whole."]
+    assert window.view.bubbles[1].switcher.label.text() == "2/2"
+    qtbot.mouseClick(window.view.bubbles[1].switcher.previous_button, Qt.MouseButton.LeftButton)
+    assert texts(window) == ["Q1", "Half"]
+
+
+def test_a_best_of_candidate_is_kept_as_a_version_from_the_details(qtbot, scripted,
+                                                                   scripted_engine):
+    window = scripted.window
+    window.sampling.fields["temperature"].setValue(0.8)
+    window.sampling.tt_mode.setCurrentIndex(window.sampling.tt_mode.findData("best_of"))
+    window.sampling.tt_n.setValue(2)
+    window.sampling.tt_scorer.setCurrentIndex(window.sampling.tt_scorer.findData("json"))
+    scripted_engine.script(reply("Alpha."), reply("Beta."))
+    send(qtbot, scripted, "Pick one")
+    reply_bubble = window.view.bubbles[1]
+    shown = reply_bubble.text
+    window.open_details(reply_bubble.message_id)
+    dialog = window.details_dialog
+    qtbot.addWidget(dialog)
+    assert dialog.candidate_picker.count() == 1
+    dialog.keep_button.click()
+    other = ({"Alpha.", "Beta."} - {shown}).pop()
+    assert texts(window) == ["Pick one", other]
+    assert window.view.bubbles[1].switcher.label.text() == "2/2"
+    qtbot.mouseClick(window.view.bubbles[1].switcher.previous_button, Qt.MouseButton.LeftButton)
+    assert texts(window) == ["Pick one", shown]
+
+
+def test_an_outbox_answer_for_another_conversation_is_marked_in_the_sidebar(
+        qtbot, scripted, scripted_engine):
+    window = scripted.window
+    scripted_engine.script(reply("Local answer."), reply("Other."))
+    send(qtbot, scripted, "Q1")
+    first = window.controller.conversation_id
+    window._on_new_chat()
+    send(qtbot, scripted, "Another chat")
+    window.outbox_button.answered.emit(first, "acme answered your queued message in “Q1”.")
+    [item] = [window.sidebar.list.item(i) for i in range(window.sidebar.list.count())
+              if window.sidebar.list.item(i).data(Qt.ItemDataRole.UserRole) == first]
+    assert item.font().bold() and "acme answered" in item.toolTip()
+    assert item.text() == "Q1"  # the title itself is untouched (renaming stays right)
+    window.sidebar.list.setCurrentItem(item)
+    assert window.controller.conversation_id == first and not item.font().bold()
