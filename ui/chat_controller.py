@@ -9,6 +9,7 @@ or the outbox: it says what the user chose (``TurnTarget``) and renders what com
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 from enum import StrEnum
 
@@ -200,13 +201,20 @@ class ChatController(QObject):
             return False
         return True
 
-    def regenerate(self, message_id: str) -> bool:
-        """A new answer beside the reply ``message_id``, with the engine and knobs chosen now;
-        the old answer stays as another version."""
+    def regenerate(self, message_id: str, answerer: str | None = None) -> bool:
+        """A new answer beside the reply ``message_id``, with the engine and knobs chosen now
+        (``answerer``: "local" or "provider:NAME" for this answer only); the old answer stays
+        as another version."""
         if self._refused_while_busy("regenerate a reply"):
             return False
+        target = self._target()
+        if answerer == "local":
+            target = dataclasses.replace(target, provider=None, route="local")
+        elif answerer is not None and answerer.startswith("provider:"):
+            target = dataclasses.replace(target, provider=answerer.split(":", 1)[1], model=None,
+                                         route="cloud")
         try:
-            pending = self.pipeline.regenerate(message_id, target=self._target(),
+            pending = self.pipeline.regenerate(message_id, target=target,
                                                options=self._options())
         except OutpostError as exc:
             self.error_occurred.emit(exc)

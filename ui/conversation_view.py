@@ -6,6 +6,7 @@ set on that bubble's label; the rest of the conversation is never re-laid out pe
 from __future__ import annotations
 
 import html
+from typing import Callable
 
 from PySide6.QtCore import QPoint, QSizeF, Qt, QTimer, QUrl, Signal, Slot
 from PySide6.QtGui import QDesktopServices, QGuiApplication, QKeySequence, QTextOption
@@ -133,6 +134,8 @@ class MessageBubble(QFrame):
 
     version_requested = Signal(str)  # a sibling's message id: make its path the active one
     regenerate_requested = Signal(str)
+    # message id, who answers instead: "local" or "provider:NAME" (the menu's "Regenerate with")
+    regenerate_with_requested = Signal(str, str)
     edit_submitted = Signal(str, str)  # message id, the edited text
     fork_requested = Signal(str)
     delete_requested = Signal(str)
@@ -140,6 +143,7 @@ class MessageBubble(QFrame):
 
     def __init__(self, role: Role, parent: QWidget | None = None):
         super().__init__(parent)
+        self.regenerate_choices: Callable[[], list[tuple[str, str]]] = lambda: []
         self.role = role
         self.setObjectName("bubble")
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
@@ -262,6 +266,12 @@ class MessageBubble(QFrame):
         if self.role is Role.ASSISTANT:
             entries.append(("Regenerate with the current settings", "regenerate",
                             self.request_regenerate))
+            others = self.regenerate_choices()
+            if others and self.message_id:
+                with_menu = menu.addMenu("Regenerate with")
+                for label, target in others:
+                    with_menu.addAction(label, lambda t=target: self.regenerate_with_requested.emit(
+                        self.message_id, t))
         if self.role is Role.USER:
             entries.append(("Edit and resend…", "edit", self.start_editing))
         entries.append(("Fork into a new conversation", "fork", self.request_fork))
@@ -422,6 +432,7 @@ class ConversationView(QScrollArea):
     # what a bubble's actions ask for (see MessageBubble); the controller acts on them
     version_requested = Signal(str)
     regenerate_requested = Signal(str)
+    regenerate_with_requested = Signal(str, str)
     edit_submitted = Signal(str, str)
     fork_requested = Signal(str)
     delete_requested = Signal(str)
@@ -443,6 +454,9 @@ class ConversationView(QScrollArea):
         self._empty.setStyleSheet(f"color:{theme.muted_text(0.5)}; font-size:14px;")
         self._layout.addWidget(self._empty)
         self._layout.addStretch(1)
+        # who else may answer a Regenerate ([(label, "local" | "provider:NAME")]); the window
+        # sets it (the view knows nothing about providers)
+        self.regenerate_choices: Callable[[], list[tuple[str, str]]] = lambda: []
         self.setWidget(self._content)
         self.bubbles: list[MessageBubble] = []
         self._follow = True
@@ -512,6 +526,8 @@ class ConversationView(QScrollArea):
             lambda: bubble.message_id and self.details_requested.emit(bubble.message_id))
         bubble.version_requested.connect(self.version_requested)
         bubble.regenerate_requested.connect(self.regenerate_requested)
+        bubble.regenerate_with_requested.connect(self.regenerate_with_requested)
+        bubble.regenerate_choices = lambda: self.regenerate_choices()
         bubble.edit_submitted.connect(self.edit_submitted)
         bubble.fork_requested.connect(self.fork_requested)
         bubble.delete_requested.connect(self.delete_requested)

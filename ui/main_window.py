@@ -114,6 +114,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.store = services.store
         self.settings = services.settings
+        self.registry = services.registry  # the configured providers (Regenerate with …)
         self.loader = services.loader
         self.monitor = services.monitor
         self.usage_dialog = None
@@ -249,6 +250,8 @@ class MainWindow(QMainWindow):
         # a bubble's actions (ui.message_actions): the tree changes in the controller
         self.view.version_requested.connect(c.switch_version)
         self.view.regenerate_requested.connect(c.regenerate)
+        self.view.regenerate_with_requested.connect(c.regenerate)
+        self.view.regenerate_choices = self._regenerate_choices
         self.view.edit_submitted.connect(c.edit_and_resend)
         self.view.delete_requested.connect(self._on_delete_message)
         self.view.fork_requested.connect(self._on_fork)
@@ -470,6 +473,16 @@ class MainWindow(QMainWindow):
         self.details_dialog = MessageDetails(message, self)
         self.details_dialog.keep_requested.connect(self.controller.keep_candidate)
         self.details_dialog.show()
+
+    def _regenerate_choices(self) -> list[tuple[str, str]]:
+        """Who may answer a Regenerate instead: the local model, or a configured provider."""
+        choices = [("the local model", "local")]
+        if self.registry is not None:
+            try:
+                choices += [(p.name, f"provider:{p.name}") for p in self.registry.list()]
+            except OutpostError:
+                pass  # the provider list cannot be read: the banner said so elsewhere
+        return choices
 
     # -- the conversation list -----------------------------------------------------------------
     @Slot(str)

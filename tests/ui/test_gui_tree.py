@@ -408,3 +408,21 @@ def test_an_outbox_answer_for_another_conversation_is_marked_in_the_sidebar(
     assert item.text() == "Q1"  # the title itself is untouched (renaming stays right)
     window.sidebar.list.setCurrentItem(item)
     assert window.controller.conversation_id == first and not item.font().bold()
+
+
+def test_regenerate_with_another_answerer_from_the_menu(qtbot, scripted, scripted_engine):
+    """"Regenerate with ▸ the local model" forces the local route for that answer only."""
+    window = scripted.window
+    scripted_engine.script(reply("First answer."), reply("Local again."))
+    send(qtbot, scripted, "Q1")
+    bubble = window.view.bubbles[1]
+    menu = bubble.menu()
+    [with_menu] = [a.menu() for a in menu.actions() if a.menu() is not None]
+    labels = [a.text() for a in with_menu.actions()]
+    assert labels[0] == "the local model"
+    with_menu.actions()[0].trigger()
+    wait_idle(qtbot, scripted)
+    assert texts(window) == ["Q1", "Local again."]
+    answer = scripted.store.get_message(window.view.bubbles[1].message_id)
+    assert answer.engine == "local" and answer.route_reason == "local-only conversation"
+    assert window.view.bubbles[1].switcher.label.text() == "2/2"
