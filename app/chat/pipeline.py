@@ -157,6 +157,9 @@ class TurnOutcome:
     queued: OutboxItem | None = None
     error: OutpostError | None = None
     stream_failed: bool = False  # the stream raised ``error`` (nothing, or part, was answered)
+    # the reply's place among the answers to its question (1-based), and how many there are
+    sibling_index: int = 1
+    siblings: int = 1
     turn: Turn | None = field(default=None, repr=False, compare=False)  # to retry it
 
 
@@ -240,9 +243,12 @@ class PendingTurn:
         turn = self.turn
         service = self.pipeline.service
         message: Message | None = None
+        place = (1, 1)
         if turn.assistant_message_id:
             try:
                 message = service.store.get_message(turn.assistant_message_id)
+                ids = [m.id for m in service.store.siblings(message)]
+                place = (ids.index(message.id) + 1, len(ids))
             except OutpostError as exc:  # the reply is saved; reading it back failed
                 error = error or exc
         check = turn.output_check
@@ -252,7 +258,7 @@ class PendingTurn:
         return TurnOutcome(
             turn.conversation_id, turn.user_message_id, turn.assistant_message_id, message,
             finish, outcome.answered, outcome.reason or turn.route_reason, check,
-            turn.selection(), turn.cost(), queued, error, stream_failed, turn)
+            turn.selection(), turn.cost(), queued, error, stream_failed, *place, turn=turn)
 
 
 def _reply_error(finish: Finished, check: OutputCheck | None, message: Message | None,

@@ -155,3 +155,17 @@ def test_regenerate_answers_again_beside_the_reply_and_fork_copies_the_path(tree
     assert fork != conversation and store.get_conversation(fork).title == "Q1 (fork)"
     assert [m.id for m in store.messages(conversation)] == before  # the original is unchanged
     assert not {r["id"] for r in rows} & set(before)  # copies, with ids of their own
+
+
+def test_ask_and_regenerate_json_say_where_the_reply_stands(tree, capsys, monkeypatch):
+    store, conversation = tree
+    engine = ScriptedEngine(reply("Four"), reply("Four, again"))
+    monkeypatch.setattr("app.compose.create_local_engine", engine.factory)
+    code, out, _ = run(capsys, "ask", "--conversation", conversation, "Q4", "--json")
+    asked = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and (asked["sibling_index"], asked["siblings"]) == (1, 1)
+    assert store.get_message(asked["parent_id"]).content == "Q4"
+    code, out, _ = run(capsys, "regenerate", asked["message_id"], "--json")
+    again = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and again["parent_id"] == asked["parent_id"]
+    assert (again["sibling_index"], again["siblings"]) == (2, 2)

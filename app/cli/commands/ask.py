@@ -149,6 +149,9 @@ def _finish(args: argparse.Namespace, outcome: TurnOutcome, structured: bool) ->
         emit({"event": "finished", "reason": finish.reason.value,
               "conversation_id": outcome.conversation_id,
               "message_id": outcome.message_id,
+              # where the reply stands in the conversation's tree (a regenerated answer: 2/2)
+              "parent_id": outcome.user_message_id, "sibling_index": outcome.sibling_index,
+              "siblings": outcome.siblings,
               "ttft_ms": round_or_none(finish.ttft_ms),
               "tokens_per_s": round_or_none(finish.tokens_per_s),
               "engine": outcome.answered.engine, "model": outcome.answered.model,
