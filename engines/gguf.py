@@ -44,6 +44,7 @@ class GGUFInfo:
     metadata: dict[str, Any] = field(default_factory=dict)
     file_size: int = 0
     expected_size: int | None = None  # None when a tensor type is unknown to this reader
+    parameter_count: int = 0  # the weights' elements, summed over every tensor
 
     @property
     def architecture(self) -> str:
@@ -161,12 +162,14 @@ def _read_body(reader: _Reader, path: Path, file_size: int) -> GGUFInfo:
             metadata[key] = value
     data_end = 0
     known = True
+    parameters = 0
     for _ in range(tensor_count):
         reader.string()
         n_dims = reader.scalar("<I")
         elements = 1
         for _ in range(n_dims):
             elements *= reader.scalar("<Q")
+        parameters += elements
         ttype, offset = reader.scalar("<I"), reader.scalar("<Q")
         block = GGML_BLOCKS.get(ttype)
         if block is None:
@@ -178,7 +181,7 @@ def _read_body(reader: _Reader, path: Path, file_size: int) -> GGUFInfo:
     data_start = (header_end + alignment - 1) // alignment * alignment
     expected = data_start + data_end if known else None
     info = GGUFInfo(path=path, version=version, tensor_count=tensor_count, metadata=metadata,
-                    file_size=file_size, expected_size=expected)
+                    file_size=file_size, expected_size=expected, parameter_count=parameters)
     if expected is not None and file_size < expected:
         raise ModelInvalid(f"The model file {path} is truncated: it has {file_size:,} bytes but "
                            f"its tensors need {expected:,}. Download or copy it again.", str(path))

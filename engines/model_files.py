@@ -30,7 +30,8 @@ def bundled_model_path() -> Path:
 
 
 def resolve_model_path(setting: str | None) -> Path:
-    """The model to load: an explicit path (setting or --model) or, when empty, the bundled one."""
+    """The model to load: an explicit path (setting or --model) or, when empty, the bundled one.
+    (A library name is resolved by ``engines.model_library`` first.)"""
     if setting and setting.strip():
         return Path(setting.strip()).expanduser()
     return bundled_model_path()

@@ -10,6 +10,7 @@ from engines.base import Engine
 from engines.http_policy import Timeouts
 from engines.llama_local import LoadSettings, LocalEngine
 from engines.model_files import resolve_model_path
+from engines.model_library import ModelLibrary
 from engines.openai_compat import OpenAICompatEngine
 
 
@@ -17,7 +18,10 @@ def create_local_engine(settings: Settings, model_path: str | Path | None = None
                         on_attempt=None):
     """A LocalEngine for ``model_path`` (or the setting, or the bundled model); starts loading.
     ``on_attempt``: the usage ledger's sink, one record per reply."""
-    path = resolve_model_path(str(model_path) if model_path else settings["model_path"])
+    wanted = str(model_path) if model_path else settings["model_path"]
+    # a name from `outpost models list`, or a path
+    path = ModelLibrary.from_settings(settings).find(wanted).path if wanted and wanted.strip() \
+        else resolve_model_path(None)
     return LocalEngine(path, LoadSettings(context_cap=settings["context_cap"],
                                           n_threads=settings["n_threads"],
                                           gpu_offload=settings["gpu_offload"],

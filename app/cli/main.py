@@ -15,6 +15,7 @@ from app.cli.commands.ask import cmd_ask, cmd_regenerate
 from app.cli.commands.common import emit
 from app.cli.commands.gui import cmd_gui
 from app.cli.commands.history import cmd_history
+from app.cli.commands.models import cmd_models
 from app.cli.commands.metering import cmd_quota, cmd_usage
 from app.cli.commands.outbox import cmd_offline, cmd_outbox
 from app.cli.commands.presets import cmd_preset
@@ -104,6 +105,35 @@ def _parser() -> argparse.ArgumentParser:
     _knob_flags(regen)
     regen.add_argument("--json", action="store_true",
                        help="one JSON object per line, as `outpost ask --json`")
+
+    models = sub.add_parser("models", help="the local model library: list, info, import, "
+                            "rename, remove")
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    mlist = msub.add_parser("list", help="every model: the models folder, references, shared "
+                            "folders, the bundled one")
+    mlist.add_argument("--json", action="store_true")
+    minfo = msub.add_parser("info", help="what a model's GGUF header says, and the memory it "
+                            "needs at the context_cap setting")
+    minfo.add_argument("model", metavar="MODEL", help="a name from `models list`, or a path")
+    minfo.add_argument("--json", action="store_true")
+    mimport = msub.add_parser("import", help="add a GGUF file (copied by default)")
+    mimport.add_argument("file", metavar="FILE")
+    how = mimport.add_mutually_exclusive_group()
+    how.add_argument("--link", action="store_true",
+                     help="hard-link it into the models folder (same disk, no second copy)")
+    how.add_argument("--reference", action="store_true",
+                     help="leave it where it is and remember where")
+    mimport.add_argument("--name", metavar="NAME", help="the name to list it under")
+    mimport.add_argument("--json", action="store_true")
+    mrename = msub.add_parser("rename", help="rename a model of the models folder")
+    mrename.add_argument("model", metavar="MODEL")
+    mrename.add_argument("new_name", metavar="NEW_NAME")
+    mrename.add_argument("--json", action="store_true")
+    mremove = msub.add_parser("remove", help="delete a model of the models folder (a "
+                              "reference: forget it); shared and bundled models are refused")
+    mremove.add_argument("model", metavar="MODEL")
+    mremove.add_argument("--yes", action="store_true", help="do not ask first")
+    mremove.add_argument("--json", action="store_true")
 
     providers = sub.add_parser("providers", help="configure cloud providers")
     psub = providers.add_subparsers(dest="providers_command", metavar="ACTION", required=True)
@@ -291,6 +321,7 @@ def _knob_flags(parser: argparse.ArgumentParser) -> None:
 
 def _dispatch(args: argparse.Namespace) -> int:
     commands = {"ask": cmd_ask, "regenerate": cmd_regenerate, "history": cmd_history,
+                "models": cmd_models,
                 "providers": cmd_providers,
                 "keys": cmd_keys, "outbox": cmd_outbox, "offline": cmd_offline,
                 "usage": cmd_usage, "quota": cmd_quota, "profile": cmd_profile,

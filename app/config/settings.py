@@ -35,7 +35,14 @@ class Option:
 
 SCHEMA: tuple[Option, ...] = (
     Option("model_path", str, "",
-           "Path of the local GGUF model. Empty: the bundled SmolLM2-135M-Instruct (Q4_1)."),
+           "The local model: a name from `outpost models list`, or a GGUF file's path. Empty: "
+           "the bundled SmolLM2-135M-Instruct (Q4_1)."),
+    Option("models_dir", str, "",
+           "Where imported models are kept. Empty: the models folder in Outpost's data "
+           "folder."),
+    Option("shared_model_folders", list, [],
+           "Read-only folders (a network share, a USB stick) scanned for GGUF models; Outpost "
+           "never writes or deletes there."),
     Option("context_cap", int, 4096,
            "Upper bound of the local context window in tokens; the model's own trained context "
            "length is used when it is smaller.", 256, 1_048_576),

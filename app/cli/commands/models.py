@@ -1,0 +1,90 @@
+"""``outpost models``: the model library (``engines.model_library``): list, info, import,
+rename, remove."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from app.cli.commands.common import emit, emit_list
+from app.config.settings import Settings
+from app.domain.errors import UsageError
+from engines.model_library import ModelEntry, ModelLibrary
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    settings = Settings()
+    library = ModelLibrary.from_settings(settings)
+    context = settings["context_cap"]
+    action = args.models_command
+    if action == "list":
+        entries = library.entries()
+        if args.json:
+            emit_list([e.describe(context) for e in entries])
+        else:
+            for entry in entries:
+                print(_line(entry, context))
+            for problem in library.problems:
+                sys.stderr.write(f"outpost: skipped: {problem}\n")
+        return 0
+    if action == "info":
+        _show(library.find(args.model), context, args.json)
+        return 0
+    if action == "import":
+        mode = "link" if args.link else "reference" if args.reference else "copy"
+        _show(library.import_file(args.file, mode, args.name), context, args.json)
+        return 0
+    if action == "rename":
+        _show(library.rename(args.model, args.new_name), context, args.json)
+        return 0
+    if action == "remove":
+        entry = library.find(args.model)
+        if not args.yes:
+            what = "forget the reference to" if entry.source == "reference" else "delete"
+            if not sys.stdin.isatty():
+                raise UsageError(f"Removing {entry.name} would {what} {entry.path}; pass --yes "
+                                 "to confirm.")
+            answer = input(f"{what.capitalize()} {entry.path} ({_size(entry.size)})? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                sys.stderr.write("outpost: nothing was removed.\n")
+                return 0
+        removed = library.remove(entry.name)
+        if args.json:
+            emit({"removed": removed.name, "path": str(removed.path), "source": removed.source})
+        else:
+            print(f"Removed {removed.name}.")
+        return 0
+    raise UsageError(f"Unknown models action {action!r}.")
+
+
+def _show(entry: ModelEntry, context: int, as_json: bool) -> None:
+    data = entry.describe(context)
+    if as_json:
+        emit(data)
+        return
+    rows = [("name", data["name"]), ("path", data["path"]), ("source", data["source"]),
+            ("architecture", data["architecture"]),
+            ("parameters", f"{data['parameters'] / 1e6:,.0f} M"),
+            ("quantization", data["quantization"]),
+            ("trained context", f"{data['trained_context']:,}" if data["trained_context"]
+             else "unknown"),
+            ("chat template", "yes" if data["chat_template"] else "no (plain User:/Assistant:)"),
+            ("license", data["license"] or "not given"), ("size", _size(data["size_bytes"])),
+            ("memory", f"about {_size(data['memory_estimate_bytes'])} at a context of "
+                       f"{data['context']:,}")]
+    for label, value in rows:
+        print(f"{label + ':':<16} {value}")
+
+
+def _line(entry: ModelEntry, context: int) -> str:
+    data = entry.describe(context)
+    return (f"{data['name']:<40} {data['quantization']:<7} "
+            f"{data['parameters'] / 1e6:>7,.0f}M  {_size(data['size_bytes']):>9}  "
+            f"{data['source']}")
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"

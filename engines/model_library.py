@@ -1,0 +1,268 @@
+"""The model library: the GGUF files Outpost can load, and what their headers say.
+
+Where models are (``ModelLibrary``):
+
+* the **models directory** (setting ``models_dir``; default ``<data dir>/models``): files Outpost
+  imported (copied or hard-linked) and, in ``references.json``, files left where they are;
+* any number of **shared read-only folders** (setting ``shared_model_folders``: a network share,
+  a USB stick), scanned for ``*.gguf``; Outpost never writes there and never deletes from there;
+* the **bundled** SmolLM2-135M-Instruct.
+
+One file is listed once, whatever way it is reached (the same device and inode: a hard link, a
+reference to a file already in a shared folder). A model's **name** is its file name without
+``.gguf``; ``outpost ask --model`` and ``models info`` take a name or a path. A half-written file
+(``*.part``) is never listed.
+
+Each model shows what its GGUF header says (architecture, parameters, quantization, trained
+context, chat template, license) and an estimate of the memory it needs at a context length:
+the weights (the file size) + the KV cache (f16: 2 × layers × context × KV width × 2 bytes)
++ 64 MiB for llama.cpp's compute buffers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.config import paths
+from app.domain.errors import ModelInvalid, ModelNotFound, UsageError
+from engines.gguf import GGUFInfo, read_gguf
+from engines.model_files import bundled_model_path
+
+# llama.cpp's LLAMA_FTYPE (general.file_type): how the weights are quantized
+FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1",
+              10: "Q2_K", 11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S",
+              15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS",
+              20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS", 23: "IQ3_XXS", 24: "IQ1_S",
+              25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS",
+              31: "IQ1_M", 32: "BF16", 36: "TQ1_0", 37: "TQ2_0"}
+COMPUTE_OVERHEAD_BYTES = 64 * 1024 * 1024
+REFERENCES = "references.json"
+IMPORT_MODES = ("copy", "link", "reference")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of the library, as its header describes it."""
+
+    name: str
+    path: Path
+    source: str  # "library", "reference", "shared" or "bundled"
+    info: GGUFInfo
+
+    @property
+    def size(self) -> int:
+        return self.info.file_size
+
+    @property
+    def quantization(self) -> str:
+        kind = self.info.metadata.get("general.file_type")
+        return FILE_TYPES.get(kind, f"type {kind}") if kind is not None else "unknown"
+
+    @property
+    def read_only(self) -> bool:
+        """Shared and bundled models are never renamed or deleted by Outpost."""
+        return self.source in ("shared", "bundled")
+
+    def memory_estimate(self, context: int) -> int:
+        """Bytes to hold the weights, an f16 KV cache of ``context`` tokens and the compute
+        buffers (an estimate; llama.cpp's exact needs vary by backend)."""
+        meta, arch = self.info.metadata, self.info.architecture
+        layers = int(meta.get(f"{arch}.block_count") or 0)
+        width = int(meta.get(f"{arch}.embedding_length") or 0)
+        heads = int(meta.get(f"{arch}.attention.head_count") or 0) or 1
+        kv_heads = int(meta.get(f"{arch}.attention.head_count_kv") or heads)
+        head_dim = int(meta.get(f"{arch}.attention.key_length") or width // heads)
+        kv_cache = 2 * layers * context * kv_heads * head_dim * 2
+        return self.size + kv_cache + COMPUTE_OVERHEAD_BYTES
+
+    def describe(self, context: int) -> dict:
+        """What ``models list/info`` show (JSON-ready)."""
+        info = self.info
+        return {"name": self.name, "path": str(self.path), "source": self.source,
+                "architecture": info.architecture, "parameters": info.parameter_count,
+                "quantization": self.quantization, "trained_context": info.context_length,
+                "chat_template": info.chat_template is not None,
+                "license": info.metadata.get("general.license"), "size_bytes": self.size,
+                "memory_estimate_bytes": self.memory_estimate(
+                    min(context, info.context_length or context)),
+                "context": min(context, info.context_length or context)}
+
+
+def default_models_dir() -> Path:
+    return paths.data_dir() / "models"
+
+
+class ModelLibrary:
+    """The models directory, the shared folders and the bundled model (see the module)."""
+
+    def __init__(self, models_dir: Path | None = None, shared: list[Path] | None = None,
+                 include_bundled: bool = True):
+        self.models_dir = Path(models_dir) if models_dir else default_models_dir()
+        self.shared = [Path(p).expanduser() for p in shared or []]
+        self.include_bundled = include_bundled
+
+    @classmethod
+    def from_settings(cls, settings) -> "ModelLibrary":
+        return cls(Path(settings["models_dir"]).expanduser() if settings["models_dir"] else None,
+                   [Path(p) for p in settings["shared_model_folders"]])
+
+    # -- what there is ------------------------------------------------------------------------
+    def entries(self) -> list[ModelEntry]:
+        """Every loadable model once, sorted by name. A file whose header is broken is left
+        out (``problems`` says why)."""
+        found: list[ModelEntry] = []
+        seen: set[tuple[int, int]] = set()
+        self.problems: list[str] = []
+        for path, source in self._candidates():
+            try:
+                stat = path.stat()
+            except OSError:
+                continue  # a share that went away, a dangling reference
+            if (stat.st_dev, stat.st_ino) in seen:
+                continue
+            try:
+                info = read_gguf(path)
+            except (ModelInvalid, ModelNotFound) as exc:
+                self.problems.append(str(exc))
+                continue
+            seen.add((stat.st_dev, stat.st_ino))
+            found.append(ModelEntry(path.name.removesuffix(".gguf"), path, source, info))
+        return sorted(found, key=lambda e: (e.name.lower(), e.source))
+
+    def _candidates(self):
+        if self.models_dir.is_dir():
+            for path in sorted(self.models_dir.glob("*.gguf")):
+                yield path, "library"
+        for path in self._references():
+            yield path, "reference"
+        for folder in self.shared:
+            if folder.is_dir():
+                for path in sorted(folder.rglob("*.gguf")):
+                    yield path, "shared"
+        if self.include_bundled:
+            try:
+                yield bundled_model_path(), "bundled"
+            except ModelNotFound:
+                return
+
+    def _references(self) -> list[Path]:
+        file = self.models_dir / REFERENCES
+        if not file.exists():
+            return []
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        return [Path(p) for p in data.get("paths", []) if isinstance(p, str)]
+
+    def _write_references(self, references: list[Path]) -> None:
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.models_dir / (REFERENCES + ".part")
+        tmp.write_text(json.dumps({"paths": [str(p) for p in references]}, indent=2),
+                       encoding="utf-8")
+        os.replace(tmp, self.models_dir / REFERENCES)
+
+    def find(self, name_or_path: str) -> ModelEntry:
+        """A model by the name ``models list`` shows, or by path."""
+        candidate = Path(name_or_path).expanduser()
+        if candidate.suffix == ".gguf" or os.sep in name_or_path or candidate.exists():
+            info = read_gguf(candidate)  # names the problem with the file
+            return ModelEntry(candidate.name.removesuffix(".gguf"), info.path, "path", info)
+        entries = self.entries()
+        matches = [e for e in entries if e.name == name_or_path] or \
+            [e for e in entries if e.name.lower() == name_or_path.lower()]
+        if not matches:
+            names = ", ".join(e.name for e in entries) or "none"
+            raise ModelNotFound(f"There is no model called {name_or_path!r} (models: {names}). "
+                                "Give a path to a GGUF file, or import it with `outpost models "
+                                "import FILE`.")
+        return matches[0]
+
+    # -- changes ------------------------------------------------------------------------------
+    def import_file(self, source: str | Path, mode: str = "copy",
+                    name: str | None = None) -> ModelEntry:
+        """Add a GGUF file: ``copy`` it into the models directory, hard-``link`` it there (same
+        disk, no second copy), or keep a ``reference`` to it where it is. The header is checked
+        first; a copy is written to ``.part`` and renamed only once complete."""
+        if mode not in IMPORT_MODES:
+            raise UsageError(f"Import mode must be one of {', '.join(IMPORT_MODES)}; got "
+                             f"{mode!r}.")
+        info = read_gguf(source)  # refuses a missing, non-GGUF or truncated file at once
+        stem = _checked_name(name) if name else info.path.name.removesuffix(".gguf")
+        for entry in self.entries():
+            if os.path.samefile(entry.path, info.path):
+                raise UsageError(f"{info.path} is already in the library, as {entry.name}.")
+            if entry.name == stem:
+                raise UsageError(f"A model called {stem} is already in the library; choose "
+                                 "another name (--name).")
+        if mode == "reference":
+            self._write_references(self._references() + [info.path])
+            return ModelEntry(stem, info.path, "reference", info)
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        target = self.models_dir / f"{stem}.gguf"
+        if mode == "link":
+            try:
+                os.link(info.path, target)
+            except OSError as exc:
+                raise UsageError(f"{info.path} cannot be hard-linked into {self.models_dir} "
+                                 f"({exc.strerror}); copy it, or keep a reference to it.") \
+                    from None
+        else:
+            free = shutil.disk_usage(self.models_dir).free
+            if free < info.file_size:
+                raise UsageError(f"There is not enough free space in {self.models_dir} to copy "
+                                 f"{info.path.name}: it needs {info.file_size:,} bytes, "
+                                 f"{free:,} are free.")
+            part = target.with_name(target.name + ".part")
+            try:
+                shutil.copyfile(info.path, part)
+                os.replace(part, target)
+            except OSError as exc:
+                part.unlink(missing_ok=True)
+                raise UsageError(f"{info.path.name} could not be copied into "
+                                 f"{self.models_dir}: {exc.strerror}.") from None
+        return ModelEntry(stem, target, "library", read_gguf(target))
+
+    def remove(self, name: str) -> ModelEntry:
+        """Delete a model of the library (a reference: forget it; the file stays where it
+        is). Shared and bundled models are refused."""
+        entry = self.find(name)
+        if entry.read_only or entry.source == "path":
+            raise UsageError(f"{entry.name} is a {entry.source} model ({entry.path}); Outpost "
+                             "does not delete it.")
+        if entry.source == "reference":
+            self._write_references([p for p in self._references()
+                                    if not _same_file(p, entry.path)])
+        else:
+            entry.path.unlink()
+        return entry
+
+    def rename(self, name: str, new_name: str) -> ModelEntry:
+        entry = self.find(name)
+        new_name = _checked_name(new_name)
+        if entry.source != "library":
+            raise UsageError(f"{entry.name} is a {entry.source} model; only models in the "
+                             "models directory can be renamed.")
+        if any(e.name == new_name for e in self.entries()):
+            raise UsageError(f"A model called {new_name} is already in the library.")
+        target = entry.path.with_name(f"{new_name}.gguf")
+        os.replace(entry.path, target)
+        return ModelEntry(new_name, target, "library", read_gguf(target))
+
+
+def _checked_name(name: str) -> str:
+    name = name.strip().removesuffix(".gguf")
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise UsageError(f"{name!r} is not a usable model name (no slashes, not empty, not "
+                         "starting with a dot).")
+    return name
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a == b
