@@ -125,6 +125,19 @@ def _parser() -> argparse.ArgumentParser:
                      help="leave it where it is and remember where")
     mimport.add_argument("--name", metavar="NAME", help="the name to list it under")
     mimport.add_argument("--json", action="store_true")
+    mdown = msub.add_parser("download", help="download a GGUF (any https URL, e.g. a Hugging "
+                            "Face resolve URL) into the models folder; resumes, verifies")
+    mdown.add_argument("url", metavar="URL")
+    mdown.add_argument("--sha256", metavar="HEX", help="the file's sha256: a mismatch deletes it")
+    mdown.add_argument("--name", metavar="NAME", help="the name to list it under (default: "
+                       "the URL's file name)")
+    mdown.add_argument("--json", action="store_true",
+                       help="progress and the result as JSON lines (event: progress / done)")
+    mverify = msub.add_parser("verify", help="check a model: its GGUF header, and its sha256 "
+                              "against --sha256 (printed either way)")
+    mverify.add_argument("model", metavar="MODEL")
+    mverify.add_argument("--sha256", metavar="HEX")
+    mverify.add_argument("--json", action="store_true")
     mrename = msub.add_parser("rename", help="rename a model of the models folder")
     mrename.add_argument("model", metavar="MODEL")
     mrename.add_argument("new_name", metavar="NEW_NAME")

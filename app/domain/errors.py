@@ -17,6 +17,8 @@
     │   ├── TimeoutError_             connect / first-token / idle deadline passed
     │   ├── ConnectionFailed          DNS, refused, reset before any reply
     │   ├── StreamInterrupted         died after partial text (carries `partial`)
+    │   ├── DownloadFailed            a model download stopped or was refused (the part is kept
+    │   │                             when it can be resumed)
     │   ├── EmptyReply                the model answered nothing (saved, marked as an error)
     │   └── InvalidJsonReply          structured output still invalid after its one repair
     ├── StorageError                  the database or a file could not be read or written
@@ -131,6 +133,10 @@ class StreamInterrupted(EngineError):
     def __init__(self, message: str, partial: str = ""):
         super().__init__(message)
         self.partial = partial
+
+
+class DownloadFailed(EngineError):
+    kind = "download_failed"
 
 
 class EmptyReply(EngineError):

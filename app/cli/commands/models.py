@@ -7,7 +7,8 @@ import sys
 
 from app.cli.commands.common import emit, emit_list
 from app.config.settings import Settings
-from app.domain.errors import UsageError
+from app.domain.errors import ModelInvalid, UsageError
+from engines.model_download import Progress, download, file_sha256
 from engines.model_library import ModelEntry, ModelLibrary
 
 
@@ -33,6 +34,21 @@ def cmd_models(args: argparse.Namespace) -> int:
         mode = "link" if args.link else "reference" if args.reference else "copy"
         _show(library.import_file(args.file, mode, args.name), context, args.json)
         return 0
+    if action == "download":
+        return _download(args, library, context)
+    if action == "verify":
+        entry = library.find(args.model)  # reads (and checks) the whole header
+        digest = file_sha256(entry.path)
+        wanted = args.sha256.strip().lower() if args.sha256 else None
+        if args.json:
+            emit({"name": entry.name, "path": str(entry.path), "sha256": digest,
+                  "matches": None if wanted is None else digest == wanted})
+        else:
+            print(f"{entry.name}: GGUF header ok, sha256 {digest}")
+        if wanted is not None and digest != wanted:
+            raise ModelInvalid(f"{entry.name} does not match the sha256 given (expected "
+                               f"{wanted}, got {digest}).")
+        return 0
     if action == "rename":
         _show(library.rename(args.model, args.new_name), context, args.json)
         return 0
@@ -54,6 +70,50 @@ def cmd_models(args: argparse.Namespace) -> int:
             print(f"Removed {removed.name}.")
         return 0
     raise UsageError(f"Unknown models action {action!r}.")
+
+
+def _download(args: argparse.Namespace, library: ModelLibrary, context: int) -> int:
+    """A progress line on stderr (redrawn on a terminal, every 10 % in a log), or JSON lines."""
+    live = sys.stderr.isatty()
+    shown = {"tenth": -1}
+
+    def progress(p: Progress) -> None:
+        if args.json:
+            tenth = int((p.fraction or 0) * 100)
+            if tenth != shown["tenth"]:
+                shown["tenth"] = tenth
+                emit({"event": "progress", "done": p.done, "total": p.total,
+                      "speed_bps": round(p.speed_bps), "eta_s": _round(p.eta_s)})
+            return
+        line = (f"{_size(p.done)}" + (f" of {_size(p.total)} ({p.fraction:.0%})"
+                                      if p.total else "")
+                + f" · {_size(int(p.speed_bps))}/s"
+                + (f" · {p.eta_s:.0f} s left" if p.eta_s is not None else ""))
+        tenth = int((p.fraction or 0) * 10)
+        if live:
+            sys.stderr.write(f"\routpost: {line}   ")
+        elif tenth != shown["tenth"]:
+            shown["tenth"] = tenth
+            sys.stderr.write(f"outpost: {line}\n")
+
+    def notice(text: str) -> None:
+        sys.stderr.write(f"\noutpost: {text}\n" if live else f"outpost: {text}\n")
+
+    try:
+        entry = download(args.url, library, name=args.name, sha256=args.sha256,
+                         on_progress=progress, on_notice=notice)
+    finally:
+        if live:
+            sys.stderr.write("\n")
+    if args.json:
+        emit({"event": "done", **entry.describe(context)})
+    else:
+        print(f"Downloaded {entry.name} ({_size(entry.size)}) into {entry.path.parent}.")
+    return 0
+
+
+def _round(value: float | None) -> float | None:
+    return round(value, 1) if value is not None else None
 
 
 def _show(entry: ModelEntry, context: int, as_json: bool) -> None:
