@@ -24,7 +24,7 @@ import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol, Union
+from typing import Callable, Iterator, NamedTuple, Protocol, Union
 
 from app.chat.candidates import CandidatesEngine
 from app.chat.connectivity import Connectivity
@@ -48,7 +48,7 @@ from app.domain.messages import (
     StreamEvent,
     estimate_prompt_tokens,
 )
-from app.domain.routes import FAILOVER_ERRORS, Route, decide_route
+from app.domain.routes import FAILOVER_ERRORS, Route, RouteDecision, decide_route
 from app.domain.structured import OutputCheck
 from app.domain.test_time import Plan, Selection, check_candidates_differ
 from app.storage.outbox import OutboxItem
@@ -331,36 +331,20 @@ class TurnPipeline:
         service = self.service
         conversation = service.store.get_conversation(conversation_id) \
             if conversation_id else None
-        engine, decision, plan, overrode = self._engine_for(target, conversation)
-        if target.test_time is not None:
-            engine = self._with_candidates(engine, target.test_time, options, conversation)
-        if wait_for_model:
-            engine.wait_ready()  # exact counts from the model's own tokenizer
-        turn = service.start_turn(prompt, conversation_id, model=engine.info.model,
-                                  options=options, route=target.route, counter=engine,
-                                  effective_route=decision.route.value,
-                                  price_known=engine.price_known, reply_to=reply_to)
-        turn.route_reason, turn.outbox_plan = decision.reason, plan
-        started = TurnStarted(turn.conversation_id, turn.user_message_id,
-                              conversation_id is None, decision.route, decision.reason,
-                              engine.info, turn.fit, turn.request.response_format is not None,
-                              overrode)
-        return PendingTurn(self, turn, engine, started, plan)
+        chosen = self._choose(target, options, conversation, wait_for_model)
+        turn = service.start_turn(prompt, conversation_id, model=chosen.engine.info.model,
+                                  options=options, route=target.route, counter=chosen.engine,
+                                  effective_route=chosen.decision.route.value,
+                                  price_known=chosen.engine.price_known, reply_to=reply_to)
+        return self._pending(chosen, turn, new_conversation=conversation_id is None)
 
     def retry(self, failed: Turn, *, target: TurnTarget = TurnTarget(),
               options: TurnOptions = TurnOptions()) -> PendingTurn:
         """Answer a failed turn's saved prompt again (same request, same key), with the engine
         the target says now (best-of-n included); the new reply is a sibling of the failed one."""
         conversation = self.service.store.get_conversation(failed.conversation_id)
-        engine, decision, plan, overrode = self._engine_for(target, conversation)
-        if target.test_time is not None:
-            engine = self._with_candidates(engine, target.test_time, options, conversation)
-        turn = self.service.retry_turn(failed)
-        turn.route_reason, turn.outbox_plan = decision.reason, plan
-        started = TurnStarted(turn.conversation_id, turn.user_message_id, False,
-                              decision.route, decision.reason, engine.info, turn.fit,
-                              turn.request.response_format is not None, overrode)
-        return PendingTurn(self, turn, engine, started, plan)
+        chosen = self._choose(target, options, conversation, wait_for_model=False)
+        return self._pending(chosen, self.service.retry_turn(failed))
 
     def regenerate(self, message_id: str, *, target: TurnTarget = TurnTarget(),
                    options: TurnOptions = TurnOptions(), wait_for_model: bool = False
@@ -370,19 +354,31 @@ class TurnPipeline:
         service = self.service
         reply = service.store.get_message(message_id)
         conversation = service.store.get_conversation(reply.conversation_id)
+        chosen = self._choose(target, options, conversation, wait_for_model)
+        turn = service.regenerate_turn(message_id, model=chosen.engine.info.model,
+                                       options=options, counter=chosen.engine,
+                                       effective_route=chosen.decision.route.value,
+                                       price_known=chosen.engine.price_known)
+        return self._pending(chosen, turn)
+
+    def _choose(self, target: TurnTarget, options: TurnOptions, conversation,
+                wait_for_model: bool) -> "_Chosen":
+        """Steps 1-2 for any kind of turn: the route and the engine (best-of-n around it)."""
         engine, decision, plan, overrode = self._engine_for(target, conversation)
         if target.test_time is not None:
             engine = self._with_candidates(engine, target.test_time, options, conversation)
         if wait_for_model:
-            engine.wait_ready()
-        turn = service.regenerate_turn(message_id, model=engine.info.model, options=options,
-                                       counter=engine, effective_route=decision.route.value,
-                                       price_known=engine.price_known)
-        turn.route_reason, turn.outbox_plan = decision.reason, plan
-        started = TurnStarted(turn.conversation_id, turn.user_message_id, False,
-                              decision.route, decision.reason, engine.info, turn.fit,
-                              turn.request.response_format is not None, overrode)
-        return PendingTurn(self, turn, engine, started, plan)
+            engine.wait_ready()  # exact counts from the model's own tokenizer
+        return _Chosen(engine, decision, plan, overrode)
+
+    def _pending(self, chosen: "_Chosen", turn: Turn,
+                 new_conversation: bool = False) -> PendingTurn:
+        turn.route_reason, turn.outbox_plan = chosen.decision.reason, chosen.plan
+        started = TurnStarted(turn.conversation_id, turn.user_message_id, new_conversation,
+                              chosen.decision.route, chosen.decision.reason, chosen.engine.info,
+                              turn.fit, turn.request.response_format is not None,
+                              chosen.overrode)
+        return PendingTurn(self, turn, chosen.engine, started, chosen.plan)
 
     # -- routing and engines ------------------------------------------------------------------
     def effective_route(self, target: TurnTarget, conversation_id: str | None) -> Route:
@@ -473,3 +469,13 @@ class TurnPipeline:
                            counter.estimate_cost(tokens, max_tokens))
 
         return job
+
+
+class _Chosen(NamedTuple):
+    """Who answers a turn: the engine, the route decision, the outbox plan, and whether Offline
+    mode overrode what was asked."""
+
+    engine: Engine
+    decision: RouteDecision
+    plan: OutboxPlan | None
+    overrode: bool

@@ -108,9 +108,9 @@ def test_cloud_only_without_a_provider_is_refused_before_anything_is_saved(outpo
     store.close()
 
 
-def test_a_local_rate_limit_is_waited_out_when_the_caller_asks(outpost_home, tmp_path):
-    """``outpost ask`` with rate_limit_wait: RateLimitWait once a second, then the turn goes;
-    without it the turn is refused and nothing is saved. Virtual clock: no real waiting."""
+def one_request_a_minute(tmp_path):
+    """A store, a virtual clock and a service whose profile may send one request a minute
+    (local ones counted)."""
     store = Store()
     clock = Clock()
     book = QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json")
@@ -120,6 +120,13 @@ def test_a_local_rate_limit_is_waited_out_when_the_caller_asks(outpost_home, tmp
     ledger = UsageLedger(store, "ana")
     service = ChatService(store, Settings(), ledger=ledger,
                           quotas=QuotaGuard(book, ledger, clock=clock), profile="ana")
+    return store, clock, service
+
+
+def test_a_local_rate_limit_is_waited_out_when_the_caller_asks(outpost_home, tmp_path):
+    """``outpost ask`` with rate_limit_wait: RateLimitWait once a second, then the turn goes;
+    without it the turn is refused and nothing is saved. Virtual clock: no real waiting."""
+    store, clock, service = one_request_a_minute(tmp_path)
     paused: list[float] = []
 
     def pause(cancel, seconds):
@@ -144,15 +151,7 @@ def test_a_local_rate_limit_is_waited_out_when_the_caller_asks(outpost_home, tmp
 
 
 def test_stopping_while_waiting_for_a_rate_limit_sends_nothing(outpost_home, tmp_path):
-    store = Store()
-    clock = Clock()
-    book = QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json")
-    admin = Profile("admin", is_admin=True)
-    book.set("ana", "requests_per_minute", 1, by=admin)
-    book.set("ana", "count_local", True, by=admin)
-    ledger = UsageLedger(store, "ana")
-    service = ChatService(store, Settings(), ledger=ledger,
-                          quotas=QuotaGuard(book, ledger, clock=clock), profile="ana")
+    store, clock, service = one_request_a_minute(tmp_path)
     engine = ScriptedEngine(reply("One"), reply("Two"))
     pipeline = TurnPipeline(service, FixedEngines(engine), clock=clock,
                             pause=lambda cancel, seconds: True)  # the user stopped it
