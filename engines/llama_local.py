@@ -17,6 +17,10 @@
   llama-cpp-python's own reuse (longest common prefix, faster follow-ups, no guarantee).
   ``Usage`` reports how many prompt tokens were actually evaluated (counted in ``eval``).
 * Cancel is checked after every token, so a stop takes effect within one token.
+* LoRA adapters (``ChatRequest.lora``) are loaded once per file onto the loaded model and set on
+  its context per reply (``llama_set_adapters_lora``): switching adapters, or their scales,
+  between turns never reloads the base model. The KV cache was computed under the previous
+  adapters, so a change of adapters drops it (the next prompt is evaluated in full).
 """
 from __future__ import annotations
 
@@ -31,7 +35,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from app.domain.errors import Cancelled, EngineError, ModelLoadFailed, OutpostError, UsageError
+from app.domain.adapters import LoraAdapter
+from app.domain.errors import (
+    Cancelled,
+    EngineError,
+    ModelInvalid,
+    ModelLoadFailed,
+    ModelNotFound,
+    OutpostError,
+    UsageError,
+)
 from app.domain.messages import (
     ChatRequest,
     Finished,
@@ -133,6 +146,11 @@ class LocalEngine(EngineBase):
         # prompt evaluation: the only part of the cache a reproducible reply may reuse.
         self._canonical: list[int] = []
         self._load_error: OutpostError | None = None
+        self.loads = 0  # how many times the base model was loaded (once per engine)
+        # LoRA adapters loaded onto the model, by file (freed with the model), and the
+        # (file, scale) pairs set on the context now
+        self._adapters: dict[str, Any] = {}
+        self._active_lora: tuple[tuple[str, float], ...] = ()
         self._ready = threading.Event()
         self._closed = False
         self._jobs: "queue.Queue[Any]" = queue.Queue()
@@ -292,6 +310,7 @@ class LocalEngine(EngineBase):
         bos = model.token_get_text(bos_id) if bos_id != -1 else ""
         self._formatter = ChatFormatter(self.gguf.chat_template, bos_token=bos, eos_token=eos)
         self._is_eog = _eog_checker(self._llm)
+        self.loads += 1
         log.info("loaded %s in %.2fs (%s)", self.path.name, time.perf_counter() - started,
                  self.info.detail)
 
@@ -315,6 +334,68 @@ class LocalEngine(EngineBase):
                 prefix = " " + prefix
             tokens += self._llm.tokenize(prefix.encode("utf-8"), add_bos=False, special=False)
         return tokens, tuple(prompt.stop) + tuple(request.stop)
+
+    @property
+    def adapters_loaded(self) -> tuple[str, ...]:
+        """The LoRA files loaded onto this model so far (each once)."""
+        return tuple(self._adapters)
+
+    def _adapter(self, adapter: LoraAdapter):
+        """The llama.cpp adapter for ``adapter``'s file, loaded onto the model on first use
+        after checking the file is a LoRA for this model's architecture."""
+        import llama_cpp  # deferred: llama_cpp loads only with a model
+
+        path = str(Path(adapter.path).expanduser().resolve())
+        if path in self._adapters:
+            return path, self._adapters[path]
+        try:
+            header = read_gguf(path)
+        except ModelNotFound:
+            raise ModelNotFound(f"The LoRA adapter {adapter.path} does not exist (moved, "
+                                "deleted, or its drive is gone).", adapter.path) from None
+        except ModelInvalid as exc:
+            raise ModelInvalid(f"The LoRA adapter {adapter.path} is not a usable GGUF file: "
+                               f"{exc.message}", adapter.path) from None
+        kind = header.metadata.get("general.type")
+        if kind != "adapter" or header.metadata.get("adapter.type", "lora") != "lora":
+            raise ModelInvalid(f"{adapter.name} is not a LoRA adapter (its GGUF header says "
+                               f"general.type = {kind or 'nothing'}); a full model is opened "
+                               "as a model, not attached as an adapter.", adapter.path)
+        if header.architecture != self.gguf.architecture:
+            raise ModelInvalid(f"The LoRA adapter {adapter.name} was made for "
+                               f"{header.architecture} models, but {self.path.name} is a "
+                               f"{self.gguf.architecture} model.", adapter.path)
+        handle = llama_cpp.llama_adapter_lora_init(self._llm._model.model,
+                                                   path.encode("utf-8"))
+        if not handle:
+            raise ModelInvalid(f"llama.cpp could not attach the LoRA adapter {adapter.name} "
+                               f"to {self.path.name}: its tensors do not match the model's "
+                               "(an adapter for another model of the same architecture?).",
+                               adapter.path)
+        self._adapters[path] = handle
+        return path, handle
+
+    def _set_adapters(self, wanted: tuple[LoraAdapter, ...]) -> None:
+        """Set exactly ``wanted`` on the context (no-op when they are set already)."""
+        import ctypes  # with llama_cpp: the arrays its C functions take
+
+        import llama_cpp  # deferred: llama_cpp loads only with a model
+
+        loaded = [self._adapter(a) for a in wanted]
+        key = tuple((path, a.scale) for (path, _), a in zip(loaded, wanted))
+        if key == self._active_lora:
+            return
+        n = len(loaded)
+        handles = (llama_cpp.llama_adapter_lora_p_ctypes * max(n, 1))(*[h for _, h in loaded])
+        scales = (ctypes.c_float * max(n, 1))(*[a.scale for a in wanted])
+        if llama_cpp.llama_set_adapters_lora(self._llm._ctx.ctx, handles if n else None, n,
+                                             scales if n else None):
+            raise EngineError("llama.cpp refused to set the LoRA adapters "
+                              f"{', '.join(a.label() for a in wanted)}.")
+        self._active_lora = key
+        # the cache holds keys and values computed under the previous adapters
+        self._llm.n_tokens = 0
+        self._canonical = []
 
     def _grammar(self, response_format: dict | None):
         """Structured output: a GBNF grammar built from the JSON schema (or llama.cpp's JSON
@@ -343,7 +424,8 @@ class LocalEngine(EngineBase):
         try:
             tokens, stops = self._tokenize(request)
             grammar = self._grammar(request.response_format)
-        except UsageError as exc:
+            self._set_adapters(request.lora)
+        except OutpostError as exc:
             job.events.put((_RAISE, exc))
             return
         except Exception as exc:

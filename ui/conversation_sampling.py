@@ -65,7 +65,7 @@ class ConversationSampling(QObject):
         system = conversation.system_prompt if conversation is not None \
             else self.settings["system_prompt"]
         own = (conversation.sampling or {}) if conversation is not None else {}
-        self.panel.load(knobs, system, own.get("response_format"))
+        self.panel.load(knobs, system, own.get("response_format"), own.get("lora"))
         self.panel.load_test_time(own.get("test_time"))
         self._loaded_for = cid
 
@@ -77,7 +77,7 @@ class ConversationSampling(QObject):
             return
         panel = self.panel
         values = dict(panel.values(), response_format=panel.response_format(),
-                      test_time=panel.test_time())
+                      test_time=panel.test_time(), lora=panel.lora.records())
         try:
             self.store.set_conversation_sampling(
                 cid, values, system_prompt=panel.system_prompt.toPlainText())

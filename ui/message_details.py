@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
+from app.domain.adapters import adapters_from_records
 from app.domain.messages import Message
 from ui.conversation_view import cost_text
 
@@ -51,6 +52,9 @@ class MessageDetails(QDialog):
             ("Cost", cost_text(message) or "—"),
             ("Request id", str(params.get("idempotency_key", "—"))),
         ]
+        adapters = adapters_from_records(params.get("lora"))
+        if adapters:
+            rows.insert(1, ("LoRA adapters", ", ".join(a.label() for a in adapters)))
         if message.error:
             rows.append(("Problem", message.error))
         self.values: dict[str, str] = {}

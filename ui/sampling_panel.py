@@ -28,6 +28,7 @@ from app.config.presets import PresetBook
 from app.domain.errors import OutpostError
 from app.domain.sampling import KNOBS, supports, why_unsupported
 from app.domain.test_time import Plan, extractor
+from ui.lora_picker import LoraPicker
 from ui.schema_editor import SchemaEditor
 
 ALWAYS_SET = ("temperature", "top_p", "max_tokens")  # sent by every engine, never empty
@@ -109,6 +110,9 @@ class SamplingPanel(QDockWidget):
         json_row.addStretch(1)
         json_row.addWidget(self.schema_button)
         layout.addLayout(json_row)
+        self.lora = LoraPicker()
+        self.lora.changed.connect(self._edited)
+        layout.addWidget(self.lora)
         self.schema: dict | None = None
         self._build_test_time(layout)
         layout.addWidget(QLabel("System prompt"))
@@ -135,11 +139,13 @@ class SamplingPanel(QDockWidget):
         self.refresh_presets()
 
     # -- values ------------------------------------------------------------------------------
-    def load(self, knobs: dict, system_prompt: str, response_format: dict | None = None) -> None:
-        """Show a conversation's knobs (None: not sent), system prompt and JSON mode; emits
-        nothing."""
+    def load(self, knobs: dict, system_prompt: str, response_format: dict | None = None,
+             lora=None) -> None:
+        """Show a conversation's knobs (None: not sent), system prompt, JSON mode and LoRA
+        adapter; emits nothing."""
         self._loading = True
         try:
+            self.lora.load(lora)
             self.json_mode.setChecked(bool(response_format))
             self.schema = (response_format or {}).get("schema")
             self._show_schema()
@@ -183,7 +189,7 @@ class SamplingPanel(QDockWidget):
                            system_prompt=self.system_prompt.toPlainText(),
                            json_mode=self.json_mode.isChecked(),
                            json_schema=self.schema if self.json_mode.isChecked() else None,
-                           test_time=self.test_time())
+                           test_time=self.test_time(), lora=self.lora.adapters())
 
     # -- test-time compute ---------------------------------------------------------------------
     def _build_test_time(self, layout: QVBoxLayout) -> None:
@@ -309,6 +315,7 @@ class SamplingPanel(QDockWidget):
             self.tt_scorer.setCurrentIndex(self.tt_scorer.findData("json"))
 
     def _apply_capabilities(self) -> None:
+        self.lora.set_local(self.kind == "local")
         if hasattr(self, "tt_scorer"):
             self._apply_scorers()
         for knob in KNOBS:

@@ -37,6 +37,7 @@ from app.domain.errors import (
     EngineError,
     InvalidJsonReply,
     OutpostError,
+    UsageError,
 )
 from app.domain.messages import (
     ChatMessage,
@@ -364,7 +365,8 @@ class TurnPipeline:
     def _choose(self, target: TurnTarget, options: TurnOptions, conversation,
                 wait_for_model: bool) -> "_Chosen":
         """Steps 1-2 for any kind of turn: the route and the engine (best-of-n around it)."""
-        engine, decision, plan, overrode = self._engine_for(target, conversation)
+        engine, decision, plan, overrode = self._engine_for(
+            target, conversation, adapters=self.service.lora(options, conversation))
         if target.test_time is not None:
             engine = self._with_candidates(engine, target.test_time, options, conversation)
         if wait_for_model:
@@ -391,13 +393,19 @@ class TurnPipeline:
             wanted = self.service.store.get_conversation(conversation_id).route
         return Route(wanted or settings["default_route"])
 
-    def _engine_for(self, target: TurnTarget, conversation):
+    def _engine_for(self, target: TurnTarget, conversation, adapters=()):
         """(engine, RouteDecision, OutboxPlan | None, offline mode overrode?). A Local only
-        turn (and Offline mode) never builds a cloud engine."""
+        turn (and Offline mode) never builds a cloud engine. LoRA ``adapters`` need the local
+        route (refused before any engine is built)."""
         settings = self.settings
         wanted = target.route or (conversation.route if conversation is not None else None)
         offline = bool(settings["offline_mode"] or target.offline)
         decision = decide_route(wanted, settings["default_route"], offline, target.provider)
+        if adapters and decision.route is not Route.LOCAL:
+            raise UsageError(
+                f"The LoRA adapter {adapters[0].name} works on the local model only, and this "
+                f"turn is routed {decision.route.value} to {target.provider}; choose Local "
+                "only (or Offline mode), or detach the adapter.")
         overrode = bool(settings["offline_mode"]) and bool(target.provider or wanted == "cloud")
         engines = self.engines
         if decision.route is Route.LOCAL:

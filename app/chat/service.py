@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from app.config.presets import PresetBook
 from app.config.settings import Settings, default_user_id
+from app.domain.adapters import LoraAdapter, adapters_from_records
 from app.domain.context import Fit, TokenCounter, fit_messages
 from app.domain.errors import OutpostError, UsageError
 from app.domain.messages import (
@@ -78,6 +79,8 @@ class TurnOptions:
     # best-of-n / self-consistency as chosen in the window (kept with a new conversation; the
     # caller wraps the engine, see app.chat.candidates)
     test_time: dict | None = None
+    # LoRA adapters on the local model (app.domain.adapters); None: the conversation's
+    lora: tuple[LoraAdapter, ...] | None = None
     # knobs set back to "not sent" (e.g. the panel's top_k emptied), overriding the rest
     unset: tuple[str, ...] = ()
 
@@ -379,6 +382,15 @@ class ChatService:
         return knobs
 
     @staticmethod
+    def lora(options: "TurnOptions", conversation=None) -> tuple[LoraAdapter, ...]:
+        """The LoRA adapters for this turn: the turn's, else the conversation's."""
+        if options.lora is not None:
+            return tuple(options.lora)
+        if conversation is not None and conversation.sampling:
+            return adapters_from_records(conversation.sampling.get("lora"))
+        return ()
+
+    @staticmethod
     def response_format(options: "TurnOptions", conversation=None) -> dict | None:
         """JSON mode for this turn: the turn's choice, else the conversation's."""
         if options.json_schema is not None:
@@ -455,7 +467,8 @@ class ChatService:
                 sampling={**{k: list(v) if isinstance(v, tuple) else v
                              for k, v in knobs.items()},
                           "response_format": request_args["response_format"],
-                          "test_time": options.test_time})
+                          "test_time": options.test_time,
+                          "lora": [a.record() for a in request_args["lora"]]})
         elif options.system_prompt is not None and \
                 options.system_prompt != conversation.system_prompt:
             self.store.set_conversation_sampling(conversation.id, conversation.sampling,
@@ -499,7 +512,8 @@ class ChatService:
         written (MessageTooLong, QuotaExceeded, RateLimitedLocally, a bad knob)."""
         knobs = self.knobs(options, conversation)
         request_args = dict(knobs, stop=tuple(knobs.get("stop") or ()),
-                            response_format=self.response_format(options, conversation))
+                            response_format=self.response_format(options, conversation),
+                            lora=self.lora(options, conversation))
         ChatRequest(model=model, messages=tuple(messages[-1:]), **request_args)  # the knobs
         fit = fit_messages(messages, counter, request_args["max_tokens"]) \
             if counter is not None else None

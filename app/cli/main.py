@@ -312,6 +312,11 @@ def _knob_flags(parser: argparse.ArgumentParser) -> None:
                        help="the reply must be JSON (local: grammar-constrained; OpenAI: "
                             "json_object; Anthropic: a forced tool call); checked, repaired "
                             "once, printed once valid")
+    knobs.add_argument("--lora", action="append", default=None, metavar="FILE[:SCALE]",
+                       help="apply this LoRA adapter (a GGUF LoRA for the local model's "
+                            "architecture) at SCALE (default 1; 0: no effect); repeatable. "
+                            "Local model only; the base model is not reloaded; the reply "
+                            "stores the adapters it used. Default: the conversation's")
     ttc = parser.add_argument_group(
         "test-time compute", "Several candidates, one reply; every candidate is metered.")
     ttc.add_argument("--best-of", type=int, metavar="N", dest="best_of",

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Union
 
+from app.domain.adapters import LoraAdapter
 from app.domain.errors import UsageError
 from app.domain.sampling import KNOB_NAMES, check
 
@@ -109,10 +110,14 @@ class ChatRequest:
     response_format: dict | None = None
     # Report the reply's mean token log-probability (Finished.mean_logprob): local engine only
     logprobs: bool = False
+    # LoRA adapters on the local model (app.domain.adapters); only the local engine applies them
+    lora: tuple[LoraAdapter, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.messages:
             raise UsageError("A request needs at least one message.")
+        object.__setattr__(self, "lora", tuple(
+            a if isinstance(a, LoraAdapter) else LoraAdapter.from_record(a) for a in self.lora))
         for name in KNOB_NAMES:  # each knob within its range (app.domain.sampling says which)
             object.__setattr__(self, name, check(name, getattr(self, name)) if name != "stop"
                                else check(name, list(self.stop)) or ())
@@ -122,6 +127,7 @@ class ChatRequest:
         data = asdict(self)
         data["messages"] = [m.as_dict() for m in self.messages]
         data["stop"] = list(self.stop)
+        data["lora"] = [a.record() for a in self.lora]
         return data
 
     @classmethod

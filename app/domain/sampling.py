@@ -170,6 +170,9 @@ def sent_params(kind: str, request) -> dict:
     rf = getattr(request, "response_format", None)
     if rf:
         out["response_format"] = structured_mode(kind, rf)
+    lora = getattr(request, "lora", ())
+    if lora and kind == "local":  # only the local engine applies adapters
+        out["lora"] = [a.record() for a in lora]
     return out
 
 

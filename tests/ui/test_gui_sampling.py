@@ -186,3 +186,37 @@ def test_an_empty_reply_is_an_error_with_retry_not_a_blank_bubble(qtbot, scripte
     answer = scripted.store.messages(window.controller.conversation_id)[-1]
     assert answer.content == "Hello." and answer.status.value == "complete"
     assert window.view.last_bubble().text == "Hello."
+
+
+@pytest.mark.local_model
+def test_a_lora_attached_in_the_window_is_applied_kept_and_shown_in_details(
+        qtbot, outpost, bundled_model, tmp_path, artifacts_dir):
+    from tests.lora_files import make_lora
+
+    adapter = make_lora(bundled_model, tmp_path / "pirate-style.gguf", seed=4)
+    window = outpost.window
+    panel = window.sampling
+    assert panel.lora.isEnabled()  # the local model answers
+    panel.fields["max_tokens"].setValue(8)
+    panel.lora.set_adapter(str(adapter), 0.75)
+    send(qtbot, outpost, "Hello")
+    [conversation] = outpost.store.list_conversations(window.profile_name)
+    used = [{"name": "pirate-style.gguf", "path": str(adapter), "scale": 0.75}]
+    assert conversation.sampling["lora"] == used
+    reply = outpost.store.messages(conversation.id)[-1]
+    assert reply.params["lora"] == used and reply.status.value == "complete"
+
+    window.view.last_bubble().details_button.click()
+    details = window.details_dialog
+    qtbot.addWidget(details)
+    assert details.values["LoRA adapters"] == "pirate-style.gguf × 0.75"
+    details.grab().save(str(artifacts_dir / "message_details_lora.png"))
+    details.close()
+
+    # a new chat starts without it; the conversation brings it back
+    window._on_new_chat()
+    assert panel.lora.adapters() == ()
+    window._on_conversation_selected(conversation.id)
+    assert panel.lora.records() == used
+    panel.lora.set_adapter(None)  # detached: kept with the conversation
+    assert outpost.store.get_conversation(conversation.id).sampling["lora"] == []

@@ -19,6 +19,7 @@ from app.chat.pipeline import (
 from app.chat.service import TurnOptions
 from app.cli.commands.common import emit, open_core, read_prompt, round_or_none
 from app.compose import CommandEngines
+from app.domain.adapters import parse_lora
 from app.domain.errors import NoProviderForCloud, UsageError
 from app.domain.messages import Restart, Seam, TextDelta, Usage
 from app.domain.sampling import KNOB_NAMES
@@ -257,5 +258,7 @@ def knob_options(args):
     if schema is not None:
         schema = load_schema(schema)
     json_mode = True if getattr(args, "json_mode", False) else None
+    lora = tuple(parse_lora(spec) for spec in args.lora) if getattr(args, "lora", None) \
+        else None
     return TurnOptions(**values, stop=stop, preset=args.preset, system_prompt=args.system,
-                       json_schema=schema, json_mode=json_mode)
+                       json_schema=schema, json_mode=json_mode, lora=lora)

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from app.cli.commands.common import emit_list, open_core
+from app.domain.adapters import adapters_from_records
 from app.domain.messages import Message
 
 MESSAGE_KEYS = ("id", "conversation_id", "parent_id", "role", "content", "status", "engine",
@@ -108,6 +109,9 @@ def _block(m: Message, note: str = "") -> str:
     authors = " → ".join(f"{x.get('engine')} · {x.get('model')}" for x in m.segments or []) \
         if m.segments and len(m.segments) > 1 else f"{m.engine} · {m.model}"
     who = m.role.value if m.role.value != "assistant" else f"assistant · {authors}"
+    adapters = adapters_from_records((m.params or {}).get("lora"))
+    if adapters:
+        who += " · LoRA " + ", ".join(a.label() for a in adapters)
     body = m.content or (f"({m.error})" if m.error else "")
     route = f"\n  [{m.route_reason}]" if m.role.value == "assistant" and m.route_reason and \
         any(w in m.route_reason for w in ("locally", "outbox", "hedge")) else ""

@@ -1,0 +1,72 @@
+"""`outpost ask --lora FILE[:SCALE]` on the real bundled model: the reply stores the adapter and
+scale it used, a conversation keeps its adapter, a cloud route is refused before anything is
+saved."""
+from __future__ import annotations
+
+import pytest
+
+from tests.cli.test_cli import assert_nothing_stored, assert_one_sentence, cli, json_lines, \
+    open_store
+from tests.lora_files import make_lora
+
+pytestmark = [pytest.mark.local_model, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def adapter(bundled_model, tmp_path_factory):
+    return make_lora(bundled_model, tmp_path_factory.mktemp("lora") / "style.gguf", seed=3)
+
+
+def replies(home):
+    store = open_store(home)
+    try:
+        conversation = store.list_conversations()[0]
+        return conversation, [m for m in store.branch(conversation.id)
+                              if m.role.value == "assistant"]
+    finally:
+        store.close()
+
+
+def test_ask_with_a_lora_stores_it_on_the_reply_and_the_conversation(outpost_home, adapter):
+    proc = cli("ask", "Say hi.", "--lora", f"{adapter}:0.5", "--temperature", "0",
+               "--max-tokens", "8", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json_lines(proc.stdout)[-1]["event"] == "finished"
+    conversation, (reply,) = replies(outpost_home)
+    used = [{"name": "style.gguf", "path": str(adapter), "scale": 0.5}]
+    assert reply.params["lora"] == used
+    assert conversation.sampling["lora"] == used
+
+    # the next turn of that conversation keeps its adapter; --lora for one turn overrides it
+    proc = cli("ask", "Again.", "--conversation", conversation.id, "--temperature", "0",
+               "--max-tokens", "8")
+    assert proc.returncode == 0, proc.stderr
+    proc = cli("ask", "Once more.", "--conversation", conversation.id, "--lora",
+               f"{adapter}:0", "--temperature", "0", "--max-tokens", "8")
+    assert proc.returncode == 0, proc.stderr
+    _, (_, second, third) = replies(outpost_home)
+    assert second.params["lora"] == used
+    assert third.params["lora"][0]["scale"] == 0.0
+
+    shown = cli("history", "show", conversation.id)
+    assert "style.gguf × 0.5" in shown.stdout
+
+
+def test_a_lora_on_a_cloud_route_is_refused_before_anything_is_saved(outpost_home, adapter):
+    added = cli("providers", "add", "far", "--kind", "openai", "--base-url",
+                "http://127.0.0.1:9/v1", "--model", "m")
+    assert added.returncode == 0, added.stderr
+    proc = cli("ask", "Hi.", "--provider", "far", "--route", "cloud", "--lora", str(adapter))
+    assert proc.returncode == 2
+    assert "works on the local model only" in assert_one_sentence(proc.stderr)
+    assert_nothing_stored(outpost_home)
+
+
+def test_a_bad_lora_spec_and_a_missing_file_are_one_sentence(outpost_home, tmp_path):
+    proc = cli("ask", "Hi.", "--lora", "style.gguf:loud")
+    assert proc.returncode == 2
+    assert "not a number" in assert_one_sentence(proc.stderr)
+    assert_nothing_stored(outpost_home)
+    proc = cli("ask", "Hi.", "--lora", str(tmp_path / "gone.gguf"), "--max-tokens", "4")
+    assert proc.returncode != 0
+    assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,97 @@
+"""The sampling panel's LoRA row: attach one GGUF LoRA adapter to the conversation, with a
+scale. The local model applies it without reloading (engines/llama_local.py); cloud engines
+cannot, so the row is disabled for them. The CLI (``ask --lora``, repeatable) can stack several
+adapters; the window attaches one, the common case."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QDoubleSpinBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QWidget,
+)
+
+from app.domain.adapters import SCALE_LIMIT, LoraAdapter, adapters_from_records
+
+
+class LoraPicker(QWidget):
+    changed = Signal()
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.path: str | None = None
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        self.label = QLabel()
+        self.label.setMinimumWidth(60)
+        self.choose = QPushButton("Attach LoRA…")
+        self.choose.setToolTip("A LoRA adapter (GGUF) for the local model's architecture, "
+                               "applied on top of it without reloading the model; every reply "
+                               "records the adapter and scale it used (Details).")
+        self.choose.clicked.connect(self._choose)
+        self.scale = QDoubleSpinBox()
+        self.scale.setRange(-SCALE_LIMIT, SCALE_LIMIT)
+        self.scale.setSingleStep(0.1)
+        self.scale.setValue(1.0)
+        self.scale.setPrefix("× ")
+        self.scale.setToolTip("How strongly the adapter applies: 0 no effect, 1 as trained")
+        self.scale.valueChanged.connect(lambda _: self._changed())
+        self.detach = QPushButton("Detach")
+        self.detach.clicked.connect(lambda: self.set_adapter(None))
+        row.addWidget(self.label, 1)
+        row.addWidget(self.scale)
+        row.addWidget(self.choose)
+        row.addWidget(self.detach)
+        self._loading = False
+        self._show()
+
+    def adapters(self) -> tuple[LoraAdapter, ...]:
+        return (LoraAdapter(self.path, self.scale.value()),) if self.path else ()
+
+    def records(self) -> list[dict]:
+        return [a.record() for a in self.adapters()]
+
+    def load(self, records) -> None:
+        """Show a conversation's adapter; emits nothing."""
+        self._loading = True
+        try:
+            adapters = adapters_from_records(records)
+            self.path = adapters[0].path if adapters else None
+            self.scale.setValue(adapters[0].scale if adapters else 1.0)
+            self._show()
+        finally:
+            self._loading = False
+
+    def set_adapter(self, path: str | None, scale: float | None = None) -> None:
+        self.path = path
+        if scale is not None:
+            self.scale.setValue(scale)
+        self._show()
+        self._changed()
+
+    def set_local(self, local: bool) -> None:
+        """Only the local model applies adapters."""
+        self.setEnabled(local)
+        self.setToolTip("" if local else "LoRA adapters apply to the local model only.")
+
+    def _choose(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Attach a LoRA adapter", "",
+                                              "GGUF LoRA adapters (*.gguf)")
+        if path:
+            self.set_adapter(path)
+
+    def _show(self) -> None:
+        self.label.setText(f"LoRA: {Path(self.path).name}" if self.path else "LoRA: none")
+        self.label.setToolTip(self.path or "")
+        self.scale.setVisible(bool(self.path))
+        self.detach.setVisible(bool(self.path))
+        self.choose.setText("Change…" if self.path else "Attach LoRA…")
+
+    def _changed(self) -> None:
+        if not self._loading:
+            self.changed.emit()
