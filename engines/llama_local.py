@@ -61,13 +61,14 @@ from engines.chat_format import ChatFormatter
 from engines.gguf import GGUFInfo, read_gguf
 from engines.http_policy import AttemptRecord
 from engines.llama_output import LogprobScorer, TextAssembler
+from engines.model_load import KV_TYPES, ModelLoadOptions, check_for_model
 
 log = logging.getLogger(__name__)
 
 # Prompts are evaluated in chunks of this many tokens, aligned to position 0 (llama.cpp's
 # n_batch). Smaller chunks let follow-up turns reuse more of the KV cache (at most
 # PROMPT_CHUNK - 1 reusable tokens are evaluated again); bench/seed_cost.py measures the cost.
-PROMPT_CHUNK = 128
+PROMPT_CHUNK = ModelLoadOptions().batch  # 128 unless a model's load settings say otherwise
 
 
 class ContextOverflow(EngineError):
@@ -105,6 +106,12 @@ class LoadSettings:
     # consumer thread per token steals a core from llama.cpp's compute threads; the window
     # only repaints every 33 ms anyway. 0 = one delta per token.
     delta_interval_s: float = 0.02
+    # the model's own load settings (engines/model_load.py: context, GPU layers, threads, batch,
+    # flash attention, KV type, mmap, mlock); None fields: auto
+    options: ModelLoadOptions = field(default_factory=ModelLoadOptions)
+    # the file is on a shared (removable) folder: auto mmap is off, so the weights are in RAM
+    # and a share or USB stick that goes away cannot take the app down
+    removable: bool = False
 
 
 @dataclass
@@ -134,10 +141,20 @@ class LocalEngine(EngineBase):
         self.on_attempt = on_attempt
         self.gguf: GGUFInfo = read_gguf(model_path)  # fails fast, naming the file and problem
         self.path = self.gguf.path
+        options = self.settings.options
+        meta = self.gguf.metadata
+        self.n_layers = int(meta.get(f"{self.gguf.architecture}.block_count") or 0)
+        check_for_model(options, name=self.path.name, trained_context=self.gguf.context_length,
+                        layers=self.n_layers)
         trained = self.gguf.context_length or self.settings.context_cap
-        self.n_ctx = min(trained, self.settings.context_cap)
-        self.n_threads = self.settings.n_threads or physical_cores()
+        self.n_ctx = options.context or min(trained, self.settings.context_cap)
+        self.n_threads = options.threads or self.settings.n_threads or physical_cores()
+        self.n_batch = options.batch
+        self.flash_attn = options.flash_attn if options.flash_attn is not None \
+            else options.kv_type != "f16"
+        self.use_mmap = options.mmap if options.mmap is not None else not self.settings.removable
         self.gpu = False
+        self.gpu_layers = 0  # decided at load: llama.cpp says whether it can offload
         # the llama_cpp.Llama, once loaded (Any: llama_cpp is imported only on the model's thread)
         self._llm: Any = None
         self._formatter: ChatFormatter | None = None
@@ -160,10 +177,16 @@ class LocalEngine(EngineBase):
 
     # -- public -----------------------------------------------------------------------------
     @property
+    def placement(self) -> str:
+        """Where the layers are, for the status bar: "GPU 30/30 layers", "CPU, 2 threads"."""
+        if self.gpu_layers and self.n_layers:
+            return f"GPU {min(self.gpu_layers, self.n_layers)}/{self.n_layers} layers"
+        return f"CPU, {self.n_threads} thread{'s' if self.n_threads != 1 else ''}"
+
+    @property
     def info(self) -> EngineInfo:
-        where = "GPU" if self.gpu else "CPU"
         return EngineInfo(engine="local", model=self.path.name,
-                          detail=f"{where}, {self.n_threads} threads, context {self.n_ctx}")
+                          detail=f"{self.placement}, context {self.n_ctx}")
 
     @property
     def capabilities(self) -> EngineCapabilities:  # type: ignore[override]
@@ -293,14 +316,24 @@ class LocalEngine(EngineBase):
                 return super().eval(tokens)
 
         self.gpu = self.settings.gpu_offload and gpu_offload_supported()
+        wanted = self.settings.options.gpu_layers
+        self.gpu_layers = 0 if not self.gpu else (
+            self.n_layers + 1 if wanted is None else wanted)  # + 1: the output layer
+        kv_type = KV_TYPES[self.settings.options.kv_type]
         started = time.perf_counter()
         self._llm = _CountingLlama(
             model_path=str(self.path),
             n_ctx=self.n_ctx,
             n_threads=self.n_threads,
             n_threads_batch=self.n_threads,
-            n_batch=PROMPT_CHUNK,
-            n_gpu_layers=-1 if self.gpu else 0,
+            n_batch=self.n_batch,
+            n_ubatch=self.n_batch,
+            n_gpu_layers=self.gpu_layers,
+            flash_attn=self.flash_attn,
+            type_k=kv_type,
+            type_v=kv_type,
+            use_mmap=self.use_mmap,
+            use_mlock=self.settings.options.mlock,
             seed=self.settings.seed if self.settings.seed >= 0 else llama_cpp.LLAMA_DEFAULT_SEED,
             verbose=False,
         )
@@ -472,7 +505,8 @@ class LocalEngine(EngineBase):
                     evaluated_prompt = self._evaluated
                     first_at = now
                     # the prompt is in the cache now, in aligned chunks: whole ones are reusable
-                    self._canonical = list(tokens[:len(tokens) // PROMPT_CHUNK * PROMPT_CHUNK])
+                    chunk = self.n_batch
+                    self._canonical = list(tokens[:len(tokens) // chunk * chunk])
                 last_at = now
                 if job.stopped():
                     reason = FinishReason.CANCELLED
@@ -531,9 +565,10 @@ class LocalEngine(EngineBase):
             if cached != new:
                 break
             common += 1
-        limit = (len(tokens) - 1) // PROMPT_CHUNK * PROMPT_CHUNK
+        chunk = self.n_batch
+        limit = (len(tokens) - 1) // chunk * chunk
         # (n_tokens: in case something reset the model without evaluating since)
-        keep = min(common, limit, self._llm.n_tokens) // PROMPT_CHUNK * PROMPT_CHUNK
+        keep = min(common, limit, self._llm.n_tokens) // chunk * chunk
         if self._llm.n_tokens > keep:
             self._llm.n_tokens = keep  # generate() drops the cache past this point
         del self._canonical[keep:]

@@ -13,6 +13,9 @@ reference to a file already in a shared folder). A model's **name** is its file 
 ``.gguf``; ``outpost ask --model`` and ``models info`` take a name or a path. A half-written file
 (``*.part``) is never listed.
 
+LoRA adapter files (``general.type = adapter``) found in these folders are not models: they are
+listed apart (``adapters``) and attached with ``ask --lora`` or the sampling panel.
+
 Each model shows what its GGUF header says (architecture, parameters, quantization, trained
 context, chat template, license) and an estimate of the memory it needs at a context length:
 the weights (the file size) + the KV cache (f16: 2 × layers × context × KV width × 2 bytes)
@@ -30,6 +33,9 @@ from app.config import paths
 from app.domain.errors import ModelInvalid, ModelNotFound, UsageError
 from engines.gguf import GGUFInfo, read_gguf
 from engines.model_files import bundled_model_path
+from engines.model_load import LoadSettingsFile, ModelLoadOptions
+
+KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}  # bytes per cached element
 
 # llama.cpp's LLAMA_FTYPE (general.file_type): how the weights are quantized
 FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1",
@@ -66,29 +72,36 @@ class ModelEntry:
         """Shared and bundled models are never renamed or deleted by Outpost."""
         return self.source in ("shared", "bundled")
 
-    def memory_estimate(self, context: int) -> int:
-        """Bytes to hold the weights, an f16 KV cache of ``context`` tokens and the compute
-        buffers (an estimate; llama.cpp's exact needs vary by backend)."""
+    def memory_estimate(self, context: int, kv_type: str = "f16") -> int:
+        """Bytes to hold the weights, a KV cache of ``context`` tokens (f16: 2 bytes an
+        element; q8_0 1.0625; q4_0 0.5625) and the compute buffers (an estimate; llama.cpp's
+        exact needs vary by backend)."""
         meta, arch = self.info.metadata, self.info.architecture
         layers = int(meta.get(f"{arch}.block_count") or 0)
         width = int(meta.get(f"{arch}.embedding_length") or 0)
         heads = int(meta.get(f"{arch}.attention.head_count") or 0) or 1
         kv_heads = int(meta.get(f"{arch}.attention.head_count_kv") or heads)
         head_dim = int(meta.get(f"{arch}.attention.key_length") or width // heads)
-        kv_cache = 2 * layers * context * kv_heads * head_dim * 2
+        kv_cache = int(2 * layers * context * kv_heads * head_dim * KV_BYTES[kv_type])
         return self.size + kv_cache + COMPUTE_OVERHEAD_BYTES
 
-    def describe(self, context: int) -> dict:
-        """What ``models list/info`` show (JSON-ready)."""
+    def describe(self, context: int, options: ModelLoadOptions | None = None) -> dict:
+        """What ``models list/info`` show (JSON-ready). ``context``: the context_cap setting;
+        ``options``: the model's load settings (its own context and KV type count)."""
         info = self.info
+        options = options or ModelLoadOptions()
+        context = options.context or context
         return {"name": self.name, "path": str(self.path), "source": self.source,
                 "architecture": info.architecture, "parameters": info.parameter_count,
                 "quantization": self.quantization, "trained_context": info.context_length,
                 "chat_template": info.chat_template is not None,
                 "license": info.metadata.get("general.license"), "size_bytes": self.size,
                 "memory_estimate_bytes": self.memory_estimate(
-                    min(context, info.context_length or context)),
-                "context": min(context, info.context_length or context)}
+                    min(context, info.context_length or context), options.kv_type),
+                "context": min(context, info.context_length or context),
+                "kind": "adapter" if info.metadata.get("general.type") == "adapter"
+                else "model",
+                "load_settings": options.record()}
 
 
 def default_models_dir() -> Path:
@@ -103,6 +116,8 @@ class ModelLibrary:
         self.models_dir = Path(models_dir) if models_dir else default_models_dir()
         self.shared = [Path(p).expanduser() for p in shared or []]
         self.include_bundled = include_bundled
+        self.load_settings = LoadSettingsFile(self.models_dir)
+        self.adapters: list[ModelEntry] = []  # LoRA files met by the last entries()
 
     @classmethod
     def from_settings(cls, settings) -> "ModelLibrary":
@@ -116,6 +131,7 @@ class ModelLibrary:
         found: list[ModelEntry] = []
         seen: set[tuple[int, int]] = set()
         self.problems: list[str] = []
+        self.adapters = []
         for path, source in self._candidates():
             try:
                 stat = path.stat()
@@ -129,7 +145,11 @@ class ModelLibrary:
                 self.problems.append(str(exc))
                 continue
             seen.add((stat.st_dev, stat.st_ino))
-            found.append(ModelEntry(path.name.removesuffix(".gguf"), path, source, info))
+            entry = ModelEntry(path.name.removesuffix(".gguf"), path, source, info)
+            if info.metadata.get("general.type") == "adapter":
+                self.adapters.append(entry)
+                continue
+            found.append(entry)
         return sorted(found, key=lambda e: (e.name.lower(), e.source))
 
     def _candidates(self):
@@ -142,11 +162,23 @@ class ModelLibrary:
             if folder.is_dir():
                 for path in sorted(folder.rglob("*.gguf")):
                     yield path, "shared"
+            else:
+                self.problems.append(f"The shared model folder {folder} cannot be reached "
+                                     "(unplugged, or the share is offline); its models are "
+                                     "not listed.")
         if self.include_bundled:
             try:
                 yield bundled_model_path(), "bundled"
             except ModelNotFound:
                 return
+
+    def describe(self, entry: ModelEntry, context: int) -> dict:
+        """``entry.describe`` with its remembered load settings."""
+        return entry.describe(context, self.load_settings.get(entry.name))
+
+    def in_shared_folder(self, path: Path) -> bool:
+        path = Path(path).resolve()
+        return any(path.is_relative_to(folder.resolve()) for folder in self.shared)
 
     def _references(self) -> list[Path]:
         file = self.models_dir / REFERENCES
@@ -170,7 +202,8 @@ class ModelLibrary:
         candidate = Path(name_or_path).expanduser()
         if candidate.suffix == ".gguf" or os.sep in name_or_path or candidate.exists():
             info = read_gguf(candidate)  # names the problem with the file
-            return ModelEntry(candidate.name.removesuffix(".gguf"), info.path, "path", info)
+            return ModelEntry(candidate.name.removesuffix(".gguf"), info.path,
+                              "shared" if self.in_shared_folder(info.path) else "path", info)
         entries = self.entries()
         matches = [e for e in entries if e.name == name_or_path] or \
             [e for e in entries if e.name.lower() == name_or_path.lower()]
@@ -238,6 +271,7 @@ class ModelLibrary:
                                     if not _same_file(p, entry.path)])
         else:
             entry.path.unlink()
+        self.load_settings.forget(entry.name)
         return entry
 
     def rename(self, name: str, new_name: str) -> ModelEntry:
@@ -250,6 +284,7 @@ class ModelLibrary:
             raise UsageError(f"A model called {new_name} is already in the library.")
         target = entry.path.with_name(f"{new_name}.gguf")
         os.replace(entry.path, target)
+        self.load_settings.rename(entry.name, new_name)
         return ModelEntry(new_name, target, "library", read_gguf(target))
 
 

@@ -19,14 +19,21 @@ def create_local_engine(settings: Settings, model_path: str | Path | None = None
     """A LocalEngine for ``model_path`` (or the setting, or the bundled model); starts loading.
     ``on_attempt``: the usage ledger's sink, one record per reply."""
     wanted = str(model_path) if model_path else settings["model_path"]
+    library = ModelLibrary.from_settings(settings)
     # a name from `outpost models list`, or a path
-    path = ModelLibrary.from_settings(settings).find(wanted).path if wanted and wanted.strip() \
-        else resolve_model_path(None)
-    return LocalEngine(path, LoadSettings(context_cap=settings["context_cap"],
-                                          n_threads=settings["n_threads"],
-                                          gpu_offload=settings["gpu_offload"],
-                                          reproducible_seeds=settings["reproducible_seeds"]),
+    entry = library.find(wanted) if wanted and wanted.strip() else \
+        library.find(str(resolve_model_path(None)))
+    return LocalEngine(entry.path, local_load_settings(settings, library, entry),
                        on_attempt=on_attempt)
+
+
+def local_load_settings(settings: Settings, library: ModelLibrary, entry) -> LoadSettings:
+    """How ``entry`` loads: the settings, then its own remembered load settings."""
+    return LoadSettings(context_cap=settings["context_cap"], n_threads=settings["n_threads"],
+                        gpu_offload=settings["gpu_offload"],
+                        reproducible_seeds=settings["reproducible_seeds"],
+                        options=library.load_settings.get(entry.name),
+                        removable=entry.source == "shared")
 
 
 def cloud_timeouts(settings: Settings):

@@ -16,6 +16,7 @@ from app.cli.commands.common import emit
 from app.cli.commands.gui import cmd_gui
 from app.cli.commands.history import cmd_history
 from app.cli.commands.models import cmd_models
+from engines.model_load import KEYS as LOAD_KEYS
 from app.cli.commands.metering import cmd_quota, cmd_usage
 from app.cli.commands.outbox import cmd_offline, cmd_outbox
 from app.cli.commands.presets import cmd_preset
@@ -138,6 +139,13 @@ def _parser() -> argparse.ArgumentParser:
     mverify.add_argument("model", metavar="MODEL")
     mverify.add_argument("--sha256", metavar="HEX")
     mverify.add_argument("--json", action="store_true")
+    mset = msub.add_parser("set", help="a load setting of a model, remembered: "
+                           + ", ".join(LOAD_KEYS) + " (VALUE auto: Outpost chooses)")
+    mset.add_argument("model", metavar="MODEL")
+    mset.add_argument("key", metavar="KEY")
+    mset.add_argument("value", metavar="VALUE", help="a number, on/off, f16/q8_0/q4_0 "
+                      "(kv_type) or auto")
+    mset.add_argument("--json", action="store_true")
     mrename = msub.add_parser("rename", help="rename a model of the models folder")
     mrename.add_argument("model", metavar="MODEL")
     mrename.add_argument("new_name", metavar="NEW_NAME")

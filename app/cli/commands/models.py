@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 from app.cli.commands.common import emit, emit_list
 from app.config.settings import Settings
 from app.domain.errors import ModelInvalid, UsageError
 from engines.model_download import Progress, download, file_sha256
 from engines.model_library import ModelEntry, ModelLibrary
+from engines.model_load import check_for_model, parse_value
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -20,19 +22,23 @@ def cmd_models(args: argparse.Namespace) -> int:
     if action == "list":
         entries = library.entries()
         if args.json:
-            emit_list([e.describe(context) for e in entries])
+            emit_list([library.describe(e, context) for e in entries + library.adapters])
         else:
             for entry in entries:
                 print(_line(entry, context))
+            for entry in library.adapters:
+                print(_line(entry, context, "LoRA adapter"))
             for problem in library.problems:
                 sys.stderr.write(f"outpost: skipped: {problem}\n")
         return 0
     if action == "info":
-        _show(library.find(args.model), context, args.json)
+        _show(library, library.find(args.model), context, args.json)
         return 0
+    if action == "set":
+        return _set(args, library, context)
     if action == "import":
         mode = "link" if args.link else "reference" if args.reference else "copy"
-        _show(library.import_file(args.file, mode, args.name), context, args.json)
+        _show(library, library.import_file(args.file, mode, args.name), context, args.json)
         return 0
     if action == "download":
         return _download(args, library, context)
@@ -50,7 +56,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                                f"{wanted}, got {digest}).")
         return 0
     if action == "rename":
-        _show(library.rename(args.model, args.new_name), context, args.json)
+        _show(library, library.rename(args.model, args.new_name), context, args.json)
         return 0
     if action == "remove":
         entry = library.find(args.model)
@@ -116,8 +122,32 @@ def _round(value: float | None) -> float | None:
     return round(value, 1) if value is not None else None
 
 
-def _show(entry: ModelEntry, context: int, as_json: bool) -> None:
-    data = entry.describe(context)
+def _set(args: argparse.Namespace, library: ModelLibrary, context: int) -> int:
+    """``models set MODEL KEY VALUE``: one load setting, checked against the model."""
+    entry = library.find(args.model)
+    value = parse_value(args.key, args.value)
+    options = replace(library.load_settings.get(entry.name), **{args.key: value})
+    check_for_model(options, name=entry.name, trained_context=entry.info.context_length,
+                    layers=int(entry.info.metadata.get(
+                        f"{entry.info.architecture}.block_count") or 0))
+    library.load_settings.put(entry.name, options)
+    if args.json:
+        emit(library.describe(entry, context))
+    else:
+        shown = "auto" if value is None else ("on" if value is True else "off"
+                                              if value is False else value)
+        print(f"{entry.name}: {args.key} = {shown} (from its next load; the window reloads it "
+              "in the background)")
+    return 0
+
+
+def _settings_text(options: dict) -> str:
+    return ", ".join(f"{k} {'auto' if v is None else 'on' if v is True else 'off' if v is False else v}"
+                     for k, v in options.items())
+
+
+def _show(library: ModelLibrary, entry: ModelEntry, context: int, as_json: bool) -> None:
+    data = library.describe(entry, context)
     if as_json:
         emit(data)
         return
@@ -130,16 +160,17 @@ def _show(entry: ModelEntry, context: int, as_json: bool) -> None:
             ("chat template", "yes" if data["chat_template"] else "no (plain User:/Assistant:)"),
             ("license", data["license"] or "not given"), ("size", _size(data["size_bytes"])),
             ("memory", f"about {_size(data['memory_estimate_bytes'])} at a context of "
-                       f"{data['context']:,}")]
+                       f"{data['context']:,}"),
+            ("load settings", _settings_text(data["load_settings"]))]
     for label, value in rows:
         print(f"{label + ':':<16} {value}")
 
 
-def _line(entry: ModelEntry, context: int) -> str:
+def _line(entry: ModelEntry, context: int, kind: str = "") -> str:
     data = entry.describe(context)
     return (f"{data['name']:<40} {data['quantization']:<7} "
             f"{data['parameters'] / 1e6:>7,.0f}M  {_size(data['size_bytes']):>9}  "
-            f"{data['source']}")
+            f"{data['source']}{'  ' + kind if kind else ''}")
 
 
 def _size(n: int) -> str:
