@@ -6,23 +6,35 @@
   ``Range`` request. A server that answers the range with the whole file (no Range support) is
   started over from byte 0, and ``on_notice`` says so.
 * **Checks**: the first bytes must be ``GGUF`` (an HTML error page is refused at once); the size
-  must be what the server announced; the whole GGUF header is read before the rename; with
-  ``sha256`` the hash must match (a mismatch deletes the part and says so).
-* Free space is checked before the first byte; two downloads of the same file at once are
-  refused (a lock file next to the part, naming the process); ``cancel`` stops between chunks
-  and keeps the part for a later resume.
+  must be what the server announced; the whole GGUF header is read before the rename; with a
+  sha256 the hash must match (a mismatch deletes the part and says where the expected hash came
+  from). ``on_verified`` is told which hash was checked and where it came from.
+* **The sha256 from Hugging Face**: when no ``sha256`` is given and the URL is a Hugging Face
+  resolve URL (``{endpoint}/{owner}/{repo}/resolve/{revision}/{path}``, where ``endpoint`` is
+  ``HF_ENDPOINT`` or ``https://huggingface.co``, as in ``huggingface_hub``), the expected hash is
+  the ``lfs.oid`` the Hub's tree API lists for that file, and ``on_notice`` says "verified
+  against Hugging Face" once it matched. A file kept in git rather than LFS has no sha256 there,
+  and a Hub API that cannot be reached or answers an error only costs the check: the download
+  goes on unverified, and ``on_notice`` says so in one sentence. A given ``sha256`` always wins.
+* Free space is checked before the first byte (when the server says the size), and a disk that
+  fills up while writing (``ENOSPC``) stops the download with one sentence naming the folder;
+  the part is kept for a resume and, being a ``.part``, never listed. Two downloads of the same
+  file at once are refused (a lock file next to the part, naming the process); ``cancel`` stops
+  between chunks and keeps the part for a later resume.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-from urllib.parse import unquote, urlparse
+from typing import Literal, Self
+from urllib.parse import quote, unquote, urlparse
 
 import httpx
 
@@ -32,6 +44,10 @@ from engines.model_library import ModelEntry, ModelLibrary, _checked_name
 
 CHUNK = 1024 * 1024
 USER_AGENT = "Outpost/0.1"
+HF_DEFAULT_ENDPOINT = "https://huggingface.co"
+HUB_API_TIMEOUT = httpx.Timeout(10.0)
+HUB_API_MAX_PAGES = 50  # the tree API pages long folders (a Link: rel="next" header)
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,111 @@ class Progress:
         return max(0.0, (self.total - self.done) / self.speed_bps)
 
 
+@dataclass(frozen=True)
+class Verification:
+    """The sha256 a finished download was checked against, and where that hash came from:
+    ``"given"`` (the caller's ``sha256``, e.g. ``--sha256``) or ``"huggingface"`` (the Hub API)."""
+
+    sha256: str
+    source: Literal["given", "huggingface"]
+
+    def __str__(self) -> str:
+        where = "Hugging Face" if self.source == "huggingface" else "the sha256 given"
+        return f"verified against {where} (sha256 {self.sha256})"
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """A file of a Hugging Face model repository, as its resolve URL names it."""
+
+    endpoint: str
+    repo_id: str  # owner/repo
+    revision: str
+    path: str  # inside the repository, e.g. "q4/model.Q4_K_M.gguf"
+
+    @property
+    def tree_url(self) -> str:
+        """The Hub API listing of the folder holding the file (its LFS sha256 is there)."""
+        folder = self.path.rpartition("/")[0]
+        return (f"{self.endpoint}/api/models/{self.repo_id}/tree/{quote(self.revision, safe='')}"
+                + (f"/{quote(folder)}" if folder else ""))
+
+
+def hub_endpoint() -> str:
+    """Where Hugging Face is: ``HF_ENDPOINT`` (a mirror, a test server) or huggingface.co."""
+    return (os.environ.get("HF_ENDPOINT") or HF_DEFAULT_ENDPOINT).rstrip("/")
+
+
+def hub_file(url: str) -> HubFile | None:
+    """The repository file a Hugging Face resolve URL names, or None for any other URL."""
+    endpoint = hub_endpoint()
+    if not url.startswith(endpoint + "/"):
+        return None
+    rest = url[len(endpoint) + 1:].split("#", 1)[0].split("?", 1)[0]
+    parts = rest.split("/")
+    if len(parts) < 5 or parts[2] != "resolve" or not all(parts):
+        return None
+    owner, repo, _, revision, *path = (unquote(p) for p in parts)
+    return HubFile(endpoint, f"{owner}/{repo}", revision, "/".join(path))
+
+
+def hub_sha256(file: HubFile, client: httpx.Client) -> str | None:
+    """The sha256 the Hub lists for ``file`` (its LFS object id), or None for a file kept in git
+    (the Hub has no sha256 for it). Raises ``DownloadFailed`` when the Hub cannot say."""
+    url: str | None = file.tree_url
+    for _ in range(HUB_API_MAX_PAGES):
+        if url is None:
+            break
+        try:
+            response = client.get(url, timeout=HUB_API_TIMEOUT,
+                                  headers={"Accept": "application/json"})
+        except httpx.HTTPError as exc:
+            raise DownloadFailed(f"the Hugging Face API could not be reached ({exc})") from None
+        if response.status_code >= 400:
+            raise DownloadFailed(f"the Hugging Face API answered {response.status_code} "
+                                 f"{response.reason_phrase}")
+        try:
+            listing = response.json()
+        except ValueError:
+            listing = None
+        if not isinstance(listing, list):
+            raise DownloadFailed("the Hugging Face API answered something else than a file "
+                                 "list")
+        for entry in listing:
+            if isinstance(entry, dict) and entry.get("path") == file.path:
+                return _lfs_sha256(entry)
+        url = response.links.get("next", {}).get("url")
+    raise DownloadFailed(f"Hugging Face does not list {file.path} in {file.repo_id} at "
+                         f"{file.revision}")
+
+
+def _lfs_sha256(entry: dict) -> str | None:
+    lfs = entry.get("lfs")
+    if not lfs:
+        return None
+    oid = lfs.get("oid") if isinstance(lfs, dict) else None
+    if not _is_sha256(oid):
+        raise DownloadFailed(f"the Hugging Face API lists no usable sha256 for {entry['path']} "
+                             f"({oid!r})")
+    return str(oid).lower()
+
+
+def _is_sha256(value: object) -> bool:
+    return (isinstance(value, str) and len(value) == 64
+            and all(c in "0123456789abcdef" for c in value.lower()))
+
+
+def checked_sha256(value: str | None) -> str | None:
+    """A sha256 as given by a user (spaces, capitals) in lower case; ``UsageError`` if it is
+    not 64 hexadecimal digits."""
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if not _is_sha256(value):
+        raise UsageError("--sha256 must be 64 hexadecimal digits.")
+    return value
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -76,15 +197,13 @@ def download(url: str, library: ModelLibrary, *, name: str | None = None,
              on_progress: Callable[[Progress], None] | None = None,
              on_notice: Callable[[str], None] | None = None,
              cancel: threading.Event | None = None,
-             clock: Callable[[], float] = time.monotonic) -> ModelEntry:
+             clock: Callable[[], float] = time.monotonic,
+             on_verified: Callable[[Verification], None] | None = None) -> ModelEntry:
     """Download ``url`` into the library (see the module) and return the new model."""
     if not url.startswith(("https://", "http://")):
         raise UsageError(f"{url} is not an http(s) URL.")
     stem = _checked_name(name) if name else name_from_url(url)
-    if sha256 is not None:
-        sha256 = sha256.strip().lower()
-        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
-            raise UsageError("--sha256 must be 64 hexadecimal digits.")
+    sha256 = checked_sha256(sha256)
     if any(e.name == stem for e in library.entries()):
         raise UsageError(f"A model called {stem} is already in the library.")
     library.models_dir.mkdir(parents=True, exist_ok=True)
@@ -98,25 +217,53 @@ def download(url: str, library: ModelLibrary, *, name: str | None = None,
                                     headers={"User-Agent": USER_AGENT})
     with _Lock(part):
         try:
+            expected = (Verification(sha256, "given") if sha256 is not None
+                        else _expected_from_hub(url, stem, client, notice))
             _fetch(client, url, part, on_progress, notice, cancel, clock)
         finally:
             if own_client:
                 client.close()
         try:
-            if sha256 is not None:
+            if expected is not None:
                 got = file_sha256(part)
-                if got != sha256:
+                if got != expected.sha256:
                     part.unlink(missing_ok=True)
+                    origin = ("from Hugging Face" if expected.source == "huggingface"
+                              else "as given")
                     raise DownloadFailed(f"The download of {stem} does not match its sha256 "
-                                         f"(expected {sha256}, got {got}); the file was "
-                                         "deleted.")
+                                         f"{origin} (expected {expected.sha256}, got {got}); "
+                                         "the file was deleted.")
             read_gguf(part)  # the whole header, and the size its tensors need
         except ModelInvalid as exc:
             part.unlink(missing_ok=True)
             raise DownloadFailed(f"The download of {stem} is not a usable model ({exc}); the "
                                  "file was deleted.") from None
         os.replace(part, target)
+    if expected is not None:
+        if expected.source == "huggingface":
+            notice(f"{stem} was {expected}.")
+        if on_verified is not None:
+            on_verified(expected)
     return ModelEntry(stem, target, "library", read_gguf(target))
+
+
+def _expected_from_hub(url: str, stem: str, client: httpx.Client,
+                       notice: Callable[[str], None]) -> Verification | None:
+    """The hash Hugging Face lists for ``url`` (None, with a notice, when there is none)."""
+    file = hub_file(url)
+    if file is None:
+        return None
+    try:
+        sha256 = hub_sha256(file, client)
+    except DownloadFailed as exc:
+        notice(f"{stem} could not be verified against Hugging Face ({exc}); it is downloaded "
+               "without a sha256 check.")
+        return None
+    if sha256 is None:
+        notice(f"Hugging Face lists no sha256 for {file.path} (it is kept in git, not LFS); "
+               f"{stem} is downloaded without a sha256 check.")
+        return None
+    return Verification(sha256, "huggingface")
 
 
 def _fetch(client: httpx.Client, url: str, part: Path, on_progress, notice, cancel,
@@ -146,7 +293,7 @@ def _fetch(client: httpx.Client, url: str, part: Path, on_progress, notice, canc
             free = shutil.disk_usage(part.parent).free
             if total is not None and total - have > free:
                 raise DownloadFailed(f"There is not enough free space in {part.parent} for "
-                                     f"{part.stem}: it needs {total - have:,} more bytes, "
+                                     f"{_stem(part)}: it needs {total - have:,} more bytes, "
                                      f"{free:,} are free.")
             _write(response, part, have, total, on_progress, cancel, clock)
     except httpx.TooManyRedirects:
@@ -160,6 +307,30 @@ def _fetch(client: httpx.Client, url: str, part: Path, on_progress, notice, canc
 
 def _write(response: httpx.Response, part: Path, have: int, total: int | None, on_progress,
            cancel: threading.Event, clock) -> None:
+    try:
+        _write_part(response, part, have, total, on_progress, cancel, clock)
+    except OSError as exc:  # the disk, not the network: say which and keep what was written
+        raise _write_failed(exc, part) from None
+
+
+def _stem(part: Path) -> str:
+    """The model name a ``<name>.gguf.part`` is for."""
+    return part.name.removesuffix(".gguf.part")
+
+
+def _write_failed(exc: OSError, part: Path) -> DownloadFailed:
+    stem = _stem(part)
+    if exc.errno in _DISK_FULL:
+        kept = part.stat().st_size if part.exists() else 0
+        return DownloadFailed(f"The disk holding {part.parent} is full: {stem} stopped after "
+                              f"{kept:,} bytes (kept in {part.name}); free some space and run "
+                              "the same command again to resume.")
+    return DownloadFailed(f"{stem} could not be written to {part.parent} "
+                          f"({exc.strerror or exc}); nothing was listed.")
+
+
+def _write_part(response: httpx.Response, part: Path, have: int, total: int | None,
+                on_progress, cancel: threading.Event, clock) -> None:
     started, done = clock(), have
     with part.open("r+b" if have else "wb") as handle:
         handle.seek(have)
@@ -195,7 +366,7 @@ class _Lock:
     def __init__(self, part: Path):
         self.path = part.with_name(part.name + ".lock")
 
-    def __enter__(self) -> "_Lock":
+    def __enter__(self) -> Self:
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -206,8 +377,14 @@ class _Lock:
                                          "command); wait for it.") from None
                 self.path.unlink(missing_ok=True)  # left by a process that died
                 continue
-            with os.fdopen(fd, "w") as handle:
-                handle.write(str(os.getpid()))
+            except OSError as exc:  # a full or read-only disk
+                raise _write_failed(exc, self.path.with_suffix("")) from None
+            try:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(str(os.getpid()))
+            except OSError as exc:
+                self.path.unlink(missing_ok=True)
+                raise _write_failed(exc, self.path.with_suffix("")) from None
             return self
         raise DownloadFailed(f"The download lock {self.path} cannot be taken.")
 

@@ -1,20 +1,32 @@
 """Model downloads against a real HTTP server on loopback serving the bundled GGUF: resume with
 Range (and without it), sha256, and the bad inputs: a 404, a redirect loop, HTML instead of GGUF, a
 connection cut at 37 %, a server that lies about Content-Length, a wrong hash, no free space, two
-downloads of one file at once. No half-written file is ever listed as a model."""
+downloads of one file at once. No half-written file is ever listed as a model.
+
+The same server plays Hugging Face (``HF_ENDPOINT`` points at it): a resolve route and the tree API
+that lists each file's LFS sha256, paged like the real one. And a real full disk: a 40 MB tmpfs
+mounted in a private mount namespace (``unshare``), where a download stops with one sentence both
+before the first byte (the server said the size) and in the middle (it did not: ENOSPC)."""
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
 from app import cli
 from app.domain.errors import Cancelled, DownloadFailed
-from engines.model_download import _Lock, download
+from engines.model_download import HubFile, Verification, _Lock, download, hub_file
 from engines.model_library import ModelLibrary
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Behaviour:
@@ -23,6 +35,13 @@ class Behaviour:
         self.cut_at: float | None = None  # close the connection after this share of the file
         self.lie: int = 0  # announce this many bytes more than sent
         self.body: bytes | None = None  # send this instead of the model (an HTML page)
+        self.no_length = False  # no Content-Length: the body ends when the connection closes
+        self.cuts = 0  # how many times the connection was cut (cut_at)
+        # the Hugging Face tree API: the sha256 it lists, whether the file is in LFS at all,
+        # and how it fails ("500", "cut": the connection closes without an answer, "html")
+        self.hub_sha256: str | None = None
+        self.hub_lfs = True
+        self.hub_fail: str | None = None
         self.requests: list[dict] = []
 
 
@@ -31,9 +50,45 @@ def model_bytes(bundled_model) -> bytes:
     return bundled_model.read_bytes()
 
 
+@pytest.fixture(scope="module")
+def model_digest(model_bytes) -> str:
+    return hashlib.sha256(model_bytes).hexdigest()
+
+
 @pytest.fixture
-def server(model_bytes):
+def server(model_bytes, model_digest):
     behaviour = Behaviour()
+    behaviour.hub_sha256 = model_digest
+
+    def hub_tree(handler: BaseHTTPRequestHandler) -> None:
+        """``/api/models/{owner}/{repo}/tree/{revision}/{folder}``: the folder's README on a
+        first page (with a Link to the next one, as the Hub pages), then ``tiny.gguf``."""
+        if behaviour.hub_fail == "500":
+            handler.send_error(500, "Internal Server Error")
+            return
+        if behaviour.hub_fail == "cut":
+            handler.close_connection = True
+            return
+        path, _, query = handler.path.partition("?")
+        folder = unquote(path.split("/tree/", 1)[1].partition("/")[2])
+        prefix = f"{folder}/" if folder else ""
+        gguf = {"type": "file", "oid": "9" * 40, "size": len(model_bytes),
+                "path": f"{prefix}tiny.gguf"}
+        if behaviour.hub_lfs:
+            gguf["lfs"] = {"oid": behaviour.hub_sha256, "size": len(model_bytes),
+                           "pointerSize": 134}
+        first = "cursor=2" not in query
+        listing = [{"type": "file", "oid": "1" * 40, "size": 12, "path": f"{prefix}README.md"}] \
+            if first else [gguf]
+        body = b"<html>busy</html>" if behaviour.hub_fail == "html" else \
+            json.dumps(listing).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        if first:
+            handler.send_header("Link", f'<{behaviour.url}{path}?cursor=2>; rel="next"')
+        handler.end_headers()
+        handler.wfile.write(body)
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):
@@ -41,6 +96,9 @@ def server(model_bytes):
 
         def do_GET(self):  # noqa: N802 (http.server naming)
             behaviour.requests.append({"path": self.path, "range": self.headers.get("Range")})
+            if self.path.startswith("/api/models/"):
+                hub_tree(self)
+                return
             if self.path == "/missing.gguf":
                 self.send_error(404, "Not Found")
                 return
@@ -60,16 +118,23 @@ def server(model_bytes):
             else:
                 self.send_response(200)
             body = data[start:]
-            self.send_header("Content-Length", str(len(body) + behaviour.lie))
-            self.end_headers()
-            if behaviour.cut_at is not None:
-                body = body[:int(len(data) * behaviour.cut_at) - start]
-                behaviour.cut_at = None  # the next request gets the rest
-                self.wfile.write(body)
-                self.wfile.flush()
+            if behaviour.no_length:
                 self.close_connection = True
-                return
-            self.wfile.write(body)
+            else:
+                self.send_header("Content-Length", str(len(body) + behaviour.lie))
+            self.end_headers()
+            try:
+                if behaviour.cut_at is not None:
+                    body = body[:int(len(data) * behaviour.cut_at) - start]
+                    behaviour.cut_at = None  # the next request gets the rest
+                    self.wfile.write(body)
+                    self.wfile.flush()
+                    self.close_connection = True
+                    behaviour.cuts += 1
+                    return
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client stopped reading (a full disk)
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -191,3 +256,161 @@ def test_the_cli_downloads_with_progress_and_verifies(server, outpost_home, caps
     assert "does not match" in capsys.readouterr().err
     assert cli.main(["models", "download", f"{server.url}/missing.gguf"]) == 4
     assert "404" in capsys.readouterr().err
+
+
+# -- the sha256 from Hugging Face ---------------------------------------------------------------
+@pytest.fixture
+def hub(server, monkeypatch):
+    """The loopback server as the Hugging Face endpoint (with the trailing slash users write),
+    and the resolve URL of ``quant/tiny.gguf`` at the revision ``refs/pr/1`` in owner/repo."""
+    monkeypatch.setenv("HF_ENDPOINT", server.url + "/")
+    server.resolve_url = f"{server.url}/owner/repo/resolve/refs%2Fpr%2F1/quant/tiny.gguf" \
+        "?download=true"
+    return server
+
+
+def hub_requests(server) -> list[str]:
+    return [r["path"] for r in server.requests if r["path"].startswith("/api/")]
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("https://huggingface.co/bartowski/Qwen-GGUF/resolve/main/Qwen-Q4_K_M.gguf?download=true",
+     HubFile("https://huggingface.co", "bartowski/Qwen-GGUF", "main", "Qwen-Q4_K_M.gguf")),
+    ("https://huggingface.co/o/r/resolve/refs%2Fpr%2F3/q4/a%20b.gguf",
+     HubFile("https://huggingface.co", "o/r", "refs/pr/3", "q4/a b.gguf")),
+    ("https://huggingface.co/o/r/blob/main/x.gguf", None),  # the web page, not the file
+    ("https://huggingface.co/datasets/o/r/resolve/main/x.gguf", None),  # not a model repo
+    ("https://hf.example.org/o/r/resolve/main/x.gguf", None),  # not the endpoint
+])
+def test_only_resolve_urls_of_the_endpoint_are_hugging_face_files(url, expected, monkeypatch):
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    assert hub_file(url) == expected
+    if expected is not None and expected.path == "q4/a b.gguf":
+        assert expected.tree_url == \
+            "https://huggingface.co/api/models/o/r/tree/refs%2Fpr%2F3/q4"
+
+
+def test_a_hugging_face_download_is_verified_against_the_hub_sha256(hub, library, model_bytes,
+                                                                    model_digest):
+    notices, verified = [], []
+    entry = download(hub.resolve_url, library, on_notice=notices.append,
+                     on_verified=verified.append)
+    assert entry.path.read_bytes() == model_bytes and listed(library) == ["tiny"]
+    # the revision is quoted whole; the folder listing is paged and the second page followed
+    assert hub_requests(hub) == ["/api/models/owner/repo/tree/refs%2Fpr%2F1/quant",
+                                 "/api/models/owner/repo/tree/refs%2Fpr%2F1/quant?cursor=2"]
+    assert verified == [Verification(model_digest, "huggingface")]
+    assert notices == [f"tiny was verified against Hugging Face (sha256 {model_digest})."]
+
+
+def test_a_wrong_hub_sha256_deletes_the_file_and_names_hugging_face(hub, library):
+    hub.hub_sha256 = "ab" * 32
+    with pytest.raises(DownloadFailed, match=f"does not match its sha256 from Hugging Face "
+                                             f"\\(expected {'ab' * 32}, got .*deleted"):
+        download(hub.resolve_url, library)
+    assert list(library.models_dir.iterdir()) == [] and listed(library) == []
+
+
+@pytest.mark.parametrize("fail, why", [
+    ("500", "the Hugging Face API answered 500 Internal Server Error"),
+    ("cut", "the Hugging Face API could not be reached"),
+    ("html", "the Hugging Face API answered something else than a file list"),
+])
+def test_an_unanswering_hub_api_only_costs_the_check(hub, library, model_bytes, fail, why):
+    hub.hub_fail = fail
+    notices, verified = [], []
+    entry = download(hub.resolve_url, library, on_notice=notices.append,
+                     on_verified=verified.append)
+    assert entry.path.read_bytes() == model_bytes and verified == []
+    assert len(notices) == 1 and notices[0].startswith(
+        f"tiny could not be verified against Hugging Face ({why}")
+    assert notices[0].endswith("it is downloaded without a sha256 check.")
+
+
+def test_a_file_kept_in_git_has_no_hub_sha256_and_says_so(hub, library, model_bytes):
+    hub.hub_lfs = False
+    notices = []
+    assert download(hub.resolve_url, library, on_notice=notices.append).path.read_bytes() == \
+        model_bytes
+    assert notices == [("Hugging Face lists no sha256 for quant/tiny.gguf (it is kept in git, "
+                        "not LFS); tiny is downloaded without a sha256 check.")]
+
+
+def test_a_given_sha256_wins_over_the_hub(hub, library, model_digest):
+    hub.hub_sha256 = "ab" * 32  # the Hub would refuse the file
+    verified = []
+    download(hub.resolve_url, library, sha256=model_digest.upper(), on_verified=verified.append)
+    assert verified == [Verification(model_digest, "given")] and hub_requests(hub) == []
+
+
+def test_the_cli_says_the_download_was_verified_against_hugging_face(hub, outpost_home, capsys,
+                                                                     model_digest):
+    assert cli.main(["models", "download", hub.resolve_url]) == 0
+    assert f"verified against Hugging Face (sha256 {model_digest})" in capsys.readouterr().err
+
+
+# -- a real full disk ---------------------------------------------------------------------------
+TMPFS_SIZE = "40m"  # less than the bundled model (~98 MB)
+FULL_DISK_CHILD = """
+import json, os, sys
+from pathlib import Path
+from app.domain.errors import OutpostError
+from engines.model_download import download
+from engines.model_library import ModelLibrary
+
+library = ModelLibrary(Path(sys.argv[1]), include_bundled=False)
+try:
+    download(sys.argv[2], library)
+    error = None
+except OutpostError as exc:
+    error = {"type": type(exc).__name__, "message": str(exc)}
+print(json.dumps({"error": error, "files": sorted(os.listdir(library.models_dir)),
+                  "listed": [e.name for e in library.entries()]}))
+"""
+# mount a tmpfs over $1 in a private mount namespace (nothing is left mounted), then run Python
+MOUNT_AND_RUN = 'mount -t tmpfs -o size=$0 tmpfs "$1" || exit 97; shift; cd "$1"; shift; ' \
+    'exec "$@"'
+
+
+def run_on_a_small_disk(disk: Path, *command: str) -> subprocess.CompletedProcess:
+    """Run ``command`` with a TMPFS_SIZE tmpfs mounted on ``disk``: ``unshare -rm`` (a user and
+    mount namespace), else ``unshare -m`` (root). Fails, never skips, when neither can mount:
+    CI runs as root on the image where both work."""
+    attempts = []
+    for unshare in (["unshare", "-rm"], ["unshare", "-m"]):
+        try:
+            done = subprocess.run([*unshare, "sh", "-c", MOUNT_AND_RUN, TMPFS_SIZE, str(disk),
+                                   str(ROOT), *command], capture_output=True, text=True,
+                                  timeout=120, check=False)
+        except FileNotFoundError:
+            pytest.fail("This test needs `unshare` (util-linux) to mount a small tmpfs.")
+        if done.returncode != 97 and not done.stderr.startswith("unshare:"):
+            return done
+        attempts.append(f"{' '.join(unshare)}: {done.stderr.strip()}")
+    pytest.fail("This test needs a small tmpfs and could not mount one (" + "; ".join(attempts)
+                + "); run it as root or where user namespaces are allowed.")
+
+
+@pytest.mark.parametrize("announced", [True, False], ids=["size-announced", "chunked"])
+def test_a_real_full_disk_stops_the_download_with_one_sentence(server, tmp_path, announced):
+    server.no_length = not announced  # no size: the free-space check cannot catch it before
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    models = disk / "models"
+    done = run_on_a_small_disk(disk, sys.executable, "-c", FULL_DISK_CHILD, str(models),
+                               f"{server.url}/tiny.gguf")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["error"] is not None and result["error"]["type"] == "DownloadFailed"
+    message = result["error"]["message"]
+    assert message.count(". ") == 0 and message.endswith(".")  # one sentence
+    if announced:
+        assert message.startswith(f"There is not enough free space in {models} for tiny: it "
+                                  "needs 98,362,432 more bytes")
+        assert result["files"] == []  # refused before the first byte
+    else:
+        assert message.startswith(f"The disk holding {models} is full: tiny stopped after ")
+        assert message.endswith("free some space and run the same command again to resume.")
+        assert result["files"] == ["tiny.gguf.part"]  # kept for a resume, never listed
+    assert result["listed"] == []
+    assert os.listdir(disk) == []  # the tmpfs lived in its own mount namespace, now gone
