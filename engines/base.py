@@ -32,7 +32,8 @@ class EngineInfo:
 
     engine: str  # e.g. "local"
     model: str  # e.g. "SmolLM2-135M-Instruct.Q4_1.gguf"
-    detail: str = ""  # e.g. "CPU, 2 threads, ctx 4096"
+    detail: str = ""  # e.g. "CPU, 2 threads, context 4096"
+    placement: str = ""  # a local model: where its layers are ("GPU 30/30 layers", "CPU, 2 threads")
 
 
 @dataclass(frozen=True)

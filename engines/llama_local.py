@@ -186,7 +186,8 @@ class LocalEngine(EngineBase):
     @property
     def info(self) -> EngineInfo:
         return EngineInfo(engine="local", model=self.path.name,
-                          detail=f"{self.placement}, context {self.n_ctx}")
+                          detail=f"{self.placement}, context {self.n_ctx}",
+                          placement=self.placement)
 
     @property
     def capabilities(self) -> EngineCapabilities:  # type: ignore[override]

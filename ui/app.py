@@ -15,11 +15,15 @@ from app.config.settings import Settings, default_user_id
 from app.domain.errors import UsageError
 from app.storage.profiles import Profile, Profiles
 from app.storage.store import Store
+from engines.llama_local import gpu_offload_supported
+from engines.model_library import ModelLibrary
 from engines.registry import CloudEnginePool, CloudTargets, cloud_timeouts, create_local_engine
 from ui.chat_controller import ChatController
+from ui.downloads import Downloads
 from ui.errors import install_excepthook
 from ui.main_window import MainWindow, WindowServices
 from ui.model_loader import ModelLoader
+from ui.model_manager import ModelManager
 from ui.outbox_monitor import OutboxMonitor
 from ui.outbox_panel import OutboxPanel
 from ui.profiles_dialog import sign_in
@@ -59,6 +63,8 @@ class OutpostApp:
         self.monitor = OutboxMonitor(self.settings, self.connectivity, self.service.outbox,
                                      self.cloud, self.tasks, self._watched_providers,
                                      ledger=self.ledger)
+        self.library = ModelLibrary.from_settings(self.settings)
+        self.downloads = Downloads(self.library, self.settings, self.connectivity)
         self._flush_timer = flush_timer
         self.controller: ChatController | None = None  # built with the window (it needs the view)
         services = WindowServices(
@@ -69,7 +75,10 @@ class OutpostApp:
             providers_dialog_factory=lambda parent: ProvidersDialog(
                 self.registry, self.keys, self.settings, self.tasks, parent),
             outbox_panel_factory=lambda parent, profile_of: OutboxPanel(
-                self.service.outbox, parent, profile_of))
+                self.service.outbox, parent, profile_of),
+            models_dialog_factory=lambda parent: ModelManager(
+                self.library, self.downloads, self.settings["context_cap"],
+                gpu_offload_supported(), self._model_in_use, parent))
         self.window = MainWindow(services, self._make_controller)
         self.window.offline_mode_changed.connect(self._on_offline_toggled)
         self._network_info = None
@@ -83,10 +92,16 @@ class OutpostApp:
             view, self.cloud, flush_timer=self._flush_timer)
         return self.controller
 
+    def _model_in_use(self) -> str | None:
+        """The file name of the local model the window uses (None: none loaded)."""
+        engine = self.loader.active or self.loader.pending
+        return engine.info.model if engine is not None else None
+
     def _on_offline_toggled(self) -> None:
         if not self.settings["offline_mode"]:
             self._watch_os_network()
         self.monitor.tick()
+        self.downloads.kick()
 
     def _watch_os_network(self) -> None:
         """Feed the OS's network-change news (Qt's QNetworkInformation: NetworkManager, glib,
@@ -111,6 +126,7 @@ class OutpostApp:
     def _on_os_network_changed(self) -> None:
         self.connectivity.network_changed()
         self.monitor.tick()
+        self.downloads.kick()
 
     def _watched_providers(self) -> list[str]:
         """The chosen provider, when the current conversation may use the cloud."""
@@ -135,9 +151,11 @@ class OutpostApp:
         self.window.outbox_button.refresh()
         self._watch_os_network()
         self.monitor.start()
+        self.downloads.start()  # downloads left queued (offline, or the app closed) go on
 
     def shutdown(self) -> None:
         self.monitor.stop()
+        self.downloads.shutdown()
         self.window.controller.shutdown()
         self.loader.shutdown()
         self.cloud_pool.close()

@@ -85,6 +85,8 @@ class WindowServices:
     providers_dialog_factory: Callable[[QWidget], QDialog]  # (parent) -> ProvidersDialog
     # (parent, profile_of) -> OutboxPanel; profile_of() is the signed-in profile's name
     outbox_panel_factory: Callable[[QWidget, Callable[[], str | None]], QDialog]
+    # (parent) -> ui.model_manager.ModelManager; None: no Models… item (tests without one)
+    models_dialog_factory: Callable[[QWidget], QDialog] | None = None
 
 
 class ElidedLabel(QLabel):
@@ -193,7 +195,8 @@ class MainWindow(QMainWindow):
                                                      self.settings, services.registry, self)
 
         self.model_menu = ModelMenu(self.settings, self.loader,
-                                    services.providers_dialog_factory, self)
+                                    services.providers_dialog_factory, self,
+                                    services.models_dialog_factory)
         self.default_route_menu = DefaultRouteMenu(self.settings, self)
         self.default_route_actions = self.default_route_menu.group
         self._build_menus()

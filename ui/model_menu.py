@@ -1,5 +1,5 @@
-"""The local model in the window: the Model menu (open a GGUF file, the bundled model, the
-Providers dialog) and the status bar's model and state labels."""
+"""The local model in the window: the Model menu (the Models manager, open a GGUF file, the
+bundled model, the Providers dialog) and the status bar's model and state labels."""
 from __future__ import annotations
 
 from typing import Callable
@@ -24,11 +24,20 @@ class ModelMenu(QMenu):
     failed = Signal(object)  # an OutpostError: the setting could not be saved
 
     def __init__(self, settings: Settings, loader: ModelLoader,
-                 providers_dialog_factory: Callable[[QWidget], QWidget], parent: QWidget):
-        """``providers_dialog_factory(parent)`` builds the ``ui.providers_dialog`` dialog."""
+                 providers_dialog_factory: Callable[[QWidget], QWidget], parent: QWidget,
+                 models_dialog_factory: Callable[[QWidget], QWidget] | None = None):
+        """``providers_dialog_factory(parent)`` builds the ``ui.providers_dialog`` dialog,
+        ``models_dialog_factory(parent)`` the ``ui.model_manager`` one."""
         super().__init__("&Model", parent)
         self.settings, self.loader = settings, loader
         self.providers_dialog_factory = providers_dialog_factory
+        self.models_dialog_factory = models_dialog_factory
+        self.models_dialog = None
+        self.models_action = QAction("&Models…", self)
+        self.models_action.setShortcut(QKeySequence("Ctrl+Shift+M"))
+        self.models_action.setEnabled(models_dialog_factory is not None)
+        self.addAction(self.models_action)
+        self.models_action.triggered.connect(self.open_models)
         self.open_model_action = QAction("&Open model file…", self)
         self.open_model_action.setShortcut(QKeySequence("Ctrl+O"))
         self.addAction(self.open_model_action)
@@ -54,6 +63,28 @@ class ModelMenu(QMenu):
         """The model may be switched only between replies."""
         self.open_model_action.setEnabled(state == IDLE)
         self.bundled_model_action.setEnabled(state == IDLE)
+
+    @Slot()
+    def open_models(self):
+        """The model manager (one, not modal: downloads go on while the user chats)."""
+        if self.models_dialog is None and self.models_dialog_factory is not None:
+            dialog = self.models_dialog_factory(self.parentWidget())
+            dialog.use_requested.connect(self.choose_model)
+            dialog.load_settings_changed.connect(self.reload_if_active)
+            self.loader.model_ready.connect(lambda _info: dialog.refresh())
+            self.models_dialog = dialog
+        if self.models_dialog is not None:
+            self.models_dialog.show()
+            self.models_dialog.raise_()
+        return self.models_dialog
+
+    @Slot(str)
+    def reload_if_active(self, name: str) -> None:
+        """New load settings for the model in use: load it again in the background; the
+        loaded one answers until the new one is ready (``ModelLoader``)."""
+        active = self.loader.active or self.loader.pending
+        if active is not None and active.info.model.removesuffix(".gguf") == name:
+            self.loader.load(self.settings["model_path"] or None)
 
     @Slot()
     def open_providers(self) -> None:
@@ -97,12 +128,18 @@ class ModelStatus(QObject):
 
     @Slot(str)
     def show_loading(self, name: str) -> None:
+        active = self.loader.active
+        if active is not None:  # a switch or a reload: the loaded model answers meanwhile
+            self.state_label.setText(f"Loading {name}… ({active.info.model} answers until "
+                                     "it is ready)")
+            return
         self.model_label.setText(f"Local model: {name}")
         self.state_label.setText("Loading model…")
 
     @Slot(object)
     def show_model(self, info: EngineInfo) -> None:
-        self.model_label.setText(f"Local model: {info.model}")
+        self.model_label.setText(f"Local model: {info.model}" +
+                                 (f" · {info.placement}" if info.placement else ""))
         self.model_label.setToolTip(info.detail)
         if not self._busy:
             self.state_label.setText(f"Ready ({info.detail})")

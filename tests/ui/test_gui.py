@@ -284,7 +284,7 @@ def test_delete_key_asks_before_deleting(qtbot, scripted, scripted_engine, monke
 def test_the_real_model_answers_through_the_window(qtbot, outpost):
     start_and_wait_ready(qtbot, outpost)
     window = outpost.window
-    assert window.model_label.text() == "Local model: SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert window.model_label.text().startswith("Local model: SmolLM2-135M-Instruct.Q4_1.gguf · CPU, ")  # where the layers are
     send_with_enter(qtbot, outpost, "What is the capital of France?")
     wait_idle(qtbot, outpost)
     user_bubble, reply_bubble = window.view.bubbles

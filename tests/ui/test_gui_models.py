@@ -1,0 +1,129 @@
+"""Model ▸ Models… (issue 14): the library in the window, load settings that reload the model in
+use in the background (the old one answering meanwhile), and downloads with a progress bar,
+queued while offline, from a real HTTP server on loopback."""
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tests.support import send
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def held_server(bundled_model):
+    """Serves the bundled GGUF; the body stops at 40 % until ``release`` is set."""
+    data = bundled_model.read_bytes()
+    state = {"release": threading.Event(), "requests": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):  # noqa: N802 (http.server naming)
+            state["requests"] += 1
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            cut = int(len(data) * 0.4)
+            try:
+                self.wfile.write(data[:cut])
+                self.wfile.flush()
+                state["release"].wait(60)
+                self.wfile.write(data[cut:])
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    state["url"] = f"http://127.0.0.1:{httpd.server_address[1]}/field-notes.gguf"
+    yield state
+    state["release"].set()
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def shoot(qtbot, dialog, path, theme):
+    from PySide6.QtWidgets import QApplication
+
+    from tools.take_screenshots import palette
+
+    app = QApplication.instance()
+    old = app.palette()
+    app.setPalette(palette(theme))
+    try:
+        qtbot.wait(50)
+        dialog.grab().save(str(path))
+    finally:
+        app.setPalette(old)
+
+
+def test_a_download_shows_progress_waits_offline_and_lands_in_the_library(
+        qtbot, scripted, held_server, artifacts_dir):
+    window = scripted.window
+    dialog = window.model_menu.open_models()
+    qtbot.addWidget(dialog)
+    names = [e.name for e in dialog.entries]
+    assert "SmolLM2-135M-Instruct.Q4_1" in names  # the bundled model
+
+    # offline: queued, nothing is fetched, it says what it waits for
+    scripted.settings.set("offline_mode", True)
+    dialog.url.setText(held_server["url"])
+    dialog.download_button.click()
+    row = dialog.rows[held_server["url"]]
+    assert "Waiting for the network" in row.state.text() and not row.bar.isVisible()
+    assert held_server["requests"] == 0
+
+    # back online: it starts by itself, with a progress bar, speed and time left
+    scripted.settings.set("offline_mode", False)
+    window.offline_mode_changed.emit()
+    qtbot.waitUntil(lambda: dialog.rows.get(held_server["url"]) is not None and
+                    dialog.rows[held_server["url"]].bar.value() >= 350, timeout=30000)
+    row = dialog.rows[held_server["url"]]
+    assert row.bar.isVisible() and "%" in row.bar.format() and "of 93.8 MiB" in row.bar.format()
+    assert not any(e.name == "field-notes" for e in dialog.library.entries())  # half: not offered
+    dialog.resize(980, 720)
+    shoot(qtbot, dialog, artifacts_dir / "models-light.png", "light")
+    shoot(qtbot, dialog, artifacts_dir / "models-dark.png", "dark")
+
+    with qtbot.waitSignal(scripted.downloads.finished, timeout=60000):
+        held_server["release"].set()
+    qtbot.waitUntil(lambda: "field-notes" in [e.name for e in dialog.entries], timeout=10000)
+    assert dialog.rows == {}  # the queue is empty
+
+
+def test_a_bad_url_is_one_sentence_and_nothing_is_queued(qtbot, scripted):
+    dialog = scripted.window.model_menu.open_models()
+    qtbot.addWidget(dialog)
+    dialog.url.setText("ftp://example.org/x.gguf")
+    dialog.download_button.click()
+    assert "is not an http(s) URL" in dialog.download_note.text()
+    assert dialog.rows == {}
+
+
+@pytest.mark.local_model
+def test_new_load_settings_reload_the_model_in_use_while_the_old_one_answers(qtbot, outpost):
+    window = outpost.window
+    old = outpost.loader.active
+    dialog = window.model_menu.open_models()
+    qtbot.addWidget(dialog)
+    dialog.select("SmolLM2-135M-Instruct.Q4_1")
+    form = dialog.settings_form
+    form.context.setValue(2048)
+    form.threads.setValue(1)
+    with qtbot.waitSignal(outpost.loader.loading_started, timeout=5000):
+        assert form.apply()
+    assert outpost.loader.engine_for_turn() is old  # the loaded model answers meanwhile
+    assert "answers until it is ready" in window.model_status.state_label.text()
+    qtbot.waitUntil(lambda: outpost.loader.active is not old, timeout=60000)
+    new = outpost.loader.active
+    assert (new.n_ctx, new.n_threads) == (2048, 1)
+    assert window.model_label.text().endswith("CPU, 1 thread")
+    send(qtbot, outpost, "Hello")
+    assert outpost.store.list_conversations(window.profile_name)
+    # a bad value is refused in the form, in one sentence
+    form.context.setValue(9000)
+    assert not form.apply() and "trained on 8,192 tokens" in form.error.text()
