@@ -363,7 +363,9 @@ class SamplingPanel(QDockWidget):
             self._show_error(str(exc))
             return
         merged = {**self.values(), **knobs}
-        self.load(merged, self.system_prompt.toPlainText())
+        adapters = self.presets.adapters(name)
+        self.load(merged, self.system_prompt.toPlainText(), None,
+                  self.lora.records() if adapters is None else [a.record() for a in adapters])
         self.preset_picker.setCurrentIndex(self.preset_picker.findData(name))
         self._update_preset_buttons()
         self.changed.emit()
@@ -379,8 +381,10 @@ class SamplingPanel(QDockWidget):
 
     def save_preset(self, name: str) -> bool:
         try:
-            self.presets.save(name, {k: v for k, v in self.values().items()
-                                     if k != "stop" or v})
+            self.presets.save(name, {**{k: v for k, v in self.values().items()
+                                        if k != "stop" or v},
+                                     **({"lora": self.lora.records()} if self.lora.path
+                                        else {})})
         except OutpostError as exc:
             self._show_error(str(exc))
             return False

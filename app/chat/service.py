@@ -381,11 +381,15 @@ class ChatService:
                 else knobs[name]
         return knobs
 
-    @staticmethod
-    def lora(options: "TurnOptions", conversation=None) -> tuple[LoraAdapter, ...]:
-        """The LoRA adapters for this turn: the turn's, else the conversation's."""
+    def lora(self, options: "TurnOptions", conversation=None) -> tuple[LoraAdapter, ...]:
+        """The LoRA adapters for this turn: the turn's, else its preset's (when the preset
+        names adapters), else the conversation's."""
         if options.lora is not None:
             return tuple(options.lora)
+        if options.preset:
+            from_preset = self.presets.adapters(options.preset)
+            if from_preset is not None:
+                return from_preset
         if conversation is not None and conversation.sampling:
             return adapters_from_records(conversation.sampling.get("lora"))
         return ()

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from app.domain.adapters import LoraAdapter, adapters_from_records
 from app.config import paths
 from app.domain.errors import UsageError
 from app.domain.sampling import BUILTIN_PRESETS, KNOB_NAMES, check
@@ -49,6 +50,16 @@ class PresetBook:
         raise UsageError(f"There is no preset named {name!r} (presets: "
                          f"{', '.join(self.names())}).")
 
+    def adapters(self, name: str) -> tuple[LoraAdapter, ...] | None:
+        """The LoRA adapters a preset attaches; None when it says nothing about adapters."""
+        for table in (BUILTIN_PRESETS, self._user()):
+            found = self._find(name, table)
+            if found is not None:
+                records = table[found].get("lora")
+                return None if records is None else adapters_from_records(records)
+        self.get(name)  # raises: no such preset
+        return None
+
     def save(self, name: str, values: dict) -> None:
         name = name.strip()
         if not name:
@@ -57,6 +68,9 @@ class PresetBook:
             raise UsageError(f"{name} is a built-in preset; save yours under another name.")
         clean = {}
         for knob, value in values.items():
+            if knob == "lora":  # LoRA adapters the preset attaches (app.domain.adapters)
+                clean["lora"] = [a.record() for a in adapters_from_records(value)]
+                continue
             value = check(knob, value)  # raises for an unknown knob or a bad value
             clean[knob] = list(value) if isinstance(value, tuple) else value
         presets = self._user()

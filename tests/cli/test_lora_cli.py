@@ -70,3 +70,14 @@ def test_a_bad_lora_spec_and_a_missing_file_are_one_sentence(outpost_home, tmp_p
     proc = cli("ask", "Hi.", "--lora", str(tmp_path / "gone.gguf"), "--max-tokens", "4")
     assert proc.returncode != 0
     assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_preset_can_attach_a_lora(outpost_home, adapter):
+    proc = cli("preset", "save", "Styled", "--temperature", "0", "--lora", f"{adapter}:0.25")
+    assert proc.returncode == 0, proc.stderr
+    shown = json_lines(cli("preset", "show", "Styled").stdout)[0]
+    assert shown["lora"] == [{"name": "style.gguf", "path": str(adapter), "scale": 0.25}]
+    proc = cli("ask", "Hi.", "--preset", "Styled", "--max-tokens", "4")
+    assert proc.returncode == 0, proc.stderr
+    _, (reply,) = replies(outpost_home)
+    assert reply.params["lora"][0]["scale"] == 0.25

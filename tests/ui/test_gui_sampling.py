@@ -213,9 +213,13 @@ def test_a_lora_attached_in_the_window_is_applied_kept_and_shown_in_details(
     details.grab().save(str(artifacts_dir / "message_details_lora.png"))
     details.close()
 
-    # a new chat starts without it; the conversation brings it back
+    # a preset can carry it; a new chat starts without it; the conversation brings it back
+    assert panel.save_preset("Pirate voice")
     window._on_new_chat()
     assert panel.lora.adapters() == ()
+    panel.apply_preset("Pirate voice")
+    assert panel.lora.records() == used
+    window._on_new_chat()
     window._on_conversation_selected(conversation.id)
     assert panel.lora.records() == used
     panel.lora.set_adapter(None)  # detached: kept with the conversation

@@ -23,12 +23,19 @@ def cmd_preset(args: argparse.Namespace) -> int:
                 knobs = ", ".join(f"{k}={v}" for k, v in row["knobs"].items() if v is not None)
                 print(f"{row['name']:14} {'built in' if row['builtin'] else 'yours':9} {knobs}")
     elif action == "show":
-        emit(dict(book.get(args.name), name=args.name))
+        adapters = book.adapters(args.name)
+        emit(dict(book.get(args.name), name=args.name,
+                  **({"lora": [a.record() for a in adapters]} if adapters is not None else {})))
     elif action == "save":
         options = knob_options(args)
         values = {k: getattr(options, k) for k in KNOB_NAMES if getattr(options, k) is not None}
         if args.from_preset:
             values = {**book.get(args.from_preset), **values}
+            inherited = book.adapters(args.from_preset)
+            if inherited is not None:
+                values["lora"] = [a.record() for a in inherited]
+        if options.lora is not None:
+            values["lora"] = [a.record() for a in options.lora]
         book.save(args.name, values)
         print(f"Saved the preset {args.name}: {json.dumps(values)}")
     elif action == "rename":
