@@ -127,3 +127,14 @@ def test_models_set_cli(outpost_home):
     assert "context 2048, gpu_layers auto" in proc.stdout
     proc = cli("models", "set", name, "context", "auto")
     assert proc.returncode == 0 and "context = auto" in proc.stdout
+
+
+def test_lora_files_in_the_models_folder_are_listed_apart(tmp_path, bundled_model):
+    from tests.lora_files import make_lora
+
+    library = ModelLibrary(tmp_path / "models", include_bundled=False)
+    (tmp_path / "models").mkdir()
+    make_lora(bundled_model, tmp_path / "models" / "style.gguf", layers=(1,))
+    assert library.entries() == []
+    assert [a.name for a in library.adapters] == ["style"]
+    assert library.describe(library.adapters[0], 4096)["kind"] == "adapter"
