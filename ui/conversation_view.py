@@ -558,3 +558,14 @@ class ConversationView(QScrollArea):
     @Slot()
     def _scroll_to_end(self) -> None:
         self.verticalScrollBar().setValue(self.verticalScrollBar().maximum())
+
+    def show_message(self, message_id: str) -> bool:
+        """Scroll so the message is in view and give it the focus (a search result)."""
+        bubble = self.bubble_of(message_id)
+        if bubble is None:
+            return False
+        self._follow = False
+        self.widget().adjustSize()
+        self.ensureWidgetVisible(bubble, 0, 40)
+        bubble.setFocus(Qt.FocusReason.OtherFocusReason)
+        return True

@@ -60,6 +60,7 @@ from ui.route_badge import RouteBadge
 from ui.route_picker import DefaultRouteMenu, RoutePicker
 from ui.route_state import RouteState
 from ui.sampling_panel import SamplingPanel
+from ui.search_dialog import SearchDialog
 from ui.setting_saver import save_setting
 from ui.sidebar import Sidebar
 from ui.target_picker import ModelPicker, TargetPicker
@@ -213,6 +214,12 @@ class MainWindow(QMainWindow):
         chat_menu.addAction(self.new_action)
         self.stop_action = QAction("&Stop reply", self)
         chat_menu.addAction(self.stop_action)
+        self.find_action = QAction("&Find in this chat…", self)
+        self.find_action.setShortcut(QKeySequence.StandardKey.Find)
+        chat_menu.addAction(self.find_action)
+        self.find_all_action = QAction("Find a chat or message…", self)
+        self.find_all_action.setShortcuts([QKeySequence("Ctrl+K"), QKeySequence("Ctrl+Shift+F")])
+        chat_menu.addAction(self.find_all_action)
         chat_menu.addSeparator()
         chat_menu.addAction(self.offline_action)
         self.outbox_action = QAction("Out&box…", self)
@@ -248,6 +255,8 @@ class MainWindow(QMainWindow):
         self.stop_action.triggered.connect(c.stop)
         self.new_action.triggered.connect(self._on_new_chat)
         self.quit_action.triggered.connect(self.close)
+        self.find_action.triggered.connect(lambda: self.open_search(this_chat=True))
+        self.find_all_action.triggered.connect(lambda: self.open_search(this_chat=False))
         self.banner.retry_requested.connect(c.retry)
         self.view.details_requested.connect(self.open_details)
         # a bubble's actions (ui.message_actions): the tree changes in the controller
@@ -514,6 +523,37 @@ class MainWindow(QMainWindow):
         self._show_title()
         self.update_route_display()
         self.sampling_binding.reload()
+
+    def open_search(self, this_chat: bool) -> SearchDialog:
+        """Ctrl+F: words in this conversation (all conversations when none is open);
+        Ctrl+K / Ctrl+Shift+F: chats and messages everywhere."""
+        scope = self.controller.conversation_id if this_chat else None
+        dialog = SearchDialog(self.store, self.profile_name, scope, self)
+        dialog.open_requested.connect(self.show_search_result)
+        self.search_dialog = dialog
+        dialog.show()
+        return dialog
+
+    @Slot(str, str)
+    def show_search_result(self, conversation_id: str, message_id: str) -> None:
+        """Open the conversation at the message, switching to its branch when needed."""
+        if self.controller.busy:
+            self._on_failure(UsageError("Stop the reply before opening another message."))
+            return
+        try:
+            if message_id and message_id not in {
+                    m.id for m in self.store.branch(conversation_id)}:
+                self.store.set_active(conversation_id, message_id)
+                if conversation_id == self.controller.conversation_id:
+                    self.controller.reload_conversation()
+        except OutpostError as exc:
+            self._on_failure(exc)
+            return
+        if conversation_id != self.controller.conversation_id:
+            self._on_conversation_selected(conversation_id)
+            self.refresh_sidebar()
+        if message_id:
+            self.view.show_message(message_id)
 
     @Slot(str, str)
     def _on_rename(self, conversation_id: str, title: str) -> None:

@@ -1,0 +1,151 @@
+"""Search and switch: Ctrl+F finds words in this conversation; Ctrl+K (or Ctrl+Shift+F) finds
+chats by title and words in every conversation of the profile.
+
+Results come from the messages' full-text index (``app.storage.search``) as you type, best
+match first, with the matched words in bold, the conversation's title and the date. Up/Down
+move through them while the cursor stays in the search field; Enter opens the conversation
+scrolled to the message (switching to its branch if it is not on the active one); Escape
+closes. With an empty field, the all-conversations search lists the recent chats (a switcher).
+"""
+from __future__ import annotations
+
+import html
+
+from PySide6.QtCore import QEvent, Qt, QTimer, Signal
+from PySide6.QtGui import QPalette
+from PySide6.QtWidgets import (
+    QDialog,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QVBoxLayout,
+)
+
+from app.domain.errors import OutpostError
+from app.storage.search import MARK_END, MARK_START, search_hits
+from app.storage.store import Store
+
+TYPING_PAUSE_MS = 120
+RECENT = 20
+
+
+def snippet_html(snippet: str) -> str:
+    """The snippet escaped, its matched words in bold, on one line."""
+    text = html.escape(" ".join(snippet.split()))
+    return text.replace(MARK_START, "<b>").replace(MARK_END, "</b>")
+
+
+def day(timestamp: str) -> str:
+    return timestamp[:10]
+
+
+class SearchDialog(QDialog):
+    open_requested = Signal(str, str)  # conversation id, message id ("" : the conversation)
+
+    def __init__(self, store: Store, profile: str | None, conversation_id: str | None = None,
+                 parent=None):
+        """``conversation_id``: search only there (Ctrl+F); None: every conversation."""
+        super().__init__(parent)
+        self.store, self.profile, self.conversation_id = store, profile, conversation_id
+        self.setWindowTitle("Find in this conversation" if conversation_id else
+                            "Find a chat or a message")
+        self.resize(640, 460)
+        layout = QVBoxLayout(self)
+        self.field = QLineEdit()
+        self.field.setPlaceholderText("Words to find" if conversation_id else
+                                      "Chat title or words in any message")
+        self.field.setAccessibleName("Search")
+        self.field.setClearButtonEnabled(True)
+        self.results = QListWidget()
+        self.results.setAccessibleName("Results")
+        self.results.setWordWrap(True)
+        self.results.setUniformItemSizes(False)
+        self.status = QLabel()
+        layout.addWidget(self.field)
+        layout.addWidget(self.results, 1)
+        layout.addWidget(self.status)
+        self.timer = QTimer(self)
+        self.timer.setSingleShot(True)
+        self.timer.setInterval(TYPING_PAUSE_MS)
+        self.timer.timeout.connect(self.run)
+        self.field.textChanged.connect(lambda _: self.timer.start())
+        self.field.returnPressed.connect(self.open_current)
+        self.field.installEventFilter(self)
+        self.results.itemActivated.connect(lambda _: self.open_current())
+        self.results.currentItemChanged.connect(self._show_current)
+        self.run()
+
+    def _show_current(self, current, previous) -> None:
+        """The chosen result's text takes the selection's text colour (readable on it)."""
+        for item, chosen in ((previous, False), (current, True)):
+            view = self.results.itemWidget(item) if item is not None else None
+            if view is not None:
+                colour = self.palette().color(QPalette.ColorRole.HighlightedText).name()
+                view.setStyleSheet(f"color:{colour};" if chosen else "")
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt naming)
+        """Up/Down in the field move through the results."""
+        if watched is self.field and event.type() == QEvent.Type.KeyPress and \
+                event.key() in (Qt.Key.Key_Up, Qt.Key.Key_Down):
+            row = self.results.currentRow() + (1 if event.key() == Qt.Key.Key_Down else -1)
+            if 0 <= row < self.results.count():
+                self.results.setCurrentRow(row)
+            return True
+        return super().eventFilter(watched, event)
+
+    def run(self) -> None:
+        """Search for what the field says now."""
+        text = self.field.text()
+        self.results.clear()
+        try:
+            rows = self._title_rows(text) + self._message_rows(text)
+        except OutpostError as exc:
+            self.status.setText(str(exc))
+            return
+        for conversation_id, message_id, label in rows:
+            item = QListWidgetItem()
+            item.setData(Qt.ItemDataRole.UserRole, (conversation_id, message_id))
+            self.results.addItem(item)
+            view = QLabel(label)
+            view.setTextFormat(Qt.TextFormat.RichText)
+            view.setWordWrap(True)
+            view.setContentsMargins(6, 4, 6, 4)
+            item.setSizeHint(view.sizeHint())
+            self.results.setItemWidget(item, view)
+        if rows:
+            self.results.setCurrentRow(0)
+        found = len(rows)
+        self.status.setText("" if not text.strip() else
+                            "Nothing found." if not found else
+                            f"{found} result{'s' if found != 1 else ''}: Enter opens, "
+                            "Up/Down choose.")
+
+    def _title_rows(self, text: str) -> list[tuple[str, str, str]]:
+        if self.conversation_id is not None:
+            return []
+        words = text.lower().split()
+        rows = []
+        for conversation in self.store.list_conversations(self.profile):
+            if all(w in conversation.title.lower() for w in words):
+                rows.append((conversation.id, "",
+                             f"<b>{html.escape(conversation.title)}</b> "
+                             f"<span>· chat · {day(conversation.updated_at)}</span>"))
+        return rows[:RECENT if not words else 10]
+
+    def _message_rows(self, text: str) -> list[tuple[str, str, str]]:
+        hits = search_hits(self.store, text, profile=self.profile,
+                           conversation_id=self.conversation_id)
+        where = (lambda h: "") if self.conversation_id else \
+            (lambda h: f"{html.escape(h.conversation_title)} · ")
+        return [(h.conversation_id, h.message_id,
+                 f"{snippet_html(h.snippet)}<br><small>{where(h)}{h.role} · "
+                 f"{day(h.created_at)}</small>") for h in hits]
+
+    def open_current(self) -> None:
+        item = self.results.currentItem()
+        if item is None:
+            return
+        conversation_id, message_id = item.data(Qt.ItemDataRole.UserRole)
+        self.open_requested.emit(conversation_id, message_id)
+        self.accept()
