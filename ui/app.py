@@ -145,6 +145,7 @@ class OutpostApp:
         """Show the window, and start loading the model on the engine's thread. Only the GGUF
         header is read here (tens of ms), so a bad file is reported at once; the weights load
         in the background while the window is already usable."""
+        self.window.restore_state()
         self.window.show()
         self.loader.load(self.settings["model_path"] or None)
         self.window.update_route_display()

@@ -47,7 +47,9 @@ from ui.composer import Composer
 from ui.connectivity_indicator import ConnectivityIndicator
 from ui.conversation_sampling import ConversationSampling
 from ui.conversation_view import ConversationView
+from ui.conversation_watch import ConversationWatch
 from ui.errors import ErrorBanner, ErrorPresenter
+from ui.help_menu import HelpMenu
 from ui.message_details import MessageDetails
 from ui.model_loader import ModelLoader
 from ui.model_menu import ModelMenu, ModelStatus
@@ -67,6 +69,7 @@ from ui.target_picker import ModelPicker, TargetPicker
 from ui.tasks import TaskRunner
 from ui.token_meter import TokenMeter
 from ui.usage_dialog import UsageDialog
+from ui.window_state import WindowState
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ class MainWindow(QMainWindow):
         self.details_dialog = None
         self.setWindowTitle("Outpost")
         self.resize(1380, 760)
+        self.window_state = WindowState()
 
         # -- the conversation: header, view, composer ------------------------------------------
         self.sidebar = Sidebar()
@@ -155,7 +159,7 @@ class MainWindow(QMainWindow):
         chat_layout.addLayout(header)
         chat_layout.addWidget(self.view, 1)
         chat_layout.addWidget(self.composer)
-        splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter = splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(self.sidebar)
         splitter.addWidget(chat)
         splitter.setStretchFactor(1, 1)
@@ -195,6 +199,8 @@ class MainWindow(QMainWindow):
         self.sampling_binding = ConversationSampling(self.sampling, self.controller, self.store,
                                                      self.settings, services.registry, self)
 
+        self.conversation_watch = ConversationWatch(self.store, lambda: self.profile_name, self)
+        self.conversation_watch.timer.start()
         self.model_menu = ModelMenu(self.settings, self.loader,
                                     services.providers_dialog_factory, self,
                                     services.models_dialog_factory)
@@ -217,6 +223,9 @@ class MainWindow(QMainWindow):
         self.find_action = QAction("&Find in this chat…", self)
         self.find_action.setShortcut(QKeySequence.StandardKey.Find)
         chat_menu.addAction(self.find_action)
+        self.focus_composer_action = QAction("Go to the message &box", self)
+        self.focus_composer_action.setShortcut(QKeySequence("Ctrl+L"))
+        chat_menu.addAction(self.focus_composer_action)
         self.find_all_action = QAction("Find a chat or message…", self)
         self.find_all_action.setShortcuts([QKeySequence("Ctrl+K"), QKeySequence("Ctrl+Shift+F")])
         chat_menu.addAction(self.find_all_action)
@@ -242,6 +251,9 @@ class MainWindow(QMainWindow):
         self.open_model_action = self.model_menu.open_model_action
         self.bundled_model_action = self.model_menu.bundled_model_action
         self.providers_action = self.model_menu.providers_action
+        self.help_menu = HelpMenu(self, lambda: self.loader.active.info.model
+                                  if self.loader.active is not None else None)
+        self.menuBar().addMenu(self.help_menu)
         self.escape_shortcut = QShortcut(QKeySequence(Qt.Key.Key_Escape), self)
         self.escape_shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
 
@@ -256,6 +268,8 @@ class MainWindow(QMainWindow):
         self.new_action.triggered.connect(self._on_new_chat)
         self.quit_action.triggered.connect(self.close)
         self.find_action.triggered.connect(lambda: self.open_search(this_chat=True))
+        self.focus_composer_action.triggered.connect(self.composer.edit.setFocus)
+        self.conversation_watch.changed.connect(self._on_conversations_changed_elsewhere)
         self.find_all_action.triggered.connect(lambda: self.open_search(this_chat=False))
         self.banner.retry_requested.connect(c.retry)
         self.view.details_requested.connect(self.open_details)
@@ -585,6 +599,7 @@ class MainWindow(QMainWindow):
             self._on_failure(exc)
             return
         self.sidebar.set_conversations(conversations, self.controller.conversation_id)
+        self.conversation_watch.seen()
         self._show_title()
 
     def _show_title(self) -> None:
@@ -614,6 +629,24 @@ class MainWindow(QMainWindow):
         that could not be loaded: the current one stays)."""
         self.errors.present(exc)
 
+    def restore_state(self) -> None:
+        """Geometry, docks, the split and the last conversation, as the window was closed."""
+        last = self.window_state.restore(self, self.splitter)
+        if last and any(c.id == last for c in self.store.list_conversations(self.profile_name)):
+            self._on_conversation_selected(last)
+            self.refresh_sidebar()
+
+    @Slot()
+    def _on_conversations_changed_elsewhere(self) -> None:
+        """Another process (the CLI) wrote conversations: show them."""
+        if not self.controller.busy:
+            self.refresh_sidebar()
+
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        try:
+            self.window_state.save(self, self.splitter, self.controller.conversation_id)
+        except Exception:  # noqa: BLE001 - never block closing on the state file
+            pass
+        self.conversation_watch.timer.stop()
         self.controller.shutdown()
         super().closeEvent(event)

@@ -1,0 +1,74 @@
+"""The window as a place to live in (issue 15): Help ▸ Keyboard shortcuts and About, Ctrl+L,
+chats written by the CLI showing up without a restart, and the window coming back as it was
+closed (size, split, the open conversation)."""
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import Qt
+
+from app.domain.messages import Role
+from app.storage.store import Store
+from tests.support import reply, send
+
+pytestmark = pytest.mark.gui
+
+
+def test_shortcuts_and_about_say_what_is_there(qtbot, scripted, artifacts_dir):
+    window = scripted.window
+    dialog = window.help_menu.show_shortcuts()
+    qtbot.addWidget(dialog)
+    keys = dict(dialog.rows)
+    for key, what in (("Ctrl+K or Ctrl+Shift+F", "Find a chat or message…"),
+                      ("Ctrl+L", "Go to the message box"), ("Ctrl+N", "New chat"),
+                      ("Ctrl+Shift+M", "Models…"), ("Alt+Right", "Next version of the focused reply")):
+        assert keys.get(key) == what, (key, keys)
+    dialog.grab().save(str(artifacts_dir / "shortcuts.png"))
+    box = window.help_menu.show_about()
+    qtbot.addWidget(box)
+    text = box.text()
+    assert "Qt 6." in text and "llama-cpp-python 0." in text and "scripted-model.gguf" in text
+    box.close()
+    dialog.close()
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=3000)
+    window.sidebar.list.setFocus()
+    qtbot.keyClick(window, Qt.Key.Key_L, Qt.KeyboardModifier.ControlModifier)
+    assert window.focusWidget() is window.composer.edit
+
+
+def test_a_chat_written_by_another_process_appears(qtbot, scripted):
+    window = scripted.window
+    other = Store(scripted.store.path)  # what `outpost ask` in a terminal does
+    conversation = other.create_conversation("From the terminal", "", None,
+                                             profile=window.profile_name)
+    other.add_message(conversation.id, Role.USER, "hello from the CLI")
+    other.close()
+    assert window.conversation_watch.check()  # the timer's tick, without waiting for it
+    titles = [window.sidebar.list.item(i).text() for i in range(window.sidebar.list.count())]
+    assert any("From the terminal" in t for t in titles), titles
+    assert not window.conversation_watch.check()  # nothing new since
+
+
+def test_the_window_comes_back_as_it_was_closed(qtbot, outpost_app, scripted_engine):
+    scripted_engine.script(reply("First answer."))
+    first = outpost_app(max_tokens=16, engine_factory=scripted_engine.factory)
+    with qtbot.waitSignal(first.loader.model_ready, timeout=10000):
+        first.start()
+    send(qtbot, first, "Remember me")
+    opened = first.window.controller.conversation_id
+    first.window._on_new_chat()  # the last one open is the new chat: nothing to reopen
+    first.window._on_conversation_selected(opened)
+    first.window.resize(760, 540)  # within the offscreen screen (800x600)
+    first.window.splitter.setSizes([233, 400])
+    first_split = first.window.splitter.sizes()[0]
+    assert first_split != 260  # not the default
+    first.window.close()
+
+    second = outpost_app(max_tokens=16, engine_factory=scripted_engine.factory)
+    with qtbot.waitSignal(second.loader.model_ready, timeout=10000):
+        second.start()
+    window = second.window
+    assert (window.width(), window.height()) == (760, 540)
+    assert window.splitter.sizes()[0] == first_split
+    assert window.controller.conversation_id == opened
+    assert window.view.last_bubble() is not None

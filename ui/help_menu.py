@@ -1,0 +1,117 @@
+"""Help ▸ Keyboard shortcuts and Help ▸ About Outpost.
+
+The shortcuts list is generated from the window's own actions (every menu item with a key), plus
+the keys that are not menu items (the composer, a focused reply), so it cannot drift from what
+the keys really do. About names the versions a bug report needs: Outpost, Qt/PySide6,
+llama-cpp-python and the model in use.
+"""
+from __future__ import annotations
+
+import html
+import platform
+from importlib import metadata
+from typing import Callable
+
+from PySide6 import __version__ as pyside_version
+from PySide6.QtCore import qVersion
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QDialog, QLabel, QMenu, QMessageBox, QVBoxLayout, QWidget
+
+from ui.message_actions import SHORTCUTS as MESSAGE_KEYS
+
+OTHER_KEYS = (
+    ("Enter", "Send the message (in the message box)"),
+    ("Shift+Enter", "A new line in the message box"),
+    ("Escape", "Stop the reply"),
+    ("Up / Down, Enter", "Choose and open a search result"),
+)
+MESSAGE_LABELS = {"copy": "Copy the focused reply", "regenerate": "Answer the question again",
+                  "edit": "Edit the focused question", "fork": "Fork a new chat from here",
+                  "delete": "Delete the focused message and what follows",
+                  "previous": "Previous version of the focused reply",
+                  "next": "Next version of the focused reply"}
+
+
+def version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def shortcut_rows(window: QWidget) -> list[tuple[str, str]]:
+    """(keys, what) for every action of the window's menus that has a key, then the others."""
+    rows = []
+
+    def walk(actions) -> None:
+        for action in actions:
+            if action.menu() is not None:
+                walk(action.menu().actions())
+                continue
+            keys = [k.toString(QKeySequence.SequenceFormat.NativeText)
+                    for k in action.shortcuts() if not k.isEmpty()]
+            if keys and action.text():
+                rows.append((" or ".join(keys), action.text().replace("&", "")))
+
+    walk(window.menuBar().actions())
+    rows += [(k.toString(QKeySequence.SequenceFormat.NativeText), MESSAGE_LABELS[name])
+             for name, k in MESSAGE_KEYS.items() if name in MESSAGE_LABELS]
+    rows += list(OTHER_KEYS)
+    seen, unique = set(), []
+    for row in rows:
+        if row not in seen:
+            seen.add(row)
+            unique.append(row)
+    return unique
+
+
+class ShortcutsDialog(QDialog):
+    def __init__(self, rows: list[tuple[str, str]], parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Keyboard shortcuts")
+        self.rows = rows
+        layout = QVBoxLayout(self)
+        table = "".join(f"<tr><td style='padding:2px 16px 2px 0'><b>{html.escape(k)}</b></td>"
+                        f"<td>{html.escape(what)}</td></tr>" for k, what in rows)
+        label = QLabel(f"<table>{table}</table>")
+        label.setAccessibleName("Keyboard shortcuts")
+        layout.addWidget(label)
+
+
+def about_text(model: str | None) -> str:
+    try:
+        import llama_cpp  # deferred: only to name its version (it loads with the model anyway)
+
+        llama = llama_cpp.__version__
+    except ImportError:
+        llama = "not installed"
+    return (f"<h3>Outpost {html.escape(version('outpost'))}</h3>"
+            "<p>Chat with language models, online or offline.</p>"
+            f"<p>Qt {qVersion()} · PySide6 {pyside_version} · llama-cpp-python "
+            f"{html.escape(llama)} · Python {platform.python_version()}<br>"
+            f"Local model: {html.escape(model or 'none loaded')}</p>")
+
+
+class HelpMenu(QMenu):
+    def __init__(self, window: QWidget, model_in_use: Callable[[], str | None]):
+        super().__init__("&Help", window)
+        self.window_ = window
+        self.model_in_use = model_in_use
+        self.shortcuts_action = QAction("&Keyboard shortcuts", self)
+        self.shortcuts_action.setShortcut(QKeySequence("Ctrl+/"))
+        self.about_action = QAction("&About Outpost", self)
+        self.addAction(self.shortcuts_action)
+        self.addAction(self.about_action)
+        self.shortcuts_action.triggered.connect(self.show_shortcuts)
+        self.about_action.triggered.connect(self.show_about)
+
+    def show_shortcuts(self) -> ShortcutsDialog:
+        dialog = ShortcutsDialog(shortcut_rows(self.window_), self.window_)
+        dialog.show()
+        return dialog
+
+    def show_about(self) -> QMessageBox:
+        box = QMessageBox(QMessageBox.Icon.Information, "About Outpost",
+                          about_text(self.model_in_use()), parent=self.window_)
+        box.show()
+        return box
