@@ -297,6 +297,7 @@ class MainWindow(QMainWindow):
         self.sidebar.conversation_selected.connect(self._on_conversation_selected)
         self.sidebar.rename_requested.connect(self._on_rename)
         self.sidebar.delete_requested.connect(self._on_delete)
+        self.sidebar.pin_requested.connect(self._on_pin)
         c.conversations_changed.connect(self.refresh_sidebar)
 
         # the route: picked, defaulted, forced local by Offline mode -> shown everywhere
@@ -516,6 +517,41 @@ class MainWindow(QMainWindow):
         self.banner.hide()  # before sending: what the send reports (turns left out…) stays
         if self.controller.send(text):
             self.composer.clear()
+            self._remember_target()
+
+    def _remember_target(self) -> None:
+        """The conversation keeps who answers it, so reopening it sends there again."""
+        cid = self.controller.conversation_id
+        if cid is None:
+            return
+        target = self.target_picker.target()
+        model = self.model_picker.currentText().strip() if target != "local" else None
+        try:
+            self.store.set_target(cid, target, model)
+        except OutpostError as exc:
+            self._on_failure(exc)
+
+    def _show_conversation_target(self, conversation_id: str) -> None:
+        """Switch the pickers to the conversation's remembered provider and model."""
+        try:
+            conversation = self.store.get_conversation(conversation_id)
+        except OutpostError:
+            return
+        target = conversation.target
+        if not target or self.target_picker.findData(target) < 0:
+            return  # never sent, or its provider was removed: keep the current choice
+        if target != self.target_picker.target():
+            self.target_picker.setCurrentIndex(self.target_picker.findData(target))
+        if conversation.target_model and target != "local":
+            self.model_picker.choose(conversation.target_model)
+
+    @Slot(str, bool)
+    def _on_pin(self, conversation_id: str, pinned: bool) -> None:
+        try:
+            self.store.set_pinned(conversation_id, pinned)
+        except OutpostError as exc:
+            self._on_failure(exc)
+        self.refresh_sidebar()
 
     @Slot()
     def _on_new_chat(self) -> None:
@@ -534,6 +570,7 @@ class MainWindow(QMainWindow):
                                            self.controller.conversation_id)
             return
         self.controller.open_conversation(conversation_id)
+        self._show_conversation_target(conversation_id)
         self._show_title()
         self.update_route_display()
         self.sampling_binding.reload()

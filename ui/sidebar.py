@@ -1,5 +1,13 @@
-"""The list of conversations: new, select, rename (double-click or F2), delete (Del)."""
+"""The list of conversations: new, select, rename (double-click or F2), delete (Del), pin.
+
+Grouped by when they were last used: Pinned, Today, Yesterday, Previous 7 days, then one group
+per month ("October 2026"); the group headers are not selectable (the arrow keys skip them).
+Each conversation's tooltip says who answers it (the local model or a provider and model).
+"""
 from __future__ import annotations
+
+import calendar
+import datetime as dt
 
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QAction, QKeySequence
@@ -18,6 +26,34 @@ from app.domain.messages import Conversation
 from ui import theme
 
 ID_ROLE = Qt.ItemDataRole.UserRole
+PINNED_ROLE = Qt.ItemDataRole.UserRole + 1
+HEADER_ROLE = Qt.ItemDataRole.UserRole + 2
+
+
+def group_of(updated_at: str, today: dt.date) -> str:
+    """The date group of a conversation last updated at ``updated_at`` (ISO, UTC)."""
+    try:
+        when = dt.datetime.fromisoformat(updated_at.replace("Z", "+00:00"))
+    except ValueError:
+        return "Older"
+    if when.tzinfo is not None:
+        when = when.astimezone()  # the user's day, not UTC's
+    day = when.date()
+    if day >= today:
+        return "Today"
+    if day == today - dt.timedelta(days=1):
+        return "Yesterday"
+    if day > today - dt.timedelta(days=7):
+        return "Previous 7 days"
+    return f"{calendar.month_name[day.month]} {day.year}"
+
+
+def who_answers(conversation: Conversation) -> str:
+    target = conversation.target
+    if not target or target == "local":
+        return "the local model"
+    name = target.split(":", 1)[1]
+    return f"{name} · {conversation.target_model}" if conversation.target_model else name
 
 
 class Sidebar(QWidget):
@@ -25,6 +61,7 @@ class Sidebar(QWidget):
     conversation_selected = Signal(str)
     rename_requested = Signal(str, str)
     delete_requested = Signal(str)
+    pin_requested = Signal(str, bool)  # conversation id, pinned
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -37,7 +74,7 @@ class Sidebar(QWidget):
         self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.list.setWordWrap(False)
-        self.list.setStyleSheet(theme.sidebar_style())
+        theme.restyle(self.list, theme.sidebar_style)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 8, 8, 8)
         layout.addWidget(self.new_button)
@@ -55,23 +92,61 @@ class Sidebar(QWidget):
         self.list.customContextMenuRequested.connect(self._on_context_menu)
         self.delete_action.triggered.connect(self._on_delete_current)
 
-    def set_conversations(self, conversations: list[Conversation], current_id: str | None) -> None:
+    def set_conversations(self, conversations: list[Conversation], current_id: str | None,
+                          today: dt.date | None = None) -> None:
+        """Show ``conversations`` (newest first) under their groups; ``today``: for tests."""
+        today = today or dt.date.today()
         self._filling = True
         try:
             self.list.clear()
+            pinned = [c for c in conversations if c.pinned]
+            groups: dict[str, list[Conversation]] = {"Pinned": pinned} if pinned else {}
             for conversation in conversations:
-                news = self.news.get(conversation.id)
-                item = QListWidgetItem(conversation.title or "Untitled")
-                item.setData(ID_ROLE, conversation.id)
-                item.setToolTip(f"{conversation.title}\nupdated {conversation.updated_at}"
-                                + (f"\n{news}" if news else ""))
-                _set_bold(item, bool(news))
-                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
-                self.list.addItem(item)
-                if conversation.id == current_id:
-                    self.list.setCurrentItem(item)
+                if not conversation.pinned:
+                    groups.setdefault(group_of(conversation.updated_at, today),
+                                      []).append(conversation)
+            for group, members in groups.items():
+                self._add_header(group)
+                for conversation in members:
+                    self._add_conversation(conversation, current_id)
         finally:
             self._filling = False
+
+    def _add_header(self, text: str) -> None:
+        header = QListWidgetItem(text)
+        header.setFlags(Qt.ItemFlag.NoItemFlags)  # not selectable: the arrow keys skip it
+        font = header.font()
+        font.setBold(True)
+        font.setPointSizeF(font.pointSizeF() * 0.85)
+        header.setFont(font)
+        header.setData(HEADER_ROLE, True)
+        self.list.addItem(header)
+
+    def _add_conversation(self, conversation: Conversation, current_id: str | None) -> None:
+        news = self.news.get(conversation.id)
+        item = QListWidgetItem(conversation.title or "Untitled")
+        item.setData(ID_ROLE, conversation.id)
+        item.setData(PINNED_ROLE, conversation.pinned)
+        item.setToolTip(f"{conversation.title}\nanswered by {who_answers(conversation)}"
+                        f"\nupdated {conversation.updated_at[:16].replace('T', ' ')}"
+                        + (f"\n{news}" if news else ""))
+        _set_bold(item, bool(news))
+        item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
+        self.list.addItem(item)
+        if conversation.id == current_id:
+            self.list.setCurrentItem(item)
+
+    def conversation_items(self) -> list[QListWidgetItem]:
+        """The conversations' items, in order (not the group headers)."""
+        items = (self.list.item(i) for i in range(self.list.count()))
+        return [item for item in items if item.data(ID_ROLE) is not None]
+
+    def conversation_count(self) -> int:
+        return len(self.conversation_items())
+
+    def titles(self) -> list[str]:
+        """What the list shows, headers included (for tests and accessibility checks)."""
+        return [self.list.item(i).text() for i in range(self.list.count())]
 
     def current_id(self) -> str | None:
         item = self.list.currentItem()
@@ -125,13 +200,17 @@ class Sidebar(QWidget):
     @Slot(object)
     def _on_context_menu(self, pos) -> None:
         item = self.list.itemAt(pos)
-        if item is None:
+        if item is None or item.data(ID_ROLE) is None:  # nothing, or a group's header
             return
         menu = QMenu(self)
+        pinned = bool(item.data(PINNED_ROLE))
+        pin = menu.addAction("Unpin" if pinned else "Pin to the top")
         rename = menu.addAction("Rename")
         delete = menu.addAction("Delete")
         chosen = menu.exec(self.list.viewport().mapToGlobal(pos))
-        if chosen is rename:
+        if chosen is pin:
+            self.pin_requested.emit(item.data(ID_ROLE), not pinned)
+        elif chosen is rename:
             self.list.editItem(item)
         elif chosen is delete:
             self._confirm_delete(item)

@@ -130,6 +130,12 @@ class ModelPicker(QComboBox):
         if self._target == f"provider:{name}":
             self._fill(self.currentText(), models)
 
+    def choose(self, model: str) -> None:
+        """Show ``model`` as the chosen one (a conversation's remembered model)."""
+        name = self._target.split(":", 1)[1] if self._target != LOCAL else ""
+        self._fill(model, self.listed.get(name, []))
+        self.model_changed.emit(self._target, model)
+
     def _fill(self, first: str, models: list[str]) -> None:
         self.blockSignals(True)
         self.clear()

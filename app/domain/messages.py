@@ -257,6 +257,10 @@ class Conversation:
     sampling: dict | None = None  # its sampling knobs (app.domain.sampling); None: the defaults
     # the end of the path shown and answered (conversations are trees); None: the newest message
     active_leaf_id: str | None = None
+    pinned: bool = False  # shown at the top of the list
+    # who answers it: "local" or "provider:NAME" (chosen when it was last sent), and the model
+    target: str | None = None
+    target_model: str | None = None
 
 
 @dataclass

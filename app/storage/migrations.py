@@ -201,3 +201,13 @@ def m010_conversation_tree(db: sqlite_utils.Database) -> None:
         db.execute("update conversations set active_leaf_id = ? where id = ?",
                    [previous, conversation_id])
     db["messages"].create_index(["parent_id"], if_not_exists=True)
+
+
+@migration
+def m011_conversation_place(db: sqlite_utils.Database) -> None:
+    """A conversation can be pinned to the top of the list, and remembers who answers it: the
+    target chosen when its last message was sent ("local" or "provider:NAME") and that
+    provider's model, so reopening it sends the next message to the same place."""
+    db["conversations"].add_column("pinned", int, not_null_default=0)
+    db["conversations"].add_column("target", str)
+    db["conversations"].add_column("target_model", str)

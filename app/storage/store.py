@@ -170,7 +170,9 @@ def _row_to_conversation(row: dict) -> Conversation:
                         updated_at=row["updated_at"], system_prompt=row["system_prompt"] or "",
                         route=row.get("route"), profile=row.get("profile"),
                         sampling=json.loads(row["sampling"]) if row.get("sampling") else None,
-                        active_leaf_id=row.get("active_leaf_id"))
+                        active_leaf_id=row.get("active_leaf_id"),
+                        pinned=bool(row.get("pinned")), target=row.get("target"),
+                        target_model=row.get("target_model"))
 
 
 class Store:
@@ -312,6 +314,21 @@ class Store:
         self.get_conversation(conversation_id)
         with self._tx() as db:
             db["conversations"].update(conversation_id, {"route": route})
+
+    def set_pinned(self, conversation_id: str, pinned: bool) -> None:
+        """Pin a conversation to the top of the list (or unpin it)."""
+        self.get_conversation(conversation_id)
+        with self._tx() as db:
+            db["conversations"].update(conversation_id, {"pinned": int(bool(pinned))})
+
+    def set_target(self, conversation_id: str, target: str, model: str | None) -> None:
+        """Who answers this conversation: "local" or "provider:NAME", and that model."""
+        if target != "local" and not target.startswith("provider:"):
+            raise UsageError(f"{target!r} is not a target: 'local' or 'provider:NAME'.")
+        self.get_conversation(conversation_id)
+        with self._tx() as db:
+            db["conversations"].update(conversation_id, {"target": target,
+                                                         "target_model": model or None})
 
     def set_conversation_sampling(self, conversation_id: str, sampling: dict | None,
                                   system_prompt: str | None = None) -> None:

@@ -86,7 +86,7 @@ def test_type_enter_streams_reply_and_saves_it(qtbot, scripted, scripted_engine,
 
     conversations = scripted.store.list_conversations()
     assert len(conversations) == 1
-    assert window.sidebar.list.count() == 1
+    assert window.sidebar.conversation_count() == 1
     messages = scripted.store.messages(conversations[0].id)
     assert [m.role for m in messages] == [Role.USER, Role.ASSISTANT]
     answer = messages[1]
@@ -163,16 +163,16 @@ def test_sidebar_new_rename_delete_and_reopen(qtbot, scripted, scripted_engine):
     assert window.controller.conversation_id is None
     send_with_enter(qtbot, scripted, "Second chat")
     wait_idle(qtbot, scripted)
-    assert window.sidebar.list.count() == 2
+    assert window.sidebar.conversation_count() == 2
     first_id = [c.id for c in scripted.store.list_conversations() if c.title == "First chat"][0]
 
     window.sidebar.rename_requested.emit(first_id, "Renamed chat")
     assert scripted.store.get_conversation(first_id).title == "Renamed chat"
-    titles = [window.sidebar.list.item(i).text() for i in range(window.sidebar.list.count())]
+    titles = [item.text() for item in window.sidebar.conversation_items()]
     assert "Renamed chat" in titles
 
-    item = next(window.sidebar.list.item(i) for i in range(window.sidebar.list.count())
-                if window.sidebar.list.item(i).text() == "Renamed chat")
+    item = next(item for item in window.sidebar.conversation_items()
+                if item.text() == "Renamed chat")
     window.sidebar.list.setCurrentItem(item)
     assert window.controller.conversation_id == first_id
     assert [b.text for b in window.view.bubbles] == ["First chat", "One."]
@@ -180,7 +180,7 @@ def test_sidebar_new_rename_delete_and_reopen(qtbot, scripted, scripted_engine):
 
     window.sidebar.delete_requested.emit(first_id)
     assert first_id not in [c.id for c in scripted.store.list_conversations()]
-    assert window.sidebar.list.count() == 1
+    assert window.sidebar.conversation_count() == 1
     assert window.view.bubbles == []
 
 
@@ -270,7 +270,7 @@ def test_delete_key_asks_before_deleting(qtbot, scripted, scripted_engine, monke
     asked = []
     monkeypatch.setattr(QMessageBox, "question",
                         lambda *args, **kwargs: (asked.append(args[2]), answers.pop(0))[1])
-    window.sidebar.list.setCurrentRow(0)
+    window.sidebar.list.setCurrentItem(window.sidebar.conversation_items()[0])
     window.sidebar.list.setFocus()
     qtbot.keyClick(window.sidebar.list, Qt.Key.Key_Delete)
     assert asked and "cannot be undone" in asked[0]

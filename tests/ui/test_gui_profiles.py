@@ -40,7 +40,7 @@ def test_switch_profile_with_pin_shows_only_that_profiles_chats(qtbot, outpost, 
     admin = window.profile
     assert admin.is_admin and window.profile_button.text() == f"Profile: {admin.name} (admin)"
     send(qtbot, outpost, "A note for the admin only")
-    assert window.sidebar.list.count() == 1
+    assert window.sidebar.conversation_count() == 1
     outpost.profiles.add("maria", admin, pin="8642")
 
     seen: list[str] = []
@@ -52,11 +52,11 @@ def test_switch_profile_with_pin_shows_only_that_profiles_chats(qtbot, outpost, 
     answer_pin_prompt(qtbot, ["8642"], seen)
     window.profile_button.switch_requested.emit("maria")
     assert window.profile.name == "maria" and window.windowTitle() == "Outpost — maria"
-    assert window.sidebar.list.count() == 0 and window.view.bubbles == []
+    assert window.sidebar.conversation_count() == 0 and window.view.bubbles == []
     assert outpost.settings["last_profile"] == "maria"
     send(qtbot, outpost, "Hello from Maria")
     [mine] = outpost.store.list_conversations("maria")
-    assert mine.title == "Hello from Maria" and window.sidebar.list.count() == 1
+    assert mine.title == "Hello from Maria" and window.sidebar.conversation_count() == 1
     rows = outpost.store.request_log()
     assert rows[-1]["profile"] == "maria" and rows[-1]["conversation_id"] == mine.id
     window.grab().save(str(artifacts_dir / "main_window_profile.png"))
@@ -83,7 +83,7 @@ def test_switch_profile_with_pin_shows_only_that_profiles_chats(qtbot, outpost, 
 
     # no PIN needed to go back to a profile without one (no prompt: this returns at once)
     window.profile_button.switch_requested.emit(admin.name)
-    assert window.profile.name == admin.name and window.sidebar.list.count() == 1
+    assert window.profile.name == admin.name and window.sidebar.conversation_count() == 1
     assert not dialog.isVisible()  # maria's dialog closed with her session
 
 

@@ -207,7 +207,7 @@ def test_fork_opens_a_new_conversation_with_the_copied_path(qtbot, scripted, scr
     assert forked != original
     assert texts(window) == ["Q1", "First answer."]
     assert window.title_label.text().endswith("(fork)")
-    assert window.sidebar.list.count() == 2
+    assert window.sidebar.conversation_count() == 2
     assert len(scripted.store.messages(original)) == 4  # the original is unchanged
     scripted_engine.script(reply("In the fork."))
     send(qtbot, scripted, "Q-fork")
@@ -402,8 +402,8 @@ def test_an_outbox_answer_for_another_conversation_is_marked_in_the_sidebar(
     window._on_new_chat()
     send(qtbot, scripted, "Another chat")
     window.outbox_button.answered.emit(first, "acme answered your queued message in “Q1”.")
-    [item] = [window.sidebar.list.item(i) for i in range(window.sidebar.list.count())
-              if window.sidebar.list.item(i).data(Qt.ItemDataRole.UserRole) == first]
+    [item] = [item for item in window.sidebar.conversation_items()
+              if item.data(Qt.ItemDataRole.UserRole) == first]
     assert item.font().bold() and "acme answered" in item.toolTip()
     assert item.text() == "Q1"  # the title itself is untouched (renaming stays right)
     window.sidebar.list.setCurrentItem(item)

@@ -44,7 +44,7 @@ def test_a_chat_written_by_another_process_appears(qtbot, scripted):
     other.add_message(conversation.id, Role.USER, "hello from the CLI")
     other.close()
     assert window.conversation_watch.check()  # the timer's tick, without waiting for it
-    titles = [window.sidebar.list.item(i).text() for i in range(window.sidebar.list.count())]
+    titles = [item.text() for item in window.sidebar.conversation_items()]
     assert any("From the terminal" in t for t in titles), titles
     assert not window.conversation_watch.check()  # nothing new since
 

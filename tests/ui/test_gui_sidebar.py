@@ -1,0 +1,72 @@
+"""The conversation list (issue 15): grouped by date with unselectable headers, pinned chats on
+top, and each chat remembering who answers it (provider and model)."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from PySide6.QtCore import Qt
+
+from app.config.providers import ProviderConfig
+from app.domain.messages import Conversation
+from tests.support import reply, send
+from ui.sidebar import Sidebar, group_of
+
+pytestmark = pytest.mark.gui
+TODAY = dt.date(2026, 11, 30)
+
+
+def conversation(cid: str, day: str, pinned: bool = False) -> Conversation:
+    return Conversation(cid, f"chat {cid}", f"{day}T09:00:00+00:00",
+                        f"{day}T09:00:00+00:00", pinned=pinned)
+
+
+def test_groups_by_date_with_headers_the_keys_skip(qtbot):
+    assert group_of("2026-11-30T09:00:00+00:00", TODAY) == "Today"
+    assert group_of("2026-11-29T09:00:00+00:00", TODAY) == "Yesterday"
+    assert group_of("2026-11-25T09:00:00+00:00", TODAY) == "Previous 7 days"
+    assert group_of("2026-10-02T09:00:00+00:00", TODAY) == "October 2026"
+    sidebar = Sidebar()
+    qtbot.addWidget(sidebar)
+    sidebar.set_conversations([conversation("a", "2026-11-30"), conversation("p", "2026-01-05",
+                                                                          pinned=True),
+                               conversation("b", "2026-11-29"),
+                               conversation("c", "2026-10-02")], "a", today=TODAY)
+    assert sidebar.titles() == ["Pinned", "chat p", "Today", "chat a", "Yesterday", "chat b",
+                                "October 2026", "chat c"]
+    sidebar.show()
+    sidebar.list.setFocus()
+    qtbot.keyClick(sidebar.list, Qt.Key.Key_Down)  # from "chat a" over the "Yesterday" header
+    assert sidebar.current_id() == "b"
+    qtbot.keyClick(sidebar.list, Qt.Key.Key_Up)
+    qtbot.keyClick(sidebar.list, Qt.Key.Key_Up)  # over "Today" to the pinned one
+    assert sidebar.current_id() == "p"
+
+
+def test_pinning_and_the_remembered_provider(qtbot, scripted, scripted_engine):
+    window = scripted.window
+    scripted.registry.add(ProviderConfig("far", "openai", "http://127.0.0.1:9/v1", "m0"))
+    window.target_picker.refresh()
+    scripted_engine.script(reply("One."), reply("Two."))
+    send(qtbot, scripted, "First chat")
+    first = window.controller.conversation_id
+    window._on_new_chat()
+    send(qtbot, scripted, "Second chat")
+    second = window.controller.conversation_id
+    assert scripted.store.get_conversation(second).target == "local"  # kept when sent
+
+    window._on_pin(first, True)
+    assert window.sidebar.titles()[:2] == ["Pinned", "First chat"]
+    window._on_pin(first, False)
+    assert "Pinned" not in window.sidebar.titles()
+
+    scripted.store.set_target(first, "provider:far", "m-special")
+    window._on_conversation_selected(first)
+    assert window.target_picker.target() == "provider:far"
+    assert window.model_picker.currentText() == "m-special"
+    window._on_conversation_selected(second)
+    assert window.target_picker.target() == "local"
+    window.refresh_sidebar()
+    tip = next(i.toolTip() for i in window.sidebar.conversation_items()
+               if i.data(Qt.ItemDataRole.UserRole) == first)
+    assert "answered by far · m-special" in tip
