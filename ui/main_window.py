@@ -64,6 +64,7 @@ from ui.route_state import RouteState
 from ui.sampling_panel import SamplingPanel
 from ui.search_dialog import SearchDialog
 from ui.setting_saver import save_setting
+from ui.settings_dialog import SettingsDialog
 from ui.sidebar import Sidebar
 from ui.target_picker import ModelPicker, TargetPicker
 from ui.tasks import TaskRunner
@@ -110,6 +111,7 @@ class ElidedLabel(QLabel):
 
 class MainWindow(QMainWindow):
     offline_mode_changed = Signal()  # after the setting changed (read it from settings)
+    theme_changed = Signal(str)  # the theme setting changed (system / light / dark)
     # the current conversation's route as shown (a RouteState): every widget showing part of
     # it is connected in _connect_signals
     route_state_changed = Signal(object)
@@ -238,6 +240,10 @@ class MainWindow(QMainWindow):
         self.profiles_action = QAction("&Profiles…", self)
         chat_menu.addAction(self.profiles_action)
         chat_menu.addMenu(self.default_route_menu)
+        self.settings_action = QAction("&Settings…", self)
+        self.settings_action.setShortcut(QKeySequence("Ctrl+,"))
+        self.settings_action.setMenuRole(QAction.MenuRole.PreferencesRole)
+        chat_menu.addAction(self.settings_action)
         chat_menu.addSeparator()
         self.quit_action = QAction("&Quit", self)
         self.quit_action.setShortcut(QKeySequence.StandardKey.Quit)
@@ -269,6 +275,7 @@ class MainWindow(QMainWindow):
         self.quit_action.triggered.connect(self.close)
         self.find_action.triggered.connect(lambda: self.open_search(this_chat=True))
         self.focus_composer_action.triggered.connect(self.composer.edit.setFocus)
+        self.settings_action.triggered.connect(self.open_settings)
         self.conversation_watch.changed.connect(self._on_conversations_changed_elsewhere)
         self.find_all_action.triggered.connect(lambda: self.open_search(this_chat=False))
         self.banner.retry_requested.connect(c.retry)
@@ -574,6 +581,28 @@ class MainWindow(QMainWindow):
         self._show_title()
         self.update_route_display()
         self.sampling_binding.reload()
+
+    def open_settings(self) -> SettingsDialog:
+        """Chat ▸ Settings… (Ctrl+,): every option of the settings schema, by group."""
+        dialog = SettingsDialog(self.settings, self, on_applied=self.apply_settings)
+        self.settings_dialog = dialog
+        dialog.show()
+        return dialog
+
+    @Slot(list)
+    def apply_settings(self, names: list[str]) -> None:
+        """Make changed settings take effect now where they can; the model reloads in the
+        background (the loaded one answers meanwhile) when a load setting changed."""
+        if "offline_mode" in names:
+            self.offline.action.setChecked(bool(self.settings["offline_mode"]))
+        if "send_when_online" in names:
+            self.controller.send_when_online = bool(self.settings["send_when_online"])
+        if "theme" in names:
+            self.theme_changed.emit(self.settings["theme"])
+        if SettingsDialog.needs_reload(names):
+            self.loader.load(self.settings["model_path"] or None)
+        self.update_route_display()
+        self.statusBar().showMessage(SettingsDialog.applied_note(names), 8000)
 
     def open_search(self, this_chat: bool) -> SearchDialog:
         """Ctrl+F: words in this conversation (all conversations when none is open);

@@ -31,70 +31,140 @@ class Option:
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple | None = None
+    # where the Settings dialog shows it (one of GROUPS); "" = not shown there (state the
+    # window keeps, e.g. the last profile)
+    group: str = "General"
+    # what changing it needs: "" (applies at once), "reload" (the local model), "restart"
+    takes_effect: str = ""
+    # its name in the Settings dialog; empty: made from ``name``
+    label: str = ""
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name.replace("_", " ").capitalize()
+
+    @property
+    def rule(self) -> str:
+        """What a valid value is, in words: "a whole number from 256 to 1,048,576"."""
+        if self.choices is not None:
+            return "one of " + ", ".join(str(choice) for choice in self.choices)
+        kind = _KINDS.get(self.type, f"a {self.type.__name__}")
+        if self.minimum is None or self.maximum is None:
+            return kind
+        return f"{kind} from {_number(self.minimum)} to {_number(self.maximum)}"
 
 
+def _number(x: float) -> str:
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:,}"
+
+
+_KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "text",
+          list: "a list"}
+GROUPS = ("General", "Local model", "Network and failover", "Privacy", "Appearance")
+TAKES_EFFECT = ("", "reload", "restart")
+
+
+# ``takes_effect`` says what the window does with a change, from where each option is read:
+# the load settings and ``model_path`` when a local model loads (engines/registry.py; the
+# window loads it again, the old one answering meanwhile); the library, the key store, the
+# cloud engines' timeouts and the default profile are built once at start (ui/app.py); the
+# rest is read for each turn, or kept in step by the window from ``applied``.
 SCHEMA: tuple[Option, ...] = (
+    # -- General: how a new conversation is answered ------------------------------------------
+    Option("system_prompt", str, "You are a helpful assistant.",
+           "System prompt of new conversations.", label="System prompt"),
+    Option("temperature", float, 0.7, "Sampling temperature.", 0.0, 2.0, label="Temperature"),
+    Option("top_p", float, 0.95, "Nucleus sampling: keep the smallest set of tokens whose "
+           "probabilities add up to top_p.", 0.01, 1.0, label="Top-p"),
+    Option("max_tokens", int, 512, "Most tokens one reply may have.", 1, 131_072,
+           label="Max tokens per reply"),
+    Option("user_id", str, "", "Name of this machine's default profile, created as the admin "
+           "on first use (see `outpost profile`). Empty: the OS user.",
+           takes_effect="restart", label="Default profile"),
+    # -- Local model ------------------------------------------------------------------------------
     Option("model_path", str, "",
            "The local model: a name from `outpost models list`, or a GGUF file's path. Empty: "
-           "the bundled SmolLM2-135M-Instruct (Q4_1)."),
+           "the bundled SmolLM2-135M-Instruct (Q4_1).",
+           group="Local model", takes_effect="reload", label="Model"),
     Option("models_dir", str, "",
            "Where imported models are kept. Empty: the models folder in Outpost's data "
-           "folder."),
+           "folder.", group="Local model", takes_effect="restart", label="Models folder"),
     Option("shared_model_folders", list, [],
            "Read-only folders (a network share, a USB stick) scanned for GGUF models; Outpost "
-           "never writes or deletes there."),
+           "never writes or deletes there.",
+           group="Local model", takes_effect="restart", label="Shared model folders"),
     Option("context_cap", int, 4096,
            "Upper bound of the local context window in tokens; the model's own trained context "
-           "length is used when it is smaller.", 256, 1_048_576),
+           "length is used when it is smaller.", 256, 1_048_576,
+           group="Local model", takes_effect="reload", label="Context cap (tokens)"),
     Option("n_threads", int, 0,
-           "CPU threads for the local model. 0: one per physical core.", 0, 512),
+           "CPU threads for the local model. 0: one per physical core.", 0, 512,
+           group="Local model", takes_effect="reload", label="CPU threads"),
     Option("gpu_offload", bool, True,
-           "Put all layers on the GPU when llama.cpp was built with GPU support."),
+           "Put all layers on the GPU when llama.cpp was built with GPU support.",
+           group="Local model", takes_effect="reload", label="Use the GPU"),
     Option("reproducible_seeds", bool, True,
            "Local model: the same seed, prompt and knobs always give the same text (the prompt "
            "is evaluated as on a cold cache; follow-up turns re-evaluate the previous reply). "
-           "Off: follow-ups reuse more of the cache and start sooner, without that guarantee."),
-    Option("system_prompt", str, "You are a helpful assistant.",
-           "System prompt of new conversations."),
-    Option("temperature", float, 0.7, "Sampling temperature.", 0.0, 2.0),
-    Option("top_p", float, 0.95, "Nucleus sampling: keep the smallest set of tokens whose "
-           "probabilities add up to top_p.", 0.01, 1.0),
-    Option("max_tokens", int, 512, "Most tokens one reply may have.", 1, 131_072),
-    Option("user_id", str, "", "Name of this machine's default profile, created as the admin "
-           "on first use (see `outpost profile`). Empty: the OS user."),
-    Option("last_profile", str, "",
-           "The profile the window opens as (it asks for its PIN, if any). Empty: the default."),
-    Option("first_token_timeout_s", float, 30.0,
-           "Cloud: give up when no text arrived this many seconds after sending.", 1.0, 600.0),
-    Option("idle_timeout_s", float, 60.0,
-           "Cloud: give up when the stream sends nothing (not even a keep-alive) for this many "
-           "seconds.", 1.0, 600.0),
-    Option("key_fallback", str, "refuse",
-           "Where API keys go when no secure OS keychain exists: refuse, memory (this session "
-           "only) or file (a file only you can read). Chosen explicitly by the user.",
-           choices=("refuse", "memory", "file")),
-    Option("chat_target", str, "local",
-           "Who answers new messages in the window: 'local', or 'provider:NAME'."),
+           "Off: follow-ups reuse more of the cache and start sooner, without that guarantee.",
+           group="Local model", takes_effect="reload", label="Reproducible replies"),
+    # -- Network and failover ---------------------------------------------------------------------
     Option("default_route", str, "auto",
            "Route of conversations that have none of their own: auto (the chosen provider "
            "first, the local model when it cannot answer), local (never leaves the machine) or "
            "cloud (the provider only; unreachable: the request waits in the outbox).",
-           choices=("auto", "local", "cloud")),
-    Option("offline_mode", bool, False,
-           "Offline mode: every conversation is answered by the local model; nothing is sent "
-           "and no connection is opened."),
+           choices=("auto", "local", "cloud"), group="Network and failover",
+           label="Default route"),
     Option("hedge_after_s", float, 2.5,
            "Auto route: when the cloud's first token is later than this, the local model starts "
-           "too and the first to stream wins. 0 turns hedging off.", 0.0, 600.0),
-    Option("rate_limit_wait", bool, True,
-           "When a profile's requests/tokens per minute are used up: wait (with a countdown) "
-           "instead of refusing. The command line waits; the window says when to try again."),
+           "too and the first to stream wins. 0 turns hedging off.", 0.0, 600.0,
+           group="Network and failover", label="Start the local model after (s)"),
     Option("send_when_online", bool, False,
            "Auto route: when the provider cannot be reached, also queue the message in the "
-           "outbox and send it once the provider is back (the local model answers now)."),
+           "outbox and send it once the provider is back (the local model answers now).",
+           group="Network and failover", label="Send when back online"),
+    Option("first_token_timeout_s", float, 30.0,
+           "Cloud: give up when no text arrived this many seconds after sending.", 1.0, 600.0,
+           group="Network and failover", takes_effect="restart",
+           label="First-token timeout (s)"),
+    Option("idle_timeout_s", float, 60.0,
+           "Cloud: give up when the stream sends nothing (not even a keep-alive) for this many "
+           "seconds.", 1.0, 600.0, group="Network and failover", takes_effect="restart",
+           label="Idle timeout (s)"),
+    Option("rate_limit_wait", bool, True,
+           "When a profile's requests/tokens per minute are used up: wait (with a countdown) "
+           "instead of refusing. The command line waits; the window says when to try again.",
+           group="Network and failover", label="Wait when rate-limited"),
+    # -- Privacy ----------------------------------------------------------------------------------
+    Option("offline_mode", bool, False,
+           "Offline mode: every conversation is answered by the local model; nothing is sent "
+           "and no connection is opened.", group="Privacy", label="Offline mode"),
+    Option("key_fallback", str, "refuse",
+           "Where API keys go when no secure OS keychain exists: refuse, memory (this session "
+           "only) or file (a file only you can read). Chosen explicitly by the user.",
+           choices=("refuse", "memory", "file"), group="Privacy", takes_effect="restart",
+           label="API keys without a keychain"),
+    # -- Appearance -------------------------------------------------------------------------------
+    Option("theme", str, "system",
+           "The window's colours: system (follow the operating system's light or dark "
+           "scheme), light or dark.", choices=("system", "light", "dark"),
+           group="Appearance", label="Theme"),
+    # -- not in the dialog: what the window remembers by itself -----------------------------------
+    Option("last_profile", str, "",
+           "The profile the window opens as (it asks for its PIN, if any). Empty: the default.",
+           group=""),
+    Option("chat_target", str, "local",
+           "Who answers new messages in the window: 'local', or 'provider:NAME'.", group=""),
 )
 
 _BY_NAME = {option.name: option for option in SCHEMA}
+
+
+def option_named(name: str) -> Option:
+    option = _BY_NAME.get(name)
+    if option is None:
+        raise UsageError(f"There is no setting called {name!r}.")
+    return option
 
 
 def _coerce(option: Option, value: Any) -> Any:
@@ -158,17 +228,17 @@ class Settings:
         return self._values[name]
 
     def set(self, name: str, value: Any) -> None:
-        option = _BY_NAME.get(name)
-        if option is None:
-            raise UsageError(f"There is no setting called {name!r}.")
+        self._values[name] = self.check(name, value)
+
+    @staticmethod
+    def check(name: str, value: Any) -> Any:
+        """``value`` as ``set`` would keep it, without keeping it (the Settings dialog checks
+        each field as it is typed). Raises UsageError saying what a valid value is."""
+        option = option_named(name)
         try:
-            self._values[name] = _coerce(option, value)
+            return _coerce(option, value)
         except (TypeError, ValueError):
-            bounds = ""
-            if option.minimum is not None:
-                bounds = f" between {option.minimum} and {option.maximum}"
-            raise UsageError(f"Setting {name} must be a {option.type.__name__}{bounds}; "
-                             f"got {value!r}.") from None
+            raise UsageError(f"Setting {name} must be {option.rule}; got {value!r}.") from None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self._values)

@@ -17,7 +17,7 @@ DEFAULTS = {
     "max_tokens": 512, "user_id": "", "last_profile": "", "key_fallback": "refuse", "chat_target": "local",
     "first_token_timeout_s": 30.0, "idle_timeout_s": 60.0,
     "default_route": "auto", "offline_mode": False, "hedge_after_s": 2.5,
-    "send_when_online": False, "rate_limit_wait": True,
+    "send_when_online": False, "rate_limit_wait": True, "theme": "system",
 }
 
 
