@@ -1,0 +1,77 @@
+"""The usage dashboard's charts on a real ledger: what each chart draws is what the ledger
+holds, empty charts say so, and both palettes render (screenshots)."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from app.storage.store import Store
+from tests.storage.test_usage_series import row
+from ui.usage_charts import UsageCharts
+
+pytestmark = pytest.mark.gui
+TODAY = dt.date(2026, 11, 30)
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    store = Store(tmp_path / "outpost.db")
+    for day in range(1, 30):
+        when = (TODAY - dt.timedelta(days=day)).isoformat()
+        row(store, when, "local", "smol", prompt=100 * day, completion=50, ttft=80.0 + day,
+            latency=1080.0 + day)
+        if day % 3 == 0:
+            row(store, when, "openai", "gpt-4o-mini", cost=0.02 * day, ttft=400.0,
+                latency=2400.0, completion=81)
+        if day % 7 == 0:
+            row(store, when, "openai", "gpt-4o-mini", attempt=2, error="unavailable",
+                prompt=0, completion=0)
+    row(store, "2026-10-05", "anthropic", "claude", cost=3.5)
+    yield store
+    store.close()
+
+
+def shoot(qtbot, widget, path, theme_name):
+    from PySide6.QtWidgets import QApplication
+
+    from tools.take_screenshots import palette
+
+    app = QApplication.instance()
+    old = app.palette()
+    app.setPalette(palette(theme_name))
+    try:
+        widget.refresh()
+        for chart in (widget.tokens, widget.cost, widget.ttft, widget.speed, widget.problems):
+            chart.restyle()
+        qtbot.wait(50)
+        widget.grab().save(str(path))
+    finally:
+        app.setPalette(old)
+
+
+def test_the_charts_draw_what_the_ledger_holds(qtbot, ledger, artifacts_dir):
+    charts = UsageCharts(ledger, "ana", monthly_budget=5.0, today=lambda: TODAY)
+    qtbot.addWidget(charts)
+    charts.resize(1200, 800)
+    charts.show()
+    days = charts.series["tokens"]
+    assert len(days) == 30 and days[-1].day == "2026-11-30"
+    assert days[-2].local == 150  # yesterday: 100 + 50 tokens of the local model
+    assert days[-4].cloud == 10 + 81  # three days ago: one cloud reply
+    assert charts.series["cost"]["anthropic"] == [("2026-10", 3.5)]
+    assert set(charts.series["speed"]) == {"local · smol", "openai · gpt-4o-mini"}
+    problems = {p.provider: p for p in charts.series["problems"]}
+    assert (problems["openai"].errors, problems["openai"].retries) == (4, 4)
+    assert not charts.tokens.empty.isVisible() and not charts.cost.empty.isVisible()
+    shoot(qtbot, charts, artifacts_dir / "usage-charts-light.png", "light")
+    shoot(qtbot, charts, artifacts_dir / "usage-charts-dark.png", "dark")
+
+
+def test_an_empty_ledger_says_so(qtbot, tmp_path):
+    store = Store(tmp_path / "outpost.db")
+    charts = UsageCharts(store, "ana", today=lambda: TODAY)
+    qtbot.addWidget(charts)
+    charts.show()
+    assert charts.tokens.empty.isVisible() and charts.cost.empty.isVisible()
+    store.close()

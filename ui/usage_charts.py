@@ -1,0 +1,200 @@
+"""The usage dashboard's charts (pyqtgraph): tokens per day (the local model's and the cloud's,
+stacked), cost per month per provider against the monthly budget, time to first token and
+tokens/s per model over time, and failed attempts and retries per provider.
+
+Why pyqtgraph: it is pure Python on numpy (a few MB), draws fast with Qt's own painter, and
+works with the PySide6-Essentials wheels Outpost ships; QtCharts would need PySide6-Addons,
+several times the download, for four charts. The series are summed by SQLite
+(``app.storage.usage_series``); the charts only draw them. Colours come from the palette
+(``ui.theme``), so the charts follow the light or dark theme.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
+
+from app.storage.store import Store
+from app.storage.usage_series import (
+    cost_per_month,
+    problems_per_provider,
+    speed_per_model,
+    tokens_per_day,
+)
+from ui import theme
+
+DAYS = 30
+MONTHS = 12
+# Okabe–Ito: told apart with every kind of colour blindness, readable on light and dark bases
+SERIES = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9")
+
+
+def series_colour(n: int) -> str:
+    return SERIES[n % len(SERIES)]
+
+
+def _axis_ticks(labels: list[str], every: int = 1) -> list[list[tuple[int, str]]]:
+    return [[(i, label) for i, label in enumerate(labels) if i % every == 0]]
+
+
+class Chart(QWidget):
+    """A titled plot that follows the palette."""
+
+    def __init__(self, title: str, unit: str, parent=None):
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        self.title = QLabel(f"<b>{title}</b>")
+        self.title.setAccessibleName(title)
+        self.plot = pg.PlotWidget()
+        self.plot.setAccessibleName(title)
+        self.plot.setMenuEnabled(False)
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.getPlotItem().hideButtons()
+        self.plot.setLabel("left", unit)
+        self.legend = self.plot.addLegend(offset=(8, 8))
+        self.empty = QLabel("No data yet.")
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        layout.addWidget(self.title)
+        layout.addWidget(self.plot, 1)
+        layout.addWidget(self.empty)
+        self.restyle()
+
+    def restyle(self) -> None:
+        pal = theme.palette()
+        self.plot.setBackground(pal.color(QPalette.ColorRole.Base))
+        text = pal.color(QPalette.ColorRole.Text)
+        for side in ("left", "bottom"):
+            axis = self.plot.getAxis(side)
+            axis.setPen(pg.mkPen(text))
+            axis.setTextPen(pg.mkPen(text))
+        self.legend.setLabelTextColor(text.name())
+        for _sample, label in self.legend.items:  # labels drawn already keep their colour
+            label.setText(label.text, color=text.name())
+        backdrop = QColor(pal.color(QPalette.ColorRole.Base))
+        backdrop.setAlpha(210)  # the legend stays readable over the bars
+        self.legend.setBrush(pg.mkBrush(backdrop))
+        self.legend.setPen(pg.mkPen(pal.color(QPalette.ColorRole.Mid)))
+
+    def clear(self) -> None:
+        self.plot.clear()
+        self.legend.clear()
+
+    def show_empty(self, empty: bool) -> None:
+        self.empty.setVisible(empty)
+
+
+class UsageCharts(QWidget):
+    """The dashboard: ``refresh()`` reads the ledger again for ``profile``."""
+
+    def __init__(self, store: Store, profile: str | None, monthly_budget: float | None = None,
+                 today=None, parent=None):
+        """``monthly_budget``: the profile's cloud cost quota per month (a line on the cost
+        chart); ``today()``: the date the charts end on (tests pass a fixed one)."""
+        super().__init__(parent)
+        self.store, self.profile, self.monthly_budget = store, profile, monthly_budget
+        self.today = today or (lambda: dt.datetime.now(dt.timezone.utc).date())
+        grid = QGridLayout(self)
+        self.tokens = Chart(f"Tokens per day, last {DAYS} days", "tokens")
+        self.cost = Chart("Cloud cost per month", "USD")
+        self.ttft = Chart("Time to first token per model", "ms")
+        self.speed = Chart("Tokens per second per model", "tokens/s")
+        self.problems = Chart(f"Failed attempts and retries, last {DAYS} days", "attempts")
+        for index, chart in enumerate((self.tokens, self.cost, self.ttft, self.speed,
+                                       self.problems)):
+            grid.addWidget(chart, index // 2, index % 2)
+        self.series: dict[str, object] = {}  # what each chart shows (tests read it)
+        self.refresh()
+
+    def refresh(self) -> None:
+        today = self.today()
+        since = today - dt.timedelta(days=DAYS - 1)
+        self._tokens(since, today)
+        self._cost(today)
+        self._speed(since)
+        self._problems(since)
+
+    def _tokens(self, since: dt.date, today: dt.date) -> None:
+        days = tokens_per_day(self.store, self.profile, since, today)
+        self.series["tokens"] = days
+        chart = self.tokens
+        chart.clear()
+        local_colour, cloud_colour = series_colour(0), series_colour(1)
+        xs = list(range(len(days)))
+        local = [d.local for d in days]
+        cloud = [d.cloud for d in days]
+        chart.plot.addItem(pg.BarGraphItem(x=xs, height=local, width=0.7,
+                                           brush=local_colour, name="local model"))
+        chart.plot.addItem(pg.BarGraphItem(x=xs, y0=local, height=cloud, width=0.7,
+                                           brush=cloud_colour, name="cloud"))
+        chart.plot.getAxis("bottom").setTicks(_axis_ticks([d.day[5:] for d in days], 7))
+        chart.show_empty(not any(local) and not any(cloud))
+
+    def _cost(self, today: dt.date) -> None:
+        since = (today.replace(day=1) - dt.timedelta(days=31 * (MONTHS - 1))).replace(day=1)
+        by_provider = cost_per_month(self.store, self.profile, since)
+        self.series["cost"] = by_provider
+        chart = self.cost
+        chart.clear()
+        months = sorted({m for points in by_provider.values() for m, _ in points})
+        index = {m: i for i, m in enumerate(months)}
+        width = 0.8 / max(1, len(by_provider))
+        for n, (provider, points) in enumerate(sorted(by_provider.items())):
+            colour = series_colour(n)
+            xs = [index[m] - 0.4 + width * (n + 0.5) for m, _ in points]
+            bars = pg.BarGraphItem(x=xs, height=[c for _, c in points], width=width * 0.9,
+                                   brush=colour)
+            chart.plot.addItem(bars)
+            chart.legend.addItem(bars, provider)
+        if self.monthly_budget:
+            line = pg.InfiniteLine(pos=self.monthly_budget, angle=0,
+                                   pen=pg.mkPen(series_colour(3), width=2,
+                                                style=Qt.PenStyle.DashLine),
+                                   label=f"budget ${self.monthly_budget:g}",
+                                   labelOpts={"color": theme.palette().color(
+                                       QPalette.ColorRole.Text).name(), "position": 0.9})
+            chart.plot.addItem(line)
+        chart.plot.getAxis("bottom").setTicks(_axis_ticks(months))
+        chart.show_empty(not by_provider)
+
+    def _speed(self, since: dt.date) -> None:
+        by_model = speed_per_model(self.store, self.profile, since)
+        self.series["speed"] = by_model
+        for chart, field in ((self.ttft, "ttft_ms"), (self.speed, "tokens_per_s")):
+            chart.clear()
+            shown = False
+            for n, (label, points) in enumerate(sorted(by_model.items())):
+                xs, ys = [], []
+                for point in points:
+                    value = getattr(point, field)
+                    if value is not None:
+                        xs.append((dt.date.fromisoformat(point.day) - since).days)
+                        ys.append(value)
+                if xs:
+                    shown = True
+                    chart.plot.plot(xs, ys, pen=pg.mkPen(series_colour(n), width=2),
+                                    symbol="o", symbolSize=5,
+                                    symbolBrush=series_colour(n), name=label)
+            chart.plot.getAxis("bottom").setTicks(_axis_ticks(
+                [(since + dt.timedelta(days=i)).isoformat()[5:] for i in range(DAYS)], 7))
+            chart.show_empty(not shown)
+
+    def _problems(self, since: dt.date) -> None:
+        rows = problems_per_provider(self.store, self.profile, since)
+        self.series["problems"] = rows
+        chart = self.problems
+        chart.clear()
+        xs = list(range(len(rows)))
+        errors = pg.BarGraphItem(x=[x - 0.2 for x in xs], height=[r.errors for r in rows],
+                                 width=0.38, brush=series_colour(3))
+        retries = pg.BarGraphItem(x=[x + 0.2 for x in xs], height=[r.retries for r in rows],
+                                  width=0.38, brush=series_colour(2))
+        chart.plot.addItem(errors)
+        chart.plot.addItem(retries)
+        chart.legend.addItem(errors, "failed attempts")
+        chart.legend.addItem(retries, "retries")
+        chart.plot.getAxis("bottom").setTicks(_axis_ticks([r.provider for r in rows]))
+        chart.show_empty(not any(r.errors or r.retries for r in rows))
