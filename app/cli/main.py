@@ -22,6 +22,7 @@ from app.cli.commands.outbox import cmd_offline, cmd_outbox
 from app.cli.commands.presets import cmd_preset
 from app.cli.commands.profiles import cmd_profile
 from app.cli.commands.providers import cmd_keys, cmd_providers
+from app.cli.commands.transfer import cmd_export, cmd_import
 from app.domain.errors import Cancelled, OutpostError, UsageError
 from app.domain.sampling import BY_NAME
 
@@ -288,6 +289,32 @@ def _parser() -> argparse.ArgumentParser:
     hsearch = hsub.add_parser("search", help="full-text search over all messages")
     hsearch.add_argument("query", metavar="QUERY")
     hsearch.add_argument("--json", action="store_true")
+
+    export = sub.add_parser("export", help="write conversations to a file: JSON (every field, "
+                            "every branch; `outpost import` reads it back), Markdown or HTML",
+                            epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    export.add_argument("ids", metavar="ID", nargs="*",
+                        help="the conversations to export (ids from `outpost history list`)")
+    export.add_argument("--all", action="store_true",
+                        help="every conversation of your profile, oldest first")
+    export.add_argument("--format", choices=["json", "md", "html"],
+                        help="json: lossless, every message of every branch with its params, "
+                             "usage, timings, cost and state; md / html: the active path to read "
+                             "(other branches counted), html one self-contained page for light "
+                             "and dark (default: from the -o file's extension, else json)")
+    export.add_argument("-o", "--output", metavar="FILE", default="-",
+                        help="write to FILE, whole or not at all, readable by you only "
+                             "('-': stdout, the default)")
+
+    imp = sub.add_parser("import", help="add conversations from an Outpost JSON export or "
+                         "ChatGPT's conversations.json (the format is detected); conversations "
+                         "already here are skipped, never overwritten",
+                         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    imp.add_argument("file", metavar="FILE", help="the file (at most 64 MB); it is checked "
+                     "whole first, and nothing is imported if any of it is refused")
+    imp.add_argument("--json", action="store_true",
+                     help="print one summary object: imported and skipped conversations, with "
+                          "the reasons")
     return parser
 
 
@@ -351,7 +378,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 "providers": cmd_providers,
                 "keys": cmd_keys, "outbox": cmd_outbox, "offline": cmd_offline,
                 "usage": cmd_usage, "quota": cmd_quota, "profile": cmd_profile,
-                "preset": cmd_preset}
+                "preset": cmd_preset, "export": cmd_export, "import": cmd_import}
     if args.command is None:
         return cmd_gui()
     if args.command not in commands:

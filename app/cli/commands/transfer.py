@@ -1,0 +1,96 @@
+"""``outpost export`` and ``outpost import``: conversations to and from files
+(``app.storage.transfer`` does the work; this module picks the conversations, the profile and
+where the output goes)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from app.cli.commands.common import emit, open_core
+from app.domain.errors import UsageError
+from app.storage.transfer import importer
+from app.storage.transfer.export import export_conversations, format_for
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if args.all and args.ids:
+        raise UsageError("Give conversation ids or --all, not both.")
+    if not args.all and not args.ids:
+        raise UsageError("Name the conversations to export (ids from `outpost history list`), "
+                         "or use --all.")
+    output = args.output
+    fmt = args.format or format_for(None if output == "-" else output)
+    core = open_core(args)
+    store = core.store
+    try:
+        if args.all:  # the signed-in profile's, as `history list` shows them; oldest first
+            ids = [c.id for c in sorted(store.list_conversations(core.profile.name),
+                                        key=lambda c: (c.created_at, c.id))]
+        else:
+            ids = list(dict.fromkeys(args.ids))  # each once, in the order given
+            for conversation_id in ids:
+                core.profiles.check_owner(core.profile, store.get_conversation(conversation_id))
+        data = export_conversations(store, ids, fmt).encode("utf-8")
+    finally:
+        store.close()
+    _write_output(output, data)
+    if fmt == "json" and len(data) > importer.MAX_IMPORT_BYTES:
+        sys.stderr.write(f"outpost: warning: this export is larger than "
+                         f"{importer.MAX_IMPORT_BYTES // 2 ** 20} MB, more than `outpost "
+                         "import` reads at once; to move it, export the conversations in "
+                         "parts.\n")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    loaded = importer.load(Path(args.file))  # the whole file checked before the store opens
+    core = open_core(args)
+    try:
+        summary = importer.write(core.store, loaded, core.profile.name)
+    finally:
+        core.store.close()
+    if args.json:
+        emit(summary.as_dict())
+        return 0
+    for item in summary.imported:
+        left = f", {item['left_out']} left out" if item["left_out"] else ""
+        print(f"{item['id']}  {item['title']}  ({_count(item['messages'], 'message')}{left})")
+    for item in summary.skipped:
+        print(f"skipped {item['id']}  {item['title']}: {item['reason']}")
+    messages = sum(item["messages"] for item in summary.imported)
+    skipped = f"; skipped {len(summary.skipped)}" if summary.skipped else ""
+    print(f"Imported {_count(len(summary.imported), 'conversation')} "
+          f"({_count(messages, 'message')}) from {Path(args.file).name}{skipped}.")
+    return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _write_output(output: str, data: bytes) -> None:
+    """stdout for '-'; else the file, written whole or not at all (a temporary file beside it,
+    renamed over it), readable by its owner only, as the database is."""
+    if output == "-":
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    target = Path(output)
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part",
+                                             dir=target.parent if str(target.parent) else ".")
+    except OSError as exc:
+        raise UsageError(f"{output} could not be written: {exc.strerror or exc}.") from None
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, target)
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise UsageError(f"{output} could not be written: {exc.strerror or exc}.") from None

@@ -1,0 +1,59 @@
+"""Exporting conversations: JSON (lossless, ``outpost_json``), Markdown or HTML (``readable``).
+
+Everything is read in one read transaction, so a reply being written meanwhile is exported as
+it was at one moment (never an active leaf without its message). Which conversations a profile
+may export is the caller's business (the CLI exports only the signed-in profile's).
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import PurePath
+from typing import Iterator
+
+from app.domain.errors import UsageError
+from app.storage.store import Store, storage_errors
+from app.storage.transfer import outpost_json, readable
+
+FORMATS = ("json", "md", "html")
+_BY_SUFFIX = {".json": "json", ".md": "md", ".markdown": "md", ".html": "html", ".htm": "html"}
+
+
+def format_for(path: str | None) -> str:
+    """The format a file name asks for (``chats.html``: html); json otherwise."""
+    return _BY_SUFFIX.get(PurePath(path).suffix.lower(), "json") if path else "json"
+
+
+def export_conversations(store: Store, conversation_ids: list[str], fmt: str) -> str:
+    """The conversations, in the order given, as the text of one file in ``fmt``."""
+    if fmt not in FORMATS:
+        raise UsageError(f"Unknown export format {fmt!r}: use {', '.join(FORMATS)}.")
+    with _snapshot(store):
+        if fmt == "json":
+            return outpost_json.dump(store, conversation_ids)
+        items = [_shown(store, conversation_id) for conversation_id in conversation_ids]
+    return readable.markdown(items) if fmt == "md" else readable.page(items)
+
+
+def _shown(store: Store, conversation_id: str) -> readable.Shown:
+    conversation = store.get_conversation(conversation_id)
+    everything = store.messages(conversation_id)
+    path = store.branch(conversation_id)
+    by_parent: dict[str | None, list[str]] = {}
+    for m in everything:  # oldest first: the first answer is version 1
+        by_parent.setdefault(m.parent_id, []).append(m.id)
+    versions = {mid: (i + 1, len(ids)) for ids in by_parent.values()
+                for i, mid in enumerate(ids)}
+    return readable.Shown(conversation, path, versions, len(everything) - len(path))
+
+
+@contextlib.contextmanager
+def _snapshot(store: Store) -> Iterator[None]:
+    """One read transaction on this thread's connection: every read inside sees one moment."""
+    conn = store.db.conn
+    with storage_errors(store.path):
+        conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        with storage_errors(store.path):
+            conn.execute("COMMIT")

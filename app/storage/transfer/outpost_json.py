@@ -1,0 +1,193 @@
+"""Outpost's own export format: lossless JSON, what ``outpost import`` reads back.
+
+    {"conversations": [{...every column of the conversation...,
+                        "messages": [{...every column of each message...}, ...]}, ...],
+     "format": "outpost-conversations", "version": 1}
+
+Every message of every branch is there, oldest first (ties: the order they were written in),
+with its ``parent_id``; the conversation's ``active_leaf_id`` says which path is shown. JSON
+columns (params, segments, output_check, candidates, sampling) are written as the JSON they
+hold, flags as true/false, everything else as stored. Keys are sorted and nothing depends on
+the clock, so exporting, importing into another home and exporting again gives the same bytes.
+
+Reading is strict: a field this version does not know, a value of the wrong type, a reply whose
+parent is not in its conversation, a cycle of parents, an active leaf that is not one of the
+conversation's messages, or an id twice is refused with one sentence. A newer format version
+is refused (a field added to the file means a new version). A reply still ``streaming`` when it
+was exported is imported as ``interrupted``: nobody is writing it here.
+"""
+from __future__ import annotations
+
+import json
+
+from app.domain.adapters import adapters_from_records
+from app.domain.errors import UsageError
+from app.domain.messages import MessageStatus, Role
+from app.domain.sampling import KNOB_NAMES, check
+from app.storage.store import Store
+from app.storage.transfer import shape
+from app.storage.transfer.records import (CONVERSATIONS, FLAG_COLUMNS, JSON_COLUMNS, MESSAGES,
+                                          ConversationRows, file_columns, read_conversation,
+                                          schema, to_file)
+from app.storage.transfer.shape import Where
+
+FORMAT, VERSION = "outpost-conversations", 1
+_TOP_KEYS = {"format", "version", "conversations"}
+_ROLES = {r.value for r in Role}
+_STATUSES = {s.value for s in MessageStatus}
+
+
+def dump(store: Store, conversation_ids: list[str]) -> str:
+    """The conversations, in the order given, as the export file's text."""
+    conversations = []
+    for conversation_id in conversation_ids:
+        row, messages = read_conversation(store, conversation_id)
+        record = to_file(CONVERSATIONS, row)
+        record["messages"] = [to_file(MESSAGES, m) for m in messages]
+        conversations.append(record)
+    document = {"format": FORMAT, "version": VERSION, "conversations": conversations}
+    return json.dumps(document, ensure_ascii=False, sort_keys=True, indent=2) + "\n"
+
+
+def is_outpost(data: object) -> bool:
+    return isinstance(data, dict) and data.get("format") == FORMAT
+
+
+def parse(data: dict, where: Where) -> list[ConversationRows]:
+    """The file's conversations as rows, every field checked."""
+    version = data.get("version")
+    if version != VERSION:
+        if isinstance(version, int) and not isinstance(version, bool) and version > VERSION:
+            raise where.fail(f"it was written by a newer Outpost (format version {version}); "
+                             f"this one reads version {VERSION}")
+        raise where.fail(f"version must be {VERSION}, got {shape.shown(version)}")
+    extra = sorted(set(data) - _TOP_KEYS)
+    if extra:
+        raise where.fail(f"it has a field this version of Outpost does not know: {extra[0]!r}")
+    records = shape.array(data.get("conversations"), where, "conversations")
+    assert records is not None  # (not optional)
+    conversations: list[ConversationRows] = []
+    seen_conversations: set[str] = set()
+    seen_messages: set[str] = set()
+    for index, record in enumerate(records, 1):
+        here = where.at(f"conversation {index}")
+        shape.obj(record, here, "a conversation")
+        title = record.get("title")
+        if isinstance(title, str) and title:
+            here = where.at(f"conversation {index} ({shape.shown(title)})")
+        rows = _conversation(record, here)
+        if rows.id in seen_conversations:
+            raise here.fail(f"the conversation {rows.id!r} is in the file twice")
+        seen_conversations.add(rows.id)
+        for message in rows.messages:
+            if message["id"] in seen_messages:
+                raise here.fail(f"the message {message['id']!r} is in the file twice")
+            seen_messages.add(message["id"])
+        conversations.append(rows)
+    return conversations
+
+
+def _conversation(record: dict, where: Where) -> ConversationRows:
+    row = _row(CONVERSATIONS, record, where)
+    shape.identifier(row.get("id"), where, "id")
+    for name in ("created_at", "updated_at"):
+        shape.timestamp(row.get(name), where, name)
+    shape.identifier(row.get("active_leaf_id"), where, "active_leaf_id", optional=True)
+    if record.get("sampling") is not None:
+        _check_sampling(record["sampling"], where)
+    items = shape.array(record.get("messages"), where, "messages")
+    assert items is not None  # (not optional)
+    messages = []
+    for index, item in enumerate(items, 1):
+        here = where.at(f"message {index}")
+        shape.obj(item, here, "a message")
+        messages.append(_message(item, here))
+    parents = {m["id"]: m.get("parent_id") for m in messages}
+    shape.check_tree(parents, where, "message")
+    leaf = row.get("active_leaf_id")
+    if leaf is not None and leaf not in parents:
+        raise where.fail(f"its active_leaf_id {leaf!r} is not one of its messages")
+    return ConversationRows(row, messages)
+
+
+def _message(record: dict, where: Where) -> dict:
+    row = _row(MESSAGES, record, where)
+    shape.identifier(row.get("id"), where, "id")
+    shape.identifier(row.get("parent_id"), where, "parent_id", optional=True)
+    if row["role"] not in _ROLES:
+        raise where.fail(f"role must be one of {', '.join(sorted(_ROLES))}, got "
+                         f"{shape.shown(row['role'])}")
+    if row["status"] not in _STATUSES:
+        raise where.fail(f"status must be one of {', '.join(sorted(_STATUSES))}, got "
+                         f"{shape.shown(row['status'])}")
+    for name in ("created_at", "updated_at"):
+        shape.timestamp(row[name], where, name)
+    params = record.get("params") or {}
+    if "lora" in params:
+        _check_lora(params["lora"], where, "params.lora")
+    for index, segment in enumerate(record.get("segments") or [], 1):
+        shape.obj(segment, where, f"segments[{index}]")
+    candidates = record.get("candidates") or {}
+    for index, candidate in enumerate(shape.array(candidates.get("candidates"), where,
+                                                  "candidates.candidates", True) or [], 1):
+        shape.obj(candidate, where, f"candidates.candidates[{index}]")
+    if row["status"] == MessageStatus.STREAMING.value:  # nobody is writing it here
+        row["status"] = MessageStatus.INTERRUPTED.value
+    return row
+
+
+def _row(table: str, record: dict, where: Where) -> dict:
+    """The record's fields as stored, each checked against its column's type."""
+    columns = schema()[table]
+    allowed = file_columns(table)
+    extra = sorted(set(record) - set(allowed) - ({"messages"} if table == CONVERSATIONS
+                                                 else set()))
+    if extra:
+        raise where.fail(f"it has a field this version of Outpost does not know: {extra[0]!r}")
+    row: dict = {}
+    for name in allowed:
+        if name not in record:
+            if columns[name].required or name == "id":
+                raise where.fail(f"{name} is missing")
+            continue
+        value = record[name]
+        if value is None:
+            if columns[name].required or name == "id":
+                raise where.fail(f"{name} cannot be null")
+            row[name] = None
+        elif name in JSON_COLUMNS[table]:
+            kind = JSON_COLUMNS[table][name]
+            (shape.obj if kind is dict else shape.array)(value, where, name)
+            row[name] = json.dumps(value)
+        elif name in FLAG_COLUMNS.get(table, ()):
+            row[name] = int(bool(shape.flag(value, where, name)))
+        elif columns[name].type == "INTEGER":
+            row[name] = shape.whole(value, where, name)
+        elif columns[name].type in ("REAL", "FLOAT"):
+            row[name] = shape.number(value, where, name)
+        else:
+            row[name] = shape.text(value, where, name)
+    return row
+
+
+def _check_sampling(sampling: dict, where: Where) -> None:
+    """The knobs in range (a turn builds its request from them) and the adapters readable."""
+    for name, value in sampling.items():
+        if name in KNOB_NAMES:
+            try:
+                check(name, value)
+            except UsageError as exc:
+                raise where.fail(f"sampling: {str(exc).rstrip('.')}") from None
+    if "lora" in sampling:
+        _check_lora(sampling["lora"], where, "sampling.lora")
+    shape.obj(sampling.get("response_format"), where, "sampling.response_format", True)
+
+
+def _check_lora(records: object, where: Where, name: str) -> None:
+    try:
+        if not isinstance(records, (list, type(None))):
+            raise TypeError(name)
+        adapters_from_records(records)
+    except (UsageError, TypeError, KeyError, ValueError, AttributeError):
+        raise where.fail(f"{name} must be a list of adapters, each with a path and a scale "
+                         "from -4 to 4") from None
