@@ -69,6 +69,7 @@ from ui.sidebar import Sidebar
 from ui.target_picker import ModelPicker, TargetPicker
 from ui.tasks import TaskRunner
 from ui.token_meter import TokenMeter
+from ui.transfer_menu import TransferMenu
 from ui.usage_dialog import UsageDialog
 from ui.window_state import WindowState
 
@@ -201,6 +202,8 @@ class MainWindow(QMainWindow):
         self.sampling_binding = ConversationSampling(self.sampling, self.controller, self.store,
                                                      self.settings, services.registry, self)
 
+        self.transfer = TransferMenu(self.store, services.tasks, lambda: self.profile_name,
+                                     lambda: self.controller.conversation_id, self)
         self.conversation_watch = ConversationWatch(self.store, lambda: self.profile_name, self)
         self.conversation_watch.timer.start()
         self.model_menu = ModelMenu(self.settings, self.loader,
@@ -240,6 +243,10 @@ class MainWindow(QMainWindow):
         self.profiles_action = QAction("&Profiles…", self)
         chat_menu.addAction(self.profiles_action)
         chat_menu.addMenu(self.default_route_menu)
+        chat_menu.addSeparator()
+        for action in self.transfer.actions():
+            chat_menu.addAction(action)
+        chat_menu.addSeparator()
         self.settings_action = QAction("&Settings…", self)
         self.settings_action.setShortcut(QKeySequence("Ctrl+,"))
         self.settings_action.setMenuRole(QAction.MenuRole.PreferencesRole)
@@ -276,6 +283,9 @@ class MainWindow(QMainWindow):
         self.find_action.triggered.connect(lambda: self.open_search(this_chat=True))
         self.focus_composer_action.triggered.connect(self.composer.edit.setFocus)
         self.settings_action.triggered.connect(self.open_settings)
+        self.transfer.done.connect(lambda text: self.statusBar().showMessage(text, 10000))
+        self.transfer.failed.connect(self._on_failure)
+        self.transfer.imported.connect(self.refresh_sidebar)
         self.conversation_watch.changed.connect(self._on_conversations_changed_elsewhere)
         self.find_all_action.triggered.connect(lambda: self.open_search(this_chat=False))
         self.banner.retry_requested.connect(c.retry)

@@ -4,15 +4,14 @@ where the output goes)."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from app.cli.commands.common import emit, open_core
 from app.domain.errors import UsageError
 from app.storage.transfer import importer
 from app.storage.transfer.export import export_conversations, format_for
+from app.storage.transfer.files import write_whole
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -72,25 +71,10 @@ def _count(n: int, noun: str) -> str:
 
 
 def _write_output(output: str, data: bytes) -> None:
-    """stdout for '-'; else the file, written whole or not at all (a temporary file beside it,
-    renamed over it), readable by its owner only, as the database is."""
+    """stdout for '-'; else the file, written whole or not at all."""
     if output == "-":
         sys.stdout.flush()
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    target = Path(output)
-    try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part",
-                                             dir=target.parent if str(target.parent) else ".")
-    except OSError as exc:
-        raise UsageError(f"{output} could not be written: {exc.strerror or exc}.") from None
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, target)
-    except OSError as exc:
-        Path(temporary).unlink(missing_ok=True)
-        raise UsageError(f"{output} could not be written: {exc.strerror or exc}.") from None
+    write_whole(Path(output), data)

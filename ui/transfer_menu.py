@@ -1,0 +1,90 @@
+"""Chat ▸ Export this chat… / Export all chats… / Import chats…: the window's side of
+``app.storage.transfer`` (the same files as ``outpost export`` and ``outpost import``).
+
+The format follows the file name chosen (.md, .html, .json); export and import run in the
+background (a big ChatGPT export takes seconds) and say what they did in the status bar; a
+bad file is one sentence and nothing of it is imported.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QAction
+from PySide6.QtWidgets import QFileDialog, QWidget
+
+from app.storage.store import Store
+from app.storage.transfer import importer
+from app.storage.transfer.export import export_conversations, format_for
+from app.storage.transfer.files import write_whole
+from ui.tasks import TaskRunner
+
+FILTERS = "Markdown (*.md);;Web page (*.html);;Outpost JSON, lossless (*.json)"
+
+
+class TransferMenu(QObject):
+    done = Signal(str)  # one sentence: what was exported or imported
+    failed = Signal(object)  # an OutpostError
+    imported = Signal()  # conversations were added: refresh the list
+
+    def __init__(self, store: Store, tasks: TaskRunner, profile: Callable[[], str],
+                 current: Callable[[], str | None], parent: QWidget):
+        """``profile()``: the signed-in profile's name; ``current()``: the open chat's id."""
+        super().__init__(parent)
+        self.store, self.tasks, self.profile, self.current = store, tasks, profile, current
+        self.export_one_action = QAction("E&xport this chat…", parent)
+        self.export_all_action = QAction("Export &all chats…", parent)
+        self.import_action = QAction("&Import chats…", parent)
+        self.export_one_action.triggered.connect(lambda: self._ask_export(all_chats=False))
+        self.export_all_action.triggered.connect(lambda: self._ask_export(all_chats=True))
+        self.import_action.triggered.connect(self._ask_import)
+
+    def actions(self) -> list[QAction]:
+        return [self.export_one_action, self.export_all_action, self.import_action]
+
+    def _ask_export(self, all_chats: bool) -> None:
+        if not all_chats and self.current() is None:
+            self.done.emit("Open a chat to export it (or export all chats).")
+            return
+        path, _ = QFileDialog.getSaveFileName(self.parent(), "Export", "chat.md", FILTERS)
+        if path:
+            self.export(Path(path), all_chats)
+
+    def export(self, path: Path, all_chats: bool) -> None:
+        """Write this chat (or all of the profile's) to ``path`` in the background."""
+        ids = [c.id for c in sorted(self.store.list_conversations(self.profile()),
+                                    key=lambda c: (c.created_at, c.id))] if all_chats \
+            else [self.current()]
+        fmt = format_for(str(path))
+
+        def job() -> str:
+            write_whole(path, export_conversations(self.store, ids, fmt).encode("utf-8"))
+            return (f"Exported {len(ids)} chat{'s' if len(ids) != 1 else ''} to {path.name} "
+                    f"({fmt}).")
+
+        self.tasks.run_in_background(job, self.done.emit, self.failed.emit)
+
+    def _ask_import(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self.parent(), "Import chats", "",
+            "Outpost or ChatGPT export (*.json);;All files (*)")
+        if path:
+            self.import_file(Path(path))
+
+    def import_file(self, path: Path) -> None:
+        profile = self.profile()
+
+        def job() -> str:
+            summary = importer.write(self.store, importer.load(path), profile)
+            skipped = f"; {len(summary.skipped)} already here, skipped" if summary.skipped \
+                else ""
+            count = len(summary.imported)
+            return (f"Imported {count} chat{'s' if count != 1 else ''} from {path.name}"
+                    f"{skipped}.")
+
+        def finished(text: str) -> None:
+            self.imported.emit()
+            self.done.emit(text)
+
+        self.tasks.run_in_background(job, finished, self.failed.emit)
