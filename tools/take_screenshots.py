@@ -7,7 +7,9 @@ platform), with its data in a throw-away OUTPOST_HOME so your own conversations 
 Each theme gets a fresh window: the bundled local model loads, one question is typed into the
 composer and sent with Enter, and the window is grabbed once the real reply has finished
 (temperature 0 and a fixed seed, so reruns usually show the same text). Writes
-``outpost-light.png`` and ``outpost-dark.png`` at 1200x750; look at them before committing.
+``outpost-light.png`` and ``outpost-dark.png`` at 1200x750 (``--size 900x600`` adds the size
+to the names); the palettes are ui.theme's, applied as the app applies them. Look at them before
+committing.
 """
 from __future__ import annotations
 
@@ -27,32 +29,10 @@ TIMEOUT_MS = 180_000
 
 
 def palette(theme: str):
-    """Qt's Fusion palette, or its dark counterpart built from the same roles."""
-    from PySide6.QtGui import QColor, QPalette
+    """The palette of ``theme`` ("light" or "dark"): ui.theme's, the one the app uses."""
+    from ui.theme import dark_palette, light_palette
 
-    if theme == "light":
-        from PySide6.QtWidgets import QStyleFactory
-
-        return QStyleFactory.create("Fusion").standardPalette()
-    dark = QPalette()
-    roles = {
-        QPalette.ColorRole.Window: "#202124", QPalette.ColorRole.WindowText: "#e8eaed",
-        QPalette.ColorRole.Base: "#17181a", QPalette.ColorRole.AlternateBase: "#2a2b2e",
-        QPalette.ColorRole.ToolTipBase: "#2a2b2e", QPalette.ColorRole.ToolTipText: "#e8eaed",
-        QPalette.ColorRole.PlaceholderText: "#9aa0a6", QPalette.ColorRole.Text: "#e8eaed",
-        QPalette.ColorRole.Button: "#2d2e31", QPalette.ColorRole.ButtonText: "#e8eaed",
-        QPalette.ColorRole.BrightText: "#ff7b72", QPalette.ColorRole.Highlight: "#1f6feb",
-        QPalette.ColorRole.HighlightedText: "#ffffff", QPalette.ColorRole.Link: "#58a6ff",
-        QPalette.ColorRole.Light: "#3c4043", QPalette.ColorRole.Midlight: "#323336",
-        QPalette.ColorRole.Mid: "#28292c", QPalette.ColorRole.Dark: "#111214",
-        QPalette.ColorRole.Shadow: "#000000",
-    }
-    for role, colour in roles.items():
-        dark.setColor(role, QColor(colour))
-    for role in (QPalette.ColorRole.WindowText, QPalette.ColorRole.Text,
-                 QPalette.ColorRole.ButtonText):
-        dark.setColor(QPalette.ColorGroup.Disabled, role, QColor("#6e7276"))
-    return dark
+    return dark_palette() if theme == "dark" else light_palette()
 
 
 def wait_for(signals, timeout_ms: int = TIMEOUT_MS) -> list:
@@ -67,16 +47,16 @@ def wait_for(signals, timeout_ms: int = TIMEOUT_MS) -> list:
     return fired
 
 
-def shoot(theme: str, out: Path) -> Path:
+def shoot(theme: str, out: Path, size: tuple[int, int] = SIZE) -> Path:
     from PySide6.QtCore import Qt
     from PySide6.QtTest import QTest
     from PySide6.QtWidgets import QApplication
 
     from app.config.settings import Settings
     from ui.app import OutpostApp
+    from ui.theme import apply_theme
 
-    qt_app = QApplication.instance()
-    qt_app.setPalette(palette(theme))
+    apply_theme(QApplication.instance(), theme)
     with tempfile.TemporaryDirectory(prefix=f"outpost-shots-{theme}-") as home:
         os.environ["OUTPOST_HOME"] = home
         settings = Settings()
@@ -85,7 +65,7 @@ def shoot(theme: str, out: Path) -> Path:
         outpost = OutpostApp(settings=settings)
         window = outpost.window
         try:
-            window.resize(*SIZE)
+            window.resize(*size)
             ready = outpost.loader.model_ready
             outpost.start()
             if not any(signal is ready for signal, _ in wait_for([ready, outpost.loader.load_failed])):
@@ -97,7 +77,8 @@ def shoot(theme: str, out: Path) -> Path:
             if not wait_for([window.controller.reply_finished]):
                 raise SystemExit("no reply within the time limit")
             QTest.qWait(300)  # the last throttled flush and the footer
-            target = out / f"outpost-{theme}.png"
+            suffix = "" if size == SIZE else f"-{size[0]}x{size[1]}"
+            target = out / f"outpost-{theme}{suffix}.png"
             out.mkdir(parents=True, exist_ok=True)
             if not window.grab().save(str(target)):
                 raise SystemExit(f"could not write {target}")
@@ -111,15 +92,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "packaging" / "linux" / "screenshots")
     parser.add_argument("--theme", choices=["light", "dark", "both"], default="both")
+    parser.add_argument("--size", default=f"{SIZE[0]}x{SIZE[1]}",
+                        help="WIDTHxHEIGHT; other than the default, it goes in the file name")
     args = parser.parse_args(argv)
     os.environ["QT_QPA_PLATFORM"] = "offscreen"
     from PySide6.QtWidgets import QApplication
 
     qt_app = QApplication(sys.argv[:1])
     qt_app.setApplicationName("Outpost")
-    qt_app.setStyle("Fusion")
+    width, height = (int(n) for n in args.size.lower().split("x"))
     for theme in (["light", "dark"] if args.theme == "both" else [args.theme]):
-        print(shoot(theme, args.out.resolve()))
+        print(shoot(theme, args.out.resolve(), (width, height)))
     return 0
 
 

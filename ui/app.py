@@ -29,6 +29,7 @@ from ui.outbox_panel import OutboxPanel
 from ui.profiles_dialog import sign_in
 from ui.providers_dialog import ProvidersDialog
 from ui.tasks import TaskRunner
+from ui.theme import apply_theme
 
 
 class OutpostApp:
@@ -81,6 +82,7 @@ class OutpostApp:
                 gpu_offload_supported(), self._model_in_use, parent))
         self.window = MainWindow(services, self._make_controller)
         self.window.offline_mode_changed.connect(self._on_offline_toggled)
+        self.window.theme_changed.connect(self._on_theme_changed)
         self._network_info = None
         for warning in self.settings.load_warnings:
             self.window.errors.present(UsageError(warning))
@@ -96,6 +98,9 @@ class OutpostApp:
         """The file name of the local model the window uses (None: none loaded)."""
         engine = self.loader.active or self.loader.pending
         return engine.info.model if engine is not None else None
+
+    def _on_theme_changed(self, name: str) -> None:
+        apply_theme(QApplication.instance(), name)
 
     def _on_offline_toggled(self) -> None:
         if not self.settings["offline_mode"]:
@@ -172,6 +177,7 @@ def run_gui() -> int:
     qt_app.setDesktopFileName("io.github.outpost_app.Outpost")
     qt_app.setWindowIcon(QIcon(str(resource("outpost.svg"))))
     settings, store = Settings(), Store()  # opened once, shared with the app
+    apply_theme(qt_app, settings["theme"])  # before the first window (the PIN prompt)
     profile = _sign_in_at_start(settings, store)
     if profile is None:
         store.close()

@@ -5,9 +5,8 @@ from __future__ import annotations
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QWidget
 
 from app.chat.connectivity import Connectivity, LinkState
+from ui import theme
 
-COLORS = {LinkState.ONLINE: "#1a7f37", LinkState.DEGRADED: "#bf8700",
-          LinkState.OFFLINE: "#cf222e", LinkState.UNKNOWN: "#8c959f"}
 WORDS = {LinkState.ONLINE: "online", LinkState.DEGRADED: "degraded",
          LinkState.OFFLINE: "offline", LinkState.UNKNOWN: "not checked yet"}
 
@@ -34,6 +33,7 @@ class ConnectivityIndicator(QWidget):
         self._layout.setContentsMargins(4, 0, 4, 0)
         self._layout.setSpacing(10)
         self.labels: dict[str, QLabel] = {}
+        theme.on_palette_change(self, self._recolour)
 
     def show_providers(self, names: list[str]) -> None:
         """Show these providers (those the window uses now), refreshed from the tracker."""
@@ -50,10 +50,15 @@ class ConnectivityIndicator(QWidget):
             state = self.connectivity.state(name)
             probe = self.connectivity.link(name).last_probe_at
             checked = f" · {probe.strftime('%H:%M')}" if probe else ""
-            label.setText(f"<span style='color:{COLORS[state]}'>●</span> {name} "
-                          f"<span style='color:#6e7781'>{WORDS[state]}{checked}</span>")
+            label.setText(f"<span style='color:{theme.state_colour(state.value)}'>●</span> "
+                          f"{name} <span style='color:{theme.muted_text()}'>"
+                          f"{WORDS[state]}{checked}</span>")
             label.setToolTip(describe(self.connectivity, name))
         self.setVisible(bool(names))
+
+    def _recolour(self) -> None:
+        if self.labels:
+            self.show_providers(list(self.labels))
 
     def state_text(self, name: str) -> str:
         return self.labels[name].text() if name in self.labels else ""

@@ -147,24 +147,24 @@ class MessageBubble(QFrame):
         self.role = role
         self.setObjectName("bubble")
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
-        self.setStyleSheet(theme.bubble_style(role))
+        theme.restyle(self, lambda: theme.bubble_style(role))
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(12, 8, 12, 8)
         layout.setSpacing(4)
         self.header = QLabel({Role.USER: "You", Role.ASSISTANT: "Assistant",
                               Role.SYSTEM: "System"}[role])
-        self.header.setStyleSheet(f"color:{theme.muted_text(0.3)}; font-weight:600;")
+        theme.restyle(self.header, lambda: f"color:{theme.muted_text(0.3)}; font-weight:600;")
         self.body = MessageBody()
         self.footer = QLabel()
-        self.footer.setStyleSheet(f"color:{theme.muted_text()}; font-size:11px;")
+        theme.set_colour(self.footer, "muted", "font-size:11px;")
         self.footer.setWordWrap(True)
         self.footer.hide()
         self.message_id: str | None = None
         self.details_button = QPushButton("Details")
         self.details_button.setFlat(True)
         self.details_button.setCursor(Qt.CursorShape.PointingHandCursor)
-        self.details_button.setStyleSheet("color:#0969da; font-size:11px; border:none;")
+        theme.set_colour(self.details_button, "link", "font-size:11px; border:none;")
         self.details_button.setToolTip("The parameters actually sent, tokens, timings, cost "
                                        "and route of this reply")
         self.details_button.hide()
@@ -198,6 +198,12 @@ class MessageBubble(QFrame):
         self._done_html = ""
         self._segment_start = 0
         self.seams: list[tuple[int, str]] = []
+        # what the body shows, to render it again in a new palette (see _render_again)
+        self._seam_reasons: list[str] = []
+        self._segments: list[dict] | None = None
+        self._streamed = False
+        self._placeholder: str | None = None
+        theme.on_palette_change(self, self._render_again)
 
     # -- the tree actions -----------------------------------------------------------------------
     def show_versions(self, versions: Versions | None) -> None:
@@ -322,6 +328,7 @@ class MessageBubble(QFrame):
 
     def set_text(self, text: str, segments: list[dict] | None = None) -> None:
         self.text = text
+        self._segments, self._streamed, self._placeholder = segments, False, None
         if self.role is Role.USER:
             self.body.setHtml("<p style='white-space:pre-wrap'>" + _escape(text) + "</p>")
             return
@@ -341,6 +348,7 @@ class MessageBubble(QFrame):
 
     def append_text(self, delta: str) -> None:
         self.text += delta
+        self._streamed, self._placeholder = True, None
         self.body.setHtml(self._done_html +
                           self._incremental.update(self.text[self._segment_start:]))
 
@@ -349,21 +357,40 @@ class MessageBubble(QFrame):
         self._done_html += render(self.text[self._segment_start:]) + _seam_html(label, reason)
         self._segment_start = len(self.text)
         self.seams.append((len(self.text), label))
+        self._seam_reasons.append(reason)
+        self._streamed, self._placeholder = True, None
         self._incremental = IncrementalMarkdown()
         self.body.setHtml(self._done_html)
 
     def restart(self, note: str) -> None:
         """The reply starts over (structured output asked again): drop the text so far."""
         self.text, self._done_html, self._segment_start, self.seams = "", "", 0, []
+        self._seam_reasons = []
         self._incremental = IncrementalMarkdown()
         self.set_placeholder(note)
 
     def set_placeholder(self, note: str) -> None:
+        self._placeholder = note
         self.body.setHtml(f"<i style='color:{theme.muted_text()}'>{_escape(note)}</i>")
 
+    def _render_again(self) -> None:
+        """The palette changed: the body's colours (code, notes, seams) are baked into its
+        HTML, so render it again from what it shows."""
+        if self._placeholder is not None:
+            self.set_placeholder(self._placeholder)
+        elif self.text and not self._streamed:
+            self.set_text(self.text, self._segments)
+        elif self.text:
+            self._done_html, start = "", 0
+            for (end, label), reason in zip(self.seams, self._seam_reasons):
+                self._done_html += render(self.text[start:end]) + _seam_html(label, reason)
+                start = end
+            self._incremental = IncrementalMarkdown()
+            self.body.setHtml(self._done_html +
+                              self._incremental.update(self.text[self._segment_start:]))
+
     def set_footer(self, text: str, warning: bool = False) -> None:
-        color = "#b35900" if warning else theme.muted_text()
-        self.footer.setStyleSheet(f"color:{color}; font-size:11px;")
+        theme.set_colour(self.footer, "warning" if warning else "muted", "font-size:11px;")
         self.footer.setText(text)
         self.footer.setVisible(bool(text))
 
@@ -415,8 +442,9 @@ def _seam_html(label: str, reason: str) -> str:
     """A thin rule with a caption: who continued the reply, and why (in the tooltip too)."""
     why = reason.split(":")[0] if reason else ""  # "openai stream broke after 412 characters …"
     return ("<table width='100%' cellspacing='0' cellpadding='0' style='margin:6px 0'><tr>"
-            "<td style='border-top:1px dashed #d4a72c'></td></tr><tr><td>"
-            f"<span style='color:#9a6700; font-size:11px' title='{_escape(reason)}'>"
+            f"<td style='border-top:1px dashed {theme.warning_text()}'></td></tr><tr><td>"
+            f"<span style='color:{theme.warning_text()}; font-size:11px' "
+            f"title='{_escape(reason)}'>"
             f"↳ continued by {_escape(label)}" + (f" ({_escape(why)})" if why else "")
             + "</span></td></tr></table>")
 
@@ -451,7 +479,7 @@ class ConversationView(QScrollArea):
         self._empty = QLabel("Start a conversation: type below and press Enter.\n"
                              "Everything stays on this computer with the local model.")
         self._empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self._empty.setStyleSheet(f"color:{theme.muted_text(0.5)}; font-size:14px;")
+        theme.restyle(self._empty, lambda: f"color:{theme.muted_text(0.5)}; font-size:14px;")
         self._layout.addWidget(self._empty)
         self._layout.addStretch(1)
         # who else may answer a Regenerate ([(label, "local" | "provider:NAME")]); the window

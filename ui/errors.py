@@ -12,6 +12,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QWidget
 
 from app.domain.errors import Cancelled, OutpostError
+from ui import theme
 
 
 class ErrorBanner(QWidget):
@@ -22,8 +23,7 @@ class ErrorBanner(QWidget):
         super().__init__(parent)
         self.setObjectName("errorBanner")
         self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)  # paint the background
-        self.setStyleSheet("#errorBanner { background:#fff1f0; border-bottom:1px solid #ffa39e; }"
-                           "QLabel { color:#a8071a; }")
+        theme.restyle(self, lambda: theme.banner_style("error"))
         self.label = QLabel()
         self.label.setWordWrap(True)
         self.retry_button = QPushButton("Retry")
@@ -41,20 +41,15 @@ class ErrorBanner(QWidget):
         close.clicked.connect(self.dismissed)
         self.hide()
 
-    _ERROR_STYLE = ("#errorBanner { background:#fff1f0; border-bottom:1px solid #ffa39e; }"
-                    "QLabel { color:#a8071a; }")
-    _INFO_STYLE = ("#errorBanner { background:#ddf4ff; border-bottom:1px solid #54aeff; }"
-                   "QLabel { color:#0a3069; }")
-
     def show_info(self, message: str) -> None:
         """News that is not an error (e.g. a queued message was answered)."""
-        self.setStyleSheet(self._INFO_STYLE)
+        theme.restyle(self, lambda: theme.banner_style("info"))
         self.label.setText(message)
         self.retry_button.hide()
         self.show()
 
     def show_error(self, message: str, can_retry: bool = False) -> None:
-        self.setStyleSheet(self._ERROR_STYLE)
+        theme.restyle(self, lambda: theme.banner_style("error"))
         self.label.setText(message)
         self.retry_button.setVisible(can_retry)
         self.show()

@@ -12,15 +12,11 @@ from urllib.parse import quote, unquote
 
 from markdown_it import MarkdownIt
 from pygments import highlight
-from pygments.formatters import HtmlFormatter
 from pygments.lexers import TextLexer, get_lexer_by_name
 from pygments.util import ClassNotFound
 
 from ui import theme
 
-# code colours for a light and a dark palette (the block's own background comes from ui.theme)
-_FORMATTERS = {False: HtmlFormatter(noclasses=True, nowrap=True, style="friendly"),
-               True: HtmlFormatter(noclasses=True, nowrap=True, style="github-dark")}
 _CODE_FONT = "font-family:'DejaVu Sans Mono','Menlo','Consolas',monospace; white-space:pre;"
 _FENCE = re.compile(r"^\s{0,3}(```|~~~)", re.MULTILINE)
 COPY_SCHEME = "copy"  # a code block's "Copy" link: copy:<the code, percent-encoded>
@@ -43,7 +39,7 @@ def _highlight(code: str, lang: str, attrs: str) -> str:
         lexer = get_lexer_by_name(lang.strip()) if lang.strip() else TextLexer()
     except ClassNotFound:
         lexer = TextLexer()
-    body = highlight(code, lexer, _FORMATTERS[theme.is_dark()]).rstrip("\n")
+    body = highlight(code, lexer, theme.code_formatter()).rstrip("\n")  # the palette's colours
     # the language, then a "Copy" link in the palette's link colour (QTextBrowser's default)
     name = f"{html.escape(lang.strip())} · " if lang.strip() else ""
     link = copy_link(code.rstrip("\n"))

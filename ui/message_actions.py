@@ -71,8 +71,8 @@ def _small_button(text: str, tooltip: str) -> QToolButton:
     button.setAutoRaise(True)
     button.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
     button.setCursor(Qt.CursorShape.PointingHandCursor)
-    button.setStyleSheet(f"QToolButton {{ color:{theme.muted_text(0.25)}; font-size:11px; "
-                         "padding:0 4px; }")
+    theme.restyle(button, lambda: f"QToolButton {{ color:{theme.muted_text(0.25)}; "
+                                  "font-size:11px; padding:0 4px; }")
     return button
 
 
@@ -87,7 +87,7 @@ class VersionSwitcher(QWidget):
         self.previous_button = _small_button("‹", "Previous version")
         self.next_button = _small_button("›", "Next version")
         self.label = QLabel()
-        self.label.setStyleSheet(f"color:{theme.muted_text(0.25)}; font-size:11px;")
+        theme.restyle(self.label, lambda: f"color:{theme.muted_text(0.25)}; font-size:11px;")
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)

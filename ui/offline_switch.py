@@ -8,6 +8,7 @@ from PySide6.QtWidgets import QPushButton, QWidget
 
 from app.config.settings import Settings
 from app.domain.errors import OutpostError
+from ui import theme
 from ui.route_state import LOCAL_COLOUR
 from ui.setting_saver import save_setting
 
@@ -40,7 +41,8 @@ class OfflineSwitch(QObject):
         self.button.setChecked(on)
         self.button.blockSignals(False)
         self.button.setText("● Offline mode: on" if on else "Offline mode: off")
-        self.button.setStyleSheet(f"color:{LOCAL_COLOUR}; font-weight:600;" if on else "")
+        theme.set_colour(self.button, LOCAL_COLOUR if on else None,
+                         "font-weight:600;" if on else "")
 
     @Slot(bool)
     def _on_toggled(self, on: bool) -> None:

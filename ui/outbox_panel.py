@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 
 from app.domain.errors import OutpostError
 from app.storage.outbox import Outbox, OutboxItem, OutboxState
+from ui import theme
 
 ID_ROLE = Qt.ItemDataRole.UserRole
 COLUMNS = ("#", "State", "Provider", "Model", "Queued", "Message", "Note")
@@ -38,8 +39,7 @@ STATE_LABELS = {
     OutboxState.FAILED: "Failed",
     OutboxState.CANCELLED: "Cancelled",
 }
-_STATE_COLORS = {OutboxState.FAILED: "#b42318", OutboxState.SENT: "#1a7f37",
-                 OutboxState.CANCELLED: "#6e7781"}
+_COLOURED_STATES = (OutboxState.FAILED, OutboxState.SENT, OutboxState.CANCELLED)
 
 
 class OutboxPanel(QDialog):
@@ -78,13 +78,13 @@ class OutboxPanel(QDialog):
         header.setStretchLastSection(True)  # the note takes what is left; full text in tooltip
         self.placeholder = QLabel("The outbox is empty.")
         self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.placeholder.setStyleSheet("color:#6e7781;")
+        theme.set_colour(self.placeholder, "muted")
         self.stack = QStackedWidget()
         self.stack.addWidget(self.table)
         self.stack.addWidget(self.placeholder)
         self.error = QLabel()
         self.error.setWordWrap(True)
-        self.error.setStyleSheet("color:#b42318;")
+        theme.set_colour(self.error, "error")
         self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.error.hide()
 
@@ -114,6 +114,7 @@ class OutboxPanel(QDialog):
         close_button.clicked.connect(self.close)
         self.table.itemSelectionChanged.connect(self._on_selection_changed)
         self.refresh()
+        theme.on_palette_change(self, self._recolour_states)
 
     # -- public ------------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -170,14 +171,18 @@ class OutboxPanel(QDialog):
         self.table.item(row, 0).setData(ID_ROLE, item.id)
         self.table.item(row, 0).setTextAlignment(Qt.AlignmentFlag.AlignRight
                                                  | Qt.AlignmentFlag.AlignVCenter)
-        color = _STATE_COLORS.get(item.state)
-        if color:
-            self.table.item(row, 1).setForeground(QBrush(QColor(color)))
+        _colour_state(self.table.item(row, 1), item.state)
         if queued_at:
             self.table.item(row, 4).setToolTip(queued_at.strftime("%Y-%m-%d %H:%M:%S"))
         self.table.item(row, 5).setToolTip(item.prompt)
         note = self.table.item(row, 6)
         note.setToolTip(note.text())
+
+    def _recolour_states(self) -> None:
+        for row in range(self.table.rowCount()):
+            item = self._items.get(self.table.item(row, 0).data(ID_ROLE))
+            if item is not None:
+                _colour_state(self.table.item(row, 1), item.state)
 
     def _fit_columns(self) -> None:
         """Fit to the contents plus some air (the user can still drag them wider)."""
@@ -229,6 +234,11 @@ class OutboxPanel(QDialog):
         else:
             self._show_error("")
         self.refresh()
+
+
+def _colour_state(cell: QTableWidgetItem, state: OutboxState) -> None:
+    if state in _COLOURED_STATES:
+        cell.setForeground(QBrush(QColor(theme.state_colour(state.value))))
 
 
 def _local_time(iso: str) -> dt.datetime | None:

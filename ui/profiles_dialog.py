@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 from app.domain.errors import OutpostError
 from app.storage.profiles import Profile, Profiles, WrongPin
 from app.storage.quotas import QuotaBook
+from ui import theme
 
 
 class PinDialog(QDialog):
@@ -58,7 +59,7 @@ class PinDialog(QDialog):
         self.edit.setEchoMode(QLineEdit.EchoMode.Password)
         layout.addWidget(self.edit)
         self.error = QLabel()
-        self.error.setStyleSheet("color:#a8071a;")
+        theme.set_colour(self.error, "error")
         self.error.setWordWrap(True)
         self.error.hide()
         layout.addWidget(self.error)
@@ -140,7 +141,7 @@ class QuotaEditor(QGroupBox):
         self.values["count_local"] = self.count_local
         self.note = QLabel()  # placed under the box by the dialog (it wraps there)
         self.note.setWordWrap(True)
-        self.note.setStyleSheet("color:#57606a;")
+        theme.set_colour(self.note, "muted")
 
     def _row(self, form: QFormLayout, name: str, title: str, widget: QWidget) -> None:
         check = QCheckBox(title)
@@ -221,7 +222,7 @@ class ProfilesDialog(QDialog):
         right.addWidget(self.status)
         self.admin_warning = QLabel()
         self.admin_warning.setWordWrap(True)
-        self.admin_warning.setStyleSheet("color:#b35900;")
+        theme.set_colour(self.admin_warning, "warning")
         self.admin_warning.hide()
         right.addWidget(self.admin_warning)
         buttons = QHBoxLayout()
@@ -245,7 +246,7 @@ class ProfilesDialog(QDialog):
         self.save_button.clicked.connect(self._save_quotas)
         self.error = QLabel()
         self.error.setWordWrap(True)
-        self.error.setStyleSheet("color:#a8071a;")
+        theme.set_colour(self.error, "error")
         right.addWidget(self.error)
         bottom = QHBoxLayout()
         bottom.addWidget(self.save_button)
@@ -330,7 +331,7 @@ class ProfilesDialog(QDialog):
         try:
             fn()
         except OutpostError as exc:
-            self.error.setStyleSheet("color:#a8071a;")
+            theme.set_colour(self.error, "error")
             self.error.setText(str(exc))
             return False
         self.refresh(select)
@@ -413,5 +414,5 @@ class ProfilesDialog(QDialog):
                 self.book.set(profile.name, name, value, by=self.me)
 
         if self._do(save):
-            self.error.setStyleSheet("color:#1a7f37;")
+            theme.set_colour(self.error, "ok")
             self.error.setText(f"Saved the quotas of {profile.name}.")

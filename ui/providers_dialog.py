@@ -24,6 +24,7 @@ from app.config.secrets import KeyStore, mask
 from app.config.settings import Settings
 from app.domain.errors import OutpostError
 from engines.registry import create_cloud_engine
+from ui import theme
 from ui.tasks import TaskRunner
 
 _KEY_CHOICES = {"memory": "Only this session", "file": "Store in a file only I can read"}
@@ -64,7 +65,7 @@ class ProvidersDialog(QDialog):
             self.key_storage.addItem(label, value)
         self.key_note = QLabel()
         self.key_note.setWordWrap(True)
-        self.key_note.setStyleSheet("color:#8a6100;")
+        theme.set_colour(self.key_note, "warning")
         self.result = QLabel()
         self.result.setWordWrap(True)
         self.result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)

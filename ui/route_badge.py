@@ -5,9 +5,10 @@ from __future__ import annotations
 from PySide6.QtCore import Slot
 from PySide6.QtWidgets import QLabel, QWidget
 
+from ui import theme
 from ui.route_state import LOCAL_COLOUR, RouteState
 
-_STYLE = "color:{}; font-weight:600; padding:0 8px;"
+_STYLE = "font-weight:600; padding:0 8px;"
 
 
 class RouteBadge(QLabel):
@@ -18,11 +19,11 @@ class RouteBadge(QLabel):
         super().__init__("● Offline — local model", parent)
         self.setToolTip("Every reply is generated on this computer; nothing is sent over the "
                         "network.")
-        self.setStyleSheet(_STYLE.format(LOCAL_COLOUR))
+        theme.set_colour(self, LOCAL_COLOUR, _STYLE)
 
     @Slot(object)
     def show_route(self, state: RouteState) -> None:
         texts = state.texts()
         self.setText(texts.badge)
         self.setToolTip(texts.tooltip)
-        self.setStyleSheet(_STYLE.format(texts.colour))
+        theme.set_colour(self, texts.colour, _STYLE)

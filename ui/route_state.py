@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 from app.domain.routes import Route
 
-# the route badge's colours: local (nothing leaves this computer), cloud, and "needs a choice"
-LOCAL_COLOUR = "#1a7f37"
-CLOUD_COLOUR = "#0969da"
-WARNING_COLOUR = "#b35900"
+# the route badge's colours (ui.theme's kinds): local (nothing leaves this computer), cloud,
+# and "needs a choice"
+LOCAL_COLOUR = "ok"
+CLOUD_COLOUR = "accent"
+WARNING_COLOUR = "warning"
 
 _LOCAL_TOOLTIP = "Every reply is generated on this computer; nothing is sent over the network."
 
@@ -25,7 +26,7 @@ class RouteTexts:
 
     badge: str
     tooltip: str
-    colour: str
+    colour: str  # a ui.theme colour kind
     placeholder: str  # the composer's, before "(Enter sends, …)"
     empty: str  # the conversation view's, while it has no message
 

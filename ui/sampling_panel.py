@@ -28,6 +28,7 @@ from app.config.presets import PresetBook
 from app.domain.errors import OutpostError
 from app.domain.sampling import KNOBS, supports, why_unsupported
 from app.domain.test_time import Plan, extractor
+from ui import theme
 from ui.lora_picker import LoraPicker
 from ui.schema_editor import SchemaEditor
 
@@ -60,7 +61,7 @@ class SamplingPanel(QDockWidget):
         layout.addLayout(row)
         self.engine_label = QLabel()
         self.engine_label.setWordWrap(True)
-        self.engine_label.setStyleSheet("color:#57606a;")
+        theme.set_colour(self.engine_label, "muted")
         layout.addWidget(self.engine_label)
         form = QFormLayout()
         self.use: dict[str, QCheckBox] = {}  # optional knobs: ticked = sent
@@ -125,7 +126,7 @@ class SamplingPanel(QDockWidget):
         layout.addStretch(1)
         self.error = QLabel()
         self.error.setWordWrap(True)
-        self.error.setStyleSheet("color:#a8071a;")
+        theme.set_colour(self.error, "error")
         self.error.hide()
         layout.addWidget(self.error)
         scroll = QScrollArea()
@@ -246,9 +247,9 @@ class SamplingPanel(QDockWidget):
         if mode == "self_consistency":
             try:
                 extractor(self.tt_extract.text().strip() or "last-line")
-                self.tt_extract.setStyleSheet("")
+                theme.set_colour(self.tt_extract, None)
             except OutpostError as exc:
-                self.tt_extract.setStyleSheet("color:#a8071a;")
+                theme.set_colour(self.tt_extract, "error")
                 self._show_error(str(exc))
         return {"mode": mode, "n": self.tt_n.value(), "scorer": self.tt_scorer.currentData(),
                 "extract": self.tt_extract.text().strip() or "last-line"}

@@ -8,6 +8,7 @@ from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QPlainTextEdit,
 
 from app.domain.errors import UsageError
 from app.domain.structured import check_schema
+from ui import theme
 
 EXAMPLE = {"type": "object", "properties": {"answer": {"type": "string"},
                                             "confidence": {"type": "number"}},
@@ -52,5 +53,5 @@ class SchemaEditor(QDialog):
             except UsageError as exc:
                 ok, message = False, str(exc)
         self.status.setText(message)
-        self.status.setStyleSheet("color:#1a7f37;" if ok else "color:#a8071a;")
+        theme.set_colour(self.status, "ok" if ok else "error")
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(ok)

@@ -11,6 +11,8 @@ from typing import Callable
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QWidget
 
+from ui import theme
+
 DEBOUNCE_MS = 250
 
 
@@ -22,7 +24,7 @@ class TokenMeter(QWidget):
         super().__init__(parent)
         self.tasks, self.prepare = tasks, prepare
         self.label = QLabel("")
-        self.label.setStyleSheet("color:#6e7781; font-size:11px;")
+        theme.set_colour(self.label, "muted", "font-size:11px;")
         self.gauge = QProgressBar()
         self.gauge.setTextVisible(False)
         self.gauge.setFixedSize(90, 8)
@@ -85,8 +87,7 @@ class TokenMeter(QWidget):
             self.gauge.setMaximum(window)
             self.gauge.setValue(min(used, window))
             over = used > window
-            self.gauge.setStyleSheet("QProgressBar::chunk { background: %s; }"
-                                     % ("#cf222e" if over else "#2da44e"))
+            theme.restyle(self.gauge, lambda: theme.meter_style(over))
             self.gauge.setToolTip("Over the context window: the oldest turns will be left out"
                                   if over else "Context window used by this message")
             self.gauge.show()

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
 from app.accounting.pricing import format_usd
 from app.storage.ledger import start_of_day, start_of_month
 from app.storage.quotas import QuotaBook
+from ui import theme
 
 
 class UsageDialog(QDialog):
@@ -102,8 +103,8 @@ class UsageDialog(QDialog):
         if limit:
             bar.setMaximum(1000)
             bar.setValue(int(min(1.0, used / limit) * 1000))
-            bar.setStyleSheet("QProgressBar::chunk { background: %s; }"
-                              % ("#cf222e" if used >= limit else "#2da44e"))
+            over = used >= limit
+            theme.restyle(bar, lambda: theme.meter_style(over))
         else:
             bar.setMaximum(1)
             bar.setValue(0)
