@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 from app.domain.errors import OutpostError
 from app.storage.search import MARK_END, MARK_START, search_hits
 from app.storage.store import Store
+from ui import theme
 
 TYPING_PAUSE_MS = 120
 RECENT = 20
@@ -74,6 +75,8 @@ class SearchDialog(QDialog):
         self.field.installEventFilter(self)
         self.results.itemActivated.connect(lambda _: self.open_current())
         self.results.currentItemChanged.connect(self._show_current)
+        theme.on_palette_change(self, lambda: self._show_current(self.results.currentItem(),
+                                                                 None))
         self.run()
 
     def _show_current(self, current, previous) -> None:

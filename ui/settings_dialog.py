@@ -53,7 +53,6 @@ from app.config.settings import Option, Settings, option_named
 from app.domain.errors import OutpostError, StorageError
 from ui import theme
 
-ERROR_COLOURS = {False: "#b3261e", True: "#f28b82"}  # on a light / a dark palette (4.5:1)
 _WIDE_INT = 999_999_999  # spin boxes accept any number, so an out-of-range one can be explained
 _WIDE_FLOAT = 1e9
 _EFFECT_NOTES = {"": "", "reload": " Changing it reloads the local model.",
@@ -343,9 +342,8 @@ class OptionRow(QWidget):
         self.reset_button.clicked.connect(self.reset)
 
     def restyle(self) -> None:
-        self.description.setStyleSheet(f"color:{theme.muted_text(0.35)};")
-        self.error_label.setStyleSheet(f"color:{ERROR_COLOURS[theme.is_dark()]}; "
-                                       "font-weight:600;")
+        theme.restyle(self.description, lambda: f"color:{theme.muted_text(0.35)};")
+        theme.set_colour(self.error_label, "error", "font-weight:600;")
 
     def value(self) -> Any:
         return self.field.value()

@@ -299,6 +299,22 @@ def sidebar_style() -> str:
             f"QListWidget::item:disabled {{ color:{muted_text(0.3)}; }}")
 
 
+# Chart series (Okabe–Ito): told apart with every kind of colour blindness; on a dark base the
+# darker ones are lightened until they stand out from it (3:1, graphics rather than text)
+_SERIES = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9")
+
+
+def series_colour(n: int) -> str:
+    pal = palette()
+    base = pal.color(_ROLE.Base)
+    colour = QColor(_SERIES[n % len(_SERIES)])
+    for step in range(10):
+        if contrast_ratio(colour, base) >= 3.0:
+            break
+        colour = QColor(mix(colour, pal.color(_ROLE.Text), 0.15))
+    return colour.name()
+
+
 def _code_background(pal: QPalette) -> str:
     return mix(pal.color(_ROLE.Base), pal.color(_ROLE.Text), 0.08 if is_dark(pal) else 0.05)
 

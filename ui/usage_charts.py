@@ -28,12 +28,6 @@ from ui import theme
 
 DAYS = 30
 MONTHS = 12
-# Okabe–Ito: told apart with every kind of colour blindness, readable on light and dark bases
-SERIES = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9")
-
-
-def series_colour(n: int) -> str:
-    return SERIES[n % len(SERIES)]
 
 
 def _axis_ticks(labels: list[str], every: int = 1) -> list[list[tuple[int, str]]]:
@@ -122,7 +116,7 @@ class UsageCharts(QWidget):
         self.series["tokens"] = days
         chart = self.tokens
         chart.clear()
-        local_colour, cloud_colour = series_colour(0), series_colour(1)
+        local_colour, cloud_colour = theme.series_colour(0), theme.series_colour(1)
         xs = list(range(len(days)))
         local = [d.local for d in days]
         cloud = [d.cloud for d in days]
@@ -143,7 +137,7 @@ class UsageCharts(QWidget):
         index = {m: i for i, m in enumerate(months)}
         width = 0.8 / max(1, len(by_provider))
         for n, (provider, points) in enumerate(sorted(by_provider.items())):
-            colour = series_colour(n)
+            colour = theme.series_colour(n)
             xs = [index[m] - 0.4 + width * (n + 0.5) for m, _ in points]
             bars = pg.BarGraphItem(x=xs, height=[c for _, c in points], width=width * 0.9,
                                    brush=colour)
@@ -151,7 +145,7 @@ class UsageCharts(QWidget):
             chart.legend.addItem(bars, provider)
         if self.monthly_budget:
             line = pg.InfiniteLine(pos=self.monthly_budget, angle=0,
-                                   pen=pg.mkPen(series_colour(3), width=2,
+                                   pen=pg.mkPen(theme.series_colour(3), width=2,
                                                 style=Qt.PenStyle.DashLine),
                                    label=f"budget ${self.monthly_budget:g}",
                                    labelOpts={"color": theme.palette().color(
@@ -175,9 +169,9 @@ class UsageCharts(QWidget):
                         ys.append(value)
                 if xs:
                     shown = True
-                    chart.plot.plot(xs, ys, pen=pg.mkPen(series_colour(n), width=2),
+                    chart.plot.plot(xs, ys, pen=pg.mkPen(theme.series_colour(n), width=2),
                                     symbol="o", symbolSize=5,
-                                    symbolBrush=series_colour(n), name=label)
+                                    symbolBrush=theme.series_colour(n), name=label)
             chart.plot.getAxis("bottom").setTicks(_axis_ticks(
                 [(since + dt.timedelta(days=i)).isoformat()[5:] for i in range(DAYS)], 7))
             chart.show_empty(not shown)
@@ -189,9 +183,9 @@ class UsageCharts(QWidget):
         chart.clear()
         xs = list(range(len(rows)))
         errors = pg.BarGraphItem(x=[x - 0.2 for x in xs], height=[r.errors for r in rows],
-                                 width=0.38, brush=series_colour(3))
+                                 width=0.38, brush=theme.series_colour(3))
         retries = pg.BarGraphItem(x=[x + 0.2 for x in xs], height=[r.retries for r in rows],
-                                  width=0.38, brush=series_colour(2))
+                                  width=0.38, brush=theme.series_colour(2))
         chart.plot.addItem(errors)
         chart.plot.addItem(retries)
         chart.legend.addItem(errors, "failed attempts")
