@@ -15,7 +15,7 @@ import datetime as dt
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QGridLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGridLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from app.storage.store import Store
 from app.storage.usage_series import (
@@ -52,9 +52,10 @@ class Chart(QWidget):
         self.legend = self.plot.addLegend(offset=(8, 8))
         self.empty = QLabel("No data yet.")
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         layout.addWidget(self.title)
         layout.addWidget(self.plot, 1)
-        layout.addWidget(self.empty)
+        layout.addWidget(self.empty, 1)
         self.restyle()
 
     def restyle(self) -> None:
@@ -77,12 +78,17 @@ class Chart(QWidget):
         self.plot.clear()
         self.legend.clear()
 
-    def show_empty(self, empty: bool) -> None:
+    def show_empty(self, empty: bool, top: float = 0.0) -> None:
+        """Show the plot from 0 to a little above ``top``, or only "No data yet."."""
         self.empty.setVisible(empty)
+        self.plot.setVisible(not empty)
+        if not empty:
+            self.plot.setYRange(0, max(top, 1e-9) * 1.15, padding=0)
 
 
 class UsageCharts(QWidget):
-    """The dashboard: ``refresh()`` reads the ledger again for ``profile``."""
+    """The dashboard: ``refresh()`` reads the ledger (for ``profile``) and draws; the owner
+    calls it when the charts are to be shown (built empty, so nothing is read twice)."""
 
     def __init__(self, store: Store, profile: str | None, monthly_budget: float | None = None,
                  today=None, parent=None):
@@ -100,8 +106,11 @@ class UsageCharts(QWidget):
         for index, chart in enumerate((self.tokens, self.cost, self.ttft, self.speed,
                                        self.problems)):
             grid.addWidget(chart, index // 2, index % 2)
+        for column in (0, 1):
+            grid.setColumnStretch(column, 1)
+        for row in (0, 1, 2):
+            grid.setRowStretch(row, 1)
         self.series: dict[str, object] = {}  # what each chart shows (tests read it)
-        self.refresh()
 
     def refresh(self) -> None:
         today = self.today()
@@ -125,7 +134,8 @@ class UsageCharts(QWidget):
         chart.plot.addItem(pg.BarGraphItem(x=xs, y0=local, height=cloud, width=0.7,
                                            brush=cloud_colour, name="cloud"))
         chart.plot.getAxis("bottom").setTicks(_axis_ticks([d.day[5:] for d in days], 7))
-        chart.show_empty(not any(local) and not any(cloud))
+        chart.show_empty(not any(local) and not any(cloud),
+                         max((a + b for a, b in zip(local, cloud)), default=0))
 
     def _cost(self, today: dt.date) -> None:
         since = (today.replace(day=1) - dt.timedelta(days=31 * (MONTHS - 1))).replace(day=1)
@@ -152,7 +162,9 @@ class UsageCharts(QWidget):
                                        QPalette.ColorRole.Text).name(), "position": 0.9})
             chart.plot.addItem(line)
         chart.plot.getAxis("bottom").setTicks(_axis_ticks(months))
-        chart.show_empty(not by_provider)
+        top = max([c for points in by_provider.values() for _, c in points] +
+                  [self.monthly_budget or 0])
+        chart.show_empty(not by_provider, top)
 
     def _speed(self, since: dt.date) -> None:
         by_model = speed_per_model(self.store, self.profile, since)
@@ -160,6 +172,7 @@ class UsageCharts(QWidget):
         for chart, field in ((self.ttft, "ttft_ms"), (self.speed, "tokens_per_s")):
             chart.clear()
             shown = False
+            top = 0.0
             for n, (label, points) in enumerate(sorted(by_model.items())):
                 xs, ys = [], []
                 for point in points:
@@ -169,12 +182,14 @@ class UsageCharts(QWidget):
                         ys.append(value)
                 if xs:
                     shown = True
+                    top = max([top] + ys)
                     chart.plot.plot(xs, ys, pen=pg.mkPen(theme.series_colour(n), width=2),
                                     symbol="o", symbolSize=5,
                                     symbolBrush=theme.series_colour(n), name=label)
             chart.plot.getAxis("bottom").setTicks(_axis_ticks(
                 [(since + dt.timedelta(days=i)).isoformat()[5:] for i in range(DAYS)], 7))
-            chart.show_empty(not shown)
+            chart.plot.setXRange(0, DAYS - 1)
+            chart.show_empty(not shown, top)
 
     def _problems(self, since: dt.date) -> None:
         rows = problems_per_provider(self.store, self.profile, since)
@@ -191,4 +206,5 @@ class UsageCharts(QWidget):
         chart.legend.addItem(errors, "failed attempts")
         chart.legend.addItem(retries, "retries")
         chart.plot.getAxis("bottom").setTicks(_axis_ticks([r.provider for r in rows]))
-        chart.show_empty(not any(r.errors or r.retries for r in rows))
+        chart.show_empty(not any(r.errors or r.retries for r in rows),
+                         max([r.errors for r in rows] + [r.retries for r in rows] + [0]))

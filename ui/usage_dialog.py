@@ -1,5 +1,7 @@
-"""Usage of the current profile: today's and this month's use against its quotas, and the
-breakdown per provider and model (all from the usage ledger)."""
+"""Usage of the current profile, from the usage ledger: the Overview tab (today's and this
+month's use against its quotas, the breakdown per provider and model) and the Charts tab
+(ui/usage_charts.py: tokens per day, cost per month against the budget, speed per model,
+failures and retries)."""
 from __future__ import annotations
 
 from PySide6.QtWidgets import (
@@ -10,24 +12,30 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QTableWidget,
     QTableWidgetItem,
+    QTabWidget,
     QVBoxLayout,
+    QWidget,
 )
 
 from app.accounting.pricing import format_usd
 from app.storage.ledger import start_of_day, start_of_month
 from app.storage.quotas import QuotaBook
 from ui import theme
+from ui.usage_charts import UsageCharts
 
 
 class UsageDialog(QDialog):
     def __init__(self, ledger, book: QuotaBook, profile: str, parent=None):
         super().__init__(parent)
         self.setWindowTitle(f"Usage — {profile}")
-        self.resize(720, 420)
+        self.resize(1100, 760)
         self.ledger, self.book, self.profile = ledger, book, profile
         self.bars: dict[str, QProgressBar] = {}
         self.values: dict[str, QLabel] = {}
-        layout = QVBoxLayout(self)
+        outer = QVBoxLayout(self)
+        self.tabs = QTabWidget()
+        overview = QWidget()
+        layout = QVBoxLayout(overview)
         self.summary = QLabel()
         self.summary.setWordWrap(True)
         layout.addWidget(self.summary)
@@ -51,9 +59,14 @@ class UsageDialog(QDialog):
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         layout.addWidget(self.table, 1)
+        self.tabs.addTab(overview, "Overview")
+        self.charts = UsageCharts(ledger.store, profile,
+                                  monthly_budget=book.limits(profile).cloud_cost_per_month)
+        self.tabs.addTab(self.charts, "Charts")
+        outer.addWidget(self.tabs, 1)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
-        layout.addWidget(buttons)
+        outer.addWidget(buttons)
         self.refresh()
 
     def refresh(self) -> None:
@@ -97,6 +110,7 @@ class UsageDialog(QDialog):
                                         f"{entry['completion_tokens']:,}", cost)):
                 self.table.setItem(row, col, QTableWidgetItem(text))
         self.table.resizeColumnsToContents()
+        self.charts.refresh()
 
     def _bar(self, key: str, used: float, limit: float | None, text: str) -> None:
         bar = self.bars[key]

@@ -55,6 +55,7 @@ def test_the_charts_draw_what_the_ledger_holds(qtbot, ledger, artifacts_dir):
     qtbot.addWidget(charts)
     charts.resize(1200, 800)
     charts.show()
+    charts.refresh()
     days = charts.series["tokens"]
     assert len(days) == 30 and days[-1].day == "2026-11-30"
     assert days[-2].local == 150  # yesterday: 100 + 50 tokens of the local model
@@ -73,5 +74,25 @@ def test_an_empty_ledger_says_so(qtbot, tmp_path):
     charts = UsageCharts(store, "ana", today=lambda: TODAY)
     qtbot.addWidget(charts)
     charts.show()
+    charts.refresh()
     assert charts.tokens.empty.isVisible() and charts.cost.empty.isVisible()
     store.close()
+
+
+def test_the_usage_dialog_has_the_charts_of_the_real_ledger(qtbot, scripted, scripted_engine,
+                                                            artifacts_dir):
+    from tests.support import reply, send
+
+    scripted_engine.script(reply("Counted."))
+    send(qtbot, scripted, "Count me")
+    window = scripted.window
+    window.usage_action.trigger()
+    dialog = window.usage_dialog
+    qtbot.addWidget(dialog)
+    assert [dialog.tabs.tabText(i) for i in range(dialog.tabs.count())] == ["Overview",
+                                                                          "Charts"]
+    today = dialog.charts.series["tokens"][-1]
+    assert today.local > 0 and today.cloud == 0  # the scripted local reply, from the ledger
+    dialog.tabs.setCurrentIndex(1)
+    qtbot.wait(50)
+    dialog.grab().save(str(artifacts_dir / "usage-dialog-charts.png"))
