@@ -69,6 +69,10 @@ def metrics_text(message: Message) -> str:
         parts.append(f"{message.tokens_per_s:.1f} tok/s")
     if message.role is Role.ASSISTANT and message.prompt_tokens is not None:
         parts.append(cost_text(message))
+    # a figure never wraps away from its unit ("42.5 / tok/s", "< / $0.0001"): the spaces
+    # inside each figure do not break, only those between them
+    first = 1 if message.engine or message.model else 0
+    parts[first:] = [p.replace(" ", "\u00a0") for p in parts[first:]]
     return "  ·  ".join(parts)
 
 

@@ -45,7 +45,11 @@ def _highlight(code: str, lang: str, attrs: str) -> str:
     link = copy_link(code.rstrip("\n"))
     label = (f"<div style='color:{theme.muted_text()}; font-size:small;'>{name}"
              f"<a href=\"{link}\" title='Copy this code'>Copy</a></div>")
-    return f"{label}<pre style=\"{theme.code_block_style()}{_CODE_FONT}\">{body}</pre>"
+    # QTextDocument ignores padding and borders on <pre>: a one-cell table gives the box
+    return (f"{label}<table width='100%' cellspacing='0' cellpadding='8' border='1' "
+            f"style='border-collapse:collapse; border-color:{theme.rule_colour()}; "
+            f"border-style:solid; background:{theme.code_background()};'><tr><td>"
+            f"<pre style=\"{_CODE_FONT} margin:0;\">{body}</pre></td></tr></table>")
 
 
 _MD = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False,
@@ -54,16 +58,36 @@ _MD = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": 
 
 def _fix_highlighted_fences(rendered: str) -> str:
     # markdown-it wraps highlighted output in <pre><code>; keep ours only.
-    return re.sub(r"<pre><code[^>]*>(<div[^>]*>.*?</div>)?<pre (.*?)</pre>\s*</code></pre>",
-                  lambda m: (m.group(1) or "") + "<pre " + m.group(2) + "</pre>", rendered,
-                  flags=re.DOTALL)
+    return re.sub(r"<pre><code[^>]*>(<div[^>]*>.*?</div>)?(<table .*?</table>)\s*</code></pre>",
+                  lambda m: (m.group(1) or "") + m.group(2), rendered, flags=re.DOTALL)
+
+
+def _boxes(rendered: str) -> str:
+    """Tables with ruled cells and quoted blocks with a bar, the way QTextDocument can draw
+    them (its CSS has no borders on blocks: tables stand in)."""
+    rule = theme.rule_colour()
+    rendered = rendered.replace(
+        "<table>", "<table border='1' cellspacing='0' cellpadding='5' style='border-collapse:"
+        f"collapse; border-color:{rule}; border-style:solid; margin-top:4px; "
+        "margin-bottom:6px;'>")
+    rendered = rendered.replace("<th>", f"<th style='background:{theme.code_background()};'>")
+    rendered = re.sub(r"<th style=\"text-align:(\w+)\">",
+                      lambda m: f"<th align='{m.group(1)}' style='background:"
+                                f"{theme.code_background()};'>", rendered)
+    rendered = re.sub(r"<td style=\"text-align:(\w+)\">",
+                      lambda m: f"<td align='{m.group(1)}'>", rendered)
+    rendered = rendered.replace(
+        "<blockquote>", "<table width='100%' cellspacing='0' cellpadding='0' style='margin-top:"
+        f"4px; margin-bottom:6px;'><tr><td width='3' style='background:{theme.quote_bar()};'>"
+        f"</td><td style='padding-left:10px; color:{theme.muted_text(0.25)};'>")
+    return rendered.replace("</blockquote>", "</td></tr></table>")
 
 
 def render(text: str) -> str:
     """Render a complete markdown text to HTML that QTextDocument understands."""
     if not text:
         return ""
-    return _fix_highlighted_fences(_MD.render(text))
+    return _boxes(_fix_highlighted_fences(_MD.render(text)))
 
 
 def stable_boundary(text: str) -> int:

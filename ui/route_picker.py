@@ -28,6 +28,9 @@ class RoutePicker(QComboBox):
             "unreachable provider's messages wait in the outbox).")
         for route in Route:
             self.addItem(ROUTE_LABELS[route], route.value)
+        # narrow windows: the closed box may cut its label; the list shows it whole
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(14)
         self.activated.connect(self._on_activated)
 
     @Slot(object)

@@ -4,7 +4,7 @@ the engine that will answer (a knob it ignores is disabled, saying why). The win
 values with the conversation and sends them with each turn."""
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -48,10 +48,10 @@ class SamplingPanel(QDockWidget):
         self._loading = False
         body = QWidget()
         layout = QVBoxLayout(body)
-        row = QHBoxLayout()
         self.preset_picker = QComboBox()
         self.preset_picker.setToolTip("Apply a preset: its knobs replace the ones below")
-        row.addWidget(self.preset_picker, 1)
+        layout.addWidget(self.preset_picker)
+        row = QHBoxLayout()  # under the picker: the panel stays narrow
         self.save_button = QPushButton("Save as…")
         self.save_button.setToolTip("Save the knobs below as a preset of yours")
         self.rename_button = QPushButton("Rename…")
@@ -64,6 +64,8 @@ class SamplingPanel(QDockWidget):
         theme.set_colour(self.engine_label, "muted")
         layout.addWidget(self.engine_label)
         form = QFormLayout()
+        # a label above its field when the panel is too narrow for both on one line
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         self.use: dict[str, QCheckBox] = {}  # optional knobs: ticked = sent
         self.fields: dict[str, QWidget] = {}
         self.labels: dict[str, QWidget] = {}
@@ -131,6 +133,10 @@ class SamplingPanel(QDockWidget):
         layout.addWidget(self.error)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # up/down only
+        # never narrower than its widest row: nothing is cut off at the right
+        scroll.setMinimumWidth(body.minimumSizeHint().width()
+                               + scroll.verticalScrollBar().sizeHint().width() + 4)
         scroll.setWidget(body)
         self.setWidget(scroll)
         self.preset_picker.activated.connect(self._on_preset_picked)

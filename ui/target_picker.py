@@ -32,9 +32,9 @@ class TargetPicker(QComboBox):
         self.registry, self.settings, self.loader = registry, settings, loader
         self.setToolTip("The cloud provider this chat may use (its route decides when), or none: "
                         "the local model only")
-        self.setMinimumWidth(200)
+        self.setMinimumWidth(120)
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.setMinimumContentsLength(22)
+        self.setMinimumContentsLength(14)
         self.currentIndexChanged.connect(self._on_index_changed)
 
     def target(self) -> str:
@@ -93,7 +93,7 @@ class ModelPicker(QComboBox):
         self.listed: dict[str, list[str]] = {}  # provider -> its models ([] while asking)
         self._target = LOCAL
         self.setEditable(True)
-        self.setMinimumWidth(150)
+        self.setMinimumWidth(120)
         self.setToolTip("The provider's model for this chat (type any model name)")
         self.hide()
         self.currentTextChanged.connect(self._on_text_changed)

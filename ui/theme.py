@@ -319,6 +319,22 @@ def _code_background(pal: QPalette) -> str:
     return mix(pal.color(_ROLE.Base), pal.color(_ROLE.Text), 0.08 if is_dark(pal) else 0.05)
 
 
+def rule_colour() -> str:
+    """Hairlines: table borders, the frame of a code block."""
+    pal = palette()
+    return mix(pal.color(_ROLE.Base), pal.color(_ROLE.Text), 0.22)
+
+
+def code_background() -> str:
+    return _code_background(palette())
+
+
+def quote_bar() -> str:
+    """The bar beside a quoted block."""
+    pal = palette()
+    return mix(pal.color(_ROLE.Base), pal.color(_ROLE.Text), 0.35)
+
+
 def code_block_style() -> str:
     """A fenced code block's box (CSS for QTextDocument): a shade of the base, apart from the
     bubble behind it in either palette."""

@@ -1,0 +1,49 @@
+"""Nothing clipped (issue 15): at 900x600 and 1600x1000 every label of the status bar, the
+header and the reply footers is as wide as its text (labels that elide on purpose, like the chat
+title, show the whole text in their tooltip), the Sampling panel only scrolls up and down, and
+the conversation list and the title keep a usable width."""
+from __future__ import annotations
+
+import pytest
+from PySide6.QtWidgets import QLabel
+
+from tests.support import reply, send
+from ui.main_window import ElidedLabel
+
+pytestmark = pytest.mark.gui
+
+REPLY = ("Here is a table:\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n> a quote\n\n"
+         "```python\nprint('hi')\n```\nDone.")
+
+
+def clipped(labels) -> list[str]:
+    out = []
+    for label in labels:
+        if not label.isVisible() or label.wordWrap() or isinstance(label, ElidedLabel) \
+                or not label.text():
+            continue
+        if label.width() + 1 < label.sizeHint().width():
+            out.append(f"{label.text()!r}: {label.width()} < {label.sizeHint().width()}")
+    return out
+
+
+@pytest.mark.parametrize("size", [(900, 600), (1600, 1000)])
+def test_nothing_is_clipped(qtbot, scripted, scripted_engine, size, artifacts_dir):
+    window = scripted.window
+    scripted_engine.script(reply(REPLY))
+    send(qtbot, scripted, "What is the best way to keep a lighthouse lit all night long?")
+    window.resize(*size)
+    qtbot.wait(100)
+    assert (window.width(), window.height()) == size  # the window can be that small
+    status = window.statusBar().findChildren(QLabel)
+    footers = [label for bubble in window.view.bubbles
+               for label in bubble.findChildren(QLabel) if label is not bubble.body]
+    header = [label for label in window.findChildren(QLabel)
+              if label.parent() is window.title_label.parent() and label is not window.title_label]
+    assert clipped(status + footers + header) == []
+    assert window.title_label.width() >= 300  # the title has a line of its own
+    assert window.title_label.toolTip().startswith("What is the best way")
+    assert window.sidebar.width() >= 150
+    scroll = window.sampling.widget()
+    assert scroll.widget().width() <= scroll.viewport().width()  # up and down only
+    window.grab().save(str(artifacts_dir / f"layout-{size[0]}x{size[1]}.png"))
