@@ -337,6 +337,14 @@ def open_dialogs(qtbot, app) -> dict[str, QWidget]:
     schema.show()
     dialogs["schema"] = schema
     dialogs["models"] = window.model_menu.open_models()
+    dialogs["settings"] = window.open_settings()
+    search = window.open_search(this_chat=False)
+    search.field.setText("water")
+    search.run()
+    dialogs["search"] = search
+    dialogs["shortcuts"] = window.help_menu.show_shortcuts()
+    dialogs["about"] = window.help_menu.show_about()
+    window.usage_dialog.tabs.setCurrentIndex(1)  # the charts
     for dialog in dialogs.values():
         assert dialog is not None and dialog.isVisible()
         qtbot.waitExposed(dialog)
