@@ -1,8 +1,8 @@
 """Search and switch: Ctrl+F finds words in this conversation; Ctrl+K (or Ctrl+Shift+F) finds
 chats by title and words in every conversation of the profile.
 
-Results come from the messages' full-text index (``app.storage.search``) as you type, best
-match first, with the matched words in bold, the conversation's title and the date. Up/Down
+Results come from the messages' full-text index (``app.storage.search``) as you type, the
+newest first, with the matched words in bold, the conversation's title and the date. Up/Down
 move through them while the cursor stays in the search field; Enter opens the conversation
 scrolled to the message (switching to its branch if it is not on the active one); Escape
 closes. With an empty field, the all-conversations search lists the recent chats (a switcher).

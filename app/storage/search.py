@@ -42,25 +42,22 @@ def fts_query(text: str) -> str | None:
 
 def search_hits(store: Store, text: str, *, profile: str | None = None,
                 conversation_id: str | None = None, limit: int = 50) -> list[SearchHit]:
-    """Messages matching the words of ``text``, best first; ``conversation_id``: only in that
-    conversation; ``profile``: only in that profile's conversations."""
+    """Messages matching the words of ``text``, newest first (the bounded plan of
+    ``Store.search_rowids``); ``conversation_id``: only in that conversation; ``profile``:
+    only in that profile's conversations. Snippets are made for the hits only."""
     query = fts_query(text)
     if query is None:
         return []
-    where, args = ["messages_fts MATCH :query"], {"query": query, "limit": limit,
-                                                    "start": MARK_START, "end": MARK_END}
-    if conversation_id is not None:
-        where.append("m.conversation_id = :conversation")
-        args["conversation"] = conversation_id
-    if profile is not None:
-        where.append("c.profile = :profile")
-        args["profile"] = profile
-    sql = (
-        "SELECT m.id, m.conversation_id, c.title, m.role, m.created_at, "
-        "snippet(messages_fts, 0, :start, :end, '…', 16) AS snippet "
-        "FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid "
-        "JOIN conversations c ON c.id = m.conversation_id "
-        f"WHERE {' AND '.join(where)} ORDER BY messages_fts.rank LIMIT :limit")
+    rowids = store.search_rowids(query, limit, profile=profile, conversation_id=conversation_id)
+    if not rowids:
+        return []
+    marks = ",".join("?" * len(rowids))
+    sql = ("SELECT m.rowid, m.id, m.conversation_id, c.title, m.role, m.created_at, "
+           "snippet(messages_fts, 0, ?, ?, '…', 16) "
+           "FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid "
+           "JOIN conversations c ON c.id = m.conversation_id "
+           f"WHERE messages_fts MATCH ? AND messages_fts.rowid IN ({marks})")
     with storage_errors(store.path):
-        rows = store.db.execute(sql, args).fetchall()
-    return [SearchHit(*row) for row in rows]
+        rows = {row[0]: row[1:] for row in store.db.execute(
+            sql, [MARK_START, MARK_END, query] + rowids).fetchall()}
+    return [SearchHit(*rows[r]) for r in rowids if r in rows]

@@ -585,23 +585,74 @@ class Store:
             db["conversations"].update(conversation_id, {"active_leaf_id": leaf})
         return self.branch(conversation_id, leaf)
 
-    def search(self, query: str, limit: int = 50, profile: str | None = None) -> list[Message]:
-        """Full-text search over message content (FTS5 query syntax); ``profile``: only in
-        that profile's conversations."""
-        where = {} if profile is None else dict(
-            where="conversation_id in (select id from conversations where profile = :profile)",
-            where_args={"profile": profile})
-        try:
-            rows = list(self.db["messages"].search(query, limit=limit, **where))
-        except sqlite3.OperationalError as exc:
-            # FTS5 reports query syntax as OperationalError; disk/lock problems stay storage.
-            if storage_error_class(exc) is StorageError:  # SQLITE_ERROR: the query's syntax
-                raise UsageError(f"The search {query!r} is not valid full-text search syntax "
-                                 f"({exc}); put words in double quotes to search them as "
-                                 "they are.") from None
-            with storage_errors(self.path):
+    # Full-text search, newest first, in bounded pages (shared by `history search` and the
+    # window's search, app.storage.search). Ranking every match by bm25 made a very common
+    # word cost seconds at a million messages (2.8 s p95 for "the": every hit scored, then
+    # sorted); FTS5 walks its doclists in rowid order and stops at a LIMIT, so the newest
+    # SEARCH_PAGE matches come at once, and a profile or conversation filter only looks at
+    # those rowids. At most SEARCH_PAGES pages are read: a word that is everywhere in other
+    # profiles' chats costs a bounded amount, not a scan (bench/search.py has the figures).
+    SEARCH_PAGE = 200
+    SEARCH_PAGES = 25
+
+    def search_rowids(self, query: str, limit: int = 50, profile: str | None = None,
+                      conversation_id: str | None = None) -> list[int]:
+        """The rowids of the newest messages matching the FTS5 ``query`` (in that profile or
+        conversation), newest first, at most ``limit``."""
+        scope, args = [], []
+        if conversation_id is not None:
+            scope.append("m.conversation_id = ?")
+            args.append(conversation_id)
+        if profile is not None:
+            scope.append("m.conversation_id IN (SELECT id FROM conversations WHERE "
+                         "profile = ?)")
+            args.append(profile)
+        found: list[int] = []
+        before = None
+        with storage_errors(self.path):
+            try:
+                for _ in range(self.SEARCH_PAGES):
+                    page = [r[0] for r in self.db.execute(
+                        "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?"
+                        + (" AND rowid < ?" if before is not None else "")
+                        + " ORDER BY rowid DESC LIMIT ?",
+                        [query] + ([before] if before is not None else [])
+                        + [self.SEARCH_PAGE]).fetchall()]
+                    if not page:
+                        break
+                    if scope:
+                        marks = ",".join("?" * len(page))
+                        kept = {r[0] for r in self.db.execute(
+                            f"SELECT m.rowid FROM messages m WHERE m.rowid IN ({marks}) AND "
+                            + " AND ".join(scope), page + args).fetchall()}
+                        page_found = [rowid for rowid in page if rowid in kept]
+                    else:
+                        page_found = page
+                    found += page_found
+                    if len(found) >= limit or len(page) < self.SEARCH_PAGE:
+                        break
+                    before = page[-1]
+            except sqlite3.OperationalError as exc:
+                # FTS5 reports query syntax as OperationalError; disk/lock problems stay
+                # storage errors
+                if storage_error_class(exc) is StorageError:  # SQLITE_ERROR: the syntax
+                    raise UsageError(f"The search {query!r} is not valid full-text search "
+                                     f"syntax ({exc}); put words in double quotes to search "
+                                     "them as they are.") from None
                 raise
-        return [_row_to_message(r) for r in rows]
+        return found[:limit]
+
+    def search(self, query: str, limit: int = 50, profile: str | None = None) -> list[Message]:
+        """Full-text search over message content (FTS5 query syntax), newest first;
+        ``profile``: only in that profile's conversations."""
+        rowids = self.search_rowids(query, limit, profile)
+        if not rowids:
+            return []
+        marks = ",".join("?" * len(rowids))
+        with storage_errors(self.path):
+            rows = {r["rowid"]: r for r in self.db.query(
+                f"SELECT rowid, * FROM messages WHERE rowid IN ({marks})", rowids)}
+        return [_row_to_message(rows[r]) for r in rowids if r in rows]
 
     def mark_orphaned_streaming(self) -> int:
         """Mark rows still 'streaming' whose writer process is gone as 'interrupted'."""

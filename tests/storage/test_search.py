@@ -27,7 +27,7 @@ def test_hits_are_highlighted_scoped_and_best_first(tmp_path):
 
     hits = search_hits(store, "lightho", profile="ana")  # a prefix while typing
     assert [h.conversation_id for h in hits] == [first.id, first.id]
-    assert hits[0].message_id == reply.id  # two matches beat one
+    assert hits[0].message_id == reply.id  # the newest first
     assert f"{MARK_START}lighthouse{MARK_END}" in hits[0].snippet
     assert hits[0].conversation_title == "Sea stories" and hits[0].created_at[:4] == \
         reply.created_at[:4]

@@ -1,0 +1,118 @@
+"""Benchmark: full-text search at a million messages, the bounded newest-first plan against
+ranking every match, with an unranked FTS5 MATCH ... LIMIT 50 as the anchor, side by side.
+
+    python -m bench.search [--messages 1000000] [--db PATH] [--trials 20]
+
+Builds (once; ``--db`` keeps it for later runs) a real Outpost database: ``--messages`` messages
+in conversations of two profiles, words drawn from a Zipf-like vocabulary so that "the" is in
+most messages. Each trial, alternating the plans, runs every query shape for profile "ana"
+(half the conversations): a very common word, a 2-letter prefix while typing, a rare word, two
+words. Prints p50/p95 per shape and plan, and the machine's load; nothing here runs in the test
+suite. Target: p95 <= 50 ms for every shape with the bounded plan.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from app.storage.search import fts_query, search_hits
+from app.storage.store import Store
+
+SHAPES = {"very common word": "the", "prefix while typing": "th", "rare word": "lighthouse",
+          "two words": "water boil"}
+COMMON = ("the", "a", "to", "and", "of", "is", "in", "it", "you", "that", "for", "on", "with")
+WORDS = COMMON + tuple(f"w{i}" for i in range(5000)) + ("water", "boil", "night", "map")
+
+
+def build(path: Path, messages: int) -> None:
+    store = Store(path)
+    rng = random.Random(7)
+    per = 100
+    with store._tx() as db:
+        for c in range(max(1, messages // per)):
+            cid = f"c{c}"
+            db.execute("INSERT INTO conversations (id, title, system_prompt, created_at, "
+                       "updated_at, profile) VALUES (?, ?, '', ?, ?, ?)",
+                       [cid, f"chat {c}", "2026-01-01T00:00:00", "2026-01-01T00:00:00",
+                        "ana" if c % 2 else "bob"])
+            rows = []
+            for m in range(per):
+                words = [rng.choice(COMMON) if rng.random() < 0.35 else
+                         WORDS[min(len(WORDS) - 1, int(rng.paretovariate(0.6)))]
+                         for _ in range(rng.randrange(8, 40))]
+                if rng.random() < 0.00005:
+                    words.append("lighthouse")
+                rows.append((f"{cid}m{m}", cid, "user" if m % 2 == 0 else "assistant",
+                             " ".join(words), "complete", "2026-01-01T00:00:00",
+                             "2026-01-01T00:00:00"))
+            db.executemany("INSERT INTO messages (id, conversation_id, role, content, status, "
+                           "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    store.close()
+
+
+def ranked(store: Store, text: str) -> int:
+    """The old plan: every match scored (bm25), sorted, the best 50 of the profile."""
+    rows = store.db.execute(
+        "SELECT m.id FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid "
+        "JOIN conversations c ON c.id = m.conversation_id WHERE messages_fts MATCH ? "
+        "AND c.profile = 'ana' ORDER BY messages_fts.rank LIMIT 50",
+        [fts_query(text)]).fetchall()
+    return len(rows)
+
+
+def anchor(store: Store, text: str) -> int:
+    return len(store.db.execute("SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? "
+                                "LIMIT 50", [fts_query(text)]).fetchall())
+
+
+def bounded(store: Store, text: str) -> int:
+    return len(search_hits(store, text, profile="ana"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--db", metavar="PATH")
+    parser.add_argument("--trials", type=int, default=20)
+    args = parser.parse_args(argv)
+    folder = None if args.db else tempfile.TemporaryDirectory(prefix="outpost-bench-")
+    path = Path(args.db) if args.db else Path(folder.name) / "search.db"
+    if not path.exists():
+        started = time.perf_counter()
+        build(path, args.messages)
+        print(f"built {args.messages:,} messages in {time.perf_counter() - started:.0f} s")
+    store = Store(path)
+    plans = {"anchor (unranked LIMIT 50)": anchor, "ranked (old)": ranked,
+             "bounded (new)": bounded}
+    times = {(shape, plan): [] for shape in SHAPES for plan in plans}
+    for trial in range(args.trials):
+        order = list(plans.items())
+        if trial % 2:
+            order.reverse()
+        for shape, text in SHAPES.items():
+            for plan, run in order:
+                started = time.perf_counter()
+                run(store, text)
+                times[(shape, plan)].append((time.perf_counter() - started) * 1000)
+    store.close()
+    print(f"load average {os.getloadavg()[0]:.2f}; {args.trials} alternating trials; "
+          "profile 'ana' (half the chats)")
+    for shape in SHAPES:
+        cells = []
+        for plan in plans:
+            values = sorted(times[(shape, plan)])
+            p95 = values[max(0, int(len(values) * 0.95) - 1)]
+            cells.append(f"{plan}: p50 {statistics.median(values):7.1f} / p95 {p95:7.1f} ms")
+        print(f"{shape:<20} " + " | ".join(cells))
+    if folder is not None:
+        folder.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
