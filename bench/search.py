@@ -50,7 +50,7 @@ def build(path: Path, messages: int) -> None:
                 rows.append((f"{cid}m{m}", cid, "user" if m % 2 == 0 else "assistant",
                              " ".join(words), "complete", "2026-01-01T00:00:00",
                              "2026-01-01T00:00:00"))
-            db.executemany("INSERT INTO messages (id, conversation_id, role, content, status, "
+            db.conn.executemany("INSERT INTO messages (id, conversation_id, role, content, status, "
                            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
     store.close()
 

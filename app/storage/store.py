@@ -585,53 +585,59 @@ class Store:
             db["conversations"].update(conversation_id, {"active_leaf_id": leaf})
         return self.branch(conversation_id, leaf)
 
-    # Full-text search, newest first, in bounded pages (shared by `history search` and the
+    # Full-text search, newest first, in bounded windows (shared by `history search` and the
     # window's search, app.storage.search). Ranking every match by bm25 made a very common
-    # word cost seconds at a million messages (2.8 s p95 for "the": every hit scored, then
-    # sorted); FTS5 walks its doclists in rowid order and stops at a LIMIT, so the newest
-    # SEARCH_PAGE matches come at once, and a profile or conversation filter only looks at
-    # those rowids. At most SEARCH_PAGES pages are read: a word that is everywhere in other
-    # profiles' chats costs a bounded amount, not a scan (bench/search.py has the figures).
-    SEARCH_PAGE = 200
-    SEARCH_PAGES = 25
+    # word cost ~0.5 s at a million messages (every hit scored, then sorted), and FTS5's
+    # ORDER BY rowid DESC is no cure: it reads a term's whole doclist to walk it backwards
+    # (~0.85 s for "the"). FTS5 does seek to a rowid range cheaply, so the search walks back
+    # from the newest message in windows of rowids, each sized from the last one's density of
+    # matches to hold about SEARCH_TARGET of them: a common word needs one small window, a rare
+    # one a few growing ones. A page's matches are filtered by profile or conversation through
+    # their rowids only. At most SEARCH_WINDOWS windows are read (bench/search.py has the
+    # figures).
+    SEARCH_TARGET = 400
+    SEARCH_WINDOWS = 40
 
     def search_rowids(self, query: str, limit: int = 50, profile: str | None = None,
                       conversation_id: str | None = None) -> list[int]:
         """The rowids of the newest messages matching the FTS5 ``query`` (in that profile or
         conversation), newest first, at most ``limit``."""
+        # the scope is checked on a window's rowids only: "+" keeps SQLite from walking the
+        # conversation index over every message of the profile instead (60 ms at a million)
         scope, args = [], []
         if conversation_id is not None:
-            scope.append("m.conversation_id = ?")
+            scope.append("+m.conversation_id = ?")
             args.append(conversation_id)
         if profile is not None:
-            scope.append("m.conversation_id IN (SELECT id FROM conversations WHERE "
-                         "profile = ?)")
+            scope.append("c.profile = ?")
             args.append(profile)
         found: list[int] = []
-        before = None
         with storage_errors(self.path):
             try:
-                for _ in range(self.SEARCH_PAGES):
-                    page = [r[0] for r in self.db.execute(
-                        "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?"
-                        + (" AND rowid < ?" if before is not None else "")
-                        + " ORDER BY rowid DESC LIMIT ?",
-                        [query] + ([before] if before is not None else [])
-                        + [self.SEARCH_PAGE]).fetchall()]
-                    if not page:
+                top = self.db.execute("SELECT max(rowid) FROM messages").fetchone()[0]
+                high = (top or 0) + 1
+                window = 2 * self.SEARCH_TARGET
+                for _ in range(self.SEARCH_WINDOWS):
+                    if high <= 0 or len(found) >= limit:
                         break
-                    if scope:
+                    low = max(0, high - window)
+                    page = sorted((r[0] for r in self.db.execute(
+                        "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? "
+                        "AND rowid >= ? AND rowid < ?", [query, low, high]).fetchall()),
+                        reverse=True)
+                    if page and scope:
                         marks = ",".join("?" * len(page))
                         kept = {r[0] for r in self.db.execute(
-                            f"SELECT m.rowid FROM messages m WHERE m.rowid IN ({marks}) AND "
+                            "SELECT m.rowid FROM messages m CROSS JOIN conversations c ON "
+                            f"c.id = m.conversation_id WHERE m.rowid IN ({marks}) AND "
                             + " AND ".join(scope), page + args).fetchall()}
-                        page_found = [rowid for rowid in page if rowid in kept]
-                    else:
-                        page_found = page
-                    found += page_found
-                    if len(found) >= limit or len(page) < self.SEARCH_PAGE:
-                        break
-                    before = page[-1]
+                        page = [rowid for rowid in page if rowid in kept]
+                    found += page
+                    # the next window: about SEARCH_TARGET matches at this one's density
+                    density = len(page) / (high - low)
+                    grow = self.SEARCH_TARGET / (density * window) if density else 8.0
+                    window = int(window * min(64.0, max(1.0, grow)))
+                    high = low
             except sqlite3.OperationalError as exc:
                 # FTS5 reports query syntax as OperationalError; disk/lock problems stay
                 # storage errors
