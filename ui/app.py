@@ -21,6 +21,7 @@ from engines.registry import CloudEnginePool, CloudTargets, cloud_timeouts, crea
 from ui.chat_controller import ChatController
 from ui.downloads import Downloads
 from ui.errors import install_excepthook
+from ui.input_guard import install_input_guard
 from ui.main_window import MainWindow, WindowServices
 from ui.model_loader import ModelLoader
 from ui.model_manager import ModelManager
@@ -44,6 +45,7 @@ class OutpostApp:
         model is loaded; None: the real GGUF model (``create_local_engine``). ``flush_timer``
         paces the reply's renders (None: a QTimer, see ``ChatController``). Tests pass a scripted
         engine and a timer they fire by hand; everything else is built as for the user."""
+        install_input_guard(QApplication.instance())  # the wheel and the focus ring, app-wide
         self.settings = settings or Settings()
         self.store = store or Store()
         self.profiles = Profiles(self.store)

@@ -447,7 +447,7 @@ class ChatController(QObject):
             return  # a reply (or the user's own stop): nothing to report
         if outcome.stream_failed:
             if bubble is not None and not bubble.text:
-                bubble.set_placeholder("No reply yet." if outcome.queued else "No reply.")
+                bubble.show_no_reply()  # a queued message: the banner says it waits
             if outcome.queued is not None:  # Cloud only, provider unreachable: the outbox has it
                 return
         # a failed stream, an empty (or blocked) reply, JSON still invalid after its repair:
@@ -467,7 +467,7 @@ class ChatController(QObject):
                 self.error_occurred.emit(exc)
         self._end_turn(message)
         if bubble is not None and not bubble.text:
-            bubble.set_placeholder("No reply.")
+            bubble.show_no_reply()
         self.failed_turn = turn
         self.error_occurred.emit(error)
 
@@ -481,7 +481,7 @@ class ChatController(QObject):
             elif message.content and not self._bubble.text:
                 self._bubble.append_text(message.content)
             if not message.content:
-                self._bubble.set_placeholder("(no text)")
+                self._bubble.show_no_reply()
             self._bubble.show_message_state(message)
         self._turn = None
         self._cancel = None

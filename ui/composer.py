@@ -37,6 +37,9 @@ class Composer(QWidget):
         self.edit.setPlaceholderText("Message the local model…  (Enter sends, Shift+Enter: new line)")
         self.edit.setFixedHeight(76)
         self.edit.setTabChangesFocus(True)
+        self.edit.setAccessibleName("Message")
+        self.edit.setAccessibleDescription("Your next message. Enter sends it, Shift+Enter "
+                                           "starts a new line, Tab moves on.")
         self.button = QPushButton("Send")
         self.button.setFixedWidth(84)
         self.button.setMinimumHeight(36)

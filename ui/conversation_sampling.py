@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, Signal, Slot
 
-from app.config.providers import ProviderRegistry
+from app.config.providers import KIND_LABELS, ProviderRegistry
 from app.config.settings import Settings
 from app.domain.errors import OutpostError
 from app.storage.store import Store
@@ -49,7 +49,8 @@ class ConversationSampling(QObject):
         if state.uses_cloud:
             try:
                 config = self.registry.get(state.provider)
-                kind, label = config.kind, f"{state.provider} ({config.kind} API)"
+                kind = config.kind
+                label = f"{state.provider} ({KIND_LABELS.get(kind, kind)} API)"
             except OutpostError:
                 pass
         self.panel.set_engine_kind(kind, label)

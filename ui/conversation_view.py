@@ -24,7 +24,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.domain.errors import with_kind_words
 from app.domain.messages import Message, MessageStatus, Role
+from app.domain.test_time import SCORER_LABELS
 from ui import theme
 from ui.markdown import IncrementalMarkdown, code_of_link, render
 from ui.message_actions import (
@@ -35,6 +37,8 @@ from ui.message_actions import (
     VersionSwitcher,
 )
 
+NO_REPLY = "No reply."  # what a reply without text shows, live and after reopening alike
+_BUBBLE_NAMES = {Role.USER: "Your message", Role.ASSISTANT: "Reply", Role.SYSTEM: "System message"}
 _STATUS_NOTES = {
     MessageStatus.INTERRUPTED: "⚠ interrupted — the answer is partial",
     MessageStatus.ERROR: "⚠ error",
@@ -97,6 +101,8 @@ class MessageBody(QTextBrowser):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
+        self.setAccessibleName("Message text")
+        self.setAccessibleDescription("Select text to copy it; a link opens in your browser.")
         # links are ours to open: a code block's "Copy" link copies, any other opens outside
         self.setOpenLinks(False)
         self.anchorClicked.connect(self._on_anchor_clicked)
@@ -151,6 +157,11 @@ class MessageBubble(QFrame):
         self.role = role
         self.setObjectName("bubble")
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.setAccessibleName(_BUBBLE_NAMES[role])
+        self.setAccessibleDescription(
+            "Ctrl+C copies it. " + ("R answers again. " if role is Role.ASSISTANT else
+                                    "E edits and resends it. " if role is Role.USER else "")
+            + "The Menu key lists every action.")
         theme.restyle(self, lambda: theme.bubble_style(role))
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         layout = QVBoxLayout(self)
@@ -373,6 +384,10 @@ class MessageBubble(QFrame):
         self._incremental = IncrementalMarkdown()
         self.set_placeholder(note)
 
+    def show_no_reply(self) -> None:
+        """The reply has no text (it failed, or was stopped, before the first word)."""
+        self.set_placeholder(NO_REPLY)
+
     def set_placeholder(self, note: str) -> None:
         self._placeholder = note
         self.body.setHtml(f"<i style='color:{theme.muted_text()}'>{_escape(note)}</i>")
@@ -411,7 +426,8 @@ class MessageBubble(QFrame):
         if picked:
             n = len(picked.get("candidates") or [])
             if picked.get("mode") == "best_of":
-                how = f"best of {n} by {picked.get('scorer')}"
+                scorer = picked.get("scorer")
+                how = f"best of {n} by {SCORER_LABELS.get(scorer, scorer)}"
             else:
                 votes = picked.get("votes") or {}
                 top = max(votes.values(), default=0)
@@ -430,7 +446,7 @@ class MessageBubble(QFrame):
                     "lenient": "extracted from the text", "reask": "asked once more"}.get(
                     check.get("repair"), "") + ")" if check.get("repair") else "")
                            + (" · " + metrics if metrics else ""))
-        route = f"↪ {message.route_reason}" if message.route_reason and any(
+        route = f"↪ {with_kind_words(message.route_reason)}" if message.route_reason and any(
             word in message.route_reason for word in _ROUTE_WORDS_SHOWN) else ""
         text = "\n".join(p for p in (note, metrics, route) if p)
         self.set_footer(text, warning=message.status in (MessageStatus.INTERRUPTED,
@@ -475,6 +491,9 @@ class ConversationView(QScrollArea):
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setAccessibleName("Conversation")
+        self.setAccessibleDescription("The messages of this chat. Tab moves from message to "
+                                      "message; Page Up and Page Down scroll.")
         self._content = QWidget()
         self._content.setObjectName("conversationContent")
         self._layout = QVBoxLayout(self._content)
@@ -531,7 +550,7 @@ class ConversationView(QScrollArea):
             bubble = self.add_bubble(message.role)
             bubble.set_text(message.content, message.segments)
             if not message.content and message.status is not MessageStatus.COMPLETE:
-                bubble.set_placeholder("(no text)")
+                bubble.show_no_reply()
             bubble.show_message_state(message)
         self.show_versions(versions or {})
 

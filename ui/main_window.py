@@ -224,6 +224,7 @@ class MainWindow(QMainWindow):
         self.default_route_actions = self.default_route_menu.group
         self._build_menus()
         self._connect_signals()
+        self._set_tab_order()
         self._apply_profile(services.profile)
         self.target_picker.refresh(self.settings["chat_target"])
         self.refresh_sidebar()
@@ -280,6 +281,15 @@ class MainWindow(QMainWindow):
         self.menuBar().addMenu(self.help_menu)
         self.escape_shortcut = QShortcut(QKeySequence(Qt.Key.Key_Escape), self)
         self.escape_shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
+
+    def _set_tab_order(self) -> None:
+        """Tab goes the way the eye reads: the list, the header, the chat, the message box,
+        then the Sampling panel."""
+        chain = [self.sidebar.new_button, self.sidebar.list, self.route_picker,
+                 self.target_picker, self.model_picker, self.view, self.composer.edit,
+                 self.composer.button, self.sampling.preset_picker]
+        for first, second in zip(chain, chain[1:]):
+            QWidget.setTabOrder(first, second)
 
     def _connect_signals(self) -> None:
         """Every connection between the window's pieces, the controller and the services."""

@@ -63,11 +63,13 @@ SHORTCUTS = {
 }
 
 
-def _small_button(text: str, tooltip: str) -> QToolButton:
+def _small_button(text: str, tooltip: str, name: str | None = None) -> QToolButton:
+    """A small flat button; ``name`` is what a screen reader says when ``text`` is a symbol
+    (the tooltip is read as its description)."""
     button = QToolButton()
     button.setText(text)
     button.setToolTip(tooltip)
-    button.setAccessibleName(tooltip)
+    button.setAccessibleName(name or text)
     button.setAutoRaise(True)
     button.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
     button.setCursor(Qt.CursorShape.PointingHandCursor)
@@ -84,8 +86,9 @@ class VersionSwitcher(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.versions: Versions | None = None
-        self.previous_button = _small_button("‹", "Previous version")
-        self.next_button = _small_button("›", "Next version")
+        self.previous_button = _small_button("‹", "Previous version (Alt+Left)",
+                                             "Previous version")
+        self.next_button = _small_button("›", "Next version (Alt+Right)", "Next version")
         self.label = QLabel()
         theme.restyle(self.label, lambda: f"color:{theme.muted_text(0.25)}; font-size:11px;")
         layout = QHBoxLayout(self)
@@ -195,6 +198,8 @@ class MessageEditor(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.edit = _EditBox()
+        self.edit.setAccessibleName("Edited message")
+        self.edit.setAccessibleDescription("Ctrl+Enter sends it, Escape cancels.")
         self.edit.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.edit.setFixedHeight(96)
         self.send_button = QPushButton("Send")

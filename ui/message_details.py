@@ -17,9 +17,29 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
+from app.config.providers import KIND_LABELS
 from app.domain.adapters import adapters_from_records
-from app.domain.messages import Message
+from app.domain.errors import with_kind_words
+from app.domain.messages import FinishReason, Message, MessageStatus
+from app.domain.test_time import SCORER_LABELS
 from ui.conversation_view import cost_text
+
+_STATUS_WORDS = {MessageStatus.COMPLETE: "Complete", MessageStatus.STREAMING: "Being written",
+                 MessageStatus.INTERRUPTED: "Interrupted: the answer is partial",
+                 MessageStatus.ERROR: "Failed"}
+_FINISH_WORDS = {FinishReason.LENGTH.value: "cut at the token limit",
+                 FinishReason.CANCELLED.value: "stopped by you"}
+
+
+def status_text(message: Message) -> str:
+    """"Complete", "Complete, cut at the token limit", "Failed", …: how the reply ended."""
+    finish = _FINISH_WORDS.get(message.finish_reason or "")
+    return _STATUS_WORDS[message.status] + (f", {finish}" if finish else "")
+
+
+def _votes_text(votes: dict) -> str:
+    """{"42": 2, "41": 1} -> "42 (2), 41 (1)"."""
+    return ", ".join(f"{answer} ({count})" for answer, count in votes.items()) or "none"
 
 
 class MessageDetails(QDialog):
@@ -43,9 +63,8 @@ class MessageDetails(QDialog):
                       + (" (estimated)" if message.tokens_estimated else ""))
         rows = [
             ("Answered by", authors),
-            ("Why", message.route_reason or "—"),
-            ("Status", message.status.value + (f" ({message.finish_reason})"
-                                               if message.finish_reason else "")),
+            ("Why", with_kind_words(message.route_reason or "—")),
+            ("Status", status_text(message)),
             ("Tokens", tokens),
             ("Time to first token", f"{message.ttft_ms:,.0f} ms" if message.ttft_ms else "—"),
             ("Speed", f"{message.tokens_per_s:.1f} tokens/s" if message.tokens_per_s else "—"),
@@ -71,23 +90,28 @@ class MessageDetails(QDialog):
             params.pop(key, None)
         heading = {None: "Parameters sent",
                    "local": "Parameters the local model applied (llama.cpp's defaults for the "
-                            "knobs left empty)"}.get(
-            kind, f"Parameters sent to the {kind} API (knobs it has no use for were not sent)")
+                            "ones left empty)"}.get(
+            kind, f"Parameters sent to the {KIND_LABELS.get(kind, kind)} API (the ones it has "
+                  "no use for were not sent)")
         title = QLabel(heading)
         title.setWordWrap(True)
         layout.addWidget(title)
         self.params = QPlainTextEdit(json.dumps(params, indent=2, ensure_ascii=False))
         self.params.setReadOnly(True)
+        self.params.setAccessibleName("Parameters")
+        title.setBuddy(self.params)
         layout.addWidget(self.params, 1)
         picked = message.candidates
         if picked:
             winner = picked.get("winner")
             if picked.get("mode") == "best_of":
-                head = f"Best of {picked['n']}, scored by {picked.get('scorer')}"
+                scorer = picked.get("scorer")
+                head = f"Best of {picked['n']}, scored by {SCORER_LABELS.get(scorer, scorer)}"
             else:
                 head = (f"Self-consistency over {len(picked['candidates'])} of {picked['n']} "
                         f"samples{' (stopped early: decided)' if picked.get('stopped_early') else ''}"
-                        f"; votes {picked.get('votes')}; ties: {picked.get('tie_rule')}")
+                        f"; votes: {_votes_text(picked.get('votes') or {})}; ties: "
+                        f"{picked.get('tie_rule')}")
             title = QLabel(head + (f". {picked['note']}" if picked.get("note") else ""))
             title.setWordWrap(True)
             layout.addWidget(title)
@@ -101,12 +125,14 @@ class MessageDetails(QDialog):
                 lines.append(f"#{c['index'] + 1}  {facts}\n{c['text'].strip()}")
             self.candidates = QPlainTextEdit("\n\n".join(lines))
             self.candidates.setReadOnly(True)
+            self.candidates.setAccessibleName("Candidates")
             layout.addWidget(self.candidates, 1)
             # "keep this one": a candidate that did not win becomes a version of its own
             others = [c for c in picked["candidates"] if c["index"] != winner]
             if others:
                 row = QHBoxLayout()
                 self.candidate_picker = QComboBox()
+                self.candidate_picker.setAccessibleName("Candidate to keep")
                 for c in others:
                     first = " ".join(c["text"].split())[:40]
                     self.candidate_picker.addItem(f"#{c['index'] + 1}  {first}", c["index"])

@@ -192,15 +192,18 @@ class DownloadRow(QWidget):
         top.addWidget(self.name, 1)
         if item.state == QueueState.FAILED:
             retry = QPushButton("Retry")
+            retry.setAccessibleName(f"Retry the download of {item.model_name}")
             retry.clicked.connect(lambda: downloads.retry(self.url))
             top.addWidget(retry)
         self.cancel = QPushButton("Cancel")
+        self.cancel.setAccessibleName(f"Cancel the download of {item.model_name}")
         self.cancel.setToolTip("Take it off the queue; what was downloaded is kept, so "
                                "downloading the same URL again resumes it")
         self.cancel.clicked.connect(lambda: downloads.remove(self.url))
         top.addWidget(self.cancel)
         layout.addLayout(top)
         self.bar = QProgressBar()
+        self.bar.setAccessibleName(f"Download of {item.model_name}")
         self.bar.setRange(0, 1000)
         self.bar.setTextVisible(True)
         self.state = QLabel({
@@ -241,6 +244,9 @@ class ModelManager(QDialog):
         self.entries: list[ModelEntry] = []
         layout = QVBoxLayout(self)
         self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setAccessibleName("Models")
+        self.table.setAccessibleDescription("Your local models; Enter or a double click uses "
+                                            "the selected one.")
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -411,8 +417,10 @@ class ModelManager(QDialog):
         box = QGroupBox("Download")
         layout = QVBoxLayout(box)
         self.url = QLineEdit()
+        self.url.setAccessibleName("Model URL")
         self.url.setPlaceholderText("https://huggingface.co/…/resolve/main/model.gguf")
         self.sha256 = QLineEdit()
+        self.sha256.setAccessibleName("SHA-256 checksum")
         self.sha256.setPlaceholderText("sha256 (optional: Hugging Face files are checked "
                                        "against the Hub)")
         row = QHBoxLayout()

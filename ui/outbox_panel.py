@@ -31,6 +31,7 @@ from ui import theme
 ID_ROLE = Qt.ItemDataRole.UserRole
 COLUMNS = ("#", "State", "Provider", "Model", "Queued", "Message", "Note")
 MESSAGE_CHARS = 60
+PROVIDER_DEFAULT = "provider's default"  # the Model column of an item that names no model
 _COLUMN_AIR = 14  # px beyond the widest cell, so columns do not read as one run of text
 STATE_LABELS = {
     OutboxState.QUEUED: "Waiting",
@@ -64,6 +65,7 @@ class OutboxPanel(QDialog):
                        "answered meanwhile).")
         intro.setWordWrap(True)
         self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setAccessibleName("Outbox messages")
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -161,7 +163,8 @@ class OutboxPanel(QDialog):
     # -- rows --------------------------------------------------------------------------------
     def _fill_row(self, row: int, item: OutboxItem) -> None:
         queued_at = _local_time(item.created_at)
-        cells = (str(item.id), STATE_LABELS[item.state], item.provider, item.model or "default",
+        cells = (str(item.id), STATE_LABELS[item.state], item.provider,
+                 item.model or PROVIDER_DEFAULT,
                  queued_at.strftime("%H:%M") if queued_at else item.created_at,
                  _first_line(item.prompt), _note(item))
         for column, text in enumerate(cells):
@@ -174,6 +177,9 @@ class OutboxPanel(QDialog):
         _colour_state(self.table.item(row, 1), item.state)
         if queued_at:
             self.table.item(row, 4).setToolTip(queued_at.strftime("%Y-%m-%d %H:%M:%S"))
+        if not item.model:
+            self.table.item(row, 3).setToolTip("The model set as the provider's default "
+                                               "(Model ▸ Providers) when it is sent")
         self.table.item(row, 5).setToolTip(item.prompt)
         note = self.table.item(row, 6)
         note.setToolTip(note.text())

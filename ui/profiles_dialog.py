@@ -44,6 +44,7 @@ class PinDialog(QDialog):
         layout = QVBoxLayout(self)
         self.prompt = QLabel()
         self.picker = QComboBox()
+        self.picker.setAccessibleName("Profile")
         if choose:
             layout.addWidget(QLabel("Who is using Outpost?"))
             for profile in profiles.list():
@@ -57,6 +58,7 @@ class PinDialog(QDialog):
         layout.addWidget(self.prompt)
         self.edit = QLineEdit()
         self.edit.setEchoMode(QLineEdit.EchoMode.Password)
+        self.edit.setAccessibleName("PIN")
         layout.addWidget(self.edit)
         self.error = QLabel()
         theme.set_colour(self.error, "error")
@@ -148,6 +150,7 @@ class QuotaEditor(QGroupBox):
         check.setProperty("title", title)
         check.setToolTip("Unticked: no limit")
         check.toggled.connect(widget.setEnabled)
+        widget.setAccessibleName(title)  # its check box is its label
         self.enabled[name], self.values[name] = check, widget
         form.addRow(check, widget)
 
@@ -207,6 +210,7 @@ class ProfilesDialog(QDialog):
         outer = QHBoxLayout(self)
         left = QVBoxLayout()
         self.list = QListWidget()
+        self.list.setAccessibleName("Profiles")
         self.list.currentItemChanged.connect(lambda *_: self._show_selected())
         left.addWidget(self.list, 1)
         self.add_button = QPushButton("Add profile…")
@@ -297,7 +301,8 @@ class ProfilesDialog(QDialog):
         count = self.profiles.conversation_count(profile.name)
         self.status.setText(
             f"{'The admin' if profile.is_admin else 'Not admin'} · "
-            f"{'has a PIN' if profile.has_pin else 'no PIN'} · {count} conversation(s)"
+            f"{'has a PIN' if profile.has_pin else 'no PIN'} · "
+            f"{count} conversation{'s' if count != 1 else ''}"
             + (" · signed in" if mine else ""))
         self.pin_button.setText("Change PIN…" if profile.has_pin else "Set PIN…")
         self.pin_button.setEnabled(mine or admin)
@@ -386,8 +391,8 @@ class ProfilesDialog(QDialog):
         count = self.profiles.conversation_count(profile.name)
         text = f"Remove the profile {profile.name}?"
         if count:
-            text += (f" Its {count} conversation(s) will be deleted too. Its usage stays in the "
-                     "ledger.")
+            text += (f" Its {count} conversation{'s' if count != 1 else ''} will be deleted "
+                     "too. Its usage stays in the ledger.")
         answer = QMessageBox.warning(self, "Remove profile", text,
                                      QMessageBox.StandardButton.Yes |
                                      QMessageBox.StandardButton.Cancel,

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.config.providers import KINDS, PRESETS, ProviderConfig, ProviderRegistry
+from app.config.providers import KIND_LABELS, KINDS, PRESETS, ProviderConfig, ProviderRegistry
 from app.config.secrets import KeyStore, mask
 from app.config.settings import Settings
 from app.domain.errors import OutpostError
@@ -40,6 +40,7 @@ class ProvidersDialog(QDialog):
         self.resize(760, 420)
         self.registry, self.keys, self.settings, self.tasks = registry, keys, settings, tasks
         self.list = QListWidget()
+        self.list.setAccessibleName("Providers")
         self.list.setMaximumWidth(200)
         add_button = QPushButton("Add provider")
         self.remove_button = QPushButton("Remove")
@@ -54,7 +55,11 @@ class ProvidersDialog(QDialog):
             self.preset.addItem(preset.label, key)
         self.name = QLineEdit()
         self.kind = QComboBox()
-        self.kind.addItems(list(KINDS))
+        for kind in KINDS:
+            self.kind.addItem(KIND_LABELS[kind], kind)
+        self.kind.setToolTip("How Outpost talks to the provider: the OpenAI-compatible API "
+                             "(OpenAI, OpenRouter, Groq, Together, a local llama.cpp or Ollama "
+                             "server…) or Anthropic's own API.")
         self.base_url = QLineEdit()
         self.model = QComboBox()
         self.model.setEditable(True)
@@ -74,7 +79,7 @@ class ProvidersDialog(QDialog):
         form = QFormLayout()
         form.addRow("Preset", self.preset)
         form.addRow("Name", self.name)
-        form.addRow("Wire format", self.kind)
+        form.addRow("API type", self.kind)
         form.addRow("Base URL", self.base_url)
         form.addRow("Default model", self.model)
         form.addRow("API key", self.key)
@@ -149,7 +154,7 @@ class ProvidersDialog(QDialog):
         config = self.registry.get(current.data(Qt.ItemDataRole.UserRole))
         self.preset.setCurrentIndex(0)
         self.name.setText(config.name)
-        self.kind.setCurrentText(config.kind)
+        self.kind.setCurrentIndex(self.kind.findData(config.kind))
         self.base_url.setText(config.base_url)
         self.model.setEditText(config.default_model)
         self.key.clear()
@@ -171,12 +176,12 @@ class ProvidersDialog(QDialog):
             return
         if not self.name.text():
             self.name.setText(self.preset.currentData())
-        self.kind.setCurrentText(preset.kind)
+        self.kind.setCurrentIndex(self.kind.findData(preset.kind))
         self.base_url.setText(preset.base_url)
         self.model.setEditText(preset.default_model)
 
     def _form_config(self) -> ProviderConfig:
-        return ProviderConfig(self.name.text().strip(), self.kind.currentText(),
+        return ProviderConfig(self.name.text().strip(), self.kind.currentData(),
                               self.base_url.text().strip(),
                               self.model.currentText().strip()).validate()
 

@@ -21,6 +21,7 @@ class RoutePicker(QComboBox):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
+        self.setAccessibleName("Route")
         self.setToolTip(
             "Route of this conversation. Auto: the chosen provider first; if it cannot be "
             "reached, is slow to start, or breaks off, the local model answers or continues. "

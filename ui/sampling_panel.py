@@ -50,6 +50,7 @@ class SamplingPanel(QDockWidget):
         layout = QVBoxLayout(body)
         self.preset_picker = QComboBox()
         self.preset_picker.setToolTip("Apply a preset: its knobs replace the ones below")
+        self.preset_picker.setAccessibleName("Preset")
         layout.addWidget(self.preset_picker)
         row = QHBoxLayout()  # under the picker: the panel stays narrow
         self.save_button = QPushButton("Save as…")
@@ -87,6 +88,8 @@ class SamplingPanel(QDockWidget):
                 field.setSingleStep(_STEPS.get(knob.name, 0.1))
                 field.valueChanged.connect(self._edited)
             field.setToolTip(knob.tip)
+            field.setAccessibleName(knob.label)
+            field.setAccessibleDescription(knob.tip)
             if knob.name in ALWAYS_SET or knob.name == "stop":
                 label = QLabel(knob.label)
             else:
@@ -120,6 +123,7 @@ class SamplingPanel(QDockWidget):
         self._build_test_time(layout)
         layout.addWidget(QLabel("System prompt"))
         self.system_prompt = QPlainTextEdit()
+        self.system_prompt.setAccessibleName("System prompt")
         self.system_prompt.setToolTip("Instructions the model gets before the conversation; "
                                       "saved with this conversation")
         self.system_prompt.setFixedHeight(80)
@@ -132,6 +136,7 @@ class SamplingPanel(QDockWidget):
         self.error.hide()
         layout.addWidget(self.error)
         scroll = QScrollArea()
+        scroll.setAccessibleName("Sampling settings")
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # up/down only
         # never narrower than its widest row: nothing is cut off at the right
@@ -202,6 +207,7 @@ class SamplingPanel(QDockWidget):
     def _build_test_time(self, layout: QVBoxLayout) -> None:
         row = QHBoxLayout()
         self.tt_mode = QComboBox()
+        self.tt_mode.setAccessibleName("Replies per message")
         self.tt_mode.addItem("One reply", None)
         self.tt_mode.addItem("Best of n", "best_of")
         self.tt_mode.addItem("Self-consistency", "self_consistency")
@@ -210,6 +216,7 @@ class SamplingPanel(QDockWidget):
             "Self-consistency: sample up to n replies and keep the majority final answer "
             "(ties: the answer given first). Every candidate's tokens are metered.")
         self.tt_n = QSpinBox()
+        self.tt_n.setAccessibleName("Number of candidates")
         self.tt_n.setRange(2, 8)
         self.tt_n.setValue(4)
         self.tt_n.setPrefix("n = ")
@@ -218,6 +225,7 @@ class SamplingPanel(QDockWidget):
         layout.addLayout(row)
         row2 = QHBoxLayout()
         self.tt_scorer = QComboBox()
+        self.tt_scorer.setAccessibleName("How the best reply is chosen")
         for value, label, tip in (
                 ("logprob", "Mean log-probability", "the reply the model itself finds most "
                  "likely, per token (local model)"),
@@ -229,6 +237,7 @@ class SamplingPanel(QDockWidget):
             self.tt_scorer.addItem(label, value)
             self.tt_scorer.setItemData(self.tt_scorer.count() - 1, tip, 3)  # tooltip role
         self.tt_extract = QLineEdit("last-line")
+        self.tt_extract.setAccessibleName("How each answer is found")
         self.tt_extract.setToolTip("How each reply's final answer is found: last-line, "
                                    "json:FIELD or regex:PATTERN (first group)")
         row2.addWidget(self.tt_scorer, 1)
@@ -308,7 +317,8 @@ class SamplingPanel(QDockWidget):
     def set_engine_kind(self, kind: str, label: str) -> None:
         """Who will answer ("local", "openai", "anthropic"): its unsupported knobs go grey."""
         self.kind = kind
-        self.engine_label.setText(f"Knobs for {label}. Greyed: not sent to it.")
+        self.engine_label.setText(f"These settings go to {label}; greyed-out ones are not "
+                                  "sent to it.")
         self._apply_capabilities()
 
     def _apply_scorers(self) -> None:

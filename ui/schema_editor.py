@@ -27,6 +27,8 @@ class SchemaEditor(QDialog):
         layout.addWidget(hint)
         self.edit = QPlainTextEdit(json.dumps(schema, indent=2) if schema else "")
         self.edit.setPlaceholderText(json.dumps(EXAMPLE, indent=2))
+        self.edit.setAccessibleName("JSON Schema")
+        hint.setBuddy(self.edit)
         layout.addWidget(self.edit, 1)
         self.status = QLabel()
         self.status.setWordWrap(True)

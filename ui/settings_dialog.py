@@ -4,7 +4,8 @@ One page per group of ``app.config.settings.GROUPS`` (options whose group is "" 
 window keeps by itself and are not shown). Each option gets a field chosen by its type (bool: a
 check box, choices: a combo box, int/float: a spin box, str: a line edit, list: a folder list),
 its description, and a Reset button; each page has Restore defaults. Spin boxes and combo boxes
-ignore the mouse wheel until they have focus, so scrolling the page never changes a value.
+ignore the mouse wheel until they have focus, so scrolling the page never changes a value (for
+every window at once: ``ui.input_guard``).
 
 Nothing changes until OK or Apply: every field is checked as it is typed (``Settings.check``,
 the same rule as ``Settings.set``); a bad value shows why under the field and OK/Apply stay off
@@ -84,17 +85,6 @@ def _value_text(option: Option, value: Any) -> str:
 
 
 # -- fields: one per type, each with value(), set_value() and an ``edited`` signal -----------------
-class _WheelNeedsFocus:
-    """The wheel changes the value only once the field has focus (by a click or Tab);
-    otherwise it scrolls the page, as the user meant."""
-
-    def wheelEvent(self, event):  # noqa: N802 (Qt naming)
-        if self.hasFocus():  # type: ignore[attr-defined]
-            super().wheelEvent(event)  # type: ignore[misc]
-        else:
-            event.ignore()
-
-
 class _BoolField(QCheckBox):
     edited = Signal()
 
@@ -109,14 +99,14 @@ class _BoolField(QCheckBox):
         self.setChecked(bool(value))
 
 
-class _ChoiceField(_WheelNeedsFocus, QComboBox):
+class _ChoiceField(QComboBox):
     edited = Signal()
 
     def __init__(self, option: Option):
         super().__init__()
+        labels = option.choice_labels or {}
         for choice in option.choices or ():
-            self.addItem(str(choice).capitalize(), choice)
-        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+            self.addItem(labels.get(choice, str(choice).capitalize()), choice)
         self.currentIndexChanged.connect(self.edited)
 
     def value(self) -> Any:
@@ -142,7 +132,7 @@ class _StepWithinBounds:
             self.setValue(high)  # type: ignore[attr-defined]
 
 
-class _IntField(_WheelNeedsFocus, _StepWithinBounds, QSpinBox):
+class _IntField(_StepWithinBounds, QSpinBox):
     edited = Signal()
 
     def __init__(self, option: Option):
@@ -151,7 +141,6 @@ class _IntField(_WheelNeedsFocus, _StepWithinBounds, QSpinBox):
         self.setRange(-_WIDE_INT, _WIDE_INT)
         self.setStepType(QSpinBox.StepType.AdaptiveDecimalStepType)
         self.setGroupSeparatorShown((option.maximum or 0) >= 10_000)
-        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setMinimumWidth(130)
         self.valueChanged.connect(self.edited)
 
@@ -168,7 +157,7 @@ def _decimals(*values: float) -> int:
     return min(6, max([2, *needed]))
 
 
-class _FloatField(_WheelNeedsFocus, _StepWithinBounds, QDoubleSpinBox):
+class _FloatField(_StepWithinBounds, QDoubleSpinBox):
     edited = Signal()
 
     def __init__(self, option: Option):
@@ -177,7 +166,6 @@ class _FloatField(_WheelNeedsFocus, _StepWithinBounds, QDoubleSpinBox):
         self.setDecimals(_decimals(option.default))
         self.setRange(-_WIDE_FLOAT, _WIDE_FLOAT)
         self.setStepType(QDoubleSpinBox.StepType.AdaptiveDecimalStepType)
-        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setMinimumWidth(130)
         self.valueChanged.connect(self.edited)
 
@@ -396,6 +384,7 @@ class SettingsPage(QWidget):
         header.addWidget(self.restore_button)
         layout.addLayout(header)
         self.scroll = QScrollArea()
+        self.scroll.setAccessibleName(f"{group} settings")
         self.scroll.setWidgetResizable(True)
         self.scroll.setFrameShape(QFrame.Shape.NoFrame)
         self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)

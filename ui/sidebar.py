@@ -66,8 +66,14 @@ class Sidebar(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.new_button = QPushButton("+  New chat")
+        self.new_button.setAccessibleName("New chat")  # not "plus New chat"
+        self.new_button.setToolTip("Start a new conversation (Ctrl+N)")
         self.new_button.setMinimumHeight(32)
         self.list = QListWidget()
+        self.list.setAccessibleName("Conversations")
+        self.list.setAccessibleDescription(
+            "Your chats by date, pinned ones first. Up and Down open one; F2 renames it, "
+            "Delete deletes it, the Menu key pins it.")
         self.list.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked
                                   | QAbstractItemView.EditTrigger.EditKeyPressed)
         self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)

@@ -30,6 +30,7 @@ class TargetPicker(QComboBox):
                  parent: QWidget | None = None):
         super().__init__(parent)
         self.registry, self.settings, self.loader = registry, settings, loader
+        self.setAccessibleName("Cloud provider")
         self.setToolTip("The cloud provider this chat may use (its route decides when), or none: "
                         "the local model only")
         self.setMinimumWidth(120)
@@ -93,6 +94,7 @@ class ModelPicker(QComboBox):
         self.listed: dict[str, list[str]] = {}  # provider -> its models ([] while asking)
         self._target = LOCAL
         self.setEditable(True)
+        self.setAccessibleName("Cloud model")
         self.setMinimumWidth(120)
         self.setToolTip("The provider's model for this chat (type any model name)")
         self.hide()

@@ -486,3 +486,9 @@ def apply_theme(app: QApplication, name: str) -> None:
     palette, or our light or dark one where the platform's does not match its own colour
     scheme; followed as the desktop switches between light and dark)."""
     _keeper().apply(app, name)
+
+
+def focus_ring() -> str:
+    """The focus ring's colour (``ui.focus_ring``): the accent, which reaches AA on every
+    surface, so the ring stands out from the window, the fields and the bubbles alike."""
+    return accent()

@@ -21,6 +21,7 @@ from app.storage.transfer.files import write_whole
 from ui.tasks import TaskRunner
 
 FILTERS = "Markdown (*.md);;Web page (*.html);;Outpost JSON, lossless (*.json)"
+_FORMAT_NAMES = {"md": "Markdown", "json": "JSON", "html": "web page"}
 
 
 class TransferMenu(QObject):
@@ -61,7 +62,7 @@ class TransferMenu(QObject):
         def job() -> str:
             write_whole(path, export_conversations(self.store, ids, fmt).encode("utf-8"))
             return (f"Exported {len(ids)} chat{'s' if len(ids) != 1 else ''} to {path.name} "
-                    f"({fmt}).")
+                    f"({_FORMAT_NAMES.get(fmt, fmt)}).")
 
         self.tasks.run_in_background(job, self.done.emit, self.failed.emit)
 

@@ -34,6 +34,7 @@ class UsageDialog(QDialog):
         self.values: dict[str, QLabel] = {}
         outer = QVBoxLayout(self)
         self.tabs = QTabWidget()
+        self.tabs.setAccessibleName("Usage")
         overview = QWidget()
         layout = QVBoxLayout(overview)
         self.summary = QLabel()
@@ -56,6 +57,7 @@ class UsageDialog(QDialog):
         self.table.setHorizontalHeaderLabels(["Provider", "Model", "Requests", "Tokens in / out",
                                               "Cost this month"])
         self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setAccessibleName("Usage by provider and model this month")
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         layout.addWidget(self.table, 1)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlparse
 
+from app.domain.errors import kind_words
+
 PROBE_TIMEOUT_S = 2.0
 MIN_BACKOFF_S = 5.0
 MAX_BACKOFF_S = 300.0
@@ -66,7 +68,7 @@ class Connectivity:
         if link.state is LinkState.OFFLINE:
             return f"{provider} unreachable since {when}"
         if link.state is LinkState.DEGRADED:
-            return f"{provider} degraded since {when} ({link.last_error or 'errors'})"
+            return f"{provider} degraded since {when} ({kind_words(link.last_error)})"
         if link.state is LinkState.ONLINE:
             return f"{provider} online"
         return f"{provider} not tried yet"

@@ -32,7 +32,7 @@ from typing import Callable, Iterator
 
 from app.chat.connectivity import Connectivity, LinkState
 from app.domain.context import fit_messages
-from app.domain.errors import OutpostError
+from app.domain.errors import OutpostError, kind_words
 from app.domain.messages import (
     CancelWithReason,
     ChatRequest,
@@ -243,11 +243,13 @@ class RoutedEngine(EngineBase):
                         self.cloud_unreachable = True
                         local = self._start_local(
                             request, events, runners,
-                            f"{name} failed before answering ({event.kind}): answered locally")
+                            f"{name} failed before answering ({kind_words(event.kind)}): "
+                            "answered locally")
                         backlog[local] = []
                         continue
                     if local not in dead:
-                        self.reason = (f"{name} failed before answering ({event.kind}) while "
+                        self.reason = (f"{name} failed before answering "
+                                       f"({kind_words(event.kind)}) while "
                                        "the local model was hedging: answered locally")
                         continue
                     raise event
@@ -353,7 +355,7 @@ class RoutedEngine(EngineBase):
                     if self.connectivity is not None:
                         self.connectivity.record(name, event.error.kind)
                     reason = (f"{name} stream broke after {len(text)} characters "
-                              f"({event.error.kind}): continued locally")
+                              f"({kind_words(event.error.kind)}): continued locally")
                     # the reply's token budget is shared: the local part gets what is left
                     continuation = dataclasses.replace(
                         request, assistant_prefix=request.assistant_prefix + text,

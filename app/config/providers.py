@@ -18,6 +18,8 @@ from app.config import paths
 from app.domain.errors import UsageError
 
 KINDS = ("openai", "anthropic")
+# How the window names each kind (the kinds stay the names in providers.json and the CLI)
+KIND_LABELS = {"openai": "OpenAI-compatible", "anthropic": "Anthropic"}
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any, cast
 
 from app.config import paths
 from app.domain.errors import UsageError
+from app.domain.routes import ROUTE_LABELS
 
 SETTINGS_VERSION = 1
 
@@ -38,6 +39,8 @@ class Option:
     takes_effect: str = ""
     # its name in the Settings dialog; empty: made from ``name``
     label: str = ""
+    # how the Settings dialog names each choice (a choice not here: capitalised)
+    choice_labels: dict | None = None
 
     @property
     def title(self) -> str:
@@ -75,7 +78,7 @@ SCHEMA: tuple[Option, ...] = (
            "System prompt of new conversations.", label="System prompt"),
     Option("temperature", float, 0.7, "Sampling temperature.", 0.0, 2.0, label="Temperature"),
     Option("top_p", float, 0.95, "Nucleus sampling: keep the smallest set of tokens whose "
-           "probabilities add up to top_p.", 0.01, 1.0, label="Top-p"),
+           "probabilities add up to top-p.", 0.01, 1.0, label="Top-p"),
     Option("max_tokens", int, 512, "Most tokens one reply may have.", 1, 131_072,
            label="Max tokens per reply"),
     Option("user_id", str, "", "Name of this machine's default profile, created as the admin "
@@ -114,7 +117,8 @@ SCHEMA: tuple[Option, ...] = (
            "first, the local model when it cannot answer), local (never leaves the machine) or "
            "cloud (the provider only; unreachable: the request waits in the outbox).",
            choices=("auto", "local", "cloud"), group="Network and failover",
-           label="Default route"),
+           label="Default route",
+           choice_labels={route.value: label for route, label in ROUTE_LABELS.items()}),
     Option("hedge_after_s", float, 2.5,
            "Auto route: when the cloud's first token is later than this, the local model starts "
            "too and the first to stream wins. 0 turns hedging off.", 0.0, 600.0,
@@ -143,12 +147,15 @@ SCHEMA: tuple[Option, ...] = (
            "Where API keys go when no secure OS keychain exists: refuse, memory (this session "
            "only) or file (a file only you can read). Chosen explicitly by the user.",
            choices=("refuse", "memory", "file"), group="Privacy", takes_effect="restart",
-           label="API keys without a keychain"),
+           label="API keys without a keychain", choice_labels={
+               "refuse": "Do not keep them", "memory": "Only this session",
+               "file": "In a file only I can read"}),
     # -- Appearance -------------------------------------------------------------------------------
     Option("theme", str, "system",
            "The window's colours: system (follow the operating system's light or dark "
            "scheme), light or dark.", choices=("system", "light", "dark"),
-           group="Appearance", label="Theme"),
+           group="Appearance", label="Theme",
+           choice_labels={"system": "Follow the system", "light": "Light", "dark": "Dark"}),
     # -- not in the dialog: what the window remembers by itself -----------------------------------
     Option("last_profile", str, "",
            "The profile the window opens as (it asks for its PIN, if any). Empty: the default.",

@@ -28,9 +28,12 @@
 
 Engines translate their own failures (llama.cpp exceptions, HTTP errors) into these at their
 boundary. Every message is one plain sentence that names the thing and the problem, so the CLI
-can print it as-is on stderr and the window can show it in a banner.
+can print it as-is on stderr and the window can show it in a banner. Where only the kind is
+kept (a route reason, a provider's link state), ``kind_words`` says it in words.
 """
 from __future__ import annotations
+
+import re
 
 
 class OutpostError(Exception):
@@ -168,3 +171,44 @@ class Cancelled(OutpostError):
 
     def __init__(self, message: str = "The reply was stopped."):
         super().__init__(message)
+
+
+# Every ``kind`` above in words a user reads in a footer, a tooltip or a route reason
+# ("openai failed before answering (could not connect)"); the kinds themselves stay stable,
+# machine-readable names for the CLI's JSON and the usage ledger.
+KIND_WORDS = {
+    "error": "an error", "usage": "not a valid request", "no_provider": "no provider chosen",
+    "model": "a problem with the model", "model_not_found": "model file not found",
+    "model_invalid": "not a usable model file", "model_load_failed": "the model did not load",
+    "engine": "an engine error", "provider": "refused by the provider",
+    "auth": "the API key was refused", "bad_request": "the request was refused",
+    "context_too_long": "the conversation is too long for the model",
+    "rate_limited": "rate limited", "provider_unavailable": "the provider is overloaded or down",
+    "timeout": "timed out", "connection_failed": "could not connect",
+    "stream_interrupted": "the connection broke", "download_failed": "the download failed",
+    "empty_reply": "an empty reply", "invalid_json": "not valid JSON",
+    "storage": "could not read or write the data", "storage_known": "a storage problem",
+    "bug": "an internal error", "cancelled": "stopped",
+    # subclasses defined where they are raised
+    "message_too_long": "the message is too long for the model",
+    "quota_exceeded": "over the quota", "rate_limited_locally": "over the profile's rate limit",
+    "profile": "a profile problem", "wrong_pin": "wrong PIN",
+    "not_allowed": "not allowed for this profile", "insecure_keyring": "no secure keychain",
+}
+
+
+def kind_words(kind: str | None) -> str:
+    """Plain words for an error kind (``OutpostError.kind``); an unknown kind is spelt out."""
+    if not kind:
+        return "an error"
+    return KIND_WORDS.get(kind, kind.replace("_", " "))
+
+
+_STORED_KIND = re.compile(r"\(([a-z]+_[a-z_]+|timeout)\)")
+
+
+def with_kind_words(text: str) -> str:
+    """``text`` with each "(kind)" that older versions wrote into a stored route reason
+    ("openai failed before answering (connection_failed)") in words."""
+    return _STORED_KIND.sub(lambda m: f"({KIND_WORDS[m[1]]})" if m[1] in KIND_WORDS
+                            else m[0], text)

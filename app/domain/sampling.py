@@ -38,7 +38,7 @@ KNOBS: tuple[Knob, ...] = (
          "Choose only among the k most likely tokens. Off (empty) unless you need it; 40 is "
          "llama.cpp's default, 0 means no limit."),
     Knob("min_p", "Min-p", float, 0.0, 1.0,
-         "Drop tokens less likely than min_p × the most likely token's probability. 0.05–0.1 "
+         "Drop tokens less likely than min-p × the most likely token's probability. 0.05–0.1 "
          "keeps output coherent at higher temperatures; 0 turns it off."),
     Knob("max_tokens", "Max tokens", int, 1, 131_072,
          "The longest reply, in tokens. The reply stops there (marked \"cut at max tokens\")."),

@@ -13,6 +13,9 @@ from app.domain.messages import Finished, Usage
 from app.domain.structured import lenient
 
 SCORERS = ("logprob", "length", "json", "judge")
+# how a reply's footer and details say which scorer picked it ("best of 3 by valid JSON")
+SCORER_LABELS = {"logprob": "mean log-probability", "length": "length-normalised probability",
+                 "json": "valid JSON", "judge": "a judge model"}
 LOCAL_ONLY_SCORERS = ("logprob", "length")
 MIN_N, MAX_N = 2, 8
 TIE_RULE = "among the answers with the most votes, the one that appeared first wins"

@@ -38,6 +38,7 @@ from typing import Callable
 from app.accounting.pricing import format_usd
 from app.config import paths
 from app.domain.errors import UsageError
+from app.domain.routes import ROUTE_LABELS, Route
 from app.storage.ledger import start_of_day, start_of_month
 from app.storage.profiles import NotAllowed
 
@@ -299,9 +300,10 @@ class QuotaGuard:
         limits = self.book.limits(profile)
         now = self.wall()
         if limits.allowed_routes is not None and route not in limits.allowed_routes:
-            raise QuotaExceeded(f"The profile {profile} may use only the "
-                                f"{', '.join(limits.allowed_routes)} route(s) ({limits.source}); "
-                                f"this conversation's route is {route}.")
+            allowed = ", ".join(_route_words(r) for r in limits.allowed_routes) or "none"
+            raise QuotaExceeded(f"The profile {profile} may use only these routes: {allowed} "
+                                f"({limits.source}); this conversation's route is "
+                                f"{_route_words(route)}.")
         counts = cloud or limits.count_local
         needed = prompt_tokens + max_tokens
         if counts and limits.cloud_tokens_per_day is not None:
@@ -356,3 +358,11 @@ class QuotaGuard:
                                      f"in {wait:.0f} s.", wait)
         for bucket, amount in buckets:
             bucket.take(amount)
+
+
+def _route_words(value: str) -> str:
+    """A route as the window names it ("local" -> "Local only")."""
+    try:
+        return ROUTE_LABELS[Route(value)]
+    except ValueError:
+        return value

@@ -22,6 +22,7 @@ def test_outcomes_move_between_online_degraded_offline():
     assert links.reason("p") == "p unreachable since 10:42"
     assert links.record("p", "auth") is LinkState.ONLINE  # a 401 proves it is reachable
     assert links.record("p", "provider_unavailable") is LinkState.DEGRADED
+    assert links.reason("p") == "p degraded since 10:42 (the provider is overloaded or down)"
     links.record_attempt(AttemptRecord(1, 200, 12.0, None, provider="p"))
     assert links.state("p") is LinkState.ONLINE
 

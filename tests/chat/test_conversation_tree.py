@@ -140,7 +140,8 @@ def test_deleting_the_active_leaf_moves_the_path_to_a_sibling_or_the_parent(chat
 
 def test_an_old_database_migrates_with_its_order_as_one_path(tmp_path):
     path = tmp_path / "outpost.db"
-    old = Store(path, migrations=MIGRATIONS[:-1])  # as the app was before conversation trees
+    before_trees = [m.__name__ for m in MIGRATIONS].index("m010_conversation_tree")
+    old = Store(path, migrations=MIGRATIONS[:before_trees])  # as the app was before trees
     conversation = old.create_conversation("old")
     ids: list[str] = []
     rows = ((Role.USER, "Q1", None), (Role.ASSISTANT, "broken", 0),

@@ -42,7 +42,7 @@ def test_unreachable_provider_is_answered_locally_in_the_same_reply(tmp_path, lo
     turn, _, message = run_turn(store, routed)
     assert message.status is MessageStatus.COMPLETE and message.content
     assert (message.engine, message.model) == ("local", local_engine.info.model)
-    assert "fault failed before answering (connection_failed)" in message.route_reason
+    assert "fault failed before answering (could not connect)" in message.route_reason
     assert len(store.request_log(turn.request.idempotency_key)) == 3  # 2 retries, then local
     assert links.state("fault") is LinkState.DEGRADED
     assert len(store.messages(turn.conversation_id)) == 2  # one user message, one reply

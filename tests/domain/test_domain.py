@@ -124,3 +124,38 @@ def test_enums_have_the_stored_string_values():
     assert [s.value for s in MessageStatus] == ["complete", "streaming", "interrupted", "error"]
     assert [r.value for r in FinishReason] == ["stop", "length", "cancelled", "error"]
     assert Role("user") is Role.USER
+
+
+def test_every_error_kind_has_plain_words():
+    """A kind reaches the user only through ``kind_words``: each one of the tree has words, and
+    none of them is the identifier itself."""
+    import importlib
+
+    from app.domain import errors
+
+    for module in ("app.config.secrets", "app.domain.context", "app.storage.profiles",
+                   "app.storage.quotas"):  # their errors join the tree
+        importlib.import_module(module)
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    kinds = {OutpostError.kind} | {cls.kind for cls in subclasses(OutpostError)}
+    assert kinds <= set(errors.KIND_WORDS), kinds - set(errors.KIND_WORDS)
+    for kind in kinds:
+        assert "_" not in errors.kind_words(kind), kind
+    assert errors.kind_words("connection_failed") == "could not connect"
+    assert errors.kind_words("something_new") == "something new"
+    assert errors.kind_words(None) == "an error"
+
+
+def test_a_stored_reason_with_a_kind_reads_in_words():
+    from app.domain.errors import with_kind_words
+
+    assert with_kind_words("openai failed before answering (connection_failed): answered "
+                           "locally") == ("openai failed before answering (could not connect): "
+                                          "answered locally")
+    assert with_kind_words("x stream broke (timeout)") == "x stream broke (timed out)"
+    assert with_kind_words("kept (as_is) and (free)") == "kept (as_is) and (free)"

@@ -119,7 +119,7 @@ def test_routes_and_rate_limits(tmp_path):
     book.set("ana", "allowed_routes", ["local"], by=ADMIN)
     book.set("bo", "requests_per_minute", 2, by=ADMIN)
     guard = QuotaGuard(book, UsageLedger(store, "x"), clock=clock)
-    with pytest.raises(QuotaExceeded, match="may use only the local route"):
+    with pytest.raises(QuotaExceeded, match="may use only these routes: Local only"):
         guard.check("ana", "cloud", True, 10, 10)
     guard.check("bo", "auto", True, 10, 10)
     guard.check("bo", "auto", True, 10, 10)

@@ -21,7 +21,8 @@ def test_add_provider_test_connection_and_chat_through_it(qtbot, outpost, llama_
                              window)
     qtbot.addWidget(dialog)
     dialog.preset.setCurrentIndex(dialog.preset.findData("llama-server"))
-    assert dialog.kind.currentText() == "openai"
+    assert dialog.kind.currentData() == "openai"
+    assert dialog.kind.currentText() == "OpenAI-compatible"  # the API type, in words
     dialog.name.setText("llama")
     dialog.base_url.setText(llama_server)
     dialog.model.setEditText("smollm2")

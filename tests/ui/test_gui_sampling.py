@@ -149,7 +149,7 @@ def test_best_of_n_in_the_window_shows_the_winner_and_the_candidates(qtbot, outp
     assert reply.content == picked["candidates"][picked["winner"]]["text"]
     assert conversation.sampling["test_time"]["n"] == 3
     bubble = window.view.last_bubble()
-    assert "best of 3 by logprob" in bubble.footer.text()
+    assert "best of 3 by mean log-probability" in bubble.footer.text()
     bubble.details_button.click()
     details = window.details_dialog
     qtbot.addWidget(details)

@@ -68,8 +68,8 @@ def test_regenerate_makes_a_version_and_switching_back_shows_the_old_reply(
     assert sent(scripted_engine) == ["Q1"]  # the regenerated turn saw the path up to Q1
     answer = window.view.bubbles[1]
     assert not answer.switcher.isHidden() and answer.switcher.label.text() == "2/2"
-    assert answer.switcher.previous_button.toolTip() == "Previous version"
-    assert answer.switcher.next_button.toolTip() == "Next version"
+    assert answer.switcher.previous_button.accessibleName() == "Previous version"
+    assert answer.switcher.next_button.accessibleName() == "Next version"
     assert not answer.switcher.next_button.isEnabled()
 
     qtbot.mouseClick(answer.switcher.previous_button, Qt.MouseButton.LeftButton)
