@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtGui import QAction, QKeySequence, QPainter, QShortcut
+from PySide6.QtGui import QAction, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QDialog,
     QHBoxLayout,
@@ -48,6 +48,7 @@ from ui.connectivity_indicator import ConnectivityIndicator
 from ui.conversation_sampling import ConversationSampling
 from ui.conversation_view import ConversationView
 from ui.conversation_watch import ConversationWatch
+from ui.elided_label import ElidedLabel
 from ui.errors import ErrorBanner, ErrorPresenter
 from ui.help_menu import HelpMenu
 from ui.message_details import MessageDetails
@@ -93,21 +94,6 @@ class WindowServices:
     outbox_panel_factory: Callable[[QWidget, Callable[[], str | None]], QDialog]
     # (parent) -> ui.model_manager.ModelManager; None: no Models… item (tests without one)
     models_dialog_factory: Callable[[QWidget], QDialog] | None = None
-
-
-class ElidedLabel(QLabel):
-    """A label that ends in "…" when it is too narrow (a long conversation title)."""
-
-    def paintEvent(self, event) -> None:  # noqa: N802 (Qt naming)
-        painter = QPainter(self)
-        rect = self.contentsRect()
-        text = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight,
-                                             rect.width())
-        painter.drawText(rect, int(self.alignment()), text)
-
-    def setText(self, text: str) -> None:  # noqa: N802 (Qt naming)
-        super().setText(text)
-        self.setToolTip(text)
 
 
 class MainWindow(QMainWindow):
@@ -158,11 +144,11 @@ class MainWindow(QMainWindow):
         route_label.setBuddy(self.route_picker)
         provider_label.setBuddy(self.target_picker)
         pickers.addWidget(route_label)
-        pickers.addWidget(self.route_picker, 2)
+        pickers.addWidget(self.route_picker, 1)
         pickers.addSpacing(8)
         pickers.addWidget(provider_label)
-        pickers.addWidget(self.target_picker, 3)
-        pickers.addWidget(self.model_picker, 2)
+        pickers.addWidget(self.target_picker, 1)
+        pickers.addWidget(self.model_picker, 1)
         header.addLayout(pickers)
         chat = QWidget()
         chat_layout = QVBoxLayout(chat)

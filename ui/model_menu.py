@@ -12,6 +12,7 @@ from app.config.settings import Settings
 from app.domain.errors import OutpostError
 from engines.base import EngineInfo
 from ui.chat_controller import IDLE, STOPPING, WAITING
+from ui.elided_label import ElidedLabel
 from ui.model_loader import ModelLoader
 from ui.setting_saver import save_setting
 
@@ -111,7 +112,7 @@ class ModelStatus(QObject):
     def __init__(self, loader: ModelLoader, parent: QObject | None = None):
         super().__init__(parent)
         self.loader = loader
-        self.model_label = QLabel("Local model: —")
+        self.model_label = ElidedLabel("Local model: —")  # a long file name may be cut
         self.state_label = QLabel("")
         self._busy = False
 
@@ -140,7 +141,7 @@ class ModelStatus(QObject):
     def show_model(self, info: EngineInfo) -> None:
         self.model_label.setText(f"Local model: {info.model}" +
                                  (f" · {info.placement}" if info.placement else ""))
-        self.model_label.setToolTip(info.detail)
+        self.model_label.setToolTip(f"{info.model}\n{info.detail}")
         if not self._busy:
             self.state_label.setText(f"Ready ({info.detail})")
 

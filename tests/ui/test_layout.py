@@ -8,7 +8,7 @@ import pytest
 from PySide6.QtWidgets import QLabel
 
 from tests.support import reply, send
-from ui.main_window import ElidedLabel
+from ui.elided_label import ElidedLabel
 
 pytestmark = pytest.mark.gui
 
@@ -44,6 +44,7 @@ def test_nothing_is_clipped(qtbot, scripted, scripted_engine, size, artifacts_di
     assert window.title_label.width() >= 300  # the title has a line of its own
     assert window.title_label.toolTip().startswith("What is the best way")
     assert window.sidebar.width() >= 150
+    assert "scripted-model.gguf" in window.model_label.toolTip()  # whole, even when cut
     scroll = window.sampling.widget()
     assert scroll.widget().width() <= scroll.viewport().width()  # up and down only
     window.grab().save(str(artifacts_dir / f"layout-{size[0]}x{size[1]}.png"))
