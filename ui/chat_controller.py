@@ -476,10 +476,9 @@ class ChatController(QObject):
         self._timer.stop()
         self._flush()
         if message is not None and self._bubble is not None:
-            if message.output_check and message.content:  # checked (maybe repaired) JSON
+            if message.content:  # rendered whole once, as it shows when reopened (a checked,
+                # maybe repaired, JSON reply included)
                 self._bubble.set_text(message.content, message.segments)
-            elif message.content and not self._bubble.text:
-                self._bubble.append_text(message.content)
             if not message.content:
                 self._bubble.show_no_reply()
             self._bubble.show_message_state(message)

@@ -9,7 +9,13 @@ import html
 from typing import Callable
 
 from PySide6.QtCore import QPoint, QSizeF, Qt, QTimer, QUrl, Signal, Slot
-from PySide6.QtGui import QDesktopServices, QGuiApplication, QKeySequence, QTextOption
+from PySide6.QtGui import (
+    QDesktopServices,
+    QGuiApplication,
+    QKeySequence,
+    QTextCursor,
+    QTextOption,
+)
 from PySide6.QtWidgets import (
     QApplication,
     QFrame,
@@ -212,6 +218,8 @@ class MessageBubble(QFrame):
         # seam markers; the part after it streams incrementally.
         self._done_html = ""
         self._segment_start = 0
+        self._tail_from: int | None = None  # where the streaming tail starts in the document
+        self.flush_html = 0  # HTML characters the last flush parsed
         self.seams: list[tuple[int, str]] = []
         # what the body shows, to render it again in a new palette (see _render_again)
         self._seam_reasons: list[str] = []
@@ -343,6 +351,7 @@ class MessageBubble(QFrame):
 
     def set_text(self, text: str, segments: list[dict] | None = None) -> None:
         self.text = text
+        self._tail_from = None
         self._segments, self._streamed, self._placeholder = segments, False, None
         if self.role is Role.USER:
             self.body.setHtml("<p style='white-space:pre-wrap'>" + _escape(text) + "</p>")
@@ -362,10 +371,38 @@ class MessageBubble(QFrame):
         self.body.setHtml(html)
 
     def append_text(self, delta: str) -> None:
+        """More of a streaming reply. Only the block still being written is rendered and
+        replaced in the document (finished blocks are appended once), so a flush costs the
+        same at token 10,000 as at token 10; ``flush_html`` is the HTML parsed by the last one.
+        The controller renders the finished reply whole once (``set_text``), exactly as it
+        shows when reopened."""
         self.text += delta
         self._streamed, self._placeholder = True, None
-        self.body.setHtml(self._done_html +
-                          self._incremental.update(self.text[self._segment_start:]))
+        new, tail, restarted = self._incremental.advance(self.text[self._segment_start:])
+        document = self.body.document()
+        if restarted or self._tail_from is None:
+            stable = self._done_html + self._incremental.stable_html
+            self.body.setHtml(stable)
+            self._tail_from = document.characterCount() - 1 if stable else 0
+            new, parsed = "", len(stable)
+        else:
+            parsed = 0
+        cursor = QTextCursor(document)
+        cursor.beginEditBlock()
+        cursor.setPosition(self._tail_from)
+        cursor.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
+        cursor.removeSelectedText()
+        if new:
+            if self._tail_from > 0:
+                cursor.insertBlock()
+            cursor.insertHtml(new)
+            self._tail_from = cursor.position()
+        if tail:
+            if self._tail_from > 0:
+                cursor.insertBlock()
+            cursor.insertHtml(tail)
+        cursor.endEditBlock()
+        self.flush_html = parsed + len(new) + len(tail)
 
     def add_seam(self, label: str, reason: str) -> None:
         """Another engine continues the reply from here: mark the seam in the bubble."""
@@ -375,6 +412,7 @@ class MessageBubble(QFrame):
         self._seam_reasons.append(reason)
         self._streamed, self._placeholder = True, None
         self._incremental = IncrementalMarkdown()
+        self._tail_from = None
         self.body.setHtml(self._done_html)
 
     def restart(self, note: str) -> None:
@@ -390,6 +428,7 @@ class MessageBubble(QFrame):
 
     def set_placeholder(self, note: str) -> None:
         self._placeholder = note
+        self._tail_from = None
         self.body.setHtml(f"<i style='color:{theme.muted_text()}'>{_escape(note)}</i>")
 
     def _render_again(self) -> None:
@@ -407,6 +446,7 @@ class MessageBubble(QFrame):
             self._incremental = IncrementalMarkdown()
             self.body.setHtml(self._done_html +
                               self._incremental.update(self.text[self._segment_start:]))
+            self._tail_from = None  # the next flush lays the document out again
 
     def set_footer(self, text: str, warning: bool = False) -> None:
         theme.set_colour(self.footer, "warning" if warning else "muted", "font-size:11px;")

@@ -115,16 +115,30 @@ class IncrementalMarkdown:
         self._stable_html = ""
         self.blocks_rendered = 0  # how many block renders happened (for tests)
 
-    def update(self, text: str) -> str:
-        if not text.startswith(self._stable_src):  # text was replaced: start over
+    @property
+    def stable_html(self) -> str:
+        return self._stable_html
+
+    def advance(self, text: str) -> tuple[str, str, bool]:
+        """(the HTML of blocks finished since the last call, the HTML of the block still
+        being written, whether ``text`` no longer continues the last one: start over)."""
+        restarted = not text.startswith(self._stable_src)
+        if restarted:  # text was replaced: start over
             self._stable_src, self._stable_html = "", ""
         boundary = stable_boundary(text)
+        new = ""
         if boundary > len(self._stable_src):
-            self._stable_html += render(text[len(self._stable_src):boundary])
+            new = render(text[len(self._stable_src):boundary])
+            self._stable_html += new
             self._stable_src = text[:boundary]
             self.blocks_rendered += 1
         tail = text[len(self._stable_src):]
         if tail.count("```") % 2 == 1:
             tail += "\n```"  # show an open code block as code while it streams
         self.blocks_rendered += 1 if tail else 0
-        return self._stable_html + render(tail)
+        return new, render(tail), restarted
+
+    def update(self, text: str) -> str:
+        """The whole message's HTML (stable part and tail)."""
+        _new, tail, _restarted = self.advance(text)
+        return self._stable_html + tail
