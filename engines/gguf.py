@@ -120,6 +120,9 @@ def read_gguf(path: str | Path) -> GGUFInfo:
         raise ModelNotFound(f"The model file {path} does not exist.", str(path))
     if path.is_dir():
         raise ModelInvalid(f"The model path {path} is a folder, not a GGUF file.", str(path))
+    if not path.is_file():  # a FIFO, a socket or a device would hang or never end
+        raise ModelInvalid(f"The model path {path} is not a regular file (a pipe, socket or "
+                           "device), so it cannot be a GGUF model.", str(path))
     file_size = path.stat().st_size
     try:
         with path.open("rb") as handle:

@@ -262,14 +262,22 @@ class Store:
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         target = paths.backups_dir() if self.path == paths.database_path() \
             else self.path.parent / "backups"
-        target.mkdir(parents=True, exist_ok=True)
+        # a backup holds every conversation: only its owner may read it (the folder 0700, the
+        # file 0600 from its first byte), written under a temporary name and renamed, so a kill
+        # never leaves a half backup that looks whole
+        target.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(target, 0o700)
         dest = target / f"{self.path.stem}-{stamp}-{label}.db"
+        partial = dest.with_name(dest.name + ".part")
         with storage_errors(dest):
-            out = sqlite3.connect(str(dest))
+            os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+            out = sqlite3.connect(str(partial))
             try:
                 self.db.conn.backup(out)
             finally:
                 out.close()
+            os.chmod(partial, 0o600)
+            os.replace(partial, dest)
         return dest
 
     # -- conversations -----------------------------------------------------------------------

@@ -221,3 +221,15 @@ def test_cli_ask_json_with_a_bad_model_emits_an_error_event(tmp_path):
     assert event["kind"] == "model_not_found"
     assert str(path) in event["message"]
 
+
+
+def test_a_pipe_named_like_a_model_is_refused_at_once(tmp_path):
+    import os
+
+    from app.domain.errors import ModelInvalid
+    from engines.gguf import read_gguf
+
+    fifo = tmp_path / "x.gguf"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
+    with pytest.raises(ModelInvalid, match="not a regular file"):
+        read_gguf(fifo)

@@ -146,3 +146,21 @@ def test_signal_stops_the_reply_with_exit_130_and_saves_it(outpost_home, signum)
         assert store.integrity_check() == "ok"
     finally:
         store.close()
+
+
+def test_a_backup_is_readable_by_its_owner_only(tmp_path):
+    import os
+    import stat
+
+    from app.storage.store import Store
+
+    store = Store(tmp_path / "outpost.db")
+    store.create_conversation("private")
+    backup = store.backup("by-hand")
+    store.close()
+    assert stat.S_IMODE(os.stat(backup).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(backup.parent).st_mode) == 0o700
+    assert not list(backup.parent.glob("*.part"))  # written whole, then renamed
+    copy = Store(backup)
+    assert [c.title for c in copy.list_conversations()] == ["private"]
+    copy.close()
