@@ -104,6 +104,15 @@ class ModelEntry:
                 "load_settings": options.record()}
 
 
+def size_text(n: float) -> str:
+    """A byte count as people read it: "812 bytes", "93.8 MiB", "4.1 GiB"."""
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
 def default_models_dir() -> Path:
     return paths.data_dir() / "models"
 

@@ -281,3 +281,22 @@ def fault_cloud(url: str, store, **timeouts):
         policy=RetryPolicy(initial_backoff=0.01, max_backoff=0.02),
         timeouts=Timeouts(**{"connect": 1, "first_token": 3, "idle": 2, **timeouts}),
         on_attempt=store.log_attempt)
+
+
+def grab_in_palette(qtbot, widget, path, theme_name: str, redraw=None) -> None:
+    """Save a screenshot of ``widget`` under the light or dark palette (``ui.theme``), then put
+    the application's palette back; ``redraw()`` runs once the palette is set."""
+    from PySide6.QtWidgets import QApplication
+
+    from ui.theme import dark_palette, light_palette
+
+    app = QApplication.instance()
+    old = app.palette()
+    app.setPalette(dark_palette() if theme_name == "dark" else light_palette())
+    try:
+        if redraw is not None:
+            redraw()
+        qtbot.wait(50)
+        widget.grab().save(str(path))
+    finally:
+        app.setPalette(old)

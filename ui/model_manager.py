@@ -35,20 +35,12 @@ from PySide6.QtWidgets import (
 from app.domain.errors import OutpostError
 from engines.download_queue import QueueState
 from engines.model_download import Progress
-from engines.model_library import ModelEntry, ModelLibrary
+from engines.model_library import ModelEntry, ModelLibrary, size_text
 from engines.model_load import KV_TYPES, ModelLoadOptions, check_for_model
 from ui.downloads import Downloads
 
 COLUMNS = ("Name", "Quant", "Parameters", "Context", "Size", "Memory", "Where")
 _TRISTATE = (("auto", None), ("on", True), ("off", False))
-
-
-def size_text(n: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 def progress_text(p: Progress) -> str:

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.support import send
+from tests.support import grab_in_palette, send
 
 pytestmark = pytest.mark.gui
 
@@ -46,21 +46,6 @@ def held_server(bundled_model):
     httpd.server_close()
 
 
-def shoot(qtbot, dialog, path, theme):
-    from PySide6.QtWidgets import QApplication
-
-    from tools.take_screenshots import palette
-
-    app = QApplication.instance()
-    old = app.palette()
-    app.setPalette(palette(theme))
-    try:
-        qtbot.wait(50)
-        dialog.grab().save(str(path))
-    finally:
-        app.setPalette(old)
-
-
 def test_a_download_shows_progress_waits_offline_and_lands_in_the_library(
         qtbot, scripted, held_server, artifacts_dir):
     window = scripted.window
@@ -86,8 +71,8 @@ def test_a_download_shows_progress_waits_offline_and_lands_in_the_library(
     assert row.bar.isVisible() and "%" in row.bar.format() and "of 93.8 MiB" in row.bar.format()
     assert not any(e.name == "field-notes" for e in dialog.library.entries())  # half: not offered
     dialog.resize(980, 720)
-    shoot(qtbot, dialog, artifacts_dir / "models-light.png", "light")
-    shoot(qtbot, dialog, artifacts_dir / "models-dark.png", "dark")
+    for theme_name in ("light", "dark"):
+        grab_in_palette(qtbot, dialog, artifacts_dir / f"models-{theme_name}.png", theme_name)
 
     with qtbot.waitSignal(scripted.downloads.finished, timeout=60000):
         held_server["release"].set()

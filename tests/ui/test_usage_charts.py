@@ -8,6 +8,7 @@ import pytest
 
 from app.storage.store import Store
 from tests.storage.test_usage_series import row
+from tests.support import grab_in_palette
 from ui.usage_charts import UsageCharts
 
 pytestmark = pytest.mark.gui
@@ -32,24 +33,6 @@ def ledger(tmp_path):
     store.close()
 
 
-def shoot(qtbot, widget, path, theme_name):
-    from PySide6.QtWidgets import QApplication
-
-    from tools.take_screenshots import palette
-
-    app = QApplication.instance()
-    old = app.palette()
-    app.setPalette(palette(theme_name))
-    try:
-        widget.refresh()
-        for chart in (widget.tokens, widget.cost, widget.ttft, widget.speed, widget.problems):
-            chart.restyle()
-        qtbot.wait(50)
-        widget.grab().save(str(path))
-    finally:
-        app.setPalette(old)
-
-
 def test_the_charts_draw_what_the_ledger_holds(qtbot, ledger, artifacts_dir):
     charts = UsageCharts(ledger, "ana", monthly_budget=5.0, today=lambda: TODAY)
     qtbot.addWidget(charts)
@@ -65,8 +48,14 @@ def test_the_charts_draw_what_the_ledger_holds(qtbot, ledger, artifacts_dir):
     problems = {p.provider: p for p in charts.series["problems"]}
     assert (problems["openai"].errors, problems["openai"].retries) == (4, 4)
     assert not charts.tokens.empty.isVisible() and not charts.cost.empty.isVisible()
-    shoot(qtbot, charts, artifacts_dir / "usage-charts-light.png", "light")
-    shoot(qtbot, charts, artifacts_dir / "usage-charts-dark.png", "dark")
+    def redraw() -> None:
+        charts.refresh()
+        for chart in (charts.tokens, charts.cost, charts.ttft, charts.speed, charts.problems):
+            chart.restyle()
+
+    for theme_name in ("light", "dark"):
+        grab_in_palette(qtbot, charts, artifacts_dir / f"usage-charts-{theme_name}.png",
+                        theme_name, redraw)
 
 
 def test_an_empty_ledger_says_so(qtbot, tmp_path):

@@ -10,7 +10,7 @@ from app.cli.commands.common import emit, emit_list
 from app.config.settings import Settings
 from app.domain.errors import ModelInvalid, UsageError
 from engines.model_download import Progress, download, file_sha256
-from engines.model_library import ModelEntry, ModelLibrary
+from engines.model_library import ModelEntry, ModelLibrary, size_text
 from engines.model_load import check_for_model, parse_value
 
 
@@ -65,7 +65,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             if not sys.stdin.isatty():
                 raise UsageError(f"Removing {entry.name} would {what} {entry.path}; pass --yes "
                                  "to confirm.")
-            answer = input(f"{what.capitalize()} {entry.path} ({_size(entry.size)})? [y/N] ")
+            answer = input(f"{what.capitalize()} {entry.path} ({size_text(entry.size)})? [y/N] ")
             if answer.strip().lower() not in ("y", "yes"):
                 sys.stderr.write("outpost: nothing was removed.\n")
                 return 0
@@ -91,9 +91,9 @@ def _download(args: argparse.Namespace, library: ModelLibrary, context: int) -> 
                 emit({"event": "progress", "done": p.done, "total": p.total,
                       "speed_bps": round(p.speed_bps), "eta_s": _round(p.eta_s)})
             return
-        line = (f"{_size(p.done)}" + (f" of {_size(p.total)} ({p.fraction:.0%})"
+        line = (f"{size_text(p.done)}" + (f" of {size_text(p.total)} ({p.fraction:.0%})"
                                       if p.total else "")
-                + f" · {_size(int(p.speed_bps))}/s"
+                + f" · {size_text(int(p.speed_bps))}/s"
                 + (f" · {p.eta_s:.0f} s left" if p.eta_s is not None else ""))
         tenth = int((p.fraction or 0) * 10)
         if live:
@@ -114,7 +114,7 @@ def _download(args: argparse.Namespace, library: ModelLibrary, context: int) -> 
     if args.json:
         emit({"event": "done", **entry.describe(context)})
     else:
-        print(f"Downloaded {entry.name} ({_size(entry.size)}) into {entry.path.parent}.")
+        print(f"Downloaded {entry.name} ({size_text(entry.size)}) into {entry.path.parent}.")
     return 0
 
 
@@ -158,8 +158,8 @@ def _show(library: ModelLibrary, entry: ModelEntry, context: int, as_json: bool)
             ("trained context", f"{data['trained_context']:,}" if data["trained_context"]
              else "unknown"),
             ("chat template", "yes" if data["chat_template"] else "no (plain User:/Assistant:)"),
-            ("license", data["license"] or "not given"), ("size", _size(data["size_bytes"])),
-            ("memory", f"about {_size(data['memory_estimate_bytes'])} at a context of "
+            ("license", data["license"] or "not given"), ("size", size_text(data["size_bytes"])),
+            ("memory", f"about {size_text(data['memory_estimate_bytes'])} at a context of "
                        f"{data['context']:,}"),
             ("load settings", _settings_text(data["load_settings"]))]
     for label, value in rows:
@@ -169,13 +169,5 @@ def _show(library: ModelLibrary, entry: ModelEntry, context: int, as_json: bool)
 def _line(entry: ModelEntry, context: int, kind: str = "") -> str:
     data = entry.describe(context)
     return (f"{data['name']:<40} {data['quantization']:<7} "
-            f"{data['parameters'] / 1e6:>7,.0f}M  {_size(data['size_bytes']):>9}  "
+            f"{data['parameters'] / 1e6:>7,.0f}M  {size_text(data['size_bytes']):>9}  "
             f"{data['source']}{'  ' + kind if kind else ''}")
-
-
-def _size(n: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
