@@ -22,7 +22,9 @@
     │   ├── EmptyReply                the model answered nothing (saved, marked as an error)
     │   └── InvalidJsonReply          structured output still invalid after its one repair
     ├── StorageError                  the database or a file could not be read or written
-    │   └── KnownStorageError         disk full, database locked, read-only: shown to the user
+    │   ├── KnownStorageError         disk full, database locked, read-only: shown to the user
+    │   └── FileWriteFailed           a file Outpost owns (settings, keys, …) could not be
+    │                                 written; the previous version is kept
     ├── InternalError                 a bug: an exception outside this tree, wrapped
     └── Cancelled                     the user stopped the reply; never shown as an error
 
@@ -157,6 +159,13 @@ class StorageError(OutpostError):
 
 class KnownStorageError(StorageError):
     kind = "storage_known"
+
+
+class FileWriteFailed(StorageError):
+    """A config or data file could not be written (disk full, read-only, no permission). The
+    file on disk is still the previous version: it is written whole or not at all."""
+
+    kind = "file_write"
 
 
 class InternalError(OutpostError):
