@@ -39,6 +39,7 @@ from urllib.parse import quote, unquote, urlparse
 import httpx
 
 from app.domain.errors import Cancelled, DownloadFailed, ModelInvalid, UsageError
+from engines import network_guard
 from engines.gguf import MAGIC, read_gguf
 from engines.model_library import ModelEntry, ModelLibrary, _checked_name
 
@@ -212,9 +213,9 @@ def download(url: str, library: ModelLibrary, *, name: str | None = None,
     notice = on_notice or (lambda text: None)
     cancel = cancel or threading.Event()
     own_client = client is None
-    client = client or httpx.Client(timeout=httpx.Timeout(30.0, read=60.0),
-                                    follow_redirects=True, max_redirects=10,
-                                    headers={"User-Agent": USER_AGENT})
+    client = client or network_guard.client(timeout=httpx.Timeout(30.0, read=60.0),
+                                            follow_redirects=True, max_redirects=10,
+                                            headers={"User-Agent": USER_AGENT})
     with _Lock(part):
         try:
             expected = (Verification(sha256, "given") if sha256 is not None

@@ -63,6 +63,7 @@ class SocketTracker:
     def __init__(self, client: httpx.Client):
         self._streams: dict[int, Any] = {}
         transport = getattr(client, "_transport", None)
+        transport = getattr(transport, "inner", transport)  # under engines.network_guard's
         pool = getattr(transport, "_pool", None)
         backend = getattr(pool, "_network_backend", None)
         self.installed = pool is not None and backend is not None

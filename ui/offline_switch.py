@@ -1,5 +1,7 @@
 """Offline mode: every conversation is answered by the local model and no connection is opened.
-One switch, shown twice (Chat ▸ Offline mode and a status bar button), kept in the settings."""
+One switch, shown twice (Chat ▸ Offline mode and a status bar button), kept in the settings.
+The network layer's guard (``engines.network_guard``) follows the same settings object, so the
+switch refuses every connection from the moment it is on, even if the file cannot be saved."""
 from __future__ import annotations
 
 from PySide6.QtCore import QObject, Signal, Slot
@@ -8,6 +10,7 @@ from PySide6.QtWidgets import QPushButton, QWidget
 
 from app.config.settings import Settings
 from app.domain.errors import OutpostError
+from engines import network_guard
 from ui import theme
 from ui.route_state import LOCAL_COLOUR
 from ui.setting_saver import save_setting
@@ -23,6 +26,7 @@ class OfflineSwitch(QObject):
     def __init__(self, settings: Settings, parent: QWidget):
         super().__init__(parent)
         self.settings = settings
+        network_guard.follow(settings)
         self.action = QAction("&Offline mode", parent)
         self.action.setCheckable(True)
         self.action.setShortcut(QKeySequence("Ctrl+Shift+O"))

@@ -23,6 +23,7 @@ from app.config.providers import KIND_LABELS, KINDS, PRESETS, ProviderConfig, Pr
 from app.config.secrets import KeyStore, mask
 from app.config.settings import Settings
 from app.domain.errors import OutpostError
+from engines import network_guard
 from engines.registry import create_cloud_engine
 from ui import theme
 from ui.tasks import TaskRunner
@@ -216,6 +217,11 @@ class ProvidersDialog(QDialog):
             config = self._form_config()
         except OutpostError as exc:
             self.result.setText(str(exc))
+            return
+        try:  # Offline mode: said at once; the engine's client would refuse it anyway
+            network_guard.check_url(config.base_url, f"{config.name} ({config.base_url})")
+        except OutpostError as exc:
+            self.result.setText(f"✘ {exc}")
             return
         key = self.key.text().strip() or self.keys.resolve(config.name, config.base_url)
         self.result.setText(f"Connecting to {config.base_url}…")

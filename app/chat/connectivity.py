@@ -6,6 +6,11 @@ TCP connect to the provider's host, at most 2 s, no HTTP and never a key). While
 offline the probes back off (5 s, 10 s, 20 s … up to 5 min), so a laptop without network does
 not spin. The router (next step of issue 4) reads ``state`` and ``reason`` from here. Qt-free: the
 window may feed OS network-change signals in through ``network_changed``.
+
+In Offline mode a probe opens no socket: it asks ``engines.network_guard`` first (the same guard
+every HTTP client of Outpost passes) and, refused, leaves the link as it was. A refusal by
+Offline mode (kind ``offline_mode``) says nothing about a provider either way and is not
+recorded.
 """
 from __future__ import annotations
 
@@ -18,7 +23,8 @@ from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlparse
 
-from app.domain.errors import kind_words
+from app.domain.errors import OfflineModeOn, kind_words
+from engines import network_guard
 
 PROBE_TIMEOUT_S = 2.0
 MIN_BACKOFF_S = 5.0
@@ -77,6 +83,8 @@ class Connectivity:
     def record(self, provider: str, error_kind: str | None) -> LinkState:
         """One outcome: ``None`` for success; an error kind (``OutpostError.kind``) otherwise."""
         link = self.link(provider)
+        if error_kind == OfflineModeOn.kind:  # nothing was tried: nothing learnt
+            return link.state
         with self._lock:
             if error_kind is None or error_kind not in _UNREACHABLE | _UNHAPPY:
                 # success, or an answer that proves the server is there (401, 400, ...)
@@ -118,9 +126,12 @@ class Connectivity:
 
     def probe(self, provider: str, base_url: str,
               timeout: float = PROBE_TIMEOUT_S) -> LinkState:
-        """A TCP connect to the base URL's host and port: cheap, sends nothing, no key."""
+        """A TCP connect to the base URL's host and port: cheap, sends nothing, no key. In
+        Offline mode (``engines.network_guard``) nothing is opened and the state is unchanged."""
         url = urlparse(base_url)
         port = url.port or (443 if url.scheme == "https" else 80)
+        if not network_guard.may_connect(url.hostname or ""):
+            return self.state(provider)
         try:
             with socket.create_connection((url.hostname or "", port),
                                           timeout=min(timeout, PROBE_TIMEOUT_S)):

@@ -9,6 +9,7 @@ from app.cli.commands.common import cloud_engine, emit_list
 from app.config.providers import PRESETS, ProviderConfig, ProviderRegistry
 from app.config.secrets import KeyStore, mask
 from app.domain.errors import UsageError
+from engines import network_guard
 
 
 def cmd_providers(args: argparse.Namespace) -> int:
@@ -40,6 +41,8 @@ def cmd_providers(args: argparse.Namespace) -> int:
         config = registry.get(args.name)
         if config.kind != "openai":
             raise UsageError("Listing models is available for OpenAI-compatible providers.")
+        # said before the key is looked up; the engine's client is guarded anyway
+        network_guard.check_url(config.base_url, f"{config.name} ({config.base_url})")
         engine = cloud_engine(args.name, config.default_model or "-", None)
         try:
             for model in engine.list_models():
