@@ -1,7 +1,8 @@
 """Turn a messages array into the prompt text a local model was trained on.
 
-The template comes from the GGUF metadata (``tokenizer.chat_template``), rendered with
-llama-cpp-python's Jinja2 formatter, like Hugging Face transformers does. A model without a
+The template comes from the GGUF metadata (``tokenizer.chat_template``), rendered in Jinja's
+sandbox as Hugging Face transformers and llama-cpp-python do, with a time and size limit
+(``engines/template_sandbox.py``: the template is untrusted input from the model file). A model without a
 template (a base model such as gemma-3-270m) gets a plain transcript ("User: ... / Assistant:"),
 which base models continue sensibly, rather than special tokens they never saw.
 """
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from app.domain.messages import ChatMessage, Role
+from engines.template_sandbox import GuardedTemplate
 
 PLAIN_ROLE_NAMES = {Role.SYSTEM: "System", Role.USER: "User", Role.ASSISTANT: "Assistant"}
 
@@ -29,24 +31,29 @@ class FormattedPrompt:
 
 
 class ChatFormatter:
-    def __init__(self, template: str | None, bos_token: str, eos_token: str):
-        self.template_name = "gguf" if template else "plain"
-        self._jinja: Any = None  # llama_cpp's Jinja2ChatFormatter (imported only with a template)
-        if template:
-            # deferred: llama_cpp loads only with a model
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    """``source`` names the model file in the sentences of a broken template."""
 
-            self._jinja = Jinja2ChatFormatter(template=template, eos_token=eos_token,
-                                              bos_token=bos_token)
-        self._eos = eos_token
+    def __init__(self, template: str | None, bos_token: str, eos_token: str,
+                 source: str = "the model file"):
+        self.template_name = "gguf" if template else "plain"
+        self._template = GuardedTemplate(template, source) if template else None
+        self._bos, self._eos = bos_token, eos_token
+
+    def _jinja(self, messages: list[dict[str, Any]]) -> str:
+        assert self._template is not None
+        # more text than this is no prompt any context window holds: the template's doing
+        limit = 4 * sum(len(str(m.get("content") or "")) for m in messages) + (1 << 20)
+        return self._template.render(limit, messages=messages, bos_token=self._bos,
+                                     eos_token=self._eos, add_generation_prompt=True,
+                                     tools=None, tool_choice=None, functions=None,
+                                     function_call=None)
 
     def format(self, messages: Sequence[ChatMessage]) -> FormattedPrompt:
-        if self._jinja is not None:
-            result = self._jinja(messages=[m.as_dict() for m in messages])
-            stop = result.stop if isinstance(result.stop, list) else [result.stop] \
-                if result.stop else []
-            return FormattedPrompt(result.prompt, tuple(s for s in stop if s), add_bos=False,
-                                   template="gguf", pieces=self._pieces(messages, result.prompt))
+        if self._template is not None:
+            prompt = self._jinja([m.as_dict() for m in messages])
+            stop = (self._eos,) if self._eos else ()
+            return FormattedPrompt(prompt, stop, add_bos=False, template="gguf",
+                                   pieces=self._pieces(messages, prompt))
         lines = [f"{PLAIN_ROLE_NAMES[m.role]}: {m.content.strip()}" for m in messages]
         text = "\n\n".join(lines) + "\n\nAssistant:"
         # no template, no special tokens: all of it is plain text
@@ -59,8 +66,8 @@ class ChatFormatter:
         whole prompt with special tokens honoured, as llama.cpp's own server does)."""
         nonce = secrets.token_hex(6)
         marks = [f"\x00{nonce}:{i}\x00" for i in range(len(messages))]
-        marked = self._jinja(messages=[dict(m.as_dict(), content=mark)
-                                       for m, mark in zip(messages, marks)]).prompt
+        marked = self._jinja([dict(m.as_dict(), content=mark)
+                              for m, mark in zip(messages, marks)])
         pieces: list[tuple[str, bool]] = []
         rest, out = marked, text
         for i, mark in enumerate(marks):

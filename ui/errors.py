@@ -82,7 +82,10 @@ def install_excepthook(parent_getter) -> None:
         box = QMessageBox(parent_getter())
         box.setIcon(QMessageBox.Icon.Critical)
         box.setWindowTitle("Outpost: unexpected error")
-        box.setText("Something went wrong inside Outpost. Your messages are saved.\n"
+        # only what is true whatever failed: messages are written as they are sent and as
+        # replies arrive, so what was shown before is on disk; the action that failed may not be
+        box.setText("Something went wrong inside Outpost. Messages shown before this error "
+                    "are saved; what you were doing when it happened may not have finished.\n"
                     "Please report this with the details below.")
         box.setDetailedText(text)
         box.exec()
