@@ -12,13 +12,14 @@ from app.config.paths import resource
 from app.config.providers import ProviderRegistry
 from app.config.secrets import KeyStore
 from app.config.settings import Settings, default_user_id
-from app.domain.errors import UsageError
+from app.domain.errors import OutpostError, UsageError
 from app.storage.profiles import Profile, Profiles
 from app.storage.store import Store
 from engines.llama_local import gpu_offload_supported
 from engines.model_library import ModelLibrary
 from engines.registry import CloudEnginePool, CloudTargets, cloud_timeouts, create_local_engine
 from ui.chat_controller import ChatController
+from ui.damaged_database import open_store_or_restore
 from ui.downloads import Downloads
 from ui.errors import install_excepthook
 from ui.input_guard import install_input_guard
@@ -47,6 +48,8 @@ class OutpostApp:
         engine and a timer they fire by hand; everything else is built as for the user."""
         install_input_guard(QApplication.instance())  # the wheel and the focus ring, app-wide
         self.settings = settings or Settings()
+        # run_gui opens the store without the day's backup: start() takes it in the background
+        self._daily_backup_pending = store is not None and store.daily_backup_pending
         self.store = store or Store()
         self.profiles = Profiles(self.store)
         default = self.profiles.ensure_default(default_user_id(self.settings))
@@ -88,6 +91,8 @@ class OutpostApp:
         self._network_info = None
         for warning in self.settings.load_warnings:
             self.window.errors.present(UsageError(warning))
+        for note in self.store.notes:  # e.g. a leftover write-ahead log copied aside
+            self.window.errors.inform(note)
 
     def _make_controller(self, view) -> ChatController:
         """The window's chat controller, rendering into the window's conversation ``view``."""
@@ -160,6 +165,16 @@ class OutpostApp:
         self._watch_os_network()
         self.monitor.start()
         self.downloads.start()  # downloads left queued (offline, or the app closed) go on
+        if self._daily_backup_pending:  # a copy of the whole file: off the GUI thread
+            self.tasks.run_in_background(self.store.roll_backup, lambda made: None,
+                                         self._on_backup_failed)
+
+    def _on_backup_failed(self, exc: Exception) -> None:
+        """The day's backup found the database damaged (or could not be written): shown; a
+        bug is raised to the excepthook."""
+        if not isinstance(exc, OutpostError):
+            raise exc
+        self.window.errors.present(exc)
 
     def shutdown(self) -> None:
         self.monitor.stop()
@@ -178,8 +193,12 @@ def run_gui() -> int:
     # Wayland desktops match the window to its menu entry (and icon) by this name
     qt_app.setDesktopFileName("io.github.outpost_app.Outpost")
     qt_app.setWindowIcon(QIcon(str(resource("outpost.svg"))))
-    settings, store = Settings(), Store()  # opened once, shared with the app
+    settings = Settings()
     apply_theme(qt_app, settings["theme"])  # before the first window (the PIN prompt)
+    # opened once, shared with the app; a damaged database: say so, offer the newest backup
+    store = open_store_or_restore()
+    if store is None:
+        return 0
     profile = _sign_in_at_start(settings, store)
     if profile is None:
         store.close()

@@ -7,11 +7,13 @@ Exit codes (also in ``outpost --help``):
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from typing import Sequence
 
 from app.cli.commands.ask import cmd_ask, cmd_regenerate
+from app.cli.commands.backup import cmd_backup
 from app.cli.commands.common import emit
 from app.cli.commands.gui import cmd_gui
 from app.cli.commands.history import cmd_history
@@ -34,7 +36,8 @@ EXIT_CODES = """exit codes:
   3    the model file is missing, not GGUF, truncated or could not be loaded
   4    the engine or provider failed: auth, rate limit, unavailable, timeout, connection
        (a partial answer is saved, marked interrupted)
-  5    the database could not be read or written (disk full, locked, read-only)
+  5    the database could not be read or written (disk full, locked, read-only), or it
+       is damaged (see `outpost backup restore`)
   130  the reply was stopped (Ctrl+C or SIGTERM); the partial answer is saved
   141  the reader of the output went away (e.g. `| head`)
 
@@ -290,6 +293,18 @@ def _parser() -> argparse.ArgumentParser:
     hsearch.add_argument("query", metavar="QUERY")
     hsearch.add_argument("--json", action="store_true")
 
+    backup = sub.add_parser("backup", help="the database's backups (one a day, kept 7 days; "
+                            "and before each migration): list them, or put one back")
+    bsub = backup.add_subparsers(dest="backup_command", metavar="ACTION", required=True)
+    blist = bsub.add_parser("list", help="every backup, newest first")
+    blist.add_argument("--json", action="store_true")
+    brestore = bsub.add_parser("restore", help="put a backup in place of the database (it is "
+                               "checked first); the file it replaces is kept in the backups "
+                               "folder. Refused while the window or a command has it open")
+    brestore.add_argument("name", metavar="BACKUP", nargs="?",
+                          help="its file name from `outpost backup list` (default: the newest "
+                               "one that passes its check)")
+
     export = sub.add_parser("export", help="write conversations to a file: JSON (every field, "
                             "every branch; `outpost import` reads it back), Markdown or HTML",
                             epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -378,7 +393,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                 "providers": cmd_providers,
                 "keys": cmd_keys, "outbox": cmd_outbox, "offline": cmd_offline,
                 "usage": cmd_usage, "quota": cmd_quota, "profile": cmd_profile,
-                "preset": cmd_preset, "export": cmd_export, "import": cmd_import}
+                "preset": cmd_preset, "export": cmd_export, "import": cmd_import,
+                "backup": cmd_backup}
     if args.command is None:
         return cmd_gui()
     if args.command not in commands:
@@ -386,9 +402,58 @@ def _dispatch(args: argparse.Namespace) -> int:
     return commands[args.command](args)
 
 
+class _OneLineWarnings(logging.Formatter):
+    """A warning the core logs (a ledger row that could not be written, …) as one line on
+    stderr, its exception in words: a command prints sentences, never a traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        exc = record.exc_info[1] if record.exc_info else None
+        return f"outpost: warning: {record.getMessage()}" + (f" ({exc})" if exc else "")
+
+
+def _log_warnings_as_sentences() -> None:
+    """Without a handler, Python's last-resort one prints a logged exception's traceback."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_OneLineWarnings())
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)
+
+
+# the arguments that are file names or paths: any bytes the file system allows
+_PATH_ARGUMENTS = frozenset({"file", "output", "model", "lora", "json_schema"})
+_POSITIONAL = frozenset({"prompt", "query", "message", "id", "ids", "name", "new_name", "key",
+                         "value", "url", "switch"})
+
+
+def _check_text_arguments(args: argparse.Namespace) -> None:
+    """Text that is stored or sent must be UTF-8; Python hands undecodable argv bytes over
+    as lone surrogates, which fail much later with a traceback."""
+    for name, value in vars(args).items():
+        if name in _PATH_ARGUMENTS:
+            continue
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and not _is_utf8(text):
+                flag = {"as_profile": "--as"}.get(name, name) if name in _POSITIONAL or \
+                    name == "as_profile" else "--" + name.replace("_", "-")
+                raise UsageError(f"The {flag} argument is not valid UTF-8 text; give it in "
+                                 "UTF-8.")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _log_warnings_as_sentences()
     args = _parser().parse_args(argv)
     try:
+        _check_text_arguments(args)
         code = _dispatch(args)
         sys.stdout.flush()  # a reader that left shows up here, not at interpreter exit
         return code
@@ -401,6 +466,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("outpost: stopped.\n")
         return 130
+    except UnicodeEncodeError as exc:
+        if exc.reason != "surrogates not allowed":
+            raise
+        # undecodable bytes from the environment or a file name, met where text must be UTF-8
+        sys.stderr.write("outpost: some text given to outpost (an argument, an environment "
+                         "variable or a file name) is not valid UTF-8.\n")
+        return 2
     except BrokenPipeError:  # `outpost usage | head`: the reader left; not a bug
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -72,12 +72,27 @@ def _turn_starts(middle: Sequence[ChatMessage]) -> list[int]:
     return starts
 
 
+# No token of the vocabularies in use is longer than 128 bytes (tiktoken's o200k and cl100k:
+# 128; llama.cpp's GGUF vocabularies: less), and a character is at least a byte, so a message
+# of more than this many characters per token of the window can never fit: it is refused
+# before it is tokenized (a 20 MB prompt took two full tokenizer passes to refuse).
+MAX_CHARS_PER_TOKEN = 128
+
+
 def fit_messages(messages: Sequence[ChatMessage], counter: TokenCounter,
                  max_tokens: int) -> Fit:
     messages = tuple(messages)
     window = counter.context_window
     head = tuple(m for m in messages[:1] if m.role is Role.SYSTEM)
     newest = messages[-1:]
+    if window is not None and newest and \
+            len(newest[0].content) > MAX_CHARS_PER_TOKEN * window:
+        raise MessageTooLong(
+            f"This message does not fit the model's context window of {window:,} tokens: it "
+            f"is {len(newest[0].content):,} characters long, so it takes more than "
+            f"{len(newest[0].content) // MAX_CHARS_PER_TOKEN:,} tokens (no token is longer "
+            f"than {MAX_CHARS_PER_TOKEN} bytes). Shorten the message or use a model with a "
+            "larger context.")
     middle = messages[len(head):len(messages) - 1]
 
     def count(kept: Sequence[ChatMessage]) -> tuple[int, bool]:

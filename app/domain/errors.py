@@ -16,6 +16,8 @@
     │   │   └── ProviderUnavailable   5xx, 529, overloaded
     │   ├── TimeoutError_             connect / first-token / idle deadline passed
     │   ├── ConnectionFailed          DNS, refused, reset before any reply
+    │   │   └── OfflineModeOn         Offline mode is on: the host was not contacted
+    │   │                             (engines.network_guard refuses before any socket)
     │   ├── StreamInterrupted         died after partial text (carries `partial`)
     │   ├── DownloadFailed            a model download stopped or was refused (the part is kept
     │   │                             when it can be resumed)
@@ -23,6 +25,8 @@
     │   └── InvalidJsonReply          structured output still invalid after its one repair
     ├── StorageError                  the database or a file could not be read or written
     │   ├── KnownStorageError         disk full, database locked, read-only: shown to the user
+    │   │   └── DatabaseDamaged       the database file fails its check (or is empty): nothing
+    │   │                             is written to it; carries the newest good backup
     │   └── FileWriteFailed           a file Outpost owns (settings, keys, …) could not be
     │                                 written; the previous version is kept
     ├── InternalError                 a bug: an exception outside this tree, wrapped
@@ -132,6 +136,14 @@ class ConnectionFailed(EngineError):
     kind = "connection_failed"
 
 
+class OfflineModeOn(ConnectionFailed):
+    """Offline mode is on, so ``engines.network_guard`` refused a connection before any socket
+    was opened. A ConnectionFailed, so what waits for the network (outbox items, queued
+    downloads) goes on waiting instead of failing."""
+
+    kind = "offline_mode"
+
+
 class StreamInterrupted(EngineError):
     kind = "stream_interrupted"
 
@@ -159,6 +171,22 @@ class StorageError(OutpostError):
 
 class KnownStorageError(StorageError):
     kind = "storage_known"
+
+
+class DatabaseDamaged(KnownStorageError):
+    """The database file failed its check at start (or is empty while backups of it exist).
+    It is left as it is and nothing is written to it; ``backup`` is the newest backup that
+    passed its own check (None: there is none)."""
+
+    kind = "database_damaged"
+
+    def __init__(self, message: str, path: str = "", problem: str = "",
+                 backup: str | None = None, backups_folder: str = ""):
+        super().__init__(message)
+        self.path = path
+        self.problem = problem  # what the check found, in SQLite's words
+        self.backup = backup  # the newest good backup's path
+        self.backups_folder = backups_folder  # where a restore keeps the damaged file
 
 
 class FileWriteFailed(StorageError):
@@ -203,6 +231,10 @@ KIND_WORDS = {
     "quota_exceeded": "over the quota", "rate_limited_locally": "over the profile's rate limit",
     "profile": "a profile problem", "wrong_pin": "wrong PIN",
     "not_allowed": "not allowed for this profile", "insecure_keyring": "no secure keychain",
+    "config_invalid": "a config file is damaged",
+    "offline_mode": "Offline mode is on",
+    "file_write": "a file could not be written",
+    "database_damaged": "the database is damaged",
 }
 
 

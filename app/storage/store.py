@@ -3,7 +3,12 @@
 * WAL journal, a busy timeout and ``synchronous=FULL``: the window and the CLI may write at the
   same time, and a committed message survives a crash or power loss.
 * One connection per thread (sqlite3 connections belong to the thread that opened them).
-* Before pending migrations run, the file is copied to ``backups/`` with SQLite's backup API.
+* Before pending migrations run, the file is copied to ``backups/`` with SQLite's backup API;
+  the first start of each day copies it too (``app.storage.backups``: rolling, each checked).
+* At start, before anything is written, the file is checked (``app.storage.integrity``): a
+  damaged or emptied file is refused with ``DatabaseDamaged`` (left as it is, the newest good
+  backup named), and a leftover write-ahead log no running process owns is copied aside with
+  the database before SQLite applies it (``Store.notes`` says so).
 * Rows left in ``streaming`` by a process that is gone are marked ``interrupted`` at start-up;
   each streaming row records its writer (pid + process start time) so a live writer's row is
   never touched.
@@ -24,8 +29,11 @@ import psutil
 import sqlite_utils
 
 from app.config import paths
-from app.domain.errors import KnownStorageError, StorageError, UsageError
+from app.domain.errors import DatabaseDamaged, KnownStorageError, StorageError, UsageError
 from app.domain.messages import Conversation, Message, MessageStatus, Role, new_id
+from app.storage import integrity
+from app.storage.backups import (DAILY, Backup, Backups, CopyDamaged, copy_private,
+                                 quick_check_file)
 from app.storage.migrations import MIGRATIONS, Migration
 
 BUSY_TIMEOUT_MS = 5000
@@ -178,14 +186,31 @@ def _row_to_conversation(row: dict) -> Conversation:
 class Store:
     """All reads and writes of Outpost's database. Safe to share between threads."""
 
-    def __init__(self, path: Path | None = None, migrations: Sequence[Migration] = MIGRATIONS):
+    def __init__(self, path: Path | None = None, migrations: Sequence[Migration] = MIGRATIONS,
+                 *, daily_backup: bool = True):
+        """``daily_backup``: take the day's rolling backup now (False: the caller runs
+        ``roll_backup`` later, e.g. the window in the background: ~1.1 s at 100k messages)."""
         self.path = Path(path) if path else paths.database_path()
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self.last_backup: Path | None = None
-        with storage_errors(self.path):
-            self._migrate(list(migrations))
+        self.backups = Backups(self.path)
+        self.daily_backup_pending = not daily_backup  # for the caller to run roll_backup
+        # what the user is told at start, one sentence each (a leftover log copied aside, …)
+        self.notes: list[str] = []
+        # True once the file passed its start-up check: only then are its states sealed
+        self._healthy = False
+        try:
+            with storage_errors(self.path):
+                self._check_at_start()
+                self._healthy = True
+                self._migrate(list(migrations))
+                if daily_backup:
+                    self.roll_backup()
+        except BaseException:
+            self.close()
+            raise
 
     # -- connections -------------------------------------------------------------------------
     @property
@@ -212,8 +237,11 @@ class Store:
             for conn in self._connections:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
+            closed = bool(self._connections)
             self._connections.clear()
         self._local = threading.local()
+        if closed and self._healthy:  # the files as this process leaves them (see integrity)
+            integrity.write_seal(self.path)
 
     def transaction(self):
         """``with store.transaction() as db:`` one write transaction (BEGIN IMMEDIATE), for the
@@ -231,6 +259,8 @@ class Store:
                 db.conn.execute("ROLLBACK")
                 raise
             db.conn.execute("COMMIT")
+        if self._healthy:
+            integrity.write_seal(self.path)
 
     # -- migrations --------------------------------------------------------------------------
     def applied_migrations(self) -> list[str]:
@@ -259,26 +289,79 @@ class Store:
                 tx["_migrations"].insert({"name": fn.__name__, "applied_at": now_iso()})
 
     def backup(self, label: str) -> Path:
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        target = paths.backups_dir() if self.path == paths.database_path() \
-            else self.path.parent / "backups"
-        # a backup holds every conversation: only its owner may read it (the folder 0700, the
-        # file 0600 from its first byte), written under a temporary name and renamed, so a kill
-        # never leaves a half backup that looks whole
-        target.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(target, 0o700)
-        dest = target / f"{self.path.stem}-{stamp}-{label}.db"
-        partial = dest.with_name(dest.name + ".part")
-        with storage_errors(dest):
-            os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
-            out = sqlite3.connect(str(partial))
+        """A checked copy of the database in the backups folder (``app.storage.backups``: 0600
+        in a 0700 folder, written whole or not at all). A copy that fails its check means the
+        database itself is damaged: DatabaseDamaged."""
+        with storage_errors(self.backups.where):
             try:
-                self.db.conn.backup(out)
-            finally:
-                out.close()
-            os.chmod(partial, 0o600)
-            os.replace(partial, dest)
-        return dest
+                return self.backups.write(self.db.conn, label)
+            except CopyDamaged as exc:
+                raise self._damaged(str(exc)) from None
+
+    # -- the start-up check ------------------------------------------------------------------
+    def _check_at_start(self) -> None:
+        """Refuse a damaged or emptied file before anything is written to it, and copy a
+        leftover write-ahead log aside before SQLite applies it (``app.storage.integrity``)."""
+        path = self.path
+        if not path.exists():
+            return  # a new install
+        if path.stat().st_size == 0:
+            # a database Outpost made is never empty once opened; with backups of it (or a
+            # seal that knew it bigger) this is a lost file, not a new one
+            if integrity.sealed_size(path) or self.backups.all():
+                raise self._damaged("it is empty (0 bytes)")
+            self.notes.append(f"The database {path} was an empty file (0 bytes) and has no "
+                              "backup, so a new database was started in it.")
+            return
+        if integrity.sealed(path):
+            return  # only Outpost wrote to it since it was last checked
+        try:
+            if integrity.wal_has_frames(path):
+                self._set_aside_leftover_wal()
+            problem = integrity.quick_check(path, BUSY_TIMEOUT_MS / 1000)
+        except sqlite3.DatabaseError as exc:
+            if sqlite_primary_code(exc) not in (SQLITE_CORRUPT, SQLITE_NOTADB):
+                raise
+            problem = str(exc)
+        if problem is not None:
+            raise self._damaged(problem)
+
+    def _set_aside_leftover_wal(self) -> None:
+        """A ``-wal`` with frames that no process has open and no seal vouches for may be
+        another copy's: the database, the log and its ``-shm`` are copied to the backups
+        folder as they are (while no other process can open them), then SQLite applies it."""
+        with integrity.held_alone(self.path) as alone:
+            if not alone:
+                return  # a running Outpost owns it: its log, applied as usual
+            kept = self.backups.set_aside("leftover-wal")
+        self.notes.append(
+            f"A write-ahead log that no running Outpost owns was beside {self.path} (it may be "
+            f"another copy's), so the database and the log were copied to {kept} before it "
+            f"was applied; if conversations are missing, `outpost backup restore {kept.name}` "
+            "brings that copy back.")
+
+    def _damaged(self, problem: str) -> DatabaseDamaged:
+        """The refusal of a damaged file, naming the newest good backup."""
+        self._healthy = False  # nothing more is sealed (nor, as the caller raises, written)
+        good = self.backups.newest_good()
+        return DatabaseDamaged(damaged_message(self.path, problem, good, self.backups.where),
+                               str(self.path), problem, str(good.path) if good else None,
+                               str(self.backups.where))
+
+    def roll_backup(self) -> Path | None:
+        """The day's rolling backup, on the first start of the day that finds a conversation
+        (None: not due, or nothing to keep); only the newest ``KEEP_DAILY`` are kept. Its check
+        reads every page, so damage the start-up check skipped (the seal matched) is found
+        here: DatabaseDamaged. Safe from any thread (each has its own connection)."""
+        if not self.backups.daily_due():
+            return None
+        with storage_errors(self.path):
+            if not self.db.execute("SELECT EXISTS (SELECT 1 FROM conversations)"
+                                   ).fetchone()[0]:
+                return None
+        made = self.backup(DAILY)
+        self.backups.prune_daily()
+        return made
 
     # -- conversations -----------------------------------------------------------------------
     def create_conversation(self, title: str = "New chat", system_prompt: str = "",
@@ -712,6 +795,64 @@ class Store:
                                                          [idempotency_key], order_by="id")
             return [dict(r, rate_limits=json.loads(r["rate_limits"] or "{}")) for r in rows]
 
-    def integrity_check(self) -> str:
+    def integrity_check(self) -> str:  # (the full check, for tests and by hand)
         with storage_errors(self.path):
             return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def damaged_message(path: Path, problem: str, good: Backup | None, folder: Path) -> str:
+    """The one sentence that refuses a damaged database."""
+    head = f"The database {path} is damaged ({problem}); it was left as it is and nothing " \
+           "was written to it"
+    if good is None:
+        return (f"{head}, and there is no good backup of it: copy it somewhere safe, then try "
+                f"`sqlite3 {path} .recover`.")
+    return (f"{head}; `outpost backup restore` puts the newest good backup ({good.describe()}) "
+            f"in its place and keeps the damaged file in {folder}.")
+
+
+def restore_backup(db_path: Path | None = None, name: str | None = None
+                   ) -> tuple[Backup, Path | None]:
+    """Put a backup (by file name; default: the newest good one) in place of the database.
+    The file it replaces is kept, with its ``-wal`` and ``-shm``, in the backups folder
+    (``…-replaced.db``). Refused while another process has the database open. Returns the
+    backup and the kept copy (None: there was no database)."""
+    db_path = Path(db_path) if db_path else paths.database_path()
+    backups = Backups(db_path)
+    if name:
+        backup = backups.find(name)
+        if backup is None:
+            raise UsageError(f"There is no backup {name!r} in {backups.where}; `outpost backup "
+                             "list` lists them.")
+        problem = quick_check_file(backup.path)
+        if problem is not None:
+            raise UsageError(f"The backup {backup.path.name} is damaged too ({problem}); "
+                             "choose another from `outpost backup list`.")
+    else:
+        found = backups.newest_good()
+        if found is None:
+            raise KnownStorageError(f"There is no good backup of {db_path} in "
+                                    f"{backups.where}.")
+        backup = found
+    kept: Path | None = None
+    with storage_errors(db_path):
+        if db_path.exists():
+            kept = _set_aside_replaced(db_path, backups)
+        for suffix in ("-wal", "-shm"):  # the replaced file's: never applied to the backup
+            db_path.with_name(db_path.name + suffix).unlink(missing_ok=True)
+        integrity.forget_seal(db_path)
+        copy_private(backup.path, db_path)
+    return backup, kept
+
+
+def _set_aside_replaced(db_path: Path, backups: Backups) -> Path:
+    try:
+        with integrity.held_alone(db_path) as alone:
+            if not alone:
+                raise KnownStorageError(f"The database {db_path} is open in another Outpost "
+                                        "(the window or a command); close it, then restore.")
+            return backups.set_aside("replaced")
+    except sqlite3.DatabaseError as exc:
+        if sqlite_primary_code(exc) not in (SQLITE_CORRUPT, SQLITE_NOTADB):
+            raise
+        return backups.set_aside("replaced")  # not even a database: copied as it is

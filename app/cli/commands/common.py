@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from app.compose import CommandEngines, build_service
 from app.config.settings import Settings, default_user_id
+from app.domain.errors import UsageError
 from app.storage.profiles import ProfileError, Profiles, check_new_pin
 from app.storage.store import Store
 
@@ -37,6 +38,8 @@ def open_core(args=None) -> Core:
     for warning in settings.load_warnings:
         sys.stderr.write(f"outpost: warning: {warning}\n")
     store = Store()
+    for note in store.notes:  # e.g. a leftover write-ahead log copied aside
+        sys.stderr.write(f"outpost: warning: {note}\n")
     try:
         profiles = Profiles(store)
         default = profiles.ensure_default(default_user_id(settings))
@@ -78,7 +81,20 @@ def read_new_pin(name: str) -> str:
 
 
 def read_prompt(value: str) -> str:
-    return sys.stdin.read() if value == "-" else value
+    """The prompt argument, or with ``-`` stdin, read as bytes and decoded as UTF-8 (whatever
+    the locale says), so undecodable input is refused in one sentence."""
+    if value != "-":
+        return value
+    raw = getattr(sys.stdin, "buffer", None)
+    if raw is None:  # a text stream put in place of stdin (tests, an embedding program)
+        return sys.stdin.read()
+    data = raw.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"The prompt read from stdin is not valid UTF-8 text (byte "
+                         f"0x{data[exc.start]:02x} at offset {exc.start:,}); convert it "
+                         "first, e.g. with iconv.") from None
 
 def round_or_none(value: float | None) -> float | None:
     return round(value, 2) if value is not None else None

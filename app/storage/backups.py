@@ -1,0 +1,208 @@
+"""Backups of the database file, all in one folder beside it (``backups/``, 0700).
+
+* **Rolling**: the first start of each day (local time) copies the database when it holds a
+  conversation; the newest ``KEEP_DAILY`` of these are kept.
+* **Before a migration**: the file as the older version left it.
+* **Set aside**: the database with a leftover write-ahead log no running Outpost owns
+  (``-wal``, ``-shm`` beside it, copied as they were), and the file a restore replaced.
+
+Every file is its owner's only (0600 from its first byte), written under a temporary ``.part``
+name and renamed once whole, so a kill never leaves a half backup that looks whole. A copy
+made with SQLite's backup API is checked (``PRAGMA quick_check`` on the copy) before the
+rename: a backup with a final name was good when it was written. Names are
+``<stem>-<UTC stamp>-<label>.db``; the stamp sorts them by time.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shutil
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.config import paths
+
+KEEP_DAILY = 7
+DAILY = "daily"
+DAMAGED_LABELS = ("damaged",)  # never offered for a restore
+_STAMP = "%Y%m%dT%H%M%S%fZ"
+_NAME = re.compile(r"^(?P<stem>.+)-(?P<stamp>\d{8}T\d{12}Z)-(?P<label>[A-Za-z0-9_.-]+)\.db$")
+
+
+class CopyDamaged(Exception):
+    """A backup copy failed its check: the database it was copied from is damaged (SQLite's
+    backup API copies pages as they are). Carries the check's first complaint."""
+
+
+@dataclass(frozen=True)
+class Backup:
+    path: Path
+    taken: dt.datetime  # UTC
+    label: str
+
+    def describe(self) -> str:
+        """``outpost-….db, taken 2026-11-30 18:02``: the file name and its local time."""
+        return f"{self.path.name}, taken {self.taken.astimezone():%Y-%m-%d %H:%M}"
+
+
+def folder_for(db_path: Path) -> Path:
+    """Where the backups of ``db_path`` go (not created here): the data dir's ``backups/`` for
+    Outpost's own database, else ``backups/`` beside the file (tests, a copy opened by hand)."""
+    if db_path == paths.database_path():
+        return paths.data_dir() / "backups"
+    return db_path.parent / "backups"
+
+
+def quick_check_file(path: Path) -> str | None:
+    """None when the file at ``path`` passes ``PRAGMA quick_check``, else the first complaint.
+    The file is opened read-only and immutable: nothing beside it is read or created. An
+    empty file passes SQLite's check but holds nothing: it is never a good backup."""
+    try:
+        if path.stat().st_size == 0:
+            return "it is empty (0 bytes)"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+    except sqlite3.Error as exc:
+        return str(exc)
+    try:
+        return first_complaint([r[0] for r in conn.execute("PRAGMA quick_check")])
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    finally:
+        conn.close()
+
+
+def first_complaint(lines: list[str]) -> str | None:
+    """``PRAGMA quick_check``'s result as None (``ok``) or its first line worth reading."""
+    if lines == ["ok"]:
+        return None
+    useful = [line for line in lines if line and not line.startswith("***")] or lines or \
+        ["no result"]
+    text = " ".join(useful[0].split())
+    return text if len(text) <= 100 else text[:99] + "…"
+
+
+class Backups:
+    """The backups of one database file."""
+
+    def __init__(self, db_path: Path):
+        self.db_path = db_path
+        self.where = folder_for(db_path)
+
+    @property
+    def folder(self) -> Path:
+        """The folder, made (0700) when missing: on first use only, a new install has none."""
+        return paths.own_folder(self.where)
+
+    def all(self) -> list[Backup]:
+        """Every finished backup of this database, newest first (``.part`` files are not)."""
+        if not self.where.is_dir():
+            return []
+        found = []
+        for path in self.where.iterdir():
+            match = _NAME.match(path.name)
+            if match is None or match["stem"] != self.db_path.stem:
+                continue
+            taken = dt.datetime.strptime(match["stamp"], _STAMP).replace(
+                tzinfo=dt.timezone.utc)
+            found.append(Backup(path, taken, match["label"]))
+        return sorted(found, key=lambda b: b.taken, reverse=True)
+
+    def newest_good(self) -> Backup | None:
+        """The newest backup that passes its check now (damaged copies are never offered)."""
+        for backup in self.all():
+            if backup.label not in DAMAGED_LABELS and quick_check_file(backup.path) is None:
+                return backup
+        return None
+
+    def find(self, name: str) -> Backup | None:
+        """A backup by its file name (or path)."""
+        wanted = Path(name).name
+        return next((b for b in self.all() if b.path.name == wanted), None)
+
+    # -- writing -----------------------------------------------------------------------------
+    def _target(self, label: str) -> Path:
+        stamp = dt.datetime.now(dt.timezone.utc).strftime(_STAMP)
+        return self.folder / f"{self.db_path.stem}-{stamp}-{label}.db"
+
+    def write(self, source: sqlite3.Connection, label: str) -> Path:
+        """A checked copy of the database ``source`` is connected to (SQLite's backup API: a
+        consistent snapshot, other connections may keep writing). Raises CopyDamaged (and
+        leaves nothing behind) when the copy fails its check."""
+        dest = self._target(label)
+        partial = dest.with_name(dest.name + ".part")
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        try:
+            out = sqlite3.connect(str(partial))
+            try:
+                source.backup(out)
+                problem = first_complaint([r[0] for r in out.execute("PRAGMA quick_check")])
+            except sqlite3.DatabaseError as exc:
+                if (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF not in (11, 26):
+                    # not SQLITE_CORRUPT / SQLITE_NOTADB: a problem with the copy, not the data
+                    raise
+                problem = str(exc)
+            finally:
+                out.close()
+            if problem is not None:
+                raise CopyDamaged(problem)
+            os.chmod(partial, 0o600)
+            _fsync(partial)
+            os.replace(partial, dest)
+        finally:
+            if partial.exists():
+                partial.unlink()
+        return dest
+
+    def daily_due(self, today: dt.date | None = None) -> bool:
+        """No rolling backup has been taken today (local time)."""
+        today = today or dt.datetime.now().astimezone().date()
+        return not any(b.label == DAILY and b.taken.astimezone().date() == today
+                       for b in self.all())
+
+    def prune_daily(self, keep: int = KEEP_DAILY) -> list[Path]:
+        """Delete the rolling backups beyond the newest ``keep``; the others are left alone."""
+        old = [b.path for b in self.all() if b.label == DAILY][keep:]
+        for path in old:
+            path.unlink(missing_ok=True)
+        return old
+
+    def set_aside(self, label: str) -> Path:
+        """Verbatim copies of the database and its ``-wal`` / ``-shm`` (those that exist), for
+        a state that must not be lost before Outpost touches it. Returns the database's copy;
+        the others sit beside it with the same name and their suffix."""
+        dest = self._target(label)
+        for suffix in ("", "-wal", "-shm"):
+            source = self.db_path.with_name(self.db_path.name + suffix)
+            if suffix and not source.exists():
+                continue
+            copy_private(source, dest.with_name(dest.name + suffix))
+        return dest
+
+
+def copy_private(source: Path, dest: Path) -> None:
+    """``source`` copied to ``dest`` whole or not at all, readable by its owner only."""
+    partial = dest.with_name(dest.name + ".part")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with open(source, "rb") as src, os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(partial, 0o600)
+        os.replace(partial, dest)
+    finally:
+        if partial.exists():
+            partial.unlink()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

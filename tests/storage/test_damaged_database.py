@@ -1,0 +1,217 @@
+"""A damaged, emptied or log-swapped database is noticed at start, on a real SQLite file: the
+user's data is never silently replaced, nothing is written into a damaged file, and the newest
+good backup is offered (``outpost backup restore``)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.domain.errors import DatabaseDamaged
+from app.domain.messages import Role
+from app.storage import integrity
+from app.storage.store import Store, restore_backup
+
+
+def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], input=stdin,
+                          capture_output=True, text=True, env=os.environ.copy(), timeout=120)
+
+
+def one_sentence(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert lines[0].startswith("outpost: ")
+    return lines[0]
+
+
+def db_file(home: Path) -> Path:
+    return home / "data" / "outpost.db"
+
+
+def digest(path: Path) -> str:
+    return "".join(hashlib.sha256(p.read_bytes()).hexdigest() if p.exists() else "-"
+                   for p in (path, path.with_name(path.name + "-wal")))
+
+
+def titles(path: Path) -> list[str]:
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+    try:
+        return [r[0] for r in conn.execute("SELECT title FROM conversations ORDER BY title")]
+    finally:
+        conn.close()
+
+
+def seed(path: Path, title: str, messages: int = 0) -> None:
+    store = Store(path)
+    conversation = store.create_conversation(title)
+    for i in range(messages):
+        store.add_message(conversation.id, Role.USER, f"message {i} " + "words " * 200)
+    store.close()
+
+
+def spoil_the_middle(path: Path) -> None:
+    """Garbage over a page in the middle of the file; the mtime is put back as it was, as
+    the disk (not a program) would leave it."""
+    before = os.stat(path)
+    with open(path, "r+b") as f:
+        f.seek((before.st_size // 4096 // 2) * 4096)
+        f.write(os.urandom(4096))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+# -- a leftover write-ahead log --------------------------------------------------------------
+def _leave_wal(path: Path, title: str) -> None:
+    """A process that writes ``title`` into ``path`` and dies with its log not applied."""
+    code = ("import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+            "c.execute('PRAGMA journal_mode=WAL'); c.execute('PRAGMA wal_autocheckpoint=0'); "
+            "c.execute(\"UPDATE conversations SET title = ?\", [sys.argv[2]]); os._exit(0)")
+    subprocess.run([sys.executable, "-c", code, str(path), title], check=True)
+
+
+def test_another_copys_log_is_copied_aside_with_the_database_and_said(outpost_home):
+    mine = db_file(outpost_home)
+    seed(mine, "my conversation")
+    other = outpost_home / "elsewhere" / "outpost.db"
+    other.parent.mkdir()
+    shutil.copy(mine, other)
+    _leave_wal(other, "another copy's conversation")
+    for suffix in ("-wal", "-shm"):  # a backup restored over a crashed copy's leftovers
+        shutil.copy(other.with_name(other.name + suffix), mine.with_name(mine.name + suffix))
+
+    proc = cli("history", "list", "--json")
+
+    assert proc.returncode == 0, proc.stderr
+    note = one_sentence(proc.stderr)
+    assert "write-ahead log" in note and "outpost backup restore" in note
+    kept = [p for p in (outpost_home / "data" / "backups").iterdir()
+            if p.name.endswith("-leftover-wal.db")]
+    assert len(kept) == 1
+    assert titles(kept[0]) == ["my conversation"]  # the user's data, as it was
+    assert kept[0].with_name(kept[0].name + "-wal").exists()  # and the log, as it was
+    # the named copy brings the user's conversation back
+    restored = cli("backup", "restore", kept[0].name)
+    assert restored.returncode == 0, restored.stderr
+    assert titles(mine) == ["my conversation"]
+
+
+def test_a_log_a_running_process_owns_is_left_to_it(tmp_path):
+    path = tmp_path / "outpost.db"
+    seed(path, "mine")
+    live = sqlite3.connect(str(path), isolation_level=None)  # another writer, still running
+    live.execute("PRAGMA wal_autocheckpoint=0")
+    live.execute("UPDATE conversations SET title = 'renamed by the live writer'")
+    integrity.forget_seal(path)
+    try:
+        store = Store(path)
+        assert store.notes == []
+        assert [c.title for c in store.list_conversations()] == ["renamed by the live writer"]
+        store.close()
+    finally:
+        live.close()
+    assert not (tmp_path / "backups").exists() or not list(
+        (tmp_path / "backups").glob("*leftover-wal*"))
+
+
+def test_a_crash_of_outpost_itself_is_not_mistaken_for_another_copy(tmp_path):
+    path = tmp_path / "outpost.db"
+    seed(path, "mine")
+    code = ("import os, sys; from app.storage.store import Store; s = Store(sys.argv[1]); "
+            "c = s.list_conversations()[0]; s.rename_conversation(c.id, 'renamed'); "
+            "os._exit(0)")
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True)
+    assert integrity.wal_has_frames(path)  # killed: its log is left, sealed after the commit
+    store = Store(path)
+    assert store.notes == []
+    assert [c.title for c in store.list_conversations()] == ["renamed"]
+    store.close()
+
+
+# -- damage ----------------------------------------------------------------------------------
+def test_garbage_in_the_middle_is_refused_and_nothing_is_written(outpost_home):
+    path = db_file(outpost_home)
+    seed(path, "first", messages=120)
+    seed(path, "second")  # a second start: today's rolling backup holds "first"
+    backups = sorted((outpost_home / "data" / "backups").glob("*-daily.db"))
+    assert backups
+    path.touch()  # a program wrote to it: the seal no longer vouches for it
+    spoil_the_middle(path)
+    os.utime(path)
+    before = digest(path)
+
+    listed = cli("history", "list")
+    asked = cli("ask", "hello", "--max-tokens", "1")
+
+    for proc in (listed, asked):
+        assert proc.returncode == 5, proc.stderr
+        sentence = one_sentence(proc.stderr)
+        assert f"The database {path} is damaged" in sentence
+        assert "nothing was written to it" in sentence
+        assert "outpost backup restore" in sentence and backups[-1].name in sentence
+    assert digest(path) == before  # not one byte written into the damaged file
+    assert path.exists()
+
+    restored = cli("backup", "restore")
+    assert restored.returncode == 0, restored.stderr
+    assert "kept as" in restored.stdout
+    replaced = list((outpost_home / "data" / "backups").glob("*-replaced.db"))
+    assert len(replaced) == 1 and hashlib.sha256(replaced[0].read_bytes()).hexdigest() == \
+        before[:64]  # the damaged file is kept, byte for byte
+    again = cli("history", "list", "--json")
+    assert again.returncode == 0, again.stderr
+    assert '"first"' in again.stdout and '"second"' not in again.stdout  # the backup's
+
+
+def test_damage_the_seal_cannot_see_is_found_by_the_days_backup(tmp_path):
+    path = tmp_path / "outpost.db"
+    seed(path, "mine", messages=120)
+    assert integrity.sealed(path)
+    spoil_the_middle(path)  # same size, same mtime: the disk, not a program
+    assert integrity.sealed(path)  # so the start-up check is skipped ...
+    with pytest.raises(DatabaseDamaged) as caught:
+        Store(path)  # ... and the day's backup, checked before it counts, finds it
+    assert caught.value.backup is None
+    assert not list((tmp_path / "backups").glob("*-daily.db*"))  # no half or bad backup
+
+
+def test_an_emptied_database_with_backups_is_damaged_not_new(outpost_home):
+    path = db_file(outpost_home)
+    seed(path, "mine")
+    seed(path, "mine too")  # today's backup (taken at this start: "mine")
+    path.write_bytes(b"")
+
+    proc = cli("history", "list")
+
+    assert proc.returncode == 5
+    sentence = one_sentence(proc.stderr)
+    assert "empty (0 bytes)" in sentence and "outpost backup restore" in sentence
+    assert path.stat().st_size == 0  # left as it is
+    assert cli("backup", "restore").returncode == 0
+    assert titles(path) == ["mine"]
+
+
+def test_an_empty_file_without_backups_starts_over_and_says_so(tmp_path):
+    path = tmp_path / "outpost.db"
+    path.write_bytes(b"")
+    store = Store(path)
+    assert "empty file (0 bytes)" in store.notes[0]
+    assert store.list_conversations() == []
+    store.close()
+
+
+def test_a_restore_is_refused_while_another_process_has_the_database_open(tmp_path):
+    path = tmp_path / "outpost.db"
+    seed(path, "mine")
+    seed(path, "again")
+    store = Store(path)
+    try:
+        with pytest.raises(Exception, match="open in another Outpost"):
+            restore_backup(path)
+    finally:
+        store.close()

@@ -1,0 +1,75 @@
+"""The window's start on a damaged database: it says so, names the newest good backup, and
+restoring it opens the store; quitting leaves everything as it is."""
+from __future__ import annotations
+
+import pytest
+
+from app.config import paths
+from app.domain.errors import DatabaseDamaged
+from app.storage.store import Store
+from ui.damaged_database import DamagedDatabaseDialog, open_store_or_restore
+
+pytestmark = pytest.mark.gui
+
+
+def _damaged_with_a_backup() -> None:
+    store = Store()
+    store.create_conversation("mine")
+    store.close()
+    Store().close()  # today's backup
+    paths.database_path().write_bytes(b"")  # emptied
+
+
+def test_the_dialog_names_the_problem_and_offers_the_backup(qtbot):
+    _damaged_with_a_backup()
+    with pytest.raises(DatabaseDamaged) as caught:
+        Store()
+    dialog = DamagedDatabaseDialog(caught.value)
+    qtbot.addWidget(dialog)
+    assert "is damaged (it is empty (0 bytes))" in dialog.text()
+    assert "wrote nothing to it" in dialog.text()
+    assert "-daily.db" in dialog.informativeText()
+    assert dialog.restore_button is not None and dialog.defaultButton() is dialog.restore_button
+
+
+def test_restoring_opens_the_store_and_quitting_leaves_the_file(qtbot):
+    _damaged_with_a_backup()
+    assert open_store_or_restore(wants_restore=lambda error: False) is None
+    assert paths.database_path().stat().st_size == 0  # quitting: left as it is
+
+    store = open_store_or_restore(wants_restore=lambda error: True)
+    assert store is not None
+    assert [c.title for c in store.list_conversations()] == ["mine"]
+    store.close()
+
+
+def _window(qtbot, store: Store):
+    from app.config.settings import Settings
+    from tests.support import ScriptedEngine
+    from ui.app import OutpostApp
+
+    app = OutpostApp(Settings(), store, engine_factory=ScriptedEngine().factory)
+    qtbot.addWidget(app.window)
+    return app
+
+
+def test_the_window_takes_the_days_backup_in_the_background(qtbot):
+    store = Store()
+    store.create_conversation("mine")
+    store.close()
+    app = _window(qtbot, Store(daily_backup=False))  # as run_gui opens it
+    try:
+        app.start()
+        qtbot.waitUntil(lambda: bool(list(paths.backups_dir().glob("*-daily.db"))),
+                        timeout=20000)
+    finally:
+        app.shutdown()
+
+
+def test_the_window_tells_what_the_start_up_check_did(qtbot):
+    paths.database_path().write_bytes(b"")  # empty, and no backup: started over, said so
+    app = _window(qtbot, Store(daily_backup=False))
+    try:
+        assert "empty file (0 bytes)" in app.window.errors.banner.label.text()
+    finally:
+        app.shutdown()
