@@ -12,7 +12,8 @@ with a state:
 
 Whether the network is up is the caller's knowledge: ``add`` and the runs take ``online``, a bool
 or a callable that is asked again before each download and after each failure (a failure while
-offline leaves the download waiting for the network, not failed). ``run_next`` and
+offline leaves the download waiting for the network, not failed; so does Offline mode's
+refusal, ``OfflineModeOn`` from ``engines.network_guard``). ``run_next`` and
 ``run_pending`` download in order with ``engines.model_download.download`` (so with all its
 checks: size, GGUF header, the given or Hugging Face sha256) and remove each download that
 completed; its model is then in the library. ``cancel`` stops a run and keeps the download queued.
@@ -42,7 +43,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from app.domain.errors import Cancelled, KnownStorageError, OutpostError, UsageError
+from app.domain.errors import (Cancelled, KnownStorageError, OfflineModeOn, OutpostError,
+                                UsageError)
 from engines.model_download import checked_sha256, download, name_from_url
 from engines.model_library import ModelEntry, ModelLibrary, _checked_name
 
@@ -201,8 +203,10 @@ class DownloadQueue:
         except Cancelled:
             raise
         except OutpostError as exc:
-            # offline now: the network went away, which is not the download's fault
-            state, message = ((QueueState.FAILED, str(exc)) if _is_up(online)
+            # offline now (the network went away, or Offline mode refused the connection):
+            # not the download's fault, it waits
+            state, message = ((QueueState.FAILED, str(exc))
+                              if _is_up(online) and not isinstance(exc, OfflineModeOn)
                               else (QueueState.WAITING_FOR_NETWORK, None))
             try:
                 item = self._update(item.url, state, message)
@@ -290,6 +294,8 @@ def _parse(data: bytes) -> list[QueuedDownload]:
         document = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise _Damaged("it is not UTF-8 text") from None
+    except RecursionError:  # nested thousands deep: json gives up on its own stack
+        raise _Damaged("it nests lists or objects thousands of levels deep") from None
     except ValueError as exc:
         raise _Damaged(f"it is not JSON: {exc}") from None
     if not isinstance(document, dict) or not isinstance(document.get("downloads"), list):

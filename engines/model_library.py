@@ -3,7 +3,8 @@
 Where models are (``ModelLibrary``):
 
 * the **models directory** (setting ``models_dir``; default ``<data dir>/models``): files Outpost
-  imported (copied or hard-linked) and, in ``references.json``, files left where they are;
+  imported (copied or hard-linked) and, in ``references.json``, files left where they are (a
+  damaged ``references.json`` is reported in ``problems`` and never written over);
 * any number of **shared read-only folders** (setting ``shared_model_folders``: a network share,
   a USB stick), scanned for ``*.gguf``; Outpost never writes there and never deletes from there;
 * the **bundled** SmolLM2-135M-Instruct.
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import paths
+from app.config.file_schema import ConfigFile, ConfigFileInvalid, write_config
 from app.domain.errors import ModelInvalid, ModelNotFound, UsageError
 from engines.gguf import GGUFInfo, read_gguf
 from engines.model_files import bundled_model_path
@@ -127,6 +129,7 @@ class ModelLibrary:
         self.include_bundled = include_bundled
         self.load_settings = LoadSettingsFile(self.models_dir)
         self.adapters: list[ModelEntry] = []  # LoRA files met by the last entries()
+        self.problems: list[str] = []  # why something was left out by the last entries()
 
     @classmethod
     def from_settings(cls, settings) -> "ModelLibrary":
@@ -139,7 +142,7 @@ class ModelLibrary:
         out (``problems`` says why)."""
         found: list[ModelEntry] = []
         seen: set[tuple[int, int]] = set()
-        self.problems: list[str] = []
+        self.problems = []
         self.adapters = []
         for path, source in self._candidates():
             try:
@@ -190,21 +193,29 @@ class ModelLibrary:
         return any(path.is_relative_to(folder.resolve()) for folder in self.shared)
 
     def _references(self) -> list[Path]:
-        file = self.models_dir / REFERENCES
-        if not file.exists():
-            return []
+        """The files kept by reference; none when the list is damaged (``problems`` says so,
+        and its models are not listed until it is fixed)."""
         try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            return self._read_references()
+        except ConfigFileInvalid as exc:
+            self.problems.append(f"{str(exc).removesuffix('.')}; the models it lists are not "
+                                 "shown until it is fixed or deleted.")
             return []
-        return [Path(p) for p in data.get("paths", []) if isinstance(p, str)]
+
+    def _read_references(self) -> list[Path]:
+        file = ConfigFile(self.models_dir / REFERENCES, "model references file")
+        try:
+            data = file.table(file.read(), "")
+        except FileNotFoundError:
+            return []
+        return [Path(p) for p in file.text_list(data.get("paths", []), "paths")]
 
     def _write_references(self, references: list[Path]) -> None:
-        self.models_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.models_dir / (REFERENCES + ".part")
-        tmp.write_text(json.dumps({"paths": [str(p) for p in references]}, indent=2),
-                       encoding="utf-8")
-        os.replace(tmp, self.models_dir / REFERENCES)
+        """Atomically; refused (``ConfigFileInvalid``) while the file on disk is damaged, so the
+        references it holds are never written over."""
+        self._read_references()
+        write_config(self.models_dir / REFERENCES,
+                     json.dumps({"paths": [str(p) for p in references]}, indent=2) + "\n")
 
     def find(self, name_or_path: str) -> ModelEntry:
         """A model by the name ``models list`` shows, or by path."""

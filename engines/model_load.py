@@ -8,7 +8,8 @@ a removal drops them). ``auto`` (stored as null) lets Outpost choose:
 context     tokens the model sees; auto: its trained length capped by the context_cap setting
 gpu_layers  layers offloaded to the GPU, 0..all; auto: all when llama.cpp was built with GPU
             offload (``llama_supports_gpu_offload()``), else 0
-threads     CPU threads; auto: the physical cores (the gpu_offload / n_threads settings apply)
+threads     CPU threads, fixed; auto: the n_threads setting if set, else the cores free now,
+            at most the physical cores, re-read during each reply (engines/cpu_budget.py)
 batch       prompt tokens evaluated per step (also the reproducible-seed chunk, see
             engines/llama_local.py); default 128
 flash_attn  on/off; auto: off, on when the KV cache is quantized (llama.cpp needs it then)
@@ -21,10 +22,10 @@ mlock       keep the weights in RAM (no swapping); default off
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from app.config.file_schema import ConfigFile, ConfigFileInvalid, write_config
 from app.domain.errors import UsageError
 
 LOAD_SETTINGS = "load_settings.json"
@@ -117,23 +118,32 @@ class LoadSettingsFile:
         self.path = Path(models_dir) / LOAD_SETTINGS
 
     def _read(self) -> dict:
+        """The file, checked against the schema (unknown keys are a newer version's: kept);
+        ``ConfigFileInvalid`` naming the model and the key when it cannot be used."""
+        file = ConfigFile(self.path, "load settings file")
+        defaults = ModelLoadOptions()
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = file.table(file.read(), "", "model names and their load settings")
+            for name, entry in data.items():
+                for key, value in file.table(entry, name, "load settings").items():
+                    where = f"{name}.{key}"
+                    auto = value is None and getattr(defaults, key, 0) is None
+                    if key == "kv_type" and (not isinstance(value, str) or value not in KV_TYPES):
+                        raise file.wrong(where, "one of " + ", ".join(KV_TYPES), value)
+                    if key in _RANGES and not auto:
+                        file.whole_number(value, where, *_RANGES[key])
+                    if key in ("flash_attn", "mmap", "mlock") and not auto:
+                        file.flag(value, where)
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"The load settings file {self.path} cannot be read ({exc}); "
-                             "fix or delete it.") from None
-        if not isinstance(data, dict):
-            raise UsageError(f"The load settings file {self.path} is not a JSON object; fix "
-                             "or delete it.")
+        except ConfigFileInvalid as exc:
+            raise ConfigFileInvalid(f"{str(exc).removesuffix('.')}; fix or delete it.",
+                                    self.path) from None
         return data
 
     def _write(self, data: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temp = self.path.with_name(self.path.name + ".tmp")
-        temp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
-        os.replace(temp, self.path)
+        """Atomically (temp file, fsync, rename); ``FileWriteFailed`` when it cannot."""
+        write_config(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     def get(self, name: str) -> ModelLoadOptions:
         try:

@@ -11,13 +11,13 @@ The tables are read once per process.
 from __future__ import annotations
 
 import functools
-import json
+from pathlib import Path
 from typing import Sequence
 
 from app.accounting.pricing import ContextTable, PriceTable, estimate_before_sending, format_usd
 from app.accounting.tokens import count_messages
 from app.config import paths
-from app.domain.errors import UsageError
+from app.config.file_schema import ConfigFile
 from app.domain.messages import ChatMessage
 
 
@@ -28,7 +28,10 @@ def price_table():
 
 def context_overrides_path():
     """The user's context windows, ``{"model id": tokens}``: they win over the shipped table,
-    for known and unknown models alike (a self-hosted model, a provider's larger tier)."""
+    for known and unknown models alike (a self-hosted model, a provider's larger tier). A file
+    that cannot be read or holds a wrong value is refused with one sentence naming the model
+    (``ConfigFileInvalid``): a cloud turn then stops before sending, rather than sending with a
+    window the user did not mean."""
     return paths.config_dir() / "context_windows.json"
 
 
@@ -45,14 +48,15 @@ def context_table():
 def _context_table(overrides: str, stamp):
     user = {}
     if stamp is not None:
+        file = ConfigFile(Path(overrides), "context-window overrides file")
         try:
-            user = json.loads(open(overrides, encoding="utf-8").read())
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"The context-window overrides {overrides} could not be read: "
-                             f"{exc}.") from None
-        if not isinstance(user, dict):
-            raise UsageError(f"The context-window overrides {overrides} must be a JSON object "
-                             "of model id -> tokens.")
+            user = file.table(file.read(), "", "model ids and tokens")
+        except FileNotFoundError:
+            user = {}  # removed since it was seen
+        for model, tokens in user.items():
+            if not model.strip():
+                raise file.fail("a model id is empty")
+            file.whole_number(tokens, repr(model), minimum=1)
     return ContextTable.load(user_overrides=user)
 
 

@@ -28,6 +28,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from app.config.file_schema import MAX_NESTING, MAX_WHOLE, ConfigFile, depth_of, is_text
 from app.config.paths import resource
 from app.domain.errors import UsageError
 from app.domain.messages import Usage
@@ -39,6 +40,7 @@ LOCAL = "local"
 CURRENCY = "USD"
 PRICE_UNIT = "per 1M tokens"
 _PER = Decimal(1_000_000)
+MAX_TABLE_BYTES = 4 * 1024 * 1024  # the shipped tables are a few KB; a bigger one is not a table
 
 # A dated snapshot (OpenAI -YYYY-MM-DD, Anthropic -YYYYMMDD) or a moving alias (-latest).
 _SUFFIX = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8}|latest)$")
@@ -168,14 +170,25 @@ def _problem(path: Path, what: str, where: str, problem: str) -> UsageError:
 
 def _read(path: Path, what: str) -> dict:
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise UsageError(f"The {what} {path} does not exist.") from exc
+        data = ConfigFile(path, what, max_bytes=MAX_TABLE_BYTES).read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"The {what} {path} does not exist.") from None
+    try:
+        raw = json.loads(data.decode("utf-8"))
     except json.JSONDecodeError as exc:
         raise UsageError(f"The {what} {path} is not valid JSON (line {exc.lineno}, column "
-                         f"{exc.colno}: {exc.msg}).") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"The {what} {path} could not be read ({exc}).") from exc
+                         f"{exc.colno}: {exc.msg}).") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"The {what} {path} could not be read (it is not UTF-8 text)."
+                         ) from None
+    except RecursionError:
+        raise _problem(path, what, "top level", f"nests more than {MAX_NESTING} levels deep"
+                       ) from None
+    except ValueError:  # an integer thousands of digits long
+        raise _problem(path, what, "top level", "holds a number thousands of digits long"
+                       ) from None
+    if depth_of(raw) > MAX_NESTING:
+        raise _problem(path, what, "top level", f"nests more than {MAX_NESTING} levels deep")
     if not isinstance(raw, dict):
         raise _problem(path, what, "top level", "must be a JSON object")
     if "version" not in raw:
@@ -206,7 +219,7 @@ def _text(entry: dict, key: str) -> str:
     if key not in entry:
         raise _Invalid(f"is missing '{key}'")
     value = entry[key]
-    if not isinstance(value, str) or not value.strip():
+    if not is_text(value) or not value.strip():
         raise _Invalid(f"'{key}' must be a non-empty string, got {value!r}")
     return value.strip().lower()
 
@@ -217,7 +230,9 @@ def _number(entry: dict, key: str, nullable: bool = False) -> float | None:
     value = entry[key]
     if value is None and nullable:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    finite = isinstance(value, int) and abs(value) <= MAX_WHOLE or \
+        isinstance(value, float) and math.isfinite(value)
+    if isinstance(value, bool) or not finite:
         raise _Invalid(f"'{key}' must be a number, got {value!r}")
     if value < 0:
         raise _Invalid(f"'{key}' must not be negative, got {value!r}")
@@ -230,14 +245,14 @@ def _count(entry: dict, key: str, required: bool = True) -> int | None:
             raise _Invalid(f"is missing '{key}'")
         return None
     value = entry[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WHOLE:
         raise _Invalid(f"'{key}' must be a whole number of tokens above 0, got {value!r}")
     return value
 
 
 def _aliases(entry: dict) -> list[str]:
     value = entry.get("aliases", [])
-    if not isinstance(value, list) or not all(isinstance(a, str) and a.strip() for a in value):
+    if not isinstance(value, list) or not all(is_text(a) and a.strip() for a in value):
         raise _Invalid(f"'aliases' must be a list of model ids, got {value!r}")
     return [a.strip().lower() for a in value]
 
@@ -438,9 +453,9 @@ class ContextTable:
 def _check_overrides(overrides: Mapping[str, int]) -> dict[str, int]:
     checked = {}
     for key, value in overrides.items():
-        if not isinstance(key, str) or not key.strip():
+        if not is_text(key) or not key.strip():
             raise UsageError(f"A context-window override needs a model id, got {key!r}.")
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WHOLE:
             raise UsageError(f"The context-window override for {key!r} must be a whole number "
                              f"of tokens above 0, got {value!r}.")
         checked[key] = value

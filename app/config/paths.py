@@ -2,10 +2,17 @@
 
 By default the per-user data and config dirs of the OS (platformdirs). The environment variable
 ``OUTPOST_HOME`` moves both under one folder: tests, portable installs on a USB stick.
+
+The folders are Outpost's own and hold conversations, settings and (with the file fallback) keys,
+so each is its owner's only (0700): created so, and tightened to 0700 when found wider (a folder
+an older Outpost made with the umask's 0755). Only Outpost's own folders are tightened: the data,
+config and backups folders, and the ``OUTPOST_HOME`` folder when Outpost creates it; never a
+parent such as ``~/.local/share``, nor an ``OUTPOST_HOME`` that was already there.
 """
 from __future__ import annotations
 
 import os
+import stat
 from importlib.resources import files
 from pathlib import Path
 
@@ -14,6 +21,7 @@ import platformdirs
 APP_NAME = "Outpost"
 HOME_ENV = "OUTPOST_HOME"
 RESOURCES_PACKAGE = "outpost_resources"  # the repository's resources/ folder, once installed
+FOLDER_MODE = 0o700  # every folder Outpost owns: its owner's only
 
 
 def resource(*parts: str) -> Path:
@@ -24,23 +32,43 @@ def resource(*parts: str) -> Path:
     return Path(str(files(RESOURCES_PACKAGE).joinpath(*parts)))
 
 
+def own_folder(path: Path) -> Path:
+    """``path``, a folder Outpost owns, made (with its missing parents) and kept 0700. A folder
+    that cannot be tightened (not ours, a file system without modes) is left as it is."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=FOLDER_MODE)
+    except FileExistsError:
+        pass
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode != FOLDER_MODE:  # the umask can clear bits of mkdir's mode; wider: tighten
+            os.chmod(path, FOLDER_MODE)
+    except OSError:
+        pass
+    return path
+
+
 def _override() -> Path | None:
     value = os.environ.get(HOME_ENV, "").strip()
-    return Path(value).expanduser().resolve() if value else None
+    if not value:
+        return None
+    home = Path(value).expanduser().resolve()
+    if not home.exists():
+        own_folder(home)  # Outpost creates it, so it is Outpost's own
+    return home
 
 
 def data_dir() -> Path:
     base = _override()
     path = base / "data" if base else Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return own_folder(path)
 
 
 def config_dir() -> Path:
     base = _override()
     path = base / "config" if base else Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return own_folder(path)
 
 
 def database_path() -> Path:
@@ -52,6 +80,4 @@ def settings_path() -> Path:
 
 
 def backups_dir() -> Path:
-    path = data_dir() / "backups"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return own_folder(data_dir() / "backups")

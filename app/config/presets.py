@@ -1,16 +1,21 @@
 """Sampling presets: the built-in Precise, Balanced and Creative, plus the user's own (saved,
 renamed and deleted; kept in ``<config dir>/presets.json``). A preset holds knob values
-(``app.domain.sampling``); a knob it leaves out keeps its current value."""
+(``app.domain.sampling``); a knob it leaves out keeps its current value.
+
+A presets file that cannot be read or holds a wrong value is refused with one sentence naming the
+preset and the knob (``ConfigFileInvalid``) rather than read as "no presets of yours": saving one
+would then write over the others."""
 from __future__ import annotations
 
 import json
-import os
+import math
 from pathlib import Path
 
 from app.domain.adapters import LoraAdapter, adapters_from_records
 from app.config import paths
+from app.config.file_schema import MAX_WHOLE, ConfigFile, write_config
 from app.domain.errors import UsageError
-from app.domain.sampling import BUILTIN_PRESETS, KNOB_NAMES, check
+from app.domain.sampling import BUILTIN_PRESETS, BY_NAME, KNOB_NAMES, check
 
 
 class PresetBook:
@@ -18,19 +23,18 @@ class PresetBook:
         self.path = path or paths.config_dir() / "presets.json"
 
     def _user(self) -> dict[str, dict]:
-        if not self.path.exists():
-            return {}
+        file = ConfigFile(self.path, "presets file")
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"The presets file {self.path} could not be read: {exc}.") from None
-        return data.get("presets", {}) if isinstance(data, dict) else {}
+            data = file.table(file.read(), "")
+        except FileNotFoundError:
+            return {}
+        presets = file.table(data.get("presets", {}), "presets", "preset names and knobs")
+        for name, knobs in presets.items():
+            _check_preset(file, f"presets.{name}", knobs)
+        return presets
 
     def _write(self, presets: dict[str, dict]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"presets": presets}, indent=2), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_config(self.path, json.dumps({"presets": presets}, indent=2) + "\n")
 
     def names(self) -> list[str]:
         return list(BUILTIN_PRESETS) + sorted(self._user(), key=str.lower)
@@ -100,3 +104,41 @@ class PresetBook:
                              else f"There is no preset of yours named {name!r}.")
         presets.pop(found)
         self._write(presets)
+
+
+def _check_preset(file: ConfigFile, key: str, knobs) -> None:
+    """A preset as the file holds it: known knobs, each valid (``ConfigFileInvalid`` naming
+    the first that is not)."""
+    file.table(knobs, key, "knobs and values")
+    for knob, value in knobs.items():
+        where = f"{key}.{knob}"
+        if knob == "lora":
+            if not isinstance(value, list):
+                raise file.wrong(where, "a list of adapters", value)
+            for index, record in enumerate(value):
+                file.table(record, f"{where}[{index}]")
+                file.text(record.get("path"), f"{where}[{index}].path", empty=False)
+                _number(file, record.get("scale", 1.0), f"{where}[{index}].scale")
+        elif knob not in BY_NAME:
+            raise file.fail(f"{where} is not a sampling knob (knobs: {', '.join(KNOB_NAMES)})")
+        elif value is None:
+            continue
+        elif BY_NAME[knob].kind is list:
+            if not isinstance(value, str):
+                file.text_list(value, where)
+        else:
+            _number(file, value, where)  # a number; ``check`` then says the knob's range
+        try:
+            if knob == "lora":
+                adapters_from_records(value)
+            else:
+                check(knob, value)
+        except UsageError as exc:
+            raise file.fail(f"{where}: {str(exc).removesuffix('.')}") from None
+
+
+def _number(file: ConfigFile, value, key: str) -> None:
+    finite = isinstance(value, int) and abs(value) <= MAX_WHOLE or \
+        isinstance(value, float) and math.isfinite(value)
+    if isinstance(value, bool) or not finite:
+        raise file.wrong(key, "a number", value)

@@ -3,15 +3,18 @@ the next run (the CLI starts fresh each time) does not pay for learning it again
 
 Today one fact: the server refused ``response_format`` ``json_schema`` for a model (many
 OpenAI-compatible servers know only ``json_object``). Kept in ``<data dir>/provider_facts.json``,
-keyed by base URL and model; deleting the file forgets everything, harmlessly.
+keyed by base URL and model; deleting the file forgets everything, harmlessly. So a damaged
+file (not JSON, too big, the wrong shape) is read as knowing nothing, and replaced by the next fact
+learnt; an entry of the wrong shape is ignored.
 """
 from __future__ import annotations
 
 import json
-import os
 import threading
 
 from app.config import paths
+from app.config.file_schema import ConfigFile, ConfigFileInvalid, write_config
+from app.domain.errors import FileWriteFailed
 
 _lock = threading.Lock()
 
@@ -20,12 +23,14 @@ def _path():
     return paths.data_dir() / "provider_facts.json"
 
 
-def _read() -> dict:
+def _read() -> dict[str, dict]:
     try:
-        data = json.loads(_path().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = ConfigFile(_path(), "provider facts file").read()
+    except (FileNotFoundError, ConfigFileInvalid):
         return {}
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    return {key: facts for key, facts in data.items() if isinstance(facts, dict)}
 
 
 def _key(base_url: str, model: str) -> str:
@@ -33,18 +38,14 @@ def _key(base_url: str, model: str) -> str:
 
 
 def refuses_json_schema(base_url: str, model: str) -> bool:
-    return bool(_read().get(_key(base_url, model), {}).get("refuses_json_schema"))
+    return _read().get(_key(base_url, model), {}).get("refuses_json_schema") is True
 
 
 def note_refuses_json_schema(base_url: str, model: str) -> None:
     with _lock:
         data = _read()
         data.setdefault(_key(base_url, model), {})["refuses_json_schema"] = True
-        path = _path()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-            os.replace(tmp, path)
-        except OSError:
+            write_config(_path(), json.dumps(data, indent=2) + "\n")
+        except FileWriteFailed:
             pass  # only a cache: the next run learns it again

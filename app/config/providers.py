@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import builtins
 import json
-import os
 import re
-import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from urllib.parse import urlparse
 
 from app.config import paths
+from app.config.file_schema import ConfigFile, write_config
 from app.domain.errors import UsageError
 
 KINDS = ("openai", "anthropic")
@@ -70,20 +69,44 @@ class ProviderConfig:
         return ProviderConfig(self.name, self.kind, self.base_url.rstrip("/"), self.default_model)
 
 
+_FIELDS = tuple(f.name for f in fields(ProviderConfig))
+
+
 class ProviderRegistry:
-    """The user's providers, in one JSON file written atomically."""
+    """The user's providers, in one JSON file written atomically.
+
+    A file that cannot be read or has the wrong shape is refused (``ConfigFileInvalid``, one
+    sentence naming the key) rather than read as "no providers": the next ``add`` would then
+    write over the providers it holds."""
 
     def __init__(self, path: Path | None = None):
         self.path = path or paths.config_dir() / "providers.json"
 
     def list(self) -> list[ProviderConfig]:
-        if not self.path.exists():
-            return []
+        file = ConfigFile(self.path, "providers file")
         try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-            return [ProviderConfig(**item) for item in raw.get("providers", [])]
-        except (OSError, ValueError, TypeError, AttributeError) as exc:
-            raise UsageError(f"The providers file {self.path} could not be read ({exc}).") from exc
+            raw = file.table(file.read(), "")
+        except FileNotFoundError:
+            return []
+        entries = raw.get("providers", [])
+        if not isinstance(entries, builtins.list):
+            raise file.wrong("providers", "a list of providers", entries)
+        providers = []
+        for index, item in enumerate(entries):
+            key = f"providers[{index}]"
+            file.table(item, key)
+            unknown = sorted(set(item) - set(_FIELDS))
+            if unknown:
+                raise file.fail(f"{key} has an unknown key {unknown[0]!r} (known: "
+                                f"{', '.join(_FIELDS)})")
+            for name in _FIELDS:
+                if name in item or name != "default_model":
+                    file.text(item.get(name), f"{key}.{name}")
+            try:
+                providers.append(ProviderConfig(**item).validate())
+            except UsageError as exc:
+                raise file.fail(f"{key}: {str(exc).removesuffix('.')}") from None
+        return providers
 
     def get(self, name: str) -> ProviderConfig:
         for provider in self.list():
@@ -107,12 +130,9 @@ class ProviderRegistry:
         self._write([p for p in self.list() if p.name != name])
 
     def _write(self, providers: "builtins.list[ProviderConfig]") -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".providers-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump({"version": 1, "providers": [asdict(p) for p in providers]}, handle,
-                      indent=2)
-        os.replace(tmp, self.path)
+        """Atomically (``write_atomic``); ``FileWriteFailed`` in one sentence when it cannot."""
+        write_config(self.path, json.dumps(
+            {"version": 1, "providers": [asdict(p) for p in providers]}, indent=2) + "\n")
 
 
 def needs_key(config: ProviderConfig) -> bool:

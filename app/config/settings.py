@@ -2,22 +2,29 @@
 
 Stored as JSON in the config dir (never a secret: keys go to the OS keychain). Unknown keys in the
 file are ignored with no loss of the known ones; a value of the wrong type falls back to the
-default.
+default, with a warning. Nothing the user wrote is lost: ``save`` writes back unknown options
+and the invalid values of options not changed since, as they were; a file that could not be read
+at all (not JSON, bigger than 1 MB, nested too deep, not an object) gives the defaults and a
+warning, and is kept beside the new one (``settings.json.damaged-<time>``) when settings are
+saved. Reading never changes the file.
 ``SETTINGS_VERSION`` is bumped when an option changes meaning, so old files can be upgraded.
 """
 from __future__ import annotations
 
+import builtins
 import getpass
 import json
 import math
 import os
-import tempfile
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 from app.config import paths
-from app.domain.errors import UsageError
+from app.config.file_schema import ConfigFile, ConfigFileInvalid, is_text, write_config
+from app.domain.errors import FileWriteFailed, UsageError
 from app.domain.routes import ROUTE_LABELS
 
 SETTINGS_VERSION = 1
@@ -41,6 +48,8 @@ class Option:
     label: str = ""
     # how the Settings dialog names each choice (a choice not here: capitalised)
     choice_labels: dict | None = None
+    # a list option: the type of its items
+    items: builtins.type | None = None  # ("type" here would be the field above)
 
     @property
     def title(self) -> str:
@@ -52,6 +61,8 @@ class Option:
         if self.choices is not None:
             return "one of " + ", ".join(str(choice) for choice in self.choices)
         kind = _KINDS.get(self.type, f"a {self.type.__name__}")
+        if self.items is not None:
+            kind += " of " + _KINDS.get(self.items, self.items.__name__)
         if self.minimum is None or self.maximum is None:
             return kind
         return f"{kind} from {_number(self.minimum)} to {_number(self.maximum)}"
@@ -95,7 +106,8 @@ SCHEMA: tuple[Option, ...] = (
     Option("shared_model_folders", list, [],
            "Read-only folders (a network share, a USB stick) scanned for GGUF models; Outpost "
            "never writes or deletes there.",
-           group="Local model", takes_effect="restart", label="Shared model folders"),
+           group="Local model", takes_effect="restart", label="Shared model folders",
+           items=str),
     Option("context_cap", int, 4096,
            "Upper bound of the local context window in tokens; the model's own trained context "
            "length is used when it is smaller.", 256, 1_048_576,
@@ -180,11 +192,22 @@ def _coerce(option: Option, value: Any) -> Any:
             return value
         raise TypeError
     if option.type is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # a whole number hundreds of digits long
+            raise ValueError from None
     if not isinstance(value, option.type) or isinstance(value, bool) and option.type is not bool:
         raise TypeError
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError
+    if isinstance(value, str) and not is_text(value):
+        raise ValueError  # a lone surrogate ("\ud800" in JSON): not text that can be written
+    if isinstance(value, list):
+        if option.items is not None and not all(
+                isinstance(item, option.items) and (option.items is not str or is_text(item))
+                for item in value):
+            raise TypeError
+        value = list(value)  # a copy: the caller's list may change later
     if option.choices is not None and value not in option.choices:
         raise ValueError
     number = cast(float, value)  # a number here: min/max are set on numeric options only
@@ -196,46 +219,66 @@ def _coerce(option: Option, value: Any) -> Any:
 
 
 class Settings:
-    """The user's settings, loaded from and saved to one JSON file."""
+    """The user's settings, loaded from and saved to one JSON file.
+
+    ``load_warnings`` holds one sentence per problem found in the file (the CLI prints them on
+    stderr, the window shows them); the file itself is never changed by reading it."""
 
     def __init__(self, path: Path | None = None):
         self.path = path or paths.settings_path()
         self._values: dict[str, Any] = {o.name: o.default for o in SCHEMA}
         self.load_warnings: list[str] = []
+        # what the file holds that is not used (unknown options, invalid values): written back
+        # as it was by ``save`` unless the option is set since
+        self._kept: dict[str, Any] = {}
+        self._damaged = False  # the file could not be read at all: set aside before a save
         self._load()
 
     def _load(self) -> None:
-        if not self.path.exists():
-            return
+        file = ConfigFile(self.path, "settings file")
         try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            self.load_warnings.append(f"Settings file {self.path} could not be read ({exc}); "
-                                      "defaults are used.")
+            raw = file.read()
+        except FileNotFoundError:
+            return
+        except ConfigFileInvalid as exc:
+            self._damage(str(exc))
             return
         values = raw.get("values") if isinstance(raw, dict) else None
         if values is None and isinstance(raw, dict) and "version" not in raw:
             values = raw  # written by hand: {"offline_mode": true} means what it says
+        if values is None and isinstance(raw, dict):
+            return  # {"version": 1} and nothing else: all defaults
+        if not isinstance(raw, dict):
+            self._damage(str(file.wrong("", "an object", raw)))
+            return
         if not isinstance(values, dict):
-            if not (isinstance(raw, dict) and values is None):
-                self.load_warnings.append(f"Settings file {self.path} is not in the expected "
-                                          "format; defaults are used.")
+            self._damage(str(file.wrong("values", "an object of setting names and values",
+                                        values)))
             return
         for name, value in values.items():
-            option = _BY_NAME.get(name)
+            option = _BY_NAME.get(name) if is_text(name) else None
             if option is None:
+                self._kept[name] = value  # a newer version's option: kept, not used
                 continue
             try:
                 self._values[name] = _coerce(option, value)
             except (TypeError, ValueError):
-                self.load_warnings.append(f"Setting {name}={value!r} is invalid; "
-                                          f"the default {option.default!r} is used.")
+                self._kept[name] = value
+                self.load_warnings.append(
+                    f"Setting {name}={_shown(value)} in {self.path} is invalid (it must be "
+                    f"{option.rule}); the default {option.default!r} is used.")
+
+    def _damage(self, problem: str) -> None:
+        self._damaged = True
+        self.load_warnings.append(f"{problem.removesuffix('.')}; the defaults are used and the "
+                                  "file is left as it is.")
 
     def __getitem__(self, name: str) -> Any:
         return self._values[name]
 
     def set(self, name: str, value: Any) -> None:
         self._values[name] = self.check(name, value)
+        self._kept.pop(name, None)
 
     @staticmethod
     def check(name: str, value: Any) -> Any:
@@ -251,13 +294,48 @@ class Settings:
         return dict(self._values)
 
     def save(self) -> None:
-        """Write atomically (temp file + rename), so a crash never leaves half a file."""
-        data = {"version": SETTINGS_VERSION, "values": self._values}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".settings-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-        os.replace(tmp, self.path)
+        """Write atomically (``write_atomic``: temp file, fsync, rename), so a crash or a full
+        disk never leaves half a file; raises ``FileWriteFailed`` (one sentence) when it cannot.
+        A file that could not be read is first kept as ``<name>.damaged-<time>``."""
+        # the user's invalid values as they wrote them, and the options this version does not know
+        values = {**self._values, **self._kept}
+        text = json.dumps({"version": SETTINGS_VERSION, "values": values}, indent=2,
+                          sort_keys=True)
+        aside = self._keep_damaged() if self._damaged else None
+        try:
+            write_config(self.path, text + "\n")
+        except FileWriteFailed:
+            if aside is not None:
+                aside.unlink(missing_ok=True)  # the damaged file is still where it was
+            raise
+        self._damaged = False
+
+    def _keep_damaged(self) -> Path | None:
+        """A second name for the damaged file (a hard link: no space needed; a copy where the
+        disk has no links), so replacing it loses nothing."""
+        aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
+        while aside.exists():
+            aside = aside.with_name(aside.name + "-1")
+        try:
+            try:
+                os.link(self.path, aside)
+            except FileNotFoundError:
+                return None  # removed meanwhile: nothing to keep
+            except OSError:
+                shutil.copyfile(self.path, aside)
+        except OSError as exc:
+            aside.unlink(missing_ok=True)
+            raise FileWriteFailed(f"The settings could not be saved: the damaged {self.path} "
+                                  f"could not be kept beside the new one "
+                                  f"({(exc.strerror or str(exc)).lower()}); it is left as it is."
+                                  ) from None
+        return aside
+
+
+def _shown(value: Any) -> str:
+    """A file's value in a warning: short, one line."""
+    text = json.dumps(value, ensure_ascii=True) if not isinstance(value, float) else repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
 
 
 def default_user_id(settings: Settings) -> str:

@@ -18,6 +18,12 @@ Where limits come from, strongest first: the **policy file** (TOML, ``OUTPOST_PO
 the admin profile set (``outpost quota set`` or the window's Profiles dialog), stored in
 ``config/quotas.json``. Non-admin profiles cannot change quotas at all (``app.storage.profiles``).
 
+Both files are checked against their schema when read: a table ``[default]`` and tables
+``[profiles.NAME]``, each holding only the limits above, every number finite (never NaN or an
+infinity, which would mean "no limit") and at most a million million. A file that cannot be read or
+has the wrong shape is refused with one sentence naming the file, the key and what was expected
+(exit 2): running without a fleet's limits, or writing over the admin's, is never the fallback.
+
 Over a budget: ``QuotaExceeded`` names the limit, the usage and when it resets; nothing is sent.
 Rate limited: ``RateLimitedLocally`` says how long to wait (the caller waits with a countdown or
 refuses, per the ``rate_limit_wait`` setting).
@@ -27,16 +33,17 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import math
 import os
 import threading
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from app.accounting.pricing import format_usd
 from app.config import paths
+from app.config.file_schema import MAX_WHOLE, ConfigFile, write_config
 from app.domain.errors import UsageError
 from app.domain.routes import ROUTE_LABELS, Route
 from app.storage.ledger import start_of_day, start_of_month
@@ -44,6 +51,8 @@ from app.storage.profiles import NotAllowed
 
 LIMIT_NAMES = ("cloud_tokens_per_day", "cloud_cost_per_month", "requests_per_minute",
                "tokens_per_minute", "allowed_routes", "count_local", "allow_unpriced")
+MAX_COUNT = MAX_WHOLE  # tokens or requests: a million million (more cannot be a real limit)
+MAX_COST_USD = 1e9  # a monthly budget of at most a billion dollars
 
 
 class QuotaExceeded(UsageError):
@@ -136,36 +145,61 @@ class Limits:
         return data
 
 
-def _coerce(name: str, value, where: str):
+def _coerce(name: str, value, file: ConfigFile | None = None, key: str = ""):
+    """``value`` as the limit ``name`` keeps it; raises UsageError naming what a valid one is
+    (``ConfigFileInvalid`` naming ``file`` and ``key`` when it was read from a file)."""
+    def wrong(expected: str) -> UsageError:
+        if file is not None:
+            return file.wrong(key or name, expected, value)
+        return UsageError(f"{name} must be {expected}, got {value!r}.")
+
     if name in ("cloud_tokens_per_day", "requests_per_minute", "tokens_per_minute"):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise UsageError(f"{where}: {name} must be a whole number of at least 0, got "
-                             f"{value!r}.")
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_COUNT:
+            raise wrong(f"a whole number from 0 to {MAX_COUNT:,}")
         return value
     if name == "cloud_cost_per_month":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise UsageError(f"{where}: {name} must be a number of dollars, at least 0, got "
-                             f"{value!r}.")
+        # NaN compares false with everything: a budget of NaN would be no budget at all
+        finite = isinstance(value, int) or isinstance(value, float) and math.isfinite(value)
+        if isinstance(value, bool) or not finite or not 0 <= value <= MAX_COST_USD:
+            raise wrong(f"a number of dollars from 0 to {MAX_COST_USD:,.0f}")
         return float(value)
     if name == "allowed_routes":
         if not isinstance(value, list) or not value or \
-                any(v not in ("auto", "local", "cloud") for v in value):
-            raise UsageError(f"{where}: allowed_routes must be a list of auto, local, cloud; "
-                             f"got {value!r}.")
+                any(not isinstance(v, str) or v not in ("auto", "local", "cloud") for v in value):
+            raise wrong("a list of auto, local, cloud")
         return tuple(value)
     if name in ("count_local", "allow_unpriced"):
         if not isinstance(value, bool):
-            raise UsageError(f"{where}: {name} must be true or false, got {value!r}.")
+            raise wrong("true or false")
         return value
-    raise UsageError(f"{where}: unknown limit {name!r} (known: {', '.join(LIMIT_NAMES)}).")
+    unknown = f"unknown limit {name!r} (known: {', '.join(LIMIT_NAMES)})"
+    if file is not None:
+        raise file.fail(f"{key or name}: {unknown}")
+    raise UsageError(f"There is an {unknown}.")
 
 
 def policy_path() -> Path:
     return Path(os.environ.get("OUTPOST_POLICY") or paths.config_dir() / "policy.toml")
 
 
-def _limits_from(table: dict, where: str) -> dict:
-    return {name: _coerce(name, value, where) for name, value in table.items()}
+def _limits_from(file: ConfigFile, table, key: str) -> dict:
+    file.table(table, key, "limits")
+    return {name: _coerce(name, value, file, f"{key}.{name}") for name, value in table.items()}
+
+
+def _checked(file: ConfigFile, data) -> dict:
+    """A policy or quotas file's contents, checked against the schema: ``default`` (limits)
+    and ``profiles`` (profile name -> limits), nothing else."""
+    file.table(data, "")
+    unknown = sorted(set(data) - {"default", "profiles"})
+    if unknown:  # a typo such as [defaults] must not silently mean "no limits"
+        raise file.fail(f"it has an unknown key {unknown[0]!r} (it may hold only default and "
+                        "profiles)")
+    _limits_from(file, data.get("default", {}), "default")
+    profiles = file.table(data.get("profiles", {}), "profiles", "profile names and limits")
+    for profile, table in profiles.items():
+        _limits_from(file, table, f"profiles.{profile}")
+    return data
 
 
 class QuotaBook:
@@ -176,37 +210,33 @@ class QuotaBook:
         self.local = local or paths.config_dir() / "quotas.json"
 
     def _policy(self) -> dict:
-        if not self.policy.exists():
+        file = ConfigFile(self.policy, "policy file", "toml")
+        try:
+            return _checked(file, file.read())
+        except FileNotFoundError:
             if os.environ.get("OUTPOST_POLICY") and str(self.policy) == \
                     os.environ["OUTPOST_POLICY"]:
                 # a fleet named its policy file: missing must not mean "no limits"
                 raise UsageError(f"The policy file {self.policy} (OUTPOST_POLICY) does not "
-                                 "exist.")
+                                 "exist.") from None
             return {}
-        try:
-            data = tomllib.loads(self.policy.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise UsageError(f"The policy file {self.policy} could not be read: {exc}.") from None
-        return data
 
     def _local(self) -> dict:
-        if not self.local.exists():
-            return {}
+        file = ConfigFile(self.local, "quota file")
         try:
-            return json.loads(self.local.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"The quota file {self.local} could not be read: {exc}.") from None
+            return _checked(file, file.read())
+        except FileNotFoundError:
+            return {}
 
     def limits(self, profile: str) -> Limits:
         merged: dict = {}
         sources: dict = {}
         source = "none"
         # weakest first: what the admin set, then the policy file; each: default, then profile
-        for data, path, label in ((self._local(), self.local, "quota set"),
-                                  (self._policy(), self.policy, "policy file")):
+        for data, label in ((self._local(), "quota set"), (self._policy(), "policy file")):
             for table in (data.get("default", {}), data.get("profiles", {}).get(profile, {})):
                 if table:
-                    merged.update(_limits_from(table, str(path)))
+                    merged.update({name: _coerce(name, value) for name, value in table.items()})
                     sources.update({name: label for name in table})
                     source = label
         return Limits(**merged, source=source, sources=sources)
@@ -232,12 +262,9 @@ class QuotaBook:
         if value is None:
             limits.pop(name, None)
         else:
-            limits[name] = _coerce(name, value, "quota set") if name != "allowed_routes" \
-                else list(_coerce(name, value, "quota set"))
-        self.local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.local.with_suffix(".tmp")
-        tmp.write_text(json.dumps(local, indent=2), encoding="utf-8")
-        os.replace(tmp, self.local)
+            limits[name] = _coerce(name, value) if name != "allowed_routes" \
+                else list(_coerce(name, value))
+        write_config(self.local, json.dumps(local, indent=2) + "\n")
 
 
 def _next_midnight(now: dt.datetime) -> dt.datetime:

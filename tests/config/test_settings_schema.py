@@ -76,7 +76,7 @@ def test_what_is_built_once_at_start_takes_a_restart(tmp_path):
     ("hedge_after_s", -1.0, "must be a number from 0 to 600; got -1.0."),
     ("default_route", "fast", "must be one of auto, local, cloud; got 'fast'."),
     ("gpu_offload", "yes", "must be true or false; got 'yes'."),
-    ("shared_model_folders", "/mnt", "must be a list; got '/mnt'."),
+    ("shared_model_folders", "/mnt", "must be a list of text; got '/mnt'."),
 ])
 def test_check_says_the_rule_and_keeps_nothing(tmp_path, name, value, rule):
     settings = Settings(tmp_path / "settings.json")
