@@ -106,3 +106,10 @@ def test_a_prompt_under_the_size_bound_is_still_counted():
     with pytest.raises(MessageTooLong, match="takes about"):
         fit_messages([ChatMessage(Role.USER, text)], counter, max_tokens=10)
     assert counter.calls >= 1
+
+
+@pytest.mark.parametrize("value", ["[" * 100_000, "[1, 2"])
+def test_a_limit_that_is_not_a_list_of_routes_is_one_sentence(value):
+    done = cli("quota", "set", "allowed_routes", value)
+    assert done.returncode == 2
+    assert "allowed_routes must be a comma list" in one_sentence(done.stderr)

@@ -91,7 +91,7 @@ def _parse_limit(name: str, text: str):
         if text.startswith("["):
             try:
                 return list(json.loads(text))
-            except ValueError:
+            except (ValueError, TypeError, RecursionError):  # not JSON, not a list, too deep
                 raise UsageError("allowed_routes must be a comma list such as local,auto."
                                  ) from None
         return [part.strip() for part in text.split(",") if part.strip()]
