@@ -90,12 +90,15 @@ class AnthropicEngine(CloudEngine):
                 state.text += text
                 return text or None
         elif kind == "message_delta":
-            reason = (data.get("delta") or {}).get("stop_reason")
-            if reason:
-                state.finish_reason = _FINISH.get(reason, FinishReason.STOP)
             usage = data.get("usage") or {}
             if usage.get("output_tokens") is not None:
                 state.completion_tokens = int(usage["output_tokens"])
+            reason = (data.get("delta") or {}).get("stop_reason")
+            if reason:
+                state.finish_reason = _FINISH.get(reason, FinishReason.STOP)
+                # the stop reason (with the final usage) ends the reply: message_stop after it
+                # carries nothing, so a stream that loses it is complete, not interrupted
+                state.done = True
         elif kind == "message_stop":
             state.done = True
         return None

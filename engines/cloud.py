@@ -10,7 +10,14 @@ wire format (``read_event``); this class does the rest, the same way for every p
 * cancel and deadlines shut the socket down at once, waking a blocked read; the response is
   always closed, so no connection is left open after a cancelled or failed stream;
 * a stream that dies after text ends with ``Finished(ERROR, StreamInterrupted(partial))``; one
-  that ends without its terminal event is an interruption, never a success.
+  that ends without its terminal event is an interruption, never a success, unless its stop
+  reason arrived: a reply whose stop reason arrived is complete (the terminal event after it
+  carries nothing);
+* the key in use is never passed on (``app.domain.secrets_mask``): it is masked in the streamed
+  text (also when split across deltas), in error bodies and error events, in the response headers
+  kept for the request log, and in the HTTP library's own messages; a message about a request
+  header that could not be sent is replaced by Outpost's own sentence. A key that no HTTP header
+  can carry (``app.config.secrets.validate_key``) is refused when the engine is built.
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ import httpx
 from app.accounting.metering import CloudCounter
 from app.accounting.tokens import encoding_for_model
 from app.config.providers import ProviderConfig
-from app.config.secrets import mask
+from app.config.secrets import validate_key
 from app.domain.errors import (
     ConnectionFailed,
     EngineError,
@@ -46,6 +53,8 @@ from app.domain.messages import (
     cancel_reason,
     estimate_tokens,
 )
+from app.domain.secrets_mask import SecretMask, remember
+from engines import network_guard
 from engines.base import EngineBase, EngineCapabilities, EngineInfo
 from engines.http_policy import (
     AttemptRecord,
@@ -157,7 +166,11 @@ class CloudEngine(EngineBase):
                  on_attempt: Callable[[AttemptRecord], None] | None = None,
                  client: httpx.Client | None = None, rng: random.Random | None = None):
         self.config = config
-        self.api_key = api_key
+        # checked here, before anything is sent: httpx would raise UnicodeEncodeError on a
+        # non-ASCII key and quote a key with a line break in its "illegal header" message
+        self.api_key = validate_key(api_key, f"The API key for {config.name}") \
+            if api_key else api_key
+        remember(self.api_key)
         self.model = model or config.default_model
         if not self.model:
             raise UsageError(f"No model chosen for provider {config.name}: pass --model or set "
@@ -168,7 +181,7 @@ class CloudEngine(EngineBase):
         self.rng = rng or random.Random()
         self.rate_limits: dict[str, str] = {}
         self._current_key = ""
-        self._client = client or httpx.Client(
+        self._client = client or network_guard.client(
             timeout=httpx.Timeout(connect=timeouts.connect, read=timeouts.idle,
                                   write=timeouts.connect, pool=timeouts.connect),
             headers={"User-Agent": USER_AGENT}, follow_redirects=False)
@@ -258,6 +271,11 @@ class CloudEngine(EngineBase):
             response = self._client.send(self._client.build_request("POST", url, json=body,
                                                                     headers=headers),
                                          stream=True)
+        except (UnicodeEncodeError, httpx.LocalProtocolError):
+            watchdog.stop()
+            unsendable = self._bad_header()
+            self._record(attempt, started, None, unsendable)
+            raise _Retry(unsendable, retryable=False) from None
         except httpx.HTTPError as exc:
             watchdog.stop()
             if watchdog.fired is WatchdogReason.CANCEL:
@@ -268,7 +286,9 @@ class CloudEngine(EngineBase):
             raise self._send_failure(exc, watchdog, attempt, started) from None
         status = response.status_code
         try:
-            self.rate_limits = rate_limit_headers(response.headers)
+            secrets = self.secrets()
+            self.rate_limits = {name: secrets.scrub(value) for name, value in
+                                rate_limit_headers(response.headers).items()}
             if status != 200:
                 raise self._status_failure(response, attempt, started)
             ctype = response.headers.get("content-type", "")
@@ -303,10 +323,21 @@ class CloudEngine(EngineBase):
         else:
             error = self._connection_error(exc)
             retryable = True
+        self.secrets().scrub_error(error)
         self._record(attempt, started, None, error)
         return _Retry(error, retryable)
 
+    def _bad_header(self) -> ConnectionFailed:
+        """A request header could not be sent (the HTTP library's message quotes the value, so
+        it is never passed on)."""
+        name = self.config.name
+        return ConnectionFailed(f"Outpost could not send the request to {name}: a request "
+                                "header has characters HTTP does not allow; check the API key "
+                                f"with `outpost keys set {name}`.")
+
     def _connection_error(self, exc: httpx.HTTPError) -> ConnectionFailed:
+        if isinstance(exc, httpx.LocalProtocolError):  # its message quotes our headers
+            return self._bad_header()
         name, url, text = self.config.name, self.config.base_url, str(exc).lower()
         if "refused" in text:
             return ConnectionFailed(f"Could not connect to {name}: nothing answered at {url} "
@@ -316,8 +347,8 @@ class CloudEngine(EngineBase):
                 "getaddrinfo" in text:
             return ConnectionFailed(f"Could not connect to {name}: the address of {url} could "
                                     "not be looked up (offline, or a typo in the base URL?).")
-        return ConnectionFailed(f"Could not connect to {name} at {url}: "
-                                f"{exc or type(exc).__name__}.")
+        return ConnectionFailed(self.scrub(f"Could not connect to {name} at {url}: "
+                                           f"{exc or type(exc).__name__}."))
 
     def _status_failure(self, response: httpx.Response, attempt: int, started: float) -> _Retry:
         body = b""
@@ -348,6 +379,8 @@ class CloudEngine(EngineBase):
         first_at = last_at = None
         failure: OutpostError | None = None
         chunks = response.iter_bytes()
+        secrets = self.secrets()
+        masked = secrets.stream()  # the key, even split across deltas, never reaches the caller
         try:
             for chunk in chunks:
                 for event in decoder.feed(chunk):
@@ -357,7 +390,9 @@ class CloudEngine(EngineBase):
                         first_at = first_at or now
                         last_at = now
                         watchdog.got_text = True
-                        yield TextDelta(text)
+                        shown = masked.feed(text)
+                        if shown:
+                            yield TextDelta(shown)
                     if state.error is not None or state.done:
                         break
                 if state.error is not None or state.done:
@@ -371,6 +406,14 @@ class CloudEngine(EngineBase):
         except httpx.HTTPError as exc:
             failure = ConnectionFailed(f"The connection to {self.config.name} broke: "
                                        f"{exc or type(exc).__name__}.")
+        rest = masked.flush()
+        if rest:
+            yield TextDelta(rest)
+        # a reply whose stop reason arrived is complete: what was still to come (the terminal
+        # event, OpenAI's usage chunk) carries no text, so its loss is no interruption
+        stopped = state.error is None and (state.done or state.finish_reason is not None)
+        if stopped and watchdog.fired is None:
+            failure = None
         if watchdog.fired is WatchdogReason.CANCEL:
             self._record(attempt, started, response.status_code, None, _cancel_outcome(
                 watchdog.cancel), self._usage(request, state) if state.text else None,
@@ -383,12 +426,13 @@ class CloudEngine(EngineBase):
                                     f"{self.timeouts.first_token:g} s.")
         if failure is None and state.error is not None:
             failure = state.error
-        if failure is None and state.done and state.finish_reason is FinishReason.ERROR:
+        if failure is None and stopped and state.finish_reason is FinishReason.ERROR:
             failure = ProviderError(f"{self.config.name} stopped the reply (content filter or "
                                     "refusal).", response.status_code, self.config.name)
-        if failure is None and not state.done:
+        if failure is None and not stopped:
             failure = StreamInterrupted(f"The stream from {self.config.name} ended before the "
                                         "reply was finished.", state.text)
+        secrets.scrub_error(failure)  # an error event or a library message may quote the key
         self._record(attempt, started, response.status_code, failure, None,
                      self._usage(request, state) if failure is None or state.text else None,
                      _ms(first_at, turn_started))
@@ -403,7 +447,8 @@ class CloudEngine(EngineBase):
                 retryable = False
             raise _Retry(failure, retryable)
         interrupted = failure if isinstance(failure, StreamInterrupted) else StreamInterrupted(
-            f"The reply from {self.config.name} was cut off: {failure}", state.text)
+            f"The reply from {self.config.name} was cut off: {failure}",
+            secrets.scrub(state.text))
         yield from self._finish(request, state, FinishReason.ERROR, turn_started, first_at,
                                 last_at, error=interrupted)
 
@@ -422,11 +467,14 @@ class CloudEngine(EngineBase):
         except httpx.HTTPError:
             pass
 
+    def secrets(self) -> SecretMask:
+        """The key in use, and every key this process has handled."""
+        return SecretMask([self.api_key])
+
     def scrub(self, text: str) -> str:
-        """A provider or proxy may echo the key in an error body: never pass it on."""
-        if self.api_key and self.api_key in text:
-            text = text.replace(self.api_key, mask(self.api_key))
-        return text
+        """A provider or proxy may echo the key (in an error body, an event, a header, the
+        text): never pass it on."""
+        return self.secrets().scrub(text)
 
     def get_model_ids(self, url: str, headers: dict) -> list[str]:
         """The ids of a provider's ``/models`` listing (both wire formats use ``data[].id``)."""

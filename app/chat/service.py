@@ -5,6 +5,12 @@
 content to the database at least every 0.5 s, and leaves it ``complete``, ``interrupted`` (user
 stop, dead stream, consumer gone) or ``error`` — never stuck in ``streaming`` while this process
 lives. The caller decides which thread runs what: the window runs ``run`` on a worker thread.
+
+No known secret is stored or shown: every stored key (and every key this process handled) is
+masked in the reply's text, its error and the error a turn raises (``app.domain.secrets_mask``),
+before anything reaches the database or the caller, so the window, the CLI and the exports get
+clean data. The keys are read once per turn, on the thread that streams it (keyring reads can be
+slow).
 """
 from __future__ import annotations
 
@@ -12,9 +18,10 @@ import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from app.config.presets import PresetBook
+from app.config.secrets import stored_keys
 from app.config.settings import Settings, default_user_id
 from app.domain.adapters import LoraAdapter, adapters_from_records
 from app.domain.context import Fit, TokenCounter, fit_messages
@@ -36,6 +43,7 @@ from app.domain.messages import (
     estimate_prompt_tokens,
 )
 from app.domain.sampling import KNOB_NAMES, sent_params
+from app.domain.secrets_mask import SecretMask, mask_stream
 from app.domain.structured import OutputCheck, lenient, repair_prompt, validate
 from app.domain.structured import response_format as json_response_format
 from app.domain.test_time import Selection
@@ -138,6 +146,10 @@ class Turn:
     # a late outbox answer only when the user has not gone on from the reply it stands beside
     activate: Activate = "always"
     output_check: OutputCheck | None = None  # structured output: how the reply was checked
+    # the keys to mask, read when the turn runs (default: every stored key)
+    secrets: Callable[[], SecretMask] = field(default=lambda: SecretMask(stored_keys()),
+                                              repr=False, compare=False)
+    _mask: SecretMask | None = field(default=None, repr=False, compare=False)
 
     def run(self, engine: Engine, cancel: threading.Event,
             route_reason: str | None = None) -> Iterator[StreamEvent]:
@@ -145,6 +157,7 @@ class Turn:
         (``app.chat.router.RoutedEngine``) reports who answered and why; that is stored too."""
         self.engine = engine
         self.route_reason = route_reason or self.route_reason
+        mask = self._mask = self.secrets()
         info = engine.info
         message = self.store.add_message(
             self.conversation_id, Role.ASSISTANT, "", status=MessageStatus.STREAMING,
@@ -156,7 +169,7 @@ class Turn:
         final_status = MessageStatus.INTERRUPTED
         error_text: str | None = "The reply stopped before it was finished."
         try:
-            for event in engine.stream(self.request, cancel):
+            for event in mask_stream(engine.stream(self.request, cancel), mask):
                 accumulate([event], reply)
                 if isinstance(event, TextDelta) and \
                         self.clock() - last_flush >= FLUSH_INTERVAL_S:
@@ -168,6 +181,7 @@ class Turn:
             if self.request.response_format and final_status is MessageStatus.COMPLETE:
                 final_status, error_text = yield from self._check_json(engine, cancel)
         except OutpostError as exc:
+            mask.scrub_error(exc)
             final_status, error_text = MessageStatus.ERROR, str(exc)
             if reply.text:
                 final_status = MessageStatus.INTERRUPTED
@@ -210,7 +224,8 @@ class Turn:
             else self.request.max_tokens)
         status, error = MessageStatus.COMPLETE, None
         # one reply repairs it (best-of-n does not sample all candidates again)
-        for event in engine.repair_engine().stream(again, cancel):
+        for event in mask_stream(engine.repair_engine().stream(again, cancel),
+                                 self.secret_mask()):
             accumulate([event], reply)
             if isinstance(event, Finished):
                 status, error = _final_status(event, bool(reply.text))
@@ -238,6 +253,12 @@ class Turn:
             reply.text = raw  # keep the text there is
         return MessageStatus.COMPLETE, (f"invalid JSON after one repair ({second.error}); the "
                                         "raw text is kept.")
+
+    def secret_mask(self) -> SecretMask:
+        """The keys this turn masks (read once, when it runs)."""
+        if self._mask is None:
+            self._mask = self.secrets()
+        return self._mask
 
     def selection(self) -> Selection | None:
         """Best-of-n / self-consistency: the candidates and how one won (None: one sample)."""
@@ -301,6 +322,9 @@ class Turn:
         reply = self.reply
         usage: Usage | None = reply.usage
         finish = reply.finish
+        mask = self.secret_mask()
+        reply.text = mask.scrub(reply.text)  # masked as it streamed; this is the last guard
+        error_text = mask.scrub_optional(error_text)
         if status is MessageStatus.COMPLETE and not reply.text.strip():
             # never a blank bubble: an empty (or blocked) output is an error the user can retry
             why = finish.reason.value if finish else "unknown"
@@ -341,16 +365,19 @@ class ChatService:
 
     def __init__(self, store: Store, settings: Settings, *, ledger: "UsageLedger | None" = None,
                  quotas: "QuotaGuard | None" = None, profile: str | None = None,
-                 presets: PresetBook | None = None):
+                 presets: PresetBook | None = None,
+                 secrets: Callable[[], Iterable[str]] = stored_keys):
         """``ledger``: the usage ledger (each reply's cost); ``quotas``: checked before anything
-        is sent; ``profile``: who is signed in (default: the machine's default profile). The
-        composition root (``app.compose``) passes them; tests may leave them out."""
+        is sent; ``profile``: who is signed in (default: the machine's default profile);
+        ``secrets``: every key to mask in what is stored and shown (default: all stored keys).
+        The composition root (``app.compose``) passes them; tests may leave them out."""
         self.store = store
         self.settings = settings
         self.outbox = Outbox(store)
         self.ledger = ledger
         self.quotas = quotas
         self.presets = presets or PresetBook()
+        self.secrets = secrets
         # the signed-in profile (app.storage.profiles): owns new conversations, may continue only
         # its own, and its quotas apply; the window changes it when the user switches profile
         self.profile: str = profile or default_user_id(settings)
@@ -405,6 +432,10 @@ class ChatService:
             return conversation.sampling.get("response_format")
         return None
 
+    def secret_mask(self) -> SecretMask:
+        """Every stored key, read now (a turn reads them once, when it runs)."""
+        return SecretMask(self.secrets())
+
     def queue_for_later(self, turn: Turn, provider: str, model: str | None,
                         error: Exception | None = None) -> OutboxItem:
         """Put the turn's request in the outbox (cloud wanted, provider unreachable). With
@@ -415,8 +446,9 @@ class ChatService:
         if error is not None and turn.assistant_message_id:
             self.store.update_message(
                 turn.assistant_message_id,
-                error=f"{error} Queued in the outbox (item {item.id}): it is sent once "
-                      f"{provider} can be reached.")
+                error=turn.secret_mask().scrub(
+                    f"{error} Queued in the outbox (item {item.id}): it is sent once "
+                    f"{provider} can be reached."))
         return item
 
     def recover_interrupted(self) -> int:
@@ -428,7 +460,7 @@ class ChatService:
         reply is stored as a sibling of the failed one."""
         return Turn(self.store, failed.conversation_id, failed.user_message_id, failed.request,
                     route_reason=failed.route_reason, outbox_plan=failed.outbox_plan,
-                    fit=failed.fit, ledger=self.ledger)
+                    fit=failed.fit, ledger=self.ledger, secrets=self.secret_mask)
 
     def start_turn(self, prompt: str, conversation_id: str | None = None, *, model: str,
                    options: TurnOptions = TurnOptions(), route: str | None = None,
@@ -537,7 +569,7 @@ class ChatService:
                               messages=fit.messages if fit is not None else tuple(messages),
                               user=self.profile, **request_args)
         turn = Turn(self.store, conversation_id, user_message_id, request, ledger=self.ledger,
-                    fit=fit)
+                    fit=fit, secrets=self.secret_mask)
         if self.quotas is not None:
             self.quotas.note_turn(request.idempotency_key)
         if self.ledger is not None:

@@ -1,34 +1,67 @@
 """API keys: only in the OS keychain (keyring), never in SQLite, settings, logs or exports.
 
-A keyring backend whose priority is below 1 (plaintext files, the null/fail backends) is refused
-with a plain explanation and two explicit choices: keep the key for this session only (memory), or
-opt in to a file readable only by the user (mode 0600). For the CLI, an environment variable
-(OPENAI_API_KEY / ANTHROPIC_API_KEY) is used when nothing is stored (after llm's ``get_key``:
-explicit -> stored -> environment).
+A keyring backend that is not a secure keychain is refused with a plain explanation and two
+explicit choices: keep the key for this session only (memory), or opt in to a file readable only
+by the user (mode 0600, ``keys.json``, written whole or not at all). "Not a secure keychain" is
+decided for every backend keyring can hand back (``keychain()``): priority below 1 (keyrings.alt's
+plaintext and encrypted files, the null and fail backends), a chainer with nothing secure to
+write to, and a backend that cannot even be loaded (keyrings.alt's EncryptedKeyring without
+pycryptodome raises when asked its priority). An encrypted file keyring would ask for its
+password on stdin in the middle of a command: it is refused like the rest. For the CLI, an
+environment variable (OPENAI_API_KEY / ANTHROPIC_API_KEY) is used when nothing is stored (after
+llm's ``get_key``: explicit -> stored -> environment).
+
+Keys are checked when stored (``validate_key``): printable ASCII without spaces (0x21-0x7e), the
+characters an HTTP header can carry; the refusal says what is wrong and where, never the key.
+Every key the store reads or writes is remembered by ``app.domain.secrets_mask`` so that it is
+masked in whatever Outpost shows, stores or logs; ``KeyStore.all_keys`` lists every stored key
+for the chat service's mask.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
-import stat
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 from urllib.parse import urlparse
 
 import keyring
 import keyring.errors
+from keyring.backends.chainer import ChainerBackend
 
 from app.config import paths
-from app.domain.errors import OutpostError, UsageError
+from app.config.atomic_file import write_atomic
+from app.config.providers import ProviderRegistry
+from app.domain.errors import OutpostError, StorageError, UsageError
+from app.domain.secrets_mask import SecretMask, remember
 
 SERVICE = "Outpost"
 # An environment key is sent only to the provider it was issued by, never to another server
 # that merely speaks the same wire format (a custom URL would otherwise receive it).
 ENV_VARS = {"api.openai.com": "OPENAI_API_KEY", "api.anthropic.com": "ANTHROPIC_API_KEY"}
 FALLBACKS = ("refuse", "memory", "file")
+_log = logging.getLogger(__name__)
 
 
 class InsecureKeyring(OutpostError):
     kind = "insecure_keyring"
+    exit_code = 2
+
+
+class InvalidKey(UsageError):
+    """A key with characters no API key has (spaces, line breaks, control or non-ASCII
+    characters): refused when stored, and by an engine given one from elsewhere."""
+
+    kind = "invalid_key"
+
+
+class KeyFileDamaged(StorageError):
+    """``keys.json`` (the insecure-file opt-in) is not what Outpost writes: it is never
+    overwritten, so the keys in it are not lost."""
+
+    kind = "key_file_damaged"
     exit_code = 2
 
 
@@ -40,9 +73,84 @@ def mask(key: str) -> str:
     return f"{prefix}…{key[-4:]}" if len(key) > 8 else "…"
 
 
-def backend_description() -> tuple[str, float]:
-    backend = keyring.get_keyring()
-    return f"{type(backend).__module__}.{type(backend).__name__}", float(backend.priority)
+def _what_is_wrong(char: str) -> str:
+    if char in "\r\n":
+        return "a line break"
+    if char == " ":
+        return "a space"
+    if char == "\t":
+        return "a tab"
+    if ord(char) < 0x20 or ord(char) == 0x7F:
+        return "a control character"
+    return "a character outside plain ASCII"
+
+
+def validate_key(key: str, whose: str = "The key") -> str:
+    """The key without surrounding whitespace; ``InvalidKey`` (one sentence that never contains
+    the key) when it is empty or has a character outside printable ASCII 0x21-0x7e. Spaces inside
+    are refused too: no provider issues keys with spaces, and one there is a paste gone wrong."""
+    key = key.strip()
+    if not key:
+        raise InvalidKey(f"{whose} is empty.")
+    for position, char in enumerate(key, start=1):
+        if not "\x21" <= char <= "\x7e":
+            raise InvalidKey(
+                f"{whose} contains {_what_is_wrong(char)} at character {position} of "
+                f"{len(key)}; API keys are printable ASCII without spaces, so paste it again "
+                "exactly as the provider shows it.")
+    return key
+
+
+@dataclass(frozen=True)
+class Keychain:
+    """What keyring offers here. ``secure``: keys may be stored there. ``problem``: why the
+    backend could not even be asked (None when it could)."""
+
+    name: str
+    priority: float | None
+    secure: bool
+    problem: str | None = None
+
+    def describe(self) -> str:
+        if self.problem:
+            return f"keyring backend {self.name}: {self.problem}"
+        priority = "unknown" if self.priority is None else f"{self.priority:g}"
+        return f"keyring backend {self.name}, priority {priority}"
+
+
+def _name(backend: object) -> str:
+    return f"{type(backend).__module__}.{type(backend).__name__}"
+
+
+def _priority(backend: object) -> float | None:
+    try:
+        return float(backend.priority)  # type: ignore[attr-defined]
+    except Exception:  # a backend computes its priority; a broken one raises anything
+        return None
+
+
+def keychain() -> Keychain:
+    """The keyring backend and whether it is a secure keychain; never raises."""
+    try:
+        backend = keyring.get_keyring()
+    except Exception as exc:  # a configured backend that cannot load raises anything
+        name = os.environ.get("PYTHON_KEYRING_BACKEND") or "configured in keyringrc.cfg"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return Keychain(name, None, False, f"it could not be loaded ({reason})")
+    name, priority = _name(backend), _priority(backend)
+    if isinstance(backend, ChainerBackend):
+        # a chainer writes to its first (highest-priority) backend: that one decides
+        try:
+            chained = list(backend.backends)
+        except Exception:  # one of the chained backends failed to load
+            chained = []
+        if not chained:
+            return Keychain(name, priority, False)
+        first = chained[0]
+        first_priority = _priority(first)
+        return Keychain(f"{name} -> {_name(first)}", first_priority,
+                        first_priority is not None and first_priority >= 1)
+    return Keychain(name, priority, priority is not None and priority >= 1)
 
 
 class KeyStore:
@@ -58,61 +166,65 @@ class KeyStore:
 
     @property
     def secure(self) -> bool:
-        return backend_description()[1] >= 1
+        return keychain().secure
 
-    def _refusal(self) -> InsecureKeyring:
-        name, priority = backend_description()
+    def _refusal(self, chain: Keychain, failure: str | None = None) -> InsecureKeyring:
+        why = (f"The OS keychain could not store the key ({failure})" if failure else
+               f"No secure keychain is available ({chain.describe()})")
         return InsecureKeyring(
-            f"No secure keychain is available (keyring backend {name}, priority {priority:g}), so "
-            "Outpost will not store the key there. Choose one: keep it for this session only "
-            "(window: \"Only this session\"; command line: OPENAI_API_KEY / ANTHROPIC_API_KEY for "
-            "api.openai.com / api.anthropic.com), or store it in a file only you can read "
-            f"(--insecure-file, {self.file_path}, mode 0600).")
+            f"{why}, so Outpost will not store the key there. Choose one: keep it for this "
+            "session only (window: \"Only this session\"; command line: OPENAI_API_KEY / "
+            "ANTHROPIC_API_KEY for api.openai.com / api.anthropic.com), or store it in a file "
+            f"only you can read (--insecure-file, {self.file_path}, mode 0600).")
 
     def set(self, provider: str, key: str) -> str:
         """Store ``key``; return where it went ("keychain", "memory" or "file")."""
-        key = key.strip()
-        if not key:
-            raise UsageError("The key is empty.")
-        if self.secure:
+        key = validate_key(key)
+        remember(key)
+        chain = keychain()
+        failure = None
+        if chain.secure:
             try:
                 keyring.set_password(SERVICE, provider, key)
                 return "keychain"
-            except keyring.errors.KeyringError as exc:
-                raise InsecureKeyring(f"The keychain refused to store the key: {exc}") from None
+            except Exception as exc:  # locked, no D-Bus, a backend's own error type
+                failure = SecretMask([key]).scrub(str(exc) or type(exc).__name__)
         if self.fallback == "memory":
             self._memory[provider] = key
             return "memory"
         if self.fallback == "file":
-            data = self._read_file()
+            data = self._read_file(strict=True)
             data[provider] = key
             self._write_file(data)
             return "file"
-        raise self._refusal()
+        raise self._refusal(chain, failure)
 
     def get(self, provider: str) -> str | None:
         if provider in self._memory:
             return self._memory[provider]
-        if self.secure:
-            try:
-                value = keyring.get_password(SERVICE, provider)
-            except keyring.errors.KeyringError:
-                value = None
-            if value:
-                return value
-        if self.file_path.exists():
-            return self._read_file().get(provider)
-        return None
+        value = self._from_keychain(provider)
+        if not value and self.file_path.exists():
+            value = self._read_file().get(provider)
+        remember(value)
+        return value or None
+
+    def _from_keychain(self, provider: str) -> str | None:
+        if not keychain().secure:
+            return None  # an insecure backend is never asked (an encrypted one would prompt)
+        try:
+            return keyring.get_password(SERVICE, provider)
+        except Exception:  # a locked or vanished keychain: as if nothing were stored
+            return None
 
     def delete(self, provider: str) -> None:
         self._memory.pop(provider, None)
-        if self.secure:
+        if keychain().secure:
             try:
                 keyring.delete_password(SERVICE, provider)
-            except keyring.errors.PasswordDeleteError:
+            except Exception:  # nothing stored there, or the keychain is gone: nothing to do
                 pass
         if self.file_path.exists():
-            data = self._read_file()
+            data = self._read_file(strict=True)
             if data.pop(provider, None) is not None:
                 self._write_file(data)
 
@@ -120,22 +232,65 @@ class KeyStore:
         """explicit -> stored -> the environment variable of the official API at ``base_url``
         (OPENAI_API_KEY only for api.openai.com, ANTHROPIC_API_KEY only for api.anthropic.com)."""
         if explicit:
+            remember(explicit)
             return explicit
         stored = self.get(provider)
         if stored:
             return stored
         variable = ENV_VARS.get((urlparse(base_url).hostname or "").lower())
-        return (os.environ.get(variable, "") or None) if variable else None
+        value = os.environ.get(variable, "").strip() if variable else ""
+        remember(value)
+        return value or None
 
-    def _read_file(self) -> dict[str, str]:
+    def all_keys(self, providers: Iterable[str]) -> frozenset[str]:
+        """Every key this store knows (for masking): the session's, the file's, the keychain's
+        for each of ``providers``, and the environment's."""
+        keys = set(self._memory.values())
+        if self.file_path.exists():
+            keys |= {v for v in self._read_file().values()}
+        for provider in providers:
+            keys.add(self._from_keychain(provider) or "")
+        keys |= {os.environ.get(variable, "").strip() for variable in ENV_VARS.values()}
+        keys.discard("")
+        for key in keys:
+            remember(key)
+        return frozenset(keys)
+
+    def _read_file(self, strict: bool = False) -> dict[str, str]:
+        """The keys in ``keys.json`` ({} when there is none). A file that cannot be read or is
+        not what Outpost writes: ``strict`` (about to write) raises ``KeyFileDamaged``, so the
+        keys in it are never overwritten; otherwise it is logged and no key is found there."""
         try:
-            return json.loads(self.file_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = json.loads(self.file_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
             return {}
+        except (OSError, ValueError) as exc:
+            why = "it could not be read" if isinstance(exc, OSError) else "it is not valid JSON"
+            return self._damaged(why, strict)
+        if not isinstance(data, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+            return self._damaged("it is not a list of provider keys", strict)
+        return data
+
+    def _damaged(self, why: str, strict: bool) -> dict[str, str]:
+        message = (f"The key file {self.file_path} is damaged ({why}); Outpost will not "
+                   "overwrite it: move it away and store the keys again.")
+        if strict:
+            raise KeyFileDamaged(message)
+        _log.warning("%s", message)
+        return {}
 
     def _write_file(self, data: dict[str, str]) -> None:
+        """Whole or not at all (temporary file, fsync, rename), mode 0600 from the first byte."""
         self.file_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.file_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle)
-        os.chmod(self.file_path, stat.S_IRUSR | stat.S_IWUSR)
+        write_atomic(self.file_path, json.dumps(data), mode=0o600)
+
+
+def stored_keys() -> frozenset[str]:
+    """Every key Outpost keeps (the keychain's for each configured provider, the opt-in file's,
+    the environment's, and those this process handled): what the chat service masks."""
+    try:
+        names = [config.name for config in ProviderRegistry().list()]
+    except OutpostError:  # a damaged providers file: the keys of the others are still masked
+        names = []
+    return KeyStore(fallback="file").all_keys(names)

@@ -7,9 +7,13 @@ monthly totals are queries over it (``totals``), so two processes writing at onc
 Costs: a cloud attempt is priced from ``resources/prices.json`` (``app.accounting.pricing``); a
 model with no known price has ``cost_usd`` NULL, counted and shown as *unknown*, never as zero.
 Local attempts cost nothing; their tokens and seconds are still counted.
+
+No key reaches a row: the response headers an attempt kept are masked again here with every key
+this process handled (``app.domain.secrets_mask``), whoever built the record.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
@@ -20,6 +24,7 @@ from app.accounting.pricing import cost_of
 from app.config.settings import default_user_id
 from app.domain.errors import OutpostError
 from app.domain.messages import Usage
+from app.domain.secrets_mask import SecretMask
 from app.storage.store import Store, storage_errors
 
 
@@ -93,6 +98,11 @@ class UsageLedger:
         return cost.usd, cost.estimated
 
     def record(self, record) -> None:
+        if record.rate_limits:
+            secrets = SecretMask()
+            record = dataclasses.replace(record, rate_limits={
+                secrets.scrub(str(k)): secrets.scrub(str(v))
+                for k, v in record.rate_limits.items()})
         usage = None
         if record.prompt_tokens is not None or record.completion_tokens is not None:
             usage = Usage(record.prompt_tokens or 0, record.completion_tokens or 0,

@@ -1,0 +1,72 @@
+"""The secret mask is pure: texts and events in, masked texts and events out, tested on every way
+a streamed key can be split."""
+from __future__ import annotations
+
+import pytest
+
+from app.domain.errors import AuthError, StreamInterrupted
+from app.domain.messages import Finished, FinishReason, TextDelta, Usage
+from app.domain.secrets_mask import REDACTED, SecretMask, mask_stream
+
+KEY = "sk-mask-test-0a1b2c3d4e5f"
+OTHER = "sk-ant-other-99887766"
+
+
+def streamed(mask: SecretMask, pieces: list[str]) -> tuple[str, list[str]]:
+    text = mask.stream()
+    out = [text.feed(p) for p in pieces] + [text.flush()]
+    return "".join(out), out
+
+
+def test_whole_texts_lose_every_known_secret_and_keep_the_rest():
+    mask = SecretMask([KEY, OTHER, "short", None, ""])
+    assert mask.scrub(f"a {KEY} b {OTHER} c short") == f"a {REDACTED} b {REDACTED} c short"
+    assert mask.scrub("nothing secret") == "nothing secret"
+
+
+@pytest.mark.parametrize("cut", range(1, len(KEY)))
+def test_a_key_split_across_two_deltas_is_caught_at_every_split(cut):
+    text, _ = streamed(SecretMask([KEY]), [f"Your key: {KEY[:cut]}", f"{KEY[cut:]} ok"])
+    assert text == f"Your key: {REDACTED} ok"
+
+
+def test_a_key_sent_one_character_at_a_time_is_caught():
+    message = f"[{KEY}] and [{OTHER}]"
+    text, pieces = streamed(SecretMask([KEY, OTHER]), list(message))
+    assert text == f"[{REDACTED}] and [{REDACTED}]"
+    assert not any(KEY[:4] in p for p in pieces)
+
+
+def test_ordinary_text_is_never_held_back():
+    mask = SecretMask([KEY])
+    text = mask.stream()
+    assert text.feed("Hello there, ") == "Hello there, " and text.held == 0
+    assert text.feed("the answer is s") == "the answer is " and text.held == 1  # could be "sk-"
+    assert text.feed("ome text") == "some text" and text.held == 0
+    assert text.feed("sk-mask") == "" and text.flush() == "sk-mask"  # the end: let it out
+
+
+def test_a_key_inside_a_longer_key_is_masked_whole():
+    long = KEY + "-extended-part"
+    assert SecretMask([KEY, long]).scrub(f"x{long}y") == f"x{REDACTED}y"
+
+
+def test_a_stream_of_events_is_masked_and_keeps_its_order():
+    error = StreamInterrupted(f"cut off: the provider said {KEY}", f"partial {KEY}")
+    events = [TextDelta("Key "), TextDelta(KEY[:6]), TextDelta(KEY[6:]), TextDelta(" s"),
+              Usage(1, 2), Finished(FinishReason.ERROR, error=error)]
+    out = list(mask_stream(events, SecretMask([KEY])))
+    assert "".join(e.text for e in out if isinstance(e, TextDelta)) == f"Key {REDACTED} s"
+    assert [type(e) for e in out][-2:] == [Usage, Finished]
+    assert str(error) == f"cut off: the provider said {REDACTED}"
+    assert error.partial == f"partial {REDACTED}" and KEY not in repr(error.args)
+
+
+def test_an_error_the_stream_raises_is_masked():
+    def failing():
+        yield TextDelta("a")
+        raise AuthError(f"refused the key {KEY}", 401, "p")
+
+    with pytest.raises(AuthError) as raised:
+        list(mask_stream(failing(), SecretMask([KEY])))
+    assert str(raised.value) == f"refused the key {REDACTED}"
