@@ -3,9 +3,10 @@
 
 It hands the user's message to the core's turn pipeline (``app.chat.pipeline``: route, engine, the
 prompt saved before anything is sent), gives the pending turn to the StreamWorker's thread,
-buffers the deltas that come back and flushes them to the view on a timer (every FLUSH_MS), so a
-fast model never makes the window re-render per token. It decides nothing about routes, engines
-or the outbox: it says what the user chose (``TurnTarget``) and renders what comes back.
+and on a timer (every FLUSH_MS) takes the text that came meanwhile from the worker's mailbox and
+renders it, so a fast model never makes the window wake up, or re-render, per token. It decides
+nothing about routes, engines or the outbox: it says what the user chose (``TurnTarget``) and
+renders what comes back.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import threading
 from enum import StrEnum
 
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
+from PySide6.QtGui import QGuiApplication
 
 from app.chat.pipeline import PendingTurn, Queued, TurnOutcome, TurnPipeline, TurnTarget
 from app.chat.service import NEW_ROOT, ChatService, TurnOptions
@@ -50,6 +52,7 @@ class ChatController(QObject):
     outbox_changed = Signal()
     route_changed = Signal(str)  # the effective route policy of the current conversation
     turn_requested = Signal(object, object)  # PendingTurn, cancel -> StreamWorker.run_turn
+    warm_up_requested = Signal()  # -> StreamWorker.warm_up, once
 
     def __init__(self, pipeline: TurnPipeline, loader: ModelLoader, view: ConversationView,
                  cloud: "CloudTargets | None" = None, parent: QObject | None = None,
@@ -93,8 +96,11 @@ class ChatController(QObject):
         self._worker.moveToThread(self._thread)
         self._thread.finished.connect(self._worker.deleteLater)
         self.turn_requested.connect(self._worker.run_turn)
+        self.warm_up_requested.connect(self._worker.warm_up)
         self._worker.model_wait_started.connect(self._on_model_wait_started)
-        self._worker.delta_received.connect(self._on_delta)
+        self._mailbox = self._worker.mailbox  # the streamed text (see ui.stream_worker)
+        self._rendered: tuple[str, str, object] | None = None  # the finished reply's HTML
+        self._worker.reply_rendered.connect(self._on_reply_rendered)
         self._worker.turn_ended.connect(self._on_turn_ended)
         self._worker.turn_failed.connect(self._on_turn_failed)
         self._worker.seam_received.connect(self._on_seam)
@@ -102,6 +108,7 @@ class ChatController(QObject):
         self._worker.turn_queued.connect(self._on_turn_queued)
         self._worker.notice.connect(self.notice)
         self._thread.start()
+        self.warm_up_requested.emit()
 
     # -- commands from the window -------------------------------------------------------------
     @property
@@ -339,6 +346,8 @@ class ChatController(QObject):
         self._bubble = self.view.add_bubble(Role.ASSISTANT)
         self._bubble.set_placeholder("…")
         self._buffer.clear()
+        self._mailbox.take_all()  # nothing of an earlier turn is left; this keeps it so
+        self._rendered = None
         self._set_state(STREAMING)
         self._timer.start()
         self.turn_requested.emit(pending, self._cancel)
@@ -399,21 +408,27 @@ class ChatController(QObject):
             if self._bubble is not None:
                 self._bubble.set_placeholder("Waiting for the model to finish loading…")
 
-    @Slot(str)
-    def _on_delta(self, text: str) -> None:
-        if self.state == WAITING:
-            self._set_state(STREAMING)
-        self._buffer.append(text)
+    def _take_text(self, everything: bool = False) -> None:
+        """Move what the worker streamed meanwhile into the buffer (``everything``: the turn
+        has ended, take what is left)."""
+        text = self._mailbox.take_all() if everything else self._mailbox.take()
+        if text:
+            if self.state == WAITING:
+                self._set_state(STREAMING)
+            self._buffer.append(text)
 
     @Slot(str, str, int)
     def _on_seam(self, label: str, reason: str, offset: int) -> None:
-        self._flush()
+        self._flush()  # the text before the seam; the text after it is let through below
+        self._mailbox.unseal()
         if self._bubble is not None:
             self._bubble.add_seam(label, reason)
 
     @Slot(str)
     def _on_restart(self, reason: str) -> None:
         """The reply was not valid JSON and is asked for again: start the bubble over."""
+        self._mailbox.take()  # the text before the restart is dropped
+        self._mailbox.unseal()
         self._buffer.clear()
         if self._bubble is not None:
             self._bubble.restart("Not valid JSON; asking once more…")
@@ -434,9 +449,24 @@ class ChatController(QObject):
 
     @Slot()
     def _flush(self) -> None:
+        self._take_text()
         if self._buffer and self._bubble is not None:
             self._bubble.append_text("".join(self._buffer))
             self._buffer.clear()
+
+    @Slot(str, str, object)
+    def _on_reply_rendered(self, text: str, html: str, palette_key: object) -> None:
+        """The finished reply's HTML, rendered on the worker's thread (see ``_end_turn``)."""
+        self._rendered = (text, html, palette_key)
+
+    def _finished_html(self, message: Message) -> str | None:
+        """The HTML the worker rendered for ``message``, if it still holds (same text, same
+        palette); None: the bubble renders it itself."""
+        rendered, self._rendered = self._rendered, None
+        if rendered is None or rendered[0] != message.content or (message.segments and
+                                                                 len(message.segments) > 1):
+            return None
+        return rendered[1] if rendered[2] == QGuiApplication.palette().cacheKey() else None
 
     @Slot(object)
     def _on_turn_ended(self, outcome: TurnOutcome) -> None:
@@ -474,11 +504,14 @@ class ChatController(QObject):
     def _end_turn(self, message: Message | None) -> Message | None:
         """Back to idle, the bubble showing the stored reply as it ended."""
         self._timer.stop()
+        self._take_text(everything=True)
         self._flush()
         if message is not None and self._bubble is not None:
             if message.content:  # rendered whole once, as it shows when reopened (a checked,
-                # maybe repaired, JSON reply included)
-                self._bubble.set_text(message.content, message.segments)
+                # maybe repaired, JSON reply included); its Markdown was rendered off this thread
+                self._bubble.message_id = message.id  # (so the render cache keeps it)
+                self._bubble.set_text(message.content, message.segments,
+                                      rendered=self._finished_html(message))
             if not message.content:
                 self._bubble.show_no_reply()
             self._bubble.show_message_state(message)
