@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QFileDialog, QWidget
 from app.storage.store import Store
 from app.storage.transfer import importer
 from app.storage.transfer.export import export_conversations, format_for
+from app.config.secrets import stored_keys
 from app.storage.transfer.files import write_whole
 from ui.tasks import TaskRunner
 
@@ -60,7 +61,8 @@ class TransferMenu(QObject):
         fmt = format_for(str(path))
 
         def job() -> str:
-            write_whole(path, export_conversations(self.store, ids, fmt).encode("utf-8"))
+            text = export_conversations(self.store, ids, fmt, secrets=stored_keys())
+            write_whole(path, text.encode("utf-8"))
             return (f"Exported {len(ids)} chat{'s' if len(ids) != 1 else ''} to {path.name} "
                     f"({_FORMAT_NAMES.get(fmt, fmt)}).")
 

@@ -627,3 +627,27 @@ def test_an_export_of_nothing_is_still_a_file(target):
 def test_the_format_follows_the_file_name():
     assert [format_for(p) for p in ("a.md", "b.HTML", "c.htm", "d.json", "e.txt", None)] == \
         ["md", "html", "html", "json", "json", "json"]
+
+
+# -- keys a provider echoed into a database written before replies were masked ----------------
+KEY = 'sk-live-"quoted"<and>&-0123456789'
+
+
+@pytest.mark.parametrize("fmt", ["json", "md", "html"])
+def test_an_export_never_holds_a_known_key_in_any_escaping(tmp_path, fmt):
+    store = Store(tmp_path / "old.db")
+    try:
+        conversation = store.create_conversation("Keys", profile=PROFILE)
+        store.add_message(conversation.id, Role.USER, "what did the proxy say?")
+        store.add_message(conversation.id, Role.ASSISTANT, f"Echo: Authorization: Bearer {KEY}",
+                          model="m")
+        text = export_conversations(store, [conversation.id], fmt, secrets=[KEY])
+        plain = export_conversations(store, [conversation.id], fmt)
+    finally:
+        store.close()
+    import html as html_module
+
+    for form in (KEY, json.dumps(KEY)[1:-1], html_module.escape(KEY)):
+        assert form not in text
+    assert "[redacted]" in text
+    assert any(form in plain for form in (KEY, json.dumps(KEY)[1:-1], html_module.escape(KEY)))

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from app.cli.commands.common import emit, open_core
+from app.config.secrets import stored_keys
 from app.domain.errors import UsageError
 from app.storage.transfer import importer
 from app.storage.transfer.export import export_conversations, format_for
@@ -32,7 +33,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             ids = list(dict.fromkeys(args.ids))  # each once, in the order given
             for conversation_id in ids:
                 core.profiles.check_owner(core.profile, store.get_conversation(conversation_id))
-        data = export_conversations(store, ids, fmt).encode("utf-8")
+        data = export_conversations(store, ids, fmt, secrets=stored_keys()).encode("utf-8")
     finally:
         store.close()
     _write_output(output, data)

@@ -3,14 +3,21 @@
 Everything is read in one read transaction, so a reply being written meanwhile is exported as
 it was at one moment (never an active leaf without its message). Which conversations a profile
 may export is the caller's business (the CLI exports only the signed-in profile's).
+
+``secrets`` (the caller's known API keys) are masked in the file, as written (JSON- or
+HTML-escaped too): replies are masked before they are stored, but a database written by an
+older version may still hold a key a provider echoed.
 """
 from __future__ import annotations
 
 import contextlib
+import html
+import json
 from pathlib import PurePath
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from app.domain.errors import UsageError
+from app.domain.secrets_mask import SecretMask
 from app.storage.store import Store, storage_errors
 from app.storage.transfer import outpost_json, readable
 
@@ -23,15 +30,20 @@ def format_for(path: str | None) -> str:
     return _BY_SUFFIX.get(PurePath(path).suffix.lower(), "json") if path else "json"
 
 
-def export_conversations(store: Store, conversation_ids: list[str], fmt: str) -> str:
+def export_conversations(store: Store, conversation_ids: list[str], fmt: str,
+                         secrets: Iterable[str] = ()) -> str:
     """The conversations, in the order given, as the text of one file in ``fmt``."""
     if fmt not in FORMATS:
         raise UsageError(f"Unknown export format {fmt!r}: use {', '.join(FORMATS)}.")
     with _snapshot(store):
         if fmt == "json":
-            return outpost_json.dump(store, conversation_ids)
-        items = [_shown(store, conversation_id) for conversation_id in conversation_ids]
-    return readable.markdown(items) if fmt == "md" else readable.page(items)
+            text = outpost_json.dump(store, conversation_ids)
+        else:
+            items = [_shown(store, conversation_id) for conversation_id in conversation_ids]
+            text = readable.markdown(items) if fmt == "md" else readable.page(items)
+    written = {form for secret in secrets if secret
+               for form in (secret, json.dumps(secret)[1:-1], html.escape(secret))}
+    return SecretMask(written).scrub(text)
 
 
 def _shown(store: Store, conversation_id: str) -> readable.Shown:
