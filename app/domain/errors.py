@@ -234,6 +234,7 @@ KIND_WORDS = {
     "config_invalid": "a config file is damaged",
     "offline_mode": "Offline mode is on",
     "file_write": "a file could not be written",
+    "invalid_key": "not a usable API key", "key_file_damaged": "the key file is damaged",
     "database_damaged": "the database is damaged",
 }
 

@@ -160,5 +160,5 @@ def test_a_users_context_window_wins_over_the_table(outpost_home):
     assert CloudCounter("openai", "my-vllm-model").context_window == 32768
     assert CloudCounter("openai", "gpt-4o-mini").context_window == 8000 != known
     path.write_text(json.dumps({"my-vllm-model": 0}))
-    with pytest.raises(Exception, match="whole number of tokens"):
+    with pytest.raises(Exception, match="context_windows.json is invalid: .my-vllm-model. must be a whole number from 1"):
         CloudCounter("openai", "my-vllm-model").context_window

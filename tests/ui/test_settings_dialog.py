@@ -37,6 +37,12 @@ def settings():
 
 @pytest.fixture
 def make_dialog(qtbot, settings):
+    from PySide6.QtWidgets import QApplication
+
+    from ui.input_guard import install_input_guard
+
+    install_input_guard(QApplication.instance())  # as OutpostApp does: this file alone, too
+
     def make(**kwargs) -> SettingsDialog:
         dialog = SettingsDialog(settings, **kwargs)
         qtbot.addWidget(dialog)
