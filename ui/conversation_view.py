@@ -1,4 +1,8 @@
-"""The chat view: one bubble widget per message in a scroll area.
+"""The chat view: a bubble widget per message in a scroll area, built only near the screen.
+
+A chat of any length opens at the bottom with a screenful of bubbles built; more are built as the
+user scrolls towards them, and those far away are dropped (``ConversationView``). A finished
+message's HTML is kept in ``ui.render_cache``, so building its bubble again renders nothing.
 
 Streaming touches only the last bubble: new text is rendered incrementally (see ui.markdown) and
 set on that bubble's label; the rest of the conversation is never re-laid out per token.
@@ -8,7 +12,7 @@ from __future__ import annotations
 import html
 from typing import Callable
 
-from PySide6.QtCore import QPoint, QSizeF, Qt, QTimer, QUrl, Signal, Slot
+from PySide6.QtCore import QEvent, QPoint, QSizeF, Qt, QTimer, QUrl, Signal, Slot
 from PySide6.QtGui import (
     QDesktopServices,
     QGuiApplication,
@@ -42,6 +46,7 @@ from ui.message_actions import (
     Versions,
     VersionSwitcher,
 )
+from ui.render_cache import RENDERED
 
 NO_REPLY = "No reply."  # what a reply without text shows, live and after reopening alike
 _BUBBLE_NAMES = {Role.USER: "Your message", Role.ASSISTANT: "Reply", Role.SYSTEM: "System message"}
@@ -182,6 +187,7 @@ class MessageBubble(QFrame):
         self.footer.setWordWrap(True)
         self.footer.hide()
         self.message_id: str | None = None
+        self.message: Message | None = None  # the stored message shown (see ``stored``)
         self.details_button = QPushButton("Details")
         self.details_button.setFlat(True)
         self.details_button.setCursor(Qt.CursorShape.PointingHandCursor)
@@ -349,26 +355,36 @@ class MessageBubble(QFrame):
         self.refresh_actions()
         super().leaveEvent(event)
 
-    def set_text(self, text: str, segments: list[dict] | None = None) -> None:
+    def set_text(self, text: str, segments: list[dict] | None = None,
+                 rendered: str | None = None) -> None:
+        """Show a finished message: its HTML comes from the render cache when this bubble's
+        message (``message_id``) was rendered before in this palette. ``rendered``: its HTML
+        made ahead, in this palette (a finished reply's, on the stream worker's thread)."""
         self.text = text
         self._tail_from = None
         self._segments, self._streamed, self._placeholder = segments, False, None
+        if self.role is not Role.USER and segments and len(segments) >= 2:
+            self.seams = [(segment.get("start") or 0,
+                           f"{segment.get('engine')} · {segment.get('model')}")
+                          for segment in segments[1:]]
+        self.body.setHtml(RENDERED.html(self.message_id, text, segments,
+                                        lambda: rendered if rendered is not None
+                                        else self._html_of(text, segments)))
+
+    def _html_of(self, text: str, segments: list[dict] | None) -> str:
         if self.role is Role.USER:
-            self.body.setHtml("<p style='white-space:pre-wrap'>" + _escape(text) + "</p>")
-            return
+            return "<p style='white-space:pre-wrap'>" + _escape(text) + "</p>"
         if not segments or len(segments) < 2:
-            self.body.setHtml(render(text))
-            return
-        html, self.seams = "", []
+            return render(text)
+        html = ""
         for index, segment in enumerate(segments):
             start = segment.get("start") or 0
             end = segment.get("end")
             if index:
                 label = f"{segment.get('engine')} · {segment.get('model')}"
                 html += _seam_html(label, segment.get("reason") or "")
-                self.seams.append((start, label))
             html += render(text[start:end if end is not None else len(text)])
-        self.body.setHtml(html)
+        return html
 
     def append_text(self, delta: str) -> None:
         """More of a streaming reply. Only the block still being written is rendered and
@@ -453,8 +469,21 @@ class MessageBubble(QFrame):
         self.footer.setText(text)
         self.footer.setVisible(bool(text))
 
+    def stored(self) -> Message | None:
+        """The stored message this bubble shows, to build it again after the view dropped it;
+        None for a reply not saved yet."""
+        if self.message_id is None:
+            return None
+        if self.message is not None and self.message.id == self.message_id:
+            return self.message
+        if self.role is Role.USER:  # a prompt shown as sent: its text is all it shows
+            return Message(self.message_id, "", self.role, self.text, MessageStatus.COMPLETE,
+                           "", "")
+        return None
+
     def show_message_state(self, message: Message) -> None:
         self.message_id = message.id
+        self.message = message
         self.details_button.setVisible(message.role is Role.ASSISTANT)
         note = _STATUS_NOTES.get(message.status, "")
         if message.status is MessageStatus.INTERRUPTED and message.error:
@@ -514,7 +543,23 @@ def _escape(text: str) -> str:
 
 
 class ConversationView(QScrollArea):
-    """Shows one conversation. Knows nothing about engines or the database."""
+    """Shows one conversation, building bubbles only around what is on screen.
+
+    The conversation's path is held as three parts: ``_older`` (messages above the built ones,
+    not built), ``bubbles`` (built, in order) and ``_newer`` (below them, not built; only after
+    a jump to an old message). A chat opens at the bottom with a screenful built; as the user
+    scrolls, a few more are built ahead on the side they scroll towards (``_fill``, one small
+    batch per event-loop turn) and bubbles more than ``FAR_SCREENS`` away are dropped (their
+    HTML stays in ``ui.render_cache``, so coming back costs no render). What is on screen never
+    moves when bubbles come or go above it: the topmost visible bubble is the anchor, and the
+    scroll position follows it (``_keep_anchor``). Knows nothing about engines or the database.
+    """
+
+    MARGIN_SCREENS = 1.0  # built beyond the viewport on a side that has unbuilt messages
+    FAR_SCREENS = 3.0  # bubbles further than this from the viewport are dropped
+    PER_TURN = 1  # bubbles built per event-loop turn while filling the margin (~10 ms)
+    BUILD_ALL = 24  # show_path builds up to this many new messages below; more re-open
+    HIDDEN = 6  # built while the view is hidden (heights are unknown until it is shown)
 
     details_requested = Signal(str)  # a reply's message id: show what was sent and measured
     # what a bubble's actions ask for (see MessageBubble); the controller acts on them
@@ -543,16 +588,29 @@ class ConversationView(QScrollArea):
                              "Everything stays on this computer with the local model.")
         self._empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         theme.restyle(self._empty, lambda: f"color:{theme.muted_text(0.5)}; font-size:14px;")
-        self._layout.addWidget(self._empty)
+        self._layout.addWidget(self._empty)  # layout index 0; the bubbles follow it
         self._layout.addStretch(1)
         # who else may answer a Regenerate ([(label, "local" | "provider:NAME")]); the window
         # sets it (the view knows nothing about providers)
         self.regenerate_choices: Callable[[], list[tuple[str, str]]] = lambda: []
         self.setWidget(self._content)
-        self.bubbles: list[MessageBubble] = []
-        self._follow = True
+        self.bubbles: list[MessageBubble] = []  # the built ones, top to bottom
+        self._older: list[Message] = []  # above the built bubbles, oldest first
+        self._newer: list[Message] = []  # below them (only after a jump), oldest first
+        self._versions: dict[str, Versions] = {}
+        self.built = 0  # bubbles built from stored messages, ever (the tests count work)
+        self._follow = True  # stay at the bottom (a reply streams in)
+        self._anchor: tuple[MessageBubble, int] | None = None  # (top visible bubble, its y - value)
+        self._moving = False  # the view itself is moving the scroll bar
+        self._fill_timer = QTimer(self)
+        self._fill_timer.setSingleShot(True)
+        self._fill_timer.setInterval(0)
+        self._fill_timer.timeout.connect(self._fill_a_little)
         self.verticalScrollBar().valueChanged.connect(self._on_scrolled)
         self.verticalScrollBar().rangeChanged.connect(self._on_range_changed)
+        # while the scroll bar's handle is dragged nothing is added above (it would move under
+        # the pointer): the older messages come once it is let go
+        self.verticalScrollBar().sliderReleased.connect(self._fill_timer.start)
         # a bubble shows its actions while focus is inside it (a child button included)
         QApplication.instance().focusChanged.connect(self._on_focus_changed)
 
@@ -560,17 +618,12 @@ class ConversationView(QScrollArea):
         """What an empty conversation says (it depends on where messages go)."""
         self._empty.setText(text)
 
+    # -- what the controller and the window call --------------------------------------------
     def clear(self) -> None:
         self._remove_from(0)
+        self._older, self._newer = [], []
         self._follow = True
-
-    def _remove_from(self, index: int) -> None:
-        for bubble in self.bubbles[index:]:
-            self._layout.removeWidget(bubble)
-            bubble.hide()  # gone at once; deleted once its own signals have returned
-            bubble.deleteLater()
-        del self.bubbles[index:]
-        self._empty.setVisible(not self.bubbles)
+        self._show_empty()
 
     def show_messages(self, messages: list[Message],
                       versions: dict[str, Versions] | None = None) -> None:
@@ -580,22 +633,37 @@ class ConversationView(QScrollArea):
     def show_path(self, messages: list[Message],
                   versions: dict[str, Versions] | None = None) -> None:
         """Show ``messages`` (a path of the tree): the bubbles that already show its first
-        messages stay as they are; only those below the first difference are built again."""
+        messages stay as they are; only those below the first difference are built again (a
+        long new part opens at the bottom, a screenful built)."""
+        self._versions = dict(versions or {})
+        known = [m.id for m in self._older] + [b.message_id for b in self.bubbles] + \
+            [m.id for m in self._newer]
         same = 0
-        while same < min(len(messages), len(self.bubbles)) and \
-                self.bubbles[same].message_id == messages[same].id:
+        while same < min(len(messages), len(known)) and known[same] == messages[same].id:
             same += 1
-        self._remove_from(same)
-        for message in messages[same:]:
-            bubble = self.add_bubble(message.role)
-            bubble.set_text(message.content, message.segments)
-            if not message.content and message.status is not MessageStatus.COMPLETE:
-                bubble.show_no_reply()
-            bubble.show_message_state(message)
-        self.show_versions(versions or {})
+        first, end = len(self._older), len(self._older) + len(self.bubbles)
+        if same == len(known) == len(messages):
+            self.show_versions(self._versions)
+            return
+        kept = min(same, end) - first  # bubbles that stay
+        rest = messages[first + max(kept, 0):]
+        if kept <= 0 or len(rest) > self.BUILD_ALL:
+            self._open_at_bottom(messages)
+        else:
+            self._remove_from(kept)
+            for index, bubble in enumerate(self.bubbles):  # now known as stored: droppable
+                bubble.message = bubble.message or messages[first + index]
+            self._newer = []
+            for message in rest:
+                self._build(message, len(self.bubbles))
+            self._follow = True
+        self.show_versions(self._versions)
+        self._show_empty()
 
     def show_versions(self, versions: dict[str, Versions]) -> None:
-        """Each bubble's ‹ n/m › (a bubble not in ``versions`` has no other version)."""
+        """Each bubble's ‹ n/m › (a bubble not in ``versions`` has no other version); bubbles
+        built later take theirs from here too."""
+        self._versions = dict(versions)
         for bubble in self.bubbles:
             bubble.show_versions(versions.get(bubble.message_id) if bubble.message_id else None)
 
@@ -605,13 +673,107 @@ class ConversationView(QScrollArea):
         for index, bubble in enumerate(self.bubbles):
             if bubble.message_id == message_id:
                 self._remove_from(index)
+                self._newer = []
                 return
+        for part in (self._older, self._newer):
+            for index, message in enumerate(part):
+                if message.id == message_id:
+                    if part is self._older:
+                        self._remove_from(0)
+                        self._newer = []
+                    del part[index:]
+                    return
 
     def bubble_of(self, message_id: str) -> MessageBubble | None:
+        """The bubble of ``message_id`` if it is built (None for one far from the screen: see
+        ``shows``)."""
         return next((b for b in self.bubbles if b.message_id == message_id), None)
 
+    def shows(self, message_id: str) -> bool:
+        """Whether ``message_id`` is on the path shown, built or not."""
+        return self.bubble_of(message_id) is not None or any(
+            m.id == message_id for m in (*self._older, *self._newer))
+
     def add_bubble(self, role: Role) -> MessageBubble:
+        """A new bubble at the bottom (a prompt sent, a reply starting): the view goes back to
+        the bottom first if it was showing an old part."""
+        if self._newer and all(self._droppable(b) for b in self.bubbles):
+            self._open_at_bottom(self._path())
+        while self._newer:  # a message being edited up there stays: build down to the end
+            self._build(self._newer.pop(0), len(self.bubbles))
         self._empty.hide()
+        bubble = self._new_bubble(role, len(self.bubbles))
+        self._follow = True
+        return bubble
+
+    @property
+    def filling(self) -> bool:
+        """Whether bubbles near the screen are still to be built (in the next turns)."""
+        return self._fill_timer.isActive()
+
+    def last_bubble(self) -> MessageBubble | None:
+        """The bottom bubble (None when the bottom is not built: after a jump upwards)."""
+        return self.bubbles[-1] if self.bubbles and not self._newer else None
+
+    def show_message(self, message_id: str) -> bool:
+        """Scroll so the message is in view and give it the focus (a search result); one far
+        from the screen is built first, with a screenful around it."""
+        if self.bubble_of(message_id) is None and not self._reach(message_id):
+            return False
+        bubble = self.bubble_of(message_id)
+        assert bubble is not None
+        self._follow = False
+        self._settle()
+        self.ensureWidgetVisible(bubble, 0, 40)
+        self._anchor = self._top_visible()
+        bubble.setFocus(Qt.FocusReason.OtherFocusReason)
+        self._fill_timer.start()
+        return True
+
+    # -- building and dropping bubbles ------------------------------------------------------
+    def _path(self) -> list[Message]:
+        """The whole path, built or not (a bubble added live that was never stored reads as
+        its message: see ``MessageBubble.stored``)."""
+        built = [b.stored() for b in self.bubbles]
+        return self._older + [m for m in built if m is not None] + self._newer
+
+    def _open_at_bottom(self, messages: list[Message]) -> None:
+        """Drop every bubble and build the newest messages: a screenful, now."""
+        self._remove_from(0)
+        self._older, self._newer = list(messages), []
+        self._follow = True
+        self._show_empty()
+        self._fill(screens=0.0, budget=None)  # the rest of the margin: in the next turns
+        self._fill_timer.start()
+
+    def _reach(self, message_id: str) -> bool:
+        """Build ``message_id`` (not built yet) with a screenful around it. False if it is not
+        on the path shown."""
+        path = self._path()
+        index = next((i for i, m in enumerate(path) if m.id == message_id), None)
+        if index is None:
+            return False
+        if all(self._droppable(b) for b in self.bubbles):
+            self._remove_from(0)  # every bubble can be built again: start around the target
+            self._older, self._newer = path[:index], path[index + 1:]
+            self._build(path[index], 0)
+        else:  # a reply not saved, a message being edited: they stay; build up to it
+            while self.bubble_of(message_id) is None and (self._older or self._newer):
+                if any(m.id == message_id for m in self._older):
+                    self._build(self._older.pop(), 0)
+                else:
+                    self._build(self._newer.pop(0), len(self.bubbles))
+        self._follow = False
+        self._settle()
+        bubble = self.bubble_of(message_id)
+        assert bubble is not None
+        self.ensureWidgetVisible(bubble, 0, 40)
+        self._anchor = self._top_visible()
+        self._fill(screens=0.0, budget=None)
+        return True
+
+    def _new_bubble(self, role: Role, index: int) -> MessageBubble:
+        """An empty bubble at ``index`` among the built ones, wired to the view's signals."""
         bubble = MessageBubble(role, self._content)
         bubble.details_button.clicked.connect(
             lambda: bubble.message_id and self.details_requested.emit(bubble.message_id))
@@ -623,14 +785,158 @@ class ConversationView(QScrollArea):
         bubble.fork_requested.connect(self.fork_requested)
         bubble.delete_requested.connect(self.delete_requested)
         bubble.copied.connect(self.copied)
-        self._layout.insertWidget(self._layout.count() - 1, bubble)
-        self.bubbles.append(bubble)
-        self._follow = True
+        self._layout.insertWidget(1 + index, bubble)
+        self.bubbles.insert(index, bubble)
+        bubble.show()  # now, not at the next turn: it is laid out (and measured) at once
         return bubble
 
-    def last_bubble(self) -> MessageBubble | None:
-        return self.bubbles[-1] if self.bubbles else None
+    def _build(self, message: Message, index: int) -> MessageBubble:
+        """The bubble of a stored message, at ``index`` among the built ones."""
+        bubble = self._new_bubble(message.role, index)
+        bubble.message_id = message.id
+        bubble.set_text(message.content, message.segments)
+        if not message.content and message.status is not MessageStatus.COMPLETE:
+            bubble.show_no_reply()
+        bubble.show_message_state(message)
+        bubble.show_versions(self._versions.get(message.id))
+        self.built += 1
+        return bubble
 
+    def _remove_from(self, index: int) -> None:
+        self._remove(self.bubbles[index:])
+
+    def _remove(self, bubbles: list[MessageBubble]) -> None:
+        focus = QApplication.focusWidget()
+        for bubble in bubbles:
+            if focus is not None and (focus is bubble or bubble.isAncestorOf(focus)):
+                self.setFocus(Qt.FocusReason.OtherFocusReason)  # not lost with the bubble
+            if self._anchor is not None and self._anchor[0] is bubble:
+                self._anchor = None
+            self._layout.removeWidget(bubble)
+            bubble.hide()  # gone at once; deleted once its own signals have returned
+            bubble.deleteLater()
+            self.bubbles.remove(bubble)
+
+    @staticmethod
+    def _droppable(bubble: MessageBubble) -> bool:
+        """A bubble that can be built again as it is (stored, not being edited)."""
+        return bubble.stored() is not None and not bubble.editor.isVisibleTo(bubble)
+
+    def _show_empty(self) -> None:
+        self._empty.setVisible(not (self.bubbles or self._older or self._newer))
+
+    def _settle(self) -> None:
+        """Lay the built bubbles out now (a new bubble's height depends on its width, known
+        only once laid out): the scroll range and every bubble's place are then final."""
+        for _ in range(4):
+            self._layout.activate()
+            QApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest)
+            if not self._layout.geometry().isValid() or not self._content.isVisible():
+                break
+
+    def _top_visible(self) -> tuple[MessageBubble, int] | None:
+        """The topmost bubble at least partly on screen, and how far below the viewport's top
+        it starts (negative: it starts above)."""
+        value = self.verticalScrollBar().value()
+        low, high = 0, len(self.bubbles)
+        while low < high:  # the first bubble whose bottom is below the viewport's top
+            middle = (low + high) // 2
+            bubble = self.bubbles[middle]
+            if bubble.y() + bubble.height() <= value:
+                low = middle + 1
+            else:
+                high = middle
+        if low == len(self.bubbles):
+            return None
+        return self.bubbles[low], self.bubbles[low].y() - value
+
+    def _keep_anchor(self) -> None:
+        """Put the scroll bar where the anchor bubble is as far from the top as before (or at
+        the bottom while following)."""
+        bar = self.verticalScrollBar()
+        self._moving = True
+        try:
+            if self._follow:
+                bar.setValue(bar.maximum())
+            elif self._anchor is not None:
+                bubble, offset = self._anchor
+                bar.setValue(bubble.y() - offset)
+        finally:
+            self._moving = False
+
+    def _gaps(self) -> tuple[int, int]:
+        """How many pixels of built bubbles lie above and below the viewport (-1, -1: none
+        built)."""
+        if not self.bubbles:
+            return -1, -1
+        value = self.verticalScrollBar().value()
+        last = self.bubbles[-1]
+        return (value - self.bubbles[0].y(),
+                last.y() + last.height() - value - self.viewport().height())
+
+    def _fill(self, screens: float, budget: int | None) -> bool:
+        """Build on each side that has unbuilt messages until ``screens`` viewports beyond the
+        visible part are built (at most ``budget`` bubbles; None: no limit), then drop the
+        bubbles far away. True when more is still to build."""
+        height = max(self.viewport().height(), 200)
+        margin = int(height * screens)
+        if not self.isVisible():  # nothing is laid out: a few now, the rest once shown
+            budget = max(0, self.HIDDEN - len(self.bubbles))
+        built = 0
+        while budget is None or built < budget:
+            self._settle()
+            self._keep_anchor()
+            above, below = self._gaps()
+            if self._newer and below < margin and not self._follow:
+                self._build(self._newer.pop(0), len(self.bubbles))
+            elif self._older and above < margin:
+                anchor = None if self._follow else self._top_visible()
+                self._build(self._older.pop(), 0)
+                self._anchor = anchor or self._anchor
+            else:
+                break
+            built += 1
+        self._settle()
+        self._keep_anchor()
+        self._drop_far(int(height * self.FAR_SCREENS))
+        above, below = self._gaps()
+        return bool(self._older and above < margin or
+                    self._newer and below < margin and not self._follow)
+
+    def _drop_far(self, far: int) -> None:
+        """Drop the bubbles more than ``far`` pixels beyond the viewport (those that can be
+        built again: stored, not being edited); their messages go back to the unbuilt parts."""
+        if len(self.bubbles) < 3:
+            return
+        value, height = self.verticalScrollBar().value(), self.viewport().height()
+        top = []
+        for bubble in self.bubbles[:-1]:
+            if bubble.y() + bubble.height() >= value - far or not self._droppable(bubble):
+                break
+            top.append(bubble)
+        bottom = []
+        if not self._follow:
+            for bubble in reversed(self.bubbles[len(top) + 1:]):
+                if bubble.y() <= value + height + far or not self._droppable(bubble):
+                    break
+                bottom.append(bubble)
+        if not top and not bottom:
+            return
+        self._anchor = self._top_visible()
+        self._older += [m for m in (b.stored() for b in top) if m is not None]
+        self._newer[:0] = [m for m in (b.stored() for b in reversed(bottom)) if m is not None]
+        self._remove(top + bottom)
+        self._settle()
+        self._keep_anchor()
+
+    @Slot()
+    def _fill_a_little(self) -> None:
+        if self.verticalScrollBar().isSliderDown() or not self.isVisible():
+            return  # see sliderReleased and showEvent
+        if self._fill(self.MARGIN_SCREENS, self.PER_TURN):
+            self._fill_timer.start()  # the next few in the next turn: scrolling stays smooth
+
+    # -- following the user -----------------------------------------------------------------
     @Slot(QWidget, QWidget)
     def _on_focus_changed(self, old: QWidget | None, new: QWidget | None) -> None:
         for bubble in self.bubbles:
@@ -639,24 +945,30 @@ class ConversationView(QScrollArea):
                 bubble.refresh_actions()
 
     def _on_scrolled(self, value: int) -> None:
+        if self._moving:
+            return
         bar = self.verticalScrollBar()
-        self._follow = value >= bar.maximum() - 24
+        self._follow = value >= bar.maximum() - 24 and not self._newer
+        self._anchor = self._top_visible()
+        if self._older or self._newer:
+            self._fill_timer.start()
 
     def _on_range_changed(self, _min: int, maximum: int) -> None:
         if self._follow:
             QTimer.singleShot(0, self._scroll_to_end)
+        self._keep_anchor()  # a bubble above grew, or came or went: what is seen stays
 
     @Slot()
     def _scroll_to_end(self) -> None:
-        self.verticalScrollBar().setValue(self.verticalScrollBar().maximum())
+        if self._follow:
+            self._keep_anchor()
 
-    def show_message(self, message_id: str) -> bool:
-        """Scroll so the message is in view and give it the focus (a search result)."""
-        bubble = self.bubble_of(message_id)
-        if bubble is None:
-            return False
-        self._follow = False
-        self.widget().adjustSize()
-        self.ensureWidgetVisible(bubble, 0, 40)
-        bubble.setFocus(Qt.FocusReason.OtherFocusReason)
-        return True
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        super().resizeEvent(event)
+        if self._older or self._newer:
+            self._fill_timer.start()  # a taller window shows more
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        super().showEvent(event)
+        if self._older or self._newer:
+            self._fill_timer.start()  # built only a few while hidden

@@ -469,7 +469,7 @@ class MainWindow(QMainWindow):
         except OutpostError:
             return "."
         where = f" — {siblings.index(answer.id) + 1}/{len(siblings)}"
-        shown = self.view.bubble_of(answer.id) is not None
+        shown = self.view.shows(answer.id)  # on the path shown, built or not
         return where + ("." if shown else " (switch to it with ‹ › on the reply beside it).")
 
     # -- a message's actions -------------------------------------------------------------------

@@ -1,0 +1,193 @@
+"""Benchmark: opening and scrolling a long conversation in the real window, the view that builds
+only what is near the screen against building every message (the view before issue 16).
+
+    QT_QPA_PLATFORM=offscreen python -m bench.long_conversation [--trials 3] [--steps 60]
+    xvfb-run -a python -m bench.long_conversation          # a real X screen
+
+The real window (``ui.app.OutpostApp`` with a scripted engine, 1000x760, shown) and a real
+database: chats of 10, 40, 1,000 and 5,000 messages written through the app's Store
+(user/assistant pairs with Markdown, code blocks and tables: the long-conversation tests).
+The seeding is ``seed_conversation`` in ``tests/ui/test_long_conversation.py``.
+
+- open: from choosing the chat to its first paint (the window grabbed), the bottom on screen.
+  "now" with the render cache emptied first (a chat not seen since the app started), and
+  "now, again" (seen before: HTML from the cache).
+- scroll step: a wheel notch on the chat (60 px up, then down when an end is reached), the
+  events it causes handled, the chat's viewport painted (grabbed); p50 and p95 over ``--steps``
+  steps, starting at the bottom and going up.
+
+"before" is the old way, kept here as the anchor (``show_every_message``: one bubble per message,
+each rendered, at once). Alternating trials; ratios against the 10-message chat and against
+"before" of the same run; the load average printed before and after. Wall-clock times, and
+this process's CPU time beside them, which a busy machine changes less. Before at 5,000
+messages takes minutes and is left out unless ``--before-at-5000``. Nothing here runs in the
+test suite.
+Targets (issue 16): open 1,000 <= 150 ms; scroll p95 at 1,000 <= 1.2x at 10.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+NOTCH = 120  # one wheel notch (Qt's angleDelta)
+
+
+def show_every_message(view, messages, versions) -> None:
+    """The old ``ConversationView.show_messages``: every message built and rendered at once
+    (no render cache), laid out when the event loop next runs."""
+    from app.domain.messages import MessageStatus  # deferred: after the QApplication
+    from ui.conversation_view import MessageBubble
+
+    view.clear()
+    for message in messages:  # the old add_bubble: shown (and laid out) at the next turn
+        bubble = MessageBubble(message.role, view._content)
+        view._layout.insertWidget(view._layout.count() - 1, bubble)
+        view.bubbles.append(bubble)
+        bubble.set_text(message.content, message.segments)  # no id yet: rendered, not cached
+        if not message.content and message.status is not MessageStatus.COMPLETE:
+            bubble.show_no_reply()
+        bubble.show_message_state(message)
+    view.show_versions(versions or {})
+
+
+def open_chat(qt, app, conversation: str, way: str) -> tuple[float, float]:
+    """(wall ms, this process's CPU ms) from choosing ``conversation`` to its first paint."""
+    from ui.render_cache import RENDERED
+
+    window = app.window
+    if way == "now":
+        RENDERED.clear()
+    started, cpu = time.perf_counter(), time.process_time()
+    if way == "before":
+        controller = app.controller
+        messages = app.store.branch(conversation)
+        controller.conversation_id = conversation
+        show_every_message(window.view, messages, controller.versions())
+        window._show_title()
+    else:
+        window._on_conversation_selected(conversation)
+    qt.processEvents()
+    window.grab()
+    return (time.perf_counter() - started) * 1000, (time.process_time() - cpu) * 1000
+
+
+def scroll_steps(qt, view, steps: int) -> list[tuple[float, float]]:
+    """(wall ms, CPU ms) per wheel notch: handled, then the viewport painted."""
+    from PySide6.QtCore import QPoint, QPointF, Qt
+    from PySide6.QtGui import QWheelEvent
+
+    bar, times, up = view.verticalScrollBar(), [], True
+    centre = QPointF(view.viewport().width() / 2, view.viewport().height() / 2)
+    for _ in range(steps):
+        if up and bar.value() == bar.minimum() or not up and bar.value() == bar.maximum():
+            up = not up
+        event = QWheelEvent(centre, view.viewport().mapToGlobal(centre), QPoint(),
+                            QPoint(0, NOTCH if up else -NOTCH), Qt.MouseButton.NoButton,
+                            Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+        started, cpu = time.perf_counter(), time.process_time()
+        qt.sendEvent(view.viewport(), event)
+        qt.processEvents()
+        view.viewport().grab()
+        times.append(((time.perf_counter() - started) * 1000,
+                      (time.process_time() - cpu) * 1000))
+    return times
+
+
+def p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[-1] if len(values) > 1 else values[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--before-at-5000", action="store_true")
+    args = parser.parse_args(argv)
+    os.environ["OUTPOST_HOME"] = tempfile.mkdtemp(prefix="outpost-bench-")
+    from PySide6.QtWidgets import (
+        QApplication,  # deferred: one QApplication, after the home
+    )
+
+    from app.config.settings import Settings
+    from tests.support import ScriptedEngine
+    from tests.ui.test_long_conversation import seed_conversation
+    from ui.app import OutpostApp
+
+    qt = QApplication.instance() or QApplication([])
+    engine = ScriptedEngine()
+    app = OutpostApp(settings=Settings(), engine_factory=engine.factory)
+    app.window.resize(1000, 760)
+    app.start()
+    profile = app.window.profile_name
+    sizes = (10, 40, 1000, 5000)
+    chats = {n: seed_conversation(app.store, n, profile=profile, title=f"{n} messages")
+             for n in sizes}
+    elsewhere = seed_conversation(app.store, 2, profile=profile, title="elsewhere")
+    app.window.refresh_sidebar()
+    load_before = os.getloadavg()
+    reads: dict[int, list[float]] = {}
+    opens: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    scrolls: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    ways = ("now", "now, again", "before")
+    for trial in range(args.trials):
+        order = ways if trial % 2 == 0 else ways[::-1]
+        for size in sizes:
+            started = time.perf_counter()  # what the controller reads to open a chat
+            app.store.branch(chats[size])
+            app.store.messages(chats[size])
+            reads.setdefault(size, []).append((time.perf_counter() - started) * 1000)
+            for way in order:
+                if way == "before" and size == 5000 and not args.before_at_5000:
+                    continue
+                open_chat(qt, app, elsewhere, "now")  # each open is a real one
+                if way == "now, again":
+                    open_chat(qt, app, chats[size], "now")
+                    open_chat(qt, app, elsewhere, "now")
+                ms, cpu = open_chat(qt, app, chats[size],
+                                    "cached" if way == "now, again" else way)
+                opens.setdefault((way, size), []).append((ms, cpu))
+                if size in (10, 1000) and way != "now, again":
+                    while app.window.view.filling:  # the margin built, as after a moment
+                        qt.processEvents()
+                    scrolls.setdefault((way, size), []).extend(
+                        scroll_steps(qt, app.window.view, args.steps))
+                print(f"  trial {trial + 1} {way:<10} {size:>5} messages: open {ms:8.1f} ms "
+                      f"({cpu:.1f} ms CPU); load {os.getloadavg()[0]:.2f}", flush=True)
+    load_after = os.getloadavg()
+    print(f"\nload average before {load_before[0]:.2f} {load_before[1]:.2f} "
+          f"{load_before[2]:.2f}, after {load_after[0]:.2f} {load_after[1]:.2f} "
+          f"{load_after[2]:.2f} ({os.cpu_count()} CPUs); {args.trials} alternating trials")
+    for clock, name in ((0, "wall ms"), (1, "CPU ms of this process")):
+        print(f"open, median {name} (x: against 'before' at the same size)")
+        for size in sizes:
+            before = [t[clock] for t in opens.get(("before", size), [])]
+            line = f"  {size:>5} messages:"
+            for way in ways:
+                if (way, size) in opens:
+                    median = statistics.median(t[clock] for t in opens[(way, size)])
+                    ratio = f" ({median / statistics.median(before):.3f}x)" if before and \
+                        way != "before" else ""
+                    line += f"  {way} {median:8.1f}{ratio}"
+            print(line)
+    print("of which the store (the path, and every message for the versions: "
+          "ChatController.open_conversation), median ms: " +
+          ", ".join(f"{size:,} messages {statistics.median(reads[size]):.1f}"
+                    for size in sizes))
+    print(f"scroll step, {args.steps} wheel notches a trial (ms; ratio: p95 at 1,000 against "
+          "p95 at 10, same way)")
+    for clock, name in ((0, "wall"), (1, "CPU")):
+        for way in ("now", "before"):
+            small = [t[clock] for t in scrolls[(way, 10)]]
+            large = [t[clock] for t in scrolls[(way, 1000)]]
+            print(f"  {name:<4} {way:<7} 10: p50 {statistics.median(small):6.2f} "
+                  f"p95 {p95(small):6.2f};  1,000: p50 {statistics.median(large):6.2f} "
+                  f"p95 {p95(large):6.2f};  ratio {p95(large) / p95(small):5.2f}")
+    app.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
