@@ -164,13 +164,15 @@ class ChatController(QObject):
             self.error_occurred.emit(UsageError(f"Stop the reply before you {doing}."))
         return self.busy
 
-    def versions(self) -> dict[str, Versions]:
+    def versions(self, messages: list[Message] | None = None) -> dict[str, Versions]:
         """Every message of the current conversation that has other versions: its place among
-        them (one query for the whole conversation)."""
+        them (one query for the whole conversation, or ``messages`` already read)."""
         if self.conversation_id is None:
             return {}
+        if messages is None:
+            messages = self.store.messages(self.conversation_id)
         children: dict[str | None, list[str]] = {}
-        for message in self.store.messages(self.conversation_id):  # oldest first
+        for message in messages:  # oldest first
             children.setdefault(message.parent_id, []).append(message.id)
         return {mid: Versions(tuple(ids), index) for ids in children.values() if len(ids) > 1
                 for index, mid in enumerate(ids)}
@@ -360,13 +362,14 @@ class ChatController(QObject):
     def open_conversation(self, conversation_id: str) -> None:
         if self.busy or conversation_id == self.conversation_id:
             return
-        try:
-            messages = self.store.branch(conversation_id)
+        try:  # one read of the rows gives the path and the versions (5,000 rows: ~0.1 s each)
+            everything = self.store.messages(conversation_id)
+            messages = self.store.branch(conversation_id, messages=everything)
         except OutpostError as exc:
             self.error_occurred.emit(exc)
             return
         self.conversation_id = conversation_id
-        self.view.show_messages(messages, self.versions())
+        self.view.show_messages(messages, self.versions(everything))
         self.route_changed.emit(self.effective_route())
 
     def reload_conversation(self) -> None:

@@ -539,10 +539,13 @@ class Store:
                                                   order_by="created_at, rowid")
             return [_row_to_message(r) for r in rows]
 
-    def branch(self, conversation_id: str, leaf_id: str | None = None) -> list[Message]:
+    def branch(self, conversation_id: str, leaf_id: str | None = None,
+               messages: list[Message] | None = None) -> list[Message]:
         """The messages from the root to ``leaf_id`` (default: the conversation's active leaf,
-        else its newest message): exactly what a turn answering that message sees."""
-        messages = self.messages(conversation_id)
+        else its newest message): exactly what a turn answering that message sees.
+        ``messages``: the conversation's, already read (``messages()``), not read again."""
+        if messages is None:
+            messages = self.messages(conversation_id)
         if not messages:
             return []
         by_id = {m.id: m for m in messages}
