@@ -3,8 +3,9 @@
 * One worker thread owns the ``Llama`` object (llama.cpp contexts are not thread-safe): it loads
   the model once, then runs one reply at a time from a job queue. ``stream()`` may be called from
   any thread; events cross back through a per-reply queue.
-* ``n_threads`` = physical cores (llama-cpp-python's default of half the logical CPUs was ~25%
-  slower on a 2-core machine); all layers go to the GPU when llama.cpp was built with offload
+* ``n_threads`` = the cores free now, at most the physical cores (llama-cpp-python's default
+  of half the logical CPUs was ~25% slower on a 2-core machine; all of them collapse on a busy
+  one), re-read during every reply, see ``engines.cpu_budget``; a thread setting fixes it; all layers go to the GPU when llama.cpp was built with offload
   support; the context is the model's trained length capped by the ``context_cap`` setting.
 * Seeds reproduce: the same model file, prompt, knobs and seed give the same text, in one
   process or a new one, whatever ran on the model before. llama.cpp's results depend in their
@@ -21,6 +22,11 @@
   its context per reply (``llama_set_adapters_lora``): switching adapters, or their scales,
   between turns never reloads the base model. The KV cache was computed under the previous
   adapters, so a change of adapters drops it (the next prompt is evaluated in full).
+* Saved KV states (``LoadSettings.kv_cache_dir``, ``engines/kv_store.py``): after a reply the
+  cache's reusable prefix is written to disk (after ``Finished``), and a request the in-memory
+  cache cannot serve loads the saved state sharing its longest prefix, so a follow-up in a new
+  process evaluates what an in-memory follow-up would. The bytes are the same KV values, so the
+  reply is the same as from scratch.
 """
 from __future__ import annotations
 
@@ -58,12 +64,18 @@ from app.domain.messages import (
 from app.domain.sampling import sent_params
 from engines.base import EngineBase, EngineCapabilities, EngineInfo
 from engines.chat_format import ChatFormatter
+from engines.cpu_budget import CpuBudget, physical_cores, prepare_openmp
 from engines.gguf import GGUFInfo, read_gguf
 from engines.http_policy import AttemptRecord
+from engines.kv_store import KVStore, common_prefix, digest, file_fingerprint
 from engines.llama_output import LogprobScorer, TextAssembler
 from engines.model_load import KV_TYPES, ModelLoadOptions, check_for_model
 
 log = logging.getLogger(__name__)
+
+# libgomp reads its wait policy once, when llama_cpp loads it: set it before anything can import
+# llama_cpp (engines.cpu_budget explains why llama.cpp's threads must not spin ~10 ms per token)
+prepare_openmp()
 
 # Prompts are evaluated in chunks of this many tokens, aligned to position 0 (llama.cpp's
 # n_batch). Smaller chunks let follow-up turns reuse more of the KV cache (at most
@@ -73,16 +85,6 @@ PROMPT_CHUNK = ModelLoadOptions().batch  # 128 unless a model's load settings sa
 
 class ContextOverflow(EngineError):
     kind = "context_too_long"
-
-
-def physical_cores() -> int:
-    try:
-        import psutil  # deferred: only to count physical cores once
-
-        count = psutil.cpu_count(logical=False)
-    except Exception:  # psutil missing or unsupported platform
-        count = None
-    return max(1, count or os.cpu_count() or 1)
 
 
 def gpu_offload_supported() -> bool:
@@ -112,6 +114,13 @@ class LoadSettings:
     # the file is on a shared (removable) folder: auto mmap is off, so the weights are in RAM
     # and a share or USB stick that goes away cannot take the app down
     removable: bool = False
+    # Saved KV states (engines/kv_store.py): after a reply whose prompt has at least
+    # kv_cache_min_tokens reusable tokens, their KV cache is saved in this folder, and a new
+    # engine (a restarted app, the next `outpost ask --conversation`) loads it instead of
+    # evaluating that history again. None: off. At most kv_cache_max_bytes in all (LRU).
+    kv_cache_dir: Path | None = None
+    kv_cache_max_bytes: int = 2 * 1024 ** 3
+    kv_cache_min_tokens: int = 256
 
 
 @dataclass
@@ -132,6 +141,13 @@ _RAISE = "raise"
 class LocalEngine(EngineBase):
     """A local GGUF model behind the ``Engine`` contract. Construction is cheap; the model
     loads on the engine's own thread (``wait_ready`` blocks until it has)."""
+
+    # Threads in auto mode (no thread setting): a CpuBudget, set at load; the count set on the
+    # context now; how many decode calls ran with each count (for benchmarks and diagnostics).
+    _budget: CpuBudget | None = None
+    _serving = False
+    threads_in_use = 0
+    threads_used: dict[int, int]  # set at load
 
 
     def __init__(self, model_path: str | Path, settings: LoadSettings | None = None,
@@ -298,7 +314,7 @@ class LocalEngine(EngineBase):
             if self._load_error is not None:
                 job.events.put((_RAISE, self._load_error))
                 continue
-            self._serve(job)
+            self._serve_paced(job)
         if self._llm is not None:
             self._llm.close()
             self._llm = None
@@ -314,6 +330,7 @@ class LocalEngine(EngineBase):
                 engine._evaluated += len(tokens)
                 # whatever is evaluated from here on overwrites the cache past this position
                 del engine._canonical[self.n_tokens:]
+                engine._pace_threads()
                 return super().eval(tokens)
 
         self.gpu = self.settings.gpu_offload and gpu_offload_supported()
@@ -321,12 +338,18 @@ class LocalEngine(EngineBase):
         self.gpu_layers = 0 if not self.gpu else (
             self.n_layers + 1 if wanted is None else wanted)  # + 1: the output layer
         kv_type = KV_TYPES[self.settings.options.kv_type]
+        # no thread setting: as many threads as cores are free, up to n_threads (re-read during
+        # replies, _pace_threads); a setting is the user's choice and stays fixed
+        if not (self.settings.options.threads or self.settings.n_threads):
+            self._budget = CpuBudget(self.n_threads)
+        self.threads_in_use = self._budget.threads_now() if self._budget else self.n_threads
+        self.threads_used = {}
         started = time.perf_counter()
         self._llm = _CountingLlama(
             model_path=str(self.path),
             n_ctx=self.n_ctx,
-            n_threads=self.n_threads,
-            n_threads_batch=self.n_threads,
+            n_threads=self.threads_in_use,
+            n_threads_batch=self.threads_in_use,
             n_batch=self.n_batch,
             n_ubatch=self.n_batch,
             n_gpu_layers=self.gpu_layers,
@@ -342,11 +365,33 @@ class LocalEngine(EngineBase):
         eos_id, bos_id = self._llm.token_eos(), self._llm.token_bos()
         eos = model.token_get_text(eos_id) if eos_id != -1 else ""
         bos = model.token_get_text(bos_id) if bos_id != -1 else ""
-        self._formatter = ChatFormatter(self.gguf.chat_template, bos_token=bos, eos_token=eos)
+        self._formatter = ChatFormatter(self.gguf.chat_template, bos_token=bos, eos_token=eos,
+                                        source=self.path.name)
         self._is_eog = _eog_checker(self._llm)
         self.loads += 1
         log.info("loaded %s in %.2fs (%s)", self.path.name, time.perf_counter() - started,
                  self.info.detail)
+
+    def _serve_paced(self, job: _Job) -> None:
+        """One reply, its decode calls following the free cores (``_pace_threads``)."""
+        self._serving = True
+        try:
+            self._serve(job)
+        finally:
+            self._serving = False
+
+    def _pace_threads(self) -> None:
+        """Before each decode call of a reply: as many threads as cores are free now
+        (``engines.cpu_budget``; llama.cpp takes a new count on the next decode)."""
+        threads = self.threads_in_use
+        if self._budget is not None and self._serving:
+            threads = self._budget.threads_now()
+            if threads != self.threads_in_use:
+                import llama_cpp  # deferred: llama_cpp loads only with a model
+
+                llama_cpp.llama_set_n_threads(self._llm._ctx.ctx, threads, threads)
+                self.threads_in_use = threads
+        self.threads_used[threads] = self.threads_used.get(threads, 0) + 1
 
     def _tokenize(self, request: ChatRequest) -> tuple[list[int], tuple[str, ...]]:
         assert self._formatter is not None  # set when the model loaded
@@ -489,6 +534,7 @@ class LocalEngine(EngineBase):
         # one a seed is drawn, and reported (Finished.seed) so the reply can be made again
         drawn = None if "seed" in knobs else random.randrange(2 ** 31)
         self._llm.set_seed(knobs["seed"] if drawn is None else drawn)
+        self._restore_saved_prefix(tokens)  # a saved state longer than the cache's reuse
         if self.settings.reproducible_seeds:
             self._keep_canonical_prefix(tokens)
         generator = self._llm.generate(
@@ -553,6 +599,9 @@ class LocalEngine(EngineBase):
         job.events.put(Finished(reason, ttft_ms=ttft_ms, tokens_per_s=tps, error=error,
                                 mean_logprob=scorer.mean() if scorer else None,
                                 seed=drawn))
+        if first_at is not None and error is None:
+            # after Finished: the reply's reader does not wait for the disk
+            self._save_prefix()
 
     def _keep_canonical_prefix(self, tokens: list[int]) -> None:
         """Cut the model's cache back to the whole chunks it may reuse for ``tokens``.
@@ -561,18 +610,19 @@ class LocalEngine(EngineBase):
         computed in the same batch as on a cold cache. The last chunk (the one whose final
         token gives the first reply token's logits) is always evaluated again, even for an
         identical prompt: llama-cpp-python would otherwise re-run that token alone."""
-        common = 0
-        for cached, new in zip(self._canonical, tokens):
-            if cached != new:
-                break
-            common += 1
-        chunk = self.n_batch
-        limit = (len(tokens) - 1) // chunk * chunk
-        # (n_tokens: in case something reset the model without evaluating since)
-        keep = min(common, limit, self._llm.n_tokens) // chunk * chunk
+        keep = self._canonical_reuse(tokens)
         if self._llm.n_tokens > keep:
             self._llm.n_tokens = keep  # generate() drops the cache past this point
         del self._canonical[keep:]
+
+    def _canonical_reuse(self, tokens: list[int]) -> int:
+        """How many leading tokens of ``tokens`` a reproducible reply may take from the cache:
+        whole chunks of the canonical prefix, never the last chunk of the prompt."""
+        chunk = self.n_batch
+        limit = (len(tokens) - 1) // chunk * chunk
+        # (n_tokens: in case something reset the model without evaluating since)
+        return min(common_prefix(self._canonical, tokens), limit, self._llm.n_tokens) \
+            // chunk * chunk
 
     def _record(self, request: ChatRequest, job: "_Job", started: float, prompt: int,
                 completion: int, cached: int, ttft_ms: float | None, reason: FinishReason,
@@ -593,6 +643,143 @@ class LocalEngine(EngineBase):
                 ttft_ms=round(ttft_ms, 2) if ttft_ms is not None else None, kind="local"))
         except Exception:  # the ledger must never break a reply
             log.exception("could not record the local attempt")
+
+    # -- saved KV states (engines/kv_store.py) --------------------------------------------------
+    # Made on first use, on the model thread, when LoadSettings.kv_cache_dir is set.
+    _kv_store: KVStore | None = None
+    _kv_model: str | None = None  # the model file's fingerprint, taken once
+    # of the last reply: prompt tokens loaded from a saved state (0: none)
+    kv_restored_tokens: int = 0
+    # of the last save: (tokens, bytes, seconds); None until one was written
+    kv_last_save: tuple[int, int, float] | None = None
+
+    def _kv(self) -> KVStore | None:
+        folder = self.settings.kv_cache_dir
+        if folder is None:
+            return None
+        if self._kv_store is None:
+            self._kv_store = KVStore(folder, self.settings.kv_cache_max_bytes)
+        return self._kv_store
+
+    def _kv_identity(self) -> dict[str, Any]:
+        """Everything a KV state depends on besides its tokens. Not the thread count: llama.cpp
+        splits work between threads by rows, and 1 and 2 threads gave bit-identical logits."""
+        import llama_cpp  # deferred: llama_cpp loads only with a model
+
+        if self._kv_model is None:
+            self._kv_model = file_fingerprint(self.path)
+        lora = []
+        for path, scale in self._active_lora:
+            stat = os.stat(path)
+            lora.append([path, stat.st_size, stat.st_mtime_ns, scale])
+        return {"format": 1, "model": self._kv_model,
+                "template": digest(self.gguf.chat_template or "plain"),
+                "n_ctx": self.n_ctx, "n_batch": self.n_batch,
+                "kv_type": self.settings.options.kv_type, "flash_attn": bool(self.flash_attn),
+                "gpu_layers": self.gpu_layers,
+                "reproducible_seeds": self.settings.reproducible_seeds, "lora": lora,
+                "llama_cpp": llama_cpp.__version__,
+                "system": llama_cpp.llama_print_system_info().decode("utf-8", "replace")}
+
+    def _restore_saved_prefix(self, tokens: list[int]) -> None:
+        """Load the saved state sharing the longest prefix with ``tokens`` when it covers at
+        least a chunk more than the in-memory cache can reuse (a new engine's cache is empty)."""
+        self.kv_restored_tokens = 0
+        store = self._kv()
+        if store is None or len(tokens) < self.settings.kv_cache_min_tokens:
+            return
+        llm, chunk = self._llm, self.n_batch
+        reproducible = self.settings.reproducible_seeds
+        if reproducible:
+            limit = (len(tokens) - 1) // chunk * chunk
+            in_memory = self._canonical_reuse(tokens)
+        else:
+            limit = len(tokens) - 1
+            in_memory = min(common_prefix(llm.input_ids[:llm.n_tokens].tolist(), tokens), limit)
+        if limit - in_memory < chunk:
+            return
+        try:
+            identity = self._kv_identity()
+            for shared, saved in store.candidates(identity, tokens, longer_than=in_memory):
+                usable = min(shared, limit)
+                if reproducible:
+                    usable = usable // chunk * chunk
+                if usable - in_memory < chunk:
+                    break  # the rest share even less
+                state = store.read_state(saved)
+                if state is None:
+                    continue  # damaged: deleted
+                if self._load_seq_state(state, saved.tokens, usable):
+                    self.kv_restored_tokens = usable
+                    return
+                log.warning("llama.cpp refused the saved KV state %s", saved.path.name)
+                store.discard(saved.path)
+        except Exception:  # noqa: BLE001 - a cache that fails is a miss, never a failed reply
+            log.exception("could not restore a saved KV state")
+            self._drop_cache()
+
+    def _load_seq_state(self, state: bytearray, tokens: tuple[int, ...], usable: int) -> bool:
+        """Replace the cache with ``state`` (the KV of ``tokens``), keeping ``usable`` tokens."""
+        import ctypes  # with llama_cpp: the buffer its C function reads
+
+        import llama_cpp  # deferred: llama_cpp loads only with a model
+
+        llm = self._llm
+        self._drop_cache()
+        buffer = (ctypes.c_uint8 * len(state)).from_buffer(state)  # a view, not a copy
+        if llama_cpp.llama_state_seq_set_data(llm._ctx.ctx, buffer, len(state), 0) != len(state):
+            self._drop_cache()
+            return False
+        llm._ctx.kv_cache_seq_rm(-1, usable, -1)
+        llm.input_ids[:usable] = tokens[:usable]
+        llm.n_tokens = usable
+        llm._requires_eval = True  # the logits are not in the state: evaluate at least one
+        # a state saved in reproducible mode holds only canonical chunks (its identity says so)
+        self._canonical = list(tokens[:usable]) if self.settings.reproducible_seeds else []
+        return True
+
+    def _drop_cache(self) -> None:
+        self._llm._ctx.kv_cache_clear()
+        self._llm.n_tokens = 0
+        self._canonical = []
+
+    def _save_prefix(self) -> None:
+        """Save the cache's reusable tokens (the canonical chunks; with reproducible seeds off,
+        everything evaluated) unless that exact state is saved already."""
+        import ctypes  # with llama_cpp: the buffer its C function fills
+
+        import llama_cpp  # deferred: llama_cpp loads only with a model
+
+        store = self._kv()
+        if store is None:
+            return
+        llm = self._llm
+        tokens = list(self._canonical) if self.settings.reproducible_seeds \
+            else llm.input_ids[:llm.n_tokens].tolist()
+        if len(tokens) < max(1, self.settings.kv_cache_min_tokens):
+            return
+        try:
+            started = time.perf_counter()
+            identity = self._kv_identity()
+            if store.has(identity, tokens):
+                return
+            # the cells past the canonical prefix (the rest of the prompt, the reply) are not
+            # saved; the next reply would cut them anyway (_keep_canonical_prefix)
+            llm._ctx.kv_cache_seq_rm(-1, len(tokens), -1)
+            llm.n_tokens = len(tokens)
+            ctx = llm._ctx.ctx
+            size = llama_cpp.llama_state_seq_get_size(ctx, 0)
+            if size > store.max_bytes:
+                return  # it could never be kept: do not even copy it out
+            buffer = (ctypes.c_uint8 * size)()
+            written = llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0)
+            if not 0 < written <= size:
+                return
+            # a view, not a copy: the store copies it once, into the file's bytes
+            if store.save(identity, tokens, memoryview(buffer).cast("B")[:written]) is not None:
+                self.kv_last_save = (len(tokens), written, time.perf_counter() - started)
+        except Exception:  # noqa: BLE001 - a cache that fails to save is only a cache
+            log.exception("could not save the KV state")
 
 
 def _eog_checker(llm):

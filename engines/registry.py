@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from app.config import paths
 from app.config.settings import Settings
 from engines.anthropic import AnthropicEngine
 from engines.base import Engine
@@ -33,7 +34,11 @@ def local_load_settings(settings: Settings, library: ModelLibrary, entry) -> Loa
                         gpu_offload=settings["gpu_offload"],
                         reproducible_seeds=settings["reproducible_seeds"],
                         options=library.load_settings.get(entry.name),
-                        removable=entry.source == "shared")
+                        removable=entry.source == "shared",
+                        # conversations resume after a restart (engines/kv_store.py)
+                        kv_cache_dir=(paths.data_dir() / "kv_cache")
+                        if settings["kv_cache_max_mb"] else None,
+                        kv_cache_max_bytes=settings["kv_cache_max_mb"] * 2 ** 20)
 
 
 def cloud_timeouts(settings: Settings):

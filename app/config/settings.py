@@ -112,8 +112,13 @@ SCHEMA: tuple[Option, ...] = (
            "Upper bound of the local context window in tokens; the model's own trained context "
            "length is used when it is smaller.", 256, 1_048_576,
            group="Local model", takes_effect="reload", label="Context cap (tokens)"),
+    Option("kv_cache_max_mb", int, 2048,
+           "Disk space for saved conversation states (the local model's KV cache), so a long "
+           "conversation resumes fast after a restart. 0: off.", 0, 1_048_576,
+           group="Local model", takes_effect="reload", label="Saved conversation states (MB)"),
     Option("n_threads", int, 0,
-           "CPU threads for the local model. 0: one per physical core.", 0, 512,
+           "CPU threads for the local model. 0: the cores free now, at most one per physical "
+           "core (looked at again during each reply); a number fixes it.", 0, 512,
            group="Local model", takes_effect="reload", label="CPU threads"),
     Option("gpu_offload", bool, True,
            "Put all layers on the GPU when llama.cpp was built with GPU support.",
