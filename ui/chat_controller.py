@@ -7,14 +7,23 @@ and on a timer (every FLUSH_MS) takes the text that came meanwhile from the work
 renders it, so a fast model never makes the window wake up, or re-render, per token. It decides
 nothing about routes, engines or the outbox: it says what the user chose (``TurnTarget``) and
 renders what comes back.
+
+Preparing a turn (route, engine, the conversation fitted to the window: token counting, which
+renders the model's chat template, and the prompt saved) runs on a thread of its own
+(``_off_gui``): the GUI thread waits for it up to ``PREPARE_WAIT_S`` (a prepare usually takes a
+few ms, and the caller then gets its answer at once); a longer one (a slow tokenizer, a hostile
+chat template running into its 2 s limit, a model thread busy saving a KV state) lets the window
+go on painting in a local event loop, the state ``preparing`` keeping the other commands out.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import threading
 from enum import StrEnum
+from typing import Callable, TypeVar
 
-from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
+from PySide6.QtCore import QEventLoop, QMetaObject, QObject, Qt, QThread, QTimer, Signal, Slot
 from PySide6.QtGui import QGuiApplication
 
 from app.chat.pipeline import PendingTurn, Queued, TurnOutcome, TurnPipeline, TurnTarget
@@ -28,12 +37,15 @@ from ui.model_loader import ModelLoader
 from ui.stream_worker import StreamWorker
 
 FLUSH_MS = 33
+PREPARE_WAIT_S = 0.05  # a prepare this quick is waited for; a longer one keeps the window alive
+T = TypeVar("T")
 
 
 class ControllerState(StrEnum):
     """Where the current turn is. A ``StrEnum``: ``state_changed`` carries it as its text."""
 
     IDLE = "idle"
+    PREPARING = "preparing"  # a slow prepare (counting tokens, saving the prompt) is under way
     WAITING = "waiting_for_model"  # the message is saved; the model is still loading
     STREAMING = "streaming"
     STOPPING = "stopping"  # cancel was asked; the engine ends within one token
@@ -41,6 +53,7 @@ class ControllerState(StrEnum):
 
 IDLE, WAITING, STREAMING, STOPPING = (ControllerState.IDLE, ControllerState.WAITING,
                                       ControllerState.STREAMING, ControllerState.STOPPING)
+PREPARING = ControllerState.PREPARING
 
 
 class ChatController(QObject):
@@ -79,6 +92,9 @@ class ChatController(QObject):
         self.options_for_turn = None
         self.test_time_for_turn = None
         self.state: ControllerState = IDLE
+        # one thread prepares turns, so the store keeps one connection for it
+        self._prepare_thread = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="outpost-prepare")
         self.conversation_id: str | None = None
         self._turn = None
         self._cancel: threading.Event | None = None
@@ -119,9 +135,10 @@ class ChatController(QObject):
         """Save the prompt and start the reply. False (and an error signal) if it cannot start."""
         if self.busy:
             return False
+        conversation_id, target, options = self.conversation_id, self._target(), self._options()
         try:
-            pending = self.pipeline.prepare(prompt, self.conversation_id,
-                                            target=self._target(), options=self._options())
+            pending = self._off_gui(lambda: self.pipeline.prepare(
+                prompt, conversation_id, target=target, options=options))
         except OutpostError as exc:
             self.error_occurred.emit(exc)
             return False
@@ -145,9 +162,10 @@ class ChatController(QObject):
             return False
         if self.failed_turn.conversation_id != self.conversation_id:
             return False
+        failed, target, options = self.failed_turn, self._target(), self._options()
         try:  # the retry answers the way the panel says now (best of n included)
-            pending = self.pipeline.retry(self.failed_turn, target=self._target(),
-                                          options=self._options())
+            pending = self._off_gui(lambda: self.pipeline.retry(failed, target=target,
+                                                                options=options))
         except OutpostError as exc:
             self.error_occurred.emit(exc)
             return False
@@ -155,6 +173,28 @@ class ChatController(QObject):
             self.view.truncate_at(self.failed_turn.assistant_message_id)
         self._run(pending)
         return True
+
+    def _off_gui(self, prepare: Callable[[], T]) -> T:
+        """``prepare()`` on the prepare thread; its result (or its exception) here. Waits up to
+        PREPARE_WAIT_S with the GUI thread blocked, then in a local event loop (the window
+        paints, timers run; ``busy`` keeps every other command out meanwhile)."""
+        future = self._prepare_thread.submit(prepare)
+        try:
+            return future.result(timeout=PREPARE_WAIT_S)
+        except concurrent.futures.TimeoutError:
+            pass
+        loop = QEventLoop()
+        # quit from the GUI thread's queue: a quit posted before exec() is still seen
+        future.add_done_callback(lambda _done: QMetaObject.invokeMethod(
+            loop, "quit", Qt.ConnectionType.QueuedConnection))
+        previous = self.state
+        self._set_state(PREPARING)
+        try:
+            if not future.done():
+                loop.exec()
+        finally:
+            self._set_state(previous)
+        return future.result()
 
     # -- the conversation tree: versions, regenerate, edit, delete, fork ----------------------
     def _refused_while_busy(self, doing: str) -> bool:
@@ -222,9 +262,10 @@ class ChatController(QObject):
         elif answerer is not None and answerer.startswith("provider:"):
             target = dataclasses.replace(target, provider=answerer.split(":", 1)[1], model=None,
                                          route="cloud")
+        options = self._options()
         try:
-            pending = self.pipeline.regenerate(message_id, target=target,
-                                               options=self._options())
+            pending = self._off_gui(lambda: self.pipeline.regenerate(
+                message_id, target=target, options=options))
         except OutpostError as exc:
             self.error_occurred.emit(exc)
             return False
@@ -238,11 +279,12 @@ class ChatController(QObject):
         (same parent), answered from the path above it; the old one and its replies stay."""
         if self.conversation_id is None or self._refused_while_busy("edit a message"):
             return False
+        conversation_id, target, options = self.conversation_id, self._target(), self._options()
         try:
             original = self.store.get_message(message_id)
-            pending = self.pipeline.prepare(text, self.conversation_id, target=self._target(),
-                                            options=self._options(),
-                                            reply_to=original.parent_id or NEW_ROOT)
+            pending = self._off_gui(lambda: self.pipeline.prepare(
+                text, conversation_id, target=target, options=options,
+                reply_to=original.parent_id or NEW_ROOT))
         except OutpostError as exc:
             self.error_occurred.emit(exc)
             return False
@@ -397,6 +439,7 @@ class ChatController(QObject):
             self.view.clear()
 
     def shutdown(self) -> None:
+        self._prepare_thread.shutdown(wait=False)
         if self._cancel is not None:
             self._cancel.set()
         self._timer.stop()

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QFileDialog, QLabel, QMenu, QWidget
 from app.config.settings import Settings
 from app.domain.errors import OutpostError
 from engines.base import EngineInfo
-from ui.chat_controller import IDLE, STOPPING, WAITING
+from ui.chat_controller import IDLE, PREPARING, STOPPING, WAITING
 from ui.elided_label import ElidedLabel
 from ui.model_loader import ModelLoader
 from ui.setting_saver import save_setting
@@ -119,7 +119,8 @@ class ModelStatus(QObject):
     @Slot(str)
     def show_chat_state(self, state: str) -> None:
         self._busy = state != IDLE
-        texts = {WAITING: "Waiting for the model to load…", STOPPING: "Stopping…"}
+        texts = {WAITING: "Waiting for the model to load…", STOPPING: "Stopping…",
+                 PREPARING: "Counting tokens…"}
         if state in texts:
             self.state_label.setText(texts[state])
         elif state == IDLE:

@@ -139,7 +139,17 @@ def test_the_window_says_what_is_wrong_with_the_template_and_saves_nothing(qtbot
     window = outpost.window
     with qtbot.waitSignal(outpost.loader.model_ready, timeout=60000):
         window.model_menu.choose_model(str(hostile_models["loops"]))
+    states, ticks = [], []
+    outpost.window.controller.state_changed.connect(states.append)
+    from PySide6.QtCore import QTimer
+
+    heartbeat = QTimer()
+    heartbeat.timeout.connect(lambda: ticks.append(1))
+    heartbeat.start(20)
     send(qtbot, outpost, "Hi")
+    heartbeat.stop()
+    # the 2 s the template had ran off the GUI thread: the window went on (its timers fired)
+    assert "preparing" in states and len(ticks) >= 5
     assert window.banner.isVisible()
     assert "loops.gguf needed more than 2 s" in window.banner.label.text()
     assert outpost.store.list_conversations() == []  # refused before anything was saved
