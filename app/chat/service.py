@@ -568,8 +568,11 @@ class ChatService:
         request = ChatRequest(model=model,
                               messages=fit.messages if fit is not None else tuple(messages),
                               user=self.profile, **request_args)
+        # a Local only turn reads no keychain (it opens no socket, D-Bus's included): the local
+        # model never saw a key; keys this process handled are still masked (SecretMask)
+        secrets = (lambda: SecretMask(())) if effective_route == "local" else self.secret_mask
         turn = Turn(self.store, conversation_id, user_message_id, request, ledger=self.ledger,
-                    fit=fit, secrets=self.secret_mask)
+                    fit=fit, secrets=secrets)
         if self.quotas is not None:
             self.quotas.note_turn(request.idempotency_key)
         if self.ledger is not None:

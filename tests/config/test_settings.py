@@ -11,7 +11,7 @@ from app.config.settings import SCHEMA, SETTINGS_VERSION, Settings
 from app.domain.errors import UsageError
 
 DEFAULTS = {
-    "model_path": "", "models_dir": "", "shared_model_folders": [], "context_cap": 4096, "n_threads": 0, "gpu_offload": True,
+    "model_path": "", "models_dir": "", "shared_model_folders": [], "context_cap": 4096, "kv_cache_max_mb": 2048, "n_threads": 0, "gpu_offload": True,
     "reproducible_seeds": True,
     "system_prompt": "You are a helpful assistant.", "temperature": 0.7, "top_p": 0.95,
     "max_tokens": 512, "user_id": "", "last_profile": "", "key_fallback": "refuse", "chat_target": "local",
