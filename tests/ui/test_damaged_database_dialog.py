@@ -32,6 +32,23 @@ def test_the_dialog_names_the_problem_and_offers_the_backup(qtbot):
     assert dialog.restore_button is not None and dialog.defaultButton() is dialog.restore_button
 
 
+
+def test_screenshots_of_the_dialog(qtbot, artifacts_dir):
+    from tests.support import grab_in_palette
+
+    _damaged_with_a_backup()
+    with pytest.raises(DatabaseDamaged) as caught:
+        Store()
+    dialog = DamagedDatabaseDialog(caught.value)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    for theme in ("light", "dark"):
+        path = artifacts_dir / f"damaged-database-{theme}.png"
+        grab_in_palette(qtbot, dialog, path, theme)
+        assert path.stat().st_size > 0
+
+
 def test_restoring_opens_the_store_and_quitting_leaves_the_file(qtbot):
     _damaged_with_a_backup()
     assert open_store_or_restore(wants_restore=lambda error: False) is None
