@@ -202,17 +202,8 @@ class GuardedTemplate:
         budget.start(output_limit)
         values = dict(values, raise_exception=_raise_exception,
                       strftime_now=lambda f: datetime.now().strftime(f))
-        watchdog = _Watchdog(threading.get_ident(), budget.seconds)
-        watchdog.start()
         try:
-            parts, size = [], 0
-            for part in self._template.generate(**values):
-                size += len(part)
-                if size > output_limit:
-                    raise _Overrun(f"more than {output_limit / 1e6:.1f} M characters of text")
-                parts.append(part)
-            watchdog.stop()  # inside the try: a time-up delivered just now is caught below
-            return "".join(parts)
+            return self._generate(output_limit, values)
         except _TimeUp:
             raise self._break(f"needed more than {budget.seconds:g} s to format this "
                               "conversation (a template that never ends)")
@@ -230,8 +221,24 @@ class GuardedTemplate:
                 AttributeError) as exc:
             raise ModelInvalid(f"The chat template in {self.source} failed on this conversation "
                                f"({_words(exc)}).", self.source) from None
+
+    def _generate(self, output_limit: int, values: dict[str, Any]) -> str:
+        """The render under the watchdog. The watchdog is stopped (and what it may have set
+        but not yet delivered cleared) before anything leaves this method, so no time-up can
+        strike the caller's exception handlers (one did, when a call's own deadline check and
+        the watchdog fired together)."""
+        watchdog = _Watchdog(threading.get_ident(), self._budget.seconds)
+        watchdog.start()
+        try:
+            parts, size = [], 0
+            for part in self._template.generate(**values):
+                size += len(part)
+                if size > output_limit:
+                    raise _Overrun(f"more than {output_limit / 1e6:.1f} M characters of text")
+                parts.append(part)
         finally:
-            watchdog.stop()
+            watchdog.stop()  # a time-up delivered inside stop() leaves from here, as _TimeUp
+        return "".join(parts)
 
     def _invalid(self, what: str) -> ModelInvalid:
         return ModelInvalid(f"The chat template in {self.source} {what}; the model file cannot "

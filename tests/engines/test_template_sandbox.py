@@ -66,6 +66,47 @@ def test_a_deadline_that_passes_after_a_render_never_strikes_later():
     assert sum(range(10000)) == 49995000
 
 
+def test_a_deadline_at_any_moment_ends_in_one_sentence_never_a_stray_exception():
+    """The watchdog and the calls' own deadline check fire at every point of a render here:
+    each render either returns its text or raises ModelInvalid, and nothing arrives later."""
+    template = ("{% for m in messages %}{{ '<|' + m['role'] + '|>' }}{{ m['content'] | trim }}"
+                "{% for i in range(3) %}{{ loop.index }}{% endfor %}{% endfor %}")
+    messages = [{"role": "user", "content": f"message {i} " * 20} for i in range(300)]
+    outcomes = set()
+    for i in range(200):
+        guarded = GuardedTemplate(template, "t.gguf", seconds=0.0002 + (i % 9) * 0.0004)
+        try:
+            guarded.render(1 << 24, messages=messages)
+            outcomes.add("text")
+        except ModelInvalid:
+            outcomes.add("refused")
+        sum(range(2000))  # a stray time-up would land here, outside the try
+    assert outcomes <= {"text", "refused"} and "refused" in outcomes
+
+
+def test_the_watchdog_is_stopped_before_a_deadline_is_reported(monkeypatch):
+    """A call's own deadline check fires first (the injected clock says the time is up), and
+    reporting it takes longer than the watchdog's time: the watchdog must already be stopped,
+    or its time-up lands inside the handler and escapes as a stray exception (it did)."""
+    import time
+
+    from engines import template_sandbox
+
+    ticks = iter([0.0, 0.0] + [100.0] * 1000)  # compile and render start, then: time is up
+    guarded = GuardedTemplate("{{ range(3) | list }}", "slow.gguf", seconds=0.05,
+                              clock=lambda: next(ticks))
+    real_break = template_sandbox.GuardedTemplate._break
+
+    def slow_break(self, what):
+        time.sleep(0.2)  # the watchdog's 0.05 s pass meanwhile
+        return real_break(self, what)
+
+    monkeypatch.setattr(template_sandbox.GuardedTemplate, "_break", slow_break)
+    with pytest.raises(ModelInvalid, match="needed more than 0.05 s"):
+        guarded.render(1 << 20, messages=HI)
+    sum(range(2000))
+
+
 @pytest.mark.parametrize("template, words", [
     ("{{ 9**9**9 }}", "power"),
     ("{{ 'x' * 100000000 }}", "repeated text"),
