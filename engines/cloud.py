@@ -284,6 +284,9 @@ class CloudEngine(EngineBase):
                                         turn_started, None, None)
                 return
             raise self._send_failure(exc, watchdog, attempt, started) from None
+        except BaseException:  # Offline mode's refusal (before any socket), anything else
+            watchdog.stop()  # its thread would otherwise wait out the first-token deadline
+            raise
         status = response.status_code
         try:
             secrets = self.secrets()

@@ -147,6 +147,11 @@ def test_offline_mode_refuses_a_chat_stream_without_retrying(connects):
         list(engine.stream(_request(), threading.Event()))
     engine.close()
     assert connects == []
+    # the refused send's first-token watchdog is stopped, not left waiting out its deadline
+    for thread in threading.enumerate():
+        if thread.name == "outpost-stream-watchdog":
+            thread.join(timeout=5)
+            assert not thread.is_alive()
 
 
 def test_loopback_stays_reachable_in_offline_mode(connects, models_server):
