@@ -300,3 +300,27 @@ def grab_in_palette(qtbot, widget, path, theme_name: str, redraw=None) -> None:
         widget.grab().save(str(path))
     finally:
         app.setPalette(old)
+
+
+# -- a real full disk: a small tmpfs in a private mount namespace -------------------------------
+def in_mount_namespace(script: str, *args: str, **run_options):
+    """``sh -c script args…`` in a private mount namespace, where ``script`` mounts a small tmpfs
+    (exiting 97 when it cannot) and runs the test's command: ``unshare -rm`` (a user and mount
+    namespace), else ``unshare -m`` (root). Fails, never skips, when neither can mount: CI runs
+    as root on the image where both work."""
+    import subprocess
+
+    import pytest
+
+    attempts = []
+    for unshare in (["unshare", "-rm"], ["unshare", "-m"]):
+        try:
+            done = subprocess.run([*unshare, "sh", "-c", script, *args], capture_output=True,
+                                  text=True, check=False, **run_options)
+        except FileNotFoundError:
+            pytest.fail("This test needs `unshare` (util-linux) to mount a small tmpfs.")
+        if done.returncode != 97 and not done.stderr.startswith("unshare:"):
+            return done
+        attempts.append(f"{' '.join(unshare)}: {done.stderr.strip()}")
+    pytest.fail("This test needs a small tmpfs and could not mount one (" + "; ".join(attempts)
+                + "); run it as root or where user namespaces are allowed.")

@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
-
 from app.config import paths
 from app.config.presets import PresetBook
 from app.config.providers import ProviderConfig, ProviderRegistry
@@ -21,6 +19,7 @@ from app.config.settings import Settings
 from app.storage.quotas import QuotaBook
 from engines.model_library import ModelLibrary
 from engines.model_load import LoadSettingsFile
+from tests.support import in_mount_namespace
 
 ROOT = Path(__file__).resolve().parents[2]
 TMPFS_SIZE = "1m"
@@ -136,19 +135,8 @@ MOUNT_AND_RUN = 'mount -t tmpfs -o size=$0 tmpfs "$1" || exit 97; shift; shift; 
 def run_on_a_small_disk(disk: Path, *command: str) -> subprocess.CompletedProcess:
     """``command`` with a TMPFS_SIZE tmpfs on ``disk``: ``unshare -rm`` (a user and mount
     namespace), else ``unshare -m`` (root). Fails, never skips, when neither can mount."""
-    attempts = []
-    for unshare in (["unshare", "-rm"], ["unshare", "-m"]):
-        try:
-            done = subprocess.run([*unshare, "sh", "-c", MOUNT_AND_RUN, TMPFS_SIZE, str(disk),
-                                   str(ROOT), *command], capture_output=True, text=True,
-                                  timeout=300, check=False, cwd=ROOT)
-        except FileNotFoundError:
-            pytest.fail("This test needs `unshare` (util-linux) to mount a small tmpfs.")
-        if done.returncode != 97 and not done.stderr.startswith("unshare:"):
-            return done
-        attempts.append(f"{' '.join(unshare)}: {done.stderr.strip()}")
-    pytest.fail("This test needs a small tmpfs and could not mount one (" + "; ".join(attempts)
-                + "); run it as root or where user namespaces are allowed.")
+    return in_mount_namespace(MOUNT_AND_RUN, TMPFS_SIZE, str(disk), str(ROOT), *command,
+                              timeout=300, cwd=ROOT)
 
 
 def test_a_full_disk_says_so_in_one_sentence_and_keeps_every_file(tmp_path):

@@ -16,6 +16,7 @@ import keyring.backends.fail
 import pytest
 
 from app.config.secrets import KeyFileDamaged, KeyStore
+from tests.support import in_mount_namespace
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "sk-file-test-0123456789abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJ"  # 60 characters
@@ -71,17 +72,9 @@ def run_on_a_small_disk(disk: Path, *command: str) -> subprocess.CompletedProces
     (``unshare -rm``, else ``unshare -m`` as root); fails, never skips, when neither mounts
     (see tests/engines/test_model_download.py)."""
     script = 'mount -t tmpfs -o size=$0 tmpfs "$1" || exit 97; shift; exec "$@"'
-    attempts = []
-    for unshare in (["unshare", "-rm"], ["unshare", "-m"]):
-        done = subprocess.run([*unshare, "sh", "-c", script, TMPFS_SIZE, str(disk), *command],
-                              capture_output=True, text=True, timeout=120, cwd=ROOT,
+    return in_mount_namespace(script, TMPFS_SIZE, str(disk), *command, timeout=120, cwd=ROOT,
                               env={**os.environ, "PYTHONPATH": str(ROOT),
                                    "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"})
-        if done.returncode != 97 and not done.stderr.startswith("unshare:"):
-            return done
-        attempts.append(f"{' '.join(unshare)}: {done.stderr.strip()}")
-    pytest.fail("This test needs a small tmpfs and could not mount one (" + "; ".join(attempts)
-                + "); run it as root or where user namespaces are allowed.")
 
 
 def test_a_full_disk_keeps_every_stored_key_and_says_so(tmp_path):

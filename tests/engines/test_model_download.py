@@ -25,6 +25,7 @@ from app import cli
 from app.domain.errors import Cancelled, DownloadFailed
 from engines.model_download import HubFile, Verification, _Lock, download, hub_file
 from engines.model_library import ModelLibrary
+from tests.support import in_mount_namespace
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -376,19 +377,8 @@ def run_on_a_small_disk(disk: Path, *command: str) -> subprocess.CompletedProces
     """Run ``command`` with a TMPFS_SIZE tmpfs mounted on ``disk``: ``unshare -rm`` (a user and
     mount namespace), else ``unshare -m`` (root). Fails, never skips, when neither can mount:
     CI runs as root on the image where both work."""
-    attempts = []
-    for unshare in (["unshare", "-rm"], ["unshare", "-m"]):
-        try:
-            done = subprocess.run([*unshare, "sh", "-c", MOUNT_AND_RUN, TMPFS_SIZE, str(disk),
-                                   str(ROOT), *command], capture_output=True, text=True,
-                                  timeout=120, check=False)
-        except FileNotFoundError:
-            pytest.fail("This test needs `unshare` (util-linux) to mount a small tmpfs.")
-        if done.returncode != 97 and not done.stderr.startswith("unshare:"):
-            return done
-        attempts.append(f"{' '.join(unshare)}: {done.stderr.strip()}")
-    pytest.fail("This test needs a small tmpfs and could not mount one (" + "; ".join(attempts)
-                + "); run it as root or where user namespaces are allowed.")
+    return in_mount_namespace(MOUNT_AND_RUN, TMPFS_SIZE, str(disk), str(ROOT), *command,
+                              timeout=120)
 
 
 @pytest.mark.parametrize("announced", [True, False], ids=["size-announced", "chunked"])
