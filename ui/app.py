@@ -1,6 +1,7 @@
 """The composition root: builds every service once and passes it down."""
 from __future__ import annotations
 
+import gc
 import sys
 
 from PySide6.QtGui import QIcon
@@ -168,6 +169,12 @@ class OutpostApp:
         if self._daily_backup_pending:  # a copy of the whole file: off the GUI thread
             self.tasks.run_in_background(self.store.roll_backup, lambda made: None,
                                          self._on_backup_failed)
+        # What is built by now (modules, the window, the services) lives as long as the app:
+        # out of the garbage collector's full passes, which walked all of it, holding the GIL
+        # for 25-65 ms here, whichever thread ran them: a visible stall of the window
+        # (bench/gui_event_loop.py, issue 16).
+        gc.collect()
+        gc.freeze()
 
     def _on_backup_failed(self, exc: Exception) -> None:
         """The day's backup found the database damaged (or could not be written): shown; a

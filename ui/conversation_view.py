@@ -47,6 +47,7 @@ from ui.message_actions import (
     VersionSwitcher,
 )
 from ui.render_cache import RENDERED
+from ui.rich_append import End, append_html, cut_back, end_of
 
 NO_REPLY = "No reply."  # what a reply without text shows, live and after reopening alike
 _BUBBLE_NAMES = {Role.USER: "Your message", Role.ASSISTANT: "Reply", Role.SYSTEM: "System message"}
@@ -224,7 +225,7 @@ class MessageBubble(QFrame):
         # seam markers; the part after it streams incrementally.
         self._done_html = ""
         self._segment_start = 0
-        self._tail_from: int | None = None  # where the streaming tail starts in the document
+        self._tail_from: End | None = None  # where the streaming tail starts in the document
         self.flush_html = 0  # HTML characters the last flush parsed
         self.seams: list[tuple[int, str]] = []
         # what the body shows, to render it again in a new palette (see _render_again)
@@ -232,6 +233,8 @@ class MessageBubble(QFrame):
         self._segments: list[dict] | None = None
         self._streamed = False
         self._placeholder: str | None = None
+        self._shown_html: str | None = None  # the HTML the streamed document is made of
+        self.kept_streamed = 0  # finished replies shown as streamed, not set again (for tests)
         theme.on_palette_change(self, self._render_again)
 
     # -- the tree actions -----------------------------------------------------------------------
@@ -360,16 +363,26 @@ class MessageBubble(QFrame):
         """Show a finished message: its HTML comes from the render cache when this bubble's
         message (``message_id``) was rendered before in this palette. ``rendered``: its HTML
         made ahead, in this palette (a finished reply's, on the stream worker's thread)."""
+        # a reply stored as it streamed: its document already is its HTML's (ui.rich_append),
+        # block by block; setting it whole again cost ~100 ms of parse and layout on this
+        # thread for a 20,000-token reply (issue 16)
+        shown = self._shown_html if self._streamed and text == self.text and (
+            not segments or len(segments) < 2) else None
         self.text = text
         self._tail_from = None
         self._segments, self._streamed, self._placeholder = segments, False, None
+        self._shown_html = None
         if self.role is not Role.USER and segments and len(segments) >= 2:
             self.seams = [(segment.get("start") or 0,
                            f"{segment.get('engine')} · {segment.get('model')}")
                           for segment in segments[1:]]
+        if shown is not None:
+            RENDERED.keep(self.message_id, text, segments, shown)  # shown so when reopened
+            self.kept_streamed += 1
+            return
         self.body.setHtml(RENDERED.html(self.message_id, text, segments,
                                         lambda: rendered if rendered is not None
-                                        else self._html_of(text, segments)))
+                                        else self._html_of(text, segments)).strip())  # (a part's last newline would end it with a space)
 
     def _html_of(self, text: str, segments: list[dict] | None) -> str:
         if self.role is Role.USER:
@@ -390,34 +403,31 @@ class MessageBubble(QFrame):
         """More of a streaming reply. Only the block still being written is rendered and
         replaced in the document (finished blocks are appended once), so a flush costs the
         same at token 10,000 as at token 10; ``flush_html`` is the HTML parsed by the last one.
-        The controller renders the finished reply whole once (``set_text``), exactly as it
-        shows when reopened."""
+        Each part is laid out as one ``setHtml`` of the whole would lay it out
+        (``ui.rich_append``), so a reply stored as it streamed stays as it is when it ends
+        (``set_text``), and shows the same when reopened."""
         self.text += delta
         self._streamed, self._placeholder = True, None
         new, tail, restarted = self._incremental.advance(self.text[self._segment_start:])
         document = self.body.document()
+        stable = self._done_html + self._incremental.stable_html
         if restarted or self._tail_from is None:
-            stable = self._done_html + self._incremental.stable_html
-            self.body.setHtml(stable)
-            self._tail_from = document.characterCount() - 1 if stable else 0
+            self.body.setHtml(stable.strip())
+            self._tail_from = end_of(document)
             new, parsed = "", len(stable)
         else:
             parsed = 0
         cursor = QTextCursor(document)
         cursor.beginEditBlock()
-        cursor.setPosition(self._tail_from)
-        cursor.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
-        cursor.removeSelectedText()
+        cut_back(cursor, self._tail_from)
+        # each part as setHtml of the whole would give it, so the finished reply need not be
+        # set again (see set_text)
         if new:
-            if self._tail_from > 0:
-                cursor.insertBlock()
-            cursor.insertHtml(new)
-            self._tail_from = cursor.position()
-        if tail:
-            if self._tail_from > 0:
-                cursor.insertBlock()
-            cursor.insertHtml(tail)
+            append_html(document, new)
+            self._tail_from = end_of(document)
+        append_html(document, tail)
         cursor.endEditBlock()
+        self._shown_html = stable + tail if not self._done_html else None
         self.flush_html = parsed + len(new) + len(tail)
 
     def add_seam(self, label: str, reason: str) -> None:
@@ -444,7 +454,7 @@ class MessageBubble(QFrame):
 
     def set_placeholder(self, note: str) -> None:
         self._placeholder = note
-        self._tail_from = None
+        self._tail_from, self._shown_html = None, None
         self.body.setHtml(f"<i style='color:{theme.muted_text()}'>{_escape(note)}</i>")
 
     def _render_again(self) -> None:
@@ -463,6 +473,7 @@ class MessageBubble(QFrame):
             self.body.setHtml(self._done_html +
                               self._incremental.update(self.text[self._segment_start:]))
             self._tail_from = None  # the next flush lays the document out again
+            self._shown_html = None
 
     def set_footer(self, text: str, warning: bool = False) -> None:
         theme.set_colour(self.footer, "warning" if warning else "muted", "font-size:11px;")

@@ -18,7 +18,6 @@ from pygments.util import ClassNotFound
 from ui import theme
 
 _CODE_FONT = "font-family:'DejaVu Sans Mono','Menlo','Consolas',monospace; white-space:pre;"
-_FENCE = re.compile(r"^\s{0,3}(```|~~~)", re.MULTILINE)
 COPY_SCHEME = "copy"  # a code block's "Copy" link: copy:<the code, percent-encoded>
 
 
@@ -90,21 +89,27 @@ def render(text: str) -> str:
     return _boxes(_fix_highlighted_fences(_MD.render(text)))
 
 
+# the block structure only (no inline parsing): where each top-level block starts
+_BLOCKS = MarkdownIt("commonmark", {"html": False}).enable("table").disable("inline")
+
+
 def stable_boundary(text: str) -> int:
-    """Index up to which ``text`` consists of complete blocks: the last blank line that is not
-    inside an open code fence."""
-    boundary = 0
-    inside_fence = False
-    position = 0
-    for line in text.splitlines(keepends=True):
-        if _FENCE.match(line):
-            inside_fence = not inside_fence
-            if not inside_fence:
-                boundary = position + len(line)  # a closed fence ends a block
-        elif not line.strip() and not inside_fence:
-            boundary = position + len(line)
-        position += len(line)
-    return boundary
+    """Index up to which ``text`` consists of finished blocks, so that rendering the part before
+    it and the part after it on their own gives what rendering ``text`` whole gives.
+
+    A block is finished once the next top-level block has begun after a blank line and that
+    block's first line is complete (``1. a`` then a blank line then ``2`` may still become the
+    same list's second item: not yet). Splitting at any blank line instead (outside code
+    fences) cut loose lists, and items with more than one paragraph, into lists of their own
+    that the whole render then joined. Only the unfinished part is parsed at each flush (the
+    caller passes it), so the cost does not grow with the reply."""
+    lines = text.splitlines(keepends=True)
+    starts = [token.map[0] for token in _BLOCKS.parse(text)
+              if token.level == 0 and token.nesting >= 0 and token.map]
+    for line in reversed(starts):
+        if line >= 1 and not lines[line - 1].strip() and lines[line].endswith("\n"):
+            return sum(len(previous) for previous in lines[:line])
+    return 0
 
 
 class IncrementalMarkdown:
@@ -125,10 +130,11 @@ class IncrementalMarkdown:
         restarted = not text.startswith(self._stable_src)
         if restarted:  # text was replaced: start over
             self._stable_src, self._stable_html = "", ""
-        boundary = stable_boundary(text)
+        done = len(self._stable_src)
+        boundary = done + stable_boundary(text[done:])
         new = ""
-        if boundary > len(self._stable_src):
-            new = render(text[len(self._stable_src):boundary])
+        if boundary > done:
+            new = render(text[done:boundary])
             self._stable_html += new
             self._stable_src = text[:boundary]
             self.blocks_rendered += 1

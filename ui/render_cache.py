@@ -46,6 +46,16 @@ class RenderCache:
             self._html.popitem(last=False)
         return made
 
+    def keep(self, message_id: str | None, text: str, segments: list[dict] | None,
+             html: str) -> None:
+        """Keep ``html`` as message ``message_id``'s (a streamed reply, rendered block by block
+        while it streamed), so that it shows the same when built again."""
+        if message_id is None:
+            return
+        self._html[(message_id, text, repr(segments), self._colours())] = html
+        if len(self._html) > self.entries:
+            self._html.popitem(last=False)
+
     def _colours(self) -> tuple:
         """The palette's colours, the key's part that says which palette the HTML was made for
         (by value: a palette set again is a new QPalette with the same colours)."""

@@ -9,8 +9,8 @@ error tree, never as strings.
 Text deltas do not cross as signals: a fast model gives 2,000 a second, and as many queued
 signals woke the GUI thread 2,000 times a second to run a Python slot for each. The worker appends them to its ``TextMailbox`` and the GUI thread takes the
 text when it renders (every ``ChatController`` flush). Every other event is a signal, rare. The
-finished reply's Markdown is rendered to HTML here too (``reply_rendered``), so the GUI thread
-only sets it.
+finished reply's Markdown is rendered to HTML here too (``reply_rendered``) when it is not what
+streamed (a repaired JSON reply), so the GUI thread only sets it.
 """
 from __future__ import annotations
 
@@ -107,18 +107,23 @@ class StreamWorker(QObject):
     @Slot(object, object)
     def run_turn(self, pending: PendingTurn, cancel: threading.Event) -> None:
         mailbox = self.mailbox
+        streamed: list[str] | None = []  # the reply as streamed, None once a seam or a restart
         try:
             for event in pending.run(cancel):
                 if isinstance(event, TextDelta):
                     mailbox.put(event.text)
+                    if streamed is not None:
+                        streamed.append(event.text)
                 elif isinstance(event, Usage):
                     self.usage_received.emit(event)
                 elif isinstance(event, Seam):
                     mailbox.seal()
+                    streamed = None
                     self.seam_received.emit(f"{event.engine} · {event.model}", event.reason,
                                             event.offset)
                 elif isinstance(event, Restart):
                     mailbox.seal()
+                    streamed = None
                     self.restarted.emit(event.reason)
                 elif isinstance(event, ModelLoading):
                     self.model_wait_started.emit()
@@ -127,19 +132,25 @@ class StreamWorker(QObject):
                 elif isinstance(event, Notice):
                     self.notice.emit(event.text)
                 elif isinstance(event, TurnEnded):
-                    self._render_reply(event.outcome)
+                    self._render_reply(event.outcome, streamed)
                     self.turn_ended.emit(event.outcome)
         except Exception as exc:  # a bug: still end the turn so the window stays usable
             self.turn_failed.emit(InternalError(f"Unexpected error: {exc!r}"))
 
-    def _render_reply(self, outcome) -> None:
+    def _render_reply(self, outcome, streamed: list[str] | None) -> None:
         """The finished reply's HTML, worked out here rather than on the GUI thread (a
         20,000-token reply takes a few hundred ms of pure Python). Markdown and the theme's
         colours only read the application palette; the key says which palette it was, so the
-        GUI thread renders again itself if the palette changed meanwhile."""
+        GUI thread renders again itself if the palette changed meanwhile.
+
+        Not for a reply stored as it streamed: the bubble already shows it, rendered block by
+        block (``MessageBubble.set_text``). Rendering it whole here anyway made ~200 ms of
+        objects whose garbage collection, holding the GIL, stalled the GUI thread by as much."""
         message = outcome.message
         if message is None or not message.content or len(message.segments or []) > 1 or \
                 not isinstance(QCoreApplication.instance(), QGuiApplication):
             return  # nothing to render (or no GUI: a test of the bridge alone)
+        if streamed is not None and "".join(streamed) == message.content:
+            return
         key = QGuiApplication.palette().cacheKey()
         self.reply_rendered.emit(message.content, render(message.content), key)

@@ -59,3 +59,40 @@ def test_the_finished_reply_is_shown_as_it_is_reopened(qtbot, scripted, scripted
     window._on_new_chat()
     window._on_conversation_selected(conversation)
     assert window.view.last_bubble().body.toHtml() == streamed
+
+
+EVERY_BLOCK = "\n\n".join([
+    "# A title", "Some **bold** words and `code`.", "- one\n- two\n  - nested\n- three",
+    "1. a step\n\n2. a second step, loose\n\n3. a third", "> a quote\n> on two lines", "---",
+    "```python\ndef f(x):\n    return x\n```", "| a | b |\n|:--|--:|\n| 1 | 2 |",
+    "- loose one\n\n- loose two\n\n  a second paragraph in it", "Closing words.",
+])
+
+
+@pytest.mark.parametrize("piece", [1, 3, 7])
+def test_the_streamed_reply_is_the_finished_one_so_it_is_not_set_again(qtbot, piece):
+    """At the end of a stream the document already is the finished reply's (no ~100 ms
+    setHtml of a long reply on the GUI thread): same toHtml() as the reply opened again."""
+    from ui.markdown import render
+    bubble = MessageBubble(Role.ASSISTANT)
+    qtbot.addWidget(bubble)
+    text = EVERY_BLOCK * 2
+    for start in range(0, len(text), piece):
+        bubble.append_text(text[start:start + piece])
+    bubble.set_text(text, rendered=render(text))
+    assert bubble.kept_streamed == 1
+    reopened = MessageBubble(Role.ASSISTANT)
+    qtbot.addWidget(reopened)
+    reopened.set_text(text)
+    assert reopened.kept_streamed == 0
+    assert bubble.body.toHtml() == reopened.body.toHtml()
+
+
+def test_a_reply_that_ends_otherwise_than_it_streamed_is_set_whole(qtbot):
+    """The stored reply is not what streamed (a repaired JSON reply, say): shown as stored."""
+    bubble = MessageBubble(Role.ASSISTANT)
+    qtbot.addWidget(bubble)
+    bubble.append_text("Paragraph one.\n\nParagraph two")
+    bubble.set_text("Something else", rendered=None)
+    assert bubble.kept_streamed == 0
+    assert bubble.body.toPlainText() == "Something else"
