@@ -196,28 +196,23 @@ class MessageBubble(QFrame):
         self.details_button.setToolTip("The parameters actually sent, tokens, timings, cost "
                                        "and route of this reply")
         self.details_button.hide()
-        self.switcher = VersionSwitcher()
-        self.actions_bar = MessageActionBar(role)
-        self.editor = MessageEditor()
-        top = QHBoxLayout()
-        top.setContentsMargins(0, 0, 0, 0)
-        top.addWidget(self.header)
-        top.addWidget(self.switcher)
-        top.addStretch(1)
-        top.addWidget(self.actions_bar)
-        top.addWidget(self.details_button)
-        layout.addLayout(top)
+        # The version switcher, the action bar and the editor are built when first needed (a
+        # message with versions, a hover or focus, Edit): hidden or not, a child is polished
+        # with its bubble, and these three were half the cost of building a bubble, which the
+        # chat does as it scrolls (bench/long_conversation.py).
+        self._switcher: VersionSwitcher | None = None
+        self._actions_bar: MessageActionBar | None = None
+        self._editor: MessageEditor | None = None
+        self._versions: Versions | None = None
+        self._top = QHBoxLayout()
+        self._top.setContentsMargins(0, 0, 0, 0)
+        self._top.addWidget(self.header)
+        self._top.addStretch(1)
+        self._top.addWidget(self.details_button)
+        self._column = layout
+        layout.addLayout(self._top)
         layout.addWidget(self.body)
-        layout.addWidget(self.editor)
         layout.addWidget(self.footer)
-        self.switcher.version_requested.connect(self.version_requested)
-        self.actions_bar.copy_requested.connect(self.copy_message)
-        self.actions_bar.regenerate_requested.connect(self.request_regenerate)
-        self.actions_bar.edit_requested.connect(self.start_editing)
-        self.actions_bar.fork_requested.connect(self.request_fork)
-        self.actions_bar.delete_requested.connect(self.request_delete)
-        self.editor.submitted.connect(self._on_edit_submitted)
-        self.editor.cancelled.connect(self.stop_editing)
         self.body.code_copied.connect(self._copy)
         self.text = ""
         self._incremental = IncrementalMarkdown()
@@ -237,13 +232,71 @@ class MessageBubble(QFrame):
         self.kept_streamed = 0  # finished replies shown as streamed, not set again (for tests)
         theme.on_palette_change(self, self._render_again)
 
+    # -- the parts built when first needed ----------------------------------------------------
+    @property
+    def switcher(self) -> VersionSwitcher:
+        """‹ 2/3 ›, after the role's name; shown for a message with other versions."""
+        if self._switcher is None:
+            self._switcher = VersionSwitcher(self)
+            self._top.insertWidget(1, self._switcher)
+            self._switcher.version_requested.connect(self.version_requested)
+            self._switcher.show_versions(self._versions)
+            self._place_in_tab_order(self._switcher)
+        return self._switcher
+
+    @property
+    def actions_bar(self) -> MessageActionBar:
+        if self._actions_bar is None:
+            self._actions_bar = bar = MessageActionBar(self.role, self)
+            self._top.insertWidget(self._top.indexOf(self.details_button), bar)
+            bar.copy_requested.connect(self.copy_message)
+            bar.regenerate_requested.connect(self.request_regenerate)
+            bar.edit_requested.connect(self.start_editing)
+            bar.fork_requested.connect(self.request_fork)
+            bar.delete_requested.connect(self.request_delete)
+            self._place_in_tab_order(bar)
+        return self._actions_bar
+
+    @property
+    def editor(self) -> MessageEditor:
+        """Edit and resend: in place of the body while it is open."""
+        if self._editor is None:
+            self._editor = MessageEditor(self)
+            self._column.insertWidget(self._column.indexOf(self.body) + 1, self._editor)
+            self._editor.submitted.connect(self._on_edit_submitted)
+            self._editor.cancelled.connect(self.stop_editing)
+            self._place_in_tab_order(self._editor)
+        return self._editor
+
+    def _place_in_tab_order(self, part: QWidget) -> None:
+        """Tab reaches a part built later where it would have, had it been built with the
+        bubble: after the Details link, in the order switcher, action bar, editor (a widget
+        built later otherwise joins the end of the window's tab chain)."""
+        def tabbable(widget: QWidget) -> list[QWidget]:
+            return [child for child in widget.findChildren(QWidget)
+                    if child.focusPolicy() & Qt.FocusPolicy.TabFocus]
+        parts = [self._switcher, self._actions_bar, self._editor]
+        previous: QWidget = self.details_button
+        for earlier in parts[:parts.index(part)]:
+            if earlier is not None and tabbable(earlier):
+                previous = tabbable(earlier)[-1]
+        for child in tabbable(part):
+            QWidget.setTabOrder(previous, child)
+            previous = child
+
+    def editing(self) -> bool:
+        return self._editor is not None and self._editor.isVisibleTo(self)
+
     # -- the tree actions -----------------------------------------------------------------------
     def show_versions(self, versions: Versions | None) -> None:
-        self.switcher.show_versions(versions)
+        self._versions = versions
+        if self._switcher is not None or (versions is not None and len(versions.ids) > 1):
+            self.switcher.show_versions(versions)
 
     def set_actions_visible(self, visible: bool) -> None:
         """The action bar is shown while the bubble is hovered or has focus."""
-        self.actions_bar.setVisible(visible and not self.editor.isVisible())
+        if visible or self._actions_bar is not None:
+            self.actions_bar.setVisible(visible and not self.editing())
 
     @Slot()
     def refresh_actions(self) -> None:
@@ -286,7 +339,8 @@ class MessageBubble(QFrame):
 
     @Slot()
     def stop_editing(self) -> None:
-        self.editor.hide()
+        if self._editor is not None:
+            self._editor.hide()
         self.body.show()
         self.setFocus()
 
@@ -313,7 +367,7 @@ class MessageBubble(QFrame):
         if self.role is Role.USER:
             entries.append(("Edit and resend…", "edit", self.start_editing))
         entries.append(("Fork into a new conversation", "fork", self.request_fork))
-        versions = self.switcher.versions
+        versions = self._versions
         if versions is not None and len(versions.ids) > 1:
             entries += [("Previous version", "previous", self.switcher.go_previous),
                          ("Next version", "next", self.switcher.go_next)]
@@ -337,8 +391,9 @@ class MessageBubble(QFrame):
         pressed = QKeySequence(event.keyCombination())
         handlers = {"copy": self.copy_message, "regenerate": self.request_regenerate,
                     "edit": self.start_editing, "fork": self.request_fork,
-                    "delete": self.request_delete, "previous": self.switcher.go_previous,
-                    "next": self.switcher.go_next}
+                    "delete": self.request_delete,
+                    "previous": lambda: self._switcher and self._switcher.go_previous(),
+                    "next": lambda: self._switcher and self._switcher.go_next()}
         for key, handler in handlers.items():
             if pressed.matches(SHORTCUTS[key]) == QKeySequence.SequenceMatch.ExactMatch:
                 handler()
@@ -380,24 +435,10 @@ class MessageBubble(QFrame):
             RENDERED.keep(self.message_id, text, segments, shown)  # shown so when reopened
             self.kept_streamed += 1
             return
-        self.body.setHtml(RENDERED.html(self.message_id, text, segments,
-                                        lambda: rendered if rendered is not None
-                                        else self._html_of(text, segments)).strip())  # (a part's last newline would end it with a space)
-
-    def _html_of(self, text: str, segments: list[dict] | None) -> str:
-        if self.role is Role.USER:
-            return "<p style='white-space:pre-wrap'>" + _escape(text) + "</p>"
-        if not segments or len(segments) < 2:
-            return render(text)
-        html = ""
-        for index, segment in enumerate(segments):
-            start = segment.get("start") or 0
-            end = segment.get("end")
-            if index:
-                label = f"{segment.get('engine')} · {segment.get('model')}"
-                html += _seam_html(label, segment.get("reason") or "")
-            html += render(text[start:end if end is not None else len(text)])
-        return html
+        html = RENDERED.html(self.message_id, text, segments,
+                             lambda: rendered if rendered is not None
+                             else message_html(self.role, text, segments))
+        self.body.setHtml(html.strip())  # (a last newline would end the text with a space)
 
     def append_text(self, delta: str) -> None:
         """More of a streaming reply. Only the block still being written is rendered and
@@ -538,6 +579,24 @@ class MessageBubble(QFrame):
 _ROUTE_WORDS_SHOWN = ("answered locally", "continued locally", "outbox", "hedge")
 
 
+def message_html(role: Role, text: str, segments: list[dict] | None) -> str:
+    """A finished message's HTML: a prompt as typed, a reply's Markdown rendered, with a seam
+    where another engine went on."""
+    if role is Role.USER:
+        return "<p style='white-space:pre-wrap'>" + _escape(text) + "</p>"
+    if not segments or len(segments) < 2:
+        return render(text)
+    html = ""
+    for index, segment in enumerate(segments):
+        start = segment.get("start") or 0
+        end = segment.get("end")
+        if index:
+            label = f"{segment.get('engine')} · {segment.get('model')}"
+            html += _seam_html(label, segment.get("reason") or "")
+        html += render(text[start:end if end is not None else len(text)])
+    return html
+
+
 def _seam_html(label: str, reason: str) -> str:
     """A thin rule with a caption: who continued the reply, and why (in the tooltip too)."""
     why = reason.split(":")[0] if reason else ""  # "openai stream broke after 412 characters …"
@@ -560,14 +619,18 @@ class ConversationView(QScrollArea):
     not built), ``bubbles`` (built, in order) and ``_newer`` (below them, not built; only after
     a jump to an old message). A chat opens at the bottom with a screenful built; as the user
     scrolls, a few more are built ahead on the side they scroll towards (``_fill``, one small
-    batch per event-loop turn) and bubbles more than ``FAR_SCREENS`` away are dropped (their
-    HTML stays in ``ui.render_cache``, so coming back costs no render). What is on screen never
+    batch per event-loop turn) and bubbles more than ``FAR_SCREENS`` away are dropped once the
+    scrolling pauses (their HTML stays in ``ui.render_cache``, so coming back costs no render). What is on screen never
     moves when bubbles come or go above it: the topmost visible bubble is the anchor, and the
     scroll position follows it (``_keep_anchor``). Knows nothing about engines or the database.
     """
 
     MARGIN_SCREENS = 1.0  # built beyond the viewport on a side that has unbuilt messages
-    FAR_SCREENS = 3.0  # bubbles further than this from the viewport are dropped
+    FAR_SCREENS = 3.0  # bubbles further than this from the viewport are dropped when idle...
+    MOST_FAR_SCREENS = 8.0  # ...and further than this at once (memory stays bounded)
+    # Dropping waits until the scrolling pauses this long: a drop relays the chat out, and
+    # done as the user scrolls it made the notches that built nothing slow too.
+    DROP_AFTER_MS = 300
     PER_TURN = 1  # bubbles built per event-loop turn while filling the margin (~10 ms)
     BUILD_ALL = 24  # show_path builds up to this many new messages below; more re-open
     HIDDEN = 6  # built while the view is hidden (heights are unknown until it is shown)
@@ -617,6 +680,10 @@ class ConversationView(QScrollArea):
         self._fill_timer.setSingleShot(True)
         self._fill_timer.setInterval(0)
         self._fill_timer.timeout.connect(self._fill_a_little)
+        self._drop_timer = QTimer(self)
+        self._drop_timer.setSingleShot(True)
+        self._drop_timer.setInterval(self.DROP_AFTER_MS)
+        self._drop_timer.timeout.connect(self._drop_when_idle)
         self.verticalScrollBar().valueChanged.connect(self._on_scrolled)
         self.verticalScrollBar().rangeChanged.connect(self._on_range_changed)
         # while the scroll bar's handle is dragged nothing is added above (it would move under
@@ -719,8 +786,9 @@ class ConversationView(QScrollArea):
 
     @property
     def filling(self) -> bool:
-        """Whether bubbles near the screen are still to be built (in the next turns)."""
-        return self._fill_timer.isActive()
+        """Whether bubbles near the screen are still to be built (in the next turns), or
+        those far away still to be dropped (once the scrolling pauses)."""
+        return self._fill_timer.isActive() or self._drop_timer.isActive()
 
     def last_bubble(self) -> MessageBubble | None:
         """The bottom bubble (None when the bottom is not built: after a jump upwards)."""
@@ -831,7 +899,7 @@ class ConversationView(QScrollArea):
     @staticmethod
     def _droppable(bubble: MessageBubble) -> bool:
         """A bubble that can be built again as it is (stored, not being edited)."""
-        return bubble.stored() is not None and not bubble.editor.isVisibleTo(bubble)
+        return bubble.stored() is not None and not bubble.editing()
 
     def _show_empty(self) -> None:
         self._empty.setVisible(not (self.bubbles or self._older or self._newer))
@@ -909,7 +977,8 @@ class ConversationView(QScrollArea):
             built += 1
         self._settle()
         self._keep_anchor()
-        self._drop_far(int(height * self.FAR_SCREENS))
+        self._drop_far(int(height * self.MOST_FAR_SCREENS))
+        self._drop_timer.start()
         above, below = self._gaps()
         return bool(self._older and above < margin or
                     self._newer and below < margin and not self._follow)
@@ -941,6 +1010,13 @@ class ConversationView(QScrollArea):
         self._keep_anchor()
 
     @Slot()
+    def _drop_when_idle(self) -> None:
+        if self.verticalScrollBar().isSliderDown():
+            self._drop_timer.start()
+            return
+        self._drop_far(int(max(self.viewport().height(), 200) * self.FAR_SCREENS))
+
+    @Slot()
     def _fill_a_little(self) -> None:
         if self.verticalScrollBar().isSliderDown() or not self.isVisible():
             return  # see sliderReleased and showEvent
@@ -963,6 +1039,8 @@ class ConversationView(QScrollArea):
         self._anchor = self._top_visible()
         if self._older or self._newer:
             self._fill_timer.start()
+        if self._drop_timer.isActive():
+            self._drop_timer.start()  # not while the user scrolls
 
     def _on_range_changed(self, _min: int, maximum: int) -> None:
         if self._follow:

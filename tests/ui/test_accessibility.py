@@ -126,6 +126,8 @@ def conversation(qtbot, scripted, scripted_engine):
 def test_every_control_of_the_window_has_a_name_and_a_description(conversation):
     window = conversation.window
     window.model_picker.show()  # shown once a cloud provider is picked
+    for bubble in window.view.bubbles:  # built when first needed (a hover, Edit, versions)
+        assert bubble.actions_bar and bubble.editor and bubble.switcher
     found = controls(window, skip=window.sampling)
     for must in (window.route_picker, window.target_picker, window.model_picker,
                  window.composer.edit, window.sidebar.list, window.view,

@@ -25,6 +25,12 @@ PARTS = {
     "code": "```python\ndef f(x):\n    return x\n```",
     "plain code": "```\nplain\n```",
     "table": "| a | b |\n|:--|--:|\n| 1 | 2 |",
+    "title": "# A title",
+    "numbers from 3": "3. third\n4. fourth",
+    "code in a list": "- an item\n\n  ```\n  code in it\n  ```\n- another",
+    "list in a quote": "> - a\n> - b",
+    "indented code": "    indented code",
+    "long words": "x" * 300,
 }
 
 
