@@ -618,8 +618,8 @@ class ConversationView(QScrollArea):
     The conversation's path is held as three parts: ``_older`` (messages above the built ones,
     not built), ``bubbles`` (built, in order) and ``_newer`` (below them, not built; only after
     a jump to an old message). A chat opens at the bottom with a screenful built; as the user
-    scrolls, a few more are built ahead on the side they scroll towards (``_fill``, one small
-    batch per event-loop turn) and bubbles more than ``FAR_SCREENS`` away are dropped once the
+    scrolls, a few more are built ahead on the side they scroll towards (``_fill_a_little``:
+    one piece of work per event-loop turn, see ``AHEAD``) and bubbles more than ``FAR_SCREENS`` away are dropped once the
     scrolling pauses (their HTML stays in ``ui.render_cache``, so coming back costs no render). What is on screen never
     moves when bubbles come or go above it: the topmost visible bubble is the anchor, and the
     scroll position follows it (``_keep_anchor``). Knows nothing about engines or the database.
@@ -631,7 +631,14 @@ class ConversationView(QScrollArea):
     # Dropping waits until the scrolling pauses this long: a drop relays the chat out, and
     # done as the user scrolls it made the notches that built nothing slow too.
     DROP_AFTER_MS = 300
-    PER_TURN = 1  # bubbles built per event-loop turn while filling the margin (~10 ms)
+    PER_TURN = 1  # bubbles built per event-loop turn while filling the margin (~2 ms each)
+    # A turn that builds nothing does one smaller piece of the next builds instead: renders
+    # the HTML of one of the next AHEAD messages on a side, or makes one empty bubble (up to
+    # SPARES a role). Building a bubble as the chat scrolled cost ~4.3 ms, of which making
+    # the widgets ~2.7 and a Markdown render ~1.5; now a notch does at most one piece, none
+    # over ~2 ms (bench/long_conversation.py).
+    AHEAD = 3
+    SPARES = 3
     BUILD_ALL = 24  # show_path builds up to this many new messages below; more re-open
     HIDDEN = 6  # built while the view is hidden (heights are unknown until it is shown)
 
@@ -673,6 +680,8 @@ class ConversationView(QScrollArea):
         self._newer: list[Message] = []  # below them (only after a jump), oldest first
         self._versions: dict[str, Versions] = {}
         self.built = 0  # bubbles built from stored messages, ever (the tests count work)
+        self.made = 0  # bubble widgets made, ever (spares included)
+        self._spares: dict[Role, list[MessageBubble]] = {Role.USER: [], Role.ASSISTANT: []}
         self._follow = True  # stay at the bottom (a reply streams in)
         self._anchor: tuple[MessageBubble, int] | None = None  # (top visible bubble, its y - value)
         self._moving = False  # the view itself is moving the scroll bar
@@ -852,8 +861,20 @@ class ConversationView(QScrollArea):
         return True
 
     def _new_bubble(self, role: Role, index: int) -> MessageBubble:
-        """An empty bubble at ``index`` among the built ones, wired to the view's signals."""
+        """An empty bubble at ``index`` among the built ones (a spare one if there is one),
+        wired to the view's signals."""
+        spares = self._spares.get(role)
+        bubble = spares.pop() if spares else self._make_bubble(role)
+        self._layout.insertWidget(1 + index, bubble)
+        self.bubbles.insert(index, bubble)
+        bubble.show()  # now, not at the next turn: it is laid out (and measured) at once
+        return bubble
+
+    def _make_bubble(self, role: Role) -> MessageBubble:
+        """A new empty bubble, hidden and outside the layout, wired to the view's signals."""
         bubble = MessageBubble(role, self._content)
+        bubble.hide()
+        self.made += 1
         bubble.details_button.clicked.connect(
             lambda: bubble.message_id and self.details_requested.emit(bubble.message_id))
         bubble.version_requested.connect(self.version_requested)
@@ -864,10 +885,17 @@ class ConversationView(QScrollArea):
         bubble.fork_requested.connect(self.fork_requested)
         bubble.delete_requested.connect(self.delete_requested)
         bubble.copied.connect(self.copied)
-        self._layout.insertWidget(1 + index, bubble)
-        self.bubbles.insert(index, bubble)
-        bubble.show()  # now, not at the next turn: it is laid out (and measured) at once
         return bubble
+
+    def _make_spare(self) -> bool:
+        """Make one spare bubble for the role that has fewest; False when there are enough."""
+        role = min(self._spares, key=lambda r: len(self._spares[r]))
+        if len(self._spares[role]) >= self.SPARES:
+            return False
+        bubble = self._make_bubble(role)
+        bubble.ensurePolished()  # its style too: what showing it cost besides the layout
+        self._spares[role].append(bubble)
+        return True
 
     def _build(self, message: Message, index: int) -> MessageBubble:
         """The bubble of a stored message, at ``index`` among the built ones."""
@@ -1020,8 +1048,31 @@ class ConversationView(QScrollArea):
     def _fill_a_little(self) -> None:
         if self.verticalScrollBar().isSliderDown() or not self.isVisible():
             return  # see sliderReleased and showEvent
-        if self._fill(self.MARGIN_SCREENS, self.PER_TURN):
-            self._fill_timer.start()  # the next few in the next turn: scrolling stays smooth
+        built = self.built
+        more = self._fill(self.MARGIN_SCREENS, self.PER_TURN)
+        if self.built == built:  # a turn that built nothing does a piece of the next ones
+            more = self._render_ahead() or self._make_spare() or more
+        if more or self._needs_spare() or self._next_unrendered() is not None:
+            self._fill_timer.start()  # the rest in the next turns: scrolling stays smooth
+
+    def _needs_spare(self) -> bool:
+        return any(len(spares) < self.SPARES for spares in self._spares.values())
+
+    def _next_unrendered(self) -> Message | None:
+        """The nearest of the next ``AHEAD`` messages on either side not rendered yet."""
+        for message in (*self._older[:-self.AHEAD - 1:-1], *self._newer[:self.AHEAD]):
+            if not RENDERED.has(message.id, message.content, message.segments):
+                return message
+        return None
+
+    def _render_ahead(self) -> bool:
+        """Render one message that is about to be built (its HTML into the cache)."""
+        message = self._next_unrendered()
+        if message is None:
+            return False
+        RENDERED.html(message.id, message.content, message.segments,
+                      lambda: message_html(message.role, message.content, message.segments))
+        return True
 
     # -- following the user -----------------------------------------------------------------
     @Slot(QWidget, QWidget)

@@ -39,6 +39,10 @@ from ui.focus_ring import TRACKED, FocusRing, control_of, ring_of, wants_ring
 
 _VALUE_WIDGETS = (QAbstractSpinBox, QComboBox, QAbstractSlider)
 _FOCUS = frozenset({QEvent.Type.FocusIn, QEvent.Type.FocusOut})
+# every kind the filter acts on: the rest (most of the ~150 events of a wheel notch) leave
+# after one look-up
+_WATCHED = frozenset({QEvent.Type.Wheel, QEvent.Type.Polish, QEvent.Type.KeyPress,
+                      *_FOCUS, *TRACKED})
 _RINGED_WINDOWS = (Qt.WindowType.Window, Qt.WindowType.Dialog)
 _NAVIGATION_KEYS = frozenset({Qt.Key.Key_Tab, Qt.Key.Key_Backtab, Qt.Key.Key_Up, Qt.Key.Key_Down,
                               Qt.Key.Key_Left, Qt.Key.Key_Right, Qt.Key.Key_PageUp,
@@ -66,7 +70,7 @@ def guard(widget: QWidget) -> None:
 
 class InputGuard(QObject):
     """The application's event filter (see the module docstring). Most events leave after
-    one or two comparisons: the type, then whether a ring is shown at all."""
+    one look-up of their type; the tracked ones after whether a ring is shown at all."""
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
@@ -74,6 +78,8 @@ class InputGuard(QObject):
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt naming)
         kind = event.type()
+        if kind not in _WATCHED:
+            return False
         if kind == QEvent.Type.Wheel:
             if holds_a_value(watched) and not watched.hasFocus():
                 event.ignore()  # not ours: Qt offers it to the parent (the scroll area)

@@ -46,6 +46,10 @@ class RenderCache:
             self._html.popitem(last=False)
         return made
 
+    def has(self, message_id: str, text: str, segments: list[dict] | None) -> bool:
+        """Whether message ``message_id``'s HTML for ``text`` in this palette is here."""
+        return (message_id, text, repr(segments), self._colours()) in self._html
+
     def keep(self, message_id: str | None, text: str, segments: list[dict] | None,
              html: str) -> None:
         """Keep ``html`` as message ``message_id``'s (a streamed reply, rendered block by block

@@ -107,7 +107,10 @@ def test_a_long_chat_opens_at_the_bottom_with_only_a_screenful_built(qtbot, scri
     assert view.last_bubble() is view.bubbles[-1]
     assert 3 <= len(view.bubbles) <= 16, len(view.bubbles)  # a screen and a margin, not 1,000
     assert view.built == len(view.bubbles)
-    assert RENDERED.renders - rendered <= len(view.bubbles)  # one render per bubble at most
+    # one render per bubble at most, and the next few above rendered ahead
+    assert RENDERED.renders - rendered <= len(view.bubbles) + view.AHEAD
+    assert all(RENDERED.has(m.id, m.content, m.segments)
+               for m in path[-len(view.bubbles) - view.AHEAD:])
     # what is shown is what is stored: the newest messages, in order
     assert [b.message_id for b in view.bubbles] == [m.id for m in path[-len(view.bubbles):]]
     assert view.bubbles[-1].text == path[-1].content
@@ -122,6 +125,37 @@ def test_a_long_chat_opens_at_the_bottom_with_only_a_screenful_built(qtbot, scri
     idle(qtbot, view)
     assert at_bottom(view) and view.bubbles[-1].message_id == path[-1].id
     assert RENDERED.renders == rendered
+
+
+def test_scrolling_does_one_piece_of_work_a_turn(qtbot, scripted, monkeypatch):
+    """Each turn of the event loop while scrolling up builds one bubble, renders one message
+    ahead or makes one spare bubble, never two of these: a notch waits for one piece at most.
+    A bubble built takes a spare one (its widgets made in an earlier turn) and HTML rendered
+    in an earlier turn."""
+    view = scripted.window.view
+    opened(qtbot, scripted, MESSAGES)
+    assert all(len(spares) == view.SPARES for spares in view._spares.values())
+    pieces, real = [], ConversationView._fill_a_little
+
+    def counted(self):
+        counts = (self.built, self.made, RENDERED.renders)
+        real(self)
+        pieces.append(tuple(b - a for a, b in zip(counts, (self.built, self.made,
+                                                          RENDERED.renders))))
+
+    monkeypatch.setattr(ConversationView, "_fill_a_little", counted)
+    bar, built = view.verticalScrollBar(), view.built
+    for _ in range(40):  # two or three screens up, a notch at a time
+        bar.setValue(bar.value() - 60)
+        QApplication.processEvents()
+    built_now(view)
+    assert view.built - built >= 6, view.built - built
+    assert pieces and all(sum(piece) <= 1 for piece in pieces), pieces
+    assert sum(p[0] for p in pieces) == view.built - built
+    # every bubble built took a spare and HTML rendered ahead (the screen's first ones aside)
+    assert sum(p[1] for p in pieces) == view.built - built
+    assert sum(p[2] for p in pieces) == view.built - built
+    assert all(len(spares) == view.SPARES for spares in view._spares.values())
 
 
 @pytest.mark.slow  # about 20 s: the whole chat is built once on the way up
