@@ -619,15 +619,18 @@ class ConversationView(QScrollArea):
     not built), ``bubbles`` (built, in order) and ``_newer`` (below them, not built; only after
     a jump to an old message). A chat opens at the bottom with a screenful built; as the user
     scrolls, a few more are built ahead on the side they scroll towards (``_fill_a_little``:
-    one piece of work per event-loop turn, see ``AHEAD``) and bubbles more than ``FAR_SCREENS`` away are dropped once the
-    scrolling pauses (their HTML stays in ``ui.render_cache``, so coming back costs no render). What is on screen never
-    moves when bubbles come or go above it: the topmost visible bubble is the anchor, and the
-    scroll position follows it (``_keep_anchor``). Knows nothing about engines or the database.
+    one piece of work per event-loop turn, see ``AHEAD``), and in a chat of more than
+    ``KEEP_ALL`` messages bubbles more than ``FAR_SCREENS`` away are dropped once the scrolling
+    pauses (their HTML stays in ``ui.render_cache``, so coming back costs no render). What is
+    on screen never moves when bubbles come or go above it: the topmost visible bubble is the
+    anchor, and the scroll position follows it (``_keep_anchor``). Knows nothing about engines
+    or the database.
     """
 
     MARGIN_SCREENS = 1.0  # built beyond the viewport on a side that has unbuilt messages
     FAR_SCREENS = 3.0  # bubbles further than this from the viewport are dropped when idle...
     MOST_FAR_SCREENS = 8.0  # ...and further than this at once (memory stays bounded)
+    KEEP_ALL = 60  # a chat of up to this many messages keeps what it built (no drop, no rebuild)
     # Dropping waits until the scrolling pauses this long: a drop relays the chat out, and
     # done as the user scrolls it made the notches that built nothing slow too.
     DROP_AFTER_MS = 300
@@ -1014,7 +1017,8 @@ class ConversationView(QScrollArea):
     def _drop_far(self, far: int) -> None:
         """Drop the bubbles more than ``far`` pixels beyond the viewport (those that can be
         built again: stored, not being edited); their messages go back to the unbuilt parts."""
-        if len(self.bubbles) < 3:
+        if len(self.bubbles) < 3 or \
+                len(self.bubbles) + len(self._older) + len(self._newer) <= self.KEEP_ALL:
             return
         value, height = self.verticalScrollBar().value(), self.viewport().height()
         top = []

@@ -158,6 +158,24 @@ def test_scrolling_does_one_piece_of_work_a_turn(qtbot, scripted, monkeypatch):
     assert all(len(spares) == view.SPARES for spares in view._spares.values())
 
 
+def test_a_short_chat_keeps_what_it_built(qtbot, scripted):
+    """A chat of a few screens is built as it is scrolled and then kept: after a pause (when a
+    long chat drops far bubbles) scrolling back builds nothing again."""
+    view = scripted.window.view
+    _conversation, path = opened(qtbot, scripted, 40)
+    bar = view.verticalScrollBar()
+    while view.bubbles[0].message_id != path[0].id:
+        bar.setValue(0)
+        built_now(view)
+    assert len(view.bubbles) == 40 and view.built == 40
+    assert bar.maximum() > 4 * view.viewport().height()  # the bottom is far away
+    qtbot.wait(view.DROP_AFTER_MS + 100)  # the scrolling paused
+    idle(qtbot, view)
+    bar.setValue(bar.maximum())
+    idle(qtbot, view)
+    assert len(view.bubbles) == 40 and view.built == 40  # nothing dropped, nothing built again
+
+
 @pytest.mark.slow  # about 20 s: the whole chat is built once on the way up
 def test_scrolling_up_builds_older_messages_and_keeps_the_screen_still(qtbot, scripted):
     view = scripted.window.view
