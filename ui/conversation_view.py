@@ -287,6 +287,17 @@ class MessageBubble(QFrame):
     def editing(self) -> bool:
         return self._editor is not None and self._editor.isVisibleTo(self)
 
+    def tab_stops(self) -> list[QWidget]:
+        """The bubble and its widgets that Tab stops at, in their order in the tab chain."""
+        mine = {id(child): child for child in self.findChildren(QWidget)
+                if child.focusPolicy() & Qt.FocusPolicy.TabFocus}
+        stops, widget = [self], self.nextInFocusChain()
+        while mine and widget is not self:
+            if mine.pop(id(widget), None) is not None:
+                stops.append(widget)
+            widget = widget.nextInFocusChain()
+        return stops
+
     # -- the tree actions -----------------------------------------------------------------------
     def show_versions(self, versions: Versions | None) -> None:
         self._versions = versions
@@ -870,8 +881,29 @@ class ConversationView(QScrollArea):
         bubble = spares.pop() if spares else self._make_bubble(role)
         self._layout.insertWidget(1 + index, bubble)
         self.bubbles.insert(index, bubble)
+        self._place_in_tab_order(index)
         bubble.show()  # now, not at the next turn: it is laid out (and measured) at once
         return bubble
+
+    def _place_in_tab_order(self, index: int) -> None:
+        """Tab goes from message to message in the order they are shown: the stops of the
+        bubble at ``index`` go right after those of the one above it, or right before the one
+        below (a widget joins the end of the window's tab chain when it is made, and bubbles
+        are made ahead, and built above as well as below)."""
+        bubble = self.bubbles[index]
+        if index > 0:
+            previous = self.bubbles[index - 1].tab_stops()[-1]
+        elif len(self.bubbles) > 1:  # the stop before the bubble below, outside this one
+            previous = self.bubbles[1].previousInFocusChain()
+            while previous is not self and (
+                    previous is bubble or bubble.isAncestorOf(previous) or
+                    not previous.focusPolicy() & Qt.FocusPolicy.TabFocus):
+                previous = previous.previousInFocusChain()
+        else:
+            previous = self
+        for stop in bubble.tab_stops():
+            QWidget.setTabOrder(previous, stop)  # (moves the one widget, not its children)
+            previous = stop
 
     def _make_bubble(self, role: Role) -> MessageBubble:
         """A new empty bubble, hidden and outside the layout, wired to the view's signals."""
