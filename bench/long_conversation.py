@@ -47,7 +47,7 @@ def show_every_message(view, messages, versions) -> None:
     """The old ``ConversationView.show_messages``: every message built and rendered at once
     (no render cache), laid out when the event loop next runs."""
     from app.domain.messages import MessageStatus  # deferred: after the QApplication
-    from ui.conversation_view import MessageBubble
+    from ui.message_bubble import MessageBubble
 
     view.clear()
     # nothing of the new view's left to run: a drop the last chat's scrolling had timed would
@@ -119,27 +119,43 @@ class FrameClock:
         self.filter = Filter()
 
 
+class Wheel:
+    """Wheel notches over the middle of the chat: up until the top, then down until the
+    bottom, and so on."""
+
+    def __init__(self, view):
+        from PySide6.QtCore import QPointF  # deferred: after the QApplication
+
+        self.view, self.up = view, True
+        self.centre = QPointF(view.viewport().width() / 2, view.viewport().height() / 2)
+
+    def next_notch(self):
+        """The next notch's event (to send to the chat's viewport)."""
+        from PySide6.QtCore import QPoint, Qt
+        from PySide6.QtGui import QWheelEvent
+
+        bar = self.view.verticalScrollBar()
+        if self.up and bar.value() == bar.minimum() or \
+                not self.up and bar.value() == bar.maximum():
+            self.up = not self.up
+        viewport = self.view.viewport()
+        return QWheelEvent(self.centre, viewport.mapToGlobal(self.centre), QPoint(),
+                           QPoint(0, NOTCH if self.up else -NOTCH), Qt.MouseButton.NoButton,
+                           Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+
+
 def scroll_steps(qt, view, steps: int) -> list[tuple[float, float, bool, float]]:
     """Per wheel notch: (wall ms, CPU ms) to handle it and all it causes, the viewport painted;
     whether it built or dropped a bubble; wall ms until its frame was painted (the window's
     first repaint after it: what the user waits for; a build or a drop the notch starts runs
     after that frame, in the same event-loop pass, so the wall ms counts it and this does not).
     """
-    from PySide6.QtCore import QPoint, QPointF, Qt
-    from PySide6.QtGui import QWheelEvent
-
-    bar, times, up = view.verticalScrollBar(), [], True
-    centre = QPointF(view.viewport().width() / 2, view.viewport().height() / 2)
+    times, wheel = [], Wheel(view)
     clock = FrameClock(view.window())
     qt.installEventFilter(clock.filter)
     try:
         for _ in range(steps):
-            if up and bar.value() == bar.minimum() or not up and bar.value() == bar.maximum():
-                up = not up
-            event = QWheelEvent(centre, view.viewport().mapToGlobal(centre), QPoint(),
-                                QPoint(0, NOTCH if up else -NOTCH), Qt.MouseButton.NoButton,
-                                Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase,
-                                False)
+            event = wheel.next_notch()
             built, shown = view.built, len(view.bubbles)
             clock.painted = None
             started, cpu = time.perf_counter(), time.process_time()
@@ -159,11 +175,9 @@ def paced_steps(qt, view, steps: int, every_ms: int) -> list[float]:
     """Wheel notches as a hand sends them, one every ``every_ms`` ms while the event loop
     runs (so the work a notch starts can run before the next one comes); per notch, ms from
     when it was due to its frame painted (a notch sent late, behind work, counts its wait)."""
-    from PySide6.QtCore import QEventLoop, QPoint, QPointF, Qt, QTimer
-    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtCore import QEventLoop, Qt, QTimer
 
-    bar, up, latencies = view.verticalScrollBar(), [True], []
-    centre = QPointF(view.viewport().width() / 2, view.viewport().height() / 2)
+    wheel, latencies = Wheel(view), []
     clock, loop, timer = FrameClock(view.window()), QEventLoop(), QTimer()
     timer.setTimerType(Qt.TimerType.PreciseTimer)
     timer.setInterval(every_ms)
@@ -178,14 +192,10 @@ def paced_steps(qt, view, steps: int, every_ms: int) -> list[float]:
             timer.stop()
             loop.quit()
             return
-        if up[0] and bar.value() == bar.minimum() or not up[0] and bar.value() == bar.maximum():
-            up[0] = not up[0]
+        event = wheel.next_notch()
         due.append(started + (len(due) + 1) * every_ms / 1000)
         clock.painted = None
-        qt.sendEvent(view.viewport(), QWheelEvent(
-            centre, view.viewport().mapToGlobal(centre), QPoint(),
-            QPoint(0, NOTCH if up[0] else -NOTCH), Qt.MouseButton.NoButton,
-            Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False))
+        qt.sendEvent(view.viewport(), event)
 
     timer.timeout.connect(notch)
     qt.installEventFilter(clock.filter)

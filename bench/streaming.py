@@ -2,7 +2,7 @@
 
     QT_QPA_PLATFORM=offscreen python -m bench.streaming [--tokens 4000] [--trials 5]
 
-A reply bubble of the real window's kind (``ui.conversation_view.MessageBubble``) receives a
+A reply bubble of the real window's kind (``ui.message_bubble.MessageBubble``) receives a
 long Markdown reply (paragraphs, code blocks, tables) a flush at a time, 8 tokens a flush (what
 33 ms of 2,000 tok/s gives, rounded up). Each trial times every flush; the medians of the first
 and the last 100 flushes are compared (target: ratio <= 1.5, flat whatever the reply's length).
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from PySide6.QtWidgets import QApplication  # deferred: a GUI benchmark, one QApplication
 
-    from ui.conversation_view import MessageBubble
+    from ui.message_bubble import MessageBubble
 
     app = QApplication.instance() or QApplication([])
     pieces = reply(args.tokens)

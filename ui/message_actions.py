@@ -1,7 +1,7 @@
 """The parts of a message bubble that act on the conversation tree: the versions switcher
 (‹ 2/3 ›), the action bar (Copy, Regenerate or Edit, Fork, Delete) and the inline editor of
 "Edit and resend". Each owns its widgets and says what the user asked for through signals; the
-bubble (``ui.conversation_view.MessageBubble``) adds its message id, the controller acts.
+bubble (``ui.message_bubble.MessageBubble``) adds its message id, the controller acts.
 
 Keyboard, when a bubble has focus (Tab to it, or click beside its text):
 

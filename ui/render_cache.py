@@ -35,28 +35,33 @@ class RenderCache:
         if message_id is None:
             self.renders += 1
             return make()
-        key = (message_id, text, repr(segments), self._colours())
+        key = self._key(message_id, text, segments)
         found = self._html.get(key)
         if found is not None:
             self._html.move_to_end(key)
             return found
         self.renders += 1
-        made = self._html[key] = make()
-        if len(self._html) > self.entries:
-            self._html.popitem(last=False)
+        made = make()
+        self._put(key, made)
         return made
 
     def has(self, message_id: str, text: str, segments: list[dict] | None) -> bool:
         """Whether message ``message_id``'s HTML for ``text`` in this palette is here."""
-        return (message_id, text, repr(segments), self._colours()) in self._html
+        return self._key(message_id, text, segments) in self._html
 
     def keep(self, message_id: str | None, text: str, segments: list[dict] | None,
              html: str) -> None:
         """Keep ``html`` as message ``message_id``'s (a streamed reply, rendered block by block
         while it streamed), so that it shows the same when built again."""
-        if message_id is None:
-            return
-        self._html[(message_id, text, repr(segments), self._colours())] = html
+        if message_id is not None:
+            self._put(self._key(message_id, text, segments), html)
+
+    def _key(self, message_id: str, text: str, segments: list[dict] | None) -> tuple:
+        return (message_id, text, repr(segments), self._colours())
+
+    def _put(self, key: tuple, html: str) -> None:
+        self._html[key] = html
+        self._html.move_to_end(key)
         if len(self._html) > self.entries:
             self._html.popitem(last=False)
 

@@ -16,13 +16,13 @@ import pytest
 from PySide6.QtCore import QEvent, QObject
 from PySide6.QtWidgets import QApplication
 
-import ui.conversation_view as view_module
+import ui.message_bubble as bubble_module
 import ui.stream_worker as worker_module
 
 from app.domain.messages import Role, TextDelta
 from tests.support import ScriptedEngine, manual_ticker, reply
 from tests.ui.test_streaming_render import long_reply
-from ui.conversation_view import MessageBubble
+from ui.message_bubble import MessageBubble
 from ui.stream_worker import TextMailbox
 
 pytestmark = pytest.mark.gui
@@ -72,8 +72,8 @@ def test_a_2000_token_a_second_stream_wakes_the_gui_per_flush_not_per_token(
     controller = window.controller
     # where the finished reply's Markdown is rendered: (on the GUI thread?, characters)
     whole_renders: list[tuple[bool, int]] = []
-    real_render = view_module.render
-    for module in (view_module, worker_module):
+    real_render = bubble_module.render
+    for module in (bubble_module, worker_module):
         monkeypatch.setattr(module, "render", lambda t: (
             whole_renders.append((threading.current_thread() is threading.main_thread(),
                                   len(t))), real_render(t))[1])

@@ -10,7 +10,7 @@ import pytest
 
 from app.domain.messages import Role
 from tests.support import reply, send
-from ui.conversation_view import MessageBubble
+from ui.message_bubble import MessageBubble
 
 pytestmark = pytest.mark.gui
 

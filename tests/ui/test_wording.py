@@ -18,7 +18,7 @@ UI = Path(__file__).resolve().parents[2] / "ui"
 def test_a_reply_without_text_reads_the_same_live_and_reopened(qtbot, scripted,
                                                                scripted_engine):
     from app.domain.errors import EngineError
-    from ui.conversation_view import NO_REPLY
+    from ui.message_bubble import NO_REPLY
 
     window = scripted.window
     scripted_engine.script([EngineError("The model stopped working.")], reply("Hello."))
