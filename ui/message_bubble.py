@@ -123,7 +123,7 @@ class MessageBody(QTextBrowser):
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.setStyleSheet("QTextBrowser { background: transparent; }")
+        self.setObjectName("messageBody")  # transparent: see theme.bubble_style
         self.viewport().setAutoFillBackground(False)
         self.document().setDocumentMargin(0)
         self.document().documentLayout().documentSizeChanged.connect(self._on_size_changed)
@@ -177,12 +177,13 @@ class MessageBubble(QFrame):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(12, 8, 12, 8)
         layout.setSpacing(4)
+        # the parts are styled by the bubble's one sheet, by object name (theme.bubble_style)
         self.header = QLabel({Role.USER: "You", Role.ASSISTANT: "Assistant",
                               Role.SYSTEM: "System"}[role])
-        theme.restyle(self.header, lambda: f"color:{theme.muted_text(0.3)}; font-weight:600;")
+        self.header.setObjectName("bubbleHeader")
         self.body = MessageBody()
         self.footer = QLabel()
-        theme.set_colour(self.footer, "muted", "font-size:11px;")
+        self.footer.setObjectName("bubbleFooter")
         self.footer.setWordWrap(True)
         self.footer.hide()
         self.message_id: str | None = None
@@ -190,7 +191,7 @@ class MessageBubble(QFrame):
         self.details_button = QPushButton("Details")
         self.details_button.setFlat(True)
         self.details_button.setCursor(Qt.CursorShape.PointingHandCursor)
-        theme.set_colour(self.details_button, "link", "font-size:11px; border:none;")
+        self.details_button.setObjectName("detailsLink")
         self.details_button.setToolTip("The parameters actually sent, tokens, timings, cost "
                                        "and route of this reply")
         self.details_button.hide()
@@ -522,7 +523,10 @@ class MessageBubble(QFrame):
             self._shown_html = None
 
     def set_footer(self, text: str, warning: bool = False) -> None:
-        theme.set_colour(self.footer, "warning" if warning else "muted", "font-size:11px;")
+        if bool(self.footer.property("warning")) != warning:
+            self.footer.setProperty("warning", warning)  # its colour: theme.bubble_style
+            self.footer.style().unpolish(self.footer)
+            self.footer.style().polish(self.footer)
         self.footer.setText(text)
         self.footer.setVisible(bool(text))
 

@@ -282,13 +282,21 @@ def banner_style(kind: str) -> str:
 
 
 def bubble_style(role: Role) -> str:
+    """A message bubble's one style sheet (``ui.message_bubble``): its frame, and by object
+    name its role line, footer (``warning`` property: a broken reply's), Details link and
+    body. One sheet for the bubble, not one per part: a long chat makes bubbles as it scrolls,
+    and each sheet set is a style to resolve."""
     pal = palette()
     background = _bubble_background(pal, role)
-    if role in _BUBBLE_TINT:
-        return f"QFrame#bubble {{ background:{background}; border-radius:10px; }}"
-    border = mix(pal.color(_ROLE.Base), pal.color(_ROLE.Text), 0.12)
-    return (f"QFrame#bubble {{ background:{background}; border:1px solid {border}; "
-            "border-radius:10px; }")
+    frame = f"background:{background}; border-radius:10px;"
+    if role not in _BUBBLE_TINT:
+        frame += f" border:1px solid {mix(pal.color(_ROLE.Base), pal.color(_ROLE.Text), 0.12)};"
+    return (f"QFrame#bubble {{ {frame} }} "
+            f"QLabel#bubbleHeader {{ color:{muted_text(0.3)}; font-weight:600; }} "
+            f"QLabel#bubbleFooter {{ color:{muted_text()}; font-size:11px; }} "
+            f"QLabel#bubbleFooter[warning=\"true\"] {{ color:{colour('warning')}; }} "
+            f"QPushButton#detailsLink {{ color:{colour('link')}; font-size:11px; border:none; }} "
+            "QTextBrowser#messageBody { background: transparent; }")
 
 
 def sidebar_style() -> str:

@@ -239,6 +239,34 @@ def test_the_theme_setting_applies_without_a_restart(qtbot, keep_theme, scripted
     assert bubble.body.toHtml() == light_note  # the muted note re-rendered, back as it was
 
 
+def test_a_bubbles_parts_take_their_colours_from_its_one_sheet(qtbot, keep_theme):
+    """The role line, footer and Details link are coloured by the bubble's own style sheet
+    (one per bubble): a broken reply's footer turns the warning colour and back, and every
+    part follows a change of palette."""
+    from app.domain.messages import Role
+    from ui import theme
+    from ui.message_bubble import MessageBubble
+
+    bubble = MessageBubble(Role.ASSISTANT)
+    qtbot.addWidget(bubble)
+    bubble.show()
+
+    def shown(widget, role=QPalette.ColorRole.WindowText) -> str:
+        return widget.palette().color(role).name()
+
+    for name in ("light", "dark"):
+        apply(keep_theme, name)
+        bubble.set_footer("⚠ interrupted — the stream broke", warning=True)
+        assert shown(bubble.footer) == theme.colour("warning"), name
+        bubble.set_footer("12 tokens · 0.4 s")
+        assert shown(bubble.footer) == theme.colour("muted"), name
+        assert shown(bubble.header) == theme.muted_text(0.3), name
+        assert shown(bubble.details_button, QPalette.ColorRole.ButtonText) == \
+            theme.colour("link"), name
+    assert theme.colour("warning") != theme.colour("muted")
+    assert bubble.header.styleSheet() == bubble.footer.styleSheet() == ""  # the bubble's sheet
+
+
 # -- the window ----------------------------------------------------------------------------------
 @pytest.fixture(params=THEMES)
 def switched(request, keep_theme):
