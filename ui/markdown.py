@@ -62,14 +62,16 @@ def _fix_highlighted_fences(rendered: str) -> str:
 
 
 def _boxes(rendered: str) -> str:
-    """Tables with ruled cells and quoted blocks with a bar, the way QTextDocument can draw
-    them (its CSS has no borders on blocks: tables stand in)."""
+    """Tables with ruled cells, quoted blocks with a bar and code spans on a tint, the way
+    QTextDocument can draw them (its CSS has no borders on blocks: tables stand in)."""
     rule = theme.rule_colour()
     rendered = rendered.replace(
         "<table>", "<table border='1' cellspacing='0' cellpadding='5' style='border-collapse:"
         f"collapse; border-color:{rule}; border-style:solid; margin-top:4px; "
         "margin-bottom:6px;'>")
     rendered = rendered.replace("<th>", f"<th style='background:{theme.code_background()};'>")
+    # inline `code` (and an indented block's) on the code blocks' tint, as chat apps show it
+    rendered = rendered.replace("<code>", f"<code style='background:{theme.code_background()};'>")
     rendered = re.sub(r"<th style=\"text-align:(\w+)\">",
                       lambda m: f"<th align='{m.group(1)}' style='background:"
                                 f"{theme.code_background()};'>", rendered)
