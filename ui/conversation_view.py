@@ -37,8 +37,10 @@ class ConversationView(QScrollArea):
     a jump to an old message). A chat opens at the bottom with a screenful built; as the user
     scrolls, a few more are built ahead on the side they scroll towards (``_fill_a_little``:
     one piece of work per event-loop turn, see ``AHEAD``), and in a chat of more than
-    ``KEEP_ALL`` messages bubbles more than ``FAR_SCREENS`` away are dropped once the scrolling
-    pauses (their HTML stays in ``ui.render_cache``, so coming back costs no render). What is
+    ``KEEP_ALL`` messages bubbles more than ``FAR_SCREENS`` away are taken back: one at a time
+    as the scrolling needs spares (emptied, the next message is built into them: new widgets
+    cost a notch ~1.7 ms), the rest once the scrolling pauses (their HTML stays in
+    ``ui.render_cache``, so coming back costs no render). What is
     on screen never moves when bubbles come or go above it: the topmost visible bubble is the
     anchor, and the scroll position follows it (``_keep_anchor``). Knows nothing about engines
     or the database.
@@ -53,10 +55,10 @@ class ConversationView(QScrollArea):
     DROP_AFTER_MS = 300
     PER_TURN = 1  # bubbles built per event-loop turn while filling the margin (~2 ms each)
     # A turn that builds nothing does one smaller piece of the next builds instead: renders
-    # the HTML of one of the next AHEAD messages on a side, or makes one empty bubble (up to
-    # SPARES a role). Building a bubble as the chat scrolled cost ~4.3 ms, of which making
-    # the widgets ~2.7 and a Markdown render ~1.5; now a notch does at most one piece, none
-    # over ~2 ms (bench/long_conversation.py).
+    # the HTML of one of the next AHEAD messages on a side, or gets one empty bubble (up to
+    # SPARES a role), taking back a far one before making a new one. Building a bubble as
+    # the chat scrolled cost ~4.3 ms, of which making the widgets ~2.7 and a Markdown render
+    # ~1.5; now a notch does at most one piece, none over ~2 ms (bench/long_conversation.py).
     AHEAD = 3
     SPARES = 3
     BUILD_ALL = 24  # show_path builds up to this many new messages below; more re-open
@@ -101,6 +103,7 @@ class ConversationView(QScrollArea):
         self._versions: dict[str, Versions] = {}
         self.built = 0  # bubbles built from stored messages, ever (the tests count work)
         self.made = 0  # bubble widgets made, ever (spares included)
+        self.recycled = 0  # bubbles taken out of the chat and kept as spares, ever
         self._spares: dict[Role, list[MessageBubble]] = {Role.USER: [], Role.ASSISTANT: []}
         self._follow = True  # stay at the bottom (a reply streams in)
         self._anchor: tuple[MessageBubble, int] | None = None  # (top visible bubble, its y - value)
@@ -329,7 +332,14 @@ class ConversationView(QScrollArea):
         return bubble
 
     def _make_spare(self) -> bool:
-        """Make one spare bubble for the role that has fewest; False when there are enough."""
+        """One more spare bubble: a bubble far from the screen taken out and emptied when
+        there is one whose role needs a spare, else a new one for the role that has fewest;
+        False when there are enough."""
+        for bubble in self._far_ends():
+            if len(self._spares[bubble.role]) < self.SPARES:
+                at_top = bubble is self.bubbles[0]
+                self._take_back([bubble] if at_top else [], [] if at_top else [bubble])
+                return True
         role = min(self._spares, key=lambda r: len(self._spares[r]))
         if len(self._spares[role]) >= self.SPARES:
             return False
@@ -337,6 +347,34 @@ class ConversationView(QScrollArea):
         bubble.ensurePolished()  # its style too: what showing it cost besides the layout
         self._spares[role].append(bubble)
         return True
+
+    def _far_ends(self) -> list[MessageBubble]:
+        """The end bubbles (bottom, then top) more than ``FAR_SCREENS`` from the viewport that
+        can be built again, in a chat longer than ``KEEP_ALL``."""
+        if len(self.bubbles) < 3 or \
+                len(self.bubbles) + len(self._older) + len(self._newer) <= self.KEEP_ALL:
+            return []
+        value, height = self.verticalScrollBar().value(), self.viewport().height()
+        far = int(max(height, 200) * self.FAR_SCREENS)
+        top, bottom = self.bubbles[0], self.bubbles[-1]
+        ends = []
+        if not self._follow and bottom.y() > value + height + far and self._droppable(bottom):
+            ends.append(bottom)
+        if top.y() + top.height() < value - far and self._droppable(top):
+            ends.append(top)
+        return ends
+
+    def _take_back(self, top: list[MessageBubble], bottom: list[MessageBubble]) -> None:
+        """Take built bubbles out of the chat: ``top`` from its top down, ``bottom`` from its
+        bottom up; their messages go back to the unbuilt parts, and the bubbles become spares
+        while a role has fewer than ``SPARES`` (making a bubble cost ~1.7 ms of a scroll notch,
+        emptying one a fraction of that), else are deleted."""
+        self._anchor = self._top_visible()
+        self._older += [m for m in (b.stored() for b in top) if m is not None]
+        self._newer[:0] = [m for m in (b.stored() for b in reversed(bottom)) if m is not None]
+        self._remove(top + bottom, keep=True)
+        self._settle()
+        self._keep_anchor()
 
     def _build(self, message: Message, index: int) -> MessageBubble:
         """The bubble of a stored message, at ``index`` among the built ones."""
@@ -353,7 +391,10 @@ class ConversationView(QScrollArea):
     def _remove_from(self, index: int) -> None:
         self._remove(self.bubbles[index:])
 
-    def _remove(self, bubbles: list[MessageBubble]) -> None:
+    def _remove(self, bubbles: list[MessageBubble], keep: bool = False) -> None:
+        """Take ``bubbles`` out of the chat and delete them; with ``keep``, those that can be
+        built again are emptied and kept as spares while their role has fewer than
+        ``SPARES``."""
         focus = QApplication.focusWidget()
         for bubble in bubbles:
             if focus is not None and (focus is bubble or bubble.isAncestorOf(focus)):
@@ -362,8 +403,14 @@ class ConversationView(QScrollArea):
                 self._anchor = None
             self._layout.removeWidget(bubble)
             bubble.hide()  # gone at once; deleted once its own signals have returned
-            bubble.deleteLater()
             self.bubbles.remove(bubble)
+            spares = self._spares[bubble.role]
+            if keep and len(spares) < self.SPARES and self._droppable(bubble):
+                bubble.reset()
+                spares.append(bubble)
+                self.recycled += 1
+            else:
+                bubble.deleteLater()
 
     @staticmethod
     def _droppable(bubble: MessageBubble) -> bool:
@@ -470,14 +517,8 @@ class ConversationView(QScrollArea):
                 if bubble.y() <= value + height + far or not self._droppable(bubble):
                     break
                 bottom.append(bubble)
-        if not top and not bottom:
-            return
-        self._anchor = self._top_visible()
-        self._older += [m for m in (b.stored() for b in top) if m is not None]
-        self._newer[:0] = [m for m in (b.stored() for b in reversed(bottom)) if m is not None]
-        self._remove(top + bottom)
-        self._settle()
-        self._keep_anchor()
+        if top or bottom:
+            self._take_back(top, bottom)
 
     @Slot()
     def _drop_when_idle(self) -> None:

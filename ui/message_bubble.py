@@ -231,6 +231,25 @@ class MessageBubble(QFrame):
         self.kept_streamed = 0  # finished replies shown as streamed, not set again (for tests)
         theme.on_palette_change(self, self._render_again)
 
+    def reset(self) -> None:
+        """Empty again, as a bubble just made for this role: the chat view reuses a bubble it
+        takes out (one far from the screen) for the next message it builds, rather than making
+        new widgets (``ConversationView``). Only a stored message's bubble that is not being
+        edited is reused; whatever showing a message set is undone here."""
+        self.message_id, self.message = None, None
+        self.text = ""
+        self._incremental = IncrementalMarkdown()
+        self._done_html, self._segment_start, self._tail_from = "", 0, None
+        self.flush_html = 0
+        self.seams, self._seam_reasons, self._segments = [], [], None
+        self._streamed, self._placeholder, self._shown_html = False, None, None
+        self.body.document().clear()
+        self.set_footer("")
+        self.details_button.hide()
+        self.show_versions(None)
+        if self._actions_bar is not None:
+            self._actions_bar.hide()
+
     # -- the parts built when first needed ----------------------------------------------------
     @property
     def switcher(self) -> VersionSwitcher:

@@ -129,19 +129,19 @@ def test_a_long_chat_opens_at_the_bottom_with_only_a_screenful_built(qtbot, scri
 
 def test_scrolling_does_one_piece_of_work_a_turn(qtbot, scripted, monkeypatch):
     """Each turn of the event loop while scrolling up builds one bubble, renders one message
-    ahead or makes one spare bubble, never two of these: a notch waits for one piece at most.
-    A bubble built takes a spare one (its widgets made in an earlier turn) and HTML rendered
-    in an earlier turn."""
+    ahead or makes one spare bubble (a new one, or one far below taken back), never two of
+    these: a notch waits for one piece at most. A bubble built takes a spare one (its widgets
+    made in an earlier turn) and HTML rendered in an earlier turn."""
     view = scripted.window.view
     opened(qtbot, scripted, MESSAGES)
     assert all(len(spares) == view.SPARES for spares in view._spares.values())
     pieces, real = [], ConversationView._fill_a_little
 
     def counted(self):
-        counts = (self.built, self.made, RENDERED.renders)
+        counts = (self.built, self.made + self.recycled, RENDERED.renders)
         real(self)
-        pieces.append(tuple(b - a for a, b in zip(counts, (self.built, self.made,
-                                                          RENDERED.renders))))
+        pieces.append(tuple(b - a for a, b in zip(counts, (
+            self.built, self.made + self.recycled, RENDERED.renders))))
 
     monkeypatch.setattr(ConversationView, "_fill_a_little", counted)
     bar, built = view.verticalScrollBar(), view.built
@@ -152,10 +152,69 @@ def test_scrolling_does_one_piece_of_work_a_turn(qtbot, scripted, monkeypatch):
     assert view.built - built >= 6, view.built - built
     assert pieces and all(sum(piece) <= 1 for piece in pieces), pieces
     assert sum(p[0] for p in pieces) == view.built - built
-    # every bubble built took a spare and HTML rendered ahead (the screen's first ones aside)
+    # every bubble built took a spare and HTML rendered ahead (the screen's first ones aside);
+    # once bubbles lay more than three screens below, spares were taken back from there
     assert sum(p[1] for p in pieces) == view.built - built
+    assert view.recycled > 0
     assert sum(p[2] for p in pieces) == view.built - built
     assert all(len(spares) == view.SPARES for spares in view._spares.values())
+
+
+def shown_state(bubble) -> tuple:
+    """What a bubble shows and keeps of its message, every part that building sets."""
+    switcher = bubble._switcher
+    return (bubble.message_id, bubble.role, bubble.text, bubble.body.toHtml(), bubble.seams,
+            bubble.footer.text(), bubble.footer.isHidden(), bool(bubble.footer.property(
+                "warning")), bubble.details_button.isHidden(),
+            switcher is not None and not switcher.isHidden(),
+            switcher.label.text() if switcher is not None and not switcher.isHidden() else "",
+            bubble.body.isHidden(), bubble.stored())
+
+
+def test_a_bubble_taken_back_shows_its_next_message_as_a_new_one_would(qtbot, scripted):
+    """Scrolling a long chat takes far bubbles back as spares and builds other messages into
+    them: nothing of the message a bubble showed before (a warning footer, seams, a version
+    switcher, its text) stays; each shows what a bubble made for its message shows."""
+    from app.domain.messages import MessageStatus
+
+    view, store = scripted.window.view, scripted.store
+    conversation = seed_conversation(store, 300, profile=scripted.window.profile_name)
+    path = store.branch(conversation)
+    for n, message in enumerate(path):
+        if message.role is not Role.ASSISTANT:
+            continue
+        if n % 4 == 1:  # a reply that broke: a warning footer
+            store.update_message(message.id, status=MessageStatus.INTERRUPTED,
+                                 error="the stream broke")
+        elif n % 4 == 3:  # a reply another engine finished: a seam
+            cut = len(message.content) // 2
+            store.update_message(message.id, segments=[
+                {"engine": "openai", "model": "gpt-4o-mini", "start": 0, "end": cut},
+                {"engine": "local", "model": "SmolLM2", "start": cut, "end": None,
+                 "reason": "network down: the stream broke"}])
+    scripted.window.refresh_sidebar()
+    scripted.window._on_conversation_selected(conversation)
+    idle(qtbot, view)
+    bar, built, made = view.verticalScrollBar(), view.built, view.made
+    showed: dict = {}  # bubble -> the messages it showed (the keys keep the wrappers alive)
+    for step in [-1] * 36 + [1] * 24:  # up by screens, then back down: taken back both ways
+        bar.setValue(bar.value() + step * view.viewport().height())
+        built_now(view)
+        for bubble in view.bubbles:
+            showed.setdefault(bubble, set()).add(bubble.message_id)
+    assert view.recycled >= 10, view.recycled
+    assert sum(len(showed[b]) > 1 for b in view.bubbles) >= 5  # compared below: reused ones
+    # fewer bubbles made than messages built: the others went into bubbles taken back
+    assert view.made - made < view.built - built - 10, (view.made - made, view.built - built)
+
+    stored = {m.id: m for m in store.branch(conversation)}
+    fresh = ConversationView()
+    qtbot.addWidget(fresh)
+    for bubble in view.bubbles:
+        fresh.show_messages([stored[bubble.message_id]], view._versions)
+        assert shown_state(bubble) == shown_state(fresh.bubbles[0])
+    states = {shown_state(b)[5:9] for b in view.bubbles}
+    assert len(states) >= 3  # warnings, seams and plain replies among those compared
 
 
 def bubble_of_widget(view, widget):
