@@ -23,6 +23,9 @@ The seeding is ``seed_conversation`` in ``tests/ui/test_long_conversation.py``.
   3. again as in 1 ("a second pass"): at 10 every message is built by then, so this compares
      the work per notch against a chat where scrolling builds nothing.
 
+Last, the floor of the third pass for any view: what laying out a reply's text and rendering
+its Markdown cost with no widget at all, and how many notches at 1,000 bring a message in.
+
 "before" is the old way, kept here as the anchor (``show_every_message``: one bubble per message,
 each rendered, at once). Alternating trials; ratios against the 10-message chat and against
 "before" of the same run; the load average printed before and after. Wall-clock times, and
@@ -207,6 +210,40 @@ def paced_steps(qt, view, steps: int, every_ms: int) -> list[float]:
     return latencies
 
 
+def layout_floor(view, messages, count: int = 40) -> tuple[float, float]:
+    """(p50 ms to lay out a reply's text, p50 ms to render its Markdown) over the replies
+    among the first ``count`` messages of ``messages``: the text laid out at a message's width
+    in a bare QTextDocument, from its HTML (rendered beforehand), no widget at all. Any view
+    that shows a message it has not shown yet lays its text out on the GUI thread, in one go
+    (Qt lays a document out whole to know its height, and a thread would hold the GIL
+    throughout); scrolling at 1,000 messages brings a new one every notch or two, a built
+    10-message chat never does. Replies, not prompts: half the messages, a third of the notches,
+    and so what the p95 sees (a prompt costs a fraction of a reply)."""
+    from PySide6.QtGui import QTextDocument  # deferred: after the QApplication
+
+    from app.domain.messages import Role
+    from ui.message_bubble import message_html
+
+    body = view.bubbles[-1].body
+    width = body.viewport().width()
+    layouts, renders = [], []
+    for message in messages[:count]:
+        if message.role is not Role.ASSISTANT:
+            continue
+        started = time.perf_counter()
+        html = message_html(message.role, message.content, message.segments)
+        renders.append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        document = QTextDocument()
+        document.setDefaultFont(body.font())
+        document.setDocumentMargin(0)
+        document.setHtml(html)
+        document.setTextWidth(width)
+        document.size()
+        layouts.append((time.perf_counter() - started) * 1000)
+    return statistics.median(layouts), statistics.median(renders)
+
+
 def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[-1] if len(values) > 1 else values[0]
 
@@ -326,6 +363,17 @@ def main(argv: list[str] | None = None) -> int:
         if part:
             print(f"  {label:<17} {len(part):4d} notches: p50 {statistics.median(part):6.2f} "
                   f"p95 {p95(part):6.2f}")
+    open_chat(qt, app, chats[1000], "now")
+    layout, render = layout_floor(app.window.view, app.store.branch(chats[1000]))
+    second = scrolls[("now", "1000 warm")]
+    share = sum(t[2] for t in second) / len(second)
+    anchor = p95([t[0] for t in scrolls[("now", "10 warm")]])
+    print(f"the floor of the second pass, any view (no widget at all): a reply's text laid "
+          f"out p50 {layout:.2f} ms, its Markdown rendered {render:.2f} ms; {share:.0%} of the "
+          f"notches at 1,000 brought a message in (half of them a reply), none at 10 (p95 "
+          f"{anchor:.2f} ms): "
+          f"at least {(anchor + layout) / anchor:.2f}x with the HTML rendered ahead elsewhere, "
+          f"{(anchor + layout + render) / anchor:.2f}x rendering it while scrolling")
     app.shutdown()
     return 0
 
