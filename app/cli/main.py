@@ -290,7 +290,10 @@ def _parser() -> argparse.ArgumentParser:
     hswitch.add_argument("message", metavar="MSG")
     hswitch.add_argument("--json", action="store_true")
     hsearch = hsub.add_parser("search", help="full-text search over all messages")
-    hsearch.add_argument("query", metavar="QUERY")
+    hsearch.add_argument("query", metavar="QUERY",
+                         help="words, each matched at the start of a word (lighthouse finds "
+                              "lighthouses), all of them in the message; or SQLite FTS5 syntax "
+                              "when it has quotes, *, parentheses or AND/OR/NOT/NEAR")
     hsearch.add_argument("--json", action="store_true")
 
     backup = sub.add_parser("backup", help="the database's backups (one a day, kept 7 days; "

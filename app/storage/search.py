@@ -2,7 +2,8 @@
 
 The words a user types are not FTS5 syntax (a quote, a dash or ``AND`` would be an error or an
 operator): ``fts_query`` turns them into a query that finds messages containing every word,
-the last one as a prefix (results while typing). ``search_hits`` runs it against the messages'
+the last one as a prefix (results while typing); ``command_line_query`` does the same for
+``outpost history search``, every word as a prefix, unless the query is written in FTS5 syntax. ``search_hits`` runs it against the messages'
 FTS5 index (``app.storage.migrations``), best match first, and marks the matched words in each
 snippet with ``MARK_START``/``MARK_END`` (the window escapes the text, then turns the marks
 into bold).
@@ -38,6 +39,22 @@ def fts_query(text: str) -> str | None:
     if not text.endswith(tuple(" \"'")):  # still typing the last word
         quoted[-1] += "*"
     return " ".join(quoted)
+
+
+# what makes a command-line query FTS5 syntax rather than words: a phrase or prefix mark, a
+# group, or an operator in capitals (not a colon: "TODO: fix" is words, not a column filter)
+_FTS_SYNTAX = re.compile(r'["*()]|\b(?:AND|OR|NOT|NEAR)\b')
+
+
+def command_line_query(text: str) -> str | None:
+    """``outpost history search``'s query: FTS5 syntax as written (phrases, ``*``, ``OR``,
+    ``NEAR``…), or, for plain words, every word at the start of a word in the message
+    (``lighthouse`` finds "lighthouses", as the window's search finds it while it is typed;
+    ``don't`` is two words rather than a syntax error). None when there is no word."""
+    if _FTS_SYNTAX.search(text):
+        return text
+    words = _WORD.findall(text)
+    return " ".join(f'"{w}"*' for w in words) if words else None
 
 
 def snippet(content: str, text: str, width: int = 120) -> str:

@@ -182,6 +182,13 @@ def test_history_show_and_search(outpost_home):
     assert [r["content"] for r in rows] == ["To share warmth."]
     assert rows[0]["conversation_id"] == conversation.id
 
+    # plain words match at the start of a word, all of them; FTS5 syntax is used as written
+    assert "To share warmth." in cli("history", "search", "warm").stdout
+    assert "To share warmth." in cli("history", "search", "share WARMTH").stdout
+    assert "To share warmth." not in cli("history", "search", "share penguins").stdout
+    assert "penguins huddle" in cli("history", "search", "warmth OR huddle").stdout
+    assert "To share warmth." not in cli("history", "search", '"warm"').stdout  # a phrase
+
     bad = cli("history", "search", '"unbalanced')
     assert bad.returncode == 2
     assert "not valid full-text search syntax" in assert_one_sentence(bad.stderr)

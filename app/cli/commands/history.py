@@ -8,6 +8,7 @@ import sys
 from app.cli.commands.common import emit_list, open_core
 from app.domain.adapters import adapters_from_records
 from app.domain.messages import Message
+from app.storage.search import command_line_query
 
 MESSAGE_KEYS = ("id", "conversation_id", "parent_id", "role", "content", "status", "engine",
                 "model", "params", "prompt_tokens", "completion_tokens", "cached_prompt_tokens",
@@ -29,7 +30,8 @@ def cmd_history(args: argparse.Namespace) -> int:
                     print(f"{c.id}  {c.updated_at}  {c.title}")
             return 0
         if args.history_command == "search":
-            messages = store.search(args.query, profile=me)
+            query = command_line_query(args.query)
+            messages = store.search(query, profile=me) if query is not None else []
             if args.json:
                 emit_list([_row(m) for m in messages])
             else:
