@@ -27,6 +27,7 @@ from app.domain.messages import Role
 
 THEMES = ("system", "light", "dark")  # the ``theme`` setting's choices
 AA = 4.5  # WCAG 2.x level AA, normal-size text
+NON_TEXT = 3.0  # WCAG 2.x 1.4.11: the edge of a control against what is around it
 
 _ROLE = QPalette.ColorRole
 _GROUP = QPalette.ColorGroup
@@ -448,6 +449,7 @@ class _ThemeKeeper(QWidget):
 
     def event(self, event: QEvent) -> bool:
         if event.type() == QEvent.Type.ApplicationPaletteChange:
+            _outline_check_boxes(QApplication.instance())
             _refresh_all()
         return super().event(event)
 
@@ -470,6 +472,28 @@ class _ThemeKeeper(QWidget):
                 is_dark(app.palette()) != (scheme == Qt.ColorScheme.Dark):
             # the platform says dark (or light) but its palette is not: use ours
             _use(app, dark_palette() if scheme == Qt.ColorScheme.Dark else light_palette())
+
+
+def _outline_check_boxes(app: QApplication) -> None:
+    """Check boxes whose edge can be seen (WCAG 1.4.11, 3:1). Fusion draws it in the window
+    colour made darker, which on a dark window is nearly the window itself (1.1:1: an empty
+    box vanished; 2.2:1 on the light one). Check boxes get a window colour moved towards the
+    text just far enough that the edge Fusion derives from it reaches 3:1 on the window and on
+    the box's own fill; nothing else of a check box is drawn in the window colour. Setting the
+    application's palette clears class palettes, so this follows every palette change."""
+    pal = app.palette()
+    window, fill = pal.color(_ROLE.Window), pal.color(_ROLE.Base)
+    text = pal.color(_ROLE.WindowText)
+    for step in range(21):
+        candidate = QColor(mix(window, text, step / 20))
+        edge = candidate.darker(140).lighter(110)  # QFusionStylePrivate::outline, as drawn
+        if min(contrast_ratio(edge, window), contrast_ratio(edge, fill)) >= NON_TEXT:
+            break
+    marked = QPalette(pal)
+    for group in (QPalette.ColorGroup.Active, QPalette.ColorGroup.Inactive,
+                  QPalette.ColorGroup.Disabled):
+        marked.setColor(group, _ROLE.Window, candidate)
+    app.setPalette(marked, "QCheckBox")
 
 
 def _use(app: QApplication, pal: QPalette) -> None:

@@ -239,6 +239,38 @@ def test_the_theme_setting_applies_without_a_restart(qtbot, keep_theme, scripted
     assert bubble.body.toHtml() == light_note  # the muted note re-rendered, back as it was
 
 
+@pytest.mark.parametrize("name", THEMES)
+def test_an_empty_check_box_has_an_edge_that_can_be_seen(qtbot, keep_theme, name):
+    """WCAG 1.4.11: 3:1 between a control's edge and what is around it. Fusion's edge on our
+    dark palette was 1.1:1 (Top-k, Seed, JSON output and the quotas looked like nothing)."""
+    from PySide6.QtCore import QPoint
+    from PySide6.QtWidgets import QCheckBox, QStyle, QStyleOptionButton, QVBoxLayout
+
+    from ui import theme
+
+    apply(keep_theme, name)
+    panel = QWidget()
+    qtbot.addWidget(panel)
+    box = QCheckBox("Seed")
+    QVBoxLayout(panel).addWidget(box)
+    panel.show()
+    qtbot.waitExposed(panel)
+    image = panel.grab().toImage()
+    option = QStyleOptionButton()
+    box.initStyleOption(option)
+    rect = box.style().subElementRect(QStyle.SubElement.SE_CheckBoxIndicator, option, box)
+    rect.translate(box.mapTo(panel, QPoint(0, 0)))
+    around = QColor(image.pixel(rect.left() - 2, rect.center().y()))
+    assert around == panel.palette().color(QPalette.ColorRole.Window)
+    edge = max((QColor(image.pixel(x, rect.center().y())) for x in (rect.left(), rect.right())),
+               key=lambda colour: theme.contrast_ratio(colour, around))
+    assert theme.contrast_ratio(edge, around) >= theme.NON_TEXT, (edge.name(), around.name())
+    # and after the palette changes again (a class palette is cleared by a new app palette)
+    apply(keep_theme, "light" if name == "dark" else "dark")
+    assert box.palette().color(QPalette.ColorRole.Window) != \
+        panel.palette().color(QPalette.ColorRole.Window)
+
+
 def test_a_bubbles_parts_take_their_colours_from_its_one_sheet(qtbot, keep_theme):
     """The role line, footer and Details link are coloured by the bubble's own style sheet
     (one per bubble): a broken reply's footer turns the warning colour and back, and every
