@@ -444,13 +444,18 @@ class _ThemeKeeper(QWidget):
         super().__init__()
         self.setAttribute(Qt.WidgetAttribute.WA_DontShowOnScreen)
         self.name: str | None = None
+        self.refreshed_for = -1  # the application palette's cacheKey the widgets follow
         self.native_style = app.style().name()
         app.styleHints().colorSchemeChanged.connect(self._on_scheme_changed)
 
     def event(self, event: QEvent) -> bool:
         if event.type() == QEvent.Type.ApplicationPaletteChange:
-            _outline_check_boxes(QApplication.instance())
-            _refresh_all()
+            app = QApplication.instance()
+            _outline_check_boxes(app)
+            # a class palette set changes no colour of the application's own: nothing to do
+            if app.palette().cacheKey() != self.refreshed_for:
+                self.refreshed_for = app.palette().cacheKey()
+                _refresh_all()
         return super().event(event)
 
     def _on_scheme_changed(self, _scheme) -> None:
@@ -493,7 +498,10 @@ def _outline_check_boxes(app: QApplication) -> None:
     for group in (QPalette.ColorGroup.Active, QPalette.ColorGroup.Inactive,
                   QPalette.ColorGroup.Disabled):
         marked.setColor(group, _ROLE.Window, candidate)
-    app.setPalette(marked, "QCheckBox")
+    # set only when it changes: setting a class palette sends the application another palette
+    # change, which would set it again, and so on once per event-loop pass
+    if QApplication.palette("QCheckBox") != marked:
+        app.setPalette(marked, "QCheckBox")
 
 
 def _use(app: QApplication, pal: QPalette) -> None:

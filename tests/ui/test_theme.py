@@ -271,6 +271,27 @@ def test_an_empty_check_box_has_an_edge_that_can_be_seen(qtbot, keep_theme, name
         panel.palette().color(QPalette.ColorRole.Window)
 
 
+def test_a_palette_change_settles(qtbot, keep_theme, monkeypatch):
+    """Setting the check boxes' palette is itself a palette change: it is made once, and
+    the widgets are styled again once per palette, not on every pass of the event loop."""
+    from PySide6.QtWidgets import QCheckBox
+
+    from ui import theme
+
+    box = QCheckBox("Seed")
+    qtbot.addWidget(box)
+    box.show()
+    refreshes = []
+    monkeypatch.setattr(theme, "_refresh_all", lambda: refreshes.append(1))
+    for name in ("dark", "light", "dark"):
+        apply(keep_theme, name)
+        settled = len(refreshes)
+        for _ in range(5):
+            keep_theme.processEvents()
+        assert len(refreshes) == settled, name
+    assert len(refreshes) == 3
+
+
 def test_a_bubbles_parts_take_their_colours_from_its_one_sheet(qtbot, keep_theme):
     """The role line, footer and Details link are coloured by the bubble's own style sheet
     (one per bubble): a broken reply's footer turns the warning colour and back, and every
