@@ -336,7 +336,8 @@ class ConversationView(QScrollArea):
         there is one whose role needs a spare, else a new one for the role that has fewest;
         False when there are enough."""
         for bubble in self._far_ends():
-            if len(self._spares[bubble.role]) < self.SPARES:
+            spares = self._spares.get(bubble.role)  # none for a system message's
+            if spares is not None and len(spares) < self.SPARES:
                 at_top = bubble is self.bubbles[0]
                 self._take_back([bubble] if at_top else [], [] if at_top else [bubble])
                 return True
@@ -404,8 +405,9 @@ class ConversationView(QScrollArea):
             self._layout.removeWidget(bubble)
             bubble.hide()  # gone at once; deleted once its own signals have returned
             self.bubbles.remove(bubble)
-            spares = self._spares[bubble.role]
-            if keep and len(spares) < self.SPARES and self._droppable(bubble):
+            spares = self._spares.get(bubble.role)  # none for a system message's
+            if keep and spares is not None and len(spares) < self.SPARES and \
+                    self._droppable(bubble):
                 bubble.reset()
                 spares.append(bubble)
                 self.recycled += 1
@@ -414,8 +416,9 @@ class ConversationView(QScrollArea):
 
     @staticmethod
     def _droppable(bubble: MessageBubble) -> bool:
-        """A bubble that can be built again as it is (stored, not being edited)."""
-        return bubble.stored() is not None and not bubble.editing()
+        """A bubble that can be built again as it is (stored, not being edited, its menu not
+        open)."""
+        return bubble.stored() is not None and not bubble.in_use()
 
     def _show_empty(self) -> None:
         self._empty.setVisible(not (self.bubbles or self._older or self._newer))

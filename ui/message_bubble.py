@@ -203,6 +203,7 @@ class MessageBubble(QFrame):
         self._actions_bar: MessageActionBar | None = None
         self._editor: MessageEditor | None = None
         self._versions: Versions | None = None
+        self._menu_open = False
         self._top = QHBoxLayout()
         self._top.setContentsMargins(0, 0, 0, 0)
         self._top.addWidget(self.header)
@@ -234,8 +235,8 @@ class MessageBubble(QFrame):
     def reset(self) -> None:
         """Empty again, as a bubble just made for this role: the chat view reuses a bubble it
         takes out (one far from the screen) for the next message it builds, rather than making
-        new widgets (``ConversationView``). Only a stored message's bubble that is not being
-        edited is reused; whatever showing a message set is undone here."""
+        new widgets (``ConversationView``). Only a stored message's bubble that is not in use
+        (``in_use``) is reused; whatever showing a message set is undone here."""
         self.message_id, self.message = None, None
         self.text = ""
         self._incremental = IncrementalMarkdown()
@@ -243,6 +244,7 @@ class MessageBubble(QFrame):
         self.flush_html = 0
         self.seams, self._seam_reasons, self._segments = [], [], None
         self._streamed, self._placeholder, self._shown_html = False, None, None
+        self.kept_streamed = 0
         self.body.document().clear()
         self.set_footer("")
         self.details_button.hide()
@@ -301,6 +303,18 @@ class MessageBubble(QFrame):
 
     def editing(self) -> bool:
         return self._editor is not None and self._editor.isVisibleTo(self)
+
+    def in_use(self) -> bool:
+        """Being edited, or its menu is open (a nested event loop, in which the chat view's
+        timers still run): the view neither drops nor reuses it meanwhile."""
+        return self.editing() or self._menu_open
+
+    def _show_menu(self, at: QPoint) -> None:
+        self._menu_open = True
+        try:
+            self.menu().exec(at)
+        finally:
+            self._menu_open = False
 
     def tab_stops(self) -> list[QWidget]:
         """The bubble and its widgets that Tab stops at, in their order in the tab chain."""
@@ -410,7 +424,7 @@ class MessageBubble(QFrame):
         return menu
 
     def contextMenuEvent(self, event) -> None:  # noqa: N802 (Qt naming)
-        self.menu().exec(event.globalPos())
+        self._show_menu(event.globalPos())
 
     def keyPressEvent(self, event) -> None:  # noqa: N802 (Qt naming)
         pressed = QKeySequence(event.keyCombination())
@@ -426,7 +440,7 @@ class MessageBubble(QFrame):
         if event.key() == Qt.Key.Key_Menu or (
                 event.key() == Qt.Key.Key_F10 and
                 event.modifiers() & Qt.KeyboardModifier.ShiftModifier):
-            self.menu().exec(self.mapToGlobal(QPoint(24, 24)))
+            self._show_menu(self.mapToGlobal(QPoint(24, 24)))
             return
         super().keyPressEvent(event)
 

@@ -217,6 +217,66 @@ def test_a_bubble_taken_back_shows_its_next_message_as_a_new_one_would(qtbot, sc
     assert len(states) >= 3  # warnings, seams and plain replies among those compared
 
 
+def test_a_system_message_in_a_long_chat_is_dropped_and_built_again(qtbot, scripted):
+    """A system message (an imported chat can have one) has no spare bubbles of its own:
+    scrolled far away it is dropped, never kept as a spare, and built again when it comes
+    back; switching to another chat clears it like any other."""
+    window, store, view = scripted.window, scripted.store, scripted.window.view
+    conversation = store.create_conversation("With a system prompt",
+                                             profile=window.profile_name)
+    system = store.add_message(conversation.id, Role.SYSTEM, "You are terse.")
+    for n in range(40):  # 81 messages: more than a chat keeps whole (KEEP_ALL)
+        store.add_message(conversation.id, Role.USER, user_text(n))
+        store.add_message(conversation.id, Role.ASSISTANT, assistant_text(n),
+                          engine="local", model="scripted-model.gguf")
+    window.refresh_sidebar()
+    window._on_conversation_selected(conversation.id)
+    idle(qtbot, view)
+    assert view.show_message(system.id)  # a jump to the top (as a search result)
+    idle(qtbot, view)
+    assert view.bubbles[0].role is Role.SYSTEM and view.bubbles[0].text == "You are terse."
+    bar = view.verticalScrollBar()
+    while view._newer or bar.value() < bar.maximum():  # down to the end: the top taken back
+        bar.setValue(bar.value() + view.viewport().height())
+        built_now(view)
+    assert view.bubble_of(system.id) is None and view.recycled > 0
+    assert all(b.role is not Role.SYSTEM for spares in view._spares.values() for b in spares)
+    assert view.show_message(system.id)  # and back: built again
+    idle(qtbot, view)
+    assert view.bubble_of(system.id).text == "You are terse."
+    other = seed_conversation(store, 4, profile=window.profile_name)
+    window._on_conversation_selected(other)
+    idle(qtbot, view)
+    assert [b.role for b in view.bubbles] == [Role.USER, Role.ASSISTANT] * 2
+
+
+@pytest.mark.qt_log_ignore("does not support grabbing the keyboard")  # a popup, offscreen
+def test_a_bubble_whose_menu_is_open_is_neither_dropped_nor_reused(qtbot, scripted):
+    """Its menu runs a nested event loop, in which the chat's timers still run: scrolled far
+    away meanwhile (by the wheel, say), the bubble stays built and its message with it, so
+    "Copy message" copies that message."""
+    from PySide6.QtCore import QTimer
+
+    view = scripted.window.view
+    _conversation, path = opened(qtbot, scripted, MESSAGES)
+    bubble, seen = view.bubbles[-1], []
+
+    def while_open():
+        bar = view.verticalScrollBar()
+        for _ in range(12):  # screens up, far past where bubbles are taken back
+            bar.setValue(bar.value() - view.viewport().height())
+            built_now(view)
+        view._drop_when_idle()
+        seen.append((bubble in view.bubbles, bubble.message_id, bubble.text))
+        QApplication.activePopupWidget().close()
+
+    QTimer.singleShot(0, while_open)
+    bubble._show_menu(QPoint(0, 0))
+    assert seen == [(True, path[-1].id, path[-1].content)]
+    view._drop_when_idle()  # the menu closed: now it goes, as any far bubble
+    assert view.bubble_of(path[-1].id) is None
+
+
 def bubble_of_widget(view, widget):
     """The built bubble ``widget`` is (or is inside); None: outside them."""
     return next((b for b in view.bubbles if widget is b or b.isAncestorOf(widget)), None)
