@@ -9,11 +9,12 @@ from PySide6.QtWidgets import QComboBox, QMenu, QWidget
 from app.config.settings import Settings
 from app.domain.errors import OutpostError
 from app.domain.routes import ROUTE_LABELS, Route
+from ui.eliding_combo import ElidingComboBox
 from ui.route_state import RouteState
 from ui.setting_saver import save_setting
 
 
-class RoutePicker(QComboBox):
+class RoutePicker(ElidingComboBox):
     """The current conversation's route. The user's pick is announced (``route_picked``); the
     window shows the route that applies with ``show_route`` (greyed out in Offline mode)."""
 
@@ -29,7 +30,7 @@ class RoutePicker(QComboBox):
             "unreachable provider's messages wait in the outbox).")
         for route in Route:
             self.addItem(ROUTE_LABELS[route], route.value)
-        # narrow windows: the closed box may cut its label; the list shows it whole
+        # narrow windows: the closed box ends its label with "…"; the list shows it whole
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(14)
         self.activated.connect(self._on_activated)

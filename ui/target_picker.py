@@ -11,6 +11,7 @@ from app.domain.errors import OutpostError
 from app.domain.routes import Route
 from engines.base import EngineInfo
 from ui.model_loader import ModelLoader
+from ui.eliding_combo import ElidingComboBox
 from ui.route_state import RouteState
 from ui.setting_saver import save_setting
 from ui.tasks import TaskRunner
@@ -18,7 +19,7 @@ from ui.tasks import TaskRunner
 LOCAL = "local"
 
 
-class TargetPicker(QComboBox):
+class TargetPicker(ElidingComboBox):
     """"None (local model only)" and one entry per configured provider; the choice is
     remembered in the settings (``chat_target``). Every change of target, by the user or by
     ``refresh``, is announced with ``target_changed``."""

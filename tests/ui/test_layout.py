@@ -1,6 +1,7 @@
 """Nothing clipped (issue 15): at 900x600 and 1600x1000 every label of the status bar, the
 header and the reply footers is as wide as its text (labels that elide on purpose, like the chat
-title, show the whole text in their tooltip), the Sampling panel only scrolls up and down, and
+title, show the whole text in their tooltip; the header's pickers end a text too long for them
+with "…"), the Sampling panel only scrolls up and down, and
 the conversation list and the title keep a usable width."""
 from __future__ import annotations
 
@@ -41,6 +42,11 @@ def test_nothing_is_clipped(qtbot, scripted, scripted_engine, size, artifacts_di
     header = [label for label in window.findChildren(QLabel)
               if label.parent() is window.title_label.parent() and label is not window.title_label]
     assert clipped(status + footers + header) == []
+    for picker in (window.route_picker, window.target_picker):  # whole, or ending in "…"
+        shown = picker.shown_text()
+        assert picker.fontMetrics().horizontalAdvance(shown) <= picker.text_width(), shown
+        assert shown == picker.currentText() or shown.endswith("…") and \
+            picker.currentText().startswith(shown[:-1]), (shown, picker.currentText())
     assert window.title_label.width() >= 300  # the title has a line of its own
     assert window.title_label.toolTip().startswith("What is the best way")
     assert window.sidebar.width() >= 150
