@@ -271,7 +271,8 @@ def _parser() -> argparse.ArgumentParser:
                              "local model, nothing sent (the window's Offline mode switch)")
     offline.add_argument("switch", choices=["on", "off", "status"], nargs="?", default="status")
 
-    history = sub.add_parser("history", help="list or show stored conversations")
+    history = sub.add_parser("history", help="stored conversations: list, show, search, fork, "
+                             "switch branch")
     hsub = history.add_subparsers(dest="history_command", metavar="ACTION", required=True)
     hlist = hsub.add_parser("list", help="conversations, newest first")
     hlist.add_argument("--json", action="store_true")

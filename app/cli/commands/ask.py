@@ -21,7 +21,7 @@ from app.cli.commands.common import emit, open_core, read_prompt, round_or_none
 from app.compose import CommandEngines
 from app.domain.adapters import parse_lora
 from app.domain.errors import NoProviderForCloud, UsageError
-from app.domain.messages import Restart, Seam, TextDelta, Usage
+from app.domain.messages import FinishReason, Restart, Seam, TextDelta, Usage
 from app.domain.sampling import KNOB_NAMES
 from app.domain.structured import load_schema
 from app.domain.test_time import Plan
@@ -145,6 +145,13 @@ def _finish(args: argparse.Namespace, outcome: TurnOutcome, structured: bool) ->
         sys.stdout.flush()
     if selection is not None and not args.json:  # after the reply's own line
         sys.stderr.write(f"outpost: {describe_selection(selection)}\n")
+    if not args.json and error is None and finish is not None and \
+            finish.reason is FinishReason.LENGTH:  # (--json: the finished event says "length")
+        limit = outcome.message.params.get("max_tokens") if outcome.message is not None and \
+            outcome.message.params else None
+        sys.stderr.write("outpost: the reply was cut at its token limit"
+                         + (f" ({limit} tokens)" if limit else "")
+                         + "; --max-tokens allows a longer one.\n")
     if args.json and finish is not None:
         cost = outcome.cost
         emit({"event": "finished", "reason": finish.reason.value,

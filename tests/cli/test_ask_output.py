@@ -1,0 +1,43 @@
+"""What ``outpost ask`` prints at the end of a reply, from the turn's outcome (the stream
+itself is the pipeline's: tests/chat)."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from app.chat.pipeline import TurnOutcome
+from app.cli.commands.ask import _finish
+from app.domain.messages import Finished, FinishReason, Message, MessageStatus, Role
+from engines.base import EngineInfo
+
+
+def outcome(reason: FinishReason, max_tokens: int | None = 20) -> TurnOutcome:
+    reply = Message("m1", "c1", Role.ASSISTANT, "Lighthouses guide ships past",
+                    MessageStatus.COMPLETE, "2026-12-01T00:00:00", "2026-12-01T00:00:00",
+                    params={"max_tokens": max_tokens} if max_tokens else None,
+                    finish_reason=reason.value)
+    return TurnOutcome(conversation_id="c1", user_message_id="u1", message_id="m1",
+                       message=reply, finish=Finished(reason, ttft_ms=120.0, tokens_per_s=40.0),
+                       answered=EngineInfo("local", "model.gguf"), route_reason=None)
+
+
+@pytest.mark.parametrize("max_tokens", [20, None])
+def test_a_reply_cut_at_its_token_limit_says_so_on_stderr(capsys, max_tokens):
+    assert _finish(argparse.Namespace(json=False), outcome(FinishReason.LENGTH, max_tokens),
+                   structured=False) == 0
+    out, err = capsys.readouterr()
+    assert out == "\n"  # the reply's text streamed before; nothing added to it
+    assert "cut at its token limit" in err and "--max-tokens" in err
+    assert ("(20 tokens)" in err) == (max_tokens == 20)
+
+
+def test_a_reply_that_ended_adds_no_note(capsys):
+    _finish(argparse.Namespace(json=False), outcome(FinishReason.STOP), structured=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_with_json_the_finished_event_says_it(capsys):
+    _finish(argparse.Namespace(json=True), outcome(FinishReason.LENGTH), structured=False)
+    out, err = capsys.readouterr()
+    assert '"reason": "length"' in out and err == ""
