@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 
-from PySide6.QtCore import QEvent, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (
     QDialog,
@@ -73,6 +73,7 @@ class SearchDialog(QDialog):
         self.field.textChanged.connect(lambda _: self.timer.start())
         self.field.returnPressed.connect(self.open_current)
         self.field.installEventFilter(self)
+        self.results.viewport().installEventFilter(self)  # its width: the rows' heights
         self.results.itemActivated.connect(lambda _: self.open_current())
         self.results.currentItemChanged.connect(self._show_current)
         theme.on_palette_change(self, lambda: self._show_current(self.results.currentItem(),
@@ -88,7 +89,11 @@ class SearchDialog(QDialog):
                 view.setStyleSheet(f"color:{colour};" if chosen else "")
 
     def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt naming)
-        """Up/Down in the field move through the results."""
+        """Up/Down in the field move through the results; the rows follow the list's width."""
+        if watched is self.results.viewport() and event.type() == QEvent.Type.Resize:
+            for row in range(self.results.count()):
+                self._fit(self.results.item(row))
+            return False
         if watched is self.field and event.type() == QEvent.Type.KeyPress and \
                 event.key() in (Qt.Key.Key_Up, Qt.Key.Key_Down):
             row = self.results.currentRow() + (1 if event.key() == Qt.Key.Key_Down else -1)
@@ -114,8 +119,8 @@ class SearchDialog(QDialog):
             view.setTextFormat(Qt.TextFormat.RichText)
             view.setWordWrap(True)
             view.setContentsMargins(6, 4, 6, 4)
-            item.setSizeHint(view.sizeHint())
             self.results.setItemWidget(item, view)
+            self._fit(item)
         if rows:
             self.results.setCurrentRow(0)
         found = len(rows)
@@ -123,6 +128,14 @@ class SearchDialog(QDialog):
                             "Nothing found." if not found else
                             f"{found} result{'s' if found != 1 else ''}: Enter opens, "
                             "Up/Down choose.")
+
+    def _fit(self, item: QListWidgetItem) -> None:
+        """The row as tall as its text wrapped at the list's width (a wrapped label's own
+        size hint guesses a width, so rows of one line came out two or three lines tall)."""
+        width = self.results.viewport().width()
+        view = self.results.itemWidget(item)
+        item.setSizeHint(QSize(width, view.heightForWidth(width)))
+
 
     def _title_rows(self, text: str) -> list[tuple[str, str, str]]:
         if self.conversation_id is not None:

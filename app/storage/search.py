@@ -57,11 +57,26 @@ def command_line_query(text: str) -> str | None:
     return " ".join(f'"{w}"*' for w in words) if words else None
 
 
+# Markdown's marks, as a snippet leaves them out: emphasis and code marks, a heading's, a
+# quote's or a list item's start of line, and a link's target (its text stays)
+_MARKS = re.compile(r"\*\*|__|~~|`+|(?<!\w)[*_](?=\S)|(?<=\S)[*_](?!\w)"
+                    r"|^[ \t]{0,3}(?:#{1,6}[ \t]+|>[ \t]?|[-*+][ \t]+|\d{1,9}[.)][ \t]+)",
+                    re.MULTILINE)
+_LINK = re.compile(r"!?\[([^\]\n]*)\]\([^)\n]*\)")
+
+
+def plain_text(markdown: str) -> str:
+    """``markdown`` as it reads, without its marks (``**dry** trails``: "dry trails"); a
+    word's own underscores (``count_lamps``) stay."""
+    return _MARKS.sub("", _LINK.sub(r"\1", markdown))
+
+
 def snippet(content: str, text: str, width: int = 120) -> str:
-    """The part of ``content`` around the first word of ``text`` it contains, the words
-    marked (the last one as a prefix, as the search matched it). Made here rather than by
-    FTS5's snippet(), which evaluates the whole query again for every hit (seconds for a
-    prefix at a million messages)."""
+    """The part of ``content`` around the first word of ``text`` it contains, as it reads
+    (Markdown's marks left out), the words marked (the last one as a prefix, as the search
+    matched it). Made here rather than by FTS5's snippet(), which evaluates the whole query
+    again for every hit (seconds for a prefix at a million messages)."""
+    content = plain_text(content)
     words = _WORD.findall(text)
     if not words:
         return content[:width]

@@ -55,3 +55,40 @@ def test_search_finds_opens_and_switches_branch(qtbot, scripted, scripted_engine
     qtbot.addWidget(local)
     qtbot.keyClicks(local.field, "tea")
     qtbot.waitUntil(lambda: "Nothing found" in local.status.text(), timeout=3000)
+
+
+def test_rows_are_as_tall_as_their_text_and_snippets_read_as_text(qtbot, scripted):
+    """A chat's row is one line and a message's two, whatever their length (a wrapped
+    label's own size hint made short rows two or three lines tall), at any dialog width; a
+    reply's snippet shows its words, not its Markdown marks."""
+    from ui.search_dialog import SearchDialog
+
+    store, profile = scripted.store, scripted.window.profile_name
+    for title in ("Say hi", "What is 2+2?", "Write a long essay on rivers and the towns "
+                  "along them"):
+        store.create_conversation(title, profile=profile)
+    chat = store.create_conversation("Trails", profile=profile)
+    store.add_message(chat.id, Role.ASSISTANT, "1. **Take** rescues from **dry** trails\n"
+                      "2. Carry `water_bottles` and a [map](https://example.org/map)")
+    dialog = SearchDialog(store, profile)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    line = dialog.fontMetrics().lineSpacing()
+
+    def height(title: str) -> int:
+        return next(dialog.results.item(i).sizeHint().height()
+                    for i in range(dialog.results.count())
+                    if title in dialog.results.itemWidget(dialog.results.item(i)).text())
+
+    for width in (640, 420):
+        dialog.resize(width, 460)
+        qtbot.waitUntil(lambda: dialog.results.viewport().width() < width - 20)
+        short = {height(title) for title in ("Say hi", "What is 2+2?", "Trails")}
+        assert len(short) == 1 and short.pop() < 2 * line, (width, short)
+    assert height("Write a long essay") > 2 * line  # wrapped at 420: as tall as its lines
+    qtbot.keyClicks(dialog.field, "dry")
+    qtbot.waitUntil(lambda: "result" in dialog.status.text(), timeout=3000)
+    label = dialog.results.itemWidget(dialog.results.item(0)).text()
+    assert "Take rescues from <b>dry</b> trails" in label and "**" not in label, label
+    assert "water_bottles" in label and "map" in label and "https" not in label
+    assert dialog.results.item(0).sizeHint().height() < 3 * line + 12  # snippet and where
