@@ -194,6 +194,41 @@ def test_history_show_and_search(outpost_home):
     assert "not valid full-text search syntax" in assert_one_sentence(bad.stderr)
 
 
+def test_an_id_can_be_given_by_its_first_characters(outpost_home):
+    """As git takes a commit: any unique start of at least 4 hex digits, for a conversation
+    (history show, ask --conversation) and a message (history fork); a start shared by two is
+    refused, naming what to do; an unknown one is reported as any unknown id."""
+    store = open_store(outpost_home)
+    penguins = store.create_conversation("Penguins")
+    question = store.add_message(penguins.id, Role.USER, "Why do penguins huddle?")
+    store.add_message(penguins.id, Role.ASSISTANT, "To share warmth.", engine="local",
+                      model="x.gguf")
+    twins = [store.create_conversation(f"Twin {n}") for n in (1, 2)]
+    store.db.execute("UPDATE conversations SET id = ? WHERE id = ?", ["abcd1" + "0" * 27,
+                                                                      twins[0].id])
+    store.db.execute("UPDATE conversations SET id = ? WHERE id = ?", ["abcd2" + "0" * 27,
+                                                                      twins[1].id])
+    store.db.conn.commit()
+    store.close()
+    short = penguins.id[:8]
+    shown = cli("history", "show", short, "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert [m["content"] for m in json.loads(shown.stdout)][0] == "Why do penguins huddle?"
+    forked = cli("history", "fork", question.id[:6])
+    assert forked.returncode == 0, forked.stderr
+    assert "Penguins (fork)  (1 messages)" in forked.stdout  # the path up to the question
+    assert cli("history", "show", "abcd1", "--json").returncode == 0
+
+    both = cli("history", "show", "abcd")
+    assert both.returncode == 2
+    assert "More than one conversation has an id starting with abcd" in \
+        assert_one_sentence(both.stderr)
+    unknown = cli("history", "show", "ffff")
+    assert unknown.returncode == 2 and "ffff" in unknown.stderr
+    asked = cli("ask", "Hi", "--conversation", "abcd", "--json")
+    assert asked.returncode == 2 and "More than one conversation" in asked.stderr
+
+
 def test_unknown_conversation_id_exits_2_with_one_sentence():
     proc = cli("history", "show", "no-such-id", "--json")
     assert proc.returncode == 2

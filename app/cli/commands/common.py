@@ -12,6 +12,7 @@ from app.compose import CommandEngines, build_service
 from app.config.settings import Settings, default_user_id
 from app.domain.errors import UsageError
 from app.storage.profiles import ProfileError, Profiles, check_new_pin
+from app.storage.short_ids import expand
 from app.storage.store import Store
 
 
@@ -49,9 +50,34 @@ def open_core(args=None) -> Core:
     except BaseException:
         store.close()
         raise
+    try:
+        _expand_ids(args, store, profile.name)
+    except BaseException:
+        store.close()
+        raise
     service = build_service(store, settings, profile.name)
     service.recover_interrupted()  # replies a dead process left streaming
     return Core(settings, store, service, profile, profiles)
+
+
+# the arguments that name a conversation or a message by id (an outbox item's id is a number)
+_ID_ARGUMENTS = {"conversation": "conversation", "ids": "conversation", "message": "message",
+                 "reply_to": "message"}
+
+
+def _expand_ids(args, store: Store, profile: str) -> None:
+    """Ids given by their first characters made whole (``app.storage.short_ids``); ``history
+    show ID`` names a conversation."""
+    names = dict(_ID_ARGUMENTS)
+    if getattr(args, "history_command", None) == "show":
+        names["id"] = "conversation"
+    for name, kind in names.items():
+        value = getattr(args, name, None)
+        if isinstance(value, str):
+            setattr(args, name, expand(store, kind, value, profile))
+        elif isinstance(value, list):
+            setattr(args, name, [expand(store, kind, v, profile) if isinstance(v, str) else v
+                                 for v in value])
 
 
 def _pin_for(profile) -> str | None:
