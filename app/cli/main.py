@@ -50,8 +50,54 @@ environment:
 """
 
 
+class _BadArguments(Exception):
+    def __init__(self, parser: argparse.ArgumentParser, message: str):
+        super().__init__(message)
+        self.parser, self.message = parser, message
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors come back to ``main`` (with the parser of the command
+    that was mistyped) instead of exiting on the spot."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise _BadArguments(self, message)
+
+
+def _innermost(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """The parser of the (sub)command ``args`` were given to: ``outpost history search``'s."""
+    while True:
+        chosen = [action.choices[getattr(args, action.dest)] for action in parser._actions
+                  if isinstance(action, argparse._SubParsersAction)
+                  and getattr(args, action.dest, None) in action.choices]
+        if not chosen:
+            return parser
+        parser = chosen[0]
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments; an unknown option is reported with the usage of the command it was
+    given to (argparse's own parse_args reports it with the top level's)."""
+    parser = _parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _innermost(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
+def _bad_arguments(bad: _BadArguments, argv: Sequence[str] | None) -> int:
+    """argparse's report (the command's usage, then the error) on stderr; with --json, ask and
+    regenerate also print the error event, as for any other error of theirs."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    bad.parser.print_usage(sys.stderr)
+    sys.stderr.write(f"{bad.parser.prog}: error: {bad.message}\n")
+    if "--json" in argv and bad.parser.prog.split()[1:2] in (["ask"], ["regenerate"]):
+        emit({"event": "error", "kind": UsageError.kind, "message": bad.message})
+    return 2
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="outpost",
         description="Outpost: chat with LLMs, online or offline. Without a command, opens the window.",
         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -455,7 +501,10 @@ def _is_utf8(text: str) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _log_warnings_as_sentences()
-    args = _parser().parse_args(argv)
+    try:
+        args = _parse(argv)
+    except _BadArguments as bad:
+        return _bad_arguments(bad, argv)
     try:
         _check_text_arguments(args)
         code = _dispatch(args)

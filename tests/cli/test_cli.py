@@ -67,6 +67,21 @@ def test_unknown_subcommand_is_usage_error():
     assert "invalid choice" in proc.stderr
 
 
+def test_an_unknown_option_shows_its_commands_usage_and_with_json_the_error_event():
+    proc = cli("ask", "hi", "--bogus")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("usage: outpost ask ")
+    assert "outpost ask: error: unrecognized arguments: --bogus" in proc.stderr
+    nested = cli("history", "search", "lamps", "--frob")
+    assert nested.returncode == 2 and nested.stderr.startswith("usage: outpost history search")
+    as_json = cli("ask", "hi", "--bogus", "--json")
+    assert as_json.returncode == 2
+    assert json_lines(as_json.stdout) == [{"event": "error", "kind": "usage",
+                                           "message": "unrecognized arguments: --bogus"}]
+    missing = cli("ask", "--json")  # no PROMPT: argparse's own error, the same way
+    assert missing.returncode == 2 and json_lines(missing.stdout)[0]["kind"] == "usage"
+
+
 @pytest.mark.local_model
 def test_ask_json_streams_events_and_stores_the_turn(outpost_home):
     proc = cli("ask", "What is the capital of France?", "--json", "--max-tokens", "16",
