@@ -62,8 +62,9 @@ BY_NAME = {k.name: k for k in KNOBS}
 MAX_STOPS = 8
 
 
-def check(name: str, value):
-    """The value, validated for its range; raises UsageError naming the knob and its range."""
+def check(name: str, value, label: str | None = None):
+    """The value, validated for its range; raises UsageError naming the knob (as ``label``
+    calls it: the command line says ``--max-tokens``) and its range."""
     knob = BY_NAME.get(name)
     if knob is None:
         raise UsageError(f"There is no sampling knob called {name!r} (knobs: "
@@ -80,12 +81,12 @@ def check(name: str, value):
             raise UsageError(f"At most {MAX_STOPS} stop sequences, got {len(stops)}.")
         return tuple(stops)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UsageError(f"{name} must be a number, got {value!r}.")
+        raise UsageError(f"{label or name} must be a number, got {value!r}.")
     if not math.isfinite(value):
-        raise UsageError(f"{name} must be a finite number, got {value!r}.")
+        raise UsageError(f"{label or name} must be a finite number, got {value!r}.")
     if knob.kind is int:
         if float(value) != int(value):
-            raise UsageError(f"{name} must be a whole number, got {value!r}.")
+            raise UsageError(f"{label or name} must be a whole number, got {value!r}.")
         value = int(value)
     else:
         value = float(value)
@@ -95,7 +96,7 @@ def check(name: str, value):
         low = "greater than" if knob.low_open else "between"
         span = f"{low} {_num(knob.low)} and at most {_num(knob.high)}" if knob.low_open \
             else f"between {_num(knob.low)} and {_num(knob.high)}"
-        raise UsageError(f"{name} must be {span}, got {_num(value)}.")
+        raise UsageError(f"{label or name} must be {span}, got {_num(value)}.")
     return value
 
 

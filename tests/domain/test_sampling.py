@@ -173,5 +173,8 @@ def test_cli_knob_flags_preset_and_system_prompt_reach_the_model(outpost_home):
     assert (params["temperature"], params["seed"], params["top_k"], params["max_tokens"],
             params["stop"], params["repeat_penalty"]) == (0.2, 11, 5, 6, ["\n\n"], 1.05)
     bad = cli("ask", "x", "--min-p", "3")
-    assert bad.returncode == 2 and "min_p must be between 0 and 1, got 3" in bad.stderr
+    assert bad.returncode == 2 and "--min-p must be between 0 and 1, got 3" in bad.stderr
     assert cli("ask", "x", "--preset", "Nope").returncode == 2
+    for flag, value in (("--max-tokens", "0"), ("--max-tokens", "-5"), ("--top-p", "nan")):
+        refused = cli("ask", "x", flag, value)  # the flag named as typed, nothing stored
+        assert refused.returncode == 2 and refused.stderr.startswith(f"outpost: {flag} must")

@@ -23,6 +23,7 @@ from app.domain.adapters import parse_lora
 from app.domain.errors import NoProviderForCloud, UsageError
 from app.domain.messages import FinishReason, Restart, Seam, TextDelta, Usage
 from app.domain.sampling import KNOB_NAMES
+from app.domain.sampling import check as check_knob
 from app.domain.structured import load_schema
 from app.domain.test_time import Plan
 
@@ -260,6 +261,8 @@ def describe_selection(selection: dict) -> str:
 def knob_options(args):
     """The ``ask`` flags as this turn's options."""
     values = {name: getattr(args, name, None) for name in KNOB_NAMES if name != "stop"}
+    for name, value in values.items():  # (checked again with the turn: here to name the flag)
+        check_knob(name, value, label=f"--{name.replace('_', '-')}")
     stop = tuple(args.stop) if args.stop is not None else None
     schema = getattr(args, "json_schema", None)
     if schema is not None:
