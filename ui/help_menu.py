@@ -15,7 +15,15 @@ from typing import Callable
 from PySide6 import __version__ as pyside_version
 from PySide6.QtCore import qVersion
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QDialog, QLabel, QMenu, QMessageBox, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QLabel,
+    QMenu,
+    QMessageBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ui.message_actions import SHORTCUTS as MESSAGE_KEYS
 
@@ -76,6 +84,9 @@ class ShortcutsDialog(QDialog):
         label = QLabel(f"<table>{table}</table>")
         label.setAccessibleName("Keyboard shortcuts")
         layout.addWidget(label)
+        close = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)  # as every dialog
+        close.rejected.connect(self.reject)
+        layout.addWidget(close)
 
 
 def about_text(model: str | None) -> str:

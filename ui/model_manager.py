@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDialog,
+    QDialogButtonBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -273,6 +274,9 @@ class ModelManager(QDialog):
         lower.addWidget(self.settings_form, 1)
         lower.addWidget(self._build_downloads(), 1)
         layout.addLayout(lower, 3)
+        close = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)  # as every dialog
+        close.rejected.connect(self.reject)
+        layout.addWidget(close)
         downloads.changed.connect(self.show_downloads)
         downloads.progress.connect(self.show_progress)
         downloads.finished.connect(lambda _: self.refresh())

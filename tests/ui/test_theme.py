@@ -461,3 +461,25 @@ def test_every_dialog_is_readable_in_both_palettes(qtbot, keep_theme, built_in, 
     assert not failures, "\n".join(failures)
     for dialog in dialogs.values():
         dialog.close()
+
+
+def test_every_dialog_has_a_button_that_closes_it(qtbot, keep_theme, scripted,
+                                                  scripted_engine):
+    """As Settings and Usage do (the Models and Keyboard shortcuts dialogs had none); the
+    search is a switcher: Escape or Enter closes it."""
+    from PySide6.QtWidgets import QAbstractButton, QDialogButtonBox
+
+    scripted_engine.script(reply("Keep it in a clean bottle."))
+    send(qtbot, scripted, "How do I keep water safe?")
+    dialogs = open_dialogs(qtbot, scripted)
+    closers = ("Close", "OK", "Cancel")
+    for name, dialog in dialogs.items():
+        if name == "search":
+            continue
+        buttons = [b for box in dialog.findChildren(QDialogButtonBox) for b in box.buttons()
+                   if b.text().replace("&", "") in closers] + \
+            [b for b in dialog.findChildren(QAbstractButton)
+             if b.text().replace("&", "") == "Close"]
+        assert buttons, f"{name}: no Close, OK or Cancel button"
+        qtbot.mouseClick(buttons[-1], Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: not dialog.isVisible(), timeout=2000)
