@@ -85,7 +85,10 @@ class OutpostApp:
                 self.service.outbox, parent, profile_of),
             models_dialog_factory=lambda parent: ModelManager(
                 self.library, self.downloads, self.settings["context_cap"],
-                gpu_offload_supported(), self._model_in_use, parent))
+                gpu_offload_supported(), self._model_in_use, parent),
+            setting_notes=lambda: {} if gpu_offload_supported() else {
+                "gpu_offload": "This llama.cpp build has no GPU offload, so the model runs on "
+                               "the CPU whatever this says (a GPU build: see the README)."})
         self.window = MainWindow(services, self._make_controller)
         self.window.offline_mode_changed.connect(self._on_offline_toggled)
         self.window.theme_changed.connect(self._on_theme_changed)

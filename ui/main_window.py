@@ -94,6 +94,8 @@ class WindowServices:
     outbox_panel_factory: Callable[[QWidget, Callable[[], str | None]], QDialog]
     # (parent) -> ui.model_manager.ModelManager; None: no Models… item (tests without one)
     models_dialog_factory: Callable[[QWidget], QDialog] | None = None
+    # per setting name, what holds for it on this machine (shown after its description)
+    setting_notes: Callable[[], dict[str, str]] = lambda: {}
 
 
 class MainWindow(QMainWindow):
@@ -112,6 +114,7 @@ class MainWindow(QMainWindow):
         self.registry = services.registry  # the configured providers (Regenerate with …)
         self.loader = services.loader
         self.monitor = services.monitor
+        self.setting_notes = services.setting_notes
         self.usage_dialog = None
         self.details_dialog = None
         self.setWindowTitle("Outpost")
@@ -601,7 +604,8 @@ class MainWindow(QMainWindow):
 
     def open_settings(self) -> SettingsDialog:
         """Chat ▸ Settings… (Ctrl+,): every option of the settings schema, by group."""
-        dialog = SettingsDialog(self.settings, self, on_applied=self.apply_settings)
+        dialog = SettingsDialog(self.settings, self, on_applied=self.apply_settings,
+                                notes=self.setting_notes())
         self.settings_dialog = dialog
         dialog.show()
         return dialog

@@ -286,11 +286,13 @@ class OptionRow(QWidget):
 
     edited = Signal(str)  # the option's name
 
-    def __init__(self, option: Option, parent: QWidget | None = None):
+    def __init__(self, option: Option, parent: QWidget | None = None, note: str = ""):
+        """``note``: what holds for this option on this machine (see ``SettingsDialog``)."""
         super().__init__(parent)
         self.option = option
         self.error: str | None = None
-        self.about = option.description + _EFFECT_NOTES[option.takes_effect]
+        self.about = option.description + _EFFECT_NOTES[option.takes_effect] + \
+            (f" {note}" if note else "")
         self.field = make_field(option)
         self.field.setAccessibleName(option.title)
         self.field.setAccessibleDescription(self.about)
@@ -366,7 +368,8 @@ class OptionRow(QWidget):
 class SettingsPage(QWidget):
     """One group's options, scrolling, under a title and Restore defaults."""
 
-    def __init__(self, group: str, parent: QWidget | None = None):
+    def __init__(self, group: str, parent: QWidget | None = None,
+                 notes: dict[str, str] | None = None):
         super().__init__(parent)
         self.group = group
         layout = QVBoxLayout(self)
@@ -395,7 +398,7 @@ class SettingsPage(QWidget):
         self.rows: list[OptionRow] = []
         for option in config.SCHEMA:
             if option.group == group:
-                row = OptionRow(option)
+                row = OptionRow(option, note=(notes or {}).get(option.name, ""))
                 self.rows.append(row)
                 self.rows_layout.addWidget(row)
         self.rows_layout.addStretch(1)
@@ -426,7 +429,10 @@ class SettingsDialog(QDialog):
     applied = Signal(list)  # names of the settings that changed, in schema order
 
     def __init__(self, settings: Settings, parent: QWidget | None = None,
-                 on_applied: Callable[[list[str]], None] | None = None):
+                 on_applied: Callable[[list[str]], None] | None = None,
+                 notes: dict[str, str] | None = None):
+        """``notes``: per option name, what holds for it on this machine, after its
+        description (no GPU offload in this build, for "Use the GPU")."""
         super().__init__(parent)
         self.settings = settings
         self.setWindowTitle("Settings")
@@ -438,7 +444,7 @@ class SettingsDialog(QDialog):
         self.stack = QStackedWidget()
         self.rows: dict[str, OptionRow] = {}
         for group in shown_groups():
-            page = SettingsPage(group)
+            page = SettingsPage(group, notes=notes)
             self.pages.addItem(group)
             self.stack.addWidget(page)
             for row in page.rows:

@@ -352,3 +352,17 @@ def test_the_window_opens_it_with_ctrl_comma_and_applies_what_changed(qtbot, scr
         window.apply_settings(["context_cap", "offline_mode"])  # what OK does
     assert window.offline.action.isChecked()  # the switch follows the setting
     assert "reloads" in window.statusBar().currentMessage()
+
+
+def test_use_the_gpu_says_when_this_build_has_no_gpu_offload(qtbot, scripted):
+    """The option is a wish ("when llama.cpp was built with GPU support"); on a build without
+    offload the dialog says the model runs on the CPU (it looked ticked and working)."""
+    from engines.llama_local import gpu_offload_supported
+
+    dialog = scripted.window.open_settings()
+    qtbot.addWidget(dialog)
+    about = dialog.rows["gpu_offload"].description.text()
+    assert about.startswith(config.option_named("gpu_offload").description)
+    assert ("has no GPU offload, so the model runs on the CPU" in about) == \
+        (not gpu_offload_supported())
+    assert "has no GPU offload" not in dialog.rows["n_threads"].description.text()
