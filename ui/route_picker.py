@@ -14,6 +14,9 @@ from ui.route_state import RouteState
 from ui.setting_saver import save_setting
 
 
+AUTO_WITHOUT_PROVIDER = "Auto (local: no provider)"
+
+
 class RoutePicker(ElidingComboBox):
     """The current conversation's route. The user's pick is announced (``route_picked``); the
     window shows the route that applies with ``show_route`` (greyed out in Offline mode)."""
@@ -37,6 +40,10 @@ class RoutePicker(ElidingComboBox):
 
     @Slot(object)
     def show_route(self, state: RouteState) -> None:
+        # with no cloud provider chosen, Auto answers on this computer: it says so rather
+        # than "cloud" beside "Cloud provider: None"
+        self.setItemText(self.findData(Route.AUTO.value), ROUTE_LABELS[Route.AUTO]
+                         if state.provider else AUTO_WITHOUT_PROVIDER)
         self.blockSignals(True)
         self.setCurrentIndex(self.findData(state.selected))
         self.blockSignals(False)

@@ -63,8 +63,10 @@ def test_unreachable_provider_is_answered_locally_under_auto(qtbot, outpost):
     # failover, not a hedge: the retries' backoff (up to ~1.9 s) must not race a 2.5 s hedge
     outpost.settings.set("hedge_after_s", 0)
     window = outpost.window
+    assert window.route_picker.currentText() == "Auto (local: no provider)"  # (none yet)
     window.target_picker.refresh("provider:down")
     assert window.route_picker.currentData() == "auto"
+    qtbot.waitUntil(lambda: window.route_picker.currentText() == "Auto (cloud, local fallback)")
     send(qtbot, outpost, "Are you there?")
     conversation = outpost.store.list_conversations()[0]
     messages = outpost.store.messages(conversation.id)
