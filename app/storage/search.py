@@ -3,10 +3,11 @@
 The words a user types are not FTS5 syntax (a quote, a dash or ``AND`` would be an error or an
 operator): ``fts_query`` turns them into a query that finds messages containing every word,
 the last one as a prefix (results while typing); ``command_line_query`` does the same for
-``outpost history search``, every word as a prefix, unless the query is written in FTS5 syntax. ``search_hits`` runs it against the messages'
-FTS5 index (``app.storage.migrations``), best match first, and marks the matched words in each
-snippet with ``MARK_START``/``MARK_END`` (the window escapes the text, then turns the marks
-into bold).
+``outpost history search``, every word as a prefix, unless the query is written in FTS5
+syntax. ``search_hits`` runs it against the messages' FTS5 index (``app.storage.migrations``),
+newest first, and marks the matched words in each snippet (the message as it reads: Markdown's
+marks left out, code as written) with ``MARK_START``/``MARK_END`` (the window escapes the
+text, then turns the marks into bold).
 """
 from __future__ import annotations
 
@@ -57,18 +58,36 @@ def command_line_query(text: str) -> str | None:
     return " ".join(f'"{w}"*' for w in words) if words else None
 
 
-# Markdown's marks, as a snippet leaves them out: emphasis and code marks, a heading's, a
-# quote's or a list item's start of line, and a link's target (its text stays)
-_MARKS = re.compile(r"\*\*|__|~~|`+|(?<!\w)[*_](?=\S)|(?<=\S)[*_](?!\w)"
-                    r"|^[ \t]{0,3}(?:#{1,6}[ \t]+|>[ \t]?|[-*+][ \t]+|\d{1,9}[.)][ \t]+)",
-                    re.MULTILINE)
+# Markdown as a snippet shows it: code as it is (a fence's lines and a span's backticks left
+# out); in prose, emphasis marks that come in pairs around text, a heading's, a quote's or a
+# list item's start of line, and a link's target (its text stays). A lone * or _ (2 * 3,
+# count_lamps, __init__ in prose) is text.
+_CODE = re.compile(r"^[ \t]{0,3}(```|~~~)[^\n]*\n(.*?)(?:^[ \t]{0,3}\1[ \t]*$\n?|\Z)"
+                   r"|(`+)(.+?)\3", re.MULTILINE | re.DOTALL)
+_EMPHASIS = re.compile(r"(\*\*|~~)(?=\S)(.+?)(?<=\S)\1"
+                       r"|(?<![\w*])\*(?=[^\s*])(.+?)(?<=[^\s*])\*(?![\w*])"
+                       r"|(?<!\w)(__?)(?=[^\s_])(.+?)(?<=[^\s_])\4(?!\w)", re.DOTALL)
+_LINE_MARKS = re.compile(r"^[ \t]{0,3}(?:#{1,6}[ \t]+|>[ \t]?|[-*+][ \t]+|\d{1,9}[.)][ \t]+)",
+                         re.MULTILINE)
 _LINK = re.compile(r"!?\[([^\]\n]*)\]\([^)\n]*\)")
 
 
+def _prose(markdown: str) -> str:
+    text = _LINE_MARKS.sub("", _LINK.sub(r"\1", markdown))
+    for _ in range(2):  # ***both*** is two pairs
+        text = _EMPHASIS.sub(lambda m: m.group(2) or m.group(3) or m.group(5) or "", text)
+    return text
+
+
 def plain_text(markdown: str) -> str:
-    """``markdown`` as it reads, without its marks (``**dry** trails``: "dry trails"); a
-    word's own underscores (``count_lamps``) stay."""
-    return _MARKS.sub("", _LINK.sub(r"\1", markdown))
+    """``markdown`` as it reads: ``**dry** trails`` is "dry trails"; code stays as written
+    (```` `self._fit()` ```` is "self._fit()", ``2**8`` in a code block is "2**8")."""
+    parts, done = [], 0
+    for code in _CODE.finditer(markdown):
+        parts += [_prose(markdown[done:code.start()]),
+                  code.group(2) if code.group(1) else code.group(4)]
+        done = code.end()
+    return "".join(parts) + _prose(markdown[done:])
 
 
 def snippet(content: str, text: str, width: int = 120) -> str:

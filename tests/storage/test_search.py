@@ -2,6 +2,8 @@
 syntax, hits carry a highlighted snippet, title and date, and the scope is respected."""
 from __future__ import annotations
 
+import pytest
+
 from app.domain.messages import Role
 from app.storage.search import MARK_END, MARK_START, fts_query, search_hits
 from app.storage.store import Store
@@ -35,3 +37,29 @@ def test_hits_are_highlighted_scoped_and_best_first(tmp_path):
     assert search_hits(store, "lighthouse", conversation_id=other.id) == []
     assert [h.conversation_id for h in search_hits(store, "lighthouse")] .count(theirs.id) == 1
     store.close()
+
+
+@pytest.mark.parametrize("markdown, reads", [
+    ("1. **Take** rescues from **dry** trails", "Take rescues from dry trails"),
+    ("# Title\n- item one\n> quoted", "Title\nitem one\nquoted"),
+    ("see [the docs](https://example.org/docs) and *this* and _that_ and ***both***",
+     "see the docs and this and that and both"),
+    # code as written: a span's backticks and a fence's lines left out, nothing else
+    ("Call `self._fit(item)` from `__init__`, passing `*args`.",
+     "Call self._fit(item) from __init__, passing *args."),
+    ("```python\ndef f(*args):\n    return 2**8\n```\nafter *it*",
+     "def f(*args):\n    return 2**8\nafter it"),
+    # a lone mark is text
+    ("a * b * c, 2**8 is 256, count_lamps", "a * b * c, 2**8 is 256, count_lamps"),
+])
+def test_a_snippet_reads_as_the_message_shows(markdown, reads):
+    from app.storage.search import plain_text
+
+    assert plain_text(markdown) == reads
+
+
+def test_a_snippet_marks_a_word_inside_code():
+    from app.storage.search import snippet
+
+    shown = snippet("Call `self._fit(item)` from `__init__`.", "_fit")
+    assert shown == f"Call self.{MARK_START}_fit{MARK_END}(item) from __init__."
