@@ -81,7 +81,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = _parser()
     args, extras = parser.parse_known_args(argv)
     if extras:
-        _innermost(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
+        given = list(sys.argv[1:] if argv is None else argv)
+        command = given.index(args.command) if args.command in given else len(given)
+        # an option before the command's name is the top level's (`outpost --json ask hi`)
+        blamed = parser if any(e in given[:command] for e in extras) else \
+            _innermost(parser, args)
+        blamed.error(f"unrecognized arguments: {' '.join(extras)}")
     return args
 
 
@@ -89,6 +94,8 @@ def _bad_arguments(bad: _BadArguments, argv: Sequence[str] | None) -> int:
     """argparse's report (the command's usage, then the error) on stderr; with --json, ask and
     regenerate also print the error event, as for any other error of theirs."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" in argv:  # after it, "--json" is a prompt
+        argv = argv[:argv.index("--")]
     bad.parser.print_usage(sys.stderr)
     sys.stderr.write(f"{bad.parser.prog}: error: {bad.message}\n")
     if "--json" in argv and bad.parser.prog.split()[1:2] in (["ask"], ["regenerate"]):

@@ -80,6 +80,9 @@ def test_an_unknown_option_shows_its_commands_usage_and_with_json_the_error_even
                                            "message": "unrecognized arguments: --bogus"}]
     missing = cli("ask", "--json")  # no PROMPT: argparse's own error, the same way
     assert missing.returncode == 2 and json_lines(missing.stdout)[0]["kind"] == "usage"
+    before = cli("--json", "ask", "hi")  # an option before the command is the top level's
+    assert before.returncode == 2 and before.stderr.startswith("usage: outpost [-h]")
+    assert "outpost: error: unrecognized arguments: --json" in before.stderr
 
 
 @pytest.mark.local_model
@@ -242,6 +245,24 @@ def test_an_id_can_be_given_by_its_first_characters(outpost_home):
     assert unknown.returncode == 2 and "ffff" in unknown.stderr
     asked = cli("ask", "Hi", "--conversation", "abcd", "--json")
     assert asked.returncode == 2 and "More than one conversation" in asked.stderr
+    assert cli("history", "show", short.upper(), "--json").returncode == 0
+
+
+def test_a_whole_id_that_starts_another_is_itself(outpost_home):
+    """An imported id may be the start of another: given whole, it is that one."""
+    store = open_store(outpost_home)
+    ids = {}
+    for title, new_id in (("Short", "c0ffee01"), ("Longer", "c0ffee0123")):
+        made = store.create_conversation(title)
+        store.db.execute("UPDATE conversations SET id = ? WHERE id = ?", [new_id, made.id])
+        ids[title] = new_id
+    store.db.conn.commit()
+    store.close()
+    for title, given in (("Short", "c0ffee01"), ("Longer", "c0ffee0123"),
+                         ("Longer", "c0ffee012")):
+        listed = cli("history", "show", given)
+        assert listed.returncode == 0, (given, listed.stderr)
+        assert f"({ids[title]})" in listed.stdout.splitlines()[0], (given, listed.stdout)
 
 
 def test_unknown_conversation_id_exits_2_with_one_sentence():
