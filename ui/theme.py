@@ -451,10 +451,12 @@ class _ThemeKeeper(QWidget):
     def event(self, event: QEvent) -> bool:
         if event.type() == QEvent.Type.ApplicationPaletteChange:
             app = QApplication.instance()
-            _outline_check_boxes(app)
-            # a class palette set changes no colour of the application's own: nothing to do
+            # once per application palette: setting the check boxes' class palette is itself
+            # a palette change (the application's palette, and its cacheKey, stay the same);
+            # a new application palette clears class palettes, and has a new cacheKey
             if app.palette().cacheKey() != self.refreshed_for:
                 self.refreshed_for = app.palette().cacheKey()
+                _outline_check_boxes(app)
                 _refresh_all()
         return super().event(event)
 
@@ -498,10 +500,7 @@ def _outline_check_boxes(app: QApplication) -> None:
     for group in (QPalette.ColorGroup.Active, QPalette.ColorGroup.Inactive,
                   QPalette.ColorGroup.Disabled):
         marked.setColor(group, _ROLE.Window, candidate)
-    # set only when it changes: setting a class palette sends the application another palette
-    # change, which would set it again, and so on once per event-loop pass
-    if QApplication.palette("QCheckBox") != marked:
-        app.setPalette(marked, "QCheckBox")
+    app.setPalette(marked, "QCheckBox")
 
 
 def _use(app: QApplication, pal: QPalette) -> None:
