@@ -22,6 +22,7 @@ switches and the route display in step with the settings; ``theme``: apply the t
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 from PySide6.QtCore import QEvent, Qt, Signal, Slot
@@ -193,6 +194,51 @@ class _TextField(QLineEdit):
         self.setText(str(value))
 
 
+class _FileField(QWidget):
+    """A file's path, typed or chosen with Browse… (``Option.browse``: which files)."""
+
+    edited = Signal()
+
+    def __init__(self, option: Option):
+        super().__init__()
+        self.title, self.files = option.title, option.browse
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.edit = QLineEdit()
+        self.edit.setClearButtonEnabled(True)
+        self.edit.setMinimumWidth(180)
+        self.browse_button = QPushButton("Browse…")
+        self.browse_button.setAccessibleName(f"Choose a file for {option.title}")
+        layout.addWidget(self.edit, 1)
+        layout.addWidget(self.browse_button)
+        self.setFocusProxy(self.edit)  # the title's buddy, Tab: the path first
+        self.edit.textChanged.connect(self.edited)
+        self.browse_button.clicked.connect(self._on_browse_clicked)
+
+    def setAccessibleName(self, name: str) -> None:  # noqa: N802 (Qt naming)
+        super().setAccessibleName(name)
+        self.edit.setAccessibleName(name)
+
+    def setAccessibleDescription(self, text: str) -> None:  # noqa: N802 (Qt naming)
+        super().setAccessibleDescription(text)
+        self.edit.setAccessibleDescription(text)
+
+    def value(self) -> str:
+        return self.edit.text()
+
+    def set_value(self, value: str) -> None:
+        self.edit.setText(str(value))
+
+    @Slot()
+    def _on_browse_clicked(self) -> None:
+        folder = os.path.dirname(os.path.expanduser(self.edit.text()))
+        path, _ = QFileDialog.getOpenFileName(self, f"Choose the {self.title.lower()}",
+                                              folder if os.path.isdir(folder) else "",
+                                              self.files)
+        if path:
+            self.edit.setText(path)
+
+
 class FolderList(QWidget):
     """A list of folders with Add folder… and Remove (``shared_model_folders``)."""
 
@@ -273,7 +319,7 @@ def make_field(option: Option) -> QWidget:
     if option.type is float:
         return _FloatField(option)
     if option.type is str:
-        return _TextField(option)
+        return _FileField(option) if option.browse else _TextField(option)
     if option.type is list:
         return FolderList(option)
     raise TypeError(f"The Settings dialog has no field for {option.name} "
@@ -309,7 +355,7 @@ class OptionRow(QWidget):
             grid.addWidget(self.title, 0, 0, Qt.AlignmentFlag.AlignLeft | (
                 Qt.AlignmentFlag.AlignTop if isinstance(self.field, FolderList)
                 else Qt.AlignmentFlag.AlignVCenter))
-            stretch = isinstance(self.field, (QLineEdit, FolderList))
+            stretch = isinstance(self.field, (QLineEdit, FolderList, _FileField))
             grid.addWidget(self.field, 0, 1, Qt.AlignmentFlag(0) if stretch
                            else Qt.AlignmentFlag.AlignLeft)
         self.reset_button = QPushButton("Reset")

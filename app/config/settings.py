@@ -50,6 +50,8 @@ class Option:
     choice_labels: dict | None = None
     # a list option: the type of its items
     items: builtins.type | None = None  # ("type" here would be the field above)
+    # a file's path: the Settings dialog's Browse… offers these files ("" : typed only)
+    browse: str = ""
 
     @property
     def title(self) -> str:
@@ -99,7 +101,8 @@ SCHEMA: tuple[Option, ...] = (
     Option("model_path", str, "",
            "The local model: a name from `outpost models list`, or a GGUF file's path. Empty: "
            "the bundled SmolLM2-135M-Instruct (Q4_1).",
-           group="Local model", takes_effect="reload", label="Model"),
+           group="Local model", takes_effect="reload", label="Model",
+           browse="GGUF models (*.gguf)"),
     Option("models_dir", str, "",
            "Where imported models are kept. Empty: the models folder in Outpost's data "
            "folder.", group="Local model", takes_effect="restart", label="Models folder"),

@@ -75,6 +75,10 @@ def expected_field(option: Option) -> type:
         return QCheckBox
     if option.choices is not None:
         return QComboBox
+    if option.browse:
+        from ui.settings_dialog import _FileField  # a path and Browse…
+
+        return _FileField
     return {int: QSpinBox, float: QDoubleSpinBox, str: QLineEdit, list: FolderList}[option.type]
 
 
@@ -366,3 +370,31 @@ def test_use_the_gpu_says_when_this_build_has_no_gpu_offload(qtbot, scripted):
     assert ("has no GPU offload, so the model runs on the CPU" in about) == \
         (not gpu_offload_supported())
     assert "has no GPU offload" not in dialog.rows["n_threads"].description.text()
+
+
+def test_the_model_can_be_chosen_with_browse(qtbot, dialog, settings, monkeypatch, tmp_path):
+    """Settings ▸ Local model ▸ Model: a path typed, or a GGUF file chosen with Browse…
+    (starting in the folder of the path already there); OK saves it."""
+    from PySide6.QtWidgets import QFileDialog
+
+    row = dialog.rows["model_path"]
+    assert row.field.browse_button.text() == "Browse…"
+    assert row.title.buddy() is row.field and row.field.focusProxy() is row.field.edit
+    chosen = tmp_path / "other.gguf"
+    asked = []
+
+    def pick(parent, caption, folder, files):
+        asked.append((caption, folder, files))
+        return str(chosen), files
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(pick))
+    row.field.set_value(str(tmp_path / "old.gguf"))
+    qtbot.mouseClick(row.field.browse_button, Qt.MouseButton.LeftButton)
+    assert asked == [("Choose the model", str(tmp_path), "GGUF models (*.gguf)")]
+    assert row.value() == str(chosen)
+    monkeypatch.setattr(QFileDialog, "getOpenFileName",
+                        staticmethod(lambda *args: ("", "")))  # cancelled: nothing changes
+    qtbot.mouseClick(row.field.browse_button, Qt.MouseButton.LeftButton)
+    assert row.value() == str(chosen)
+    dialog.accept()
+    assert settings["model_path"] == str(chosen)
