@@ -349,11 +349,15 @@ class ConversationView(QScrollArea):
         self._spares[role].append(bubble)
         return True
 
+    def _keeps_all(self) -> bool:
+        """Nothing is taken back: a chat of up to ``KEEP_ALL`` messages, or too few built."""
+        return len(self.bubbles) < 3 or \
+            len(self.bubbles) + len(self._older) + len(self._newer) <= self.KEEP_ALL
+
     def _far_ends(self) -> list[MessageBubble]:
         """The end bubbles (bottom, then top) more than ``FAR_SCREENS`` from the viewport that
         can be built again, in a chat longer than ``KEEP_ALL``."""
-        if len(self.bubbles) < 3 or \
-                len(self.bubbles) + len(self._older) + len(self._newer) <= self.KEEP_ALL:
+        if self._keeps_all():
             return []
         value, height = self.verticalScrollBar().value(), self.viewport().height()
         far = int(max(height, 200) * self.FAR_SCREENS)
@@ -505,8 +509,7 @@ class ConversationView(QScrollArea):
     def _drop_far(self, far: int) -> None:
         """Drop the bubbles more than ``far`` pixels beyond the viewport (those that can be
         built again: stored, not being edited); their messages go back to the unbuilt parts."""
-        if len(self.bubbles) < 3 or \
-                len(self.bubbles) + len(self._older) + len(self._newer) <= self.KEEP_ALL:
+        if self._keeps_all():
             return
         value, height = self.verticalScrollBar().value(), self.viewport().height()
         top = []

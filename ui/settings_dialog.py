@@ -194,17 +194,31 @@ class _TextField(QLineEdit):
         self.setText(str(value))
 
 
-class _FileField(QWidget):
-    """A file's path, typed or chosen with Browse… (``Option.browse``: which files)."""
+class _CompositeField(QWidget):
+    """A field made of several widgets: its accessible name and description are also those
+    of ``main``, the part a screen reader should announce (set by the subclass)."""
 
     edited = Signal()
+    main: QWidget
+
+    def setAccessibleName(self, name: str) -> None:  # noqa: N802 (Qt naming)
+        super().setAccessibleName(name)
+        self.main.setAccessibleName(name)
+
+    def setAccessibleDescription(self, text: str) -> None:  # noqa: N802 (Qt naming)
+        super().setAccessibleDescription(text)
+        self.main.setAccessibleDescription(text)
+
+
+class _FileField(_CompositeField):
+    """A file's path, typed or chosen with Browse… (``Option.browse``: which files)."""
 
     def __init__(self, option: Option):
         super().__init__()
         self.title, self.files = option.title, option.browse
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        self.edit = QLineEdit()
+        self.edit = self.main = QLineEdit()
         self.edit.setClearButtonEnabled(True)
         self.edit.setMinimumWidth(180)
         self.browse_button = QPushButton("Browse…")
@@ -214,14 +228,6 @@ class _FileField(QWidget):
         self.setFocusProxy(self.edit)  # the title's buddy, Tab: the path first
         self.edit.textChanged.connect(self.edited)
         self.browse_button.clicked.connect(self._on_browse_clicked)
-
-    def setAccessibleName(self, name: str) -> None:  # noqa: N802 (Qt naming)
-        super().setAccessibleName(name)
-        self.edit.setAccessibleName(name)
-
-    def setAccessibleDescription(self, text: str) -> None:  # noqa: N802 (Qt naming)
-        super().setAccessibleDescription(text)
-        self.edit.setAccessibleDescription(text)
 
     def value(self) -> str:
         return self.edit.text()
@@ -239,17 +245,15 @@ class _FileField(QWidget):
             self.edit.setText(path)
 
 
-class FolderList(QWidget):
+class FolderList(_CompositeField):
     """A list of folders with Add folder… and Remove (``shared_model_folders``)."""
-
-    edited = Signal()
 
     def __init__(self, option: Option):
         super().__init__()
         self.title = option.title
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        self.list = QListWidget()
+        self.list = self.main = QListWidget()
         self.list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.list.setMinimumWidth(180)
         self.list.setMaximumHeight(90)
@@ -267,14 +271,6 @@ class FolderList(QWidget):
         self.remove_button.clicked.connect(self._on_remove_clicked)
         self.list.currentRowChanged.connect(self._update_buttons)
         self._update_buttons()
-
-    def setAccessibleName(self, name: str) -> None:  # noqa: N802 (Qt naming)
-        super().setAccessibleName(name)
-        self.list.setAccessibleName(name)
-
-    def setAccessibleDescription(self, text: str) -> None:  # noqa: N802 (Qt naming)
-        super().setAccessibleDescription(text)
-        self.list.setAccessibleDescription(text)
 
     def value(self) -> list[str]:
         return [self.list.item(i).text() for i in range(self.list.count())]
