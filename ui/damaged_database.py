@@ -14,7 +14,8 @@ from PySide6.QtWidgets import QMessageBox, QWidget
 
 from app.domain.errors import DatabaseDamaged, OutpostError
 from app.storage.backups import Backups
-from app.storage.store import Store, restore_backup
+from app.storage.restore import restore_backup
+from app.storage.store import Store
 
 
 class DamagedDatabaseDialog(QMessageBox):

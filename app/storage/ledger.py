@@ -25,7 +25,8 @@ from app.config.settings import default_user_id
 from app.domain.errors import OutpostError
 from app.domain.messages import Usage
 from app.domain.secrets_mask import SecretMask
-from app.storage.store import Store, storage_errors
+from app.storage.sqlite_errors import storage_errors
+from app.storage.store import Store
 
 
 @dataclass

@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 
 from app.domain.errors import UsageError
 from app.domain.messages import ChatRequest, Message
-from app.storage.store import Store, now_iso, storage_errors, this_writer, writer_alive
+from app.storage.sqlite_errors import storage_errors
+from app.storage.store import Store, now_iso
+from app.storage.writers import this_writer, writer_alive
 
 
 class OutboxState(str, enum.Enum):

@@ -26,7 +26,8 @@ import secrets
 from dataclasses import dataclass
 
 from app.domain.errors import UsageError
-from app.storage.store import Store, now_iso, storage_errors
+from app.storage.sqlite_errors import storage_errors
+from app.storage.store import Store, now_iso
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 14, 8, 1
 PIN_MIN, PIN_MAX = 4, 64

@@ -14,7 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from app.storage.store import Store, storage_errors
+from app.storage.sqlite_errors import storage_errors
+from app.storage.store import Store
 
 MARK_START, MARK_END = "\x02", "\x03"
 _WORD = re.compile(r"\w+", re.UNICODE)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 
 from app.domain.errors import UsageError
-from app.storage.store import Store, storage_errors
+from app.storage.sqlite_errors import storage_errors
+from app.storage.store import Store
 
 SHORTEST = 4
 _HEX_START = re.compile(rf"[0-9a-fA-F]{{{SHORTEST},}}")

@@ -21,45 +21,21 @@ import json
 import os
 import sqlite3
 import threading
-import time
 from pathlib import Path
 from typing import Iterator, Literal, Sequence
 
-import psutil
 import sqlite_utils
 
 from app.config import paths
-from app.domain.errors import DatabaseDamaged, KnownStorageError, StorageError, UsageError
+from app.domain.errors import DatabaseDamaged, StorageError, UsageError
 from app.domain.messages import Conversation, Message, MessageStatus, Role, new_id
 from app.storage import integrity
-from app.storage.backups import (DAILY, Backup, Backups, CopyDamaged, copy_private,
-                                 quick_check_file)
+from app.storage.backups import DAILY, Backups, CopyDamaged
 from app.storage.migrations import MIGRATIONS, Migration
-
-BUSY_TIMEOUT_MS = 5000
-# Primary result codes (https://sqlite.org/rescode.html) of problems with the file or the
-# machine rather than with Outpost's code: shown to the user (KnownStorageError). Every other
-# code, and sqlite3 errors with no code (misuse of the API), is a bug (StorageError).
-SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_READONLY = 5, 6, 7, 8
-SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN = 10, 11, 13, 14
-SQLITE_PROTOCOL, SQLITE_NOTADB = 15, 26
-_KNOWN_SQLITE_CODES = frozenset({SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_READONLY,
-                                 SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN,
-                                 SQLITE_PROTOCOL, SQLITE_NOTADB})
-
-
-def sqlite_primary_code(exc: sqlite3.Error) -> int | None:
-    """The primary result code of ``exc`` (extended codes carry it in their low byte)."""
-    code = getattr(exc, "sqlite_errorcode", None)  # absent on errors Python raises itself
-    return code & 0xFF if isinstance(code, int) else None
-
-
-def storage_error_class(exc: sqlite3.Error) -> type[StorageError]:
-    """Known (the user can act: disk full, locked, read-only, damaged) or a bug, by SQLite's
-    result code, never by the message's wording."""
-    return KnownStorageError if sqlite_primary_code(exc) in _KNOWN_SQLITE_CODES \
-        else StorageError
-
+from app.storage.restore import damaged_message
+from app.storage.sqlite_errors import BUSY_TIMEOUT_MS, SQLITE_CORRUPT, SQLITE_NOTADB, \
+    retry_when_locked, sqlite_primary_code, storage_error_class, storage_errors
+from app.storage.writers import this_writer, writer_alive
 
 # whether a new message becomes its conversation's active leaf (``Store.add_message``)
 Activate = Literal["always", "beside", "never"]
@@ -79,33 +55,6 @@ def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _process_identity(pid: int) -> str | None:
-    try:
-        return f"{pid}:{int(psutil.Process(pid).create_time() * 1000)}"
-    except (psutil.Error, OSError):
-        return None
-
-
-def this_writer() -> str:
-    return _process_identity(os.getpid()) or f"{os.getpid()}:0"
-
-
-def writer_alive(writer: str | None) -> bool:
-    """Is the process that wrote ``pid:start-ms`` still running? The start time guards against
-    pid reuse; a second of slack absorbs clock steps that shift psutil's boot time."""
-    if not writer:
-        return False
-    try:
-        pid_text, start_text = writer.split(":", 1)
-        pid, start = int(pid_text), int(start_text)
-    except ValueError:
-        return False
-    current = _process_identity(pid)
-    if current is None:
-        return False
-    return abs(int(current.split(":", 1)[1]) - start) <= 1000
-
-
 def _make_private(path: Path) -> None:
     """Conversations are private: the database is readable by its owner only (SQLite gives the
     -wal and -shm files the same permissions)."""
@@ -114,33 +63,6 @@ def _make_private(path: Path) -> None:
             os.chmod(path, 0o600)
     except OSError:
         pass
-
-
-def _retry_when_locked(fn, budget_s: float = BUSY_TIMEOUT_MS / 1000):
-    """SQLite skips the busy handler in a few cases (e.g. while another connection switches a
-    new file to WAL); retry those for as long as the busy timeout would have waited."""
-    deadline = time.monotonic() + budget_s
-    while True:
-        try:
-            return fn()
-        except sqlite3.OperationalError as exc:
-            if sqlite_primary_code(exc) not in (SQLITE_BUSY, SQLITE_LOCKED) or \
-                    time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
-@contextlib.contextmanager
-def storage_errors(path: Path) -> Iterator[None]:
-    """Turn sqlite3/OS errors into our StorageError types, naming the file."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        raise storage_error_class(exc)(f"The database {path} could not be used: {exc}.") \
-            from exc
-    except OSError as exc:
-        raise KnownStorageError(f"The database {path} could not be used: {exc.strerror or exc}."
-                                ) from exc
 
 
 def _row_to_message(row: dict) -> Message:
@@ -222,7 +144,7 @@ class Store:
                 conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000,
                                        isolation_level=None, check_same_thread=False)
                 conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-                _retry_when_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+                retry_when_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
                 conn.execute("PRAGMA synchronous = FULL")
                 conn.execute("PRAGMA foreign_keys = ON")
             _make_private(self.path)
@@ -252,7 +174,7 @@ class Store:
     def _tx(self) -> Iterator[sqlite_utils.Database]:
         db = self.db
         with storage_errors(self.path):
-            _retry_when_locked(lambda: db.conn.execute("BEGIN IMMEDIATE"))
+            retry_when_locked(lambda: db.conn.execute("BEGIN IMMEDIATE"))
             try:
                 yield db
             except BaseException:
@@ -803,59 +725,3 @@ class Store:
             return self.db.execute("PRAGMA integrity_check").fetchone()[0]
 
 
-def damaged_message(path: Path, problem: str, good: Backup | None, folder: Path) -> str:
-    """The one sentence that refuses a damaged database."""
-    head = f"The database {path} is damaged ({problem}); it was left as it is and nothing " \
-           "was written to it"
-    if good is None:
-        return (f"{head}, and there is no good backup of it: copy it somewhere safe, then try "
-                f"`sqlite3 {path} .recover`.")
-    return (f"{head}; `outpost backup restore` puts the newest good backup ({good.describe()}) "
-            f"in its place and keeps the damaged file in {folder}.")
-
-
-def restore_backup(db_path: Path | None = None, name: str | None = None
-                   ) -> tuple[Backup, Path | None]:
-    """Put a backup (by file name; default: the newest good one) in place of the database.
-    The file it replaces is kept, with its ``-wal`` and ``-shm``, in the backups folder
-    (``…-replaced.db``). Refused while another process has the database open. Returns the
-    backup and the kept copy (None: there was no database)."""
-    db_path = Path(db_path) if db_path else paths.database_path()
-    backups = Backups(db_path)
-    if name:
-        backup = backups.find(name)
-        if backup is None:
-            raise UsageError(f"There is no backup {name!r} in {backups.where}; `outpost backup "
-                             "list` lists them.")
-        problem = quick_check_file(backup.path)
-        if problem is not None:
-            raise UsageError(f"The backup {backup.path.name} is damaged too ({problem}); "
-                             "choose another from `outpost backup list`.")
-    else:
-        found = backups.newest_good()
-        if found is None:
-            raise KnownStorageError(f"There is no good backup of {db_path} in "
-                                    f"{backups.where}.")
-        backup = found
-    kept: Path | None = None
-    with storage_errors(db_path):
-        if db_path.exists():
-            kept = _set_aside_replaced(db_path, backups)
-        for suffix in ("-wal", "-shm"):  # the replaced file's: never applied to the backup
-            db_path.with_name(db_path.name + suffix).unlink(missing_ok=True)
-        integrity.forget_seal(db_path)
-        copy_private(backup.path, db_path)
-    return backup, kept
-
-
-def _set_aside_replaced(db_path: Path, backups: Backups) -> Path:
-    try:
-        with integrity.held_alone(db_path) as alone:
-            if not alone:
-                raise KnownStorageError(f"The database {db_path} is open in another Outpost "
-                                        "(the window or a command); close it, then restore.")
-            return backups.set_aside("replaced")
-    except sqlite3.DatabaseError as exc:
-        if sqlite_primary_code(exc) not in (SQLITE_CORRUPT, SQLITE_NOTADB):
-            raise
-        return backups.set_aside("replaced")  # not even a database: copied as it is

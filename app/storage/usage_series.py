@@ -15,7 +15,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from app.storage.store import Store, storage_errors
+from app.storage.sqlite_errors import storage_errors
+from app.storage.store import Store
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from app.config.settings import Settings
 from app.domain.errors import UsageError
 from app.domain.messages import MessageStatus, Role
 from app.storage.outbox import Outbox, OutboxItem, OutboxState
-from app.storage.store import Store, this_writer
+from app.storage.store import Store
+from app.storage.writers import this_writer
 from engines.http_policy import RetryPolicy, Timeouts
 from engines.openai_compat import OpenAICompatEngine
 from tests.fault_server import fault_server, normal, refused_url, unauthorized

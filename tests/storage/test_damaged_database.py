@@ -16,7 +16,8 @@ import pytest
 from app.domain.errors import DatabaseDamaged
 from app.domain.messages import Role
 from app.storage import integrity
-from app.storage.store import Store, restore_backup
+from app.storage.restore import restore_backup
+from app.storage.store import Store
 
 
 def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:

@@ -17,7 +17,9 @@ from app.config import paths
 from app.domain.errors import UsageError
 from app.domain.messages import MessageStatus, Role
 from app.storage.migrations import MIGRATIONS
-from app.storage.store import BUSY_TIMEOUT_MS, Store, this_writer, writer_alive
+from app.storage.sqlite_errors import BUSY_TIMEOUT_MS
+from app.storage.store import Store
+from app.storage.writers import this_writer, writer_alive
 
 
 @pytest.fixture
@@ -286,7 +288,7 @@ def test_two_threads_writing_at_once_lose_nothing(store):
 
 
 def _raised_by(path, action) -> Exception:
-    from app.storage.store import storage_errors
+    from app.storage.sqlite_errors import storage_errors
 
     with pytest.raises(Exception) as caught:
         with storage_errors(path):

@@ -8,7 +8,7 @@ import os
 from app.cli.commands.common import emit_list, local_time
 from app.config import paths
 from app.storage.backups import Backups
-from app.storage.store import restore_backup
+from app.storage.restore import restore_backup
 
 
 def cmd_backup(args: argparse.Namespace) -> int:

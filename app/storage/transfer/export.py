@@ -18,7 +18,8 @@ from typing import Iterable, Iterator
 
 from app.domain.errors import UsageError
 from app.domain.secrets_mask import SecretMask
-from app.storage.store import Store, storage_errors
+from app.storage.sqlite_errors import storage_errors
+from app.storage.store import Store
 from app.storage.transfer import outpost_json, readable
 
 FORMATS = ("json", "md", "html")

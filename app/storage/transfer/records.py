@@ -17,7 +17,8 @@ import sqlite_utils
 
 from app.domain.errors import UsageError
 from app.storage.migrations import MIGRATIONS
-from app.storage.store import Store, storage_errors
+from app.storage.sqlite_errors import storage_errors
+from app.storage.store import Store
 
 CONVERSATIONS, MESSAGES = "conversations", "messages"
 JSON_COLUMNS: dict[str, dict[str, type]] = {

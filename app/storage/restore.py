@@ -1,0 +1,71 @@
+"""Putting a backup in place of the database (``outpost backup restore`` and the window's
+damaged-database dialog), and the sentence that refuses a damaged file."""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from app.config import paths
+from app.domain.errors import KnownStorageError, UsageError
+from app.storage import integrity
+from app.storage.backups import Backup, Backups, copy_private, quick_check_file
+from app.storage.sqlite_errors import SQLITE_CORRUPT, SQLITE_NOTADB, sqlite_primary_code, \
+    storage_errors
+
+
+def damaged_message(path: Path, problem: str, good: Backup | None, folder: Path) -> str:
+    """The one sentence that refuses a damaged database."""
+    head = f"The database {path} is damaged ({problem}); it was left as it is and nothing " \
+           "was written to it"
+    if good is None:
+        return (f"{head}, and there is no good backup of it: copy it somewhere safe, then try "
+                f"`sqlite3 {path} .recover`.")
+    return (f"{head}; `outpost backup restore` puts the newest good backup ({good.describe()}) "
+            f"in its place and keeps the damaged file in {folder}.")
+
+
+def restore_backup(db_path: Path | None = None, name: str | None = None
+                   ) -> tuple[Backup, Path | None]:
+    """Put a backup (by file name; default: the newest good one) in place of the database.
+    The file it replaces is kept, with its ``-wal`` and ``-shm``, in the backups folder
+    (``…-replaced.db``). Refused while another process has the database open. Returns the
+    backup and the kept copy (None: there was no database)."""
+    db_path = Path(db_path) if db_path else paths.database_path()
+    backups = Backups(db_path)
+    if name:
+        backup = backups.find(name)
+        if backup is None:
+            raise UsageError(f"There is no backup {name!r} in {backups.where}; `outpost backup "
+                             "list` lists them.")
+        problem = quick_check_file(backup.path)
+        if problem is not None:
+            raise UsageError(f"The backup {backup.path.name} is damaged too ({problem}); "
+                             "choose another from `outpost backup list`.")
+    else:
+        found = backups.newest_good()
+        if found is None:
+            raise KnownStorageError(f"There is no good backup of {db_path} in "
+                                    f"{backups.where}.")
+        backup = found
+    kept: Path | None = None
+    with storage_errors(db_path):
+        if db_path.exists():
+            kept = _set_aside_replaced(db_path, backups)
+        for suffix in ("-wal", "-shm"):  # the replaced file's: never applied to the backup
+            db_path.with_name(db_path.name + suffix).unlink(missing_ok=True)
+        integrity.forget_seal(db_path)
+        copy_private(backup.path, db_path)
+    return backup, kept
+
+
+def _set_aside_replaced(db_path: Path, backups: Backups) -> Path:
+    try:
+        with integrity.held_alone(db_path) as alone:
+            if not alone:
+                raise KnownStorageError(f"The database {db_path} is open in another Outpost "
+                                        "(the window or a command); close it, then restore.")
+            return backups.set_aside("replaced")
+    except sqlite3.DatabaseError as exc:
+        if sqlite_primary_code(exc) not in (SQLITE_CORRUPT, SQLITE_NOTADB):
+            raise
+        return backups.set_aside("replaced")  # not even a database: copied as it is

@@ -1,0 +1,65 @@
+"""SQLite's errors as Outpost's: which result codes are the user's to act on (a full disk, a
+locked or read-only file, a damaged one) and which are bugs, the busy timeout every connection
+uses, and a retry for the few lock waits SQLite does not cover itself."""
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from pathlib import Path
+from typing import Iterator
+
+from app.domain.errors import KnownStorageError, StorageError
+
+BUSY_TIMEOUT_MS = 5000
+# Primary result codes (https://sqlite.org/rescode.html) of problems with the file or the
+# machine rather than with Outpost's code: shown to the user (KnownStorageError). Every other
+# code, and sqlite3 errors with no code (misuse of the API), is a bug (StorageError).
+SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_READONLY = 5, 6, 7, 8
+SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN = 10, 11, 13, 14
+SQLITE_PROTOCOL, SQLITE_NOTADB = 15, 26
+_KNOWN_SQLITE_CODES = frozenset({SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_READONLY,
+                                 SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN,
+                                 SQLITE_PROTOCOL, SQLITE_NOTADB})
+
+
+def sqlite_primary_code(exc: sqlite3.Error) -> int | None:
+    """The primary result code of ``exc`` (extended codes carry it in their low byte)."""
+    code = getattr(exc, "sqlite_errorcode", None)  # absent on errors Python raises itself
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def storage_error_class(exc: sqlite3.Error) -> type[StorageError]:
+    """Known (the user can act: disk full, locked, read-only, damaged) or a bug, by SQLite's
+    result code, never by the message's wording."""
+    return KnownStorageError if sqlite_primary_code(exc) in _KNOWN_SQLITE_CODES \
+        else StorageError
+
+
+def retry_when_locked(fn, budget_s: float = BUSY_TIMEOUT_MS / 1000):
+    """SQLite skips the busy handler in a few cases (e.g. while another connection switches a
+    new file to WAL); retry those for as long as the busy timeout would have waited."""
+    deadline = time.monotonic() + budget_s
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            if sqlite_primary_code(exc) not in (SQLITE_BUSY, SQLITE_LOCKED) or \
+                    time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def storage_errors(path: Path) -> Iterator[None]:
+    """Turn sqlite3/OS errors into our StorageError types, naming the file."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise storage_error_class(exc)(f"The database {path} could not be used: {exc}.") \
+            from exc
+    except OSError as exc:
+        raise KnownStorageError(f"The database {path} could not be used: {exc.strerror or exc}."
+                                ) from exc
+
+
