@@ -214,6 +214,11 @@ class MessageBubble(QFrame):
         layout.addWidget(self.body)
         layout.addWidget(self.footer)
         self.body.code_copied.connect(self._copy)
+        self._forget_text()
+        theme.on_palette_change(self, self._render_again)
+
+    def _forget_text(self) -> None:
+        """The text state of a bubble that shows nothing yet (made, or ``reset``)."""
         self.text = ""
         self._incremental = IncrementalMarkdown()
         # Mid-stream continuation: the parts before the last seam, rendered once, with their
@@ -230,7 +235,6 @@ class MessageBubble(QFrame):
         self._placeholder: str | None = None
         self._shown_html: str | None = None  # the HTML the streamed document is made of
         self.kept_streamed = 0  # finished replies shown as streamed, not set again (for tests)
-        theme.on_palette_change(self, self._render_again)
 
     def reset(self) -> None:
         """Empty again, as a bubble just made for this role: the chat view reuses a bubble it
@@ -238,13 +242,7 @@ class MessageBubble(QFrame):
         new widgets (``ConversationView``). Only a stored message's bubble that is not in use
         (``in_use``) is reused; whatever showing a message set is undone here."""
         self.message_id, self.message = None, None
-        self.text = ""
-        self._incremental = IncrementalMarkdown()
-        self._done_html, self._segment_start, self._tail_from = "", 0, None
-        self.flush_html = 0
-        self.seams, self._seam_reasons, self._segments = [], [], None
-        self._streamed, self._placeholder, self._shown_html = False, None, None
-        self.kept_streamed = 0
+        self._forget_text()
         self.body.document().clear()
         self.set_footer("")
         self.details_button.hide()
