@@ -1,11 +1,10 @@
 """Settings… (Ctrl+,): every option of the settings schema, in a dialog generated from it.
 
 One page per group of ``app.config.settings.GROUPS`` (options whose group is "" are state the
-window keeps by itself and are not shown). Each option gets a field chosen by its type (bool: a
-check box, choices: a combo box, int/float: a spin box, str: a line edit, list: a folder list),
-its description, and a Reset button; each page has Restore defaults. Spin boxes and combo boxes
-ignore the mouse wheel until they have focus, so scrolling the page never changes a value (for
-every window at once: ``ui.input_guard``).
+window keeps by itself and are not shown). Each option gets a field chosen by its type
+(``ui.settings_fields``), its description, and a Reset button; each page has Restore defaults.
+Spin boxes and combo boxes ignore the mouse wheel until they have focus, so scrolling the page
+never changes a value (for every window at once: ``ui.input_guard``).
 
 Nothing changes until OK or Apply: every field is checked as it is typed (``Settings.check``,
 the same rule as ``Settings.set``); a bad value shows why under the field and OK/Apply stay off
@@ -22,18 +21,13 @@ switches and the route display in step with the settings; ``theme``: apply the t
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Callable
 
 from PySide6.QtCore import QEvent, Qt, Signal, Slot
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QCheckBox,
-    QComboBox,
     QDialog,
     QDialogButtonBox,
-    QDoubleSpinBox,
-    QFileDialog,
     QFrame,
     QGridLayout,
     QHBoxLayout,
@@ -43,7 +37,6 @@ from PySide6.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSizePolicy,
-    QSpinBox,
     QStackedWidget,
     QStyle,
     QVBoxLayout,
@@ -54,9 +47,8 @@ from app.config import settings as config  # the schema is read when a dialog is
 from app.config.settings import Option, Settings, option_named
 from app.domain.errors import OutpostError, StorageError
 from ui import theme
+from ui.settings_fields import FileField, FolderList, make_field
 
-_WIDE_INT = 999_999_999  # spin boxes accept any number, so an out-of-range one can be explained
-_WIDE_FLOAT = 1e9
 _EFFECT_NOTES = {"": "", "reload": " Changing it reloads the local model.",
                  "restart": " Takes effect when Outpost restarts."}
 
@@ -85,244 +77,6 @@ def _value_text(option: Option, value: Any) -> str:
     return str(value) if value != "" else "empty"
 
 
-# -- fields: one per type, each with value(), set_value() and an ``edited`` signal -----------------
-class _BoolField(QCheckBox):
-    edited = Signal()
-
-    def __init__(self, option: Option):
-        super().__init__(option.title)
-        self.toggled.connect(self.edited)
-
-    def value(self) -> bool:
-        return self.isChecked()
-
-    def set_value(self, value: bool) -> None:
-        self.setChecked(bool(value))
-
-
-class _ChoiceField(QComboBox):
-    edited = Signal()
-
-    def __init__(self, option: Option):
-        super().__init__()
-        labels = option.choice_labels or {}
-        for choice in option.choices or ():
-            self.addItem(labels.get(choice, str(choice).capitalize()), choice)
-        self.currentIndexChanged.connect(self.edited)
-
-    def value(self) -> Any:
-        return self.currentData()
-
-    def set_value(self, value: Any) -> None:
-        self.setCurrentIndex(max(0, self.findData(value)))
-
-
-class _StepWithinBounds:
-    """Arrows and Page Up/Down stay within the option's range; typing may go past it, so the
-    dialog can say what the range is instead of silently refusing the keystroke."""
-
-    bounds: tuple[float | None, float | None]
-
-    def stepBy(self, steps: int) -> None:  # noqa: N802 (Qt naming)
-        super().stepBy(steps)  # type: ignore[misc]
-        low, high = self.bounds
-        value = self.value()  # type: ignore[attr-defined]
-        if low is not None and value < low:
-            self.setValue(low)  # type: ignore[attr-defined]
-        elif high is not None and value > high:
-            self.setValue(high)  # type: ignore[attr-defined]
-
-
-class _IntField(_StepWithinBounds, QSpinBox):
-    edited = Signal()
-
-    def __init__(self, option: Option):
-        super().__init__()
-        self.bounds = (option.minimum, option.maximum)
-        self.setRange(-_WIDE_INT, _WIDE_INT)
-        self.setStepType(QSpinBox.StepType.AdaptiveDecimalStepType)
-        self.setGroupSeparatorShown((option.maximum or 0) >= 10_000)
-        self.setMinimumWidth(130)
-        self.valueChanged.connect(self.edited)
-
-    def value(self) -> int:  # type: ignore[override]
-        return super().value()
-
-    def set_value(self, value: int) -> None:
-        self.setValue(int(value))
-
-
-def _decimals(*values: float) -> int:
-    """Enough decimals to show each value exactly (2 at least, 6 at most)."""
-    needed = [len(f"{v:.6f}".rstrip("0").split(".")[1]) for v in values]
-    return min(6, max([2, *needed]))
-
-
-class _FloatField(_StepWithinBounds, QDoubleSpinBox):
-    edited = Signal()
-
-    def __init__(self, option: Option):
-        super().__init__()
-        self.bounds = (option.minimum, option.maximum)
-        self.setDecimals(_decimals(option.default))
-        self.setRange(-_WIDE_FLOAT, _WIDE_FLOAT)
-        self.setStepType(QDoubleSpinBox.StepType.AdaptiveDecimalStepType)
-        self.setMinimumWidth(130)
-        self.valueChanged.connect(self.edited)
-
-    def value(self) -> float:  # type: ignore[override]
-        return round(super().value(), self.decimals())
-
-    def set_value(self, value: float) -> None:
-        self.setDecimals(max(self.decimals(), _decimals(float(value))))
-        self.setValue(float(value))
-
-
-class _TextField(QLineEdit):
-    edited = Signal()
-
-    def __init__(self, option: Option):
-        super().__init__()
-        self.setClearButtonEnabled(True)
-        self.setMinimumWidth(180)
-        self.textChanged.connect(self.edited)
-
-    def value(self) -> str:
-        return self.text()
-
-    def set_value(self, value: str) -> None:
-        self.setText(str(value))
-
-
-class _CompositeField(QWidget):
-    """A field made of several widgets: its accessible name and description are also those
-    of ``main``, the part a screen reader should announce (set by the subclass)."""
-
-    edited = Signal()
-    main: QWidget
-
-    def setAccessibleName(self, name: str) -> None:  # noqa: N802 (Qt naming)
-        super().setAccessibleName(name)
-        self.main.setAccessibleName(name)
-
-    def setAccessibleDescription(self, text: str) -> None:  # noqa: N802 (Qt naming)
-        super().setAccessibleDescription(text)
-        self.main.setAccessibleDescription(text)
-
-
-class _FileField(_CompositeField):
-    """A file's path, typed or chosen with Browse… (``Option.browse``: which files)."""
-
-    def __init__(self, option: Option):
-        super().__init__()
-        self.title, self.files = option.title, option.browse
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        self.edit = self.main = QLineEdit()
-        self.edit.setClearButtonEnabled(True)
-        self.edit.setMinimumWidth(180)
-        self.browse_button = QPushButton("Browse…")
-        self.browse_button.setAccessibleName(f"Choose a file for {option.title}")
-        layout.addWidget(self.edit, 1)
-        layout.addWidget(self.browse_button)
-        self.setFocusProxy(self.edit)  # the title's buddy, Tab: the path first
-        self.edit.textChanged.connect(self.edited)
-        self.browse_button.clicked.connect(self._on_browse_clicked)
-
-    def value(self) -> str:
-        return self.edit.text()
-
-    def set_value(self, value: str) -> None:
-        self.edit.setText(str(value))
-
-    @Slot()
-    def _on_browse_clicked(self) -> None:
-        folder = os.path.dirname(os.path.expanduser(self.edit.text()))
-        path, _ = QFileDialog.getOpenFileName(self, f"Choose the {self.title.lower()}",
-                                              folder if os.path.isdir(folder) else "",
-                                              self.files)
-        if path:
-            self.edit.setText(path)
-
-
-class FolderList(_CompositeField):
-    """A list of folders with Add folder… and Remove (``shared_model_folders``)."""
-
-    def __init__(self, option: Option):
-        super().__init__()
-        self.title = option.title
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        self.list = self.main = QListWidget()
-        self.list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.list.setMinimumWidth(180)
-        self.list.setMaximumHeight(90)
-        layout.addWidget(self.list, 1)
-        buttons = QVBoxLayout()
-        self.add_button = QPushButton("Add folder…")
-        self.add_button.setAccessibleName(f"Add a folder to {option.title}")
-        self.remove_button = QPushButton("Remove")
-        self.remove_button.setAccessibleName(f"Remove the selected folder from {option.title}")
-        buttons.addWidget(self.add_button)
-        buttons.addWidget(self.remove_button)
-        buttons.addStretch(1)
-        layout.addLayout(buttons)
-        self.add_button.clicked.connect(self._on_add_clicked)
-        self.remove_button.clicked.connect(self._on_remove_clicked)
-        self.list.currentRowChanged.connect(self._update_buttons)
-        self._update_buttons()
-
-    def value(self) -> list[str]:
-        return [self.list.item(i).text() for i in range(self.list.count())]
-
-    def set_value(self, folders: list[str]) -> None:
-        self.list.clear()
-        self.list.addItems([str(folder) for folder in folders])
-        self._update_buttons()
-
-    def add_folder(self, folder: str) -> None:
-        if folder and folder not in self.value():
-            self.list.addItem(folder)
-            self.list.setCurrentRow(self.list.count() - 1)
-            self.edited.emit()
-
-    @Slot()
-    def _on_add_clicked(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, f"Add to {self.title}")
-        self.add_folder(folder)
-
-    @Slot()
-    def _on_remove_clicked(self) -> None:
-        row = self.list.currentRow()
-        if row >= 0:
-            self.list.takeItem(row)
-            self._update_buttons()
-            self.edited.emit()
-
-    @Slot()
-    def _update_buttons(self) -> None:
-        self.remove_button.setEnabled(self.list.currentRow() >= 0)
-
-
-def make_field(option: Option) -> QWidget:
-    """The field for ``option``, chosen by its type."""
-    if option.type is bool:
-        return _BoolField(option)
-    if option.choices is not None:
-        return _ChoiceField(option)
-    if option.type is int:
-        return _IntField(option)
-    if option.type is float:
-        return _FloatField(option)
-    if option.type is str:
-        return _FileField(option) if option.browse else _TextField(option)
-    if option.type is list:
-        return FolderList(option)
-    raise TypeError(f"The Settings dialog has no field for {option.name} "
-                    f"({option.type.__name__}): add one to ui/settings_dialog.make_field.")
-
-
-# -- one option: title, field, Reset, description, error ------------------------------------------
 class OptionRow(QWidget):
     """One option in the dialog: its field, checked on every edit, and what is wrong with it."""
 
@@ -351,7 +105,7 @@ class OptionRow(QWidget):
             grid.addWidget(self.title, 0, 0, Qt.AlignmentFlag.AlignLeft | (
                 Qt.AlignmentFlag.AlignTop if isinstance(self.field, FolderList)
                 else Qt.AlignmentFlag.AlignVCenter))
-            stretch = isinstance(self.field, (QLineEdit, FolderList, _FileField))
+            stretch = isinstance(self.field, (QLineEdit, FolderList, FileField))
             grid.addWidget(self.field, 0, 1, Qt.AlignmentFlag(0) if stretch
                            else Qt.AlignmentFlag.AlignLeft)
         self.reset_button = QPushButton("Reset")

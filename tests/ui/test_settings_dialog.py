@@ -25,7 +25,8 @@ from PySide6.QtWidgets import (
 
 from app.config import settings as config
 from app.config.settings import SCHEMA, Option, Settings
-from ui.settings_dialog import FolderList, SettingsDialog
+from ui.settings_dialog import SettingsDialog
+from ui.settings_fields import FolderList
 
 pytestmark = pytest.mark.gui
 
@@ -76,9 +77,9 @@ def expected_field(option: Option) -> type:
     if option.choices is not None:
         return QComboBox
     if option.browse:
-        from ui.settings_dialog import _FileField  # a path and Browse…
+        from ui.settings_fields import FileField  # a path and Browse…
 
-        return _FileField
+        return FileField
     return {int: QSpinBox, float: QDoubleSpinBox, str: QLineEdit, list: FolderList}[option.type]
 
 
@@ -133,7 +134,7 @@ def test_changed_values_and_ok_write_the_settings_file(
     box = dialog.rows["gpu_offload"].field
     qtbot.mouseClick(box, Qt.MouseButton.LeftButton, pos=QPoint(8, box.height() // 2))
     folder = tmp_path / "usb stick"
-    monkeypatch.setattr("ui.settings_dialog.QFileDialog.getExistingDirectory",
+    monkeypatch.setattr("ui.settings_fields.QFileDialog.getExistingDirectory",
                         lambda *args, **kwargs: str(folder))
     qtbot.mouseClick(dialog.rows["shared_model_folders"].field.add_button,
                      Qt.MouseButton.LeftButton)
