@@ -185,6 +185,9 @@ class Turn:
             final_status, error_text = MessageStatus.ERROR, str(exc)
             if reply.text:
                 final_status = MessageStatus.INTERRUPTED
+            if self.output_check is not None and self.output_check.repair_failed:
+                # the first reply was whole (not valid JSON): it is kept, as it came
+                final_status, error_text = MessageStatus.COMPLETE, self.output_check.error
             raise
         finally:
             self._save_final(final_status, error_text)
@@ -223,13 +226,19 @@ class Turn:
             max_tokens=min(self.request.max_tokens * 2, 131_072) if cut
             else self.request.max_tokens)
         status, error = MessageStatus.COMPLETE, None
+        check.repair, check.raw = "reask", raw
         # one reply repairs it (best-of-n does not sample all candidates again)
-        for event in mask_stream(engine.repair_engine().stream(again, cancel),
-                                 self.secret_mask()):
-            accumulate([event], reply)
-            if isinstance(event, Finished):
-                status, error = _final_status(event, bool(reply.text))
-            yield event
+        try:
+            for event in mask_stream(engine.repair_engine().stream(again, cancel),
+                                     self.secret_mask()):
+                accumulate([event], reply)
+                if isinstance(event, Finished):
+                    status, error = _final_status(event, bool(reply.text))
+                yield event
+        except OutpostError as exc:
+            self.secret_mask().scrub_error(exc)
+            self._keep_first_reply(check, raw, str(exc))
+            raise
         if first_usage is not None and reply.usage is not None:
             reply.usage = Usage(
                 first_usage.prompt_tokens + reply.usage.prompt_tokens,
@@ -237,10 +246,9 @@ class Turn:
                 estimated=first_usage.estimated or reply.usage.estimated,
                 cached_prompt_tokens=first_usage.cached_prompt_tokens +
                 reply.usage.cached_prompt_tokens)
-        check.repair, check.raw = "reask", raw
-        if status is not MessageStatus.COMPLETE:
-            check.valid, check.error = False, error
-            return status, error
+        if status is not MessageStatus.COMPLETE:  # stopped, or the engine failed
+            self._keep_first_reply(check, raw, error or "it stopped")
+            return MessageStatus.COMPLETE, check.error
         second = lenient(reply.text, schema)
         if second.valid:
             reply.text = second.text
@@ -253,6 +261,14 @@ class Turn:
             reply.text = raw  # keep the text there is
         return MessageStatus.COMPLETE, (f"invalid JSON after one repair ({second.error}); the "
                                         "raw text is kept.")
+
+    def _keep_first_reply(self, check: OutputCheck, raw: str, why: str) -> None:
+        """The repair's re-ask did not finish: the reply is the first one, whole (not valid
+        JSON), never the re-ask's part or nothing."""
+        self.reply.text = raw
+        check.valid, check.repair_failed = False, True
+        check.error = (f"The reply is not valid JSON, and asking again for valid JSON failed "
+                       f"({why}); the first reply is kept as it came.")
 
     def secret_mask(self) -> SecretMask:
         """The keys this turn masks (read once, when it runs)."""

@@ -132,18 +132,21 @@ def repair_prompt(verdict: Verdict, schema: dict | None) -> str:
 class OutputCheck:
     """How a structured reply was checked (stored as ``messages.output_check``): the mode
     ("json" or "json_schema"), whether the final text is valid, the error when it is not, the
-    repair used ("lenient" or "reask", None when the first text was valid) and the raw text the
-    repair started from."""
+    repair used ("lenient" or "reask", None when the first text was valid), the raw text the
+    repair started from, and whether the re-ask failed (the raw text is then the reply)."""
 
     mode: str
     valid: bool = True
     error: str | None = None
     repair: str | None = None
     raw: str | None = None
+    repair_failed: bool = False
 
     def record(self) -> dict:
         data: dict = {"mode": self.mode, "valid": self.valid, "error": self.error,
                       "repair": self.repair}
         if self.raw is not None:
             data["raw"] = self.raw
+        if self.repair_failed:
+            data["repair_failed"] = True
         return data

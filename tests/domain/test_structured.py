@@ -259,3 +259,53 @@ def test_a_json_reply_cut_at_max_tokens_is_asked_again_with_more_room(service):
     assert "cut at max tokens (8)" in restart.reason
     assert engine.requests[1].max_tokens == 16
     assert service.store.get_message(turn.assistant_message_id).output_check["valid"]
+
+
+@pytest.mark.parametrize("after", [0, 1], ids=["before-any-text", "mid-answer"])
+def test_a_repair_whose_connection_drops_keeps_the_first_reply_whole(service, after):
+    """The re-ask's connection is cut on a real server (before its first word: the engine
+    raises; after it: the stream ends in an error): the reply stored is the first one, whole,
+    marked not valid, never the re-ask's part or nothing."""
+    import contextlib
+
+    from app.domain.errors import OutpostError
+    from engines.http_policy import RetryPolicy
+    from tests.fault_server import Cut
+
+    first = "The supply list: water 20 L, rice 5 kg, matches."
+    with fault_server() as server:
+        engine = OpenAICompatEngine(ProviderConfig("f", "openai", server.url + "/v1",
+                                                   "test-model"), "sk-test",
+                                    policy=RetryPolicy(max_retries=0))
+        server.script([text_reply(first), Cut(after=after, chunks=('{"water": ', '"20 L"}'))])
+        turn = service.start_turn("The supplies as JSON", model="m",
+                                  options=TurnOptions(json_mode=True))
+        raised = pytest.raises(OutpostError) if after == 0 else contextlib.nullcontext()
+        try:
+            with raised:
+                list(turn.run(engine, threading.Event()))
+        finally:
+            engine.close()
+    message = service.store.get_message(turn.assistant_message_id)
+    assert message.content == first
+    assert message.status.value == "complete"
+    check = message.output_check
+    assert check["valid"] is False and check["repair_failed"] is True
+    assert check["raw"] == first
+    assert "asking again for valid JSON failed" in message.error
+
+
+def test_a_repair_that_ends_in_an_error_keeps_the_first_reply_whole(service):
+    class FailsSecond(Scripted):
+        def stream(self, request, cancel):
+            if not self.requests:
+                yield from super().stream(request, cancel)
+                return
+            self.requests.append(request)
+            yield TextDelta('{"name": ')
+            yield Finished(FinishReason.ERROR, error=RuntimeError("the model crashed"))
+
+    _, _, message = run(service, FailsSecond("I cannot do that."))
+    assert message.content == "I cannot do that."
+    assert message.output_check["repair_failed"] is True
+    assert "the model crashed" in message.output_check["error"]
