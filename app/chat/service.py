@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
+from app.chat.streaming_row import StreamingRow
 from app.config.presets import PresetBook
 from app.config.secrets import stored_keys
 from app.config.settings import Settings, default_user_id
@@ -165,16 +166,14 @@ class Turn:
             params=self._sent_params(engine), activate=self.activate)
         self.assistant_message_id = message.id
         reply = self.reply
-        last_flush = self.clock()
+        row = StreamingRow(self.store, message.id, FLUSH_INTERVAL_S, self.clock)
         final_status = MessageStatus.INTERRUPTED
         error_text: str | None = "The reply stopped before it was finished."
         try:
             for event in mask_stream(engine.stream(self.request, cancel), mask):
                 accumulate([event], reply)
-                if isinstance(event, TextDelta) and \
-                        self.clock() - last_flush >= FLUSH_INTERVAL_S:
-                    self.store.update_message(message.id, content=reply.text)
-                    last_flush = self.clock()
+                if isinstance(event, TextDelta):
+                    row.text(reply.text)
                 elif isinstance(event, Finished):
                     final_status, error_text = _final_status(event, bool(reply.text))
                 yield event
@@ -190,6 +189,7 @@ class Turn:
                 final_status, error_text = MessageStatus.COMPLETE, self.output_check.error
             raise
         finally:
+            row.close()
             self._save_final(final_status, error_text)
 
     def _check_json(self, engine: Engine, cancel: threading.Event):

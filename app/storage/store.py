@@ -154,6 +154,19 @@ class Store:
                 self._connections.append(conn)
         return db
 
+    def release_thread_connection(self) -> None:
+        """Close this thread's connection (a short-lived thread's, as it ends: each thread that
+        uses the store opens its own)."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            return
+        self._local.db = None
+        with self._lock:
+            if db.conn in self._connections:
+                self._connections.remove(db.conn)
+        with contextlib.suppress(sqlite3.Error):
+            db.conn.close()
+
     def close(self) -> None:
         with self._lock:
             for conn in self._connections:
