@@ -387,7 +387,7 @@ class CloudEngine(EngineBase):
         try:
             for chunk in chunks:
                 for event in decoder.feed(chunk):
-                    text = self.read_event(event, state)
+                    text = self._read_event_safely(event, state)
                     if text:
                         now = time.monotonic()
                         first_at = first_at or now
@@ -454,6 +454,18 @@ class CloudEngine(EngineBase):
             secrets.scrub(state.text))
         yield from self._finish(request, state, FinishReason.ERROR, turn_started, first_at,
                                 last_at, error=interrupted)
+
+    def _read_event_safely(self, event: ServerSentEvent, state: StreamState) -> str | None:
+        """``read_event``; an event of a shape it cannot read (valid JSON, but a field of
+        another type) ends the reply with a ProviderError, the text before it kept, instead
+        of a crash."""
+        try:
+            return self.read_event(event, state)
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+            state.error = ProviderError(
+                f"{self.config.name} sent a stream event Outpost cannot read ({exc}); the "
+                "reply stops there.", None, self.config.name)
+            return None
 
     @staticmethod
     def _drain(chunks: Iterator[bytes], limit: int = 64 * 1024) -> None:

@@ -101,17 +101,25 @@ class OpenAICompatEngine(CloudEngine):
                 self.config.name)
             return None
         usage = data.get("usage")
-        if isinstance(usage, dict) and usage.get("prompt_tokens") is not None:
-            state.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            state.completion_tokens = int(usage.get("completion_tokens") or 0)
-            details = usage.get("prompt_tokens_details") or {}
-            state.cached_prompt_tokens = int(details.get("cached_tokens") or 0)
+        prompt = _count(usage.get("prompt_tokens")) if isinstance(usage, dict) else None
+        if prompt is not None:  # (a count that is not a number is left out: then estimated)
+            state.prompt_tokens = prompt
+            state.completion_tokens = _count(usage.get("completion_tokens")) or 0
+            details = usage.get("prompt_tokens_details")
+            state.cached_prompt_tokens = (_count(details.get("cached_tokens")) or 0) \
+                if isinstance(details, dict) else 0
         text = ""
+        # an event of another shape (a choice that is not an object, content that is not
+        # text) raises here: the engine ends the reply with a ProviderError (CloudEngine)
         for choice in data.get("choices") or []:
             if choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
-            text += delta.get("content") or ""
+            content = delta.get("content") or ""
+            if isinstance(content, list):  # content parts, as some servers send them
+                content = "".join(part["text"] for part in content
+                                  if part.get("type", "text") == "text")
+            text += content
             reason = choice.get("finish_reason")
             if reason:
                 state.finish_reason = _FINISH.get(reason, FinishReason.STOP)
@@ -124,3 +132,9 @@ class OpenAICompatEngine(CloudEngine):
         """``GET /models`` where the server has it."""
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         return self.get_model_ids(f"{self.config.base_url}/models", headers)
+
+
+def _count(value) -> int | None:
+    """A token count as sent, or None when it is not one (a string, a negative number)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
+        else None
