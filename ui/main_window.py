@@ -672,8 +672,9 @@ class MainWindow(QMainWindow):
             return
         try:
             self.store.delete_conversation(conversation_id)
-        except OutpostError as exc:
+        except OutpostError as exc:  # (a reply in it is being written elsewhere: a CLI ask)
             self._on_failure(exc)
+            return
         self.controller.forget_conversation(conversation_id)
         self.refresh_sidebar()
         self._show_title()

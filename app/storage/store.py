@@ -367,8 +367,16 @@ class Store:
             db["conversations"].update(conversation_id, fields)
 
     def delete_conversation(self, conversation_id: str) -> None:
+        """Delete a conversation with its messages and queued requests; refused while one of
+        its replies is being written (by this process or another: the window and the CLI)."""
         self.get_conversation(conversation_id)
         with self._tx() as db:
+            writers = [row[0] for row in db.execute(
+                "SELECT writer FROM messages WHERE conversation_id = ? AND status = ?",
+                [conversation_id, MessageStatus.STREAMING.value]).fetchall()]
+            if any(writer_alive(writer) for writer in writers):
+                raise UsageError("A reply in this conversation is still being written; stop "
+                                 "it first, then delete the conversation.")
             db["outbox"].delete_where("conversation_id = ?", [conversation_id])
             db["messages"].delete_where("conversation_id = ?", [conversation_id])
             db["conversations"].delete(conversation_id)
@@ -438,7 +446,11 @@ class Store:
                 fields[name] = int(bool(fields[name]))
         fields["updated_at"] = now_iso()
         with self._tx() as db:
-            db["messages"].update(message_id, fields)
+            try:
+                db["messages"].update(message_id, fields)
+            except sqlite_utils.db.NotFoundError:
+                raise UsageError(f"The message {message_id} is not there any more (its "
+                                 "conversation was deleted, maybe in another Outpost).") from None
 
     def delete_empty_reply(self, message_id: str | None) -> None:
         """Drop an assistant row that never got any text (a queued request's failed attempt);

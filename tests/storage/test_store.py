@@ -329,3 +329,28 @@ def test_storage_errors_are_classified_by_sqlite_result_code_not_wording(tmp_pat
     bug = _raised_by(db_path, lambda: store.db.execute(
         "SELECT * FROM locked_disk_full_readonly_table"))
     assert type(bug) is StorageError and "locked_disk_full" in str(bug)
+
+
+def test_a_conversation_whose_reply_is_being_written_cannot_be_deleted(store):
+    """Another process (the window, a CLI `ask`) still writing a reply would otherwise crash
+    on its next write; once that writer is gone (killed), the conversation can go."""
+    conversation = store.create_conversation("Field notes")
+    question = store.add_message(conversation.id, Role.USER, "Where do we meet?")
+    reply = store.add_message(conversation.id, Role.ASSISTANT, "At the", parent_id=question.id,
+                              status=MessageStatus.STREAMING)
+    with pytest.raises(UsageError, match="still being written"):
+        store.delete_conversation(conversation.id)
+    assert store.get_conversation(conversation.id).title == "Field notes"
+    assert [m.id for m in store.messages(conversation.id)] == [question.id, reply.id]
+    with store.transaction() as db:  # its writer is gone (pid 1 never started at time 0)
+        db["messages"].update(reply.id, {"writer": "1:0"})
+    store.delete_conversation(conversation.id)
+    assert store.list_conversations() == []
+
+
+def test_writing_a_message_that_was_deleted_says_so(store):
+    conversation = store.create_conversation("Gone")
+    message = store.add_message(conversation.id, Role.USER, "hello")
+    store.delete_conversation(conversation.id)
+    with pytest.raises(UsageError, match="not there any more"):
+        store.update_message(message.id, content="hello again")

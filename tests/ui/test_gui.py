@@ -184,6 +184,26 @@ def test_sidebar_new_rename_delete_and_reopen(qtbot, scripted, scripted_engine):
     assert window.view.bubbles == []
 
 
+def test_a_conversation_answering_in_another_outpost_is_not_deleted(qtbot, scripted,
+                                                                      scripted_engine):
+    """A CLI `ask` (another process) is writing a reply in the conversation: the window says
+    so and keeps the conversation, rather than pull it out from under the writer."""
+    window = scripted.window
+    scripted_engine.script(reply("One."))
+    send_with_enter(qtbot, scripted, "First chat")
+    wait_idle(qtbot, scripted)
+    conversation_id = window.controller.conversation_id
+    store = scripted.store
+    [question, _] = store.messages(conversation_id)
+    store.add_message(conversation_id, Role.ASSISTANT, "Meet at", parent_id=question.id,
+                      status=MessageStatus.STREAMING)  # its writer: a live process
+    window.sidebar.delete_requested.emit(conversation_id)
+    assert "still being written" in window.errors.banner.label.text()
+    assert conversation_id in [c.id for c in store.list_conversations()]
+    assert window.sidebar.conversation_count() == 1
+    assert window.controller.conversation_id == conversation_id
+
+
 def test_deltas_are_flushed_in_batches_not_per_token(qtbot, outpost_app):
     """Every delta that reaches the window between two ticks of its flush timer lands in one
     render. The timer is fired by hand here, so which deltas share a render is exact."""
