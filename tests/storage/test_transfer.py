@@ -297,6 +297,23 @@ MUTATIONS = {
         "is in the file twice"),
     "an id with a slash": (lambda d: d["conversations"][0].update(id="../../etc"),
                            "id must be an id"),
+    # each would have broken the window or every later turn of the conversation once imported
+    "a segment starting at a word": (
+        lambda d: _message(d, 2).update(segments=[{"engine": "local", "start": "zero"}]),
+        "segments[1].start must be"),
+    "a segment past the text": (
+        lambda d: _message(d, 2).update(segments=[{"engine": "local", "start": 0},
+                                                  {"engine": "cloud", "start": 10**6}]),
+        "segments[2].start must be from 0 to the text's length"),
+    "a route that is not one": (lambda d: d["conversations"][0].update(route="sideways"),
+                                "route must be auto, local, cloud or null, got 'sideways'"),
+    "a schema that is a number": (
+        lambda d: d["conversations"][0].update(sampling={"response_format": {
+            "type": "json", "schema": 5}}),
+        "sampling.response_format: "),
+    "an answer format of another kind": (
+        lambda d: d["conversations"][0].update(sampling={"response_format": {"type": "xml"}}),
+        'sampling.response_format: it must be {"type": "json"'),
 }
 
 

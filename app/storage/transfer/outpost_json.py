@@ -24,6 +24,7 @@ from app.domain.adapters import adapters_from_records
 from app.domain.errors import UsageError
 from app.domain.messages import MessageStatus, Role
 from app.domain.sampling import KNOB_NAMES, check
+from app.domain.structured import check_schema
 from app.storage.store import Store
 from app.storage.transfer import shape
 from app.storage.transfer.records import (CONVERSATIONS, FLAG_COLUMNS, JSON_COLUMNS, MESSAGES,
@@ -35,6 +36,7 @@ FORMAT, VERSION = "outpost-conversations", 1
 _TOP_KEYS = {"format", "version", "conversations"}
 _ROLES = {r.value for r in Role}
 _STATUSES = {s.value for s in MessageStatus}
+_ROUTES = {None, "auto", "local", "cloud"}
 
 
 def dump(store: Store, conversation_ids: list[str]) -> str:
@@ -93,6 +95,9 @@ def _conversation(record: dict, where: Where) -> ConversationRows:
     for name in ("created_at", "updated_at"):
         shape.timestamp(row.get(name), where, name)
     shape.identifier(row.get("active_leaf_id"), where, "active_leaf_id", optional=True)
+    if row.get("route") not in _ROUTES:
+        raise where.fail(f"route must be auto, local, cloud or null, got "
+                         f"{shape.shown(row.get('route'))}")
     if record.get("sampling") is not None:
         _check_sampling(record["sampling"], where)
     items = shape.array(record.get("messages"), where, "messages")
@@ -125,8 +130,17 @@ def _message(record: dict, where: Where) -> dict:
     params = record.get("params") or {}
     if "lora" in params:
         _check_lora(params["lora"], where, "params.lora")
+    length = len(row.get("content") or "")
     for index, segment in enumerate(record.get("segments") or [], 1):
-        shape.obj(segment, where, f"segments[{index}]")
+        name = f"segments[{index}]"
+        shape.obj(segment, where, name)
+        for end in ("start", "end"):  # where each engine's part of the text begins and ends
+            at = shape.whole(segment.get(end), where, f"{name}.{end}")
+            if at is not None and not 0 <= at <= length:
+                raise where.fail(f"{name}.{end} must be from 0 to the text's length "
+                                 f"({length}), got {at}")
+        for label in ("engine", "model", "reason"):
+            shape.text(segment.get(label), where, f"{name}.{label}", optional=True)
     candidates = record.get("candidates") or {}
     for index, candidate in enumerate(shape.array(candidates.get("candidates"), where,
                                                   "candidates.candidates", True) or [], 1):
@@ -180,7 +194,16 @@ def _check_sampling(sampling: dict, where: Where) -> None:
                 raise where.fail(f"sampling: {str(exc).rstrip('.')}") from None
     if "lora" in sampling:
         _check_lora(sampling["lora"], where, "sampling.lora")
-    shape.obj(sampling.get("response_format"), where, "sampling.response_format", True)
+    answer_as = shape.obj(sampling.get("response_format"), where, "sampling.response_format",
+                          True)
+    if answer_as is not None:  # JSON output: {"type": "json", "schema": a JSON Schema or null}
+        try:
+            if answer_as.get("type") != "json" or set(answer_as) - {"type", "schema"}:
+                raise UsageError('it must be {"type": "json", "schema": a JSON Schema or null}')
+            if answer_as.get("schema") is not None:
+                check_schema(answer_as["schema"])
+        except UsageError as exc:
+            raise where.fail(f"sampling.response_format: {str(exc).rstrip('.')}") from None
 
 
 def _check_lora(records: object, where: Where, name: str) -> None:
