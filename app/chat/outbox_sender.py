@@ -1,6 +1,8 @@
 """Sends what waits in the outbox (``app.storage.outbox``), in order, once per item: each
 item's request goes to its provider as a turn of its own (``app.chat.service.Turn``), and the
-answer is stored as a sibling of the reply the user already has."""
+answer is stored as a sibling of the reply the user already has. An answer cut off mid-way is
+kept (marked interrupted) and its item waits to be sent again, as one whose provider is
+unreachable does."""
 from __future__ import annotations
 
 import datetime as dt
@@ -8,7 +10,8 @@ import threading
 from typing import Callable
 
 from app.chat.service import Turn
-from app.domain.errors import OutpostError
+from app.domain.errors import OutpostError, StreamInterrupted
+from app.domain.messages import FinishReason
 from app.domain.routes import FAILOVER_ERRORS
 from app.storage.outbox import Outbox, OutboxState, SendReport
 
@@ -95,6 +98,20 @@ class OutboxSender:
                         not turn.reply.text:
                     self.outbox._finish(item.id, OutboxState.QUEUED, "cancelled while sending")
                     report.waiting.append(self.outbox.get(item.id))
+                    continue
+                if finish is not None and finish.reason is FinishReason.ERROR:
+                    # cut off mid-answer: the part is kept (a version marked interrupted), and
+                    # the question is asked again when the link is back, or fails visibly
+                    error = finish.error or StreamInterrupted("The answer was cut off.")
+                    why = f"the answer was cut off: {error}"
+                    if isinstance(error, StreamInterrupted) or self.is_unreachable(error):
+                        self.outbox._finish(item.id, OutboxState.QUEUED, why)
+                        blocked.add(item.provider)
+                        report.waiting.append(self.outbox.get(item.id))
+                    else:
+                        self.outbox._finish(item.id, OutboxState.FAILED, why,
+                                            turn.assistant_message_id)
+                        report.failed.append((self.outbox.get(item.id), why))
                     continue
                 self.outbox._finish(item.id, OutboxState.SENT, None, turn.assistant_message_id)
                 # the empty "queued" reply has done its job: the answer is there now

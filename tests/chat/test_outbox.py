@@ -243,6 +243,36 @@ def test_items_are_sent_in_queue_order_and_an_unreachable_provider_holds_them_al
     store.close()
 
 
+def test_an_answer_cut_off_mid_way_is_kept_and_its_question_asked_again(tmp_path):
+    """The link comes back, then drops in the middle of the answer: the part is kept (a
+    version marked interrupted), the item waits again instead of counting as sent, and the
+    next pass gets the whole answer."""
+    from tests.fault_server import Cut
+
+    store = Store(tmp_path / "outpost.db")
+    outbox = Outbox(store)
+    item = queue_turn(store, "The supplies, please")
+    with fault_server() as server:
+        server.script([Cut(after=2, chunks=("Water ", "20 L, ", "rice 5 kg."))])
+        sender = OutboxSender(outbox, lambda name, model: fast_cloud(server.url + "/v1", store))
+        report = sender.send()
+        assert report.sent == [] and [i.id for i in report.waiting] == [item.id]
+        waiting = outbox.get(item.id)
+        assert waiting.state is OutboxState.QUEUED and "cut off" in waiting.last_error
+        [part] = [m for m in assistant_children(store, item) if m.content]
+        assert part.content == "Water 20 L, " and part.status is MessageStatus.INTERRUPTED
+
+        server.script([normal(chunks=("Water ", "20 L, ", "rice 5 kg."))])
+        report = sender.send()
+    assert [i.id for i, _ in report.sent] == [item.id]
+    sent = outbox.get(item.id)
+    assert sent.state is OutboxState.SENT
+    answers = {m.content: m.status for m in assistant_children(store, item) if m.content}
+    assert answers == {"Water 20 L, ": MessageStatus.INTERRUPTED,
+                       "Water 20 L, rice 5 kg.": MessageStatus.COMPLETE}
+    store.close()
+
+
 def test_cli_send_keeps_the_order_and_holds_everything_while_unreachable(outpost_home):
     store = Store()
     items = [queue_turn(store, f"Question number {n}", provider="acme") for n in (1, 2, 3)]
