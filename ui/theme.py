@@ -286,7 +286,9 @@ def bubble_style(role: Role) -> str:
     """A message bubble's one style sheet (``ui.message_bubble``): its frame, and by object
     name its role line, footer (``warning`` property: a broken reply's), Details link and
     body. One sheet for the bubble, not one per part: a long chat makes bubbles as it scrolls,
-    and each sheet set is a style to resolve."""
+    and each sheet set is a style to resolve. No rule for the body: its viewport does not
+    fill its background, so the bubble shows through (a background rule on it drew its
+    horizontal scroll bar's track solid black)."""
     pal = palette()
     background = _bubble_background(pal, role)
     frame = f"background:{background}; border-radius:10px;"
@@ -296,8 +298,7 @@ def bubble_style(role: Role) -> str:
             f"QLabel#bubbleHeader {{ color:{muted_text(0.3)}; font-weight:600; }} "
             f"QLabel#bubbleFooter {{ color:{muted_text()}; font-size:11px; }} "
             f"QLabel#bubbleFooter[warning=\"true\"] {{ color:{colour('warning')}; }} "
-            f"QPushButton#detailsLink {{ color:{colour('link')}; font-size:11px; border:none; }} "
-            "QTextBrowser#messageBody { background: transparent; }")
+            f"QPushButton#detailsLink {{ color:{colour('link')}; font-size:11px; border:none; }}")
 
 
 def sidebar_style() -> str:

@@ -320,6 +320,33 @@ def test_a_bubbles_parts_take_their_colours_from_its_one_sheet(qtbot, keep_theme
     assert bubble.header.styleSheet() == bubble.footer.styleSheet() == ""  # the bubble's sheet
 
 
+@pytest.mark.parametrize("name", THEMES)
+def test_a_wide_code_blocks_scroll_bar_has_a_track_of_the_theme(qtbot, keep_theme, name):
+    """A code line wider than the bubble gives its body a horizontal scroll bar, drawn in the
+    theme's colours: a background rule on the body used to paint its track solid black."""
+    from app.domain.messages import Role
+    from ui import theme
+    from ui.message_bubble import MessageBubble
+
+    apply(keep_theme, name)
+    bubble = MessageBubble(Role.ASSISTANT)
+    qtbot.addWidget(bubble)
+    bubble.set_text("Here:\n\n```python\nx = '" + "a long line of code " * 12 + "'\n```", None)
+    bubble.resize(420, 200)
+    bubble.show()
+    qtbot.waitExposed(bubble)
+    bar = bubble.body.horizontalScrollBar()
+    qtbot.waitUntil(bar.isVisible)
+    image = bar.grab().toImage()
+    window = bubble.palette().color(QPalette.ColorRole.Window)
+    pixels = [QColor(image.pixel(x, y)) for x in range(image.width())
+              for y in range(image.height())]
+    # nothing of it is much darker than the window in light, nor pure black in dark
+    floor = theme.relative_luminance(window) / 4 if name == "light" else 0.0
+    dark = [c for c in pixels if theme.relative_luminance(c) <= floor]
+    assert len(dark) < len(pixels) * 0.05, (name, len(dark), len(pixels))
+
+
 # -- the window ----------------------------------------------------------------------------------
 @pytest.fixture(params=THEMES)
 def switched(request, keep_theme):
