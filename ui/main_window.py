@@ -187,6 +187,12 @@ class MainWindow(QMainWindow):
         self.profile_button = ProfileButton(services.profiles, services.profile, self.settings,
                                             self.controller.service.quotas)
         status = self.statusBar()
+        # the window is no narrower than the status bar's least (Qt's status bar says its width
+        # may be ignored: its buttons were cut at the narrowest window); its texts that vary end
+        # in "…" instead, so a new text never widens the window
+        policy = status.sizePolicy()
+        policy.setHorizontalPolicy(QSizePolicy.Policy.Preferred)
+        status.setSizePolicy(policy)
         status.addWidget(self.route_label)
         status.addWidget(self.model_label)
         status.addWidget(self.state_label, 1)

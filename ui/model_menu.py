@@ -6,7 +6,7 @@ from typing import Callable
 
 from PySide6.QtCore import QObject, Signal, Slot
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QFileDialog, QLabel, QMenu, QWidget
+from PySide6.QtWidgets import QFileDialog, QMenu, QWidget
 
 from app.config.settings import Settings
 from app.domain.errors import OutpostError
@@ -113,7 +113,7 @@ class ModelStatus(QObject):
         super().__init__(parent)
         self.loader = loader
         self.model_label = ElidedLabel("Local model: —")  # a long file name may be cut
-        self.state_label = QLabel("")
+        self.state_label = ElidedLabel("")  # "Loading …", "Ready (…)": cut when narrow
         self._busy = False
 
     @Slot(str)

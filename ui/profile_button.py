@@ -2,7 +2,7 @@
 PIN) or opens the Profiles dialog (Chat ▸ Profiles… opens the same)."""
 from __future__ import annotations
 
-from PySide6.QtCore import Signal, Slot
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QAction, QActionGroup
 from PySide6.QtWidgets import QMenu, QPushButton, QWidget
 
@@ -11,6 +11,10 @@ from app.domain.errors import OutpostError
 from app.storage.profiles import Profile, Profiles
 from ui.profiles_dialog import ProfilesDialog, sign_in
 from ui.setting_saver import save_setting
+
+ABOUT = ("The profile you are signed in as: its conversations, usage and quotas. Click to "
+         "switch.")
+NAME_WIDEST = 160  # px of the name on the button
 
 
 class ProfileButton(QPushButton):
@@ -32,8 +36,7 @@ class ProfileButton(QPushButton):
         self.profile = profile
         self.dialog: ProfilesDialog | None = None
         self.setFlat(True)
-        self.setToolTip("The profile you are signed in as: its conversations, usage and quotas. "
-                        "Click to switch.")
+        self.setToolTip(ABOUT)
         self.menu = QMenu(self)
         self.menu.aboutToShow.connect(self._fill)
         self.setMenu(self.menu)
@@ -87,8 +90,14 @@ class ProfileButton(QPushButton):
             self.dialog.me = self.profile
 
     def _show_profile(self) -> None:
-        self.setText(f"Profile: {self.profile.name}" + (" (admin)" if self.profile.is_admin
-                                                        else ""))
+        # a long name ends in "…" (whole in the tooltip): the button is part of the status
+        # bar's least width, the window's
+        name = self.fontMetrics().elidedText(self.profile.name, Qt.TextElideMode.ElideRight,
+                                             NAME_WIDEST)
+        self.setText(f"Profile: {name}" + (" (admin)" if self.profile.is_admin else ""))
+        self.setAccessibleName(f"Profile: {self.profile.name}")
+        self.setToolTip((f"{self.profile.name}: " if name != self.profile.name else "")
+                        + ABOUT)
 
     @Slot()
     def _fill(self) -> None:

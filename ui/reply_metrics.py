@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Slot
-from PySide6.QtWidgets import QLabel, QWidget
+from PySide6.QtWidgets import QWidget
+
+from ui.elided_label import ElidedLabel
 
 
-class ReplyMetrics(QLabel):
+class ReplyMetrics(ElidedLabel):
+    """The last reply's TTFT and decode speed in the status bar (ends in "…" when the window
+    is narrow; the tooltip has it whole)."""
+
     def __init__(self, parent: QWidget | None = None):
         super().__init__("", parent)
 
@@ -20,5 +25,7 @@ class ReplyMetrics(QLabel):
             parts.append(f"TTFT {message.ttft_ms:.0f} ms")
         if message.tokens_per_s is not None:
             parts.append(f"{message.tokens_per_s:.1f} tok/s")
-        self.setText(" · ".join(parts) if parts else "")
-        self.setToolTip("The last reply's time to first token and decode speed")
+        text = " · ".join(parts) if parts else ""
+        self.setText(text)
+        self.setToolTip(f"{text} — the last reply's time to first token and decode speed"
+                        if text else "")

@@ -2,13 +2,14 @@
 Auto with a provider, Cloud only), coloured by whether anything leaves this computer."""
 from __future__ import annotations
 
-from PySide6.QtCore import Slot
+from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import QLabel, QWidget
 
 from ui import theme
 from ui.route_state import LOCAL_COLOUR, RouteState
 
 _STYLE = "font-weight:600; padding:0 8px;"
+WIDEST = 220
 
 
 class RouteBadge(QLabel):
@@ -24,6 +25,11 @@ class RouteBadge(QLabel):
     @Slot(object)
     def show_route(self, state: RouteState) -> None:
         texts = state.texts()
-        self.setText(texts.badge)
-        self.setToolTip(texts.tooltip)
+        # at most WIDEST px (a long provider name ends in "…"), whole in the tooltip and for a
+        # screen reader: the badge is part of the status bar's least width, the window's
+        self.setText(self.fontMetrics().elidedText(texts.badge, Qt.TextElideMode.ElideRight,
+                                                   WIDEST))
+        self.setAccessibleName(texts.badge)
+        self.setToolTip(f"{texts.badge}: {texts.tooltip}" if self.text() != texts.badge
+                        else texts.tooltip)
         theme.set_colour(self, texts.colour, _STYLE)

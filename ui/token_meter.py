@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Callable
 
 from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QProgressBar, QWidget
 
 from ui import theme
+from ui.elided_label import ElidedLabel
 
 DEBOUNCE_MS = 250
 
@@ -23,7 +24,9 @@ class TokenMeter(QWidget):
         -> {"tokens", "exact", "window", "max_tokens", "cost"} or None."""
         super().__init__(parent)
         self.tasks, self.prepare = tasks, prepare
-        self.label = QLabel("")
+        # ends in "…" when the composer is narrow (the whole line in its tooltip): a label
+        # sized to its text made the window wider than the user had made it
+        self.label = ElidedLabel("")
         theme.set_colour(self.label, "muted", "font-size:11px;")
         self.gauge = QProgressBar()
         self.gauge.setTextVisible(False)
@@ -32,9 +35,8 @@ class TokenMeter(QWidget):
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(6)
-        layout.addWidget(self.label)
+        layout.addWidget(self.label, 1)
         layout.addWidget(self.gauge)
-        layout.addStretch(1)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)

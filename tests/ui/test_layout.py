@@ -54,3 +54,51 @@ def test_nothing_is_clipped(qtbot, scripted, scripted_engine, size, artifacts_di
     scroll = window.sampling.widget()
     assert scroll.widget().width() <= scroll.viewport().width()  # up and down only
     window.grab().save(str(artifacts_dir / f"layout-{size[0]}x{size[1]}.png"))
+
+
+def test_the_token_meter_never_widens_the_window(qtbot, scripted):
+    """At the window's narrowest, the meter's line ("34 prompt tokens · 546 / 4,096 context
+    (with 512 for the reply) · free") ends in "…" with the whole line in its tooltip, rather
+    than push the window wider than the user made it."""
+    window = scripted.window
+    window.resize(window.minimumSizeHint().width(), 700)
+    qtbot.waitUntil(lambda: window.width() == window.minimumSizeHint().width())
+    narrowest = window.width()
+    qtbot.keyClicks(window.composer.edit, "Tell me about the history of lighthouses in three "
+                                          "sentences, please, with their keepers and lamps.")
+    meter = window.meter.label
+    qtbot.waitUntil(lambda: "context" in meter.text(), timeout=10000)
+    qtbot.wait(50)  # (a layout pass, where a wider minimum would grow the window)
+    assert window.width() == narrowest
+    assert window.minimumSizeHint().width() <= narrowest
+    assert meter.toolTip() == meter.text()
+
+
+def test_the_status_bar_is_whole_at_the_narrowest_window(qtbot, scripted, scripted_engine):
+    """With the Sampling panel hidden and the window as narrow as it goes, every status bar
+    label and button shows its whole text or ends in "…" (whole in its tooltip); a reply's
+    figures arriving do not widen the window."""
+    from PySide6.QtWidgets import QAbstractButton
+
+    window = scripted.window
+    window.sampling.hide()
+    qtbot.waitUntil(lambda: window.minimumWidth() < 800)  # the panel's width given back
+    window.resize(200, 700)
+    qtbot.waitUntil(lambda: window.width() == window.minimumWidth())  # clamped there
+    narrowest = window.width()
+    assert narrowest >= window.statusBar().minimumSizeHint().width()
+    scripted_engine.script(reply("Water 20 L, rice 5 kg."))
+    send(qtbot, scripted, "The supplies?")
+    qtbot.wait(50)
+    assert window.width() == narrowest
+    assert window.metrics_label.text().startswith("TTFT")
+    status = window.statusBar()
+    labels = [label for label in status.findChildren(QLabel) if label.isVisible()]
+    assert clipped(labels) == []
+    for button in status.findChildren(QAbstractButton):
+        if button.isVisible():
+            assert button.width() >= button.sizeHint().width(), button.text()
+    for label in labels:  # a label cut short says it all in its tooltip
+        if isinstance(label, ElidedLabel) and label.width() < label.sizeHint().width():
+            assert label.toolTip(), label.text()
+    assert window.metrics_label.text() in window.metrics_label.toolTip()
