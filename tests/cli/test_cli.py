@@ -246,6 +246,10 @@ def test_an_id_can_be_given_by_its_first_characters(outpost_home):
     asked = cli("ask", "Hi", "--conversation", "abcd", "--json")
     assert asked.returncode == 2 and "More than one conversation" in asked.stderr
     assert cli("history", "show", short.upper(), "--json").returncode == 0
+    too_short = cli("history", "show", "abc")  # the start of two, and shorter than 4
+    assert too_short.returncode == 2
+    assert "'abc' is too short to name a conversation: give at least 4 characters" in \
+        assert_one_sentence(too_short.stderr)
 
 
 def test_a_whole_id_that_starts_another_is_itself(outpost_home):
