@@ -349,7 +349,7 @@ class CloudEngine(EngineBase):
         if "name or service not known" in text or "nodename nor servname" in text or \
                 "getaddrinfo" in text:
             return ConnectionFailed(f"Could not connect to {name}: the address of {url} could "
-                                    "not be looked up (offline, or a typo in the base URL?).")
+                                    "not be looked up. Offline, or a typo in the base URL?")
         return ConnectionFailed(self.scrub(f"Could not connect to {name} at {url}: "
                                            f"{exc or type(exc).__name__}."))
 

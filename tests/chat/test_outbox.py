@@ -280,7 +280,14 @@ def test_cli_send_keeps_the_order_and_holds_everything_while_unreachable(outpost
     with refused_url() as down:
         add_provider("acme", down + "/v1")
         waiting = cli("outbox", "send", "--json")
+        told = cli("outbox", "send")  # in words: each item, its last error as a sentence
     assert waiting.returncode == 4
+    assert told.returncode == 4
+    lines = told.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        f"Item {i.id} waits to be sent to acme again" for i in items]
+    assert "connection refused" in lines[0]  # the one tried; the others waited behind it
+    assert not any(line.endswith((").", "..", "?).")) for line in lines), lines
     rows = json.loads(waiting.stdout)
     assert [(r["id"], r["result"], r["state"]) for r in rows] == [
         (i.id, "waiting", "queued") for i in items]

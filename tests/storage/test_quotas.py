@@ -138,6 +138,9 @@ def cli(*args: str, env=None) -> subprocess.CompletedProcess:
 @pytest.mark.local_model
 def test_cli_over_quota_exits_nonzero_sends_nothing_and_saves_nothing(outpost_home):
     assert cli("quota", "set", "count_local", "true").returncode == 0
+    half = cli("quota", "set", "requests_per_minute", "1.5")
+    assert half.returncode == 2
+    assert "requests_per_minute must be a whole number, got '1.5'." in half.stderr
     assert cli("quota", "set", "cloud_tokens_per_day", "10").returncode == 0
     result = cli("ask", "Tell me about the sea, please, in a few words.", "--max-tokens", "5")
     assert result.returncode == 2 and "Daily token quota reached" in result.stderr

@@ -102,4 +102,5 @@ def _parse_limit(name: str, text: str):
     try:
         return float(text) if name == "cloud_cost_per_month" else int(text)
     except ValueError:
-        raise UsageError(f"{name} must be a number, got {text!r}.") from None
+        kind = "a number" if name == "cloud_cost_per_month" else "a whole number"
+        raise UsageError(f"{name} must be {kind}, got {text!r}.") from None

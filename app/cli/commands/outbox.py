@@ -71,9 +71,10 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                 print(f"Sent item {item.id} to {item.provider}: the answer is in conversation "
                       f"{item.conversation_id}" + (f" ({message.status.value})"
                                                    if message else "") + ".")
-            for item in report.waiting:
-                print(f"Item {item.id} waits: {item.provider} is still unreachable"
-                      + (f" ({item.last_error})" if item.last_error else "") + ".")
+            for item in report.waiting:  # (the last error is a sentence of its own)
+                print(f"Item {item.id} waits to be sent to {item.provider} again: "
+                      + (_sentence(item.last_error) if item.last_error
+                         else "it is still unreachable."))
             for item, error in report.failed:
                 print(f"Item {item.id} failed: {error}")
             for item in report.elsewhere:
@@ -84,3 +85,9 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         return 4 if report.waiting or report.failed else 0
     finally:
         store.close()
+
+
+def _sentence(text: str) -> str:
+    """``text`` ending as a sentence does, without doubling its own full stop."""
+    text = text.strip()
+    return text if text.endswith((".", "?", "!")) else text + "."
