@@ -19,7 +19,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.config.providers import KIND_LABELS, KINDS, PRESETS, ProviderConfig, ProviderRegistry
+from app.config.providers import (KIND_LABELS, KINDS, PRESETS, ProviderConfig,
+                                  ProviderRegistry, preset_of)
 from app.config.secrets import KeyStore, mask
 from app.config.settings import Settings
 from app.domain.errors import OutpostError
@@ -153,7 +154,9 @@ class ProvidersDialog(QDialog):
         if current is None:
             return
         config = self.registry.get(current.data(Qt.ItemDataRole.UserRole))
-        self.preset.setCurrentIndex(0)
+        self.preset.blockSignals(True)  # the preset it was made from, its fields as they are
+        self.preset.setCurrentIndex(max(0, self.preset.findData(preset_of(config) or "")))
+        self.preset.blockSignals(False)
         self.name.setText(config.name)
         self.kind.setCurrentIndex(self.kind.findData(config.kind))
         self.base_url.setText(config.base_url)

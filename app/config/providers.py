@@ -135,6 +135,14 @@ class ProviderRegistry:
             {"version": 1, "providers": [asdict(p) for p in providers]}, indent=2) + "\n")
 
 
+def preset_of(config: ProviderConfig) -> str | None:
+    """The key of the preset this provider was made from (its kind and base URL), or None."""
+    base_url = config.base_url.rstrip("/")
+    return next((key for key, preset in PRESETS.items()
+                 if preset.kind == config.kind and preset.base_url.rstrip("/") == base_url),
+                None)
+
+
 def needs_key(config: ProviderConfig) -> bool:
     """True for the hosted APIs of the presets, which always want a key (local servers don't)."""
     host = (urlparse(config.base_url).hostname or "").lower()

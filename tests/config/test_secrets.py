@@ -173,3 +173,13 @@ def test_key_is_found_nowhere_under_the_data_directory(real_keychain, llama_serv
     assert any(f.endswith("outpost.db") for f in files)
     for path in files:  # the database, its -wal and -shm, settings, providers.json, backups
         assert KEY.encode() not in open(path, "rb").read(), path
+
+
+def test_adding_a_provider_says_whether_it_needs_a_key(outpost_home):
+    hosted = run_cli("providers", "add", "openai")
+    assert "Store its key with: outpost keys set openai" in hosted.stdout
+    local = run_cli("providers", "add", "box", "--preset", "ollama")
+    assert "A local server needs no key (if yours wants one: outpost keys set box)." in \
+        local.stdout
+    other = run_cli("providers", "add", "lab", "--base-url", "https://llm.example.org/v1")
+    assert "If it needs a key: outpost keys set lab" in other.stdout

@@ -56,6 +56,25 @@ def test_add_provider_test_connection_and_chat_through_it(qtbot, outpost, llama_
     assert window.grab().save(str(artifacts_dir / "main_window_cloud.png"))
 
 
+def test_a_provider_shows_the_preset_it_was_made_from(qtbot, outpost):
+    """`providers add box --preset ollama` (or the dialog's preset): selecting it shows Ollama,
+    not Custom, and its own fields as they are (a changed model is not reset)."""
+    from app.config.providers import ProviderConfig
+    from ui.providers_dialog import ProvidersDialog
+
+    outpost.registry.add(ProviderConfig("box", "openai", "http://localhost:11434/v1", "qwen3"))
+    outpost.registry.add(ProviderConfig("lab", "openai", "https://llm.example.org/v1", "m"))
+    dialog = ProvidersDialog(outpost.registry, outpost.keys, outpost.settings, outpost.tasks,
+                             outpost.window)
+    qtbot.addWidget(dialog)
+    rows = {dialog.list.item(i).text(): dialog.list.item(i) for i in range(dialog.list.count())}
+    dialog.list.setCurrentItem(next(item for text, item in rows.items() if "box" in text))
+    assert dialog.preset.currentText() == "Ollama"
+    assert dialog.model.currentText() == "qwen3" and dialog.name.text() == "box"
+    dialog.list.setCurrentItem(next(item for text, item in rows.items() if "lab" in text))
+    assert dialog.preset.currentText() == "Custom"
+
+
 def test_unreachable_provider_is_answered_locally_under_auto(qtbot, outpost):
     from app.config.providers import ProviderConfig
 

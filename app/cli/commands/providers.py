@@ -6,7 +6,7 @@ import getpass
 import sys
 
 from app.cli.commands.common import cloud_engine, emit_list
-from app.config.providers import PRESETS, ProviderConfig, ProviderRegistry
+from app.config.providers import PRESETS, ProviderConfig, ProviderRegistry, needs_key, preset_of
 from app.config.secrets import KeyStore, mask
 from app.domain.errors import UsageError
 from engines import network_guard
@@ -29,8 +29,15 @@ def cmd_providers(args: argparse.Namespace) -> int:
         config = registry.add(ProviderConfig(
             args.name, args.kind or (preset.kind if preset else "openai"), base_url,
             args.model or (preset.default_model if preset else "")), replace=args.replace)
-        print(f"Added provider {config.name} ({config.kind}, {config.base_url}). "
-              f"Store its key with: outpost keys set {config.name}")
+        store_key = f"outpost keys set {config.name}"
+        preset_used = PRESETS.get(preset_of(config) or "")
+        if needs_key(config):
+            hint = f"Store its key with: {store_key}"
+        elif preset_used is not None:  # Ollama, vLLM, llama.cpp, LM Studio on this machine
+            hint = f"A local server needs no key (if yours wants one: {store_key})."
+        else:
+            hint = f"If it needs a key: {store_key}"
+        print(f"Added provider {config.name} ({config.kind}, {config.base_url}). {hint}")
         return 0
     if args.providers_command == "remove":
         registry.remove(args.name)
