@@ -186,7 +186,8 @@ def _parser() -> argparse.ArgumentParser:
     mdown = msub.add_parser("download", help="download a GGUF (any https URL, e.g. a Hugging "
                             "Face resolve URL) into the models folder; resumes, verifies")
     mdown.add_argument("url", metavar="URL")
-    mdown.add_argument("--sha256", metavar="HEX", help="the file's sha256: a mismatch deletes it")
+    mdown.add_argument("--sha256", metavar="HEX", type=_sha256,
+                       help="the file's sha256: a mismatch deletes it")
     mdown.add_argument("--name", metavar="NAME", help="the name to list it under (default: "
                        "the URL's file name)")
     mdown.add_argument("--json", action="store_true",
@@ -194,7 +195,7 @@ def _parser() -> argparse.ArgumentParser:
     mverify = msub.add_parser("verify", help="check a model: its GGUF header, and its sha256 "
                               "against --sha256 (printed either way)")
     mverify.add_argument("model", metavar="MODEL")
-    mverify.add_argument("--sha256", metavar="HEX")
+    mverify.add_argument("--sha256", metavar="HEX", type=_sha256)
     mverify.add_argument("--json", action="store_true")
     mset = msub.add_parser("set", help="a load setting of a model, remembered: "
                            + ", ".join(LOAD_KEYS) + " (VALUE auto: Outpost chooses)")
@@ -496,6 +497,14 @@ def _check_text_arguments(args: argparse.Namespace) -> None:
                     name == "as_profile" else "--" + name.replace("_", "-")
                 raise UsageError(f"The {flag} argument is not valid UTF-8 text; give it in "
                                  "UTF-8.")
+
+
+def _sha256(text: str) -> str:
+    """--sha256: 64 hex digits (checked before a file is hashed or downloaded)."""
+    digest = text.strip().lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise argparse.ArgumentTypeError(f"a sha256 is 64 hex digits, got {text!r}")
+    return digest
 
 
 def _is_utf8(text: str) -> bool:

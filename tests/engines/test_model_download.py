@@ -255,6 +255,11 @@ def test_the_cli_downloads_with_progress_and_verifies(server, outpost_home, caps
     assert digest in capsys.readouterr().out
     assert cli.main(["models", "verify", "tiny", "--sha256", "1" * 64]) == 3
     assert "does not match" in capsys.readouterr().err
+    # not a sha256 at all: refused before the file is hashed (or anything downloaded)
+    assert cli.main(["models", "verify", "tiny", "--sha256", "abc"]) == 2
+    assert "a sha256 is 64 hex digits, got 'abc'" in capsys.readouterr().err
+    assert cli.main(["models", "download", f"{server.url}/tiny.gguf", "--sha256", "g" * 64]) == 2
+    assert "a sha256 is 64 hex digits" in capsys.readouterr().err
     assert cli.main(["models", "download", f"{server.url}/missing.gguf"]) == 4
     assert "404" in capsys.readouterr().err
 
