@@ -96,6 +96,12 @@ def test_cli_routes(outpost_home):
     assert auto.returncode == 0, auto.stderr
     finished = json.loads(auto.stdout.splitlines()[-1])
     assert finished["engine"] == "local" and "answered locally" in finished["route_reason"]
+    in_words = cli("ask", "Say hi", "--provider", "down", "--max-tokens", "6")
+    assert in_words.returncode == 0, in_words.stderr
+    assert "outpost: down failed before answering (could not connect): answered locally." in \
+        in_words.stderr  # (said, not silent: the user asked for down)
+    local_only = cli("ask", "Say hi", "--max-tokens", "6")
+    assert "answered locally" not in local_only.stderr  # nobody else was asked
     only_cloud = cli("ask", "Say hi", "--provider", "down", "--route", "cloud")
     assert only_cloud.returncode == 4 and "Could not connect to down" in only_cloud.stderr
     local = cli("ask", "Say hi", "--provider", "down", "--route", "local", "--json",

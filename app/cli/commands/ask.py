@@ -86,6 +86,7 @@ def _render(args: argparse.Namespace, events) -> int:
     """Print the turn's events: the reply's text (or JSON lines with --json), notes on stderr;
     the turn's error is raised, so the exit code says how it ended."""
     structured = False
+    asked: str | None = None  # who the turn was sent to (Auto: the cloud first)
     countdown = _Countdown()
     for event in events:
         if isinstance(event, RateLimitWait):
@@ -93,7 +94,7 @@ def _render(args: argparse.Namespace, events) -> int:
             continue
         countdown.done()
         if isinstance(event, TurnStarted):
-            structured = event.structured
+            structured, asked = event.structured, event.engine.engine
             if event.offline_mode_overrode:
                 sys.stderr.write("outpost: Offline mode is on, so the local model answers and "
                                  "nothing is sent (`outpost offline off` turns it off).\n")
@@ -122,13 +123,15 @@ def _render(args: argparse.Namespace, events) -> int:
         elif isinstance(event, Notice):
             sys.stderr.write(f"outpost: {event.text}\n")
         elif isinstance(event, TurnEnded):
-            return _finish(args, event.outcome, structured)
+            return _finish(args, event.outcome, structured, asked)
     return 0
 
 
-def _finish(args: argparse.Namespace, outcome: TurnOutcome, structured: bool) -> int:
-    """The end of the reply: its last line (or the ``finished`` event), where a queued request
-    went, and the turn's error raised."""
+def _finish(args: argparse.Namespace, outcome: TurnOutcome, structured: bool,
+            asked: str | None = None) -> int:
+    """The end of the reply: its last line (or the ``finished`` event), who answered when it
+    was not who was asked (Auto fell back on the local model), where a queued request went,
+    and the turn's error raised."""
     error, finish, item = outcome.error, outcome.finish, outcome.queued
     if outcome.stream_failed and error is not None:  # the stream raised
         if item is not None:
@@ -146,6 +149,9 @@ def _finish(args: argparse.Namespace, outcome: TurnOutcome, structured: bool) ->
         sys.stdout.flush()
     if selection is not None and not args.json:  # after the reply's own line
         sys.stderr.write(f"outpost: {describe_selection(selection)}\n")
+    if not args.json and asked is not None and outcome.answered.engine != asked and \
+            outcome.route_reason:  # (--json: the finished event's engine and route_reason)
+        sys.stderr.write(f"outpost: {outcome.route_reason}.\n")
     if not args.json and error is None and finish is not None and \
             finish.reason is FinishReason.LENGTH:  # (--json: the finished event says "length")
         limit = outcome.message.params.get("max_tokens") if outcome.message is not None and \
