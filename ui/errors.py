@@ -12,6 +12,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QWidget
 
 from app.domain.errors import Cancelled, OutpostError
+from app.domain.secrets_mask import SecretMask
 from ui import theme
 
 
@@ -77,7 +78,9 @@ def install_excepthook(parent_getter) -> None:
     """Unexpected exceptions on the GUI thread: a dialog with the traceback, the app keeps going."""
 
     def hook(exc_type, exc, tb):
-        text = "".join(traceback.format_exception(exc_type, exc, tb))
+        # a key this process sent may be quoted in a message or a frame's text: masked, as
+        # everything stored and shown is (the keys it handled; no keychain call in a crash)
+        text = SecretMask().scrub("".join(traceback.format_exception(exc_type, exc, tb)))
         sys.stderr.write(text)
         box = QMessageBox(parent_getter())
         box.setIcon(QMessageBox.Icon.Critical)
