@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QMessageBox, QWidget
 
 from app.domain.errors import DatabaseDamaged, OutpostError
 from app.storage.backups import Backups
-from app.storage.restore import restore_backup
+from app.storage.salvage import restore
 from app.storage.store import Store
 
 
@@ -33,7 +33,9 @@ class DamagedDatabaseDialog(QMessageBox):
         if backup is not None:
             self.setInformativeText(
                 f"The newest good backup is {backup.describe()}. Restoring puts it in place of "
-                f"the database; the damaged file is kept in {error.backups_folder}.")
+                f"the database and brings back from the damaged file what can still be read "
+                f"(conversations and messages since the backup); the damaged file is kept in "
+                f"{error.backups_folder}.")
             self.restore_button = self.addButton("Restore this backup",
                                                  QMessageBox.ButtonRole.AcceptRole)
         else:
@@ -58,13 +60,18 @@ def open_store_or_restore(
     The day's backup is left to the window (``OutpostApp.start``), in the background."""
     ask = wants_restore or (lambda error: DamagedDatabaseDialog(error).wants_restore())
     tell = tell or (lambda error: QMessageBox.warning(None, "Outpost", str(error)))
+    brought: list[str] = []  # what a restore brought back from the damaged file, to tell
     while True:
         try:
-            return Store(daily_backup=False)
+            store = Store(daily_backup=False)
+            store.notes.extend(brought)  # shown by the window at start, as its other notes
+            return store
         except DatabaseDamaged as error:
             if error.backup is None or not ask(error):
                 return None
             try:
-                restore_backup(Path(error.path), Path(error.backup).name)
+                _, _, salvaged = restore(Path(error.path), Path(error.backup).name)
+                if salvaged is not None:
+                    brought.append(salvaged.describe())
             except OutpostError as failed:
                 tell(failed)

@@ -21,7 +21,8 @@ def damaged_message(path: Path, problem: str, good: Backup | None, folder: Path)
         return (f"{head}, and there is no good backup of it: copy it somewhere safe, then try "
                 f"`sqlite3 {path} .recover`.")
     return (f"{head}; `outpost backup restore` puts the newest good backup ({good.describe()}) "
-            f"in its place and keeps the damaged file in {folder}.")
+            f"in its place, brings back what the damaged file still holds since then, and "
+            f"keeps the damaged file in {folder}.")
 
 
 def restore_backup(db_path: Path | None = None, name: str | None = None

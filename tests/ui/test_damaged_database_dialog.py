@@ -57,6 +57,9 @@ def test_restoring_opens_the_store_and_quitting_leaves_the_file(qtbot):
     store = open_store_or_restore(wants_restore=lambda error: True)
     assert store is not None
     assert [c.title for c in store.list_conversations()] == ["mine"]
+    # told at start with the window's other notes (the damaged file was emptied: nothing)
+    assert store.notes == ["The damaged file held nothing newer than the backup that could "
+                           "be read."]
     store.close()
 
 

@@ -1,5 +1,6 @@
 """``outpost backup``: the database's backups, listed, and one put back in place. Works when the
-database itself cannot be opened (damaged): it never opens the store."""
+database itself cannot be opened (damaged): it never opens the damaged store (a restore over a
+damaged file brings over what that file still holds: ``app.storage.salvage``)."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,7 @@ import os
 from app.cli.commands.common import emit_list, local_time
 from app.config import paths
 from app.storage.backups import Backups
-from app.storage.restore import restore_backup
+from app.storage.salvage import restore
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -25,7 +26,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
             print(f"{row['name']}  {local_time(row['taken'])}  {row['label']}  "
                   f"{row['bytes'] / 1e6:.1f} MB")
         return 0
-    backup, kept = restore_backup(paths.database_path(), args.name)
+    backup, kept, salvaged = restore(paths.database_path(), args.name)
     print(f"Restored {backup.describe()} as {paths.database_path()}"
           + (f"; the file it replaced is kept as {kept}." if kept else "."))
+    if salvaged is not None:
+        print(salvaged.describe())
     return 0
