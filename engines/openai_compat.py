@@ -101,7 +101,9 @@ class OpenAICompatEngine(CloudEngine):
                 self.config.name)
             return None
         usage = data.get("usage")
-        prompt = _count(usage.get("prompt_tokens")) if isinstance(usage, dict) else None
+        if not isinstance(usage, dict):
+            usage = {}
+        prompt = _count(usage.get("prompt_tokens"))
         if prompt is not None:  # (a count that is not a number is left out: then estimated)
             state.prompt_tokens = prompt
             state.completion_tokens = _count(usage.get("completion_tokens")) or 0
