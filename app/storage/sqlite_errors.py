@@ -50,14 +50,24 @@ def retry_when_locked(fn, budget_s: float = BUSY_TIMEOUT_MS / 1000):
             time.sleep(0.05)
 
 
+# what the user can do, after SQLite's own words (which name neither the cause nor a fix)
+_HINTS = {
+    SQLITE_CANTOPEN: " Outpost needs to write in the database's folder (the file and its -wal "
+                     "and -shm beside it): is that folder read-only, full or gone?",
+    SQLITE_READONLY: " The file or its folder is read-only for you: check its permissions, or "
+                     "whether the disk is mounted read-only.",
+    SQLITE_FULL: " The disk is full: free some space, then try again.",
+}
+
+
 @contextlib.contextmanager
 def storage_errors(path: Path) -> Iterator[None]:
     """Turn sqlite3/OS errors into our StorageError types, naming the file."""
     try:
         yield
     except sqlite3.Error as exc:
-        raise storage_error_class(exc)(f"The database {path} could not be used: {exc}.") \
-            from exc
+        raise storage_error_class(exc)(f"The database {path} could not be used: {exc}."
+                                       + _HINTS.get(sqlite_primary_code(exc), "")) from exc
     except OSError as exc:
         raise KnownStorageError(f"The database {path} could not be used: {exc.strerror or exc}."
                                 ) from exc
