@@ -181,8 +181,9 @@ def test_history_show_and_search(outpost_home):
     store = open_store(outpost_home)
     conversation = store.create_conversation("Penguins")
     store.add_message(conversation.id, Role.USER, "Why do penguins huddle?")
-    store.add_message(conversation.id, Role.ASSISTANT, "To share warmth.", engine="local",
-                      model="x.gguf", status=MessageStatus.INTERRUPTED)
+    answer = store.add_message(conversation.id, Role.ASSISTANT, "To share warmth.",
+                               engine="local", model="x.gguf",
+                               status=MessageStatus.INTERRUPTED)
     store.close()
 
     plain = cli("history", "show", conversation.id)
@@ -192,7 +193,11 @@ def test_history_show_and_search(outpost_home):
 
     hits = cli("history", "search", "warmth")
     assert hits.returncode == 0
-    assert f"(conversation {conversation.id})" in hits.stdout  # so `history show` can follow
+    # per hit: the conversation (for `history show`), the message's id and the words around
+    head, line = hits.stdout.splitlines()
+    assert head == f"conversation {conversation.id}  Penguins"
+    assert line.startswith("  assistant ") and line.endswith(": To share warmth.")
+    assert f"  assistant {answer.id}, " in line  # (for switch, fork, --reply-to)
 
     found = cli("history", "search", "warmth", "--json")
     assert found.returncode == 0, found.stderr

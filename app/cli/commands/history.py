@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app.cli.commands.common import emit_list, open_core
+from app.cli.commands.common import emit_list, local_time, open_core
 from app.domain.adapters import adapters_from_records
 from app.domain.messages import Message
-from app.storage.search import command_line_query
+from app.storage.search import MARK_END, MARK_START, command_line_query, snippet
 
 MESSAGE_KEYS = ("id", "conversation_id", "parent_id", "role", "content", "status", "engine",
                 "model", "params", "prompt_tokens", "completion_tokens", "cached_prompt_tokens",
@@ -37,8 +37,7 @@ def cmd_history(args: argparse.Namespace) -> int:
             else:
                 if not messages:
                     print(f"No message matches {args.query!r}.", file=sys.stderr)
-                for m in messages:
-                    print(_block(m, f"  (conversation {m.conversation_id})"))
+                _print_hits(store, messages, args.query)
             return 0
         if args.history_command == "fork":
             message = store.get_message(args.message)
@@ -83,6 +82,21 @@ def cmd_history(args: argparse.Namespace) -> int:
         return 0
     finally:
         store.close()
+
+
+def _print_hits(store, messages: list[Message], query: str) -> None:
+    """Search hits, newest first, two lines each: the conversation (id and title, for
+    ``history show``), then who wrote the message, its id (for ``history switch``, ``fork``,
+    ``ask --reply-to``), when, and the words around the match (marked in bold on a
+    terminal)."""
+    bold, plain = ("\x1b[1m", "\x1b[0m") if sys.stdout.isatty() else ("", "")
+    titles: dict[str, str] = {}
+    for m in messages:
+        if m.conversation_id not in titles:
+            titles[m.conversation_id] = store.get_conversation(m.conversation_id).title
+        words = snippet(m.content, query).replace(MARK_START, bold).replace(MARK_END, plain)
+        print(f"conversation {m.conversation_id}  {titles[m.conversation_id]}\n"
+              f"  {m.role.value} {m.id}, {local_time(m.created_at)}: {words}")
 
 
 def _versions(messages: list[Message]) -> dict[str, tuple[int, int]]:
