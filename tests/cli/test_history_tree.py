@@ -85,7 +85,10 @@ def test_show_prints_the_active_path_and_marks_versions(tree, capsys):
     contents = [block.strip().splitlines()[-1] for block in out.split("\n\n")[1:]]
     assert contents == ["Q1", "Retried", "Q2 edited", "Edited answer", "Q3", "Cloud answer"]
     assert "[queued in the outbox at" in out  # why the cloud answer came late
-    assert "assistant · local · scripted-model.gguf  ‹2/2›:\nRetried" in out
+    retried = next(m for m in store.messages(conversation) if m.content == "Retried")
+    # each message's id's start, for switch, fork and --reply-to
+    assert f"assistant · local · scripted-model.gguf  ‹2/2› · {retried.id[:8]}:\nRetried" \
+        in out
     code, out, _ = run(capsys, "history", "show", conversation, "--json")
     rows = json.loads(out)
     assert [(r["content"], r["sibling_index"], r["siblings"]) for r in rows] == [

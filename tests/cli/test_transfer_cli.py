@@ -4,6 +4,7 @@ apart, and a hostile file is one sentence on stderr, exit code 2, with nothing s
 from __future__ import annotations
 
 import json
+import re
 import os
 import stat
 import subprocess
@@ -136,8 +137,10 @@ def test_a_chatgpt_export_is_imported_and_readable(outpost_home, tmp_path):
     assert lines[2] == "Imported 2 conversations (9 messages) from conversations.json."
     starter = lines[0].split()[0]
     shown = cli("history", "show", starter, home=outpost_home).stdout
-    assert "assistant · imported · gpt-4o:\n```python\nflour_g = 50" in shown
-    assert "user  ‹2/2›:\nHow do I feed a **rye** sourdough starter?" in shown
+    assert re.search(r"assistant · imported · gpt-4o · [0-9a-f]{8}:\n```python\nflour_g = 50",
+                     shown)
+    assert re.search(r"user  ‹2/2› · [0-9a-f]{8}:\nHow do I feed a \*\*rye\*\* sourdough "
+                     r"starter\?", shown)
     assert "[interrupted]" in shown
     found = json.loads(cli("history", "search", "bubbly", "--json", home=outpost_home).stdout)
     assert [m["conversation_id"] for m in found] == [starter]

@@ -131,7 +131,8 @@ def _block(m: Message, note: str = "") -> str:
     body = m.content or (f"({m.error})" if m.error else "")
     route = f"\n  [{m.route_reason}]" if m.role.value == "assistant" and m.route_reason and \
         any(w in m.route_reason for w in ("locally", "outbox", "hedge")) else ""
-    return f"\n{who}{mark}{note}:{route}\n{body}"
+    # its id's start (git's way: any unique start of 4+ will do) for switch, fork, --reply-to
+    return f"\n{who}{mark}{note} · {m.id[:8]}:{route}\n{body}"
 
 
 def _print_tree(messages: list[Message], on_path: set[str],
