@@ -390,7 +390,10 @@ class ModelManager(QDialog):
         if entry is None:
             return
         what = "Forget the reference to" if entry.source == "reference" else "Delete"
-        answer = QMessageBox.question(self, "Remove", f"{what} {entry.name} ({entry.path})?")
+        answer = QMessageBox.question(self, "Remove", f"{what} {entry.name} ({entry.path})?",
+                                      QMessageBox.StandardButton.Yes |
+                                      QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)  # Enter removes nothing
         if answer == QMessageBox.StandardButton.Yes:
             self.remove(entry.name)
 

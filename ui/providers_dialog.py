@@ -261,7 +261,10 @@ class ProvidersDialog(QDialog):
             return
         name = item.data(Qt.ItemDataRole.UserRole)
         answer = QMessageBox.question(self, "Remove provider",
-                                      f"Remove {name} and forget its key?")
+                                      f"Remove {name} and forget its key?",
+                                      QMessageBox.StandardButton.Yes |
+                                      QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)  # Enter removes nothing
         if answer != QMessageBox.StandardButton.Yes:
             return
         self.remove(name)

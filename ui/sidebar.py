@@ -199,7 +199,9 @@ class Sidebar(QWidget):
         """Deleting cannot be undone, so it is asked first (Del and the context menu alike)."""
         answer = QMessageBox.question(
             self, "Delete conversation",
-            f"Delete \u201c{item.text()}\u201d and all its messages? This cannot be undone.")
+            f"Delete \u201c{item.text()}\u201d and all its messages? This cannot be undone.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No)  # Enter does not delete
         if answer == QMessageBox.StandardButton.Yes:
             self.delete_requested.emit(item.data(ID_ROLE))
 
