@@ -51,8 +51,12 @@ def _highlight(code: str, lang: str, attrs: str) -> str:
             f"<pre style=\"{_CODE_FONT} margin:0;\">{body}</pre></td></tr></table>")
 
 
-_MD = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False,
+_MD = MarkdownIt("commonmark", {"html": False, "linkify": True, "typographer": False,
                                 "highlight": _highlight}).enable("table").enable("strikethrough")
+# a bare http(s):// address in a reply is a link (it opens in the browser when clicked); only
+# one with its scheme: "settings.py" or "foo.com" stay text (.py is a country's domain)
+_MD.enable("linkify")
+_MD.linkify.set({"fuzzy_link": False, "fuzzy_email": False, "fuzzy_ip": False})
 
 
 def _fix_highlighted_fences(rendered: str) -> str:

@@ -25,3 +25,17 @@ def test_inline_code_is_monospace_on_the_code_tint(qapp):
     assert prose.background().style().name == "NoBrush"
     assert QFontInfo(code.font()).fixedPitch()
     assert not QFontInfo(prose.font()).fixedPitch()
+
+
+def test_a_bare_web_address_is_a_link_and_a_file_name_is_not(qapp):
+    """A reply's https:// address is a link (clicked, it opens in the browser); names that
+    only look like domains (settings.py, foo.com) and addresses in code stay text."""
+    from ui.markdown import render
+
+    document = QTextDocument()
+    document.setHtml(render("Docs: https://example.org/guide?x=1 — edit settings.py or "
+                            "foo.com, not `https://in.code`."))
+    link = char_format(document, "example.org")
+    assert link.isAnchor() and link.anchorHref() == "https://example.org/guide?x=1"
+    for text in ("settings.py", "foo.com", "in.code"):
+        assert not char_format(document, text).isAnchor(), text
