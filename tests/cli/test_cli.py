@@ -175,6 +175,14 @@ def test_history_on_an_empty_home():
     proc = cli("history", "list", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == []
+    # in words: stdout stays empty (a script reads no rows), stderr says what to do
+    for command, said in ((("history", "list"), "No conversations yet: `outpost ask"),
+                          (("providers", "list"), "No providers yet: `outpost providers add")):
+        plain = cli(*command)
+        assert plain.returncode == 0 and plain.stdout == "", plain.stdout
+        assert said in plain.stderr
+    waiting = cli("outbox", "list")
+    assert "Nothing waits in the outbox. (`outpost outbox list --all` shows" in waiting.stdout
 
 
 def test_history_show_and_search(outpost_home):

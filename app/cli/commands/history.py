@@ -26,6 +26,9 @@ def cmd_history(args: argparse.Namespace) -> int:
                 emit_list([{"id": c.id, "title": c.title, "updated_at": c.updated_at,
                             "created_at": c.created_at} for c in conversations])
             else:
+                if not conversations:  # (on stderr: stdout stays empty for a script)
+                    print('No conversations yet: `outpost ask "…"` starts one.',
+                          file=sys.stderr)
                 for c in conversations:
                     print(f"{c.id}  {c.updated_at}  {c.title}")
             return 0

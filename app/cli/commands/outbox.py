@@ -40,7 +40,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             if args.json:
                 emit_list([i.as_dict() for i in items])
             elif not items:
-                print("The outbox is empty.")
+                print("Nothing waits in the outbox." + ("" if args.all else
+                      " (`outpost outbox list --all` shows the sent and cancelled too.)"))
             else:
                 print(f"{'id':>4}  {'state':9} {'provider':12} {'queued at':16}  message")
             for item in items if not args.json else ():

@@ -66,6 +66,9 @@ def cmd_providers(args: argparse.Namespace) -> int:
     if args.json:
         emit_list(rows)
     else:
+        if not rows:  # (on stderr: stdout stays empty for a script)
+            print("No providers yet: `outpost providers add NAME --preset PRESET` adds one "
+                  "(`outpost providers presets` lists them).", file=sys.stderr)
         for row in rows:
             print(f"{row['name']:16} {row['kind']:9} {row['base_url']:40} "
                   f"{row['default_model'] or '-':24} key: {row['key'] or 'none'}")
