@@ -49,6 +49,8 @@ class Chart(QWidget):
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.getPlotItem().hideButtons()
         self.plot.setLabel("left", unit)
+        # "USD", never "USD (x1e-09)": ticks say the amounts as they are
+        self.plot.getAxis("left").enableAutoSIPrefix(False)
         self.legend = self.plot.addLegend(offset=(8, 8))
         self.empty = QLabel("No data yet.")
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -82,8 +84,8 @@ class Chart(QWidget):
         """Show the plot from 0 to a little above ``top``, or only "No data yet."."""
         self.empty.setVisible(empty)
         self.plot.setVisible(not empty)
-        if not empty:
-            self.plot.setYRange(0, max(top, 1e-9) * 1.15, padding=0)
+        if not empty:  # (all zero, as a month of free local replies: an axis up to 1)
+            self.plot.setYRange(0, (top if top > 0 else 1.0) * 1.15, padding=0)
 
 
 class UsageCharts(QWidget):

@@ -85,3 +85,20 @@ def test_the_usage_dialog_has_the_charts_of_the_real_ledger(qtbot, scripted, scr
     dialog.tabs.setCurrentIndex(1)
     qtbot.wait(50)
     dialog.grab().save(str(artifacts_dir / "usage-dialog-charts.png"))
+
+
+def test_a_month_of_free_cloud_replies_reads_as_zero_dollars(qtbot, tmp_path):
+    """A provider whose replies cost nothing (a server on the LAN, a free model): the cost
+    chart's axis says USD from 0, not "USD (x1e-09)"."""
+    store = Store(tmp_path / "outpost.db")
+    row(store, "2026-11-20", "lan", "qwen3", cost=0.0)
+    charts = UsageCharts(store, "ana", today=lambda: TODAY)
+    qtbot.addWidget(charts)
+    charts.show()
+    charts.refresh()
+    assert not charts.cost.empty.isVisible()
+    axis = charts.cost.plot.getAxis("left")
+    assert "USD" in axis.labelString() and "e-" not in axis.labelString()
+    low, high = charts.cost.plot.getViewBox().viewRange()[1]
+    assert low == 0 and high >= 1
+    store.close()
