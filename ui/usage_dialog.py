@@ -4,10 +4,12 @@ month's use against its quotas, the breakdown per provider and model) and the Ch
 failures and retries)."""
 from __future__ import annotations
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QGridLayout,
+    QHeaderView,
     QLabel,
     QProgressBar,
     QTableWidget,
@@ -56,7 +58,9 @@ class UsageDialog(QDialog):
         self.table = QTableWidget(0, 5)
         self.table.setHorizontalHeaderLabels(["Provider", "Model", "Requests", "Tokens in / out",
                                               "Cost this month"])
-        self.table.horizontalHeader().setStretchLastSection(True)
+        header = self.table.horizontalHeader()  # the model's name takes the room left
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.table.setAccessibleName("Usage by provider and model this month")
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
@@ -110,8 +114,11 @@ class UsageDialog(QDialog):
                                         str(entry["requests"]),
                                         f"{entry['prompt_tokens']:,} / "
                                         f"{entry['completion_tokens']:,}", cost)):
-                self.table.setItem(row, col, QTableWidgetItem(text))
-        self.table.resizeColumnsToContents()
+                item = QTableWidgetItem(text)
+                if col >= 2:  # figures line up on the right
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight |
+                                          Qt.AlignmentFlag.AlignVCenter)
+                self.table.setItem(row, col, item)
         self.charts.refresh()
 
     def _bar(self, key: str, used: float, limit: float | None, text: str) -> None:

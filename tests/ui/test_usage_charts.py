@@ -82,6 +82,14 @@ def test_the_usage_dialog_has_the_charts_of_the_real_ledger(qtbot, scripted, scr
                                                                           "Charts"]
     today = dialog.charts.series["tokens"][-1]
     assert today.local > 0 and today.cloud == 0  # the scripted local reply, from the ledger
+    dialog.resize(900, 600)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    table = dialog.table  # the model's column takes the room; the figures fit theirs
+    widths = [table.columnWidth(i) for i in range(table.columnCount())]
+    assert widths[1] == max(widths), widths
+    assert table.item(0, 4).text() == "free"
+    dialog.grab().save(str(artifacts_dir / "usage-dialog-overview.png"))
     dialog.tabs.setCurrentIndex(1)
     qtbot.wait(50)
     dialog.grab().save(str(artifacts_dir / "usage-dialog-charts.png"))
