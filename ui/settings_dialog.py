@@ -47,7 +47,7 @@ from app.config import settings as config  # the schema is read when a dialog is
 from app.config.settings import Option, Settings, option_named
 from app.domain.errors import OutpostError, StorageError
 from ui import theme
-from ui.settings_fields import FileField, FolderList, make_field
+from ui.settings_fields import FileField, FolderList, LongTextField, make_field
 
 _EFFECT_NOTES = {"": "", "reload": " Changing it reloads the local model.",
                  "restart": " Takes effect when Outpost restarts."}
@@ -103,9 +103,10 @@ class OptionRow(QWidget):
             self.title = QLabel(option.title)
             self.title.setBuddy(self.field)
             grid.addWidget(self.title, 0, 0, Qt.AlignmentFlag.AlignLeft | (
-                Qt.AlignmentFlag.AlignTop if isinstance(self.field, FolderList)
+                Qt.AlignmentFlag.AlignTop if isinstance(self.field, (FolderList, LongTextField))
                 else Qt.AlignmentFlag.AlignVCenter))
-            stretch = isinstance(self.field, (QLineEdit, FolderList, FileField))
+            stretch = isinstance(self.field, (QLineEdit, FolderList, FileField,
+                                              LongTextField))
             grid.addWidget(self.field, 0, 1, Qt.AlignmentFlag(0) if stretch
                            else Qt.AlignmentFlag.AlignLeft)
         self.reset_button = QPushButton("Reset")

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLineEdit,
     QListWidget,
+    QPlainTextEdit,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -136,6 +137,27 @@ class _TextField(QLineEdit):
 
     def set_value(self, value: str) -> None:
         self.setText(str(value))
+
+
+class LongTextField(QPlainTextEdit):
+    """A text on several lines (a system prompt): four lines high, Tab moves on."""
+
+    edited = Signal()
+
+    def __init__(self, option: Option):
+        super().__init__()
+        self.setTabChangesFocus(True)
+        self.setMinimumWidth(180)
+        lines = self.fontMetrics().lineSpacing() * 4
+        self.setFixedHeight(lines + 2 * self.frameWidth() + 8)
+        self.textChanged.connect(self.edited)
+
+    def value(self) -> str:
+        return self.toPlainText()
+
+    def set_value(self, value: str) -> None:
+        if self.toPlainText() != str(value):  # (setting it moves the cursor to the start)
+            self.setPlainText(str(value))
 
 
 class _CompositeField(QWidget):
@@ -259,11 +281,12 @@ def make_field(option: Option) -> QWidget:
     if option.type is float:
         return _FloatField(option)
     if option.type is str:
-        return FileField(option) if option.browse else _TextField(option)
+        return FileField(option) if option.browse else LongTextField(option) \
+            if option.multiline else _TextField(option)
     if option.type is list:
         return FolderList(option)
     raise TypeError(f"The Settings dialog has no field for {option.name} "
-                    f"({option.type.__name__}): add one to ui/settings_dialog.make_field.")
+                    f"({option.type.__name__}): add one to ui/settings_fields.make_field.")
 
 
 # -- one option: title, field, Reset, description, error ------------------------------------------

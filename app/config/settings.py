@@ -52,6 +52,8 @@ class Option:
     items: builtins.type | None = None  # ("type" here would be the field above)
     # a file's path: the Settings dialog's Browse… offers these files ("" : typed only)
     browse: str = ""
+    # a text the Settings dialog edits on several lines (a system prompt)
+    multiline: bool = False
 
     @property
     def title(self) -> str:
@@ -88,7 +90,7 @@ TAKES_EFFECT = ("", "reload", "restart")
 SCHEMA: tuple[Option, ...] = (
     # -- General: how a new conversation is answered ------------------------------------------
     Option("system_prompt", str, "You are a helpful assistant.",
-           "System prompt of new conversations.", label="System prompt"),
+           "System prompt of new conversations.", label="System prompt", multiline=True),
     Option("temperature", float, 0.7, "Sampling temperature.", 0.0, 2.0, label="Temperature"),
     Option("top_p", float, 0.95, "Nucleus sampling: keep the smallest set of tokens whose "
            "probabilities add up to top-p.", 0.01, 1.0, label="Top-p"),

@@ -80,6 +80,10 @@ def expected_field(option: Option) -> type:
         from ui.settings_fields import FileField  # a path and Browse…
 
         return FileField
+    if option.multiline:
+        from ui.settings_fields import LongTextField  # several lines (the system prompt)
+
+        return LongTextField
     return {int: QSpinBox, float: QDoubleSpinBox, str: QLineEdit, list: FolderList}[option.type]
 
 
@@ -399,3 +403,22 @@ def test_the_model_can_be_chosen_with_browse(qtbot, dialog, settings, monkeypatc
     assert row.value() == str(chosen)
     dialog.accept()
     assert settings["model_path"] == str(chosen)
+
+
+def test_the_system_prompt_is_edited_on_several_lines(qtbot, dialog, settings):
+    """Enter starts a new line of the system prompt (it does not press OK); Tab moves on;
+    OK saves the lines as typed."""
+    from ui.settings_fields import LongTextField
+
+    field = dialog.rows["system_prompt"].field
+    assert isinstance(field, LongTextField)
+    assert field.height() >= 3 * field.fontMetrics().lineSpacing()  # lines, not one
+    field.setFocus()
+    field.selectAll()
+    qtbot.keyClicks(field, "You help field staff.")
+    qtbot.keyClick(field, Qt.Key.Key_Return)
+    qtbot.keyClicks(field, "Answer briefly.")
+    assert dialog.isVisible()  # Enter was a new line, not OK
+    qtbot.mouseClick(dialog.ok_button, Qt.MouseButton.LeftButton)
+    assert saved_values(settings)["system_prompt"] == "You help field staff.\nAnswer briefly."
+
