@@ -53,7 +53,7 @@ from app.domain.routes import FAILOVER_ERRORS, Route, RouteDecision, decide_rout
 from app.domain.structured import OutputCheck
 from app.domain.test_time import Plan, Selection, check_candidates_differ
 from app.storage.outbox import OutboxItem
-from app.storage.quotas import RateLimitedLocally
+from app.storage.quotas import QuotaExceeded, RateLimitedLocally
 from engines.base import Engine, EngineInfo
 
 
@@ -194,9 +194,9 @@ class PendingTurn:
     """A saved prompt with its engine, ready to stream (``run``)."""
 
     def __init__(self, pipeline: "TurnPipeline", turn: Turn, engine: Engine,
-                 started: TurnStarted, plan: OutboxPlan | None):
+                 started: TurnStarted, plan: OutboxPlan | None, notice: str | None = None):
         self.pipeline, self.turn, self.engine = pipeline, turn, engine
-        self.started, self.plan = started, plan
+        self.started, self.plan, self.notice = started, plan, notice
 
     def run(self, cancel: threading.Event) -> Iterator[TurnEvent]:
         """Steps 4-6: wait for the model, stream and save the reply, queue it if its provider
@@ -204,6 +204,8 @@ class PendingTurn:
         turn, engine = self.turn, self.engine
         turn.outbox_plan = self.plan
         finish: Finished | None = None
+        if self.notice:
+            yield Notice(self.notice)
         try:
             if not engine.ready:
                 yield ModelLoading(engine.info.model)
@@ -333,10 +335,12 @@ class TurnPipeline:
         conversation = service.store.get_conversation(conversation_id) \
             if conversation_id else None
         chosen = self._choose(target, options, conversation, wait_for_model)
-        turn = service.start_turn(prompt, conversation_id, model=chosen.engine.info.model,
-                                  options=options, route=target.route, counter=chosen.engine,
-                                  effective_route=chosen.decision.route.value,
-                                  price_known=chosen.engine.price_known, reply_to=reply_to)
+        chosen, turn = self._within_quota(
+            chosen, lambda c: service.start_turn(
+                prompt, conversation_id, model=c.engine.info.model, options=options,
+                route=target.route, counter=c.engine, effective_route=c.decision.route.value,
+                price_known=c.engine.price_known, reply_to=reply_to),
+            target, options, conversation, wait_for_model)
         return self._pending(chosen, turn, new_conversation=conversation_id is None)
 
     def retry(self, failed: Turn, *, target: TurnTarget = TurnTarget(),
@@ -356,11 +360,35 @@ class TurnPipeline:
         reply = service.store.get_message(message_id)
         conversation = service.store.get_conversation(reply.conversation_id)
         chosen = self._choose(target, options, conversation, wait_for_model)
-        turn = service.regenerate_turn(message_id, model=chosen.engine.info.model,
-                                       options=options, counter=chosen.engine,
-                                       effective_route=chosen.decision.route.value,
-                                       price_known=chosen.engine.price_known)
+        chosen, turn = self._within_quota(
+            chosen, lambda c: service.regenerate_turn(
+                message_id, model=c.engine.info.model, options=options, counter=c.engine,
+                effective_route=c.decision.route.value, price_known=c.engine.price_known),
+            target, options, conversation, wait_for_model)
         return self._pending(chosen, turn)
+
+    def _within_quota(self, chosen: "_Chosen", start: Callable[["_Chosen"], Turn],
+                      target: TurnTarget, options: TurnOptions, conversation,
+                      wait_for_model: bool) -> tuple["_Chosen", Turn]:
+        """``start(chosen)`` (the prompt saved); under Auto, a cloud-only budget that is spent
+        (a daily token quota, a monthly cost budget: ``QuotaExceeded.cloud_budget``) has the
+        local model answer instead, and says why, as an unreachable provider does. Every
+        other refusal stands: a route the profile may not use, a rate limit, a limit that
+        counts the local model too."""
+        try:
+            return chosen, start(chosen)
+        except QuotaExceeded as exc:
+            if exc.cloud_budget is None or chosen.decision.route is not Route.AUTO:
+                raise
+            reason = f"{target.provider}: {exc.cloud_budget}: answered locally"
+            engine = self.engines.local(None)
+            if target.test_time is not None:
+                engine = self._with_candidates(engine, target.test_time, options, conversation)
+            if wait_for_model:
+                engine.wait_ready()
+            local = _Chosen(engine, RouteDecision(Route.LOCAL, reason), None, chosen.overrode,
+                            notice=f"{exc} The local model answers this message.")
+            return local, start(local)
 
     def _choose(self, target: TurnTarget, options: TurnOptions, conversation,
                 wait_for_model: bool) -> "_Chosen":
@@ -380,7 +408,7 @@ class TurnPipeline:
                               chosen.decision.route, chosen.decision.reason, chosen.engine.info,
                               turn.fit, turn.request.response_format is not None,
                               chosen.overrode)
-        return PendingTurn(self, turn, chosen.engine, started, chosen.plan)
+        return PendingTurn(self, turn, chosen.engine, started, chosen.plan, chosen.notice)
 
     # -- routing and engines ------------------------------------------------------------------
     def effective_route(self, target: TurnTarget, conversation_id: str | None) -> Route:
@@ -487,3 +515,4 @@ class _Chosen(NamedTuple):
     decision: RouteDecision
     plan: OutboxPlan | None
     overrode: bool
+    notice: str | None = None  # news for the user as the turn starts (a quota's fallback)

@@ -58,6 +58,13 @@ MAX_COST_USD = 1e9  # a monthly budget of at most a billion dollars
 class QuotaExceeded(UsageError):
     kind = "quota_exceeded"
 
+    def __init__(self, message: str, cloud_budget: str | None = None):
+        """``cloud_budget``: which cloud-only budget is spent, in a few words ("daily token
+        quota reached"), when the local model is not limited by it: Auto then answers
+        locally (``app.chat.pipeline``) instead of refusing."""
+        super().__init__(message)
+        self.cloud_budget = cloud_budget
+
 
 class RateLimitedLocally(UsageError):
     kind = "rate_limited_locally"
@@ -344,14 +351,18 @@ class QuotaGuard:
                     f"{prompt_tokens:,} more. It resets at {reset:%H:%M} "
                     f"({limits.sources.get('cloud_tokens_per_day', limits.source)})."
                     + (" The local model is not limited: switch this chat to Local only."
-                       if cloud and not limits.count_local else ""))
+                       if cloud and not limits.count_local else ""),
+                    cloud_budget=f"daily token quota reached ({spent:,} of "
+                                 f"{limits.cloud_tokens_per_day:,})"
+                    if cloud and not limits.count_local else None)
         if cloud and limits.cloud_cost_per_month is not None:
             if not price_known and not limits.allow_unpriced:
                 raise QuotaExceeded(
                     f"{profile} has a monthly cloud budget, and {model or 'this model'} has no "
                     "known price (it is not in resources/prices.json), so its cost could not "
                     "be counted against the budget. Use a priced model or Local only; the "
-                    "admin can allow unpriced models (allow_unpriced = true).")
+                    "admin can allow unpriced models (allow_unpriced = true).",
+                    cloud_budget=f"{model or 'the model'} has no price under a cloud budget")
             used = self.ledger.totals(start_of_month(now), profile)
             if used.cost_usd >= limits.cloud_cost_per_month:
                 reset = _next_month(now)
@@ -359,7 +370,9 @@ class QuotaGuard:
                     f"Monthly cloud budget reached for {profile}: {format_usd(used.cost_usd)} "
                     f"of {format_usd(limits.cloud_cost_per_month)} spent this month. It resets "
                     f"on {reset:%Y-%m-%d} "
-                    f"({limits.sources.get('cloud_cost_per_month', limits.source)}).")
+                    f"({limits.sources.get('cloud_cost_per_month', limits.source)}).",
+                    cloud_budget=f"monthly cloud budget reached ({format_usd(used.cost_usd)} "
+                                 f"of {format_usd(limits.cloud_cost_per_month)})")
         if not counts:
             return
         waits = []

@@ -151,6 +151,35 @@ def test_cli_over_quota_exits_nonzero_sends_nothing_and_saves_nothing(outpost_ho
     assert cli("ask", "Hi", "--max-tokens", "3").returncode == 0
 
 
+@pytest.mark.local_model
+def test_a_spent_cloud_quota_under_auto_is_answered_locally_and_said(outpost_home):
+    """Auto with the profile's daily cloud tokens spent: the local model (which the quota
+    does not limit) answers, the reply says why and so does stderr; nothing reaches the
+    provider. Cloud only is still refused, and a quota that counts the local model too."""
+    from tests.fault_server import fault_server
+
+    with fault_server() as server:
+        assert cli("providers", "add", "acme", "--base-url", server.url + "/v1",
+                   "--model", "m").returncode == 0
+        assert cli("quota", "set", "cloud_tokens_per_day", "10").returncode == 0
+        auto = cli("ask", "Tell me about the sea, in a few words.", "--provider", "acme",
+                   "--max-tokens", "4", "--json")
+        cloud = cli("ask", "Tell me about the sea, in a few words.", "--provider", "acme",
+                    "--route", "cloud", "--max-tokens", "4")
+        assert server.chat_requests() == []  # nothing was sent to the provider
+    assert auto.returncode == 0, auto.stderr
+    finished = json.loads(auto.stdout.splitlines()[-1])
+    assert finished["engine"] == "local"
+    assert finished["route_reason"].startswith("acme: daily token quota reached (")
+    assert finished["route_reason"].endswith(": answered locally")
+    assert "Daily token quota reached" in auto.stderr
+    assert "The local model answers this message." in auto.stderr
+    assert cloud.returncode == 2 and "Daily token quota reached" in cloud.stderr
+    assert cli("quota", "set", "count_local", "true").returncode == 0
+    both = cli("ask", "Tell me about the sea.", "--provider", "acme", "--max-tokens", "4")
+    assert both.returncode == 2 and "Daily token quota reached" in both.stderr
+
+
 def test_retries_and_hedges_of_a_turn_are_charged_to_the_rate_buckets(tmp_path):
     store = Store(tmp_path / "outpost.db")
     clock = Clock()
