@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Callable
 
-from app.domain.errors import KnownStorageError
+from app.domain.errors import KnownStorageError, OutpostError
 from app.storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,12 @@ class StreamingRow:
                     quiet = self.clock() - self._text_at
                     if quiet >= self.interval and \
                             self.clock() - self._written_at >= self.interval:
-                        self._write()
+                        try:
+                            self._write()
+                        except OutpostError as exc:  # the row is gone (deleted elsewhere):
+                            # the reading thread's next write or the final one says so
+                            log.warning("the streaming reply %s: %s", self.message_id, exc)
+                            return
                         continue
                     self._lock.wait(self.interval)
         finally:

@@ -135,3 +135,29 @@ def test_the_helper_thread_gives_its_connection_back(service, db_path):
     reader.join(PATIENCE_S)
     # the reading thread's and this test's own connections, not one left by the helper
     assert len(service.store._connections) <= 2
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_row_gone_under_the_helper_stops_it_quietly(service, db_path, monkeypatch):
+    """The helper's write finds the row gone (an OutpostError): it stops, with no traceback
+    from its thread; the reply's own final write is what reports it."""
+    from app.domain.errors import UsageError
+
+    tried = threading.Event()
+    real_update = service.store.update_message
+
+    def update_message(message_id, **fields):
+        if set(fields) == {"content"}:
+            tried.set()
+            raise UsageError("The message is not there any more.")
+        return real_update(message_id, **fields)
+
+    monkeypatch.setattr(service.store, "update_message", update_message)
+    engine = StallingEngine("one two")
+    turn = service.start_turn("Hi", model="scripted")
+    reader = threading.Thread(target=lambda: list(turn.run(engine, threading.Event())))
+    reader.start()
+    assert tried.wait(PATIENCE_S)
+    engine.resume.set()
+    reader.join(PATIENCE_S)
+    assert stored(db_path, turn.assistant_message_id).content == "one two "
