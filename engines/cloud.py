@@ -451,7 +451,7 @@ class CloudEngine(EngineBase):
             raise _Retry(failure, retryable)
         interrupted = failure if isinstance(failure, StreamInterrupted) else StreamInterrupted(
             f"The reply from {self.config.name} was cut off: {failure}",
-            secrets.scrub(state.text))
+            secrets.scrub(state.text), cause=failure)
         yield from self._finish(request, state, FinishReason.ERROR, turn_started, first_at,
                                 last_at, error=interrupted)
 

@@ -11,9 +11,13 @@ from typing import Callable
 
 from app.chat.service import Turn
 from app.domain.errors import OutpostError, StreamInterrupted
-from app.domain.messages import FinishReason
+from app.domain.messages import FinishReason, MessageStatus
 from app.domain.routes import FAILOVER_ERRORS
 from app.storage.outbox import Outbox, OutboxState, SendReport
+
+# how many times an item whose answer broke off (the link dropped mid-way) is sent; each try
+# keeps its part as a version
+CUT_OFF_TRIES = 3
 
 
 class OutboxSender:
@@ -66,7 +70,7 @@ class OutboxSender:
                     owner = self.outbox.store.get_conversation(item.conversation_id).profile
                     self.ledger.note_turn(item.request.idempotency_key, route="cloud",
                                           profile=owner, conversation_id=item.conversation_id)
-                engine = None
+                engine, error = None, None
                 try:
                     engine = self.engine_for(item.provider, item.model)
                     for _ in turn.run(engine, cancel, route_reason=(
@@ -74,50 +78,66 @@ class OutboxSender:
                             f"{item.provider} was unreachable; sent when it was back")):
                         pass
                 except OutpostError as exc:
-                    if self.is_unreachable(exc):
-                        # still unreachable: no answer row for it, the item waits again
-                        self.outbox.store.delete_empty_reply(turn.assistant_message_id)
-                        self.outbox._finish(item.id, OutboxState.QUEUED, str(exc))
-                        blocked.add(item.provider)
-                        report.waiting.append(self.outbox.get(item.id))
-                    else:
-                        self.outbox._finish(item.id, OutboxState.FAILED, str(exc),
-                                            turn.assistant_message_id)
-                        report.failed.append((self.outbox.get(item.id), str(exc)))
-                    continue
+                    error = exc
                 except BaseException:
                     self.outbox._finish(item.id, OutboxState.QUEUED, "interrupted")
                     raise
                 finally:
                     if engine is not None:
                         engine.close()
-                message = self.outbox.store.get_message(turn.assistant_message_id) \
-                    if turn.assistant_message_id else None
-                finish = turn.reply.finish
-                if finish is not None and finish.reason.value == "cancelled" and \
-                        not turn.reply.text:
-                    self.outbox._finish(item.id, OutboxState.QUEUED, "cancelled while sending")
-                    report.waiting.append(self.outbox.get(item.id))
-                    continue
-                if finish is not None and finish.reason is FinishReason.ERROR:
-                    # cut off mid-answer: the part is kept (a version marked interrupted), and
-                    # the question is asked again when the link is back, or fails visibly
-                    error = finish.error or StreamInterrupted("The answer was cut off.")
-                    why = f"the answer was cut off: {error}"
-                    if isinstance(error, StreamInterrupted) or self.is_unreachable(error):
-                        self.outbox._finish(item.id, OutboxState.QUEUED, why)
-                        blocked.add(item.provider)
-                        report.waiting.append(self.outbox.get(item.id))
-                    else:
-                        self.outbox._finish(item.id, OutboxState.FAILED, why,
-                                            turn.assistant_message_id)
-                        report.failed.append((self.outbox.get(item.id), why))
-                    continue
-                self.outbox._finish(item.id, OutboxState.SENT, None, turn.assistant_message_id)
-                # the empty "queued" reply has done its job: the answer is there now
-                self.outbox.store.delete_empty_reply(self.outbox.placeholder_of(item.id))
-                report.sent.append((self.outbox.get(item.id), message))
+                self._settle(claimed, turn, error, report, blocked)
         return report
+
+
+    def _settle(self, item, turn: Turn, error: OutpostError | None, report: SendReport,
+                blocked: set[str]) -> None:
+        """Where a sent item stands once its turn ended (``error``: what the turn raised):
+        * its answer is stored whole: sent (a structured reply whose repair failed too), or
+          the user stopped it after some text: sent, as far as it went;
+        * nothing came: the provider still unreachable, or the user cancelled: it waits again;
+        * the answer broke off because the link did (a dropped connection, a timeout, an
+          unavailable provider): the part is kept, a version marked interrupted, and the item
+          waits to be asked again, at most ``CUT_OFF_TRIES`` times;
+        * anything else (a refused key, a content filter, a bad request): failed, shown."""
+        store = self.outbox.store
+        message = store.get_message(turn.assistant_message_id) \
+            if turn.assistant_message_id else None
+        finish = turn.reply.finish
+        cancelled = finish is not None and finish.reason is FinishReason.CANCELLED
+        if message is not None and (message.status is MessageStatus.COMPLETE or
+                                    cancelled and turn.reply.text):
+            self.outbox._finish(item.id, OutboxState.SENT, None, message.id)
+            # the empty "queued" reply has done its job: the answer is there now
+            store.delete_empty_reply(self.outbox.placeholder_of(item.id))
+            report.sent.append((self.outbox.get(item.id), message))
+            return
+        if not turn.reply.text:
+            if cancelled or error is not None and self.is_unreachable(error):
+                # no answer row for it: the item waits again
+                store.delete_empty_reply(turn.assistant_message_id)
+                self.outbox._finish(item.id, OutboxState.QUEUED,
+                                    "cancelled while sending" if cancelled else str(error))
+                if not cancelled:
+                    blocked.add(item.provider)
+                report.waiting.append(self.outbox.get(item.id))
+                return
+        cut = error or (finish.error if finish is not None else None) or \
+            StreamInterrupted("The answer was cut off.")
+        if turn.reply.text and self._link_dropped(cut) and item.attempts < CUT_OFF_TRIES:
+            self.outbox._finish(item.id, OutboxState.QUEUED, str(cut))
+            blocked.add(item.provider)
+            report.waiting.append(self.outbox.get(item.id))
+            return
+        why = str(cut) if not turn.reply.text or item.attempts < CUT_OFF_TRIES else \
+            f"{cut} (cut off {item.attempts} times: not asked again)"
+        self.outbox._finish(item.id, OutboxState.FAILED, why, turn.assistant_message_id)
+        report.failed.append((self.outbox.get(item.id), why))
+
+    def _link_dropped(self, error: Exception) -> bool:
+        """Did the answer break off because the link did (worth asking again)?"""
+        if isinstance(error, StreamInterrupted):
+            return error.cause is None or self.is_unreachable(error.cause)
+        return self.is_unreachable(error)
 
 
 def _hhmm(iso: str) -> str:

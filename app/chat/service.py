@@ -212,6 +212,7 @@ class Turn:
             return MessageStatus.COMPLETE, None
         cut = reply.finish is not None and reply.finish.reason is FinishReason.LENGTH
         why = f"it was cut at max tokens ({self.request.max_tokens})" if cut else verdict.error
+        first_finish = reply.finish  # (the reply kept, should the re-ask fail)
         restart = Restart(f"The reply was not valid JSON: {why}. Asking once more.")
         accumulate([restart], reply)
         yield restart
@@ -237,7 +238,7 @@ class Turn:
                 yield event
         except OutpostError as exc:
             self.secret_mask().scrub_error(exc)
-            self._keep_first_reply(check, raw, str(exc))
+            self._keep_first_reply(check, raw, str(exc), first_finish)
             raise
         if first_usage is not None and reply.usage is not None:
             reply.usage = Usage(
@@ -247,7 +248,7 @@ class Turn:
                 cached_prompt_tokens=first_usage.cached_prompt_tokens +
                 reply.usage.cached_prompt_tokens)
         if status is not MessageStatus.COMPLETE:  # stopped, or the engine failed
-            self._keep_first_reply(check, raw, error or "it stopped")
+            self._keep_first_reply(check, raw, error or "it stopped", first_finish)
             return MessageStatus.COMPLETE, check.error
         second = lenient(reply.text, schema)
         if second.valid:
@@ -262,10 +263,11 @@ class Turn:
         return MessageStatus.COMPLETE, (f"invalid JSON after one repair ({second.error}); the "
                                         "raw text is kept.")
 
-    def _keep_first_reply(self, check: OutputCheck, raw: str, why: str) -> None:
+    def _keep_first_reply(self, check: OutputCheck, raw: str, why: str,
+                          finish: Finished | None) -> None:
         """The repair's re-ask did not finish: the reply is the first one, whole (not valid
-        JSON), never the re-ask's part or nothing."""
-        self.reply.text = raw
+        JSON), with how it ended (``finish``), never the re-ask's part or nothing."""
+        self.reply.text, self.reply.finish = raw, finish
         check.valid, check.repair_failed = False, True
         check.error = (f"The reply is not valid JSON, and asking again for valid JSON failed "
                        f"({why}); the first reply is kept as it came.")

@@ -145,11 +145,16 @@ class OfflineModeOn(ConnectionFailed):
 
 
 class StreamInterrupted(EngineError):
+    """A reply broke off after some text. ``cause``: the failure that broke it (a provider's
+    error event, a content filter, a lost connection), or None when the stream just ended
+    early (the connection closed)."""
+
     kind = "stream_interrupted"
 
-    def __init__(self, message: str, partial: str = ""):
+    def __init__(self, message: str, partial: str = "", cause: "OutpostError | None" = None):
         super().__init__(message)
         self.partial = partial
+        self.cause = cause
 
 
 class DownloadFailed(EngineError):

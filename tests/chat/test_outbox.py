@@ -273,6 +273,74 @@ def test_an_answer_cut_off_mid_way_is_kept_and_its_question_asked_again(tmp_path
     store.close()
 
 
+def test_an_answer_that_keeps_breaking_off_is_asked_at_most_three_times(tmp_path):
+    """Each try keeps its part; after the third cut the item fails, shown, instead of being
+    sent (and billed) on every pass while the provider is up."""
+    from app.chat.outbox_sender import CUT_OFF_TRIES
+    from tests.fault_server import Cut
+
+    store = Store(tmp_path / "outpost.db")
+    outbox = Outbox(store)
+    item = queue_turn(store, "The supplies, please")
+    with fault_server() as server:
+        server.script([Cut(after=1, chunks=("Water ", "20 L.")) for _ in range(5)])
+        sender = OutboxSender(outbox, lambda name, model: fast_cloud(server.url + "/v1", store))
+        reports = [sender.send() for _ in range(CUT_OFF_TRIES + 1)]
+        tries = len(server.chat_requests())
+    assert CUT_OFF_TRIES == 3 and tries == 3
+    assert [len(r.waiting) for r in reports] == [1, 1, 0, 0]
+    [(failed, why)] = reports[2].failed
+    assert failed.state is OutboxState.FAILED and "cut off 3 times" in why
+    parts = [m for m in assistant_children(store, item) if m.content]
+    assert [m.status for m in parts] == [MessageStatus.INTERRUPTED] * 3
+    store.close()
+
+
+def test_an_answer_a_content_filter_stops_fails_at_once(tmp_path):
+    """Not the link: a provider's own stop after some text (a content filter) is shown as
+    failed, the part kept, and never sent again by itself."""
+    store = Store(tmp_path / "outpost.db")
+    outbox = Outbox(store)
+    item = queue_turn(store, "The supplies, please")
+    with fault_server() as server:
+        server.script([normal(chunks=("Part ", "one "), finish="content_filter")] * 3)
+        sender = OutboxSender(outbox, lambda name, model: fast_cloud(server.url + "/v1", store))
+        first, second = sender.send(), sender.send()
+        tries = len(server.chat_requests())
+    assert tries == 1 and first.waiting == [] and len(first.failed) == 1
+    assert second.failed == [] and second.sent == []
+    assert outbox.get(item.id).state is OutboxState.FAILED
+    [part] = [m for m in assistant_children(store, item) if m.content]
+    assert part.content == "Part one " and part.status is MessageStatus.INTERRUPTED
+    store.close()
+
+
+def test_a_structured_answer_kept_after_a_failed_repair_counts_as_sent(tmp_path):
+    """JSON mode: the first answer is whole but not JSON, and the re-ask for valid JSON is
+    cut off: the first answer is the reply (complete), so the item is sent, once."""
+    from tests.fault_server import Cut
+
+    store = Store(tmp_path / "outpost.db")
+    outbox = Outbox(store)
+    service = ChatService(store, Settings())
+    turn = service.start_turn("The supplies as JSON", model="test-model",
+                              options=TurnOptions(max_tokens=8, temperature=0.0,
+                                                  json_mode=True))
+    item = service.queue_for_later(turn, "fault", None)
+    with fault_server() as server:
+        server.script([normal(chunks=("Water ", "20 L.")),
+                       Cut(after=1, chunks=('{"water": ', '"20 L"}'))] * 2)
+        sender = OutboxSender(outbox, lambda name, model: fast_cloud(server.url + "/v1", store))
+        first, second = sender.send(), sender.send()
+        tries = len(server.chat_requests())
+    assert tries == 2  # the answer and its repair, then nothing more
+    assert len(first.sent) == 1 and second.sent == second.waiting == []
+    [answer] = [m for m in assistant_children(store, item) if m.content]
+    assert answer.content == "Water 20 L." and answer.status is MessageStatus.COMPLETE
+    assert answer.output_check["repair_failed"] is True
+    store.close()
+
+
 def test_cli_send_keeps_the_order_and_holds_everything_while_unreachable(outpost_home):
     store = Store()
     items = [queue_turn(store, f"Question number {n}", provider="acme") for n in (1, 2, 3)]

@@ -293,6 +293,7 @@ def test_a_repair_whose_connection_drops_keeps_the_first_reply_whole(service, af
     assert check["valid"] is False and check["repair_failed"] is True
     assert check["raw"] == first
     assert "asking again for valid JSON failed" in message.error
+    assert message.finish_reason == "stop"  # how the first reply ended, not the re-ask
 
 
 def test_a_repair_that_ends_in_an_error_keeps_the_first_reply_whole(service):
