@@ -6,7 +6,7 @@ request log, an index). So when the file a restore replaced is damaged (it fails
 read, from a copy (the kept file and its write-ahead log, in a temporary folder: the kept file
 is never changed), and brought into the restored database:
 
-* ``profiles``: those the backup does not have;
+* ``profiles``: those the backup does not have (not as the admin: the backup's stays);
 * ``conversations`` and ``messages``: those the backup does not have, and those changed since
   it (``updated_at`` newer: a reply that finished, a renamed chat), in one transaction.
 
@@ -22,6 +22,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.domain.errors import OutpostError
 from app.storage.backups import Backup, quick_check_file
 from app.storage.restore import restore_backup
 from app.storage.store import Store
@@ -38,9 +39,12 @@ class Salvage:
     rows: dict[str, int] = field(default_factory=dict)  # per table: added or brought up to date
     left_out: int = 0  # rows read that could not go in
     unreadable: list[str] = field(default_factory=list)  # "messages: why", read only in part
+    failed: str | None = None  # why nothing could be brought over at all
 
     def describe(self) -> str:
         """One sentence for the user."""
+        if self.failed is not None:
+            return self.failed
         conversations, messages = self.rows.get("conversations", 0), \
             self.rows.get("messages", 0)
         if conversations or messages:
@@ -62,11 +66,15 @@ def restore(db_path: Path, name: str | None = None
     backup, kept = restore_backup(db_path, name)
     if kept is None or quick_check_file(kept) is None:
         return backup, kept, None
-    store = Store(db_path, daily_backup=False)
     try:
-        return backup, kept, salvage(kept, store)
-    finally:
-        store.close()
+        store = Store(db_path, daily_backup=False)
+        try:
+            return backup, kept, salvage(kept, store)
+        finally:
+            store.close()
+    except (OutpostError, OSError, sqlite3.Error) as exc:  # the restore itself is done
+        return backup, kept, Salvage(failed=f"What the damaged file held could not be brought "
+                                            f"over ({exc}); it is kept as {kept}.")
 
 
 def salvage(damaged: Path, store: Store) -> Salvage:
@@ -84,6 +92,9 @@ def salvage(damaged: Path, store: Store) -> Salvage:
         except sqlite3.Error as exc:
             result.unreadable.append(f"the file ({exc})")
             return result
+        # a text of bytes that are not UTF-8 (garbage on a page) is read with "\ufffd" for
+        # them, rather than stop reading its table there
+        source_db.text_factory = lambda data: data.decode("utf-8", "replace")
         try:
             read = {table: _read(source_db, table, result) for table, _ in TABLES}
         finally:
@@ -104,10 +115,15 @@ def salvage(damaged: Path, store: Store) -> Salvage:
             else:
                 sql = f'INSERT OR IGNORE INTO "{table}" ({names}) VALUES ({marks})'
             index = [columns.index(c) for c in wanted]
+            admin = wanted.index("is_admin") if table == "profiles" and \
+                "is_admin" in wanted else None
             count = 0
             for row in rows:
+                values = [row[i] for i in index]
+                if admin is not None:  # the backup's admin stays the one admin there is
+                    values[admin] = 0
                 try:
-                    count += db.conn.execute(sql, [row[i] for i in index]).rowcount
+                    count += db.conn.execute(sql, values).rowcount
                 except sqlite3.IntegrityError:  # its conversation (or a value) is missing
                     result.left_out += 1
             result.rows[table] = count

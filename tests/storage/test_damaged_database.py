@@ -188,8 +188,17 @@ def test_a_restore_brings_back_what_the_damaged_file_still_holds(outpost_home):
     later = store.create_conversation("after the backup")
     for text in ("Where is the lighthouse keeper?", "At the top, with the lamp."):
         store.add_message(later.id, Role.USER, text)
+    garbled = store.add_message(later.id, Role.USER, "placeholder")
+    store.add_message(later.id, Role.USER, "And the foghorn?")
     store.close()
     conn = sqlite3.connect(path)
+    with conn:  # bytes that are not UTF-8 in one message (garbage on a page), then more
+        conn.execute("UPDATE messages SET content = CAST(x'ff41' AS TEXT) WHERE id = ?",
+                     [garbled.id])
+        conn.execute("INSERT INTO profiles (name, is_admin, created_at) VALUES "
+                     "('carol', 0, '2026-12-01T06:00:00.000+00:00')")  # made admin since
+        conn.execute("UPDATE profiles SET is_admin = (name = 'carol')")
+        conn.execute("UPDATE conversations SET profile = 'carol' WHERE id = ?", [later.id])
     page_size = conn.execute("PRAGMA page_size").fetchone()[0]
     root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'request_log'"
                         ).fetchone()[0]
@@ -205,22 +214,46 @@ def test_a_restore_brings_back_what_the_damaged_file_still_holds(outpost_home):
     restored = cli("backup", "restore")
     assert restored.returncode == 0, restored.stderr
     # the new conversation and the one changed since; its question changed, its reply new
-    assert "2 conversation(s) and 4 message(s) newer than the backup were brought back" in \
+    assert "2 conversation(s) and 6 message(s) newer than the backup were brought back" in \
         restored.stdout
     assert "could not be read whole: request_log" not in restored.stdout  # (never read)
-    listed = cli("history", "list", "--json")
+    listed = cli("--as", "carol", "history", "list", "--json")
     assert listed.returncode == 0, listed.stderr
-    assert '"after the backup"' in listed.stdout and '"before the backup"' in listed.stdout
-    found = cli("history", "search", "lighthouse", "--json")
+    assert '"after the backup"' in listed.stdout  # carol's, and carol is back
+    assert '"before the backup"' in cli("history", "list", "--json").stdout
+    found = cli("--as", "carol", "history", "search", "lighthouse", "--json")
     assert "Where is the lighthouse keeper?" in found.stdout  # in the search index too
     store = Store(path)
     try:
         assert store.get_message(reply.id).content == "The north gate, at six."
         assert store.get_message(question.id).content == "Where do we meet?"
         assert [m.content for m in store.messages(later.id)] == [
-            "Where is the lighthouse keeper?", "At the top, with the lamp."]
+            "Where is the lighthouse keeper?", "At the top, with the lamp.", "\ufffdA",
+            "And the foghorn?"]  # read on past the bytes that were not UTF-8
+        admins = store.db.execute("SELECT name FROM profiles WHERE is_admin").fetchall()
+        assert admins == [("root",)]  # the backup's admin stays the one admin
+        assert store.db.execute("SELECT count(*) FROM profiles WHERE name = 'carol'"
+                                ).fetchone()[0] == 1
     finally:
         store.close()
+
+
+def test_a_salvage_that_fails_leaves_the_restore_done_and_says_so(tmp_path, monkeypatch):
+    from app.storage import salvage
+
+    path = tmp_path / "outpost.db"
+    seed(path, "first")
+    store = Store(path)  # today's backup
+    store.close()
+    path.write_bytes(b"not a database at all " * 512)
+    monkeypatch.setattr(salvage, "salvage", lambda damaged, store: (_ for _ in ()).throw(
+        OSError(28, "No space left on device")))
+    backup, kept, salvaged = salvage.restore(path)
+    assert kept is not None and kept.exists()
+    assert salvaged is not None and salvaged.describe().startswith(
+        "What the damaged file held could not be brought over ([Errno 28] No space left on "
+        "device); it is kept as ")
+    assert titles(path) == ["first"]  # the backup is in place
 
 
 def test_damage_the_seal_cannot_see_is_found_by_the_days_backup(tmp_path):
