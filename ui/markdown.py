@@ -54,9 +54,12 @@ def _highlight(code: str, lang: str, attrs: str) -> str:
 _MD = MarkdownIt("commonmark", {"html": False, "linkify": True, "typographer": False,
                                 "highlight": _highlight}).enable("table").enable("strikethrough")
 # a bare http(s):// address in a reply is a link (it opens in the browser when clicked); only
-# one with its scheme: "settings.py" or "foo.com" stay text (.py is a country's domain)
+# those: "settings.py" or "foo.com" stay text (.py is a country's domain), and so do
+# "//host/path", mailto: and ftp:
 _MD.enable("linkify")
 _MD.linkify.set({"fuzzy_link": False, "fuzzy_email": False, "fuzzy_ip": False})
+for _scheme in ("//", "mailto:", "ftp:"):  # http:// and https:// only
+    _MD.linkify.add(_scheme, None)
 
 
 def _fix_highlighted_fences(rendered: str) -> str:

@@ -34,8 +34,9 @@ def test_a_bare_web_address_is_a_link_and_a_file_name_is_not(qapp):
 
     document = QTextDocument()
     document.setHtml(render("Docs: https://example.org/guide?x=1 — edit settings.py or "
-                            "foo.com, not `https://in.code`."))
+                            "foo.com, not `https://in.code`, nor //cdn.net/x, "
+                            "mailto:a@b.org or ftp://old.org/f."))
     link = char_format(document, "example.org")
     assert link.isAnchor() and link.anchorHref() == "https://example.org/guide?x=1"
-    for text in ("settings.py", "foo.com", "in.code"):
+    for text in ("settings.py", "foo.com", "in.code", "cdn.net", "a@b.org", "old.org"):
         assert not char_format(document, text).isAnchor(), text
