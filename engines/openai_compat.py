@@ -137,6 +137,8 @@ class OpenAICompatEngine(CloudEngine):
 
 
 def _count(value) -> int | None:
-    """A token count as sent, or None when it is not one (a string, a negative number)."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
-        else None
+    """A token count as sent (12, or 12.0 from a server that writes floats), or None when it
+    is not one (a string, a fraction, a negative number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        return None
+    return int(value) if isinstance(value, int) or value.is_integer() else None

@@ -41,6 +41,7 @@ class StreamingRow:
     def text(self, text: str) -> None:
         """The reply's text so far (on the thread that reads the stream)."""
         with self._lock:
+            idle = self._unsaved is None  # the helper waits for text to come (or is not made)
             self._unsaved = text
             self._text_at = self.clock()
             if self._text_at - self._written_at >= self.interval:
@@ -49,7 +50,7 @@ class StreamingRow:
                 self._helper = threading.Thread(target=self._watch, daemon=True,
                                                 name="outpost-streaming-row")
                 self._helper.start()
-            else:
+            elif idle:  # (not on every token: at 2,000 tokens/s that woke it 2,000 times/s)
                 self._lock.notify()
 
     def close(self) -> None:
@@ -93,6 +94,8 @@ class StreamingRow:
                             log.warning("the streaming reply %s: %s", self.message_id, exc)
                             return
                         continue
-                    self._lock.wait(self.interval)
+                    # until the quiet would be long enough (by this clock; a virtual one
+                    # stands still, so at least a moment between looks)
+                    self._lock.wait(max(0.05, self.interval - quiet))
         finally:
             self.store.release_thread_connection()

@@ -112,3 +112,13 @@ def test_an_odd_event_before_any_text_is_a_provider_error():
         stream("openai", playing(openai_chunk(choices=["oops"])))
     assert isinstance(caught.value, ProviderError)
     assert "cannot read" in str(caught.value)
+
+
+def test_token_counts_written_as_whole_floats_are_read():
+    events = stream("openai", playing(
+        openai_chunk({"content": "Hello"}),
+        openai_chunk(choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+        openai_chunk(choices=[], usage={"prompt_tokens": 12.0, "completion_tokens": 1.0})))
+    [usage] = [e for e in events if isinstance(e, Usage)]
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.estimated) == (12, 1, False)
+
