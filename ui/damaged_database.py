@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QMessageBox, QWidget
 
 from app.domain.errors import DatabaseDamaged, OutpostError
 from app.storage.backups import Backups
-from app.storage.salvage import restore
+from app.storage.salvage import restore_and_salvage
 from app.storage.store import Store
 
 
@@ -70,7 +70,7 @@ def open_store_or_restore(
             if error.backup is None or not ask(error):
                 return None
             try:
-                _, _, salvaged = restore(Path(error.path), Path(error.backup).name)
+                _, _, salvaged = restore_and_salvage(Path(error.path), Path(error.backup).name)
                 if salvaged is not None:
                     brought.append(salvaged.describe())
             except OutpostError as failed:

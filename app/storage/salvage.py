@@ -59,7 +59,7 @@ class Salvage:
         return text + "."
 
 
-def restore(db_path: Path, name: str | None = None
+def restore_and_salvage(db_path: Path, name: str | None = None
             ) -> tuple[Backup, Path | None, Salvage | None]:
     """``restore_backup``, then, when the file it replaced is damaged, what that file still
     holds brought over (None: nothing to bring, a healthy file or none)."""

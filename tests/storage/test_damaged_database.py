@@ -248,7 +248,7 @@ def test_a_salvage_that_fails_leaves_the_restore_done_and_says_so(tmp_path, monk
     path.write_bytes(b"not a database at all " * 512)
     monkeypatch.setattr(salvage, "salvage", lambda damaged, store: (_ for _ in ()).throw(
         OSError(28, "No space left on device")))
-    backup, kept, salvaged = salvage.restore(path)
+    backup, kept, salvaged = salvage.restore_and_salvage(path)
     assert kept is not None and kept.exists()
     assert salvaged is not None and salvaged.describe().startswith(
         "What the damaged file held could not be brought over ([Errno 28] No space left on "

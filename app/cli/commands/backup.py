@@ -9,7 +9,7 @@ import os
 from app.cli.commands.common import emit_list, local_time
 from app.config import paths
 from app.storage.backups import Backups
-from app.storage.salvage import restore
+from app.storage.salvage import restore_and_salvage
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -26,7 +26,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
             print(f"{row['name']}  {local_time(row['taken'])}  {row['label']}  "
                   f"{row['bytes'] / 1e6:.1f} MB")
         return 0
-    backup, kept, salvaged = restore(paths.database_path(), args.name)
+    backup, kept, salvaged = restore_and_salvage(paths.database_path(), args.name)
     print(f"Restored {backup.describe()} as {paths.database_path()}"
           + (f"; the file it replaced is kept as {kept}." if kept else "."))
     if salvaged is not None:
