@@ -352,7 +352,8 @@ def _parser() -> argparse.ArgumentParser:
     hsearch.add_argument("--json", action="store_true")
 
     backup = sub.add_parser("backup", help="the database's backups (one a day, kept 7 days; "
-                            "and before each migration): list them, or put one back")
+                            "and before each migration): list them, put one back, or bring "
+                            "back what a kept copy holds")
     bsub = backup.add_subparsers(dest="backup_command", metavar="ACTION", required=True)
     blist = bsub.add_parser("list", help="every backup, newest first")
     blist.add_argument("--json", action="store_true")
@@ -362,6 +363,12 @@ def _parser() -> argparse.ArgumentParser:
     brestore.add_argument("name", metavar="BACKUP", nargs="?",
                           help="its file name from `outpost backup list` (default: the newest "
                                "one that passes its check)")
+    bsalvage = bsub.add_parser("salvage", help="bring into the database what another copy of "
+                               "it holds that it lacks or has older (conversations, messages, "
+                               "profiles): a damaged file a restore kept, read as far as it "
+                               "can be")
+    bsalvage.add_argument("file", metavar="FILE", help="the copy (e.g. a …-replaced.db from "
+                          "the backups folder)")
 
     export = sub.add_parser("export", help="write conversations to a file: JSON (every field, "
                             "every branch; `outpost import` reads it back), Markdown or HTML",

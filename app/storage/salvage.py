@@ -41,17 +41,17 @@ class Salvage:
     unreadable: list[str] = field(default_factory=list)  # "messages: why", read only in part
     failed: str | None = None  # why nothing could be brought over at all
 
-    def describe(self) -> str:
-        """One sentence for the user."""
+    def describe(self, source: str = "the damaged file", than: str = "the backup") -> str:
+        """One sentence for the user: what came from ``source``, newer than ``than``."""
         if self.failed is not None:
             return self.failed
         conversations, messages = self.rows.get("conversations", 0), \
             self.rows.get("messages", 0)
         if conversations or messages:
-            text = (f"From the damaged file, {conversations} conversation(s) and {messages} "
-                    "message(s) newer than the backup were brought back")
+            text = (f"From {source}, {conversations} conversation(s) and {messages} "
+                    f"message(s) newer than {than} were brought back")
         else:
-            text = "The damaged file held nothing newer than the backup that could be read"
+            text = f"Nothing newer than {than} could be read from {source}"
         if self.left_out:
             text += f" ({self.left_out} row(s) could not be)"
         if self.unreadable:

@@ -303,3 +303,28 @@ def test_a_restore_is_refused_while_another_process_has_the_database_open(tmp_pa
             restore_backup(path)
     finally:
         store.close()
+
+
+def test_a_rollback_can_be_undone_by_salvaging_the_file_it_kept(outpost_home):
+    """A restore over a healthy file is a rollback (nothing brought over); `backup salvage`
+    on the file it kept brings what came after the backup back; the database itself is no
+    copy to salvage from."""
+    path = db_file(outpost_home)
+    seed(path, "first")
+    seed(path, "second")  # a second start: today's rolling backup holds "first"
+    restored = cli("backup", "restore")
+    assert restored.returncode == 0, restored.stderr
+    assert "brought back" not in restored.stdout and "nothing newer" not in restored.stdout
+    assert titles(path) == ["first"]
+    [kept] = (outpost_home / "data" / "backups").glob("*-replaced.db")
+    salvaged = cli("backup", "salvage", str(kept))
+    assert salvaged.returncode == 0, salvaged.stderr
+    assert f"From {kept.name}, 1 conversation(s) and 0 message(s) newer than the database " \
+           "were brought back." in salvaged.stdout
+    assert titles(path) == ["first", "second"]
+    again = cli("backup", "salvage", str(kept))
+    assert f"Nothing newer than the database could be read from {kept.name}." in again.stdout
+    itself = cli("backup", "salvage", str(path))
+    assert itself.returncode == 2 and "is the database itself" in itself.stderr
+    missing = cli("backup", "salvage", str(kept) + ".nope")
+    assert missing.returncode == 2 and "There is no file" in missing.stderr

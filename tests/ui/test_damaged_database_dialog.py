@@ -58,8 +58,8 @@ def test_restoring_opens_the_store_and_quitting_leaves_the_file(qtbot):
     assert store is not None
     assert [c.title for c in store.list_conversations()] == ["mine"]
     # told at start with the window's other notes (the damaged file was emptied: nothing)
-    assert store.notes == ["The damaged file held nothing newer than the backup that could "
-                           "be read."]
+    assert store.notes == ["Nothing newer than the backup could be read from the damaged "
+                           "file."]
     store.close()
 
 

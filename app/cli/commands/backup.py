@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from app.cli.commands.common import emit_list, local_time
 from app.config import paths
+from app.domain.errors import UsageError
 from app.storage.backups import Backups
-from app.storage.salvage import restore_and_salvage
+from app.storage.salvage import restore_and_salvage, salvage
+from app.storage.store import Store
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -26,9 +29,27 @@ def cmd_backup(args: argparse.Namespace) -> int:
             print(f"{row['name']}  {local_time(row['taken'])}  {row['label']}  "
                   f"{row['bytes'] / 1e6:.1f} MB")
         return 0
+    if args.backup_command == "salvage":
+        return _salvage(Path(args.file))
     backup, kept, salvaged = restore_and_salvage(paths.database_path(), args.name)
     print(f"Restored {backup.describe()} as {paths.database_path()}"
           + (f"; the file it replaced is kept as {kept}." if kept else "."))
     if salvaged is not None:
         print(salvaged.describe())
+    return 0
+
+
+def _salvage(copy: Path) -> int:
+    """``backup salvage FILE``: what the copy holds that the database lacks or has older."""
+    database = paths.database_path()
+    if not copy.is_file():
+        raise UsageError(f"There is no file {copy}.")
+    if database.exists() and copy.resolve() == database.resolve():
+        raise UsageError(f"{copy} is the database itself; give a copy of it (`outpost backup "
+                         "list` lists them, and a restore keeps the file it replaced).")
+    store = Store(database, daily_backup=False)
+    try:
+        print(salvage(copy, store).describe(copy.name, "the database"))
+    finally:
+        store.close()
     return 0
