@@ -379,8 +379,12 @@ class ChatController(QObject):
     def prepare_measure(self, draft: str):
         """On the GUI thread: a job for the token meter (run in the background) that counts
         the prompt this draft would make, or None when there is nothing to count."""
-        job = self.pipeline.measure(draft, self.conversation_id, target=self._target(),
-                                    options=self._options(), local=self.loader.active)
+        try:
+            target, options = self._target(), self._options()
+        except OutpostError:  # a knob being typed (a self-consistency answer "json:"): the
+            return None       # panel shows why; Send says it again
+        job = self.pipeline.measure(draft, self.conversation_id, target=target,
+                                    options=options, local=self.loader.active)
         return None if job is None else (lambda: job().as_dict())
 
     def _run(self, pending: PendingTurn) -> None:

@@ -134,6 +134,7 @@ class SamplingPanel(QDockWidget):
         self.error.setWordWrap(True)
         theme.set_colour(self.error, "error")
         self.error.hide()
+        self._error_about: str | None = None  # which part the error shown is of
         layout.addWidget(self.error)
         scroll = QScrollArea()
         scroll.setAccessibleName("Sampling settings")
@@ -257,15 +258,18 @@ class SamplingPanel(QDockWidget):
 
     def test_time(self) -> dict | None:
         mode = self.tt_mode.currentData()
+        if mode != "self_consistency":
+            self._clear_error("answer")  # (a bad answer rule is no concern of one reply)
         if mode is None:
             return None
         if mode == "self_consistency":
             try:
                 extractor(self.tt_extract.text().strip() or "last-line")
                 theme.set_colour(self.tt_extract, None)
+                self._clear_error("answer")
             except OutpostError as exc:
                 theme.set_colour(self.tt_extract, "error")
-                self._show_error(str(exc))
+                self._show_error(str(exc), "answer")
         return {"mode": mode, "n": self.tt_n.value(), "scorer": self.tt_scorer.currentData(),
                 "extract": self.tt_extract.text().strip() or "last-line"}
 
@@ -381,8 +385,10 @@ class SamplingPanel(QDockWidget):
             return
         merged = {**self.values(), **knobs}
         adapters = self.presets.adapters(name)
-        self.load(merged, self.system_prompt.toPlainText(), None,
+        # a preset sets knobs (and maybe adapters); JSON output and its schema stay as chosen
+        self.load(merged, self.system_prompt.toPlainText(), self.response_format(),
                   self.lora.records() if adapters is None else [a.record() for a in adapters])
+        self._show_error("")
         self.preset_picker.setCurrentIndex(self.preset_picker.findData(name))
         self._update_preset_buttons()
         self.changed.emit()
@@ -392,9 +398,16 @@ class SamplingPanel(QDockWidget):
         if name:
             self.apply_preset(name)
 
-    def _show_error(self, text: str) -> None:
+    def _show_error(self, text: str, about: str = "presets") -> None:
+        """Under the panel, what is wrong (empty: nothing); ``about``: which part it is of, so
+        that part being right again clears it and nothing else does."""
         self.error.setText(text)
         self.error.setVisible(bool(text))
+        self._error_about = about if text else None
+
+    def _clear_error(self, about: str) -> None:
+        if self._error_about == about:
+            self._show_error("")
 
     def save_preset(self, name: str) -> bool:
         try:

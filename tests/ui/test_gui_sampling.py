@@ -224,3 +224,35 @@ def test_a_lora_attached_in_the_window_is_applied_kept_and_shown_in_details(
     assert panel.lora.records() == used
     panel.lora.set_adapter(None)  # detached: kept with the conversation
     assert outpost.store.get_conversation(conversation.id).sampling["lora"] == []
+
+
+def test_a_preset_keeps_json_output_and_its_schema(qtbot, scripted):
+    """A preset sets knobs; JSON output and the schema chosen stay as they were."""
+    panel = scripted.window.sampling
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    panel.json_mode.setChecked(True)
+    panel.set_schema(schema)
+    panel.apply_preset("Precise")
+    assert panel.json_mode.isChecked() and panel.schema == schema
+    assert panel.response_format() == {"type": "json", "schema": schema}
+
+
+def test_typing_a_self_consistency_answer_rule_never_raises(qtbot, scripted):
+    """Half a rule ("json:") while it is typed: the panel says what is wrong, the token meter
+    counts nothing meanwhile, and no 'unexpected error' comes up; a rule that is right again,
+    or One reply, clears the message."""
+    window = scripted.window
+    panel = window.sampling
+    panel.tt_mode.setCurrentIndex(panel.tt_mode.findData("self_consistency"))
+    panel.tt_extract.setText("json:")
+    assert window.controller.prepare_measure("How many?") is None  # (it used to raise)
+    assert panel.error.isVisible() and panel.error.text()
+    panel.tt_extract.setText("json:answer")
+    assert window.controller.prepare_measure("How many?") is not None
+    assert not panel.error.isVisible()
+    panel.tt_extract.setText("regex:(")
+    panel.test_time()
+    assert panel.error.isVisible()
+    panel.tt_mode.setCurrentIndex(panel.tt_mode.findData(None))
+    panel.test_time()
+    assert not panel.error.isVisible()
