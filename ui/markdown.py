@@ -51,8 +51,11 @@ def _highlight(code: str, lang: str, attrs: str) -> str:
             f"<pre style=\"{_CODE_FONT} margin:0;\">{body}</pre></td></tr></table>")
 
 
+# "breaks": a single line break in a reply is one in the bubble (an address, a poem, a list
+# written without Markdown's marks), as chat apps show it, rather than CommonMark's space
 _MD = MarkdownIt("commonmark", {"html": False, "linkify": True, "typographer": False,
-                                "highlight": _highlight}).enable("table").enable("strikethrough")
+                                "breaks": True, "highlight": _highlight}
+                 ).enable("table").enable("strikethrough")
 # a bare http(s):// address in a reply is a link (it opens in the browser when clicked); only
 # those: "settings.py" or "foo.com" stay text (.py is a country's domain), and so do
 # "//host/path", mailto: and ftp:

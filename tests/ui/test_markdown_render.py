@@ -40,3 +40,15 @@ def test_a_bare_web_address_is_a_link_and_a_file_name_is_not(qapp):
     assert link.isAnchor() and link.anchorHref() == "https://example.org/guide?x=1"
     for text in ("settings.py", "foo.com", "in.code", "cdn.net", "a@b.org", "old.org"):
         assert not char_format(document, text).isAnchor(), text
+
+
+def test_a_single_line_break_in_a_reply_is_kept(qapp):
+    """Lines written one under the other (an address, a poem) stay so, as in the user's own
+    messages; a blank line still starts a paragraph."""
+    from ui.markdown import render
+
+    document = QTextDocument()
+    document.setHtml(render("Line one\nLine two\nLine three\n\nA new paragraph."))
+    text = document.toPlainText()
+    assert text.splitlines()[:3] == ["Line one", "Line two", "Line three"], text
+    assert document.blockCount() >= 2 and "A new paragraph." in text
