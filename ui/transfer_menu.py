@@ -7,6 +7,7 @@ bad file is one sentence and nothing of it is imported.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +24,15 @@ from ui.tasks import TaskRunner
 
 FILTERS = "Markdown (*.md);;Web page (*.html);;Outpost JSON, lossless (*.json)"
 _FORMAT_NAMES = {"md": "Markdown", "json": "JSON", "html": "web page"}
+
+
+def with_suffix(path: Path, chosen_filter: str) -> Path:
+    """``path`` as typed, given the chosen type's suffix when it has none of the three (the
+    format follows the file's name: "notes" with "Web page" chosen is notes.html, not JSON)."""
+    if path.suffix.lower() in (".md", ".markdown", ".html", ".htm", ".json"):
+        return path
+    found = re.search(r"\(\*(\.\w+)\)", chosen_filter or "")
+    return path.with_name(path.name + (found.group(1) if found else ".md"))
 
 
 class TransferMenu(QObject):
@@ -49,9 +59,9 @@ class TransferMenu(QObject):
         if not all_chats and self.current() is None:
             self.done.emit("Open a chat to export it (or export all chats).")
             return
-        path, _ = QFileDialog.getSaveFileName(self.parent(), "Export", "chat.md", FILTERS)
+        path, chosen = QFileDialog.getSaveFileName(self.parent(), "Export", "chat.md", FILTERS)
         if path:
-            self.export(Path(path), all_chats)
+            self.export(with_suffix(Path(path), chosen), all_chats)
 
     def export(self, path: Path, all_chats: bool) -> None:
         """Write this chat (or all of the profile's) to ``path`` in the background."""

@@ -43,3 +43,25 @@ def test_export_and_import_from_the_window(qtbot, scripted, scripted_engine, tmp
         window.transfer.import_file(broken)
     assert "broken.json cannot be imported" in str(failed.args[0])
     assert window.sidebar.conversation_count() == before
+
+
+def test_export_follows_the_type_chosen_in_the_save_dialog(qtbot, scripted, scripted_engine,
+                                                           tmp_path, monkeypatch):
+    """'notes' typed with 'Web page' chosen is notes.html, a web page (it was a JSON file
+    named notes); a name with its own suffix keeps it."""
+    from ui import transfer_menu
+
+    window = scripted.window
+    scripted_engine.script(reply("The lighthouse stands on the cliff."))
+    send(qtbot, scripted, "Where is the lighthouse?")
+    answers = [(str(tmp_path / "notes"), "Web page (*.html)"),
+               (str(tmp_path / "mine.json"), "Markdown (*.md)")]
+    monkeypatch.setattr(transfer_menu.QFileDialog, "getSaveFileName",
+                        lambda *args: answers.pop(0))
+    for _ in range(2):
+        with qtbot.waitSignal(window.transfer.done, timeout=10000):
+            window.transfer.export_one_action.trigger()
+    assert (tmp_path / "notes.html").read_text().lstrip().lower().startswith("<!doctype html")
+    assert not (tmp_path / "notes").exists()
+    assert json.loads((tmp_path / "mine.json").read_text())["format"] == \
+        "outpost-conversations"
