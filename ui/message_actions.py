@@ -125,7 +125,10 @@ class VersionSwitcher(QWidget):
 
 class MessageActionBar(QWidget):
     """Copy · Regenerate (a reply) or Edit (yours) · Fork · Delete. Shown while the bubble is
-    hovered or has focus; it keeps its room when hidden, so showing it never moves the text."""
+    hovered or has focus; it keeps its room when hidden, so showing it never moves the text.
+    It never makes the bubble wider than the chat: given less room than it asks for (a narrow
+    chat column, a reply with versions), it shows the buttons that fit, in that order; the
+    rest are in the bubble's menu (right click, the Menu key), as every action is."""
 
     copy_requested = Signal()
     regenerate_requested = Signal()
@@ -158,10 +161,33 @@ class MessageActionBar(QWidget):
                                           "(F)", self.fork_requested)
         self.delete_button = button("Delete", "Delete this message and everything below it "
                                               "(Delete)", self.delete_requested)
+        self.buttons = [b for b in (self.copy_button, self.regenerate_button,
+                                    self.edit_button, self.fork_button, self.delete_button)
+                        if b is not None]
         policy = self.sizePolicy()
         policy.setRetainSizeWhenHidden(True)
+        # its width is what the role line has left (sizeHint: all of it when there is room)
+        policy.setHorizontalPolicy(QSizePolicy.Policy.Preferred)  # down to no width at all
         self.setSizePolicy(policy)
         self.hide()
+
+    def sizeHint(self):  # noqa: N802 (Qt naming)
+        """Room for every button, shown or not (so that a wider chat shows them again)."""
+        hint = super().sizeHint()
+        hint.setWidth(sum(b.sizeHint().width() for b in self.buttons))
+        return hint
+
+    def minimumSizeHint(self):  # noqa: N802 (Qt naming)
+        hint = super().minimumSizeHint()
+        hint.setWidth(0)
+        return hint
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        super().resizeEvent(event)
+        room = event.size().width()
+        for button in self.buttons:  # in order, while they fit
+            room -= button.sizeHint().width()
+            button.setVisible(room >= 0)
 
 
 class _EditBox(QPlainTextEdit):

@@ -6,7 +6,8 @@ the conversation list and the title keep a usable width."""
 from __future__ import annotations
 
 import pytest
-from PySide6.QtWidgets import QLabel
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLabel, QToolButton
 
 from tests.support import reply, send
 from ui.elided_label import ElidedLabel
@@ -102,3 +103,31 @@ def test_the_status_bar_is_whole_at_the_narrowest_window(qtbot, scripted, script
         if isinstance(label, ElidedLabel) and label.width() < label.sizeHint().width():
             assert label.toolTip(), label.text()
     assert window.metrics_label.text() in window.metrics_label.toolTip()
+
+
+def test_a_replys_actions_never_widen_the_chat(qtbot, scripted, scripted_engine):
+    """A reply with versions (‹ 1/2 ›), hovered, at 1100 px with the Sampling panel open: its
+    role line (versions, Copy · Regenerate · Fork · Delete, Details) fits the column; the
+    bubbles are never pushed wider than the chat (their right edges and Details cut)."""
+    window = scripted.window
+    window.resize(1100, 750)
+    scripted_engine.script(reply("First answer."), reply("Another answer."))
+    send(qtbot, scripted, "What is a lighthouse?")
+    view = window.view
+    answer = view.bubbles[1]
+    answer.set_actions_visible(True)
+    qtbot.waitUntil(answer.actions_bar.regenerate_button.isVisible)
+    qtbot.mouseClick(answer.actions_bar.regenerate_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: view.bubbles[1].text == "Another answer.", timeout=20000)
+    qtbot.waitUntil(lambda: window.controller.state == "idle", timeout=20000)
+    answer = view.bubbles[1]
+    qtbot.waitUntil(lambda: answer.switcher.isVisible())
+    answer.set_actions_visible(True)
+    qtbot.wait(50)
+    assert view.widget().width() <= view.viewport().width()
+    for bubble in view.bubbles:
+        assert bubble.geometry().right() <= view.viewport().width(), bubble.text
+    bar = answer.actions_bar
+    assert bar.isVisible() and all(button.width() >= button.sizeHint().width()
+                                   for button in bar.findChildren(QToolButton)
+                                   if button.isVisible())
