@@ -188,8 +188,9 @@ def file_sha256(path: Path) -> str:
 def name_from_url(url: str) -> str:
     last = unquote(urlparse(url).path.rsplit("/", 1)[-1])
     if not last.endswith(".gguf"):
-        raise UsageError(f"The URL {url} does not name a .gguf file; give the model a name "
-                         "with --name.")
+        raise UsageError(f"The URL {url} does not end in a .gguf file's name: use the file's "
+                         "own download link (on Hugging Face: …/resolve/main/NAME.gguf), or, on "
+                         "the command line, give the model a name with --name.")
     return _checked_name(last)
 
 

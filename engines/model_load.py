@@ -108,7 +108,8 @@ def check_for_model(options: ModelLoadOptions, *, name: str, trained_context: in
                          "or auto.")
     if options.kv_type != "f16" and options.flash_attn is False:
         raise UsageError(f"A {options.kv_type} KV cache needs flash attention in llama.cpp; "
-                         "set flash_attn on (or auto), or kv_type f16.")
+                         "turn flash attention (flash_attn) on or to auto, or set the KV cache "
+                         "(kv_type) to f16.")
 
 
 class LoadSettingsFile:

@@ -38,6 +38,7 @@ from engines.download_queue import QueueState
 from engines.model_download import Progress
 from engines.model_library import ModelEntry, ModelLibrary, size_text
 from engines.model_load import KV_TYPES, ModelLoadOptions, check_for_model
+from ui import theme
 from ui.downloads import Downloads
 
 COLUMNS = ("Name", "Quant", "Parameters", "Context", "Size", "Memory", "Where")
@@ -112,14 +113,20 @@ class LoadSettingsForm(QGroupBox):
         self.gpu_note.setWordWrap(True)
         form.addRow(self.gpu_note)
         row = QHBoxLayout()
-        self.error = QLabel()
+        self.error = QLabel()  # on a row of its own: a sentence of two lines is not cut
         self.error.setWordWrap(True)
         self.apply_button = QPushButton("Apply")
         self.apply_button.clicked.connect(self.apply)
-        row.addWidget(self.error, 1)
+        row.addStretch(1)
         row.addWidget(self.apply_button)
+        form.addRow(self.error)
         form.addRow(row)
         self.setEnabled(False)
+
+    def _say(self, text: str, kind: str | None) -> None:
+        """Under the form: what went wrong (``kind`` "error": in the error colour), or done."""
+        theme.set_colour(self.error, kind)
+        self.error.setText(text)
 
     def show_entry(self, entry: ModelEntry | None) -> None:
         self.entry = entry
@@ -160,9 +167,9 @@ class LoadSettingsForm(QGroupBox):
                             layers=_layers(entry))
             self.library.load_settings.put(entry.name, options)
         except OutpostError as exc:
-            self.error.setText(str(exc))
+            self._say(str(exc), "error")
             return False
-        self.error.setText("Saved: used from the model's next load.")
+        self._say("Saved: used from the model's next load.", None)
         self.applied.emit(entry.name)
         return True
 

@@ -137,7 +137,8 @@ def test_the_queue_file_is_replaced_whole_or_not_at_all(server, library, monkeyp
 
 @pytest.mark.parametrize("args, match", [
     (("ftp://x/a.gguf",), "is not an http"),
-    (("http://x/readme",), "does not name a .gguf file"),
+    (("http://x/readme",),
+     "does not end in a .gguf file's name: use the file's own download link"),
     (("http://x/a.gguf", None, "abc"), "64 hexadecimal digits"),
     (("http://x/a.gguf",), "already in the download queue \\(queued\\)"),
     (("http://y/b.gguf", "a"), "A download called a is already queued"),

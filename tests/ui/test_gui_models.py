@@ -112,3 +112,12 @@ def test_new_load_settings_reload_the_model_in_use_while_the_old_one_answers(qtb
     # a bad value is refused in the form, in one sentence
     form.context.setValue(9000)
     assert not form.apply() and "trained on 8,192 tokens" in form.error.text()
+    # in the form's words, on a line of its own, whole (it was cut beside Apply)
+    form.context.setValue(2048)
+    form.kv_type.setCurrentIndex(form.kv_type.findText("q4_0"))
+    form.flash_attn.setCurrentIndex(form.flash_attn.findText("off"))
+    assert not form.apply()
+    assert "turn flash attention (flash_attn) on" in form.error.text()
+    assert "the KV cache (kv_type) to f16" in form.error.text()
+    qtbot.wait(50)
+    assert form.error.height() >= form.error.heightForWidth(form.error.width())
