@@ -22,11 +22,13 @@ from typing import Callable
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QAction, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
+    QAbstractScrollArea,
     QDialog,
     QHBoxLayout,
     QLabel,
     QMainWindow,
     QMessageBox,
+    QPlainTextEdit,
     QSizePolicy,
     QSplitter,
     QVBoxLayout,
@@ -282,7 +284,13 @@ class MainWindow(QMainWindow):
         then the Sampling panel."""
         chain = [self.sidebar.new_button, self.sidebar.list, self.route_picker,
                  self.target_picker, self.model_picker, self.view, self.composer.edit,
-                 self.composer.button, self.sampling.preset_picker]
+                 self.composer.button]
+        # the Sampling panel's fields top to bottom (as they were made), then the status bar
+        chain += [w for w in self.sampling.findChildren(QWidget)
+                  if w.focusPolicy() & Qt.FocusPolicy.TabFocus and
+                  not isinstance(w, QAbstractScrollArea) or
+                  isinstance(w, QPlainTextEdit)]
+        chain += [self.profile_button, self.outbox_button, self.offline_button]
         for first, second in zip(chain, chain[1:]):
             QWidget.setTabOrder(first, second)
 

@@ -192,6 +192,7 @@ class MessageBubble(QFrame):
         self.details_button.setFlat(True)
         self.details_button.setCursor(Qt.CursorShape.PointingHandCursor)
         self.details_button.setObjectName("detailsLink")
+        self.details_button.setAccessibleName("Details of this reply")
         self.details_button.setToolTip("The parameters actually sent, tokens, timings, cost "
                                        "and route of this reply")
         self.details_button.hide()

@@ -210,6 +210,13 @@ def test_tab_walks_the_window_and_changes_nothing(qtbot, conversation):
     for stop in (window.route_picker, window.target_picker, window.sidebar.list,
                  window.sidebar.new_button, window.composer.button, *window.view.bubbles):
         assert stop in visited, describe(stop)
+    # Send, then the Sampling panel top to bottom, then the status bar (it went from the
+    # panel's first field to the status bar and back into the panel)
+    stops = (window.composer.button, window.sampling.preset_picker,
+             window.sampling.system_prompt, window.profile_button, window.offline_button)
+    order = [visited.index(stop) for stop in stops]
+    assert order == sorted(order), [describe(stop) for stop in stops]
+    assert window.view.bubbles[1].details_button.accessibleName() == "Details of this reply"
     assert values(window) == before
 
 
