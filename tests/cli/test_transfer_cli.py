@@ -64,7 +64,8 @@ def test_export_import_export_is_byte_identical_across_homes(home_a, tmp_path):
     home, ids = home_a
     first = tmp_path / "first.json"
     proc = cli("export", "--all", "--format", "json", "-o", str(first), home=home)
-    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout == f"Exported 2 conversations to {first} (json).\n"  # (said, not silent)
     assert stat.S_IMODE(first.stat().st_mode) == 0o600  # private, as the database is
     assert cli("export", "--all", home=home).stdout.encode("utf-8") == first.read_bytes()
     data = json.loads(first.read_text(encoding="utf-8"))
@@ -229,3 +230,13 @@ def test_help_lists_the_exit_codes():
         out = subprocess.run([sys.executable, "-m", "app.cli", command, "--help"],
                              capture_output=True, text=True, timeout=60).stdout
         assert "exit codes" in out and "\n  2 " in out
+
+
+def test_a_markdown_export_is_said_to_be_for_reading_not_importing(home_a, tmp_path):
+    home, _ = home_a
+    notes = tmp_path / "notes.md"
+    assert cli("export", "--all", "-o", str(notes), home=home).returncode == 0
+    proc = cli("import", str(notes), home=home)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "a Markdown or HTML export is for reading; only a JSON export" in proc.stderr
+

@@ -37,6 +37,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     finally:
         store.close()
     _write_output(output, data)
+    if output != "-":  # (to stdout, the export itself is all that is written)
+        print(f"Exported {_count(len(ids), 'conversation')} to {output} ({fmt}).")
     if fmt == "json" and len(data) > importer.MAX_IMPORT_BYTES:
         sys.stderr.write(f"outpost: warning: this export is larger than "
                          f"{importer.MAX_IMPORT_BYTES // 2 ** 20} MB, more than `outpost "

@@ -149,6 +149,10 @@ def _read_json(path: Path, where: Where):
     try:
         data = json.loads(text, parse_constant=_no_constants)
     except json.JSONDecodeError as exc:
+        if path.suffix.lower() in (".md", ".markdown", ".html", ".htm"):  # an export to read
+            raise where.fail("a Markdown or HTML export is for reading; only a JSON export "
+                             "(Outpost's, or ChatGPT's conversations.json) can be imported "
+                             "back") from None
         raise where.fail(f"it is not valid JSON ({exc.msg} at line {exc.lineno}, column "
                          f"{exc.colno})") from None
     except RecursionError:
