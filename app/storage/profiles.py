@@ -26,6 +26,7 @@ import secrets
 from dataclasses import dataclass
 
 from app.domain.errors import UsageError
+from app.domain.wording import counted
 from app.storage.sqlite_errors import storage_errors
 from app.storage.store import Store, now_iso
 
@@ -213,8 +214,9 @@ class Profiles:
                                "profile first.")
         count = self.conversation_count(profile.name)
         if count and not delete_conversations:
-            raise ProfileError(f"{profile.name} has {count} conversation(s); remove them with "
-                               "the profile only if you mean it (--delete-conversations).")
+            raise ProfileError(f"{profile.name} has {counted(count, 'conversation')}; remove "
+                               "them with the profile only if you mean it "
+                               "(--delete-conversations).")
         with self.store.transaction() as db:
             ids = [r[0] for r in db.execute("select id from conversations where profile = ?",
                                             [profile.name]).fetchall()]

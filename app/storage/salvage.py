@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.domain.errors import OutpostError
+from app.domain.wording import counted
 from app.storage.backups import Backup, quick_check_file
 from app.storage.restore import restore_backup
 from app.storage.store import Store
@@ -48,12 +49,12 @@ class Salvage:
         conversations, messages = self.rows.get("conversations", 0), \
             self.rows.get("messages", 0)
         if conversations or messages:
-            text = (f"From {source}, {conversations} conversation(s) and {messages} "
-                    f"message(s) newer than {than} were brought back")
+            text = (f"From {source}, {counted(conversations, 'conversation')} and "
+                    f"{counted(messages, 'message')} newer than {than} were brought back")
         else:
             text = f"Nothing newer than {than} could be read from {source}"
         if self.left_out:
-            text += f" ({self.left_out} row(s) could not be)"
+            text += f" ({counted(self.left_out, 'row')} could not be)"
         if self.unreadable:
             text += f"; could not be read whole: {'; '.join(self.unreadable)}"
         return text + "."

@@ -169,7 +169,7 @@ def test_garbage_in_the_middle_is_refused_and_nothing_is_written(outpost_home):
     assert '"first"' in again.stdout  # the backup's
     # "second" came after the backup: brought back from the damaged file when the page the
     # garbage hit is not its own (random bytes: the restore says which happened)
-    assert ('"second"' in again.stdout) == ("1 conversation(s)" in restored.stdout), \
+    assert ('"second"' in again.stdout) == ("1 conversation and" in restored.stdout), \
         restored.stdout
 
 
@@ -214,7 +214,7 @@ def test_a_restore_brings_back_what_the_damaged_file_still_holds(outpost_home):
     restored = cli("backup", "restore")
     assert restored.returncode == 0, restored.stderr
     # the new conversation and the one changed since; its question changed, its reply new
-    assert "2 conversation(s) and 6 message(s) newer than the backup were brought back" in \
+    assert "2 conversations and 6 messages newer than the backup were brought back" in \
         restored.stdout
     assert "could not be read whole: request_log" not in restored.stdout  # (never read)
     listed = cli("--as", "carol", "history", "list", "--json")
@@ -319,7 +319,7 @@ def test_a_rollback_can_be_undone_by_salvaging_the_file_it_kept(outpost_home):
     [kept] = (outpost_home / "data" / "backups").glob("*-replaced.db")
     salvaged = cli("backup", "salvage", str(kept))
     assert salvaged.returncode == 0, salvaged.stderr
-    assert f"From {kept.name}, 1 conversation(s) and 0 message(s) newer than the database " \
+    assert f"From {kept.name}, 1 conversation and 0 messages newer than the database " \
            "were brought back." in salvaged.stdout
     assert titles(path) == ["first", "second"]
     again = cli("backup", "salvage", str(kept))

@@ -44,9 +44,10 @@ def test_the_providers_dialog_names_the_api_type_in_words(qtbot, scripted):
 
 
 def test_no_plural_in_brackets_in_the_window():
-    """ "4 conversation(s)": every count in ui/ picks its word."""
+    """ "4 conversation(s)": every count in ui/ picks its word, and so does what the core
+    and the command line say (app/: the window shows its sentences too)."""
     found = []
-    for path in sorted(UI.glob("*.py")):
+    for path in sorted([*UI.glob("*.py"), *UI.parent.joinpath("app").rglob("*.py")]):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and \
                     re.search(r"\w\(s\)", node.value):

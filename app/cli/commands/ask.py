@@ -26,6 +26,7 @@ from app.domain.sampling import KNOB_NAMES
 from app.domain.sampling import check as check_knob
 from app.domain.structured import load_schema
 from app.domain.test_time import Plan
+from app.domain.wording import counted
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -259,7 +260,7 @@ def describe_selection(selection: dict) -> str:
                 f"won (scores {scores})")
     else:
         votes = ", ".join(f"{a!r}: {v}" for a, v in (selection.get("votes") or {}).items())
-        text = (f"self-consistency over {n} sample(s){' (stopped early)' if selection.get('stopped_early') else ''}: "
+        text = (f"self-consistency over {counted(n, 'sample')}{' (stopped early)' if selection.get('stopped_early') else ''}: "
                 f"votes {votes or 'none'}; candidate {winner + 1 if winner is not None else '—'} kept")
     return text + (f". {selection['note']}" if selection.get("note") else "")
 

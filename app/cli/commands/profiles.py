@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from app.cli.commands.common import emit_list, open_core, read_new_pin
+from app.domain.wording import counted
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -24,7 +25,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
                 for r in rows:
                     flags = ", ".join(f for f, on in (("admin", r["admin"]), ("PIN", r["pin"]),
                                                       ("you", r["signed_in"])) if on)
-                    print(f"{r['name']:24} {r['conversations']:>4} conversation(s)"
+                    print(f"{r['name']:24} {counted(r['conversations'], 'conversation'):>17}"
                           + (f"  [{flags}]" if flags else ""))
         elif action == "add":
             pin = read_new_pin(args.name) if args.pin else None
@@ -33,7 +34,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         elif action == "remove":
             gone = profiles.remove(args.name, me, args.delete_conversations)
             print(f"Removed the profile {args.name}" +
-                  (f" and its {gone} conversation(s)." if gone else "."))
+                  (f" and its {counted(gone, 'conversation')}." if gone else "."))
         elif action == "pin":
             target = profiles.get(args.name or me.name)
             if target.name != me.name and not me.is_admin:

@@ -10,6 +10,7 @@ from pathlib import Path
 from app.cli.commands.common import emit, open_core
 from app.config.secrets import stored_keys
 from app.domain.errors import UsageError
+from app.domain.wording import counted
 from app.storage.transfer import importer
 from app.storage.transfer.export import export_conversations, format_for
 from app.storage.transfer.files import write_whole
@@ -38,7 +39,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         store.close()
     _write_output(output, data)
     if output != "-":  # (to stdout, the export itself is all that is written)
-        print(f"Exported {_count(len(ids), 'conversation')} to {output} ({fmt}).")
+        print(f"Exported {counted(len(ids), 'conversation')} to {output} ({fmt}).")
     if fmt == "json" and len(data) > importer.MAX_IMPORT_BYTES:
         sys.stderr.write(f"outpost: warning: this export is larger than "
                          f"{importer.MAX_IMPORT_BYTES // 2 ** 20} MB, more than `outpost "
@@ -59,18 +60,14 @@ def cmd_import(args: argparse.Namespace) -> int:
         return 0
     for item in summary.imported:
         left = f", {item['left_out']} left out" if item["left_out"] else ""
-        print(f"{item['id']}  {item['title']}  ({_count(item['messages'], 'message')}{left})")
+        print(f"{item['id']}  {item['title']}  ({counted(item['messages'], 'message')}{left})")
     for item in summary.skipped:
         print(f"skipped {item['id']}  {item['title']}: {item['reason']}")
     messages = sum(item["messages"] for item in summary.imported)
     skipped = f"; skipped {len(summary.skipped)}" if summary.skipped else ""
-    print(f"Imported {_count(len(summary.imported), 'conversation')} "
-          f"({_count(messages, 'message')}) from {Path(args.file).name}{skipped}.")
+    print(f"Imported {counted(len(summary.imported), 'conversation')} "
+          f"({counted(messages, 'message')}) from {Path(args.file).name}{skipped}.")
     return 0
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _write_output(output: str, data: bytes) -> None:
