@@ -25,9 +25,11 @@ def cmd_backup(args: argparse.Namespace) -> int:
             return 0
         if not rows:
             print("There are no backups yet.")
+        width = max((len(row["name"]) for row in rows), default=0)  # the columns line up
+        label = max((len(row["label"]) for row in rows), default=0)
         for row in rows:
-            print(f"{row['name']}  {local_time(row['taken'])}  {row['label']}  "
-                  f"{row['bytes'] / 1e6:.1f} MB")
+            print(f"{row['name']:{width}}  {local_time(row['taken'])}  {row['label']:{label}}  "
+                  f"{row['bytes'] / 1e6:7.1f} MB")
         return 0
     if args.backup_command == "salvage":
         return _salvage(Path(args.file))
