@@ -112,23 +112,6 @@ class CancellableEngine(ScriptedEngine):
         yield Finished(FinishReason.CANCELLED, ttft_ms=3.0)
 
 
-@pytest.fixture
-def db_path(tmp_path):
-    return tmp_path / "outpost.db"
-
-
-@pytest.fixture
-def store(db_path):
-    store = Store(db_path)
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def service(store):
-    return ChatService(store, Settings())
-
-
 def run_turn(turn, engine, cancel=None):
     return list(turn.run(engine, cancel or threading.Event()))
 

@@ -8,8 +8,6 @@ import time
 
 import pytest
 
-from app.chat.service import ChatService
-from app.config.settings import Settings
 from app.domain.errors import KnownStorageError
 from app.domain.messages import Finished, FinishReason, MessageStatus, TextDelta, Usage
 from app.storage.store import Store
@@ -17,18 +15,6 @@ from tests.chat.test_chat_service import ScriptedEngine
 from tests.support import Clock
 
 PATIENCE_S = 30  # how long a test waits for the helper thread (never a measure of speed)
-
-
-@pytest.fixture
-def db_path(tmp_path):
-    return tmp_path / "outpost.db"
-
-
-@pytest.fixture
-def service(db_path):
-    store = Store(db_path)
-    yield ChatService(store, Settings())
-    store.close()
 
 
 class StallingEngine(ScriptedEngine):
