@@ -324,3 +324,24 @@ def in_mount_namespace(script: str, *args: str, **run_options):
         attempts.append(f"{' '.join(unshare)}: {done.stderr.strip()}")
     pytest.fail("This test needs a small tmpfs and could not mount one (" + "; ".join(attempts)
                 + "); run it as root or where user namespaces are allowed.")
+
+
+def answer_confirmations(monkeypatch, *pressed: str) -> list[dict]:
+    """Answer the next confirmations (``ui.confirm``) by pressing ``pressed`` in turn: an action
+    button's text ("Delete") or "Cancel". Each question is shown to nothing; what it asked is
+    returned (title, text, buttons, default) as it is asked."""
+    from ui.confirm import Confirmation
+
+    answers, asked = list(pressed), []
+
+    def exec_(box) -> int:
+        buttons = [button.text().replace("&", "") for button in box.buttons()]
+        asked.append({"title": box.windowTitle(), "text": box.text(), "buttons": buttons,
+                      "default": box.defaultButton().text().replace("&", "")})
+        press = answers.pop(0)
+        [button] = [b for b in box.buttons() if b.text().replace("&", "") == press]
+        button.click()
+        return 0
+
+    monkeypatch.setattr(Confirmation, "exec", exec_)
+    return asked

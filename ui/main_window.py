@@ -27,7 +27,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QMainWindow,
-    QMessageBox,
     QPlainTextEdit,
     QSizePolicy,
     QSplitter,
@@ -46,6 +45,7 @@ from app.storage.profiles import Profile, Profiles
 from app.storage.store import Store
 from ui.chat_controller import IDLE, ChatController
 from ui.composer import Composer
+from ui.confirm import confirm
 from ui.connectivity_indicator import ConnectivityIndicator
 from ui.conversation_sampling import ConversationSampling
 from ui.conversation_view import ConversationView
@@ -495,13 +495,9 @@ class MainWindow(QMainWindow):
         if self.controller.busy:  # the controller says why
             self.controller.delete_message(message_id)
             return
-        answer = QMessageBox.question(
-            self, "Delete message",
-            "Delete this message and everything below it (its replies, their follow-ups and "
-            "their other versions)? This cannot be undone.",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-            QMessageBox.StandardButton.No)
-        if answer == QMessageBox.StandardButton.Yes:
+        if confirm(self, "Delete message",
+                   "Delete this message and everything below it (its replies, their follow-ups "
+                   "and their other versions)? This cannot be undone.", "Delete"):
             self.controller.delete_message(message_id)
 
     @Slot(str)

@@ -39,6 +39,7 @@ from engines.model_download import Progress
 from engines.model_library import ModelEntry, ModelLibrary, size_text
 from engines.model_load import KV_TYPES, ModelLoadOptions, check_for_model
 from ui import theme
+from ui.confirm import confirm
 from ui.downloads import Downloads
 
 COLUMNS = ("Name", "Quant", "Parameters", "Context", "Size", "Memory", "Where")
@@ -397,11 +398,8 @@ class ModelManager(QDialog):
         if entry is None:
             return
         what = "Forget the reference to" if entry.source == "reference" else "Delete"
-        answer = QMessageBox.question(self, "Remove", f"{what} {entry.name} ({entry.path})?",
-                                      QMessageBox.StandardButton.Yes |
-                                      QMessageBox.StandardButton.No,
-                                      QMessageBox.StandardButton.No)  # Enter removes nothing
-        if answer == QMessageBox.StandardButton.Yes:
+        if confirm(self, "Remove", f"{what} {entry.name} ({entry.path})?",
+                   "Forget" if entry.source == "reference" else "Delete"):
             self.remove(entry.name)
 
     def remove(self, name: str) -> bool:

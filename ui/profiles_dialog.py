@@ -29,6 +29,7 @@ from app.domain.errors import OutpostError
 from app.storage.profiles import Profile, Profiles, WrongPin
 from app.storage.quotas import QuotaBook
 from ui import theme
+from ui.confirm import confirm
 
 
 class PinDialog(QDialog):
@@ -377,11 +378,9 @@ class ProfilesDialog(QDialog):
         profile = self.selected()
         if profile is None:
             return
-        answer = QMessageBox.question(
-            self, "Hand on the admin role",
-            f"Make {profile.name} the admin? You will no longer be able to add profiles or "
-            "change quotas.")
-        if answer == QMessageBox.StandardButton.Yes:
+        if confirm(self, "Hand on the admin role",
+                   f"Make {profile.name} the admin? You will no longer be able to add profiles "
+                   "or change quotas.", "Make admin"):
             self._do(lambda: self.profiles.make_admin(profile.name, self.me))
 
     def _remove(self) -> None:
@@ -393,11 +392,7 @@ class ProfilesDialog(QDialog):
         if count:
             text += (f" Its {count} conversation{'s' if count != 1 else ''} will be deleted "
                      "too. Its usage stays in the ledger.")
-        answer = QMessageBox.warning(self, "Remove profile", text,
-                                     QMessageBox.StandardButton.Yes |
-                                     QMessageBox.StandardButton.Cancel,
-                                     QMessageBox.StandardButton.Cancel)
-        if answer == QMessageBox.StandardButton.Yes:
+        if confirm(self, "Remove profile", text, "Remove", QMessageBox.Icon.Warning):
             self._do(lambda: self.profiles.remove(profile.name, self.me, True), self.me.name)
 
     def _save_quotas(self) -> None:

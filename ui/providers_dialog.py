@@ -13,7 +13,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
-    QMessageBox,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -27,6 +26,7 @@ from app.domain.errors import OutpostError
 from engines import network_guard
 from engines.registry import create_cloud_engine
 from ui import theme
+from ui.confirm import confirm
 from ui.tasks import TaskRunner
 
 _KEY_CHOICES = {"memory": "Only this session", "file": "Store in a file only I can read"}
@@ -260,12 +260,8 @@ class ProvidersDialog(QDialog):
         if item is None:
             return
         name = item.data(Qt.ItemDataRole.UserRole)
-        answer = QMessageBox.question(self, "Remove provider",
-                                      f"Remove {name} and forget its key?",
-                                      QMessageBox.StandardButton.Yes |
-                                      QMessageBox.StandardButton.No,
-                                      QMessageBox.StandardButton.No)  # Enter removes nothing
-        if answer != QMessageBox.StandardButton.Yes:
+        if not confirm(self, "Remove provider", f"Remove {name} and forget its key?",
+                       "Remove"):
             return
         self.remove(name)
 

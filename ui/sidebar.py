@@ -16,7 +16,6 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMenu,
-    QMessageBox,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -24,6 +23,7 @@ from PySide6.QtWidgets import (
 
 from app.domain.messages import Conversation
 from ui import theme
+from ui.confirm import confirm
 
 ID_ROLE = Qt.ItemDataRole.UserRole
 PINNED_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -197,12 +197,9 @@ class Sidebar(QWidget):
 
     def _confirm_delete(self, item: QListWidgetItem) -> None:
         """Deleting cannot be undone, so it is asked first (Del and the context menu alike)."""
-        answer = QMessageBox.question(
-            self, "Delete conversation",
-            f"Delete \u201c{item.text()}\u201d and all its messages? This cannot be undone.",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-            QMessageBox.StandardButton.No)  # Enter does not delete
-        if answer == QMessageBox.StandardButton.Yes:
+        if confirm(self, "Delete conversation",
+                   f"Delete \u201c{item.text()}\u201d and all its messages? This cannot be "
+                   "undone.", "Delete"):
             self.delete_requested.emit(item.data(ID_ROLE))
 
     @Slot(object)

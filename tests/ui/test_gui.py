@@ -15,7 +15,13 @@ from PySide6.QtCore import QCoreApplication, Qt
 
 from app.config.settings import Settings
 from app.domain.messages import MessageStatus, Role, TextDelta
-from tests.support import ScriptedEngine, held_open, manual_ticker, reply
+from tests.support import (
+    ScriptedEngine,
+    answer_confirmations,
+    held_open,
+    manual_ticker,
+    reply,
+)
 
 pytestmark = pytest.mark.gui
 
@@ -280,21 +286,16 @@ def test_a_20000_token_reply_streams_through_the_window(qtbot, scripted, scripte
 
 
 def test_delete_key_asks_before_deleting(qtbot, scripted, scripted_engine, monkeypatch):
-    from PySide6.QtWidgets import QMessageBox
-
     window = scripted.window
     scripted_engine.script(reply("Kept."))
     send_with_enter(qtbot, scripted, "Keep me")
     wait_idle(qtbot, scripted)
-    answers = [QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes]
-    asked = []
-    monkeypatch.setattr(QMessageBox, "question",
-                        lambda *args, **kwargs: (asked.append(args[2]), answers.pop(0))[1])
+    asked = answer_confirmations(monkeypatch, "Cancel", "Delete")
     window.sidebar.list.setCurrentItem(window.sidebar.conversation_items()[0])
     window.sidebar.list.setFocus()
     qtbot.keyClick(window.sidebar.list, Qt.Key.Key_Delete)
-    assert asked and "cannot be undone" in asked[0]
-    assert len(scripted.store.list_conversations()) == 1  # "No" keeps it
+    assert asked and "cannot be undone" in asked[0]["text"]
+    assert len(scripted.store.list_conversations()) == 1  # Cancel keeps it
     qtbot.keyClick(window.sidebar.list, Qt.Key.Key_Delete)
     assert scripted.store.list_conversations() == []
 

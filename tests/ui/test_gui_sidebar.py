@@ -9,7 +9,7 @@ from PySide6.QtCore import Qt
 
 from app.config.providers import ProviderConfig
 from app.domain.messages import Conversation
-from tests.support import reply, send
+from tests.support import answer_confirmations, reply, send
 from ui.sidebar import Sidebar, group_of
 
 pytestmark = pytest.mark.gui
@@ -72,26 +72,18 @@ def test_pinning_and_the_remembered_provider(qtbot, scripted, scripted_engine):
     assert "answered by far · m-special" in tip
 
 
-def test_deleting_a_conversation_is_asked_with_no_as_the_default(qtbot, monkeypatch):
-    """Del (or the context menu) asks first, and Enter on that question keeps the
-    conversation: No is the default button; only Yes deletes."""
-    from PySide6.QtWidgets import QMessageBox
-
-    asked: list[tuple] = []
-    answers = [QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes]
-
-    def question(parent, title, text, buttons=None, default=None):
-        asked.append((title, default))
-        return answers.pop(0)
-
-    monkeypatch.setattr("ui.sidebar.QMessageBox.question", question)
+def test_deleting_a_conversation_is_asked_with_cancel_as_the_default(qtbot, monkeypatch):
+    """Del (or the context menu) asks first, with buttons that say what they do, and Enter on
+    that question keeps the conversation: Cancel is the default; only Delete deletes."""
+    asked = answer_confirmations(monkeypatch, "Cancel", "Delete")
     sidebar = Sidebar()
     qtbot.addWidget(sidebar)
     sidebar.set_conversations([conversation("a", "2026-11-30")], "a", today=TODAY)
     deleted: list[str] = []
     sidebar.delete_requested.connect(deleted.append)
     sidebar.delete_action.trigger()  # Del on the list, or the context menu's Delete
-    assert asked == [("Delete conversation", QMessageBox.StandardButton.No)]
+    assert [(a["title"], a["buttons"], a["default"]) for a in asked] == [
+        ("Delete conversation", ["Delete", "Cancel"], "Cancel")]
     assert deleted == []
     sidebar.delete_action.trigger()
     assert deleted == ["a"]

@@ -11,11 +11,12 @@ import re
 import pytest
 from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import QApplication, QMessageBox
+from PySide6.QtWidgets import QApplication
 
 from app.domain.messages import Role
 from tests.conftest import ROOT
-from tests.support import held_open, reply, send
+from tests.support import answer_confirmations, held_open, reply, send
+from ui.confirm import Confirmation
 
 pytestmark = pytest.mark.gui
 
@@ -171,18 +172,11 @@ def test_delete_asks_then_removes_the_message_and_everything_below(
         qtbot, scripted, scripted_engine, monkeypatch):
     window = scripted.window
     two_turns(qtbot, scripted, scripted_engine)
-    asked: list[str] = []
-    answers = [QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes]
-
-    def question(parent, title, text, *args):
-        asked.append(text)
-        return answers.pop(0)
-
-    monkeypatch.setattr(QMessageBox, "question", question)
+    asked = answer_confirmations(monkeypatch, "Cancel", "Delete")
     bubble = window.view.bubbles[2]
     bubble.setFocus()
-    qtbot.keyClick(bubble, Qt.Key.Key_Delete)  # answered No: nothing changes
-    assert len(asked) == 1 and "everything below" in asked[0]
+    qtbot.keyClick(bubble, Qt.Key.Key_Delete)  # answered Cancel: nothing changes
+    assert len(asked) == 1 and "everything below" in asked[0]["text"]
     assert len(texts(window)) == 4
     click_action(qtbot, window.view.bubbles[2], "delete")
     assert len(asked) == 2
@@ -259,7 +253,7 @@ def test_tree_actions_are_refused_while_a_reply_streams(qtbot, scripted, scripte
     qtbot.keyClick(send_box, Qt.Key.Key_Return)
     qtbot.waitUntil(lambda: window.view.bubbles[-1].text == "Once upon a time", timeout=10000)
     errors = errors_of(window)
-    monkeypatch.setattr(QMessageBox, "question", lambda *a: pytest.fail("asked while streaming"))
+    monkeypatch.setattr(Confirmation, "exec", lambda box: pytest.fail("asked while streaming"))
     answer, question = window.view.bubbles[3], window.view.bubbles[2]
     answer.request_regenerate()
     answer.switcher.go_previous()

@@ -1,0 +1,37 @@
+"""Asking before something that cannot be undone: the buttons say what they do.
+
+A confirmation's buttons name the action ("Delete", "Remove", "Make admin") and "Cancel", as
+desktop guidelines ask (GNOME, KDE and macOS alike): "Yes"/"No" makes the user read the question
+again to know which one deletes. Cancel is the default and the Escape button, so Enter or Esc
+on a question asked by surprise changes nothing.
+"""
+from __future__ import annotations
+
+from PySide6.QtWidgets import QMessageBox, QWidget
+
+
+class Confirmation(QMessageBox):
+    """The question, an action button and Cancel (the default)."""
+
+    def __init__(self, parent: QWidget | None, title: str, text: str, action: str,
+                 icon: QMessageBox.Icon = QMessageBox.Icon.Question):
+        super().__init__(parent)
+        self.setWindowTitle(title)
+        self.setText(text)
+        self.setIcon(icon)
+        self.action_button = self.addButton(action, QMessageBox.ButtonRole.AcceptRole)
+        self.cancel_button = self.addButton(QMessageBox.StandardButton.Cancel)
+        self.setDefaultButton(self.cancel_button)
+        self.setEscapeButton(self.cancel_button)
+
+    def confirmed(self) -> bool:
+        """Whether the action button was the one pressed (closing the box is Cancel)."""
+        return self.clickedButton() is self.action_button
+
+
+def confirm(parent: QWidget | None, title: str, text: str, action: str,
+            icon: QMessageBox.Icon = QMessageBox.Icon.Question) -> bool:
+    """Ask ``text``; True only when the user pressed ``action``."""
+    box = Confirmation(parent, title, text, action, icon)
+    box.exec()
+    return box.confirmed()
