@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
+    QAbstractSpinBox,
     QCheckBox,
     QComboBox,
     QDialog,
@@ -111,6 +112,21 @@ _COUNTS = (("cloud_tokens_per_day", "Cloud tokens per day", 1_000_000_000),
            ("tokens_per_minute", "Tokens per minute", 100_000_000))
 
 
+class DollarBox(QDoubleSpinBox):
+    """An amount of dollars shown as money: cents, more digits only when the amount has them
+    ("$ 20.00", "$ 0.005"; budgets below a cent exist for tight fleets), never "$ 0.0000"."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setDecimals(4)
+
+    def textFromValue(self, value: float) -> str:  # noqa: N802 (Qt naming)
+        text = self.locale().toString(value, "f", self.decimals())
+        point = self.locale().decimalPoint()
+        whole, _, cents = text.partition(point)
+        return whole + point + (cents.rstrip("0").ljust(2, "0"))
+
+
 class QuotaEditor(QGroupBox):
     """One profile's limits: a box per limit ("no limit" when unticked); locked when the policy
     file sets it or the signed-in profile is not the admin."""
@@ -125,9 +141,8 @@ class QuotaEditor(QGroupBox):
             box.setRange(0, top)
             box.setGroupSeparatorShown(True)
             self._row(form, name, title, box)
-        cost = QDoubleSpinBox()
+        cost = DollarBox()
         cost.setRange(0, 1_000_000)
-        cost.setDecimals(4)  # budgets below a cent exist (tests, tight fleets)
         cost.setSingleStep(0.5)
         cost.setPrefix("$ ")
         self._row(form, "cloud_cost_per_month", "Cloud cost per month", cost)
@@ -151,6 +166,11 @@ class QuotaEditor(QGroupBox):
         check.setProperty("title", title)
         check.setToolTip("Unticked: no limit")
         check.toggled.connect(widget.setEnabled)
+        if isinstance(widget, QAbstractSpinBox):  # unticked, the box says so instead of a 0
+            check.toggled.connect(
+                lambda on, box=widget: box.setSpecialValueText("" if on else "no limit"))
+            widget.setSpecialValueText("no limit")
+        widget.setEnabled(False)  # unticked until load() says otherwise
         widget.setAccessibleName(title)  # its check box is its label
         self.enabled[name], self.values[name] = check, widget
         form.addRow(check, widget)
