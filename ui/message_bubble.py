@@ -396,12 +396,8 @@ class MessageBubble(QFrame):
         if self.role is Role.ASSISTANT:
             entries.append(("Regenerate with the current settings", "regenerate",
                             self.request_regenerate))
-            others = self.regenerate_choices()
-            if others and self.message_id:
-                with_menu = menu.addMenu("Regenerate with")
-                for label, target in others:
-                    with_menu.addAction(label, lambda t=target: self.regenerate_with_requested.emit(
-                        self.message_id, t))
+            if self.message_id and self.regenerate_choices():
+                entries.append(("Regenerate with", "regenerate with", None))  # its submenu
         if self.role is Role.USER:
             entries.append(("Edit and resend…", "edit", self.start_editing))
         entries.append(("Fork into a new conversation", "fork", self.request_fork))
@@ -411,6 +407,14 @@ class MessageBubble(QFrame):
                          ("Next version", "next", self.switcher.go_next)]
         entries.append(("Delete this and everything below…", "delete", self.request_delete))
         for text, key, slot in entries:
+            if key == "delete" or key == "previous":
+                menu.addSeparator()
+            if slot is None:  # "Regenerate with ▸", under the plain Regenerate
+                with_menu = menu.addMenu(text)
+                for label, target in self.regenerate_choices():
+                    with_menu.addAction(label, lambda t=target: self.regenerate_with_requested.emit(
+                        self.message_id, t))
+                continue
             action = menu.addAction(text, slot)
             action.setShortcut(SHORTCUTS[key])  # shown in the menu; the keys are handled below
             action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)

@@ -411,6 +411,10 @@ def test_regenerate_with_another_answerer_from_the_menu(qtbot, scripted, scripte
     send(qtbot, scripted, "Q1")
     bubble = window.view.bubbles[1]
     menu = bubble.menu()
+    # the submenu sits under the plain Regenerate, Copy first, Delete last past a separator
+    assert [a.text() or "---" for a in menu.actions()] == [
+        "Copy message", "Regenerate with the current settings", "Regenerate with",
+        "Fork into a new conversation", "---", "Delete this and everything below…"]
     [with_menu] = [a.menu() for a in menu.actions() if a.menu() is not None]
     labels = [a.text() for a in with_menu.actions()]
     assert labels[0] == "the local model"
