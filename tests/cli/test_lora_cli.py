@@ -72,6 +72,13 @@ def test_a_bad_lora_spec_and_a_missing_file_are_one_sentence(outpost_home, tmp_p
     assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_a_preset_with_no_knobs_is_refused_and_nothing_is_saved(outpost_home):
+    proc = cli("preset", "save", "Empty")
+    assert proc.returncode == 2
+    assert "Nothing to save in Empty" in assert_one_sentence(proc.stderr)
+    assert "Empty" not in cli("preset", "list").stdout
+
+
 def test_a_preset_can_attach_a_lora(outpost_home, adapter):
     proc = cli("preset", "save", "Styled", "--temperature", "0", "--lora", f"{adapter}:0.25")
     assert proc.returncode == 0, proc.stderr

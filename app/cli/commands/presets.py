@@ -7,6 +7,7 @@ import json
 from app.cli.commands.ask import knob_options
 from app.cli.commands.common import emit, emit_list
 from app.config.presets import PresetBook
+from app.domain.errors import UsageError
 from app.domain.sampling import CAPABILITIES, KNOB_NAMES, KNOBS, supports
 
 
@@ -36,6 +37,10 @@ def cmd_preset(args: argparse.Namespace) -> int:
                 values["lora"] = [a.record() for a in inherited]
         if options.lora is not None:
             values["lora"] = [a.record() for a in options.lora]
+        if not values:  # an empty preset would change nothing when chosen
+            raise UsageError(f"Nothing to save in {args.name}: give the knobs it sets (e.g. "
+                             "--temperature 0.7 --top-p 0.9) or --from PRESET to start from "
+                             "one; `outpost preset knobs` lists them.")
         book.save(args.name, values)
         print(f"Saved the preset {args.name}: {json.dumps(values)}")
     elif action == "rename":
