@@ -56,7 +56,7 @@ def tree(outpost_home, monkeypatch, capsys):
 
 
 def strip_ids(text: str) -> str:
-    return re.sub(r"\[[0-9a-f]{32}\]", "[ID]", re.sub(r"\([0-9a-f]{32}\)", "(ID)", text))
+    return re.sub(r"\[[0-9a-f]{8}\]", "[ID]", re.sub(r"\([0-9a-f]{32}\)", "(ID)", text))
 
 
 def test_the_tree_prints_every_branch_with_the_active_path_starred(tree, capsys):

@@ -141,7 +141,8 @@ def _block(m: Message, note: str = "") -> str:
 def _print_tree(messages: list[Message], on_path: set[str],
                 versions: dict[str, tuple[int, int]]) -> None:
     """Every message under its parent, one line each: the active path starred, each branch's
-    place among its siblings, the id to use with ``switch`` and ``ask --reply-to``."""
+    place among its siblings, the id's start to use with ``switch`` and ``ask --reply-to`` (8
+    characters, as ``history show`` prints them; the JSON form has whole ids)."""
     children: dict[str | None, list[Message]] = {}
     for m in messages:
         children.setdefault(m.parent_id, []).append(m)
@@ -154,5 +155,5 @@ def _print_tree(messages: list[Message], on_path: set[str],
         text = " ".join((m.content or f"({m.error or 'no text'})").split())
         text = text if len(text) <= 60 else text[:59] + "…"
         star = "*" if m.id in on_path else " "
-        print(f"{star} {'  ' * depth}{m.role.value}{place}{state}: {text}  [{m.id}]")
+        print(f"{star} {'  ' * depth}{m.role.value}{place}{state}: {text}  [{m.id[:8]}]")
         stack.extend((child, depth + 1) for child in reversed(children.get(m.id, [])))
