@@ -241,6 +241,9 @@ class SamplingPanel(QDockWidget):
         self.tt_extract.setAccessibleName("How each answer is found")
         self.tt_extract.setToolTip("How each reply's final answer is found: last-line, "
                                    "json:FIELD or regex:PATTERN (first group)")
+        self.tt_extract.setPlaceholderText("last-line, json:FIELD or regex:PATTERN")
+        self.tt_by = QLabel()  # "Chosen by" the scorer, or "Answer from" the rule
+        row2.addWidget(self.tt_by)
         row2.addWidget(self.tt_scorer, 1)
         row2.addWidget(self.tt_extract, 1)
         layout.addLayout(row2)
@@ -255,6 +258,9 @@ class SamplingPanel(QDockWidget):
         self.tt_n.setEnabled(mode is not None)
         self.tt_scorer.setVisible(mode == "best_of")
         self.tt_extract.setVisible(mode == "self_consistency")
+        self.tt_by.setVisible(mode is not None)
+        self.tt_by.setText("Answer from" if mode == "self_consistency" else "Chosen by")
+        self.tt_by.setBuddy(self.tt_extract if mode == "self_consistency" else self.tt_scorer)
 
     def test_time(self) -> dict | None:
         mode = self.tt_mode.currentData()

@@ -76,10 +76,20 @@ def extractor(spec: str):
                      "regex:PATTERN.")
 
 
+# "Answer: 4", "**Final answer:** 4", "The answer is 4", "So the answer is: 4" all say 4
+_ANSWER_LABEL = re.compile(
+    r"^(?:so,?\s+)?(?:the\s+)?(?:final\s+)?answer\b(?:\s+is\b)?\s*[:=\-]?\s*", re.IGNORECASE)
+
+
 def normalise(answer: str) -> str:
-    """Answers that differ only in case, spacing, quotes, bold or a final period are one."""
-    text = " ".join(answer.split()).strip().strip("*`\"'").rstrip(".!").strip()
-    return text.casefold()
+    """Answers that differ only in case, spacing, quotes, bold, a final period or a label
+    before them ("Answer:", "The final answer is") are one."""
+    def bare(text: str) -> str:
+        return text.strip().strip("*`\"'").rstrip(".!").strip()
+
+    text = bare(" ".join(answer.split()))
+    unlabelled = bare(_ANSWER_LABEL.sub("", text, count=1))
+    return (unlabelled or text).casefold()
 
 
 @dataclass

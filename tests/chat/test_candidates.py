@@ -155,6 +155,11 @@ def test_answer_extractors():
     assert extractor("json:answer")('Here: {"answer": 12}') == "12"
     assert extractor("regex:=\\s*(\\d+)")("3 + 4 = 7, so = 7") == "7"
     assert normalise("  **Paris.** ") == normalise("paris") == "paris"
+    said_so = ("4", "Answer: 4", "**Answer:** 4", "Final answer: 4.", "The answer is 4",
+               "So the answer is: `4`", "ANSWER = 4")
+    assert {normalise(text) for text in said_so} == {"4"}
+    assert normalise("Answer") == "answer"  # a label alone is the answer it gives
+    assert normalise("Answers vary: 4") == "answers vary: 4"  # not a label
 
 
 @pytest.mark.local_model

@@ -256,3 +256,17 @@ def test_typing_a_self_consistency_answer_rule_never_raises(qtbot, scripted):
     panel.tt_mode.setCurrentIndex(panel.tt_mode.findData(None))
     panel.test_time()
     assert not panel.error.isVisible()
+
+
+def test_the_test_time_fields_are_labelled_for_each_mode(qtbot, scripted):
+    """Best of n shows "Chosen by" its scorer, self-consistency "Answer from" its rule (each
+    the label's buddy, so Alt+letter and screen readers reach it); One reply shows neither."""
+    panel = scripted.window.sampling
+    panel.show()
+    shown = {}
+    for mode in ("best_of", "self_consistency", None):
+        panel.tt_mode.setCurrentIndex(panel.tt_mode.findData(mode))
+        shown[mode] = (panel.tt_by.isVisible() and panel.tt_by.text(),
+                       panel.tt_by.buddy() if panel.tt_by.isVisible() else None)
+    assert shown == {"best_of": ("Chosen by", panel.tt_scorer),
+                     "self_consistency": ("Answer from", panel.tt_extract), None: (False, None)}
