@@ -42,6 +42,7 @@ from app.domain.messages import (
     Usage,
     accumulate,
     estimate_prompt_tokens,
+    new_id,
 )
 from app.domain.sampling import KNOB_NAMES, sent_params
 from app.domain.secrets_mask import SecretMask, mask_stream
@@ -50,6 +51,7 @@ from app.domain.structured import response_format as json_response_format
 from app.domain.test_time import Selection
 from app.storage.outbox import Outbox, OutboxItem
 from app.storage.store import Activate, Store
+from app.storage.writers import writing
 from engines.base import Engine
 
 if TYPE_CHECKING:
@@ -160,13 +162,20 @@ class Turn:
         self.route_reason = route_reason or self.route_reason
         mask = self._mask = self.secrets()
         info = engine.info
-        message = self.store.add_message(
-            self.conversation_id, Role.ASSISTANT, "", status=MessageStatus.STREAMING,
-            parent_id=self.user_message_id, engine=info.engine, model=info.model,
-            params=self._sent_params(engine), activate=self.activate)
-        self.assistant_message_id = message.id
+        message_id = new_id()
+        with writing(message_id):  # from before the row exists until its final write
+            self.store.add_message(
+                self.conversation_id, Role.ASSISTANT, "", status=MessageStatus.STREAMING,
+                parent_id=self.user_message_id, engine=info.engine, model=info.model,
+                params=self._sent_params(engine), activate=self.activate,
+                message_id=message_id)
+            self.assistant_message_id = message_id
+            yield from self._stream_into(message_id, engine, cancel, mask)
+
+    def _stream_into(self, message_id: str, engine: Engine, cancel: threading.Event,
+                     mask: SecretMask) -> Iterator[StreamEvent]:
         reply = self.reply
-        row = StreamingRow(self.store, message.id, FLUSH_INTERVAL_S, self.clock)
+        row = StreamingRow(self.store, message_id, FLUSH_INTERVAL_S, self.clock)
         final_status = MessageStatus.INTERRUPTED
         error_text: str | None = "The reply stopped before it was finished."
         try:

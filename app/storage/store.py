@@ -371,10 +371,10 @@ class Store:
         its replies is being written (by this process or another: the window and the CLI)."""
         self.get_conversation(conversation_id)
         with self._tx() as db:
-            writers = [row[0] for row in db.execute(
-                "SELECT writer FROM messages WHERE conversation_id = ? AND status = ?",
-                [conversation_id, MessageStatus.STREAMING.value]).fetchall()]
-            if any(writer_alive(writer) for writer in writers):
+            writers = db.execute(
+                "SELECT writer, id FROM messages WHERE conversation_id = ? AND status = ?",
+                [conversation_id, MessageStatus.STREAMING.value]).fetchall()
+            if any(writer_alive(writer, message_id) for writer, message_id in writers):
                 raise UsageError("A reply in this conversation is still being written; stop "
                                  "it first, then delete the conversation.")
             db["outbox"].delete_where("conversation_id = ?", [conversation_id])
@@ -390,11 +390,13 @@ class Store:
                     status: MessageStatus = MessageStatus.COMPLETE,
                     parent_id: str | None | _AtLeaf = AT_LEAF,
                     engine: str | None = None, model: str | None = None,
-                    params: dict | None = None, activate: Activate = "always") -> Message:
+                    params: dict | None = None, activate: Activate = "always",
+                    message_id: str | None = None) -> Message:
         """Insert and commit one message (and bump the conversation's updated_at).
 
         ``parent_id``: the message it follows (None: a root); by default the end of the active
-        path, so adding messages one after another makes one path.
+        path, so adding messages one after another makes one path. ``message_id``: its id,
+        when the caller needs it before the row exists (a turn says it writes the row first).
 
         ``activate``: whether the new message becomes the conversation's active leaf:
         ``"always"`` (a new turn, a retry); ``"beside"`` only when the active path ends at its
@@ -402,8 +404,8 @@ class Store:
         pulls the user off a path they went on with; ``"never"``."""
         stamp = now_iso()
         row = {
-            "id": new_id(), "conversation_id": conversation_id, "parent_id": parent_id,
-            "role": role.value, "content": content, "status": status.value, "engine": engine,
+            "id": message_id or new_id(), "conversation_id": conversation_id,
+            "parent_id": parent_id, "role": role.value, "content": content, "status": status.value, "engine": engine,
             "model": model, "params": json.dumps(params) if params is not None else None,
             "prompt_tokens": None, "completion_tokens": None, "cached_prompt_tokens": None,
             "tokens_estimated": 0, "ttft_ms": None, "tokens_per_s": None, "finish_reason": None,
@@ -536,7 +538,7 @@ class Store:
             doomed.append(node)
             stack.extend(children.get(node.id, []))
         if any(m.status is MessageStatus.STREAMING and writer_alive(
-                self._writer_of(m.id)) for m in doomed):
+                self._writer_of(m.id), m.id) for m in doomed):
             raise UsageError("A reply under this message is still being written; stop it "
                              "first.")
         ids = [m.id for m in doomed]
@@ -706,7 +708,7 @@ class Store:
         with storage_errors(self.path):
             rows = list(self.db["messages"].rows_where("status = ?",
                                                        [MessageStatus.STREAMING.value]))
-        orphans = [r["id"] for r in rows if not writer_alive(r["writer"])]
+        orphans = [r["id"] for r in rows if not writer_alive(r["writer"], r["id"])]
         for message_id in orphans:
             self.update_message(message_id, status=MessageStatus.INTERRUPTED,
                                 finish_reason="interrupted",

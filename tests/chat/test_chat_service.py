@@ -18,7 +18,7 @@ from app.chat.service import (
     title_from,
 )
 from app.config.settings import Settings
-from app.domain.errors import EngineError, UsageError
+from app.domain.errors import EngineError, KnownStorageError, UsageError
 from app.domain.messages import (
     ChatMessage,
     Finished,
@@ -406,3 +406,33 @@ def test_real_model_cancel_is_interrupted(service, store, local_engine):
     assert message.finish_reason == "cancelled"
     assert message.content and message.content == turn.reply.text
     assert message.completion_tokens < 300
+
+
+def test_a_reply_whose_final_write_failed_is_no_longer_being_written(service, store,
+                                                                     monkeypatch):
+    """While the turn runs its conversation cannot be deleted; when the final write fails (a
+    full disk) the row stays 'streaming', but nothing writes it any more: it can be deleted,
+    and is marked interrupted, without restarting the app."""
+    engine = ScriptedEngine([TextDelta("Half"), TextDelta(" an answer"),
+                             Finished(FinishReason.STOP)])
+    turn = service.start_turn("Q", model="scripted")
+    stream = turn.run(engine, threading.Event())
+    next(stream)
+    with pytest.raises(UsageError, match="still being written"):
+        store.delete_conversation(turn.conversation_id)
+    real_update = store.update_message
+
+    def full_disk(message_id, **fields):
+        if fields.get("status") is MessageStatus.COMPLETE:
+            raise KnownStorageError("The disk is full.")
+        return real_update(message_id, **fields)
+
+    monkeypatch.setattr(store, "update_message", full_disk)
+    with pytest.raises(KnownStorageError):
+        list(stream)
+    monkeypatch.undo()
+    assert store.get_message(turn.assistant_message_id).status is MessageStatus.STREAMING
+    assert store.mark_orphaned_streaming() == 1
+    assert store.get_message(turn.assistant_message_id).status is MessageStatus.INTERRUPTED
+    store.delete_conversation(turn.conversation_id)
+    assert store.list_conversations() == []

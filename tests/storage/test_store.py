@@ -19,7 +19,7 @@ from app.domain.messages import MessageStatus, Role
 from app.storage.migrations import MIGRATIONS
 from app.storage.sqlite_errors import BUSY_TIMEOUT_MS
 from app.storage.store import Store
-from app.storage.writers import this_writer, writer_alive
+from app.storage.writers import this_writer, writer_alive, writing
 
 
 @pytest.fixture
@@ -204,6 +204,12 @@ def _dead_writer() -> str:
     return identity
 
 
+def _live_writer_elsewhere() -> str:
+    """The writer identity of a process that runs and is not this one (our parent)."""
+    parent = psutil.Process(os.getppid())
+    return f"{parent.pid}:{int(parent.create_time() * 1000)}"
+
+
 def test_mark_orphaned_streaming(store):
     conversation = store.create_conversation("c")
     dead = store.add_message(conversation.id, Role.ASSISTANT, "half an ans",
@@ -212,6 +218,9 @@ def test_mark_orphaned_streaming(store):
                              status=MessageStatus.STREAMING)
     reused_pid = store.add_message(conversation.id, Role.ASSISTANT, "pid reused",
                                    status=MessageStatus.STREAMING)
+    # written by this process, whose turn is over (its final write failed: a full disk)
+    left = store.add_message(conversation.id, Role.ASSISTANT, "final write failed",
+                             status=MessageStatus.STREAMING)
     done = store.add_message(conversation.id, Role.ASSISTANT, "finished")
 
     dead_writer = _dead_writer()
@@ -223,8 +232,10 @@ def test_mark_orphaned_streaming(store):
     row = store.db.execute("SELECT writer FROM messages WHERE id = ?", [live.id]).fetchone()
     assert row[0] == this_writer()
 
-    assert store.mark_orphaned_streaming() == 2
+    with writing(live.id):  # a turn here is writing it
+        assert store.mark_orphaned_streaming() == 3
     after = {m.id: m for m in store.messages(conversation.id)}
+    assert after[left.id].status is MessageStatus.INTERRUPTED
     assert after[dead.id].status is MessageStatus.INTERRUPTED
     assert after[dead.id].content == "half an ans"
     assert after[dead.id].error and after[dead.id].finish_reason == "interrupted"
@@ -234,7 +245,8 @@ def test_mark_orphaned_streaming(store):
     # the writer is cleared once the row is no longer streaming; nothing left to recover
     row = store.db.execute("SELECT writer FROM messages WHERE id = ?", [dead.id]).fetchone()
     assert row[0] is None
-    assert store.mark_orphaned_streaming() == 0
+    with writing(live.id):
+        assert store.mark_orphaned_streaming() == 0
 
 
 def test_mark_orphaned_streaming_in_a_second_process_leaves_our_row(store):
@@ -338,18 +350,36 @@ def test_storage_errors_are_classified_by_sqlite_result_code_not_wording(tmp_pat
 
 
 def test_a_conversation_whose_reply_is_being_written_cannot_be_deleted(store):
-    """Another process (the window, a CLI `ask`) still writing a reply would otherwise crash
-    on its next write; once that writer is gone (killed), the conversation can go."""
+    """A turn still writing a reply (here, or in another process: the window, a CLI `ask`)
+    would otherwise crash on its next write; once that writer is gone (killed), or its turn
+    here is over (its final write failed), the conversation can go."""
     conversation = store.create_conversation("Field notes")
     question = store.add_message(conversation.id, Role.USER, "Where do we meet?")
     reply = store.add_message(conversation.id, Role.ASSISTANT, "At the", parent_id=question.id,
                               status=MessageStatus.STREAMING)
-    with pytest.raises(UsageError, match="still being written"):
+    with writing(reply.id), pytest.raises(UsageError, match="still being written"):
         store.delete_conversation(conversation.id)
     assert store.get_conversation(conversation.id).title == "Field notes"
     assert [m.id for m in store.messages(conversation.id)] == [question.id, reply.id]
+    with store.transaction() as db:  # written by a live process: never this one's to judge
+        db["messages"].update(reply.id, {"writer": _live_writer_elsewhere()})
+    with pytest.raises(UsageError, match="still being written"):
+        store.delete_conversation(conversation.id)
     with store.transaction() as db:  # its writer is gone (pid 1 never started at time 0)
         db["messages"].update(reply.id, {"writer": "1:0"})
+    store.delete_conversation(conversation.id)
+    assert store.list_conversations() == []
+
+
+def test_a_reply_left_streaming_by_a_turn_here_that_ended_can_be_deleted(store):
+    """The turn's final write failed (a full disk): the row says 'streaming', by this very
+    process, but nothing writes it any more; deleting it is not refused until a restart."""
+    conversation = store.create_conversation("Stuck")
+    question = store.add_message(conversation.id, Role.USER, "Q")
+    store.add_message(conversation.id, Role.ASSISTANT, "half", parent_id=question.id,
+                      status=MessageStatus.STREAMING)
+    store.delete_subtree(question.id)
+    assert store.messages(conversation.id) == []
     store.delete_conversation(conversation.id)
     assert store.list_conversations() == []
 

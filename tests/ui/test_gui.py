@@ -15,6 +15,7 @@ from PySide6.QtCore import QCoreApplication, Qt
 
 from app.config.settings import Settings
 from app.domain.messages import MessageStatus, Role, TextDelta
+from app.storage.writers import writing
 from tests.support import (
     ScriptedEngine,
     answer_confirmations,
@@ -201,9 +202,10 @@ def test_a_conversation_answering_in_another_outpost_is_not_deleted(qtbot, scrip
     conversation_id = window.controller.conversation_id
     store = scripted.store
     [question, _] = store.messages(conversation_id)
-    store.add_message(conversation_id, Role.ASSISTANT, "Meet at", parent_id=question.id,
-                      status=MessageStatus.STREAMING)  # its writer: a live process
-    window.sidebar.delete_requested.emit(conversation_id)
+    writer = store.add_message(conversation_id, Role.ASSISTANT, "Meet at",
+                               parent_id=question.id, status=MessageStatus.STREAMING)
+    with writing(writer.id):  # a turn (here, or in another process) writes it
+        window.sidebar.delete_requested.emit(conversation_id)
     assert "still being written" in window.errors.banner.label.text()
     assert conversation_id in [c.id for c in store.list_conversations()]
     assert window.sidebar.conversation_count() == 1
