@@ -32,7 +32,8 @@ class OutboxMonitor(QObject):
         super().__init__(parent)
         self.settings, self.connectivity, self.outbox = settings, connectivity, outbox
         self.cloud, self.tasks, self.watched = cloud, tasks, watched
-        self.sender = OutboxSender(outbox, cloud.fresh_engine, ledger=ledger)
+        self.sender = OutboxSender(outbox, cloud.fresh_engine, ledger=ledger,
+                                   default_route=lambda: settings["default_route"])
         self._probing: set[str] = set()
         self._sending = False
         self._cancel = threading.Event()
@@ -54,7 +55,7 @@ class OutboxMonitor(QObject):
             return []
         names = list(self.watched())
         for item in self.outbox.pending():
-            if item.provider not in names:
+            if item.provider not in names and not self.sender.stays_here(item):
                 names.append(item.provider)
         return names
 

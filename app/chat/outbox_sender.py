@@ -2,7 +2,8 @@
 item's request goes to its provider as a turn of its own (``app.chat.service.Turn``), and the
 answer is stored as a sibling of the reply the user already has. An answer cut off mid-way is
 kept (marked interrupted) and its item waits to be sent again, as one whose provider is
-unreachable does."""
+unreachable does. An item whose conversation is Local only by now is never sent (it fails with
+``KEPT_LOCAL``)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -12,7 +13,7 @@ from typing import Callable
 from app.chat.service import Turn
 from app.domain.errors import OutpostError, StreamInterrupted
 from app.domain.messages import FinishReason, MessageStatus
-from app.domain.routes import FAILOVER_ERRORS
+from app.domain.routes import FAILOVER_ERRORS, KEPT_LOCAL
 from app.storage.outbox import Outbox, OutboxState, SendReport
 
 # how many times an item whose answer broke off (the link dropped mid-way) is sent; each try
@@ -25,8 +26,10 @@ class OutboxSender:
     the cloud engine; ``send`` is blocking (run it off the GUI thread)."""
 
     def __init__(self, outbox: Outbox, engine_for: Callable[[str, str | None], object],
-                 is_unreachable: Callable[[Exception], bool] | None = None, ledger=None):
+                 is_unreachable: Callable[[Exception], bool] | None = None, ledger=None,
+                 default_route: Callable[[], str] = lambda: "auto"):
         self.outbox = outbox
+        self.default_route = default_route  # the settings' route for conversations with none
         self.engine_for = engine_for
         self.ledger = ledger  # app.storage.ledger.UsageLedger: the answers' cost
         self.is_unreachable = is_unreachable or (lambda exc: isinstance(exc, FAILOVER_ERRORS))
@@ -52,6 +55,10 @@ class OutboxSender:
                     continue
                 if item.provider in busy:
                     report.elsewhere.append(item)
+                    continue
+                if self.stays_here(item):  # made Local only since it was queued: never sent
+                    kept = self.outbox.keep_local(item.id)
+                    report.failed.append((kept, KEPT_LOCAL))
                     continue
                 if cancel.is_set() or item.provider in blocked or skip_provider(item.provider):
                     report.waiting.append(item)
@@ -88,6 +95,12 @@ class OutboxSender:
                 self._settle(claimed, turn, error, report, blocked)
         return report
 
+
+    def stays_here(self, item) -> bool:
+        """Is the item's conversation Local only now (its own route, else the default)? Then
+        nothing of it is sent, nor its provider probed for it."""
+        conversation = self.outbox.store.get_conversation(item.conversation_id)
+        return (conversation.route or self.default_route()) == "local"
 
     def _settle(self, item, turn: Turn, error: OutpostError | None, report: SendReport,
                 blocked: set[str]) -> None:

@@ -257,6 +257,9 @@ def _parser() -> argparse.ArgumentParser:
     osend.add_argument("--json", action="store_true")
     ocancel = osub.add_parser("cancel", help="cancel a queued item (its message stays)")
     ocancel.add_argument("id", metavar="ID", type=int)
+    oretry = osub.add_parser("retry", help="put a failed item back in the queue (say its key "
+                             "was wrong and is fixed now)")
+    oretry.add_argument("id", metavar="ID", type=int)
 
     usage = sub.add_parser("usage", help="tokens, requests and cost today (or this month), "
                            "from the usage ledger")

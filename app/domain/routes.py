@@ -34,6 +34,11 @@ class Route(str, enum.Enum):
     CLOUD = "cloud"
 
 
+# why a queued outbox item was not sent: its conversation went Local only after it was queued
+KEPT_LOCAL = ("Not sent: its conversation is Local only now, so nothing of it leaves this "
+              "computer. To send it after all, choose Auto or Cloud only for that conversation "
+              "and retry the item.")
+
 ROUTE_LABELS = {Route.AUTO: "Auto (cloud, local fallback)", Route.LOCAL: "Local only",
                 Route.CLOUD: "Cloud only"}
 

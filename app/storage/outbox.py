@@ -6,7 +6,8 @@ answer arrives later as a sibling reply). Each item keeps the request exactly as
 sent, idempotency key included, so the provider sees the same request when it is finally sent.
 
 States: ``queued`` -> ``sending`` -> ``sent`` (or back to ``queued`` when the provider is still
-unreachable; ``failed`` when the provider refused it, e.g. a bad key; ``cancelled`` by the user).
+unreachable; ``failed`` when the provider refused it, e.g. a bad key, or when its conversation
+went Local only since: never sent then; ``cancelled`` by the user).
 
 Never in flight twice, also across processes and restarts: an item is claimed inside a write
 transaction (``queued`` -> ``sending`` with the claiming process's pid + start time), so the window
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 
 from app.domain.errors import UsageError
 from app.domain.messages import ChatRequest, Message
+from app.domain.routes import KEPT_LOCAL
 from app.storage.sqlite_errors import storage_errors
 from app.storage.store import Store, now_iso
 from app.storage.writers import this_writer, writer_alive
@@ -147,7 +149,12 @@ class Outbox:
         return self.get(item.id)
 
     def requeue_failed(self, item_id: int) -> OutboxItem:
-        """A failed item (say the key was wrong and is fixed now) goes back in the queue."""
+        """A failed item (say the key was wrong and is fixed now) goes back in the queue; not
+        while its conversation is Local only."""
+        item = self.get(item_id)
+        if self.store.get_conversation(item.conversation_id).route == "local":
+            raise UsageError(f"Outbox item {item_id}'s conversation is Local only: nothing of "
+                             "it is sent. Choose Auto or Cloud only for it first.")
         with self.store.transaction() as db:
             changed = db.execute(
                 "update outbox set state = ?, last_error = null, answer_message_id = null, "
@@ -175,6 +182,15 @@ class Outbox:
                     [OutboxState.QUEUED.value, now_iso(), row["id"], OutboxState.SENDING.value,
                      row["writer"]]).rowcount
         return count
+
+    def keep_local(self, item_id: int) -> OutboxItem:
+        """``queued`` -> ``failed`` because its conversation is Local only now (``KEPT_LOCAL``)."""
+        with self.store.transaction() as db:
+            db.execute("update outbox set state = ?, last_error = ?, updated_at = ? "
+                       "where id = ? and state = ?",
+                       [OutboxState.FAILED.value, KEPT_LOCAL, now_iso(), item_id,
+                        OutboxState.QUEUED.value])
+        return self.get(item_id)
 
     def claim(self, item_id: int) -> OutboxItem | None:
         """``queued`` -> ``sending`` for this process; None when someone else has it."""

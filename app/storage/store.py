@@ -29,6 +29,7 @@ import sqlite_utils
 from app.config import paths
 from app.domain.errors import DatabaseDamaged, StorageError, UsageError
 from app.domain.messages import Conversation, Message, MessageStatus, Role, new_id
+from app.domain.routes import KEPT_LOCAL
 from app.storage import integrity
 from app.storage.backups import DAILY, Backups, CopyDamaged
 from app.storage.migrations import MIGRATIONS, Migration
@@ -334,12 +335,18 @@ class Store:
             db["conversations"].update(conversation_id, {"title": title})
 
     def set_conversation_route(self, conversation_id: str, route: str | None) -> None:
-        """auto / local / cloud, or None for the settings' default."""
+        """auto / local / cloud, or None for the settings' default. Local only also stops what
+        this conversation has queued in the outbox (``KEPT_LOCAL``): a message the user has
+        since made private is never sent (``app.chat.outbox_sender`` checks again)."""
         if route not in (None, "auto", "local", "cloud"):
             raise UsageError(f"Route must be auto, local or cloud; got {route!r}.")
         self.get_conversation(conversation_id)
         with self._tx() as db:
             db["conversations"].update(conversation_id, {"route": route})
+            if route == "local":
+                db.execute("UPDATE outbox SET state = 'failed', last_error = ?, updated_at = ? "
+                           "WHERE conversation_id = ? AND state = 'queued'",
+                           [KEPT_LOCAL, now_iso(), conversation_id])
 
     def set_pinned(self, conversation_id: str, pinned: bool) -> None:
         """Pin a conversation to the top of the list (or unpin it)."""

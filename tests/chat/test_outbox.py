@@ -609,6 +609,54 @@ def test_offline_mode_sends_nothing(outpost_home):
     assert row["state"] == "queued" and row["attempts"] == 0
 
 
+# -- 8. a conversation made Local only after its message was queued -----------------------------
+def test_an_item_whose_conversation_went_local_only_is_never_sent(outpost_home):
+    """Switching the conversation to Local only stops its queued items at once (failed, with
+    why): `outbox send` sends nothing, not even a connection; they go back in the queue only
+    once the conversation is Auto or Cloud only again."""
+    store = Store()
+    item = queue_turn(store, "PRIVATE field notes", "acme")
+    store.set_conversation_route(item.conversation_id, "local")
+    store.close()
+    [row] = outbox_list()
+    assert row["state"] == "failed" and "Local only now" in row["last_error"]
+    with fault_server() as server:
+        add_provider("acme", server.url + "/v1")
+        result = cli("outbox", "send")
+        assert result.returncode == 0 and "Nothing to send" in result.stdout
+        refused = cli("outbox", "retry", str(item.id))
+        assert refused.returncode == 2 and "Local only" in refused.stderr
+        assert server.connections == []
+        store = Store()
+        store.set_conversation_route(item.conversation_id, "auto")
+        store.close()
+        retried = cli("outbox", "retry", str(item.id))
+        assert retried.returncode == 0, retried.stderr
+        sent = cli("outbox", "send")
+        assert sent.returncode == 0 and f"Sent item {item.id}" in sent.stdout
+        assert [r.json["messages"][-1]["content"] for r in server.chat_requests()] == [
+            "PRIVATE field notes"]
+
+
+def test_an_item_in_a_conversation_local_by_default_is_never_sent(outpost_home):
+    """A conversation with no route of its own follows the default: made Local only there,
+    its queued item is not sent either (the sender checks each item before it goes)."""
+    store = Store()
+    item = queue_turn(store, "Private by default", "acme")
+    store.close()
+    settings = Settings()
+    settings.set("default_route", "local")
+    settings.save()
+    with fault_server() as server:
+        add_provider("acme", server.url + "/v1")
+        result = cli("outbox", "send")
+        assert result.returncode == 4
+        assert f"Item {item.id}: Not sent: its conversation is Local only now" in result.stdout
+        assert server.connections == []
+    [row] = outbox_list()
+    assert row["state"] == "failed" and row["attempts"] == 0
+
+
 def test_enqueueing_the_same_turn_twice_keeps_one_item(tmp_path):
     """A retry while still offline queues the same request (same idempotency key) again: one
     item, so the provider sees it once."""

@@ -168,3 +168,18 @@ def test_screenshot_with_three_states(qtbot, make_panel, outbox, artifacts_dir):
     qtbot.waitExposed(panel)
     assert [r[1] for r in panel.rows()] == ["Waiting", "Sent", "Failed"]
     assert panel.grab().save(str(artifacts_dir / "outbox_panel.png"))
+
+
+def test_the_monitor_never_probes_a_provider_for_a_conversation_that_is_local_only(scripted):
+    """The window checks the providers queued items wait for; not one whose items all belong
+    to conversations that are Local only now (by their own route or by the default)."""
+    monitor = scripted.monitor
+    monitor.watched = lambda: []  # (no open conversation asks for a provider)
+    item = enqueue(scripted.service.outbox, "Private", provider="acme")
+    assert monitor.providers() == ["acme"]
+    scripted.settings.set("default_route", "local")
+    assert monitor.providers() == []
+    scripted.settings.set("default_route", "auto")
+    scripted.store.set_conversation_route(item.conversation_id, "local")
+    assert monitor.providers() == []
+    assert scripted.service.outbox.get(item.id).state is OutboxState.FAILED

@@ -7,6 +7,7 @@ from app.chat.outbox_sender import OutboxSender
 from app.cli.commands.common import cloud_engine, emit_list, local_time, open_core
 from app.config.settings import Settings
 from app.domain.errors import UsageError
+from app.domain.routes import KEPT_LOCAL
 from app.storage.outbox import OutboxState
 
 
@@ -33,6 +34,13 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             print(f"Cancelled outbox item {item.id} ({item.provider}); the message stays in "
                   "its conversation.")
             return 0
+        if args.outbox_command == "retry":
+            core.profiles.check_owner(core.profile,
+                                      store.get_conversation(outbox.get(args.id).conversation_id))
+            item = outbox.requeue_failed(args.id)
+            print(f"Outbox item {item.id} waits to be sent to {item.provider} again "
+                  "(`outpost outbox send` sends it now).")
+            return 0
         if args.outbox_command == "list":
             outbox.recover()
             items = outbox.items(profile=me) if args.all else outbox.items(
@@ -57,7 +65,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                          "`outpost offline off` (or the window's Offline mode switch).")
         sender = OutboxSender(outbox, lambda name, model: cloud_engine(name, model,
                                                                          service.ledger.record),
-                              ledger=service.ledger)
+                              ledger=service.ledger,
+                              default_route=lambda: settings["default_route"])
         if args.id is not None and outbox.get(args.id).state is not OutboxState.QUEUED:
             raise UsageError(f"Outbox item {args.id} is {outbox.get(args.id).state.value}, "
                              "not queued.")
@@ -77,7 +86,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                       + (_sentence(item.last_error) if item.last_error
                          else "it is still unreachable."))
             for item, error in report.failed:
-                print(f"Item {item.id} failed: {error}")
+                print(f"Item {item.id}: {error}" if error == KEPT_LOCAL else
+                      f"Item {item.id} failed: {error}")
             for item in report.elsewhere:
                 print(f"Item {item.id} is being sent by another Outpost process (the window?), "
                       "or waits behind one that is.")
