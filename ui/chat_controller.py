@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import logging
 import threading
 from enum import StrEnum
 from typing import Callable, TypeVar
@@ -28,7 +29,7 @@ from PySide6.QtGui import QGuiApplication
 
 from app.chat.pipeline import PendingTurn, Queued, TurnOutcome, TurnPipeline, TurnTarget
 from app.chat.service import NEW_ROOT, ChatService, TurnOptions
-from app.domain.errors import Cancelled, OutpostError, UsageError
+from app.domain.errors import Cancelled, OutpostError, ReplyNotSaved, UsageError
 from app.domain.messages import Message, Role
 from engines.registry import CloudTargets
 from ui.conversation_view import ConversationView
@@ -36,7 +37,10 @@ from ui.message_actions import Versions
 from ui.model_loader import ModelLoader
 from ui.stream_worker import StreamWorker
 
+log = logging.getLogger(__name__)
+
 FLUSH_MS = 33
+SAVE_AGAIN_MS = 3000  # how often a reply the disk refused is written again
 PREPARE_WAIT_S = 0.05  # a prepare this quick is waited for; a longer one keeps the window alive
 T = TypeVar("T")
 
@@ -105,6 +109,12 @@ class ChatController(QObject):
             flush_timer.setInterval(FLUSH_MS)
         self._timer = flush_timer
         self._timer.timeout.connect(self._flush)
+        # a reply whose final write failed (a full disk) is written again every SAVE_AGAIN_MS,
+        # off this thread, until it lands (``ChatService.save_unsaved``)
+        self._save_timer = QTimer(self)
+        self._save_timer.setInterval(SAVE_AGAIN_MS)
+        self._save_timer.timeout.connect(self._save_unsaved)
+        self._saving: concurrent.futures.Future | None = None
 
         self._thread = QThread(self)
         self._thread.setObjectName("outpost-stream-worker")
@@ -442,7 +452,24 @@ class ChatController(QObject):
             self.conversation_id = None
             self.view.clear()
 
+    @Slot()
+    def _save_unsaved(self) -> None:
+        """One step of writing the kept replies again: read the last try's result, start the
+        next one; done (and said so) when nothing waits any more."""
+        future = self._saving
+        if future is not None and not future.done():
+            return
+        self._saving = None
+        if future is not None and future.exception() is None and future.result() == 0:
+            self._save_timer.stop()
+            self.notice.emit("The reply is saved now.")
+            return
+        self._saving = self._prepare_thread.submit(self.service.save_unsaved)
+
     def shutdown(self) -> None:
+        self._save_timer.stop()
+        if self.service.unsaved and self.service.save_unsaved():  # a last try
+            log.warning("%d replies could not be saved before closing", len(self.service.unsaved))
         self._prepare_thread.shutdown(wait=False)
         if self._cancel is not None:
             self._cancel.set()
@@ -525,6 +552,12 @@ class ChatController(QObject):
         error = outcome.error
         if error is None or isinstance(error, Cancelled):
             return  # a reply (or the user's own stop): nothing to report
+        if isinstance(error, ReplyNotSaved):  # the reply is whole on screen; only not stored
+            self._save_timer.start()  # (no Retry: asking again would not help)
+            self.error_occurred.emit(ReplyNotSaved(
+                f"{error} It stays here and is saved as soon as Outpost can write again (it "
+                "tries every few seconds)."))
+            return
         if outcome.stream_failed:
             if bubble is not None and not bubble.text:
                 bubble.show_no_reply()  # a queued message: the banner says it waits

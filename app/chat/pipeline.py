@@ -215,6 +215,8 @@ class PendingTurn:
                     finish = event
                 yield event
         except OutpostError as exc:
+            if turn.unsaved is not None:  # (ReplyNotSaved) kept whole, written when it can
+                self.pipeline.service.keep_unsaved(turn)
             item = yield from self._queue(exc)
             yield TurnEnded(self._outcome(finish, exc, item))
             return
@@ -249,7 +251,7 @@ class PendingTurn:
         place = (1, 1)
         if turn.assistant_message_id:
             try:
-                message = service.store.get_message(turn.assistant_message_id)
+                message = turn.as_saved(service.store.get_message(turn.assistant_message_id))
                 ids = [m.id for m in service.store.siblings(message)]
                 place = (ids.index(message.id) + 1, len(ids))
             except OutpostError as exc:  # the reply is saved; reading it back failed

@@ -15,6 +15,7 @@ slow).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from app.config.secrets import stored_keys
 from app.config.settings import Settings, default_user_id
 from app.domain.adapters import LoraAdapter, adapters_from_records
 from app.domain.context import Fit, TokenCounter, fit_messages
-from app.domain.errors import OutpostError, UsageError
+from app.domain.errors import KnownStorageError, OutpostError, ReplyNotSaved, UsageError
 from app.domain.messages import (
     ChatMessage,
     ChatRequest,
@@ -49,10 +50,13 @@ from app.domain.secrets_mask import SecretMask, mask_stream
 from app.domain.structured import OutputCheck, lenient, repair_prompt, validate
 from app.domain.structured import response_format as json_response_format
 from app.domain.test_time import Selection
+from app.domain.wording import counted
 from app.storage.outbox import Outbox, OutboxItem
 from app.storage.store import Activate, Store
-from app.storage.writers import writing
+from app.storage.writers import begin_writing, end_writing
 from engines.base import Engine
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from app.storage.ledger import UsageLedger
@@ -153,6 +157,9 @@ class Turn:
     secrets: Callable[[], SecretMask] = field(default=lambda: SecretMask(stored_keys()),
                                               repr=False, compare=False)
     _mask: SecretMask | None = field(default=None, repr=False, compare=False)
+    # the final write's fields while it has not gone through (``ReplyNotSaved``): the row
+    # stays this process's to write until ``save_again`` lands them
+    unsaved: dict | None = field(default=None, repr=False, compare=False)
 
     def run(self, engine: Engine, cancel: threading.Event,
             route_reason: str | None = None) -> Iterator[StreamEvent]:
@@ -163,7 +170,8 @@ class Turn:
         mask = self._mask = self.secrets()
         info = engine.info
         message_id = new_id()
-        with writing(message_id):  # from before the row exists until its final write
+        begin_writing(message_id)  # from before the row exists until its final write
+        try:
             self.store.add_message(
                 self.conversation_id, Role.ASSISTANT, "", status=MessageStatus.STREAMING,
                 parent_id=self.user_message_id, engine=info.engine, model=info.model,
@@ -171,6 +179,9 @@ class Turn:
                 message_id=message_id)
             self.assistant_message_id = message_id
             yield from self._stream_into(message_id, engine, cancel, mask)
+        finally:
+            if self.unsaved is None:  # (else it is still ours: ``save_again`` ends it)
+                end_writing(message_id)
 
     def _stream_into(self, message_id: str, engine: Engine, cancel: threading.Event,
                      mask: SecretMask) -> Iterator[StreamEvent]:
@@ -358,8 +369,7 @@ class Turn:
             status, error_text = MessageStatus.ERROR, (
                 f"The model returned an empty reply (finish reason: {why}). Retry, or change "
                 "the message or the sampling knobs.")
-        self.store.update_message(
-            self.assistant_message_id,
+        fields = dict(
             content=reply.text,
             status=status,
             error=error_text,
@@ -374,7 +384,40 @@ class Turn:
             candidates=selection.record() if (selection := self.selection()) else None,
             **self._route_fields(), **self._cost_fields(),
         )
-        self.store.touch_conversation(self.conversation_id)
+        try:
+            self.store.update_message(self.assistant_message_id, **fields)
+        except KnownStorageError as exc:  # (a full disk): kept whole here, written later
+            self.unsaved = fields
+            raise ReplyNotSaved(
+                f"The reply ({counted(len(reply.text), 'character')}) could not be saved yet: "
+                f"{exc}") from exc
+        self._touch()
+
+    def save_again(self) -> bool:
+        """Write the reply a failed final write kept (``unsaved``); True once it is stored
+        (or there was nothing to write). A row deleted meanwhile has nothing left to save."""
+        if self.unsaved is None:
+            return True
+        try:
+            self.store.update_message(self.assistant_message_id, **self.unsaved)
+        except KnownStorageError:
+            return False
+        except UsageError:  # its conversation was deleted: nothing to save it into
+            log.info("the unsaved reply %s was deleted meanwhile", self.assistant_message_id)
+        self.unsaved = None
+        end_writing(self.assistant_message_id)
+        self._touch()
+        return True
+
+    def as_saved(self, message: Message) -> Message:
+        """``message`` (the row as stored) with what the final write has not stored yet."""
+        return dataclasses.replace(message, **self.unsaved) if self.unsaved else message
+
+    def _touch(self) -> None:
+        try:
+            self.store.touch_conversation(self.conversation_id)
+        except KnownStorageError as exc:  # only its place in the list: the reply is stored
+            log.warning("could not move the conversation up the list: %s", exc)
 
 
 def _final_status(event: Finished, has_text: bool) -> tuple[MessageStatus, str | None]:
@@ -408,6 +451,21 @@ class ChatService:
         # the signed-in profile (app.storage.profiles): owns new conversations, may continue only
         # its own, and its quotas apply; the window changes it when the user switches profile
         self.profile: str = profile or default_user_id(settings)
+        # turns whose final write failed (``ReplyNotSaved``), oldest first: ``save_unsaved``
+        self.unsaved: list[Turn] = []
+        self._unsaved_lock = threading.Lock()
+
+    def keep_unsaved(self, turn: Turn) -> None:
+        """``turn``'s reply could not be written: keep it until ``save_unsaved`` can."""
+        with self._unsaved_lock:
+            if turn.unsaved is not None and turn not in self.unsaved:
+                self.unsaved.append(turn)
+
+    def save_unsaved(self) -> int:
+        """Try again to write every reply a failed final write kept; how many still wait."""
+        with self._unsaved_lock:
+            self.unsaved = [turn for turn in self.unsaved if not turn.save_again()]
+            return len(self.unsaved)
 
     def act_as(self, profile: str) -> None:
         """The signed-in profile changed (the window's profile switch): new turns, quotas and
@@ -517,6 +575,7 @@ class ChatService:
             system_prompt = conversation.system_prompt
             previous = [] if reply_to == NEW_ROOT else \
                 self.store.branch(conversation.id, reply_to)
+            self._refuse_while_written(previous)
         if options.system_prompt is not None:
             system_prompt = options.system_prompt
         messages = history_messages(system_prompt, previous) + [ChatMessage(Role.USER, prompt)]
@@ -557,6 +616,7 @@ class ChatService:
         if conversation.profile not in (None, self.profile):
             raise UsageError(f"The conversation {conversation.id} belongs to another profile.")
         path = self.store.branch(conversation.id, reply.parent_id)
+        self._refuse_while_written(path)
         system_prompt = conversation.system_prompt if options.system_prompt is None \
             else options.system_prompt
         messages = history_messages(system_prompt, path)
@@ -566,6 +626,15 @@ class ChatService:
                                              price_known=price_known)
         return self._turn(conversation.id, reply.parent_id, model, messages, request_args, fit,
                           effective_route)
+
+    def _refuse_while_written(self, path: list[Message]) -> None:
+        """A turn on a path with a reply still being written (by another window or `outpost
+        ask`) is refused: that half reply would be sent as if whole, and the new message
+        would hang under it."""
+        if any(self.store.being_written(m) for m in path):
+            raise UsageError("A reply in this conversation is still being written (by another "
+                             "Outpost window or `outpost ask`); send once it has finished, or "
+                             "answer an earlier message instead.")
 
     def _checked(self, messages: list[ChatMessage], conversation, *, model: str,
                  options: TurnOptions, counter: TokenCounter | None, effective_route: str,

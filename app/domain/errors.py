@@ -25,8 +25,10 @@
     │   └── InvalidJsonReply          structured output still invalid after its one repair
     ├── StorageError                  the database or a file could not be read or written
     │   ├── KnownStorageError         disk full, database locked, read-only: shown to the user
-    │   │   └── DatabaseDamaged       the database file fails its check (or is empty): nothing
-    │   │                             is written to it; carries the newest good backup
+    │   │   ├── DatabaseDamaged       the database file fails its check (or is empty): nothing
+    │   │   │                         is written to it; carries the newest good backup
+    │   │   └── ReplyNotSaved         a reply's final write failed: the turn keeps it and
+    │   │                             ``ChatService.save_unsaved`` writes it when it can
     │   └── FileWriteFailed           a file Outpost owns (settings, keys, …) could not be
     │                                 written; the previous version is kept
     ├── InternalError                 a bug: an exception outside this tree, wrapped
@@ -192,6 +194,13 @@ class DatabaseDamaged(KnownStorageError):
         self.problem = problem  # what the check found, in SQLite's words
         self.backup = backup  # the newest good backup's path
         self.backups_folder = backups_folder  # where a restore keeps the damaged file
+
+
+class ReplyNotSaved(KnownStorageError):
+    """The reply's final write failed (a full disk, a lock held too long): the whole reply is
+    kept in memory by its turn and written when the store takes it again
+    (``app.chat.service.ChatService.save_unsaved``); the row meanwhile holds what the last
+    periodic write saved. Its ``kind`` stays ``storage_known`` (what scripts match on)."""
 
 
 class FileWriteFailed(StorageError):

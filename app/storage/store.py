@@ -544,8 +544,7 @@ class Store:
             node = stack.pop()
             doomed.append(node)
             stack.extend(children.get(node.id, []))
-        if any(m.status is MessageStatus.STREAMING and writer_alive(
-                self._writer_of(m.id), m.id) for m in doomed):
+        if any(self.being_written(m) for m in doomed):
             raise UsageError("A reply under this message is still being written; stop it "
                              "first.")
         ids = [m.id for m in doomed]
@@ -567,6 +566,11 @@ class Store:
             else:
                 self.set_active(conversation.id, target)
         return ids
+
+    def being_written(self, message: Message) -> bool:
+        """Is ``message`` a reply a live turn is still writing (here or in another process)?"""
+        return message.status is MessageStatus.STREAMING and \
+            writer_alive(self._writer_of(message.id), message.id)
 
     def _writer_of(self, message_id: str) -> str | None:
         rows = list(self.db.query("select writer from messages where id = ?", [message_id]))

@@ -37,16 +37,25 @@ def _this_process(pid: int) -> str:  # (by pid: a forked child is another writer
     return _process_identity(pid) or f"{pid}:0"
 
 
+def begin_writing(message_id: str) -> None:
+    """This process writes the row ``message_id`` from now on (until ``end_writing``)."""
+    with _writing_lock:
+        _writing_here.add(message_id)
+
+
+def end_writing(message_id: str) -> None:
+    with _writing_lock:
+        _writing_here.discard(message_id)
+
+
 @contextmanager
 def writing(message_id: str) -> Iterator[None]:
     """This process writes the row ``message_id`` for as long as the block runs."""
-    with _writing_lock:
-        _writing_here.add(message_id)
+    begin_writing(message_id)
     try:
         yield
     finally:
-        with _writing_lock:
-            _writing_here.discard(message_id)
+        end_writing(message_id)
 
 
 def writer_alive(writer: str | None, message_id: str | None = None) -> bool:

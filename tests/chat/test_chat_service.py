@@ -12,13 +12,20 @@ import pytest
 
 from app.chat.service import (
     FLUSH_INTERVAL_S,
+    NEW_ROOT,
     ChatService,
     TurnOptions,
     history_messages,
     title_from,
 )
 from app.config.settings import Settings
-from app.domain.errors import EngineError, KnownStorageError, UsageError
+from app.domain.errors import (
+    EngineError,
+    KnownStorageError,
+    ReplyNotSaved,
+    StorageError,
+    UsageError,
+)
 from app.domain.messages import (
     ChatMessage,
     Finished,
@@ -408,31 +415,90 @@ def test_real_model_cancel_is_interrupted(service, store, local_engine):
     assert message.completion_tokens < 300
 
 
-def test_a_reply_whose_final_write_failed_is_no_longer_being_written(service, store,
+def _final_write_fails(store, monkeypatch, error) -> None:
+    """The turn's final write (the one that sets the reply's end state) raises ``error``;
+    the periodic writes of its text go through."""
+    real_update = store.update_message
+
+    def update(message_id, **fields):
+        if fields.get("status") is MessageStatus.COMPLETE:
+            raise error
+        return real_update(message_id, **fields)
+
+    monkeypatch.setattr(store, "update_message", update)
+
+
+def test_a_reply_the_disk_refused_is_kept_whole_and_saved_when_it_can(service, store,
                                                                      monkeypatch):
-    """While the turn runs its conversation cannot be deleted; when the final write fails (a
-    full disk) the row stays 'streaming', but nothing writes it any more: it can be deleted,
-    and is marked interrupted, without restarting the app."""
-    engine = ScriptedEngine([TextDelta("Half"), TextDelta(" an answer"),
+    """The final write fails (a full disk): the turn says so (ReplyNotSaved, with how much is
+    waiting), keeps the whole reply, and the row stays this process's (not deletable, not
+    marked interrupted) until ``save_unsaved`` writes it, once the disk takes it again."""
+    engine = ScriptedEngine([TextDelta("Half"), TextDelta(" an answer, then the rest."),
                              Finished(FinishReason.STOP)])
     turn = service.start_turn("Q", model="scripted")
     stream = turn.run(engine, threading.Event())
     next(stream)
     with pytest.raises(UsageError, match="still being written"):
         store.delete_conversation(turn.conversation_id)
-    real_update = store.update_message
+    _final_write_fails(store, monkeypatch, KnownStorageError("The disk is full."))
+    with pytest.raises(ReplyNotSaved, match=r"The reply \(30 characters\) could not be saved"):
+        list(stream)
+    service.keep_unsaved(turn)
+    assert service.save_unsaved() == 1  # the disk is still full
+    row = store.get_message(turn.assistant_message_id)
+    assert row.status is MessageStatus.STREAMING and row.content != turn.reply.text
+    assert turn.as_saved(row).content == "Half an answer, then the rest."
+    assert store.mark_orphaned_streaming() == 0  # still ours: kept in memory
+    with pytest.raises(UsageError, match="still being written"):
+        store.delete_conversation(turn.conversation_id)
+    monkeypatch.undo()  # room again
+    assert service.save_unsaved() == 0
+    saved = store.get_message(turn.assistant_message_id)
+    assert (saved.status, saved.content) == (MessageStatus.COMPLETE,
+                                             "Half an answer, then the rest.")
+    store.delete_conversation(turn.conversation_id)  # no longer being written
 
-    def full_disk(message_id, **fields):
-        if fields.get("status") is MessageStatus.COMPLETE:
-            raise KnownStorageError("The disk is full.")
-        return real_update(message_id, **fields)
 
-    monkeypatch.setattr(store, "update_message", full_disk)
-    with pytest.raises(KnownStorageError):
+def test_a_reply_whose_final_write_failed_otherwise_is_no_longer_being_written(
+        service, store, monkeypatch):
+    """A final write that fails for another reason (not one that may pass later): the row
+    stays 'streaming', but nothing writes it any more: it can be deleted, and is marked
+    interrupted, without restarting the app."""
+    engine = ScriptedEngine([TextDelta("Half"), Finished(FinishReason.STOP)])
+    turn = service.start_turn("Q", model="scripted")
+    stream = turn.run(engine, threading.Event())
+    _final_write_fails(store, monkeypatch, StorageError("The database said no."))
+    with pytest.raises(StorageError):
         list(stream)
     monkeypatch.undo()
+    assert turn.unsaved is None
     assert store.get_message(turn.assistant_message_id).status is MessageStatus.STREAMING
     assert store.mark_orphaned_streaming() == 1
     assert store.get_message(turn.assistant_message_id).status is MessageStatus.INTERRUPTED
     store.delete_conversation(turn.conversation_id)
     assert store.list_conversations() == []
+
+
+def test_a_message_after_a_reply_still_being_written_is_refused(service, store):
+    """Two front ends on one conversation (the window and `outpost ask`): while one's reply
+    streams, the other's message would be sent with that half reply as if whole, and hang
+    under it; it is refused before anything is written. An earlier message can be answered,
+    and once the reply is done the conversation goes on."""
+    engine = ScriptedEngine([TextDelta("Half"), TextDelta(" and the rest."),
+                             Finished(FinishReason.STOP)])
+    first = service.start_turn("A", model="scripted")
+    stream = first.run(engine, threading.Event())
+    next(stream)
+    before = len(store.messages(first.conversation_id))
+    with pytest.raises(UsageError, match="still being written"):
+        service.start_turn("B", first.conversation_id, model="scripted")
+    assert len(store.messages(first.conversation_id)) == before  # nothing written
+    beside = service.start_turn("A, said again", first.conversation_id, model="scripted",
+                                reply_to=NEW_ROOT)  # a branch that does not pass through it
+    assert [m.content for m in beside.request.messages if m.role is Role.USER] == [
+        "A, said again"]
+    list(stream)
+    later = service.start_turn("B", first.conversation_id, model="scripted",
+                               reply_to=first.assistant_message_id)
+    assert [m.content for m in later.request.messages if m.role is not Role.SYSTEM] == [
+        "A", "Half and the rest.", "B"]

@@ -1,4 +1,4 @@
-"""A reply survives the process dying under it: SIGKILL mid-stream, SIGTERM, SIGINT."""
+"""A reply survives the process dying under it: SIGKILL mid-stream, SIGTERM, SIGINT, SIGHUP."""
 from __future__ import annotations
 
 import json
@@ -114,7 +114,8 @@ def test_mark_orphaned_streaming_recovers_after_sigkill(outpost_home):
         store.close()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
+                         ids=["SIGTERM", "SIGINT", "SIGHUP (the terminal closed)"])
 def test_signal_stops_the_reply_with_exit_130_and_saves_it(outpost_home, signum):
     proc = start_ask()
     try:

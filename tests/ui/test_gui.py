@@ -387,3 +387,39 @@ def test_switch_to_second_model_and_back(qtbot, outpost, gemma_model):
     with qtbot.waitSignal(outpost.loader.model_ready, timeout=60000):
         window.bundled_model_action.trigger()
     assert "SmolLM2" in window.model_label.text()
+
+
+def test_a_reply_the_disk_refused_stays_whole_on_screen_and_is_saved_later(
+        qtbot, scripted, scripted_engine, monkeypatch):
+    """The final write fails (a full disk): the bubble keeps the whole reply (not the shorter
+    copy the last periodic write stored), the banner says it is not saved yet, with no Retry;
+    once the disk takes writes again the window saves it by itself and says so."""
+    from app.domain.errors import KnownStorageError
+
+    window, store = scripted.window, scripted.store
+    controller = window.controller
+    controller._save_timer.setInterval(20)
+    real_update = store.update_message
+
+    def full_disk(message_id, **fields):
+        if fields.get("status") is MessageStatus.COMPLETE:
+            raise KnownStorageError("The disk is full.")
+        return real_update(message_id, **fields)
+
+    monkeypatch.setattr(store, "update_message", full_disk)
+    scripted_engine.script(reply("A long answer", " that the disk", " would not take."))
+    send_with_enter(qtbot, scripted, "Tell me")
+    wait_idle(qtbot, scripted)
+    whole = "A long answer that the disk would not take."
+    assert window.view.bubbles[-1].text == whole
+    banner = window.errors.banner
+    assert "could not be saved yet" in banner.label.text()
+    assert not banner.retry_button.isVisible()
+    message_id = window.view.bubbles[-1].message_id
+    assert store.get_message(message_id).status is MessageStatus.STREAMING
+    with qtbot.waitSignal(controller.notice, timeout=5000,
+                          check_params_cb=lambda text: "saved now" in text):
+        monkeypatch.setattr(store, "update_message", real_update)  # room again
+    saved = store.get_message(message_id)
+    assert (saved.status, saved.content) == (MessageStatus.COMPLETE, whole)
+    assert window.view.bubbles[-1].text == whole

@@ -6,6 +6,7 @@ import math
 import signal
 import sys
 import threading
+import time
 
 from app.chat.pipeline import (
     Notice,
@@ -20,13 +21,15 @@ from app.chat.service import TurnOptions
 from app.cli.commands.common import emit, open_core, read_prompt, round_or_none
 from app.compose import CommandEngines
 from app.domain.adapters import parse_lora
-from app.domain.errors import NoProviderForCloud, UsageError
+from app.domain.errors import NoProviderForCloud, ReplyNotSaved, UsageError
 from app.domain.messages import FinishReason, Restart, Seam, TextDelta, Usage
 from app.domain.sampling import KNOB_NAMES
 from app.domain.sampling import check as check_knob
 from app.domain.structured import load_schema
 from app.domain.test_time import Plan
 from app.domain.wording import counted
+
+SAVE_TRIES = 5  # a reply the disk refused is written again this many times, a second apart
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -66,6 +69,7 @@ def _turn(args: argparse.Namespace, events, send_when_online: bool) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGHUP, _stop)  # the terminal closed (an SSH link dropped): save, end
     engines = CommandEngines(settings, core.service.ledger.record)
     pipeline = TurnPipeline(core.service, engines)
     try:
@@ -75,6 +79,8 @@ def _turn(args: argparse.Namespace, events, send_when_online: bool) -> int:
                             test_time=test_time_plan(args))
         try:
             return _render(args, events(pipeline, target, cancel))
+        except ReplyNotSaved as exc:
+            return _save_before_exit(core.service, exc)
         except NoProviderForCloud:
             raise UsageError("This conversation is Cloud only: name its provider with "
                              "--provider NAME (or pass --route auto or --route local).") from None
@@ -185,6 +191,18 @@ def _finish(args: argparse.Namespace, outcome: TurnOutcome, structured: bool,
     if error is not None:
         raise error
     return 0
+
+
+def _save_before_exit(service, error: ReplyNotSaved, tries: int = SAVE_TRIES) -> int:
+    """The reply's final write failed (a full disk): a few more tries a second apart before
+    this process, the only holder of the whole reply, ends; 0 once it is stored."""
+    for _ in range(tries):
+        time.sleep(1)
+        if service.save_unsaved() == 0:
+            sys.stderr.write("outpost: the reply is saved now (a later try went through).\n")
+            return 0
+    raise ReplyNotSaved(f"{error} It was printed above; what is stored is the part saved "
+                        "while it streamed.") from None
 
 
 class _Countdown:
