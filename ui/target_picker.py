@@ -2,7 +2,7 @@
 only) and, next to it, the chosen provider's model (listed from the provider, or typed)."""
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtCore import Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import QComboBox, QWidget
 
 from app.config.providers import ProviderRegistry
@@ -83,7 +83,9 @@ class TargetPicker(ElidingComboBox):
 class ModelPicker(QComboBox):
     """The chosen provider's model (editable: any model name may be typed). Hidden for the local
     model. Each provider's models are asked for once, and only when the conversation may use
-    the cloud: Offline mode and Local only never open a connection."""
+    the cloud: Offline mode and Local only never open a connection. The asking waits for the
+    event loop's next turn and looks at the route again then, so a route that changes at once
+    (the window starts on a new chat, then opens the last one, Local only) asks nothing."""
 
     model_changed = Signal(str, object)  # the target, the model typed or picked (None: default)
 
@@ -94,6 +96,8 @@ class ModelPicker(QComboBox):
         self.registry, self.cloud, self.tasks = registry, cloud, tasks
         self.listed: dict[str, list[str]] = {}  # provider -> its models ([] while asking)
         self._target = LOCAL
+        self._state: RouteState | None = None  # the latest route state shown
+        self._asking_soon = False
         self.setEditable(True)
         self.setAccessibleName("Cloud model")
         self.setMinimumWidth(120)
@@ -118,7 +122,17 @@ class ModelPicker(QComboBox):
     @Slot(object)
     def show_route(self, state: RouteState) -> None:
         self.setEnabled(state.route is not Route.LOCAL)
-        if state.cloud_possible and state.provider not in self.listed:
+        self._state = state
+        if state.cloud_possible and state.provider not in self.listed and \
+                not self._asking_soon:
+            self._asking_soon = True
+            QTimer.singleShot(0, self._list_if_still_wanted)
+
+    @Slot()
+    def _list_if_still_wanted(self) -> None:
+        self._asking_soon = False
+        state = self._state
+        if state is not None and state.cloud_possible and state.provider not in self.listed:
             self._list_models(state.provider)
 
     def _list_models(self, name: str) -> None:

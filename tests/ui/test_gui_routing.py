@@ -254,3 +254,34 @@ def test_quota_in_the_window_refuses_and_the_usage_view_shows_it(qtbot, scripted
     assert dialog.bars["day_tokens"].value() == 1000  # full
     assert dialog.table.rowCount() == 1 and dialog.table.item(0, 4).text() == "free"
     assert dialog.grab().save(str(artifacts_dir / "usage_dialog.png"))
+
+
+def test_reopening_a_local_only_chat_asks_the_provider_nothing(qtbot, outpost_app,
+                                                              scripted_engine):
+    """The window starts on a new chat (Auto, with the provider last picked) and at once opens
+    the chat that was open when it closed: Local only. The provider's model list is not asked
+    for on the way (it was: GET /models with the key, at every start). A new chat then asks."""
+    from app.config.providers import ProviderRegistry
+    from app.storage.store import Store
+    from ui.window_state import WindowState
+
+    with fault_server() as server:
+        ProviderRegistry().add(ProviderConfig("fault", "openai", server.url + "/v1",
+                                              "test-model"))
+        settings = Settings()
+        settings.set("chat_target", "provider:fault")
+        settings.save()
+        store = Store()
+        private = store.create_conversation("Private", route="local")
+        store.close()
+        WindowState().qsettings.setValue("last_conversation", private.id)
+        app = outpost_app(max_tokens=8, engine_factory=scripted_engine.factory)
+        with qtbot.waitSignal(app.loader.model_ready, timeout=10000):
+            app.start()
+        assert app.window.controller.conversation_id == private.id
+        qtbot.wait(300)  # the event loop's turns in which the list used to be asked for
+        assert server.requests == [] and server.connections == []
+        app.window.new_action.trigger()  # a new chat may use the cloud: now it asks
+        qtbot.waitUntil(lambda: bool(app.window.model_picker.listed.get("fault")),
+                        timeout=10000)
+        assert [r.path for r in server.requests] == ["/v1/models"]
