@@ -19,6 +19,7 @@ import enum
 import socket
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlparse
@@ -126,15 +127,17 @@ class Connectivity:
 
     def probe(self, provider: str, base_url: str,
               timeout: float = PROBE_TIMEOUT_S) -> LinkState:
-        """A TCP connect to the base URL's host and port: cheap, sends nothing, no key. In
-        Offline mode (``engines.network_guard``) nothing is opened and the state is unchanged."""
+        """A TCP connect to the base URL's host and port: cheap, sends nothing, no key. Behind
+        a proxy (``HTTPS_PROXY`` and the like, which the requests themselves go through), to
+        the proxy instead: the provider's host is neither looked up nor contacted from here.
+        In Offline mode (``engines.network_guard``) nothing is opened and the state is
+        unchanged."""
         url = urlparse(base_url)
-        port = url.port or (443 if url.scheme == "https" else 80)
         if not network_guard.may_connect(url.hostname or ""):
             return self.state(provider)
+        host, port = probe_address(url)
         try:
-            with socket.create_connection((url.hostname or "", port),
-                                          timeout=min(timeout, PROBE_TIMEOUT_S)):
+            with socket.create_connection((host, port), timeout=min(timeout, PROBE_TIMEOUT_S)):
                 error = None
         except OSError:
             error = "connection_failed"
@@ -146,3 +149,17 @@ class Connectivity:
         if link.state is not state:
             link.state = state
             link.since = self._wall()
+
+
+def probe_address(url) -> tuple[str, int]:
+    """Where a probe of ``url`` (parsed) connects: the proxy the environment names for it
+    (httpx's requests go through it: ``trust_env``), else its own host and port."""
+    default = 443 if url.scheme == "https" else 80
+    host = url.hostname or ""
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if proxy and not urllib.request.proxy_bypass_environment(host, proxies):
+        via = urlparse(proxy if "://" in proxy else "http://" + proxy)
+        if via.hostname:
+            return via.hostname, via.port or (1080 if via.scheme.startswith("socks") else 80)
+    return host, url.port or default

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+from urllib.parse import urlparse
 
-from app.chat.connectivity import MAX_BACKOFF_S, Connectivity, LinkState
+from app.chat.connectivity import MAX_BACKOFF_S, Connectivity, LinkState, probe_address
 from engines.http_policy import AttemptRecord
 from tests.support import Clock
 
@@ -57,3 +58,23 @@ def test_probe_is_a_plain_tcp_connect():
     assert links.probe("down", f"http://127.0.0.1:{port}/v1") is LinkState.DEGRADED
     assert links.probe("down", f"http://127.0.0.1:{port}/v1") is LinkState.OFFLINE
     assert links.link("down").last_probe_at == wall()
+
+
+def test_behind_a_proxy_the_probe_connects_to_the_proxy_not_the_provider(monkeypatch):
+    """The requests go through HTTPS_PROXY (httpx reads it); so does the probe: it never
+    connects to (or looks up) the provider from here, which would show where the user is."""
+    links = Connectivity(Clock(), wall)
+    proxy = socket.socket()
+    proxy.bind(("127.0.0.1", 0))
+    proxy.listen(1)
+    port = proxy.getsockname()[1]
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("NO_PROXY", "")
+    try:  # 192.0.2.1 (TEST-NET-1) answers nothing: reachable only by way of the proxy
+        assert links.probe("behind", "https://192.0.2.1/v1") is LinkState.ONLINE
+        conn, _ = proxy.accept()
+        conn.close()
+    finally:
+        proxy.close()
+    monkeypatch.setenv("NO_PROXY", "192.0.2.1")  # a host the proxy is not for: direct
+    assert probe_address(urlparse("https://192.0.2.1:8443/v1")) == ("192.0.2.1", 8443)
