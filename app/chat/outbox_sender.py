@@ -41,7 +41,7 @@ class OutboxSender:
         cancel = cancel or threading.Event()
         with self._lock:
             self.outbox.recover()
-            blocked: set[str] = set()
+            blocked: dict[str, int] = {}  # provider -> its first item that could not go
             busy: set[str] = set()  # providers another process is sending to right now
             for item in self.outbox.pending():
                 if item.state is OutboxState.SENDING:
@@ -62,7 +62,9 @@ class OutboxSender:
                     continue
                 if cancel.is_set() or item.provider in blocked or skip_provider(item.provider):
                     report.waiting.append(item)
-                    blocked.add(item.provider)
+                    if item.provider in blocked:
+                        report.behind[item.id] = blocked[item.provider]
+                    blocked.setdefault(item.provider, item.id)
                     continue
                 claimed = self.outbox.claim(item.id)
                 if claimed is None:  # taken by another process since the list was read
@@ -103,7 +105,7 @@ class OutboxSender:
         return (conversation.route or self.default_route()) == "local"
 
     def _settle(self, item, turn: Turn, error: OutpostError | None, report: SendReport,
-                blocked: set[str]) -> None:
+                blocked: dict[str, int]) -> None:
         """Where a sent item stands once its turn ended (``error``: what the turn raised):
         * its answer is stored whole: sent (a structured reply whose repair failed too), or
           the user stopped it after some text: sent, as far as it went;
@@ -131,14 +133,14 @@ class OutboxSender:
                 self.outbox._finish(item.id, OutboxState.QUEUED,
                                     "cancelled while sending" if cancelled else str(error))
                 if not cancelled:
-                    blocked.add(item.provider)
+                    blocked.setdefault(item.provider, item.id)
                 report.waiting.append(self.outbox.get(item.id))
                 return
         cut = error or (finish.error if finish is not None else None) or \
             StreamInterrupted("The answer was cut off.")
         if turn.reply.text and self._link_dropped(cut) and item.attempts < CUT_OFF_TRIES:
             self.outbox._finish(item.id, OutboxState.QUEUED, str(cut))
-            blocked.add(item.provider)
+            blocked.setdefault(item.provider, item.id)
             report.waiting.append(self.outbox.get(item.id))
             return
         why = str(cut) if not turn.reply.text or item.attempts < CUT_OFF_TRIES else \

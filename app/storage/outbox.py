@@ -219,3 +219,5 @@ class SendReport:
     # being sent by another process (the window, another `outbox send`), or queued behind such
     # an item for the same provider (order is kept): that process takes care of them
     elsewhere: list[OutboxItem] = field(default_factory=list)
+    # item id -> the earlier item (same provider) that could not go: it waits behind it, untried
+    behind: dict[int, int] = field(default_factory=dict)

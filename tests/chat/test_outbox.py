@@ -352,9 +352,11 @@ def test_cli_send_keeps_the_order_and_holds_everything_while_unreachable(outpost
     assert waiting.returncode == 4
     assert told.returncode == 4
     lines = told.stdout.splitlines()
-    assert [line.split(":")[0] for line in lines] == [
-        f"Item {i.id} waits to be sent to acme again" for i in items]
-    assert "connection refused" in lines[0]  # the one tried; the others waited behind it
+    first, *rest = items  # the one tried; the others waited behind it, untried
+    assert lines[0].startswith(f"Item {first.id} waits to be sent to acme again: ")
+    assert "connection refused" in lines[0]
+    assert lines[1:] == [f"Item {i.id} waits behind item {first.id} for acme: items go out in "
+                         "the order they were queued." for i in rest]
     assert not any(line.endswith((").", "..", "?).")) for line in lines), lines
     rows = json.loads(waiting.stdout)
     assert [(r["id"], r["result"], r["state"]) for r in rows] == [

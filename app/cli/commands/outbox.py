@@ -82,6 +82,10 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                       f"{item.conversation_id}" + (f" ({message.status.value})"
                                                    if message else "") + ".")
             for item in report.waiting:  # (the last error is a sentence of its own)
+                if item.id in report.behind:  # not tried: the queue's order holds
+                    print(f"Item {item.id} waits behind item {report.behind[item.id]} for "
+                          f"{item.provider}: items go out in the order they were queued.")
+                    continue
                 print(f"Item {item.id} waits to be sent to {item.provider} again: "
                       + (_sentence(item.last_error) if item.last_error
                          else "it is still unreachable."))
