@@ -2,17 +2,19 @@
 
 A backup is up to a day old, and damage is often in a page that holds no conversation (the
 request log, an index). So when the file a restore replaced is damaged (it fails
-``PRAGMA quick_check``), what it still holds is read, table by table, as far as each can be
-read, from a copy (the kept file and its write-ahead log, in a temporary folder: the kept file
-is never changed), and brought into the restored database:
+``PRAGMA quick_check``), what it still holds is read, table by table, every row that can be
+read (past a damaged page too, row by row: ``_read``), from a copy (the kept file and its
+write-ahead log, in a temporary folder: the kept file is never changed), and brought into the
+restored database:
 
 * ``profiles``: those the backup does not have (not as the admin: the backup's stays);
 * ``conversations`` and ``messages``: those the backup does not have, and those changed since
   it (``updated_at`` newer: a reply that finished, a renamed chat), in one transaction.
 
 A row that cannot go in (a message whose conversation could not be read) is left out and
-counted. A file restored on purpose over a healthy one is a rollback: nothing is brought over
-(the replaced file is kept in the backups folder either way).
+counted; rows that could not be read at all are counted per table. A file restored on
+purpose over a healthy one is a rollback: nothing is brought over (the replaced file is kept in
+the backups folder either way).
 """
 from __future__ import annotations
 
@@ -31,6 +33,35 @@ from app.storage.store import Store
 # in this order (a conversation's profile, a message's conversation), with their keys
 TABLES = (("profiles", "name"), ("conversations", "id"), ("messages", "id"))
 _NEWER_WINS = {"conversations", "messages"}
+_NOUNS = {"profiles": "profile", "conversations": "conversation", "messages": "message"}
+# How many rowids in a row may give no row before a table read by rowid is taken as ended,
+# when nothing else says where it ends (see ``_read_by_rowid``). Rowids are given out one
+# above the highest, so gaps come only from rows deleted (a deleted conversation's
+# messages): this is far more than one makes, and 10,000 lookups take a fraction of a second.
+_GAP = 10_000
+
+
+@dataclass
+class Unread:
+    """Rows of a table (or the file) that could not be read from the damaged file."""
+
+    table: str  # or "the file"
+    why: str  # SQLite's words for the first failure
+    rows: int | None = None  # how many (None: not known, nothing of it could be read)
+    exact: bool = True  # False: rowids the damage hides, some may be of rows deleted before
+    more: bool = False  # rows after the last one read may be lost too (not counted)
+
+    def describe(self) -> str:
+        """"2 messages could not be read (why)" and the like."""
+        if self.rows is None:
+            return f"{self.table} could not be read ({self.why})"
+        noun = _NOUNS.get(self.table, f"{self.table} row")
+        if self.exact:
+            return f"{counted(self.rows, noun)} could not be read ({self.why})"
+        if not self.rows:  # only rows after the last one read, if there were any
+            return f"{noun}s after the last one read could not be read ({self.why})"
+        after = ", and any after the last one read," if self.more else ""
+        return f"up to {counted(self.rows, noun)}{after} could not be read ({self.why})"
 
 
 @dataclass
@@ -39,7 +70,7 @@ class Salvage:
 
     rows: dict[str, int] = field(default_factory=dict)  # per table: added or brought up to date
     left_out: int = 0  # rows read that could not go in
-    unreadable: list[str] = field(default_factory=list)  # "messages: why", read only in part
+    unreadable: list[Unread] = field(default_factory=list)  # tables read only in part
     failed: str | None = None  # why nothing could be brought over at all
 
     def describe(self, source: str = "the damaged file", than: str = "the backup") -> str:
@@ -55,8 +86,8 @@ class Salvage:
             text = f"Nothing newer than {than} could be read from {source}"
         if self.left_out:
             text += f" ({counted(self.left_out, 'row')} could not be)"
-        if self.unreadable:
-            text += f"; could not be read whole: {'; '.join(self.unreadable)}"
+        for unread in self.unreadable:
+            text += f"; {unread.describe()}"
         return text + "."
 
 
@@ -91,7 +122,7 @@ def salvage(damaged: Path, store: Store) -> Salvage:
         try:
             source_db = sqlite3.connect(copy)
         except sqlite3.Error as exc:
-            result.unreadable.append(f"the file ({exc})")
+            result.unreadable.append(Unread("the file", str(exc)))
             return result
         # a text of bytes that are not UTF-8 (garbage on a page) is read with "\ufffd" for
         # them, rather than stop reading its table there
@@ -133,16 +164,105 @@ def salvage(damaged: Path, store: Store) -> Salvage:
 
 def _read(source: sqlite3.Connection, table: str, result: Salvage
           ) -> tuple[list[str], list[tuple]]:
-    """(columns, rows) of ``table`` as far as it can be read, in rowid order."""
-    columns: list[str] = []
-    rows: list[tuple] = []
+    """(columns, rows) of ``table``: every row that can be read, in rowid order.
+
+    A scan of the table stops at its first damaged page, but the rows after that page are
+    still there: a lookup by rowid goes down the table's tree to its own page only. So when
+    the scan fails, the rows it did not reach are looked up one by one (``_read_by_rowid``),
+    and those that cannot be read are counted in ``result.unreadable``."""
     try:
         columns = [r[1] for r in source.execute(f'PRAGMA table_info("{table}")')]
-        if not columns:
-            return [], []
-        names = ", ".join(f'"{c}"' for c in columns)
-        for row in source.execute(f'SELECT {names} FROM "{table}" ORDER BY rowid'):
-            rows.append(row)
+    except sqlite3.DatabaseError as exc:  # the schema itself: nothing of the table
+        result.unreadable.append(Unread(table, str(exc)))
+        return [], []
+    if not columns:
+        return [], []
+    names = ", ".join(f'"{c}"' for c in columns)
+    found: dict[int, tuple] = {}
+    try:
+        for rowid, *row in source.execute(f'SELECT rowid, {names} FROM "{table}" '
+                                          'ORDER BY rowid'):
+            found[rowid] = tuple(row)
     except sqlite3.DatabaseError as exc:  # damaged here: what came before is kept
-        result.unreadable.append(f"{table} ({exc})")
-    return columns, rows
+        unread = _read_by_rowid(source, table, names, found, str(exc))
+        if unread is not None:
+            result.unreadable.append(unread)
+    return columns, [found[rowid] for rowid in sorted(found)]
+
+
+def _read_by_rowid(source: sqlite3.Connection, table: str, names: str,
+                   found: dict[int, tuple], why: str) -> Unread | None:
+    """Look up, one by one, the rows of ``table`` its scan did not reach, into ``found``
+    (rowid: row); what could not be read (None: nothing, every row was found after all).
+
+    Which rowids to look up: those an index of the table lists, when one can be read whole
+    (an index is a tree of its own, on other pages: it names every row, the damaged ones
+    too, so the count of rows that could not be read is exact). Otherwise every rowid after
+    the last one the scan read, up to ``max(rowid)`` when it answers and that row can be
+    read (the end of the table), else on until ``_GAP`` rowids in a row give no row. A
+    rowid whose lookup fails before the last row found is counted ("up to": it may have
+    been a row deleted before), failures after it are only said (the rest of the table
+    lost, or nothing: it cannot be told)."""
+    select = f'SELECT {names} FROM "{table}" WHERE rowid = ?'
+    failed: list[int] = []
+
+    def look_up(rowid: int) -> bool:
+        """Read the row ``rowid`` into ``found`` (a lookup that fails: into ``failed``);
+        whether there was one."""
+        try:
+            row = source.execute(select, [rowid]).fetchone()
+        except sqlite3.DatabaseError:
+            failed.append(rowid)
+            return False
+        if row is not None:
+            found[rowid] = tuple(row)
+        return row is not None
+
+    listed = _listed_rowids(source, table)
+    if listed is not None:
+        for rowid in sorted(listed - found.keys()):
+            look_up(rowid)
+        return Unread(table, why, len(failed)) if failed else None
+    end = _end(source, table)
+    # rowids are given out from 1 (the table's first rowid when the scan read none)
+    rowid = last = max(found, default=0)
+    while (rowid < end) if end is not None else (rowid - last < _GAP):
+        rowid += 1
+        if look_up(rowid):
+            last = rowid
+    if not failed:
+        return None
+    hidden = sum(1 for r in failed if r <= last)  # between rows: a row, or one deleted
+    return Unread(table, why, hidden, exact=False, more=hidden < len(failed))
+
+
+def _listed_rowids(source: sqlite3.Connection, table: str) -> set[int] | None:
+    """The rowids of ``table`` as the first of its indexes that can be read whole lists
+    them (a partial index lists only some rows: not used); None when none can be."""
+    try:
+        indexes = [(r[1], r[4]) for r in source.execute(f'PRAGMA index_list("{table}")')]
+    except sqlite3.DatabaseError:
+        return None
+    for index, partial in indexes:
+        if partial:
+            continue
+        try:
+            return {r[0] for r in source.execute(
+                f'SELECT rowid FROM "{table}" INDEXED BY "{index}"')}
+        except sqlite3.DatabaseError:  # damaged too: the next one
+            continue
+    return None
+
+
+def _end(source: sqlite3.Connection, table: str) -> int | None:
+    """``max(rowid)`` of ``table`` (found down the right edge of its tree, without a scan),
+    when it answers and that row can be read (a number read off a damaged page is not
+    taken); None otherwise."""
+    try:
+        end = source.execute(f'SELECT max(rowid) FROM "{table}"').fetchone()[0]
+        if end is None or source.execute(f'SELECT 1 FROM "{table}" WHERE rowid = ?',
+                                         [end]).fetchone() is None:
+            return None
+    except sqlite3.DatabaseError:
+        return None
+    return end
