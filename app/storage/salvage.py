@@ -11,16 +11,18 @@ restored database:
 * ``conversations`` and ``messages``: those the backup does not have, and those changed since
   it (``updated_at`` newer: a reply that finished, a renamed chat), in one transaction.
 
-A row that cannot go in (a message whose conversation could not be read) is left out and
-counted; rows that could not be read at all are counted per table. A file restored on
-purpose over a healthy one is a rollback: nothing is brought over (the replaced file is kept in
-the backups folder either way).
+A row that cannot go in (a message whose conversation could not be read, a row that reads as
+garbage: ``_sound``) is left out and counted; rows that could not be read at all are counted
+per table. A file restored on purpose over a healthy one is a rollback: nothing is brought over
+(the replaced file is kept in the backups folder either way).
 """
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import sqlite3
 import tempfile
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,12 +30,14 @@ from app.domain.errors import OutpostError
 from app.domain.wording import counted
 from app.storage.backups import Backup, quick_check_file
 from app.storage.restore import restore_backup
-from app.storage.store import Store
+# the store's own readers of a row: a row brought over must read as one of its own
+from app.storage.store import Store, _row_to_conversation, _row_to_message
 
 # in this order (a conversation's profile, a message's conversation), with their keys
 TABLES = (("profiles", "name"), ("conversations", "id"), ("messages", "id"))
 _NEWER_WINS = {"conversations", "messages"}
 _NOUNS = {"profiles": "profile", "conversations": "conversation", "messages": "message"}
+_TIMES = ("created_at", "updated_at", "locked_until")  # ISO times, in the tables read
 # How many rowids in a row may give no row before a table read by rowid is taken as ended,
 # when nothing else says where it ends (see ``_read_by_rowid``). Rowids are given out one
 # above the highest, so gaps come only from rows deleted (a deleted conversation's
@@ -151,6 +155,9 @@ def salvage(damaged: Path, store: Store) -> Salvage:
                 "is_admin" in wanted else None
             count = 0
             for row in rows:
+                if not _sound(table, columns, row):
+                    result.left_out += 1
+                    continue
                 values = [row[i] for i in index]
                 if admin is not None:  # the backup's admin stays the one admin there is
                     values[admin] = 0
@@ -160,6 +167,27 @@ def salvage(damaged: Path, store: Store) -> Salvage:
                     result.left_out += 1
             result.rows[table] = count
     return result
+
+
+def _sound(table: str, columns: list[str], row: tuple) -> bool:
+    """Whether ``row`` of ``table`` reads as a row Outpost wrote: the store's own reader takes
+    it (a role and status it knows, JSON where JSON goes) and its times are times. A damaged
+    page the tree does not notice (one of a long message's overflow chain: its tail, status
+    and times) reads without an error, as garbage; brought over, it would stop its
+    conversation from opening, and a garbage ``updated_at`` would win over the backup's row.
+    Text is not judged: bytes that are not UTF-8 are read with U+FFFD for them."""
+    record = defaultdict(lambda: None, zip(columns, row))  # a column an older file lacks: None
+    try:
+        if table == "messages":
+            _row_to_message(record)
+        elif table == "conversations":
+            _row_to_conversation(record)
+        for column in _TIMES:
+            if record[column] is not None:
+                dt.datetime.fromisoformat(record[column])
+    except (ValueError, TypeError):  # json.JSONDecodeError is a ValueError
+        return False
+    return True
 
 
 def _read(source: sqlite3.Connection, table: str, result: Salvage

@@ -381,6 +381,46 @@ def test_rows_past_a_damaged_end_of_a_table_are_said_lost_not_counted(tmp_path):
     assert "and any after the last one read, could not be read (" in unread.describe()
 
 
+def test_rows_that_read_as_garbage_are_left_out_not_brought(tmp_path):
+    """A damaged page the tree does not notice (the end of a long message: a page of its
+    overflow chain, holding its status and times too) reads without an error, as garbage: that
+    row is left out and counted, not brought into the database (where the conversation
+    would no longer open); the rows around it are brought."""
+    path = tmp_path / "outpost.db"
+    seed(path, "before the backup")
+    store = Store(path)
+    chat = store.create_conversation("after the backup")
+    for i in range(3):
+        store.add_message(chat.id, Role.USER, f"long {i}: " + "words " * 1500 + f"end {i}.")
+    store.close()
+    damaged = tmp_path / "damaged.db"
+    shutil.copy(path, damaged)
+    conn = sqlite3.connect(damaged)
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    at = damaged.read_bytes().index(b"end 1.")  # on the last page of message 1's chain
+    with open(damaged, "r+b") as f:  # its body, not the link to the next page: no error
+        f.seek(at // page_size * page_size + 4)
+        f.write(b"\xff" * (page_size - 4))
+    backup = sorted((tmp_path / "backups").glob("*-daily.db"))[-1]
+    shutil.copy(backup, path)  # the day's backup in place, as a restore leaves it
+    integrity.forget_seal(path)
+
+    from app.storage import salvage
+
+    store = Store(path, daily_backup=False)
+    try:
+        result = salvage.salvage(damaged, store)
+        [restored] = [c for c in store.list_conversations() if c.title == "after the backup"]
+        assert [m.content[-6:] for m in store.messages(restored.id)] == ["end 0.", "end 2."]
+        assert result.left_out == 1
+        assert result.describe().startswith("From the damaged file, 1 conversation and 2 "
+                                            "messages newer than the backup were brought back "
+                                            "(1 row could not be)")
+    finally:
+        store.close()
+
+
 def test_a_salvage_that_fails_leaves_the_restore_done_and_says_so(tmp_path, monkeypatch):
     from app.storage import salvage
 
