@@ -2,7 +2,7 @@
 
 Exit codes (also in ``outpost --help``):
   0 success · 1 unexpected error · 2 bad usage or unknown id · 3 model file problem ·
-  4 engine failed while answering · 5 storage problem · 130 stopped (Ctrl+C / SIGTERM)
+  4 engine failed while answering · 5 storage problem · 130 stopped (Ctrl+C / SIGTERM / SIGHUP)
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ EXIT_CODES = """exit codes:
        (a partial answer is saved, marked interrupted)
   5    the database could not be read or written (disk full, locked, read-only), or it
        is damaged (see `outpost backup restore`)
-  130  the reply was stopped (Ctrl+C or SIGTERM); the partial answer is saved
+  130  the reply was stopped (Ctrl+C, SIGTERM or SIGHUP); the partial answer is saved
   141  the reader of the output went away (e.g. `| head`)
 
 environment:
