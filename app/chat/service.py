@@ -38,6 +38,7 @@ from app.domain.messages import (
     Reply,
     Restart,
     Role,
+    Seam,
     StreamEvent,
     TextDelta,
     Usage,
@@ -194,6 +195,8 @@ class Turn:
                 accumulate([event], reply)
                 if isinstance(event, TextDelta):
                     row.text(reply.text)
+                elif isinstance(event, Seam):
+                    self._save_seam(message_id)
                 elif isinstance(event, Finished):
                     final_status, error_text = _final_status(event, bool(reply.text))
                 yield event
@@ -344,17 +347,30 @@ class Turn:
             params["response_format"] = "json_object (the server refused json_schema)"
         return params
 
-    def _route_fields(self) -> dict:
-        """Who answered (a failover changes it), why, and who wrote which part."""
+    def _route_fields(self, growing: bool = False) -> dict:
+        """Who answered (a failover changes it), why, and who wrote which part (``growing``:
+        the last part is still being written, so it has no end yet: to the end of the text)."""
         assert self.engine is not None
         outcome = self.engine.outcome()
         answered = outcome.answered
         segments = [s.record() for s in outcome.segments] or [
             {"engine": answered.engine, "model": answered.model, "start": 0}]
-        segments[-1]["end"] = len(self.reply.text)
+        if growing:
+            segments[-1].pop("end", None)
+        else:
+            segments[-1]["end"] = len(self.reply.text)
         return {"route_reason": outcome.reason or self.route_reason,
                 "params": self._sent_params(self.engine),
                 "engine": answered.engine, "model": answered.model, "segments": segments}
+
+    def _save_seam(self, message_id: str) -> None:
+        """Another engine goes on with the reply (a failover mid-stream): who writes from
+        here is stored at once, so a reply cut short by a crash is not credited whole to the
+        engine that began it. A write refused now waits for the final one."""
+        try:
+            self.store.update_message(message_id, **self._route_fields(growing=True))
+        except KnownStorageError as exc:
+            log.warning("could not store the seam yet: %s", exc)
 
     def _save_final(self, status: MessageStatus, error_text: str | None) -> None:
         reply = self.reply

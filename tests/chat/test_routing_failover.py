@@ -61,6 +61,32 @@ def test_stream_cut_mid_answer_is_continued_locally_in_the_same_message(tmp_path
     assert log[1]["outcome"] == "won"
 
 
+def test_the_seam_is_stored_as_it_happens(tmp_path, local_engine):
+    """When the local model takes over, the row says so at once (engine, why, the parts): a
+    process killed during the local part leaves a reply credited to both, not to the cloud
+    alone. The last part has no end until the reply ends (it grows)."""
+    store = Store(tmp_path / "outpost.db")
+    with fault_server() as server:
+        server.script([Cut(chunks=("The capital", " of France", " is", " Paris"), after=2)])
+        routed = RoutedEngine(fault_cloud(server.url + "/v1", store),
+                              lambda: Borrowed(local_engine),
+                              Connectivity(), hedge_after_s=None)
+        turn = ChatService(store, Settings()).start_turn(
+            "Say hello.", model=routed.info.model,
+            options=TurnOptions(max_tokens=16, temperature=0.0))
+        stream = turn.run(routed, threading.Event())
+        for event in stream:
+            if isinstance(event, Seam):
+                break
+        row = store.get_message(turn.assistant_message_id)  # before any final write
+        stream.close()
+    assert row.status is MessageStatus.STREAMING
+    assert row.engine == "local" and "continued locally" in row.route_reason
+    cloud_part = len("The capital of France")
+    assert [(s["engine"], s["start"], s.get("end")) for s in row.segments] == [
+        ("fault", 0, cloud_part), ("local", cloud_part, None)]
+
+
 def test_the_local_model_continues_from_the_partial_text(local_engine):
     """Greedy decoding: continuing from a prefix gives what the model would have written after
     that prefix, not a fresh answer."""
