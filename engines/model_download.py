@@ -25,7 +25,6 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import shutil
 import threading
@@ -41,6 +40,7 @@ import httpx
 from app.domain.errors import Cancelled, DownloadFailed, ModelInvalid, UsageError
 from engines import network_guard
 from engines.gguf import MAGIC, read_gguf
+from engines.model_files import file_sha256
 from engines.model_library import ModelEntry, ModelLibrary, _checked_name
 
 CHUNK = 1024 * 1024
@@ -175,14 +175,6 @@ def checked_sha256(value: str | None) -> str | None:
     if not _is_sha256(value):
         raise UsageError("--sha256 must be 64 hexadecimal digits.")
     return value
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def name_from_url(url: str) -> str:

