@@ -3,8 +3,9 @@
 Where models are (``ModelLibrary``):
 
 * the **models directory** (setting ``models_dir``; default ``<data dir>/models``): files Outpost
-  imported (copied or hard-linked) and, in ``references.json``, files left where they are (a
-  damaged ``references.json`` is reported in ``problems`` and never written over);
+  imported (copied or hard-linked) and, in ``references.json``, files left where they are, each
+  with the name it was given (a damaged ``references.json`` is reported in ``problems`` and never
+  written over);
 * any number of **shared read-only folders** (setting ``shared_model_folders``: a network share,
   a USB stick), scanned for ``*.gguf``; Outpost never writes there and never deletes from there;
 * the **bundled** SmolLM2-135M-Instruct.
@@ -15,8 +16,10 @@ content of a model already there (the models directory, a reference, a shared fo
 size, then the same sha256) is refused, naming that model, whether it would be copied, linked or
 referenced. The bundled model does not count (it lives in the installed package, which an update
 replaces): one copy of it may be kept in the models directory. A model's **name** is its file
-name without ``.gguf``; ``outpost ask --model`` and ``models info`` take a name or a path. A
-half-written file (``*.part``) is never listed.
+name without ``.gguf``, except a reference's: the name it was imported or renamed with, kept in
+``references.json``; ``outpost ask --model`` and ``models info`` take a name or a path (the path
+of a referenced file finds it under its name). A name given to an import or a rename may not
+differ only in case from another model's. A half-written file (``*.part``) is never listed.
 
 LoRA adapter files (``general.type = adapter``) found in these folders are not models: they are
 listed apart (``adapters``) and attached with ``ask --lora`` or the sampling panel.
@@ -148,7 +151,7 @@ class ModelLibrary:
         seen: set[tuple[int, int]] = set()
         self.problems = []
         self.adapters = []
-        for path, source in self._candidates():
+        for path, source, name in self._candidates():
             try:
                 stat = path.stat()
             except OSError:
@@ -161,7 +164,7 @@ class ModelLibrary:
                 self.problems.append(str(exc))
                 continue
             seen.add((stat.st_dev, stat.st_ino))
-            entry = ModelEntry(path.name.removesuffix(".gguf"), path, source, info)
+            entry = ModelEntry(name, path, source, info)
             if info.metadata.get("general.type") == "adapter":
                 self.adapters.append(entry)
                 continue
@@ -169,24 +172,26 @@ class ModelLibrary:
         return sorted(found, key=lambda e: (e.name.lower(), e.source))
 
     def _candidates(self):
+        """(path, source, name) of every file that may be a model, in order of precedence."""
         if self.models_dir.is_dir():
             for path in sorted(self.models_dir.glob("*.gguf")):
-                yield path, "library"
-        for path in self._references():
-            yield path, "reference"
+                yield path, "library", _stem(path)
+        for path, name in self._references().items():
+            yield path, "reference", name
         for folder in self.shared:
             if folder.is_dir():
                 for path in sorted(folder.rglob("*.gguf")):
-                    yield path, "shared"
+                    yield path, "shared", _stem(path)
             else:
                 self.problems.append(f"The shared model folder {folder} cannot be reached "
                                      "(unplugged, or the share is offline); its models are "
                                      "not listed.")
         if self.include_bundled:
             try:
-                yield bundled_model_path(), "bundled"
+                bundled = bundled_model_path()
             except ModelNotFound:
                 return
+            yield bundled, "bundled", _stem(bundled)
 
     def describe(self, entry: ModelEntry, context: int) -> dict:
         """``entry.describe`` with its remembered load settings."""
@@ -196,37 +201,67 @@ class ModelLibrary:
         path = Path(path).resolve()
         return any(path.is_relative_to(folder.resolve()) for folder in self.shared)
 
-    def _references(self) -> list[Path]:
-        """The files kept by reference; none when the list is damaged (``problems`` says so,
-        and its models are not listed until it is fixed)."""
+    def _references(self) -> dict[Path, str]:
+        """The files kept by reference and their names; none when the list is damaged
+        (``problems`` says so, and its models are not listed until it is fixed)."""
         try:
             return self._read_references()
         except ConfigFileInvalid as exc:
             self.problems.append(f"{str(exc).removesuffix('.')}; the models it lists are not "
                                  "shown until it is fixed or deleted.")
-            return []
+            return {}
 
-    def _read_references(self) -> list[Path]:
+    def _read_references(self) -> dict[Path, str]:
+        """``references.json``: ``{"paths": [path, …], "names": {path: name, …}}``. The names
+        sit beside the paths, not in them, so that a file written before references kept their
+        names still loads (a path without a name is listed by its file name) and an Outpost
+        that knows no names still reads the paths of a newer file."""
         file = ConfigFile(self.models_dir / REFERENCES, "model references file")
         try:
             data = file.table(file.read(), "")
         except FileNotFoundError:
-            return []
-        return [Path(p) for p in file.text_list(data.get("paths", []), "paths")]
+            return {}
+        paths = file.text_list(data.get("paths", []), "paths")
+        names = file.table(data.get("names", {}), "names", "model names")
+        references: dict[Path, str] = {}
+        for path in paths:
+            name = names.get(path)
+            if name is None:
+                name = _stem(Path(path))
+            elif _name_problem(file.text(name, f"names[{path!r}]")):
+                raise file.fail(f"names[{path!r}] is {name!r}, not a usable model name")
+            references[Path(path)] = name
+        return references
 
-    def _write_references(self, references: list[Path]) -> None:
+    def _write_references(self, references: dict[Path, str]) -> None:
         """Atomically; refused (``ConfigFileInvalid``) while the file on disk is damaged, so the
         references it holds are never written over."""
         self._read_references()
         write_config(self.models_dir / REFERENCES,
-                     json.dumps({"paths": [str(p) for p in references]}, indent=2) + "\n")
+                     json.dumps({"paths": [str(p) for p in references],
+                                 "names": {str(p): n for p, n in references.items()}},
+                                indent=2) + "\n")
+
+    def _name_in_use(self, name: str, entries: list[ModelEntry],
+                     but: Path | None = None) -> str | None:
+        """The model name that ``name`` clashes with, or None: the same name or one that differs
+        only in case (``find`` takes either, and a case-blind disk one file for the other), of
+        a listed model or of a reference whose file cannot be reached now. ``but``: the file
+        of the model being renamed, which may change the case of its own name."""
+        names = [e.name for e in entries if but is None or e.path != but]
+        names += [n for p, n in self._references().items() if but is None or p != but]
+        return next((n for n in names if n.lower() == name.lower()), None)
 
     def find(self, name_or_path: str) -> ModelEntry:
-        """A model by the name ``models list`` shows, or by path."""
+        """A model by the name ``models list`` shows, or by path (a referenced file: under the
+        name it was given, so that its load settings are the ones used)."""
         candidate = Path(name_or_path).expanduser()
         if candidate.suffix == ".gguf" or os.sep in name_or_path or candidate.exists():
             info = read_gguf(candidate)  # names the problem with the file
-            return ModelEntry(candidate.name.removesuffix(".gguf"), info.path,
+            for path, name in self._references().items():
+                if _same_file(path, info.path):
+                    return ModelEntry(name, path, "reference", info)
+            return ModelEntry(_stem(candidate), info.path,
                               "shared" if self.in_shared_folder(info.path) else "path", info)
         entries = self.entries()
         matches = [e for e in entries if e.name == name_or_path] or \
@@ -260,12 +295,14 @@ class ModelLibrary:
             raise UsageError(f"{info.path} is already in the library, as {twin.name}: "
                              f"{twin.path} has the same content (size and sha256), so nothing "
                              "was imported.")
-        for entry in entries:
-            if entry.name == stem:
-                raise UsageError(f"A model called {stem} is already in the library; choose "
-                                 "another name (--name).")
+        taken = self._name_in_use(stem, entries)
+        if taken is not None:
+            raise UsageError(f"A model called {taken} is already in the library; choose "
+                             "another name (--name).")
         if mode == "reference":
-            self._write_references(self._references() + [info.path])
+            references = self._read_references()  # a damaged file is refused, never replaced
+            references[info.path] = stem
+            self._write_references(references)
             return ModelEntry(stem, info.path, "reference", info)
         self.models_dir.mkdir(parents=True, exist_ok=True)
         target = self.models_dir / f"{stem}.gguf"
@@ -317,32 +354,68 @@ class ModelLibrary:
             raise UsageError(f"{entry.name} is a {entry.source} model ({entry.path}); Outpost "
                              "does not delete it.")
         if entry.source == "reference":
-            self._write_references([p for p in self._references()
-                                    if not _same_file(p, entry.path)])
+            self._write_references({p: n for p, n in self._read_references().items()
+                                    if not _same_file(p, entry.path)})
         else:
             entry.path.unlink()
         self.load_settings.forget(entry.name)
         return entry
 
     def rename(self, name: str, new_name: str) -> ModelEntry:
+        """Rename a model of the models directory (its file) or a reference (its name in
+        ``references.json``; the file stays as it is); its load settings follow."""
         entry = self.find(name)
         new_name = _checked_name(new_name)
-        if entry.source != "library":
+        if entry.source not in ("library", "reference"):
             raise UsageError(f"{entry.name} is a {entry.source} model; only models in the "
-                             "models directory can be renamed.")
-        if any(e.name == new_name for e in self.entries()):
-            raise UsageError(f"A model called {new_name} is already in the library.")
-        target = entry.path.with_name(f"{new_name}.gguf")
-        os.replace(entry.path, target)
+                             "models directory and references can be renamed.")
+        taken = self._name_in_use(new_name, self.entries(), but=entry.path)
+        if taken is not None:
+            raise UsageError(f"A model called {taken} is already in the library.")
+        if entry.source == "reference":
+            references = self._read_references()
+            for path in references:
+                if _same_file(path, entry.path):
+                    references[path] = new_name
+            self._write_references(references)
+            renamed = ModelEntry(new_name, entry.path, "reference", entry.info)
+        else:
+            target = entry.path.with_name(f"{new_name}.gguf")
+            os.replace(entry.path, target)
+            renamed = ModelEntry(new_name, target, "library", read_gguf(target))
         self.load_settings.rename(entry.name, new_name)
-        return ModelEntry(new_name, target, "library", read_gguf(target))
+        return renamed
+
+
+def _stem(path: Path) -> str:
+    return path.name.removesuffix(".gguf")
+
+
+def _name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a model's name (None: it can): ``find`` and ``--model`` would take
+    it for a path (a slash, a ``.gguf`` or ``~`` that survives, a leading dot), it could not
+    name a file, or it would not show on one line."""
+    if not name:
+        return "it is empty"
+    if "/" in name or "\\" in name:
+        return "it has a slash"
+    if name.startswith((".", "~")):
+        return "it starts with a dot or ~"
+    if name.endswith(".gguf"):
+        return "it still ends in .gguf"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "it has a control character"
+    return None
 
 
 def _checked_name(name: str) -> str:
-    name = name.strip().removesuffix(".gguf")
-    if not name or "/" in name or "\\" in name or name.startswith("."):
-        raise UsageError(f"{name!r} is not a usable model name (no slashes, not empty, not "
-                         "starting with a dot).")
+    """``name`` as given (spaces around it and one ``.gguf`` dropped), or ``UsageError`` before
+    anything is written when it could not be used to find the model again."""
+    given = name.strip()
+    name = given.removesuffix(".gguf")
+    problem = _name_problem(name)
+    if problem:
+        raise UsageError(f"{given!r} is not a usable model name: {problem}.")
     return name
 
 

@@ -232,7 +232,7 @@ class DownloadRow(QWidget):
 
 class ModelManager(QDialog):
     use_requested = Signal(str)  # a model's path
-    load_settings_changed = Signal(str)  # a model's name
+    load_settings_changed = Signal(str)  # a model's path (a reference's name is not its file's)
 
     def __init__(self, library: ModelLibrary, downloads: Downloads, context_cap: int,
                  gpu_available: bool, in_use=lambda: None, parent=None):
@@ -277,7 +277,8 @@ class ModelManager(QDialog):
         layout.addLayout(buttons)
         lower = QHBoxLayout()
         self.settings_form = LoadSettingsForm(library, gpu_available)
-        self.settings_form.applied.connect(self.load_settings_changed)
+        self.settings_form.applied.connect(
+            lambda _name: self.load_settings_changed.emit(str(self.settings_form.entry.path)))
         self.settings_form.applied.connect(lambda _: self.refresh())
         lower.addWidget(self.settings_form, 1)
         lower.addWidget(self._build_downloads(), 1)
@@ -347,7 +348,7 @@ class ModelManager(QDialog):
         for button in (self.use_button, self.rename_button, self.remove_button):
             button.setEnabled(entry is not None)
         if entry is not None:
-            self.rename_button.setEnabled(entry.source == "library")
+            self.rename_button.setEnabled(entry.source in ("library", "reference"))
             self.remove_button.setEnabled(not entry.read_only)
         self.settings_form.show_entry(entry)
 

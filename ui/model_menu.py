@@ -2,6 +2,7 @@
 bundled model, the Providers dialog) and the status bar's model and state labels."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 from PySide6.QtCore import QObject, Signal, Slot
@@ -80,11 +81,12 @@ class ModelMenu(QMenu):
         return self.models_dialog
 
     @Slot(str)
-    def reload_if_active(self, name: str) -> None:
-        """New load settings for the model in use: load it again in the background; the
-        loaded one answers until the new one is ready (``ModelLoader``)."""
+    def reload_if_active(self, path: str) -> None:
+        """New load settings for the model at ``path``: when it is the one in use, load it again
+        in the background; the loaded one answers until the new one is ready (``ModelLoader``).
+        By file, not by name: a reference's name need not be its file's."""
         active = self.loader.active or self.loader.pending
-        if active is not None and active.info.model.removesuffix(".gguf") == name:
+        if active is not None and active.info.model == Path(path).name:
             self.loader.load(self.settings["model_path"] or None)
 
     @Slot()

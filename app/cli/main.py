@@ -204,7 +204,8 @@ def _parser() -> argparse.ArgumentParser:
     mset.add_argument("value", metavar="VALUE", help="a number, on/off, f16/q8_0/q4_0 "
                       "(kv_type) or auto")
     mset.add_argument("--json", action="store_true")
-    mrename = msub.add_parser("rename", help="rename a model of the models folder")
+    mrename = msub.add_parser("rename", help="rename a model of the models folder or a "
+                              "reference (its name only: the file stays as it is)")
     mrename.add_argument("model", metavar="MODEL")
     mrename.add_argument("new_name", metavar="NEW_NAME")
     mrename.add_argument("--json", action="store_true")

@@ -59,7 +59,7 @@ def write_everything(home: Path, round_: int) -> dict[str, str | None]:
     attempt("presets", lambda: PresetBook().save(f"mine{round_}", {"temperature": 0.5}))
     attempt("load_settings", lambda: LoadSettingsFile(models).set("m", "batch", 64 * round_))
     attempt("references", lambda: ModelLibrary(models, include_bundled=False)
-            ._write_references([Path(f"/models/{round_}.gguf")]))
+            ._write_references({Path(f"/models/{round_}.gguf"): f"m{round_}"}))
     attempt("provider_facts", provider_facts)
     return outcomes
 

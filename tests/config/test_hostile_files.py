@@ -350,7 +350,7 @@ def test_a_damaged_references_file_is_never_written_over(tmp_path):
     references.write_text('{"paths": ["/models/a.gguf", ')
     assert library.entries() == [] and "model references file" in library.problems[0]
     with pytest.raises(ConfigFileInvalid, match="model references file"):
-        library._write_references([Path("/models/b.gguf")])  # was: written over, a.gguf lost
+        library._write_references({Path("/models/b.gguf"): "b"})  # was: written over, a lost
     assert references.read_text() == '{"paths": ["/models/a.gguf", '
 
 

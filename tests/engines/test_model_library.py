@@ -135,8 +135,8 @@ def test_rename_and_remove_touch_only_the_library(tmp_path, gguf):
     variant(gguf, shared / "theirs.gguf")
     library = ModelLibrary(tmp_path / "models", [shared])
     library.import_file(gguf, "copy", name="mine")
-    referenced = variant(gguf, tmp_path / "outside" / "kept.gguf", 2)
-    library.import_file(referenced, "reference")
+    referenced = variant(gguf, tmp_path / "outside" / "elsewhere.gguf", 2)
+    library.import_file(referenced, "reference", name="kept")
     assert library.rename("mine", "renamed").path.name == "renamed.gguf"
     with pytest.raises(UsageError, match="shared model"):
         library.remove("theirs")
@@ -149,6 +149,58 @@ def test_rename_and_remove_touch_only_the_library(tmp_path, gguf):
     assert (shared / "theirs.gguf").exists()
     with pytest.raises(ModelNotFound, match="no model called 'renamed'"):
         library.find("renamed")
+
+
+def test_a_reference_keeps_the_name_it_was_given(outpost_home, capsys, tmp_path, gguf):
+    """``import --reference --name N`` printed N but stored only the path: list showed the file's
+    name and ``info N`` said there was no such model. The name is kept in references.json
+    (beside the paths, so a file without names still loads) and every command uses it."""
+    def run(*args):
+        code = cli.main(list(args))
+        return code, capsys.readouterr()
+
+    references = outpost_home / "data" / "models" / "references.json"
+    code, out = run("models", "import", str(gguf), "--reference", "--name", "smolref", "--json")
+    assert code == 0 and json.loads(out.out)["name"] == "smolref"
+    assert json.loads(references.read_text())["names"] == {str(gguf): "smolref"}
+    code, out = run("models", "list", "--json")
+    assert [(m["name"], m["source"]) for m in json.loads(out.out)] == [
+        ("SmolLM2-135M-Instruct.Q4_1", "bundled"), ("smolref", "reference")]
+    code, out = run("models", "info", "smolref")
+    assert code == 0 and re.search(r"^name: +smolref$", out.out, re.M)
+    code, out = run("models", "set", "smolref", "context", "1024")
+    assert code == 0
+    code, out = run("models", "info", str(gguf), "--json")  # its path finds it under its name
+    assert json.loads(out.out)["name"] == "smolref"
+    assert json.loads(out.out)["load_settings"]["context"] == 1024
+
+    code, out = run("models", "rename", "smolref", "smol2", "--json")  # the name, not the file
+    assert code == 0 and json.loads(out.out)["path"] == str(gguf) and gguf.exists()
+    assert json.loads(out.out)["load_settings"]["context"] == 1024  # its settings follow
+    code, out = run("models", "info", "smolref")
+    assert code == 3 and "no model called 'smolref'" in out.err
+
+    # a name that cannot be honoured is refused before anything is written
+    before = references.read_text()
+    other = variant(gguf, tmp_path / "outside" / "other.gguf")
+    for name, why in (("SMOL2", "A model called smol2 is already"),
+                      ("x.gguf.gguf", "still ends in .gguf"), ("~me", "starts with a dot or ~")):
+        code, out = run("models", "import", str(other), "--reference", "--name", name)
+        assert code == 2 and why in out.err and out.out == "", name
+    assert references.read_text() == before
+
+    code, out = run("models", "remove", "smol2", "--yes")
+    assert code == 0 and "Removed smol2." in out.out and gguf.exists()
+    assert json.loads(references.read_text()) == {"paths": [], "names": {}}
+
+    # a references.json written before names were kept: listed by the file's name
+    references.write_text(json.dumps({"paths": [str(gguf), str(tmp_path / "unplugged.gguf")]}))
+    library = ModelLibrary.from_settings(Settings())
+    assert ("tiny", "reference") in names(library) and library.problems == []
+    with pytest.raises(UsageError, match="A model called unplugged is already"):
+        library.import_file(other, "reference", name="unplugged")  # its file is away, not gone
+    assert library.rename("tiny", "tiny-ref").path == gguf
+    assert ("tiny-ref", "reference") in names(library)
 
 
 def test_a_shared_folder_that_went_away_is_simply_not_listed(tmp_path, gguf):

@@ -121,3 +121,37 @@ def test_new_load_settings_reload_the_model_in_use_while_the_old_one_answers(qtb
     assert "the KV cache (kv_type) to f16" in form.error.text()
     qtbot.wait(50)
     assert form.error.height() >= form.error.heightForWidth(form.error.width())
+
+
+def test_a_reference_shows_renames_and_reloads_under_the_name_it_was_given(
+        qtbot, outpost_app, tmp_path, bundled_model, monkeypatch):
+    """A reference imported with a name is listed, renamed and given load settings under that
+    name (the file keeps its own); new load settings reload it when it is the model in use,
+    although its name is not its file's."""
+    import shutil
+
+    from engines.model_library import ModelLibrary
+    from tests.support import ScriptedEngine
+    from ui.model_manager import QInputDialog
+
+    model = tmp_path / "tiny.gguf"
+    shutil.copyfile(bundled_model, model)
+    engine = ScriptedEngine(model="tiny.gguf")  # the window uses this file
+    app = outpost_app(max_tokens=8, engine_factory=engine.factory)
+    with qtbot.waitSignal(app.loader.model_ready, timeout=10000):
+        app.start()
+    ModelLibrary.from_settings(app.settings).import_file(model, "reference", name="smolref")
+    dialog = app.window.model_menu.open_models()
+    qtbot.addWidget(dialog)
+    row = [e.name for e in dialog.entries].index("smolref")
+    assert dialog.table.item(row, 0).text() == "smolref  (in use)"
+    dialog.select("smolref")
+    assert dialog.rename_button.isEnabled() and dialog.remove_button.isEnabled()
+    monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: ("tiny-model", True))
+    dialog.rename_button.click()
+    assert dialog.selected().name == "tiny-model" and dialog.selected().path == model
+    loads = len(engine.loads)
+    dialog.settings_form.context.setValue(2048)
+    assert dialog.settings_form.apply()
+    assert dialog.library.load_settings.get("tiny-model").context == 2048
+    qtbot.waitUntil(lambda: len(engine.loads) > loads, timeout=5000)  # reloaded: it is in use
