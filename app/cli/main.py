@@ -239,6 +239,9 @@ def _parser() -> argparse.ArgumentParser:
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     kset = ksub.add_parser("set", help="store a provider's key (read from stdin, not echoed)")
     kset.add_argument("name", metavar="NAME")
+    # a key typed after the name: caught to be refused without echoing it (argparse would
+    # print it back as an "unrecognized argument")
+    kset.add_argument("typed_key", nargs="*", help=argparse.SUPPRESS)
     where = kset.add_mutually_exclusive_group()
     where.add_argument("--insecure-file", action="store_true",
                        help="no secure keychain here: store it in a file only you can read (0600)")

@@ -186,9 +186,11 @@ class KeyStore:
         if chain.secure:
             try:
                 keyring.set_password(SERVICE, provider, key)
-                return "keychain"
             except Exception as exc:  # locked, no D-Bus, a backend's own error type
                 failure = SecretMask([key]).scrub(str(exc) or type(exc).__name__)
+            else:  # in the keychain now: a plain-file copy from before (--insecure-file) goes
+                self._forget_file_copy(provider)
+                return "keychain"
         if self.fallback == "memory":
             self._memory[provider] = key
             return "memory"
@@ -223,6 +225,10 @@ class KeyStore:
                 keyring.delete_password(SERVICE, provider)
             except Exception:  # nothing stored there, or the keychain is gone: nothing to do
                 pass
+        self._forget_file_copy(provider)
+
+    def _forget_file_copy(self, provider: str) -> None:
+        """Take ``provider``'s key out of ``keys.json``, if it is there."""
         if self.file_path.exists():
             data = self._read_file(strict=True)
             if data.pop(provider, None) is not None:

@@ -58,6 +58,18 @@ def test_real_keychain_round_trip(real_keychain):
     assert KeyStore().get("outpost-test-provider") is None
 
 
+def test_a_key_moved_to_the_keychain_leaves_no_plain_file_copy(real_keychain, outpost_home):
+    """Stored in keys.json (--insecure-file, no keychain then), then set again with the
+    keychain there: the plain copy goes (it stayed, and was read whenever the keychain had
+    nothing); other providers' keys in the file stay."""
+    path = outpost_home / "config" / "keys.json"
+    in_file = KeyStore(fallback="file", file_path=path)
+    in_file._write_file({"outpost-test-provider": "sk-old-plain-copy-0000", "other": KEY})
+    assert KeyStore().set("outpost-test-provider", KEY) == "keychain"
+    assert json.loads(path.read_text()) == {"other": KEY}
+    assert KeyStore().get("outpost-test-provider") == KEY
+
+
 @pytest.mark.parametrize("backend", ["keyrings.alt.file.PlaintextKeyring",
                                      "keyring.backends.null.Keyring"])
 def test_insecure_backend_is_refused_with_two_choices(backend, outpost_home):
@@ -183,3 +195,11 @@ def test_adding_a_provider_says_whether_it_needs_a_key(outpost_home):
         local.stdout
     other = run_cli("providers", "add", "lab", "--base-url", "https://llm.example.org/v1")
     assert "If it needs a key: outpost keys set lab" in other.stdout
+
+
+def test_a_key_typed_on_the_command_line_is_refused_without_being_echoed(outpost_home):
+    refused = run_cli("keys", "set", "openai", KEY)
+    assert refused.returncode == 2
+    assert "never taken on the command line" in refused.stderr
+    assert KEY not in refused.stderr + refused.stdout
+    assert not (outpost_home / "config" / "keys.json").exists()

@@ -80,6 +80,11 @@ def cmd_keys(args: argparse.Namespace) -> int:
         KeyStore(fallback="file").delete(args.name)
         print(f"Forgot the key of {args.name}.")
         return 0
+    if args.typed_key:
+        raise UsageError("A key is never taken on the command line (it stays in your shell's "
+                         "history and shows in the process list), so nothing was stored. Run "
+                         f"`outpost keys set {args.name}` and paste it when asked, or pipe it "
+                         "in; if it was a real key, think of replacing it at the provider.")
     ProviderRegistry().get(args.name)  # the provider must exist
     if sys.stdin.isatty():
         key = getpass.getpass(f"API key for {args.name} (not shown): ")
