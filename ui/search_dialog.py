@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.domain.errors import OutpostError
+from app.domain.wording import counted
 from app.storage.search import MARK_END, MARK_START, search_hits
 from app.storage.store import Store
 from ui import theme
@@ -126,14 +127,15 @@ class SearchDialog(QDialog):
         found = len(rows)
         self.status.setText("" if not text.strip() else
                             "Nothing found." if not found else
-                            f"{found} result{'s' if found != 1 else ''}: Enter opens, "
-                            "Up/Down choose.")
+                            f"{counted(found, 'result')}: Enter opens, Up/Down choose.")
 
     def _fit(self, item: QListWidgetItem) -> None:
         """The row as tall as its text wrapped at the list's width (a wrapped label's own
         size hint guesses a width, so rows of one line came out two or three lines tall)."""
         width = self.results.viewport().width()
         view = self.results.itemWidget(item)
+        if view is None:  # a row just added (its label comes next, and fits it then): the
+            return  # scroll bar it made appear resized the list before that
         item.setSizeHint(QSize(width, view.heightForWidth(width)))
 
 

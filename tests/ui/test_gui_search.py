@@ -92,3 +92,25 @@ def test_rows_are_as_tall_as_their_text_and_snippets_read_as_text(qtbot, scripte
     assert "Take rescues from <b>dry</b> trails" in label and "**" not in label, label
     assert "water_bottles" in label and "map" in label and "https" not in label
     assert dialog.results.item(0).sizeHint().height() < 3 * line + 12  # snippet and where
+
+
+def test_results_that_bring_a_scroll_bar_are_all_listed_without_an_error(qtbot, scripted):
+    """More hits than fit: the scroll bar comes while the rows are added, and resizes the list
+    as a row is added, before the row has its label (that raised, and the list stopped at
+    the rows added so far plus a blank one)."""
+    from ui.search_dialog import SearchDialog
+
+    store, profile = scripted.store, scripted.window.profile_name
+    chat = store.create_conversation("Rivers", profile=profile)
+    for n in range(30):
+        store.add_message(chat.id, Role.USER, f"Tell me about river number {n}.")
+    dialog = SearchDialog(store, profile)
+    qtbot.addWidget(dialog)
+    dialog.resize(640, 300)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    qtbot.keyClicks(dialog.field, "river")
+    qtbot.waitUntil(lambda: "results" in dialog.status.text(), timeout=3000)
+    rows = [dialog.results.item(i) for i in range(dialog.results.count())]
+    assert len(rows) > 10 and dialog.results.verticalScrollBar().isVisible()
+    assert all(dialog.results.itemWidget(r) is not None for r in rows)
