@@ -143,9 +143,9 @@ class ChatController(QObject):
 
     def send(self, prompt: str) -> bool:
         """Save the prompt and start the reply. False (and an error signal) if it cannot start."""
-        if self.busy:
+        if self.busy or (chosen := self._chosen()) is None:
             return False
-        conversation_id, target, options = self.conversation_id, self._target(), self._options()
+        conversation_id, (target, options) = self.conversation_id, chosen
         try:
             pending = self._off_gui(lambda: self.pipeline.prepare(
                 prompt, conversation_id, target=target, options=options))
@@ -170,9 +170,10 @@ class ChatController(QObject):
         """Answer the failed turn's saved prompt again, with the engine chosen now."""
         if self.busy or self.failed_turn is None:
             return False
-        if self.failed_turn.conversation_id != self.conversation_id:
+        if self.failed_turn.conversation_id != self.conversation_id or \
+                (chosen := self._chosen()) is None:
             return False
-        failed, target, options = self.failed_turn, self._target(), self._options()
+        failed, (target, options) = self.failed_turn, chosen
         try:  # the retry answers the way the panel says now (best of n included)
             pending = self._off_gui(lambda: self.pipeline.retry(failed, target=target,
                                                                 options=options))
@@ -264,15 +265,14 @@ class ChatController(QObject):
         """A new answer beside the reply ``message_id``, with the engine and knobs chosen now
         (``answerer``: "local" or "provider:NAME" for this answer only); the old answer stays
         as another version."""
-        if self._refused_while_busy("regenerate a reply"):
+        if self._refused_while_busy("regenerate a reply") or (chosen := self._chosen()) is None:
             return False
-        target = self._target()
+        target, options = chosen
         if answerer == "local":
             target = dataclasses.replace(target, provider=None, route="local")
         elif answerer is not None and answerer.startswith("provider:"):
             target = dataclasses.replace(target, provider=answerer.split(":", 1)[1], model=None,
                                          route="cloud")
-        options = self._options()
         try:
             pending = self._off_gui(lambda: self.pipeline.regenerate(
                 message_id, target=target, options=options))
@@ -287,9 +287,10 @@ class ChatController(QObject):
     def edit_and_resend(self, message_id: str, text: str) -> bool:
         """Send ``text`` in place of the user message ``message_id``: a new message beside it
         (same parent), answered from the path above it; the old one and its replies stay."""
-        if self.conversation_id is None or self._refused_while_busy("edit a message"):
+        if self.conversation_id is None or self._refused_while_busy("edit a message") or \
+                (chosen := self._chosen()) is None:
             return False
-        conversation_id, target, options = self.conversation_id, self._target(), self._options()
+        conversation_id, (target, options) = self.conversation_id, chosen
         try:
             original = self.store.get_message(message_id)
             pending = self._off_gui(lambda: self.pipeline.prepare(
@@ -382,6 +383,16 @@ class ChatController(QObject):
                 self.error_occurred.emit(exc)
                 return
         self.route_changed.emit(self.effective_route())
+
+    def _chosen(self) -> tuple[TurnTarget, TurnOptions] | None:
+        """The target and knobs the panel says for the next turn; None, and the error shown,
+        when they make no turn (a self-consistency answer rule that is not a valid pattern):
+        a refusal in the banner like any other, not an "unexpected error"."""
+        try:
+            return self._target(), self._options()
+        except OutpostError as exc:
+            self.error_occurred.emit(exc)
+            return None
 
     def _options(self) -> TurnOptions:
         return self.options_for_turn() if self.options_for_turn is not None else TurnOptions()

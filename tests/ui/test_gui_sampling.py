@@ -3,6 +3,7 @@ engine that will answer, and the parameters actually sent stored with the reply.
 from __future__ import annotations
 
 import pytest
+from PySide6.QtCore import Qt
 
 from app.config.providers import ProviderConfig
 from tests.support import reply as known_reply
@@ -270,3 +271,18 @@ def test_the_test_time_fields_are_labelled_for_each_mode(qtbot, scripted):
                        panel.tt_by.buddy() if panel.tt_by.isVisible() else None)
     assert shown == {"best_of": ("Chosen by", panel.tt_scorer),
                      "self_consistency": ("Answer from", panel.tt_extract), None: (False, None)}
+
+
+def test_sending_with_a_bad_answer_rule_is_refused_in_the_banner(qtbot, scripted):
+    """Self-consistency with an answer rule that is no pattern ("regex:("): Enter says why in
+    the banner and keeps the draft, with nothing saved (it opened 'unexpected error')."""
+    window = scripted.window
+    panel = window.sampling
+    panel.tt_mode.setCurrentIndex(panel.tt_mode.findData("self_consistency"))
+    panel.tt_extract.setText("regex:(")
+    window.composer.edit.setPlainText("How many legs has a spider?")
+    window.composer.edit.setFocus()
+    qtbot.keyClick(window.composer.edit, Qt.Key.Key_Return)
+    assert "not a valid regular expression" in window.errors.banner.label.text()
+    assert window.composer.edit.toPlainText() == "How many legs has a spider?"
+    assert scripted.store.list_conversations() == []
