@@ -13,6 +13,10 @@ wire format (``read_event``); this class does the rest, the same way for every p
   that ends without its terminal event is an interruption, never a success, unless its stop
   reason arrived: a reply whose stop reason arrived is complete (the terminal event after it
   carries nothing);
+* an answer that is not the provider's (a redirect, HTTP 511, a web page with 200: a hotel or
+  captive Wi-Fi sign-in page, or a wrong base URL) is ``NetworkIntercepted``, a ConnectionFailed:
+  the provider was not reached, so Auto answers locally and Cloud only queues the message; it is
+  not retried;
 * the key in use is never passed on (``app.domain.secrets_mask``): it is masked in the streamed
   text (also when split across deltas), in error bodies and error events, in the response headers
   kept for the request log, and in the HTTP library's own messages; a message about a request
@@ -37,6 +41,7 @@ from app.config.secrets import validate_key
 from app.domain.errors import (
     ConnectionFailed,
     EngineError,
+    NetworkIntercepted,
     OutpostError,
     ProviderError,
     StreamInterrupted,
@@ -62,6 +67,7 @@ from engines.http_policy import (
     Timeouts,
     error_from_status,
     is_retryable_error,
+    network_answer,
     parse_retry_after,
     rate_limit_headers,
     should_retry_header,
@@ -292,6 +298,10 @@ class CloudEngine(EngineBase):
             secrets = self.secrets()
             self.rate_limits = {name: secrets.scrub(value) for name, value in
                                 rate_limit_headers(response.headers).items()}
+            intercepted = self._intercepted(response)
+            if intercepted is not None:  # not the provider: no retry, it would answer the same
+                self._record(attempt, started, status, intercepted)
+                raise _Retry(intercepted, retryable=False)
             if status != 200:
                 raise self._status_failure(response, attempt, started)
             ctype = response.headers.get("content-type", "")
@@ -329,6 +339,21 @@ class CloudEngine(EngineBase):
         self.secrets().scrub_error(error)
         self._record(attempt, started, None, error)
         return _Retry(error, retryable)
+
+    def _intercepted(self, response: httpx.Response) -> NetworkIntercepted | None:
+        """The answer came from the network, not the provider (``http_policy.network_answer``):
+        the error that says so, else None."""
+        what = network_answer(response.status_code, response.headers)
+        if what is None:
+            return None
+        name, url = self.config.name, self.config.base_url
+        location = response.headers.get("location") if response.is_redirect else None
+        return NetworkIntercepted(self.scrub(
+            f"The network answered in place of {name}: {what} came back instead of the API's "
+            "answer, as the sign-in page of a hotel or captive Wi-Fi does. Sign in to the "
+            "network in a browser and try again; if there is nothing to sign in to, is the base "
+            f"URL ({url}) right?"),
+            response.status_code, name, self.scrub(location) if location else None)
 
     def _bad_header(self) -> ConnectionFailed:
         """A request header could not be sent (the HTTP library's message quotes the value, so
@@ -497,6 +522,9 @@ class CloudEngine(EngineBase):
             response = self._client.get(url, headers=headers)
         except httpx.HTTPError as exc:
             raise self._connection_error(exc) from None
+        intercepted = self._intercepted(response)
+        if intercepted is not None:
+            raise intercepted
         if response.status_code != 200:
             raise error_from_status(response.status_code, self.scrub(response.text),
                                     response.headers, self.config.name)

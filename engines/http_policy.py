@@ -13,6 +13,7 @@ import json
 import random
 from dataclasses import dataclass, field
 from typing import Mapping
+from urllib.parse import urlsplit
 
 from app.domain.errors import (
     AuthError,
@@ -190,6 +191,35 @@ def error_from_status(status: int, body: str, headers: Mapping[str, str], provid
         return ProviderUnavailable(f"{provider} is unavailable right now (HTTP {status}).{said}",
                                    status, provider)
     return ProviderError(f"{provider} answered HTTP {status}.{said}", status, provider)
+
+
+_WEB_PAGE_TYPES = ("text/html", "application/xhtml+xml")
+
+
+def network_answer(status: int, headers: Mapping[str, str]) -> str | None:
+    """What came back, in words, when it was not the provider's API but something on the way
+    (a hotel or captive Wi-Fi sign-in page, a proxy): a redirect (clients never follow one: the
+    key must not travel to another host), HTTP 511 (Network Authentication Required, the status
+    made for captive portals) or a web page with 200. None: an answer to read as the API's.
+    A wrong base URL (the provider's website instead of its API) looks the same."""
+    if 300 <= status < 400:
+        where = _host_of(headers.get("location") or "")
+        return f"a redirect (HTTP {status}{f' to {where}' if where else ''})"
+    if status == 511:
+        return "a request to sign in to the network (HTTP 511)"
+    ctype = (headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if status == 200 and ctype in _WEB_PAGE_TYPES:
+        return f"a web page ({ctype})"
+    return None
+
+
+def _host_of(location: str) -> str:
+    """The host a redirect points to (not its path or query, which may carry a portal's
+    session token); "" for a relative one."""
+    try:
+        return urlsplit(location.strip()).hostname or ""
+    except ValueError:
+        return ""
 
 
 def error_from_stream_event(error_type: str, message: str, provider: str) -> ProviderError:

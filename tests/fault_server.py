@@ -314,6 +314,15 @@ class Exchange:
         self.ended = True
         self.request.completed_at = time.monotonic()
 
+    def send_body(self, status: int, body: bytes, content_type: str,
+                  headers: dict[str, str] | None = None) -> None:
+        """A whole response of any type (a web page, an empty redirect), length-framed."""
+        self.send_head(status, headers, content_type=content_type, framing="length",
+                       length=len(body))
+        self._send(body)
+        self.ended = True
+        self.request.completed_at = time.monotonic()
+
     def send_error(self, status: int, error_type: str, message: str, code: str | None = None,
                    headers: dict[str, str] | None = None) -> None:
         self.send_json(status, self.wire.error_body(error_type, message, code), headers)
@@ -368,10 +377,12 @@ def _inside_multibyte(data: bytes) -> int | None:
     return None
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-            404: "Not Found", 408: "Request Timeout", 413: "Payload Too Large",
-            429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
-            503: "Service Unavailable", 529: "Overloaded"}
+_REASONS = {200: "OK", 301: "Moved Permanently", 302: "Found", 303: "See Other",
+            307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request",
+            401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 408: "Request Timeout",
+            413: "Payload Too Large", 429: "Too Many Requests", 500: "Internal Server Error",
+            502: "Bad Gateway", 503: "Service Unavailable",
+            511: "Network Authentication Required", 529: "Overloaded"}
 
 
 # -- scenarios -----------------------------------------------------------------------------------
@@ -634,6 +645,47 @@ class JsonInsteadOfStream(Scenario):
         ex.send_json(200, ex.wire.json_reply(self.text, (PROMPT_TOKENS, 6)))
 
 
+SIGN_IN_PAGE = ("<!DOCTYPE html><html><head><title>Welcome to Harbour Hotel Wi-Fi</title></head>"
+                "<body><form action=\"/login\" method=\"post\"><p>Room number</p>"
+                "<input name=\"room\"><button>Connect</button></form></body></html>")
+PORTAL_URL = "http://wifi.harbour-hotel.example/login?session=c0ffee&next=%2Fv1"
+
+
+@dataclass(repr=False)
+class SignInPage(Scenario):
+    """What a hotel or captive Wi-Fi answers in place of the provider, to any request (chat or
+    models): its sign-in page as text/html, with ``status`` 200 (most portals) or 511 (Network
+    Authentication Required, the status made for them)."""
+
+    status: int = 200
+    name: str = "sign_in_page"
+
+    def stream(self, ex: Exchange) -> None:
+        self.models(ex)
+
+    def models(self, ex: Exchange) -> None:
+        ex.send_body(self.status, SIGN_IN_PAGE.encode("utf-8"), "text/html; charset=utf-8")
+
+
+@dataclass(repr=False)
+class Redirect(Scenario):
+    """A redirect (``status`` 301/302/303/307/308) to ``location``, to any request: how many
+    captive portals send a device to their sign-in page (and how a website answers on an API's
+    path). A client must not follow it: its key would go to another host."""
+
+    status: int = 302
+    location: str = PORTAL_URL
+    name: str = "redirect"
+
+    def stream(self, ex: Exchange) -> None:
+        self.models(ex)
+
+    def models(self, ex: Exchange) -> None:
+        body = f'<html><body>Redirecting to <a href="{self.location}">sign in</a></body></html>'
+        ex.send_body(self.status, body.encode("utf-8"), "text/html; charset=utf-8",
+                     {"Location": self.location})
+
+
 @dataclass(repr=False)
 class Custom(Scenario):
     """Any function of the Exchange."""
@@ -674,6 +726,14 @@ def overloaded() -> Status:
 def overloaded_event() -> ErrorEvent:
     return ErrorEvent(after=0, error_type="overloaded_error", message="Overloaded",
                       name="overloaded_event")
+
+
+def sign_in_page(status: int = 200) -> SignInPage:
+    return SignInPage(status, name=f"sign_in_page_{status}")
+
+
+def redirect(status: int = 302, location: str = PORTAL_URL) -> Redirect:
+    return Redirect(status, location, name=f"redirect_{status}")
 
 
 def unauthorized(echo_key: bool = False) -> Custom:

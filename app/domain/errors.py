@@ -16,8 +16,10 @@
     │   │   └── ProviderUnavailable   5xx, 529, overloaded
     │   ├── TimeoutError_             connect / first-token / idle deadline passed
     │   ├── ConnectionFailed          DNS, refused, reset before any reply
-    │   │   └── OfflineModeOn         Offline mode is on: the host was not contacted
-    │   │                             (engines.network_guard refuses before any socket)
+    │   │   ├── OfflineModeOn         Offline mode is on: the host was not contacted
+    │   │   │                         (engines.network_guard refuses before any socket)
+    │   │   └── NetworkIntercepted    the network answered in place of the provider (a
+    │   │                             sign-in page or a redirect: hotel or captive Wi-Fi)
     │   ├── StreamInterrupted         died after partial text (carries `partial`)
     │   ├── DownloadFailed            a model download stopped or was refused (the part is kept
     │   │                             when it can be resumed)
@@ -144,6 +146,21 @@ class OfflineModeOn(ConnectionFailed):
     downloads) goes on waiting instead of failing."""
 
     kind = "offline_mode"
+
+
+class NetworkIntercepted(ConnectionFailed):
+    """Something on the way answered in place of the provider: a redirect, or a web page where
+    the API's answer should be (a hotel or captive Wi-Fi sign-in page, a proxy's page). The
+    provider was not reached, so it is a ConnectionFailed, of the same kind: Auto answers
+    locally, Cloud only keeps the message in the outbox, and the provider's link counts as
+    unreachable. A wrong base URL looks the same, so the message says so too."""
+
+    def __init__(self, message: str, status: int | None = None, provider: str = "",
+                 location: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.provider = provider
+        self.location = location  # where a redirect pointed (None: not a redirect)
 
 
 class StreamInterrupted(EngineError):

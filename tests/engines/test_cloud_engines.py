@@ -53,6 +53,7 @@ from app.domain.errors import (
     AuthError,
     ConnectionFailed,
     ContextTooLong,
+    NetworkIntercepted,
     OutpostError,
     ProviderError,
     ProviderUnavailable,
@@ -736,7 +737,10 @@ def _html_200(ex: Exchange) -> None:
     ex.ended = True
 
 
-def test_list_models_on_a_web_page_is_a_provider_error(make, server):
+def test_list_models_on_a_web_page_says_the_network_answered(make, server):
+    """A web page in place of the listing: a captive portal, or a wrong base URL (the message
+    says both; tests/engines/test_captive_portal.py has the rest)."""
     server.script([Custom(_html_200)])
-    with pytest.raises(ProviderError):
+    with pytest.raises(NetworkIntercepted) as info:
         make().engine.list_models()
+    assert "in place of" in str(info.value) and "base URL" in str(info.value)
