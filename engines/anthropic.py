@@ -5,7 +5,7 @@ from app.domain.messages import ChatRequest, FinishReason, Role
 from app.domain.sampling import sent_params
 from engines.cloud import CloudEngine, StreamState
 from engines.http_policy import error_from_stream_event
-from engines.sse import ServerSentEvent
+from engines.sse import ServerSentEvent, looks_like_json
 
 ANTHROPIC_VERSION = "2023-06-01"
 _FINISH = {"end_turn": FinishReason.STOP, "stop_sequence": FinishReason.STOP,
@@ -68,7 +68,9 @@ class AnthropicEngine(CloudEngine):
         try:
             data = event.json()
         except ValueError:
-            return None
+            if looks_like_json(event.data):
+                raise  # broken JSON: its text is lost; the engine ends the reply, saying so
+            return None  # not JSON at all: tolerated like a comment
         kind = event.event if event.event != "message" else data.get("type", "")
         if kind == "error":
             error = data.get("error", {}) if isinstance(data, dict) else {}

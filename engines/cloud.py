@@ -17,6 +17,9 @@ wire format (``read_event``); this class does the rest, the same way for every p
   captive Wi-Fi sign-in page, or a wrong base URL) is ``NetworkIntercepted``, a ConnectionFailed:
   the provider was not reached, so Auto answers locally and Cloud only queues the message; it is
   not retried;
+* a broken connection is said in plain words ("The connection to openai was reset ..."), the
+  OS's own words at most in parentheses at the end; an event that cannot be read (broken JSON) is
+  ``UnreadableStream``, not a broken connection;
 * the key in use is never passed on (``app.domain.secrets_mask``): it is masked in the streamed
   text (also when split across deltas), in error bodies and error events, in the response headers
   kept for the request log, and in the HTTP library's own messages; a message about a request
@@ -26,7 +29,9 @@ wire format (``read_event``); this class does the rest, the same way for every p
 from __future__ import annotations
 
 import enum
+import json
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -46,6 +51,7 @@ from app.domain.errors import (
     ProviderError,
     StreamInterrupted,
     TimeoutError_,
+    UnreadableStream,
     UsageError,
 )
 from app.domain.messages import (
@@ -375,8 +381,22 @@ class CloudEngine(EngineBase):
                 "getaddrinfo" in text:
             return ConnectionFailed(f"Could not connect to {name}: the address of {url} could "
                                     "not be looked up. Offline, or a typo in the base URL?")
-        return ConnectionFailed(self.scrub(f"Could not connect to {name} at {url}: "
-                                           f"{exc or type(exc).__name__}."))
+        detail, how = _os_words(exc), _how_it_broke(exc)
+        if how == "reset":
+            said = f"The connection to {name} was reset before it answered"
+        elif how == "closed":
+            said = f"{name} closed the connection without answering"
+        elif how == "pipe":
+            said = f"The connection to {name} broke while the request was being sent"
+        elif how == "no_route":
+            said = (f"Could not connect to {name} at {url}: this computer has no network route "
+                    "to it; it may be offline")
+        elif how == "tls":
+            said = (f"Could not set up a secure connection to {name} at {url}; the sign-in "
+                    "page of a hotel or captive Wi-Fi, or a proxy, may be in the way")
+        else:
+            said = f"Could not connect to {name} at {url}"
+        return ConnectionFailed(self.scrub(_with_detail(said, detail)))
 
     def _status_failure(self, response: httpx.Response, attempt: int, started: float) -> _Retry:
         body = b""
@@ -432,8 +452,11 @@ class CloudEngine(EngineBase):
             failure = TimeoutError_(f"{self.config.name} sent nothing for "
                                     f"{self.timeouts.idle:g} s; the stream was dropped.")
         except httpx.HTTPError as exc:
-            failure = ConnectionFailed(f"The connection to {self.config.name} broke: "
-                                       f"{exc or type(exc).__name__}.")
+            how = _how_it_broke(exc)
+            said = {"reset": "was reset", "closed": "was closed by the other end"}.get(
+                how, "broke")
+            failure = ConnectionFailed(_with_detail(
+                f"The connection to {self.config.name} {said} during the reply", _os_words(exc)))
         rest = masked.flush()
         if rest:
             yield TextDelta(rest)
@@ -474,21 +497,28 @@ class CloudEngine(EngineBase):
             if watchdog.fired is WatchdogReason.FIRST_TOKEN:
                 retryable = False
             raise _Retry(failure, retryable)
+        said = str(failure)
+        if said.startswith("The "):  # one sentence: "... was cut off: the connection ..."
+            said = "the " + said[4:]
         interrupted = failure if isinstance(failure, StreamInterrupted) else StreamInterrupted(
-            f"The reply from {self.config.name} was cut off: {failure}",
+            f"The reply from {self.config.name} was cut off: {said}",
             secrets.scrub(state.text), cause=failure)
         yield from self._finish(request, state, FinishReason.ERROR, turn_started, first_at,
                                 last_at, error=interrupted)
 
     def _read_event_safely(self, event: ServerSentEvent, state: StreamState) -> str | None:
-        """``read_event``; an event of a shape it cannot read (valid JSON, but a field of
-        another type) ends the reply with a ProviderError, the text before it kept, instead
-        of a crash."""
+        """``read_event``; an event it cannot read (broken JSON, or valid JSON with a field of
+        another type) ends the reply with an UnreadableStream, the text before it kept,
+        instead of a crash or a silent gap in the text. Once the stop reason has arrived the
+        reply is whole: an unreadable event after it (the usage chunk) is passed over."""
         try:
             return self.read_event(event, state)
         except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
-            state.error = ProviderError(
-                f"{self.config.name} sent a stream event Outpost cannot read ({exc}); the "
+            if state.finish_reason is not None:
+                return None
+            what = "broken JSON" if isinstance(exc, json.JSONDecodeError) else str(exc)
+            state.error = UnreadableStream(
+                f"{self.config.name} sent a stream event Outpost cannot read ({what}); the "
                 "reply stops there.", None, self.config.name)
             return None
 
@@ -565,6 +595,40 @@ class CloudEngine(EngineBase):
         if first_at is not None and last_at is not None and last_at > first_at and tokens > 1:
             tps = (tokens - 1) / (last_at - first_at)
         yield Finished(reason, ttft_ms=ttft_ms, tokens_per_s=tps, error=error)
+
+
+def _os_words(exc: BaseException) -> str:
+    """The OS's or the HTTP library's own words about a failure, without the "[Errno 104]" or
+    "[SSL: ...]" prefix and the "(_ssl.c:1000)" suffix; the exception's type when it has
+    none."""
+    text = str(exc).strip()
+    text = re.sub(r"^\[(Errno -?\d+|SSL(: \w+)?)\]\s*", "", text).rstrip(".")
+    text = re.sub(r"\s*\(_ssl\.c:\d+\)$", "", text)
+    text = re.sub(r"\s*\(([^()]*)\)$", r": \1", text)  # no parentheses inside the ones it goes in
+    return text or type(exc).__name__
+
+
+def _how_it_broke(exc: BaseException) -> str:
+    """How a connection failed, from the library's words: "reset", "closed" (the other end
+    closed it), "pipe" (it broke while sending), "no_route", "tls", or "" (something else)."""
+    text = str(exc).lower()
+    if "reset by peer" in text or "connection reset" in text or "econnreset" in text:
+        return "reset"
+    if "broken pipe" in text:
+        return "pipe"
+    if "incomplete chunked read" in text or "peer closed connection" in text or \
+            "server disconnected" in text or "connection closed" in text:
+        return "closed"
+    if "network is unreachable" in text or "no route to host" in text:
+        return "no_route"
+    if "ssl" in text or "certificate" in text or "tls" in text:
+        return "tls"
+    return ""
+
+
+def _with_detail(sentence: str, detail: str) -> str:
+    """A plain sentence, with the OS's own words in parentheses at its end."""
+    return f"{sentence} ({detail})." if detail else f"{sentence}."
 
 
 def _ms(at: float | None, since: float) -> float | None:

@@ -12,7 +12,7 @@ from app.domain.sampling import sent_params, strict_ok
 from engines.base import StreamOutcome
 from engines.cloud import CloudEngine, StreamState
 from engines.http_policy import error_from_stream_event
-from engines.sse import ServerSentEvent
+from engines.sse import ServerSentEvent, looks_like_json
 
 # Reasoning models take max_completion_tokens and reject max_tokens.
 _COMPLETION_TOKENS_MODELS = re.compile(r"^(o\d|gpt-5|gpt-4\.1-nano-reasoning)", re.IGNORECASE)
@@ -91,7 +91,9 @@ class OpenAICompatEngine(CloudEngine):
         try:
             data = event.json()
         except ValueError:
-            return None  # not JSON: tolerated like a comment
+            if looks_like_json(event.data):
+                raise  # broken JSON: its text is lost; the engine ends the reply, saying so
+            return None  # not JSON at all: tolerated like a comment
         if not isinstance(data, dict):
             return None
         if "error" in data:

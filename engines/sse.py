@@ -116,3 +116,9 @@ class SSEDecoder:
         self._data = []
         self._retry = None
         self._pending = False
+
+
+def looks_like_json(data: str) -> bool:
+    """Whether an event's data was meant as a JSON object or array (it starts like one): when
+    it does not parse, it is broken JSON, not a keep-alive or a comment sent as data."""
+    return data.lstrip().startswith(("{", "["))

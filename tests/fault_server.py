@@ -687,6 +687,33 @@ class Redirect(Scenario):
 
 
 @dataclass(repr=False)
+class BrokenJson(Normal):
+    """``after`` text chunks, then an event whose JSON is cut short (what a faulty proxy or a
+    provider's bug sends); then the rest of the reply (``then="rest"``) or the body ends
+    (``then="end"``). The connection itself is fine all along."""
+
+    after: int = 2
+    then: str = "end"
+    name: str = "broken_json"
+
+    def send_text(self, ex: Exchange, limit: int | None = None) -> int:
+        sent = super().send_text(ex, self.after)
+        lines = ex.wire.text("lost words")
+        lines[-1] = lines[-1][: len(lines[-1]) // 2]  # the data line, cut in the middle
+        ex.send_event(lines)
+        if self.then == "rest":
+            for chunk in self.chunks[self.after:]:
+                ex.send_event(ex.wire.text(chunk))
+        return sent
+
+    def after_text(self, ex: Exchange, sent: int, usage: tuple[int, int] | None) -> None:
+        if self.then == "rest":
+            super().after_text(ex, sent, usage)
+        else:
+            ex.end()
+
+
+@dataclass(repr=False)
 class Custom(Scenario):
     """Any function of the Exchange."""
 

@@ -13,14 +13,17 @@
     │   │   ├── BadRequest            400/404/422: the provider's own message is kept
     │   │   │   └── ContextTooLong    the conversation does not fit the model's window
     │   │   ├── RateLimited           429 (carries `retry_after` seconds, `retry_at`)
-    │   │   └── ProviderUnavailable   5xx, 529, overloaded
+    │   │   ├── ProviderUnavailable   5xx, 529, overloaded
+    │   │   └── UnreadableStream      the reply stream carried an event Outpost cannot read
+    │   │                             (broken JSON, a field of another type)
     │   ├── TimeoutError_             connect / first-token / idle deadline passed
     │   ├── ConnectionFailed          DNS, refused, reset before any reply
     │   │   ├── OfflineModeOn         Offline mode is on: the host was not contacted
     │   │   │                         (engines.network_guard refuses before any socket)
     │   │   └── NetworkIntercepted    the network answered in place of the provider (a
     │   │                             sign-in page or a redirect: hotel or captive Wi-Fi)
-    │   ├── StreamInterrupted         died after partial text (carries `partial`)
+    │   ├── StreamInterrupted         died after partial text (carries `partial`, `cause`;
+    │   │                             its kind is the cause's when a provider's error ended it)
     │   ├── DownloadFailed            a model download stopped or was refused (the part is kept
     │   │                             when it can be resumed)
     │   ├── EmptyReply                the model answered nothing (saved, marked as an error)
@@ -130,6 +133,13 @@ class ProviderUnavailable(ProviderError):
     kind = "provider_unavailable"
 
 
+class UnreadableStream(ProviderError):
+    """The provider's reply stream carried an event Outpost cannot read: broken JSON, or valid
+    JSON with a field of another type. Not a network failure: the connection was fine."""
+
+    kind = "unreadable_stream"
+
+
 class TimeoutError_(EngineError):
     """A deadline passed (named with a trailing underscore: not the builtin TimeoutError)."""
 
@@ -165,8 +175,13 @@ class NetworkIntercepted(ConnectionFailed):
 
 class StreamInterrupted(EngineError):
     """A reply broke off after some text. ``cause``: the failure that broke it (a provider's
-    error event, a content filter, a lost connection), or None when the stream just ended
-    early (the connection closed)."""
+    error event, a content filter, a stream Outpost cannot read, a lost connection), or None
+    when the stream just ended early (the connection closed).
+
+    Its ``kind`` says why, for the words a route reason or a link state shows: the cause's own
+    kind when the provider ended the reply (``ProviderError``: "the provider is overloaded or
+    down", "the reply stream was garbled", ...), else ``stream_interrupted`` ("the connection
+    broke"). It is a StreamInterrupted either way (routing looks at the type)."""
 
     kind = "stream_interrupted"
 
@@ -174,6 +189,8 @@ class StreamInterrupted(EngineError):
         super().__init__(message)
         self.partial = partial
         self.cause = cause
+        if isinstance(cause, ProviderError):  # the provider said why: not the connection
+            self.kind = cause.kind
 
 
 class DownloadFailed(EngineError):
@@ -252,6 +269,7 @@ KIND_WORDS = {
     "auth": "the API key was refused", "bad_request": "the request was refused",
     "context_too_long": "the conversation is too long for the model",
     "rate_limited": "rate limited", "provider_unavailable": "the provider is overloaded or down",
+    "unreadable_stream": "the reply stream was garbled",
     "timeout": "timed out", "connection_failed": "could not connect",
     "stream_interrupted": "the connection broke", "download_failed": "the download failed",
     "empty_reply": "an empty reply", "invalid_json": "not valid JSON",
