@@ -189,3 +189,25 @@ def _read_body(reader: _Reader, path: Path, file_size: int) -> GGUFInfo:
         raise ModelInvalid(f"The model file {path} is truncated: it has {file_size:,} bytes but "
                            f"its tensors need {expected:,}. Download or copy it again.", str(path))
     return info
+
+
+def read_lora(path: str | Path) -> GGUFInfo:
+    """Read a LoRA adapter file's header, checked to be one (``general.type = adapter``, of
+    the LoRA kind): raise ModelNotFound / ModelInvalid naming the problem in an adapter's
+    words. Which model it fits (its architecture) is the caller's to check."""
+    name = Path(path).name
+    try:
+        header = read_gguf(path)
+    except ModelNotFound:
+        raise ModelNotFound(f"The LoRA adapter {path} does not exist (moved, deleted, or its "
+                            "drive is gone).", str(path)) from None
+    except ModelInvalid as exc:
+        raise ModelInvalid(f"The LoRA adapter {path} is not a usable GGUF file: "
+                           f"{exc.message}", str(path)) from None
+    kind = header.metadata.get("general.type")
+    if kind != "adapter" or header.metadata.get("adapter.type", "lora") != "lora":
+        raise ModelInvalid(f"{name} is not a LoRA adapter (its GGUF header says general.type = "
+                           f"{kind or 'nothing'}); a full model is opened as a model, not "
+                           "attached as an adapter.", str(path))
+    return header
+

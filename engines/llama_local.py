@@ -47,7 +47,6 @@ from app.domain.errors import (
     EngineError,
     ModelInvalid,
     ModelLoadFailed,
-    ModelNotFound,
     OutpostError,
     UsageError,
 )
@@ -65,7 +64,7 @@ from app.domain.sampling import sent_params
 from engines.base import EngineBase, EngineCapabilities, EngineInfo
 from engines.chat_format import ChatFormatter
 from engines.cpu_budget import CpuBudget, physical_cores, prepare_openmp
-from engines.gguf import GGUFInfo, read_gguf
+from engines.gguf import GGUFInfo, read_gguf, read_lora
 from engines.http_policy import AttemptRecord
 from engines.kv_store import KVStore, common_prefix, digest, file_fingerprint
 from engines.llama_output import LogprobScorer, TextAssembler
@@ -427,19 +426,7 @@ class LocalEngine(EngineBase):
         path = str(Path(adapter.path).expanduser().resolve())
         if path in self._adapters:
             return path, self._adapters[path]
-        try:
-            header = read_gguf(path)
-        except ModelNotFound:
-            raise ModelNotFound(f"The LoRA adapter {adapter.path} does not exist (moved, "
-                                "deleted, or its drive is gone).", adapter.path) from None
-        except ModelInvalid as exc:
-            raise ModelInvalid(f"The LoRA adapter {adapter.path} is not a usable GGUF file: "
-                               f"{exc.message}", adapter.path) from None
-        kind = header.metadata.get("general.type")
-        if kind != "adapter" or header.metadata.get("adapter.type", "lora") != "lora":
-            raise ModelInvalid(f"{adapter.name} is not a LoRA adapter (its GGUF header says "
-                               f"general.type = {kind or 'nothing'}); a full model is opened "
-                               "as a model, not attached as an adapter.", adapter.path)
+        header = read_lora(adapter.path)
         if header.architecture != self.gguf.architecture:
             raise ModelInvalid(f"The LoRA adapter {adapter.name} was made for "
                                f"{header.architecture} models, but {self.path.name} is a "

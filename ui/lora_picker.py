@@ -1,7 +1,10 @@
 """The sampling panel's LoRA row: attach one GGUF LoRA adapter to the conversation, with a
 scale. The local model applies it without reloading (engines/llama_local.py); cloud engines
 cannot, so the row is disabled for them. The CLI (``ask --lora``, repeatable) can stack several
-adapters; the window attaches one, the common case."""
+adapters; the window attaches one, the common case. A file picked is checked to be a LoRA
+adapter at once (its GGUF header), not when the next message is sent. Two lines, so the row is
+never wider than the panel: the adapter's name (ending in "…" when long) and Attach/Change…,
+then, once one is attached, its scale and Detach."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,10 +16,15 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QVBoxLayout,
     QWidget,
 )
 
 from app.domain.adapters import SCALE_LIMIT, LoraAdapter, adapters_from_records
+from app.domain.errors import OutpostError
+from engines.gguf import read_lora
+from ui import theme
+from ui.elided_label import ElidedLabel
 
 
 class LoraPicker(QWidget):
@@ -25,10 +33,12 @@ class LoraPicker(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.path: str | None = None
-        row = QHBoxLayout(self)
-        row.setContentsMargins(0, 0, 0, 0)
-        self.label = QLabel()
-        self.label.setMinimumWidth(60)
+        lines = QVBoxLayout(self)
+        lines.setContentsMargins(0, 0, 0, 0)
+        row, second = QHBoxLayout(), QHBoxLayout()
+        lines.addLayout(row)
+        lines.addLayout(second)
+        self.label = ElidedLabel()
         self.choose = QPushButton("Attach LoRA…")
         self.choose.setToolTip("A LoRA adapter (GGUF) for the local model's architecture, "
                                "applied on top of it without reloading the model; every reply "
@@ -45,10 +55,17 @@ class LoraPicker(QWidget):
         self.detach = QPushButton("Detach")
         self.detach.setToolTip("Answer without the adapter")
         self.detach.clicked.connect(lambda: self.set_adapter(None))
+        self.error = QLabel()  # a file picked that is no LoRA adapter: why
+        self.error.setWordWrap(True)
+        theme.set_colour(self.error, "error")
+        self.error.hide()
         row.addWidget(self.label, 1)
-        row.addWidget(self.scale)
         row.addWidget(self.choose)
-        row.addWidget(self.detach)
+        second.addWidget(QLabel("Scale"))
+        second.addWidget(self.scale, 1)
+        second.addWidget(self.detach)
+        self._second = second
+        lines.addWidget(self.error)
         self._loading = False
         self._show()
 
@@ -85,13 +102,26 @@ class LoraPicker(QWidget):
         path, _ = QFileDialog.getOpenFileName(self, "Attach a LoRA adapter", "",
                                               "GGUF LoRA adapters (*.gguf)")
         if path:
-            self.set_adapter(path)
+            self.pick(path)
+
+    def pick(self, path: str) -> bool:
+        """Attach the file ``path`` when it is a LoRA adapter; else say why and keep what was
+        attached."""
+        try:
+            read_lora(path)
+        except OutpostError as exc:
+            self.error.setText(str(exc))
+            self.error.show()
+            return False
+        self.error.hide()
+        self.set_adapter(path)
+        return True
 
     def _show(self) -> None:
         self.label.setText(f"LoRA: {Path(self.path).name}" if self.path else "LoRA: none")
         self.label.setToolTip(self.path or "")
-        self.scale.setVisible(bool(self.path))
-        self.detach.setVisible(bool(self.path))
+        for index in range(self._second.count()):
+            self._second.itemAt(index).widget().setVisible(bool(self.path))
         self.choose.setText("Change…" if self.path else "Attach LoRA…")
 
     def _changed(self) -> None:

@@ -286,3 +286,26 @@ def test_sending_with_a_bad_answer_rule_is_refused_in_the_banner(qtbot, scripted
     assert "not a valid regular expression" in window.errors.banner.label.text()
     assert window.composer.edit.toPlainText() == "How many legs has a spider?"
     assert scripted.store.list_conversations() == []
+
+
+def test_a_file_that_is_no_lora_adapter_is_refused_when_picked(qtbot, scripted, bundled_model,
+                                                                tmp_path):
+    """A full model picked as an adapter is refused at once, with why, under the row (it was
+    accepted, and the next message failed, saved as a new chat with a failed reply); a real
+    adapter is attached, and its row is no wider than with none (it pushed the panel's
+    fields past its right edge)."""
+    from tests.lora_files import make_lora
+
+    panel = scripted.window.sampling
+    lora = panel.lora
+    lora.show()
+    narrow = panel.minimumSizeHint().width()
+    assert not lora.pick(str(bundled_model))
+    assert lora.adapters() == () and lora.error.isVisible()
+    assert "is not a LoRA adapter" in lora.error.text()
+    adapter = make_lora(bundled_model, tmp_path / ("a-long-adapter-name-for-a-pirate-style-"
+                                                   "of-speaking.gguf"), seed=4)
+    assert lora.pick(str(adapter))
+    assert not lora.error.isVisible() and lora.adapters()[0].path == str(adapter)
+    assert lora.scale.isVisible() and lora.detach.isVisible()
+    assert panel.minimumSizeHint().width() <= narrow
