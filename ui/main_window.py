@@ -387,6 +387,7 @@ class MainWindow(QMainWindow):
         self.profile_button.profile_changed.connect(self._on_profile_changed)
         self.usage_action.triggered.connect(self.open_usage)
         self.sampling.changed.connect(self.sampling_binding.save)
+        self.sampling.changed.connect(self.meter.refresh)  # a new chat's knobs too (unsaved)
         self.sampling_binding.saved.connect(self.meter.refresh)
 
         for piece in (self.target_picker, self.default_route_menu, self.offline,

@@ -309,3 +309,15 @@ def test_a_file_that_is_no_lora_adapter_is_refused_when_picked(qtbot, scripted, 
     assert not lora.error.isVisible() and lora.adapters()[0].path == str(adapter)
     assert lora.scale.isVisible() and lora.detach.isVisible()
     assert panel.minimumSizeHint().width() <= narrow
+
+
+def test_the_token_meter_follows_the_knobs_of_a_new_chat(qtbot, scripted):
+    """In a chat not created yet, changing Max tokens counts the draft again with the new
+    reply budget (the meter waited for the next keystroke)."""
+    window = scripted.window
+    meter, panel = window.meter, window.sampling
+    window.composer.edit.setPlainText("How far is the moon?")
+    qtbot.waitUntil(lambda: bool(meter.last) and meter.last["max_tokens"] == 48, timeout=5000)
+    panel.fields["max_tokens"].setValue(100)
+    qtbot.waitUntil(lambda: meter.last["max_tokens"] == 100, timeout=5000)
+    assert "with 100 for the reply" in meter.label.toolTip() + meter.label.text()
