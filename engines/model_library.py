@@ -253,9 +253,15 @@ class ModelLibrary:
         return next((n for n in names if n.lower() == name.lower()), None)
 
     def find(self, name_or_path: str) -> ModelEntry:
-        """A model by the name ``models list`` shows, or by path (a referenced file: under the
-        name it was given, so that its load settings are the ones used)."""
+        """A model by the name ``models list`` shows, its file's name (what a reply says
+        answered it: ``….gguf``), or by path (a referenced file: under the name it was given,
+        so that its load settings are the ones used)."""
         candidate = Path(name_or_path).expanduser()
+        if candidate.suffix == ".gguf" and os.sep not in name_or_path and \
+                not candidate.exists():  # a model's file name, as replies and Details show it
+            for entry in self.entries():
+                if entry.path.name == name_or_path:
+                    return entry
         if candidate.suffix == ".gguf" or os.sep in name_or_path or candidate.exists():
             info = read_gguf(candidate)  # names the problem with the file
             for path, name in self._references().items():

@@ -251,3 +251,15 @@ def test_ask_takes_a_library_name_for_model(outpost_home, capsys, gguf):
     finished = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert finished["model"] == "my-model.gguf"
     assert bundled_model_path().exists()
+
+
+def test_a_model_is_found_by_the_file_name_replies_show(tmp_path, gguf, monkeypatch):
+    """Replies, Details and `history` name the model by its file ("my-model.gguf"); that name
+    finds it too (it was taken for a path in the current folder, and not found)."""
+    library = ModelLibrary(tmp_path / "models")
+    library.import_file(gguf, "link", name="my-model")
+    monkeypatch.chdir(tmp_path)  # no such file here
+    assert library.find("my-model.gguf").name == "my-model"
+    assert library.find(bundled_model_path().name).source == "bundled"
+    with pytest.raises(ModelNotFound):
+        library.find("no-such-model.gguf")
