@@ -172,3 +172,24 @@ def test_ask_and_regenerate_json_say_where_the_reply_stands(tree, capsys, monkey
     again = json.loads(out.strip().splitlines()[-1])
     assert code == 0 and again["parent_id"] == asked["parent_id"]
     assert (again["sibling_index"], again["siblings"]) == (2, 2)
+
+
+def test_show_json_has_what_a_reply_recorded(outpost_home, capsys):
+    """`history show --json` carries how a reply was checked and chosen and what it cost, as
+    the README says (the export had them; `show` left them out)."""
+    from app.domain.messages import MessageStatus, Role
+
+    store = Store()
+    conversation = store.create_conversation("Checked")
+    question = store.add_message(conversation.id, Role.USER, "A person as JSON")
+    answer = store.add_message(conversation.id, Role.ASSISTANT, '{"name": "Ada"}',
+                               parent_id=question.id, status=MessageStatus.STREAMING)
+    recorded = {"output_check": {"mode": "json", "valid": True, "error": None, "repair": None},
+                "candidates": {"mode": "best_of", "n": 2, "winner": 1, "candidates": []},
+                "cost_usd": 0.00042, "cost_estimated": True, "tokens_estimated": True}
+    store.update_message(answer.id, status=MessageStatus.COMPLETE, **recorded)
+    store.close()
+    code, out, _ = run(capsys, "history", "show", conversation.id, "--json")
+    assert code == 0
+    shown = json.loads(out)[-1]
+    assert {key: shown[key] for key in recorded} == recorded

@@ -12,8 +12,9 @@ from app.storage.search import MARK_END, MARK_START, command_line_query, snippet
 
 MESSAGE_KEYS = ("id", "conversation_id", "parent_id", "role", "content", "status", "engine",
                 "model", "params", "prompt_tokens", "completion_tokens", "cached_prompt_tokens",
-                "ttft_ms", "tokens_per_s", "finish_reason", "error", "route_reason", "segments",
-                "created_at", "updated_at")
+                "tokens_estimated", "ttft_ms", "tokens_per_s", "finish_reason", "error",
+                "route_reason", "segments", "cost_usd", "cost_estimated", "output_check",
+                "candidates", "created_at", "updated_at")
 
 
 def cmd_history(args: argparse.Namespace) -> int:
