@@ -79,9 +79,31 @@ def test_a_preset_with_no_knobs_is_refused_and_nothing_is_saved(outpost_home):
     assert "Empty" not in cli("preset", "list").stdout
 
 
+def test_a_preset_refuses_what_it_cannot_hold_and_a_file_that_is_no_adapter(outpost_home,
+                                                                           bundled_model):
+    """`preset save` takes the `ask` flags; those a preset does not keep (the system prompt,
+    JSON output, best-of) are refused by name, and a LoRA file is checked when saved (they
+    were dropped, exit 0, and a missing adapter failed only when the preset was used)."""
+    refused = cli("preset", "save", "Full", "--temperature", "0.3", "--system", "Be terse",
+                  "--json-mode", "--best-of", "3")
+    assert refused.returncode == 2
+    said = assert_one_sentence(refused.stderr)
+    assert "--system, --json-mode, --best-of" in said and "nothing was saved" in said
+    for spec, words in ((str(bundled_model), "is not a LoRA adapter"),
+                        ("/nowhere/style.gguf:0.5", "does not exist")):
+        bad = cli("preset", "save", "Full", "--temperature", "0.3", "--lora", spec)
+        assert bad.returncode == 3 and words in assert_one_sentence(bad.stderr)
+    assert "Full" not in cli("preset", "list").stdout
+
+
 def test_a_preset_can_attach_a_lora(outpost_home, adapter):
     proc = cli("preset", "save", "Styled", "--temperature", "0", "--lora", f"{adapter}:0.25")
     assert proc.returncode == 0, proc.stderr
+    assert "LoRA style.gguf × 0.25" in cli("preset", "list").stdout
+    based = cli("preset", "save", "Based", "--preset", "Styled", "--top-k", "5")  # as --from
+    assert based.returncode == 0, based.stderr
+    based_on = json_lines(cli("preset", "show", "Based").stdout)[0]
+    assert (based_on["temperature"], based_on["top_k"]) == (0, 5)
     shown = json_lines(cli("preset", "show", "Styled").stdout)[0]
     assert shown["lora"] == [{"name": "style.gguf", "path": str(adapter), "scale": 0.25}]
     proc = cli("ask", "Hi.", "--preset", "Styled", "--max-tokens", "4")

@@ -9,6 +9,23 @@ from app.cli.commands.common import emit, emit_list
 from app.config.presets import PresetBook
 from app.domain.errors import UsageError
 from app.domain.sampling import CAPABILITIES, KNOB_NAMES, KNOBS, supports
+from engines.gguf import read_lora
+
+
+# flags `preset save` shares with `ask` that set what a conversation or a turn keeps, not a
+# preset (a preset is the sampling knobs and LoRA adapters)
+NOT_IN_A_PRESET = (("system", "--system"), ("json_mode", "--json-mode"),
+                   ("json_schema", "--json-schema"), ("best_of", "--best-of"),
+                   ("scorer", "--scorer"), ("self_consistency", "--self-consistency"),
+                   ("extract", "--extract"))
+
+
+def _refuse_what_a_preset_does_not_hold(args: argparse.Namespace) -> None:
+    given = [flag for name, flag in NOT_IN_A_PRESET if getattr(args, name, None)]
+    if given:
+        raise UsageError(f"A preset holds sampling knobs and LoRA adapters, not {', '.join(given)}"
+                         " (those go with a conversation or a message: `outpost ask`); nothing "
+                         "was saved.")
 
 
 def cmd_preset(args: argparse.Namespace) -> int:
@@ -22,13 +39,21 @@ def cmd_preset(args: argparse.Namespace) -> int:
         else:
             for row in rows:
                 knobs = ", ".join(f"{k}={v}" for k, v in row["knobs"].items() if v is not None)
+                adapters = book.adapters(row["name"])
+                if adapters:
+                    knobs += ", LoRA " + ", ".join(a.label() for a in adapters)
                 print(f"{row['name']:14} {'built in' if row['builtin'] else 'yours':9} {knobs}")
     elif action == "show":
         adapters = book.adapters(args.name)
         emit(dict(book.get(args.name), name=args.name,
                   **({"lora": [a.record() for a in adapters]} if adapters is not None else {})))
     elif action == "save":
+        _refuse_what_a_preset_does_not_hold(args)
+        if args.preset and not args.from_preset:  # (the ask flag, read as --from here)
+            args.from_preset = args.preset
         options = knob_options(args)
+        for adapter in options.lora or ():  # a file that is no adapter: now, not when used
+            read_lora(adapter.path)
         values = {k: getattr(options, k) for k in KNOB_NAMES if getattr(options, k) is not None}
         if args.from_preset:
             values = {**book.get(args.from_preset), **values}
