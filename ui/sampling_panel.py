@@ -29,6 +29,7 @@ from app.domain.errors import OutpostError
 from app.domain.sampling import KNOBS, supports, why_unsupported
 from app.domain.test_time import Plan, extractor
 from ui import theme
+from ui.confirm import confirm
 from ui.lora_picker import LoraPicker
 from ui.schema_editor import SchemaEditor
 
@@ -430,8 +431,15 @@ class SamplingPanel(QDockWidget):
 
     def _save_preset(self) -> None:
         name, ok = QInputDialog.getText(self, "Save preset", "Name of the preset:")
-        if ok:
-            self.save_preset(name)
+        if not ok:
+            return
+        taken = [n for n in self.presets.names() if n.lower() == name.strip().lower()
+                 and not self.presets.is_builtin(n)]
+        if taken and not confirm(self, "Replace preset",
+                                 f"Replace the preset {taken[0]} with these knobs? Its own "
+                                 "are lost.", "Replace"):
+            return
+        self.save_preset(name)
 
     def _rename_preset(self) -> None:
         old = self.preset_picker.currentData()
@@ -450,7 +458,8 @@ class SamplingPanel(QDockWidget):
 
     def _delete_preset(self) -> None:
         name = self.preset_picker.currentData()
-        if not name:
+        if not name or not confirm(self, "Delete preset", f"Delete the preset {name}?",
+                                   "Delete"):
             return
         try:
             self.presets.delete(name)

@@ -321,3 +321,28 @@ def test_the_token_meter_follows_the_knobs_of_a_new_chat(qtbot, scripted):
     panel.fields["max_tokens"].setValue(100)
     qtbot.waitUntil(lambda: meter.last["max_tokens"] == 100, timeout=5000)
     assert "with 100 for the reply" in meter.label.toolTip() + meter.label.text()
+
+
+def test_saving_over_a_preset_and_deleting_one_are_asked_first(qtbot, scripted, monkeypatch):
+    """"Save as… mine" over a preset called "Mine" asks before replacing it (names match
+    whatever their case), and Delete asks too; Cancel keeps the preset as it was."""
+    from tests.support import answer_confirmations
+    from ui.sampling_panel import QInputDialog
+
+    panel = scripted.window.sampling
+    panel.fields["temperature"].setValue(0.2)
+    assert panel.save_preset("Mine")
+    panel.fields["temperature"].setValue(1.1)
+    monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: ("mine", True))
+    asked = answer_confirmations(monkeypatch, "Cancel", "Replace", "Cancel", "Delete")
+    panel._save_preset()
+    assert panel.presets.get("Mine")["temperature"] == 0.2  # kept
+    panel._save_preset()
+    assert panel.presets.get("mine")["temperature"] == 1.1
+    panel.preset_picker.setCurrentIndex(panel.preset_picker.findData("mine"))
+    panel._delete_preset()
+    assert "mine" in panel.presets.names()
+    panel._delete_preset()
+    assert "mine" not in panel.presets.names()
+    assert [(a["title"], a["default"]) for a in asked] == [
+        ("Replace preset", "Cancel")] * 2 + [("Delete preset", "Cancel")] * 2
