@@ -20,13 +20,22 @@ from app.storage.ledger import make_ledger
 from app.storage.quotas import QuotaBook, QuotaGuard
 from app.storage.store import Store
 from engines.base import Engine
-from engines.registry import CloudTargets, cloud_timeouts, create_cloud_engine, create_local_engine
+from engines.kv_store import forget_all
+from engines.registry import (
+    CloudTargets,
+    cloud_timeouts,
+    create_cloud_engine,
+    create_local_engine,
+    kv_cache_dir,
+)
 
 
 def build_service(store: Store, settings: Settings, profile: str) -> ChatService:
     """The chat service signed in as ``profile``, with its usage ledger and quotas."""
     ledger = make_ledger(store, settings)
     ledger.profile = profile
+    # a deleted message's words are in no saved KV state either (they can be read back)
+    store.on_forget.append(lambda: forget_all(kv_cache_dir()))
     return ChatService(store, settings, ledger=ledger, quotas=QuotaGuard(QuotaBook(), ledger),
                        profile=profile)
 

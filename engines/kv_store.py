@@ -314,3 +314,24 @@ class KVStore:
 
 __all__ = ["KVStore", "SavedState", "DEFAULT_MAX_BYTES", "identity_key", "file_fingerprint",
            "common_prefix"]
+
+
+def forget_all(folder: str | Path) -> int:
+    """Delete every saved state in ``folder`` (how many): messages were deleted, and a state
+    holds their tokens, from which their words can be read back. The states are a cache (the
+    next reply of a long conversation reads its history again, once), so all of them go: which
+    conversation a state came from is not recorded, and a state shared by several (a common
+    system prompt) holds words of each."""
+    gone = 0
+    try:
+        files = list(Path(folder).glob(f"*{SUFFIX}"))
+    except OSError:
+        return 0
+    for path in files:
+        try:
+            path.unlink()
+            gone += 1
+        except FileNotFoundError:  # another process got there first
+            continue
+    return gone
+

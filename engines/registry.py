@@ -28,6 +28,11 @@ def create_local_engine(settings: Settings, model_path: str | Path | None = None
                        on_attempt=on_attempt)
 
 
+def kv_cache_dir() -> Path:
+    """Where the local engine saves KV states (``engines/kv_store.py``)."""
+    return paths.data_dir() / "kv_cache"
+
+
 def local_load_settings(settings: Settings, library: ModelLibrary, entry) -> LoadSettings:
     """How ``entry`` loads: the settings, then its own remembered load settings."""
     return LoadSettings(context_cap=settings["context_cap"], n_threads=settings["n_threads"],
@@ -36,8 +41,7 @@ def local_load_settings(settings: Settings, library: ModelLibrary, entry) -> Loa
                         options=library.load_settings.get(entry.name),
                         removable=entry.source == "shared",
                         # conversations resume after a restart (engines/kv_store.py)
-                        kv_cache_dir=(paths.data_dir() / "kv_cache")
-                        if settings["kv_cache_max_mb"] else None,
+                        kv_cache_dir=kv_cache_dir() if settings["kv_cache_max_mb"] else None,
                         kv_cache_max_bytes=settings["kv_cache_max_mb"] * 2 ** 20)
 
 

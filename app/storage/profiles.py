@@ -225,6 +225,8 @@ class Profiles:
                 db["messages"].delete_where("conversation_id = ?", [cid])
                 db["conversations"].delete(cid)
             db["profiles"].delete(profile.name)
+        if ids:
+            self.store.forgot()
         return len(ids)
 
     def set_pin(self, name: str, pin: str | None, actor: Profile) -> None:

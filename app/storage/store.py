@@ -18,11 +18,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import Callable, Iterator, Literal, Sequence
 
 import sqlite_utils
 
@@ -37,6 +38,8 @@ from app.storage.restore import damaged_message
 from app.storage.sqlite_errors import BUSY_TIMEOUT_MS, SQLITE_CORRUPT, SQLITE_NOTADB, \
     retry_when_locked, sqlite_primary_code, storage_error_class, storage_errors
 from app.storage.writers import this_writer, writer_alive
+
+log = logging.getLogger(__name__)
 
 # whether a new message becomes its conversation's active leaf (``Store.add_message``)
 Activate = Literal["always", "beside", "never"]
@@ -122,6 +125,9 @@ class Store:
         self.daily_backup_pending = not daily_backup  # for the caller to run roll_backup
         # what the user is told at start, one sentence each (a leftover log copied aside, …)
         self.notes: list[str] = []
+        # called after messages are deleted (``forgot``): what else holds their words forgets
+        # them too (the saved KV states: ``app.compose``)
+        self.on_forget: list[Callable[[], None]] = []
         # True once the file passed its start-up check: only then are its states sealed
         self._healthy = False
         try:
@@ -387,6 +393,16 @@ class Store:
             db["outbox"].delete_where("conversation_id = ?", [conversation_id])
             db["messages"].delete_where("conversation_id = ?", [conversation_id])
             db["conversations"].delete(conversation_id)
+        self.forgot()
+
+    def forgot(self) -> None:
+        """Messages were deleted: everything registered in ``on_forget`` drops what it kept of
+        them (a failure there is logged: the delete itself is done)."""
+        for forget in self.on_forget:
+            try:
+                forget()
+            except Exception:  # noqa: BLE001 - a cache's failure must not undo a delete
+                log.exception("could not forget the deleted messages everywhere")
 
     def touch_conversation(self, conversation_id: str) -> None:
         with self._tx() as db:
@@ -565,6 +581,7 @@ class Store:
                     db["conversations"].update(conversation.id, {"active_leaf_id": None})
             else:
                 self.set_active(conversation.id, target)
+        self.forgot()
         return ids
 
     def being_written(self, message: Message) -> bool:
