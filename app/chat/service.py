@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from app.chat.streaming_row import StreamingRow
 from app.config.presets import PresetBook
+from app.config.pseudonym import provider_user
 from app.config.secrets import stored_keys
 from app.config.settings import Settings, default_user_id
 from app.domain.adapters import LoraAdapter, adapters_from_records
@@ -679,7 +680,7 @@ class ChatService:
               effective_route: str) -> Turn:
         request = ChatRequest(model=model,
                               messages=fit.messages if fit is not None else tuple(messages),
-                              user=self.profile, **request_args)
+                              user=provider_user(self.profile), **request_args)
         # a Local only turn reads no keychain (it opens no socket, D-Bus's included): the local
         # model never saw a key; keys this process handled are still masked (SecretMask)
         secrets = (lambda: SecretMask(())) if effective_route == "local" else self.secret_mask

@@ -18,6 +18,7 @@ from app.chat.service import (
     history_messages,
     title_from,
 )
+from app.config.pseudonym import provider_user
 from app.config.settings import Settings
 from app.domain.errors import (
     EngineError,
@@ -370,7 +371,7 @@ def test_new_conversation_title_and_settings(store):
     assert conversation.title.startswith("What is the weather")
     assert conversation.system_prompt == "Answer in French."
     assert turn.request.messages[0] == ChatMessage(Role.SYSTEM, "Answer in French.")
-    assert turn.request.user == "alice" and turn.request.temperature == 0.1
+    assert turn.request.user == provider_user("alice") and turn.request.temperature == 0.1
     assert title_from("short one") == "short one"
 
 

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from app.chat.service import ChatService
+from app.config.pseudonym import provider_user
 from app.config.settings import Settings
 from app.domain.errors import UsageError
 from app.domain.messages import Role
@@ -155,7 +156,7 @@ def test_conversations_and_usage_belong_to_the_profile(store, bundled_model):
     rows = store.request_log()
     assert {(r["profile"], r["conversation_id"]) for r in rows} == {
         ("ana", turn.conversation_id), ("bo", theirs.conversation_id)}
-    assert theirs.request.user == "bo"
+    assert theirs.request.user == provider_user("bo")
     assert store.search("Zanzibar", profile="ana") == []
     assert "Zanzibar" in [m.content for m in store.search("Zanzibar", profile="bo")]
 
