@@ -52,7 +52,7 @@ from app.domain.secrets_mask import SecretMask, mask_stream
 from app.domain.structured import OutputCheck, lenient, repair_prompt, validate
 from app.domain.structured import response_format as json_response_format
 from app.domain.test_time import Selection
-from app.domain.wording import counted
+from app.domain.wording import counted, title_from
 from app.storage.outbox import Outbox, OutboxItem
 from app.storage.store import Activate, Store
 from app.storage.writers import begin_writing, end_writing
@@ -68,7 +68,6 @@ FLUSH_INTERVAL_S = 0.5
 # ``reply_to`` for a message that starts the conversation over (an edited first message): it
 # follows nothing, beside the conversation's first message
 NEW_ROOT = "root"
-TITLE_LENGTH = 48
 
 
 @dataclass(frozen=True)
@@ -100,11 +99,6 @@ class TurnOptions:
     lora: tuple[LoraAdapter, ...] | None = None
     # knobs set back to "not sent" (e.g. the panel's top_k emptied), overriding the rest
     unset: tuple[str, ...] = ()
-
-
-def title_from(prompt: str) -> str:
-    line = " ".join(prompt.split())
-    return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1].rstrip() + "…"
 
 
 def history_messages(system_prompt: str, messages: list[Message]) -> list[ChatMessage]:

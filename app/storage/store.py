@@ -31,6 +31,7 @@ from app.config import paths
 from app.domain.errors import DatabaseDamaged, StorageError, UsageError
 from app.domain.messages import Conversation, Message, MessageStatus, Role, new_id
 from app.domain.routes import KEPT_LOCAL
+from app.domain.wording import title_from
 from app.storage import integrity
 from app.storage.backups import DAILY, Backups, CopyDamaged
 from app.storage.migrations import MIGRATIONS, Migration
@@ -620,7 +621,7 @@ class Store:
         original = self.get_conversation(source.conversation_id)
         path = self.branch(original.id, message_id)
         stamp = now_iso()
-        fork = {"id": new_id(), "title": f"{original.title} (fork)",
+        fork = {"id": new_id(), "title": f"{self._fork_title(original, path)} (fork)",
                 "system_prompt": original.system_prompt, "created_at": stamp,
                 "updated_at": stamp, "route": original.route, "profile": profile,
                 "sampling": json.dumps(original.sampling) if original.sampling is not None
@@ -638,6 +639,16 @@ class Store:
                 parent = row["id"]
             db["conversations"].update(fork["id"], {"active_leaf_id": parent})
         return self.get_conversation(fork["id"])
+
+    def _fork_title(self, original: Conversation, path: list[Message]) -> str:
+        """A fork's title: the original's, unless that was made from its first message and the
+        fork starts from another one (a first message edited): then from the fork's own."""
+        first = next((m for m in path if m.role is Role.USER), None)
+        roots = [m for m in self.messages(original.id)
+                 if m.parent_id is None and m.role is Role.USER]
+        made_from_first = bool(roots) and original.title == title_from(roots[0].content)
+        return title_from(first.content) if made_from_first and first is not None \
+            else original.title
 
     def set_active(self, conversation_id: str, message_id: str) -> list[Message]:
         """Make the path through ``message_id`` the active one (it continues down each newest

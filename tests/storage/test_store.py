@@ -390,3 +390,20 @@ def test_writing_a_message_that_was_deleted_says_so(store):
     store.delete_conversation(conversation.id)
     with pytest.raises(UsageError, match="not there any more"):
         store.update_message(message.id, content="hello again")
+
+
+def test_a_fork_is_named_after_the_branch_it_copies(store):
+    """A fork of the branch where the first message was edited takes its title from that
+    message (it was named after the other one); a fork of the original path, or of a chat the
+    user renamed, keeps the conversation's title."""
+    from app.domain.wording import title_from
+
+    chat = store.create_conversation(title_from("Give me a color"))
+    color = store.add_message(chat.id, Role.USER, "Give me a color")
+    store.add_message(chat.id, Role.ASSISTANT, "Blue.", parent_id=color.id)
+    fruit = store.add_message(chat.id, Role.USER, "Give me a fruit", parent_id=None)
+    answer = store.add_message(chat.id, Role.ASSISTANT, "A pear.", parent_id=fruit.id)
+    assert store.fork(answer.id, None).title == "Give me a fruit (fork)"
+    assert store.fork(color.id, None).title == "Give me a color (fork)"
+    store.rename_conversation(chat.id, "Colours and fruit")
+    assert store.fork(answer.id, None).title == "Colours and fruit (fork)"
