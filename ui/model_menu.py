@@ -145,8 +145,10 @@ class ModelStatus(QObject):
         self.model_label.setText(f"Local model: {info.model}" +
                                  (f" · {info.placement}" if info.placement else ""))
         self.model_label.setToolTip(f"{info.model}\n{info.detail}")
-        if not self._busy:
-            self.state_label.setText(f"Ready ({info.detail})")
+        if not self._busy:  # (where the layers are is said beside the model's name already)
+            rest = info.detail.removeprefix(info.placement).lstrip(", ") if info.placement \
+                else info.detail
+            self.state_label.setText(f"Ready ({rest})" if rest else "Ready")
 
     @Slot(object)
     def show_load_failed(self, _error: object) -> None:

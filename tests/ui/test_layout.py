@@ -131,3 +131,19 @@ def test_a_replys_actions_never_widen_the_chat(qtbot, scripted, scripted_engine)
     assert bar.isVisible() and all(button.width() >= button.sizeHint().width()
                                    for button in bar.findChildren(QToolButton)
                                    if button.isVisible())
+
+
+def test_the_status_bar_says_where_the_layers_are_once(qtbot):
+    """"Local model: m.gguf · CPU, 2 threads" then "Ready (context 4096)": the placement was
+    said twice ("Ready (CPU, 2 threads, context 4096)"), crowding the bar."""
+    from engines.base import EngineInfo
+    from ui.model_menu import ModelStatus
+
+    class Loader:
+        active = None
+
+    status = ModelStatus(Loader())
+    status.show_model(EngineInfo("local", "m.gguf", detail="CPU, 2 threads, context 4096",
+                                 placement="CPU, 2 threads"))
+    assert status.model_label.text() == "Local model: m.gguf · CPU, 2 threads"
+    assert status.state_label.text() == "Ready (context 4096)"
