@@ -256,6 +256,17 @@ class LocalEngine(EngineBase):
     def context_window(self) -> int:
         return self.n_ctx
 
+    @property
+    def more_room(self) -> str | None:
+        """How the window could grow (``app.domain.context.more_room``): a window the
+        ``context_cap`` setting keeps below what the model was trained on grows with it."""
+        trained = self.gguf.context_length
+        if trained and self.n_ctx < trained:
+            return (f"raise the context_cap setting (the window is {self.n_ctx:,} tokens; "
+                    f"{self.path.name} was trained on {trained:,}) or the model's own context "
+                    "(Models ▸ load settings)")
+        return None
+
     def estimate_cost(self, prompt_tokens: int, max_tokens: int) -> str | None:
         return "free"
 

@@ -93,6 +93,10 @@ class CandidatesEngine(EngineBase):
     def count_prompt(self, messages) -> tuple[int, bool]:
         return self.engine.count_prompt(messages)
 
+    @property
+    def more_room(self) -> str | None:
+        return getattr(self.engine, "more_room", None)
+
     def estimate_cost(self, prompt_tokens: int, max_tokens: int) -> str | None:
         return self.engine.estimate_cost(prompt_tokens, max_tokens)
 

@@ -34,6 +34,16 @@ class TokenCounter(Protocol):
         """The model's window in tokens; None when unknown (then nothing is dropped)."""
 
 
+LARGER = "use a model with a larger context"
+
+
+def more_room(counter: TokenCounter) -> str:
+    """How this counter's window could be larger, for a refusal: a counter may say (the local
+    model: a window capped below what it was trained on grows with the ``context_cap``
+    setting) with a ``more_room`` attribute; else another model is the way."""
+    return getattr(counter, "more_room", None) or LARGER
+
+
 @dataclass(frozen=True)
 class Fit:
     messages: tuple[ChatMessage, ...]  # what is sent
@@ -91,8 +101,7 @@ def fit_messages(messages: Sequence[ChatMessage], counter: TokenCounter,
             f"This message does not fit the model's context window of {window:,} tokens: it "
             f"is {len(newest[0].content):,} characters long, so it takes more than "
             f"{len(newest[0].content) // MAX_CHARS_PER_TOKEN:,} tokens (no token is longer "
-            f"than {MAX_CHARS_PER_TOKEN} bytes). Shorten the message or use a model with a "
-            "larger context.")
+            f"than {MAX_CHARS_PER_TOKEN} bytes). Shorten the message or {more_room(counter)}.")
     middle = messages[len(head):len(messages) - 1]
 
     def count(kept: Sequence[ChatMessage]) -> tuple[int, bool]:
@@ -110,7 +119,7 @@ def fit_messages(messages: Sequence[ChatMessage], counter: TokenCounter,
             f"{max_tokens:,} more for the reply. "
             + ("Lower max tokens, " if max_tokens >= alone else "Shorten the message, lower "
                "max tokens, ")
-            + "or use a model with a larger context.")
+            + f"or {more_room(counter)}.")
     starts = _turn_starts(middle) + [len(middle)]
     # the smallest number of dropped turns that fits (dropping everything fits: checked above)
     low, high = 0, len(starts) - 1

@@ -162,3 +162,18 @@ def test_a_users_context_window_wins_over_the_table(outpost_home):
     path.write_text(json.dumps({"my-vllm-model": 0}))
     with pytest.raises(Exception, match="context_windows.json is invalid: .my-vllm-model. must be a whole number from 1"):
         CloudCounter("openai", "my-vllm-model").context_window
+
+
+@pytest.mark.local_model
+def test_a_refusal_by_the_local_model_says_its_window_is_capped(local_engine):
+    """The bundled model was trained on 8,192 tokens and the context_cap setting keeps its
+    window at 4,096: a message too long for that says so, and how to make room (it said "use a
+    model with a larger context", when the model has more)."""
+    assert local_engine.context_window < local_engine.gguf.context_length
+    with pytest.raises(MessageTooLong) as refused:
+        fit_messages([ChatMessage(Role.USER, "word " * 5000)], local_engine, max_tokens=64)
+    said = str(refused.value)
+    assert "raise the context_cap setting" in said and "trained on 8,192" in said
+    assert "larger context" not in said
+    with pytest.raises(MessageTooLong, match="use a model with a larger context"):
+        fit_messages([ChatMessage(Role.USER, "word " * 50)], WordCounter(20), max_tokens=8)
