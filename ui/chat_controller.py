@@ -239,12 +239,18 @@ class ChatController(QObject):
         one and show it; the bubbles above it stay."""
         if self.conversation_id is None or self._refused_while_busy("switch versions"):
             return False
+        focus = QGuiApplication.focusObject()
+        was_in_view = focus is not None and focus.isWidgetType() and \
+            self.view.isAncestorOf(focus)
         try:
             path = self.store.set_active(self.conversation_id, message_id)
             self.view.show_path(path, self.versions())
         except OutpostError as exc:
             self.error_occurred.emit(exc)
             return False
+        shown = self.view.bubble_of(message_id)
+        if was_in_view and shown is not None:  # by keyboard (Alt+Left): the next one goes on
+            shown.setFocus()
         return True
 
     def keep_candidate(self, message_id: str, index: int) -> bool:

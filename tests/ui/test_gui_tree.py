@@ -90,6 +90,13 @@ def test_regenerate_makes_a_version_and_switching_back_shows_the_old_reply(
     window.view.bubbles[1].setFocus()
     qtbot.keyClick(window.view.bubbles[1], Qt.Key.Key_Right, Qt.KeyboardModifier.AltModifier)
     assert texts(window) == ["Q1", "Second answer."]
+    # the version shown keeps the focus, so Alt+Left goes straight back (it went to the view)
+    assert QApplication.focusWidget() is window.view.bubbles[1]
+    qtbot.keyClick(window.view.bubbles[1], Qt.Key.Key_Left, Qt.KeyboardModifier.AltModifier)
+    assert texts(window) == ["Q1", "First answer.", "Q2", "Third answer."]
+    assert QApplication.focusWidget() is window.view.bubbles[1]
+    qtbot.keyClick(window.view.bubbles[1], Qt.Key.Key_Right, Qt.KeyboardModifier.AltModifier)
+    assert texts(window) == ["Q1", "Second answer."]
     # remembered: opening the conversation again shows the same path
     window.controller.conversation_id = None
     window.controller.open_conversation(conversation_id)
