@@ -61,6 +61,30 @@ def progress_text(p: Progress) -> str:
     return " · ".join(parts)
 
 
+class ContextBox(QSpinBox):
+    """A context length: "auto", or any number of tokens typed; the arrows step through the
+    usual sizes (512, 1,024, 2,048, … doubling) rather than by a fixed amount (which went
+    auto, 1,279, 2,303, …)."""
+
+    AUTO = 255  # the lowest value, shown as "auto"
+    SIZES = tuple(2 ** n for n in range(9, 21))  # 512 … 1,048,576
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setRange(self.AUTO, self.SIZES[-1])
+        self.setSpecialValueText("auto")
+        self.setGroupSeparatorShown(True)
+
+    def stepBy(self, steps: int) -> None:  # noqa: N802 (Qt naming)
+        value = self.value()
+        for _ in range(abs(steps)):
+            if steps > 0:
+                value = next((s for s in self.SIZES if s > value), self.SIZES[-1])
+            else:
+                value = next((s for s in reversed(self.SIZES) if s < value), self.AUTO)
+        self.setValue(value)
+
+
 class LoadSettingsForm(QGroupBox):
     """One model's load settings; ``Apply`` checks them against the model and keeps them."""
 
@@ -70,10 +94,7 @@ class LoadSettingsForm(QGroupBox):
         super().__init__("Load settings", parent)
         self.library, self.entry = library, None
         form = QFormLayout(self)
-        self.context = QSpinBox()
-        self.context.setRange(255, 1_048_576)
-        self.context.setSpecialValueText("auto")  # 255: auto
-        self.context.setSingleStep(1024)
+        self.context = ContextBox()
         self.context.setToolTip("Tokens the model sees. Auto: its trained length, capped by "
                                 "the context cap setting. More context needs more memory.")
         self.gpu_layers = QSpinBox()
@@ -140,7 +161,7 @@ class LoadSettingsForm(QGroupBox):
         layers = _layers(entry)
         self.gpu_layers.setRange(-1, layers or 1000)
         options = self.library.load_settings.get(entry.name)
-        self.context.setValue(options.context or 255)
+        self.context.setValue(options.context or ContextBox.AUTO)
         self.gpu_layers.setValue(-1 if options.gpu_layers is None else options.gpu_layers)
         self.threads.setValue(options.threads or 0)
         self.batch.setValue(options.batch)
@@ -151,7 +172,7 @@ class LoadSettingsForm(QGroupBox):
 
     def options(self) -> ModelLoadOptions:
         return ModelLoadOptions(
-            context=None if self.context.value() == 255 else self.context.value(),
+            context=None if self.context.value() == ContextBox.AUTO else self.context.value(),
             gpu_layers=None if self.gpu_layers.value() < 0 else self.gpu_layers.value(),
             threads=self.threads.value() or None, batch=self.batch.value(),
             flash_attn=self.flash_attn.currentData(), kv_type=self.kv_type.currentData(),

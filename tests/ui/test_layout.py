@@ -147,3 +147,23 @@ def test_the_status_bar_says_where_the_layers_are_once(qtbot):
                                  placement="CPU, 2 threads"))
     assert status.model_label.text() == "Local model: m.gguf · CPU, 2 threads"
     assert status.state_label.text() == "Ready (context 4096)"
+
+
+def test_the_context_box_steps_through_the_usual_sizes(qtbot):
+    """Models ▸ load settings: from "auto" the arrows go 512, 1,024, 2,048 … and back to
+    "auto" (they went 1,279, 2,303 …); a size typed stays as typed."""
+    from ui.model_manager import ContextBox
+
+    box = ContextBox()
+    qtbot.addWidget(box)
+    shown = []
+    for _ in range(4):
+        box.stepBy(1)
+        shown.append(box.value())
+    assert shown == [512, 1024, 2048, 4096]
+    box.setValue(3000)
+    box.stepBy(-1)
+    assert box.value() == 2048
+    box.setValue(512)
+    box.stepBy(-1)
+    assert box.text() == "auto" and box.value() == ContextBox.AUTO
