@@ -1,13 +1,23 @@
 """Edits a JSON Schema for structured output, checking the schema itself as you type: OK is
-enabled only for a valid schema (or an empty box: JSON without a schema)."""
+enabled only for a valid schema (or an empty box: JSON without a schema). "Load from file…"
+takes a schema file, as ``ask --json-schema FILE`` does."""
 from __future__ import annotations
 
 import json
 
-from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QPlainTextEdit, QVBoxLayout
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QVBoxLayout,
+)
 
 from app.domain.errors import UsageError
-from app.domain.structured import check_schema
+from app.domain.structured import check_schema, load_schema
 from ui import theme
 
 EXAMPLE = {"type": "object", "properties": {"answer": {"type": "string"},
@@ -35,12 +45,36 @@ class SchemaEditor(QDialog):
         layout.addWidget(self.status)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok |
                                         QDialogButtonBox.StandardButton.Cancel)
+        self.load_button = QPushButton("Load from file…")  # at the left, apart from OK/Cancel
+        self.load_button.clicked.connect(self._choose_file)
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
-        layout.addWidget(self.buttons)
+        row = QHBoxLayout()
+        row.addWidget(self.load_button)
+        row.addStretch(1)
+        row.addWidget(self.buttons)
+        layout.addLayout(row)
         self.schema: dict | None = schema
         self.edit.textChanged.connect(self._check)
         self._check()
+
+    def _choose_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load a JSON Schema", "",
+                                              "JSON Schema (*.json);;All files (*)")
+        if path:
+            self.load_file(path)
+
+    def load_file(self, path: str) -> bool:
+        """Put the schema in ``path`` in the box (checked as the CLI checks it); a file that
+        cannot be used leaves the box as it was and says why."""
+        try:
+            schema = load_schema(path)
+        except UsageError as exc:
+            self.status.setText(str(exc))
+            theme.set_colour(self.status, "error")
+            return False
+        self.edit.setPlainText(json.dumps(schema, indent=2))
+        return True
 
     def _check(self) -> None:
         text = self.edit.toPlainText().strip()
