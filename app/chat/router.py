@@ -32,7 +32,7 @@ from typing import Callable, Iterator
 
 from app.chat.connectivity import Connectivity, LinkState
 from app.domain.context import fit_messages
-from app.domain.errors import OutpostError, kind_words
+from app.domain.errors import OutpostError, StreamInterrupted, kind_words
 from app.domain.messages import (
     CancelWithReason,
     ChatRequest,
@@ -333,10 +333,13 @@ class RoutedEngine(EngineBase):
                 if not text or not isinstance(event, OutpostError):
                     raise event
                 # the continuation could not start: keep what the cloud wrote, as interrupted
+                error: OutpostError = cloud_error or event  # type: ignore[assignment]
+                if current.tag == "local" and cloud_error is not None:
+                    error = self._not_continued(current, len(text), cloud_error, event)
                 self._end_segment(len(text))
                 yield self._combined_usage(usages)
                 yield Finished(FinishReason.ERROR, ttft_ms=self._ms(first_text_at, turn_started),
-                               error=cloud_error or event)
+                               error=error)
                 return
             if isinstance(event, TextDelta):
                 text += event.text
@@ -370,6 +373,22 @@ class RoutedEngine(EngineBase):
                 yield self._combined_usage(usages)
                 yield dataclasses.replace(event, ttft_ms=self._ms(first_text_at, turn_started))
                 return
+
+    def _not_continued(self, local: "_Runner", offset: int, cloud_error: OutpostError,
+                       why: OutpostError) -> StreamInterrupted:
+        """The local model could not take over at ``offset`` (the conversation does not fit
+        its window, it failed to load): the reply is the cloud's part alone, credited to the
+        cloud, and its error says both why the stream broke and why nobody went on."""
+        if self.segments and self.segments[-1].engine == local.engine.info.engine and \
+                self.segments[-1].start == offset:
+            self.segments.pop()  # the local part never began
+        name = self.cloud.info.engine
+        self.answered = self.cloud.info
+        self.reason = (f"{name} stream broke after {offset} characters "
+                       f"({kind_words(cloud_error.kind)}); the local model could not go on")
+        said = str(cloud_error).rstrip(".")
+        return StreamInterrupted(f"{said}. The local model could not go on from there: {why}",
+                                 cause=getattr(cloud_error, "cause", None) or cloud_error)
 
     @staticmethod
     def _ms(at: float, since: float) -> float:

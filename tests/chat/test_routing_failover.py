@@ -218,3 +218,28 @@ def test_the_continuation_gets_what_is_left_of_the_token_budget(tmp_path, local_
     usage = [e for e in events if isinstance(e, Usage)][0]
     assert usage.completion_tokens <= 12
     assert message.finish_reason == "length"
+
+
+def test_a_continuation_that_cannot_start_says_why_and_credits_the_cloud(tmp_path):
+    """The cloud breaks off, and the local model cannot go on (the conversation does not fit
+    its smaller window): the reply is the cloud's part, interrupted, credited to the cloud
+    alone, and the error says both why it broke and why the local model did not continue (it
+    said "continued locally" with nothing local, and only the cut)."""
+    from app.domain.context import MessageTooLong
+    from tests.support import ScriptedEngine
+
+    store = Store(tmp_path / "outpost.db")
+    local = ScriptedEngine([MessageTooLong("This conversation does not fit the local model's "
+                                           "context window of 4,096 tokens.")])
+    with fault_server() as server:
+        server.script([Cut(chunks=("The capital", " of France", " is", " Paris"), after=2)])
+        routed = RoutedEngine(fault_cloud(server.url + "/v1", store), lambda: local,
+                              Connectivity(), hedge_after_s=None)
+        turn, events, message = run_turn(store, routed)
+    cloud_part = "The capital of France"
+    assert message.content == cloud_part and message.status is MessageStatus.INTERRUPTED
+    assert message.engine == "fault" and "continued locally" not in (message.route_reason or "")
+    assert [(s["engine"], s["start"], s["end"]) for s in message.segments] == [
+        ("fault", 0, len(cloud_part))]
+    assert "cut off" in message.error and "could not go on" in message.error
+    assert "does not fit the local model's context window" in message.error
