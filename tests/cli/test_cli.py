@@ -365,3 +365,21 @@ def test_a_reader_that_goes_away_is_not_a_crash(outpost_home):
     proc.stdout.close()  # the reader left before reading anything
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 141 and b"Traceback" not in err
+
+
+def test_ask_says_each_failed_cloud_attempt_as_it_fails(outpost_home):
+    """Retries are not silence: each failed attempt is a line on stderr as it fails, then the
+    reply comes (Cloud only, two 5xx, then an answer)."""
+    from tests.fault_server import Normal, fault_server, server_error
+
+    with fault_server() as server:
+        server.script([server_error(500), server_error(503), Normal()])
+        added = cli("providers", "add", "flaky", "--base-url", server.url + "/v1", "--model",
+                    "test-model")
+        assert added.returncode == 0, added.stderr
+        proc = cli("ask", "Hello", "--provider", "flaky", "--route", "cloud")
+    assert proc.returncode == 0, proc.stderr
+    told = [line for line in proc.stderr.splitlines() if "attempt" in line]
+    assert [line.split(":")[1].strip() for line in told] == ["flaky, attempt 1",
+                                                             "flaky, attempt 2"]
+    assert proc.stdout.strip()

@@ -21,7 +21,7 @@ from app.chat.service import TurnOptions
 from app.cli.commands.common import emit, open_core, read_prompt, round_or_none
 from app.compose import CommandEngines
 from app.domain.adapters import parse_lora
-from app.domain.errors import NoProviderForCloud, ReplyNotSaved, UsageError
+from app.domain.errors import NoProviderForCloud, ReplyNotSaved, UsageError, kind_words
 from app.domain.messages import FinishReason, Restart, Seam, TextDelta, Usage
 from app.domain.sampling import KNOB_NAMES
 from app.domain.sampling import check as check_knob
@@ -70,7 +70,8 @@ def _turn(args: argparse.Namespace, events, send_when_online: bool) -> int:
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGHUP, _stop)  # the terminal closed (an SSH link dropped): save, end
-    engines = CommandEngines(settings, core.service.ledger.record)
+    engines = CommandEngines(settings, _telling_failed_attempts(core.service.ledger.record,
+                                                                not args.json))
     pipeline = TurnPipeline(core.service, engines)
     try:
         target = TurnTarget(provider=args.provider, model=args.model, route=args.route,
@@ -191,6 +192,20 @@ def _finish(args: argparse.Namespace, outcome: TurnOutcome, structured: bool,
     if error is not None:
         raise error
     return 0
+
+
+def _telling_failed_attempts(record, tell: bool):
+    """The usage ledger's ``record``, and (``tell``) a line on stderr for each cloud attempt
+    that failed, as it fails: a provider that stalls is retried up to three times, each after
+    its first-token deadline, and that was a minute and a half of silence."""
+    def on_attempt(attempt) -> None:
+        record(attempt)
+        if tell and attempt.error_kind and attempt.provider != "local" and \
+                attempt.outcome not in ("cancelled", "hedge_lost"):
+            sys.stderr.write(f"outpost: {attempt.provider}, attempt {attempt.attempt}: "
+                             f"{kind_words(attempt.error_kind)}.\n")
+            sys.stderr.flush()
+    return on_attempt
 
 
 def _save_before_exit(service, error: ReplyNotSaved, tries: int = SAVE_TRIES) -> int:
