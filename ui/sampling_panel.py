@@ -26,7 +26,13 @@ from PySide6.QtWidgets import (
 from app.chat.service import TurnOptions
 from app.config.presets import PresetBook
 from app.domain.errors import OutpostError
-from app.domain.sampling import KNOBS, supports, why_unsupported
+from app.domain.sampling import (
+    KNOBS,
+    stops_as_lines,
+    stops_from_lines,
+    supports,
+    why_unsupported,
+)
 from app.domain.test_time import Plan, extractor
 from ui import theme
 from ui.confirm import confirm
@@ -36,6 +42,16 @@ from ui.schema_editor import SchemaEditor
 ALWAYS_SET = ("temperature", "top_p", "max_tokens")  # sent by every engine, never empty
 _STEPS = {"temperature": 0.05, "top_p": 0.01, "min_p": 0.01, "presence_penalty": 0.1,
           "frequency_penalty": 0.1, "repeat_penalty": 0.05}
+# the stop field is one stop per line, so line breaks (and tabs, backslashes) are typed escaped
+STOP_ESCAPES = "one per line; escapes:\n\\n line break, \\t tab, \\\\ backslash"
+_MORE_TIP = {"stop": " One per line. Type \\n for a line break (a stop that holds one shows "
+                     "as \\n), \\t for a tab, \\\\ for a backslash; \\uXXXX for any "
+                     "other character by its code."}
+
+
+def _tip(knob) -> str:
+    """A knob's tooltip in the panel: its meaning, and how its field is typed."""
+    return knob.tip + _MORE_TIP.get(knob.name, "")
 
 
 class SamplingPanel(QDockWidget):
@@ -74,7 +90,7 @@ class SamplingPanel(QDockWidget):
         for knob in KNOBS:
             if knob.name == "stop":
                 field = QPlainTextEdit()
-                field.setPlaceholderText("one per line")
+                field.setPlaceholderText(STOP_ESCAPES)
                 field.setFixedHeight(52)
                 field.textChanged.connect(self._edited)
             elif knob.kind is int:
@@ -88,9 +104,9 @@ class SamplingPanel(QDockWidget):
                 field.setRange(knob.low + (0.01 if knob.low_open else 0.0), knob.high)
                 field.setSingleStep(_STEPS.get(knob.name, 0.1))
                 field.valueChanged.connect(self._edited)
-            field.setToolTip(knob.tip)
+            field.setToolTip(_tip(knob))
             field.setAccessibleName(knob.label)
-            field.setAccessibleDescription(knob.tip)
+            field.setAccessibleDescription(_tip(knob))
             if knob.name in ALWAYS_SET or knob.name == "stop":
                 label = QLabel(knob.label)
             else:
@@ -98,7 +114,7 @@ class SamplingPanel(QDockWidget):
                 label.toggled.connect(field.setEnabled)
                 label.toggled.connect(self._edited)
                 self.use[knob.name] = label
-            label.setToolTip(knob.tip)
+            label.setToolTip(_tip(knob))
             self.fields[knob.name] = field
             self.labels[knob.name] = label
             form.addRow(label, field)
@@ -166,8 +182,8 @@ class SamplingPanel(QDockWidget):
             for knob in KNOBS:
                 value = knobs.get(knob.name)
                 field = self.fields[knob.name]
-                if knob.name == "stop":
-                    field.setPlainText("\n".join(value or ()))
+                if knob.name == "stop":  # escaped: a stop of "\n" is seen, and kept
+                    field.setPlainText(stops_as_lines(value))
                     continue
                 if knob.name in self.use:
                     self.use[knob.name].setChecked(value is not None)
@@ -187,7 +203,7 @@ class SamplingPanel(QDockWidget):
         for knob in KNOBS:
             field = self.fields[knob.name]
             if knob.name == "stop":
-                out["stop"] = [s for s in field.toPlainText().split("\n") if s]
+                out["stop"] = stops_from_lines(field.toPlainText())
             elif knob.name in self.use and not self.use[knob.name].isChecked():
                 out[knob.name] = None
             else:
@@ -349,7 +365,7 @@ class SamplingPanel(QDockWidget):
         for knob in KNOBS:
             ok = supports(self.kind, knob.name)
             label, field = self.labels[knob.name], self.fields[knob.name]
-            tip = knob.tip if ok else why_unsupported(self.kind, knob.name)
+            tip = _tip(knob) if ok else why_unsupported(self.kind, knob.name)
             label.setEnabled(ok)
             label.setToolTip(tip)
             field.setToolTip(tip)

@@ -9,6 +9,7 @@ panel's values.
 from __future__ import annotations
 
 import math
+import unicodedata
 from dataclasses import dataclass
 
 from app.domain.errors import UsageError
@@ -43,7 +44,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob("max_tokens", "Max tokens", int, 1, 131_072,
          "The longest reply, in tokens. The reply stops there (marked \"cut at max tokens\")."),
     Knob("stop", "Stop sequences", list, None, None,
-         "The reply ends before any of these strings (one per line; OpenAI accepts at most 4)."),
+         "The reply ends before any of these strings (OpenAI accepts at most 4)."),
     Knob("presence_penalty", "Presence penalty", float, -2.0, 2.0,
          "Penalise tokens that already appeared at all, nudging toward new topics. 0 is off; "
          "0.1–1.0 is usual; negative values encourage repetition."),
@@ -105,6 +106,69 @@ def _num(value: float) -> str:
 
 
 # -- presets ---------------------------------------------------------------------------------
+# -- stop sequences as lines of text ---------------------------------------------------------
+# The window edits stop sequences one per line, so a stop that holds a line break (``"\n"``,
+# common for chat models) or other invisible characters is written as an escape: ``\n``,
+# ``\t``, ``\r``, ``\\`` for a backslash, ``\uXXXX`` (``\UXXXXXXXX``) for any other
+# control, separator or non-character (Qt's text field would turn those into line breaks or
+# plain spaces). Every stop survives ``stops_from_lines(stops_as_lines(stops))`` exactly.
+_SHORT_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+_UNESCAPE = {"\\": "\\", "n": "\n", "t": "\t", "r": "\r"}
+_HIDDEN = frozenset({"Cc", "Cf", "Co", "Cn", "Zl", "Zp", "Zs"})  # invisible, or changed by Qt
+
+
+def _stop_char(char: str) -> str:
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    if char != " " and unicodedata.category(char) in _HIDDEN:
+        code = ord(char)
+        return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+    return char
+
+
+def stops_as_lines(stops) -> str:
+    """The stop sequences as the window's field shows them: one per line, escaped."""
+    return "\n".join("".join(_stop_char(c) for c in stop) for stop in stops or ())
+
+
+def stops_from_lines(text: str) -> list[str]:
+    """The stop sequences typed in the window's field (one per line, empty lines skipped),
+    escapes read: ``\\n`` newline, ``\\t`` tab, ``\\r`` carriage return, ``\\\\`` one
+    backslash, ``\\uXXXX``/``\\UXXXXXXXX`` that character; a backslash before anything else
+    is kept as typed (``\\d`` stays two characters), so typing never fails."""
+    stops = []
+    for line in text.split("\n"):
+        out, i = [], 0
+        while i < len(line):
+            char = line[i]
+            nxt = line[i + 1] if i + 1 < len(line) else ""
+            if char == "\\" and nxt in _UNESCAPE:
+                out.append(_UNESCAPE[nxt])
+                i += 2
+                continue
+            if char == "\\" and nxt in ("u", "U"):
+                width = 4 if nxt == "u" else 8
+                code = _hex(line[i + 2:i + 2 + width], width)
+                if code is not None:
+                    out.append(chr(code))
+                    i += 2 + width
+                    continue
+            out.append(char)
+            i += 1
+        if out:
+            stops.append("".join(out))
+    return stops
+
+
+def _hex(digits: str, width: int) -> int | None:
+    """The character code ``digits`` (exactly ``width`` hex digits) names, or None when it is
+    no character text can hold (a surrogate, beyond U+10FFFF)."""
+    if len(digits) != width or any(d not in "0123456789abcdefABCDEF" for d in digits):
+        return None
+    code = int(digits, 16)
+    return code if code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF else None
+
+
 BUILTIN_PRESETS: dict[str, dict] = {
     "Precise": {"temperature": 0.2, "top_p": 0.9, "top_k": 40, "min_p": 0.05,
                 "repeat_penalty": 1.05, "presence_penalty": None, "frequency_penalty": None},

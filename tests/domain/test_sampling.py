@@ -178,3 +178,25 @@ def test_cli_knob_flags_preset_and_system_prompt_reach_the_model(outpost_home):
     for flag, value in (("--max-tokens", "0"), ("--max-tokens", "-5"), ("--top-p", "nan")):
         refused = cli("ask", "x", flag, value)  # the flag named as typed, nothing stored
         assert refused.returncode == 2 and refused.stderr.startswith(f"outpost: {flag} must")
+
+
+def test_stop_sequences_survive_the_panels_lines_exactly():
+    """The window's field holds one stop per line: a stop with a line break (``ask --stop
+    $'\\n'``) is written \\n, a backslash \\\\, a tab \\t, and any character Qt's field would
+    change (\\r, U+00A0, U+2028, U+FDD0…) or nobody could see as \\uXXXX; every stop comes back
+    exactly, whatever its characters."""
+    from app.domain.sampling import stops_as_lines, stops_from_lines
+
+    stops = ["\n", "\n\nUser:", "\\", "C:\\new", "\tEND\r\n", "a\u00a0b", "\u2028", " ",
+             "\\u0041", "\U000e0001", "é😀"]
+    text = stops_as_lines(stops)
+    assert text.split("\n") == ["\\n", "\\n\\nUser:", "\\\\", "C:\\\\new", "\\tEND\\r\\n",
+                                "a\\u00a0b", "\\u2028", " ", "\\\\u0041", "\\U000e0001", "é😀"]
+    assert stops_from_lines(text) == stops
+    every = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    for start in range(0, len(every), 4096):  # every character, in stops of 4096
+        chunk = ["x" + "".join(every[start:start + 4096]) + "\\"]
+        assert stops_from_lines(stops_as_lines(chunk)) == chunk
+    # typed: the escapes read; a backslash before anything else, or a bad code, kept as typed
+    assert stops_from_lines("\\n\n\n\\t|\\\\\nC:\\d\\q\\u12\\ud800\\") == [
+        "\n", "\t|\\", "C:\\d\\q\\u12\\ud800\\"]

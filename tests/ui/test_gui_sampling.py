@@ -346,3 +346,59 @@ def test_saving_over_a_preset_and_deleting_one_are_asked_first(qtbot, scripted, 
     assert "mine" not in panel.presets.names()
     assert [(a["title"], a["default"]) for a in asked] == [
         ("Replace preset", "Cancel")] * 2 + [("Delete preset", "Cancel")] * 2
+
+
+def _conversation_with(scripted, **sampling):
+    """A conversation stored with ``sampling`` (as `outpost ask` leaves one), shown."""
+    window = scripted.window
+    conversation = scripted.store.create_conversation(
+        "from the CLI", profile=window.profile_name,
+        sampling={"temperature": 0.7, "top_p": 0.95, "max_tokens": 48, **sampling})
+    window._on_conversation_selected(conversation.id)
+    return conversation
+
+
+def test_a_stop_with_a_line_break_is_shown_escaped_and_sent(qtbot, scripted, scripted_engine):
+    """A stop of "\\n" (from `ask --stop $'\\n'`) shows as the two characters \\n and is sent
+    with the next turn from the window (it showed nothing and was dropped); typing \\n, \\t
+    and \\\\ in the field means a line break, a tab and a backslash; every stop, whatever its
+    characters (Qt's field turns some into line breaks or spaces), is stored back exactly."""
+    panel = scripted.window.sampling
+    stops = ["\n", "\\end", "\tEND\r\n", "a\u00a0b", "\u2028"]
+    conversation = _conversation_with(scripted, stop=stops)
+    field = panel.fields["stop"]
+    assert field.toPlainText().split("\n") == ["\\n", "\\\\end", "\\tEND\\r\\n", "a\\u00a0b",
+                                               "\\u2028"]
+    assert "\\n" in field.placeholderText() and "\\n" in field.toolTip()
+    scripted_engine.script(known_reply("Hi", "."))
+    send(qtbot, scripted, "Hello")
+    assert scripted_engine.requests[-1].stop == tuple(stops)
+    panel.fields["temperature"].setValue(0.2)  # any edit saves every knob: the stops intact
+    assert scripted.store.get_conversation(conversation.id).sampling["stop"] == stops
+
+    field.clear()
+    qtbot.keyClicks(field, "\\n\\nUser:")
+    qtbot.keyClick(field, Qt.Key.Key_Return)
+    qtbot.keyClicks(field, "tab\\there\\\\")
+    assert scripted.store.get_conversation(conversation.id).sampling["stop"] == [
+        "\n\nUser:", "tab\there\\"]
+    panel.show()
+    for dark in (False, True):
+        _grab_in_palette(qtbot, panel, dark, "sampling_stop_escapes")
+
+
+def _grab_in_palette(qtbot, widget, dark: bool, name: str) -> None:
+    """``widget`` drawn in the light or dark palette, saved for a look (artifacts)."""
+    from PySide6.QtWidgets import QApplication
+
+    from tests.conftest import ARTIFACTS
+    from ui.theme import apply_theme
+
+    app = QApplication.instance()
+    apply_theme(app, "dark" if dark else "light")
+    try:
+        qtbot.wait(50)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        widget.grab().save(str(ARTIFACTS / f"{name}_{'dark' if dark else 'light'}.png"))
+    finally:
+        apply_theme(app, "light")
