@@ -1,10 +1,12 @@
-"""The sampling panel's LoRA row: attach one GGUF LoRA adapter to the conversation, with a
-scale. The local model applies it without reloading (engines/llama_local.py); cloud engines
-cannot, so the row is disabled for them. The CLI (``ask --lora``, repeatable) can stack several
-adapters; the window attaches one, the common case. A file picked is checked to be a LoRA
-adapter at once (its GGUF header), not when the next message is sent. Two lines, so the row is
-never wider than the panel: the adapter's name (ending in "…" when long) and Attach/Change…,
-then, once one is attached, its scale and Detach."""
+"""The sampling panel's LoRA row: the conversation's GGUF LoRA adapters, with a scale. The
+local model applies them without reloading (engines/llama_local.py); cloud engines cannot, so
+the row is disabled for them. The window attaches one adapter, the common case; the CLI (``ask
+--lora``, repeatable) can stack several, and the row keeps them all (the first shown with "+N
+more", the whole list in the tooltip) and sends them all: the scale box edits the first,
+Detach removes all, Change… replaces all with the one picked. Nothing is dropped unseen. A file
+picked is checked to be a LoRA adapter at once (its GGUF header), not when the next message is
+sent. Two lines, so the row is never wider than the panel: the adapter's name (ending in "…"
+when long) and Attach/Change…, then, once one is attached, its scale and Detach."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,17 +34,17 @@ class LoraPicker(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.path: str | None = None
+        self.path: str | None = None  # the first adapter's file (its scale: the scale box)
+        self._rest: tuple[LoraAdapter, ...] = ()  # the adapters after it, kept as they are
         lines = QVBoxLayout(self)
         lines.setContentsMargins(0, 0, 0, 0)
         row, second = QHBoxLayout(), QHBoxLayout()
         lines.addLayout(row)
         lines.addLayout(second)
         self.label = ElidedLabel()
-        self.choose = QPushButton("Attach LoRA…")
-        self.choose.setToolTip("A LoRA adapter (GGUF) for the local model's architecture, "
-                               "applied on top of it without reloading the model; every reply "
-                               "records the adapter and scale it used (Details).")
+        self.more = QLabel()  # "+N more": never cut off with a long name, unlike the label
+        theme.set_colour(self.more, "muted")
+        self.choose = QPushButton("Attach LoRA…")  # (its tooltip, and the others': _show)
         self.choose.clicked.connect(self._choose)
         self.scale = QDoubleSpinBox()
         self.scale.setRange(-SCALE_LIMIT, SCALE_LIMIT)
@@ -50,16 +52,16 @@ class LoraPicker(QWidget):
         self.scale.setValue(1.0)
         self.scale.setPrefix("× ")
         self.scale.setAccessibleName("LoRA scale")
-        self.scale.setToolTip("How strongly the adapter applies: 0 no effect, 1 as trained")
-        self.scale.valueChanged.connect(lambda _: self._changed())
+        self.scale.valueChanged.connect(self._scale_changed)
         self.detach = QPushButton("Detach")
-        self.detach.setToolTip("Answer without the adapter")
         self.detach.clicked.connect(lambda: self.set_adapter(None))
         self.error = QLabel()  # a file picked that is no LoRA adapter: why
         self.error.setWordWrap(True)
         theme.set_colour(self.error, "error")
         self.error.hide()
-        row.addWidget(self.label, 1)
+        row.addWidget(self.label)  # (it shrinks, elided, when the row is short of room)
+        row.addWidget(self.more)  # right after the name
+        row.addStretch(1)
         row.addWidget(self.choose)
         second.addWidget(QLabel("Scale"))
         second.addWidget(self.scale, 1)
@@ -70,24 +72,30 @@ class LoraPicker(QWidget):
         self._show()
 
     def adapters(self) -> tuple[LoraAdapter, ...]:
-        return (LoraAdapter(self.path, self.scale.value()),) if self.path else ()
+        """Every adapter the conversation has, the first at the scale box's value."""
+        if not self.path:
+            return ()
+        return (LoraAdapter(self.path, self.scale.value()), *self._rest)
 
     def records(self) -> list[dict]:
         return [a.record() for a in self.adapters()]
 
     def load(self, records) -> None:
-        """Show a conversation's adapter; emits nothing."""
+        """Show a conversation's adapters, all of them kept; emits nothing."""
         self._loading = True
         try:
             adapters = adapters_from_records(records)
             self.path = adapters[0].path if adapters else None
+            self._rest = tuple(adapters[1:])
             self.scale.setValue(adapters[0].scale if adapters else 1.0)
             self._show()
         finally:
             self._loading = False
 
     def set_adapter(self, path: str | None, scale: float | None = None) -> None:
+        """Attach only ``path`` (None: no adapter), replacing every adapter attached."""
         self.path = path
+        self._rest = ()
         if scale is not None:
             self.scale.setValue(scale)
         self._show()
@@ -119,10 +127,36 @@ class LoraPicker(QWidget):
 
     def _show(self) -> None:
         self.label.setText(f"LoRA: {Path(self.path).name}" if self.path else "LoRA: none")
-        self.label.setToolTip(self.path or "")
+        self.more.setText(f"+{len(self._rest)} more")
+        self.more.setVisible(bool(self._rest))
         for index in range(self._second.count()):
             self._second.itemAt(index).widget().setVisible(bool(self.path))
         self.choose.setText("Change…" if self.path else "Attach LoRA…")
+        many = len(self._rest) + 1
+        self.detach.setToolTip(f"Answer without any of the {many} adapters" if self._rest
+                               else "Answer without the adapter")
+        self.choose.setToolTip(
+            f"Replace the {many} adapters with one LoRA file (GGUF)" if self._rest else
+            "A LoRA adapter (GGUF) for the local model's architecture, applied on top of it "
+            "without reloading the model; every reply records the adapter and scale it used "
+            "(Details).")
+        self.scale.setToolTip(
+            f"How strongly {Path(self.path).name} applies: 0 no effect, 1 as trained (the "
+            "other adapters keep their scales)" if self._rest and self.path else
+            "How strongly the adapter applies: 0 no effect, 1 as trained")
+        self._show_list()
+
+    def _show_list(self) -> None:
+        """The tooltip of the name (and "+N more"): every adapter attached, with its scale."""
+        tip = "\n".join(f"{a.label()}  ({a.path})" for a in self.adapters())
+        if self._rest:
+            tip = f"{len(self._rest) + 1} LoRA adapters, all applied:\n{tip}"
+        self.label.setToolTip(tip)
+        self.more.setToolTip(tip)
+
+    def _scale_changed(self, _value: float) -> None:
+        self._show_list()
+        self._changed()
 
     def _changed(self) -> None:
         if not self._loading:

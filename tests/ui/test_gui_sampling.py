@@ -402,3 +402,43 @@ def _grab_in_palette(qtbot, widget, dark: bool, name: str) -> None:
         widget.grab().save(str(ARTIFACTS / f"{name}_{'dark' if dark else 'light'}.png"))
     finally:
         apply_theme(app, "light")
+
+
+def test_every_lora_adapter_of_a_conversation_is_kept_and_sent(qtbot, scripted,
+                                                               scripted_engine, bundled_model,
+                                                               tmp_path):
+    """Two adapters attached from the CLI: the row shows the first with "+1 more" (both in
+    its tooltip) and the window's next turn sends both (it sent only the first, and saved
+    only it); the scale box edits the first, Change… replaces both with the one picked,
+    Detach removes all."""
+    from tests.lora_files import make_lora
+
+    panel = scripted.window.sampling
+    lora = panel.lora
+    both = [{"name": "a.gguf", "path": str(tmp_path / "a.gguf"), "scale": 0.5},
+            {"name": "b.gguf", "path": str(tmp_path / "b.gguf"), "scale": 0.2}]
+    conversation = _conversation_with(scripted, lora=both)
+    scripted_engine.script(known_reply("Hi", "."))
+    send(qtbot, scripted, "Hello")
+    assert [a.record() for a in scripted_engine.requests[-1].lora] == both
+    panel.show()
+    assert lora.label.text() == "LoRA: a.gguf" and lora.more.isVisible()
+    assert lora.more.text() == "+1 more"
+    assert "a.gguf × 0.5" in lora.label.toolTip() and "b.gguf × 0.2" in lora.label.toolTip()
+    assert lora.scale.value() == 0.5 and "2 adapters" in lora.detach.toolTip()
+    for dark in (False, True):
+        _grab_in_palette(qtbot, panel, dark, "sampling_two_loras")
+
+    lora.scale.setValue(0.75)  # the first one's scale; the second kept
+    stored = scripted.store.get_conversation(conversation.id).sampling["lora"]
+    assert stored == [dict(both[0], scale=0.75), both[1]]
+    assert "a.gguf × 0.75" in lora.label.toolTip()
+
+    adapter = make_lora(bundled_model, tmp_path / "c.gguf", seed=4)
+    assert lora.pick(str(adapter))  # Change…: the one picked replaces both
+    assert [a["name"] for a in scripted.store.get_conversation(conversation.id)
+            .sampling["lora"]] == ["c.gguf"]
+    assert not lora.more.isVisible()
+    lora.load(both)
+    lora.detach.click()
+    assert lora.adapters() == () and not lora.more.isVisible()
