@@ -28,6 +28,7 @@ from app.config.presets import PresetBook
 from app.domain.errors import OutpostError
 from app.domain.sampling import (
     KNOBS,
+    LOCAL_DEFAULTS,
     stops_as_lines,
     stops_from_lines,
     supports,
@@ -63,6 +64,7 @@ class SamplingPanel(QDockWidget):
         self.presets = presets
         self.kind = "local"
         self._loading = False
+        self._held: dict[str, float] = {}  # an unticked knob's own value, back once ticked
         body = QWidget()
         layout = QVBoxLayout(body)
         self.preset_picker = QComboBox()
@@ -111,6 +113,8 @@ class SamplingPanel(QDockWidget):
                 label = QLabel(knob.label)
             else:
                 label = QCheckBox(knob.label)
+                # first: a knob ticked shows its value again before the change is saved
+                label.toggled.connect(lambda _on, name=knob.name: self._show_use(name))
                 label.toggled.connect(field.setEnabled)
                 label.toggled.connect(self._edited)
                 self.use[knob.name] = label
@@ -119,6 +123,8 @@ class SamplingPanel(QDockWidget):
             self.labels[knob.name] = label
             form.addRow(label, field)
         layout.addLayout(form)
+        for name in self.use:  # unticked: what applies instead (the panel's width allows it)
+            self._show_use(name)
         json_row = QHBoxLayout()
         self.json_mode = QCheckBox("JSON output")
         self.json_mode.setToolTip("The reply must be JSON: the local model is constrained by a "
@@ -187,10 +193,10 @@ class SamplingPanel(QDockWidget):
                     continue
                 if knob.name in self.use:
                     self.use[knob.name].setChecked(value is not None)
+                    if value is None:  # ticked later: from what applies, not another chat's
+                        self._held.pop(knob.name, None)
                 if value is not None:
                     field.setValue(value)
-                elif knob.name in ("repeat_penalty",):
-                    field.setValue(1.0)
             self.system_prompt.setPlainText(system_prompt)
             self.preset_picker.setCurrentIndex(-1)
             self._apply_capabilities()
@@ -371,6 +377,41 @@ class SamplingPanel(QDockWidget):
             field.setToolTip(tip)
             ticked = knob.name not in self.use or self.use[knob.name].isChecked()
             field.setEnabled(ok and ticked)
+            if knob.name in self.use:
+                self._show_use(knob.name)
+
+    def unset_text(self, name: str) -> str:
+        """What an unticked knob's box says applies instead: the local model's own default
+        (llama.cpp's, as ``app.domain.sampling.LOCAL_DEFAULTS`` records and the engine
+        applies: "default (40)"), a seed drawn for each reply, or, for a cloud engine, "not
+        sent" (the provider's own default applies, which Outpost does not know)."""
+        if self.kind != "local":
+            return "not sent"
+        if name in LOCAL_DEFAULTS:
+            return f"default ({LOCAL_DEFAULTS[name]:g})"
+        return "random" if name == "seed" else "not sent"
+
+    def _show_use(self, name: str) -> None:
+        """An unticked knob's box shows what applies instead (its special value text, at the
+        box's minimum) rather than a greyed 0 that looks like a value in use; ticked again, it
+        gets back the value it had, else the default that applied. Emits nothing."""
+        field = self.fields[name]
+        blocked = field.blockSignals(True)
+        try:
+            if self.use[name].isChecked():
+                if field.specialValueText():
+                    held = self._held.pop(name, None)
+                    field.setSpecialValueText("")
+                    if field.value() == field.minimum():  # (nobody set one meanwhile)
+                        field.setValue(held if held is not None
+                                       else LOCAL_DEFAULTS.get(name, field.minimum()))
+                return
+            if not field.specialValueText():
+                self._held[name] = field.value()
+            field.setSpecialValueText(self.unset_text(name))
+            field.setValue(field.minimum())
+        finally:
+            field.blockSignals(blocked)
 
     # -- presets -----------------------------------------------------------------------------
     def refresh_presets(self, select: str | None = None) -> None:

@@ -200,3 +200,17 @@ def test_stop_sequences_survive_the_panels_lines_exactly():
     # typed: the escapes read; a backslash before anything else, or a bad code, kept as typed
     assert stops_from_lines("\\n\n\n\\t|\\\\\nC:\\d\\q\\u12\\ud800\\") == [
         "\n", "\t|\\", "C:\\d\\q\\u12\\ud800\\"]
+
+
+def test_the_local_defaults_the_panel_shows_are_llama_cpps_own():
+    """An unticked knob says which default the local model applies ("default (40)"); those
+    are ``LOCAL_DEFAULTS``, which must be llama-cpp-python's own defaults, not a guess."""
+    import inspect
+
+    from app.domain.sampling import LOCAL_DEFAULTS
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    defaults = {name: p.default for name, p in
+                inspect.signature(llama_cpp.Llama.generate).parameters.items()}
+    assert {name: defaults[name] for name in LOCAL_DEFAULTS} == LOCAL_DEFAULTS
+    assert (LOCAL_DEFAULTS["top_k"], LOCAL_DEFAULTS["min_p"]) == (40, 0.05)

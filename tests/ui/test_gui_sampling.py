@@ -442,3 +442,50 @@ def test_every_lora_adapter_of_a_conversation_is_kept_and_sent(qtbot, scripted,
     lora.load(both)
     lora.detach.click()
     assert lora.adapters() == () and not lora.more.isVisible()
+
+
+def test_an_unticked_knob_says_what_applies_instead(qtbot, scripted, scripted_engine):
+    """Unticked Top-k and Min-p say "default (40)" / "default (0.05)" on the local model, which
+    applies llama.cpp's defaults there (they looked off: a greyed 0 and 0.00), and "not sent"
+    when a cloud engine answers; the stored value stays unset (None), and a knob ticked starts
+    from what applied."""
+    from app.domain.sampling import LOCAL_DEFAULTS
+
+    window, panel = scripted.window, scripted.window.sampling
+    conversation = _conversation_with(scripted, top_k=None, min_p=None, seed=None)
+    shown = {name: panel.fields[name].text() for name in ("top_k", "min_p", "seed",
+                                                           "repeat_penalty")}
+    assert shown == {"top_k": f"default ({LOCAL_DEFAULTS['top_k']})",
+                     "min_p": f"default ({LOCAL_DEFAULTS['min_p']:g})", "seed": "random",
+                     "repeat_penalty": "default (1)"}
+    assert (shown["top_k"], shown["min_p"]) == ("default (40)", "default (0.05)")
+    for dark in (False, True):
+        _grab_in_palette(qtbot, panel, dark, "sampling_unticked_local")
+    scripted_engine.script(known_reply("Hi", "."))
+    send(qtbot, scripted, "Hello")
+    sent = scripted_engine.requests[-1]
+    assert (sent.top_k, sent.min_p, sent.seed) == (None, None, None)
+    stored = scripted.store.get_conversation(conversation.id).sampling
+    assert (stored["top_k"], stored["min_p"]) == (None, None)
+
+    panel.use["top_k"].setChecked(True)  # ticked: from the default that applied, then kept
+    assert panel.fields["top_k"].text() == "40"
+    assert scripted.store.get_conversation(conversation.id).sampling["top_k"] == 40
+    panel.fields["top_k"].setValue(0)  # 0 (no limit) is a value, not "default"
+    assert panel.fields["top_k"].text() == "0" and panel.values()["top_k"] == 0
+    panel.fields["top_k"].setValue(12)
+    panel.use["top_k"].setChecked(False)
+    assert panel.fields["top_k"].text() == "default (40)"
+    assert scripted.store.get_conversation(conversation.id).sampling["top_k"] is None
+    panel.use["top_k"].setChecked(True)
+    assert panel.fields["top_k"].value() == 12  # its own value back
+    panel.use["top_k"].setChecked(False)
+
+    scripted.registry.add(ProviderConfig("far", "openai", "http://127.0.0.1:9/v1", "m"),
+                          replace=True)
+    window.target_picker.refresh("provider:far")
+    assert panel.kind == "openai"
+    assert {panel.fields[n].text() for n in ("top_k", "min_p", "seed")} == {"not sent"}
+    for dark in (False, True):
+        _grab_in_palette(qtbot, panel, dark, "sampling_unticked_cloud")
+    assert panel.values()["seed"] is None and panel.values()["top_k"] is None
