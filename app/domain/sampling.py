@@ -56,7 +56,8 @@ KNOBS: tuple[Knob, ...] = (
          "1.05–1.2 curbs loops on small models.", low_open=True),
     Knob("seed", "Seed", int, 0, 2 ** 31 - 1,
          "Random seed. With the same seed, input and knobs the local model gives the same "
-         "output; cloud providers only try to. Empty: a new random seed each time."),
+         "output; cloud providers only try to. Unset (unticked, or --seed random): a new "
+         "random seed each time."),
 )
 KNOB_NAMES = tuple(k.name for k in KNOBS)
 BY_NAME = {k.name: k for k in KNOBS}
@@ -105,7 +106,6 @@ def _num(value: float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-# -- presets ---------------------------------------------------------------------------------
 # -- stop sequences as lines of text ---------------------------------------------------------
 # The window edits stop sequences one per line, so a stop that holds a line break (``"\n"``,
 # common for chat models) or other invisible characters is written as an escape: ``\n``,
@@ -169,6 +169,7 @@ def _hex(digits: str, width: int) -> int | None:
     return code if code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF else None
 
 
+# -- presets ---------------------------------------------------------------------------------
 BUILTIN_PRESETS: dict[str, dict] = {
     "Precise": {"temperature": 0.2, "top_p": 0.9, "top_k": 40, "min_p": 0.05,
                 "repeat_penalty": 1.05, "presence_penalty": None, "frequency_penalty": None},

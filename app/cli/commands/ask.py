@@ -298,9 +298,30 @@ def describe_selection(selection: dict) -> str:
     return text + (f". {selection['note']}" if selection.get("note") else "")
 
 
+RANDOM_SEED = "random"  # ``--seed random``: no fixed seed, for this turn and from now on
+
+
+def seed_flag(value) -> int | None:
+    """``--seed``'s value: a whole number as given, or None for ``random`` (any case)."""
+    if not isinstance(value, str):
+        return value
+    if value.strip().lower() == RANDOM_SEED:
+        return None
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise UsageError(f"--seed must be a whole number or 'random', got {value!r}.") from None
+
+
 def knob_options(args):
-    """The ``ask`` flags as this turn's options."""
+    """The ``ask`` flags as this turn's options. ``--seed random`` unsets the seed (listed in
+    ``TurnOptions.unset``, which overrides the conversation's and the preset's seed), so the
+    reply draws a new one, as a conversation with no seed does."""
     values = {name: getattr(args, name, None) for name in KNOB_NAMES if name != "stop"}
+    unset = ()
+    if isinstance(values["seed"], str):
+        values["seed"] = seed_flag(values["seed"])
+        unset = ("seed",) if values["seed"] is None else ()
     for name, value in values.items():  # (checked again with the turn: here to name the flag)
         check_knob(name, value, label=f"--{name.replace('_', '-')}")
     stop = tuple(args.stop) if args.stop is not None else None
@@ -311,4 +332,4 @@ def knob_options(args):
     lora = tuple(parse_lora(spec) for spec in args.lora) if getattr(args, "lora", None) \
         else None
     return TurnOptions(**values, stop=stop, preset=args.preset, system_prompt=args.system,
-                       json_schema=schema, json_mode=json_mode, lora=lora)
+                       json_schema=schema, json_mode=json_mode, lora=lora, unset=unset)
