@@ -417,7 +417,8 @@ def _knob_flags(parser: argparse.ArgumentParser) -> None:
             ("max_tokens", "--max-tokens", int, "N"),
             ("presence_penalty", "--presence-penalty", float, "F"),
             ("frequency_penalty", "--frequency-penalty", float, "F"),
-            ("repeat_penalty", "--repeat-penalty", float, "F"), ("seed", "--seed", int, "N")):
+            ("repeat_penalty", "--repeat-penalty", float, "F"),
+            ("seed", "--seed", str, "N|random")):  # (ask.knob_options reads "random")
         knob = BY_NAME[name]
         span = f"{knob.low:g}..{knob.high:g}" if knob.kind is float \
             else f"{int(knob.low)}..{int(knob.high)}"

@@ -263,3 +263,24 @@ def test_seed_random_unpins_the_conversation_from_now_on(service):
     service.start_turn("Again", cid, model="m", options=knob_options(_ask_flags(seed="random")))
     assert service.store.get_conversation(cid).sampling["seed"] is None
     assert service.start_turn("More", cid, model="m").request.seed is None
+
+
+@pytest.mark.local_model
+def test_cli_seed_random_is_accepted_and_draws_a_seed(outpost_home):
+    """``outpost ask --seed random`` gets past the command line (argparse refused anything but
+    a number) and the reply draws its seed, though the conversation was started with --seed 5;
+    a word that is neither is one sentence naming the flag (exit 2)."""
+    first = cli("ask", "Hi.", "--seed", "5", "--max-tokens", "4")
+    assert first.returncode == 0, first.stderr
+    [conversation] = json.loads(cli("history", "list", "--json").stdout)
+    again = cli("ask", "Again.", "--conversation", conversation["id"], "--seed", "random",
+                "--max-tokens", "4")
+    assert again.returncode == 0, again.stderr
+    messages = json.loads(cli("history", "show", conversation["id"], "--json").stdout)
+    params = [m["params"] for m in messages if m["role"] == "assistant"]
+    assert params[0]["seed"] == 5 and not params[0].get("seed_drawn")
+    assert params[1]["seed_drawn"] and isinstance(params[1]["seed"], int)
+    bad = cli("ask", "x", "--seed", "none")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == ("outpost: --seed must be a whole number or 'random', got "
+                                  "'none'.")
