@@ -602,10 +602,17 @@ class ChatService:
                           "response_format": request_args["response_format"],
                           "test_time": options.test_time,
                           "lora": [a.record() for a in request_args["lora"]]})
-        elif options.system_prompt is not None and \
-                options.system_prompt != conversation.system_prompt:
-            self.store.set_conversation_sampling(conversation.id, conversation.sampling,
-                                                 system_prompt=options.system_prompt)
+        else:
+            stored = conversation.sampling
+            if "seed" in options.unset and stored and stored.get("seed") is not None:
+                # `--seed random`: no fixed seed from now on (the one it started with was kept)
+                stored = dict(stored, seed=None)
+            new_prompt = options.system_prompt is not None and \
+                options.system_prompt != conversation.system_prompt
+            if new_prompt or stored is not conversation.sampling:
+                self.store.set_conversation_sampling(
+                    conversation.id, stored,
+                    system_prompt=options.system_prompt if new_prompt else None)
         parent = previous[-1].id if previous else None
         user_message = self.store.add_message(conversation.id, Role.USER, prompt,
                                               parent_id=parent)

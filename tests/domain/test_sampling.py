@@ -251,8 +251,6 @@ def test_seed_random_draws_a_seed_for_the_turn_though_the_conversation_has_one(s
     assert service.store.get_conversation(fresh.conversation_id).sampling["seed"] is None
 
 
-@pytest.mark.xfail(strict=True, reason="needs ChatService.start_turn to store the knobs a "
-                   "turn unsets with an existing conversation (app/chat, not changed here)")
 def test_seed_random_unpins_the_conversation_from_now_on(service):
     """After ``--seed random`` the conversation has no fixed seed: its next turns without
     ``--seed`` draw one too (they went back to the seed it started with)."""
