@@ -93,6 +93,8 @@ def test_a_preset_refuses_what_it_cannot_hold_and_a_file_that_is_no_adapter(outp
                         ("/nowhere/style.gguf:0.5", "does not exist")):
         bad = cli("preset", "save", "Full", "--temperature", "0.3", "--lora", spec)
         assert bad.returncode == 3 and words in assert_one_sentence(bad.stderr)
+    seedless = cli("preset", "save", "Full", "--temperature", "0.3", "--seed", "random")
+    assert seedless.returncode == 2 and "--seed random goes with a message" in seedless.stderr
     assert "Full" not in cli("preset", "list").stdout
 
 

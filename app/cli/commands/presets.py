@@ -52,6 +52,10 @@ def cmd_preset(args: argparse.Namespace) -> int:
         if args.preset and not args.from_preset:  # (the ask flag, read as --from here)
             args.from_preset = args.preset
         options = knob_options(args)
+        if "seed" in options.unset:  # a preset sets knobs; it cannot unset the chat's seed
+            raise UsageError("--seed random goes with a message or a conversation (`outpost "
+                             "ask`); a preset without --seed leaves the seed as it is. Nothing "
+                             "was saved.")
         for adapter in options.lora or ():  # a file that is no adapter: now, not when used
             read_lora(adapter.path)
         values = {k: getattr(options, k) for k in KNOB_NAMES if getattr(options, k) is not None}
