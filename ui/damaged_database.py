@@ -2,8 +2,9 @@
 
 ``Store()`` refuses a damaged (or emptied) file before writing anything to it
 (``DatabaseDamaged``). Here the user reads what was found, and either puts the newest good
-backup in its place (the damaged file is kept in the backups folder) or quits, leaving
-everything as it is.
+backup in its place, or, with no good backup, starts a new database (either way the damaged
+file is kept in the backups folder, and what it still holds is brought back), or quits,
+leaving everything as it is. Field staff must be able to start and answer.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from PySide6.QtWidgets import QMessageBox, QWidget
 
 from app.domain.errors import DatabaseDamaged, OutpostError
 from app.storage.backups import Backups
-from app.storage.salvage import restore_and_salvage
+from app.storage.salvage import restore_and_salvage, start_over_and_salvage
 from app.storage.store import Store
 
 
@@ -40,13 +41,17 @@ class DamagedDatabaseDialog(QMessageBox):
                                                  QMessageBox.ButtonRole.AcceptRole)
         else:
             self.setInformativeText(
-                "There is no good backup of it. Copy the file somewhere safe before trying to "
-                "repair it (e.g. sqlite3's .recover).")
+                f"There is no good backup of it. Outpost can start with a new database and "
+                f"bring into it the conversations and messages the damaged file still holds; "
+                f"the damaged file is kept in {error.backups_folder}.")
+            self.restore_button = self.addButton("Start a new database",
+                                                 QMessageBox.ButtonRole.AcceptRole)
         self.quit_button = self.addButton("Quit", QMessageBox.ButtonRole.RejectRole)
-        self.setDefaultButton(self.restore_button or self.quit_button)
+        self.setDefaultButton(self.restore_button)
 
     def wants_restore(self) -> bool:
-        """Shown modally: True when the user chose to restore the backup."""
+        """Shown modally: True when the user chose what it offers (restore the backup, or
+        with none, start a new database)."""
         self.exec()
         return self.restore_button is not None and self.clickedButton() is self.restore_button
 
@@ -67,9 +72,14 @@ def open_store_or_restore(
             store.notes.extend(brought)  # shown by the window at start, as its other notes
             return store
         except DatabaseDamaged as error:
-            if error.backup is None or not ask(error):
+            if not ask(error):
                 return None
             try:
+                if error.backup is None:
+                    kept, salvaged = start_over_and_salvage(Path(error.path))
+                    brought.append(f"The damaged database is kept as {kept}; this is a new "
+                                   f"one. " + salvaged.describe(kept.name, None))
+                    continue
                 _, _, salvaged = restore_and_salvage(Path(error.path), Path(error.backup).name)
                 if salvaged is not None:
                     brought.append(salvaged.describe())

@@ -376,6 +376,9 @@ def _parser() -> argparse.ArgumentParser:
                                "can be")
     bsalvage.add_argument("file", metavar="FILE", help="the copy (e.g. a …-replaced.db from "
                           "the backups folder)")
+    bsub.add_parser("start-over", help="a damaged database with no good backup: keep it in "
+                    "the backups folder and start a new one, bringing into it what the damaged "
+                    "file still holds. Refused while the window or a command has it open")
 
     export = sub.add_parser("export", help="write conversations to a file: JSON (every field, "
                             "every branch; `outpost import` reads it back), Markdown or HTML",

@@ -18,8 +18,8 @@ def damaged_message(path: Path, problem: str, good: Backup | None, folder: Path)
     head = f"The database {path} is damaged ({problem}); it was left as it is and nothing " \
            "was written to it"
     if good is None:
-        return (f"{head}, and there is no good backup of it: copy it somewhere safe, then try "
-                f"`sqlite3 {path} .recover`.")
+        return (f"{head}, and there is no good backup of it: `outpost backup start-over` keeps "
+                f"it in {folder} and starts a new database with what it still holds.")
     return (f"{head}; `outpost backup restore` puts the newest good backup ({good.describe()}) "
             f"in its place, brings back what the damaged file still holds since then, and "
             f"keeps the damaged file in {folder}.")
@@ -59,14 +59,30 @@ def restore_backup(db_path: Path | None = None, name: str | None = None
     return backup, kept
 
 
-def _set_aside_replaced(db_path: Path, backups: Backups) -> Path:
+def set_aside_damaged(db_path: Path | None = None) -> Path:
+    """Move a damaged database (with its ``-wal`` and ``-shm``) into the backups folder
+    (``…-damaged.db``), leaving no database: the next ``Store`` starts a new one. Refused
+    while another process has it open. Returns where it is kept."""
+    db_path = Path(db_path) if db_path else paths.database_path()
+    if not db_path.exists():
+        raise UsageError(f"There is no database at {db_path}.")
+    with storage_errors(db_path):
+        kept = _set_aside_replaced(db_path, Backups(db_path), "damaged")
+        for suffix in ("-wal", "-shm"):  # copied beside the kept file; not for a new one
+            db_path.with_name(db_path.name + suffix).unlink(missing_ok=True)
+        db_path.unlink()
+        integrity.forget_seal(db_path)
+    return kept
+
+
+def _set_aside_replaced(db_path: Path, backups: Backups, label: str = "replaced") -> Path:
     try:
         with integrity.held_alone(db_path) as alone:
             if not alone:
                 raise KnownStorageError(f"The database {db_path} is open in another Outpost "
                                         "(the window or a command); close it, then restore.")
-            return backups.set_aside("replaced")
+            return backups.set_aside(label)
     except sqlite3.DatabaseError as exc:
         if sqlite_primary_code(exc) not in (SQLITE_CORRUPT, SQLITE_NOTADB):
             raise
-        return backups.set_aside("replaced")  # not even a database: copied as it is
+        return backups.set_aside(label)  # not even a database: copied as it is

@@ -29,7 +29,7 @@ from pathlib import Path
 from app.domain.errors import OutpostError
 from app.domain.wording import counted
 from app.storage.backups import Backup, quick_check_file
-from app.storage.restore import restore_backup
+from app.storage.restore import restore_backup, set_aside_damaged
 # the store's own readers of a row: a row brought over must read as one of its own
 from app.storage.store import Store, _row_to_conversation, _row_to_message
 
@@ -77,17 +77,20 @@ class Salvage:
     unreadable: list[Unread] = field(default_factory=list)  # tables read only in part
     failed: str | None = None  # why nothing could be brought over at all
 
-    def describe(self, source: str = "the damaged file", than: str = "the backup") -> str:
-        """One sentence for the user: what came from ``source``, newer than ``than``."""
+    def describe(self, source: str = "the damaged file", than: str | None = "the backup"
+                 ) -> str:
+        """One sentence for the user: what came from ``source``, newer than ``than`` (None:
+        into a new, empty database)."""
         if self.failed is not None:
             return self.failed
         conversations, messages = self.rows.get("conversations", 0), \
             self.rows.get("messages", 0)
+        newer = f" newer than {than}" if than else ""
         if conversations or messages:
             text = (f"From {source}, {counted(conversations, 'conversation')} and "
-                    f"{counted(messages, 'message')} newer than {than} were brought back")
+                    f"{counted(messages, 'message')}{newer} were brought back")
         else:
-            text = f"Nothing newer than {than} could be read from {source}"
+            text = f"Nothing{newer} could be read from {source}"
         if self.left_out:
             text += f" ({counted(self.left_out, 'row')} could not be)"
         for unread in self.unreadable:
@@ -111,6 +114,23 @@ def restore_and_salvage(db_path: Path, name: str | None = None
     except (OutpostError, OSError, sqlite3.Error) as exc:  # the restore itself is done
         return backup, kept, Salvage(failed=f"What the damaged file held could not be brought "
                                             f"over ({exc}); it is kept as {kept}.")
+
+
+def start_over_and_salvage(db_path: Path) -> tuple[Path, Salvage]:
+    """A damaged database with no good backup: keep it in the backups folder, start a new
+    one, and bring into it what the damaged file still holds (``salvage``). Outpost starts and
+    answers again, with every conversation that could be read. Returns where the damaged file
+    is kept, and what came over."""
+    kept = set_aside_damaged(db_path)
+    try:
+        store = Store(db_path, daily_backup=False)
+        try:
+            return kept, salvage(kept, store)
+        finally:
+            store.close()
+    except (OutpostError, OSError, sqlite3.Error) as exc:  # the new database is there
+        return kept, Salvage(failed=f"What the damaged file held could not be brought over "
+                                    f"({exc}); it is kept as {kept}.")
 
 
 def salvage(damaged: Path, store: Store) -> Salvage:

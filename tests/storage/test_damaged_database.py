@@ -511,3 +511,37 @@ def test_a_rollback_can_be_undone_by_salvaging_the_file_it_kept(outpost_home):
     assert itself.returncode == 2 and "is the database itself" in itself.stderr
     missing = cli("backup", "salvage", str(kept) + ".nope")
     assert missing.returncode == 2 and "There is no file" in missing.stderr
+
+
+def test_with_no_good_backup_start_over_keeps_the_damaged_file_and_brings_back_its_chats(
+        outpost_home):
+    """Field staff with a damaged database and no backup could not start Outpost at all (every
+    command exit 5, the window only Quit): `backup start-over` keeps the damaged file in the
+    backups folder and starts a new database with what it still holds; then it answers."""
+    path = db_file(outpost_home)
+    store = Store(path, daily_backup=False)
+    for n in range(40):
+        chat = store.create_conversation(f"chat {n}")
+        store.add_message(chat.id, Role.USER, f"chat {n} question " + "words " * 100)
+    store.close()
+    shutil.rmtree(outpost_home / "data" / "backups", ignore_errors=True)
+    spoil_pages_holding(path, "chat 20 question")
+    path.touch()  # a program wrote to it: the seal no longer vouches for it
+    before = digest(path)
+
+    refused = cli("history", "list")
+    assert refused.returncode == 5
+    assert "there is no good backup" in one_sentence(refused.stderr)
+    assert "`outpost backup start-over`" in refused.stderr
+
+    started = cli("backup", "start-over")
+    assert started.returncode == 0, started.stderr
+    kept = list((outpost_home / "data" / "backups").glob("*-damaged.db"))
+    assert len(kept) == 1 and digest(kept[0])[:64] == before[:64]  # kept, byte for byte
+    assert "40 conversations" in started.stdout and "could not be read" in started.stdout
+    listed = cli("history", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.count('"title"') == 40
+    store = Store(path)
+    assert len([m for c in store.list_conversations() for m in store.messages(c.id)]) < 40
+    store.close()

@@ -33,6 +33,53 @@ def test_the_dialog_names_the_problem_and_offers_the_backup(qtbot):
 
 
 
+def _damaged_without_a_backup() -> None:
+    """Forty chats, no backup, one page of the file hit."""
+    import shutil
+
+    from app.domain.messages import Role
+    from tests.storage.test_damaged_database import spoil_pages_holding
+
+    store = Store(daily_backup=False)
+    for n in range(40):
+        chat = store.create_conversation(f"chat {n}")
+        store.add_message(chat.id, Role.USER, f"chat {n} question " + "words " * 100)
+    store.close()
+    shutil.rmtree(paths.database_path().parent / "backups", ignore_errors=True)
+    spoil_pages_holding(paths.database_path(), "chat 20 question")
+    paths.database_path().touch()  # changed behind Outpost's back: checked at the next start
+
+
+def test_with_no_backup_the_dialog_offers_a_new_database_and_it_starts(qtbot, artifacts_dir):
+    """No good backup: the window offered only Quit, so Outpost could not start at all. Now
+    it starts a new database (the default) with what the damaged file still holds; the
+    damaged file is kept; quitting still leaves everything as it is."""
+    from tests.support import grab_in_palette
+
+    _damaged_without_a_backup()
+    with pytest.raises(DatabaseDamaged) as caught:
+        Store()
+    dialog = DamagedDatabaseDialog(caught.value)
+    qtbot.addWidget(dialog)
+    assert dialog.restore_button.text() == "Start a new database"
+    assert dialog.defaultButton() is dialog.restore_button
+    assert "bring into it the conversations" in dialog.informativeText()
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    for theme in ("light", "dark"):
+        grab_in_palette(qtbot, dialog, artifacts_dir / f"damaged-database-new-{theme}.png", theme)
+    damaged = paths.database_path().read_bytes()
+    assert open_store_or_restore(wants_restore=lambda error: False) is None
+    assert paths.database_path().read_bytes() == damaged  # quitting: left as it is
+    store = open_store_or_restore(wants_restore=lambda error: True)
+    assert store is not None
+    assert len(store.list_conversations()) == 40
+    assert "this is a new one" in store.notes[0] and "could not be read" in store.notes[0]
+    store.close()
+    kept = list((paths.database_path().parent / "backups").glob("*-damaged.db"))
+    assert len(kept) == 1 and kept[0].read_bytes() == damaged
+
+
 def test_screenshots_of_the_dialog(qtbot, artifacts_dir):
     from tests.support import grab_in_palette
 

@@ -11,7 +11,7 @@ from app.cli.commands.common import emit_list, local_time
 from app.config import paths
 from app.domain.errors import UsageError
 from app.storage.backups import Backups
-from app.storage.salvage import restore_and_salvage, salvage
+from app.storage.salvage import restore_and_salvage, salvage, start_over_and_salvage
 from app.storage.store import Store
 
 
@@ -33,6 +33,12 @@ def cmd_backup(args: argparse.Namespace) -> int:
         return 0
     if args.backup_command == "salvage":
         return _salvage(Path(args.file))
+    if args.backup_command == "start-over":
+        kept, salvaged = start_over_and_salvage(paths.database_path())
+        print(f"Started a new database at {paths.database_path()}; the damaged one is kept as "
+              f"{kept}.")
+        print(salvaged.describe(kept.name, None))
+        return 0
     backup, kept, salvaged = restore_and_salvage(paths.database_path(), args.name)
     print(f"Restored {backup.describe()} as {paths.database_path()}"
           + (f"; the file it replaced is kept as {kept}." if kept else "."))
