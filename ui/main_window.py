@@ -74,7 +74,7 @@ from ui.tasks import TaskRunner
 from ui.token_meter import TokenMeter
 from ui.transfer_menu import TransferMenu
 from ui.usage_dialog import UsageDialog
-from ui.window_state import WindowState
+from ui.window_state import Draft, WindowState
 
 
 @dataclass(frozen=True)
@@ -133,6 +133,7 @@ class MainWindow(QMainWindow):
         self.title_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.view = ConversationView()
         self.composer = Composer()
+        self.draft = Draft(self.composer.edit, self.window_state, self)  # survives a restart
         self.controller: ChatController = controller_factory(self.view)
         self.route_picker = RoutePicker()
         self.target_picker = TargetPicker(services.registry, self.settings, self.loader)
@@ -734,6 +735,7 @@ class MainWindow(QMainWindow):
         if last and any(c.id == last for c in self.store.list_conversations(self.profile_name)):
             self._on_conversation_selected(last)
             self.refresh_sidebar()
+        self.draft.restore()
 
     @Slot()
     def _on_conversations_changed_elsewhere(self) -> None:
@@ -744,6 +746,7 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
         try:
             self.window_state.save(self, self.splitter, self.controller.conversation_id)
+            self.draft.save()
         except Exception:  # noqa: BLE001 - never block closing on the state file
             pass
         self.conversation_watch.timer.stop()

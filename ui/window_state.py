@@ -1,5 +1,6 @@
 """What the window remembers between runs: its geometry, the docks and their sizes, the
-sidebar/chat split, and the conversation that was open.
+sidebar/chat split, the conversation that was open, and the message being typed (``Draft``:
+a second after typing stops, so closing, a crash or a power cut loses at most that second).
 
 Kept with Qt's QSettings in an INI file next to settings.json (``window.ini`` in the config
 folder): this is the window's state, not a user setting, and Qt's geometry blobs restore the
@@ -8,8 +9,10 @@ gives the defaults.
 """
 from __future__ import annotations
 
-from PySide6.QtCore import QByteArray, QSettings
-from PySide6.QtWidgets import QMainWindow, QSplitter
+import os
+
+from PySide6.QtCore import QByteArray, QObject, QSettings, QTimer
+from PySide6.QtWidgets import QMainWindow, QPlainTextEdit, QSplitter
 
 from app.config import paths
 
@@ -39,4 +42,46 @@ class WindowState:
         s.setValue("state", window.saveState())
         s.setValue("splitter", splitter.saveState())
         s.setValue("last_conversation", conversation_id or "")
-        s.sync()
+        self._sync()
+
+    def draft(self) -> str:
+        value = self.qsettings.value("draft")
+        return value if isinstance(value, str) else ""
+
+    def save_draft(self, text: str) -> None:
+        self.qsettings.setValue("draft", text)
+        self._sync()
+
+    def _sync(self) -> None:
+        self.qsettings.sync()
+        try:  # a draft is the user's words: readable by them only, as the database is
+            os.chmod(self.qsettings.fileName(), 0o600)
+        except OSError:
+            pass
+
+
+class Draft(QObject):
+    """Keeps ``edit``'s text in ``state`` a second after typing stops (and when asked: the
+    window closing), and puts it back into an empty ``edit`` at the next start. Sending
+    clears the box, and so the draft."""
+
+    SAVE_AFTER_MS = 1000
+
+    def __init__(self, edit: QPlainTextEdit, state: WindowState, parent: QObject | None = None):
+        super().__init__(parent)
+        self.edit, self.state = edit, state
+        self.timer = QTimer(self)
+        self.timer.setSingleShot(True)
+        self.timer.setInterval(self.SAVE_AFTER_MS)
+        self.timer.timeout.connect(self.save)
+        edit.textChanged.connect(self.timer.start)
+
+    def save(self) -> None:
+        self.timer.stop()
+        self.state.save_draft(self.edit.toPlainText())
+
+    def restore(self) -> None:
+        text = self.state.draft()
+        if text and not self.edit.toPlainText():
+            self.edit.setPlainText(text)
+            self.edit.moveCursor(self.edit.textCursor().MoveOperation.End)

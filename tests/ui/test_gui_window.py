@@ -76,3 +76,29 @@ def test_the_window_comes_back_as_it_was_closed(qtbot, outpost_app, scripted_eng
     assert window.splitter.sizes()[0] == first_split
     assert window.controller.conversation_id == opened
     assert window.view.last_bubble() is not None
+
+
+def test_a_message_being_typed_survives_closing_and_a_crash(qtbot, outpost_app,
+                                                            scripted_engine):
+    """The composer's text is kept a second after typing stops (a crash loses at most that)
+    and on closing, in a file only the user can read, and is back in the box at the next
+    start; sending clears it."""
+    import os
+    import stat
+
+    from ui.window_state import WindowState
+
+    first = outpost_app(max_tokens=8, engine_factory=scripted_engine.factory)
+    first.start()
+    first.window.draft.timer.setInterval(20)
+    qtbot.keyClicks(first.window.composer.edit, "Report: pump 3 is leaking")
+    qtbot.waitUntil(lambda: WindowState().draft() == "Report: pump 3 is leaking", timeout=3000)
+    path = WindowState().qsettings.fileName()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    # (no close: as if the app had died here)
+    second = outpost_app(max_tokens=8, engine_factory=scripted_engine.factory)
+    second.start()
+    assert second.window.composer.edit.toPlainText() == "Report: pump 3 is leaking"
+    second.window.composer.clear()
+    second.window.draft.save()
+    assert WindowState().draft() == ""
