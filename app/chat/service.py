@@ -322,6 +322,10 @@ class Turn:
             return request.sampling_params()
         params = {**sent_params(kind, request), "user": request.user,
                   "idempotency_key": request.idempotency_key, "engine_kind": kind}
+        first = request.messages[0] if request.messages else None
+        # the system prompt this reply was given (the conversation's may change later)
+        params["system_prompt"] = first.content if first is not None and \
+            first.role is Role.SYSTEM else ""
         finish = self.reply.finish
         if "seed" not in params and finish is not None and finish.seed is not None:
             params["seed"] = finish.seed  # drawn by the engine: the reply can be made again
@@ -642,6 +646,10 @@ class ChatService:
                                              options=options, counter=counter,
                                              effective_route=effective_route,
                                              price_known=price_known)
+        if options.system_prompt is not None and \
+                options.system_prompt != conversation.system_prompt:  # kept, as `ask` keeps it
+            self.store.set_conversation_sampling(conversation.id, conversation.sampling,
+                                                 system_prompt=options.system_prompt)
         return self._turn(conversation.id, reply.parent_id, model, messages, request_args, fit,
                           effective_route)
 

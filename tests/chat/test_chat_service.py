@@ -392,7 +392,8 @@ def test_real_model_turn_is_stored_complete(service, store, local_engine):
         "temperature": 0.0, "top_p": turn.request.top_p, "top_k": 40, "min_p": 0.05,
         "max_tokens": 16, "presence_penalty": 0.0, "frequency_penalty": 0.0,
         "repeat_penalty": 1.0, "user": turn.request.user,
-        "idempotency_key": turn.request.idempotency_key, "engine_kind": "local"}
+        "idempotency_key": turn.request.idempotency_key, "engine_kind": "local",
+        "system_prompt": "You are a helpful assistant."}  # (the one it was given)
     assert message.prompt_tokens == usage.prompt_tokens == local_engine.count_prompt_tokens(
         turn.request)
     assert message.completion_tokens == usage.completion_tokens >= 1

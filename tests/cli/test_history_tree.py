@@ -148,6 +148,11 @@ def test_regenerate_answers_again_beside_the_reply_and_fork_copies_the_path(tree
                                                                     "Edited, again"]
     code, out, err = run(capsys, "regenerate", again.parent_id)
     assert code == 2 and "not a reply" in err
+    # --system answers with that prompt and keeps it with the conversation, as `ask` does
+    engine.script(reply("Arr."))
+    code, _, _ = run(capsys, "regenerate", again.id, "--system", "You are a pirate.")
+    assert code == 0 and engine.requests[-1].messages[0].content == "You are a pirate."
+    assert store.get_conversation(conversation).system_prompt == "You are a pirate."
 
     before = [m.id for m in store.messages(conversation)]
     code, out, _ = run(capsys, "history", "fork", again.id, "--json")
