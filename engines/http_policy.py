@@ -171,9 +171,11 @@ def error_from_status(status: int, body: str, headers: Mapping[str, str], provid
             f"{provider} refused the API key (HTTP {status}).{said} Check the key with "
             f"`outpost keys set {provider}` or in Providers.", status, provider)
     if status == 429:
-        if retry_after is not None:
+        if retry_after is not None and retry_after >= 1:
             when = (f" Try again after {retry_at_text(retry_after)} "
                     f"(in {retry_after:.0f} s).")
+        elif retry_after is not None:  # (a Retry-After date already past)
+            when = " It may be tried again now."
         else:
             when = " Try again in a minute."
         return RateLimited(f"{provider} is rate limiting requests (HTTP 429).{when}{said}",

@@ -51,6 +51,8 @@ def test_status_becomes_a_typed_error_in_plain_words():
     limited = error_from_status(429, "{}", {}, "openai", retry_after=121)
     assert isinstance(limited, RateLimited) and limited.retry_after == 121
     assert "Try again after" in str(limited) and "in 121 s" in str(limited)
+    past = error_from_status(429, "{}", {}, "openai", retry_after=-30)  # a date already gone
+    assert "tried again now" in str(past) and "in 0 s" not in str(past)
     ctx = error_from_status(400, '{"error": {"code": "context_length_exceeded", "message": '
                                  '"maximum context length is 8192 tokens"}}', {}, "openai")
     assert isinstance(ctx, ContextTooLong)
