@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from typing import Callable
 
 from app.chat.service import Turn
-from app.domain.errors import OutpostError, StreamInterrupted
+from app.domain.errors import OutpostError, RateLimited, StreamInterrupted
 from app.domain.messages import FinishReason, MessageStatus
 from app.domain.routes import FAILOVER_ERRORS, KEPT_LOCAL
 from app.storage.outbox import Outbox, OutboxState, SendReport
@@ -34,6 +35,9 @@ class OutboxSender:
         self.ledger = ledger  # app.storage.ledger.UsageLedger: the answers' cost
         self.is_unreachable = is_unreachable or (lambda exc: isinstance(exc, FAILOVER_ERRORS))
         self._lock = threading.Lock()  # one pass at a time in this process
+        # provider -> when (monotonic) its Retry-After ends: the window's passes wait till then
+        self._not_before: dict[str, float] = {}
+        self.clock: Callable[[], float] = time.monotonic
 
     def send(self, only: int | None = None, cancel: threading.Event | None = None,
              skip_provider: Callable[[str], bool] = lambda name: False) -> SendReport:
@@ -60,7 +64,12 @@ class OutboxSender:
                     kept = self.outbox.keep_local(item.id)
                     report.failed.append((kept, KEPT_LOCAL))
                     continue
-                if cancel.is_set() or item.provider in blocked or skip_provider(item.provider):
+                if self._not_before.get(item.provider, 0) > self.clock() and only is None:
+                    # it asked to be left alone (429, Retry-After) until then: waits untried
+                    skip = True
+                else:
+                    skip = skip_provider(item.provider)
+                if cancel.is_set() or item.provider in blocked or skip:
                     report.waiting.append(item)
                     if item.provider in blocked:
                         report.behind[item.id] = blocked[item.provider]
@@ -126,6 +135,8 @@ class OutboxSender:
             store.delete_empty_reply(self.outbox.placeholder_of(item.id))
             report.sent.append((self.outbox.get(item.id), message))
             return
+        if isinstance(error, RateLimited) and error.retry_after:  # asked to wait: it waits
+            self._not_before[item.provider] = self.clock() + error.retry_after
         if not turn.reply.text:
             if cancelled or error is not None and self.is_unreachable(error):
                 # no answer row for it: the item waits again

@@ -669,3 +669,28 @@ def test_enqueueing_the_same_turn_twice_keeps_one_item(tmp_path):
     again = service.queue_for_later(service.retry_turn(turn), "fault", None)
     assert again.id == first.id and len(service.outbox.items()) == 1
     store.close()
+
+
+def test_a_provider_that_asked_to_wait_is_left_alone_until_then(tmp_path):
+    """A 429 with Retry-After 120 s: the window's next passes (every few seconds once the
+    provider answers a probe) do not send before then (they did, earning a 429 each time);
+    after it, the item goes. An explicit send of that one item is not held back."""
+    from tests.fault_server import rate_limited
+
+    store = Store(tmp_path / "outpost.db")
+    outbox = Outbox(store)
+    item = queue_turn(store, "Later, please")
+    now = [1000.0]
+    with fault_server() as server:
+        server.script([rate_limited(retry_after=120), normal()])
+        sender = OutboxSender(outbox, lambda name, model: fast_cloud(server.url + "/v1", store))
+        sender.clock = lambda: now[0]
+        first = sender.send()
+        assert [i.id for i in first.waiting] == [item.id]
+        now[0] += 30
+        assert [i.id for i in sender.send().waiting] == [item.id]
+        assert len(server.chat_requests()) == 1  # not asked again within the 120 s
+        now[0] += 91
+        assert [i.id for i, _ in sender.send().sent] == [item.id]
+        assert len(server.chat_requests()) == 2
+    store.close()
