@@ -27,8 +27,10 @@ from app.chat.service import TurnOptions
 from app.config.presets import PresetBook
 from app.domain.errors import OutpostError
 from app.domain.sampling import (
+    BY_NAME,
     KNOBS,
     LOCAL_DEFAULTS,
+    sent_otherwise,
     stops_as_lines,
     stops_from_lines,
     supports,
@@ -125,6 +127,8 @@ class SamplingPanel(QDockWidget):
         layout.addLayout(form)
         for name in self.use:  # unticked: what applies instead (the panel's width allows it)
             self._show_use(name)
+        for name in ("temperature", "top_p"):  # which of them Anthropic gets depends on both
+            self.fields[name].valueChanged.connect(lambda _: self._show_sent_otherwise())
         json_row = QHBoxLayout()
         self.json_mode = QCheckBox("JSON output")
         self.json_mode.setToolTip("The reply must be JSON: the local model is constrained by a "
@@ -379,6 +383,20 @@ class SamplingPanel(QDockWidget):
             field.setEnabled(ok and ticked)
             if knob.name in self.use:
                 self._show_use(knob.name)
+        self._show_sent_otherwise()
+
+    def _show_sent_otherwise(self) -> None:
+        """Knobs this engine gets otherwise than set (Anthropic: temperature capped at 1, one
+        of temperature and Top-p): the one not sent goes grey, each says why."""
+        said = sent_otherwise(self.kind, self.fields["temperature"].value(),
+                              self.fields["top_p"].value())
+        for name in ("temperature", "top_p"):
+            why = said.get(name)
+            not_sent = why is not None and "instead" in why
+            self.labels[name].setEnabled(not not_sent)
+            tip = why or _tip(BY_NAME[name])
+            self.labels[name].setToolTip(tip)
+            self.fields[name].setToolTip(tip)
 
     def unset_text(self, name: str) -> str:
         """What an unticked knob's box says applies instead: the local model's own default

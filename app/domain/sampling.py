@@ -206,6 +206,28 @@ def why_unsupported(kind: str, knob: str) -> str:
     return _WHY.get(kind, _WHY["openai"]).format(knob=label)
 
 
+ANTHROPIC_TOP_P = 0.95  # a top_p below this goes to Anthropic instead of the temperature
+
+
+def sent_otherwise(kind: str, temperature: float | None, top_p: float | None
+                   ) -> dict[str, str]:
+    """Knobs set in the panel that this engine kind gets otherwise, and why (the panel says
+    so rather than show them as sent): Anthropic takes a temperature of at most 1, and one of
+    temperature and top_p (``sent_params``)."""
+    if kind != "anthropic":
+        return {}
+    said: dict[str, str] = {}
+    if top_p is not None and top_p < ANTHROPIC_TOP_P:
+        said["temperature"] = (f"Top-p is below {ANTHROPIC_TOP_P}, so Anthropic gets Top-p "
+                               "instead of the temperature (newer Claude models refuse both).")
+    else:
+        said["top_p"] = (f"Anthropic gets the temperature instead; Top-p is sent only below "
+                         f"{ANTHROPIC_TOP_P} (newer Claude models refuse both).")
+        if temperature is not None and temperature > 1:
+            said["temperature"] = "Anthropic takes a temperature of at most 1: 1 is sent."
+    return said
+
+
 def sent_params(kind: str, request) -> dict:
     """The knobs of ``request`` an engine of ``kind`` sends (or, locally, applies): what the
     assistant message records. Engines build their payloads from this, so it cannot drift."""
@@ -229,7 +251,7 @@ def sent_params(kind: str, request) -> dict:
         out["temperature"] = min(out.get("temperature", 1.0), 1.0)  # Anthropic's range: 0..1
         # Anthropic asks to tune temperature or top_p, not both (newer models reject both):
         # top_p narrowed below Outpost's default of 0.95 is sent instead of temperature
-        if out.get("top_p", 1.0) >= 0.95:
+        if out.get("top_p", 1.0) >= ANTHROPIC_TOP_P:
             out.pop("top_p", None)
         else:
             out.pop("temperature", None)

@@ -489,3 +489,23 @@ def test_an_unticked_knob_says_what_applies_instead(qtbot, scripted, scripted_en
     for dark in (False, True):
         _grab_in_palette(qtbot, panel, dark, "sampling_unticked_cloud")
     assert panel.values()["seed"] is None and panel.values()["top_k"] is None
+
+
+def test_the_panel_says_what_anthropic_gets_of_temperature_and_top_p(qtbot, scripted):
+    """Anthropic takes a temperature of at most 1, and one of temperature and Top-p (Top-p
+    only below 0.95): the panel greys the one not sent and says why, instead of showing both
+    as sent (the reply's Details were the first place to learn it)."""
+    panel = scripted.window.sampling
+    temperature, top_p = panel.fields["temperature"], panel.fields["top_p"]
+    panel.set_engine_kind("anthropic", "Anthropic")
+    temperature.setValue(1.5)
+    top_p.setValue(0.95)
+    assert not panel.labels["top_p"].isEnabled() and panel.labels["temperature"].isEnabled()
+    assert "at most 1: 1 is sent" in temperature.toolTip()
+    assert "temperature instead" in top_p.toolTip()
+    top_p.setValue(0.8)
+    assert panel.labels["top_p"].isEnabled() and not panel.labels["temperature"].isEnabled()
+    assert "Top-p instead of the temperature" in temperature.toolTip()
+    panel.set_engine_kind("local", "the local model")
+    assert panel.labels["top_p"].isEnabled() and panel.labels["temperature"].isEnabled()
+    assert "Anthropic" not in temperature.toolTip()
