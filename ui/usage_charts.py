@@ -80,12 +80,20 @@ class Chart(QWidget):
         self.plot.clear()
         self.legend.clear()
 
+    LEGEND_COLUMNS = 2
+
     def show_empty(self, empty: bool, top: float = 0.0) -> None:
-        """Show the plot from 0 to a little above ``top``, or only "No data yet."."""
+        """Show the plot from 0 to ``top`` and the room the legend takes above it, or only
+        "No data yet.". The legend's entries go side by side (at most ``LEGEND_COLUMNS``
+        a row) in a band of their own at the top: over the data, they hid it."""
         self.empty.setVisible(empty)
         self.plot.setVisible(not empty)
         if not empty:  # (all zero, as a month of free local replies: an axis up to 1)
-            self.plot.setYRange(0, (top if top > 0 else 1.0) * 1.15, padding=0)
+            entries = len(self.legend.items)
+            columns = max(1, min(entries, self.LEGEND_COLUMNS))
+            self.legend.setColumnCount(columns)
+            rows = -(-entries // columns)
+            self.plot.setYRange(0, (top if top > 0 else 1.0) * (1.15 + 0.3 * rows), padding=0)
 
 
 class UsageCharts(QWidget):
