@@ -484,7 +484,8 @@ class CloudEngine(EngineBase):
             failure = StreamInterrupted(f"The stream from {self.config.name} ended before the "
                                         "reply was finished.", state.text)
         secrets.scrub_error(failure)  # an error event or a library message may quote the key
-        self._record(attempt, started, response.status_code, failure, None,
+        self._record(attempt, started, response.status_code, failure,
+                     getattr(watchdog.cancel, "outcome", None) if failure is None else None,
                      self._usage(request, state) if failure is None or state.text else None,
                      _ms(first_at, turn_started))
         if failure is None:

@@ -628,7 +628,7 @@ class LocalEngine(EngineBase):
         if self.on_attempt is None:
             return
 
-        outcome = None
+        outcome = getattr(job.cancel, "outcome", None)  # "won": a race the router ran
         if reason is FinishReason.CANCELLED:
             outcome = cancel_reason(job.cancel)
         try:

@@ -188,6 +188,7 @@ class RoutedEngine(EngineBase):
             if fitted.dropped:
                 request = dataclasses.replace(request, messages=fitted.messages)
         runner = _Runner("local", local, request, events)
+        runner.cancel.outcome = "won"  # it takes the reply over from the cloud
         runners.append(runner)
         self.answered, self.reason = local.info, reason
         return runner
@@ -270,6 +271,8 @@ class RoutedEngine(EngineBase):
                         other.cancel.set_because("hedge_lost")
                         if other.tag == "local":
                             self._log_local(other, "hedge_lost", None)
+                if len(runners) > 1:  # a race was won (both attempts are in the request log)
+                    runner.cancel.outcome = "won"
                 if runner is cloud:
                     self.answered = self.cloud.info
                     if self.hedged:

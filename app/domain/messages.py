@@ -62,6 +62,9 @@ class CancelWithReason(threading.Event):
     ("cancelled" by the user, "hedge_lost" when the router cancels the slower engine)."""
 
     reason = "cancelled"
+    # set (not the event) by the router when this attempt won a race or took a reply over:
+    # "won", logged by an engine that logs its own attempts when it ends normally
+    outcome: str | None = None
 
     def set_because(self, reason: str) -> None:
         if not self.is_set():

@@ -243,3 +243,29 @@ def test_a_continuation_that_cannot_start_says_why_and_credits_the_cloud(tmp_pat
         ("fault", 0, len(cloud_part))]
     assert "cut off" in message.error and "could not go on" in message.error
     assert "does not fit the local model's context window" in message.error
+
+
+def test_a_local_engine_that_logs_itself_records_that_it_won(tmp_path, bundled_model):
+    """The engines the CLI and the window build log their own attempts: the local one that won
+    a hedge is in the request log as "won" beside the cloud's "hedge_lost" (its row had no
+    outcome, and the race could not be read back from the log)."""
+    from engines.llama_local import LocalEngine
+
+    store = Store(tmp_path / "outpost.db")
+    local = LocalEngine(bundled_model, on_attempt=store.log_attempt)
+    local.wait_ready(timeout=120)
+    with fault_server() as server:
+        server.script([slow_first_token(delay=25.0)])
+        patient = OpenAICompatEngine(
+            ProviderConfig("fault", "openai", server.url + "/v1", "test-model"), "sk-test",
+            timeouts=Timeouts(connect=1, first_token=60, idle=2), on_attempt=store.log_attempt)
+        routed = RoutedEngine(patient, lambda: local, Connectivity(), hedge_after_s=0.5,
+                              on_attempt=store.log_attempt)
+        try:
+            turn, _, message = run_turn(store, routed)
+            assert server.wait_disconnected(0, timeout=10)
+        finally:
+            routed.close()  # (the local engine with it)
+    assert message.engine == "local"
+    log = {r["provider"]: r["outcome"] for r in store.request_log(turn.request.idempotency_key)}
+    assert log == {"local": "won", "fault": "hedge_lost"}
