@@ -130,13 +130,16 @@ class Profiles:
     # -- the default profile -----------------------------------------------------------------
     def ensure_default(self, name: str) -> Profile:
         """The machine's default profile: created (as the admin, when there is none) on first
-        use; it claims the conversations from before profiles existed."""
+        use; it claims the conversations from before profiles existed. A machine whose
+        profiles have no admin (a database started over, whose admin could not be read back)
+        gets this one as its admin: there is always exactly one."""
         name = check_name(name)
         with storage_errors(self.store.path):  # every start comes here: write only if needed
             db = self.store.db
             settled = db.execute("select 1 from profiles where name = ? collate nocase",
                                  [name]).fetchone() and not db.execute(
-                "select 1 from conversations where profile is null limit 1").fetchone()
+                "select 1 from conversations where profile is null limit 1").fetchone() \
+                and db.execute("select 1 from profiles where is_admin = 1").fetchone()
         if settled:
             return self.get(name)
         with self.store.transaction() as db:
@@ -146,6 +149,9 @@ class Profiles:
             if not exists:
                 db["profiles"].insert({"name": name, "is_admin": 0 if has_admin else 1,
                                        "created_at": now_iso()})
+            elif not has_admin:
+                db.execute("update profiles set is_admin = 1 where name = ? collate nocase",
+                           [name])
             db.execute("update conversations set profile = ? where profile is null", [name])
         return self.get(name)
 

@@ -26,9 +26,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.domain.errors import OutpostError
+from app.domain.errors import OutpostError, UsageError
 from app.domain.wording import counted
-from app.storage.backups import Backup, quick_check_file
+from app.storage.backups import Backup, Backups, quick_check_file
 from app.storage.restore import restore_backup, set_aside_damaged
 # the store's own readers of a row: a row brought over must read as one of its own
 from app.storage.store import Store, _row_to_conversation, _row_to_message
@@ -120,12 +120,23 @@ def start_over_and_salvage(db_path: Path) -> tuple[Path, Salvage]:
     """A damaged database with no good backup: keep it in the backups folder, start a new
     one, and bring into it what the damaged file still holds (``salvage``). Outpost starts and
     answers again, with every conversation that could be read. Returns where the damaged file
-    is kept, and what came over."""
+    is kept, and what came over. Refused for a database that passes its check (starting over
+    would drop the usage ledger and the outbox) and when a good backup exists (a restore
+    keeps more: the backup's messages, and what the damaged file holds since)."""
+    if db_path.exists() and quick_check_file(db_path) is None:
+        raise UsageError(f"The database {db_path} is not damaged (it passes its check); "
+                         "nothing was changed. Starting over is for a damaged database with no "
+                         "good backup.")
+    good = Backups(db_path).newest_good()
+    if good is not None:
+        raise UsageError(f"There is a good backup ({good.describe()}): `outpost backup "
+                         "restore` puts it back and brings back what the damaged file holds "
+                         "since; nothing was changed.")
     kept = set_aside_damaged(db_path)
     try:
         store = Store(db_path, daily_backup=False)
         try:
-            return kept, salvage(kept, store)
+            return kept, salvage(kept, store, new_database=True)
         finally:
             store.close()
     except (OutpostError, OSError, sqlite3.Error) as exc:  # the new database is there
@@ -133,9 +144,11 @@ def start_over_and_salvage(db_path: Path) -> tuple[Path, Salvage]:
                                     f"({exc}); it is kept as {kept}.")
 
 
-def salvage(damaged: Path, store: Store) -> Salvage:
+def salvage(damaged: Path, store: Store, new_database: bool = False) -> Salvage:
     """Bring what ``damaged`` (a kept copy, with its ``-wal`` beside it) can still give into
-    ``store`` (see the module's docstring)."""
+    ``store`` (see the module's docstring). ``new_database``: ``store`` was started over
+    empty, so the damaged file's admin is its admin (else the database's own admin stays the
+    one there is, and a profile made admin since comes back as a plain one)."""
     result = Salvage()
     with tempfile.TemporaryDirectory(prefix="outpost-salvage-") as folder:
         copy = Path(folder) / "damaged.db"
@@ -156,6 +169,8 @@ def salvage(damaged: Path, store: Store) -> Salvage:
         finally:
             source_db.close()
     with store.transaction() as db:
+        admin_taken = not new_database or db.execute(
+            "select 1 from profiles where is_admin = 1").fetchone() is not None
         for table, key in TABLES:
             columns, rows = read[table]
             wanted = [c for c in columns if c in set(db[table].columns_dict)]
@@ -179,8 +194,11 @@ def salvage(damaged: Path, store: Store) -> Salvage:
                     result.left_out += 1
                     continue
                 values = [row[i] for i in index]
-                if admin is not None:  # the backup's admin stays the one admin there is
-                    values[admin] = 0
+                if admin is not None:
+                    if values[admin] and not admin_taken:
+                        admin_taken = True
+                    else:
+                        values[admin] = 0
                 try:
                     count += db.conn.execute(sql, values).rowcount
                 except sqlite3.IntegrityError:  # its conversation (or a value) is missing

@@ -4,6 +4,7 @@ good backup is offered (``outpost backup restore``)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -18,6 +19,7 @@ from app.domain.errors import DatabaseDamaged
 from app.domain.messages import Role
 from app.domain.wording import counted
 from app.storage import integrity
+from app.storage.profiles import Profiles
 from app.storage.restore import restore_backup
 from app.storage.salvage import Salvage, _read
 from app.storage.store import Store
@@ -520,6 +522,7 @@ def test_with_no_good_backup_start_over_keeps_the_damaged_file_and_brings_back_i
     backups folder and starts a new database with what it still holds; then it answers."""
     path = db_file(outpost_home)
     store = Store(path, daily_backup=False)
+    admin = Profiles(store).ensure_default("ana").name
     for n in range(40):
         chat = store.create_conversation(f"chat {n}")
         store.add_message(chat.id, Role.USER, f"chat {n} question " + "words " * 100)
@@ -545,3 +548,24 @@ def test_with_no_good_backup_start_over_keeps_the_damaged_file_and_brings_back_i
     store = Store(path)
     assert len([m for c in store.list_conversations() for m in store.messages(c.id)]) < 40
     store.close()
+    # the admin is the damaged file's admin, as before (there is always exactly one)
+    profiles = cli("profile", "list", "--json")
+    assert profiles.returncode == 0, profiles.stderr
+    assert [p["name"] for p in json.loads(profiles.stdout) if p["admin"]] == [admin]
+    # the database is healthy now: starting over again is refused, nothing changed
+    again = cli("backup", "start-over")
+    assert again.returncode == 2 and "is not damaged" in one_sentence(again.stderr)
+
+
+def test_start_over_is_refused_where_a_good_backup_exists(outpost_home):
+    """A restore keeps more (the backup's messages): start-over points to it."""
+    path = db_file(outpost_home)
+    seed(path, "first", messages=120)
+    seed(path, "second")  # today's backup holds "first"
+    path.touch()
+    spoil_the_middle(path)
+    os.utime(path)
+    refused = cli("backup", "start-over")
+    assert refused.returncode == 2
+    assert "`outpost backup restore`" in one_sentence(refused.stderr)
+    assert not list((outpost_home / "data" / "backups").glob("*-damaged.db"))

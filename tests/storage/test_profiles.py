@@ -252,3 +252,13 @@ def test_the_outbox_lists_only_the_profiles_own_queued_messages(store):
     assert [i.prompt for i in outbox.pending("bo")] == ["from bo"]
     assert [i.prompt for i in outbox.items(profile="ana")] == ["from ana"]
     assert len(outbox.pending()) == 2  # the sender serves everyone's
+
+
+def test_profiles_with_no_admin_get_the_default_one_as_admin(store):
+    """A database started over whose admin could not be read back has profiles but no admin:
+    the machine's default profile becomes it at the next start (there is always one)."""
+    store.db["profiles"].insert({"name": "ana", "is_admin": 0, "created_at": "t"})
+    store.db["profiles"].insert({"name": "bo", "is_admin": 0, "created_at": "t"})
+    assert Profiles(store).ensure_default("ana").is_admin
+    admins = store.db.execute("select name from profiles where is_admin = 1").fetchall()
+    assert admins == [("ana",)]
