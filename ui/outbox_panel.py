@@ -207,8 +207,8 @@ class OutboxPanel(QDialog):
                                         for i in self._items.values()))
         self.cancel_button.setEnabled(selected is not None
                                       and selected.state is OutboxState.QUEUED)
-        self.retry_button.setEnabled(selected is not None
-                                     and selected.state is OutboxState.FAILED)
+        self.retry_button.setEnabled(selected is not None and selected.state in (
+            OutboxState.FAILED, OutboxState.CANCELLED))
 
     def _show_error(self, text: str) -> None:
         self.error.setText(text)

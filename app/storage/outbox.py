@@ -146,11 +146,24 @@ class Outbox:
             current = self.get(item_id)
             raise UsageError(f"Outbox item {item_id} is {current.state.value}; only a queued "
                              "item can be cancelled.")
+        self._say_on_placeholder(item_id, f"Cancelled in the outbox (item {item_id}): not "
+                                 f"sent. `outpost outbox retry {item_id}` (or Retry in the "
+                                 "Outbox) queues it again.")
         return self.get(item.id)
 
+    def _say_on_placeholder(self, item_id: int, text: str) -> None:
+        """The reply that stands for a queued request (Cloud only) says where it is now."""
+        placeholder = self.placeholder_of(item_id)
+        if placeholder is None:
+            return
+        try:
+            self.store.update_message(placeholder, error=text)
+        except UsageError:  # deleted meanwhile (its conversation): nothing to say it on
+            pass
+
     def requeue_failed(self, item_id: int) -> OutboxItem:
-        """A failed item (say the key was wrong and is fixed now) goes back in the queue; not
-        while its conversation is Local only."""
+        """A failed item (say the key was wrong and is fixed now) or a cancelled one goes back
+        in the queue; not while its conversation is Local only."""
         item = self.get(item_id)
         if self.store.get_conversation(item.conversation_id).route == "local":
             raise UsageError(f"Outbox item {item_id}'s conversation is Local only: nothing of "
@@ -158,11 +171,14 @@ class Outbox:
         with self.store.transaction() as db:
             changed = db.execute(
                 "update outbox set state = ?, last_error = null, answer_message_id = null, "
-                "updated_at = ? where id = ? and state = ?",
-                [OutboxState.QUEUED.value, now_iso(), item_id, OutboxState.FAILED.value]).rowcount
+                "updated_at = ? where id = ? and state in (?, ?)",
+                [OutboxState.QUEUED.value, now_iso(), item_id, OutboxState.FAILED.value,
+                 OutboxState.CANCELLED.value]).rowcount
         if not changed:
             raise UsageError(f"Outbox item {item_id} is {self.get(item_id).state.value}, not "
-                             "failed.")
+                             "failed or cancelled.")
+        self._say_on_placeholder(item_id, f"Queued in the outbox again (item {item_id}): it is "
+                                 f"sent once {item.provider} can be reached.")
         return self.get(item_id)
 
     # -- sending -------------------------------------------------------------------------------

@@ -579,7 +579,7 @@ def test_cancel_and_requeue_of_items_in_the_wrong_state_are_usage_errors(tmp_pat
     store = Store(tmp_path / "outpost.db")
     outbox = Outbox(store)
     item = queue_turn(store, "Only queued items can be cancelled")
-    with pytest.raises(UsageError, match="not failed"):
+    with pytest.raises(UsageError, match="not failed or cancelled"):
         outbox.requeue_failed(item.id)
     outbox.claim(item.id)
     with pytest.raises(UsageError, match="is sending"):
@@ -693,4 +693,31 @@ def test_a_provider_that_asked_to_wait_is_left_alone_until_then(tmp_path):
         now[0] += 91
         assert [i.id for i, _ in sender.send().sent] == [item.id]
         assert len(server.chat_requests()) == 2
+    store.close()
+
+
+def test_a_cancelled_item_says_so_on_its_reply_and_can_be_queued_again(outpost_home):
+    """Cloud only, provider down: the reply says "Queued in the outbox"; cancelled, it says
+    so (it went on saying queued), and `outbox retry` queues it again (only failed items
+    could be), which the reply says too."""
+    with refused_url() as down:
+        add_provider("acme", down + "/v1")
+        asked = cli("ask", "Report for today", "--provider", "acme", "--route", "cloud")
+    assert asked.returncode == 4
+    [row] = outbox_list()
+    store = Store()
+    [placeholder] = [m for m in store.messages(row["conversation_id"])
+                     if m.role is Role.ASSISTANT]
+    assert "Queued in the outbox" in placeholder.error
+    store.close()
+    assert cli("outbox", "cancel", str(row["id"])).returncode == 0
+    store = Store()
+    assert store.get_message(placeholder.id).error.startswith(
+        f"Cancelled in the outbox (item {row['id']}): not sent")
+    store.close()
+    retried = cli("outbox", "retry", str(row["id"]))
+    assert retried.returncode == 0, retried.stderr
+    assert [r["state"] for r in outbox_list()] == ["queued"]
+    store = Store()
+    assert "Queued in the outbox again" in store.get_message(placeholder.id).error
     store.close()
