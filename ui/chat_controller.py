@@ -469,6 +469,12 @@ class ChatController(QObject):
             self.conversation_id = None
             self.view.clear()
 
+    def save_later(self) -> None:
+        """Replies kept in memory (``ChatService.unsaved``: this window's turns, the outbox's
+        answers) are written again every SAVE_AGAIN_MS until they land."""
+        if not self._save_timer.isActive():
+            self._save_timer.start()
+
     @Slot()
     def _save_unsaved(self) -> None:
         """One step of writing the kept replies again: read the last try's result, start the
@@ -477,7 +483,15 @@ class ChatController(QObject):
         if future is not None and not future.done():
             return
         self._saving = None
-        if future is not None and future.exception() is None and future.result() == 0:
+        failure = future.exception() if future is not None else None
+        if failure is not None:  # a bug, not a full disk: said, not tried forever in silence
+            self._save_timer.stop()
+            log.error("writing the kept replies failed", exc_info=failure)
+            self.error_occurred.emit(failure if isinstance(failure, OutpostError) else
+                                     ReplyNotSaved(f"The kept reply could not be saved: "
+                                                   f"{failure!r}."))
+            return
+        if future is not None and future.result() == 0:
             self._save_timer.stop()
             self.notice.emit("The reply is saved now.")
             return
@@ -567,14 +581,14 @@ class ChatController(QObject):
         bubble = self._bubble
         self._end_turn(outcome.message)
         error = outcome.error
+        if outcome.unsaved is not None:  # the reply is whole on screen; only not stored
+            self.save_later()  # (no Retry: asking again would not help)
+            self.error_occurred.emit(ReplyNotSaved(
+                f"{outcome.unsaved} It stays here and is saved as soon as Outpost can write "
+                "again (it tries every few seconds)."))
+            return
         if error is None or isinstance(error, Cancelled):
             return  # a reply (or the user's own stop): nothing to report
-        if isinstance(error, ReplyNotSaved):  # the reply is whole on screen; only not stored
-            self._save_timer.start()  # (no Retry: asking again would not help)
-            self.error_occurred.emit(ReplyNotSaved(
-                f"{error} It stays here and is saved as soon as Outpost can write again (it "
-                "tries every few seconds)."))
-            return
         if outcome.stream_failed:
             if bubble is not None and not bubble.text:
                 bubble.show_no_reply()  # a queued message: the banner says it waits

@@ -380,6 +380,9 @@ class MainWindow(QMainWindow):
         c.outbox_changed.connect(self.outbox_button.refresh)
         self.monitor.outbox_changed.connect(self.outbox_button.refresh)
         self.monitor.sent.connect(self.outbox_button.show_report)
+        # an answer the disk refused is kept: written again with this window's own
+        self.monitor.sent.connect(lambda _report: self.controller.service.unsaved
+                                  and self.controller.save_later())
         self.monitor.links_changed.connect(self._refresh_links)
 
         # profiles, usage, sampling

@@ -6,12 +6,15 @@ unreachable does. An item whose conversation is Local only by now is never sent 
 ``KEPT_LOCAL``)."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 import time
 from typing import Callable
 
 from app.chat.service import Turn
+from app.config.pseudonym import provider_user
+from app.config.settings import Settings, default_user_id
 from app.domain.errors import OutpostError, RateLimited, StreamInterrupted
 from app.domain.messages import FinishReason, MessageStatus
 from app.domain.routes import FAILOVER_ERRORS, KEPT_LOCAL
@@ -28,8 +31,12 @@ class OutboxSender:
 
     def __init__(self, outbox: Outbox, engine_for: Callable[[str, str | None], object],
                  is_unreachable: Callable[[Exception], bool] | None = None, ledger=None,
-                 default_route: Callable[[], str] = lambda: "auto"):
+                 default_route: Callable[[], str] = lambda: "auto",
+                 keep_unsaved: Callable[[Turn], None] | None = None):
+        """``keep_unsaved``: ``ChatService.keep_unsaved`` (an answer whose final write failed
+        is kept and written later, and its item counts as sent)."""
         self.outbox = outbox
+        self.keep_unsaved = keep_unsaved
         self.default_route = default_route  # the settings' route for conversations with none
         self.engine_for = engine_for
         self.ledger = ledger  # app.storage.ledger.UsageLedger: the answers' cost
@@ -80,12 +87,16 @@ class OutboxSender:
                     busy.add(item.provider)
                     report.elsewhere.append(self.outbox.get(item.id))
                     continue
+                owner = self.outbox.store.get_conversation(item.conversation_id).profile
+                # the provider is told the asker's pseudonym (an item queued before that was
+                # so kept the name in its request), the same idempotency key as ever
+                request = dataclasses.replace(item.request, user=provider_user(
+                    owner or default_user_id(Settings())))
                 # the answer stands beside the reply given meanwhile (a sibling)
                 turn = Turn(self.outbox.store, item.conversation_id, item.user_message_id,
-                            item.request, ledger=self.ledger, activate="beside")
+                            request, ledger=self.ledger, activate="beside")
                 if self.ledger is not None:  # filed under the profile that asked, not the
                     # one signed in when it goes out
-                    owner = self.outbox.store.get_conversation(item.conversation_id).profile
                     self.ledger.note_turn(item.request.idempotency_key, route="cloud",
                                           profile=owner, conversation_id=item.conversation_id)
                 engine, error = None, None
@@ -103,6 +114,15 @@ class OutboxSender:
                 finally:
                     if engine is not None:
                         engine.close()
+                if turn.unsaved is not None and self.keep_unsaved is not None:
+                    self.keep_unsaved(turn)  # answered, only not stored yet: it counts as sent
+                    self.outbox._finish(item.id, OutboxState.SENT, None,
+                                        turn.assistant_message_id)
+                    self.outbox.store.delete_empty_reply(self.outbox.placeholder_of(item.id))
+                    message = turn.as_saved(self.outbox.store.get_message(
+                        turn.assistant_message_id))
+                    report.sent.append((self.outbox.get(item.id), message))
+                    continue
                 self._settle(claimed, turn, error, report, blocked)
         return report
 

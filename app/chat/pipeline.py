@@ -37,6 +37,7 @@ from app.domain.errors import (
     EngineError,
     InvalidJsonReply,
     OutpostError,
+    ReplyNotSaved,
     UsageError,
 )
 from app.domain.messages import (
@@ -162,6 +163,9 @@ class TurnOutcome:
     sibling_index: int = 1
     siblings: int = 1
     turn: Turn | None = field(default=None, repr=False, compare=False)  # to retry it
+    # the reply is whole (``message`` shows it) but its final write failed: not stored yet
+    # (``ChatService.save_unsaved`` writes it when it can); the turn's own outcome is the rest
+    unsaved: ReplyNotSaved | None = None
 
 
 @dataclass(frozen=True)
@@ -215,11 +219,11 @@ class PendingTurn:
                     finish = event
                 yield event
         except OutpostError as exc:
-            if turn.unsaved is not None:  # (ReplyNotSaved) kept whole, written when it can
-                self.pipeline.service.keep_unsaved(turn)
+            self.pipeline.service.keep_unsaved(turn)  # (a final write that failed: kept)
             item = yield from self._queue(exc)
             yield TurnEnded(self._outcome(finish, exc, item))
             return
+        self.pipeline.service.keep_unsaved(turn)
         item = yield from self._queue(None)
         yield TurnEnded(self._outcome(finish, None, item))
 
@@ -263,7 +267,8 @@ class PendingTurn:
         return TurnOutcome(
             turn.conversation_id, turn.user_message_id, turn.assistant_message_id, message,
             finish, outcome.answered, outcome.reason or turn.route_reason, check,
-            turn.selection(), turn.cost(), queued, error, stream_failed, *place, turn=turn)
+            turn.selection(), turn.cost(), queued, error, stream_failed, *place, turn=turn,
+            unsaved=turn.unsaved_error)
 
 
 def _reply_error(finish: Finished, check: OutputCheck | None, message: Message | None,

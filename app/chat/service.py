@@ -153,9 +153,11 @@ class Turn:
     secrets: Callable[[], SecretMask] = field(default=lambda: SecretMask(stored_keys()),
                                               repr=False, compare=False)
     _mask: SecretMask | None = field(default=None, repr=False, compare=False)
-    # the final write's fields while it has not gone through (``ReplyNotSaved``): the row
-    # stays this process's to write until ``save_again`` lands them
+    # the final write's fields while it has not gone through, and why (``unsaved_error``):
+    # the row stays this process's to write until ``save_again`` lands them. The turn ends
+    # as it would have otherwise (its own error, or none): the caller looks here.
     unsaved: dict | None = field(default=None, repr=False, compare=False)
+    unsaved_error: ReplyNotSaved | None = field(default=None, repr=False, compare=False)
 
     def run(self, engine: Engine, cancel: threading.Event,
             route_reason: str | None = None) -> Iterator[StreamEvent]:
@@ -403,9 +405,10 @@ class Turn:
             self.store.update_message(self.assistant_message_id, **fields)
         except KnownStorageError as exc:  # (a full disk): kept whole here, written later
             self.unsaved = fields
-            raise ReplyNotSaved(
+            self.unsaved_error = ReplyNotSaved(
                 f"The reply ({counted(len(reply.text), 'character')}) could not be saved yet: "
-                f"{exc}") from exc
+                f"{exc}")
+            return
         self._touch()
 
     def save_again(self) -> bool:
@@ -419,7 +422,7 @@ class Turn:
             return False
         except UsageError:  # its conversation was deleted: nothing to save it into
             log.info("the unsaved reply %s was deleted meanwhile", self.assistant_message_id)
-        self.unsaved = None
+        self.unsaved, self.unsaved_error = None, None
         end_writing(self.assistant_message_id)
         self._touch()
         return True

@@ -423,7 +423,7 @@ def _final_write_fails(store, monkeypatch, error) -> None:
     real_update = store.update_message
 
     def update(message_id, **fields):
-        if fields.get("status") is MessageStatus.COMPLETE:
+        if fields.get("status") not in (None, MessageStatus.STREAMING):
             raise error
         return real_update(message_id, **fields)
 
@@ -432,9 +432,10 @@ def _final_write_fails(store, monkeypatch, error) -> None:
 
 def test_a_reply_the_disk_refused_is_kept_whole_and_saved_when_it_can(service, store,
                                                                      monkeypatch):
-    """The final write fails (a full disk): the turn says so (ReplyNotSaved, with how much is
-    waiting), keeps the whole reply, and the row stays this process's (not deletable, not
-    marked interrupted) until ``save_unsaved`` writes it, once the disk takes it again."""
+    """The final write fails (a full disk): the turn ends as it would (no error of its own)
+    and says so beside it (``unsaved_error``: how much is waiting), keeps the whole reply, and
+    the row stays this process's (not deletable, not marked interrupted) until
+    ``save_unsaved`` writes it, once the disk takes it again."""
     engine = ScriptedEngine([TextDelta("Half"), TextDelta(" an answer, then the rest."),
                              Finished(FinishReason.STOP)])
     turn = service.start_turn("Q", model="scripted")
@@ -443,8 +444,9 @@ def test_a_reply_the_disk_refused_is_kept_whole_and_saved_when_it_can(service, s
     with pytest.raises(UsageError, match="still being written"):
         store.delete_conversation(turn.conversation_id)
     _final_write_fails(store, monkeypatch, KnownStorageError("The disk is full."))
-    with pytest.raises(ReplyNotSaved, match=r"The reply \(30 characters\) could not be saved"):
-        list(stream)
+    list(stream)
+    assert isinstance(turn.unsaved_error, ReplyNotSaved)
+    assert "The reply (30 characters) could not be saved" in str(turn.unsaved_error)
     service.keep_unsaved(turn)
     assert service.save_unsaved() == 1  # the disk is still full
     row = store.get_message(turn.assistant_message_id)
@@ -504,3 +506,18 @@ def test_a_message_after_a_reply_still_being_written_is_refused(service, store):
                                reply_to=first.assistant_message_id)
     assert [m.content for m in later.request.messages if m.role is not Role.SYSTEM] == [
         "A", "Half and the rest.", "B"]
+
+
+def test_a_failed_final_write_leaves_the_turns_own_error_as_it_was(service, store,
+                                                                   monkeypatch):
+    """The stream broke (its error is how the turn ended: exit 4, the outbox for Cloud only)
+    and the final write failed too: the turn still raises the stream's error, not the
+    write's; the reply is kept for later all the same."""
+    engine = ScriptedEngine([TextDelta("Half"), Finished(FinishReason.ERROR,
+                                                         error=EngineError("The link broke."))])
+    turn = service.start_turn("Q", model="scripted")
+    _final_write_fails(store, monkeypatch, KnownStorageError("The disk is full."))
+    events = list(turn.run(engine, threading.Event()))
+    assert isinstance(events[-1], Finished) and events[-1].reason is FinishReason.ERROR
+    assert turn.unsaved is not None and turn.unsaved["status"] is MessageStatus.INTERRUPTED
+    assert isinstance(turn.unsaved_error, ReplyNotSaved)

@@ -721,3 +721,63 @@ def test_a_cancelled_item_says_so_on_its_reply_and_can_be_queued_again(outpost_h
     store = Store()
     assert "Queued in the outbox again" in store.get_message(placeholder.id).error
     store.close()
+
+
+def test_an_answer_the_disk_refused_is_kept_and_its_item_counts_as_sent(tmp_path,
+                                                                        monkeypatch):
+    """The provider answered, the final write failed (a full disk): the answer is kept with
+    the chat service's other unsaved replies (it was dropped, its item failed and its row left
+    'being written' until a restart), the item is sent, and the answer lands once the disk
+    takes it."""
+    from app.domain.errors import KnownStorageError
+
+    store = Store(tmp_path / "outpost.db")
+    service = ChatService(store, Settings())
+    outbox = Outbox(store)
+    item = queue_turn(store, "Keep my answer")
+    real_update = store.update_message
+
+    def full_disk(message_id, **fields):
+        if fields.get("status") not in (None, MessageStatus.STREAMING):
+            raise KnownStorageError("The disk is full.")
+        return real_update(message_id, **fields)
+
+    monkeypatch.setattr(store, "update_message", full_disk)
+    with fault_server() as server:
+        sender = OutboxSender(outbox, lambda name, model: fast_cloud(server.url + "/v1", store),
+                              keep_unsaved=service.keep_unsaved)
+        report = sender.send()
+    [(sent, message)] = report.sent
+    assert sent.state is OutboxState.SENT and message.content == "Hello from the fault server."
+    assert service.save_unsaved() == 1  # the disk is still full
+    monkeypatch.undo()
+    assert service.save_unsaved() == 0
+    stored = store.get_message(sent.answer_message_id)
+    assert (stored.status, stored.content) == (MessageStatus.COMPLETE,
+                                               "Hello from the fault server.")
+    store.close()
+
+
+def test_an_item_queued_with_the_profile_name_is_sent_with_its_pseudonym(tmp_path):
+    """Items queued before providers were told a pseudonym kept the profile's name in their
+    request; it is replaced as the item goes (the same idempotency key)."""
+    import dataclasses
+
+    from app.config.pseudonym import provider_user
+
+    store = Store(tmp_path / "outpost.db")
+    outbox = Outbox(store)
+    item = queue_turn(store, "An old item")
+    conversation = store.get_conversation(item.conversation_id)
+    with store.transaction() as db:  # as an older Outpost stored it: the name itself
+        old = dataclasses.replace(item.request, user="maria.gonzalez")
+        db["outbox"].update(item.id, {"request": json.dumps(old.as_record())})
+    with fault_server() as server:
+        sender = OutboxSender(outbox, lambda name, model: fast_cloud(server.url + "/v1", store))
+        sender.send()
+        [sent] = server.chat_requests()
+    assert conversation.profile  # (the machine's default profile asked)
+    assert sent.json["user"] == provider_user(conversation.profile)
+    assert "maria" not in json.dumps(sent.json)
+    assert sent.idempotency_key == item.request.idempotency_key
+    store.close()

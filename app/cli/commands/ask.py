@@ -79,9 +79,7 @@ def _turn(args: argparse.Namespace, events, send_when_online: bool) -> int:
                             send_when_online=True if send_when_online else None,
                             test_time=test_time_plan(args))
         try:
-            return _render(args, events(pipeline, target, cancel))
-        except ReplyNotSaved as exc:
-            return _save_before_exit(core.service, exc)
+            return _render(args, events(pipeline, target, cancel), core.service.save_unsaved)
         except NoProviderForCloud:
             raise UsageError("This conversation is Cloud only: name its provider with "
                              "--provider NAME (or pass --route auto or --route local).") from None
@@ -90,7 +88,7 @@ def _turn(args: argparse.Namespace, events, send_when_online: bool) -> int:
         store.close()
 
 
-def _render(args: argparse.Namespace, events) -> int:
+def _render(args: argparse.Namespace, events, save_unsaved=lambda: 0) -> int:
     """Print the turn's events: the reply's text (or JSON lines with --json), notes on stderr;
     the turn's error is raised, so the exit code says how it ended."""
     structured = False
@@ -131,6 +129,8 @@ def _render(args: argparse.Namespace, events) -> int:
         elif isinstance(event, Notice):
             sys.stderr.write(f"outpost: {event.text}\n")
         elif isinstance(event, TurnEnded):
+            if event.outcome.unsaved is not None:  # before anything else is said: stored?
+                save_before_exit(save_unsaved, event.outcome.unsaved)
             return _finish(args, event.outcome, structured, asked)
     return 0
 
@@ -208,14 +208,15 @@ def _telling_failed_attempts(record, tell: bool):
     return on_attempt
 
 
-def _save_before_exit(service, error: ReplyNotSaved, tries: int = SAVE_TRIES) -> int:
+def save_before_exit(save_unsaved, error: ReplyNotSaved, tries: int = SAVE_TRIES) -> None:
     """The reply's final write failed (a full disk): a few more tries a second apart before
-    this process, the only holder of the whole reply, ends; 0 once it is stored."""
+    this process, the only holder of the whole reply, ends; then the turn ends as it would
+    have (its exit code and events). Still not stored: ReplyNotSaved (exit 5)."""
     for _ in range(tries):
         time.sleep(1)
-        if service.save_unsaved() == 0:
+        if save_unsaved() == 0:
             sys.stderr.write("outpost: the reply is saved now (a later try went through).\n")
-            return 0
+            return
     raise ReplyNotSaved(f"{error} It was printed above; what is stored is the part saved "
                         "while it streamed.") from None
 

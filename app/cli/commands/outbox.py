@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from app.chat.outbox_sender import OutboxSender
+from app.cli.commands.ask import save_before_exit
 from app.cli.commands.common import cloud_engine, emit_list, local_time, open_core
 from app.config.settings import Settings
 from app.domain.errors import UsageError
@@ -66,11 +67,14 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         sender = OutboxSender(outbox, lambda name, model: cloud_engine(name, model,
                                                                          service.ledger.record),
                               ledger=service.ledger,
-                              default_route=lambda: settings["default_route"])
+                              default_route=lambda: settings["default_route"],
+                              keep_unsaved=service.keep_unsaved)
         if args.id is not None and outbox.get(args.id).state is not OutboxState.QUEUED:
             raise UsageError(f"Outbox item {args.id} is {outbox.get(args.id).state.value}, "
                              "not queued.")
         report = sender.send(only=args.id)
+        if service.unsaved:  # an answer the disk refused: a few more tries before exiting
+            save_before_exit(service.save_unsaved, service.unsaved[0].unsaved_error)
         if args.json:
             emit_list([dict(item.as_dict(), result="sent") for item, _ in report.sent] +
                        [dict(item.as_dict(), result="waiting") for item in report.waiting] +
