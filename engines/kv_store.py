@@ -173,10 +173,11 @@ class KVStore:
 
     # -- saving --------------------------------------------------------------------------------
     def save(self, identity: dict[str, Any], tokens: Sequence[int],
-             state: bytes | memoryview) -> Path | None:
+             state: bytes | memoryview, since: float | None = None) -> Path | None:
         """Write ``state`` (the KV cache of exactly ``tokens``), delete the states it makes
         redundant, then evict down to the cap. None when it was not written (bigger than the
-        whole cap, or the disk refused)."""
+        whole cap, or the disk refused, or messages were deleted (``forget_all``) after
+        ``since``, the wall time its reply began: the state may hold their words)."""
         token_bytes = _tokens_bytes(tokens)
         check = hashlib.blake2b(token_bytes, digest_size=16)
         check.update(state)
@@ -187,11 +188,16 @@ class KVStore:
         if len(payload) > self.max_bytes:
             return None
         path = self._path(identity, tokens)
+        if since is not None and forgotten_at(self.folder) >= since:
+            return None
         try:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             write_atomic(path, payload)
         except (FileWriteFailed, OSError) as exc:
             log.warning("the KV state was not saved: %s", exc)
+            return None
+        if since is not None and forgotten_at(self.folder) >= since:
+            self.discard(path)  # deleted while it was written: gone with the rest
             return None
         for other in self._files(identity):
             if other == path:
@@ -316,12 +322,30 @@ __all__ = ["KVStore", "SavedState", "DEFAULT_MAX_BYTES", "identity_key", "file_f
            "common_prefix"]
 
 
+FORGOTTEN = ".forgotten"  # when messages were last deleted (``forget_all``), for ``save``
+
+
+def forgotten_at(folder: str | Path) -> float:
+    """The wall time of the last ``forget_all`` in ``folder`` (0: never)."""
+    try:
+        return float((Path(folder) / FORGOTTEN).read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        return 0.0
+
+
 def forget_all(folder: str | Path) -> int:
     """Delete every saved state in ``folder`` (how many): messages were deleted, and a state
     holds their tokens, from which their words can be read back. The states are a cache (the
     next reply of a long conversation reads its history again, once), so all of them go: which
     conversation a state came from is not recorded, and a state shared by several (a common
-    system prompt) holds words of each."""
+    system prompt) holds words of each. When it happened is noted first, so a state a reply
+    that began before is still saving (another thread, another process) is not kept."""
+    folder = Path(folder)
+    if folder.is_dir():
+        try:
+            write_atomic(folder / FORGOTTEN, repr(time.time()))
+        except (FileWriteFailed, OSError) as exc:
+            log.warning("could not note that messages were deleted: %s", exc)
     gone = 0
     try:
         files = list(Path(folder).glob(f"*{SUFFIX}"))

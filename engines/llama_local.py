@@ -598,8 +598,9 @@ class LocalEngine(EngineBase):
                                 mean_logprob=scorer.mean() if scorer else None,
                                 seed=drawn))
         if first_at is not None and error is None:
-            # after Finished: the reply's reader does not wait for the disk
-            self._save_prefix()
+            # after Finished: the reply's reader does not wait for the disk; a state of a
+            # reply whose messages were deleted meanwhile is not kept (``forget_all``)
+            self._save_prefix(since=time.time() - (time.perf_counter() - started))
 
     def _keep_canonical_prefix(self, tokens: list[int]) -> None:
         """Cut the model's cache back to the whole chunks it may reuse for ``tokens``.
@@ -741,7 +742,7 @@ class LocalEngine(EngineBase):
         self._llm.n_tokens = 0
         self._canonical = []
 
-    def _save_prefix(self) -> None:
+    def _save_prefix(self, since: float | None = None) -> None:
         """Save the cache's reusable tokens (the canonical chunks; with reproducible seeds off,
         everything evaluated) unless that exact state is saved already."""
         import ctypes  # with llama_cpp: the buffer its C function fills
@@ -774,7 +775,8 @@ class LocalEngine(EngineBase):
             if not 0 < written <= size:
                 return
             # a view, not a copy: the store copies it once, into the file's bytes
-            if store.save(identity, tokens, memoryview(buffer).cast("B")[:written]) is not None:
+            if store.save(identity, tokens, memoryview(buffer).cast("B")[:written],
+                          since=since) is not None:
                 self.kv_last_save = (len(tokens), written, time.perf_counter() - started)
         except Exception:  # noqa: BLE001 - a cache that fails to save is only a cache
             log.exception("could not save the KV state")

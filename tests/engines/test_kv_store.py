@@ -337,3 +337,19 @@ def test_outpost_ask_resumes_a_long_conversation_from_its_saved_state(outpost_ho
     assert usage["event"] == "usage"
     # a new process has an empty cache: only the saved state can have served these tokens
     assert usage["cached_prompt_tokens"] == first[-2]["prompt_tokens"] // CHUNK * CHUNK > 0
+
+
+def test_a_state_of_a_reply_begun_before_messages_were_deleted_is_not_kept(tmp_path):
+    """A reply ends, its state is saved on the model's thread a moment later; messages
+    deleted in between (``forget_all``) must not be readable from a state written after it:
+    the save is dropped. A reply begun after the delete saves as usual."""
+    from engines.kv_store import forget_all
+
+    store = KVStore(tmp_path / "kv")
+    identity = {"model": "m"}
+    before = time.time() - 1.0
+    assert store.save(identity, [1, 2, 3], b"state") is not None
+    assert forget_all(tmp_path / "kv") == 1
+    assert store.save(identity, [1, 2, 3, 4], b"state", since=before) is None
+    assert list((tmp_path / "kv").glob("*.kv")) == []
+    assert store.save(identity, [1, 2, 3, 4], b"state", since=time.time()) is not None
