@@ -133,7 +133,8 @@ class MainWindow(QMainWindow):
         self.title_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.view = ConversationView()
         self.composer = Composer()
-        self.draft = Draft(self.composer.edit, self.window_state, self)  # survives a restart
+        # what is being typed survives a restart, per profile
+        self.draft = Draft(self.composer.edit, self.window_state, services.profile.name, self)
         self.controller: ChatController = controller_factory(self.view)
         self.route_picker = RoutePicker()
         self.target_picker = TargetPicker(services.registry, self.settings, self.loader)
@@ -430,7 +431,7 @@ class MainWindow(QMainWindow):
         self.outbox_button.close_panel()
         self._apply_profile(profile)
         self.controller.new_conversation()
-        self.composer.clear()
+        self.draft.switch(profile.name)  # the previous person's text kept for them, not shown
         self.banner.hide()
         self.title_label.setText("New chat")
         self.update_route_display()

@@ -10,6 +10,7 @@ gives the defaults.
 from __future__ import annotations
 
 import os
+import urllib.parse
 
 from PySide6.QtCore import QByteArray, QObject, QSettings, QTimer
 from PySide6.QtWidgets import QMainWindow, QPlainTextEdit, QSplitter
@@ -44,12 +45,12 @@ class WindowState:
         s.setValue("last_conversation", conversation_id or "")
         self._sync()
 
-    def draft(self) -> str:
-        value = self.qsettings.value("draft")
+    def draft(self, profile: str) -> str:
+        value = self.qsettings.value(_draft_key(profile))
         return value if isinstance(value, str) else ""
 
-    def save_draft(self, text: str) -> None:
-        self.qsettings.setValue("draft", text)
+    def save_draft(self, profile: str, text: str) -> None:
+        self.qsettings.setValue(_draft_key(profile), text)
         self._sync()
 
     def _sync(self) -> None:
@@ -60,16 +61,22 @@ class WindowState:
             pass
 
 
+def _draft_key(profile: str) -> str:
+    return "drafts/" + urllib.parse.quote(profile, safe="")
+
+
 class Draft(QObject):
-    """Keeps ``edit``'s text in ``state`` a second after typing stops (and when asked: the
-    window closing), and puts it back into an empty ``edit`` at the next start. Sending
-    clears the box, and so the draft."""
+    """Keeps ``edit``'s text in ``state``, for the signed-in profile, a second after typing
+    stops (and when asked: the window closing), and puts it back into an empty ``edit`` at the
+    next start, for that profile only (a draft is nobody else's to read). Sending clears the
+    box, and so the draft."""
 
     SAVE_AFTER_MS = 1000
 
-    def __init__(self, edit: QPlainTextEdit, state: WindowState, parent: QObject | None = None):
+    def __init__(self, edit: QPlainTextEdit, state: WindowState, profile: str,
+                 parent: QObject | None = None):
         super().__init__(parent)
-        self.edit, self.state = edit, state
+        self.edit, self.state, self.profile = edit, state, profile
         self.timer = QTimer(self)
         self.timer.setSingleShot(True)
         self.timer.setInterval(self.SAVE_AFTER_MS)
@@ -78,10 +85,21 @@ class Draft(QObject):
 
     def save(self) -> None:
         self.timer.stop()
-        self.state.save_draft(self.edit.toPlainText())
+        self.state.save_draft(self.profile, self.edit.toPlainText())
 
     def restore(self) -> None:
-        text = self.state.draft()
+        text = self.state.draft(self.profile)
         if text and not self.edit.toPlainText():
             self.edit.setPlainText(text)
             self.edit.moveCursor(self.edit.textCursor().MoveOperation.End)
+
+    def switch(self, profile: str) -> None:
+        """Another profile signs in: the box's text is kept as the previous one's draft, and
+        the box shows this one's."""
+        if profile == self.profile:
+            return
+        self.save()
+        self.profile = profile
+        self.edit.clear()
+        self.timer.stop()  # (the clear is no typing of the new profile's)
+        self.restore()

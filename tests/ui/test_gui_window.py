@@ -82,7 +82,8 @@ def test_a_message_being_typed_survives_closing_and_a_crash(qtbot, outpost_app,
                                                             scripted_engine):
     """The composer's text is kept a second after typing stops (a crash loses at most that)
     and on closing, in a file only the user can read, and is back in the box at the next
-    start; sending clears it."""
+    start, for the same profile only: another profile signed in finds its own box, and the
+    first one's text comes back when it signs in again. Sending clears it."""
     import os
     import stat
 
@@ -90,15 +91,23 @@ def test_a_message_being_typed_survives_closing_and_a_crash(qtbot, outpost_app,
 
     first = outpost_app(max_tokens=8, engine_factory=scripted_engine.factory)
     first.start()
-    first.window.draft.timer.setInterval(20)
-    qtbot.keyClicks(first.window.composer.edit, "Report: pump 3 is leaking")
-    qtbot.waitUntil(lambda: WindowState().draft() == "Report: pump 3 is leaking", timeout=3000)
-    path = WindowState().qsettings.fileName()
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    window = first.window
+    me = window.profile
+    window.draft.timer.setInterval(20)
+    qtbot.keyClicks(window.composer.edit, "Report: pump 3 is leaking")
+    qtbot.waitUntil(lambda: WindowState().draft(me.name) == "Report: pump 3 is leaking",
+                    timeout=3000)
+    assert stat.S_IMODE(os.stat(WindowState().qsettings.fileName()).st_mode) == 0o600
     # (no close: as if the app had died here)
     second = outpost_app(max_tokens=8, engine_factory=scripted_engine.factory)
     second.start()
-    assert second.window.composer.edit.toPlainText() == "Report: pump 3 is leaking"
-    second.window.composer.clear()
-    second.window.draft.save()
-    assert WindowState().draft() == ""
+    again = second.window
+    assert again.composer.edit.toPlainText() == "Report: pump 3 is leaking"
+    bo = second.profiles.add("bo", me)
+    again.profile_button.profile_changed.emit(bo)  # bo signs in: not the admin's text
+    assert again.composer.edit.toPlainText() == ""
+    again.profile_button.profile_changed.emit(me)
+    assert again.composer.edit.toPlainText() == "Report: pump 3 is leaking"
+    again.composer.clear()
+    again.draft.save()
+    assert WindowState().draft(me.name) == ""
