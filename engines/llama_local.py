@@ -629,7 +629,7 @@ class LocalEngine(EngineBase):
         if self.on_attempt is None:
             return
 
-        outcome = getattr(job.cancel, "outcome", None)  # "won": a race the router ran
+        outcome = getattr(job.cancel, "outcome", None) if error is None else None  # "won"
         if reason is FinishReason.CANCELLED:
             outcome = cancel_reason(job.cancel)
         try:

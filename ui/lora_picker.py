@@ -82,6 +82,7 @@ class LoraPicker(QWidget):
 
     def load(self, records) -> None:
         """Show a conversation's adapters, all of them kept; emits nothing."""
+        self.error.hide()  # (about another conversation's pick)
         self._loading = True
         try:
             adapters = adapters_from_records(records)
@@ -94,6 +95,7 @@ class LoraPicker(QWidget):
 
     def set_adapter(self, path: str | None, scale: float | None = None) -> None:
         """Attach only ``path`` (None: no adapter), replacing every adapter attached."""
+        self.error.hide()  # (a refused pick is no longer the question)
         self.path = path
         self._rest = ()
         if scale is not None:

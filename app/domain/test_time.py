@@ -78,7 +78,7 @@ def extractor(spec: str):
 
 # "Answer: 4", "**Final answer:** 4", "The answer is 4", "So the answer is: 4" all say 4
 _ANSWER_LABEL = re.compile(
-    r"^(?:so,?\s+)?(?:the\s+)?(?:final\s+)?answer\b(?:\s+is\b)?\s*[:=\-]?\s*", re.IGNORECASE)
+    r"^(?:so,?\s+)?(?:the\s+)?(?:final\s+)?answer\b(?:\s+is\b)?\s*(?:[:=]|-(?=\s))?\s*", re.IGNORECASE)
 
 
 def normalise(answer: str) -> str:

@@ -160,6 +160,8 @@ def test_answer_extractors():
     assert {normalise(text) for text in said_so} == {"4"}
     assert normalise("Answer") == "answer"  # a label alone is the answer it gives
     assert normalise("Answers vary: 4") == "answers vary: 4"  # not a label
+    assert normalise("The answer is -4") == normalise("-4") == "-4"  # a minus is the answer's
+    assert normalise("Answer - 4") == "4"
 
 
 @pytest.mark.local_model

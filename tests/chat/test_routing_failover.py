@@ -269,3 +269,30 @@ def test_a_local_engine_that_logs_itself_records_that_it_won(tmp_path, bundled_m
     assert message.engine == "local"
     log = {r["provider"]: r["outcome"] for r in store.request_log(turn.request.idempotency_key)}
     assert log == {"local": "won", "fault": "hedge_lost"}
+
+
+def test_a_local_attempt_that_failed_is_not_logged_as_won(bundled_model):
+    """The router marks the local model's attempt "won" when it takes a reply over; an
+    attempt that then fails (here llama.cpp itself, mid-reply) is logged with its error kind,
+    not as won."""
+    from app.domain.messages import CancelWithReason, ChatMessage, ChatRequest, Role
+    from engines.llama_local import LocalEngine
+
+    records = []
+    local = LocalEngine(bundled_model, on_attempt=records.append)
+    try:
+        local.wait_ready(timeout=120)
+
+        def failing(*args, **kwargs):  # llama.cpp failing as the reply starts
+            raise RuntimeError("llama_decode returned -1")
+            yield  # (a generator, as llama-cpp-python's)
+
+        local._llm.generate = failing
+        cancel = CancelWithReason()
+        cancel.outcome = "won"
+        request = ChatRequest("m", (ChatMessage(Role.USER, "Hi"),), max_tokens=4)
+        events = list(local.stream(request, cancel))
+    finally:
+        local.close()
+    assert events[-1].reason is FinishReason.ERROR
+    assert [(r.outcome, r.error_kind is not None) for r in records] == [(None, True)]

@@ -307,6 +307,10 @@ def test_a_file_that_is_no_lora_adapter_is_refused_when_picked(qtbot, scripted, 
                                                    "of-speaking.gguf"), seed=4)
     assert lora.pick(str(adapter))
     assert not lora.error.isVisible() and lora.adapters()[0].path == str(adapter)
+    assert not lora.pick(str(bundled_model)) and lora.error.isVisible()
+    lora.load([])  # another conversation: the refusal was about this one's pick
+    assert not lora.error.isVisible()
+    assert lora.pick(str(adapter))
     assert lora.scale.isVisible() and lora.detach.isVisible()
     assert panel.minimumSizeHint().width() <= narrow
 
