@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QMainWindow,
+    QMessageBox,
     QPlainTextEdit,
     QSizePolicy,
     QSplitter,
@@ -40,6 +41,7 @@ from app.config.settings import Settings
 from app.domain.errors import OutpostError, UsageError
 from app.domain.messages import Role
 from app.domain.routes import Route
+from app.domain.wording import counted
 from app.storage.outbox import Outbox
 from app.storage.profiles import Profile, Profiles
 from app.storage.store import Store
@@ -748,6 +750,14 @@ class MainWindow(QMainWindow):
             self.refresh_sidebar()
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        service = self.controller.service
+        if service.unsaved and service.save_unsaved() and not confirm(
+                self, "Quit without saving",
+                f"{counted(len(service.unsaved), 'reply', 'replies')} could not be saved yet "
+                "(the disk refused it). Quitting loses it; free some space and Outpost saves "
+                "it by itself.", "Quit anyway", QMessageBox.Icon.Warning):
+            event.ignore()
+            return
         try:
             self.window_state.save(self, self.splitter, self.controller.conversation_id)
             self.draft.save()

@@ -660,6 +660,11 @@ class ChatService:
         """A turn on a path with a reply still being written (by another window or `outpost
         ask`) is refused: that half reply would be sent as if whole, and the new message
         would hang under it."""
+        kept = {turn.assistant_message_id for turn in self.unsaved}
+        if any(m.id in kept for m in path):  # (written by this process: it waits to be saved)
+            raise UsageError("A reply in this conversation is not saved yet (the disk refused "
+                             "it; Outpost keeps it and tries again): send once it is saved, or "
+                             "answer an earlier message instead.")
         if any(self.store.being_written(m) for m in path):
             raise UsageError("A reply in this conversation is still being written (by another "
                              "Outpost window or `outpost ask`); send once it has finished, or "

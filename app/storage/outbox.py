@@ -161,11 +161,13 @@ class Outbox:
         except UsageError:  # deleted meanwhile (its conversation): nothing to say it on
             pass
 
-    def requeue_failed(self, item_id: int) -> OutboxItem:
+    def requeue_failed(self, item_id: int, default_route: str = "auto") -> OutboxItem:
         """A failed item (say the key was wrong and is fixed now) or a cancelled one goes back
-        in the queue; not while its conversation is Local only."""
+        in the queue; not while its conversation is Local only (its own route, else
+        ``default_route``, the settings')."""
         item = self.get(item_id)
-        if self.store.get_conversation(item.conversation_id).route == "local":
+        if (self.store.get_conversation(item.conversation_id).route or default_route) == \
+                "local":
             raise UsageError(f"Outbox item {item_id}'s conversation is Local only: nothing of "
                              "it is sent. Choose Auto or Cloud only for it first.")
         with self.store.transaction() as db:

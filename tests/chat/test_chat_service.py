@@ -455,6 +455,8 @@ def test_a_reply_the_disk_refused_is_kept_whole_and_saved_when_it_can(service, s
     assert store.mark_orphaned_streaming() == 0  # still ours: kept in memory
     with pytest.raises(UsageError, match="still being written"):
         store.delete_conversation(turn.conversation_id)
+    with pytest.raises(UsageError, match="not saved yet"):  # (not "another window")
+        service.start_turn("And then?", turn.conversation_id, model="scripted")
     monkeypatch.undo()  # room again
     assert service.save_unsaved() == 0
     saved = store.get_message(turn.assistant_message_id)

@@ -657,6 +657,8 @@ def test_an_item_in_a_conversation_local_by_default_is_never_sent(outpost_home):
         assert server.connections == []
     [row] = outbox_list()
     assert row["state"] == "failed" and row["attempts"] == 0
+    refused = cli("outbox", "retry", str(item.id))  # still Local only, by the default
+    assert refused.returncode == 2 and "Local only" in refused.stderr
 
 
 def test_enqueueing_the_same_turn_twice_keeps_one_item(tmp_path):

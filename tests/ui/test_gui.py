@@ -417,6 +417,9 @@ def test_a_reply_the_disk_refused_stays_whole_on_screen_and_is_saved_later(
     assert not banner.retry_button.isVisible()
     message_id = window.view.bubbles[-1].message_id
     assert store.get_message(message_id).status is MessageStatus.STREAMING
+    asked = answer_confirmations(monkeypatch, "Cancel")
+    window.close()  # closing would lose it: asked first, Cancel keeps the window open
+    assert window.isVisible() and asked[0]["title"] == "Quit without saving"
     with qtbot.waitSignal(controller.notice, timeout=5000,
                           check_params_cb=lambda text: "saved now" in text):
         monkeypatch.setattr(store, "update_message", real_update)  # room again

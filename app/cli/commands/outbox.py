@@ -38,7 +38,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         if args.outbox_command == "retry":
             core.profiles.check_owner(core.profile,
                                       store.get_conversation(outbox.get(args.id).conversation_id))
-            item = outbox.requeue_failed(args.id)
+            item = outbox.requeue_failed(args.id, settings["default_route"])
             print(f"Outbox item {item.id} waits to be sent to {item.provider} again "
                   "(`outpost outbox send` sends it now).")
             return 0
