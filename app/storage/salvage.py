@@ -9,7 +9,8 @@ restored database:
 
 * ``profiles``: those the backup does not have (not as the admin: the backup's stays);
 * ``conversations`` and ``messages``: those the backup does not have, and those changed since
-  it (``updated_at`` newer: a reply that finished, a renamed chat), in one transaction.
+  it (``updated_at`` newer: a reply that finished, a renamed chat), in one transaction;
+* ``outbox``: the messages waiting for a provider, the same way (an item sent since is sent).
 
 A row that cannot go in (a message whose conversation could not be read, a row that reads as
 garbage: ``_sound``) is left out and counted; rows that could not be read at all are counted
@@ -19,6 +20,7 @@ per table. A file restored on purpose over a healthy one is a rollback: nothing 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 import sqlite3
 import tempfile
@@ -34,9 +36,10 @@ from app.storage.restore import restore_backup, set_aside_damaged
 from app.storage.store import Store, _row_to_conversation, _row_to_message
 
 # in this order (a conversation's profile, a message's conversation), with their keys
-TABLES = (("profiles", "name"), ("conversations", "id"), ("messages", "id"))
-_NEWER_WINS = {"conversations", "messages"}
-_NOUNS = {"profiles": "profile", "conversations": "conversation", "messages": "message"}
+TABLES = (("profiles", "name"), ("conversations", "id"), ("messages", "id"), ("outbox", "id"))
+_NEWER_WINS = {"conversations", "messages", "outbox"}
+_NOUNS = {"profiles": "profile", "conversations": "conversation", "messages": "message",
+          "outbox": "outbox item"}
 _TIMES = ("created_at", "updated_at", "locked_until")  # ISO times, in the tables read
 # How many rowids in a row may give no row before a table read by rowid is taken as ended,
 # when nothing else says where it ends (see ``_read_by_rowid``). Rowids are given out one
@@ -86,9 +89,12 @@ class Salvage:
         conversations, messages = self.rows.get("conversations", 0), \
             self.rows.get("messages", 0)
         newer = f" newer than {than}" if than else ""
+        queued = self.rows.get("outbox", 0)
         if conversations or messages:
             text = (f"From {source}, {counted(conversations, 'conversation')} and "
-                    f"{counted(messages, 'message')}{newer} were brought back")
+                    f"{counted(messages, 'message')}"
+                    + (f" (and {counted(queued, 'outbox item')})" if queued else "")
+                    + f"{newer} were brought back")
         else:
             text = f"Nothing{newer} could be read from {source}"
         if self.left_out:
@@ -220,6 +226,8 @@ def _sound(table: str, columns: list[str], row: tuple) -> bool:
             _row_to_message(record)
         elif table == "conversations":
             _row_to_conversation(record)
+        elif table == "outbox":
+            json.loads(record["request"])  # the request it sends, whole
         for column in _TIMES:
             if record[column] is not None:
                 dt.datetime.fromisoformat(record[column])

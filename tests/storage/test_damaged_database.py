@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from app.domain.errors import DatabaseDamaged
-from app.domain.messages import Role
+from app.domain.messages import ChatMessage, ChatRequest, Role
 from app.domain.wording import counted
 from app.storage import integrity
+from app.storage.outbox import Outbox
 from app.storage.profiles import Profiles
 from app.storage.restore import restore_backup
 from app.storage.salvage import Salvage, _read
@@ -525,7 +526,9 @@ def test_with_no_good_backup_start_over_keeps_the_damaged_file_and_brings_back_i
     admin = Profiles(store).ensure_default("ana").name
     for n in range(40):
         chat = store.create_conversation(f"chat {n}")
-        store.add_message(chat.id, Role.USER, f"chat {n} question " + "words " * 100)
+        question = store.add_message(chat.id, Role.USER, f"chat {n} question " + "words " * 100)
+    request = ChatRequest("m", (ChatMessage(Role.USER, "chat 39 question"),))
+    Outbox(store).enqueue(chat.id, question.id, "acme", None, request)  # waiting to be sent
     store.close()
     shutil.rmtree(outpost_home / "data" / "backups", ignore_errors=True)
     spoil_pages_holding(path, "chat 20 question")
@@ -542,6 +545,9 @@ def test_with_no_good_backup_start_over_keeps_the_damaged_file_and_brings_back_i
     kept = list((outpost_home / "data" / "backups").glob("*-damaged.db"))
     assert len(kept) == 1 and digest(kept[0])[:64] == before[:64]  # kept, byte for byte
     assert "40 conversations" in started.stdout and "could not be read" in started.stdout
+    assert "(and 1 outbox item)" in started.stdout
+    waiting = cli("outbox", "list", "--json")
+    assert [r["provider"] for r in json.loads(waiting.stdout)] == ["acme"]  # not dropped
     listed = cli("history", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.count('"title"') == 40
