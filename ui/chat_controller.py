@@ -208,7 +208,7 @@ class ChatController(QObject):
         return future.result()
 
     # -- the conversation tree: versions, regenerate, edit, delete, fork ----------------------
-    def _refused_while_busy(self, doing: str) -> bool:
+    def refused_while_busy(self, doing: str) -> bool:
         """True (and a UsageError shown) while a reply streams: the tree must not change under
         it."""
         if self.busy:
@@ -237,7 +237,7 @@ class ChatController(QObject):
     def switch_version(self, message_id: str) -> bool:
         """Make the path through ``message_id`` (a sibling of a message on screen) the active
         one and show it; the bubbles above it stay."""
-        if self.conversation_id is None or self._refused_while_busy("switch versions"):
+        if self.conversation_id is None or self.refused_while_busy("switch versions"):
             return False
         focus = QGuiApplication.focusObject()
         was_in_view = focus is not None and focus.isWidgetType() and \
@@ -256,7 +256,7 @@ class ChatController(QObject):
     def keep_candidate(self, message_id: str, index: int) -> bool:
         """Best-of-n: candidate ``index`` of reply ``message_id`` becomes a version of its own
         beside it (the active one), and is shown."""
-        if self.conversation_id is None or self._refused_while_busy("keep a candidate"):
+        if self.conversation_id is None or self.refused_while_busy("keep a candidate"):
             return False
         try:
             kept = self.store.keep_candidate(message_id, index)
@@ -271,7 +271,7 @@ class ChatController(QObject):
         """A new answer beside the reply ``message_id``, with the engine and knobs chosen now
         (``answerer``: "local" or "provider:NAME" for this answer only); the old answer stays
         as another version."""
-        if self._refused_while_busy("regenerate a reply") or (chosen := self._chosen()) is None:
+        if self.refused_while_busy("regenerate a reply") or (chosen := self._chosen()) is None:
             return False
         target, options = chosen
         if answerer == "local":
@@ -293,7 +293,7 @@ class ChatController(QObject):
     def edit_and_resend(self, message_id: str, text: str) -> bool:
         """Send ``text`` in place of the user message ``message_id``: a new message beside it
         (same parent), answered from the path above it; the old one and its replies stay."""
-        if self.conversation_id is None or self._refused_while_busy("edit a message") or \
+        if self.conversation_id is None or self.refused_while_busy("edit a message") or \
                 (chosen := self._chosen()) is None:
             return False
         conversation_id, (target, options) = self.conversation_id, chosen
@@ -314,7 +314,7 @@ class ChatController(QObject):
     def delete_message(self, message_id: str) -> bool:
         """Delete ``message_id`` and everything below it (the window asked first); show the
         active path as it is now."""
-        if self.conversation_id is None or self._refused_while_busy("delete messages"):
+        if self.conversation_id is None or self.refused_while_busy("delete messages"):
             return False
         try:
             self.store.delete_subtree(message_id)
@@ -328,7 +328,7 @@ class ChatController(QObject):
     def fork(self, message_id: str, profile: str | None) -> str | None:
         """A new conversation (of ``profile``) with copies of the path up to ``message_id``;
         opened here. Its id, or None."""
-        if self._refused_while_busy("fork the conversation"):
+        if self.refused_while_busy("fork the conversation"):
             return None
         try:
             conversation = self.store.fork(message_id, profile)

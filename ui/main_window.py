@@ -600,7 +600,7 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def _on_new_chat(self) -> None:
-        if self.controller.busy:
+        if self.controller.refused_while_busy("start a new chat (Esc stops it)"):
             return
         self.controller.new_conversation()
         self.title_label.setText("New chat")
@@ -610,7 +610,9 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def _on_conversation_selected(self, conversation_id: str) -> None:
-        if self.controller.busy:
+        if self.controller.busy and conversation_id == self.controller.conversation_id:
+            return  # (the list shown again: the same chat)
+        if self.controller.refused_while_busy("open another chat (Esc stops it)"):
             self.sidebar.set_conversations(self.store.list_conversations(self.profile_name),
                                            self.controller.conversation_id)
             return

@@ -426,3 +426,19 @@ def test_a_reply_the_disk_refused_stays_whole_on_screen_and_is_saved_later(
     saved = store.get_message(message_id)
     assert (saved.status, saved.content) == (MessageStatus.COMPLETE, whole)
     assert window.view.bubbles[-1].text == whole
+
+
+def test_new_chat_while_a_reply_streams_says_why_it_waits(qtbot, scripted, scripted_engine):
+    """+ New chat (or another chat in the list) while a reply is being written: the banner
+    says to stop it first (it did nothing, and later changes landed on the old chat)."""
+    window = scripted.window
+    gate = threading.Event()
+    scripted_engine.script(gated([TextDelta("Still"), TextDelta(" going")], gate))
+    send_with_enter(qtbot, scripted, "Long story please")
+    qtbot.waitUntil(lambda: window.controller.state == "streaming", timeout=5000)
+    current = window.controller.conversation_id
+    window._on_new_chat()
+    assert "Stop the reply before you start a new chat" in window.errors.banner.label.text()
+    assert window.controller.conversation_id == current
+    gate.set()
+    wait_idle(qtbot, scripted)
