@@ -115,6 +115,7 @@ class ChatController(QObject):
         self._save_timer.setInterval(SAVE_AGAIN_MS)
         self._save_timer.timeout.connect(self._save_unsaved)
         self._saving: concurrent.futures.Future | None = None
+        self._asked_again = False  # this turn's reply was not valid JSON and asked again
 
         self._thread = QThread(self)
         self._thread.setObjectName("outpost-stream-worker")
@@ -540,6 +541,7 @@ class ChatController(QObject):
         self._buffer.clear()
         if self._bubble is not None:
             self._bubble.restart("Not valid JSON; asking once more…")
+        self._asked_again = True  # (the banner says so until the reply ends)
         self.notice.emit(reason)
 
     @Slot(object)
@@ -578,9 +580,11 @@ class ChatController(QObject):
 
     @Slot(object)
     def _on_turn_ended(self, outcome: TurnOutcome) -> None:
-        bubble = self._bubble
+        bubble, asked_again = self._bubble, self._asked_again
         self._end_turn(outcome.message)
         error = outcome.error
+        if asked_again and error is None:  # the banner's "asking once more" is answered
+            self.notice.emit("The reply asked for again is valid JSON.")
         if outcome.unsaved is not None:  # the reply is whole on screen; only not stored
             self.save_later()  # (no Retry: asking again would not help)
             self.error_occurred.emit(ReplyNotSaved(
@@ -618,6 +622,7 @@ class ChatController(QObject):
     def _end_turn(self, message: Message | None) -> Message | None:
         """Back to idle, the bubble showing the stored reply as it ended."""
         self._timer.stop()
+        self._asked_again = False
         self._take_text(everything=True)
         self._flush()
         if message is not None and self._bubble is not None:

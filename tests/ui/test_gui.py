@@ -442,3 +442,16 @@ def test_new_chat_while_a_reply_streams_says_why_it_waits(qtbot, scripted, scrip
     assert window.controller.conversation_id == current
     gate.set()
     wait_idle(qtbot, scripted)
+
+
+def test_the_banner_says_when_the_reply_asked_again_is_valid_json(qtbot, scripted,
+                                                                   scripted_engine):
+    """JSON output: the first reply is not JSON, the banner says it is asked once more; the
+    second is valid, and the banner says so (it went on saying "asking once more")."""
+    window = scripted.window
+    window.sampling.json_mode.setChecked(True)
+    scripted_engine.script(reply("Sure! Here it is: name Ada"), reply('{"name": "Ada"}'))
+    send_with_enter(qtbot, scripted, "A person as JSON")
+    wait_idle(qtbot, scripted)
+    assert window.view.bubbles[-1].text == '{"name": "Ada"}'
+    assert "asked for again is valid JSON" in window.errors.banner.label.text()
