@@ -17,6 +17,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QGridLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
+from app.accounting.pricing import format_usd
 from app.storage.store import Store
 from app.storage.usage_series import (
     cost_per_month,
@@ -167,7 +168,7 @@ class UsageCharts(QWidget):
             line = pg.InfiniteLine(pos=self.monthly_budget, angle=0,
                                    pen=pg.mkPen(theme.series_colour(3), width=2,
                                                 style=Qt.PenStyle.DashLine),
-                                   label=f"budget ${self.monthly_budget:g}",
+                                   label=f"budget {format_usd(self.monthly_budget)}",
                                    labelOpts={"color": theme.palette().color(
                                        QPalette.ColorRole.Text).name(), "position": 0.9})
             chart.plot.addItem(line)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pyqtgraph as pg
 import pytest
 
 from app.storage.store import Store
@@ -48,6 +49,9 @@ def test_the_charts_draw_what_the_ledger_holds(qtbot, ledger, artifacts_dir):
     problems = {p.provider: p for p in charts.series["problems"]}
     assert (problems["openai"].errors, problems["openai"].retries) == (4, 4)
     assert not charts.tokens.empty.isVisible() and not charts.cost.empty.isVisible()
+    [budget] = [item for item in charts.cost.plot.getPlotItem().items
+                if isinstance(item, pg.InfiniteLine)]
+    assert budget.label.format == "budget $5.00"  # money as money (it said "$5")
     def redraw() -> None:
         charts.refresh()
         for chart in (charts.tokens, charts.cost, charts.ttft, charts.speed, charts.problems):
