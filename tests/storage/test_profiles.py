@@ -262,3 +262,13 @@ def test_profiles_with_no_admin_get_the_default_one_as_admin(store):
     assert Profiles(store).ensure_default("ana").is_admin
     admins = store.db.execute("select name from profiles where is_admin = 1").fetchall()
     assert admins == [("ana",)]
+
+
+def test_quota_show_names_the_policy_file_only_when_there_is_one(outpost_home):
+    """It named a policy file that did not exist as if it were in force."""
+    shown = cli("quota", "show")
+    assert shown.returncode == 0, shown.stderr
+    assert "no policy file; one at" in shown.stdout.splitlines()[0]
+    (outpost_home / "config" / "policy.toml").write_text("[default]\nrequests_per_minute = 5\n")
+    first = cli("quota", "show").stdout.splitlines()[0]
+    assert first.endswith("policy.toml):") and "no policy file" not in first

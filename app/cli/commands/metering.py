@@ -71,7 +71,9 @@ def cmd_quota(args: argparse.Namespace) -> int:
         if getattr(args, "json", False):
             emit(dict(limits.as_dict(), profile=profile))
             return 0
-        print(f"Limits of {profile} (policy file: {book.policy}):")
+        print(f"Limits of {profile} " + (f"(policy file: {book.policy}):" if book.policy.exists()
+                                          else f"(no policy file; one at {book.policy} would "
+                                               "win over these):"))
         for name in LIMIT_NAMES:
             value = getattr(limits, name)
             if isinstance(value, tuple):
