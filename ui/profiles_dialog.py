@@ -107,6 +107,9 @@ def sign_in(profiles: Profiles, name: str, parent=None, choose: bool = False) ->
 
 
 # -- the Profiles dialog ---------------------------------------------------------------------
+# what a limit starts at when ticked (a 0 would stop everything at once, unnoticed)
+FIRST_VALUES = {"cloud_tokens_per_day": 200_000, "requests_per_minute": 20,
+                "tokens_per_minute": 100_000, "cloud_cost_per_month": 10.0}
 _COUNTS = (("cloud_tokens_per_day", "Cloud tokens per day", 1_000_000_000),
            ("requests_per_minute", "Requests per minute", 100_000),
            ("tokens_per_minute", "Tokens per minute", 100_000_000))
@@ -170,6 +173,9 @@ class QuotaEditor(QGroupBox):
             check.toggled.connect(
                 lambda on, box=widget: box.setSpecialValueText("" if on else "no limit"))
             widget.setSpecialValueText("no limit")
+            check.clicked.connect(  # ticked by the user: a value to start from, not 0
+                lambda on, box=widget, first=FIRST_VALUES.get(name): on and first and
+                not box.value() and box.setValue(first))
         widget.setEnabled(False)  # unticked until load() says otherwise
         widget.setAccessibleName(title)  # its check box is its label
         self.enabled[name], self.values[name] = check, widget

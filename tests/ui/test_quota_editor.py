@@ -33,3 +33,21 @@ def test_an_unticked_limit_says_no_limit_and_a_ticked_zero_is_a_zero(qtbot):
     assert (box.text(), box.isEnabled()) == ("0", True)  # a limit of 0: nothing at all
     check.setChecked(False)
     assert box.text() == "no limit"
+
+
+def test_a_limit_ticked_by_the_user_starts_at_a_usable_value(qtbot):
+    """Ticking "Cloud tokens per day" started it at 0, which refuses every cloud message until
+    someone notices; it starts at a usable value (a limit loaded as 0 stays 0)."""
+    from PySide6.QtCore import Qt
+
+    from ui.profiles_dialog import FIRST_VALUES
+
+    editor = QuotaEditor()
+    qtbot.addWidget(editor)
+    editor.show()
+    check = editor.enabled["cloud_tokens_per_day"]
+    qtbot.mouseClick(check, Qt.MouseButton.LeftButton)
+    assert check.isChecked()
+    assert editor.values["cloud_tokens_per_day"].value() == FIRST_VALUES["cloud_tokens_per_day"]
+    editor.enabled["requests_per_minute"].setChecked(True)  # (as load() ticks a stored 0)
+    assert editor.values["requests_per_minute"].value() == 0
