@@ -201,9 +201,18 @@ def read_lora(path: str | Path) -> GGUFInfo:
     except ModelNotFound:
         raise ModelNotFound(f"The LoRA adapter {path} does not exist (moved, deleted, or its "
                             "drive is gone).", str(path)) from None
-    except ModelInvalid as exc:
-        raise ModelInvalid(f"The LoRA adapter {path} is not a usable GGUF file: "
-                           f"{exc.message}", str(path)) from None
+    except ModelInvalid as exc:  # said of an adapter, in a few words (not a model's)
+        said = exc.message
+        why = next((words for marker, words in (
+            ("is not a GGUF file", "it is not a GGUF file (LoRA adapters for llama.cpp are "
+                                   "GGUF files)"),
+            ("truncated", "the file is cut short"),
+            ("damaged GGUF header", "its GGUF header is damaged"),
+            ("permission denied", "it cannot be read (permission denied)"),
+            ("is a folder", "it is a folder"),
+            ("not a regular file", "it is not a regular file")) if marker in said), said)
+        raise ModelInvalid(f"{name} cannot be used as a LoRA adapter: {why}.",
+                           str(path)) from None
     kind = header.metadata.get("general.type")
     if kind != "adapter" or header.metadata.get("adapter.type", "lora") != "lora":
         raise ModelInvalid(f"{name} is not a LoRA adapter (its GGUF header says general.type = "

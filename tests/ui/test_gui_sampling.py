@@ -513,3 +513,16 @@ def test_the_panel_says_what_anthropic_gets_of_temperature_and_top_p(qtbot, scri
     panel.set_engine_kind("local", "the local model")
     assert panel.labels["top_p"].isEnabled() and panel.labels["temperature"].isEnabled()
     assert "Anthropic" not in temperature.toolTip()
+
+
+def test_a_file_that_is_not_even_gguf_is_refused_in_a_few_plain_words(qtbot, scripted,
+                                                                      tmp_path):
+    """A JSON file picked as a LoRA adapter: one plain sentence about an adapter (it said
+    "…is not a usable GGUF file: The model file … starts with b'{"ty', not b'GGUF'")."""
+    lora = scripted.window.sampling.lora
+    wrong = tmp_path / "schema.json"
+    wrong.write_text('{"type": "object"}')
+    assert not lora.pick(str(wrong))
+    said = lora.error.text()
+    assert said == ("schema.json cannot be used as a LoRA adapter: it is not a GGUF file (LoRA "
+                    "adapters for llama.cpp are GGUF files).")
