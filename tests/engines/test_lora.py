@@ -84,7 +84,7 @@ def test_bad_adapters_get_one_clear_sentence_and_the_engine_keeps_answering(
         greedy(engine, LoraAdapter(str(other)))
     html = tmp_path / "page.gguf"
     html.write_text("<html>not found</html>")
-    with pytest.raises(ModelInvalid, match="not a usable GGUF"):
+    with pytest.raises(ModelInvalid, match="cannot be used as a LoRA adapter: it is not a GGUF file"):
         greedy(engine, LoraAdapter(str(html)))
     assert greedy(engine) == greedy(engine)  # still answering, base model
 
