@@ -345,10 +345,23 @@ class SamplingPanel(QDockWidget):
 
     def _edited(self, *_args) -> None:
         self.schema_button.setEnabled(self.json_mode.isChecked())
+        self._warn_stops_in_json()
         if not self._loading:
             self.preset_picker.setCurrentIndex(-1)  # no longer exactly a preset
             self._update_preset_buttons()
             self.changed.emit()
+
+    def _warn_stops_in_json(self) -> None:
+        """JSON output with a stop sequence of only white space (a line break): JSON is laid
+        out over lines, so the reply stops half way and is asked for again every time."""
+        blank = self.json_mode.isChecked() and any(
+            not stop.strip() for stop in stops_from_lines(self.fields["stop"].toPlainText()))
+        if blank:
+            self._show_error("A stop sequence of only a line break (or spaces) cuts JSON replies "
+                             "short: each is then asked for again. Remove it for JSON output.",
+                             "stops in json")
+        else:
+            self._clear_error("stops in json")
 
     # -- the capability map ------------------------------------------------------------------
     def set_engine_kind(self, kind: str, label: str) -> None:

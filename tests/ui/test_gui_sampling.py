@@ -526,3 +526,16 @@ def test_a_file_that_is_not_even_gguf_is_refused_in_a_few_plain_words(qtbot, scr
     said = lora.error.text()
     assert said == ("schema.json cannot be used as a LoRA adapter: it is not a GGUF file (LoRA "
                     "adapters for llama.cpp are GGUF files).")
+
+
+def test_a_line_break_stop_with_json_output_is_warned_of(qtbot, scripted):
+    """JSON is laid out over lines: a stop of "\\n" cut every JSON reply short, and each was
+    asked for again, with nothing said. The panel says so; removing the stop clears it."""
+    panel = scripted.window.sampling
+    panel.show()
+    panel.fields["stop"].setPlainText("###\n\\n")
+    assert not panel.error.isVisible()  # (no JSON output: a line break is a fine stop)
+    panel.json_mode.setChecked(True)
+    assert panel.error.isVisible() and "cuts JSON replies short" in panel.error.text()
+    panel.fields["stop"].setPlainText("###")
+    assert not panel.error.isVisible()
