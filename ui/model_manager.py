@@ -74,12 +74,14 @@ class ContextBox(QSpinBox):
         self.setRange(self.AUTO, self.SIZES[-1])
         self.setSpecialValueText("auto")
         self.setGroupSeparatorShown(True)
+        self.trained: int | None = None  # the model's trained length: the arrows stop there
 
     def stepBy(self, steps: int) -> None:  # noqa: N802 (Qt naming)
         value = self.value()
         for _ in range(abs(steps)):
             if steps > 0:
                 value = next((s for s in self.SIZES if s > value), self.SIZES[-1])
+                value = min(value, self.trained or self.maximum())
             else:
                 value = next((s for s in reversed(self.SIZES) if s < value), self.AUTO)
         self.setValue(value)
@@ -161,6 +163,8 @@ class LoadSettingsForm(QGroupBox):
         layers = _layers(entry)
         self.gpu_layers.setRange(-1, layers or 1000)
         options = self.library.load_settings.get(entry.name)
+        # the arrows stop at what it was trained on (a longer one typed: Apply says why not)
+        self.context.trained = entry.info.context_length
         self.context.setValue(options.context or ContextBox.AUTO)
         self.gpu_layers.setValue(-1 if options.gpu_layers is None else options.gpu_layers)
         self.threads.setValue(options.threads or 0)

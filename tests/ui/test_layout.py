@@ -167,3 +167,7 @@ def test_the_context_box_steps_through_the_usual_sizes(qtbot):
     box.setValue(512)
     box.stepBy(-1)
     assert box.text() == "auto" and box.value() == ContextBox.AUTO
+    box.trained = 8192  # a model trained on 8,192 tokens: the arrows stop there
+    box.setValue(8192)
+    box.stepBy(1)
+    assert box.value() == 8192
