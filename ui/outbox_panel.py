@@ -164,7 +164,7 @@ class OutboxPanel(QDialog):
     def _fill_row(self, row: int, item: OutboxItem) -> None:
         queued_at = _local_time(item.created_at)
         cells = (str(item.id), STATE_LABELS[item.state], item.provider,
-                 item.model or PROVIDER_DEFAULT,
+                 item.model or item.request.model or PROVIDER_DEFAULT,
                  queued_at.strftime("%H:%M") if queued_at else item.created_at,
                  _first_line(item.prompt), _note(item))
         for column, text in enumerate(cells):
@@ -178,8 +178,8 @@ class OutboxPanel(QDialog):
         if queued_at:
             self.table.item(row, 4).setToolTip(queued_at.strftime("%Y-%m-%d %H:%M:%S"))
         if not item.model:
-            self.table.item(row, 3).setToolTip("The model set as the provider's default "
-                                               "(Model ▸ Providers) when it is sent")
+            self.table.item(row, 3).setToolTip("The provider's default model when it was "
+                                               "queued (Model ▸ Providers)")
         self.table.item(row, 5).setToolTip(item.prompt)
         note = self.table.item(row, 6)
         note.setToolTip(note.text())
@@ -268,5 +268,5 @@ def _note(item: OutboxItem) -> str:
     if item.state is OutboxState.SENDING:
         return f"attempt {item.attempts}"
     if item.state in (OutboxState.QUEUED, OutboxState.FAILED):
-        return item.last_error or ""
-    return ""
+        return item.last_error or f"waits until {item.provider} can be reached"
+    return "cancelled: not sent (Retry queues it again)"

@@ -58,9 +58,11 @@ def test_rows_in_queue_order_with_readable_states(make_panel, outbox):
     table = panel.table
     headers = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
     assert headers == ["#", "State", "Provider", "Model", "Queued", "Message", "Note"]
-    assert [table.item(r, 3).text() for r in range(3)] == [
-        "provider's default", "claude-x", "provider's default"]
-    assert [table.item(r, 6).text() for r in range(3)] == ["", "answered", "bad key"]
+    # an item that named no model shows the one its request was made for (the provider's
+    # default then), as the reply will say (it showed "provider's default")
+    assert [table.item(r, 3).text() for r in range(3)] == ["m", "claude-x", "m"]
+    assert [table.item(r, 6).text() for r in range(3)] == [
+        "waits until openai can be reached", "answered", "bad key"]
     queued = table.item(0, 4).text()
     assert len(queued) == 5 and queued[2] == ":"  # local HH:MM
     assert table.item(0, 5).text() == "first"
