@@ -211,6 +211,7 @@ def read_lora(path: str | Path) -> GGUFInfo:
             ("permission denied", "it cannot be read (permission denied)"),
             ("is a folder", "it is a folder"),
             ("not a regular file", "it is not a regular file")) if marker in said), said)
+        why = why.replace("The model file", "The file").rstrip(".")
         raise ModelInvalid(f"{name} cannot be used as a LoRA adapter: {why}.",
                            str(path)) from None
     kind = header.metadata.get("general.type")

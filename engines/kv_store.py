@@ -341,11 +341,11 @@ def forget_all(folder: str | Path) -> int:
     system prompt) holds words of each. When it happened is noted first, so a state a reply
     that began before is still saving (another thread, another process) is not kept."""
     folder = Path(folder)
-    if folder.is_dir():
-        try:
-            write_atomic(folder / FORGOTTEN, repr(time.time()))
-        except (FileWriteFailed, OSError) as exc:
-            log.warning("could not note that messages were deleted: %s", exc)
+    try:  # (the folder too, if no state was ever saved: one may be on its way)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_atomic(folder / FORGOTTEN, repr(time.time()))
+    except (FileWriteFailed, OSError) as exc:
+        log.warning("could not note that messages were deleted: %s", exc)
     gone = 0
     try:
         files = list(Path(folder).glob(f"*{SUFFIX}"))

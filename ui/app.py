@@ -82,7 +82,8 @@ class OutpostApp:
             providers_dialog_factory=lambda parent: ProvidersDialog(
                 self.registry, self.keys, self.settings, self.tasks, parent),
             outbox_panel_factory=lambda parent, profile_of: OutboxPanel(
-                self.service.outbox, parent, profile_of),
+                self.service.outbox, parent, profile_of,
+                default_route=lambda: self.settings["default_route"]),
             models_dialog_factory=lambda parent: ModelManager(
                 self.library, self.downloads, self.settings["context_cap"],
                 gpu_offload_supported(), self._model_in_use, parent),

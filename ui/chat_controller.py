@@ -585,11 +585,16 @@ class ChatController(QObject):
         error = outcome.error
         if asked_again and error is None:  # the banner's "asking once more" is answered
             self.notice.emit("The reply asked for again is valid JSON.")
-        if outcome.unsaved is not None:  # the reply is whole on screen; only not stored
-            self.save_later()  # (no Retry: asking again would not help)
-            self.error_occurred.emit(ReplyNotSaved(
-                f"{outcome.unsaved} It stays here and is saved as soon as Outpost can write "
-                "again (it tries every few seconds)."))
+        if outcome.unsaved is not None:  # the reply is on screen as it ended; only not stored
+            self.save_later()
+            kept = (f"{outcome.unsaved} It stays here and is saved as soon as Outpost can "
+                    "write again (it tries every few seconds).")
+            if error is None or isinstance(error, Cancelled):
+                self.error_occurred.emit(ReplyNotSaved(kept))
+                return
+            # the turn's own failure too (Retry answers it again), then the write's
+            self.failed_turn = outcome.turn
+            self.error_occurred.emit(ReplyNotSaved(f"{error} {kept}"))
             return
         if error is None or isinstance(error, Cancelled):
             return  # a reply (or the user's own stop): nothing to report

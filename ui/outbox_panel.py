@@ -49,10 +49,13 @@ class OutboxPanel(QDialog):
 
     send_requested = Signal()
 
-    def __init__(self, outbox: Outbox, parent: QWidget | None = None, profile_of=None):
-        """``profile_of()``: the signed-in profile, whose items are listed (None: all)."""
+    def __init__(self, outbox: Outbox, parent: QWidget | None = None, profile_of=None,
+                 default_route=None):
+        """``profile_of()``: the signed-in profile, whose items are listed (None: all);
+        ``default_route()``: the settings' route, for a Retry in a chat that has none."""
         super().__init__(parent)
         self.profile_of = profile_of or (lambda: None)
+        self.default_route = default_route or (lambda: "auto")
         self.setWindowTitle("Outbox")
         self.setModal(False)
         self.resize(1000, 380)
@@ -228,7 +231,7 @@ class OutboxPanel(QDialog):
     def _on_retry(self) -> None:
         item_id = self.selected_id()
         if item_id is not None:
-            self._act(lambda: self.outbox.requeue_failed(item_id))
+            self._act(lambda: self.outbox.requeue_failed(item_id, self.default_route()))
 
     def _act(self, action) -> None:
         """Run one outbox change; its error (say the item was sent meanwhile) shows inline,

@@ -31,6 +31,7 @@ from app.storage.profiles import Profile, Profiles, WrongPin
 from app.storage.quotas import QuotaBook
 from ui import theme
 from ui.confirm import confirm
+from ui.window_state import WindowState
 
 
 class PinDialog(QDialog):
@@ -418,8 +419,10 @@ class ProfilesDialog(QDialog):
         if count:
             text += (f" Its {count} conversation{'s' if count != 1 else ''} will be deleted "
                      "too. Its usage stays in the ledger.")
-        if confirm(self, "Remove profile", text, "Remove", QMessageBox.Icon.Warning):
-            self._do(lambda: self.profiles.remove(profile.name, self.me, True), self.me.name)
+        if confirm(self, "Remove profile", text, "Remove", QMessageBox.Icon.Warning) and \
+                self._do(lambda: self.profiles.remove(profile.name, self.me, True),
+                         self.me.name):
+            WindowState().forget_draft(profile.name)  # (a later profile of that name: not it)
 
     def _save_quotas(self) -> None:
         profile = self.selected()

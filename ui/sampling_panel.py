@@ -483,7 +483,8 @@ class SamplingPanel(QDockWidget):
         # a preset sets knobs (and maybe adapters); JSON output and its schema stay as chosen
         self.load(merged, self.system_prompt.toPlainText(), self.response_format(),
                   self.lora.records() if adapters is None else [a.record() for a in adapters])
-        self._show_error("")
+        self._clear_error("presets")
+        self._warn_stops_in_json()
         self.preset_picker.setCurrentIndex(self.preset_picker.findData(name))
         self._update_preset_buttons()
         self.changed.emit()
@@ -513,7 +514,8 @@ class SamplingPanel(QDockWidget):
         except OutpostError as exc:
             self._show_error(str(exc))
             return False
-        self._show_error("")
+        self._clear_error("presets")
+        self._warn_stops_in_json()
         self.refresh_presets(name.strip())
         return True
 
@@ -541,7 +543,8 @@ class SamplingPanel(QDockWidget):
         except OutpostError as exc:
             self._show_error(str(exc))
             return
-        self._show_error("")
+        self._clear_error("presets")
+        self._warn_stops_in_json()
         self.refresh_presets(new.strip())
 
     def _delete_preset(self) -> None:
@@ -554,6 +557,7 @@ class SamplingPanel(QDockWidget):
         except OutpostError as exc:
             self._show_error(str(exc))
             return
-        self._show_error("")
+        self._clear_error("presets")
+        self._warn_stops_in_json()
         self.refresh_presets()
 

@@ -53,6 +53,11 @@ class WindowState:
         self.qsettings.setValue(_draft_key(profile), text)
         self._sync()
 
+    def forget_draft(self, profile: str) -> None:
+        """A removed profile's draft goes with it."""
+        self.qsettings.remove(_draft_key(profile))
+        self._sync()
+
     def _sync(self) -> None:
         self.qsettings.sync()
         try:  # a draft is the user's words: readable by them only, as the database is
@@ -82,6 +87,8 @@ class Draft(QObject):
         self.timer.setInterval(self.SAVE_AFTER_MS)
         self.timer.timeout.connect(self.save)
         edit.textChanged.connect(self.timer.start)
+        if state.qsettings.contains("draft"):  # an older Outpost's one draft for everyone:
+            state.qsettings.remove("draft")  # not shown to whoever comes; not left on disk
 
     def save(self) -> None:
         self.timer.stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import threading
 import time
 from typing import Callable
@@ -15,10 +16,18 @@ from typing import Callable
 from app.chat.service import Turn
 from app.config.pseudonym import provider_user
 from app.config.settings import Settings, default_user_id
-from app.domain.errors import OutpostError, RateLimited, StreamInterrupted
+from app.domain.errors import (
+    KnownStorageError,
+    OutpostError,
+    RateLimited,
+    StreamInterrupted,
+    UsageError,
+)
 from app.domain.messages import FinishReason, MessageStatus
 from app.domain.routes import FAILOVER_ERRORS, KEPT_LOCAL
 from app.storage.outbox import Outbox, OutboxState, SendReport
+
+log = logging.getLogger(__name__)
 
 # how many times an item whose answer broke off (the link dropped mid-way) is sent; each try
 # keeps its part as a version
@@ -37,6 +46,7 @@ class OutboxSender:
         is kept and written later, and its item counts as sent)."""
         self.outbox = outbox
         self.keep_unsaved = keep_unsaved
+        self.kept: list[tuple[int, Turn]] = []  # (item id, its turn) whose answer is kept
         self.default_route = default_route  # the settings' route for conversations with none
         self.engine_for = engine_for
         self.ledger = ledger  # app.storage.ledger.UsageLedger: the answers' cost
@@ -66,6 +76,12 @@ class OutboxSender:
                     continue
                 if item.provider in busy:
                     report.elsewhere.append(item)
+                    continue
+                try:
+                    self.outbox.store.get_message(item.user_message_id)
+                except UsageError:  # its question is gone (salvaged without it): not sent,
+                    self.outbox._finish(item.id, OutboxState.CANCELLED,  # and no pass stops
+                                        "its message is gone: nothing to send")
                     continue
                 if self.stays_here(item):  # made Local only since it was queued: never sent
                     kept = self.outbox.keep_local(item.id)
@@ -115,15 +131,14 @@ class OutboxSender:
                     if engine is not None:
                         engine.close()
                 if turn.unsaved is not None and self.keep_unsaved is not None:
-                    self.keep_unsaved(turn)  # answered, only not stored yet: it counts as sent
-                    self.outbox._finish(item.id, OutboxState.SENT, None,
-                                        turn.assistant_message_id)
-                    self.outbox.store.delete_empty_reply(self.outbox.placeholder_of(item.id))
-                    message = turn.as_saved(self.outbox.store.get_message(
-                        turn.assistant_message_id))
-                    report.sent.append((self.outbox.get(item.id), message))
-                    continue
-                self._settle(claimed, turn, error, report, blocked)
+                    self.keep_unsaved(turn)  # the answer's final write failed: kept, saved later
+                    self.kept.append((item.id, turn))
+                try:  # (settled from the answer as it is, stored or kept)
+                    self._settle(claimed, turn, error, report, blocked)
+                except KnownStorageError as exc:  # the disk refuses the outbox's write too:
+                    log.warning("outbox item %s could not be settled: %s", item.id, exc)
+                    report.waiting.append(claimed)  # it is sending still; the next start
+                    # puts it back in the queue (its writer gone)
         return report
 
 
@@ -144,7 +159,7 @@ class OutboxSender:
           waits to be asked again, at most ``CUT_OFF_TRIES`` times;
         * anything else (a refused key, a content filter, a bad request): failed, shown."""
         store = self.outbox.store
-        message = store.get_message(turn.assistant_message_id) \
+        message = turn.as_saved(store.get_message(turn.assistant_message_id)) \
             if turn.assistant_message_id else None
         finish = turn.reply.finish
         cancelled = finish is not None and finish.reason is FinishReason.CANCELLED

@@ -429,7 +429,8 @@ class Turn:
 
     def as_saved(self, message: Message) -> Message:
         """``message`` (the row as stored) with what the final write has not stored yet."""
-        return dataclasses.replace(message, **self.unsaved) if self.unsaved else message
+        unsaved = self.unsaved  # (once: another thread may save it meanwhile)
+        return dataclasses.replace(message, **unsaved) if unsaved else message
 
     def _touch(self) -> None:
         try:

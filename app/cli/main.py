@@ -261,8 +261,8 @@ def _parser() -> argparse.ArgumentParser:
     osend.add_argument("--json", action="store_true")
     ocancel = osub.add_parser("cancel", help="cancel a queued item (its message stays)")
     ocancel.add_argument("id", metavar="ID", type=int)
-    oretry = osub.add_parser("retry", help="put a failed item back in the queue (say its key "
-                             "was wrong and is fixed now)")
+    oretry = osub.add_parser("retry", help="put a failed or cancelled item back in the queue "
+                             "(say its key was wrong and is fixed now)")
     oretry.add_argument("id", metavar="ID", type=int)
 
     usage = sub.add_parser("usage", help="tokens, requests and cost today (or this month), "
@@ -372,13 +372,15 @@ def _parser() -> argparse.ArgumentParser:
                                "one that passes its check)")
     bsalvage = bsub.add_parser("salvage", help="bring into the database what another copy of "
                                "it holds that it lacks or has older (conversations, messages, "
-                               "profiles): a damaged file a restore kept, read as far as it "
-                               "can be")
+                               "the outbox, profiles): a damaged file a restore kept, read as "
+                               "far as it can be")
     bsalvage.add_argument("file", metavar="FILE", help="the copy (e.g. a …-replaced.db from "
                           "the backups folder)")
     bsub.add_parser("start-over", help="a damaged database with no good backup: keep it in "
                     "the backups folder and start a new one, bringing into it what the damaged "
-                    "file still holds. Refused while the window or a command has it open")
+                    "file still holds. Refused for a database that passes its check, where a "
+                    "good backup exists (`backup restore` keeps more), and while the window or "
+                    "a command has it open")
 
     export = sub.add_parser("export", help="write conversations to a file: JSON (every field, "
                             "every branch; `outpost import` reads it back), Markdown or HTML",

@@ -166,6 +166,11 @@ class Outbox:
         in the queue; not while its conversation is Local only (its own route, else
         ``default_route``, the settings')."""
         item = self.get(item_id)
+        try:
+            self.store.get_message(item.user_message_id)
+        except UsageError:  # its question was deleted: nothing to ask any more
+            raise UsageError(f"Outbox item {item_id}'s message was deleted; there is nothing "
+                             "to send.") from None
         if (self.store.get_conversation(item.conversation_id).route or default_route) == \
                 "local":
             raise UsageError(f"Outbox item {item_id}'s conversation is Local only: nothing of "

@@ -200,6 +200,9 @@ def salvage(damaged: Path, store: Store, new_database: bool = False) -> Salvage:
                     result.left_out += 1
                     continue
                 values = [row[i] for i in index]
+                if table == "outbox" and not _asks_something(db, dict(zip(wanted, values))):
+                    result.left_out += 1  # its conversation or question could not be read
+                    continue
                 if admin is not None:
                     if values[admin] and not admin_taken:
                         admin_taken = True
@@ -211,6 +214,14 @@ def salvage(damaged: Path, store: Store, new_database: bool = False) -> Salvage:
                     result.left_out += 1
             result.rows[table] = count
     return result
+
+
+def _asks_something(db, item: dict) -> bool:
+    """Whether an outbox item's conversation and question are in the database (the outbox
+    has no foreign keys: an item whose question is lost would break every send)."""
+    return bool(db.execute("SELECT 1 FROM messages WHERE id = ? AND conversation_id = ?",
+                           [item.get("user_message_id"), item.get("conversation_id")]
+                           ).fetchone())
 
 
 def _sound(table: str, columns: list[str], row: tuple) -> bool:

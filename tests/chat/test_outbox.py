@@ -783,3 +783,49 @@ def test_an_item_queued_with_the_profile_name_is_sent_with_its_pseudonym(tmp_pat
     assert "maria" not in json.dumps(sent.json)
     assert sent.idempotency_key == item.request.idempotency_key
     store.close()
+
+
+def test_an_unanswered_item_whose_write_failed_too_still_waits(tmp_path, monkeypatch):
+    """The provider is still down and the reply row's final write fails as well: the item
+    waits to be sent again (it was counted as sent, and never tried again)."""
+    from app.domain.errors import KnownStorageError
+
+    store = Store(tmp_path / "outpost.db")
+    service = ChatService(store, Settings())
+    item = queue_turn(store, "Still waiting")
+    real_update = store.update_message
+
+    def full_disk(message_id, **fields):
+        if fields.get("status") not in (None, MessageStatus.STREAMING):
+            raise KnownStorageError("The disk is full.")
+        return real_update(message_id, **fields)
+
+    monkeypatch.setattr(store, "update_message", full_disk)
+    with refused_url() as down:
+        sender = OutboxSender(Outbox(store), lambda name, model: fast_cloud(down + "/v1", store),
+                              keep_unsaved=service.keep_unsaved)
+        report = sender.send()
+    assert report.sent == [] and [i.id for i in report.waiting] == [item.id]
+    assert Outbox(store).get(item.id).state is OutboxState.QUEUED
+    store.close()
+
+
+def test_an_item_whose_question_was_deleted_is_not_retried_nor_sent(tmp_path):
+    """Deleting a question cancels its items; Retry would have sent the deleted words and
+    stored an answer under nothing. An item whose question is gone (salvaged without it) is
+    set aside, and the pass goes on to the next."""
+    store = Store(tmp_path / "outpost.db")
+    outbox = Outbox(store)
+    gone, kept = queue_turn(store, "Forget this"), queue_turn(store, "Keep this")
+    store.delete_subtree(gone.user_message_id)
+    with pytest.raises(UsageError, match="message was deleted"):
+        outbox.requeue_failed(gone.id)
+    with store.transaction() as db:  # as a salvage could leave one: queued, question gone
+        db["outbox"].update(gone.id, {"state": "queued"})
+    with fault_server() as server:
+        sender = OutboxSender(outbox, lambda name, model: fast_cloud(server.url + "/v1", store))
+        report = sender.send()
+        asked = [r.json["messages"][-1]["content"] for r in server.chat_requests()]
+    assert asked == ["Keep this"] and [i.id for i, _ in report.sent] == [kept.id]
+    assert outbox.get(gone.id).state is OutboxState.CANCELLED
+    store.close()

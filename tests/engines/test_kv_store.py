@@ -353,3 +353,15 @@ def test_a_state_of_a_reply_begun_before_messages_were_deleted_is_not_kept(tmp_p
     assert store.save(identity, [1, 2, 3, 4], b"state", since=before) is None
     assert list((tmp_path / "kv").glob("*.kv")) == []
     assert store.save(identity, [1, 2, 3, 4], b"state", since=time.time()) is not None
+
+
+def test_deleting_before_any_state_was_saved_still_counts(tmp_path):
+    """No state saved yet, so no folder: the first one, on its way as messages are deleted,
+    must not be kept either (the note was written only into an existing folder)."""
+    from engines.kv_store import forget_all, forgotten_at
+
+    folder = tmp_path / "kv"
+    before = time.time() - 1.0
+    forget_all(folder)
+    assert forgotten_at(folder) > before
+    assert KVStore(folder).save({"model": "m"}, [1, 2], b"state", since=before) is None

@@ -524,11 +524,15 @@ def test_with_no_good_backup_start_over_keeps_the_damaged_file_and_brings_back_i
     path = db_file(outpost_home)
     store = Store(path, daily_backup=False)
     admin = Profiles(store).ensure_default("ana").name
+    asked = {}
     for n in range(40):
         chat = store.create_conversation(f"chat {n}")
-        question = store.add_message(chat.id, Role.USER, f"chat {n} question " + "words " * 100)
-    request = ChatRequest("m", (ChatMessage(Role.USER, "chat 39 question"),))
-    Outbox(store).enqueue(chat.id, question.id, "acme", None, request)  # waiting to be sent
+        asked[n] = store.add_message(chat.id, Role.USER,
+                                     f"chat {n} question " + "words " * 100)
+    for n, provider in ((39, "acme"), (20, "lost")):  # waiting to be sent; chat 20's question
+        request = ChatRequest("m", (ChatMessage(Role.USER, f"queued {n}"),))
+        Outbox(store).enqueue(asked[n].conversation_id, asked[n].id, provider, None,
+                              request)  # is on the page spoiled below
     store.close()
     shutil.rmtree(outpost_home / "data" / "backups", ignore_errors=True)
     spoil_pages_holding(path, "chat 20 question")
@@ -547,7 +551,8 @@ def test_with_no_good_backup_start_over_keeps_the_damaged_file_and_brings_back_i
     assert "40 conversations" in started.stdout and "could not be read" in started.stdout
     assert "(and 1 outbox item)" in started.stdout
     waiting = cli("outbox", "list", "--json")
-    assert [r["provider"] for r in json.loads(waiting.stdout)] == ["acme"]  # not dropped
+    # not dropped; the one whose question could not be read is left out (it broke sending)
+    assert [r["provider"] for r in json.loads(waiting.stdout)] == ["acme"]
     listed = cli("history", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.count('"title"') == 40

@@ -14,7 +14,7 @@ import pytest
 from PySide6.QtCore import QCoreApplication, Qt
 
 from app.config.settings import Settings
-from app.domain.messages import MessageStatus, Role, TextDelta
+from app.domain.messages import Finished, FinishReason, MessageStatus, Role, TextDelta
 from app.storage.writers import writing
 from tests.support import (
     ScriptedEngine,
@@ -455,3 +455,30 @@ def test_the_banner_says_when_the_reply_asked_again_is_valid_json(qtbot, scripte
     wait_idle(qtbot, scripted)
     assert window.view.bubbles[-1].text == '{"name": "Ada"}'
     assert "asked for again is valid JSON" in window.errors.banner.label.text()
+
+
+def test_a_broken_reply_the_disk_refused_says_both_and_can_be_retried(
+        qtbot, scripted, scripted_engine, monkeypatch):
+    """The stream broke and its final write failed too: the banner says why it broke and that
+    it is kept until it can be saved, and Retry is offered (only the write was said)."""
+    from app.domain.errors import EngineError, KnownStorageError
+
+    window, store = scripted.window, scripted.store
+    real_update = store.update_message
+
+    def full_disk(message_id, **fields):
+        if fields.get("status") not in (None, MessageStatus.STREAMING):
+            raise KnownStorageError("The disk is full.")
+        return real_update(message_id, **fields)
+
+    monkeypatch.setattr(store, "update_message", full_disk)
+    scripted_engine.script([TextDelta("Half of it"),
+                            Finished(FinishReason.ERROR, error=EngineError("The link broke."))])
+    send_with_enter(qtbot, scripted, "Tell me")
+    wait_idle(qtbot, scripted)
+    said = window.errors.banner.label.text()
+    assert "The link broke." in said and "could not be saved yet" in said
+    assert window.errors.banner.retry_button.isVisibleTo(window)
+    assert window.view.bubbles[-1].text == "Half of it"
+    monkeypatch.undo()
+    window.controller.service.save_unsaved()

@@ -539,3 +539,16 @@ def test_a_line_break_stop_with_json_output_is_warned_of(qtbot, scripted):
     assert panel.error.isVisible() and "cuts JSON replies short" in panel.error.text()
     panel.fields["stop"].setPlainText("###")
     assert not panel.error.isVisible()
+
+
+def test_applying_a_preset_keeps_the_stops_in_json_warning(qtbot, scripted):
+    """A preset applied (or saved, renamed, deleted) cleared every message of the panel,
+    the line-break-stop warning too, while the stop was still there with JSON output."""
+    panel = scripted.window.sampling
+    panel.show()
+    panel.json_mode.setChecked(True)
+    panel.fields["stop"].setPlainText("\\n")
+    assert panel.error.isVisible()
+    panel.apply_preset("Precise")  # (it keeps the stops: a preset sets knobs)
+    assert panel.fields["stop"].toPlainText() == "\\n"
+    assert panel.error.isVisible() and "cuts JSON replies short" in panel.error.text()

@@ -130,7 +130,12 @@ def _render(args: argparse.Namespace, events, save_unsaved=lambda: 0) -> int:
             sys.stderr.write(f"outpost: {event.text}\n")
         elif isinstance(event, TurnEnded):
             if event.outcome.unsaved is not None:  # before anything else is said: stored?
-                save_before_exit(save_unsaved, event.outcome.unsaved)
+                try:
+                    save_before_exit(save_unsaved, event.outcome.unsaved)
+                except ReplyNotSaved:
+                    if structured and not args.json and event.outcome.message is not None:
+                        print(event.outcome.message.content)  # ("printed above": it is now)
+                    raise
             return _finish(args, event.outcome, structured, asked)
     return 0
 

@@ -7,7 +7,7 @@ from app.chat.outbox_sender import OutboxSender
 from app.cli.commands.ask import save_before_exit
 from app.cli.commands.common import cloud_engine, emit_list, local_time, open_core
 from app.config.settings import Settings
-from app.domain.errors import UsageError
+from app.domain.errors import OutpostError, ReplyNotSaved, UsageError
 from app.domain.routes import KEPT_LOCAL
 from app.storage.outbox import OutboxState
 
@@ -74,7 +74,11 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                              "not queued.")
         report = sender.send(only=args.id)
         if service.unsaved:  # an answer the disk refused: a few more tries before exiting
-            save_before_exit(service.save_unsaved, service.unsaved[0].unsaved_error)
+            try:
+                save_before_exit(service.save_unsaved, service.unsaved[0].unsaved_error)
+            except ReplyNotSaved:
+                _hand_over_unsaved(outbox, sender.kept)
+                raise
         if args.json:
             emit_list([dict(item.as_dict(), result="sent") for item, _ in report.sent] +
                        [dict(item.as_dict(), result="waiting") for item in report.waiting] +
@@ -104,6 +108,20 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         return 4 if report.waiting or report.failed else 0
     finally:
         store.close()
+
+
+def _hand_over_unsaved(outbox, kept) -> None:
+    """The answers the disk would not take, this process their only holder: printed (the
+    user has them), and their items queued again, to be asked once more (same key)."""
+    for item_id, turn in kept:
+        if turn.unsaved is None:
+            continue
+        print(f"Item {item_id}'s answer, which could not be saved:\n{turn.reply.text}")
+        try:
+            outbox._finish(item_id, OutboxState.QUEUED, "answered, but the disk refused the "
+                           "answer: it is asked again")
+        except OutpostError:  # (the disk still refuses): the next start queues it again
+            pass
 
 
 def _sentence(text: str) -> str:
