@@ -345,3 +345,21 @@ def answer_confirmations(monkeypatch, *pressed: str) -> list[dict]:
 
     monkeypatch.setattr(Confirmation, "exec", exec_)
     return asked
+
+
+def refuse_final_writes(monkeypatch, store, error=None) -> None:
+    """``store``'s writes that end a reply (any status but streaming) raise ``error`` (a full
+    disk, by default); the writes of its text as it streams go through. ``monkeypatch.undo()``
+    gives the disk room again."""
+    from app.domain.errors import KnownStorageError
+    from app.domain.messages import MessageStatus
+
+    refused = error or KnownStorageError("The disk is full.")
+    real_update = store.update_message
+
+    def update(message_id, **fields):
+        if fields.get("status") not in (None, MessageStatus.STREAMING):
+            raise refused
+        return real_update(message_id, **fields)
+
+    monkeypatch.setattr(store, "update_message", update)

@@ -38,7 +38,7 @@ from app.domain.messages import (
 )
 from app.storage.store import Store
 from engines.base import Engine, EngineBase, EngineInfo
-from tests.support import Clock
+from tests.support import Clock, refuse_final_writes
 
 
 class ScriptedEngine(EngineBase):
@@ -417,19 +417,6 @@ def test_real_model_cancel_is_interrupted(service, store, local_engine):
     assert message.completion_tokens < 300
 
 
-def _final_write_fails(store, monkeypatch, error) -> None:
-    """The turn's final write (the one that sets the reply's end state) raises ``error``;
-    the periodic writes of its text go through."""
-    real_update = store.update_message
-
-    def update(message_id, **fields):
-        if fields.get("status") not in (None, MessageStatus.STREAMING):
-            raise error
-        return real_update(message_id, **fields)
-
-    monkeypatch.setattr(store, "update_message", update)
-
-
 def test_a_reply_the_disk_refused_is_kept_whole_and_saved_when_it_can(service, store,
                                                                      monkeypatch):
     """The final write fails (a full disk): the turn ends as it would (no error of its own)
@@ -443,7 +430,7 @@ def test_a_reply_the_disk_refused_is_kept_whole_and_saved_when_it_can(service, s
     next(stream)
     with pytest.raises(UsageError, match="still being written"):
         store.delete_conversation(turn.conversation_id)
-    _final_write_fails(store, monkeypatch, KnownStorageError("The disk is full."))
+    refuse_final_writes(monkeypatch, store, KnownStorageError("The disk is full."))
     list(stream)
     assert isinstance(turn.unsaved_error, ReplyNotSaved)
     assert "The reply (30 characters) could not be saved" in str(turn.unsaved_error)
@@ -473,7 +460,7 @@ def test_a_reply_whose_final_write_failed_otherwise_is_no_longer_being_written(
     engine = ScriptedEngine([TextDelta("Half"), Finished(FinishReason.STOP)])
     turn = service.start_turn("Q", model="scripted")
     stream = turn.run(engine, threading.Event())
-    _final_write_fails(store, monkeypatch, StorageError("The database said no."))
+    refuse_final_writes(monkeypatch, store, StorageError("The database said no."))
     with pytest.raises(StorageError):
         list(stream)
     monkeypatch.undo()
@@ -518,7 +505,7 @@ def test_a_failed_final_write_leaves_the_turns_own_error_as_it_was(service, stor
     engine = ScriptedEngine([TextDelta("Half"), Finished(FinishReason.ERROR,
                                                          error=EngineError("The link broke."))])
     turn = service.start_turn("Q", model="scripted")
-    _final_write_fails(store, monkeypatch, KnownStorageError("The disk is full."))
+    refuse_final_writes(monkeypatch, store, KnownStorageError("The disk is full."))
     events = list(turn.run(engine, threading.Event()))
     assert isinstance(events[-1], Finished) and events[-1].reason is FinishReason.ERROR
     assert turn.unsaved is not None and turn.unsaved["status"] is MessageStatus.INTERRUPTED

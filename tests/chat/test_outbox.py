@@ -29,6 +29,7 @@ from app.storage.writers import this_writer
 from engines.http_policy import RetryPolicy, Timeouts
 from engines.openai_compat import OpenAICompatEngine
 from tests.fault_server import fault_server, normal, refused_url, unauthorized
+from tests.support import refuse_final_writes
 
 FAST = RetryPolicy(initial_backoff=0.01, max_backoff=0.02)
 DEAD_WRITER = "999999:1"  # pid 999999 does not exist here (checked in the test that uses it)
@@ -731,20 +732,11 @@ def test_an_answer_the_disk_refused_is_kept_and_its_item_counts_as_sent(tmp_path
     the chat service's other unsaved replies (it was dropped, its item failed and its row left
     'being written' until a restart), the item is sent, and the answer lands once the disk
     takes it."""
-    from app.domain.errors import KnownStorageError
-
     store = Store(tmp_path / "outpost.db")
     service = ChatService(store, Settings())
     outbox = Outbox(store)
-    item = queue_turn(store, "Keep my answer")
-    real_update = store.update_message
-
-    def full_disk(message_id, **fields):
-        if fields.get("status") not in (None, MessageStatus.STREAMING):
-            raise KnownStorageError("The disk is full.")
-        return real_update(message_id, **fields)
-
-    monkeypatch.setattr(store, "update_message", full_disk)
+    queue_turn(store, "Keep my answer")
+    refuse_final_writes(monkeypatch, store)
     with fault_server() as server:
         sender = OutboxSender(outbox, lambda name, model: fast_cloud(server.url + "/v1", store),
                               keep_unsaved=service.keep_unsaved)
@@ -788,19 +780,10 @@ def test_an_item_queued_with_the_profile_name_is_sent_with_its_pseudonym(tmp_pat
 def test_an_unanswered_item_whose_write_failed_too_still_waits(tmp_path, monkeypatch):
     """The provider is still down and the reply row's final write fails as well: the item
     waits to be sent again (it was counted as sent, and never tried again)."""
-    from app.domain.errors import KnownStorageError
-
     store = Store(tmp_path / "outpost.db")
     service = ChatService(store, Settings())
     item = queue_turn(store, "Still waiting")
-    real_update = store.update_message
-
-    def full_disk(message_id, **fields):
-        if fields.get("status") not in (None, MessageStatus.STREAMING):
-            raise KnownStorageError("The disk is full.")
-        return real_update(message_id, **fields)
-
-    monkeypatch.setattr(store, "update_message", full_disk)
+    refuse_final_writes(monkeypatch, store)
     with refused_url() as down:
         sender = OutboxSender(Outbox(store), lambda name, model: fast_cloud(down + "/v1", store),
                               keep_unsaved=service.keep_unsaved)

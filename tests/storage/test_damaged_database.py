@@ -325,17 +325,22 @@ def test_a_restore_reads_on_past_damaged_pages_row_by_row(outpost_home):
         store.close()
 
 
-def test_a_table_without_an_index_is_read_on_to_its_end_by_rowid(tmp_path):
-    """With no index to list its rows, the rowids after the damaged page are looked up up to
-    ``max(rowid)``: the rows after it come back; how many could not be read is an upper
-    bound (a rowid hidden by the damage may have been a row deleted before)."""
-    path = tmp_path / "plain.db"
+def notes_without_an_index(path: Path) -> Path:
+    """A database of one table, ``notes``, no index: 100 rows of ~600 bytes (a few a page)."""
     conn = sqlite3.connect(path)
     with conn:
         conn.execute("CREATE TABLE notes (id TEXT, body TEXT)")
         conn.executemany("INSERT INTO notes VALUES (?, ?)",
                          [(f"n{i}", f"note {i}: " + "x" * 600) for i in range(1, 101)])
     conn.close()
+    return path
+
+
+def test_a_table_without_an_index_is_read_on_to_its_end_by_rowid(tmp_path):
+    """With no index to list its rows, the rowids after the damaged page are looked up up to
+    ``max(rowid)``: the rows after it come back; how many could not be read is an upper
+    bound (a rowid hidden by the damage may have been a row deleted before)."""
+    path = notes_without_an_index(tmp_path / "plain.db")
     spoil_pages_holding(path, "note 30: ")
     readable = rows_by_rowid(path, "notes", 100)
     assert 50 in readable and 100 in readable and len(readable) < 100
@@ -359,13 +364,7 @@ def test_rows_past_a_damaged_end_of_a_table_are_said_lost_not_counted(tmp_path):
     """The last page damaged (``max(rowid)`` does not answer) and no index: rowids are looked
     up until many in a row give nothing; failures past the last row read cannot be told
     from no rows at all: they are said, not counted."""
-    path = tmp_path / "plain.db"
-    conn = sqlite3.connect(path)
-    with conn:
-        conn.execute("CREATE TABLE notes (id TEXT, body TEXT)")
-        conn.executemany("INSERT INTO notes VALUES (?, ?)",
-                         [(f"n{i}", f"note {i}: " + "x" * 600) for i in range(1, 101)])
-    conn.close()
+    path = notes_without_an_index(tmp_path / "plain.db")
     spoil_pages_holding(path, "note 30: ", "note 100: ")
     readable = rows_by_rowid(path, "notes", 100)
     assert 50 in readable and 100 not in readable

@@ -21,6 +21,7 @@ from tests.support import (
     answer_confirmations,
     held_open,
     manual_ticker,
+    refuse_final_writes,
     reply,
 )
 
@@ -394,19 +395,11 @@ def test_a_reply_the_disk_refused_stays_whole_on_screen_and_is_saved_later(
     """The final write fails (a full disk): the bubble keeps the whole reply (not the shorter
     copy the last periodic write stored), the banner says it is not saved yet, with no Retry;
     once the disk takes writes again the window saves it by itself and says so."""
-    from app.domain.errors import KnownStorageError
-
     window, store = scripted.window, scripted.store
     controller = window.controller
     controller._save_timer.setInterval(20)
     real_update = store.update_message
-
-    def full_disk(message_id, **fields):
-        if fields.get("status") is MessageStatus.COMPLETE:
-            raise KnownStorageError("The disk is full.")
-        return real_update(message_id, **fields)
-
-    monkeypatch.setattr(store, "update_message", full_disk)
+    refuse_final_writes(monkeypatch, store)
     scripted_engine.script(reply("A long answer", " that the disk", " would not take."))
     send_with_enter(qtbot, scripted, "Tell me")
     wait_idle(qtbot, scripted)
@@ -461,17 +454,10 @@ def test_a_broken_reply_the_disk_refused_says_both_and_can_be_retried(
         qtbot, scripted, scripted_engine, monkeypatch):
     """The stream broke and its final write failed too: the banner says why it broke and that
     it is kept until it can be saved, and Retry is offered (only the write was said)."""
-    from app.domain.errors import EngineError, KnownStorageError
+    from app.domain.errors import EngineError
 
     window, store = scripted.window, scripted.store
-    real_update = store.update_message
-
-    def full_disk(message_id, **fields):
-        if fields.get("status") not in (None, MessageStatus.STREAMING):
-            raise KnownStorageError("The disk is full.")
-        return real_update(message_id, **fields)
-
-    monkeypatch.setattr(store, "update_message", full_disk)
+    refuse_final_writes(monkeypatch, store)
     scripted_engine.script([TextDelta("Half of it"),
                             Finished(FinishReason.ERROR, error=EngineError("The link broke."))])
     send_with_enter(qtbot, scripted, "Tell me")
