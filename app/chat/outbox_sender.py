@@ -1,5 +1,5 @@
 """Sends what waits in the outbox (``app.storage.outbox``), in order, once per item: each
-item's request goes to its provider as a turn of its own (``app.chat.service.Turn``), and the
+item's request goes to its provider as a turn of its own (``app.chat.turn.Turn``), and the
 answer is stored as a sibling of the reply the user already has. An answer cut off mid-way is
 kept (marked interrupted) and its item waits to be sent again, as one whose provider is
 unreachable does. An item whose conversation is Local only by now is never sent (it fails with
@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Callable
 
-from app.chat.service import Turn
+from app.chat.turn import Turn
 from app.config.pseudonym import provider_user
 from app.config.settings import Settings, default_user_id
 from app.domain.errors import (

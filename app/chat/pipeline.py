@@ -29,7 +29,8 @@ from typing import Callable, Iterator, NamedTuple, Protocol, Union
 from app.chat.candidates import CandidatesEngine
 from app.chat.connectivity import Connectivity
 from app.chat.router import RoutedEngine
-from app.chat.service import ChatService, OutboxPlan, Turn, TurnOptions, history_messages
+from app.chat.service import ChatService, TurnOptions, history_messages
+from app.chat.turn import OutboxPlan, Turn
 from app.domain.context import Fit
 from app.domain.errors import (
     Cancelled,

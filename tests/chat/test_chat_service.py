@@ -11,13 +11,13 @@ import threading
 import pytest
 
 from app.chat.service import (
-    FLUSH_INTERVAL_S,
     NEW_ROOT,
     ChatService,
     TurnOptions,
     history_messages,
     title_from,
 )
+from app.chat.turn import FLUSH_INTERVAL_S
 from app.config.pseudonym import provider_user
 from app.config.settings import Settings
 from app.domain.errors import (
