@@ -265,11 +265,18 @@ def _parser() -> argparse.ArgumentParser:
                              "(say its key was wrong and is fixed now)")
     oretry.add_argument("id", metavar="ID", type=int)
 
-    usage = sub.add_parser("usage", help="tokens, requests and cost today (or this month), "
-                           "from the usage ledger")
+    usage = sub.add_parser("usage", help="tokens, requests and cost today, this month or any "
+                           "period, from the usage ledger; --csv for a spreadsheet")
     usage.add_argument("--profile", metavar="P", help="whose usage (default: yours; 'all': "
                        "everyone on this machine)")
     usage.add_argument("--month", action="store_true", help="this calendar month, not today")
+    usage.add_argument("--since", metavar="DAY", help="from this day on (local days, included): "
+                       "YYYY-MM-DD, today, yesterday, or Nd for N days ago (30d)")
+    usage.add_argument("--until", metavar="DAY", help="up to this day, included (default: "
+                       "today); needs --since")
+    usage.add_argument("--csv", action="store_true", help="one line per day, profile, provider "
+                       "and model, with a header line, to standard output (an unknown cost is "
+                       "an empty field); the period: today unless --month or --since")
     usage.add_argument("--json", action="store_true")
 
     quota = sub.add_parser("quota", help="per-profile quotas and rate limits (set: admin only; "

@@ -32,6 +32,7 @@ from app.storage.store import Store
 @dataclass
 class Totals:
     since: str  # ISO timestamp (UTC) the totals start from
+    until: str | None = None  # ISO timestamp (UTC) they end before (None: now)
     requests: int = 0
     cloud_requests: int = 0
     prompt_tokens: int = 0
@@ -155,8 +156,14 @@ class UsageLedger:
             out.append((max(0.0, ago), 1.0 if what == "requests" else float(tokens)))
         return out
 
-    def totals(self, since: dt.datetime, profile: str | None = None) -> Totals:
+    def totals(self, since: dt.datetime, profile: str | None = None,
+               until: dt.datetime | None = None) -> Totals:
+        """Every attempt from ``since`` (included) to ``until`` (not included; None: now),
+        of ``profile`` (None: everyone's)."""
         where, params = "created_at >= ?", [_utc_iso(since)]
+        if until is not None:
+            where += " and created_at < ?"
+            params.append(_utc_iso(until))
         if profile is not None:
             where += " and profile = ?"
             params.append(profile)
@@ -170,7 +177,8 @@ class UsageLedger:
                 "sum(coalesce(latency_ms, 0)) "
                 f"from request_log where {where} group by provider, model "
                 "order by provider, model", params).fetchall()
-        totals = Totals(since=_utc_iso(since))
+        totals = Totals(since=_utc_iso(since),
+                        until=_utc_iso(until) if until is not None else None)
         for provider, model, count, prompt, completion, cost, unknown, t_est, c_est, ms in rows:
             local = provider == "local"
             if local:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import sys
 
 from app.accounting.pricing import format_usd
 from app.cli.commands.common import emit, open_core
@@ -10,9 +12,11 @@ from app.domain.errors import UsageError
 from app.storage.ledger import start_of_day, start_of_month
 from app.storage.profiles import NotAllowed
 from app.storage.quotas import LIMIT_NAMES, QuotaBook
+from app.storage.usage_report import Period, daily_rows, period_from, write_csv
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
+    period = _usage_period(args)
     core = open_core(args)
     store, service = core.store, core.service
     try:
@@ -22,13 +26,22 @@ def cmd_usage(args: argparse.Namespace) -> int:
         if profile != core.profile.name and not core.profile.is_admin:
             raise NotAllowed(f"Only the admin can see other profiles' usage; you are signed in "
                              f"as {core.profile.name}.")
-        since = start_of_month() if args.month else start_of_day()
-        totals = ledger.totals(since, profile)
-        if args.json:
-            emit(dict(totals.as_dict(), profile=profile or "all",
-                       period="month" if args.month else "day"))
+        if args.csv:
+            write_csv(daily_rows(store, profile, period), sys.stdout)
+            sys.stdout.flush()
             return 0
-        period = since.strftime("%B %Y") if args.month else "today"
+        if args.month:
+            since, until, name, words = start_of_month(), None, "month", None
+        elif args.since is not None:
+            since, until, name, words = period.start(), period.end(), "range", period.words()
+        else:
+            since, until, name, words = start_of_day(), None, "day", "today"
+        totals = ledger.totals(since, profile, until)
+        if args.json:
+            extra = {"first_day": period.first.isoformat(), "last_day": period.last.isoformat()}
+            emit(dict(totals.as_dict(), profile=profile or "all", period=name, **extra))
+            return 0
+        period_words = since.strftime("%B %Y") if args.month else words
 
         cost = format_usd(totals.cost_usd)
         if totals.unknown_cost_requests:
@@ -36,7 +49,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
                      f"{'s' if totals.unknown_cost_requests != 1 else ''} with no known price)")
         approx = " (some counts estimated)" if totals.estimated else ""
         plural = "request" if totals.requests == 1 else "requests"
-        print(f"Usage of {profile or 'everyone'}, {period}: {totals.requests} {plural} "
+        print(f"Usage of {profile or 'everyone'}, {period_words}: {totals.requests} {plural} "
               f"({totals.cloud_requests} cloud), {totals.prompt_tokens:,} prompt + "
               f"{totals.completion_tokens:,} completion tokens{approx}; cloud cost {cost}; "
               f"local model time {totals.local_seconds:,.1f} s.")
@@ -48,6 +61,22 @@ def cmd_usage(args: argparse.Namespace) -> int:
         return 0
     finally:
         store.close()
+
+
+def _usage_period(args: argparse.Namespace) -> Period:
+    """The days ``outpost usage`` covers: today, this month, or --since/--until; a clash of
+    flags is refused before anything is opened."""
+    if args.csv and args.json:
+        raise UsageError("--csv or --json, not both.")
+    if args.month and (args.since is not None or args.until is not None):
+        raise UsageError("--month or --since/--until, not both.")
+    today = dt.date.today()
+    if args.since is not None or args.until is not None:
+        return period_from(args.since, args.until, today)
+    if args.month:
+        return Period(today.replace(day=1), today)
+    return Period(today, today)
+
 
 def cmd_quota(args: argparse.Namespace) -> int:
     core = open_core(args)
