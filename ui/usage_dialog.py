@@ -1,17 +1,27 @@
 """Usage of the current profile, from the usage ledger: the Overview tab (today's and this
-month's use against its quotas, the breakdown per provider and model) and the Charts tab
-(ui/usage_charts.py: tokens per day, cost per month against the budget, speed per model,
-failures and retries)."""
+month's use against its quotas, the breakdown per provider and model over a period the user
+picks, exported as CSV) and the Charts tab (ui/usage_charts.py: tokens per day, cost per month
+against the budget, speed per model, failures and retries)."""
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+import datetime as dt
+import io
+from pathlib import Path
+from typing import Callable
+
+from PySide6.QtCore import QDate, Qt
 from PySide6.QtWidgets import (
+    QComboBox,
+    QDateEdit,
     QDialog,
     QDialogButtonBox,
+    QFileDialog,
     QGridLayout,
+    QHBoxLayout,
     QHeaderView,
     QLabel,
     QProgressBar,
+    QPushButton,
     QTableWidget,
     QTableWidgetItem,
     QTabWidget,
@@ -20,18 +30,36 @@ from PySide6.QtWidgets import (
 )
 
 from app.accounting.pricing import format_usd
+from app.domain.errors import OutpostError
 from app.storage.ledger import start_of_day, start_of_month
 from app.storage.quotas import QuotaBook
+from app.storage.transfer.files import write_whole
+from app.storage.usage_report import Period, daily_rows, write_csv
 from ui import theme
 from ui.usage_charts import UsageCharts
 
+# the breakdown's periods: (name, today -> (first day, last day)); "Custom": the dates as edited
+PERIODS: tuple[tuple[str, Callable[[dt.date], tuple[dt.date, dt.date]]], ...] = (
+    ("This month", lambda today: (today.replace(day=1), today)),
+    ("Today", lambda today: (today, today)),
+    ("Last 7 days", lambda today: (today - dt.timedelta(days=6), today)),
+    ("Last 30 days", lambda today: (today - dt.timedelta(days=29), today)),
+    ("Last month", lambda today: (
+        (today.replace(day=1) - dt.timedelta(days=1)).replace(day=1),
+        today.replace(day=1) - dt.timedelta(days=1))),
+    ("This year", lambda today: (today.replace(month=1, day=1), today)),
+)
+CUSTOM = "Custom"
+
 
 class UsageDialog(QDialog):
-    def __init__(self, ledger, book: QuotaBook, profile: str, parent=None):
+    def __init__(self, ledger, book: QuotaBook, profile: str, parent=None,
+                 today: Callable[[], dt.date] = dt.date.today):
         super().__init__(parent)
         self.setWindowTitle(f"Usage — {profile}")
         self.resize(1100, 760)
         self.ledger, self.book, self.profile = ledger, book, profile
+        self.today = today
         self.bars: dict[str, QProgressBar] = {}
         self.values: dict[str, QLabel] = {}
         outer = QVBoxLayout(self)
@@ -55,13 +83,17 @@ class UsageDialog(QDialog):
             grid.addWidget(self.values[key], row, 2)
         grid.setColumnStretch(1, 1)
         layout.addLayout(grid)
+        layout.addLayout(self._period_row())
+        self.export_note = QLabel()  # what the last export did
+        self.export_note.setWordWrap(True)
+        self.export_note.hide()
+        layout.addWidget(self.export_note)
         self.table = QTableWidget(0, 5)
         self.table.setHorizontalHeaderLabels(["Provider", "Model", "Requests", "Tokens in / out",
-                                              "Cost this month"])
+                                              "Cost"])
         header = self.table.horizontalHeader()  # the model's name takes the room left
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        self.table.setAccessibleName("Usage by provider and model this month")
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         layout.addWidget(self.table, 1)
@@ -106,8 +138,73 @@ class UsageDialog(QDialog):
                 f"{name.replace('_', ' ')} ({where})"
                 for name, where in sorted(limits.sources.items())) + "."
                if limits.sources else "No limits set."))
-        self.table.setRowCount(len(month.by_model))
-        for row, entry in enumerate(month.by_model):
+        self._show_breakdown()
+        self.charts.refresh()
+
+    # -- the breakdown over a period ---------------------------------------------------------
+    def _period_row(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        row.addWidget(QLabel("By provider and model:"))
+        self.period_box = QComboBox()
+        self.period_box.setAccessibleName("Period")
+        self.period_box.addItems([name for name, _ in PERIODS] + [CUSTOM])
+        row.addWidget(self.period_box)
+        self.first_day, self.last_day = QDateEdit(), QDateEdit()
+        for edit, label, name in ((self.first_day, "from", "From"),
+                                  (self.last_day, "to", "To, included")):
+            edit.setCalendarPopup(True)
+            edit.setDisplayFormat("yyyy-MM-dd")
+            edit.setAccessibleName(name)
+            words = QLabel(label)
+            words.setBuddy(edit)
+            row.addWidget(words)
+            row.addWidget(edit)
+        row.addStretch(1)
+        self.export_button = QPushButton("Export CSV…")
+        self.export_button.setToolTip("One line per day, provider and model of this period, "
+                                      "for a spreadsheet or an expense report")
+        self.export_button.clicked.connect(self._ask_export)
+        row.addWidget(self.export_button)
+        self._set_dates(PERIODS[0][1])
+        self.period_box.currentIndexChanged.connect(self._on_period_chosen)
+        for edit in (self.first_day, self.last_day):
+            edit.dateChanged.connect(self._on_date_edited)
+        return row
+
+    def period(self) -> Period:
+        """The days the breakdown and the export cover (an end before the start: one day)."""
+        first, last = self.first_day.date().toPython(), self.last_day.date().toPython()
+        return Period(first, max(first, last))
+
+    def _set_dates(self, days: Callable[[dt.date], tuple[dt.date, dt.date]]) -> None:
+        today = self.today()
+        for edit, day in zip((self.first_day, self.last_day), days(today)):
+            edit.blockSignals(True)
+            edit.setMaximumDate(QDate(today))
+            edit.setDate(QDate(day))
+            edit.blockSignals(False)
+
+    def _on_period_chosen(self, index: int) -> None:
+        if index < len(PERIODS):
+            self._set_dates(PERIODS[index][1])
+            self._show_breakdown()
+
+    def _on_date_edited(self) -> None:
+        self.period_box.blockSignals(True)
+        self.period_box.setCurrentText(CUSTOM)
+        self.period_box.blockSignals(False)
+        self._show_breakdown()
+
+    def _show_breakdown(self) -> None:
+        period = self.period()
+        try:
+            totals = self.ledger.totals(period.start(), self.profile, period.end())
+        except OutpostError as exc:
+            self._note(str(exc), warning=True)
+            return
+        self.table.setAccessibleName(f"Usage by provider and model, {period.words()}")
+        self.table.setRowCount(len(totals.by_model))
+        for row, entry in enumerate(totals.by_model):
             cost = "free" if entry["provider"] == "local" else (
                 format_usd(entry["cost_usd"]))
             for col, text in enumerate((entry["provider"], entry["model"],
@@ -119,7 +216,32 @@ class UsageDialog(QDialog):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight |
                                           Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(row, col, item)
-        self.charts.refresh()
+
+    def _ask_export(self) -> None:
+        period = self.period()
+        name = f"outpost-usage-{period.first.isoformat()}-to-{period.last.isoformat()}.csv"
+        path, _ = QFileDialog.getSaveFileName(self, "Export usage", name, "CSV (*.csv)")
+        if path:
+            self.export(Path(path) if Path(path).suffix else Path(path + ".csv"))
+
+    def export(self, path: Path) -> None:
+        """Write this period's usage, a line per day, provider and model, to ``path``."""
+        period = self.period()
+        try:
+            rows = daily_rows(self.ledger.store, self.profile, period)
+            out = io.StringIO()
+            write_csv(rows, out)
+            write_whole(path, out.getvalue().encode("utf-8"))
+        except OutpostError as exc:
+            self._note(f"Not exported: {exc}", warning=True)
+            return
+        lines = f"{len(rows)} line" + ("" if len(rows) == 1 else "s")
+        self._note(f"Exported {lines} ({period.words()}) to {path}.")
+
+    def _note(self, text: str, warning: bool = False) -> None:
+        self.export_note.setText(text)
+        theme.set_colour(self.export_note, "error" if warning else None)
+        self.export_note.show()
 
     def _bar(self, key: str, used: float, limit: float | None, text: str) -> None:
         bar = self.bars[key]
