@@ -172,17 +172,24 @@ class UsageDialog(QDialog):
         return row
 
     def period(self) -> Period:
-        """The days the breakdown and the export cover (an end before the start: one day)."""
-        first, last = self.first_day.date().toPython(), self.last_day.date().toPython()
-        return Period(first, max(first, last))
+        """The days the breakdown and the export cover."""
+        return Period(self.first_day.date().toPython(), self.last_day.date().toPython())
 
     def _set_dates(self, days: Callable[[dt.date], tuple[dt.date, dt.date]]) -> None:
         today = self.today()
         for edit, day in zip((self.first_day, self.last_day), days(today)):
             edit.blockSignals(True)
             edit.setMaximumDate(QDate(today))
+            edit.setMinimumDate(QDate(1970, 1, 1))  # the start, next
             edit.setDate(QDate(day))
             edit.blockSignals(False)
+        self._end_after_start()
+
+    def _end_after_start(self) -> None:
+        """The end can be no earlier than the start: a start moved past it moves it along."""
+        self.last_day.blockSignals(True)
+        self.last_day.setMinimumDate(self.first_day.date())
+        self.last_day.blockSignals(False)
 
     def _on_period_chosen(self, index: int) -> None:
         if index < len(PERIODS):
@@ -190,6 +197,7 @@ class UsageDialog(QDialog):
             self._show_breakdown()
 
     def _on_date_edited(self) -> None:
+        self._end_after_start()
         self.period_box.blockSignals(True)
         self.period_box.setCurrentText(CUSTOM)
         self.period_box.blockSignals(False)

@@ -58,6 +58,12 @@ def test_the_breakdown_follows_the_period(dialog):
     assert dialog.table.accessibleName() == \
         "Usage by provider and model, 2026-10-01 to 2026-11-30"
     assert dialog.last_day.maximumDate() == QDate(TODAY)  # no day to come
+    dialog.first_day.setDate(QDate(2026, 12, 1))  # past the end: the end moves along
+    assert (dialog.period().first, dialog.period().last) == (TODAY, TODAY)
+    assert shown(dialog) == [("anthropic", "unknown")]
+    dialog.period_box.setCurrentText("Last month")  # a preset sets both ends again
+    assert (dialog.period().first, dialog.period().last) == (dt.date(2026, 11, 1),
+                                                             dt.date(2026, 11, 30))
 
 
 def test_export_writes_the_period_a_line_per_day_and_model(dialog, tmp_path, monkeypatch):
