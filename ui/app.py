@@ -80,7 +80,8 @@ class OutpostApp:
             outbox=self.service.outbox, monitor=self.monitor, profiles=self.profiles,
             profile=profile,
             providers_dialog_factory=lambda parent: ProvidersDialog(
-                self.registry, self.keys, self.settings, self.tasks, parent),
+                self.registry, self.keys, self.settings, self.tasks, parent,
+                refusal=self._providers_refusal()),
             outbox_panel_factory=lambda parent, profile_of: OutboxPanel(
                 self.service.outbox, parent, profile_of,
                 default_route=lambda: self.settings["default_route"]),
@@ -113,6 +114,17 @@ class OutpostApp:
 
     def _on_theme_changed(self, name: str) -> None:
         apply_theme(QApplication.instance(), name)
+
+    def _providers_refusal(self) -> str | None:
+        """Why the profile signed in may not change providers or keys (None: it is the
+        admin)."""
+        try:
+            self.profiles.require_admin(self.profiles.get(self.window.profile_name),
+                                        "change providers or their API keys (every profile "
+                                        "here uses them)")
+        except OutpostError as exc:
+            return str(exc)
+        return None
 
     def _on_offline_toggled(self) -> None:
         if not self.settings["offline_mode"]:

@@ -36,8 +36,13 @@ class ProvidersDialog(QDialog):
     providers_changed = Signal()
 
     def __init__(self, registry: ProviderRegistry, keys: KeyStore, settings: Settings,
-                 tasks: TaskRunner, parent: QWidget | None = None):
+                 tasks: TaskRunner, parent: QWidget | None = None,
+                 refusal: str | None = None):
+        """``refusal``: why the profile signed in may not change providers or keys (only the
+        admin may: every profile on this machine uses them); None: it may. Refused, the
+        dialog shows them, and Test connection, and nothing else."""
         super().__init__(parent)
+        self.refusal = refusal
         self.setWindowTitle("Providers")
         self.resize(760, 420)
         self.registry, self.keys, self.settings, self.tasks = registry, keys, settings, tasks
@@ -101,6 +106,19 @@ class ProvidersDialog(QDialog):
         body.addLayout(left)
         body.addLayout(right, 1)
         layout = QVBoxLayout(self)
+        if refusal is not None:
+            note = QLabel(refusal)
+            note.setObjectName("adminOnlyNote")
+            note.setWordWrap(True)
+            theme.set_colour(note, "warning")
+            layout.addWidget(note)
+            for field in (self.name, self.base_url, self.key):
+                field.setReadOnly(True)
+            for control in (add_button, self.save_button, self.preset, self.kind,
+                            self.key_storage):
+                control.setEnabled(False)
+            self.model.lineEdit().setReadOnly(True)
+            self.key.setToolTip(refusal)
         layout.addLayout(body, 1)
         layout.addWidget(close)
 
@@ -137,7 +155,8 @@ class ProvidersDialog(QDialog):
                 self.list.setCurrentItem(item)
         if self.list.currentItem() is None:
             self._clear_form()
-        self.remove_button.setEnabled(self.list.currentItem() is not None)
+        self.remove_button.setEnabled(self.list.currentItem() is not None and
+                                      self.refusal is None)
 
     def _clear_form(self) -> None:
         self.preset.setCurrentIndex(0)
@@ -150,7 +169,7 @@ class ProvidersDialog(QDialog):
 
     @Slot(QListWidgetItem, QListWidgetItem)
     def _on_selected(self, current, _previous) -> None:
-        self.remove_button.setEnabled(current is not None)
+        self.remove_button.setEnabled(current is not None and self.refusal is None)
         if current is None:
             return
         config = self.registry.get(current.data(Qt.ItemDataRole.UserRole))
@@ -191,6 +210,9 @@ class ProvidersDialog(QDialog):
 
     @Slot()
     def _on_save(self) -> bool:
+        if self.refusal is not None:
+            self.result.setText(self.refusal)
+            return False
         try:
             config = self._form_config()
             self.registry.add(config, replace=True)
@@ -266,6 +288,9 @@ class ProvidersDialog(QDialog):
         self.remove(name)
 
     def remove(self, name: str) -> None:
+        if self.refusal is not None:
+            self.result.setText(self.refusal)
+            return
         self.registry.remove(name)
         self.keys.delete(name)
         self.reload()

@@ -196,6 +196,11 @@ class Profiles:
             raise NotAllowed(f"Only the admin ({admin}) can {doing}; you are signed in as "
                              f"{actor.name}.")
 
+    def require_admin(self, actor: Profile, doing: str) -> None:
+        """``NotAllowed`` unless ``actor`` is the admin now: for what every profile shares
+        (providers, their keys), as for the profiles themselves."""
+        self._require_admin(actor, doing)
+
     def add(self, name: str, actor: Profile, pin: str | None = None) -> Profile:
         self._require_admin(actor, "add profiles")
         name = check_name(name)

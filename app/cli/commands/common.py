@@ -43,10 +43,7 @@ def open_core(args=None) -> Core:
         sys.stderr.write(f"outpost: warning: {note}\n")
     try:
         profiles = Profiles(store)
-        default = profiles.ensure_default(default_user_id(settings))
-        wanted = getattr(args, "as_profile", None) or os.environ.get("OUTPOST_PROFILE") \
-            or default.name
-        profile = profiles.sign_in(wanted, _pin_for(profiles.get(wanted)))
+        profile = _sign_in(args, profiles, settings)
     except BaseException:
         store.close()
         raise
@@ -58,6 +55,27 @@ def open_core(args=None) -> Core:
     service = build_service(store, settings, profile.name)
     service.recover_interrupted()  # replies a dead process left streaming
     return Core(settings, store, service, profile, profiles)
+
+
+def _sign_in(args, profiles: Profiles, settings: Settings):
+    """The profile acting: ``--as NAME``, $OUTPOST_PROFILE, else the machine's default, its
+    PIN checked."""
+    default = profiles.ensure_default(default_user_id(settings))
+    wanted = getattr(args, "as_profile", None) or os.environ.get("OUTPOST_PROFILE") \
+        or default.name
+    return profiles.sign_in(wanted, _pin_for(profiles.get(wanted)))
+
+
+def require_admin(args, doing: str) -> None:
+    """Refuse (``NotAllowed``, exit 2) unless the profile acting is the admin: for changes to
+    what every profile on this machine shares (its providers, their API keys)."""
+    settings = Settings()
+    store = Store()
+    try:
+        profiles = Profiles(store)
+        profiles.require_admin(_sign_in(args, profiles, settings), doing)
+    finally:
+        store.close()
 
 
 # the arguments that name a conversation or a message by id (an outbox item's id is a number)

@@ -5,7 +5,7 @@ import argparse
 import getpass
 import sys
 
-from app.cli.commands.common import cloud_engine, emit_list
+from app.cli.commands.common import cloud_engine, emit_list, require_admin
 from app.config.providers import PRESETS, ProviderConfig, ProviderRegistry, needs_key, preset_of
 from app.config.secrets import KeyStore, mask
 from app.domain.errors import UsageError
@@ -18,6 +18,9 @@ def cmd_providers(args: argparse.Namespace) -> int:
         for key, preset in PRESETS.items():
             print(f"{key:13} {preset.kind:10} {preset.base_url:34} {preset.default_model}")
         return 0
+    if args.providers_command in ("add", "remove"):
+        require_admin(args, f"{args.providers_command} providers (every profile here uses "
+                            "them)")
     if args.providers_command == "add":
         preset = PRESETS.get(args.preset or args.name.lower())
         if args.preset and preset is None:
@@ -77,7 +80,12 @@ def cmd_providers(args: argparse.Namespace) -> int:
 def cmd_keys(args: argparse.Namespace) -> int:
     if args.keys_command == "delete":
         ProviderRegistry().get(args.name)
-        KeyStore(fallback="file").delete(args.name)
+        require_admin(args, "delete API keys (every profile here uses them)")
+        keys = KeyStore(fallback="file")
+        if keys.get(args.name) is None:
+            print(f"No key was stored for {args.name}; nothing to forget.")
+            return 0
+        keys.delete(args.name)
         print(f"Forgot the key of {args.name}.")
         return 0
     if args.typed_key:
@@ -86,10 +94,11 @@ def cmd_keys(args: argparse.Namespace) -> int:
                          f"`outpost keys set {args.name}` and paste it when asked, or pipe it "
                          "in; if it was a real key, think of replacing it at the provider.")
     ProviderRegistry().get(args.name)  # the provider must exist
+    require_admin(args, "store API keys (every profile here uses them)")
     if sys.stdin.isatty():
         key = getpass.getpass(f"API key for {args.name} (not shown): ")
-    else:
-        key = sys.stdin.readline()
+    else:  # all of it: a key wrapped over two lines is refused, not cut at the first
+        key = sys.stdin.read()
     store = KeyStore(fallback="file" if args.insecure_file else "refuse")
     where = store.set(args.name, key)
     place = {"keychain": "the OS keychain", "file": f"{store.file_path} (mode 0600)"}[where]
