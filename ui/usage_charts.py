@@ -11,10 +11,11 @@ several times the download, for four charts. The series are summed by SQLite
 from __future__ import annotations
 
 import datetime as dt
+import html
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor, QPalette
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QGridLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from app.accounting.pricing import format_usd
@@ -52,14 +53,21 @@ class Chart(QWidget):
         self.plot.setLabel("left", unit)
         # "USD", never "USD (x1e-09)": ticks say the amounts as they are
         self.plot.getAxis("left").enableAutoSIPrefix(False)
-        self.legend = self.plot.addLegend(offset=(8, 8))
+        # the key: a line of coloured squares and names above the plot, wrapped when long
+        # (pyqtgraph's legend sits inside the plot: it hid data and cut long model names)
+        self.key = QLabel()
+        self.key.setObjectName("chartKey")
+        self.key.setWordWrap(True)
+        self.keys: list[tuple[str, str]] = []  # (colour, name), in order
         self.empty = QLabel("No data yet.")
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         layout.addWidget(self.title)
+        layout.addWidget(self.key)
         layout.addWidget(self.plot, 1)
         layout.addWidget(self.empty, 1)
         self.restyle()
+        theme.on_palette_change(self, self.restyle)
 
     def restyle(self) -> None:
         pal = theme.palette()
@@ -69,32 +77,26 @@ class Chart(QWidget):
             axis = self.plot.getAxis(side)
             axis.setPen(pg.mkPen(text))
             axis.setTextPen(pg.mkPen(text))
-        self.legend.setLabelTextColor(text.name())
-        for _sample, label in self.legend.items:  # labels drawn already keep their colour
-            label.setText(label.text, color=text.name())
-        backdrop = QColor(pal.color(QPalette.ColorRole.Base))
-        backdrop.setAlpha(210)  # the legend stays readable over the bars
-        self.legend.setBrush(pg.mkBrush(backdrop))
-        self.legend.setPen(pg.mkPen(pal.color(QPalette.ColorRole.Mid)))
 
     def clear(self) -> None:
         self.plot.clear()
-        self.legend.clear()
+        self.keys = []
 
-    LEGEND_COLUMNS = 2
+    def add_key(self, colour: str, name: str) -> None:
+        """One more entry of the key: ``name`` after a square of ``colour``."""
+        self.keys.append((colour, name))
 
     def show_empty(self, empty: bool, top: float = 0.0) -> None:
-        """Show the plot from 0 to ``top`` and the room the legend takes above it, or only
-        "No data yet.". The legend's entries go side by side (at most ``LEGEND_COLUMNS``
-        a row) in a band of their own at the top: over the data, they hid it."""
+        """Show the plot from 0 to ``top`` (a little above) with its key, or only "No data
+        yet."."""
         self.empty.setVisible(empty)
         self.plot.setVisible(not empty)
+        self.key.setVisible(not empty and bool(self.keys))
+        self.key.setText("&nbsp;&nbsp;&nbsp; ".join(
+            f'<span style="color:{colour}">&#9632;</span>&nbsp;{html.escape(name)}'
+            for colour, name in self.keys))
         if not empty:  # (all zero, as a month of free local replies: an axis up to 1)
-            entries = len(self.legend.items)
-            columns = max(1, min(entries, self.LEGEND_COLUMNS))
-            self.legend.setColumnCount(columns)
-            rows = -(-entries // columns)
-            self.plot.setYRange(0, (top if top > 0 else 1.0) * (1.15 + 0.3 * rows), padding=0)
+            self.plot.setYRange(0, (top if top > 0 else 1.0) * 1.1, padding=0)
 
 
 class UsageCharts(QWidget):
@@ -122,6 +124,8 @@ class UsageCharts(QWidget):
         for row in (0, 1, 2):
             grid.setRowStretch(row, 1)
         self.series: dict[str, object] = {}  # what each chart shows (tests read it)
+        # the series' colours are the palette's: drawn again in a new one (once drawn at all)
+        theme.on_palette_change(self, lambda: self.series and self.refresh())
 
     def refresh(self) -> None:
         today = self.today()
@@ -141,9 +145,11 @@ class UsageCharts(QWidget):
         local = [d.local for d in days]
         cloud = [d.cloud for d in days]
         chart.plot.addItem(pg.BarGraphItem(x=xs, height=local, width=0.7,
-                                           brush=local_colour, name="local model"))
+                                           brush=local_colour))
         chart.plot.addItem(pg.BarGraphItem(x=xs, y0=local, height=cloud, width=0.7,
-                                           brush=cloud_colour, name="cloud"))
+                                           brush=cloud_colour))
+        chart.add_key(local_colour, "local model")
+        chart.add_key(cloud_colour, "cloud")
         chart.plot.getAxis("bottom").setTicks(_axis_ticks([d.day[5:] for d in days], 7))
         chart.show_empty(not any(local) and not any(cloud),
                          max((a + b for a, b in zip(local, cloud)), default=0))
@@ -163,7 +169,7 @@ class UsageCharts(QWidget):
             bars = pg.BarGraphItem(x=xs, height=[c for _, c in points], width=width * 0.9,
                                    brush=colour)
             chart.plot.addItem(bars)
-            chart.legend.addItem(bars, provider)
+            chart.add_key(colour, provider)
         if self.monthly_budget:
             line = pg.InfiniteLine(pos=self.monthly_budget, angle=0,
                                    pen=pg.mkPen(theme.series_colour(3), width=2,
@@ -196,7 +202,8 @@ class UsageCharts(QWidget):
                     top = max([top] + ys)
                     chart.plot.plot(xs, ys, pen=pg.mkPen(theme.series_colour(n), width=2),
                                     symbol="o", symbolSize=5,
-                                    symbolBrush=theme.series_colour(n), name=label)
+                                    symbolBrush=theme.series_colour(n))
+                    chart.add_key(theme.series_colour(n), label)
             chart.plot.getAxis("bottom").setTicks(_axis_ticks(
                 [(since + dt.timedelta(days=i)).isoformat()[5:] for i in range(DAYS)], 7))
             chart.plot.setXRange(0, DAYS - 1)
@@ -214,8 +221,8 @@ class UsageCharts(QWidget):
                                   width=0.38, brush=theme.series_colour(2))
         chart.plot.addItem(errors)
         chart.plot.addItem(retries)
-        chart.legend.addItem(errors, "failed attempts")
-        chart.legend.addItem(retries, "retries")
+        chart.add_key(theme.series_colour(3), "failed attempts")
+        chart.add_key(theme.series_colour(2), "retries")
         chart.plot.getAxis("bottom").setTicks(_axis_ticks([r.provider for r in rows]))
         chart.show_empty(not any(r.errors or r.retries for r in rows),
                          max([r.errors for r in rows] + [r.retries for r in rows] + [0]))

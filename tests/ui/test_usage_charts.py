@@ -114,3 +114,27 @@ def test_a_month_of_free_cloud_replies_reads_as_zero_dollars(qtbot, tmp_path):
     low, high = charts.cost.plot.getViewBox().viewRange()[1]
     assert low == 0 and high >= 1
     store.close()
+
+
+def test_long_model_names_fit_the_key_above_the_plot(qtbot, tmp_path, artifacts_dir):
+    """The key sits above each chart and wraps: inside the plot it covered the points and cut
+    long names ("fake · my-unprice…", found by a trial)."""
+    store = Store(tmp_path / "outpost.db")
+    names = [f"provider-{n} · a-rather-long-fine-tuned-model-name-{n}" for n in range(3)]
+    for n, name in enumerate(names):
+        provider, model = name.split(" · ")
+        row(store, "2026-11-29", provider, model, ttft=100.0 + n, latency=1100.0)
+    charts = UsageCharts(store, "ana", today=lambda: TODAY)
+    qtbot.addWidget(charts)
+    charts.resize(900, 700)
+    charts.show()
+    charts.refresh()
+    key = charts.ttft.key
+    assert key.isVisible() and key.wordWrap()
+    assert [name for _, name in charts.ttft.keys] == names
+    assert all(name in key.text() for name in names)
+    assert key.geometry().bottom() < charts.ttft.plot.geometry().top()  # above, not over
+    assert key.width() <= charts.ttft.width()
+    assert charts.ttft.plot.getPlotItem().legend is None
+    grab_in_palette(qtbot, charts, artifacts_dir / "usage-charts-long-names.png", "light")
+    store.close()
