@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from app.domain.errors import UsageError
 from app.storage.sqlite_errors import storage_errors
 from app.storage.store import Store
 
@@ -31,32 +32,82 @@ class SearchHit:
     snippet: str  # the matched words between MARK_START and MARK_END
 
 
-def fts_query(text: str) -> str | None:
-    """Every word of ``text`` must appear (the last may be the start of a word); None when
-    there is no word to look for."""
-    words = _WORD.findall(text)
-    if not words:
+def _words(text: str, prefix: str) -> str | None:
+    """Every word of ``text`` as a quoted FTS5 term; with ``prefix`` "last" the last word,
+    with "every" each word, is also the start of a longer one, unless a symbol follows it
+    right away (``C++``, ``C#``: the word is whole; as a prefix "C" found every word in c).
+    None when there is no word."""
+    found = list(_WORD.finditer(text))
+    if not found:
         return None
-    quoted = [f'"{w}"' for w in words]
-    if not text.endswith(tuple(" \"'")):  # still typing the last word
-        quoted[-1] += "*"
-    return " ".join(quoted)
+    terms = []
+    for index, word in enumerate(found):
+        end = word.end()
+        whole = end < len(text) and not text[end].isspace()
+        open_ended = prefix == "every" or prefix == "last" and index == len(found) - 1 and \
+            end == len(text)  # (still typing it)
+        terms.append(f'"{word.group()}"' + ("*" if open_ended and not whole else ""))
+    return " ".join(terms)
+
+
+def fts_query(text: str) -> str | None:
+    """Every word of ``text`` must appear (the last may be the start of a word: results while
+    typing); None when there is no word to look for."""
+    return _words(text, "last")
 
 
 # what makes a command-line query FTS5 syntax rather than words: a phrase or prefix mark, a
 # group, or an operator in capitals (not a colon: "TODO: fix" is words, not a column filter)
 _FTS_SYNTAX = re.compile(r'["*()]|\b(?:AND|OR|NOT|NEAR)\b')
+# a query written in FTS5 syntax, piece by piece: a phrase (maybe a prefix), NEAR( and its
+# closing ", N)", a bracket, or anything else up to a space, quote, bracket or comma
+_PIECE = re.compile(r'"[^"]*"\*?|NEAR\(|,\s*\d+\s*\)|[()]|[^\s"(),]+')
+_OPERATORS = frozenset({"AND", "OR", "NOT"})
 
 
 def command_line_query(text: str) -> str | None:
-    """``outpost history search``'s query: FTS5 syntax as written (phrases, ``*``, ``OR``,
-    ``NEAR``…), or, for plain words, every word at the start of a word in the message
-    (``lighthouse`` finds "lighthouses", as the window's search finds it while it is typed;
-    ``don't`` is two words rather than a syntax error). None when there is no word."""
-    if _FTS_SYNTAX.search(text):
-        return text
-    words = _WORD.findall(text)
-    return " ".join(f'"{w}"*' for w in words) if words else None
+    """``outpost history search``'s query. Plain words: every word at the start of a word in
+    the message (``lighthouse`` finds "lighthouses", as the window's search finds it while it
+    is typed). With FTS5 syntax (phrases, ``*``, brackets, ``AND``/``OR``/``NOT`` between two
+    terms, ``NEAR(…, N)``), that syntax, each bare word in it taken as words (``e-mail``,
+    ``Error:``, ``C#`` or ``don't`` are words, not a column filter or a syntax error); an
+    operator with nothing on one side is a word. None when there is no word; ``UsageError``
+    for a quote left open."""
+    if not _FTS_SYNTAX.search(text):
+        return _words(text, "every")
+    if text.count('"') % 2:
+        raise UsageError(f"The search {text!r} is not valid full-text search syntax (a "
+                         "quote is not closed).")
+    pieces = _PIECE.findall(text)
+    out: list[str] = []
+    depth = 0
+    for index, piece in enumerate(pieces):
+        after = pieces[index + 1] if index + 1 < len(pieces) else None
+        if piece.startswith('"'):
+            out.append(piece if _WORD.search(piece) else "")
+        elif piece in ("(", "NEAR("):
+            depth += 1
+            out.append(piece)
+        elif piece == ")" or piece.startswith(","):
+            if depth == 0:
+                continue  # a bracket closing nothing
+            depth -= 1
+            out.append(piece)
+        elif piece in _OPERATORS and out and out[-1] not in ("", "(", "NEAR(", *_OPERATORS) \
+                and after is not None and after != ")" and not after.startswith(","):
+            out.append(piece)
+        else:
+            words = _WORD.findall(piece)
+            out.append('"' + " ".join(words) + '"' + ("*" if piece.endswith("*") else "")
+                       if words else "")
+    query = " ".join(p for p in out if p) + ")" * depth
+    return query if _WORD.search(query) else None
+
+
+def words_query(text: str) -> str | None:
+    """``text`` as plain words whatever it looks like (every word a prefix): what a query
+    that is not valid FTS5 syntax is searched as."""
+    return _words(text, "every")
 
 
 # Markdown as a snippet shows it: code as it is (a fence's lines and a span's backticks left

@@ -63,3 +63,76 @@ def test_a_snippet_marks_a_word_inside_code():
 
     shown = snippet("Call `self._fit(item)` from `__init__`.", "_fit")
     assert shown == f"Call self.{MARK_START}_fit{MARK_END}(item) from __init__."
+
+
+@pytest.fixture
+def languages(tmp_path):
+    store = Store(tmp_path / "outpost.db")
+    chat = store.create_conversation("Languages", "", None, profile="ana")
+    for text in ("I write C++ at work.", "C# is fine too.", "The costs of coffee.",
+                 "Show me code.", "Send an e-mail or light the lamp.",
+                 "Error: NOT FOUND came back.", "Don't panic, we can't fail."):
+        store.add_message(chat.id, Role.USER, text)
+    yield store
+    store.close()
+
+
+def found(store: Store, query: str | None) -> list[str]:
+    return sorted(m.content for m in store.search(query, profile="ana")) if query else []
+
+
+def test_a_word_with_a_symbol_after_it_is_whole_not_a_prefix(languages):
+    """``C++`` or ``C#`` was the prefix "c": every word in c matched (found by a trial)."""
+    from app.storage.search import command_line_query
+
+    assert fts_query("C++") == '"C"' and command_line_query("C#") == '"C"'
+    assert found(languages, command_line_query("C++")) == ["C# is fine too.",
+                                                          "I write C++ at work."]
+    assert [h.message_id for h in search_hits(languages, "C#", profile="ana")] != []
+    assert all("cost" not in h.snippet for h in search_hits(languages, "C#", profile="ana"))
+    assert fts_query("lighthouse keep") == '"lighthouse" "keep"*'  # still typing: a prefix
+
+
+@pytest.mark.parametrize("query, expected", [
+    ("e-mail OR lamp", ["Send an e-mail or light the lamp."]),
+    ("Error: NOT FOUND", []),  # "Error" without "FOUND": NOT in capitals is the operator
+    ("lamp OR C#", ["C# is fine too.", "I write C++ at work.",
+                    "Send an e-mail or light the lamp."]),
+    ("don't OR can't", ["Don't panic, we can't fail."]),
+    ("C++ AND work", ["I write C++ at work."]),
+    ("NEAR/OR", []),
+    ("AND", []), ("OR", ["Send an e-mail or light the lamp."]),  # alone, a word
+    ("NOT", ["Error: NOT FOUND came back."]),
+    ("(coffee OR code", ["Show me code.", "The costs of coffee."]),
+    ("NEAR(costs coffee, 2)", ["The costs of coffee."]),
+    ('"light the" OR panic*', ["Don't panic, we can't fail.",
+                               "Send an e-mail or light the lamp."]),
+])
+def test_command_line_syntax_never_turns_words_into_an_error(languages, query, expected):
+    """One capitalised operator made the whole query raw FTS5: ``Error: NOT FOUND`` was "no
+    such column: Error", ``e-mail OR lamp`` "no such column: mail", a lone ``OR`` a syntax
+    error (found by a trial). Words in such a query are words; an operator needs two sides."""
+    from app.storage.search import command_line_query
+
+    assert found(languages, command_line_query(query)) == expected
+
+
+def test_cli_search_falls_back_to_the_words_of_a_query_fts5_refuses(outpost_home):
+    import json
+    import subprocess
+    import sys
+
+    from app.config.paths import database_path
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True,
+                              text=True, stdin=subprocess.DEVNULL, timeout=120)
+
+    [me] = json.loads(cli("profile", "list", "--json").stdout)
+    store = Store(database_path())
+    chat = store.create_conversation("Stars", "", None, profile=me["name"])
+    store.add_message(chat.id, Role.USER, "A star named NEAR the moon.")
+    store.close()
+    result = cli("history", "search", "NEAR(star")  # a NEAR group left open and no phrase
+    assert result.returncode == 0, result.stderr
+    assert "A star named NEAR the moon." in result.stdout

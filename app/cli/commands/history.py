@@ -7,8 +7,15 @@ import sys
 
 from app.cli.commands.common import emit_list, local_time, open_core
 from app.domain.adapters import adapters_from_records
+from app.domain.errors import UsageError
 from app.domain.messages import Message
-from app.storage.search import MARK_END, MARK_START, command_line_query, snippet
+from app.storage.search import (
+    MARK_END,
+    MARK_START,
+    command_line_query,
+    snippet,
+    words_query,
+)
 
 MESSAGE_KEYS = ("id", "conversation_id", "parent_id", "role", "content", "status", "engine",
                 "model", "params", "prompt_tokens", "completion_tokens", "cached_prompt_tokens",
@@ -34,8 +41,13 @@ def cmd_history(args: argparse.Namespace) -> int:
                     print(f"{c.id}  {c.updated_at}  {c.title}")
             return 0
         if args.history_command == "search":
-            query = command_line_query(args.query)
-            messages = store.search(query, profile=me) if query is not None else []
+            try:
+                query = command_line_query(args.query)
+                messages = store.search(query, profile=me) if query is not None else []
+            except UsageError as exc:  # not valid syntax even so: its words, said so
+                plain = words_query(args.query)
+                print(f"outpost: {exc} Searched for its words instead.", file=sys.stderr)
+                messages = store.search(plain, profile=me) if plain is not None else []
             if args.json:
                 emit_list([_row(m) for m in messages])
             else:
