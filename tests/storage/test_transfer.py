@@ -534,6 +534,22 @@ def test_a_visible_system_message_becomes_the_system_prompt(target, tmp_path):
     assert summary.imported[0]["messages"] == 7
 
 
+def test_a_current_node_with_an_answer_below_shows_that_answer(target, tmp_path):
+    """ChatGPT's current_node on a question whose answer is below it: the answer was hidden
+    (only reachable by search), found by a trial; the newest answer's leaf is shown."""
+    export = chatgpt_export()[:1]
+    export[0]["current_node"] = "u-2"  # the photo question; its (interrupted) answer a-4
+    summary = importer.write(target, load_text(tmp_path, json.dumps(export)), PROFILE)
+    path = target.branch(summary.imported[0]["id"])
+    assert path[-1].content == "It looks bubbly, so it is nearly"
+    assert path[-2].content.endswith("Is my starter ready? Photo attached.")
+    export[0]["current_node"] = "sys-0"  # above both questions: the newer one's answers
+    export[0]["id"] = export[0]["conversation_id"] = "another"
+    summary = importer.write(target, load_text(tmp_path, json.dumps(export)), PROFILE)
+    assert target.branch(summary.imported[0]["id"])[0].content.startswith(
+        "How do I feed a **rye**")
+
+
 CHATGPT_MUTATIONS = {
     "a parent that is not there": (
         lambda c: c["mapping"]["u-2"].update(parent="gone"),

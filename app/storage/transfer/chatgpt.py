@@ -9,7 +9,8 @@ times in Unix seconds. How it is imported:
 
 * **The tree.** A node's ``parent`` becomes the message's parent (``children`` only orders
   siblings); an edited question or a regenerated answer is a sibling, as in Outpost.
-  ``current_node`` becomes the active leaf. A node that is not imported (below) is skipped:
+  ``current_node`` becomes the active leaf (or, when messages hang below it, the newest
+  answer's leaf below it). A node that is not imported (below) is skipped:
   its children hang from its nearest imported ancestor.
 * **Not imported:** the root node (no message); ``system`` messages (ChatGPT's own, usually
   hidden and empty; the first visible one with text becomes the conversation's system prompt);
@@ -92,9 +93,23 @@ def _conversation(item: dict, where: Where) -> ConversationRows:
                     "system_prompt": walk.system_prompt, "created_at": created,
                     "updated_at": _iso(item.get("update_time"), where, "update_time") or created,
                     "route": None, "sampling": None,
-                    "active_leaf_id": walk.anchor[current] if current is not None else None}
+                    "active_leaf_id": _down_to_a_leaf(walk.rows, walk.anchor[current])
+                    if current is not None else None}
     messages = sorted(walk.rows, key=lambda row: row["created_at"])  # stable: tree order
     return ConversationRows(conversation, messages, walk.left_out)
+
+
+def _down_to_a_leaf(rows: list[dict], start: str | None) -> str | None:
+    """The leaf under ``start`` by its newest answer at each step: a ``current_node`` that is a
+    question with an answer below it (an export taken while the answer was shown, a node
+    whose answer was a tool's) would otherwise hide that answer."""
+    children: dict[str | None, list[dict]] = {}
+    for row in rows:
+        children.setdefault(row["parent_id"], []).append(row)
+    leaf = start
+    while leaf is not None and children.get(leaf):
+        leaf = max(children[leaf], key=lambda row: row["created_at"])["id"]
+    return leaf
 
 
 @dataclass
