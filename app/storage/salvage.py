@@ -33,7 +33,8 @@ from app.domain.wording import counted
 from app.storage.backups import Backup, Backups, quick_check_file
 from app.storage.restore import restore_backup, set_aside_damaged
 # the store's own readers of a row: a row brought over must read as one of its own
-from app.storage.store import Store, _row_to_conversation, _row_to_message
+from app.storage.rows import row_to_conversation, row_to_message
+from app.storage.store import Store
 
 # in this order (a conversation's profile, a message's conversation), with their keys
 TABLES = (("profiles", "name"), ("conversations", "id"), ("messages", "id"), ("outbox", "id"))
@@ -234,9 +235,9 @@ def _sound(table: str, columns: list[str], row: tuple) -> bool:
     record = defaultdict(lambda: None, zip(columns, row))  # a column an older file lacks: None
     try:
         if table == "messages":
-            _row_to_message(record)
+            row_to_message(record)
         elif table == "conversations":
-            _row_to_conversation(record)
+            row_to_conversation(record)
         elif table == "outbox":
             json.loads(record["request"])  # the request it sends, whole
         for column in _TIMES:

@@ -1,0 +1,107 @@
+"""The database file's connections: one per thread, and write transactions.
+
+* WAL journal, a busy timeout and ``synchronous=FULL``: the window and the CLI may write at the
+  same time, and a committed message survives a crash or power loss.
+* One connection per thread (sqlite3 connections belong to the thread that opened them).
+* Each committed transaction (and the last close) seals the file as this process left it
+  (``app.storage.integrity``), once the start-up check found it healthy.
+
+``Connections`` is the base of every part of ``app.storage.store.Store``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import sqlite_utils
+
+from app.storage import integrity
+from app.storage.sqlite_errors import BUSY_TIMEOUT_MS, retry_when_locked, storage_errors
+
+
+def _make_private(path: Path) -> None:
+    """Conversations are private: the database is readable by its owner only (SQLite gives the
+    -wal and -shm files the same permissions)."""
+    try:
+        if path.exists() and path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+    except OSError:
+        pass
+
+
+class Connections:
+    """Per-thread connections to the database at ``path`` and its write transactions."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        # True once the file passed its start-up check: only then are its states sealed
+        self._healthy = False
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with storage_errors(self.path):
+                conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000,
+                                       isolation_level=None, check_same_thread=False)
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                retry_when_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+                conn.execute("PRAGMA synchronous = FULL")
+                conn.execute("PRAGMA foreign_keys = ON")
+            _make_private(self.path)
+            db = sqlite_utils.Database(conn)
+            self._local.db = db
+            with self._lock:
+                self._connections.append(conn)
+        return db
+
+    def release_thread_connection(self) -> None:
+        """Close this thread's connection (a short-lived thread's, as it ends: each thread that
+        uses the store opens its own)."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            return
+        self._local.db = None
+        with self._lock:
+            if db.conn in self._connections:
+                self._connections.remove(db.conn)
+        with contextlib.suppress(sqlite3.Error):
+            db.conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            closed = bool(self._connections)
+            self._connections.clear()
+        self._local = threading.local()
+        if closed and self._healthy:  # the files as this process leaves them (see integrity)
+            integrity.write_seal(self.path)
+
+    def transaction(self):
+        """``with store.transaction() as db:`` one write transaction (BEGIN IMMEDIATE), for the
+        core modules that own a table of their own (``app.storage.outbox``)."""
+        return self._tx()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite_utils.Database]:
+        db = self.db
+        with storage_errors(self.path):
+            retry_when_locked(lambda: db.conn.execute("BEGIN IMMEDIATE"))
+            try:
+                yield db
+            except BaseException:
+                db.conn.execute("ROLLBACK")
+                raise
+            db.conn.execute("COMMIT")
+        if self._healthy:
+            integrity.write_seal(self.path)

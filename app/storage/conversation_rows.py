@@ -1,0 +1,130 @@
+"""The conversations table: creating, reading, renaming, a conversation's settings (route,
+pin, target, knobs), deleting; and ``forgot``, run after any delete of messages."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Callable
+
+from app.domain.errors import UsageError
+from app.domain.messages import Conversation, MessageStatus, new_id
+from app.domain.routes import KEPT_LOCAL
+from app.storage.connections import Connections
+from app.storage.rows import now_iso, row_to_conversation
+from app.storage.sqlite_errors import storage_errors
+from app.storage.writers import writer_alive
+
+log = logging.getLogger(__name__)
+
+
+class ConversationRows(Connections):
+    """The conversations of ``app.storage.store.Store``, one row each."""
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        # called after messages are deleted (``forgot``): what else holds their words forgets
+        # them too (the saved KV states: ``app.compose``)
+        self.on_forget: list[Callable[[], None]] = []
+
+    def create_conversation(self, title: str = "New chat", system_prompt: str = "",
+                            route: str | None = None, profile: str | None = None,
+                            sampling: dict | None = None) -> Conversation:
+        stamp = now_iso()
+        row = {"id": new_id(), "title": title, "system_prompt": system_prompt,
+               "created_at": stamp, "updated_at": stamp, "route": route, "profile": profile,
+               "sampling": json.dumps(sampling) if sampling is not None else None}
+        with self._tx() as db:
+            db["conversations"].insert(row)
+        return row_to_conversation(row)
+
+    def get_conversation(self, conversation_id: str) -> Conversation:
+        with storage_errors(self.path):
+            rows = list(self.db["conversations"].rows_where("id = ?", [conversation_id]))
+        if not rows:
+            raise UsageError(f"There is no conversation with id {conversation_id!r}.")
+        return row_to_conversation(rows[0])
+
+    def list_conversations(self, profile: str | None = None) -> list[Conversation]:
+        """Newest first; ``profile``: only that profile's (None: everyone's)."""
+        with storage_errors(self.path):
+            where, params = ("profile = ?", [profile]) if profile is not None else (None, None)
+            rows = self.db["conversations"].rows_where(where, params,
+                                                       order_by="updated_at desc, rowid desc")
+            return [row_to_conversation(r) for r in rows]
+
+    def rename_conversation(self, conversation_id: str, title: str) -> None:
+        title = title.strip()
+        if not title:
+            raise UsageError("A conversation title cannot be empty.")
+        self.get_conversation(conversation_id)
+        with self._tx() as db:
+            db["conversations"].update(conversation_id, {"title": title})
+
+    def set_conversation_route(self, conversation_id: str, route: str | None) -> None:
+        """auto / local / cloud, or None for the settings' default. Local only also stops what
+        this conversation has queued in the outbox (``KEPT_LOCAL``): a message the user has
+        since made private is never sent (``app.chat.outbox_sender`` checks again)."""
+        if route not in (None, "auto", "local", "cloud"):
+            raise UsageError(f"Route must be auto, local or cloud; got {route!r}.")
+        self.get_conversation(conversation_id)
+        with self._tx() as db:
+            db["conversations"].update(conversation_id, {"route": route})
+            if route == "local":
+                db.execute("UPDATE outbox SET state = 'failed', last_error = ?, updated_at = ? "
+                           "WHERE conversation_id = ? AND state = 'queued'",
+                           [KEPT_LOCAL, now_iso(), conversation_id])
+
+    def set_pinned(self, conversation_id: str, pinned: bool) -> None:
+        """Pin a conversation to the top of the list (or unpin it)."""
+        self.get_conversation(conversation_id)
+        with self._tx() as db:
+            db["conversations"].update(conversation_id, {"pinned": int(bool(pinned))})
+
+    def set_target(self, conversation_id: str, target: str, model: str | None) -> None:
+        """Who answers this conversation: "local" or "provider:NAME", and that model."""
+        if target != "local" and not target.startswith("provider:"):
+            raise UsageError(f"{target!r} is not a target: 'local' or 'provider:NAME'.")
+        self.get_conversation(conversation_id)
+        with self._tx() as db:
+            db["conversations"].update(conversation_id, {"target": target,
+                                                         "target_model": model or None})
+
+    def set_conversation_sampling(self, conversation_id: str, sampling: dict | None,
+                                  system_prompt: str | None = None) -> None:
+        """The conversation's knobs (None: back to the defaults), and its system prompt."""
+        self.get_conversation(conversation_id)
+        fields = {"sampling": json.dumps(sampling) if sampling is not None else None}
+        if system_prompt is not None:
+            fields["system_prompt"] = system_prompt
+        with self._tx() as db:
+            db["conversations"].update(conversation_id, fields)
+
+    def delete_conversation(self, conversation_id: str) -> None:
+        """Delete a conversation with its messages and queued requests; refused while one of
+        its replies is being written (by this process or another: the window and the CLI)."""
+        self.get_conversation(conversation_id)
+        with self._tx() as db:
+            writers = db.execute(
+                "SELECT writer, id FROM messages WHERE conversation_id = ? AND status = ?",
+                [conversation_id, MessageStatus.STREAMING.value]).fetchall()
+            if any(writer_alive(writer, message_id) for writer, message_id in writers):
+                raise UsageError("A reply in this conversation is still being written; stop "
+                                 "it first, then delete the conversation.")
+            db["outbox"].delete_where("conversation_id = ?", [conversation_id])
+            db["messages"].delete_where("conversation_id = ?", [conversation_id])
+            db["conversations"].delete(conversation_id)
+        self.forgot()
+
+    def forgot(self) -> None:
+        """Messages were deleted: everything registered in ``on_forget`` drops what it kept of
+        them (a failure there is logged: the delete itself is done)."""
+        for forget in self.on_forget:
+            try:
+                forget()
+            except Exception:  # noqa: BLE001 - a cache's failure must not undo a delete
+                log.exception("could not forget the deleted messages everywhere")
+
+    def touch_conversation(self, conversation_id: str) -> None:
+        with self._tx() as db:
+            db["conversations"].update(conversation_id, {"updated_at": now_iso()})
