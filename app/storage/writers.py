@@ -21,7 +21,25 @@ _writing_here: set[str] = set()  # ids of the rows this process's turns are writ
 _writing_lock = threading.Lock()
 
 
+def _start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (Linux's /proc/PID/stat, field
+    22): exact and steady. psutil's create_time adds the boot time, which /proc/stat gives as
+    "now minus uptime", so it drifted by more than a second on a busy VM and a live writer
+    was taken for dead. None where there is no /proc, or no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            data = stat.read()
+        return int(data[data.rindex(b")") + 2:].split()[19])  # (the name may hold ") ")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _process_identity(pid: int) -> str | None:
+    """``pid:tTICKS`` (the start in ticks since boot) where /proc has it, else
+    ``pid:MILLISECONDS`` (psutil's start time)."""
+    ticks = _start_ticks(pid)
+    if ticks is not None:
+        return f"{pid}:t{ticks}"
     try:
         return f"{pid}:{int(psutil.Process(pid).create_time() * 1000)}"
     except (psutil.Error, OSError):
@@ -59,9 +77,11 @@ def writing(message_id: str) -> Iterator[None]:
 
 
 def writer_alive(writer: str | None, message_id: str | None = None) -> bool:
-    """Is the process that wrote ``pid:start-ms`` still running? The start time guards against
-    pid reuse; a second of slack absorbs clock steps that shift psutil's boot time. Given the
-    row's id, a row whose writer is this process is alive only while a turn here writes it."""
+    """Is the process that wrote ``pid:tTICKS`` (or ``pid:start-ms``) still running? The start
+    time guards against pid reuse: ticks must match exactly; milliseconds (psutil's, where
+    there is no /proc, and rows written before ticks were used) within a second, which absorbs
+    clock steps that shift psutil's boot time. Given the row's id, a row whose writer is this
+    process is alive only while a turn here writes it."""
     if not writer:
         return False
     if message_id is not None and writer == this_writer():
@@ -69,11 +89,15 @@ def writer_alive(writer: str | None, message_id: str | None = None) -> bool:
             return message_id in _writing_here
     try:
         pid_text, start_text = writer.split(":", 1)
-        pid, start = int(pid_text), int(start_text)
+        pid = int(pid_text)
+        if start_text.startswith("t"):
+            return _start_ticks(pid) == int(start_text[1:])
+        start = int(start_text)
     except ValueError:
         return False
-    current = _process_identity(pid)
-    if current is None:
+    try:
+        current = int(psutil.Process(pid).create_time() * 1000)
+    except (psutil.Error, OSError):
         return False
-    return abs(int(current.split(":", 1)[1]) - start) <= 1000
+    return abs(current - start) <= 1000
 
