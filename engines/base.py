@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Iterator, Protocol, Sequence, runtime_checkabl
 
 from app.domain.messages import ChatMessage, ChatRequest, StreamEvent, estimate_prompt_tokens
 
-if TYPE_CHECKING:  # records of the chat layer's wrappers (typing only)
+if TYPE_CHECKING:  # records of the chat layer's wrappers, and prices (typing only)
+    from app.accounting.pricing import Price
     from app.domain.test_time import Plan, Selection
 
 
@@ -116,6 +117,9 @@ class Engine(Protocol):
     @property
     def price_known(self) -> bool: ...
 
+    @property
+    def price(self) -> "Price | None": ...
+
     def stream(self, request: ChatRequest, cancel: threading.Event) -> Iterator[StreamEvent]: ...
 
     def outcome(self) -> StreamOutcome: ...
@@ -158,6 +162,13 @@ class EngineBase:
         """False only when the model has a price that is not known (quotas in dollars then
         cannot be checked before sending)."""
         return True
+
+    @property
+    def price(self) -> "Price | None":
+        """The model's price, with which a monthly cloud budget limits a reply to what it can
+        still pay for (``app.storage.quotas``); None: nothing to reckon with (the local model,
+        an unknown price)."""
+        return None
 
     def outcome(self) -> StreamOutcome:
         return StreamOutcome(self.info, self.capabilities.knob_kind)

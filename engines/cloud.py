@@ -40,6 +40,7 @@ from typing import Callable, Iterator
 import httpx
 
 from app.accounting.metering import CloudCounter
+from app.accounting.pricing import Price
 from app.accounting.tokens import encoding_for_model
 from app.config.providers import ProviderConfig
 from app.config.secrets import validate_key
@@ -223,6 +224,10 @@ class CloudEngine(EngineBase):
     @property
     def price_known(self) -> bool:
         return self._counter.price_known
+
+    @property
+    def price(self) -> Price | None:
+        return self._counter.price
 
     def close(self) -> None:
         self._client.close()

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.domain.context import ReplyCap
 from app.domain.errors import with_kind_words
 from app.domain.messages import Message, MessageStatus, Role
 from app.domain.test_time import SCORER_LABELS
@@ -614,7 +615,10 @@ class MessageBubble(QFrame):
                            + (" · " + metrics if metrics else ""))
         route = f"↪ {with_kind_words(message.route_reason)}" if message.route_reason and any(
             word in message.route_reason for word in _ROUTE_WORDS_SHOWN) else ""
-        text = "\n".join(p for p in (note, metrics, route) if p)
+        cap = ReplyCap.from_record((message.params or {}).get("reply_cap")) \
+            if message.role is Role.ASSISTANT else None
+        capped = cap.describe() if cap is not None else ""  # a quota left less than asked
+        text = "\n".join(p for p in (note, metrics, capped, route) if p)
         self.set_footer(text, warning=message.status in (MessageStatus.INTERRUPTED,
                                                          MessageStatus.ERROR) or bool(
             check and not check.get("valid")))

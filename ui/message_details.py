@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 
 from app.config.providers import KIND_LABELS
 from app.domain.adapters import adapters_from_records
+from app.domain.context import ReplyCap
 from app.domain.errors import with_kind_words
 from app.domain.messages import FinishReason, Message, MessageStatus
 from app.domain.test_time import SCORER_LABELS
@@ -71,6 +72,11 @@ class MessageDetails(QDialog):
             ("Cost", cost_text(message) or "—"),
             ("Request id", str(params.get("idempotency_key", "—"))),
         ]
+        cap = ReplyCap.from_record(params.get("reply_cap"))
+        if cap is not None:  # a quota left room for a shorter reply than asked
+            rows.insert(rows.index(("Tokens", tokens)) + 1, (
+                "Reply limit", f"{cap.max_tokens:,} tokens: {cap.limit} ({cap.asked:,} asked, "
+                               "more than was left)"))
         adapters = adapters_from_records(params.get("lora"))
         if adapters:
             rows.insert(1, ("LoRA adapters", ", ".join(a.label() for a in adapters)))

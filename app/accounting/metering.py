@@ -14,7 +14,13 @@ import functools
 from pathlib import Path
 from typing import Sequence
 
-from app.accounting.pricing import ContextTable, PriceTable, estimate_before_sending, format_usd
+from app.accounting.pricing import (
+    ContextTable,
+    Price,
+    PriceTable,
+    estimate_before_sending,
+    format_usd,
+)
 from app.accounting.tokens import count_messages
 from app.config import paths
 from app.config.file_schema import ConfigFile
@@ -73,8 +79,12 @@ class CloudCounter:
         return counted.tokens, counted.exact
 
     @property
+    def price(self) -> Price | None:
+        return price_table().price_for(self.kind, self.model)
+
+    @property
     def price_known(self) -> bool:
-        return price_table().price_for(self.kind, self.model) is not None
+        return self.price is not None
 
     def estimate_cost(self, prompt_tokens: int, max_tokens: int) -> str:
         """"at most $0.0031" (prompt + max_tokens as output), or "cost unknown"."""

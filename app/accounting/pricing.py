@@ -132,6 +132,19 @@ def estimate_before_sending(prompt_tokens: int, max_tokens: int, price: Price | 
     return cost_of(Usage(prompt_tokens, max_tokens, estimated=True), price)
 
 
+def affordable_output_tokens(usd: float, prompt_tokens: int, price: Price) -> int | None:
+    """The most output tokens ``usd`` buys at ``price`` once a prompt of ``prompt_tokens`` is
+    paid for, the whole prompt at the uncached input rate (the most it can cost). Negative
+    when not even the prompt is affordable; None when output costs nothing (the dollars set
+    no limit on the reply)."""
+    left = _dec(max(usd, 0.0)) - Decimal(prompt_tokens) * _dec(price.input) / _PER
+    if left < 0:
+        return -1
+    if price.output <= 0:
+        return None
+    return int(left * _PER // _dec(price.output))
+
+
 def format_usd(cost: "Cost | float | None") -> str:
     """``$0.0012``, ``$1.25``, ``< $0.0001``, ``$0`` (a known zero), ``free`` (a local model),
     ``unknown`` (no price: never ``$0.00``). An estimated cost is marked with a leading ``~``."""

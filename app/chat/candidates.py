@@ -30,6 +30,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Iterator
 
+from app.accounting.pricing import Price
 from app.domain.errors import UsageError
 from app.domain.messages import (
     ChatMessage,
@@ -103,6 +104,10 @@ class CandidatesEngine(EngineBase):
     @property
     def price_known(self) -> bool:
         return self.engine.price_known
+
+    @property
+    def price(self) -> Price | None:
+        return self.engine.price
 
     def outcome(self) -> StreamOutcome:
         """The wrapped engine's (who answered), with the plan and how the winner was chosen."""

@@ -211,6 +211,9 @@ class PendingTurn:
         finish: Finished | None = None
         if self.notice:
             yield Notice(self.notice)
+        if turn.reply_cap is not None:  # a quota left room for a shorter reply than asked
+            cap = turn.reply_cap
+            yield Notice(f"{cap.describe()} ({cap.asked:,} asked, more than is left).")
         try:
             if not engine.ready:
                 yield ModelLoading(engine.info.model)
@@ -347,7 +350,7 @@ class TurnPipeline:
             chosen, lambda c: service.start_turn(
                 prompt, conversation_id, model=c.engine.info.model, options=options,
                 route=target.route, counter=c.engine, effective_route=c.decision.route.value,
-                price_known=c.engine.price_known, reply_to=reply_to),
+                price_known=c.engine.price_known, reply_to=reply_to, price=c.engine.price),
             target, options, conversation, wait_for_model)
         return self._pending(chosen, turn, new_conversation=conversation_id is None)
 
@@ -371,7 +374,8 @@ class TurnPipeline:
         chosen, turn = self._within_quota(
             chosen, lambda c: service.regenerate_turn(
                 message_id, model=c.engine.info.model, options=options, counter=c.engine,
-                effective_route=c.decision.route.value, price_known=c.engine.price_known),
+                effective_route=c.decision.route.value, price_known=c.engine.price_known,
+                price=c.engine.price),
             target, options, conversation, wait_for_model)
         return self._pending(chosen, turn)
 

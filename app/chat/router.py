@@ -30,6 +30,7 @@ import threading
 import time
 from typing import Callable, Iterator
 
+from app.accounting.pricing import Price
 from app.chat.connectivity import Connectivity, LinkState
 from app.domain.context import fit_messages
 from app.domain.errors import OutpostError, StreamInterrupted, kind_words
@@ -136,6 +137,10 @@ class RoutedEngine(EngineBase):
     @property
     def price_known(self) -> bool:
         return self.cloud.price_known
+
+    @property
+    def price(self) -> Price | None:
+        return self.cloud.price
 
     def outcome(self) -> StreamOutcome:
         """Who answered (the last part of) the reply and why; the capability-map row is

@@ -14,6 +14,7 @@ slow).
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
@@ -24,7 +25,7 @@ from app.config.pseudonym import provider_user
 from app.config.secrets import stored_keys
 from app.config.settings import Settings, default_user_id
 from app.domain.adapters import LoraAdapter, adapters_from_records
-from app.domain.context import Fit, TokenCounter, fit_messages
+from app.domain.context import Fit, ReplyCap, TokenCounter, fit_messages
 from app.domain.errors import UsageError
 from app.domain.messages import (
     ChatMessage,
@@ -41,6 +42,7 @@ from app.storage.outbox import Outbox, OutboxItem
 from app.storage.store import Store
 
 if TYPE_CHECKING:
+    from app.accounting.pricing import Price
     from app.storage.ledger import UsageLedger
     from app.storage.quotas import QuotaGuard
 
@@ -210,17 +212,21 @@ class ChatService:
         reply is stored as a sibling of the failed one."""
         return Turn(self.store, failed.conversation_id, failed.user_message_id, failed.request,
                     route_reason=failed.route_reason, outbox_plan=failed.outbox_plan,
-                    fit=failed.fit, ledger=self.ledger, secrets=self.secret_mask)
+                    fit=failed.fit, ledger=self.ledger, secrets=self.secret_mask,
+                    reply_cap=failed.reply_cap)
 
     def start_turn(self, prompt: str, conversation_id: str | None = None, *, model: str,
                    options: TurnOptions = TurnOptions(), route: str | None = None,
                    counter: TokenCounter | None = None, effective_route: str = "local",
-                   price_known: bool = True, reply_to: str | None = None) -> Turn:
+                   price_known: bool = True, reply_to: str | None = None,
+                   price: "Price | None" = None) -> Turn:
         """``route`` is stored on a new conversation (None: it follows the default).
         ``counter`` (the engine's, see ``app.domain.context``): fit the conversation into its
         context window, dropping the oldest turns; a message that cannot fit at all is refused
         before anything is written. ``price_known``: False when the model's price is not known (a
-        quota in dollars then refuses the turn unless unpriced models are allowed). ``reply_to``: the
+        quota in dollars then refuses the turn unless unpriced models are allowed); ``price``:
+        the model's price, with which a monthly budget limits the reply to what it can still
+        pay for (``app.storage.quotas``). ``reply_to``: the
         message this one follows (a branch from any point; default: the end of the active
         path; ``NEW_ROOT``: none, beside the first message); the model sees exactly the path
         from the root to it."""
@@ -244,10 +250,10 @@ class ChatService:
         if options.system_prompt is not None:
             system_prompt = options.system_prompt
         messages = history_messages(system_prompt, previous) + [ChatMessage(Role.USER, prompt)]
-        knobs, request_args, fit = self._checked(messages, conversation, model=model,
-                                                 options=options, counter=counter,
-                                                 effective_route=effective_route,
-                                                 price_known=price_known)
+        knobs, request_args, fit, cap = self._checked(messages, conversation, model=model,
+                                                      options=options, counter=counter,
+                                                      effective_route=effective_route,
+                                                      price_known=price_known, price=price)
         if conversation_id is None:  # a new conversation keeps the knobs it started with
             conversation = self.store.create_conversation(
                 title_from(prompt), system_prompt, route, profile=self.profile,
@@ -271,12 +277,12 @@ class ChatService:
         user_message = self.store.add_message(conversation.id, Role.USER, prompt,
                                               parent_id=parent)
         return self._turn(conversation.id, user_message.id, model, messages, request_args, fit,
-                          effective_route)
+                          effective_route, cap)
 
     def regenerate_turn(self, message_id: str, *, model: str,
                         options: TurnOptions = TurnOptions(),
                         counter: TokenCounter | None = None, effective_route: str = "local",
-                        price_known: bool = True) -> Turn:
+                        price_known: bool = True, price: "Price | None" = None) -> Turn:
         """Answer again the user message that ``message_id`` (a reply) answers: the new reply
         is its sibling, from the path up to that question, with this turn's knobs and engine.
         Checked (fit, quotas) before anything is written."""
@@ -292,16 +298,16 @@ class ChatService:
         system_prompt = conversation.system_prompt if options.system_prompt is None \
             else options.system_prompt
         messages = history_messages(system_prompt, path)
-        _, request_args, fit = self._checked(messages, conversation, model=model,
-                                             options=options, counter=counter,
-                                             effective_route=effective_route,
-                                             price_known=price_known)
+        _, request_args, fit, cap = self._checked(messages, conversation, model=model,
+                                                  options=options, counter=counter,
+                                                  effective_route=effective_route,
+                                                  price_known=price_known, price=price)
         if options.system_prompt is not None and \
                 options.system_prompt != conversation.system_prompt:  # kept, as `ask` keeps it
             self.store.set_conversation_sampling(conversation.id, conversation.sampling,
                                                  system_prompt=options.system_prompt)
         return self._turn(conversation.id, reply.parent_id, model, messages, request_args, fit,
-                          effective_route)
+                          effective_route, cap)
 
     def _refuse_while_written(self, path: list[Message]) -> None:
         """A turn on a path with a reply still being written (by another window or `outpost
@@ -319,10 +325,13 @@ class ChatService:
 
     def _checked(self, messages: list[ChatMessage], conversation, *, model: str,
                  options: TurnOptions, counter: TokenCounter | None, effective_route: str,
-                 price_known: bool) -> tuple[dict, dict, Fit | None]:
-        """(knobs, request arguments, fit) for a turn sending ``messages``: the knobs validated,
-        the messages fitted to the window, the quotas checked. Raises before anything is
-        written (MessageTooLong, QuotaExceeded, RateLimitedLocally, a bad knob)."""
+                 price_known: bool, price: "Price | None" = None
+                 ) -> tuple[dict, dict, Fit | None, ReplyCap | None]:
+        """(knobs, request arguments, fit, reply cap) for a turn sending ``messages``: the
+        knobs validated, the messages fitted to the window, the quotas checked. A quota with
+        room for the prompt and a shorter reply than asked limits the request's max_tokens
+        (the cap says so). Raises before anything is written (MessageTooLong, QuotaExceeded,
+        RateLimitedLocally, a bad knob)."""
         knobs = self.knobs(options, conversation)
         request_args = dict(knobs, stop=tuple(knobs.get("stop") or ()),
                             response_format=self.response_format(options, conversation),
@@ -330,18 +339,23 @@ class ChatService:
         ChatRequest(model=model, messages=tuple(messages[-1:]), **request_args)  # the knobs
         fit = fit_messages(messages, counter, request_args["max_tokens"]) \
             if counter is not None else None
+        cap = None
         if self.quotas is not None:
             prompt_tokens = fit.prompt_tokens if fit is not None else \
                 estimate_prompt_tokens(messages)
-            self.quotas.check(self.profile, effective_route,
-                              effective_route != "local", prompt_tokens,
-                              request_args["max_tokens"], price_known=price_known,
-                              model=model)
-        return knobs, request_args, fit
+            cap = self.quotas.check(self.profile, effective_route,
+                                    effective_route != "local", prompt_tokens,
+                                    request_args["max_tokens"], price_known=price_known,
+                                    model=model, price=price)
+        if cap is not None:  # the request actually sent asks for no more than the quota left
+            request_args["max_tokens"] = cap.max_tokens
+            if fit is not None:
+                fit = dataclasses.replace(fit, max_tokens=cap.max_tokens)
+        return knobs, request_args, fit, cap
 
     def _turn(self, conversation_id: str, user_message_id: str, model: str,
               messages: list[ChatMessage], request_args: dict, fit: Fit | None,
-              effective_route: str) -> Turn:
+              effective_route: str, cap: ReplyCap | None = None) -> Turn:
         request = ChatRequest(model=model,
                               messages=fit.messages if fit is not None else tuple(messages),
                               user=provider_user(self.profile), **request_args)
@@ -349,7 +363,7 @@ class ChatService:
         # model never saw a key; keys this process handled are still masked (SecretMask)
         secrets = (lambda: SecretMask(())) if effective_route == "local" else self.secret_mask
         turn = Turn(self.store, conversation_id, user_message_id, request, ledger=self.ledger,
-                    fit=fit, secrets=secrets)
+                    fit=fit, secrets=secrets, reply_cap=cap)
         if self.quotas is not None:
             self.quotas.note_turn(request.idempotency_key)
         if self.ledger is not None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from app.chat.streaming_row import StreamingRow
 from app.config.secrets import stored_keys
-from app.domain.context import Fit
+from app.domain.context import Fit, ReplyCap
 from app.domain.errors import KnownStorageError, OutpostError, ReplyNotSaved, UsageError
 from app.domain.messages import (
     ChatMessage,
@@ -81,6 +81,7 @@ class Turn:
     route_reason: str | None = None  # why this engine (when the engine does not say)
     outbox_plan: OutboxPlan | None = None
     fit: Fit | None = None  # how the conversation was fitted into the context window
+    reply_cap: ReplyCap | None = None  # a quota limited the request's max_tokens
     ledger: "UsageLedger | None" = None  # the reply's cost, from its attempts
     # when to flush the streaming row (FLUSH_INTERVAL_S); tests put a virtual clock here
     clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
@@ -257,6 +258,12 @@ class Turn:
         """The parameters actually sent to (or applied by) the engine that answered, from the
         capability map, plus who asked and the turn's key (never the panel's values). An engine
         with no row in the map (a test double) gets the request's knobs as they are."""
+        params = self._engine_params(engine)
+        if self.reply_cap is not None:  # why max_tokens is lower than the turn asked
+            params["reply_cap"] = self.reply_cap.record()
+        return params
+
+    def _engine_params(self, engine: Engine) -> dict:
         request = self.request
         outcome = engine.outcome()
         kind = outcome.knob_kind

@@ -73,6 +73,34 @@ class Fit:
                 "see them in this reply.")
 
 
+@dataclass(frozen=True)
+class ReplyCap:
+    """A quota left room for a shorter reply than asked (``app.storage.quotas``): the request
+    is sent with ``max_tokens`` instead of ``asked``; ``limit`` names the quota ("daily token
+    quota", "monthly cloud budget"). Stored with the reply's parameters (``record``), so its
+    footer and Details say why the reply may be short."""
+
+    max_tokens: int
+    asked: int
+    limit: str
+
+    def describe(self) -> str:
+        return f"reply limited to {self.max_tokens:,} tokens: {self.limit}"
+
+    def record(self) -> dict:
+        return {"max_tokens": self.max_tokens, "asked": self.asked, "limit": self.limit}
+
+    @classmethod
+    def from_record(cls, record) -> "ReplyCap | None":
+        """The cap a reply's parameters recorded (None: none, or not a record of one)."""
+        if not isinstance(record, dict):
+            return None
+        try:
+            return cls(int(record["max_tokens"]), int(record["asked"]), str(record["limit"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
 def _turn_starts(middle: Sequence[ChatMessage]) -> list[int]:
     """Indexes where a turn (a user message and what follows it) starts; a leading run of
     assistant messages counts as its own turn."""

@@ -24,7 +24,11 @@ infinity, which would mean "no limit") and at most a million million. A file tha
 has the wrong shape is refused with one sentence naming the file, the key and what was expected
 (exit 2): running without a fleet's limits, or writing over the admin's, is never the fallback.
 
-Over a budget: ``QuotaExceeded`` names the limit, the usage and when it resets; nothing is sent.
+A budget holds for the whole request: one with room for the prompt but not for ``max_tokens``
+of reply limits the reply to what is left (``QuotaGuard.check`` returns a ``ReplyCap``; the
+chat service sends that as max_tokens). Over a budget, or without room for the prompt and a
+reply of ``MIN_REPLY_TOKENS``: ``QuotaExceeded`` names the limit, the usage, what the message
+could need and when it resets; nothing is sent.
 Rate limited: ``RateLimitedLocally`` says how long to wait (the caller waits with a countdown or
 refuses, per the ``rate_limit_wait`` setting).
 """
@@ -41,9 +45,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from app.accounting.pricing import format_usd
+from app.accounting.pricing import (
+    Price,
+    affordable_output_tokens,
+    estimate_before_sending,
+    format_usd,
+)
 from app.config import paths
 from app.config.file_schema import MAX_WHOLE, ConfigFile, write_config
+from app.domain.context import ReplyCap
 from app.domain.errors import UsageError
 from app.domain.routes import ROUTE_LABELS, Route
 from app.storage.ledger import start_of_day, start_of_month
@@ -53,6 +63,9 @@ LIMIT_NAMES = ("cloud_tokens_per_day", "cloud_cost_per_month", "requests_per_min
                "tokens_per_minute", "allowed_routes", "count_local", "allow_unpriced")
 MAX_COUNT = MAX_WHOLE  # tokens or requests: a million million (more cannot be a real limit)
 MAX_COST_USD = 1e9  # a monthly budget of at most a billion dollars
+# the shortest reply worth sending a request for: a budget with less room than the prompt and
+# this many reply tokens (or max_tokens, if fewer) refuses the turn rather than limit the reply
+MIN_REPLY_TOKENS = 16
 
 
 class QuotaExceeded(UsageError):
@@ -329,8 +342,15 @@ class QuotaGuard:
         return self._buckets[key]
 
     def check(self, profile: str, route: str, cloud: bool, prompt_tokens: int,
-              max_tokens: int, price_known: bool = True, model: str = "") -> None:
-        """Raise QuotaExceeded / RateLimitedLocally, or take from the buckets and return."""
+              max_tokens: int, price_known: bool = True, model: str = "",
+              price: Price | None = None) -> ReplyCap | None:
+        """Raise QuotaExceeded / RateLimitedLocally, or take from the buckets and return.
+
+        A budget (the daily tokens, the monthly dollars at ``price``) that has room for the
+        prompt and a reply of at least ``MIN_REPLY_TOKENS`` (or ``max_tokens``, if fewer), but
+        not for ``max_tokens`` of reply, limits the reply: the ``ReplyCap`` returned says to
+        how many tokens (the caller sends that as the request's max_tokens). None: the
+        request goes as asked."""
         limits = self.book.limits(profile)
         now = self.wall()
         if limits.allowed_routes is not None and route not in limits.allowed_routes:
@@ -339,22 +359,11 @@ class QuotaGuard:
                                 f"({limits.source}); this conversation's route is "
                                 f"{_route_words(route)}.")
         counts = cloud or limits.count_local
-        needed = prompt_tokens + max_tokens
+        minimal = min(max_tokens, MIN_REPLY_TOKENS)
+        room: list[tuple[int, str]] = []  # (reply tokens a budget leaves, which budget)
         if counts and limits.cloud_tokens_per_day is not None:
-            used = self.ledger.totals(start_of_day(now), profile)
-            spent = used.cloud_tokens + (used.local_tokens if limits.count_local else 0)
-            if spent + prompt_tokens > limits.cloud_tokens_per_day:
-                reset = _next_midnight(now)
-                raise QuotaExceeded(
-                    f"Daily token quota reached for {profile}: {spent:,} of "
-                    f"{limits.cloud_tokens_per_day:,} tokens used today, this message needs "
-                    f"{prompt_tokens:,} more. It resets at {reset:%H:%M} "
-                    f"({limits.sources.get('cloud_tokens_per_day', limits.source)})."
-                    + (" The local model is not limited: switch this chat to Local only."
-                       if cloud and not limits.count_local else ""),
-                    cloud_budget=f"daily token quota reached ({spent:,} of "
-                                 f"{limits.cloud_tokens_per_day:,})"
-                    if cloud and not limits.count_local else None)
+            room.append(self._daily_room(profile, limits, now, cloud, prompt_tokens,
+                                         max_tokens, minimal))
         if cloud and limits.cloud_cost_per_month is not None:
             if not price_known and not limits.allow_unpriced:
                 raise QuotaExceeded(
@@ -363,16 +372,81 @@ class QuotaGuard:
                     "be counted against the budget. Use a priced model or Local only; the "
                     "admin can allow unpriced models (allow_unpriced = true).",
                     cloud_budget=f"{model or 'the model'} has no price under a cloud budget")
-            used = self.ledger.totals(start_of_month(now), profile)
-            if used.cost_usd >= limits.cloud_cost_per_month:
-                reset = _next_month(now)
-                raise QuotaExceeded(
-                    f"Monthly cloud budget reached for {profile}: {format_usd(used.cost_usd)} "
-                    f"of {format_usd(limits.cloud_cost_per_month)} spent this month. It resets "
-                    f"on {reset:%Y-%m-%d} "
-                    f"({limits.sources.get('cloud_cost_per_month', limits.source)}).",
-                    cloud_budget=f"monthly cloud budget reached ({format_usd(used.cost_usd)} "
-                                 f"of {format_usd(limits.cloud_cost_per_month)})")
+            affordable = self._monthly_room(profile, limits, now, prompt_tokens, max_tokens,
+                                            minimal, price, model)
+            if affordable is not None:
+                room.append((affordable, "monthly cloud budget"))
+        cap = None
+        tightest = min(room, default=None)
+        if tightest is not None and tightest[0] < max_tokens:
+            cap = ReplyCap(tightest[0], max_tokens, tightest[1])
+            max_tokens = cap.max_tokens
+        self._take_from_buckets(profile, limits, counts, prompt_tokens + max_tokens)
+        return cap
+
+    def _daily_room(self, profile: str, limits: Limits, now: dt.datetime, cloud: bool,
+                    prompt_tokens: int, max_tokens: int, minimal: int) -> tuple[int, str]:
+        """The reply tokens today's token quota leaves after the prompt; QuotaExceeded when
+        that is less than ``minimal``."""
+        used = self.ledger.totals(start_of_day(now), profile)
+        spent = used.cloud_tokens + (used.local_tokens if limits.count_local else 0)
+        limit = limits.cloud_tokens_per_day
+        assert limit is not None
+        left = limit - spent
+        if left - prompt_tokens >= minimal:
+            return left - prompt_tokens, "daily token quota"
+        reset = _next_midnight(now)
+        cloud_only = cloud and not limits.count_local
+        raise QuotaExceeded(
+            f"Daily token quota reached for {profile}: {spent:,} of {limit:,} tokens used "
+            f"today, and this message could need {prompt_tokens + max_tokens:,} more "
+            f"({prompt_tokens:,} for the prompt, up to {max_tokens:,} for the reply); "
+            + (f"the {left:,} left {'is' if left == 1 else 'are'} not enough for the prompt "
+               f"and a {minimal:,}-token reply" if left > 0 else "nothing is left")
+            + ". It resets "
+            f"at {reset:%H:%M} ({limits.sources.get('cloud_tokens_per_day', limits.source)})."
+            + (" The local model is not limited: switch this chat to Local only."
+               if cloud_only else ""),
+            cloud_budget=f"daily token quota reached ({spent:,} of {limit:,})"
+            if cloud_only else None)
+
+    def _monthly_room(self, profile: str, limits: Limits, now: dt.datetime,
+                      prompt_tokens: int, max_tokens: int, minimal: int,
+                      price: Price | None, model: str) -> int | None:
+        """The reply tokens this month's cloud budget still buys at ``price`` after the
+        prompt (None: no limit it can reckon: no price, or free output); QuotaExceeded when
+        that is less than ``minimal``, or when the budget is spent."""
+        limit = limits.cloud_cost_per_month
+        assert limit is not None
+        used = self.ledger.totals(start_of_month(now), profile)
+        affordable = None
+        if price is not None:
+            affordable = affordable_output_tokens(limit - used.cost_usd, prompt_tokens, price)
+            if affordable is None or affordable >= minimal:
+                return affordable
+        elif used.cost_usd < limit:
+            return None
+        reset = _next_month(now)
+        spent = f"{format_usd(used.cost_usd)} of {format_usd(limit)}"
+        need = ""
+        if price is not None:
+            most = estimate_before_sending(prompt_tokens, max_tokens, price).usd
+            left = limit - used.cost_usd
+            need = (f", and this message could cost up to {format_usd(most)} "
+                    f"({prompt_tokens:,} prompt tokens and up to {max_tokens:,} reply tokens "
+                    f"at {model or 'the model'}'s price); "
+                    + (f"the {format_usd(left)} left is not enough for the prompt and a "
+                       f"{minimal:,}-token reply" if left > 0 else "nothing is left"))
+        raise QuotaExceeded(
+            f"Monthly cloud budget reached for {profile}: {spent} spent this month{need}. It "
+            f"resets on {reset:%Y-%m-%d} "
+            f"({limits.sources.get('cloud_cost_per_month', limits.source)}).",
+            cloud_budget=f"monthly cloud budget reached ({spent})")
+
+    def _take_from_buckets(self, profile: str, limits: Limits, counts: bool,
+                           needed: int) -> None:
+        """The per-minute limits: RateLimitedLocally (or QuotaExceeded, for a request no
+        bucket can ever hold), or take ``needed`` tokens and one request."""
         if not counts:
             return
         waits = []

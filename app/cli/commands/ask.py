@@ -21,6 +21,7 @@ from app.chat.service import TurnOptions
 from app.cli.commands.common import emit, open_core, read_prompt, round_or_none
 from app.compose import CommandEngines
 from app.domain.adapters import parse_lora
+from app.domain.context import ReplyCap
 from app.domain.errors import NoProviderForCloud, ReplyNotSaved, UsageError, kind_words
 from app.domain.messages import FinishReason, Restart, Seam, TextDelta, Usage
 from app.domain.sampling import KNOB_NAMES
@@ -167,11 +168,12 @@ def _finish(args: argparse.Namespace, outcome: TurnOutcome, structured: bool,
         sys.stderr.write(f"outpost: {outcome.route_reason}.\n")
     if not args.json and error is None and finish is not None and \
             finish.reason is FinishReason.LENGTH:  # (--json: the finished event says "length")
-        limit = outcome.message.params.get("max_tokens") if outcome.message is not None and \
-            outcome.message.params else None
+        params = (outcome.message.params or {}) if outcome.message is not None else {}
+        limit, cap = params.get("max_tokens"), ReplyCap.from_record(params.get("reply_cap"))
         sys.stderr.write("outpost: the reply was cut at its token limit"
                          + (f" ({limit} tokens)" if limit else "")
-                         + "; --max-tokens allows a longer one.\n")
+                         + (f", what the {cap.limit} left.\n" if cap is not None else
+                            "; --max-tokens allows a longer one.\n"))
     if args.json and finish is not None:
         cost = outcome.cost
         emit({"event": "finished", "reason": finish.reason.value,

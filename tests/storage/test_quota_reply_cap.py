@@ -1,0 +1,178 @@
+"""A budget holds for the whole request, not only for its prompt: a daily token quota or a
+monthly cloud budget with room for the prompt and a shorter reply than asked limits the reply's
+max_tokens to what is left (and says so); one without room for the prompt and a minimal reply
+refuses, counting what the message could need. Real SQLite ledgers, a real loopback provider."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from app.accounting.pricing import PriceTable, cost_of, estimate_before_sending
+from app.chat.pipeline import Notice, TurnEnded, TurnPipeline, TurnStarted, TurnTarget
+from app.chat.service import ChatService, TurnOptions
+from app.config.settings import Settings
+from app.domain.context import ReplyCap
+from app.domain.messages import Usage
+from app.storage.ledger import UsageLedger
+from app.storage.profiles import Profile
+from app.storage.quotas import MIN_REPLY_TOKENS, QuotaBook, QuotaExceeded, QuotaGuard
+from app.storage.store import Store
+from engines.http_policy import AttemptRecord
+from tests.fault_server import Normal, fault_server
+from tests.support import FixedEngines, ScriptedEngine, fault_cloud, reply
+
+ADMIN = Profile("admin", is_admin=True)
+PRICE = PriceTable.load().price_for("openai", "gpt-4o-mini")  # $0.15 in, $0.60 out per 1M
+
+
+def attempt(key: str, prompt: int, completion: int, model: str = "gpt-4o-mini"
+            ) -> AttemptRecord:
+    return AttemptRecord(attempt=1, status=200, latency_ms=1.0, error_kind=None,
+                         idempotency_key=key, provider="openai", model=model, kind="openai",
+                         prompt_tokens=prompt, completion_tokens=completion)
+
+
+def guarded(tmp_path, name: str, value):
+    store = Store(tmp_path / "outpost.db")
+    ledger = UsageLedger(store, "ana",
+                         price_for=lambda kind, provider, model: PRICE)
+    book = QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json")
+    book.set("ana", name, value, by=ADMIN)
+    return store, ledger, QuotaGuard(book, ledger)
+
+
+def test_the_daily_quota_limits_the_reply_to_what_is_left(tmp_path):
+    store, ledger, guard = guarded(tmp_path, "cloud_tokens_per_day", 100)
+    cap = guard.check("ana", "cloud", True, prompt_tokens=19, max_tokens=2000)
+    assert cap == ReplyCap(81, 2000, "daily token quota")
+    assert cap.describe() == "reply limited to 81 tokens: daily token quota"
+    assert guard.check("ana", "cloud", True, prompt_tokens=19, max_tokens=81) is None
+    ledger.record(attempt("t1", 19, 71))  # 90 used: 10 left, not room for 19 + a reply
+    with pytest.raises(QuotaExceeded) as info:
+        guard.check("ana", "cloud", True, prompt_tokens=19, max_tokens=2000)
+    said = str(info.value)
+    assert "Daily token quota reached for ana: 90 of 100 tokens used today" in said
+    assert "this message could need 2,019 more (19 for the prompt, up to 2,000 for the " \
+           "reply)" in said
+    assert f"the 10 left are not enough for the prompt and a {MIN_REPLY_TOKENS}-token " \
+           "reply" in said
+    store.close()
+
+
+def test_a_short_reply_that_fits_is_neither_limited_nor_refused(tmp_path):
+    store, ledger, guard = guarded(tmp_path, "cloud_tokens_per_day", 100)
+    ledger.record(attempt("t1", 50, 20))  # 30 left
+    assert guard.check("ana", "cloud", True, prompt_tokens=20, max_tokens=5) is None
+    assert guard.check("ana", "cloud", True, prompt_tokens=10, max_tokens=50) == \
+        ReplyCap(20, 50, "daily token quota")
+    with pytest.raises(QuotaExceeded, match="the 30 left are not enough for the prompt and "
+                                            "a 12-token reply"):
+        guard.check("ana", "cloud", True, prompt_tokens=20, max_tokens=12)
+    store.close()
+
+
+def test_the_monthly_budget_limits_the_reply_to_what_the_dollars_buy(tmp_path):
+    store, ledger, guard = guarded(tmp_path, "cloud_cost_per_month", 0.001)
+    cap = guard.check("ana", "cloud", True, 19, 2000, model="gpt-4o-mini", price=PRICE)
+    # $0.001 less the prompt's $0.00000285, at $0.60 per 1M output tokens: 1,661 tokens
+    assert cap == ReplyCap(1661, 2000, "monthly cloud budget")
+    most = estimate_before_sending(19, cap.max_tokens, PRICE).usd
+    assert most <= 0.001 < estimate_before_sending(19, cap.max_tokens + 1, PRICE).usd
+    ledger.record(attempt("t1", 19, cap.max_tokens))  # the whole reply, as limited
+    spent = cost_of(Usage(19, cap.max_tokens), PRICE).usd
+    assert spent <= 0.001
+    with pytest.raises(QuotaExceeded) as info:
+        guard.check("ana", "cloud", True, 19, 2000, model="gpt-4o-mini", price=PRICE)
+    said = str(info.value)
+    assert said.startswith("Monthly cloud budget reached for ana: ")
+    assert "this message could cost up to " in said
+    assert "19 prompt tokens and up to 2,000 reply tokens at gpt-4o-mini's price" in said
+    store.close()
+
+
+def test_the_tighter_budget_sets_the_limit(tmp_path):
+    store, ledger, guard = guarded(tmp_path, "cloud_cost_per_month", 0.001)
+    QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json").set(
+        "ana", "cloud_tokens_per_day", 500, by=ADMIN)
+    assert guard.check("ana", "cloud", True, 19, 2000, model="gpt-4o-mini", price=PRICE) == \
+        ReplyCap(481, 2000, "daily token quota")
+    store.close()
+
+
+def service_with_daily_quota(tmp_path, tokens: int):
+    store = Store()
+    ledger = UsageLedger(store, "ana")
+    book = QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json")
+    book.set("ana", "cloud_tokens_per_day", tokens, by=ADMIN)
+    service = ChatService(store, Settings(), ledger=ledger, quotas=QuotaGuard(book, ledger),
+                          profile="ana")
+    return store, service
+
+
+def test_the_request_sent_asks_for_no_more_than_the_quota_leaves(outpost_home, tmp_path):
+    """Through the pipeline to a real loopback provider: the request's max_tokens is what the
+    quota left; the turn says so (a Notice: the CLI's stderr, the window's banner) and the
+    stored reply keeps it (its footer and Details)."""
+    store, service = service_with_daily_quota(tmp_path, 100)
+    with fault_server() as server:
+        cloud = fault_cloud(server.url + "/v1", store)
+        cloud.on_attempt = service.ledger.record
+        pipeline = TurnPipeline(service, FixedEngines(ScriptedEngine(reply("no")), cloud))
+        events = list(pipeline.send("Tell me about the sea.",
+                                    target=TurnTarget(provider="fault", route="cloud"),
+                                    options=TurnOptions(max_tokens=2000)))
+        [request] = server.chat_requests()
+        cloud.close()
+    started = next(e for e in events if isinstance(e, TurnStarted))
+    left = 100 - started.fit.prompt_tokens
+    assert request.json["max_tokens"] == left == started.fit.max_tokens
+    notes = [e.text for e in events if isinstance(e, Notice)]
+    assert notes == [f"reply limited to {left} tokens: daily token quota (2,000 asked, more "
+                     "than is left)."]
+    [ended] = [e for e in events if isinstance(e, TurnEnded)]
+    params = ended.outcome.message.params
+    assert params["max_tokens"] == left
+    assert ReplyCap.from_record(params["reply_cap"]) == \
+        ReplyCap(left, 2000, "daily token quota")
+    store.close()
+
+
+def test_the_cli_says_the_reply_was_limited_and_sends_the_limit(outpost_home):
+    env = os.environ.copy()
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True,
+                              text=True, env=env, timeout=120)
+
+    with fault_server() as server:
+        assert cli("providers", "add", "acme", "--base-url", server.url + "/v1",
+                   "--model", "gpt-4o-mini").returncode == 0
+        assert cli("quota", "set", "cloud_tokens_per_day", "200").returncode == 0
+        # what the provider reports using (its counts are its own): 50, then the other 150
+        server.script([Normal(prompt_tokens=10, completion_tokens=40),
+                       Normal(finish="length", prompt_tokens=10, completion_tokens=140)])
+        asked = cli("ask", "Why is the sky blue?", "--provider", "acme", "--route", "cloud",
+                    "--max-tokens", "2000", "--json")
+        cut = cli("ask", "And at sunset?", "--provider", "acme", "--route", "cloud",
+                  "--max-tokens", "2000")
+        refused = cli("ask", "And at night?", "--provider", "acme", "--route", "cloud",
+                      "--max-tokens", "2000")
+        first, second = server.chat_requests()
+    assert asked.returncode == 0, asked.stderr
+    context = json.loads(asked.stdout.splitlines()[0])
+    left = 200 - context["prompt_tokens"]  # counted exactly (tiktoken)
+    assert context["max_tokens"] == first.json["max_tokens"] == left
+    assert f"outpost: reply limited to {left} tokens: daily token quota (2,000 asked" \
+        in asked.stderr
+    assert cut.returncode == 0, cut.stderr
+    limit = second.json["max_tokens"]
+    assert 0 < limit < 150
+    assert f"outpost: reply limited to {limit} tokens: daily token quota" in cut.stderr
+    assert f"outpost: the reply was cut at its token limit ({limit} tokens), what the daily " \
+           "token quota left." in cut.stderr
+    assert refused.returncode == 2 and "Daily token quota reached" in refused.stderr
+    assert "200 of 200 tokens used today, and this message could need" in refused.stderr
