@@ -41,7 +41,7 @@ import httpx
 
 from app.accounting.metering import CloudCounter
 from app.accounting.pricing import Price
-from app.accounting.tokens import encoding_for_model
+from app.accounting.tokens import count_text, encoding_for_model
 from app.config.providers import ProviderConfig
 from app.config.secrets import validate_key
 from app.domain.errors import (
@@ -579,17 +579,20 @@ class CloudEngine(EngineBase):
                                 self.config.name)
         return data
 
-    @staticmethod
-    def _usage(request: ChatRequest, state: StreamState) -> Usage:
-        """The reply's usage: reported by the provider, else estimated (and marked so)."""
+    def _usage(self, request: ChatRequest, state: StreamState) -> Usage:
+        """The reply's usage: reported by the provider, else counted (and marked estimated)
+        the way the prompt was counted before sending (``count_prompt``: tiktoken in OpenAI's
+        chat format where the model is known, else characters / 4 with the per-message
+        overhead), so the ledger and the quotas see the figure the meter showed."""
         if state.prompt_tokens is not None and state.completion_tokens is not None:
             return Usage(state.prompt_tokens, state.completion_tokens, estimated=False,
                          cached_prompt_tokens=state.cached_prompt_tokens)
-        prompt_text = "".join(m.content for m in request.messages)
-        return Usage(state.prompt_tokens if state.prompt_tokens is not None
-                     else estimate_tokens(prompt_text),
-                     state.completion_tokens if state.completion_tokens is not None
-                     else estimate_tokens(state.text), estimated=True)
+        prompt = state.prompt_tokens if state.prompt_tokens is not None \
+            else self.count_prompt(request.messages)[0]
+        completion = state.completion_tokens if state.completion_tokens is not None \
+            else count_text(state.text, self.model).tokens
+        return Usage(prompt, completion, estimated=True,
+                     cached_prompt_tokens=state.cached_prompt_tokens)
 
     def _finish(self, request: ChatRequest, state: StreamState, reason: FinishReason,
                 turn_started: float, first_at: float | None, last_at: float | None,

@@ -48,6 +48,7 @@ from fault_server import (
     utf8_split,
 )
 
+from app.accounting.tokens import count_messages, count_text
 from app.config.providers import ProviderConfig
 from app.domain.errors import (
     AuthError,
@@ -301,12 +302,38 @@ def test_normal_reply_text_usage_and_one_attempt(make, server, wire):
 
 
 def test_usage_is_estimated_when_the_provider_reports_none(make, server):
+    """Counted as the meter and the context fit counted the prompt before sending: characters
+    / 4 with the per-message overhead for a model tiktoken does not know."""
     server.script([Normal(usage=False)])
-    _, reply = make().run()
+    built = make()
+    _, reply = built.run()
+    messages = make_request().messages
     assert reply.text == DEFAULT_TEXT
     assert reply.usage.estimated is True
     assert reply.usage.completion_tokens == estimate_tokens(DEFAULT_TEXT)
-    assert reply.usage.prompt_tokens == estimate_tokens(SYSTEM + PROMPT)
+    assert reply.usage.prompt_tokens == built.engine.count_prompt(messages)[0] == \
+        count_messages(messages, built.engine.model).tokens
+    assert reply.usage.prompt_tokens > estimate_tokens(SYSTEM + PROMPT)  # the overhead too
+    [record] = built.records
+    assert (record.prompt_tokens, record.tokens_estimated) == (reply.usage.prompt_tokens, True)
+
+
+def test_an_unreported_prompt_is_the_exact_count_shown_before_sending(server):
+    """An OpenAI model's prompt is counted exactly before sending (tiktoken); a provider that
+    reports no usage leaves that figure, not a chars/4 guess, in the ledger and the quotas."""
+    server.script([Normal(usage=False)])
+    built = build("openai", server.url, model="gpt-4o-mini")
+    request = make_request(model="gpt-4o-mini",
+                           messages=(ChatMessage(Role.USER, "Hello there"),))
+    tokens, exact = built.engine.count_prompt(request.messages)
+    _, reply = built.run(request)
+    built.engine.close()
+    assert exact and reply.usage.prompt_tokens == tokens
+    assert tokens != estimate_tokens("Hello there")
+    assert reply.usage.completion_tokens == count_text(DEFAULT_TEXT, "gpt-4o-mini").tokens
+    assert reply.usage.estimated is True  # not reported: counted by Outpost, and said so
+    [record] = built.records
+    assert (record.prompt_tokens, record.tokens_estimated) == (tokens, True)
 
 
 def test_finish_reason_length(make, server):
