@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.accounting.pricing import Cost, format_usd
 from app.domain.context import ReplyCap
 from app.domain.errors import with_kind_words
 from app.domain.messages import Message, MessageStatus, Role
@@ -84,7 +85,7 @@ def metrics_text(message: Message) -> str:
         parts.append(f"{message.tokens_per_s:.1f} tok/s")
     if message.role is Role.ASSISTANT and message.prompt_tokens is not None:
         parts.append(cost_text(message))
-    # a figure never wraps away from its unit ("42.5 / tok/s", "< / $0.0001"): the spaces
+    # a figure never wraps away from its unit ("42.5 / tok/s", "< / $0.00001"): the spaces
     # inside each figure do not break, only those between them
     first = 1 if message.engine or message.model else 0
     parts[first:] = [p.replace(" ", "\u00a0") for p in parts[first:]]
@@ -92,16 +93,15 @@ def metrics_text(message: Message) -> str:
 
 
 def cost_text(message: Message) -> str:
-    """"free" (local), "$0.0012" (~ when estimated), or "cost unknown" — never $0 for unknown."""
+    """"free" (local), "$0.00045" (~ when estimated; ``app.accounting.pricing.format_usd``, as
+    `outpost usage` and the usage dialog write it), or "cost unknown" — never $0 for
+    unknown."""
     engines = {s.get("engine") for s in message.segments or []} or {message.engine}
     if engines == {"local"}:
         return "free"
     if message.cost_usd is None:
         return "cost unknown"
-    approx = "~" if message.cost_estimated else ""
-    if 0 < message.cost_usd < 0.0001:
-        return f"{approx}< $0.0001"
-    return f"{approx}${message.cost_usd:.4f}"
+    return format_usd(Cost(message.cost_usd, message.cost_estimated))
 
 
 class MessageBody(QTextBrowser):

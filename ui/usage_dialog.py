@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.accounting.pricing import format_usd
+from app.accounting.pricing import Cost, format_usd
 from app.domain.errors import OutpostError
 from app.storage.ledger import start_of_day, start_of_month
 from app.storage.quotas import QuotaBook
@@ -119,7 +119,7 @@ class UsageDialog(QDialog):
         unknown = f" + {month.unknown_cost_requests} unknown" if month.unknown_cost_requests \
             else ""
         self._bar("month_cost", month.cost_usd, limits.cloud_cost_per_month,
-                  f"{format_usd(month.cost_usd)}{unknown}" + (
+                  f"{format_usd(Cost(month.cost_usd, month.cost_estimated))}{unknown}" + (
                       f" of {format_usd(limits.cloud_cost_per_month)}"
                       if limits.cloud_cost_per_month is not None else " (no limit)"))
         rate = ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in (
@@ -214,7 +214,7 @@ class UsageDialog(QDialog):
         self.table.setRowCount(len(totals.by_model))
         for row, entry in enumerate(totals.by_model):
             cost = "free" if entry["provider"] == "local" else (
-                format_usd(entry["cost_usd"]))
+                format_usd(Cost(entry["cost_usd"], entry["cost_estimated"])))
             for col, text in enumerate((entry["provider"], entry["model"],
                                         str(entry["requests"]),
                                         f"{entry['prompt_tokens']:,} / "

@@ -24,7 +24,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -145,9 +145,14 @@ def affordable_output_tokens(usd: float, prompt_tokens: int, price: Price) -> in
     return int(left * _PER // _dec(price.output))
 
 
+SMALLEST_SHOWN_USD = 0.00001  # the ledger's totals keep six decimals: less is not shown
+
+
 def format_usd(cost: "Cost | float | None") -> str:
-    """``$0.0012``, ``$1.25``, ``< $0.0001``, ``$0`` (a known zero), ``free`` (a local model),
-    ``unknown`` (no price: never ``$0.00``). An estimated cost is marked with a leading ``~``."""
+    """``$0.00045`` (two significant digits below a cent, so small amounts keep their size
+    and add up: ``$0.00045`` + ``$0.00045`` = ``$0.00090``), ``$0.0123`` (below a dollar),
+    ``$1.25``, ``< $0.00001``, ``$0`` (a known zero), ``free`` (a local model), ``unknown`` (no
+    price: never ``$0.00``). An estimated cost is marked with a leading ``~``."""
     approx = False
     if isinstance(cost, Cost):
         if cost.free:
@@ -161,15 +166,27 @@ def format_usd(cost: "Cost | float | None") -> str:
         raise UsageError(f"A cost must be a finite number of dollars, got {usd!r}.")
     if usd < 0:
         raise UsageError(f"A cost cannot be negative, got {usd!r}.")
+    small = _two_significant(usd) if 0 < usd < 0.01 else None
     if usd == 0:
         text = "$0"
-    elif usd < 0.0001:
-        return "< $0.0001"
+    elif usd < SMALLEST_SHOWN_USD:
+        text = f"< ${SMALLEST_SHOWN_USD:.5f}"
+    elif small is not None and small < Decimal("0.01"):
+        text = f"${small:f}"
     elif usd < 1:
         text = f"${usd:.4f}"
     else:
         text = f"${usd:,.2f}"
     return f"~{text}" if approx else text
+
+
+def _two_significant(usd: float) -> Decimal:
+    """``usd`` rounded (half up) to two significant digits: 0.000454 -> 0.00045."""
+    exact = _dec(usd)
+    rounded = exact.quantize(Decimal(1).scaleb(exact.adjusted() - 1), ROUND_HALF_UP)
+    if rounded.adjusted() != exact.adjusted():  # 0.0000999 -> 0.00010: one digit too many
+        rounded = rounded.quantize(Decimal(1).scaleb(rounded.adjusted() - 1), ROUND_HALF_UP)
+    return rounded
 
 
 # -- loading and validating the tables ----------------------------------------------------------

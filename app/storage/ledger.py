@@ -43,6 +43,7 @@ class Totals:
     unknown_cost_requests: int = 0  # cloud attempts with tokens but no known price
     local_seconds: float = 0.0  # time the local model spent (it costs no money, but time)
     estimated: bool = False  # some tokens or costs were estimated
+    cost_estimated: bool = False  # some of cost_usd was reckoned from estimated tokens (~)
     by_model: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -194,11 +195,13 @@ class UsageLedger:
             totals.cost_usd += cost
             totals.unknown_cost_requests += unknown
             totals.estimated = totals.estimated or bool(t_est) or bool(c_est)
+            totals.cost_estimated = totals.cost_estimated or bool(c_est and cost)
             totals.by_model.append({
                 "provider": provider, "model": model, "requests": count,
                 "prompt_tokens": prompt, "completion_tokens": completion,
                 "cost_usd": None if unknown and not cost else round(cost, 6),
-                "unknown_cost_requests": unknown, "seconds": round((ms or 0) / 1000, 1)})
+                "unknown_cost_requests": unknown, "seconds": round((ms or 0) / 1000, 1),
+                "cost_estimated": bool(c_est and cost)})
         totals.cost_usd = round(totals.cost_usd, 6)
         return totals
 

@@ -150,8 +150,13 @@ def test_estimate_before_sending_is_the_upper_bound(prices):
 
 @pytest.mark.parametrize("usd, text", [
     (0.0012, "$0.0012"),
-    (0.00043, "$0.0004"),
-    (0.00004, "< $0.0001"),
+    (0.00043, "$0.00043"),  # two significant digits below a cent, never "$0.0004"
+    (0.00045, "$0.00045"),
+    (0.000455, "$0.00046"),
+    (0.0009, "$0.00090"),
+    (0.00004, "$0.000040"),
+    (0.0000999, "$0.00010"),  # rounding up to the next power of ten keeps two digits
+    (0.000004, "< $0.00001"),  # below what the ledger's totals keep
     (0.0, "$0"),
     (0.5, "$0.5000"),
     (1234.5, "$1,234.50"),
@@ -159,6 +164,15 @@ def test_estimate_before_sending_is_the_upper_bound(prices):
 def test_format_usd(usd, text):
     assert format_usd(usd) == text
     assert format_usd(Cost(usd)) == text
+    assert format_usd(Cost(usd, estimated=True)) == "~" + text
+
+
+def test_small_costs_shown_add_up_to_their_total_shown():
+    """Two profiles' $0.00045 each: the figures shown add up to the total shown (at four
+    decimals they read $0.0004 + $0.0004 against a total of $0.0009)."""
+    parts = [0.00045, 0.00045]
+    shown = [float(format_usd(p).lstrip("$")) for p in parts]
+    assert sum(shown) == pytest.approx(float(format_usd(sum(parts)).lstrip("$")))
 
 
 def test_format_usd_refuses_nonsense():

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import sys
 
-from app.accounting.pricing import format_usd
+from app.accounting.pricing import Cost, format_usd
 from app.cli.commands.common import emit, open_core
 from app.domain.errors import UsageError
 from app.storage.ledger import start_of_day, start_of_month
@@ -43,7 +43,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
             return 0
         period_words = since.strftime("%B %Y") if args.month else words
 
-        cost = format_usd(totals.cost_usd)
+        cost = format_usd(Cost(totals.cost_usd, totals.cost_estimated))  # ~: estimated
         if totals.unknown_cost_requests:
             cost += (f" + unknown ({totals.unknown_cost_requests} request"
                      f"{'s' if totals.unknown_cost_requests != 1 else ''} with no known price)")
@@ -55,7 +55,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
               f"local model time {totals.local_seconds:,.1f} s.")
         for row in totals.by_model:
             price = f"free, {row['seconds']:,.1f} s" if row["provider"] == "local" \
-                else format_usd(row["cost_usd"])
+                else format_usd(Cost(row["cost_usd"], row["cost_estimated"]))
             print(f"  {row['provider']:12} {row['model'][:36]:36} {row['requests']:>5} req "
                   f"{row['prompt_tokens']:>9,} in {row['completion_tokens']:>9,} out  {price}")
         return 0
