@@ -399,7 +399,7 @@ class TurnPipeline:
             if wait_for_model:
                 engine.wait_ready()
             local = _Chosen(engine, RouteDecision(Route.LOCAL, reason), None, chosen.overrode,
-                            notice=f"{exc} The local model answers this message.")
+                            notice=f"{exc.finding} The local model answers this message.")
             return local, start(local)
 
     def _choose(self, target: TurnTarget, options: TurnOptions, conversation,

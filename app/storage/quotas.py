@@ -71,12 +71,15 @@ MIN_REPLY_TOKENS = 16
 class QuotaExceeded(UsageError):
     kind = "quota_exceeded"
 
-    def __init__(self, message: str, cloud_budget: str | None = None):
+    def __init__(self, message: str, cloud_budget: str | None = None, advice: str = ""):
         """``cloud_budget``: which cloud-only budget is spent, in a few words ("daily token
         quota reached"), when the local model is not limited by it: Auto then answers
-        locally (``app.chat.pipeline``) instead of refusing."""
-        super().__init__(message)
+        locally (``app.chat.pipeline``) instead of refusing. ``advice``: what the user can do
+        (" Switch …"), after the message; ``finding`` is the message without it (Auto, which
+        answers locally by itself, says that instead)."""
+        super().__init__(message + advice)
         self.cloud_budget = cloud_budget
+        self.finding = message
 
 
 class RateLimitedLocally(UsageError):
@@ -404,9 +407,9 @@ class QuotaGuard:
             + (f"the {left:,} left {'is' if left == 1 else 'are'} not enough for the prompt "
                f"and a {minimal:,}-token reply" if left > 0 else "nothing is left")
             + ". It resets "
-            f"at {reset:%H:%M} ({limits.sources.get('cloud_tokens_per_day', limits.source)})."
-            + (" The local model is not limited: switch this chat to Local only."
-               if cloud_only else ""),
+            f"at {reset:%H:%M} ({limits.sources.get('cloud_tokens_per_day', limits.source)}).",
+            advice=" The local model is not limited: switch this chat to Local only."
+            if cloud_only else "",
             cloud_budget=f"daily token quota reached ({spent:,} of {limit:,})"
             if cloud_only else None)
 

@@ -174,7 +174,9 @@ def test_a_spent_cloud_quota_under_auto_is_answered_locally_and_said(outpost_hom
     assert finished["route_reason"].endswith(": answered locally")
     assert "Daily token quota reached" in auto.stderr
     assert "The local model answers this message." in auto.stderr
+    assert "switch this chat to Local only" not in auto.stderr  # it is answered locally
     assert cloud.returncode == 2 and "Daily token quota reached" in cloud.stderr
+    assert "The local model is not limited: switch this chat to Local only." in cloud.stderr
     assert cli("quota", "set", "count_local", "true").returncode == 0
     both = cli("ask", "Tell me about the sea.", "--provider", "acme", "--max-tokens", "4")
     assert both.returncode == 2 and "Daily token quota reached" in both.stderr
