@@ -21,14 +21,13 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QMessageBox,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from app.domain.errors import OutpostError
 from app.storage.profiles import Profile, Profiles, WrongPin
-from app.storage.quotas import QuotaBook
+from app.storage.quotas import MAX_COST_USD, MAX_COUNT, QuotaBook
 from ui import theme
 from ui.confirm import confirm
 from ui.window_state import WindowState
@@ -111,9 +110,24 @@ def sign_in(profiles: Profiles, name: str, parent=None, choose: bool = False) ->
 # what a limit starts at when ticked (a 0 would stop everything at once, unnoticed)
 FIRST_VALUES = {"cloud_tokens_per_day": 200_000, "requests_per_minute": 20,
                 "tokens_per_minute": 100_000, "cloud_cost_per_month": 10.0}
-_COUNTS = (("cloud_tokens_per_day", "Cloud tokens per day", 1_000_000_000),
-           ("requests_per_minute", "Requests per minute", 100_000),
-           ("tokens_per_minute", "Tokens per minute", 100_000_000))
+_COUNTS = (("cloud_tokens_per_day", "Cloud tokens per day"),
+           ("requests_per_minute", "Requests per minute"),
+           ("tokens_per_minute", "Tokens per minute"))
+
+
+class CountBox(QDoubleSpinBox):
+    """A whole number up to the core's largest limit (``MAX_COUNT``, a million million): a
+    QSpinBox is 32-bit and could neither show nor keep a limit above 2,147,483,647, while a
+    double holds every whole number up to 2^53 exactly."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setDecimals(0)
+        self.setRange(0, MAX_COUNT)
+        self.setGroupSeparatorShown(True)
+
+    def count(self) -> int:
+        return int(round(self.value()))
 
 
 class DollarBox(QDoubleSpinBox):
@@ -140,13 +154,10 @@ class QuotaEditor(QGroupBox):
         form = QFormLayout(self)
         self.enabled: dict[str, QCheckBox] = {}
         self.values: dict[str, QWidget] = {}
-        for name, title, top in _COUNTS:
-            box = QSpinBox()
-            box.setRange(0, top)
-            box.setGroupSeparatorShown(True)
-            self._row(form, name, title, box)
+        for name, title in _COUNTS:
+            self._row(form, name, title, CountBox())
         cost = DollarBox()
-        cost.setRange(0, 1_000_000)
+        cost.setRange(0, MAX_COST_USD)  # what the core accepts, no less
         cost.setSingleStep(0.5)
         cost.setPrefix("$ ")
         self._row(form, "cloud_cost_per_month", "Cloud cost per month", cost)
@@ -161,6 +172,7 @@ class QuotaEditor(QGroupBox):
         self.count_local = QCheckBox("Local model tokens count toward the token limits")
         form.addRow("", self.count_local)
         self.values["count_local"] = self.count_local
+        self.shown: dict = {}  # what load() put in the boxes, as wanted() reads it back
         self.note = QLabel()  # placed under the box by the dialog (it wraps there)
         self.note.setWordWrap(True)
         theme.set_colour(self.note, "muted")
@@ -209,18 +221,22 @@ class QuotaEditor(QGroupBox):
                                             self.enabled[name].isChecked()))
                 widget.setToolTip("" if free else (
                     "Set by the policy file; change it there." if name in locked else why))
+        self.shown = self.wanted()
         self.note.setText(why if not editable else (
             f"Limits marked (policy) are set by the policy file {self.policy_path}; change "
             "them there." if locked else
             "Unticked: no limit. Saved when you press Save quotas."))
 
     def wanted(self) -> dict:
-        out = {}
+        """Every limit as the boxes show it (None: no limit)."""
+        out: dict = {}
         for name, check in self.enabled.items():
             if not check.isChecked():
                 out[name] = None
             elif name == "allowed_routes":
                 out[name] = [r for r, box in self.route_boxes.items() if box.isChecked()]
+            elif isinstance(self.values[name], CountBox):
+                out[name] = self.values[name].count()
             else:
                 out[name] = self.values[name].value()
         out["count_local"] = self.count_local.isChecked()
@@ -320,6 +336,7 @@ class ProfilesDialog(QDialog):
     def _show_selected(self) -> None:
         profile = self.selected()
         admin = self._admin()
+        self.save_button.setEnabled(False)  # until the editor shows this profile's limits
         self.add_button.setEnabled(admin)
         self.add_button.setToolTip("" if admin else "Only the admin adds profiles.")
         if profile is None:
@@ -429,16 +446,13 @@ class ProfilesDialog(QDialog):
         if profile is None:
             return
         locked = self.book.policy_names(profile.name)
-        current = self.book.limits(profile.name)
+        shown = self.quotas.shown
 
         def save():
+            # only what the user changed: a limit shown rounded (a budget of $12.345678 as
+            # $ 12.3457) keeps its exact stored value, and nothing is written that was not shown
             for name, value in self.quotas.wanted().items():
-                old = getattr(current, name)
-                old = list(old) if isinstance(old, tuple) else old
-                if isinstance(old, float) and isinstance(value, float) and \
-                        round(old, 4) == round(value, 4):
-                    continue  # unchanged as shown: keep the exact stored value
-                if name in locked or value == old:
+                if name in locked or value == shown.get(name):
                     continue
                 self.book.set(profile.name, name, value, by=self.me)
 

@@ -51,3 +51,79 @@ def test_a_limit_ticked_by_the_user_starts_at_a_usable_value(qtbot):
     assert editor.values["cloud_tokens_per_day"].value() == FIRST_VALUES["cloud_tokens_per_day"]
     editor.enabled["requests_per_minute"].setChecked(True)  # (as load() ticks a stored 0)
     assert editor.values["requests_per_minute"].value() == 0
+
+
+def _dialog_on(qtbot, tmp_path, name: str):
+    """The Profiles dialog of a real database and quota file, as the admin, showing ``name``."""
+    from app.storage.profiles import Profiles
+    from app.storage.quotas import QuotaBook
+    from app.storage.store import Store
+    from ui.profiles_dialog import ProfilesDialog
+
+    store = Store(tmp_path / "outpost.db")
+    profiles = Profiles(store)
+    admin = profiles.ensure_default("ana")
+    if profiles.find(name) is None:
+        profiles.add(name, admin)
+    book = QuotaBook(tmp_path / "policy.toml", tmp_path / "quotas.json")
+    return store, book, admin, lambda: _open(qtbot, ProfilesDialog(profiles, book, admin), name)
+
+
+def _open(qtbot, dialog, name: str):
+    qtbot.addWidget(dialog)
+    names = [dialog.list.item(i).data(0x0100) for i in range(dialog.list.count())]
+    dialog.list.setCurrentRow(names.index(name))
+    return dialog
+
+
+def _digits(box) -> str:
+    return box.text().replace(box.locale().groupSeparator(), "")
+
+
+def test_limits_as_large_as_the_core_accepts_are_shown_and_kept_on_save(qtbot, tmp_path):
+    """A 32-bit spin box could not hold `quota set cloud_tokens_per_day 5000000000`: showing
+    the profile raised OverflowError, the editor showed 0, and Save quotas wrote that over the
+    admin's limits (a 2e9 limit was clamped to the box's 1e9 and saved lower)."""
+    from app.storage.quotas import MAX_COST_USD, MAX_COUNT
+
+    store, book, admin, open_dialog = _dialog_on(qtbot, tmp_path, "alice")
+    big = {"cloud_tokens_per_day": 5_000_000_000, "tokens_per_minute": 2_000_000_000,
+           "requests_per_minute": MAX_COUNT, "cloud_cost_per_month": 5_000_000.0}
+    for name, value in big.items():
+        book.set("alice", name, value, by=admin)
+    dialog = open_dialog()
+    editor = dialog.quotas
+    for name in ("cloud_tokens_per_day", "tokens_per_minute", "requests_per_minute"):
+        box = editor.values[name]
+        assert editor.enabled[name].isChecked() and _digits(box) == str(big[name])
+    assert _digits(editor.values["cloud_cost_per_month"]) == "$ 5000000.00"
+    assert editor.wanted()["cloud_tokens_per_day"] == 5_000_000_000  # a whole number
+    editor.enabled["allowed_routes"].setChecked(True)  # another limit changed, then saved
+    editor.route_boxes["cloud"].setChecked(False)
+    dialog.save_button.click()
+    assert "Saved" in dialog.error.text()
+    limits = book.limits("alice")
+    assert {name: getattr(limits, name) for name in big} == big
+    assert limits.allowed_routes == ("auto", "local")
+    # the largest values of all, typed into the boxes, are kept exactly
+    editor.values["cloud_tokens_per_day"].setValue(MAX_COUNT)
+    editor.values["cloud_cost_per_month"].setValue(MAX_COST_USD)
+    dialog.save_button.click()
+    limits = book.limits("alice")
+    assert (limits.cloud_tokens_per_day, limits.cloud_cost_per_month) == (MAX_COUNT,
+                                                                           MAX_COST_USD)
+    store.close()
+
+
+def test_save_quotas_writes_only_the_limits_the_user_changed(qtbot, tmp_path):
+    """What the editor shows rounded (a budget of $12.345678 shows as $ 12.3457) is not
+    written back rounded when another limit is saved."""
+    store, book, admin, open_dialog = _dialog_on(qtbot, tmp_path, "alice")
+    book.set("alice", "cloud_cost_per_month", 12.345678, by=admin)
+    dialog = open_dialog()
+    dialog.quotas.enabled["requests_per_minute"].setChecked(True)
+    dialog.quotas.values["requests_per_minute"].setValue(9)
+    dialog.save_button.click()
+    limits = book.limits("alice")
+    assert (limits.cloud_cost_per_month, limits.requests_per_minute) == (12.345678, 9)
+    store.close()
