@@ -432,10 +432,12 @@ class ProfilesDialog(QDialog):
         if profile is None:
             return
         count = self.profiles.conversation_count(profile.name)
-        text = f"Remove the profile {profile.name}?"
+        text = f"Remove the profile {profile.name} and its quotas?"
         if count:
             text += (f" Its {count} conversation{'s' if count != 1 else ''} will be deleted "
-                     "too. Its usage stays in the ledger.")
+                     "too.")
+        text += (" Its usage stays in this computer's totals, as "
+                 f"“{profile.name} (removed …)”.")
         if confirm(self, "Remove profile", text, "Remove", QMessageBox.Icon.Warning) and \
                 self._do(lambda: self.profiles.remove(profile.name, self.me, True),
                          self.me.name):

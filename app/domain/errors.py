@@ -2,7 +2,10 @@
 
     OutpostError                      base; `kind` is a stable machine-readable name
     ├── UsageError                    bad input from the user or a script (CLI flag, unknown id)
-    │   └── NoProviderForCloud        a Cloud only conversation, and no provider is chosen
+    │   ├── NoProviderForCloud        a Cloud only conversation, and no provider is chosen
+    │   └── ProfileError              a profile that does not exist, an unusable name or PIN
+    │       ├── WrongPin              a wrong or missing PIN, or a profile locked after those
+    │       └── NotAllowed            only the admin may do that (or: another's conversation)
     ├── ModelError                    a local model file cannot be used
     │   ├── ModelNotFound             the path does not exist / bundled model not installed
     │   ├── ModelInvalid              not a GGUF file, or truncated, or unsupported
@@ -70,6 +73,18 @@ class UsageError(OutpostError):
 
 class NoProviderForCloud(UsageError):
     kind = "no_provider"
+
+
+class ProfileError(UsageError):
+    kind = "profile"
+
+
+class WrongPin(ProfileError):
+    kind = "wrong_pin"
+
+
+class NotAllowed(ProfileError):
+    kind = "not_allowed"
 
 
 class ModelError(OutpostError):

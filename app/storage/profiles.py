@@ -10,6 +10,10 @@
   profile for 30 s, doubling with every further wrong PIN (at most an hour).
 * Conversations and usage belong to a profile: the window and the CLI list, search and continue
   only the signed-in profile's conversations, and its quotas apply to its requests.
+* Removing a profile removes its quotas (``config/quotas.json``) and files its usage (the
+  ``request_log`` rows) under ``NAME (removed YYYY-MM-DD)``, a name no profile can take
+  (``app.domain.profile_names``): the machine's totals stay whole, and a later profile of the
+  same name starts with no limits and no usage of the one before.
 
 What profiles are not: encryption. They share one OS account and one database file, so anyone
 who can read that file can read every profile's history; a PIN keeps people out of each other's
@@ -21,32 +25,23 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
-import re
 import secrets
 from dataclasses import dataclass
 
-from app.domain.errors import UsageError
+from app.domain.errors import NotAllowed, ProfileError, WrongPin
+from app.domain.profile_names import check_name, removed_label
 from app.domain.wording import counted
+from app.storage.quotas import QuotaBook
 from app.storage.sqlite_errors import storage_errors
 from app.storage.store import Store, now_iso
+
+__all__ = ["NotAllowed", "Profile", "ProfileError", "Profiles", "WrongPin", "check_name",
+           "check_new_pin", "hash_pin", "pin_matches"]
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 14, 8, 1
 PIN_MIN, PIN_MAX = 4, 64
 FREE_TRIES = 5
 LOCK_S, LOCK_MAX_S = 30, 3600
-_NAME = re.compile(r"^[\w][\w .@-]{0,39}$")
-
-
-class ProfileError(UsageError):
-    kind = "profile"
-
-
-class WrongPin(ProfileError):
-    kind = "wrong_pin"
-
-
-class NotAllowed(ProfileError):
-    kind = "not_allowed"
 
 
 @dataclass(frozen=True)
@@ -85,24 +80,19 @@ def check_new_pin(pin: str) -> str:
     return pin
 
 
-def check_name(name: str) -> str:
-    name = (name or "").strip()
-    if not _NAME.match(name):
-        raise ProfileError(f"{name!r} is not a usable profile name: use 1 to 40 letters, "
-                           "digits, spaces, dots, @, _ or -, starting with a letter or digit.")
-    return name
-
-
 def _row(row: dict) -> Profile:
     return Profile(row["name"], bool(row["is_admin"]), bool(row["pin_hash"]), row["created_at"])
 
 
 class Profiles:
-    """Reads and changes profiles. ``actor`` is the signed-in profile doing the change."""
+    """Reads and changes profiles. ``actor`` is the signed-in profile doing the change.
+    ``quotas``: where their quotas are kept (default: the config folder's quota book)."""
 
-    def __init__(self, store: Store, clock=lambda: dt.datetime.now(dt.timezone.utc)):
+    def __init__(self, store: Store, clock=lambda: dt.datetime.now(dt.timezone.utc),
+                 quotas: QuotaBook | None = None):
         self.store = store
         self.clock = clock
+        self.quotas = quotas or QuotaBook()
 
     # -- reading -----------------------------------------------------------------------------
     def list(self) -> list[Profile]:
@@ -212,12 +202,25 @@ class Profiles:
             if taken:
                 raise ProfileError(f"There is already a profile named {taken[0]!r}.")
             db["profiles"].insert(row)
+            # a profile of this name removed by an older Outpost left its usage and quotas
+            # under the name: they are not the new profile's
+            self._file_usage_away(db, name)
+            self.quotas.forget(name)
         return self.get(name)
 
+    def _file_usage_away(self, db, name: str) -> None:
+        """The ledger rows under ``name`` stay in the machine's totals, filed under a name
+        that no profile can take (``removed_label``, dated today)."""
+        label = removed_label(name, self.clock().astimezone().date())
+        db.execute("update request_log set profile = ? where profile = ? collate nocase",
+                   [label, name])
+
     def remove(self, name: str, actor: Profile, delete_conversations: bool = False) -> int:
-        """Remove a profile (not the admin). Its conversations go with it only when asked;
-        otherwise a profile that still has conversations is kept. Its ledger rows stay (usage
-        history). Returns how many conversations were deleted."""
+        """Remove a profile (not the admin). Its conversations (and their outbox items) go with
+        it only when asked; otherwise a profile that still has conversations is kept. Its
+        quotas go; its ledger rows stay in the machine's totals, filed under
+        ``removed_label`` so that a later profile of this name does not inherit its usage.
+        Returns how many conversations were deleted."""
         self._require_admin(actor, "remove profiles")
         profile = self.get(name)
         if profile.is_admin:
@@ -235,7 +238,10 @@ class Profiles:
                 db["outbox"].delete_where("conversation_id = ?", [cid])
                 db["messages"].delete_where("conversation_id = ?", [cid])
                 db["conversations"].delete(cid)
+            self._file_usage_away(db, profile.name)
             db["profiles"].delete(profile.name)
+            # last: quotas.json that cannot be written rolls the removal back
+            self.quotas.forget(profile.name)
         if ids:
             self.store.forgot()
         return len(ids)

@@ -54,10 +54,10 @@ from app.accounting.pricing import (
 from app.config import paths
 from app.config.file_schema import MAX_WHOLE, ConfigFile, write_config
 from app.domain.context import ReplyCap
-from app.domain.errors import UsageError
+from app.domain.errors import NotAllowed, UsageError
+from app.domain.profile_names import name_key
 from app.domain.routes import ROUTE_LABELS, Route
 from app.storage.ledger import start_of_day, start_of_month
-from app.storage.profiles import NotAllowed
 
 LIMIT_NAMES = ("cloud_tokens_per_day", "cloud_cost_per_month", "requests_per_minute",
                "tokens_per_minute", "allowed_routes", "count_local", "allow_unpriced")
@@ -288,6 +288,18 @@ class QuotaBook:
             limits[name] = _coerce(name, value) if name != "allowed_routes" \
                 else list(_coerce(name, value))
         write_config(self.local, json.dumps(local, indent=2) + "\n")
+
+    def forget(self, profile: str) -> None:
+        """A removed profile's limits go with it (``Profiles.remove``, after its admin check):
+        a later profile of the same name starts with none. The policy file is the fleet's and
+        is left as it is."""
+        local = self._local()
+        tables = local.get("profiles", {})
+        gone = [key for key in tables if name_key(key) == name_key(profile)]
+        if gone:
+            for key in gone:
+                del tables[key]
+            write_config(self.local, json.dumps(local, indent=2) + "\n")
 
 
 def _next_midnight(now: dt.datetime) -> dt.datetime:

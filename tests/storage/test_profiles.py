@@ -272,3 +272,73 @@ def test_quota_show_names_the_policy_file_only_when_there_is_one(outpost_home):
     (outpost_home / "config" / "policy.toml").write_text("[default]\nrequests_per_minute = 5\n")
     first = cli("quota", "show").stdout.splitlines()[0]
     assert first.endswith("policy.toml):") and "no policy file" not in first
+
+
+def test_a_removed_profiles_quotas_and_usage_do_not_pass_to_a_new_one_of_its_name(store):
+    """A new carol was refused by the removed carol's monthly budget: her quotas.json entries
+    and her ledger rows passed to whoever took the name next. Removing a profile now removes
+    its quotas and files its usage under a name no profile can take; the machine's totals
+    stay as they were."""
+    from app.storage.ledger import UsageLedger
+    from app.storage.quotas import QuotaExceeded, QuotaGuard
+    from engines.http_policy import AttemptRecord
+
+    now = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.timezone.utc)
+    book = QuotaBook()  # the config folder's, as the CLI and the window use
+    profiles = Profiles(store, clock=lambda: now)
+    ana = profiles.ensure_default("ana")
+    profiles.add("carol", ana)
+    book.set("carol", "cloud_cost_per_month", 1.0, by=ana)
+    book.set("ana", "requests_per_minute", 5, by=ana)
+    for who in ("carol", "carol", "ana"):
+        store.log_attempt(AttemptRecord(1, 200, 5.0, None, provider="openai", model="m",
+                                        prompt_tokens=100, completion_tokens=50),
+                          profile=who, cost_usd=2.0)
+    ledger = UsageLedger(store, "ana")
+    guard = QuotaGuard(book, ledger)
+    since = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+    everyone = ledger.totals(since)
+    with pytest.raises(QuotaExceeded, match="Monthly cloud budget reached for carol"):
+        guard.check("carol", "auto", True, 10, 10)
+
+    profiles.remove("carol", ana)
+    assert "carol" not in json.loads(book.local.read_text())["profiles"]
+    assert book.limits("ana").requests_per_minute == 5  # the others' quotas stay
+    assert ledger.totals(since).as_dict() == everyone.as_dict()  # `usage --profile all`
+    label = f"carol (removed {now.astimezone().date().isoformat()})"
+    assert sorted(r["profile"] for r in store.request_log()) == ["ana", label, label]
+    with pytest.raises(ProfileError, match="not a usable profile name"):
+        profiles.add(label, ana)  # the name the old rows are filed under is nobody's
+
+    profiles.add("Carol", ana)  # a new person of the same name starts afresh
+    assert book.limits("Carol").cloud_cost_per_month is None
+    assert ledger.totals(since, "Carol").requests == 0
+    guard.check("Carol", "auto", True, 10, 10)
+
+
+def test_a_new_profile_does_not_take_over_what_an_older_outpost_left_under_its_name(store):
+    """A profile removed before removal re-filed its usage left its quotas and ledger rows
+    under its name: a profile added with that name now starts without them."""
+    from app.storage.ledger import UsageLedger
+    from engines.http_policy import AttemptRecord
+
+    now = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.timezone.utc)
+    book = QuotaBook()
+    profiles = Profiles(store, clock=lambda: now)
+    ana = profiles.ensure_default("ana")
+    profiles.add("carol", ana)
+    book.set("carol", "cloud_cost_per_month", 1.0, by=ana)
+    store.log_attempt(AttemptRecord(1, 200, 5.0, None, provider="openai", model="m",
+                                    prompt_tokens=100, completion_tokens=50),
+                      profile="carol", cost_usd=2.0)
+    store.db.execute("delete from profiles where name = 'carol'")  # as an older Outpost did
+    store.db.conn.commit()
+    ledger = UsageLedger(store, "ana")
+    since = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+    everyone = ledger.totals(since).as_dict()
+    profiles.add("carol", ana)
+    assert book.limits("carol").cloud_cost_per_month is None
+    assert ledger.totals(since, "carol").requests == 0
+    assert ledger.totals(since).as_dict() == everyone
+    assert [r["profile"] for r in store.request_log()] == [
+        f"carol (removed {now.astimezone().date().isoformat()})"]
