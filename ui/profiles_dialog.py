@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 
 from app.domain.errors import OutpostError
 from app.storage.profiles import Profile, Profiles, WrongPin
-from app.storage.quotas import MAX_COST_USD, MAX_COUNT, QuotaBook
+from app.storage.quotas import MAX_COST_USD, MAX_COUNT, PER_MINUTE, QuotaBook
 from ui import theme
 from ui.confirm import confirm
 from ui.window_state import WindowState
@@ -155,7 +155,10 @@ class QuotaEditor(QGroupBox):
         self.enabled: dict[str, QCheckBox] = {}
         self.values: dict[str, QWidget] = {}
         for name, title in _COUNTS:
-            self._row(form, name, title, CountBox())
+            box = CountBox()
+            if name in PER_MINUTE:
+                box.setMinimum(1)  # a rate of 0 refills nothing; unticked is no limit
+            self._row(form, name, title, box)
         cost = DollarBox()
         cost.setRange(0, MAX_COST_USD)  # what the core accepts, no less
         cost.setSingleStep(0.5)
@@ -186,9 +189,9 @@ class QuotaEditor(QGroupBox):
             check.toggled.connect(
                 lambda on, box=widget: box.setSpecialValueText("" if on else "no limit"))
             widget.setSpecialValueText("no limit")
-            check.clicked.connect(  # ticked by the user: a value to start from, not 0
+            check.clicked.connect(  # ticked by the user: a value to start from, not 0 (or 1)
                 lambda on, box=widget, first=FIRST_VALUES.get(name): on and first and
-                not box.value() and box.setValue(first))
+                box.value() == box.minimum() and box.setValue(first))
         widget.setEnabled(False)  # unticked until load() says otherwise
         widget.setAccessibleName(title)  # its check box is its label
         self.enabled[name], self.values[name] = check, widget

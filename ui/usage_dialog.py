@@ -124,7 +124,7 @@ class UsageDialog(QDialog):
                       if limits.cloud_cost_per_month is not None else " (no limit)"))
         rate = ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in (
             ("requests_per_minute", limits.requests_per_minute),
-            ("tokens_per_minute", limits.tokens_per_minute)) if value)
+            ("tokens_per_minute", limits.tokens_per_minute)) if value is not None)
         routes = ", ".join(limits.allowed_routes) if limits.allowed_routes else "all"
         counted = "cloud and local" if limits.count_local else "cloud only"
         self.summary.setText(
@@ -253,9 +253,9 @@ class UsageDialog(QDialog):
 
     def _bar(self, key: str, used: float, limit: float | None, text: str) -> None:
         bar = self.bars[key]
-        if limit:
+        if limit is not None:  # a limit of 0 (no cloud at all) is reached, not absent
             bar.setMaximum(1000)
-            bar.setValue(int(min(1.0, used / limit) * 1000))
+            bar.setValue(int((min(1.0, used / limit) if limit else 1.0) * 1000))
             over = used >= limit
             theme.restyle(bar, lambda: theme.meter_style(over))
         else:

@@ -7,7 +7,10 @@ Limits (all optional; unset = no limit):
 * ``cloud_cost_per_month``   US dollars of cloud use this calendar month (attempts with an
   unknown price count as zero here and are reported as unknown by ``outpost usage``);
 * ``requests_per_minute`` / ``tokens_per_minute``   token buckets with continuous refill: a
-  bucket holds one minute's worth and refills at that rate per minute;
+  bucket holds one minute's worth and refills at that rate per minute. At least 1: a rate of 0
+  refills nothing, so it is refused (``none`` removes a limit; ``cloud_tokens_per_day = 0``
+  keeps a profile off the cloud). A 0 that an older Outpost saved in quotas.json, where it
+  meant no limit, is read as no limit;
 * ``allowed_routes``         e.g. ``["local"]`` for a profile that may not use the cloud;
 * ``count_local``            whether local tokens count toward the token limits (default no);
 * ``allow_unpriced``         with a cost limit, whether models with no known price may be used
@@ -66,6 +69,7 @@ MAX_COST_USD = 1e9  # a monthly budget of at most a billion dollars
 # the shortest reply worth sending a request for: a budget with less room than the prompt and
 # this many reply tokens (or max_tokens, if fewer) refuses the turn rather than limit the reply
 MIN_REPLY_TOKENS = 16
+PER_MINUTE = ("requests_per_minute", "tokens_per_minute")
 
 
 class QuotaExceeded(UsageError):
@@ -176,9 +180,18 @@ def _coerce(name: str, value, file: ConfigFile | None = None, key: str = ""):
             return file.wrong(key or name, expected, value)
         return UsageError(f"{name} must be {expected}, got {value!r}.")
 
-    if name in ("cloud_tokens_per_day", "requests_per_minute", "tokens_per_minute"):
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_COUNT:
-            raise wrong(f"a whole number from 0 to {MAX_COUNT:,}")
+    if name in ("cloud_tokens_per_day", *PER_MINUTE):
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        low = 1 if name in PER_MINUTE else 0
+        if not whole or not low <= value <= MAX_COUNT:
+            expected = f"a whole number from {low} to {MAX_COUNT:,}"
+            if whole and value == 0:  # 0 per minute would refill nothing: say what was meant
+                expected += " (0 cannot be a rate: " + (
+                    "leave the key out for no limit, or set cloud_tokens_per_day = 0 to keep "
+                    "the profile off the cloud)" if file is not None else
+                    "use none to remove the limit, or set cloud_tokens_per_day to 0 to keep "
+                    "the profile off the cloud)")
+            raise wrong(expected)
         return value
     if name == "cloud_cost_per_month":
         # NaN compares false with everything: a budget of NaN would be no budget at all
@@ -225,6 +238,20 @@ def _checked(file: ConfigFile, data) -> dict:
     return data
 
 
+def _without_zero_rates(data):
+    """quotas.json as read, less the per-minute limits of 0 that an Outpost before they were
+    refused saved (``quota set requests_per_minute 0``): the guard skipped a zero rate, so
+    they meant no limit, and they are read as that (the next save leaves them out)."""
+    tables = [data.get("default")] if isinstance(data, dict) else []
+    profiles = data.get("profiles") if isinstance(data, dict) else None
+    tables += list(profiles.values()) if isinstance(profiles, dict) else []
+    for table in tables:
+        for name in PER_MINUTE:
+            if isinstance(table, dict) and type(table.get(name)) is int and table[name] == 0:
+                del table[name]
+    return data
+
+
 class QuotaBook:
     """Limits per profile: the policy file over the locally set ones."""
 
@@ -247,7 +274,7 @@ class QuotaBook:
     def _local(self) -> dict:
         file = ConfigFile(self.local, "quota file")
         try:
-            return _checked(file, file.read())
+            return _checked(file, _without_zero_rates(file.read()))
         except FileNotFoundError:
             return {}
 
@@ -466,13 +493,13 @@ class QuotaGuard:
             return
         waits = []
         buckets = []
-        if limits.requests_per_minute:
+        if limits.requests_per_minute is not None:
             bucket = self._bucket(profile, "requests", limits.requests_per_minute,
                                   limits.count_local)
             waits.append((bucket.wait_time(1), "requests per minute",
                           limits.requests_per_minute))
             buckets.append((bucket, 1))
-        if limits.tokens_per_minute:
+        if limits.tokens_per_minute is not None:
             bucket = self._bucket(profile, "tokens", limits.tokens_per_minute,
                                   limits.count_local)
             waits.append((bucket.wait_time(needed), "tokens per minute",

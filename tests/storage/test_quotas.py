@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from app.config.file_schema import ConfigFileInvalid
+from app.domain.errors import UsageError
 from app.storage.ledger import UsageLedger
 from app.storage.profiles import Profile
 from app.storage.quotas import QuotaBook, QuotaExceeded, QuotaGuard, RateLimitedLocally, TokenBucket
@@ -229,3 +231,40 @@ def test_a_named_policy_file_that_is_missing_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setenv("OUTPOST_POLICY", str(missing))
     with pytest.raises(Exception, match="does not exist"):
         QuotaBook().limits("ana")
+
+
+def test_a_per_minute_limit_of_0_is_refused_saying_what_to_use_instead(tmp_path):
+    """`quota set requests_per_minute 0` was accepted and meant "no limit" (the guard skipped a
+    zero rate); a day's tokens of 0 keeps a profile off the cloud, as it says."""
+    book = QuotaBook(tmp_path / "policy.toml", tmp_path / "quotas.json")
+    for name in ("requests_per_minute", "tokens_per_minute"):
+        with pytest.raises(UsageError, match=rf"^{name} must be a whole number from 1 to .*"
+                                             "use none to remove the limit.*got 0\\.$"):
+            book.set("bo", name, 0, by=ADMIN)
+    book.set("bo", "cloud_tokens_per_day", 0, by=ADMIN)  # 0 here: no cloud at all
+    assert book.limits("bo").cloud_tokens_per_day == 0
+    write_policy(tmp_path / "policy.toml", "[profiles.bo]\ntokens_per_minute = 0\n")
+    with pytest.raises(ConfigFileInvalid, match=r"profiles\.bo\.tokens_per_minute must be a "
+                                                r"whole number from 1 .* leave the key out"):
+        book.limits("bo")
+
+
+def test_a_per_minute_0_an_older_outpost_saved_reads_as_the_no_limit_it_was(tmp_path):
+    """quotas.json written before 0 was refused is read, not refused: its 0 meant no limit."""
+    local = tmp_path / "quotas.json"
+    local.write_text(json.dumps({"profiles": {"bo": {"requests_per_minute": 0,
+                                                     "cloud_tokens_per_day": 0}}}))
+    book = QuotaBook(tmp_path / "policy.toml", local)
+    limits = book.limits("bo")
+    assert (limits.requests_per_minute, limits.cloud_tokens_per_day) == (None, 0)
+    book.set("bo", "tokens_per_minute", 50, by=ADMIN)
+    assert json.loads(local.read_text())["profiles"]["bo"] == {
+        "cloud_tokens_per_day": 0, "tokens_per_minute": 50}
+
+
+def test_cli_refuses_a_per_minute_limit_of_0(outpost_home):
+    zero = cli("quota", "set", "requests_per_minute", "0")
+    assert zero.returncode == 2
+    assert "use none to remove the limit" in zero.stderr
+    shown = json.loads(cli("quota", "show", "--json").stdout)
+    assert shown["requests_per_minute"] is None

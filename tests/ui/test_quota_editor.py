@@ -27,12 +27,25 @@ def test_the_monthly_cost_box_shows_cents_and_more_digits_only_when_needed(qtbot
 def test_an_unticked_limit_says_no_limit_and_a_ticked_zero_is_a_zero(qtbot):
     editor = QuotaEditor()
     qtbot.addWidget(editor)
-    box, check = editor.values["requests_per_minute"], editor.enabled["requests_per_minute"]
+    box, check = editor.values["cloud_tokens_per_day"], editor.enabled["cloud_tokens_per_day"]
     assert (box.text(), box.isEnabled()) == ("no limit", False)
     check.setChecked(True)
-    assert (box.text(), box.isEnabled()) == ("0", True)  # a limit of 0: nothing at all
+    assert (box.text(), box.isEnabled()) == ("0", True)  # a limit of 0: no cloud at all
     check.setChecked(False)
     assert box.text() == "no limit"
+
+
+def test_a_per_minute_limit_cannot_be_0(qtbot):
+    """A rate of 0 was saved and meant no limit at all; the boxes start at 1."""
+    editor = QuotaEditor()
+    qtbot.addWidget(editor)
+    for name in ("requests_per_minute", "tokens_per_minute"):
+        box = editor.values[name]
+        assert box.text() == "no limit"
+        editor.enabled[name].setChecked(True)
+        box.lineEdit().setText("0")
+        box.interpretText()
+        assert box.minimum() == 1 and editor.wanted()[name] == 1
 
 
 def test_a_limit_ticked_by_the_user_starts_at_a_usable_value(qtbot):
@@ -49,8 +62,11 @@ def test_a_limit_ticked_by_the_user_starts_at_a_usable_value(qtbot):
     qtbot.mouseClick(check, Qt.MouseButton.LeftButton)
     assert check.isChecked()
     assert editor.values["cloud_tokens_per_day"].value() == FIRST_VALUES["cloud_tokens_per_day"]
-    editor.enabled["requests_per_minute"].setChecked(True)  # (as load() ticks a stored 0)
-    assert editor.values["requests_per_minute"].value() == 0
+    editor.enabled["cloud_cost_per_month"].setChecked(True)  # (as load() ticks a stored 0)
+    assert editor.values["cloud_cost_per_month"].value() == 0
+    check = editor.enabled["requests_per_minute"]  # a rate starts at a usable one too
+    qtbot.mouseClick(check, Qt.MouseButton.LeftButton)
+    assert editor.values["requests_per_minute"].value() == FIRST_VALUES["requests_per_minute"]
 
 
 def _dialog_on(qtbot, tmp_path, name: str):

@@ -98,3 +98,18 @@ def test_the_period_row_in_both_palettes(qtbot, dialog, artifacts_dir, theme_nam
     assert dialog.export_button.isVisible() and dialog.last_day.isVisible()
     grab_in_palette(qtbot, dialog, artifacts_dir / f"usage-dialog-period-{theme_name}.png",
                     theme_name)
+
+
+def test_a_limit_of_0_shows_as_reached_not_as_no_limit(qtbot, tmp_path):
+    """A day's cloud tokens of 0 (no cloud at all) showed an empty bar, as "no limit" does."""
+    from tests.storage.test_quotas import ADMIN
+
+    store = Store(tmp_path / "outpost.db")
+    book = QuotaBook(tmp_path / "policy.toml", tmp_path / "quotas.json")
+    book.set("ana", "cloud_tokens_per_day", 0, by=ADMIN)
+    window = UsageDialog(UsageLedger(store, "ana"), book, "ana", today=lambda: TODAY)
+    qtbot.addWidget(window)
+    bar = window.bars["day_tokens"]
+    assert bar.maximum() > 1 and bar.value() == bar.maximum()
+    assert window.values["day_tokens"].text() == "0 of 0"
+    store.close()
