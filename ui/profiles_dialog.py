@@ -293,6 +293,11 @@ class ProfilesDialog(QDialog):
         self.quotas = QuotaEditor()
         right.addWidget(self.quotas)
         right.addWidget(self.quotas.note)
+        self.policy_warning = QLabel()  # policy tables that name no profile here
+        self.policy_warning.setWordWrap(True)
+        theme.set_colour(self.policy_warning, "warning")
+        self.policy_warning.hide()
+        right.addWidget(self.policy_warning)
         self.save_button = QPushButton("Save quotas")
         self.save_button.clicked.connect(self._save_quotas)
         self.error = QLabel()
@@ -364,6 +369,7 @@ class ProfilesDialog(QDialog):
         try:
             limits = self.book.limits(profile.name)
             locked = self.book.policy_names(profile.name)
+            warnings = self.book.policy_warnings(p.name for p in self.profiles.list())
         except OutpostError as exc:
             self.error.setText(str(exc))
             return
@@ -374,6 +380,8 @@ class ProfilesDialog(QDialog):
             f"The admin ({admin_profile.name}) has no PIN: anyone at this computer can switch "
             "to it and change quotas or reset PINs. Give it a PIN." if exposed else "")
         self.admin_warning.setVisible(exposed)
+        self.policy_warning.setText(" ".join(warnings))
+        self.policy_warning.setVisible(bool(warnings))
         self.quotas.policy_path = str(self.book.policy)
         self.quotas.load(limits, locked, admin, why)
         self.save_button.setEnabled(admin)

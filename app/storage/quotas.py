@@ -22,10 +22,16 @@ the admin profile set (``outpost quota set`` or the window's Profiles dialog), s
 ``config/quotas.json``. Non-admin profiles cannot change quotas at all (``app.storage.profiles``).
 
 Both files are checked against their schema when read: a table ``[default]`` and tables
-``[profiles.NAME]``, each holding only the limits above, every number finite (never NaN or an
-infinity, which would mean "no limit") and at most a million million. A file that cannot be read or
+``[profiles.NAME]`` (NAME matched as profile names are, without regard to case: ``Alice`` is
+alice's table, and two tables of one profile are refused), each holding only the limits
+above, every number finite (never NaN or an infinity, which would mean "no limit") and at
+most a million million. A file that cannot be read or
 has the wrong shape is refused with one sentence naming the file, the key and what was expected
 (exit 2): running without a fleet's limits, or writing over the admin's, is never the fallback.
+
+A policy table that names no profile on this machine applies to nobody: ``policy_warnings``
+says so (``outpost quota show``, the window's Profiles dialog). It is not an error, because a
+fleet's one file may name profiles that only some machines have.
 
 A budget holds for the whole request: one with room for the prompt but not for ``max_tokens``
 of reply limits the reply to what is left (``QuotaGuard.check`` returns a ``ReplyCap``; the
@@ -46,7 +52,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from app.accounting.pricing import (
     Price,
@@ -233,9 +239,21 @@ def _checked(file: ConfigFile, data) -> dict:
                         "profiles)")
     _limits_from(file, data.get("default", {}), "default")
     profiles = file.table(data.get("profiles", {}), "profiles", "profile names and limits")
+    seen: dict[str, str] = {}
     for profile, table in profiles.items():
         _limits_from(file, table, f"profiles.{profile}")
+        first = seen.setdefault(name_key(profile), profile)
+        if first != profile:
+            raise file.fail(f"profiles.{first} and profiles.{profile} name the same profile "
+                            "(profile names do not differ by case alone); keep one")
     return data
+
+
+def _table_of(data: dict, profile: str) -> dict:
+    """``profile``'s table in a policy or quotas file, named in any case; {} when none."""
+    key = name_key(profile)
+    return next((table for name, table in data.get("profiles", {}).items()
+                 if name_key(name) == key), {})
 
 
 def _without_zero_rates(data):
@@ -284,7 +302,7 @@ class QuotaBook:
         source = "none"
         # weakest first: what the admin set, then the policy file; each: default, then profile
         for data, label in ((self._local(), "quota set"), (self._policy(), "policy file")):
-            for table in (data.get("default", {}), data.get("profiles", {}).get(profile, {})):
+            for table in (data.get("default", {}), _table_of(data, profile)):
                 if table:
                     merged.update({name: _coerce(name, value) for name, value in table.items()})
                     sources.update({name: label for name in table})
@@ -294,7 +312,17 @@ class QuotaBook:
     def policy_names(self, profile: str) -> set[str]:
         """The limits the policy file sets for ``profile`` (nobody changes those in Outpost)."""
         policy = self._policy()
-        return set(policy.get("default", {})) | set(policy.get("profiles", {}).get(profile, {}))
+        return set(policy.get("default", {})) | set(_table_of(policy, profile))
+
+    def policy_warnings(self, profiles: Iterable[str]) -> list[str]:
+        """One sentence per ``[profiles.NAME]`` table of the policy file that names none of
+        ``profiles`` (the machine's): its limits apply to nobody, a typo perhaps."""
+        names = sorted(profiles, key=name_key)
+        known = {name_key(name) for name in names}
+        return [f"The policy file {self.policy} has limits for {table!r} ([profiles.{table}]), "
+                "but no profile here has that name, so they apply to nobody (profiles: "
+                f"{', '.join(names) or 'none'})."
+                for table in self._policy().get("profiles", {}) if name_key(table) not in known]
 
     def set(self, profile: str, name: str, value, *, by) -> None:
         """``outpost quota set`` / the window's profile editor, as ``by`` (an
@@ -308,7 +336,8 @@ class QuotaBook:
                              "and cannot be changed here.")
         local = self._local()
         profiles = local.setdefault("profiles", {})
-        limits = profiles.setdefault(profile, {})
+        key = next((k for k in profiles if name_key(k) == name_key(profile)), profile)
+        limits = profiles.setdefault(key, {})
         if value is None:
             limits.pop(name, None)
         else:

@@ -268,3 +268,46 @@ def test_cli_refuses_a_per_minute_limit_of_0(outpost_home):
     assert "use none to remove the limit" in zero.stderr
     shown = json.loads(cli("quota", "show", "--json").stdout)
     assert shown["requests_per_minute"] is None
+
+
+def test_policy_tables_name_profiles_whatever_their_case(tmp_path):
+    """[profiles.Alice] did nothing for the profile alice: names were matched exactly here
+    while everywhere else they are matched without regard to case."""
+    policy = write_policy(tmp_path / "policy.toml", "[profiles.Alice]\ncloud_tokens_per_day = 5\n")
+    local = tmp_path / "quotas.json"
+    local.write_text(json.dumps({"profiles": {"BO": {"requests_per_minute": 3}}}))
+    book = QuotaBook(policy, local)
+    assert book.limits("alice").cloud_tokens_per_day == 5
+    assert book.limits("alice").sources == {"cloud_tokens_per_day": "policy file"}
+    assert book.policy_names("ALICE") == {"cloud_tokens_per_day"}
+    with pytest.raises(UsageError, match="set by the policy file"):
+        book.set("alice", "cloud_tokens_per_day", 10, by=ADMIN)
+    assert book.limits("bo").requests_per_minute == 3
+    book.set("bo", "requests_per_minute", 4, by=ADMIN)  # the table it has, not a second one
+    assert json.loads(local.read_text())["profiles"] == {"BO": {"requests_per_minute": 4}}
+    write_policy(policy, "[profiles.Alice]\nrequests_per_minute = 1\n"
+                         "[profiles.alice]\nrequests_per_minute = 9\n")
+    with pytest.raises(ConfigFileInvalid, match=r"profiles\.Alice and profiles\.alice name "
+                                                "the same profile"):
+        book.limits("alice")
+
+
+def test_policy_tables_naming_no_profile_are_warned_about(tmp_path):
+    policy = write_policy(tmp_path / "policy.toml", "[profiles.Alice]\nrequests_per_minute = 2\n"
+                                                    "[profiles.alcie]\nrequests_per_minute = 2\n")
+    book = QuotaBook(policy, tmp_path / "quotas.json")
+    assert book.policy_warnings(["alice", "ana"]) == [
+        f"The policy file {policy} has limits for 'alcie' ([profiles.alcie]), but no profile "
+        "here has that name, so they apply to nobody (profiles: alice, ana)."]
+    assert book.policy_warnings(["alice", "alcie"]) == []
+
+
+def test_quota_show_warns_about_policy_tables_naming_no_profile(outpost_home):
+    (outpost_home / "config").mkdir(parents=True)
+    (outpost_home / "config" / "policy.toml").write_text(
+        "[profiles.nobody]\nrequests_per_minute = 2\n")
+    shown = cli("quota", "show")
+    assert shown.returncode == 0, shown.stderr
+    assert "outpost: warning: The policy file" in shown.stderr
+    assert "limits for 'nobody' ([profiles.nobody]), but no profile here has that name" \
+        in shown.stderr

@@ -143,3 +143,20 @@ def test_save_quotas_writes_only_the_limits_the_user_changed(qtbot, tmp_path):
     limits = book.limits("alice")
     assert (limits.cloud_cost_per_month, limits.requests_per_minute) == (12.345678, 9)
     store.close()
+
+
+def test_the_editor_shows_a_policy_table_named_in_another_case_and_warns_of_unknown_ones(
+        qtbot, tmp_path):
+    """[profiles.Alice] did nothing for alice, and a table naming no profile went unnoticed."""
+    (tmp_path / "policy.toml").write_text("[profiles.Alice]\nrequests_per_minute = 4\n"
+                                          "[profiles.nobody]\nrequests_per_minute = 2\n")
+    store, book, admin, open_dialog = _dialog_on(qtbot, tmp_path, "alice")
+    dialog = open_dialog()
+    dialog.show()
+    editor = dialog.quotas
+    assert editor.enabled["requests_per_minute"].text() == "Requests per minute (policy)"
+    assert editor.values["requests_per_minute"].text() == "4"
+    assert not editor.values["requests_per_minute"].isEnabled()
+    assert dialog.policy_warning.isVisible()
+    assert "limits for 'nobody' ([profiles.nobody])" in dialog.policy_warning.text()
+    store.close()

@@ -97,6 +97,8 @@ def cmd_quota(args: argparse.Namespace) -> int:
             raise NotAllowed(f"Only the admin can see other profiles' limits; you are signed "
                              f"in as {me.name}.")
         limits = book.limits(profile)
+        for warning in book.policy_warnings(p.name for p in core.profiles.list()):
+            sys.stderr.write(f"outpost: warning: {warning}\n")
         if getattr(args, "json", False):
             emit(dict(limits.as_dict(), profile=profile))
             return 0
