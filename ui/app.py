@@ -13,7 +13,7 @@ from app.config.paths import resource
 from app.config.providers import ProviderRegistry
 from app.config.secrets import KeyStore
 from app.config.settings import Settings, default_user_id
-from app.domain.errors import OutpostError, UsageError
+from app.domain.errors import OutpostError, ProfileError, UsageError
 from app.storage.profiles import Profile, Profiles
 from app.storage.store import Store
 from engines.llama_local import gpu_offload_supported
@@ -55,6 +55,9 @@ class OutpostApp:
         self.profiles = Profiles(self.store)
         default = self.profiles.ensure_default(default_user_id(self.settings))
         profile = profile or default
+        if profile is None:  # (run_gui asks who it is first: _sign_in_at_start)
+            raise ProfileError(f"There is no profile named {default_user_id(self.settings)!r}"
+                               " (it was removed): say which profile signs in.")
         self.service = build_service(self.store, self.settings, profile.name)
         self.recovered = self.service.recover_interrupted()  # a dead process's streaming replies
         self.ledger = self.service.ledger
@@ -238,8 +241,15 @@ def run_gui() -> int:
 
 def _sign_in_at_start(settings: Settings, store: Store) -> Profile | None:
     """The profile the window opens as: the last one used (else the default). One with a PIN
-    asks for it first, offering the others; None when the user cancels."""
+    asks for it first, offering the others; None when the user cancels. With neither (the
+    default profile was removed, and is not made again) the user is asked who they are."""
     profiles = Profiles(store)
-    default = profiles.ensure_default(default_user_id(settings))
+    name = default_user_id(settings)
+    default = profiles.ensure_default(name)
     last = profiles.find(settings["last_profile"]) if settings["last_profile"] else None
-    return sign_in(profiles, (last or default).name, choose=True)
+    if last or default:
+        return sign_in(profiles, (last or default).name, choose=True)
+    admin = next(p for p in profiles.list() if p.is_admin)
+    return sign_in(profiles, admin.name, choose=True, note=(
+        f"There is no profile named {name} on this computer any more (it was removed). "
+        "Choose yours:"))

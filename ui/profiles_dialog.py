@@ -35,15 +35,21 @@ from ui.window_state import WindowState
 
 class PinDialog(QDialog):
     """Asks for a profile's PIN and checks it; stays open (saying why) on a wrong PIN. With
-    ``choose`` (at start-up) the user may pick another profile first."""
+    ``choose`` (at start-up) the user may pick another profile first; ``note`` says why they
+    are asked (shown above the rest)."""
 
-    def __init__(self, profiles: Profiles, name: str, parent=None, choose: bool = False):
+    def __init__(self, profiles: Profiles, name: str, parent=None, choose: bool = False,
+                 note: str = ""):
         super().__init__(parent)
         self.profiles, self.name = profiles, name
         self.profile: Profile | None = None
         self.setWindowTitle("Outpost — sign in")
         self.setMinimumWidth(380)
         layout = QVBoxLayout(self)
+        self.note = QLabel(note)
+        self.note.setWordWrap(True)
+        self.note.setVisible(bool(note))
+        layout.addWidget(self.note)
         self.prompt = QLabel()
         self.picker = QComboBox()
         self.picker.setAccessibleName("Profile")
@@ -97,12 +103,14 @@ class PinDialog(QDialog):
         self.accept()
 
 
-def sign_in(profiles: Profiles, name: str, parent=None, choose: bool = False) -> Profile | None:
-    """The profile, after its PIN when it has one; None when the user gave up."""
+def sign_in(profiles: Profiles, name: str, parent=None, choose: bool = False,
+            note: str = "") -> Profile | None:
+    """The profile, after its PIN when it has one; None when the user gave up. With a
+    ``note`` the dialog is shown even for a profile without a PIN (the user is to choose)."""
     profile = profiles.get(name)
-    if not profile.has_pin:
+    if not profile.has_pin and not note:
         return profiles.sign_in(name, None)
-    dialog = PinDialog(profiles, profile.name, parent, choose)
+    dialog = PinDialog(profiles, profile.name, parent, choose, note)
     return dialog.profile if dialog.exec() == QDialog.DialogCode.Accepted else None
 
 

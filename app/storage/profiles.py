@@ -1,7 +1,8 @@
 """Profiles: the people who share one machine (a field laptop passed between staff).
 
 * The machine's **default profile** is the OS user (or the ``user_id`` setting). It is created
-  on first use, is the **admin**, and claims conversations from before profiles existed.
+  on first use (on a machine with no profile at all: once removed, it stays removed), is the
+  **admin**, and claims conversations from before profiles existed.
 * Exactly one profile is the admin (a unique index enforces it); the admin adds and removes
   profiles, resets PINs, hands the admin role on and edits quotas (``app.storage.quotas``). Everyone
   else may only change their own PIN.
@@ -118,32 +119,35 @@ class Profiles:
                                          [name]).fetchone()[0]
 
     # -- the default profile -----------------------------------------------------------------
-    def ensure_default(self, name: str) -> Profile:
-        """The machine's default profile: created (as the admin, when there is none) on first
-        use; it claims the conversations from before profiles existed. A machine whose
-        profiles have no admin (a database started over, whose admin could not be read back)
-        gets this one as its admin: there is always exactly one."""
+    def ensure_default(self, name: str) -> Profile | None:
+        """The machine's default profile (the OS user, or the ``user_id`` setting), or None
+        when there are profiles and none has this name (it was removed, or they were made
+        under other names): it is made only on a machine with no profile at all, as the
+        admin, so removing it sticks (made again at each start, it came back without its
+        PIN). Two repairs keep the data whole: conversations from before profiles existed are
+        claimed by it (by the admin when it does not exist), and a machine whose profiles have
+        no admin (a database started over, whose admin could not be read back) gets it as the
+        admin, made for that when it is missing: there is always exactly one."""
         name = check_name(name)
         with storage_errors(self.store.path):  # every start comes here: write only if needed
             db = self.store.db
-            settled = db.execute("select 1 from profiles where name = ? collate nocase",
-                                 [name]).fetchone() and not db.execute(
-                "select 1 from conversations where profile is null limit 1").fetchone() \
-                and db.execute("select 1 from profiles where is_admin = 1").fetchone()
-        if settled:
-            return self.get(name)
-        with self.store.transaction() as db:
-            has_admin = db.execute("select 1 from profiles where is_admin = 1").fetchone()
-            exists = db.execute("select 1 from profiles where name = ? collate nocase",
-                                [name]).fetchone()
-            if not exists:
-                db["profiles"].insert({"name": name, "is_admin": 0 if has_admin else 1,
-                                       "created_at": now_iso()})
-            elif not has_admin:
-                db.execute("update profiles set is_admin = 1 where name = ? collate nocase",
-                           [name])
-            db.execute("update conversations set profile = ? where profile is null", [name])
-        return self.get(name)
+            settled = db.execute("select 1 from profiles where is_admin = 1").fetchone() \
+                and not db.execute("select 1 from conversations where profile is null "
+                                   "limit 1").fetchone()
+        if not settled:
+            with self.store.transaction() as db:
+                admin = db.execute("select name from profiles where is_admin = 1").fetchone()
+                exists = db.execute("select name from profiles where name = ? collate nocase",
+                                    [name]).fetchone()
+                if admin is None and exists is None:  # no profile at all, or no admin
+                    db["profiles"].insert({"name": name, "is_admin": 1,
+                                           "created_at": now_iso()})
+                elif admin is None:
+                    db.execute("update profiles set is_admin = 1 where name = ?", [exists[0]])
+                owner = exists[0] if exists else name if admin is None else admin[0]
+                db.execute("update conversations set profile = ? where profile is null",
+                           [owner])
+        return self.find(name)
 
     # -- signing in --------------------------------------------------------------------------
     def sign_in(self, name: str, pin: str | None) -> Profile:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from app.config.settings import Settings, default_user_id
 from app.domain.errors import DatabaseDamaged
 from app.domain.messages import ChatMessage, ChatRequest, Role
 from app.domain.wording import counted
@@ -522,7 +523,8 @@ def test_with_no_good_backup_start_over_keeps_the_damaged_file_and_brings_back_i
     backups folder and starts a new database with what it still holds; then it answers."""
     path = db_file(outpost_home)
     store = Store(path, daily_backup=False)
-    admin = Profiles(store).ensure_default("ana").name
+    # the machine's default profile (the CLI below acts as it)
+    admin = Profiles(store).ensure_default(default_user_id(Settings())).name
     asked = {}
     for n in range(40):
         chat = store.create_conversation(f"chat {n}")

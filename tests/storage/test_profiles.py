@@ -12,7 +12,7 @@ import pytest
 
 from app.chat.service import ChatService
 from app.config.pseudonym import provider_user
-from app.config.settings import Settings
+from app.config.settings import Settings, default_user_id
 from app.domain.errors import UsageError
 from app.domain.messages import Role
 from app.storage.ledger import UsageLedger
@@ -57,9 +57,10 @@ def test_the_default_profile_is_the_admin_and_claims_old_conversations(store):
     ana = profiles.ensure_default("ana")
     assert ana.is_admin and not ana.has_pin
     assert store.get_conversation(old.id).profile == "ana"
-    # a second default (another OS user on the same data) is not a second admin
-    assert not profiles.ensure_default("bo").is_admin
-    assert [p.name for p in profiles.list() if p.is_admin] == ["ana"]
+    # another OS user on the same data is not made a profile (nor a second admin): only a
+    # machine with no profile at all gets its default one made
+    assert profiles.ensure_default("bo") is None
+    assert [(p.name, p.is_admin) for p in profiles.list()] == [("ana", True)]
 
 
 def test_sign_in_checks_the_pin_and_locks_after_repeated_wrong_pins(store):
@@ -342,3 +343,42 @@ def test_a_new_profile_does_not_take_over_what_an_older_outpost_left_under_its_n
     assert ledger.totals(since).as_dict() == everyone
     assert [r["profile"] for r in store.request_log()] == [
         f"carol (removed {now.astimezone().date().isoformat()})"]
+
+
+def test_a_removed_default_profile_stays_removed(store):
+    """The OS user's profile came back at every start, without its PIN, after the admin had
+    removed it: it is made only on a machine with no profile at all."""
+    profiles = Profiles(store)
+    ana = profiles.ensure_default("ana")
+    profiles.set_pin("ana", "1234", ana)
+    bo = profiles.make_admin(profiles.add("bo", ana).name, ana)
+    profiles.remove("ana", bo)
+    assert profiles.ensure_default("ana") is None
+    assert [p.name for p in profiles.list()] == ["bo"]
+    old = store.create_conversation("from before profiles")  # (a restore, an old import)
+    assert profiles.ensure_default("ana") is None
+    assert store.get_conversation(old.id).profile == "bo"  # the admin's, not nobody's
+
+
+def test_profiles_with_no_admin_and_no_default_get_the_default_made_as_admin(store):
+    """The repair that keeps an admin: a database started over whose admin could not be read
+    back, and the default not among the profiles read back."""
+    store.db["profiles"].insert({"name": "bo", "is_admin": 0, "created_at": "t"})
+    ana = Profiles(store).ensure_default("ana")
+    assert ana is not None and ana.is_admin
+    admins = store.db.execute("select name from profiles where is_admin = 1").fetchall()
+    assert admins == [("ana",)]
+
+
+def test_cli_says_which_profile_to_use_when_the_default_one_was_removed(outpost_home):
+    me = default_user_id(Settings())
+    assert cli("profile", "add", "carol").returncode == 0
+    assert cli("profile", "admin", "carol").returncode == 0
+    assert cli("--as", "carol", "profile", "remove", me).returncode == 0
+    who = cli("profile", "whoami")
+    assert who.returncode == 2
+    assert f"There is no profile named {me!r}" in who.stderr
+    assert "--as NAME or OUTPOST_PROFILE=NAME" in who.stderr and "carol" in who.stderr
+    listed = json.loads(cli("--as", "carol", "profile", "list", "--json").stdout)
+    assert [p["name"] for p in listed] == ["carol"]  # not made again
+    assert cli("profile", "whoami", OUTPOST_PROFILE="carol").returncode == 0

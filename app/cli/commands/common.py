@@ -60,9 +60,15 @@ def open_core(args=None) -> Core:
 def _sign_in(args, profiles: Profiles, settings: Settings):
     """The profile acting: ``--as NAME``, $OUTPOST_PROFILE, else the machine's default, its
     PIN checked."""
-    default = profiles.ensure_default(default_user_id(settings))
+    name = default_user_id(settings)
+    default = profiles.ensure_default(name)
     wanted = getattr(args, "as_profile", None) or os.environ.get("OUTPOST_PROFILE") \
-        or default.name
+        or (default.name if default else None)
+    if wanted is None:  # the machine's default profile was removed: not made again
+        known = ", ".join(p.name for p in profiles.list())
+        raise ProfileError(f"There is no profile named {name!r} (this computer's default "
+                           "profile: the user_id setting, else your login name); use "
+                           f"--as NAME or OUTPOST_PROFILE=NAME with one of: {known}.")
     return profiles.sign_in(wanted, _pin_for(profiles.get(wanted)))
 
 
