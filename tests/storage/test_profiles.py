@@ -382,3 +382,19 @@ def test_cli_says_which_profile_to_use_when_the_default_one_was_removed(outpost_
     listed = json.loads(cli("--as", "carol", "profile", "list", "--json").stdout)
     assert [p["name"] for p in listed] == ["carol"]  # not made again
     assert cli("profile", "whoami", OUTPOST_PROFILE="carol").returncode == 0
+
+
+def test_all_is_not_a_profile_name(store):
+    """A profile named all could not be told from everyone in `outpost usage --profile all`."""
+    profiles = Profiles(store)
+    ana = profiles.ensure_default("ana")
+    for name in ("all", "ALL", " All "):
+        with pytest.raises(ProfileError, match=r"^'all' cannot name a profile: `outpost usage "
+                                               r"--profile all` means every profile"):
+            profiles.add(name, ana)
+    assert profiles.add("all staff", ana).name == "all staff"  # only the word itself
+
+
+def test_cli_refuses_a_profile_named_all(outpost_home):
+    added = cli("profile", "add", "all")
+    assert added.returncode == 2 and "'all' cannot name a profile" in added.stderr

@@ -9,6 +9,7 @@ import sys
 from app.accounting.pricing import Cost, format_usd
 from app.cli.commands.common import emit, open_core
 from app.domain.errors import UsageError
+from app.domain.profile_names import EVERYONE, name_key
 from app.storage.ledger import start_of_day, start_of_month
 from app.storage.profiles import NotAllowed
 from app.storage.quotas import LIMIT_NAMES, QuotaBook
@@ -21,7 +22,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
     store, service = core.store, core.service
     try:
         ledger = service.ledger
-        profile = None if args.profile == "all" else (
+        profile = None if name_key(args.profile or "") == EVERYONE else (
             core.profiles.get(args.profile).name if args.profile else core.profile.name)
         if profile != core.profile.name and not core.profile.is_admin:
             raise NotAllowed(f"Only the admin can see other profiles' usage; you are signed in "
@@ -39,7 +40,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
         totals = ledger.totals(since, profile, until)
         if args.json:
             extra = {"first_day": period.first.isoformat(), "last_day": period.last.isoformat()}
-            emit(dict(totals.as_dict(), profile=profile or "all", period=name, **extra))
+            emit(dict(totals.as_dict(), profile=profile or EVERYONE, period=name, **extra))
             return 0
         period_words = since.strftime("%B %Y") if args.month else words
 
