@@ -122,6 +122,9 @@ _COUNTS = (("cloud_tokens_per_day", "Cloud tokens per day"),
            ("requests_per_minute", "Requests per minute"),
            ("tokens_per_minute", "Tokens per minute"))
 
+_FLAGS = (("count_local", "Local model tokens count toward the token limits"),
+          ("allow_unpriced", "Models with no known price may be used under a cost budget"))
+
 
 class CountBox(QDoubleSpinBox):
     """A whole number up to the core's largest limit (``MAX_COUNT``, a million million): a
@@ -180,9 +183,12 @@ class QuotaEditor(QGroupBox):
         for box in self.route_boxes.values():
             line.addWidget(box)
         self._row(form, "allowed_routes", "Routes allowed", routes)
-        self.count_local = QCheckBox("Local model tokens count toward the token limits")
-        form.addRow("", self.count_local)
-        self.values["count_local"] = self.count_local
+        self.flags: dict[str, QCheckBox] = {}  # the yes/no limits: a box each, no "no limit"
+        for name, title in _FLAGS:
+            flag = QCheckBox(title)
+            flag.setProperty("title", title)
+            form.addRow("", flag)
+            self.flags[name] = self.values[name] = flag
         self.shown: dict = {}  # what load() put in the boxes, as wanted() reads it back
         self.note = QLabel()  # placed under the box by the dialog (it wraps there)
         self.note.setWordWrap(True)
@@ -220,15 +226,16 @@ class QuotaEditor(QGroupBox):
             else:
                 widget.setValue(0)
             widget.setEnabled(value is not None)
-        self.count_local.setChecked(limits.count_local)
-        for name, check in self.enabled.items():
+        for name, flag in self.flags.items():
+            flag.setChecked(getattr(limits, name))
+        for name, check in {**self.enabled, **self.flags}.items():
             check.setText(check.property("title") + (" (policy)" if name in locked else ""))
-        for name in list(self.enabled) + ["count_local"]:
+        for name in list(self.enabled) + list(self.flags):
             free = editable and name not in locked
             for widget in ([self.enabled[name]] if name in self.enabled else []) + \
                     [self.values[name]]:
                 widget.setEnabled(free and (widget is self.enabled.get(name) or
-                                            name == "count_local" or
+                                            name in self.flags or
                                             self.enabled[name].isChecked()))
                 widget.setToolTip("" if free else (
                     "Set by the policy file; change it there." if name in locked else why))
@@ -250,7 +257,7 @@ class QuotaEditor(QGroupBox):
                 out[name] = self.values[name].count()
             else:
                 out[name] = self.values[name].value()
-        out["count_local"] = self.count_local.isChecked()
+        out.update({name: flag.isChecked() for name, flag in self.flags.items()})
         return out
 
 

@@ -19,7 +19,7 @@ from app.cli.commands.gui import cmd_gui
 from app.cli.commands.history import cmd_history
 from app.cli.commands.models import cmd_models
 from engines.model_load import KEYS as LOAD_KEYS
-from app.cli.commands.metering import cmd_quota, cmd_usage
+from app.cli.commands.metering import LIMITS_HELP, cmd_quota, cmd_usage
 from app.cli.commands.outbox import cmd_offline, cmd_outbox
 from app.cli.commands.presets import cmd_preset
 from app.cli.commands.profiles import cmd_profile
@@ -285,12 +285,10 @@ def _parser() -> argparse.ArgumentParser:
     qshow = qsub.add_parser("show", help="a profile's limits and where they come from")
     qshow.add_argument("--profile", metavar="P")
     qshow.add_argument("--json", action="store_true")
-    qset = qsub.add_parser("set", help="set a limit: cloud_tokens_per_day, cloud_cost_per_month, "
-                           "requests_per_minute, tokens_per_minute, allowed_routes (comma list), "
-                           "count_local (true/false); 'none' removes it")
-    qset.add_argument("name", metavar="NAME")
-    qset.add_argument("value", metavar="VALUE")
-    qset.add_argument("--profile", metavar="P")
+    qset = qsub.add_parser("set", help=f"set a limit: {LIMITS_HELP}; 'none' removes it")
+    qset.add_argument("name", metavar="NAME", help=f"one of: {LIMITS_HELP}")
+    qset.add_argument("value", metavar="VALUE", help="the limit, or none to remove it")
+    qset.add_argument("--profile", metavar="P", help="whose limit (default: yours)")
 
     prof = sub.add_parser("profile", help="profiles: the people who share this machine, each "
                           "with their own conversations, usage and quotas")

@@ -311,3 +311,13 @@ def test_quota_show_warns_about_policy_tables_naming_no_profile(outpost_home):
     assert "outpost: warning: The policy file" in shown.stderr
     assert "limits for 'nobody' ([profiles.nobody]), but no profile here has that name" \
         in shown.stderr
+
+
+def test_quota_help_lists_every_limit():
+    """allow_unpriced was missing from `outpost quota --help`."""
+    from app.storage.quotas import LIMIT_NAMES
+
+    shown = cli("quota", "--help")
+    assert shown.returncode == 0
+    text = " ".join(shown.stdout.split())
+    assert [name for name in LIMIT_NAMES if name not in text] == []

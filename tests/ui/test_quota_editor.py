@@ -160,3 +160,21 @@ def test_the_editor_shows_a_policy_table_named_in_another_case_and_warns_of_unkn
     assert dialog.policy_warning.isVisible()
     assert "limits for 'nobody' ([profiles.nobody])" in dialog.policy_warning.text()
     store.close()
+
+
+def test_the_admin_can_allow_unpriced_models_in_the_editor(qtbot, tmp_path):
+    """allow_unpriced could be set only with `outpost quota set`."""
+    store, book, admin, open_dialog = _dialog_on(qtbot, tmp_path, "alice")
+    book.set("alice", "cloud_cost_per_month", 5.0, by=admin)
+    dialog = open_dialog()
+    box = dialog.quotas.values["allow_unpriced"]
+    assert not box.isChecked() and box.isEnabled()
+    box.setChecked(True)
+    dialog.save_button.click()
+    assert book.limits("alice").allow_unpriced is True
+    assert dialog.quotas.values["allow_unpriced"].isChecked()  # shown again after the save
+    (tmp_path / "policy.toml").write_text("[profiles.alice]\nallow_unpriced = false\n")
+    dialog.refresh("alice")
+    assert not box.isChecked() and not box.isEnabled()  # the policy file's, locked
+    assert "(policy)" in box.text()
+    store.close()

@@ -15,6 +15,13 @@ from app.storage.profiles import NotAllowed
 from app.storage.quotas import LIMIT_NAMES, QuotaBook
 from app.storage.usage_report import Period, daily_rows, period_from, write_csv
 
+# every limit `quota set` takes, with the form of its value where a name does not say it
+LIMITS_HELP = ", ".join(name + {"cloud_cost_per_month": " (USD)",
+                                "allowed_routes": " (comma list)",
+                                "count_local": " (true/false)",
+                                "allow_unpriced": " (true/false)"}.get(name, "")
+                        for name in LIMIT_NAMES)
+
 
 def cmd_usage(args: argparse.Namespace) -> int:
     period = _usage_period(args)
