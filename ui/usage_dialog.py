@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 
 from app.accounting.pricing import Cost, format_usd
 from app.domain.errors import OutpostError
+from app.domain.wording import counted
 from app.storage.ledger import start_of_day, start_of_month
 from app.storage.quotas import QuotaBook
 from app.storage.transfer.files import write_whole
@@ -122,16 +123,16 @@ class UsageDialog(QDialog):
                   f"{format_usd(Cost(month.cost_usd, month.cost_estimated))}{unknown}" + (
                       f" of {format_usd(limits.cloud_cost_per_month)}"
                       if limits.cloud_cost_per_month is not None else " (no limit)"))
-        rate = ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in (
-            ("requests_per_minute", limits.requests_per_minute),
-            ("tokens_per_minute", limits.tokens_per_minute)) if value is not None)
+        rate = ", ".join(f"{counted(value, noun)} per minute" for noun, value in (
+            ("request", limits.requests_per_minute),
+            ("token", limits.tokens_per_minute)) if value is not None)
         routes = ", ".join(limits.allowed_routes) if limits.allowed_routes else "all"
-        counted = "cloud and local" if limits.count_local else "cloud only"
+        counting = "cloud and local" if limits.count_local else "cloud only"
         self.summary.setText(
             f"Today: {_requests(day.requests)} ({day.cloud_requests} cloud), "
             f"{day.prompt_tokens + day.completion_tokens:,} tokens. This month: "
             f"{_requests(month.requests)}. Local model time this month: "
-            f"{month.local_seconds:,.1f} s (free). Tokens counted toward the quota: {counted}. "
+            f"{month.local_seconds:,.1f} s (free). Tokens counted toward the quota: {counting}. "
             f"Routes allowed: {routes}. "
             + (f"Rate limits: {rate}. " if rate else "")
             + ("Limits from: " + ", ".join(

@@ -170,16 +170,14 @@ class Profiles:
                 db["profiles"].update(profile.name, {"failed_pins": 0, "locked_until": None})
             return profile
         failed = (row["failed_pins"] or 0) + 1
-        lock = None
-        if failed >= FREE_TRIES:
-            seconds = min(LOCK_MAX_S, LOCK_S * 2 ** (failed - FREE_TRIES))
-            lock = (now + dt.timedelta(seconds=seconds)).isoformat()
+        seconds = min(LOCK_MAX_S, LOCK_S * 2 ** (failed - FREE_TRIES)) \
+            if failed >= FREE_TRIES else 0
+        lock = (now + dt.timedelta(seconds=seconds)).isoformat() if seconds else None
         with self.store.transaction() as db:
             db["profiles"].update(profile.name, {"failed_pins": failed, "locked_until": lock})
-        if lock:
-            raise WrongPin(f"Wrong PIN for {profile.name}; after {failed} wrong PINs in a row "
-                           f"it is locked for {min(LOCK_MAX_S, LOCK_S * 2 ** (failed - FREE_TRIES))}"
-                           " s.")
+        if lock:  # this PIN locked it: say so now, not as what would happen
+            raise WrongPin(f"Wrong PIN for {profile.name}: that is {failed} wrong PINs in a "
+                           f"row, so {profile.name} is locked now; try again in {seconds} s.")
         raise WrongPin(f"Wrong PIN for {profile.name}.")
 
     # -- changes (admin, or yourself for your PIN) -------------------------------------------

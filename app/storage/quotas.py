@@ -66,6 +66,7 @@ from app.domain.context import ReplyCap
 from app.domain.errors import NotAllowed, UsageError
 from app.domain.profile_names import name_key
 from app.domain.routes import ROUTE_LABELS, Route
+from app.domain.wording import counted
 from app.storage.ledger import start_of_day, start_of_month
 
 LIMIT_NAMES = ("cloud_tokens_per_day", "cloud_cost_per_month", "requests_per_minute",
@@ -525,22 +526,20 @@ class QuotaGuard:
         if limits.requests_per_minute is not None:
             bucket = self._bucket(profile, "requests", limits.requests_per_minute,
                                   limits.count_local)
-            waits.append((bucket.wait_time(1), "requests per minute",
-                          limits.requests_per_minute))
+            waits.append((bucket.wait_time(1), "request", limits.requests_per_minute))
             buckets.append((bucket, 1))
         if limits.tokens_per_minute is not None:
             bucket = self._bucket(profile, "tokens", limits.tokens_per_minute,
                                   limits.count_local)
-            waits.append((bucket.wait_time(needed), "tokens per minute",
-                          limits.tokens_per_minute))
+            waits.append((bucket.wait_time(needed), "token", limits.tokens_per_minute))
             buckets.append((bucket, needed))
-        wait, what, rate = max(waits, default=(0.0, "", 0))
+        wait, noun, rate = max(waits, default=(0.0, "", 0))
         if wait == float("inf"):
             raise QuotaExceeded(f"This request ({needed:,} tokens with max tokens) is larger "
-                                f"than {profile}'s limit of {rate:,} {what}.")
-        if wait > 0:
-            raise RateLimitedLocally(f"Rate limit for {profile}: {rate:,} {what}; try again "
-                                     f"in {wait:.0f} s.", wait)
+                                f"than {profile}'s limit of {counted(rate, noun)} per minute.")
+        if wait > 0:  # whole seconds, rounded up: never "try again in 0 s"
+            raise RateLimitedLocally(f"Rate limit for {profile}: {counted(rate, noun)} per "
+                                     f"minute; try again in {math.ceil(wait)} s.", wait)
         for bucket, amount in buckets:
             bucket.take(amount)
 

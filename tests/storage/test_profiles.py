@@ -74,8 +74,9 @@ def test_sign_in_checks_the_pin_and_locks_after_repeated_wrong_pins(store):
     for _ in range(FREE_TRIES - 1):
         with pytest.raises(WrongPin, match="^Wrong PIN for bo.$"):
             profiles.sign_in("bo", "0000")
-    with pytest.raises(WrongPin, match="locked for 30 s"):
-        profiles.sign_in("bo", "0000")
+    with pytest.raises(WrongPin, match=r"^Wrong PIN for bo: that is 5 wrong PINs in a row, so "
+                                       r"bo is locked now; try again in 30 s\.$"):
+        profiles.sign_in("bo", "0000")  # it said "after 5 wrong PINs … it is locked for 30 s"
     with pytest.raises(WrongPin, match="try again in 30 s"):
         profiles.sign_in("bo", "2468")  # even the right PIN waits out the lock
     now[0] += dt.timedelta(seconds=31)

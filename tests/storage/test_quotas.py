@@ -321,3 +321,20 @@ def test_quota_help_lists_every_limit():
     assert shown.returncode == 0
     text = " ".join(shown.stdout.split())
     assert [name for name in LIMIT_NAMES if name not in text] == []
+
+
+def test_a_rate_of_one_is_said_in_the_singular(tmp_path):
+    """"Rate limit for bo: 1 requests per minute"."""
+    clock = Clock()
+    book = QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json")
+    book.set("bo", "requests_per_minute", 1, by=ADMIN)
+    guard = QuotaGuard(book, UsageLedger(Store(tmp_path / "outpost.db"), "x"), clock=clock)
+    guard.check("bo", "auto", True, 10, 10)
+    clock.now += 59.5  # half a second to wait: not "try again in 0 s"
+    with pytest.raises(RateLimitedLocally, match=r"^Rate limit for bo: 1 request per minute; "
+                                                 r"try again in 1 s\.$"):
+        guard.check("bo", "auto", True, 10, 10)
+    book.set("bo", "requests_per_minute", None, by=ADMIN)
+    book.set("bo", "tokens_per_minute", 1, by=ADMIN)
+    with pytest.raises(QuotaExceeded, match=r"larger than bo's limit of 1 token per minute\.$"):
+        guard.check("bo", "auto", True, 10, 10)

@@ -113,3 +113,17 @@ def test_a_limit_of_0_shows_as_reached_not_as_no_limit(qtbot, tmp_path):
     assert bar.maximum() > 1 and bar.value() == bar.maximum()
     assert window.values["day_tokens"].text() == "0 of 0"
     store.close()
+
+
+def test_rate_limits_are_said_in_words(qtbot, tmp_path):
+    from tests.storage.test_quotas import ADMIN
+
+    store = Store(tmp_path / "outpost.db")
+    book = QuotaBook(tmp_path / "policy.toml", tmp_path / "quotas.json")
+    book.set("ana", "requests_per_minute", 1, by=ADMIN)
+    book.set("ana", "tokens_per_minute", 2000, by=ADMIN)
+    window = UsageDialog(UsageLedger(store, "ana"), book, "ana", today=lambda: TODAY)
+    qtbot.addWidget(window)
+    assert "Rate limits: 1 request per minute, 2,000 tokens per minute." in \
+        window.summary.text()
+    store.close()
