@@ -5,23 +5,29 @@ ranking every match, with an unranked FTS5 MATCH ... LIMIT 50 as the anchor, sid
 
 Builds (once; ``--db`` keeps it for later runs) a real Outpost database: ``--messages`` messages
 in conversations of two profiles, words drawn from a Zipf-like vocabulary so that "the" is in
-most messages. Each trial, alternating the plans, runs every query shape for profile "ana"
-(half the conversations): a very common word, a 2-letter prefix while typing, a rare word, two
-words; the window's query (``search_hits``) and the command line's (``outpost history search``:
-every word as a prefix, the whole messages read). Prints p50/p95 per shape and plan, and the
+most messages. Their times are a chat's: seconds to minutes apart within a conversation, and
+the last fifth of the conversations is an older history (2020-2023) stored after the rest
+(2026), as an import stores it, so stored order is not time order. Each trial, alternating the
+plans, runs every query shape for profile "ana" (half the conversations): a very common word, a
+2-letter prefix while typing, a rare word, two words; the window's query (``search_hits``) and
+the command line's (``outpost history search``: every word as a prefix, the whole messages
+read). Prints p50/p95 per shape and plan, whether each shape's hits came newest first, and the
 machine's load; nothing here runs in the test suite. Target: p95 <= 50 ms for every shape with
 the bounded plan.
 """
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import random
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
+from app.storage.migrations import MIGRATIONS, Migration
 from app.storage.search import command_line_query, fts_query, search_hits
 from app.storage.store import Store
 
@@ -29,19 +35,26 @@ SHAPES = {"very common word": "the", "prefix while typing": "th", "rare word": "
           "two words": "water boil"}
 COMMON = ("the", "a", "to", "and", "of", "is", "in", "it", "you", "that", "for", "on", "with")
 WORDS = COMMON + tuple(f"w{i}" for i in range(5000)) + ("water", "boil", "night", "map")
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+IMPORTED = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
 
 
-def build(path: Path, messages: int) -> None:
-    store = Store(path)
+def build(path: Path, messages: int, migrations: Sequence[Migration] = MIGRATIONS) -> None:
+    store = Store(path, migrations)
     rng = random.Random(7)
     per = 100
+    chats = max(1, messages // per)
+    recent = chats - chats // 5  # the rest: an older history, stored after these
     with store._tx() as db:
-        for c in range(max(1, messages // per)):
+        for c in range(chats):
             cid = f"c{c}"
+            # a conversation every ~20 minutes (recent) or ~2 hours (the older history)
+            at = (NOW + dt.timedelta(minutes=20 * c) if c < recent else
+                  IMPORTED + dt.timedelta(minutes=120 * (c - recent)))
+            stamp = at.isoformat(timespec="milliseconds")
             db.execute("INSERT INTO conversations (id, title, system_prompt, created_at, "
                        "updated_at, profile) VALUES (?, ?, '', ?, ?, ?)",
-                       [cid, f"chat {c}", "2026-01-01T00:00:00", "2026-01-01T00:00:00",
-                        "ana" if c % 2 else "bob"])
+                       [cid, f"chat {c}", stamp, stamp, "ana" if c % 2 else "bob"])
             rows = []
             for m in range(per):
                 words = [rng.choice(COMMON) if rng.random() < 0.35 else
@@ -49,18 +62,20 @@ def build(path: Path, messages: int) -> None:
                          for _ in range(rng.randrange(8, 40))]
                 if rng.random() < 0.00005:
                     words.append("lighthouse")
+                at += dt.timedelta(milliseconds=rng.randrange(2_000, 40_000))
+                stamp = at.isoformat(timespec="milliseconds")
                 rows.append((f"{cid}m{m}", cid, "user" if m % 2 == 0 else "assistant",
-                             " ".join(words), "complete", "2026-01-01T00:00:00",
-                             "2026-01-01T00:00:00"))
-            db.conn.executemany("INSERT INTO messages (id, conversation_id, role, content, status, "
-                           "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                             " ".join(words), "complete", stamp, stamp))
+            db.conn.executemany("INSERT INTO messages (id, conversation_id, role, content, "
+                                "status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                rows)
     store.close()
 
 
 def ranked(store: Store, text: str) -> int:
     """The old plan: every match scored (bm25), sorted, the best 50 of the profile."""
     rows = store.db.execute(
-        "SELECT m.id FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid "
+        "SELECT m.id FROM messages_fts JOIN messages m ON m.seq = messages_fts.rowid "
         "JOIN conversations c ON c.id = m.conversation_id WHERE messages_fts MATCH ? "
         "AND c.profile = 'ana' ORDER BY messages_fts.rank LIMIT 50",
         [fts_query(text)]).fetchall()
@@ -81,6 +96,23 @@ def command_line(store: Store, text: str) -> int:
     return len(store.search(command_line_query(text), profile="ana"))
 
 
+def _newest_first(store: Store, text: str) -> str:
+    """Whether the window's hits and the command line's are the newest 50 matches by their
+    time, in that order (against every match of the profile sorted, read once, untimed), and
+    how many the window's are."""
+    def truth(query: str | None) -> list[str]:
+        return [r[0] for r in store.db.execute(
+            "SELECT m.id FROM messages_fts f JOIN messages m ON m.seq = f.rowid "
+            "JOIN conversations c ON c.id = m.conversation_id WHERE messages_fts MATCH ? "
+            "AND c.profile = 'ana' ORDER BY m.created_at DESC, m.rowid DESC LIMIT 50",
+            [query]).fetchall()]
+
+    hits = [h.message_id for h in search_hits(store, text, profile="ana")]
+    lines = [m.id for m in store.search(command_line_query(text), profile="ana")]
+    right = hits == truth(fts_query(text)) and lines == truth(command_line_query(text))
+    return f"{'yes' if right else 'NO'} ({len(hits)} hits)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=1_000_000)
@@ -94,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         build(path, args.messages)
         print(f"built {args.messages:,} messages in {time.perf_counter() - started:.0f} s")
     store = Store(path)
+    in_order = {shape: _newest_first(store, text) for shape, text in SHAPES.items()}
     plans = {"anchor (unranked LIMIT 50)": anchor, "ranked (old)": ranked,
              "bounded (new)": bounded, "history search": command_line}
     times = {(shape, plan): [] for shape in SHAPES for plan in plans}
@@ -115,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             values = sorted(times[(shape, plan)])
             p95 = values[max(0, int(len(values) * 0.95) - 1)]
             cells.append(f"{plan}: p50 {statistics.median(values):7.1f} / p95 {p95:7.1f} ms")
-        print(f"{shape:<20} " + " | ".join(cells))
+        print(f"{shape:<20} " + " | ".join(cells)
+              + f" | newest first: {in_order[shape]}")
     if folder is not None:
         folder.cleanup()
     return 0

@@ -1,7 +1,7 @@
 """Full-text search over message content (FTS5, the index ``app.storage.migrations`` keeps),
-newest first, in bounded windows: the query under both ``history search`` and the window's
-search (``app.storage.search`` turns what a user types into its query and its hits into
-snippets)."""
+newest first by the messages' time, in bounded windows: the query under both ``history search``
+and the window's search (``app.storage.search`` turns what a user types into its query and its
+hits into snippets)."""
 from __future__ import annotations
 
 import sqlite3
@@ -14,19 +14,39 @@ from app.storage.sqlite_errors import storage_error_class, storage_errors
 
 
 class FullTextSearch(Connections):
-    """Full-text search of ``app.storage.store.Store``."""
+    """Full-text search of ``app.storage.store.Store``.
 
-    # one a few growing ones. A page's matches are filtered by profile or conversation through
-    # their rowids only. At most SEARCH_WINDOWS windows are read (bench/search.py has the
-    # figures).
+    The plan (bench/search.py measures it at a million messages). The index's rowid is each
+    message's ``seq``: a unique key in the order of its ``created_at``, ties in the order they
+    were stored (migration m014), so newest first is highest key first, whenever a message was
+    stored (an imported history, salvage). Ranking every match by bm25 made a very common word
+    cost ~0.5 s (every hit scored, then sorted), and FTS5's ``ORDER BY rowid DESC`` is no cure:
+    it reads a term's whole doclist to walk it backwards (~0.85 s for "the"). FTS5 does seek to
+    a rowid range cheaply, so the search walks back from the newest message in windows, each a
+    number of messages counted down the key's index (``idx_messages_seq``: ~20 ns a message,
+    so a window's bounds cost far less than its matches; raw key ranges would not do, as keys
+    are times and a range of them may hold a day or a whole imported year). A window holds
+    about SEARCH_TARGET matches at the last one's density: a common word needs one small
+    window, a rare one a few growing ones, and once a window would pass SEARCH_REST messages
+    it is every message left (no counting), as is the last of SEARCH_WINDOWS windows: a search
+    never stops before ``limit`` or the oldest message. A window's matches are checked against
+    the profile or conversation through their keys only.
+
+    Measured (bench/search.py, a million messages, the last fifth an older history stored
+    after the rest; 2 cores at load ~4), p50 / p95: "the" 1.8 / 4.4 ms, "th" 2.1 / 2.4, a rare
+    word 2.2 / 3.0, two words 3.2 / 7.3; by rowid, as before (newest stored first, so the older
+    history's hits), 1.7 / 2.0, 1.9 / 2.3, 0.7 / 1.0, 0.7 / 1.0: the difference for the rare
+    shapes is mostly counting ~58,000 messages for the windows before the last."""
+
     SEARCH_TARGET = 400
     SEARCH_WINDOWS = 40
+    SEARCH_REST = 1 << 17
 
-    def search_rowids(self, query: str, limit: int = 50, profile: str | None = None,
-                      conversation_id: str | None = None) -> list[int]:
-        """The rowids of the newest messages matching the FTS5 ``query`` (in that profile or
-        conversation), newest first, at most ``limit``."""
-        # the scope is checked on a window's rowids only: "+" keeps SQLite from walking the
+    def search_seqs(self, query: str, limit: int = 50, profile: str | None = None,
+                    conversation_id: str | None = None) -> list[int]:
+        """The keys (``messages.seq``) of the newest messages matching the FTS5 ``query`` (in
+        that profile or conversation), newest first, at most ``limit``."""
+        # the scope is checked on a window's keys only: "+" keeps SQLite from walking the
         # conversation index over every message of the profile instead (60 ms at a million)
         scope, args = [], []
         if conversation_id is not None:
@@ -38,28 +58,26 @@ class FullTextSearch(Connections):
         found: list[int] = []
         with storage_errors(self.path):
             try:
-                top = self.db.execute("SELECT max(rowid) FROM messages").fetchone()[0]
-                high = (top or 0) + 1
+                high: int | None = None  # the window's end (not in it); None: the newest
                 window = 2 * self.SEARCH_TARGET
-                for _ in range(self.SEARCH_WINDOWS):
-                    if high <= 0 or len(found) >= limit:
-                        break
-                    low = max(0, high - window)
-                    page = sorted((r[0] for r in self.db.execute(
-                        "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? "
-                        "AND rowid >= ? AND rowid < ?", [query, low, high]).fetchall()),
-                        reverse=True)
+                for tried in range(1, self.SEARCH_WINDOWS + 1):
+                    last = window >= self.SEARCH_REST or tried == self.SEARCH_WINDOWS
+                    low = None if last else self._seq_below(high, window)
+                    page = self._window(query, low, high)
                     if page and scope:
                         marks = ",".join("?" * len(page))
                         kept = {r[0] for r in self.db.execute(
-                            "SELECT m.rowid FROM messages m CROSS JOIN conversations c ON "
-                            f"c.id = m.conversation_id WHERE m.rowid IN ({marks}) AND "
+                            "SELECT m.seq FROM messages m CROSS JOIN conversations c ON "
+                            f"c.id = m.conversation_id WHERE m.seq IN ({marks}) AND "
                             + " AND ".join(scope), page + args).fetchall()}
-                        page = [rowid for rowid in page if rowid in kept]
+                        page = [seq for seq in page if seq in kept]
                     found += page
-                    # the next window: about SEARCH_TARGET matches at this one's density
-                    density = len(page) / (high - low)
-                    grow = self.SEARCH_TARGET / (density * window) if density else 8.0
+                    if low is None or len(found) >= limit:
+                        break  # every message was in a window, or enough are found
+                    # the next window: about SEARCH_TARGET matches (or as many as are still
+                    # wanted) at this one's density
+                    wanted = max(self.SEARCH_TARGET, limit - len(found))
+                    grow = wanted / len(page) if page else 8.0
                     window = int(window * min(64.0, max(1.0, grow)))
                     high = low
             except sqlite3.OperationalError as exc:
@@ -72,14 +90,39 @@ class FullTextSearch(Connections):
                 raise
         return found[:limit]
 
+    def _seq_below(self, high: int | None, count: int) -> int | None:
+        """The key ``count`` messages down from ``high`` (not counted; None: from the newest),
+        counted down the key's index; None when fewer messages are left."""
+        if high is None:
+            row = self.db.execute("SELECT seq FROM messages WHERE seq IS NOT NULL ORDER BY "
+                                  "seq DESC LIMIT 1 OFFSET ?", [count - 1]).fetchone()
+        else:
+            row = self.db.execute("SELECT seq FROM messages WHERE seq < ? ORDER BY seq DESC "
+                                  "LIMIT 1 OFFSET ?", [high, count - 1]).fetchone()
+        return None if row is None else row[0]
+
+    def _window(self, query: str, low: int | None, high: int | None) -> list[int]:
+        """The keys of the messages matching ``query`` from ``low`` up to ``high`` (not
+        included; None: no bound), newest first."""
+        bounds, args = "", [query]
+        if low is not None:
+            bounds += " AND rowid >= ?"
+            args.append(low)
+        if high is not None:
+            bounds += " AND rowid < ?"
+            args.append(high)
+        return sorted((r[0] for r in self.db.execute(
+            f"SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?{bounds}", args)),
+            reverse=True)
+
     def search(self, query: str, limit: int = 50, profile: str | None = None) -> list[Message]:
         """Full-text search over message content (FTS5 query syntax), newest first;
         ``profile``: only in that profile's conversations."""
-        rowids = self.search_rowids(query, limit, profile)
-        if not rowids:
+        seqs = self.search_seqs(query, limit, profile)
+        if not seqs:
             return []
-        marks = ",".join("?" * len(rowids))
+        marks = ",".join("?" * len(seqs))
         with storage_errors(self.path):
-            rows = {r["rowid"]: r for r in self.db.query(
-                f"SELECT rowid, * FROM messages WHERE rowid IN ({marks})", rowids)}
-        return [row_to_message(rows[r]) for r in rowids if r in rows]
+            rows = {r["seq"]: r for r in self.db.query(
+                f"SELECT * FROM messages WHERE seq IN ({marks})", seqs)}
+        return [row_to_message(rows[s]) for s in seqs if s in rows]

@@ -124,7 +124,8 @@ class MessageTree(ConversationRows, MessageRows):
                 "updated_at": stamp, "route": original.route, "profile": profile,
                 "sampling": json.dumps(original.sampling) if original.sampling is not None
                 else None, "active_leaf_id": None}
-        columns = [c.name for c in self.db["messages"].columns]
+        # (not the search key: a copy gets its own, from the same time)
+        columns = [c.name for c in self.db["messages"].columns if c.name != "seq"]
         with self._tx() as db:
             db["conversations"].insert(fork)
             parent = None
@@ -164,10 +165,3 @@ class MessageTree(ConversationRows, MessageRows):
         with self._tx() as db:
             db["conversations"].update(conversation_id, {"active_leaf_id": leaf})
         return self.branch(conversation_id, leaf)
-
-    # Full-text search, newest first, in bounded windows (shared by `history search` and the
-    # window's search, app.storage.search). Ranking every match by bm25 made a very common
-    # word cost ~0.5 s at a million messages (every hit scored, then sorted), and FTS5's
-    # ORDER BY rowid DESC is no cure: it reads a term's whole doclist to walk it backwards
-    # (~0.85 s for "the"). FTS5 does seek to a rowid range cheaply, so the search walks back
-    # from the newest message in windows of rowids, each sized from the last one's density of

@@ -180,7 +180,9 @@ def salvage(damaged: Path, store: Store, new_database: bool = False) -> Salvage:
             "select 1 from profiles where is_admin = 1").fetchone() is not None
         for table, key in TABLES:
             columns, rows = read[table]
-            wanted = [c for c in columns if c in set(db[table].columns_dict)]
+            # (a message's search key is this database's own: the row gets one as it goes in)
+            wanted = [c for c in columns if c in set(db[table].columns_dict)
+                      and (table, c) != ("messages", "seq")]
             if not rows or key not in wanted:
                 continue
             names = ", ".join(f'"{c}"' for c in wanted)

@@ -5,9 +5,9 @@ operator): ``fts_query`` turns them into a query that finds messages containing 
 the last one as a prefix (results while typing); ``command_line_query`` does the same for
 ``outpost history search``, every word as a prefix, unless the query is written in FTS5
 syntax. ``search_hits`` runs it against the messages' FTS5 index (``app.storage.migrations``),
-newest first, and marks the matched words in each snippet (the message as it reads: Markdown's
-marks left out, code as written) with ``MARK_START``/``MARK_END`` (the window escapes the
-text, then turns the marks into bold).
+newest first by the messages' time, and marks the matched words in each snippet (the message
+as it reads: Markdown's marks left out, code as written) with ``MARK_START``/``MARK_END`` (the
+window escapes the text, then turns the marks into bold).
 """
 from __future__ import annotations
 
@@ -167,19 +167,19 @@ def snippet(content: str, text: str, width: int = 120) -> str:
 
 def search_hits(store: Store, text: str, *, profile: str | None = None,
                 conversation_id: str | None = None, limit: int = 50) -> list[SearchHit]:
-    """Messages matching the words of ``text``, newest first (the bounded plan of
-    ``Store.search_rowids``); ``conversation_id``: only in that conversation; ``profile``:
+    """Messages matching the words of ``text``, newest first by their time (the bounded plan
+    of ``Store.search_seqs``); ``conversation_id``: only in that conversation; ``profile``:
     only in that profile's conversations."""
     query = fts_query(text)
     if query is None:
         return []
-    rowids = store.search_rowids(query, limit, profile=profile, conversation_id=conversation_id)
-    if not rowids:
+    seqs = store.search_seqs(query, limit, profile=profile, conversation_id=conversation_id)
+    if not seqs:
         return []
-    marks = ",".join("?" * len(rowids))
-    sql = ("SELECT m.rowid, m.id, m.conversation_id, c.title, m.role, m.created_at, m.content "
+    marks = ",".join("?" * len(seqs))
+    sql = ("SELECT m.seq, m.id, m.conversation_id, c.title, m.role, m.created_at, m.content "
            "FROM messages m JOIN conversations c ON c.id = m.conversation_id "
-           f"WHERE m.rowid IN ({marks})")
+           f"WHERE m.seq IN ({marks})")
     with storage_errors(store.path):
-        rows = {row[0]: row[1:] for row in store.db.execute(sql, rowids).fetchall()}
-    return [SearchHit(*rows[r][:5], snippet(rows[r][5], text)) for r in rowids if r in rows]
+        rows = {row[0]: row[1:] for row in store.db.execute(sql, seqs).fetchall()}
+    return [SearchHit(*rows[s][:5], snippet(rows[s][5], text)) for s in seqs if s in rows]

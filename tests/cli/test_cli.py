@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime
 
 import pytest
 
@@ -226,6 +227,33 @@ def test_history_show_and_search(outpost_home):
     assert "not valid full-text search syntax (a quote is not closed). Searched for its " \
         "words instead." in assert_one_sentence(bad.stderr)
     assert "To share warmth." in bad.stdout
+
+
+def test_history_search_lists_this_years_messages_before_an_older_import(outpost_home,
+                                                                        tmp_path):
+    """An older ChatGPT history (2020) imported after this year's messages filled all 50 hits
+    of `history search`, none of this year's (found by a trial): newest first is by the
+    messages' time, not by when they were stored."""
+    from tests.storage.test_search_order import old_history
+
+    store = open_store(outpost_home)
+    chat = store.create_conversation("This year")
+    new = [store.add_message(chat.id, Role.USER, f"The lighthouse today, {i}.").id
+           for i in range(3)]
+    store.close()
+    path = tmp_path / "conversations.json"
+    path.write_text(json.dumps(old_history(60)), encoding="utf-8")
+    assert cli("import", str(path)).returncode == 0
+
+    found = cli("history", "search", "lighthouse", "--json")
+    assert found.returncode == 0, found.stderr
+    rows = json.loads(found.stdout)
+    assert [r["id"] for r in rows[:3]] == new[::-1] and len(rows) == 50
+    assert [r["created_at"][:4] for r in rows[3:]] == ["2020"] * 47
+    times = [datetime.fromisoformat(r["created_at"]) for r in rows]
+    assert times == sorted(times, reverse=True)
+    lines = cli("history", "search", "lighthouse").stdout.splitlines()
+    assert lines[0] == f"conversation {chat.id}  This year" and f" {new[2]}, " in lines[1]
 
 
 def test_an_id_can_be_given_by_its_first_characters(outpost_home):

@@ -4,8 +4,9 @@ The columns are this version's schema, read from the migrations themselves (appl
 in-memory database), so a column a later migration adds is exported, checked and imported
 without a change here. Three kinds of column are told apart from the rest: JSON columns (stored
 as text, written to files as the JSON they hold), flags (stored as 0/1, written as true/false),
-and the two columns a file never carries (``writer``: the process streaming a row, meaningless
-elsewhere; ``conversation_id``: a message sits inside its conversation).
+and the columns a file never carries (``writer``: the process streaming a row, meaningless
+elsewhere; ``conversation_id``: a message sits inside its conversation; ``seq``: its search key,
+the database's own, given as it is stored).
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ JSON_COLUMNS: dict[str, dict[str, type]] = {
     MESSAGES: {"params": dict, "segments": list, "output_check": dict, "candidates": dict},
 }
 FLAG_COLUMNS = {MESSAGES: frozenset({"tokens_estimated", "cost_estimated"})}
-NOT_IN_FILES = {CONVERSATIONS: frozenset(), MESSAGES: frozenset({"writer", "conversation_id"})}
+NOT_IN_FILES = {CONVERSATIONS: frozenset(),
+                MESSAGES: frozenset({"writer", "conversation_id", "seq"})}
 
 
 @dataclass(frozen=True)
