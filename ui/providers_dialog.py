@@ -130,6 +130,8 @@ class ProvidersDialog(QDialog):
             self.key_note.setText("No secure OS keychain was found, so keys cannot be stored "
                                   "there. Choose: keep the key for this session only, or store "
                                   "it in a file only you can read.")
+        if refusal is not None:  # where keys go is not theirs to choose either
+            self.key_note.setVisible(False)
 
         self.list.currentItemChanged.connect(self._on_selected)
         add_button.clicked.connect(self._on_add)

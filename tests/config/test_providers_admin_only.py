@@ -90,6 +90,7 @@ def test_the_providers_dialog_is_read_only_to_others(qtbot, scripted):
     assert theirs.result.text() == theirs.refusal
     theirs.show()
     assert theirs.findChild(type(theirs.result), "adminOnlyNote").isVisible()
+    assert not theirs.key_note.isVisible()  # no "Choose: …" for one who cannot
 
 
 def _config(name: str):
