@@ -4,9 +4,17 @@ from __future__ import annotations
 import functools
 import threading
 from collections import deque
+from pathlib import Path
 
 from app.domain.messages import estimate_prompt_tokens
 from engines.base import EngineBase, EngineCapabilities
+
+
+def files_holding(path: Path, word: str) -> list[str]:
+    """Which of a database's files hold ``word``, as a program reading the disk sees them (the
+    database and its write-ahead log; the ``-shm`` index holds no rows)."""
+    return [part.name for part in (path, path.with_name(path.name + "-wal"))
+            if part.exists() and word.encode() in part.read_bytes()]
 
 
 class Clock:

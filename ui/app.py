@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gc
 import sys
+from typing import Callable
 
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
@@ -62,6 +63,9 @@ class OutpostApp:
         self.recovered = self.service.recover_interrupted()  # a dead process's streaming replies
         self.ledger = self.service.ledger
         self.tasks = TaskRunner()
+        # erasing a delete's words from the file rewrites the search index (~1 s at 100k
+        # messages, bench/erase.py): off the GUI thread
+        self.store.run_erasure = self._erase_in_background
         self.loader = ModelLoader(self.settings, self.tasks, on_attempt=self._on_attempt,
                                   engine_factory=engine_factory or create_local_engine)
         self.registry = ProviderRegistry()
@@ -195,9 +199,19 @@ class OutpostApp:
         gc.collect()
         gc.freeze()
 
+    def _erase_in_background(self, erase: Callable[[], None]) -> None:
+        """``Store.erase_deleted`` on the task pool (its thread's connection closed after)."""
+        def job() -> None:
+            try:
+                erase()
+            finally:
+                self.store.release_thread_connection()
+
+        self.tasks.run_in_background(job, lambda _: None, self._on_backup_failed)
+
     def _on_backup_failed(self, exc: Exception) -> None:
-        """The day's backup found the database damaged (or could not be written): shown; a
-        bug is raised to the excepthook."""
+        """The day's backup (or the erasing after a delete) found the database damaged, or
+        could not write: shown; a bug is raised to the excepthook."""
         if not isinstance(exc, OutpostError):
             raise exc
         self.window.errors.present(exc)

@@ -2,6 +2,7 @@
 
 * WAL journal, a busy timeout and ``synchronous=FULL``: the window and the CLI may write at the
   same time, and a committed message survives a crash or power loss.
+* ``secure_delete``: what a delete frees is overwritten with zeros (``app.storage.erasure``).
 * One connection per thread (sqlite3 connections belong to the thread that opened them).
 * Each committed transaction (and the last close) seals the file as this process left it
   (``app.storage.integrity``), once the start-up check found it healthy.
@@ -56,6 +57,7 @@ class Connections:
                 retry_when_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
                 conn.execute("PRAGMA synchronous = FULL")
                 conn.execute("PRAGMA foreign_keys = ON")
+                conn.execute("PRAGMA secure_delete = ON")  # whatever the build's default
             _make_private(self.path)
             db = sqlite_utils.Database(conn)
             self._local.db = db

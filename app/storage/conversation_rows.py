@@ -1,5 +1,6 @@
 """The conversations table: creating, reading, renaming, a conversation's settings (route,
-pin, target, knobs), deleting; and ``forgot``, run after any delete of messages."""
+pin, target, knobs), deleting; and ``forgot``, run after any delete of messages: their words
+leave the file (``app.storage.erasure``) and every cache."""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ from typing import Callable
 from app.domain.errors import UsageError
 from app.domain.messages import Conversation, MessageStatus, new_id
 from app.domain.routes import KEPT_LOCAL
+from app.storage import erasure, integrity
 from app.storage.connections import Connections
 from app.storage.rows import now_iso, row_to_conversation
 from app.storage.sqlite_errors import storage_errors
@@ -26,6 +28,9 @@ class ConversationRows(Connections):
         # called after messages are deleted (``forgot``): what else holds their words forgets
         # them too (the saved KV states: ``app.compose``)
         self.on_forget: list[Callable[[], None]] = []
+        # runs the erasing of deleted words from the file (``erase_deleted``): here, now, by
+        # default; the window hands it to a background thread (it rewrites the search index)
+        self.run_erasure: Callable[[Callable[[], None]], None] = lambda erase: erase()
 
     def create_conversation(self, title: str = "New chat", system_prompt: str = "",
                             route: str | None = None, profile: str | None = None,
@@ -117,13 +122,26 @@ class ConversationRows(Connections):
         self.forgot()
 
     def forgot(self) -> None:
-        """Messages were deleted: everything registered in ``on_forget`` drops what it kept of
+        """Messages were deleted: their words leave the file (``erase_deleted``, through
+        ``run_erasure``), and everything registered in ``on_forget`` drops what it kept of
         them (a failure there is logged: the delete itself is done)."""
         for forget in self.on_forget:
             try:
                 forget()
             except Exception:  # noqa: BLE001 - a cache's failure must not undo a delete
                 log.exception("could not forget the deleted messages everywhere")
+        self.run_erasure(self.erase_deleted)
+
+    def erase_deleted(self) -> None:
+        """What deleted rows left in the file goes: the search index is merged (its deleted
+        entries dropped; freed pages are zeroed, ``secure_delete``) and the write-ahead log
+        emptied (``app.storage.erasure``). Safe from any thread."""
+        with self._tx() as db:
+            erasure.merge_search_index(db)
+        with storage_errors(self.path):
+            erasure.empty_log(self.db.conn)
+        if self._healthy:  # the checkpoint changed the files after the commit's seal
+            integrity.write_seal(self.path)
 
     def touch_conversation(self, conversation_id: str) -> None:
         with self._tx() as db:

@@ -1,0 +1,46 @@
+"""Deleted text leaves the database file, not only the tables.
+
+A ``DELETE`` makes rows unreachable; their bytes stay in the file until reused. Three places
+kept a deleted message readable to anyone who reads the file (``grep -a``, a disk image):
+
+* **Freed space.** ``PRAGMA secure_delete = ON`` (set on every connection:
+  ``app.storage.connections``) makes SQLite overwrite a deleted row's cell, and pages it frees,
+  with zeros. Builds differ in the default (Debian's is on, many others are off).
+* **The full-text index.** FTS5 records a delete as a marker in a new segment; the message's
+  words stay in the older segments until they are merged. ``merge_search_index`` merges every
+  segment into one ('optimize'): the deleted entries are dropped and the old segments' pages
+  freed (zeroed, above). It rewrites the whole index: ~1 s at 100k messages (160 MB),
+  ``python -m bench.erase``. FTS5's own ``secure-delete`` option (SQLite 3.42+) would cost only
+  the deleted rows, but it moves the index to a format that SQLite before 3.42 cannot read at
+  all ("invalid fts5 file format"), for good: a portable install or a backup opened by an older
+  SQLite would lose search. Python's SQLite here is 3.40.
+* **The write-ahead log.** Every page ever committed is in ``outpost.db-wal`` until a
+  checkpoint copies it back; ``empty_log`` checkpoints and truncates the log to 0 bytes. A
+  reader in another process (the window while ``outpost`` runs) can hold it back: then the log
+  is emptied by a later checkpoint (SQLite's own, every 1000 pages, or the last close).
+
+What this does not reach: copies outside the file (the backups, ``app.storage.backups``), and
+what the disk or file system keeps of blocks a file no longer
+uses (journaling file systems, SSDs): full-disk encryption covers those.
+"""
+from __future__ import annotations
+
+import sqlite3
+
+import sqlite_utils
+
+SEARCH_INDEX = "messages_fts"
+
+
+def merge_search_index(db: sqlite_utils.Database) -> None:
+    """Merge the full-text index into one segment, dropping what deleted messages left in it
+    (inside the caller's write transaction)."""
+    if SEARCH_INDEX in db.table_names():
+        db.execute(f"INSERT INTO {SEARCH_INDEX}({SEARCH_INDEX}) VALUES ('optimize')")
+
+
+def empty_log(conn: sqlite3.Connection) -> bool:
+    """Checkpoint the write-ahead log and truncate it to 0 bytes; False when a reader
+    elsewhere kept it from being emptied (not an error: a later checkpoint empties it)."""
+    busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return not busy
