@@ -334,19 +334,27 @@ def in_mount_namespace(script: str, *args: str, **run_options):
                 + "); run it as root or where user namespaces are allowed.")
 
 
-def answer_confirmations(monkeypatch, *pressed: str) -> list[dict]:
+def answer_confirmations(monkeypatch, *pressed: str | tuple[str, bool]) -> list[dict]:
     """Answer the next confirmations (``ui.confirm``) by pressing ``pressed`` in turn: an action
-    button's text ("Delete") or "Cancel". Each question is shown to nothing; what it asked is
-    returned (title, text, buttons, default) as it is asked."""
+    button's text ("Delete") or "Cancel"; ``("Delete", False)`` unchecks the question's check
+    box first. Each question is shown to nothing; what it asked is returned (title, text,
+    buttons, default; its check box's text and whether it was checked at first: ``option``,
+    ``checked``) as it is asked."""
     from ui.confirm import Confirmation
 
     answers, asked = list(pressed), []
 
     def exec_(box) -> int:
         buttons = [button.text().replace("&", "") for button in box.buttons()]
+        option = box.checkBox()
         asked.append({"title": box.windowTitle(), "text": box.text(), "buttons": buttons,
-                      "default": box.defaultButton().text().replace("&", "")})
+                      "default": box.defaultButton().text().replace("&", ""),
+                      "option": option.text() if option is not None else None,
+                      "checked": option is not None and option.isChecked()})
         press = answers.pop(0)
+        if isinstance(press, tuple):
+            press, keep = press
+            option.setChecked(keep)
         [button] = [b for b in box.buttons() if b.text().replace("&", "") == press]
         button.click()
         return 0

@@ -312,19 +312,19 @@ class ChatController(QObject):
         self._show_versions()
         return True
 
-    def delete_message(self, message_id: str) -> bool:
+    def delete_message(self, message_id: str) -> list[str]:
         """Delete ``message_id`` and everything below it (the window asked first); show the
-        active path as it is now."""
+        active path as it is now. The ids deleted (none: refused, and said)."""
         if self.conversation_id is None or self.refused_while_busy("delete messages"):
-            return False
+            return []
         try:
-            self.store.delete_subtree(message_id)
+            deleted = self.store.delete_subtree(message_id)
             self.view.show_path(self.store.branch(self.conversation_id), self.versions())
         except OutpostError as exc:
             self.error_occurred.emit(exc)
-            return False
+            return []
         self.conversations_changed.emit()
-        return True
+        return deleted
 
     def fork(self, message_id: str, profile: str | None) -> str | None:
         """A new conversation (of ``profile``) with copies of the path up to ``message_id``;

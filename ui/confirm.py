@@ -7,14 +7,15 @@ on a question asked by surprise changes nothing.
 """
 from __future__ import annotations
 
-from PySide6.QtWidgets import QMessageBox, QWidget
+from PySide6.QtWidgets import QCheckBox, QMessageBox, QWidget
 
 
 class Confirmation(QMessageBox):
     """The question, an action button and Cancel (the default)."""
 
     def __init__(self, parent: QWidget | None, title: str, text: str, action: str,
-                 icon: QMessageBox.Icon = QMessageBox.Icon.Question):
+                 icon: QMessageBox.Icon = QMessageBox.Icon.Question, option: str | None = None):
+        """``option``: a check box under the question, checked at first (``option_checked``)."""
         super().__init__(parent)
         self.setWindowTitle(title)
         self.setText(text)
@@ -23,10 +24,19 @@ class Confirmation(QMessageBox):
         self.cancel_button = self.addButton(QMessageBox.StandardButton.Cancel)
         self.setDefaultButton(self.cancel_button)
         self.setEscapeButton(self.cancel_button)
+        # kept here too: a check box only the C++ box held was deleted with its Python name
+        self.option_box: QCheckBox | None = None
+        if option is not None:
+            self.option_box = QCheckBox(option, self)
+            self.option_box.setChecked(True)
+            self.setCheckBox(self.option_box)
 
     def confirmed(self) -> bool:
         """Whether the action button was the one pressed (closing the box is Cancel)."""
         return self.clickedButton() is self.action_button
+
+    def option_checked(self) -> bool:
+        return self.option_box is not None and self.option_box.isChecked()
 
 
 def confirm(parent: QWidget | None, title: str, text: str, action: str,
@@ -35,3 +45,12 @@ def confirm(parent: QWidget | None, title: str, text: str, action: str,
     box = Confirmation(parent, title, text, action, icon)
     box.exec()
     return box.confirmed()
+
+
+def confirm_with_option(parent: QWidget | None, title: str, text: str, action: str,
+                        option: str) -> tuple[bool, bool]:
+    """Ask ``text`` with the check box ``option`` (checked at first): (whether the user
+    pressed ``action``, whether the box was checked)."""
+    box = Confirmation(parent, title, text, action, option=option)
+    box.exec()
+    return box.confirmed(), box.option_checked()

@@ -42,12 +42,14 @@ from app.domain.errors import OutpostError, UsageError
 from app.domain.messages import Role
 from app.domain.routes import Route
 from app.domain.wording import counted
+from app.storage.backup_erasure import backups_hold
 from app.storage.outbox import Outbox
 from app.storage.profiles import Profile, Profiles
 from app.storage.store import Store
+from ui.backup_eraser import BackupEraser
 from ui.chat_controller import IDLE, ChatController
 from ui.composer import Composer
-from ui.confirm import confirm
+from ui.confirm import confirm, confirm_with_option
 from ui.connectivity_indicator import ConnectivityIndicator
 from ui.conversation_sampling import ConversationSampling
 from ui.conversation_view import ConversationView
@@ -129,6 +131,7 @@ class MainWindow(QMainWindow):
         self.sidebar = Sidebar()
         self.banner = ErrorBanner()
         self.errors = ErrorPresenter(self.banner)  # the one place errors become words
+        self.backup_eraser = BackupEraser(self.store, services.tasks, self.errors)
         self.title_label = ElidedLabel("New chat")
         self.title_label.setStyleSheet("font-size:15px; font-weight:600; padding:8px 16px 4px;")
         # a long title must not push the pickers (and the sidebar) around
@@ -503,10 +506,15 @@ class MainWindow(QMainWindow):
         if self.controller.busy:  # the controller says why
             self.controller.delete_message(message_id)
             return
-        if confirm(self, "Delete message",
-                   "Delete this message and everything below it (its replies, their follow-ups "
-                   "and their other versions)? This cannot be undone.", "Delete"):
-            self.controller.delete_message(message_id)
+        asked, from_backups = confirm_with_option(
+            self, "Delete message",
+            "Delete this message and everything below it (its replies, their follow-ups and "
+            f"their other versions)? This cannot be undone.\n\n{backups_hold('them')}",
+            "Delete", "Delete them from the backups too")
+        if asked:
+            deleted = self.controller.delete_message(message_id)
+            if deleted and from_backups:
+                self.backup_eraser.erase(messages=deleted)
 
     @Slot(str)
     def _on_fork(self, message_id: str) -> None:
@@ -685,8 +693,8 @@ class MainWindow(QMainWindow):
         self.refresh_sidebar()
         self._show_title()
 
-    @Slot(str)
-    def _on_delete(self, conversation_id: str) -> None:
+    @Slot(str, bool)
+    def _on_delete(self, conversation_id: str, from_backups: bool = False) -> None:
         if self.controller.busy and conversation_id == self.controller.conversation_id:
             self._on_failure(UsageError("Stop the reply before deleting this conversation."))
             return
@@ -698,6 +706,8 @@ class MainWindow(QMainWindow):
         self.controller.forget_conversation(conversation_id)
         self.refresh_sidebar()
         self._show_title()
+        if from_backups:
+            self.backup_eraser.erase(conversations=[conversation_id])
 
     @Slot()
     def refresh_sidebar(self) -> None:

@@ -22,8 +22,9 @@ from PySide6.QtWidgets import (
 )
 
 from app.domain.messages import Conversation
+from app.storage.backup_erasure import backups_hold
 from ui import theme
-from ui.confirm import confirm
+from ui.confirm import confirm_with_option
 
 ID_ROLE = Qt.ItemDataRole.UserRole
 PINNED_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -60,7 +61,7 @@ class Sidebar(QWidget):
     new_requested = Signal()
     conversation_selected = Signal(str)
     rename_requested = Signal(str, str)
-    delete_requested = Signal(str)
+    delete_requested = Signal(str, bool)  # conversation id, from the backups too
     pin_requested = Signal(str, bool)  # conversation id, pinned
 
     def __init__(self, parent: QWidget | None = None):
@@ -196,11 +197,15 @@ class Sidebar(QWidget):
             self._confirm_delete(item)
 
     def _confirm_delete(self, item: QListWidgetItem) -> None:
-        """Deleting cannot be undone, so it is asked first (Del and the context menu alike)."""
-        if confirm(self, "Delete conversation",
-                   f"Delete \u201c{item.text()}\u201d and all its messages? This cannot be "
-                   "undone.", "Delete"):
-            self.delete_requested.emit(item.data(ID_ROLE))
+        """Deleting cannot be undone, so it is asked first (Del and the context menu alike);
+        the backups still hold the conversation, which the question says, offering to delete
+        it there too."""
+        asked, from_backups = confirm_with_option(
+            self, "Delete conversation",
+            f"Delete \u201c{item.text()}\u201d and all its messages? This cannot be undone.\n\n"
+            f"{backups_hold('it')}", "Delete", "Delete it from the backups too")
+        if asked:
+            self.delete_requested.emit(item.data(ID_ROLE), from_backups)
 
     @Slot(object)
     def _on_context_menu(self, pos) -> None:

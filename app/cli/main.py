@@ -304,6 +304,9 @@ def _parser() -> argparse.ArgumentParser:
     prm.add_argument("name", metavar="NAME")
     prm.add_argument("--delete-conversations", action="store_true",
                      help="also delete its conversations (refused without this when it has any)")
+    prm.add_argument("--from-backups", action="store_true",
+                     help="and delete them from the backups too (a daily backup keeps them for up "
+                          "to 7 days, a copy kept before an update or a restore until deleted)")
     ppin = psub.add_parser("pin", help="set or clear a PIN: yours, or anyone's as the admin "
                            "(new PIN from $OUTPOST_NEW_PIN, else typed twice)")
     ppin.add_argument("name", metavar="NAME", nargs="?")

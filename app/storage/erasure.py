@@ -19,8 +19,8 @@ kept a deleted message readable to anyone who reads the file (``grep -a``, a dis
   reader in another process (the window while ``outpost`` runs) can hold it back: then the log
   is emptied by a later checkpoint (SQLite's own, every 1000 pages, or the last close).
 
-What this does not reach: copies outside the file (the backups, ``app.storage.backups``), and
-what the disk or file system keeps of blocks a file no longer
+What this does not reach: copies outside the file (the backups: ``app.storage.backup_erasure``
+deletes it from them when the user asks), and what the disk or file system keeps of blocks a file no longer
 uses (journaling file systems, SSDs): full-disk encryption covers those.
 """
 from __future__ import annotations
@@ -37,6 +37,20 @@ def merge_search_index(db: sqlite_utils.Database) -> None:
     (inside the caller's write transaction)."""
     if SEARCH_INDEX in db.table_names():
         db.execute(f"INSERT INTO {SEARCH_INDEX}({SEARCH_INDEX}) VALUES ('optimize')")
+
+
+def blank_outbox_requests(conn: sqlite3.Connection, message_ids: list[str]) -> None:
+    """The outbox items of deleted questions (``message_ids``): a queued one is not sent any
+    more, and none keeps the words of the request it was to send (the item stays, cancelled,
+    to say so); one being sent is left to its sender. Inside the caller's transaction."""
+    marks = ", ".join("?" * len(message_ids))
+    conn.execute(f"UPDATE outbox SET state = 'cancelled' WHERE user_message_id IN ({marks}) "
+                 "AND state IN ('queued', 'failed')", message_ids)
+    conn.execute(
+        "UPDATE outbox SET request = json_set(request, '$.messages', (SELECT "
+        "json_group_array(json_object('role', json_extract(value, '$.role'), 'content', '')) "
+        "FROM json_each(request, '$.messages')), '$.assistant_prefix', '') "
+        f"WHERE user_message_id IN ({marks}) AND state != 'sending'", message_ids)
 
 
 def empty_log(conn: sqlite3.Connection) -> bool:

@@ -9,6 +9,7 @@ import json
 from app.domain.errors import UsageError
 from app.domain.messages import Conversation, Message, Role, new_id
 from app.domain.wording import title_from
+from app.storage import erasure
 from app.storage.conversation_rows import ConversationRows
 from app.storage.message_rows import MessageRows
 from app.storage.rows import now_iso, row_to_message
@@ -75,16 +76,7 @@ class MessageTree(ConversationRows, MessageRows):
         conversation = self.get_conversation(message.conversation_id)
         with self._tx() as db:
             marks = ", ".join("?" * len(ids))
-            # a queued request for a deleted question is not sent any more, and keeps none of
-            # its words (the item stays, cancelled, to say so); one being sent is left to it
-            db.execute(f"update outbox set state = 'cancelled' where user_message_id in ({marks}) "
-                       "and state in ('queued', 'failed')", ids)
-            db.execute(
-                "update outbox set request = json_set(request, '$.messages', (select "
-                "json_group_array(json_object('role', json_extract(value, '$.role'), "
-                "'content', '')) from json_each(request, '$.messages')), "
-                f"'$.assistant_prefix', '') where user_message_id in ({marks}) "
-                "and state != 'sending'", ids)
+            erasure.blank_outbox_requests(db.conn, ids)
             db.execute(f"update outbox set answer_message_id = null where answer_message_id in "
                        f"({marks})", ids)
             db.execute(f"delete from messages where id in ({marks})", ids)

@@ -186,7 +186,7 @@ def test_sidebar_new_rename_delete_and_reopen(qtbot, scripted, scripted_engine):
     assert [b.text for b in window.view.bubbles] == ["First chat", "One."]
     assert window.title_label.text() == "Renamed chat"
 
-    window.sidebar.delete_requested.emit(first_id)
+    window.sidebar.delete_requested.emit(first_id, False)
     assert first_id not in [c.id for c in scripted.store.list_conversations()]
     assert window.sidebar.conversation_count() == 1
     assert window.view.bubbles == []
@@ -206,7 +206,7 @@ def test_a_conversation_answering_in_another_outpost_is_not_deleted(qtbot, scrip
     writer = store.add_message(conversation_id, Role.ASSISTANT, "Meet at",
                                parent_id=question.id, status=MessageStatus.STREAMING)
     with writing(writer.id):  # a turn (here, or in another process) writes it
-        window.sidebar.delete_requested.emit(conversation_id)
+        window.sidebar.delete_requested.emit(conversation_id, False)
     assert "still being written" in window.errors.banner.label.text()
     assert conversation_id in [c.id for c in store.list_conversations()]
     assert window.sidebar.conversation_count() == 1

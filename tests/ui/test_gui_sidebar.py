@@ -80,7 +80,7 @@ def test_deleting_a_conversation_is_asked_with_cancel_as_the_default(qtbot, monk
     qtbot.addWidget(sidebar)
     sidebar.set_conversations([conversation("a", "2026-11-30")], "a", today=TODAY)
     deleted: list[str] = []
-    sidebar.delete_requested.connect(deleted.append)
+    sidebar.delete_requested.connect(lambda cid, from_backups: deleted.append(cid))
     sidebar.delete_action.trigger()  # Del on the list, or the context menu's Delete
     assert [(a["title"], a["buttons"], a["default"]) for a in asked] == [
         ("Delete conversation", ["Delete", "Cancel"], "Cancel")]

@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 
 from app.cli.commands.common import emit_list, open_core, read_new_pin
+from app.domain.errors import UsageError
 from app.domain.wording import counted
+from app.storage.backup_erasure import backups_hold, erase_from_backups
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -32,9 +34,19 @@ def cmd_profile(args: argparse.Namespace) -> int:
             added = profiles.add(args.name, me, pin)
             print(f"Added the profile {added.name}" + (" with a PIN." if pin else "."))
         elif action == "remove":
+            if args.from_backups and not args.delete_conversations:
+                raise UsageError("--from-backups deletes a profile's conversations from the "
+                                 "backups: it goes with --delete-conversations.")
+            doomed = [c.id for c in core.store.list_conversations(args.name)] \
+                if args.delete_conversations else []
             gone = profiles.remove(args.name, me, args.delete_conversations)
             print(f"Removed the profile {args.name}" +
                   (f" and its {counted(gone, 'conversation')}." if gone else "."))
+            if gone and args.from_backups:
+                print(erase_from_backups(core.store.path, conversations=doomed)
+                      .describe("them"))
+            elif gone:
+                print(f"{backups_hold('them')} (--from-backups deletes them there too.)")
         elif action == "pin":
             target = profiles.get(args.name or me.name)
             if target.name != me.name and not me.is_admin:
