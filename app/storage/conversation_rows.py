@@ -11,7 +11,7 @@ from typing import Callable
 from app.domain.errors import UsageError
 from app.domain.messages import Conversation, MessageStatus, new_id
 from app.domain.routes import KEPT_LOCAL
-from app.storage import erasure, integrity
+from app.storage import deletions, erasure, integrity
 from app.storage.connections import Connections
 from app.storage.rows import now_iso, row_to_conversation
 from app.storage.sqlite_errors import storage_errors
@@ -116,9 +116,7 @@ class ConversationRows(Connections):
             if any(writer_alive(writer, message_id) for writer, message_id in writers):
                 raise UsageError("A reply in this conversation is still being written; stop "
                                  "it first, then delete the conversation.")
-            db["outbox"].delete_where("conversation_id = ?", [conversation_id])
-            db["messages"].delete_where("conversation_id = ?", [conversation_id])
-            db["conversations"].delete(conversation_id)
+            deletions.drop_conversations(db.conn, [conversation_id], now_iso())  # a tombstone too
         self.forgot()
 
     def forgot(self) -> None:

@@ -10,6 +10,7 @@ import sqlite_utils
 
 from app.domain.errors import UsageError
 from app.domain.messages import Message, MessageStatus, Role, new_id
+from app.storage import deletions
 from app.storage.connections import Connections
 from app.storage.rows import now_iso, row_to_message
 from app.storage.sqlite_errors import storage_errors
@@ -112,6 +113,7 @@ class MessageRows(Connections):
             if not found:
                 return
             db.execute("delete from messages where id = ?", [message_id])
+            deletions.record(db.conn, deletions.MESSAGE, [message_id], now_iso())
             # the active path ended there: it now ends at the newest remaining sibling, else
             # at the parent
             conversation_id, parent_id = found[0]["conversation_id"], found[0]["parent_id"]

@@ -9,7 +9,7 @@ import json
 from app.domain.errors import UsageError
 from app.domain.messages import Conversation, Message, Role, new_id
 from app.domain.wording import title_from
-from app.storage import erasure
+from app.storage import deletions, erasure
 from app.storage.conversation_rows import ConversationRows
 from app.storage.message_rows import MessageRows
 from app.storage.rows import now_iso, row_to_message
@@ -80,6 +80,7 @@ class MessageTree(ConversationRows, MessageRows):
             db.execute(f"update outbox set answer_message_id = null where answer_message_id in "
                        f"({marks})", ids)
             db.execute(f"delete from messages where id in ({marks})", ids)
+            deletions.record(db.conn, deletions.MESSAGE, ids, now_iso())
         if conversation.active_leaf_id in ids:
             siblings = [m for m in children.get(message.parent_id, []) if m.id != message.id]
             target = siblings[-1].id if siblings else message.parent_id

@@ -303,3 +303,12 @@ def m014_search_newest_first(db: sqlite_utils.Database) -> None:
         WHEN new.created_at IS NOT old.created_at
         BEGIN UPDATE messages SET seq = {_SEQ_OF.format(at='new.created_at')}
               WHERE rowid = new.rowid; END""")
+
+
+@migration
+def m015_deletions(db: sqlite_utils.Database) -> None:
+    """Tombstones of deleted conversations and messages: their ids, what they were and when
+    they were deleted, never their text (``app.storage.deletions``): a salvage or a restore of
+    an older copy leaves deleted what was deleted since."""
+    db["deletions"].create({"id": str, "kind": str, "deleted_at": str}, pk="id",
+                           not_null={"kind", "deleted_at"})

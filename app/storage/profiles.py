@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from app.domain.errors import NotAllowed, ProfileError, WrongPin
 from app.domain.profile_names import check_name, removed_label
 from app.domain.wording import counted
+from app.storage import deletions
 from app.storage.quotas import QuotaBook
 from app.storage.sqlite_errors import storage_errors
 from app.storage.store import Store, now_iso
@@ -236,10 +237,7 @@ class Profiles:
         with self.store.transaction() as db:
             ids = [r[0] for r in db.execute("select id from conversations where profile = ?",
                                             [profile.name]).fetchall()]
-            for cid in ids:
-                db["outbox"].delete_where("conversation_id = ?", [cid])
-                db["messages"].delete_where("conversation_id = ?", [cid])
-                db["conversations"].delete(cid)
+            deletions.drop_conversations(db.conn, ids, now_iso())  # with their tombstones
             self._file_usage_away(db, profile.name)
             db["profiles"].delete(profile.name)
             # last: quotas.json that cannot be written rolls the removal back

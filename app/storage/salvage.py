@@ -16,6 +16,10 @@ A row that cannot go in (a message whose conversation could not be read, a row t
 garbage: ``_sound``) is left out and counted; rows that could not be read at all are counted
 per table. A file restored on purpose over a healthy one is a rollback: nothing is brought over
 (the replaced file is kept in the backups folder either way).
+
+Deletions hold (``app.storage.deletions``): the copy's tombstones are merged with the
+database's; a row deleted later than the copy's row was last changed is not brought over, and
+the database's rows deleted since (a restored backup's, a rollback's) are deleted again.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ from pathlib import Path
 
 from app.domain.errors import OutpostError, UsageError
 from app.domain.wording import counted
+from app.storage import deletions
 from app.storage.backups import Backup, Backups, quick_check_file
 from app.storage.restore import restore_backup, set_aside_damaged
 # the store's own readers of a row: a row brought over must read as one of its own
@@ -40,7 +45,7 @@ from app.storage.store import Store
 TABLES = (("profiles", "name"), ("conversations", "id"), ("messages", "id"), ("outbox", "id"))
 _NEWER_WINS = {"conversations", "messages", "outbox"}
 _NOUNS = {"profiles": "profile", "conversations": "conversation", "messages": "message",
-          "outbox": "outbox item"}
+          "outbox": "outbox item", deletions.TABLE: "deletion record"}
 _TIMES = ("created_at", "updated_at", "locked_until")  # ISO times, in the tables read
 # How many rowids in a row may give no row before a table read by rowid is taken as ended,
 # when nothing else says where it ends (see ``_read_by_rowid``). Rowids are given out one
@@ -80,6 +85,22 @@ class Salvage:
     left_out: int = 0  # rows read that could not go in
     unreadable: list[Unread] = field(default_factory=list)  # tables read only in part
     failed: str | None = None  # why nothing could be brought over at all
+    # deleted since (not brought over, or deleted again): conversations, and messages outside
+    # them, by id
+    deleted: dict[str, set[str]] = field(
+        default_factory=lambda: {"conversations": set(), "messages": set()})
+    rollback: bool = False  # only deletions were carried over (a restore over a good file)
+
+    def describe_deleted(self, since: str = "since") -> str | None:
+        """"1 conversation and 2 messages deleted ``since`` stay deleted" (None: none)."""
+        conversations, messages = (len(self.deleted["conversations"]),
+                                   len(self.deleted["messages"]))
+        if not conversations and not messages:
+            return None
+        what = " and ".join(counted(n, noun) for n, noun in (
+            (conversations, "conversation"), (messages, "message")) if n)
+        verb = "stays" if conversations + messages == 1 else "stay"
+        return f"{what} deleted {since} {verb} deleted"
 
     def describe(self, source: str = "the damaged file", than: str | None = "the backup"
                  ) -> str:
@@ -87,6 +108,10 @@ class Salvage:
         into a new, empty database)."""
         if self.failed is not None:
             return self.failed
+        deleted = self.describe_deleted("since the backup" if than == "the backup" else
+                                        "here")
+        if self.rollback:  # (only when something was deleted again)
+            return f"{deleted}."
         conversations, messages = self.rows.get("conversations", 0), \
             self.rows.get("messages", 0)
         newer = f" newer than {than}" if than else ""
@@ -100,6 +125,8 @@ class Salvage:
             text = f"Nothing{newer} could be read from {source}"
         if self.left_out:
             text += f" ({counted(self.left_out, 'row')} could not be)"
+        if deleted:
+            text += f"; {deleted}"
         for unread in self.unreadable:
             text += f"; {unread.describe()}"
         return text + "."
@@ -108,13 +135,18 @@ class Salvage:
 def restore_and_salvage(db_path: Path, name: str | None = None
             ) -> tuple[Backup, Path | None, Salvage | None]:
     """``restore_backup``, then, when the file it replaced is damaged, what that file still
-    holds brought over (None: nothing to bring, a healthy file or none)."""
+    holds brought over; when it is healthy (a rollback), only its deletions, so that what was
+    deleted since the backup stays deleted (None: nothing to bring, or no file replaced)."""
     backup, kept = restore_backup(db_path, name)
-    if kept is None or quick_check_file(kept) is None:
+    if kept is None:
         return backup, kept, None
+    rollback = quick_check_file(kept) is None
     try:
         store = Store(db_path, daily_backup=False)
         try:
+            if rollback:  # nothing is brought over; what was deleted since stays deleted
+                carried = carry_deletions(kept, store)
+                return backup, kept, carried if carried.describe_deleted() else None
             return backup, kept, salvage(kept, store)
         finally:
             store.close()
@@ -157,25 +189,11 @@ def salvage(damaged: Path, store: Store, new_database: bool = False) -> Salvage:
     empty, so the damaged file's admin is its admin (else the database's own admin stays the
     one there is, and a profile made admin since comes back as a plain one)."""
     result = Salvage()
-    with tempfile.TemporaryDirectory(prefix="outpost-salvage-") as folder:
-        copy = Path(folder) / "damaged.db"
-        for suffix in ("", "-wal", "-shm"):
-            source = damaged.with_name(damaged.name + suffix)
-            if source.exists():
-                shutil.copyfile(source, copy.with_name(copy.name + suffix))
-        try:
-            source_db = sqlite3.connect(copy)
-        except sqlite3.Error as exc:
-            result.unreadable.append(Unread("the file", str(exc)))
-            return result
-        # a text of bytes that are not UTF-8 (garbage on a page) is read with "\ufffd" for
-        # them, rather than stop reading its table there
-        source_db.text_factory = lambda data: data.decode("utf-8", "replace")
-        try:
-            read = {table: _read(source_db, table, result) for table, _ in TABLES}
-        finally:
-            source_db.close()
+    read = _read_copy(damaged, [table for table, _ in TABLES] + [deletions.TABLE], result)
+    if read is None:
+        return result
     with store.transaction() as db:
+        gone = _merge_deletions(db, read[deletions.TABLE])
         admin_taken = not new_database or db.execute(
             "select 1 from profiles where is_admin = 1").fetchone() is not None
         for table, key in TABLES:
@@ -199,6 +217,8 @@ def salvage(damaged: Path, store: Store, new_database: bool = False) -> Salvage:
                 "is_admin" in wanted else None
             count = 0
             for row in rows:
+                if gone and _deleted_since(table, columns, row, gone, result):
+                    continue
                 if not _sound(table, columns, row):
                     result.left_out += 1
                     continue
@@ -216,7 +236,88 @@ def salvage(damaged: Path, store: Store, new_database: bool = False) -> Salvage:
                 except sqlite3.IntegrityError:  # its conversation (or a value) is missing
                     result.left_out += 1
             result.rows[table] = count
+        _delete_again(db, result)
+    if result.describe_deleted():
+        store.forgot()  # their words out of the file too
     return result
+
+
+def carry_deletions(kept: Path, store: Store) -> Salvage:
+    """A rollback: ``kept`` (the healthy file a restore replaced) is not merged, but its
+    deletions are, so what was deleted since the backup stays deleted."""
+    result = Salvage(rollback=True)
+    read = _read_copy(kept, [deletions.TABLE], result)
+    if read is None or not read[deletions.TABLE][1]:
+        return result
+    with store.transaction() as db:
+        _merge_deletions(db, read[deletions.TABLE])
+        _delete_again(db, result)
+    if result.describe_deleted():
+        store.forgot()
+    return result
+
+
+def _read_copy(damaged: Path, tables: list[str], result: Salvage
+               ) -> dict[str, tuple[list[str], list[tuple]]] | None:
+    """(columns, rows) of each of ``tables`` that ``damaged`` (with its ``-wal`` beside it)
+    can give, read from a copy in a temporary folder (``damaged`` is never changed); None when
+    the file cannot be opened at all (said in ``result``)."""
+    with tempfile.TemporaryDirectory(prefix="outpost-salvage-") as folder:
+        copy = Path(folder) / "damaged.db"
+        for suffix in ("", "-wal", "-shm"):
+            source = damaged.with_name(damaged.name + suffix)
+            if source.exists():
+                shutil.copyfile(source, copy.with_name(copy.name + suffix))
+        try:
+            source_db = sqlite3.connect(copy)
+        except sqlite3.Error as exc:
+            result.unreadable.append(Unread("the file", str(exc)))
+            return None
+        # a text of bytes that are not UTF-8 (garbage on a page) is read with "\ufffd" for
+        # them, rather than stop reading its table there
+        source_db.text_factory = lambda data: data.decode("utf-8", "replace")
+        try:
+            return {table: _read(source_db, table, result) for table in tables}
+        finally:
+            source_db.close()
+
+
+def _merge_deletions(db, read: tuple[list[str], list[tuple]]) -> dict:
+    """The copy's tombstones (as read) merged into the database's; the merged ones."""
+    columns, rows = read
+    if {"id", "kind", "deleted_at"} <= set(columns):
+        at = [columns.index(c) for c in ("id", "kind", "deleted_at")]
+        deletions.merge(db.conn, [tuple(row[i] for i in at) for row in rows])
+    return deletions.read(db.conn)
+
+
+def _deleted_since(table: str, columns: list[str], row: tuple, gone: dict,
+                   result: Salvage) -> bool:
+    """Whether the copy's ``row`` of ``table`` was deleted here later than it was last
+    changed (counted in ``result.deleted``: a conversation, or a message outside one)."""
+    if table not in _NEWER_WINS:
+        return False
+    record = defaultdict(lambda: None, zip(columns, row))
+    if table == "conversations":
+        ids = [record["id"]]
+    elif table == "messages":
+        ids = [record["id"], record["conversation_id"]]
+    else:  # an outbox item of a deleted conversation or question goes with it
+        ids = [record["conversation_id"], record["user_message_id"]]
+    if not deletions.deleted_since(gone, record["updated_at"], *ids):
+        return False
+    if table == "conversations":
+        result.deleted["conversations"].add(record["id"])
+    elif table == "messages" and record["conversation_id"] not in gone:
+        result.deleted["messages"].add(record["id"])
+    return True
+
+
+def _delete_again(db, result: Salvage) -> None:
+    """The database's own rows its (merged) tombstones cover, deleted (counted)."""
+    removed = deletions.apply(db.conn)
+    for kind, ids in removed.items():
+        result.deleted[kind] |= ids
 
 
 def _asks_something(db, item: dict) -> bool:

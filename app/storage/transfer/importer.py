@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.domain.errors import UsageError
-from app.storage.store import Store
+from app.storage import deletions
+from app.storage.store import Store, now_iso
 from app.storage.transfer import chatgpt, outpost_json, shape
 from app.storage.transfer.records import CONVERSATIONS, MESSAGES, ConversationRows
 from app.storage.transfer.shape import Where
@@ -85,6 +86,9 @@ def write(store: Store, loaded: LoadedFile, profile: str | None) -> ImportSummar
 def insert_conversation(db, rows: ConversationRows, profile: str | None) -> None:
     """One conversation and its messages (inside the caller's transaction)."""
     conversation = dict(rows.conversation, profile=profile)
+    # written again under ids deleted here before: not deleted any more (a restore or a
+    # salvage would take them out again: app.storage.deletions)
+    deletions.forget(db.conn, [rows.id] + [m["id"] for m in rows.messages], now_iso())
     _insert(db, CONVERSATIONS, [conversation])
     _insert(db, MESSAGES, [dict(m, conversation_id=rows.id, writer=None)
                            for m in rows.messages])
