@@ -8,6 +8,8 @@ import logging
 from pathlib import Path
 from typing import Callable
 
+import sqlite_utils
+
 from app.domain.errors import UsageError
 from app.domain.messages import Conversation, MessageStatus, new_id
 from app.domain.routes import KEPT_LOCAL
@@ -64,7 +66,7 @@ class ConversationRows(Connections):
             raise UsageError("A conversation title cannot be empty.")
         self.get_conversation(conversation_id)
         with self._tx() as db:
-            db["conversations"].update(conversation_id, {"title": title})
+            self._change(db, conversation_id, {"title": title})
 
     def set_conversation_route(self, conversation_id: str, route: str | None) -> None:
         """auto / local / cloud, or None for the settings' default. Local only also stops what
@@ -74,7 +76,7 @@ class ConversationRows(Connections):
             raise UsageError(f"Route must be auto, local or cloud; got {route!r}.")
         self.get_conversation(conversation_id)
         with self._tx() as db:
-            db["conversations"].update(conversation_id, {"route": route})
+            self._change(db, conversation_id, {"route": route})
             if route == "local":
                 db.execute("UPDATE outbox SET state = 'failed', last_error = ?, updated_at = ? "
                            "WHERE conversation_id = ? AND state = 'queued'",
@@ -84,7 +86,7 @@ class ConversationRows(Connections):
         """Pin a conversation to the top of the list (or unpin it)."""
         self.get_conversation(conversation_id)
         with self._tx() as db:
-            db["conversations"].update(conversation_id, {"pinned": int(bool(pinned))})
+            self._change(db, conversation_id, {"pinned": int(bool(pinned))})
 
     def set_target(self, conversation_id: str, target: str, model: str | None) -> None:
         """Who answers this conversation: "local" or "provider:NAME", and that model."""
@@ -92,8 +94,7 @@ class ConversationRows(Connections):
             raise UsageError(f"{target!r} is not a target: 'local' or 'provider:NAME'.")
         self.get_conversation(conversation_id)
         with self._tx() as db:
-            db["conversations"].update(conversation_id, {"target": target,
-                                                         "target_model": model or None})
+            self._change(db, conversation_id, {"target": target, "target_model": model or None})
 
     def set_conversation_sampling(self, conversation_id: str, sampling: dict | None,
                                   system_prompt: str | None = None) -> None:
@@ -103,7 +104,23 @@ class ConversationRows(Connections):
         if system_prompt is not None:
             fields["system_prompt"] = system_prompt
         with self._tx() as db:
-            db["conversations"].update(conversation_id, fields)
+            self._change(db, conversation_id, fields)
+
+    @staticmethod
+    def _change(db: sqlite_utils.Database, conversation_id: str, fields: dict) -> bool:
+        """Write ``fields`` of a conversation, inside the caller's transaction, and move its
+        ``updated_at`` when one of them changes (whether one did). Every change moves it: a
+        restore over a damaged file brings a conversation over from that file only when it is
+        newer than the backup's (``app.storage.salvage``), and a rename, a pin or a branch
+        switch made since was lost. A write that changes nothing (the knobs saved again as a
+        conversation opens) leaves it, and the conversation's place in the list, alone."""
+        names = list(fields)
+        found = db.execute(f"SELECT {', '.join(names)} FROM conversations WHERE id = ?",
+                           [conversation_id]).fetchone()
+        if found is None or dict(zip(names, found)) == fields:
+            return False
+        db["conversations"].update(conversation_id, dict(fields, updated_at=now_iso()))
+        return True
 
     def delete_conversation(self, conversation_id: str) -> None:
         """Delete a conversation with its messages and queued requests; refused while one of

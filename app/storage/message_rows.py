@@ -120,8 +120,8 @@ class MessageRows(Connections):
             db.execute(
                 "update conversations set active_leaf_id = coalesce((select id from messages "
                 "where conversation_id = ? and parent_id is ? order by created_at desc, rowid "
-                "desc limit 1), ?) where id = ? and active_leaf_id = ?",
-                [conversation_id, parent_id, parent_id, conversation_id, message_id])
+                "desc limit 1), ?), updated_at = ? where id = ? and active_leaf_id = ?",
+                [conversation_id, parent_id, parent_id, now_iso(), conversation_id, message_id])
 
     def get_message(self, message_id: str) -> Message:
         with storage_errors(self.path):

@@ -80,13 +80,16 @@ class MessageTree(ConversationRows, MessageRows):
             db.execute(f"update outbox set answer_message_id = null where answer_message_id in "
                        f"({marks})", ids)
             db.execute(f"delete from messages where id in ({marks})", ids)
-            deletions.record(db.conn, deletions.MESSAGE, ids, now_iso())
+            stamp = now_iso()
+            deletions.record(db.conn, deletions.MESSAGE, ids, stamp)
+            # the conversation changed (a salvage of an older copy must not win over it)
+            db["conversations"].update(conversation.id, {"updated_at": stamp})
         if conversation.active_leaf_id in ids:
             siblings = [m for m in children.get(message.parent_id, []) if m.id != message.id]
             target = siblings[-1].id if siblings else message.parent_id
             if target is None:
                 with self._tx() as db:
-                    db["conversations"].update(conversation.id, {"active_leaf_id": None})
+                    self._change(db, conversation.id, {"active_leaf_id": None})
             else:
                 self.set_active(conversation.id, target)
         self.forgot()
@@ -163,5 +166,5 @@ class MessageTree(ConversationRows, MessageRows):
         while children.get(leaf):
             leaf = children[leaf][-1].id  # the newest branch below
         with self._tx() as db:
-            db["conversations"].update(conversation_id, {"active_leaf_id": leaf})
+            self._change(db, conversation_id, {"active_leaf_id": leaf})
         return self.branch(conversation_id, leaf)
