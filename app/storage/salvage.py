@@ -358,7 +358,10 @@ def _read(source: sqlite3.Connection, table: str, result: Salvage
     A scan of the table stops at its first damaged page, but the rows after that page are
     still there: a lookup by rowid goes down the table's tree to its own page only. So when
     the scan fails, the rows it did not reach are looked up one by one (``_read_by_rowid``),
-    and those that cannot be read are counted in ``result.unreadable``."""
+    and those that cannot be read are counted in ``result.unreadable``. A scan that goes
+    through can still miss rows (a damaged page that reads as holding other rowids): the rows
+    an index lists and the scan did not give are looked up too, and counted when they give
+    none."""
     try:
         columns = [r[1] for r in source.execute(f'PRAGMA table_info("{table}")')]
     except sqlite3.DatabaseError as exc:  # the schema itself: nothing of the table
@@ -374,9 +377,33 @@ def _read(source: sqlite3.Connection, table: str, result: Salvage
             found[rowid] = tuple(row)
     except sqlite3.DatabaseError as exc:  # damaged here: what came before is kept
         unread = _read_by_rowid(source, table, names, found, str(exc))
-        if unread is not None:
-            result.unreadable.append(unread)
+    else:
+        listed = _listed_rowids(source, table)
+        unread = _read_listed(source, table, names, found, listed,
+                              "its index lists rows the table does not give") \
+            if listed is not None and listed - found.keys() else None
+    if unread is not None:
+        result.unreadable.append(unread)
     return columns, [found[rowid] for rowid in sorted(found)]
+
+
+def _read_listed(source: sqlite3.Connection, table: str, names: str, found: dict[int, tuple],
+                 listed: set[int], why: str) -> Unread | None:
+    """Look up the rows an index of ``table`` lists (``listed``) that are not in ``found``
+    yet, into it; what could not be read (None: every one was found). A listed row is a row
+    the table holds: a lookup that fails or gives no row is a row lost, counted."""
+    select = f'SELECT {names} FROM "{table}" WHERE rowid = ?'
+    lost = 0
+    for rowid in sorted(listed - found.keys()):
+        try:
+            row = source.execute(select, [rowid]).fetchone()
+        except sqlite3.DatabaseError:
+            row = None
+        if row is None:
+            lost += 1
+        else:
+            found[rowid] = tuple(row)
+    return Unread(table, why, lost) if lost else None
 
 
 def _read_by_rowid(source: sqlite3.Connection, table: str, names: str,
@@ -386,7 +413,8 @@ def _read_by_rowid(source: sqlite3.Connection, table: str, names: str,
 
     Which rowids to look up: those an index of the table lists, when one can be read whole
     (an index is a tree of its own, on other pages: it names every row, the damaged ones
-    too, so the count of rows that could not be read is exact). Otherwise every rowid after
+    too, so the count of rows that could not be read is exact: a listed rowid that gives no
+    row is a row lost as much as one whose lookup fails). Otherwise every rowid after
     the last one the scan read, up to ``max(rowid)`` when it answers and that row can be
     read (the end of the table), else on until ``_GAP`` rowids in a row give no row. A
     rowid whose lookup fails before the last row found is counted ("up to": it may have
@@ -409,9 +437,7 @@ def _read_by_rowid(source: sqlite3.Connection, table: str, names: str,
 
     listed = _listed_rowids(source, table)
     if listed is not None:
-        for rowid in sorted(listed - found.keys()):
-            look_up(rowid)
-        return Unread(table, why, len(failed)) if failed else None
+        return _read_listed(source, table, names, found, listed, why)
     end = _end(source, table)
     # rowids are given out from 1 (the table's first rowid when the scan read none)
     rowid = last = max(found, default=0)

@@ -23,7 +23,7 @@ from app.storage import integrity
 from app.storage.outbox import Outbox
 from app.storage.profiles import Profiles
 from app.storage.restore import restore_backup
-from app.storage.salvage import Salvage, _read
+from app.storage.salvage import Salvage, _read, salvage
 from app.storage.store import Store
 
 
@@ -581,3 +581,70 @@ def test_start_over_is_refused_where_a_good_backup_exists(outpost_home):
     assert refused.returncode == 2
     assert "`outpost backup restore`" in one_sentence(refused.stderr)
     assert not list((outpost_home / "data" / "backups").glob("*-damaged.db"))
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    """SQLite's varint at ``at``: (value, where the next field starts)."""
+    value = 0
+    for i in range(9):
+        byte = data[at + i]
+        if i == 8:
+            return (value << 8) | byte, at + 9
+        value = (value << 7) | (byte & 0x7F)
+        if byte < 0x80:
+            return value, at + i + 1
+    raise AssertionError("unreachable")
+
+
+def renumber_row(path: Path, rowid: int, new_rowid: int) -> None:
+    """Damage that reads without an error: the cell of ``rowid`` in its table's leaf page
+    says ``new_rowid`` (one byte each), so a lookup of ``rowid`` gives no row."""
+    conn = sqlite3.connect(path)
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    data = bytearray(path.read_bytes())
+    for page in range(1, len(data) // page_size):  # (page 1 holds the schema)
+        base = page * page_size
+        if data[base] != 0x0D:  # a table's leaf page
+            continue
+        for cell in range(int.from_bytes(data[base + 3:base + 5], "big")):
+            at = base + int.from_bytes(data[base + 8 + 2 * cell:base + 10 + 2 * cell], "big")
+            _, rowid_at = _varint(data, at)
+            found, _ = _varint(data, rowid_at)
+            if found == rowid and data.count(b"words ", at, at + 600):  # a message's
+                assert rowid < 0x80 and new_rowid < 0x80
+                data[rowid_at] = new_rowid
+                path.write_bytes(bytes(data))
+                return
+    raise AssertionError(f"no cell of rowid {rowid}")
+
+
+@pytest.mark.parametrize("scan_fails", [True, False])
+def test_a_row_its_index_lists_that_gives_no_row_is_counted_lost(tmp_path, scan_fails):
+    """A salvage counted only lookups that failed as rows not read: a row the index lists
+    whose lookup gives nothing (a damaged cell that reads as another rowid) was lost without
+    a word, after a scan that stopped at a damaged page, or after one that went through."""
+    path = tmp_path / "outpost.db"
+    store = Store(path, daily_backup=False)
+    for i in range(40):
+        chat = store.create_conversation(f"chat {i}")
+        for role in (Role.USER, Role.ASSISTANT):
+            store.add_message(chat.id, role, f"chat {i} {role.value}: " + "words " * 200)
+    [[doomed]] = store.db.execute("SELECT rowid FROM messages WHERE content LIKE "
+                                  "'chat 30 user: %'").fetchall()
+    store.close()
+    if scan_fails:
+        spoil_pages_holding(path, "chat 10 user: ")
+    renumber_row(path, doomed, doomed - 1)
+    readable = rows_by_rowid(path, "messages", 80)
+    assert doomed not in readable
+    lost = 80 - len(readable)
+    assert lost == (3 if scan_fails else 1)  # (a page holds two or three messages)
+
+    into = Store(tmp_path / "new" / "outpost.db", daily_backup=False)
+    result = salvage(path, into, new_database=True)
+    into.close()
+
+    [unread] = [u for u in result.unreadable if u.table == "messages"]
+    assert unread.rows == lost and unread.exact
+    assert f"{counted(lost, 'message')} could not be read (" in result.describe()
