@@ -77,6 +77,7 @@ def erase_from_backups(db_path: Path, conversations: Sequence[str] = (),
         try:
             if _erase_from(backup, list(conversations), list(messages)):
                 result.changed.append(backup.path)
+                backups.remember_check(backup.path, None)  # checked before it was put back
         except (sqlite3.Error, OSError, _Damaged) as exc:
             result.left.append((backup.path, _why(exc)))
     return result

@@ -11,10 +11,19 @@ name and renamed once whole, so a kill never leaves a half backup that looks who
 made with SQLite's backup API is checked (``PRAGMA quick_check`` on the copy) before the
 rename: a backup with a final name was good when it was written. Names are
 ``<stem>-<UTC stamp>-<label>.db``; the stamp sorts them by time.
+
+Whether a backup is good *now* (``Backups.problem``, for ``outpost backup list``): its header
+is read each time (a file cut short, or not a database); ``quick_check`` reads every page, so
+its answer is kept in ``checks.json`` beside the backups with the file's size, mtime and inode,
+and asked again only when one of them changed (a backup's own check, when written, is kept
+there too). A restore always checks the backup it puts back. A log with no frames left beside a
+backup (a restore's) is removed (``tidy``).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import os
 import re
 import shutil
@@ -29,6 +38,9 @@ DAILY = "daily"
 DAMAGED_LABELS = ("damaged",)  # never offered for a restore
 _STAMP = "%Y%m%dT%H%M%S%fZ"
 _NAME = re.compile(r"^(?P<stem>.+)-(?P<stamp>\d{8}T\d{12}Z)-(?P<label>[A-Za-z0-9_.-]+)\.db$")
+CHECKS = "checks.json"  # the backups' last quick_check, by file name (see the docstring)
+_MAGIC = b"SQLite format 3\x00"
+_WAL_HEADER = 32  # a log this long or shorter holds no frames
 
 
 class CopyDamaged(Exception):
@@ -76,6 +88,30 @@ def quick_check_file(path: Path) -> str | None:
         conn.close()
 
 
+def header_problem(path: Path) -> str | None:
+    """What the first 100 bytes of ``path`` say is wrong with it (None: nothing): not an SQLite
+    file, or shorter than the pages its header counts (cut short). Cheap: no page is read."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(100)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if size == 0:
+        return "it is empty (0 bytes)"
+    if len(head) < 100 or not head.startswith(_MAGIC):
+        return "it is not an SQLite database (its header is wrong)"
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    if page_size < 512 or page_size & (page_size - 1):
+        return "its header is damaged (no valid page size)"
+    pages = int.from_bytes(head[28:32], "big")
+    counted_valid = head[24:28] == head[92:96]  # the page count is kept up to date
+    if size % page_size or (counted_valid and pages * page_size > size):
+        return f"it is cut short ({size:,} bytes)"
+    return None
+
+
 def first_complaint(lines: list[str]) -> str | None:
     """``PRAGMA quick_check``'s result as None (``ok``) or its first line worth reading."""
     if lines == ["ok"]:
@@ -119,6 +155,78 @@ class Backups:
                 return backup
         return None
 
+    def problem(self, backup: Backup) -> str | None:
+        """Why ``backup`` is not good (None: it is): one set aside as damaged, its header,
+        then its ``quick_check`` (kept in ``CHECKS`` until the file changes)."""
+        if backup.label in DAMAGED_LABELS:
+            return "kept as the damaged file it replaced"
+        problem = header_problem(backup.path)
+        if problem is not None:
+            return problem
+        stamp = _stamp(backup.path)
+        known = self._checks().get(backup.path.name)
+        if known is not None and stamp is not None and known[:3] == stamp:
+            return known[3]
+        problem = quick_check_file(backup.path)
+        self.remember_check(backup.path, problem)
+        return problem
+
+    def remember_check(self, path: Path, problem: str | None) -> None:
+        """Keep a check's answer for ``path`` (with its size, mtime and inode). Best effort:
+        an answer not kept only costs another check."""
+        stamp = _stamp(path)
+        if stamp is None:
+            return
+        checks = self._checks()
+        checks[path.name] = [*stamp, problem]
+        names = {b.path.name for b in self.all()}
+        checks = {name: value for name, value in checks.items() if name in names}
+        target = self.where / CHECKS
+        partial = target.with_name(f"{CHECKS}.{os.getpid()}.part")
+        try:
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                json.dump(checks, out)
+            os.replace(partial, target)
+        except OSError:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+
+    def _checks(self) -> dict[str, list]:
+        try:
+            data = json.loads((self.where / CHECKS).read_text())
+        except (OSError, ValueError):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(v, list) and len(v) == 4} \
+            if isinstance(data, dict) else {}
+
+    def log_of(self, backup: Backup) -> Path | None:
+        """The write-ahead log kept beside ``backup`` (a set-aside copy's), when it holds
+        frames."""
+        wal = backup.path.with_name(backup.path.name + "-wal")
+        stamp = _stamp(wal)
+        return wal if stamp is not None and stamp[0] > _WAL_HEADER else None
+
+    def tidy(self) -> list[Path]:
+        """Remove the ``-wal`` / ``-shm`` beside backups that no backup needs: a log with no
+        frames (a restore's, copied as it was) and its index, an index without a log, and
+        both where their backup is gone. Returns what was removed."""
+        if not self.where.is_dir():
+            return []
+        removed = []
+        for path in self.where.iterdir():
+            base, suffix = path.name[:-4], path.name[-4:]
+            if suffix not in ("-wal", "-shm") or not _NAME.match(base):
+                continue
+            db = path.with_name(base)
+            wal = db.with_name(base + "-wal")
+            stamp = _stamp(wal)
+            if not db.exists() or stamp is None or stamp[0] <= _WAL_HEADER:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed.append(path)
+        return removed
+
     def find(self, name: str) -> Backup | None:
         """A backup by its file name (or path)."""
         wanted = Path(name).name
@@ -156,6 +264,7 @@ class Backups:
         finally:
             if partial.exists():
                 partial.unlink()
+        self.remember_check(dest, None)  # it passed its check just now
         return dest
 
     def daily_due(self, today: dt.date | None = None) -> bool:
@@ -169,6 +278,7 @@ class Backups:
         old = [b.path for b in self.all() if b.label == DAILY][keep:]
         for path in old:
             path.unlink(missing_ok=True)
+        self.tidy()
         return old
 
     def set_aside(self, label: str) -> Path:
@@ -176,10 +286,11 @@ class Backups:
         a state that must not be lost before Outpost touches it. Returns the database's copy;
         the others sit beside it with the same name and their suffix."""
         dest = self._target(label)
+        wal = _stamp(self.db_path.with_name(self.db_path.name + "-wal"))
         for suffix in ("", "-wal", "-shm"):
             source = self.db_path.with_name(self.db_path.name + suffix)
-            if suffix and not source.exists():
-                continue
+            if suffix and (not source.exists() or wal is None or wal[0] <= _WAL_HEADER):
+                continue  # a log with no frames (and its index) holds nothing to keep
             copy_private(source, dest.with_name(dest.name + suffix))
         return dest
 
@@ -198,6 +309,14 @@ def copy_private(source: Path, dest: Path) -> None:
     finally:
         if partial.exists():
             partial.unlink()
+
+
+def _stamp(path: Path) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
 def _fsync(path: Path) -> None:

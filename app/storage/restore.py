@@ -56,6 +56,7 @@ def restore_backup(db_path: Path | None = None, name: str | None = None
             db_path.with_name(db_path.name + suffix).unlink(missing_ok=True)
         integrity.forget_seal(db_path)
         copy_private(backup.path, db_path)
+    backups.tidy()  # (logs with nothing in them that earlier restores left)
     return backup, kept
 
 

@@ -17,20 +17,7 @@ from app.storage.store import Store
 
 def cmd_backup(args: argparse.Namespace) -> int:
     if args.backup_command == "list":
-        backups = Backups(paths.database_path()).all()
-        rows = [{"name": b.path.name, "path": str(b.path), "taken": b.taken.isoformat(),
-                 "label": b.label, "bytes": os.path.getsize(b.path)} for b in backups]
-        if args.json:
-            emit_list(rows)
-            return 0
-        if not rows:
-            print("There are no backups yet.")
-        width = max((len(row["name"]) for row in rows), default=0)  # the columns line up
-        label = max((len(row["label"]) for row in rows), default=0)
-        for row in rows:
-            print(f"{row['name']:{width}}  {local_time(row['taken'])}  {row['label']:{label}}  "
-                  f"{row['bytes'] / 1e6:7.1f} MB")
-        return 0
+        return _list(Backups(paths.database_path()), args.json)
     if args.backup_command == "salvage":
         return _salvage(Path(args.file))
     if args.backup_command == "start-over":
@@ -44,6 +31,33 @@ def cmd_backup(args: argparse.Namespace) -> int:
           + (f"; the file it replaced is kept as {kept}." if kept else "."))
     if salvaged is not None:
         print(salvaged.describe())
+    return 0
+
+
+def _list(backups: Backups, as_json: bool) -> int:
+    """``backup list``: every backup, newest first, each good or damaged (``Backups.problem``:
+    its header each time, its quick_check when the file changed since it was last checked),
+    and the log kept beside a set-aside copy."""
+    rows = []
+    for b in backups.all():
+        problem = backups.problem(b)
+        log = backups.log_of(b)
+        rows.append({"name": b.path.name, "path": str(b.path), "taken": b.taken.isoformat(),
+                     "label": b.label, "bytes": os.path.getsize(b.path),
+                     "state": "good" if problem is None else "damaged", "problem": problem,
+                     "log": str(log) if log else None})
+    if as_json:
+        emit_list(rows)
+        return 0
+    if not rows:
+        print("There are no backups yet.")
+    width = max((len(row["name"]) for row in rows), default=0)  # the columns line up
+    label = max((len(row["label"]) for row in rows), default=0)
+    for row in rows:
+        state = "good" if row["problem"] is None else f"damaged: {row['problem']}"
+        log = " (with its write-ahead log)" if row["log"] else ""
+        print(f"{row['name']:{width}}  {local_time(row['taken'])}  {row['label']:{label}}  "
+              f"{row['bytes'] / 1e6:7.1f} MB  {state}{log}")
     return 0
 
 
