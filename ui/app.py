@@ -21,6 +21,7 @@ from engines.llama_local import gpu_offload_supported
 from engines.model_library import ModelLibrary
 from engines.registry import CloudEnginePool, CloudTargets, cloud_timeouts, create_local_engine
 from ui.chat_controller import ChatController
+from ui.daily_backup import DailyBackup
 from ui.damaged_database import open_store_or_restore
 from ui.downloads import Downloads
 from ui.errors import install_excepthook
@@ -50,8 +51,6 @@ class OutpostApp:
         engine and a timer they fire by hand; everything else is built as for the user."""
         install_input_guard(QApplication.instance())  # the wheel and the focus ring, app-wide
         self.settings = settings or Settings()
-        # run_gui opens the store without the day's backup: start() takes it in the background
-        self._daily_backup_pending = store is not None and store.daily_backup_pending
         self.store = store or Store()
         self.profiles = Profiles(self.store)
         default = self.profiles.ensure_default(default_user_id(self.settings))
@@ -63,6 +62,8 @@ class OutpostApp:
         self.recovered = self.service.recover_interrupted()  # a dead process's streaming replies
         self.ledger = self.service.ledger
         self.tasks = TaskRunner()
+        # the day's backup: at start (run_gui opens the store without it) and as days change
+        self.daily_backup = DailyBackup(self.store, self.tasks, self._on_backup_failed)
         # erasing a delete's words from the file rewrites the search index (~1 s at 100k
         # messages, bench/erase.py): off the GUI thread
         self.store.run_erasure = self._erase_in_background
@@ -189,9 +190,7 @@ class OutpostApp:
         self._watch_os_network()
         self.monitor.start()
         self.downloads.start()  # downloads left queued (offline, or the app closed) go on
-        if self._daily_backup_pending:  # a copy of the whole file: off the GUI thread
-            self.tasks.run_in_background(self.store.roll_backup, lambda made: None,
-                                         self._on_backup_failed)
+        self.daily_backup.start()  # a copy of the whole file: off the GUI thread
         # What is built by now (modules, the window, the services) lives as long as the app:
         # out of the garbage collector's full passes, which walked all of it, holding the GIL
         # for 25-65 ms here, whichever thread ran them: a visible stall of the window
@@ -217,6 +216,7 @@ class OutpostApp:
         self.window.errors.present(exc)
 
     def shutdown(self) -> None:
+        self.daily_backup.stop()
         self.monitor.stop()
         self.downloads.shutdown()
         self.window.controller.shutdown()

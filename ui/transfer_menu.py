@@ -93,8 +93,9 @@ class TransferMenu(QObject):
             skipped = f"; {len(summary.skipped)} already here, skipped" if summary.skipped \
                 else ""
             count = len(summary.imported)
+            backup = " (a backup was taken first)" if summary.backup else ""
             return (f"Imported {count} chat{'s' if count != 1 else ''} from {path.name}"
-                    f"{skipped}.")
+                    f"{skipped}{backup}.")
 
         def finished(text: str) -> None:
             self.imported.emit()

@@ -408,7 +408,9 @@ def _parser() -> argparse.ArgumentParser:
 
     imp = sub.add_parser("import", help="add conversations from an Outpost JSON export or "
                          "ChatGPT's conversations.json (the format is detected); conversations "
-                         "already here are skipped, never overwritten",
+                         "already here are skipped, never overwritten; the database is backed "
+                         "up first when conversations are added (`outpost backup restore` "
+                         "undoes the import)",
                          epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     imp.add_argument("file", metavar="FILE", help="the file (at most 64 MB); it is checked "
                      "whole first, and nothing is imported if any of it is refused")

@@ -3,6 +3,8 @@
 * **Rolling**: the first start of each day (local time) copies the database when it holds a
   conversation; the newest ``KEEP_DAILY`` of these are kept.
 * **Before a migration**: the file as the older version left it.
+* **Before an import** that adds conversations (``outpost import``, the window's Import): the
+  newest ``KEEP_BEFORE_IMPORT`` are kept, so an import can be undone with a restore.
 * **Set aside**: the database with a leftover write-ahead log no running Outpost owns
   (``-wal``, ``-shm`` beside it, copied as they were), and the file a restore replaced.
 
@@ -35,6 +37,8 @@ from app.config import paths
 
 KEEP_DAILY = 7
 DAILY = "daily"
+BEFORE_IMPORT = "before-import"  # taken before an import adds conversations
+KEEP_BEFORE_IMPORT = 3
 DAMAGED_LABELS = ("damaged",)  # never offered for a restore
 _STAMP = "%Y%m%dT%H%M%S%fZ"
 _NAME = re.compile(r"^(?P<stem>.+)-(?P<stamp>\d{8}T\d{12}Z)-(?P<label>[A-Za-z0-9_.-]+)\.db$")
@@ -273,9 +277,10 @@ class Backups:
         return not any(b.label == DAILY and b.taken.astimezone().date() == today
                        for b in self.all())
 
-    def prune_daily(self, keep: int = KEEP_DAILY) -> list[Path]:
-        """Delete the rolling backups beyond the newest ``keep``; the others are left alone."""
-        old = [b.path for b in self.all() if b.label == DAILY][keep:]
+    def prune_daily(self, keep: int = KEEP_DAILY, label: str = DAILY) -> list[Path]:
+        """Delete the rolling backups (of ``label``) beyond the newest ``keep``; the others are
+        left alone."""
+        old = [b.path for b in self.all() if b.label == label][keep:]
         for path in old:
             path.unlink(missing_ok=True)
         self.tidy()

@@ -67,6 +67,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     skipped = f"; skipped {len(summary.skipped)}" if summary.skipped else ""
     print(f"Imported {counted(len(summary.imported), 'conversation')} "
           f"({counted(messages, 'message')}) from {Path(args.file).name}{skipped}.")
+    if summary.backup:
+        print(f"A backup was taken first: `outpost backup restore {Path(summary.backup).name}` "
+              "undoes the import.")
     return 0
 
 

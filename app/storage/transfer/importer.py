@@ -23,6 +23,8 @@ from pathlib import Path
 
 from app.domain.errors import UsageError
 from app.storage import deletions
+from app.storage.backups import BEFORE_IMPORT, KEEP_BEFORE_IMPORT
+from app.storage.sqlite_errors import storage_errors
 from app.storage.store import Store, now_iso
 from app.storage.transfer import chatgpt, outpost_json, shape
 from app.storage.transfer.records import CONVERSATIONS, MESSAGES, ConversationRows
@@ -48,10 +50,11 @@ class ImportSummary:
     format: str
     imported: list[dict] = field(default_factory=list)  # id, title, messages, left_out
     skipped: list[dict] = field(default_factory=list)  # id, title, reason
+    backup: str | None = None  # the backup taken first (None: nothing was added, or to keep)
 
     def as_dict(self) -> dict:
         return {"file": self.file, "format": self.format, "imported": self.imported,
-                "skipped": self.skipped}
+                "skipped": self.skipped, "backup": self.backup}
 
 
 def load(path: Path) -> LoadedFile:
@@ -69,8 +72,11 @@ def load(path: Path) -> LoadedFile:
 
 def write(store: Store, loaded: LoadedFile, profile: str | None) -> ImportSummary:
     """Add the file's conversations to ``profile`` in one transaction; skip those already
-    here."""
+    here. When it adds any to a database that holds conversations, a backup is taken first
+    (``before-import``; the newest ``KEEP_BEFORE_IMPORT`` kept): a bulk import is undone by
+    restoring it."""
     summary = ImportSummary(str(loaded.path), loaded.format)
+    summary.backup = _backup_first(store, loaded)
     with store.transaction() as db:
         for rows in loaded.conversations:
             reason = _conflict(db, rows)
@@ -81,6 +87,19 @@ def write(store: Store, loaded: LoadedFile, profile: str | None) -> ImportSummar
             summary.imported.append({"id": rows.id, "title": rows.title,
                                      "messages": len(rows.messages), "left_out": rows.left_out})
     return summary
+
+
+def _backup_first(store: Store, loaded: LoadedFile) -> str | None:
+    """The backup taken before an import that adds conversations (its path), when the
+    database has conversations to keep; None otherwise."""
+    db = store.db
+    with storage_errors(store.path):
+        if not db.execute("SELECT EXISTS (SELECT 1 FROM conversations)").fetchone()[0] or \
+                all(_conflict(db, rows) for rows in loaded.conversations):
+            return None
+    made = store.backup(BEFORE_IMPORT)  # (DatabaseDamaged: nothing is imported)
+    store.backups.prune_daily(KEEP_BEFORE_IMPORT, BEFORE_IMPORT)
+    return str(made)
 
 
 def insert_conversation(db, rows: ConversationRows, profile: str | None) -> None:
