@@ -412,8 +412,9 @@ def _parser() -> argparse.ArgumentParser:
                          "up first when conversations are added (`outpost backup restore` "
                          "undoes the import)",
                          epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    imp.add_argument("file", metavar="FILE", help="the file (at most 64 MB); it is checked "
-                     "whole first, and nothing is imported if any of it is refused")
+    imp.add_argument("file", metavar="FILE", help="the file (at most 2 GB, read a "
+                     "conversation at a time); it is checked whole first, and nothing is "
+                     "imported if any of it is refused")
     imp.add_argument("--json", action="store_true",
                      help="print one summary object: imported and skipped conversations, with "
                           "the reasons")

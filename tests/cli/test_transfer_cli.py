@@ -197,13 +197,13 @@ def test_a_hostile_file_is_one_sentence_and_nothing_is_stored(outpost_home, tmp_
     assert stored_counts(outpost_home) == (0, 0)
 
 
-def test_a_100_mb_file_is_refused_before_it_is_parsed(outpost_home, tmp_path):
+def test_a_file_over_2_gb_is_refused_before_it_is_parsed(outpost_home, tmp_path):
     path = tmp_path / "big.json"
-    with path.open("wb") as out:
-        out.truncate(100 * 1024 * 1024)
+    with path.open("wb") as out:  # sparse: only its size is written
+        out.truncate(2 * 1024 ** 3 + 1)
     proc = cli("import", str(path), home=outpost_home)
     assert proc.returncode == 2
-    assert one_sentence(proc) == "outpost: big.json is larger than 64 MB, the most Outpost " \
+    assert one_sentence(proc) == "outpost: big.json is larger than 2 GB, the most Outpost " \
                                  "imports at once; nothing was imported."
     assert stored_counts(outpost_home) == (0, 0)
 

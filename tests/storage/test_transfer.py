@@ -6,10 +6,13 @@ before anything is written."""
 from __future__ import annotations
 
 import copy
+import io
 import dataclasses
 import json
 import os
 import sqlite3
+import threading
+import tracemalloc
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from app.domain.messages import (ChatMessage, ChatRequest, Finished, FinishReaso
                                  MessageStatus, Role, Usage)
 from app.domain.test_time import Candidate, Selection
 from app.storage.store import Store
-from app.storage.transfer import importer
+from app.storage.transfer import importer, json_stream
 from app.storage.transfer.export import export_conversations, format_for
 
 PROFILE = "alice"
@@ -354,6 +357,9 @@ RAW_FILES = {
     "an unknown format": (b'{"chats": []}', "neither an Outpost export"),
     "a list of something else": (b"[1, 2, 3]", "neither an Outpost export"),
     "a huge integer": (b"[" + b"9" * 5000 + b"]", "a number thousands of digits long"),
+    "two lists of conversations": (  # json.loads kept the last one; a stream would read both
+        b'{"conversations": [], "format": "outpost-conversations", "version": 1, '
+        b'"conversations": []}', "it has the field 'conversations' twice"),
 }
 
 
@@ -369,22 +375,171 @@ def test_a_file_that_is_not_an_export_is_one_sentence(tmp_path, case):
 
 def test_a_file_over_the_limit_is_refused_before_it_is_read(tmp_path, monkeypatch):
     huge = tmp_path / "huge.json"
-    with huge.open("wb") as out:  # 100 MB, sparse: nothing is written but its size
-        out.truncate(100 * 1024 * 1024)
+    with huge.open("wb") as out:  # 2 GB and a byte, sparse: nothing is written but its size
+        out.truncate(importer.MAX_IMPORT_BYTES + 1)
 
     def no_reading(*args, **kwargs):
         raise AssertionError("the file was opened")
 
     monkeypatch.setattr(Path, "open", no_reading)
-    with pytest.raises(UsageError, match=r"^huge\.json is larger than 64 MB, the most Outpost "
+    with pytest.raises(UsageError, match=r"^huge\.json is larger than 2 GB, the most Outpost "
                                          r"imports at once; nothing was imported\.$"):
         importer.load(huge)
 
 
+def test_a_stream_without_end_is_cut_at_the_limit(tmp_path, monkeypatch):
+    """A pipe has no size to check first: what is read is counted, and reading stops at the
+    limit (here 3 MB), with the same sentence."""
+    monkeypatch.setattr(importer, "MAX_IMPORT_BYTES", 3 * 2 ** 20)
+    endless = tmp_path / "endless.json"
+    os.mkfifo(endless)
+    written = []
+
+    def feed():
+        try:
+            with endless.open("wb") as out:
+                out.write(b"[")
+                while len(written) < 1000:  # 64 MB at most, should the reader not stop
+                    out.write(b" " * 65536)
+                    written.append(1)
+        except BrokenPipeError:
+            pass
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    with pytest.raises(UsageError, match=r"^endless\.json is larger than 3 MB, the most "
+                                         r"Outpost imports at once; nothing was imported\.$"):
+        importer.load(endless)
+    feeder.join(timeout=30)
+    assert len(written) < 1000
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
-def test_a_stream_without_end_is_cut_at_the_limit():
-    with pytest.raises(UsageError, match="larger than 64 MB"):
+def test_a_stream_of_zero_bytes_is_refused_at_its_first_byte():
+    with pytest.raises(UsageError, match=r"^zero cannot be imported: it is not valid JSON "
+                                         r"\(Expecting value at line 1, column 1\)\.$"):
         importer.load(Path("/dev/zero"))
+
+
+def _padded(text: str, padding: int) -> str:
+    """An export with ``padding`` newlines between its conversations (white space is JSON)."""
+    return text.replace('"conversations": [', '"conversations": [' + "\n" * padding, 1)
+
+
+def test_a_file_over_the_old_64_mb_limit_is_imported(source, target, tmp_path):
+    """An ``export --all`` of 1,800 conversations (88 MB) could not be imported back, nor a
+    heavy user's ChatGPT export ("larger than 64 MB… nothing was imported"): found by a
+    trial. Here 65 MB of the file is white space, so the test stays quick."""
+    store, ids = source
+    first = export_conversations(store, all_ids(store), "json")
+    path = tmp_path / "big.json"
+    path.write_text(_padded(first, 65 * 2 ** 20), encoding="utf-8")
+    assert path.stat().st_size > 65 * 2 ** 20
+    loaded = importer.load(path)
+    assert (loaded.format, loaded.conversations) == ("outpost", 2)
+    summary = importer.write(target, loaded, PROFILE)
+    assert [i["id"] for i in summary.imported] == [ids["lighthouse"], ids["other"]]
+    assert export_conversations(target, all_ids(target), "json") == first
+    chatgpt_file = tmp_path / "conversations.json"
+    chatgpt_file.write_text("[" + "\n" * (65 * 2 ** 20) + json.dumps(chatgpt_export())[1:],
+                            encoding="utf-8")
+    summary = importer.write(target, importer.load(chatgpt_file), PROFILE)
+    assert [i["messages"] for i in summary.imported] == [7, 2]
+
+
+def _many(count: int, chars: int) -> str:
+    """An Outpost export of ``count`` conversations of two messages, the reply ``chars``
+    long (not all the same text: the index has words to keep)."""
+    conversations = []
+    for i in range(count):
+        question = {"id": f"q{i}", "parent_id": None, "role": "user", "status": "complete",
+                    "content": f"Question {i}?", "created_at": "2025-01-01T00:00:00+00:00",
+                    "updated_at": "2025-01-01T00:00:00+00:00"}
+        words = " ".join(f"w{(i * 7 + k) % 997}" for k in range(chars // 5))
+        reply = dict(question, id=f"r{i}", parent_id=f"q{i}", role="assistant",
+                     content=words[:chars])
+        conversations.append({"id": f"c{i}", "title": f"Chat {i}", "system_prompt": "",
+                              "created_at": "2025-01-01T00:00:00+00:00",
+                              "updated_at": "2025-01-01T00:00:00+00:00",
+                              "active_leaf_id": f"r{i}", "messages": [question, reply]})
+    return json.dumps({"format": "outpost-conversations", "version": 1,
+                       "conversations": conversations})
+
+
+def test_an_import_holds_one_conversation_in_memory_not_the_whole_file(target, tmp_path):
+    """Reading and writing an 18 MB file: Python's memory stays under half the file's size
+    (a few chunks and one conversation; the whole file parsed at once held several copies of
+    it)."""
+    path = tmp_path / "many.json"
+    path.write_text(_many(400, 45_000), encoding="utf-8")
+    size = path.stat().st_size
+    assert size > 17 * 10 ** 6
+    tracemalloc.start()
+    try:
+        loaded = importer.load(path)
+        _, load_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        summary = importer.write(target, loaded, PROFILE)
+        _, write_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert load_peak < size / 2 and write_peak < size / 2, (load_peak, write_peak, size)
+    assert len(summary.imported) == 400 and loaded.conversations == 400
+    assert target.db.execute("select count(*) from messages").fetchone()[0] == 800
+
+
+def test_a_file_changed_between_its_check_and_its_writing_writes_nothing(source, target,
+                                                                         tmp_path):
+    store, _ = source
+    data = _exported(store)
+    path = tmp_path / "moving.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    loaded = importer.load(path)
+    data["conversations"][1]["messages"][1]["parent_id"] = "missing"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(UsageError, match="follows 'missing', which is not in the file"):
+        importer.write(target, loaded, PROFILE)
+    assert target.db.execute("select count(*) from conversations").fetchone()[0] == 0
+    path.write_text(json.dumps(chatgpt_export()), encoding="utf-8")
+    with pytest.raises(UsageError, match="it changed while it was being imported"):
+        importer.write(target, loaded, PROFILE)
+    assert target.db.execute("select count(*) from messages").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096])
+def test_reading_in_chunks_gives_what_json_gives(source, tmp_path, monkeypatch, chunk):
+    """Whatever the chunks' size (a conversation, a number, a multi-byte character or an
+    escape cut anywhere), the values are json's, and a mistake is placed where json places
+    it, counted from the start of the file."""
+    store, _ = source
+    monkeypatch.setattr(json_stream, "CHUNK", chunk)
+    text = export_conversations(store, all_ids(store), "json").replace(
+        '"version": 1', '"version": 1.0e0')  # a number that ends the file's last member
+    entries = list(json_stream.top_level(io.BytesIO(text.encode("utf-8")), "conversations",
+                                         2 ** 30, 2 ** 30))
+    items = [e.value for e in entries if e.kind == "item"]
+    members = {e.key: e.value for e in entries if e.kind == "member"}
+    expected = json.loads(text)
+    assert items == expected["conversations"]
+    assert members == {"format": "outpost-conversations", "version": 1.0}
+    broken = text.replace('"role": "assistant"', '"role": "assistant",,', 3)
+    with pytest.raises(json.JSONDecodeError) as wanted:
+        json.loads(broken)
+    with pytest.raises(json_stream.JsonSyntaxError) as got:
+        list(json_stream.top_level(io.BytesIO(broken.encode("utf-8")), "conversations",
+                                   2 ** 30, 2 ** 30))
+    assert (got.value.msg, got.value.line, got.value.column) == (
+        wanted.value.msg, wanted.value.lineno, wanted.value.colno)
+
+
+def test_a_conversation_over_64_mb_is_one_sentence(tmp_path, monkeypatch):
+    monkeypatch.setattr(importer, "MAX_CONVERSATION_CHARS", 2 ** 20)
+    path = tmp_path / "one.json"
+    path.write_text(_many(3, 2 * 2 ** 20), encoding="utf-8")
+    with pytest.raises(UsageError, match=r"^one\.json cannot be imported: conversation 1 is "
+                                         r"larger than 1 MB, the most Outpost reads as one "
+                                         r"conversation\.$"):
+        importer.load(path)
 
 
 def test_a_missing_file_or_a_folder_is_one_sentence(tmp_path):

@@ -42,7 +42,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"Exported {counted(len(ids), 'conversation')} to {output} ({fmt}).")
     if fmt == "json" and len(data) > importer.MAX_IMPORT_BYTES:
         sys.stderr.write(f"outpost: warning: this export is larger than "
-                         f"{importer.MAX_IMPORT_BYTES // 2 ** 20} MB, more than `outpost "
+                         f"{importer.size_words(importer.MAX_IMPORT_BYTES)}, more than `outpost "
                          "import` reads at once; to move it, export the conversations in "
                          "parts.\n")
     return 0

@@ -50,24 +50,23 @@ _LATEST = 253402300799  # 9999-12-31T23:59:59Z
 _BACKTICKS = re.compile(r"`+")
 
 
-def is_chatgpt(data: object) -> bool:
-    """A list whose entries (if any) look like ChatGPT conversations."""
-    return isinstance(data, list) and all(isinstance(c, dict) and "mapping" in c for c in data)
+def is_conversation(item: object) -> bool:
+    """An entry of the list that looks like a ChatGPT conversation (an object with a
+    ``mapping``)."""
+    return isinstance(item, dict) and "mapping" in item
 
 
-def parse(data: list, where: Where) -> list[ConversationRows]:
-    conversations = []
-    seen: set[str] = set()
-    for index, item in enumerate(data, 1):
-        title = item.get("title")
-        here = where.at(f"conversation {index}" + (f" ({shape.shown(title)})"
-                                                   if isinstance(title, str) and title else ""))
-        rows = _conversation(item, here)
-        if rows.id in seen:
-            raise here.fail("the conversation is in the file twice")
-        seen.add(rows.id)
-        conversations.append(rows)
-    return conversations
+def conversation(item: dict, index: int, where: Where, seen: set[str]) -> ConversationRows:
+    """The ``index``-th conversation of the file (from 1), checked; ``seen``: the ids of the
+    conversations before it in the file."""
+    title = item.get("title")
+    here = where.at(f"conversation {index}" + (f" ({shape.shown(title)})"
+                                               if isinstance(title, str) and title else ""))
+    rows = _conversation(item, here)
+    if rows.id in seen:
+        raise here.fail("the conversation is in the file twice")
+    seen.add(rows.id)
+    return rows
 
 
 def _conversation(item: dict, where: Where) -> ConversationRows:

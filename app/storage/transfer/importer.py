@@ -1,47 +1,55 @@
-"""Importing a file of conversations: read it safely, tell its format, check all of it, then
-write it in one transaction.
+"""Importing a file of conversations: read it a conversation at a time, tell its format,
+check all of it, then write it in one transaction.
 
-* **Limits before parsing.** A file over ``MAX_IMPORT_BYTES`` (64 MiB) is refused before it is
-  parsed (only that much plus one byte is ever read, so ``/dev/zero`` is refused too). JSON
-  nested more than ``MAX_NESTING`` levels is refused (real exports need about 10); NaN and
-  Infinity, which are not JSON, are refused.
+* **Read as a stream.** The file is read a chunk at a time (``json_stream``): one conversation
+  is in memory at once, never the whole file, so a heavy user's ChatGPT export or Outpost's own
+  ``export --all`` of thousands of conversations imports in a few tens of megabytes.
+* **Limits.** A file over ``MAX_IMPORT_BYTES`` (2 GiB) is refused (its size is counted as it is
+  read, so ``/dev/zero`` or a pipe without end stops there too), and so is one conversation of
+  more than ``MAX_CONVERSATION_CHARS`` (64 Mi characters). JSON nested more than ``MAX_NESTING``
+  levels is refused (real exports need about 10); NaN and Infinity, which are not JSON, are
+  refused.
 * **The format** is told from the content, not the name: an object with ``"format":
   "outpost-conversations"`` (``outpost_json``), or a list of objects with a ``mapping``
   (ChatGPT's ``conversations.json``, ``chatgpt``); anything else is refused.
-* **All or nothing.** The whole file is checked before anything is written, and then written
-  in one transaction: a problem anywhere leaves the database as it was. The full-text index is
-  kept by the messages table's own triggers, so imported text is found by search at once.
+* **All or nothing.** ``load`` reads and checks the whole file and keeps nothing but its format
+  and count; ``write`` reads it again and writes it conversation by conversation inside one
+  transaction: a problem anywhere (even one met while writing, in a file changed in between)
+  leaves the database as it was. The full-text index is kept by the messages table's own
+  triggers, so imported text is found by search at once.
 * **Never overwrite.** A conversation whose id is already in the database (imported before, or
   the export of this very database) is skipped and said so; so is one with a message id that
   another conversation already has. Imported conversations belong to the importing profile.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from app.domain.errors import UsageError
 from app.storage import deletions
 from app.storage.backups import BEFORE_IMPORT, KEEP_BEFORE_IMPORT
 from app.storage.sqlite_errors import storage_errors
 from app.storage.store import Store, now_iso
-from app.storage.transfer import chatgpt, outpost_json, shape
+from app.storage.transfer import chatgpt, json_stream, outpost_json, shape
 from app.storage.transfer.records import CONVERSATIONS, MESSAGES, ConversationRows
 from app.storage.transfer.shape import Where
 
-MAX_IMPORT_BYTES = 64 * 1024 * 1024
+MAX_IMPORT_BYTES = 2 * 1024 ** 3
+MAX_CONVERSATION_CHARS = 64 * 1024 ** 2
 MAX_NESTING = 64
 OUTPOST, CHATGPT = "outpost", "chatgpt"
+_READABLE_SUFFIXES = (".md", ".markdown", ".html", ".htm")
 
 
 @dataclass
 class LoadedFile:
-    """A file read and checked, ready to be written."""
+    """A file read and checked, ready to be written (``write`` reads it again)."""
 
     path: Path
     format: str  # OUTPOST or CHATGPT
-    conversations: list[ConversationRows]
+    conversations: int  # how many it holds
 
 
 @dataclass
@@ -58,16 +66,11 @@ class ImportSummary:
 
 
 def load(path: Path) -> LoadedFile:
-    """Read, parse and check the whole file (nothing is written)."""
-    where = Where(path.name or str(path))
-    data = _read_json(path, where)
-    if outpost_json.is_outpost(data):
-        return LoadedFile(path, OUTPOST, outpost_json.parse(data, where))
-    if chatgpt.is_chatgpt(data):
-        return LoadedFile(path, CHATGPT, chatgpt.parse(data, where))
-    raise where.fail("it is neither an Outpost export (\"format\": "
-                     f"\"{outpost_json.FORMAT}\") nor ChatGPT's conversations.json (a list of "
-                     "conversations with a \"mapping\")")
+    """Read and check the whole file (nothing is written, nothing of it is kept)."""
+    found, count = OUTPOST, 0
+    for found, rows in _conversations(path):
+        count += rows is not None
+    return LoadedFile(path, found, count)
 
 
 def write(store: Store, loaded: LoadedFile, profile: str | None) -> ImportSummary:
@@ -78,7 +81,11 @@ def write(store: Store, loaded: LoadedFile, profile: str | None) -> ImportSummar
     summary = ImportSummary(str(loaded.path), loaded.format)
     summary.backup = _backup_first(store, loaded)
     with store.transaction() as db:
-        for rows in loaded.conversations:
+        for found, rows in _conversations(loaded.path):
+            if found != loaded.format:
+                raise _where(loaded.path).fail("it changed while it was being imported")
+            if rows is None:  # the end of the file
+                continue
             reason = _conflict(db, rows)
             if reason:
                 summary.skipped.append({"id": rows.id, "title": rows.title, "reason": reason})
@@ -95,7 +102,8 @@ def _backup_first(store: Store, loaded: LoadedFile) -> str | None:
     db = store.db
     with storage_errors(store.path):
         if not db.execute("SELECT EXISTS (SELECT 1 FROM conversations)").fetchone()[0] or \
-                all(_conflict(db, rows) for rows in loaded.conversations):
+                all(_conflict(db, rows) for _, rows in _conversations(loaded.path)
+                    if rows is not None):
             return None
     made = store.backup(BEFORE_IMPORT)  # (DatabaseDamaged: nothing is imported)
     store.backups.prune_daily(KEEP_BEFORE_IMPORT, BEFORE_IMPORT)
@@ -148,51 +156,128 @@ def _conflict(db, rows: ConversationRows) -> str | None:
     return None
 
 
-def _read_json(path: Path, where: Where):
+def size_words(size: int) -> str:
+    """A limit as a sentence says it: ``2 GB``, ``64 MB`` (binary units, as file managers
+    round them)."""
+    for unit, scale in (("GB", 2 ** 30), ("MB", 2 ** 20), ("KB", 2 ** 10)):
+        if size >= scale:
+            return f"{size / scale:g} {unit}"
+    return f"{size} bytes"
+
+
+def _where(path: Path) -> Where:
+    return Where(path.name or str(path))
+
+
+def _conversations(path: Path) -> Iterator[tuple[str, ConversationRows | None]]:
+    """Each conversation of the file, checked, with the file's format, as it is read; then
+    ``(format, None)`` once the whole file is read and checked."""
+    where = _where(path)
     if not path.exists():
         raise UsageError(f"There is no file {path}.")
     if path.is_dir():
         raise UsageError(f"{path} is a folder; give the export file itself.")
-    limit_mb = MAX_IMPORT_BYTES // (1024 * 1024)
-    too_big = UsageError(f"{path.name} is larger than {limit_mb} MB, the most Outpost imports "
-                         "at once; nothing was imported.")
+    too_big = UsageError(f"{path.name} is larger than {size_words(MAX_IMPORT_BYTES)}, the most "
+                         "Outpost imports at once; nothing was imported.")
     try:
         if path.stat().st_size > MAX_IMPORT_BYTES:
             raise too_big
         with path.open("rb") as handle:
-            raw = handle.read(MAX_IMPORT_BYTES + 1)
+            entries = json_stream.top_level(handle, "conversations", MAX_IMPORT_BYTES,
+                                            MAX_CONVERSATION_CHARS)
+            first = next(entries, None)
+            if first is not None and first.kind == "list" and first.key is None:
+                yield from _chatgpt(entries, where)
+            elif first is not None and first.kind != "value":
+                yield from _outpost(first, entries, where)
+            else:
+                outpost_json.check_header({}, where, whole=True)  # not an export: says so
     except OSError as exc:
         raise UsageError(f"{path} could not be read: {exc.strerror or exc}.") from None
-    if len(raw) > MAX_IMPORT_BYTES:
-        raise too_big
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
+    except json_stream.TooBig as exc:
+        if exc.entry is None:
+            raise too_big from None
+        what = f"conversation {exc.entry.index}" if exc.entry.kind == "item" else \
+            f"its {exc.entry.key or 'content'}"
+        raise where.fail(f"{what} is larger than {size_words(MAX_CONVERSATION_CHARS)}, the "
+                         "most Outpost reads as one conversation") from None
+    except json_stream.NotUtf8:
         raise where.fail("it is not UTF-8 text, so not a JSON export") from None
-    try:
-        data = json.loads(text, parse_constant=_no_constants)
-    except json.JSONDecodeError as exc:
-        if path.suffix.lower() in (".md", ".markdown", ".html", ".htm"):  # an export to read
+    except json_stream.JsonSyntaxError as exc:
+        if path.suffix.lower() in _READABLE_SUFFIXES:  # an export to read
             raise where.fail("a Markdown or HTML export is for reading; only a JSON export "
                              "(Outpost's, or ChatGPT's conversations.json) can be imported "
                              "back") from None
-        raise where.fail(f"it is not valid JSON ({exc.msg} at line {exc.lineno}, column "
-                         f"{exc.colno})") from None
+        raise where.fail(f"it is not valid JSON ({exc})") from None
     except RecursionError:
         raise where.fail(f"it nests lists or objects more than {MAX_NESTING} deep") from None
-    except _NotJsonNumber as exc:
+    except json_stream.NotJsonNumber as exc:
         raise where.fail(f"it is not valid JSON ({exc} is not a JSON number)") from None
     except ValueError:  # Python reads integers of at most 4300 digits
         raise where.fail("it is not valid JSON (it holds a number thousands of digits long)"
                          ) from None
-    if shape.depth_of(data) > MAX_NESTING:
+
+
+def _chatgpt(entries: Iterator[json_stream.Entry], where: Where
+             ) -> Iterator[tuple[str, ConversationRows | None]]:
+    seen: set[str] = set()
+    for entry in entries:
+        _check_depth(entry.value, 1, where)
+        if not chatgpt.is_conversation(entry.value):
+            if entry.index == 1:  # a list of something else
+                outpost_json.check_header({}, where, whole=True)
+            raise where.at(f"conversation {entry.index}").fail(
+                'it is not a ChatGPT conversation (an object with a "mapping")')
+        assert isinstance(entry.value, dict)
+        yield CHATGPT, chatgpt.conversation(entry.value, entry.index, where, seen)
+    yield CHATGPT, None
+
+
+def _outpost(first: json_stream.Entry, entries: Iterator[json_stream.Entry], where: Where
+             ) -> Iterator[tuple[str, ConversationRows | None]]:
+    """An object's members; its conversations are checked as they come. Outpost writes its keys
+    sorted, so the conversations come before the format and version: a problem in one of them
+    is told only once the whole top level says the file is Outpost's (else it is not an
+    export at all, or of a newer version, and that is the sentence)."""
+    members: dict = {}
+    seen = outpost_json.Seen()
+    problem: UsageError | None = None
+    for entry in _chain(first, entries):
+        if entry.kind in ("member", "list") and entry.key in members:  # json.loads: the last
+            raise where.fail(f"it has the field {entry.key!r} twice")
+        if entry.kind == "member":
+            _check_depth(entry.value, 1, where)
+            members[entry.key] = entry.value
+        elif entry.kind == "list":
+            members[entry.key] = []  # streamed: its items follow
+        elif problem is None:
+            _check_depth(entry.value, 2, where)
+            header = "format" in members and "version" in members
+            if header:
+                outpost_json.check_header(members, where, whole=False)
+            try:
+                rows = outpost_json.conversation(entry.value, entry.index, where, seen)
+            except UsageError as exc:
+                if header:
+                    raise
+                problem = exc  # the rest is still read, for its format and version
+                continue
+            yield OUTPOST, rows
+        else:
+            _check_depth(entry.value, 2, where)
+    outpost_json.check_header(members, where, whole=True)
+    if problem is not None:
+        raise problem
+    yield OUTPOST, None
+
+
+def _chain(first: json_stream.Entry, rest: Iterator[json_stream.Entry]
+           ) -> Iterator[json_stream.Entry]:
+    yield first
+    yield from rest
+
+
+def _check_depth(value: object, above: int, where: Where) -> None:
+    """``above``: how many lists or objects hold ``value`` in the file."""
+    if shape.depth_of(value) + above > MAX_NESTING:
         raise where.fail(f"it nests lists or objects more than {MAX_NESTING} deep")
-    return data
-
-
-class _NotJsonNumber(ValueError):
-    """NaN, Infinity or -Infinity: Python's json reads them, JSON has no such numbers."""
-
-
-def _no_constants(name: str):
-    raise _NotJsonNumber(name)

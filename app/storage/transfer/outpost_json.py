@@ -19,6 +19,7 @@ was exported is imported as ``interrupted``: nobody is writing it here.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
 from app.domain.adapters import adapters_from_records
 from app.domain.errors import UsageError
@@ -51,42 +52,53 @@ def dump(store: Store, conversation_ids: list[str]) -> str:
     return json.dumps(document, ensure_ascii=False, sort_keys=True, indent=2) + "\n"
 
 
-def is_outpost(data: object) -> bool:
-    return isinstance(data, dict) and data.get("format") == FORMAT
-
-
-def parse(data: dict, where: Where) -> list[ConversationRows]:
-    """The file's conversations as rows, every field checked."""
-    version = data.get("version")
+def check_header(members: dict, where: Where, whole: bool) -> None:
+    """The top level's members other than the conversations: the format (else the file is
+    not Outpost's), the version; with ``whole`` (the whole top level was read), no other field
+    and a list of conversations."""
+    if members.get("format") != FORMAT:
+        raise where.fail("it is neither an Outpost export (\"format\": "
+                         f"\"{FORMAT}\") nor ChatGPT's conversations.json (a list of "
+                         "conversations with a \"mapping\")")
+    version = members.get("version")
     if version != VERSION:
         if isinstance(version, int) and not isinstance(version, bool) and version > VERSION:
             raise where.fail(f"it was written by a newer Outpost (format version {version}); "
                              f"this one reads version {VERSION}")
         raise where.fail(f"version must be {VERSION}, got {shape.shown(version)}")
-    extra = sorted(set(data) - _TOP_KEYS)
+    if not whole:
+        return
+    extra = sorted(set(members) - _TOP_KEYS)
     if extra:
         raise where.fail(f"it has a field this version of Outpost does not know: {extra[0]!r}")
-    records = shape.array(data.get("conversations"), where, "conversations")
-    assert records is not None  # (not optional)
-    conversations: list[ConversationRows] = []
-    seen_conversations: set[str] = set()
-    seen_messages: set[str] = set()
-    for index, record in enumerate(records, 1):
-        here = where.at(f"conversation {index}")
-        shape.obj(record, here, "a conversation")
-        title = record.get("title")
-        if isinstance(title, str) and title:
-            here = where.at(f"conversation {index} ({shape.shown(title)})")
-        rows = _conversation(record, here)
-        if rows.id in seen_conversations:
-            raise here.fail(f"the conversation {rows.id!r} is in the file twice")
-        seen_conversations.add(rows.id)
-        for message in rows.messages:
-            if message["id"] in seen_messages:
-                raise here.fail(f"the message {message['id']!r} is in the file twice")
-            seen_messages.add(message["id"])
-        conversations.append(rows)
-    return conversations
+    shape.array(members.get("conversations"), where, "conversations")
+
+
+@dataclass
+class Seen:
+    """The ids of the conversations and messages read so far from one file."""
+
+    conversations: set[str] = field(default_factory=set)
+    messages: set[str] = field(default_factory=set)
+
+
+def conversation(record: object, index: int, where: Where, seen: Seen) -> ConversationRows:
+    """The ``index``-th conversation of the file (from 1), every field checked."""
+    here = where.at(f"conversation {index}")
+    shape.obj(record, here, "a conversation")
+    assert isinstance(record, dict)
+    title = record.get("title")
+    if isinstance(title, str) and title:
+        here = where.at(f"conversation {index} ({shape.shown(title)})")
+    rows = _conversation(record, here)
+    if rows.id in seen.conversations:
+        raise here.fail(f"the conversation {rows.id!r} is in the file twice")
+    seen.conversations.add(rows.id)
+    for message in rows.messages:
+        if message["id"] in seen.messages:
+            raise here.fail(f"the message {message['id']!r} is in the file twice")
+        seen.messages.add(message["id"])
+    return rows
 
 
 def _conversation(record: dict, where: Where) -> ConversationRows:
