@@ -397,6 +397,13 @@ def _parser() -> argparse.ArgumentParser:
                         help="the conversations to export (ids from `outpost history list`)")
     export.add_argument("--all", action="store_true",
                         help="every conversation of your profile, oldest first")
+    export.add_argument("--since", metavar="DAY",
+                        help="your profile's conversations last changed on DAY or later (local "
+                             "days): YYYY-MM-DD, today, yesterday, or Nd for N days ago (30d); "
+                             "with --until, a part of a big history")
+    export.add_argument("--until", metavar="DAY",
+                        help="your profile's conversations last changed on DAY or before "
+                             "(included)")
     export.add_argument("--format", choices=["json", "md", "html"],
                         help="json: lossless, every message of every branch with its params, "
                              "usage, timings, cost and state; md / html: the active path to read "

@@ -18,8 +18,9 @@ from app.storage.transfer.export import export_conversations
 from tests.storage.test_transfer import build_conversations, chatgpt_export
 
 
-def cli(*args: str, home: Path, profile: str | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OUTPOST_HOME=str(home))
+def cli(*args: str, home: Path, profile: str | None = None, tz: str | None = None
+        ) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OUTPOST_HOME=str(home), **({"TZ": tz} if tz else {}))
     env.pop("OUTPOST_PROFILE", None)
     if profile:
         env["OUTPOST_PROFILE"] = profile
@@ -212,8 +213,15 @@ def test_export_usage_is_checked(home_a, tmp_path):
     home, ids = home_a
     cases = [
         ((), "outpost: Name the conversations to export (ids from `outpost history list`), "
-             "or use --all."),
-        ((ids["other"], "--all"), "outpost: Give conversation ids or --all, not both."),
+             "or use --all, --since or --until."),
+        ((ids["other"], "--all"), "outpost: Give conversation ids, or --all / --since / "
+                                  "--until, not both."),
+        ((ids["other"], "--since", "7d"), "outpost: Give conversation ids, or --all / --since "
+                                          "/ --until, not both."),
+        (("--since", "2026-03-05", "--until", "2026-03-01"),
+         "outpost: --until 2026-03-01 is before --since 2026-03-05."),
+        (("--until", "March"), "outpost: --until 'March' is not a day: give YYYY-MM-DD "
+                               "(2026-11-30), today, yesterday, or Nd for N days ago (7d)."),
         (("0" * 32,), f"outpost: There is no conversation with id {'0' * 32!r}."),
         ((ids["other"], "-o", str(tmp_path / "no" / "such" / "dir.md")), None),
     ]
@@ -223,6 +231,44 @@ def test_export_usage_is_checked(home_a, tmp_path):
         line = one_sentence(proc)
         assert line == expected if expected else "could not be written" in line
     assert not (tmp_path / "no").exists()
+
+
+def test_a_big_history_is_exported_in_parts_by_local_day(home_a, tmp_path):
+    """``--since`` / ``--until``: the conversations last changed on those local days (both
+    included), so a history too big for one file can be moved in parts; ``--all`` and ids
+    still work. In Tokyo (UTC+9) 2026-03-01T20:00Z is already March 2nd."""
+    home, ids = home_a
+    store = Store(db_file(home))
+    try:
+        store.db.execute("update conversations set updated_at = ? where id = ?",
+                         ["2026-03-01T20:00:00.000+00:00", ids["lighthouse"]])
+        store.db.execute("update conversations set updated_at = ? where id = ?",
+                         ["2026-02-28T14:59:59.000+00:00", ids["other"]])  # 23:59:59 there
+        store.db.conn.commit()
+    finally:
+        store.close()
+
+    def exported(*flags: str) -> list[str]:
+        proc = cli("export", *flags, home=home, tz="Asia/Tokyo")
+        assert proc.returncode == 0, proc.stderr
+        return [c["id"] for c in json.loads(proc.stdout)["conversations"]]
+
+    assert exported("--since", "2026-03-02") == [ids["lighthouse"]]
+    assert exported("--until", "2026-03-01") == [ids["other"]]
+    assert exported("--since", "2026-02-28", "--until", "2026-02-28") == [ids["other"]]
+    assert exported("--since", "2026-03-01", "--until", "2026-03-01") == []
+    assert exported("--since", "2026-02-01", "--until", "2026-03-31") == \
+        [ids["lighthouse"], ids["other"]]
+    assert exported("--all", "--since", "2026-03-02") == [ids["lighthouse"]]
+    assert exported("--all") == [ids["lighthouse"], ids["other"]]
+    assert exported(ids["other"]) == [ids["other"]]
+    part = tmp_path / "march.json"
+    proc = cli("export", "--since", "2026-03-01", "--until", "2026-03-31", "-o", str(part),
+               home=home, tz="Asia/Tokyo")
+    assert proc.stdout == f"Exported 1 conversation last changed from 2026-03-01 to " \
+                          f"2026-03-31 to {part} (json).\n"
+    assert cli("import", str(part), home=tmp_path / "home-b").returncode == 0
+    assert stored_counts(tmp_path / "home-b") == (1, 7)
 
 
 def test_help_lists_the_exit_codes():

@@ -4,6 +4,7 @@ where the output goes)."""
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 from pathlib import Path
 
@@ -12,24 +13,27 @@ from app.config.secrets import stored_keys
 from app.domain.errors import UsageError
 from app.domain.wording import counted
 from app.storage.transfer import importer
-from app.storage.transfer.export import export_conversations, format_for
+from app.storage.transfer.export import changed_between, export_conversations, format_for
+from app.storage.usage_report import parse_day
 from app.storage.transfer.files import write_whole
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    if args.all and args.ids:
-        raise UsageError("Give conversation ids or --all, not both.")
-    if not args.all and not args.ids:
+    days = args.since is not None or args.until is not None
+    if args.ids and (args.all or days):
+        raise UsageError("Give conversation ids, or --all / --since / --until, not both.")
+    if not args.all and not args.ids and not days:
         raise UsageError("Name the conversations to export (ids from `outpost history list`), "
-                         "or use --all.")
+                         "or use --all, --since or --until.")
+    first, last = _days(args.since, args.until)
     output = args.output
     fmt = args.format or format_for(None if output == "-" else output)
     core = open_core(args)
     store = core.store
     try:
-        if args.all:  # the signed-in profile's, as `history list` shows them; oldest first
-            ids = [c.id for c in sorted(store.list_conversations(core.profile.name),
-                                        key=lambda c: (c.created_at, c.id))]
+        if args.all or days:  # the signed-in profile's, as `history list` shows them
+            ids = [c.id for c in changed_between(store.list_conversations(core.profile.name),
+                                                 first, last)]
         else:
             ids = list(dict.fromkeys(args.ids))  # each once, in the order given
             for conversation_id in ids:
@@ -39,13 +43,35 @@ def cmd_export(args: argparse.Namespace) -> int:
         store.close()
     _write_output(output, data)
     if output != "-":  # (to stdout, the export itself is all that is written)
-        print(f"Exported {counted(len(ids), 'conversation')} to {output} ({fmt}).")
+        print(f"Exported {counted(len(ids), 'conversation')}{_days_words(first, last)} to "
+              f"{output} ({fmt}).")
     if fmt == "json" and len(data) > importer.MAX_IMPORT_BYTES:
         sys.stderr.write(f"outpost: warning: this export is larger than "
                          f"{importer.size_words(importer.MAX_IMPORT_BYTES)}, more than `outpost "
                          "import` reads at once; to move it, export the conversations in "
-                         "parts.\n")
+                         "parts (--since DAY / --until DAY).\n")
     return 0
+
+
+def _days(since: str | None, until: str | None) -> tuple[dt.date | None, dt.date | None]:
+    """``--since`` / ``--until`` as local days (either may be missing)."""
+    today = dt.date.today()
+    first = parse_day(since, "--since", today) if since is not None else None
+    last = parse_day(until, "--until", today) if until is not None else None
+    if first is not None and last is not None and last < first:
+        raise UsageError(f"--until {last.isoformat()} is before --since {first.isoformat()}.")
+    return first, last
+
+
+def _days_words(first: dt.date | None, last: dt.date | None) -> str:
+    if first is None and last is None:
+        return ""
+    if first is None:
+        return f" last changed on {last} or before"
+    if last is None:
+        return f" last changed on {first} or later"
+    return f" last changed on {first}" if first == last else \
+        f" last changed from {first} to {last}"
 
 
 def cmd_import(args: argparse.Namespace) -> int:

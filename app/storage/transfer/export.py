@@ -11,12 +11,14 @@ older version may still hold a key a provider echoed.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import html
 import json
 from pathlib import PurePath
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 from app.domain.errors import UsageError
+from app.domain.messages import Conversation
 from app.domain.secrets_mask import SecretMask
 from app.storage.sqlite_errors import storage_errors
 from app.storage.store import Store
@@ -57,6 +59,28 @@ def _shown(store: Store, conversation_id: str) -> readable.Shown:
     versions = {mid: (i + 1, len(ids)) for ids in by_parent.values()
                 for i, mid in enumerate(ids)}
     return readable.Shown(conversation, path, versions, len(everything) - len(path))
+
+
+def changed_between(conversations: Sequence[Conversation], first: dt.date | None,
+                    last: dt.date | None) -> list[Conversation]:
+    """The conversations last changed (``updated_at``) on a local day from ``first`` to
+    ``last``, both included (None: no bound), oldest first, as ``export --all`` orders them. A
+    time written without an offset (an imported file may have one) is taken as UTC, as Outpost
+    writes them."""
+    start = dt.datetime.combine(first, dt.time()).astimezone() if first else None
+    end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time()).astimezone() \
+        if last else None
+    chosen = []
+    for conversation in conversations:
+        when = _aware(conversation.updated_at)
+        if (start is None or when >= start) and (end is None or when < end):
+            chosen.append(conversation)
+    return sorted(chosen, key=lambda c: (c.created_at, c.id))
+
+
+def _aware(stamp: str) -> dt.datetime:
+    when = dt.datetime.fromisoformat(stamp)
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
 
 
 @contextlib.contextmanager
