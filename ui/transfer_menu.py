@@ -15,6 +15,7 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QFileDialog, QWidget
 
+from app.domain.wording import counted
 from app.storage.store import Store
 from app.storage.transfer import importer
 from app.storage.transfer.export import export_conversations, format_for
@@ -90,12 +91,13 @@ class TransferMenu(QObject):
 
         def job() -> str:
             summary = importer.write(self.store, importer.load(path), profile)
+            added = f"; {counted(summary.added_messages, 'new message')} added to " \
+                f"{counted(len(summary.continued), 'chat')}" if summary.continued else ""
             skipped = f"; {len(summary.skipped)} already here, skipped" if summary.skipped \
                 else ""
-            count = len(summary.imported)
             backup = " (a backup was taken first)" if summary.backup else ""
-            return (f"Imported {count} chat{'s' if count != 1 else ''} from {path.name}"
-                    f"{skipped}{backup}.")
+            return (f"Imported {counted(len(summary.imported), 'chat')} from {path.name}"
+                    f"{added}{skipped}{backup}.")
 
         def finished(text: str) -> None:
             self.imported.emit()

@@ -414,17 +414,17 @@ def _parser() -> argparse.ArgumentParser:
                              "('-': stdout, the default)")
 
     imp = sub.add_parser("import", help="add conversations from an Outpost JSON export or "
-                         "ChatGPT's conversations.json (the format is detected); conversations "
-                         "already here are skipped, never overwritten; the database is backed "
-                         "up first when conversations are added (`outpost backup restore` "
-                         "undoes the import)",
+                         "ChatGPT's conversations.json (the format is detected); a conversation "
+                         "already here gets only its messages written since (a newer export), "
+                         "nothing here is overwritten; the database is backed up first when "
+                         "anything is added (`outpost backup restore` undoes the import)",
                          epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     imp.add_argument("file", metavar="FILE", help="the file (at most 2 GB, read a "
                      "conversation at a time); it is checked whole first, and nothing is "
                      "imported if any of it is refused")
     imp.add_argument("--json", action="store_true",
-                     help="print one summary object: imported and skipped conversations, with "
-                          "the reasons")
+                     help="print one summary object: imported conversations, those continued "
+                          "(new messages added) and skipped ones, with the reasons")
     return parser
 
 

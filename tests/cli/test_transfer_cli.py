@@ -15,7 +15,8 @@ import pytest
 
 from app.storage.store import Store
 from app.storage.transfer.export import export_conversations
-from tests.storage.test_transfer import build_conversations, chatgpt_export
+from tests.storage.test_transfer import (build_conversations, chatgpt_export,
+                                         newer_chatgpt_export)
 
 
 def cli(*args: str, home: Path, profile: str | None = None, tz: str | None = None
@@ -154,6 +155,26 @@ def test_a_chatgpt_export_is_imported_and_readable(outpost_home, tmp_path):
     notes = tmp_path / "starter.md"
     assert cli("export", starter, "-o", str(notes), home=outpost_home).returncode == 0
     assert notes.read_text(encoding="utf-8").startswith("# Sourdough starter\n")
+
+
+def test_a_newer_chatgpt_export_adds_what_was_said_since(outpost_home, tmp_path):
+    path = tmp_path / "conversations.json"
+    path.write_text(json.dumps(chatgpt_export()), encoding="utf-8")
+    assert cli("import", str(path), home=outpost_home).returncode == 0
+    path.write_text(json.dumps(newer_chatgpt_export()), encoding="utf-8")
+    proc = cli("import", str(path), home=outpost_home)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].endswith("  Third  (3 messages)")
+    assert lines[1].endswith("  Sourdough starter  (2 new messages added)")
+    assert lines[2].endswith("  ChatGPT conversation  (1 new message added)")
+    assert lines[3] == "Imported 1 conversation (3 messages) from conversations.json; 3 new " \
+                       "messages added to 2 conversations."
+    assert stored_counts(outpost_home) == (3, 15)
+    found = json.loads(cli("history", "search", "domed", "--json", home=outpost_home).stdout)
+    assert [m["content"] for m in found] == ["Bubbly and domed: ready to bake."]
+    summary = json.loads(cli("import", str(path), "--json", home=outpost_home).stdout)
+    assert (summary["imported"], summary["continued"], len(summary["skipped"])) == ([], [], 3)
 
 
 def _valid_then_orphan(tmp_path: Path) -> bytes:

@@ -706,6 +706,129 @@ def test_a_current_node_with_an_answer_below_shows_that_answer(target, tmp_path)
         "How do I feed a **rye**")
 
 
+def newer_chatgpt_export() -> list:
+    """The same two conversations exported again later: the starter continued below the
+    stopped reply (a question and its answer, current_node the answer); the haiku's answer
+    regenerated (a second version, current_node on it); and a third conversation."""
+    export = chatgpt_export()
+    done = {"finish_details": {"type": "stop"}}
+    starter, haiku = export
+    starter["mapping"]["a-4"]["children"] = ["u-3"]
+    starter["mapping"]["u-3"] = _node("u-3", "a-4", ["a-5"], "user", ["Go on, please."],
+                                      t=1700500000.0)
+    starter["mapping"]["a-5"] = _node("a-5", "u-3", [], "assistant",
+                                      ["Bubbly and domed: ready to bake."], t=1700500004.0,
+                                      metadata=dict(done, model_slug="gpt-4o"))
+    starter.update(current_node="a-5", update_time=1700500004.0)
+    haiku["mapping"]["q"]["children"] = ["r", "r-2"]
+    haiku["mapping"]["r-2"] = _node("r-2", "q", [], "assistant",
+                                    ["Tags wait in brackets\nescaped, the page stays a page"],
+                                    t=1700600000.0, metadata=dict(done, model_slug="gpt-4o"))
+    haiku.update(current_node="r-2", update_time=1700600000.0)
+    third = copy.deepcopy(haiku)
+    third.update(id="6556c222-0000-8000-9c1a-0c4b1f2e3d4a", title="Third")
+    return [starter, haiku, third]
+
+
+def _rows(store: Store, table: str) -> list[tuple]:
+    return store.db.execute(f"select * from {table} order by id").fetchall()
+
+
+def test_a_newer_chatgpt_export_adds_the_new_messages_to_conversations_here(target,
+                                                                          tmp_path):
+    """Importing a newer export skipped every conversation already here ("already here
+    (imported before?)"), so what was said since never arrived: found by a trial. Now the new
+    messages are added; nothing here is changed or deleted."""
+    first = importer.write(target, load_text(tmp_path, json.dumps(chatgpt_export())), PROFILE)
+    starter_id, haiku_id = [item["id"] for item in first.imported]
+    target.rename_conversation(starter_id, "Renamed here")
+    before = _rows(target, "messages")
+    loaded = load_text(tmp_path, json.dumps(newer_chatgpt_export()), "conversations.json")
+    summary = importer.write(target, loaded, PROFILE)
+    assert [(i["id"], i["messages"]) for i in summary.continued] == [(starter_id, 2),
+                                                                     (haiku_id, 1)]
+    assert summary.added_messages == 3 and summary.skipped == []
+    assert [(i["title"], i["messages"]) for i in summary.imported] == [("Third", 3)]
+    after = _rows(target, "messages")
+    assert [row for row in after if row[0] in {r[0] for r in before}] == before  # untouched
+    assert len(after) == len(before) + 3 + 3
+    starter = target.get_conversation(starter_id)
+    assert starter.title == "Renamed here"
+    assert starter.updated_at == "2023-11-20T17:06:44.000+00:00"  # the export's, newer
+    # the starter's shown path was continued: it now ends at the new answer
+    path = target.branch(starter_id)
+    assert [m.content for m in path[-3:]] == ["It looks bubbly, so it is nearly",
+                                              "Go on, please.",
+                                              "Bubbly and domed: ready to bake."]
+    # the haiku's new answer is a second version; the one shown stays shown
+    shown = target.branch(haiku_id)[-1]
+    assert shown.content.startswith("Angle brackets close")
+    assert [m.content[:4] for m in target.siblings(shown)] == ["Angl", "Tags"]
+    assert [m.id for m in target.search('"domed"', profile=PROFILE)] == [path[-1].id]
+    again = importer.write(target, loaded, PROFILE)  # nothing new now: said so, nothing done
+    assert again.continued == [] and again.imported == []
+    assert [s["reason"] for s in again.skipped] == [importer._ALREADY_HERE] * 3
+    assert _rows(target, "messages") == after
+
+
+def test_a_branch_chosen_here_stays_shown_and_deleted_messages_stay_deleted(target,
+                                                                           tmp_path):
+    first = importer.write(target, load_text(tmp_path, json.dumps(chatgpt_export())), PROFILE)
+    starter_id = first.imported[0]["id"]
+    everything = {m.content for m in target.messages(starter_id)}
+    messages = {m.content[:12]: m for m in target.messages(starter_id)}
+    target.set_active(starter_id, messages["Feed it equa"].id)  # the first version, chosen here
+    # the newest answers deleted here (its photo question and the stopped reply go with it)
+    target.delete_subtree(messages["Use a 1:1 ra"].id)
+    deleted = everything - {m.content for m in target.messages(starter_id)}
+    assert len(deleted) == 3
+    summary = importer.write(
+        target, load_text(tmp_path, json.dumps(newer_chatgpt_export()[:1])), PROFILE)
+    # the continuation hung below the deleted answer: it has nowhere to go
+    assert summary.continued == [] and summary.skipped[0]["id"] == starter_id
+    assert summary.skipped[0]["not_brought_back"] == 5
+    assert {m.content for m in target.messages(starter_id)} & deleted == set()
+    assert target.branch(starter_id)[-1].id == messages["Feed it equa"].id
+    newer = newer_chatgpt_export()[:1]  # continued on the first version this time
+    newer[0]["mapping"]["a-1"]["children"] = ["u-9"]
+    newer[0]["mapping"]["u-9"] = _node("u-9", "a-1", [], "user", ["And rye?"], t=1700700000.0)
+    summary = importer.write(target, load_text(tmp_path, json.dumps(newer)), PROFILE)
+    assert [(i["messages"], i["not_brought_back"]) for i in summary.continued] == [(1, 5)]
+    assert {m.content for m in target.messages(starter_id)} & deleted == set()
+    # the file's current path (below the stopped reply) is not the one shown: kept
+    assert target.branch(starter_id)[-1].id == messages["Feed it equa"].id
+
+
+def test_what_chatgpt_added_before_the_conversation_went_on_here_is_not_told_from_deleted(
+        target, tmp_path):
+    """Continued in both places: what ChatGPT added after the first message written here
+    arrives; what it added between the last import's export and that message cannot be told
+    from a message deleted here, so it is counted, not added."""
+    first = importer.write(target, load_text(tmp_path, json.dumps(chatgpt_export()[1:])),
+                           PROFILE)
+    haiku_id = first.imported[0]["id"]
+    answer = target.branch(haiku_id)[-1]
+    local = target.add_message(haiku_id, Role.USER, "Another, about <style>?")
+    target.db.execute("update messages set created_at = ?, updated_at = ? where id = ?",
+                      ["2023-11-16T12:00:00.000+00:00"] * 2 + [local.id])
+    target.db.execute("update conversations set updated_at = ? where id = ?",
+                      ["2023-11-16T12:00:00.000+00:00", haiku_id])
+    target.db.conn.commit()
+    newer = chatgpt_export()[1:]
+    mapping = newer[0]["mapping"]
+    mapping["r"]["children"] = ["early", "late"]
+    mapping["early"] = _node("early", "r", [], "user", ["Written before"], t=1700110000.0)
+    mapping["late"] = _node("late", "r", [], "user", ["Written after"], t=1700200000.0)
+    newer[0]["current_node"] = "late"
+    summary = importer.write(target, load_text(tmp_path, json.dumps(newer)), PROFILE)
+    assert summary.continued == [{"id": haiku_id, "title": "ChatGPT conversation",
+                                  "messages": 1, "not_brought_back": 1}]
+    contents = [m.content for m in target.siblings(target.get_message(local.id))]
+    assert contents == ["Another, about <style>?", "Written after"]
+    assert target.branch(haiku_id)[-1].id == local.id  # continued here: stays shown
+    assert target.get_message(answer.id) == answer
+
+
 CHATGPT_MUTATIONS = {
     "a parent that is not there": (
         lambda c: c["mapping"]["u-2"].update(parent="gone"),

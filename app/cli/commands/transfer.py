@@ -87,16 +87,29 @@ def cmd_import(args: argparse.Namespace) -> int:
     for item in summary.imported:
         left = f", {item['left_out']} left out" if item["left_out"] else ""
         print(f"{item['id']}  {item['title']}  ({counted(item['messages'], 'message')}{left})")
+    for item in summary.continued:
+        print(f"{item['id']}  {item['title']}  ({counted(item['messages'], 'new message')} "
+              f"added{_not_brought_back(item)})")
     for item in summary.skipped:
-        print(f"skipped {item['id']}  {item['title']}: {item['reason']}")
+        print(f"skipped {item['id']}  {item['title']}: {item['reason']}"
+              f"{_not_brought_back(item)}")
     messages = sum(item["messages"] for item in summary.imported)
+    added = f"; {counted(summary.added_messages, 'new message')} added to " \
+        f"{counted(len(summary.continued), 'conversation')}" if summary.continued else ""
     skipped = f"; skipped {len(summary.skipped)}" if summary.skipped else ""
     print(f"Imported {counted(len(summary.imported), 'conversation')} "
-          f"({counted(messages, 'message')}) from {Path(args.file).name}{skipped}.")
+          f"({counted(messages, 'message')}) from {Path(args.file).name}{added}{skipped}.")
     if summary.backup:
         print(f"A backup was taken first: `outpost backup restore {Path(summary.backup).name}` "
               "undoes the import.")
     return 0
+
+
+def _not_brought_back(item: dict) -> str:
+    """Messages of the file that are not here and older than what is (deleted here?)."""
+    count = item.get("not_brought_back")
+    return f"; {counted(count, 'older message')} of the file not here, not brought back " \
+        "(deleted here?)" if count else ""
 
 
 def _write_output(output: str, data: bytes) -> None:

@@ -27,7 +27,8 @@ times in Unix seconds. How it is imported:
   cost (unknown). ``finish_details`` ``max_tokens`` becomes finish reason ``length``,
   ``interrupted`` the status ``interrupted``.
 * **Ids** are derived (UUID 5) from the conversation's id and each node's id, so importing the same
-  file twice finds its conversations already there and skips them.
+  file twice finds its conversations already there and skips them, and a newer export of a
+  conversation that went on adds only its new messages (``importer``).
 """
 from __future__ import annotations
 

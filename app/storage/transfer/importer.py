@@ -17,12 +17,25 @@ check all of it, then write it in one transaction.
   transaction: a problem anywhere (even one met while writing, in a file changed in between)
   leaves the database as it was. The full-text index is kept by the messages table's own
   triggers, so imported text is found by search at once.
-* **Never overwrite.** A conversation whose id is already in the database (imported before, or
-  the export of this very database) is skipped and said so; so is one with a message id that
-  another conversation already has. Imported conversations belong to the importing profile.
+* **Never overwrite; add what is new.** A conversation whose id is already here (imported
+  before, or the export of this very database) keeps every message, its title and settings.
+  The file's messages that are not here yet and were written after the conversation last
+  changed here (or after its first message written here, when that is earlier) were written
+  since the last import, elsewhere (ChatGPT's ids are derived from its own, so they are the
+  same each time): they are added, each below its parent. One not here and older than that was
+  deleted here: it is not brought back, nor is anything below it (``not_brought_back`` counts
+  them; so is a message ChatGPT added between the last import's export and the first message
+  written here, which cannot be told from one deleted here). The shown path moves to the
+  file's (ChatGPT's ``current_node``) only when the one shown now is part of it, i.e. the new
+  messages continue what is shown; a branch chosen or continued here stays shown, the new
+  messages a version away (Outpost cannot tell a branch chosen here since the last import from
+  the one that import chose, so it never overrides one). A conversation with nothing new is
+  skipped and said so; so is one with a message id that another conversation already has.
+  Imported conversations belong to the importing profile.
 """
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -57,12 +70,18 @@ class ImportSummary:
     file: str
     format: str
     imported: list[dict] = field(default_factory=list)  # id, title, messages, left_out
+    continued: list[dict] = field(default_factory=list)  # id, title, messages (added)
     skipped: list[dict] = field(default_factory=list)  # id, title, reason
     backup: str | None = None  # the backup taken first (None: nothing was added, or to keep)
 
+    @property
+    def added_messages(self) -> int:
+        """New messages added to conversations that were here already."""
+        return sum(item["messages"] for item in self.continued)
+
     def as_dict(self) -> dict:
         return {"file": self.file, "format": self.format, "imported": self.imported,
-                "skipped": self.skipped, "backup": self.backup}
+                "continued": self.continued, "skipped": self.skipped, "backup": self.backup}
 
 
 def load(path: Path) -> LoadedFile:
@@ -74,40 +93,146 @@ def load(path: Path) -> LoadedFile:
 
 
 def write(store: Store, loaded: LoadedFile, profile: str | None) -> ImportSummary:
-    """Add the file's conversations to ``profile`` in one transaction; skip those already
-    here. When it adds any to a database that holds conversations, a backup is taken first
-    (``before-import``; the newest ``KEEP_BEFORE_IMPORT`` kept): a bulk import is undone by
-    restoring it."""
+    """Add the file's conversations to ``profile`` in one transaction; to those already here,
+    the messages that are new. When that may add anything to a database that holds
+    conversations, a backup is taken first (``before-import``; the newest
+    ``KEEP_BEFORE_IMPORT`` kept): a bulk import is undone by restoring it."""
     summary = ImportSummary(str(loaded.path), loaded.format)
-    summary.backup = _backup_first(store, loaded)
+    summary.backup = _backup_first(store, loaded, profile)
     with store.transaction() as db:
         for found, rows in _conversations(loaded.path):
             if found != loaded.format:
                 raise _where(loaded.path).fail("it changed while it was being imported")
-            if rows is None:  # the end of the file
-                continue
-            reason = _conflict(db, rows)
-            if reason:
-                summary.skipped.append({"id": rows.id, "title": rows.title, "reason": reason})
-                continue
-            insert_conversation(db, rows, profile)
-            summary.imported.append({"id": rows.id, "title": rows.title,
-                                     "messages": len(rows.messages), "left_out": rows.left_out})
+            if rows is not None:  # (None: the end of the file)
+                _write_one(db, rows, profile, summary)
     return summary
 
 
-def _backup_first(store: Store, loaded: LoadedFile) -> str | None:
-    """The backup taken before an import that adds conversations (its path), when the
-    database has conversations to keep; None otherwise."""
+def _backup_first(store: Store, loaded: LoadedFile, profile: str | None) -> str | None:
+    """The backup taken before an import that may add anything (its path), when the database
+    has conversations to keep; None otherwise (an empty database, or a file whose every
+    conversation and message is this profile's here already)."""
     db = store.db
     with storage_errors(store.path):
         if not db.execute("SELECT EXISTS (SELECT 1 FROM conversations)").fetchone()[0] or \
-                all(_conflict(db, rows) for _, rows in _conversations(loaded.path)
+                all(_all_here(db, rows, profile) for _, rows in _conversations(loaded.path)
                     if rows is not None):
             return None
     made = store.backup(BEFORE_IMPORT)  # (DatabaseDamaged: nothing is imported)
     store.backups.prune_daily(KEEP_BEFORE_IMPORT, BEFORE_IMPORT)
     return str(made)
+
+
+def _all_here(db, rows: ConversationRows, profile: str | None) -> bool:
+    """Whether ``rows`` is ``profile``'s conversation here with every message of it."""
+    here = db.execute("select profile from conversations where id = ?", [rows.id]).fetchone()
+    if here is None or here[0] not in (None, profile):
+        return False
+    ids = [m["id"] for m in rows.messages]
+    found = 0
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        found += db.execute(f"select count(*) from messages where conversation_id = ? and id in "
+                            f"({', '.join('?' * len(chunk))})", [rows.id, *chunk]).fetchone()[0]
+    return found == len(ids)
+
+
+def _write_one(db, rows: ConversationRows, profile: str | None, summary: ImportSummary
+               ) -> None:
+    here = db.execute("select profile, updated_at, active_leaf_id from conversations "
+                      "where id = ?", [rows.id]).fetchone()
+    if here is not None and here[0] not in (None, profile):
+        summary.skipped.append({"id": rows.id, "title": rows.title, "reason": _ALREADY_HERE})
+        return
+    if here is not None:
+        _continue(db, rows, updated_at=here[1], active_leaf=here[2], summary=summary)
+        return
+    reason = _taken(db, [m["id"] for m in rows.messages])
+    if reason:
+        summary.skipped.append({"id": rows.id, "title": rows.title, "reason": reason})
+        return
+    insert_conversation(db, rows, profile)
+    summary.imported.append({"id": rows.id, "title": rows.title,
+                             "messages": len(rows.messages), "left_out": rows.left_out})
+
+
+_ALREADY_HERE = "a conversation with this id is already here (imported before?); it was kept " \
+    "as it is"
+
+
+def _continue(db, rows: ConversationRows, updated_at: str, active_leaf: str | None,
+              summary: ImportSummary) -> None:
+    """Add the file's new messages to the conversation already here (see the module's
+    docstring), and say so in ``summary``."""
+    here = {row[0]: (row[1], row[2]) for row in db.execute(
+        "select id, parent_id, created_at from messages where conversation_id = ?",
+        [rows.id])}
+    added = _new_messages(rows.messages, here, updated_at)
+    missing = sum(m["id"] not in here for m in rows.messages) - len(added)
+    item: dict = {"id": rows.id, "title": rows.title}
+    if missing:
+        item["not_brought_back"] = missing
+    reason = _taken(db, [m["id"] for m in added]) if added else _ALREADY_HERE
+    if reason:
+        summary.skipped.append(dict(item, reason=reason))
+        return
+    _insert(db, MESSAGES, [dict(m, conversation_id=rows.id, writer=None) for m in added])
+    parents = dict({key: parent for key, (parent, _) in here.items()},
+                   **{m["id"]: m["parent_id"] for m in added})
+    changes = {"updated_at": max(updated_at, rows.conversation["updated_at"], key=_moment)}
+    leaf = rows.conversation.get("active_leaf_id")
+    shown = active_leaf if active_leaf in parents else None
+    if leaf is not None and leaf in parents and (shown is None or
+                                                 _on_path(parents, shown, leaf)):
+        changes["active_leaf_id"] = leaf
+    db.execute(f"update conversations set {', '.join(f'{k} = ?' for k in changes)} where id = ?",
+               [*changes.values(), rows.id])
+    summary.continued.append(dict(item, messages=len(added)))
+
+
+def _new_messages(messages: list[dict], here: dict[str, tuple[str | None, str]],
+                  updated_at: str) -> list[dict]:
+    """The file's messages to add, in the file's order: not here, written after what this
+    conversation knew (its last change here, or its first message that the file does not
+    have, whichever is earlier: a message deleted here was older than both), and hanging
+    from a message here or another one added."""
+    in_file = {m["id"] for m in messages}
+    known = min([_moment(updated_at)] + [_moment(created) for key, (_, created) in here.items()
+                                         if key not in in_file])
+    new = {m["id"]: m for m in messages
+           if m["id"] not in here and _moment(m["created_at"]) > known}
+    hangs: dict[str, bool] = {}  # a new message: whether its parents lead to one here
+
+    def placed(message_id: str) -> bool:
+        trail, node = [], message_id
+        while node in new and node not in hangs:
+            parent = new[node]["parent_id"]
+            if parent is None or parent in here:
+                hangs[node] = True
+                break
+            trail.append(node)
+            node = parent
+        for step in trail:
+            hangs[step] = hangs.get(node, False)
+        return hangs[message_id]
+
+    return [m for m in messages if m["id"] in new and placed(m["id"])]
+
+
+def _on_path(parents: dict[str, str | None], message_id: str, leaf: str) -> bool:
+    """Whether ``message_id`` is ``leaf`` or one of its ancestors."""
+    node: str | None = leaf
+    while node is not None:
+        if node == message_id:
+            return True
+        node = parents.get(node)
+    return False
+
+
+def _moment(stamp: str) -> dt.datetime:
+    """An ISO time as an instant (one written without an offset is UTC, as Outpost writes)."""
+    when = dt.datetime.fromisoformat(stamp)
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
 
 
 def insert_conversation(db, rows: ConversationRows, profile: str | None) -> None:
@@ -142,11 +267,8 @@ def _insert_many(db, table: str, names: tuple[str, ...], values: list[tuple]) ->
     db.conn.executemany(f'insert into "{table}" ({columns}) values ({marks})', values)
 
 
-def _conflict(db, rows: ConversationRows) -> str | None:
-    if db.execute("select 1 from conversations where id = ?", [rows.id]).fetchone():
-        return "a conversation with this id is already here (imported before?); it was kept " \
-               "as it is"
-    ids = [m["id"] for m in rows.messages]
+def _taken(db, ids: list[str]) -> str | None:
+    """Why the messages cannot be written: one of their ids is in another conversation."""
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
         found = db.execute(f"select id from messages where id in ({', '.join('?' * len(chunk))})"
