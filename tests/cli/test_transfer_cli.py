@@ -127,6 +127,12 @@ def test_exports_and_imports_belong_to_the_profile(home_a, tmp_path):
     assert set(imported) < {c["id"] for c in listed}
     assert not set(imported) & {c["id"] for c in json.loads(
         cli("history", "list", "--json", home=home).stdout)}
+    # the same file for the default profile: its own copy, nothing said of bob's
+    proc = cli("import", str(path), home=home)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == \
+        "Imported 2 conversations (9 messages) from conversations.json."
+    assert "bob" not in proc.stdout and "skipped" not in proc.stdout
 
 
 def test_a_chatgpt_export_is_imported_and_readable(outpost_home, tmp_path):

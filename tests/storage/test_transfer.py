@@ -829,6 +829,62 @@ def test_what_chatgpt_added_before_the_conversation_went_on_here_is_not_told_fro
     assert target.get_message(answer.id) == answer
 
 
+def test_another_profile_importing_the_same_file_gets_its_own_copy(source, target,
+                                                                   tmp_path):
+    """A second profile importing the same file got every conversation "skipped … already
+    here (imported before?)": misleading, and it told that another profile had them (found by
+    a trial). Now it gets its own copy, with ids of its own, the same each time."""
+    alice = importer.write(target, load_text(tmp_path, json.dumps(chatgpt_export())), PROFILE)
+    alice_rows = _rows(target, "messages")
+    loaded = load_text(tmp_path, json.dumps(chatgpt_export()))
+    bob = importer.write(target, loaded, "bob")
+    assert bob.skipped == [] and [i["messages"] for i in bob.imported] == [7, 2]
+    bob_ids = [i["id"] for i in bob.imported]
+    assert not set(bob_ids) & {i["id"] for i in alice.imported}
+    assert {c.id for c in target.list_conversations("bob")} == set(bob_ids)
+    assert [row for row in _rows(target, "messages") if row in alice_rows] == alice_rows
+    assert [m.profile for m in map(target.get_conversation, bob_ids)] == ["bob", "bob"]
+    bob_tree = [(m.content, m.parent_id is None) for m in target.messages(bob_ids[0])]
+    assert bob_tree == [(m.content, m.parent_id is None)
+                        for m in target.messages(alice.imported[0]["id"])]
+    assert target.branch(bob_ids[0])[-1].content == "It looks bubbly, so it is nearly"
+    assert len(target.search('"rye"', profile="bob")) == 2
+    # importing twice into one profile still finds it; a newer export continues bob's copy
+    again = importer.write(target, loaded, "bob")
+    assert again.imported == [] and [s["reason"] for s in again.skipped] == \
+        [importer._ALREADY_HERE] * 2
+    newer = importer.write(target, load_text(tmp_path, json.dumps(newer_chatgpt_export())),
+                           "bob")
+    assert [(i["id"], i["messages"]) for i in newer.continued] == [(bob_ids[0], 2),
+                                                                   (bob_ids[1], 1)]
+    assert [row for row in _rows(target, "messages") if row in alice_rows] == alice_rows
+    assert len(target.messages(alice.imported[0]["id"])) == 7  # alice's: as they were
+    # an Outpost export of alice's (the same database) imported by bob: a copy too
+    store, ids = source
+    exported = export_conversations(store, all_ids(store), "json")
+    importer.write(target, load_text(tmp_path, exported), PROFILE)
+    copy_summary = importer.write(target, load_text(tmp_path, exported), "bob")
+    assert copy_summary.skipped == [] and len(copy_summary.imported) == 2
+    copied = target.get_conversation(copy_summary.imported[0]["id"])
+    assert copied.profile == "bob" and copied.title == "Lighthouse <notes> & code"
+    assert [m.content for m in target.branch(copied.id)] == \
+        [m.content for m in target.branch(ids["lighthouse"])]
+
+
+def test_a_file_with_another_profiles_message_ids_is_a_copy_not_a_mention(source, target,
+                                                                           tmp_path):
+    store, ids = source
+    data = json.loads(export_conversations(store, [ids["other"]], "json"))
+    importer.write(target, load_text(tmp_path, json.dumps(data)), PROFILE)
+    data["conversations"][0]["id"] = "a-new-conversation-id"
+    summary = importer.write(target, load_text(tmp_path, json.dumps(data)), "bob")
+    assert summary.skipped == [] and summary.imported[0]["id"] != "a-new-conversation-id"
+    assert "another" not in json.dumps(summary.imported)
+    # the same file for the profile that has those messages: its own data, said plainly
+    mine = importer.write(target, load_text(tmp_path, json.dumps(data)), PROFILE)
+    assert "already in another conversation here" in mine.skipped[0]["reason"]
+
+
 CHATGPT_MUTATIONS = {
     "a parent that is not there": (
         lambda c: c["mapping"]["u-2"].update(parent="gone"),

@@ -31,11 +31,15 @@ check all of it, then write it in one transaction.
   messages a version away (Outpost cannot tell a branch chosen here since the last import from
   the one that import chose, so it never overrides one). A conversation with nothing new is
   skipped and said so; so is one with a message id that another conversation already has.
-  Imported conversations belong to the importing profile.
+* **Profiles.** Imported conversations belong to the importing profile. One that another
+  profile already has (its id, or one of its messages' ids) is imported as this profile's own
+  copy, its ids derived from the profile and the file's (``own_ids``): the same every time, so
+  importing twice into one profile still finds it, and nothing is said of the other profile's.
 """
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -139,11 +143,11 @@ def _all_here(db, rows: ConversationRows, profile: str | None) -> bool:
 
 def _write_one(db, rows: ConversationRows, profile: str | None, summary: ImportSummary
                ) -> None:
-    here = db.execute("select profile, updated_at, active_leaf_id from conversations "
-                      "where id = ?", [rows.id]).fetchone()
-    if here is not None and here[0] not in (None, profile):
-        summary.skipped.append({"id": rows.id, "title": rows.title, "reason": _ALREADY_HERE})
-        return
+    here = _conversation_here(db, rows.id)
+    if (here is not None and here[0] not in (None, profile)) or \
+            (here is None and _in_others(db, [m["id"] for m in rows.messages], profile)):
+        rows = own_ids(rows, profile)  # another profile has it: this profile's own copy
+        here = _conversation_here(db, rows.id)
     if here is not None:
         _continue(db, rows, updated_at=here[1], active_leaf=here[2], summary=summary)
         return
@@ -154,6 +158,41 @@ def _write_one(db, rows: ConversationRows, profile: str | None, summary: ImportS
     insert_conversation(db, rows, profile)
     summary.imported.append({"id": rows.id, "title": rows.title,
                              "messages": len(rows.messages), "left_out": rows.left_out})
+
+
+def _conversation_here(db, conversation_id: str) -> tuple | None:
+    """(profile, updated_at, active_leaf_id) of the conversation, None when it is not here."""
+    return db.execute("select profile, updated_at, active_leaf_id from conversations "
+                      "where id = ?", [conversation_id]).fetchone()
+
+
+def _in_others(db, message_ids: list[str], profile: str | None) -> bool:
+    """Whether one of the messages is in a conversation of another profile."""
+    for start in range(0, len(message_ids), 500):
+        chunk = message_ids[start:start + 500]
+        found = db.execute(
+            "select 1 from messages m join conversations c on c.id = m.conversation_id "
+            f"where m.id in ({', '.join('?' * len(chunk))}) and c.profile is not null "
+            "and c.profile is not ? limit 1", [*chunk, profile]).fetchone()
+        if found:
+            return True
+    return False
+
+
+_PROFILE_IDS = uuid.uuid5(uuid.NAMESPACE_URL, "https://outpost.invalid/import/profile")
+
+
+def own_ids(rows: ConversationRows, profile: str | None) -> ConversationRows:
+    """The conversation with ids of ``profile``'s own (UUID 5 of the profile and each id):
+    the same every time, so importing the file again into this profile finds them, and never
+    another profile's."""
+    def own(old: str | None) -> str | None:
+        return None if old is None else uuid.uuid5(_PROFILE_IDS, f"{profile or ''}\n{old}").hex
+
+    conversation = dict(rows.conversation, id=own(rows.id),
+                        active_leaf_id=own(rows.conversation.get("active_leaf_id")))
+    messages = [dict(m, id=own(m["id"]), parent_id=own(m["parent_id"])) for m in rows.messages]
+    return ConversationRows(conversation, messages, rows.left_out)
 
 
 _ALREADY_HERE = "a conversation with this id is already here (imported before?); it was kept " \
