@@ -246,9 +246,11 @@ def test_a_reply_still_streaming_in_the_file_is_imported_interrupted(source, tar
     store, ids = source
     data = json.loads(export_conversations(store, [ids["lighthouse"]], "json"))
     cut = next(m for m in data["conversations"][0]["messages"] if m["id"] == ids["cut"])
-    cut["status"] = "streaming"
+    cut.update(status="streaming", error=None)
     importer.write(target, load_text(tmp_path, json.dumps(data)), PROFILE)
-    assert target.get_message(ids["cut"]).status is MessageStatus.INTERRUPTED
+    message = target.get_message(ids["cut"])
+    assert message.status is MessageStatus.INTERRUPTED
+    assert message.error == "The export was taken while this reply was being written."
 
 
 # -- refused files -------------------------------------------------------------------------------
@@ -303,12 +305,59 @@ MUTATIONS = {
                            "id must be an id"),
     # each would have broken the window or every later turn of the conversation once imported
     "a segment starting at a word": (
-        lambda d: _message(d, 2).update(segments=[{"engine": "local", "start": "zero"}]),
+        lambda d: _message(d, 2).update(segments=[{"engine": "local", "model": "m",
+                                                   "start": "zero"}]),
         "segments[1].start must be"),
     "a segment past the text": (
-        lambda d: _message(d, 2).update(segments=[{"engine": "local", "start": 0},
-                                                  {"engine": "cloud", "start": 10**6}]),
+        lambda d: _message(d, 2).update(segments=[{"engine": "local", "model": "m", "start": 0},
+                                                  {"engine": "cloud", "model": "m",
+                                                   "start": 10**6}]),
         "segments[2].start must be from 0 to the text's length"),
+    # values no Outpost writes, each accepted once (found by a trial)
+    "a question still streaming": (
+        lambda d: _message(d, 0).update(status="streaming"),
+        "message 1: a user message's status must be complete (only a reply can be anything "
+        "else), got 'streaming'"),
+    "a question that failed": (lambda d: _message(d, 0).update(status="error"),
+                               "a user message's status must be complete"),
+    "tokens below zero": (lambda d: _message(d).update(prompt_tokens=-5),
+                          "message 2: prompt_tokens cannot be below zero, got -5"),
+    "a cost below zero": (lambda d: _message(d, 2).update(cost_usd=-0.5),
+                          "message 3: cost_usd cannot be below zero, got -0.5"),
+    "a speed below zero": (lambda d: _message(d, 2).update(tokens_per_s=-1.0),
+                           "tokens_per_s cannot be below zero"),
+    "a segment of anything": (lambda d: _message(d, 2).update(segments=[{"x": 1}]),
+                              "message 3: segments[1] has a field a segment does not have: "
+                              "'x'"),
+    "a segment without an engine": (
+        lambda d: _message(d, 2).update(segments=[{"model": "m", "start": 0}]),
+        "segments[1].engine must be text, got None"),
+    "a segment ending before it starts": (
+        lambda d: _message(d, 2).update(segments=[{"engine": "local", "model": "m",
+                                                   "start": 9, "end": 3}]),
+        "segments[1].end must not be before its start (9), got 3"),
+    "a temperature that is a word": (
+        lambda d: _message(d, 2).update(params={"temperature": "hot"}),
+        "message 3: params.temperature must be a number, got 'hot'"),
+    "a temperature out of range": (lambda d: _message(d, 2)["params"].update(temperature=7),
+                                   "params.temperature must be between 0 and 2, got 7"),
+    "max tokens that are not whole": (
+        lambda d: _message(d, 2)["params"].update(max_tokens=1.5),
+        "params.max_tokens must be a whole number, got 1.5"),
+    "stop sequences that are a number": (lambda d: _message(d, 2)["params"].update(stop=3),
+                                         "params.stop must be a list, got 3"),
+    "a seed below zero": (lambda d: _message(d, 2)["params"].update(seed=-1),
+                          "params.seed cannot be below zero, got -1"),
+    "a title of 5 MB": (lambda d: d["conversations"][0].update(title="x" * 5_000_000),
+                        "title must be at most 1,000 characters, got 5,000,000"),
+    "a pin that is not one": (lambda d: d["conversations"][0].update(pinned=7),
+                              "pinned must be 0 or 1, got 7"),
+    "a message of another conversation copied": (
+        lambda d: d["conversations"][1]["messages"].append(copy.deepcopy(_message(d, 1))),
+        "' is in the file twice (also in conversation 1)"),
+    "a message twice in its conversation": (
+        lambda d: _message(d, 2).update(id=_message(d, 1)["id"]),
+        "' is in the file twice (both in this conversation)"),
     "a route that is not one": (lambda d: d["conversations"][0].update(route="sideways"),
                                 "route must be auto, local, cloud or null, got 'sideways'"),
     "a schema that is a number": (
@@ -921,6 +970,15 @@ def test_a_broken_chatgpt_export_is_one_sentence(tmp_path, case):
     assert message.startswith("conversations.json cannot be imported: conversation 1 "
                               "('Sourdough starter')") and "\n" not in message
     assert expected in message
+
+
+def test_a_chatgpt_title_of_5_mb_is_one_sentence(tmp_path):
+    export = chatgpt_export()
+    export[1]["title"] = "x" * 5_000_000
+    with pytest.raises(UsageError, match=r"^conversations\.json cannot be imported: "
+                                         r"conversation 2 \('x+…\): title must be at most "
+                                         r"1,000 characters, got 5,000,000\.$"):
+        load_text(tmp_path, json.dumps(export), "conversations.json")
 
 
 # -- Markdown and HTML ---------------------------------------------------------------------------

@@ -73,7 +73,8 @@ def conversation(item: dict, index: int, where: Where, seen: set[str]) -> Conver
 def _conversation(item: dict, where: Where) -> ConversationRows:
     mapping = shape.obj(item.get("mapping"), where, "mapping")
     assert mapping is not None  # (not optional)
-    title = shape.text(item.get("title"), where, "title", True) or "ChatGPT conversation"
+    title = shape.title(shape.text(item.get("title"), where, "title", True), where) or \
+        "ChatGPT conversation"
     source_id = shape.text(item.get("conversation_id") or item.get("id"), where, "id", True) \
         or json.dumps([title, item.get("create_time"), item.get("current_node")])
     default_model = shape.text(item.get("default_model_slug"), where, "default_model_slug",

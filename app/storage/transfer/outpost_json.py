@@ -12,9 +12,13 @@ the clock, so exporting, importing into another home and exporting again gives t
 
 Reading is strict: a field this version does not know, a value of the wrong type, a reply whose
 parent is not in its conversation, a cycle of parents, an active leaf that is not one of the
-conversation's messages, or an id twice is refused with one sentence. A newer format version
-is refused (a field added to the file means a new version). A reply still ``streaming`` when it
-was exported is imported as ``interrupted``: nobody is writing it here.
+conversation's messages, or an id twice is refused with one sentence; so is a value no Outpost
+writes: a count, time or cost below zero, a user or system message whose status is not
+``complete``, a segment other than ``{"engine", "model", "start", "end"?, "reason"?}`` within
+the text, a knob in ``params`` of the wrong type or out of its range, a title over
+``shape.MAX_TITLE`` characters. A newer format version is refused (a field added to the file
+means a new version). A reply still ``streaming`` when it was exported is imported as
+``interrupted`` (nobody is writing it here), with an error that says so.
 """
 from __future__ import annotations
 
@@ -38,6 +42,11 @@ _TOP_KEYS = {"format", "version", "conversations"}
 _ROLES = {r.value for r in Role}
 _STATUSES = {s.value for s in MessageStatus}
 _ROUTES = {None, "auto", "local", "cloud"}
+_NOT_NEGATIVE = ("prompt_tokens", "completion_tokens", "cached_prompt_tokens", "ttft_ms",
+                 "tokens_per_s", "cost_usd")
+_SEGMENT_KEYS = {"engine", "model", "start", "end", "reason"}
+_PARAMS_TEXT = ("user", "idempotency_key", "engine_kind", "system_prompt")
+EXPORTED_STREAMING = "The export was taken while this reply was being written."
 
 
 def dump(store: Store, conversation_ids: list[str]) -> str:
@@ -79,7 +88,7 @@ class Seen:
     """The ids of the conversations and messages read so far from one file."""
 
     conversations: set[str] = field(default_factory=set)
-    messages: set[str] = field(default_factory=set)
+    messages: dict[str, int] = field(default_factory=dict)  # id -> its conversation's place
 
 
 def conversation(record: object, index: int, where: Where, seen: Seen) -> ConversationRows:
@@ -90,20 +99,22 @@ def conversation(record: object, index: int, where: Where, seen: Seen) -> Conver
     title = record.get("title")
     if isinstance(title, str) and title:
         here = where.at(f"conversation {index} ({shape.shown(title)})")
-    rows = _conversation(record, here)
+    rows = _conversation(record, here, index, seen.messages)
     if rows.id in seen.conversations:
         raise here.fail(f"the conversation {rows.id!r} is in the file twice")
     seen.conversations.add(rows.id)
-    for message in rows.messages:
-        if message["id"] in seen.messages:
-            raise here.fail(f"the message {message['id']!r} is in the file twice")
-        seen.messages.add(message["id"])
     return rows
 
 
-def _conversation(record: dict, where: Where) -> ConversationRows:
+def _conversation(record: dict, where: Where, index: int, seen: dict[str, int]
+                  ) -> ConversationRows:
+    """``seen``: the ids of the messages before it in the file (and whose they are), which
+    this conversation's messages are added to."""
     row = _row(CONVERSATIONS, record, where)
     shape.identifier(row.get("id"), where, "id")
+    shape.title(row.get("title"), where)
+    if row.get("pinned") not in (None, 0, 1):
+        raise where.fail(f"pinned must be 0 or 1, got {shape.shown(row['pinned'])}")
     for name in ("created_at", "updated_at"):
         shape.timestamp(row.get(name), where, name)
     shape.identifier(row.get("active_leaf_id"), where, "active_leaf_id", optional=True)
@@ -115,10 +126,17 @@ def _conversation(record: dict, where: Where) -> ConversationRows:
     items = shape.array(record.get("messages"), where, "messages")
     assert items is not None  # (not optional)
     messages = []
-    for index, item in enumerate(items, 1):
-        here = where.at(f"message {index}")
+    for place, item in enumerate(items, 1):
+        here = where.at(f"message {place}")
         shape.obj(item, here, "a message")
-        messages.append(_message(item, here))
+        message = _message(item, here)
+        if message["id"] in seen:  # before the tree: a copy would be taken for a lost parent
+            other = seen[message["id"]]
+            raise here.fail(f"the message {message['id']!r} is in the file twice ("
+                            + ("both in this conversation" if other == index else
+                               f"also in conversation {other}") + ")")
+        seen[message["id"]] = index
+        messages.append(message)
     parents = {m["id"]: m.get("parent_id") for m in messages}
     shape.check_tree(parents, where, "message")
     leaf = row.get("active_leaf_id")
@@ -137,29 +155,68 @@ def _message(record: dict, where: Where) -> dict:
     if row["status"] not in _STATUSES:
         raise where.fail(f"status must be one of {', '.join(sorted(_STATUSES))}, got "
                          f"{shape.shown(row['status'])}")
+    if row["role"] != Role.ASSISTANT.value and row["status"] != MessageStatus.COMPLETE.value:
+        raise where.fail(f"a {row['role']} message's status must be complete (only a reply can "
+                         f"be anything else), got {shape.shown(row['status'])}")
     for name in ("created_at", "updated_at"):
         shape.timestamp(row[name], where, name)
-    params = record.get("params") or {}
-    if "lora" in params:
-        _check_lora(params["lora"], where, "params.lora")
-    length = len(row.get("content") or "")
-    for index, segment in enumerate(record.get("segments") or [], 1):
-        name = f"segments[{index}]"
-        shape.obj(segment, where, name)
-        for end in ("start", "end"):  # where each engine's part of the text begins and ends
-            at = shape.whole(segment.get(end), where, f"{name}.{end}")
-            if at is not None and not 0 <= at <= length:
-                raise where.fail(f"{name}.{end} must be from 0 to the text's length "
-                                 f"({length}), got {at}")
-        for label in ("engine", "model", "reason"):
-            shape.text(segment.get(label), where, f"{name}.{label}", optional=True)
+    for name in _NOT_NEGATIVE:
+        if row.get(name) is not None and row[name] < 0:
+            raise where.fail(f"{name} cannot be below zero, got {shape.shown(record[name])}")
+    _check_params(record.get("params") or {}, where)
+    _check_segments(record.get("segments") or [], len(row.get("content") or ""), where)
     candidates = record.get("candidates") or {}
     for index, candidate in enumerate(shape.array(candidates.get("candidates"), where,
                                                   "candidates.candidates", True) or [], 1):
         shape.obj(candidate, where, f"candidates.candidates[{index}]")
     if row["status"] == MessageStatus.STREAMING.value:  # nobody is writing it here
         row["status"] = MessageStatus.INTERRUPTED.value
+        row["error"] = row.get("error") or EXPORTED_STREAMING
     return row
+
+
+def _check_params(params: dict, where: Where) -> None:
+    """What was sent, as a reply records it: each knob of its type and in its range (a seed
+    drawn by the engine may be any whole number from 0), the stop sequences text."""
+    for name, value in params.items():
+        label = f"params.{name}"
+        if name == "lora":
+            _check_lora(value, where, label)
+        elif name in _PARAMS_TEXT:
+            shape.text(value, where, label, optional=True)
+        elif name == "stop":
+            for stop in shape.array(value, where, label, optional=True) or []:
+                shape.text(stop, where, f"each of {label}")
+        elif name == "seed":
+            if shape.whole(value, where, label) is not None and value < 0:
+                raise where.fail(f"{label} cannot be below zero, got {value}")
+        elif name in KNOB_NAMES:
+            try:
+                check(name, value, label)
+            except UsageError as exc:
+                raise where.fail(str(exc).rstrip(".")) from None
+
+
+def _check_segments(segments: list, length: int, where: Where) -> None:
+    """Who wrote which part of the text: ``{"engine", "model", "start", "end"?, "reason"?}``,
+    the offsets within the text (``app.chat.router`` writes them)."""
+    for index, segment in enumerate(segments, 1):
+        name = f"segments[{index}]"
+        shape.obj(segment, where, name)
+        extra = sorted(set(segment) - _SEGMENT_KEYS)
+        if extra:
+            raise where.fail(f"{name} has a field a segment does not have: {extra[0]!r}")
+        for label in ("engine", "model"):
+            shape.text(segment.get(label), where, f"{name}.{label}")
+        shape.text(segment.get("reason"), where, f"{name}.reason", optional=True)
+        start = shape.whole(segment.get("start"), where, f"{name}.start", optional=False)
+        end = shape.whole(segment.get("end"), where, f"{name}.end")
+        for label, at in (("start", start), ("end", end)):
+            if at is not None and not 0 <= at <= length:
+                raise where.fail(f"{name}.{label} must be from 0 to the text's length "
+                                 f"({length}), got {at}")
+        if start is not None and end is not None and end < start:
+            raise where.fail(f"{name}.end must not be before its start ({start}), got {end}")
 
 
 def _row(table: str, record: dict, where: Where) -> dict:

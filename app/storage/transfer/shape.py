@@ -13,6 +13,7 @@ import re
 from app.domain.errors import UsageError
 
 MAX_INT = 2 ** 63 - 1  # SQLite's INTEGER
+MAX_TITLE = 1000  # characters; a title is one line (one made from a first message: 48)
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
@@ -60,6 +61,13 @@ def text(value: object, where: Where, name: str, optional: bool = False) -> str 
         return None
     if not isinstance(value, str):
         raise where.fail(f"{name} must be text, got {shown(value)}")
+    return value
+
+
+def title(value: str | None, where: Where) -> str | None:
+    """A conversation's title (checked as text), at most ``MAX_TITLE`` characters."""
+    if value is not None and len(value) > MAX_TITLE:
+        raise where.fail(f"title must be at most {MAX_TITLE:,} characters, got {len(value):,}")
     return value
 
 
