@@ -19,13 +19,12 @@ check all of it, then write it in one transaction.
   triggers, so imported text is found by search at once.
 * **Never overwrite; add what is new.** A conversation whose id is already here (imported
   before, or the export of this very database) keeps every message, its title and settings.
-  The file's messages that are not here yet and were written after the conversation last
-  changed here (or after its first message written here, when that is earlier) were written
-  since the last import, elsewhere (ChatGPT's ids are derived from its own, so they are the
-  same each time): they are added, each below its parent. One not here and older than that was
-  deleted here: it is not brought back, nor is anything below it (``not_brought_back`` counts
-  them; so is a message ChatGPT added between the last import's export and the first message
-  written here, which cannot be told from one deleted here). The shown path moves to the
+  The file's messages that are not here yet were written since the last import, elsewhere
+  (ChatGPT's ids are derived from its own, so they are the same each time): they are added,
+  each below its parent, unless they were deleted here: a deleted message has a tombstone
+  (``app.storage.deletions``) and is not brought back, nor is anything below it
+  (``not_brought_back`` counts them). (A message deleted before tombstones were kept cannot be
+  told from a new one; it comes back.) The shown path moves to the
   file's (ChatGPT's ``current_node``) only when the one shown now is part of it, i.e. the new
   messages continue what is shown; a branch chosen or continued here stays shown, the new
   messages a version away (Outpost cannot tell a branch chosen here since the last import from
@@ -128,9 +127,14 @@ def _backup_first(store: Store, loaded: LoadedFile, profile: str | None) -> str 
 
 
 def _all_here(db, rows: ConversationRows, profile: str | None) -> bool:
-    """Whether ``rows`` is ``profile``'s conversation here with every message of it."""
-    here = db.execute("select profile from conversations where id = ?", [rows.id]).fetchone()
-    if here is None or here[0] not in (None, profile):
+    """Whether ``rows`` is ``profile``'s conversation here with every message of it (under
+    this profile's own ids when another profile has the file's: as ``_write_one`` finds it)."""
+    here = _conversation_here(db, rows.id)
+    if (here is not None and here[0] not in (None, profile)) or \
+            (here is None and _in_others(db, [m["id"] for m in rows.messages], profile)):
+        rows = own_ids(rows, profile)
+        here = _conversation_here(db, rows.id)
+    if here is None:
         return False
     ids = [m["id"] for m in rows.messages]
     found = 0
@@ -206,7 +210,8 @@ def _continue(db, rows: ConversationRows, updated_at: str, active_leaf: str | No
     here = {row[0]: (row[1], row[2]) for row in db.execute(
         "select id, parent_id, created_at from messages where conversation_id = ?",
         [rows.id])}
-    added = _new_messages(rows.messages, here, updated_at)
+    added = _new_messages(rows.messages, here, _tombstoned(db, [m["id"] for m in rows.messages
+                                                                if m["id"] not in here]))
     missing = sum(m["id"] not in here for m in rows.messages) - len(added)
     item: dict = {"id": rows.id, "title": rows.title}
     if missing:
@@ -230,16 +235,10 @@ def _continue(db, rows: ConversationRows, updated_at: str, active_leaf: str | No
 
 
 def _new_messages(messages: list[dict], here: dict[str, tuple[str | None, str]],
-                  updated_at: str) -> list[dict]:
-    """The file's messages to add, in the file's order: not here, written after what this
-    conversation knew (its last change here, or its first message that the file does not
-    have, whichever is earlier: a message deleted here was older than both), and hanging
-    from a message here or another one added."""
-    in_file = {m["id"] for m in messages}
-    known = min([_moment(updated_at)] + [_moment(created) for key, (_, created) in here.items()
-                                         if key not in in_file])
-    new = {m["id"]: m for m in messages
-           if m["id"] not in here and _moment(m["created_at"]) > known}
+                  deleted: set[str]) -> list[dict]:
+    """The file's messages to add, in the file's order: not here, not ``deleted`` here, and
+    hanging from a message here or another one added."""
+    new = {m["id"]: m for m in messages if m["id"] not in here and m["id"] not in deleted}
     hangs: dict[str, bool] = {}  # a new message: whether its parents lead to one here
 
     def placed(message_id: str) -> bool:
@@ -256,6 +255,17 @@ def _new_messages(messages: list[dict], here: dict[str, tuple[str | None, str]],
         return hangs[message_id]
 
     return [m for m in messages if m["id"] in new and placed(m["id"])]
+
+
+def _tombstoned(db, message_ids: list[str]) -> set[str]:
+    """Those of ``message_ids`` deleted here (a tombstone that is not a rewrite)."""
+    found: set[str] = set()
+    for start in range(0, len(message_ids), 500):
+        chunk = message_ids[start:start + 500]
+        found.update(row[0] for row in db.execute(
+            f"select id from {deletions.TABLE} where kind != ? and id in "
+            f"({', '.join('?' * len(chunk))})", [deletions.REWRITTEN, *chunk]))
+    return found
 
 
 def _on_path(parents: dict[str, str | None], message_id: str, leaf: str) -> bool:
