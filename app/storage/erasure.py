@@ -20,8 +20,8 @@ kept a deleted message readable to anyone who reads the file (``grep -a``, a dis
   is emptied by a later checkpoint (SQLite's own, every 1000 pages, or the last close).
 
 What this does not reach: copies outside the file (the backups: ``app.storage.backup_erasure``
-deletes it from them when the user asks), and what the disk or file system keeps of blocks a file no longer
-uses (journaling file systems, SSDs): full-disk encryption covers those.
+deletes it from them when the user asks), and what the disk or file system keeps of blocks a
+file no longer uses (journaling file systems, SSDs): full-disk encryption covers those.
 """
 from __future__ import annotations
 

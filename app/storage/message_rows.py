@@ -53,7 +53,8 @@ class MessageRows(Connections):
         stamp = now_iso()
         row = {
             "id": message_id or new_id(), "conversation_id": conversation_id,
-            "parent_id": parent_id, "role": role.value, "content": content, "status": status.value, "engine": engine,
+            "parent_id": parent_id, "role": role.value, "content": content,
+            "status": status.value, "engine": engine,
             "model": model, "params": json.dumps(params) if params is not None else None,
             "prompt_tokens": None, "completion_tokens": None, "cached_prompt_tokens": None,
             "tokens_estimated": 0, "ttft_ms": None, "tokens_per_s": None, "finish_reason": None,
