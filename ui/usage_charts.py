@@ -10,12 +10,14 @@ several times the download, for four charts. The series are summed by SQLite
 """
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import functools
 import html
 
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QPalette
+from PySide6.QtCore import QBuffer, QIODevice, Qt
+from PySide6.QtGui import QColor, QImage, QPalette
 from PySide6.QtWidgets import QGridLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from app.accounting.pricing import format_usd
@@ -30,6 +32,20 @@ from ui import theme
 
 DAYS = 30
 MONTHS = 12
+
+
+@functools.lru_cache(maxsize=32)
+def _swatch(colour: str) -> str:
+    """A square of ``colour`` for the key, as an image: a coloured glyph would be text in a
+    series colour (too faint to read as text on either palette); the names stay in the
+    palette's text colour."""
+    image = QImage(10, 10, QImage.Format.Format_ARGB32)
+    image.fill(QColor(colour))
+    buffer = QBuffer()
+    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+    image.save(buffer, "PNG")
+    data = base64.b64encode(bytes(buffer.data().data())).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" width="10" height="10">'
 
 
 def _axis_ticks(labels: list[str], every: int = 1) -> list[list[tuple[int, str]]]:
@@ -93,8 +109,7 @@ class Chart(QWidget):
         self.plot.setVisible(not empty)
         self.key.setVisible(not empty and bool(self.keys))
         self.key.setText("&nbsp;&nbsp;&nbsp; ".join(
-            f'<span style="color:{colour}">&#9632;</span>&nbsp;{html.escape(name)}'
-            for colour, name in self.keys))
+            f"{_swatch(colour)}&nbsp;{html.escape(name)}" for colour, name in self.keys))
         if not empty:  # (all zero, as a month of free local replies: an axis up to 1)
             self.plot.setYRange(0, (top if top > 0 else 1.0) * 1.1, padding=0)
 
