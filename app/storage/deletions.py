@@ -36,7 +36,8 @@ def record(conn: sqlite3.Connection, kind: str, ids: Sequence[str], when: str) -
     """Tombstones for ``ids`` (``CONVERSATION`` or ``MESSAGE``), inside the caller's
     transaction."""
     conn.executemany(f"INSERT INTO {TABLE} (id, kind, deleted_at) VALUES (?, ?, ?) "
-                     "ON CONFLICT(id) DO UPDATE SET deleted_at = excluded.deleted_at",
+                     "ON CONFLICT(id) DO UPDATE SET kind = excluded.kind, "
+                     "deleted_at = excluded.deleted_at",
                      [(i, kind, when) for i in ids])
 
 

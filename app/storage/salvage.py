@@ -206,7 +206,10 @@ def salvage(damaged: Path, store: Store, new_database: bool = False) -> Salvage:
             names = ", ".join(f'"{c}"' for c in wanted)
             marks = ", ".join("?" * len(wanted))
             if table in _NEWER_WINS and "updated_at" in wanted:
-                updates = ", ".join(f'"{c}" = excluded."{c}"' for c in wanted if c != key)
+                # a message keeps the time it has here: a time and a text changed in one
+                # statement re-keyed the row in the search index under its old text
+                updates = ", ".join(f'"{c}" = excluded."{c}"' for c in wanted if c != key
+                                    and (table, c) != ("messages", "created_at"))
                 sql = (f'INSERT INTO "{table}" ({names}) VALUES ({marks}) ON CONFLICT("{key}") '
                        f'DO UPDATE SET {updates} WHERE excluded.updated_at > '
                        f'"{table}".updated_at')

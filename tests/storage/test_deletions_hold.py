@@ -125,6 +125,25 @@ def test_a_conversation_imported_again_after_its_delete_is_kept(outpost_home, tm
     store.close()
 
 
+def test_deleted_again_after_it_came_back_it_stays_deleted(outpost_home, tmp_path):
+    """Deleted, imported again, deleted again: the second delete's tombstone kept the mark
+    "rewritten" of the import, which counts for nothing, so a restore of a backup brought the
+    conversation back (found by a review)."""
+    store = Store()
+    doomed = chat(store, "Doomed", "private words")
+    before = store.backup("daily")
+    export = tmp_path / "doomed.json"
+    export.write_text(export_conversations(store, [doomed], "json"))
+    store.delete_conversation(doomed)
+    importer.write(store, importer.load(export), None)
+    store.delete_conversation(doomed)
+
+    salvage(before, store)
+
+    assert store.list_conversations() == []
+    store.close()
+
+
 def test_tombstones_hold_ids_and_times_only(tmp_path):
     store = Store(tmp_path / "outpost.db")
     doomed = chat(store, "Private title", "private words")

@@ -208,6 +208,15 @@ def test_deleting_editing_and_forking_keep_the_index_right(tmp_path):
                      "WHERE id = ?", [first.id])
     assert [m.id for m in store.search('"lighthouse"')][-1] == first.id
     assert index_agrees(store)
+    # its text and time changed in one statement (found by a review: the re-keying ran first
+    # and the index was left "malformed"): the index holds the new text, no old entry
+    store.db.execute("UPDATE messages SET content = 'a beacon keeper', created_at = "
+                     "'2018-01-01T00:00:00.000+00:00' WHERE id = ?", [first.id])
+    store.db.execute("INSERT INTO messages_fts (messages_fts, rank) VALUES "
+                     "('integrity-check', 1)")  # raises on a malformed index
+    assert index_agrees(store)
+    assert [m.id for m in store.search('"beacon"')] == [first.id]
+    assert first.id not in [m.id for m in store.search('"lighthouse"')]
     store.close()
 
 

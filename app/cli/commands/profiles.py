@@ -37,7 +37,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
             if args.from_backups and not args.delete_conversations:
                 raise UsageError("--from-backups deletes a profile's conversations from the "
                                  "backups: it goes with --delete-conversations.")
-            doomed = [c.id for c in core.store.list_conversations(args.name)] \
+            # by the profile's own name: it is given in any case (Bob for bob)
+            doomed = [c.id for c in core.store.list_conversations(profiles.get(args.name).name)] \
                 if args.delete_conversations else []
             gone = profiles.remove(args.name, me, args.delete_conversations)
             print(f"Removed the profile {args.name}" +
