@@ -22,9 +22,10 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from app.domain.wording import counted
 from app.storage.backups import Backup, Backups, copy_private, first_complaint
@@ -72,15 +73,40 @@ def erase_from_backups(db_path: Path, conversations: Sequence[str] = (),
     result = BackupErasure()
     if not conversations and not messages:
         return result
-    _remove_stale_work(backups.where)
-    for backup in backups.all():
-        try:
-            if _erase_from(backup, list(conversations), list(messages)):
-                result.changed.append(backup.path)
-                backups.remember_check(backup.path, None)  # checked before it was put back
-        except (sqlite3.Error, OSError, _Damaged) as exc:
-            result.left.append((backup.path, _why(exc)))
+    with _one_at_a_time(backups.where):
+        _remove_stale_work(backups.where)
+        for backup in backups.all():
+            try:
+                if _erase_from(backup, list(conversations), list(messages)):
+                    result.changed.append(backup.path)
+                    backups.remember_check(backup.path, None)  # checked before put back
+            except (sqlite3.Error, OSError, _Damaged) as exc:
+                result.left.append((backup.path, _why(exc)))
     return result
+
+
+_IN_THIS_PROCESS = threading.Lock()
+
+
+@contextlib.contextmanager
+def _one_at_a_time(folder: Path) -> Iterator[None]:
+    """One erasing of the backups at a time: two (two deletes a moment apart on the window's
+    pool, or the window's and the CLI's) worked on the same ``.erasing`` copy and each removed
+    the other's, so both failed and the words stayed (found by a review). A thread lock, and a
+    lock file held with ``flock`` where there is one (POSIX), for other processes."""
+    with _IN_THIS_PROCESS:
+        try:
+            import fcntl
+        except ImportError:  # (Windows: other processes are not kept out)
+            yield
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / ".eraser.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class _Damaged(Exception):
@@ -142,6 +168,17 @@ def _holds(path: Path, conversations: list[str], messages: list[str]) -> bool:
 
 
 def _held(conn: sqlite3.Connection, conversations: list[str], messages: list[str]) -> bool:
+    """Whether the copy holds any of them: their rows, or (a copy taken after the delete,
+    before the database's index was merged) their tombstones, whose words its search index
+    may still hold (found by a review: "No backup held it", and the words were there)."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    both = list(conversations) + list(messages)
+    if "deletions" in tables:
+        for start in range(0, len(both), 500):
+            chunk = both[start:start + 500]
+            if conn.execute(f"SELECT 1 FROM deletions WHERE kind != 'rewritten' AND id IN "
+                            f"({', '.join('?' * len(chunk))}) LIMIT 1", chunk).fetchone():
+                return True
     for table, ids in (("conversations", conversations), ("messages", messages)):
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
@@ -180,7 +217,8 @@ def _delete(conn: sqlite3.Connection, conversations: list[str], messages: list[s
 
 
 def _remove_stale_work(folder: Path) -> None:
-    """Copies a killed erasing left behind (never a backup: they are not put in place)."""
+    """Copies a killed erasing left behind (never a backup: they are not put in place; and
+    never another's work: erasings run one at a time)."""
     if not folder.is_dir():
         return
     for path in folder.iterdir():
