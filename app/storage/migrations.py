@@ -266,8 +266,8 @@ def m014_search_newest_first(db: sqlite_utils.Database) -> None:
     order (``_SEQ_OF``), which is the search index's rowid: the search walks the index back from
     the newest key in windows (``app.storage.fulltext``). Triggers give every new row its key
     (a new message, an import, a fork, salvage: whoever inserts) and keep the index in step
-    with the content and the key. Existing messages get theirs in the order they were stored,
-    and the index is rebuilt in key order (once: 21 s for bench/search.py's million messages
+    with the content and the key. Existing messages get theirs from their times (ties: in the
+    order they were stored), and the index is rebuilt in key order (once: 21 s for bench/search.py's million messages
     on two busy cores)."""
     for trigger in ("messages_ai", "messages_ad", "messages_au"):
         db.execute(f"DROP TRIGGER IF EXISTS {trigger}")

@@ -106,10 +106,10 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def _not_brought_back(item: dict) -> str:
-    """Messages of the file that are not here and older than what is (deleted here?)."""
+    """Messages of the file deleted here (or below one deleted here): not brought back."""
     count = item.get("not_brought_back")
-    return f"; {counted(count, 'older message')} of the file not here, not brought back " \
-        "(deleted here?)" if count else ""
+    return f"; {counted(count, 'message')} of the file deleted here, not brought back" \
+        if count else ""
 
 
 def _write_output(output: str, data: bytes) -> None:

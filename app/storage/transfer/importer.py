@@ -223,7 +223,7 @@ def _continue(db, rows: ConversationRows, updated_at: str, active_leaf: str | No
     _insert(db, MESSAGES, [dict(m, conversation_id=rows.id, writer=None) for m in added])
     parents = dict({key: parent for key, (parent, _) in here.items()},
                    **{m["id"]: m["parent_id"] for m in added})
-    changes = {"updated_at": max(updated_at, rows.conversation["updated_at"], key=_moment)}
+    changes = {"updated_at": now_iso()}  # changed now: restores, export --since, the list
     leaf = rows.conversation.get("active_leaf_id")
     shown = active_leaf if active_leaf in parents else None
     if leaf is not None and leaf in parents and (shown is None or
