@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from app.domain.wording import counted
-from app.storage.backups import Backup, Backups, copy_private, first_complaint
+from app.storage.backups import Backup, Backups, copy_private, first_complaint, fsync_file
 from app.storage.erasure import SEARCH_INDEX, blank_outbox_requests
 from app.storage.integrity import wal_has_frames
 
@@ -148,7 +148,7 @@ def _erase_from(backup: Backup, conversations: list[str], messages: list[str]) -
             conn.close()
         if problem is not None:
             raise _Damaged(problem)
-        _fsync(work)
+        fsync_file(work)
         os.replace(work, backup.path)
         for suffix in ("-wal", "-shm"):  # the old log: its pages held the deleted words
             _beside(backup.path, suffix).unlink(missing_ok=True)
@@ -230,10 +230,3 @@ def _remove_stale_work(folder: Path) -> None:
 def _beside(path: Path, suffix: str) -> Path:
     return path.with_name(path.name + suffix)
 
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -263,7 +263,7 @@ class Backups:
             if problem is not None:
                 raise CopyDamaged(problem)
             os.chmod(partial, 0o600)
-            _fsync(partial)
+            fsync_file(partial)
             os.replace(partial, dest)
         finally:
             if partial.exists():
@@ -324,7 +324,8 @@ def _stamp(path: Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
-def _fsync(path: Path) -> None:
+def fsync_file(path: Path) -> None:
+    """Flush ``path``'s bytes to the disk (before it is renamed into place)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -4,7 +4,6 @@ a copy taken before the delete still holds it, and "missing or newer" rows were 
 hold ids and times only. Real files, the real command line (in process)."""
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 from app import cli
@@ -14,14 +13,7 @@ from app.storage.salvage import salvage
 from app.storage.store import Store
 from app.storage.transfer import importer
 from app.storage.transfer.export import export_conversations
-
-
-def titles(path: Path) -> list[str]:
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
-    try:
-        return [r[0] for r in conn.execute("SELECT title FROM conversations ORDER BY title")]
-    finally:
-        conn.close()
+from tests.storage.test_damaged_database import titles
 
 
 def run(capsys, *args: str) -> tuple[int, str]:
