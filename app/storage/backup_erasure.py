@@ -96,7 +96,7 @@ def _one_at_a_time(folder: Path) -> Iterator[None]:
     lock file held with ``flock`` where there is one (POSIX), for other processes."""
     with _IN_THIS_PROCESS:
         try:
-            import fcntl
+            import fcntl  # deferred: POSIX only (Windows has none)
         except ImportError:  # (Windows: other processes are not kept out)
             yield
             return
