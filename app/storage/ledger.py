@@ -60,7 +60,18 @@ def start_of_month(now: dt.datetime | None = None) -> dt.datetime:
     return start_of_day(now).replace(day=1)
 
 
-def _utc_iso(when: dt.datetime) -> str:
+# a group of attempts in figures (after its grouping columns): attempts, prompt and completion
+# tokens, the known cost, cloud attempts with tokens but no known price, and whether any count
+# or cost was estimated (``totals``; app.storage.usage_report's days)
+GROUP_FIGURES = (
+    "count(*), sum(coalesce(prompt_tokens, 0)), sum(coalesce(completion_tokens, 0)), "
+    "sum(coalesce(cost_usd, 0)), "
+    "sum(case when cost_usd is null and provider != 'local' and "
+    "coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0) > 0 "
+    "then 1 else 0 end), max(tokens_estimated), max(cost_estimated)")
+
+
+def utc_iso(when: dt.datetime) -> str:
     return when.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
@@ -150,7 +161,7 @@ class UsageLedger:
             rows = self.store.db.execute(
                 "select created_at, coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0) "
                 f"from request_log where profile = ? and created_at >= ?{local}",
-                [profile, _utc_iso(since)]).fetchall()
+                [profile, utc_iso(since)]).fetchall()
         out = []
         for created, tokens in rows:
             ago = (now - dt.datetime.fromisoformat(created)).total_seconds()
@@ -161,25 +172,20 @@ class UsageLedger:
                until: dt.datetime | None = None) -> Totals:
         """Every attempt from ``since`` (included) to ``until`` (not included; None: now),
         of ``profile`` (None: everyone's)."""
-        where, params = "created_at >= ?", [_utc_iso(since)]
+        where, params = "created_at >= ?", [utc_iso(since)]
         if until is not None:
             where += " and created_at < ?"
-            params.append(_utc_iso(until))
+            params.append(utc_iso(until))
         if profile is not None:
             where += " and profile = ?"
             params.append(profile)
         with storage_errors(self.store.path):
             rows = self.store.db.execute(
-                "select provider, model, count(*), sum(coalesce(prompt_tokens, 0)), "
-                "sum(coalesce(completion_tokens, 0)), sum(coalesce(cost_usd, 0)), "
-                "sum(case when cost_usd is null and provider != 'local' and "
-                "coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0) > 0 "
-                "then 1 else 0 end), max(tokens_estimated), max(cost_estimated), "
-                "sum(coalesce(latency_ms, 0)) "
+                f"select provider, model, {GROUP_FIGURES}, sum(coalesce(latency_ms, 0)) "
                 f"from request_log where {where} group by provider, model "
                 "order by provider, model", params).fetchall()
-        totals = Totals(since=_utc_iso(since),
-                        until=_utc_iso(until) if until is not None else None)
+        totals = Totals(since=utc_iso(since),
+                        until=utc_iso(until) if until is not None else None)
         for provider, model, count, prompt, completion, cost, unknown, t_est, c_est, ms in rows:
             local = provider == "local"
             if local:

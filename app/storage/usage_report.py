@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from app.domain.errors import UsageError
+from app.storage.ledger import GROUP_FIGURES, utc_iso
 from app.storage.sqlite_errors import storage_errors
 from app.storage.store import Store
 
@@ -92,18 +93,14 @@ def daily_rows(store: Store, profile: str | None, period: Period) -> list[dict]:
     """One row per local day, profile, provider and model with any attempt in ``period``
     (``profile`` None: everyone), oldest day first; the keys are ``CSV_COLUMNS``."""
     where = "created_at >= ? and created_at < ?"
-    args: list = [_utc(period.start()), _utc(period.end())]
+    args: list = [utc_iso(period.start()), utc_iso(period.end())]
     if profile is not None:
         where += " and profile = ?"
         args.append(profile)
     with storage_errors(store.path):
         found = store.db.execute(
-            "select date(created_at, 'localtime') as day, profile, provider, model, count(*), "
-            "sum(coalesce(prompt_tokens, 0)), sum(coalesce(completion_tokens, 0)), "
-            "sum(coalesce(cost_usd, 0)), "
-            "sum(case when cost_usd is null and provider != 'local' and "
-            "coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0) > 0 "
-            "then 1 else 0 end), max(tokens_estimated), max(cost_estimated), "
+            "select date(created_at, 'localtime') as day, profile, provider, model, "
+            f"{GROUP_FIGURES}, "
             "sum(case when provider = 'local' then coalesce(latency_ms, 0) else 0 end) "
             f"from request_log where {where} group by day, profile, provider, model "
             "order by day, profile, provider, model", args).fetchall()
@@ -128,7 +125,3 @@ def write_csv(rows: list[dict], out: TextIO) -> None:
         writer.writerow(["" if row[c] is None else
                          ("true" if row[c] else "false") if isinstance(row[c], bool) else row[c]
                          for c in CSV_COLUMNS])
-
-
-def _utc(when: dt.datetime) -> str:
-    return when.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds")
