@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import random
 import threading
@@ -66,7 +65,8 @@ from engines.chat_format import ChatFormatter
 from engines.cpu_budget import CpuBudget, physical_cores, prepare_openmp
 from engines.gguf import GGUFInfo, read_gguf, read_lora
 from engines.http_policy import AttemptRecord
-from engines.kv_store import KVStore, common_prefix, digest, file_fingerprint
+from engines.kv_store import common_prefix
+from engines.llama_kv_resume import SavedPrefixes
 from engines.llama_output import LogprobScorer, TextAssembler
 from engines.model_load import KV_TYPES, ModelLoadOptions, check_for_model
 
@@ -137,7 +137,7 @@ _STOP_WORKER = object()
 _RAISE = "raise"
 
 
-class LocalEngine(EngineBase):
+class LocalEngine(SavedPrefixes, EngineBase):
     """A local GGUF model behind the ``Engine`` contract. Construction is cheap; the model
     loads on the engine's own thread (``wait_ready`` blocks until it has)."""
 
@@ -642,144 +642,6 @@ class LocalEngine(EngineBase):
                 ttft_ms=round(ttft_ms, 2) if ttft_ms is not None else None, kind="local"))
         except Exception:  # the ledger must never break a reply
             log.exception("could not record the local attempt")
-
-    # -- saved KV states (engines/kv_store.py) --------------------------------------------------
-    # Made on first use, on the model thread, when LoadSettings.kv_cache_dir is set.
-    _kv_store: KVStore | None = None
-    _kv_model: str | None = None  # the model file's fingerprint, taken once
-    # of the last reply: prompt tokens loaded from a saved state (0: none)
-    kv_restored_tokens: int = 0
-    # of the last save: (tokens, bytes, seconds); None until one was written
-    kv_last_save: tuple[int, int, float] | None = None
-
-    def _kv(self) -> KVStore | None:
-        folder = self.settings.kv_cache_dir
-        if folder is None:
-            return None
-        if self._kv_store is None:
-            self._kv_store = KVStore(folder, self.settings.kv_cache_max_bytes)
-        return self._kv_store
-
-    def _kv_identity(self) -> dict[str, Any]:
-        """Everything a KV state depends on besides its tokens. Not the thread count: llama.cpp
-        splits work between threads by rows, and 1 and 2 threads gave bit-identical logits."""
-        import llama_cpp  # deferred: llama_cpp loads only with a model
-
-        if self._kv_model is None:
-            self._kv_model = file_fingerprint(self.path)
-        lora = []
-        for path, scale in self._active_lora:
-            stat = os.stat(path)
-            lora.append([path, stat.st_size, stat.st_mtime_ns, scale])
-        return {"format": 1, "model": self._kv_model,
-                "template": digest(self.gguf.chat_template or "plain"),
-                "n_ctx": self.n_ctx, "n_batch": self.n_batch,
-                "kv_type": self.settings.options.kv_type, "flash_attn": bool(self.flash_attn),
-                "gpu_layers": self.gpu_layers,
-                "reproducible_seeds": self.settings.reproducible_seeds, "lora": lora,
-                "llama_cpp": llama_cpp.__version__,
-                "system": llama_cpp.llama_print_system_info().decode("utf-8", "replace")}
-
-    def _restore_saved_prefix(self, tokens: list[int]) -> None:
-        """Load the saved state sharing the longest prefix with ``tokens`` when it covers at
-        least a chunk more than the in-memory cache can reuse (a new engine's cache is empty)."""
-        self.kv_restored_tokens = 0
-        store = self._kv()
-        if store is None or len(tokens) < self.settings.kv_cache_min_tokens:
-            return
-        llm, chunk = self._llm, self.n_batch
-        reproducible = self.settings.reproducible_seeds
-        if reproducible:
-            limit = (len(tokens) - 1) // chunk * chunk
-            in_memory = self._canonical_reuse(tokens)
-        else:
-            limit = len(tokens) - 1
-            in_memory = min(common_prefix(llm.input_ids[:llm.n_tokens].tolist(), tokens), limit)
-        if limit - in_memory < chunk:
-            return
-        try:
-            identity = self._kv_identity()
-            for shared, saved in store.candidates(identity, tokens, longer_than=in_memory):
-                usable = min(shared, limit)
-                if reproducible:
-                    usable = usable // chunk * chunk
-                if usable - in_memory < chunk:
-                    break  # the rest share even less
-                state = store.read_state(saved)
-                if state is None:
-                    continue  # damaged: deleted
-                if self._load_seq_state(state, saved.tokens, usable):
-                    self.kv_restored_tokens = usable
-                    return
-                log.warning("llama.cpp refused the saved KV state %s", saved.path.name)
-                store.discard(saved.path)
-        except Exception:  # noqa: BLE001 - a cache that fails is a miss, never a failed reply
-            log.exception("could not restore a saved KV state")
-            self._drop_cache()
-
-    def _load_seq_state(self, state: bytearray, tokens: tuple[int, ...], usable: int) -> bool:
-        """Replace the cache with ``state`` (the KV of ``tokens``), keeping ``usable`` tokens."""
-        import ctypes  # with llama_cpp: the buffer its C function reads
-
-        import llama_cpp  # deferred: llama_cpp loads only with a model
-
-        llm = self._llm
-        self._drop_cache()
-        buffer = (ctypes.c_uint8 * len(state)).from_buffer(state)  # a view, not a copy
-        if llama_cpp.llama_state_seq_set_data(llm._ctx.ctx, buffer, len(state), 0) != len(state):
-            self._drop_cache()
-            return False
-        llm._ctx.kv_cache_seq_rm(-1, usable, -1)
-        llm.input_ids[:usable] = tokens[:usable]
-        llm.n_tokens = usable
-        llm._requires_eval = True  # the logits are not in the state: evaluate at least one
-        # a state saved in reproducible mode holds only canonical chunks (its identity says so)
-        self._canonical = list(tokens[:usable]) if self.settings.reproducible_seeds else []
-        return True
-
-    def _drop_cache(self) -> None:
-        self._llm._ctx.kv_cache_clear()
-        self._llm.n_tokens = 0
-        self._canonical = []
-
-    def _save_prefix(self, since: float | None = None) -> None:
-        """Save the cache's reusable tokens (the canonical chunks; with reproducible seeds off,
-        everything evaluated) unless that exact state is saved already."""
-        import ctypes  # with llama_cpp: the buffer its C function fills
-
-        import llama_cpp  # deferred: llama_cpp loads only with a model
-
-        store = self._kv()
-        if store is None:
-            return
-        llm = self._llm
-        tokens = list(self._canonical) if self.settings.reproducible_seeds \
-            else llm.input_ids[:llm.n_tokens].tolist()
-        if len(tokens) < max(1, self.settings.kv_cache_min_tokens):
-            return
-        try:
-            started = time.perf_counter()
-            identity = self._kv_identity()
-            if store.has(identity, tokens):
-                return
-            # the cells past the canonical prefix (the rest of the prompt, the reply) are not
-            # saved; the next reply would cut them anyway (_keep_canonical_prefix)
-            llm._ctx.kv_cache_seq_rm(-1, len(tokens), -1)
-            llm.n_tokens = len(tokens)
-            ctx = llm._ctx.ctx
-            size = llama_cpp.llama_state_seq_get_size(ctx, 0)
-            if size > store.max_bytes:
-                return  # it could never be kept: do not even copy it out
-            buffer = (ctypes.c_uint8 * size)()
-            written = llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0)
-            if not 0 < written <= size:
-                return
-            # a view, not a copy: the store copies it once, into the file's bytes
-            if store.save(identity, tokens, memoryview(buffer).cast("B")[:written],
-                          since=since) is not None:
-                self.kv_last_save = (len(tokens), written, time.perf_counter() - started)
-        except Exception:  # noqa: BLE001 - a cache that fails to save is only a cache
-            log.exception("could not save the KV state")
 
 
 def _eog_checker(llm):
