@@ -337,6 +337,17 @@ def notes_without_an_index(path: Path) -> Path:
     return path
 
 
+def read_notes(path) -> tuple[list, list, Salvage]:
+    """Salvage's reading of the ``notes`` table of ``path``: (columns, rows, what it said)."""
+    source = sqlite3.connect(path)
+    result = Salvage()
+    try:
+        columns, rows = _read(source, "notes", result)
+    finally:
+        source.close()
+    return columns, rows, result
+
+
 def test_a_table_without_an_index_is_read_on_to_its_end_by_rowid(tmp_path):
     """With no index to list its rows, the rowids after the damaged page are looked up up to
     ``max(rowid)``: the rows after it come back; how many could not be read is an upper
@@ -346,12 +357,7 @@ def test_a_table_without_an_index_is_read_on_to_its_end_by_rowid(tmp_path):
     readable = rows_by_rowid(path, "notes", 100)
     assert 50 in readable and 100 in readable and len(readable) < 100
 
-    source = sqlite3.connect(path)
-    result = Salvage()
-    try:
-        columns, rows = _read(source, "notes", result)
-    finally:
-        source.close()
+    columns, rows, result = read_notes(path)
 
     assert columns == ["id", "body"]
     assert [row[0] for row in rows] == list(readable.values())  # all of them, in order
@@ -370,12 +376,7 @@ def test_rows_past_a_damaged_end_of_a_table_are_said_lost_not_counted(tmp_path):
     readable = rows_by_rowid(path, "notes", 100)
     assert 50 in readable and 100 not in readable
 
-    source = sqlite3.connect(path)
-    result = Salvage()
-    try:
-        _, rows = _read(source, "notes", result)
-    finally:
-        source.close()
+    _, rows, result = read_notes(path)
 
     assert [row[0] for row in rows] == list(readable.values())
     [unread] = result.unreadable
