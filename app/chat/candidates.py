@@ -45,6 +45,7 @@ from app.domain.messages import (
 )
 from app.domain.structured import lenient, response_format, validate
 from app.domain.test_time import (
+    JUDGE_MAX_TOKENS,
     LOCAL_ONLY_SCORERS,
     Candidate,
     Plan,
@@ -282,7 +283,7 @@ class CandidatesEngine(EngineBase):
                                ChatMessage(Role.USER, f"Question:\n{question}\n\nAnswers:\n\n"
                                                       f"{listing}\n\nWhich answer is best? "
                                                       "Reply as JSON: {\"best\": <number>}")),
-            temperature=0.0, seed=0, max_tokens=20, logprobs=False, stop=(),
+            temperature=0.0, seed=0, max_tokens=JUDGE_MAX_TOKENS, logprobs=False, stop=(),
             response_format=response_format(schema),
             idempotency_key=f"{request.idempotency_key}~judge")
         reply = accumulate(self.engine.stream(judge_request, threading.Event()))

@@ -31,7 +31,7 @@ from app.chat.connectivity import Connectivity
 from app.chat.router import RoutedEngine
 from app.chat.service import ChatService, TurnOptions, history_messages
 from app.chat.turn import OutboxPlan, Turn
-from app.domain.context import Fit
+from app.domain.context import ONE_REQUEST, Fanout, Fit
 from app.domain.errors import (
     Cancelled,
     EmptyReply,
@@ -350,7 +350,8 @@ class TurnPipeline:
             chosen, lambda c: service.start_turn(
                 prompt, conversation_id, model=c.engine.info.model, options=options,
                 route=target.route, counter=c.engine, effective_route=c.decision.route.value,
-                price_known=c.engine.price_known, reply_to=reply_to, price=c.engine.price),
+                price_known=c.engine.price_known, reply_to=reply_to, price=c.engine.price,
+                fanout=_fanout(target)),
             target, options, conversation, wait_for_model)
         return self._pending(chosen, turn, new_conversation=conversation_id is None)
 
@@ -360,7 +361,13 @@ class TurnPipeline:
         the target says now (best-of-n included); the new reply is a sibling of the failed one."""
         conversation = self.service.store.get_conversation(failed.conversation_id)
         chosen = self._choose(target, options, conversation, wait_for_model=False)
-        return self._pending(chosen, self.service.retry_turn(failed))
+        chosen, turn = self._within_quota(
+            chosen, lambda c: self.service.retry_turn(
+                failed, effective_route=c.decision.route.value,
+                price_known=c.engine.price_known, price=c.engine.price,
+                fanout=_fanout(target)),
+            target, options, conversation, wait_for_model=False)
+        return self._pending(chosen, turn)
 
     def regenerate(self, message_id: str, *, target: TurnTarget = TurnTarget(),
                    options: TurnOptions = TurnOptions(), wait_for_model: bool = False
@@ -375,7 +382,7 @@ class TurnPipeline:
             chosen, lambda c: service.regenerate_turn(
                 message_id, model=c.engine.info.model, options=options, counter=c.engine,
                 effective_route=c.decision.route.value, price_known=c.engine.price_known,
-                price=c.engine.price),
+                price=c.engine.price, fanout=_fanout(target)),
             target, options, conversation, wait_for_model)
         return self._pending(chosen, turn)
 
@@ -517,6 +524,11 @@ class TurnPipeline:
                            counter.estimate_cost(tokens, max_tokens))
 
         return job
+
+
+def _fanout(target: TurnTarget) -> Fanout:
+    """The requests a turn to ``target`` sends, for the quotas (best-of-n: its candidates)."""
+    return target.test_time.fanout() if target.test_time is not None else ONE_REQUEST
 
 
 class _Chosen(NamedTuple):

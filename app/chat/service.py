@@ -25,7 +25,7 @@ from app.config.pseudonym import provider_user
 from app.config.secrets import stored_keys
 from app.config.settings import Settings, default_user_id
 from app.domain.adapters import LoraAdapter, adapters_from_records
-from app.domain.context import Fit, ReplyCap, TokenCounter, fit_messages
+from app.domain.context import ONE_REQUEST, Fanout, Fit, ReplyCap, TokenCounter, fit_messages
 from app.domain.errors import UsageError
 from app.domain.messages import (
     ChatMessage,
@@ -207,26 +207,42 @@ class ChatService:
         """Mark replies left 'streaming' by a dead process as 'interrupted' (start-up)."""
         return self.store.mark_orphaned_streaming()
 
-    def retry_turn(self, failed: Turn) -> Turn:
+    def retry_turn(self, failed: Turn, *, effective_route: str | None = None,
+                   price_known: bool = True, price: "Price | None" = None,
+                   fanout: Fanout = ONE_REQUEST) -> Turn:
         """Answer the same saved prompt again (same request, same idempotency key); the new
-        reply is stored as a sibling of the failed one."""
-        return Turn(self.store, failed.conversation_id, failed.user_message_id, failed.request,
+        reply is stored as a sibling of the failed one. With ``effective_route`` (the route
+        the retry takes now), the quotas are checked again first, as for a new message: a
+        retry is a new request (the failed one is in the ledger already), and a quota left
+        room for a shorter reply limits it."""
+        request, cap = failed.request, failed.reply_cap
+        if self.quotas is not None and effective_route is not None:
+            prompt_tokens = failed.fit.prompt_tokens if failed.fit is not None else \
+                estimate_prompt_tokens(list(request.messages))
+            asked = cap.asked if cap is not None else request.max_tokens
+            cap = self.quotas.check(self.profile, effective_route, effective_route != "local",
+                                    prompt_tokens, asked, price_known=price_known,
+                                    model=request.model, price=price, fanout=fanout)
+            request = dataclasses.replace(request,
+                                          max_tokens=cap.max_tokens if cap else asked)
+        return Turn(self.store, failed.conversation_id, failed.user_message_id, request,
                     route_reason=failed.route_reason, outbox_plan=failed.outbox_plan,
                     fit=failed.fit, ledger=self.ledger, secrets=self.secret_mask,
-                    reply_cap=failed.reply_cap)
+                    reply_cap=cap)
 
     def start_turn(self, prompt: str, conversation_id: str | None = None, *, model: str,
                    options: TurnOptions = TurnOptions(), route: str | None = None,
                    counter: TokenCounter | None = None, effective_route: str = "local",
                    price_known: bool = True, reply_to: str | None = None,
-                   price: "Price | None" = None) -> Turn:
+                   price: "Price | None" = None, fanout: Fanout = ONE_REQUEST) -> Turn:
         """``route`` is stored on a new conversation (None: it follows the default).
         ``counter`` (the engine's, see ``app.domain.context``): fit the conversation into its
         context window, dropping the oldest turns; a message that cannot fit at all is refused
         before anything is written. ``price_known``: False when the model's price is not known (a
         quota in dollars then refuses the turn unless unpriced models are allowed); ``price``:
         the model's price, with which a monthly budget limits the reply to what it can still
-        pay for (``app.storage.quotas``). ``reply_to``: the
+        pay for (``app.storage.quotas``); ``fanout``: the requests the turn sends (best-of-n),
+        all reckoned against the quotas. ``reply_to``: the
         message this one follows (a branch from any point; default: the end of the active
         path; ``NEW_ROOT``: none, beside the first message); the model sees exactly the path
         from the root to it."""
@@ -253,7 +269,8 @@ class ChatService:
         knobs, request_args, fit, cap = self._checked(messages, conversation, model=model,
                                                       options=options, counter=counter,
                                                       effective_route=effective_route,
-                                                      price_known=price_known, price=price)
+                                                      price_known=price_known, price=price,
+                                                      fanout=fanout)
         if conversation_id is None:  # a new conversation keeps the knobs it started with
             conversation = self.store.create_conversation(
                 title_from(prompt), system_prompt, route, profile=self.profile,
@@ -282,7 +299,8 @@ class ChatService:
     def regenerate_turn(self, message_id: str, *, model: str,
                         options: TurnOptions = TurnOptions(),
                         counter: TokenCounter | None = None, effective_route: str = "local",
-                        price_known: bool = True, price: "Price | None" = None) -> Turn:
+                        price_known: bool = True, price: "Price | None" = None,
+                        fanout: Fanout = ONE_REQUEST) -> Turn:
         """Answer again the user message that ``message_id`` (a reply) answers: the new reply
         is its sibling, from the path up to that question, with this turn's knobs and engine.
         Checked (fit, quotas) before anything is written."""
@@ -301,7 +319,8 @@ class ChatService:
         _, request_args, fit, cap = self._checked(messages, conversation, model=model,
                                                   options=options, counter=counter,
                                                   effective_route=effective_route,
-                                                  price_known=price_known, price=price)
+                                                  price_known=price_known, price=price,
+                                                  fanout=fanout)
         if options.system_prompt is not None and \
                 options.system_prompt != conversation.system_prompt:  # kept, as `ask` keeps it
             self.store.set_conversation_sampling(conversation.id, conversation.sampling,
@@ -325,8 +344,8 @@ class ChatService:
 
     def _checked(self, messages: list[ChatMessage], conversation, *, model: str,
                  options: TurnOptions, counter: TokenCounter | None, effective_route: str,
-                 price_known: bool, price: "Price | None" = None
-                 ) -> tuple[dict, dict, Fit | None, ReplyCap | None]:
+                 price_known: bool, price: "Price | None" = None,
+                 fanout: Fanout = ONE_REQUEST) -> tuple[dict, dict, Fit | None, ReplyCap | None]:
         """(knobs, request arguments, fit, reply cap) for a turn sending ``messages``: the
         knobs validated, the messages fitted to the window, the quotas checked. A quota with
         room for the prompt and a shorter reply than asked limits the request's max_tokens
@@ -346,7 +365,7 @@ class ChatService:
             cap = self.quotas.check(self.profile, effective_route,
                                     effective_route != "local", prompt_tokens,
                                     request_args["max_tokens"], price_known=price_known,
-                                    model=model, price=price)
+                                    model=model, price=price, fanout=fanout)
         if cap is not None:  # the request actually sent asks for no more than the quota left
             request_args["max_tokens"] = cap.max_tokens
             if fit is not None:

@@ -74,6 +74,43 @@ class Fit:
 
 
 @dataclass(frozen=True)
+class Fanout:
+    """How many times a turn's prompt and reply can be sent and paid for: one request for a
+    plain turn; ``n`` for best-of-n and self-consistency (each candidate sends the prompt and
+    gets up to max_tokens back); a judge adds one request whose prompt holds the prompt and
+    every candidate (so the reply length counts twice per candidate) and ``extra`` tokens of
+    its own wording and verdict. The quotas reckon a turn's whole cost with it
+    (``app.storage.quotas``), and a cap shares what is left among the ``replies``."""
+
+    requests: int = 1
+    prompts: int = 1  # how many times the prompt is sent
+    replies: int = 1  # how many times a reply of max_tokens can be paid for
+    extra: int = 0  # tokens no prompt or reply explains (the judge's wording and its answer)
+    what: str = ""  # "best of 4 and a judge": what sends more than one request
+
+    def tokens(self, prompt_tokens: int, max_tokens: int) -> int:
+        """The most tokens the turn can use with replies of ``max_tokens``."""
+        return self.prompts * prompt_tokens + self.replies * max_tokens + self.extra
+
+    def reply_room(self, tokens_left: int, prompt_tokens: int) -> int:
+        """The longest reply (max_tokens of each request) ``tokens_left`` can pay for."""
+        return (tokens_left - self.prompts * prompt_tokens - self.extra) // self.replies
+
+    def need(self, prompt_tokens: int, max_tokens: int, unit: str = "") -> str:
+        """What the turn could need, said: "19 for the prompt, up to 2,000 for the reply"
+        (``unit`` after each number: " tokens")."""
+        if self.requests == 1:
+            return (f"{prompt_tokens:,}{unit} for the prompt, up to {max_tokens:,}{unit} for "
+                    "the reply")
+        return (f"{self.what}: {self.requests} requests, "
+                f"{self.prompts * prompt_tokens + self.extra:,}{unit} for the prompts, up to "
+                f"{self.replies * max_tokens:,}{unit} for the replies")
+
+
+ONE_REQUEST = Fanout()
+
+
+@dataclass(frozen=True)
 class ReplyCap:
     """A quota left room for a shorter reply than asked (``app.storage.quotas``): the request
     is sent with ``max_tokens`` instead of ``asked``; ``limit`` names the quota ("daily token

@@ -8,6 +8,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from app.domain.context import Fanout
 from app.domain.errors import UsageError
 from app.domain.messages import Finished, Usage
 from app.domain.structured import lenient
@@ -18,6 +19,10 @@ SCORER_LABELS = {"logprob": "mean log-probability", "length": "length-normalised
                  "json": "valid JSON", "judge": "a judge model"}
 LOCAL_ONLY_SCORERS = ("logprob", "length")
 MIN_N, MAX_N = 2, 8
+# the judge's request: its reply's max_tokens, and what its wording (the instructions, the
+# labels around the question and each answer, the schema) adds to the prompt, at most
+JUDGE_MAX_TOKENS = 20
+JUDGE_WORDING_TOKENS = 80 + 4 * MAX_N
 TIE_RULE = "among the answers with the most votes, the one that appeared first wins"
 
 
@@ -40,6 +45,16 @@ class Plan:
                              f"{', '.join(SCORERS)}.")
         if self.mode == "self_consistency":
             extractor(self.extract)  # raises for a bad one
+
+    def fanout(self) -> Fanout:
+        """The requests this plan can send, for the quotas: n candidates, each the prompt and
+        a reply; a judge sees the prompt and every candidate and answers in a few tokens."""
+        if self.mode == "best_of" and self.scorer == "judge":
+            return Fanout(self.n + 1, self.n + 1, 2 * self.n,
+                          JUDGE_WORDING_TOKENS + JUDGE_MAX_TOKENS, f"best of {self.n} and a judge")
+        what = f"best of {self.n}" if self.mode == "best_of" else \
+            f"self-consistency over {self.n}"
+        return Fanout(self.n, self.n, self.n, 0, what)
 
 
 def extractor(spec: str):

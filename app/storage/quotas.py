@@ -56,7 +56,7 @@ from app.accounting.pricing import (
     estimate_before_sending,
     format_usd,
 )
-from app.domain.context import ReplyCap
+from app.domain.context import ONE_REQUEST, Fanout, ReplyCap
 from app.domain.errors import UsageError
 from app.domain.routes import ROUTE_LABELS, Route
 from app.domain.wording import counted
@@ -218,14 +218,16 @@ class QuotaGuard:
 
     def check(self, profile: str, route: str, cloud: bool, prompt_tokens: int,
               max_tokens: int, price_known: bool = True, model: str = "",
-              price: Price | None = None) -> ReplyCap | None:
+              price: Price | None = None, fanout: Fanout = ONE_REQUEST) -> ReplyCap | None:
         """Raise QuotaExceeded / RateLimitedLocally, or take from the buckets and return.
 
         A budget (the daily tokens, the monthly dollars at ``price``) that has room for the
         prompt and a reply of at least ``MIN_REPLY_TOKENS`` (or ``max_tokens``, if fewer), but
         not for ``max_tokens`` of reply, limits the reply: the ``ReplyCap`` returned says to
         how many tokens (the caller sends that as the request's max_tokens). None: the
-        request goes as asked."""
+        request goes as asked. ``fanout``: the requests the turn sends (best-of-n's candidates
+        and its judge), all reckoned: each candidate's reply is limited alike, and the rate
+        buckets are charged for them all."""
         limits = self.book.limits(profile)
         now = self.wall()
         if limits.allowed_routes is not None and route not in limits.allowed_routes:
@@ -238,7 +240,7 @@ class QuotaGuard:
         room: list[tuple[int, str]] = []  # (reply tokens a budget leaves, which budget)
         if counts and limits.cloud_tokens_per_day is not None:
             room.append(self._daily_room(profile, limits, now, cloud, prompt_tokens,
-                                         max_tokens, minimal))
+                                         max_tokens, minimal, fanout))
         if cloud and limits.cloud_cost_per_month is not None:
             if not price_known and not limits.allow_unpriced:
                 raise QuotaExceeded(
@@ -248,36 +250,42 @@ class QuotaGuard:
                     "admin can allow unpriced models (allow_unpriced = true).",
                     cloud_budget=f"{model or 'the model'} has no price under a cloud budget")
             affordable = self._monthly_room(profile, limits, now, prompt_tokens, max_tokens,
-                                            minimal, price, model)
+                                            minimal, price, model, fanout)
             if affordable is not None:
                 room.append((affordable, "monthly cloud budget"))
         cap = None
         tightest = min(room, default=None)
         if tightest is not None and tightest[0] < max_tokens:
-            cap = ReplyCap(tightest[0], max_tokens, tightest[1])
+            limit = tightest[1] if fanout.requests == 1 else \
+                f"{tightest[1]}, shared by {fanout.what}"
+            cap = ReplyCap(tightest[0], max_tokens, limit)
             max_tokens = cap.max_tokens
-        self._take_from_buckets(profile, limits, counts, prompt_tokens + max_tokens)
+        self._take_from_buckets(profile, limits, counts, fanout.tokens(prompt_tokens, max_tokens),
+                                fanout)
         return cap
 
     def _daily_room(self, profile: str, limits: Limits, now: dt.datetime, cloud: bool,
-                    prompt_tokens: int, max_tokens: int, minimal: int) -> tuple[int, str]:
-        """The reply tokens today's token quota leaves after the prompt; QuotaExceeded when
-        that is less than ``minimal``."""
+                    prompt_tokens: int, max_tokens: int, minimal: int,
+                    fanout: Fanout) -> tuple[int, str]:
+        """The reply tokens today's token quota leaves after the prompt (each reply's, when
+        the turn sends several); QuotaExceeded when that is less than ``minimal``."""
         used = self.ledger.totals(start_of_day(now), profile)
         spent = used.cloud_tokens + (used.local_tokens if limits.count_local else 0)
         limit = limits.cloud_tokens_per_day
         assert limit is not None
         left = limit - spent
-        if left - prompt_tokens >= minimal:
-            return left - prompt_tokens, "daily token quota"
+        if (room := fanout.reply_room(left, prompt_tokens)) >= minimal:
+            return room, "daily token quota"
         reset = _next_midnight(now)
         cloud_only = cloud and not limits.count_local
         raise QuotaExceeded(
             f"Daily token quota reached for {profile}: {spent:,} of {limit:,} tokens used "
-            f"today, and this message could need {prompt_tokens + max_tokens:,} more "
-            f"({prompt_tokens:,} for the prompt, up to {max_tokens:,} for the reply); "
+            f"today, and this message could need {fanout.tokens(prompt_tokens, max_tokens):,} "
+            f"more ({fanout.need(prompt_tokens, max_tokens)}); "
             + (f"the {left:,} left {'is' if left == 1 else 'are'} not enough for the prompt "
-               f"and a {minimal:,}-token reply" if left > 0 else "nothing is left")
+               f"and a {minimal:,}-token reply"
+               + ("" if fanout.requests == 1 else " to each request")
+               if left > 0 else "nothing is left")
             + ". It resets "
             f"at {reset:%H:%M} ({limits.sources.get('cloud_tokens_per_day', limits.source)}).",
             advice=" The local model is not limited: switch this chat to Local only."
@@ -287,16 +295,21 @@ class QuotaGuard:
 
     def _monthly_room(self, profile: str, limits: Limits, now: dt.datetime,
                       prompt_tokens: int, max_tokens: int, minimal: int,
-                      price: Price | None, model: str) -> int | None:
+                      price: Price | None, model: str, fanout: Fanout) -> int | None:
         """The reply tokens this month's cloud budget still buys at ``price`` after the
         prompt (None: no limit it can reckon: no price, or free output); QuotaExceeded when
-        that is less than ``minimal``, or when the budget is spent."""
+        that is less than ``minimal``, or when the budget is spent. A turn of several requests
+        (``fanout``) pays for each prompt, and its replies share what is left (a judge's copy
+        of the candidates at the output price: the most it can cost)."""
         limit = limits.cloud_cost_per_month
         assert limit is not None
         used = self.ledger.totals(start_of_month(now), profile)
         affordable = None
         if price is not None:
-            affordable = affordable_output_tokens(limit - used.cost_usd, prompt_tokens, price)
+            affordable = affordable_output_tokens(
+                limit - used.cost_usd, fanout.prompts * prompt_tokens + fanout.extra, price)
+            if affordable is not None and affordable >= 0:
+                affordable //= fanout.replies
             if affordable is None or affordable >= minimal:
                 return affordable
         elif used.cost_usd < limit:
@@ -305,11 +318,13 @@ class QuotaGuard:
         spent = f"{format_usd(used.cost_usd)} of {format_usd(limit)}"
         need = ""
         if price is not None:
-            most = estimate_before_sending(prompt_tokens, max_tokens, price).usd
+            most = estimate_before_sending(fanout.prompts * prompt_tokens + fanout.extra,
+                                           fanout.replies * max_tokens, price).usd
             left = limit - used.cost_usd
+            said = f"{prompt_tokens:,} prompt tokens and up to {max_tokens:,} reply tokens" \
+                if fanout.requests == 1 else fanout.need(prompt_tokens, max_tokens, " tokens")
             need = (f", and this message could cost up to {format_usd(most)} "
-                    f"({prompt_tokens:,} prompt tokens and up to {max_tokens:,} reply tokens "
-                    f"at {model or 'the model'}'s price); "
+                    f"({said} at {model or 'the model'}'s price); "
                     + (f"the {format_usd(left)} left is not enough for the prompt and a "
                        f"{minimal:,}-token reply" if left > 0 else "nothing is left"))
         raise QuotaExceeded(
@@ -319,9 +334,10 @@ class QuotaGuard:
             cloud_budget=f"monthly cloud budget reached ({spent})")
 
     def _take_from_buckets(self, profile: str, limits: Limits, counts: bool,
-                           needed: int) -> None:
+                           needed: int, fanout: Fanout = ONE_REQUEST) -> None:
         """The per-minute limits: RateLimitedLocally (or QuotaExceeded, for a request no
-        bucket can ever hold), or take ``needed`` tokens and one request."""
+        bucket can ever hold), or take ``needed`` tokens and the turn's requests."""
+        requests = fanout.requests
         if not counts:
             return
         waits = []
@@ -329,8 +345,8 @@ class QuotaGuard:
         if limits.requests_per_minute is not None:
             bucket = self._bucket(profile, "requests", limits.requests_per_minute,
                                   limits.count_local)
-            waits.append((bucket.wait_time(1), "request", limits.requests_per_minute))
-            buckets.append((bucket, 1))
+            waits.append((bucket.wait_time(requests), "request", limits.requests_per_minute))
+            buckets.append((bucket, requests))
         if limits.tokens_per_minute is not None:
             bucket = self._bucket(profile, "tokens", limits.tokens_per_minute,
                                   limits.count_local)
@@ -338,8 +354,11 @@ class QuotaGuard:
             buckets.append((bucket, needed))
         wait, noun, rate = max(waits, default=(0.0, "", 0))
         if wait == float("inf"):
-            raise QuotaExceeded(f"This request ({needed:,} tokens with max tokens) is larger "
-                                f"than {profile}'s limit of {counted(rate, noun)} per minute.")
+            what = f"This request ({needed:,} tokens with max tokens)" if requests == 1 else \
+                f"This message ({fanout.what}: {requests} requests, {needed:,} tokens with max " \
+                "tokens)"
+            raise QuotaExceeded(f"{what} is larger than {profile}'s limit of "
+                                f"{counted(rate, noun)} per minute.")
         if wait > 0:  # whole seconds, rounded up: never "try again in 0 s"
             raise RateLimitedLocally(f"Rate limit for {profile}: {counted(rate, noun)} per "
                                      f"minute; try again in {math.ceil(wait)} s.", wait)

@@ -4,10 +4,12 @@ max_tokens to what is left (and says so); one without room for the prompt and a 
 refuses, counting what the message could need. Real SQLite ledgers, a real loopback provider."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -17,12 +19,19 @@ from app.chat.service import ChatService, TurnOptions
 from app.config.settings import Settings
 from app.domain.context import ReplyCap
 from app.domain.messages import Usage
-from app.storage.ledger import UsageLedger
+from app.domain.test_time import Plan
+from app.storage.ledger import UsageLedger, start_of_day
 from app.storage.profiles import Profile
-from app.storage.quotas import MIN_REPLY_TOKENS, QuotaBook, QuotaExceeded, QuotaGuard
+from app.storage.quotas import (
+    MIN_REPLY_TOKENS,
+    QuotaBook,
+    QuotaExceeded,
+    QuotaGuard,
+    RateLimitedLocally,
+)
 from app.storage.store import Store
 from engines.http_policy import AttemptRecord
-from tests.fault_server import Normal, fault_server
+from tests.fault_server import Normal, Status, fault_server
 from tests.support import FixedEngines, ScriptedEngine, fault_cloud, reply
 
 ADMIN = Profile("admin", is_admin=True)
@@ -176,3 +185,115 @@ def test_the_cli_says_the_reply_was_limited_and_sends_the_limit(outpost_home):
            "token quota left." in cut.stderr
     assert refused.returncode == 2 and "Daily token quota reached" in refused.stderr
     assert "200 of 200 tokens used today, and this message could need" in refused.stderr
+
+
+def test_best_of_n_shares_the_budget_among_its_candidates_and_judge(tmp_path):
+    """Best-of-n sends the prompt n times and pays for n replies (a judge: one more request
+    holding every candidate): the quota reckons them all, and each candidate's reply gets an
+    equal share of what is left, so the turn as a whole stays within the budget."""
+    store, ledger, guard = guarded(tmp_path, "cloud_tokens_per_day", 1000)
+    four = Plan("best_of", 4, scorer="json").fanout()
+    cap = guard.check("ana", "cloud", True, 19, 2000, fanout=four)
+    assert cap == ReplyCap((1000 - 4 * 19) // 4, 2000,
+                           "daily token quota, shared by best of 4")
+    assert four.tokens(19, cap.max_tokens) <= 1000 < four.tokens(19, cap.max_tokens + 1)
+    judged = Plan("best_of", 4, scorer="judge").fanout()
+    cap = guard.check("ana", "cloud", True, 19, 2000, fanout=judged)
+    assert judged.tokens(19, cap.max_tokens) <= 1000 < judged.tokens(19, cap.max_tokens + 1)
+    assert cap.max_tokens < (1000 - 4 * 19) // 4  # the judge reads every candidate again
+    assert cap.limit == "daily token quota, shared by best of 4 and a judge"
+    voting = Plan("self_consistency", 8).fanout()
+    ledger.record(attempt("t1", 19, 800))  # 181 left: 8 prompts of 19 and 3 tokens each
+    with pytest.raises(QuotaExceeded) as info:
+        guard.check("ana", "cloud", True, 19, 2000, fanout=voting)
+    said = str(info.value)
+    assert "this message could need 16,152 more (self-consistency over 8: 8 requests, 152 " \
+           "for the prompts, up to 16,000 for the replies)" in said
+    assert f"the 181 left are not enough for the prompt and a {MIN_REPLY_TOKENS}-token reply " \
+           "to each request" in said
+    assert guard.check("ana", "cloud", True, 19, 2000) == \
+        ReplyCap(181 - 19, 2000, "daily token quota")  # one request still fits
+    store.close()
+
+
+def test_the_monthly_budget_pays_for_every_candidate(tmp_path):
+    store, ledger, guard = guarded(tmp_path, "cloud_cost_per_month", 0.001)
+    three = Plan("best_of", 3, scorer="json").fanout()
+    cap = guard.check("ana", "cloud", True, 19, 2000, model="gpt-4o-mini", price=PRICE,
+                      fanout=three)
+    assert cap.limit == "monthly cloud budget, shared by best of 3"
+    most = estimate_before_sending(3 * 19, 3 * cap.max_tokens, PRICE).usd
+    assert most <= 0.001 < estimate_before_sending(3 * 19, 3 * cap.max_tokens + 3, PRICE).usd
+    store.close()
+
+
+def test_a_rate_limit_counts_each_request_a_turn_sends(tmp_path):
+    store, ledger, guard = guarded(tmp_path, "requests_per_minute", 3)
+    with pytest.raises(QuotaExceeded, match=r"This message \(best of 4: 4 requests, 8,076 "
+                                            r"tokens with max tokens\) is larger than ana's "
+                                            r"limit of 3 requests per minute\."):
+        guard.check("ana", "cloud", True, 19, 2000,
+                    fanout=Plan("best_of", 4, scorer="json").fanout())
+    assert guard.check("ana", "cloud", True, 19, 2000,
+                       fanout=Plan("best_of", 3, scorer="json").fanout()) is None
+    with pytest.raises(RateLimitedLocally):  # the three candidates took the minute's three
+        guard.check("ana", "cloud", True, 19, 2000)
+    store.close()
+
+
+def test_best_of_n_to_a_provider_sends_each_candidate_the_shared_limit(outpost_home, tmp_path):
+    """Through the pipeline to a real loopback provider: every candidate's request asks for
+    the share of the quota left, and what the provider reports for the whole turn fits it."""
+    store, service = service_with_daily_quota(tmp_path, 600)
+    with fault_server() as server:
+        cloud = fault_cloud(server.url + "/v1", store)
+        cloud.on_attempt = service.ledger.record
+        server.script([Normal(chunks=('{"a": 1}',), prompt_tokens=20, completion_tokens=150)
+                       for _ in range(3)])
+        pipeline = TurnPipeline(service, FixedEngines(ScriptedEngine(reply("no")), cloud))
+        events = list(pipeline.send("Tell me about the sea.",
+                                    target=TurnTarget(provider="fault", route="cloud",
+                                                      test_time=Plan("best_of", 3,
+                                                                     scorer="json")),
+                                    options=TurnOptions(max_tokens=2000)))
+        requests = server.chat_requests()
+        cloud.close()
+    started = next(e for e in events if isinstance(e, TurnStarted))
+    share = (600 - 3 * started.fit.prompt_tokens) // 3
+    assert len(requests) == 3
+    assert [r.json["max_tokens"] for r in requests] == [share] * 3
+    assert [e.text for e in events if isinstance(e, Notice)] == [
+        f"reply limited to {share} tokens: daily token quota, shared by best of 3 (2,000 "
+        "asked, more than is left)."]
+    assert any(isinstance(e, TurnEnded) for e in events)
+    store.close()
+
+
+def test_retrying_a_failed_turn_checks_the_quota_again(outpost_home, tmp_path):
+    """A retry is a new request: the quota is checked again (what the day used since is in
+    the ledger), and the retry's reply is limited to what is left, or refused."""
+    store, service = service_with_daily_quota(tmp_path, 100)
+    with fault_server() as server:
+        cloud = fault_cloud(server.url + "/v1", store)
+        cloud.on_attempt = service.ledger.record
+        pipeline = TurnPipeline(service, FixedEngines(ScriptedEngine(reply("no")), cloud))
+        target = TurnTarget(provider="fault", route="cloud")
+        server.script([Status(400)])
+        failed = pipeline.prepare("Tell me about the sea.", target=target,
+                                  options=TurnOptions(max_tokens=2000))
+        [ended] = [e for e in failed.run(threading.Event()) if isinstance(e, TurnEnded)]
+        assert ended.outcome.error is not None
+        prompt = failed.turn.fit.prompt_tokens
+        assert failed.turn.request.max_tokens == 100 - prompt  # the day's first request
+        service.ledger.record(attempt("elsewhere", 10, 20))  # another window used 30 since
+        spent = service.ledger.totals(start_of_day(dt.datetime.now()), "ana").cloud_tokens
+        assert spent >= 30
+        retried = pipeline.retry(failed.turn, target=target)
+        assert retried.turn.request.max_tokens == 100 - spent - prompt
+        assert retried.turn.reply_cap == ReplyCap(100 - spent - prompt, 2000,
+                                                  "daily token quota")
+        service.ledger.record(attempt("more", 30, 40))  # the day's quota spent
+        with pytest.raises(QuotaExceeded, match="Daily token quota reached for ana"):
+            pipeline.retry(failed.turn, target=target)
+        cloud.close()
+    store.close()
