@@ -77,7 +77,8 @@ class OutpostApp:
         self.cloud = CloudTargets(self.registry, self.keys, self.cloud_pool, self.connectivity)
         self.monitor = OutboxMonitor(self.settings, self.connectivity, self.service.outbox,
                                      self.cloud, self.tasks, self._watched_providers,
-                                     ledger=self.ledger, keep_unsaved=self.service.keep_unsaved)
+                                     ledger=self.ledger, keep_unsaved=self.service.keep_unsaved,
+                                     quotas=self.service.quotas)
         self.library = ModelLibrary.from_settings(self.settings)
         self.downloads = Downloads(self.library, self.settings, self.connectivity)
         self._flush_timer = flush_timer

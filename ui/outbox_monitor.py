@@ -27,14 +27,14 @@ class OutboxMonitor(QObject):
     outbox_changed = Signal()
 
     def __init__(self, settings, connectivity, outbox, cloud, tasks, watched, parent=None,
-                 ledger=None, keep_unsaved=None):
+                 ledger=None, keep_unsaved=None, quotas=None):
         """``watched()`` -> provider names the current conversation needs (GUI thread)."""
         super().__init__(parent)
         self.settings, self.connectivity, self.outbox = settings, connectivity, outbox
         self.cloud, self.tasks, self.watched = cloud, tasks, watched
         self.sender = OutboxSender(outbox, cloud.fresh_engine, ledger=ledger,
                                    default_route=lambda: settings["default_route"],
-                                   keep_unsaved=keep_unsaved)
+                                   keep_unsaved=keep_unsaved, quotas=quotas)
         self._probing: set[str] = set()
         self._sending = False
         self._cancel = threading.Event()

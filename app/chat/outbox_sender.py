@@ -3,7 +3,10 @@ item's request goes to its provider as a turn of its own (``app.chat.turn.Turn``
 answer is stored as a sibling of the reply the user already has. An answer cut off mid-way is
 kept (marked interrupted) and its item waits to be sent again, as one whose provider is
 unreachable does. An item whose conversation is Local only by now is never sent (it fails with
-``KEPT_LOCAL``)."""
+``KEPT_LOCAL``). The quotas of the profile that asked are checked again when an item goes
+out (a day or a month may have been used up since it was queued): without room, it waits,
+saying why, and so do that profile's later items for the provider; with room for a shorter
+reply, it is sent with max_tokens lowered, as a new message would be."""
 from __future__ import annotations
 
 import dataclasses
@@ -26,6 +29,7 @@ from app.domain.errors import (
 from app.domain.messages import FinishReason, MessageStatus
 from app.domain.routes import FAILOVER_ERRORS, KEPT_LOCAL
 from app.storage.outbox import Outbox, OutboxState, SendReport
+from app.storage.quotas import QuotaExceeded, RateLimitedLocally
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +45,11 @@ class OutboxSender:
     def __init__(self, outbox: Outbox, engine_for: Callable[[str, str | None], object],
                  is_unreachable: Callable[[Exception], bool] | None = None, ledger=None,
                  default_route: Callable[[], str] = lambda: "auto",
-                 keep_unsaved: Callable[[Turn], None] | None = None):
+                 keep_unsaved: Callable[[Turn], None] | None = None, quotas=None):
         """``keep_unsaved``: ``ChatService.keep_unsaved`` (an answer whose final write failed
-        is kept and written later, and its item counts as sent)."""
+        is kept and written later, and its item counts as sent); ``quotas``: the
+        ``app.storage.quotas.QuotaGuard`` checked again for each item sent."""
+        self.quotas = quotas
         self.outbox = outbox
         self.keep_unsaved = keep_unsaved
         self.kept: list[tuple[int, Turn]] = []  # (item id, its turn) whose answer is kept
@@ -64,6 +70,8 @@ class OutboxSender:
             self.outbox.recover()
             blocked: dict[str, int] = {}  # provider -> its first item that could not go
             busy: set[str] = set()  # providers another process is sending to right now
+            # (provider, profile) -> that profile's first item a quota of its holds back
+            held: dict[tuple[str, str | None], int] = {}
             for item in self.outbox.pending():
                 if item.state is OutboxState.SENDING:
                     # another live process is sending it: its provider's later items wait, so
@@ -82,6 +90,11 @@ class OutboxSender:
                 except UsageError:  # its question is gone (salvaged without it): not sent,
                     self.outbox._finish(item.id, OutboxState.CANCELLED,  # and no pass stops
                                         "its message is gone: nothing to send")
+                    continue
+                owner = self.outbox.store.get_conversation(item.conversation_id).profile
+                if (item.provider, owner) in held:  # its profile's earlier item waits
+                    report.waiting.append(item)
+                    report.behind[item.id] = held[(item.provider, owner)]
                     continue
                 if self.stays_here(item):  # made Local only since it was queued: never sent
                     kept = self.outbox.keep_local(item.id)
@@ -103,25 +116,39 @@ class OutboxSender:
                     busy.add(item.provider)
                     report.elsewhere.append(self.outbox.get(item.id))
                     continue
-                owner = self.outbox.store.get_conversation(item.conversation_id).profile
                 # the provider is told the asker's pseudonym (an item queued before that was
                 # so kept the name in its request), the same idempotency key as ever
                 request = dataclasses.replace(item.request, user=provider_user(
                     owner or default_user_id(Settings())))
+                engine, error, cap = None, None, None
+                try:
+                    engine = self.engine_for(item.provider, item.model)
+                    request, cap = self._within_quota(owner, item, request, engine)
+                except (QuotaExceeded, RateLimitedLocally) as exc:  # not now: it waits
+                    engine.close()
+                    held[(item.provider, owner)] = item.id
+                    report.waiting.append(self.outbox.release(item.id, str(exc)))
+                    continue
+                except OutpostError as exc:  # no key, no such provider: settled below
+                    error = exc
+                except BaseException:
+                    self.outbox._finish(item.id, OutboxState.QUEUED, "interrupted")
+                    if engine is not None:
+                        engine.close()
+                    raise
                 # the answer stands beside the reply given meanwhile (a sibling)
                 turn = Turn(self.outbox.store, item.conversation_id, item.user_message_id,
-                            request, ledger=self.ledger, activate="beside")
+                            request, ledger=self.ledger, activate="beside", reply_cap=cap)
                 if self.ledger is not None:  # filed under the profile that asked, not the
                     # one signed in when it goes out
                     self.ledger.note_turn(item.request.idempotency_key, route="cloud",
                                           profile=owner, conversation_id=item.conversation_id)
-                engine, error = None, None
                 try:
-                    engine = self.engine_for(item.provider, item.model)
-                    for _ in turn.run(engine, cancel, route_reason=(
-                            f"queued in the outbox at {_hhmm(item.created_at)} while "
-                            f"{item.provider} was unreachable; sent when it was back")):
-                        pass
+                    if error is None:
+                        for _ in turn.run(engine, cancel, route_reason=(
+                                f"queued in the outbox at {_hhmm(item.created_at)} while "
+                                f"{item.provider} was unreachable; sent when it was back")):
+                            pass
                 except OutpostError as exc:
                     error = exc
                 except BaseException:
@@ -141,6 +168,22 @@ class OutboxSender:
                     # puts it back in the queue (its writer gone)
         return report
 
+
+    def _within_quota(self, owner: str | None, item, request, engine):
+        """(the request as it may go, the ReplyCap or None): the asker's quotas checked
+        again now, on the conversation's route; QuotaExceeded / RateLimitedLocally when it
+        may not go yet."""
+        if self.quotas is None or owner is None:
+            return request, None
+        prompt_tokens, _ = engine.count_prompt(list(request.messages))
+        route = self.outbox.store.get_conversation(item.conversation_id).route or \
+            self.default_route()
+        cap = self.quotas.check(owner, route, True, prompt_tokens, request.max_tokens,
+                                price_known=engine.price_known, model=request.model,
+                                price=engine.price)
+        if cap is not None:
+            request = dataclasses.replace(request, max_tokens=cap.max_tokens)
+        return request, cap
 
     def stays_here(self, item) -> bool:
         """Is the item's conversation Local only now (its own route, else the default)? Then

@@ -225,6 +225,16 @@ class Outbox:
                  OutboxState.QUEUED.value]).rowcount
         return self.get(item_id) if changed else None
 
+    def release(self, item_id: int, why: str) -> OutboxItem:
+        """``sending`` -> ``queued`` without sending, saying ``why`` (a quota of its profile
+        that has no room now): the claim is undone, so it is not counted as an attempt."""
+        with self.store.transaction() as db:
+            db.execute("update outbox set state = ?, writer = null, last_error = ?, "
+                       "attempts = max(attempts - 1, 0), updated_at = ? where id = ? and "
+                       "state = ?", [OutboxState.QUEUED.value, why, now_iso(), item_id,
+                                     OutboxState.SENDING.value])
+        return self.get(item_id)
+
     def _finish(self, item_id: int, state: OutboxState, error: str | None = None,
                 answer_message_id: str | None = None) -> None:
         with self.store.transaction() as db:

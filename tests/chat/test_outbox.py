@@ -812,3 +812,55 @@ def test_an_item_whose_question_was_deleted_is_not_retried_nor_sent(tmp_path):
     assert asked == ["Keep this"] and [i.id for i, _ in report.sent] == [kept.id]
     assert outbox.get(gone.id).state is OutboxState.CANCELLED
     store.close()
+
+
+def test_an_item_goes_out_only_within_its_profiles_quota_now(tmp_path):
+    """The quotas are checked again when an item goes out: the day may have been used up
+    since it was queued. Without room it waits, saying why (not counted as an attempt), and so
+    does that profile's next item for the provider; another profile's item still goes. With
+    room for a shorter reply, it is sent with max_tokens lowered."""
+    from app.storage.ledger import UsageLedger  # (only this test meters)
+    from app.storage.profiles import Profile
+    from app.storage.quotas import QuotaBook, QuotaGuard
+    from engines.http_policy import AttemptRecord
+
+    store = Store(tmp_path / "outpost.db")
+    book = QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json")
+    book.set("ana", "cloud_tokens_per_day", 1000, by=Profile("admin", is_admin=True))
+    ledger = UsageLedger(store, "ana")
+    guard = QuotaGuard(book, ledger)
+
+    def queue_as(profile: str, prompt: str) -> OutboxItem:
+        service = ChatService(store, Settings(), ledger=ledger, quotas=guard, profile=profile)
+        turn = service.start_turn(prompt, model="test-model", effective_route="cloud",
+                                  options=TurnOptions(max_tokens=400, temperature=0.0))
+        return service.queue_for_later(turn, "fault", None)
+
+    first, second = queue_as("ana", "First question?"), queue_as("ana", "Second question?")
+    other = queue_as("bob", "Bob's question?")
+    ledger.record(AttemptRecord(attempt=1, status=200, latency_ms=1.0, error_kind=None,
+                                idempotency_key="elsewhere", provider="fault",
+                                model="test-model", kind="openai", prompt_tokens=500,
+                                completion_tokens=490))  # ana used 990 of 1,000 since
+    with fault_server() as server:
+        sender = OutboxSender(Outbox(store), lambda name, model: fast_cloud(
+            server.url + "/v1", store), ledger=ledger, quotas=guard)
+        report = sender.send()
+        assert [i.id for i, _ in report.sent] == [other.id]
+        assert [r.json["messages"][-1]["content"] for r in server.chat_requests()] == \
+            ["Bob's question?"]
+        assert [i.id for i in report.waiting] == [first.id, second.id]
+        assert report.behind == {second.id: first.id}
+        waiting = Outbox(store).get(first.id)
+        assert waiting.state is OutboxState.QUEUED and waiting.attempts == 0
+        assert waiting.last_error.startswith("Daily token quota reached for ana: 990 of 1,000")
+
+        book.set("ana", "cloud_tokens_per_day", 1100, by=Profile("admin", is_admin=True))
+        report = sender.send(only=first.id)  # room for the prompt and a shorter reply
+        [sent] = server.chat_requests()[1:]
+        assert [i.id for i, _ in report.sent] == [first.id]
+        assert 16 <= sent.json["max_tokens"] < 400
+        answer = report.sent[0][1]
+        assert answer.params["reply_cap"]["limit"] == "daily token quota"
+        assert answer.params["max_tokens"] == sent.json["max_tokens"]
+    store.close()

@@ -68,7 +68,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                                                                          service.ledger.record),
                               ledger=service.ledger,
                               default_route=lambda: settings["default_route"],
-                              keep_unsaved=service.keep_unsaved)
+                              keep_unsaved=service.keep_unsaved, quotas=service.quotas)
         if args.id is not None and outbox.get(args.id).state is not OutboxState.QUEUED:
             raise UsageError(f"Outbox item {args.id} is {outbox.get(args.id).state.value}, "
                              "not queued.")
