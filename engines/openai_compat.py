@@ -3,6 +3,7 @@ vLLM, llama.cpp's server and LM Studio all speak it (presets in ``app.config.pro
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 
 from app.config.provider_facts import note_refuses_json_schema, refuses_json_schema
@@ -74,6 +75,8 @@ class OpenAICompatEngine(CloudEngine):
             body["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": "reply", "schema": schema, "strict": strict_ok(schema)}} \
                 if schema else {"type": "json_object"}
+            if not schema:
+                body["messages"] = json_object_messages(body["messages"], rf.get("schema"))
         key = "max_completion_tokens" if _COMPLETION_TOKENS_MODELS.match(self.model) \
             else "max_tokens"
         body[key] = max_tokens
@@ -144,3 +147,22 @@ def _count(value) -> int | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         return None
     return int(value) if isinstance(value, int) or value.is_integer() else None
+
+
+JSON_INSTRUCTION = "Reply with a JSON object."
+
+
+def json_object_messages(messages: list[dict], schema: dict | None) -> list[dict]:
+    """The messages of a ``json_object`` request: OpenAI refuses JSON mode (HTTP 400) unless
+    the word "JSON" is in the messages, and a model told nothing may write a wall of
+    whitespace until max_tokens. When no message says JSON, the system message (a new one if
+    there is none) gains ``JSON_INSTRUCTION``; with a schema the server would not take as
+    ``json_schema``, the schema too, so the model still knows the shape."""
+    wanted = JSON_INSTRUCTION if schema is None else \
+        f"Reply with a JSON object matching this JSON Schema: {json.dumps(schema)}"
+    if schema is None and any("json" in str(m.get("content", "")).lower() for m in messages):
+        return messages
+    if messages and messages[0].get("role") == "system":
+        first = dict(messages[0], content=f"{messages[0]['content']}\n\n{wanted}".lstrip())
+        return [first, *messages[1:]]
+    return [{"role": "system", "content": wanted}, *messages]

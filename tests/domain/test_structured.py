@@ -161,6 +161,60 @@ def test_each_wire_format_gets_its_structured_request(service, wire):
     assert message.output_check["valid"] and json.loads(message.content)["age"] == 36
 
 
+def test_json_mode_says_json_in_the_messages_as_openai_requires(service):
+    """OpenAI refuses ``json_object`` unless a message says "JSON" (HTTP 400, "'messages'
+    must contain the word 'json' in some form"): the fault server enforces that rule, as
+    OpenAI does. JSON mode with no schema gets the instruction in the system message;
+    messages that already say JSON go as they are; a schema the server would not take as
+    json_schema goes in the instruction."""
+    from tests.fault_server import Custom, Status
+
+    def openai_rule(reply):
+        def answer(ex):
+            said = " ".join(str(m.get("content")) for m in ex.request.json["messages"])
+            if ex.request.json.get("response_format", {}).get("type") == "json_object" and \
+                    "json" not in said.lower():
+                Status(400, message="'messages' must contain the word 'json' in some form, "
+                                    "to use 'response_format' of type 'json_object'.").stream(ex)
+            else:
+                text_reply(reply).stream(ex)
+        return Custom(fn=answer)
+
+    def ask(prompt, system=None):
+        options = TurnOptions(json_mode=True, system_prompt=system)
+        turn = service.start_turn(prompt, model="m", options=options)
+        list(turn.run(engine, threading.Event()))
+        return service.store.get_message(turn.assistant_message_id)
+
+    with fault_server() as server:
+        engine = wire_engine("openai", server.url)
+        server.script([openai_rule('{"name": "Ada"}') for _ in range(3)])
+        try:
+            plain = ask("Give me a person.")
+            kept = ask("Give me a person.", system="You are terse.")
+            said = ask("Give me a person as json.")
+        finally:
+            engine.close()
+        bodies = [r.json for r in server.chat_requests()]
+    assert [m.status.value for m in (plain, kept, said)] == ["complete"] * 3
+    assert bodies[0]["messages"][0]["content"].endswith("\n\nReply with a JSON object.")
+    assert bodies[1]["messages"][0] == {"role": "system",
+                                        "content": "You are terse.\n\nReply with a JSON object."}
+    assert "Reply with a JSON object" not in json.dumps(bodies[2]["messages"])
+
+
+def test_a_schema_sent_as_json_object_is_told_to_the_model(service):
+    from engines.openai_compat import json_object_messages
+
+    told = json_object_messages([{"role": "user", "content": "Who? (JSON)"}], PERSON)
+    assert told[0] == {"role": "system", "content": "Reply with a JSON object matching this "
+                                                    f"JSON Schema: {json.dumps(PERSON)}"}
+    assert told[1:] == [{"role": "user", "content": "Who? (JSON)"}]
+    assert json_object_messages([{"role": "user", "content": "Who?"}], None) == [
+        {"role": "system", "content": "Reply with a JSON object."},
+        {"role": "user", "content": "Who?"}]
+
+
 def text_reply(text):
     from tests.fault_server import Normal
 
