@@ -191,6 +191,20 @@ def _read_body(reader: _Reader, path: Path, file_size: int) -> GGUFInfo:
     return info
 
 
+def read_model(path: str | Path) -> GGUFInfo:
+    """Read a model file's header (``read_gguf``), refusing a LoRA adapter: llama.cpp would
+    say only that it failed to load it."""
+    info = read_gguf(path)
+    if info.metadata.get("general.type") == "adapter":
+        fits = info.metadata.get("general.architecture")
+        raise ModelInvalid(f"{Path(path).name} is a LoRA adapter (its GGUF header says "
+                           "general.type = adapter), not a model: attach it to "
+                           + (f"a {fits} model" if fits else "the model it was made for")
+                           + f" with `--lora {path}` (in the window: the Sampling panel's LoRA "
+                           "adapters).", str(path))
+    return info
+
+
 def read_lora(path: str | Path) -> GGUFInfo:
     """Read a LoRA adapter file's header, checked to be one (``general.type = adapter``, of
     the LoRA kind): raise ModelNotFound / ModelInvalid naming the problem in an adapter's

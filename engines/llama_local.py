@@ -63,7 +63,7 @@ from app.domain.sampling import sent_params
 from engines.base import EngineBase, EngineCapabilities, EngineInfo
 from engines.chat_format import ChatFormatter
 from engines.cpu_budget import CpuBudget, physical_cores, prepare_openmp
-from engines.gguf import GGUFInfo, read_gguf, read_lora
+from engines.gguf import GGUFInfo, read_lora, read_model
 from engines.http_policy import AttemptRecord
 from engines.kv_store import common_prefix
 from engines.llama_kv_resume import SavedPrefixes
@@ -154,7 +154,7 @@ class LocalEngine(SavedPrefixes, EngineBase):
         self.settings = settings or LoadSettings()
         # the usage ledger: one engines.http_policy.AttemptRecord per reply, like cloud engines
         self.on_attempt = on_attempt
-        self.gguf: GGUFInfo = read_gguf(model_path)  # fails fast, naming the file and problem
+        self.gguf: GGUFInfo = read_model(model_path)  # fails fast, naming the file and problem
         self.path = self.gguf.path
         options = self.settings.options
         meta = self.gguf.metadata

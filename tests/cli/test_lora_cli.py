@@ -112,3 +112,14 @@ def test_a_preset_can_attach_a_lora(outpost_home, adapter):
     assert proc.returncode == 0, proc.stderr
     _, (reply,) = replies(outpost_home)
     assert reply.params["lora"][0]["scale"] == 0.25
+
+
+def test_an_adapter_given_as_the_model_is_refused_saying_how_to_attach_it(outpost_home,
+                                                                          adapter):
+    """llama.cpp only says "Failed to load model from file": the header says what it is."""
+    refused = cli("ask", "hi", "--model", str(adapter))
+    assert refused.returncode == 3
+    said = assert_one_sentence(refused.stderr)
+    assert "style.gguf is a LoRA adapter (its GGUF header says general.type = adapter), " \
+           "not a model: attach it to a llama model with `--lora " in said
+    assert_nothing_stored(outpost_home)
