@@ -65,6 +65,7 @@ from app.domain.messages import (
     cancel_reason,
     estimate_tokens,
 )
+from app.domain.sampling import StopScanner, unsent_stops
 from app.domain.secrets_mask import SecretMask, remember
 from engines import network_guard
 from engines.base import EngineBase, EngineCapabilities, EngineInfo
@@ -434,6 +435,9 @@ class CloudEngine(EngineBase):
         chunks = response.iter_bytes()
         secrets = self.secrets()
         masked = secrets.stream()  # the key, even split across deltas, never reaches the caller
+        # stop sequences beyond what the provider takes (OpenAI: 4) end the reply here
+        extra_stops = unsent_stops(self.config.kind, request.stop)
+        stops = StopScanner(extra_stops) if extra_stops else None
         try:
             for chunk in chunks:
                 for event in decoder.feed(chunk):
@@ -444,11 +448,15 @@ class CloudEngine(EngineBase):
                         last_at = now
                         watchdog.got_text = True
                         shown = masked.feed(text)
+                        if stops is not None:
+                            shown = stops.feed(shown)
+                            if stops.hit:  # the reply ends there, as at a stop it was sent
+                                state.finish_reason = FinishReason.STOP
                         if shown:
                             yield TextDelta(shown)
-                    if state.error is not None or state.done:
+                    if state.error is not None or state.done or stops is not None and stops.hit:
                         break
-                if state.error is not None or state.done:
+                if state.error is not None or state.done or stops is not None and stops.hit:
                     break
             if state.done and watchdog.fired is None:
                 watchdog.drain_until = time.monotonic() + DRAIN_S
@@ -463,6 +471,8 @@ class CloudEngine(EngineBase):
             failure = ConnectionFailed(_with_detail(
                 f"The connection to {self.config.name} {said} during the reply", _os_words(exc)))
         rest = masked.flush()
+        if stops is not None:
+            rest = stops.feed(rest) + stops.flush()
         if rest:
             yield TextDelta(rest)
         # a reply whose stop reason arrived is complete: what was still to come (the terminal

@@ -228,6 +228,45 @@ def sent_otherwise(kind: str, temperature: float | None, top_p: float | None
     return said
 
 
+# stop sequences a provider takes at most (OpenAI: 4); Outpost watches for the rest itself
+PROVIDER_MAX_STOPS = {"openai": 4}
+
+
+def unsent_stops(kind: str, stops) -> tuple[str, ...]:
+    """The stop sequences an engine of ``kind`` cannot send: the engine ends the reply at them
+    itself (``StopScanner``)."""
+    return tuple(stops or ())[PROVIDER_MAX_STOPS.get(kind, MAX_STOPS):]
+
+
+class StopScanner:
+    """Ends streamed text at the first of ``stops``, as a provider ends it at a stop sequence
+    it was sent (the stop itself not shown). ``feed`` returns the text that can be shown so
+    far, holding back what may be the start of a stop split across deltas; ``hit`` once a stop
+    was found (nothing after it is shown); ``flush`` the held-back rest at the end."""
+
+    def __init__(self, stops):
+        self.stops = tuple(s for s in stops if s)
+        self._held = ""
+        self.hit = False
+        self._keep = max((len(s) for s in self.stops), default=1) - 1
+
+    def feed(self, text: str) -> str:
+        if self.hit:
+            return ""
+        held = self._held + text
+        found = [i for i in (held.find(s) for s in self.stops) if i >= 0]
+        if found:
+            self.hit, self._held = True, ""
+            return held[:min(found)]
+        cut = max(len(held) - self._keep, 0)
+        self._held = held[cut:]
+        return held[:cut]
+
+    def flush(self) -> str:
+        rest, self._held = self._held, ""
+        return "" if self.hit else rest
+
+
 def sent_params(kind: str, request) -> dict:
     """The knobs of ``request`` an engine of ``kind`` sends (or, locally, applies): what the
     assistant message records. Engines build their payloads from this, so it cannot drift."""
@@ -237,9 +276,7 @@ def sent_params(kind: str, request) -> dict:
             continue
         value = getattr(request, name, None)
         if name == "stop":
-            value = list(value or ())
-            if kind == "openai":
-                value = value[:4]
+            value = list(value or ())[:PROVIDER_MAX_STOPS.get(kind, MAX_STOPS)]
             if not value:
                 continue
         if value is None:

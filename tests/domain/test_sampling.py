@@ -282,3 +282,20 @@ def test_cli_seed_random_is_accepted_and_draws_a_seed(outpost_home):
     assert bad.returncode == 2
     assert bad.stderr.strip() == ("outpost: --seed must be a whole number or 'random', got "
                                   "'none'.")
+
+
+def test_the_stop_scanner_holds_back_only_what_may_start_a_stop():
+    from app.domain.sampling import StopScanner, unsent_stops
+
+    assert unsent_stops("openai", ("a", "b", "c", "d", "e", "f")) == ("e", "f")
+    assert unsent_stops("anthropic", ("a", "b", "c", "d", "e")) == ()
+    scanner = StopScanner(("END", "\n\n"))
+    assert scanner.feed("one") == "o"  # "ne" may be the start of END
+    assert scanner.feed(" two E") == "ne two"
+    assert scanner.feed("N") == " "
+    assert scanner.feed("Dless") == "" and scanner.hit
+    assert scanner.feed("more") == "" and scanner.flush() == ""
+    quiet = StopScanner(("END",))
+    assert quiet.feed("no stop here") + quiet.flush() == "no stop here"
+    first = StopScanner(("xyz", "b"))
+    assert first.feed("abcxyz") == "a"  # the earliest stop wins

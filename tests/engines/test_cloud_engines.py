@@ -221,6 +221,24 @@ def test_openai_payload_maps_every_parameter(server):
     }  # top_k is not an OpenAI parameter: not sent
 
 
+def test_stop_sequences_beyond_openais_four_end_the_reply_in_outpost(server):
+    """OpenAI takes at most 4 stop sequences: the first 4 are sent, and Outpost ends the reply
+    at the others itself (split across deltas too), as the provider would: the stop is not
+    shown, the reply is complete (stopped), and nothing after it reaches the caller."""
+    built = build("openai", server.url)
+    server.script([Normal(chunks=("Apples, pears", ", plu", "ms and", " more fruit"))])
+    stops = ("a1", "b2", "c3", "d4", ", plums")
+    _, reply = built.run(make_request(stop=stops))
+    assert server.requests[0].json["stop"] == ["a1", "b2", "c3", "d4"]
+    assert reply.text == "Apples, pears"
+    assert reply.finish.reason is FinishReason.STOP
+    server.script([Normal(chunks=("No stop ", "in thi", "s one."))])
+    _, whole = built.run(make_request(stop=stops))
+    built.engine.close()
+    assert whole.text == "No stop in this one."
+    assert whole.finish.reason is FinishReason.STOP
+
+
 def test_openai_optional_parameters_are_not_sent_when_unset(server):
     built = build("openai", server.url)
     built.run(make_request())
