@@ -141,10 +141,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # a reader that left shows up here, not at interpreter exit
         return code
     except OutpostError as exc:
+        sys.stderr.write(f"outpost: {exc}\n")
         if getattr(args, "json", False) and args.command in ("ask", "regenerate") and \
                 not isinstance(exc, Cancelled):  # a stop ends with finished(cancelled)
-            emit({"event": "error", "kind": exc.kind, "message": str(exc)})
-        sys.stderr.write(f"outpost: {exc}\n")
+            try:
+                emit({"event": "error", "kind": exc.kind, "message": str(exc)})
+                sys.stdout.flush()
+            except BrokenPipeError:  # the reader left before the error event: as below
+                return _reader_left()
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("outpost: stopped.\n")
@@ -157,9 +161,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "variable or a file name) is not valid UTF-8.\n")
         return 2
     except BrokenPipeError:  # `outpost usage | head`: the reader left; not a bug
+        return _reader_left()
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+
+def _reader_left() -> int:
+    """Exit 141 (as a shell reports SIGPIPE) once the reader of stdout went away; what is
+    still buffered for it goes nowhere instead of failing again at exit."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 141
 
 
 if __name__ == "__main__":

@@ -398,6 +398,19 @@ def test_a_reader_that_goes_away_is_not_a_crash(outpost_home):
     assert proc.returncode == 141 and b"Traceback" not in err
 
 
+def test_a_reader_that_goes_away_before_ask_json_fails_is_not_a_crash(outpost_home):
+    """`ask --json … | head -c 600`, the reader gone, and then the turn fails: its error
+    event meets the closed pipe inside the error handler (it was a traceback and exit 1)."""
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "ask", "Hello", "--provider",
+                             "nowhere", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    proc.stdout.close()  # the reader left before the error
+    _, err = proc.communicate(timeout=60)
+    assert b"Traceback" not in err, err.decode()
+    assert proc.returncode == 141
+    assert b"nowhere" in err  # what went wrong is still said
+
+
 def test_ask_says_each_failed_cloud_attempt_as_it_fails(outpost_home):
     """Retries are not silence: each failed attempt is a line on stderr as it fails, then the
     reply comes (Cloud only, two 5xx, then an answer)."""
