@@ -499,7 +499,11 @@ class CloudEngine(EngineBase):
             failure = StreamInterrupted(f"The stream from {self.config.name} ended before the "
                                         "reply was finished.", state.text)
         secrets.scrub_error(failure)  # an error event or a library message may quote the key
-        self._record(attempt, started, response.status_code, failure,
+        # a connection that broke after text came was not a failure to connect: logged as the
+        # interrupted stream it is (a timeout stays a timeout)
+        logged = StreamInterrupted(str(failure), state.text, cause=failure) \
+            if state.text and isinstance(failure, ConnectionFailed) else failure
+        self._record(attempt, started, response.status_code, logged,
                      getattr(watchdog.cancel, "outcome", None) if failure is None else None,
                      self._usage(request, state) if failure is None or state.text else None,
                      _ms(first_at, turn_started))

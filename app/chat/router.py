@@ -33,7 +33,7 @@ from typing import Callable, Iterator
 from app.accounting.pricing import Price
 from app.chat.connectivity import Connectivity, LinkState
 from app.domain.context import fit_messages
-from app.domain.errors import OutpostError, StreamInterrupted, kind_words
+from app.domain.errors import OutpostError, StreamInterrupted, break_kind, kind_words
 from app.domain.messages import (
     CancelWithReason,
     ChatRequest,
@@ -366,7 +366,7 @@ class RoutedEngine(EngineBase):
                     if self.connectivity is not None:
                         self.connectivity.record(name, event.error.kind)
                     reason = (f"{name} stream broke after {len(text)} characters "
-                              f"({kind_words(event.error.kind)}): continued locally")
+                              f"({kind_words(break_kind(event.error))}): continued locally")
                     # the reply's token budget is shared: the local part gets what is left
                     continuation = dataclasses.replace(
                         request, assistant_prefix=request.assistant_prefix + text,
@@ -393,7 +393,7 @@ class RoutedEngine(EngineBase):
         name = self.cloud.info.engine
         self.answered = self.cloud.info
         self.reason = (f"{name} stream broke after {offset} characters "
-                       f"({kind_words(cloud_error.kind)}); the local model could not go on")
+                       f"({kind_words(break_kind(cloud_error))}); the local model could not go on")
         said = str(cloud_error).rstrip(".")
         return StreamInterrupted(f"{said}. The local model could not go on from there: {why}",
                                  cause=getattr(cloud_error, "cause", None) or cloud_error)

@@ -273,6 +273,16 @@ class Cancelled(OutpostError):
         super().__init__(message)
 
 
+def break_kind(error: OutpostError) -> str:
+    """Why a stream broke off after some text, as a kind: a timeout or a garbled stream says
+    so (its cause); a connection that broke is ``stream_interrupted`` ("the connection
+    broke"), never "could not connect"."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, OutpostError) and cause.kind not in ("connection_failed", "error"):
+        return cause.kind
+    return "stream_interrupted" if error.kind == "connection_failed" else error.kind
+
+
 # Every ``kind`` above in words a user reads in a footer, a tooltip or a route reason
 # ("openai failed before answering (could not connect)"); the kinds themselves stay stable,
 # machine-readable names for the CLI's JSON and the usage ledger.

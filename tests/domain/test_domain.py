@@ -159,3 +159,44 @@ def test_a_stored_reason_with_a_kind_reads_in_words():
                                           "answered locally")
     assert with_kind_words("x stream broke (timeout)") == "x stream broke (timed out)"
     assert with_kind_words("kept (as_is) and (free)") == "kept (as_is) and (free)"
+
+
+def test_a_stream_that_broke_after_text_is_said_as_what_broke_it():
+    """A connection that broke mid-answer was "could not connect"; a timeout wrapped as an
+    interrupted stream was "the connection broke"."""
+    from app.domain import errors
+    from app.domain.errors import (
+        ConnectionFailed,
+        StreamInterrupted,
+        TimeoutError_,
+        break_kind,
+    )
+
+    dropped = StreamInterrupted("cut", "part", cause=ConnectionFailed("reset"))
+    stalled = StreamInterrupted("cut", "part", cause=TimeoutError_("nothing for 30 s"))
+    assert errors.kind_words(break_kind(dropped)) == "the connection broke"
+    assert errors.kind_words(break_kind(stalled)) == "timed out"
+    assert break_kind(ConnectionFailed("reset")) == "stream_interrupted"
+    assert break_kind(StreamInterrupted("cut", "part")) == "stream_interrupted"
+
+
+def test_a_notice_in_the_middle_of_a_reply_on_a_terminal_starts_a_line():
+    import io
+
+    from app.cli.commands.ask import _ReplyLine
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out, err, line = Terminal(), Terminal(), _ReplyLine()
+    line.wrote("The quick brown fox")
+    line.break_for_notice(out, err)
+    line.break_for_notice(out, err)  # once
+    assert err.getvalue() == "\n" and out.getvalue() == ""
+    line.wrote("jumps.\n")
+    line.break_for_notice(out, err)
+    piped = io.StringIO()  # a reply piped elsewhere: its stream is left exactly as it is
+    line.wrote("half a line")
+    line.break_for_notice(piped, err)
+    assert err.getvalue() == "\n"

@@ -112,10 +112,12 @@ def _render(args: argparse.Namespace, events, save_unsaved=lambda: 0) -> int:
             elif not structured:  # JSON is printed once checked (below)
                 sys.stdout.write(event.text)
                 sys.stdout.flush()
+                REPLY_LINE.wrote(event.text)
         elif isinstance(event, Restart):
             if args.json:
                 emit({"event": "restart", "reason": event.reason})
             else:
+                REPLY_LINE.break_for_notice()
                 sys.stderr.write(f"outpost: {event.reason}\n")
         elif isinstance(event, Seam):
             if args.json:
@@ -128,6 +130,7 @@ def _render(args: argparse.Namespace, events, save_unsaved=lambda: 0) -> int:
                       "cached_prompt_tokens": event.cached_prompt_tokens,
                       "estimated": event.estimated})
         elif isinstance(event, Notice):
+            REPLY_LINE.break_for_notice()
             sys.stderr.write(f"outpost: {event.text}\n")
         elif isinstance(event, TurnEnded):
             if event.outcome.unsaved is not None:  # before anything else is said: stored?
@@ -201,6 +204,29 @@ def _finish(args: argparse.Namespace, outcome: TurnOutcome, structured: bool,
     return 0
 
 
+class _ReplyLine:
+    """Whether the reply printed on a terminal has a line still open: a notice on stderr in
+    the middle of a reply (an attempt that failed, a restart) then starts on a line of its
+    own instead of after the reply's last word. Only stderr gets the line break, and only
+    when both streams are the same kind of terminal: stdout keeps the reply exactly."""
+
+    def __init__(self):
+        self.open = False
+
+    def wrote(self, text: str) -> None:
+        if text:
+            self.open = not text.endswith("\n")
+
+    def break_for_notice(self, out=None, err=None) -> None:
+        out, err = out or sys.stdout, err or sys.stderr
+        if self.open and out.isatty() and err.isatty():
+            err.write("\n")
+        self.open = False
+
+
+REPLY_LINE = _ReplyLine()
+
+
 def _telling_failed_attempts(record, tell: bool):
     """The usage ledger's ``record``, and (``tell``) a line on stderr for each cloud attempt
     that failed, as it fails: a provider that stalls is retried up to three times, each after
@@ -209,6 +235,7 @@ def _telling_failed_attempts(record, tell: bool):
         record(attempt)
         if tell and attempt.error_kind and attempt.provider != "local" and \
                 attempt.outcome not in ("cancelled", "hedge_lost"):
+            REPLY_LINE.break_for_notice()
             sys.stderr.write(f"outpost: {attempt.provider}, attempt {attempt.attempt}: "
                              f"{kind_words(attempt.error_kind)}.\n")
             sys.stderr.flush()
