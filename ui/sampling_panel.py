@@ -9,7 +9,6 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDockWidget,
-    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QInputDialog,
@@ -39,6 +38,7 @@ from app.domain.sampling import (
 from app.domain.test_time import Plan, extractor
 from ui import theme
 from ui.confirm import confirm
+from ui.exact_spin_box import DECIMALS, ExactSpinBox
 from ui.lora_picker import LoraPicker
 from ui.schema_editor import SchemaEditor
 
@@ -55,6 +55,11 @@ _MORE_TIP = {"stop": " One per line. Type \\n for a line break (a stop that hold
 def _tip(knob) -> str:
     """A knob's tooltip in the panel: its meaning, and how its field is typed."""
     return knob.tip + _MORE_TIP.get(knob.name, "")
+
+
+def _value(field):
+    """A number box's value as it is to be sent (a float knob's exactly as it was loaded)."""
+    return field.exact_value() if isinstance(field, ExactSpinBox) else field.value()
 
 
 class SamplingPanel(QDockWidget):
@@ -102,10 +107,10 @@ class SamplingPanel(QDockWidget):
                 field.setRange(int(knob.low), int(knob.high))
                 field.setGroupSeparatorShown(knob.name == "max_tokens")
                 field.valueChanged.connect(self._edited)
-            else:
-                field = QDoubleSpinBox()
-                field.setDecimals(2)
-                field.setRange(knob.low + (0.01 if knob.low_open else 0.0), knob.high)
+            else:  # every value ``check`` accepts that has up to DECIMALS decimals
+                field = ExactSpinBox()
+                field.setRange(knob.low + (10 ** -DECIMALS if knob.low_open else 0.0),
+                               knob.high)
                 field.setSingleStep(_STEPS.get(knob.name, 0.1))
                 field.valueChanged.connect(self._edited)
             field.setToolTip(_tip(knob))
@@ -217,7 +222,7 @@ class SamplingPanel(QDockWidget):
             elif knob.name in self.use and not self.use[knob.name].isChecked():
                 out[knob.name] = None
             else:
-                out[knob.name] = field.value()
+                out[knob.name] = _value(field)
         return out
 
     def options(self):
@@ -401,8 +406,8 @@ class SamplingPanel(QDockWidget):
     def _show_sent_otherwise(self) -> None:
         """Knobs this engine gets otherwise than set (Anthropic: temperature capped at 1, one
         of temperature and Top-p): the one not sent goes grey, each says why."""
-        said = sent_otherwise(self.kind, self.fields["temperature"].value(),
-                              self.fields["top_p"].value())
+        said = sent_otherwise(self.kind, _value(self.fields["temperature"]),
+                              _value(self.fields["top_p"]))
         for name in ("temperature", "top_p"):
             why = said.get(name)
             not_sent = why is not None and "instead" in why
@@ -438,7 +443,7 @@ class SamplingPanel(QDockWidget):
                                        else LOCAL_DEFAULTS.get(name, field.minimum()))
                 return
             if not field.specialValueText():
-                self._held[name] = field.value()
+                self._held[name] = _value(field)
             field.setSpecialValueText(self.unset_text(name))
             field.setValue(field.minimum())
         finally:

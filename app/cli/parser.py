@@ -386,10 +386,9 @@ def _knob_flags(parser: argparse.ArgumentParser) -> None:
             ("repeat_penalty", "--repeat-penalty", float, "F"),
             ("seed", "--seed", str, "N|random")):  # (ask.knob_options reads "random")
         knob = BY_NAME[name]
-        span = f"{knob.low:g}..{knob.high:g}" if knob.kind is float \
-            else f"{int(knob.low)}..{int(knob.high)}"
+        span = knob.span()  # what ``check`` accepts, as its error says it
         knobs.add_argument(flag, dest=name, type=kind, metavar=metavar,
-                           help=f"{span}. {knob.tip}")
+                           help=f"{span[0].upper()}{span[1:]}. {knob.tip}")
     knobs.add_argument("--stop", action="append", default=None, metavar="S",
                        help="stop sequence (repeatable). " + BY_NAME["stop"].tip)
     knobs.add_argument("--preset", metavar="NAME",

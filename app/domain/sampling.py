@@ -25,6 +25,14 @@ class Knob:
     tip: str
     low_open: bool = False  # the low end itself is not allowed (top_p > 0)
 
+    def span(self) -> str:
+        """The values ``check`` accepts, in words ("between 0 and 2", "greater than 0 and at
+        most 1"): its error for a value out of range and the command line's help both say it."""
+        assert self.low is not None and self.high is not None, f"{self.name} has no range"
+        if self.low_open:
+            return f"greater than {_num(self.low)} and at most {_num(self.high)}"
+        return f"between {_num(self.low)} and {_num(self.high)}"
+
 
 KNOBS: tuple[Knob, ...] = (
     Knob("temperature", "Temperature", float, 0.0, 2.0,
@@ -95,10 +103,7 @@ def check(name: str, value, label: str | None = None):
     assert knob.low is not None and knob.high is not None  # every numeric knob has a range
     too_low = value <= knob.low if knob.low_open else value < knob.low
     if too_low or value > knob.high:
-        low = "greater than" if knob.low_open else "between"
-        span = f"{low} {_num(knob.low)} and at most {_num(knob.high)}" if knob.low_open \
-            else f"between {_num(knob.low)} and {_num(knob.high)}"
-        raise UsageError(f"{label or name} must be {span}, got {_num(value)}.")
+        raise UsageError(f"{label or name} must be {knob.span()}, got {_num(value)}.")
     return value
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -178,6 +179,38 @@ def test_cli_knob_flags_preset_and_system_prompt_reach_the_model(outpost_home):
     for flag, value in (("--max-tokens", "0"), ("--max-tokens", "-5"), ("--top-p", "nan")):
         refused = cli("ask", "x", flag, value)  # the flag named as typed, nothing stored
         assert refused.returncode == 2 and refused.stderr.startswith(f"outpost: {flag} must")
+
+
+def test_each_knobs_help_says_the_range_its_check_accepts():
+    """`outpost ask --help` gives each knob's range as ``check`` has it: Top-p and the repeat
+    penalty refuse 0 ("must be greater than 0 and at most 1"), so their help does not say
+    "0..1" / "0..2"; every other range includes both ends, and says so."""
+    import argparse
+
+    from app.cli.parser import build_parser
+    from app.domain.sampling import BY_NAME
+
+    [commands] = [action for action in build_parser()._actions
+                  if isinstance(action, argparse._SubParsersAction)]
+    helps = {action.dest: action.help for action in commands.choices["ask"]._actions
+             if action.dest in BY_NAME}
+    assert set(helps) == set(KNOB_NAMES)
+    assert helps["top_p"].startswith("Greater than 0 and at most 1. ")  # it said "0..1"
+    assert helps["repeat_penalty"].startswith("Greater than 0 and at most 2. ")  # "0..2"
+    assert helps["temperature"].startswith("Between 0 and 2. ")
+    for name, text in helps.items():
+        knob = BY_NAME[name]
+        if knob.kind is list:
+            continue
+        words = "Greater than" if knob.low_open else "Between"
+        assert text.startswith(f"{words} {knob.low:g} and "), (name, text)
+        with pytest.raises(UsageError, match=re.escape(knob.span())):  # the same words
+            check(name, knob.high + 1)
+        if knob.low_open:
+            with pytest.raises(UsageError):
+                check(name, knob.low)
+        else:
+            assert check(name, knob.low) == knob.low and check(name, knob.high) == knob.high
 
 
 def test_stop_sequences_survive_the_panels_lines_exactly():

@@ -362,6 +362,39 @@ def _conversation_with(scripted, **sampling):
     return conversation
 
 
+def test_knobs_finer_than_two_decimals_are_shown_and_sent_as_stored(qtbot, scripted,
+                                                                    scripted_engine):
+    """A conversation from `outpost ask --min-p 0.025 --top-p 0.925 --repeat-penalty 1.025
+    --temperature 0.655`, opened in the window: the panel shows those values and the next turn
+    sends them as stored (the boxes rounded each to 2 decimals, 0.03, 0.93, 1.02, 0.66, and sent
+    that). A value with more decimals than a box shows is still sent exactly; one typed with
+    three or four decimals is kept as typed."""
+    panel = scripted.window.sampling
+    knobs = {"temperature": 0.655, "top_p": 0.925, "min_p": 0.025, "repeat_penalty": 1.025,
+             "presence_penalty": 0.1 + 0.2}  # 0.30000000000000004: more than a box shows
+    conversation = _conversation_with(scripted, **knobs)
+    assert {name: panel.fields[name].text() for name in knobs} == {
+        "temperature": "0.655", "top_p": "0.925", "min_p": "0.025", "repeat_penalty": "1.025",
+        "presence_penalty": "0.3"}
+    assert {name: panel.values()[name] for name in knobs} == knobs
+    scripted_engine.script(known_reply("Teal", "."))
+    send(qtbot, scripted, "And another?")
+    sent = scripted_engine.requests[-1]
+    assert {name: getattr(sent, name) for name in knobs} == knobs
+    reply = scripted.store.messages(conversation.id)[-1]
+    assert {name: reply.params[name] for name in knobs} == knobs  # (history show --json)
+    assert {name: scripted.store.get_conversation(conversation.id).sampling[name]
+            for name in knobs} == knobs
+
+    field = panel.fields["min_p"]  # typed: kept as typed, with the conversation
+    field.lineEdit().selectAll()
+    qtbot.keyClicks(field.lineEdit(), "0.0125")
+    assert field.text() == "0.0125" and panel.values()["min_p"] == 0.0125
+    assert scripted.store.get_conversation(conversation.id).sampling["min_p"] == 0.0125
+    panel.fields["presence_penalty"].stepBy(1)  # changed by the user: the box's own value
+    assert panel.values()["presence_penalty"] == 0.4
+
+
 def test_a_stop_with_a_line_break_is_shown_escaped_and_sent(qtbot, scripted, scripted_engine):
     """A stop of "\\n" (from `ask --stop $'\\n'`) shows as the two characters \\n and is sent
     with the next turn from the window (it showed nothing and was dropped); typing \\n, \\t
