@@ -166,5 +166,7 @@ def test_cli_offline_switch_overrides_routes_and_says_so(outpost_home):
     only_cloud = cli("ask", "Say hi", "--provider", "down", "--route", "cloud")
     assert only_cloud.returncode == 4 and "Queued in the outbox as item 1" in only_cloud.stderr
     conversation = json.loads(cli("history", "list", "--json").stdout)[0]["id"]
-    again = cli("ask", "And now?", "--conversation", conversation)  # Cloud only, no provider
-    assert again.returncode == 2 and "--provider NAME" in again.stderr
+    again = cli("ask", "And now?", "--conversation", conversation)  # Cloud only: the provider
+    assert again.returncode == 4 and "Queued in the outbox as item 2" in again.stderr  # it kept
+    nobody = cli("ask", "Say hi", "--route", "cloud")  # Cloud only, no provider given or kept
+    assert nobody.returncode == 2 and "--provider NAME" in nobody.stderr

@@ -72,6 +72,28 @@ def test_pinning_and_the_remembered_provider(qtbot, scripted, scripted_engine):
     assert "answered by far · m-special" in tip
 
 
+def test_a_chat_started_by_ask_opens_with_its_provider(qtbot, scripted, monkeypatch):
+    """`outpost ask "Hello there" --provider far` (in process, against a fault server), then
+    the chat opened in the window: the pickers switch to far, so the next message goes there
+    (they stayed on "None (local model only)": ask stored no target)."""
+    from app import cli
+    from tests.fault_server import fault_server
+
+    window = scripted.window
+    monkeypatch.setattr("signal.signal", lambda *args: None)  # (ask's Ctrl+C, not pytest's)
+    with fault_server() as server:
+        scripted.registry.add(ProviderConfig("far", "openai", server.url + "/v1", "test-model"))
+        window.target_picker.refresh()
+        assert window.target_picker.target() == "local"
+        assert cli.main(["ask", "Hello there", "--provider", "far"]) == 0
+        assert len(server.chat_requests()) == 1
+        window.refresh_sidebar()
+        [conversation] = scripted.store.list_conversations(window.profile_name)
+        window._on_conversation_selected(conversation.id)
+        assert window.target_picker.target() == "provider:far"
+        assert window.controller.provider == "far"
+
+
 def test_deleting_a_conversation_is_asked_with_cancel_as_the_default(qtbot, monkeypatch):
     """Del (or the context menu) asks first, with buttons that say what they do, and Enter on
     that question keeps the conversation: Cancel is the default; only Delete deletes."""

@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 import time
+from typing import Callable
 
 from app.chat.pipeline import (
     Notice,
@@ -18,17 +19,26 @@ from app.chat.pipeline import (
     TurnTarget,
 )
 from app.chat.service import TurnOptions
+from app.chat.targets import remembered_target, target_record
 from app.cli.commands.common import emit, open_core, read_prompt, round_or_none
 from app.compose import CommandEngines
+from app.config.providers import ProviderRegistry
 from app.domain.adapters import parse_lora
 from app.domain.context import ReplyCap
-from app.domain.errors import NoProviderForCloud, ReplyNotSaved, UsageError, kind_words
+from app.domain.errors import (
+    NoProviderForCloud,
+    OutpostError,
+    ReplyNotSaved,
+    UsageError,
+    kind_words,
+)
 from app.domain.messages import FinishReason, Restart, Seam, TextDelta, Usage
 from app.domain.sampling import KNOB_NAMES
 from app.domain.sampling import check as check_knob
 from app.domain.structured import load_schema
 from app.domain.test_time import Plan
 from app.domain.wording import counted
+from app.storage.store import Store
 
 SAVE_TRIES = 5  # a reply the disk refused is written again this many times, a second apart
 
@@ -41,7 +51,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
                              wait_on_rate_limit=bool(pipeline.settings["rate_limit_wait"]),
                              reply_to=args.reply_to)
 
-    return _turn(args, events, send_when_online=args.send_when_online)
+    return _turn(args, events, send_when_online=args.send_when_online,
+                 conversation=lambda store: args.conversation, remember=True)
 
 
 def cmd_regenerate(args: argparse.Namespace) -> int:
@@ -53,12 +64,17 @@ def cmd_regenerate(args: argparse.Namespace) -> int:
         yield pending.started
         yield from pending.run(cancel)
 
-    return _turn(args, events, send_when_online=False)
+    return _turn(args, events, send_when_online=False,
+                 conversation=lambda store: store.get_message(args.message).conversation_id,
+                 remember=False)
 
 
-def _turn(args: argparse.Namespace, events, send_when_online: bool) -> int:
+def _turn(args: argparse.Namespace, events, send_when_online: bool,
+          conversation: Callable[[Store], str | None], remember: bool) -> int:
     """Run one turn of the pipeline for a command and render it; Ctrl+C (or SIGTERM) stops the
-    reply cleanly, a second one kills."""
+    reply cleanly, a second one kills. ``conversation``: the id of the conversation the turn
+    is in (None: a new one), whose remembered target applies when the command names none;
+    ``remember``: store the target with the conversation, as the window does when it sends."""
     core = open_core(args)
     settings, store = core.settings, core.store
     cancel = threading.Event()
@@ -79,14 +95,38 @@ def _turn(args: argparse.Namespace, events, send_when_online: bool) -> int:
                             offline=args.offline,
                             send_when_online=True if send_when_online else None,
                             test_time=test_time_plan(args))
+        cid = conversation(store)
+        known = store.get_conversation(cid) if cid else None
+        if known is not None and known.profile not in (None, core.service.profile):
+            known = None  # another profile's: the pipeline refuses it, telling nothing of it
+        target, note = remembered_target(target, known, ProviderRegistry(), remembers=remember)
+        if note:
+            sys.stderr.write(f"outpost: {note}\n")
+        turn = events(pipeline, target, cancel)
+        if remember:
+            turn = _remembering(turn, store, target)
         try:
-            return _render(args, events(pipeline, target, cancel), core.service.save_unsaved)
+            return _render(args, turn, core.service.save_unsaved)
         except NoProviderForCloud:
             raise UsageError("This conversation is Cloud only: name its provider with "
                              "--provider NAME (or pass --route auto or --route local).") from None
     finally:
         engines.close()
         store.close()
+
+
+def _remembering(events, store: Store, target: TurnTarget):
+    """The turn's events; once its prompt is saved (``TurnStarted``), the conversation
+    remembers who it asked (the window stores its pickers' choice the same way), so the window
+    opens it with those pickers and a later ``ask --conversation`` goes there too."""
+    for event in events:
+        if isinstance(event, TurnStarted):
+            try:
+                store.set_target(event.conversation_id, *target_record(target))
+            except OutpostError as exc:  # the reply matters more: said, and it goes on
+                sys.stderr.write(f"outpost: warning: who answers this conversation could not "
+                                 f"be stored: {exc}\n")
+        yield event
 
 
 def _render(args: argparse.Namespace, events, save_unsaved=lambda: 0) -> int:
