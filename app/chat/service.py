@@ -235,7 +235,8 @@ class ChatService:
                    counter: TokenCounter | None = None, effective_route: str = "local",
                    price_known: bool = True, reply_to: str | None = None,
                    price: "Price | None" = None, fanout: Fanout = ONE_REQUEST) -> Turn:
-        """``route`` is stored on a new conversation (None: it follows the default).
+        """``route`` is stored on a new conversation (None: the default route now, kept: a
+        later change of the default does not move it).
         ``counter`` (the engine's, see ``app.domain.context``): fit the conversation into its
         context window, dropping the oldest turns; a message that cannot fit at all is refused
         before anything is written. ``price_known``: False when the model's price is not known (a
@@ -272,8 +273,11 @@ class ChatService:
                                                       price_known=price_known, price=price,
                                                       fanout=fanout)
         if conversation_id is None:  # a new conversation keeps the knobs it started with
+            # and the route it started under: a chat begun Local only (by the default) stays
+            # so when the default changes later, its history never sent anywhere
             conversation = self.store.create_conversation(
-                title_from(prompt), system_prompt, route, profile=self.profile,
+                title_from(prompt), system_prompt, route or settings["default_route"],
+                profile=self.profile,
                 sampling={**{k: list(v) if isinstance(v, tuple) else v
                              for k, v in knobs.items()},
                           "response_format": request_args["response_format"],

@@ -328,3 +328,15 @@ def m016_search_key_on_time_alone(db: sqlite_utils.Database) -> None:
         WHEN new.created_at IS NOT old.created_at AND new.content IS old.content
         BEGIN UPDATE messages SET seq = {_SEQ_OF.format(at='new.created_at')}
               WHERE rowid = new.rowid; END""")
+
+
+@migration
+def m018_local_chats_stay_local(db: sqlite_utils.Database) -> None:
+    """A conversation with no route of its own followed the default route, so one answered
+    Local only (the default was local) sent its whole history to a provider once the default
+    became Auto. New conversations keep the route they start under; the ones before that
+    were answered Local only are given that route now."""
+    db.execute("""UPDATE conversations SET route = 'local'
+        WHERE route IS NULL AND EXISTS (SELECT 1 FROM messages m
+            WHERE m.conversation_id = conversations.id
+              AND m.route_reason = 'local-only conversation')""")

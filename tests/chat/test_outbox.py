@@ -642,10 +642,12 @@ def test_an_item_whose_conversation_went_local_only_is_never_sent(outpost_home):
 
 
 def test_an_item_in_a_conversation_local_by_default_is_never_sent(outpost_home):
-    """A conversation with no route of its own follows the default: made Local only there,
-    its queued item is not sent either (the sender checks each item before it goes)."""
+    """A conversation with no route of its own (one from before new conversations kept the
+    route they started under) follows the default: made Local only there, its queued item is
+    not sent either (the sender checks each item before it goes)."""
     store = Store()
     item = queue_turn(store, "Private by default", "acme")
+    store.set_conversation_route(item.conversation_id, None)
     store.close()
     settings = Settings()
     settings.set("default_route", "local")

@@ -201,7 +201,8 @@ def test_default_route_menu_applies_to_new_chats_and_is_remembered(qtbot, outpos
     assert not window.composer.when_online.isVisible()
     send(qtbot, outpost, "Hello")
     conversation = outpost.store.list_conversations()[0]
-    assert conversation.route is None  # it follows the default, which may change later
+    # it keeps the route it began under: a later change of the default does not send it
+    assert conversation.route == "local"
     reply = outpost.store.messages(conversation.id)[-1]
     assert reply.engine == "local" and reply.route_reason == "local-only conversation"
 

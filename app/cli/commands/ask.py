@@ -33,6 +33,7 @@ from app.domain.errors import (
     kind_words,
 )
 from app.domain.messages import FinishReason, Restart, Seam, TextDelta, Usage
+from app.domain.routes import Route
 from app.domain.sampling import KNOB_NAMES
 from app.domain.sampling import check as check_knob
 from app.domain.structured import load_schema
@@ -145,6 +146,11 @@ def _render(args: argparse.Namespace, events, save_unsaved=lambda: 0) -> int:
             if event.offline_mode_overrode:
                 sys.stderr.write("outpost: Offline mode is on, so the local model answers and "
                                  "nothing is sent (`outpost offline off` turns it off).\n")
+            elif getattr(args, "provider", None) and event.route is Route.LOCAL and \
+                    event.route_reason == "local-only conversation":
+                sys.stderr.write(f"outpost: this conversation is Local only, so the local model "
+                                 f"answers and nothing is sent to {args.provider} (give `--route "
+                                 "auto` or `--route cloud` to send this message).\n")
             _report_fit(args, event.fit)
         elif isinstance(event, TextDelta):
             if args.json:
