@@ -17,6 +17,11 @@ wire format (``read_event``); this class does the rest, the same way for every p
   captive Wi-Fi sign-in page, or a wrong base URL) is ``NetworkIntercepted``, a ConnectionFailed:
   the provider was not reached, so Auto answers locally and Cloud only queues the message; it is
   not retried;
+* an attempt whose request reached the provider is in the ledger with its prompt even when no
+  usage came back (the hedge it lost, a cancel, a deadline, a stream cut off): the provider bills
+  a prompt it received, so it is counted as before sending, marked estimated (``_billed_usage``);
+  one that never went out whole (connection refused), or that the provider refused (an error
+  status or error event before any text), keeps no tokens;
 * a broken connection is said in plain words ("The connection to openai was reset ..."), the
   OS's own words at most in parentheses at the end; an event that cannot be read (broken JSON) is
   ``UnreadableStream``, not a broken connection;
@@ -110,6 +115,19 @@ class _Retry(Exception):
         self.error = error
         self.retryable = retryable
         self.retry_after = retry_after
+
+
+class _RequestSent:
+    """httpcore's ``trace`` extension: notes when the whole request (its body included) has
+    been written to the connection. From then on the provider may bill its prompt, whether or
+    not an answer comes; before (connection refused, a connect timeout) nothing reached it."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def __call__(self, event: str, info: dict) -> None:
+        if event.endswith(".send_request_body.complete"):  # http11. or http2.
+            self.done = True
 
 
 class WatchdogReason(enum.Enum):
@@ -285,10 +303,11 @@ class CloudEngine(EngineBase):
         started = time.monotonic()
         name = self.config.name
         watchdog = _Watchdog(cancel, started + self.timeouts.first_token, self._sockets)
+        sent = _RequestSent()
         try:
-            response = self._client.send(self._client.build_request("POST", url, json=body,
-                                                                    headers=headers),
-                                         stream=True)
+            response = self._client.send(self._client.build_request(
+                "POST", url, json=body, headers=headers, extensions={"trace": sent}),
+                stream=True)
         except (UnicodeEncodeError, httpx.LocalProtocolError):
             watchdog.stop()
             unsendable = self._bad_header()
@@ -296,12 +315,15 @@ class CloudEngine(EngineBase):
             raise _Retry(unsendable, retryable=False) from None
         except httpx.HTTPError as exc:
             watchdog.stop()
-            if watchdog.fired is WatchdogReason.CANCEL:
-                self._record(attempt, started, None, None, _cancel_outcome(cancel))
+            if watchdog.fired is WatchdogReason.CANCEL:  # the hedge lost, or the user stopped
+                self._record(attempt, started, None, None, _cancel_outcome(cancel),
+                             self._usage(request, StreamState()) if sent.done else None)
                 yield from self._finish(request, StreamState(), FinishReason.CANCELLED,
                                         turn_started, None, None)
                 return
-            raise self._send_failure(exc, watchdog, attempt, started) from None
+            raise self._send_failure(exc, watchdog, attempt, started,
+                                     self._usage(request, StreamState()) if sent.done
+                                     else None) from None
         except BaseException:  # Offline mode's refusal (before any socket), anything else
             watchdog.stop()  # its thread would otherwise wait out the first-token deadline
             raise
@@ -330,8 +352,12 @@ class CloudEngine(EngineBase):
             response.close()
 
     def _send_failure(self, exc: httpx.HTTPError, watchdog: _Watchdog, attempt: int,
-                      started: float) -> _Retry:
-        """No response headers: connect failed, or the server said nothing in time."""
+                      started: float, sent: Usage | None) -> _Retry:
+        """No response headers: connect failed, or the server said nothing in time.
+        ``sent``: the prompt's usage when the whole request went out (else None); it is kept
+        when Outpost stopped waiting (a deadline): the provider had the prompt. A connection
+        closed or reset with no answer keeps none (a stale pooled connection, a proxy that
+        dropped it: nothing says the provider saw it)."""
         name, url = self.config.name, self.config.base_url
         if watchdog.fired is WatchdogReason.FIRST_TOKEN:
             error: OutpostError = TimeoutError_(f"{name} sent no reply within "
@@ -349,7 +375,8 @@ class CloudEngine(EngineBase):
             error = self._connection_error(exc)
             retryable = True
         self.secrets().scrub_error(error)
-        self._record(attempt, started, None, error)
+        waited = isinstance(exc, httpx.TimeoutException) or watchdog.fired is not None
+        self._record(attempt, started, None, error, usage=sent if waited else None)
         return _Retry(error, retryable)
 
     def _intercepted(self, response: httpx.Response) -> NetworkIntercepted | None:
@@ -482,8 +509,7 @@ class CloudEngine(EngineBase):
             failure = None
         if watchdog.fired is WatchdogReason.CANCEL:
             self._record(attempt, started, response.status_code, None, _cancel_outcome(
-                watchdog.cancel), self._usage(request, state) if state.text else None,
-                _ms(first_at, turn_started))
+                watchdog.cancel), self._billed_usage(request, state), _ms(first_at, turn_started))
             yield from self._finish(request, state, FinishReason.CANCELLED, turn_started,
                                     first_at, last_at)
             return
@@ -505,8 +531,7 @@ class CloudEngine(EngineBase):
             if state.text and isinstance(failure, ConnectionFailed) else failure
         self._record(attempt, started, response.status_code, logged,
                      getattr(watchdog.cancel, "outcome", None) if failure is None else None,
-                     self._usage(request, state) if failure is None or state.text else None,
-                     _ms(first_at, turn_started))
+                     self._billed_usage(request, state), _ms(first_at, turn_started))
         if failure is None:
             yield from self._finish(request, state, state.finish_reason or FinishReason.STOP,
                                     turn_started, first_at, last_at)
@@ -592,6 +617,18 @@ class CloudEngine(EngineBase):
                                 "expected JSON; is the base URL right?", response.status_code,
                                 self.config.name)
         return data
+
+    def _billed_usage(self, request: ChatRequest, state: StreamState) -> Usage | None:
+        """What an attempt whose stream began (HTTP 200) is recorded with, however it ended:
+        the provider had the prompt and bills it, and whatever it generated before the end,
+        even when it reported no usage (``_usage`` counts them then). None only when the
+        provider refused before any text with an error event of its own (overloaded, rate
+        limited), as an HTTP error status is: nothing billed, nothing reported."""
+        refused = state.error is not None and not isinstance(state.error, UnreadableStream)
+        if refused and not state.text and state.prompt_tokens is None and \
+                state.completion_tokens is None:
+            return None
+        return self._usage(request, state)
 
     def _usage(self, request: ChatRequest, state: StreamState) -> Usage:
         """The reply's usage: reported by the provider, else counted (and marked estimated)
