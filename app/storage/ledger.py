@@ -5,7 +5,13 @@ monthly totals are queries over it (``totals``), so two processes writing at onc
 (each row is its own committed insert).
 
 Costs: a cloud attempt is priced from ``resources/prices.json`` (``app.accounting.pricing``); a
-model with no known price has ``cost_usd`` NULL, counted and shown as *unknown*, never as zero.
+model with no known price has ``cost_usd`` NULL, counted and shown as *unknown*, never as zero,
+whatever its tokens: a group of attempts (``totals``' models, the CSV's lines) of such a model is
+unknown even when none of them reached the provider. One attempt that never reached it (no
+tokens: connection refused, an HTTP error status) costs nothing certain, so a reply's cost
+(``turn_cost``) leaves it out; a priced model's is a known $0. An attempt that reached the
+provider without a usage report (a hedge that lost, a cancel, a cut) comes with its prompt
+counted as before sending, marked estimated (``engines.cloud``), and is priced so (``~``).
 Local attempts cost nothing; their tokens and seconds are still counted.
 
 No key reaches a row: the response headers an attempt kept are masked again here with every key
@@ -40,7 +46,7 @@ class Totals:
     cloud_tokens: int = 0
     local_tokens: int = 0
     cost_usd: float = 0.0  # the attempts whose price is known
-    unknown_cost_requests: int = 0  # cloud attempts with tokens but no known price
+    unknown_cost_requests: int = 0  # cloud attempts to a model with no known price
     local_seconds: float = 0.0  # time the local model spent (it costs no money, but time)
     estimated: bool = False  # some tokens or costs were estimated
     cost_estimated: bool = False  # some of cost_usd was reckoned from estimated tokens (~)
@@ -61,14 +67,14 @@ def start_of_month(now: dt.datetime | None = None) -> dt.datetime:
 
 
 # a group of attempts in figures (after its grouping columns): attempts, prompt and completion
-# tokens, the known cost, cloud attempts with tokens but no known price, and whether any count
-# or cost was estimated (``totals``; app.storage.usage_report's days)
+# tokens, the known cost, cloud attempts with no known price (with tokens or not: a model with
+# no price is unknown, never $0), and whether any count or cost was estimated (``totals``;
+# app.storage.usage_report's days)
 GROUP_FIGURES = (
     "count(*), sum(coalesce(prompt_tokens, 0)), sum(coalesce(completion_tokens, 0)), "
     "sum(coalesce(cost_usd, 0)), "
-    "sum(case when cost_usd is null and provider != 'local' and "
-    "coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0) > 0 "
-    "then 1 else 0 end), max(tokens_estimated), max(cost_estimated)")
+    "sum(case when cost_usd is null and provider != 'local' then 1 else 0 end), "
+    "max(tokens_estimated), max(cost_estimated)")
 
 
 def utc_iso(when: dt.datetime) -> str:
@@ -99,15 +105,16 @@ class UsageLedger:
                                        "conversation_id": conversation_id}
 
     def cost(self, kind: str, provider: str, model: str, usage: Usage | None):
-        """(usd or None when unknown, estimated)."""
-        if usage is None:
-            return 0.0, False
+        """(usd or None when unknown, estimated). ``usage`` None: nothing reached the
+        provider; that is $0 at a known price, and unknown, as every attempt, at none."""
+        estimated = usage is not None and usage.estimated
         if kind == "local" or provider == "local":
-            return 0.0, usage.estimated
+            return 0.0, estimated
         price = self.price_for(kind, provider, model) if self.price_for is not None else None
         if price is None:
-            return None, usage.estimated
-
+            return None, estimated
+        if usage is None:
+            return 0.0, False
         cost = cost_of(usage, price)
         return cost.usd, cost.estimated
 
@@ -137,7 +144,8 @@ class UsageLedger:
     # -- reading -----------------------------------------------------------------------------
     def turn_cost(self, idempotency_key: str) -> tuple[float | None, bool]:
         """The cost of one turn: every attempt it made (retries, hedges, continuations).
-        None when a cloud attempt with tokens has no known price."""
+        None when a cloud attempt with tokens has no known price; one with no tokens never
+        reached the provider and adds nothing, priced or not."""
         with storage_errors(self.store.path):
             rows = self.store.db.execute(
                 "select cost_usd, cost_estimated, prompt_tokens, completion_tokens, provider "

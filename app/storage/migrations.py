@@ -9,6 +9,8 @@ from typing import Callable
 
 import sqlite_utils
 
+from app.domain.errors import OutpostError
+
 Migration = Callable[[sqlite_utils.Database], None]
 MIGRATIONS: list[Migration] = []
 
@@ -328,6 +330,38 @@ def m016_search_key_on_time_alone(db: sqlite_utils.Database) -> None:
         WHEN new.created_at IS NOT old.created_at AND new.content IS old.content
         BEGIN UPDATE messages SET seq = {_SEQ_OF.format(at='new.created_at')}
               WHERE rowid = new.rowid; END""")
+
+
+@migration
+def m017_unpriced_attempts_cost_unknown(db: sqlite_utils.Database) -> None:
+    """A cloud attempt with no tokens (it never reached the provider: connection refused, an
+    error status; and, before it was counted, a hedge that lost) was written with cost $0
+    even when its model has no known price, and `outpost usage` then showed such a model as
+    "$0". Those rows become unknown (NULL), as the ledger writes them now
+    (``app.storage.ledger``): a model with no known price is never $0. Priced as the ledger
+    prices (the wire kind, then the provider's name); with no price table to read, nothing
+    changes (the rows keep the $0 they had)."""
+    # imported here: only this one repair needs the price table, and the store imports
+    # these migrations on every open
+    from app.accounting.metering import price_table
+
+    try:
+        table = price_table()
+    except OutpostError:
+        return
+    found = db.execute(
+        "select distinct kind, provider, model from request_log where provider != 'local' "
+        "and cost_usd = 0 and coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0) = 0"
+    ).fetchall()
+    for kind, provider, model in found:
+        if table.price_for(kind or "", model or "") or table.price_for(provider or "",
+                                                                      model or ""):
+            continue
+        db.execute(
+            "update request_log set cost_usd = null where provider = ? and model is ? "
+            "and kind is ? and cost_usd = 0 "
+            "and coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0) = 0",
+            [provider, model, kind])
 
 
 @migration

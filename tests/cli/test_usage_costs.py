@@ -3,6 +3,8 @@ digits (so the rows add up to the total), and `~` before a cost reckoned from es
 on its row and on the total. A real ledger in the test's home."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 from app import cli
@@ -40,3 +42,34 @@ def test_usage_marks_estimated_costs_and_shows_small_ones_whole(outpost_home, ca
         "gpt-4o-mini": True, "gpt-4.1-nano": False}
     assert cli.main(["usage", "--since", "today", "--csv"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 3  # a header and a line per model
+
+
+def test_a_model_with_no_known_price_is_unknown_even_with_no_tokens(outpost_home, capsys):
+    """Attempts that never reached the provider (no tokens) of a model with no known price:
+    `unknown` on its row, null in --json, an empty cost and cost_known false in --csv; never
+    the $0 they used to show. A priced model's such attempts are a known $0."""
+    store = Store()
+    ledger = make_ledger(store, Settings())
+    for key, model in (("t1", "gpt-4o-mini-slow"), ("t2", "gpt-4o-mini-slow"),
+                       ("t3", "gpt-4o-mini")):
+        ledger.record(AttemptRecord(attempt=1, status=None, latency_ms=1.0,
+                                    error_kind="connection_failed", idempotency_key=key,
+                                    provider="acme", model=model, kind="openai"))
+    store.close()
+    assert cli.main(["usage"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[1]: line for line in out.splitlines()[1:]}
+    assert lines["gpt-4o-mini-slow"].endswith(" unknown"), lines
+    assert lines["gpt-4o-mini"].endswith(" $0")
+    assert "unknown (2 requests with no known price)" in out.splitlines()[0]
+    assert cli.main(["usage", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {r["model"]: (r["cost_usd"], r["unknown_cost_requests"]) for r in data["by_model"]} \
+        == {"gpt-4o-mini-slow": (None, 2), "gpt-4o-mini": (0.0, 0)}
+    assert data["unknown_cost_requests"] == 2
+    assert cli.main(["usage", "--since", "today", "--csv"]) == 0
+    rows = {r["model"]: r for r in csv.DictReader(io.StringIO(capsys.readouterr().out))}
+    assert (rows["gpt-4o-mini-slow"]["cost_usd"], rows["gpt-4o-mini-slow"]["cost_known"]) == (
+        "", "false")
+    assert (rows["gpt-4o-mini"]["cost_usd"], rows["gpt-4o-mini"]["cost_known"]) == (
+        "0.0", "true")

@@ -12,7 +12,7 @@ import pytest
 
 from app.chat.service import ChatService, TurnOptions
 from app.config.settings import Settings
-from app.storage.ledger import UsageLedger, start_of_day, start_of_month
+from app.storage.ledger import UsageLedger, make_ledger, start_of_day, start_of_month
 from app.storage.store import Store
 from engines.http_policy import AttemptRecord
 
@@ -157,3 +157,57 @@ def test_ledger_rows_carry_the_turns_route(tmp_path):
     service.ledger.record(attempt(key=turn.request.idempotency_key))
     [row] = store.request_log(turn.request.idempotency_key)
     assert row["route"] == "auto" and row["profile"] == "ana"
+
+
+def refused(key: str, model: str, provider: str = "acme") -> AttemptRecord:
+    """An attempt that never reached the provider (connection refused): no tokens."""
+    return AttemptRecord(attempt=1, status=None, latency_ms=3.0, error_kind="connection_failed",
+                         idempotency_key=key, provider=provider, model=model, kind="openai")
+
+
+def test_a_model_with_no_known_price_is_unknown_whatever_its_tokens(tmp_path):
+    """Its attempts that never reached the provider are unknown too, never $0, in the totals
+    (`outpost usage`, the dialog) and the days (the CSV); a priced model's are a known $0.
+    A reply's cost leaves out what never reached the provider: it cost nothing certain."""
+    from app.storage.usage_report import Period, daily_rows
+
+    store = Store(tmp_path / "outpost.db")
+    ledger = make_ledger(store, Settings())
+    ledger.record(refused("t1", "gpt-4o-mini-slow"))  # no price in the table
+    ledger.record(refused("t2", "gpt-4o-mini"))  # priced
+    rows = {r["model"]: r for r in store.request_log()}
+    assert rows["gpt-4o-mini-slow"]["cost_usd"] is None
+    assert rows["gpt-4o-mini"]["cost_usd"] == 0.0
+    totals = ledger.totals(start_of_day())
+    assert {r["model"]: r["cost_usd"] for r in totals.by_model} == {
+        "gpt-4o-mini-slow": None, "gpt-4o-mini": 0.0}
+    assert totals.unknown_cost_requests == 1 and totals.cost_usd == 0.0
+    today = dt.date.today()
+    days = {r["model"]: r for r in daily_rows(store, None, Period(today, today))}
+    assert (days["gpt-4o-mini-slow"]["cost_usd"], days["gpt-4o-mini-slow"]["cost_known"]) == (
+        None, False)
+    assert (days["gpt-4o-mini"]["cost_usd"], days["gpt-4o-mini"]["cost_known"]) == (0.0, True)
+    assert ledger.turn_cost("t1") == (0.0, False)  # nothing reached the provider
+    assert ledger.turn_cost("t2") == (0.0, False)
+
+
+def test_old_zero_cost_rows_of_unpriced_models_become_unknown(tmp_path):
+    """Rows an older Outpost wrote with $0 for a model with no known price and no tokens are
+    unknown after the migration; a priced model's $0, and rows with tokens, stay."""
+    from app.storage.migrations import m017_unpriced_attempts_cost_unknown
+
+    store = Store(tmp_path / "outpost.db")
+    for model, provider, kind, prompt, cost in (
+            ("gpt-4o-mini-slow", "slow", "openai", None, 0.0),  # the old "$0"
+            ("gpt-4o-mini", "fake", "openai", None, 0.0),  # priced: a known $0
+            ("gpt-4o", "openrouter", "openai", None, 0.0),  # priced under its vendor's id
+            ("smol.gguf", "local", "local", 20, 0.0),  # free
+            ("mystery", "acme", "openai", 30, None)):  # unknown already
+        store.db["request_log"].insert({
+            "idempotency_key": model, "provider": provider, "model": model, "kind": kind,
+            "attempt": 1, "created_at": "2026-11-02T10:00:00.000+00:00", "profile": "ana",
+            "prompt_tokens": prompt, "cost_usd": cost})
+    m017_unpriced_attempts_cost_unknown(store.db)
+    assert {r["model"]: r["cost_usd"] for r in store.request_log()} == {
+        "gpt-4o-mini-slow": None, "gpt-4o-mini": 0.0, "gpt-4o": 0.0, "smol.gguf": 0.0,
+        "mystery": None}

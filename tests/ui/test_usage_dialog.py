@@ -127,3 +127,25 @@ def test_rate_limits_are_said_in_words(qtbot, tmp_path):
     assert "Rate limits: 1 request per minute, 2,000 tokens per minute." in \
         window.summary.text()
     store.close()
+
+
+def test_a_model_with_no_known_price_shows_unknown_even_with_no_tokens(qtbot, tmp_path):
+    """Its attempts never reached the provider (no tokens): `unknown`, as `outpost usage`
+    writes it, never $0; a priced model's such attempts are a known $0."""
+    from app.config.settings import Settings
+    from app.storage.ledger import make_ledger
+    from engines.http_policy import AttemptRecord
+
+    store = Store(tmp_path / "outpost.db")
+    ledger = make_ledger(store, Settings())
+    ledger.profile = "ana"
+    for key, model in (("t1", "gpt-4o-mini-slow"), ("t2", "gpt-4o-mini")):
+        ledger.record(AttemptRecord(attempt=1, status=None, latency_ms=1.0,
+                                    error_kind="connection_failed", idempotency_key=key,
+                                    provider=model, model=model, kind="openai"))
+    window = UsageDialog(ledger, QuotaBook(tmp_path / "policy.toml", tmp_path / "quotas.json"),
+                         "ana", today=dt.date.today)
+    qtbot.addWidget(window)
+    assert shown(window) == [("gpt-4o-mini", "$0"), ("gpt-4o-mini-slow", "unknown")]
+    assert window.values["month_cost"].text().startswith("$0 + 1 unknown")
+    store.close()
