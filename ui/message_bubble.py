@@ -95,9 +95,10 @@ def metrics_text(message: Message) -> str:
 def cost_text(message: Message) -> str:
     """"free" (local), "$0.00045" (~ when estimated; ``app.accounting.pricing.format_usd``, as
     `outpost usage` and the usage dialog write it), or "cost unknown" — never $0 for
-    unknown."""
+    unknown. A reply the local model wrote is free unless its turn paid for a cloud attempt
+    (a hedge that lost: the provider billed the prompt it had): then it shows that cost."""
     engines = {s.get("engine") for s in message.segments or []} or {message.engine}
-    if engines == {"local"}:
+    if engines == {"local"} and not message.cost_usd:
         return "free"
     if message.cost_usd is None:
         return "cost unknown"

@@ -51,3 +51,19 @@ def test_the_usage_dialog_writes_costs_as_the_cli_does(qtbot, tmp_path):
                                                   "gpt-4o-mini": "~$0.00045"}
     assert dialog.values["month_cost"].text().startswith("~$0.00090")
     store.close()
+
+
+def test_a_local_reply_shows_what_its_lost_cloud_hedge_cost(qtbot):
+    """The local model won the race; the cloud attempt it beat was billed its prompt (an
+    estimate): the reply's cost is that, not "free". With nothing paid it is free."""
+    def local_reply(cost):
+        return Message("m1", "c1", Role.ASSISTANT, "Hi.", MessageStatus.COMPLETE, "", "",
+                       engine="local", model="smol.gguf", prompt_tokens=22,
+                       completion_tokens=3, cost_usd=cost, cost_estimated=bool(cost))
+
+    bubble = MessageBubble(Role.ASSISTANT)
+    qtbot.addWidget(bubble)
+    bubble.show_message_state(local_reply(0.000028))
+    assert bubble.footer.text().endswith("~$0.000028"), bubble.footer.text()
+    bubble.show_message_state(local_reply(0.0))
+    assert bubble.footer.text().endswith("free")
