@@ -21,7 +21,7 @@ from PySide6.QtGui import QGuiApplication
 
 from app.chat.pipeline import ModelLoading, Notice, PendingTurn, Queued, TurnEnded
 from app.domain.errors import InternalError
-from app.domain.messages import Restart, Seam, TextDelta, Usage
+from app.domain.messages import Refit, Restart, Seam, TextDelta, Usage
 from ui.markdown import render
 
 
@@ -131,6 +131,10 @@ class StreamWorker(QObject):
                     self.turn_queued.emit(event)
                 elif isinstance(event, Notice):
                     self.notice.emit(event.text)
+                elif isinstance(event, Refit) and event.fit.dropped:
+                    # the local model answers Auto, fitted to its smaller window: what it
+                    # leaves out is said as the local route's fit is (ChatController)
+                    self.notice.emit(event.fit.describe_dropped())
                 elif isinstance(event, TurnEnded):
                     self._render_reply(event.outcome, streamed)
                     self.turn_ended.emit(event.outcome)

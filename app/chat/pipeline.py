@@ -365,7 +365,7 @@ class TurnPipeline:
             chosen, lambda c: self.service.retry_turn(
                 failed, effective_route=c.decision.route.value,
                 price_known=c.engine.price_known, price=c.engine.price,
-                fanout=_fanout(target)),
+                fanout=_fanout(target), counter=c.engine),
             target, options, conversation, wait_for_model=False)
         return self._pending(chosen, turn)
 

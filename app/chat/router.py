@@ -19,6 +19,11 @@ Routes (per conversation, a default in settings, and a global Offline mode that 
 
   Authentication and bad-request errors are the user's to fix: they are shown, never failed over.
 
+The turn is fitted into the cloud model's context window (``app.domain.context``); whenever the
+local model answers (any of the three), the conversation is fitted again into *its* window, once
+it is loaded so that its own tokenizer counts, leaving out the oldest turns that do not fit, and a
+``Refit`` event says what it was sent before its first text (the turn keeps it).
+
 ``RoutedEngine`` keeps the one ``Engine`` contract: text deltas, one ``Usage`` (the segments'
 counts added up), one ``Finished`` whose TTFT counts from the start of the turn.
 """
@@ -39,6 +44,7 @@ from app.domain.messages import (
     ChatRequest,
     Finished,
     FinishReason,
+    Refit,
     Seam,
     StreamEvent,
     TextDelta,
@@ -57,10 +63,15 @@ _DONE = object()
 
 class _Runner:
     """One engine's stream, pumped on its own thread into a shared queue, so the router can
-    wait on two engines at once (hedging) and still notice the user's cancel within 50 ms."""
+    wait on two engines at once (hedging) and still notice the user's cancel within 50 ms.
 
-    def __init__(self, tag: str, engine, request: ChatRequest, events: queue.Queue):
+    ``refit_room``: fit the request into this engine's own window first (once it is loaded),
+    keeping that many tokens for the reply, and put the ``Refit`` first (None: sent as it is)."""
+
+    def __init__(self, tag: str, engine, request: ChatRequest, events: queue.Queue,
+                 refit_room: int | None = None):
         self.tag, self.engine = tag, engine
+        self.refit_room = refit_room
         self.cancel = CancelWithReason()
         self.started = time.monotonic()
         self.text = ""
@@ -74,12 +85,23 @@ class _Runner:
     def _pump(self, request: ChatRequest, events: queue.Queue) -> None:
         try:
             self.engine.wait_ready()
+            if self.refit_room is not None:
+                request = self._refit(request, events)
             for event in self.engine.stream(request, self.cancel):
                 events.put((self, event))
         except BaseException as exc:  # handed to the router's thread, which decides
             events.put((self, exc))
         finally:
             events.put((self, _DONE))
+
+    def _refit(self, request: ChatRequest, events: queue.Queue) -> ChatRequest:
+        """The request with its messages fitted into this engine's window (the oldest turns
+        that do not fit left out; ``MessageTooLong`` when the newest cannot fit at all), the
+        ``Refit`` that says so queued before anything the engine streams."""
+        fit = fit_messages(request.messages, self.engine, self.refit_room)
+        info = self.engine.info
+        events.put((self, Refit(fit, info.engine, info.model)))
+        return dataclasses.replace(request, messages=fit.messages)
 
 
 class RoutedEngine(EngineBase):
@@ -185,14 +207,14 @@ class RoutedEngine(EngineBase):
             for runner in runners:
                 runner.thread.join(timeout=10)
 
-    def _start_local(self, request, events, runners, reason) -> _Runner:
+    def _start_local(self, request, events, runners, reason,
+                     reply_room: int | None = None) -> _Runner:
+        """The local model takes the reply over: the turn was fitted to the cloud model's
+        window, so its runner fits it again into the local one's, keeping ``reply_room``
+        tokens for the reply (default: the request's max_tokens)."""
         local = self.local
-        if local.ready:
-            # the turn was fitted to the cloud model's window; the local one may be smaller
-            fitted = fit_messages(request.messages, local, request.max_tokens)
-            if fitted.dropped:
-                request = dataclasses.replace(request, messages=fitted.messages)
-        runner = _Runner("local", local, request, events)
+        runner = _Runner("local", local, request, events,
+                         refit_room=request.max_tokens if reply_room is None else reply_room)
         runner.cancel.outcome = "won"  # it takes the reply over from the cloud
         runners.append(runner)
         self.answered, self.reason = local.info, reason
@@ -352,6 +374,8 @@ class RoutedEngine(EngineBase):
             if isinstance(event, TextDelta):
                 text += event.text
                 yield event
+            elif isinstance(event, Refit):
+                yield event  # what the local model that answers was sent
             elif isinstance(event, Usage):
                 usages.append(event)
             elif isinstance(event, Finished):
@@ -371,7 +395,10 @@ class RoutedEngine(EngineBase):
                     continuation = dataclasses.replace(
                         request, assistant_prefix=request.assistant_prefix + text,
                         max_tokens=request.max_tokens - written)
-                    current = self._start_local(continuation, events, runners, reason)
+                    # its window keeps room for the whole reply: the cloud's part (now its
+                    # prompt's end) and what is left
+                    current = self._start_local(continuation, events, runners, reason,
+                                                reply_room=request.max_tokens)
                     self._end_segment(len(text))
                     self.segments.append(self._segment(current, len(text), reason))
                     info = current.engine.info

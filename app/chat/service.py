@@ -209,25 +209,32 @@ class ChatService:
 
     def retry_turn(self, failed: Turn, *, effective_route: str | None = None,
                    price_known: bool = True, price: "Price | None" = None,
-                   fanout: Fanout = ONE_REQUEST) -> Turn:
+                   fanout: Fanout = ONE_REQUEST, counter: TokenCounter | None = None) -> Turn:
         """Answer the same saved prompt again (same request, same idempotency key); the new
         reply is stored as a sibling of the failed one. With ``effective_route`` (the route
         the retry takes now), the quotas are checked again first, as for a new message: a
         retry is a new request (the failed one is in the ledger already), and a quota left
-        room for a shorter reply limits it."""
-        request, cap = failed.request, failed.reply_cap
+        room for a shorter reply limits it. ``counter``: the engine that answers now, whose
+        window the request is fitted into again (the turn may have been built for a larger
+        one: the cloud's, before a spent quota has the local model answer)."""
+        request, cap, fit = failed.request, failed.reply_cap, failed.fit
+        asked = cap.asked if cap is not None else request.max_tokens
+        if counter is not None:
+            fit = fit_messages(request.messages, counter, asked)
+            request = dataclasses.replace(request, messages=fit.messages)
         if self.quotas is not None and effective_route is not None:
-            prompt_tokens = failed.fit.prompt_tokens if failed.fit is not None else \
+            prompt_tokens = fit.prompt_tokens if fit is not None else \
                 estimate_prompt_tokens(list(request.messages))
-            asked = cap.asked if cap is not None else request.max_tokens
             cap = self.quotas.check(self.profile, effective_route, effective_route != "local",
                                     prompt_tokens, asked, price_known=price_known,
                                     model=request.model, price=price, fanout=fanout)
             request = dataclasses.replace(request,
                                           max_tokens=cap.max_tokens if cap else asked)
+            if fit is not None:
+                fit = dataclasses.replace(fit, max_tokens=request.max_tokens)
         return Turn(self.store, failed.conversation_id, failed.user_message_id, request,
                     route_reason=failed.route_reason, outbox_plan=failed.outbox_plan,
-                    fit=failed.fit, ledger=self.ledger, secrets=self.secret_mask,
+                    fit=fit, ledger=self.ledger, secrets=self.secret_mask,
                     reply_cap=cap)
 
     def start_turn(self, prompt: str, conversation_id: str | None = None, *, model: str,

@@ -28,6 +28,7 @@ from app.domain.messages import (
     FinishReason,
     Message,
     MessageStatus,
+    Refit,
     Reply,
     Restart,
     Role,
@@ -81,6 +82,10 @@ class Turn:
     route_reason: str | None = None  # why this engine (when the engine does not say)
     outbox_plan: OutboxPlan | None = None
     fit: Fit | None = None  # how the conversation was fitted into the context window
+    # how it was fitted again for the engine that answered, when that is not the one the turn
+    # was built for (the local model behind Auto: ``Refit``); ``request`` and ``fit`` stay as
+    # built (a retry or the outbox sends them again)
+    refit: Fit | None = None
     reply_cap: ReplyCap | None = None  # a quota limited the request's max_tokens
     ledger: "UsageLedger | None" = None  # the reply's cost, from its attempts
     # when to flush the streaming row (FLUSH_INTERVAL_S); tests put a virtual clock here
@@ -135,6 +140,8 @@ class Turn:
                     row.text(reply.text)
                 elif isinstance(event, Seam):
                     self._save_seam(message_id)
+                elif isinstance(event, Refit):
+                    self.refit = event.fit
                 elif isinstance(event, Finished):
                     final_status, error_text = _final_status(event, bool(reply.text))
                 yield event

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from app.domain.errors import UsageError
-from app.domain.messages import ChatMessage, Role
+# Fit (what fit_messages returns) lives with the stream events, one of which carries it; it is
+# imported from here too
+from app.domain.messages import ChatMessage, Fit, Role
 
 
 class MessageTooLong(UsageError):
@@ -42,35 +44,6 @@ def more_room(counter: TokenCounter) -> str:
     model: a window capped below what it was trained on grows with the ``context_cap``
     setting) with a ``more_room`` attribute; else another model is the way."""
     return getattr(counter, "more_room", None) or LARGER
-
-
-@dataclass(frozen=True)
-class Fit:
-    messages: tuple[ChatMessage, ...]  # what is sent
-    dropped: tuple[ChatMessage, ...]  # oldest first
-    prompt_tokens: int
-    exact: bool
-    window: int | None
-    max_tokens: int
-
-    @property
-    def used(self) -> int:
-        """Tokens the request may take: the prompt and the room kept for the reply."""
-        return self.prompt_tokens + self.max_tokens
-
-    def describe_dropped(self) -> str | None:
-        if not self.dropped:
-            return None
-        turns = sum(1 for m in self.dropped if m.role is Role.USER)
-        asked = [" ".join(m.content.split()) for m in self.dropped if m.role is Role.USER]
-        quote = lambda t: f"“{t[:40]}…”" if len(t) > 40 else f"“{t}”"  # noqa: E731
-        which = quote(asked[0]) + (f" to {quote(asked[-1])}" if len(asked) > 1 else "") \
-            if asked else ""
-        head = "The oldest turn" if turns == 1 else f"The {turns} oldest turns"
-        verb = "was" if turns == 1 else "were"
-        return (f"{head} ({len(self.dropped)} messages{', ' + which if which else ''}) {verb} "
-                f"left out to fit the model's {self.window:,}-token context; the model does not "
-                "see them in this reply.")
 
 
 @dataclass(frozen=True)

@@ -210,6 +210,51 @@ class Seam:
 
 
 @dataclass(frozen=True)
+class Fit:
+    """How ``app.domain.context.fit_messages`` fitted a conversation into a model's context
+    window: what is sent, the oldest turns left out, the prompt's count and the room kept for
+    the reply. Here, not there, so that a stream event (``Refit``) can carry it."""
+
+    messages: tuple[ChatMessage, ...]  # what is sent
+    dropped: tuple[ChatMessage, ...]  # oldest first
+    prompt_tokens: int
+    exact: bool
+    window: int | None
+    max_tokens: int
+
+    @property
+    def used(self) -> int:
+        """Tokens the request may take: the prompt and the room kept for the reply."""
+        return self.prompt_tokens + self.max_tokens
+
+    def describe_dropped(self) -> str | None:
+        if not self.dropped:
+            return None
+        turns = sum(1 for m in self.dropped if m.role is Role.USER)
+        asked = [" ".join(m.content.split()) for m in self.dropped if m.role is Role.USER]
+        quote = lambda t: f"“{t[:40]}…”" if len(t) > 40 else f"“{t}”"  # noqa: E731
+        which = quote(asked[0]) + (f" to {quote(asked[-1])}" if len(asked) > 1 else "") \
+            if asked else ""
+        head = "The oldest turn" if turns == 1 else f"The {turns} oldest turns"
+        verb = "was" if turns == 1 else "were"
+        return (f"{head} ({len(self.dropped)} messages{', ' + which if which else ''}) {verb} "
+                f"left out to fit the model's {self.window:,}-token context; the model does not "
+                "see them in this reply.")
+
+
+@dataclass(frozen=True)
+class Refit:
+    """The conversation was fitted again for the engine that answers from here, whose context
+    window is not the one the turn was fitted for (the local model behind Auto, after the
+    provider failed or was slow): ``fit`` is what that engine is sent and which oldest turns it
+    leaves out. Only the router emits it, before that engine's first text."""
+
+    fit: Fit
+    engine: str
+    model: str
+
+
+@dataclass(frozen=True)
 class Restart:
     """The reply starts over (a structured reply that was not valid JSON is asked for again):
     the text so far is dropped; ``reason`` says why."""
@@ -217,7 +262,7 @@ class Restart:
     reason: str
 
 
-StreamEvent = Union[TextDelta, Usage, Finished, Seam, Restart]
+StreamEvent = Union[TextDelta, Usage, Finished, Seam, Refit, Restart]
 
 
 @dataclass

@@ -286,3 +286,32 @@ def test_reopening_a_local_only_chat_asks_the_provider_nothing(qtbot, outpost_ap
         qtbot.waitUntil(lambda: bool(app.window.model_picker.listed.get("fault")),
                         timeout=10000)
         assert [r.path for r in server.requests] == ["/v1/models"]
+
+
+def test_the_window_says_what_the_local_model_leaves_out_when_it_answers_auto(qtbot,
+                                                                             outpost_app):
+    """A long conversation under Auto, its provider dead: the local model answers it, fitted
+    into its smaller window, and the banner says which oldest turn it left out, as on the
+    Local only route (the window said nothing: the turn was fitted for the cloud)."""
+    from tests.chat.test_auto_fit import SmallLocal, answer, long_conversation
+
+    local = SmallLocal(answer)
+    app = outpost_app(max_tokens=8, engine_factory=local.factory)
+    with qtbot.waitSignal(app.loader.model_ready, timeout=10000):
+        app.start()
+    app.settings.set("hedge_after_s", 0)  # the local model answers because the cloud failed
+    conversation_id = long_conversation(app.store)
+    window = app.window
+    window.controller.open_conversation(conversation_id)
+    with refused_url() as down:
+        app.registry.add(ProviderConfig("dead", "openai", down + "/v1", "gpt-4o-mini"),
+                         replace=True)
+        window.target_picker.refresh("provider:dead")
+        send(qtbot, app, "Summarize.")
+    reply = app.store.messages(conversation_id)[-1]
+    assert reply.content == "Sure." and reply.engine == "local"
+    assert "answered locally" in reply.route_reason
+    assert window.banner.isVisible()
+    assert window.banner.label.text().startswith(
+        "The oldest turn (2 messages, “Tell me everything about the sea.")
+    assert "4,096-token context" in window.banner.label.text()

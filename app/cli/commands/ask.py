@@ -32,7 +32,7 @@ from app.domain.errors import (
     UsageError,
     kind_words,
 )
-from app.domain.messages import FinishReason, Restart, Seam, TextDelta, Usage
+from app.domain.messages import FinishReason, Refit, Restart, Seam, TextDelta, Usage
 from app.domain.routes import Route
 from app.domain.sampling import KNOB_NAMES
 from app.domain.sampling import check as check_knob
@@ -165,6 +165,8 @@ def _render(args: argparse.Namespace, events, save_unsaved=lambda: 0) -> int:
             else:
                 REPLY_LINE.break_for_notice()
                 sys.stderr.write(f"outpost: {event.reason}\n")
+        elif isinstance(event, Refit):  # the local model answers Auto: fitted to its window
+            _report_fit(args, event.fit, event)
         elif isinstance(event, Seam):
             if args.json:
                 emit({"event": "seam", "engine": event.engine, "model": event.model,
@@ -324,16 +326,19 @@ class _Countdown:
         self.shown = False
 
 
-def _report_fit(args: argparse.Namespace, fit) -> None:
-    """How the conversation was fitted into the context window (and what was left out)."""
+def _report_fit(args: argparse.Namespace, fit, refit: Refit | None = None) -> None:
+    """How the conversation was fitted into the context window (and what was left out);
+    ``refit``: fitted again for the engine that answers instead (its line names it)."""
     if fit is None:
         return
     if args.json:
+        who = {"engine": refit.engine, "model": refit.model} if refit is not None else {}
         emit({"event": "context", "prompt_tokens": fit.prompt_tokens, "exact": fit.exact,
                "max_tokens": fit.max_tokens, "context_window": fit.window,
                "dropped_messages": len(fit.dropped),
                # the user messages of the turns left out (what the model will not see)
-               "dropped_turns": [m.content[:80] for m in fit.dropped if m.role.value == "user"]})
+               "dropped_turns": [m.content[:80] for m in fit.dropped if m.role.value == "user"],
+               **who})
     elif fit.dropped:
         sys.stderr.write(f"outpost: {fit.describe_dropped()}\n")
 
