@@ -64,6 +64,7 @@ from engines.base import EngineBase, EngineCapabilities, EngineInfo
 from engines.chat_format import ChatFormatter
 from engines.cpu_budget import CpuBudget, physical_cores, prepare_openmp
 from engines.gguf import GGUFInfo, read_lora, read_model
+from engines.llama_log import route_llama_log
 from engines.http_policy import AttemptRecord
 from engines.kv_store import common_prefix
 from engines.llama_kv_resume import SavedPrefixes
@@ -332,6 +333,8 @@ class LocalEngine(SavedPrefixes, EngineBase):
     def _load(self) -> None:
         import llama_cpp  # deferred: llama_cpp loads only with a model
         from llama_cpp import Llama  # deferred: llama_cpp loads only with a model
+
+        route_llama_log(llama_cpp)  # its notes to logging, not stderr
 
         engine = self
 

@@ -123,3 +123,12 @@ def test_an_adapter_given_as_the_model_is_refused_saying_how_to_attach_it(outpos
     assert "style.gguf is a LoRA adapter (its GGUF header says general.type = adapter), " \
            "not a model: attach it to a llama model with `--lora " in said
     assert_nothing_stored(outpost_home)
+
+
+def test_llama_cpps_own_notes_stay_off_stderr(outpost_home, gemma_model):
+    """llama-cpp-python read ggml's log levels in an older order, so a Gemma 3 model's
+    warning "llama_kv_cache_iswa: using full-size SWA cache (ref: …)" was printed above
+    every answer as if an error (engines/llama_log.py)."""
+    proc = cli("ask", "Hi", "--model", str(gemma_model), "--max-tokens", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "llama" not in proc.stderr and "SWA" not in proc.stderr, proc.stderr
