@@ -56,7 +56,8 @@ class CommandEngines:
             self._on_attempt(record)
 
     def local(self, model: str | None = None) -> Engine:
-        engine = create_local_engine(self.settings, model, self.on_attempt)
+        # an empty --model means the setting, as no --model does
+        engine = create_local_engine(self.settings, model or None, self.on_attempt)
         self._built.append(engine)
         return engine
 

@@ -17,9 +17,10 @@ from engines.openai_compat import OpenAICompatEngine
 
 def create_local_engine(settings: Settings, model_path: str | Path | None = None,
                         on_attempt=None):
-    """A LocalEngine for ``model_path`` (or the setting, or the bundled model); starts loading.
-    ``on_attempt``: the usage ledger's sink, one record per reply."""
-    wanted = str(model_path) if model_path else settings["model_path"]
+    """A LocalEngine for ``model_path`` (None: the ``model_path`` setting; empty, there or
+    here: the bundled model); starts loading. ``on_attempt``: the usage ledger's sink, one
+    record per reply."""
+    wanted = settings["model_path"] if model_path is None else str(model_path)
     library = ModelLibrary.from_settings(settings)
     # a name from `outpost models list`, or a path
     entry = library.find(wanted) if wanted and wanted.strip() else \

@@ -79,7 +79,8 @@ class ScriptedEngine(EngineBase):
     timer, ChatService and the store, the usage ledger (one AttemptRecord per reply, as the local
     engine reports). A script is a list of StreamEvents, or ``play(request, cancel)`` returning an
     iterable of them. Cancel is honoured between events (Usage + Finished(CANCELLED), as the
-    Engine contract says). ``ready=False``: it "loads" until the test calls ``finish_loading``.
+    Engine contract says). ``ready=False``: it "loads" until the test calls ``finish_loading``
+    (or ``fail_loading``, as a file llama.cpp refuses).
     """
 
     context_window = 8192
@@ -91,6 +92,7 @@ class ScriptedEngine(EngineBase):
         self.loads: list = []  # the model paths the window asked for
         self.on_attempt = None
         self.closed = False
+        self._load_error: Exception | None = None
         self._loaded = threading.Event()
         if ready:
             self._loaded.set()
@@ -106,6 +108,11 @@ class ScriptedEngine(EngineBase):
         self.scripts.extend(scripts)
 
     def finish_loading(self) -> None:
+        self._loaded.set()
+
+    def fail_loading(self, error: Exception) -> None:
+        """End the "load" with ``error`` (``wait_ready`` raises it), as the local engine does."""
+        self._load_error = error
         self._loaded.set()
 
     # -- what the window uses --------------------------------------------------------------------
@@ -125,13 +132,15 @@ class ScriptedEngine(EngineBase):
 
     @property
     def ready(self) -> bool:
-        return self._loaded.is_set()
+        return self._loaded.is_set() and self._load_error is None
 
     def wait_ready(self, timeout: float | None = 60) -> None:
         if not self._loaded.wait(timeout):
             from app.domain.errors import EngineError
 
             raise EngineError(f"The model {self.model} is still loading.")
+        if self._load_error is not None:
+            raise self._load_error
 
     def count_prompt(self, messages) -> tuple[int, bool]:
         """The documented estimate (chars / 4), marked as not exact."""

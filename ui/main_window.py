@@ -648,8 +648,10 @@ class MainWindow(QMainWindow):
             self.controller.send_when_online = bool(self.settings["send_when_online"])
         if "theme" in names:
             self.theme_changed.emit(self.settings["theme"])
-        if SettingsDialog.needs_reload(names):
-            self.loader.load(self.settings["model_path"] or None)
+        if "model_path" in names:  # another model: the setting's
+            self.loader.load(None)
+        elif SettingsDialog.needs_reload(names):  # the one loading or in use, loaded again
+            self.loader.reload()
         self.update_route_display()
         self.statusBar().showMessage(SettingsDialog.applied_note(names), 8000)
 

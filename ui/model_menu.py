@@ -2,6 +2,7 @@
 bundled model, the Providers dialog) and the status bar's model and state labels."""
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +21,7 @@ from ui.setting_saver import save_setting
 
 class ModelMenu(QMenu):
     """Model ▸ Open model file… / Use the bundled model / Providers…. Switching the local model
-    is remembered in the settings (``model_path``) and handed to the loader."""
+    is handed to the loader, and remembered in the settings (``model_path``) once it loaded."""
 
     providers_changed = Signal()  # the Providers dialog added, changed or removed one
     failed = Signal(object)  # an OutpostError: the setting could not be saved
@@ -53,12 +54,17 @@ class ModelMenu(QMenu):
         self.providers_action.triggered.connect(self.open_providers)
 
     def choose_model(self, path: str) -> None:
-        """Switch the local model (empty: the bundled one) and remember the choice."""
+        """Switch the local model (a library name or a GGUF file; empty: the bundled one). The
+        choice becomes the setting only once that model is loaded: a file the header reader
+        refuses, or one llama.cpp cannot load, leaves the model in use and the setting as they
+        were (the window and ``outpost ask`` go on with the model that works)."""
+        self.loader.load(path, on_ready=partial(self._remember, path))
+
+    def _remember(self, path: str) -> None:
         try:
             save_setting(self.settings, "model_path", path)
         except OutpostError as exc:
             self.failed.emit(exc)
-        self.loader.load(path or None)
 
     @Slot(str)
     def show_chat_state(self, state: str) -> None:
@@ -87,7 +93,7 @@ class ModelMenu(QMenu):
         By file, not by name: a reference's name need not be its file's."""
         active = self.loader.active or self.loader.pending
         if active is not None and active.info.model == Path(path).name:
-            self.loader.load(self.settings["model_path"] or None)
+            self.loader.reload()
 
     @Slot()
     def open_providers(self) -> None:

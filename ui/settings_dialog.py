@@ -14,9 +14,10 @@ Secrets are never here: API keys live in the OS keychain (``app.config.secrets``
 schema has no key option (``key_fallback`` only says where keys go without a keychain).
 
 What the window does with ``applied(names)`` (``Option.takes_effect`` says which):
-``needs_reload(names)``: load the local model again (``loader.load(settings["model_path"] or
-None)``); ``offline_mode``, ``send_when_online``, ``default_route``, ``hedge_after_s``: bring the
-switches and the route display in step with the settings; ``theme``: apply the theme.
+``needs_reload(names)``: load the local model again (``loader.reload()``; the setting's model,
+``loader.load(None)``, when ``model_path`` changed); ``offline_mode``, ``send_when_online``,
+``default_route``, ``hedge_after_s``: bring the switches and the route display in step with the
+settings; ``theme``: apply the theme.
 ``needs_restart(names)``: nothing to do now; ``applied_note(names)`` says so in words.
 """
 from __future__ import annotations

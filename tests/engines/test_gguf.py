@@ -160,12 +160,20 @@ def test_bad_files_all_are_model_errors_naming_the_file(tmp_path, bundled_model,
         assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("case", ["missing", "text", "empty", "header", "data", "folder"])
+@pytest.mark.parametrize("case", ["missing", "text", "empty", "header", "data", "folder",
+                                  "adapter"])
 def test_local_engine_raises_the_same_errors(case, tmp_path, bundled_model, text_file):
     expected = {"missing": (ModelNotFound, "does not exist"), "text": (ModelInvalid, "not a GGUF"),
                 "empty": (ModelInvalid, "not a GGUF"), "header": (ModelInvalid, "truncated"),
-                "data": (ModelInvalid, "truncated"), "folder": (ModelInvalid, "folder")}[case]
-    if case == "missing":
+                "data": (ModelInvalid, "truncated"), "folder": (ModelInvalid, "folder"),
+                # a valid GGUF file llama.cpp would only say "failed to load model" of
+                "adapter": (ModelInvalid, r"is a LoRA adapter \(its GGUF header says "
+                                          r"general\.type = adapter\), not a model")}[case]
+    if case == "adapter":
+        from tests.lora_files import make_lora  # deferred: needs the gguf package
+
+        path = make_lora(bundled_model, tmp_path / "style.gguf", layers=(0,))
+    elif case == "missing":
         path = tmp_path / "missing.gguf"
     elif case == "text":
         path = text_file
@@ -187,10 +195,14 @@ def test_local_engine_raises_the_same_errors(case, tmp_path, bundled_model, text
     assert str(path) in str(info.value)
 
 
-@pytest.mark.parametrize("case", ["missing", "text", "truncated"])
+@pytest.mark.parametrize("case", ["missing", "text", "truncated", "adapter"])
 def test_cli_ask_with_a_bad_model_exits_3_with_one_sentence(case, tmp_path, bundled_model,
                                                              text_file):
-    if case == "missing":
+    if case == "adapter":
+        from tests.lora_files import make_lora  # deferred: needs the gguf package
+
+        path = make_lora(bundled_model, tmp_path / "style.gguf", layers=(0,))
+    elif case == "missing":
         path = tmp_path / "missing.gguf"
     elif case == "text":
         path = text_file

@@ -15,6 +15,7 @@ from app.config.settings import Settings
 from app.domain.errors import ModelInvalid, ModelNotFound, UsageError
 from engines.model_files import bundled_model_path
 from engines.model_library import ModelLibrary
+from engines.registry import create_local_engine
 
 
 @pytest.fixture
@@ -232,6 +233,21 @@ def test_the_cli_lists_imports_shows_and_removes(outpost_home, capsys, gguf):
     assert code == 0 and "Removed tiny." in out.out
     code, out = run("models", "info", "nope")
     assert code == 3 and "no model called 'nope'" in out.err
+
+
+@pytest.mark.local_model
+def test_an_empty_model_path_is_the_bundled_model_and_none_the_setting(outpost_home, tmp_path):
+    """The window asks for the bundled model as "" while the setting still names the model in
+    use (it changes once the new one has loaded); None is "the setting's model"."""
+    settings = Settings()
+    settings.set("model_path", str(tmp_path / "gone.gguf"))
+    engine = create_local_engine(settings, "")
+    try:
+        assert engine.path.samefile(bundled_model_path())
+    finally:
+        engine.close()
+    with pytest.raises(ModelNotFound, match="gone.gguf"):
+        create_local_engine(settings, None)
 
 
 @pytest.mark.local_model
