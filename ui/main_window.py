@@ -368,10 +368,12 @@ class MainWindow(QMainWindow):
         self.target_picker.target_changed.connect(self.model_picker.show_target)
         self.target_picker.target_changed.connect(self.update_route_display)
         self.model_picker.model_changed.connect(c.set_target)
+        self.model_picker.model_changed.connect(self.meter.refresh)  # its own tokenizer
         self.model_menu.providers_changed.connect(self.target_picker.refresh)
         self.loader.loading_started.connect(self.model_status.show_loading)
         self.loader.model_ready.connect(self.target_picker.show_local_model)
         self.loader.model_ready.connect(self.model_status.show_model)
+        self.loader.model_ready.connect(self.meter.refresh)  # counted by the new model
         self.loader.load_failed.connect(self.model_status.show_load_failed)
         self.loader.load_failed.connect(self._on_failure)
 

@@ -51,7 +51,8 @@ class TokenMeter(QWidget):
         self._timer.start()
 
     def refresh(self) -> None:
-        """The conversation or the engine changed: count again."""
+        """The conversation, the target (provider, cloud model) or the local model changed:
+        count again (a count under way is followed by another)."""
         self._timer.start()
 
     def _count(self) -> None:
@@ -69,6 +70,9 @@ class TokenMeter(QWidget):
         self._busy = False
         self.label.setText("")
         self.gauge.hide()
+        if self._again:  # e.g. the model it counted with was closed by a switch meanwhile
+            self._again = False
+            self._count()
 
     def _show(self, result: dict | None) -> None:
         self._busy = False

@@ -1,6 +1,7 @@
 """Switching the local model in the window: the choice becomes the ``model_path`` setting only
 once that model has loaded (a file that is refused or fails leaves the setting, so the next
-start and ``outpost ask`` go on with the model that works)."""
+start and ``outpost ask`` go on with the model that works), and the token meter counts the
+draft again with whichever model or cloud target now answers."""
 from __future__ import annotations
 
 import json
@@ -8,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from app.config.providers import ProviderConfig
 from app.config.settings import Settings
 from app.domain.errors import ModelInvalid, ModelLoadFailed
+from tests.fault_server import refused_url
 from tests.support import ScriptedEngine, grab_in_palette
+from ui.token_meter import DEBOUNCE_MS, TokenMeter
 
 pytestmark = pytest.mark.gui
 
@@ -142,3 +146,61 @@ def test_a_file_that_is_no_usable_model_never_becomes_the_setting(
             grab_in_palette(qtbot, window.banner,
                             artifacts_dir / f"banner-adapter-as-model-{theme}.png", theme)
 
+
+def test_the_meter_counts_again_with_the_model_switched_to(qtbot, outpost_app):
+    """"Tell me a joke." is 25 tokens to the model loaded, 20 to the one chosen: once that one
+    is ready the meter says 20 (the draft was not touched)."""
+    models = Models(slow={"gemma.gguf"}, tokens={None: 25, "gemma.gguf": 20})
+    app = started(qtbot, outpost_app, models)
+    meter = app.window.meter
+    qtbot.keyClicks(app.window.composer.edit, "Tell me a joke.")
+    qtbot.waitUntil(lambda: bool(meter.last) and meter.last["tokens"] == 25, timeout=5000)
+    with qtbot.waitSignal(app.loader.loading_started, timeout=5000):
+        app.window.model_menu.choose_model("gemma.gguf")
+    with qtbot.waitSignal(app.loader.model_ready, timeout=5000):
+        models.made[-1].finish_loading()
+    qtbot.waitUntil(lambda: meter.last["tokens"] == 20, timeout=5000)
+    assert meter.label.text().startswith("20 prompt tokens · 32 / 8,192 context")
+
+
+def test_the_meter_counts_again_when_the_cloud_model_changes(qtbot, outpost_app):
+    """A provider's model the app has no tokenizer for is estimated ("~"); typing gpt-4o there
+    counts the same draft exactly, with gpt-4o's tokenizer."""
+    app = started(qtbot, outpost_app, Models())
+    window, meter = app.window, app.window.meter
+    with refused_url() as url:  # nothing is sent: counting needs no connection
+        app.registry.add(ProviderConfig("here", "openai", url + "/v1", "house-model"))
+        window.target_picker.refresh("provider:here")
+        qtbot.keyClicks(window.composer.edit, "Tell me a joke.")
+        qtbot.waitUntil(lambda: bool(meter.last), timeout=5000)
+        assert not meter.last["exact"] and meter.label.text().startswith("~")
+        window.model_picker.setEditText("gpt-4o")
+        qtbot.waitUntil(lambda: meter.last["exact"], timeout=5000)
+    assert not meter.label.text().startswith("~")
+
+
+def test_a_count_that_failed_still_gives_way_to_the_count_asked_for_meanwhile(qtbot):
+    """The old model is closed as soon as the new one is ready: a count still running on it
+    fails. The recount asked for meanwhile (the new model's) must follow all the same."""
+    class HeldTasks:
+        """Runs nothing by itself: the test ends each job as it likes."""
+
+        def __init__(self):
+            self.held: list = []
+
+        def run_in_background(self, job, on_done, on_error) -> None:
+            self.held.append((job, on_done, on_error))
+
+    tasks = HeldTasks()
+    meter = TokenMeter(tasks, lambda draft: lambda: None)
+    qtbot.addWidget(meter)
+    meter.draft_changed("Tell me a joke.")
+    qtbot.waitUntil(lambda: len(tasks.held) == 1, timeout=5000)
+    meter.refresh()  # the new model is ready, while the first count runs on the old one
+    qtbot.wait(2 * DEBOUNCE_MS)
+    assert len(tasks.held) == 1  # one count at a time
+    tasks.held[0][2](RuntimeError("the local engine was closed"))
+    assert len(tasks.held) == 2  # counted again
+    tasks.held[1][1]({"tokens": 20, "exact": True, "window": None, "max_tokens": 12,
+                      "cost": None})
+    assert meter.label.text() == "20 prompt tokens"
