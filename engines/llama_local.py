@@ -262,11 +262,14 @@ class LocalEngine(SavedPrefixes, EngineBase):
         """How the window could grow (``app.domain.context.more_room``): a window the
         ``context_cap`` setting keeps below what the model was trained on grows with it."""
         trained = self.gguf.context_length
-        if trained and self.n_ctx < trained:
-            return (f"raise the context_cap setting (the window is {self.n_ctx:,} tokens; "
-                    f"{self.path.name} was trained on {trained:,}) or the model's own context "
-                    "(Models ▸ load settings)")
-        return None
+        if not trained or self.n_ctx >= trained:
+            return None
+        if self.settings.options.context:  # the model's own load setting set the window
+            return (f"raise {self.path.name}'s context load setting (the window is "
+                    f"{self.n_ctx:,} tokens; it was trained on {trained:,}): Models ▸ load "
+                    f"settings, or `outpost models set {self.path.stem} context auto`")
+        return (f"raise the context_cap setting (the window is {self.n_ctx:,} tokens; "
+                f"{self.path.name} was trained on {trained:,})")
 
     def estimate_cost(self, prompt_tokens: int, max_tokens: int) -> str | None:
         return "free"

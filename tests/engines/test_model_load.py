@@ -138,3 +138,20 @@ def test_lora_files_in_the_models_folder_are_listed_apart(tmp_path, bundled_mode
     assert library.entries() == []
     assert [a.name for a in library.adapters] == ["style"]
     assert library.describe(library.adapters[0], 4096)["kind"] == "adapter"
+
+
+@pytest.mark.local_model
+def test_a_window_too_small_says_which_setting_made_it_so(bundled_model):
+    """A model's own context load setting is what to raise when it set the window (it said
+    "raise the context_cap setting", which would change nothing)."""
+    own = LocalEngine(bundled_model, LoadSettings(options=ModelLoadOptions(context=300)))
+    capped = LocalEngine(bundled_model, LoadSettings(context_cap=1024))
+    try:
+        assert own.more_room.startswith(f"raise {bundled_model.name}'s context load setting "
+                                        "(the window is 300 tokens; it was trained on 8,192)")
+        assert "context_cap" not in own.more_room
+        assert capped.more_room == (f"raise the context_cap setting (the window is 1,024 "
+                                    f"tokens; {bundled_model.name} was trained on 8,192)")
+    finally:
+        own.close()
+        capped.close()
