@@ -6,15 +6,18 @@ those are probed (a TCP connect, in the background, at the back-off pace ``app.c
 sets); nothing is probed in Offline mode or for a Local only conversation, so those never open a
 socket. When a provider with queued items is online, the outbox is sent in the background, one
 pass at a time; each answer arrives as a sibling reply and the window is told.
+
+Closing the app (``stop``) cancels a send in flight with the reason ``CLOSING``: not the user's
+stop, so its item goes back to the queue (its part kept, marked interrupted) and is sent again,
+same idempotency key, at the next start or ``outpost outbox send``.
 """
 from __future__ import annotations
-
-import threading
 
 from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
 from app.chat.connectivity import LinkState
 from app.chat.outbox_sender import OutboxSender
+from app.domain.messages import CLOSING, CancelWithReason
 from app.storage.outbox import SendReport
 
 TICK_MS = 2000
@@ -37,7 +40,7 @@ class OutboxMonitor(QObject):
                                    keep_unsaved=keep_unsaved, quotas=quotas)
         self._probing: set[str] = set()
         self._sending = False
-        self._cancel = threading.Event()
+        self._cancel = CancelWithReason()
         self.timer = QTimer(self)
         self.timer.setInterval(TICK_MS)
         self.timer.timeout.connect(self.tick)
@@ -47,8 +50,9 @@ class OutboxMonitor(QObject):
         QTimer.singleShot(0, self.tick)
 
     def stop(self) -> None:
+        """The app is closing: a send in flight ends, and its item waits for the next start."""
         self.timer.stop()
-        self._cancel.set()
+        self._cancel.set_because(CLOSING)
 
     def providers(self) -> list[str]:
         """The providers that matter now (none in Offline mode)."""

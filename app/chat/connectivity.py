@@ -25,6 +25,7 @@ from typing import Callable
 from urllib.parse import urlparse
 
 from app.domain.errors import OfflineModeOn, kind_words
+from app.domain.messages import CANCEL_OUTCOMES
 from engines import network_guard
 
 PROBE_TIMEOUT_S = 2.0
@@ -108,10 +109,10 @@ class Connectivity:
 
     def record_attempt(self, record) -> None:
         """Adapter for the engines' ``on_attempt`` (an ``engines.http_policy.AttemptRecord``).
-        The local model's attempts, and attempts cancelled before an answer (by the user, or
-        because a hedge won), say nothing about the provider's link."""
-        if record.provider == "local" or record.outcome in (
-                "cancelled", "hedge_lost") and record.status is None:
+        The local model's attempts, and attempts cancelled before an answer (by the user,
+        because a hedge won, or the app closing), say nothing about the provider's link."""
+        if record.provider == "local" or record.outcome in CANCEL_OUTCOMES and \
+                record.status is None:
             return
         self.record(record.provider, record.error_kind)
 

@@ -2,11 +2,13 @@
 item's request goes to its provider as a turn of its own (``app.chat.turn.Turn``), and the
 answer is stored as a sibling of the reply the user already has. An answer cut off mid-way is
 kept (marked interrupted) and its item waits to be sent again, as one whose provider is
-unreachable does. An item whose conversation is Local only by now is never sent (it fails with
-``KEPT_LOCAL``). The quotas of the profile that asked are checked again when an item goes
-out (a day or a month may have been used up since it was queued): without room, it waits,
-saying why, and so do that profile's later items for the provider; with room for a shorter
-reply, it is sent with max_tokens lowered, as a new message would be."""
+unreachable does; so does one the app's closing cut short (a cancel ``CLOSING``: not the
+user's stop, whose answer counts as sent as far as it went). An item whose conversation is
+Local only by now is never sent (it fails with ``KEPT_LOCAL``). The quotas of the profile that
+asked are checked again when an item goes out (a day or a month may have been used up since
+it was queued): without room, it waits, saying why, and so do that profile's later items for
+the provider; with room for a shorter reply, it is sent with max_tokens lowered, as a new
+message would be."""
 from __future__ import annotations
 
 import dataclasses
@@ -26,7 +28,7 @@ from app.domain.errors import (
     StreamInterrupted,
     UsageError,
 )
-from app.domain.messages import FinishReason, MessageStatus
+from app.domain.messages import CLOSING, FinishReason, MessageStatus, cancel_reason
 from app.domain.routes import FAILOVER_ERRORS, KEPT_LOCAL
 from app.storage.outbox import Outbox, OutboxState, SendReport
 from app.storage.quotas import QuotaExceeded, RateLimitedLocally
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 # how many times an item whose answer broke off (the link dropped mid-way) is sent; each try
 # keeps its part as a version
 CUT_OFF_TRIES = 3
+# what an item, and the part of its answer kept, say when the app closed while it was sent
+CLOSED_WHILE_SENDING = "Outpost was closed while it was being sent; it will be sent again."
 
 
 class OutboxSender:
@@ -64,6 +68,9 @@ class OutboxSender:
 
     def send(self, only: int | None = None, cancel: threading.Event | None = None,
              skip_provider: Callable[[str], bool] = lambda name: False) -> SendReport:
+        """``cancel``: set by the user's stop (an answer stopped after some text counts as
+        sent), or with the reason ``CLOSING`` (``app.domain.messages.CancelWithReason``) when
+        the app closes: the item then goes back to the queue."""
         report = SendReport([], [], [])
         cancel = cancel or threading.Event()
         with self._lock:
@@ -138,7 +145,8 @@ class OutboxSender:
                     raise
                 # the answer stands beside the reply given meanwhile (a sibling)
                 turn = Turn(self.outbox.store, item.conversation_id, item.user_message_id,
-                            request, ledger=self.ledger, activate="beside", reply_cap=cap)
+                            request, ledger=self.ledger, activate="beside", reply_cap=cap,
+                            when_closed=CLOSED_WHILE_SENDING)
                 if self.ledger is not None:  # filed under the profile that asked, not the
                     # one signed in when it goes out
                     self.ledger.note_turn(item.request.idempotency_key, route="cloud",
@@ -160,8 +168,9 @@ class OutboxSender:
                 if turn.unsaved is not None and self.keep_unsaved is not None:
                     self.keep_unsaved(turn)  # the answer's final write failed: kept, saved later
                     self.kept.append((item.id, turn))
+                closing = cancel.is_set() and cancel_reason(cancel) == CLOSING
                 try:  # (settled from the answer as it is, stored or kept)
-                    self._settle(claimed, turn, error, report, blocked)
+                    self._settle(claimed, turn, error, report, blocked, closing)
                 except KnownStorageError as exc:  # the disk refuses the outbox's write too:
                     log.warning("outbox item %s could not be settled: %s", item.id, exc)
                     report.waiting.append(claimed)  # it is sending still; the next start
@@ -192,10 +201,12 @@ class OutboxSender:
         return (conversation.route or self.default_route()) == "local"
 
     def _settle(self, item, turn: Turn, error: OutpostError | None, report: SendReport,
-                blocked: dict[str, int]) -> None:
+                blocked: dict[str, int], closing: bool = False) -> None:
         """Where a sent item stands once its turn ended (``error``: what the turn raised):
         * its answer is stored whole: sent (a structured reply whose repair failed too), or
           the user stopped it after some text: sent, as far as it went;
+        * the app is closing (``closing``) and the answer is not whole: it waits again, as
+          after a crash; the part there is stays, a version marked interrupted;
         * nothing came: the provider still unreachable, or the user cancelled: it waits again;
         * the answer broke off because the link did (a dropped connection, a timeout, an
           unavailable provider): the part is kept, a version marked interrupted, and the item
@@ -206,8 +217,14 @@ class OutboxSender:
             if turn.assistant_message_id else None
         finish = turn.reply.finish
         cancelled = finish is not None and finish.reason is FinishReason.CANCELLED
-        if message is not None and (message.status is MessageStatus.COMPLETE or
-                                    cancelled and turn.reply.text):
+        complete = message is not None and message.status is MessageStatus.COMPLETE
+        if closing and not complete:  # not the user's stop: it goes again, same key
+            if not turn.reply.text:
+                store.delete_empty_reply(turn.assistant_message_id)
+            self.outbox._finish(item.id, OutboxState.QUEUED, CLOSED_WHILE_SENDING)
+            report.waiting.append(self.outbox.get(item.id))
+            return
+        if message is not None and (complete or cancelled and turn.reply.text):
             self.outbox._finish(item.id, OutboxState.SENT, None, message.id)
             # the empty "queued" reply has done its job: the answer is there now
             store.delete_empty_reply(self.outbox.placeholder_of(item.id))

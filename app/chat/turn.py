@@ -22,6 +22,7 @@ from app.config.secrets import stored_keys
 from app.domain.context import Fit, ReplyCap
 from app.domain.errors import KnownStorageError, OutpostError, ReplyNotSaved, UsageError
 from app.domain.messages import (
+    CLOSING,
     ChatMessage,
     ChatRequest,
     Finished,
@@ -37,6 +38,7 @@ from app.domain.messages import (
     TextDelta,
     Usage,
     accumulate,
+    cancel_reason,
     new_id,
 )
 from app.domain.sampling import sent_params
@@ -104,6 +106,9 @@ class Turn:
     # as it would have otherwise (its own error, or none): the caller looks here.
     unsaved: dict | None = field(default=None, repr=False, compare=False)
     unsaved_error: ReplyNotSaved | None = field(default=None, repr=False, compare=False)
+    # what a reply cut short because the app closed (a cancel ``CLOSING``, not the user's
+    # stop) says: the outbox's says it will be sent again
+    when_closed: str = "Outpost was closed before the reply was finished."
 
     def run(self, engine: Engine, cancel: threading.Event,
             route_reason: str | None = None) -> Iterator[StreamEvent]:
@@ -143,7 +148,8 @@ class Turn:
                 elif isinstance(event, Refit):
                     self.refit = event.fit
                 elif isinstance(event, Finished):
-                    final_status, error_text = _final_status(event, bool(reply.text))
+                    final_status, error_text = _final_status(event, bool(reply.text),
+                                                             self._why_cancelled(cancel))
                 yield event
             if self.request.response_format and final_status is MessageStatus.COMPLETE:
                 final_status, error_text = yield from self._check_json(engine, cancel)
@@ -159,6 +165,10 @@ class Turn:
         finally:
             row.close()
             self._save_final(final_status, error_text)
+
+    def _why_cancelled(self, cancel: threading.Event) -> str:
+        """What a reply cancelled mid-way says: the user stopped it, or the app closed."""
+        return self.when_closed if cancel_reason(cancel) == CLOSING else "Stopped by the user."
 
     def _check_json(self, engine: Engine, cancel: threading.Event):
         """Structured output: validate the reply; if it is not valid, one repair (a lenient
@@ -393,11 +403,13 @@ class Turn:
             log.warning("could not move the conversation up the list: %s", exc)
 
 
-def _final_status(event: Finished, has_text: bool) -> tuple[MessageStatus, str | None]:
+def _final_status(event: Finished, has_text: bool, cancelled: str = "Stopped by the user."
+                  ) -> tuple[MessageStatus, str | None]:
+    """(status, error) of a reply that ended so; ``cancelled``: what a cancelled one says."""
     if event.reason in (FinishReason.STOP, FinishReason.LENGTH):
         return MessageStatus.COMPLETE, None
     if event.reason is FinishReason.CANCELLED:
-        return MessageStatus.INTERRUPTED, "Stopped by the user."
+        return MessageStatus.INTERRUPTED, cancelled
     text = str(event.error) if event.error else "The engine failed."
     # A stream that died after some text keeps it, marked as interrupted.
     return (MessageStatus.INTERRUPTED if has_text else MessageStatus.ERROR), text

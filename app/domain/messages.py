@@ -57,11 +57,20 @@ def estimate_prompt_tokens(messages: Iterable["ChatMessage"]) -> int:
     return sum(len(m.content) // CHARS_PER_TOKEN + 4 for m in messages) + 3
 
 
+# Why a stream was cancelled (``CancelWithReason.reason``, logged as the attempt's outcome):
+# the user stopped it, the router cancelled the slower engine of a hedge, or the app is closing
+# (not the user's stop: what was being sent is sent again at the next start)
+USER_STOPPED, HEDGE_LOST, CLOSING = "cancelled", "hedge_lost", "closing"
+# cancelled before an answer for one of these, an attempt says nothing about the provider
+CANCEL_OUTCOMES = (USER_STOPPED, HEDGE_LOST, CLOSING)
+
+
 class CancelWithReason(threading.Event):
     """A cancel event that says why it was set; engines log it as the attempt's outcome
-    ("cancelled" by the user, "hedge_lost" when the router cancels the slower engine)."""
+    ("cancelled" by the user, "hedge_lost" when the router cancels the slower engine,
+    "closing" when the app closes while it streams)."""
 
-    reason = "cancelled"
+    reason = USER_STOPPED
     # set (not the event) by the router when this attempt won a race or took a reply over:
     # "won", logged by an engine that logs its own attempts when it ends normally
     outcome: str | None = None
@@ -352,4 +361,4 @@ class Message:
 
 def cancel_reason(cancel: threading.Event) -> str:
     """Why a stream was cancelled: the user, unless the event says otherwise."""
-    return cancel.reason if isinstance(cancel, CancelWithReason) else "cancelled"
+    return cancel.reason if isinstance(cancel, CancelWithReason) else USER_STOPPED

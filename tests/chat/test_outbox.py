@@ -274,6 +274,74 @@ def test_an_answer_cut_off_mid_way_is_kept_and_its_question_asked_again(tmp_path
     store.close()
 
 
+def wait_for(condition, what: str, timeout: float = 20.0) -> None:
+    """Until ``condition()`` holds (a bound, not a measure: the test never asserts on time)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("why", ["closing", "user"])
+def test_an_answer_cut_short_by_closing_is_sent_again_one_the_user_stopped_counts_as_sent(
+        tmp_path, why):
+    """The window closes while an item's answer streams (its monitor cancels the pass with the
+    reason CLOSING): that is no stop of the user's, so the item goes back to the queue, the
+    part is kept as a version saying why, and the next pass sends it again with the same key.
+    The user's own stop (a plain cancel) still counts as sent, as far as it went."""
+    from app.chat.outbox_sender import CLOSED_WHILE_SENDING
+    from app.domain.messages import CLOSING, CancelWithReason
+
+    store = Store(tmp_path / "outpost.db")
+    outbox = Outbox(store)
+    item = queue_turn(store, "The supplies, please")
+    whole = ("Water ", "20 L, ", "rice 5 kg.")
+    with fault_server() as server:
+        # the first part, then a long pause (it ends when the client goes away)
+        server.script([normal(chunks=whole, delay=25), normal(chunks=whole)])
+        sender = OutboxSender(outbox, lambda name, model: fast_cloud(server.url + "/v1", store))
+        cancel = CancelWithReason()
+        reports: list = []
+        pass_ = threading.Thread(target=lambda: reports.append(sender.send(cancel=cancel)))
+        pass_.start()
+        wait_for(lambda: any(m.content == "Water " for m in assistant_children(store, item)),
+                 "the first part of the answer in its row")
+        if why == "closing":
+            cancel.set_because(CLOSING)  # what OutboxMonitor.stop does as the window closes
+        else:
+            cancel.set()  # the user's stop
+        pass_.join(30)
+        assert not pass_.is_alive()
+        [report] = reports
+        [part] = [m for m in assistant_children(store, item) if m.content]
+        assert (part.content, part.status) == ("Water ", MessageStatus.INTERRUPTED)
+        [attempt] = store.request_log(item.request.idempotency_key)
+        if why == "user":
+            assert [i.id for i, _ in report.sent] == [item.id]
+            assert outbox.get(item.id).state is OutboxState.SENT
+            assert part.error == "Stopped by the user." and attempt["outcome"] == "cancelled"
+            assert sender.send().sent == [] and len(server.chat_requests()) == 1
+            store.close()
+            return
+        assert report.sent == [] and [i.id for i in report.waiting] == [item.id]
+        waiting = outbox.get(item.id)
+        assert (waiting.state, waiting.last_error) == (OutboxState.QUEUED, CLOSED_WHILE_SENDING)
+        assert part.error == CLOSED_WHILE_SENDING and part.finish_reason == "cancelled"
+        assert attempt["outcome"] == "closing"
+        # the next start (or `outpost outbox send`): sent again, the same key, answered whole
+        again = OutboxSender(Outbox(store),
+                             lambda name, model: fast_cloud(server.url + "/v1", store)).send()
+    assert [i.id for i, _ in again.sent] == [item.id]
+    assert posts_by_key(server) == Counter({item.request.idempotency_key: 2})
+    answers = {m.content: m.status for m in assistant_children(store, item) if m.content}
+    assert answers == {"Water ": MessageStatus.INTERRUPTED,
+                       "Water 20 L, rice 5 kg.": MessageStatus.COMPLETE}
+    assert outbox.get(item.id).state is OutboxState.SENT
+    store.close()
+
+
 def test_an_answer_that_keeps_breaking_off_is_asked_at_most_three_times(tmp_path):
     """Each try keeps its part; after the third cut the item fails, shown, instead of being
     sent (and billed) on every pass while the provider is up."""

@@ -1,13 +1,21 @@
 """The Outbox window: items in queue order with readable states, Cancel item, Retry, Send now,
-and the empty placeholder. A real Store on tmp_path; nothing touches the network."""
+and the empty placeholder (a real Store on tmp_path; nothing touches the network). Then the
+window sending its outbox to the fault server: closing the window while an answer streams."""
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import pytest
 from PySide6.QtCore import Qt
 
-from app.domain.messages import ChatMessage, ChatRequest, Role
+from app.config.providers import ProviderConfig
+from app.domain.messages import ChatMessage, ChatRequest, MessageStatus, Role
 from app.storage.outbox import Outbox, OutboxState
 from app.storage.store import Store
+from tests.fault_server import fault_server, normal, refused_url
+from tests.support import send
 
 pytestmark = pytest.mark.gui
 
@@ -185,3 +193,74 @@ def test_the_monitor_never_probes_a_provider_for_a_conversation_that_is_local_on
     scripted.store.set_conversation_route(item.conversation_id, "local")
     assert monitor.providers() == []
     assert scripted.service.outbox.get(item.id).state is OutboxState.FAILED
+
+
+# -- the window sends its outbox -----------------------------------------------------------------
+def use_provider(app, name: str, url: str, route: str) -> None:
+    """``name`` at ``url`` (the same name when the provider comes back), chosen with ``route``."""
+    app.registry.add(ProviderConfig(name, "openai", url, "test-model"), replace=True)
+    window = app.window
+    window.target_picker.refresh(f"provider:{name}")
+    window.route_picker.setCurrentIndex(window.route_picker.findData(route))
+    window.route_picker.activated.emit(window.route_picker.currentIndex())
+
+
+def provider_back(app, name: str, url: str) -> None:
+    """The provider can be reached (again: the same name), and the OS says the network
+    changed."""
+    app.registry.add(ProviderConfig(name, "openai", url, "test-model"), replace=True)
+    app.connectivity.network_changed()
+    app.monitor.tick()
+
+
+def test_closing_the_window_while_an_item_is_sent_queues_it_again(qtbot, scripted):
+    """Cloud only, provider unreachable: the message waits. The provider comes back, slow; the
+    window sends the item and is closed (as run_gui does on quit) while the answer streams.
+    Closing is not the user's Stop: the item is queued again (it was marked sent, its reply
+    "Stopped by the user." and never sent again), its part is kept as a version that says why,
+    and `outpost outbox send` then sends it again with the same idempotency key."""
+    from app.chat.outbox_sender import CLOSED_WHILE_SENDING
+
+    app = scripted
+    with refused_url() as down:
+        use_provider(app, "acme", down + "/v1", route="cloud")
+        send(qtbot, app, "The supplies, please")
+        app.tasks.wait()  # (the model list the window asked for, refused too: no later GET)
+    [item] = app.service.outbox.pending()
+    key = item.request.idempotency_key
+    whole = ("Water ", "20 L, ", "rice 5 kg.")
+
+    def parts(store: Store) -> list:  # the answers' rows with text
+        return [m for m in store.messages(item.conversation_id)
+                if m.role is Role.ASSISTANT and m.content]
+
+    with fault_server() as server:
+        # the first part, then a pause that lasts until the client goes away
+        server.script([normal(chunks=whole, delay=25), normal(chunks=whole)])
+        provider_back(app, "acme", server.url + "/v1")
+        qtbot.waitUntil(lambda: [m.content for m in parts(app.store)] == ["Water "],
+                        timeout=20000)
+        app.window.close()
+        app.shutdown()  # as run_gui does when the app quits
+
+        store = Store()
+        outbox = Outbox(store)
+        waiting = outbox.get(item.id)
+        assert (waiting.state, waiting.last_error) == (OutboxState.QUEUED, CLOSED_WHILE_SENDING)
+        [part] = parts(store)
+        assert (part.status, part.error) == (MessageStatus.INTERRUPTED, CLOSED_WHILE_SENDING)
+        store.close()
+
+        sent = subprocess.run([sys.executable, "-m", "app.cli", "outbox", "send"],
+                              capture_output=True, text=True, env=os.environ.copy(),
+                              timeout=120)
+        assert sent.returncode == 0, sent.stderr
+        assert f"Sent item {item.id} to acme" in sent.stdout
+        keys = [r.idempotency_key for r in server.chat_requests()]
+    assert keys == [key, key]
+    store = Store()
+    assert Outbox(store).get(item.id).state is OutboxState.SENT
+    answers = {m.content: m.status for m in parts(store)}
+    assert answers == {"Water ": MessageStatus.INTERRUPTED,
+                       "Water 20 L, rice 5 kg.": MessageStatus.COMPLETE}
+    store.close()

@@ -32,7 +32,15 @@ from app.domain.errors import (
     UsageError,
     kind_words,
 )
-from app.domain.messages import FinishReason, Refit, Restart, Seam, TextDelta, Usage
+from app.domain.messages import (
+    CANCEL_OUTCOMES,
+    FinishReason,
+    Refit,
+    Restart,
+    Seam,
+    TextDelta,
+    Usage,
+)
 from app.domain.routes import Route
 from app.domain.sampling import KNOB_NAMES
 from app.domain.sampling import check as check_knob
@@ -282,7 +290,7 @@ def _telling_failed_attempts(record, tell: bool):
     def on_attempt(attempt) -> None:
         record(attempt)
         if tell and attempt.error_kind and attempt.provider != "local" and \
-                attempt.outcome not in ("cancelled", "hedge_lost"):
+                attempt.outcome not in CANCEL_OUTCOMES:
             REPLY_LINE.break_for_notice()
             sys.stderr.write(f"outpost: {attempt.provider}, attempt {attempt.attempt}: "
                              f"{kind_words(attempt.error_kind)}.\n")
