@@ -119,6 +119,22 @@ def test_imports_inside_functions_are_deliberate_deferrals():
     assert silent == []
 
 
+def test_nothing_waits_with_qtest_qwait():
+    """PySide6 keeps the GIL while ``QTest.qWait`` waits (6.11: a Python thread beside it ran
+    1 loop of 1 ms in a second, ~850 beside ``QEventLoop.exec``): every other thread of the
+    window (the outbox sender, the stream worker, the model loader) stands still meanwhile. A
+    driver that waited so saw an outbox item take 25-40 s instead of ~1 s, its sender seemingly
+    stuck on SQLite's lock. Wait on the event loop instead: ``qtbot.wait``/``waitUntil``/
+    ``waitSignal``, or a ``QEventLoop`` and a ``QTimer``."""
+    waits = []
+    for folder in (*PACKAGES, "tests", "tools", "bench"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Attribute) and node.attr == "qWait":
+                    waits.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert waits == []
+
+
 def test_the_domain_and_the_engines_type_check():
     proc = run("-m", "mypy")  # its files and settings: [tool.mypy] in pyproject.toml
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]

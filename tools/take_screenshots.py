@@ -76,7 +76,9 @@ def shoot(theme: str, out: Path, size: tuple[int, int] = SIZE) -> Path:
             QTest.keyClick(edit, Qt.Key.Key_Return)
             if not wait_for([window.controller.reply_finished]):
                 raise SystemExit("no reply within the time limit")
-            QTest.qWait(300)  # the last throttled flush and the footer
+            # the last throttled flush and the footer (not QTest.qWait: it keeps the GIL,
+            # so the window's other threads stand still meanwhile)
+            wait_for([], 300)
             suffix = "" if size == SIZE else f"-{size[0]}x{size[1]}"
             target = out / f"outpost-{theme}{suffix}.png"
             out.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,9 @@ the current conversation may go to the cloud, and every provider with queued out
 those are probed (a TCP connect, in the background, at the back-off pace ``app.chat.connectivity``
 sets); nothing is probed in Offline mode or for a Local only conversation, so those never open a
 socket. When a provider with queued items is online, the outbox is sent in the background, one
-pass at a time; each answer arrives as a sibling reply and the window is told.
+pass at a time; each answer arrives as a sibling reply and the window is told. Each item that
+changes state on the way (claimed, sent, failed, queued again) says so at once
+(``outbox_changed``), so the status bar's count never waits for the end of the pass.
 
 Closing the app (``stop``) cancels a send in flight with the reason ``CLOSING``: not the user's
 stop, so its item goes back to the queue (its part kept, marked interrupted) and is sent again,
@@ -13,7 +15,7 @@ same idempotency key, at the next start or ``outpost outbox send``.
 """
 from __future__ import annotations
 
-from PySide6.QtCore import QObject, QTimer, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
 
 from app.chat.connectivity import LinkState
 from app.chat.outbox_sender import OutboxSender
@@ -27,7 +29,9 @@ class OutboxMonitor(QObject):
     links_changed = Signal()
     # after a pass that sent or failed something: the app.storage.outbox.SendReport
     sent = Signal(object)
-    outbox_changed = Signal()
+    outbox_changed = Signal()  # (always emitted on the GUI thread)
+    # from the sender's thread: an item changed state (relayed as outbox_changed)
+    _item_moved = Signal()
 
     def __init__(self, settings, connectivity, outbox, cloud, tasks, watched, parent=None,
                  ledger=None, keep_unsaved=None, quotas=None):
@@ -41,6 +45,8 @@ class OutboxMonitor(QObject):
         self._probing: set[str] = set()
         self._sending = False
         self._cancel = CancelWithReason()
+        # (from the sender's thread: queued to this, the GUI thread)
+        self._item_moved.connect(self._on_item_moved, Qt.ConnectionType.QueuedConnection)
         self.timer = QTimer(self)
         self.timer.setInterval(TICK_MS)
         self.timer.timeout.connect(self.tick)
@@ -53,6 +59,10 @@ class OutboxMonitor(QObject):
         """The app is closing: a send in flight ends, and its item waits for the next start."""
         self.timer.stop()
         self._cancel.set_because(CLOSING)
+
+    @Slot()
+    def _on_item_moved(self) -> None:
+        self.outbox_changed.emit()
 
     def providers(self) -> list[str]:
         """The providers that matter now (none in Offline mode)."""
@@ -122,5 +132,6 @@ class OutboxMonitor(QObject):
             self.outbox_changed.emit()
 
         self.tasks.run_in_background(
-            lambda: self.sender.send(cancel=self._cancel, skip_provider=skip), done, failed)
+            lambda: self.sender.send(cancel=self._cancel, skip_provider=skip,
+                                     moved=self._item_moved.emit), done, failed)
         return True

@@ -67,10 +67,12 @@ class OutboxSender:
         self.clock: Callable[[], float] = time.monotonic
 
     def send(self, only: int | None = None, cancel: threading.Event | None = None,
-             skip_provider: Callable[[str], bool] = lambda name: False) -> SendReport:
+             skip_provider: Callable[[str], bool] = lambda name: False,
+             moved: Callable[[], None] = lambda: None) -> SendReport:
         """``cancel``: set by the user's stop (an answer stopped after some text counts as
         sent), or with the reason ``CLOSING`` (``app.domain.messages.CancelWithReason``) when
-        the app closes: the item then goes back to the queue."""
+        the app closes: the item then goes back to the queue. ``moved()`` is called (on this
+        thread) each time an item changed state: claimed, then sent, failed or queued again."""
         report = SendReport([], [], [])
         cancel = cancel or threading.Event()
         with self._lock:
@@ -97,6 +99,7 @@ class OutboxSender:
                 except UsageError:  # its question is gone (salvaged without it): not sent,
                     self.outbox._finish(item.id, OutboxState.CANCELLED,  # and no pass stops
                                         "its message is gone: nothing to send")
+                    moved()
                     continue
                 owner = self.outbox.store.get_conversation(item.conversation_id).profile
                 if (item.provider, owner) in held:  # its profile's earlier item waits
@@ -106,6 +109,7 @@ class OutboxSender:
                 if self.stays_here(item):  # made Local only since it was queued: never sent
                     kept = self.outbox.keep_local(item.id)
                     report.failed.append((kept, KEPT_LOCAL))
+                    moved()
                     continue
                 if self._not_before.get(item.provider, 0) > self.clock() and only is None:
                     # it asked to be left alone (429, Retry-After) until then: waits untried
@@ -123,6 +127,7 @@ class OutboxSender:
                     busy.add(item.provider)
                     report.elsewhere.append(self.outbox.get(item.id))
                     continue
+                moved()
                 # the provider is told the asker's pseudonym (an item queued before that was
                 # so kept the name in its request), the same idempotency key as ever
                 request = dataclasses.replace(item.request, user=provider_user(
@@ -135,6 +140,7 @@ class OutboxSender:
                     engine.close()
                     held[(item.provider, owner)] = item.id
                     report.waiting.append(self.outbox.release(item.id, str(exc)))
+                    moved()
                     continue
                 except OutpostError as exc:  # no key, no such provider: settled below
                     error = exc
@@ -175,6 +181,7 @@ class OutboxSender:
                     log.warning("outbox item %s could not be settled: %s", item.id, exc)
                     report.waiting.append(claimed)  # it is sending still; the next start
                     # puts it back in the queue (its writer gone)
+                moved()
         return report
 
 

@@ -1,6 +1,7 @@
 """The Outbox window: items in queue order with readable states, Cancel item, Retry, Send now,
 and the empty placeholder (a real Store on tmp_path; nothing touches the network). Then the
-window sending its outbox to the fault server: closing the window while an answer streams."""
+window sending its outbox to the fault server: the status bar's count as each item goes, and
+closing the window while an answer streams."""
 from __future__ import annotations
 
 import os
@@ -211,6 +212,34 @@ def provider_back(app, name: str, url: str) -> None:
     app.registry.add(ProviderConfig(name, "openai", url, "test-model"), replace=True)
     app.connectivity.network_changed()
     app.monitor.tick()
+
+
+def test_the_outbox_count_drops_as_each_item_is_sent_not_at_the_end_of_the_pass(qtbot,
+                                                                               scripted):
+    """Two items wait; the first is answered while the second's answer is still streaming:
+    the status bar says so then (it kept saying "2 waiting" until the whole pass ended, and a
+    pass lasts as long as its slowest answer)."""
+    app, button = scripted, scripted.window.outbox_button
+    service = app.service
+    items = []
+    for prompt in ("First report", "Second report"):
+        turn = service.start_turn(prompt, model="test-model")
+        app.store.set_conversation_route(turn.conversation_id, "cloud")
+        items.append(service.queue_for_later(turn, "acme", None))
+    button.refresh()
+    assert button.text() == "Outbox: 2 waiting"
+    with fault_server() as server:
+        # the second answer: a first part, then a pause that lasts until the client goes away
+        server.script([normal(), normal(chunks=("Part ", "two."), delay=25)])
+        provider_back(app, "acme", server.url + "/v1")
+        outbox = service.outbox
+        qtbot.waitUntil(lambda: outbox.get(items[0].id).state is OutboxState.SENT and
+                        len(server.chat_requests()) == 2, timeout=20000)
+        qtbot.waitUntil(lambda: button.text() == "Outbox: 1 sending…", timeout=5000)
+        assert app.monitor._sending  # the pass goes on: the second answer still streams
+        assert outbox.get(items[1].id).state is OutboxState.SENDING
+        app.window.close()
+        app.shutdown()  # (the second item goes back to the queue: see the next test)
 
 
 def test_closing_the_window_while_an_item_is_sent_queues_it_again(qtbot, scripted):
