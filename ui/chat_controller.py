@@ -20,7 +20,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import logging
-import threading
 from enum import StrEnum
 from typing import Callable, TypeVar
 
@@ -30,7 +29,7 @@ from PySide6.QtGui import QGuiApplication
 from app.chat.pipeline import PendingTurn, Queued, TurnOutcome, TurnPipeline, TurnTarget
 from app.chat.service import NEW_ROOT, ChatService, TurnOptions
 from app.domain.errors import Cancelled, OutpostError, ReplyNotSaved, UsageError
-from app.domain.messages import Message, Role
+from app.domain.messages import CLOSING, CancelWithReason, Message, Role
 from engines.registry import CloudTargets
 from ui.conversation_view import ConversationView
 from ui.message_actions import Versions
@@ -101,7 +100,7 @@ class ChatController(QObject):
             max_workers=1, thread_name_prefix="outpost-prepare")
         self.conversation_id: str | None = None
         self._turn = None
-        self._cancel: threading.Event | None = None
+        self._cancel: CancelWithReason | None = None
         self._buffer: list[str] = []
         self._bubble = None
         if flush_timer is None:
@@ -418,7 +417,7 @@ class ChatController(QObject):
     def _run(self, pending: PendingTurn) -> None:
         self.failed_turn = None
         self._turn = pending.turn
-        self._cancel = threading.Event()
+        self._cancel = CancelWithReason()
         self._bubble = self.view.add_bubble(Role.ASSISTANT)
         self._bubble.set_placeholder("…")
         self._buffer.clear()
@@ -503,8 +502,8 @@ class ChatController(QObject):
         if self.service.unsaved and self.service.save_unsaved():  # a last try
             log.warning("%d replies could not be saved before closing", len(self.service.unsaved))
         self._prepare_thread.shutdown(wait=False)
-        if self._cancel is not None:
-            self._cancel.set()
+        if self._cancel is not None:  # closing is not the user's Stop: the reply says so
+            self._cancel.set_because(CLOSING)
         self._timer.stop()
         self._thread.quit()
         self._thread.wait(30000)

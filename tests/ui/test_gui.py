@@ -15,6 +15,7 @@ from PySide6.QtCore import QCoreApplication, Qt
 
 from app.config.settings import Settings
 from app.domain.messages import Finished, FinishReason, MessageStatus, Role, TextDelta
+from app.storage.store import Store
 from app.storage.writers import writing
 from tests.support import (
     ScriptedEngine,
@@ -128,6 +129,26 @@ def test_escape_stops_a_streaming_reply(qtbot, scripted, scripted_engine):
     assert answer.completion_tokens == 4
     assert "interrupted" in window.view.bubbles[-1].footer.text()
     assert not window.banner.isVisible()  # a stop is not an error
+
+
+def test_a_reply_cut_short_by_closing_the_window_says_so(qtbot, scripted, scripted_engine):
+    """Closing the window while a reply streams is not the user's Stop: the part kept says
+    Outpost was closed (it said "Stopped by the user.")."""
+    window = scripted.window
+    scripted_engine.script(held_open("Once", " upon", " a", " time"))
+    send_with_enter(qtbot, scripted, "Write a very long story about a dragon and a knight.")
+    qtbot.waitUntil(lambda: window.view.bubbles[-1].text == "Once upon a time", timeout=10000)
+    conversation = scripted.store.list_conversations()[0]
+    window.close()
+    scripted.shutdown()
+    store = Store()
+    try:
+        answer = store.messages(conversation.id)[-1]
+        assert answer.status is MessageStatus.INTERRUPTED
+        assert answer.content == "Once upon a time"
+        assert answer.error == "Outpost was closed before the reply was finished."
+    finally:
+        store.close()
 
 
 def test_shift_enter_adds_a_line_instead_of_sending(qtbot, scripted):
