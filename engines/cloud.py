@@ -500,6 +500,8 @@ class CloudEngine(EngineBase):
         rest = masked.flush()
         if stops is not None:
             rest = stops.feed(rest) + stops.flush()
+            if stops.hit:  # completed by the last of the text
+                state.finish_reason = FinishReason.STOP
         if rest:
             yield TextDelta(rest)
         # a reply whose stop reason arrived is complete: what was still to come (the terminal

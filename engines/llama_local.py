@@ -267,7 +267,7 @@ class LocalEngine(SavedPrefixes, EngineBase):
         if self.settings.options.context:  # the model's own load setting set the window
             return (f"raise {self.path.name}'s context load setting (the window is "
                     f"{self.n_ctx:,} tokens; it was trained on {trained:,}): Models ▸ load "
-                    f"settings, or `outpost models set {self.path.stem} context auto`")
+                    f"settings, or `outpost models set MODEL context N`, N up to {trained}")
         return (f"raise the context_cap setting (the window is {self.n_ctx:,} tokens; "
                 f"{self.path.name} was trained on {trained:,})")
 

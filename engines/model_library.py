@@ -40,7 +40,7 @@ from pathlib import Path
 from app.config import paths
 from app.config.file_schema import ConfigFile, ConfigFileInvalid, write_config
 from app.domain.errors import ModelInvalid, ModelNotFound, UsageError
-from engines.gguf import GGUFInfo, read_gguf, read_model
+from engines.gguf import GGUFInfo, read_gguf
 from engines.model_files import bundled_model_path, file_sha256
 from engines.model_load import LoadSettingsFile, ModelLoadOptions
 
@@ -263,7 +263,7 @@ class ModelLibrary:
                 if entry.path.name == name_or_path:
                     return entry
         if candidate.suffix == ".gguf" or os.sep in name_or_path or candidate.exists():
-            info = read_model(candidate)  # names the problem with the file (or: an adapter)
+            info = read_gguf(candidate)  # names the problem with the file
             for path, name in self._references().items():
                 if _same_file(path, info.path):
                     return ModelEntry(name, path, "reference", info)

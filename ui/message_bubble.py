@@ -98,7 +98,10 @@ def cost_text(message: Message) -> str:
     unknown. A reply the local model wrote is free unless its turn paid for a cloud attempt
     (a hedge that lost: the provider billed the prompt it had): then it shows that cost."""
     engines = {s.get("engine") for s in message.segments or []} or {message.engine}
-    if engines == {"local"} and not message.cost_usd:
+    # free: nothing paid (0), or no cost kept at all; an unknown cost of the turn (a lost
+    # hedge to a model with no known price) is marked estimated, and is no "free"
+    if engines == {"local"} and (message.cost_usd == 0 or message.cost_usd is None and
+                                 not message.cost_estimated):
         return "free"
     if message.cost_usd is None:
         return "cost unknown"

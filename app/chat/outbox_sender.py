@@ -199,6 +199,7 @@ class OutboxSender:
                                 price=engine.price)
         if cap is not None:
             request = dataclasses.replace(request, max_tokens=cap.max_tokens)
+        self.quotas.note_turn(request.idempotency_key)  # its request is paid for
         return request, cap
 
     def stays_here(self, item) -> bool:

@@ -220,8 +220,11 @@ class ChatService:
         request, cap, fit = failed.request, failed.reply_cap, failed.fit
         asked = cap.asked if cap is not None else request.max_tokens
         if counter is not None:
-            fit = fit_messages(request.messages, counter, asked)
-            request = dataclasses.replace(request, messages=fit.messages)
+            refit = fit_messages(request.messages, counter, asked)
+            request = dataclasses.replace(request, messages=refit.messages)
+            # what the first fit left out is still left out: said with what this one drops
+            fit = dataclasses.replace(refit, dropped=tuple(failed.fit.dropped) +
+                                      tuple(refit.dropped)) if failed.fit is not None else refit
         if self.quotas is not None and effective_route is not None:
             prompt_tokens = fit.prompt_tokens if fit is not None else \
                 estimate_prompt_tokens(list(request.messages))
@@ -230,6 +233,7 @@ class ChatService:
                                     model=request.model, price=price, fanout=fanout)
             request = dataclasses.replace(request,
                                           max_tokens=cap.max_tokens if cap else asked)
+            self.quotas.note_turn(request.idempotency_key, fanout)  # its requests are paid
             if fit is not None:
                 fit = dataclasses.replace(fit, max_tokens=request.max_tokens)
         return Turn(self.store, failed.conversation_id, failed.user_message_id, request,
@@ -305,7 +309,7 @@ class ChatService:
         user_message = self.store.add_message(conversation.id, Role.USER, prompt,
                                               parent_id=parent)
         return self._turn(conversation.id, user_message.id, model, messages, request_args, fit,
-                          effective_route, cap)
+                          effective_route, cap, fanout)
 
     def regenerate_turn(self, message_id: str, *, model: str,
                         options: TurnOptions = TurnOptions(),
@@ -337,7 +341,7 @@ class ChatService:
             self.store.set_conversation_sampling(conversation.id, conversation.sampling,
                                                  system_prompt=options.system_prompt)
         return self._turn(conversation.id, reply.parent_id, model, messages, request_args, fit,
-                          effective_route, cap)
+                          effective_route, cap, fanout)
 
     def _refuse_while_written(self, path: list[Message]) -> None:
         """A turn on a path with a reply still being written (by another window or `outpost
@@ -385,7 +389,8 @@ class ChatService:
 
     def _turn(self, conversation_id: str, user_message_id: str, model: str,
               messages: list[ChatMessage], request_args: dict, fit: Fit | None,
-              effective_route: str, cap: ReplyCap | None = None) -> Turn:
+              effective_route: str, cap: ReplyCap | None = None,
+              fanout: Fanout = ONE_REQUEST) -> Turn:
         request = ChatRequest(model=model,
                               messages=fit.messages if fit is not None else tuple(messages),
                               user=provider_user(self.profile), **request_args)
@@ -395,7 +400,7 @@ class ChatService:
         turn = Turn(self.store, conversation_id, user_message_id, request, ledger=self.ledger,
                     fit=fit, secrets=secrets, reply_cap=cap)
         if self.quotas is not None:
-            self.quotas.note_turn(request.idempotency_key)
+            self.quotas.note_turn(request.idempotency_key, fanout)
         if self.ledger is not None:
             self.ledger.note_turn(request.idempotency_key, route=effective_route,
                                   profile=self.profile, conversation_id=conversation_id)

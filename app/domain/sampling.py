@@ -259,10 +259,12 @@ class StopScanner:
         if self.hit:
             return ""
         held = self._held + text
-        found = [i for i in (held.find(s) for s in self.stops) if i >= 0]
+        # the stop a provider checking after each token meets first: the one that ends first
+        # (of two ending together, the longer), whatever way the text came in deltas
+        found = [(i + len(s), i) for s in self.stops if (i := held.find(s)) >= 0]
         if found:
             self.hit, self._held = True, ""
-            return held[:min(found)]
+            return held[:min(found)[1]]
         cut = max(len(held) - self._keep, 0)
         self._held = held[cut:]
         return held[:cut]

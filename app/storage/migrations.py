@@ -369,8 +369,13 @@ def m018_local_chats_stay_local(db: sqlite_utils.Database) -> None:
     """A conversation with no route of its own followed the default route, so one answered
     Local only (the default was local) sent its whole history to a provider once the default
     became Auto. New conversations keep the route they start under; the ones before that
-    were answered Local only are given that route now."""
+    whose every reply was answered Local only are given that route now (one answered by a
+    provider too was not kept private, and a single turn sent `--route local` does not make
+    a conversation Local only)."""
     db.execute("""UPDATE conversations SET route = 'local'
-        WHERE route IS NULL AND EXISTS (SELECT 1 FROM messages m
-            WHERE m.conversation_id = conversations.id
-              AND m.route_reason = 'local-only conversation')""")
+        WHERE route IS NULL
+          AND EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = conversations.id
+                        AND m.role = 'assistant')
+          AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = conversations.id
+                            AND m.role = 'assistant'
+                            AND m.route_reason IS NOT 'local-only conversation')""")

@@ -178,23 +178,24 @@ class QuotaGuard:
                  wall: Callable[[], dt.datetime] = lambda: dt.datetime.now().astimezone()):
         self.book, self.ledger, self.clock, self.wall = book, ledger, clock, wall
         self._buckets: dict[tuple[str, str, int], TokenBucket] = {}
-        # turns whose first attempt the check already took from the buckets: idempotency key
-        # -> attempts seen. Every further attempt (retry, hedge, continuation, candidate) is
-        # charged as it lands in the ledger, so it counts toward the per-minute limits at once
+        # turns whose first attempts the check already took from the buckets: idempotency
+        # key -> attempts still paid for (one; best-of-n: its candidates and judge). Every
+        # further attempt (an automatic retry, a hedge, a continuation) is charged as it lands
+        # in the ledger, so it counts toward the per-minute limits at once
         self._turns: dict[str, int] = {}
         if hasattr(ledger, "listeners"):
             ledger.listeners.append(self._on_attempt)
 
-    def note_turn(self, idempotency_key: str) -> None:
-        """The turn that just passed ``check``: its first attempt is paid for."""
-        self._turns[idempotency_key] = 0
+    def note_turn(self, idempotency_key: str, fanout: Fanout = ONE_REQUEST) -> None:
+        """The turn that just passed ``check``: its first attempts (one, or the requests of
+        its ``fanout``) are paid for."""
+        self._turns[idempotency_key] = fanout.requests
 
     def _on_attempt(self, record, profile: str, tokens: int) -> None:
         key = (record.idempotency_key or "").split("~")[0]  # candidates count with their turn
-        if key in self._turns:
-            self._turns[key] += 1
-            if self._turns[key] == 1:
-                return  # the attempt the check took from the buckets
+        if self._turns.get(key, 0) > 0:
+            self._turns[key] -= 1
+            return  # an attempt the check took from the buckets
         try:
             limits = self.book.limits(profile)
         except Exception:  # noqa: BLE001 - a broken file is reported by the next check

@@ -275,3 +275,28 @@ def test_a_retry_the_local_model_takes_over_for_a_spent_quota_fits_its_window(ou
     # the same turn, the same key
     assert retried.turn.request.idempotency_key == failed.turn.request.idempotency_key
     store.close()
+
+
+def test_a_retry_still_says_what_its_first_fit_left_out(outpost_home):
+    """A Local only turn that dropped the oldest turns failed; the retry is fitted again into
+    the same window (nothing more to drop) and still says which turns are left out (it said
+    none: the refit saw only what was already fitted)."""
+    from app.domain.errors import EngineError
+
+    store = Store()
+    service = ChatService(store, Settings())
+    conversation_id = long_conversation(store)
+    local = SmallLocal(lambda request, cancel: [EngineError("The model crashed.")], answer)
+    local.finish_loading()
+    pipeline = TurnPipeline(service, FixedEngines(local, None))
+    target = TurnTarget(route="local")
+    failed = pipeline.prepare("Summarize.", conversation_id, target=target,
+                              options=TurnOptions(max_tokens=8), wait_for_model=True)
+    [ended] = [e for e in failed.run(threading.Event()) if isinstance(e, TurnEnded)]
+    assert ended.outcome.error is not None
+    assert [m.content for m in failed.turn.fit.dropped] == [OLD_QUESTION, OLD_ANSWER]
+    retried = pipeline.retry(failed.turn, target=target)
+    list(retried.run(threading.Event()))
+    assert [m.content for m in retried.started.fit.dropped] == [OLD_QUESTION, OLD_ANSWER]
+    assert retried.started.fit.describe_dropped() == failed.turn.fit.describe_dropped()
+    store.close()

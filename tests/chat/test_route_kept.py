@@ -54,12 +54,20 @@ def test_older_chats_answered_local_only_are_kept_local_by_the_migration(tmp_pat
     reply_row = old.add_message(private.id, Role.ASSISTANT, "ok", parent_id=answered.id)
     old.db["messages"].update(reply_row.id, {"route_reason": "local-only conversation"})
     other = old.create_conversation("answered by the cloud under Auto")
-    old.add_message(other.id, Role.USER, "hello")
+    hello = old.add_message(other.id, Role.USER, "hello")
+    old.add_message(other.id, Role.ASSISTANT, "hi from the cloud", parent_id=hello.id)
+    once = old.add_message(other.id, Role.USER, "this one locally (ask --route local)")
+    local_once = old.add_message(other.id, Role.ASSISTANT, "ok", parent_id=once.id)
+    old.db["messages"].update(local_once.id, {"route_reason": "local-only conversation"})
+    unanswered = old.create_conversation("no reply yet")
+    old.add_message(unanswered.id, Role.USER, "hello?")
     old.close()
     new = Store(path)
     try:
         assert new.get_conversation(private.id).route == "local"
+        # a provider answered it: not made Local only by one turn sent --route local
         assert new.get_conversation(other.id).route is None  # still follows the default
+        assert new.get_conversation(unanswered.id).route is None
     finally:
         new.close()
 

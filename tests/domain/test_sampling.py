@@ -332,3 +332,8 @@ def test_the_stop_scanner_holds_back_only_what_may_start_a_stop():
     assert quiet.feed("no stop here") + quiet.flush() == "no stop here"
     first = StopScanner(("xyz", "b"))
     assert first.feed("abcxyz") == "a"  # the earliest stop wins
+    # the stop that ends first, as a provider checking after each token meets it, however
+    # the text was cut into deltas
+    whole, piecemeal = StopScanner(("b", "abc")), StopScanner(("b", "abc"))
+    assert whole.feed("xabc") == "xa"
+    assert "".join(piecemeal.feed(c) for c in "xabc") == "xa"

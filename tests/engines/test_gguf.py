@@ -167,8 +167,8 @@ def test_local_engine_raises_the_same_errors(case, tmp_path, bundled_model, text
                 "empty": (ModelInvalid, "not a GGUF"), "header": (ModelInvalid, "truncated"),
                 "data": (ModelInvalid, "truncated"), "folder": (ModelInvalid, "folder"),
                 # a valid GGUF file llama.cpp would only say "failed to load model" of
-                "adapter": (ModelInvalid, r"is a LoRA adapter \(its GGUF header says "
-                                          r"general\.type = adapter\), not a model")}[case]
+                "adapter": (ModelInvalid, "is a LoRA adapter (its GGUF header says "
+                                          "general.type = adapter), not a model")}[case]
     if case == "adapter":
         from tests.lora_files import make_lora  # deferred: needs the gguf package
 

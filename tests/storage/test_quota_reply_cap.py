@@ -297,3 +297,56 @@ def test_retrying_a_failed_turn_checks_the_quota_again(outpost_home, tmp_path):
             pipeline.retry(failed.turn, target=target)
         cloud.close()
     store.close()
+
+
+def frozen_guard(tmp_path, name: str, value):
+    """A service whose quota clock stands still: the per-minute buckets never refill."""
+    store = Store(tmp_path / "outpost.db")
+    ledger = UsageLedger(store, "ana")
+    book = QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json")
+    book.set("ana", name, value, by=ADMIN)
+    guard = QuotaGuard(book, ledger, clock=lambda: 0.0)
+    return store, ChatService(store, Settings(), ledger=ledger, quotas=guard, profile="ana")
+
+
+def test_each_request_of_a_turn_is_counted_once_against_the_per_minute_limit(tmp_path):
+    """The check takes a best-of-n turn's requests up front; its candidates' attempts then
+    land in the ledger and must not be charged again (9 of 10 were taken for 5 requests)."""
+    store, service = frozen_guard(tmp_path, "requests_per_minute", 6)
+    with fault_server() as server:
+        cloud = fault_cloud(server.url + "/v1", store)
+        cloud.on_attempt = service.ledger.record
+        server.script([Normal(chunks=('{"a": 1}',)) for _ in range(4)])
+        pipeline = TurnPipeline(service, FixedEngines(ScriptedEngine(reply("no")), cloud))
+        events = list(pipeline.send("Tell me about the sea.", target=TurnTarget(
+            provider="fault", route="cloud", test_time=Plan("best_of", 4, scorer="json")),
+            options=TurnOptions(max_tokens=50)))
+        assert len(server.chat_requests()) == 4
+        cloud.close()
+    assert any(isinstance(e, TurnEnded) for e in events)
+    guard = service.quotas
+    guard.check("ana", "cloud", True, 10, 10)  # the 5th and 6th requests of the minute
+    guard.check("ana", "cloud", True, 10, 10)
+    with pytest.raises(RateLimitedLocally):
+        guard.check("ana", "cloud", True, 10, 10)
+    store.close()
+
+
+def test_a_retry_is_counted_once_against_the_per_minute_limit(tmp_path):
+    store, service = frozen_guard(tmp_path, "requests_per_minute", 3)
+    with fault_server() as server:
+        cloud = fault_cloud(server.url + "/v1", store)
+        cloud.on_attempt = service.ledger.record
+        pipeline = TurnPipeline(service, FixedEngines(ScriptedEngine(reply("no")), cloud))
+        target = TurnTarget(provider="fault", route="cloud")
+        server.script([Status(400), Normal()])
+        failed = pipeline.prepare("Tell me about the sea.", target=target)
+        list(failed.run(threading.Event()))
+        retried = pipeline.retry(failed.turn, target=target)
+        list(retried.run(threading.Event()))
+        assert len(server.chat_requests()) == 2
+        cloud.close()
+    service.quotas.check("ana", "cloud", True, 10, 10)  # the third of the minute
+    with pytest.raises(RateLimitedLocally):
+        service.quotas.check("ana", "cloud", True, 10, 10)
+    store.close()

@@ -67,3 +67,9 @@ def test_a_local_reply_shows_what_its_lost_cloud_hedge_cost(qtbot):
     assert bubble.footer.text().endswith("~$0.000028"), bubble.footer.text()
     bubble.show_message_state(local_reply(0.0))
     assert bubble.footer.text().endswith("free")
+    # the hedge went to a model with no known price: the turn's cost is unknown, not "free"
+    unknown = Message("m1", "c1", Role.ASSISTANT, "Hi.", MessageStatus.COMPLETE, "", "",
+                      engine="local", model="smol.gguf", prompt_tokens=22, completion_tokens=3,
+                      cost_usd=None, cost_estimated=True)
+    bubble.show_message_state(unknown)
+    assert bubble.footer.text().endswith("cost\xa0unknown"), bubble.footer.text()
