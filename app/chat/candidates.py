@@ -37,6 +37,7 @@ from app.domain.messages import (
     ChatRequest,
     Finished,
     FinishReason,
+    Refit,
     Role,
     StreamEvent,
     TextDelta,
@@ -130,6 +131,7 @@ class CandidatesEngine(EngineBase):
                               extract=plan.extract if plan.mode != "best_of" else None)
         self.selection = selection
         self._judge_usage = None
+        self._refit: Refit | None = None  # the local model's fit of the candidates' request
         wants_logprobs = plan.mode == "best_of" and plan.scorer in ("logprob", "length", "json")
         wants_logprobs = wants_logprobs and not self.concurrent  # the local model
         requests = [self._candidate_request(request, i, wants_logprobs) for i in range(plan.n)]
@@ -202,6 +204,8 @@ class CandidatesEngine(EngineBase):
             winner = self._vote(usable, selection)
         usage = _sum_usage([c.usage for c in done] + [self._judge_usage])
         selection.winner = winner.index
+        if self._refit is not None:  # the turn says what the local model's window left out
+            yield self._refit
         yield TextDelta(winner.text)
         yield usage
         first = min((c.finish.ttft_ms for c in usable if c.finish.ttft_ms), default=None)
@@ -232,8 +236,15 @@ class CandidatesEngine(EngineBase):
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
+        def noting_refit(events):
+            for event in events:
+                if isinstance(event, Refit):
+                    self._refit = self._refit or event  # the same request: the same fit
+                else:
+                    yield event
+
         try:
-            reply = accumulate(self.engine.stream(request, mine))
+            reply = accumulate(noting_refit(self.engine.stream(request, mine)))
         except Exception as exc:  # noqa: BLE001 - one candidate failing is not the turn failing
             reply = accumulate([Finished(FinishReason.ERROR, error=exc)])
         finally:

@@ -300,3 +300,30 @@ def test_a_retry_still_says_what_its_first_fit_left_out(outpost_home):
     assert [m.content for m in retried.started.fit.dropped] == [OLD_QUESTION, OLD_ANSWER]
     assert retried.started.fit.describe_dropped() == failed.turn.fit.describe_dropped()
     store.close()
+
+
+def test_best_of_n_answered_locally_still_says_what_the_window_left_out(tmp_path):
+    """Best-of-n around Auto: each candidate is fitted into the local window by the router,
+    and the turn says what was left out once (the candidates' wrapper dropped the Refit)."""
+    from app.chat.candidates import CandidatesEngine
+    from app.domain.test_time import Plan
+
+    store = Store(tmp_path / "outpost.db")
+    conversation_id = long_conversation(store)
+    local = SmallLocal(answer, answer, answer)
+    with refused_url() as url:
+        routed = RoutedEngine(dead_cloud(url, store), lambda: local, Connectivity(),
+                              hedge_after_s=None, on_attempt=store.log_attempt)
+        turn = ChatService(store, Settings()).start_turn(
+            "Summarize.", conversation_id, model=routed.info.model, counter=routed,
+            effective_route="auto", options=TurnOptions(max_tokens=8, temperature=0.8))
+        engine = CandidatesEngine(routed, Plan("best_of", 3, scorer="json"))
+        try:
+            events = list(turn.run(engine, threading.Event()))
+        finally:
+            engine.close()
+    refits = [e for e in events if isinstance(e, Refit)]
+    assert len(refits) == 1 and refits[0].fit.window == WINDOW
+    assert [m.content for m in refits[0].fit.dropped] == [OLD_QUESTION, OLD_ANSWER]
+    assert turn.refit == refits[0].fit
+    store.close()
