@@ -105,6 +105,15 @@ def stream(engine) -> None:
         pass
 
 
+def assert_prompt_billed(row, engine) -> None:
+    """The attempt carries the prompt counted before sending, no reply, marked and priced as
+    an estimate."""
+    prompt = engine.count_prompt(MESSAGES)[0]
+    assert (row["prompt_tokens"], row["completion_tokens"], row["tokens_estimated"]) == (
+        prompt, 0, 1)
+    assert row["cost_usd"] == pytest.approx(prompt_cost(prompt)) and row["cost_estimated"] == 1
+
+
 def test_a_cancel_while_the_provider_holds_its_answer_bills_the_prompt(tmp_path):
     """Stopped (as the user's Stop does) once the provider has the request, before its head."""
     store = Store(tmp_path / "outpost.db")
@@ -120,11 +129,8 @@ def test_a_cancel_while_the_provider_holds_its_answer_bills_the_prompt(tmp_path)
         stopper.join()
         engine.close()
     [row] = store.request_log()
-    prompt = engine.count_prompt(MESSAGES)[0]
     assert row["outcome"] == "cancelled" and row["status"] is None
-    assert (row["prompt_tokens"], row["completion_tokens"], row["tokens_estimated"]) == (
-        prompt, 0, 1)
-    assert row["cost_usd"] == pytest.approx(prompt_cost(prompt)) and row["cost_estimated"] == 1
+    assert_prompt_billed(row, engine)
 
 
 def test_a_cancel_after_the_head_before_any_text_bills_the_prompt(tmp_path):
@@ -139,11 +145,8 @@ def test_a_cancel_after_the_head_before_any_text_bills_the_prompt(tmp_path):
         stream_and_cancel(engine, cancel)
         engine.close()
     [row] = store.request_log()
-    prompt = engine.count_prompt(MESSAGES)[0]
     assert row["outcome"] == "cancelled" and row["status"] == 200
-    assert (row["prompt_tokens"], row["completion_tokens"], row["tokens_estimated"]) == (
-        prompt, 0, 1)
-    assert row["cost_usd"] == pytest.approx(prompt_cost(prompt)) and row["cost_estimated"] == 1
+    assert_prompt_billed(row, engine)
 
 
 def test_a_stream_cut_off_before_any_text_is_billed_its_prompt(tmp_path):
