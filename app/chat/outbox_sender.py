@@ -35,6 +35,8 @@ from app.storage.quotas import QuotaExceeded, RateLimitedLocally
 
 log = logging.getLogger(__name__)
 
+# how often an item a budget holds back is looked at again (the admin may raise the limit)
+QUOTA_RECHECK_S = 60.0
 # how many times an item whose answer broke off (the link dropped mid-way) is sent; each try
 # keeps its part as a version
 CUT_OFF_TRIES = 3
@@ -64,6 +66,10 @@ class OutboxSender:
         self._lock = threading.Lock()  # one pass at a time in this process
         # provider -> when (monotonic) its Retry-After ends: the window's passes wait till then
         self._not_before: dict[str, float] = {}
+        # (provider, profile) -> when (monotonic) a quota that held that profile's item back
+        # is looked at again: the window's pass comes every 2 s, and each look claims the
+        # item, builds an engine (a keychain read) and writes why it waits
+        self._quota_hold: dict[tuple[str, str | None], tuple[float, int]] = {}
         self.clock: Callable[[], float] = time.monotonic
 
     def send(self, only: int | None = None, cancel: threading.Event | None = None,
@@ -102,6 +108,11 @@ class OutboxSender:
                     moved()
                     continue
                 owner = self.outbox.store.get_conversation(item.conversation_id).profile
+                until, held_id = self._quota_hold.get((item.provider, owner), (0.0, None))
+                if held_id == item.id and until > self.clock() and only is None:
+                    held[(item.provider, owner)] = item.id  # a quota held it: looked at later
+                    report.waiting.append(item)
+                    continue
                 if (item.provider, owner) in held:  # its profile's earlier item waits
                     report.waiting.append(item)
                     report.behind[item.id] = held[(item.provider, owner)]
@@ -139,6 +150,8 @@ class OutboxSender:
                 except (QuotaExceeded, RateLimitedLocally) as exc:  # not now: it waits
                     engine.close()
                     held[(item.provider, owner)] = item.id
+                    again = exc.wait_s if isinstance(exc, RateLimitedLocally) else QUOTA_RECHECK_S
+                    self._quota_hold[(item.provider, owner)] = (self.clock() + again, item.id)
                     report.waiting.append(self.outbox.release(item.id, str(exc)))
                     moved()
                     continue

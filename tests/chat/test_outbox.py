@@ -934,3 +934,46 @@ def test_an_item_goes_out_only_within_its_profiles_quota_now(tmp_path):
         assert answer.params["reply_cap"]["limit"] == "daily token quota"
         assert answer.params["max_tokens"] == sent.json["max_tokens"]
     store.close()
+
+
+def test_an_item_a_quota_holds_is_looked_at_again_a_minute_later_not_every_pass(tmp_path):
+    """The window's pass comes every 2 s; an item its profile's quota holds back was claimed,
+    given an engine and written back each time. It waits untried for a minute (Send now
+    looks at once)."""
+    from app.storage.ledger import UsageLedger  # (only this test meters)
+    from app.storage.profiles import Profile
+    from app.storage.quotas import QuotaBook, QuotaGuard
+
+    store = Store(tmp_path / "outpost.db")
+    book = QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json")
+    admin = Profile("admin", is_admin=True)
+    book.set("ana", "cloud_tokens_per_day", 1000, by=admin)
+    ledger = UsageLedger(store, "ana")
+    guard = QuotaGuard(book, ledger)
+    service = ChatService(store, Settings(), ledger=ledger, quotas=guard, profile="ana")
+    turn = service.start_turn("A question?", model="test-model", effective_route="cloud",
+                              options=TurnOptions(max_tokens=400, temperature=0.0))
+    item = service.queue_for_later(turn, "fault", None)
+    book.set("ana", "cloud_tokens_per_day", 10, by=admin)  # no room now
+    now = [100.0]
+    built = []
+    with fault_server() as server:
+        def engine_for(name, model):
+            built.append(name)
+            return fast_cloud(server.url + "/v1", store)
+
+        sender = OutboxSender(Outbox(store), engine_for, ledger=ledger, quotas=guard)
+        sender.clock = lambda: now[0]
+        assert [i.id for i in sender.send().waiting] == [item.id]
+        first = Outbox(store).get(item.id)
+        assert first.last_error.startswith("Daily token quota reached for ana") and built
+        now[0] += 2.0  # the next passes of the window
+        for _ in range(3):
+            assert [i.id for i in sender.send().waiting] == [item.id]
+        assert len(built) == 1 and Outbox(store).get(item.id).updated_at == first.updated_at
+        now[0] += 60.0  # a minute on: looked at again (still no room)
+        assert [i.id for i in sender.send().waiting] == [item.id] and len(built) == 2
+        book.set("ana", "cloud_tokens_per_day", 100_000, by=admin)
+        assert sender.send(only=item.id).sent  # Send now looks at once
+        assert len(server.chat_requests()) == 1
+    store.close()
