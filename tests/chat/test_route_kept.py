@@ -93,3 +93,5 @@ def test_ask_says_why_a_provider_asked_for_a_local_only_chat_is_not_used(outpost
     assert "outpost: this conversation is Local only, so the local model answers and nothing " \
            "is sent to acme (give `--route auto` or `--route cloud` to send this message)." \
            in again.stderr
+    # and not, first, that acme answers it now (the chat remembered the local model)
+    assert "answered by acme now" not in again.stderr, again.stderr

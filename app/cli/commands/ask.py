@@ -109,7 +109,9 @@ def _turn(args: argparse.Namespace, events, send_when_online: bool,
         if known is not None and known.profile not in (None, core.service.profile):
             known = None  # another profile's: the pipeline refuses it, telling nothing of it
         target, note = remembered_target(target, known, ProviderRegistry(), remembers=remember)
-        if note:
+        if note and not (target.provider and
+                         pipeline.effective_route(target, cid) is Route.LOCAL):
+            # (a Local only chat or Offline mode: the provider does not answer, said below)
             sys.stderr.write(f"outpost: {note}\n")
         turn = events(pipeline, target, cancel)
         if remember:
