@@ -49,8 +49,11 @@ class OutboxButton(QPushButton):
         except OutpostError as exc:
             self.failed.emit(exc)
             return
-        sending = any(item.state.value == "sending" for item in pending)
-        self.setText(f"Outbox: {len(pending)} {'sending…' if sending else 'waiting'}")
+        sending = sum(item.state.value == "sending" for item in pending)
+        waiting = len(pending) - sending
+        said = [f"{sending} sending…"] if sending else []  # "1 sending…, 1 waiting"
+        said += [f"{waiting} waiting"] if waiting or not sending else []
+        self.setText("Outbox: " + ", ".join(said))
         self.setVisible(bool(pending))
         if self.panel is not None:
             self.panel.refresh()

@@ -228,6 +228,10 @@ def test_the_outbox_count_drops_as_each_item_is_sent_not_at_the_end_of_the_pass(
         items.append(service.queue_for_later(turn, "acme", None))
     button.refresh()
     assert button.text() == "Outbox: 2 waiting"
+    service.outbox.claim(items[0].id)  # one being sent, one waiting: said apart
+    button.refresh()
+    assert button.text() == "Outbox: 1 sending…, 1 waiting"
+    service.outbox.release(items[0].id, "back")
     with fault_server() as server:
         # the second answer: a first part, then a pause that lasts until the client goes away
         server.script([normal(), normal(chunks=("Part ", "two."), delay=25)])
