@@ -3,6 +3,7 @@ itself is the pipeline's: tests/chat)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import pytest
 
@@ -41,3 +42,21 @@ def test_with_json_the_finished_event_says_it(capsys):
     _finish(argparse.Namespace(json=True), outcome(FinishReason.LENGTH), structured=False)
     out, err = capsys.readouterr()
     assert '"reason": "length"' in out and err == ""
+
+
+def test_json_output_still_invalid_after_its_repair_is_not_printed(capsys):
+    """`--json-mode`: stdout carries the reply once it is valid JSON; text still invalid
+    after the repair (exit 4, its raw text kept in history) is not handed to a script."""
+    from app.domain.errors import InvalidJsonReply
+    from app.domain.structured import OutputCheck
+
+    done = outcome(FinishReason.STOP)
+    invalid = dataclasses.replace(done, output_check=OutputCheck(
+        "json", valid=False, error="not JSON", repair="reask", repair_failed=True),
+        error=InvalidJsonReply("The reply is not valid JSON even after one repair."))
+    with pytest.raises(InvalidJsonReply):
+        _finish(argparse.Namespace(json=False), invalid, structured=True)
+    assert capsys.readouterr().out == "\n"
+    valid = dataclasses.replace(done, output_check=OutputCheck("json"))
+    _finish(argparse.Namespace(json=False), valid, structured=True)
+    assert capsys.readouterr().out == "Lighthouses guide ships past\n"

@@ -218,7 +218,9 @@ def _finish(args: argparse.Namespace, outcome: TurnOutcome, structured: bool,
     selection = outcome.selection.record() if outcome.selection is not None else None
     check = outcome.output_check
     if not args.json:
-        if structured and outcome.message is not None:
+        # JSON output: stdout gets the reply once it is valid JSON, never text a script would
+        # fail to parse (still invalid after the repair: exit 4, the raw text is in history)
+        if structured and outcome.message is not None and (check is None or check.valid):
             sys.stdout.write(outcome.message.content)
         sys.stdout.write("\n")
         sys.stdout.flush()
