@@ -266,8 +266,9 @@ class LocalEngine(SavedPrefixes, EngineBase):
             return None
         if self.settings.options.context:  # the model's own load setting set the window
             return (f"raise {self.path.name}'s context load setting (the window is "
-                    f"{self.n_ctx:,} tokens; it was trained on {trained:,}): Models ▸ load "
-                    f"settings, or `outpost models set MODEL context N`, N up to {trained}")
+                    f"{self.n_ctx:,} tokens; it was trained on {trained:,}): Model ▸ Models…, "
+                    f"its Load settings, or `outpost models set MODEL context N`, N up to "
+                    f"{trained}")
         return (f"raise the context_cap setting (the window is {self.n_ctx:,} tokens; "
                 f"{self.path.name} was trained on {trained:,})")
 
