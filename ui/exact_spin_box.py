@@ -40,7 +40,9 @@ class ExactSpinBox(QDoubleSpinBox):
 
     def exact_value(self) -> float:
         """The value to send: exactly the one set from code, unless the user changed it."""
-        return self._exact if self._exact is not None else self.value()
+        # (the box's own value: a subclass may make value() this one, as the Settings dialog's
+        # fields do)
+        return self._exact if self._exact is not None else super().value()
 
     def textFromValue(self, value: float) -> str:  # noqa: N802 (Qt naming)
         """The value without trailing zeros (0.7, not 0.700000), in the box's locale."""

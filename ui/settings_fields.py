@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.config.settings import Option
+from ui.exact_spin_box import ExactSpinBox
 
 _WIDE_INT = 999_999_999  # spin boxes accept any number, so an out-of-range one can be explained
 _WIDE_FLOAT = 1e9
@@ -97,29 +98,24 @@ class _IntField(_StepWithinBounds, QSpinBox):
         self.setValue(int(value))
 
 
-def _decimals(*values: float) -> int:
-    """Enough decimals to show each value exactly (2 at least, 6 at most)."""
-    needed = [len(f"{v:.6f}".rstrip("0").split(".")[1]) for v in values]
-    return min(6, max([2, *needed]))
+class _FloatField(_StepWithinBounds, ExactSpinBox):
+    """A number as typed (up to six decimals: a temperature of 0.025 stays 0.025), and a stored
+    one shown and saved exactly, as the Sampling panel's knobs (``ui.exact_spin_box``)."""
 
-
-class _FloatField(_StepWithinBounds, QDoubleSpinBox):
     edited = Signal()
 
     def __init__(self, option: Option):
         super().__init__()
         self.bounds = (option.minimum, option.maximum)
-        self.setDecimals(_decimals(option.default))
         self.setRange(-_WIDE_FLOAT, _WIDE_FLOAT)
         self.setStepType(QDoubleSpinBox.StepType.AdaptiveDecimalStepType)
         self.setMinimumWidth(130)
         self.valueChanged.connect(self.edited)
 
     def value(self) -> float:  # type: ignore[override]
-        return round(super().value(), self.decimals())
+        return self.exact_value()
 
     def set_value(self, value: float) -> None:
-        self.setDecimals(max(self.decimals(), _decimals(float(value))))
         self.setValue(float(value))
 
 

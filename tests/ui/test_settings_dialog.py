@@ -422,3 +422,27 @@ def test_the_system_prompt_is_edited_on_several_lines(qtbot, dialog, settings):
     qtbot.mouseClick(dialog.ok_button, Qt.MouseButton.LeftButton)
     assert saved_values(settings)["system_prompt"] == "You help field staff.\nAnswer briefly."
 
+
+
+def test_a_number_is_kept_as_typed_and_a_stored_one_exactly(qtbot, settings, make_dialog):
+    """A newcomer's 0.025 Temperature became 0.02 and 0.925 Top-p 0.92, silently: the fields
+    kept only as many decimals as the default had. Typed values are kept (up to six decimals,
+    shown without trailing zeros), and a value stored with more is shown and saved untouched."""
+    settings.set("hedge_after_s", 0.30000000000000004)  # (0.1 + 0.2, written by a script)
+    settings.save()
+    dialog = make_dialog()
+    temperature, top_p = dialog.rows["temperature"].field, dialog.rows["top_p"].field
+    retype(qtbot, temperature, "0.025")
+    retype(qtbot, top_p, "0.925")
+    assert (temperature.value(), top_p.value()) == (0.025, 0.925)
+    assert (temperature.text(), top_p.text()) == ("0.025", "0.925")
+    assert dialog.rows["idle_timeout_s"].field.text() == "60"  # (no trailing zeros)
+    hedge = dialog.rows["hedge_after_s"]
+    assert hedge.field.text() == "0.3" and hedge.value() == 0.30000000000000004
+    with qtbot.waitSignal(dialog.applied) as applied:
+        qtbot.mouseClick(dialog.ok_button, Qt.MouseButton.LeftButton)
+    assert applied.args == [["temperature", "top_p"]]  # the stored one was not changed
+    values = saved_values(settings)
+    assert (values["temperature"], values["top_p"]) == (0.025, 0.925)
+    assert values["hedge_after_s"] == 0.30000000000000004
+
