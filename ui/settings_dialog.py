@@ -2,7 +2,8 @@
 
 One page per group of ``app.config.settings.GROUPS`` (options whose group is "" are state the
 window keeps by itself and are not shown). Each option gets a field chosen by its type
-(``ui.settings_fields``), its description, and a Reset button; each page has Restore defaults.
+(``ui.settings_fields``), its description (with its range, "Between 0 and 2.", for a number),
+and a Reset button; each page has Restore defaults.
 Spin boxes and combo boxes ignore the mouse wheel until they have focus, so scrolling the page
 never changes a value (for every window at once: ``ui.input_guard``).
 
@@ -70,6 +71,13 @@ def _listed(words: list[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
+def _span_note(option: Option) -> str:
+    """The range after a number's description (" Between 0 and 2."), so it is known before a
+    value out of it is typed; "" for an option without one."""
+    span = option.span
+    return f" {span[0].upper()}{span[1:]}." if span else ""
+
+
 def _value_text(option: Option, value: Any) -> str:
     if option.type is bool:
         return "on" if value else "off"
@@ -88,8 +96,8 @@ class OptionRow(QWidget):
         super().__init__(parent)
         self.option = option
         self.error: str | None = None
-        self.about = option.description + _EFFECT_NOTES[option.takes_effect] + \
-            (f" {note}" if note else "")
+        self.about = option.description + _span_note(option) + \
+            _EFFECT_NOTES[option.takes_effect] + (f" {note}" if note else "")
         self.field = make_field(option)
         self.field.setAccessibleName(option.title)
         self.field.setAccessibleDescription(self.about)

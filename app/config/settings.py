@@ -71,6 +71,14 @@ class Option:
             return kind
         return f"{kind} from {_number(self.minimum)} to {_number(self.maximum)}"
 
+    @property
+    def span(self) -> str:
+        """Its range in words, as the command line's help gives a sampling knob's ("between 0
+        and 2"; the Settings dialog shows it under the option); "" for an option without one."""
+        if self.minimum is None or self.maximum is None:
+            return ""
+        return f"between {_number(self.minimum)} and {_number(self.maximum)}"
+
 
 def _number(x: float) -> str:
     return f"{int(x):,}" if float(x).is_integer() else f"{x:,}"

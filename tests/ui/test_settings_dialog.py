@@ -446,3 +446,20 @@ def test_a_number_is_kept_as_typed_and_a_stored_one_exactly(qtbot, settings, mak
     assert (values["temperature"], values["top_p"]) == (0.025, 0.925)
     assert values["hedge_after_s"] == 0.30000000000000004
 
+
+def test_every_number_says_its_range_before_a_value_is_out_of_it(dialog):
+    """README: each option is shown "with its range"; it showed only after a value out of it.
+    Every numeric option's description (and what a screen reader reads) says it, in the words
+    of the command line's help ("Between 0 and 2.")."""
+    assert dialog.rows["temperature"].description.text() == \
+        "Sampling temperature. Between 0 and 2."
+    assert "Between 0.01 and 1." in dialog.rows["top_p"].description.text()
+    assert "Between 256 and 1,048,576." in dialog.rows["context_cap"].description.text()
+    for row in dialog.rows.values():
+        option = row.option
+        if option.minimum is None:
+            assert "Between" not in row.about, option.name
+            continue
+        span = f"Between {config._number(option.minimum)} and {config._number(option.maximum)}."
+        assert row.description.text().startswith(f"{option.description} {span}"), option.name
+        assert span in row.field.accessibleDescription(), option.name
