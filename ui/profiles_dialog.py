@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QMessageBox,
     QPushButton,
+    QStyle,
     QVBoxLayout,
     QWidget,
 )
@@ -268,17 +269,20 @@ class ProfilesDialog(QDialog):
         super().__init__(parent)
         self.profiles, self.book, self.me = profiles, book, me
         self.setWindowTitle("Profiles")
-        self.resize(720, 480)
+        self.resize(800, 480)  # the list of names (up to ~190 px) and the quota editor
         outer = QHBoxLayout(self)
         left = QVBoxLayout()
         self.list = QListWidget()
         self.list.setAccessibleName("Profiles")
+        # as wide as its entries (``_fit_list``); a name too long for that ends in "…"
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.list.currentItemChanged.connect(lambda *_: self._show_selected())
         left.addWidget(self.list, 1)
         self.add_button = QPushButton("Add profile…")
         self.add_button.clicked.connect(self._add)
         left.addWidget(self.add_button)
-        outer.addLayout(left, 1)
+        outer.addLayout(left)
         right = QVBoxLayout()
         self.heading = QLabel()
         self.heading.setStyleSheet("font-size:15px; font-weight:600;")
@@ -327,7 +331,7 @@ class ProfilesDialog(QDialog):
         bottom.addWidget(close)
         right.addStretch(1)
         right.addLayout(bottom)
-        outer.addLayout(right, 2)
+        outer.addLayout(right, 1)
         self.refresh(me.name)
 
     # -- state -------------------------------------------------------------------------------
@@ -349,12 +353,24 @@ class ProfilesDialog(QDialog):
             marks = [m for m, on in (("admin", profile.is_admin), ("PIN", profile.has_pin),
                                      ("you", profile.name == self.me.name)) if on]
             item = QListWidgetItem(profile.name + (f"  ({', '.join(marks)})" if marks else ""))
+            item.setToolTip(item.text())  # whole, should the list cut it
             item.setData(Qt.ItemDataRole.UserRole, profile.name)
             self.list.addItem(item)
             if profile.name == select:
                 self.list.setCurrentItem(item)
         self.list.blockSignals(False)
+        self._fit_list()
         self._show_selected()
+
+    def _fit_list(self) -> None:
+        """The list as wide as its widest entry, between 12 and 26 average characters: it took
+        what the quota editor left (~110 px), cutting "root  (admin, you)" under a horizontal
+        scroll bar; longer entries (names go up to 40 characters) end in "…"."""
+        chars = self.list.fontMetrics().averageCharWidth()
+        chrome = 2 * self.list.frameWidth() + 12 + \
+            self.list.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)
+        widest = self.list.sizeHintForColumn(0) if self.list.count() else 0
+        self.list.setFixedWidth(min(max(widest, 12 * chars), 26 * chars) + chrome)
 
     def _show_selected(self) -> None:
         profile = self.selected()

@@ -1,7 +1,8 @@
-"""The Profiles dialog's quota editor shows money as money."""
+"""The Profiles dialog: its quota editor shows money as money; its list shows whole names."""
 from __future__ import annotations
 
 import pytest
+from PySide6.QtCore import Qt
 
 from ui.profiles_dialog import QuotaEditor
 
@@ -178,3 +179,33 @@ def test_the_admin_can_allow_unpriced_models_in_the_editor(qtbot, tmp_path):
     assert not box.isChecked() and not box.isEnabled()  # the policy file's, locked
     assert "(policy)" in box.text()
     store.close()
+
+
+def test_the_profile_list_is_as_wide_as_its_names(qtbot, tmp_path, artifacts_dir):
+    """The list took what the quota editor left (~110 px): "root  (admin, you)" was cut, under
+    a horizontal scroll bar, in an almost empty list. It is as wide as its entries now; a name
+    near the 40-character limit ends in "…" (whole in its tooltip), the dialog keeping its
+    size."""
+    from app.storage.profiles import Profiles
+    from tests.support import grab_in_palette
+
+    store, book, admin, open_dialog = _dialog_on(qtbot, tmp_path, "maria.gonzalez")
+    Profiles(store).set_pin("maria.gonzalez", "8642", admin)
+    dialog = open_dialog()
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    texts = [dialog.list.item(i).text() for i in range(dialog.list.count())]
+    assert texts == ["ana  (admin, you)", "maria.gonzalez  (PIN)"]
+    assert not dialog.list.horizontalScrollBar().isVisible()
+    assert dialog.list.sizeHintForColumn(0) <= dialog.list.viewport().width()
+    for theme in ("light", "dark"):
+        grab_in_palette(qtbot, dialog, artifacts_dir / f"profiles-list-{theme}.png", theme)
+
+    Profiles(store).add("Wilhelmina Featherstonehaugh-Cholmondely", admin)  # 40: the most
+    dialog.refresh()
+    qtbot.wait(20)  # (a layout pass)
+    long = dialog.list.findItems("Wilhelmina", Qt.MatchFlag.MatchStartsWith)[0]
+    assert long.toolTip() == long.text()
+    assert not dialog.list.horizontalScrollBar().isVisible()
+    assert dialog.width() == 800 and dialog.minimumSizeHint().width() <= 800
+    grab_in_palette(qtbot, dialog, artifacts_dir / "profiles-list-long-name-light.png", "light")
