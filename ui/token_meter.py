@@ -8,13 +8,18 @@ from __future__ import annotations
 
 from typing import Callable
 
-from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QHBoxLayout, QProgressBar, QWidget
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QWidget
 
 from ui import theme
-from ui.elided_label import ElidedLabel
 
 DEBOUNCE_MS = 250
+
+
+def _unbroken(phrase: str) -> str:
+    """``phrase`` kept on one line when the meter wraps (no-break spaces): "reply)" alone on
+    the second line read as a fault."""
+    return phrase.replace(" ", "\u00a0")
 
 
 class TokenMeter(QWidget):
@@ -24,9 +29,13 @@ class TokenMeter(QWidget):
         -> {"tokens", "exact", "window", "max_tokens", "cost"} or None."""
         super().__init__(parent)
         self.tasks, self.prepare = tasks, prepare
-        # ends in "…" when the composer is narrow (the whole line in its tooltip): a label
-        # sized to its text made the window wider than the user had made it
-        self.label = ElidedLabel("")
+        # wraps to a second line (a third at the narrowest window) rather than end in "…":
+        # cut at the default size, "… 4,096 context (with 12 for the rep…" hid why the
+        # count was over the window. A label sized to its text on one line made the window
+        # wider than the user had made it; a wrapping one is as narrow as its longest word.
+        self.label = QLabel("")
+        self.label.setWordWrap(True)
+        self.label.setTextFormat(Qt.TextFormat.PlainText)
         theme.set_colour(self.label, "muted", "font-size:11px;")
         self.gauge = QProgressBar()
         self.gauge.setTextVisible(False)
@@ -89,7 +98,8 @@ class TokenMeter(QWidget):
         window = result.get("window")
         if window:
             used = result["tokens"] + result["max_tokens"]
-            text += f" · {used:,} / {window:,} context (with {result['max_tokens']:,} for the reply)"
+            reserved = f"(with {result['max_tokens']:,} for the reply)"
+            text += f" · {used:,} / {window:,} context {_unbroken(reserved)}"
             self.gauge.setMaximum(window)
             self.gauge.setValue(min(used, window))
             over = used > window

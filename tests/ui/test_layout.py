@@ -9,7 +9,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QToolButton
 
-from tests.support import reply, send
+from tests.support import grab_in_palette, reply, send
 from ui.elided_label import ElidedLabel
 
 pytestmark = pytest.mark.gui
@@ -57,10 +57,17 @@ def test_nothing_is_clipped(qtbot, scripted, scripted_engine, size, artifacts_di
     window.grab().save(str(artifacts_dir / f"layout-{size[0]}x{size[1]}.png"))
 
 
-def test_the_token_meter_never_widens_the_window(qtbot, scripted):
+def shows_whole(label) -> bool:
+    """Whether ``label`` shows all its text: on the lines it wraps to, or on its one line."""
+    if label.wordWrap():
+        return label.height() >= label.heightForWidth(label.width())
+    return label.fontMetrics().horizontalAdvance(label.text()) <= label.contentsRect().width()
+
+
+def test_the_token_meter_never_widens_the_window(qtbot, scripted, artifacts_dir):
     """At the window's narrowest, the meter's line ("34 prompt tokens · 546 / 4,096 context
-    (with 512 for the reply) · free") ends in "…" with the whole line in its tooltip, rather
-    than push the window wider than the user made it."""
+    (with 512 for the reply) · free") wraps, whole, rather than push the window wider than the
+    user made it."""
     window = scripted.window
     window.resize(window.minimumSizeHint().width(), 700)
     qtbot.waitUntil(lambda: window.width() == window.minimumSizeHint().width())
@@ -72,7 +79,29 @@ def test_the_token_meter_never_widens_the_window(qtbot, scripted):
     qtbot.wait(50)  # (a layout pass, where a wider minimum would grow the window)
     assert window.width() == narrowest
     assert window.minimumSizeHint().width() <= narrowest
-    assert meter.toolTip() == meter.text()
+    assert shows_whole(meter), meter.text()
+    window.grab().save(str(artifacts_dir / "token-meter-narrowest.png"))
+
+
+def test_the_token_meter_is_whole_at_the_default_size(qtbot, scripted, artifacts_dir):
+    """At the default 1200x750 with the Sampling panel open, a long draft's meter ended in
+    "…" mid-sentence ("120,062 prompt tokens · 120,074 / 4,096 context (with 12 for the rep…"),
+    hiding what the count was made of: it wraps to a second line, and the box stays as high."""
+    window = scripted.window
+    window.resize(1200, 750)
+    qtbot.waitUntil(lambda: window.size().toTuple() == (1200, 750))
+    assert window.sampling.isVisible()
+    edit_height = window.composer.edit.height()
+    window.composer.edit.setPlainText("word " * 120_000)  # as the newcomer pasted
+    meter = window.meter.label
+    qtbot.waitUntil(lambda: "reply" in meter.text(), timeout=10000)
+    qtbot.wait(50)  # (a layout pass)
+    assert shows_whole(meter), (meter.text(), meter.size())
+    assert window.size().toTuple() == (1200, 750)
+    assert window.composer.edit.height() == edit_height
+    for theme in ("light", "dark"):
+        grab_in_palette(qtbot, window, artifacts_dir / f"token-meter-long-draft-{theme}.png",
+                        theme)
 
 
 def test_the_status_bar_is_whole_at_the_narrowest_window(qtbot, scripted, scripted_engine):
