@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 from app.config.providers import (KIND_LABELS, KINDS, PRESETS, ProviderConfig,
                                   ProviderRegistry, preset_of)
 from app.config.secrets import KeyStore, mask
-from app.config.settings import Settings
+from app.config.settings import Settings, option_named
 from app.domain.errors import OutpostError
 from engines import network_guard
 from engines.registry import create_cloud_engine
@@ -29,7 +29,10 @@ from ui import theme
 from ui.confirm import confirm
 from ui.tasks import TaskRunner
 
-_KEY_CHOICES = {"memory": "Only this session", "file": "Store in a file only I can read"}
+# Key storage is the setting key_fallback (Settings ▸ Privacy), with its choices and their names:
+# it had a default of its own, so the two dialogs gave two answers ("Do not keep them" there,
+# "Only this session" here).
+_KEY_FALLBACK = "key_fallback"
 
 
 class ProvidersDialog(QDialog):
@@ -73,8 +76,13 @@ class ProvidersDialog(QDialog):
         self.key = QLineEdit()
         self.key.setEchoMode(QLineEdit.EchoMode.Password)
         self.key_storage = QComboBox()
-        for value, label in _KEY_CHOICES.items():
-            self.key_storage.addItem(label, value)
+        fallback = option_named(_KEY_FALLBACK)
+        for value in fallback.choices or ():
+            self.key_storage.addItem((fallback.choice_labels or {}).get(value, value), value)
+        self.key_storage.setCurrentIndex(
+            max(0, self.key_storage.findData(self.settings[_KEY_FALLBACK])))
+        self.key_storage.setToolTip(f"Where a key goes without a secure OS keychain: the "
+                                    f"setting Settings ▸ {fallback.group} ▸ {fallback.title}.")
         self.key_note = QLabel()
         self.key_note.setWordWrap(True)
         theme.set_colour(self.key_note, "warning")
@@ -127,9 +135,7 @@ class ProvidersDialog(QDialog):
         form.labelForField(self.key_storage).setVisible(not secure)
         self.key_note.setVisible(not secure)
         if not secure:
-            self.key_note.setText("No secure OS keychain was found, so keys cannot be stored "
-                                  "there. Choose: keep the key for this session only, or store "
-                                  "it in a file only you can read.")
+            self._show_key_fallback()
         if refusal is not None:  # where keys go is not theirs to choose either
             self.key_note.setVisible(False)
 
@@ -141,6 +147,18 @@ class ProvidersDialog(QDialog):
         self.test_button.clicked.connect(self._on_test)
         close.rejected.connect(self.reject)
         self.reload()
+
+    def _show_key_fallback(self) -> None:
+        """Say what applies without a keychain: the setting, as Settings ▸ Privacy names it."""
+        fallback = option_named(_KEY_FALLBACK)
+        labels = fallback.choice_labels or {}
+        value = self.settings[_KEY_FALLBACK]
+        then = (f"so a key is not kept: choose \u201c{labels['memory']}\u201d or "
+                f"\u201c{labels['file']}\u201d in Key storage to keep one (the setting follows)"
+                if value == "refuse" else "Key storage below changes it")
+        self.key_note.setText(
+            f"No secure OS keychain was found. Settings ▸ {fallback.group} ▸ {fallback.title} "
+            f"says \u201c{labels.get(value, value)}\u201d, {then}.")
 
     def reload(self, select: str | None = None) -> None:
         self.list.clear()
@@ -222,8 +240,10 @@ class ProvidersDialog(QDialog):
             if key:
                 if not self.keys.secure:
                     self.keys.fallback = self.key_storage.currentData()
-                    self.settings.set("key_fallback", self.keys.fallback)
-                    self.settings.save()
+                    if self.keys.fallback != self.settings[_KEY_FALLBACK]:
+                        self.settings.set(_KEY_FALLBACK, self.keys.fallback)
+                        self.settings.save()
+                        self._show_key_fallback()
                 where = self.keys.set(config.name, key)
                 self.key.clear()
                 self.key.setPlaceholderText(f"stored: {mask(key)}")
