@@ -33,6 +33,8 @@ from ui.tasks import TaskRunner
 # it had a default of its own, so the two dialogs gave two answers ("Do not keep them" there,
 # "Only this session" here).
 _KEY_FALLBACK = "key_fallback"
+_KEPT_IN = {"keychain": "the OS keychain", "memory": "memory, for this session only",
+            "file": "a file only you can read"}  # (KeyStore.set says where)
 
 
 class ProvidersDialog(QDialog):
@@ -246,15 +248,14 @@ class ProvidersDialog(QDialog):
                         self._show_key_fallback()
                 where = self.keys.set(config.name, key)
                 self.key.clear()
-                self.key.setPlaceholderText(f"stored: {mask(key)}")
-                self.result.setText(f"Saved. Key {mask(key)} kept in "
-                                    f"{'the OS keychain' if where == 'keychain' else where}.")
+                saved = f"Saved. Key {mask(key)} kept in {_KEPT_IN.get(where, where)}."
             else:
-                self.result.setText("Saved.")
+                saved = "Saved."
         except OutpostError as exc:
             self.result.setText(str(exc))
             return False
-        self.reload(select=config.name)
+        self.reload(select=config.name)  # (selecting it again clears the result line)
+        self.result.setText(saved)
         self.providers_changed.emit()
         return True
 

@@ -72,6 +72,7 @@ def test_key_storage_is_the_key_fallback_setting(qtbot, no_keychain, artifacts_d
     dialog.key_storage.setCurrentIndex(dialog.key_storage.findData("memory"))
     save_a_provider_with_a_key(dialog)
     assert dialog.keys.get("lab") == KEY
+    assert dialog.result.text() == "Saved. Key sk-…ZZZZ kept in memory, for this session only."
     assert Settings()["key_fallback"] == "memory"  # the setting follows, saved
     assert "says \u201cOnly this session\u201d" in dialog.key_note.text()
 
