@@ -1,9 +1,9 @@
 """Help ▸ Keyboard shortcuts and Help ▸ About Outpost.
 
 The shortcuts list is generated from the window's own actions (every menu item with a key), plus
-the keys that are not menu items (the composer, a focused reply), so it cannot drift from what
-the keys really do. About names the versions a bug report needs: Outpost, Qt/PySide6,
-llama-cpp-python and the model in use.
+the keys that are not menu items (the composer, a focused reply, the chat list), so it cannot
+drift from what the keys really do. About names the versions a bug report needs: Outpost,
+Qt/PySide6, llama-cpp-python and the model in use.
 """
 from __future__ import annotations
 
@@ -26,13 +26,18 @@ from PySide6.QtWidgets import (
 )
 
 from ui.message_actions import SHORTCUTS as MESSAGE_KEYS
+from ui.sidebar import SHORTCUTS as CHAT_LIST_KEYS
 
 OTHER_KEYS = (
     ("Enter", "Send the message (in the message box)"),
     ("Shift+Enter", "A new line in the message box"),
     ("Escape", "Stop the reply"),
+    ("Ctrl+Enter", "Send an edited message (in its editor)"),
+    ("Escape", "Cancel editing a message"),
     ("Up / Down, Enter", "Choose and open a search result"),
 )
+CHAT_LIST_LABELS = {"rename": "Rename the selected chat (in the chat list)",
+                    "delete": "Delete the selected chat (in the chat list; asks first)"}
 MESSAGE_LABELS = {"copy": "Copy the focused reply", "regenerate": "Answer the question again",
                   "edit": "Edit the focused question", "fork": "Fork a new chat from here",
                   "delete": "Delete the focused message and what follows",
@@ -64,6 +69,8 @@ def shortcut_rows(window: QWidget) -> list[tuple[str, str]]:
     walk(window.menuBar().actions())
     rows += [(k.toString(QKeySequence.SequenceFormat.NativeText), MESSAGE_LABELS[name])
              for name, k in MESSAGE_KEYS.items() if name in MESSAGE_LABELS]
+    rows += [(k.toString(QKeySequence.SequenceFormat.NativeText), CHAT_LIST_LABELS[name])
+             for name, k in CHAT_LIST_KEYS.items()]
     rows += list(OTHER_KEYS)
     seen, unique = set(), []
     for row in rows:

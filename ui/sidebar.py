@@ -26,6 +26,9 @@ from app.storage.backup_erasure import backups_hold
 from ui import theme
 from ui.confirm import confirm_with_option
 
+# The list's keys, bound here and listed by Help ▸ Keyboard shortcuts (``ui.help_menu``).
+SHORTCUTS = {"rename": QKeySequence(Qt.Key.Key_F2), "delete": QKeySequence(Qt.Key.Key_Delete)}
+
 ID_ROLE = Qt.ItemDataRole.UserRole
 PINNED_ROLE = Qt.ItemDataRole.UserRole + 1
 HEADER_ROLE = Qt.ItemDataRole.UserRole + 2
@@ -86,10 +89,14 @@ class Sidebar(QWidget):
         layout.setContentsMargins(8, 8, 8, 8)
         layout.addWidget(self.new_button)
         layout.addWidget(self.list, 1)
+        # F2 was the view's own edit key (EditKeyPressed, still there: Return on macOS); an
+        # action bound to SHORTCUTS is what the shortcuts list can name
+        self.rename_action = QAction("Rename", self.list)
         self.delete_action = QAction("Delete", self.list)
-        self.delete_action.setShortcut(QKeySequence.StandardKey.Delete)
-        self.delete_action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
-        self.list.addAction(self.delete_action)
+        for action, name in ((self.rename_action, "rename"), (self.delete_action, "delete")):
+            action.setShortcut(SHORTCUTS[name])
+            action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
+            self.list.addAction(action)
         self._filling = False
         # conversation id -> news not seen yet (a queued message's answer arrived): in bold
         self.news: dict[str, str] = {}
@@ -97,6 +104,7 @@ class Sidebar(QWidget):
         self.list.currentItemChanged.connect(self._on_current_changed)
         self.list.itemChanged.connect(self._on_item_changed)
         self.list.customContextMenuRequested.connect(self._on_context_menu)
+        self.rename_action.triggered.connect(self._on_rename_current)
         self.delete_action.triggered.connect(self._on_delete_current)
 
     def set_conversations(self, conversations: list[Conversation], current_id: str | None,
@@ -189,6 +197,12 @@ class Sidebar(QWidget):
     def _on_item_changed(self, item: QListWidgetItem) -> None:
         if not self._filling:
             self.rename_requested.emit(item.data(ID_ROLE), item.text())
+
+    @Slot()
+    def _on_rename_current(self) -> None:
+        item = self.list.currentItem()
+        if item is not None and item.data(ID_ROLE) is not None:  # (not a group's header)
+            self.list.editItem(item)
 
     @Slot()
     def _on_delete_current(self) -> None:
