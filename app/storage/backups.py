@@ -43,7 +43,7 @@ DAMAGED_LABELS = ("damaged",)  # never offered for a restore
 _STAMP = "%Y%m%dT%H%M%S%fZ"
 _NAME = re.compile(r"^(?P<stem>.+)-(?P<stamp>\d{8}T\d{12}Z)-(?P<label>[A-Za-z0-9_.-]+)\.db$")
 CHECKS = "checks.json"  # the backups' last quick_check, by file name (see the docstring)
-_MAGIC = b"SQLite format 3\x00"
+SQLITE_MAGIC = b"SQLite format 3\x00"
 _WAL_HEADER = 32  # a log this long or shorter holds no frames
 
 
@@ -103,7 +103,7 @@ def header_problem(path: Path) -> str | None:
         return exc.strerror or str(exc)
     if size == 0:
         return "it is empty (0 bytes)"
-    if len(head) < 100 or not head.startswith(_MAGIC):
+    if len(head) < 100 or not head.startswith(SQLITE_MAGIC):
         return "it is not an SQLite database (its header is wrong)"
     page_size = int.from_bytes(head[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size

@@ -35,7 +35,7 @@ from pathlib import Path
 from app.domain.errors import OutpostError, UsageError
 from app.domain.wording import counted
 from app.storage import deletions
-from app.storage.backups import Backup, Backups, quick_check_file
+from app.storage.backups import SQLITE_MAGIC, Backup, Backups, quick_check_file
 from app.storage.restore import restore_backup, set_aside_damaged
 # the store's own readers of a row: a row brought over must read as one of its own
 from app.storage.rows import row_to_conversation, row_to_message
@@ -183,15 +183,22 @@ def start_over_and_salvage(db_path: Path) -> tuple[Path, Salvage]:
                                     f"({exc}); it is kept as {kept}.")
 
 
-def salvage(damaged: Path, store: Store, new_database: bool = False) -> Salvage:
+def salvage(damaged: Path, store: Store, new_database: bool = False,
+            named: bool = False) -> Salvage:
     """Bring what ``damaged`` (a kept copy, with its ``-wal`` beside it) can still give into
     ``store`` (see the module's docstring). ``new_database``: ``store`` was started over
     empty, so the damaged file's admin is its admin (else the database's own admin stays the
-    one there is, and a profile made admin since comes back as a plain one)."""
+    one there is, and a profile made admin since comes back as a plain one). ``named``: a
+    file the user named (``outpost backup salvage FILE``, after ``refuse_non_sqlite``): an
+    SQLite database without Outpost's tables is refused (``UsageError``) before anything is
+    written."""
     result = Salvage()
     read = _read_copy(damaged, [table for table, _ in TABLES] + [deletions.TABLE], result)
     if read is None:
         return result
+    if named and not result.unreadable and not any(columns for columns, _ in read.values()):
+        # its schema was read, and it holds none of Outpost's tables
+        raise _foreign(damaged, "it is an SQLite database without Outpost's tables")
     with store.transaction() as db:
         gone = _merge_deletions(db, read[deletions.TABLE])
         admin_taken = not new_database or db.execute(
@@ -243,6 +250,30 @@ def salvage(damaged: Path, store: Store, new_database: bool = False) -> Salvage:
     if result.describe_deleted():
         store.forgot()  # their words out of the file too
     return result
+
+
+def refuse_non_sqlite(path: Path) -> None:
+    """``UsageError`` when the file the user named to salvage from is no SQLite database at
+    all, told by its first bytes: empty, or something else (a JSON export, a text). Checked
+    before the database is opened. Only what no damage explains: a damaged page or a file cut
+    short is what a salvage reads past."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise UsageError(f"{path} cannot be read ({exc.strerror or exc}); nothing was "
+                         "brought over.") from None
+    if head.startswith(SQLITE_MAGIC):
+        return
+    if not head:
+        raise _foreign(path, "it is empty: 0 bytes")
+    if head.lstrip()[:1] in (b"{", b"["):
+        raise _foreign(path, "it is JSON; an export is read back with `outpost import`")
+    raise _foreign(path, "it does not begin as an SQLite database does")
+
+
+def _foreign(path: Path, why: str) -> UsageError:
+    return UsageError(f"{path} is not an Outpost database ({why}); nothing was brought over.")
 
 
 def carry_deletions(kept: Path, store: Store) -> Salvage:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from app.cli.main import main
 from app.config.settings import Settings, default_user_id
 from app.domain.errors import DatabaseDamaged
 from app.domain.messages import ChatMessage, ChatRequest, Role
@@ -515,6 +516,35 @@ def test_a_rollback_can_be_undone_by_salvaging_the_file_it_kept(outpost_home):
     assert itself.returncode == 2 and "is the database itself" in itself.stderr
     missing = cli("backup", "salvage", str(kept) + ".nope")
     assert missing.returncode == 2 and "There is no file" in missing.stderr
+
+
+def test_salvage_refuses_a_file_that_is_not_an_outpost_database(outpost_home, tmp_path,
+                                                                 capsys):
+    """`backup salvage all.json` (an export), an empty file or another program's SQLite file
+    said "Nothing newer … could be read" (or every table "could not be read (file is not a
+    database)") and exited 0: now one sentence, exit 2, as `import` refuses a wrong file, and
+    the database is left as it was."""
+    path = db_file(outpost_home)
+    seed(path, "mine")
+    before = digest(path)
+    export = tmp_path / "all.json"
+    export.write_text('{"format": "outpost-conversations", "version": 1, "conversations": []}')
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.commit()
+    conn.close()
+    for copy, why in ((export, "it is JSON; an export is read back with `outpost import`"),
+                      (empty, "it is empty: 0 bytes"),
+                      (other, "it is an SQLite database without Outpost's tables")):
+        code = main(["backup", "salvage", str(copy)])
+        out = capsys.readouterr()
+        assert code == 2 and out.out == "", out
+        assert one_sentence(out.err) == f"outpost: {copy} is not an Outpost database ({why}); " \
+            "nothing was brought over."
+    assert digest(path) == before and titles(path) == ["mine"]
 
 
 def test_with_no_good_backup_start_over_keeps_the_damaged_file_and_brings_back_its_chats(

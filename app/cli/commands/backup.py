@@ -11,7 +11,12 @@ from app.cli.commands.common import emit_list, local_time
 from app.config import paths
 from app.domain.errors import UsageError
 from app.storage.backups import Backups
-from app.storage.salvage import restore_and_salvage, salvage, start_over_and_salvage
+from app.storage.salvage import (
+    refuse_non_sqlite,
+    restore_and_salvage,
+    salvage,
+    start_over_and_salvage,
+)
 from app.storage.store import Store
 
 
@@ -69,9 +74,11 @@ def _salvage(copy: Path) -> int:
     if database.exists() and copy.resolve() == database.resolve():
         raise UsageError(f"{copy} is the database itself; give a copy of it (`outpost backup "
                          "list` lists them, and a restore keeps the file it replaced).")
+    refuse_non_sqlite(copy)  # (a JSON export, an empty file: before the database is opened)
     store = Store(database, daily_backup=False)
     try:
-        print(salvage(copy, store).describe(copy.name, "the database"))
+        salvaged = salvage(copy, store, named=True)  # refuses a database not Outpost's
+        print(salvaged.describe(copy.name, "the database"))
     finally:
         store.close()
     return 0
