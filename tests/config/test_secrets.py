@@ -197,6 +197,34 @@ def test_adding_a_provider_says_whether_it_needs_a_key(outpost_home):
     assert "If it needs a key: outpost keys set lab" in other.stdout
 
 
+def test_providers_add_and_remove_say_what_happened(outpost_home):
+    """A second `add` of a name says how to change it (--replace); `add --replace` said "Added"
+    for a provider it changed; `remove` said "and its stored key" when no key was stored. The
+    null keyring: a stored key goes to keys.json (--insecure-file) on every machine."""
+    env = {**os.environ, "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring"}
+    first = ("providers", "add", "work", "--base-url", "https://llm.example.com/v1")
+    assert run_cli(*first, env=env).stdout.startswith("Added provider work (openai, ")
+    again = run_cli(*first, "--model", "other", env=env)
+    assert again.returncode == 2
+    assert "A provider called 'work' already exists; add --replace to change it" in \
+        again.stderr
+    changed = run_cli(*first, "--model", "other", "--replace", env=env)
+    assert changed.returncode == 0
+    assert changed.stdout.startswith("Replaced provider work (openai, ")
+    gone = run_cli("providers", "remove", "work", env=env)
+    assert gone.returncode == 0 and gone.stdout == "Removed provider work.\n"
+
+    assert run_cli(*first, env=env).returncode == 0
+    stored = run_cli("keys", "set", "work", "--insecure-file", stdin=KEY + "\n", env=env)
+    assert stored.returncode == 0, stored.stderr
+    kept = run_cli(*first, "--model", "third", "--replace", env=env)
+    assert kept.stdout.startswith("Replaced provider work ") and \
+        kept.stdout.endswith("Its stored key is kept.\n")
+    gone = run_cli("providers", "remove", "work", env=env)
+    assert gone.stdout == "Removed provider work and its stored key.\n"
+    assert json.loads((outpost_home / "config" / "keys.json").read_text()) == {}
+
+
 def test_a_key_typed_on_the_command_line_is_refused_without_being_echoed(outpost_home):
     refused = run_cli("keys", "set", "openai", KEY)
     assert refused.returncode == 2

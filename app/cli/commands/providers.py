@@ -29,23 +29,32 @@ def cmd_providers(args: argparse.Namespace) -> int:
         base_url = args.base_url or (preset.base_url if preset else None)
         if not base_url:
             raise UsageError("Give the provider's --base-url (or --preset).")
+        existed = any(p.name == args.name for p in registry.list())
+        if existed and not args.replace:
+            raise UsageError(f"A provider called {args.name!r} already exists; add --replace "
+                             "to change it (`outpost providers list` shows it).")
         config = registry.add(ProviderConfig(
             args.name, args.kind or (preset.kind if preset else "openai"), base_url,
             args.model or (preset.default_model if preset else "")), replace=args.replace)
         store_key = f"outpost keys set {config.name}"
         preset_used = PRESETS.get(preset_of(config) or "")
-        if needs_key(config):
+        if existed and KeyStore(fallback="file").get(config.name) is not None:
+            hint = "Its stored key is kept."
+        elif needs_key(config):
             hint = f"Store its key with: {store_key}"
         elif preset_used is not None:  # Ollama, vLLM, llama.cpp, LM Studio on this machine
             hint = f"A local server needs no key (if yours wants one: {store_key})."
         else:
             hint = f"If it needs a key: {store_key}"
-        print(f"Added provider {config.name} ({config.kind}, {config.base_url}). {hint}")
+        print(f"{'Replaced' if existed else 'Added'} provider {config.name} ({config.kind}, "
+              f"{config.base_url}). {hint}")
         return 0
     if args.providers_command == "remove":
         registry.remove(args.name)
-        KeyStore(fallback="file").delete(args.name)
-        print(f"Removed provider {args.name} and its stored key.")
+        keys = KeyStore(fallback="file")
+        had_key = keys.get(args.name) is not None
+        keys.delete(args.name)
+        print(f"Removed provider {args.name}" + (" and its stored key." if had_key else "."))
         return 0
     if args.providers_command == "models":
         config = registry.get(args.name)
