@@ -107,8 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     regen.add_argument("--json", action="store_true",
                        help="one JSON object per line, as `outpost ask --json`")
 
-    models = sub.add_parser("models", help="the local model library: list, info, import, "
-                            "rename, remove")
+    models = sub.add_parser("models", help="the local model library")  # + its actions, below
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     mlist = msub.add_parser("list", help="every model: the models folder, references, shared "
                             "folders, the bundled one")
@@ -157,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     mremove.add_argument("model", metavar="MODEL")
     mremove.add_argument("--yes", action="store_true", help="do not ask first")
     mremove.add_argument("--json", action="store_true")
+    _list_actions(sub, "models", msub)
 
     providers = sub.add_parser("providers", help="configure cloud providers")
     psub = providers.add_subparsers(dest="providers_command", metavar="ACTION", required=True)
@@ -220,7 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     usage.add_argument("--csv", action="store_true", help="one line per day, profile, provider "
                        "and model, with a header line, to standard output (an unknown cost is "
                        "an empty field); the period: today unless --month or --since")
-    usage.add_argument("--json", action="store_true")
+    usage.add_argument("--json", action="store_true", help="one JSON object for the period "
+                       "(first_day, last_day): requests, prompt/completion/cloud/local tokens, "
+                       "cost_usd, unknown_cost_requests (no known price), local_seconds, and "
+                       "by_model, a row per provider and model")
 
     quota = sub.add_parser("quota", help="per-profile quotas and rate limits (set: admin only; "
                            "the policy file wins over these)")
@@ -280,8 +283,18 @@ def build_parser() -> argparse.ArgumentParser:
     prknobs.add_argument("--json", action="store_true")
 
     offline = sub.add_parser("offline", help="Offline mode: every message answered by the "
-                             "local model, nothing sent (the window's Offline mode switch)")
-    offline.add_argument("switch", choices=["on", "off", "status"], nargs="?", default="status")
+                             "local model, nothing sent (the window's Offline mode switch)",
+                             description="Offline mode: every conversation answers on the local "
+                             "model and Outpost opens no connection (model lists, downloads, "
+                             "probes and outbox sends are refused; a provider on this computer, "
+                             "localhost, can still be reached). It is the offline_mode setting, "
+                             "shared with the window.")
+    offline.add_argument("switch", choices=["on", "off", "status"], nargs="?", default="status",
+                         metavar="on|off|status",
+                         help="on: turn Offline mode on (remembered); off: turn it off "
+                              "(conversations follow their routes again); status: say whether "
+                              "it is on, and change nothing (the default: `outpost offline` "
+                              "alone)")
 
     history = sub.add_parser("history", help="stored conversations: list, show, search, fork, "
                              "switch branch")
@@ -368,7 +381,31 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--json", action="store_true",
                      help="print one summary object: imported conversations, those continued "
                           "(new messages added) and skipped ones, with the reasons")
+    _describe_json_flags(parser)
     return parser
+
+
+def _list_actions(sub: argparse._SubParsersAction, command: str,
+                  actions: argparse._SubParsersAction) -> None:
+    """End ``command``'s line in ``outpost --help`` with its actions, as defined: a list kept
+    by hand there missed the ones added later."""
+    for line in sub._choices_actions:  # (argparse keeps each command's help line here)
+        if line.dest == command:
+            line.help = f"{line.help}: {', '.join(actions.choices)}"
+
+
+JSON_HELP = "print the result as JSON instead of text (for scripts)"
+
+
+def _describe_json_flags(parser: argparse.ArgumentParser) -> None:
+    """Every ``--json`` flag of every command has a line in its ``--help``: those given none
+    get ``JSON_HELP``."""
+    for action in parser._actions:
+        if "--json" in action.option_strings and not action.help:
+            action.help = JSON_HELP
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                _describe_json_flags(command)
 
 
 def _knob_flags(parser: argparse.ArgumentParser) -> None:

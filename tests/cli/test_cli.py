@@ -1,6 +1,7 @@
 """The `outpost` command in real subprocesses, on the real database file and bundled model."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ from datetime import datetime
 
 import pytest
 
+from app.cli.parser import build_parser
 from app.domain.messages import MessageStatus, Role
 from app.storage.store import Store
 
@@ -60,6 +62,44 @@ def test_help_mentions_exit_codes():
         for code in ("0", "2", "3", "4", "5", "130"):
             assert f"\n  {code} " in out, code
         assert "OUTPOST_HOME" in out
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Every command and action's parser, by its prog ("outpost models download")."""
+    found = {parser.prog: parser}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                found.update(_commands(command))
+    return found
+
+
+def test_help_lists_every_models_action():
+    """`outpost --help` listed models' actions by hand and missed download, verify and set."""
+    parser = build_parser()
+    top = " ".join(parser.format_help().split())
+    actions = [prog.split()[-1] for prog in _commands(parser) if prog.startswith("outpost models ")]
+    assert len(actions) == 8
+    assert "models the local model library: " + ", ".join(actions) in top
+
+
+def test_every_json_flag_is_described():
+    """`usage --help` (and 20 more) showed --json with no words."""
+    commands = _commands(build_parser())
+    for prog, command in commands.items():
+        for action in command._actions:
+            if "--json" in action.option_strings:
+                assert action.help, prog
+    assert "cost_usd" in commands["outpost usage"].format_help()
+
+
+def test_offline_help_says_what_on_off_and_status_do():
+    """`offline --help` said nothing of on, off and status, nor that `outpost offline` alone
+    means status."""
+    offline = " ".join(_commands(build_parser())["outpost offline"].format_help().split())
+    for words in ("on: turn Offline mode on", "off: turn it off", "status: say whether it is "
+                  "on, and change nothing (the default: `outpost offline` alone)"):
+        assert words in offline
 
 
 def test_unknown_subcommand_is_usage_error():
