@@ -36,7 +36,6 @@ from __future__ import annotations
 import enum
 import json
 import random
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -78,12 +77,16 @@ from engines.http_policy import (
     AttemptRecord,
     RetryPolicy,
     Timeouts,
+    connect_failure,
     error_from_status,
+    how_it_broke,
     is_retryable_error,
     network_answer,
+    os_words,
     parse_retry_after,
     rate_limit_headers,
     should_retry_header,
+    with_detail,
 )
 from engines.sockets import SocketTracker
 from engines.sse import ServerSentEvent, SSEDecoder
@@ -405,31 +408,8 @@ class CloudEngine(EngineBase):
     def _connection_error(self, exc: httpx.HTTPError) -> ConnectionFailed:
         if isinstance(exc, httpx.LocalProtocolError):  # its message quotes our headers
             return self._bad_header()
-        name, url, text = self.config.name, self.config.base_url, str(exc).lower()
-        if "refused" in text:
-            return ConnectionFailed(f"Could not connect to {name}: nothing answered at {url} "
-                                    "(connection refused). Is the server running and the base "
-                                    "URL right?")
-        if "name or service not known" in text or "nodename nor servname" in text or \
-                "getaddrinfo" in text:
-            return ConnectionFailed(f"Could not connect to {name}: the address of {url} could "
-                                    "not be looked up. Offline, or a typo in the base URL?")
-        detail, how = _os_words(exc), _how_it_broke(exc)
-        if how == "reset":
-            said = f"The connection to {name} was reset before it answered"
-        elif how == "closed":
-            said = f"{name} closed the connection without answering"
-        elif how == "pipe":
-            said = f"The connection to {name} broke while the request was being sent"
-        elif how == "no_route":
-            said = (f"Could not connect to {name} at {url}: this computer has no network route "
-                    "to it; it may be offline")
-        elif how == "tls":
-            said = (f"Could not set up a secure connection to {name} at {url}; the sign-in "
-                    "page of a hotel or captive Wi-Fi, or a proxy, may be in the way")
-        else:
-            said = f"Could not connect to {name} at {url}"
-        return ConnectionFailed(self.scrub(_with_detail(said, detail)))
+        return ConnectionFailed(self.scrub(connect_failure(exc, self.config.name,
+                                                           self.config.base_url)))
 
     def _status_failure(self, response: httpx.Response, attempt: int, started: float) -> _Retry:
         body = b""
@@ -492,11 +472,11 @@ class CloudEngine(EngineBase):
             failure = TimeoutError_(f"{self.config.name} sent nothing for "
                                     f"{self.timeouts.idle:g} s; the stream was dropped.")
         except httpx.HTTPError as exc:
-            how = _how_it_broke(exc)
+            how = how_it_broke(exc)
             said = {"reset": "was reset", "closed": "was closed by the other end"}.get(
                 how, "broke")
-            failure = ConnectionFailed(_with_detail(
-                f"The connection to {self.config.name} {said} during the reply", _os_words(exc)))
+            failure = ConnectionFailed(with_detail(
+                f"The connection to {self.config.name} {said} during the reply", os_words(exc)))
         rest = masked.flush()
         if stops is not None:
             rest = stops.feed(rest) + stops.flush()
@@ -657,40 +637,6 @@ class CloudEngine(EngineBase):
         if first_at is not None and last_at is not None and last_at > first_at and tokens > 1:
             tps = (tokens - 1) / (last_at - first_at)
         yield Finished(reason, ttft_ms=ttft_ms, tokens_per_s=tps, error=error)
-
-
-def _os_words(exc: BaseException) -> str:
-    """The OS's or the HTTP library's own words about a failure, without the "[Errno 104]" or
-    "[SSL: ...]" prefix and the "(_ssl.c:1000)" suffix; the exception's type when it has
-    none."""
-    text = str(exc).strip()
-    text = re.sub(r"^\[(Errno -?\d+|SSL(: \w+)?)\]\s*", "", text).rstrip(".")
-    text = re.sub(r"\s*\(_ssl\.c:\d+\)$", "", text)
-    text = re.sub(r"\s*\(([^()]*)\)$", r": \1", text)  # no parentheses inside the ones it goes in
-    return text or type(exc).__name__
-
-
-def _how_it_broke(exc: BaseException) -> str:
-    """How a connection failed, from the library's words: "reset", "closed" (the other end
-    closed it), "pipe" (it broke while sending), "no_route", "tls", or "" (something else)."""
-    text = str(exc).lower()
-    if "reset by peer" in text or "connection reset" in text or "econnreset" in text:
-        return "reset"
-    if "broken pipe" in text:
-        return "pipe"
-    if "incomplete chunked read" in text or "peer closed connection" in text or \
-            "server disconnected" in text or "connection closed" in text:
-        return "closed"
-    if "network is unreachable" in text or "no route to host" in text:
-        return "no_route"
-    if "ssl" in text or "certificate" in text or "tls" in text:
-        return "tls"
-    return ""
-
-
-def _with_detail(sentence: str, detail: str) -> str:
-    """A plain sentence, with the OS's own words in parentheses at its end."""
-    return f"{sentence} ({detail})." if detail else f"{sentence}."
 
 
 def _ms(at: float | None, since: float) -> float | None:

@@ -1,5 +1,6 @@
 """The one place that decides about HTTP failures: timeouts, which responses are retried and how
-long to wait, how a status becomes an Outpost error, and which rate-limit headers are kept.
+long to wait, how a status becomes an Outpost error, which rate-limit headers are kept, and the
+words for a connection that failed (``connect_failure``: a provider's or a model download's).
 
 Modelled on the openai/anthropic SDKs' constants: 2 retries, exponential backoff 0.5 s .. 8 s with
 jitter, ``retry-after-ms`` / ``retry-after`` (seconds or an HTTP date) honoured up to a cap, and
@@ -11,6 +12,7 @@ import datetime as dt
 import email.utils
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Mapping
 from urllib.parse import urlsplit
@@ -246,3 +248,74 @@ def error_from_stream_event(error_type: str, message: str, provider: str) -> Pro
 def is_retryable_error(error: Exception) -> bool:
     return isinstance(error, (ProviderUnavailable, RateLimited)) or (
         isinstance(error, ProviderError) and error.status in RETRYABLE_STATUSES)
+
+
+def connect_failure(exc: BaseException, name: str, url: str, check: str = "the base URL") -> str:
+    """A connection to ``name`` at ``url`` that failed before any answer, in plain words from
+    the HTTP library's own (refused, a name that could not be looked up, reset, closed, no
+    route, TLS; else the OS's words). ``check``: where a typo would be (a provider's base URL,
+    a download's URL). The cloud engines and model downloads say it alike."""
+    text = str(exc).lower()
+    if "refused" in text:
+        return (f"Could not connect to {name}: nothing answered at {url} (connection refused). "
+                f"Is the server running and {check} right?")
+    if any(words in text for words in _LOOKUP_FAILED):
+        return (f"Could not connect to {name}: the address of {url} could not be looked up. "
+                f"Offline, or a typo in {check}?")
+    detail, how = os_words(exc), how_it_broke(exc)
+    if how == "reset":
+        said = f"The connection to {name} was reset before it answered"
+    elif how == "closed":
+        said = f"{name} closed the connection without answering"
+    elif how == "pipe":
+        said = f"The connection to {name} broke while the request was being sent"
+    elif how == "no_route":
+        said = (f"Could not connect to {name} at {url}: this computer has no network route "
+                "to it; it may be offline")
+    elif how == "tls":
+        said = (f"Could not set up a secure connection to {name} at {url}; the sign-in "
+                "page of a hotel or captive Wi-Fi, or a proxy, may be in the way")
+    else:
+        said = f"Could not connect to {name} at {url}"
+    return with_detail(said, detail)
+
+
+# a host name that could not be looked up (glibc: no such name, no DNS server reached, no
+# address; macOS; Windows), in the OS's words as the HTTP library passes them on
+_LOOKUP_FAILED = ("name or service not known", "temporary failure in name resolution",
+                  "no address associated with hostname", "nodename nor servname",
+                  "getaddrinfo")
+
+
+def os_words(exc: BaseException) -> str:
+    """The OS's or the HTTP library's own words about a failure, without the "[Errno 104]" or
+    "[SSL: ...]" prefix and the "(_ssl.c:1000)" suffix; the exception's type when it has
+    none."""
+    text = str(exc).strip()
+    text = re.sub(r"^\[(Errno -?\d+|SSL(: \w+)?)\]\s*", "", text).rstrip(".")
+    text = re.sub(r"\s*\(_ssl\.c:\d+\)$", "", text)
+    text = re.sub(r"\s*\(([^()]*)\)$", r": \1", text)  # no parentheses inside the ones it goes in
+    return text or type(exc).__name__
+
+
+def how_it_broke(exc: BaseException) -> str:
+    """How a connection failed, from the library's words: "reset", "closed" (the other end
+    closed it), "pipe" (it broke while sending), "no_route", "tls", or "" (something else)."""
+    text = str(exc).lower()
+    if "reset by peer" in text or "connection reset" in text or "econnreset" in text:
+        return "reset"
+    if "broken pipe" in text:
+        return "pipe"
+    if "incomplete chunked read" in text or "peer closed connection" in text or \
+            "server disconnected" in text or "connection closed" in text:
+        return "closed"
+    if "network is unreachable" in text or "no route to host" in text:
+        return "no_route"
+    if "ssl" in text or "certificate" in text or "tls" in text:
+        return "tls"
+    return ""
+
+
+def with_detail(sentence: str, detail: str) -> str:
+    """A plain sentence, with the OS's own words in parentheses at its end."""
+    return f"{sentence} ({detail})." if detail else f"{sentence}."

@@ -40,6 +40,7 @@ import httpx
 from app.domain.errors import Cancelled, DownloadFailed, ModelInvalid, UsageError
 from engines import network_guard
 from engines.gguf import MAGIC, read_gguf
+from engines.http_policy import connect_failure, os_words, with_detail
 from engines.model_files import file_sha256
 from engines.model_library import ModelEntry, ModelLibrary, _checked_name
 
@@ -265,8 +266,10 @@ def _fetch(client: httpx.Client, url: str, part: Path, on_progress, notice, canc
     have = part.stat().st_size if part.exists() else 0
     # the bytes as stored (no compression on the wire, so a Range is a range of the file)
     headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={have}-"} if have else {})}
+    answered = False
     try:
         with client.stream("GET", url, headers=headers) as response:
+            answered = True
             if response.status_code == 416 and have:  # the part is already complete
                 return
             if response.status_code >= 400:
@@ -294,9 +297,23 @@ def _fetch(client: httpx.Client, url: str, part: Path, on_progress, notice, canc
         raise DownloadFailed(f"{url} redirects in a loop (more than 10 redirects); nothing "
                              "was downloaded.") from None
     except httpx.TransportError as exc:
-        done = part.stat().st_size if part.exists() else 0
-        raise DownloadFailed(f"The download stopped after {done:,} bytes ({exc}); run the same "
-                             "command again to resume it.") from None
+        raise _transport_failed(exc, url, part, answered) from None
+
+
+def _transport_failed(exc: httpx.TransportError, url: str, part: Path,
+                      answered: bool) -> DownloadFailed:
+    """The connection failed: before the server answered, in the words a provider's failure
+    gets (``connect_failure``: a name that could not be looked up, refused, …), else as the
+    download breaking off; a resume is offered only when bytes were kept."""
+    if answered:
+        said = with_detail(f"The download of {_stem(part)} broke off", os_words(exc))
+    else:
+        said = connect_failure(exc, urlparse(url).hostname or url, url, "the URL")
+    kept = part.stat().st_size if part.exists() else 0
+    if not kept:
+        return DownloadFailed(f"{said} Nothing was downloaded.")
+    return DownloadFailed(f"{said} {kept:,} bytes are kept in {part.name}: run the same "
+                          "command again to resume.")
 
 
 def _write(response: httpx.Response, part: Path, have: int, total: int | None, on_progress,

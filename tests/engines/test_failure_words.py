@@ -205,6 +205,21 @@ def test_a_refused_connection_is_still_said_as_before():
     assert "connection refused" in str(caught.value) and not OS_JARGON.search(str(caught.value))
 
 
+@pytest.mark.parametrize("words", ["[Errno -2] Name or service not known",
+                                   "[Errno -3] Temporary failure in name resolution",
+                                   "[Errno -5] No address associated with hostname"])
+def test_a_name_that_could_not_be_looked_up_is_said_so(words):
+    """A machine with no DNS server at all says "Temporary failure in name resolution", which
+    fell through to the OS's words (also for `models download`, which words it alike)."""
+    engine = engine_for("openai", "http://llm.example:8080", [])
+    try:
+        text = str(engine._connection_error(httpx.ConnectError(words)))
+    finally:
+        engine.close()
+    assert text == ("Could not connect to echo: the address of http://llm.example:8080/v1 could "
+                    "not be looked up. Offline, or a typo in the base URL?"), text
+
+
 # -- what Auto says about it ---------------------------------------------------------------------
 def routed_reason(tmp_path, cloud_of, scenario) -> tuple[str, LinkState]:
     store = Store(tmp_path / "outpost.db")

@@ -19,12 +19,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote
 
+import httpx
 import pytest
 
 from app import cli
 from app.domain.errors import Cancelled, DownloadFailed
 from engines.model_download import HubFile, Verification, _Lock, download, hub_file
 from engines.model_library import ModelLibrary
+from tests.conftest import free_port
 from tests.support import in_mount_namespace
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -171,6 +173,35 @@ def test_a_download_cut_at_37_percent_resumes_with_range_and_is_verified(server,
     assert seen[-1].done == seen[-1].total == len(model_bytes)
     assert entry.path.read_bytes() == model_bytes and not part.exists()
     assert listed(library) == ["tiny"]
+
+
+def test_a_host_that_cannot_be_reached_is_said_in_words_and_offers_no_resume(library):
+    """With no DNS, `models download` said "The download stopped after 0 bytes ([Errno -2]
+    Name or service not known); run the same command again to resume it.": nothing had
+    started. Now the words a provider's failure gets (engines.http_policy), and a resume only
+    when bytes were kept."""
+    def no_dns(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno -2] Name or service not known", request=request)
+
+    with httpx.Client(transport=httpx.MockTransport(no_dns)) as client:
+        with pytest.raises(DownloadFailed) as failed:
+            download("http://models.example/x.gguf", library, client=client)
+    assert str(failed.value) == ("Could not connect to models.example: the address of "
+                                 "http://models.example/x.gguf could not be looked up. "
+                                 "Offline, or a typo in the URL? Nothing was downloaded.")
+
+    url = f"http://127.0.0.1:{free_port()}/tiny.gguf"  # nothing listens there
+    with pytest.raises(DownloadFailed) as failed:
+        download(url, library)
+    said = str(failed.value)
+    assert said.startswith(f"Could not connect to 127.0.0.1: nothing answered at {url} "
+                           "(connection refused).") and said.endswith(" Nothing was downloaded.")
+    assert "Errno" not in said and "resume" not in said
+    (library.models_dir / "tiny.gguf.part").write_bytes(b"GGUF" + b"\0" * 96)  # an earlier try
+    with pytest.raises(DownloadFailed, match=r"\(connection refused\)\..* 100 bytes are kept "
+                       r"in tiny\.gguf\.part: run the same command again to resume\.$"):
+        download(url, library)
+    assert listed(library) == []
 
 
 def test_a_server_without_range_support_starts_over_and_says_so(server, library, model_bytes):
