@@ -3,6 +3,8 @@
     OutpostError                      base; `kind` is a stable machine-readable name
     ├── UsageError                    bad input from the user or a script (CLI flag, unknown id)
     │   ├── NoProviderForCloud        a Cloud only conversation, and no provider is chosen
+    │   ├── BadSearch                 a full-text search that is not valid FTS5 syntax (carries
+    │   │                             `why`; ``as_typed`` names the search as the user typed it)
     │   └── ProfileError              a profile that does not exist, an unusable name or PIN
     │       ├── WrongPin              a wrong or missing PIN, or a profile locked after those
     │       └── NotAllowed            only the admin may do that (or: another's conversation)
@@ -73,6 +75,22 @@ class UsageError(OutpostError):
 
 class NoProviderForCloud(UsageError):
     kind = "no_provider"
+
+
+class BadSearch(UsageError):
+    """A full-text search that is not valid FTS5 syntax. Its message names ``query``, the
+    search as it was run; ``as_typed`` gives the same error naming what the user typed (a
+    command-line search is rewritten before it runs: ``NEAR(`` runs as ``NEAR()``)."""
+
+    kind = "bad_search"
+
+    def __init__(self, query: str, why: str, advice: str = ""):
+        super().__init__(f"The search {query!r} is not valid full-text search syntax ({why})"
+                         f"{'; ' + advice if advice else ''}.")
+        self.why, self.advice = why, advice
+
+    def as_typed(self, text: str) -> BadSearch:
+        return BadSearch(text, self.why, self.advice)
 
 
 class ProfileError(UsageError):

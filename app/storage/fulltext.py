@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from app.domain.errors import StorageError, UsageError
+from app.domain.errors import BadSearch, StorageError
 from app.domain.messages import Message
 from app.storage.connections import Connections
 from app.storage.rows import row_to_message
@@ -84,9 +84,8 @@ class FullTextSearch(Connections):
                 # FTS5 reports query syntax as OperationalError; disk/lock problems stay
                 # storage errors
                 if storage_error_class(exc) is StorageError:  # SQLITE_ERROR: the syntax
-                    raise UsageError(f"The search {query!r} is not valid full-text search "
-                                     f"syntax ({exc}); put words in double quotes to search "
-                                     "them as they are.") from None
+                    raise BadSearch(query, str(exc), "put words in double quotes to search "
+                                    "them as they are") from None
                 raise
         return found[:limit]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from app.domain.errors import UsageError
+from app.domain.errors import BadSearch
 from app.storage.sqlite_errors import storage_errors
 from app.storage.store import Store
 
@@ -71,13 +71,12 @@ def command_line_query(text: str) -> str | None:
     is typed). With FTS5 syntax (phrases, ``*``, brackets, ``AND``/``OR``/``NOT`` between two
     terms, ``NEAR(…, N)``), that syntax, each bare word in it taken as words (``e-mail``,
     ``Error:``, ``C#`` or ``don't`` are words, not a column filter or a syntax error); an
-    operator with nothing on one side is a word. None when there is no word; ``UsageError``
+    operator with nothing on one side is a word. None when there is no word; ``BadSearch``
     for a quote left open."""
     if not _FTS_SYNTAX.search(text):
         return _words(text, "every")
     if text.count('"') % 2:
-        raise UsageError(f"The search {text!r} is not valid full-text search syntax (a "
-                         "quote is not closed).")
+        raise BadSearch(text, "a quote is not closed")
     pieces = _PIECE.findall(text)
     out: list[str] = []
     depth = 0

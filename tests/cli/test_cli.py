@@ -11,6 +11,7 @@ from datetime import datetime
 
 import pytest
 
+from app.cli.main import main
 from app.cli.parser import build_parser
 from app.domain.messages import MessageStatus, Role
 from app.storage.store import Store
@@ -267,6 +268,30 @@ def test_history_show_and_search(outpost_home):
     assert "not valid full-text search syntax (a quote is not closed). Searched for its " \
         "words instead." in assert_one_sentence(bad.stderr)
     assert "To share warmth." in bad.stdout
+
+
+def test_history_search_names_the_search_as_typed_and_refuses_an_empty_one(outpost_home,
+                                                                           capsys):
+    """`history search 'NEAR('` said "The search 'NEAR()' is not valid …" (the query as it
+    was rewritten to run); `history search ""` answered "No message matches ''" with exit 0.
+    In process: no model is involved."""
+    store = open_store(outpost_home)
+    conversation = store.create_conversation("Coast")
+    store.add_message(conversation.id, Role.USER, "Which lighthouse is near here?")
+    store.close()
+
+    assert main(["history", "search", "NEAR("]) == 0
+    said = capsys.readouterr().err.splitlines()[0]
+    assert said.startswith("outpost: The search 'NEAR(' is not valid full-text search syntax ")
+    assert said.endswith(". Searched for its words instead.")
+    assert main(["history", "search", "NEAR(", "--json"]) == 0
+    assert [r["content"] for r in json.loads(capsys.readouterr().out)] == [
+        "Which lighthouse is near here?"]
+    for blank in ("", "   "):
+        assert main(["history", "search", blank]) == 2
+        out = capsys.readouterr()
+        assert out.out == "" and assert_one_sentence(out.err) == \
+            "outpost: The search is empty; give a word to look for."
 
 
 def test_history_search_lists_this_years_messages_before_an_older_import(outpost_home,

@@ -7,7 +7,7 @@ import sys
 
 from app.cli.commands.common import emit_list, local_time, open_core
 from app.domain.adapters import adapters_from_records
-from app.domain.errors import UsageError
+from app.domain.errors import BadSearch, UsageError
 from app.domain.messages import Message
 from app.storage.search import (
     MARK_END,
@@ -25,6 +25,8 @@ MESSAGE_KEYS = ("id", "conversation_id", "parent_id", "role", "content", "status
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    if args.history_command == "search" and not args.query.strip():
+        raise UsageError("The search is empty; give a word to look for.")
     core = open_core(args)
     store, me = core.store, core.profile.name
     try:
@@ -44,9 +46,10 @@ def cmd_history(args: argparse.Namespace) -> int:
             try:
                 query = command_line_query(args.query)
                 messages = store.search(query, profile=me) if query is not None else []
-            except UsageError as exc:  # not valid syntax even so: its words, said so
+            except BadSearch as exc:  # not valid syntax even so: its words, said so
                 plain = words_query(args.query)
-                print(f"outpost: {exc} Searched for its words instead.", file=sys.stderr)
+                print(f"outpost: {exc.as_typed(args.query)} Searched for its words instead.",
+                      file=sys.stderr)
                 messages = store.search(plain, profile=me) if plain is not None else []
             if args.json:
                 emit_list([_row(m) for m in messages])
