@@ -44,13 +44,29 @@ class Limits:
         return data
 
 
+def limit_text(value) -> str:
+    """A limit's value as ``outpost quota set`` takes it: ``local,auto``, ``true``/``false``,
+    ``5`` or ``0.125`` (dollars), ``none`` for no limit; never Python's spelling of it
+    (``['local']``, ``True``, ``5.0``)."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:.10f}".rstrip("0").rstrip(".")
+    return str(value)
+
+
 def _coerce(name: str, value, file: ConfigFile | None = None, key: str = ""):
     """``value`` as the limit ``name`` keeps it; raises UsageError naming what a valid one is
     (``ConfigFileInvalid`` naming ``file`` and ``key`` when it was read from a file)."""
     def wrong(expected: str) -> UsageError:
         if file is not None:
             return file.wrong(key or name, expected, value)
-        return UsageError(f"{name} must be {expected}, got {value!r}.")
+        shown = limit_text(value) if isinstance(value, (list, tuple, bool)) else repr(value)
+        return UsageError(f"{name} must be {expected}, got {shown}.")
 
     if name in ("cloud_tokens_per_day", *PER_MINUTE):
         whole = isinstance(value, int) and not isinstance(value, bool)

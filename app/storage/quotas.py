@@ -68,13 +68,14 @@ from app.storage.quota_book import (  # (the limits, where they come from; kept 
     PER_MINUTE,
     Limits,
     QuotaBook,
+    limit_text,
     policy_path,
 )
 
 # what callers import from here: the guard, its errors, and the limits it reads
 __all__ = ["LIMIT_NAMES", "MAX_COST_USD", "MAX_COUNT", "MIN_REPLY_TOKENS", "PER_MINUTE", "Limits",
            "QuotaBook", "QuotaExceeded", "QuotaGuard", "RateLimitedLocally", "TokenBucket",
-           "policy_path"]
+           "limit_text", "policy_path"]
 
 # the shortest reply worth sending a request for: a budget with less room than the prompt and
 # this many reply tokens (or max_tokens, if fewer) refuses the turn rather than limit the reply

@@ -313,6 +313,35 @@ def test_quota_show_warns_about_policy_tables_naming_no_profile(outpost_home):
         in shown.stderr
 
 
+def test_quota_values_are_shown_as_they_are_typed(outpost_home, capsys):
+    """`quota set allowed_routes local` said "['local']", `quota show` "count_local False" and
+    a cost "5.0": Python's spelling of what was typed as local, true/false and 5. In process."""
+    from app.cli.main import main
+
+    def said(*args: str) -> tuple[int, str]:
+        code = main(list(args))
+        out = capsys.readouterr()
+        return code, out.out + out.err
+
+    assert said("profile", "add", "ana")[0] == 0
+    for name, typed, shown in (("allowed_routes", "local", "local"),
+                               ("allowed_routes", '["local", "auto"]', "local,auto"),
+                               ("count_local", "yes", "true"),
+                               ("cloud_cost_per_month", "5", "5"),
+                               ("cloud_cost_per_month", "0.125", "0.125")):
+        assert said("quota", "set", name, typed, "--profile", "ana") == \
+            (0, f"{name} for ana: {shown}.\n")
+    code, text = said("quota", "show", "--profile", "ana")
+    assert code == 0
+    lines = {line.split()[0]: line.split()[1] for line in text.splitlines()[1:]}
+    assert lines == {"cloud_tokens_per_day": "no", "cloud_cost_per_month": "0.125",
+                     "requests_per_minute": "no", "tokens_per_minute": "no",
+                     "allowed_routes": "local,auto", "count_local": "true",
+                     "allow_unpriced": "false"}
+    code, text = said("quota", "set", "allowed_routes", "local,bogus", "--profile", "ana")
+    assert code == 2 and text.endswith("must be a list of auto, local, cloud, got local,bogus.\n")
+
+
 def test_quota_help_lists_every_limit():
     """allow_unpriced was missing from `outpost quota --help`."""
     from app.storage.quotas import LIMIT_NAMES

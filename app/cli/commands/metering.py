@@ -12,7 +12,7 @@ from app.domain.errors import UsageError
 from app.domain.profile_names import EVERYONE, name_key
 from app.storage.ledger import start_of_day, start_of_month
 from app.storage.profiles import NotAllowed
-from app.storage.quotas import LIMIT_NAMES, QuotaBook
+from app.storage.quotas import LIMIT_NAMES, QuotaBook, limit_text
 from app.storage.usage_report import Period, daily_rows, period_from, write_csv
 
 # every limit `quota set` takes, with the form of its value where a name does not say it
@@ -98,8 +98,8 @@ def cmd_quota(args: argparse.Namespace) -> int:
                                  f"{', '.join(LIMIT_NAMES)}.")
             value = _parse_limit(args.name, args.value)
             book.set(profile, args.name, value, by=me)
-            print(f"{args.name} for {profile}: " + ("removed" if value is None else f"{value}")
-                  + ".")
+            print(f"{args.name} for {profile}: " + ("removed" if value is None else
+                                                     limit_text(value)) + ".")
             return 0
         if profile != me.name and not me.is_admin:
             raise NotAllowed(f"Only the admin can see other profiles' limits; you are signed "
@@ -115,10 +115,8 @@ def cmd_quota(args: argparse.Namespace) -> int:
                                                "win over these):"))
         for name in LIMIT_NAMES:
             value = getattr(limits, name)
-            if isinstance(value, tuple):
-                value = ",".join(value)
             where = limits.sources.get(name)
-            print(f"  {name:22} {'no limit' if value is None else value}"
+            print(f"  {name:22} {'no limit' if value is None else limit_text(value)}"
                   + (f"  ({where})" if where else ""))
         return 0
     finally:
