@@ -15,7 +15,8 @@ reference to a file already in a shared folder), and one model is imported once:
 content of a model already there (the models directory, a reference, a shared folder: the same
 size, then the same sha256) is refused, naming that model, whether it would be copied, linked or
 referenced. The bundled model does not count (it lives in the installed package, which an update
-replaces): one copy of it may be kept in the models directory. A model's **name** is its file
+replaces): one copy of it may be kept in the models directory, copied from its own file or from
+a copy of it (a link or a reference to the bundled file itself is no copy: refused). A model's **name** is its file
 name without ``.gguf``, except a reference's: the name it was imported or renamed with, kept in
 ``references.json``; ``outpost ask --model`` and ``models info`` take a name or a path (the path
 of a referenced file finds it under its name). A name given to an import or a rename may not
@@ -286,21 +287,31 @@ class ModelLibrary:
         disk, no second copy), or keep a ``reference`` to it where it is. The header is checked
         first; a file already in the library, or with the content of a model there, is refused
         (``UsageError`` naming that model: a second copy would only take disk space and a second
-        name); a copy is written to ``.part`` and renamed only once complete."""
+        name), except the bundled model: one copy of it may be made, from its own file too (not
+        a link or a reference to that file); a copy is written to ``.part`` and renamed only
+        once complete."""
         if mode not in IMPORT_MODES:
             raise UsageError(f"Import mode must be one of {', '.join(IMPORT_MODES)}; got "
                              f"{mode!r}.")
         info = read_gguf(source)  # refuses a missing, non-GGUF or truncated file at once
         stem = _checked_name(name) if name else info.path.name.removesuffix(".gguf")
         entries = self.entries()
+        bundled = None  # the bundled model's own file: its one copy may be made from it
         for entry in entries + self.adapters:
             if os.path.samefile(entry.path, info.path):
-                raise UsageError(f"{info.path} is already in the library, as {entry.name}.")
+                if entry.source != "bundled":
+                    raise UsageError(f"{info.path} is already in the library, as {entry.name}.")
+                bundled = entry
         twin = self._same_content(info, entries + self.adapters)
         if twin is not None:
             raise UsageError(f"{info.path} is already in the library, as {twin.name}: "
                              f"{twin.path} has the same content (size and sha256), so nothing "
                              "was imported.")
+        if bundled is not None and mode != "copy":
+            raise UsageError(f"{info.path} is the bundled model {bundled.name}; one copy of it "
+                             "may be kept in the models folder: import it without --link or "
+                             "--reference (a link or a reference would be the bundled file "
+                             "itself, not a copy).")
         taken = self._name_in_use(stem, entries)
         if taken is not None:
             raise UsageError(f"A model called {taken} is already in the library; choose "

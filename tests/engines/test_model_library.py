@@ -130,6 +130,27 @@ def test_one_model_is_imported_once_whatever_its_path_or_mode(outpost_home, caps
                               (kept.name, "library")]
 
 
+def test_the_bundled_models_own_file_may_be_imported_as_its_one_copy(tmp_path, bundled_model,
+                                                                     gguf):
+    """`models import <the bundled model's path> --name small` was refused ("already in the
+    library") while a copy of that file made with cp was imported: the README allows one copy
+    of the bundled model in the models folder, whichever file it is made from. A link or a
+    reference to the bundled file itself is no copy: refused, saying how."""
+    library = ModelLibrary(tmp_path / "models")
+    for mode in ("link", "reference"):
+        with pytest.raises(UsageError, match=f"^{re.escape(str(bundled_model))} is the bundled "
+                           "model SmolLM2-135M-Instruct.Q4_1; one copy of it may be kept in "
+                           "the models folder: import it without --link or --reference"):
+            library.import_file(bundled_model, mode, name="small")
+    assert not (tmp_path / "models").exists()
+    kept = library.import_file(bundled_model, "copy", name="small")
+    assert kept.path == tmp_path / "models" / "small.gguf"
+    assert names(library) == [("small", "library"), ("SmolLM2-135M-Instruct.Q4_1", "bundled")]
+    for source in (bundled_model, gguf):  # its one copy is made: from either, as before
+        with pytest.raises(UsageError, match="already in the library, as small: "):
+            library.import_file(source, "copy", name="again")
+
+
 def test_rename_and_remove_touch_only_the_library(tmp_path, gguf):
     shared = tmp_path / "share"
     shared.mkdir()
