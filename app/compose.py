@@ -13,7 +13,7 @@ from app.chat.connectivity import Connectivity
 from app.chat.pipeline import TurnPipeline
 from app.chat.service import ChatService
 from app.config.providers import ProviderRegistry, needs_key
-from app.config.secrets import KeyStore
+from app.config.secrets import KeyStore, how_to_add_a_key
 from app.config.settings import Settings
 from app.domain.errors import ModelError, UsageError
 from app.storage.ledger import make_ledger
@@ -65,8 +65,8 @@ class CommandEngines:
         config = ProviderRegistry().get(provider)
         key = KeyStore(fallback="file").resolve(config.name, config.base_url)
         if key is None and needs_key(config):
-            raise UsageError(f"There is no API key for {config.name}: store one with "
-                             f"`outpost keys set {config.name}`.")
+            raise UsageError(f"There is no API key for {config.name}: "
+                             f"{how_to_add_a_key(config.name, config.base_url)}.")
         engine = create_cloud_engine(config, key, model, on_attempt=self.on_attempt,
                                      timeouts=cloud_timeouts(self.settings))
         self._built.append(engine)

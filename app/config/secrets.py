@@ -41,6 +41,22 @@ SERVICE = "Outpost"
 # An environment key is sent only to the provider it was issued by, never to another server
 # that merely speaks the same wire format (a custom URL would otherwise receive it).
 ENV_VARS = {"api.openai.com": "OPENAI_API_KEY", "api.anthropic.com": "ANTHROPIC_API_KEY"}
+
+
+def environment_variable(base_url: str) -> str | None:
+    """The environment variable whose key is used for the API at ``base_url`` when none is
+    stored (None: no variable is, for another server)."""
+    return ENV_VARS.get((urlparse(base_url).hostname or "").lower())
+
+
+def how_to_add_a_key(provider: str, base_url: str) -> str:
+    """The ways to give ``provider`` a key, for a sentence that says it has none: the keychain,
+    the file only you can read when there is no secure keychain, and the environment variable
+    of the official API at ``base_url``."""
+    variable = environment_variable(base_url)
+    return (f"store one with `outpost keys set {provider}` (without a secure keychain: `outpost "
+            f"keys set {provider} --insecure-file`, a file only you can read)"
+            + (f", or set {variable}" if variable else ""))
 FALLBACKS = ("refuse", "memory", "file")
 _log = logging.getLogger(__name__)
 
@@ -243,7 +259,7 @@ class KeyStore:
         stored = self.get(provider)
         if stored:
             return stored
-        variable = ENV_VARS.get((urlparse(base_url).hostname or "").lower())
+        variable = environment_variable(base_url)
         value = os.environ.get(variable, "").strip() if variable else ""
         remember(value)
         return value or None

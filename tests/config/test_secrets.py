@@ -157,10 +157,20 @@ def test_cli_does_not_send_the_environment_key_to_a_custom_server(outpost_home):
 
 
 def test_a_hosted_preset_without_a_key_says_how_to_add_one(outpost_home):
+    """Every way the README gives: the keychain, the file when there is no secure keychain
+    (where `keys set` alone is refused), and the official API's environment variable; a
+    server other than that API gets no variable named (none would be used for it)."""
     assert run_cli("providers", "add", "openai").returncode == 0
     result = run_cli("ask", "hi", "--provider", "openai")
     assert result.returncode == 2
-    assert "outpost keys set openai" in result.stderr
+    assert result.stderr == ("outpost: There is no API key for openai: store one with `outpost "
+                             "keys set openai` (without a secure keychain: `outpost keys set "
+                             "openai --insecure-file`, a file only you can read), or set "
+                             "OPENAI_API_KEY.\n")
+    assert run_cli("providers", "add", "groq").returncode == 0
+    other = run_cli("ask", "hi", "--provider", "groq")
+    assert other.returncode == 2 and other.stderr.endswith(
+        "`outpost keys set groq --insecure-file`, a file only you can read).\n")
 
 
 @pytest.mark.local_model
