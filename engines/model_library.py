@@ -16,11 +16,12 @@ content of a model already there (the models directory, a reference, a shared fo
 size, then the same sha256) is refused, naming that model, whether it would be copied, linked or
 referenced. The bundled model does not count (it lives in the installed package, which an update
 replaces): one copy of it may be kept in the models directory, copied from its own file or from
-a copy of it (a link or a reference to the bundled file itself is no copy: refused). A model's **name** is its file
-name without ``.gguf``, except a reference's: the name it was imported or renamed with, kept in
-``references.json``; ``outpost ask --model`` and ``models info`` take a name or a path (the path
-of a referenced file finds it under its name). A name given to an import or a rename may not
-differ only in case from another model's. A half-written file (``*.part``) is never listed.
+a copy of it (a link or a reference to the bundled file itself is no copy: refused). A model's
+**name** is its file name without ``.gguf``, except a reference's: the name it was imported or
+renamed with, kept in ``references.json``; ``outpost ask --model`` and ``models info`` take a
+name or a path (the path of a referenced file finds it under its name). A name given to an
+import or a rename may not differ only in case from another model's. A half-written file
+(``*.part``) is never listed.
 
 LoRA adapter files (``general.type = adapter``) found in these folders are not models: they are
 listed apart (``adapters``) and attached with ``ask --lora`` or the sampling panel.
