@@ -320,6 +320,7 @@ KIND_WORDS = {
     "bug": "an internal error", "cancelled": "stopped",
     # subclasses defined where they are raised
     "message_too_long": "the message is too long for the model",
+    "bad_search": "not a valid search",
     "quota_exceeded": "over the quota", "rate_limited_locally": "over the profile's rate limit",
     "profile": "a profile problem", "wrong_pin": "wrong PIN",
     "not_allowed": "not allowed for this profile", "insecure_keyring": "no secure keychain",
