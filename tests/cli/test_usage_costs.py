@@ -61,7 +61,8 @@ def test_a_model_with_no_known_price_is_unknown_even_with_no_tokens(outpost_home
     lines = {line.split()[1]: line for line in out.splitlines()[1:]}
     assert lines["gpt-4o-mini-slow"].endswith(" unknown"), lines
     assert lines["gpt-4o-mini"].endswith(" $0")
-    assert "unknown (2 requests with no known price)" in out.splitlines()[0]
+    # nothing known was paid: the headline's cost is unknown, not "$0 + unknown"
+    assert "; cloud cost unknown (2 requests with no known price);" in out.splitlines()[0]
     assert cli.main(["usage", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert {r["model"]: (r["cost_usd"], r["unknown_cost_requests"]) for r in data["by_model"]} \
