@@ -207,13 +207,8 @@ class OutboxSender:
         prompt_tokens, _ = engine.count_prompt(list(request.messages))
         route = self.outbox.store.get_conversation(item.conversation_id).route or \
             self.default_route()
-        cap = self.quotas.check(owner, route, True, prompt_tokens, request.max_tokens,
-                                price_known=engine.price_known, model=request.model,
-                                price=engine.price)
-        if cap is not None:
-            request = dataclasses.replace(request, max_tokens=cap.max_tokens)
-        self.quotas.note_turn(request.idempotency_key)  # its request is paid for
-        return request, cap
+        return self.quotas.admit(owner, route, request, prompt_tokens,
+                                 price_known=engine.price_known, price=engine.price)
 
     def stays_here(self, item) -> bool:
         """Is the item's conversation Local only now (its own route, else the default)? Then

@@ -228,12 +228,10 @@ class ChatService:
         if self.quotas is not None and effective_route is not None:
             prompt_tokens = fit.prompt_tokens if fit is not None else \
                 estimate_prompt_tokens(list(request.messages))
-            cap = self.quotas.check(self.profile, effective_route, effective_route != "local",
-                                    prompt_tokens, asked, price_known=price_known,
-                                    model=request.model, price=price, fanout=fanout)
-            request = dataclasses.replace(request,
-                                          max_tokens=cap.max_tokens if cap else asked)
-            self.quotas.note_turn(request.idempotency_key, fanout)  # its requests are paid
+            request, cap = self.quotas.admit(self.profile, effective_route, request,
+                                             prompt_tokens, asked=asked,
+                                             price_known=price_known, price=price,
+                                             fanout=fanout)
             if fit is not None:
                 fit = dataclasses.replace(fit, max_tokens=request.max_tokens)
         return Turn(self.store, failed.conversation_id, failed.user_message_id, request,

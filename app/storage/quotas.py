@@ -44,6 +44,7 @@ refuses, per the ``rate_limit_wait`` setting).
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import threading
@@ -265,6 +266,20 @@ class QuotaGuard:
         self._take_from_buckets(profile, limits, counts, fanout.tokens(prompt_tokens, max_tokens),
                                 fanout)
         return cap
+
+    def admit(self, profile: str, route: str, request, prompt_tokens: int, *,
+              asked: int | None = None, price_known: bool = True,
+              price: Price | None = None, fanout: Fanout = ONE_REQUEST):
+        """A request already built, about to go again (a Retry, an outbox send): ``check``ed
+        for ``asked`` tokens of reply (default: its max_tokens), its requests noted as paid
+        for. Returns (the request with max_tokens as it may go, the ReplyCap or None)."""
+        asked = request.max_tokens if asked is None else asked
+        cap = self.check(profile, route, route != "local", prompt_tokens, asked,
+                         price_known=price_known, model=request.model, price=price,
+                         fanout=fanout)
+        request = dataclasses.replace(request, max_tokens=cap.max_tokens if cap else asked)
+        self.note_turn(request.idempotency_key, fanout)  # its requests are paid for
+        return request, cap
 
     def _daily_room(self, profile: str, limits: Limits, now: dt.datetime, cloud: bool,
                     prompt_tokens: int, max_tokens: int, minimal: int,
