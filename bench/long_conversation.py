@@ -224,7 +224,7 @@ def layout_floor(view, messages, count: int = 40) -> tuple[float, float]:
     from PySide6.QtGui import QTextDocument  # deferred: after the QApplication
 
     from app.domain.messages import Role
-    from ui.message_bubble import message_html
+    from ui.message_text import message_html
 
     body = view.bubbles[-1].body
     width = body.viewport().width()

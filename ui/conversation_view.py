@@ -25,7 +25,8 @@ from PySide6.QtWidgets import (
 from app.domain.messages import Message, MessageStatus, Role
 from ui import theme
 from ui.message_actions import Versions
-from ui.message_bubble import MessageBubble, message_html
+from ui.message_bubble import MessageBubble
+from ui.message_text import message_html
 from ui.render_cache import RENDERED
 
 

@@ -1,14 +1,14 @@
 """One message of the chat: its bubble (``MessageBubble``: role line, versions, actions, the
-rendered body, a footer with status and metrics) and the text it shows.
+rendered body, a footer with status and metrics).
 
 A finished message's HTML (``message_html``) comes from ``ui.render_cache`` when it was made
 before; a streaming reply is rendered incrementally (``ui.markdown``), each finished block
 appended once (``ui.rich_append``), so a flush costs the same at token 10,000 as at token 10.
-The bubbles are built, placed and dropped by ``ui.conversation_view``.
+The bubbles are built, placed and dropped by ``ui.conversation_view``; what a message says as
+text (its footer's figures, its HTML) is ``ui.message_text``.
 """
 from __future__ import annotations
 
-import html
 from typing import Callable
 
 from PySide6.QtCore import QPoint, QSizeF, Qt, QUrl, Signal, Slot
@@ -32,7 +32,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.accounting.pricing import Cost, format_usd
 from app.domain.context import ReplyCap
 from app.domain.errors import with_kind_words
 from app.domain.messages import Message, MessageStatus, Role
@@ -46,6 +45,7 @@ from ui.message_actions import (
     Versions,
     VersionSwitcher,
 )
+from ui.message_text import ROUTE_WORDS_SHOWN, escape, message_html, metrics_text, seam_html
 from ui.render_cache import RENDERED
 from ui.rich_append import End, append_html, cut_back, end_of
 
@@ -56,56 +56,6 @@ _STATUS_NOTES = {
     MessageStatus.ERROR: "⚠ error",
     MessageStatus.STREAMING: "…",
 }
-
-
-def authors_text(message: Message) -> str:
-    """Who wrote the reply: "openai · gpt-4o", or "openai · gpt-4o → local · SmolLM2" when the
-    local model continued a broken cloud stream."""
-    segments = message.segments or []
-    if len(segments) > 1:
-        return " → ".join(f"{s.get('engine')} · {s.get('model')}" for s in segments)
-    return " · ".join(p for p in (message.engine, message.model) if p)
-
-
-def metrics_text(message: Message) -> str:
-    parts = []
-    if message.engine or message.model:
-        parts.append(authors_text(message))
-    if message.prompt_tokens is not None:
-        approx = "~" if message.tokens_estimated else ""
-        tokens = f"{approx}{message.prompt_tokens} in / {approx}{message.completion_tokens or 0} out"
-        if message.tokens_estimated:
-            tokens += " (estimated)"
-        if message.cached_prompt_tokens:
-            tokens += f" ({message.cached_prompt_tokens} cached)"
-        parts.append(tokens)
-    if message.ttft_ms is not None:
-        parts.append(f"TTFT {message.ttft_ms:.0f} ms")
-    if message.tokens_per_s is not None:
-        parts.append(f"{message.tokens_per_s:.1f} tok/s")
-    if message.role is Role.ASSISTANT and message.prompt_tokens is not None:
-        parts.append(cost_text(message))
-    # a figure never wraps away from its unit ("42.5 / tok/s", "< / $0.00001"): the spaces
-    # inside each figure do not break, only those between them
-    first = 1 if message.engine or message.model else 0
-    parts[first:] = [p.replace(" ", "\u00a0") for p in parts[first:]]
-    return "  ·  ".join(parts)
-
-
-def cost_text(message: Message) -> str:
-    """"free" (local), "$0.00045" (~ when estimated; ``app.accounting.pricing.format_usd``, as
-    `outpost usage` and the usage dialog write it), or "cost unknown" — never $0 for
-    unknown. A reply the local model wrote is free unless its turn paid for a cloud attempt
-    (a hedge that lost: the provider billed the prompt it had): then it shows that cost."""
-    engines = {s.get("engine") for s in message.segments or []} or {message.engine}
-    # free: nothing paid (0), or no cost kept at all; an unknown cost of the turn (a lost
-    # hedge to a model with no known price) is marked estimated, and is no "free"
-    if engines == {"local"} and (message.cost_usd == 0 or message.cost_usd is None and
-                                 not message.cost_estimated):
-        return "free"
-    if message.cost_usd is None:
-        return "cost unknown"
-    return format_usd(Cost(message.cost_usd, message.cost_estimated))
 
 
 class MessageBody(QTextBrowser):
@@ -520,7 +470,7 @@ class MessageBubble(QFrame):
 
     def add_seam(self, label: str, reason: str) -> None:
         """Another engine continues the reply from here: mark the seam in the bubble."""
-        self._done_html += render(self.text[self._segment_start:]) + _seam_html(label, reason)
+        self._done_html += render(self.text[self._segment_start:]) + seam_html(label, reason)
         self._segment_start = len(self.text)
         self.seams.append((len(self.text), label))
         self._seam_reasons.append(reason)
@@ -543,7 +493,7 @@ class MessageBubble(QFrame):
     def set_placeholder(self, note: str) -> None:
         self._placeholder = note
         self._tail_from, self._shown_html = None, None
-        self.body.setHtml(f"<i style='color:{theme.muted_text()}'>{_escape(note)}</i>")
+        self.body.setHtml(f"<i style='color:{theme.muted_text()}'>{escape(note)}</i>")
 
     def _render_again(self) -> None:
         """The palette changed: the body's colours (code, notes, seams) are baked into its
@@ -555,7 +505,7 @@ class MessageBubble(QFrame):
         elif self.text:
             self._done_html, start = "", 0
             for (end, label), reason in zip(self.seams, self._seam_reasons):
-                self._done_html += render(self.text[start:end]) + _seam_html(label, reason)
+                self._done_html += render(self.text[start:end]) + seam_html(label, reason)
                 start = end
             self._incremental = IncrementalMarkdown()
             self.body.setHtml(self._done_html +
@@ -618,7 +568,7 @@ class MessageBubble(QFrame):
                     check.get("repair"), "") + ")" if check.get("repair") else "")
                            + (" · " + metrics if metrics else ""))
         route = f"↪ {with_kind_words(message.route_reason)}" if message.route_reason and any(
-            word in message.route_reason for word in _ROUTE_WORDS_SHOWN) else ""
+            word in message.route_reason for word in ROUTE_WORDS_SHOWN) else ""
         cap = ReplyCap.from_record((message.params or {}).get("reply_cap")) \
             if message.role is Role.ASSISTANT else None
         capped = cap.describe() if cap is not None else ""  # a quota left less than asked
@@ -632,40 +582,3 @@ def _tabbable(widget: QWidget) -> list[QWidget]:
     """``widget``'s descendants that Tab can stop at."""
     return [child for child in widget.findChildren(QWidget)
             if child.focusPolicy() & Qt.FocusPolicy.TabFocus]
-
-
-# Route reasons worth a line under the reply: the engine was not the one the user picked.
-_ROUTE_WORDS_SHOWN = ("answered locally", "continued locally", "outbox", "hedge")
-
-
-def message_html(role: Role, text: str, segments: list[dict] | None) -> str:
-    """A finished message's HTML: a prompt as typed, a reply's Markdown rendered, with a seam
-    where another engine went on."""
-    if role is Role.USER:
-        return "<p style='white-space:pre-wrap'>" + _escape(text) + "</p>"
-    if not segments or len(segments) < 2:
-        return render(text)
-    html = ""
-    for index, segment in enumerate(segments):
-        start = segment.get("start") or 0
-        end = segment.get("end")
-        if index:
-            label = f"{segment.get('engine')} · {segment.get('model')}"
-            html += _seam_html(label, segment.get("reason") or "")
-        html += render(text[start:end if end is not None else len(text)])
-    return html
-
-
-def _seam_html(label: str, reason: str) -> str:
-    """A thin rule with a caption: who continued the reply, and why (in the tooltip too)."""
-    why = reason.split(":")[0] if reason else ""  # "openai stream broke after 412 characters …"
-    return ("<table width='100%' cellspacing='0' cellpadding='0' style='margin:6px 0'><tr>"
-            f"<td style='border-top:1px dashed {theme.warning_text()}'></td></tr><tr><td>"
-            f"<span style='color:{theme.warning_text()}; font-size:11px' "
-            f"title='{_escape(reason)}'>"
-            f"↳ continued by {_escape(label)}" + (f" ({_escape(why)})" if why else "")
-            + "</span></td></tr></table>")
-
-
-def _escape(text: str) -> str:
-    return html.escape(text)

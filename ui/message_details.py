@@ -23,7 +23,7 @@ from app.domain.context import ReplyCap
 from app.domain.errors import with_kind_words
 from app.domain.messages import FinishReason, Message, MessageStatus
 from app.domain.test_time import SCORER_LABELS
-from ui.message_bubble import cost_text
+from ui.message_text import cost_text
 
 _STATUS_WORDS = {MessageStatus.COMPLETE: "Complete", MessageStatus.STREAMING: "Being written",
                  MessageStatus.INTERRUPTED: "Interrupted: the answer is partial",

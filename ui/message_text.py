@@ -1,0 +1,98 @@
+"""What a message says as text, with no widget: its footer's figures (who answered, tokens,
+TTFT, speed, cost) and a finished message's HTML (a prompt as typed, a reply's Markdown, a
+seam where another engine went on). The bubble (``ui.message_bubble``), the Details dialog
+and the conversation view's render-ahead use them."""
+from __future__ import annotations
+
+import html
+
+from app.accounting.pricing import Cost, format_usd
+from app.domain.messages import Message, Role
+from ui import theme
+from ui.markdown import render
+
+def authors_text(message: Message) -> str:
+    """Who wrote the reply: "openai · gpt-4o", or "openai · gpt-4o → local · SmolLM2" when the
+    local model continued a broken cloud stream."""
+    segments = message.segments or []
+    if len(segments) > 1:
+        return " → ".join(f"{s.get('engine')} · {s.get('model')}" for s in segments)
+    return " · ".join(p for p in (message.engine, message.model) if p)
+
+
+def metrics_text(message: Message) -> str:
+    parts = []
+    if message.engine or message.model:
+        parts.append(authors_text(message))
+    if message.prompt_tokens is not None:
+        approx = "~" if message.tokens_estimated else ""
+        tokens = f"{approx}{message.prompt_tokens} in / {approx}{message.completion_tokens or 0} out"
+        if message.tokens_estimated:
+            tokens += " (estimated)"
+        if message.cached_prompt_tokens:
+            tokens += f" ({message.cached_prompt_tokens} cached)"
+        parts.append(tokens)
+    if message.ttft_ms is not None:
+        parts.append(f"TTFT {message.ttft_ms:.0f} ms")
+    if message.tokens_per_s is not None:
+        parts.append(f"{message.tokens_per_s:.1f} tok/s")
+    if message.role is Role.ASSISTANT and message.prompt_tokens is not None:
+        parts.append(cost_text(message))
+    # a figure never wraps away from its unit ("42.5 / tok/s", "< / $0.00001"): the spaces
+    # inside each figure do not break, only those between them
+    first = 1 if message.engine or message.model else 0
+    parts[first:] = [p.replace(" ", "\u00a0") for p in parts[first:]]
+    return "  ·  ".join(parts)
+
+
+def cost_text(message: Message) -> str:
+    """"free" (local), "$0.00045" (~ when estimated; ``app.accounting.pricing.format_usd``, as
+    `outpost usage` and the usage dialog write it), or "cost unknown" — never $0 for
+    unknown. A reply the local model wrote is free unless its turn paid for a cloud attempt
+    (a hedge that lost: the provider billed the prompt it had): then it shows that cost."""
+    engines = {s.get("engine") for s in message.segments or []} or {message.engine}
+    # free: nothing paid (0), or no cost kept at all; an unknown cost of the turn (a lost
+    # hedge to a model with no known price) is marked estimated, and is no "free"
+    if engines == {"local"} and (message.cost_usd == 0 or message.cost_usd is None and
+                                 not message.cost_estimated):
+        return "free"
+    if message.cost_usd is None:
+        return "cost unknown"
+    return format_usd(Cost(message.cost_usd, message.cost_estimated))
+
+
+# Route reasons worth a line under the reply: the engine was not the one the user picked.
+ROUTE_WORDS_SHOWN = ("answered locally", "continued locally", "outbox", "hedge")
+
+
+def message_html(role: Role, text: str, segments: list[dict] | None) -> str:
+    """A finished message's HTML: a prompt as typed, a reply's Markdown rendered, with a seam
+    where another engine went on."""
+    if role is Role.USER:
+        return "<p style='white-space:pre-wrap'>" + escape(text) + "</p>"
+    if not segments or len(segments) < 2:
+        return render(text)
+    html = ""
+    for index, segment in enumerate(segments):
+        start = segment.get("start") or 0
+        end = segment.get("end")
+        if index:
+            label = f"{segment.get('engine')} · {segment.get('model')}"
+            html += seam_html(label, segment.get("reason") or "")
+        html += render(text[start:end if end is not None else len(text)])
+    return html
+
+
+def seam_html(label: str, reason: str) -> str:
+    """A thin rule with a caption: who continued the reply, and why (in the tooltip too)."""
+    why = reason.split(":")[0] if reason else ""  # "openai stream broke after 412 characters …"
+    return ("<table width='100%' cellspacing='0' cellpadding='0' style='margin:6px 0'><tr>"
+            f"<td style='border-top:1px dashed {theme.warning_text()}'></td></tr><tr><td>"
+            f"<span style='color:{theme.warning_text()}; font-size:11px' "
+            f"title='{escape(reason)}'>"
+            f"↳ continued by {escape(label)}" + (f" ({escape(why)})" if why else "")
+            + "</span></td></tr></table>")
+
+
+def escape(text: str) -> str:
+    return html.escape(text)
