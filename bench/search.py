@@ -96,6 +96,31 @@ def command_line(store: Store, text: str) -> int:
     return len(store.search(command_line_query(text), profile="ana"))
 
 
+def chats_to_find_in(store: Store) -> dict[str, str]:
+    """Ctrl+F's conversations: the one stored first, one stored halfway, the one stored last
+    (a chat among a million messages, the words of everything stored after it in between)."""
+    low, high = store.db.execute("SELECT min(seq), max(seq) FROM messages").fetchone()
+    chats = {}
+    for name, key in (("stored first", low), ("stored halfway", (low + high) // 2),
+                      ("stored last", high)):
+        chats[name] = store.db.execute("SELECT conversation_id FROM messages WHERE seq >= ? "
+                                       "ORDER BY seq LIMIT 1", [key]).fetchone()[0]
+    return chats
+
+
+def in_conversation(store: Store, text: str, conversation: str) -> int:
+    """Ctrl+F: the window's search in one conversation."""
+    return len(search_hits(store, text, conversation_id=conversation))
+
+
+def anchor_in_conversation(store: Store, text: str, conversation: str) -> int:
+    """The unranked MATCH LIMIT 50 on that conversation's keys (no order)."""
+    return len(store.db.execute(
+        "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ? AND rowid IN (SELECT seq "
+        "FROM messages WHERE conversation_id = ?) LIMIT 50",
+        [fts_query(text), conversation]).fetchall())
+
+
 def _newest_first(store: Store, text: str) -> str:
     """Whether the window's hits and the command line's are the newest 50 matches by their
     time, in that order (against every match of the profile sorted, read once, untimed), and
@@ -139,6 +164,16 @@ def main(argv: list[str] | None = None) -> int:
                 started = time.perf_counter()
                 run(store, text)
                 times[(shape, plan)].append((time.perf_counter() - started) * 1000)
+    chats = chats_to_find_in(store)
+    found = {(shape, name): [] for shape in SHAPES for name in chats}
+    for trial in range(args.trials):
+        for name, chat in chats.items():
+            for shape, text in SHAPES.items():
+                runs = [(anchor_in_conversation, "anchor"), (in_conversation, "Ctrl+F")]
+                for run, label in runs[::-1] if trial % 2 else runs:
+                    started = time.perf_counter()
+                    run(store, text, chat)
+                    found[(shape, name)].append((label, (time.perf_counter() - started) * 1000))
     store.close()
     print(f"load average {os.getloadavg()[0]:.2f}; {args.trials} alternating trials; "
           "profile 'ana' (half the chats)")
@@ -150,6 +185,16 @@ def main(argv: list[str] | None = None) -> int:
             cells.append(f"{plan}: p50 {statistics.median(values):7.1f} / p95 {p95:7.1f} ms")
         print(f"{shape:<20} " + " | ".join(cells)
               + f" | newest first: {in_order[shape]}")
+    print("in one conversation (Ctrl+F), p50 / p95 ms, against the unranked MATCH LIMIT 50 on "
+          "its keys:")
+    for name in chats:
+        for shape in SHAPES:
+            cells = []
+            for label in ("Ctrl+F", "anchor"):
+                values = sorted(t for kind, t in found[(shape, name)] if kind == label)
+                p95 = values[max(0, int(len(values) * 0.95) - 1)]
+                cells.append(f"{label} {statistics.median(values):7.1f} / {p95:7.1f}")
+            print(f"  {name:<15} {shape:<20} " + " | ".join(cells))
     if folder is not None:
         folder.cleanup()
     return 0

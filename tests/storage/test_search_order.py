@@ -154,6 +154,54 @@ def test_every_query_shape_is_newest_first(shuffled, monkeypatch, windows, text)
         expected(store, command_line_query("the"), limit=500)
 
 
+@pytest.mark.parametrize("text", ["the", "th", "lighthouse"])
+def test_a_window_with_more_matches_than_sqlite_takes_parameters(shuffled, text):
+    """Ctrl+F in a conversation (or a search in a profile) whose window held more matches than
+    SQLite takes parameters failed as "not valid full-text search syntax (too many SQL
+    variables)": at a million messages, every conversation but the newest, for "the". The
+    limit is lowered here (32,766 as built) so that 1,200 messages reach it."""
+    store, chats = shuffled
+    query = fts_query(text)
+    scopes = ({"conversation_id": chats["bob"]}, {"profile": "ana"},
+              {"profile": "bob", "conversation_id": chats["bob"]},
+              {"profile": "ana", "conversation_id": chats["bob"]})
+    want = [expected(store, query, **scope) for scope in scopes]
+    assert want[0] and want[1] and want[2] == want[0] and want[3] == []
+    store.db.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 60)
+    for scope, ids in zip(scopes, want):
+        assert [h.message_id for h in search_hits(store, text, **scope)] == ids, scope
+
+
+def test_a_search_in_one_conversation_looks_only_at_its_span(tmp_path):
+    """A conversation stored long ago, among many newer messages: the search walks only the
+    keys from its first message to its last, so a word in every newer message costs nothing
+    (counted: the rows the index hands back)."""
+    store = Store(tmp_path / "outpost.db")
+    old = store.create_conversation("Old", "", None, profile="ana").id
+    store_rows(store, old, [(f"o{i}", f"the old lighthouse {i}",
+                             f"2021-01-01T10:{i:02}:00.000+00:00") for i in range(6)])
+    new = store.create_conversation("New", "", None, profile="ana").id
+    store_rows(store, new, [(f"n{i:04}", "the new lighthouse",
+                             f"2025-01-01T10:00:{i % 60:02}.{i // 60:03}+00:00")
+                            for i in range(3000)])
+    handed: list[int] = []
+    window = Store._window
+
+    def counted(self, query, low, high):
+        page = window(self, query, low, high)
+        handed.extend(page)
+        return page
+
+    try:
+        Store._window = counted
+        hits = search_hits(store, "the", conversation_id=old)
+    finally:
+        Store._window = window
+    assert [h.message_id for h in hits] == [f"o{i}" for i in range(5, -1, -1)]
+    assert len(handed) == 6
+    store.close()
+
+
 def test_messages_of_one_time_are_in_the_order_they_were_stored(tmp_path):
     """Ties: the later stored is the newer, past the 16 keys of one millisecond too (an import
     whose messages have no time of their own), and a message a moment later stays newer."""
