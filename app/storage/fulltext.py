@@ -14,6 +14,13 @@ from app.storage.rows import row_to_message
 from app.storage.sqlite_errors import storage_error_class, storage_errors
 
 
+# how FTS5 says a query is not valid (SQLite 3.40): a quote left open, an operator with nothing
+# after it, a word before ":" taken for a column, NEAR's distance; any other SQLITE_ERROR (too
+# many SQL variables, say) is not the user's query and stays a storage error
+QUERY_ERRORS = ("fts5: ", "unterminated string", "no such column", "expected integer",
+                "unknown special query")
+
+
 class FullTextSearch(Connections):
     """Full-text search of ``app.storage.store.Store``.
 
@@ -89,7 +96,8 @@ class FullTextSearch(Connections):
             except sqlite3.OperationalError as exc:
                 # FTS5 reports query syntax as OperationalError; disk/lock problems stay
                 # storage errors
-                if storage_error_class(exc) is StorageError:  # SQLITE_ERROR: the syntax
+                if storage_error_class(exc) is StorageError and \
+                        str(exc).startswith(QUERY_ERRORS):  # the query's syntax, nothing else
                     raise BadSearch(query, str(exc), "put words in double quotes to search "
                                     "them as they are") from None
                 raise

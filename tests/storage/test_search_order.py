@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from app.domain.errors import BadSearch, StorageError
 from app.domain.messages import Role
 from app.storage.migrations import MIGRATIONS
 from app.storage.salvage import salvage
@@ -170,6 +171,18 @@ def test_a_window_with_more_matches_than_sqlite_takes_parameters(shuffled, text)
     store.db.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 60)
     for scope, ids in zip(scopes, want):
         assert [h.message_id for h in search_hits(store, text, **scope)] == ids, scope
+
+
+def test_only_the_querys_own_errors_are_called_bad_syntax(shuffled):
+    """The too-many-variables failure above was reported as the user's query being "not valid
+    full-text search syntax"; an error that is not the query's is a storage error."""
+    store, chats = shuffled
+    with pytest.raises(BadSearch, match="unterminated string"):
+        store.search('"lighthouse')
+    store.db.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 2)
+    with pytest.raises(StorageError, match="too many SQL variables") as raised:
+        search_hits(store, "lighthouse", conversation_id=chats["ana"])  # a window's 3rd
+    assert not isinstance(raised.value, BadSearch)
 
 
 def test_a_search_in_one_conversation_looks_only_at_its_span(tmp_path):
