@@ -75,11 +75,15 @@ class MessageTree(ConversationRows, MessageRows):
         ids = [m.id for m in doomed]
         conversation = self.get_conversation(message.conversation_id)
         with self._tx() as db:
-            marks = ", ".join("?" * len(ids))
-            erasure.blank_outbox_requests(db.conn, ids)
-            db.execute(f"update outbox set answer_message_id = null where answer_message_id in "
-                       f"({marks})", ids)
-            db.execute(f"delete from messages where id in ({marks})", ids)
+            # in pieces: a subtree may hold more messages than SQLite takes parameters (32,766;
+            # the first message of a long imported chat)
+            for start in range(0, len(ids), 500):
+                piece = ids[start:start + 500]
+                marks = ", ".join("?" * len(piece))
+                erasure.blank_outbox_requests(db.conn, piece)
+                db.execute(f"update outbox set answer_message_id = null where "
+                           f"answer_message_id in ({marks})", piece)
+                db.execute(f"delete from messages where id in ({marks})", piece)
             stamp = now_iso()
             deletions.record(db.conn, deletions.MESSAGE, ids, stamp)
             # the conversation changed (a salvage of an older copy must not win over it)

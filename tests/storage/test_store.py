@@ -419,3 +419,22 @@ def test_a_fork_is_named_after_the_branch_it_copies(store):
     assert store.fork(color.id, None).title == "Give me a color (fork)"
     store.rename_conversation(chat.id, "Colours and fruit")
     assert store.fork(answer.id, None).title == "Colours and fruit (fork)"
+
+
+def test_deleting_a_message_with_more_below_it_than_sqlite_takes_parameters(store):
+    """Deleting the first message of a long chat deletes its whole subtree; it failed ("too
+    many SQL variables") when the subtree held more messages than SQLite takes parameters
+    (32,766 as built; lowered here so that 700 messages reach it)."""
+    conversation = store.create_conversation("Long")
+    parent, first = None, None
+    for i in range(700):
+        parent = store.add_message(conversation.id, Role.ASSISTANT if i % 2 else Role.USER,
+                                   f"message {i}", parent_id=parent and parent.id)
+        first = first or parent
+    keep = store.create_conversation("Other")
+    kept = store.add_message(keep.id, Role.USER, "stays")
+    store.db.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 600)
+    store.delete_subtree(first.id)
+    assert store.messages(conversation.id) == []
+    assert [m.id for m in store.messages(keep.id)] == [kept.id]
+    assert store.search('"message"') == []
