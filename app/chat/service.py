@@ -191,9 +191,13 @@ class ChatService:
     def queue_for_later(self, turn: Turn, provider: str, model: str | None,
                         error: Exception | None = None) -> OutboxItem:
         """Put the turn's request in the outbox (cloud wanted, provider unreachable). With
-        ``error`` (Cloud only: nothing answered), the failed reply says where its request went."""
+        ``error`` (Cloud only: nothing answered), the failed reply says where its request went.
+        The item keeps the max_tokens the user asked for, not a quota's cap of it: the quotas
+        are checked again at each send (``app.chat.outbox_sender``), and cap it afresh then."""
+        request = turn.request if turn.reply_cap is None else \
+            dataclasses.replace(turn.request, max_tokens=turn.reply_cap.asked)
         item = self.outbox.enqueue(turn.conversation_id, turn.user_message_id, provider, model,
-                                   turn.request,
+                                   request,
                                    turn.assistant_message_id if error is not None else None)
         if error is not None and turn.assistant_message_id:
             self.store.update_message(

@@ -977,3 +977,41 @@ def test_an_item_a_quota_holds_is_looked_at_again_a_minute_later_not_every_pass(
         assert sender.send(only=item.id).sent  # Send now looks at once
         assert len(server.chat_requests()) == 1
     store.close()
+
+
+def test_a_queued_item_keeps_the_max_tokens_asked_and_is_capped_afresh_when_sent(tmp_path):
+    """A quota that capped the reply when the message was queued (room for 495 of the 800
+    tokens asked) does not follow the item: once the day has room again it is sent with the
+    800 asked, no cap said on the answer."""
+    from app.storage.ledger import UsageLedger  # (only this test meters)
+    from app.storage.profiles import Profile
+    from app.storage.quotas import QuotaBook, QuotaGuard
+    from engines.http_policy import AttemptRecord
+
+    store = Store(tmp_path / "outpost.db")
+    book = QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json")
+    admin = Profile("admin", is_admin=True)
+    book.set("ana", "cloud_tokens_per_day", 1000, by=admin)
+    ledger = UsageLedger(store, "ana")
+    guard = QuotaGuard(book, ledger)
+    ledger.record(AttemptRecord(attempt=1, status=200, latency_ms=1.0, error_kind=None,
+                                idempotency_key="earlier", provider="fault",
+                                model="test-model", kind="openai", prompt_tokens=250,
+                                completion_tokens=250))  # ana used 500 of 1,000 today
+    service = ChatService(store, Settings(), ledger=ledger, quotas=guard, profile="ana")
+    turn = service.start_turn("A question?", model="test-model", effective_route="cloud",
+                              options=TurnOptions(max_tokens=800, temperature=0.0))
+    assert turn.reply_cap is not None and turn.request.max_tokens < 500  # capped now
+    item = service.queue_for_later(turn, "fault", None)
+    assert item.request.max_tokens == 800  # what was asked, not the cap
+    book.set("ana", "cloud_tokens_per_day", 100_000, by=admin)  # room again
+    with fault_server() as server:
+        sender = OutboxSender(Outbox(store), lambda name, model: fast_cloud(
+            server.url + "/v1", store), ledger=ledger, quotas=guard)
+        report = sender.send()
+        [sent] = server.chat_requests()
+    assert [i.id for i, _ in report.sent] == [item.id]
+    assert sent.json["max_tokens"] == 800
+    answer = report.sent[0][1]
+    assert "reply_cap" not in answer.params and answer.params["max_tokens"] == 800
+    store.close()
