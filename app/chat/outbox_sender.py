@@ -4,11 +4,12 @@ answer is stored as a sibling of the reply the user already has. An answer cut o
 kept (marked interrupted) and its item waits to be sent again, as one whose provider is
 unreachable does; so does one the app's closing cut short (a cancel ``CLOSING``: not the
 user's stop, whose answer counts as sent as far as it went). An item whose conversation is
-Local only by now is never sent (it fails with ``KEPT_LOCAL``). The quotas of the profile that
-asked are checked again when an item goes out (a day or a month may have been used up since
-it was queued): without room, it waits, saying why, and so do that profile's later items for
-the provider; with room for a shorter reply, it is sent with max_tokens lowered, as a new
-message would be."""
+Local only by now is never sent (it fails with ``KEPT_LOCAL``), nor one whose profile may no
+longer use its route (``allowed_routes``: it fails, saying how to send it). The quotas of the
+profile that asked are checked again when an item goes out (a day or a month may have been
+used up since it was queued): without room, it waits, saying why, and so do that profile's
+later items for the provider; with room for a shorter reply, it is sent with max_tokens
+lowered, as a new message would be."""
 from __future__ import annotations
 
 import dataclasses
@@ -31,7 +32,7 @@ from app.domain.errors import (
 from app.domain.messages import CLOSING, FinishReason, MessageStatus, cancel_reason
 from app.domain.routes import FAILOVER_ERRORS, KEPT_LOCAL
 from app.storage.outbox import Outbox, OutboxState, SendReport
-from app.storage.quotas import QuotaExceeded, RateLimitedLocally
+from app.storage.quotas import QuotaExceeded, RateLimitedLocally, RouteNotAllowed
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,12 @@ class OutboxSender:
                 try:
                     engine = self.engine_for(item.provider, item.model)
                     request, cap = self._within_quota(owner, item, request, engine)
+                except RouteNotAllowed as exc:  # no wait makes room: failed, saying so
+                    engine.close()
+                    why = _route_refused(exc, item.id)
+                    report.failed.append((self.outbox.refuse(item.id, why), why))
+                    moved()
+                    continue
                 except (QuotaExceeded, RateLimitedLocally) as exc:  # not now: it waits
                     engine.close()
                     held[(item.provider, owner)] = item.id
@@ -275,6 +282,22 @@ class OutboxSender:
         if isinstance(error, StreamInterrupted):
             return error.cause is None or self.is_unreachable(error.cause)
         return self.is_unreachable(error)
+
+
+def _route_refused(exc: RouteNotAllowed, item_id: int) -> str:
+    """Why an item whose profile may no longer use its route is not sent, and how to send it."""
+    who = exc.profile
+    if exc.source == "policy file":
+        allow = "the policy file would have to allow that route (nobody can in Outpost)"
+    else:
+        routes = ",".join(dict.fromkeys([*exc.allowed, exc.route]))
+        allow = (f"the admin can allow that route again (Chat ▸ Profiles…, or `outpost quota "
+                 f"set allowed_routes {routes} --profile {who}`) and then retry the item "
+                 f"(Retry in the Outbox, or `outpost outbox retry {item_id}`)")
+    return (f"Not sent: the profile {who} may no longer use {exc.route_words}, the route this "
+            f"message was queued under (its quota allows {exc.allowed_words}; {exc.source}). "
+            f"Nothing is lost: the message stays in its conversation. To send it, {allow}; or "
+            f"switch the conversation to a route {who} may use and send the message again.")
 
 
 def _hhmm(iso: str) -> str:

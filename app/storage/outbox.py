@@ -7,7 +7,8 @@ sent, idempotency key included, so the provider sees the same request when it is
 
 States: ``queued`` -> ``sending`` -> ``sent`` (or back to ``queued`` when the provider is still
 unreachable; ``failed`` when the provider refused it, e.g. a bad key, or when its conversation
-went Local only since: never sent then; ``cancelled`` by the user).
+went Local only since, or its profile may no longer use its route: never sent then; ``cancelled``
+by the user).
 
 Never in flight twice, also across processes and restarts: an item is claimed inside a write
 transaction (``queued`` -> ``sending`` with the claiming process's pid + start time), so the window
@@ -233,6 +234,19 @@ class Outbox:
                        "attempts = max(attempts - 1, 0), updated_at = ? where id = ? and "
                        "state = ?", [OutboxState.QUEUED.value, why, now_iso(), item_id,
                                      OutboxState.SENDING.value])
+        return self.get(item_id)
+
+    def refuse(self, item_id: int, why: str) -> OutboxItem:
+        """``sending`` -> ``failed`` without sending, saying ``why`` (its profile may not use
+        its route any more: no wait would make room). The claim is undone, so it is not
+        counted as an attempt; the reply that stands for it (Cloud only) says ``why`` too.
+        ``requeue_failed`` queues it again."""
+        with self.store.transaction() as db:
+            db.execute("update outbox set state = ?, writer = null, last_error = ?, "
+                       "attempts = max(attempts - 1, 0), updated_at = ? where id = ? and "
+                       "state = ?", [OutboxState.FAILED.value, why, now_iso(), item_id,
+                                     OutboxState.SENDING.value])
+        self._say_on_placeholder(item_id, why)
         return self.get(item_id)
 
     def _finish(self, item_id: int, state: OutboxState, error: str | None = None,

@@ -75,8 +75,8 @@ from app.storage.quota_book import (  # (the limits, where they come from; kept 
 
 # what callers import from here: the guard, its errors, and the limits it reads
 __all__ = ["LIMIT_NAMES", "MAX_COST_USD", "MAX_COUNT", "MIN_REPLY_TOKENS", "PER_MINUTE", "Limits",
-           "QuotaBook", "QuotaExceeded", "QuotaGuard", "RateLimitedLocally", "TokenBucket",
-           "limit_text", "policy_path"]
+           "QuotaBook", "QuotaExceeded", "QuotaGuard", "RateLimitedLocally", "RouteNotAllowed",
+           "TokenBucket", "limit_text", "policy_path"]
 
 # the shortest reply worth sending a request for: a budget with less room than the prompt and
 # this many reply tokens (or max_tokens, if fewer) refuses the turn rather than limit the reply
@@ -95,6 +95,25 @@ class QuotaExceeded(UsageError):
         super().__init__(message + advice)
         self.cloud_budget = cloud_budget
         self.finding = message
+
+
+class RouteNotAllowed(QuotaExceeded):
+    """The profile's ``allowed_routes`` leave out the turn's ``route``: no wait makes room
+    (an outbox item fails, saying so, rather than wait). ``allowed``: the routes it may use;
+    ``source``: where that limit comes from ("policy file", "quota set")."""
+
+    def __init__(self, message: str, profile: str, route: str, allowed: tuple[str, ...],
+                 source: str):
+        super().__init__(message)
+        self.profile, self.route, self.allowed, self.source = profile, route, allowed, source
+
+    @property
+    def route_words(self) -> str:
+        return route_words(self.route)
+
+    @property
+    def allowed_words(self) -> str:
+        return ", ".join(route_words(r) for r in self.allowed) or "none"
 
 
 class RateLimitedLocally(UsageError):
@@ -234,10 +253,12 @@ class QuotaGuard:
         limits = self.book.limits(profile)
         now = self.wall()
         if limits.allowed_routes is not None and route not in limits.allowed_routes:
-            allowed = ", ".join(_route_words(r) for r in limits.allowed_routes) or "none"
-            raise QuotaExceeded(f"The profile {profile} may use only these routes: {allowed} "
-                                f"({limits.source}); this conversation's route is "
-                                f"{_route_words(route)}.")
+            allowed = ", ".join(route_words(r) for r in limits.allowed_routes) or "none"
+            source = limits.sources.get("allowed_routes", limits.source)
+            raise RouteNotAllowed(f"The profile {profile} may use only these routes: {allowed} "
+                                  f"({source}); this conversation's route is "
+                                  f"{route_words(route)}.", profile, route,
+                                  tuple(limits.allowed_routes), source)
         counts = cloud or limits.count_local
         minimal = min(max_tokens, MIN_REPLY_TOKENS)
         room: list[tuple[int, str]] = []  # (reply tokens a budget leaves, which budget)
@@ -383,7 +404,7 @@ class QuotaGuard:
             bucket.take(amount)
 
 
-def _route_words(value: str) -> str:
+def route_words(value: str) -> str:
     """A route as the window names it ("local" -> "Local only")."""
     try:
         return ROUTE_LABELS[Route(value)]

@@ -21,7 +21,7 @@ from app.chat.outbox_sender import OutboxSender
 from app.chat.service import ChatService, TurnOptions
 from app.config.providers import ProviderConfig
 from app.config.settings import Settings
-from app.domain.errors import UsageError
+from app.domain.errors import OutpostError, UsageError
 from app.domain.messages import MessageStatus, Role
 from app.storage.outbox import Outbox, OutboxItem, OutboxState
 from app.storage.store import Store
@@ -1014,4 +1014,51 @@ def test_a_queued_item_keeps_the_max_tokens_asked_and_is_capped_afresh_when_sent
     assert sent.json["max_tokens"] == 800
     answer = report.sent[0][1]
     assert "reply_cap" not in answer.params and answer.params["max_tokens"] == 800
+    store.close()
+
+
+def test_an_item_whose_profile_may_no_longer_use_its_route_fails_saying_how_to_send_it(
+        tmp_path):
+    """The admin kept ana to Local only after her Cloud only message was queued: no wait
+    makes room, so the item fails at once (not held and looked at every minute), saying
+    which route is no longer allowed and how to send it; it is no attempt, and the question
+    stays. Allowed again, Retry queues it and it goes."""
+    from app.storage.ledger import UsageLedger  # (only this test meters)
+    from app.storage.profiles import Profile
+    from app.storage.quotas import QuotaBook, QuotaGuard
+
+    store = Store(tmp_path / "outpost.db")
+    book = QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json")
+    admin = Profile("admin", is_admin=True)
+    ledger = UsageLedger(store, "ana")
+    guard = QuotaGuard(book, ledger)
+    service = ChatService(store, Settings(), ledger=ledger, quotas=guard, profile="ana")
+    turn = service.start_turn("A question?", model="test-model", route="cloud",
+                              effective_route="cloud", options=TurnOptions(max_tokens=8))
+    with refused_url() as url:  # Cloud only, unreachable: a reply says it waits
+        with pytest.raises(OutpostError) as unreachable:
+            list(turn.run(fast_cloud(url + "/v1", store), threading.Event()))
+    item = service.queue_for_later(turn, "fault", None, unreachable.value)
+    book.set("ana", "allowed_routes", ["local"], by=admin)
+    with fault_server() as server:
+        sender = OutboxSender(Outbox(store), lambda name, model: fast_cloud(
+            server.url + "/v1", store), ledger=ledger, quotas=guard)
+        report = sender.send()
+        assert server.chat_requests() == [] and report.waiting == []
+        [(failed, why)] = report.failed
+        assert failed.id == item.id and failed.state is OutboxState.FAILED
+        assert failed.attempts == 0 and failed.last_error == why
+        assert why.startswith("Not sent: the profile ana may no longer use Cloud only, the "
+                              "route this message was queued under (its quota allows Local "
+                              "only; quota set).")
+        assert "the message stays in its conversation" in why
+        assert "`outpost quota set allowed_routes local,cloud --profile ana`" in why
+        assert f"`outpost outbox retry {item.id}`" in why
+        assert store.get_message(item.user_message_id).content == "A question?"
+        assert store.get_message(turn.assistant_message_id).error == why  # said on its reply
+        assert sender.send().failed == []  # failed: not looked at again
+
+        book.set("ana", "allowed_routes", None, by=admin)
+        Outbox(store).requeue_failed(item.id)
+        assert [i.id for i, _ in sender.send().sent] == [item.id]
     store.close()
