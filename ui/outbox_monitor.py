@@ -19,6 +19,7 @@ from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
 
 from app.chat.connectivity import LinkState
 from app.chat.outbox_sender import OutboxSender
+from app.config.settings import default_user_id
 from app.domain.messages import CLOSING, CancelWithReason
 from app.storage.outbox import SendReport
 
@@ -41,7 +42,8 @@ class OutboxMonitor(QObject):
         self.cloud, self.tasks, self.watched = cloud, tasks, watched
         self.sender = OutboxSender(outbox, cloud.fresh_engine, ledger=ledger,
                                    default_route=lambda: settings["default_route"],
-                                   keep_unsaved=keep_unsaved, quotas=quotas)
+                                   keep_unsaved=keep_unsaved, quotas=quotas,
+                                   default_profile=lambda: default_user_id(settings))
         self._probing: set[str] = set()
         self._sending = False
         self._cancel = CancelWithReason()

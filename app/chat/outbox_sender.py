@@ -52,11 +52,15 @@ class OutboxSender:
     def __init__(self, outbox: Outbox, engine_for: Callable[[str, str | None], object],
                  is_unreachable: Callable[[Exception], bool] | None = None, ledger=None,
                  default_route: Callable[[], str] = lambda: "auto",
-                 keep_unsaved: Callable[[Turn], None] | None = None, quotas=None):
+                 keep_unsaved: Callable[[Turn], None] | None = None, quotas=None,
+                 default_profile: Callable[[], str] = lambda: default_user_id(Settings())):
         """``keep_unsaved``: ``ChatService.keep_unsaved`` (an answer whose final write failed
         is kept and written later, and its item counts as sent); ``quotas``: the
-        ``app.storage.quotas.QuotaGuard`` checked again for each item sent."""
+        ``app.storage.quotas.QuotaGuard`` checked again for each item sent;
+        ``default_profile()``: the machine's default profile, who asked for an item whose
+        conversation has no profile (from before profiles: that profile claims them)."""
         self.quotas = quotas
+        self.default_profile = default_profile
         self.outbox = outbox
         self.keep_unsaved = keep_unsaved
         self.kept: list[tuple[int, Turn]] = []  # (item id, its turn) whose answer is kept
@@ -70,7 +74,7 @@ class OutboxSender:
         # (provider, profile) -> when (monotonic) a quota that held that profile's item back
         # is looked at again: the window's pass comes every 2 s, and each look claims the
         # item, builds an engine (a keychain read) and writes why it waits
-        self._quota_hold: dict[tuple[str, str | None], tuple[float, int]] = {}
+        self._quota_hold: dict[tuple[str, str], tuple[float, int]] = {}
         self.clock: Callable[[], float] = time.monotonic
 
     def send(self, only: int | None = None, cancel: threading.Event | None = None,
@@ -87,7 +91,7 @@ class OutboxSender:
             blocked: dict[str, int] = {}  # provider -> its first item that could not go
             busy: set[str] = set()  # providers another process is sending to right now
             # (provider, profile) -> that profile's first item a quota of its holds back
-            held: dict[tuple[str, str | None], int] = {}
+            held: dict[tuple[str, str], int] = {}
             for item in self.outbox.pending():
                 if item.state is OutboxState.SENDING:
                     # another live process is sending it: its provider's later items wait, so
@@ -108,7 +112,10 @@ class OutboxSender:
                                         "its message is gone: nothing to send")
                     moved()
                     continue
-                owner = self.outbox.store.get_conversation(item.conversation_id).profile
+                # who asked: the conversation's profile; one from before profiles is the
+                # default profile's (it claims them), its quotas checked as for anyone's
+                owner = self.outbox.store.get_conversation(item.conversation_id).profile or \
+                    self.default_profile()
                 until, held_id = self._quota_hold.get((item.provider, owner), (0.0, None))
                 if held_id == item.id and until > self.clock() and only is None:
                     held[(item.provider, owner)] = item.id  # a quota held it: looked at later
@@ -142,8 +149,7 @@ class OutboxSender:
                 moved()
                 # the provider is told the asker's pseudonym (an item queued before that was
                 # so kept the name in its request), the same idempotency key as ever
-                request = dataclasses.replace(item.request, user=provider_user(
-                    owner or default_user_id(Settings())))
+                request = dataclasses.replace(item.request, user=provider_user(owner))
                 engine, error, cap = None, None, None
                 try:
                     engine = self.engine_for(item.provider, item.model)
@@ -205,11 +211,11 @@ class OutboxSender:
         return report
 
 
-    def _within_quota(self, owner: str | None, item, request, engine):
+    def _within_quota(self, owner: str, item, request, engine):
         """(the request as it may go, the ReplyCap or None): the asker's quotas checked
         again now, on the conversation's route; QuotaExceeded / RateLimitedLocally when it
         may not go yet."""
-        if self.quotas is None or owner is None:
+        if self.quotas is None:
             return request, None
         prompt_tokens, _ = engine.count_prompt(list(request.messages))
         route = self.outbox.store.get_conversation(item.conversation_id).route or \

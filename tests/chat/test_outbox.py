@@ -22,7 +22,7 @@ from app.chat.service import ChatService, TurnOptions
 from app.config.providers import ProviderConfig
 from app.config.settings import Settings
 from app.domain.errors import OutpostError, UsageError
-from app.domain.messages import MessageStatus, Role
+from app.domain.messages import ChatMessage, ChatRequest, MessageStatus, Role
 from app.storage.outbox import Outbox, OutboxItem, OutboxState
 from app.storage.store import Store
 from app.storage.writers import this_writer
@@ -1061,4 +1061,42 @@ def test_an_item_whose_profile_may_no_longer_use_its_route_fails_saying_how_to_s
         book.set("ana", "allowed_routes", None, by=admin)
         Outbox(store).requeue_failed(item.id)
         assert [i.id for i, _ in sender.send().sent] == [item.id]
+    store.close()
+
+
+def test_an_item_of_a_conversation_from_before_profiles_is_checked_as_the_default_profiles(
+        tmp_path):
+    """A conversation with no profile (from before profiles) is the default profile's, as
+    the window and `ask` treat it: its item is held by that profile's spent quota, not sent
+    unchecked, and its usage is filed under that profile."""
+    from app.storage.ledger import UsageLedger  # (only this test meters)
+    from app.storage.profiles import Profile
+    from app.storage.quotas import QuotaBook, QuotaGuard
+
+    store = Store(tmp_path / "outpost.db")
+    book = QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json")
+    admin = Profile("admin", is_admin=True)
+    book.set("ana", "cloud_tokens_per_day", 10, by=admin)  # ana: the default profile
+    ledger = UsageLedger(store, "bob")  # someone else is signed in
+    guard = QuotaGuard(book, ledger)
+    old = store.create_conversation("From before profiles", route="cloud", profile=None)
+    question = store.add_message(old.id, Role.USER, "An old question?")
+    request = ChatRequest(model="test-model", max_tokens=8,
+                          messages=(ChatMessage(Role.USER, "An old question?"),))
+    item = Outbox(store).enqueue(old.id, question.id, "fault", None, request)
+    with fault_server() as server:
+        def metered(name, model):  # its attempts in the usage ledger, as the app wires it
+            engine = fast_cloud(server.url + "/v1", store)
+            engine.on_attempt = ledger.record
+            return engine
+
+        sender = OutboxSender(Outbox(store), metered, ledger=ledger, quotas=guard,
+                              default_profile=lambda: "ana")
+        report = sender.send()
+        assert server.chat_requests() == [] and [i.id for i in report.waiting] == [item.id]
+        assert Outbox(store).get(item.id).last_error.startswith(
+            "Daily token quota reached for ana")
+        book.set("ana", "cloud_tokens_per_day", 100_000, by=admin)
+        assert [i.id for i, _ in sender.send(only=item.id).sent] == [item.id]
+    assert [r["profile"] for r in store.request_log()] == ["ana"]
     store.close()

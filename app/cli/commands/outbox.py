@@ -6,7 +6,7 @@ import argparse
 from app.chat.outbox_sender import OutboxSender
 from app.cli.commands.ask import save_before_exit
 from app.cli.commands.common import cloud_engine, emit_list, local_time, open_core
-from app.config.settings import Settings
+from app.config.settings import Settings, default_user_id
 from app.domain.errors import OutpostError, ReplyNotSaved, UsageError
 from app.domain.routes import KEPT_LOCAL
 from app.storage.outbox import OutboxState
@@ -68,7 +68,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                                                                          service.ledger.record),
                               ledger=service.ledger,
                               default_route=lambda: settings["default_route"],
-                              keep_unsaved=service.keep_unsaved, quotas=service.quotas)
+                              keep_unsaved=service.keep_unsaved, quotas=service.quotas,
+                              default_profile=lambda: default_user_id(settings))
         if args.id is not None and outbox.get(args.id).state is not OutboxState.QUEUED:
             raise UsageError(f"Outbox item {args.id} is {outbox.get(args.id).state.value}, "
                              "not queued.")
