@@ -55,7 +55,7 @@ from app.domain.routes import FAILOVER_ERRORS, Route, RouteDecision, decide_rout
 from app.domain.structured import OutputCheck
 from app.domain.test_time import Plan, Selection, check_candidates_differ
 from app.storage.outbox import OutboxItem
-from app.storage.quotas import QuotaExceeded, RateLimitedLocally
+from app.storage.quotas import CloudReplyCapped, QuotaExceeded, RateLimitedLocally
 from engines.base import Engine, EngineInfo
 
 
@@ -347,11 +347,11 @@ class TurnPipeline:
             if conversation_id else None
         chosen = self._choose(target, options, conversation, wait_for_model)
         chosen, turn = self._within_quota(
-            chosen, lambda c: service.start_turn(
+            chosen, lambda c, local_instead: service.start_turn(
                 prompt, conversation_id, model=c.engine.info.model, options=options,
                 route=target.route, counter=c.engine, effective_route=c.decision.route.value,
                 price_known=c.engine.price_known, reply_to=reply_to, price=c.engine.price,
-                fanout=_fanout(target)),
+                fanout=_fanout(target), local_instead=local_instead),
             target, options, conversation, wait_for_model)
         return self._pending(chosen, turn, new_conversation=conversation_id is None)
 
@@ -362,10 +362,10 @@ class TurnPipeline:
         conversation = self.service.store.get_conversation(failed.conversation_id)
         chosen = self._choose(target, options, conversation, wait_for_model=False)
         chosen, turn = self._within_quota(
-            chosen, lambda c: self.service.retry_turn(
+            chosen, lambda c, local_instead: self.service.retry_turn(
                 failed, effective_route=c.decision.route.value,
                 price_known=c.engine.price_known, price=c.engine.price,
-                fanout=_fanout(target), counter=c.engine),
+                fanout=_fanout(target), counter=c.engine, local_instead=local_instead),
             target, options, conversation, wait_for_model=False)
         return self._pending(chosen, turn)
 
@@ -379,35 +379,45 @@ class TurnPipeline:
         conversation = service.store.get_conversation(reply.conversation_id)
         chosen = self._choose(target, options, conversation, wait_for_model)
         chosen, turn = self._within_quota(
-            chosen, lambda c: service.regenerate_turn(
+            chosen, lambda c, local_instead: service.regenerate_turn(
                 message_id, model=c.engine.info.model, options=options, counter=c.engine,
                 effective_route=c.decision.route.value, price_known=c.engine.price_known,
-                price=c.engine.price, fanout=_fanout(target)),
+                price=c.engine.price, fanout=_fanout(target), local_instead=local_instead),
             target, options, conversation, wait_for_model)
         return self._pending(chosen, turn)
 
-    def _within_quota(self, chosen: "_Chosen", start: Callable[["_Chosen"], Turn],
+    def _within_quota(self, chosen: "_Chosen", start: Callable[["_Chosen", bool], Turn],
                       target: TurnTarget, options: TurnOptions, conversation,
                       wait_for_model: bool) -> tuple["_Chosen", Turn]:
-        """``start(chosen)`` (the prompt saved); under Auto, a cloud-only budget that is spent
-        (a daily token quota, a monthly cost budget: ``QuotaExceeded.cloud_budget``) has the
-        local model answer instead, and says why, as an unreachable provider does. Every
-        other refusal stands: a route the profile may not use, a rate limit, a limit that
-        counts the local model too."""
+        """``start(chosen, local_instead)`` (the prompt saved); under Auto, a cloud-only budget
+        that is spent (a daily token quota, a monthly cost budget:
+        ``QuotaExceeded.cloud_budget``), or that would limit the cloud's reply while the local
+        model is not counted against any budget (``CloudReplyCapped``), has the local model
+        answer instead (in full), and says why, as an unreachable provider does; with no
+        local model for a limited reply, the cloud answers it, limited. Every other refusal
+        stands: a route the profile may not use, a rate limit, a limit that counts the local
+        model too (a reply it limits is then the cloud's, limited, as before)."""
+        auto = chosen.decision.route is Route.AUTO
         try:
-            return chosen, start(chosen)
+            return chosen, start(chosen, auto)
         except QuotaExceeded as exc:
-            if exc.cloud_budget is None or chosen.decision.route is not Route.AUTO:
+            if exc.cloud_budget is None or not auto:
                 raise
             reason = f"{target.provider}: {exc.cloud_budget}: answered locally"
-            engine = self.engines.local(None)
-            if target.test_time is not None:
-                engine = self._with_candidates(engine, target.test_time, options, conversation)
-            if wait_for_model:
-                engine.wait_ready()
+            try:
+                engine = self.engines.local(None)
+                if target.test_time is not None:
+                    engine = self._with_candidates(engine, target.test_time, options,
+                                                   conversation)
+                if wait_for_model:
+                    engine.wait_ready()
+            except OutpostError:
+                if not isinstance(exc, CloudReplyCapped):
+                    raise
+                return chosen, start(chosen, False)  # no local model: the cloud's, limited
             local = _Chosen(engine, RouteDecision(Route.LOCAL, reason), None, chosen.overrode,
                             notice=f"{exc.finding} The local model answers this message.")
-            return local, start(local)
+            return local, start(local, False)
 
     def _choose(self, target: TurnTarget, options: TurnOptions, conversation,
                 wait_for_model: bool) -> "_Chosen":

@@ -213,14 +213,16 @@ class ChatService:
 
     def retry_turn(self, failed: Turn, *, effective_route: str | None = None,
                    price_known: bool = True, price: "Price | None" = None,
-                   fanout: Fanout = ONE_REQUEST, counter: TokenCounter | None = None) -> Turn:
+                   fanout: Fanout = ONE_REQUEST, counter: TokenCounter | None = None,
+                   local_instead: bool = False) -> Turn:
         """Answer the same saved prompt again (same request, same idempotency key); the new
         reply is stored as a sibling of the failed one. With ``effective_route`` (the route
         the retry takes now), the quotas are checked again first, as for a new message: a
         retry is a new request (the failed one is in the ledger already), and a quota left
         room for a shorter reply limits it. ``counter``: the engine that answers now, whose
         window the request is fitted into again (the turn may have been built for a larger
-        one: the cloud's, before a spent quota has the local model answer)."""
+        one: the cloud's, before a spent quota has the local model answer). ``local_instead``:
+        as for ``start_turn``."""
         request, cap, fit = failed.request, failed.reply_cap, failed.fit
         asked = cap.asked if cap is not None else request.max_tokens
         if counter is not None:
@@ -235,7 +237,7 @@ class ChatService:
             request, cap = self.quotas.admit(self.profile, effective_route, request,
                                              prompt_tokens, asked=asked,
                                              price_known=price_known, price=price,
-                                             fanout=fanout)
+                                             fanout=fanout, local_instead=local_instead)
             if fit is not None:
                 fit = dataclasses.replace(fit, max_tokens=request.max_tokens)
         return Turn(self.store, failed.conversation_id, failed.user_message_id, request,
@@ -247,7 +249,8 @@ class ChatService:
                    options: TurnOptions = TurnOptions(), route: str | None = None,
                    counter: TokenCounter | None = None, effective_route: str = "local",
                    price_known: bool = True, reply_to: str | None = None,
-                   price: "Price | None" = None, fanout: Fanout = ONE_REQUEST) -> Turn:
+                   price: "Price | None" = None, fanout: Fanout = ONE_REQUEST,
+                   local_instead: bool = False) -> Turn:
         """``route`` is stored on a new conversation (None: the default route now, kept: a
         later change of the default does not move it).
         ``counter`` (the engine's, see ``app.domain.context``): fit the conversation into its
@@ -256,7 +259,10 @@ class ChatService:
         quota in dollars then refuses the turn unless unpriced models are allowed); ``price``:
         the model's price, with which a monthly budget limits the reply to what it can still
         pay for (``app.storage.quotas``); ``fanout``: the requests the turn sends (best-of-n),
-        all reckoned against the quotas. ``reply_to``: the
+        all reckoned against the quotas; ``local_instead`` (Auto, with a local model to
+        answer): a budget that would limit the cloud's reply but not the local model's
+        raises ``CloudReplyCapped`` instead, nothing written (the pipeline has the local
+        model answer in full). ``reply_to``: the
         message this one follows (a branch from any point; default: the end of the active
         path; ``NEW_ROOT``: none, beside the first message); the model sees exactly the path
         from the root to it."""
@@ -284,7 +290,8 @@ class ChatService:
                                                       options=options, counter=counter,
                                                       effective_route=effective_route,
                                                       price_known=price_known, price=price,
-                                                      fanout=fanout)
+                                                      fanout=fanout,
+                                                      local_instead=local_instead)
         if conversation_id is None:  # a new conversation keeps the knobs it started with
             # and the route it started under: a chat begun Local only (by the default) stays
             # so when the default changes later, its history never sent anywhere
@@ -317,7 +324,7 @@ class ChatService:
                         options: TurnOptions = TurnOptions(),
                         counter: TokenCounter | None = None, effective_route: str = "local",
                         price_known: bool = True, price: "Price | None" = None,
-                        fanout: Fanout = ONE_REQUEST) -> Turn:
+                        fanout: Fanout = ONE_REQUEST, local_instead: bool = False) -> Turn:
         """Answer again the user message that ``message_id`` (a reply) answers: the new reply
         is its sibling, from the path up to that question, with this turn's knobs and engine.
         Checked (fit, quotas) before anything is written."""
@@ -337,7 +344,7 @@ class ChatService:
                                                   options=options, counter=counter,
                                                   effective_route=effective_route,
                                                   price_known=price_known, price=price,
-                                                  fanout=fanout)
+                                                  fanout=fanout, local_instead=local_instead)
         if options.system_prompt is not None and \
                 options.system_prompt != conversation.system_prompt:  # kept, as `ask` keeps it
             self.store.set_conversation_sampling(conversation.id, conversation.sampling,
@@ -361,8 +368,9 @@ class ChatService:
 
     def _checked(self, messages: list[ChatMessage], conversation, *, model: str,
                  options: TurnOptions, counter: TokenCounter | None, effective_route: str,
-                 price_known: bool, price: "Price | None" = None,
-                 fanout: Fanout = ONE_REQUEST) -> tuple[dict, dict, Fit | None, ReplyCap | None]:
+                 price_known: bool, price: "Price | None" = None, fanout: Fanout = ONE_REQUEST,
+                 local_instead: bool = False
+                 ) -> tuple[dict, dict, Fit | None, ReplyCap | None]:
         """(knobs, request arguments, fit, reply cap) for a turn sending ``messages``: the
         knobs validated, the messages fitted to the window, the quotas checked. A quota with
         room for the prompt and a shorter reply than asked limits the request's max_tokens
@@ -382,7 +390,8 @@ class ChatService:
             cap = self.quotas.check(self.profile, effective_route,
                                     effective_route != "local", prompt_tokens,
                                     request_args["max_tokens"], price_known=price_known,
-                                    model=model, price=price, fanout=fanout)
+                                    model=model, price=price, fanout=fanout,
+                                    local_instead=local_instead)
         if cap is not None:  # the request actually sent asks for no more than the quota left
             request_args["max_tokens"] = cap.max_tokens
             if fit is not None:

@@ -36,7 +36,8 @@ fleet's one file may name profiles that only some machines have.
 
 A budget holds for the whole request: one with room for the prompt but not for ``max_tokens``
 of reply limits the reply to what is left (``QuotaGuard.check`` returns a ``ReplyCap``; the
-chat service sends that as max_tokens). Over a budget, or without room for the prompt and a
+chat service sends that as max_tokens); under Auto, when the local model may answer in full,
+``CloudReplyCapped`` says so instead and the local model answers. Over a budget, or without room for the prompt and a
 reply of ``MIN_REPLY_TOKENS``: ``QuotaExceeded`` names the limit, the usage, what the message
 could need and when it resets; nothing is sent.
 Rate limited: ``RateLimitedLocally`` says how long to wait (the caller waits with a countdown or
@@ -76,7 +77,7 @@ from app.storage.quota_book import (  # (the limits, where they come from; kept 
 # what callers import from here: the guard, its errors, and the limits it reads
 __all__ = ["LIMIT_NAMES", "MAX_COST_USD", "MAX_COUNT", "MIN_REPLY_TOKENS", "PER_MINUTE", "Limits",
            "QuotaBook", "QuotaExceeded", "QuotaGuard", "RateLimitedLocally", "RouteNotAllowed",
-           "TokenBucket", "limit_text", "policy_path"]
+           "CloudReplyCapped", "TokenBucket", "limit_text", "policy_path"]
 
 # the shortest reply worth sending a request for: a budget with less room than the prompt and
 # this many reply tokens (or max_tokens, if fewer) refuses the turn rather than limit the reply
@@ -95,6 +96,20 @@ class QuotaExceeded(UsageError):
         super().__init__(message + advice)
         self.cloud_budget = cloud_budget
         self.finding = message
+
+
+class CloudReplyCapped(QuotaExceeded):
+    """Under Auto, a budget the local model is not counted against would limit the cloud's
+    reply (``cap``), and the local model may answer: it answers in full instead
+    (``QuotaGuard.check`` with ``local_instead``; ``app.chat.pipeline``). Nothing is taken
+    from the buckets; with no local model to answer, the turn is checked again without
+    ``local_instead`` and goes to the cloud, capped."""
+
+    def __init__(self, profile: str, cap: ReplyCap):
+        limited = f"{cap.limit} would limit the reply to {cap.max_tokens:,} tokens " \
+            f"({cap.asked:,} asked)"
+        super().__init__(f"{profile}'s {limited}.", cloud_budget=limited)
+        self.cap = cap
 
 
 class RouteNotAllowed(QuotaExceeded):
@@ -240,7 +255,8 @@ class QuotaGuard:
 
     def check(self, profile: str, route: str, cloud: bool, prompt_tokens: int,
               max_tokens: int, price_known: bool = True, model: str = "",
-              price: Price | None = None, fanout: Fanout = ONE_REQUEST) -> ReplyCap | None:
+              price: Price | None = None, fanout: Fanout = ONE_REQUEST,
+              local_instead: bool = False) -> ReplyCap | None:
         """Raise QuotaExceeded / RateLimitedLocally, or take from the buckets and return.
 
         A budget (the daily tokens, the monthly dollars at ``price``) that has room for the
@@ -249,7 +265,9 @@ class QuotaGuard:
         how many tokens (the caller sends that as the request's max_tokens). None: the
         request goes as asked. ``fanout``: the requests the turn sends (best-of-n's candidates
         and its judge), all reckoned: each candidate's reply is limited alike, and the rate
-        buckets are charged for them all."""
+        buckets are charged for them all. ``local_instead`` (Auto, which can answer locally):
+        rather than limit the reply, raise ``CloudReplyCapped`` when the local model may
+        answer in full (its route allowed, and ``count_local`` off: then no limit counts it)."""
         limits = self.book.limits(profile)
         now = self.wall()
         if limits.allowed_routes is not None and route not in limits.allowed_routes:
@@ -283,6 +301,9 @@ class QuotaGuard:
             limit = tightest[1] if fanout.requests == 1 else \
                 f"{tightest[1]}, shared by {fanout.what}"
             cap = ReplyCap(tightest[0], max_tokens, limit)
+            if local_instead and cloud and not limits.count_local and (
+                    limits.allowed_routes is None or "local" in limits.allowed_routes):
+                raise CloudReplyCapped(profile, cap)
             max_tokens = cap.max_tokens
         self._take_from_buckets(profile, limits, counts, fanout.tokens(prompt_tokens, max_tokens),
                                 fanout)
@@ -290,14 +311,15 @@ class QuotaGuard:
 
     def admit(self, profile: str, route: str, request, prompt_tokens: int, *,
               asked: int | None = None, price_known: bool = True,
-              price: Price | None = None, fanout: Fanout = ONE_REQUEST):
+              price: Price | None = None, fanout: Fanout = ONE_REQUEST,
+              local_instead: bool = False):
         """A request already built, about to go again (a Retry, an outbox send): ``check``ed
         for ``asked`` tokens of reply (default: its max_tokens), its requests noted as paid
         for. Returns (the request with max_tokens as it may go, the ReplyCap or None)."""
         asked = request.max_tokens if asked is None else asked
         cap = self.check(profile, route, route != "local", prompt_tokens, asked,
                          price_known=price_known, model=request.model, price=price,
-                         fanout=fanout)
+                         fanout=fanout, local_instead=local_instead)
         request = dataclasses.replace(request, max_tokens=cap.max_tokens if cap else asked)
         self.note_turn(request.idempotency_key, fanout)  # its requests are paid for
         return request, cap

@@ -10,6 +10,7 @@ import pytest
 from app import cli
 from app.chat.pipeline import (
     ModelLoading,
+    Notice,
     RateLimitWait,
     TurnEnded,
     TurnPipeline,
@@ -160,3 +161,87 @@ def test_stopping_while_waiting_for_a_rate_limit_sends_nothing(outpost_home, tmp
         list(pipeline.send("Second", wait_on_rate_limit=True))
     assert len(store.list_conversations()) == 1 and len(engine.requests) == 1
     store.close()
+
+
+class NoLocalModel(FixedEngines):
+    """An engine source with a cloud engine and no local model (none loaded)."""
+
+    def local(self, model=None):
+        from app.domain.errors import ModelError
+
+        raise ModelError("No model is loaded.")
+
+
+def auto_under_a_half_spent_day(tmp_path, count_local: bool):
+    """ana has used 500 of her 1,000 cloud tokens today (``count_local``: local ones count),
+    in a database and a quota file of its own."""
+    from engines.http_policy import AttemptRecord
+
+    store = Store(tmp_path / f"outpost-{count_local}.db")
+    book = QuotaBook(tmp_path / "none.toml", tmp_path / f"quotas-{count_local}.json")
+    admin = Profile("admin", is_admin=True)
+    book.set("ana", "cloud_tokens_per_day", 1000, by=admin)
+    book.set("ana", "count_local", count_local, by=admin)
+    ledger = UsageLedger(store, "ana")
+    ledger.record(AttemptRecord(attempt=1, status=200, latency_ms=1.0, error_kind=None,
+                                idempotency_key="earlier", provider="fault",
+                                model="test-model", kind="openai", prompt_tokens=250,
+                                completion_tokens=250))
+    service = ChatService(store, Settings(), ledger=ledger, quotas=QuotaGuard(book, ledger),
+                          profile="ana")
+    return store, service
+
+
+AUTO = TurnTarget(provider="fault", route="auto")
+
+
+def test_auto_answers_locally_in_full_rather_than_a_cloud_reply_a_budget_would_cut_short(
+        outpost_home, tmp_path):
+    """Auto, 800 tokens asked, the day's cloud tokens left for about 490: the local model,
+    which the budget does not count, answers with all 800, and the turn says why. Nothing
+    reaches the provider, and nothing was taken from the day."""
+    from tests.fault_server import fault_server
+    from tests.support import fault_cloud
+
+    store, service = auto_under_a_half_spent_day(tmp_path, count_local=False)
+    local = ScriptedEngine(reply(*SCRIPT))
+    with fault_server() as server:
+        pipeline = TurnPipeline(service, FixedEngines(local, fault_cloud(server.url, store)))
+        events = list(pipeline.send("Tell me", target=AUTO,
+                                    options=TurnOptions(max_tokens=800)))
+        assert server.chat_requests() == []
+    [ended] = [e for e in events if isinstance(e, TurnEnded)]
+    outcome = ended.outcome
+    assert outcome.error is None and outcome.answered.engine == "local"
+    assert [r.max_tokens for r in local.requests] == [800]
+    assert outcome.route_reason.startswith("fault: daily token quota would limit the reply "
+                                           "to ")
+    assert outcome.route_reason.endswith(" tokens (800 asked): answered locally")
+    [notice] = [e.text for e in events if isinstance(e, Notice)]
+    assert notice.startswith("ana's daily token quota would limit the reply to ")
+    assert notice.endswith("(800 asked). The local model answers this message.")
+    assert "reply_cap" not in outcome.message.params
+    store.close()
+
+
+def test_auto_keeps_the_limited_cloud_reply_when_the_local_model_counts_or_is_not_there(
+        outpost_home, tmp_path):
+    """The same budget, but local tokens count toward it (``count_local``), or no local
+    model is loaded: the cloud answers, its reply limited as before, and says so."""
+    from tests.fault_server import fault_server
+    from tests.support import fault_cloud
+
+    for count_local, engines in ((True, FixedEngines), (False, NoLocalModel)):
+        store, service = auto_under_a_half_spent_day(tmp_path, count_local=count_local)
+        local = ScriptedEngine(reply(*SCRIPT))
+        with fault_server() as server:
+            pipeline = TurnPipeline(service, engines(local, fault_cloud(server.url, store)))
+            events = list(pipeline.send("Tell me", target=AUTO,
+                                        options=TurnOptions(max_tokens=800)))
+            [sent] = server.chat_requests()
+        [ended] = [e for e in events if isinstance(e, TurnEnded)]
+        assert ended.outcome.answered.engine != "local" and local.requests == []
+        assert 16 <= sent.json["max_tokens"] < 500
+        assert ended.outcome.message.params["reply_cap"]["asked"] == 800
+        assert any(isinstance(e, Notice) and "reply limited to" in e.text for e in events)
+        store.close()
