@@ -112,6 +112,9 @@ class Engine(Protocol):
 
     def count_prompt(self, messages: Sequence[ChatMessage]) -> tuple[int, bool]: ...
 
+    def messages_as_sent(self, messages: Sequence[ChatMessage],
+                         response_format: dict | None) -> Sequence[ChatMessage]: ...
+
     def estimate_cost(self, prompt_tokens: int, max_tokens: int) -> str | None: ...
 
     @property
@@ -153,6 +156,13 @@ class EngineBase:
 
     def count_prompt(self, messages: Sequence[ChatMessage]) -> tuple[int, bool]:
         return estimate_prompt_tokens(messages), False
+
+    def messages_as_sent(self, messages: Sequence[ChatMessage],
+                         response_format: dict | None) -> Sequence[ChatMessage]:
+        """The messages as this engine sends them for ``response_format`` (JSON mode): what
+        the context fit and the quotas count. An engine that adds words of its own to the
+        prompt (an instruction, a schema) says so here; by default it adds none."""
+        return messages
 
     def estimate_cost(self, prompt_tokens: int, max_tokens: int) -> str | None:
         return None  # nothing to price

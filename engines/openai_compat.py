@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from typing import Sequence
 
 from app.config.provider_facts import note_refuses_json_schema, refuses_json_schema
 from app.domain.errors import BadRequest
-from app.domain.messages import ChatRequest, FinishReason
+from app.domain.messages import ChatMessage, ChatRequest, FinishReason, Role
 from app.domain.sampling import sent_params, strict_ok
 from engines.base import StreamOutcome
 from engines.cloud import CloudEngine, StreamState
@@ -57,6 +58,20 @@ class OpenAICompatEngine(CloudEngine):
             self._refused = True
             note_refuses_json_schema(self.config.base_url, self.model)
             yield from super().stream(request, cancel)
+
+    def messages_as_sent(self, messages: Sequence[ChatMessage],
+                         response_format: dict | None) -> Sequence[ChatMessage]:
+        """JSON mode sent as ``json_object`` gains ``json_object_messages``' instruction (and,
+        after a json_schema refusal, the schema). A schema not known to be refused is counted
+        in the prompt too, a safe upper bound: a server that refuses it on this very request
+        is asked again with the schema in the prompt (``stream``), after the fit; one that
+        takes it as ``json_schema`` builds it into the prompt it bills (OpenAI does) or
+        sends fewer tokens than counted."""
+        if not response_format:
+            return messages
+        sent = json_object_messages([m.as_dict() for m in messages],
+                                    response_format.get("schema"))
+        return tuple(ChatMessage(Role(m["role"]), m["content"]) for m in sent)
 
     def build_request(self, request: ChatRequest) -> tuple[str, dict, dict]:
         body: dict = {

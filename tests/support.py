@@ -276,6 +276,9 @@ class Borrowed(EngineBase):
     def count_prompt(self, messages):
         return self.engine.count_prompt(messages)
 
+    def messages_as_sent(self, messages, response_format):
+        return self.engine.messages_as_sent(messages, response_format)
+
     def stream(self, request, cancel):
         return self.engine.stream(request, cancel)
 

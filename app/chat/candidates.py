@@ -96,6 +96,9 @@ class CandidatesEngine(EngineBase):
     def count_prompt(self, messages) -> tuple[int, bool]:
         return self.engine.count_prompt(messages)
 
+    def messages_as_sent(self, messages, response_format):
+        return self.engine.messages_as_sent(messages, response_format)
+
     @property
     def more_room(self) -> str | None:
         return getattr(self.engine, "more_room", None)

@@ -217,7 +217,9 @@ class OutboxSender:
         may not go yet."""
         if self.quotas is None:
             return request, None
-        prompt_tokens, _ = engine.count_prompt(list(request.messages))
+        # counted as it will be sent (JSON mode's instruction included)
+        prompt_tokens, _ = engine.count_prompt(
+            engine.messages_as_sent(request.messages, request.response_format))
         route = self.outbox.store.get_conversation(item.conversation_id).route or \
             self.default_route()
         return self.quotas.admit(owner, route, request, prompt_tokens,

@@ -153,6 +153,11 @@ class RoutedEngine(EngineBase):
     def count_prompt(self, messages) -> tuple[int, bool]:
         return self.cloud.count_prompt(messages)
 
+    def messages_as_sent(self, messages, response_format):
+        """As the cloud sends them (the turn is fitted for it; the local model is fitted
+        again if it answers)."""
+        return self.cloud.messages_as_sent(messages, response_format)
+
     def estimate_cost(self, prompt_tokens: int, max_tokens: int) -> str | None:
         return self.cloud.estimate_cost(prompt_tokens, max_tokens)
 

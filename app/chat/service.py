@@ -25,7 +25,7 @@ from app.config.pseudonym import provider_user
 from app.config.secrets import stored_keys
 from app.config.settings import Settings, default_user_id
 from app.domain.adapters import LoraAdapter, adapters_from_records
-from app.domain.context import ONE_REQUEST, Fanout, Fit, ReplyCap, TokenCounter, fit_messages
+from app.domain.context import ONE_REQUEST, Fanout, Fit, ReplyCap, fit_messages
 from app.domain.errors import UsageError
 from app.domain.messages import (
     ChatMessage,
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from app.accounting.pricing import Price
     from app.storage.ledger import UsageLedger
     from app.storage.quotas import QuotaGuard
+    from engines.base import Engine
 
 # ``reply_to`` for a message that starts the conversation over (an edited first message): it
 # follows nothing, beside the conversation's first message
@@ -213,7 +214,7 @@ class ChatService:
 
     def retry_turn(self, failed: Turn, *, effective_route: str | None = None,
                    price_known: bool = True, price: "Price | None" = None,
-                   fanout: Fanout = ONE_REQUEST, counter: TokenCounter | None = None,
+                   fanout: Fanout = ONE_REQUEST, counter: "Engine | None" = None,
                    local_instead: bool = False) -> Turn:
         """Answer the same saved prompt again (same request, same idempotency key); the new
         reply is stored as a sibling of the failed one. With ``effective_route`` (the route
@@ -226,7 +227,8 @@ class ChatService:
         request, cap, fit = failed.request, failed.reply_cap, failed.fit
         asked = cap.asked if cap is not None else request.max_tokens
         if counter is not None:
-            refit = fit_messages(request.messages, counter, asked)
+            refit = fit_messages(request.messages, counter, asked,
+                                 as_sent=_as_sent_by(counter, request.response_format))
             request = dataclasses.replace(request, messages=refit.messages)
             # what the first fit left out is still left out: said with what this one drops
             fit = dataclasses.replace(refit, dropped=tuple(failed.fit.dropped) +
@@ -247,7 +249,7 @@ class ChatService:
 
     def start_turn(self, prompt: str, conversation_id: str | None = None, *, model: str,
                    options: TurnOptions = TurnOptions(), route: str | None = None,
-                   counter: TokenCounter | None = None, effective_route: str = "local",
+                   counter: "Engine | None" = None, effective_route: str = "local",
                    price_known: bool = True, reply_to: str | None = None,
                    price: "Price | None" = None, fanout: Fanout = ONE_REQUEST,
                    local_instead: bool = False) -> Turn:
@@ -322,7 +324,7 @@ class ChatService:
 
     def regenerate_turn(self, message_id: str, *, model: str,
                         options: TurnOptions = TurnOptions(),
-                        counter: TokenCounter | None = None, effective_route: str = "local",
+                        counter: "Engine | None" = None, effective_route: str = "local",
                         price_known: bool = True, price: "Price | None" = None,
                         fanout: Fanout = ONE_REQUEST, local_instead: bool = False) -> Turn:
         """Answer again the user message that ``message_id`` (a reply) answers: the new reply
@@ -367,7 +369,7 @@ class ChatService:
                              "answer an earlier message instead.")
 
     def _checked(self, messages: list[ChatMessage], conversation, *, model: str,
-                 options: TurnOptions, counter: TokenCounter | None, effective_route: str,
+                 options: TurnOptions, counter: "Engine | None", effective_route: str,
                  price_known: bool, price: "Price | None" = None, fanout: Fanout = ONE_REQUEST,
                  local_instead: bool = False
                  ) -> tuple[dict, dict, Fit | None, ReplyCap | None]:
@@ -381,7 +383,8 @@ class ChatService:
                             response_format=self.response_format(options, conversation),
                             lora=self.lora(options, conversation))
         ChatRequest(model=model, messages=tuple(messages[-1:]), **request_args)  # the knobs
-        fit = fit_messages(messages, counter, request_args["max_tokens"]) \
+        fit = fit_messages(messages, counter, request_args["max_tokens"],
+                           as_sent=_as_sent_by(counter, request_args["response_format"])) \
             if counter is not None else None
         cap = None
         if self.quotas is not None:
@@ -416,3 +419,9 @@ class ChatService:
             self.ledger.note_turn(request.idempotency_key, route=effective_route,
                                   profile=self.profile, conversation_id=conversation_id)
         return turn
+
+
+def _as_sent_by(engine: "Engine", response_format: dict | None):
+    """The messages as ``engine`` will send them for ``response_format`` (JSON mode may add an
+    instruction and a schema): what the fit counts, and so the quotas' prompt tokens."""
+    return lambda messages: engine.messages_as_sent(messages, response_format)

@@ -13,7 +13,7 @@ dropped), so a long conversation is counted O(log n) times, not n.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 from app.domain.errors import UsageError
 # Fit (what fit_messages returns) lives with the stream events, one of which carries it; it is
@@ -128,7 +128,13 @@ MAX_CHARS_PER_TOKEN = 128
 
 
 def fit_messages(messages: Sequence[ChatMessage], counter: TokenCounter,
-                 max_tokens: int) -> Fit:
+                 max_tokens: int,
+                 as_sent: Callable[[Sequence[ChatMessage]], Sequence[ChatMessage]] | None = None
+                 ) -> Fit:
+    """``messages`` fitted into ``counter``'s window with ``max_tokens`` kept for the reply.
+    ``as_sent``: the messages as the engine will send them (JSON mode's instruction added:
+    ``Engine.messages_as_sent``); that is what is counted, while the fit keeps and drops the
+    messages as given."""
     messages = tuple(messages)
     window = counter.context_window
     head = tuple(m for m in messages[:1] if m.role is Role.SYSTEM)
@@ -143,7 +149,8 @@ def fit_messages(messages: Sequence[ChatMessage], counter: TokenCounter,
     middle = messages[len(head):len(messages) - 1]
 
     def count(kept: Sequence[ChatMessage]) -> tuple[int, bool]:
-        return counter.count_prompt(head + tuple(kept) + newest)
+        prompt = head + tuple(kept) + newest
+        return counter.count_prompt(as_sent(prompt) if as_sent is not None else prompt)
 
     tokens, exact = count(middle)
     if window is None or tokens + max_tokens <= window:

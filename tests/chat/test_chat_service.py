@@ -510,3 +510,62 @@ def test_a_failed_final_write_leaves_the_turns_own_error_as_it_was(service, stor
     assert isinstance(events[-1], Finished) and events[-1].reason is FinishReason.ERROR
     assert turn.unsaved is not None and turn.unsaved["status"] is MessageStatus.INTERRUPTED
     assert isinstance(turn.unsaved_error, ReplyNotSaved)
+
+
+SEA_SCHEMA = {"type": "object", "properties": {"sea": {"type": "string"}},
+              "required": ["sea"]}
+
+
+@pytest.mark.parametrize("json_options", [TurnOptions(json_mode=True),
+                                          TurnOptions(json_schema=SEA_SCHEMA)])
+def test_json_modes_own_words_are_counted_in_the_fit_the_quota_and_the_outbox(
+        outpost_home, tmp_path, json_options):
+    """An OpenAI-compatible server in JSON mode is sent "Reply with a JSON object." in the
+    system message (and, once it refused json_schema, the schema too): the context fit, the
+    quota and the outbox's check count the prompt as it is sent, exactly (tiktoken), not
+    the conversation without those words."""
+    from app.chat.outbox_sender import OutboxSender
+    from app.config.provider_facts import note_refuses_json_schema
+    from app.config.providers import ProviderConfig
+    from app.storage.ledger import UsageLedger
+    from app.storage.outbox import Outbox
+    from app.storage.profiles import Profile
+    from app.storage.quotas import QuotaBook, QuotaExceeded, QuotaGuard
+    from engines.openai_compat import JSON_INSTRUCTION, OpenAICompatEngine
+
+    base_url = "http://127.0.0.1:9/v1"  # nothing is sent: the counts are made before
+    if json_options.json_schema is not None:
+        note_refuses_json_schema(base_url, "gpt-4o-mini")  # learnt from an earlier refusal
+
+    def engine():
+        return OpenAICompatEngine(ProviderConfig("acme", "openai", base_url, "gpt-4o-mini"),
+                                  "sk-test")
+
+    store = Store(tmp_path / "outpost.db")
+    service = ChatService(store, Settings(), profile="ana")
+    cloud = engine()
+    turn = service.start_turn("Name a sea.", model="gpt-4o-mini", counter=cloud,
+                              effective_route="cloud", options=json_options)
+    body = cloud.build_request(turn.request)[2]
+    sent = [ChatMessage(Role(m["role"]), m["content"]) for m in body["messages"]]
+    assert JSON_INSTRUCTION[:-1] in sent[0].content  # (with a schema: "… matching …")
+    as_sent, exact = cloud.count_prompt(sent)
+    assert exact and turn.fit.prompt_tokens == as_sent
+    assert as_sent > cloud.count_prompt(turn.request.messages)[0]
+
+    book = QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json")
+    book.set("ana", "cloud_tokens_per_day", 10, by=Profile("admin", is_admin=True))
+    ledger = UsageLedger(store, "ana")
+    guard = QuotaGuard(book, ledger)
+    metered = ChatService(store, Settings(), ledger=ledger, quotas=guard, profile="ana")
+    with pytest.raises(QuotaExceeded) as refused:
+        metered.start_turn("Name a sea.", model="gpt-4o-mini", counter=engine(),
+                           effective_route="cloud", options=json_options)
+    assert f"({as_sent:,} for the prompt, up to " in str(refused.value)
+
+    item = service.queue_for_later(turn, "acme", None)
+    report = OutboxSender(Outbox(store), lambda name, model: engine(), ledger=ledger,
+                          quotas=guard).send()
+    assert [i.id for i in report.waiting] == [item.id]
+    assert f"({as_sent:,} for the prompt, up to " in Outbox(store).get(item.id).last_error
+    store.close()
