@@ -37,9 +37,9 @@ fleet's one file may name profiles that only some machines have.
 A budget holds for the whole request: one with room for the prompt but not for ``max_tokens``
 of reply limits the reply to what is left (``QuotaGuard.check`` returns a ``ReplyCap``; the
 chat service sends that as max_tokens); under Auto, when the local model may answer in full,
-``CloudReplyCapped`` says so instead and the local model answers. Over a budget, or without room for the prompt and a
-reply of ``MIN_REPLY_TOKENS``: ``QuotaExceeded`` names the limit, the usage, what the message
-could need and when it resets; nothing is sent.
+``CloudReplyCapped`` says so instead and the local model answers. Over a budget, or without
+room for the prompt and a reply of ``MIN_REPLY_TOKENS``: ``QuotaExceeded`` names the limit,
+the usage, what the message could need and when it resets; nothing is sent.
 Rate limited: ``RateLimitedLocally`` says how long to wait (the caller waits with a countdown or
 refuses, per the ``rate_limit_wait`` setting).
 """
