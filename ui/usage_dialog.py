@@ -117,10 +117,8 @@ class UsageDialog(QDialog):
                   f"{day_tokens:,}" + (f" of {limits.cloud_tokens_per_day:,}"
                                        if limits.cloud_tokens_per_day is not None
                                        else " (no limit)"))
-        unknown = f" + {month.unknown_cost_requests} unknown" if month.unknown_cost_requests \
-            else ""
         self._bar("month_cost", month.cost_usd, limits.cloud_cost_per_month,
-                  f"{format_usd(Cost(month.cost_usd, month.cost_estimated))}{unknown}" + (
+                  month.cost_words(brief=True) + (
                       f" of {format_usd(limits.cloud_cost_per_month)}"
                       if limits.cloud_cost_per_month is not None else " (no limit)"))
         rate = ", ".join(f"{counted(value, noun)} per minute" for noun, value in (

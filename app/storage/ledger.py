@@ -26,11 +26,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from app.accounting.metering import price_table
-from app.accounting.pricing import cost_of
+from app.accounting.pricing import Cost, cost_of, format_usd
 from app.config.settings import default_user_id
 from app.domain.errors import OutpostError
 from app.domain.messages import Usage
 from app.domain.secrets_mask import SecretMask
+from app.domain.wording import counted
 from app.storage.sqlite_errors import storage_errors
 from app.storage.store import Store
 
@@ -54,6 +55,20 @@ class Totals:
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+    def cost_words(self, brief: bool = False) -> str:
+        """The cloud cost as ``outpost usage`` and the usage dialog say it: ``$1.20`` (``~``
+        when estimated); ``$1.20 + unknown (1 request with no known price)`` (``brief``:
+        ``$1.20 + 1 unknown``) when some had no known price; ``unknown (1 request with no
+        known price)`` when nothing known was paid (never ``$0 + …``)."""
+        cost = format_usd(Cost(self.cost_usd, self.cost_estimated))
+        if not self.unknown_cost_requests:
+            return cost
+        unknown = (f"unknown ({counted(self.unknown_cost_requests, 'request')} "
+                   "with no known price)")
+        if not self.cost_usd:
+            return unknown
+        return f"{cost} + " + (f"{self.unknown_cost_requests:,} unknown" if brief else unknown)
 
 
 def start_of_day(now: dt.datetime | None = None) -> dt.datetime:

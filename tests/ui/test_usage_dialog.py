@@ -147,5 +147,42 @@ def test_a_model_with_no_known_price_shows_unknown_even_with_no_tokens(qtbot, tm
                          "ana", today=dt.date.today)
     qtbot.addWidget(window)
     assert shown(window) == [("gpt-4o-mini", "$0"), ("gpt-4o-mini-slow", "unknown")]
-    assert window.values["month_cost"].text().startswith("$0 + 1 unknown")
+    assert window.values["month_cost"].text() == \
+        "unknown (1 request with no known price) (no limit)"  # not "$0 + 1 unknown"
+    store.close()
+
+
+@pytest.mark.parametrize("priced_tokens, expected", [
+    (0, "unknown (2 requests with no known price) of $5.00"),  # it read "$0 + 2 unknown of $5"
+    (10_000_000, "$1.50 + 2 unknown of $5.00"),
+])
+def test_the_month_cost_says_what_is_unknown(qtbot, tmp_path, artifacts_dir, priced_tokens,
+                                             expected):
+    """As ``outpost usage`` says it: with nothing known paid the cost is unknown, not $0."""
+    from app.config.settings import Settings
+    from app.storage.ledger import make_ledger
+    from engines.http_policy import AttemptRecord
+    from tests.storage.test_quotas import ADMIN
+
+    store = Store(tmp_path / "outpost.db")
+    ledger = make_ledger(store, Settings())
+    ledger.profile = "ana"
+    records = [("gpt-4o-mini-slow", 100), ("gpt-4o-mini-slow", 100)]
+    if priced_tokens:
+        records.append(("gpt-4o-mini", priced_tokens))
+    for n, (model, tokens) in enumerate(records):
+        ledger.record(AttemptRecord(attempt=1, status=200, latency_ms=1.0, error_kind=None,
+                                    idempotency_key=f"t{n}", provider=model, model=model,
+                                    kind="openai", prompt_tokens=tokens, completion_tokens=0))
+    book = QuotaBook(tmp_path / "policy.toml", tmp_path / "quotas.json")
+    book.set("ana", "cloud_cost_per_month", 5, by=ADMIN)
+    window = UsageDialog(ledger, book, "ana", today=dt.date.today)
+    qtbot.addWidget(window)
+    assert window.values["month_cost"].text() == expected
+    window.show()
+    qtbot.waitExposed(window)
+    for theme_name in ("light", "dark"):
+        grab_in_palette(qtbot, window, artifacts_dir / f"usage-dialog-month-cost-"
+                        f"{'some-known' if priced_tokens else 'all-unknown'}-{theme_name}.png",
+                        theme_name)
     store.close()

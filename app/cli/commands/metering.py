@@ -51,11 +51,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
             return 0
         period_words = since.strftime("%B %Y") if args.month else words
 
-        cost = format_usd(Cost(totals.cost_usd, totals.cost_estimated))  # ~: estimated
-        if totals.unknown_cost_requests:  # "$0.0012 + unknown (…)"; nothing known: "unknown"
-            unknown = (f"unknown ({totals.unknown_cost_requests} request"
-                       f"{'s' if totals.unknown_cost_requests != 1 else ''} with no known price)")
-            cost = unknown if not totals.cost_usd else f"{cost} + {unknown}"
+        cost = totals.cost_words()  # "$0.0012 + unknown (…)"; nothing known: "unknown (…)"
         approx = " (some counts estimated)" if totals.estimated else ""
         plural = "request" if totals.requests == 1 else "requests"
         print(f"Usage of {profile or 'everyone'}, {period_words}: {totals.requests} {plural} "
