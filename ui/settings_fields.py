@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.config.settings import Option
-from ui.exact_spin_box import ExactSpinBox
+from ui.exact_spin_box import DECIMALS, ExactSpinBox
 
 _WIDE_INT = 999_999_999  # spin boxes accept any number, so an out-of-range one can be explained
 _WIDE_FLOAT = 1e9
@@ -63,6 +63,16 @@ class _ChoiceField(QComboBox):
         self.setCurrentIndex(max(0, self.findData(value)))
 
 
+def _step_bounds(option: Option, smallest: float) -> tuple[float | None, float | None]:
+    """The lowest and highest values the arrows reach. An open minimum (top_p is greater than 0)
+    is not reached itself: the lowest is the next value the field can hold (``smallest``: one
+    in its last decimal), as on the Sampling panel."""
+    low = option.minimum
+    if low is not None and option.minimum_open:
+        low += smallest
+    return low, option.maximum
+
+
 class _StepWithinBounds:
     """Arrows and Page Up/Down stay within the option's range; typing may go past it, so the
     dialog can say what the range is instead of silently refusing the keystroke."""
@@ -84,7 +94,7 @@ class _IntField(_StepWithinBounds, QSpinBox):
 
     def __init__(self, option: Option):
         super().__init__()
-        self.bounds = (option.minimum, option.maximum)
+        self.bounds = _step_bounds(option, 1)
         self.setRange(-_WIDE_INT, _WIDE_INT)
         self.setStepType(QSpinBox.StepType.AdaptiveDecimalStepType)
         self.setGroupSeparatorShown((option.maximum or 0) >= 10_000)
@@ -106,7 +116,7 @@ class _FloatField(_StepWithinBounds, ExactSpinBox):
 
     def __init__(self, option: Option):
         super().__init__()
-        self.bounds = (option.minimum, option.maximum)
+        self.bounds = _step_bounds(option, 10 ** -DECIMALS)
         self.setRange(-_WIDE_FLOAT, _WIDE_FLOAT)
         self.setStepType(QDoubleSpinBox.StepType.AdaptiveDecimalStepType)
         self.setMinimumWidth(130)

@@ -26,6 +26,7 @@ from app.config import paths
 from app.config.file_schema import ConfigFile, ConfigFileInvalid, is_text, write_config
 from app.domain.errors import FileWriteFailed, UsageError
 from app.domain.routes import ROUTE_LABELS
+from app.domain.sampling import BY_NAME as KNOBS
 
 SETTINGS_VERSION = 1
 
@@ -38,6 +39,8 @@ class Option:
     description: str
     minimum: float | None = None
     maximum: float | None = None
+    # the minimum itself is not allowed: "greater than 0" (top_p, as its sampling knob)
+    minimum_open: bool = False
     choices: tuple | None = None
     # where the Settings dialog shows it (one of GROUPS); "" = not shown there (state the
     # window keeps, e.g. the last profile)
@@ -69,6 +72,8 @@ class Option:
             kind += " of " + _KINDS.get(self.items, self.items.__name__)
         if self.minimum is None or self.maximum is None:
             return kind
+        if self.minimum_open:
+            return f"{kind} {self.span}"
         return f"{kind} from {_number(self.minimum)} to {_number(self.maximum)}"
 
     @property
@@ -77,11 +82,22 @@ class Option:
         and 2"; the Settings dialog shows it under the option); "" for an option without one."""
         if self.minimum is None or self.maximum is None:
             return ""
+        if self.minimum_open:
+            return f"greater than {_number(self.minimum)} and at most {_number(self.maximum)}"
         return f"between {_number(self.minimum)} and {_number(self.maximum)}"
 
 
 def _number(x: float) -> str:
     return f"{int(x):,}" if float(x).is_integer() else f"{x:,}"
+
+
+def _knob_option(name: str, default: Any, description: str, label: str) -> Option:
+    """A sampling knob's default for new conversations, with the knob's own type and range
+    (``app.domain.sampling``): Settings takes what the Sampling panel and ``--top-p`` take."""
+    knob = KNOBS[name]
+    assert knob.low is not None and knob.high is not None, name
+    return Option(name, knob.kind, default, description, knob.low, knob.high, label=label,
+                  minimum_open=knob.low_open)
 
 
 _KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "text",
@@ -99,11 +115,11 @@ SCHEMA: tuple[Option, ...] = (
     # -- General: how a new conversation is answered ------------------------------------------
     Option("system_prompt", str, "You are a helpful assistant.",
            "System prompt of new conversations.", label="System prompt", multiline=True),
-    Option("temperature", float, 0.7, "Sampling temperature.", 0.0, 2.0, label="Temperature"),
-    Option("top_p", float, 0.95, "Nucleus sampling: keep the smallest set of tokens whose "
-           "probabilities add up to top-p.", 0.01, 1.0, label="Top-p"),
-    Option("max_tokens", int, 512, "Most tokens one reply may have.", 1, 131_072,
-           label="Max tokens per reply"),
+    _knob_option("temperature", 0.7, "Sampling temperature.", label="Temperature"),
+    _knob_option("top_p", 0.95, "Nucleus sampling: keep the smallest set of tokens whose "
+                 "probabilities add up to top-p.", label="Top-p"),
+    _knob_option("max_tokens", 512, "Most tokens one reply may have.",
+                 label="Max tokens per reply"),
     Option("user_id", str, "", "Name of this machine's default profile, created as the admin "
            "on first use (see `outpost profile`). Empty: the OS user.",
            takes_effect="restart", label="Default profile"),
@@ -229,7 +245,8 @@ def _coerce(option: Option, value: Any) -> Any:
     if option.choices is not None and value not in option.choices:
         raise ValueError
     number = cast(float, value)  # a number here: min/max are set on numeric options only
-    if option.minimum is not None and number < option.minimum:
+    if option.minimum is not None and (number <= option.minimum if option.minimum_open
+                                       else number < option.minimum):
         raise ValueError
     if option.maximum is not None and number > option.maximum:
         raise ValueError

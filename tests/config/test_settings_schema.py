@@ -72,7 +72,7 @@ def test_what_is_built_once_at_start_takes_a_restart(tmp_path):
 
 @pytest.mark.parametrize("name, value, rule", [
     ("context_cap", 99, "must be a whole number from 256 to 1,048,576; got 99."),
-    ("top_p", 0.0, "must be a number from 0.01 to 1; got 0.0."),
+    ("top_p", 0.0, "must be a number greater than 0 and at most 1; got 0.0."),
     ("hedge_after_s", -1.0, "must be a number from 0 to 600; got -1.0."),
     ("default_route", "fast", "must be one of auto, local, cloud; got 'fast'."),
     ("gpu_offload", "yes", "must be true or false; got 'yes'."),
@@ -87,6 +87,36 @@ def test_check_says_the_rule_and_keeps_nothing(tmp_path, name, value, rule):
         settings.set(name, value)
     assert settings[name] == option_named(name).default
     assert Settings.check("temperature", 1) == 1.0  # as set would keep it
+
+
+def test_a_sampling_default_takes_what_its_knob_takes():
+    """Settings' Top-p stopped at 0.01 while the knob (the Sampling panel, --top-p) takes
+    anything greater than 0: each option that is a knob's default accepts and refuses the same
+    values as the knob, at both ends of its range, and says an open end as the knob does."""
+    from app.domain import sampling
+
+    knobs = [o for o in SCHEMA if o.name in sampling.BY_NAME]
+    assert {o.name for o in knobs} == {"temperature", "top_p", "max_tokens"}
+    for option in knobs:
+        knob = sampling.BY_NAME[option.name]
+        assert knob.low is not None and knob.high is not None
+        assert option.span.startswith("greater than") == knob.low_open, option.name
+        step = 1 if knob.kind is int else 1e-6
+        for value in (knob.low - step, knob.low, knob.low + step, knob.low + 0.005 * step,
+                      knob.high, knob.high + step):
+            value = knob.kind(value)
+            try:
+                sampling.check(option.name, value)
+                knob_takes = True
+            except UsageError:
+                knob_takes = False
+            try:
+                Settings.check(option.name, value)
+                setting_takes = True
+            except UsageError:
+                setting_takes = False
+            assert setting_takes == knob_takes, (option.name, value)
+    assert Settings.check("top_p", 0.005) == 0.005
 
 
 def test_titles():

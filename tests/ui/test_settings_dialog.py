@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from app.config import settings as config
 from app.config.settings import SCHEMA, Option, Settings
+from tests.support import grab_in_palette
 from ui.settings_dialog import SettingsDialog
 from ui.settings_fields import FolderList
 
@@ -201,6 +202,27 @@ def test_the_arrows_stay_within_the_range(dialog):
     top = dialog.rows["top_p"].field
     top.stepBy(10)
     assert top.value() == 1.0 and dialog.rows["top_p"].error is None
+
+
+def test_top_p_takes_what_the_sampling_panel_and_the_command_line_take(
+        qtbot, dialog, settings, artifacts_dir):
+    """It stopped at 0.01 ("Between 0.01 and 1."): 0.005 was refused here and taken by the
+    Sampling panel and --top-p. Now: greater than 0 and at most 1, as the knob."""
+    row = dialog.rows["top_p"]
+    retype(qtbot, row.field, "0")
+    assert row.error == "Setting top_p must be a number greater than 0 and at most 1; got 0.0."
+    assert not dialog.ok_button.isEnabled()
+    row.field.stepBy(-5)  # the arrows stop at the lowest value it takes, not at 0
+    assert 0 < row.field.value() < 0.01 and row.error is None
+    retype(qtbot, row.field, "0.005")
+    assert row.error is None and dialog.ok_button.isEnabled()
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    for theme_name in ("light", "dark"):
+        grab_in_palette(qtbot, dialog, artifacts_dir / f"settings-top-p-{theme_name}.png",
+                        theme_name)
+    qtbot.mouseClick(dialog.ok_button, Qt.MouseButton.LeftButton)
+    assert saved_values(settings)["top_p"] == 0.005
 
 
 def test_reset_and_restore_defaults(qtbot, dialog, settings):
@@ -453,13 +475,14 @@ def test_every_number_says_its_range_before_a_value_is_out_of_it(dialog):
     of the command line's help ("Between 0 and 2.")."""
     assert dialog.rows["temperature"].description.text() == \
         "Sampling temperature. Between 0 and 2."
-    assert "Between 0.01 and 1." in dialog.rows["top_p"].description.text()
+    assert "Greater than 0 and at most 1." in dialog.rows["top_p"].description.text()
     assert "Between 256 and 1,048,576." in dialog.rows["context_cap"].description.text()
     for row in dialog.rows.values():
         option = row.option
         if option.minimum is None:
             assert "Between" not in row.about, option.name
             continue
-        span = f"Between {config._number(option.minimum)} and {config._number(option.maximum)}."
+        span = f"{option.span[0].upper()}{option.span[1:]}."
+        assert span.startswith("Greater than " if option.minimum_open else "Between "), span
         assert row.description.text().startswith(f"{option.description} {span}"), option.name
         assert span in row.field.accessibleDescription(), option.name
