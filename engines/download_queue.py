@@ -7,8 +7,10 @@ with a state:
 * ``waiting_for_network``: added while offline, or its download stopped because the network went
   away; the next run while online downloads it;
 * ``failed``: its download was refused or stopped while the network was up; ``message`` says why
-  (the one sentence ``download()`` raised). It stays, with its message, until it is retried
-  (``retry``, or ``add`` of the same URL) or removed; runs skip it.
+  (the one sentence ``download()`` raised, in the command line's words), and ``resume`` keeps
+  what a resumable failure said without them (``DownloadFailed.what`` and ``first``), so the
+  window says its own way to resume (``failure_words``). It stays, with its message, until it is
+  retried (``retry``, or ``add`` of the same URL) or removed; runs skip it.
 
 Whether the network is up is the caller's knowledge: ``add`` and the runs take ``online``, a bool
 or a callable that is asked again before each download and after each failure (a failure while
@@ -43,8 +45,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from app.domain.errors import (Cancelled, KnownStorageError, OfflineModeOn, OutpostError,
-                                UsageError)
+from app.domain.errors import (Cancelled, DownloadFailed, KnownStorageError, OfflineModeOn,
+                                OutpostError, UsageError)
 from engines.model_download import checked_sha256, download, name_from_url
 from engines.model_library import ModelEntry, ModelLibrary, _checked_name
 
@@ -70,15 +72,27 @@ class QueuedDownload:
     sha256: str | None = None
     state: QueueState = QueueState.QUEUED
     message: str | None = None
+    # a failure that kept the part: what happened and what to do first ("free some space"; "")
+    resume: tuple[str, str] | None = None
 
     @property
     def model_name(self) -> str:
         """The name the model will have in the library."""
         return _checked_name(self.name) if self.name else name_from_url(self.url)
 
+    def failure_words(self, how_to_resume: str) -> str | None:
+        """Why it failed, with a front end's own way to resume it when it can be resumed
+        (``DownloadFailed.saying``); None when it has not failed."""
+        if self.resume is not None:
+            what, first = self.resume
+            return DownloadFailed(what, resumable=True, first=first).saying(how_to_resume)
+        return self.message
+
     def to_json(self) -> dict[str, Any]:
         return {"url": self.url, "name": self.name, "sha256": self.sha256,
-                "state": self.state.value, "message": self.message}
+                "state": self.state.value, "message": self.message,
+                "resume": None if self.resume is None else
+                {"what": self.resume[0], "first": self.resume[1]}}
 
 
 @dataclass(frozen=True)
@@ -208,10 +222,12 @@ class DownloadQueue:
             state, message = ((QueueState.FAILED, str(exc))
                               if _is_up(online) and not isinstance(exc, OfflineModeOn)
                               else (QueueState.WAITING_FOR_NETWORK, None))
+            resume = (exc.what, exc.first) if message is not None and \
+                isinstance(exc, DownloadFailed) and exc.resumable else None
             try:
-                item = self._update(item.url, state, message)
+                item = self._update(item.url, state, message, resume)
             except UsageError:  # removed from the queue while it was downloading
-                item = replace(item, state=state, message=message)
+                item = replace(item, state=state, message=message, resume=resume)
             return QueueOutcome(item, None, exc)
         with self._lock:
             self._save([i for i in self._load() if i.url != item.url])
@@ -225,10 +241,11 @@ class DownloadQueue:
                             if i.state == QueueState.QUEUED else i for i in items])
 
     # -- the file -----------------------------------------------------------------------------
-    def _update(self, url: str, state: QueueState, message: str | None) -> QueuedDownload:
+    def _update(self, url: str, state: QueueState, message: str | None,
+                resume: tuple[str, str] | None = None) -> QueuedDownload:
         with self._lock:
             items = self._load()
-            item = replace(self._find(items, url), state=state, message=message)
+            item = replace(self._find(items, url), state=state, message=message, resume=resume)
             self._save([item if i.url == url else i for i in items])
         return item
 
@@ -310,8 +327,13 @@ def _parse(data: bytes) -> list[QueuedDownload]:
                 not all(isinstance(entry.get(key), str | None)
                         for key in ("name", "sha256", "message")):
             raise _Damaged(f"download {number} is not a url with a known state")
+        resume = entry.get("resume")  # (absent from a queue written before it was kept)
+        if resume is not None and not (isinstance(resume, dict) and all(
+                isinstance(resume.get(key), str) for key in ("what", "first"))):
+            raise _Damaged(f"download {number} has a resume that is not what and first")
         item = QueuedDownload(entry["url"], entry.get("name"), entry.get("sha256"),
-                              QueueState(entry["state"]), entry.get("message"))
+                              QueueState(entry["state"]), entry.get("message"),
+                              None if resume is None else (resume["what"], resume["first"]))
         try:
             item.model_name  # noqa: B018 (checks the name or the URL's file name)
         except UsageError as exc:

@@ -312,8 +312,7 @@ def _transport_failed(exc: httpx.TransportError, url: str, part: Path,
     kept = part.stat().st_size if part.exists() else 0
     if not kept:
         return DownloadFailed(f"{said} Nothing was downloaded.")
-    return DownloadFailed(f"{said} {kept:,} bytes are kept in {part.name}: run the same "
-                          "command again to resume.")
+    return DownloadFailed(f"{said} {kept:,} bytes are kept in {part.name}", resumable=True)
 
 
 def _write(response: httpx.Response, part: Path, have: int, total: int | None, on_progress,
@@ -334,8 +333,8 @@ def _write_failed(exc: OSError, part: Path) -> DownloadFailed:
     if exc.errno in _DISK_FULL:
         kept = part.stat().st_size if part.exists() else 0
         return DownloadFailed(f"The disk holding {part.parent} is full: {stem} stopped after "
-                              f"{kept:,} bytes (kept in {part.name}); free some space and run "
-                              "the same command again to resume.")
+                              f"{kept:,} bytes (kept in {part.name})", resumable=True,
+                              first="free some space")
     return DownloadFailed(f"{stem} could not be written to {part.parent} "
                           f"({exc.strerror or exc}); nothing was listed.")
 
@@ -366,8 +365,8 @@ def _write_part(response: httpx.Response, part: Path, have: int, total: int | No
                 elapsed = max(clock() - started, 1e-6)
                 on_progress(Progress(done, total, (done - have) / elapsed, have))
     if total is not None and done != total:
-        raise DownloadFailed(f"The server announced {total:,} bytes but sent {done:,}; run the "
-                             "same command again to resume.")
+        raise DownloadFailed(f"The server announced {total:,} bytes but sent {done:,}",
+                             resumable=True)
 
 
 class _Lock:

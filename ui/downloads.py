@@ -8,6 +8,9 @@ background thread, progress and results back by signal.
   the app closed resume (HTTP Range) at the next start.
 * One download at a time. ``stop`` cancels the running one between chunks; its ``.part`` is
   kept, so adding the same URL again resumes it.
+* A failed download stays in the queue with a Retry button; a failure that kept the part says
+  so in the window's words (``failure_words``: "… Press Retry to resume it."), not the command
+  line's ("run the same command again").
 """
 from __future__ import annotations
 
@@ -17,12 +20,19 @@ from urllib.parse import urlparse
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.chat.connectivity import LinkState
-from app.domain.errors import Cancelled, OutpostError
+from app.domain.errors import Cancelled, DownloadFailed, OutpostError
 from engines.download_queue import DownloadQueue, QueueState
 from engines.model_download import Progress
 from engines.model_library import ModelLibrary
 
 TICK_MS = 5000
+RESUME_HERE = "press Retry to resume it"  # the failed download's row has a Retry button
+
+
+def failure_words(error: OutpostError) -> str:
+    """A download's failure as the window says it: a resumable one with the window's way to
+    resume (``RESUME_HERE``), any other as it is."""
+    return error.saying(RESUME_HERE) if isinstance(error, DownloadFailed) else str(error)
 
 
 def link_name(url: str) -> str:

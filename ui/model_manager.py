@@ -40,7 +40,7 @@ from engines.model_library import ModelEntry, ModelLibrary, size_text
 from engines.model_load import KV_TYPES, ModelLoadOptions, check_for_model
 from ui import theme
 from ui.confirm import confirm
-from ui.downloads import Downloads
+from ui.downloads import RESUME_HERE, Downloads, failure_words
 
 COLUMNS = ("Name", "Quant", "Parameters", "Context", "Size", "Memory", "Where")
 _TRISTATE = (("auto", None), ("on", True), ("off", False))
@@ -236,7 +236,7 @@ class DownloadRow(QWidget):
             QueueState.QUEUED: "Queued",
             QueueState.WAITING_FOR_NETWORK: "Waiting for the network: starts when "
                                             "the host can be reached",
-            QueueState.FAILED: f"Failed: {item.message}",
+            QueueState.FAILED: f"Failed: {item.failure_words(RESUME_HERE)}",
         }[item.state] if downloads.running != item.url else "Starting…")
         self.state.setWordWrap(True)
         layout.addWidget(self.bar)
@@ -315,7 +315,7 @@ class ModelManager(QDialog):
         downloads.progress.connect(self.show_progress)
         downloads.finished.connect(lambda _: self.refresh())
         downloads.notice.connect(self.download_note.setText)
-        downloads.failed.connect(lambda _url, exc: self.download_note.setText(str(exc)))
+        downloads.failed.connect(self._on_download_failed)
         self.refresh()
         self._select_in_use()
         self.show_downloads()
@@ -495,6 +495,10 @@ class ModelManager(QDialog):
             row = DownloadRow(item, self.downloads)
             self.rows[item.url] = row
             self.rows_box.addWidget(row)
+
+    @Slot(str, object)
+    def _on_download_failed(self, _url: str, error: OutpostError) -> None:
+        self.download_note.setText(failure_words(error))
 
     @Slot(str, object)
     def show_progress(self, url: str, progress: Progress) -> None:

@@ -30,7 +30,7 @@
     │   ├── StreamInterrupted         died after partial text (carries `partial`, `cause`;
     │   │                             its kind is the cause's when a provider's error ended it)
     │   ├── DownloadFailed            a model download stopped or was refused (the part is kept
-    │   │                             when it can be resumed)
+    │   │                             when it can be resumed: `resumable`, `what`, `first`)
     │   ├── EmptyReply                the model answered nothing (saved, marked as an error)
     │   └── InvalidJsonReply          structured output still invalid after its one repair
     ├── StorageError                  the database or a file could not be read or written
@@ -227,7 +227,32 @@ class StreamInterrupted(EngineError):
 
 
 class DownloadFailed(EngineError):
+    """A model download stopped or was refused. ``resumable``: what was downloaded is kept, and
+    the same download started again goes on from there. The message then ends in the command
+    line's way to do that ("…: run the same command again to resume."); a front end with its
+    own way says ``saying(how)`` instead ("…. Press Retry to resume it."), built from ``what``
+    happened and what to do ``first`` ("free some space"), never by rewriting the message."""
+
     kind = "download_failed"
+
+    def __init__(self, what: str, *, resumable: bool = False, first: str = ""):
+        self.what, self.resumable, self.first = what, resumable, first
+        if resumable:
+            steps = f"{first} and {RESUME_BY_COMMAND}" if first else RESUME_BY_COMMAND
+            what = f"{what}{'; ' if first else ': '}{steps}."
+        super().__init__(what)
+
+    def saying(self, how: str) -> str:
+        """The error in a front end's words: ``how`` it resumes a download ("press Retry to
+        resume it"), after ``first`` if there is a step to take before; the message as it is
+        when the download cannot be resumed."""
+        if not self.resumable:
+            return self.message
+        steps = f"{self.first}, then {how}" if self.first else how
+        return f"{self.what}. {steps[:1].upper()}{steps[1:]}."
+
+
+RESUME_BY_COMMAND = "run the same command again to resume"  # DownloadFailed, in the CLI
 
 
 class EmptyReply(EngineError):

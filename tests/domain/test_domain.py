@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from app.domain.errors import OutpostError, UsageError
+from app.domain.errors import DownloadFailed, OutpostError, UsageError
 from app.domain.messages import (
     ChatMessage,
     ChatRequest,
@@ -200,3 +200,16 @@ def test_a_notice_in_the_middle_of_a_reply_on_a_terminal_starts_a_line():
     line.wrote("half a line")
     line.break_for_notice(piped, err)
     assert err.getvalue() == "\n"
+
+
+def test_a_resumable_download_failure_says_each_front_ends_way_to_resume():
+    full = DownloadFailed("The disk holding /m is full: tiny stopped after 10 bytes (kept in "
+                          "tiny.gguf.part)", resumable=True, first="free some space")
+    assert str(full) == ("The disk holding /m is full: tiny stopped after 10 bytes (kept in "
+                         "tiny.gguf.part); free some space and run the same command again to "
+                         "resume.")
+    assert full.saying("press Retry to resume it") == (
+        "The disk holding /m is full: tiny stopped after 10 bytes (kept in tiny.gguf.part). "
+        "Free some space, then press Retry to resume it.")
+    refused = DownloadFailed("The server answered 404 Not Found for u; nothing was downloaded.")
+    assert not refused.resumable and refused.saying("press Retry") == str(refused)

@@ -97,6 +97,43 @@ def test_a_failed_download_keeps_its_message_across_a_restart(server, library):
     assert restarted.remove(item.url).url == item.url and restarted.items() == []
 
 
+def test_a_cut_download_keeps_how_to_resume_it_for_each_front_end(server, library,
+                                                                  model_bytes):
+    """The command line's words stay the message ("…: run the same command again to
+    resume."); the window, which has a Retry button and no command, says its own way, from
+    the failure's parts kept in the queue file (also after a restart), not by rewriting text."""
+    server.cut_at = 0.37  # the connection drops, the network stays up: failed
+    queue = DownloadQueue(library)
+    queue.add(f"{server.url}/tiny.gguf")
+    [outcome] = queue.run_pending(online=True)
+    error = outcome.error
+    assert isinstance(error, DownloadFailed) and error.resumable
+    kept = f"{int(len(model_bytes) * 0.37):,} bytes are kept in tiny.gguf.part"
+    assert str(error) == outcome.item.message == \
+        f"{error.what}: run the same command again to resume."
+    assert error.what.endswith(kept)
+    in_window = f"{error.what}. Press Retry to resume it."
+    assert error.saying("press Retry to resume it") == in_window
+
+    restarted = DownloadQueue(ModelLibrary(library.models_dir, include_bundled=False))
+    [item] = restarted.items()
+    assert item.message == str(error)
+    assert item.failure_words("press Retry to resume it") == in_window
+    assert restarted.retry(item.url).failure_words("press Retry") is None  # (reset)
+    [outcome] = restarted.run_pending(online=True)  # and it does resume
+    assert outcome.completed and server.requests[-1]["range"] == \
+        f"bytes={int(len(model_bytes) * 0.37)}-"
+
+
+def test_a_failure_that_cannot_be_resumed_reads_the_same_everywhere(server, library):
+    queue = DownloadQueue(library)
+    queue.add(f"{server.url}/missing.gguf")
+    [outcome] = queue.run_pending(online=True)
+    assert not outcome.error.resumable
+    assert outcome.item.failure_words("press Retry to resume it") == str(outcome.error) == \
+        outcome.error.saying("press Retry to resume it")
+
+
 @pytest.mark.parametrize("content", [
     b"{not json", b"\xff\xfe\x00garbage", b"[]", b'{"version": 1, "downloads": {}}',
     b'{"version": 9, "downloads": []}',

@@ -7,10 +7,15 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from PySide6.QtWidgets import QPushButton
 
+from tests.engines import test_model_download as downloads
 from tests.support import grab_in_palette, send
 
 pytestmark = pytest.mark.gui
+# the loopback server of the engine's download tests (it can cut a download once)
+server, model_bytes, model_digest = (downloads.server, downloads.model_bytes,
+                                     downloads.model_digest)
 
 
 @pytest.fixture
@@ -155,3 +160,33 @@ def test_a_reference_shows_renames_and_reloads_under_the_name_it_was_given(
     assert dialog.settings_form.apply()
     assert dialog.library.load_settings.get("tiny-model").context == 2048
     qtbot.waitUntil(lambda: len(engine.loads) > loads, timeout=5000)  # reloaded: it is in use
+
+
+def test_a_cut_download_says_how_to_resume_it_in_the_window(
+        qtbot, scripted, server, model_bytes, artifacts_dir):
+    """It said the command line's "…: run the same command again to resume." in the window,
+    where there is no command: now "… Press Retry to resume it.", and Retry does."""
+    server.cut_at = 0.37  # the connection drops once, the network stays up
+    url = f"{server.url}/field-notes.gguf"
+    dialog = scripted.window.model_menu.open_models()
+    qtbot.addWidget(dialog)
+    with qtbot.waitSignal(scripted.downloads.failed, timeout=60000):
+        dialog.url.setText(url)
+        dialog.download_button.click()
+    qtbot.waitUntil(lambda: url in dialog.rows and
+                    dialog.rows[url].state.text().startswith("Failed:"), timeout=10000)
+    row, note = dialog.rows[url].state.text(), dialog.download_note.text()
+    assert row == f"Failed: {note}"
+    assert note.endswith(" bytes are kept in field-notes.gguf.part. Press Retry to resume it.")
+    assert "command" not in note
+    dialog.resize(980, 720)
+    for theme_name in ("light", "dark"):
+        grab_in_palette(qtbot, dialog, artifacts_dir / f"models-download-cut-{theme_name}.png",
+                        theme_name)
+
+    retry = next(b for b in dialog.rows[url].findChildren(QPushButton) if b.text() == "Retry")
+    with qtbot.waitSignal(scripted.downloads.finished, timeout=60000):
+        retry.click()
+    assert {"path": "/field-notes.gguf",
+            "range": f"bytes={int(len(model_bytes) * 0.37)}-"} \
+        in server.requests
