@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import threading
 import time
@@ -40,7 +41,7 @@ import httpx
 from app.domain.errors import Cancelled, DownloadFailed, ModelInvalid, UsageError
 from engines import network_guard
 from engines.gguf import MAGIC, read_gguf
-from engines.http_policy import connect_failure, os_words, with_detail
+from engines.http_policy import connect_failure, how_it_broke, os_words, with_detail
 from engines.model_files import file_sha256
 from engines.model_library import ModelEntry, ModelLibrary, _checked_name
 
@@ -306,13 +307,28 @@ def _transport_failed(exc: httpx.TransportError, url: str, part: Path,
     gets (``connect_failure``: a name that could not be looked up, refused, …), else as the
     download breaking off; a resume is offered only when bytes were kept."""
     if answered:
-        said = with_detail(f"The download of {_stem(part)} broke off", os_words(exc))
+        said = f"The download of {_stem(part)} broke off{_how_it_broke_off(exc)}"
     else:
         said = connect_failure(exc, urlparse(url).hostname or url, url, "the URL")
     kept = part.stat().st_size if part.exists() else 0
     if not kept:
         return DownloadFailed(f"{said} Nothing was downloaded.")
     return DownloadFailed(f"{said} {kept:,} bytes are kept in {part.name}", resumable=True)
+
+
+def _how_it_broke_off(exc: httpx.TransportError) -> str:
+    """The end of "The download of X broke off…" in plain words: who closed the connection and
+    after how many of the bytes it announced (httpx says "peer closed connection without
+    sending complete message body: received N bytes, expected M"), else the library's words."""
+    kind = how_it_broke(exc)
+    counted = re.search(r"received (\d+) bytes, expected (\d+)", str(exc))
+    after = f" after {int(counted[1]):,} of the {int(counted[2]):,} bytes it announced" \
+        if counted else ""
+    if kind == "closed":
+        return f": the server closed the connection{after}."
+    if kind == "reset":
+        return f": the connection was reset{after}."
+    return with_detail("", os_words(exc))
 
 
 def _write(response: httpx.Response, part: Path, have: int, total: int | None, on_progress,

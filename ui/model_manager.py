@@ -497,7 +497,10 @@ class ModelManager(QDialog):
             self.rows_box.addWidget(row)
 
     @Slot(str, object)
-    def _on_download_failed(self, _url: str, error: OutpostError) -> None:
+    def _on_download_failed(self, url: str, error: OutpostError) -> None:
+        if url in self.rows:  # its row says it ("Failed: …", Retry beside it): not twice
+            self.download_note.clear()
+            return
         self.download_note.setText(failure_words(error))
 
     @Slot(str, object)

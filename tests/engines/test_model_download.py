@@ -160,8 +160,14 @@ def listed(library: ModelLibrary) -> list[str]:
 def test_a_download_cut_at_37_percent_resumes_with_range_and_is_verified(server, library,
                                                                          model_bytes):
     server.cut_at = 0.37
-    with pytest.raises(DownloadFailed, match="run the same command again to resume"):
+    with pytest.raises(DownloadFailed, match="run the same command again to resume") as cut:
         download(f"{server.url}/tiny.gguf", library)
+    kept = int(len(model_bytes) * 0.37)
+    # in plain words, not httpx's ("peer closed connection without sending complete message
+    # body: received N bytes, expected M")
+    assert str(cut.value).startswith(
+        f"The download of tiny broke off: the server closed the connection after {kept:,} of "
+        f"the {len(model_bytes):,} bytes it announced. {kept:,} bytes are kept in ")
     part = library.models_dir / "tiny.gguf.part"
     assert part.stat().st_size == int(len(model_bytes) * 0.37)
     assert listed(library) == []  # a half-written file is never offered
@@ -224,7 +230,8 @@ def test_a_wrong_hash_deletes_the_file_and_says_so(server, library):
     ("404", "answered 404 Not Found"),
     ("loop", "redirects in a loop"),
     ("html", "not a GGUF model"),
-    ("lie", r"received \d+ bytes, expected \d+.*run the same command again to resume"),
+    ("lie", r"closed the connection after [\d,]+ of the [\d,]+ bytes it announced\. .*run "
+            "the same command again to resume"),
 ])
 def test_bad_servers_get_one_clear_sentence_and_nothing_is_listed(server, library, case, match):
     url = {"404": "/missing.gguf", "loop": "/loop.gguf"}.get(case, "/tiny.gguf")
