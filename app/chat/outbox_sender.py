@@ -154,14 +154,13 @@ class OutboxSender:
                 try:
                     engine = self.engine_for(item.provider, item.model)
                     request, cap = self._within_quota(owner, item, request, engine)
-                except RouteNotAllowed as exc:  # no wait makes room: failed, saying so
+                except (QuotaExceeded, RateLimitedLocally) as exc:  # not now, or not as it is
                     engine.close()
-                    why = _route_refused(exc, item.id)
-                    report.failed.append((self.outbox.refuse(item.id, why), why))
-                    moved()
-                    continue
-                except (QuotaExceeded, RateLimitedLocally) as exc:  # not now: it waits
-                    engine.close()
+                    if isinstance(exc, QuotaExceeded) and exc.lasting:  # no wait makes room:
+                        why = _refused(exc, item.id)  # failed, saying so
+                        report.failed.append((self.outbox.refuse(item.id, why), why))
+                        moved()
+                        continue
                     held[(item.provider, owner)] = item.id
                     again = exc.wait_s if isinstance(exc, RateLimitedLocally) else QUOTA_RECHECK_S
                     self._quota_hold[(item.provider, owner)] = (self.clock() + again, item.id)
@@ -290,6 +289,15 @@ class OutboxSender:
         if isinstance(error, StreamInterrupted):
             return error.cause is None or self.is_unreachable(error.cause)
         return self.is_unreachable(error)
+
+
+def _refused(exc: QuotaExceeded, item_id: int) -> str:
+    """Why an item no wait would make room for is not sent, and how to send it."""
+    if isinstance(exc, RouteNotAllowed):
+        return _route_refused(exc, item_id)
+    return (f"Not sent: {exc.finding} Nothing is lost: the message stays in its conversation. "
+            f"Once that changes, retry it (Retry in the Outbox, or `outpost outbox retry "
+            f"{item_id}`).")
 
 
 def _route_refused(exc: RouteNotAllowed, item_id: int) -> str:

@@ -87,15 +87,20 @@ MIN_REPLY_TOKENS = 16
 class QuotaExceeded(UsageError):
     kind = "quota_exceeded"
 
-    def __init__(self, message: str, cloud_budget: str | None = None, advice: str = ""):
+    def __init__(self, message: str, cloud_budget: str | None = None, advice: str = "",
+                 lasting: bool = False):
         """``cloud_budget``: which cloud-only budget is spent, in a few words ("daily token
         quota reached"), when the local model is not limited by it: Auto then answers
         locally (``app.chat.pipeline``) instead of refusing. ``advice``: what the user can do
         (" Switch …"), after the message; ``finding`` is the message without it (Auto, which
-        answers locally by itself, says that instead)."""
+        answers locally by itself, says that instead). ``lasting``: no wait makes room (a
+        route not allowed, a request larger than a per-minute limit, a model with no price
+        under a budget): only a change of the limits or of the request does, so a queued
+        request fails, saying so, rather than wait (``app.chat.outbox_sender``)."""
         super().__init__(message + advice)
         self.cloud_budget = cloud_budget
         self.finding = message
+        self.lasting = lasting
 
 
 class CloudReplyCapped(QuotaExceeded):
@@ -119,7 +124,7 @@ class RouteNotAllowed(QuotaExceeded):
 
     def __init__(self, message: str, profile: str, route: str, allowed: tuple[str, ...],
                  source: str):
-        super().__init__(message)
+        super().__init__(message, lasting=True)
         self.profile, self.route, self.allowed, self.source = profile, route, allowed, source
 
     @property
@@ -290,7 +295,8 @@ class QuotaGuard:
                     "known price (it is not in resources/prices.json), so its cost could not "
                     "be counted against the budget. Use a priced model or Local only; the "
                     "admin can allow unpriced models (allow_unpriced = true).",
-                    cloud_budget=f"{model or 'the model'} has no price under a cloud budget")
+                    cloud_budget=f"{model or 'the model'} has no price under a cloud budget",
+                    lasting=True)
             affordable = self._monthly_room(profile, limits, now, prompt_tokens, max_tokens,
                                             minimal, price, model, fanout)
             if affordable is not None:
@@ -418,7 +424,7 @@ class QuotaGuard:
                 f"This message ({fanout.what}: {requests} requests, {needed:,} tokens with max " \
                 "tokens)"
             raise QuotaExceeded(f"{what} is larger than {profile}'s limit of "
-                                f"{counted(rate, noun)} per minute.")
+                                f"{counted(rate, noun)} per minute.", lasting=True)
         if wait > 0:  # whole seconds, rounded up: never "try again in 0 s"
             raise RateLimitedLocally(f"Rate limit for {profile}: {counted(rate, noun)} per "
                                      f"minute; try again in {math.ceil(wait)} s.", wait)

@@ -1064,6 +1064,48 @@ def test_an_item_whose_profile_may_no_longer_use_its_route_fails_saying_how_to_s
     store.close()
 
 
+@pytest.mark.parametrize("limit, value, says", [
+    ("tokens_per_minute", 5, "is larger than ana's limit of 5 tokens per minute."),
+    ("cloud_cost_per_month", 1.0, "has no known price (it is not in resources/prices.json)"),
+])
+def test_an_item_no_wait_makes_room_for_fails_saying_why(tmp_path, limit, value, says):
+    """Like a route no longer allowed: a request larger than a per-minute limit, or a model
+    with no price under a cost budget (allow_unpriced off), never fits however long it
+    waits; it was held and looked at every minute, forever. It fails at once, saying why and
+    how to send it; no attempt, the question kept."""
+    from app.storage.ledger import UsageLedger  # (only this test meters)
+    from app.storage.profiles import Profile
+    from app.storage.quotas import QuotaBook, QuotaGuard
+
+    store = Store(tmp_path / "outpost.db")
+    book = QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json")
+    ledger = UsageLedger(store, "ana")
+    guard = QuotaGuard(book, ledger)
+    service = ChatService(store, Settings(), ledger=ledger, quotas=guard, profile="ana")
+    turn = service.start_turn("A question?", model="test-model", route="cloud",
+                              effective_route="cloud", options=TurnOptions(max_tokens=8))
+    with refused_url() as url:  # Cloud only, unreachable: a reply says it waits
+        with pytest.raises(OutpostError) as unreachable:
+            list(turn.run(fast_cloud(url + "/v1", store), threading.Event()))
+    item = service.queue_for_later(turn, "fault", None, unreachable.value)
+    book.set("ana", limit, value, by=Profile("admin", is_admin=True))
+    with fault_server() as server:
+        sender = OutboxSender(Outbox(store), lambda name, model: fast_cloud(
+            server.url + "/v1", store), ledger=ledger, quotas=guard)
+        report = sender.send()
+        assert server.chat_requests() == [] and report.waiting == []
+        [(failed, why)] = report.failed
+        assert failed.id == item.id and failed.state is OutboxState.FAILED
+        assert failed.attempts == 0 and failed.last_error == why
+        assert why.startswith("Not sent: ") and says in why
+        assert why.endswith("Nothing is lost: the message stays in its conversation. Once "
+                            "that changes, retry it (Retry in the Outbox, or `outpost outbox "
+                            f"retry {item.id}`).")
+        assert store.get_message(item.user_message_id).content == "A question?"
+        assert sender.send().failed == []  # failed: not looked at again
+    store.close()
+
+
 def test_an_item_of_a_conversation_from_before_profiles_is_checked_as_the_default_profiles(
         tmp_path):
     """A conversation with no profile (from before profiles) is the default profile's, as
