@@ -21,6 +21,24 @@ def outpost_home(tmp_path, monkeypatch) -> Path:
     return home
 
 
+@pytest.fixture
+def keep_key():
+    """``keep_key(provider, key)`` stores a key the way this machine allows, as the user would:
+    in the real OS keychain where there is a secure one (``make test`` runs a gnome-keyring),
+    else in the ``keys.json`` opt-in; returns where it went. Taken out of the keychain after."""
+    from app.config.secrets import KeyStore, keychain
+
+    kept: list[str] = []
+
+    def keep(provider: str, key: str) -> str:
+        kept.append(provider)
+        return KeyStore(fallback="refuse" if keychain().secure else "file").set(provider, key)
+
+    yield keep
+    for provider in kept:
+        KeyStore(fallback="file").delete(provider)
+
+
 @pytest.fixture(scope="session")
 def bundled_model() -> Path:
     from engines.model_files import bundled_model_path

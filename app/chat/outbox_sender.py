@@ -9,7 +9,9 @@ longer use its route (``allowed_routes``: it fails, saying how to send it). The 
 profile that asked are checked again when an item goes out (a day or a month may have been
 used up since it was queued): without room, it waits, saying why, and so do that profile's
 later items for the provider; with room for a shorter reply, it is sent with max_tokens
-lowered, as a new message would be."""
+lowered, as a new message would be. An item whose request holds one of the user's own API keys
+(queued before messages were checked for them, or a key stored since) is never sent: it fails,
+saying whose key it is (``KeyInMessage``)."""
 from __future__ import annotations
 
 import dataclasses
@@ -17,12 +19,14 @@ import datetime as dt
 import logging
 import threading
 import time
-from typing import Callable
+from typing import Callable, Mapping
 
 from app.chat.turn import Turn
 from app.config.pseudonym import provider_user
+from app.config.secrets import known_keys
 from app.config.settings import Settings, default_user_id
 from app.domain.errors import (
+    KeyInMessage,
     KnownStorageError,
     OutpostError,
     RateLimited,
@@ -31,6 +35,7 @@ from app.domain.errors import (
 )
 from app.domain.messages import CLOSING, FinishReason, MessageStatus, cancel_reason
 from app.domain.routes import FAILOVER_ERRORS, KEPT_LOCAL
+from app.domain.secrets_mask import refuse_keys
 from app.storage.outbox import Outbox, OutboxState, SendReport
 from app.storage.quotas import QuotaExceeded, RateLimitedLocally, RouteNotAllowed
 
@@ -53,14 +58,17 @@ class OutboxSender:
                  is_unreachable: Callable[[Exception], bool] | None = None, ledger=None,
                  default_route: Callable[[], str] = lambda: "auto",
                  keep_unsaved: Callable[[Turn], None] | None = None, quotas=None,
-                 default_profile: Callable[[], str] = lambda: default_user_id(Settings())):
+                 default_profile: Callable[[], str] = lambda: default_user_id(Settings()),
+                 keys: Callable[[], Mapping[str, str]] = known_keys):
         """``keep_unsaved``: ``ChatService.keep_unsaved`` (an answer whose final write failed
         is kept and written later, and its item counts as sent); ``quotas``: the
         ``app.storage.quotas.QuotaGuard`` checked again for each item sent;
         ``default_profile()``: the machine's default profile, who asked for an item whose
-        conversation has no profile (from before profiles: that profile claims them)."""
+        conversation has no profile (from before profiles: that profile claims them);
+        ``keys``: every key of the user's -> whose it is (no request holding one is sent)."""
         self.quotas = quotas
         self.default_profile = default_profile
+        self.keys = keys
         self.outbox = outbox
         self.keep_unsaved = keep_unsaved
         self.kept: list[tuple[int, Turn]] = []  # (item id, its turn) whose answer is kept
@@ -147,6 +155,13 @@ class OutboxSender:
                     report.elsewhere.append(self.outbox.get(item.id))
                     continue
                 moved()
+                try:  # (read now: a key stored since it was queued counts too)
+                    refuse_keys(item.request.messages, self.keys())
+                except KeyInMessage as exc:  # never sent; the user removes the key first
+                    why = f"Not sent: {exc}"  # (no attempt: the claim is undone)
+                    report.failed.append((self.outbox.refuse(item.id, why), why))
+                    moved()
+                    continue
                 # the provider is told the asker's pseudonym (an item queued before that was
                 # so kept the name in its request), the same idempotency key as ever
                 request = dataclasses.replace(item.request, user=provider_user(owner))

@@ -10,19 +10,23 @@ No known secret is stored or shown: every stored key (and every key this process
 masked in the reply's text, its error and the error a turn raises (``app.domain.secrets_mask``),
 before anything reaches the database or the caller, so the window, the CLI and the exports get
 clean data. The keys are read once per turn, on the thread that streams it (keyring reads can be
-slow).
+slow). A message that holds one of the user's own keys (pasted by mistake) is refused before it
+is stored or sent (``KeyInMessage``, naming whose key it is): on a route that may reach a
+provider, everything the turn would send is checked against every key; a Local only turn sends
+nothing and opens no keychain (no socket), so its new message is checked against the keys known
+without it (the opt-in file's, the environment's, those this process handled).
 """
 from __future__ import annotations
 
 import dataclasses
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 from app.chat.turn import Turn
 from app.config.presets import PresetBook
 from app.config.pseudonym import provider_user
-from app.config.secrets import stored_keys
+from app.config.secrets import known_keys, stored_keys
 from app.config.settings import Settings, default_user_id
 from app.domain.adapters import LoraAdapter, adapters_from_records
 from app.domain.context import ONE_REQUEST, Fanout, Fit, ReplyCap, fit_messages
@@ -35,7 +39,7 @@ from app.domain.messages import (
     estimate_prompt_tokens,
 )
 from app.domain.sampling import KNOB_NAMES
-from app.domain.secrets_mask import SecretMask
+from app.domain.secrets_mask import SecretMask, refuse_keys
 from app.domain.structured import response_format as json_response_format
 from app.domain.wording import title_from
 from app.storage.outbox import Outbox, OutboxItem
@@ -104,10 +108,13 @@ class ChatService:
     def __init__(self, store: Store, settings: Settings, *, ledger: "UsageLedger | None" = None,
                  quotas: "QuotaGuard | None" = None, profile: str | None = None,
                  presets: PresetBook | None = None,
-                 secrets: Callable[[], Iterable[str]] = stored_keys):
+                 secrets: Callable[[], Iterable[str]] = stored_keys,
+                 keys: Callable[[bool], Mapping[str, str]] = known_keys):
         """``ledger``: the usage ledger (each reply's cost); ``quotas``: checked before anything
         is sent; ``profile``: who is signed in (default: the machine's default profile);
-        ``secrets``: every key to mask in what is stored and shown (default: all stored keys).
+        ``secrets``: every key to mask in what is stored and shown (default: all stored keys);
+        ``keys(ask_keychain)``: every key a message must not hold -> whose it is (default:
+        ``app.config.secrets.known_keys``).
         The composition root (``app.compose``) passes them; tests may leave them out."""
         self.store = store
         self.settings = settings
@@ -116,6 +123,7 @@ class ChatService:
         self.quotas = quotas
         self.presets = presets or PresetBook()
         self.secrets = secrets
+        self.keys = keys
         # the signed-in profile (app.storage.profiles): owns new conversations, may continue only
         # its own, and its quotas apply; the window changes it when the user switches profile
         self.profile: str = profile or default_user_id(settings)
@@ -233,6 +241,8 @@ class ChatService:
             # what the first fit left out is still left out: said with what this one drops
             fit = dataclasses.replace(refit, dropped=tuple(failed.fit.dropped) +
                                       tuple(refit.dropped)) if failed.fit is not None else refit
+        if effective_route is not None:  # the route may differ from the first try's
+            self._refuse_keys(list(request.messages), effective_route, new_prompt=False)
         if self.quotas is not None and effective_route is not None:
             prompt_tokens = fit.prompt_tokens if fit is not None else \
                 estimate_prompt_tokens(list(request.messages))
@@ -292,7 +302,7 @@ class ChatService:
                                                       options=options, counter=counter,
                                                       effective_route=effective_route,
                                                       price_known=price_known, price=price,
-                                                      fanout=fanout,
+                                                      fanout=fanout, new_prompt=True,
                                                       local_instead=local_instead)
         if conversation_id is None:  # a new conversation keeps the knobs it started with
             # and the route it started under: a chat begun Local only (by the default) stays
@@ -371,13 +381,14 @@ class ChatService:
     def _checked(self, messages: list[ChatMessage], conversation, *, model: str,
                  options: TurnOptions, counter: "Engine | None", effective_route: str,
                  price_known: bool, price: "Price | None" = None, fanout: Fanout = ONE_REQUEST,
-                 local_instead: bool = False
+                 local_instead: bool = False, new_prompt: bool = False
                  ) -> tuple[dict, dict, Fit | None, ReplyCap | None]:
         """(knobs, request arguments, fit, reply cap) for a turn sending ``messages``: the
-        knobs validated, the messages fitted to the window, the quotas checked. A quota with
-        room for the prompt and a shorter reply than asked limits the request's max_tokens
-        (the cap says so). Raises before anything is written (MessageTooLong, QuotaExceeded,
-        RateLimitedLocally, a bad knob)."""
+        knobs validated, the messages fitted to the window, no API key of the user's in them,
+        the quotas checked. A quota with room for the prompt and a shorter reply than asked
+        limits the request's max_tokens (the cap says so). Raises before anything is written
+        (MessageTooLong, KeyInMessage, QuotaExceeded, RateLimitedLocally, a bad knob).
+        ``new_prompt``: the last of ``messages`` is the user's new message, not yet saved."""
         knobs = self.knobs(options, conversation)
         request_args = dict(knobs, stop=tuple(knobs.get("stop") or ()),
                             response_format=self.response_format(options, conversation),
@@ -386,6 +397,8 @@ class ChatService:
         fit = fit_messages(messages, counter, request_args["max_tokens"],
                            as_sent=_as_sent_by(counter, request_args["response_format"])) \
             if counter is not None else None
+        self._refuse_keys(list(fit.messages) if fit is not None else messages, effective_route,
+                          new_prompt=new_prompt)
         cap = None
         if self.quotas is not None:
             prompt_tokens = fit.prompt_tokens if fit is not None else \
@@ -400,6 +413,18 @@ class ChatService:
             if fit is not None:
                 fit = dataclasses.replace(fit, max_tokens=cap.max_tokens)
         return knobs, request_args, fit, cap
+
+    def _refuse_keys(self, messages: list[ChatMessage], effective_route: str, *,
+                     new_prompt: bool) -> None:
+        """``KeyInMessage`` when what the turn would store or send holds one of the user's own
+        API keys. A turn that may reach a provider: everything it sends, against every key. A
+        Local only turn sends nothing: only its new message (``new_prompt``, the last one),
+        which it would store, against the keys known without opening the keychain."""
+        local = effective_route == "local"
+        if local and not new_prompt:
+            return
+        owners = self.keys(not local)
+        refuse_keys(messages[-1:] if local else messages, owners, new_prompt=new_prompt)
 
     def _turn(self, conversation_id: str, user_message_id: str, model: str,
               messages: list[ChatMessage], request_args: dict, fit: Fit | None,

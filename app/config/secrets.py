@@ -15,7 +15,8 @@ Keys are checked when stored (``validate_key``): printable ASCII without spaces 
 characters an HTTP header can carry; the refusal says what is wrong and where, never the key.
 Every key the store reads or writes is remembered by ``app.domain.secrets_mask`` so that it is
 masked in whatever Outpost shows, stores or logs; ``KeyStore.all_keys`` lists every stored key
-for the chat service's mask.
+for the chat service's mask, and ``known_keys`` says whose each known key is, so that a message
+holding one (pasted by mistake) is refused by name before it is stored or sent.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from app.config import paths
 from app.config.atomic_file import write_atomic
 from app.config.providers import ProviderRegistry
 from app.domain.errors import OutpostError, StorageError, UsageError
-from app.domain.secrets_mask import SecretMask, remember
+from app.domain.secrets_mask import SecretMask, remember, remembered_owners
 
 SERVICE = "Outpost"
 # An environment key is sent only to the provider it was issued by, never to another server
@@ -196,7 +197,7 @@ class KeyStore:
     def set(self, provider: str, key: str) -> str:
         """Store ``key``; return where it went ("keychain", "memory" or "file")."""
         key = validate_key(key)
-        remember(key)
+        remember(key, provider)
         chain = keychain()
         failure = None
         if chain.secure:
@@ -223,7 +224,7 @@ class KeyStore:
         value = self._from_keychain(provider)
         if not value and self.file_path.exists():
             value = self._read_file().get(provider)
-        remember(value)
+        remember(value, provider)
         return value or None
 
     def _from_keychain(self, provider: str) -> str | None:
@@ -254,29 +255,40 @@ class KeyStore:
         """explicit -> stored -> the environment variable of the official API at ``base_url``
         (OPENAI_API_KEY only for api.openai.com, ANTHROPIC_API_KEY only for api.anthropic.com)."""
         if explicit:
-            remember(explicit)
+            remember(explicit, provider)
             return explicit
         stored = self.get(provider)
         if stored:
             return stored
         variable = environment_variable(base_url)
         value = os.environ.get(variable, "").strip() if variable else ""
-        remember(value)
+        remember(value, provider)
         return value or None
 
     def all_keys(self, providers: Iterable[str]) -> frozenset[str]:
         """Every key this store knows (for masking): the session's, the file's, the keychain's
         for each of ``providers``, and the environment's."""
-        keys = set(self._memory.values())
+        return frozenset(self.owned_keys(providers))
+
+    def owned_keys(self, providers: Iterable[str], ask_keychain: bool = True) -> dict[str, str]:
+        """Every key this store knows -> whose it is (a provider's name, or the environment
+        variable it is in): the session's, the keychain's for each of ``providers``
+        (``ask_keychain`` False: the keychain is not asked), the file's, and the
+        environment's. A key kept in two places is named after the first of these."""
+        owners: dict[str, str] = {}
+        found = list(self._memory.items())
+        if ask_keychain:
+            found += [(provider, self._from_keychain(provider) or "") for provider in providers]
         if self.file_path.exists():
-            keys |= {v for v in self._read_file().values()}
-        for provider in providers:
-            keys.add(self._from_keychain(provider) or "")
-        keys |= {os.environ.get(variable, "").strip() for variable in ENV_VARS.values()}
-        keys.discard("")
-        for key in keys:
-            remember(key)
-        return frozenset(keys)
+            found += list(self._read_file().items())
+        found += [(variable, os.environ.get(variable, "").strip())
+                  for variable in ENV_VARS.values()]
+        for owner, key in found:
+            if key:
+                owners.setdefault(key, owner)
+        for key, owner in owners.items():
+            remember(key, None if owner in ENV_VARS.values() else owner)
+        return owners
 
     def _read_file(self, strict: bool = False) -> dict[str, str]:
         """The keys in ``keys.json`` ({} when there is none). A file that cannot be read or is
@@ -308,11 +320,39 @@ class KeyStore:
         write_atomic(self.file_path, json.dumps(data), mode=0o600)
 
 
+def _provider_names() -> list[str]:
+    try:
+        return [config.name for config in ProviderRegistry().list()]
+    except OutpostError:  # a damaged providers file: the keys of the others are still found
+        return []
+
+
 def stored_keys() -> frozenset[str]:
     """Every key Outpost keeps (the keychain's for each configured provider, the opt-in file's,
     the environment's, and those this process handled): what the chat service masks."""
-    try:
-        names = [config.name for config in ProviderRegistry().list()]
-    except OutpostError:  # a damaged providers file: the keys of the others are still masked
-        names = []
-    return KeyStore(fallback="file").all_keys(names)
+    return KeyStore(fallback="file").all_keys(_provider_names())
+
+
+def known_keys(ask_keychain: bool = True) -> dict[str, str]:
+    """Every key Outpost knows -> the words that say whose it is ("your API key for openai",
+    "your API key from OPENAI_API_KEY", "one of your API keys"): the keychain's for each
+    configured provider, the opt-in file's, those this process handled and the environment's.
+    ``ask_keychain`` False leaves the keychain out (a Local only turn opens no socket, D-Bus's
+    included); the keys this process already read from it are still known. What a message
+    must not hold (``app.chat.service``)."""
+    owners: dict[str, str | None] = dict(
+        KeyStore(fallback="file").owned_keys(_provider_names(), ask_keychain))
+    for key, owner in remembered_owners().items():
+        # a provider this process used the key for names it better than a variable does
+        if owner and owners.get(key, "") in ("", *ENV_VARS.values()):
+            owners[key] = owner
+        owners.setdefault(key, owner)
+    return {key: _whose(owner) for key, owner in owners.items()}
+
+
+def _whose(owner: str | None) -> str:
+    if not owner:
+        return "one of your API keys"
+    if owner in ENV_VARS.values():
+        return f"your API key from {owner}"
+    return f"your API key for {owner}"

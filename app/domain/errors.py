@@ -5,6 +5,8 @@
     │   ├── NoProviderForCloud        a Cloud only conversation, and no provider is chosen
     │   ├── BadSearch                 a full-text search that is not valid FTS5 syntax (carries
     │   │                             `why`; ``as_typed`` names the search as the user typed it)
+    │   ├── KeyInMessage              a message holds one of the user's own API keys: refused
+    │   │                             before it is stored or sent (carries `whose`)
     │   └── ProfileError              a profile that does not exist, an unusable name or PIN
     │       ├── WrongPin              a wrong or missing PIN, or a profile locked after those
     │       └── NotAllowed            only the admin may do that (or: another's conversation)
@@ -91,6 +93,18 @@ class BadSearch(UsageError):
 
     def as_typed(self, text: str) -> BadSearch:
         return BadSearch(text, self.why, self.advice)
+
+
+class KeyInMessage(UsageError):
+    """A message (or what a turn would send) holds one of the user's own API keys, pasted by
+    mistake: the turn is refused before anything is stored or sent. ``whose``: the words that
+    name the key ("your API key for openai"); the message never quotes the key."""
+
+    kind = "key_in_message"
+
+    def __init__(self, message: str, whose: str = ""):
+        super().__init__(message)
+        self.whose = whose
 
 
 class ProfileError(UsageError):
@@ -331,6 +345,7 @@ def break_kind(error: OutpostError) -> str:
 # machine-readable names for the CLI's JSON and the usage ledger.
 KIND_WORDS = {
     "error": "an error", "usage": "not a valid request", "no_provider": "no provider chosen",
+    "key_in_message": "the message holds your API key",
     "model": "a problem with the model", "model_not_found": "model file not found",
     "model_invalid": "not a usable model file", "model_load_failed": "the model did not load",
     "engine": "an engine error", "provider": "refused by the provider",

@@ -12,36 +12,87 @@ never passes it on: every known secret of at least ``MIN_SECRET`` characters is 
   across two deltas is still caught. It holds back only the end of the text that could still
   become a secret (a suffix that is the start of one), so ordinary text is never delayed: a
   stream's first token and its pace stay what they were.
-* ``remember(secret)`` adds a key to the process-wide set every ``SecretMask`` also masks (the
-  key store remembers each key it hands out or stores; a cloud engine its own key), so a key
-  kept for this session only, or taken from the environment, is masked as well.
+* ``remember(secret, owner)`` adds a key to the process-wide set every ``SecretMask`` also
+  masks (the key store remembers each key it hands out or stores, with its provider; a cloud
+  engine its own key), so a key kept for this session only, or taken from the environment, is
+  masked as well.
+* ``find_secret(text, owners)`` finds a known key in a text the user wrote (a key pasted into a
+  message), by the same exact match; ``refuse_keys(messages, owners)`` raises ``KeyInMessage``
+  for one, naming whose key it is, so the turn is refused before the text is kept or sent.
 """
 from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping, Sequence
 
-from app.domain.errors import OutpostError, StreamInterrupted
-from app.domain.messages import Finished, Restart, StreamEvent, TextDelta
+from app.domain.errors import KeyInMessage, OutpostError, StreamInterrupted
+from app.domain.messages import ChatMessage, Finished, Restart, Role, StreamEvent, TextDelta
 
 REDACTED = "[redacted]"
 MIN_SECRET = 8  # shorter strings are not masked: they would hit ordinary words
 
-_remembered: set[str] = set()
+# every key this process handled -> whose it is (a provider's name; None: not known)
+_remembered: dict[str, str | None] = {}
 _lock = threading.Lock()
 
 
-def remember(secret: str | None) -> None:
-    """Mask ``secret`` everywhere in this process from now on."""
+def remember(secret: str | None, owner: str | None = None) -> None:
+    """Mask ``secret`` everywhere in this process from now on. ``owner``: the provider it is
+    for, when known (a later call without one keeps it)."""
     if secret and len(secret) >= MIN_SECRET:
         with _lock:
-            _remembered.add(secret)
+            if owner or secret not in _remembered:
+                _remembered[secret] = owner
 
 
 def remembered() -> frozenset[str]:
     with _lock:
         return frozenset(_remembered)
+
+
+def remembered_owners() -> dict[str, str | None]:
+    """Every key this process handled, with the provider it is for (None: not known)."""
+    with _lock:
+        return dict(_remembered)
+
+
+def find_secret(text: str, owners: Mapping[str, str]) -> tuple[str, str] | None:
+    """(the key, its owner) for a known key that ``text`` contains, the longest first (a key
+    that contains another is named whole); None when it contains none. ``owners`` maps each
+    key to whose it is; keys shorter than ``MIN_SECRET`` are not looked for, as the mask does
+    not mask them."""
+    for secret in sorted(owners, key=len, reverse=True):
+        if len(secret) >= MIN_SECRET and secret in text:
+            return secret, owners[secret]
+    return None
+
+
+def refuse_keys(messages: Sequence[ChatMessage], owners: Mapping[str, str], *,
+                new_prompt: bool = False) -> None:
+    """``KeyInMessage`` when one of ``messages`` (what a turn would store or send) holds a key
+    of ``owners`` (key -> the words that say whose it is), naming the message and whose key
+    it is, never the key. ``new_prompt``: the last message is the user's new one, not saved
+    yet (it is looked at first, and named as "the message")."""
+    if not owners:
+        return
+    for index in reversed(range(len(messages))):
+        message = messages[index]
+        found = find_secret(message.content, owners)
+        if found is None:
+            continue
+        whose = found[1]
+        if new_prompt and index == len(messages) - 1:
+            text = (f"The message contains {whose}; remove the key and send the message again "
+                    "(nothing was saved or sent).")
+        elif message.role is Role.SYSTEM:
+            text = (f"The system prompt of this conversation contains {whose}, and it would "
+                    "be sent to the provider; remove the key from it first (nothing was sent).")
+        else:
+            text = (f"A message in this conversation contains {whose}, and it would be sent "
+                    "to the provider with it; delete that message, or start a new "
+                    "conversation (nothing was sent).")
+        raise KeyInMessage(text, whose)
 
 
 class SecretMask:

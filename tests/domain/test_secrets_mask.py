@@ -70,3 +70,39 @@ def test_an_error_the_stream_raises_is_masked():
     with pytest.raises(AuthError) as raised:
         list(mask_stream(failing(), SecretMask([KEY])))
     assert str(raised.value) == f"refused the key {REDACTED}"
+
+
+# -- a key pasted into a message: found by name, never quoted ------------------------------------
+def test_find_secret_names_the_longest_known_key_a_text_holds():
+    from app.domain.secrets_mask import find_secret
+
+    owners = {KEY: "your API key for acme", KEY + "-longer": "your API key for box",
+              "short": "not a key"}
+    assert find_secret(f"see {KEY}-longer here", owners) == (KEY + "-longer",
+                                                            "your API key for box")
+    assert find_secret(f"see {KEY} here", owners) == (KEY, "your API key for acme")
+    assert find_secret("a short text", owners) is None  # under MIN_SECRET: not a key
+    assert find_secret(f"see {KEY[:-1]} here", owners) is None  # exact keys only
+
+
+def test_refuse_keys_names_the_message_and_whose_key_it_is_never_the_key():
+    from app.domain.errors import KeyInMessage, kind_words
+    from app.domain.messages import ChatMessage, Role
+    from app.domain.secrets_mask import refuse_keys
+
+    owners = {KEY: "your API key for acme"}
+    new = [ChatMessage(Role.SYSTEM, "Be brief."), ChatMessage(Role.USER, f"is {KEY} right?")]
+    with pytest.raises(KeyInMessage) as refused:
+        refuse_keys(new, owners, new_prompt=True)
+    assert str(refused.value).startswith("The message contains your API key for acme; remove")
+    assert KEY not in str(refused.value) and refused.value.whose == "your API key for acme"
+    assert refused.value.exit_code == 2
+    assert kind_words(refused.value.kind) == "the message holds your API key"
+    earlier = [ChatMessage(Role.USER, f"is {KEY} right?"), ChatMessage(Role.USER, "And now?")]
+    with pytest.raises(KeyInMessage, match="^A message in this conversation contains"):
+        refuse_keys(earlier, owners, new_prompt=True)
+    system = [ChatMessage(Role.SYSTEM, f"Use {KEY}."), ChatMessage(Role.USER, "Hi")]
+    with pytest.raises(KeyInMessage, match="^The system prompt of this conversation"):
+        refuse_keys(system, owners, new_prompt=True)
+    refuse_keys(new, {}, new_prompt=True)  # no known keys: nothing to refuse
+    refuse_keys([ChatMessage(Role.USER, "nothing secret")], owners)
