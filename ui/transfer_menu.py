@@ -7,6 +7,7 @@ bad file is one sentence and nothing of it is imported.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import Callable
@@ -18,9 +19,9 @@ from PySide6.QtWidgets import QFileDialog, QWidget
 from app.domain.wording import counted
 from app.storage.store import Store
 from app.storage.transfer import importer
-from app.storage.transfer.export import export_conversations, format_for
+from app.storage.transfer.export import export_pieces, format_for
 from app.config.secrets import stored_keys
-from app.storage.transfer.files import write_whole
+from app.storage.transfer.files import write_pieces
 from ui.tasks import TaskRunner
 
 FILTERS = "Markdown (*.md);;Web page (*.html);;Outpost JSON, lossless (*.json)"
@@ -72,8 +73,10 @@ class TransferMenu(QObject):
         fmt = format_for(str(path))
 
         def job() -> str:
-            text = export_conversations(self.store, ids, fmt, secrets=stored_keys())
-            write_whole(path, text.encode("utf-8"))
+            # written as it is read, a conversation at a time, never whole in memory
+            with contextlib.closing(export_pieces(self.store, ids, fmt,
+                                                  secrets=stored_keys())) as text:
+                write_pieces(path, (piece.encode("utf-8") for piece in text))
             return (f"Exported {len(ids)} chat{'s' if len(ids) != 1 else ''} to {path.name} "
                     f"({_FORMAT_NAMES.get(fmt, fmt)}).")
 

@@ -4,18 +4,20 @@ where the output goes)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import sys
 from pathlib import Path
+from typing import Iterable, Iterator
 
 from app.cli.commands.common import emit, open_core
 from app.config.secrets import stored_keys
 from app.domain.errors import UsageError
 from app.domain.wording import counted
 from app.storage.transfer import importer
-from app.storage.transfer.export import changed_between, export_conversations, format_for
+from app.storage.transfer.export import changed_between, export_pieces, format_for
+from app.storage.transfer.files import write_pieces
 from app.storage.usage_report import parse_day
-from app.storage.transfer.files import write_whole
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -38,14 +40,15 @@ def cmd_export(args: argparse.Namespace) -> int:
             ids = list(dict.fromkeys(args.ids))  # each once, in the order given
             for conversation_id in ids:
                 core.profiles.check_owner(core.profile, store.get_conversation(conversation_id))
-        data = export_conversations(store, ids, fmt, secrets=stored_keys()).encode("utf-8")
+        # written as it is read, a conversation at a time: never the whole file in memory
+        with contextlib.closing(export_pieces(store, ids, fmt, secrets=stored_keys())) as text:
+            size = _write_output(output, _encoded(text))
     finally:
         store.close()
-    _write_output(output, data)
     if output != "-":  # (to stdout, the export itself is all that is written)
         print(f"Exported {counted(len(ids), 'conversation')}{_days_words(first, last)} to "
               f"{output} ({fmt}).")
-    if fmt == "json" and len(data) > importer.MAX_IMPORT_BYTES:
+    if fmt == "json" and size > importer.MAX_IMPORT_BYTES:
         sys.stderr.write(f"outpost: warning: this export is larger than "
                          f"{importer.size_words(importer.MAX_IMPORT_BYTES)}, more than `outpost "
                          "import` reads at once; to move it, export the conversations in "
@@ -112,11 +115,20 @@ def _not_brought_back(item: dict) -> str:
         if count else ""
 
 
-def _write_output(output: str, data: bytes) -> None:
-    """stdout for '-'; else the file, written whole or not at all."""
-    if output == "-":
-        sys.stdout.flush()
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return
-    write_whole(Path(output), data)
+def _encoded(pieces: Iterable[str]) -> Iterator[bytes]:
+    for piece in pieces:
+        yield piece.encode("utf-8")
+
+
+def _write_output(output: str, pieces: Iterable[bytes]) -> int:
+    """stdout for '-' (each piece as it comes); else the file, written whole or not at all.
+    Returns the bytes written."""
+    if output != "-":
+        return write_pieces(Path(output), pieces)
+    sys.stdout.flush()
+    size = 0
+    for piece in pieces:
+        sys.stdout.buffer.write(piece)
+        size += len(piece)
+    sys.stdout.buffer.flush()
+    return size

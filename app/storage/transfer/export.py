@@ -4,6 +4,10 @@ Everything is read in one read transaction, so a reply being written meanwhile i
 it was at one moment (never an active leaf without its message). Which conversations a profile
 may export is the caller's business (the CLI exports only the signed-in profile's).
 
+``export_pieces`` gives the file in pieces, a conversation at a time, each read from the
+database only when its piece is asked for, so a writer (``files.write_pieces``) streams a
+history of any size to disk holding one conversation in memory, not the whole file.
+
 ``secrets`` (the caller's known API keys) are masked in the file, as written (JSON- or
 HTML-escaped too): replies are masked before they are stored, but a database written by an
 older version may still hold a key a provider echoed.
@@ -35,18 +39,44 @@ def format_for(path: str | None) -> str:
 
 def export_conversations(store: Store, conversation_ids: list[str], fmt: str,
                          secrets: Iterable[str] = ()) -> str:
-    """The conversations, in the order given, as the text of one file in ``fmt``."""
+    """The conversations, in the order given, as the text of one file in ``fmt`` (whole: for
+    small exports and tests; files are written from ``export_pieces``)."""
+    return "".join(export_pieces(store, conversation_ids, fmt, secrets))
+
+
+def export_pieces(store: Store, conversation_ids: list[str], fmt: str,
+                  secrets: Iterable[str] = ()) -> Iterator[str]:
+    """The text of one file in ``fmt``, in pieces that join into it: a conversation at a
+    time, read when its piece is asked for (on the caller's thread: the store's connection
+    is that thread's). An unknown format is refused here, before anything is read."""
     if fmt not in FORMATS:
         raise UsageError(f"Unknown export format {fmt!r}: use {', '.join(FORMATS)}.")
-    with _snapshot(store):
-        if fmt == "json":
-            text = outpost_json.dump(store, conversation_ids)
-        else:
-            items = [_shown(store, conversation_id) for conversation_id in conversation_ids]
-            text = readable.markdown(items) if fmt == "md" else readable.page(items)
     written = {form for secret in secrets if secret
                for form in (secret, json.dumps(secret)[1:-1], html.escape(secret))}
-    return SecretMask(written).scrub(text)
+    return _pieces(store, conversation_ids, fmt, SecretMask(written))
+
+
+def _pieces(store: Store, conversation_ids: list[str], fmt: str,
+            mask: SecretMask) -> Iterator[str]:
+    text = mask.stream()  # a key split across two pieces is still masked
+    with _snapshot(store):
+        if fmt == "json":
+            pieces = outpost_json.dump(store, conversation_ids)
+        else:
+            items = (_shown(store, conversation_id) for conversation_id in conversation_ids)
+            if fmt == "md":
+                pieces = readable.markdown(items)
+            else:
+                only = store.get_conversation(conversation_ids[0]).title \
+                    if len(conversation_ids) == 1 else None
+                pieces = readable.page(items, len(conversation_ids), only)
+        for piece in pieces:
+            shown = text.feed(piece)
+            if shown:
+                yield shown
+    rest = text.flush()
+    if rest:
+        yield rest
 
 
 def _shown(store: Store, conversation_id: str) -> readable.Shown:

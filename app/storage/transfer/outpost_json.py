@@ -5,7 +5,8 @@
      "format": "outpost-conversations", "version": 1}
 
 Every message of every branch is there, oldest first (ties: the order they were written in),
-with its ``parent_id``; the conversation's ``active_leaf_id`` says which path is shown. JSON
+with its ``parent_id``; the file is written a conversation at a time (``dump``), the same bytes
+as ``json.dumps`` of the whole document with ``indent=2`` and sorted keys; the conversation's ``active_leaf_id`` says which path is shown. JSON
 columns (params, segments, output_check, candidates, sampling) are written as the JSON they
 hold, flags as true/false, everything else as stored. Keys are sorted and nothing depends on
 the clock, so exporting, importing into another home and exporting again gives the same bytes.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from app.domain.adapters import adapters_from_records
 from app.domain.errors import UsageError
@@ -49,16 +51,25 @@ _PARAMS_TEXT = ("user", "idempotency_key", "engine_kind", "system_prompt")
 EXPORTED_STREAMING = "The export was taken while this reply was being written."
 
 
-def dump(store: Store, conversation_ids: list[str]) -> str:
-    """The conversations, in the order given, as the export file's text."""
-    conversations = []
-    for conversation_id in conversation_ids:
+def dump(store: Store, conversation_ids: list[str]) -> Iterator[str]:
+    """The conversations, in the order given, as the export file's text, in pieces: each
+    conversation is read when its piece is asked for, so one is held at a time. The pieces
+    join into ``json.dumps(document, ensure_ascii=False, sort_keys=True, indent=2) + "\\n"``
+    ("conversations" sorts before "format" and "version"; JSON text holds no raw line break
+    but the ones indentation adds, so a conversation is indented two levels by prefixing
+    its lines)."""
+    tail = json.dumps({"format": FORMAT, "version": VERSION}, sort_keys=True, indent=2)[1:]
+    if not conversation_ids:
+        yield '{\n  "conversations": [],' + tail + "\n"
+        return
+    for index, conversation_id in enumerate(conversation_ids):
         row, messages = read_conversation(store, conversation_id)
         record = to_file(CONVERSATIONS, row)
         record["messages"] = [to_file(MESSAGES, m) for m in messages]
-        conversations.append(record)
-    document = {"format": FORMAT, "version": VERSION, "conversations": conversations}
-    return json.dumps(document, ensure_ascii=False, sort_keys=True, indent=2) + "\n"
+        text = json.dumps(record, ensure_ascii=False, sort_keys=True, indent=2)
+        yield ('{\n  "conversations": [\n    ' if index == 0 else ",\n    ") + \
+            text.replace("\n", "\n    ")
+    yield "\n  ]," + tail + "\n"
 
 
 def check_header(members: dict, where: Where, whole: bool) -> None:

@@ -8,12 +8,16 @@ reply left open is closed, so it cannot swallow the rest of the document.
 
 The HTML page needs nothing else (no script, no web font, no network): every text is escaped,
 and its colours follow the reader's light or dark setting (``prefers-color-scheme``).
+
+Both are written in pieces (``markdown``, ``page``: generators), one conversation at a time, so
+an export never holds more than one conversation of the document.
 """
 from __future__ import annotations
 
 import html
 import re
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 from app.domain.messages import Conversation, Message
 
@@ -99,10 +103,13 @@ def _elsewhere_note(item: Shown) -> str:
 
 
 # -- Markdown ------------------------------------------------------------------------------------
-def markdown(items: list[Shown]) -> str:
-    if not items:
-        return "*No conversations.*\n"
-    return "\n\n---\n\n".join(_markdown_one(item) for item in items) + "\n"
+def markdown(items: Iterable[Shown]) -> Iterator[str]:
+    """The Markdown document, a conversation at a time."""
+    empty = True
+    for item in items:
+        yield ("" if empty else "\n\n---\n\n") + _markdown_one(item)
+        empty = False
+    yield "*No conversations.*\n" if empty else "\n"
 
 
 def _markdown_one(item: Shown) -> str:
@@ -147,16 +154,21 @@ code { font: 0.875rem/1.45 ui-monospace, "SFMono-Regular", Menlo, Consolas, mono
 """.strip()
 
 
-def page(items: list[Shown]) -> str:
+def page(items: Iterable[Shown], count: int, only_title: str | None = None) -> Iterator[str]:
+    """The HTML page, a conversation at a time. ``count``: how many ``items`` are; with one,
+    ``only_title`` (its title) is the page's title."""
     e = html.escape
-    title = _one_line(items[0].conversation.title) if len(items) == 1 else \
-        f"Outpost: {len(items)} conversations"
-    body = "\n".join(_html_one(item) for item in items) or "<p>No conversations.</p>"
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            "<meta name=\"color-scheme\" content=\"light dark\">\n"
-            f"<title>{e(title or 'Untitled')}</title>\n<style>\n{_CSS}\n</style>\n</head>\n"
-            f"<body>\n{body}\n</body>\n</html>\n")
+    title = _one_line(only_title or "") if count == 1 else f"Outpost: {count} conversations"
+    yield ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+           "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+           "<meta name=\"color-scheme\" content=\"light dark\">\n"
+           f"<title>{e(title or 'Untitled')}</title>\n<style>\n{_CSS}\n</style>\n</head>\n"
+           "<body>\n")
+    empty = True
+    for item in items:
+        yield ("" if empty else "\n") + _html_one(item)
+        empty = False
+    yield ("<p>No conversations.</p>" if empty else "") + "\n</body>\n</html>\n"
 
 
 def _html_one(item: Shown) -> str:
