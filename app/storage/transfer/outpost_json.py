@@ -8,8 +8,9 @@ Every message of every branch is there, oldest first (ties: the order they were 
 with its ``parent_id``; the file is written a conversation at a time (``dump``), the same bytes
 as ``json.dumps`` of the whole document with ``indent=2`` and sorted keys; the conversation's
 ``active_leaf_id`` says which path is shown. JSON columns (params, segments, output_check,
-candidates, sampling) are written as the JSON they hold, flags as true/false, everything else as stored. Keys are sorted and nothing depends on
-the clock, so exporting, importing into another home and exporting again gives the same bytes.
+candidates, sampling) are written as the JSON they hold, flags as true/false, everything else
+as stored. Keys are sorted and nothing depends on the clock, so exporting, importing into
+another home and exporting again gives the same bytes.
 
 Reading is strict: a field this version does not know, a value of the wrong type, a reply whose
 parent is not in its conversation, a cycle of parents, an active leaf that is not one of the
