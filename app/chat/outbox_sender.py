@@ -271,8 +271,9 @@ class OutboxSender:
             return
         if message is not None and (complete or cancelled and turn.reply.text):
             self.outbox._finish(item.id, OutboxState.SENT, None, message.id)
-            # the empty "queued" reply has done its job: the answer is there now
-            store.delete_empty_reply(self.outbox.placeholder_of(item.id))
+            # the empty "queued" reply has done its job: the answer takes its place (what
+            # the user asked after it moves under the answer)
+            store.answer_in_place_of(self.outbox.placeholder_of(item.id), message.id)
             report.sent.append((self.outbox.get(item.id), message))
             return
         if isinstance(error, RateLimited) and error.retry_after:  # asked to wait: it waits

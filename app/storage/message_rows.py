@@ -105,12 +105,15 @@ class MessageRows(Connections):
 
     def delete_empty_reply(self, message_id: str | None) -> None:
         """Drop an assistant row that never got any text (a queued request's failed attempt);
-        a row with text is never deleted here."""
+        a row with text is never deleted here, nor one something follows (its children would
+        be left naming a parent that is gone)."""
         if message_id is None:
             return
         with self._tx() as db:
             found = list(db.query("select conversation_id, parent_id from messages where id = ? "
-                                  "and role = 'assistant' and content = ''", [message_id]))
+                                  "and role = 'assistant' and content = '' and not exists "
+                                  "(select 1 from messages c where c.parent_id = messages.id)",
+                                  [message_id]))
             if not found:
                 return
             db.execute("delete from messages where id = ?", [message_id])

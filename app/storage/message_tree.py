@@ -1,7 +1,8 @@
 """A conversation's messages as a tree: the path from the root to a leaf (``branch``), a
 message's siblings (its other versions), which path is active, deleting a message with
-everything below it, keeping a best-of candidate as a version of its own, and forking a path
-into a new conversation."""
+everything below it, an answer taking the place of the empty reply that stood for it (the
+outbox), keeping a best-of candidate as a version of its own, and forking a path into a new
+conversation."""
 from __future__ import annotations
 
 import json
@@ -98,6 +99,29 @@ class MessageTree(ConversationRows, MessageRows):
                 self.set_active(conversation.id, target)
         self.forgot()
         return ids
+
+    def answer_in_place_of(self, placeholder_id: str | None, answer_id: str) -> None:
+        """The answer (a sibling of ``placeholder_id``) takes the place of the empty reply that
+        stood for it while its request waited in the outbox: the follow-ups the user asked
+        meanwhile (children of that reply) move under the answer, then the empty reply is
+        deleted. So the conversation stays one tree, and its active path (and the next turn's
+        context) reads question, answer, follow-up. A reply with text is never replaced."""
+        if placeholder_id is None:
+            return
+        with self._tx() as db:
+            found = list(db.query(
+                "select conversation_id from messages where id = ? and role = 'assistant' "
+                "and content = ''", [placeholder_id]))
+            if not found:  # deleted meanwhile, or not empty: nothing to replace
+                return
+            stamp = now_iso()
+            db.execute("update messages set parent_id = ?, updated_at = ? where parent_id = ?",
+                       [answer_id, stamp, placeholder_id])
+            db.execute("delete from messages where id = ?", [placeholder_id])
+            deletions.record(db.conn, deletions.MESSAGE, [placeholder_id], stamp)
+            db.execute("update conversations set active_leaf_id = ?, updated_at = ? where id = ? "
+                       "and active_leaf_id = ?", [answer_id, stamp, found[0]["conversation_id"],
+                                                  placeholder_id])
 
     def keep_candidate(self, message_id: str, index: int) -> Message:
         """Best-of-n / self-consistency: candidate ``index`` of reply ``message_id`` becomes a

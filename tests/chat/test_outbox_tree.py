@@ -1,0 +1,84 @@
+"""An outbox answer and the conversation around it: the tree stays whole.
+
+A Cloud only message the provider could not take waits in the outbox behind an empty "queued"
+reply; the user may go on meanwhile (that reply is then the parent of the follow-up). When the
+answer comes, it takes the queued reply's place: what followed moves under it, so the
+conversation is one tree, shown whole, and the next turn's context has every turn in order.
+
+The real CLI in subprocesses, a real SQLite file under the per-test OUTPOST_HOME, the fault
+server as the cloud.
+"""
+from __future__ import annotations
+
+from app.chat.outbox_sender import OutboxSender
+from app.domain.messages import MessageStatus, Role
+from app.storage.outbox import Outbox, OutboxState
+from app.storage.store import Store
+from tests.chat.test_outbox import (
+    add_provider,
+    assistant_children,
+    cli,
+    events,
+    fast_cloud,
+    history,
+    outbox_list,
+    queue_turn,
+)
+from tests.fault_server import Cut, fault_server, server_error
+
+ANSWER = "Hello from the fault server."
+
+
+def test_a_follow_up_asked_while_the_message_waited_moves_under_the_outbox_answer(
+        outpost_home):
+    with fault_server() as server:
+        add_provider("acme", server.url + "/v1")
+        server.script([server_error(500)] * 3)  # every attempt of the first ask
+        first = cli("ask", "first q", "--provider", "acme", "--route", "cloud",
+                    "--max-tokens", "8", "--json")
+        assert first.returncode == 4, first.stderr  # queued
+        [queued] = [e for e in events(first.stdout) if e["event"] == "queued"]
+        conversation = queued["conversation_id"]
+        [placeholder] = [m for m in history(conversation) if m["role"] == "assistant"]
+        assert placeholder["content"] == "" and "Queued in the outbox" in placeholder["error"]
+
+        second = cli("ask", "second q", "--conversation", conversation, "--max-tokens", "8")
+        assert second.returncode == 0, second.stderr
+        sent = cli("outbox", "send")
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        [item] = outbox_list("--all")
+        assert item["state"] == "sent"
+
+        tree = history(conversation, tree=True)
+        ids = {m["id"] for m in tree}
+        # no message names a parent that is not there; one root
+        assert all(m["parent_id"] in ids for m in tree if m["parent_id"] is not None)
+        assert [m["content"] for m in tree if m["parent_id"] is None] == ["first q"]
+        assert placeholder["id"] not in ids  # the empty "queued" reply has done its job
+        path = history(conversation)
+        assert [(m["role"], m["content"]) for m in path] == [
+            ("user", "first q"), ("assistant", ANSWER), ("user", "second q"),
+            ("assistant", ANSWER)]
+        assert path[1]["id"] == item["answer_message_id"]
+        assert {m["id"] for m in path} == ids  # every message is on the active path
+
+        third = cli("ask", "third q", "--conversation", conversation, "--max-tokens", "8")
+        assert third.returncode == 0, third.stderr
+        sent_then = [(m["role"], m["content"]) for m in server.chat_requests()[-1].json[
+            "messages"] if m["role"] != "system"]
+    assert sent_then == [("user", "first q"), ("assistant", ANSWER), ("user", "second q"),
+                         ("assistant", ANSWER), ("user", "third q")]
+
+
+def test_an_empty_reply_something_follows_is_never_deleted_as_empty(tmp_path):
+    """``delete_empty_reply`` (a queued request's attempt that got no text) keeps a row that
+    has children: they would be left naming a parent that is gone."""
+    store = Store(tmp_path / "outpost.db")
+    conversation = store.create_conversation("c").id
+    question = store.add_message(conversation, Role.USER, "first q")
+    empty = store.add_message(conversation, Role.ASSISTANT, "", status=MessageStatus.ERROR)
+    follow_up = store.add_message(conversation, Role.USER, "second q")
+    store.delete_empty_reply(empty.id)
+    assert store.get_message(follow_up.id).parent_id == empty.id
+    assert [m.id for m in store.branch(conversation)] == [question.id, empty.id, follow_up.id]
+    store.close()
