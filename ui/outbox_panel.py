@@ -270,6 +270,9 @@ def _note(item: OutboxItem) -> str:
         return "answered"
     if item.state is OutboxState.SENDING:
         return f"attempt {item.attempts}"
+    held = item.held() if item.state is OutboxState.QUEUED else None
+    if held is not None:  # the provider's Retry-After: not sent before then
+        return held
     if item.state in (OutboxState.QUEUED, OutboxState.FAILED):
         return item.last_error or f"waits until {item.provider} can be reached"
     return "cancelled: not sent (Retry queues it again)"

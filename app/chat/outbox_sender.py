@@ -77,13 +77,14 @@ class OutboxSender:
         self.ledger = ledger  # app.storage.ledger.UsageLedger: the answers' cost
         self.is_unreachable = is_unreachable or (lambda exc: isinstance(exc, FAILOVER_ERRORS))
         self._lock = threading.Lock()  # one pass at a time in this process
-        # provider -> when (monotonic) its Retry-After ends: the window's passes wait till then
-        self._not_before: dict[str, float] = {}
         # (provider, profile) -> when (monotonic) a quota that held that profile's item back
         # is looked at again: the window's pass comes every 2 s, and each look claims the
         # item, builds an engine (a keychain read) and writes why it waits
         self._quota_hold: dict[tuple[str, str], tuple[float, int]] = {}
         self.clock: Callable[[], float] = time.monotonic
+        # the time now (UTC), for the Retry-After a provider asked for: kept with the item, so
+        # it holds in every process (tests put another time here)
+        self.now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)
 
     def send(self, only: int | None = None, cancel: threading.Event | None = None,
              skip_provider: Callable[[str], bool] = lambda name: False,
@@ -138,15 +139,17 @@ class OutboxSender:
                     report.failed.append((kept, KEPT_LOCAL))
                     moved()
                     continue
-                if self._not_before.get(item.provider, 0) > self.clock() and only is None:
-                    # it asked to be left alone (429, Retry-After) until then: waits untried
-                    skip = True
-                else:
-                    skip = skip_provider(item.provider)
+                # its provider asked to be left alone (429, Retry-After) until a time not come
+                # yet: it waits untried, and its provider's later items behind it (the user's
+                # explicit send of this one item is not held back)
+                hold = item.held(self.now()) if only is None else None
+                skip = hold is not None or skip_provider(item.provider)
                 if cancel.is_set() or item.provider in blocked or skip:
                     report.waiting.append(item)
                     if item.provider in blocked:
                         report.behind[item.id] = blocked[item.provider]
+                    elif hold is not None:
+                        report.held[item.id] = hold
                     blocked.setdefault(item.provider, item.id)
                     continue
                 claimed = self.outbox.claim(item.id)
@@ -276,8 +279,8 @@ class OutboxSender:
             store.answer_in_place_of(self.outbox.placeholder_of(item.id), message.id)
             report.sent.append((self.outbox.get(item.id), message))
             return
-        if isinstance(error, RateLimited) and error.retry_after:  # asked to wait: it waits
-            self._not_before[item.provider] = self.clock() + error.retry_after
+        if isinstance(error, RateLimited) and error.retry_after:  # asked to wait: it waits,
+            self.outbox.hold(item.id, error.retry_after, self.now())  # in every process
         if not turn.reply.text:
             if cancelled or error is not None and self.is_unreachable(error):
                 # no answer row for it: the item waits again

@@ -30,7 +30,7 @@ from app.config.secrets import known_keys, stored_keys
 from app.config.settings import Settings, default_user_id
 from app.domain.adapters import LoraAdapter, adapters_from_records
 from app.domain.context import ONE_REQUEST, Fanout, Fit, ReplyCap, fit_messages
-from app.domain.errors import UsageError
+from app.domain.errors import RateLimited, UsageError
 from app.domain.messages import (
     ChatMessage,
     ChatRequest,
@@ -205,9 +205,12 @@ class ChatService:
         are checked again at each send (``app.chat.outbox_sender``), and cap it afresh then."""
         request = turn.request if turn.reply_cap is None else \
             dataclasses.replace(turn.request, max_tokens=turn.reply_cap.asked)
+        # a 429 with Retry-After: the provider asked not to be sent anything before then
+        retry_after = error.retry_after if isinstance(error, RateLimited) else None
         item = self.outbox.enqueue(turn.conversation_id, turn.user_message_id, provider, model,
                                    request,
-                                   turn.assistant_message_id if error is not None else None)
+                                   turn.assistant_message_id if error is not None else None,
+                                   retry_after=retry_after)
         if error is not None and turn.assistant_message_id:
             self.store.update_message(
                 turn.assistant_message_id,

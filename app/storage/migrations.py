@@ -379,3 +379,14 @@ def m018_local_chats_stay_local(db: sqlite_utils.Database) -> None:
           AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = conversations.id
                             AND m.role = 'assistant'
                             AND m.route_reason IS NOT 'local-only conversation')""")
+
+
+@migration
+def m019_outbox_not_before(db: sqlite_utils.Database) -> None:
+    """A provider that answered 429 with Retry-After asked to be left alone until then; that
+    was kept in the memory of the process that heard it, so `outpost outbox send` (another
+    process) sent the item again at once. Each item keeps the time now (``not_before``, UTC
+    ISO) and what the provider asked (``retry_after``, seconds)."""
+    db["outbox"].add_column("not_before", str)
+    db["outbox"].add_column("retry_after", float)
+

@@ -15,10 +15,13 @@ transaction (``queued`` -> ``sending`` with the claiming process's pid + start t
 and ``outpost outbox send`` cannot both send it; an item left ``sending`` by a process that died
 goes back to ``queued`` (the provider can deduplicate the resend by its idempotency key).
 Items are sent in the order they were queued; a provider that is still unreachable keeps the rest
-of its items waiting, so their order holds.
+of its items waiting, so their order holds. A provider that answered 429 with Retry-After holds
+its item (and those behind it) until then: the time is stored with the item (``not_before``), so
+every process honours it.
 """
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import json
 from dataclasses import dataclass, field
@@ -53,6 +56,28 @@ class OutboxItem:
     answer_message_id: str | None
     created_at: str
     updated_at: str
+    # the provider asked (429, Retry-After ``retry_after`` seconds) not to be sent this before
+    # ``not_before`` (UTC ISO); cleared when the item is sent again
+    not_before: str | None = None
+    retry_after: float | None = None
+
+    def held(self, now: dt.datetime | None = None) -> str | None:
+        """Why it may not be sent yet ("waits until 16:13:51 (the provider asked: Retry-After
+        120 s)"), or None once ``now`` (default: the time now) is past its ``not_before``."""
+        if not self.not_before:
+            return None
+        try:
+            until = dt.datetime.fromisoformat(self.not_before)
+        except ValueError:
+            return None
+        now = now or dt.datetime.now(dt.timezone.utc)
+        if until <= now:
+            return None
+        local = until.astimezone()
+        when = local.strftime("%H:%M:%S") if local.date() == now.astimezone().date() else \
+            local.strftime("%Y-%m-%d %H:%M:%S")
+        asked = f"Retry-After {self.retry_after:.0f} s" if self.retry_after else "Retry-After"
+        return f"waits until {when} (the provider asked: {asked})"
 
     @property
     def prompt(self) -> str:
@@ -64,7 +89,8 @@ class OutboxItem:
                 "model": self.model, "state": self.state.value, "attempts": self.attempts,
                 "last_error": self.last_error, "answer_message_id": self.answer_message_id,
                 "idempotency_key": self.request.idempotency_key, "prompt": self.prompt,
-                "created_at": self.created_at, "updated_at": self.updated_at}
+                "created_at": self.created_at, "updated_at": self.updated_at,
+                "not_before": self.not_before, "retry_after": self.retry_after}
 
 
 def _item(row: dict) -> OutboxItem:
@@ -74,7 +100,8 @@ def _item(row: dict) -> OutboxItem:
         request=ChatRequest.from_record(json.loads(row["request"])),
         state=OutboxState(row["state"]), attempts=row["attempts"] or 0,
         last_error=row["last_error"], answer_message_id=row["answer_message_id"],
-        created_at=row["created_at"], updated_at=row["updated_at"])
+        created_at=row["created_at"], updated_at=row["updated_at"],
+        not_before=row.get("not_before"), retry_after=row.get("retry_after"))
 
 
 class Outbox:
@@ -85,24 +112,43 @@ class Outbox:
 
     def enqueue(self, conversation_id: str, user_message_id: str, provider: str,
                 model: str | None, request: ChatRequest,
-                placeholder_message_id: str | None = None) -> OutboxItem:
+                placeholder_message_id: str | None = None,
+                retry_after: float | None = None) -> OutboxItem:
+        """``retry_after``: the provider answered 429 with Retry-After (seconds): the item is
+        held until then (``hold``)."""
         stamp = now_iso()
+        hold = {"not_before": _until(retry_after), "retry_after": retry_after} \
+            if retry_after else {}
         with self.store.transaction() as db:
             existing = list(db["outbox"].rows_where(
                 "idempotency_key = ? and state in ('queued', 'sending')",
                 [request.idempotency_key]))
             if existing:  # the same turn queued twice (a retry while offline): keep one
-                return _item(existing[0])
-            table = db["outbox"]
-            table.insert({
-                "conversation_id": conversation_id, "user_message_id": user_message_id,
-                "provider": provider, "model": model,
-                "request": json.dumps(request.as_record()),
-                "idempotency_key": request.idempotency_key, "state": OutboxState.QUEUED.value,
-                "attempts": 0, "last_error": None, "answer_message_id": None, "writer": None,
-                "placeholder_message_id": placeholder_message_id,
-                "created_at": stamp, "updated_at": stamp})
-            item_id = table.last_pk
+                item_id = existing[0]["id"]
+                if hold:  # (the provider's latest word)
+                    db["outbox"].update(item_id, hold)
+            else:
+                table = db["outbox"]
+                table.insert({
+                    "conversation_id": conversation_id, "user_message_id": user_message_id,
+                    "provider": provider, "model": model,
+                    "request": json.dumps(request.as_record()),
+                    "idempotency_key": request.idempotency_key,
+                    "state": OutboxState.QUEUED.value, "attempts": 0, "last_error": None,
+                    "answer_message_id": None, "writer": None,
+                    "placeholder_message_id": placeholder_message_id,
+                    "created_at": stamp, "updated_at": stamp, **hold})
+                item_id = table.last_pk
+        return self.get(item_id)
+
+    def hold(self, item_id: int, retry_after: float,
+             now: dt.datetime | None = None) -> OutboxItem:
+        """The provider asked (429, Retry-After) not to be sent anything for ``retry_after``
+        seconds from ``now``: the item keeps that time, and no sender sends it before then
+        (but for the user's explicit send of this one item)."""
+        with self.store.transaction() as db:
+            db.execute("update outbox set not_before = ?, retry_after = ? where id = ?",
+                       [_until(retry_after, now), retry_after, item_id])
         return self.get(item_id)
 
     def get(self, item_id: int) -> OutboxItem:
@@ -221,7 +267,8 @@ class Outbox:
         with self.store.transaction() as db:
             changed = db.execute(
                 "update outbox set state = ?, writer = ?, attempts = attempts + 1, "
-                "updated_at = ? where id = ? and state = ?",
+                "not_before = null, retry_after = null, updated_at = ? where id = ? and "
+                "state = ?",
                 [OutboxState.SENDING.value, this_writer(), now_iso(), item_id,
                  OutboxState.QUEUED.value]).rowcount
         return self.get(item_id) if changed else None
@@ -258,6 +305,13 @@ class Outbox:
                                           "updated_at": now_iso()})
 
 
+def _until(seconds: float, now: dt.datetime | None = None) -> str:
+    """``seconds`` after ``now`` (default: the time now), as stored: UTC ISO."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return (now + dt.timedelta(seconds=seconds)).astimezone(dt.timezone.utc).isoformat(
+        timespec="milliseconds")
+
+
 @dataclass
 class SendReport:
     sent: list[tuple[OutboxItem, Message | None]]
@@ -268,3 +322,6 @@ class SendReport:
     elsewhere: list[OutboxItem] = field(default_factory=list)
     # item id -> the earlier item (same provider) that could not go: it waits behind it, untried
     behind: dict[int, int] = field(default_factory=dict)
+    # item id -> why its provider's Retry-After holds it, untried ("waits until 16:13:51 (the
+    # provider asked: Retry-After 120 s)")
+    held: dict[int, str] = field(default_factory=dict)

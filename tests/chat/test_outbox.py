@@ -8,6 +8,7 @@ ones. Only the ``--send-when-online`` test loads the bundled local model.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -753,17 +754,17 @@ def test_a_provider_that_asked_to_wait_is_left_alone_until_then(tmp_path):
     store = Store(tmp_path / "outpost.db")
     outbox = Outbox(store)
     item = queue_turn(store, "Later, please")
-    now = [1000.0]
+    now = [dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.timezone.utc)]
     with fault_server() as server:
         server.script([rate_limited(retry_after=120), normal()])
         sender = OutboxSender(outbox, lambda name, model: fast_cloud(server.url + "/v1", store))
-        sender.clock = lambda: now[0]
+        sender.now = lambda: now[0]
         first = sender.send()
         assert [i.id for i in first.waiting] == [item.id]
-        now[0] += 30
+        now[0] += dt.timedelta(seconds=30)
         assert [i.id for i in sender.send().waiting] == [item.id]
         assert len(server.chat_requests()) == 1  # not asked again within the 120 s
-        now[0] += 91
+        now[0] += dt.timedelta(seconds=91)
         assert [i.id for i, _ in sender.send().sent] == [item.id]
         assert len(server.chat_requests()) == 2
     store.close()

@@ -24,7 +24,7 @@ from tests.chat.test_outbox import (
     outbox_list,
     queue_turn,
 )
-from tests.fault_server import Cut, fault_server, server_error
+from tests.fault_server import fault_server, server_error
 
 ANSWER = "Hello from the fault server."
 
@@ -82,3 +82,4 @@ def test_an_empty_reply_something_follows_is_never_deleted_as_empty(tmp_path):
     assert store.get_message(follow_up.id).parent_id == empty.id
     assert [m.id for m in store.branch(conversation)] == [question.id, empty.id, follow_up.id]
     store.close()
+

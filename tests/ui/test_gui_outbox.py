@@ -79,6 +79,24 @@ def test_rows_in_queue_order_with_readable_states(make_panel, outbox):
     assert not table.item(0, 5).flags() & Qt.ItemFlag.ItemIsEditable
 
 
+def test_an_item_its_provider_asked_to_wait_for_says_until_when(make_panel, outbox):
+    """A 429 with Retry-After, stored with the item: its note says until when it waits (and
+    why), not the provider's last error; once the time has passed it no longer says so."""
+    import datetime as dt
+
+    held = enqueue(outbox, "held")
+    past = enqueue(outbox, "past")
+    outbox.hold(held.id, 600)
+    outbox.hold(past.id, 60, dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1))
+    outbox._finish(past.id, OutboxState.QUEUED, "openai is rate limiting requests (HTTP 429).")
+    until = dt.datetime.fromisoformat(outbox.get(held.id).not_before).astimezone()
+    panel = make_panel(outbox)
+    note = panel.table.item(0, 6).text()  # (with the date, should the wait cross midnight)
+    assert note.startswith("waits until ") and f"{until:%H:%M:%S} (the provider asked: " \
+        "Retry-After 600 s)" in note
+    assert panel.table.item(1, 6).text() == "openai is rate limiting requests (HTTP 429)."
+
+
 def test_long_and_multiline_prompts_are_elided_with_the_full_text_in_the_tooltip(make_panel,
                                                                                 outbox):
     long_prompt = "word " * 40

@@ -56,8 +56,10 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             for item in items if not args.json else ():
                 prompt = " ".join(item.prompt.split())
                 prompt = prompt if len(prompt) <= 50 else prompt[:49] + "…"
-                error = f"  ({item.last_error})" if item.last_error and \
-                    item.state is not OutboxState.SENT else ""
+                note = item.held() if item.state is OutboxState.QUEUED else None
+                note = note or (item.last_error if item.state is not OutboxState.SENT
+                                else None)
+                error = f"  ({note})" if note else ""
                 print(f"{item.id:>4}  {item.state.value:9} {item.provider:12} "
                       f"{local_time(item.created_at)}  {prompt}{error}")
             return 0
@@ -94,6 +96,9 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                 if item.id in report.behind:  # not tried: the queue's order holds
                     print(f"Item {item.id} waits behind item {report.behind[item.id]} for "
                           f"{item.provider}: items go out in the order they were queued.")
+                    continue
+                if item.id in report.held:  # not tried: the provider asked to wait
+                    print(f"Item {item.id} {report.held[item.id]}.")
                     continue
                 print(f"Item {item.id} waits to be sent to {item.provider} again: "
                       + (_sentence(item.last_error) if item.last_error

@@ -1,0 +1,83 @@
+"""A provider's Retry-After holds its outbox item, in every process: the time is stored with the
+item, so `outpost outbox send` (a new process) leaves it alone until then and says why.
+
+The real CLI in subprocesses and the Python API, a real SQLite file, the fault server as the
+cloud; time is injected (``OutboxSender.now``) where the hold must end.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from app.chat.outbox_sender import OutboxSender
+from app.storage.outbox import Outbox, OutboxState
+from app.storage.store import Store
+from tests.chat.test_outbox import add_provider, cli, events, fast_cloud, outbox_list, queue_turn
+from tests.fault_server import fault_server, normal, rate_limited
+
+
+def local_hms(iso: str) -> str:
+    return dt.datetime.fromisoformat(iso).astimezone().strftime("%H:%M:%S")
+
+
+def test_outbox_send_in_a_new_process_waits_out_the_providers_retry_after(outpost_home):
+    with fault_server() as server:
+        add_provider("acme", server.url + "/v1")
+        server.script([rate_limited(retry_after=120)])
+        asked = cli("ask", "429 120", "--provider", "acme", "--route", "cloud",
+                    "--max-tokens", "8", "--json")
+        assert asked.returncode == 4, asked.stderr
+        [queued] = [e for e in events(asked.stdout) if e["event"] == "queued"]
+        posts = len(server.chat_requests())
+        [item] = outbox_list()
+        assert item["retry_after"] == 120 and item["not_before"]
+        until = local_hms(item["not_before"])
+
+        held = cli("outbox", "send")
+        assert held.returncode == 4, held.stderr
+        assert len(server.chat_requests()) == posts  # not asked before the time it gave
+        # (the date too, should the wait cross midnight)
+        said = rf"waits until (\d{{4}}-\d\d-\d\d )?{until} \(the provider asked: " \
+            r"Retry-After 120 s\)"
+        assert re.search(rf"Item {queued['outbox_id']} {said}\.", held.stdout), held.stdout
+        assert re.search(said, cli("outbox", "list").stdout)
+
+        forced = cli("outbox", "send", str(queued["outbox_id"]))  # the user's own call
+        assert forced.returncode == 0, forced.stdout + forced.stderr
+        assert len(server.chat_requests()) == posts + 1
+    [done] = outbox_list("--all")
+    assert done["state"] == "sent" and done["not_before"] is None
+
+
+def test_a_retry_after_met_while_sending_holds_the_item_in_the_next_process_too(tmp_path):
+    """The 429 comes when the outbox sends (not when the message was asked): the hold is
+    stored, a new sender (another process) honours it, and after it the item goes."""
+    store = Store(tmp_path / "outpost.db")
+    item = queue_turn(store, "Later, please")
+    later = queue_turn(store, "And this one")  # same provider: it waits behind
+    start = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
+    with fault_server() as server:
+        server.script([rate_limited(retry_after=120), normal(), normal()])
+
+        def sender(at: dt.datetime) -> OutboxSender:
+            made = OutboxSender(Outbox(store), lambda name, model: fast_cloud(
+                server.url + "/v1", store))
+            made.now = lambda: at
+            return made
+
+        first = sender(start).send()
+        assert [i.id for i in first.waiting] == [item.id, later.id]
+        stored = Outbox(store).get(item.id)
+        assert (stored.not_before, stored.retry_after) == (
+            (start + dt.timedelta(seconds=120)).isoformat(timespec="milliseconds"), 120)
+        again = sender(start + dt.timedelta(seconds=30)).send()
+        assert len(server.chat_requests()) == 1
+        assert [i.id for i in again.waiting] == [item.id, later.id]
+        assert again.held == {item.id: f"waits until {local_hms(stored.not_before)} (the "
+                                        "provider asked: Retry-After 120 s)"}
+        assert again.behind == {later.id: item.id}
+        done = sender(start + dt.timedelta(seconds=121)).send()
+        assert [i.id for i, _ in done.sent] == [item.id, later.id]
+        assert len(server.chat_requests()) == 3
+    assert Outbox(store).get(item.id).state is OutboxState.SENT
+    store.close()
