@@ -390,3 +390,20 @@ def m019_outbox_not_before(db: sqlite_utils.Database) -> None:
     db["outbox"].add_column("not_before", str)
     db["outbox"].add_column("retry_after", float)
 
+
+@migration
+def m020_outbox_follow_ups_reattached(db: sqlite_utils.Database) -> None:
+    """A Cloud only answer from the outbox deleted the empty "queued" reply it stood beside
+    even when the user had asked a follow-up under that reply meanwhile: the follow-up named a
+    parent that was gone, so its conversation broke in two (half of it off the active path and
+    out of the next turn's context). Such follow-ups move under the answer, as they do now
+    (``MessageTree.answer_in_place_of``)."""
+    db.execute("""UPDATE messages SET parent_id = (
+            SELECT o.answer_message_id FROM outbox o
+             WHERE o.placeholder_message_id = messages.parent_id AND o.state = 'sent'
+               AND o.answer_message_id IN (SELECT id FROM messages)
+             ORDER BY o.id LIMIT 1)
+        WHERE parent_id IN (
+            SELECT o.placeholder_message_id FROM outbox o
+             WHERE o.state = 'sent' AND o.answer_message_id IN (SELECT id FROM messages))
+          AND parent_id NOT IN (SELECT id FROM messages)""")

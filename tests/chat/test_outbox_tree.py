@@ -10,6 +10,8 @@ server as the cloud.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from app.chat.outbox_sender import OutboxSender
 from app.domain.messages import MessageStatus, Role
 from app.storage.outbox import Outbox, OutboxState
@@ -83,3 +85,38 @@ def test_an_empty_reply_something_follows_is_never_deleted_as_empty(tmp_path):
     assert [m.id for m in store.branch(conversation)] == [question.id, empty.id, follow_up.id]
     store.close()
 
+
+def test_follow_ups_an_earlier_outbox_answer_cut_off_are_put_back_under_it(tmp_path):
+    """A database written before the fix: the queued reply was deleted under a follow-up.
+    Migration m020 moves the follow-up under the item's answer; nothing else moves."""
+    from app.storage.migrations import MIGRATIONS
+
+    path = tmp_path / "outpost.db"
+    old = Store(path, [m for m in MIGRATIONS if m.__name__ != "m020_outbox_follow_ups_"
+                       "reattached"])
+    conversation = old.create_conversation("c").id
+    question = old.add_message(conversation, Role.USER, "first q")
+    placeholder = old.add_message(conversation, Role.ASSISTANT, "", status=MessageStatus.ERROR)
+    follow_up = old.add_message(conversation, Role.USER, "second q")
+    reply = old.add_message(conversation, Role.ASSISTANT, ANSWER)
+    answer = old.add_message(conversation, Role.ASSISTANT, ANSWER, parent_id=question.id,
+                             activate="never")
+    other = old.create_conversation("d").id
+    lonely = old.add_message(other, Role.USER, "a root stays a root")
+    outbox = Outbox(old)
+    item = queue_turn(old, "queued elsewhere")  # (a second item, unrelated)
+    sent = outbox.enqueue(conversation, question.id, "fault", None, dataclasses.replace(
+        item.request, idempotency_key="k"), placeholder.id)
+    outbox._finish(sent.id, OutboxState.SENT, None, answer.id)
+    old.db.execute("delete from messages where id = ?", [placeholder.id])  # as it was
+    old.db.conn.commit()
+    old.close()
+    new = Store(path)
+    try:
+        assert new.get_message(follow_up.id).parent_id == answer.id
+        assert [m.id for m in new.branch(conversation)] == [question.id, answer.id,
+                                                             follow_up.id, reply.id]
+        assert new.get_message(lonely.id).parent_id is None
+        assert new.get_message(question.id).parent_id is None
+    finally:
+        new.close()
