@@ -301,7 +301,34 @@ class OutboxSender:
         why = str(cut) if not turn.reply.text or item.attempts < CUT_OFF_TRIES else \
             f"{cut} (cut off {item.attempts} times: not asked again)"
         self.outbox._finish(item.id, OutboxState.FAILED, why, turn.assistant_message_id)
+        if turn.reply.text and item.attempts >= CUT_OFF_TRIES and self._link_dropped(cut):
+            self._show_longest_part(item, turn)
+        # the reply that stood for it (Cloud only) said it was queued: it failed
+        self.outbox._say_on_placeholder(
+            item.id, f"Outbox item {item.id} failed: {_sentence(why)} Retry in the Outbox "
+            f"(or `outpost outbox retry {item.id}`) asks once more.")
         report.failed.append((self.outbox.get(item.id), why))
+
+    def _show_longest_part(self, item, turn: Turn) -> None:
+        """An item failed because its answer broke off every time: the longest part kept
+        becomes the version shown (the last try's may be the shortest), when the user is still
+        on the last try, and says the item failed and how to ask once more."""
+        store = self.outbox.store
+        try:
+            last = store.get_message(turn.assistant_message_id)
+            key = item.request.idempotency_key
+            parts = [m for m in store.siblings(last) if m.content and m.engine == last.engine
+                     and (m.params or {}).get("idempotency_key", key) == key]
+            longest = max(reversed(parts), key=lambda m: len(m.content), default=last)
+            if store.get_conversation(item.conversation_id).active_leaf_id == last.id:
+                store.set_active(item.conversation_id, longest.id)
+            store.update_message(longest.id, error=(
+                f"{_sentence(longest.error or 'The answer was cut off.')} Outbox item "
+                f"{item.id} failed: its answer was cut off {item.attempts} times, so it is not "
+                f"asked again (this is the longest part). Retry in the Outbox (or `outpost "
+                f"outbox retry {item.id}`) asks once more."))
+        except OutpostError as exc:  # (the item's state is settled; this is the display)
+            log.warning("could not show outbox item %s's longest part: %s", item.id, exc)
 
     def _link_dropped(self, error: Exception) -> bool:
         """Did the answer break off because the link did (worth asking again)?"""
@@ -333,6 +360,12 @@ def _route_refused(exc: RouteNotAllowed, item_id: int) -> str:
             f"message was queued under (its quota allows {exc.allowed_words}; {exc.source}). "
             f"Nothing is lost: the message stays in its conversation. To send it, {allow}; or "
             f"switch the conversation to a route {who} may use and send the message again.")
+
+
+def _sentence(text: str) -> str:
+    """``text`` ending as a sentence does, without doubling its own full stop."""
+    text = text.strip()
+    return text if text.endswith((".", "?", "!", ".)")) else text + "."
 
 
 def _hhmm(iso: str) -> str:

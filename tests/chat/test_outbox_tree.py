@@ -4,6 +4,7 @@ A Cloud only message the provider could not take waits in the outbox behind an e
 reply; the user may go on meanwhile (that reply is then the parent of the follow-up). When the
 answer comes, it takes the queued reply's place: what followed moves under it, so the
 conversation is one tree, shown whole, and the next turn's context has every turn in order.
+An item whose answer broke off every time fails showing its longest part, saying so.
 
 The real CLI in subprocesses, a real SQLite file under the per-test OUTPOST_HOME, the fault
 server as the cloud.
@@ -12,21 +13,19 @@ from __future__ import annotations
 
 import dataclasses
 
-from app.chat.outbox_sender import OutboxSender
 from app.domain.messages import MessageStatus, Role
+from app.storage.migrations import MIGRATIONS
 from app.storage.outbox import Outbox, OutboxState
 from app.storage.store import Store
 from tests.chat.test_outbox import (
     add_provider,
-    assistant_children,
     cli,
     events,
-    fast_cloud,
     history,
     outbox_list,
     queue_turn,
 )
-from tests.fault_server import fault_server, server_error
+from tests.fault_server import Cut, fault_server, server_error
 
 ANSWER = "Hello from the fault server."
 
@@ -89,8 +88,6 @@ def test_an_empty_reply_something_follows_is_never_deleted_as_empty(tmp_path):
 def test_follow_ups_an_earlier_outbox_answer_cut_off_are_put_back_under_it(tmp_path):
     """A database written before the fix: the queued reply was deleted under a follow-up.
     Migration m020 moves the follow-up under the item's answer; nothing else moves."""
-    from app.storage.migrations import MIGRATIONS
-
     path = tmp_path / "outpost.db"
     old = Store(path, [m for m in MIGRATIONS if m.__name__ != "m020_outbox_follow_ups_"
                        "reattached"])
@@ -120,3 +117,37 @@ def test_follow_ups_an_earlier_outbox_answer_cut_off_are_put_back_under_it(tmp_p
         assert new.get_message(question.id).parent_id is None
     finally:
         new.close()
+
+
+def test_an_item_cut_off_every_time_fails_showing_its_longest_part_and_saying_so(
+        outpost_home):
+    """Cloud only: the answer breaks off three times, each try shorter than the one before.
+    The item fails; the version shown is the longest part (not the last, shortest one), and
+    it says the item failed and how to ask once more; so does the queued reply."""
+    chunks = ("Water ", "20 L, ", "rice ", "5 kg.")
+    with fault_server() as server:
+        add_provider("acme", server.url + "/v1")
+        server.script([server_error(500)] * 3)
+        first = cli("ask", "first q", "--provider", "acme", "--route", "cloud",
+                    "--max-tokens", "8", "--json")
+        [queued] = [e for e in events(first.stdout) if e["event"] == "queued"]
+        conversation, item_id = queued["conversation_id"], queued["outbox_id"]
+        server.script([Cut(after=n, chunks=chunks) for n in (3, 2, 1)])
+        results = [cli("outbox", "send") for _ in range(3)]
+    assert [r.returncode for r in results] == [4, 4, 4]
+    assert f"Item {item_id} failed:" in results[2].stdout
+    [item] = outbox_list()
+    assert item["state"] == "failed" and "cut off 3 times" in item["last_error"]
+    path = history(conversation)
+    shown = path[-1]
+    assert (shown["content"], shown["status"]) == ("Water 20 L, rice ", "interrupted")
+    assert f"Outbox item {item_id} failed: its answer was cut off 3 times" in shown["error"]
+    assert f"`outpost outbox retry {item_id}`" in shown["error"]
+    replies = [m for m in history(conversation, tree=True) if m["role"] == "assistant"]
+    assert sorted(m["content"] for m in replies) == [
+        "", "Water ", "Water 20 L, ", "Water 20 L, rice "]
+    [placeholder] = [m for m in replies if m["content"] == ""]
+    assert placeholder["error"].startswith(f"Outbox item {item_id} failed:")
+    assert "Queued in the outbox" not in placeholder["error"]
+    text = cli("history", "show", conversation).stdout  # the words say it too
+    assert f"Outbox item {item_id} failed" in text

@@ -148,6 +148,8 @@ def _block(m: Message, note: str = "") -> str:
     if adapters:
         who += " · LoRA " + ", ".join(a.label() for a in adapters)
     body = m.content or (f"({m.error})" if m.error else "")
+    if m.content and m.error and m.status.value != "complete":  # why it broke off
+        body += f"\n({m.error})"
     route = f"\n  [{m.route_reason}]" if m.role.value == "assistant" and m.route_reason and \
         any(w in m.route_reason for w in ("locally", "outbox", "hedge")) else ""
     # its id's start (git's way: any unique start of 4+ will do) for switch, fork, --reply-to
