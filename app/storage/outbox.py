@@ -126,7 +126,7 @@ class Outbox:
             if existing:  # the same turn queued twice (a retry while offline): keep one
                 item_id = existing[0]["id"]
                 if hold:  # (the provider's latest word)
-                    db["outbox"].update(item_id, hold)
+                    db["outbox"].update(item_id, dict(hold, updated_at=stamp))
             else:
                 table = db["outbox"]
                 table.insert({
@@ -147,8 +147,9 @@ class Outbox:
         seconds from ``now``: the item keeps that time, and no sender sends it before then
         (but for the user's explicit send of this one item)."""
         with self.store.transaction() as db:
-            db.execute("update outbox set not_before = ?, retry_after = ? where id = ?",
-                       [_until(retry_after, now), retry_after, item_id])
+            db.execute("update outbox set not_before = ?, retry_after = ?, updated_at = ? "
+                       "where id = ?", [_until(retry_after, now), retry_after, now_iso(),
+                                        item_id])
         return self.get(item_id)
 
     def get(self, item_id: int) -> OutboxItem:
