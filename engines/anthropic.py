@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from app.domain.messages import ChatRequest, FinishReason, Role
 from app.domain.sampling import sent_params
-from engines.cloud import CloudEngine, StreamState
+from engines.cloud import CloudEngine, StreamState, model_ids
 from engines.http_policy import error_from_stream_event
 from engines.sse import ServerSentEvent, looks_like_json
 
 ANTHROPIC_VERSION = "2023-06-01"
+_MAX_MODEL_PAGES = 50  # a listing that never ends (a server's bug) stops there
 _FINISH = {"end_turn": FinishReason.STOP, "stop_sequence": FinishReason.STOP,
            "tool_use": FinishReason.STOP, "pause_turn": FinishReason.STOP,
            "max_tokens": FinishReason.LENGTH, "refusal": FinishReason.ERROR}
@@ -106,8 +107,19 @@ class AnthropicEngine(CloudEngine):
         return None
 
     def list_models(self) -> list[str]:
-        """``GET /v1/models`` (also how "Test connection" checks the key)."""
+        """``GET /v1/models`` (also how "Test connection" checks the key), every page: the
+        listing is paginated (20 models a page unless ``limit`` says more, at most 1000;
+        ``has_more`` and ``after_id`` lead on)."""
         headers = {"anthropic-version": ANTHROPIC_VERSION}
         if self.api_key:
             headers["x-api-key"] = self.api_key
-        return self.get_model_ids(f"{self.config.base_url}/v1/models", headers)
+        ids: set[str] = set()
+        params: dict = {"limit": 1000}
+        for _ in range(_MAX_MODEL_PAGES):
+            page = self.get_json(f"{self.config.base_url}/v1/models", headers, params)
+            ids.update(model_ids(page))
+            last = page.get("last_id")
+            if page.get("has_more") is not True or not isinstance(last, str) or not last:
+                break
+            params = {"limit": 1000, "after_id": last}
+        return sorted(ids)

@@ -575,8 +575,12 @@ class CloudEngine(EngineBase):
 
     def get_model_ids(self, url: str, headers: dict) -> list[str]:
         """The ids of a provider's ``/models`` listing (both wire formats use ``data[].id``)."""
+        return sorted(model_ids(self.get_json(url, headers)))
+
+    def get_json(self, url: str, headers: dict, params: dict | None = None) -> dict:
+        """A GET of the provider's API that answers JSON (a model listing)."""
         try:
-            response = self._client.get(url, headers=headers)
+            response = self._client.get(url, headers=headers, params=params)
         except httpx.HTTPError as exc:
             raise self._connection_error(exc) from None
         intercepted = self._intercepted(response)
@@ -585,8 +589,7 @@ class CloudEngine(EngineBase):
         if response.status_code != 200:
             raise error_from_status(response.status_code, self.scrub(response.text),
                                     response.headers, self.config.name)
-        data = self.parse_json(response).get("data") or []
-        return sorted(str(item.get("id")) for item in data if isinstance(item, dict))
+        return self.parse_json(response)
 
     def parse_json(self, response: httpx.Response) -> dict:
         try:
@@ -637,6 +640,12 @@ class CloudEngine(EngineBase):
         if first_at is not None and last_at is not None and last_at > first_at and tokens > 1:
             tps = (tokens - 1) / (last_at - first_at)
         yield Finished(reason, ttft_ms=ttft_ms, tokens_per_s=tps, error=error)
+
+
+def model_ids(listing: dict) -> list[str]:
+    """The model ids of one page of a ``/models`` listing."""
+    data = listing.get("data") or []
+    return [str(item.get("id")) for item in data if isinstance(item, dict)]
 
 
 def _ms(at: float | None, since: float) -> float | None:

@@ -36,6 +36,7 @@ import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
+from urllib.parse import parse_qsl, urlsplit
 
 DEFAULT_CHUNKS: tuple[str, ...] = ("Hello", " from", " the", " fault", " server", ".")
 DEFAULT_TEXT = "".join(DEFAULT_CHUNKS)
@@ -406,11 +407,8 @@ class Scenario:
 
     def models(self, ex: Exchange) -> None:
         if "anthropic-version" in ex.request.headers:  # Anthropic's list, paginated
-            data = [{"type": "model", "id": m, "display_name": m.title(),
-                     "created_at": "2025-01-01T00:00:00Z"} for m in ex.server.models]
-            ex.send_json(200, {"data": data, "has_more": False,
-                               "first_id": data[0]["id"] if data else None,
-                               "last_id": data[-1]["id"] if data else None})
+            ex.send_json(200, _anthropic_page(ex.server.models, ex.request.path,
+                                              ex.server.max_page))
             return
         ex.send_json(200, {"object": "list", "data": [
             {"id": m, "object": "model", "created": 1700000000, "owned_by": "fault"}
@@ -418,6 +416,23 @@ class Scenario:
 
     def __repr__(self) -> str:
         return self.name
+
+
+def _anthropic_page(models: list[str], path: str, max_page: int) -> dict:
+    """One page of Anthropic's ``GET /v1/models``: ``limit`` (default 20, at most
+    ``max_page``; the real API's cap is 1000) models after ``after_id``, with ``has_more``."""
+    query = dict(parse_qsl(urlsplit(path).query))
+    try:
+        limit = min(max(int(query.get("limit", 20)), 1), max_page)
+    except ValueError:
+        limit = 20
+    start = models.index(query["after_id"]) + 1 if query.get("after_id") in models else 0
+    page = models[start:start + limit]
+    data = [{"type": "model", "id": m, "display_name": m.title(),
+             "created_at": "2025-01-01T00:00:00Z"} for m in page]
+    return {"data": data, "has_more": start + limit < len(models),
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None}
 
 
 @dataclass(repr=False)
@@ -905,6 +920,7 @@ class FaultServer:
 
     def __init__(self, models: Iterable[str] = DEFAULT_MODELS):
         self.models = list(models)
+        self.max_page = 1000  # the most models one page of Anthropic's listing holds
         self.errors: list[str] = []  # tracebacks from the server's own threads: should stay empty
         self._lock = threading.Lock()
         self._queue: deque[Scenario] = deque()

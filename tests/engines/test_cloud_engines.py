@@ -763,7 +763,9 @@ def test_list_models(make, server, wire):
     built = make()
     assert built.engine.list_models() == sorted(["test-model", "o3-mini", "gpt-4o-mini"])
     [sent] = server.requests
-    assert (sent.method, sent.path) == ("GET", "/v1/models")
+    # Anthropic's listing is paginated: one page of up to 1000 (the most it gives) is asked for
+    path = "/v1/models" if wire == "openai" else "/v1/models?limit=1000"
+    assert (sent.method, sent.path) == ("GET", path)
     if wire == "openai":
         assert sent.headers["authorization"] == f"Bearer {KEY}"
     else:

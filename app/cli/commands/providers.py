@@ -58,8 +58,6 @@ def cmd_providers(args: argparse.Namespace) -> int:
         return 0
     if args.providers_command == "models":
         config = registry.get(args.name)
-        if config.kind != "openai":
-            raise UsageError("Listing models is available for OpenAI-compatible providers.")
         # said before the key is looked up; the engine's client is guarded anyway
         network_guard.check_url(config.base_url, f"{config.name} ({config.base_url})")
         engine = cloud_engine(args.name, config.default_model or "-", None)
