@@ -68,6 +68,7 @@ from app.domain.messages import (
     Usage,
     cancel_reason,
     estimate_tokens,
+    has_fallback,
 )
 from app.domain.sampling import StopScanner, unsent_stops
 from app.domain.secrets_mask import SecretMask, remember
@@ -82,6 +83,7 @@ from engines.http_policy import (
     how_it_broke,
     is_retryable_error,
     network_answer,
+    nobody_there,
     os_words,
     parse_retry_after,
     rate_limit_headers,
@@ -376,7 +378,10 @@ class CloudEngine(EngineBase):
             retryable = False
         else:
             error = self._connection_error(exc)
-            retryable = True
+            # on Auto, nothing there to answer means the local model answers now, not after
+            # the backoff; Cloud only tries again (a server restarting, a network coming up)
+            retryable = self.policy.retry_nobody_there_with_fallback or not (
+                has_fallback(watchdog.cancel) and nobody_there(exc))
         self.secrets().scrub_error(error)
         waited = isinstance(exc, httpx.TimeoutException) or watchdog.fired is not None
         self._record(attempt, started, None, error, usage=sent if waited else None)

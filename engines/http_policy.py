@@ -45,6 +45,10 @@ class RetryPolicy:
     max_backoff: float = 8.0
     jitter: float = 0.25  # +-25% of the backoff
     max_retry_after: float = 60.0  # a longer server-requested wait is not waited: the user is told
+    # a provider nothing answers for (connection refused, a name that does not resolve, no
+    # route: ``nobody_there``) is tried again only when no other engine stands behind it (Cloud
+    # only); on Auto the local model answers at once instead of after the backoff
+    retry_nobody_there_with_fallback: bool = False
 
     def is_retryable_status(self, status: int) -> bool:
         return status in RETRYABLE_STATUSES or status >= 500
@@ -278,6 +282,14 @@ def connect_failure(exc: BaseException, name: str, url: str, check: str = "the b
     else:
         said = f"Could not connect to {name} at {url}"
     return with_detail(said, detail)
+
+
+def nobody_there(exc: BaseException) -> bool:
+    """A connection that failed because nothing can answer at the address: refused, a host
+    name that could not be looked up, or no route to it (not a timeout, a reset or TLS)."""
+    text = str(exc).lower()
+    return "refused" in text or any(words in text for words in _LOOKUP_FAILED) or \
+        how_it_broke(exc) == "no_route"
 
 
 # a host name that could not be looked up (glibc: no such name, no DNS server reached, no

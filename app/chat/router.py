@@ -9,7 +9,8 @@ Routes (per conversation, a default in settings, and a global Offline mode that 
 
   - **before any token**: offline (known to the connectivity tracker), connection failed, timed
     out, unavailable/overloaded, or rate limited with retries exhausted -> the local model answers
-    at once, marked with the engine and the reason;
+    at once, marked with the engine and the reason (a connection nothing answers, refused or
+    unresolvable, after its first attempt: the cloud's stream is told a fallback stands by);
   - **hedging**: when the cloud's first token is later than ``hedge_after_s`` (default 2.5 s), the
     local model starts too; the first to stream text wins and the other is cancelled (the cloud's
     connection is closed). Both attempts go to the request log;
@@ -66,13 +67,16 @@ class _Runner:
     wait on two engines at once (hedging) and still notice the user's cancel within 50 ms.
 
     ``refit_room``: fit the request into this engine's own window first (once it is loaded),
-    keeping that many tokens for the reply, and put the ``Refit`` first (None: sent as it is)."""
+    keeping that many tokens for the reply, and put the ``Refit`` first (None: sent as it is).
+    ``fallback``: another engine answers if this one cannot be reached (the cloud's, on Auto),
+    so an engine that retries need not wait to try again (``CancelWithReason.fallback``)."""
 
     def __init__(self, tag: str, engine, request: ChatRequest, events: queue.Queue,
-                 refit_room: int | None = None):
+                 refit_room: int | None = None, fallback: bool = False):
         self.tag, self.engine = tag, engine
         self.refit_room = refit_room
         self.cancel = CancelWithReason()
+        self.cancel.fallback = fallback  # (before the thread starts: the engine reads it)
         self.started = time.monotonic()
         self.text = ""
         self.usage: Usage | None = None
@@ -200,7 +204,7 @@ class RoutedEngine(EngineBase):
                                           f"{self.connectivity.reason(name)}: answered locally")
                 winner = yield from self._race_local_only(local, cancel, events, runners)
             else:
-                cloud = _Runner("cloud", self.cloud, request, events)
+                cloud = _Runner("cloud", self.cloud, request, events, fallback=True)
                 runners.append(cloud)
                 winner = yield from self._race(request, cancel, events, runners, turn_started)
             if winner is None:

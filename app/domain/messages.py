@@ -74,6 +74,10 @@ class CancelWithReason(threading.Event):
     # set (not the event) by the router when this attempt won a race or took a reply over:
     # "won", logged by an engine that logs its own attempts when it ends normally
     outcome: str | None = None
+    # set by the router on the cloud's stream when the local model stands behind it (Auto): a
+    # provider nothing answers for (connection refused, no such name, no route) is then not
+    # tried again after a backoff; the local model answers at once (engines.cloud)
+    fallback: bool = False
 
     def set_because(self, reason: str) -> None:
         if not self.is_set():
@@ -357,6 +361,11 @@ class Message:
         data["role"] = self.role.value
         data["status"] = self.status.value
         return data
+
+
+def has_fallback(cancel: threading.Event) -> bool:
+    """Whether another engine answers when this stream's cannot be reached (``fallback``)."""
+    return isinstance(cancel, CancelWithReason) and cancel.fallback
 
 
 def cancel_reason(cancel: threading.Event) -> str:

@@ -63,6 +63,7 @@ from app.domain.errors import (
     TimeoutError_,
 )
 from app.domain.messages import (
+    CancelWithReason,
     ChatMessage,
     ChatRequest,
     Finished,
@@ -656,6 +657,34 @@ def test_connection_refused_is_connection_failed_after_the_retries(wire):
         (1, None, "connection_failed"), (2, None, "connection_failed"),
         (3, None, "connection_failed")]
     assert url in error.message
+
+
+class FallbackWaitLog(WaitLog, CancelWithReason):
+    """The cancel the router gives the cloud's stream on Auto: the local model stands behind."""
+
+    fallback = True
+
+
+def test_connection_refused_is_not_retried_when_the_local_model_stands_behind(wire):
+    """Auto (the router marks the cloud's cancel ``fallback``): nothing answers there, so the
+    local model answers at once: one attempt, no backoff wait (Cloud only: the test above)."""
+    with refused_url() as url:
+        built = build(wire, url)
+        cancel = FallbackWaitLog()
+        error = built.fail(cancel=cancel)
+        built.engine.close()
+    assert isinstance(error, ConnectionFailed)
+    assert cancel.waits == []
+    assert [(r.attempt, r.error_kind) for r in built.records] == [(1, "connection_failed")]
+
+
+def test_a_5xx_is_still_retried_when_the_local_model_stands_behind(make, server):
+    """Only a provider nothing answers for fails over at once: one that answered (500) gets
+    its retries, as on Cloud only."""
+    server.script([server_error(500), Normal()])
+    built = make()
+    _, reply = built.run(cancel=FallbackWaitLog())
+    assert reply.text == DEFAULT_TEXT and built.statuses() == [500, 200]
 
 
 # -- cancel and connection hygiene ---------------------------------------------------------------

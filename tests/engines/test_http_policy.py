@@ -4,6 +4,8 @@ from __future__ import annotations
 import datetime as dt
 import random
 
+import httpx
+
 from app.domain.errors import (
     AuthError,
     BadRequest,
@@ -14,6 +16,7 @@ from app.domain.errors import (
 from engines.http_policy import (
     RetryPolicy,
     error_from_status,
+    nobody_there,
     parse_retry_after,
     rate_limit_headers,
     should_retry_header,
@@ -70,3 +73,16 @@ def test_headers_kept_and_obeyed():
     assert should_retry_header({"x-should-retry": "false"}) is False
     assert should_retry_header({"x-should-retry": "true"}) is True
     assert should_retry_header({}) is None
+
+
+def test_nobody_there_is_a_refused_connection_an_unknown_name_or_no_route():
+    """What Auto answers locally at once (no retries): nothing at the address can answer.
+    A timeout, a reset or a TLS failure may pass on a second try: not these."""
+    for words in ("[Errno 111] Connection refused", "[Errno -2] Name or service not known",
+                  "[Errno -3] Temporary failure in name resolution",
+                  "[Errno 101] Network is unreachable", "[Errno 113] No route to host"):
+        assert nobody_there(httpx.ConnectError(words)), words
+    for words in ("[Errno 104] Connection reset by peer", "timed out",
+                  "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"):
+        assert not nobody_there(httpx.ConnectError(words)), words
+    assert not nobody_there(httpx.ConnectTimeout("timed out"))
