@@ -450,6 +450,11 @@ class CloudEngine(EngineBase):
         # stop sequences beyond what the provider takes (OpenAI: 4) end the reply here
         extra_stops = unsent_stops(self.config.kind, request.stop)
         stops = StopScanner(extra_stops) if extra_stops else None
+        # the reply ended at such a stop: the provider, which never saw it, goes on generating
+        # (and billing) until its own end, where its usage comes. So the rest of the stream is
+        # read for that usage only, its text not shown, for at most ``usage_after_stop`` s (the
+        # watchdog then hangs up, and the tokens stay estimated from the text that came)
+        after_stop = False
         try:
             for chunk in chunks:
                 for event in decoder.feed(chunk):
@@ -459,16 +464,18 @@ class CloudEngine(EngineBase):
                         first_at = first_at or now
                         last_at = now
                         watchdog.got_text = True
+                    if text and not after_stop:
                         shown = masked.feed(text)
                         if stops is not None:
                             shown = stops.feed(shown)
                             if stops.hit:  # the reply ends there, as at a stop it was sent
-                                state.finish_reason = FinishReason.STOP
+                                after_stop = True
+                                watchdog.drain_until = now + self.timeouts.usage_after_stop
                         if shown:
                             yield TextDelta(shown)
-                    if state.error is not None or state.done or stops is not None and stops.hit:
+                    if state.error is not None or state.done:
                         break
-                if state.error is not None or state.done or stops is not None and stops.hit:
+                if state.error is not None or state.done:
                     break
             if state.done and watchdog.fired is None:
                 watchdog.drain_until = time.monotonic() + DRAIN_S
@@ -482,10 +489,13 @@ class CloudEngine(EngineBase):
                 how, "broke")
             failure = ConnectionFailed(with_detail(
                 f"The connection to {self.config.name} {said} during the reply", os_words(exc)))
+        if after_stop:  # the reply was whole at the stop: whatever came after it (the end, an
+            # error, a cut, the bound, a cancel) only decides whose the usage figures are
+            failure, state.error = None, None
         rest = masked.flush()
         if stops is not None:
             rest = stops.feed(rest) + stops.flush()
-            if stops.hit:  # completed by the last of the text
+            if stops.hit:  # (also when completed by the last of the text)
                 state.finish_reason = FinishReason.STOP
         if rest:
             yield TextDelta(rest)
@@ -494,7 +504,7 @@ class CloudEngine(EngineBase):
         stopped = state.error is None and (state.done or state.finish_reason is not None)
         if stopped and watchdog.fired is None:
             failure = None
-        if watchdog.fired is WatchdogReason.CANCEL:
+        if watchdog.fired is WatchdogReason.CANCEL and not after_stop:
             self._record(attempt, started, response.status_code, None, _cancel_outcome(
                 watchdog.cancel), self._billed_usage(request, state), _ms(first_at, turn_started))
             yield from self._finish(request, state, FinishReason.CANCELLED, turn_started,

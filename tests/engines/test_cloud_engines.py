@@ -240,6 +240,60 @@ def test_stop_sequences_beyond_openais_four_end_the_reply_in_outpost(server):
     assert whole.finish.reason is FinishReason.STOP
 
 
+FRUIT = ("Apples, pears", ", plu", "ms and", " more fruit")
+FIVE_STOPS = ("a1", "b2", "c3", "d4", ", plums")  # the fifth is not sent: Outpost watches it
+
+
+def test_a_stop_outpost_watches_still_gets_the_providers_usage(server):
+    """The provider never saw the fifth stop, so it generates (and bills) on to its own end:
+    the rest of the stream is read, its text not shown, and the usage it reports at the end
+    is the reply's (it was thrown away, and the tokens estimated from the shown text)."""
+    built = build("openai", server.url)
+    server.script([Normal(chunks=FRUIT, delay=0.05)])
+    events, reply = built.run(make_request(stop=FIVE_STOPS))
+    built.engine.close()
+    assert reply.text == "Apples, pears" and reply.finish.reason is FinishReason.STOP
+    assert reply.usage == Usage(PROMPT_TOKENS, len(FRUIT), estimated=False)
+    assert not server.requests[0].disconnected  # read to its end
+    [record] = built.records
+    assert (record.prompt_tokens, record.completion_tokens, record.tokens_estimated) == (
+        PROMPT_TOKENS, len(FRUIT), False)
+
+
+def test_after_a_stop_outpost_watches_the_usage_is_waited_for_a_short_while_only(server):
+    """A provider that goes on long after the stop: Outpost hangs up after
+    ``usage_after_stop`` (the server still holding back the rest), the reply complete at the
+    stop, its tokens estimated from all the text that came."""
+    built = build("openai", server.url, timeouts=Timeouts(connect=1, first_token=60, idle=60,
+                                                          usage_after_stop=0.2))
+    server.script([Normal(chunks=("Apples, pears, plums and", " more fruit"), delay=20)])
+    _, reply = built.run(make_request(stop=FIVE_STOPS))
+    built.engine.close()
+    assert reply.text == "Apples, pears" and reply.finish.reason is FinishReason.STOP
+    assert reply.finish.error is None
+    assert server.wait_disconnected(0)  # hung up while the rest was held back
+    assert reply.usage.estimated and reply.usage.completion_tokens == count_text(
+        "Apples, pears, plums and", "test-model").tokens
+
+
+def test_a_stop_pressed_while_the_usage_is_read_leaves_the_reply_complete(server):
+    """The reply ended at the stop; the user's Stop while the usage is read (text no longer
+    comes) ends the reading, not the reply: complete, not cancelled."""
+    built = build("openai", server.url, timeouts=LONG)
+    server.script([Normal(chunks=("Apples, pears, plums and", " more fruit"), delay=20)])
+    cancel = threading.Event()
+    events = []
+    for event in built.engine.stream(make_request(stop=FIVE_STOPS), cancel):
+        events.append(event)
+        if isinstance(event, TextDelta):
+            cancel.set()
+    built.engine.close()
+    check_contract(events)
+    reply = accumulate(events)
+    assert reply.text == "Apples, pears" and reply.finish.reason is FinishReason.STOP
+    assert reply.usage.estimated and server.wait_disconnected(0)
+
+
 def test_openai_optional_parameters_are_not_sent_when_unset(server):
     built = build("openai", server.url)
     built.run(make_request())
