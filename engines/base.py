@@ -90,6 +90,8 @@ class StreamOutcome:
     segments: tuple[Segment, ...] = ()
     cloud_unreachable: bool = False
     json_schema_refused: bool = False  # the OpenAI-compatible server took json_object only
+    # knobs the server refused for the model, learnt: not sent (app.domain.sampling.withheld)
+    refused_knobs: frozenset[str] = frozenset()
     test_time: "Plan | None" = None
     selection: "Selection | None" = None
 

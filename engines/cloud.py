@@ -33,6 +33,7 @@ wire format (``read_event``); this class does the rest, the same way for every p
 """
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import random
@@ -73,7 +74,7 @@ from app.domain.messages import (
 from app.domain.sampling import StopScanner, unsent_stops
 from app.domain.secrets_mask import SecretMask, remember
 from engines import network_guard
-from engines.base import EngineBase, EngineCapabilities, EngineInfo
+from engines.base import EngineBase, EngineCapabilities, EngineInfo, StreamOutcome
 from engines.http_policy import (
     AttemptRecord,
     RetryPolicy,
@@ -274,6 +275,15 @@ class CloudEngine(EngineBase):
                                             turn_started, None, None)
                     return
 
+    def outcome(self) -> StreamOutcome:
+        return dataclasses.replace(super().outcome(), refused_knobs=self.refused_knobs)
+
+    @property
+    def refused_knobs(self) -> frozenset[str]:
+        """The knobs (request parameters) the server refused for this model, learnt: not sent
+        (``app.domain.sampling.sent_params``); the OpenAI-compatible engine learns them."""
+        return frozenset()
+
     # -- subclass hooks ----------------------------------------------------------------------
     def build_request(self, request: ChatRequest) -> tuple[str, dict, dict]:
         """(url, headers, json body) of one attempt."""
@@ -447,8 +457,9 @@ class CloudEngine(EngineBase):
         chunks = response.iter_bytes()
         secrets = self.secrets()
         masked = secrets.stream()  # the key, even split across deltas, never reaches the caller
-        # stop sequences beyond what the provider takes (OpenAI: 4) end the reply here
-        extra_stops = unsent_stops(self.config.kind, request.stop)
+        # stop sequences beyond what the provider takes (OpenAI: 4; none where the server
+        # refused ``stop``) end the reply here
+        extra_stops = unsent_stops(self.config.kind, request.stop, self.refused_knobs)
         stops = StopScanner(extra_stops) if extra_stops else None
         # the reply ended at such a stop: the provider, which never saw it, goes on generating
         # (and billing) until its own end, where its usage comes. So the rest of the stream is

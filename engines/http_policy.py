@@ -163,6 +163,31 @@ def _error_code(body: str) -> str:
         return ""
 
 
+_UNSUPPORTED_CODES = ("unsupported_parameter", "unsupported_value")
+_UNSUPPORTED_WORDS = re.compile(r"^unsupported (?:parameter|value): '([a-z_]+)'", re.IGNORECASE)
+
+
+def unsupported_param(body: str) -> str | None:
+    """The request parameter an error body refuses as unsupported, as OpenAI says it:
+    ``{"error": {"message": "Unsupported value: 'temperature' does not support 0.7 with this
+    model. ...", "param": "temperature", "code": "unsupported_value"}}`` (or
+    ``unsupported_parameter``); the message alone will do. None for any other error."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        return None
+    message = str(error.get("message") or "")
+    words = _UNSUPPORTED_WORDS.match(message.strip())
+    param = error.get("param")
+    if str(error.get("code") or "").lower() in _UNSUPPORTED_CODES and isinstance(param, str) \
+            and param:
+        return param
+    return words.group(1) if words else None
+
+
 def retry_at_text(seconds: float, now: dt.datetime | None = None) -> str:
     now = now or dt.datetime.now().astimezone()
     when = now + dt.timedelta(seconds=seconds)
@@ -197,7 +222,7 @@ def error_from_status(status: int, body: str, headers: Mapping[str, str], provid
                               f"{said} Start a new chat or shorten the message.", status, provider)
     if status in (400, 404, 413, 422):
         return BadRequest(f"{provider} rejected the request (HTTP {status}).{said}", status,
-                          provider)
+                          provider, refused_param=unsupported_param(body))
     if status == 529 or status >= 500 or "overloaded" in code:
         return ProviderUnavailable(f"{provider} is unavailable right now (HTTP {status}).{said}",
                                    status, provider)

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from typing import Sequence
 
-from app.config.provider_facts import note_refuses_json_schema, refuses_json_schema
+from app.config.provider_facts import (
+    note_refused_param,
+    note_refuses_json_schema,
+    refused_params,
+    refuses_json_schema,
+)
 from app.domain.errors import BadRequest
 from app.domain.messages import ChatMessage, ChatRequest, FinishReason, Role
-from app.domain.sampling import sent_params, strict_ok
+from app.domain.sampling import KNOB_NAMES, sent_params, strict_ok, takes_max_completion_tokens
 from engines.base import StreamOutcome
 from engines.cloud import CloudEngine, StreamState
 from engines.http_policy import error_from_stream_event
 from engines.sse import ServerSentEvent, looks_like_json
 
-# Reasoning models take max_completion_tokens and reject max_tokens.
-_COMPLETION_TOKENS_MODELS = re.compile(r"^(o\d|gpt-5|gpt-4\.1-nano-reasoning)", re.IGNORECASE)
+# the two names of the reply's token limit: a server that refuses one gets the other
+_LIMIT_NAMES = ("max_tokens", "max_completion_tokens")
 _FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH,
            "tool_calls": FinishReason.STOP, "function_call": FinishReason.STOP,
            "content_filter": FinishReason.ERROR}
@@ -29,6 +33,10 @@ class OpenAICompatEngine(CloudEngine):
     # servers know only json_object): structured requests go as json_object from the start.
     # Learnt once and kept (app.config.provider_facts), so later runs do not pay for it again.
     _refused: bool | None = None  # read once per engine
+    # the request parameters the server refused as unsupported for this model (OpenAI's
+    # reasoning models: temperature, top_p, the penalties): not sent again. Learnt and kept
+    # like the json_schema refusal; read once per engine
+    _refused_params: frozenset[str] | None = None
 
     @property
     def json_schema_refused(self) -> bool:
@@ -36,28 +44,52 @@ class OpenAICompatEngine(CloudEngine):
             self._refused = refuses_json_schema(self.config.base_url, self.model)
         return self._refused
 
+    @property
+    def refused_knobs(self) -> frozenset[str]:
+        if self._refused_params is None:
+            self._refused_params = refused_params(self.config.base_url, self.model)
+        return self._refused_params
+
     def outcome(self) -> StreamOutcome:
         return dataclasses.replace(super().outcome(),
                                    json_schema_refused=self.json_schema_refused)
 
     def stream(self, request: ChatRequest, cancel):
-        """Structured output "json_schema where supported, else json_object": a server that
-        refuses json_schema before answering is asked again with json_object (the reply is
-        still validated against the schema by the caller)."""
-        schema = (request.response_format or {}).get("schema")
-        if not schema or self.json_schema_refused:
-            yield from super().stream(request, cancel)
-            return
-        try:
-            yield from super().stream(request, cancel)
-        except BadRequest as exc:
-            text = str(exc).lower()
-            if not any(w in text for w in ("response_format", "json_schema", "response format")):
-                raise
+        """Asked again, before any text, when the server refused what it can do without:
 
+        * a parameter it does not support for this model (HTTP 400 naming it, as OpenAI's
+          reasoning models do for temperature): without it, once per parameter, remembered
+          (``app.config.provider_facts``) so it is not sent to this model again; a stop
+          sequence refused is then watched for by Outpost (``unsent_stops``);
+        * structured output "json_schema where supported, else json_object": a server that
+          refuses json_schema is asked again with json_object (the reply is still validated
+          against the schema by the caller)."""
+        while True:
+            try:
+                yield from super().stream(request, cancel)
+                return
+            except BadRequest as exc:
+                if not self._learn_refusal(exc, request):
+                    raise
+
+    def _learn_refusal(self, exc: BadRequest, request: ChatRequest) -> bool:
+        """Whether ``exc`` refused something the request can go without (now learnt)."""
+        sent = self.build_request(request)[2]
+        param = exc.refused_param
+        if param in (*_LIMIT_NAMES, *KNOB_NAMES) and param in sent and \
+                param not in self.refused_knobs:
+            self._refused_params = self.refused_knobs | {param}
+            note_refused_param(self.config.base_url, self.model, param)
+            return True
+        text = str(exc).lower()
+        schema_refused = any(w in text for w in ("response_format", "json_schema",
+                                                 "response format"))
+        if schema_refused and (request.response_format or {}).get("schema") and \
+                not self.json_schema_refused:
             self._refused = True
             note_refuses_json_schema(self.config.base_url, self.model)
-            yield from super().stream(request, cancel)
+            return True
+        return False
 
     def messages_as_sent(self, messages: Sequence[ChatMessage],
                          response_format: dict | None) -> Sequence[ChatMessage]:
@@ -80,7 +112,8 @@ class OpenAICompatEngine(CloudEngine):
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        knobs = sent_params("openai", request)  # only what the capability map allows
+        # only what the capability map allows, less what this model refuses
+        knobs = sent_params("openai", request, self.model, self.refused_knobs)
         max_tokens = knobs.pop("max_tokens")
         knobs.pop("response_format", None)
         body.update(knobs)
@@ -92,15 +125,22 @@ class OpenAICompatEngine(CloudEngine):
                 if schema else {"type": "json_object"}
             if not schema:
                 body["messages"] = json_object_messages(body["messages"], rf.get("schema"))
-        key = "max_completion_tokens" if _COMPLETION_TOKENS_MODELS.match(self.model) \
-            else "max_tokens"
-        body[key] = max_tokens
+        body[self._limit_name()] = max_tokens
         if request.user:
             body["user"] = request.user
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return f"{self.config.base_url}/chat/completions", headers, body
+
+    def _limit_name(self) -> str:
+        """Reasoning models take max_completion_tokens and reject max_tokens; a server that
+        refused one of the two names gets the other."""
+        name = "max_completion_tokens" if takes_max_completion_tokens(self.model) \
+            else "max_tokens"
+        if name in self.refused_knobs:
+            return next(other for other in _LIMIT_NAMES if other != name)
+        return name
 
     def read_event(self, event: ServerSentEvent, state: StreamState) -> str | None:
         if event.data.strip() == "[DONE]":

@@ -156,8 +156,9 @@ class OpenAIWire:
         return [f"data: {_dumps(self.error_body(error_type, message, code))}"]
 
     @staticmethod
-    def error_body(error_type: str, message: str, code: str | None = None) -> dict:
-        return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+    def error_body(error_type: str, message: str, code: str | None = None,
+                   param: str | None = None) -> dict:
+        return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
     def json_reply(self, text: str, usage: tuple[int, int]) -> dict:
         return {"id": self.id, "object": "chat.completion", "created": self.created,
@@ -215,7 +216,8 @@ class AnthropicWire:
         return self._event("error", {"type": "error",
                                      "error": {"type": error_type, "message": message}})
 
-    def error_body(self, error_type: str, message: str, code: str | None = None) -> dict:
+    def error_body(self, error_type: str, message: str, code: str | None = None,
+                   param: str | None = None) -> dict:
         return {"type": "error", "error": {"type": error_type, "message": message},
                 "request_id": f"req_fault{self.id[-6:]}"}
 
@@ -325,8 +327,10 @@ class Exchange:
         self.request.completed_at = time.monotonic()
 
     def send_error(self, status: int, error_type: str, message: str, code: str | None = None,
-                   headers: dict[str, str] | None = None) -> None:
-        self.send_json(status, self.wire.error_body(error_type, message, code), headers)
+                   headers: dict[str, str] | None = None, param: str | None = None) -> None:
+        """An error body in the request's wire style (``param``: the request parameter it is
+        about, as OpenAI names it; Anthropic's errors have no such field)."""
+        self.send_json(status, self.wire.error_body(error_type, message, code, param), headers)
 
     # time and the socket
     def pause(self, seconds: float) -> None:
@@ -647,6 +651,50 @@ def _default_message(status: int) -> str:
             429: "Rate limit reached for requests.", 500: "The server had an error while "
             "processing your request. Sorry about that!", 529: "Overloaded"}.get(
         status, f"HTTP {status}")
+
+
+@dataclass(repr=False)
+class ReasoningModel(Normal):
+    """OpenAI's rules for its reasoning models (o1, o3, o4-mini, gpt-5), whatever the model is
+    called: the request is refused with HTTP 400 and OpenAI's error shape, naming the first
+    parameter it does not take (``param``, code ``unsupported_parameter`` or
+    ``unsupported_value``), as the real API does; a request without them is answered as
+    ``Normal``. ``max_tokens`` (max_completion_tokens instead), ``temperature`` and ``top_p``
+    other than their default 1, ``presence_penalty`` and ``frequency_penalty``; ``stop`` too
+    when ``refuses_stop``."""
+
+    refuses_stop: bool = False
+    name: str = "reasoning_model"
+
+    def stream(self, ex: Exchange) -> None:
+        body = ex.request.json if isinstance(ex.request.json, dict) else {}
+        refused = self.refusal(body)
+        if refused is None:
+            super().stream(ex)
+            return
+        param, code, message = refused
+        ex.send_error(400, "invalid_request_error", message, code, param=param)
+
+    def refusal(self, body: dict) -> tuple[str, str, str] | None:
+        unsupported = "Unsupported parameter: '{}' is not supported with this model."
+        if "max_tokens" in body:
+            return ("max_tokens", "unsupported_parameter", unsupported.format("max_tokens") +
+                    " Use 'max_completion_tokens' instead.")
+        for name in ("temperature", "top_p"):
+            if name in body and body[name] != 1:
+                return (name, "unsupported_value",
+                        f"Unsupported value: '{name}' does not support {body[name]} with this "
+                        "model. Only the default (1) value is supported.")
+        refused = ("presence_penalty", "frequency_penalty") + (
+            ("stop",) if self.refuses_stop else ())
+        for name in refused:
+            if name in body:
+                return name, "unsupported_parameter", unsupported.format(name)
+        return None
+
+
+def reasoning_model(**kw: Any) -> ReasoningModel:
+    return ReasoningModel(**kw)
 
 
 @dataclass(repr=False)

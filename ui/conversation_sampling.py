@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, Signal, Slot
 
+from app.config.provider_facts import refused_params
 from app.config.providers import KIND_LABELS, ProviderRegistry
 from app.config.settings import Settings
 from app.domain.errors import OutpostError
@@ -45,15 +46,23 @@ class ConversationSampling(QObject):
         cid = self.controller.conversation_id
         if self._loaded_for != cid:
             self._load(cid)
-        kind, label = "local", "the local model"
+        kind, label, model, refused = "local", "the local model", None, frozenset()
         if state.uses_cloud:
             try:
                 config = self.registry.get(state.provider)
                 kind = config.kind
                 label = f"{state.provider} ({KIND_LABELS.get(kind, kind)} API)"
+                model = self.controller.cloud_model or config.default_model
+                refused = refused_params(config.base_url, model)
             except OutpostError:
                 pass
-        self.panel.set_engine_kind(kind, label)
+        self.panel.set_engine_kind(kind, label, model, refused)
+
+    @Slot(str, object)
+    def model_changed(self, _target: str, _model) -> None:
+        """Another cloud model was picked: what it is not sent goes grey."""
+        if self._state is not None:
+            self.show_route(self._state)
 
     def _load(self, cid: str | None) -> None:
         conversation = None

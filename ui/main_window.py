@@ -368,6 +368,7 @@ class MainWindow(QMainWindow):
         self.target_picker.target_changed.connect(self.model_picker.show_target)
         self.target_picker.target_changed.connect(self.update_route_display)
         self.model_picker.model_changed.connect(c.set_target)
+        self.model_picker.model_changed.connect(self.sampling_binding.model_changed)  # (after)
         self.model_picker.model_changed.connect(self.meter.refresh)  # its own tokenizer
         self.model_menu.providers_changed.connect(self.target_picker.refresh)
         self.loader.loading_started.connect(self.model_status.show_loading)

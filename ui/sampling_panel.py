@@ -34,6 +34,7 @@ from app.domain.sampling import (
     stops_from_lines,
     supports,
     why_unsupported,
+    why_withheld,
 )
 from app.domain.test_time import Plan, extractor
 from ui import theme
@@ -70,6 +71,8 @@ class SamplingPanel(QDockWidget):
         self.setObjectName("samplingDock")
         self.presets = presets
         self.kind = "local"
+        self.model: str | None = None  # the model that will answer (a cloud one's name)
+        self.refused: frozenset[str] = frozenset()  # knobs its server refused, learnt
         self._loading = False
         self._held: dict[str, float] = {}  # an unticked knob's own value, back once ticked
         body = QWidget()
@@ -230,7 +233,9 @@ class SamplingPanel(QDockWidget):
         values = self.values()
         unset = tuple(k for k, v in values.items() if v is None)
         given = {k: v for k, v in values.items() if v is not None and k != "stop"}
-        return TurnOptions(**given, stop=tuple(values["stop"]), unset=unset,
+        # chosen=(): every knob is shown, so none counts as given on purpose (a knob the model
+        # refuses unless asked is greyed here: what is grey is not sent)
+        return TurnOptions(**given, stop=tuple(values["stop"]), unset=unset, chosen=(),
                            system_prompt=self.system_prompt.toPlainText(),
                            json_mode=self.json_mode.isChecked(),
                            json_schema=self.schema if self.json_mode.isChecked() else None,
@@ -369,9 +374,11 @@ class SamplingPanel(QDockWidget):
             self._clear_error("stops in json")
 
     # -- the capability map ------------------------------------------------------------------
-    def set_engine_kind(self, kind: str, label: str) -> None:
-        """Who will answer ("local", "openai", "anthropic"): its unsupported knobs go grey."""
-        self.kind = kind
+    def set_engine_kind(self, kind: str, label: str, model: str | None = None,
+                        refused: frozenset[str] = frozenset()) -> None:
+        """Who will answer ("local", "openai", "anthropic"), and which model (``refused``: the
+        knobs its server refused, learnt): the knobs it is not sent go grey."""
+        self.kind, self.model, self.refused = kind, model, frozenset(refused)
         self.engine_label.setText(f"These settings go to {label}; greyed-out ones are not "
                                   "sent to it.")
         self._apply_capabilities()
@@ -391,9 +398,10 @@ class SamplingPanel(QDockWidget):
         if hasattr(self, "tt_scorer"):
             self._apply_scorers()
         for knob in KNOBS:
-            ok = supports(self.kind, knob.name)
+            held = self._why_held(knob.name)
+            ok = supports(self.kind, knob.name) and held is None
             label, field = self.labels[knob.name], self.fields[knob.name]
-            tip = _tip(knob) if ok else why_unsupported(self.kind, knob.name)
+            tip = _tip(knob) if ok else held or why_unsupported(self.kind, knob.name)
             label.setEnabled(ok)
             label.setToolTip(tip)
             field.setToolTip(tip)
@@ -405,16 +413,23 @@ class SamplingPanel(QDockWidget):
 
     def _show_sent_otherwise(self) -> None:
         """Knobs this engine gets otherwise than set (Anthropic: temperature capped at 1, one
-        of temperature and Top-p): the one not sent goes grey, each says why."""
+        of temperature and Top-p; a model that is not sent them): the one not sent goes grey,
+        each says why."""
         said = sent_otherwise(self.kind, _value(self.fields["temperature"]),
                               _value(self.fields["top_p"]))
         for name in ("temperature", "top_p"):
-            why = said.get(name)
-            not_sent = why is not None and "instead" in why
+            held = self._why_held(name)
+            why = held or said.get(name)
+            not_sent = held is not None or why is not None and "instead" in why
             self.labels[name].setEnabled(not not_sent)
             tip = why or _tip(BY_NAME[name])
             self.labels[name].setToolTip(tip)
             self.fields[name].setToolTip(tip)
+
+    def _why_held(self, name: str) -> str | None:
+        """Why the model that will answer is not sent ``name`` though its API has it (an OpenAI
+        reasoning model, a knob its server refused), else None."""
+        return why_withheld(self.kind, self.model, name, self.refused)
 
     def unset_text(self, name: str) -> str:
         """What an unticked knob's box says applies instead: the local model's own default

@@ -178,10 +178,12 @@ class RoutedEngine(EngineBase):
         theirs (the cloud's until the local model answered)."""
         local_answered = self._local is not None and self.answered is not self.cloud.info
         answerer = self._local if local_answered and self._local is not None else self.cloud
+        answered = answerer.outcome()
         return StreamOutcome(
-            self.answered, answerer.outcome().knob_kind, reason=self.reason,
+            self.answered, answered.knob_kind, reason=self.reason,
             segments=tuple(self.segments), cloud_unreachable=self.cloud_unreachable,
-            json_schema_refused=self.cloud.outcome().json_schema_refused)
+            json_schema_refused=self.cloud.outcome().json_schema_refused,
+            refused_knobs=answered.refused_knobs)
 
     def close(self) -> None:
         self.cloud.close()

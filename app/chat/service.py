@@ -85,6 +85,10 @@ class TurnOptions:
     lora: tuple[LoraAdapter, ...] | None = None
     # knobs set back to "not sent" (e.g. the panel's top_k emptied), overriding the rest
     unset: tuple[str, ...] = ()
+    # the knobs the user gave on purpose (ChatRequest.chosen: only these go to a model that
+    # refuses them unless asked). None: every knob given here and in the preset (the command
+    # line's flags); the window's panel, which passes every knob it shows, says ()
+    chosen: tuple[str, ...] | None = None
 
 
 def history_messages(system_prompt: str, messages: list[Message]) -> list[ChatMessage]:
@@ -168,6 +172,15 @@ class ChatService:
             knobs[name] = None if name not in ("temperature", "top_p", "max_tokens", "stop") \
                 else knobs[name]
         return knobs
+
+    def chosen(self, options: TurnOptions) -> tuple[str, ...]:
+        """The knobs this turn's options give on purpose (``TurnOptions.chosen``)."""
+        if options.chosen is not None:
+            return tuple(options.chosen)
+        given = {name for name in KNOB_NAMES if getattr(options, name) is not None}
+        if options.preset:
+            given |= {k for k, v in self.presets.get(options.preset).items() if v is not None}
+        return tuple(sorted(given - set(options.unset)))
 
     def lora(self, options: "TurnOptions", conversation=None) -> tuple[LoraAdapter, ...]:
         """The LoRA adapters for this turn: the turn's, else its preset's (when the preset
@@ -395,7 +408,8 @@ class ChatService:
         knobs = self.knobs(options, conversation)
         request_args = dict(knobs, stop=tuple(knobs.get("stop") or ()),
                             response_format=self.response_format(options, conversation),
-                            lora=self.lora(options, conversation))
+                            lora=self.lora(options, conversation),
+                            chosen=self.chosen(options))
         ChatRequest(model=model, messages=tuple(messages[-1:]), **request_args)  # the knobs
         fit = fit_messages(messages, counter, request_args["max_tokens"],
                            as_sent=_as_sent_by(counter, request_args["response_format"])) \

@@ -286,7 +286,9 @@ class Turn:
         kind = outcome.knob_kind
         if kind is None:
             return request.sampling_params()
-        params = {**sent_params(kind, request), "user": request.user,
+        # as sent to the model that answered: less what it refuses (app.domain.sampling)
+        params = {**sent_params(kind, request, outcome.answered.model, outcome.refused_knobs),
+                  "user": request.user,
                   "idempotency_key": request.idempotency_key, "engine_kind": kind}
         first = request.messages[0] if request.messages else None
         # the system prompt this reply was given (the conversation's may change later)

@@ -161,6 +161,13 @@ class AuthError(ProviderError):
 class BadRequest(ProviderError):
     kind = "bad_request"
 
+    def __init__(self, message: str, status: int | None = None, provider: str = "",
+                 refused_param: str | None = None):
+        super().__init__(message, status, provider)
+        # the request parameter the provider refused as unsupported (OpenAI's "param" with code
+        # unsupported_parameter / unsupported_value), if it said: sent again without it
+        self.refused_param = refused_param
+
 
 class ContextTooLong(BadRequest):
     kind = "context_too_long"

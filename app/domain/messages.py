@@ -128,10 +128,16 @@ class ChatRequest:
     logprobs: bool = False
     # LoRA adapters on the local model (app.domain.adapters); only the local engine applies them
     lora: tuple[LoraAdapter, ...] = ()
+    # the knobs given for this turn (a flag, a preset), not the settings' defaults or what the
+    # conversation kept: only these go to a model that refuses them unless asked (OpenAI's
+    # reasoning models: app.domain.sampling.withheld)
+    chosen: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.messages:
             raise UsageError("A request needs at least one message.")
+        object.__setattr__(self, "chosen", tuple(sorted(
+            {str(name) for name in self.chosen or ()} & set(KNOB_NAMES))))
         object.__setattr__(self, "lora", tuple(
             a if isinstance(a, LoraAdapter) else LoraAdapter.from_record(a) for a in self.lora))
         for name in KNOB_NAMES:  # each knob within its range (app.domain.sampling says which)

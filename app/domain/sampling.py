@@ -9,6 +9,7 @@ panel's values.
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -197,6 +198,55 @@ _WHY = {
     "openai": "The OpenAI chat completions API has no {knob}; it is not sent.",
     "anthropic": "Anthropic's Messages API has no {knob}; it is not sent.",
 }
+# OpenAI's reasoning models (o1, o3, o4-mini, gpt-5 and its mini and nano; gpt-5-chat is not
+# one) take ``max_completion_tokens`` and reject ``max_tokens``, and refuse the sampling knobs
+# below (HTTP 400, "unsupported_value": only the default temperature 1 is allowed,
+# "unsupported_parameter" for the penalties). Those are sent to them only when given for the
+# turn (``ChatRequest.chosen``: a flag or a preset), never from the settings' defaults or what
+# a conversation kept; a server that refuses a knob anyway is remembered
+# (``app.config.provider_facts``) and the knob not sent to that model again.
+_MAX_COMPLETION_TOKENS_MODELS = re.compile(r"^(o\d|gpt-5|gpt-4\.1-nano-reasoning)",
+                                           re.IGNORECASE)
+_REASONING_MODELS = re.compile(r"^(o\d|gpt-5(?!-chat))", re.IGNORECASE)
+REASONING_FAMILIES = "o1, o3, o4-mini, gpt-5"
+REASONING_REFUSES = frozenset({"temperature", "top_p", "presence_penalty", "frequency_penalty"})
+
+
+def takes_max_completion_tokens(model: str) -> bool:
+    """Whether an OpenAI model wants ``max_completion_tokens`` in place of ``max_tokens``."""
+    return bool(_MAX_COMPLETION_TOKENS_MODELS.match(model or ""))
+
+
+def is_reasoning_model(kind: str, model: str | None) -> bool:
+    """An OpenAI reasoning model (``REASONING_FAMILIES``), by its name at an OpenAI-compatible
+    server: the knobs of ``REASONING_REFUSES`` go to it only when given for the turn."""
+    return kind == "openai" and bool(_REASONING_MODELS.match(model or ""))
+
+
+def withheld(kind: str, model: str | None, chosen=(), refused=()) -> frozenset[str]:
+    """The knobs the map allows ``kind`` that are not sent to ``model``: those a reasoning model
+    refuses, unless ``chosen`` for the turn, and those the server refused before
+    (``refused``, learnt), chosen or not."""
+    by_default = REASONING_REFUSES - set(chosen) if is_reasoning_model(kind, model) \
+        else frozenset()
+    # (max_tokens is always sent: a refusal of it says which of its two names to use)
+    return frozenset(by_default | set(refused)) & CAPABILITIES.get(kind, frozenset()) - \
+        {"max_tokens"}
+
+
+def why_withheld(kind: str, model: str | None, knob: str, refused=()) -> str | None:
+    """Why ``knob`` is not sent to ``model`` although its API has it (None: it is sent): the
+    window's tooltip and ``preset knobs`` say it."""
+    label = BY_NAME[knob].label.lower() if knob in BY_NAME else knob
+    if knob in refused:
+        return (f"The server refused {label} for {model}, so Outpost no longer sends it to "
+                "that model (delete provider_facts.json in the data folder to try again).")
+    if knob in REASONING_REFUSES and is_reasoning_model(kind, model):
+        return (f"{model} is an OpenAI reasoning model ({REASONING_FAMILIES}), which refuses "
+                f"{label}: it is not sent unless given for the message (a flag, a preset).")
+    return None
+
+
 # llama.cpp's defaults: what the local model applies to a knob left empty
 LOCAL_DEFAULTS = {"top_k": 40, "min_p": 0.05, "repeat_penalty": 1.0, "presence_penalty": 0.0,
                   "frequency_penalty": 0.0}
@@ -237,9 +287,11 @@ def sent_otherwise(kind: str, temperature: float | None, top_p: float | None
 PROVIDER_MAX_STOPS = {"openai": 4}
 
 
-def unsent_stops(kind: str, stops) -> tuple[str, ...]:
+def unsent_stops(kind: str, stops, refused=()) -> tuple[str, ...]:
     """The stop sequences an engine of ``kind`` cannot send: the engine ends the reply at them
-    itself (``StopScanner``)."""
+    itself (``StopScanner``). All of them where the server refused ``stop`` (``refused``)."""
+    if "stop" in refused:
+        return tuple(stops or ())
     return tuple(stops or ())[PROVIDER_MAX_STOPS.get(kind, MAX_STOPS):]
 
 
@@ -274,12 +326,14 @@ class StopScanner:
         return "" if self.hit else rest
 
 
-def sent_params(kind: str, request) -> dict:
-    """The knobs of ``request`` an engine of ``kind`` sends (or, locally, applies): what the
-    assistant message records. Engines build their payloads from this, so it cannot drift."""
+def sent_params(kind: str, request, model: str | None = None, refused=()) -> dict:
+    """The knobs of ``request`` an engine of ``kind`` sends (or, locally, applies) to ``model``
+    (``withheld``: a reasoning model's, what the server refused before): what the assistant
+    message records. Engines build their payloads from this, so it cannot drift."""
     out: dict = {}
+    held = withheld(kind, model, getattr(request, "chosen", ()), refused)
     for name in KNOB_NAMES:
-        if not supports(kind, name):
+        if not supports(kind, name) or name in held:
             continue
         value = getattr(request, name, None)
         if name == "stop":

@@ -26,6 +26,7 @@ from fault_server import (  # noqa: E402
     crlf,
     fault_server,
     rate_limited,
+    reasoning_model,
     u2028,
     unauthorized,
     utf8_split,
@@ -188,6 +189,27 @@ def test_openai_sdk_reads_the_error_bodies(server, openai_client):
     with pytest.raises(openai.BadRequestError) as info:
         openai_client.chat.completions.create(model="test-model", messages=messages, stream=True)
     assert info.value.code == "context_length_exceeded"
+
+
+def test_openai_sdk_reads_a_reasoning_models_refusals(server, openai_client):
+    """The reasoning-model scenario refuses as OpenAI does: the SDK's BadRequestError carries
+    the code and the parameter; a request without them is answered."""
+    messages = [{"role": "user", "content": PROMPT}]
+    server.script([reasoning_model(), reasoning_model(), reasoning_model()])
+    with pytest.raises(openai.BadRequestError) as info:
+        openai_client.chat.completions.create(model="o3-mini", messages=messages, stream=True,
+                                              temperature=0.7, max_completion_tokens=50)
+    assert (info.value.code, info.value.param) == ("unsupported_value", "temperature")
+    assert "Only the default (1) value is supported" in info.value.message
+    with pytest.raises(openai.BadRequestError) as info:
+        openai_client.chat.completions.create(model="o3-mini", messages=messages, stream=True,
+                                              presence_penalty=0.5)
+    assert (info.value.code, info.value.param) == ("unsupported_parameter",
+                                                   "presence_penalty")
+    stream = openai_client.chat.completions.create(model="o3-mini", messages=messages,
+                                                   stream=True, max_completion_tokens=50)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == \
+        DEFAULT_TEXT
 
 
 def test_anthropic_sdk_reads_the_error_bodies(server, anthropic_client):

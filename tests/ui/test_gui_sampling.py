@@ -548,6 +548,30 @@ def test_the_panel_says_what_anthropic_gets_of_temperature_and_top_p(qtbot, scri
     assert "Anthropic" not in temperature.toolTip()
 
 
+def test_the_panel_greys_what_a_reasoning_model_is_not_sent(qtbot, scripted):
+    """OpenAI's reasoning models (o3-mini here, the provider's default model) refuse
+    temperature, top_p and the penalties: greyed, saying why; another model typed in the
+    model box gets them back; a knob its server refused (learnt) is greyed too. The panel's
+    knobs are not "given" on purpose, so what is grey is not sent."""
+    from app.config import provider_facts
+
+    window, panel = scripted.window, scripted.window.sampling
+    held = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+    scripted.registry.add(ProviderConfig("oai", "openai", "http://127.0.0.1:9/v1", "o3-mini"),
+                          replace=True)
+    window.target_picker.refresh("provider:oai")
+    assert (panel.kind, panel.model) == ("openai", "o3-mini")
+    for name in held:
+        assert not panel.labels[name].isEnabled(), name
+        assert "reasoning model" in panel.fields[name].toolTip()
+    assert panel.labels["seed"].isEnabled() and panel.options().chosen == ()
+    provider_facts.note_refused_param("http://127.0.0.1:9/v1", "gpt-4o-mini", "seed")
+    window.model_picker.setEditText("gpt-4o-mini")
+    assert panel.model == "gpt-4o-mini"
+    assert all(panel.labels[name].isEnabled() for name in held)
+    assert not panel.labels["seed"].isEnabled() and "refused" in panel.fields["seed"].toolTip()
+
+
 def test_a_file_that_is_not_even_gguf_is_refused_in_a_few_plain_words(qtbot, scripted,
                                                                       tmp_path):
     """A JSON file picked as a LoRA adapter: one plain sentence about an adapter (it said

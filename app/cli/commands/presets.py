@@ -8,7 +8,15 @@ from app.cli.commands.ask import knob_options
 from app.cli.commands.common import emit, emit_list
 from app.config.presets import PresetBook
 from app.domain.errors import UsageError
-from app.domain.sampling import CAPABILITIES, KNOB_NAMES, KNOBS, supports
+from app.config.provider_facts import learnt
+from app.domain.sampling import (
+    CAPABILITIES,
+    KNOB_NAMES,
+    KNOBS,
+    REASONING_FAMILIES,
+    REASONING_REFUSES,
+    supports,
+)
 from engines.gguf import read_lora
 
 
@@ -79,18 +87,37 @@ def cmd_preset(args: argparse.Namespace) -> int:
         book.delete(args.name)
         print(f"Deleted the preset {args.name}.")
     elif action == "knobs":
-        kinds = list(CAPABILITIES)
-        if args.json:
-            emit({kind: sorted(knobs) for kind, knobs in CAPABILITIES.items()})
-            return 0
-        print(f"{'knob':18}" + "".join(f"{k:11}" for k in kinds))
-        for knob in KNOBS:
-            print(f"{knob.name:18}" + "".join(
-                f"{'yes' if supports(k, knob.name) else 'no':11}" for k in kinds))
-        print()
-        for kind in kinds:
-            missing = [k.name for k in KNOBS if not supports(kind, k.name)]
-            if missing:
-                print(f"{kind}: {', '.join(missing)} are not sent (its API has no such "
-                      "parameter).")
+        _show_knobs(args.json)
     return 0
+
+
+def _show_knobs(as_json: bool) -> None:
+    """The capability map: each engine kind's knobs; OpenAI's reasoning models, which get
+    some only when given for the message; the knobs a server refused for a model (learnt)."""
+    kinds = list(CAPABILITIES)
+    refused = {key: facts["refuses"] for key, facts in learnt().items()
+               if isinstance(facts.get("refuses"), list) and facts["refuses"]}
+    if as_json:
+        emit({**{kind: sorted(knobs) for kind, knobs in CAPABILITIES.items()},
+              "openai_reasoning_models": {"families": REASONING_FAMILIES,
+                                          "sent_only_when_given": sorted(REASONING_REFUSES)},
+              "refused": refused})
+        return
+    columns = [*kinds, "reasoning"]
+    print(f"{'knob':18}" + "".join(f"{k:11}" for k in columns))
+    for knob in KNOBS:
+        said = ["yes" if supports(k, knob.name) else "no" for k in kinds]
+        reasoning = "if given" if knob.name in REASONING_REFUSES else said[kinds.index("openai")]
+        print(f"{knob.name:18}" + "".join(f"{word:11}" for word in [*said, reasoning]))
+    print()
+    for kind in kinds:
+        missing = [k.name for k in KNOBS if not supports(kind, k.name)]
+        if missing:
+            print(f"{kind}: {', '.join(missing)} are not sent (its API has no such "
+                  "parameter).")
+    print(f"reasoning: OpenAI's reasoning models ({REASONING_FAMILIES}) refuse "
+          f"{', '.join(sorted(REASONING_REFUSES))}: they are sent only when given for the "
+          "message (a flag, a preset), not from the settings or the conversation.")
+    for key, names in sorted(refused.items()):
+        server, _, model = key.rpartition("|")
+        print(f"refused by {server} for {model}, so not sent to it: {', '.join(names)}.")
