@@ -230,8 +230,8 @@ def withheld(kind: str, model: str | None, chosen=(), refused=()) -> frozenset[s
     by_default = REASONING_REFUSES - set(chosen) if is_reasoning_model(kind, model) \
         else frozenset()
     # (max_tokens is always sent: a refusal of it says which of its two names to use)
-    return frozenset(by_default | set(refused)) & CAPABILITIES.get(kind, frozenset()) - \
-        {"max_tokens"}
+    allowed = CAPABILITIES.get(kind, frozenset()) - {"max_tokens"}
+    return frozenset(by_default | set(refused)) & allowed
 
 
 def why_withheld(kind: str, model: str | None, knob: str, refused=()) -> str | None:
