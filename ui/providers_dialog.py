@@ -66,6 +66,8 @@ class ProvidersDialog(QDialog):
         for key, preset in PRESETS.items():
             self.preset.addItem(preset.label, key)
         self.name = QLineEdit()
+        # the name a preset filled in: it follows the next preset chosen, a typed one stays
+        self._preset_name = ""
         self.kind = QComboBox()
         for kind in KINDS:
             self.kind.addItem(KIND_LABELS[kind], kind)
@@ -145,6 +147,7 @@ class ProvidersDialog(QDialog):
         add_button.clicked.connect(self._on_add)
         self.remove_button.clicked.connect(self._on_remove)
         self.preset.currentIndexChanged.connect(self._on_preset)
+        self.name.textEdited.connect(self._on_name_typed)
         self.save_button.clicked.connect(self._on_save)
         self.test_button.clicked.connect(self._on_test)
         close.rejected.connect(self.reject)
@@ -184,6 +187,7 @@ class ProvidersDialog(QDialog):
         self.preset.setCurrentIndex(0)
         for field in (self.name, self.base_url, self.key):
             field.clear()
+        self._preset_name = ""
         self.model.setEditText("")
         self.key.setPlaceholderText("paste the key (stored in the OS keychain)" if self.keys.secure
                                     else "paste the key (see Key storage below)")
@@ -199,6 +203,7 @@ class ProvidersDialog(QDialog):
         self.preset.setCurrentIndex(max(0, self.preset.findData(preset_of(config) or "")))
         self.preset.blockSignals(False)
         self.name.setText(config.name)
+        self._preset_name = ""  # a provider's own name: another preset does not rename it
         self.kind.setCurrentIndex(self.kind.findData(config.kind))
         self.base_url.setText(config.base_url)
         self.model.setEditText(config.default_model)
@@ -219,11 +224,19 @@ class ProvidersDialog(QDialog):
         preset = PRESETS.get(self.preset.currentData() or "")
         if preset is None:
             return
-        if not self.name.text():
-            self.name.setText(self.preset.currentData())
+        # the name follows the preset (Down through the list, or a change of mind) until the
+        # user types one of their own; it used to be filled only when empty, so the first
+        # preset passed through stuck ("openai" for Anthropic)
+        if self.name.text() in ("", self._preset_name):
+            self._preset_name = self.preset.currentData()
+            self.name.setText(self._preset_name)
         self.kind.setCurrentIndex(self.kind.findData(preset.kind))
         self.base_url.setText(preset.base_url)
         self.model.setEditText(preset.default_model)
+
+    @Slot(str)
+    def _on_name_typed(self, _text: str) -> None:
+        self._preset_name = ""  # the user's own name now: the next preset leaves it
 
     def _form_config(self) -> ProviderConfig:
         return ProviderConfig(self.name.text().strip(), self.kind.currentData(),

@@ -125,3 +125,49 @@ def test_cloud_only_unreachable_waits_in_the_outbox(qtbot, outpost, artifacts_di
     assert window.grab().save(str(artifacts_dir / "main_window_outbox.png"))
     window.outbox_button.open_panel()
     assert window.outbox_button.panel.rows()[0][0] == item.id
+
+
+def test_the_name_follows_the_preset_until_the_user_types_one(qtbot, scripted):
+    """Down through the presets (or typing "oll" on the box) names the provider after each one
+    in turn, not after the first passed through ("openai" for Anthropic); a name the user typed
+    stays when they pick another preset, and an existing provider keeps its own."""
+    from PySide6.QtCore import Qt
+
+    from app.config.providers import ProviderConfig
+    from ui.providers_dialog import ProvidersDialog
+
+    dialog = ProvidersDialog(scripted.registry, scripted.keys, scripted.settings,
+                             scripted.tasks, scripted.window)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    dialog.preset.setFocus()
+    seen = []
+    for _ in range(6):  # Custom ▸ OpenAI ▸ Anthropic ▸ … ▸ Ollama
+        qtbot.keyClick(dialog.preset, Qt.Key.Key_Down)
+        seen.append((dialog.preset.currentText(), dialog.name.text()))
+    assert seen == [("OpenAI", "openai"), ("Anthropic", "anthropic"),
+                    ("OpenRouter", "openrouter"), ("Groq", "groq"), ("Together", "together"),
+                    ("Ollama", "ollama")]
+    assert dialog.kind.currentData() == "openai"
+    assert dialog.base_url.text() == "http://localhost:11434/v1"
+    qtbot.keyClick(dialog.preset, Qt.Key.Key_Up, Qt.KeyboardModifier.NoModifier)
+    assert dialog.name.text() == "together"  # back up: it follows that way too
+    qtbot.keyClicks(dialog.preset, "anth")  # typed on the closed box: the keyboard search
+    assert (dialog.preset.currentText(), dialog.name.text()) == ("Anthropic", "anthropic")
+    assert dialog.kind.currentData() == "anthropic"
+
+    dialog.name.setFocus()
+    dialog.name.selectAll()
+    qtbot.keyClicks(dialog.name, "work")  # their own name
+    qtbot.keyClick(dialog.preset, Qt.Key.Key_Down)
+    assert (dialog.preset.currentText(), dialog.name.text()) == ("OpenRouter", "work")
+    dialog.name.clear()  # emptied: the preset names it again
+    qtbot.keyClick(dialog.preset, Qt.Key.Key_Down)
+    assert dialog.name.text() == "groq"
+
+    scripted.registry.add(ProviderConfig("box", "openai", "http://localhost:11434/v1", "m"))
+    dialog.reload(select="box")
+    assert dialog.name.text() == "box"
+    qtbot.keyClick(dialog.preset, Qt.Key.Key_Down)
+    assert dialog.name.text() == "box"  # another preset does not rename a saved provider
