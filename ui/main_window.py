@@ -235,19 +235,21 @@ class MainWindow(QMainWindow):
         self.composer.edit.setFocus()
 
     def _build_menus(self) -> None:
+        # every item has an access letter no other item of its menu has (Alt+C, then the
+        # letter): tests/ui/test_menus.py walks every menu
         chat_menu = self.menuBar().addMenu("&Chat")
         self.new_action = QAction("&New chat", self)
         self.new_action.setShortcut(QKeySequence("Ctrl+N"))
         chat_menu.addAction(self.new_action)
-        self.stop_action = QAction("&Stop reply", self)
+        self.stop_action = QAction("S&top reply", self)
         chat_menu.addAction(self.stop_action)
         self.find_action = QAction("&Find in this chat…", self)
         self.find_action.setShortcut(QKeySequence.StandardKey.Find)
         chat_menu.addAction(self.find_action)
-        self.focus_composer_action = QAction("Go to the message &box", self)
+        self.focus_composer_action = QAction("Go to the &message box", self)
         self.focus_composer_action.setShortcut(QKeySequence("Ctrl+L"))
         chat_menu.addAction(self.focus_composer_action)
-        self.find_all_action = QAction("Find a chat or message…", self)
+        self.find_all_action = QAction("Find a &chat or message…", self)
         self.find_all_action.setShortcuts([QKeySequence("Ctrl+K"), QKeySequence("Ctrl+Shift+F")])
         chat_menu.addAction(self.find_all_action)
         chat_menu.addSeparator()

@@ -37,6 +37,7 @@ from app.domain.errors import with_kind_words
 from app.domain.messages import Message, MessageStatus, Role
 from app.domain.test_time import SCORER_LABELS
 from ui import theme
+from ui.access_letters import with_access_letters
 from ui.markdown import IncrementalMarkdown, code_of_link, render
 from ui.message_actions import (
     SHORTCUTS,
@@ -343,30 +344,33 @@ class MessageBubble(QFrame):
             self.edit_submitted.emit(self.message_id, text)
 
     def menu(self) -> QMenu:
-        """Every action of this message, with its key (the right click and the Menu key)."""
+        """Every action of this message, with its key (the right click and the Menu key), and
+        its access letter (the same letter as the key, where the key is one)."""
         menu = QMenu(self)
         if self.body.textCursor().hasSelection():
-            menu.addAction("Copy selected text", self.body.copy)
-        entries = [("Copy message", "copy", self.copy_message)]
+            menu.addAction("Copy &selected text", self.body.copy)
+        entries = [("&Copy message", "copy", self.copy_message)]
         if self.role is Role.ASSISTANT:
-            entries.append(("Regenerate with the current settings", "regenerate",
+            entries.append(("&Regenerate with the current settings", "regenerate",
                             self.request_regenerate))
             if self.message_id and self.regenerate_choices():
-                entries.append(("Regenerate with", "regenerate with", None))  # its submenu
+                entries.append(("Regenerate &with", "regenerate with", None))  # its submenu
         if self.role is Role.USER:
-            entries.append(("Edit and resend…", "edit", self.start_editing))
-        entries.append(("Fork into a new conversation", "fork", self.request_fork))
+            entries.append(("&Edit and resend…", "edit", self.start_editing))
+        entries.append(("&Fork into a new conversation", "fork", self.request_fork))
         versions = self._versions
         if versions is not None and len(versions.ids) > 1:
-            entries += [("Previous version", "previous", self.switcher.go_previous),
-                         ("Next version", "next", self.switcher.go_next)]
-        entries.append(("Delete this and everything below…", "delete", self.request_delete))
+            entries += [("&Previous version", "previous", self.switcher.go_previous),
+                         ("&Next version", "next", self.switcher.go_next)]
+        entries.append(("&Delete this and everything below…", "delete", self.request_delete))
         for text, key, slot in entries:
             if key == "delete" or key == "previous":
                 menu.addSeparator()
             if slot is None:  # "Regenerate with ▸", under the plain Regenerate
                 with_menu = menu.addMenu(text)
-                for label, target in self.regenerate_choices():
+                choices = self.regenerate_choices()
+                for label, (_, target) in zip(with_access_letters(c[0] for c in choices),
+                                              choices):
                     with_menu.addAction(label, lambda t=target: self.regenerate_with_requested.emit(
                         self.message_id, t))
                 continue

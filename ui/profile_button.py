@@ -9,6 +9,7 @@ from PySide6.QtWidgets import QMenu, QPushButton, QWidget
 from app.config.settings import Settings
 from app.domain.errors import OutpostError
 from app.storage.profiles import Profile, Profiles
+from ui.access_letters import with_access_letters
 from ui.profiles_dialog import ProfilesDialog, sign_in
 from ui.setting_saver import save_setting
 
@@ -107,8 +108,10 @@ class ProfileButton(QPushButton):
             everyone = self.profiles.list()
         except OutpostError:
             everyone = []
-        for profile in everyone:
-            action = QAction(profile.name + (" (PIN)" if profile.has_pin else ""), self.menu)
+        labels = with_access_letters(  # M is Manage profiles'
+            (p.name + (" (PIN)" if p.has_pin else "") for p in everyone), taken="m")
+        for profile, label in zip(everyone, labels):
+            action = QAction(label, self.menu)
             action.setCheckable(True)
             action.setChecked(profile.name == self.profile.name)
             action.setData(profile.name)
@@ -117,5 +120,5 @@ class ProfileButton(QPushButton):
                 lambda _=False, name=profile.name: self.switch_requested.emit(name))
             self.menu.addAction(action)
         self.menu.addSeparator()
-        manage = self.menu.addAction("Manage profiles…")
+        manage = self.menu.addAction("&Manage profiles…")
         manage.triggered.connect(self.manage_requested)

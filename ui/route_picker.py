@@ -54,6 +54,10 @@ class RoutePicker(ElidingComboBox):
         self.route_picked.emit(self.currentData())
 
 
+# the menu's texts, each with its access letter (A, L, C)
+_LETTERED = {route: "&" + label for route, label in ROUTE_LABELS.items()}
+
+
 class DefaultRouteMenu(QMenu):
     """Chat ▸ Default route for new chats: one checkable entry per route, remembered in the
     settings (``default_route``)."""
@@ -66,7 +70,7 @@ class DefaultRouteMenu(QMenu):
         self.settings = settings
         self.group = QActionGroup(self)
         for route in Route:
-            action = QAction(ROUTE_LABELS[route], self, checkable=True)
+            action = QAction(_LETTERED[route], self, checkable=True)
             action.setData(route.value)
             action.setChecked(route.value == settings["default_route"])
             self.group.addAction(action)

@@ -221,22 +221,27 @@ class Sidebar(QWidget):
         if asked:
             self.delete_requested.emit(item.data(ID_ROLE), from_backups)
 
+    def menu_for(self, item: QListWidgetItem) -> QMenu:
+        """A conversation's menu (the right click, the Menu key): each action's data says
+        what it does ("pin", "rename", "delete")."""
+        menu = QMenu(self)
+        for text, what in (("&Unpin" if item.data(PINNED_ROLE) else "&Pin to the top", "pin"),
+                           ("&Rename", "rename"), ("&Delete", "delete")):
+            menu.addAction(text).setData(what)
+        return menu
+
     @Slot(object)
     def _on_context_menu(self, pos) -> None:
         item = self.list.itemAt(pos)
         if item is None or item.data(ID_ROLE) is None:  # nothing, or a group's header
             return
-        menu = QMenu(self)
-        pinned = bool(item.data(PINNED_ROLE))
-        pin = menu.addAction("Unpin" if pinned else "Pin to the top")
-        rename = menu.addAction("Rename")
-        delete = menu.addAction("Delete")
-        chosen = menu.exec(self.list.viewport().mapToGlobal(pos))
-        if chosen is pin:
-            self.pin_requested.emit(item.data(ID_ROLE), not pinned)
-        elif chosen is rename:
+        chosen = self.menu_for(item).exec(self.list.viewport().mapToGlobal(pos))
+        what = chosen.data() if chosen is not None else None
+        if what == "pin":
+            self.pin_requested.emit(item.data(ID_ROLE), not item.data(PINNED_ROLE))
+        elif what == "rename":
             self.list.editItem(item)
-        elif chosen is delete:
+        elif what == "delete":
             self._confirm_delete(item)
 
 

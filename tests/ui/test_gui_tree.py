@@ -202,7 +202,7 @@ def test_fork_opens_a_new_conversation_with_the_copied_path(qtbot, scripted, scr
     two_turns(qtbot, scripted, scripted_engine)
     original = window.controller.conversation_id
     menu = window.view.bubbles[1].menu()
-    [fork] = [a for a in menu.actions() if a.text().startswith("Fork")]
+    [fork] = [a for a in menu.actions() if a.text().startswith("&Fork")]
     fork.trigger()
     forked = window.controller.conversation_id
     assert forked != original
@@ -420,11 +420,11 @@ def test_regenerate_with_another_answerer_from_the_menu(qtbot, scripted, scripte
     menu = bubble.menu()
     # the submenu sits under the plain Regenerate, Copy first, Delete last past a separator
     assert [a.text() or "---" for a in menu.actions()] == [
-        "Copy message", "Regenerate with the current settings", "Regenerate with",
-        "Fork into a new conversation", "---", "Delete this and everything below…"]
+        "&Copy message", "&Regenerate with the current settings", "Regenerate &with",
+        "&Fork into a new conversation", "---", "&Delete this and everything below…"]
     [with_menu] = [a.menu() for a in menu.actions() if a.menu() is not None]
     labels = [a.text() for a in with_menu.actions()]
-    assert labels[0] == "the local model"
+    assert labels[0] == "&the local model"
     with_menu.actions()[0].trigger()
     wait_idle(qtbot, scripted)
     assert texts(window) == ["Q1", "Local again."]
