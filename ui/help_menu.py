@@ -29,20 +29,26 @@ from ui.message_actions import SHORTCUTS as MESSAGE_KEYS
 from ui.sidebar import SHORTCUTS as CHAT_LIST_KEYS
 
 OTHER_KEYS = (
+    ("Tab / Shift+Tab", "The next / previous control (the arrow keys move inside a list)"),
+    ("Alt+letter", "Open a menu by its underlined letter (Alt+C: Chat); then a letter "
+                   "chooses an item"),
+    ("Menu", "Every action of the focused message, or of the selected chat"),
     ("Enter", "Send the message (in the message box)"),
     ("Shift+Enter", "A new line in the message box"),
-    ("Escape", "Stop the reply"),
     ("Ctrl+Enter", "Send an edited message (in its editor)"),
-    ("Escape", "Cancel editing a message"),
+    ("Esc", "Cancel editing a message"),
     ("Up / Down, Enter", "Choose and open a search result"),
 )
 CHAT_LIST_LABELS = {"rename": "Rename the selected chat (in the chat list)",
                     "delete": "Delete the selected chat (in the chat list; asks first)"}
-MESSAGE_LABELS = {"copy": "Copy the focused reply", "regenerate": "Answer the question again",
-                  "edit": "Edit the focused question", "fork": "Fork a new chat from here",
+# a message's keys work on your messages and the replies alike, but for R and E
+MESSAGE_LABELS = {"copy": "Copy the focused message",
+                  "regenerate": "Answer the question again (on a reply)",
+                  "edit": "Edit and resend the focused question",
+                  "fork": "Fork a new chat from here",
                   "delete": "Delete the focused message and what follows",
-                  "previous": "Previous version of the focused reply",
-                  "next": "Next version of the focused reply"}
+                  "previous": "Previous version of the focused message",
+                  "next": "Next version of the focused message"}
 
 
 def version(package: str) -> str:

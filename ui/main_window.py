@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtGui import QAction, QKeySequence, QShortcut
+from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractScrollArea,
     QDialog,
@@ -242,6 +242,8 @@ class MainWindow(QMainWindow):
         self.new_action.setShortcut(QKeySequence("Ctrl+N"))
         chat_menu.addAction(self.new_action)
         self.stop_action = QAction("S&top reply", self)
+        # Esc anywhere in the window (the menu shows it, and so does Help's list)
+        self.stop_action.setShortcut(QKeySequence(Qt.Key.Key_Escape))
         chat_menu.addAction(self.stop_action)
         self.find_action = QAction("&Find in this chat…", self)
         self.find_action.setShortcut(QKeySequence.StandardKey.Find)
@@ -271,7 +273,8 @@ class MainWindow(QMainWindow):
         chat_menu.addAction(self.settings_action)
         chat_menu.addSeparator()
         self.quit_action = QAction("&Quit", self)
-        self.quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+        # Ctrl+Q (Cmd+Q on macOS): StandardKey.Quit has no key on Windows, nor offscreen
+        self.quit_action.setShortcut(QKeySequence("Ctrl+Q"))
         chat_menu.addAction(self.quit_action)
         view_menu = self.menuBar().addMenu("&View")
         self.sampling_action = self.sampling.toggleViewAction()
@@ -285,8 +288,6 @@ class MainWindow(QMainWindow):
         self.help_menu = HelpMenu(self, lambda: self.loader.active.info.model
                                   if self.loader.active is not None else None)
         self.menuBar().addMenu(self.help_menu)
-        self.escape_shortcut = QShortcut(QKeySequence(Qt.Key.Key_Escape), self)
-        self.escape_shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
 
     def _set_tab_order(self) -> None:
         """Tab goes the way the eye reads: the list, the header, the chat, the message box,
@@ -309,7 +310,6 @@ class MainWindow(QMainWindow):
         # the turn: composer, shortcuts and menu -> the controller
         self.composer.send_requested.connect(self._on_send_requested)
         self.composer.stop_requested.connect(c.stop)
-        self.escape_shortcut.activated.connect(c.stop)
         self.stop_action.triggered.connect(c.stop)
         self.new_action.triggered.connect(self._on_new_chat)
         self.quit_action.triggered.connect(self.close)

@@ -147,6 +147,6 @@ def test_f2_renames_and_del_deletes_the_selected_chat_and_help_lists_both(
     assert ("Del", "Delete the selected chat (in the chat list; asks first)") in rows
     assert ("Del", "Delete the focused message and what follows") in rows  # (a reply's)
     assert ("Ctrl+Enter", "Send an edited message (in its editor)") in rows
-    assert ("Escape", "Cancel editing a message") in rows
+    assert ("Esc", "Cancel editing a message") in rows
     for theme in ("light", "dark"):
         grab_in_palette(qtbot, dialog, artifacts_dir / f"shortcuts-{theme}.png", theme)

@@ -20,7 +20,8 @@ def test_shortcuts_and_about_say_what_is_there(qtbot, scripted, artifacts_dir):
     keys = dict(dialog.rows)
     for key, what in (("Ctrl+K or Ctrl+Shift+F", "Find a chat or message…"),
                       ("Ctrl+L", "Go to the message box"), ("Ctrl+N", "New chat"),
-                      ("Ctrl+Shift+M", "Models…"), ("Alt+Right", "Next version of the focused reply")):
+                      ("Ctrl+Shift+M", "Models…"),
+                      ("Alt+Right", "Next version of the focused message")):
         assert keys.get(key) == what, (key, keys)
     dialog.grab().save(str(artifacts_dir / "shortcuts.png"))
     box = window.help_menu.show_about()
@@ -111,3 +112,40 @@ def test_a_message_being_typed_survives_closing_and_a_crash(qtbot, outpost_app,
     again.composer.clear()
     again.draft.save()
     assert WindowState().draft(me.name) == ""
+
+
+def test_the_shortcuts_list_names_every_key_of_a_keyboard_user(qtbot, scripted):
+    """Help ▸ Keyboard shortcuts shows Esc on Stop reply (as the Chat menu does: it showed no
+    key though Esc worked), Quit's key, Tab and Shift+Tab, the menus' access letters, and says
+    "message" where a key works on your messages too (it said "reply")."""
+    window = scripted.window
+    assert window.stop_action.shortcut().toString() == "Esc"  # shown in the Chat menu
+    dialog = window.help_menu.show_shortcuts()
+    qtbot.addWidget(dialog)
+    keys = dict(dialog.rows)
+    assert ("Esc", "Stop reply") in dialog.rows and ("Esc", "Cancel editing a message") in \
+        dialog.rows
+    assert keys["Ctrl+Q"] == "Quit"
+    assert "Tab / Shift+Tab" in keys and "Alt+letter" in keys
+    assert keys["Ctrl+C"] == "Copy the focused message"
+    assert keys["Alt+Left"] == "Previous version of the focused message"
+    assert not [what for what in keys.values() if "focused reply" in what]
+    assert len([k for k, what in dialog.rows if "Stop" in what]) == 1  # said once
+    dialog.close()
+
+
+def test_esc_stops_a_reply_through_the_menus_stop_item(qtbot, scripted, scripted_engine):
+    """Esc is Chat ▸ Stop reply's key now (it was a shortcut of its own): pressed in the
+    message box while a reply streams, it stops it, and the partial answer is kept."""
+    from tests.support import held_open
+
+    window = scripted.window
+    scripted_engine.script(held_open("Once", " upon", " a", " time"))
+    edit = window.composer.edit
+    qtbot.keyClicks(edit, "Tell me a story")
+    qtbot.keyClick(edit, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: window.view.bubbles[-1].text == "Once upon a time", timeout=10000)
+    with qtbot.waitSignal(window.stop_action.triggered):
+        qtbot.keyClick(edit, Qt.Key.Key_Escape)
+    qtbot.waitUntil(lambda: window.controller.state == "idle", timeout=10000)
+    assert "interrupted" in window.view.bubbles[-1].footer.text()
