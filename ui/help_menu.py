@@ -42,7 +42,7 @@ OTHER_KEYS = (
 CHAT_LIST_LABELS = {"rename": "Rename the selected chat (in the chat list)",
                     "delete": "Delete the selected chat (in the chat list; asks first)"}
 # a message's keys work on your messages and the replies alike, but for R and E
-MESSAGE_LABELS = {"copy": "Copy the focused message",
+MESSAGE_LABELS = {"copy": "Copy the focused message (in its text: the selection, if any)",
                   "regenerate": "Answer the question again (on a reply)",
                   "edit": "Edit and resend the focused question",
                   "fork": "Fork a new chat from here",

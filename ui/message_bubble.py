@@ -64,11 +64,16 @@ class MessageBody(QTextBrowser):
     as tall as its content: the conversation scrolls, not each message."""
 
     code_copied = Signal(str)  # a code block's "Copy" link was clicked: its code
+    # Ctrl+C with nothing selected: the bubble copies its whole message (the text is a tab
+    # stop of its own, and Qt's copy of an empty selection did nothing, silently)
+    copy_all_requested = Signal()
+    selection_copied = Signal(str)  # Ctrl+C with a selection: what it copied
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setAccessibleName("Message text")
-        self.setAccessibleDescription("Select text to copy it; a link opens in your browser.")
+        self.setAccessibleDescription("Ctrl+C copies the selected text, or the whole message "
+                                      "when none is selected; a link opens in your browser.")
         # links are ours to open: a code block's "Copy" link copies, any other opens outside
         self.setOpenLinks(False)
         self.anchorClicked.connect(self._on_anchor_clicked)
@@ -93,6 +98,18 @@ class MessageBody(QTextBrowser):
     @Slot(QSizeF)
     def _on_size_changed(self, size: QSizeF) -> None:
         self.setFixedHeight(self._content_height(size))
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        if event.matches(QKeySequence.StandardKey.Copy):
+            cursor = self.textCursor()
+            if cursor.hasSelection():
+                self.copy()
+                self.selection_copied.emit(cursor.selection().toPlainText())
+            else:
+                self.copy_all_requested.emit()
+            event.accept()
+            return
+        super().keyPressEvent(event)
 
     @Slot(QUrl)
     def _on_anchor_clicked(self, url: QUrl) -> None:
@@ -171,6 +188,8 @@ class MessageBubble(QFrame):
         layout.addWidget(self.body)
         layout.addWidget(self.footer)
         self.body.code_copied.connect(self._copy)
+        self.body.copy_all_requested.connect(self.copy_message)
+        self.body.selection_copied.connect(self.copied)
         self._forget_text()
         theme.on_palette_change(self, self._render_again)
 

@@ -242,6 +242,37 @@ def test_copy_message_and_code_blocks(qtbot, scripted, scripted_engine):
     assert clipboard.text() == "x = 1"
 
 
+def test_ctrl_c_in_a_messages_text_copies_the_selection_or_else_the_message(
+        qtbot, scripted, scripted_engine):
+    """The text of a message is a tab stop of its own ("Message text"): Ctrl+C there copied
+    nothing and said nothing without a selection. Now it copies the selection when there is
+    one, the whole message otherwise, and the status bar says so either way."""
+    from PySide6.QtGui import QTextCursor
+
+    window = scripted.window
+    scripted_engine.script(reply("The keeper climbs ", "the stairs at dusk."))
+    send(qtbot, scripted, "What does the keeper do?")
+    body = window.view.bubbles[1].body
+    clipboard = QGuiApplication.clipboard()
+    clipboard.setText("before")
+    window.statusBar().clearMessage()
+    body.setFocus(Qt.FocusReason.TabFocusReason)
+    assert QApplication.focusWidget() is body and body.accessibleName() == "Message text"
+    qtbot.keyClick(body, Qt.Key.Key_C, Qt.KeyboardModifier.ControlModifier)
+    assert clipboard.text() == "The keeper climbs the stairs at dusk."
+    assert window.statusBar().currentMessage() == "Copied to the clipboard."
+
+    cursor = body.textCursor()
+    cursor.movePosition(QTextCursor.MoveOperation.Start)
+    cursor.movePosition(QTextCursor.MoveOperation.NextWord)
+    cursor.movePosition(QTextCursor.MoveOperation.EndOfWord, QTextCursor.MoveMode.KeepAnchor)
+    body.setTextCursor(cursor)
+    window.statusBar().clearMessage()
+    qtbot.keyClick(body, Qt.Key.Key_C, Qt.KeyboardModifier.ControlModifier)
+    assert clipboard.text() == "keeper"  # the selection, as everywhere
+    assert window.statusBar().currentMessage() == "Copied to the clipboard."
+
+
 # -- refused while a reply streams --------------------------------------------------------------
 def test_tree_actions_are_refused_while_a_reply_streams(qtbot, scripted, scripted_engine,
                                                         monkeypatch):

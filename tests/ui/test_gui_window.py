@@ -127,7 +127,7 @@ def test_the_shortcuts_list_names_every_key_of_a_keyboard_user(qtbot, scripted):
         dialog.rows
     assert keys["Ctrl+Q"] == "Quit"
     assert "Tab / Shift+Tab" in keys and "Alt+letter" in keys
-    assert keys["Ctrl+C"] == "Copy the focused message"
+    assert keys["Ctrl+C"].startswith("Copy the focused message")
     assert keys["Alt+Left"] == "Previous version of the focused message"
     assert not [what for what in keys.values() if "focused reply" in what]
     assert len([k for k, what in dialog.rows if "Stop" in what]) == 1  # said once
