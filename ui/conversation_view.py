@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 
 from app.domain.messages import Message, MessageStatus, Role
 from ui import theme
+from ui.focus_ring import give_focus
 from ui.message_actions import Versions
 from ui.message_bubble import MessageBubble
 from ui.message_text import message_html
@@ -238,7 +239,7 @@ class ConversationView(QScrollArea):
         self._settle()
         self.ensureWidgetVisible(bubble, 0, 40)
         self._anchor = self._top_visible()
-        bubble.setFocus(Qt.FocusReason.OtherFocusReason)
+        give_focus(bubble)  # with the ring, once the search dialog has closed
         self._fill_timer.start()
         return True
 

@@ -44,6 +44,11 @@ _KEYBOARD_REASONS = frozenset({Qt.FocusReason.TabFocusReason, Qt.FocusReason.Bac
                                Qt.FocusReason.OtherFocusReason})
 
 
+# set by ``give_focus`` on a widget focused while another window was active: the focus-in that
+# comes with its window's activation shows the ring (cleared by that focus-in)
+FOCUS_GIVEN = "focusGiven"
+
+
 def control_of(widget: QWidget) -> QWidget:
     """The control the user sees for the focus widget ``widget``: the widget that hands its
     focus to ``widget`` (``setFocusProxy``: a composite field), else ``widget`` itself."""
@@ -75,9 +80,21 @@ def wants_ring(control: QWidget, reason: Qt.FocusReason) -> bool:
     """Whether focus arriving at ``control`` for ``reason`` shows the ring."""
     if _typed_into(control) or reason in _KEYBOARD_REASONS:
         return True
+    if reason == Qt.FocusReason.ActiveWindowFocusReason and control.property(FOCUS_GIVEN):
+        return True  # (give_focus)
     # back to a window, or out of a popup: as the last move into the window was made
     return reason != Qt.FocusReason.MouseFocusReason and \
         control.window().testAttribute(Qt.WidgetAttribute.WA_KeyboardFocusChange)
+
+
+def give_focus(widget: QWidget) -> None:
+    """Move the focus to ``widget`` for the user, ring shown, as Tab would, also while another
+    window is active (a search dialog about to close): its focus-in then comes only when its
+    window is activated, for a reason (ActiveWindowFocusReason) that shows no ring by itself
+    after the last click in that window."""
+    if not widget.window().isActiveWindow():
+        widget.setProperty(FOCUS_GIVEN, True)
+    widget.setFocus(Qt.FocusReason.OtherFocusReason)
 
 
 class FocusRing(QWidget):

@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ui.focus_ring import TRACKED, FocusRing, control_of, ring_of, wants_ring
+from ui.focus_ring import FOCUS_GIVEN, TRACKED, FocusRing, control_of, ring_of, wants_ring
 
 _VALUE_WIDGETS = (QAbstractSpinBox, QComboBox, QAbstractSlider)
 _FOCUS = frozenset({QEvent.Type.FocusIn, QEvent.Type.FocusOut})
@@ -110,7 +110,11 @@ class InputGuard(QObject):
         return self.ring
 
     def _on_focus_in(self, widget: QWidget, reason: Qt.FocusReason) -> None:
-        if wants_ring(control_of(widget), reason):
+        control = control_of(widget)
+        ringed = wants_ring(control, reason)
+        if control.property(FOCUS_GIVEN):
+            control.setProperty(FOCUS_GIVEN, None)  # arrived: as any focus from now on
+        if ringed:
             self._show_ring(widget)
         else:
             ring = self._shown()

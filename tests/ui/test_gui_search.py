@@ -114,3 +114,40 @@ def test_results_that_bring_a_scroll_bar_are_all_listed_without_an_error(qtbot, 
     rows = [dialog.results.item(i) for i in range(dialog.results.count())]
     assert len(rows) > 10 and dialog.results.verticalScrollBar().isVisible()
     assert all(dialog.results.itemWidget(r) is not None for r in rows)
+
+
+def test_a_message_opened_from_the_search_shows_the_focus_ring(qtbot, scripted,
+                                                              scripted_engine):
+    """Ctrl+K, words, Down to a message, Enter: the focus is on that message's bubble and the
+    ring shows it, as Tab to a bubble does (it had the focus, unseen)."""
+    from PySide6.QtWidgets import QApplication
+
+    from ui.focus_ring import FOCUS_GIVEN, FocusRing
+
+    window = scripted.window
+    scripted_engine.script(reply("The lighthouse stands on the cliff."), reply("Tea is good."))
+    send(qtbot, scripted, "Where is the lighthouse?")
+    send(qtbot, scripted, "Tell me about tea.")
+    window.show()
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)
+    qtbot.mouseClick(window.composer.edit.viewport(), Qt.MouseButton.LeftButton)  # no Tab yet
+    qtbot.keyClick(window.composer.edit, Qt.Key.Key_K, Qt.KeyboardModifier.ControlModifier)
+    dialog = window.search_dialog
+    qtbot.addWidget(dialog)
+    qtbot.waitUntil(dialog.isActiveWindow)
+    qtbot.keyClicks(dialog.field, "cliff")
+    qtbot.waitUntil(lambda: dialog.results.count() == 1 and "result" in dialog.status.text(),
+                    timeout=3000)
+    qtbot.keyClick(dialog.field, Qt.Key.Key_Return)
+    bubble = window.view.bubbles[1]
+    assert not dialog.isVisible() and window.focusWidget() is bubble
+    window.activateWindow()  # what the window manager does as the dialog closes
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is bubble)
+
+    def ringed():
+        ring = window.findChild(FocusRing)
+        return ring.target if ring is not None and ring.isVisible() else None
+
+    qtbot.waitUntil(lambda: ringed() is bubble, timeout=3000)
+    assert bubble.property(FOCUS_GIVEN) is None  # once: a later click shows none
