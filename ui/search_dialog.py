@@ -50,7 +50,8 @@ class SearchDialog(QDialog):
         """``conversation_id``: search only there (Ctrl+F); None: every conversation."""
         super().__init__(parent)
         self.store, self.profile, self.conversation_id = store, profile, conversation_id
-        self.setWindowTitle("Find in this conversation" if conversation_id else
+        # as the Chat menu names them (Ctrl+F: "Find in this chat…")
+        self.setWindowTitle("Find in this chat" if conversation_id else
                             "Find a chat or a message")
         self.resize(640, 460)
         layout = QVBoxLayout(self)
@@ -125,8 +126,9 @@ class SearchDialog(QDialog):
         if rows:
             self.results.setCurrentRow(0)
         found = len(rows)
-        self.status.setText("" if not text.strip() else
-                            "Nothing found." if not found else
+        nothing = ("Nothing found in this chat; Ctrl+K searches every chat."
+                   if self.conversation_id else "Nothing found.")
+        self.status.setText("" if not text.strip() else nothing if not found else
                             f"{counted(found, 'result')}: Enter opens, Up/Down choose.")
 
     def _fit(self, item: QListWidgetItem) -> None:

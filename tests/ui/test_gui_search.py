@@ -49,12 +49,19 @@ def test_search_finds_opens_and_switches_branch(qtbot, scripted, scripted_engine
     assert lighthouse_reply.id in {m.id for m in store.branch(first)}  # its branch is active
     assert window.view.bubble_of(lighthouse_reply.id) is not None
 
-    # Ctrl+F searches this conversation only
+    # Ctrl+F searches this conversation only (in the window, active again as the dialog
+    # closed: the window manager's part; a shortcut pressed in no active window did nothing,
+    # and the closed dialog was read instead)
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)
     qtbot.keyClick(window, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier)
     local = window.search_dialog
+    assert local is not dialog and local.isVisible()
     qtbot.addWidget(local)
+    assert local.windowTitle() == "Find in this chat"  # as the menu says: not everywhere
     qtbot.keyClicks(local.field, "tea")
     qtbot.waitUntil(lambda: "Nothing found" in local.status.text(), timeout=3000)
+    assert local.status.text() == "Nothing found in this chat; Ctrl+K searches every chat."
 
 
 def test_rows_are_as_tall_as_their_text_and_snippets_read_as_text(qtbot, scripted):
