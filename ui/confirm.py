@@ -3,7 +3,8 @@
 A confirmation's buttons name the action ("Delete", "Remove", "Make admin") and "Cancel", as
 desktop guidelines ask (GNOME, KDE and macOS alike): "Yes"/"No" makes the user read the question
 again to know which one deletes. Cancel is the default and the Escape button, so Enter or Esc
-on a question asked by surprise changes nothing.
+on a question asked by surprise changes nothing. Changes not saved yet, on closing: Save,
+Discard or Cancel (``ask_to_save``), Cancel the default here too.
 """
 from __future__ import annotations
 
@@ -37,6 +38,27 @@ class Confirmation(QMessageBox):
 
     def option_checked(self) -> bool:
         return self.option_box is not None and self.option_box.isChecked()
+
+
+class SaveQuestion(Confirmation):
+    """Changes not saved: Save, Discard and Cancel (the default: back to the changes)."""
+
+    def __init__(self, parent: QWidget | None, title: str, text: str):
+        super().__init__(parent, title, text, "Save")
+        self.discard_button = self.addButton("Discard", QMessageBox.ButtonRole.DestructiveRole)
+
+    def answer(self) -> str:
+        """"save", "discard" or "cancel" (closing the box is Cancel)."""
+        clicked = self.clickedButton()
+        return "save" if clicked is self.action_button else \
+            "discard" if clicked is self.discard_button else "cancel"
+
+
+def ask_to_save(parent: QWidget | None, title: str, text: str) -> str:
+    """Ask ``text`` about changes not saved: "save", "discard" or "cancel"."""
+    box = SaveQuestion(parent, title, text)
+    box.exec()
+    return box.answer()
 
 
 def confirm(parent: QWidget | None, title: str, text: str, action: str,

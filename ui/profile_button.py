@@ -57,8 +57,10 @@ class ProfileButton(QPushButton):
         if profile is None:  # the PIN prompt was cancelled
             self._show_profile()
             return
-        if self.dialog is not None:
-            self.dialog.close()
+        # the Profiles dialog asks about quota changes not saved: Cancel stays as it was
+        if self.dialog is not None and not self.dialog.close():
+            self._show_profile()
+            return
         self.profile = profile
         self._show_profile()
         try:

@@ -30,7 +30,7 @@ from app.domain.errors import OutpostError
 from app.storage.profiles import Profile, Profiles, WrongPin
 from app.storage.quotas import MAX_COST_USD, MAX_COUNT, PER_MINUTE, QuotaBook
 from ui import theme
-from ui.confirm import confirm
+from ui.confirm import ask_to_save, confirm
 from ui.window_state import WindowState
 
 
@@ -277,7 +277,7 @@ class ProfilesDialog(QDialog):
         # as wide as its entries (``_fit_list``); a name too long for that ends in "…"
         self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
-        self.list.currentItemChanged.connect(lambda *_: self._show_selected())
+        self.list.currentItemChanged.connect(self._on_picked)
         left.addWidget(self.list, 1)
         self.add_button = QPushButton("Add profile…")
         self.add_button.clicked.connect(self._add)
@@ -332,6 +332,8 @@ class ProfilesDialog(QDialog):
         right.addStretch(1)
         right.addLayout(bottom)
         outer.addLayout(right, 1)
+        self.editing: str | None = None  # whose limits the quota editor shows
+        self.saved_name = ""  # whose quotas were saved last
         self.refresh(me.name)
 
     # -- state -------------------------------------------------------------------------------
@@ -375,6 +377,7 @@ class ProfilesDialog(QDialog):
     def _show_selected(self) -> None:
         profile = self.selected()
         admin = self._admin()
+        self.editing = None
         self.save_button.setEnabled(False)  # until the editor shows this profile's limits
         self.add_button.setEnabled(admin)
         self.add_button.setToolTip("" if admin else "Only the admin adds profiles.")
@@ -415,6 +418,7 @@ class ProfilesDialog(QDialog):
         self.policy_warning.setVisible(bool(warnings))
         self.quotas.policy_path = str(self.book.policy)
         self.quotas.load(limits, locked, admin, why)
+        self.editing = profile.name
         self.save_button.setEnabled(admin)
         self.error.clear()
 
@@ -486,20 +490,72 @@ class ProfilesDialog(QDialog):
             WindowState().forget_draft(profile.name)  # (a later profile of that name: not it)
 
     def _save_quotas(self) -> None:
-        profile = self.selected()
-        if profile is None:
-            return
-        locked = self.book.policy_names(profile.name)
-        shown = self.quotas.shown
+        """Save quotas (the button)."""
+        if self._write_quotas():
+            self.refresh()
+            self._say_saved()
 
-        def save():
+    def _write_quotas(self) -> bool:
+        """Write the limits the user changed, of the profile the editor shows; False when
+        refused (the error is shown)."""
+        name = self.editing
+        if name is None:
+            return False
+        shown = self.quotas.shown
+        try:
+            locked = self.book.policy_names(name)
             # only what the user changed: a limit shown rounded (a budget of $12.345678 as
             # $ 12.3457) keeps its exact stored value, and nothing is written that was not shown
-            for name, value in self.quotas.wanted().items():
-                if name in locked or value == shown.get(name):
+            for option, value in self.quotas.wanted().items():
+                if option in locked or value == shown.get(option):
                     continue
-                self.book.set(profile.name, name, value, by=self.me)
+                self.book.set(name, option, value, by=self.me)
+        except OutpostError as exc:
+            theme.set_colour(self.error, "error")
+            self.error.setText(str(exc))
+            return False
+        self.saved_name = name
+        self.changed.emit()
+        return True
 
-        if self._do(save):
-            theme.set_colour(self.error, "ok")
-            self.error.setText(f"Saved the quotas of {profile.name}.")
+    def _say_saved(self) -> None:
+        theme.set_colour(self.error, "ok")
+        self.error.setText(f"Saved the quotas of {self.saved_name}.")
+
+    # -- quota changes not saved ---------------------------------------------------------------
+    def unsaved_quotas(self) -> bool:
+        """Whether the quota editor shows changes not saved yet (only the admin makes any)."""
+        return self.editing is not None and self.save_button.isEnabled() and \
+            self.quotas.wanted() != self.quotas.shown
+
+    def settle_quotas(self) -> str:
+        """Before the editor shows another profile or closes: "clean" (nothing to save),
+        "saved", "discarded", or "cancelled" (the user goes back to the changes, or saving
+        them was refused: the error says why)."""
+        if not self.unsaved_quotas():
+            return "clean"
+        answer = ask_to_save(self, "Quota changes not saved",
+                             f"Save the quota changes for {self.editing}?")
+        if answer == "save":
+            return "saved" if self._write_quotas() else "cancelled"
+        return "discarded" if answer == "discard" else "cancelled"
+
+    def _on_picked(self, current, previous) -> None:
+        """Another profile chosen in the list: the changes to the one shown first (Cancel
+        keeps it chosen)."""
+        settled = self.settle_quotas() if previous is not None else "clean"
+        if settled == "cancelled":
+            self.list.blockSignals(True)
+            self.list.setCurrentItem(previous)
+            self.list.blockSignals(False)
+            return
+        self._show_selected()
+        if settled == "saved":
+            self._say_saved()
+
+    def done(self, result: int) -> None:
+        """Close, Esc and the window's close button: quota changes are saved or dropped only
+        when the user says so (they were dropped silently)."""
+        if self.settle_quotas() == "cancelled":
+            return  # still open (a close() returns False)
+        super().done(result)

@@ -1,8 +1,10 @@
-"""The Profiles dialog: its quota editor shows money as money; its list shows whole names."""
+"""The Profiles dialog: its quota editor shows money as money; its list shows whole names; quota
+changes not saved are asked about before they are dropped."""
 from __future__ import annotations
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QPushButton
 
 from ui.profiles_dialog import QuotaEditor
 
@@ -209,3 +211,105 @@ def test_the_profile_list_is_as_wide_as_its_names(qtbot, tmp_path, artifacts_dir
     assert not dialog.list.horizontalScrollBar().isVisible()
     assert dialog.width() == 800 and dialog.minimumSizeHint().width() <= 800
     grab_in_palette(qtbot, dialog, artifacts_dir / "profiles-list-long-name-light.png", "light")
+
+
+def _type_a_limit(qtbot, dialog, name: str, value: str) -> None:
+    """Tick ``name`` with the space bar and type ``value`` into its box, as a keyboard user."""
+    check, box = dialog.quotas.enabled[name], dialog.quotas.values[name]
+    check.setFocus(Qt.FocusReason.TabFocusReason)
+    qtbot.keyClick(check, Qt.Key.Key_Space)
+    assert check.isChecked() and box.isEnabled()
+    box.setFocus(Qt.FocusReason.TabFocusReason)
+    box.selectAll()
+    qtbot.keyClicks(box, value)
+
+
+def test_closing_with_quota_changes_not_saved_asks_first(qtbot, tmp_path, monkeypatch):
+    """Esc (or Close) threw the quota changes away silently. It asks "Save the quota changes
+    for alice?": Cancel goes back to them, Discard closes without them, Save saves and
+    closes."""
+    from tests.support import answer_confirmations
+
+    store, book, admin, open_dialog = _dialog_on(qtbot, tmp_path, "alice")
+    dialog = open_dialog()
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    qtbot.keyClick(dialog, Qt.Key.Key_Escape)  # nothing changed: closes, nothing asked
+    assert not dialog.isVisible()
+
+    asked = answer_confirmations(monkeypatch, "Cancel", "Cancel", "Discard", "Save")
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    _type_a_limit(qtbot, dialog, "requests_per_minute", "5000")
+    qtbot.keyClick(dialog, Qt.Key.Key_Escape)  # Cancel: still open, the change still there
+    assert dialog.isVisible() and dialog.quotas.wanted()["requests_per_minute"] == 5000
+    assert dialog.close() is False  # Cancel (a profile switch stays where it was)
+    assert dialog.isVisible()
+    qtbot.keyClick(dialog, Qt.Key.Key_Escape)  # Discard: closed, nothing saved
+    assert not dialog.isVisible()
+    assert book.limits("alice").requests_per_minute is None
+    assert [(a["title"], a["text"]) for a in asked] == [
+        ("Quota changes not saved", "Save the quota changes for alice?")] * 3
+    assert sorted(asked[0]["buttons"]) == ["Cancel", "Discard", "Save"]
+    assert asked[0]["default"] == "Cancel"  # Enter or Esc on it changes nothing
+
+    dialog.refresh("alice")  # (opened again: as stored)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    _type_a_limit(qtbot, dialog, "requests_per_minute", "5000")
+    [close] = [b for b in dialog.findChildren(QPushButton) if b.text() == "Close"]
+    close.click()  # Save: saved, closed
+    assert not dialog.isVisible() and len(asked) == 4
+    assert book.limits("alice").requests_per_minute == 5000
+    store.close()
+
+
+def test_choosing_another_profile_with_quota_changes_not_saved_asks_first(
+        qtbot, tmp_path, monkeypatch):
+    """The editor showed the next profile's limits over the changes, silently. Cancel keeps the
+    profile chosen with its changes; Save saves them before showing the other one."""
+    from app.storage.profiles import Profiles
+    from tests.support import answer_confirmations
+
+    store, book, admin, open_dialog = _dialog_on(qtbot, tmp_path, "alice")
+    Profiles(store).add("bob", admin)
+    dialog = open_dialog()
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    rows = {dialog.list.item(i).data(0x0100): i for i in range(dialog.list.count())}
+    _type_a_limit(qtbot, dialog, "tokens_per_minute", "7000")
+    asked = answer_confirmations(monkeypatch, "Cancel", "Save")
+    dialog.list.setCurrentRow(rows["bob"])
+    assert dialog.selected().name == "alice" and dialog.heading.text() == "alice"
+    assert dialog.quotas.wanted()["tokens_per_minute"] == 7000
+    dialog.list.setCurrentRow(rows["bob"])
+    assert dialog.selected().name == "bob" and dialog.heading.text() == "bob"
+    assert book.limits("alice").tokens_per_minute == 7000
+    assert book.limits("bob").tokens_per_minute is None
+    assert dialog.error.text() == "Saved the quotas of alice."
+    assert [a["text"] for a in asked] == ["Save the quota changes for alice?"] * 2
+    store.close()
+
+
+def test_switching_profile_asks_about_quota_changes_and_cancel_stays(qtbot, scripted,
+                                                                    monkeypatch):
+    """Switching profile closes the Profiles dialog: with quota changes not saved it asks,
+    and Cancel keeps the profile signed in (and the changes); Discard switches."""
+    from tests.support import answer_confirmations
+
+    window = scripted.window
+    admin = window.profile
+    scripted.profiles.add("maria", admin)
+    window.profile_button.open_dialog()
+    dialog = window.profile_button.dialog
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    _type_a_limit(qtbot, dialog, "cloud_tokens_per_day", "90000")
+    asked = answer_confirmations(monkeypatch, "Cancel", "Discard")
+    window.profile_button.switch_requested.emit("maria")
+    assert window.profile.name == admin.name and dialog.isVisible()
+    assert dialog.quotas.wanted()["cloud_tokens_per_day"] == 90000
+    window.profile_button.switch_requested.emit("maria")
+    assert window.profile.name == "maria" and not dialog.isVisible()
+    assert len(asked) == 2
