@@ -9,10 +9,11 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 
-from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtCore import QEvent, QObject, Qt, Signal, Slot
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QLineEdit,
     QListWidget,
     QListWidgetItem,
     QMenu,
@@ -60,6 +61,29 @@ def who_answers(conversation: Conversation) -> str:
     return f"{name} · {conversation.target_model}" if conversation.target_model else name
 
 
+class TitleEditing(QObject):
+    """The inline editor of a chat's title (F2, double-click, the menu's Rename), named for
+    screen readers and with its whole title selected, so typing replaces it (the cursor stood
+    at the end, and the user pressed Ctrl+A first). It watches the list's viewport, where the
+    view puts its editor, polished once its text is set: a Python item delegate doing this
+    left the editor's Python wrapper unusable in the application's event filter
+    (``ui.input_guard``: "already deleted"), and the window crashed."""
+
+    def __init__(self, view: QListWidget):
+        super().__init__(view)
+        view.viewport().installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt naming)
+        if event.type() == QEvent.Type.ChildPolished and isinstance(event.child(), QLineEdit):
+            editor = event.child()
+            editor.setAccessibleName("Chat title")
+            editor.installEventFilter(self)  # all selected as it gets the focus
+        elif event.type() == QEvent.Type.FocusIn and isinstance(watched, QLineEdit):
+            watched.selectAll()
+            watched.removeEventFilter(self)  # once: a click later places the cursor
+        return False
+
+
 class Sidebar(QWidget):
     new_requested = Signal()
     conversation_selected = Signal(str)
@@ -80,6 +104,7 @@ class Sidebar(QWidget):
             "Delete deletes it, the Menu key pins it.")
         self.list.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked
                                   | QAbstractItemView.EditTrigger.EditKeyPressed)
+        self.title_editing = TitleEditing(self.list)
         self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.list.setTextElideMode(Qt.TextElideMode.ElideRight)

@@ -150,3 +150,28 @@ def test_f2_renames_and_del_deletes_the_selected_chat_and_help_lists_both(
     assert ("Esc", "Cancel editing a message") in rows
     for theme in ("light", "dark"):
         grab_in_palette(qtbot, dialog, artifacts_dir / f"shortcuts-{theme}.png", theme)
+
+
+def test_f2_opens_a_named_editor_with_the_whole_title_selected(qtbot, scripted,
+                                                               scripted_engine):
+    """The inline editor had no accessible name, and the old title was not selected (the user
+    pressed Ctrl+A before typing). It is "Chat title", the title selected: typing replaces
+    it."""
+    from PySide6.QtWidgets import QApplication, QLineEdit
+
+    window, store = scripted.window, scripted.store
+    scripted_engine.script(reply("Noted."))
+    send(qtbot, scripted, "Notes on the lighthouse")
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)
+    sidebar = window.sidebar
+    sidebar.list.setCurrentItem(sidebar.conversation_items()[0])
+    sidebar.list.setFocus()
+    qtbot.keyClick(sidebar.list, Qt.Key.Key_F2)
+    editor = QApplication.focusWidget()
+    assert isinstance(editor, QLineEdit)
+    assert editor.accessibleName() == "Chat title"
+    assert editor.selectedText() == "Notes on the lighthouse"
+    qtbot.keyClicks(editor, "Keeper's log")
+    qtbot.keyClick(editor, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: [c.title for c in store.list_conversations()] == ["Keeper's log"])
