@@ -23,6 +23,11 @@ class ElidingComboBox(QComboBox):
         return self.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, self._option(),
                                            QStyle.SubControl.SC_ComboBoxEditField, self).width()
 
+    def whole_width(self) -> int:
+        """The width that shows the current text whole (``ui.header_pickers`` wraps for it)."""
+        chrome = self.width() - self.text_width()
+        return chrome + self.fontMetrics().horizontalAdvance(self.currentText()) + 1
+
     def shown_text(self) -> str:
         """The current text as the closed box shows it."""
         return self.fontMetrics().elidedText(self.currentText(), Qt.TextElideMode.ElideRight,

@@ -24,7 +24,6 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractScrollArea,
     QDialog,
-    QHBoxLayout,
     QLabel,
     QMainWindow,
     QMessageBox,
@@ -56,6 +55,7 @@ from ui.conversation_view import ConversationView
 from ui.conversation_watch import ConversationWatch
 from ui.elided_label import ElidedLabel
 from ui.errors import ErrorBanner, ErrorPresenter
+from ui.header_pickers import HeaderPickers
 from ui.help_menu import HelpMenu
 from ui.message_details import MessageDetails
 from ui.model_loader import ModelLoader
@@ -145,23 +145,18 @@ class MainWindow(QMainWindow):
         self.target_picker = TargetPicker(services.registry, self.settings, self.loader)
         self.model_picker = ModelPicker(services.registry, self.controller.cloud, services.tasks)
         # the title on its own line (never squeezed out by the pickers in a narrow window),
-        # who answers on the next
+        # who answers on the next, or the next two when one is too narrow for their texts
         header = QVBoxLayout()
         header.setContentsMargins(0, 0, 12, 4)
         header.setSpacing(0)
         header.addWidget(self.title_label)
-        pickers = QHBoxLayout()
-        pickers.setContentsMargins(16, 0, 0, 0)
         route_label, provider_label = QLabel("Route"), QLabel("Cloud provider")
         route_label.setBuddy(self.route_picker)
         provider_label.setBuddy(self.target_picker)
-        pickers.addWidget(route_label)
-        pickers.addWidget(self.route_picker, 1)
-        pickers.addSpacing(8)
-        pickers.addWidget(provider_label)
-        pickers.addWidget(self.target_picker, 1)
-        pickers.addWidget(self.model_picker, 1)
-        header.addLayout(pickers)
+        self.header_pickers = HeaderPickers(
+            (route_label, self.route_picker),
+            (provider_label, self.target_picker, self.model_picker))
+        header.addWidget(self.header_pickers)
         chat = QWidget()
         chat_layout = QVBoxLayout(chat)
         chat_layout.setContentsMargins(0, 0, 0, 0)

@@ -200,3 +200,39 @@ def test_the_context_box_steps_through_the_usual_sizes(qtbot):
     box.setValue(8192)
     box.stepBy(1)
     assert box.value() == 8192
+
+
+def test_picking_a_cloud_provider_keeps_the_chat_lists_width(qtbot, scripted, artifacts_dir):
+    """The model picker that comes with a cloud provider made the header's one line wider
+    than the chat, and the splitter took it from the chat list (250 px down to 200), the
+    route cut to "Auto (cloud, local fal…" all the same. The header goes on two lines instead:
+    the list keeps its width, and the route and provider show whole."""
+    from app.config.providers import ProviderConfig
+
+    window = scripted.window
+    window.resize(1200, 800)
+    window.show()
+    qtbot.waitUntil(lambda: window.width() == 1200)
+    qtbot.wait(50)  # (a layout pass)
+    sizes = window.splitter.sizes()
+    scripted.registry.add(ProviderConfig("box", "openai", "http://127.0.0.1:9/v1", "llama3.2"))
+    window.target_picker.refresh("provider:box")
+    qtbot.waitUntil(window.model_picker.isVisible)
+    qtbot.waitUntil(lambda: window.route_picker.currentText() == "Auto (cloud, local fallback)")
+    qtbot.wait(50)
+    assert window.splitter.sizes() == sizes
+    pickers = window.header_pickers
+    assert pickers.wrapped()  # two lines at this width
+    for picker in (window.route_picker, window.target_picker):
+        assert picker.shown_text() == picker.currentText()  # whole
+    assert window.model_picker.width() >= window.model_picker.minimumWidth()
+    assert window.route_picker.x() == window.target_picker.x()  # the boxes line up
+    window.grab().save(str(artifacts_dir / "header-two-lines.png"))
+
+    window.resize(1700, 800)  # room for one line: back on one
+    qtbot.waitUntil(lambda: not pickers.wrapped())
+    qtbot.wait(50)  # (a layout pass)
+    assert window.route_picker.y() == window.target_picker.y()  # one line
+    for picker in (window.route_picker, window.target_picker):
+        assert picker.shown_text() == picker.currentText()
+    window.grab().save(str(artifacts_dir / "header-one-line.png"))
