@@ -7,7 +7,16 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import shiboken6
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
+
+
+def _alive(callback: Callable) -> bool:
+    """Whether ``callback`` can still run: a widget's method whose widget was deleted while its
+    job ran (a window closed, a dialog gone) cannot (its result is dropped: calling it raised
+    "already deleted" from inside Qt's event loop)."""
+    owner = getattr(callback, "__self__", None)
+    return not isinstance(owner, QObject) or shiboken6.isValid(owner)
 
 
 class _Relay(QObject):
@@ -45,12 +54,14 @@ class TaskRunner(QObject):
         @Slot(object)
         def finish_ok(result: Any) -> None:
             self._relays.discard(relay)
-            on_done(result)
+            if _alive(on_done):
+                on_done(result)
 
         @Slot(object)
         def finish_err(exc: Exception) -> None:
             self._relays.discard(relay)
-            on_error(exc)
+            if _alive(on_error):
+                on_error(exc)
 
         relay.done.connect(finish_ok)
         relay.failed.connect(finish_err)
