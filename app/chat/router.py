@@ -26,7 +26,8 @@ it is loaded so that its own tokenizer counts, leaving out the oldest turns that
 ``Refit`` event says what it was sent before its first text (the turn keeps it).
 
 ``RoutedEngine`` keeps the one ``Engine`` contract: text deltas, one ``Usage`` (the segments'
-counts added up), one ``Finished`` whose TTFT counts from the start of the turn.
+completion tokens added up; the prompt the last segment's engine was sent), one ``Finished``
+whose TTFT counts from the start of the turn.
 """
 from __future__ import annotations
 
@@ -452,12 +453,16 @@ class RoutedEngine(EngineBase):
 
     @staticmethod
     def _combined_usage(usages: list[Usage]) -> Usage:
+        """The reply's one Usage: every part's completion tokens, and the prompt of the part
+        that ended it. A local continuation was sent the conversation and the cloud's part as
+        the start of its reply: its prompt is the one the usage ledger's local row has and
+        the reply reports (the cloud's prompt is in the ledger's cloud row)."""
         if not usages:
             return Usage(0, 0, estimated=True)
-        first = usages[0]
-        return Usage(first.prompt_tokens, sum(u.completion_tokens for u in usages),
+        last = usages[-1]
+        return Usage(last.prompt_tokens, sum(u.completion_tokens for u in usages),
                      estimated=any(u.estimated for u in usages),
-                     cached_prompt_tokens=first.cached_prompt_tokens)
+                     cached_prompt_tokens=last.cached_prompt_tokens)
 
     def _log_local(self, runner: _Runner, outcome: str, error_kind: str | None) -> None:
         """Local attempts go to the request log too when the router raced or failed over."""
