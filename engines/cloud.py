@@ -4,7 +4,8 @@ A subclass says how to build the request (``build_request``) and how to read one
 wire format (``read_event``); this class does the rest, the same way for every provider:
 
 * retries (``engines.http_policy``) only while no text has reached the caller, with the same
-  ``Idempotency-Key`` on every attempt; every attempt is reported to ``on_attempt``;
+  ``Idempotency-Key`` on every attempt; every attempt is reported to ``on_attempt``, and a
+  ``Retrying`` event says each retry (which attempt failed, why, the wait) before its wait;
 * deadlines: connect, first token (a watchdog), idle between reads (httpx's read timeout, which
   keep-alive comments and pings reset because they are bytes);
 * cancel and deadlines shut the socket down at once, waking a blocked read; the response is
@@ -64,6 +65,7 @@ from app.domain.messages import (
     ChatRequest,
     Finished,
     FinishReason,
+    Retrying,
     StreamEvent,
     TextDelta,
     Usage,
@@ -270,6 +272,7 @@ class CloudEngine(EngineBase):
                 if delay is None:
                     raise failed.error from None
                 retries += 1
+                yield Retrying(self.config.name, retries, failed.error, delay)  # (said now)
                 if cancel.wait(delay):
                     yield from self._finish(request, StreamState(), FinishReason.CANCELLED,
                                             turn_started, None, None)

@@ -13,7 +13,9 @@ Routes (per conversation, a default in settings, and a global Offline mode that 
     unresolvable, after its first attempt: the cloud's stream is told a fallback stands by);
   - **hedging**: when the cloud's first token is later than ``hedge_after_s`` (default 2.5 s), the
     local model starts too; the first to stream text wins and the other is cancelled (the cloud's
-    connection is closed). Both attempts go to the request log;
+    connection is closed). Both attempts go to the request log. A cloud attempt that failed and
+    waits to be retried is passed on at once (``Retrying``), and a hedge that starts during the
+    wait says so;
   - **mid-stream**: a cloud stream that dies after some text is continued by the local model, given
     the partial text as the start of its reply. The reply keeps segments (who wrote which part) and
     a ``Seam`` event marks the switch.
@@ -47,12 +49,14 @@ from app.domain.messages import (
     Finished,
     FinishReason,
     Refit,
+    Retrying,
     Seam,
     StreamEvent,
     TextDelta,
     Usage,
 )
 from app.domain.routes import CONTINUABLE_ERRORS, FAILOVER_ERRORS
+from app.domain.wording import seconds
 from engines.base import Engine, EngineBase, EngineCapabilities, EngineInfo, Segment, StreamOutcome
 from engines.http_policy import AttemptRecord
 
@@ -134,6 +138,8 @@ class RoutedEngine(EngineBase):
         self.segments: list[Segment] = []
         self.cloud_unreachable = False
         self.hedged = False
+        # the cloud's last failed attempt that is retried, and when its wait ends
+        self._retrying: tuple[Retrying, float] | None = None
 
     @property
     def info(self) -> EngineInfo:
@@ -259,10 +265,7 @@ class RoutedEngine(EngineBase):
                 timeout = turn_started + self.hedge_after_s - time.monotonic()
                 if timeout <= 0:
                     self.hedged = True
-                    local = self._start_local(
-                        request, events, runners,
-                        f"cloud first token later than {self.hedge_after_s:g} s ({name}): "
-                        "answered locally")
+                    local = self._start_local(request, events, runners, self._hedge_reason())
                     backlog[local] = []
                     continue
             got = self._next(events, cancel, runners, timeout)
@@ -303,6 +306,11 @@ class RoutedEngine(EngineBase):
                     raise event
                 self.answered, self.reason = self.cloud.info, f"cloud first ({name})"
                 continue
+            if isinstance(event, Retrying):  # said at once: the wait is now, not later
+                if runner is cloud:
+                    self._retrying = (event, time.monotonic() + event.wait_s)
+                yield event
+                continue
             backlog[runner].append(event)
             if isinstance(event, TextDelta) and event.text or isinstance(event, Finished):
                 for other in runners:
@@ -324,6 +332,17 @@ class RoutedEngine(EngineBase):
                 self.segments = [self._segment(runner, 0, end=0)]
                 yield from backlog[runner]
                 return None
+
+    def _hedge_reason(self) -> str:
+        """Why the local model started beside the cloud: its first token is late, or the
+        cloud failed and is still waiting to try again (its Retry-After, or the backoff)."""
+        name = self.cloud.info.engine
+        if self._retrying is not None and time.monotonic() < self._retrying[1]:
+            retry = self._retrying[0]
+            return (f"{name} failed before answering ({kind_words(_kind_of(retry.error))}) "
+                    f"and was to try again in {seconds(retry.wait_s)}: answered locally")
+        return f"cloud first token later than {self.hedge_after_s:g} s ({name}): " \
+            "answered locally"
 
     def _race_local_only(self, local, cancel, events, runners):
         """The local model alone (the provider is known to be offline): the same shape as

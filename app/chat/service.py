@@ -41,7 +41,7 @@ from app.domain.messages import (
 from app.domain.sampling import KNOB_NAMES
 from app.domain.secrets_mask import SecretMask, refuse_keys
 from app.domain.structured import response_format as json_response_format
-from app.domain.wording import title_from
+from app.domain.wording import sentence, title_from
 from app.storage.outbox import Outbox, OutboxItem
 from app.storage.store import Store
 
@@ -228,8 +228,8 @@ class ChatService:
             self.store.update_message(
                 turn.assistant_message_id,
                 error=turn.secret_mask().scrub(
-                    f"{error} Queued in the outbox (item {item.id}): it is sent once "
-                    f"{provider} can be reached."))
+                    f"{sentence(str(error))} Queued in the outbox (item {item.id}): it is sent "
+                    f"once {provider} can be reached."))
         return item
 
     def recover_interrupted(self) -> int:

@@ -27,7 +27,15 @@ import threading
 from typing import Iterable, Iterator, Mapping, Sequence
 
 from app.domain.errors import KeyInMessage, OutpostError, StreamInterrupted
-from app.domain.messages import ChatMessage, Finished, Restart, Role, StreamEvent, TextDelta
+from app.domain.messages import (
+    ChatMessage,
+    Finished,
+    Restart,
+    Retrying,
+    Role,
+    StreamEvent,
+    TextDelta,
+)
 
 REDACTED = "[redacted]"
 MIN_SECRET = 8  # shorter strings are not masked: they would hit ordinary words
@@ -167,8 +175,9 @@ class StreamMask:
 
 def mask_stream(events: Iterable[StreamEvent], mask: SecretMask) -> Iterator[StreamEvent]:
     """An engine's events with every secret masked: the text (also a secret split across two
-    deltas), the error a ``Finished`` carries, a ``Restart``'s reason, and an error the stream
-    raises. Text held back is let out before any other event, so the order stays the same."""
+    deltas), the error a ``Finished`` or a ``Retrying`` carries, a ``Restart``'s reason, and an
+    error the stream raises. Text held back is let out before any other event, so the order
+    stays the same."""
     if not mask.secrets:
         yield from events
         return
@@ -183,7 +192,7 @@ def mask_stream(events: Iterable[StreamEvent], mask: SecretMask) -> Iterator[Str
             rest = text.flush()
             if rest:
                 yield TextDelta(rest)
-            if isinstance(event, Finished):
+            if isinstance(event, (Finished, Retrying)):
                 mask.scrub_error(event.error)
             elif isinstance(event, Restart):
                 event = dataclasses.replace(event, reason=mask.scrub(event.reason))

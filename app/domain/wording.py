@@ -1,5 +1,5 @@
 """Words for counts: "1 conversation", "4 conversations" (never the plural in brackets), for
-what the core says to the user in both front ends."""
+what the core says to the user in both front ends; waits in seconds; sentences put together."""
 from __future__ import annotations
 
 
@@ -16,3 +16,16 @@ def title_from(prompt: str) -> str:
     line = " ".join(prompt.split())
     return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1].rstrip() + "…"
 
+
+
+def seconds(s: float) -> str:
+    """A wait in seconds as people say it: "0.5 s", "2 s", "1.3 s" (tenths, none when whole)."""
+    text = f"{max(s, 0.0):.1f}"
+    return (text[:-2] if text.endswith(".0") else text) + " s"
+
+
+def sentence(text: str) -> str:
+    """``text`` ending as a sentence does, so that another can follow it: a full stop added
+    when it ends without one (a provider's own words often do: "HTTP 503")."""
+    text = text.rstrip()
+    return text if not text or text[-1] in ".!?…" else text + "."

@@ -63,6 +63,72 @@ def stored(message_id: str):
         store.close()
 
 
+# -- retries and waits (trial 5, defects 7 and 11) ---------------------------------------------
+def test_a_retry_is_said_before_its_wait_as_a_line_and_an_event(capsys, local, server):
+    """`--json` was silent for the whole of a provider's Retry-After (stdout had `context`,
+    then nothing for 2 s; stderr nothing)."""
+    server.script([rate_limited(retry_after_ms=200), Normal()])
+    events, err = ask(capsys, "rl", "--provider", "fake", "--route", "cloud", "--json")
+    kinds = [e["event"] for e in events]
+    assert kinds.index("retry") < kinds.index("delta")
+    [retry] = [e for e in events if e["event"] == "retry"]
+    assert retry == {"event": "retry", "engine": "fake", "attempt": 1, "kind": "rate_limited",
+                     "reason": "rate limited", "wait_s": 0.2}
+    assert err == "outpost: fake, attempt 1: rate limited; trying again in 0.2 s.\n"
+
+
+def test_a_failure_that_is_not_retried_is_not_called_an_attempt(capsys, local, server):
+    """"fake, attempt 1: the provider is overloaded or down." was printed for a 503 with
+    x-should-retry: false, and "attempt 1: the connection broke." for a cut that is never
+    retried: both read as if a retry were coming. The error says what happened, in
+    sentences ("The provider said: HTTP 503 Queued in the outbox" lacked its full stop)."""
+    server.script([Status(503, headers={"x-should-retry": "false"}, message="HTTP 503")])
+    _, err = ask(capsys, "down", "--provider", "fake", "--route", "cloud", code=4)
+    assert "attempt" not in err
+    assert "The provider said: HTTP 503. Queued in the outbox as item 1;" in err
+    store = Store()
+    try:
+        [item] = store.db.execute("SELECT placeholder_message_id FROM outbox").fetchall()
+        placeholder = store.get_message(item[0])
+    finally:
+        store.close()
+    assert "The provider said: HTTP 503. Queued in the outbox (item 1)" in placeholder.error
+
+    server.script([Cut(after=3)])
+    _, err = ask(capsys, "cut", "--provider", "fake", "--route", "cloud", code=4)
+    assert "attempt" not in err and "cut off" in err
+
+
+def test_a_hedge_while_the_cloud_waits_to_retry_says_why(capsys, local, server):
+    """A hedge that started while the provider's Retry-After was waited was recorded as "cloud
+    first token later than 2.5 s"; and with --json, who answered instead was not on stderr."""
+    setting("hedge_after_s", 1.5)  # (the 429 comes back long before; the retry in 5 s)
+    server.script([rate_limited(retry_after=5)])
+    local.script(reply("Local", " answer."))
+    events, err = ask(capsys, "rl auto", "--provider", "fake", "--json")
+    reason = "fake failed before answering (rate limited) and was to try again in 5 s: " \
+        "answered locally"
+    finished = events[-1]
+    assert finished["event"] == "finished" and finished["engine"] == "local"
+    assert finished["route_reason"] == reason
+    assert [e["attempt"] for e in events if e["event"] == "retry"] == [1]
+    assert err.splitlines() == ["outpost: fake, attempt 1: rate limited; trying again in 5 s.",
+                                f"outpost: {reason}."]
+    assert len(server.chat_requests()) == 1  # the retry never went: the local model won
+
+
+def test_a_local_rate_limit_wait_is_one_json_event(capsys):
+    """A profile's requests-per-minute wait (29 s in the trial) had no event in JSON."""
+    message = "Over the rate limit of profile ana (2 requests per minute); try again soon"
+    ticks = [RateLimitWait(message, 29.2), RateLimitWait(message, 28.2),
+             RateLimitWait(message, 0.4)]
+    assert _render(argparse.Namespace(json=True), iter(ticks)) == 0
+    out, err = capsys.readouterr()
+    assert [json.loads(line) for line in out.splitlines()] == [
+        {"event": "wait", "reason": message, "wait_s": 29.2}]
+    assert "waiting 30 s" in err  # the countdown, as without --json
+
+
 # -- a reply the local model went on with (defect 8) ---------------------------------------------
 def test_a_reply_continued_locally_reports_the_prompt_the_local_model_was_sent(
         capsys, local, server):

@@ -12,6 +12,7 @@ holding back what would have come next.
 """
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 import time
@@ -68,6 +69,7 @@ from app.domain.messages import (
     ChatRequest,
     Finished,
     FinishReason,
+    Retrying,
     Role,
     TextDelta,
     Usage,
@@ -107,13 +109,14 @@ class Built:
 
     def fail(self, request: ChatRequest | None = None,
              cancel: threading.Event | None = None) -> OutpostError:
-        """The stream must raise (no text ever reached the caller): the error."""
+        """The stream must raise (no text ever reached the caller, only its retries were
+        said): the error."""
         events: list = []
         with pytest.raises(OutpostError) as info:
             for event in self.engine.stream(request or make_request(),
                                             cancel or threading.Event()):
                 events.append(event)
-        assert events == [], f"events before the error: {events}"
+        assert all(isinstance(e, Retrying) for e in events), f"events before the error: {events}"
         return info.value
 
     def statuses(self) -> list[int | None]:
@@ -154,10 +157,12 @@ def build(wire: str, server_url: str, **kw) -> Built:
 
 
 def check_contract(events: list) -> None:
-    """TextDelta*, then exactly one Usage, then exactly one Finished (engines.base)."""
+    """Retrying* (a cloud engine's retries, before any text), TextDelta*, then exactly one
+    Usage, then exactly one Finished (engines.base)."""
     kinds = [type(e) for e in events]
     assert kinds[-2:] == [Usage, Finished], kinds
-    assert all(k is TextDelta for k in kinds[:-2]), kinds
+    retries = len(kinds) - len(list(itertools.dropwhile(lambda k: k is Retrying, kinds)))
+    assert all(k is TextDelta for k in kinds[retries:-2]), kinds
 
 
 @pytest.fixture
@@ -538,6 +543,27 @@ def test_backoff_between_retries_grows(make, server):
     _, reply = built.run(cancel=cancel)
     assert reply.text == DEFAULT_TEXT and len(server.requests) == 3
     assert cancel.waits == [0.2, 0.4]
+
+
+def test_each_retry_is_said_before_its_wait(make, server):
+    """A front end can say a retry while its wait lasts (`ask` was silent for a Retry-After):
+    the engine yields which attempt failed, why, and the wait, before waiting it; a failure
+    that is not retried (x-should-retry: false, the last attempt) is no Retrying."""
+    server.script([server_error(500), rate_limited(retry_after_ms=300), Normal()])
+    built = make(policy=RetryPolicy(initial_backoff=0.2, max_backoff=1.0, jitter=0.0))
+    cancel = WaitLog()
+    events, reply = built.run(cancel=cancel)
+    name = built.engine.info.engine
+    said = [(e.engine, e.attempt, e.error.kind, e.wait_s) for e in events
+            if isinstance(e, Retrying)]
+    assert said == [(name, 1, "provider_unavailable", 0.2), (name, 2, "rate_limited", 0.3)]
+    assert cancel.waits == [0.2, 0.3] and reply.text == DEFAULT_TEXT
+
+    server.script([Status(503, headers={"x-should-retry": "false"})])
+    events = []
+    with pytest.raises(ProviderUnavailable):
+        events.extend(make().engine.stream(make_request(), threading.Event()))
+    assert events == []
 
 
 @pytest.mark.parametrize("scenario", [lambda: Status(400, message="Invalid 'temperature'."),

@@ -8,6 +8,7 @@ text, and in rate-limit headers.
 """
 from __future__ import annotations
 
+import itertools
 import threading
 
 import httpx
@@ -27,6 +28,7 @@ from app.domain.messages import (
     ChatRequest,
     Finished,
     FinishReason,
+    Retrying,
     Role,
     Seam,
     TextDelta,
@@ -54,10 +56,12 @@ def make_request() -> ChatRequest:
 
 
 def check_contract(events: list) -> None:
-    """TextDelta*, then exactly one Usage, then exactly one Finished (engines.base)."""
+    """Retrying* (a cloud engine's retries, before any text), TextDelta*, then exactly one
+    Usage, then exactly one Finished (engines.base)."""
     kinds = [type(e) for e in events]
     assert kinds[-2:] == [Usage, Finished], kinds
-    assert all(k is TextDelta for k in kinds[:-2]), kinds
+    retries = len(kinds) - len(list(itertools.dropwhile(lambda k: k is Retrying, kinds)))
+    assert all(k is TextDelta for k in kinds[retries:-2]), kinds
 
 
 def key_of(ex: Exchange) -> str:

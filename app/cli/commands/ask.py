@@ -33,10 +33,10 @@ from app.domain.errors import (
     kind_words,
 )
 from app.domain.messages import (
-    CANCEL_OUTCOMES,
     FinishReason,
     Refit,
     Restart,
+    Retrying,
     Seam,
     TextDelta,
     Usage,
@@ -46,7 +46,7 @@ from app.domain.sampling import KNOB_NAMES
 from app.domain.sampling import check as check_knob
 from app.domain.structured import load_schema
 from app.domain.test_time import Plan
-from app.domain.wording import counted
+from app.domain.wording import counted, seconds, sentence
 from app.storage.store import Store
 
 SAVE_TRIES = 5  # a reply the disk refused is written again this many times, a second apart
@@ -96,8 +96,7 @@ def _turn(args: argparse.Namespace, events, send_when_online: bool,
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGHUP, _stop)  # the terminal closed (an SSH link dropped): save, end
-    engines = CommandEngines(settings, _telling_failed_attempts(core.service.ledger.record,
-                                                                not args.json))
+    engines = CommandEngines(settings, core.service.ledger.record)
     pipeline = TurnPipeline(core.service, engines)
     try:
         target = TurnTarget(provider=args.provider, model=args.model, route=args.route,
@@ -145,9 +144,13 @@ def _render(args: argparse.Namespace, events, save_unsaved=lambda: 0) -> int:
     the turn's error is raised, so the exit code says how it ended."""
     structured = False
     asked: str | None = None  # who the turn was sent to (Auto: the cloud first)
+    said: set[str] = set()  # route reasons said as they happened (not again at the end)
     countdown = _Countdown()
     for event in events:
         if isinstance(event, RateLimitWait):
+            if args.json and not countdown.shown:  # (once a wait: the countdown is stderr's)
+                emit({"event": "wait", "reason": event.message,
+                      "wait_s": round(event.seconds_left, 1)})
             countdown.show(event)
             continue
         countdown.done()
@@ -181,6 +184,10 @@ def _render(args: argparse.Namespace, events, save_unsaved=lambda: 0) -> int:
             if args.json:
                 emit({"event": "seam", "engine": event.engine, "model": event.model,
                       "reason": event.reason, "offset": event.offset})
+            _note(f"{event.reason}.")  # (as it happens: the reply goes on in another's words)
+            said.add(event.reason)
+        elif isinstance(event, Retrying):
+            _report_retry(args, event)
         elif isinstance(event, Usage):
             if args.json:
                 emit({"event": "usage", "prompt_tokens": event.prompt_tokens,
@@ -188,8 +195,7 @@ def _render(args: argparse.Namespace, events, save_unsaved=lambda: 0) -> int:
                       "cached_prompt_tokens": event.cached_prompt_tokens,
                       "estimated": event.estimated})
         elif isinstance(event, Notice):
-            REPLY_LINE.break_for_notice()
-            sys.stderr.write(f"outpost: {event.text}\n")
+            _note(event.text)
         elif isinstance(event, TurnEnded):
             if event.outcome.unsaved is not None:  # before anything else is said: stored?
                 try:
@@ -198,22 +204,41 @@ def _render(args: argparse.Namespace, events, save_unsaved=lambda: 0) -> int:
                     if structured and not args.json and event.outcome.message is not None:
                         print(event.outcome.message.content)  # ("printed above": it is now)
                     raise
-            return _finish(args, event.outcome, structured, asked)
+            return _finish(args, event.outcome, structured, asked, said)
     return 0
 
 
+def _note(text: str) -> None:
+    """A line on stderr while the reply streams (on a line of its own: ``REPLY_LINE``)."""
+    REPLY_LINE.break_for_notice()
+    sys.stderr.write(f"outpost: {text}\n")
+    sys.stderr.flush()
+
+
+def _report_retry(args: argparse.Namespace, retry: Retrying) -> None:
+    """A cloud attempt failed before any text and is tried again after a wait: said before
+    the wait (a line on stderr; with --json also a ``retry`` event)."""
+    kind = retry.error.kind if isinstance(retry.error, OutpostError) else "bug"
+    if args.json:
+        emit({"event": "retry", "engine": retry.engine, "attempt": retry.attempt,
+              "kind": kind, "reason": kind_words(kind), "wait_s": round(retry.wait_s, 2)})
+    _note(f"{retry.engine}, attempt {retry.attempt}: {kind_words(kind)}; trying again in "
+          f"{seconds(retry.wait_s)}.")
+
+
 def _finish(args: argparse.Namespace, outcome: TurnOutcome, structured: bool,
-            asked: str | None = None) -> int:
+            asked: str | None = None, said: set[str] | frozenset[str] = frozenset()) -> int:
     """The end of the reply: its last line (or the ``finished`` event), who answered when it
-    was not who was asked (Auto fell back on the local model), where a queued request went,
-    and the turn's error raised."""
+    was not who was asked (Auto fell back on the local model; not again when ``said`` has
+    it), where a queued request went, and the turn's error raised."""
     error, finish, item = outcome.error, outcome.finish, outcome.queued
     if outcome.stream_failed and error is not None:  # the stream raised
         if item is not None:
             if args.json:
                 _report_queued(args, item, outcome.conversation_id)
-            raise type(error)(f"{error} Queued in the outbox as item {item.id}; `outpost outbox "
-                              "send` sends it once the provider is reachable.") from None
+            raise type(error)(f"{sentence(str(error))} Queued in the outbox as item {item.id}; "
+                              "`outpost outbox send` sends it once the provider is reachable."
+                              ) from None
         raise error
     selection = outcome.selection.record() if outcome.selection is not None else None
     check = outcome.output_check
@@ -224,10 +249,11 @@ def _finish(args: argparse.Namespace, outcome: TurnOutcome, structured: bool,
             sys.stdout.write(outcome.message.content)
         sys.stdout.write("\n")
         sys.stdout.flush()
+        REPLY_LINE.wrote("\n")
     if selection is not None and not args.json:  # after the reply's own line
         sys.stderr.write(f"outpost: {describe_selection(selection)}\n")
-    if not args.json and asked is not None and outcome.answered.engine != asked and \
-            outcome.route_reason:  # (--json: the finished event's engine and route_reason)
+    if asked is not None and outcome.answered.engine != asked and outcome.route_reason \
+            and outcome.route_reason not in said:  # (--json: also in the finished event)
         sys.stderr.write(f"outpost: {outcome.route_reason}.\n")
     if not args.json and error is None and finish is not None and \
             finish.reason is FinishReason.LENGTH:  # (--json: the finished event says "length")
@@ -285,21 +311,6 @@ class _ReplyLine:
 
 
 REPLY_LINE = _ReplyLine()
-
-
-def _telling_failed_attempts(record, tell: bool):
-    """The usage ledger's ``record``, and (``tell``) a line on stderr for each cloud attempt
-    that failed, as it fails: a provider that stalls is retried up to three times, each after
-    its first-token deadline, and that was a minute and a half of silence."""
-    def on_attempt(attempt) -> None:
-        record(attempt)
-        if tell and attempt.error_kind and attempt.provider != "local" and \
-                attempt.outcome not in CANCEL_OUTCOMES:
-            REPLY_LINE.break_for_notice()
-            sys.stderr.write(f"outpost: {attempt.provider}, attempt {attempt.attempt}: "
-                             f"{kind_words(attempt.error_kind)}.\n")
-            sys.stderr.flush()
-    return on_attempt
 
 
 def save_before_exit(save_unsaved, error: ReplyNotSaved, tries: int = SAVE_TRIES) -> None:
