@@ -283,6 +283,50 @@ def sent_otherwise(kind: str, temperature: float | None, top_p: float | None
     return said
 
 
+# why the knobs an engine kind does not take are not sent, as one clause for one or more
+_NOT_TAKEN = {
+    "openai": "OpenAI-compatible servers do not take {it}",
+    "anthropic": "Anthropic's Messages API does not take {it}",
+}
+
+
+def not_taken(kind: str, many: bool = False) -> str:
+    """Why knobs an engine of ``kind`` has no parameter for are not sent (one clause)."""
+    return _NOT_TAKEN.get(kind, _NOT_TAKEN["openai"]).format(it="them" if many else "it")
+
+
+@dataclass(frozen=True)
+class NotAsAsked:
+    """A knob set for a turn that did not go out as asked: what was ``sent`` (None: nothing)
+    and ``why``: a sentence, ``NOT_TAKEN`` (the engine kind has no such parameter:
+    ``not_taken``), or None (no reason known here)."""
+
+    name: str
+    asked: object
+    sent: object
+    why: str | None
+
+
+NOT_TAKEN = "not_taken"
+
+
+def not_as_asked(kind: str, asked: dict, sent: dict) -> list[NotAsAsked]:
+    """The knobs of ``asked`` (set for one turn, by name) that ``sent`` (the record
+    ``sent_params`` made of what an engine of ``kind`` was sent) does not carry as asked,
+    each with why, from this map: a knob the kind does not take, Anthropic's cap on the
+    temperature and its one of temperature and top_p (``sent_otherwise``). Stop sequences
+    and max_tokens are not among them: a provider's engine ends the reply at the stops it
+    cannot send, and a quota that lowers max_tokens says so itself."""
+    otherwise = sent_otherwise(kind, asked.get("temperature"), sent.get("top_p"))
+    found = []
+    for name, value in asked.items():
+        if value is None or name in ("stop", "max_tokens") or sent.get(name) == value:
+            continue
+        why = NOT_TAKEN if not supports(kind, name) else otherwise.get(name)
+        found.append(NotAsAsked(name, value, sent.get(name), why))
+    return found
+
+
 # stop sequences a provider takes at most (OpenAI: 4); Outpost watches for the rest itself
 PROVIDER_MAX_STOPS = {"openai": 4}
 

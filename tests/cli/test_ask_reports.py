@@ -146,3 +146,29 @@ def test_a_reply_continued_locally_reports_the_prompt_the_local_model_was_sent(
     assert usage["completion_tokens"] == message.completion_tokens == \
         cloud_row["completion_tokens"] + local_row["completion_tokens"]
     assert usage["estimated"] is True  # the cloud's part was counted, not reported
+
+
+# -- flags not sent as given (defect 10) ----------------------------------------------------------
+def test_a_flag_capped_or_not_sent_is_said_once(capsys, local, server):
+    """`--temperature 1.8` went to Anthropic as 1.0 and `--top-k/--min-p/--repeat-penalty`
+    were dropped for an OpenAI-compatible server, silently (exit 0, nothing on stderr)."""
+    _, err = ask(capsys, "cap", "--provider", "ant", "--temperature", "1.8", "--seed", "4")
+    assert err.splitlines() == [
+        "outpost: --seed is not sent: Anthropic's Messages API does not take it.",
+        "outpost: --temperature 1.8: Anthropic takes a temperature of at most 1: 1 is sent."]
+    assert server.chat_requests()[-1].json["temperature"] == 1.0
+
+    _, err = ask(capsys, "knobs", "--provider", "fake", "--top-k", "5", "--min-p", "0.2",
+                 "--repeat-penalty", "1.3", "--temperature", "0.3", "--json")
+    assert err == ("outpost: --top-k, --min-p, --repeat-penalty are not sent: "
+                   "OpenAI-compatible servers do not take them.\n")
+    sent = server.chat_requests()[-1].json
+    assert sent["temperature"] == 0.3 and not {"top_k", "min_p", "repeat_penalty"} & set(sent)
+
+    _, err = ask(capsys, "top-p", "--provider", "ant", "--top-p", "0.97")
+    assert err == ("outpost: --top-p 0.97: Anthropic gets the temperature instead; Top-p is "
+                   "sent only below 0.95 (newer Claude models refuse both).\n")
+
+    local.script(reply("Local."))
+    _, err = ask(capsys, "local knobs", "--top-k", "5", "--min-p", "0.2", "--temperature", "1.8")
+    assert err == ""  # the local model takes every knob as given

@@ -42,7 +42,7 @@ from app.domain.messages import (
     Usage,
 )
 from app.domain.routes import Route
-from app.domain.sampling import KNOB_NAMES
+from app.domain.sampling import KNOB_NAMES, NOT_TAKEN, not_as_asked, not_taken
 from app.domain.sampling import check as check_knob
 from app.domain.structured import load_schema
 from app.domain.test_time import Plan
@@ -233,6 +233,7 @@ def _finish(args: argparse.Namespace, outcome: TurnOutcome, structured: bool,
     it), where a queued request went, and the turn's error raised."""
     error, finish, item = outcome.error, outcome.finish, outcome.queued
     if outcome.stream_failed and error is not None:  # the stream raised
+        _report_flags_not_sent(args, outcome)
         if item is not None:
             if args.json:
                 _report_queued(args, item, outcome.conversation_id)
@@ -252,6 +253,7 @@ def _finish(args: argparse.Namespace, outcome: TurnOutcome, structured: bool,
         REPLY_LINE.wrote("\n")
     if selection is not None and not args.json:  # after the reply's own line
         sys.stderr.write(f"outpost: {describe_selection(selection)}\n")
+    _report_flags_not_sent(args, outcome)
     if asked is not None and outcome.answered.engine != asked and outcome.route_reason \
             and outcome.route_reason not in said:  # (--json: also in the finished event)
         sys.stderr.write(f"outpost: {outcome.route_reason}.\n")
@@ -288,6 +290,45 @@ def _finish(args: argparse.Namespace, outcome: TurnOutcome, structured: bool,
     if error is not None:
         raise error
     return 0
+
+
+def _report_flags_not_sent(args: argparse.Namespace, outcome: TurnOutcome) -> None:
+    """A knob flag given for this turn that the engine that answered was not sent as given
+    (capped, left out, or sent in another's place), a line on stderr each, from the record
+    of what was sent (``params``, made by the capability map); the knobs the engine kind
+    has no parameter for, one line together."""
+    params = outcome.message.params if outcome.message is not None else None
+    kind = (params or {}).get("engine_kind")
+    if not params or not kind:
+        return
+    asked = {name: getattr(args, name, None) for name in KNOB_NAMES}
+    if isinstance(asked["seed"], str):  # (`--seed random`: none asked)
+        asked["seed"] = seed_flag(asked["seed"])
+    if "test_time" in params:  # best-of-n records the kept candidate's own seed
+        asked.pop("seed")
+    changed = not_as_asked(kind, asked, params)
+    left_out = [_flag(c.name) for c in changed if c.why == NOT_TAKEN]
+    if left_out:
+        verb = "is" if len(left_out) == 1 else "are"
+        _note(f"{', '.join(left_out)} {verb} not sent: "
+              f"{not_taken(kind, len(left_out) > 1)}.")
+    for c in changed:
+        if c.why == NOT_TAKEN:
+            continue
+        given = f"{_flag(c.name)} {c.asked:g}" if isinstance(c.asked, float) \
+            else f"{_flag(c.name)} {c.asked}"
+        if c.why is not None:
+            _note(f"{given}: {c.why}")
+        elif c.sent is None:
+            _note(f"{given} is not sent to {outcome.answered.engine} "
+                  f"{outcome.answered.model}.")
+        else:
+            _note(f"{given} is sent as {c.sent}.")
+
+
+def _flag(knob: str) -> str:
+    """The command line's flag for a knob: ``top_k`` -> ``--top-k``."""
+    return "--" + knob.replace("_", "-")
 
 
 class _ReplyLine:
@@ -432,7 +473,7 @@ def knob_options(args):
         values["seed"] = seed_flag(values["seed"])
         unset = ("seed",) if values["seed"] is None else ()
     for name, value in values.items():  # (checked again with the turn: here to name the flag)
-        check_knob(name, value, label=f"--{name.replace('_', '-')}")
+        check_knob(name, value, label=_flag(name))
     stop = tuple(args.stop) if args.stop is not None else None
     schema = getattr(args, "json_schema", None)
     if schema is not None:
