@@ -51,7 +51,13 @@ from app.domain.messages import (
     StreamEvent,
     estimate_prompt_tokens,
 )
-from app.domain.routes import FAILOVER_ERRORS, Route, RouteDecision, decide_route
+from app.domain.routes import (
+    FAILOVER_ERRORS,
+    OFFLINE_MODE,
+    Route,
+    RouteDecision,
+    decide_route,
+)
 from app.domain.structured import OutputCheck
 from app.domain.test_time import Plan, Selection, check_candidates_differ
 from app.storage.outbox import OutboxItem
@@ -70,7 +76,10 @@ class TurnTarget:
     conversation (None: the conversation's, else the default). ``offline``: answer locally this
     once (Offline mode in settings does so always). ``send_when_online``: under Auto, also queue
     the request for the provider when the local model answered because it was unreachable
-    (None: the setting)."""
+    (None: the setting). ``outbox_asked``: the user asked for that in so many words for this
+    message (the command line's ``--send-when-online``): then Offline mode (or ``offline``)
+    queues it too, for when it is off, while the local model answers now; a turn that cannot
+    queue it (Local only, no provider) says why (a ``Notice``)."""
 
     provider: str | None = None
     model: str | None = None
@@ -78,6 +87,7 @@ class TurnTarget:
     offline: bool = False
     send_when_online: bool | None = None
     test_time: Plan | None = None
+    outbox_asked: bool = False
 
 
 class EngineSource(Protocol):
@@ -108,6 +118,9 @@ class TurnStarted:
     fit: Fit | None  # how the conversation was fitted into the context window
     structured: bool = False  # JSON output: the text is checked (maybe repaired) at the end
     offline_mode_overrode: bool = False  # a provider or Cloud only was asked; Offline mode won
+    # Offline mode (or ``offline``) has the local model answer, and the request waits in the
+    # outbox for the provider (``TurnTarget.outbox_asked``) until it is off
+    held_offline: bool = False
 
 
 @dataclass(frozen=True)
@@ -428,7 +441,7 @@ class TurnPipeline:
             engine = self._with_candidates(engine, target.test_time, options, conversation)
         if wait_for_model:
             engine.wait_ready()  # exact counts from the model's own tokenizer
-        return _Chosen(engine, decision, plan, overrode)
+        return _Chosen(engine, decision, plan, overrode, notice=_not_queued(target, decision))
 
     def _pending(self, chosen: "_Chosen", turn: Turn,
                  new_conversation: bool = False) -> PendingTurn:
@@ -436,7 +449,8 @@ class TurnPipeline:
         started = TurnStarted(turn.conversation_id, turn.user_message_id, new_conversation,
                               chosen.decision.route, chosen.decision.reason, chosen.engine.info,
                               turn.fit, turn.request.response_format is not None,
-                              chosen.overrode)
+                              chosen.overrode,
+                              held_offline=chosen.plan is not None and chosen.plan.offline)
         return PendingTurn(self, turn, chosen.engine, started, chosen.plan, chosen.notice)
 
     # -- routing and engines ------------------------------------------------------------------
@@ -465,6 +479,16 @@ class TurnPipeline:
                 "only (or Offline mode), or detach the adapter.")
         overrode = bool(settings["offline_mode"]) and bool(target.provider or wanted == "cloud")
         engines = self.engines
+        if decision.route is Route.LOCAL and _held_for_outbox(target, decision, wanted,
+                                                              settings["default_route"]):
+            assert target.provider is not None  # (_held_for_outbox: there is one)
+            # built for its window, its prices and the request the outbox keeps; never asked
+            held = RoutedEngine(engines.cloud(target.provider, target.model),
+                                lambda: engines.local(None), hedge_after_s=None,
+                                on_attempt=engines.on_attempt, held_back=decision.reason)
+            plan = OutboxPlan(target.provider, target.model, with_local=True, offline=True)
+            # Auto's, with the provider unreachable: its keys, quotas and ledger route
+            return held, dataclasses.replace(decision, route=Route.AUTO), plan, overrode
         if decision.route is Route.LOCAL:
             return engines.local(None if target.provider else target.model), decision, None, \
                 overrode
@@ -534,6 +558,27 @@ class TurnPipeline:
                            counter.estimate_cost(tokens, max_tokens))
 
         return job
+
+
+def _held_for_outbox(target: TurnTarget, decision: RouteDecision, wanted: str | None,
+                     default_route: str) -> bool:
+    """Offline mode (or ``offline``) answers a turn locally whose request the user asked, in
+    so many words, to send when online: it waits in the outbox, unless the conversation is
+    Local only (nothing of it leaves this computer) or no provider is named."""
+    return target.outbox_asked and decision.reason == OFFLINE_MODE and \
+        target.provider is not None and Route(wanted or default_route) is not Route.LOCAL
+
+
+def _not_queued(target: TurnTarget, decision: RouteDecision) -> str | None:
+    """Why a turn the user asked to send when online is answered locally and not queued
+    (None: it is queued when it needs to be; held by Offline mode, its route is Auto's)."""
+    if not target.outbox_asked or decision.route is not Route.LOCAL:
+        return None
+    if target.provider is None:
+        return ("The message is not queued for the cloud: no provider is chosen for it, so "
+                "the local model answers.")
+    return ("The message is not queued for the cloud: this conversation is Local only, so "
+            "nothing of it leaves this computer.")
 
 
 def _fanout(target: TurnTarget) -> Fanout:

@@ -122,8 +122,13 @@ class RoutedEngine(EngineBase):
     def __init__(self, cloud: Engine, local_factory: Callable[[], Engine],
                  connectivity: Connectivity | None = None,
                  hedge_after_s: float | None = DEFAULT_HEDGE_AFTER_S,
-                 on_attempt: Callable[[object], None] | None = None):
+                 on_attempt: Callable[[object], None] | None = None,
+                 held_back: str | None = None):
+        """``held_back``: why the cloud is not to be asked at all this time (Offline mode,
+        with the request bound for the outbox): the local model answers, as when the
+        provider is known to be offline, and ``held_back`` is the reason."""
         self.cloud = cloud
+        self.held_back = held_back
         self._local_factory = local_factory  # built only when needed
         self.connectivity = connectivity
         self.hedge_after_s = hedge_after_s if hedge_after_s and hedge_after_s > 0 else None
@@ -206,11 +211,13 @@ class RoutedEngine(EngineBase):
         events: queue.Queue = queue.Queue()
         runners: list[_Runner] = []
         try:
-            if self.connectivity is not None and \
+            offline = self.held_back  # (held back: not even tried, nothing is sent now)
+            if offline is None and self.connectivity is not None and \
                     self.connectivity.state(name) is LinkState.OFFLINE:
+                offline = f"{self.connectivity.reason(name)}: answered locally"
+            if offline is not None:
                 self.cloud_unreachable = True
-                local = self._start_local(request, events, runners,
-                                          f"{self.connectivity.reason(name)}: answered locally")
+                local = self._start_local(request, events, runners, offline)
                 winner = yield from self._race_local_only(local, cancel, events, runners)
             else:
                 cloud = _Runner("cloud", self.cloud, request, events, fallback=True)

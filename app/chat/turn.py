@@ -63,12 +63,14 @@ FLUSH_INTERVAL_S = 0.5
 class OutboxPlan:
     """When this turn's request goes to the outbox: under Cloud only (``always``) when the
     provider cannot be reached; under Auto with "send when online" (``with_local``) when the
-    local model answered because the provider could not be reached."""
+    local model answered because the provider could not be reached; ``offline``: Offline
+    mode held it back (the local model answered; it waits until Offline mode is off)."""
 
     provider: str
     model: str | None
     always: bool = False
     with_local: bool = False
+    offline: bool = False
 
 
 @dataclass

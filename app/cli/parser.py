@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--send-when-online", action="store_true", dest="send_when_online",
                      help="route auto: if the provider cannot be reached, the local model "
                           "answers now and the message is also queued in the outbox for the "
-                          "provider (route cloud queues it always)")
+                          "provider (route cloud queues it always); in Offline mode it is "
+                          "queued too, and waits there until Offline mode is off")
     ask.add_argument("--model", metavar="M", help="with --provider: the provider's model name; "
                      "otherwise a GGUF model file (default: the setting, else the bundled "
                      "SmolLM2-135M-Instruct)")

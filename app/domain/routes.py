@@ -39,6 +39,8 @@ KEPT_LOCAL = ("Not sent: its conversation is Local only now, so nothing of it le
               "computer. To send it after all, choose Auto or Cloud only for that conversation "
               "and retry the item.")
 
+OFFLINE_MODE = "offline mode"  # the route reason of a turn Offline mode (or --offline) keeps local
+
 ROUTE_LABELS = {Route.AUTO: "Auto (cloud, local fallback)", Route.LOCAL: "Local only",
                 Route.CLOUD: "Cloud only"}
 
@@ -61,7 +63,7 @@ def decide_route(conversation_route: str | None, default_route: str, offline_mod
     """The effective route of a turn. Offline mode wins over everything; a conversation's own
     route wins over the default; Auto without a provider is the local model."""
     if offline_mode:
-        return RouteDecision(Route.LOCAL, "offline mode")
+        return RouteDecision(Route.LOCAL, OFFLINE_MODE)
     route = parse_route(conversation_route or default_route)
     if route is Route.LOCAL:
         return RouteDecision(Route.LOCAL, "local-only conversation")

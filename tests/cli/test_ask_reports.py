@@ -172,3 +172,47 @@ def test_a_flag_capped_or_not_sent_is_said_once(capsys, local, server):
     local.script(reply("Local."))
     _, err = ask(capsys, "local knobs", "--top-k", "5", "--min-p", "0.2", "--temperature", "1.8")
     assert err == ""  # the local model takes every knob as given
+
+
+# -- --send-when-online in Offline mode (defect 6) ------------------------------------------------
+def test_send_when_online_in_offline_mode_queues_the_message_for_later(capsys, local, server):
+    """It was ignored in silence: a local answer, and "Nothing waits in the outbox." Now the
+    local model answers now, as with an unreachable provider under Auto, and the message
+    waits in the outbox (items keep waiting while Offline mode is on) until it is off."""
+    setting("offline_mode", True)
+    local.script(reply("Local", " answer."))
+    _, err = ask(capsys, "offline swo", "--provider", "fake", "--send-when-online",
+                 "--max-tokens", "8")
+    assert err.splitlines() == [
+        "outpost: Offline mode is on, so the local model answers now and nothing is sent; the "
+        "message also waits in the outbox for fake until Offline mode is off.",
+        "outpost: queued in the outbox for fake as item 1; once Offline mode is off, `outpost "
+        "outbox send` (or the window) sends it."]
+    assert server.chat_requests() == []  # nothing was sent
+    assert cli.main(["outbox", "send"]) == 2  # Offline mode: it keeps waiting
+    assert server.chat_requests() == []
+
+    setting("offline_mode", False)
+    capsys.readouterr()
+    assert cli.main(["outbox", "send"]) == 0
+    assert "Sent item 1 to fake" in capsys.readouterr().out
+    [sent] = server.chat_requests()
+    assert sent.json["max_tokens"] == 8 and sent.json["messages"][-1]["content"] == "offline swo"
+
+
+def test_send_when_online_that_cannot_queue_says_why(capsys, local, server):
+    setting("offline_mode", True)
+    local.script(reply("Local."), reply("Local."))
+    events, err = ask(capsys, "private", "--provider", "fake", "--route", "local",
+                      "--send-when-online", "--json")
+    assert "queued" not in [e["event"] for e in events]
+    assert "outpost: The message is not queued for the cloud: this conversation is Local " \
+        "only, so nothing of it leaves this computer." in err.splitlines()
+    _, err = ask(capsys, "nobody", "--send-when-online")
+    assert err == ("outpost: The message is not queued for the cloud: no provider is chosen "
+                   "for it, so the local model answers.\n")
+    store = Store()
+    try:
+        assert store.db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+    finally:
+        store.close()

@@ -102,7 +102,7 @@ def _turn(args: argparse.Namespace, events, send_when_online: bool,
         target = TurnTarget(provider=args.provider, model=args.model, route=args.route,
                             offline=args.offline,
                             send_when_online=True if send_when_online else None,
-                            test_time=test_time_plan(args))
+                            test_time=test_time_plan(args), outbox_asked=send_when_online)
         cid = conversation(store)
         known = store.get_conversation(cid) if cid else None
         if known is not None and known.profile not in (None, core.service.profile):
@@ -144,6 +144,7 @@ def _render(args: argparse.Namespace, events, save_unsaved=lambda: 0) -> int:
     the turn's error is raised, so the exit code says how it ended."""
     structured = False
     asked: str | None = None  # who the turn was sent to (Auto: the cloud first)
+    held: TurnStarted | None = None  # Offline mode answers; the request waits in the outbox
     said: set[str] = set()  # route reasons said as they happened (not again at the end)
     countdown = _Countdown()
     for event in events:
@@ -156,7 +157,14 @@ def _render(args: argparse.Namespace, events, save_unsaved=lambda: 0) -> int:
         countdown.done()
         if isinstance(event, TurnStarted):
             structured, asked = event.structured, event.engine.engine
-            if event.offline_mode_overrode:
+            if event.held_offline:
+                held, asked = event, None  # (who answers is said now, not after the reply)
+            if event.held_offline and event.offline_mode_overrode:
+                sys.stderr.write(f"outpost: Offline mode is on, so the local model answers "
+                                 f"now and nothing is sent; the message also waits in the "
+                                 f"outbox for {event.engine.engine} until Offline mode is "
+                                 "off.\n")
+            elif event.offline_mode_overrode:
                 sys.stderr.write("outpost: Offline mode is on, so the local model answers and "
                                  "nothing is sent (`outpost offline off` turns it off).\n")
             elif getattr(args, "provider", None) and event.route is Route.LOCAL and \
@@ -204,7 +212,7 @@ def _render(args: argparse.Namespace, events, save_unsaved=lambda: 0) -> int:
                     if structured and not args.json and event.outcome.message is not None:
                         print(event.outcome.message.content)  # ("printed above": it is now)
                     raise
-            return _finish(args, event.outcome, structured, asked, said)
+            return _finish(args, event.outcome, structured, asked, said, held)
     return 0
 
 
@@ -227,10 +235,12 @@ def _report_retry(args: argparse.Namespace, retry: Retrying) -> None:
 
 
 def _finish(args: argparse.Namespace, outcome: TurnOutcome, structured: bool,
-            asked: str | None = None, said: set[str] | frozenset[str] = frozenset()) -> int:
+            asked: str | None = None, said: set[str] | frozenset[str] = frozenset(),
+            held: TurnStarted | None = None) -> int:
     """The end of the reply: its last line (or the ``finished`` event), who answered when it
     was not who was asked (Auto fell back on the local model; not again when ``said`` has
-    it), where a queued request went, and the turn's error raised."""
+    it), where a queued request went (``held``: Offline mode keeps it there until it is
+    off), and the turn's error raised."""
     error, finish, item = outcome.error, outcome.finish, outcome.queued
     if outcome.stream_failed and error is not None:  # the stream raised
         _report_flags_not_sent(args, outcome)
@@ -286,7 +296,7 @@ def _finish(args: argparse.Namespace, outcome: TurnOutcome, structured: bool,
                      "answers": [c["answer"] for c in selection["candidates"]]}}
                  if selection else {})})
     if item is not None:
-        _report_queued(args, item, outcome.conversation_id)
+        _report_queued(args, item, outcome.conversation_id, held)
     if error is not None:
         raise error
     return 0
@@ -406,11 +416,18 @@ def _report_fit(args: argparse.Namespace, fit, refit: Refit | None = None) -> No
     elif fit.dropped:
         sys.stderr.write(f"outpost: {fit.describe_dropped()}\n")
 
-def _report_queued(args: argparse.Namespace, item, conversation_id: str) -> None:
+def _report_queued(args: argparse.Namespace, item, conversation_id: str,
+                   held: TurnStarted | None = None) -> None:
+    """Where the request went: the outbox, and when it is sent from there (``held``: it was
+    not sent because Offline mode is on, or --offline)."""
     if args.json:
         emit({"event": "queued", "outbox_id": item.id, "provider": item.provider,
                "conversation_id": conversation_id,
                "idempotency_key": item.request.idempotency_key})
+    elif held is not None:
+        when = "once Offline mode is off, " if held.offline_mode_overrode else ""
+        sys.stderr.write(f"outpost: queued in the outbox for {item.provider} as item "
+                         f"{item.id}; {when}`outpost outbox send` (or the window) sends it.\n")
     else:
         sys.stderr.write(f"outpost: {item.provider} is unreachable: queued in the outbox as "
                          f"item {item.id}; it is sent with `outpost outbox send` (or by the "
