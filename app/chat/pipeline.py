@@ -180,6 +180,8 @@ class TurnOutcome:
     # the reply is whole (``message`` shows it) but its final write failed: not stored yet
     # (``ChatService.save_unsaved`` writes it when it can); the turn's own outcome is the rest
     unsaved: ReplyNotSaved | None = None
+    # the knobs the server of who answered refused for its model, learnt: not sent
+    refused_knobs: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -285,7 +287,7 @@ class PendingTurn:
             turn.conversation_id, turn.user_message_id, turn.assistant_message_id, message,
             finish, outcome.answered, outcome.reason or turn.route_reason, check,
             turn.selection(), turn.cost(), queued, error, stream_failed, *place, turn=turn,
-            unsaved=turn.unsaved_error)
+            unsaved=turn.unsaved_error, refused_knobs=outcome.refused_knobs)
 
 
 def _reply_error(finish: Finished, check: OutputCheck | None, message: Message | None,

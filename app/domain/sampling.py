@@ -310,19 +310,23 @@ class NotAsAsked:
 NOT_TAKEN = "not_taken"
 
 
-def not_as_asked(kind: str, asked: dict, sent: dict) -> list[NotAsAsked]:
+def not_as_asked(kind: str, asked: dict, sent: dict, model: str | None = None,
+                 refused=()) -> list[NotAsAsked]:
     """The knobs of ``asked`` (set for one turn, by name) that ``sent`` (the record
-    ``sent_params`` made of what an engine of ``kind`` was sent) does not carry as asked,
-    each with why, from this map: a knob the kind does not take, Anthropic's cap on the
-    temperature and its one of temperature and top_p (``sent_otherwise``). Stop sequences
-    and max_tokens are not among them: a provider's engine ends the reply at the stops it
-    cannot send, and a quota that lowers max_tokens says so itself."""
+    ``sent_params`` made of what an engine of ``kind`` was sent for ``model``, ``refused``
+    the knobs its server refused, learnt) does not carry as asked, each with why, from this
+    map: a knob the kind does not take, Anthropic's cap on the temperature and its one of
+    temperature and top_p (``sent_otherwise``), a knob withheld from the model
+    (``why_withheld``). Stop sequences and max_tokens are not among them: a provider's engine
+    ends the reply at the stops it cannot send, and a quota that lowers max_tokens says so
+    itself."""
     otherwise = sent_otherwise(kind, asked.get("temperature"), sent.get("top_p"))
     found = []
     for name, value in asked.items():
         if value is None or name in ("stop", "max_tokens") or sent.get(name) == value:
             continue
-        why = NOT_TAKEN if not supports(kind, name) else otherwise.get(name)
+        why = NOT_TAKEN if not supports(kind, name) else \
+            otherwise.get(name) or why_withheld(kind, model, name, refused)
         found.append(NotAsAsked(name, value, sent.get(name), why))
     return found
 

@@ -15,7 +15,14 @@ from app.cli.commands.ask import _render
 from app.config.providers import ProviderConfig, ProviderRegistry
 from app.config.settings import Settings
 from app.storage.store import Store
-from tests.fault_server import Cut, Normal, Status, fault_server, rate_limited
+from tests.fault_server import (
+    Cut,
+    Normal,
+    Status,
+    fault_server,
+    rate_limited,
+    reasoning_model,
+)
 from tests.support import ScriptedEngine, reply
 
 
@@ -172,6 +179,20 @@ def test_a_flag_capped_or_not_sent_is_said_once(capsys, local, server):
     local.script(reply("Local."))
     _, err = ask(capsys, "local knobs", "--top-k", "5", "--min-p", "0.2", "--temperature", "1.8")
     assert err == ""  # the local model takes every knob as given
+
+
+def test_a_flag_the_server_refused_for_the_model_is_said_with_why(capsys, local, server):
+    """A reasoning model's server refuses --presence-penalty: the request goes again without
+    it (and it is learnt); the flag was given, so ask says it was not sent, and why."""
+    server.script([reasoning_model()] * 2)
+    _, err = ask(capsys, "x", "--provider", "fake", "--model", "o3-mini",
+                 "--presence-penalty", "0.5")
+    assert err == ("outpost: --presence-penalty 0.5: The server refused presence penalty for "
+                   "o3-mini, so Outpost no longer sends it to that model (delete "
+                   "provider_facts.json in the data folder to try again).\n")
+    server.script([reasoning_model()])
+    _, err = ask(capsys, "y", "--provider", "fake", "--model", "o3-mini")
+    assert err == ""  # the settings' defaults are not sent to it, and were not asked for
 
 
 # -- --send-when-online in Offline mode (defect 6) ------------------------------------------------

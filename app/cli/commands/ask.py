@@ -316,7 +316,8 @@ def _report_flags_not_sent(args: argparse.Namespace, outcome: TurnOutcome) -> No
         asked["seed"] = seed_flag(asked["seed"])
     if "test_time" in params:  # best-of-n records the kept candidate's own seed
         asked.pop("seed")
-    changed = not_as_asked(kind, asked, params)
+    changed = not_as_asked(kind, asked, params, outcome.answered.model,
+                           outcome.refused_knobs)
     left_out = [_flag(c.name) for c in changed if c.why == NOT_TAKEN]
     if left_out:
         verb = "is" if len(left_out) == 1 else "are"
