@@ -58,8 +58,9 @@ def refused_params(base_url: str, model: str) -> frozenset[str]:
 
 def note_refused_param(base_url: str, model: str, name: str) -> None:
     def add(facts: dict) -> None:
-        known = facts.get("refuses") if isinstance(facts.get("refuses"), list) else []
-        facts["refuses"] = sorted({*(n for n in known if isinstance(n, str)), name})
+        known = facts.get("refuses")
+        kept = [n for n in known if isinstance(n, str)] if isinstance(known, list) else []
+        facts["refuses"] = sorted({*kept, name})
 
     _note(base_url, model, add)
 
