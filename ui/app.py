@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import sys
 from typing import Callable
 
@@ -14,7 +15,7 @@ from app.config.paths import resource
 from app.config.providers import ProviderRegistry
 from app.config.secrets import KeyStore
 from app.config.settings import Settings, default_user_id
-from app.domain.errors import OutpostError, ProfileError, UsageError
+from app.domain.errors import BackupSkipped, OutpostError, ProfileError, UsageError
 from app.storage.profiles import Profile, Profiles
 from app.storage.store import Store
 from engines.llama_local import gpu_offload_supported
@@ -35,6 +36,8 @@ from ui.profiles_dialog import sign_in
 from ui.providers_dialog import ProvidersDialog
 from ui.tasks import TaskRunner
 from ui.theme import apply_theme
+
+log = logging.getLogger(__name__)
 
 
 class OutpostApp:
@@ -214,6 +217,10 @@ class OutpostApp:
         could not write: shown; a bug is raised to the excepthook."""
         if not isinstance(exc, OutpostError):
             raise exc
+        if isinstance(exc, BackupSkipped):  # a warning: nothing the user does is refused
+            log.warning("%s", exc)
+            self.window.errors.inform(str(exc))
+            return
         self.window.errors.present(exc)
 
     def shutdown(self) -> None:

@@ -9,6 +9,7 @@ from typing import Callable
 
 from PySide6.QtCore import QObject, QTimer, Slot
 
+from app.domain.errors import BackupSkipped
 from app.storage.store import Store
 from ui.tasks import TaskRunner
 
@@ -25,6 +26,7 @@ class DailyBackup(QObject):
         self.tasks = tasks
         self.on_failed = on_failed
         self.running = False
+        self.told_skipped = False  # a skipped backup (BackupSkipped) was said already
         self.timer = QTimer(self)
         self.timer.setInterval(CHECK_EVERY_MS)
         self.timer.timeout.connect(self.check)
@@ -56,7 +58,14 @@ class DailyBackup(QObject):
         self.running = False
 
     def _on_error(self, exc: Exception) -> None:
-        """Said once (a damaged database, a full disk): not again every few minutes."""
+        """Said once (a damaged database, a folder it cannot write): not again every few
+        minutes. A backup skipped for want of room is tried again at the next ticks (the user
+        may free some), still said only once."""
         self.running = False
-        self.timer.stop()
+        if isinstance(exc, BackupSkipped):
+            if self.told_skipped:
+                return
+            self.told_skipped = True
+        else:
+            self.timer.stop()
         self.on_failed(exc)

@@ -39,6 +39,8 @@
     │   ├── KnownStorageError         disk full, database locked, read-only: shown to the user
     │   │   ├── DatabaseDamaged       the database file fails its check (or is empty): nothing
     │   │   │                         is written to it; carries the newest good backup
+    │   │   ├── BackupSkipped         the day's rolling backup could not be written (a full
+    │   │   │                         disk): a warning, never a reason to refuse a command
     │   │   └── ReplyNotSaved         a reply's final write failed: the turn keeps it and
     │   │                             ``ChatService.save_unsaved`` writes it when it can
     │   └── FileWriteFailed           a file Outpost owns (settings, keys, …) could not be
@@ -309,6 +311,19 @@ class DatabaseDamaged(KnownStorageError):
         self.backups_folder = backups_folder  # where a restore keeps the damaged file
 
 
+class BackupSkipped(KnownStorageError):
+    """The day's rolling backup could not be written (too little free space, a backups folder
+    that cannot be written): the database itself is fine, so this is said as a warning and
+    every command goes on (``app.storage.store.Store.roll_backup``). ``free`` and ``needed``:
+    bytes free where the backup goes and about how many it needs (None: not known)."""
+
+    kind = "backup_skipped"
+
+    def __init__(self, message: str, free: int | None = None, needed: int | None = None):
+        super().__init__(message)
+        self.free, self.needed = free, needed
+
+
 class ReplyNotSaved(KnownStorageError):
     """The reply's final write failed (a full disk, a lock held too long): the whole reply is
     kept in memory by its turn and written when the store takes it again
@@ -376,6 +391,7 @@ KIND_WORDS = {
     "file_write": "a file could not be written",
     "invalid_key": "not a usable API key", "key_file_damaged": "the key file is damaged",
     "database_damaged": "the database is damaged",
+    "backup_skipped": "today's backup was skipped",
 }
 
 

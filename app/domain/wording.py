@@ -8,6 +8,18 @@ def counted(n: int, noun: str, plural: str | None = None) -> str:
     return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
+def byte_size(n: int) -> str:
+    """A size in bytes as a person reads it, in decimal units as ``df -H`` and ``backup list``
+    say them: "900 bytes", "172 KB", "1.2 MB", "3.4 GB"."""
+    if n < 1000:
+        return counted(n, "byte")
+    for unit, size in (("KB", 1e3), ("MB", 1e6), ("GB", 1e9), ("TB", 1e12)):
+        if round(n / size) < 1000 or unit == "TB":
+            value = n / size
+            return f"{value:.1f} {unit}" if value < 10 else f"{value:,.0f} {unit}"
+    raise AssertionError("unreachable")
+
+
 TITLE_LENGTH = 48  # a conversation's title made from its first message: at most this long
 
 

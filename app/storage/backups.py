@@ -45,6 +45,8 @@ _NAME = re.compile(r"^(?P<stem>.+)-(?P<stamp>\d{8}T\d{12}Z)-(?P<label>[A-Za-z0-9
 CHECKS = "checks.json"  # the backups' last quick_check, by file name (see the docstring)
 SQLITE_MAGIC = b"SQLite format 3\x00"
 _WAL_HEADER = 32  # a log this long or shorter holds no frames
+# a copy's check opens it as the database is opened (WAL): its -shm (32 KiB) and a log beside it
+COPY_OVERHEAD = 64 * 1024
 
 
 class CopyDamaged(Exception):
@@ -266,10 +268,24 @@ class Backups:
             fsync_file(partial)
             os.replace(partial, dest)
         finally:
-            if partial.exists():
-                partial.unlink()
+            # the copy is opened as the database is (WAL): a check the disk cut short leaves
+            # its -wal and -shm beside it, on a disk that is already full
+            for leftover in ("", "-wal", "-shm"):
+                with contextlib.suppress(OSError):
+                    partial.with_name(partial.name + leftover).unlink(missing_ok=True)
         self.remember_check(dest, None)  # it passed its check just now
         return dest
+
+    def room_for_copy(self, source: sqlite3.Connection) -> tuple[int, int]:
+        """(bytes free on the disk the backups go to, about how many a copy of the database
+        ``source`` is connected to needs there): every page (SQLite's backup API copies free
+        pages too) and ``COPY_OVERHEAD`` for what its check makes beside it."""
+        page_count = source.execute("PRAGMA page_count").fetchone()[0]
+        page_size = source.execute("PRAGMA page_size").fetchone()[0]
+        where = self.where
+        while not where.exists() and where != where.parent:
+            where = where.parent  # (a new install: the folder is made by the first backup)
+        return shutil.disk_usage(where).free, page_count * page_size + COPY_OVERHEAD
 
     def daily_due(self, today: dt.date | None = None) -> bool:
         """No rolling backup has been taken today (local time)."""

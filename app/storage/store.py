@@ -22,12 +22,14 @@
 """
 from __future__ import annotations
 
+import errno
 import sqlite3
 from pathlib import Path
 from typing import Sequence
 
 from app.config import paths
-from app.domain.errors import DatabaseDamaged
+from app.domain.errors import BackupSkipped, DatabaseDamaged, KnownStorageError
+from app.domain.wording import byte_size
 from app.storage import integrity
 from app.storage.backups import DAILY, Backups, CopyDamaged
 from app.storage.fulltext import FullTextSearch
@@ -37,8 +39,8 @@ from app.storage.migrations import MIGRATIONS, Migration
 from app.storage.request_log import RequestLog
 from app.storage.restore import damaged_message
 from app.storage.rows import now_iso
-from app.storage.sqlite_errors import BUSY_TIMEOUT_MS, SQLITE_CORRUPT, SQLITE_NOTADB, \
-    sqlite_primary_code, storage_errors
+from app.storage.sqlite_errors import BUSY_TIMEOUT_MS, SQLITE_CORRUPT, SQLITE_FULL, \
+    SQLITE_NOTADB, sqlite_primary_code, storage_errors
 
 # Callers import these with the store (they were defined here before the split).
 __all__ = ["AT_LEAF", "Activate", "Store", "now_iso"]
@@ -68,10 +70,18 @@ class Store(MessageTree, FullTextSearch, RequestLog):
                 self._healthy = True
                 self._migrate(list(migrations))
                 if daily_backup:
-                    self.roll_backup()
+                    self._roll_backup_or_note()
         except BaseException:
             self.close()
             raise
+
+    def _roll_backup_or_note(self) -> None:
+        """The day's backup at start; one that cannot be written (a nearly full disk) is a
+        note, never a reason to refuse what the command came to do (read, search, export)."""
+        try:
+            self.roll_backup()
+        except BackupSkipped as exc:
+            self.notes.append(str(exc))
 
     # -- migrations --------------------------------------------------------------------------
     def applied_migrations(self) -> list[str]:
@@ -163,17 +173,54 @@ class Store(MessageTree, FullTextSearch, RequestLog):
         """The day's rolling backup, on the first start of the day that finds a conversation
         (None: not due, or nothing to keep); only the newest ``KEEP_DAILY`` are kept. Its check
         reads every page, so damage the start-up check skipped (the seal matched) is found
-        here: DatabaseDamaged. Safe from any thread (each has its own connection)."""
+        here: DatabaseDamaged. A copy the disk has no room for (checked before writing) or
+        that its folder refuses is BackupSkipped, and leaves nothing behind. Safe from any
+        thread (each has its own connection)."""
         if not self.backups.daily_due():
             return None
         with storage_errors(self.path):
             if not self.db.execute("SELECT EXISTS (SELECT 1 FROM conversations)"
                                    ).fetchone()[0]:
                 return None
-        made = self.backup(DAILY)
+            free, needed = self.backups.room_for_copy(self.db.conn)
+        if free < needed:  # nothing written: a disk this full refuses it half-way
+            raise self._skipped(free, needed)
+        try:
+            made = self.backup(DAILY)
+        except DatabaseDamaged:
+            raise
+        except KnownStorageError as exc:  # the copy's disk or folder, not the database
+            with storage_errors(self.path):
+                free, needed = self.backups.room_for_copy(self.db.conn)
+            raise self._skipped(free, needed, exc) from exc
         self.backups.prune_daily()
         return made
+
+    def _skipped(self, free: int, needed: int, failure: Exception | None = None
+                 ) -> BackupSkipped:
+        """The day's backup not taken: how much room there was and about how much it needs
+        (or what else refused it), and that nothing else is affected."""
+        where = self.backups.where
+        cause = failure.__cause__ if failure is not None else None
+        if free < needed or _disk_full(cause):
+            why = (f"the disk holding {where} has {byte_size(free)} free and the copy needs "
+                   f"about {byte_size(needed)}")
+            fix = "free some space"
+        else:
+            why = f"{where} could not be written " \
+                  f"({getattr(cause, 'strerror', None) or cause or failure})"
+            fix = "make that folder writable"
+        return BackupSkipped(f"Today's backup of the database was skipped: {why}. Your "
+                             f"conversations are read and saved as usual; {fix} and the next "
+                             "start takes the backup.", free, needed)
 
     def integrity_check(self) -> str:  # (the full check, for tests and by hand)
         with storage_errors(self.path):
             return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def _disk_full(error: BaseException | None) -> bool:
+    """Whether ``error`` (sqlite3's or the OS's) says the disk is full."""
+    if isinstance(error, sqlite3.Error):
+        return sqlite_primary_code(error) == SQLITE_FULL
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -44,3 +44,44 @@ def test_a_new_day_in_an_open_window_takes_its_backup_off_the_gui_thread(
     today = [b for b in backups.all() if b.label == "daily" and b.path != yesterday]
     assert len(today) == 1 and not backups.daily_due()
     assert len(taken_on) == 1 and taken_on[0] is not threading.main_thread()
+
+
+def test_a_day_without_room_for_its_backup_is_said_once_and_taken_once_there_is(
+        qtbot, scripted, scripted_engine, monkeypatch):
+    """A nearly full disk (a trial: the window's backup failed as an error, and the command
+    line refused everything): said once, as news in the banner, with how much is free and
+    about how much the copy needs; tried again at each tick, quietly; taken once there is
+    room. (The real full disk is in tests/storage/test_backup_on_a_full_disk.py; here the disk
+    reports 40 KB free.)"""
+    from app.storage import backups as backups_module
+    from ui import theme
+
+    store = scripted.store
+    scripted_engine.script(reply("Noted."))
+    send(qtbot, scripted, "Remember the lighthouse")
+    scripted.tasks.wait()
+    backups = Backups(store.path)
+    for old in backups.all():
+        old.path.unlink()
+    real_usage = shutil.disk_usage
+    monkeypatch.setattr(backups_module.shutil, "disk_usage",
+                        lambda path: real_usage(path)._replace(free=40_000))
+    banner = scripted.window.banner
+
+    scripted.daily_backup.check()
+    qtbot.waitUntil(lambda: not scripted.daily_backup.running, timeout=10000)
+
+    assert banner.isVisible() and banner.styleSheet() == theme.banner_style("info")
+    text = banner.label.text()
+    assert text.startswith(f"Today's backup of the database was skipped: the disk holding "
+                           f"{backups.where} has 40 KB free and the copy needs about ")
+    assert scripted.daily_backup.timer.isActive()  # tried again at the next tick
+    banner.hide()
+    scripted.daily_backup.check()
+    qtbot.waitUntil(lambda: not scripted.daily_backup.running, timeout=10000)
+    assert not banner.isVisible() and backups.all() == []  # not said again
+
+    monkeypatch.setattr(backups_module.shutil, "disk_usage", real_usage)  # room again
+    scripted.daily_backup.check()
+    qtbot.waitUntil(lambda: not scripted.daily_backup.running, timeout=10000)
+    assert not backups.daily_due()
