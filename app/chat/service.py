@@ -320,33 +320,40 @@ class ChatService:
                                                       price_known=price_known, price=price,
                                                       fanout=fanout, new_prompt=True,
                                                       local_instead=local_instead)
-        if conversation_id is None:  # a new conversation keeps the knobs it started with
-            # and the route it started under: a chat begun Local only (by the default) stays
-            # so when the default changes later, its history never sent anywhere
-            conversation = self.store.create_conversation(
-                title_from(prompt), system_prompt, route or settings["default_route"],
-                profile=self.profile,
-                sampling={**{k: list(v) if isinstance(v, tuple) else v
-                             for k, v in knobs.items()},
-                          "response_format": request_args["response_format"],
-                          "test_time": options.test_time,
-                          "lora": [a.record() for a in request_args["lora"]]})
-        else:
-            stored = conversation.sampling
-            if "seed" in options.unset and stored and stored.get("seed") is not None:
-                # `--seed random`: no fixed seed from now on (the one it started with was kept)
-                stored = dict(stored, seed=None)
-            new_prompt = options.system_prompt is not None and \
-                options.system_prompt != conversation.system_prompt
-            if new_prompt or stored is not conversation.sampling:
-                self.store.set_conversation_sampling(
-                    conversation.id, stored,
-                    system_prompt=options.system_prompt if new_prompt else None)
-        parent = previous[-1].id if previous else None
-        user_message = self.store.add_message(conversation.id, Role.USER, prompt,
-                                              parent_id=parent)
+        # the conversation (new, or its knobs changed) and the message land together or not
+        # at all: a full disk never leaves a chat with no first message in the list
+        with self.store.transaction():
+            if conversation is None:  # a new conversation keeps the knobs it started with
+                # and the route it started under: a chat begun Local only (by the default)
+                # stays so when the default changes later, its history never sent anywhere
+                conversation = self.store.create_conversation(
+                    title_from(prompt), system_prompt, route or settings["default_route"],
+                    profile=self.profile,
+                    sampling={**{k: list(v) if isinstance(v, tuple) else v
+                                 for k, v in knobs.items()},
+                              "response_format": request_args["response_format"],
+                              "test_time": options.test_time,
+                              "lora": [a.record() for a in request_args["lora"]]})
+            else:
+                self._keep_turn_knobs(conversation, options)
+            parent = previous[-1].id if previous else None
+            user_message = self.store.add_message(conversation.id, Role.USER, prompt,
+                                                  parent_id=parent)
         return self._turn(conversation.id, user_message.id, model, messages, request_args, fit,
                           effective_route, cap, fanout)
+
+    def _keep_turn_knobs(self, conversation, options: TurnOptions) -> None:
+        """A turn's system prompt (and ``--seed random``) becomes the conversation's own."""
+        stored = conversation.sampling
+        if "seed" in options.unset and stored and stored.get("seed") is not None:
+            # `--seed random`: no fixed seed from now on (the one it started with was kept)
+            stored = dict(stored, seed=None)
+        new_prompt = options.system_prompt is not None and \
+            options.system_prompt != conversation.system_prompt
+        if new_prompt or stored is not conversation.sampling:
+            self.store.set_conversation_sampling(
+                conversation.id, stored,
+                system_prompt=options.system_prompt if new_prompt else None)
 
     def regenerate_turn(self, message_id: str, *, model: str,
                         options: TurnOptions = TurnOptions(),

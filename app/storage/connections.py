@@ -91,19 +91,50 @@ class Connections:
 
     def transaction(self):
         """``with store.transaction() as db:`` one write transaction (BEGIN IMMEDIATE), for the
-        core modules that own a table of their own (``app.storage.outbox``)."""
+        core modules that own a table of their own (``app.storage.outbox``), and for writes
+        that must land together or not at all: the store's own writes made inside it (on this
+        thread) join it, so ``create_conversation`` and ``add_message`` in one ``with`` commit
+        as one (a full disk never leaves a conversation without its first message)."""
         return self._tx()
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite_utils.Database]:
         db = self.db
+        depth = getattr(self._local, "tx_depth", 0)
+        if depth:  # inside this thread's transaction: a savepoint, committed with it
+            yield from self._savepoint(db, depth)
+            return
         with storage_errors(self.path):
             retry_when_locked(lambda: db.conn.execute("BEGIN IMMEDIATE"))
+            self._local.tx_depth = 1
+            try:
+                yield db
+                db.conn.execute("COMMIT")
+            except BaseException:
+                # (a full disk or an I/O error may have rolled it back already)
+                if db.conn.in_transaction:
+                    db.conn.execute("ROLLBACK")
+                raise
+            finally:
+                self._local.tx_depth = 0
+        if self._healthy:
+            integrity.write_seal(self.path)
+
+    def _savepoint(self, db: sqlite_utils.Database, depth: int
+                   ) -> Iterator[sqlite_utils.Database]:
+        """A write inside the thread's open transaction: undone alone when it fails, else
+        committed (or rolled back) with the transaction around it."""
+        name = f"nested_{depth}"
+        with storage_errors(self.path):
+            db.conn.execute(f"SAVEPOINT {name}")
+            self._local.tx_depth = depth + 1
             try:
                 yield db
             except BaseException:
-                db.conn.execute("ROLLBACK")
+                if db.conn.in_transaction:
+                    db.conn.execute(f"ROLLBACK TO {name}")
+                    db.conn.execute(f"RELEASE {name}")
                 raise
-            db.conn.execute("COMMIT")
-        if self._healthy:
-            integrity.write_seal(self.path)
+            finally:
+                self._local.tx_depth = depth
+            db.conn.execute(f"RELEASE {name}")

@@ -144,6 +144,28 @@ def test_conversations_are_listed_newest_first(store):
     assert [c.id for c in store.list_conversations()][0] == first.id
 
 
+def test_writes_inside_a_transaction_land_together_or_not_at_all(store):
+    """The store's own writes made inside ``store.transaction()`` join it (a savepoint each):
+    one that fails undoes the others, so a conversation never stays without the message it
+    was made for; one that succeeds commits with them."""
+    from app.domain.errors import StorageError
+
+    with pytest.raises(StorageError):
+        with store.transaction():
+            store.create_conversation("half")
+            store.add_message("no-such-conversation", Role.USER, "refused")  # a foreign key
+    assert store.list_conversations() == []
+
+    with store.transaction():
+        conversation = store.create_conversation("whole")
+        store.add_message(conversation.id, Role.USER, "kept")
+    assert [c.title for c in store.list_conversations()] == ["whole"]
+    assert [m.content for m in store.messages(conversation.id)] == ["kept"]
+    with store.transaction():  # the thread's next transaction starts afresh
+        store.rename_conversation(conversation.id, "renamed")
+    assert store.get_conversation(conversation.id).title == "renamed"
+
+
 def test_fts_search_finds_content_and_follows_updates_and_deletes(store):
     one = store.create_conversation("one")
     two = store.create_conversation("two")
