@@ -5,7 +5,8 @@ content to the database at least every ``FLUSH_INTERVAL_S`` (``app.chat.streamin
 leaves it ``complete``, ``interrupted`` (user stop, dead stream, consumer gone) or ``error`` —
 never stuck in ``streaming`` while this process lives. Structured output is checked (one
 repair); a final write the disk refuses keeps the reply (``Turn.unsaved``) for
-``ChatService.save_unsaved``. Every known key is masked in what is stored and raised
+``ChatService.save_unsaved``, which writes the usage records the disk refused with it (the
+ledger keeps those: ``UsageLedger.unsaved``). Every known key is masked in what is stored and raised
 (``app.domain.secrets_mask``). ``app.chat.service.ChatService`` makes turns.
 """
 from __future__ import annotations
@@ -377,6 +378,8 @@ class Turn:
                 f"The reply ({counted(len(reply.text), 'character')}) could not be saved yet: "
                 f"{exc}")
             return
+        if self.ledger is not None:
+            self.ledger.save_unsaved()  # usage records the disk refused a moment ago
         self._touch()
 
     def save_again(self) -> bool:
@@ -384,6 +387,8 @@ class Turn:
         (or there was nothing to write). A row deleted meanwhile has nothing left to save."""
         if self.unsaved is None:
             return True
+        if self.ledger is not None and self.ledger.save_unsaved():
+            return False  # its usage records first: a reply saved is a reply counted
         try:
             self.store.update_message(self.assistant_message_id, **self.unsaved)
         except KnownStorageError:

@@ -14,6 +14,10 @@ provider without a usage report (a hedge that lost, a cancel, a cut) comes with 
 counted as before sending, marked estimated (``engines.cloud``), and is priced so (``~``).
 Local attempts cost nothing; their tokens and seconds are still counted.
 
+A row the disk refuses (full) is kept in memory (``UsageLedger.unsaved``, counted in its turn's
+cost meanwhile) and written, with the time of its attempt, before the next row or with the reply
+a full disk also held back (``app.chat.turn.Turn.save_again``).
+
 No key reaches a row: the response headers an attempt kept are masked again here with every key
 this process handled (``app.domain.secrets_mask``), whoever built the record.
 """
@@ -22,18 +26,22 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
 from app.accounting.metering import price_table
 from app.accounting.pricing import Cost, cost_of, format_usd
 from app.config.settings import default_user_id
-from app.domain.errors import OutpostError
+from app.domain.errors import KnownStorageError, OutpostError
 from app.domain.messages import Usage
 from app.domain.secrets_mask import SecretMask
 from app.domain.wording import counted
+from app.storage.rows import now_iso
 from app.storage.sqlite_errors import storage_errors
 from app.storage.store import Store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -113,6 +121,10 @@ class UsageLedger:
         # called after each row with (record, profile, tokens): the quota guard charges
         # attempts beyond a turn's first (retries, hedges) to the per-minute buckets
         self.listeners: list[Callable] = []
+        # (record, its row's fields) the disk refused (full), oldest first: written before
+        # the next row, and with a reply saved late (``save_unsaved``); never dropped
+        self.unsaved: list[tuple[object, dict]] = []
+        self._unsaved_lock = threading.Lock()
 
     def note_turn(self, idempotency_key: str, *, route: str | None = None,
                   profile: str | None = None, conversation_id: str | None = None) -> None:
@@ -134,6 +146,8 @@ class UsageLedger:
         return cost.usd, cost.estimated
 
     def record(self, record) -> None:
+        """Price ``record`` (an attempt) and write its row. A row the disk refuses (full) is
+        kept and written before the next one, or with the reply saved late: never lost."""
         if record.rate_limits:
             secrets = SecretMask()
             record = dataclasses.replace(record, rate_limits={
@@ -147,14 +161,34 @@ class UsageLedger:
         usd, estimated = self.cost(record.kind, record.provider, record.model, usage)
         # a best-of-n candidate ("<key>~c2") or judge ("<key>~judge") is filed under its turn
         turn = self.turns.get((record.idempotency_key or "").split("~")[0], {})
-        self.store.log_attempt(record, profile=turn.get("profile") or self.profile,
-                               route=turn.get("route"),
-                               conversation_id=turn.get("conversation_id"),
-                               cost_usd=usd, cost_estimated=estimated)
         profile = turn.get("profile") or self.profile
+        fields = dict(profile=profile, route=turn.get("route"),
+                      conversation_id=turn.get("conversation_id"), cost_usd=usd,
+                      cost_estimated=estimated, created_at=now_iso())
+        with self._unsaved_lock:
+            self.unsaved.append((record, fields))
+        if self.save_unsaved():  # (a full disk: kept, and counted by ``turn_cost`` meanwhile)
+            log.warning("the usage record of %s is kept until the disk takes it",
+                        record.idempotency_key)
         tokens = (record.prompt_tokens or 0) + (record.completion_tokens or 0)
         for listener in self.listeners:
             listener(record, profile, tokens)
+
+    def save_unsaved(self) -> int:
+        """Write the rows the disk refused, oldest first; how many still wait. Each keeps
+        the time of its attempt, so it counts towards the day and the month it was made."""
+        with self._unsaved_lock:
+            while self.unsaved:
+                record, fields = self.unsaved[0]
+                try:
+                    self.store.log_attempt(record, **fields)
+                except KnownStorageError:  # full, read-only, locked: tried again later
+                    break
+                except BaseException:  # a bug, not the disk: raised once, not with every row
+                    self.unsaved.pop(0)
+                    raise
+                self.unsaved.pop(0)
+            return len(self.unsaved)
 
     # -- reading -----------------------------------------------------------------------------
     def turn_cost(self, idempotency_key: str) -> tuple[float | None, bool]:
@@ -166,6 +200,10 @@ class UsageLedger:
                 "select cost_usd, cost_estimated, prompt_tokens, completion_tokens, provider "
                 "from request_log where idempotency_key = ? or idempotency_key like ?",
                 [idempotency_key, idempotency_key + "~%"]).fetchall()
+        with self._unsaved_lock:  # the rows the disk has not taken yet count too
+            rows += [(f["cost_usd"], f["cost_estimated"], r.prompt_tokens,
+                      r.completion_tokens, r.provider) for r, f in self.unsaved
+                     if (r.idempotency_key or "").split("~")[0] == idempotency_key]
         total, estimated = 0.0, False
         for usd, est, prompt, completion, provider in rows:
             if usd is None and (prompt or completion) and provider != "local":

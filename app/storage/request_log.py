@@ -15,14 +15,15 @@ class RequestLog(Connections):
     def log_attempt(self, record, **ledger) -> None:
         """Store one ``engines.http_policy.AttemptRecord`` (called from engine threads);
         ``ledger``: profile, route, conversation_id, cost_usd, cost_estimated (see
-        ``app.storage.ledger``, which knows them from the turn)."""
+        ``app.storage.ledger``, which knows them from the turn), and created_at (default: now;
+        a row the disk refused at first keeps the time of its attempt)."""
         with self._tx() as db:
             db["request_log"].insert({
                 "idempotency_key": record.idempotency_key, "provider": record.provider,
                 "model": record.model, "attempt": record.attempt, "status": record.status,
                 "latency_ms": round(record.latency_ms, 1), "error_kind": record.error_kind,
                 "rate_limits": json.dumps(record.rate_limits),
-                "outcome": record.outcome, "created_at": now_iso(),
+                "outcome": record.outcome, "created_at": ledger.get("created_at") or now_iso(),
                 "kind": record.kind or None,
                 "conversation_id": ledger.get("conversation_id"),
                 "prompt_tokens": record.prompt_tokens,
