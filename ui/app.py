@@ -23,7 +23,7 @@ from engines.model_library import ModelLibrary
 from engines.registry import CloudEnginePool, CloudTargets, cloud_timeouts, create_local_engine
 from ui.chat_controller import ChatController
 from ui.daily_backup import DailyBackup
-from ui.damaged_database import open_store_or_restore
+from ui.damaged_database import CannotStartDialog, open_store_or_restore
 from ui.downloads import Downloads
 from ui.errors import install_excepthook
 from ui.input_guard import install_input_guard
@@ -241,13 +241,22 @@ def run_gui() -> int:
     # Wayland desktops match the window to its menu entry (and icon) by this name
     qt_app.setDesktopFileName("io.github.outpost_app.Outpost")
     qt_app.setWindowIcon(QIcon(str(resource("outpost.svg"))))
-    settings = Settings()
-    apply_theme(qt_app, settings["theme"])  # before the first window (the PIN prompt)
-    # opened once, shared with the app; a damaged database: say so, offer the newest backup
-    store = open_store_or_restore()
-    if store is None:
-        return 0
-    profile = _sign_in_at_start(settings, store)
+    try:
+        settings = Settings()
+        apply_theme(qt_app, settings["theme"])  # before the first window (the PIN prompt)
+        # opened once, shared with the app; a damaged database: say so, offer the newest backup
+        store = open_store_or_restore()
+        if store is None:
+            return 0
+        try:
+            profile = _sign_in_at_start(settings, store)
+        except BaseException:
+            store.close()
+            raise
+    except OutpostError as error:  # (a home it cannot write): said in a dialog as well as on
+        # stderr (the caller's), since a start from the applications menu has no terminal
+        CannotStartDialog(error).exec()
+        raise
     if profile is None:
         store.close()
         return 0

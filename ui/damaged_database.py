@@ -1,4 +1,5 @@
-"""The window's start when the database is damaged: say so, and offer the newest good backup.
+"""The window's start when the database is damaged: say so, and offer the newest good backup;
+and when it cannot start at all (``CannotStartDialog``: a home it cannot write).
 
 ``Store()`` refuses a damaged (or emptied) file before writing anything to it
 (``DatabaseDamaged``). Here the user reads what was found, and either puts the newest good
@@ -54,6 +55,22 @@ class DamagedDatabaseDialog(QMessageBox):
         with none, start a new database)."""
         self.exec()
         return self.restore_button is not None and self.clickedButton() is self.restore_button
+
+
+class CannotStartDialog(QMessageBox):
+    """Why the window cannot start (a home it cannot write: read-only, not yours, full; a
+    folder it cannot make), in the error's own words, which name the folder and the problem.
+    Started from the applications menu, there is no terminal to read stderr: without it the
+    window just never came."""
+
+    def __init__(self, error: OutpostError, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setIcon(QMessageBox.Icon.Critical)
+        self.setWindowTitle("Outpost cannot start")
+        self.setText(str(error))
+        self.setInformativeText("Outpost closes now and changed nothing; start it again once "
+                                "this is put right.")
+        self.setStandardButtons(QMessageBox.StandardButton.Close)
 
 
 def open_store_or_restore(

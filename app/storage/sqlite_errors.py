@@ -4,11 +4,13 @@ uses, and a retry for the few lock waits SQLite does not cover itself."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import time
 from pathlib import Path
 from typing import Iterator
 
+from app.config import paths
 from app.domain.errors import KnownStorageError, StorageError
 
 BUSY_TIMEOUT_MS = 5000
@@ -50,7 +52,8 @@ def retry_when_locked(fn, budget_s: float = BUSY_TIMEOUT_MS / 1000):
             time.sleep(0.05)
 
 
-# what the user can do, after SQLite's own words (which name neither the cause nor a fix)
+# what the user can do, after SQLite's own words (which name neither the cause nor a fix),
+# when the folder and the files do not say more (``_write_problem``)
 _HINTS = {
     SQLITE_CANTOPEN: " Outpost needs to write in the database's folder (the file and its -wal "
                      "and -shm beside it): is that folder read-only, full or gone?",
@@ -60,6 +63,34 @@ _HINTS = {
 }
 
 
+def _write_problem(path: Path) -> str | None:
+    """What the OS says stops Outpost writing the database ``path`` (or in the folder
+    ``path``): its folder (read-only file system, permission denied, full, gone), else the
+    file or its -wal / -shm (read-only for you: e.g. made by `sudo outpost`)."""
+    folder = path if path.is_dir() else path.parent
+    problem = paths.write_problem(folder)
+    if problem is not None or folder == path:
+        return problem
+    for suffix in ("", "-wal", "-shm"):
+        file = path.with_name(path.name + suffix)
+        try:
+            os.close(os.open(file, os.O_RDWR))
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            return paths.write_refusal(file, exc)
+    return None
+
+
+def _hint(exc: sqlite3.Error, path: Path) -> str:
+    code = sqlite_primary_code(exc)
+    if code in (SQLITE_CANTOPEN, SQLITE_READONLY):
+        problem = _write_problem(path)
+        if problem is not None:
+            return f" Outpost needs to write beside it (its -wal and -shm), but {problem}."
+    return _HINTS.get(code or 0, "")
+
+
 @contextlib.contextmanager
 def storage_errors(path: Path) -> Iterator[None]:
     """Turn sqlite3/OS errors into our StorageError types, naming the file."""
@@ -67,7 +98,7 @@ def storage_errors(path: Path) -> Iterator[None]:
         yield
     except sqlite3.Error as exc:
         raise storage_error_class(exc)(f"The database {path} could not be used: {exc}."
-                                       + _HINTS.get(sqlite_primary_code(exc), "")) from exc
+                                       + _hint(exc, path)) from exc
     except OSError as exc:
         raise KnownStorageError(f"The database {path} could not be used: {exc.strerror or exc}."
                                 ) from exc

@@ -366,11 +366,13 @@ def test_storage_errors_are_classified_by_sqlite_result_code_not_wording(tmp_pat
         store.db.execute("PRAGMA query_only = 0")
     assert type(readonly) is KnownStorageError
     assert "read-only for you: check its permissions" in str(readonly)  # what to do
-    # a file that cannot be opened (SQLITE_CANTOPEN: its folder is gone, read-only or full)
+    # a file that cannot be opened (SQLITE_CANTOPEN): the OS says why, and so does the message
+    # (here its folder is gone; read-only and not yours: tests/cli/test_home_not_writable.py)
     gone = tmp_path / "gone" / "outpost.db"
     cantopen = _raised_by(gone, lambda: sqlite3.connect(gone))
     assert type(cantopen) is KnownStorageError
-    assert "is that folder read-only, full or gone?" in str(cantopen)
+    assert str(cantopen).endswith(" Outpost needs to write beside it (its -wal and -shm), but "
+                                  f"{gone.parent} does not exist.")
     # not a database at all (SQLITE_NOTADB)
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not a database" * 100)
