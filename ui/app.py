@@ -16,6 +16,7 @@ from app.config.providers import ProviderRegistry
 from app.config.secrets import KeyStore
 from app.config.settings import Settings, default_user_id
 from app.domain.errors import BackupSkipped, OutpostError, ProfileError, UsageError
+from app.domain.wording import counted
 from app.storage.profiles import Profile, Profiles
 from app.storage.store import Store
 from engines.llama_local import gpu_offload_supported
@@ -109,8 +110,11 @@ class OutpostApp:
         self._network_info = None
         for warning in self.settings.load_warnings:
             self.window.errors.present(UsageError(warning))
-        for note in self.store.notes:  # e.g. a leftover write-ahead log copied aside
-            self.window.errors.inform(note)
+        # e.g. a leftover write-ahead log copied aside; replies a crash cut short
+        news = [*self.store.notes, *([interrupted_words(self.recovered)] if self.recovered
+                                     else [])]
+        if news:
+            self.window.errors.inform(" ".join(news))
 
     def _make_controller(self, view) -> ChatController:
         """The window's chat controller, rendering into the window's conversation ``view``."""
@@ -232,6 +236,14 @@ class OutpostApp:
         self.cloud_pool.close()
         self.tasks.wait()
         self.store.close()
+
+
+def interrupted_words(count: int) -> str:
+    """What the start says of the replies a crash, a kill or a power cut left half written
+    (``ChatService.recover_interrupted``): they are kept, marked interrupted."""
+    were = "was" if count == 1 else "were"
+    return (f"{counted(count, 'reply', 'replies')} {were} interrupted when Outpost stopped; "
+            "the text that had arrived is kept, marked interrupted.")
 
 
 def run_gui() -> int:

@@ -63,6 +63,7 @@ class ChatController(QObject):
     state_changed = Signal(str)
     conversations_changed = Signal()
     reply_finished = Signal(object)  # the stored assistant Message, or None
+    conversation_opened = Signal(str)  # the conversation shown now ("": a new chat)
     error_occurred = Signal(object)  # an app.domain.errors.OutpostError (the window presents it)
     notice = Signal(str)  # plain news that is not an error (a message queued in the outbox)
     outbox_changed = Signal()
@@ -140,6 +141,18 @@ class ChatController(QObject):
     @property
     def busy(self) -> bool:
         return self.state != IDLE
+
+    @property
+    def conversation_id(self) -> str | None:
+        """The conversation shown (None: a new chat, not saved yet)."""
+        return self._conversation_id
+
+    @conversation_id.setter
+    def conversation_id(self, value: str | None) -> None:
+        changed = value != getattr(self, "_conversation_id", None)
+        self._conversation_id = value
+        if changed:
+            self.conversation_opened.emit(value or "")
 
     def send(self, prompt: str) -> bool:
         """Save the prompt and start the reply. False (and an error signal) if it cannot start."""

@@ -78,7 +78,7 @@ from ui.tasks import TaskRunner
 from ui.token_meter import TokenMeter
 from ui.transfer_menu import TransferMenu
 from ui.usage_dialog import UsageDialog
-from ui.window_state import Draft, WindowState
+from ui.window_state import Draft, GeometryKeeper, WindowState
 
 
 @dataclass(frozen=True)
@@ -756,6 +756,9 @@ class MainWindow(QMainWindow):
             self._on_conversation_selected(last)
             self.refresh_sidebar()
         self.draft.restore()
+        # from now on kept as it changes, not only at a clean close (a kill, a power cut)
+        self.controller.conversation_opened.connect(self.window_state.save_last_conversation)
+        self.geometry_keeper = GeometryKeeper(self, self.splitter, self.window_state)
 
     @Slot()
     def _on_conversations_changed_elsewhere(self) -> None:

@@ -1,6 +1,8 @@
 """What the window remembers between runs: its geometry, the docks and their sizes, the
 sidebar/chat split, the conversation that was open, and the message being typed (``Draft``:
 a second after typing stops, so closing, a crash or a power cut loses at most that second).
+None of it waits for a clean close: the open conversation is written when it changes, the
+geometry half a second after the user stops resizing or moving (``GeometryKeeper``).
 
 Kept with Qt's QSettings in an INI file next to settings.json (``window.ini`` in the config
 folder): this is the window's state, not a user setting, and Qt's geometry blobs restore the
@@ -12,7 +14,7 @@ from __future__ import annotations
 import os
 import urllib.parse
 
-from PySide6.QtCore import QByteArray, QObject, QSettings, QTimer
+from PySide6.QtCore import QByteArray, QEvent, QObject, QSettings, QTimer, Slot
 from PySide6.QtWidgets import QMainWindow, QPlainTextEdit, QSplitter
 
 from app.config import paths
@@ -38,11 +40,23 @@ class WindowState:
 
     def save(self, window: QMainWindow, splitter: QSplitter,
              conversation_id: str | None) -> None:
+        """Everything, as the window closes."""
+        self.qsettings.setValue("last_conversation", conversation_id or "")
+        self.save_geometry(window, splitter)
+
+    def save_geometry(self, window: QMainWindow, splitter: QSplitter) -> None:
+        """The window's size and place, its docks and the split (``GeometryKeeper``)."""
         s = self.qsettings
         s.setValue("geometry", window.saveGeometry())
         s.setValue("state", window.saveState())
         s.setValue("splitter", splitter.saveState())
-        s.setValue("last_conversation", conversation_id or "")
+        self._sync()
+
+    @Slot(str)
+    def save_last_conversation(self, conversation_id: str) -> None:
+        """The conversation open now ("" : a new chat), written as it changes: a crash or a
+        power cut mid-reply opens it again at the next start."""
+        self.qsettings.setValue("last_conversation", conversation_id)
         self._sync()
 
     def draft(self, profile: str) -> str:
@@ -110,3 +124,32 @@ class Draft(QObject):
         self.edit.clear()
         self.timer.stop()  # (the clear is no typing of the new profile's)
         self.restore()
+
+
+class GeometryKeeper(QObject):
+    """Writes the window's geometry, docks and split ``SAVE_AFTER_MS`` after the user stops
+    resizing or moving the window (or dragging the split), so a kill or a power cut does not
+    bring the next start back at the default size."""
+
+    SAVE_AFTER_MS = 500
+    _MOVES = (QEvent.Type.Resize, QEvent.Type.Move, QEvent.Type.WindowStateChange)
+
+    def __init__(self, window: QMainWindow, splitter: QSplitter, state: WindowState):
+        super().__init__(window)
+        self.window, self.splitter, self.state = window, splitter, state
+        self.timer = QTimer(self)
+        self.timer.setSingleShot(True)
+        self.timer.setInterval(self.SAVE_AFTER_MS)
+        self.timer.timeout.connect(self.save)
+        splitter.splitterMoved.connect(self.timer.start)
+        window.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt naming)
+        if watched is self.window and event.type() in self._MOVES:
+            self.timer.start()
+        return False
+
+    @Slot()
+    def save(self) -> None:
+        self.timer.stop()
+        self.state.save_geometry(self.window, self.splitter)

@@ -149,3 +149,92 @@ def test_esc_stops_a_reply_through_the_menus_stop_item(qtbot, scripted, scripted
         qtbot.keyClick(edit, Qt.Key.Key_Escape)
     qtbot.waitUntil(lambda: window.controller.state == "idle", timeout=10000)
     assert "interrupted" in window.view.bubbles[-1].footer.text()
+
+
+# the real window in a process of its own, killed (SIGKILL) while a reply streams
+KILLED_WINDOW = r"""
+import sys
+from PySide6.QtCore import QEventLoop, QTimer
+from PySide6.QtWidgets import QApplication
+
+qt_app = QApplication(sys.argv[:1])
+from app.config.settings import Settings
+from tests.support import ScriptedEngine, held_open
+from ui.app import OutpostApp
+from ui.window_state import WindowState
+
+def until(done, ms=30000):
+    loop, tick = QEventLoop(), QTimer()
+    tick.timeout.connect(lambda: done() and loop.quit())
+    tick.start(20)
+    QTimer.singleShot(ms, loop.quit)
+    loop.exec()
+    tick.stop()
+    return done()
+
+engine = ScriptedEngine(held_open("Pump 3 leaks ", "at the flange; "))
+outpost = OutpostApp(Settings(), engine_factory=engine.factory)
+outpost.start()
+window = outpost.window
+assert until(lambda: outpost.loader.active is not None)
+window.resize(900, 600)
+window._on_send_requested("Write the field report")
+store = outpost.store
+def streaming():
+    cid = window.controller.conversation_id
+    return cid is not None and any(m.content.startswith("Pump 3 leaks at the flange")
+                                   for m in store.messages(cid))
+def kept():
+    state = WindowState()
+    return state.qsettings.value("last_conversation") == window.controller.conversation_id \
+        and not state.qsettings.value("geometry", b"").isEmpty()
+assert until(streaming)
+until(kept, 5000)  # (the parent checks what the next start finds)
+print(window.controller.conversation_id, flush=True)
+until(lambda: False, 120000)  # streaming, until killed
+"""
+
+
+def test_after_a_kill_mid_reply_the_window_comes_back_on_that_chat_and_says_so(
+        qtbot, outpost_app, scripted_engine):
+    """A trial killed the window (as a power cut would) mid-reply: the next start came back
+    on "New chat" at the default size, since the open chat and the geometry were written only
+    on a clean close, and said nothing of the reply it marked interrupted. Now both are kept
+    as they change, and the start says how many replies the stop cut short."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from ui import theme
+    from ui.window_state import GeometryKeeper
+
+    ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+    child = subprocess.Popen([sys.executable, "-c", KILLED_WINDOW], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        opened = child.stdout.readline().strip()
+        assert opened, child.stderr.read() if child.poll() is not None else "no line"
+        os.kill(child.pid, signal.SIGKILL)
+        assert child.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert GeometryKeeper.SAVE_AFTER_MS <= 1000  # (debounced, not at every step of a drag)
+
+    again = outpost_app(max_tokens=16, engine_factory=scripted_engine.factory)
+    with qtbot.waitSignal(again.loader.model_ready, timeout=10000):
+        again.start()
+    window = again.window
+    assert window.controller.conversation_id == opened
+    bubble = window.view.last_bubble()
+    assert bubble is not None and bubble.text.startswith("Pump 3 leaks at the flange")
+    assert window.banner.isVisible() and window.banner.styleSheet() == theme.banner_style("info")
+    assert window.banner.label.text() == (
+        "1 reply was interrupted when Outpost stopped; the text that had arrived is kept, "
+        "marked interrupted.")
+    screen = window.screen().availableGeometry()  # (offscreen: 800x600, as above)
+    assert window.height() == min(600, screen.height())
+    assert window.width() == max(window.minimumSizeHint().width(), min(900, screen.width()))
