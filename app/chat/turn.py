@@ -6,8 +6,8 @@ leaves it ``complete``, ``interrupted`` (user stop, dead stream, consumer gone) 
 never stuck in ``streaming`` while this process lives. Structured output is checked (one
 repair); a final write the disk refuses keeps the reply (``Turn.unsaved``) for
 ``ChatService.save_unsaved``, which writes the usage records the disk refused with it (the
-ledger keeps those: ``UsageLedger.unsaved``). Every known key is masked in what is stored and raised
-(``app.domain.secrets_mask``). ``app.chat.service.ChatService`` makes turns.
+ledger keeps those: ``UsageLedger.unsaved``). Every known key is masked in what is stored and
+raised (``app.domain.secrets_mask``). ``app.chat.service.ChatService`` makes turns.
 """
 from __future__ import annotations
 

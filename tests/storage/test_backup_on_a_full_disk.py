@@ -11,6 +11,8 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 from app.domain.errors import BackupSkipped
 from app.storage.store import Store
 from tests.support import in_mount_namespace
@@ -60,6 +62,7 @@ print(json.dumps({"runs": runs, "conversations": asked, "free": shutil.disk_usag
 """
 
 
+@pytest.mark.local_model  # (`ask` answers on the bundled model)
 def test_a_nearly_full_disk_skips_the_days_backup_and_every_command_goes_on(
         tmp_path, bundled_model):
     disk, elsewhere = tmp_path / "disk", tmp_path / "elsewhere"
