@@ -211,8 +211,9 @@ class Store(MessageTree, FullTextSearch, RequestLog):
                   f"({getattr(cause, 'strerror', None) or cause or failure})"
             fix = "make that folder writable"
         return BackupSkipped(f"Today's backup of the database was skipped: {why}. Your "
-                             f"conversations are read and saved as usual; {fix} and the next "
-                             "start takes the backup.", free, needed)
+                             f"conversations are read and saved as usual; {fix} and Outpost "
+                             "takes it at its next try (the next command; in the window, "
+                             "within 10 minutes).", free, needed)
 
     def integrity_check(self) -> str:  # (the full check, for tests and by hand)
         with storage_errors(self.path):

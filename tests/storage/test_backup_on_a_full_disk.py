@@ -83,8 +83,8 @@ def test_a_nearly_full_disk_skips_the_days_backup_and_every_command_goes_on(
         said = re.fullmatch(
             r"outpost: warning: Today's backup of the database was skipped: the disk holding "
             r"(\S+) has (\d+) KB free and the copy needs about (\d+) KB\. Your conversations "
-            r"are read and saved as usual; free some space and the next start takes the "
-            r"backup\.", warning)
+            r"are read and saved as usual; free some space and Outpost takes it at its next "
+            r"try \(the next command; in the window, within 10 minutes\)\.", warning)
         assert said is not None, warning
         assert said[1] == str(disk / "home" / "data" / "backups")
         assert int(said[2]) < int(said[3])
@@ -154,7 +154,8 @@ def test_a_backups_folder_that_cannot_be_made_skips_the_backup_with_a_note(tmp_p
     [note] = store.notes
     assert note.startswith(f"Today's backup of the database was skipped: {tmp_path / 'backups'}"
                            " could not be written (")
-    assert note.endswith("; make that folder writable and the next start takes the backup.")
+    assert note.endswith("; make that folder writable and Outpost takes it at its next try (the "
+                         "next command; in the window, within 10 minutes).")
     try:
         Store(path, daily_backup=False).roll_backup()
     except BackupSkipped as exc:
