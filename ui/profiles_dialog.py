@@ -424,6 +424,10 @@ class ProfilesDialog(QDialog):
 
     # -- actions -----------------------------------------------------------------------------
     def _do(self, fn, select: str | None = None) -> bool:
+        """``fn`` (a profile change: add, PIN, admin, remove), then the list and the editor
+        shown again; quota changes not saved are settled first (the reload dropped them)."""
+        if self.settle_quotas() == "cancelled":
+            return False
         try:
             fn()
         except OutpostError as exc:

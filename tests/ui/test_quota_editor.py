@@ -264,6 +264,29 @@ def test_closing_with_quota_changes_not_saved_asks_first(qtbot, tmp_path, monkey
     store.close()
 
 
+def test_a_profile_change_with_quota_changes_not_saved_asks_first(qtbot, tmp_path,
+                                                                    monkeypatch):
+    """Clear PIN (and Set PIN, Make admin, Add, Remove) reloaded the editor over the quota
+    changes, dropping them silently. It asks first: Cancel does neither; Save saves them, then
+    makes the change."""
+    from app.storage.profiles import Profiles
+    from tests.support import answer_confirmations
+
+    store, book, admin, open_dialog = _dialog_on(qtbot, tmp_path, "alice")
+    Profiles(store).set_pin("alice", "4321", admin)
+    dialog = open_dialog()
+    _type_a_limit(qtbot, dialog, "requests_per_minute", "5000")
+    asked = answer_confirmations(monkeypatch, "Cancel", "Save")
+    dialog._clear_pin()  # Cancel: the PIN stays, the change is still shown
+    assert Profiles(store).find("alice").has_pin
+    assert dialog.quotas.wanted()["requests_per_minute"] == 5000
+    dialog._clear_pin()  # Save: saved, then the PIN cleared
+    assert not Profiles(store).find("alice").has_pin
+    assert book.limits("alice").requests_per_minute == 5000
+    assert [a["text"] for a in asked] == ["Save the quota changes for alice?"] * 2
+    store.close()
+
+
 def test_choosing_another_profile_with_quota_changes_not_saved_asks_first(
         qtbot, tmp_path, monkeypatch):
     """The editor showed the next profile's limits over the changes, silently. Cancel keeps the
