@@ -37,7 +37,7 @@ class HeaderPickers(QWidget):
         self.box = QBoxLayout(_ONE_LINE, self)
         self.box.setContentsMargins(16, 0, 0, 0)
         self.box.setSpacing(_BETWEEN[_ONE_LINE])
-        self.box.addWidget(self.parts[0], 1)
+        self.box.addWidget(self.parts[0], 1)  # (the stretches: see _place)
         self.box.addWidget(self.parts[1], 2)
         for widget in (route[1], cloud[1]):
             if isinstance(widget, ElidingComboBox):  # a longer text may need the width
@@ -56,16 +56,19 @@ class HeaderPickers(QWidget):
     def wrapped(self) -> bool:
         return self.box.direction() == _TWO_LINES
 
+    @staticmethod
+    def _whole_part(part: QWidget) -> int:
+        """What ``part`` (a label and its pickers) needs to show its texts whole."""
+        shown = [part.layout().itemAt(i).widget() for i in range(part.layout().count())]
+        shown = [w for w in shown if w is not None and not w.isHidden()]
+        return sum(_whole_width(w) for w in shown) + \
+            part.layout().spacing() * max(0, len(shown) - 1)
+
     def one_line_width(self) -> int:
         """What one line needs to show every label and picker whole."""
         margins = self.box.contentsMargins()
-        width = margins.left() + margins.right() + _BETWEEN[_ONE_LINE]
-        for part in self.parts:
-            shown = [part.layout().itemAt(i).widget() for i in range(part.layout().count())]
-            shown = [w for w in shown if w is not None and not w.isHidden()]
-            width += sum(_whole_width(w) for w in shown) + \
-                part.layout().spacing() * max(0, len(shown) - 1)
-        return width
+        return margins.left() + margins.right() + _BETWEEN[_ONE_LINE] + \
+            sum(self._whole_part(part) for part in self.parts)
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt naming)
         """As narrow as the two lines may be, whichever way it stands now, and the same with
@@ -83,6 +86,12 @@ class HeaderPickers(QWidget):
 
     def _place(self) -> None:
         direction = _TWO_LINES if self.width() < self.one_line_width() else _ONE_LINE
+        # on one line, the width is shared in proportion to what each part needs whole, so
+        # each gets at least that (shared 1:2, the route was cut to "Auto (local: no provi…"
+        # though the line had room for it whole)
+        for index, part in enumerate(self.parts):
+            self.box.setStretch(index, max(1, self._whole_part(part))
+                                if direction == _ONE_LINE else 0)
         if direction == self.box.direction():
             return
         self.box.setDirection(direction)

@@ -236,3 +236,18 @@ def test_picking_a_cloud_provider_keeps_the_chat_lists_width(qtbot, scripted, ar
     for picker in (window.route_picker, window.target_picker):
         assert picker.shown_text() == picker.currentText()
     window.grab().save(str(artifacts_dir / "header-one-line.png"))
+
+
+def test_on_one_line_each_picker_gets_the_width_its_text_needs(qtbot, scripted):
+    """One line with room for both texts whole shared its width 1:2 between the route and the
+    provider, and the route read "Auto (local: no provi…" at 1200x750 (the screenshots' size)
+    though the provider's box had width to spare."""
+    window = scripted.window
+    window.resize(1200, 750)
+    window.show()
+    qtbot.waitUntil(lambda: window.width() == 1200)
+    qtbot.wait(50)  # (a layout pass)
+    pickers = window.header_pickers
+    assert not pickers.wrapped() and pickers.width() >= pickers.one_line_width()
+    for picker in (window.route_picker, window.target_picker):
+        assert picker.shown_text() == picker.currentText()  # whole
