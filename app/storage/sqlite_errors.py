@@ -84,7 +84,9 @@ def _write_problem(path: Path) -> str | None:
 
 def _hint(exc: sqlite3.Error, path: Path) -> str:
     code = sqlite_primary_code(exc)
-    if code in (SQLITE_CANTOPEN, SQLITE_READONLY):
+    # an I/O error too: with the disk full to the last byte and no -shm beside the database,
+    # SQLite cannot make it and says only "disk I/O error" (SQLITE_IOERR_SHMSIZE)
+    if code in (SQLITE_CANTOPEN, SQLITE_READONLY, SQLITE_IOERR):
         problem = _write_problem(path)
         if problem is not None:
             return f" Outpost needs to write beside it (its -wal and -shm), but {problem}."

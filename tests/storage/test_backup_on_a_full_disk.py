@@ -162,3 +162,45 @@ def test_a_backups_folder_that_cannot_be_made_skips_the_backup_with_a_note(tmp_p
         assert exc.kind == "backup_skipped" and str(exc) == note
     else:
         raise AssertionError("the backup was not skipped")
+
+
+FULL_CHILD = r"""
+import json, os, subprocess, sys
+from pathlib import Path
+
+disk = Path(sys.argv[1])
+home = disk / "home"
+os.environ["OUTPOST_HOME"] = str(home)
+from app.storage.store import Store
+
+store = Store(daily_backup=False)
+store.create_conversation("Lighthouse notes")
+store.close()  # closed cleanly: no -shm is left beside the database
+fill = os.open(disk / "fill", os.O_WRONLY | os.O_CREAT)  # the disk full to the last byte
+try:
+    while True:
+        os.write(fill, b"\0" * 4096)
+except OSError:
+    os.close(fill)
+done = subprocess.run([sys.executable, "-m", "app.cli", "history", "list"], text=True,
+                      capture_output=True, timeout=120, env=os.environ)
+print(json.dumps({"rc": done.returncode, "err": done.stderr}))
+"""
+
+
+def test_a_full_disk_that_refuses_the_shared_memory_file_says_it_is_full(tmp_path):
+    """With the disk full to the last byte and no `-shm` beside the database, SQLite cannot
+    make it (SQLITE_IOERR_SHMSIZE) and every command said only "…could not be used: disk I/O
+    error." (found by a verifier): it says the disk is full, and where."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    done = in_mount_namespace(MOUNT_AND_RUN, "4m", str(disk), sys.executable, "-c",
+                              FULL_CHILD, str(disk), cwd=ROOT, timeout=180,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["rc"] == 5
+    assert "disk I/O error" in result["err"]  # SQLite's words, then what they mean
+    assert re.search(r"could not be used: disk I/O error\. Outpost needs to write beside it "
+                     r"\(its -wal and -shm\), but the disk holding \S+ is full\.", result["err"]), \
+        result["err"]
