@@ -26,7 +26,7 @@ from app.domain.errors import OutpostError
 from engines import network_guard
 from engines.registry import create_cloud_engine
 from ui import theme
-from ui.confirm import confirm
+from ui.confirm import ask_to_save, confirm
 from ui.tasks import TaskRunner
 
 # Key storage is the setting key_fallback (Settings ▸ Privacy), with its choices and their names:
@@ -143,6 +143,8 @@ class ProvidersDialog(QDialog):
         if refusal is not None:  # where keys go is not theirs to choose either
             self.key_note.setVisible(False)
 
+        self._saved_form: tuple = ()
+        self._settling = self._reloading = False
         self.list.currentItemChanged.connect(self._on_selected)
         add_button.clicked.connect(self._on_add)
         self.remove_button.clicked.connect(self._on_remove)
@@ -166,6 +168,13 @@ class ProvidersDialog(QDialog):
             f"says \u201c{labels.get(value, value)}\u201d, {then}.")
 
     def reload(self, select: str | None = None) -> None:
+        self._reloading = True  # (the list rebuilt: no choice of the user's to settle)
+        try:
+            self._reload(select)
+        finally:
+            self._reloading = False
+
+    def _reload(self, select: str | None) -> None:
         self.list.clear()
         try:
             providers = self.registry.list()
@@ -192,9 +201,28 @@ class ProvidersDialog(QDialog):
         self.key.setPlaceholderText("paste the key (stored in the OS keychain)" if self.keys.secure
                                     else "paste the key (see Key storage below)")
         self.result.clear()
+        self._saved_form = self._form_state()
 
     @Slot(QListWidgetItem, QListWidgetItem)
-    def _on_selected(self, current, _previous) -> None:
+    def _on_selected(self, current, previous) -> None:
+        if self._settling:
+            return
+        if current is not None and not self._reloading and self.unsaved_form():  # the
+            # form's changes first (the user picked another provider)
+            wanted = current.data(Qt.ItemDataRole.UserRole)
+            self._settling = True
+            try:
+                settled = self.settle_form()  # (a save reloads the list: new items)
+                if settled == "cancelled":
+                    self.list.setCurrentItem(previous)
+                    return
+                if settled == "saved":
+                    self.list.setCurrentItem(next(
+                        self.list.item(i) for i in range(self.list.count())
+                        if self.list.item(i).data(Qt.ItemDataRole.UserRole) == wanted))
+                    current = self.list.currentItem()
+            finally:
+                self._settling = False
         self.remove_button.setEnabled(current is not None and self.refusal is None)
         if current is None:
             return
@@ -212,12 +240,48 @@ class ProvidersDialog(QDialog):
         self.key.setPlaceholderText(f"stored: {mask(stored)}" if stored
                                     else "no key stored (not needed for local servers)")
         self.result.clear()
+        self._saved_form = self._form_state()
 
     @Slot()
     def _on_add(self) -> None:
+        if self.settle_form() == "cancelled":
+            return
         self.list.setCurrentItem(None)
         self._clear_form()
         self.name.setFocus()
+
+    # -- a provider not saved ------------------------------------------------------------------
+    def _form_state(self) -> tuple:
+        return (self.name.text().strip(), self.kind.currentData(), self.base_url.text().strip(),
+                self.model.currentText().strip(), self.key.text().strip())
+
+    def unsaved_form(self) -> bool:
+        """Whether the form shows a provider (new, or changed) not saved yet."""
+        return self.refusal is None and self._form_state() != self._saved_form and \
+            any(self._form_state()[::2])  # (a form left empty is nothing to save)
+
+    def settle_form(self) -> str:
+        """Before the form shows another provider or the dialog closes: "clean", "saved",
+        "discarded", or "cancelled" (the user goes back to it, or saving was refused: the
+        result line says why). Esc dropped a provider being added, silently."""
+        if not self.unsaved_form():
+            return "clean"
+        name = self.name.text().strip()
+        answer = ask_to_save(self, "Provider not saved",
+                             f"Save the provider {name}?" if name else
+                             "Save the provider being edited?")
+        if answer == "save":
+            return "saved" if self._on_save() else "cancelled"
+        return "discarded" if answer == "discard" else "cancelled"
+
+    def done(self, result: int) -> None:
+        """Close, Esc and the window's close button ask about a provider not saved."""
+        settled = self.settle_form()
+        if settled == "cancelled":
+            return
+        if settled == "discarded":  # opened again, it shows what is saved
+            self.reload()
+        super().done(result)
 
     @Slot(int)
     def _on_preset(self, _index: int) -> None:

@@ -171,3 +171,58 @@ def test_the_name_follows_the_preset_until_the_user_types_one(qtbot, scripted):
     assert dialog.name.text() == "box"
     qtbot.keyClick(dialog.preset, Qt.Key.Key_Down)
     assert dialog.name.text() == "box"  # another preset does not rename a saved provider
+    dialog.reload(select="box")  # (as saved: nothing to ask about when the test closes it)
+
+
+def test_closing_with_a_provider_not_saved_asks_first(qtbot, scripted, monkeypatch):
+    """Esc dropped a provider being added (a preset picked, a name typed) silently, as the
+    Profiles dialog dropped quota changes. It asks "Save the provider mine?": Cancel goes back
+    to it, Discard closes, Save saves it; picking another provider in the list asks too."""
+    from PySide6.QtCore import Qt
+
+    from app.config.providers import ProviderConfig
+    from tests.support import answer_confirmations
+    from ui.providers_dialog import ProvidersDialog
+
+    scripted.registry.add(ProviderConfig("box", "openai", "http://localhost:11434/v1", "m"))
+    dialog = ProvidersDialog(scripted.registry, scripted.keys, scripted.settings,
+                             scripted.tasks, scripted.window)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    dialog.reject()  # Esc (or Close): nothing changed, so it closes, nothing asked
+    assert not dialog.isVisible()
+
+    asked = answer_confirmations(monkeypatch, "Cancel", "Cancel", "Discard", "Save")
+    try:
+        _ask_about_a_provider_not_saved(qtbot, dialog, scripted.registry, asked)
+    finally:
+        dialog._saved_form = dialog._form_state()  # (closed by the test's end: nothing asked)
+
+
+def _ask_about_a_provider_not_saved(qtbot, dialog, registry, asked) -> None:
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    dialog._on_add()
+    dialog.preset.setCurrentIndex(dialog.preset.findData("groq"))
+    dialog.name.setFocus()
+    dialog.name.selectAll()
+    qtbot.keyClicks(dialog.name, "mine")
+    dialog.reject()  # Esc: Cancel, still open, the form as it was
+    assert dialog.isVisible() and dialog.name.text() == "mine"
+    dialog.list.setCurrentRow(0)  # another provider: Cancel keeps the form
+    assert dialog.name.text() == "mine" and dialog.list.currentItem() is None
+    dialog.reject()  # Esc: Discard, closed, nothing saved
+    assert not dialog.isVisible()
+    assert [c.name for c in registry.list()] == ["box"]
+    assert [a["text"] for a in asked] == ["Save the provider mine?"] * 3
+
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    dialog._on_add()
+    dialog.preset.setCurrentIndex(dialog.preset.findData("groq"))
+    dialog.name.setText("mine")
+    dialog.list.setCurrentRow(0)  # Save: saved, then box shown
+    assert sorted(c.name for c in registry.list()) == ["box", "mine"]
+    assert dialog.name.text() == "box" and len(asked) == 4
+    dialog.close()
