@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, NamedTuple, Protocol, Union
 
 from app.chat.candidates import CandidatesEngine
-from app.chat.connectivity import Connectivity
+from app.chat.connectivity import Connectivity, LinkState
 from app.chat.router import RoutedEngine
 from app.chat.service import ChatService, TurnOptions, history_messages
 from app.chat.turn import OutboxPlan, Turn
@@ -366,7 +366,7 @@ class TurnPipeline:
                 prompt, conversation_id, model=c.engine.info.model, options=options,
                 route=target.route, counter=c.engine, effective_route=c.decision.route.value,
                 price_known=c.engine.price_known, reply_to=reply_to, price=c.engine.price,
-                fanout=_fanout(target), local_instead=local_instead),
+                fanout=_fanout(target), local_instead=local_instead, held=c.held),
             target, options, conversation, wait_for_model)
         return self._pending(chosen, turn, new_conversation=conversation_id is None)
 
@@ -380,7 +380,8 @@ class TurnPipeline:
             chosen, lambda c, local_instead: self.service.retry_turn(
                 failed, effective_route=c.decision.route.value,
                 price_known=c.engine.price_known, price=c.engine.price,
-                fanout=_fanout(target), counter=c.engine, local_instead=local_instead),
+                fanout=_fanout(target), counter=c.engine, local_instead=local_instead,
+                held=c.held),
             target, options, conversation, wait_for_model=False)
         return self._pending(chosen, turn)
 
@@ -397,7 +398,8 @@ class TurnPipeline:
             chosen, lambda c, local_instead: service.regenerate_turn(
                 message_id, model=c.engine.info.model, options=options, counter=c.engine,
                 effective_route=c.decision.route.value, price_known=c.engine.price_known,
-                price=c.engine.price, fanout=_fanout(target), local_instead=local_instead),
+                price=c.engine.price, fanout=_fanout(target), local_instead=local_instead,
+                held=c.held),
             target, options, conversation, wait_for_model)
         return self._pending(chosen, turn)
 
@@ -411,12 +413,18 @@ class TurnPipeline:
         answer instead (in full), and says why, as an unreachable provider does; with no
         local model for a limited reply, the cloud answers it, limited. Every other refusal
         stands: a route the profile may not use, a rate limit, a limit that counts the local
-        model too (a reply it limits is then the cloud's, limited, as before)."""
+        model too (a reply it limits is then the cloud's, limited, as before). Such a local
+        answer is not queued for the cloud (a budget, not the network, kept it here); the
+        notice says so when the turn would have been. A turn held for the outbox
+        (``_Chosen.held``: the local model answers now, the request waits) is reckoned as the
+        local answer it is now: no cloud budget limits or refuses it, nothing is taken from
+        the per-minute limits for the cloud, and it is queued; the outbox sender checks the
+        quotas when the request goes."""
         auto = chosen.decision.route is Route.AUTO
         try:
-            return chosen, start(chosen, auto)
+            return chosen, start(chosen, auto and not chosen.held)
         except QuotaExceeded as exc:
-            if exc.cloud_budget is None or not auto:
+            if exc.cloud_budget is None or not auto or chosen.held:
                 raise
             reason = f"{target.provider}: {exc.cloud_budget}: answered locally"
             try:
@@ -431,7 +439,8 @@ class TurnPipeline:
                     raise
                 return chosen, start(chosen, False)  # no local model: the cloud's, limited
             local = _Chosen(engine, RouteDecision(Route.LOCAL, reason), None, chosen.overrode,
-                            notice=f"{exc.finding} The local model answers this message.")
+                            notice=f"{exc.finding} The local model answers this message."
+                            + _not_queued_for_budget(chosen.plan))
             return local, start(local, False)
 
     def _choose(self, target: TurnTarget, options: TurnOptions, conversation,
@@ -468,8 +477,10 @@ class TurnPipeline:
 
     def _engine_for(self, target: TurnTarget, conversation, adapters=()):
         """(engine, RouteDecision, OutboxPlan | None, offline mode overrode?). A Local only
-        turn (and Offline mode) never builds a cloud engine. LoRA ``adapters`` need the local
-        route (refused before any engine is built)."""
+        turn (and Offline mode) never builds a cloud engine, except to hold a request for the
+        outbox: ``--send-when-online`` in Offline mode, and Auto with send-when-online whose
+        provider is known to be unreachable (``OutboxPlan.held``: never asked). LoRA
+        ``adapters`` need the local route (refused before any engine is built)."""
         settings = self.settings
         wanted = target.route or (conversation.route if conversation is not None else None)
         offline = bool(settings["offline_mode"] or target.offline)
@@ -503,7 +514,16 @@ class TurnPipeline:
         if decision.route is Route.CLOUD:
             return cloud, dataclasses.replace(decision, reason="cloud-only conversation"), plan, \
                 overrode
-        routed = RoutedEngine(cloud, lambda: engines.local(None), engines.connectivity,
+        link = engines.connectivity
+        if plan.with_local and link is not None and \
+                link.state(cloud.info.engine) is LinkState.OFFLINE:
+            # known to be unreachable: the router would answer locally at once, so the turn is
+            # held for the outbox from the start (reckoned as the local answer it is now)
+            held = RoutedEngine(cloud, lambda: engines.local(None), hedge_after_s=None,
+                                on_attempt=engines.on_attempt,
+                                held_back=f"{link.reason(cloud.info.engine)}: answered locally")
+            return held, decision, dataclasses.replace(plan, unreachable=True), overrode
+        routed = RoutedEngine(cloud, lambda: engines.local(None), link,
                               hedge_after_s=settings["hedge_after_s"],
                               on_attempt=engines.on_attempt)
         return routed, decision, plan, overrode
@@ -583,6 +603,15 @@ def _not_queued(target: TurnTarget, decision: RouteDecision) -> str | None:
             "nothing of it leaves this computer.")
 
 
+def _not_queued_for_budget(plan: OutboxPlan | None) -> str:
+    """What a local answer a budget chose says when the turn would have been queued had the
+    provider been unreachable (Auto with send-when-online): it is not ("" otherwise)."""
+    if plan is None or not plan.with_local:
+        return ""
+    return (f" It is not put in the outbox for {plan.provider}: a budget, not the network, "
+            "kept it from the cloud.")
+
+
 def _fanout(target: TurnTarget) -> Fanout:
     """The requests a turn to ``target`` sends, for the quotas (best-of-n: its candidates)."""
     return target.test_time.fanout() if target.test_time is not None else ONE_REQUEST
@@ -597,3 +626,8 @@ class _Chosen(NamedTuple):
     plan: OutboxPlan | None
     overrode: bool
     notice: str | None = None  # news for the user as the turn starts (a quota's fallback)
+
+    @property
+    def held(self) -> bool:
+        """The local model answers now, and the request waits in the outbox (``OutboxPlan``)."""
+        return self.plan is not None and self.plan.held

@@ -239,15 +239,15 @@ class ChatService:
     def retry_turn(self, failed: Turn, *, effective_route: str | None = None,
                    price_known: bool = True, price: "Price | None" = None,
                    fanout: Fanout = ONE_REQUEST, counter: "Engine | None" = None,
-                   local_instead: bool = False) -> Turn:
+                   local_instead: bool = False, held: bool = False) -> Turn:
         """Answer the same saved prompt again (same request, same idempotency key); the new
         reply is stored as a sibling of the failed one. With ``effective_route`` (the route
         the retry takes now), the quotas are checked again first, as for a new message: a
         retry is a new request (the failed one is in the ledger already), and a quota left
         room for a shorter reply limits it. ``counter``: the engine that answers now, whose
         window the request is fitted into again (the turn may have been built for a larger
-        one: the cloud's, before a spent quota has the local model answer). ``local_instead``:
-        as for ``start_turn``."""
+        one: the cloud's, before a spent quota has the local model answer). ``local_instead``,
+        ``held``: as for ``start_turn``."""
         request, cap, fit = failed.request, failed.reply_cap, failed.fit
         asked = cap.asked if cap is not None else request.max_tokens
         if counter is not None:
@@ -265,7 +265,8 @@ class ChatService:
             request, cap = self.quotas.admit(self.profile, effective_route, request,
                                              prompt_tokens, asked=asked,
                                              price_known=price_known, price=price,
-                                             fanout=fanout, local_instead=local_instead)
+                                             fanout=fanout, local_instead=local_instead,
+                                             cloud=_sends_now(effective_route, held))
             if fit is not None:
                 fit = dataclasses.replace(fit, max_tokens=request.max_tokens)
         return Turn(self.store, failed.conversation_id, failed.user_message_id, request,
@@ -278,7 +279,7 @@ class ChatService:
                    counter: "Engine | None" = None, effective_route: str = "local",
                    price_known: bool = True, reply_to: str | None = None,
                    price: "Price | None" = None, fanout: Fanout = ONE_REQUEST,
-                   local_instead: bool = False) -> Turn:
+                   local_instead: bool = False, held: bool = False) -> Turn:
         """``route`` is stored on a new conversation (None: the default route now, kept: a
         later change of the default does not move it).
         ``counter`` (the engine's, see ``app.domain.context``): fit the conversation into its
@@ -290,7 +291,10 @@ class ChatService:
         all reckoned against the quotas; ``local_instead`` (Auto, with a local model to
         answer): a budget that would limit the cloud's reply but not the local model's
         raises ``CloudReplyCapped`` instead, nothing written (the pipeline has the local
-        model answer in full). ``reply_to``: the
+        model answer in full). ``held``: the request waits in the outbox while the local model
+        answers now (Offline mode, or a provider known to be unreachable): the quotas reckon
+        the local answer, on ``effective_route`` (its cloud budgets and per-minute limits are
+        checked when the outbox sends it). ``reply_to``: the
         message this one follows (a branch from any point; default: the end of the active
         path; ``NEW_ROOT``: none, beside the first message); the model sees exactly the path
         from the root to it."""
@@ -319,7 +323,7 @@ class ChatService:
                                                       effective_route=effective_route,
                                                       price_known=price_known, price=price,
                                                       fanout=fanout, new_prompt=True,
-                                                      local_instead=local_instead)
+                                                      local_instead=local_instead, held=held)
         # the conversation (new, or its knobs changed) and the message land together or not
         # at all: a full disk never leaves a chat with no first message in the list
         with self.store.transaction():
@@ -359,7 +363,8 @@ class ChatService:
                         options: TurnOptions = TurnOptions(),
                         counter: "Engine | None" = None, effective_route: str = "local",
                         price_known: bool = True, price: "Price | None" = None,
-                        fanout: Fanout = ONE_REQUEST, local_instead: bool = False) -> Turn:
+                        fanout: Fanout = ONE_REQUEST, local_instead: bool = False,
+                        held: bool = False) -> Turn:
         """Answer again the user message that ``message_id`` (a reply) answers: the new reply
         is its sibling, from the path up to that question, with this turn's knobs and engine.
         Checked (fit, quotas) before anything is written."""
@@ -379,7 +384,8 @@ class ChatService:
                                                   options=options, counter=counter,
                                                   effective_route=effective_route,
                                                   price_known=price_known, price=price,
-                                                  fanout=fanout, local_instead=local_instead)
+                                                  fanout=fanout, local_instead=local_instead,
+                                                  held=held)
         if options.system_prompt is not None and \
                 options.system_prompt != conversation.system_prompt:  # kept, as `ask` keeps it
             self.store.set_conversation_sampling(conversation.id, conversation.sampling,
@@ -404,14 +410,15 @@ class ChatService:
     def _checked(self, messages: list[ChatMessage], conversation, *, model: str,
                  options: TurnOptions, counter: "Engine | None", effective_route: str,
                  price_known: bool, price: "Price | None" = None, fanout: Fanout = ONE_REQUEST,
-                 local_instead: bool = False, new_prompt: bool = False
+                 local_instead: bool = False, new_prompt: bool = False, held: bool = False
                  ) -> tuple[dict, dict, Fit | None, ReplyCap | None]:
         """(knobs, request arguments, fit, reply cap) for a turn sending ``messages``: the
         knobs validated, the messages fitted to the window, no API key of the user's in them,
         the quotas checked. A quota with room for the prompt and a shorter reply than asked
         limits the request's max_tokens (the cap says so). Raises before anything is written
         (MessageTooLong, KeyInMessage, QuotaExceeded, RateLimitedLocally, a bad knob).
-        ``new_prompt``: the last of ``messages`` is the user's new message, not yet saved."""
+        ``new_prompt``: the last of ``messages`` is the user's new message, not yet saved;
+        ``held``: see ``start_turn``."""
         knobs = self.knobs(options, conversation)
         request_args = dict(knobs, stop=tuple(knobs.get("stop") or ()),
                             response_format=self.response_format(options, conversation),
@@ -428,7 +435,7 @@ class ChatService:
             prompt_tokens = fit.prompt_tokens if fit is not None else \
                 estimate_prompt_tokens(messages)
             cap = self.quotas.check(self.profile, effective_route,
-                                    effective_route != "local", prompt_tokens,
+                                    _sends_now(effective_route, held), prompt_tokens,
                                     request_args["max_tokens"], price_known=price_known,
                                     model=model, price=price, fanout=fanout,
                                     local_instead=local_instead)
@@ -468,6 +475,12 @@ class ChatService:
             self.ledger.note_turn(request.idempotency_key, route=effective_route,
                                   profile=self.profile, conversation_id=conversation_id)
         return turn
+
+
+def _sends_now(effective_route: str, held: bool) -> bool:
+    """Does the turn send its request to the cloud now (what the quotas reckon)? Not on the
+    local route, nor when it is held for the outbox: the local model answers then."""
+    return effective_route != "local" and not held
 
 
 def _as_sent_by(engine: "Engine", response_format: dict | None):

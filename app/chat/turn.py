@@ -65,13 +65,22 @@ class OutboxPlan:
     """When this turn's request goes to the outbox: under Cloud only (``always``) when the
     provider cannot be reached; under Auto with "send when online" (``with_local``) when the
     local model answered because the provider could not be reached; ``offline``: Offline
-    mode held it back (the local model answered; it waits until Offline mode is off)."""
+    mode held it back (the local model answered; it waits until Offline mode is off);
+    ``unreachable``: the provider was known to be unreachable, so it was not asked (the local
+    model answered; it waits until the provider can be reached)."""
 
     provider: str
     model: str | None
     always: bool = False
     with_local: bool = False
     offline: bool = False
+    unreachable: bool = False
+
+    @property
+    def held(self) -> bool:
+        """The cloud is not asked now: the local model answers, and the request waits in the
+        outbox (its quotas are checked when it goes: ``app.chat.outbox_sender``)."""
+        return self.offline or self.unreachable
 
 
 @dataclass

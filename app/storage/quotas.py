@@ -318,12 +318,14 @@ class QuotaGuard:
     def admit(self, profile: str, route: str, request, prompt_tokens: int, *,
               asked: int | None = None, price_known: bool = True,
               price: Price | None = None, fanout: Fanout = ONE_REQUEST,
-              local_instead: bool = False):
+              local_instead: bool = False, cloud: bool | None = None):
         """A request already built, about to go again (a Retry, an outbox send): ``check``ed
         for ``asked`` tokens of reply (default: its max_tokens), its requests noted as paid
-        for. Returns (the request with max_tokens as it may go, the ReplyCap or None)."""
+        for. ``cloud``: whether it goes to the cloud now (default: unless ``route`` is
+        local). Returns (the request with max_tokens as it may go, the ReplyCap or None)."""
         asked = request.max_tokens if asked is None else asked
-        cap = self.check(profile, route, route != "local", prompt_tokens, asked,
+        cloud = route != "local" if cloud is None else cloud
+        cap = self.check(profile, route, cloud, prompt_tokens, asked,
                          price_known=price_known, model=request.model, price=price,
                          fanout=fanout, local_instead=local_instead)
         request = dataclasses.replace(request, max_tokens=cap.max_tokens if cap else asked)

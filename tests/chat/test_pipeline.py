@@ -11,6 +11,7 @@ from app import cli
 from app.chat.pipeline import (
     ModelLoading,
     Notice,
+    Queued,
     RateLimitWait,
     TurnEnded,
     TurnPipeline,
@@ -172,23 +173,24 @@ class NoLocalModel(FixedEngines):
         raise ModelError("No model is loaded.")
 
 
-def auto_under_a_half_spent_day(tmp_path, count_local: bool):
-    """ana has used 500 of her 1,000 cloud tokens today (``count_local``: local ones count),
-    in a database and a quota file of its own."""
+def auto_under_a_half_spent_day(tmp_path, count_local: bool, used: int = 500,
+                                settings: Settings | None = None, tag: str = ""):
+    """ana has used 500 (``used``) of her 1,000 cloud tokens today (``count_local``: local
+    ones count), in a database and a quota file of its own (``tag``: one more of each)."""
     from engines.http_policy import AttemptRecord
 
-    store = Store(tmp_path / f"outpost-{count_local}.db")
-    book = QuotaBook(tmp_path / "none.toml", tmp_path / f"quotas-{count_local}.json")
+    store = Store(tmp_path / f"outpost-{count_local}-{used}{tag}.db")
+    book = QuotaBook(tmp_path / "none.toml", tmp_path / f"quotas-{count_local}-{used}{tag}.json")
     admin = Profile("admin", is_admin=True)
     book.set("ana", "cloud_tokens_per_day", 1000, by=admin)
     book.set("ana", "count_local", count_local, by=admin)
     ledger = UsageLedger(store, "ana")
     ledger.record(AttemptRecord(attempt=1, status=200, latency_ms=1.0, error_kind=None,
                                 idempotency_key="earlier", provider="fault",
-                                model="test-model", kind="openai", prompt_tokens=250,
-                                completion_tokens=250))
-    service = ChatService(store, Settings(), ledger=ledger, quotas=QuotaGuard(book, ledger),
-                          profile="ana")
+                                model="test-model", kind="openai", prompt_tokens=used // 2,
+                                completion_tokens=used - used // 2))
+    service = ChatService(store, settings or Settings(), ledger=ledger,
+                          quotas=QuotaGuard(book, ledger), profile="ana")
     return store, service
 
 
@@ -245,3 +247,118 @@ def test_auto_keeps_the_limited_cloud_reply_when_the_local_model_counts_or_is_no
         assert ended.outcome.message.params["reply_cap"]["asked"] == 800
         assert any(isinstance(e, Notice) and "reply limited to" in e.text for e in events)
         store.close()
+
+
+def test_offline_mode_queues_a_send_when_online_message_whatever_the_cloud_budget_says(
+        outpost_home, tmp_path):
+    """Offline mode, `ask --provider fault --send-when-online`, and a cloud budget that would
+    limit the reply (500 of 1,000 used) or is spent (1,000 of 1,000): nothing is sent now, so
+    the budget holds nothing back. The local model answers in full, and the message waits in
+    the outbox for fault as asked (its quotas are checked when it goes)."""
+    from tests.fault_server import fault_server
+    from tests.support import fault_cloud
+
+    settings = Settings()
+    settings.set("offline_mode", True)
+    held = TurnTarget(provider="fault", route="auto", send_when_online=True,
+                      outbox_asked=True)
+    for used in (500, 1000):
+        store, service = auto_under_a_half_spent_day(tmp_path, count_local=False, used=used,
+                                                     settings=settings)
+        local = ScriptedEngine(reply(*SCRIPT))
+        with fault_server() as server:
+            pipeline = TurnPipeline(service, FixedEngines(local, fault_cloud(server.url, store)))
+            events = list(pipeline.send("Tell me", target=held,
+                                        options=TurnOptions(max_tokens=800)))
+            assert server.chat_requests() == []
+        started = next(e for e in events if isinstance(e, TurnStarted))
+        [ended] = [e for e in events if isinstance(e, TurnEnded)]
+        assert started.held_offline and ended.outcome.error is None
+        assert ended.outcome.answered.engine == "local"
+        assert [r.max_tokens for r in local.requests] == [800]
+        [queued] = [e for e in events if isinstance(e, Queued)]
+        assert queued.answered_locally and ended.outcome.queued == queued.item
+        [item] = service.outbox.pending()
+        assert (item.provider, item.request.max_tokens) == ("fault", 800)
+        assert not [e for e in events if isinstance(e, Notice)]  # no budget fallback to tell
+        store.close()
+
+
+def test_auto_with_send_when_online_and_a_budget_says_whether_the_message_is_queued(
+        outpost_home, tmp_path):
+    """Auto with send-when-online, a budget that would limit the cloud's reply: the local
+    model answers in full either way. A provider the link tracker knows to be unreachable is
+    not asked, and the message waits in the outbox for it, as it would have had the cloud been
+    tried; one not known to be unreachable is not asked either (the budget kept the message
+    from it), so nothing is queued, and the notice says so."""
+    from app.chat.connectivity import Connectivity
+    from tests.fault_server import fault_server
+    from tests.support import fault_cloud
+
+    target = TurnTarget(provider="fault", route="auto", send_when_online=True)
+    for known_down in (False, True):
+        store, service = auto_under_a_half_spent_day(tmp_path, count_local=False,
+                                                     tag=f"-{known_down}")
+        local = ScriptedEngine(reply(*SCRIPT))
+        with fault_server() as server:
+            engines = FixedEngines(local, fault_cloud(server.url, store))
+            if known_down:
+                engines.connectivity = Connectivity()
+                for _ in range(2):  # unreachable twice in a row: offline
+                    engines.connectivity.record("fault", "connection_failed")
+            pipeline = TurnPipeline(service, engines)
+            events = list(pipeline.send("Tell me", target=target,
+                                        options=TurnOptions(max_tokens=800)))
+            assert server.chat_requests() == []
+        [ended] = [e for e in events if isinstance(e, TurnEnded)]
+        assert ended.outcome.error is None and ended.outcome.answered.engine == "local"
+        assert [r.max_tokens for r in local.requests] == [800]
+        queued = [e.item for e in events if isinstance(e, Queued)]
+        notices = [e.text for e in events if isinstance(e, Notice)]
+        if known_down:
+            assert queued == [ended.outcome.queued] and len(queued) == 1
+            assert queued[0].request.max_tokens == 800
+            assert ended.outcome.route_reason.startswith("fault unreachable since ")
+            assert notices == []
+        else:
+            assert queued == [] and service.outbox.pending() == []
+            [notice] = notices
+            assert notice.endswith("The local model answers this message. It is not put in "
+                                   "the outbox for fault: a budget, not the network, kept it "
+                                   "from the cloud.")
+        store.close()
+
+
+def test_a_message_held_for_the_outbox_is_charged_to_the_rate_limits_once(outpost_home,
+                                                                          tmp_path):
+    """One cloud request a minute, Offline mode, `--send-when-online`: the held message sends
+    nothing now, so the per-minute limit is not charged for it; when Offline mode is off, the
+    outbox sends it within that minute (charged then, once). Virtual clock: no waiting."""
+    from app.chat.outbox_sender import OutboxSender
+    from app.storage.outbox import OutboxState
+    from tests.fault_server import fault_server, normal
+    from tests.support import fault_cloud
+
+    store, clock = Store(), Clock()
+    book = QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json")
+    book.set("ana", "requests_per_minute", 1, by=Profile("admin", is_admin=True))
+    ledger = UsageLedger(store, "ana")
+    guard = QuotaGuard(book, ledger, clock=clock)
+    settings = Settings()
+    settings.set("offline_mode", True)
+    service = ChatService(store, settings, ledger=ledger, quotas=guard, profile="ana")
+    with fault_server() as server:
+        pipeline = TurnPipeline(service, FixedEngines(ScriptedEngine(reply(*SCRIPT)),
+                                                      fault_cloud(server.url, store)))
+        events = list(pipeline.send("Tell me", target=TurnTarget(
+            provider="fault", route="auto", send_when_online=True, outbox_asked=True)))
+        [item] = [e.item for e in events if isinstance(e, Queued)]
+        settings.set("offline_mode", False)
+        server.script([normal()])
+        sender = OutboxSender(service.outbox, lambda name, model: fault_cloud(server.url, store),
+                              ledger=ledger, quotas=guard, default_profile=lambda: "ana")
+        report = sender.send()
+        assert len(server.chat_requests()) == 1
+    assert [i.id for i, _ in report.sent] == [item.id], report.waiting
+    assert service.outbox.get(item.id).state is OutboxState.SENT
+    store.close()
