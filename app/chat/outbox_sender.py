@@ -35,7 +35,7 @@ from app.domain.errors import (
 )
 from app.domain.messages import CLOSING, FinishReason, MessageStatus, cancel_reason
 from app.domain.routes import FAILOVER_ERRORS, KEPT_LOCAL
-from app.domain.secrets_mask import refuse_keys
+from app.domain.secrets_mask import SecretMask, refuse_keys
 from app.storage.outbox import Outbox, OutboxState, SendReport
 from app.storage.quotas import QuotaExceeded, RateLimitedLocally, RouteNotAllowed
 
@@ -65,7 +65,8 @@ class OutboxSender:
         ``app.storage.quotas.QuotaGuard`` checked again for each item sent;
         ``default_profile()``: the machine's default profile, who asked for an item whose
         conversation has no profile (from before profiles: that profile claims them);
-        ``keys``: every key of the user's -> whose it is (no request holding one is sent)."""
+        ``keys``: every key of the user's -> whose it is (no request holding one is sent;
+        the answers mask them), read once a pass."""
         self.quotas = quotas
         self.default_profile = default_profile
         self.keys = keys
@@ -95,6 +96,9 @@ class OutboxSender:
         thread) each time an item changed state: claimed, then sent, failed or queued again."""
         report = SendReport([], [], [])
         cancel = cancel or threading.Event()
+        # every key of the user's, read once a pass (a keychain read: the window passes every
+        # 2 s), when the first item is claimed: a key stored since an item was queued counts
+        owners: Mapping[str, str] | None = None
         with self._lock:
             self.outbox.recover()
             blocked: dict[str, int] = {}  # provider -> its first item that could not go
@@ -158,8 +162,10 @@ class OutboxSender:
                     report.elsewhere.append(self.outbox.get(item.id))
                     continue
                 moved()
-                try:  # (read now: a key stored since it was queued counts too)
-                    refuse_keys(item.request.messages, self.keys())
+                if owners is None:
+                    owners = self.keys()
+                try:
+                    refuse_keys(item.request.messages, owners)
                 except KeyInMessage as exc:  # never sent; the user removes the key first
                     why = f"Not sent: {exc}"  # (no attempt: the claim is undone)
                     report.failed.append((self.outbox.refuse(item.id, why), why))
@@ -193,9 +199,11 @@ class OutboxSender:
                         engine.close()
                     raise
                 # the answer stands beside the reply given meanwhile (a sibling)
+                known = tuple(owners)  # (masked in its answer: no second keychain read)
                 turn = Turn(self.outbox.store, item.conversation_id, item.user_message_id,
                             request, ledger=self.ledger, activate="beside", reply_cap=cap,
-                            when_closed=CLOSED_WHILE_SENDING)
+                            when_closed=CLOSED_WHILE_SENDING,
+                            secrets=lambda keys=known: SecretMask(keys))
                 if self.ledger is not None:  # filed under the profile that asked, not the
                     # one signed in when it goes out
                     self.ledger.note_turn(item.request.idempotency_key, route="cloud",

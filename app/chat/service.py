@@ -9,7 +9,8 @@ the replies whose final write the disk refused (``save_unsaved``).
 No known secret is stored or shown: every stored key (and every key this process handled) is
 masked in the reply's text, its error and the error a turn raises (``app.domain.secrets_mask``),
 before anything reaches the database or the caller, so the window, the CLI and the exports get
-clean data. The keys are read once per turn, on the thread that streams it (keyring reads can be
+clean data. The keys are read once per turn, when its message is checked (before anything is
+stored or sent), and that one reading serves the check and the mask (keyring reads can be
 slow). A message that holds one of the user's own keys (pasted by mistake) is refused before it
 is stored or sent (``KeyInMessage``, naming whose key it is): on a route that may reach a
 provider, everything the turn would send is checked against every key; a Local only turn sends
@@ -116,9 +117,10 @@ class ChatService:
                  keys: Callable[[bool], Mapping[str, str]] = known_keys):
         """``ledger``: the usage ledger (each reply's cost); ``quotas``: checked before anything
         is sent; ``profile``: who is signed in (default: the machine's default profile);
-        ``secrets``: every key to mask in what is stored and shown (default: all stored keys);
         ``keys(ask_keychain)``: every key a message must not hold -> whose it is (default:
-        ``app.config.secrets.known_keys``).
+        ``app.config.secrets.known_keys``), read once per turn: the keys its turn masks too;
+        ``secrets``: every key to mask for a turn that read none (a retry given no route;
+        default: all stored keys).
         The composition root (``app.compose``) passes them; tests may leave them out."""
         self.store = store
         self.settings = settings
@@ -257,8 +259,10 @@ class ChatService:
             # what the first fit left out is still left out: said with what this one drops
             fit = dataclasses.replace(refit, dropped=tuple(failed.fit.dropped) +
                                       tuple(refit.dropped)) if failed.fit is not None else refit
+        secrets = self.secret_mask  # (no route given: every stored key, read when it runs)
         if effective_route is not None:  # the route may differ from the first try's
-            self._refuse_keys(list(request.messages), effective_route, new_prompt=False)
+            secrets = self._refuse_keys(list(request.messages), effective_route,
+                                        new_prompt=False)
         if self.quotas is not None and effective_route is not None:
             prompt_tokens = fit.prompt_tokens if fit is not None else \
                 estimate_prompt_tokens(list(request.messages))
@@ -271,8 +275,7 @@ class ChatService:
                 fit = dataclasses.replace(fit, max_tokens=request.max_tokens)
         return Turn(self.store, failed.conversation_id, failed.user_message_id, request,
                     route_reason=failed.route_reason, outbox_plan=failed.outbox_plan,
-                    fit=fit, ledger=self.ledger, secrets=self.secret_mask,
-                    reply_cap=cap)
+                    fit=fit, ledger=self.ledger, secrets=secrets, reply_cap=cap)
 
     def start_turn(self, prompt: str, conversation_id: str | None = None, *, model: str,
                    options: TurnOptions = TurnOptions(), route: str | None = None,
@@ -318,12 +321,10 @@ class ChatService:
         if options.system_prompt is not None:
             system_prompt = options.system_prompt
         messages = history_messages(system_prompt, previous) + [ChatMessage(Role.USER, prompt)]
-        knobs, request_args, fit, cap = self._checked(messages, conversation, model=model,
-                                                      options=options, counter=counter,
-                                                      effective_route=effective_route,
-                                                      price_known=price_known, price=price,
-                                                      fanout=fanout, new_prompt=True,
-                                                      local_instead=local_instead, held=held)
+        knobs, request_args, fit, cap, secrets = self._checked(
+            messages, conversation, model=model, options=options, counter=counter,
+            effective_route=effective_route, price_known=price_known, price=price,
+            fanout=fanout, new_prompt=True, local_instead=local_instead, held=held)
         # the conversation (new, or its knobs changed) and the message land together or not
         # at all: a full disk never leaves a chat with no first message in the list
         with self.store.transaction():
@@ -344,7 +345,7 @@ class ChatService:
             user_message = self.store.add_message(conversation.id, Role.USER, prompt,
                                                   parent_id=parent)
         return self._turn(conversation.id, user_message.id, model, messages, request_args, fit,
-                          effective_route, cap, fanout)
+                          effective_route, secrets, cap, fanout)
 
     def _keep_turn_knobs(self, conversation, options: TurnOptions) -> None:
         """A turn's system prompt (and ``--seed random``) becomes the conversation's own."""
@@ -380,18 +381,16 @@ class ChatService:
         system_prompt = conversation.system_prompt if options.system_prompt is None \
             else options.system_prompt
         messages = history_messages(system_prompt, path)
-        _, request_args, fit, cap = self._checked(messages, conversation, model=model,
-                                                  options=options, counter=counter,
-                                                  effective_route=effective_route,
-                                                  price_known=price_known, price=price,
-                                                  fanout=fanout, local_instead=local_instead,
-                                                  held=held)
+        _, request_args, fit, cap, secrets = self._checked(
+            messages, conversation, model=model, options=options, counter=counter,
+            effective_route=effective_route, price_known=price_known, price=price,
+            fanout=fanout, local_instead=local_instead, held=held)
         if options.system_prompt is not None and \
                 options.system_prompt != conversation.system_prompt:  # kept, as `ask` keeps it
             self.store.set_conversation_sampling(conversation.id, conversation.sampling,
                                                  system_prompt=options.system_prompt)
         return self._turn(conversation.id, reply.parent_id, model, messages, request_args, fit,
-                          effective_route, cap, fanout)
+                          effective_route, secrets, cap, fanout)
 
     def _refuse_while_written(self, path: list[Message]) -> None:
         """A turn on a path with a reply still being written (by another window or `outpost
@@ -411,12 +410,13 @@ class ChatService:
                  options: TurnOptions, counter: "Engine | None", effective_route: str,
                  price_known: bool, price: "Price | None" = None, fanout: Fanout = ONE_REQUEST,
                  local_instead: bool = False, new_prompt: bool = False, held: bool = False
-                 ) -> tuple[dict, dict, Fit | None, ReplyCap | None]:
-        """(knobs, request arguments, fit, reply cap) for a turn sending ``messages``: the
-        knobs validated, the messages fitted to the window, no API key of the user's in them,
-        the quotas checked. A quota with room for the prompt and a shorter reply than asked
-        limits the request's max_tokens (the cap says so). Raises before anything is written
-        (MessageTooLong, KeyInMessage, QuotaExceeded, RateLimitedLocally, a bad knob).
+                 ) -> tuple[dict, dict, Fit | None, ReplyCap | None, Callable[[], SecretMask]]:
+        """(knobs, request arguments, fit, reply cap, the keys its turn masks) for a turn
+        sending ``messages``: the knobs validated, the messages fitted to the window, no API
+        key of the user's in them, the quotas checked. A quota with room for the prompt and a
+        shorter reply than asked limits the request's max_tokens (the cap says so). Raises
+        before anything is written (MessageTooLong, KeyInMessage, QuotaExceeded,
+        RateLimitedLocally, a bad knob).
         ``new_prompt``: the last of ``messages`` is the user's new message, not yet saved;
         ``held``: see ``start_turn``."""
         knobs = self.knobs(options, conversation)
@@ -428,8 +428,8 @@ class ChatService:
         fit = fit_messages(messages, counter, request_args["max_tokens"],
                            as_sent=_as_sent_by(counter, request_args["response_format"])) \
             if counter is not None else None
-        self._refuse_keys(list(fit.messages) if fit is not None else messages, effective_route,
-                          new_prompt=new_prompt)
+        secrets = self._refuse_keys(list(fit.messages) if fit is not None else messages,
+                                    effective_route, new_prompt=new_prompt)
         cap = None
         if self.quotas is not None:
             prompt_tokens = fit.prompt_tokens if fit is not None else \
@@ -443,30 +443,32 @@ class ChatService:
             request_args["max_tokens"] = cap.max_tokens
             if fit is not None:
                 fit = dataclasses.replace(fit, max_tokens=cap.max_tokens)
-        return knobs, request_args, fit, cap
+        return knobs, request_args, fit, cap, secrets
 
     def _refuse_keys(self, messages: list[ChatMessage], effective_route: str, *,
-                     new_prompt: bool) -> None:
+                     new_prompt: bool) -> Callable[[], SecretMask]:
         """``KeyInMessage`` when what the turn would store or send holds one of the user's own
         API keys. A turn that may reach a provider: everything it sends, against every key. A
         Local only turn sends nothing: only its new message (``new_prompt``, the last one),
-        which it would store, against the keys known without opening the keychain."""
+        which it would store, against the keys known without opening the keychain. Returns
+        the mask of the keys read here, for the turn (read once: no second keychain read when
+        it runs); a Local only turn that checks nothing reads none (the keys this process
+        handled are masked still: ``SecretMask``)."""
         local = effective_route == "local"
         if local and not new_prompt:
-            return
+            return lambda: SecretMask(())
         owners = self.keys(not local)
         refuse_keys(messages[-1:] if local else messages, owners, new_prompt=new_prompt)
+        known = tuple(owners)
+        return lambda: SecretMask(known)
 
     def _turn(self, conversation_id: str, user_message_id: str, model: str,
               messages: list[ChatMessage], request_args: dict, fit: Fit | None,
-              effective_route: str, cap: ReplyCap | None = None,
-              fanout: Fanout = ONE_REQUEST) -> Turn:
+              effective_route: str, secrets: Callable[[], SecretMask],
+              cap: ReplyCap | None = None, fanout: Fanout = ONE_REQUEST) -> Turn:
         request = ChatRequest(model=model,
                               messages=fit.messages if fit is not None else tuple(messages),
                               user=provider_user(self.profile), **request_args)
-        # a Local only turn reads no keychain (it opens no socket, D-Bus's included): the local
-        # model never saw a key; keys this process handled are still masked (SecretMask)
-        secrets = (lambda: SecretMask(())) if effective_route == "local" else self.secret_mask
         turn = Turn(self.store, conversation_id, user_message_id, request, ledger=self.ledger,
                     fit=fit, secrets=secrets, reply_cap=cap)
         if self.quotas is not None:

@@ -138,6 +138,73 @@ def test_an_outbox_item_holding_a_key_fails_without_being_sent(store, keep_key):
     assert [(i.id, why) for i, why in report.failed] == [(item.id, failed.last_error)]
 
 
+def count_keychain_reads(monkeypatch) -> list[str]:
+    """Every read of the OS keychain from now on (the key store's own read, counted: the
+    providers it was for)."""
+    from app.config.secrets import KeyStore
+
+    reads: list[str] = []
+    read = KeyStore._from_keychain
+
+    def counted(self, provider):
+        reads.append(provider)
+        return read(self, provider)
+
+    monkeypatch.setattr(KeyStore, "_from_keychain", counted)
+    return reads
+
+
+def test_a_turn_reads_the_keychain_once_for_the_check_and_the_mask(store, keep_key,
+                                                                   monkeypatch):
+    """A cloud turn checks its message against the keys and masks them in its reply: one
+    keychain read does both (it used to read once more on the streaming thread). The key is
+    still masked in the stored reply."""
+    from app.chat.pipeline import TurnEnded, TurnPipeline, TurnTarget
+    from tests.support import FixedEngines, ScriptedEngine, reply
+
+    cloud_provider()
+    key = "sk-read-once-per-turn-0a1b2c3d4e5f"
+    keep_key("acme", key)
+    cloud = ScriptedEngine(reply("Your key ", key, " is fine."), reply("Again."))
+    pipeline = TurnPipeline(ChatService(store, Settings()), FixedEngines(cloud, cloud))
+    reads = count_keychain_reads(monkeypatch)
+    target = TurnTarget(provider="acme", route="cloud")
+    [ended] = [e for e in pipeline.send("Is my key fine?", target=target)
+               if isinstance(e, TurnEnded)]
+    assert reads == ["acme"]
+    assert ended.outcome.message.content == "Your key [redacted] is fine."
+    list(pipeline.send("Again?", ended.outcome.conversation_id, target=target))
+    assert reads == ["acme", "acme"]
+
+
+def test_an_outbox_pass_reads_the_keychain_once(store, monkeypatch):
+    """The window passes every 2 s: a pass reads the keys once, for every item it sends
+    (the check and the answers' mask), and a pass with nothing to send reads none."""
+    with fault_server() as server:
+        cloud_provider("fault", server.url + "/v1")
+        service = ChatService(store, Settings())
+        for question in ("First?", "Second?"):
+            turn = service.start_turn(question, model="test-model",
+                                      options=TurnOptions(max_tokens=8),
+                                      effective_route="local")
+            service.queue_for_later(turn, "fault", None)
+        server.script([normal(), normal()])
+
+        def engine_for(name, model):
+            return OpenAICompatEngine(ProviderConfig(name, "openai", server.url + "/v1",
+                                                     "test-model"), "sk-test",
+                                      policy=RetryPolicy(initial_backoff=0.01),
+                                      timeouts=Timeouts(connect=1, first_token=5, idle=5))
+
+        sender = OutboxSender(service.outbox, engine_for)
+        reads = count_keychain_reads(monkeypatch)
+        report = sender.send()
+        assert len(report.sent) == 2 and len(server.chat_requests()) == 2
+        assert reads == ["fault"]
+        sender.send()  # nothing left to send
+        assert reads == ["fault"]
+
+
 def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "app.cli", *args], input=stdin, text=True,
                           capture_output=True, env=os.environ.copy(), timeout=120)
