@@ -39,8 +39,8 @@ from app.storage.migrations import MIGRATIONS, Migration
 from app.storage.request_log import RequestLog
 from app.storage.restore import damaged_message
 from app.storage.rows import now_iso
-from app.storage.sqlite_errors import BUSY_TIMEOUT_MS, SQLITE_CORRUPT, SQLITE_FULL, \
-    SQLITE_NOTADB, sqlite_primary_code, storage_errors
+from app.storage.sqlite_errors import BUSY_TIMEOUT_MS, SQLITE_BUSY, SQLITE_CORRUPT, \
+    SQLITE_FULL, SQLITE_LOCKED, SQLITE_NOTADB, sqlite_primary_code, storage_errors
 
 # Callers import these with the store (they were defined here before the split).
 __all__ = ["AT_LEAF", "Activate", "Store", "now_iso"]
@@ -173,8 +173,9 @@ class Store(MessageTree, FullTextSearch, RequestLog):
         """The day's rolling backup, on the first start of the day that finds a conversation
         (None: not due, or nothing to keep); only the newest ``KEEP_DAILY`` are kept. Its check
         reads every page, so damage the start-up check skipped (the seal matched) is found
-        here: DatabaseDamaged. A copy the disk has no room for (checked before writing) or
-        that its folder refuses is BackupSkipped, and leaves nothing behind. Safe from any
+        here: DatabaseDamaged. A copy the disk has no room for (checked before writing), that
+        its folder refuses, or that found the database busy (another process held it longer
+        than the busy timeout) is BackupSkipped, and leaves nothing behind. Safe from any
         thread (each has its own connection)."""
         if not self.backups.daily_due():
             return None
@@ -189,7 +190,13 @@ class Store(MessageTree, FullTextSearch, RequestLog):
             made = self.backup(DAILY)
         except DatabaseDamaged:
             raise
-        except KnownStorageError as exc:  # the copy's disk or folder, not the database
+        except KnownStorageError as exc:  # the copy's disk or folder, or a busy database
+            if _busy(exc.__cause__):  # nothing wrong where the copy goes: tried again later
+                raise BackupSkipped(
+                    f"Today's backup of the database was skipped: the database was busy "
+                    f"({exc.__cause__}: another program was using it). Your conversations are "
+                    "read and saved as usual; Outpost takes the backup at its next try (the "
+                    "next command; in the window, within 10 minutes).") from exc
             with storage_errors(self.path):
                 free, needed = self.backups.room_for_copy(self.db.conn)
             raise self._skipped(free, needed, exc) from exc
@@ -218,6 +225,12 @@ class Store(MessageTree, FullTextSearch, RequestLog):
     def integrity_check(self) -> str:  # (the full check, for tests and by hand)
         with storage_errors(self.path):
             return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def _busy(error: BaseException | None) -> bool:
+    """Whether ``error`` is SQLite's "database is locked" (busy, or a table locked)."""
+    return isinstance(error, sqlite3.Error) and \
+        sqlite_primary_code(error) in (SQLITE_BUSY, SQLITE_LOCKED)
 
 
 def _disk_full(error: BaseException | None) -> bool:

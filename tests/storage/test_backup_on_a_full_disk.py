@@ -204,3 +204,41 @@ def test_a_full_disk_that_refuses_the_shared_memory_file_says_it_is_full(tmp_pat
     assert re.search(r"could not be used: disk I/O error\. Outpost needs to write beside it "
                      r"\(its -wal and -shm\), but the disk holding \S+ is full\.", result["err"]), \
         result["err"]
+
+
+def test_a_busy_database_skips_the_backup_without_blaming_the_folder(tmp_path, monkeypatch):
+    """The copy met SQLite's "database is locked" (another process held the file longer than
+    the busy timeout): the backups folder is fine, so the note says the database was busy and
+    that it is tried again, with no advice to make the folder writable. The error is a real
+    one, from a connection that found the file locked by another."""
+    import sqlite3
+
+    from app.storage.backups import Backups
+
+    path = tmp_path / "outpost.db"
+    store = Store(path, daily_backup=False)
+    store.create_conversation("kept")
+    holder = sqlite3.connect(str(tmp_path / "other.db"), isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        sqlite3.connect(str(tmp_path / "other.db"), timeout=0).execute("SELECT 1 FROM "
+                                                                       "sqlite_master")
+    except sqlite3.OperationalError as exc:
+        locked = exc
+    holder.execute("ROLLBACK")
+    holder.close()
+    assert locked.sqlite_errorcode & 0xFF == 5  # SQLITE_BUSY
+
+    def busy(self, source, label):
+        raise locked
+
+    monkeypatch.setattr(Backups, "write", busy)
+    with pytest.raises(BackupSkipped) as skipped:
+        store.roll_backup()
+    store.close()
+    assert str(skipped.value) == (
+        "Today's backup of the database was skipped: the database was busy (database is "
+        "locked: another program was using it). Your conversations are read and saved as "
+        "usual; Outpost takes the backup at its next try (the next command; in the window, "
+        "within 10 minutes).")
+    assert skipped.value.kind == "backup_skipped"
