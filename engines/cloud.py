@@ -219,6 +219,9 @@ class CloudEngine(EngineBase):
         self.timeouts = timeouts
         self.on_attempt = on_attempt
         self.rng = rng or random.Random()
+        # what TTFT and tokens/s are read from (the deadlines keep the monotonic clock); tests
+        # put a virtual one here
+        self.clock: Callable[[], float] = time.monotonic
         self.rate_limits: dict[str, str] = {}
         self._current_key = ""
         self._client = client or network_guard.client(
@@ -260,8 +263,13 @@ class CloudEngine(EngineBase):
         self._client.close()
 
     def stream(self, request: ChatRequest, cancel: threading.Event) -> Iterator[StreamEvent]:
+        yield from self._stream(request, cancel, self.clock())
+
+    def _stream(self, request: ChatRequest, cancel: threading.Event,
+                turn_started: float) -> Iterator[StreamEvent]:
+        """The reply, with the automatic retries; TTFT counts from ``turn_started`` (when the
+        turn was first sent: it counts retries and re-sends, it is what the user waits)."""
         retries = 0
-        turn_started = time.monotonic()  # TTFT counts retries: it is what the user waits
         while True:
             try:
                 yield from self._attempt(request, cancel, retries + 1, turn_started)
@@ -475,8 +483,9 @@ class CloudEngine(EngineBase):
                     text = self._read_event_safely(event, state)
                     if text:
                         now = time.monotonic()
-                        first_at = first_at or now
-                        last_at = now
+                        at = self.clock()
+                        first_at = first_at or at
+                        last_at = at
                         watchdog.got_text = True
                     if text and not after_stop:
                         shown = masked.feed(text)

@@ -63,10 +63,13 @@ class OpenAICompatEngine(CloudEngine):
           sequence refused is then watched for by Outpost (``unsent_stops``);
         * structured output "json_schema where supported, else json_object": a server that
           refuses json_schema is asked again with json_object (the reply is still validated
-          against the schema by the caller)."""
+          against the schema by the caller).
+
+        TTFT counts from the first send: the re-send is part of what the user waits."""
+        turn_started = self.clock()
         while True:
             try:
-                yield from super().stream(request, cancel)
+                yield from self._stream(request, cancel, turn_started)
                 return
             except BadRequest as exc:
                 if not self._learn_refusal(exc, request):

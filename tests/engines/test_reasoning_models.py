@@ -105,6 +105,24 @@ def test_each_refused_knob_of_an_unknown_model_is_learnt_in_turn(server):
     assert provider_facts.refused_params(server.url + "/v1", "gpt-4o-mini") == frozenset()
 
 
+def test_ttft_counts_from_the_first_send_when_a_refusal_is_sent_again(server):
+    """A 400 that teaches a refused knob, then the re-send: the time to the first token is
+    what the user waited, the refused send included. A virtual clock: 10 s pass with each
+    request the server receives (never wall time)."""
+    server.script([reasoning_model()] * 2)
+    records: list = []
+    engine = OpenAICompatEngine(ProviderConfig("oai", "openai", server.url + "/v1", "o3-mini"),
+                                api_key="sk-test", policy=RetryPolicy(max_retries=0),
+                                timeouts=Timeouts(connect=1, first_token=5, idle=2),
+                                on_attempt=records.append)
+    engine.clock = lambda: 10.0 * len(server.chat_requests())
+    reply = run(engine, request(temperature=0.5, chosen=("temperature",)))
+    assert reply.text == DEFAULT_TEXT and len(server.chat_requests()) == 2
+    # sent at 0 s, refused; sent again, its first token read at 20 s
+    assert reply.finish.ttft_ms == 20_000
+    assert [r.status for r in records] == [400, 200] and records[-1].ttft_ms == 20_000
+
+
 def test_a_refused_stop_is_watched_for_by_outpost(server):
     """A server that takes no ``stop`` for the model: asked again without it, and Outpost ends
     the reply at the stop itself, as it does beyond OpenAI's four."""
