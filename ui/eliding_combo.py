@@ -7,6 +7,25 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox, QStyle, QStyleOptionComboBox, QStylePainter
 
+# what an editable box's line edit keeps around its text: QLineEdit's own margin (2 px a
+# side) and the cursor
+_LINE_EDIT_ROOM = 5
+
+
+def whole_width(combo: QComboBox) -> int:
+    """The width that shows ``combo``'s current text whole, in its line edit when it is
+    editable (``ui.header_pickers`` wraps for it). Measured each time: a box's size hint is
+    its items' as first shown, not the text it holds now."""
+    option = QStyleOptionComboBox()
+    combo.initStyleOption(option)
+    field = combo.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, option,
+                                         QStyle.SubControl.SC_ComboBoxEditField, combo).width()
+    text = combo.fontMetrics().horizontalAdvance(combo.currentText()) + 1
+    if combo.lineEdit() is not None:
+        margins = combo.lineEdit().textMargins()
+        text += _LINE_EDIT_ROOM + margins.left() + margins.right()
+    return combo.width() - field + text
+
 
 class ElidingComboBox(QComboBox):
     """A non-editable ``QComboBox`` that elides its current text to fit."""
@@ -25,8 +44,7 @@ class ElidingComboBox(QComboBox):
 
     def whole_width(self) -> int:
         """The width that shows the current text whole (``ui.header_pickers`` wraps for it)."""
-        chrome = self.width() - self.text_width()
-        return chrome + self.fontMetrics().horizontalAdvance(self.currentText()) + 1
+        return whole_width(self)
 
     def shown_text(self) -> str:
         """The current text as the closed box shows it."""

@@ -10,18 +10,19 @@ the difference from the chat list (250 px down to 200) while the route was cut t
 from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QSize
-from PySide6.QtWidgets import QBoxLayout, QHBoxLayout, QLabel, QWidget
+from PySide6.QtWidgets import QBoxLayout, QComboBox, QHBoxLayout, QLabel, QWidget
 
-from ui.eliding_combo import ElidingComboBox
+from ui.eliding_combo import whole_width
 
 _ONE_LINE, _TWO_LINES = QBoxLayout.Direction.LeftToRight, QBoxLayout.Direction.TopToBottom
 _BETWEEN = {_ONE_LINE: 8, _TWO_LINES: 4}  # px between the two parts, side by side or stacked
 
 
 def _whole_width(widget: QWidget) -> int:
-    """The width ``widget`` needs to show its text whole."""
-    if isinstance(widget, ElidingComboBox):
-        return widget.whole_width()
+    """The width ``widget`` needs to show its text whole (a combo box: the text it holds now,
+    an editable one's too: its size hint is its items' as first shown)."""
+    if isinstance(widget, QComboBox):
+        return whole_width(widget)
     return widget.sizeHint().width()
 
 
@@ -39,8 +40,8 @@ class HeaderPickers(QWidget):
         self.box.setSpacing(_BETWEEN[_ONE_LINE])
         self.box.addWidget(self.parts[0], 1)  # (the stretches: see _place)
         self.box.addWidget(self.parts[1], 2)
-        for widget in (route[1], cloud[1]):
-            if isinstance(widget, ElidingComboBox):  # a longer text may need the width
+        for widget in (*route[1:], *cloud[1:]):
+            if isinstance(widget, QComboBox):  # a longer text (typed too) may need the width
                 widget.currentTextChanged.connect(self._place)
 
     @staticmethod
@@ -92,6 +93,13 @@ class HeaderPickers(QWidget):
         for index, part in enumerate(self.parts):
             self.box.setStretch(index, max(1, self._whole_part(part))
                                 if direction == _ONE_LINE else 0)
+            # inside a part likewise: the provider and a long model name (shared 1:1, the
+            # model was cut though the provider's box had width to spare)
+            line = part.layout()
+            for i in range(1, line.count()):
+                widget = line.itemAt(i).widget()
+                if widget is not None:
+                    line.setStretch(i, max(1, _whole_width(widget)))
         if direction == self.box.direction():
             return
         self.box.setDirection(direction)

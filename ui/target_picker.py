@@ -98,6 +98,7 @@ class ModelPicker(QComboBox):
         self._target = LOCAL
         self._state: RouteState | None = None  # the latest route state shown
         self._asking_soon = False
+        self._filling = False  # (``_fill``)
         self.setEditable(True)
         self.setAccessibleName("Cloud model")
         self.setMinimumWidth(120)
@@ -154,13 +155,17 @@ class ModelPicker(QComboBox):
         self.model_changed.emit(self._target, model)
 
     def _fill(self, first: str, models: list[str]) -> None:
-        self.blockSignals(True)
-        self.clear()
-        self.addItems([first] + [m for m in models if m != first])
-        self.setEditText(first)
-        self.blockSignals(False)
+        # the text changes (the header makes room for it: ``ui.header_pickers``), but filling
+        # is no choice of the user's: no ``model_changed``
+        self._filling = True
+        try:
+            self.clear()
+            self.addItems([first] + [m for m in models if m != first])
+            self.setEditText(first)
+        finally:
+            self._filling = False
 
     @Slot(str)
     def _on_text_changed(self, model: str) -> None:
-        if self._target != LOCAL:
+        if self._target != LOCAL and not self._filling:
             self.model_changed.emit(self._target, model.strip() or None)

@@ -251,3 +251,43 @@ def test_on_one_line_each_picker_gets_the_width_its_text_needs(qtbot, scripted):
     assert not pickers.wrapped() and pickers.width() >= pickers.one_line_width()
     for picker in (window.route_picker, window.target_picker):
         assert picker.shown_text() == picker.currentText()  # whole
+
+
+LONG_MODEL = ("accounts/fireworks/models/llama-v3p1-405b-instruct-long-context-preview-"
+              "2025-01-15-experimental")
+
+
+def test_a_longer_model_name_moves_the_header_to_two_lines_at_once(qtbot, scripted):
+    """The model picker (an editable box) did not take part: a longer model name, typed or
+    brought back with a chat, stayed cut on one line (the header measured the box's first
+    size, and never looked again until a resize). Now the header looks again as the name
+    changes, and goes on two lines, where the model's box gets the width its name needs (the
+    provider's and the model's boxes shared their line 1:1)."""
+    from app.config.providers import ProviderConfig
+
+    window = scripted.window
+    window.resize(1700, 800)
+    window.show()
+    qtbot.waitUntil(lambda: window.width() == 1700)
+    scripted.registry.add(ProviderConfig("box", "openai", "http://127.0.0.1:9/v1", "llama3.2"))
+    window.target_picker.refresh("provider:box")
+    qtbot.waitUntil(window.model_picker.isVisible)
+    pickers, model = window.header_pickers, window.model_picker
+    qtbot.waitUntil(lambda: not pickers.wrapped())  # room for it all on one line
+
+    def whole() -> bool:
+        edit = model.lineEdit()
+        return edit.width() >= edit.fontMetrics().horizontalAdvance(model.currentText()) + 5
+
+    edit = model.lineEdit()
+    edit.selectAll()
+    qtbot.keyClicks(edit, LONG_MODEL)  # typed: the line cannot show it whole any more
+    assert model.currentText() == LONG_MODEL
+    qtbot.waitUntil(pickers.wrapped)
+    qtbot.waitUntil(whole)
+
+    model.choose("llama3.2")  # a chat with a short name: back on one line
+    qtbot.waitUntil(lambda: not pickers.wrapped())
+    model.choose(LONG_MODEL)  # a chat that remembers the long one: two lines again
+    qtbot.waitUntil(pickers.wrapped)
+    qtbot.waitUntil(whole)
