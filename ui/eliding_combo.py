@@ -21,8 +21,9 @@ def whole_width(combo: QComboBox) -> int:
     field = combo.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, option,
                                          QStyle.SubControl.SC_ComboBoxEditField, combo).width()
     text = combo.fontMetrics().horizontalAdvance(combo.currentText()) + 1
-    if combo.lineEdit() is not None:
-        margins = combo.lineEdit().textMargins()
+    edit = combo.lineEdit()
+    if edit is not None:
+        margins = edit.textMargins()
         text += _LINE_EDIT_ROOM + margins.left() + margins.right()
     return combo.width() - field + text
 

@@ -96,8 +96,10 @@ class HeaderPickers(QWidget):
             # inside a part likewise: the provider and a long model name (shared 1:1, the
             # model was cut though the provider's box had width to spare)
             line = part.layout()
+            assert isinstance(line, QHBoxLayout)  # (``_part``)
             for i in range(1, line.count()):
-                widget = line.itemAt(i).widget()
+                item = line.itemAt(i)
+                widget = item.widget() if item is not None else None
                 if widget is not None:
                     line.setStretch(i, max(1, _whole_width(widget)))
         if direction == self.box.direction():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import threading
 import time
@@ -203,7 +204,7 @@ class OutboxSender:
                 turn = Turn(self.outbox.store, item.conversation_id, item.user_message_id,
                             request, ledger=self.ledger, activate="beside", reply_cap=cap,
                             when_closed=CLOSED_WHILE_SENDING,
-                            secrets=lambda keys=known: SecretMask(keys))
+                            secrets=functools.partial(SecretMask, known))
                 if self.ledger is not None:  # filed under the profile that asked, not the
                     # one signed in when it goes out
                     self.ledger.note_turn(item.request.idempotency_key, route="cloud",
