@@ -1018,19 +1018,14 @@ def test_a_queued_item_keeps_the_max_tokens_asked_and_is_capped_afresh_when_sent
     store.close()
 
 
-def test_an_item_whose_profile_may_no_longer_use_its_route_fails_saying_how_to_send_it(
-        tmp_path):
-    """The admin kept ana to Local only after her Cloud only message was queued: no wait
-    makes room, so the item fails at once (not held and looked at every minute), saying
-    which route is no longer allowed and how to send it; it is no attempt, and the question
-    stays. Allowed again, Retry queues it and it goes."""
-    from app.storage.ledger import UsageLedger  # (only this test meters)
-    from app.storage.profiles import Profile
+def _queued_for_ana(tmp_path):
+    """ana's Cloud only question, queued while its provider was unreachable, under quotas (no
+    limit yet): (store, quota book, its turn, the item, a sender to a fault server)."""
+    from app.storage.ledger import UsageLedger  # (only these tests meter)
     from app.storage.quotas import QuotaBook, QuotaGuard
 
     store = Store(tmp_path / "outpost.db")
     book = QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json")
-    admin = Profile("admin", is_admin=True)
     ledger = UsageLedger(store, "ana")
     guard = QuotaGuard(book, ledger)
     service = ChatService(store, Settings(), ledger=ledger, quotas=guard, profile="ana")
@@ -1040,10 +1035,27 @@ def test_an_item_whose_profile_may_no_longer_use_its_route_fails_saying_how_to_s
         with pytest.raises(OutpostError) as unreachable:
             list(turn.run(fast_cloud(url + "/v1", store), threading.Event()))
     item = service.queue_for_later(turn, "fault", None, unreachable.value)
+
+    def sender_for(server) -> OutboxSender:
+        return OutboxSender(Outbox(store), lambda name, model: fast_cloud(
+            server.url + "/v1", store), ledger=ledger, quotas=guard)
+
+    return store, book, turn, item, sender_for
+
+
+def test_an_item_whose_profile_may_no_longer_use_its_route_fails_saying_how_to_send_it(
+        tmp_path):
+    """The admin kept ana to Local only after her Cloud only message was queued: no wait
+    makes room, so the item fails at once (not held and looked at every minute), saying
+    which route is no longer allowed and how to send it; it is no attempt, and the question
+    stays. Allowed again, Retry queues it and it goes."""
+    from app.storage.profiles import Profile
+
+    store, book, turn, item, sender_for = _queued_for_ana(tmp_path)
+    admin = Profile("admin", is_admin=True)
     book.set("ana", "allowed_routes", ["local"], by=admin)
     with fault_server() as server:
-        sender = OutboxSender(Outbox(store), lambda name, model: fast_cloud(
-            server.url + "/v1", store), ledger=ledger, quotas=guard)
+        sender = sender_for(server)
         report = sender.send()
         assert server.chat_requests() == [] and report.waiting == []
         [(failed, why)] = report.failed
@@ -1074,25 +1086,12 @@ def test_an_item_no_wait_makes_room_for_fails_saying_why(tmp_path, limit, value,
     with no price under a cost budget (allow_unpriced off), never fits however long it
     waits; it was held and looked at every minute, forever. It fails at once, saying why and
     how to send it; no attempt, the question kept."""
-    from app.storage.ledger import UsageLedger  # (only this test meters)
     from app.storage.profiles import Profile
-    from app.storage.quotas import QuotaBook, QuotaGuard
 
-    store = Store(tmp_path / "outpost.db")
-    book = QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json")
-    ledger = UsageLedger(store, "ana")
-    guard = QuotaGuard(book, ledger)
-    service = ChatService(store, Settings(), ledger=ledger, quotas=guard, profile="ana")
-    turn = service.start_turn("A question?", model="test-model", route="cloud",
-                              effective_route="cloud", options=TurnOptions(max_tokens=8))
-    with refused_url() as url:  # Cloud only, unreachable: a reply says it waits
-        with pytest.raises(OutpostError) as unreachable:
-            list(turn.run(fast_cloud(url + "/v1", store), threading.Event()))
-    item = service.queue_for_later(turn, "fault", None, unreachable.value)
+    store, book, _turn, item, sender_for = _queued_for_ana(tmp_path)
     book.set("ana", limit, value, by=Profile("admin", is_admin=True))
     with fault_server() as server:
-        sender = OutboxSender(Outbox(store), lambda name, model: fast_cloud(
-            server.url + "/v1", store), ledger=ledger, quotas=guard)
+        sender = sender_for(server)
         report = sender.send()
         assert server.chat_requests() == [] and report.waiting == []
         [(failed, why)] = report.failed

@@ -23,16 +23,7 @@ from tests.fault_server import (
     rate_limited,
     reasoning_model,
 )
-from tests.support import ScriptedEngine, reply
-
-
-@pytest.fixture
-def local(monkeypatch) -> ScriptedEngine:
-    """The local model of every command: a scripted engine."""
-    engine = ScriptedEngine()
-    monkeypatch.setattr("app.compose.create_local_engine", engine.factory)
-    monkeypatch.setattr("signal.signal", lambda *args: None)  # (ask's Ctrl+C, not pytest's)
-    return engine
+from tests.support import reply
 
 
 @pytest.fixture

@@ -12,16 +12,7 @@ from app import cli
 from app.config.providers import ProviderConfig, ProviderRegistry
 from app.storage.store import Store
 from tests.fault_server import fault_server
-from tests.support import ScriptedEngine, reply
-
-
-@pytest.fixture
-def local(monkeypatch) -> ScriptedEngine:
-    """The local model of every command: a scripted engine (``loads``: the models asked for)."""
-    engine = ScriptedEngine()
-    monkeypatch.setattr("app.compose.create_local_engine", engine.factory)
-    monkeypatch.setattr("signal.signal", lambda *args: None)  # (ask's Ctrl+C, not pytest's)
-    return engine
+from tests.support import reply
 
 
 @pytest.fixture
