@@ -1043,6 +1043,16 @@ def _queued_for_ana(tmp_path):
     return store, book, turn, item, sender_for
 
 
+def _failed_at_once(server, sender: OutboxSender, item) -> str:
+    """Send: ``item`` fails without a request or an attempt; why it says."""
+    report = sender.send()
+    assert server.chat_requests() == [] and report.waiting == []
+    [(failed, why)] = report.failed
+    assert failed.id == item.id and failed.state is OutboxState.FAILED
+    assert failed.attempts == 0 and failed.last_error == why
+    return why
+
+
 def test_an_item_whose_profile_may_no_longer_use_its_route_fails_saying_how_to_send_it(
         tmp_path):
     """The admin kept ana to Local only after her Cloud only message was queued: no wait
@@ -1056,11 +1066,7 @@ def test_an_item_whose_profile_may_no_longer_use_its_route_fails_saying_how_to_s
     book.set("ana", "allowed_routes", ["local"], by=admin)
     with fault_server() as server:
         sender = sender_for(server)
-        report = sender.send()
-        assert server.chat_requests() == [] and report.waiting == []
-        [(failed, why)] = report.failed
-        assert failed.id == item.id and failed.state is OutboxState.FAILED
-        assert failed.attempts == 0 and failed.last_error == why
+        why = _failed_at_once(server, sender, item)
         assert why.startswith("Not sent: the profile ana may no longer use Cloud only, the "
                               "route this message was queued under (its quota allows Local "
                               "only; quota set).")
@@ -1092,11 +1098,7 @@ def test_an_item_no_wait_makes_room_for_fails_saying_why(tmp_path, limit, value,
     book.set("ana", limit, value, by=Profile("admin", is_admin=True))
     with fault_server() as server:
         sender = sender_for(server)
-        report = sender.send()
-        assert server.chat_requests() == [] and report.waiting == []
-        [(failed, why)] = report.failed
-        assert failed.id == item.id and failed.state is OutboxState.FAILED
-        assert failed.attempts == 0 and failed.last_error == why
+        why = _failed_at_once(server, sender, item)
         assert why.startswith("Not sent: ") and says in why
         assert why.endswith("Nothing is lost: the message stays in its conversation. Once "
                             "that changes, retry it (Retry in the Outbox, or `outpost outbox "
