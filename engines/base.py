@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Iterator, Protocol, Sequence, runtime_checkabl
 
 from app.domain.messages import ChatMessage, ChatRequest, StreamEvent, estimate_prompt_tokens
 
-if TYPE_CHECKING:  # records of the chat layer's wrappers, and prices (typing only)
+if TYPE_CHECKING:  # records of the chat layer's wrappers, prices, adapters (typing only)
     from app.accounting.pricing import Price
+    from app.domain.adapters import LoraAdapter
     from app.domain.test_time import Plan, Selection
 
 
@@ -132,6 +133,8 @@ class Engine(Protocol):
 
     def repair_engine(self) -> "Engine": ...
 
+    def check_adapters(self, adapters: Sequence["LoraAdapter"]) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -189,6 +192,13 @@ class EngineBase:
     def repair_engine(self) -> "Engine":
         """The engine that answers a structured-output repair (one reply, not n again)."""
         return self  # type: ignore[return-value]
+
+    def check_adapters(self, adapters: Sequence["LoraAdapter"]) -> None:
+        """Raise (ModelNotFound / ModelInvalid, one sentence) when one of ``adapters`` cannot go
+        on this engine's model, from the files' headers only: before a turn saves anything. An
+        engine that takes no adapters has nothing to check (the pipeline refuses adapters on a
+        route that is not local)."""
+        return None
 
     def close(self) -> None:
         return None

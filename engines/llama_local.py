@@ -38,7 +38,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from app.domain.adapters import LoraAdapter
 from app.domain.errors import (
@@ -436,6 +436,17 @@ class LocalEngine(SavedPrefixes, EngineBase):
         """The LoRA files loaded onto this model so far (each once)."""
         return tuple(self._adapters)
 
+    def check_adapters(self, adapters: Sequence[LoraAdapter]) -> None:
+        """Each adapter's header: a LoRA file (``read_lora``) for this model's architecture.
+        The pipeline asks before a turn saves its prompt, so a conversation whose adapter does
+        not fit the model it now asks is refused whole (the model need not be loaded)."""
+        for adapter in adapters:
+            header = read_lora(adapter.path)
+            if header.architecture != self.gguf.architecture:
+                raise ModelInvalid(f"The LoRA adapter {adapter.name} was made for "
+                                   f"{header.architecture} models, but {self.path.name} is a "
+                                   f"{self.gguf.architecture} model.", adapter.path)
+
     def _adapter(self, adapter: LoraAdapter):
         """The llama.cpp adapter for ``adapter``'s file, loaded onto the model on first use
         after checking the file is a LoRA for this model's architecture."""
@@ -444,11 +455,7 @@ class LocalEngine(SavedPrefixes, EngineBase):
         path = str(Path(adapter.path).expanduser().resolve())
         if path in self._adapters:
             return path, self._adapters[path]
-        header = read_lora(adapter.path)
-        if header.architecture != self.gguf.architecture:
-            raise ModelInvalid(f"The LoRA adapter {adapter.name} was made for "
-                               f"{header.architecture} models, but {self.path.name} is a "
-                               f"{self.gguf.architecture} model.", adapter.path)
+        self.check_adapters((adapter,))
         handle = llama_cpp.llama_adapter_lora_init(self._llm._model.model,
                                                    path.encode("utf-8"))
         if not handle:

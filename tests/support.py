@@ -285,6 +285,9 @@ class Borrowed(EngineBase):
     def outcome(self):
         return self.engine.outcome()
 
+    def check_adapters(self, adapters) -> None:
+        self.engine.check_adapters(adapters)
+
     def close(self) -> None:
         return None
 

@@ -480,7 +480,8 @@ class TurnPipeline:
         turn (and Offline mode) never builds a cloud engine, except to hold a request for the
         outbox: ``--send-when-online`` in Offline mode, and Auto with send-when-online whose
         provider is known to be unreachable (``OutboxPlan.held``: never asked). LoRA
-        ``adapters`` need the local route (refused before any engine is built)."""
+        ``adapters`` need the local route (refused before any engine is built) and a local
+        model of their architecture (refused before anything is saved)."""
         settings = self.settings
         wanted = target.route or (conversation.route if conversation is not None else None)
         offline = bool(settings["offline_mode"] or target.offline)
@@ -503,8 +504,11 @@ class TurnPipeline:
             # Auto's, with the provider unreachable: its keys, quotas and ledger route
             return held, dataclasses.replace(decision, route=Route.AUTO), plan, overrode
         if decision.route is Route.LOCAL:
-            return engines.local(None if target.provider else target.model), decision, None, \
-                overrode
+            local = engines.local(None if target.provider else target.model)
+            # an adapter that does not fit this model: refused before the prompt is saved or
+            # the conversation remembers who answers it (from the files' headers)
+            local.check_adapters(adapters)
+            return local, decision, None, overrode
         assert target.provider is not None  # decide_route: no provider is the local route
         cloud = engines.cloud(target.provider, target.model)
         send_when_online = settings["send_when_online"] if target.send_when_online is None \

@@ -171,8 +171,9 @@ class ChatService:
         knobs.update({name: getattr(options, name) for name in KNOB_NAMES
                       if getattr(options, name) is not None})
         for name in options.unset:
-            knobs[name] = None if name not in ("temperature", "top_p", "max_tokens", "stop") \
-                else knobs[name]
+            if name in knobs:  # (not "lora": the adapters are no knob, see ``lora``)
+                knobs[name] = None if name not in ("temperature", "top_p", "max_tokens",
+                                                   "stop") else knobs[name]
         return knobs
 
     def chosen(self, options: TurnOptions) -> tuple[str, ...]:
@@ -186,7 +187,9 @@ class ChatService:
 
     def lora(self, options: "TurnOptions", conversation=None) -> tuple[LoraAdapter, ...]:
         """The LoRA adapters for this turn: the turn's, else its preset's (when the preset
-        names adapters), else the conversation's."""
+        names adapters), else the conversation's; none when unset (``--no-lora``)."""
+        if "lora" in options.unset:
+            return ()
         if options.lora is not None:
             return tuple(options.lora)
         if options.preset:
@@ -348,11 +351,14 @@ class ChatService:
                           effective_route, secrets, cap, fanout)
 
     def _keep_turn_knobs(self, conversation, options: TurnOptions) -> None:
-        """A turn's system prompt (and ``--seed random``) becomes the conversation's own."""
+        """A turn's system prompt (and ``--seed random``, ``--no-lora``) becomes the
+        conversation's own."""
         stored = conversation.sampling
         if "seed" in options.unset and stored and stored.get("seed") is not None:
             # `--seed random`: no fixed seed from now on (the one it started with was kept)
             stored = dict(stored, seed=None)
+        if "lora" in options.unset and stored and stored.get("lora"):
+            stored = dict(stored, lora=[])  # `--no-lora`: its adapters detached for good
         new_prompt = options.system_prompt is not None and \
             options.system_prompt != conversation.system_prompt
         if new_prompt or stored is not conversation.sampling:

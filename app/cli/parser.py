@@ -443,6 +443,10 @@ def _knob_flags(parser: argparse.ArgumentParser) -> None:
                             "architecture) at SCALE (default 1; 0: no effect); repeatable. "
                             "Local model only; the base model is not reloaded; the reply "
                             "stores the adapters it used. Default: the conversation's")
+    knobs.add_argument("--no-lora", action="store_true", dest="no_lora",
+                       help="no LoRA adapter: detach the conversation's (with ask, it keeps "
+                            "none from then on; with regenerate, for this reply only; with "
+                            "preset save, the preset detaches them)")
     ttc = parser.add_argument_group(
         "test-time compute", "Several candidates, one reply; every candidate is metered.")
     ttc.add_argument("--best-of", type=int, metavar="N", dest="best_of",

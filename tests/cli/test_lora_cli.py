@@ -132,3 +132,46 @@ def test_llama_cpps_own_notes_stay_off_stderr(outpost_home, gemma_model):
     proc = cli("ask", "Hi", "--model", str(gemma_model), "--max-tokens", "2")
     assert proc.returncode == 0, proc.stderr
     assert "llama" not in proc.stderr and "SWA" not in proc.stderr, proc.stderr
+
+
+def test_an_adapter_that_does_not_fit_the_new_model_is_refused_and_no_lora_detaches_it(
+        outpost_home, adapter, gemma_model):
+    """A chat with a llama adapter switched to a gemma model: the turn was saved (question and
+    an [error] reply) and the switch remembered, so every later ask failed; now it is refused
+    before anything is saved or remembered, and --no-lora detaches the adapter for good."""
+    first = cli("ask", "Hi.", "--lora", str(adapter), "--max-tokens", "2")
+    assert first.returncode == 0, first.stderr
+    conversation, _ = replies(outpost_home)
+    cid = conversation.id
+
+    def messages() -> int:
+        store = open_store(outpost_home)
+        try:
+            return len(store.branch(cid))
+        finally:
+            store.close()
+
+    switched = cli("ask", "And Spain?", "--conversation", cid, "--model", str(gemma_model),
+                   "--max-tokens", "2")
+    assert switched.returncode == 3
+    said = assert_one_sentence(switched.stderr)  # (no "… and remembers that." note)
+    assert f"style.gguf was made for llama models, but {gemma_model.name} is a gemma3 " \
+           "model." in said
+    assert messages() == 2
+    after, _ = replies(outpost_home)
+    assert (after.target, after.target_model) == (conversation.target, None)
+
+    both = cli("ask", "Hi.", "--conversation", cid, "--lora", str(adapter), "--no-lora")
+    assert both.returncode == 2
+    assert "give one of the two" in assert_one_sentence(both.stderr)
+
+    detached = cli("ask", "And Spain?", "--conversation", cid, "--model", str(gemma_model),
+                   "--no-lora", "--max-tokens", "2")
+    assert detached.returncode == 0, detached.stderr
+    assert "remembers that" in detached.stderr
+    again = cli("ask", "And Italy?", "--conversation", cid, "--max-tokens", "2", "--json")
+    assert again.returncode == 0, again.stderr  # the gemma model, remembered, no adapter
+    after, (_, second, third) = replies(outpost_home)
+    assert after.sampling["lora"] == [] and after.target_model == str(gemma_model)
+    assert second.params.get("lora", []) == [] and third.params.get("lora", []) == []
+    assert third.model == gemma_model.name

@@ -108,13 +108,14 @@ def _turn(args: argparse.Namespace, events, send_when_online: bool,
         if known is not None and known.profile not in (None, core.service.profile):
             known = None  # another profile's: the pipeline refuses it, telling nothing of it
         target, note = remembered_target(target, known, ProviderRegistry(), remembers=remember)
-        if note and not (target.provider and
-                         pipeline.effective_route(target, cid) is Route.LOCAL):
-            # (a Local only chat or Offline mode: the provider does not answer, said below)
-            sys.stderr.write(f"outpost: {note}\n")
+        if note and target.provider and pipeline.effective_route(target, cid) is Route.LOCAL:
+            note = None  # (a Local only chat or Offline mode: the provider does not answer,
+            # said below)
         turn = events(pipeline, target, cancel)
         if remember:
             turn = _remembering(turn, store, target)
+        if note:
+            turn = _noted(turn, note)
         try:
             return _render(args, turn, core.service.save_unsaved)
         except NoProviderForCloud:
@@ -123,6 +124,16 @@ def _turn(args: argparse.Namespace, events, send_when_online: bool,
     finally:
         engines.close()
         store.close()
+
+
+def _noted(events, note: str):
+    """The turn's events, ``note`` on stderr once its prompt is saved (``TurnStarted``): a turn
+    refused before that (an adapter that does not fit the model asked, a quota) neither
+    answers nor remembers anything, so it does not say it does."""
+    for event in events:
+        if isinstance(event, TurnStarted):
+            sys.stderr.write(f"outpost: {note}\n")
+        yield event
 
 
 def _remembering(events, store: Store, target: TurnTarget):
@@ -484,7 +495,8 @@ def seed_flag(value) -> int | None:
 def knob_options(args):
     """The ``ask`` flags as this turn's options. ``--seed random`` unsets the seed (listed in
     ``TurnOptions.unset``, which overrides the conversation's and the preset's seed), so the
-    reply draws a new one, as a conversation with no seed does."""
+    reply draws a new one, as a conversation with no seed does; ``--no-lora`` unsets the
+    adapters the same way (none this turn, and ``ask`` keeps none with the conversation)."""
     values = {name: getattr(args, name, None) for name in KNOB_NAMES if name != "stop"}
     unset = ()
     if isinstance(values["seed"], str):
@@ -499,5 +511,10 @@ def knob_options(args):
     json_mode = True if getattr(args, "json_mode", False) else None
     lora = tuple(parse_lora(spec) for spec in args.lora) if getattr(args, "lora", None) \
         else None
+    if getattr(args, "no_lora", False):  # detached: kept so by the conversation, as `random`
+        if lora is not None:
+            raise UsageError("--lora attaches an adapter and --no-lora detaches them all: "
+                             "give one of the two.")
+        lora, unset = (), unset + ("lora",)
     return TurnOptions(**values, stop=stop, preset=args.preset, system_prompt=args.system,
                        json_schema=schema, json_mode=json_mode, lora=lora, unset=unset)
