@@ -5,7 +5,8 @@ signal, so the window is usable at once. A model that fails to load is reported 
 one (if any) stays in use: the app keeps running. The loader remembers what each load was asked
 for, so a reload (new load settings) loads that model again, not whatever the setting says, and
 a caller learns through ``on_ready`` that its very load won (the Model menu then remembers the
-choice: a file that fails never becomes the setting).
+choice: a file that fails never becomes the setting), and through ``on_failed`` that it failed
+(the window then says which model answers instead).
 
 Engines come from ``engine_factory(settings, model_path, on_attempt)``: the real local model
 (``engines.registry.create_local_engine``) unless the composition root was given another, e.g. a
@@ -42,6 +43,7 @@ class ModelLoader(QObject):
         self.active_path: str | None = None
         self.pending_path: str | None = None
         self._on_ready: Callable[[], None] | None = None  # the pending load's
+        self._on_failed: Callable[[OutpostError], None] | None = None  # the pending load's
 
     def engine_for_turn(self):
         """The engine a new turn should use: the ready one, else the one loading (wait for it)."""
@@ -52,30 +54,36 @@ class ModelLoader(QObject):
         return self.pending is not None
 
     def load(self, model_path: str | None = None,
-             on_ready: Callable[[], None] | None = None) -> None:
+             on_ready: Callable[[], None] | None = None,
+             on_failed: Callable[[OutpostError], None] | None = None) -> None:
         """Start loading ``model_path`` (a library name or a GGUF file; "": the bundled model;
         None: the ``model_path`` setting); the ready model answers meanwhile. ``on_ready()``
         runs (GUI thread, before ``model_ready``) once this load is the model in use; never
-        when the file is refused, fails to load, or a later load replaced it first."""
+        when the file is refused, fails to load, or a later load replaced it first.
+        ``on_failed(error)`` runs (GUI thread, after ``load_failed``) when this load is refused
+        or fails while it is still the one loading."""
         try:
             engine = self.engine_factory(self.settings, model_path, self.on_attempt)
         except OutpostError as exc:  # the header refused it: nothing changes
             self.load_failed.emit(exc)
+            if on_failed is not None:
+                on_failed(exc)
             return
         if self.pending is not None:
             stale, self.pending = self.pending, None
             self.tasks.run_in_background(stale.close, lambda _: None, lambda _: None)
         self.pending, self.pending_path, self._on_ready = engine, model_path, on_ready
+        self._on_failed = on_failed
         self.loading_started.emit(engine.info.model)
         self.tasks.run_in_background(lambda: engine.wait_ready(),
                                      lambda _: self._on_loaded(engine),
-                                     lambda exc: self._on_failed(engine, exc))
+                                     lambda exc: self._on_load_failed(engine, exc))
 
     def reload(self) -> None:
         """Load the model loading (else the one in use) again, e.g. with new load settings;
         the loaded one answers until it is ready, and a load's ``on_ready`` still runs."""
         if self.pending is not None:
-            self.load(self.pending_path, self._on_ready)
+            self.load(self.pending_path, self._on_ready, self._on_failed)
         else:
             self.load(self.active_path)
 
@@ -84,19 +92,24 @@ class ModelLoader(QObject):
             return
         old, self.active, self.pending = self.active, engine, None
         self.active_path, on_ready = self.pending_path, self._on_ready
-        self.pending_path = self._on_ready = None
+        self.pending_path = self._on_ready = self._on_failed = None
         if old is not None:
             self.tasks.run_in_background(old.close, lambda _: None, lambda _: None)
         if on_ready is not None:
             on_ready()
         self.model_ready.emit(engine.info)
 
-    def _on_failed(self, engine, exc: Exception) -> None:
+    def _on_load_failed(self, engine, exc: Exception) -> None:
+        on_failed = None
         if engine is self.pending:
-            self.pending = self.pending_path = self._on_ready = None
+            on_failed = self._on_failed
+            self.pending = self.pending_path = self._on_ready = self._on_failed = None
         self.tasks.run_in_background(engine.close, lambda _: None, lambda _: None)
-        self.load_failed.emit(exc if isinstance(exc, OutpostError) else
-                              InternalError(f"The model could not be loaded: {exc!r}"))
+        error = exc if isinstance(exc, OutpostError) else \
+            InternalError(f"The model could not be loaded: {exc!r}")
+        self.load_failed.emit(error)
+        if on_failed is not None:
+            on_failed(error)
 
     def shutdown(self) -> None:
         for engine in (self.pending, self.active):

@@ -24,6 +24,7 @@ class ModelMenu(QMenu):
     is handed to the loader, and remembered in the settings (``model_path``) once it loaded."""
 
     providers_changed = Signal()  # the Providers dialog added, changed or removed one
+    model_chosen = Signal(str)  # the user chose a local model (what ``choose_model`` was given)
     failed = Signal(object)  # an OutpostError: the setting could not be saved
 
     def __init__(self, settings: Settings, loader: ModelLoader,
@@ -58,7 +59,14 @@ class ModelMenu(QMenu):
         choice becomes the setting only once that model is loaded: a file the header reader
         refuses, or one llama.cpp cannot load, leaves the model in use and the setting as they
         were (the window and ``outpost ask`` go on with the model that works)."""
+        self.model_chosen.emit(path)
         self.loader.load(path, on_ready=partial(self._remember, path))
+
+    def follow(self, path: str, on_failed: Callable[[OutpostError], None]) -> None:
+        """Switch to the local model a conversation remembers, as ``choose_model`` does, but
+        as no choice of the user's (no ``model_chosen``); ``on_failed(error)`` when it cannot
+        be loaded (the model in use stays)."""
+        self.loader.load(path, on_ready=partial(self._remember, path), on_failed=on_failed)
 
     def _remember(self, path: str) -> None:
         try:

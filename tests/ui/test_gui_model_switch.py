@@ -12,6 +12,7 @@ import pytest
 from app.config.providers import ProviderConfig
 from app.config.settings import Settings
 from app.domain.errors import ModelInvalid, ModelLoadFailed
+from app.domain.messages import Role
 from tests.fault_server import refused_url
 from tests.support import ScriptedEngine, grab_in_palette
 from ui.token_meter import DEBOUNCE_MS, TokenMeter
@@ -204,3 +205,55 @@ def test_a_count_that_failed_still_gives_way_to_the_count_asked_for_meanwhile(qt
     tasks.held[1][1]({"tokens": 20, "exact": True, "window": None, "max_tokens": 12,
                       "cost": None})
     assert meter.label.text() == "20 prompt tokens"
+
+
+def test_a_chat_that_remembers_a_local_model_loads_it_and_keeps_it(qtbot, outpost_app):
+    """`outpost ask … --model gem` then the chat opened in the window: the window answered with
+    the model it had loaded, said nothing, and stored no model, so the chat (and the next `ask
+    --conversation`) went to the bundled model. Now opening it loads the remembered model, as
+    choosing it does; one that cannot be loaded is named with the model answering instead, and
+    stays remembered until the user picks another model in that chat."""
+    from tests.support import reply, send
+
+    models = Models(refused={"/m/gone.gguf"})
+    app = started(qtbot, outpost_app, models)
+    window, loader, store = app.window, app.loader, app.store
+
+    def remembering(model: str) -> str:
+        chat = store.create_conversation("Paris is")
+        store.add_message(chat.id, Role.USER, "Paris is")
+        store.set_target(chat.id, "local", model)
+        return chat.id
+
+    def answered(text: str) -> None:
+        (loader.pending or loader.active).script(reply("ok"))
+        send(qtbot, app, text)
+
+    gem, gone = remembering("/m/gem.gguf"), remembering("/m/gone.gguf")
+    with qtbot.waitSignal(loader.model_ready, timeout=10000):
+        window._on_conversation_selected(gem)
+    assert models.paths[-1] == "/m/gem.gguf" and loader.active.info.model == "gem.gguf"
+    assert saved_model() == "/m/gem.gguf"  # as choosing it does
+    answered("Berlin is")
+    assert store.get_conversation(gem).target_model == "/m/gem.gguf"
+    loads = len(models.paths)
+    window._on_conversation_selected(gem)  # already the model in use: not loaded again
+    assert len(models.paths) == loads
+
+    window._on_conversation_selected(gone)
+    assert "This chat remembers the local model /m/gone.gguf, which cannot be loaded " \
+           "(The model file /m/gone.gguf is not a GGUF file" in window.banner.label.text()
+    assert window.banner.label.text().endswith(": gem.gguf answers it instead.")
+    answered("Rome is")  # gem answers; the chat still remembers its own model
+    assert (store.get_conversation(gone).target, store.get_conversation(gone).target_model) \
+        == ("local", "/m/gone.gguf")
+
+    with qtbot.waitSignal(loader.model_ready, timeout=10000):
+        window.model_menu.choose_model("/m/other.gguf")  # the user picks another: remembered
+    answered("Madrid is")
+    assert store.get_conversation(gone).target_model == "/m/other.gguf"
+
+    window._on_new_chat()  # a new chat remembers the model in use (for `ask --conversation`)
+    answered("Lisbon is")
+    assert store.get_conversation(window.controller.conversation_id).target_model == \
+        "/m/other.gguf"
