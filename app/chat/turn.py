@@ -195,12 +195,14 @@ class Turn:
         verdict = validate(raw, schema)
         if verdict.valid:
             return MessageStatus.COMPLETE, None
-        fixed = lenient(raw, schema)
+        # a reply cut at max tokens is not whole: no part of it is passed off as the answer,
+        # it is asked again with more room
+        cut = reply.finish is not None and reply.finish.reason is FinishReason.LENGTH
+        fixed = verdict if cut else lenient(raw, schema)
         if fixed.valid:
             reply.text = fixed.text
             check.repair, check.raw = "lenient", raw
             return MessageStatus.COMPLETE, None
-        cut = reply.finish is not None and reply.finish.reason is FinishReason.LENGTH
         why = f"it was cut at max tokens ({self.request.max_tokens})" if cut else verdict.error
         first_finish = reply.finish  # (the reply kept, should the re-ask fail)
         restart = Restart(f"The reply was not valid JSON: {why}. Asking once more.")
@@ -240,11 +242,12 @@ class Turn:
         if status is not MessageStatus.COMPLETE:  # stopped, or the engine failed
             self._keep_first_reply(check, raw, error or "it stopped", first_finish)
             return MessageStatus.COMPLETE, check.error
-        second = lenient(reply.text, schema)
+        cut_again = reply.finish is not None and reply.finish.reason is FinishReason.LENGTH
+        second = validate(reply.text, schema) if cut_again else lenient(reply.text, schema)
         if second.valid:
             reply.text = second.text
             return MessageStatus.COMPLETE, None
-        if reply.finish is not None and reply.finish.reason is FinishReason.LENGTH:
+        if cut_again:
             second = dataclasses.replace(second, error=f"cut at max tokens "
                                                        f"({again.max_tokens}): {second.error}")
         check.valid, check.error = False, second.error

@@ -10,8 +10,8 @@ How each engine is made to answer in JSON (``ChatRequest.response_format``):
 * Anthropic: a forced tool call whose ``input_schema`` is the schema; its input is the reply.
 
 Whatever the engine, every result is validated here (jsonschema). An invalid or empty result
-gets one repair: a lenient parse (code fences, text around the JSON), else one re-ask carrying
-the validation error. If that fails too, the reply is kept with its raw text and marked
+gets one repair: a lenient parse (code fences, text around the reply's one outermost JSON
+value; not for a reply cut at max tokens), else one re-ask carrying the validation error. If that fails too, the reply is kept with its raw text and marked
 *invalid JSON*.
 """
 from __future__ import annotations
@@ -101,23 +101,52 @@ def _against(value, text: str, schema: dict | None) -> Verdict:
 
 
 def lenient(text: str, schema: dict | None) -> Verdict:
-    """The first repair: the JSON inside code fences or surrounded by prose."""
+    """The first repair: the reply's one JSON value, inside code fences or surrounded by prose.
+    Only a value no other bracket encloses counts: an object nested in a reply that was cut
+    (or is otherwise broken) is a fragment, never the answer; several values, each of which
+    would do, are no one answer either."""
     stripped = text.strip()
     if stripped.startswith("```"):
         body = stripped.split("\n", 1)[1] if "\n" in stripped else ""
         stripped = body.rsplit("```", 1)[0]
     decoder = json.JSONDecoder()
-    for start, char in enumerate(stripped):
-        if char not in "{[":
-            continue
+    verdicts = []
+    for start in _outermost_starts(stripped):
         try:
-            value, _end = decoder.raw_decode(stripped[start:])
+            value, _end = decoder.raw_decode(stripped, start)
         except ValueError:
             continue
-        verdict = _against(value, json.dumps(value, ensure_ascii=False), schema)
-        if verdict.valid:
-            return verdict
+        verdicts.append(_against(value, json.dumps(value, ensure_ascii=False), schema))
+    valid = [verdict for verdict in verdicts if verdict.valid]
+    if len(valid) == 1:
+        return valid[0]
+    if len(verdicts) == 1:
+        return verdicts[0]  # the one value, and why it does not match the schema
     return validate(text, schema)
+
+
+def _outermost_starts(text: str) -> list[int]:
+    """Where each bracket that no other bracket encloses opens. Inside brackets JSON strings
+    are skipped (a brace in a string is text); outside them prose may quote anything."""
+    starts: list[int] = []
+    depth, in_string, escaped = 0, False, False
+    for i, char in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char in "{[":
+            if depth == 0:
+                starts.append(i)
+            depth += 1
+        elif char in "}]":
+            depth = max(0, depth - 1)
+        elif char == '"' and depth:
+            in_string = True
+    return starts
 
 
 def repair_prompt(verdict: Verdict, schema: dict | None) -> str:

@@ -64,6 +64,22 @@ def test_validation_and_the_lenient_repair():
     assert not lenient("no json here", PERSON).valid
 
 
+def test_the_lenient_repair_takes_the_whole_reply_never_a_fragment_nested_in_it():
+    """A reply cut inside its outer object once passed off an object nested in it as the
+    answer (the report's {"type": "json", "data": {"name": "Floats", ...}, "properties": ...
+    cut at max tokens printed {"name": "Floats", ...})."""
+    cut = '{"type": "json", "data": {"name": "Floats", "age": 3}, "properties": {"descr'
+    assert not lenient(cut, None).valid
+    assert not lenient(cut, PERSON).valid
+    assert not lenient("Here: " + cut, PERSON).valid
+    # a whole value with prose or a fence around it is still repaired; braces in its strings
+    # and in the prose before it are text
+    fine = lenient('Note {x} first. {"name": "a {b", "age": 1} Done.', PERSON)
+    assert fine.valid and fine.value == {"name": "a {b", "age": 1}
+    # two values that would both do: which one is meant is not for the repair to guess
+    assert not lenient('{"name": "A", "age": 1} or {"name": "B", "age": 2}', PERSON).valid
+
+
 class Scripted(EngineBase):
     """An engine that replies with the given texts, one per call (the real engines are tested
     against the fault server and the real model below)."""
@@ -71,8 +87,9 @@ class Scripted(EngineBase):
     capabilities = EngineCapabilities(knob_kind="local")
     info = EngineInfo("test", "scripted")
 
-    def __init__(self, *texts: str):
+    def __init__(self, *texts: str, reasons: tuple[FinishReason, ...] = ()):
         self.texts = list(texts)
+        self.reasons = list(reasons)  # how each reply ends (default: stop)
         self.requests: list[ChatRequest] = []
 
     def stream(self, request, cancel):
@@ -81,7 +98,8 @@ class Scripted(EngineBase):
         if text:
             yield TextDelta(text)
         yield Usage(10, 5)
-        yield Finished(FinishReason.STOP, ttft_ms=1.0, tokens_per_s=10.0)
+        reason = self.reasons.pop(0) if self.reasons else FinishReason.STOP
+        yield Finished(reason, ttft_ms=1.0, tokens_per_s=10.0)
 
     def close(self):
         pass
@@ -126,6 +144,37 @@ def test_invalid_json_is_asked_again_once_with_the_error(service):
     assert message.output_check["valid"] and message.output_check["repair"] == "reask"
     assert message.content == '{"name": "Ada", "age": 36}'
     assert message.completion_tokens == 10  # both attempts' tokens
+
+
+NESTED_CUT = ('{"type": "json", "data": {"name": "Floats", "age": 3}, "properties": '
+              '{"description": "')
+
+
+def test_a_reply_cut_at_max_tokens_is_asked_again_with_twice_the_room(service):
+    engine = Scripted(NESTED_CUT, '{"name": "Ada", "age": 36}',
+                      reasons=(FinishReason.LENGTH, FinishReason.STOP))
+    turn, _, message = run(service, engine)
+    assert len(engine.requests) == 2
+    assert engine.requests[1].max_tokens == 2 * turn.request.max_tokens
+    assert message.output_check["repair"] == "reask" and message.output_check["valid"]
+    assert message.content == '{"name": "Ada", "age": 36}'
+
+
+def test_a_re_ask_cut_again_is_invalid_json_never_a_fragment_of_it(service):
+    engine = Scripted(NESTED_CUT, NESTED_CUT, reasons=(FinishReason.LENGTH,) * 2)
+    _, _, message = run(service, engine, schema=None)
+    assert message.output_check["valid"] is False
+    assert "cut at max tokens" in message.output_check["error"]
+    assert message.content == NESTED_CUT and "invalid JSON" in message.error
+
+
+def test_a_cut_reply_with_a_whole_value_in_it_is_still_asked_again(service):
+    """Cut at max tokens, the reply is not whole: a value complete before the cut may be
+    followed by more of the answer, so it is asked again rather than taken."""
+    engine = Scripted('{"name": "Ada", "age": 36}\n{"name": "Bo', '{"name": "Bo", "age": 2}',
+                      reasons=(FinishReason.LENGTH, FinishReason.STOP))
+    _, _, message = run(service, engine)
+    assert len(engine.requests) == 2 and message.content == '{"name": "Bo", "age": 2}'
 
 
 def test_still_invalid_after_the_repair_is_marked_with_the_raw_text_kept(service):
