@@ -20,15 +20,19 @@ Candidates run concurrently on a cloud engine and one after another on the local
 reuses the shared prompt's KV cache). Each candidate is its own request attempt with the key
 ``<turn key>~c<i>`` (the judge: ``~judge``), so providers do not deduplicate them and the ledger
 files every one of them under the turn: all n are metered.
+
+The reply's TTFT is the time from the send to the winner being shown (after every candidate
+and the judge), not a candidate's own; its tokens/s are the winner's.
 """
 from __future__ import annotations
 
 import dataclasses
 import random
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Iterator
+from typing import Callable, Iterator
 
 from app.accounting.pricing import Price
 from app.domain.errors import UsageError
@@ -61,9 +65,11 @@ from engines.base import Engine, EngineBase, EngineCapabilities, EngineInfo, Str
 class CandidatesEngine(EngineBase):
     """The Engine contract around another engine: n candidates, one reply."""
 
-    def __init__(self, engine: Engine, plan: Plan):
+    def __init__(self, engine: Engine, plan: Plan,
+                 clock: Callable[[], float] = time.monotonic):
         self.engine = engine
         self.plan = plan
+        self.clock = clock  # the TTFT: from the send to the winner's reply being shown
         self.selection: Selection | None = None
         self._judge_usage: Usage | None = None
         kind = engine.capabilities.knob_kind or "local"
@@ -128,6 +134,7 @@ class CandidatesEngine(EngineBase):
 
     def stream(self, request: ChatRequest, cancel: threading.Event) -> Iterator[StreamEvent]:
         plan = self.plan
+        sent = self.clock()
         check_candidates_differ(request.temperature)
         selection = Selection(plan.mode, plan.n,
                               scorer=plan.scorer if plan.mode == "best_of" else None,
@@ -209,10 +216,12 @@ class CandidatesEngine(EngineBase):
         selection.winner = winner.index
         if self._refit is not None:  # the turn says what the local model's window left out
             yield self._refit
+        # the reply appears once every candidate is in and the winner chosen: that wait is its
+        # time to first token (a candidate's own, the fastest's, is not what anyone waited)
+        shown = self.clock()
         yield TextDelta(winner.text)
         yield usage
-        first = min((c.finish.ttft_ms for c in usable if c.finish.ttft_ms), default=None)
-        yield Finished(winner.finish.reason, ttft_ms=first,
+        yield Finished(winner.finish.reason, ttft_ms=(shown - sent) * 1000,
                        tokens_per_s=winner.finish.tokens_per_s)
 
     # -- candidates ----------------------------------------------------------------------------

@@ -90,6 +90,22 @@ def test_best_of_n_keeps_the_highest_mean_logprob_and_sums_every_candidates_toke
     assert len({r.seed for r in inner.requests}) == 4  # different samples
 
 
+def test_best_of_n_ttft_is_the_wait_from_send_to_the_winner_shown():
+    """Not the fastest candidate's own TTFT (the report: winner c0 took 2472 ms to its first
+    token, c2 217 ms from the prompt cache, and the reply said 217 ms): the reply appears once
+    every candidate is in, and that wait is what the turn records. A scripted clock stands in
+    for time: the send at 10 s, the winner shown at 12.5 s."""
+    inner = Scripted([("slow winner", -0.1), ("fast", -2.0), ("fast too", -3.0)])
+    ticks = iter([10.0, 12.5])
+    engine = CandidatesEngine(inner, Plan("best_of", 3, scorer="logprob"),
+                              clock=lambda: next(ticks))
+    text, events = run(engine)
+    assert text == "slow winner"
+    [finished] = [e for e in events if isinstance(e, Finished)]
+    assert finished.ttft_ms == 2500.0  # each candidate's own was 5 ms
+    assert finished.tokens_per_s == 50.0  # the winner's speed
+
+
 def test_json_scorer_prefers_valid_json_and_breaks_ties_by_logprob():
     inner = Scripted([("not json", -0.1), ('{"a": 1}', -0.9), ('{"a": 2}', -0.4)])
     text, _ = run(CandidatesEngine(inner, Plan("best_of", 3, scorer="json")))
