@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 
 import pytest
 
@@ -11,6 +12,7 @@ from app.chat.pipeline import TurnOutcome
 from app.cli.commands.ask import _finish
 from app.domain.messages import Finished, FinishReason, Message, MessageStatus, Role
 from engines.base import EngineInfo
+from tests.support import reply
 
 
 def outcome(reason: FinishReason, max_tokens: int | None = 20) -> TurnOutcome:
@@ -38,10 +40,52 @@ def test_a_reply_that_ended_adds_no_note(capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_with_json_the_finished_event_says_it(capsys):
+def test_with_json_the_finished_event_says_it_and_stderr_too(capsys):
+    """stderr's lines are the same with and without --json (the note was left out with it)."""
     _finish(argparse.Namespace(json=True), outcome(FinishReason.LENGTH), structured=False)
     out, err = capsys.readouterr()
-    assert '"reason": "length"' in out and err == ""
+    assert '"reason": "length"' in out
+    assert "cut at its token limit (20 tokens)" in err and "--max-tokens" in err
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_turns_left_out_to_fit_are_said_on_stderr_with_json_or_without(capsys, as_json):
+    from app.cli.commands.ask import _report_fit
+    from app.domain.messages import ChatMessage, Fit
+
+    asked = ChatMessage(Role.USER, "What did the first lighthouse keeper eat?")
+    fit = Fit(messages=(), dropped=(asked, ChatMessage(Role.ASSISTANT, "Fish.")),
+              prompt_tokens=900, exact=True, window=1024, max_tokens=100)
+    _report_fit(argparse.Namespace(json=as_json), fit)
+    out, err = capsys.readouterr()
+    assert err == f"outpost: {fit.describe_dropped()}\n"
+    assert ('"dropped_messages": 2' in out) == as_json
+
+
+def ask_json(capsys, *args: str) -> list[dict]:
+    from app import cli
+
+    capsys.readouterr()
+    assert cli.main(["ask", *args, "--json"]) == 0
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_json_events_carry_the_checked_json_when_it_is_not_the_deltas(capsys, local):
+    """A reply repaired leniently (fenced, or prose around it) printed the checked JSON
+    without --json, but with it no event carried that text: the deltas are the raw reply.
+    Now an ``output`` event does, before ``finished``; valid as sent, there is none."""
+    local.script(reply("Sure:\n```json\n", '{"name": "Ada"}', "\n```"),
+                 reply('{"name": "Bo"}'))
+    events = ask_json(capsys, "A person?", "--json-mode")
+    kinds = [e["event"] for e in events]
+    assert "".join(e["text"] for e in events if e["event"] == "delta") == \
+        'Sure:\n```json\n{"name": "Ada"}\n```'
+    [output] = [e for e in events if e["event"] == "output"]
+    assert output == {"event": "output", "text": '{"name": "Ada"}'}
+    assert kinds.index("output") == kinds.index("finished") - 1
+    assert events[-1]["output_check"]["repair"] == "lenient"
+    plain = ask_json(capsys, "Another?", "--json-mode")
+    assert "output" not in [e["event"] for e in plain]
 
 
 def test_json_output_still_invalid_after_its_repair_is_not_printed(capsys):

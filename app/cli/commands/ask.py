@@ -157,6 +157,7 @@ def _render(args: argparse.Namespace, events, save_unsaved=lambda: 0) -> int:
     asked: str | None = None  # who the turn was sent to (Auto: the cloud first)
     held: TurnStarted | None = None  # Offline mode answers; the request waits in the outbox
     said: set[str] = set()  # route reasons said as they happened (not again at the end)
+    streamed = ""  # the reply's deltas since the last restart (--json: did they say it all?)
     countdown = _Countdown()
     for event in events:
         if isinstance(event, RateLimitWait):
@@ -185,6 +186,7 @@ def _render(args: argparse.Namespace, events, save_unsaved=lambda: 0) -> int:
                                  "auto` or `--route cloud` to send this message).\n")
             _report_fit(args, event.fit)
         elif isinstance(event, TextDelta):
+            streamed += event.text
             if args.json:
                 emit({"event": "delta", "text": event.text})
             elif not structured:  # JSON is printed once checked (below)
@@ -192,6 +194,7 @@ def _render(args: argparse.Namespace, events, save_unsaved=lambda: 0) -> int:
                 sys.stdout.flush()
                 REPLY_LINE.wrote(event.text)
         elif isinstance(event, Restart):
+            streamed = ""  # the re-ask's deltas are the reply now
             if args.json:
                 emit({"event": "restart", "reason": event.reason})
             else:
@@ -223,7 +226,7 @@ def _render(args: argparse.Namespace, events, save_unsaved=lambda: 0) -> int:
                     if structured and not args.json and event.outcome.message is not None:
                         print(event.outcome.message.content)  # ("printed above": it is now)
                     raise
-            return _finish(args, event.outcome, structured, asked, said, held)
+            return _finish(args, event.outcome, structured, asked, said, held, streamed)
     return 0
 
 
@@ -247,11 +250,13 @@ def _report_retry(args: argparse.Namespace, retry: Retrying) -> None:
 
 def _finish(args: argparse.Namespace, outcome: TurnOutcome, structured: bool,
             asked: str | None = None, said: set[str] | frozenset[str] = frozenset(),
-            held: TurnStarted | None = None) -> int:
+            held: TurnStarted | None = None, streamed: str | None = None) -> int:
     """The end of the reply: its last line (or the ``finished`` event), who answered when it
     was not who was asked (Auto fell back on the local model; not again when ``said`` has
     it), where a queued request went (``held``: Offline mode keeps it there until it is
-    off), and the turn's error raised."""
+    off), and the turn's error raised. ``streamed``: the deltas since the last restart; with
+    --json, checked JSON that differs from them (repaired leniently) gets an ``output``
+    event."""
     error, finish, item = outcome.error, outcome.finish, outcome.queued
     if outcome.stream_failed and error is not None:  # the stream raised
         _report_flags_not_sent(args, outcome)
@@ -278,14 +283,19 @@ def _finish(args: argparse.Namespace, outcome: TurnOutcome, structured: bool,
     if asked is not None and outcome.answered.engine != asked and outcome.route_reason \
             and outcome.route_reason not in said:  # (--json: also in the finished event)
         sys.stderr.write(f"outpost: {outcome.route_reason}.\n")
-    if not args.json and error is None and finish is not None and \
-            finish.reason is FinishReason.LENGTH:  # (--json: the finished event says "length")
+    if error is None and finish is not None and finish.reason is FinishReason.LENGTH:
+        # (with --json too: the finished event says "length", this says what to do about it)
         params = (outcome.message.params or {}) if outcome.message is not None else {}
         limit, cap = params.get("max_tokens"), ReplyCap.from_record(params.get("reply_cap"))
         sys.stderr.write("outpost: the reply was cut at its token limit"
                          + (f" ({limit} tokens)" if limit else "")
                          + (f", what the {cap.limit} left.\n" if cap is not None else
                             "; --max-tokens allows a longer one.\n"))
+    if args.json and structured and check is not None and check.valid and \
+            outcome.message is not None and streamed is not None and \
+            outcome.message.content != streamed:
+        # the checked JSON, as printed without --json: the deltas were the raw text
+        emit({"event": "output", "text": outcome.message.content})
     if args.json and finish is not None:
         cost = outcome.cost
         emit({"event": "finished", "reason": finish.reason.value,
@@ -425,7 +435,7 @@ def _report_fit(args: argparse.Namespace, fit, refit: Refit | None = None) -> No
                # the user messages of the turns left out (what the model will not see)
                "dropped_turns": [m.content[:80] for m in fit.dropped if m.role.value == "user"],
                **who})
-    elif fit.dropped:
+    if fit.dropped:  # (with --json too: stderr's lines are the same either way)
         sys.stderr.write(f"outpost: {fit.describe_dropped()}\n")
 
 def _report_queued(args: argparse.Namespace, item, conversation_id: str,
