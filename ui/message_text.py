@@ -26,14 +26,16 @@ def metrics_text(message: Message) -> str:
         parts.append(authors_text(message))
     if message.prompt_tokens is not None:
         approx = "~" if message.tokens_estimated else ""
-        tokens = f"{approx}{message.prompt_tokens} in / {approx}{message.completion_tokens or 0} out"
+        # thousands separated, as Details writes them
+        tokens = (f"{approx}{message.prompt_tokens:,} in / "
+                  f"{approx}{message.completion_tokens or 0:,} out")
         if message.tokens_estimated:
             tokens += " (estimated)"
         if message.cached_prompt_tokens:
-            tokens += f" ({message.cached_prompt_tokens} cached)"
+            tokens += f" ({message.cached_prompt_tokens:,} cached)"
         parts.append(tokens)
     if message.ttft_ms is not None:
-        parts.append(f"TTFT {message.ttft_ms:.0f} ms")
+        parts.append(f"TTFT {message.ttft_ms:,.0f} ms")
     if message.tokens_per_s is not None:
         parts.append(f"{message.tokens_per_s:.1f} tok/s")
     if message.role is Role.ASSISTANT and message.prompt_tokens is not None:

@@ -22,7 +22,7 @@ class ReplyMetrics(ElidedLabel):
             return
         parts = []
         if message.ttft_ms is not None:
-            parts.append(f"TTFT {message.ttft_ms:.0f} ms")
+            parts.append(f"TTFT {message.ttft_ms:,.0f} ms")
         if message.tokens_per_s is not None:
             parts.append(f"{message.tokens_per_s:.1f} tok/s")
         text = " · ".join(parts) if parts else ""

@@ -73,3 +73,21 @@ def test_a_local_reply_shows_what_its_lost_cloud_hedge_cost(qtbot):
                       cost_usd=None, cost_estimated=True)
     bubble.show_message_state(unknown)
     assert bubble.footer.text().endswith("cost\xa0unknown"), bubble.footer.text()
+
+
+def test_the_footer_writes_token_counts_and_ttft_as_details_does(qtbot):
+    """The footer read "1048 in / 23 out (896 cached)" and Details "1,048 in / 23 out (896
+    cached)": one way of writing a number in both."""
+    reply = Message("m1", "c1", Role.ASSISTANT, "Blue.", MessageStatus.COMPLETE, "", "",
+                    engine="local", model="gemma.gguf", prompt_tokens=1048,
+                    completion_tokens=1200, cached_prompt_tokens=896, ttft_ms=2472.0,
+                    cost_usd=0.0)
+    bubble = MessageBubble(Role.ASSISTANT)
+    qtbot.addWidget(bubble)
+    bubble.show_message_state(reply)
+    footer = bubble.footer.text().replace("\u00a0", " ")
+    details = MessageDetails(reply)
+    qtbot.addWidget(details)
+    assert "1,048 in / 1,200 out (896 cached)" in footer
+    assert details.values["Tokens"] == "1,048 in / 1,200 out (896 cached)"
+    assert "TTFT 2,472 ms" in footer and details.values["Time to first token"] == "2,472 ms"
