@@ -3,8 +3,9 @@
 How each engine is made to answer in JSON (``ChatRequest.response_format``):
 
 * local: grammar-constrained decoding (llama.cpp GBNF built from the schema by
-  llama-cpp-python, or its generic JSON grammar without a schema), so the model cannot produce
-  anything else;
+  llama-cpp-python, or its generic JSON grammar without a schema): the schema's shape, though
+  not numeric bounds (minimum, maximum, multipleOf) or uniqueItems, and a reply cut at max
+  tokens is unfinished, so the check below still matters;
 * OpenAI-compatible: ``response_format`` ``json_schema`` (strict) with a schema, else
   ``json_object``;
 * Anthropic: a forced tool call whose ``input_schema`` is the schema; its input is the reply.
