@@ -67,7 +67,10 @@ class MessageDetails(QDialog):
             ("Why", with_kind_words(message.route_reason or "—")),
             ("Status", status_text(message)),
             ("Tokens", tokens),
-            ("Time to first token", f"{message.ttft_ms:,.0f} ms" if message.ttft_ms else "—"),
+            ("Time to first token", (f"{message.ttft_ms:,.0f} ms" + (
+                # best-of-n / self-consistency: the wait for the kept candidate to be shown
+                " (until the chosen reply appeared)" if "test_time" in params else ""))
+             if message.ttft_ms else "—"),
             ("Speed", f"{message.tokens_per_s:.1f} tokens/s" if message.tokens_per_s else "—"),
             ("Cost", cost_text(message) or "—"),
             ("Request id", str(params.get("idempotency_key", "—"))),

@@ -3,6 +3,8 @@ significant digits ($0.00045, not $0.0004), and `~` before a cost reckoned from 
 tokens: the reply's footer, its Details, the usage dialog (a real ledger)."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from app.accounting.metering import price_table
@@ -91,3 +93,7 @@ def test_the_footer_writes_token_counts_and_ttft_as_details_does(qtbot):
     assert "1,048 in / 1,200 out (896 cached)" in footer
     assert details.values["Tokens"] == "1,048 in / 1,200 out (896 cached)"
     assert "TTFT 2,472 ms" in footer and details.values["Time to first token"] == "2,472 ms"
+    best_of = dataclasses.replace(reply, params={"test_time": {"mode": "best_of", "n": 3}})
+    said = MessageDetails(best_of)
+    qtbot.addWidget(said)
+    assert said.values["Time to first token"] == "2,472 ms (until the chosen reply appeared)"
