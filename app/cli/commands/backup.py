@@ -7,7 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
-from app.cli.commands.common import emit_list, local_time
+from app.cli.commands.common import emit_list, local_time, require_admin
 from app.config import paths
 from app.domain.errors import UsageError
 from app.storage.backups import Backups
@@ -23,6 +23,10 @@ from app.storage.store import Store
 def cmd_backup(args: argparse.Namespace) -> int:
     if args.backup_command == "list":
         return _list(Backups(paths.database_path()), args.json)
+    if args.backup_command in ("restore", "salvage"):
+        # every profile's data rolls back or comes back (removed profiles, old PINs)
+        require_admin(args, f"{_DOING[args.backup_command]} (it changes every profile's data)",
+                      unless_damaged=True)
     if args.backup_command == "salvage":
         return _salvage(Path(args.file))
     if args.backup_command == "start-over":
@@ -37,6 +41,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if salvaged is not None:
         print(salvaged.describe())
     return 0
+
+
+_DOING = {"restore": "restore a backup", "salvage": "bring back what a copy holds"}
 
 
 def _list(backups: Backups, as_json: bool) -> int:

@@ -9,8 +9,9 @@ import sys
 from dataclasses import dataclass
 
 from app.compose import CommandEngines, build_service
+from app.config import paths
 from app.config.settings import Settings, default_user_id
-from app.domain.errors import UsageError
+from app.domain.errors import DatabaseDamaged, UsageError
 from app.storage.profiles import ProfileError, Profiles, check_new_pin
 from app.storage.short_ids import expand
 from app.storage.store import Store
@@ -72,11 +73,22 @@ def _sign_in(args, profiles: Profiles, settings: Settings):
     return profiles.sign_in(wanted, _pin_for(profiles.get(wanted)))
 
 
-def require_admin(args, doing: str) -> None:
+def require_admin(args, doing: str, *, unless_damaged: bool = False) -> None:
     """Refuse (``NotAllowed``, exit 2) unless the profile acting is the admin: for changes to
-    what every profile on this machine shares (its providers, their API keys)."""
+    what every profile on this machine shares (its providers, their API keys, the database
+    as a whole: a restore, a salvage). ``unless_damaged``: a database that is damaged (or not
+    there) cannot say who its admin is, so anyone may go on (a restore is how it is mended;
+    the window offers one at start, before anyone signs in); and the day's backup is not
+    taken, so that ``backup restore`` still finds the newest backup it was asked for."""
     settings = Settings()
-    store = Store()
+    if unless_damaged and not paths.database_path().exists():
+        return
+    try:
+        store = Store(daily_backup=not unless_damaged)
+    except DatabaseDamaged:
+        if unless_damaged:
+            return
+        raise
     try:
         profiles = Profiles(store)
         profiles.require_admin(_sign_in(args, profiles, settings), doing)
