@@ -331,14 +331,15 @@ def build_parser() -> argparse.ArgumentParser:
     blist.add_argument("--json", action="store_true")
     brestore = bsub.add_parser("restore", help="put a backup in place of the database (it is "
                                "checked first); the file it replaces is kept in the backups "
-                               "folder. Refused while the window or a command has it open")
+                               "folder. Refused while the window or a command has it open; the admin's only, unless "
+                               "the database is damaged")
     brestore.add_argument("name", metavar="BACKUP", nargs="?",
                           help="its file name from `outpost backup list` (default: the newest "
                                "one that passes its check)")
     bsalvage = bsub.add_parser("salvage", help="bring into the database what another copy of "
                                "it holds that it lacks or has older (conversations, messages, "
                                "the outbox, profiles): a damaged file a restore kept, read as "
-                               "far as it can be")
+                               "far as it can be. The admin's only")
     bsalvage.add_argument("file", metavar="FILE", help="the copy (e.g. a …-replaced.db from "
                           "the backups folder)")
     bsub.add_parser("start-over", help="a damaged database with no good backup: keep it in "
