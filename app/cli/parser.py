@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "alone)")
 
     history = sub.add_parser("history", help="stored conversations: list, show, search, fork, "
-                             "switch branch")
+                             "switch branch, delete")
     hsub = history.add_subparsers(dest="history_command", metavar="ACTION", required=True)
     hlist = hsub.add_parser("list", help="conversations, newest first")
     hlist.add_argument("--json", action="store_true")
@@ -316,6 +316,23 @@ def build_parser() -> argparse.ArgumentParser:
                               "(what the window shows and the next turn sees)")
     hswitch.add_argument("message", metavar="MSG")
     hswitch.add_argument("--json", action="store_true")
+    hdelete = hsub.add_parser("delete", help="delete a conversation with all its messages, or "
+                              "with --message one message and everything below it (its "
+                              "replies, their follow-ups, their other versions), as the window "
+                              "does: the words leave the database file. Asks first on a "
+                              "terminal; refused while a reply in it is being written")
+    hdelete.add_argument("id", metavar="ID", nargs="?",
+                         help="the conversation (from `outpost history list`; any unique "
+                              "start of 4+ characters will do)")
+    hdelete.add_argument("--message", metavar="MSG",
+                         help="delete this message and everything below it instead (ids from "
+                              "`outpost history show`)")
+    hdelete.add_argument("--yes", action="store_true",
+                         help="delete without asking (needed where there is no terminal)")
+    hdelete.add_argument("--from-backups", action="store_true",
+                         help="and delete it from the backups too (a daily backup keeps it for "
+                              "up to 7 days, a copy kept before an update or a restore until "
+                              "deleted)")
     hsearch = hsub.add_parser("search", help="full-text search over all messages")
     hsearch.add_argument("query", metavar="QUERY",
                          help="words, each matched at the start of a word (lighthouse finds "

@@ -65,6 +65,25 @@ def backups_hold(what: str) -> str:
             "before an update or a restore until you delete it.")
 
 
+def held_in_backups(db_path: Path, conversations: Sequence[str] = (),
+                    messages: Sequence[str] = ()) -> bool:
+    """Whether a backup of the database at ``db_path`` may hold any of them: the delete's
+    question says the backups hold it only then (a trial found it said so of a conversation
+    begun after the last backup). Each copy is read, never changed, a row looked up by its
+    id; a copy kept with its write-ahead log (the rows may be in the log) or that cannot be
+    read counts as holding them: the question errs towards saying so."""
+    if not conversations and not messages:
+        return False
+    for backup in Backups(db_path).all():
+        try:
+            if wal_has_frames(backup.path) or _holds(backup.path, list(conversations),
+                                                     list(messages)):
+                return True
+        except (sqlite3.Error, OSError):
+            return True
+    return False
+
+
 def erase_from_backups(db_path: Path, conversations: Sequence[str] = (),
                        messages: Sequence[str] = ()) -> BackupErasure:
     """Delete ``conversations`` (ids) and ``messages`` (ids, each with what is below it) from

@@ -103,9 +103,9 @@ _ID_ARGUMENTS = {"conversation": "conversation", "ids": "conversation", "message
 
 def _expand_ids(args, store: Store, profile: str) -> None:
     """Ids given by their first characters made whole (``app.storage.short_ids``); ``history
-    show ID`` names a conversation."""
+    show ID`` and ``history delete ID`` name a conversation."""
     names = dict(_ID_ARGUMENTS)
-    if getattr(args, "history_command", None) == "show":
+    if getattr(args, "history_command", None) in ("show", "delete"):
         names["id"] = "conversation"
     for name, kind in names.items():
         value = getattr(args, name, None)

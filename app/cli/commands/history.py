@@ -1,11 +1,12 @@
 """``outpost history``: stored conversations, listed, shown (the active path, or ``--tree``),
-searched, and switched to another branch."""
+searched, and switched to another branch; deleted in ``history_delete``."""
 from __future__ import annotations
 
 import argparse
 import sys
 
 from app.cli.commands.common import emit_list, local_time, open_core
+from app.cli.commands.history_delete import cmd_history_delete
 from app.domain.adapters import adapters_from_records
 from app.domain.errors import BadSearch, UsageError
 from app.domain.messages import Message
@@ -30,6 +31,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     core = open_core(args)
     store, me = core.store, core.profile.name
     try:
+        if args.history_command == "delete":
+            return cmd_history_delete(core, args)
         if args.history_command == "list":
             conversations = store.list_conversations(me)
             if args.json:
