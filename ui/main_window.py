@@ -42,7 +42,7 @@ from app.domain.errors import OutpostError, UsageError
 from app.domain.messages import Role
 from app.domain.routes import Route
 from app.domain.wording import counted
-from app.storage.backup_erasure import backups_hold
+from app.storage.backup_erasure import backups_hold, held_in_backups
 from app.storage.outbox import Outbox
 from app.storage.profiles import Profile, Profiles
 from app.storage.store import Store
@@ -346,6 +346,7 @@ class MainWindow(QMainWindow):
         self.sidebar.conversation_selected.connect(self._on_conversation_selected)
         self.sidebar.rename_requested.connect(self._on_rename)
         self.sidebar.delete_requested.connect(self._on_delete)
+        self.sidebar.held_in_backups = self._held_in_backups
         self.sidebar.pin_requested.connect(self._on_pin)
         c.conversations_changed.connect(self.refresh_sidebar)
 
@@ -511,11 +512,14 @@ class MainWindow(QMainWindow):
         if self.controller.busy:  # the controller says why
             self.controller.delete_message(message_id)
             return
-        asked, from_backups = confirm_with_option(
-            self, "Delete message",
-            "Delete this message and everything below it (its replies, their follow-ups and "
-            f"their other versions)? This cannot be undone.\n\n{backups_hold('them')}",
-            "Delete", "Delete them from the backups too")
+        text = ("Delete this message and everything below it (its replies, their follow-ups "
+                "and their other versions)? This cannot be undone.")
+        if held_in_backups(self.store.path, messages=[message_id]):
+            asked, from_backups = confirm_with_option(
+                self, "Delete message", f"{text}\n\n{backups_hold('them')}", "Delete",
+                "Delete them from the backups too")
+        else:  # (no backup holds it: the question does not say one does)
+            asked, from_backups = confirm(self, "Delete message", text, "Delete"), False
         if asked:
             deleted = self.controller.delete_message(message_id)
             if deleted and from_backups:
@@ -757,6 +761,10 @@ class MainWindow(QMainWindow):
             self._on_failure(exc)
         self.refresh_sidebar()
         self._show_title()
+
+    def _held_in_backups(self, conversation_id: str) -> bool:
+        """Whether a backup may hold the conversation (the delete's question says so then)."""
+        return held_in_backups(self.store.path, conversations=[conversation_id])
 
     @Slot(str, bool)
     def _on_delete(self, conversation_id: str, from_backups: bool = False) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+from typing import Callable
 
 from PySide6.QtCore import QEvent, QObject, Qt, Signal, Slot
 from PySide6.QtGui import QAction, QKeySequence
@@ -25,7 +26,7 @@ from PySide6.QtWidgets import (
 from app.domain.messages import Conversation
 from app.storage.backup_erasure import backups_hold
 from ui import theme
-from ui.confirm import confirm_with_option
+from ui.confirm import confirm, confirm_with_option
 
 # The list's keys, bound here and listed by Help ▸ Keyboard shortcuts (``ui.help_menu``).
 SHORTCUTS = {"rename": QKeySequence(Qt.Key.Key_F2), "delete": QKeySequence(Qt.Key.Key_Delete)}
@@ -93,6 +94,9 @@ class Sidebar(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
+        # whether a backup may hold a conversation (by id): the window's lookup
+        # (``app.storage.backup_erasure.held_in_backups``); until it is given, say they may
+        self.held_in_backups: Callable[[str], bool] = lambda conversation_id: True
         self.new_button = QPushButton("+  New chat")
         self.new_button.setAccessibleName("New chat")  # not "plus New chat"
         self.new_button.setToolTip("Start a new conversation (Ctrl+N)")
@@ -237,14 +241,20 @@ class Sidebar(QWidget):
 
     def _confirm_delete(self, item: QListWidgetItem) -> None:
         """Deleting cannot be undone, so it is asked first (Del and the context menu alike);
-        the backups still hold the conversation, which the question says, offering to delete
-        it there too."""
+        when a backup holds the conversation (``held_in_backups``), the question says so,
+        offering to delete it there too (a trial found it said so of a conversation begun
+        after the last backup)."""
+        conversation_id = item.data(ID_ROLE)
+        text = f"Delete \u201c{item.text()}\u201d and all its messages? This cannot be undone."
+        if not self.held_in_backups(conversation_id):
+            if confirm(self, "Delete conversation", text, "Delete"):
+                self.delete_requested.emit(conversation_id, False)
+            return
         asked, from_backups = confirm_with_option(
-            self, "Delete conversation",
-            f"Delete \u201c{item.text()}\u201d and all its messages? This cannot be undone.\n\n"
-            f"{backups_hold('it')}", "Delete", "Delete it from the backups too")
+            self, "Delete conversation", f"{text}\n\n{backups_hold('it')}", "Delete",
+            "Delete it from the backups too")
         if asked:
-            self.delete_requested.emit(item.data(ID_ROLE), from_backups)
+            self.delete_requested.emit(conversation_id, from_backups)
 
     def menu_for(self, item: QListWidgetItem) -> QMenu:
         """A conversation's menu (the right click, the Menu key): each action's data says

@@ -86,3 +86,26 @@ def test_deleting_a_message_offers_the_backups_too(qtbot, scripted, scripted_eng
     assert asked[0]["option"] == "Delete them from the backups too"
     assert [m.content for m in store.branch(window.controller.conversation_id)] == \
         ["Hello", "Fine."]
+
+
+def test_the_questions_name_the_backups_only_when_one_holds_it(qtbot, scripted, scripted_engine,
+                                                              monkeypatch):
+    """A trial found the question said "Outpost's backups still hold it" of a conversation
+    begun after the last backup (and the banner then said no backup held it)."""
+    store, window = scripted.store, scripted.window
+    scripted_engine.script(reply("Fine."), reply("Noted."))
+    send(qtbot, scripted, "Hello")
+    send(qtbot, scripted, "Remember this")  # no backup was taken of any of it
+    asked = answer_confirmations(monkeypatch, "Delete", "Delete")
+    [_, _, doomed, _] = store.branch(window.controller.conversation_id)
+
+    window._on_delete_message(doomed.id)
+    window.sidebar.list.setCurrentItem(window.sidebar.conversation_items()[0])
+    window.sidebar.delete_action.trigger()
+    scripted.tasks.wait()
+
+    assert [(q["title"], q["option"]) for q in asked] == [("Delete message", None),
+                                                          ("Delete conversation", None)]
+    assert all("This cannot be undone." in q["text"] and "backup" not in q["text"]
+               for q in asked)
+    assert store.list_conversations() == []

@@ -6,7 +6,7 @@ import argparse
 from app.cli.commands.common import emit_list, open_core, read_new_pin
 from app.domain.errors import UsageError
 from app.domain.wording import counted
-from app.storage.backup_erasure import backups_hold, erase_from_backups
+from app.storage.backup_erasure import backups_hold, erase_from_backups, held_in_backups
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -46,7 +46,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
             if gone and args.from_backups:
                 print(erase_from_backups(core.store.path, conversations=doomed)
                       .describe("them"))
-            elif gone:
+            elif gone and held_in_backups(core.store.path, conversations=doomed):
                 print(f"{backups_hold('them')} (--from-backups deletes them there too.)")
         elif action == "pin":
             target = profiles.get(args.name or me.name)
