@@ -120,7 +120,11 @@ def _one_at_a_time(folder: Path) -> Iterator[None]:
             yield
             return
         folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / ".eraser.lock", "a") as lock:
+        path = folder / ".eraser.lock"
+        # 0600 like every file Outpost writes (one an older version made 0644 is tightened)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a") \
+                as lock:
+            os.chmod(path, 0o600)
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield

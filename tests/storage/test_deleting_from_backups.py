@@ -190,3 +190,19 @@ def test_two_erasings_at_once_both_finish(store):
     assert files_holding(backup, "okapimarmalade") == []
     assert files_holding(backup, "narwhalsaffron") == []
     assert quick_check_file(backup) is None
+
+
+def test_the_erasers_lock_file_is_the_users_only(store):
+    """It was made 0644 (a trial); every file Outpost writes is 0600."""
+    import stat
+
+    doomed, *_ = chat(store, "Doomed", "tell me about zanzibarquokka")
+    store.backup("daily")
+    lock = store.backups.where / ".eraser.lock"
+    lock.touch(mode=0o644)
+    lock.chmod(0o644)  # (as an older version left it)
+    erase_from_backups(store.path, conversations=[doomed])
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o600
+    lock.unlink()
+    erase_from_backups(store.path, conversations=[doomed])
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o600
