@@ -257,6 +257,16 @@ class Profiles:
             db["profiles"].update(profile.name, {"pin_hash": value, "failed_pins": 0,
                                                  "locked_until": None})
 
+    def admin_without_pin(self, name: str) -> Profile | None:
+        """The admin, when ``name`` (not the admin) has a PIN and the admin has none: then
+        anyone at this computer can sign in as the admin and clear that PIN (a trial found
+        nothing said so); None otherwise."""
+        profile = self.get(name)
+        admin = next((p for p in self.list() if p.is_admin), None)
+        if profile.is_admin or not profile.has_pin or admin is None or admin.has_pin:
+            return None
+        return admin
+
     def make_admin(self, name: str, actor: Profile) -> Profile:
         """Hand the admin role to ``name`` (there is always exactly one admin)."""
         self._require_admin(actor, "hand on the admin role")

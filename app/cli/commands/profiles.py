@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from app.cli.commands.common import emit_list, open_core, read_new_pin
 from app.domain.errors import UsageError
@@ -33,6 +34,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
             pin = read_new_pin(args.name) if args.pin else None
             added = profiles.add(args.name, me, pin)
             print(f"Added the profile {added.name}" + (" with a PIN." if pin else "."))
+            _warn_if_the_admin_has_no_pin(profiles, added.name)
         elif action == "remove":
             if args.from_backups and not args.delete_conversations:
                 raise UsageError("--from-backups deletes a profile's conversations from the "
@@ -55,9 +57,19 @@ def cmd_profile(args: argparse.Namespace) -> int:
             pin = None if args.clear else read_new_pin(target.name)
             profiles.set_pin(target.name, pin, me)
             print(f"{'Cleared' if pin is None else 'Set'} the PIN of {target.name}.")
+            _warn_if_the_admin_has_no_pin(profiles, target.name)
         elif action == "admin":
             new = profiles.make_admin(args.name, me)
             print(f"{new.name} is now the admin.")
         return 0
     finally:
         core.store.close()
+
+
+def _warn_if_the_admin_has_no_pin(profiles, name: str) -> None:
+    """A PIN is worth little while the admin has none (stderr, after what was done)."""
+    admin = profiles.admin_without_pin(name)
+    if admin is not None:
+        print(f"outpost: warning: the admin ({admin.name}) has no PIN: anyone at this computer "
+              f"can sign in as the admin and clear {name}'s PIN; set one with `outpost --as "
+              f"{admin.name} profile pin`.", file=sys.stderr)
