@@ -92,6 +92,7 @@ class ConversationView(QScrollArea):
         self._empty = QLabel("Start a conversation: type below and press Enter.\n"
                              "Everything stays on this computer with the local model.")
         self._empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._empty.setWordWrap(True)  # a narrow chat (the Sampling panel open): cut otherwise
         theme.restyle(self._empty, lambda: f"color:{theme.muted_text(0.5)}; font-size:14px;")
         self._layout.addWidget(self._empty)  # layout index 0; the bubbles follow it
         self._layout.addStretch(1)

@@ -291,3 +291,19 @@ def test_a_longer_model_name_moves_the_header_to_two_lines_at_once(qtbot, script
     model.choose(LONG_MODEL)  # a chat that remembers the long one: two lines again
     qtbot.waitUntil(pickers.wrapped)
     qtbot.waitUntil(whole)
+
+
+def test_the_empty_chats_hint_wraps_in_a_narrow_chat(qtbot, scripted):
+    """At 820 px with the Sampling panel open, the hint of an empty chat was cut at the right
+    ("type below and press Ent", a trial): it wraps to the chat's width."""
+    window = scripted.window
+    window.resize(820, 774)
+    qtbot.waitUntil(lambda: window.size().toTuple() == (820, 774))
+    assert window.sampling.isVisible()
+    view, hint = window.view, window.view._empty
+    qtbot.waitUntil(hint.isVisible)
+    assert view.viewport().width() < max(hint.fontMetrics().horizontalAdvance(line)
+                                         for line in hint.text().splitlines())  # (narrower)
+    qtbot.waitUntil(lambda: view.widget().width() <= view.viewport().width())
+    assert hint.geometry().right() <= view.viewport().width()
+    assert shows_whole(hint), (hint.text(), hint.size())
