@@ -526,6 +526,9 @@ def test_salvage_refuses_a_file_that_is_not_an_outpost_database(outpost_home, tm
     the database is left as it was."""
     path = db_file(outpost_home)
     seed(path, "mine")
+    # its admin profile, as any command makes it (salvage is the admin's: the check signs in)
+    assert main(["profile", "whoami"]) == 0
+    capsys.readouterr()
     before = digest(path)
     export = tmp_path / "all.json"
     export.write_text('{"format": "outpost-conversations", "version": 1, "conversations": []}')
