@@ -10,6 +10,7 @@ from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from app.chat.connectivity import Connectivity
+from app.chat.model_changes import ModelChanges
 from app.compose import build_service, window_pipeline
 from app.config.paths import resource
 from app.config.providers import ProviderRegistry
@@ -100,7 +101,8 @@ class OutpostApp:
                 default_route=lambda: self.settings["default_route"]),
             models_dialog_factory=lambda parent: ModelManager(
                 self.library, self.downloads, self.settings["context_cap"],
-                gpu_offload_supported(), self._model_in_use, parent),
+                gpu_offload_supported(), self._model_in_use, parent,
+                changes=ModelChanges(self.library, self.settings, self.store)),
             setting_notes=lambda: {} if gpu_offload_supported() else {
                 "gpu_offload": "This llama.cpp build has no GPU offload, so the model runs on "
                                "the CPU whatever this says (a GPU build: see the README)."})

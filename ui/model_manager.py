@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.chat.model_changes import ModelChanges
 from app.domain.errors import OutpostError
 from engines.download_queue import QueueState
 from engines.model_download import Progress
@@ -260,12 +261,16 @@ class ModelManager(QDialog):
     load_settings_changed = Signal(str)  # a model's path (a reference's name is not its file's)
 
     def __init__(self, library: ModelLibrary, downloads: Downloads, context_cap: int,
-                 gpu_available: bool, in_use=lambda: None, parent=None):
-        """``in_use()`` -> the file name of the model the window uses now (or None)."""
+                 gpu_available: bool, in_use=lambda: None, parent=None,
+                 changes: ModelChanges | None = None):
+        """``in_use()`` -> the file name of the model the window uses now (or None).
+        ``changes``: renames and removes that keep the setting, the conversations and the usage
+        rows in step (``app.chat.model_changes``; None: the library alone, in tests)."""
         super().__init__(parent)
         self.setWindowTitle("Models")
         self.resize(980, 720)
         self.library, self.downloads, self.context_cap = library, downloads, context_cap
+        self.changes = changes
         self.in_use = in_use
         self.entries: list[ModelEntry] = []
         layout = QVBoxLayout(self)
@@ -412,7 +417,8 @@ class ModelManager(QDialog):
                                         text=entry.name)
         if ok and name.strip():
             try:
-                renamed = self.library.rename(entry.name, name)
+                renamed = self.changes.rename(entry.name, name).entry if self.changes \
+                    else self.library.rename(entry.name, name)
             except OutpostError as exc:
                 QMessageBox.warning(self, "Rename", str(exc))
                 return
@@ -435,7 +441,10 @@ class ModelManager(QDialog):
                                 "one first.")
             return False
         try:
-            self.library.remove(name)
+            if self.changes is not None:
+                self.changes.remove(name)  # the configured model is refused
+            else:
+                self.library.remove(name)
         except OutpostError as exc:
             QMessageBox.warning(self, "Remove", str(exc))
             return False

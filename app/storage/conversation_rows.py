@@ -96,6 +96,24 @@ class ConversationRows(Connections):
         with self._tx() as db:
             self._change(db, conversation_id, {"target": target, "target_model": model or None})
 
+    def local_model_targets(self) -> list[str]:
+        """Every local model a conversation remembers (``set_target``'s model with "local"),
+        once each: a name, a file name or a path, as it was asked for."""
+        with storage_errors(self.path):
+            rows = self.db.execute("SELECT DISTINCT target_model FROM conversations "
+                                   "WHERE target = 'local' AND target_model IS NOT NULL")
+            return [row[0] for row in rows.fetchall()]
+
+    def retarget_local_model(self, old: str, new: str | None) -> int:
+        """The conversations that remember the local model ``old`` remember ``new`` instead
+        (None: the configured one), as a model is renamed or removed; how many. Their
+        ``updated_at`` moves, as with every change (see ``_change``)."""
+        with self._tx() as db:
+            cursor = db.execute("UPDATE conversations SET target_model = ?, updated_at = ? "
+                                "WHERE target = 'local' AND target_model = ?",
+                                [new, now_iso(), old])
+            return cursor.rowcount
+
     def set_conversation_sampling(self, conversation_id: str, sampling: dict | None,
                                   system_prompt: str | None = None) -> None:
         """The conversation's knobs (None: back to the defaults), and its system prompt."""

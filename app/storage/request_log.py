@@ -35,6 +35,15 @@ class RequestLog(Connections):
                 "cost_usd": ledger.get("cost_usd"),
                 "cost_estimated": int(bool(ledger.get("cost_estimated")))})
 
+    def relabel_local_model(self, old_file: str, new_file: str) -> int:
+        """The local model's rows filed under the file name ``old_file`` are filed under
+        ``new_file`` (a model of the library was renamed; the ledger knows a local model by
+        its file's name only); how many."""
+        with self._tx() as db:
+            return db.execute("UPDATE request_log SET model = ? "
+                              "WHERE provider = 'local' AND model = ?",
+                              [new_file, old_file]).rowcount
+
     def request_log(self, idempotency_key: str | None = None) -> list[dict]:
         with storage_errors(self.path):
             if idempotency_key is None:

@@ -162,6 +162,40 @@ def test_a_reference_shows_renames_and_reloads_under_the_name_it_was_given(
     qtbot.waitUntil(lambda: len(engine.loads) > loads, timeout=5000)  # reloaded: it is in use
 
 
+def test_renaming_the_configured_model_moves_the_setting_and_removing_it_is_refused(
+        qtbot, outpost_app, tmp_path, bundled_model, monkeypatch):
+    """Models… ▸ Rename of the model the setting names renames it in the setting too (it named
+    a file that was gone, and the next start or `outpost ask` failed); Remove of that model is
+    refused, as `outpost models remove` refuses it."""
+    import shutil
+
+    from app.config.settings import Settings
+    from engines.model_library import ModelLibrary
+    from tests.support import ScriptedEngine
+    from ui.model_manager import QInputDialog, QMessageBox
+
+    model = tmp_path / "gem.gguf"
+    shutil.copyfile(bundled_model, model)
+    app = outpost_app(max_tokens=8, engine_factory=ScriptedEngine().factory)
+    with qtbot.waitSignal(app.loader.model_ready, timeout=10000):
+        app.start()
+    entry = ModelLibrary.from_settings(app.settings).import_file(model, "link")
+    app.settings.set("model_path", str(entry.path))  # as Use leaves it
+    dialog = app.window.model_menu.open_models()
+    qtbot.addWidget(dialog)
+    dialog.select("gem")
+    monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: ("gemma", True))
+    dialog.rename_button.click()
+    assert dialog.selected().name == "gemma"
+    assert app.settings["model_path"] == str(entry.path.with_name("gemma.gguf"))
+    assert Settings()["model_path"] == app.settings["model_path"]  # saved
+    warnings = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda _p, _t, text: warnings.append(text))
+    assert not dialog.remove("gemma")
+    assert "gemma is the configured local model" in warnings[0]
+    assert entry.path.with_name("gemma.gguf").exists()
+
+
 def test_a_cut_download_says_how_to_resume_it_in_the_window(
         qtbot, scripted, server, model_bytes, artifacts_dir):
     """It said the command line's "…: run the same command again to resume." in the window,

@@ -3,12 +3,17 @@ rename, remove."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from dataclasses import replace
+from typing import Iterator
 
+from app.chat.model_changes import ModelChanges, Renamed
 from app.cli.commands.common import emit, emit_list
 from app.config.settings import Settings
 from app.domain.errors import ModelInvalid, UsageError
+from app.domain.wording import counted
+from app.storage.store import Store
 from engines.model_download import Progress, download
 from engines.model_files import file_sha256
 from engines.model_library import ModelEntry, ModelLibrary, size_text
@@ -57,26 +62,64 @@ def cmd_models(args: argparse.Namespace) -> int:
                                f"{wanted}, got {digest}).")
         return 0
     if action == "rename":
-        _show(library, library.rename(args.model, args.new_name), context, args.json)
+        with _changes(library, settings) as changes:
+            renamed = changes.rename(args.model, args.new_name)
+        for note in _carried(renamed):
+            sys.stderr.write(f"outpost: {note}\n")
+        _show(library, renamed.entry, context, args.json)
         return 0
     if action == "remove":
-        entry = library.find(args.model)
-        if not args.yes:
-            what = "forget the reference to" if entry.source == "reference" else "delete"
-            if not sys.stdin.isatty():
-                raise UsageError(f"Removing {entry.name} would {what} {entry.path}; pass --yes "
-                                 "to confirm.")
-            answer = input(f"{what.capitalize()} {entry.path} ({size_text(entry.size)})? [y/N] ")
-            if answer.strip().lower() not in ("y", "yes"):
-                sys.stderr.write("outpost: nothing was removed.\n")
-                return 0
-        removed = library.remove(entry.name)
-        if args.json:
-            emit({"removed": removed.name, "path": str(removed.path), "source": removed.source})
-        else:
-            print(f"Removed {removed.name}.")
-        return 0
+        with _changes(library, settings) as changes:
+            return _remove(args, changes)
     raise UsageError(f"Unknown models action {action!r}.")
+
+
+@contextlib.contextmanager
+def _changes(library: ModelLibrary, settings: Settings) -> Iterator[ModelChanges]:
+    store = Store()
+    try:
+        yield ModelChanges(library, settings, store)
+    finally:
+        store.close()
+
+
+def _carried(renamed: Renamed) -> list[str]:
+    """What a rename carried, in words (nothing: no words)."""
+    notes = []
+    if renamed.setting:
+        notes.append(f"the model_path setting now names {renamed.entry.name}.")
+    if renamed.conversations:
+        notes.append(f"{counted(renamed.conversations, 'conversation')} that remembered it "
+                     f"now remember {renamed.entry.name}.")
+    if renamed.usage_rows:
+        notes.append(f"{counted(renamed.usage_rows, 'usage row')} now filed under "
+                     f"{renamed.entry.path.name}.")
+    return notes
+
+
+def _remove(args: argparse.Namespace, changes: ModelChanges) -> int:
+    """``models remove``: asks first (or --yes); the configured model is refused."""
+    entry = changes.removable(args.model)
+    if not args.yes:
+        what = "forget the reference to" if entry.source == "reference" else "delete"
+        if not sys.stdin.isatty():
+            raise UsageError(f"Removing {entry.name} would {what} {entry.path}; pass --yes "
+                             "to confirm.")
+        answer = input(f"{what.capitalize()} {entry.path} ({size_text(entry.size)})? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            sys.stderr.write("outpost: nothing was removed.\n")
+            return 0
+    outcome = changes.remove(entry.name)
+    removed = outcome.entry
+    if outcome.conversations:
+        sys.stderr.write(f"outpost: {counted(outcome.conversations, 'conversation')} that "
+                         f"remembered {removed.name} will be answered by the configured "
+                         "local model.\n")
+    if args.json:
+        emit({"removed": removed.name, "path": str(removed.path), "source": removed.source})
+    else:
+        print(f"Removed {removed.name}.")
+    return 0
 
 
 def _download(args: argparse.Namespace, library: ModelLibrary, context: int) -> int:
