@@ -99,7 +99,7 @@ def gpu_offload_supported() -> bool:
 @dataclass
 class LoadSettings:
     context_cap: int = 4096
-    n_threads: int = 0  # 0: physical cores
+    n_threads: int = 0  # 0: the cores free now, at most the physical ones (cpu_budget.py)
     gpu_offload: bool = True
     seed: int = -1
     # Same seed + prompt + knobs -> same text, whatever the KV cache held (see the module doc).

@@ -107,7 +107,9 @@ class LoadSettingsForm(QGroupBox):
         self.threads = QSpinBox()
         self.threads.setRange(0, 512)
         self.threads.setSpecialValueText("auto")
-        self.threads.setToolTip("CPU threads; auto: the physical cores")
+        self.threads.setToolTip("CPU threads; auto: the n_threads setting if set, else the "
+                                "cores free now (at most one per physical core), looked at "
+                                "again during each reply.")
         self.batch = QSpinBox()
         self.batch.setRange(32, 8192)
         self.batch.setSingleStep(32)

@@ -187,6 +187,9 @@ def test_renaming_the_configured_model_moves_the_setting_and_removing_it_is_refu
     monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: ("gemma", True))
     dialog.rename_button.click()
     assert dialog.selected().name == "gemma"
+    # what auto threads means, as the README and the engine say (it said "the physical cores")
+    assert "auto: the n_threads setting if set, else the cores free now" in \
+        dialog.settings_form.threads.toolTip()
     assert app.settings["model_path"] == str(entry.path.with_name("gemma.gguf"))
     assert Settings()["model_path"] == app.settings["model_path"]  # saved
     warnings = []
