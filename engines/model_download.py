@@ -21,6 +21,8 @@
   the part is kept for a resume and, being a ``.part``, never listed. Two downloads of the same
   file at once are refused (a lock file next to the part, naming the process); ``cancel`` stops
   between chunks and keeps the part for a later resume.
+* A finished download whose content is already in the library (the same size, then the same
+  sha256, as ``models import`` checks) is deleted, and the ``UsageError`` names that model.
 """
 from __future__ import annotations
 
@@ -229,11 +231,17 @@ def download(url: str, library: ModelLibrary, *, name: str | None = None,
                     raise DownloadFailed(f"The download of {stem} does not match its sha256 "
                                          f"{origin} (expected {expected.sha256}, got {got}); "
                                          "the file was deleted.")
-            read_gguf(part)  # the whole header, and the size its tensors need
+            info = read_gguf(part)  # the whole header, and the size its tensors need
         except ModelInvalid as exc:
             part.unlink(missing_ok=True)
             raise DownloadFailed(f"The download of {stem} is not a usable model ({exc}); the "
                                  "file was deleted.") from None
+        twin = library.holding(info)  # as an import of the same file would be refused
+        if twin is not None:
+            part.unlink(missing_ok=True)
+            raise UsageError(f"The download of {stem} is already in the library, as "
+                             f"{twin.name}: {twin.path} has the same content (size and "
+                             "sha256), so the downloaded file was deleted.")
         os.replace(part, target)
     if expected is not None:
         if expected.source == "huggingface":

@@ -347,6 +347,12 @@ class ModelLibrary:
                                  f"{self.models_dir}: {exc.strerror}.") from None
         return ModelEntry(stem, target, "library", read_gguf(target))
 
+    def holding(self, info: GGUFInfo) -> ModelEntry | None:
+        """The model or adapter of the library already holding ``info``'s bytes (the bundled
+        model aside), or None: what an import refuses, and a finished download too."""
+        entries = self.entries()
+        return self._same_content(info, entries + self.adapters)
+
     @staticmethod
     def _same_content(info: GGUFInfo, entries: list[ModelEntry]) -> ModelEntry | None:
         """The entry whose file holds the bytes of ``info``'s file, or None: sizes first, so a

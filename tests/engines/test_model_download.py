@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from app import cli
-from app.domain.errors import Cancelled, DownloadFailed
+from app.domain.errors import Cancelled, DownloadFailed, UsageError
 from engines.model_download import HubFile, Verification, _Lock, download, hub_file
 from engines.model_library import ModelLibrary
 from tests.conftest import free_port
@@ -218,6 +218,16 @@ def test_a_server_without_range_support_starts_over_and_says_so(server, library,
     entry = download(f"{server.url}/tiny.gguf", library, on_notice=notices.append)
     assert notices and "does not resume" in notices[0]
     assert entry.path.read_bytes() == model_bytes
+
+
+def test_a_download_already_in_the_library_is_deleted_and_names_the_model(server, library):
+    """A second byte-identical copy landed under the URL's name; `models import` of that file
+    is refused ("already in the library, as tiny"), and so is a download of it now."""
+    first = download(f"{server.url}/tiny.gguf", library)
+    with pytest.raises(UsageError, match="The download of again is already in the library, "
+                                         "as tiny: .*the downloaded file was deleted"):
+        download(f"{server.url}/tiny.gguf", library, name="again")
+    assert listed(library) == ["tiny"] and list(library.models_dir.iterdir()) == [first.path]
 
 
 def test_a_wrong_hash_deletes_the_file_and_says_so(server, library):
