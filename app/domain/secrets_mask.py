@@ -17,7 +17,8 @@ never passes it on: every known secret of at least ``MIN_SECRET`` characters is 
   engine its own key), so a key kept for this session only, or taken from the environment, is
   masked as well.
 * ``find_secret(text, owners)`` finds a known key in a text the user wrote (a key pasted into a
-  message), by the same exact match; ``refuse_keys(messages, owners)`` raises ``KeyInMessage``
+  message), by the same exact match (or with whitespace taken out: a key split across two
+  lines); ``refuse_keys(messages, owners)`` raises ``KeyInMessage``
   for one, naming whose key it is, so the turn is refused before the text is kept or sent.
 """
 from __future__ import annotations
@@ -69,9 +70,17 @@ def find_secret(text: str, owners: Mapping[str, str]) -> tuple[str, str] | None:
     """(the key, its owner) for a known key that ``text`` contains, the longest first (a key
     that contains another is named whole); None when it contains none. ``owners`` maps each
     key to whose it is; keys shorter than ``MIN_SECRET`` are not looked for, as the mask does
-    not mask them."""
+    not mask them. A key split by whitespace (a line break a paste or a terminal put in it)
+    is found too: the text is also compared with its whitespace taken out."""
+    squeezed = None
     for secret in sorted(owners, key=len, reverse=True):
-        if len(secret) >= MIN_SECRET and secret in text:
+        if len(secret) < MIN_SECRET:
+            continue
+        if secret in text:
+            return secret, owners[secret]
+        if squeezed is None:
+            squeezed = "".join(text.split())
+        if secret in squeezed:
             return secret, owners[secret]
     return None
 

@@ -35,6 +35,7 @@ ENV_KEY = "sk-pasted-environment-0f1e2d3c4b5a6978"
 OLD_KEY = "sk-pasted-before-the-check-55aa66bb77cc"
 OUTBOX_KEY = "sk-pasted-outbox-item-1234abcd5678ef90"
 CLI_KEY = "sk-pasted-cli-ask-ffee00dd11cc22bb33aa"
+SPLIT_KEY = "sk-pasted-split-in-two-0a1b2c3d4e5f6a7b"
 
 
 def cloud_provider(name: str = "acme", url: str = "http://127.0.0.1:9/v1") -> None:
@@ -58,6 +59,18 @@ def test_a_new_message_with_a_stored_key_is_refused_before_anything_is_saved(
                               effective_route="cloud")
     assert [m.content for m in store.messages(turn.conversation_id)] == [
         "Why is my key refused?"]
+
+
+def test_a_key_split_across_lines_is_refused_too(store, db_path, keep_key):
+    """A paste or a terminal may break the key with a newline or a space: still the key."""
+    cloud_provider()
+    keep_key("acme", SPLIT_KEY)
+    service = ChatService(store, Settings())
+    for split in (f"{SPLIT_KEY[:15]}\n{SPLIT_KEY[15:]}", f"{SPLIT_KEY[:9]} {SPLIT_KEY[9:]}"):
+        with pytest.raises(KeyInMessage, match="^The message contains your API key for acme"):
+            service.start_turn(f"Is this right?\n{split}", model="test-model",
+                               effective_route="cloud")
+    assert store.list_conversations() == [] and files_holding(db_path, SPLIT_KEY[15:]) == []
 
 
 def test_an_edit_with_a_key_is_refused_and_the_tree_is_unchanged(store, db_path, keep_key):
