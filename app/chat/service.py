@@ -31,7 +31,7 @@ from app.config.secrets import known_keys, stored_keys
 from app.config.settings import Settings, default_user_id
 from app.domain.adapters import LoraAdapter, adapters_from_records
 from app.domain.context import ONE_REQUEST, Fanout, Fit, ReplyCap, fit_messages
-from app.domain.errors import RateLimited, UsageError
+from app.domain.errors import KeyInMessage, RateLimited, UsageError
 from app.domain.messages import (
     ChatMessage,
     ChatRequest,
@@ -40,7 +40,7 @@ from app.domain.messages import (
     estimate_prompt_tokens,
 )
 from app.domain.sampling import KNOB_NAMES
-from app.domain.secrets_mask import SecretMask, refuse_keys
+from app.domain.secrets_mask import SecretMask, find_secret, refuse_keys
 from app.domain.structured import response_format as json_response_format
 from app.domain.wording import sentence, title_from
 from app.storage.outbox import Outbox, OutboxItem
@@ -434,8 +434,12 @@ class ChatService:
         fit = fit_messages(messages, counter, request_args["max_tokens"],
                            as_sent=_as_sent_by(counter, request_args["response_format"])) \
             if counter is not None else None
+        new_system = options.system_prompt if options.system_prompt is not None and (
+            conversation is None or options.system_prompt != conversation.system_prompt) \
+            else None
         secrets = self._refuse_keys(list(fit.messages) if fit is not None else messages,
-                                    effective_route, new_prompt=new_prompt)
+                                    effective_route, new_prompt=new_prompt,
+                                    new_system=new_system)
         cap = None
         if self.quotas is not None:
             prompt_tokens = fit.prompt_tokens if fit is not None else \
@@ -452,18 +456,24 @@ class ChatService:
         return knobs, request_args, fit, cap, secrets
 
     def _refuse_keys(self, messages: list[ChatMessage], effective_route: str, *,
-                     new_prompt: bool) -> Callable[[], SecretMask]:
+                     new_prompt: bool, new_system: str | None = None
+                     ) -> Callable[[], SecretMask]:
         """``KeyInMessage`` when what the turn would store or send holds one of the user's own
         API keys. A turn that may reach a provider: everything it sends, against every key. A
         Local only turn sends nothing: only its new message (``new_prompt``, the last one),
         which it would store, against the keys known without opening the keychain. Returns
         the mask of the keys read here, for the turn (read once: no second keychain read when
         it runs); a Local only turn that checks nothing reads none (the keys this process
-        handled are masked still: ``SecretMask``)."""
+        handled are masked still: ``SecretMask``). ``new_system``: a system prompt the turn
+        would store with the conversation (checked on every route: it is kept on disk)."""
         local = effective_route == "local"
-        if local and not new_prompt:
+        if local and not new_prompt and not new_system:
             return lambda: SecretMask(())
         owners = self.keys(not local)
+        found = find_secret(new_system, owners) if new_system else None
+        if found is not None:
+            raise KeyInMessage(f"The system prompt contains {found[1]}; remove the key from it "
+                               "(nothing was saved or sent).", found[1])
         refuse_keys(messages[-1:] if local else messages, owners, new_prompt=new_prompt)
         known = tuple(owners)
         return lambda: SecretMask(known)

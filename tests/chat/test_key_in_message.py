@@ -36,6 +36,7 @@ OLD_KEY = "sk-pasted-before-the-check-55aa66bb77cc"
 OUTBOX_KEY = "sk-pasted-outbox-item-1234abcd5678ef90"
 CLI_KEY = "sk-pasted-cli-ask-ffee00dd11cc22bb33aa"
 SPLIT_KEY = "sk-pasted-split-in-two-0a1b2c3d4e5f6a7b"
+SYSTEM_KEY = "sk-pasted-system-prompt-local-8e7d6c5b4a"
 
 
 def cloud_provider(name: str = "acme", url: str = "http://127.0.0.1:9/v1") -> None:
@@ -101,6 +102,22 @@ def test_local_only_checks_the_keys_known_without_opening_the_keychain(store, mo
         service.start_turn(f"export OPENAI_API_KEY={ENV_KEY}", model="local.gguf",
                            effective_route="local")
     assert store.list_conversations() == []
+
+
+def test_a_new_system_prompt_with_a_key_is_refused_on_a_local_only_turn_too(store, db_path,
+                                                                           monkeypatch):
+    """A Local only turn sends nothing, but it would keep the system prompt on disk: refused
+    as on a cloud route (``ask --system``, the window's new chat), the keychain left alone."""
+    monkeypatch.setenv("OPENAI_API_KEY", SYSTEM_KEY)
+    monkeypatch.setattr("app.config.secrets.keychain",
+                        lambda: pytest.fail("a Local only turn asked the keychain"))
+    service = ChatService(store, Settings())
+    with pytest.raises(KeyInMessage) as refused:
+        service.start_turn("Hello", model="local.gguf", effective_route="local",
+                           options=TurnOptions(system_prompt=f"Use {SYSTEM_KEY}."))
+    assert str(refused.value) == ("The system prompt contains your API key from OPENAI_API_KEY;"
+                                  " remove the key from it (nothing was saved or sent).")
+    assert store.list_conversations() == [] and files_holding(db_path, SYSTEM_KEY) == []
 
 
 def test_a_key_already_in_the_history_is_not_sent_again(store, keep_key):
