@@ -3,12 +3,15 @@ system prompt, saves edits with it, and greys out what the engine that will answ
 honour."""
 from __future__ import annotations
 
+from typing import Callable, Mapping
+
 from PySide6.QtCore import QObject, Signal, Slot
 
 from app.config.provider_facts import refused_params
 from app.config.providers import KIND_LABELS, ProviderRegistry
 from app.config.settings import Settings
-from app.domain.errors import OutpostError
+from app.domain.errors import KeyInMessage, OutpostError
+from app.domain.secrets_mask import find_secret
 from app.storage.store import Store
 from ui.route_state import RouteState
 from ui.sampling_panel import SamplingPanel
@@ -25,10 +28,13 @@ class ConversationSampling(QObject):
     failed = Signal(object)  # an OutpostError from the store
 
     def __init__(self, panel: SamplingPanel, controller, store: Store, settings: Settings,
-                 registry: ProviderRegistry, parent: QObject | None = None):
+                 registry: ProviderRegistry, parent: QObject | None = None,
+                 keys: Callable[[], Mapping[str, str]] = dict):
         """``controller``: the ``ui.chat_controller.ChatController`` (its current conversation
-        and the chat service's knobs)."""
+        and the chat service's knobs); ``keys``: the API keys known now -> whose they are (a
+        system prompt holding one is not stored)."""
         super().__init__(parent)
+        self.keys = keys
         self.panel, self.controller = panel, controller
         self.store, self.settings, self.registry = store, settings, registry
         self._loaded_for = _UNLOADED  # the conversation id whose knobs the panel shows
@@ -81,16 +87,25 @@ class ConversationSampling(QObject):
 
     @Slot()
     def save(self) -> None:
-        """Keep the knobs with the conversation (a new chat gets them when it is created)."""
+        """Keep the knobs with the conversation (a new chat gets them when it is created). A
+        system prompt holding a known API key is not stored (the knobs are) and the user is
+        told at once, as ``outpost ask --system`` refuses it: it would be kept on disk and sent
+        with every message."""
         cid = self.controller.conversation_id
         if cid is None:
             return
         panel = self.panel
         values = dict(panel.values(), response_format=panel.response_format(),
                       test_time=panel.test_time(), lora=panel.lora.records())
+        system: str | None = panel.system_prompt.toPlainText()
+        found = find_secret(system, self.keys()) if system else None
+        if found is not None:
+            system = None  # the one stored before stays
+            self.failed.emit(KeyInMessage(
+                f"The system prompt contains {found[1]}; remove the key from it (the system "
+                "prompt was not saved).", found[1]))
         try:
-            self.store.set_conversation_sampling(
-                cid, values, system_prompt=panel.system_prompt.toPlainText())
+            self.store.set_conversation_sampling(cid, values, system_prompt=system)
         except OutpostError as exc:
             self.failed.emit(exc)
         self.saved.emit()

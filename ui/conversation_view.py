@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.domain.messages import Message, MessageStatus, Role
+from app.domain.secrets_mask import SecretMask
 from ui import theme
 from ui.focus_ring import give_focus
 from ui.message_actions import Versions
@@ -78,6 +79,8 @@ class ConversationView(QScrollArea):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
+        # the keys to mask in stored messages (the window passes those it knows)
+        self.mask: Callable[[], SecretMask] = SecretMask
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -147,7 +150,11 @@ class ConversationView(QScrollArea):
                   versions: dict[str, Versions] | None = None) -> None:
         """Show ``messages`` (a path of the tree): the bubbles that already show its first
         messages stay as they are; only those below the first difference are built again (a
-        long new part opens at the bottom, a screenful built)."""
+        long new part opens at the bottom, a screenful built). A known API key a stored
+        message holds is shown as ``[redacted]`` (``mask``: the keys known now)."""
+        mask = self.mask()
+        if mask:
+            messages = [mask.scrub_message(m) for m in messages]
         self._versions = dict(versions or {})
         known = [m.id for m in self._older] + [b.message_id for b in self.bubbles] + \
             [m.id for m in self._newer]

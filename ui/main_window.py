@@ -37,10 +37,12 @@ from PySide6.QtWidgets import (
 
 from app.chat.connectivity import Connectivity
 from app.config.providers import ProviderRegistry
+from app.config.secrets import known_keys
 from app.config.settings import Settings
 from app.domain.errors import OutpostError, UsageError
 from app.domain.messages import Role
 from app.domain.routes import Route
+from app.domain.secrets_mask import SecretMask
 from app.domain.wording import counted
 from app.storage.backup_erasure import backups_hold, held_in_backups
 from app.storage.outbox import Outbox
@@ -141,9 +143,12 @@ class MainWindow(QMainWindow):
         # a long title must not push the pickers (and the sidebar) around
         self.title_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.view = ConversationView()
+        self.sidebar.mask = self.view.mask = self.key_mask
         self.composer = Composer()
         # what is being typed survives a restart, per profile
-        self.draft = Draft(self.composer.edit, self.window_state, services.profile.name, self)
+        self._cloud_possible = False  # the route may reach a provider (the keychain is asked)
+        self.draft = Draft(self.composer.edit, self.window_state, services.profile.name, self,
+                           mask=self.key_mask)
         self.controller: ChatController = controller_factory(self.view)
         self.route_picker = RoutePicker()
         self.target_picker = TargetPicker(services.registry, self.settings, self.loader)
@@ -214,7 +219,8 @@ class MainWindow(QMainWindow):
         self.sampling = SamplingPanel(self.controller.service.presets, self)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.sampling)
         self.sampling_binding = ConversationSampling(self.sampling, self.controller, self.store,
-                                                     self.settings, services.registry, self)
+                                                     self.settings, services.registry, self,
+                                                     keys=self.known_keys)
 
         self.transfer = TransferMenu(self.store, services.tasks, lambda: self.profile_name,
                                      lambda: self.controller.conversation_id, self)
@@ -450,6 +456,18 @@ class MainWindow(QMainWindow):
         self.refresh_sidebar()
         self.composer.edit.setFocus()
 
+    # -- keys the window must not show or keep -------------------------------------------------
+    def known_keys(self) -> dict[str, str]:
+        """Every API key Outpost knows -> whose it is. The keychain is asked only while the
+        route may reach a provider: a Local only window opens no D-Bus socket, as a Local only
+        turn does not (the keys known without it still count: ``known_keys``)."""
+        return known_keys(ask_keychain=self._cloud_possible)
+
+    def key_mask(self) -> SecretMask:
+        """Masks the known keys in what the window keeps (the draft) or shows from the database
+        (titles, messages: one may hold a key stored by a Local only chat)."""
+        return SecretMask(self.known_keys())
+
     # -- the route -----------------------------------------------------------------------------
     def update_route_display(self) -> None:
         """Show the current conversation's route, Offline mode and the chosen target on every
@@ -458,6 +476,7 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _on_route_state_changed(self, state: RouteState) -> None:
+        self._cloud_possible = state.cloud_possible
         self.view.set_empty_text(state.texts().empty)
         self.meter.refresh()
         self._refresh_links()
@@ -799,7 +818,8 @@ class MainWindow(QMainWindow):
             self.title_label.setText("New chat")
             return
         try:
-            self.title_label.setText(self.store.get_conversation(cid).title)
+            self.title_label.setText(
+                self.key_mask().scrub(self.store.get_conversation(cid).title))
         except OutpostError:
             self.title_label.setText("")
 

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.domain.messages import Conversation
+from app.domain.secrets_mask import SecretMask
 from app.storage.backup_erasure import backups_hold
 from ui import theme
 from ui.confirm import confirm, confirm_with_option
@@ -97,6 +98,9 @@ class Sidebar(QWidget):
         # whether a backup may hold a conversation (by id): the window's lookup
         # (``app.storage.backup_erasure.held_in_backups``); until it is given, say they may
         self.held_in_backups: Callable[[str], bool] = lambda conversation_id: True
+        # the keys to mask in titles (the window passes those it knows)
+        self.mask: Callable[[], SecretMask] = SecretMask
+        self._titles = SecretMask()
         self.new_button = QPushButton("+  New chat")
         self.new_button.setAccessibleName("New chat")  # not "plus New chat"
         self.new_button.setToolTip("Start a new conversation (Ctrl+N)")
@@ -140,6 +144,7 @@ class Sidebar(QWidget):
                           today: dt.date | None = None) -> None:
         """Show ``conversations`` (newest first) under their groups; ``today``: for tests."""
         today = today or dt.date.today()
+        self._titles = self.mask()  # a title holding a known key (a Local only chat's) is masked
         self._filling = True
         try:
             self.list.clear()
@@ -168,10 +173,11 @@ class Sidebar(QWidget):
 
     def _add_conversation(self, conversation: Conversation, current_id: str | None) -> None:
         news = self.news.get(conversation.id)
-        item = QListWidgetItem(conversation.title or "Untitled")
+        title = self._titles.scrub(conversation.title)
+        item = QListWidgetItem(title or "Untitled")
         item.setData(ID_ROLE, conversation.id)
         item.setData(PINNED_ROLE, conversation.pinned)
-        item.setToolTip(f"{conversation.title}\nanswered by {who_answers(conversation)}"
+        item.setToolTip(f"{title}\nanswered by {who_answers(conversation)}"
                         f"\nupdated {conversation.updated_at[:16].replace('T', ' ')}"
                         + (f"\n{news}" if news else ""))
         _set_bold(item, bool(news))

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import os
 import urllib.parse
+from typing import Callable
 
 from PySide6.QtCore import QByteArray, QEvent, QObject, QSettings, QTimer, Slot
 from PySide6.QtWidgets import QMainWindow, QPlainTextEdit, QSplitter
 
 from app.config import paths
+from app.domain.secrets_mask import SecretMask
 
 FILE = "window.ini"
 
@@ -88,14 +90,17 @@ class Draft(QObject):
     """Keeps ``edit``'s text in ``state``, for the signed-in profile, a second after typing
     stops (and when asked: the window closing), and puts it back into an empty ``edit`` at the
     next start, for that profile only (a draft is nobody else's to read). Sending clears the
-    box, and so the draft."""
+    box, and so the draft. A known API key in the box is kept as ``[redacted]``: a key never
+    goes onto disk, not even one pasted by mistake (``mask``: the keys known now)."""
 
     SAVE_AFTER_MS = 1000
 
     def __init__(self, edit: QPlainTextEdit, state: WindowState, profile: str,
-                 parent: QObject | None = None):
+                 parent: QObject | None = None,
+                 mask: Callable[[], SecretMask] = SecretMask):
         super().__init__(parent)
         self.edit, self.state, self.profile = edit, state, profile
+        self.mask = mask
         self.timer = QTimer(self)
         self.timer.setSingleShot(True)
         self.timer.setInterval(self.SAVE_AFTER_MS)
@@ -106,10 +111,13 @@ class Draft(QObject):
 
     def save(self) -> None:
         self.timer.stop()
-        self.state.save_draft(self.profile, self.edit.toPlainText())
+        self.state.save_draft(self.profile, self.mask().scrub(self.edit.toPlainText()))
 
     def restore(self) -> None:
-        text = self.state.draft(self.profile)
+        kept = self.state.draft(self.profile)
+        text = self.mask().scrub(kept) if kept else kept
+        if text != kept:  # an older Outpost's draft holding a key: not left on disk either
+            self.state.save_draft(self.profile, text)
         if text and not self.edit.toPlainText():
             self.edit.setPlainText(text)
             self.edit.moveCursor(self.edit.textCursor().MoveOperation.End)

@@ -31,6 +31,7 @@ from app.domain.errors import KeyInMessage, OutpostError, StreamInterrupted
 from app.domain.messages import (
     ChatMessage,
     Finished,
+    Message,
     Restart,
     Retrying,
     Role,
@@ -131,6 +132,14 @@ class SecretMask:
 
     def scrub_optional(self, text: str | None) -> str | None:
         return None if text is None else self.scrub(text)
+
+    def scrub_message(self, message: Message) -> Message:
+        """A stored message as it may be shown: its text and error masked (the same object
+        when there is nothing to mask)."""
+        content, error = self.scrub(message.content), self.scrub_optional(message.error)
+        if content == message.content and error == message.error:
+            return message
+        return dataclasses.replace(message, content=content, error=error)
 
     def scrub_error(self, error: BaseException | None) -> None:
         """Mask an error's message in place (and a ``StreamInterrupted``'s partial text)."""

@@ -52,3 +52,91 @@ def test_an_edit_with_a_key_is_refused_and_stays_in_its_editor(qtbot, scripted,
     assert question.editing() and question.editor.edit.toPlainText() == f"Q1 with {EDIT_KEY}"
     assert [m.id for m in scripted.store.messages(conversation_id)] == before
     assert len(scripted_engine.requests) == 1  # only Q1's turn
+
+
+DRAFT_KEY = "sk-typed-into-the-draft-16180339887498"
+SYSTEM_KEY = "sk-typed-into-the-system-prompt-1414213"
+STORED_KEY = "sk-stored-by-a-local-chat-173205080756"
+
+
+@pytest.fixture
+def forgetful(monkeypatch):
+    """This process forgets the keys it handled (as a fresh process): only the key store
+    (the keychain, or keys.json) can say a text holds one."""
+    monkeypatch.setattr("app.domain.secrets_mask._remembered", {})
+
+
+def test_a_draft_holding_a_key_is_kept_with_the_key_masked(qtbot, scripted, keep_key,
+                                                          forgetful):
+    """A refused message stays in the box, but window.ini (the drafts) never gets the key."""
+    from ui.window_state import WindowState
+
+    scripted.registry.add(ProviderConfig("acme", "openai", "http://127.0.0.1:9/v1", "m"))
+    keep_key("acme", DRAFT_KEY)
+    window = scripted.window
+    window.target_picker.refresh("provider:acme")
+    window.composer.edit.setPlainText(f"my key {DRAFT_KEY}")
+    qtbot.keyClick(window.composer.edit, Qt.Key.Key_Return)
+    assert "contains your API key for acme" in window.banner.label.text()
+    window.draft.save()  # (as the timer or closing the window does)
+    assert window.composer.edit.toPlainText() == f"my key {DRAFT_KEY}"
+    assert WindowState().draft(window.profile_name) == "my key [redacted]"
+    with open(WindowState().qsettings.fileName(), encoding="utf-8") as ini:
+        assert DRAFT_KEY not in ini.read()
+
+
+def test_a_system_prompt_holding_a_key_is_not_stored_and_the_user_is_told(qtbot, scripted,
+                                                                          scripted_engine,
+                                                                          keep_key, forgetful):
+    scripted.registry.add(ProviderConfig("acme", "openai", "http://127.0.0.1:9/v1", "m"))
+    window = scripted.window
+    scripted_engine.script(reply("First answer."))
+    send(qtbot, scripted, "Q1")
+    conversation_id = window.controller.conversation_id
+    keep_key("acme", SYSTEM_KEY)
+    window.target_picker.refresh("provider:acme")
+    window.sampling.system_prompt.setPlainText("Be brief.")
+    assert scripted.store.get_conversation(conversation_id).system_prompt == "Be brief."
+    window.sampling.system_prompt.setPlainText(f"Use the key {SYSTEM_KEY}.")
+    assert window.banner.label.text() == (
+        "The system prompt contains your API key for acme; remove the key from it (the system "
+        "prompt was not saved).")
+    assert scripted.store.get_conversation(conversation_id).system_prompt == "Be brief."
+
+
+def test_a_key_a_stored_chat_holds_is_masked_in_its_title_and_text(qtbot, scripted,
+                                                                    scripted_engine, keep_key,
+                                                                    forgetful):
+    """A Local only chat checks no keychain key (or the key was stored later): the window
+    shows such a chat with the key masked, in the list, the title and the messages."""
+    window = scripted.window
+    scripted_engine.script(reply("Noted."))
+    send(qtbot, scripted, f"local: {STORED_KEY}")
+    conversation_id = window.controller.conversation_id
+    scripted.registry.add(ProviderConfig("acme", "openai", "http://127.0.0.1:9/v1", "m"))
+    keep_key("acme", STORED_KEY)
+    window.target_picker.refresh("provider:acme")
+    window.controller.new_conversation()
+    window.refresh_sidebar()
+    [item] = window.sidebar.conversation_items()
+    assert item.text() == "local: [redacted]" and STORED_KEY not in item.toolTip()
+    window.sidebar.conversation_selected.emit(conversation_id)  # (a click on it)
+    assert window.controller.conversation_id == conversation_id
+    assert window.title_label.text() == "local: [redacted]"
+    assert window.view.bubbles[0].message.content == "local: [redacted]"
+
+
+def test_a_local_only_window_masks_without_opening_the_keychain(qtbot, scripted, monkeypatch):
+    """No provider is chosen (one is configured): the draft, the list and the messages are masked with the
+    keys known without the keychain (the environment's here), and D-Bus is never opened."""
+    from ui.window_state import WindowState
+
+    monkeypatch.setenv("OPENAI_API_KEY", DRAFT_KEY)
+    monkeypatch.setattr("app.config.secrets.keychain",
+                        lambda: pytest.fail("a Local only window asked the keychain"))
+    scripted.registry.add(ProviderConfig("acme", "openai", "http://127.0.0.1:9/v1", "m"))
+    window = scripted.window
+    window.composer.edit.setPlainText(f"export OPENAI_API_KEY={DRAFT_KEY}")
+    window.draft.save()
+    window.refresh_sidebar()
+    assert WindowState().draft(window.profile_name) == "export OPENAI_API_KEY=[redacted]"
