@@ -3,13 +3,16 @@ searched, and switched to another branch; deleted in ``history_delete``."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from app.cli.commands.common import emit_list, local_time, open_core
 from app.cli.commands.history_delete import cmd_history_delete
+from app.config.secrets import stored_keys
 from app.domain.adapters import adapters_from_records
 from app.domain.errors import BadSearch, UsageError
-from app.domain.messages import Message
+from app.domain.messages import Conversation, Message
+from app.domain.secrets_mask import SecretMask
 from app.storage.search import (
     MARK_END,
     MARK_START,
@@ -30,11 +33,14 @@ def cmd_history(args: argparse.Namespace) -> int:
         raise UsageError("The search is empty; give a word to look for.")
     core = open_core(args)
     store, me = core.store, core.profile.name
+    # a stored text may hold a known key (a Local only chat's, or one stored before its key
+    # was): printed masked, as exports are
+    mask = SecretMask(stored_keys())
     try:
         if args.history_command == "delete":
             return cmd_history_delete(core, args)
         if args.history_command == "list":
-            conversations = store.list_conversations(me)
+            conversations = [_titled(c, mask) for c in store.list_conversations(me)]
             if args.json:
                 emit_list([{"id": c.id, "title": c.title, "updated_at": c.updated_at,
                             "created_at": c.created_at} for c in conversations])
@@ -54,19 +60,20 @@ def cmd_history(args: argparse.Namespace) -> int:
                 print(f"outpost: {exc.as_typed(args.query)} Searched for its words instead.",
                       file=sys.stderr)
                 messages = store.search(plain, profile=me) if plain is not None else []
+            messages = [mask.scrub_message(m) for m in messages]
             if args.json:
                 emit_list([_row(m) for m in messages])
             else:
                 if not messages:
                     print(f"No message matches {args.query!r}.", file=sys.stderr)
-                _print_hits(store, messages, args.query)
+                _print_hits(store, messages, args.query, mask)
             return 0
         if args.history_command == "fork":
             message = store.get_message(args.message)
             core.profiles.check_owner(core.profile, store.get_conversation(
                 message.conversation_id))
-            fork = store.fork(message.id, me)
-            path = store.branch(fork.id)
+            fork = _titled(store.fork(message.id, me), mask)
+            path = [mask.scrub_message(m) for m in store.branch(fork.id)]
             if args.json:
                 emit_list([_row(m, _versions(path), True) for m in path])
             else:
@@ -83,7 +90,9 @@ def cmd_history(args: argparse.Namespace) -> int:
             path = store.set_active(conversation.id, message.id)
         else:
             path = store.branch(conversation.id)
-        everything = store.messages(conversation.id)
+        conversation = _titled(conversation, mask)
+        path = [mask.scrub_message(m) for m in path]
+        everything = [mask.scrub_message(m) for m in store.messages(conversation.id)]
         versions = _versions(everything)
         if args.history_command == "show" and args.tree:
             on_path = {m.id for m in path}
@@ -106,7 +115,14 @@ def cmd_history(args: argparse.Namespace) -> int:
         store.close()
 
 
-def _print_hits(store, messages: list[Message], query: str) -> None:
+def _titled(conversation: Conversation, mask: SecretMask) -> Conversation:
+    """``conversation`` with a known key in its title masked (the same object otherwise)."""
+    title = mask.scrub(conversation.title)
+    return conversation if title == conversation.title else \
+        dataclasses.replace(conversation, title=title)
+
+
+def _print_hits(store, messages: list[Message], query: str, mask: SecretMask) -> None:
     """Search hits, newest first, two lines each: the conversation (id and title, for
     ``history show``), then who wrote the message, its id (for ``history switch``, ``fork``,
     ``ask --reply-to``), when, and the words around the match (marked in bold on a
@@ -115,7 +131,8 @@ def _print_hits(store, messages: list[Message], query: str) -> None:
     titles: dict[str, str] = {}
     for m in messages:
         if m.conversation_id not in titles:
-            titles[m.conversation_id] = store.get_conversation(m.conversation_id).title
+            titles[m.conversation_id] = mask.scrub(
+                store.get_conversation(m.conversation_id).title)
         words = snippet(m.content, query).replace(MARK_START, bold).replace(MARK_END, plain)
         print(f"conversation {m.conversation_id}  {titles[m.conversation_id]}\n"
               f"  {m.role.value} {m.id}, {local_time(m.created_at)}: {words}")

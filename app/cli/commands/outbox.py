@@ -6,9 +6,11 @@ import argparse
 from app.chat.outbox_sender import OutboxSender
 from app.cli.commands.ask import save_before_exit
 from app.cli.commands.common import cloud_engine, emit_list, local_time, open_core
+from app.config.secrets import stored_keys
 from app.config.settings import Settings, default_user_id
 from app.domain.errors import OutpostError, ReplyNotSaved, UsageError
 from app.domain.routes import KEPT_LOCAL
+from app.domain.secrets_mask import SecretMask
 from app.storage.outbox import OutboxState
 
 
@@ -46,20 +48,23 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             outbox.recover()
             items = outbox.items(profile=me) if args.all else outbox.items(
                 (OutboxState.QUEUED, OutboxState.SENDING, OutboxState.FAILED), me)
+            # a queued message may hold a key (queued before the key was stored): masked
+            mask = SecretMask(stored_keys())
             if args.json:
-                emit_list([i.as_dict() for i in items])
+                emit_list([dict(i.as_dict(), prompt=mask.scrub(i.prompt),
+                                last_error=mask.scrub_optional(i.last_error)) for i in items])
             elif not items:
                 print("Nothing waits in the outbox." + ("" if args.all else
                       " (`outpost outbox list --all` shows the sent and cancelled too.)"))
             else:
                 print(f"{'id':>4}  {'state':9} {'provider':12} {'queued at':16}  message")
             for item in items if not args.json else ():
-                prompt = " ".join(item.prompt.split())
+                prompt = " ".join(mask.scrub(item.prompt).split())
                 prompt = prompt if len(prompt) <= 50 else prompt[:49] + "…"
                 note = item.held() if item.state is OutboxState.QUEUED else None
                 note = note or (item.last_error if item.state is not OutboxState.SENT
                                 else None)
-                error = f"  ({note})" if note else ""
+                error = f"  ({mask.scrub(note)})" if note else ""
                 print(f"{item.id:>4}  {item.state.value:9} {item.provider:12} "
                       f"{local_time(item.created_at)}  {prompt}{error}")
             return 0
