@@ -90,7 +90,8 @@ def test_json_events_carry_the_checked_json_when_it_is_not_the_deltas(capsys, lo
 
 def test_json_output_still_invalid_after_its_repair_is_not_printed(capsys):
     """`--json-mode`: stdout carries the reply once it is valid JSON; text still invalid
-    after the repair (exit 4, its raw text kept in history) is not handed to a script."""
+    after the repair (exit 4, its raw text kept in history) is not handed to a script: stdout
+    stays empty."""
     from app.domain.errors import InvalidJsonReply
     from app.domain.structured import OutputCheck
 
@@ -100,7 +101,7 @@ def test_json_output_still_invalid_after_its_repair_is_not_printed(capsys):
         error=InvalidJsonReply("The reply is not valid JSON even after one repair."))
     with pytest.raises(InvalidJsonReply):
         _finish(argparse.Namespace(json=False), invalid, structured=True)
-    assert capsys.readouterr().out == "\n"
+    assert capsys.readouterr().out == ""  # not even a line's end (it printed "\n")
     valid = dataclasses.replace(done, output_check=OutputCheck("json"))
     _finish(argparse.Namespace(json=False), valid, structured=True)
     assert capsys.readouterr().out == "Lighthouses guide ships past\n"

@@ -271,12 +271,16 @@ def _finish(args: argparse.Namespace, outcome: TurnOutcome, structured: bool,
     check = outcome.output_check
     if not args.json:
         # JSON output: stdout gets the reply once it is valid JSON, never text a script would
-        # fail to parse (still invalid after the repair: exit 4, the raw text is in history)
+        # fail to parse (still invalid after the repair: exit 4, the raw text is in history,
+        # and stdout stays empty: not even the line's end)
+        printed = not structured
         if structured and outcome.message is not None and (check is None or check.valid):
             sys.stdout.write(outcome.message.content)
-        sys.stdout.write("\n")
-        sys.stdout.flush()
-        REPLY_LINE.wrote("\n")
+            printed = True
+        if printed:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            REPLY_LINE.wrote("\n")
     if selection is not None and not args.json:  # after the reply's own line
         sys.stderr.write(f"outpost: {describe_selection(selection)}\n")
     _report_flags_not_sent(args, outcome)
