@@ -16,6 +16,7 @@ The window itself keeps the conversation list (sidebar, title) and the one place
 error (``_on_error``)."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -107,6 +108,9 @@ class WindowServices:
     setting_notes: Callable[[], dict[str, str]] = lambda: {}
 
 
+KEYS_KEPT_S = 30.0  # the keychain asked at most this often by the window (``known_keys``)
+
+
 class MainWindow(QMainWindow):
     offline_mode_changed = Signal()  # after the setting changed (read it from settings)
     theme_changed = Signal(str)  # the theme setting changed (system / light / dark)
@@ -147,6 +151,7 @@ class MainWindow(QMainWindow):
         self.composer = Composer()
         # what is being typed survives a restart, per profile
         self._cloud_possible = False  # the route may reach a provider (the keychain is asked)
+        self._keychain_read: float | None = None  # when ``known_keys`` last asked the keychain
         self.draft = Draft(self.composer.edit, self.window_state, services.profile.name, self,
                            mask=self.key_mask)
         self.controller: ChatController = controller_factory(self.view)
@@ -379,6 +384,7 @@ class MainWindow(QMainWindow):
         self.model_picker.model_changed.connect(self.sampling_binding.model_changed)  # (after)
         self.model_picker.model_changed.connect(self.meter.refresh)  # its own tokenizer
         self.model_menu.providers_changed.connect(self.target_picker.refresh)
+        self.model_menu.providers_changed.connect(self._forget_known_keys)
         self.model_menu.model_chosen.connect(self._on_local_model_chosen)
         self.loader.loading_started.connect(self.model_status.show_loading)
         self.loader.model_ready.connect(self.target_picker.show_local_model)
@@ -460,8 +466,21 @@ class MainWindow(QMainWindow):
     def known_keys(self) -> dict[str, str]:
         """Every API key Outpost knows -> whose it is. The keychain is asked only while the
         route may reach a provider: a Local only window opens no D-Bus socket, as a Local only
-        turn does not (the keys known without it still count: ``known_keys``)."""
-        return known_keys(ask_keychain=self._cloud_possible)
+        turn does not (the keys known without it still count: ``known_keys``). It is asked at
+        most once every ``KEYS_KEPT_S`` (a D-Bus round trip, on the GUI thread here: every draft
+        save, list refresh and chat opened asked it), and at once after the Providers dialog
+        changed a provider or a key; in between, the keys it gave are known to this process
+        (``remember``), as are the environment's and the key file's, read each time."""
+        now = time.monotonic()
+        ask = self._cloud_possible and (self._keychain_read is None or
+                                        now - self._keychain_read > KEYS_KEPT_S)
+        if ask:
+            self._keychain_read = now
+        return known_keys(ask_keychain=ask)
+
+    @Slot()
+    def _forget_known_keys(self) -> None:
+        self._keychain_read = None
 
     def key_mask(self) -> SecretMask:
         """Masks the known keys in what the window keeps (the draft) or shows from the database

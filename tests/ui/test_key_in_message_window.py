@@ -140,3 +140,32 @@ def test_a_local_only_window_masks_without_opening_the_keychain(qtbot, scripted,
     window.draft.save()
     window.refresh_sidebar()
     assert WindowState().draft(window.profile_name) == "export OPENAI_API_KEY=[redacted]"
+
+
+def test_the_window_asks_the_keychain_at_most_once_in_a_while(qtbot, scripted, keep_key,
+                                                              monkeypatch):
+    """Each draft save, list refresh and chat opened asked the keychain (a D-Bus round trip
+    on the GUI thread): it is asked once, then again only after ``KEYS_KEPT_S`` or once the
+    Providers dialog changed a provider or a key; a key it gave stays masked in between."""
+    from app.config.secrets import KeyStore
+    from ui.window_state import WindowState
+
+    scripted.registry.add(ProviderConfig("acme", "openai", "http://127.0.0.1:9/v1", "m"))
+    keep_key("acme", DRAFT_KEY)
+    reads = []
+    asked = KeyStore._from_keychain
+    monkeypatch.setattr(KeyStore, "_from_keychain",
+                        lambda self, *args: reads.append(args) or asked(self, *args))
+    window = scripted.window
+    window.target_picker.refresh("provider:acme")
+    first = len(reads)
+    for _ in range(5):
+        window.composer.edit.setPlainText(f"my key {DRAFT_KEY}")
+        window.draft.save()
+        window.refresh_sidebar()
+    assert WindowState().draft(window.profile_name) == "my key [redacted]"
+    assert len(reads) - first <= 1  # (the first read may come with the first save)
+    before = len(reads)
+    window.model_menu.providers_changed.emit()  # a provider or a key changed: asked again
+    window.draft.save()
+    assert len(reads) == before + 1
