@@ -59,6 +59,8 @@ def test_the_queue_survives_a_restart_and_resumes_the_cut_download(server, libra
     queue = DownloadQueue(library)
     queue.add(f"{server.url}/tiny.gguf")
     queue.add(f"{server.url}/second.gguf")
+    # another model (a byte more): the same bytes twice would be refused as already there
+    server.files["/second.gguf"] = model_bytes + b"\0"
     server.cut_at = 0.37  # the connection drops, and with it the network
 
     outcomes = queue.run_pending(online=lambda: server.cuts == 0)

@@ -38,6 +38,7 @@ class Behaviour:
         self.cut_at: float | None = None  # close the connection after this share of the file
         self.lie: int = 0  # announce this many bytes more than sent
         self.body: bytes | None = None  # send this instead of the model (an HTML page)
+        self.files: dict[str, bytes] = {}  # a path's own bytes (another model), else the model
         self.no_length = False  # no Content-Length: the body ends when the connection closes
         self.cuts = 0  # how many times the connection was cut (cut_at)
         # the Hugging Face tree API: the sha256 it lists, whether the file is in LFS at all,
@@ -111,7 +112,8 @@ def server(model_bytes, model_digest):
                                  else "/loop.gguf")
                 self.end_headers()
                 return
-            data = behaviour.body if behaviour.body is not None else model_bytes
+            data = behaviour.body if behaviour.body is not None else \
+                behaviour.files.get(self.path, model_bytes)
             start = 0
             wanted = self.headers.get("Range")
             if wanted and behaviour.ranges:
