@@ -98,13 +98,26 @@ def command_line(store: Store, text: str) -> int:
 
 def chats_to_find_in(store: Store) -> dict[str, str]:
     """Ctrl+F's conversations: the one stored first, one stored halfway, the one stored last
-    (a chat among a million messages, the words of everything stored after it in between)."""
+    (a chat among a million messages, the words of everything stored after it in between),
+    and one spread over the whole: every 5,000th message moved into it, made here once (a
+    short chat continued now and then while thousands of others were written)."""
     low, high = store.db.execute("SELECT min(seq), max(seq) FROM messages").fetchone()
     chats = {}
     for name, key in (("stored first", low), ("stored halfway", (low + high) // 2),
                       ("stored last", high)):
-        chats[name] = store.db.execute("SELECT conversation_id FROM messages WHERE seq >= ? "
-                                       "ORDER BY seq LIMIT 1", [key]).fetchone()[0]
+        chats[name] = (store.db.execute(
+            "SELECT conversation_id FROM messages WHERE seq >= ? AND conversation_id != "
+            "'spread' ORDER BY seq LIMIT 1", [key]).fetchone() or store.db.execute(
+            "SELECT conversation_id FROM messages WHERE seq <= ? AND conversation_id != "
+            "'spread' ORDER BY seq DESC LIMIT 1", [key]).fetchone())[0]
+    if store.db.execute("SELECT 1 FROM conversations WHERE id = 'spread'").fetchone() is None:
+        with store._tx() as db:
+            stamp = NOW.isoformat(timespec="milliseconds")
+            db.execute("INSERT INTO conversations (id, title, system_prompt, created_at, "
+                       "updated_at, profile) VALUES ('spread', 'spread', '', ?, ?, 'ana')",
+                       [stamp, stamp])
+            db.execute("UPDATE messages SET conversation_id = 'spread' WHERE rowid % 5000 = 0")
+    chats["spread"] = "spread"
     return chats
 
 

@@ -215,6 +215,39 @@ def test_a_search_in_one_conversation_looks_only_at_its_span(tmp_path):
     store.close()
 
 
+@pytest.mark.parametrize("text", ["the", "lighthouse", "the lighthouse", "nothing"])
+def test_a_conversation_spread_among_many_others_is_searched_by_its_own_keys(
+        tmp_path, monkeypatch, text):
+    """A short chat continued now and then while thousands of others were written: its span
+    holds every message of the others, so walking the span read each of their matches (~200
+    ms for "the" at a million). Its own keys are looked up instead: the windows are never
+    walked (counted), and the hits are still its newest matches first, in pieces."""
+    store = Store(tmp_path / "outpost.db")
+    spread = store.create_conversation("Spread", "", None, profile="ana").id
+    others = store.create_conversation("Others", "", None, profile="ana").id
+    for day in range(12):
+        store_rows(store, spread, [(f"s{day:02}", f"the lighthouse on day {day}" if day % 3
+                                    else f"the keeper on day {day}",
+                                    f"2025-01-{day + 1:02}T09:00:00.000+00:00")])
+        store_rows(store, others, [(f"o{day:02}{i:03}", "the other lighthouse",
+                                    f"2025-01-{day + 1:02}T10:{i // 60:02}:{i % 60:02}.000+00:00")
+                                   for i in range(200)])
+    monkeypatch.setattr(Store, "KEYS_PER_ASK", 5)
+    walked: list[tuple] = []
+    monkeypatch.setattr(Store, "_window", lambda self, *args: walked.append(args) or [])
+    query = fts_query(text)
+    for limit in (50, 3):
+        want = expected(store, query, conversation_id=spread, limit=limit)
+        assert [m for m in want if not m.startswith("s")] == []
+        got = store.search_seqs(query, limit=limit, conversation_id=spread)
+        ids = [store.db.execute("SELECT id FROM messages WHERE seq = ?", [seq]).fetchone()[0]
+               for seq in got]
+        assert ids == want, limit
+    assert bool(want) is (text != "nothing")
+    assert walked == []
+    store.close()
+
+
 def test_messages_of_one_time_are_in_the_order_they_were_stored(tmp_path):
     """Ties: the later stored is the newer, past the 16 keys of one millisecond too (an import
     whose messages have no time of their own), and a message a moment later stays newer."""
