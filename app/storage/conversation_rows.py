@@ -167,10 +167,13 @@ class ConversationRows(Connections):
 
     def erase_deleted(self) -> None:
         """What deleted rows left in the file goes: the search index is merged (its deleted
-        entries dropped; freed pages are zeroed, ``secure_delete``) and the write-ahead log
-        emptied (``app.storage.erasure``). Safe from any thread."""
-        with self._tx() as db:
-            erasure.merge_search_index(db)
+        entries dropped; freed pages are zeroed, ``secure_delete``), a step per transaction
+        so that a reply being saved meanwhile waits one step, not the whole merge, and the
+        write-ahead log emptied (``app.storage.erasure``). Safe from any thread."""
+        for _ in range(erasure.MOST_MERGE_STEPS):
+            with self._tx() as db:
+                if not erasure.merge_search_index_step(db):
+                    break
         with storage_errors(self.path):
             erasure.empty_log(self.db.conn)
         if self._healthy:  # the checkpoint changed the files after the commit's seal

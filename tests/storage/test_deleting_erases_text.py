@@ -71,6 +71,34 @@ def test_a_deleted_conversations_words_are_not_in_the_file(store):
     assert store.integrity_check() == "ok"
 
 
+def test_the_index_is_merged_in_steps_each_its_own_transaction(store, monkeypatch):
+    """The merge rewrites the whole index (~2.5 s at a million messages) and held the write
+    lock throughout: a reply saved meanwhile waited for all of it. It goes in steps, each
+    committed on its own (a trace of the statements), and the words still leave the file,
+    the index merged as far as an 'optimize' would (nothing left for one to do)."""
+    import app.storage.erasure as erasure
+
+    monkeypatch.setattr(erasure, "MERGE_PAGES", 1)
+    kept_chats(store)
+    chat_id, _ = chat_with(store, "wombatcardamom")
+    kept_chats(store)
+    statements: list[str] = []
+    store.db.conn.set_trace_callback(statements.append)
+
+    store.delete_conversation(chat_id)
+
+    store.db.conn.set_trace_callback(None)
+    merges = [i for i, s in enumerate(statements) if "'merge'" in s]
+    commits = [i for i, s in enumerate(statements) if s.strip().upper() == "COMMIT"]
+    assert len(merges) >= 3
+    assert all(any(a < c < b for c in commits) for a, b in zip(merges, merges[1:]))
+    assert files_holding(store.path, "wombatcardamom") == []
+    before = store.db.conn.total_changes
+    store.db.execute("INSERT INTO messages_fts(messages_fts) VALUES ('optimize')")
+    assert store.db.conn.total_changes - before < 2  # one segment already
+    assert [m.content for m in store.search("number7")]
+
+
 def test_a_deleted_messages_words_are_not_in_the_file(store):
     kept_chats(store)
     chat_id, question_id = chat_with(store, "quetzalpangolin")
