@@ -17,7 +17,8 @@ kept a deleted message readable to anyone who reads the file (``grep -a``, a dis
   'optimize' to do, and the deleted words gone from the file alike. FTS5's own
   ``secure-delete`` option (SQLite 3.42+) would cost only the deleted rows, but it moves the
   index to a format that SQLite before 3.42 cannot read at all ("invalid fts5 file format"),
-  for good: a portable install or a backup opened by an older SQLite would lose search. Python's SQLite here is 3.40.
+  for good: a portable install or a backup opened by an older SQLite would lose search.
+  Python's SQLite here is 3.40.
 * **The write-ahead log.** Every page ever committed is in ``outpost.db-wal`` until a
   checkpoint copies it back; ``empty_log`` checkpoints and truncates the log to 0 bytes. A
   reader in another process (the window while ``outpost`` runs) can hold it back: then the log
