@@ -467,6 +467,13 @@ class ChatController(QObject):
         except OutpostError as exc:
             self.error_occurred.emit(exc)
 
+    @Slot(str)
+    def reload_if_shown(self, conversation_id: str) -> None:
+        """Show ``conversation_id`` again from the database when it is the one on screen (an
+        outbox item of it failed)."""
+        if conversation_id == self.conversation_id:
+            self.reload_conversation()
+
     def new_conversation(self) -> None:
         if self.busy:
             return

@@ -404,6 +404,7 @@ class MainWindow(QMainWindow):
         c.outbox_changed.connect(self.outbox_button.refresh)
         self.monitor.outbox_changed.connect(self.outbox_button.refresh)
         self.monitor.sent.connect(self.outbox_button.show_report)
+        self.monitor.item_failed.connect(c.reload_if_shown)  # (the list: show_report)
         # an answer the disk refused is kept: written again with this window's own
         self.monitor.sent.connect(lambda _report: self.controller.service.unsaved
                                   and self.controller.save_later())

@@ -7,7 +7,10 @@ sets); nothing is probed in Offline mode or for a Local only conversation, so th
 socket. When a provider with queued items is online, the outbox is sent in the background, one
 pass at a time; each answer arrives as a sibling reply and the window is told. Each item that
 changes state on the way (claimed, sent, failed, queued again) says so at once
-(``outbox_changed``), so the status bar's count never waits for the end of the pass.
+(``outbox_changed``), so the status bar's count never waits for the end of the pass. An item
+that failed changed its conversation too (a failed reply, the queued one saying so): each such
+conversation is named once the pass ends (``item_failed``), so the window shows it again when it
+is the one on screen.
 
 Closing the app (``stop``) cancels a send in flight with the reason ``CLOSING``: not the user's
 stop, so its item goes back to the queue (its part kept, marked interrupted) and is sent again,
@@ -30,6 +33,9 @@ class OutboxMonitor(QObject):
     links_changed = Signal()
     # after a pass that sent or failed something: the app.storage.outbox.SendReport
     sent = Signal(object)
+    # after such a pass, once per conversation with an item that failed: its id (its replies
+    # changed: the one that said "queued" says it failed, beside the failed answer)
+    item_failed = Signal(str)
     outbox_changed = Signal()  # (always emitted on the GUI thread)
     # from the sender's thread: an item changed state (relayed as outbox_changed)
     _item_moved = Signal()
@@ -128,6 +134,9 @@ class OutboxMonitor(QObject):
             self.links_changed.emit()
             if report.sent or report.failed:
                 self.sent.emit(report)
+            for conversation_id in dict.fromkeys(item.conversation_id
+                                                 for item, _ in report.failed):
+                self.item_failed.emit(conversation_id)
 
         def failed(exc) -> None:
             self._sending = False

@@ -315,3 +315,28 @@ def test_closing_the_window_while_an_item_is_sent_queues_it_again(qtbot, scripte
     assert answers == {"Water ": MessageStatus.INTERRUPTED,
                        "Water 20 L, rice 5 kg.": MessageStatus.COMPLETE}
     store.close()
+
+
+def test_an_item_that_fails_while_its_chat_is_open_shows_it_failed(qtbot, scripted):
+    """Cloud only, provider unreachable: the reply says the message is queued. The provider
+    comes back and refuses the key: the item fails, and the open chat shows that at once (it
+    kept showing "Queued in the outbox … it is sent once acme can be reached")."""
+    from tests.fault_server import unauthorized
+
+    app = scripted
+    with refused_url() as down:
+        use_provider(app, "acme", down + "/v1", route="cloud")
+        send(qtbot, app, "The supplies, please")
+        app.tasks.wait()  # (the model list the window asked for, refused too: no later GET)
+    [item] = app.service.outbox.pending()
+    view = app.window.view
+    assert "Queued in the outbox" in view.bubbles[-1].footer.text()
+    with fault_server() as server:
+        server.script([unauthorized()] * 3)
+        provider_back(app, "acme", server.url + "/v1")
+        qtbot.waitUntil(lambda: app.service.outbox.get(item.id).state is OutboxState.FAILED
+                        and not app.monitor._sending, timeout=20000)
+    footer = view.bubbles[-1].footer.text()
+    assert "refused the API key" in footer and "Queued in the outbox" not in footer
+    app.window.close()
+    app.shutdown()
