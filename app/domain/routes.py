@@ -39,6 +39,13 @@ KEPT_LOCAL = ("Not sent: its conversation is Local only now, so nothing of it le
               "computer. To send it after all, choose Auto or Cloud only for that conversation "
               "and retry the item.")
 
+
+def no_longer_local(item_id: int) -> str:
+    """Why an item ``KEPT_LOCAL`` failed, once its conversation is Auto or Cloud only again
+    (``KEPT_LOCAL`` says it is Local only now: no longer true)."""
+    return (f"Not sent while its conversation was Local only; it is not any more. Retry the "
+            f"item to send it (Retry in the Outbox, or `outpost outbox retry {item_id}`).")
+
 OFFLINE_MODE = "offline mode"  # the route reason of a turn Offline mode (or --offline) keeps local
 
 ROUTE_LABELS = {Route.AUTO: "Auto (cloud, local fallback)", Route.LOCAL: "Local only",

@@ -12,7 +12,7 @@ import sqlite_utils
 
 from app.domain.errors import UsageError
 from app.domain.messages import Conversation, MessageStatus, new_id
-from app.domain.routes import KEPT_LOCAL
+from app.domain.routes import KEPT_LOCAL, no_longer_local
 from app.storage import deletions, erasure, integrity
 from app.storage.connections import Connections
 from app.storage.rows import now_iso, row_to_conversation
@@ -71,7 +71,9 @@ class ConversationRows(Connections):
     def set_conversation_route(self, conversation_id: str, route: str | None) -> None:
         """auto / local / cloud, or None for the settings' default. Local only also stops what
         this conversation has queued in the outbox (``KEPT_LOCAL``): a message the user has
-        since made private is never sent (``app.chat.outbox_sender`` checks again)."""
+        since made private is never sent (``app.chat.outbox_sender`` checks again). Auto or
+        Cloud only again: those items stay failed (a retry sends them), no longer saying the
+        conversation is Local only."""
         if route not in (None, "auto", "local", "cloud"):
             raise UsageError(f"Route must be auto, local or cloud; got {route!r}.")
         self.get_conversation(conversation_id)
@@ -81,6 +83,12 @@ class ConversationRows(Connections):
                 db.execute("UPDATE outbox SET state = 'failed', last_error = ?, updated_at = ? "
                            "WHERE conversation_id = ? AND state = 'queued'",
                            [KEPT_LOCAL, now_iso(), conversation_id])
+            elif route is not None:  # (None: the default route, not known here)
+                for (item_id,) in db.execute(
+                        "SELECT id FROM outbox WHERE conversation_id = ? AND state = 'failed' "
+                        "AND last_error = ?", [conversation_id, KEPT_LOCAL]).fetchall():
+                    db.execute("UPDATE outbox SET last_error = ?, updated_at = ? WHERE id = ?",
+                               [no_longer_local(item_id), now_iso(), item_id])
 
     def set_pinned(self, conversation_id: str, pinned: bool) -> None:
         """Pin a conversation to the top of the list (or unpin it)."""

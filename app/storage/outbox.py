@@ -186,8 +186,9 @@ class Outbox:
     def cancel(self, item_id: int) -> OutboxItem:
         item = self.get(item_id)
         with self.store.transaction() as db:
-            changed = db.execute(
-                "update outbox set state = ?, updated_at = ? where id = ? and state = ?",
+            changed = db.execute(  # (why it waited is no news once it does not)
+                "update outbox set state = ?, last_error = null, updated_at = ? where id = ? "
+                "and state = ?",
                 [OutboxState.CANCELLED.value, now_iso(), item_id, OutboxState.QUEUED.value]
             ).rowcount
         if not changed:
@@ -264,12 +265,14 @@ class Outbox:
         return self.get(item_id)
 
     def claim(self, item_id: int) -> OutboxItem | None:
-        """``queued`` -> ``sending`` for this process; None when someone else has it."""
+        """``queued`` -> ``sending`` for this process; None when someone else has it. What
+        held it (an unreachable provider, a Retry-After sent anyway, a quota) is forgotten:
+        the send says afresh how it went."""
         with self.store.transaction() as db:
             changed = db.execute(
                 "update outbox set state = ?, writer = ?, attempts = attempts + 1, "
-                "not_before = null, retry_after = null, updated_at = ? where id = ? and "
-                "state = ?",
+                "not_before = null, retry_after = null, last_error = null, updated_at = ? "
+                "where id = ? and state = ?",
                 [OutboxState.SENDING.value, this_writer(), now_iso(), item_id,
                  OutboxState.QUEUED.value]).rowcount
         return self.get(item_id) if changed else None

@@ -1144,3 +1144,76 @@ def test_an_item_of_a_conversation_from_before_profiles_is_checked_as_the_defaul
         assert [i.id for i, _ in sender.send(only=item.id).sent] == [item.id]
     assert [r["profile"] for r in store.request_log()] == ["ana"]
     store.close()
+
+
+# -- what an item says once the user overrode what held it ----------------------------------------
+def test_an_item_back_in_a_conversation_that_is_not_local_only_no_longer_says_it_is(
+        outpost_home):
+    """Local only failed the item ("its conversation is Local only now"); the conversation is
+    Auto again: the item stays failed (a retry sends it) but no longer says it is Local only."""
+    from app.domain.routes import no_longer_local
+
+    store = Store()
+    item = queue_turn(store, "Field notes", "acme")
+    store.set_conversation_route(item.conversation_id, "local")
+    assert "Local only now" in Outbox(store).get(item.id).last_error
+    store.set_conversation_route(item.conversation_id, "auto")
+    store.close()
+    [row] = outbox_list()
+    assert (row["state"], row["last_error"]) == ("failed", no_longer_local(item.id))
+    listed = cli("outbox", "list")
+    assert "Local only now" not in listed.stdout and "it is not any more" in listed.stdout
+    assert cli("outbox", "retry", str(item.id)).returncode == 0
+    assert outbox_list()[0]["last_error"] is None
+
+
+def test_an_item_sent_anyway_no_longer_says_why_it_waited(outpost_home):
+    """The provider asked to wait (429, Retry-After); the user sends the item anyway
+    (`outbox send ID`): while it is sent it no longer shows the 429 (`outbox list` did)."""
+    from tests.fault_server import rate_limited
+
+    store = Store()
+    outbox = Outbox(store)
+    item = queue_turn(store, "Later, please")
+    with fault_server() as server:
+        # the answer's first part, then a pause that lasts until the client goes away
+        server.script([rate_limited(retry_after=120),
+                       normal(chunks=("Water ", "20 L."), delay=25)])
+        sender = OutboxSender(outbox, lambda name, model: fast_cloud(server.url + "/v1", store))
+        sender.send()
+        held = outbox.get(item.id)
+        assert held.held() and held.last_error
+        cancel = threading.Event()
+        reports: list = []
+        pass_ = threading.Thread(target=lambda: reports.append(
+            sender.send(only=item.id, cancel=cancel)))
+        pass_.start()
+        try:
+            wait_for(lambda: any(m.content == "Water " for m in assistant_children(store, item)),
+                     "the first part of the answer in its row")
+            sending = outbox.get(item.id)
+            assert (sending.state, sending.last_error) == (OutboxState.SENDING, None)
+            listed = cli("outbox", "list")
+            assert held.last_error.split(" (")[0] not in listed.stdout, listed.stdout
+        finally:
+            cancel.set()  # the user's stop: sent, as far as it went
+            pass_.join(30)
+    assert (outbox.get(item.id).state, outbox.get(item.id).last_error) == (OutboxState.SENT,
+                                                                           None)
+    store.close()
+
+
+def test_a_cancelled_item_no_longer_says_why_it_waited(outpost_home):
+    """An item waits because its provider is unreachable; the user cancels it: `outbox list
+    --all` says cancelled, not the connection error it had (it printed both)."""
+    store = Store()
+    item = queue_turn(store, "Report for today", "acme")
+    store.close()
+    with refused_url() as down:
+        add_provider("acme", down + "/v1")
+        assert cli("outbox", "send").returncode == 4
+    assert "Could not connect" in outbox_list()[0]["last_error"]
+    assert cli("outbox", "cancel", str(item.id)).returncode == 0
+    [row] = outbox_list("--all")
+    assert (row["state"], row["last_error"]) == ("cancelled", None)
+    assert "Could not connect" not in cli("outbox", "list", "--all").stdout
