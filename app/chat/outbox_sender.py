@@ -211,9 +211,8 @@ class OutboxSender:
                                           profile=owner, conversation_id=item.conversation_id)
                 try:
                     if error is None:
-                        for _ in turn.run(engine, cancel, route_reason=(
-                                f"queued in the outbox at {_hhmm(item.created_at)} while "
-                                f"{item.provider} was unreachable; sent when it was back")):
+                        for _ in turn.run(engine, cancel,
+                                          route_reason=_route_note(item, "sent")):
                             pass
                 except OutpostError as exc:
                     error = exc
@@ -279,6 +278,8 @@ class OutboxSender:
             if not turn.reply.text:
                 store.delete_empty_reply(turn.assistant_message_id)
             self.outbox._finish(item.id, OutboxState.QUEUED, CLOSED_WHILE_SENDING)
+            if turn.reply.text:
+                self._note_on_reply(item, turn, "cut off")
             report.waiting.append(self.outbox.get(item.id))
             return
         if message is not None and (complete or cancelled and turn.reply.text):
@@ -304,12 +305,14 @@ class OutboxSender:
             StreamInterrupted("The answer was cut off.")
         if turn.reply.text and self._link_dropped(cut) and item.attempts < CUT_OFF_TRIES:
             self.outbox._finish(item.id, OutboxState.QUEUED, str(cut))
+            self._note_on_reply(item, turn, "cut off")
             blocked.setdefault(item.provider, item.id)
             report.waiting.append(self.outbox.get(item.id))
             return
         why = str(cut) if not turn.reply.text or item.attempts < CUT_OFF_TRIES else \
             f"{cut} (cut off {item.attempts} times: not asked again)"
         self.outbox._finish(item.id, OutboxState.FAILED, why, turn.assistant_message_id)
+        self._note_on_reply(item, turn, "failed")
         if turn.reply.text and item.attempts >= CUT_OFF_TRIES and self._link_dropped(cut):
             self._show_longest_part(item, turn)
         # the reply that stood for it (Cloud only) said it was queued: it failed
@@ -317,6 +320,21 @@ class OutboxSender:
             item.id, f"Outbox item {item.id} failed: {_sentence(why)} Retry in the Outbox "
             f"(or `outpost outbox retry {item.id}`) asks once more.")
         report.failed.append((self.outbox.get(item.id), why))
+
+    def _note_on_reply(self, item, turn: Turn, how: str) -> None:
+        """The reply of a send that did not count as sent says how it went (``how``: "cut
+        off", "failed"), not that the message was sent when its provider was back (the turn
+        stored that, the note of an answer that came)."""
+        if turn.assistant_message_id is None:  # (never run: no engine for it)
+            return
+        note = _route_note(item, how)
+        unsaved = turn.unsaved
+        if unsaved is not None:  # (its final write, still to come, says so too)
+            unsaved["route_reason"] = note
+        try:
+            self.outbox.store.update_message(turn.assistant_message_id, route_reason=note)
+        except OutpostError as exc:  # (the item's state is settled; this is the display)
+            log.warning("could not say how outbox item %s went on its reply: %s", item.id, exc)
 
     def _show_longest_part(self, item, turn: Turn) -> None:
         """An item failed because its answer broke off every time: the longest part kept
@@ -375,6 +393,16 @@ def _sentence(text: str) -> str:
     """``text`` ending as a sentence does, without doubling its own full stop."""
     text = text.strip()
     return text if text.endswith((".", "?", "!", ".)")) else text + "."
+
+
+def _route_note(item, how: str) -> str:
+    """Why a reply came from the outbox, and how its send went (``how``: "sent", "cut off",
+    "failed"): only an answer that came says the message was sent when the provider was
+    back."""
+    queued = f"queued in the outbox at {_hhmm(item.created_at)} while {item.provider} was " \
+        "unreachable"
+    return f"{queued}; sent when it was back" if how == "sent" else \
+        f"{queued}; tried when it was back: {how}"
 
 
 def _hhmm(iso: str) -> str:

@@ -1217,3 +1217,41 @@ def test_a_cancelled_item_no_longer_says_why_it_waited(outpost_home):
     [row] = outbox_list("--all")
     assert (row["state"], row["last_error"]) == ("cancelled", None)
     assert "Could not connect" not in cli("outbox", "list", "--all").stdout
+
+
+# -- what a reply from the outbox says about its send ---------------------------------------------
+@pytest.mark.parametrize("scenario, how", [
+    ("unauthorized", "failed"),  # no text: a failed reply
+    ("content_filter", "failed"),  # a part, stopped by the provider: failed
+    ("cut", "cut off"),  # a part, the link dropped: it waits to be sent again
+])
+def test_a_reply_whose_send_did_not_succeed_does_not_say_it_was_sent(outpost_home, scenario,
+                                                                      how):
+    """The note "sent when it was back" is for an answer that came; a reply that failed (or
+    broke off) says it was tried then, and how that went. `history show` prints the note."""
+    from tests.fault_server import Cut
+
+    store = Store()
+    outbox = Outbox(store)
+    item = queue_turn(store, "The supplies, please")
+    chunks = ("Water ", "20 L, ", "rice 5 kg.")
+    with fault_server() as server:
+        server.script([{"unauthorized": unauthorized(),
+                        "content_filter": normal(chunks=chunks, finish="content_filter"),
+                        "cut": Cut(after=1, chunks=chunks)}[scenario], normal(chunks=chunks)])
+        sender = OutboxSender(outbox, lambda name, model: fast_cloud(server.url + "/v1", store))
+        sender.send()
+        [reply] = assistant_children(store, item)
+        assert reply.status is not MessageStatus.COMPLETE
+        assert "sent when it was back" not in reply.route_reason
+        assert reply.route_reason.endswith(f"was unreachable; tried when it was back: {how}")
+        shown = cli("history", "show", item.conversation_id)
+        assert f"tried when it was back: {how}]" in shown.stdout
+        assert "sent when it was back" not in shown.stdout
+        if how == "cut off":  # asked again, answered whole: that answer says it was sent
+            assert [i.id for i, _ in sender.send().sent] == [item.id]
+            [answer] = [m for m in assistant_children(store, item)
+                        if m.status is MessageStatus.COMPLETE]
+            assert answer.route_reason.endswith("; sent when it was back")
+            assert store.get_message(reply.id).route_reason == reply.route_reason
+    store.close()
