@@ -16,7 +16,6 @@ The window itself keeps the conversation list (sidebar, title) and the one place
 error (``_on_error``)."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -38,12 +37,10 @@ from PySide6.QtWidgets import (
 
 from app.chat.connectivity import Connectivity
 from app.config.providers import ProviderRegistry
-from app.config.secrets import known_keys
 from app.config.settings import Settings
 from app.domain.errors import OutpostError, UsageError
 from app.domain.messages import Role
 from app.domain.routes import Route
-from app.domain.secrets_mask import SecretMask
 from app.domain.wording import counted
 from app.storage.backup_erasure import backups_hold, held_in_backups
 from app.storage.outbox import Outbox
@@ -82,6 +79,7 @@ from ui.tasks import TaskRunner
 from ui.token_meter import TokenMeter
 from ui.transfer_menu import TransferMenu
 from ui.usage_dialog import UsageDialog
+from ui.window_keys import WindowKeys
 from ui.window_state import Draft, GeometryKeeper, WindowState
 
 
@@ -108,7 +106,6 @@ class WindowServices:
     setting_notes: Callable[[], dict[str, str]] = lambda: {}
 
 
-KEYS_KEPT_S = 30.0  # the keychain asked at most this often by the window (``known_keys``)
 
 
 class MainWindow(QMainWindow):
@@ -147,13 +144,12 @@ class MainWindow(QMainWindow):
         # a long title must not push the pickers (and the sidebar) around
         self.title_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.view = ConversationView()
-        self.sidebar.mask = self.view.mask = self.key_mask
+        self.keys = WindowKeys()  # the keys not to show or keep, whatever the route
+        self.sidebar.mask = self.view.mask = self.keys.mask
         self.composer = Composer()
         # what is being typed survives a restart, per profile
-        self._cloud_possible = False  # the route may reach a provider (the keychain is asked)
-        self._keychain_read: float | None = None  # when ``known_keys`` last asked the keychain
         self.draft = Draft(self.composer.edit, self.window_state, services.profile.name, self,
-                           mask=self.key_mask)
+                           mask=self.keys.mask)
         self.controller: ChatController = controller_factory(self.view)
         self.route_picker = RoutePicker()
         self.target_picker = TargetPicker(services.registry, self.settings, self.loader)
@@ -225,7 +221,7 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.sampling)
         self.sampling_binding = ConversationSampling(self.sampling, self.controller, self.store,
                                                      self.settings, services.registry, self,
-                                                     keys=self.known_keys)
+                                                     keys=self.keys.known)
 
         self.transfer = TransferMenu(self.store, services.tasks, lambda: self.profile_name,
                                      lambda: self.controller.conversation_id, self)
@@ -384,7 +380,7 @@ class MainWindow(QMainWindow):
         self.model_picker.model_changed.connect(self.sampling_binding.model_changed)  # (after)
         self.model_picker.model_changed.connect(self.meter.refresh)  # its own tokenizer
         self.model_menu.providers_changed.connect(self.target_picker.refresh)
-        self.model_menu.providers_changed.connect(self._forget_known_keys)
+        self.model_menu.providers_changed.connect(self.keys.forget)
         self.model_menu.model_chosen.connect(self._on_local_model_chosen)
         self.loader.loading_started.connect(self.model_status.show_loading)
         self.loader.model_ready.connect(self.target_picker.show_local_model)
@@ -463,31 +459,6 @@ class MainWindow(QMainWindow):
         self.refresh_sidebar()
         self.composer.edit.setFocus()
 
-    # -- keys the window must not show or keep -------------------------------------------------
-    def known_keys(self) -> dict[str, str]:
-        """Every API key Outpost knows -> whose it is. The keychain is asked only while the
-        route may reach a provider: a Local only window opens no D-Bus socket, as a Local only
-        turn does not (the keys known without it still count: ``known_keys``). It is asked at
-        most once every ``KEYS_KEPT_S`` (a D-Bus round trip, on the GUI thread here: every draft
-        save, list refresh and chat opened asked it), and at once after the Providers dialog
-        changed a provider or a key; in between, the keys it gave are known to this process
-        (``remember``), as are the environment's and the key file's, read each time."""
-        now = time.monotonic()
-        ask = self._cloud_possible and (self._keychain_read is None or
-                                        now - self._keychain_read > KEYS_KEPT_S)
-        if ask:
-            self._keychain_read = now
-        return known_keys(ask_keychain=ask)
-
-    @Slot()
-    def _forget_known_keys(self) -> None:
-        self._keychain_read = None
-
-    def key_mask(self) -> SecretMask:
-        """Masks the known keys in what the window keeps (the draft) or shows from the database
-        (titles, messages: one may hold a key stored by a Local only chat)."""
-        return SecretMask(self.known_keys())
-
     # -- the route -----------------------------------------------------------------------------
     def update_route_display(self) -> None:
         """Show the current conversation's route, Offline mode and the chosen target on every
@@ -496,7 +467,6 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _on_route_state_changed(self, state: RouteState) -> None:
-        self._cloud_possible = state.cloud_possible
         self.view.set_empty_text(state.texts().empty)
         self.meter.refresh()
         self._refresh_links()
@@ -839,7 +809,7 @@ class MainWindow(QMainWindow):
             return
         try:
             self.title_label.setText(
-                self.key_mask().scrub(self.store.get_conversation(cid).title))
+                self.keys.mask().scrub(self.store.get_conversation(cid).title))
         except OutpostError:
             self.title_label.setText("")
 

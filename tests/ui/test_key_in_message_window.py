@@ -4,6 +4,8 @@ edit in its editor), nothing stored and nothing sent. Real window, ScriptedEngin
 model, the key stored as the user stores it (``keep_key``)."""
 from __future__ import annotations
 
+import keyring
+import keyring.backend
 import pytest
 from PySide6.QtCore import Qt
 
@@ -126,20 +128,68 @@ def test_a_key_a_stored_chat_holds_is_masked_in_its_title_and_text(qtbot, script
     assert window.view.bubbles[0].message.content == "local: [redacted]"
 
 
-def test_a_local_only_window_masks_without_opening_the_keychain(qtbot, scripted, monkeypatch):
-    """No provider is chosen (one is configured): the draft, the list and the messages are masked with the
-    keys known without the keychain (the environment's here), and D-Bus is never opened."""
+class InMemoryKeychain(keyring.backend.KeyringBackend):
+    """A secure OS keychain as keyring sees one (priority 5), kept in memory: a key stored
+    here is in no file Outpost reads without the keychain."""
+
+    priority = 5  # type: ignore[assignment]
+
+    def __init__(self):
+        super().__init__()
+        self.passwords: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service, username):
+        return self.passwords.get((service, username))
+
+    def set_password(self, service, username, password):
+        self.passwords[(service, username)] = password
+
+    def delete_password(self, service, username):
+        self.passwords.pop((service, username), None)
+
+
+@pytest.fixture
+def keychain_only():
+    """The OS keychain is a secure one in memory for the test (the detected one after)."""
+    previous = keyring.get_keyring()
+    keyring.set_keyring(InMemoryKeychain())
+    yield
+    keyring.set_keyring(previous)
+
+
+def test_a_local_only_window_masks_a_key_kept_only_in_the_keychain(qtbot, scripted,
+                                                                    scripted_engine,
+                                                                    keychain_only, monkeypatch):
+    """A Local only window left the keychain out of the keys it masks: a key kept only there
+    (not in keys.json, not in the environment) showed whole in a stored chat's list entry,
+    title and messages, and went into window.ini with the draft. A key the user stored is
+    masked whatever the route."""
+    from app.config.secrets import KeyStore
     from ui.window_state import WindowState
 
-    monkeypatch.setenv("OPENAI_API_KEY", DRAFT_KEY)
-    monkeypatch.setattr("app.config.secrets.keychain",
-                        lambda: pytest.fail("a Local only window asked the keychain"))
-    scripted.registry.add(ProviderConfig("acme", "openai", "http://127.0.0.1:9/v1", "m"))
     window = scripted.window
-    window.composer.edit.setPlainText(f"export OPENAI_API_KEY={DRAFT_KEY}")
-    window.draft.save()
+    picker = window.route_picker
+    picker.setCurrentIndex(picker.findData("local"))
+    picker.activated.emit(picker.currentIndex())
+    scripted_engine.script(reply("Noted."))
+    send(qtbot, scripted, f"local: {STORED_KEY}")
+    conversation_id = window.controller.conversation_id
+    assert scripted.store.get_conversation(conversation_id).route == "local"
+    scripted.registry.add(ProviderConfig("acme", "openai", "http://127.0.0.1:9/v1", "m"))
+    assert KeyStore().set("acme", STORED_KEY) == "keychain"
+    monkeypatch.setattr("app.domain.secrets_mask._remembered", {})  # (a fresh process)
+    window.model_menu.providers_changed.emit()  # (the Providers dialog stored it)
+    window.controller.new_conversation()
     window.refresh_sidebar()
-    assert WindowState().draft(window.profile_name) == "export OPENAI_API_KEY=[redacted]"
+    [item] = window.sidebar.conversation_items()
+    assert item.text() == "local: [redacted]" and STORED_KEY not in item.toolTip()
+    window.sidebar.conversation_selected.emit(conversation_id)  # (a click on it)
+    assert window.title_label.text() == "local: [redacted]"
+    assert window.view.bubbles[0].message.content == "local: [redacted]"
+    assert window.controller.effective_route() == "local"
+    window.composer.edit.setPlainText(f"again {STORED_KEY}")
+    window.draft.save()
+    assert WindowState().draft(window.profile_name) == "again [redacted]"
 
 
 def test_the_window_asks_the_keychain_at_most_once_in_a_while(qtbot, scripted, keep_key,
