@@ -7,6 +7,7 @@ from __future__ import annotations
 import keyring
 import keyring.backend
 import pytest
+from keyring.compat import properties
 from PySide6.QtCore import Qt
 
 from app.config.providers import ProviderConfig
@@ -130,9 +131,16 @@ def test_a_key_a_stored_chat_holds_is_masked_in_its_title_and_text(qtbot, script
 
 class InMemoryKeychain(keyring.backend.KeyringBackend):
     """A secure OS keychain as keyring sees one (priority 5), kept in memory: a key stored
-    here is in no file Outpost reads without the keychain."""
+    here is in no file Outpost reads without the keychain. Viable only while a test uses it
+    (keyring registers every backend class: its own detection must never pick this one)."""
 
-    priority = 5  # type: ignore[assignment]
+    active = False
+
+    @properties.classproperty
+    def priority(cls) -> float:
+        if not cls.active:
+            raise RuntimeError("only for tests")
+        return 5.0
 
     def __init__(self):
         super().__init__()
@@ -152,9 +160,11 @@ class InMemoryKeychain(keyring.backend.KeyringBackend):
 def keychain_only():
     """The OS keychain is a secure one in memory for the test (the detected one after)."""
     previous = keyring.get_keyring()
+    InMemoryKeychain.active = True
     keyring.set_keyring(InMemoryKeychain())
     yield
     keyring.set_keyring(previous)
+    InMemoryKeychain.active = False
 
 
 def test_a_local_only_window_masks_a_key_kept_only_in_the_keychain(qtbot, scripted,
@@ -219,3 +229,4 @@ def test_the_window_asks_the_keychain_at_most_once_in_a_while(qtbot, scripted, k
     window.model_menu.providers_changed.emit()  # a provider or a key changed: asked again
     window.draft.save()
     assert len(reads) == before + 1
+
