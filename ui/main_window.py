@@ -709,7 +709,7 @@ class MainWindow(QMainWindow):
     def open_settings(self) -> SettingsDialog:
         """Chat ▸ Settings… (Ctrl+,): every option of the settings schema, by group."""
         dialog = SettingsDialog(self.settings, self, on_applied=self.apply_settings,
-                                notes=self.setting_notes())
+                                notes=self.setting_notes(), keys=self.keys.known)
         self.settings_dialog = dialog
         dialog.show()
         return dialog

@@ -23,7 +23,7 @@ settings; ``theme``: apply the theme.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from PySide6.QtCore import QEvent, Qt, Signal, Slot
 from PySide6.QtWidgets import (
@@ -47,7 +47,8 @@ from PySide6.QtWidgets import (
 
 from app.config import settings as config  # the schema is read when a dialog is built
 from app.config.settings import Option, Settings, option_named
-from app.domain.errors import OutpostError, StorageError
+from app.domain.errors import KeyInMessage, OutpostError, StorageError
+from app.domain.secrets_mask import find_secret
 from ui import theme
 from ui.settings_fields import FileField, FolderList, LongTextField, make_field
 
@@ -91,10 +92,13 @@ class OptionRow(QWidget):
 
     edited = Signal(str)  # the option's name
 
-    def __init__(self, option: Option, parent: QWidget | None = None, note: str = ""):
-        """``note``: what holds for this option on this machine (see ``SettingsDialog``)."""
+    def __init__(self, option: Option, parent: QWidget | None = None, note: str = "",
+                 refuse: Callable[[Any], None] | None = None):
+        """``note``: what holds for this option on this machine (see ``SettingsDialog``);
+        ``refuse``: a check of its own beyond the schema's (an ``OutpostError`` says why)."""
         super().__init__(parent)
         self.option = option
+        self.refuse = refuse
         self.error: str | None = None
         self.about = option.description + _span_note(option) + \
             _EFFECT_NOTES[option.takes_effect] + (f" {note}" if note else "")
@@ -161,6 +165,8 @@ class OptionRow(QWidget):
     def _check(self) -> None:
         try:
             Settings.check(self.option.name, self.value())
+            if self.refuse is not None:
+                self.refuse(self.value())
             self.error = None
         except OutpostError as exc:
             self.error = str(exc)
@@ -175,7 +181,8 @@ class SettingsPage(QWidget):
     """One group's options, scrolling, under a title and Restore defaults."""
 
     def __init__(self, group: str, parent: QWidget | None = None,
-                 notes: dict[str, str] | None = None):
+                 notes: dict[str, str] | None = None,
+                 refusals: Mapping[str, Callable[[Any], None]] | None = None):
         super().__init__(parent)
         self.group = group
         layout = QVBoxLayout(self)
@@ -204,7 +211,8 @@ class SettingsPage(QWidget):
         self.rows: list[OptionRow] = []
         for option in config.SCHEMA:
             if option.group == group:
-                row = OptionRow(option, note=(notes or {}).get(option.name, ""))
+                row = OptionRow(option, note=(notes or {}).get(option.name, ""),
+                                refuse=(refusals or {}).get(option.name))
                 self.rows.append(row)
                 self.rows_layout.addWidget(row)
         self.rows_layout.addStretch(1)
@@ -236,11 +244,14 @@ class SettingsDialog(QDialog):
 
     def __init__(self, settings: Settings, parent: QWidget | None = None,
                  on_applied: Callable[[list[str]], None] | None = None,
-                 notes: dict[str, str] | None = None):
+                 notes: dict[str, str] | None = None,
+                 keys: Callable[[], Mapping[str, str]] = dict):
         """``notes``: per option name, what holds for it on this machine, after its
-        description (no GPU offload in this build, for "Use the GPU")."""
+        description (no GPU offload in this build, for "Use the GPU"); ``keys``: the API
+        keys known now -> whose they are (a system prompt holding one is not saved)."""
         super().__init__(parent)
         self.settings = settings
+        self.keys = keys
         self.setWindowTitle("Settings")
         self.resize(860, 640)
         self.setMinimumHeight(440)  # and as wide as the widest page's rows
@@ -250,7 +261,8 @@ class SettingsDialog(QDialog):
         self.stack = QStackedWidget()
         self.rows: dict[str, OptionRow] = {}
         for group in shown_groups():
-            page = SettingsPage(group, notes=notes)
+            page = SettingsPage(group, notes=notes,
+                                refusals={"system_prompt": self._refuse_key})
             self.pages.addItem(group)
             self.stack.addWidget(page)
             for row in page.rows:
@@ -306,6 +318,15 @@ class SettingsDialog(QDialog):
 
     def invalid_names(self) -> list[str]:
         return [name for name, row in self.rows.items() if row.error is not None]
+
+    def _refuse_key(self, text: str) -> None:
+        """``KeyInMessage`` when the default system prompt holds a known API key: every new
+        chat would start with it (and a turn refuses to send it)."""
+        found = find_secret(text, self.keys()) if text else None
+        if found is not None:
+            raise KeyInMessage(f"The system prompt contains {found[1]}; remove the key from it "
+                               "(a new chat would keep it and send it with every message).",
+                               found[1])
 
     # -- OK, Apply, Cancel ------------------------------------------------------------------------
     @Slot()

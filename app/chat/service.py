@@ -28,7 +28,7 @@ from app.chat.turn import Turn
 from app.config.presets import PresetBook
 from app.config.pseudonym import provider_user
 from app.config.secrets import known_keys, stored_keys
-from app.config.settings import Settings, default_user_id
+from app.config.settings import Settings, default_user_id, option_named
 from app.domain.adapters import LoraAdapter, adapters_from_records
 from app.domain.context import ONE_REQUEST, Fanout, Fit, ReplyCap, fit_messages
 from app.domain.errors import KeyInMessage, RateLimited, UsageError
@@ -55,6 +55,9 @@ if TYPE_CHECKING:
 # ``reply_to`` for a message that starts the conversation over (an edited first message): it
 # follows nothing, beside the conversation's first message
 NEW_ROOT = "root"
+_DEFAULT_SYSTEM = option_named("system_prompt")
+# where the user changes the system prompt a new chat takes (said when it holds a key)
+DEFAULT_SYSTEM_PROMPT = f"Settings ▸ {_DEFAULT_SYSTEM.group} ▸ {_DEFAULT_SYSTEM.title}"
 
 
 @dataclass(frozen=True)
@@ -437,9 +440,13 @@ class ChatService:
         new_system = options.system_prompt if options.system_prompt is not None and (
             conversation is None or options.system_prompt != conversation.system_prompt) \
             else None
+        if conversation is None and options.system_prompt is None:
+            new_system = self.settings["system_prompt"]  # a new chat keeps the default
         secrets = self._refuse_keys(list(fit.messages) if fit is not None else messages,
                                     effective_route, new_prompt=new_prompt,
-                                    new_system=new_system)
+                                    new_system=new_system, default_system=(
+                                        conversation is None and
+                                        new_system == self.settings["system_prompt"]))
         cap = None
         if self.quotas is not None:
             prompt_tokens = fit.prompt_tokens if fit is not None else \
@@ -456,8 +463,8 @@ class ChatService:
         return knobs, request_args, fit, cap, secrets
 
     def _refuse_keys(self, messages: list[ChatMessage], effective_route: str, *,
-                     new_prompt: bool, new_system: str | None = None
-                     ) -> Callable[[], SecretMask]:
+                     new_prompt: bool, new_system: str | None = None,
+                     default_system: bool = False) -> Callable[[], SecretMask]:
         """``KeyInMessage`` when what the turn would store or send holds one of the user's own
         API keys. A turn that may reach a provider: everything it sends, against every key. A
         Local only turn sends nothing: only its new message (``new_prompt``, the last one),
@@ -465,12 +472,18 @@ class ChatService:
         the mask of the keys read here, for the turn (read once: no second keychain read when
         it runs); a Local only turn that checks nothing reads none (the keys this process
         handled are masked still: ``SecretMask``). ``new_system``: a system prompt the turn
-        would store with the conversation (checked on every route: it is kept on disk)."""
+        would store with the conversation (checked on every route: it is kept on disk);
+        ``default_system``: it is Settings' default, which a new chat takes (the refusal says
+        where to change it)."""
         local = effective_route == "local"
         if local and not new_prompt and not new_system:
             return lambda: SecretMask(())
         owners = self.keys(not local)
         found = find_secret(new_system, owners) if new_system else None
+        if found is not None and default_system:
+            raise KeyInMessage(f"The default system prompt ({DEFAULT_SYSTEM_PROMPT}) contains "
+                               f"{found[1]}; remove the key from it there (nothing was saved "
+                               "or sent).", found[1])
         if found is not None:
             raise KeyInMessage(f"The system prompt contains {found[1]}; remove the key from it "
                                "(nothing was saved or sent).", found[1])

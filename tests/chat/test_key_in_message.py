@@ -37,6 +37,7 @@ OUTBOX_KEY = "sk-pasted-outbox-item-1234abcd5678ef90"
 CLI_KEY = "sk-pasted-cli-ask-ffee00dd11cc22bb33aa"
 SPLIT_KEY = "sk-pasted-split-in-two-0a1b2c3d4e5f6a7b"
 SYSTEM_KEY = "sk-pasted-system-prompt-local-8e7d6c5b4a"
+DEFAULT_KEY = "sk-pasted-default-system-prompt-3c2b1a09"
 
 
 def cloud_provider(name: str = "acme", url: str = "http://127.0.0.1:9/v1") -> None:
@@ -118,6 +119,32 @@ def test_a_new_system_prompt_with_a_key_is_refused_on_a_local_only_turn_too(stor
     assert str(refused.value) == ("The system prompt contains your API key from OPENAI_API_KEY;"
                                   " remove the key from it (nothing was saved or sent).")
     assert store.list_conversations() == [] and files_holding(db_path, SYSTEM_KEY) == []
+
+
+@pytest.mark.parametrize("route", ["local", "cloud"])
+def test_a_default_system_prompt_with_a_key_is_refused_naming_the_setting(store, db_path,
+                                                                          monkeypatch, route):
+    """A new chat takes Settings' default system prompt: a Local only turn kept it on disk
+    unchecked (and a cloud turn refused it as "the system prompt of this conversation", which
+    does not exist yet). Refused on every route, saying where to remove the key."""
+    monkeypatch.setenv("OPENAI_API_KEY", DEFAULT_KEY)
+    settings = Settings()
+    settings.set("system_prompt", f"Answer briefly. My key is {DEFAULT_KEY}.")
+    service = ChatService(store, settings)
+    with pytest.raises(KeyInMessage) as refused:
+        service.start_turn("Hello", model="test-model", effective_route=route)
+    assert str(refused.value) == (
+        "The default system prompt (Settings ▸ General ▸ System prompt) contains your API key "
+        "from OPENAI_API_KEY; remove the key from it there (nothing was saved or sent).")
+    assert store.list_conversations() == [] and files_holding(db_path, DEFAULT_KEY) == []
+    # the window's new chat passes the panel's system prompt: the default, unchanged
+    with pytest.raises(KeyInMessage, match="^The default system prompt "):
+        service.start_turn("Hello", model="test-model", effective_route=route,
+                           options=TurnOptions(system_prompt=settings["system_prompt"]))
+    # a chat that has its own system prompt does not take the default
+    turn = service.start_turn("Hello", model="test-model", effective_route=route,
+                              options=TurnOptions(system_prompt="Answer briefly."))
+    assert store.get_conversation(turn.conversation_id).system_prompt == "Answer briefly."
 
 
 def test_a_key_already_in_the_history_is_not_sent_again(store, keep_key):

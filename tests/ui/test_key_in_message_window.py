@@ -230,3 +230,27 @@ def test_the_window_asks_the_keychain_at_most_once_in_a_while(qtbot, scripted, k
     window.draft.save()
     assert len(reads) == before + 1
 
+
+SETTINGS_KEY = "sk-typed-into-the-default-prompt-2236067"
+
+
+def test_settings_refuses_a_default_system_prompt_holding_a_key(qtbot, scripted, keep_key):
+    """Settings ▸ General ▸ System prompt saved a key into settings.json, given to every new
+    chat and sent with it: the field says why, and OK / Apply stay off until it is removed."""
+    from app.config.settings import Settings
+
+    scripted.registry.add(ProviderConfig("acme", "openai", "http://127.0.0.1:9/v1", "m"))
+    keep_key("acme", SETTINGS_KEY)
+    dialog = scripted.window.open_settings()
+    qtbot.addWidget(dialog)
+    row = dialog.rows["system_prompt"]
+    row.field.setPlainText(f"Be brief. {SETTINGS_KEY}")
+    assert row.error == (
+        "The system prompt contains your API key for acme; remove the key from it (a new chat "
+        "would keep it and send it with every message).")
+    assert SETTINGS_KEY not in row.error_label.text() and row.error_label.isVisibleTo(dialog)
+    assert not dialog.ok_button.isEnabled() and not dialog.apply()
+    assert Settings()["system_prompt"] == "You are a helpful assistant."
+    row.field.setPlainText("Be brief.")
+    assert row.error is None and dialog.apply()
+    assert Settings()["system_prompt"] == "Be brief."
