@@ -17,7 +17,6 @@ from app.config.providers import ProviderRegistry
 from app.config.secrets import KeyStore
 from app.config.settings import Settings, default_user_id
 from app.domain.errors import BackupSkipped, OutpostError, ProfileError, UsageError
-from app.domain.wording import counted
 from app.storage.profiles import Profile, Profiles
 from app.storage.store import Store
 from engines.llama_local import gpu_offload_supported
@@ -29,6 +28,7 @@ from ui.damaged_database import CannotStartDialog, open_store_or_restore
 from ui.downloads import Downloads
 from ui.errors import install_excepthook
 from ui.input_guard import install_input_guard
+from ui.interrupted_replies import interrupted_words, open_newest
 from ui.main_window import MainWindow, WindowServices
 from ui.model_loader import ModelLoader
 from ui.model_manager import ModelManager
@@ -115,8 +115,9 @@ class OutpostApp:
         # e.g. a leftover write-ahead log copied aside; replies a crash cut short
         news = [*self.store.notes, *([interrupted_words(self.recovered)] if self.recovered
                                      else [])]
-        if news:
-            self.window.errors.inform(" ".join(news))
+        if news:  # with a button that opens the newest chat a stop cut short
+            self.window.errors.inform(" ".join(news), open_newest(
+                self.recovered, self.store, profile.name, self.window.show_search_result))
 
     def _make_controller(self, view) -> ChatController:
         """The window's chat controller, rendering into the window's conversation ``view``."""
@@ -238,14 +239,6 @@ class OutpostApp:
         self.cloud_pool.close()
         self.tasks.wait()
         self.store.close()
-
-
-def interrupted_words(count: int) -> str:
-    """What the start says of the replies a crash, a kill or a power cut left half written
-    (``ChatService.recover_interrupted``): they are kept, marked interrupted."""
-    were = "was" if count == 1 else "were"
-    return (f"{counted(count, 'reply', 'replies')} {were} interrupted when Outpost stopped; "
-            "the text that had arrived is kept, marked interrupted.")
 
 
 def run_gui() -> int:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import sys
 import traceback
+from dataclasses import dataclass
+from typing import Callable
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QWidget
@@ -14,6 +16,16 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QWi
 from app.domain.errors import Cancelled, OutpostError
 from app.domain.secrets_mask import SecretMask
 from ui import theme
+
+
+@dataclass(frozen=True)
+class BannerAction:
+    """One thing to do about the news the banner shows: its button's text, what it does in
+    words (the tooltip, read by screen readers) and the doing."""
+
+    text: str
+    description: str
+    run: Callable[[], None]
 
 
 class ErrorBanner(QWidget):
@@ -30,32 +42,56 @@ class ErrorBanner(QWidget):
         self.retry_button = QPushButton("Retry")
         self.retry_button.setToolTip("Answer the message that failed again")
         self.retry_button.hide()
+        # news may come with one thing to do about it (open the chat it is about)
+        self.action_button = QPushButton("Open")
+        self.action_button.setToolTip("Open what this message is about")
+        self.action_button.hide()
+        self._action: BannerAction | None = None
         close = QPushButton("Dismiss")
         close.setToolTip("Hide this message")
         close.setFlat(True)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(12, 6, 8, 6)
         layout.addWidget(self.label, 1)
+        layout.addWidget(self.action_button)
         layout.addWidget(self.retry_button)
         layout.addWidget(close)
         self.retry_button.clicked.connect(self.hide)
         self.retry_button.clicked.connect(self.retry_requested)
         close.clicked.connect(self.hide)
         close.clicked.connect(self.dismissed)
+        self.action_button.clicked.connect(self._on_action)
         self.hide()
 
-    def show_info(self, message: str) -> None:
-        """News that is not an error (e.g. a queued message was answered)."""
+    def show_info(self, message: str,
+                  action: BannerAction | None = None) -> None:
+        """News that is not an error (e.g. a queued message was answered). ``action``: a
+        button for this news only (the banner hides when it is clicked)."""
         theme.restyle(self, lambda: theme.banner_style("info"))
         self.label.setText(message)
         self.retry_button.hide()
+        self._set_action(action)
         self.show()
 
     def show_error(self, message: str, can_retry: bool = False) -> None:
         theme.restyle(self, lambda: theme.banner_style("error"))
         self.label.setText(message)
         self.retry_button.setVisible(can_retry)
+        self._set_action(None)
         self.show()
+
+    def _set_action(self, action: BannerAction | None) -> None:
+        self._action = action
+        if action is not None:
+            self.action_button.setText(action.text)
+            self.action_button.setToolTip(action.description)
+        self.action_button.setVisible(action is not None)
+
+    def _on_action(self) -> None:
+        action = self._action
+        self.hide()
+        if action is not None:
+            action.run()
 
 
 class ErrorPresenter:
@@ -70,8 +106,9 @@ class ErrorPresenter:
             return  # the user's own stop
         self.banner.show_error(str(error), can_retry=can_retry)
 
-    def inform(self, news: str) -> None:
-        self.banner.show_info(news)
+    def inform(self, news: str, action: BannerAction | None = None) -> None:
+        """``action``: a button with this news."""
+        self.banner.show_info(news, action)
 
 
 def install_excepthook(parent_getter) -> None:

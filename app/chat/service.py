@@ -240,9 +240,10 @@ class ChatService:
                     f"once {provider} can be reached."))
         return item
 
-    def recover_interrupted(self) -> int:
-        """Mark replies left 'streaming' by a dead process as 'interrupted' (start-up)."""
-        return self.store.mark_orphaned_streaming()
+    def recover_interrupted(self) -> list[Message]:
+        """Mark replies left 'streaming' by a dead process as 'interrupted' (start-up): the
+        replies marked, oldest first."""
+        return self.store.recover_orphaned_streaming()
 
     def retry_turn(self, failed: Turn, *, effective_route: str | None = None,
                    price_known: bool = True, price: "Price | None" = None,

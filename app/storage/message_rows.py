@@ -152,12 +152,17 @@ class MessageRows(Connections):
 
     def mark_orphaned_streaming(self) -> int:
         """Mark rows still 'streaming' whose writer process is gone as 'interrupted'."""
+        return len(self.recover_orphaned_streaming())
+
+    def recover_orphaned_streaming(self) -> list[Message]:
+        """``mark_orphaned_streaming``, returning the replies it marked, oldest first."""
         with storage_errors(self.path):
             rows = list(self.db["messages"].rows_where("status = ?",
-                                                       [MessageStatus.STREAMING.value]))
+                                                       [MessageStatus.STREAMING.value],
+                                                       order_by="created_at, rowid"))
         orphans = [r["id"] for r in rows if not writer_alive(r["writer"], r["id"])]
         for message_id in orphans:
             self.update_message(message_id, status=MessageStatus.INTERRUPTED,
                                 finish_reason="interrupted",
                                 error="The app stopped before this reply was finished.")
-        return len(orphans)
+        return [self.get_message(message_id) for message_id in orphans]
