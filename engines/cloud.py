@@ -280,7 +280,8 @@ class CloudEngine(EngineBase):
                 if delay is None:
                     raise failed.error from None
                 retries += 1
-                yield Retrying(self.config.name, retries, failed.error, delay)  # (said now)
+                yield Retrying(self.config.name, retries, failed.error, delay,  # (said now)
+                               attempts=self.policy.max_retries + 1)
                 if cancel.wait(delay):
                     yield from self._finish(request, StreamState(), FinishReason.CANCELLED,
                                             turn_started, None, None)

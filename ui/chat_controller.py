@@ -29,10 +29,11 @@ from PySide6.QtGui import QGuiApplication
 from app.chat.pipeline import PendingTurn, Queued, TurnOutcome, TurnPipeline, TurnTarget
 from app.chat.service import NEW_ROOT, ChatService, TurnOptions
 from app.domain.errors import Cancelled, OutpostError, ReplyNotSaved, UsageError
-from app.domain.messages import CLOSING, CancelWithReason, Message, Role
+from app.domain.messages import CLOSING, CancelWithReason, Message, Retrying, Role
 from engines.registry import CloudTargets
 from ui.conversation_view import ConversationView
 from ui.message_actions import Versions
+from ui.message_text import retry_text
 from ui.model_loader import ModelLoader
 from ui.stream_worker import StreamWorker
 
@@ -132,6 +133,7 @@ class ChatController(QObject):
         self._worker.turn_failed.connect(self._on_turn_failed)
         self._worker.seam_received.connect(self._on_seam)
         self._worker.restarted.connect(self._on_restart)
+        self._worker.retrying.connect(self._on_retrying)
         self._worker.turn_queued.connect(self._on_turn_queued)
         self._worker.notice.connect(self.notice)
         self._thread.start()
@@ -562,6 +564,13 @@ class ChatController(QObject):
             self._bubble.restart("Not valid JSON; asking once more…")
         self._asked_again = True  # (the banner says so until the reply ends)
         self.notice.emit(reason)
+
+    @Slot(object)
+    def _on_retrying(self, retry: Retrying) -> None:
+        """A cloud request failed before any text and is sent again after a wait: the reply's
+        status says so while it waits (until text arrives)."""
+        if self._bubble is not None and not self._bubble.text and not self._buffer:
+            self._bubble.show_retrying(retry_text(retry))
 
     @Slot(object)
     def _on_turn_queued(self, queued: Queued) -> None:

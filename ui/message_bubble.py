@@ -209,6 +209,7 @@ class MessageBubble(QFrame):
         self._segments: list[dict] | None = None
         self._streamed = False
         self._placeholder: str | None = None
+        self.retrying = False  # the footer says a request is sent again soon (until text)
         self._shown_html: str | None = None  # the HTML the streamed document is made of
         self.kept_streamed = 0  # finished replies shown as streamed, not set again (for tests)
 
@@ -469,6 +470,7 @@ class MessageBubble(QFrame):
         (``set_text``), and shows the same when reopened."""
         self.text += delta
         self._streamed, self._placeholder = True, None
+        self._end_retrying()
         new, tail, restarted = self._incremental.advance(self.text[self._segment_start:])
         document = self.body.document()
         stable = self._done_html + self._incremental.stable_html
@@ -498,6 +500,7 @@ class MessageBubble(QFrame):
         self.seams.append((len(self.text), label))
         self._seam_reasons.append(reason)
         self._streamed, self._placeholder = True, None
+        self._end_retrying()
         self._incremental = IncrementalMarkdown()
         self._tail_from = None
         self.body.setHtml(self._done_html)
@@ -511,7 +514,19 @@ class MessageBubble(QFrame):
 
     def show_no_reply(self) -> None:
         """The reply has no text (it failed, or was stopped, before the first word)."""
+        self._end_retrying()
         self.set_placeholder(NO_REPLY)
+
+    def show_retrying(self, status: str) -> None:
+        """A streaming reply's status while its request waits to be sent again (a cloud
+        request refused with 429 or 5xx before any text): cleared when text arrives."""
+        self.retrying = True
+        self.set_footer(f"↻ {status}")
+
+    def _end_retrying(self) -> None:
+        if self.retrying:
+            self.retrying = False
+            self.set_footer("")
 
     def set_placeholder(self, note: str) -> None:
         self._placeholder = note
@@ -559,6 +574,7 @@ class MessageBubble(QFrame):
     def show_message_state(self, message: Message) -> None:
         self.message_id = message.id
         self.message = message
+        self.retrying = False  # (the footer says how it ended now)
         self.details_button.setVisible(message.role is Role.ASSISTANT)
         note = _STATUS_NOTES.get(message.status, "")
         if message.status is MessageStatus.INTERRUPTED and message.error:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import html
 
 from app.accounting.pricing import Cost, format_usd
-from app.domain.messages import Message, Role
+from app.domain.errors import OutpostError, kind_words
+from app.domain.messages import Message, Retrying, Role
+from app.domain.wording import seconds
 from ui import theme
 from ui.markdown import render
 
@@ -65,6 +67,15 @@ def cost_text(message: Message) -> str:
 
 # Route reasons worth a line under the reply: the engine was not the one the user picked.
 ROUTE_WORDS_SHOWN = ("answered locally", "continued locally", "outbox", "hedge")
+
+
+def retry_text(retry: Retrying) -> str:
+    """A reply's status while a cloud request waits to be sent again: "retrying in 4 s
+    (attempt 2 of 3): rate limited"."""
+    attempt = f"attempt {retry.attempt + 1}" + (
+        f" of {retry.attempts}" if retry.attempts is not None else "")
+    kind = retry.error.kind if isinstance(retry.error, OutpostError) else "bug"
+    return f"retrying in {seconds(retry.wait_s)} ({attempt}): {kind_words(kind)}"
 
 
 def message_html(role: Role, text: str, segments: list[dict] | None) -> str:

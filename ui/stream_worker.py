@@ -21,7 +21,7 @@ from PySide6.QtGui import QGuiApplication
 
 from app.chat.pipeline import ModelLoading, Notice, PendingTurn, Queued, TurnEnded
 from app.domain.errors import InternalError
-from app.domain.messages import Refit, Restart, Seam, TextDelta, Usage
+from app.domain.messages import Refit, Restart, Retrying, Seam, TextDelta, Usage
 from ui.markdown import render
 
 
@@ -84,6 +84,7 @@ class StreamWorker(QObject):
     usage_received = Signal(object)  # app.domain.messages.Usage
     seam_received = Signal(str, str, int)  # who continues ("local · model"), why, text offset
     restarted = Signal(str)  # the reply starts over (invalid JSON asked again): why
+    retrying = Signal(object)  # app.domain.messages.Retrying: a cloud request sent again soon
     turn_queued = Signal(object)  # app.chat.pipeline.Queued: the request went to the outbox
     notice = Signal(str)  # plain news that is not the turn's error
     # the finished reply's text, its HTML (ui.markdown.render) and the palette it was rendered
@@ -125,6 +126,8 @@ class StreamWorker(QObject):
                     mailbox.seal()
                     streamed = None
                     self.restarted.emit(event.reason)
+                elif isinstance(event, Retrying):  # (before any text: said during its wait)
+                    self.retrying.emit(event)
                 elif isinstance(event, ModelLoading):
                     self.model_wait_started.emit()
                 elif isinstance(event, Queued):

@@ -285,13 +285,15 @@ class Restart:
 class Retrying:
     """A cloud attempt failed before any text reached the reply, and the engine sends the
     request again after ``wait_s`` seconds (the provider's Retry-After, else the backoff):
-    ``attempt`` is the one that failed (1-based), ``error`` why. Sent before the wait, so a
-    front end can say it while it lasts; nothing of the reply changes."""
+    ``attempt`` is the one that failed (1-based), ``error`` why, ``attempts`` how many the
+    engine makes in all (None: not said). Sent before the wait, so a front end can say it
+    while it lasts; nothing of the reply changes."""
 
     engine: str
     attempt: int
     error: Exception
     wait_s: float
+    attempts: int | None = None
 
 
 StreamEvent = Union[TextDelta, Usage, Finished, Seam, Refit, Restart, Retrying]

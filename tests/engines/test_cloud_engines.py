@@ -554,9 +554,9 @@ def test_each_retry_is_said_before_its_wait(make, server):
     cancel = WaitLog()
     events, reply = built.run(cancel=cancel)
     name = built.engine.info.engine
-    said = [(e.engine, e.attempt, e.error.kind, e.wait_s) for e in events
+    said = [(e.engine, e.attempt, e.error.kind, e.wait_s, e.attempts) for e in events
             if isinstance(e, Retrying)]
-    assert said == [(name, 1, "provider_unavailable", 0.2), (name, 2, "rate_limited", 0.3)]
+    assert said == [(name, 1, "provider_unavailable", 0.2, 3), (name, 2, "rate_limited", 0.3, 3)]
     assert cancel.waits == [0.2, 0.3] and reply.text == DEFAULT_TEXT
 
     server.script([Status(503, headers={"x-should-retry": "false"})])
