@@ -213,14 +213,19 @@ REASONING_REFUSES = frozenset({"temperature", "top_p", "presence_penalty", "freq
 
 
 def takes_max_completion_tokens(model: str) -> bool:
-    """Whether an OpenAI model wants ``max_completion_tokens`` in place of ``max_tokens``."""
+    """Whether an OpenAI model wants ``max_completion_tokens`` in place of ``max_tokens``: by
+    its bare name only. A router (OpenRouter's ``openai/o3-mini``) takes ``max_tokens`` for
+    every model and passes it on as the model wants it; a server that refuses either name
+    gets the other (learnt, ``app.config.provider_facts``)."""
     return bool(_MAX_COMPLETION_TOKENS_MODELS.match(model or ""))
 
 
 def is_reasoning_model(kind: str, model: str | None) -> bool:
     """An OpenAI reasoning model (``REASONING_FAMILIES``), by its name at an OpenAI-compatible
-    server: the knobs of ``REASONING_REFUSES`` go to it only when given for the turn."""
-    return kind == "openai" and bool(_REASONING_MODELS.match(model or ""))
+    server, also behind a router's prefix (OpenRouter's ``openai/o3-mini``, a proxy's
+    ``team/gpt-5``: the name after the last ``/``): the knobs of ``REASONING_REFUSES`` go to
+    it only when given for the turn."""
+    return kind == "openai" and bool(_REASONING_MODELS.match((model or "").rsplit("/", 1)[-1]))
 
 
 def withheld(kind: str, model: str | None, chosen=(), refused=()) -> frozenset[str]:

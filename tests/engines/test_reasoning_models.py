@@ -157,3 +157,35 @@ def test_the_map_withholds_only_what_the_openai_api_has():
     assert withheld("anthropic", "o3-mini") == frozenset()  # a name, at another API
     assert withheld("local", "o3") == frozenset()
     assert withheld("openai", "o3-mini", refused=("max_tokens",)) == set(SAMPLING)
+
+
+@pytest.mark.parametrize("model", ["openai/o3-mini", "openai/gpt-5", "openai/o4-mini",
+                                   "team/eu/o1"])
+def test_a_reasoning_model_behind_a_routers_prefix_gets_no_default_knob(server, model):
+    """OpenRouter names OpenAI's models ``openai/o3-mini``; a proxy may add a prefix of its own:
+    the name after the last ``/`` says it is a reasoning model, so the settings' temperature
+    and top_p and the conversation's penalties are not sent (OpenRouter, like the fault
+    server's ``Normal``, takes ``max_tokens`` for every model)."""
+    reply = run(engine_for(server, model), request(max_tokens=50, presence_penalty=0.5,
+                                                   frequency_penalty=0.2))
+    assert reply.text == DEFAULT_TEXT
+    [sent] = server.chat_requests()
+    assert not set(SAMPLING) & set(sent.json)
+    assert sent.json["max_tokens"] == 50
+    assert withheld("openai", model) == set(SAMPLING)
+
+
+def test_a_prefixed_name_given_a_knob_for_the_turn_sends_it(server):
+    given = request(temperature=0.5, chosen=("temperature",))
+    run(engine_for(server, "openai/o3-mini"), given)
+    [sent] = server.chat_requests()
+    assert sent.json["temperature"] == 0.5 and "top_p" not in sent.json
+
+
+@pytest.mark.parametrize("model", ["openai/gpt-5-chat-latest", "openai/gpt-4o-mini",
+                                   "o3-labs/llama-3-8b"])
+def test_other_prefixed_models_still_get_every_knob(server, model):
+    run(engine_for(server, model), request(presence_penalty=0.5))
+    [sent] = server.chat_requests()
+    assert (sent.json["temperature"], sent.json["top_p"], sent.json["presence_penalty"]) == (
+        0.7, 0.95, 0.5)
