@@ -31,6 +31,11 @@ def _messages(request: ChatRequest) -> tuple[str, list[dict]]:
 
 class AnthropicEngine(CloudEngine):
     kind = "anthropic"
+    # the sampling parameters a model may refuse ("`temperature` is deprecated for this
+    # model.", "`temperature` and `top_p` cannot both be specified for this model."): learnt,
+    # not sent again (CloudEngine.resend). max_tokens is required, never dropped
+    refusable = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
+                 "stop_sequences": "stop"}
 
     def build_request(self, request: ChatRequest) -> tuple[str, dict, dict]:
         system, messages = _messages(request)
@@ -41,8 +46,8 @@ class AnthropicEngine(CloudEngine):
             "stream": True,
         }
         # only what the capability map allows (temperature capped at 1, top_p only when
-        # narrowed: see app.domain.sampling.sent_params)
-        knobs = sent_params("anthropic", request)
+        # narrowed: see app.domain.sampling.sent_params), less what this model refuses
+        knobs = sent_params("anthropic", request, self.model, self.refused_knobs)
         knobs.pop("max_tokens")
         knobs.pop("response_format", None)
         rf = request.response_format

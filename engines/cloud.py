@@ -6,6 +6,11 @@ wire format (``read_event``); this class does the rest, the same way for every p
 * retries (``engines.http_policy``) only while no text has reached the caller, with the same
   ``Idempotency-Key`` on every attempt; every attempt is reported to ``on_attempt``, and a
   ``Retrying`` event says each retry (which attempt failed, why, the wait) before its wait;
+* a request parameter the server refuses (HTTP 400 naming one that was sent: OpenAI's
+  reasoning models' temperature, Anthropic's "`temperature` is deprecated for this model") is
+  learnt per server and model (``app.config.provider_facts``) and the request sent again at
+  once without it; the attempts of a turn are numbered in order across retries and re-sends,
+  a re-send saying why ("re-sent without temperature");
 * deadlines: connect, first token (a watchdog), idle between reads (httpx's read timeout, which
   keep-alive comments and pings reset because they are bytes);
 * cancel and deadlines shut the socket down at once, waking a blocked read; the response is
@@ -41,16 +46,18 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, ClassVar, Iterator, Mapping
 
 import httpx
 
 from app.accounting.metering import CloudCounter
 from app.accounting.pricing import Price
 from app.accounting.tokens import count_text, encoding_for_model
+from app.config.provider_facts import note_refused_param, refused_params
 from app.config.providers import ProviderConfig
 from app.config.secrets import validate_key
 from app.domain.errors import (
+    BadRequest,
     ConnectionFailed,
     EngineError,
     NetworkIntercepted,
@@ -113,6 +120,30 @@ class StreamState:
     completion_tokens: int | None = None
     cached_prompt_tokens: int = 0
     extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Try:
+    """One attempt of a turn: its ``number`` (1-based, counting every send of the turn, the
+    retries and the re-sends without a refused parameter alike) and, for a re-send, why
+    (``note``: "re-sent without temperature")."""
+
+    number: int
+    note: str | None = None
+
+
+@dataclass
+class _Tally:
+    """The attempts of one turn so far (a local of ``stream``: candidates share the engine
+    across threads), and the note the next attempt carries."""
+
+    made: int = 0
+    note: str | None = None
+
+    def next(self) -> _Try:
+        self.made += 1
+        attempt, self.note = _Try(self.made, self.note), None
+        return attempt
 
 
 class _Retry(Exception):
@@ -191,6 +222,13 @@ class CloudEngine(EngineBase):
     """Base of the HTTP engines. Subclasses: ``build_request`` and ``read_event``."""
 
     kind = "cloud"
+    # the request parameters a server may refuse that the request can go without, as the wire
+    # calls them -> the knob left out once refused (as ``app.domain.sampling`` names it); one
+    # not here is never dropped
+    refusable: ClassVar[Mapping[str, str]] = {}
+    # the knobs the server refused for this model, learnt and kept (``refused_knobs``); read
+    # once per engine
+    _refused_params: frozenset[str] | None = None
 
     @property
     def capabilities(self) -> EngineCapabilities:  # type: ignore[override]
@@ -263,16 +301,49 @@ class CloudEngine(EngineBase):
         self._client.close()
 
     def stream(self, request: ChatRequest, cancel: threading.Event) -> Iterator[StreamEvent]:
-        yield from self._stream(request, cancel, self.clock())
+        """The reply. Sent again at once, before any text, when the server refused something
+        the request can do without (``resend``): a parameter it does not take for this model
+        (HTTP 400 naming one that was sent), without it, once per parameter, remembered so it is
+        not sent to this model again. TTFT counts from the first send: the re-send is part of
+        what the user waits."""
+        turn_started = self.clock()
+        tally = _Tally()
+        while True:
+            try:
+                yield from self._stream(request, cancel, turn_started, tally)
+                return
+            except BadRequest as exc:
+                resent = self.resend(exc, request)
+                if resent is None:
+                    raise
+                tally.note = f"re-sent {resent}"
 
-    def _stream(self, request: ChatRequest, cancel: threading.Event,
-                turn_started: float) -> Iterator[StreamEvent]:
+    def resend(self, exc: BadRequest, request: ChatRequest) -> str | None:
+        """How the request goes again after ``exc`` ("without temperature"), now learnt, or None
+        when ``exc`` refused nothing it can go without. A refusal naming several parameters
+        that were sent ("`temperature` and `top_p` cannot both be specified") drops one: one
+        not given for the turn, else the last named."""
+        sent = self.build_request(request)[2]
+        named = [wire for wire in exc.refused_params if wire in sent and wire in self.refusable
+                 and self.refusable[wire] not in self.refused_knobs]
+        if not named:
+            return None
+        not_chosen = [wire for wire in named if self.refusable[wire] not in request.chosen]
+        wire = (not_chosen or named)[-1]
+        knob = self.refusable[wire]
+        self._refused_params = self.refused_knobs | {knob}
+        note_refused_param(self.config.base_url, self.model, knob)
+        return f"without {wire}"
+
+    def _stream(self, request: ChatRequest, cancel: threading.Event, turn_started: float,
+                tally: _Tally) -> Iterator[StreamEvent]:
         """The reply, with the automatic retries; TTFT counts from ``turn_started`` (when the
         turn was first sent: it counts retries and re-sends, it is what the user waits)."""
         retries = 0
         while True:
+            attempt = tally.next()
             try:
-                yield from self._attempt(request, cancel, retries + 1, turn_started)
+                yield from self._attempt(request, cancel, attempt, turn_started)
                 return
             except _Retry as failed:
                 delay = self.policy.next_delay(retries, failed.retryable, failed.retry_after,
@@ -280,8 +351,10 @@ class CloudEngine(EngineBase):
                 if delay is None:
                     raise failed.error from None
                 retries += 1
-                yield Retrying(self.config.name, retries, failed.error, delay,  # (said now)
-                               attempts=self.policy.max_retries + 1)
+                # attempts in all: those made, this turn's re-sends included, and the retries
+                # left after the one coming
+                yield Retrying(self.config.name, attempt.number, failed.error, delay,  # (now)
+                               attempts=attempt.number + 1 + self.policy.max_retries - retries)
                 if cancel.wait(delay):
                     yield from self._finish(request, StreamState(), FinishReason.CANCELLED,
                                             turn_started, None, None)
@@ -292,9 +365,11 @@ class CloudEngine(EngineBase):
 
     @property
     def refused_knobs(self) -> frozenset[str]:
-        """The knobs (request parameters) the server refused for this model, learnt: not sent
-        (``app.domain.sampling.sent_params``); the OpenAI-compatible engine learns them."""
-        return frozenset()
+        """The knobs (request parameters) the server refused for this model, learnt (``resend``)
+        and kept per server and model: not sent (``app.domain.sampling.sent_params``)."""
+        if self._refused_params is None:
+            self._refused_params = refused_params(self.config.base_url, self.model)
+        return self._refused_params
 
     # -- subclass hooks ----------------------------------------------------------------------
     def build_request(self, request: ChatRequest) -> tuple[str, dict, dict]:
@@ -306,12 +381,12 @@ class CloudEngine(EngineBase):
         raise NotImplementedError
 
     # -- one attempt -------------------------------------------------------------------------
-    def _record(self, attempt: int, started: float, status: int | None,
+    def _record(self, attempt: _Try, started: float, status: int | None,
                 error: OutpostError | None, outcome: str | None = None,
                 usage: Usage | None = None, ttft_ms: float | None = None) -> None:
         if self.on_attempt is not None:
             self.on_attempt(AttemptRecord(
-                attempt=attempt, status=status, latency_ms=(time.monotonic() - started) * 1000,
+                attempt=attempt.number, note=attempt.note, status=status, latency_ms=(time.monotonic() - started) * 1000,
                 error_kind=error.kind if error else None, rate_limits=dict(self.rate_limits),
                 idempotency_key=self._current_key, provider=self.config.name, model=self.model,
                 outcome=outcome, kind=self.config.kind,
@@ -321,7 +396,7 @@ class CloudEngine(EngineBase):
                 cached_prompt_tokens=usage.cached_prompt_tokens if usage else 0,
                 ttft_ms=ttft_ms))
 
-    def _attempt(self, request: ChatRequest, cancel: threading.Event, attempt: int,
+    def _attempt(self, request: ChatRequest, cancel: threading.Event, attempt: _Try,
                  turn_started: float) -> Iterator[StreamEvent]:
         url, headers, body = self.build_request(request)
         self._current_key = request.idempotency_key
@@ -378,7 +453,7 @@ class CloudEngine(EngineBase):
             watchdog.stop()
             response.close()
 
-    def _send_failure(self, exc: httpx.HTTPError, watchdog: _Watchdog, attempt: int,
+    def _send_failure(self, exc: httpx.HTTPError, watchdog: _Watchdog, attempt: _Try,
                       started: float, sent: Usage | None) -> _Retry:
         """No response headers: connect failed, or the server said nothing in time.
         ``sent``: the prompt's usage when the whole request went out (else None); it is kept
@@ -438,7 +513,8 @@ class CloudEngine(EngineBase):
         return ConnectionFailed(self.scrub(connect_failure(exc, self.config.name,
                                                            self.config.base_url)))
 
-    def _status_failure(self, response: httpx.Response, attempt: int, started: float) -> _Retry:
+    def _status_failure(self, response: httpx.Response, attempt: _Try,
+                        started: float) -> _Retry:
         body = b""
         try:
             for chunk in response.iter_bytes():
@@ -460,7 +536,7 @@ class CloudEngine(EngineBase):
         return _Retry(error, retryable, retry_after)
 
     def _read_stream(self, response: httpx.Response, request: ChatRequest, watchdog: _Watchdog,
-                     attempt: int, started: float,
+                     attempt: _Try, started: float,
                      turn_started: float) -> Iterator[StreamEvent]:
         state = StreamState()
         decoder = SSEDecoder()

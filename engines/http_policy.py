@@ -95,6 +95,9 @@ class AttemptRecord:
     cached_prompt_tokens: int = 0
     ttft_ms: float | None = None
     kind: str = ""  # the wire format / engine kind: "openai", "anthropic", "local"
+    # why the attempt was sent again, not as a retry: "re-sent without temperature" (the one
+    # before it was refused for a parameter the request can go without)
+    note: str | None = None
 
 
 def parse_retry_after(headers: Mapping[str, str], now: dt.datetime | None = None) -> float | None:
@@ -164,28 +167,42 @@ def _error_code(body: str) -> str:
 
 
 _UNSUPPORTED_CODES = ("unsupported_parameter", "unsupported_value")
-_UNSUPPORTED_WORDS = re.compile(r"^unsupported (?:parameter|value): '([a-z_]+)'", re.IGNORECASE)
+# words that say a parameter is not taken (not that its value is out of range): OpenAI's
+# "Unsupported value: 'temperature' does not support 0.7 with this model", Anthropic's
+# "`temperature` is deprecated for this model." and "`temperature` and `top_p` cannot both be
+# specified for this model. Please use only one.", a validating server's "top_k: Extra inputs
+# are not permitted"
+_REFUSAL_WORDS = re.compile(r"unsupported|not supported|does not support|deprecated|"
+                            r"not permitted|not allowed|cannot both be specified|"
+                            r"cannot be used|may only be set", re.IGNORECASE)
+# a parameter named in such a message: `name`, 'name', or "name:" opening it (or a line)
+_NAMED = re.compile(r"`([a-z_]+)`|'([a-z_]+)'|^([a-z_]+):", re.MULTILINE)
 
 
-def unsupported_param(body: str) -> str | None:
-    """The request parameter an error body refuses as unsupported, as OpenAI says it:
-    ``{"error": {"message": "Unsupported value: 'temperature' does not support 0.7 with this
-    model. ...", "param": "temperature", "code": "unsupported_value"}}`` (or
-    ``unsupported_parameter``); the message alone will do. None for any other error."""
+def refused_params(body: str) -> tuple[str, ...]:
+    """The request parameters an error body refuses, in the order it names them: OpenAI's
+    ``{"error": {"param": "temperature", "code": "unsupported_value", ...}}`` (or
+    ``unsupported_parameter``), else the names in a message that says they are not taken
+    (``_REFUSAL_WORDS``), OpenAI's or Anthropic's (``{"type": "error", "error": {"type":
+    "invalid_request_error", "message": "`temperature` is deprecated for this model."}}``).
+    Empty for any other error. Not every name is a parameter that was sent (OpenAI's "Use
+    'max_completion_tokens' instead"): the engine drops only one it sent (``CloudEngine``)."""
     try:
         data = json.loads(body)
     except ValueError:
-        return None
+        return ()
     error = data.get("error") if isinstance(data, dict) else None
     if not isinstance(error, dict):
-        return None
-    message = str(error.get("message") or "")
-    words = _UNSUPPORTED_WORDS.match(message.strip())
+        return ()
     param = error.get("param")
     if str(error.get("code") or "").lower() in _UNSUPPORTED_CODES and isinstance(param, str) \
             and param:
-        return param
-    return words.group(1) if words else None
+        return (param,)
+    message = str(error.get("message") or "")
+    if not _REFUSAL_WORDS.search(message):
+        return ()
+    named = (next(name for name in match.groups() if name) for match in _NAMED.finditer(message))
+    return tuple(dict.fromkeys(named))
 
 
 def retry_at_text(seconds: float, now: dt.datetime | None = None) -> str:
@@ -222,7 +239,7 @@ def error_from_status(status: int, body: str, headers: Mapping[str, str], provid
                               f"{said} Start a new chat or shorten the message.", status, provider)
     if status in (400, 404, 413, 422):
         return BadRequest(f"{provider} rejected the request (HTTP {status}).{said}", status,
-                          provider, refused_param=unsupported_param(body))
+                          provider, refused_params=refused_params(body))
     if status == 529 or status >= 500 or "overloaded" in code:
         return ProviderUnavailable(f"{provider} is unavailable right now (HTTP {status}).{said}",
                                    status, provider)

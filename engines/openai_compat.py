@@ -6,12 +6,7 @@ import dataclasses
 import json
 from typing import Sequence
 
-from app.config.provider_facts import (
-    note_refused_param,
-    note_refuses_json_schema,
-    refused_params,
-    refuses_json_schema,
-)
+from app.config.provider_facts import note_refuses_json_schema, refuses_json_schema
 from app.domain.errors import BadRequest
 from app.domain.messages import ChatMessage, ChatRequest, FinishReason, Role
 from app.domain.sampling import KNOB_NAMES, sent_params, strict_ok, takes_max_completion_tokens
@@ -33,10 +28,10 @@ class OpenAICompatEngine(CloudEngine):
     # servers know only json_object): structured requests go as json_object from the start.
     # Learnt once and kept (app.config.provider_facts), so later runs do not pay for it again.
     _refused: bool | None = None  # read once per engine
-    # the request parameters the server refused as unsupported for this model (OpenAI's
-    # reasoning models: temperature, top_p, the penalties): not sent again. Learnt and kept
-    # like the json_schema refusal; read once per engine
-    _refused_params: frozenset[str] | None = None
+    # the parameters a server may refuse for a model (OpenAI's reasoning models: temperature,
+    # top_p, the penalties; some servers stop; one of the two names of the token limit):
+    # learnt, not sent again (CloudEngine.resend)
+    refusable = {name: name for name in (*_LIMIT_NAMES, *KNOB_NAMES)}
 
     @property
     def json_schema_refused(self) -> bool:
@@ -44,46 +39,18 @@ class OpenAICompatEngine(CloudEngine):
             self._refused = refuses_json_schema(self.config.base_url, self.model)
         return self._refused
 
-    @property
-    def refused_knobs(self) -> frozenset[str]:
-        if self._refused_params is None:
-            self._refused_params = refused_params(self.config.base_url, self.model)
-        return self._refused_params
-
     def outcome(self) -> StreamOutcome:
         return dataclasses.replace(super().outcome(),
                                    json_schema_refused=self.json_schema_refused)
 
-    def stream(self, request: ChatRequest, cancel):
-        """Asked again, before any text, when the server refused what it can do without:
-
-        * a parameter it does not support for this model (HTTP 400 naming it, as OpenAI's
-          reasoning models do for temperature): without it, once per parameter, remembered
-          (``app.config.provider_facts``) so it is not sent to this model again; a stop
-          sequence refused is then watched for by Outpost (``unsent_stops``);
-        * structured output "json_schema where supported, else json_object": a server that
-          refuses json_schema is asked again with json_object (the reply is still validated
-          against the schema by the caller).
-
-        TTFT counts from the first send: the re-send is part of what the user waits."""
-        turn_started = self.clock()
-        while True:
-            try:
-                yield from self._stream(request, cancel, turn_started)
-                return
-            except BadRequest as exc:
-                if not self._learn_refusal(exc, request):
-                    raise
-
-    def _learn_refusal(self, exc: BadRequest, request: ChatRequest) -> bool:
-        """Whether ``exc`` refused something the request can go without (now learnt)."""
-        sent = self.build_request(request)[2]
-        param = exc.refused_param
-        if param in (*_LIMIT_NAMES, *KNOB_NAMES) and param in sent and \
-                param not in self.refused_knobs:
-            self._refused_params = self.refused_knobs | {param}
-            note_refused_param(self.config.base_url, self.model, param)
-            return True
+    def resend(self, exc: BadRequest, request: ChatRequest) -> str | None:
+        """Also asked again, before any text, when structured output "json_schema where
+        supported, else json_object" met a server that refuses json_schema: with json_object
+        (the reply is still validated against the schema by the caller), learnt like a refused
+        parameter. A stop sequence refused is watched for by Outpost (``unsent_stops``)."""
+        said = super().resend(exc, request)
+        if said is not None:
+            return said
         text = str(exc).lower()
         schema_refused = any(w in text for w in ("response_format", "json_schema",
                                                  "response format"))
@@ -91,15 +58,15 @@ class OpenAICompatEngine(CloudEngine):
                 not self.json_schema_refused:
             self._refused = True
             note_refuses_json_schema(self.config.base_url, self.model)
-            return True
-        return False
+            return "with json_object in place of json_schema"
+        return None
 
     def messages_as_sent(self, messages: Sequence[ChatMessage],
                          response_format: dict | None) -> Sequence[ChatMessage]:
         """JSON mode sent as ``json_object`` gains ``json_object_messages``' instruction (and,
         after a json_schema refusal, the schema). A schema not known to be refused is counted
         in the prompt too, a safe upper bound: a server that refuses it on this very request
-        is asked again with the schema in the prompt (``stream``), after the fit; one that
+        is asked again with the schema in the prompt (``resend``), after the fit; one that
         takes it as ``json_schema`` builds it into the prompt it bills (OpenAI does) or
         sends fewer tokens than counted."""
         if not response_format:

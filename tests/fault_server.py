@@ -698,6 +698,42 @@ def reasoning_model(**kw: Any) -> ReasoningModel:
 
 
 @dataclass(repr=False)
+class RefusesParams(Normal):
+    """A model that refuses sampling parameters as Anthropic's newer ones do: HTTP 400 with
+    the official error body (``{"type": "error", "error": {"type": "invalid_request_error",
+    "message": ...}, "request_id": ...}``), naming the parameter in backticks. ``deprecated``:
+    parameters it no longer takes ("`temperature` is deprecated for this model."); ``not_both``:
+    a pair it takes only one of ("`temperature` and `top_p` cannot both be specified for this
+    model. Please use only one."). A request without them is answered as ``Normal``."""
+
+    deprecated: tuple[str, ...] = ()
+    not_both: tuple[str, str] | None = None
+    name: str = "refuses_params"
+
+    def stream(self, ex: Exchange) -> None:
+        body = ex.request.json if isinstance(ex.request.json, dict) else {}
+        message = self.refusal(body)
+        if message is None:
+            super().stream(ex)
+            return
+        ex.send_error(400, "invalid_request_error", message)
+
+    def refusal(self, body: dict) -> str | None:
+        for param in self.deprecated:
+            if param in body:
+                return f"`{param}` is deprecated for this model."
+        if self.not_both and all(param in body for param in self.not_both):
+            first, second = self.not_both
+            return (f"`{first}` and `{second}` cannot both be specified for this model. "
+                    "Please use only one.")
+        return None
+
+
+def refuses_params(*deprecated: str, not_both: tuple[str, str] | None = None) -> RefusesParams:
+    return RefusesParams(deprecated=deprecated, not_both=not_both)
+
+
+@dataclass(repr=False)
 class JsonInsteadOfStream(Scenario):
     """200 with ``content-type: application/json``: a non-streamed reply (wrong endpoint/proxy)."""
 

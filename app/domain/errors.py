@@ -164,11 +164,13 @@ class BadRequest(ProviderError):
     kind = "bad_request"
 
     def __init__(self, message: str, status: int | None = None, provider: str = "",
-                 refused_param: str | None = None):
+                 refused_params: tuple[str, ...] = ()):
         super().__init__(message, status, provider)
-        # the request parameter the provider refused as unsupported (OpenAI's "param" with code
-        # unsupported_parameter / unsupported_value), if it said: sent again without it
-        self.refused_param = refused_param
+        # the request parameters the provider refused, as it named them (OpenAI's "param" with
+        # code unsupported_parameter / unsupported_value, or the words of OpenAI's or
+        # Anthropic's message: engines.http_policy.refused_params): the engine sends the request
+        # again without one of them, if it sent it
+        self.refused_params = refused_params
 
 
 class ContextTooLong(BadRequest):

@@ -399,7 +399,8 @@ def sent_params(kind: str, request, model: str | None = None, refused=()) -> dic
             continue
         out[name] = value
     if kind == "anthropic":
-        out["temperature"] = min(out.get("temperature", 1.0), 1.0)  # Anthropic's range: 0..1
+        if "temperature" not in held:  # (none to a model that refused it: learnt)
+            out["temperature"] = min(out.get("temperature", 1.0), 1.0)  # Anthropic's: 0..1
         # Anthropic asks to tune temperature or top_p, not both (newer models reject both):
         # top_p narrowed below Outpost's default of 0.95 is sent instead of temperature
         if out.get("top_p", 1.0) >= ANTHROPIC_TOP_P:

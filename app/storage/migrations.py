@@ -407,3 +407,12 @@ def m020_outbox_follow_ups_reattached(db: sqlite_utils.Database) -> None:
             SELECT o.placeholder_message_id FROM outbox o
              WHERE o.state = 'sent' AND o.answer_message_id IN (SELECT id FROM messages))
           AND parent_id NOT IN (SELECT id FROM messages)""")
+
+
+@migration
+def m021_request_log_note(db: sqlite_utils.Database) -> None:
+    """Why an attempt was sent again when it was no retry: "re-sent without temperature" (the
+    attempt before it was refused for a parameter the request can go without). The attempts of
+    a turn are numbered in order across retries and such re-sends; a re-send was logged as a
+    second "attempt 1"."""
+    db["request_log"].add_column("note", str)
