@@ -300,16 +300,13 @@ class CandidatesEngine(EngineBase):
         listing = "\n\n".join(f"[{i + 1}]\n{c.text.strip()}" for i, c in enumerate(usable))
         schema = {"type": "object", "properties": {"best": {
             "type": "integer", "minimum": 1, "maximum": len(usable)}}, "required": ["best"]}
-        judge_request = dataclasses.replace(
-            request, messages=(ChatMessage(Role.SYSTEM, "You judge answers. Pick the most "
-                                                        "correct, helpful and complete one."),
-                               ChatMessage(Role.USER, f"Question:\n{question}\n\nAnswers:\n\n"
-                                                      f"{listing}\n\nWhich answer is best? "
-                                                      "Reply as JSON: {\"best\": <number>}")),
-            temperature=0.0, seed=0, max_tokens=JUDGE_MAX_TOKENS, logprobs=False, stop=(),
-            response_format=response_format(schema),
-            idempotency_key=f"{request.idempotency_key}~judge")
-        reply = accumulate(self.engine.stream(judge_request, threading.Event()))
+        judge = judge_request(request, (
+            ChatMessage(Role.SYSTEM, "You judge answers. Pick the most correct, helpful and "
+                                     "complete one."),
+            ChatMessage(Role.USER, f"Question:\n{question}\n\nAnswers:\n\n{listing}\n\n"
+                                   "Which answer is best? Reply as JSON: {\"best\": <number>}")),
+            schema)
+        reply = accumulate(self.engine.stream(judge, threading.Event()))
         self._judge_usage = reply.usage
         verdict = lenient(reply.text, schema)
         for c in usable:
@@ -350,6 +347,22 @@ class CandidatesEngine(EngineBase):
 def _extract(extract, text: str) -> str | None:
     answer = extract(text)
     return normalise(answer) if answer else None
+
+
+def judge_request(request: ChatRequest, messages: tuple[ChatMessage, ...],
+                  schema: dict) -> ChatRequest:
+    """The judge's request: deterministic, whatever the user's sampling knobs were for the
+    candidates (which wanted variety). Temperature 0 with top_p 1 (off: Anthropic would get a
+    narrowed top_p in place of the temperature), no top_k, min_p or penalties, a fixed seed,
+    and as many tokens as the verdict needs (``JUDGE_MAX_TOKENS``), not the user's max tokens.
+    None of them counts as given for the turn (``chosen``), so an OpenAI reasoning model,
+    which refuses a temperature other than its default, gets none: its lowest."""
+    return dataclasses.replace(
+        request, messages=messages, temperature=0.0, top_p=1.0, top_k=None, min_p=None,
+        presence_penalty=None, frequency_penalty=None, repeat_penalty=None, seed=0,
+        max_tokens=JUDGE_MAX_TOKENS, stop=(), chosen=(), logprobs=False,
+        response_format=response_format(schema),
+        idempotency_key=f"{request.idempotency_key}~judge")
 
 
 def _sum_usage(usages) -> Usage:

@@ -9,9 +9,11 @@ import sys
 import threading
 
 import pytest
+from fault_server import fault_server
 
-from app.chat.candidates import CandidatesEngine, Plan, extractor, normalise
+from app.chat.candidates import CandidatesEngine, Plan, extractor, judge_request, normalise
 from app.chat.service import ChatService, TurnOptions
+from app.config.providers import ProviderConfig
 from app.config.settings import Settings
 from app.domain.errors import UsageError
 from app.domain.messages import (
@@ -23,9 +25,13 @@ from app.domain.messages import (
     TextDelta,
     Usage,
 )
+from app.domain.sampling import sent_params
+from app.domain.test_time import JUDGE_MAX_TOKENS
 from app.storage.ledger import UsageLedger
 from app.storage.store import Store
+from engines.anthropic import AnthropicEngine
 from engines.base import EngineBase, EngineCapabilities, EngineInfo
+from engines.http_policy import RetryPolicy, Timeouts
 
 
 class Scripted(EngineBase):
@@ -257,3 +263,64 @@ def test_the_judge_sees_the_conversation_not_only_the_last_message():
     run(CandidatesEngine(inner, Plan("best_of", 2, scorer="judge")), req)
     shown = inner.requests[-1].messages[-1].content
     assert "My car is blue." in shown and "What colour is it?" in shown
+
+
+USER_KNOBS = dict(temperature=0.9, top_p=0.5, top_k=20, min_p=0.1, presence_penalty=0.6,
+                  frequency_penalty=0.4, repeat_penalty=1.3, seed=11, max_tokens=3000,
+                  chosen=("temperature", "top_p", "top_k", "min_p", "presence_penalty",
+                          "frequency_penalty", "repeat_penalty", "seed", "max_tokens"))
+
+
+@pytest.mark.parametrize("kind", ["local", "openai", "anthropic"])
+def test_the_judge_is_deterministic_whatever_the_users_knobs(kind):
+    """The candidates get the user's knobs (they want variety); the judge does not: temperature
+    0, top_p off, no top_k, min_p or penalties, a fixed seed, the tokens its verdict needs,
+    and nothing counted as given for the turn."""
+    inner = Scripted([("Seven.", None), ("7", None), ('{"best": 2}', None)], kind=kind)
+    engine = CandidatesEngine(inner, Plan("best_of", 2, scorer="judge"))
+    asked = ChatRequest(model="m", messages=(ChatMessage(Role.USER, "What is 3 + 4?"),),
+                        **USER_KNOBS)
+    text, _ = run(engine, asked)
+    assert text == "7"
+    assert all(r.top_p == 0.5 and r.presence_penalty == 0.6 for r in inner.requests[:2])
+    judge = inner.requests[-1]
+    assert judge.idempotency_key.endswith("~judge")
+    assert (judge.temperature, judge.top_p, judge.top_k, judge.min_p) == (0.0, 1.0, None, None)
+    assert (judge.presence_penalty, judge.frequency_penalty, judge.repeat_penalty) == (
+        None, None, None)
+    assert judge.seed == 0 and judge.max_tokens == JUDGE_MAX_TOKENS and judge.chosen == ()
+
+
+def test_what_each_provider_is_sent_for_the_judge():
+    """Anthropic gets the temperature 0 (a narrowed top_p would have gone in its place); an
+    OpenAI reasoning model, which takes only its default temperature, gets no knob at all."""
+    asked = ChatRequest(model="m", messages=(ChatMessage(Role.USER, "x"),), **USER_KNOBS)
+    judge = judge_request(asked, asked.messages, {"type": "object"})
+    anthropic = sent_params("anthropic", judge, "claude-sonnet-4-5")
+    assert anthropic["temperature"] == 0.0 and not {"top_p", "top_k"} & set(anthropic)
+    assert sent_params("openai", judge, "gpt-4o-mini")["temperature"] == 0.0
+    reasoning = sent_params("openai", judge, "openai/o3-mini")
+    assert not {"temperature", "top_p", "presence_penalty", "frequency_penalty"} & set(reasoning)
+    assert reasoning["max_tokens"] == JUDGE_MAX_TOKENS
+
+
+def test_the_judge_sent_to_anthropic_over_the_wire_is_deterministic():
+    """The real engine against the loopback fault server: two candidates with the user's
+    top_p 0.5 (so no temperature: Anthropic gets one of the two), then the judge's request
+    with temperature 0 and nothing else to sample with."""
+    with fault_server() as server:
+        engine = AnthropicEngine(ProviderConfig("claude", "anthropic", server.url,
+                                                "claude-sonnet-4-5"), api_key="sk-ant-test",
+                                 policy=RetryPolicy(max_retries=0),
+                                 timeouts=Timeouts(connect=1, first_token=5, idle=2))
+        asked = ChatRequest(model="m", messages=(ChatMessage(Role.USER, "x"),), **USER_KNOBS)
+        run(CandidatesEngine(engine, Plan("best_of", 2, scorer="judge")), asked)
+        engine.close()
+        sent = {r.idempotency_key: r.json for r in server.chat_requests()}
+    judge = next(body for key, body in sent.items() if key.endswith("~judge"))
+    candidates = [body for key, body in sent.items() if not key.endswith("~judge")]
+    assert len(candidates) == 2
+    assert all(c["top_p"] == 0.5 and c["top_k"] == 20 and c["max_tokens"] == 3000
+               for c in candidates)
+    assert judge["temperature"] == 0.0 and not {"top_p", "top_k"} & set(judge)
+    assert judge["max_tokens"] == JUDGE_MAX_TOKENS
