@@ -122,28 +122,32 @@ class StreamState:
     extra: dict = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Try:
     """One attempt of a turn: its ``number`` (1-based, counting every send of the turn, the
-    retries and the re-sends without a refused parameter alike) and, for a re-send, why
-    (``note``: "re-sent without temperature")."""
+    retries and the re-sends without a refused parameter alike), for a re-send why (``note``:
+    "re-sent without temperature"), and the JSON body it sent (``body``)."""
 
     number: int
     note: str | None = None
+    body: dict = field(default_factory=dict)
 
 
 @dataclass
 class _Tally:
     """The attempts of one turn so far (a local of ``stream``: candidates share the engine
-    across threads), and the note the next attempt carries."""
+    across threads), the note the next attempt carries, and how the turn was re-sent
+    (``resent``: each way once, so a server that refuses every way cannot loop)."""
 
     made: int = 0
     note: str | None = None
+    last: _Try | None = None
+    resent: set[str] = field(default_factory=set)
 
     def next(self) -> _Try:
         self.made += 1
-        attempt, self.note = _Try(self.made, self.note), None
-        return attempt
+        self.last, self.note = _Try(self.made, self.note), None
+        return self.last
 
 
 class _Retry(Exception):
@@ -313,26 +317,31 @@ class CloudEngine(EngineBase):
                 yield from self._stream(request, cancel, turn_started, tally)
                 return
             except BadRequest as exc:
-                resent = self.resend(exc, request)
-                if resent is None:
+                sent = tally.last.body if tally.last is not None else {}
+                resent = self.resend(exc, request, sent)
+                if resent is None or resent in tally.resent:
                     raise
+                tally.resent.add(resent)
                 tally.note = f"re-sent {resent}"
 
-    def resend(self, exc: BadRequest, request: ChatRequest) -> str | None:
-        """How the request goes again after ``exc`` ("without temperature"), now learnt, or None
-        when ``exc`` refused nothing it can go without. A refusal naming several parameters
-        that were sent ("`temperature` and `top_p` cannot both be specified") drops one: one
-        not given for the turn, else the last named."""
-        sent = self.build_request(request)[2]
-        named = [wire for wire in exc.refused_params if wire in sent and wire in self.refusable
-                 and self.refusable[wire] not in self.refused_knobs]
+    def resend(self, exc: BadRequest, request: ChatRequest, sent: dict) -> str | None:
+        """How the request goes again after ``exc`` refused ``sent`` (the body): "without
+        temperature", now learnt, or None when ``exc`` refused nothing it can go without. A
+        refusal naming several parameters that were sent ("`temperature` and `top_p` cannot
+        both be specified") drops one: one not given for the turn, else the last named. What
+        was sent, not what is known now, decides: candidates sent at once are all refused,
+        and each is sent again, whichever learnt it first."""
+        named = [wire for wire in exc.refused_params if wire in sent and wire in self.refusable]
         if not named:
             return None
         not_chosen = [wire for wire in named if self.refusable[wire] not in request.chosen]
         wire = (not_chosen or named)[-1]
         knob = self.refusable[wire]
-        self._refused_params = self.refused_knobs | {knob}
-        note_refused_param(self.config.base_url, self.model, knob)
+        if knob not in self.refused_knobs:
+            self._refused_params = self.refused_knobs | {knob}
+            note_refused_param(self.config.base_url, self.model, knob)
+        if wire in self.build_request(request)[2]:
+            return None  # it would go again all the same (both names of the token limit refused)
         return f"without {wire}"
 
     def _stream(self, request: ChatRequest, cancel: threading.Event, turn_started: float,
@@ -399,6 +408,7 @@ class CloudEngine(EngineBase):
     def _attempt(self, request: ChatRequest, cancel: threading.Event, attempt: _Try,
                  turn_started: float) -> Iterator[StreamEvent]:
         url, headers, body = self.build_request(request)
+        attempt.body = body
         self._current_key = request.idempotency_key
         headers = {**headers, "Idempotency-Key": request.idempotency_key,
                    "Accept": "text/event-stream"}

@@ -43,21 +43,23 @@ class OpenAICompatEngine(CloudEngine):
         return dataclasses.replace(super().outcome(),
                                    json_schema_refused=self.json_schema_refused)
 
-    def resend(self, exc: BadRequest, request: ChatRequest) -> str | None:
+    def resend(self, exc: BadRequest, request: ChatRequest, sent: dict) -> str | None:
         """Also asked again, before any text, when structured output "json_schema where
         supported, else json_object" met a server that refuses json_schema: with json_object
         (the reply is still validated against the schema by the caller), learnt like a refused
         parameter. A stop sequence refused is watched for by Outpost (``unsent_stops``)."""
-        said = super().resend(exc, request)
+        said = super().resend(exc, request, sent)
         if said is not None:
             return said
         text = str(exc).lower()
         schema_refused = any(w in text for w in ("response_format", "json_schema",
                                                  "response format"))
-        if schema_refused and (request.response_format or {}).get("schema") and \
-                not self.json_schema_refused:
-            self._refused = True
-            note_refuses_json_schema(self.config.base_url, self.model)
+        format_sent = sent.get("response_format")
+        if schema_refused and isinstance(format_sent, dict) and \
+                format_sent.get("type") == "json_schema":
+            if not self.json_schema_refused:
+                self._refused = True
+                note_refuses_json_schema(self.config.base_url, self.model)
             return "with json_object in place of json_schema"
         return None
 

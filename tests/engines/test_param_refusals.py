@@ -10,8 +10,17 @@ from __future__ import annotations
 import threading
 
 import pytest
-from fault_server import DEFAULT_TEXT, Normal, Status, fault_server, refuses_params
+from fault_server import (
+    DEFAULT_TEXT,
+    Custom,
+    Normal,
+    Status,
+    fault_server,
+    reasoning_model,
+    refuses_params,
+)
 
+from app.chat.candidates import CandidatesEngine, Plan
 from app.config import provider_facts
 from app.config.providers import ProviderConfig
 from app.domain.errors import BadRequest
@@ -197,3 +206,28 @@ def test_an_openai_re_send_is_numbered_too(server):
     run(openai_engine(server, "house-model", records), request())
     assert [(r.attempt, r.status, r.note) for r in records] == [
         (1, 400, None), (2, 200, "re-sent without temperature")]
+
+
+def test_candidates_refused_at_once_are_each_sent_again(server):
+    """Best of 3 on o3-mini with --temperature: the three candidates go out together and are
+    all refused before any of them learnt it (the fault server holds each refusal until the
+    three have arrived). Each is sent again without the temperature, whichever learnt it
+    first: three replies, six requests."""
+    def held_refusal(ex) -> None:
+        while len(ex.server.chat_requests()) < 3:
+            ex.pause(0.02)
+        reasoning_model().stream(ex)
+
+    server.script([Custom(held_refusal)] * 3)
+    engine = openai_engine(server, "o3-mini")
+    candidates = CandidatesEngine(engine, Plan("best_of", 3, scorer="json"))
+    try:
+        reply = accumulate(list(candidates.stream(
+            request(temperature=0.9, chosen=("temperature",)), threading.Event())))
+    finally:
+        engine.close()
+    assert reply.text == DEFAULT_TEXT and reply.finish.error is None
+    assert [c.text for c in candidates.selection.candidates] == [DEFAULT_TEXT] * 3
+    bodies = [r.json for r in server.chat_requests()]
+    assert len(bodies) == 6
+    assert sum("temperature" in body for body in bodies) == 3
