@@ -399,10 +399,12 @@ class ChatController(QObject):
             self.new_chat_route = route
         else:
             try:
-                self.store.set_conversation_route(self.conversation_id, route)
+                moved = self.store.set_conversation_route(self.conversation_id, route)
             except OutpostError as exc:
                 self.error_occurred.emit(exc)
                 return
+            if moved:  # its queued replies say something else now (Local only: not sent)
+                self.reload_conversation()
         self.route_changed.emit(self.effective_route())
 
     def _chosen(self) -> tuple[TurnTarget, TurnOptions] | None:

@@ -46,6 +46,25 @@ def no_longer_local(item_id: int) -> str:
     return (f"Not sent while its conversation was Local only; it is not any more. Retry the "
             f"item to send it (Retry in the Outbox, or `outpost outbox retry {item_id}`).")
 
+
+# what the reply that stands for a Cloud only message in the outbox says in the same two cases
+def kept_local_reply(item_id: int) -> str:
+    """The reply standing for an item ``KEPT_LOCAL`` (it said the message is sent once the
+    provider can be reached: no longer true)."""
+    return (f"Outbox item {item_id} was not sent: this conversation is Local only now, so "
+            "nothing of it leaves this computer. To send it after all, choose Auto or Cloud "
+            f"only for this conversation and retry the item (Retry in the Outbox, or `outpost "
+            f"outbox retry {item_id}`).")
+
+
+def no_longer_local_reply(item_id: int) -> str:
+    """The reply standing for an item ``KEPT_LOCAL``, once its conversation is Auto or Cloud
+    only again (``no_longer_local``)."""
+    return (f"Outbox item {item_id} was not sent while this conversation was Local only; it "
+            f"is not any more. Retry the item to send it (Retry in the Outbox, or `outpost "
+            f"outbox retry {item_id}`).")
+
+
 OFFLINE_MODE = "offline mode"  # the route reason of a turn Offline mode (or --offline) keeps local
 
 ROUTE_LABELS = {Route.AUTO: "Auto (cloud, local fallback)", Route.LOCAL: "Local only",

@@ -12,7 +12,12 @@ import sqlite_utils
 
 from app.domain.errors import UsageError
 from app.domain.messages import Conversation, MessageStatus, new_id
-from app.domain.routes import KEPT_LOCAL, no_longer_local
+from app.domain.routes import (
+    KEPT_LOCAL,
+    kept_local_reply,
+    no_longer_local,
+    no_longer_local_reply,
+)
 from app.storage import deletions, erasure, integrity
 from app.storage.connections import Connections
 from app.storage.rows import now_iso, row_to_conversation
@@ -68,27 +73,39 @@ class ConversationRows(Connections):
         with self._tx() as db:
             self._change(db, conversation_id, {"title": title})
 
-    def set_conversation_route(self, conversation_id: str, route: str | None) -> None:
+    def set_conversation_route(self, conversation_id: str, route: str | None) -> int:
         """auto / local / cloud, or None for the settings' default. Local only also stops what
         this conversation has queued in the outbox (``KEPT_LOCAL``): a message the user has
         since made private is never sent (``app.chat.outbox_sender`` checks again). Auto or
         Cloud only again: those items stay failed (a retry sends them), no longer saying the
-        conversation is Local only."""
+        conversation is Local only. The reply that stands for such an item (Cloud only: it
+        said the message is sent once its provider can be reached) says so too. Returns how
+        many items changed (a window showing the conversation shows it again)."""
         if route not in (None, "auto", "local", "cloud"):
             raise UsageError(f"Route must be auto, local or cloud; got {route!r}.")
         self.get_conversation(conversation_id)
         with self._tx() as db:
             self._change(db, conversation_id, {"route": route})
             if route == "local":
-                db.execute("UPDATE outbox SET state = 'failed', last_error = ?, updated_at = ? "
-                           "WHERE conversation_id = ? AND state = 'queued'",
-                           [KEPT_LOCAL, now_iso(), conversation_id])
+                changed = db.execute(
+                    "SELECT id, placeholder_message_id FROM outbox WHERE conversation_id = ? "
+                    "AND state = 'queued'", [conversation_id]).fetchall()
+                for item_id, placeholder in changed:
+                    db.execute("UPDATE outbox SET state = 'failed', last_error = ?, "
+                               "updated_at = ? WHERE id = ?", [KEPT_LOCAL, now_iso(), item_id])
+                    _say_on_reply(db, placeholder, kept_local_reply(item_id))
             elif route is not None:  # (None: the default route, not known here)
-                for (item_id,) in db.execute(
-                        "SELECT id FROM outbox WHERE conversation_id = ? AND state = 'failed' "
-                        "AND last_error = ?", [conversation_id, KEPT_LOCAL]).fetchall():
+                changed = db.execute(
+                    "SELECT id, placeholder_message_id FROM outbox WHERE conversation_id = ? "
+                    "AND state = 'failed' AND last_error = ?",
+                    [conversation_id, KEPT_LOCAL]).fetchall()
+                for item_id, placeholder in changed:
                     db.execute("UPDATE outbox SET last_error = ?, updated_at = ? WHERE id = ?",
                                [no_longer_local(item_id), now_iso(), item_id])
+                    _say_on_reply(db, placeholder, no_longer_local_reply(item_id))
+            else:
+                changed = []
+        return len(changed)
 
     def set_pinned(self, conversation_id: str, pinned: bool) -> None:
         """Pin a conversation to the top of the list (or unpin it)."""
@@ -190,3 +207,12 @@ class ConversationRows(Connections):
     def touch_conversation(self, conversation_id: str) -> None:
         with self._tx() as db:
             db["conversations"].update(conversation_id, {"updated_at": now_iso()})
+
+
+def _say_on_reply(db, message_id: str | None, text: str) -> None:
+    """The empty reply that stands for an outbox item (Cloud only) says ``text`` (as
+    ``app.storage.outbox.Outbox._say_on_placeholder`` does; here inside the route's own
+    transaction). None, or a reply deleted meanwhile: nothing to say it on."""
+    if message_id is not None:
+        db.execute("UPDATE messages SET error = ?, updated_at = ? WHERE id = ? AND "
+                   "role = 'assistant'", [text, now_iso(), message_id])

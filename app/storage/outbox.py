@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from app.domain.errors import UsageError
 from app.domain.messages import ChatRequest, Message
-from app.domain.routes import KEPT_LOCAL
+from app.domain.routes import KEPT_LOCAL, kept_local_reply
 from app.storage.sqlite_errors import storage_errors
 from app.storage.store import Store, now_iso
 from app.storage.writers import this_writer, writer_alive
@@ -256,12 +256,15 @@ class Outbox:
         return count
 
     def keep_local(self, item_id: int) -> OutboxItem:
-        """``queued`` -> ``failed`` because its conversation is Local only now (``KEPT_LOCAL``)."""
+        """``queued`` -> ``failed`` because its conversation is Local only now (``KEPT_LOCAL``);
+        the reply that stands for it (Cloud only) says so, and how to send it after all."""
         with self.store.transaction() as db:
-            db.execute("update outbox set state = ?, last_error = ?, updated_at = ? "
-                       "where id = ? and state = ?",
-                       [OutboxState.FAILED.value, KEPT_LOCAL, now_iso(), item_id,
-                        OutboxState.QUEUED.value])
+            changed = db.execute("update outbox set state = ?, last_error = ?, updated_at = ? "
+                                 "where id = ? and state = ?",
+                                 [OutboxState.FAILED.value, KEPT_LOCAL, now_iso(), item_id,
+                                  OutboxState.QUEUED.value]).rowcount
+        if changed:
+            self._say_on_placeholder(item_id, kept_local_reply(item_id))
         return self.get(item_id)
 
     def claim(self, item_id: int) -> OutboxItem | None:

@@ -340,3 +340,29 @@ def test_an_item_that_fails_while_its_chat_is_open_shows_it_failed(qtbot, script
     assert "refused the API key" in footer and "Queued in the outbox" not in footer
     app.window.close()
     app.shutdown()
+
+
+def test_a_queued_chat_made_local_only_says_at_once_that_its_message_is_not_sent(qtbot,
+                                                                               scripted):
+    """Cloud only, provider unreachable: the reply says the message is queued. The user makes
+    the open chat Local only: the reply says at once that the message is not sent and how to
+    send it (it kept saying "it is sent once acme can be reached"); Auto again: that it can be
+    retried."""
+    app = scripted
+    with refused_url() as down:
+        use_provider(app, "acme", down + "/v1", route="cloud")
+        send(qtbot, app, "The supplies, please")
+        app.tasks.wait()  # (the model list the window asked for, refused too: no later GET)
+    [item] = app.service.outbox.pending()
+    view, picker = app.window.view, app.window.route_picker
+    assert "Queued in the outbox" in view.bubbles[-1].footer.text()
+    for route, says in (("local", "this conversation is Local only now"),
+                        ("auto", "it is not any more")):
+        picker.setCurrentIndex(picker.findData(route))
+        picker.activated.emit(picker.currentIndex())
+        footer = view.bubbles[-1].footer.text()
+        assert says in footer and "Queued in the outbox" not in footer, footer
+        assert f"outpost outbox retry {item.id}" in footer
+    assert app.service.outbox.get(item.id).state is OutboxState.FAILED
+    app.window.close()
+    app.shutdown()

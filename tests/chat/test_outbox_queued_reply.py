@@ -1,0 +1,87 @@
+"""The one reply that stands for a Cloud only message waiting in the outbox says what is true
+of its item now: queued, not sent because the chat is Local only, failed, and it is the one an
+answer (or a failed send) takes the place of, also after a retry while still offline.
+
+The turn pipeline driven directly (a scripted local engine, a real cloud engine against a
+refused loopback port or the fault server), a real SQLite file, and the real CLI for the
+outbox's own commands.
+"""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from app.chat.outbox_sender import OutboxSender
+from app.chat.pipeline import Queued, TurnEnded, TurnPipeline, TurnTarget
+from app.chat.service import ChatService, TurnOptions
+from app.config.settings import Settings
+from app.domain.messages import MessageStatus, Role
+from app.storage.outbox import Outbox, OutboxState
+from app.storage.store import Store
+from tests.chat.test_outbox import fast_cloud
+from tests.fault_server import Cut, fault_server, normal, refused_url, unauthorized
+from tests.support import FixedEngines, ScriptedEngine, reply
+
+CLOUD = TurnTarget(provider="fault", route="cloud")
+OPTIONS = TurnOptions(max_tokens=8, temperature=0.0)
+ANSWER = "Hello from the fault server."
+
+
+def replies(store: Store, item) -> list:
+    """The replies to the item's question (every version)."""
+    return [m for m in store.messages(item.conversation_id)
+            if m.role is Role.ASSISTANT and m.parent_id == item.user_message_id]
+
+
+def queued_cloud_only(store: Store, prompt: str = "The supplies, please"):
+    """Cloud only, the provider refuses connections: the message waits in the outbox behind
+    its "Queued in the outbox" reply. (the service, the pipeline's failed turn, the item)"""
+    service = ChatService(store, Settings())
+    with refused_url() as down:
+        pipeline = TurnPipeline(service, FixedEngines(ScriptedEngine(reply("local")),
+                                                      fast_cloud(down + "/v1", store)))
+        events = list(pipeline.send(prompt, target=CLOUD, options=OPTIONS))
+    [queued] = [e.item for e in events if isinstance(e, Queued)]
+    [ended] = [e for e in events if isinstance(e, TurnEnded)]
+    return service, pipeline, ended.outcome.turn, queued
+
+
+def sender_for(store: Store, url: str, default_route: str = "auto") -> OutboxSender:
+    return OutboxSender(Outbox(store), lambda name, model: fast_cloud(url + "/v1", store),
+                        default_route=lambda: default_route)
+
+
+# -- 1. the chat made Local only ------------------------------------------------------------------
+@pytest.mark.parametrize("how", ["its own route", "the default route"])
+def test_the_queued_reply_of_a_chat_made_local_only_says_it_is_not_sent(tmp_path, how):
+    """Cloud only, queued; the chat is made Local only (its own route, or the default it
+    follows, which the sender checks): its reply no longer says the message "is sent once
+    fault can be reached" (false now) but that it is not sent, why, and how to send it. Auto
+    again: it says the item can be retried; retried: queued again."""
+    store = Store(tmp_path / "outpost.db")
+    _, _, _, item = queued_cloud_only(store)
+    [standing] = replies(store, item)
+    if how == "its own route":
+        store.set_conversation_route(item.conversation_id, "local")
+    else:
+        store.set_conversation_route(item.conversation_id, None)
+        with refused_url() as down:
+            report = sender_for(store, down, default_route="local").send()
+        assert [i.id for i, _ in report.failed] == [item.id]
+    assert Outbox(store).get(item.id).state is OutboxState.FAILED
+    said = store.get_message(standing.id).error
+    assert "Queued" not in said and "can be reached" not in said
+    assert said.startswith(f"Outbox item {item.id} was not sent: this conversation is Local "
+                           "only now, so nothing of it leaves this computer.")
+    assert "choose Auto or Cloud only" in said and f"outpost outbox retry {item.id}" in said
+    if how == "its own route":
+        store.set_conversation_route(item.conversation_id, "auto")
+        said = store.get_message(standing.id).error
+        assert "Local only now" not in said
+        assert said.startswith(f"Outbox item {item.id} was not sent while this conversation "
+                               "was Local only; it is not any more.")
+        Outbox(store).requeue_failed(item.id)
+        assert "Queued in the outbox again" in store.get_message(standing.id).error
+    assert [m.id for m in replies(store, item)] == [standing.id]
+    store.close()
