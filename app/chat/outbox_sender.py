@@ -315,11 +315,25 @@ class OutboxSender:
         self._note_on_reply(item, turn, "failed")
         if turn.reply.text and item.attempts >= CUT_OFF_TRIES and self._link_dropped(cut):
             self._show_longest_part(item, turn)
-        # the reply that stood for it (Cloud only) said it was queued: it failed
-        self.outbox._say_on_placeholder(
-            item.id, f"Outbox item {item.id} failed: {_sentence(why)} Retry in the Outbox "
-            f"(or `outpost outbox retry {item.id}`) asks once more.")
+        elif turn.assistant_message_id is not None:
+            self._say_failed(item, turn.assistant_message_id, why)
         report.failed.append((self.outbox.get(item.id), why))
+
+    def _say_failed(self, item, reply_id: str, why: str) -> None:
+        """The failed send's reply says the item failed and how to ask once more, and takes
+        the place of the reply that stood for it (Cloud only: it said "Queued in the
+        outbox"): one failure leaves one reply saying so (it left two, the queued one
+        rewritten beside the failed attempt shown). Without one (Auto, send when online) the
+        attempt beside the local answer keeps the provider's words."""
+        if self.outbox.placeholder_of(item.id) is None:
+            return
+        try:
+            self.outbox.store.update_message(reply_id, error=(
+                f"Outbox item {item.id} failed: {_sentence(why)} Retry in the Outbox (or "
+                f"`outpost outbox retry {item.id}`) asks once more."))
+            self.outbox.stands_for(item.id, reply_id)
+        except OutpostError as exc:  # (the item's state is settled; this is the display)
+            log.warning("could not say outbox item %s failed on its reply: %s", item.id, exc)
 
     def _note_on_reply(self, item, turn: Turn, how: str) -> None:
         """The reply of a send that did not count as sent says how it went (``how``: "cut
@@ -339,7 +353,8 @@ class OutboxSender:
     def _show_longest_part(self, item, turn: Turn) -> None:
         """An item failed because its answer broke off every time: the longest part kept
         becomes the version shown (the last try's may be the shortest), when the user is still
-        on the last try, and says the item failed and how to ask once more."""
+        on the last try, and says the item failed and how to ask once more; under Cloud only
+        it takes the place of the queued reply."""
         store = self.outbox.store
         try:
             last = store.get_message(turn.assistant_message_id)
@@ -354,6 +369,7 @@ class OutboxSender:
                 f"{item.id} failed: its answer was cut off {item.attempts} times, so it is not "
                 f"asked again (this is the longest part). Retry in the Outbox (or `outpost "
                 f"outbox retry {item.id}`) asks once more."))
+            self.outbox.stands_for(item.id, longest.id)  # (Cloud only: for the queued reply)
         except OutpostError as exc:  # (the item's state is settled; this is the display)
             log.warning("could not show outbox item %s's longest part: %s", item.id, exc)
 

@@ -100,20 +100,21 @@ class MessageTree(ConversationRows, MessageRows):
         self.forgot()
         return ids
 
-    def answer_in_place_of(self, placeholder_id: str | None, answer_id: str) -> None:
+    def answer_in_place_of(self, placeholder_id: str | None, answer_id: str) -> bool:
         """The answer (a sibling of ``placeholder_id``) takes the place of the empty reply that
         stood for it while its request waited in the outbox: the follow-ups the user asked
         meanwhile (children of that reply) move under the answer, then the empty reply is
         deleted. So the conversation stays one tree, and its active path (and the next turn's
-        context) reads question, answer, follow-up. A reply with text is never replaced."""
-        if placeholder_id is None:
-            return
+        context) reads question, answer, follow-up. A reply with text is never replaced.
+        Whether it took its place."""
+        if placeholder_id is None or placeholder_id == answer_id:
+            return False
         with self._tx() as db:
             found = list(db.query(
                 "select conversation_id from messages where id = ? and role = 'assistant' "
                 "and content = ''", [placeholder_id]))
             if not found:  # deleted meanwhile, or not empty: nothing to replace
-                return
+                return False
             stamp = now_iso()
             db.execute("update messages set parent_id = ?, updated_at = ? where parent_id = ?",
                        [answer_id, stamp, placeholder_id])
@@ -122,6 +123,7 @@ class MessageTree(ConversationRows, MessageRows):
             db.execute("update conversations set active_leaf_id = ?, updated_at = ? where id = ? "
                        "and active_leaf_id = ?", [answer_id, stamp, found[0]["conversation_id"],
                                                   placeholder_id])
+        return True
 
     def keep_candidate(self, message_id: str, index: int) -> Message:
         """Best-of-n / self-consistency: candidate ``index`` of reply ``message_id`` becomes a

@@ -210,6 +210,24 @@ class Outbox:
         except UsageError:  # deleted meanwhile (its conversation): nothing to say it on
             pass
 
+    def stands_for(self, item_id: int, reply_id: str) -> None:
+        """The reply of a send that failed (``reply_id``, a sibling) takes the place of the one
+        that stood for the item (Cloud only: "Queued in the outbox", or a retry's) and of its
+        follow-ups, so one failure leaves one reply saying so. An empty one stands for the item
+        from then on (a retry and a cancel say so on it; the answer takes its place); one with
+        text (a part) is never replaced, so none does."""
+        placeholder = self.placeholder_of(item_id)
+        if placeholder is None or placeholder == reply_id:
+            return
+        self.store.answer_in_place_of(placeholder, reply_id)
+        try:
+            empty = not self.store.get_message(reply_id).content
+        except UsageError:  # deleted meanwhile (its conversation): nothing stands for it
+            empty = False
+        with self.store.transaction() as db:
+            db.execute("update outbox set placeholder_message_id = ? where id = ?",
+                       [reply_id if empty else None, item_id])
+
     def requeue_failed(self, item_id: int, default_route: str = "auto") -> OutboxItem:
         """A failed item (say the key was wrong and is fixed now) or a cancelled one goes back
         in the queue; not while its conversation is Local only (its own route, else

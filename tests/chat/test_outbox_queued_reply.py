@@ -20,7 +20,7 @@ from app.domain.messages import MessageStatus, Role
 from app.storage.outbox import Outbox, OutboxState
 from app.storage.store import Store
 from tests.chat.test_outbox import fast_cloud
-from tests.fault_server import Cut, fault_server, normal, refused_url, unauthorized
+from tests.fault_server import fault_server, normal, refused_url, unauthorized
 from tests.support import FixedEngines, ScriptedEngine, reply
 
 CLOUD = TurnTarget(provider="fault", route="cloud")
@@ -84,4 +84,42 @@ def test_the_queued_reply_of_a_chat_made_local_only_says_it_is_not_sent(tmp_path
         Outbox(store).requeue_failed(item.id)
         assert "Queued in the outbox again" in store.get_message(standing.id).error
     assert [m.id for m in replies(store, item)] == [standing.id]
+    store.close()
+
+
+# -- 2. a send that fails ------------------------------------------------------------------------
+@pytest.mark.parametrize("scenario", ["unauthorized", "content_filter"])
+def test_a_failed_send_leaves_one_reply_saying_it_failed(tmp_path, scenario):
+    """Cloud only, queued; the provider is back and refuses the key (no text), or a content
+    filter stops the answer (a part): one reply stands for the item, shown, saying it failed
+    and how to ask once more (the "queued" reply, saying the same, stayed beside the failed
+    attempt). Retried and answered: the answer takes its place."""
+    store = Store(tmp_path / "outpost.db")
+    _, _, _, item = queued_cloud_only(store)
+    [queued_reply] = replies(store, item)
+    chunks = ("Water ", "20 L, ", "rice 5 kg.")
+    with fault_server() as server:
+        server.script([unauthorized() if scenario == "unauthorized" else
+                       normal(chunks=chunks, finish="content_filter")])
+        sender = sender_for(store, server.url)
+        assert [i.id for i, _ in sender.send().failed] == [item.id]
+        [failed] = replies(store, item)
+        assert failed.id != queued_reply.id  # the attempt, with its engine and route note
+        assert failed.id == Outbox(store).get(item.id).answer_message_id
+        part = "" if scenario == "unauthorized" else "".join(chunks)
+        assert failed.content == part
+        assert failed.error.startswith(f"Outbox item {item.id} failed: ")
+        assert f"`outpost outbox retry {item.id}`) asks once more." in failed.error
+        if scenario == "unauthorized":
+            assert "API key" in failed.error
+        assert store.branch(item.conversation_id)[-1].id == failed.id
+        Outbox(store).requeue_failed(item.id)
+        if scenario == "unauthorized":  # (it stands for the item: it says where it is now)
+            assert "Queued in the outbox again" in store.get_message(failed.id).error
+        server.script([normal()])
+        assert [i.id for i, _ in sender.send().sent] == [item.id]
+    answer = store.branch(item.conversation_id)[-1]
+    assert (answer.content, answer.status) == (ANSWER, MessageStatus.COMPLETE)
+    left = [m.content for m in replies(store, item)]
+    assert left == ([ANSWER] if scenario == "unauthorized" else [part, ANSWER])
     store.close()

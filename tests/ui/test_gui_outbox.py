@@ -320,7 +320,8 @@ def test_closing_the_window_while_an_item_is_sent_queues_it_again(qtbot, scripte
 def test_an_item_that_fails_while_its_chat_is_open_shows_it_failed(qtbot, scripted):
     """Cloud only, provider unreachable: the reply says the message is queued. The provider
     comes back and refuses the key: the item fails, and the open chat shows that at once (it
-    kept showing "Queued in the outbox … it is sent once acme can be reached")."""
+    kept showing "Queued in the outbox … it is sent once acme can be reached"), in one reply
+    (the failed attempt in the queued reply's place)."""
     from tests.fault_server import unauthorized
 
     app = scripted
@@ -338,6 +339,10 @@ def test_an_item_that_fails_while_its_chat_is_open_shows_it_failed(qtbot, script
                         and not app.monitor._sending, timeout=20000)
     footer = view.bubbles[-1].footer.text()
     assert "refused the API key" in footer and "Queued in the outbox" not in footer
+    # one failure, one reply saying so (the queued one stayed, a second version saying it too)
+    assert footer.startswith(f"⚠ Outbox item {item.id} failed: ")
+    versions = view.bubbles[-1]._versions
+    assert versions is None or len(versions.ids) == 1, versions
     app.window.close()
     app.shutdown()
 
