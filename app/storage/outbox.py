@@ -115,7 +115,9 @@ class Outbox:
                 placeholder_message_id: str | None = None,
                 retry_after: float | None = None) -> OutboxItem:
         """``retry_after``: the provider answered 429 with Retry-After (seconds): the item is
-        held until then (``hold``)."""
+        held until then (``hold``). ``placeholder_message_id``: the empty reply that stands for
+        the item (Cloud only); a retry's of an item still queued takes the place of the one
+        before (``stands_for``)."""
         stamp = now_iso()
         hold = {"not_before": _until(retry_after), "retry_after": retry_after} \
             if retry_after else {}
@@ -139,6 +141,10 @@ class Outbox:
                     "placeholder_message_id": placeholder_message_id,
                     "created_at": stamp, "updated_at": stamp, **hold})
                 item_id = table.last_pk
+        if existing and placeholder_message_id is not None:
+            # the retry's reply (it says queued too) takes the place of the one that stood
+            # for the item: one "queued" reply, the one the answer replaces
+            self.stands_for(item_id, placeholder_message_id)
         return self.get(item_id)
 
     def hold(self, item_id: int, retry_after: float,
@@ -211,13 +217,13 @@ class Outbox:
             pass
 
     def stands_for(self, item_id: int, reply_id: str) -> None:
-        """The reply of a send that failed (``reply_id``, a sibling) takes the place of the one
-        that stood for the item (Cloud only: "Queued in the outbox", or a retry's) and of its
-        follow-ups, so one failure leaves one reply saying so. An empty one stands for the item
-        from then on (a retry and a cancel say so on it; the answer takes its place); one with
-        text (a part) is never replaced, so none does."""
+        """The reply of a send that failed, or of a retry while the item waits (``reply_id``,
+        a sibling), takes the place of the one that stood for the item (Cloud only: "Queued in
+        the outbox") and of its follow-ups, so the item has one reply saying where it is. An
+        empty one stands for the item from then on (a retry and a cancel say so on it; the
+        answer takes its place); one with text (a part) is never replaced, so none does."""
         placeholder = self.placeholder_of(item_id)
-        if placeholder is None or placeholder == reply_id:
+        if placeholder == reply_id:
             return
         self.store.answer_in_place_of(placeholder, reply_id)
         try:

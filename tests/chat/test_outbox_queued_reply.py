@@ -52,6 +52,34 @@ def sender_for(store: Store, url: str, default_route: str = "auto") -> OutboxSen
                         default_route=lambda: default_route)
 
 
+# -- 3. a retry while still offline --------------------------------------------------------------
+def test_a_retry_while_offline_leaves_one_queued_reply_which_the_answer_replaces(tmp_path):
+    """Cloud only, the provider unreachable; the user retries (the window's Retry: same
+    request, same key) while it still is: one item, and one reply saying it is queued (the
+    retry's own); the answer that comes takes its place. (The first "queued" reply stayed,
+    and the retry's was never replaced: it said "Queued…" beside the answer.)"""
+    store = Store(tmp_path / "outpost.db")
+    service, pipeline, failed, item = queued_cloud_only(store)
+    [first] = replies(store, item)
+    assert f"Queued in the outbox (item {item.id})" in first.error
+    with refused_url() as down:
+        pipeline.engines.cloud_engine = fast_cloud(down + "/v1", store)
+        retried = list(pipeline.retry(failed, target=CLOUD).run(threading.Event()))
+    [again] = [e.item for e in retried if isinstance(e, Queued)]
+    assert again.id == item.id and len(service.outbox.items()) == 1
+    [standing] = replies(store, item)  # one "queued" reply, not two
+    assert standing.id != first.id and standing.status is MessageStatus.ERROR
+    assert f"Queued in the outbox (item {item.id})" in standing.error
+    assert store.get_conversation(item.conversation_id).active_leaf_id == standing.id
+    with fault_server() as server:
+        server.script([normal()])
+        assert [i.id for i, _ in sender_for(store, server.url).send().sent] == [item.id]
+    [answer] = replies(store, item)
+    assert (answer.content, answer.status) == (ANSWER, MessageStatus.COMPLETE)
+    assert [m.id for m in store.branch(item.conversation_id)][-1] == answer.id
+    store.close()
+
+
 # -- 1. the chat made Local only ------------------------------------------------------------------
 @pytest.mark.parametrize("how", ["its own route", "the default route"])
 def test_the_queued_reply_of_a_chat_made_local_only_says_it_is_not_sent(tmp_path, how):
