@@ -316,21 +316,26 @@ class OutboxSender:
         if turn.reply.text and item.attempts >= CUT_OFF_TRIES and self._link_dropped(cut):
             self._show_longest_part(item, turn)
         elif turn.assistant_message_id is not None:
-            self._say_failed(item, turn.assistant_message_id, why)
+            self._say_failed(item, turn, why)
+        else:  # never sent (no key, no such provider): the queued reply (Cloud only) says so
+            self.outbox._say_on_placeholder(item.id, _failed_words(item.id, why))
         report.failed.append((self.outbox.get(item.id), why))
 
-    def _say_failed(self, item, reply_id: str, why: str) -> None:
+    def _say_failed(self, item, turn: Turn, why: str) -> None:
         """The failed send's reply says the item failed and how to ask once more, and takes
         the place of the reply that stood for it (Cloud only: it said "Queued in the
         outbox"): one failure leaves one reply saying so (it left two, the queued one
         rewritten beside the failed attempt shown). Without one (Auto, send when online) the
         attempt beside the local answer keeps the provider's words."""
-        if self.outbox.placeholder_of(item.id) is None:
+        reply_id = turn.assistant_message_id
+        if reply_id is None or self.outbox.placeholder_of(item.id) is None:
             return
+        words = _failed_words(item.id, why)
+        unsaved = turn.unsaved
+        if unsaved is not None:  # (its final write, still to come, says so too)
+            unsaved["error"] = words
         try:
-            self.outbox.store.update_message(reply_id, error=(
-                f"Outbox item {item.id} failed: {_sentence(why)} Retry in the Outbox (or "
-                f"`outpost outbox retry {item.id}`) asks once more."))
+            self.outbox.store.update_message(reply_id, error=words)
             self.outbox.stands_for(item.id, reply_id)
         except OutpostError as exc:  # (the item's state is settled; this is the display)
             log.warning("could not say outbox item %s failed on its reply: %s", item.id, exc)
@@ -409,6 +414,12 @@ def _sentence(text: str) -> str:
     """``text`` ending as a sentence does, without doubling its own full stop."""
     text = text.strip()
     return text if text.endswith((".", "?", "!", ".)")) else text + "."
+
+
+def _failed_words(item_id: int, why: str) -> str:
+    """What the reply of a failed item (Cloud only) says."""
+    return (f"Outbox item {item_id} failed: {_sentence(why)} Retry in the Outbox (or `outpost "
+            f"outbox retry {item_id}`) asks once more.")
 
 
 def _route_note(item, how: str) -> str:

@@ -151,3 +151,24 @@ def test_a_failed_send_leaves_one_reply_saying_it_failed(tmp_path, scenario):
     left = [m.content for m in replies(store, item)]
     assert left == ([ANSWER] if scenario == "unauthorized" else [part, ANSWER])
     store.close()
+
+
+def test_an_item_that_fails_before_it_is_sent_says_so_on_its_queued_reply(tmp_path):
+    """No engine for the item (its provider was removed): nothing is sent, so no attempt
+    stands beside the queued reply, which says the item failed (as before)."""
+    from app.domain.errors import UsageError
+
+    store = Store(tmp_path / "outpost.db")
+    _, _, _, item = queued_cloud_only(store)
+    [standing] = replies(store, item)
+
+    def no_engine(name, model):
+        raise UsageError(f"There is no provider named {name}.")
+
+    report = OutboxSender(Outbox(store), no_engine).send()
+    assert [i.id for i, _ in report.failed] == [item.id]
+    [still] = replies(store, item)
+    assert still.id == standing.id
+    assert still.error.startswith(f"Outbox item {item.id} failed: There is no provider named "
+                                  "fault.")
+    store.close()
