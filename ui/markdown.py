@@ -17,7 +17,11 @@ from pygments.util import ClassNotFound
 
 from ui import theme
 
-_CODE_FONT = "font-family:'DejaVu Sans Mono','Menlo','Consolas',monospace; white-space:pre;"
+# a code line longer than the bubble wraps (at a space, else anywhere: the body's wrap mode):
+# QTextDocument cannot scroll one block sideways, and a <pre> that does not wrap made the whole
+# message scroll, prose and all; "Copy" gives the code as written, with no line breaks added
+_CODE_FONT = ("font-family:'DejaVu Sans Mono','Menlo','Consolas',monospace; "
+              "white-space:pre-wrap;")
 COPY_SCHEME = "copy"  # a code block's "Copy" link: copy:<the code, percent-encoded>
 
 
@@ -80,6 +84,8 @@ def _boxes(rendered: str) -> str:
         f"collapse; border-color:{rule}; border-style:solid; margin-top:4px; "
         "margin-bottom:6px;'>")
     rendered = rendered.replace("<th>", f"<th style='background:{theme.code_background()};'>")
+    # an indented code block wraps as a fenced one does (_CODE_FONT)
+    rendered = rendered.replace("<pre><code>", "<pre style='white-space:pre-wrap;'><code>")
     # inline `code` (and an indented block's) on the code blocks' tint, as chat apps show it
     rendered = rendered.replace("<code>", f"<code style='background:{theme.code_background()};'>")
     rendered = re.sub(r"<th style=\"text-align:(\w+)\">",

