@@ -46,17 +46,19 @@ from ui.message_actions import (
     Versions,
     VersionSwitcher,
 )
-from ui.message_text import ROUTE_WORDS_SHOWN, escape, message_html, metrics_text, seam_html
+from ui.message_text import (
+    ROUTE_WORDS_SHOWN,
+    escape,
+    message_html,
+    metrics_text,
+    seam_html,
+    status_note,
+)
 from ui.render_cache import RENDERED
 from ui.rich_append import End, append_html, cut_back, end_of
 
 NO_REPLY = "No reply."  # what a reply without text shows, live and after reopening alike
 _BUBBLE_NAMES = {Role.USER: "Your message", Role.ASSISTANT: "Reply", Role.SYSTEM: "System message"}
-_STATUS_NOTES = {
-    MessageStatus.INTERRUPTED: "⚠ interrupted — the answer is partial",
-    MessageStatus.ERROR: "⚠ error",
-    MessageStatus.STREAMING: "…",
-}
 
 
 class MessageBody(QTextBrowser):
@@ -576,11 +578,7 @@ class MessageBubble(QFrame):
         self.message = message
         self.retrying = False  # (the footer says how it ended now)
         self.details_button.setVisible(message.role is Role.ASSISTANT)
-        note = _STATUS_NOTES.get(message.status, "")
-        if message.status is MessageStatus.INTERRUPTED and message.error:
-            note = f"⚠ interrupted — {message.error}"
-        elif message.status is MessageStatus.ERROR and message.error:
-            note = f"⚠ {message.error}"
+        note, warning = status_note(message)
         metrics = metrics_text(message) if message.role is Role.ASSISTANT else ""
         picked = message.candidates
         if picked:
@@ -612,9 +610,7 @@ class MessageBubble(QFrame):
             if message.role is Role.ASSISTANT else None
         capped = cap.describe() if cap is not None else ""  # a quota left less than asked
         text = "\n".join(p for p in (note, metrics, capped, route) if p)
-        self.set_footer(text, warning=message.status in (MessageStatus.INTERRUPTED,
-                                                         MessageStatus.ERROR) or bool(
-            check and not check.get("valid")))
+        self.set_footer(text, warning=warning or bool(check and not check.get("valid")))
 
 
 def _tabbable(widget: QWidget) -> list[QWidget]:

@@ -8,7 +8,7 @@ import html
 
 from app.accounting.pricing import Cost, format_usd
 from app.domain.errors import OutpostError, kind_words
-from app.domain.messages import Message, Retrying, Role
+from app.domain.messages import FinishReason, Message, MessageStatus, Retrying, Role
 from app.domain.wording import seconds
 from ui import theme
 from ui.markdown import render
@@ -63,6 +63,31 @@ def cost_text(message: Message) -> str:
     if message.cost_usd is None:
         return "cost unknown"
     return format_usd(Cost(message.cost_usd, message.cost_estimated))
+
+
+_STATUS_NOTES = {
+    MessageStatus.INTERRUPTED: "⚠ interrupted — the answer is partial",
+    MessageStatus.ERROR: "⚠ error",
+    MessageStatus.STREAMING: "…",
+}
+# what app.chat.turn stores as the error of a reply the user stopped (Esc, the Stop button)
+USER_STOP_TEXT = "Stopped by the user."
+
+
+def status_note(message: Message) -> tuple[str, bool]:
+    """The line a reply's footer opens with, and whether it is a warning: a stream that broke
+    ("⚠ interrupted — the connection broke …") or failed is one; a reply the user stopped
+    says "Stopped", in the footer's own colour, for a stop the user asked for is no error."""
+    if message.status is MessageStatus.INTERRUPTED and \
+            message.finish_reason == FinishReason.CANCELLED.value and \
+            message.error in (None, USER_STOP_TEXT):
+        return "Stopped", False
+    note = _STATUS_NOTES.get(message.status, "")
+    if message.status is MessageStatus.INTERRUPTED and message.error:
+        note = f"⚠ interrupted — {message.error}"
+    elif message.status is MessageStatus.ERROR and message.error:
+        note = f"⚠ {message.error}"
+    return note, message.status in (MessageStatus.INTERRUPTED, MessageStatus.ERROR)
 
 
 # Route reasons worth a line under the reply: the engine was not the one the user picked.

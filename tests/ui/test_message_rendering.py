@@ -64,3 +64,29 @@ def test_copy_gives_the_code_as_written_however_it_wraps(qtbot):
     with qtbot.waitSignal(bubble.copied) as copied:
         bubble.body.anchorClicked.emit(QUrl(copy.anchorHref()))
     assert copied.args == [CODE] and QGuiApplication.clipboard().text() == CODE
+
+
+# -- 2. a stop the user asked for is no warning -------------------------------------------------
+def reply_that(status: MessageStatus, finish: str, error: str | None) -> Message:
+    return Message("m1", "c1", Role.ASSISTANT, "Once upon a time", status, "", "",
+                   engine="local", model="scripted-model.gguf", finish_reason=finish,
+                   error=error, prompt_tokens=30, completion_tokens=4, cost_usd=0.0)
+
+
+@pytest.mark.parametrize("finish, error, note, warning", [
+    (FinishReason.CANCELLED.value, "Stopped by the user.", "Stopped", False),
+    (FinishReason.ERROR.value, "the connection broke after 16 characters",
+     "⚠ interrupted — the connection broke after 16 characters", True),
+    (FinishReason.CANCELLED.value, "Outpost was closed before the reply was finished.",
+     "⚠ interrupted — Outpost was closed before the reply was finished.", True),
+])
+def test_a_stopped_reply_says_stopped_and_a_broken_one_warns(qtbot, finish, error, note,
+                                                             warning):
+    bubble = shown(qtbot, "Once upon a time")
+    bubble.show_message_state(reply_that(MessageStatus.INTERRUPTED, finish, error))
+    first_line = bubble.footer.text().splitlines()[0]
+    assert first_line == note
+    assert bool(bubble.footer.property("warning")) is warning
+    # in the footer's own colour, as its figures are, or the warning colour
+    assert bubble.footer.palette().color(QPalette.ColorRole.WindowText).name() == \
+        theme.colour("warning" if warning else "muted")
