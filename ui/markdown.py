@@ -43,11 +43,12 @@ def _highlight(code: str, lang: str, attrs: str) -> str:
     except ClassNotFound:
         lexer = TextLexer()
     body = highlight(code, lexer, theme.code_formatter()).rstrip("\n")  # the palette's colours
-    # the language, then a "Copy" link in the palette's link colour (QTextBrowser's default)
+    # the language, then "Copy" drawn as the bubble's own actions are (theme.bubble_action)
     name = f"{html.escape(lang.strip())} · " if lang.strip() else ""
     link = copy_link(code.rstrip("\n"))
-    label = (f"<div style='color:{theme.muted_text()}; font-size:small;'>{name}"
-             f"<a href=\"{link}\" title='Copy this code'>Copy</a></div>")
+    label = (f"<div style='color:{theme.muted_text()}; font-size:{theme.ACTION_FONT_PX}px;'>"
+             f"{name}<a href=\"{link}\" title='Copy this code' style='color:"
+             f"{theme.bubble_action()}; text-decoration:none; font-weight:600;'>Copy</a></div>")
     # QTextDocument ignores padding and borders on <pre>: a one-cell table gives the box
     return (f"{label}<table width='100%' cellspacing='0' cellpadding='8' border='1' "
             f"style='border-collapse:collapse; border-color:{theme.rule_colour()}; "

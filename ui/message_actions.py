@@ -73,8 +73,7 @@ def _small_button(text: str, tooltip: str, name: str | None = None) -> QToolButt
     button.setAutoRaise(True)
     button.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
     button.setCursor(Qt.CursorShape.PointingHandCursor)
-    theme.restyle(button, lambda: f"QToolButton {{ color:{theme.muted_text(0.25)}; "
-                                  "font-size:11px; padding:0 4px; }")
+    button.setObjectName("bubbleAction")  # styled as Details is, by the bubble's sheet
     return button
 
 
@@ -90,7 +89,8 @@ class VersionSwitcher(QWidget):
                                              "Previous version")
         self.next_button = _small_button("›", "Next version (Alt+Right)", "Next version")
         self.label = QLabel()
-        theme.restyle(self.label, lambda: f"color:{theme.muted_text(0.25)}; font-size:11px;")
+        theme.restyle(self.label, lambda: f"color:{theme.bubble_action()}; "
+                                          f"font-size:{theme.ACTION_FONT_PX}px;")
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)

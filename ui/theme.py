@@ -284,9 +284,10 @@ def banner_style(kind: str) -> str:
 
 def bubble_style(role: Role) -> str:
     """A message bubble's one style sheet (``ui.message_bubble``): its frame, and by object
-    name its role line, footer (``warning`` property: a broken reply's), Details link and
-    body. One sheet for the bubble, not one per part: a long chat makes bubbles as it scrolls,
-    and each sheet set is a style to resolve. No rule for the body: its viewport does not
+    name its role line, footer (``warning`` property: a broken reply's), its actions (Details,
+    the action bar's and the versions' buttons) and body. One sheet for the bubble, not one
+    per part: a long chat makes bubbles as it scrolls, and each sheet set is a style to
+    resolve. No rule for the body: its viewport does not
     fill its background, so the bubble shows through (a background rule on it drew its
     horizontal scroll bar's track solid black)."""
     pal = palette()
@@ -298,7 +299,22 @@ def bubble_style(role: Role) -> str:
             f"QLabel#bubbleHeader {{ color:{muted_text(0.3)}; font-weight:600; }} "
             f"QLabel#bubbleFooter {{ color:{muted_text()}; font-size:11px; }} "
             f"QLabel#bubbleFooter[warning=\"true\"] {{ color:{colour('warning')}; }} "
-            f"QPushButton#detailsLink {{ color:{colour('link')}; font-size:11px; border:none; }}")
+            f"{_ACTIONS} {{ color:{bubble_action()}; font-size:{ACTION_FONT_PX}px; "
+            "border:none; background:transparent; padding:0 4px; } "
+            f"{_ACTIONS_HOVERED} {{ color:{pal.color(_ROLE.Text).name()}; }}")
+
+
+# A bubble's actions: Details, and on hover Copy, Regenerate (or Edit), Fork, Delete and the
+# versions' ‹ › (ui.message_actions). One look for all: muted words that darken under the mouse;
+# a code block's "Copy" (ui.markdown) is drawn in the same colour and size.
+_ACTIONS = "QPushButton#detailsLink, QToolButton#bubbleAction"
+_ACTIONS_HOVERED = "QPushButton#detailsLink:hover, QToolButton#bubbleAction:hover"
+ACTION_FONT_PX = 12
+
+
+def bubble_action() -> str:
+    """The colour of a bubble's actions (``bubble_style``) and of a code block's "Copy"."""
+    return muted_text(0.25)
 
 
 def sidebar_style() -> str:

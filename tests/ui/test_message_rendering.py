@@ -90,3 +90,22 @@ def test_a_stopped_reply_says_stopped_and_a_broken_one_warns(qtbot, finish, erro
     # in the footer's own colour, as its figures are, or the warning colour
     assert bubble.footer.palette().color(QPalette.ColorRole.WindowText).name() == \
         theme.colour("warning" if warning else "muted")
+
+
+# -- 3. one style for the bubble's actions -----------------------------------------------------
+def test_the_bubbles_actions_and_a_code_blocks_copy_look_alike(qtbot):
+    bubble = shown(qtbot, REPLY, width=700)
+    bubble.show_message_state(reply_that(MessageStatus.COMPLETE, "stop", None))
+    bubble.set_actions_visible(True)
+    qtbot.waitUntil(bubble.actions_bar.isVisible)
+    actions = [bubble.details_button, *bubble.actions_bar.buttons]
+    colours = {b.palette().color(QPalette.ColorRole.ButtonText).name() for b in actions}
+    sizes = {QFontInfo(b.font()).pixelSize() for b in actions}
+    assert len(colours) == 1 and len(sizes) == 1, (colours, sizes)
+    [colour], [size] = colours, sizes
+    # a code block's Copy: the same colour, not underlined, not smaller than the actions
+    copy = QTextCursor(bubble.body.document().find("Copy")).charFormat()
+    assert copy.isAnchor()
+    assert copy.foreground().color().name() == colour
+    assert not copy.fontUnderline()
+    assert QFontInfo(copy.font()).pixelSize() >= size

@@ -293,7 +293,7 @@ def test_a_palette_change_settles(qtbot, keep_theme, monkeypatch):
 
 
 def test_a_bubbles_parts_take_their_colours_from_its_one_sheet(qtbot, keep_theme):
-    """The role line, footer and Details link are coloured by the bubble's own style sheet
+    """The role line, footer and Details button are coloured by the bubble's own style sheet
     (one per bubble): a broken reply's footer turns the warning colour and back, and every
     part follows a change of palette."""
     from app.domain.messages import Role
@@ -314,8 +314,9 @@ def test_a_bubbles_parts_take_their_colours_from_its_one_sheet(qtbot, keep_theme
         bubble.set_footer("12 tokens · 0.4 s")
         assert shown(bubble.footer) == theme.colour("muted"), name
         assert shown(bubble.header) == theme.muted_text(0.3), name
+        # Details is one of the bubble's actions, and looks like them (muted, not a link)
         assert shown(bubble.details_button, QPalette.ColorRole.ButtonText) == \
-            theme.colour("link"), name
+            theme.bubble_action(), name
     assert theme.colour("warning") != theme.colour("muted")
     assert bubble.header.styleSheet() == bubble.footer.styleSheet() == ""  # the bubble's sheet
 
