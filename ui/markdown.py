@@ -11,6 +11,7 @@ import re
 from urllib.parse import quote, unquote
 
 from markdown_it import MarkdownIt
+from markdown_it.token import Token
 from pygments import highlight
 from pygments.lexers import TextLexer, get_lexer_by_name
 from pygments.util import ClassNotFound
@@ -101,11 +102,41 @@ def _boxes(rendered: str) -> str:
     return rendered.replace("</blockquote>", "</td></tr></table>")
 
 
+_LIST_MARGIN = "12px"  # QTextDocument's margin above and below a list that is in no other
+
+
+def _end_lists_at_their_last_line(tokens: list[Token]) -> None:
+    """A list whose last item holds a list of its own ends, as in a browser, below the nested
+    list's last line. QTextDocument gives the list's bottom margin to its own last item's
+    first line instead: a gap opened between that line and the nested list under it, which
+    then ran into whatever followed. The outer list loses its bottom margin and the last
+    item, in reading order, gets it."""
+    depth = 0
+    outer: Token | None = None  # the list in no other list, being read
+    last_item: tuple[Token, int] | None = None  # its last item so far, and how deep
+    for token in tokens:
+        if token.type in ("bullet_list_open", "ordered_list_open"):
+            if depth == 0:
+                outer, last_item = token, None
+            depth += 1
+        elif token.type == "list_item_open":
+            last_item = (token, depth)
+        elif token.type in ("bullet_list_close", "ordered_list_close"):
+            depth -= 1
+            if depth == 0 and outer is not None and last_item is not None \
+                    and last_item[1] > 1:
+                outer.attrSet("style", "margin-bottom:0px;")
+                last_item[0].attrSet("style", f"margin-bottom:{_LIST_MARGIN};")
+
+
 def render(text: str) -> str:
     """Render a complete markdown text to HTML that QTextDocument understands."""
     if not text:
         return ""
-    return _boxes(_fix_highlighted_fences(_MD.render(text)))
+    env: dict = {}
+    tokens = _MD.parse(text, env)
+    _end_lists_at_their_last_line(tokens)
+    return _boxes(_fix_highlighted_fences(_MD.renderer.render(tokens, _MD.options, env)))
 
 
 # the block structure only (no inline parsing): where each top-level block starts

@@ -109,3 +109,28 @@ def test_the_bubbles_actions_and_a_code_blocks_copy_look_alike(qtbot):
     assert copy.foreground().color().name() == colour
     assert not copy.fontUnderline()
     assert QFontInfo(copy.font()).pixelSize() >= size
+
+
+# -- 4. a nested list sits under its item ------------------------------------------------------
+NESTED = "1. First item\n2. Second item with **bold**\n   - nested bullet\n   - another\n\nAfter."
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["opened", "streamed"])
+def test_a_nested_list_sits_right_under_its_item_one_indent_in(qtbot, streamed):
+    """As in a browser: the nested list begins on the line under its item, its text one
+    indent (40 px) past the item's, and the space after the list comes after all of it (Qt
+    put the list's bottom margin between the item and the nested list)."""
+    bubble = shown(qtbot, NESTED, streamed=streamed)
+    document = bubble.body.document()
+    layout = document.documentLayout()
+    item, nested, last = (block_of(document, w) for w in ("Second item", "nested", "another"))
+    after = block_of(document, "After.")
+    item_box, nested_box = layout.blockBoundingRect(item), layout.blockBoundingRect(nested)
+    assert nested_box.top() == item_box.bottom()  # no gap between them
+
+    def text_x(block) -> float:
+        return layout.blockBoundingRect(block).x() + block.layout().lineAt(0).x()
+
+    assert text_x(nested) - text_x(item) == document.indentWidth() == 40
+    assert layout.blockBoundingRect(after).top() - layout.blockBoundingRect(last).bottom() >= 12
+
