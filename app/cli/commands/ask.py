@@ -261,8 +261,8 @@ def _finish(args: argparse.Namespace, outcome: TurnOutcome, structured: bool,
     if outcome.stream_failed and error is not None:  # the stream raised
         _report_flags_not_sent(args, outcome)
         if item is not None:
-            if args.json:
-                _report_queued(args, item, outcome.conversation_id)
+            # (the error's own sentence says where it went: the event only, with --json)
+            _report_queued(args, item, outcome.conversation_id, line=False)
             raise type(error)(f"{sentence(str(error))} Queued in the outbox as item {item.id}; "
                               "`outpost outbox send` sends it once the provider is reachable."
                               ) from None
@@ -443,14 +443,18 @@ def _report_fit(args: argparse.Namespace, fit, refit: Refit | None = None) -> No
         sys.stderr.write(f"outpost: {fit.describe_dropped()}\n")
 
 def _report_queued(args: argparse.Namespace, item, conversation_id: str,
-                   held: TurnStarted | None = None) -> None:
+                   held: TurnStarted | None = None, line: bool = True) -> None:
     """Where the request went: the outbox, and when it is sent from there (``held``: it was
-    not sent because Offline mode is on, or --offline)."""
+    not sent because Offline mode is on, or --offline). The line on stderr is there with
+    --json too (stderr's lines are the same either way); the event adds the ids. ``line``:
+    False when the turn's error says it instead."""
     if args.json:
         emit({"event": "queued", "outbox_id": item.id, "provider": item.provider,
                "conversation_id": conversation_id,
                "idempotency_key": item.request.idempotency_key})
-    elif held is not None:
+    if not line:
+        return
+    if held is not None:
         when = "once Offline mode is off, " if held.offline_mode_overrode else ""
         sys.stderr.write(f"outpost: queued in the outbox for {item.provider} as item "
                          f"{item.id}; {when}`outpost outbox send` (or the window) sends it.\n")
