@@ -52,6 +52,7 @@ import httpx
 
 from app.accounting.metering import CloudCounter
 from app.accounting.pricing import Price
+from app.accounting.speed import ArrivalMeter
 from app.accounting.tokens import count_text, encoding_for_model
 from app.config.provider_facts import note_refused_param, refused_params
 from app.config.providers import ProviderConfig
@@ -77,7 +78,6 @@ from app.domain.messages import (
     TextDelta,
     Usage,
     cancel_reason,
-    estimate_tokens,
     has_fallback,
 )
 from app.domain.sampling import StopScanner, unsent_stops
@@ -366,7 +366,7 @@ class CloudEngine(EngineBase):
                                attempts=attempt.number + 1 + self.policy.max_retries - retries)
                 if cancel.wait(delay):
                     yield from self._finish(request, StreamState(), FinishReason.CANCELLED,
-                                            turn_started, None, None)
+                                            turn_started, ArrivalMeter())
                     return
 
     def outcome(self) -> StreamOutcome:
@@ -431,7 +431,7 @@ class CloudEngine(EngineBase):
                 self._record(attempt, started, None, None, _cancel_outcome(cancel),
                              self._usage(request, StreamState()) if sent.done else None)
                 yield from self._finish(request, StreamState(), FinishReason.CANCELLED,
-                                        turn_started, None, None)
+                                        turn_started, ArrivalMeter())
                 return
             raise self._send_failure(exc, watchdog, attempt, started,
                                      self._usage(request, StreamState()) if sent.done
@@ -550,7 +550,7 @@ class CloudEngine(EngineBase):
                      turn_started: float) -> Iterator[StreamEvent]:
         state = StreamState()
         decoder = SSEDecoder()
-        first_at = last_at = None
+        meter = ArrivalMeter()  # when the text came: TTFT and the speed
         failure: OutpostError | None = None
         chunks = response.iter_bytes()
         secrets = self.secrets()
@@ -570,9 +570,7 @@ class CloudEngine(EngineBase):
                     text = self._read_event_safely(event, state)
                     if text:
                         now = time.monotonic()
-                        at = self.clock()
-                        first_at = first_at or at
-                        last_at = at
+                        meter.arrived(text, self.clock())
                         watchdog.got_text = True
                     if text and not after_stop:
                         shown = masked.feed(text)
@@ -615,10 +613,10 @@ class CloudEngine(EngineBase):
         if stopped and watchdog.fired is None:
             failure = None
         if watchdog.fired is WatchdogReason.CANCEL and not after_stop:
-            self._record(attempt, started, response.status_code, None, _cancel_outcome(
-                watchdog.cancel), self._billed_usage(request, state), _ms(first_at, turn_started))
-            yield from self._finish(request, state, FinishReason.CANCELLED, turn_started,
-                                    first_at, last_at)
+            self._record(attempt, started, response.status_code, None,
+                         _cancel_outcome(watchdog.cancel), self._billed_usage(request, state),
+                         _ms(meter.first_at, turn_started))
+            yield from self._finish(request, state, FinishReason.CANCELLED, turn_started, meter)
             return
         if watchdog.fired is WatchdogReason.FIRST_TOKEN:
             failure = TimeoutError_(f"{self.config.name} sent no text within "
@@ -638,10 +636,10 @@ class CloudEngine(EngineBase):
             if state.text and isinstance(failure, ConnectionFailed) else failure
         self._record(attempt, started, response.status_code, logged,
                      getattr(watchdog.cancel, "outcome", None) if failure is None else None,
-                     self._billed_usage(request, state), _ms(first_at, turn_started))
+                     self._billed_usage(request, state), _ms(meter.first_at, turn_started))
         if failure is None:
             yield from self._finish(request, state, state.finish_reason or FinishReason.STOP,
-                                    turn_started, first_at, last_at)
+                                    turn_started, meter)
             return
         if not state.text:
             retryable = is_retryable_error(failure) or isinstance(
@@ -655,8 +653,8 @@ class CloudEngine(EngineBase):
         interrupted = failure if isinstance(failure, StreamInterrupted) else StreamInterrupted(
             f"The reply from {self.config.name} was cut off: {said}",
             secrets.scrub(state.text), cause=failure)
-        yield from self._finish(request, state, FinishReason.ERROR, turn_started, first_at,
-                                last_at, error=interrupted)
+        yield from self._finish(request, state, FinishReason.ERROR, turn_started, meter,
+                                error=interrupted)
 
     def _read_event_safely(self, event: ServerSentEvent, state: StreamState) -> str | None:
         """``read_event``; an event it cannot read (broken JSON, or valid JSON with a field of
@@ -756,15 +754,14 @@ class CloudEngine(EngineBase):
                      cached_prompt_tokens=state.cached_prompt_tokens)
 
     def _finish(self, request: ChatRequest, state: StreamState, reason: FinishReason,
-                turn_started: float, first_at: float | None, last_at: float | None,
+                turn_started: float, meter: ArrivalMeter,
                 error: EngineError | None = None) -> Iterator[StreamEvent]:
-        yield self._usage(request, state)
-        ttft_ms = _ms(first_at, turn_started)
-        tps = None
-        tokens = state.completion_tokens or estimate_tokens(state.text)
-        if first_at is not None and last_at is not None and last_at > first_at and tokens > 1:
-            tps = (tokens - 1) / (last_at - first_at)
-        yield Finished(reason, ttft_ms=ttft_ms, tokens_per_s=tps, error=error)
+        usage = self._usage(request, state)
+        yield usage
+        # the speed of the tokens the reply shows (reported, else counted), as they arrived:
+        # none from a burst, and a stall after the last of them does not count
+        yield Finished(reason, ttft_ms=_ms(meter.first_at, turn_started),
+                       tokens_per_s=meter.tokens_per_s(usage.completion_tokens), error=error)
 
 
 def model_ids(listing: dict) -> list[str]:

@@ -74,9 +74,10 @@ from app.domain.messages import (
     TextDelta,
     Usage,
     accumulate,
+    estimate_tokens,
 )
 from engines.anthropic import AnthropicEngine
-from engines.cloud import USER_AGENT, estimate_tokens
+from engines.cloud import USER_AGENT
 from engines.http_policy import AttemptRecord, RetryPolicy, Timeouts
 from engines.openai_compat import OpenAICompatEngine
 
