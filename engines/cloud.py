@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import logging
 import random
 import threading
 import time
@@ -102,6 +103,8 @@ from engines.http_policy import (
 )
 from engines.sockets import SocketTracker
 from engines.sse import ServerSentEvent, SSEDecoder
+
+log = logging.getLogger(__name__)
 
 USER_AGENT = "Outpost/0.1"
 _MAX_ERROR_BODY = 64 * 1024
@@ -520,8 +523,22 @@ class CloudEngine(EngineBase):
     def _connection_error(self, exc: httpx.HTTPError) -> ConnectionFailed:
         if isinstance(exc, httpx.LocalProtocolError):  # its message quotes our headers
             return self._bad_header()
+        detail = self.scrub(os_words(exc))
+        log.info("%s: no answer: %s", self.config.name, detail)
         return ConnectionFailed(self.scrub(connect_failure(exc, self.config.name,
-                                                           self.config.base_url)))
+                                                           self.config.base_url)), detail)
+
+    def _broke_off(self, exc: httpx.HTTPError) -> ConnectionFailed:
+        """The connection failed during the reply, in plain words ("the connection to openai
+        closed before the reply was complete"); httpx's own ("peer closed connection without
+        sending complete message body: incomplete chunked read") go to the log and the
+        error's ``detail``, and into the sentence only when they are all there is to say."""
+        name, how, detail = self.config.name, how_it_broke(exc), self.scrub(os_words(exc))
+        log.info("%s: the stream broke: %s", name, detail)
+        said = {"reset": "was reset", "closed": "closed"}.get(how, "broke")
+        return ConnectionFailed(with_detail(
+            f"The connection to {name} {said} before the reply was complete",
+            detail if not how else ""), detail)
 
     def _status_failure(self, response: httpx.Response, attempt: _Try,
                         started: float) -> _Retry:
@@ -592,11 +609,7 @@ class CloudEngine(EngineBase):
             failure = TimeoutError_(f"{self.config.name} sent nothing for "
                                     f"{self.timeouts.idle:g} s; the stream was dropped.")
         except httpx.HTTPError as exc:
-            how = how_it_broke(exc)
-            said = {"reset": "was reset", "closed": "was closed by the other end"}.get(
-                how, "broke")
-            failure = ConnectionFailed(with_detail(
-                f"The connection to {self.config.name} {said} during the reply", os_words(exc)))
+            failure = self._broke_off(exc)
         if after_stop:  # the reply was whole at the stop: whatever came after it (the end, an
             # error, a cut, the bound, a cancel) only decides whose the usage figures are
             failure, state.error = None, None

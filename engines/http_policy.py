@@ -303,7 +303,10 @@ def connect_failure(exc: BaseException, name: str, url: str, check: str = "the b
     """A connection to ``name`` at ``url`` that failed before any answer, in plain words from
     the HTTP library's own (refused, a name that could not be looked up, reset, closed, no
     route, TLS; else the OS's words). ``check``: where a typo would be (a provider's base URL,
-    a download's URL). The cloud engines and model downloads say it alike."""
+    a download's URL). The cloud engines and model downloads say it alike. The library's own
+    words ("peer closed connection without sending complete message body") are added in
+    parentheses only where the sentence cannot say what happened (a TLS failure's reason, a
+    failure of no known kind); they stay in the log (``os_words``)."""
     text = str(exc).lower()
     if "refused" in text:
         return (f"Could not connect to {name}: nothing answered at {url} (connection refused). "
@@ -326,7 +329,7 @@ def connect_failure(exc: BaseException, name: str, url: str, check: str = "the b
                 "page of a hotel or captive Wi-Fi, or a proxy, may be in the way")
     else:
         said = f"Could not connect to {name} at {url}"
-    return with_detail(said, detail)
+    return with_detail(said, detail if how in ("tls", "") else "")
 
 
 def nobody_there(exc: BaseException) -> bool:

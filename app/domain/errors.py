@@ -205,7 +205,15 @@ class TimeoutError_(EngineError):
 
 
 class ConnectionFailed(EngineError):
+    """``detail``: the HTTP library's or the OS's own words about it ("peer closed connection
+    without sending complete message body: incomplete chunked read"), for the log; the
+    message says it plainly."""
+
     kind = "connection_failed"
+
+    def __init__(self, message: str, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail
 
 
 class OfflineModeOn(ConnectionFailed):

@@ -5,8 +5,11 @@ CLI print them as they are; a route reason or a link state says the error's kind
   and its text is never dropped silently;
 * a provider's error event in the middle of a reply (Anthropic's "overloaded") is the provider's
   doing: the interruption carries its kind ("the provider is overloaded or down");
-* a reset or closed connection is "The connection to <provider> was reset ...", the OS's own
-  words ("Connection reset by peer") at most in parentheses at the end, never "[Errno 104]".
+* a reset or closed connection is "The connection to <provider> was reset ...", never
+  "[Errno 104]"; the OS's or httpx's own words ("Connection reset by peer", "peer closed
+  connection without sending complete message body: incomplete chunked read") stay in the
+  error's ``detail`` (the log), and are in parentheses at the end of the sentence only when it
+  cannot say what happened itself (a TLS failure, a failure of no known kind).
 
 The fault server plays the provider; a scripted engine plays the local model."""
 from __future__ import annotations
@@ -42,6 +45,7 @@ pytestmark = pytest.mark.timeout(60)
 
 OS_JARGON = re.compile(r"\[Errno|errno|\[SSL|_ssl\.c")
 DETAIL_AT_END = re.compile(r"^[^()]+ \([^()]+\)\.$")  # a sentence, then (the OS's words).
+PLAIN = re.compile(r"^[^()]+\.$")  # a sentence, nothing of the library's words
 
 
 def play(wire: str, *scenarios, records: list | None = None):
@@ -154,7 +158,7 @@ def test_a_reset_mid_reply_is_said_in_plain_words(wire):
     assert error.kind == "stream_interrupted"  # here the connection did break
     text = str(error)
     assert "was reset" in text and not OS_JARGON.search(text), text
-    assert DETAIL_AT_END.match(text), text
+    assert PLAIN.match(text) and error.cause.detail, text
 
 
 @pytest.mark.parametrize("rst", [True, False], ids=["reset", "closed"])
@@ -164,9 +168,9 @@ def test_a_connection_lost_before_any_text_is_said_in_plain_words(wire, rst):
     error, sent = play(wire, cut, cut, cut)
     assert type(error) is ConnectionFailed and sent == 3  # retried, as a dropped link is
     text = str(error)
-    assert text.startswith(f"The connection to {error_provider(wire)} was "), text
-    assert ("was reset" if rst else "was closed") in text
-    assert not OS_JARGON.search(text) and DETAIL_AT_END.match(text), text
+    assert text.startswith(f"The connection to {error_provider(wire)} "), text
+    assert ("was reset" if rst else "closed before the reply was complete") in text
+    assert not OS_JARGON.search(text) and PLAIN.match(text), text
 
 
 def _hang_up(rst: bool):
@@ -186,7 +190,7 @@ def test_a_connection_lost_before_the_answer_is_said_in_plain_words(wire, rst):
     expected = (f"The connection to {name} was reset" if rst
                 else f"{name} closed the connection without answering")
     assert text.startswith(expected), text
-    assert not OS_JARGON.search(text) and DETAIL_AT_END.match(text), text
+    assert not OS_JARGON.search(text) and PLAIN.match(text), text
 
 
 def error_provider(wire: str) -> str:
@@ -270,22 +274,42 @@ def test_auto_still_says_a_reset_broke_the_connection(tmp_path):
     assert "continued locally" in reason and "(the connection broke)" in reason
 
 
-@pytest.mark.parametrize("exc, start", [
-    (httpx.ReadError("[Errno 104] Connection reset by peer"), "The connection to echo was reset"),
+@pytest.mark.parametrize("exc, start, plain", [
+    (httpx.ReadError("[Errno 104] Connection reset by peer"), "The connection to echo was reset",
+     True),
     (httpx.RemoteProtocolError("Server disconnected without sending a response."),
-     "echo closed the connection without answering"),
-    (httpx.WriteError("[Errno 32] Broken pipe"), "The connection to echo broke while"),
-    (httpx.ConnectError("[Errno 101] Network is unreachable"), "Could not connect to echo"),
+     "echo closed the connection without answering", True),
+    (httpx.WriteError("[Errno 32] Broken pipe"), "The connection to echo broke while", True),
+    (httpx.ConnectError("[Errno 101] Network is unreachable"), "Could not connect to echo",
+     True),
     (httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: "
                         "self-signed certificate (_ssl.c:1006)"),
-     "Could not set up a secure connection to echo"),
-    (httpx.ReadError(""), "Could not connect to echo"),
+     "Could not set up a secure connection to echo", False),
+    (httpx.ReadError(""), "Could not connect to echo", False),
 ], ids=["reset", "disconnected", "broken-pipe", "no-route", "tls", "no-words"])
-def test_what_the_library_says_becomes_a_plain_sentence(exc, start):
+def test_what_the_library_says_becomes_a_plain_sentence(exc, start, plain):
     engine = engine_for("openai", "http://127.0.0.1:9", [])
     try:
-        text = str(engine._connection_error(exc))
+        error = engine._connection_error(exc)
     finally:
         engine.close()
+    text = str(error)
     assert text.startswith(start), text
-    assert not OS_JARGON.search(text) and DETAIL_AT_END.match(text), text
+    # the library's words only where the sentence cannot say it (TLS, no known kind)
+    assert not OS_JARGON.search(text), text
+    assert (PLAIN if plain else DETAIL_AT_END).match(text), text
+    assert error.detail and not OS_JARGON.search(error.detail)
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+def test_a_chunked_body_cut_mid_reply_is_said_without_httpx_words(wire):
+    """User trial 8: the banner, the bubble, `history show` and `outbox list` said "(peer
+    closed connection without sending complete message body: incomplete chunked read)". The
+    sentence says it plainly; httpx's words are the error's ``detail`` (the log)."""
+    events, _ = play(wire, Cut(after=2, rst=False))
+    error = events[-1].error
+    assert isinstance(error, StreamInterrupted) and isinstance(error.cause, ConnectionFailed)
+    text = str(error)
+    assert text == (f"The reply from {error_provider(wire)} was cut off: the connection to "
+                    f"{error_provider(wire)} closed before the reply was complete."), text
+    assert "chunked" in error.cause.detail or "peer closed" in error.cause.detail
