@@ -3,7 +3,7 @@
 ``Engine.stream(request, cancel)`` is a blocking generator of ``StreamEvent`` s:
 zero or more ``TextDelta``, one ``Usage`` (reported or estimated), then exactly one ``Finished``
 whose reason is stop / length / cancelled / error (a cloud engine may say a ``Retrying`` before
-its first text). A failure *before* the stream starts (bad model
+its first text, and a ``Stalled`` while the stream is quiet: once per silence). A failure *before* the stream starts (bad model
 file, bad request) is raised as an ``OutpostError``; a failure *during* the stream ends it with
 ``Finished(reason=ERROR, error=...)`` so the caller keeps the partial text. Setting ``cancel`` (or
 closing the generator) stops the work within one token and ends with reason ``cancelled``.

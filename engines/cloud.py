@@ -43,11 +43,12 @@ import dataclasses
 import enum
 import json
 import logging
+import queue
 import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Iterator, Mapping
+from typing import Callable, ClassVar, Iterable, Iterator, Mapping
 
 import httpx
 
@@ -75,6 +76,7 @@ from app.domain.messages import (
     Finished,
     FinishReason,
     Retrying,
+    Stalled,
     StreamEvent,
     TextDelta,
     Usage,
@@ -222,7 +224,67 @@ class _Watchdog:
 
     def _fire(self, reason: WatchdogReason) -> None:
         self.fired = reason
+        self.hang_up()
+
+    def hang_up(self) -> None:
+        """Shut the request's socket down: a read blocked on it returns at once."""
         self._tracker.shutdown_for(self._owner)
+
+
+_END = object()  # the end of a response body (``_BodyReader``)
+
+
+class _BodyReader:
+    """A response body read on a thread of its own into a queue, so that the stream can say
+    it waits (``Stalled``) while a read blocks: the stream takes the chunks with ``next``
+    (a timeout, the reader's exception raised there, ``_END`` at the end) or by iterating.
+    The watchdog still ends a read (cancel, deadlines: it shuts the socket down); ``close``
+    hangs up a read still going (a stream left before its end) before the response is
+    closed, so no thread is left reading it."""
+
+    def __init__(self, chunks: Iterator[bytes], watchdog: _Watchdog):
+        self._queue: queue.Queue = queue.Queue()
+        self._watchdog = watchdog
+        self.last_at = time.monotonic()  # when bytes last came (the idle deadline's count)
+        self.ended = False  # the stream took the end (or the reader's exception)
+        self._thread = threading.Thread(target=self._read, args=(chunks,),
+                                        name="outpost-stream-reader", daemon=True)
+        self._thread.start()
+
+    def _read(self, chunks: Iterator[bytes]) -> None:
+        try:
+            for chunk in chunks:
+                self.last_at = time.monotonic()
+                self._queue.put(chunk)
+        except BaseException as exc:  # noqa: BLE001 - raised on the stream's thread (next)
+            self._queue.put(exc)
+            return
+        self._queue.put(_END)
+
+    def next(self, timeout: float | None) -> object:
+        """The next chunk (bytes), ``_END``, or None when ``timeout`` s passed without one."""
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if isinstance(item, BaseException):
+            self.ended = True
+            raise item
+        self.ended = item is _END
+        return item
+
+    def __iter__(self) -> Iterator[bytes]:
+        while not self.ended:
+            item = self.next(None)
+            if isinstance(item, bytes):
+                yield item
+
+    def close(self) -> None:
+        """A body the stream left before its end is hung up, as closing it unread did (read
+        ahead to its end here or not): the connection is not used again."""
+        if not self.ended:
+            self._watchdog.hang_up()
+        self._thread.join(timeout=5)
 
 
 class CloudEngine(EngineBase):
@@ -565,11 +627,43 @@ class CloudEngine(EngineBase):
     def _read_stream(self, response: httpx.Response, request: ChatRequest, watchdog: _Watchdog,
                      attempt: _Try, started: float,
                      turn_started: float) -> Iterator[StreamEvent]:
+        body = _BodyReader(response.iter_bytes(), watchdog)
+        try:
+            yield from self._read_body(body, response, request, watchdog, attempt, started,
+                                       turn_started)
+        finally:
+            body.close()  # (before the response is: no thread is left reading it)
+
+    def _chunks(self, body: "_BodyReader", started: float,
+                meter: ArrivalMeter) -> Iterator[bytes | Stalled]:
+        """The body's chunks as they come, and a ``Stalled`` when a silence has lasted
+        ``stall_notice`` s, once per silence: before the first text, since the request was
+        sent (the first-token deadline's count; keep-alives do not end it), after it since
+        the last bytes came (the idle deadline's)."""
+        notice, said = self.timeouts.stall_notice, None  # (the start of the silence said)
+        while True:
+            before_text = meter.first_at is None
+            since, limit = (started, self.timeouts.first_token) if before_text else (
+                body.last_at, self.timeouts.idle)
+            wait = max(0.0, since + notice - time.monotonic()) \
+                if said != since and 0 < notice < limit else None
+            chunk = body.next(wait)
+            if chunk is _END:
+                return
+            if chunk is None:  # ``wait`` passed without a chunk
+                said = since
+                yield Stalled(self.config.name, notice, limit, before_text)
+            elif isinstance(chunk, bytes):
+                yield chunk
+
+    def _read_body(self, body: "_BodyReader", response: httpx.Response, request: ChatRequest,
+                   watchdog: _Watchdog, attempt: _Try, started: float,
+                   turn_started: float) -> Iterator[StreamEvent]:
         state = StreamState()
         decoder = SSEDecoder()
         meter = ArrivalMeter()  # when the text came: TTFT and the speed
         failure: OutpostError | None = None
-        chunks = response.iter_bytes()
+        chunks = body
         secrets = self.secrets()
         masked = secrets.stream()  # the key, even split across deltas, never reaches the caller
         # stop sequences beyond what the provider takes (OpenAI: 4; none where the server
@@ -582,7 +676,10 @@ class CloudEngine(EngineBase):
         # watchdog then hangs up, and the tokens stay estimated from the text that came)
         after_stop = False
         try:
-            for chunk in chunks:
+            for chunk in self._chunks(body, started, meter):
+                if isinstance(chunk, Stalled):  # (said while it lasts; nothing else changes)
+                    yield chunk
+                    continue
                 for event in decoder.feed(chunk):
                     text = self._read_event_safely(event, state)
                     if text:
@@ -686,7 +783,7 @@ class CloudEngine(EngineBase):
             return None
 
     @staticmethod
-    def _drain(chunks: Iterator[bytes], limit: int = 64 * 1024) -> None:
+    def _drain(chunks: Iterable[bytes], limit: int = 64 * 1024) -> None:
         """Read what is left of the body after the terminal event (normally just the end of
         the chunked encoding), so the connection goes back to the pool for the next turn.
         Bounded: at most DRAIN_S (the watchdog cuts it) and 64 KiB; a failure here only costs

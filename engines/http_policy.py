@@ -36,6 +36,9 @@ class Timeouts:
     connect: float = 5.0
     first_token: float = 30.0  # from sending the request to the first text
     idle: float = 60.0  # between two reads of the stream; keep-alive comments and pings reset it
+    # after this long without text (before the first) or data (after it) the stream says it
+    # waits (``Stalled``), once per silence; none when the deadline comes first
+    stall_notice: float = 10.0
     # after a stop sequence Outpost ends the reply at itself (beyond the provider's limit): how
     # long the rest of the stream is read, unseen, for the provider's reported usage
     usage_after_stop: float = 2.0

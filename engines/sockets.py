@@ -75,6 +75,9 @@ class SocketTracker:
 
     def shutdown_for(self, thread_id: int) -> bool:
         stream = self._streams.get(thread_id)
+        if stream is not None and any(other is stream for tid, other in
+                                      list(self._streams.items()) if tid != thread_id):
+            return False  # back in the pool and taken by another thread's request: ours is over
         sock = stream.get_extra_info("socket") if stream is not None else None
         if sock is None:
             return False

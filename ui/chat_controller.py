@@ -29,11 +29,11 @@ from PySide6.QtGui import QGuiApplication
 from app.chat.pipeline import PendingTurn, Queued, TurnOutcome, TurnPipeline, TurnTarget
 from app.chat.service import NEW_ROOT, ChatService, TurnOptions
 from app.domain.errors import Cancelled, OutpostError, ReplyNotSaved, UsageError
-from app.domain.messages import CLOSING, CancelWithReason, Message, Retrying, Role
+from app.domain.messages import CLOSING, CancelWithReason, Message, Retrying, Role, Stalled
 from engines.registry import CloudTargets
 from ui.conversation_view import ConversationView
 from ui.message_actions import Versions
-from ui.message_text import retry_text
+from ui.message_text import retry_text, stall_text
 from ui.model_loader import ModelLoader
 from ui.stream_worker import StreamWorker
 
@@ -134,6 +134,7 @@ class ChatController(QObject):
         self._worker.seam_received.connect(self._on_seam)
         self._worker.restarted.connect(self._on_restart)
         self._worker.retrying.connect(self._on_retrying)
+        self._worker.stalled.connect(self._on_stalled)
         self._worker.turn_queued.connect(self._on_turn_queued)
         self._worker.notice.connect(self.notice)
         self._thread.start()
@@ -573,6 +574,15 @@ class ChatController(QObject):
         status says so while it waits (until text arrives)."""
         if self._bubble is not None and not self._bubble.text and not self._buffer:
             self._bubble.show_retrying(retry_text(retry))
+
+    @Slot(object)
+    def _on_stalled(self, stalled: Stalled) -> None:
+        """Nothing has come from the provider for a while (before the first text, or in the
+        middle of the reply): the reply's status says so, and when it gives up, until text
+        arrives (or the reply ends)."""
+        if self._bubble is not None:
+            self._flush()  # (text that came just before the silence goes first)
+            self._bubble.show_retrying(stall_text(stalled), mark="⏳")
 
     @Slot(object)
     def _on_turn_queued(self, queued: Queued) -> None:

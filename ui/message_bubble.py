@@ -519,11 +519,12 @@ class MessageBubble(QFrame):
         self._end_retrying()
         self.set_placeholder(NO_REPLY)
 
-    def show_retrying(self, status: str) -> None:
+    def show_retrying(self, status: str, mark: str = "↻") -> None:
         """A streaming reply's status while its request waits to be sent again (a cloud
-        request refused with 429 or 5xx before any text): cleared when text arrives."""
+        request refused with 429 or 5xx before any text), or while its provider is silent
+        (``mark`` "⏳"): cleared when text arrives."""
         self.retrying = True
-        self.set_footer(f"↻ {status}")
+        self.set_footer(f"{mark} {status}")
 
     def _end_retrying(self) -> None:
         if self.retrying:

@@ -8,7 +8,7 @@ import html
 
 from app.accounting.pricing import Cost, format_usd
 from app.domain.errors import OutpostError, kind_words
-from app.domain.messages import FinishReason, Message, MessageStatus, Retrying, Role
+from app.domain.messages import FinishReason, Message, MessageStatus, Retrying, Role, Stalled
 from app.domain.wording import seconds
 from ui import theme
 from ui.markdown import render
@@ -101,6 +101,12 @@ def retry_text(retry: Retrying) -> str:
         f" of {retry.attempts}" if retry.attempts is not None else "")
     kind = retry.error.kind if isinstance(retry.error, OutpostError) else "bug"
     return f"retrying in {seconds(retry.wait_s)} ({attempt}): {kind_words(kind)}"
+
+
+def stall_text(stalled: Stalled) -> str:
+    """A reply's status while its provider is silent: "no data from openai for 10 s; giving
+    up at 60 s" (the CLI says the same line)."""
+    return stalled.describe()
 
 
 def message_html(role: Role, text: str, segments: list[dict] | None) -> str:

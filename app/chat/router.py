@@ -51,6 +51,7 @@ from app.domain.messages import (
     Refit,
     Retrying,
     Seam,
+    Stalled,
     StreamEvent,
     TextDelta,
     Usage,
@@ -318,6 +319,10 @@ class RoutedEngine(EngineBase):
                     self._retrying = (event, time.monotonic() + event.wait_s)
                 yield event
                 continue
+            if isinstance(event, Stalled):  # the cloud's silence, said as it lasts; not when
+                if local is None:  # the local model is already answering beside it
+                    yield event
+                continue
             backlog[runner].append(event)
             if isinstance(event, TextDelta) and event.text or isinstance(event, Finished):
                 for other in runners:
@@ -414,6 +419,8 @@ class RoutedEngine(EngineBase):
                 yield event
             elif isinstance(event, Refit):
                 yield event  # what the local model that answers was sent
+            elif isinstance(event, Stalled):
+                yield event  # the cloud went quiet mid-reply (the local model goes on after)
             elif isinstance(event, Usage):
                 usages.append(event)
             elif isinstance(event, Finished):

@@ -15,6 +15,7 @@ from typing import Iterable, Union
 from app.domain.adapters import LoraAdapter
 from app.domain.errors import UsageError
 from app.domain.sampling import KNOB_NAMES, check
+from app.domain.wording import seconds
 
 
 class Role(str, enum.Enum):
@@ -296,7 +297,27 @@ class Retrying:
     attempts: int | None = None
 
 
-StreamEvent = Union[TextDelta, Usage, Finished, Seam, Refit, Restart, Retrying]
+@dataclass(frozen=True)
+class Stalled:
+    """Nothing has come from ``engine`` for ``silent_s`` seconds, and it gives up at
+    ``gives_up_s`` of that: before the reply's first text (``before_text``: no text since the
+    request was sent; the first-token deadline), or in the middle of it (no data at all; the
+    idle deadline). Said once per silence while it lasts, so a front end can show that the
+    reply waits (the next text ends it); nothing of the reply changes."""
+
+    engine: str
+    silent_s: float
+    gives_up_s: float
+    before_text: bool
+
+    def describe(self) -> str:
+        """"no data from openai for 10 s; giving up at 60 s"."""
+        what = "no text" if self.before_text else "no data"
+        return (f"{what} from {self.engine} for {seconds(self.silent_s)}; giving up at "
+                f"{seconds(self.gives_up_s)}")
+
+
+StreamEvent = Union[TextDelta, Usage, Finished, Seam, Refit, Restart, Retrying, Stalled]
 
 
 @dataclass

@@ -3,6 +3,7 @@ without, while a provider is rate limited or stalls. In process: the local model
 engine, the provider a fault server on loopback."""
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -10,7 +11,8 @@ import pytest
 from app import cli
 from app.config.providers import ProviderConfig, ProviderRegistry
 from app.config.settings import Settings
-from tests.fault_server import fault_server, rate_limited
+from engines.http_policy import Timeouts
+from tests.fault_server import Custom, fault_server, rate_limited
 from tests.support import reply
 
 
@@ -57,3 +59,60 @@ def test_the_queued_line_is_on_stderr_with_json_or_without(capsys, local, server
             assert "queued" in [e["event"] for e in events]
     assert errs[0].lower().count("queued in the outbox as item n") == 1
     assert errs[1] == errs[0]
+
+
+def stall_after(*chunks: str, seconds: float = 20) -> Custom:
+    """The chunks, then silence (the client gives up first)."""
+    def fn(ex):
+        ex.send_head(200)
+        for event in ex.wire.opening(None):
+            ex.send_event(event)
+        for chunk in chunks:
+            ex.send_event(ex.wire.text(chunk))
+        ex.pause(seconds)
+        ex.cut()
+    return Custom(fn, name="stall_after_text")
+
+
+@pytest.fixture
+def quick_notice(monkeypatch):
+    """Deadlines of 1-2 s (the settings), the stall said after 0.3 s (10 s in use)."""
+    monkeypatch.setattr("engines.registry.Timeouts", functools.partial(Timeouts,
+                                                                       stall_notice=0.3))
+    setting("first_token_timeout_s", 2.0)
+    setting("idle_timeout_s", 1.5)
+
+
+@pytest.mark.parametrize("chunks, line", [
+    ((), "no text from fault for 0.3 s; giving up at 2 s"),
+    (("Part one", " and part two"), "no data from fault for 0.3 s; giving up at 1.5 s"),
+], ids=["before-text", "after-text"])
+def test_a_stall_is_said_once_on_stderr_and_as_an_event(capsys, local, server, quick_notice,
+                                                        chunks, line):
+    """Cloud only: nothing was said until the deadline ended the reply ("[30.7] outpost: fault
+    sent no text within 30 s"), nor with Auto after some text until the 60 s idle timeout."""
+    for as_json in (True, False):
+        server.script([stall_after(*chunks)])
+        args = ["stall", "--provider", "fault", "--route", "cloud"] + (
+            ["--json"] if as_json else [])
+        events, err = ask(capsys, *args, code=4)
+        lines = err.splitlines()
+        assert lines.count(f"outpost: {line}.") == 1, err
+        if as_json:
+            [stall] = [e for e in events if e["event"] == "stall"]
+            assert stall == {"event": "stall", "engine": "fault", "reason": line,
+                             "silent_s": 0.3, "gives_up_s": 2.0 if not chunks else 1.5}
+            kinds = [e["event"] for e in events]
+            assert kinds.index("stall") > max([i for i, k in enumerate(kinds) if k == "delta"],
+                                              default=-1)
+
+
+def test_auto_says_a_stall_after_text_before_the_local_model_goes_on(capsys, local, server,
+                                                                     quick_notice):
+    setting("hedge_after_s", 0)
+    server.script([stall_after("Part one", " and part two")])
+    local.script(reply(" and three."))
+    events, err = ask(capsys, "stall auto", "--provider", "fault", "--json")
+    kinds = [e["event"] for e in events]
+    assert kinds.index("stall") < kinds.index("seam")
+    assert "outpost: no data from fault for 0.3 s; giving up at 1.5 s." in err.splitlines()

@@ -38,6 +38,7 @@ from app.domain.messages import (
     Restart,
     Retrying,
     Seam,
+    Stalled,
     TextDelta,
     Usage,
 )
@@ -210,6 +211,12 @@ def _render(args: argparse.Namespace, events, save_unsaved=lambda: 0) -> int:
             said.add(event.reason)
         elif isinstance(event, Retrying):
             _report_retry(args, event)
+        elif isinstance(event, Stalled):  # once per silence, while it lasts
+            if args.json:
+                emit({"event": "stall", "engine": event.engine, "reason": event.describe(),
+                      "silent_s": round(event.silent_s, 1),
+                      "gives_up_s": round(event.gives_up_s, 1)})
+            _note(f"{event.describe()}.")
         elif isinstance(event, Usage):
             if args.json:
                 emit({"event": "usage", "prompt_tokens": event.prompt_tokens,

@@ -1,0 +1,113 @@
+"""A stream that goes quiet says so while it waits (user trial 8, defect 2): Cloud only with
+a stall before any text printed nothing until "fault sent no text within 30 s", and a stall
+after some text nothing until the 60 s idle timeout. Now the engine's stream carries a
+``Stalled`` once a silence has lasted ``Timeouts.stall_notice`` (once per silence), saying
+when it gives up. The fault server holds the stream (short deadlines here); nothing is
+asserted on elapsed time."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+from fault_server import Custom, fault_server
+
+from app.config.providers import ProviderConfig
+from app.domain.errors import TimeoutError_
+from app.domain.messages import (
+    ChatMessage,
+    ChatRequest,
+    Finished,
+    FinishReason,
+    Role,
+    Stalled,
+    TextDelta,
+)
+from engines.http_policy import RetryPolicy, Timeouts
+from engines.openai_compat import OpenAICompatEngine
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+def server():
+    with fault_server() as running:
+        yield running
+
+
+def engine_for(server, **timeouts) -> OpenAICompatEngine:
+    return OpenAICompatEngine(ProviderConfig("fault", "openai", server.url + "/v1",
+                                             "test-model"),
+                              api_key="sk-test", policy=RetryPolicy(max_retries=0),
+                              timeouts=Timeouts(**{"connect": 1, "first_token": 2.0, "idle": 1.5,
+                                                   "stall_notice": 0.3, **timeouts}))
+
+
+def request() -> ChatRequest:
+    return ChatRequest(model="m", messages=(ChatMessage(Role.USER, "x"),))
+
+
+def script(*steps) -> Custom:
+    """The head, then each step: text to send, or seconds of silence (then the body ends)."""
+    def fn(ex):
+        ex.send_head(200)
+        for event in ex.wire.opening(None):
+            ex.send_event(event)
+        for step in steps:
+            if isinstance(step, str):
+                ex.send_event(ex.wire.text(step))
+            else:
+                ex.pause(step)
+        for event in ex.wire.closing("stop", None):
+            ex.send_event(event)
+        ex.end()
+    return Custom(fn, name="script")
+
+
+def events_of(engine) -> list:
+    events: list = []
+    try:
+        for event in engine.stream(request(), threading.Event()):
+            events.append(event)
+    except TimeoutError_ as exc:
+        events.append(exc)
+    finally:
+        engine.close()
+    return events
+
+
+def shape(events) -> list:
+    return [e.text if isinstance(e, TextDelta) else type(e).__name__ for e in events]
+
+
+def test_a_stall_before_any_text_is_said_once_with_when_it_gives_up(server):
+    server.script([script(20)])
+    events = events_of(engine_for(server))
+    assert shape(events) == ["Stalled", "TimeoutError_"]
+    assert events[0] == Stalled("fault", 0.3, 2.0, before_text=True)
+    assert events[0].describe() == "no text from fault for 0.3 s; giving up at 2 s"
+
+
+def test_a_stall_after_some_text_is_said_once_with_the_idle_deadline(server):
+    server.script([script("Part one", " and part two", 20)])
+    events = events_of(engine_for(server))
+    assert shape(events)[:3] == ["Part one", " and part two", "Stalled"]
+    assert shape(events).count("Stalled") == 1
+    assert events[2] == Stalled("fault", 0.3, 1.5, before_text=False)
+    assert events[2].describe() == "no data from fault for 0.3 s; giving up at 1.5 s"
+    assert isinstance(events[-1], Finished) and events[-1].reason is FinishReason.ERROR
+
+
+def test_each_silence_is_said_once_and_text_ends_it(server):
+    """Two pauses in one reply: each said once, between the texts around it."""
+    server.script([script("One", 0.8, " two", 0.8, " three.")])
+    events = events_of(engine_for(server))
+    assert shape(events) == ["One", "Stalled", " two", "Stalled", " three.", "Usage",
+                             "Finished"]
+    assert events[-1].reason is FinishReason.STOP
+
+
+def test_no_notice_when_the_deadline_comes_first_or_the_stream_flows(server):
+    server.script([script("One", 0.2, " two")])
+    assert "Stalled" not in shape(events_of(engine_for(server)))
+    server.script([script(20)])
+    assert shape(events_of(engine_for(server, stall_notice=5.0))) == ["TimeoutError_"]
