@@ -4,7 +4,9 @@ Fed by two sources (issue 4, first step): the outcome of every real request atte
 (``record_attempt``, wired to the engines' ``on_attempt``) and cheap active probes (``probe``: a
 TCP connect to the provider's host, at most 2 s, no HTTP and never a key). While a provider is
 offline the probes back off (5 s, 10 s, 20 s … up to 5 min), so a laptop without network does
-not spin. The router (next step of issue 4) reads ``state`` and ``reason`` from here. Qt-free: the
+not spin. One failed send counts once, however many attempts it made (its retries, and the
+router's word on the same send, carry its idempotency key): counting each attempt pushed the
+next probe minutes away after two messages, so a provider back within seconds waited for it. The router (next step of issue 4) reads ``state`` and ``reason`` from here. Qt-free: the
 window may feed OS network-change signals in through ``network_changed``.
 
 In Offline mode a probe opens no socket: it asks ``engines.network_guard`` first (the same guard
@@ -48,7 +50,8 @@ class LinkState(str, enum.Enum):
 class ProviderLink:
     state: LinkState = LinkState.UNKNOWN
     since: dt.datetime | None = None  # wall-clock time of the last state change
-    failures: int = 0  # consecutive unreachable outcomes
+    failures: int = 0  # consecutive unreachable outcomes (a send counts once)
+    failed_send: str | None = None  # the idempotency key of the send counted last
     last_error: str | None = None
     last_probe_at: dt.datetime | None = None
     next_probe_at: float = 0.0  # monotonic
@@ -82,26 +85,33 @@ class Connectivity:
         return f"{provider} not tried yet"
 
     # -- outcomes ------------------------------------------------------------------------------
-    def record(self, provider: str, error_kind: str | None) -> LinkState:
-        """One outcome: ``None`` for success; an error kind (``OutpostError.kind``) otherwise."""
+    def record(self, provider: str, error_kind: str | None, send: str | None = None,
+               again: bool = False) -> LinkState:
+        """One outcome: ``None`` for success; an error kind (``OutpostError.kind``) otherwise.
+        ``send``: the idempotency key of the send it belongs to; ``again``: a later attempt of
+        that send (a retry), or the router's word on it: an unreachable outcome of the send
+        counted last is not counted again (nor is the next probe put off further)."""
         link = self.link(provider)
         if error_kind == OfflineModeOn.kind:  # nothing was tried: nothing learnt
             return link.state
         with self._lock:
             if error_kind is None or error_kind not in _UNREACHABLE | _UNHAPPY:
                 # success, or an answer that proves the server is there (401, 400, ...)
-                link.failures = 0
+                link.failures, link.failed_send = 0, None
                 link.last_error = error_kind
                 self._set(link, LinkState.ONLINE)
                 link.next_probe_at = self._clock() + ONLINE_RECHECK_S
             elif error_kind in _UNREACHABLE:
-                link.failures += 1
                 link.last_error = error_kind
+                if again and send and send == link.failed_send:
+                    return link.state  # the same send, counted already
+                link.failures += 1
+                link.failed_send = send
                 self._set(link, LinkState.OFFLINE if link.failures >= 2 else LinkState.DEGRADED)
                 backoff = min(MAX_BACKOFF_S, MIN_BACKOFF_S * 2 ** max(0, link.failures - 1))
                 link.next_probe_at = self._clock() + backoff
             else:
-                link.failures = 0
+                link.failures, link.failed_send = 0, None
                 link.last_error = error_kind
                 self._set(link, LinkState.DEGRADED)
                 link.next_probe_at = self._clock() + MIN_BACKOFF_S
@@ -110,11 +120,19 @@ class Connectivity:
     def record_attempt(self, record) -> None:
         """Adapter for the engines' ``on_attempt`` (an ``engines.http_policy.AttemptRecord``).
         The local model's attempts, and attempts cancelled before an answer (by the user,
-        because a hedge won, or the app closing), say nothing about the provider's link."""
+        because a hedge won, or the app closing), say nothing about the provider's link. The
+        retries of one send (attempt 2, 3, … with its idempotency key) count as that send."""
         if record.provider == "local" or record.outcome in CANCEL_OUTCOMES and \
                 record.status is None:
             return
-        self.record(record.provider, record.error_kind)
+        self.record(record.provider, record.error_kind, send=record.idempotency_key or None,
+                    again=record.attempt > 1)
+
+    def next_probe_time(self, provider: str) -> dt.datetime:
+        """When ``provider`` is probed next (wall clock; now when it is due): what waits for it
+        goes once a probe finds it online."""
+        wait = max(0.0, self.link(provider).next_probe_at - self._clock())
+        return self._wall() + dt.timedelta(seconds=wait)
 
     def network_changed(self) -> None:
         """The OS says the network changed: probe every provider at the next chance."""

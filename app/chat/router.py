@@ -289,7 +289,8 @@ class RoutedEngine(EngineBase):
                 dead.add(runner)
                 if runner is cloud and isinstance(event, FAILOVER_ERRORS):
                     if self.connectivity is not None:
-                        self.connectivity.record(name, event.kind)
+                        # (this send's attempts counted it already, when they are fed in)
+                        self.connectivity.record(name, event.kind, send=self._key, again=True)
                     if local is None:
                         self.cloud_unreachable = True
                         local = self._start_local(
@@ -433,7 +434,8 @@ class RoutedEngine(EngineBase):
                     cloud_error = event.error
                     name = self.cloud.info.engine
                     if self.connectivity is not None:
-                        self.connectivity.record(name, event.error.kind)
+                        self.connectivity.record(name, event.error.kind, send=self._key,
+                                                 again=True)
                     reason = (f"{name} stream broke after {len(text)} characters "
                               f"({kind_words(break_kind(event.error))}): continued locally")
                     # the reply's token budget is shared: the local part gets what is left

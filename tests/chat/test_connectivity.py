@@ -78,3 +78,59 @@ def test_behind_a_proxy_the_probe_connects_to_the_proxy_not_the_provider(monkeyp
         proxy.close()
     monkeypatch.setenv("NO_PROXY", "192.0.2.1")  # a host the proxy is not for: direct
     assert probe_address(urlparse("https://192.0.2.1:8443/v1")) == ("192.0.2.1", 8443)
+
+
+def test_one_failed_send_counts_once_however_many_attempts_it_made():
+    """Cloud only, provider down: two messages, each sent 3 times (the retries). Counting each
+    attempt made the link 6 failures deep, its next probe 160 s away, so a provider back
+    within seconds waited minutes for its queue. Each send counts once: the next probe is
+    10 s away (5 s, 10 s, … as the probes back off). The outbox sending the same item again
+    later (same idempotency key, a new first attempt) is a new send, and counts."""
+    import threading
+
+    from app.config.providers import ProviderConfig
+    from app.domain.errors import ConnectionFailed
+    from app.domain.messages import ChatMessage, ChatRequest, Role
+    from engines.http_policy import RetryPolicy, Timeouts
+    from engines.openai_compat import OpenAICompatEngine
+    from tests.fault_server import refused_url
+
+    clock = Clock()
+    links = Connectivity(clock, wall)
+    attempts: list[AttemptRecord] = []
+
+    def on_attempt(record) -> None:
+        attempts.append(record)
+        links.record_attempt(record)
+
+    def send(engine, request) -> None:
+        try:
+            for _ in engine.stream(request, threading.Event()):
+                pass
+        except ConnectionFailed:
+            return
+        raise AssertionError("the provider is down: the send should have failed")
+
+    with refused_url() as down:
+        engine = OpenAICompatEngine(
+            ProviderConfig("fault", "openai", down + "/v1", "test-model"), "sk-test",
+            policy=RetryPolicy(initial_backoff=0.01, max_backoff=0.02),
+            timeouts=Timeouts(connect=1, first_token=3, idle=2), on_attempt=on_attempt)
+        requests = [ChatRequest(model="test-model", messages=(ChatMessage(Role.USER, q),))
+                    for q in ("Q1", "Q2")]
+        try:
+            for request in requests:
+                send(engine, request)
+            assert len(attempts) == 6  # (3 attempts each: Cloud only retries)
+            link = links.link("fault")
+            assert (link.state, link.failures) == (LinkState.OFFLINE, 2)
+            assert link.next_probe_at - clock.now == 10.0
+            assert links.next_probe_time("fault") == wall() + dt.timedelta(seconds=10)
+            # the router's word on the same send (Auto) is no new failure either
+            links.record("fault", "connection_failed", send=requests[1].idempotency_key,
+                         again=True)
+            assert link.failures == 2
+            send(engine, requests[1])  # the outbox sends Q2 again: a send of its own
+            assert link.failures == 3 and link.next_probe_at - clock.now == 20.0
+        finally:
+            engine.close()
