@@ -91,6 +91,9 @@ class StreamOutcome:
     reason: str | None = None
     segments: tuple[Segment, ...] = ()
     cloud_unreachable: bool = False
+    # why the cloud gave no answer (``cloud_unreachable``): its error, or None when it was not
+    # asked (known offline, Offline mode); the outbox keeps why, and a 429's Retry-After
+    cloud_error: Exception | None = None
     json_schema_refused: bool = False  # the OpenAI-compatible server took json_object only
     # knobs the server refused for the model, learnt: not sent (app.domain.sampling.withheld)
     refused_knobs: frozenset[str] = frozenset()

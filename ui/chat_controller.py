@@ -26,6 +26,7 @@ from typing import Callable, TypeVar
 from PySide6.QtCore import QEventLoop, QMetaObject, QObject, Qt, QThread, QTimer, Signal, Slot
 from PySide6.QtGui import QGuiApplication
 
+from app.chat.outbox_words import queued_news
 from app.chat.pipeline import PendingTurn, Queued, TurnOutcome, TurnPipeline, TurnTarget
 from app.chat.service import NEW_ROOT, ChatService, TurnOptions
 from app.domain.errors import Cancelled, OutpostError, ReplyNotSaved, UsageError
@@ -586,14 +587,9 @@ class ChatController(QObject):
 
     @Slot(object)
     def _on_turn_queued(self, queued: Queued) -> None:
-        item = queued.item
-        if queued.answered_locally:
-            message = (f"{item.provider} could not be reached, so the local model answered. "
-                       f"Your message also waits in the outbox (item {item.id}); "
-                       f"{item.provider}'s answer will appear next to this one once it is back.")
-        else:
-            message = (f"{item.provider} cannot be reached: your message waits in the outbox "
-                       f"(item {item.id}) and is sent once {item.provider} is back.")
+        # the real cause (a 429, a first-token timeout: no outage) and when it is tried next
+        links = self.cloud.connectivity if self.cloud is not None else None
+        message = queued_news(queued.item, queued.answered_locally, links)
         self.outbox_changed.emit()
         self.notice.emit(message)
 

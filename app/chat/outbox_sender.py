@@ -22,6 +22,7 @@ import threading
 import time
 from typing import Callable, Mapping
 
+from app.chat.outbox_words import route_note
 from app.chat.turn import Turn
 from app.config.pseudonym import provider_user
 from app.config.secrets import known_keys
@@ -212,7 +213,7 @@ class OutboxSender:
                 try:
                     if error is None:
                         for _ in turn.run(engine, cancel,
-                                          route_reason=_route_note(item, "sent")):
+                                          route_reason=route_note(item, "sent", self.now())):
                             pass
                 except OutpostError as exc:
                     error = exc
@@ -346,7 +347,7 @@ class OutboxSender:
         stored that, the note of an answer that came)."""
         if turn.assistant_message_id is None:  # (never run: no engine for it)
             return
-        note = _route_note(item, how)
+        note = route_note(item, how, self.now())
         unsaved = turn.unsaved
         if unsaved is not None:  # (its final write, still to come, says so too)
             unsaved["route_reason"] = note
@@ -420,20 +421,3 @@ def _failed_words(item_id: int, why: str) -> str:
     """What the reply of a failed item (Cloud only) says."""
     return (f"Outbox item {item_id} failed: {_sentence(why)} Retry in the Outbox (or `outpost "
             f"outbox retry {item_id}`) asks once more.")
-
-
-def _route_note(item, how: str) -> str:
-    """Why a reply came from the outbox, and how its send went (``how``: "sent", "cut off",
-    "failed"): only an answer that came says the message was sent when the provider was
-    back."""
-    queued = f"queued in the outbox at {_hhmm(item.created_at)} while {item.provider} was " \
-        "unreachable"
-    return f"{queued}; sent when it was back" if how == "sent" else \
-        f"{queued}; tried when it was back: {how}"
-
-
-def _hhmm(iso: str) -> str:
-    try:
-        return dt.datetime.fromisoformat(iso).astimezone().strftime("%H:%M")
-    except ValueError:
-        return iso

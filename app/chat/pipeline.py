@@ -253,12 +253,16 @@ class PendingTurn:
         plan, turn = self.plan, self.turn
         if plan is None:
             return None
-        unreachable = isinstance(error, FAILOVER_ERRORS) and plan.always if error is not None \
-            else plan.with_local and self.engine.outcome().cloud_unreachable
+        outcome = self.engine.outcome() if error is None else None
+        unreachable = isinstance(error, FAILOVER_ERRORS) and plan.always if outcome is None \
+            else plan.with_local and outcome.cloud_unreachable
         if not unreachable:
             return None
-        try:
-            item = self.pipeline.service.queue_for_later(turn, plan.provider, plan.model, error)
+        try:  # (answered locally: why the cloud did not answer, a 429's Retry-After with it)
+            item = self.pipeline.service.queue_for_later(
+                turn, plan.provider, plan.model, error,
+                cause=outcome.cloud_error if outcome is not None else None,
+                offline=plan.offline)
         except OutpostError as exc:
             yield Notice(f"The message could not be put in the outbox: {exc}")
             return None

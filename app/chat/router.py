@@ -143,6 +143,7 @@ class RoutedEngine(EngineBase):
         self.reason = f"cloud first ({self.cloud.info.engine})"
         self.segments: list[Segment] = []
         self.cloud_unreachable = False
+        self.cloud_error: Exception | None = None  # why, when the cloud failed before text
         self.hedged = False
         # the cloud's last failed attempt that is retried, and when its wait ends
         self._retrying: tuple[Retrying, float] | None = None
@@ -195,7 +196,7 @@ class RoutedEngine(EngineBase):
         return StreamOutcome(
             self.answered, answered.knob_kind, reason=self.reason,
             segments=tuple(self.segments), cloud_unreachable=self.cloud_unreachable,
-            json_schema_refused=self.cloud.outcome().json_schema_refused,
+            cloud_error=self.cloud_error, json_schema_refused=self.cloud.outcome().json_schema_refused,
             refused_knobs=answered.refused_knobs)
 
     def close(self) -> None:
@@ -292,7 +293,7 @@ class RoutedEngine(EngineBase):
                         # (this send's attempts counted it already, when they are fed in)
                         self.connectivity.record(name, event.kind, send=self._key, again=True)
                     if local is None:
-                        self.cloud_unreachable = True
+                        self.cloud_unreachable, self.cloud_error = True, event
                         local = self._start_local(
                             request, events, runners,
                             f"{name} failed before answering ({kind_words(event.kind)}): "

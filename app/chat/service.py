@@ -24,6 +24,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
+from app.chat.outbox_words import clock_words, queued_because
 from app.chat.turn import Turn
 from app.config.presets import PresetBook
 from app.config.pseudonym import provider_user
@@ -219,25 +220,34 @@ class ChatService:
         return SecretMask(self.secrets())
 
     def queue_for_later(self, turn: Turn, provider: str, model: str | None,
-                        error: Exception | None = None) -> OutboxItem:
+                        error: Exception | None = None, *, cause: Exception | None = None,
+                        offline: bool = False) -> OutboxItem:
         """Put the turn's request in the outbox (cloud wanted, provider unreachable). With
         ``error`` (Cloud only: nothing answered), the failed reply says where its request went.
+        ``cause``: why the provider did not answer when the local model did (Auto): a 429's
+        Retry-After holds the item as it does under Cloud only; ``offline``: Offline mode held
+        the request back. The item keeps why it was queued (``app.chat.outbox_words``).
         The item keeps the max_tokens the user asked for, not a quota's cap of it: the quotas
         are checked again at each send (``app.chat.outbox_sender``), and cap it afresh then."""
         request = turn.request if turn.reply_cap is None else \
             dataclasses.replace(turn.request, max_tokens=turn.reply_cap.asked)
         # a 429 with Retry-After: the provider asked not to be sent anything before then
-        retry_after = error.retry_after if isinstance(error, RateLimited) else None
+        why = error if error is not None else cause
+        retry_after = why.retry_after if isinstance(why, RateLimited) else None
         item = self.outbox.enqueue(turn.conversation_id, turn.user_message_id, provider, model,
                                    request,
                                    turn.assistant_message_id if error is not None else None,
-                                   retry_after=retry_after)
+                                   retry_after=retry_after,
+                                   queued_because=turn.secret_mask().scrub(
+                                       queued_because(provider, why, offline)))
         if error is not None and turn.assistant_message_id:
+            held = item.held_until()
+            when = f"it is sent at {clock_words(held)} (not before: {provider} asked to " \
+                "wait)" if held is not None else f"it is sent once {provider} can be reached"
             self.store.update_message(
                 turn.assistant_message_id,
                 error=turn.secret_mask().scrub(
-                    f"{sentence(str(error))} Queued in the outbox (item {item.id}): it is sent "
-                    f"once {provider} can be reached."))
+                    f"{sentence(str(error))} Queued in the outbox (item {item.id}): {when}."))
         return item
 
     def recover_interrupted(self) -> list[Message]:

@@ -416,3 +416,11 @@ def m021_request_log_note(db: sqlite_utils.Database) -> None:
     a turn are numbered in order across retries and such re-sends; a re-send was logged as a
     second "attempt 1"."""
     db["request_log"].add_column("note", str)
+
+
+@migration
+def m022_outbox_queued_because(db: sqlite_utils.Database) -> None:
+    """Why each item was queued ("fault was rate limiting requests and asked to wait 120 s",
+    "fault sent no text within 30 s"): every message and note said the provider was
+    unreachable, whatever kept it from answering. Items from before say nothing (null)."""
+    db["outbox"].add_column("queued_because", str)

@@ -60,18 +60,27 @@ class OutboxItem:
     # ``not_before`` (UTC ISO); cleared when the item is sent again
     not_before: str | None = None
     retry_after: float | None = None
+    # why it was queued, as a clause ("fault was rate limiting requests and asked to wait
+    # 120 s"; ``app.chat.outbox_words``); None for items from before it was kept
+    queued_because: str | None = None
 
-    def held(self, now: dt.datetime | None = None) -> str | None:
-        """Why it may not be sent yet ("waits until 16:13:51 (the provider asked: Retry-After
-        120 s)"), or None once ``now`` (default: the time now) is past its ``not_before``."""
+    def held_until(self, now: dt.datetime | None = None) -> dt.datetime | None:
+        """When its provider asked it be sent again (429, Retry-After), while that is still to
+        come after ``now`` (default: the time now); else None."""
         if not self.not_before:
             return None
         try:
             until = dt.datetime.fromisoformat(self.not_before)
         except ValueError:
             return None
+        return until if until > (now or dt.datetime.now(dt.timezone.utc)) else None
+
+    def held(self, now: dt.datetime | None = None) -> str | None:
+        """Why it may not be sent yet ("waits until 16:13:51 (the provider asked: Retry-After
+        120 s)"), or None once ``now`` (default: the time now) is past its ``not_before``."""
         now = now or dt.datetime.now(dt.timezone.utc)
-        if until <= now:
+        until = self.held_until(now)
+        if until is None:
             return None
         local = until.astimezone()
         when = local.strftime("%H:%M:%S") if local.date() == now.astimezone().date() else \
@@ -90,7 +99,8 @@ class OutboxItem:
                 "last_error": self.last_error, "answer_message_id": self.answer_message_id,
                 "idempotency_key": self.request.idempotency_key, "prompt": self.prompt,
                 "created_at": self.created_at, "updated_at": self.updated_at,
-                "not_before": self.not_before, "retry_after": self.retry_after}
+                "not_before": self.not_before, "retry_after": self.retry_after,
+                "queued_because": self.queued_because}
 
 
 def _item(row: dict) -> OutboxItem:
@@ -101,7 +111,8 @@ def _item(row: dict) -> OutboxItem:
         state=OutboxState(row["state"]), attempts=row["attempts"] or 0,
         last_error=row["last_error"], answer_message_id=row["answer_message_id"],
         created_at=row["created_at"], updated_at=row["updated_at"],
-        not_before=row.get("not_before"), retry_after=row.get("retry_after"))
+        not_before=row.get("not_before"), retry_after=row.get("retry_after"),
+        queued_because=row.get("queued_because"))
 
 
 class Outbox:
@@ -113,21 +124,25 @@ class Outbox:
     def enqueue(self, conversation_id: str, user_message_id: str, provider: str,
                 model: str | None, request: ChatRequest,
                 placeholder_message_id: str | None = None,
-                retry_after: float | None = None) -> OutboxItem:
+                retry_after: float | None = None,
+                queued_because: str | None = None) -> OutboxItem:
         """``retry_after``: the provider answered 429 with Retry-After (seconds): the item is
-        held until then (``hold``). ``placeholder_message_id``: the empty reply that stands for
-        the item (Cloud only); a retry's of an item still queued takes the place of the one
-        before (``stands_for``)."""
+        held until then (``hold``). ``queued_because``: why, as a clause (the latest word
+        stands for an item queued again). ``placeholder_message_id``: the empty reply that
+        stands for the item (Cloud only); a retry's of an item still queued takes the place of
+        the one before (``stands_for``)."""
         stamp = now_iso()
-        hold = {"not_before": _until(retry_after), "retry_after": retry_after} \
+        hold: dict = {"not_before": _until(retry_after), "retry_after": retry_after} \
             if retry_after else {}
+        if queued_because is not None:
+            hold["queued_because"] = queued_because
         with self.store.transaction() as db:
             existing = list(db["outbox"].rows_where(
                 "idempotency_key = ? and state in ('queued', 'sending')",
                 [request.idempotency_key]))
             if existing:  # the same turn queued twice (a retry while offline): keep one
                 item_id = existing[0]["id"]
-                if hold:  # (the provider's latest word)
+                if hold:  # (the provider's latest word, and why)
                     db["outbox"].update(item_id, dict(hold, updated_at=stamp))
             else:
                 table = db["outbox"]

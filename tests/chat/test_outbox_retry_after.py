@@ -81,3 +81,35 @@ def test_a_retry_after_met_while_sending_holds_the_item_in_the_next_process_too(
         assert len(server.chat_requests()) == 3
     assert Outbox(store).get(item.id).state is OutboxState.SENT
     store.close()
+
+
+def test_the_reply_of_an_item_queued_for_a_429_says_so_not_that_the_provider_was_down(
+        tmp_path):
+    """Its route note said "queued in the outbox at 18:48 while fault was unreachable" after a
+    429: it names the real cause now. An item queued because nothing answered says as before."""
+    from app.chat.service import ChatService, TurnOptions
+    from app.config.settings import Settings
+    from app.domain.errors import RateLimited
+
+    store = Store(tmp_path / "outpost.db")
+    service = ChatService(store, Settings())
+    turn = service.start_turn("Later, please", model="test-model",
+                              options=TurnOptions(max_tokens=8, temperature=0.0))
+    error = RateLimited("fault is rate limiting requests (HTTP 429).", provider="fault",
+                        retry_after=120)
+    item = service.queue_for_later(turn, "fault", None, error)
+    assert item.queued_because == "fault was rate limiting requests and asked to wait 120 s"
+    down = queue_turn(store, "And this one")
+    assert down.queued_because == "fault could not be reached"
+    with fault_server() as server:
+        server.script([normal(), normal()])
+        sender = OutboxSender(Outbox(store), lambda name, model: fast_cloud(
+            server.url + "/v1", store))
+        later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=121)
+        sender.now = lambda: later
+        report = sender.send()
+    notes = {i.id: m.route_reason for i, m in report.sent}
+    assert re.fullmatch(r"queued in the outbox at \d\d:\d\d because fault was rate limiting "
+                        r"requests and asked to wait 120 s; sent at \d\d:\d\d", notes[item.id])
+    assert notes[down.id].endswith("while fault was unreachable; sent when it was back")
+    store.close()

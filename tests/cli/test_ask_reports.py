@@ -228,3 +228,30 @@ def test_send_when_online_that_cannot_queue_says_why(capsys, local, server):
         assert store.db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
     finally:
         store.close()
+
+
+# -- a 429 on Auto with send-when-online (trial 8) ------------------------------------------------
+def test_a_retry_after_met_on_auto_holds_the_item_and_is_named_as_the_cause(capsys, local,
+                                                                            server):
+    """Auto, send when online: the provider answers 429 with Retry-After 90 and the local model
+    answers. The item was queued without the hold (`outbox send` 5 s later sent it) and `ask`
+    said the provider was unreachable. Now it waits until then, in every process, and every
+    word about it says the real cause."""
+    import re
+
+    setting("send_when_online", True)
+    local.script(reply("Local", " answer."))
+    server.script([rate_limited(retry_after=90)])
+    _, err = ask(capsys, "x", "--provider", "fake", "--max-tokens", "8")
+    assert len(server.chat_requests()) == 1
+    assert "unreachable" not in err
+    said = [line for line in err.splitlines() if "queued in the outbox" in line]
+    assert len(said) == 1 and re.fullmatch(
+        r"outpost: fake was rate limiting requests and asked to wait 90 s: queued in the outbox "
+        r"as item 1; `outpost outbox send` \(or the window\) sends it from "
+        r"(\d{4}-\d\d-\d\d )?\d\d:\d\d:\d\d on \(not before: fake asked to wait\)\.", said[0])
+    capsys.readouterr()
+    assert cli.main(["outbox", "list"]) == 0
+    assert "waits until" in capsys.readouterr().out
+    assert cli.main(["outbox", "send"]) == 4  # held: not sent before the time it gave
+    assert len(server.chat_requests()) == 1

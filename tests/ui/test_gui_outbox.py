@@ -371,3 +371,43 @@ def test_a_queued_chat_made_local_only_says_at_once_that_its_message_is_not_sent
     assert app.service.outbox.get(item.id).state is OutboxState.FAILED
     app.window.close()
     app.shutdown()
+
+
+def test_the_queued_banner_says_the_real_cause_and_when_the_next_try_is(qtbot, scripted):
+    """Cloud only: a 429 with Retry-After 120, then a reply with no text within the
+    first-token timeout. Both messages wait in the outbox, and the banner said each time
+    "acme cannot be reached: … sent once acme is back". It says the cause now, and when the
+    window tries again: at the time the provider asked for, or at its next check."""
+    import re
+
+    from engines.http_policy import Timeouts
+    from tests.fault_server import rate_limited, slow_first_token
+
+    app, banner = scripted, scripted.window.banner
+    app.cloud_pool.timeouts = Timeouts(first_token=1, idle=5)
+    clock = r"(\d{4}-\d\d-\d\d )?\d\d:\d\d:\d\d"
+    with fault_server() as server:
+        use_provider(app, "acme", server.url + "/v1", route="cloud")
+        # (the model list the window asks for: not a chat request, not scripted)
+        qtbot.waitUntil(lambda: [r.path for r in server.requests] == ["/v1/models"])
+        app.tasks.wait()
+        server.script([rate_limited(retry_after=120)])
+        send(qtbot, app, "Report, please")
+        [held] = app.service.outbox.pending()
+        text = banner.label.text()
+        assert "cannot be reached" not in text, text
+        assert re.fullmatch(
+            rf"acme was rate limiting requests and asked to wait 120 s: your message waits in "
+            rf"the outbox \(item {held.id}\), and the next try is at {clock} \(not before: acme "
+            r"asked to wait\)\.", text), text
+        assert held.held() is not None
+        server.script([slow_first_token(delay=4.0)])
+        send(qtbot, app, "And the stock count")
+        [late] = [i for i in app.service.outbox.pending() if i.id != held.id]
+        text = banner.label.text()
+        assert re.fullmatch(
+            rf"acme sent no text within 1 s: your message waits in the outbox \(item "
+            rf"{late.id}\), and the next try is at {clock}, when acme is checked again \(Send "
+            r"now in the Outbox tries at once\)\.", text), text
+    app.window.close()
+    app.shutdown()

@@ -18,6 +18,7 @@ from app.chat.pipeline import (
     TurnStarted,
     TurnTarget,
 )
+from app.chat.outbox_words import next_try_words, unreachable_clause
 from app.chat.service import TurnOptions
 from app.chat.targets import remembered_target, target_record
 from app.cli.commands.common import emit, open_core, read_prompt, round_or_none
@@ -271,8 +272,7 @@ def _finish(args: argparse.Namespace, outcome: TurnOutcome, structured: bool,
             # (the error's own sentence says where it went: the event only, with --json)
             _report_queued(args, item, outcome.conversation_id, line=False)
             raise type(error)(f"{sentence(str(error))} Queued in the outbox as item {item.id}; "
-                              "`outpost outbox send` sends it once the provider is reachable."
-                              ) from None
+                              f"{next_try_words(item, None)}.") from None
         raise error
     selection = outcome.selection.record() if outcome.selection is not None else None
     check = outcome.output_check
@@ -465,10 +465,10 @@ def _report_queued(args: argparse.Namespace, item, conversation_id: str,
         when = "once Offline mode is off, " if held.offline_mode_overrode else ""
         sys.stderr.write(f"outpost: queued in the outbox for {item.provider} as item "
                          f"{item.id}; {when}`outpost outbox send` (or the window) sends it.\n")
-    else:
-        sys.stderr.write(f"outpost: {item.provider} is unreachable: queued in the outbox as "
-                         f"item {item.id}; it is sent with `outpost outbox send` (or by the "
-                         "window) once the provider is back.\n")
+    else:  # the real cause (a 429 is no outage), and when it may go
+        because = item.queued_because or unreachable_clause(item.provider)
+        sys.stderr.write(f"outpost: {because}: queued in the outbox as item {item.id}; "
+                         f"{next_try_words(item, None)}.\n")
 
 def test_time_plan(args):
     """``--best-of N --scorer S`` / ``--self-consistency N --extract SPEC`` as a Plan."""
