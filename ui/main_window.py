@@ -500,7 +500,8 @@ class MainWindow(QMainWindow):
         self.errors.inform(news)
 
     def _answer_version(self, conversation_id: str) -> str:
-        """Where the answer that just arrived stands among its versions (" — 2/2."), and how to
+        """Where the newest answer stands among the versions of its reply (" — the newest
+        answer is version 2 of 2 of its reply."; nothing when it is the only one), and how to
         see it when it is not on screen. That answer is the conversation's newest reply."""
         try:
             replies = [m for m in self.store.messages(conversation_id)
@@ -511,7 +512,10 @@ class MainWindow(QMainWindow):
             siblings = [m.id for m in self.store.siblings(answer)]
         except OutpostError:
             return "."
-        where = f" — {siblings.index(answer.id) + 1}/{len(siblings)}"
+        if len(siblings) < 2:  # (a Cloud only answer takes the queued reply's place)
+            return "."
+        where = f" — the newest answer is version {siblings.index(answer.id) + 1} of " \
+            f"{len(siblings)} of its reply"
         shown = self.view.shows(answer.id)  # on the path shown, built or not
         return where + ("." if shown else " (switch to it with ‹ › on the reply beside it).")
 

@@ -75,6 +75,7 @@ class OutboxButton(QPushButton):
     @Slot(object)
     def show_report(self, report: SendReport) -> None:
         """The monitor sent queued messages: news for the signed-in profile's answers."""
+        answered: dict[str, tuple[str, list[str]]] = {}  # conversation -> (title, providers)
         for item, _message in report.sent:
             try:
                 conversation = self.store.get_conversation(item.conversation_id)
@@ -84,10 +85,35 @@ class OutboxButton(QPushButton):
                                                                          self.profile_name):
                 continue  # another profile's message went out: theirs to see
             title = conversation.title if conversation else "a deleted conversation"
-            self.answered.emit(item.conversation_id,
-                               f"{item.provider} answered your queued message in “{title}”.")
+            answered.setdefault(item.conversation_id, (title, []))[1].append(item.provider)
+        # one piece of news for the pass, named to each chat it answered in (it said one answer
+        # in one chat, whichever came last: two answers in a chat read "… — 1/1")
+        news = answered_news(list(answered.values()))
+        for conversation_id in answered:
+            self.answered.emit(conversation_id, news)
         for item, error in report.failed:
             self.send_failed.emit(EngineError(f"The queued message (outbox item {item.id}) "
                                               f"could not be sent to {item.provider}: {error}"))
         self.conversations_changed.emit()
         self.refresh()
+
+
+def answered_news(chats: list[tuple[str, list[str]]]) -> str:
+    """What one pass of the outbox answered: ``chats``, (title, the provider of each answer)
+    per conversation, in order. "acme answered 2 of your queued messages in “Q1”."; over
+    several chats, how many in each."""
+    def who(providers: list[str]) -> str:
+        names = list(dict.fromkeys(providers))
+        return " and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + \
+            f" and {names[-1]}"
+
+    def count(n: int) -> str:
+        return "your queued message" if n == 1 else f"{n} of your queued messages"
+
+    if len(chats) == 1:
+        [(title, providers)] = chats
+        return f"{who(providers)} answered {count(len(providers))} in “{title}”."
+    total = sum(len(providers) for _, providers in chats)
+    each = ", ".join(f"{len(providers)} in “{title}” ({who(providers)})"
+                     for title, providers in chats)
+    return f"{total} of your queued messages were answered: {each}."

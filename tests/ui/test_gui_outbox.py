@@ -411,3 +411,31 @@ def test_the_queued_banner_says_the_real_cause_and_when_the_next_try_is(qtbot, s
             r"now in the Outbox tries at once\)\.", text), text
     app.window.close()
     app.shutdown()
+
+
+def test_the_news_of_a_pass_counts_every_answer_and_names_each_chat(qtbot, scripted):
+    """Cloud only, provider down: two messages in one chat wait. One pass answers both: the
+    banner said "acme answered your queued message in “…” — 1/1." (the last answer only, and
+    a count of versions nobody asked about). It says how many, and in which chat."""
+    app, banner = scripted, scripted.window.banner
+    with refused_url() as down:
+        use_provider(app, "acme", down + "/v1", route="cloud")
+        send(qtbot, app, "Water report")
+        send(qtbot, app, "Fuel report")
+        app.tasks.wait()
+    items = app.service.outbox.pending()
+    assert len(items) == 2
+    title = app.store.get_conversation(items[0].conversation_id).title
+    with fault_server() as server:
+        server.script([normal(), normal()])
+        provider_back(app, "acme", server.url + "/v1")
+        qtbot.waitUntil(lambda: not app.service.outbox.pending() and not app.monitor._sending,
+                        timeout=20000)
+        qtbot.waitUntil(lambda: "answered" in banner.label.text(), timeout=5000)
+    assert banner.label.text() == f"acme answered 2 of your queued messages in “{title}”."
+    from ui.outbox_button import answered_news  # (several chats: how many in each, by whom)
+
+    assert answered_news([("A", ["acme", "acme"]), ("B", ["fault"])]) == (
+        "3 of your queued messages were answered: 2 in “A” (acme), 1 in “B” (fault).")
+    app.window.close()
+    app.shutdown()

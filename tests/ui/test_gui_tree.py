@@ -326,7 +326,8 @@ def test_outbox_answer_news_says_which_version_it_is(qtbot, scripted, scripted_e
                                activate="beside")
     window.outbox_button.answered.emit(conversation_id,
                                        "acme answered your queued message in “Q1”.")
-    assert window.banner.label.text() == "acme answered your queued message in “Q1” — 2/2."
+    assert window.banner.label.text() == "acme answered your queued message in “Q1” — the " \
+        "newest answer is version 2 of 2 of its reply."
     assert texts(window) == ["Q1", "Cloud answer."]
     assert window.view.bubbles[1].switcher.label.text() == "2/2"
 
