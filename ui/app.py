@@ -98,7 +98,8 @@ class OutpostApp:
                 refusal=self._providers_refusal()),
             outbox_panel_factory=lambda parent, profile_of: OutboxPanel(
                 self.service.outbox, parent, profile_of,
-                default_route=lambda: self.settings["default_route"]),
+                default_route=lambda: self.settings["default_route"],
+                links=self.connectivity, offline=lambda: self.settings["offline_mode"]),
             models_dialog_factory=lambda parent: ModelManager(
                 self.library, self.downloads, self.settings["context_cap"],
                 gpu_offload_supported(), self._model_in_use, parent,

@@ -1,7 +1,9 @@
 """The offline outbox as a window: what waits for its cloud provider, what was sent, what failed.
 
 Reads are cheap SQLite queries on the outbox table, so the panel reads on the GUI thread; it never
-touches the network. Sending is not done here: "Send now" only emits ``send_requested`` and the
+touches the network. What still waits is listed first (then what failed, then what was sent or
+cancelled, newest first): with many sent rows the waiting ones were below the fold. A line above
+the table says when the window tries each provider's waiting items next by itself. Sending is not done here: "Send now" only emits ``send_requested`` and the
 owner runs the sender in the background, then calls ``refresh()``.
 """
 from __future__ import annotations
@@ -24,6 +26,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.chat.connectivity import Connectivity
+from app.chat.outbox_words import clock_words, next_try_at
 from app.domain.errors import OutpostError
 from app.storage.outbox import Outbox, OutboxItem, OutboxState
 from ui import theme
@@ -44,16 +48,20 @@ _COLOURED_STATES = (OutboxState.FAILED, OutboxState.SENT, OutboxState.CANCELLED)
 
 
 class OutboxPanel(QDialog):
-    """A non-modal window listing every outbox item in queue order, with Send now, Cancel item
-    and Retry. ``rows()`` gives what the table shows, for tests."""
+    """A non-modal window listing every outbox item, what waits first (in queue order), with
+    Send now, Cancel item and Retry. ``rows()`` gives what the table shows, for tests."""
 
     send_requested = Signal()
 
     def __init__(self, outbox: Outbox, parent: QWidget | None = None, profile_of=None,
-                 default_route=None):
+                 default_route=None, links: Connectivity | None = None, offline=None):
         """``profile_of()``: the signed-in profile, whose items are listed (None: all);
-        ``default_route()``: the settings' route, for a Retry in a chat that has none."""
+        ``default_route()``: the settings' route, for a Retry in a chat that has none;
+        ``links``: the window's connectivity tracker, whose probes say when waiting items are
+        tried next (None: not said); ``offline()``: Offline mode is on (nothing is sent)."""
         super().__init__(parent)
+        self.links = links
+        self.offline = offline or (lambda: False)
         self.profile_of = profile_of or (lambda: None)
         self.default_route = default_route or (lambda: "auto")
         self.setWindowTitle("Outbox")
@@ -67,6 +75,9 @@ class OutboxPanel(QDialog):
                        "conversation (next to the local answer, if the local model "
                        "answered meanwhile).")
         intro.setWordWrap(True)
+        self.next_try = QLabel()  # when the window tries the waiting items next by itself
+        self.next_try.setWordWrap(True)
+        self.next_try.setAccessibleName("Next automatic try")
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setAccessibleName("Outbox messages")
         self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -109,6 +120,7 @@ class OutboxPanel(QDialog):
         buttons.addWidget(close_button)
         layout = QVBoxLayout(self)
         layout.addWidget(intro)
+        layout.addWidget(self.next_try)
         layout.addWidget(self.stack, 1)
         layout.addWidget(self.error)
         layout.addLayout(buttons)
@@ -130,6 +142,7 @@ class OutboxPanel(QDialog):
         except OutpostError as exc:
             self._show_error(str(exc))
             items = []
+        items.sort(key=_shown_order)
         self._items = {item.id: item for item in items}
         self.table.blockSignals(True)
         try:
@@ -143,7 +156,35 @@ class OutboxPanel(QDialog):
             self.table.blockSignals(False)
         self._fit_columns()
         self.stack.setCurrentWidget(self.table if items else self.placeholder)
+        self.table.scrollToTop()
+        self.next_try.setText(self._next_try_words(items))
+        self.next_try.setVisible(bool(self.next_try.text()))
         self._update_buttons()
+
+    def _next_try_words(self, items: list[OutboxItem]) -> str:
+        """"Next automatic try: acme at 16:12:05, when it is checked again; …", for the first
+        waiting item of each provider (the rest go after it, in order)."""
+        waiting: dict[str, OutboxItem] = {}
+        for item in items:
+            if item.state is OutboxState.QUEUED:
+                waiting.setdefault(item.provider, item)
+        if not waiting:
+            return ""
+        if self.offline():
+            return "Offline mode is on: nothing is sent until it is off."
+        if self.links is None:
+            return ""
+        now = dt.datetime.now(dt.timezone.utc)
+        said = []
+        for provider, item in waiting.items():
+            when = next_try_at(item, self.links, now)
+            if when is None:
+                continue
+            why = "not before: it asked to wait" if when == item.held_until(now) else \
+                "when it is checked again"
+            said.append(f"{provider} at {clock_words(when, now)} ({why})")
+        return "Next automatic try: " + "; ".join(said) + ". Send now tries at once." \
+            if said else ""
 
     def rows(self) -> list[tuple[int, str, str]]:
         """(id, state label, provider) per row, as shown."""
@@ -243,6 +284,16 @@ class OutboxPanel(QDialog):
         else:
             self._show_error("")
         self.refresh()
+
+
+def _shown_order(item: OutboxItem) -> tuple[int, int]:
+    """What waits (being sent, or queued) first in queue order, then what failed, then what
+    was sent or cancelled, newest first."""
+    if item.state in (OutboxState.SENDING, OutboxState.QUEUED):
+        return (0, item.id)
+    if item.state is OutboxState.FAILED:
+        return (1, item.id)
+    return (2, -item.id)
 
 
 def _colour_state(cell: QTableWidgetItem, state: OutboxState) -> None:

@@ -52,7 +52,7 @@ def click(qtbot, button) -> None:
     qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
 
 
-def test_rows_in_queue_order_with_readable_states(make_panel, outbox):
+def test_rows_waiting_first_with_readable_states(make_panel, outbox):
     first = enqueue(outbox, "first", "openai")
     second = enqueue(outbox, "second", "anthropic", "claude-x")
     third = enqueue(outbox, "third", "openai")
@@ -62,21 +62,63 @@ def test_rows_in_queue_order_with_readable_states(make_panel, outbox):
     assert not panel.isModal()
     assert panel.windowTitle() == "Outbox"
     assert panel.stack.currentWidget() is panel.table
-    assert panel.rows() == [(first.id, "Waiting", "openai"), (second.id, "Sent", "anthropic"),
-                            (third.id, "Failed", "openai")]
+    # what waits first, then what failed, then what was sent
+    assert panel.rows() == [(first.id, "Waiting", "openai"), (third.id, "Failed", "openai"),
+                            (second.id, "Sent", "anthropic")]
     table = panel.table
     headers = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
     assert headers == ["#", "State", "Provider", "Model", "Queued", "Message", "Note"]
     # an item that named no model shows the one its request was made for (the provider's
     # default then), as the reply will say (it showed "provider's default")
-    assert [table.item(r, 3).text() for r in range(3)] == ["m", "claude-x", "m"]
+    assert [table.item(r, 3).text() for r in range(3)] == ["m", "m", "claude-x"]
     assert [table.item(r, 6).text() for r in range(3)] == [
-        "waits until openai can be reached", "answered", "bad key"]
+        "waits until openai can be reached", "bad key", "answered"]
     queued = table.item(0, 4).text()
     assert len(queued) == 5 and queued[2] == ":"  # local HH:MM
     assert table.item(0, 5).text() == "first"
     # rows cannot be edited
     assert not table.item(0, 5).flags() & Qt.ItemFlag.ItemIsEditable
+
+
+def test_waiting_items_come_first_and_the_panel_says_when_they_are_tried_next(qtbot,
+                                                                             make_panel,
+                                                                             outbox):
+    """14 sent items, then 4 waiting: listed oldest first, the waiting ones were below the
+    fold, and nothing said when the window would try them. They come first now (in queue
+    order), and a line says when each provider's items are tried next: at its next check, or
+    not before the time it asked for (429, Retry-After)."""
+    import datetime as dt
+
+    from app.chat.connectivity import Connectivity
+    from ui.outbox_panel import OutboxPanel
+
+    for n in range(14):
+        outbox._finish(enqueue(outbox, f"sent {n}").id, OutboxState.SENT)
+    waiting = [enqueue(outbox, f"waiting {n}").id for n in range(3)]
+    held = enqueue(outbox, "held", provider="acme")
+    outbox.hold(held.id, 600)
+    clock = [1000.0]
+    at = dt.datetime.now().astimezone()  # (the wall clock, frozen: the probes' times)
+    links = Connectivity(lambda: clock[0], lambda: at)
+    links.record("openai", "connection_failed")  # next check in 5 s
+    links.record("openai", "connection_failed")  # … then 10 s
+    panel = OutboxPanel(outbox, links=links)
+    qtbot.addWidget(panel)
+    panel.resize(1000, 380)
+    panel.show()
+    qtbot.waitExposed(panel)
+    assert [r[0] for r in panel.rows()][:4] == [*waiting, held.id]
+    assert [r[1] for r in panel.rows()][:5] == ["Waiting"] * 4 + ["Sent"]
+    assert panel.table.rowAt(0) == 0  # (at the top, in view)
+    until = outbox.get(held.id).held_until()
+    assert panel.next_try.isVisible() and panel.next_try.text() == (
+        f"Next automatic try: openai at {at + dt.timedelta(seconds=10):%H:%M:%S} (when it is "
+        f"checked again); acme at "
+        f"{until.astimezone():%H:%M:%S} (not before: it asked to wait). Send now tries at "
+        "once.")
+    panel.offline = lambda: True
+    panel.refresh()
+    assert panel.next_try.text() == "Offline mode is on: nothing is sent until it is off."
 
 
 def test_an_item_its_provider_asked_to_wait_for_says_until_when(make_panel, outbox):
@@ -195,7 +237,7 @@ def test_screenshot_with_three_states(qtbot, make_panel, outbox, artifacts_dir):
     panel.show()
     panel.select(waiting.id)
     qtbot.waitExposed(panel)
-    assert [r[1] for r in panel.rows()] == ["Waiting", "Sent", "Failed"]
+    assert [r[1] for r in panel.rows()] == ["Waiting", "Failed", "Sent"]
     assert panel.grab().save(str(artifacts_dir / "outbox_panel.png"))
 
 
