@@ -148,7 +148,11 @@ class MessageBubble(QFrame):
                                     "E edits and resends it. " if role is Role.USER else "")
             + "The Menu key lists every action.")
         theme.restyle(self, lambda: theme.bubble_style(role))
-        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+        # Preferred, not Maximum: Maximum held the bubble to its size hint, which reckons a
+        # wrapped footer at ~80 characters a line, so a long footer (a queued reply's) in a
+        # narrower chat was cut top and bottom; the view's closing stretch keeps it from
+        # growing taller than its height for its width.
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(12, 8, 12, 8)
         layout.setSpacing(4)

@@ -307,3 +307,51 @@ def test_the_empty_chats_hint_wraps_in_a_narrow_chat(qtbot, scripted):
     qtbot.waitUntil(lambda: view.widget().width() <= view.viewport().width())
     assert hint.geometry().right() <= view.viewport().width()
     assert shows_whole(hint), (hint.text(), hint.size())
+
+
+def laid_out_height(label) -> int:
+    """The height ``label``'s text takes, wrapped at the label's width (what it must show)."""
+    from PySide6.QtCore import QRect
+
+    box = QRect(0, 0, label.contentsRect().width(), 100000)
+    return label.fontMetrics().boundingRect(box, Qt.TextFlag.TextWordWrap,
+                                            label.text()).height()
+
+
+@pytest.mark.parametrize("cause", ["down", "rate_limited_120"])
+def test_a_queued_replys_long_footer_is_whole_at_every_width(qtbot, scripted, cause,
+                                                             artifacts_dir):
+    """Cloud only, the provider down (or a 429 asking for 120 s): the empty reply's footer says
+    why and that the message is queued, on four or five lines. At 940-970 px its first and last
+    lines were half cut (a trial): the bubble was held to its size hint, which a wrapped label
+    reckons at about 80 characters a line, not at the width it has."""
+    from tests.fault_server import fault_server, rate_limited, refused_url
+    from tests.ui.test_gui_outbox import use_provider
+
+    app, window = scripted, scripted.window
+    if cause == "down":
+        with refused_url() as down:
+            use_provider(app, "acme", down + "/v1", route="cloud")
+            send(qtbot, app, "Water levels at the north well, please")
+            app.tasks.wait()
+    else:
+        with fault_server() as server:
+            server.script([rate_limited(retry_after=120)] * 4)
+            use_provider(app, "acme", server.url + "/v1", route="cloud")
+            send(qtbot, app, "Water levels at the north well, please")
+            app.tasks.wait()
+    bubble = window.view.bubbles[-1]
+    footer = bubble.footer
+    assert "Queued in the outbox" in footer.text(), footer.text()
+    assert footer.text().endswith("acme · test-model")
+    for width in range(940, 975, 5):
+        window.resize(width, 774)
+        qtbot.wait(20)  # (the layout requests posted by the resize)
+        bubble.grab()
+        need = max(footer.heightForWidth(footer.width()), laid_out_height(footer))
+        assert footer.height() >= need, (width, footer.width(), footer.height(), need)
+        assert footer.geometry().bottom() < bubble.contentsRect().bottom()
+    for name in ("light", "dark"):
+        grab_in_palette(qtbot, window, artifacts_dir / f"queued-footer-{cause}-{name}.png", name)
+    app.window.close()
+    app.shutdown()
