@@ -72,6 +72,9 @@ class CommandEngines:
         self._built.append(engine)
         return engine
 
+    def on_this_computer(self, provider: str) -> bool:
+        return ProviderRegistry().on_this_computer(provider)
+
     def close(self) -> None:
         for engine in self._built:
             engine.close()
@@ -105,6 +108,9 @@ class LoadedEngines:
         if self.targets is None:
             raise UsageError("No cloud providers are set up in this window.")
         return self.targets.engine(provider, model)
+
+    def on_this_computer(self, provider: str) -> bool:
+        return self.targets is not None and self.targets.registry.on_this_computer(provider)
 
 
 def window_pipeline(service: ChatService, local: Callable[[], Engine | None],

@@ -25,7 +25,6 @@ settings file (another ``OUTPOST_HOME``) is ignored.
 """
 from __future__ import annotations
 
-import ipaddress
 import weakref
 from typing import Any
 from urllib.parse import urlparse
@@ -33,6 +32,7 @@ from urllib.parse import urlparse
 import httpx
 
 from app.config import paths
+from app.config.providers import is_loopback  # (the one definition: routing asks it too)
 from app.config.settings import Settings
 from app.domain.errors import OfflineModeOn
 
@@ -51,17 +51,6 @@ def offline_mode() -> bool:
     if followed is not None and followed.path == paths.settings_path():
         return bool(followed["offline_mode"])
     return bool(Settings()["offline_mode"])
-
-
-def is_loopback(host: str) -> bool:
-    """Is ``host`` (as written in a URL) this computer, without looking the name up?"""
-    host = host.strip("[]").rstrip(".").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def offline_message(what: str) -> str:

@@ -229,9 +229,14 @@ class FixedEngines:
 
     connectivity = None
 
-    def __init__(self, engine, cloud=None):
-        self.engine, self.cloud_engine = engine, cloud
+    def __init__(self, engine, cloud=None, here: bool = False):
+        """``here``: the cloud engine stands for a provider on this computer (loopback, which
+        Offline mode lets answer); by default for one elsewhere, fault server or not."""
+        self.engine, self.cloud_engine, self.here = engine, cloud, here
         self.attempts: list = []
+
+    def on_this_computer(self, provider) -> bool:
+        return self.here
 
     def on_attempt(self, record) -> None:
         self.attempts.append(record)

@@ -1,4 +1,5 @@
-"""Offline mode: every conversation is answered by the local model and no connection is opened.
+"""Offline mode: every conversation is answered on this computer (the local model, or a provider
+at localhost) and no connection beyond it is opened.
 One switch, shown twice (Chat ▸ Offline mode and a status bar button), kept in the settings.
 The network layer's guard (``engines.network_guard``) follows the same settings object, so the
 switch refuses every connection from the moment it is on, even if the file cannot be saved."""
@@ -34,8 +35,9 @@ class OfflineSwitch(QObject):
         self.button = QPushButton()
         self.button.setCheckable(True)
         self.button.setFlat(True)
-        self.button.setToolTip("Offline mode: every conversation is answered by the local model; "
-                               "nothing is sent, no connection is opened.")
+        self.button.setToolTip("Offline mode: every conversation is answered on this computer "
+                               "(the local model, or a provider at localhost); nothing is sent "
+                               "beyond it, no other connection is opened.")
         self._show(self.action.isChecked())
         self.action.toggled.connect(self._on_toggled)
         self.button.toggled.connect(self.action.setChecked)

@@ -103,6 +103,11 @@ class EngineSource(Protocol):
 
     def cloud(self, provider: str, model: str | None = None) -> Engine: ...
 
+    def on_this_computer(self, provider: str) -> bool:
+        """Is ``provider`` on this computer (loopback)? Offline mode lets such a provider answer.
+        (False for one not configured.)"""
+        ...
+
 
 # -- what the pipeline says -------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -471,13 +476,33 @@ class TurnPipeline:
     # -- routing and engines ------------------------------------------------------------------
     def effective_route(self, target: TurnTarget, conversation_id: str | None) -> Route:
         """The route policy a turn of this conversation would take (the window's badge)."""
-        settings = self.settings
-        if settings["offline_mode"] or target.offline:
+        if self._kept_local(target):
             return Route.LOCAL
+        return self._wanted_route(target, conversation_id)
+
+    def held_by_offline_mode(self, target: TurnTarget, conversation_id: str | None) -> bool:
+        """Offline mode (or ``offline``) keeps a turn on the local model although it names a
+        provider, one not on this computer, and a route that would reach it: such a turn
+        ``outbox_asked`` waits in the outbox until Offline mode is off (the window offers it
+        as "Send to P once Offline mode is off")."""
+        return target.provider is not None and self._kept_local(target) and \
+            self._wanted_route(target, conversation_id) is not Route.LOCAL
+
+    def _wanted_route(self, target: TurnTarget, conversation_id: str | None) -> Route:
         wanted = target.route
         if wanted is None and conversation_id is not None:
             wanted = self.service.store.get_conversation(conversation_id).route
-        return Route(wanted or settings["default_route"])
+        return Route(wanted or self.settings["default_route"])
+
+    def _kept_local(self, target: TurnTarget) -> bool:
+        """Offline mode keeps this turn on this computer: ``offline`` (``ask --offline``:
+        the local model), or Offline mode, unless the turn's provider is on this computer
+        (loopback: an Ollama or llama.cpp server of the user's; nothing sent to it leaves)."""
+        if target.offline:
+            return True
+        if not self.settings["offline_mode"]:
+            return False
+        return target.provider is None or not self.engines.on_this_computer(target.provider)
 
     def _engine_for(self, target: TurnTarget, conversation, adapters=()):
         """(engine, RouteDecision, OutboxPlan | None, offline mode overrode?). A Local only
@@ -488,14 +513,15 @@ class TurnPipeline:
         model of their architecture (refused before anything is saved)."""
         settings = self.settings
         wanted = target.route or (conversation.route if conversation is not None else None)
-        offline = bool(settings["offline_mode"] or target.offline)
+        offline = self._kept_local(target)
         decision = decide_route(wanted, settings["default_route"], offline, target.provider)
         if adapters and decision.route is not Route.LOCAL:
             raise UsageError(
                 f"The LoRA adapter {adapters[0].name} works on the local model only, and this "
                 f"turn is routed {decision.route.value} to {target.provider}; choose Local "
                 "only (or Offline mode), or detach the adapter.")
-        overrode = bool(settings["offline_mode"]) and bool(target.provider or wanted == "cloud")
+        overrode = bool(settings["offline_mode"]) and offline and \
+            bool(target.provider or wanted == "cloud")
         engines = self.engines
         if decision.route is Route.LOCAL and _held_for_outbox(target, decision, wanted,
                                                               settings["default_route"]):

@@ -283,13 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
                                "kind sends")
     prknobs.add_argument("--json", action="store_true")
 
-    offline = sub.add_parser("offline", help="Offline mode: every message answered by the "
-                             "local model, nothing sent (the window's Offline mode switch)",
+    offline = sub.add_parser("offline", help="Offline mode: every message answered on this "
+                             "computer, nothing sent beyond it (the window's Offline mode "
+                             "switch)",
                              description="Offline mode: every conversation answers on the local "
                              "model and Outpost opens no connection (model lists, downloads, "
-                             "probes and outbox sends are refused; a provider on this computer, "
-                             "localhost, can still be reached). It is the offline_mode setting, "
-                             "shared with the window.")
+                             "probes and outbox sends are refused), except to a provider on "
+                             "this computer (localhost, 127.0.0.1, ::1), which still answers "
+                             "its conversations and gets its outbox items. It is the "
+                             "offline_mode setting, shared with the window.")
     offline.add_argument("switch", choices=["on", "off", "status"], nargs="?", default="status",
                          metavar="on|off|status",
                          help="on: turn Offline mode on (remembered); off: turn it off "

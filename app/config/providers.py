@@ -6,6 +6,7 @@ Stored as JSON in the config dir (``providers.json``). Never a key: keys live in
 from __future__ import annotations
 
 import builtins
+import ipaddress
 import json
 import re
 from dataclasses import asdict, dataclass, fields
@@ -54,6 +55,12 @@ class ProviderConfig:
     kind: str
     base_url: str
     default_model: str = ""
+
+    @property
+    def on_this_computer(self) -> bool:
+        """Its base URL names this computer (loopback: an Ollama or llama.cpp server the user
+        runs here): Offline mode still lets it answer, since nothing sent to it leaves."""
+        return is_loopback(urlparse(self.base_url).hostname or "")
 
     def validate(self) -> "ProviderConfig":
         if not _NAME.match(self.name):
@@ -116,6 +123,10 @@ class ProviderRegistry:
         raise UsageError(f"There is no provider called {name!r} (configured: {known}). Add it "
                          "with `outpost providers add`.")
 
+    def on_this_computer(self, name: str) -> bool:
+        """Is the provider called ``name`` on this computer? (False for one not configured.)"""
+        return any(p.name == name and p.on_this_computer for p in self.list())
+
     def add(self, config: ProviderConfig, replace: bool = False) -> ProviderConfig:
         config = config.validate()
         providers = self.list()
@@ -141,6 +152,18 @@ def preset_of(config: ProviderConfig) -> str | None:
     return next((key for key, preset in PRESETS.items()
                  if preset.kind == config.kind and preset.base_url.rstrip("/") == base_url),
                 None)
+
+
+def is_loopback(host: str) -> bool:
+    """Is ``host`` (as written in a URL) this computer, without looking the name up?
+    ``localhost``, or an address of 127.0.0.0/8 or ::1."""
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def needs_key(config: ProviderConfig) -> bool:

@@ -187,8 +187,9 @@ SCHEMA: tuple[Option, ...] = (
            group="Network and failover", label="Wait when rate-limited"),
     # -- Privacy ----------------------------------------------------------------------------------
     Option("offline_mode", bool, False,
-           "Offline mode: every conversation is answered by the local model; nothing is sent "
-           "and no connection is opened.", group="Privacy", label="Offline mode"),
+           "Offline mode: every conversation is answered on this computer, by the local "
+           "model or a provider at localhost; no connection beyond it is opened.",
+           group="Privacy", label="Offline mode"),
     Option("key_fallback", str, "refuse",
            "Where API keys go when no secure OS keychain exists: refuse, memory (this session "
            "only) or file (a file only you can read). Chosen explicitly by the user.",

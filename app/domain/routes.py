@@ -5,7 +5,9 @@
   outbox);
 * ``auto``: the provider first, the local model behind it (``app.chat.router.RoutedEngine``).
 
-Offline mode forces ``local``; a conversation's own route wins over the default. The errors that
+Offline mode forces ``local``, except for a provider on this computer (loopback: nothing sent
+to it leaves the machine), which it leaves to the route; a conversation's own route wins over
+the default. The errors that
 send an Auto turn to the local model are named here too (``FAILOVER_ERRORS``).
 """
 from __future__ import annotations
@@ -86,8 +88,9 @@ class RouteDecision:
 
 def decide_route(conversation_route: str | None, default_route: str, offline_mode: bool,
                  provider: str | None) -> RouteDecision:
-    """The effective route of a turn. Offline mode wins over everything; a conversation's own
-    route wins over the default; Auto without a provider is the local model."""
+    """The effective route of a turn. Offline mode (``offline_mode``: it holds this turn, so
+    its provider is not on this computer) wins over everything; a conversation's own route
+    wins over the default; Auto without a provider is the local model."""
     if offline_mode:
         return RouteDecision(Route.LOCAL, OFFLINE_MODE)
     route = parse_route(conversation_route or default_route)

@@ -660,7 +660,11 @@ def test_cancel_and_requeue_of_items_in_the_wrong_state_are_usage_errors(tmp_pat
 
 
 # -- 7. Offline mode -----------------------------------------------------------------------------
+ELSEWHERE = "http://192.0.2.1:9/v1"  # TEST-NET-1: a provider beyond this computer
+
+
 def test_offline_mode_sends_nothing(outpost_home):
+    """Items for a provider beyond this computer wait; `outbox send` says why (exit 2)."""
     store = Store()
     item = queue_turn(store, "Not while offline", "acme")
     store.close()
@@ -669,16 +673,44 @@ def test_offline_mode_sends_nothing(outpost_home):
     settings.save()
     saved = json.loads((outpost_home / "config" / "settings.json").read_text())
     assert saved["values"]["offline_mode"] is True
-    with fault_server() as server:
-        add_provider("acme", server.url + "/v1")
-        result = cli("outbox", "send")
-        assert result.returncode == 2
-        assert "Offline mode is on" in result.stderr
-        assert cli("outbox", "send", str(item.id)).returncode == 2
-        assert server.requests == []  # not even a connection's worth of request
-        assert server.connections == []
+    add_provider("acme", ELSEWHERE)
+    result = cli("outbox", "send")
+    assert result.returncode == 2
+    assert "Offline mode is on" in result.stderr
+    assert cli("outbox", "send", str(item.id)).returncode == 2
     [row] = outbox_list()
     assert row["state"] == "queued" and row["attempts"] == 0
+    with fault_server() as server:  # the same provider, at localhost now: it is sent
+        add_provider("acme", server.url + "/v1", replace=True)
+        server.script([normal()])
+        assert cli("outbox", "send").returncode == 0
+        assert len(server.chat_requests()) == 1
+
+
+def test_offline_mode_sends_to_a_provider_on_this_computer(outpost_home):
+    """Offline mode opens no connection beyond this computer, and a provider at 127.0.0.1 (an
+    Ollama or llama.cpp server of the user's) is on it: `outbox send` sends its items and
+    leaves those for a provider elsewhere waiting, saying why (it refused all: "Offline mode
+    is on: nothing is sent", exit 2)."""
+    store = Store()
+    here = queue_turn(store, "For the server here", "here")
+    away = queue_turn(store, "For the cloud", "away")
+    store.close()
+    settings = Settings()
+    settings.set("offline_mode", True)
+    settings.save()
+    add_provider("away", ELSEWHERE)
+    with fault_server() as server:
+        add_provider("here", server.url + "/v1")
+        server.script([normal()])
+        result = cli("outbox", "send")
+        assert len(server.chat_requests()) == 1
+    assert result.returncode == 4, result.stderr  # one still waits
+    assert f"Sent item {here.id} to here" in result.stdout
+    assert f"Item {away.id} waits for Offline mode to be off: away is not on this " \
+        "computer." in result.stdout
+    states = {row["id"]: (row["state"], row["attempts"]) for row in outbox_list("--all")}
+    assert states == {here.id: ("sent", 1), away.id: ("queued", 0)}
 
 
 # -- 8. a conversation made Local only after its message was queued -----------------------------

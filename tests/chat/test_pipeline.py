@@ -362,3 +362,40 @@ def test_a_message_held_for_the_outbox_is_charged_to_the_rate_limits_once(outpos
     assert [i.id for i, _ in report.sent] == [item.id], report.waiting
     assert service.outbox.get(item.id).state is OutboxState.SENT
     store.close()
+
+
+def test_offline_mode_leaves_a_provider_on_this_computer_to_its_route(outpost_home):
+    """Offline mode opens no connection beyond this computer; a provider on it (loopback: an
+    Ollama or llama.cpp server of the user's) answers as its route says (it was never asked:
+    Offline mode made every turn local). One elsewhere is kept from it: the local model
+    answers, and a turn naming it is the kind the outbox holds until Offline mode is off."""
+    from app.domain.routes import Route
+    from tests.fault_server import Normal, fault_server
+    from tests.support import fault_cloud
+
+    settings = Settings()
+    settings.set("offline_mode", True)
+    target = TurnTarget(provider="fault", route="cloud")
+    for here in (True, False):
+        store = Store()
+        service = ChatService(store, settings)
+        local = ScriptedEngine(reply(*SCRIPT))
+        with fault_server() as server:
+            server.script([Normal(chunks=("Here", "."))])
+            pipeline = TurnPipeline(service, FixedEngines(local, fault_cloud(server.url, store),
+                                                          here=here))
+            assert pipeline.effective_route(target, None) is (Route.CLOUD if here
+                                                              else Route.LOCAL)
+            assert pipeline.held_by_offline_mode(target, None) is not here
+            events = list(pipeline.send("Who answers?", target=target))
+            asked = len(server.chat_requests())
+        [ended] = [e for e in events if isinstance(e, TurnEnded)]
+        started = next(e for e in events if isinstance(e, TurnStarted))
+        assert started.offline_mode_overrode is not here
+        if here:
+            assert asked == 1 and ended.outcome.answered.engine != "local"
+            assert ended.outcome.message.content == "Here." and local.requests == []
+        else:
+            assert asked == 0 and ended.outcome.answered.engine == "local"
+            assert ended.outcome.route_reason == "offline mode"
+        store.close()

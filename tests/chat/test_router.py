@@ -153,7 +153,9 @@ def test_the_socket_guard_does_see_a_cloud_route(outpost_home):
 
 
 def test_cli_offline_switch_overrides_routes_and_says_so(outpost_home):
-    assert cli("providers", "add", "down", "--base-url", "http://127.0.0.1:9/v1",
+    """Offline mode keeps a provider beyond this computer from being asked, and says so; one
+    on this computer (127.0.0.1) it leaves to the route (asked: refused here, so queued)."""
+    assert cli("providers", "add", "down", "--base-url", "http://192.0.2.1:9/v1",
                "--model", "m").returncode == 0
     assert "off" in cli("offline").stdout
     assert "is on" in cli("offline", "on").stdout
@@ -164,11 +166,16 @@ def test_cli_offline_switch_overrides_routes_and_says_so(outpost_home):
     finished = json.loads(answered.stdout.splitlines()[-1])           # silently
     assert finished["engine"] == "local" and finished["route_reason"] == "offline mode"
     assert cli("outbox", "send").returncode == 2
+    assert cli("providers", "add", "down", "--base-url", "http://127.0.0.1:9/v1",
+               "--model", "m", "--replace").returncode == 0
+    here = cli("ask", "Say hi", "--provider", "down", "--route", "cloud")
+    assert here.returncode == 4 and "Queued in the outbox as item 1" in here.stderr
+    assert "Offline mode is on" not in here.stderr
     assert "is off" in cli("offline", "off").stdout
     only_cloud = cli("ask", "Say hi", "--provider", "down", "--route", "cloud")
-    assert only_cloud.returncode == 4 and "Queued in the outbox as item 1" in only_cloud.stderr
+    assert only_cloud.returncode == 4 and "Queued in the outbox as item 2" in only_cloud.stderr
     conversation = json.loads(cli("history", "list", "--json").stdout)[0]["id"]
     again = cli("ask", "And now?", "--conversation", conversation)  # Cloud only: the provider
-    assert again.returncode == 4 and "Queued in the outbox as item 2" in again.stderr  # it kept
+    assert again.returncode == 4 and "Queued in the outbox as item 3" in again.stderr  # it kept
     nobody = cli("ask", "Say hi", "--route", "cloud")  # Cloud only, no provider given or kept
     assert nobody.returncode == 2 and "--provider NAME" in nobody.stderr

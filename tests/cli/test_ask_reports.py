@@ -193,6 +193,7 @@ def test_send_when_online_in_offline_mode_queues_the_message_for_later(capsys, l
     waits in the outbox (items keep waiting while Offline mode is on) until it is off."""
     setting("offline_mode", True)
     local.script(reply("Local", " answer."))
+    elsewhere(server, "fake")
     _, err = ask(capsys, "offline swo", "--provider", "fake", "--send-when-online",
                  "--max-tokens", "8")
     assert err.splitlines() == [
@@ -205,11 +206,36 @@ def test_send_when_online_in_offline_mode_queues_the_message_for_later(capsys, l
     assert server.chat_requests() == []
 
     setting("offline_mode", False)
+    elsewhere(server, "fake", back=True)
     capsys.readouterr()
     assert cli.main(["outbox", "send"]) == 0
     assert "Sent item 1 to fake" in capsys.readouterr().out
     [sent] = server.chat_requests()
     assert sent.json["max_tokens"] == 8 and sent.json["messages"][-1]["content"] == "offline swo"
+
+
+def elsewhere(server, name: str, back: bool = False) -> None:
+    """Provider ``name`` beyond this computer (TEST-NET-1: Offline mode keeps it from being
+    asked); ``back``: at the fault server again (on loopback, which Offline mode lets answer)."""
+    url = server.url + "/v1" if back else "http://192.0.2.1:9/v1"
+    ProviderRegistry().add(ProviderConfig(name, "openai", url, "test-model"), replace=True)
+
+
+def test_offline_mode_asks_a_provider_on_this_computer(capsys, local, server):
+    """`outpost offline on`, then `ask --provider fake` with fake at 127.0.0.1 (an Ollama or
+    llama.cpp server of the user's): fake answers, as the README says ("can still be
+    reached"); it answered locally and sent nothing. A provider elsewhere still gets nothing."""
+    setting("offline_mode", True)
+    server.script([Normal(chunks=("From", " here."))])
+    events, err = ask(capsys, "who answers?", "--provider", "fake", "--json")
+    assert err == "" and len(server.chat_requests()) == 1
+    assert events[-1]["engine"] == "fake"
+    assert "".join(e["text"] for e in events if e["event"] == "delta") == "From here."
+    local.script(reply("Local."))
+    elsewhere(server, "fake")
+    events, err = ask(capsys, "and now?", "--provider", "fake", "--json")
+    assert events[-1]["engine"] == "local" and "Offline mode is on" in err
+    assert len(server.chat_requests()) == 1
 
 
 def test_send_when_online_that_cannot_queue_says_why(capsys, local, server):

@@ -6,6 +6,7 @@ import argparse
 from app.chat.outbox_sender import OutboxSender
 from app.cli.commands.ask import save_before_exit
 from app.cli.commands.common import cloud_engine, emit_list, local_time, open_core
+from app.config.providers import ProviderRegistry
 from app.config.secrets import stored_keys
 from app.config.settings import Settings, default_user_id
 from app.domain.errors import OutpostError, ReplyNotSaved, UsageError
@@ -20,8 +21,9 @@ def cmd_offline(args: argparse.Namespace) -> int:
         settings.set("offline_mode", args.switch == "on")
         settings.save()
     on = settings["offline_mode"]
-    print("Offline mode is on: every message is answered by the local model and nothing is "
-          "sent." if on else "Offline mode is off: conversations follow their routes.")
+    print("Offline mode is on: every message is answered on this computer (the local model, "
+          "or a provider at localhost) and nothing is sent beyond it." if on
+          else "Offline mode is off: conversations follow their routes.")
     return 0
 
 def cmd_outbox(args: argparse.Namespace) -> int:
@@ -68,9 +70,9 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                 print(f"{item.id:>4}  {item.state.value:9} {item.provider:12} "
                       f"{local_time(item.created_at)}  {prompt}{error}")
             return 0
-        if settings["offline_mode"]:
-            raise UsageError("Offline mode is on: nothing is sent. Turn it off first with "
-                         "`outpost offline off` (or the window's Offline mode switch).")
+        # Offline mode sends only to providers on this computer (loopback); the others' items
+        # keep waiting, untried
+        elsewhere = _held_by_offline_mode(outbox, args.id) if settings["offline_mode"] else set()
         sender = OutboxSender(outbox, lambda name, model: cloud_engine(name, model,
                                                                          service.ledger.record),
                               ledger=service.ledger,
@@ -80,7 +82,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         if args.id is not None and outbox.get(args.id).state is not OutboxState.QUEUED:
             raise UsageError(f"Outbox item {args.id} is {outbox.get(args.id).state.value}, "
                              "not queued.")
-        report = sender.send(only=args.id)
+        report = sender.send(only=args.id, skip_provider=lambda name: name in elsewhere)
         if service.unsaved:  # an answer the disk refused: a few more tries before exiting
             try:
                 save_before_exit(service.save_unsaved, service.unsaved[0].unsaved_error)
@@ -98,6 +100,10 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                       f"{item.conversation_id}" + (f" ({message.status.value})"
                                                    if message else "") + ".")
             for item in report.waiting:  # (the last error is a sentence of its own)
+                if item.provider in elsewhere:  # not tried: Offline mode
+                    print(f"Item {item.id} waits for Offline mode to be off: {item.provider} "
+                          "is not on this computer.")
+                    continue
                 if item.id in report.behind:  # not tried: the queue's order holds
                     print(f"Item {item.id} waits behind item {report.behind[item.id]} for "
                           f"{item.provider}: items go out in the order they were queued.")
@@ -119,6 +125,19 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         return 4 if report.waiting or report.failed else 0
     finally:
         store.close()
+
+
+def _held_by_offline_mode(outbox, only: int | None) -> set[str]:
+    """The providers (not on this computer) whose items Offline mode keeps waiting; refused
+    in one sentence when nothing else would be sent (nothing at all, too)."""
+    registry = ProviderRegistry()
+    pending = [item for item in outbox.pending() if only is None or item.id == only]
+    held = {item.provider for item in pending if not registry.on_this_computer(item.provider)}
+    if all(item.provider in held for item in pending):
+        raise UsageError("Offline mode is on: nothing is sent beyond this computer (only a "
+                         "provider at localhost would be). Turn it off first with `outpost "
+                         "offline off` (or the window's Offline mode switch).")
+    return held
 
 
 def _hand_over_unsaved(outbox, kept) -> None:
