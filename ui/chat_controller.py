@@ -103,6 +103,7 @@ class ChatController(QObject):
             max_workers=1, thread_name_prefix="outpost-prepare")
         self.conversation_id: str | None = None
         self._turn = None
+        self._held_offline = False  # the running turn is one Offline mode held for the outbox
         self._cancel: CancelWithReason | None = None
         self._buffer: list[str] = []
         self._bubble = None
@@ -386,9 +387,36 @@ class ChatController(QObject):
         except OutpostError:
             return self.service.settings["default_route"]
 
+    def held_by_offline_mode(self) -> bool:
+        """Offline mode keeps the next turn on the local model although it names a provider
+        elsewhere: the composer offers "Send to P once Offline mode is off" (the core decides:
+        ``TurnPipeline.held_by_offline_mode``)."""
+        try:
+            return self.pipeline.held_by_offline_mode(self._chosen_target(),
+                                                      self.conversation_id)
+        except OutpostError:
+            return False
+
+    def provider_on_this_computer(self) -> bool:
+        """The chosen provider is on this computer (loopback: Offline mode lets it answer)."""
+        return self.provider is not None and self.cloud is not None and \
+            self.cloud.registry.on_this_computer(self.provider)
+
     def _target(self) -> TurnTarget:
         """What the user chose for the next turn: provider and model, the new chat's route,
-        send-when-online, and the sampling panel's best-of-n / self-consistency."""
+        send-when-online, and the sampling panel's best-of-n / self-consistency. A turn
+        Offline mode holds back with "Send to P once Offline mode is off" ticked asks the
+        outbox to keep it for then (``outbox_asked``, as `ask --send-when-online` does)."""
+        target = self._chosen_target()
+        if not self.send_when_online:
+            return target
+        try:
+            held = self.pipeline.held_by_offline_mode(target, self.conversation_id)
+        except OutpostError:
+            held = False
+        return dataclasses.replace(target, outbox_asked=held)
+
+    def _chosen_target(self) -> TurnTarget:
         return TurnTarget(
             provider=self.provider if self.cloud is not None else None, model=self.cloud_model,
             route=self.new_chat_route if self.conversation_id is None else None,
@@ -436,6 +464,7 @@ class ChatController(QObject):
     def _run(self, pending: PendingTurn) -> None:
         self.failed_turn = None
         self._turn = pending.turn
+        self._held_offline = pending.started.held_offline  # (the queued news says so)
         self._cancel = CancelWithReason()
         self._bubble = self.view.add_bubble(Role.ASSISTANT)
         self._bubble.set_placeholder("…")
@@ -587,9 +616,15 @@ class ChatController(QObject):
 
     @Slot(object)
     def _on_turn_queued(self, queued: Queued) -> None:
-        # the real cause (a 429, a first-token timeout: no outage) and when it is tried next
-        links = self.cloud.connectivity if self.cloud is not None else None
-        message = queued_news(queued.item, queued.answered_locally, links)
+        item = queued.item
+        if queued.answered_locally and self._held_offline:
+            message = (f"Offline mode is on, so the local model answered. Your message also "
+                       f"waits in the outbox (item {item.id}); it is sent to {item.provider} "
+                       f"once Offline mode is off, and the answer will appear next to this one.")
+        else:
+            # the real cause (a 429, a first-token timeout: no outage) and when it is tried next
+            links = self.cloud.connectivity if self.cloud is not None else None
+            message = queued_news(item, queued.answered_locally, links)
         self.outbox_changed.emit()
         self.notice.emit(message)
 

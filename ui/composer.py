@@ -27,6 +27,14 @@ class PromptEdit(QPlainTextEdit):
         super().keyPressEvent(event)
 
 
+_WHEN_ONLINE_TIP = ("If the provider cannot be reached, the local model answers now and your "
+                    "message also waits in the outbox; it is sent once the provider is back, "
+                    "and its answer appears next to the local one.")
+_LATER_TIP = ("Offline mode is on, so the local model answers now. Ticked, your message also "
+              "waits in the outbox and is sent to {provider} once Offline mode is off; its "
+              "answer appears next to the local one.")
+
+
 class Composer(QWidget):
     send_requested = Signal(str)
     stop_requested = Signal()
@@ -46,10 +54,7 @@ class Composer(QWidget):
         # Auto route: if the provider cannot be reached, the local model answers now and the
         # message also waits in the outbox for the provider. Cloud only: always (shown checked).
         self.when_online = QCheckBox("Send to cloud when online")
-        self.when_online.setToolTip(
-            "If the provider cannot be reached, the local model answers now and your message "
-            "also waits in the outbox; it is sent once the provider is back, and its answer "
-            "appears next to the local one.")
+        self.when_online.setToolTip(_WHEN_ONLINE_TIP)
         side = QVBoxLayout()
         side.setSpacing(4)
         side.addStretch(1)
@@ -81,14 +86,22 @@ class Composer(QWidget):
     @Slot(object)
     def show_route(self, state: RouteState) -> None:
         """Who the message goes to (the placeholder), and whether "Send to cloud when online"
-        applies: offered on Auto, shown ticked and fixed on Cloud only, hidden otherwise."""
+        applies: offered on Auto, shown ticked and fixed on Cloud only, hidden otherwise. In
+        Offline mode, with a provider elsewhere chosen on Auto or Cloud only, it offers to
+        keep the message in the outbox until Offline mode is off (`ask --send-when-online`)."""
         self.edit.setPlaceholderText(
             f"{state.texts().placeholder}  (Enter sends, Shift+Enter: new line)")
         self.edit.viewport().update()  # the placeholder is painted, not a widget
-        self.when_online.setVisible(state.cloud_possible and not state.offline)
-        self.when_online.setEnabled(state.route is Route.AUTO)
+        later = state.held_offline
+        self.when_online.setText(f"Send to {state.provider} once Offline mode is off"
+                                 if later else "Send to cloud when online")
+        self.when_online.setToolTip(_LATER_TIP.format(provider=state.provider) if later
+                                    else _WHEN_ONLINE_TIP)
+        self.when_online.setVisible(state.cloud_possible or later)
+        self.when_online.setEnabled(state.route is Route.AUTO or later)
         self.when_online.blockSignals(True)
-        self.when_online.setChecked(state.route is Route.CLOUD or state.send_when_online)
+        self.when_online.setChecked(state.send_when_online if later else
+                                    state.route is Route.CLOUD or state.send_when_online)
         self.when_online.blockSignals(False)
 
     def text(self) -> str:

@@ -3,8 +3,8 @@
 Every few seconds (``TICK_MS``) it works out which providers matter now: the chosen provider when
 the current conversation may go to the cloud, and every provider with queued outbox items. Only
 those are probed (a TCP connect, in the background, at the back-off pace ``app.chat.connectivity``
-sets); nothing is probed in Offline mode or for a Local only conversation, so those never open a
-socket. When a provider with queued items is online, the outbox is sent in the background, one
+sets); nothing is probed for a Local only conversation, nor in Offline mode but a provider on
+this computer (localhost), so those never open a socket beyond it. When a provider with queued items is online, the outbox is sent in the background, one
 pass at a time; each answer arrives as a sibling reply and the window is told. Each item that
 changes state on the way (claimed, sent, failed, queued again) says so at once
 (``outbox_changed``), so the status bar's count never waits for the end of the pass. An item
@@ -73,14 +73,19 @@ class OutboxMonitor(QObject):
         self.outbox_changed.emit()
 
     def providers(self) -> list[str]:
-        """The providers that matter now (none in Offline mode)."""
-        if self.settings["offline_mode"]:
-            return []
-        names = list(self.watched())
+        """The providers that matter now (in Offline mode only those on this computer)."""
+        names = [name for name in self.watched() if not self._held_offline(name)]
         for item in self.outbox.pending():
-            if item.provider not in names and not self.sender.stays_here(item):
+            if item.provider not in names and not self.sender.stays_here(item) and \
+                    not self._held_offline(item.provider):
                 names.append(item.provider)
         return names
+
+    def _held_offline(self, name: str) -> bool:
+        """Offline mode keeps ``name`` from being probed or sent to: it is not on this
+        computer (a provider at localhost still is)."""
+        return bool(self.settings["offline_mode"]) and \
+            not self.cloud.registry.on_this_computer(name)
 
     @Slot()
     def tick(self) -> None:
@@ -110,7 +115,7 @@ class OutboxMonitor(QObject):
                                      failed)
 
     def _maybe_send(self, names: list[str]) -> None:
-        if self._sending or self.settings["offline_mode"]:
+        if self._sending:
             return
         pending = [item for item in self.outbox.pending() if item.provider in names]
         if not any(self.connectivity.state(item.provider) is LinkState.ONLINE
@@ -121,12 +126,13 @@ class OutboxMonitor(QObject):
     def send_now(self, only_online: bool = False) -> bool:
         """Send the queued items now (the outbox panel's "Send now" asks with
         ``only_online=False``: try every provider once)."""
-        if self._sending or self.settings["offline_mode"]:
+        if self._sending or self.settings["offline_mode"] and all(
+                self._held_offline(item.provider) for item in self.outbox.pending()):
             return False
         self._sending = True
         self.outbox_changed.emit()
-        skip = (lambda name: self.connectivity.state(name) is not LinkState.ONLINE) \
-            if only_online else (lambda name: False)
+        skip = (lambda name: self._held_offline(name) or (
+            only_online and self.connectivity.state(name) is not LinkState.ONLINE))
 
         def done(report: SendReport) -> None:
             self._sending = False

@@ -47,7 +47,7 @@ class RoutePicker(ElidingComboBox):
         self.blockSignals(True)
         self.setCurrentIndex(self.findData(state.selected))
         self.blockSignals(False)
-        self.setEnabled(not state.offline)
+        # (in Offline mode too: a provider on this computer still follows the route)
 
     @Slot(int)
     def _on_activated(self, _index: int) -> None:

@@ -37,11 +37,16 @@ class RouteState:
 
     own: str | None  # the conversation's own route (None: it follows the default)
     default: str  # the default route for new chats (settings)
-    route: Route  # the route that applies now (Offline mode: always local)
+    route: Route  # the route that applies now (Offline mode: local, but for a provider here)
     provider: str | None  # the chosen cloud provider, None: the local model only
     offline: bool
     send_when_online: bool  # the Auto route's "also queue for the cloud" choice
     hedge_after_s: float
+    # the provider is on this computer (localhost): Offline mode leaves it to the route
+    provider_here: bool = False
+    # Offline mode keeps the local model answering although a provider elsewhere is chosen
+    # on a route that reaches it: the message may wait for it until Offline mode is off
+    held_offline: bool = False
 
     @classmethod
     def of(cls, controller, settings) -> RouteState:
@@ -50,7 +55,9 @@ class RouteState:
                    route=Route(controller.effective_route()), provider=controller.provider,
                    offline=bool(settings["offline_mode"]),
                    send_when_online=controller.send_when_online,
-                   hedge_after_s=settings["hedge_after_s"])
+                   hedge_after_s=settings["hedge_after_s"],
+                   provider_here=controller.provider_on_this_computer(),
+                   held_offline=controller.held_by_offline_mode())
 
     @property
     def selected(self) -> str:
@@ -64,8 +71,9 @@ class RouteState:
 
     @property
     def uses_cloud(self) -> bool:
-        """The cloud provider's engine answers (its knobs apply, its models may be listed)."""
-        return self.cloud_possible and not self.offline
+        """The cloud provider's engine answers (its knobs apply, its models may be listed);
+        in Offline mode only one on this computer does (``route`` is local otherwise)."""
+        return self.cloud_possible
 
     def texts(self) -> RouteTexts:
         provider = self.provider
@@ -76,24 +84,26 @@ class RouteState:
                 "to the Route, or switch the route to Auto or Local only.",
                 WARNING_COLOUR, "Choose a cloud provider first…",
                 "This conversation is Cloud only: choose a cloud provider above.")
-        if self.offline or not self.cloud_possible:
+        if not self.cloud_possible:
             why = ("Offline mode" if self.offline else "Local only" if self.route is Route.LOCAL
                    else "Local model")
             return RouteTexts(
                 f"● {why}", _LOCAL_TOOLTIP, LOCAL_COLOUR, "Message the local model…",
                 "Start a conversation: type below and press Enter.\n"
                 "Everything stays on this computer with the local model.")
+        here = (f"Offline mode is on, and {provider} is on this computer (localhost), so it "
+                "still answers. ") if self.offline else ""
         if self.route is Route.CLOUD:
             return RouteTexts(
                 f"☁ Cloud only · {provider}",
-                "Messages of this chat are sent to the provider only; when it cannot be reached "
-                "they wait in the outbox.",
+                here + "Messages of this chat are sent to the provider only; when it cannot be "
+                "reached they wait in the outbox.",
                 CLOUD_COLOUR, f"Message {provider}…",
                 f"Start a conversation: type below and press Enter.\nMessages go to {provider} "
                 "only; while it cannot be reached they wait in the outbox.")
         return RouteTexts(
             f"☁ Auto · {provider}",
-            f"Auto: messages go to {provider}; when it cannot be reached, is slower than "
+            here + f"Auto: messages go to {provider}; when it cannot be reached, is slower than "
             f"{self.hedge_after_s:g} s to start, or breaks off, the local model answers or "
             "continues (the reply says so).",
             CLOUD_COLOUR, f"Message {provider}…",

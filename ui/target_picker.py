@@ -68,7 +68,8 @@ class TargetPicker(ElidingComboBox):
 
     @Slot(object)
     def show_route(self, state: RouteState) -> None:
-        self.setEnabled(state.route is not Route.LOCAL)
+        # the chosen route's (Offline mode keeps only providers elsewhere from answering)
+        self.setEnabled(Route(state.selected) is not Route.LOCAL)
 
     @Slot(int)
     def _on_index_changed(self, _index: int) -> None:
@@ -122,7 +123,8 @@ class ModelPicker(QComboBox):
 
     @Slot(object)
     def show_route(self, state: RouteState) -> None:
-        self.setEnabled(state.route is not Route.LOCAL)
+        # the chosen route's (Offline mode keeps only providers elsewhere from answering)
+        self.setEnabled(Route(state.selected) is not Route.LOCAL)
         self._state = state
         if state.cloud_possible and state.provider not in self.listed and \
                 not self._asking_soon:
