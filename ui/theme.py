@@ -468,12 +468,12 @@ class _ThemeKeeper(QWidget):
     def event(self, event: QEvent) -> bool:
         if event.type() == QEvent.Type.ApplicationPaletteChange:
             app = QApplication.instance()
-            # once per application palette: setting the check boxes' class palette is itself
+            # once per application palette: setting the controls' class palettes is itself
             # a palette change (the application's palette, and its cacheKey, stay the same);
             # a new application palette clears class palettes, and has a new cacheKey
             if app.palette().cacheKey() != self.refreshed_for:
                 self.refreshed_for = app.palette().cacheKey()
-                _outline_check_boxes(app)
+                _outline_controls(app)
                 _refresh_all()
         return super().event(event)
 
@@ -498,26 +498,48 @@ class _ThemeKeeper(QWidget):
             _use(app, dark_palette() if scheme == Qt.ColorScheme.Dark else light_palette())
 
 
-def _outline_check_boxes(app: QApplication) -> None:
-    """Check boxes whose edge can be seen (WCAG 1.4.11, 3:1). Fusion draws it in the window
-    colour made darker, which on a dark window is nearly the window itself (1.1:1: an empty
-    box vanished; 2.2:1 on the light one). Check boxes get a window colour moved towards the
-    text just far enough that the edge Fusion derives from it reaches 3:1 on the window and on
-    the box's own fill; nothing else of a check box is drawn in the window colour. Setting the
-    application's palette clears class palettes, so this follows every palette change."""
-    pal = app.palette()
+# What Fusion draws a control's edge in, from the window colour it is given: a check box's box,
+# a field's frame (line edits, spin boxes, combo boxes) and a text area's frame (qfusionstyle.cpp:
+# ``outline()`` is the window colour made darker; the indicator and ``PE_Frame`` lighten it)
+_EDGES: dict[str, Callable[[QColor], QColor]] = {
+    "QCheckBox": lambda window: window.darker(140).lighter(110),
+    "QLineEdit": lambda window: window.darker(140),
+    "QAbstractSpinBox": lambda window: window.darker(140),
+    "QComboBox": lambda window: window.darker(140),
+    "QPlainTextEdit": lambda window: window.darker(140).lighter(108),
+    "QTextEdit": lambda window: window.darker(140).lighter(108),
+}
+
+
+def _outlined_window(pal: QPalette, edge: Callable[[QColor], QColor]) -> QColor:
+    """The window colour, moved towards the text just far enough that the edge Fusion derives
+    from it reaches 3:1 on the window around the control and on the control's own fill."""
     window, fill = pal.color(_ROLE.Window), pal.color(_ROLE.Base)
     text = pal.color(_ROLE.WindowText)
+    candidate = window
     for step in range(21):
         candidate = QColor(mix(window, text, step / 20))
-        edge = candidate.darker(140).lighter(110)  # QFusionStylePrivate::outline, as drawn
-        if min(contrast_ratio(edge, window), contrast_ratio(edge, fill)) >= NON_TEXT:
+        if min(contrast_ratio(edge(candidate), window),
+               contrast_ratio(edge(candidate), fill)) >= NON_TEXT:
             break
-    marked = QPalette(pal)
-    for group in (QPalette.ColorGroup.Active, QPalette.ColorGroup.Inactive,
-                  QPalette.ColorGroup.Disabled):
-        marked.setColor(group, _ROLE.Window, candidate)
-    app.setPalette(marked, "QCheckBox")
+    return candidate
+
+
+def _outline_controls(app: QApplication) -> None:
+    """Check boxes and fields whose edge can be seen (WCAG 1.4.11, 3:1). Fusion draws it in the
+    window colour made darker, which on a dark window is nearly the window itself (1.1:1: an
+    empty box or field vanished; 2:1 on the light one). These classes get a window colour from
+    which Fusion's edge reaches 3:1; nothing else of them is drawn in the window colour (a text
+    area's scroll bars, which inherit it, get a visible outline too). Setting the application's
+    palette clears class palettes, so this follows every palette change."""
+    pal = app.palette()
+    for class_name, edge in _EDGES.items():
+        candidate = _outlined_window(pal, edge)
+        marked = QPalette(pal)
+        for group in (QPalette.ColorGroup.Active, QPalette.ColorGroup.Inactive,
+                      QPalette.ColorGroup.Disabled):
+            marked.setColor(group, _ROLE.Window, candidate)
+        app.setPalette(marked, class_name)
 
 
 def _use(app: QApplication, pal: QPalette) -> None:

@@ -271,6 +271,46 @@ def test_an_empty_check_box_has_an_edge_that_can_be_seen(qtbot, keep_theme, name
         panel.palette().color(QPalette.ColorRole.Window)
 
 
+@pytest.mark.parametrize("name", THEMES)
+def test_an_empty_field_has_an_edge_that_can_be_seen(qtbot, keep_theme, name):
+    """WCAG 1.4.11 again, for fields: on the dark palette a line edit, a spin box, a combo box
+    and a text area were drawn with an edge of 1.1:1 (#17181a on #202124), so an empty one
+    was not there at all (the Sampling panel, Settings, Providers); light's was 2:1."""
+    from PySide6.QtWidgets import (
+        QComboBox,
+        QFormLayout,
+        QLineEdit,
+        QPlainTextEdit,
+        QPushButton,
+        QSpinBox,
+    )
+
+    apply(keep_theme, name)
+    panel = QWidget()
+    qtbot.addWidget(panel)
+    form = QFormLayout(panel)
+    form.addRow(QPushButton("takes the focus"))
+    editable = QComboBox()
+    editable.setEditable(True)
+    disabled = QSpinBox()
+    disabled.setEnabled(False)
+    fields = [QLineEdit(), QSpinBox(), editable, QComboBox(), QPlainTextEdit(), disabled]
+    for field in fields:
+        form.addRow(type(field).__name__, field)
+    panel.resize(400, 320)
+    panel.show()
+    qtbot.waitExposed(panel)
+    image = panel.grab().toImage()
+    around = panel.palette().color(QPalette.ColorRole.Window)
+    for field in fields:
+        box = field.geometry()
+        y = box.center().y()
+        assert QColor(image.pixel(box.left() - 2, y)) == around
+        edge = max((QColor(image.pixel(x, y)) for x in range(box.left(), box.left() + 3)),
+                   key=lambda colour: contrast(colour, around))
+        assert contrast(edge, around) >= 3.0, (type(field).__name__, edge.name(), around.name())
+
+
 def test_a_palette_change_settles(qtbot, keep_theme, monkeypatch):
     """Setting the check boxes' palette is itself a palette change: it is made once, and
     the widgets are styled again once per palette, not on every pass of the event loop."""
