@@ -23,6 +23,7 @@ settings; ``theme``: apply the theme.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Mapping
 
 from PySide6.QtCore import QEvent, Qt, Signal, Slot
@@ -79,6 +80,15 @@ def _span_note(option: Option) -> str:
     return f" {span[0].upper()}{span[1:]}." if span else ""
 
 
+_COMMAND = re.compile(r"`([^`]+)`")
+
+
+def _unmarked(text: str) -> str:
+    """A description as the window shows it: the schema's descriptions are shared with the
+    command line and mark commands Markdown's way (`outpost profile`); here they are quoted."""
+    return _COMMAND.sub(r"“\1”", text)
+
+
 def _value_text(option: Option, value: Any) -> str:
     if option.type is bool:
         return "on" if value else "off"
@@ -100,7 +110,7 @@ class OptionRow(QWidget):
         self.option = option
         self.refuse = refuse
         self.error: str | None = None
-        self.about = option.description + _span_note(option) + \
+        self.about = _unmarked(option.description) + _span_note(option) + \
             _EFFECT_NOTES[option.takes_effect] + (f" {note}" if note else "")
         self.field = make_field(option)
         self.field.setAccessibleName(option.title)

@@ -101,10 +101,22 @@ def test_every_option_has_a_field_on_its_groups_page(dialog, settings):
         assert isinstance(row.field, expected_field(option)), option.name
         assert row.value() == settings[option.name] == option.default, option.name
         assert row.field.accessibleName() == option.title
-        assert row.field.accessibleDescription().startswith(option.description)
-        assert row.description.text().startswith(option.description)
+        shown = option.description.replace("`", "\"")  # commands quoted (test below)
+        assert row.field.accessibleDescription().replace("“", "\"").replace("”", "\"") \
+            .startswith(shown)
+        assert row.description.text().replace("“", "\"").replace("”", "\"").startswith(shown)
         assert not row.reset_button.isEnabled()  # already the default
     assert {"last_profile", "chat_target"}.isdisjoint(dialog.rows)
+
+
+def test_a_command_in_a_description_is_quoted_not_marked_with_backticks(dialog):
+    """The schema's descriptions are shared with the command line, which marks commands with
+    Markdown's backticks; the dialog showed them literally ("(see `outpost profile`)")."""
+    assert "(see “outpost profile”)" in dialog.rows["user_id"].description.text()
+    assert "a name from “outpost models list”" in dialog.rows["model_path"].description.text()
+    for row in dialog.rows.values():
+        assert "`" not in row.description.text(), row.option.name
+        assert "`" not in row.field.accessibleDescription(), row.option.name
 
 
 def test_an_option_added_to_the_schema_shows_up_without_touching_the_dialog(
