@@ -354,7 +354,7 @@ class ProfilesDialog(QDialog):
         for profile in self.profiles.list():
             marks = [m for m, on in (("admin", profile.is_admin), ("PIN", profile.has_pin),
                                      ("you", profile.name == self.me.name)) if on]
-            item = QListWidgetItem(profile.name + (f"  ({', '.join(marks)})" if marks else ""))
+            item = QListWidgetItem(profile.name + (f" ({', '.join(marks)})" if marks else ""))
             item.setToolTip(item.text())  # whole, should the list cut it
             item.setData(Qt.ItemDataRole.UserRole, profile.name)
             self.list.addItem(item)
@@ -366,7 +366,7 @@ class ProfilesDialog(QDialog):
 
     def _fit_list(self) -> None:
         """The list as wide as its widest entry, between 12 and 26 average characters: it took
-        what the quota editor left (~110 px), cutting "root  (admin, you)" under a horizontal
+        what the quota editor left (~110 px), cutting "root (admin, you)" under a horizontal
         scroll bar; longer entries (names go up to 40 characters) end in "…"."""
         chars = self.list.fontMetrics().averageCharWidth()
         chrome = 2 * self.list.frameWidth() + 12 + \

@@ -66,6 +66,11 @@ class ProvidersDialog(QDialog):
         for key, preset in PRESETS.items():
             self.preset.addItem(preset.label, key)
         self.name = QLineEdit()
+        # lower case from a preset, as on the command line ("outpost providers add openrouter"),
+        # where the name is what --provider and "outpost keys set" take
+        self.name.setToolTip("The provider's name here and on the command line (outpost ask "
+                             "--provider NAME). A preset fills in its command-line name "
+                             "(openai, openrouter…) until you type one of your own.")
         # the name a preset filled in: it follows the next preset chosen, a typed one stays
         self._preset_name = ""
         self.kind = QComboBox()

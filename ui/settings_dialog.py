@@ -84,8 +84,8 @@ _COMMAND = re.compile(r"`([^`]+)`")
 
 
 def _unmarked(text: str) -> str:
-    """A description as the window shows it: the schema's descriptions are shared with the
-    command line and mark commands Markdown's way (`outpost profile`); here they are quoted."""
+    """A description as the window shows it: the schema marks commands Markdown's way
+    (`outpost profile`), as the README and the command line's help do; here they are quoted."""
     return _COMMAND.sub(r"“\1”", text)
 
 

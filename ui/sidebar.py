@@ -125,7 +125,7 @@ class Sidebar(QWidget):
         # F2 was the view's own edit key (EditKeyPressed, still there: Return on macOS); an
         # action bound to SHORTCUTS is what the shortcuts list can name
         self.rename_action = QAction("Rename", self.list)
-        self.delete_action = QAction("Delete", self.list)
+        self.delete_action = QAction("Delete…", self.list)  # (it asks first)
         for action, name in ((self.rename_action, "rename"), (self.delete_action, "delete")):
             action.setShortcut(SHORTCUTS[name])
             action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
@@ -267,7 +267,7 @@ class Sidebar(QWidget):
         what it does ("pin", "rename", "delete")."""
         menu = QMenu(self)
         for text, what in (("&Unpin" if item.data(PINNED_ROLE) else "&Pin to the top", "pin"),
-                           ("&Rename", "rename"), ("&Delete", "delete")):
+                           ("&Rename", "rename"), ("&Delete…", "delete")):  # (asks first)
             menu.addAction(text).setData(what)
         return menu
 

@@ -91,12 +91,13 @@ def _number(x: float) -> str:
     return f"{int(x):,}" if float(x).is_integer() else f"{x:,}"
 
 
-def _knob_option(name: str, default: Any, description: str, label: str) -> Option:
-    """A sampling knob's default for new conversations, with the knob's own type and range
-    (``app.domain.sampling``): Settings takes what the Sampling panel and ``--top-p`` take."""
+def _knob_option(name: str, default: Any, description: str) -> Option:
+    """A sampling knob's default for new conversations, with the knob's own type, range and
+    name (``app.domain.sampling``): Settings takes what the Sampling panel and ``--top-p`` take,
+    under the panel's name for it (it said "Max tokens per reply" for the panel's "Max tokens")."""
     knob = KNOBS[name]
     assert knob.low is not None and knob.high is not None, name
-    return Option(name, knob.kind, default, description, knob.low, knob.high, label=label,
+    return Option(name, knob.kind, default, description, knob.low, knob.high, label=knob.label,
                   minimum_open=knob.low_open)
 
 
@@ -115,11 +116,10 @@ SCHEMA: tuple[Option, ...] = (
     # -- General: how a new conversation is answered ------------------------------------------
     Option("system_prompt", str, "You are a helpful assistant.",
            "System prompt of new conversations.", label="System prompt", multiline=True),
-    _knob_option("temperature", 0.7, "Sampling temperature.", label="Temperature"),
+    _knob_option("temperature", 0.7, "Sampling temperature."),
     _knob_option("top_p", 0.95, "Nucleus sampling: keep the smallest set of tokens whose "
-                 "probabilities add up to top-p.", label="Top-p"),
-    _knob_option("max_tokens", 512, "Most tokens one reply may have.",
-                 label="Max tokens per reply"),
+                 "probabilities add up to top-p."),
+    _knob_option("max_tokens", 512, "Most tokens one reply may have."),
     Option("user_id", str, "", "Name of this machine's default profile, created as the admin "
            "on first use (see `outpost profile`). Empty: the OS user.",
            takes_effect="restart", label="Default profile"),
@@ -159,9 +159,10 @@ SCHEMA: tuple[Option, ...] = (
            group="Local model", takes_effect="reload", label="Reproducible replies"),
     # -- Network and failover ---------------------------------------------------------------------
     Option("default_route", str, "auto",
-           "Route of conversations that have none of their own: auto (the chosen provider "
-           "first, the local model when it cannot answer), local (never leaves the machine) or "
-           "cloud (the provider only; unreachable: the request waits in the outbox).",
+           "Route of conversations that have none of their own: Auto (the chosen provider "
+           "first, the local model when it cannot answer), Local only (never leaves the "
+           "machine) or Cloud only (the provider only; unreachable: the request waits in the "
+           "outbox).",
            choices=("auto", "local", "cloud"), group="Network and failover",
            label="Default route",
            choice_labels={route.value: label for route, label in ROUTE_LABELS.items()}),
@@ -191,16 +192,17 @@ SCHEMA: tuple[Option, ...] = (
            "model or a provider at localhost; no connection beyond it is opened.",
            group="Privacy", label="Offline mode"),
     Option("key_fallback", str, "refuse",
-           "Where API keys go when no secure OS keychain exists: refuse, memory (this session "
-           "only) or file (a file only you can read). Chosen explicitly by the user.",
+           "Where API keys go when no secure OS keychain exists: nowhere (Do not keep them), "
+           "memory (Only this session) or a file (In a file only I can read). Chosen "
+           "explicitly by the user.",
            choices=("refuse", "memory", "file"), group="Privacy", takes_effect="restart",
            label="API keys without a keychain", choice_labels={
                "refuse": "Do not keep them", "memory": "Only this session",
                "file": "In a file only I can read"}),
     # -- Appearance -------------------------------------------------------------------------------
     Option("theme", str, "system",
-           "The window's colours: system (follow the operating system's light or dark "
-           "scheme), light or dark.", choices=("system", "light", "dark"),
+           "The window's colours: Follow the system (its light or dark scheme), Light or "
+           "Dark.", choices=("system", "light", "dark"),
            group="Appearance", label="Theme",
            choice_labels={"system": "Follow the system", "light": "Light", "dark": "Dark"}),
     # -- not in the dialog: what the window remembers by itself -----------------------------------

@@ -111,6 +111,18 @@ def test_deleting_a_conversation_is_asked_with_cancel_as_the_default(qtbot, monk
     assert deleted == ["a"]
 
 
+def test_delete_says_it_asks_first(qtbot):
+    """The chat list's Delete asks for a confirmation, so its menu item ends in "…" (it had
+    none) as every item that asks or opens a dialog does."""
+    sidebar = Sidebar()
+    qtbot.addWidget(sidebar)
+    sidebar.set_conversations([conversation("a", "2026-11-30")], "a", today=TODAY)
+    menu = sidebar.menu_for(sidebar.conversation_items()[0])
+    texts = {action.data(): action.text() for action in menu.actions()}
+    assert texts == {"pin": "&Pin to the top", "rename": "&Rename", "delete": "&Delete…"}
+    assert sidebar.delete_action.text() == "Delete…"
+
+
 def test_f2_renames_and_del_deletes_the_selected_chat_and_help_lists_both(
         qtbot, scripted, scripted_engine, monkeypatch, artifacts_dir):
     """README: "double-click or F2 to rename, Del … to delete". Both keys work on the list,

@@ -184,7 +184,7 @@ def test_the_admin_can_allow_unpriced_models_in_the_editor(qtbot, tmp_path):
 
 
 def test_the_profile_list_is_as_wide_as_its_names(qtbot, tmp_path, artifacts_dir):
-    """The list took what the quota editor left (~110 px): "root  (admin, you)" was cut, under
+    """The list took what the quota editor left (~110 px): "root (admin, you)" was cut, under
     a horizontal scroll bar, in an almost empty list. It is as wide as its entries now; a name
     near the 40-character limit ends in "…" (whole in its tooltip), the dialog keeping its
     size."""
@@ -197,7 +197,7 @@ def test_the_profile_list_is_as_wide_as_its_names(qtbot, tmp_path, artifacts_dir
     dialog.show()
     qtbot.waitExposed(dialog)
     texts = [dialog.list.item(i).text() for i in range(dialog.list.count())]
-    assert texts == ["ana  (admin, you)", "maria.gonzalez  (PIN)"]
+    assert texts == ["ana (admin, you)", "maria.gonzalez (PIN)"]
     assert not dialog.list.horizontalScrollBar().isVisible()
     assert dialog.list.sizeHintForColumn(0) <= dialog.list.viewport().width()
     for theme in ("light", "dark"):
