@@ -11,7 +11,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QListWidget,
     QListWidgetItem,
     QPushButton,
     QVBoxLayout,
@@ -27,6 +26,7 @@ from engines import network_guard
 from engines.registry import create_cloud_engine
 from ui import theme
 from ui.confirm import ask_to_save, confirm
+from ui.hinted_list import HintedList
 from ui.tasks import TaskRunner
 
 # Key storage is the setting key_fallback (Settings ▸ Privacy), with its choices and their names:
@@ -35,6 +35,9 @@ from ui.tasks import TaskRunner
 _KEY_FALLBACK = "key_fallback"
 _KEPT_IN = {"keychain": "the OS keychain", "memory": "memory, for this session only",
             "file": "a file only you can read"}  # (KeyStore.set says where)
+# what the list says while there is no provider
+EMPTY_HINT = ("No providers yet. Choose a preset on the right (OpenAI, OpenRouter, Ollama…), "
+              "add its key and press Save.")
 
 
 class ProvidersDialog(QDialog):
@@ -51,7 +54,7 @@ class ProvidersDialog(QDialog):
         self.setWindowTitle("Providers")
         self.resize(760, 420)
         self.registry, self.keys, self.settings, self.tasks = registry, keys, settings, tasks
-        self.list = QListWidget()
+        self.list = HintedList(EMPTY_HINT)
         self.list.setAccessibleName("Providers")
         self.list.setMaximumWidth(200)
         add_button = QPushButton("Add provider")
@@ -136,6 +139,7 @@ class ProvidersDialog(QDialog):
                 control.setEnabled(False)
             self.model.lineEdit().setReadOnly(True)
             self.key.setToolTip(refusal)
+            self.list.set_hint("No providers yet.")  # (not theirs to add)
         layout.addLayout(body, 1)
         layout.addWidget(close)
 

@@ -17,7 +17,6 @@ from PySide6.QtWidgets import (
     QDialog,
     QLabel,
     QLineEdit,
-    QListWidget,
     QListWidgetItem,
     QVBoxLayout,
 )
@@ -27,6 +26,7 @@ from app.domain.wording import counted
 from app.storage.search import MARK_END, MARK_START, search_hits
 from app.storage.store import Store
 from ui import theme
+from ui.hinted_list import HintedList
 
 TYPING_PAUSE_MS = 120
 RECENT = 20
@@ -54,13 +54,16 @@ class SearchDialog(QDialog):
         self.setWindowTitle("Find in this chat" if conversation_id else
                             "Find a chat or a message")
         self.resize(640, 460)
+        # no smaller than a few results can be read in: it shrank to 92 x 140 (its field
+        # showing "Chat titl…", a result's date cut to "2026-12-")
+        self.setMinimumSize(360, 240)
         layout = QVBoxLayout(self)
         self.field = QLineEdit()
         self.field.setPlaceholderText("Words to find" if conversation_id else
                                       "Chat title or words in any message")
         self.field.setAccessibleName("Search")
         self.field.setClearButtonEnabled(True)
-        self.results = QListWidget()
+        self.results = HintedList()
         self.results.setAccessibleName("Results")
         self.results.setWordWrap(True)
         self.results.setUniformItemSizes(False)
@@ -130,6 +133,10 @@ class SearchDialog(QDialog):
                    if self.conversation_id else "Nothing found.")
         self.status.setText("" if not text.strip() else nothing if not found else
                             f"{counted(found, 'result')}: Enter opens, Up/Down choose.")
+        # in place of the results: what to do before a word is typed (the list was blank)
+        self.results.set_hint("" if text.strip() else
+                              "Type words to find them in this chat." if self.conversation_id
+                              else "No chats yet.")
 
     def _fit(self, item: QListWidgetItem) -> None:
         """The row as tall as its text wrapped at the list's width (a wrapped label's own

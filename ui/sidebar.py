@@ -28,9 +28,13 @@ from app.domain.secrets_mask import SecretMask
 from app.storage.backup_erasure import backups_hold
 from ui import theme
 from ui.confirm import confirm, confirm_with_option
+from ui.hinted_list import HintedList
 
 # The list's keys, bound here and listed by Help ▸ Keyboard shortcuts (``ui.help_menu``).
 SHORTCUTS = {"rename": QKeySequence(Qt.Key.Key_F2), "delete": QKeySequence(Qt.Key.Key_Delete)}
+
+# what the list says while there is no chat (the first start)
+EMPTY_HINT = "No chats yet. Type a message below and press Enter to start one."
 
 ID_ROLE = Qt.ItemDataRole.UserRole
 PINNED_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -105,7 +109,7 @@ class Sidebar(QWidget):
         self.new_button.setAccessibleName("New chat")  # not "plus New chat"
         self.new_button.setToolTip("Start a new conversation (Ctrl+N)")
         self.new_button.setMinimumHeight(32)
-        self.list = QListWidget()
+        self.list = HintedList(EMPTY_HINT)
         self.list.setAccessibleName("Conversations")
         self.list.setAccessibleDescription(
             "Your chats by date, pinned ones first. Up and Down open one; F2 renames it, "
