@@ -8,7 +8,7 @@ progress bar, speed and time left, queued while offline (ui/downloads.py).
 """
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtCore import QEvent, Qt, Signal, Slot
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -327,6 +327,17 @@ class ModelManager(QDialog):
         self._select_in_use()
         self.show_downloads()
 
+    def event(self, event: QEvent) -> bool:
+        """Tall enough for its wrapped sentences at its width (the GPU note, an error under
+        the load settings, a download's state): Qt's minimum size gives each one line, so at
+        the smallest size a note of two lines was drawn over the mlock check box."""
+        handled = super().event(event)
+        if event.type() in (QEvent.Type.LayoutRequest, QEvent.Type.Resize):
+            layout = self.layout()
+            self.setMinimumHeight(max(layout.totalMinimumSize().height(),
+                                      layout.totalHeightForWidth(self.width())))
+        return handled
+
     def _select_in_use(self) -> None:
         in_use = self.in_use()
         row = next((i for i, e in enumerate(self.entries) if e.path.name == in_use), 0)
@@ -464,6 +475,11 @@ class ModelManager(QDialog):
         self.sha256.setAccessibleName("SHA-256 checksum")
         self.sha256.setPlaceholderText("sha256 (optional: Hugging Face files are checked "
                                        "against the Hub)")
+        # at the dialog's smallest they shrank to "https://hugging…" and "s…": the host, and
+        # what the second field is for, stay readable
+        metrics = self.url.fontMetrics()
+        self.url.setMinimumWidth(metrics.horizontalAdvance("https://huggingface.co/…/model") + 16)
+        self.sha256.setMinimumWidth(metrics.horizontalAdvance("sha256 (optional: …") + 16)
         row = QHBoxLayout()
         self.download_button = QPushButton("Download")
         self.download_button.clicked.connect(self._download)

@@ -229,3 +229,35 @@ def test_a_cut_download_says_how_to_resume_it_in_the_window(
     assert {"path": "/field-notes.gguf",
             "range": f"bytes={int(len(model_bytes) * 0.37)}-"} \
         in server.requests
+
+
+def test_at_its_smallest_nothing_overlaps_and_the_url_field_shows_the_host(qtbot, scripted):
+    """Resized to its minimum size, the "no GPU offload" note (two lines there) was drawn over
+    the mlock check box, and the download fields shrank to "https://hugging…" and "s…"."""
+    from PySide6.QtCore import QPoint, QRect
+
+    dialog = scripted.window.model_menu.open_models()
+    qtbot.addWidget(dialog)
+    qtbot.waitExposed(dialog)
+    form = dialog.settings_form
+    form.gpu_note.setText("This llama.cpp build has no GPU offload: layers stay on the CPU.")
+    form._say("A sentence long enough to take two lines or three at the smallest size of the "
+              "dialog, which it must not draw over the Apply button.", "error")
+    dialog.resize(dialog.minimumSizeHint())
+    qtbot.waitUntil(lambda: dialog.width() < 980)
+
+    def box(widget) -> QRect:
+        return QRect(widget.mapTo(dialog, QPoint(0, 0)), widget.size())
+
+    def settled() -> bool:  # every line of both sentences has its room
+        return all(label.height() >= label.heightForWidth(label.width())
+                   for label in (form.gpu_note, form.error))
+
+    qtbot.waitUntil(settled, timeout=2000)
+    shown = [form.mlock, form.gpu_note, form.error, form.apply_button]
+    for upper, lower in zip(shown, shown[1:]):
+        assert box(upper).bottom() < box(lower).top(), (upper, lower)
+    assert box(form.apply_button).bottom() <= box(form).bottom()
+    metrics = dialog.url.fontMetrics()
+    assert dialog.url.width() > metrics.horizontalAdvance("https://huggingface.co/…") + 8
+    assert dialog.sha256.width() > metrics.horizontalAdvance("sha256 (optional")
