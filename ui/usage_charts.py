@@ -32,6 +32,10 @@ from ui import theme
 
 DAYS = 30
 MONTHS = 12
+# the tokens/s chart with replies to show on the TTFT chart but none it can time (their
+# tokens/s is NULL in the ledger: one token, or all arriving at once)
+UNTIMED = ("No reply could be timed yet: tokens per second is measured between a reply's "
+           "first and last token, so it needs two tokens or more, not all arriving at once.")
 
 
 @functools.lru_cache(maxsize=32)
@@ -66,6 +70,9 @@ class Chart(QWidget):
         self.plot.setMenuEnabled(False)
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.getPlotItem().hideButtons()
+        # room above the plot for half of the top tick's number (it was cut in two)
+        self.top_margin = self.plot.fontMetrics().height() // 2 + 1
+        self.plot.getPlotItem().layout.setContentsMargins(1, self.top_margin, 1, 1)
         self.plot.setLabel("left", unit)
         # "USD", never "USD (x1e-09)": ticks say the amounts as they are
         self.plot.getAxis("left").enableAutoSIPrefix(False)
@@ -77,6 +84,7 @@ class Chart(QWidget):
         self.keys: list[tuple[str, str]] = []  # (colour, name), in order
         self.empty = QLabel("No data yet.")
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.setWordWrap(True)
         self.empty.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         layout.addWidget(self.title)
         layout.addWidget(self.key)
@@ -102,9 +110,24 @@ class Chart(QWidget):
         """One more entry of the key: ``name`` after a square of ``colour``."""
         self.keys.append((colour, name))
 
-    def show_empty(self, empty: bool, top: float = 0.0) -> None:
+    def show_days(self, days: list[str], every: int = 7) -> None:
+        """An x axis of one unit per day, labelled every ``every`` days from the first: the
+        same half a day on either side at any size. pyqtgraph's own padding depends on the
+        plot's size when the range is set, and a label reaching past the axis is hidden: the
+        first date went missing on a chart whose numbers on the left were wide ("1500")."""
+        axis = self.plot.getAxis("bottom")
+        axis.setTicks(_axis_ticks(days, every))
+        # a label may reach past the axis by half its width: on the left into the corner by
+        # the y axis, on the right into a margin kept for it (the last date was cut)
+        half = self.plot.fontMetrics().horizontalAdvance(max(days, key=len, default="")) // 2
+        axis.setStyle(hideOverlappingLabels=half + 4)
+        self.plot.getPlotItem().layout.setContentsMargins(1, self.top_margin, half + 4, 1)
+        self.plot.setXRange(-0.5, len(days) - 0.5, padding=0)
+
+    def show_empty(self, empty: bool, top: float = 0.0, why: str = "") -> None:
         """Show the plot from 0 to ``top`` (a little above) with its key, or only "No data
-        yet."."""
+        yet." (or ``why`` there is none)."""
+        self.empty.setText(why or "No data yet.")
         self.empty.setVisible(empty)
         self.plot.setVisible(not empty)
         self.key.setVisible(not empty and bool(self.keys))
@@ -165,7 +188,7 @@ class UsageCharts(QWidget):
                                            brush=cloud_colour))
         chart.add_key(local_colour, "local model")
         chart.add_key(cloud_colour, "cloud")
-        chart.plot.getAxis("bottom").setTicks(_axis_ticks([d.day[5:] for d in days], 7))
+        chart.show_days([d.day[5:] for d in days])
         chart.show_empty(not any(local) and not any(cloud),
                          max((a + b for a, b in zip(local, cloud)), default=0))
 
@@ -219,10 +242,10 @@ class UsageCharts(QWidget):
                                     symbol="o", symbolSize=5,
                                     symbolBrush=theme.series_colour(n))
                     chart.add_key(theme.series_colour(n), label)
-            chart.plot.getAxis("bottom").setTicks(_axis_ticks(
-                [(since + dt.timedelta(days=i)).isoformat()[5:] for i in range(DAYS)], 7))
-            chart.plot.setXRange(0, DAYS - 1)
-            chart.show_empty(not shown, top)
+            chart.show_days([(since + dt.timedelta(days=i)).isoformat()[5:]
+                             for i in range(DAYS)])
+            # (every model here has a reply with a first token: the TTFT chart shows them)
+            chart.show_empty(not shown, top, UNTIMED if by_model else "")
 
     def _problems(self, since: dt.date) -> None:
         rows = problems_per_provider(self.store, self.profile, since)

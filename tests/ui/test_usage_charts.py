@@ -138,3 +138,63 @@ def test_long_model_names_fit_the_key_above_the_plot(qtbot, tmp_path, artifacts_
     assert charts.ttft.plot.getPlotItem().legend is None
     grab_in_palette(qtbot, charts, artifacts_dir / "usage-charts-long-names.png", "light")
     store.close()
+
+
+def bottom_labels(chart) -> list[str]:
+    """The dates the chart's x axis draws (pyqtgraph leaves out a label that would reach
+    past the axis)."""
+    from PySide6.QtGui import QImage, QPainter
+
+    image = QImage(10, 10, QImage.Format.Format_ARGB32)
+    painter = QPainter(image)
+    try:
+        _axis, _ticks, texts = chart.plot.getAxis("bottom").generateDrawSpecs(painter)
+    finally:
+        painter.end()
+    return [text for _rect, _flags, text in texts]
+
+
+def test_every_day_chart_labels_its_first_day(qtbot, tmp_path):
+    """The TTFT chart lacked the first date the others had (a trial: numbers up to "1500"
+    on its left made the plot narrower, and pyqtgraph's padding, worked out while the tab
+    was hidden, left the label too little room)."""
+    store = Store(tmp_path / "outpost.db")
+    row(store, "2026-11-29", "local", "SmolLM2-135M-Instruct.Q4_1.gguf", ttft=1634.0,
+        latency=2134.0, completion=45)
+    charts = UsageCharts(store, "ana", today=lambda: TODAY)
+    qtbot.addWidget(charts)
+    charts.refresh()  # drawn before it is shown, as the dialog does
+    charts.resize(800, 600)
+    charts.show()
+    qtbot.waitExposed(charts)
+    first, last = "11-01", "11-29"  # the 30 days end on the 30th: labels every 7 days
+    for chart in (charts.tokens, charts.ttft, charts.speed):
+        qtbot.waitUntil(lambda chart=chart: chart.plot.getAxis("bottom").width() > 200)
+        labels = bottom_labels(chart)
+        assert labels[0] == first and labels[-1] == last, (chart.title.text(), labels)
+    store.close()
+
+
+def test_a_reply_the_speed_chart_cannot_time_is_said_not_left_as_no_data(qtbot, tmp_path):
+    """A scripted reply of 3 tokens, all at once: the TTFT chart showed it, "Tokens per
+    second" said "No data yet." under a reply whose footer said 12.3 tok/s. It says why."""
+    from ui.usage_charts import UNTIMED
+
+    store = Store(tmp_path / "outpost.db")
+    row(store, "2026-11-29", "local", "scripted-model.gguf", ttft=2345.0, latency=2345.0,
+        completion=3)
+    charts = UsageCharts(store, "ana", today=lambda: TODAY)
+    qtbot.addWidget(charts)
+    charts.show()
+    charts.refresh()
+    assert not charts.ttft.empty.isVisible()
+    assert charts.speed.empty.isVisible() and charts.speed.empty.text() == UNTIMED
+    assert "two tokens or more" in UNTIMED
+    nothing = Store(tmp_path / "empty.db")  # a ledger with nothing still says so
+    empty = UsageCharts(nothing, "ana", today=lambda: TODAY)
+    qtbot.addWidget(empty)
+    empty.show()
+    empty.refresh()
+    assert empty.speed.empty.text() == "No data yet."
+    nothing.close()
+    store.close()
