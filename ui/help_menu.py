@@ -3,7 +3,8 @@
 The shortcuts list is generated from the window's own actions (every menu item with a key), plus
 the keys that are not menu items (the composer, a focused reply, the chat list), so it cannot
 drift from what the keys really do. About names the versions a bug report needs: Outpost,
-Qt/PySide6, llama-cpp-python and the model in use.
+Qt/PySide6, llama-cpp-python and the model in use; and the licences of Outpost, the bundled
+model and the main libraries, with links.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from importlib import metadata
 from typing import Callable
 
 from PySide6 import __version__ as pyside_version
-from PySide6.QtCore import qVersion
+from PySide6.QtCore import Qt, qVersion
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QDialog,
@@ -102,6 +103,41 @@ class ShortcutsDialog(QDialog):
         layout.addWidget(close)
 
 
+# what About credits, as a user expects to find it there: (what, licence, the licence's text,
+# the project's page). Outpost's own is pyproject.toml's; the bundled model's is its model
+# card's; the rest are what the window is built on (every other package keeps its own licence
+# in its installed metadata).
+APP_LICENCE = "Apache-2.0"
+_APACHE = "https://www.apache.org/licenses/LICENSE-2.0"
+CREDITS = (
+    ("Outpost", APP_LICENCE, _APACHE, ""),
+    ("SmolLM2-135M-Instruct, the bundled model", "Apache-2.0", _APACHE,
+     "https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct"),
+    ("Qt and PySide6", "LGPL-3.0", "https://www.gnu.org/licenses/lgpl-3.0.html",
+     "https://www.qt.io/qt-for-python"),
+    ("llama.cpp", "MIT", "https://github.com/ggml-org/llama.cpp/blob/master/LICENSE",
+     "https://github.com/ggml-org/llama.cpp"),
+    ("llama-cpp-python", "MIT",
+     "https://github.com/abetlen/llama-cpp-python/blob/main/LICENSE.md",
+     "https://github.com/abetlen/llama-cpp-python"),
+    ("pyqtgraph (the usage charts)", "MIT",
+     "https://github.com/pyqtgraph/pyqtgraph/blob/master/LICENSE.txt",
+     "https://www.pyqtgraph.org/"),
+)
+
+
+def credits_html() -> str:
+    """The licences as a table: a licence links to its text, a name to its project."""
+    rows = []
+    for what, licence, text_url, home in CREDITS:
+        name = html.escape(what)
+        if home:
+            name = f'<a href="{html.escape(home)}">{name}</a>'
+        rows.append(f"<tr><td style='padding-right:12px'>{name}</td>"
+                    f'<td><a href="{html.escape(text_url)}">{html.escape(licence)}</a></td></tr>')
+    return f"<p><b>Licences</b></p><table>{''.join(rows)}</table>"
+
+
 def about_text(model: str | None) -> str:
     try:
         import llama_cpp  # deferred: only to name its version (it loads with the model anyway)
@@ -113,7 +149,7 @@ def about_text(model: str | None) -> str:
             "<p>Chat with language models, online or offline.</p>"
             f"<p>Qt {qVersion()} · PySide6 {pyside_version} · llama-cpp-python "
             f"{html.escape(llama)} · Python {platform.python_version()}<br>"
-            f"Local model: {html.escape(model or 'none loaded')}</p>")
+            f"Local model: {html.escape(model or 'none loaded')}</p>" + credits_html())
 
 
 class HelpMenu(QMenu):
@@ -137,5 +173,8 @@ class HelpMenu(QMenu):
     def show_about(self) -> QMessageBox:
         box = QMessageBox(QMessageBox.Icon.Information, "About Outpost",
                           about_text(self.model_in_use()), parent=self.window_)
+        box.setTextFormat(Qt.TextFormat.RichText)
+        # the links open in the browser, by the mouse or by Tab and Enter
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
         box.show()
         return box
