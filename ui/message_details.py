@@ -23,7 +23,7 @@ from app.domain.context import ReplyCap
 from app.domain.errors import with_kind_words
 from app.domain.messages import FinishReason, Message, MessageStatus
 from app.domain.test_time import SCORER_LABELS
-from ui.message_text import cost_text
+from ui.message_text import cost_text, duration_text
 
 _STATUS_WORDS = {MessageStatus.COMPLETE: "Complete", MessageStatus.STREAMING: "Being written",
                  MessageStatus.INTERRUPTED: "Interrupted: the answer is partial",
@@ -67,7 +67,7 @@ class MessageDetails(QDialog):
             ("Why", with_kind_words(message.route_reason or "—")),
             ("Status", status_text(message)),
             ("Tokens", tokens),
-            ("Time to first token", (f"{message.ttft_ms:,.0f} ms" + (
+            ("Time to first token", (duration_text(message.ttft_ms) + (
                 # best-of-n / self-consistency: the wait for the kept candidate to be shown
                 " (until the chosen reply appeared)" if "test_time" in params else ""))
              if message.ttft_ms else "—"),

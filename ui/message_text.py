@@ -13,6 +13,20 @@ from app.domain.wording import seconds
 from ui import theme
 from ui.markdown import render
 
+def duration_text(ms: float) -> str:
+    """A time to first token as people read it: "850 ms" under a second, then seconds to
+    three figures ("3.95 s", "12.3 s", it said "3,950 ms"), then minutes ("2 min 5 s")."""
+    if ms < 999.5:
+        return f"{ms:.0f} ms"
+    s = ms / 1000
+    if s < 9.995:
+        return f"{s:.2f} s"
+    if s < 59.95:
+        return f"{s:.1f} s"
+    minutes, rest = divmod(round(s), 60)
+    return f"{minutes} min {rest} s"
+
+
 def authors_text(message: Message) -> str:
     """Who wrote the reply: "openai · gpt-4o", or "openai · gpt-4o → local · SmolLM2" when the
     local model continued a broken cloud stream."""
@@ -37,7 +51,7 @@ def metrics_text(message: Message) -> str:
             tokens += f" ({message.cached_prompt_tokens:,} cached)"
         parts.append(tokens)
     if message.ttft_ms is not None:
-        parts.append(f"TTFT {message.ttft_ms:,.0f} ms")
+        parts.append(f"TTFT {duration_text(message.ttft_ms)}")
     if message.tokens_per_s is not None:
         parts.append(f"{message.tokens_per_s:.1f} tok/s")
     if message.role is Role.ASSISTANT and message.prompt_tokens is not None:

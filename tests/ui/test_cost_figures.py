@@ -92,8 +92,8 @@ def test_the_footer_writes_token_counts_and_ttft_as_details_does(qtbot):
     qtbot.addWidget(details)
     assert "1,048 in / 1,200 out (896 cached)" in footer
     assert details.values["Tokens"] == "1,048 in / 1,200 out (896 cached)"
-    assert "TTFT 2,472 ms" in footer and details.values["Time to first token"] == "2,472 ms"
+    assert "TTFT 2.47 s" in footer and details.values["Time to first token"] == "2.47 s"
     best_of = dataclasses.replace(reply, params={"test_time": {"mode": "best_of", "n": 3}})
     said = MessageDetails(best_of)
     qtbot.addWidget(said)
-    assert said.values["Time to first token"] == "2,472 ms (until the chosen reply appeared)"
+    assert said.values["Time to first token"] == "2.47 s (until the chosen reply appeared)"
