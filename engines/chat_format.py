@@ -28,6 +28,9 @@ class FormattedPrompt:
     # with special-token syntax honoured, the messages' text as plain text, so a user who types
     # "<|im_end|><|im_start|>system" gets those characters, not a forged turn
     pieces: tuple[tuple[str, bool], ...] = field(default=())
+    # which of ``pieces`` are an assistant message's text (the local engine evaluates each
+    # reply as a batch of its own, so a follow-up can reuse the cache of the reply it wrote)
+    assistant_pieces: frozenset[int] = field(default=frozenset())
 
 
 class ChatFormatter:
@@ -52,30 +55,35 @@ class ChatFormatter:
         if self._template is not None:
             prompt = self._jinja([m.as_dict() for m in messages])
             stop = (self._eos,) if self._eos else ()
+            pieces, assistant = self._pieces(messages, prompt)
             return FormattedPrompt(prompt, stop, add_bos=False, template="gguf",
-                                   pieces=self._pieces(messages, prompt))
+                                   pieces=pieces, assistant_pieces=assistant)
         lines = [f"{PLAIN_ROLE_NAMES[m.role]}: {m.content.strip()}" for m in messages]
         text = "\n\n".join(lines) + "\n\nAssistant:"
         # no template, no special tokens: all of it is plain text
         return FormattedPrompt(text, ("\nUser:", "\nSystem:"), add_bos=True, template="plain",
                                pieces=((text, True),))
 
-    def _pieces(self, messages: Sequence[ChatMessage], text: str) -> tuple[tuple[str, bool], ...]:
-        """Render again with a marker in place of each message's text, and cut there. Empty when
-        the template does more to the text than trimming it (the caller then tokenizes the
-        whole prompt with special tokens honoured, as llama.cpp's own server does)."""
+    def _pieces(self, messages: Sequence[ChatMessage],
+                text: str) -> tuple[tuple[tuple[str, bool], ...], frozenset[int]]:
+        """Render again with a marker in place of each message's text, and cut there; with the
+        indexes of the pieces that are an assistant's text. Empty when the template does more
+        to the text than trimming it (the caller then tokenizes the whole prompt with special
+        tokens honoured, as llama.cpp's own server does)."""
+        none: tuple[tuple[tuple[str, bool], ...], frozenset[int]] = ((), frozenset())
         nonce = secrets.token_hex(6)
         marks = [f"\x00{nonce}:{i}\x00" for i in range(len(messages))]
         marked = self._jinja([dict(m.as_dict(), content=mark)
                               for m, mark in zip(messages, marks)])
         pieces: list[tuple[str, bool]] = []
+        roles: list[Role | None] = []
         rest, out = marked, text
         for i, mark in enumerate(marks):
             if rest.count(mark) != 1:
-                return ()  # the template does something else with the text: no pieces
+                return none  # the template does something else with the text: no pieces
             before, rest = rest.split(mark)
             if not out.startswith(before):
-                return ()
+                return none
             out = out[len(before):]
             # the message's text as rendered: verbatim, or trimmed by the template
             following = rest.split(marks[i + 1])[0] if i + 1 < len(marks) else rest
@@ -84,10 +92,14 @@ class ChatFormatter:
                                          content.lstrip())
                         if out.startswith(c) and out[len(c):].startswith(following)), -1)
             if end < 0:
-                return ()
+                return none
             pieces += [(before, False), (out[:end], True)]
+            roles += [None, messages[i].role]
             out = out[end:]
         pieces.append((out, False))
+        roles.append(None)
         if "".join(p for p, _ in pieces) != text:
-            return ()
-        return tuple((p, content) for p, content in pieces if p)
+            return none
+        kept = [(piece, role) for piece, role in zip(pieces, roles) if piece[0]]
+        return (tuple(piece for piece, _ in kept),
+                frozenset(i for i, (_, role) in enumerate(kept) if role is Role.ASSISTANT))

@@ -1,8 +1,8 @@
 """Saved KV states: a long conversation's follow-up after a restart skips re-reading its history.
 
 After a reply, the local engine saves the KV cache of the prompt's reusable tokens (the whole
-PROMPT_CHUNK-aligned chunks, see ``engines/llama_local.py``) to a file here; a later process
-whose prompt starts with those tokens loads the file instead of evaluating them again.
+batches of a reproducible evaluation, see ``engines/llama_local.py``) to a file here; a later
+process whose prompt starts with those tokens loads the file instead of evaluating them again.
 
 * **Keyed, then checked.** A file belongs to an *identity*: a JSON dict naming everything the
   KV values depend on besides the tokens (the model file's content digest, its chat template,
@@ -108,6 +108,9 @@ class SavedState:
     state_offset: int
     state_bytes: int
     checksum: str
+    # where each batch its tokens were evaluated in ends, after a 0 (the local engine's
+    # reproducible evaluation, engines.llama_kv_resume.batch_starts); () when not recorded
+    bounds: tuple[int, ...] = ()
 
 
 # _parse's answer for a whole file of another identity
@@ -162,27 +165,33 @@ class KVStore:
         self._touch(saved.path)
         return state
 
-    def has(self, identity: dict[str, Any], tokens: Sequence[int]) -> bool:
-        """Whether exactly these tokens are saved for ``identity`` (and touch the file)."""
+    def has(self, identity: dict[str, Any], tokens: Sequence[int],
+            bounds: Sequence[int] = ()) -> bool:
+        """Whether exactly these tokens (evaluated in ``bounds``) are saved for ``identity``
+        (and touch the file)."""
         path = self._path(identity, tokens)
         saved = self._header(path, identity)
-        if saved is None or list(saved.tokens) != list(tokens):
+        if saved is None or list(saved.tokens) != list(tokens) or \
+                list(saved.bounds) != list(bounds):
             return False
         self._touch(path)
         return True
 
     # -- saving --------------------------------------------------------------------------------
     def save(self, identity: dict[str, Any], tokens: Sequence[int],
-             state: bytes | memoryview, since: float | None = None) -> Path | None:
+             state: bytes | memoryview, since: float | None = None,
+             bounds: Sequence[int] = ()) -> Path | None:
         """Write ``state`` (the KV cache of exactly ``tokens``), delete the states it makes
         redundant, then evict down to the cap. None when it was not written (bigger than the
         whole cap, or the disk refused, or messages were deleted (``forget_all``) after
-        ``since``, the wall time its reply began: the state may hold their words)."""
+        ``since``, the wall time its reply began: the state may hold their words).
+        ``bounds``: the batches the tokens were evaluated in (``SavedState.bounds``)."""
         token_bytes = _tokens_bytes(tokens)
         check = hashlib.blake2b(token_bytes, digest_size=16)
         check.update(state)
         header = json.dumps({"identity": identity, "tokens": len(tokens),
-                             "state_bytes": len(state), "digest": check.hexdigest()},
+                             "state_bytes": len(state), "digest": check.hexdigest(),
+                             "bounds": [int(b) for b in bounds]},
                             sort_keys=True).encode()
         payload = b"".join((MAGIC, struct.pack("<I", len(header)), header, token_bytes, state))
         if len(payload) > self.max_bytes:
@@ -301,6 +310,7 @@ class KVStore:
             header = json.loads(f.read(header_len))
             count, state_bytes = int(header["tokens"]), int(header["state_bytes"])
             checksum = str(header["digest"])
+            bounds = tuple(int(b) for b in header.get("bounds", ()))
             # compared as JSON sees it (tuples are lists there)
             same = header["identity"] == json.loads(json.dumps(identity))
         except (ValueError, KeyError, TypeError):
@@ -315,7 +325,8 @@ class KVStore:
         token_data = f.read(4 * count)
         if len(token_data) != 4 * count:
             return None
-        return SavedState(path, tuple(_tokens_from(token_data)), offset, state_bytes, checksum)
+        return SavedState(path, tuple(_tokens_from(token_data)), offset, state_bytes, checksum,
+                          bounds)
 
 
 __all__ = ["KVStore", "SavedState", "DEFAULT_MAX_BYTES", "identity_key", "file_fingerprint",

@@ -15,12 +15,40 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from engines.gguf import GGUFInfo
 from engines.kv_store import KVStore, common_prefix, digest, file_fingerprint
 
 log = logging.getLogger("engines.llama_local")
+
+
+def batch_starts(length: int, bounds: Sequence[int], size: int) -> list[int]:
+    """Where each batch of a reproducible prompt evaluation starts: the prompt cut at
+    ``bounds`` (where each reply of the conversation begins and ends), each part in batches of
+    ``size`` tokens aligned to its own start. A function of the request alone, so a warm cache
+    and a cold one evaluate every token in the same batch, and a reply, evaluated as a batch
+    of its own once it is written, is the cache its follow-up reuses."""
+    edges = sorted({0, length, *(b for b in bounds if 0 < b < length)})
+    starts: list[int] = []
+    for start, end in zip(edges, edges[1:]):
+        starts += range(start, end, size)
+    return starts
+
+
+def reusable(cached: Sequence[int], cached_bounds: Sequence[int], tokens: Sequence[int],
+             starts: Sequence[int], n_cached: int) -> int:
+    """How many leading ``tokens`` (to be evaluated in batches beginning at ``starts``) a
+    reproducible evaluation may take from a cache of ``cached`` (its first ``n_cached`` still
+    there), whose batches ended at ``cached_bounds`` (after a 0): up to a position where a
+    batch begins in both, every batch before it the same tokens in the same batch."""
+    shared = min(common_prefix(cached, tokens), n_cached)
+    best = 0
+    for have, want in zip(cached_bounds, starts):
+        if have != want or have > shared:
+            break
+        best = have
+    return best
 
 
 class SavedPrefixes:
@@ -36,9 +64,10 @@ class SavedPrefixes:
     gpu_layers: int
     _llm: Any
     _canonical: list[int]
+    _canonical_bounds: list[int]
     _active_lora: tuple[tuple[str, float], ...]
 
-    def _canonical_reuse(self, tokens: list[int]) -> int:  # (LocalEngine's)
+    def _canonical_reuse(self, tokens: list[int], starts: Sequence[int]) -> int:  # (LocalEngine's)
         raise NotImplementedError
 
     # Made on first use, on the model thread, when LoadSettings.kv_cache_dir is set.
@@ -68,7 +97,8 @@ class SavedPrefixes:
         for path, scale in self._active_lora:
             stat = os.stat(path)
             lora.append([path, stat.st_size, stat.st_mtime_ns, scale])
-        return {"format": 1, "model": self._kv_model,
+        # format 2: a reproducible state records its batches (batch_starts); 1's did not
+        return {"format": 2, "model": self._kv_model,
                 "template": digest(self.gguf.chat_template or "plain"),
                 "n_ctx": self.n_ctx, "n_batch": self.n_batch,
                 "kv_type": self.settings.options.kv_type, "flash_attn": bool(self.flash_attn),
@@ -77,9 +107,10 @@ class SavedPrefixes:
                 "llama_cpp": llama_cpp.__version__,
                 "system": llama_cpp.llama_print_system_info().decode("utf-8", "replace")}
 
-    def _restore_saved_prefix(self, tokens: list[int]) -> None:
-        """Load the saved state sharing the longest prefix with ``tokens`` when it covers at
-        least a chunk more than the in-memory cache can reuse (a new engine's cache is empty)."""
+    def _restore_saved_prefix(self, tokens: list[int], starts: Sequence[int]) -> None:
+        """Load the saved state sharing the longest prefix with ``tokens`` (evaluated in batches
+        beginning at ``starts`` when reproducible) when it covers at least a chunk more than
+        the in-memory cache can reuse (a new engine's cache is empty)."""
         self.kv_restored_tokens = 0
         store = self._kv()
         if store is None or len(tokens) < self.settings.kv_cache_min_tokens:
@@ -87,8 +118,8 @@ class SavedPrefixes:
         llm, chunk = self._llm, self.n_batch
         reproducible = self.settings.reproducible_seeds
         if reproducible:
-            limit = (len(tokens) - 1) // chunk * chunk
-            in_memory = self._canonical_reuse(tokens)
+            limit = starts[-1]  # the last batch is evaluated anyway: it gives the logits
+            in_memory = self._canonical_reuse(tokens, starts)
         else:
             limit = len(tokens) - 1
             in_memory = min(common_prefix(llm.input_ids[:llm.n_tokens].tolist(), tokens), limit)
@@ -99,13 +130,15 @@ class SavedPrefixes:
             for shared, saved in store.candidates(identity, tokens, longer_than=in_memory):
                 usable = min(shared, limit)
                 if reproducible:
-                    usable = usable // chunk * chunk
-                if usable - in_memory < chunk:
+                    usable = reusable(saved.tokens, saved.bounds, tokens, starts, shared)
+                if shared - in_memory < chunk:
                     break  # the rest share even less
+                if usable - in_memory < chunk:
+                    continue  # its batches part from this prompt's earlier
                 state = store.read_state(saved)
                 if state is None:
                     continue  # damaged: deleted
-                if self._load_seq_state(state, saved.tokens, usable):
+                if self._load_seq_state(state, saved.tokens, usable, saved.bounds):
                     self.kv_restored_tokens = usable
                     return
                 log.warning("llama.cpp refused the saved KV state %s", saved.path.name)
@@ -114,8 +147,10 @@ class SavedPrefixes:
             log.exception("could not restore a saved KV state")
             self._drop_cache()
 
-    def _load_seq_state(self, state: bytearray, tokens: tuple[int, ...], usable: int) -> bool:
-        """Replace the cache with ``state`` (the KV of ``tokens``), keeping ``usable`` tokens."""
+    def _load_seq_state(self, state: bytearray, tokens: tuple[int, ...], usable: int,
+                        bounds: Sequence[int] = ()) -> bool:
+        """Replace the cache with ``state`` (the KV of ``tokens``, evaluated in batches ending
+        at ``bounds``), keeping ``usable`` tokens."""
         import ctypes  # with llama_cpp: the buffer its C function reads
 
         import llama_cpp  # deferred: llama_cpp loads only with a model
@@ -130,17 +165,20 @@ class SavedPrefixes:
         llm.input_ids[:usable] = tokens[:usable]
         llm.n_tokens = usable
         llm._requires_eval = True  # the logits are not in the state: evaluate at least one
-        # a state saved in reproducible mode holds only canonical chunks (its identity says so)
-        self._canonical = list(tokens[:usable]) if self.settings.reproducible_seeds else []
+        # a state saved in reproducible mode holds only canonical batches (its identity says so)
+        reproducible = self.settings.reproducible_seeds
+        self._canonical = list(tokens[:usable]) if reproducible else []
+        self._canonical_bounds = [b for b in bounds if b <= usable] if reproducible else []
         return True
 
     def _drop_cache(self) -> None:
         self._llm._ctx.kv_cache_clear()
         self._llm.n_tokens = 0
         self._canonical = []
+        self._canonical_bounds = []
 
     def _save_prefix(self, since: float | None = None) -> None:
-        """Save the cache's reusable tokens (the canonical chunks; with reproducible seeds off,
+        """Save the cache's reusable tokens (the canonical batches; with reproducible seeds off,
         everything evaluated) unless that exact state is saved already."""
         import ctypes  # with llama_cpp: the buffer its C function fills
 
@@ -150,17 +188,19 @@ class SavedPrefixes:
         if store is None:
             return
         llm = self._llm
-        tokens = list(self._canonical) if self.settings.reproducible_seeds \
+        reproducible = self.settings.reproducible_seeds
+        tokens = list(self._canonical) if reproducible \
             else llm.input_ids[:llm.n_tokens].tolist()
+        bounds = list(self._canonical_bounds) if reproducible else []
         if len(tokens) < max(1, self.settings.kv_cache_min_tokens):
             return
         try:
             started = time.perf_counter()
             identity = self._kv_identity()
-            if store.has(identity, tokens):
+            if store.has(identity, tokens, bounds):
                 return
-            # the cells past the canonical prefix (the rest of the prompt, the reply) are not
-            # saved; the next reply would cut them anyway (_keep_canonical_prefix)
+            # the cells past the canonical batches (a reply not evaluated again) are not
+            # saved; the next reply would cut them anyway (_prefill)
             llm._ctx.kv_cache_seq_rm(-1, len(tokens), -1)
             llm.n_tokens = len(tokens)
             ctx = llm._ctx.ctx
@@ -173,7 +213,7 @@ class SavedPrefixes:
                 return
             # a view, not a copy: the store copies it once, into the file's bytes
             if store.save(identity, tokens, memoryview(buffer).cast("B")[:written],
-                          since=since) is not None:
+                          since=since, bounds=bounds) is not None:
                 self.kv_last_save = (len(tokens), written, time.perf_counter() - started)
         except Exception:  # noqa: BLE001 - a cache that fails to save is only a cache
             log.exception("could not save the KV state")

@@ -11,11 +11,16 @@
   process or a new one, whatever ran on the model before. llama.cpp's results depend in their
   last bits on how the prompt was split into batches (on AVX2 CPUs a token evaluated alone
   gives other logits than the same token inside a batch), and a hot sampler turns that into
-  other words. So the prompt is always evaluated the way a cold cache would: in fixed chunks of
-  ``PROMPT_CHUNK`` tokens aligned to position 0. Follow-up turns reuse only the KV cache of whole
-  chunks that an earlier *prompt* evaluation computed that way (never the tokens decoded one at
-  a time while replying); the rest is evaluated again. ``reproducible_seeds=False`` restores
-  llama-cpp-python's own reuse (longest common prefix, faster follow-ups, no guarantee).
+  other words. So the prompt is always evaluated the way a cold cache would, in batches that
+  depend on the request alone (``engines.llama_kv_resume.batch_starts``): the prompt is cut where
+  each earlier reply of the conversation begins and ends, each part in batches of
+  ``PROMPT_CHUNK`` tokens aligned to its own start. The tokens decoded one at a time while
+  replying are not such a batch, so once a reply is written (after ``Finished``, while its
+  reader reads) its text is evaluated again as the next prompt will hold it, as a batch of its
+  own (``_keep_reply``): a follow-up then evaluates only what is new (the question and the
+  template's glue). A follow-up reuses the cache only where every batch before is the same.
+  ``reproducible_seeds=False`` restores llama-cpp-python's own reuse (longest common prefix,
+  no guarantee).
   ``Usage`` reports how many prompt tokens were actually evaluated (counted in ``eval``).
 * Cancel is checked after every token, so a stop takes effect within one token.
 * LoRA adapters (``ChatRequest.lora``) are loaded once per file onto the loaded model and set on
@@ -36,7 +41,7 @@ import queue
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -50,9 +55,11 @@ from app.domain.errors import (
     UsageError,
 )
 from app.domain.messages import (
+    ChatMessage,
     ChatRequest,
     Finished,
     FinishReason,
+    Role,
     StreamEvent,
     TextDelta,
     Usage,
@@ -66,8 +73,7 @@ from engines.cpu_budget import CpuBudget, physical_cores, prepare_openmp
 from engines.gguf import GGUFInfo, read_lora, read_model
 from engines.llama_log import route_llama_log
 from engines.http_policy import AttemptRecord
-from engines.kv_store import common_prefix
-from engines.llama_kv_resume import SavedPrefixes
+from engines.llama_kv_resume import SavedPrefixes, batch_starts, reusable
 from engines.llama_output import LogprobScorer, TextAssembler
 from engines.model_load import KV_TYPES, ModelLoadOptions, check_for_model
 
@@ -77,9 +83,8 @@ log = logging.getLogger(__name__)
 # llama_cpp (engines.cpu_budget explains why llama.cpp's threads must not spin ~10 ms per token)
 prepare_openmp()
 
-# Prompts are evaluated in chunks of this many tokens, aligned to position 0 (llama.cpp's
-# n_batch). Smaller chunks let follow-up turns reuse more of the KV cache (at most
-# PROMPT_CHUNK - 1 reusable tokens are evaluated again); bench/seed_cost.py measures the cost.
+# Prompts are evaluated in batches of at most this many tokens (llama.cpp's n_batch), aligned to
+# the start of the prompt and of each reply in it (engines.llama_kv_resume.batch_starts).
 PROMPT_CHUNK = ModelLoadOptions().batch  # 128 unless a model's load settings say otherwise
 
 
@@ -175,9 +180,11 @@ class LocalEngine(SavedPrefixes, EngineBase):
         self._llm: Any = None
         self._formatter: ChatFormatter | None = None
         self._evaluated = 0  # tokens run through llama.cpp's decode, counted in eval()
-        # Prompt tokens whose KV entries were computed in whole PROMPT_CHUNK-aligned chunks of a
-        # prompt evaluation: the only part of the cache a reproducible reply may reuse.
+        # Tokens whose KV entries were computed in the batches of a reproducible evaluation
+        # (batch_starts), and where those batches ended, after a 0: the only part of the cache
+        # a reproducible reply may reuse.
         self._canonical: list[int] = []
+        self._canonical_bounds: list[int] = []
         self._load_error: OutpostError | None = None
         self.loads = 0  # how many times the base model was loaded (once per engine)
         # LoRA adapters loaded onto the model, by file (freed with the model), and the
@@ -346,7 +353,7 @@ class LocalEngine(SavedPrefixes, EngineBase):
             def eval(self, tokens):  # noqa: D401 - counts what llama.cpp really evaluates
                 engine._evaluated += len(tokens)
                 # whatever is evaluated from here on overwrites the cache past this position
-                del engine._canonical[self.n_tokens:]
+                engine._cut_canonical(self.n_tokens)
                 engine._pace_threads()
                 return super().eval(tokens)
 
@@ -411,14 +418,25 @@ class LocalEngine(SavedPrefixes, EngineBase):
         self.threads_used[threads] = self.threads_used.get(threads, 0) + 1
 
     def _tokenize(self, request: ChatRequest) -> tuple[list[int], tuple[str, ...]]:
+        tokens, stops, _ = self._tokenize_parts(request)
+        return tokens, stops
+
+    def _tokenize_parts(self, request: ChatRequest
+                        ) -> tuple[list[int], tuple[str, ...], list[int]]:
+        """The prompt's tokens, its stop sequences, and where each reply in it (an assistant
+        message's text, the ``assistant_prefix``) begins and ends (``batch_starts``)."""
         assert self._formatter is not None  # set when the model loaded
         prompt = self._formatter.format(request.messages)
+        bounds: list[int] = []
         if prompt.pieces:  # template pieces with special tokens, message text as plain text
             tokens = []
             for i, (piece, content) in enumerate(prompt.pieces):
+                start = len(tokens)
                 tokens += self._llm.tokenize(piece.encode("utf-8"),
                                              add_bos=prompt.add_bos and i == 0,
                                              special=not content)
+                if i in prompt.assistant_pieces:
+                    bounds += [start, len(tokens)]
         else:  # a template that rewrites the text: tokenize it whole
             tokens = self._llm.tokenize(prompt.text.encode("utf-8"), add_bos=prompt.add_bos,
                                         special=True)
@@ -428,8 +446,9 @@ class LocalEngine(SavedPrefixes, EngineBase):
             # tokenized as plain text: special-token syntax in it stays text.
             if prompt.template == "plain" and not prefix[:1].isspace():
                 prefix = " " + prefix
+            bounds.append(len(tokens))
             tokens += self._llm.tokenize(prefix.encode("utf-8"), add_bos=False, special=False)
-        return tokens, tuple(prompt.stop) + tuple(request.stop)
+        return tokens, tuple(prompt.stop) + tuple(request.stop), bounds
 
     @property
     def adapters_loaded(self) -> tuple[str, ...]:
@@ -486,7 +505,7 @@ class LocalEngine(SavedPrefixes, EngineBase):
         self._active_lora = key
         # the cache holds keys and values computed under the previous adapters
         self._llm.n_tokens = 0
-        self._canonical = []
+        self._cut_canonical(0)
 
     def _grammar(self, response_format: dict | None):
         """Structured output: a GBNF grammar built from the JSON schema (or llama.cpp's JSON
@@ -513,7 +532,7 @@ class LocalEngine(SavedPrefixes, EngineBase):
         request = job.request
         started = time.perf_counter()
         try:
-            tokens, stops = self._tokenize(request)
+            tokens, stops, bounds = self._tokenize_parts(request)
             grammar = self._grammar(request.response_format)
             self._set_adapters(request.lora)
         except OutpostError as exc:
@@ -546,9 +565,11 @@ class LocalEngine(SavedPrefixes, EngineBase):
         # one a seed is drawn, and reported (Finished.seed) so the reply can be made again
         drawn = None if "seed" in knobs else random.randrange(2 ** 31)
         self._llm.set_seed(knobs["seed"] if drawn is None else drawn)
-        self._restore_saved_prefix(tokens)  # a saved state longer than the cache's reuse
-        if self.settings.reproducible_seeds:
-            self._keep_canonical_prefix(tokens)
+        reproducible = self.settings.reproducible_seeds
+        starts = batch_starts(len(tokens), bounds, self.n_batch) if reproducible else []
+        self._restore_saved_prefix(tokens, starts)  # a saved state longer than the cache's reuse
+        parts: list[str] = []  # the reply's text (_keep_reply)
+        # (generate() finds a prompt evaluated here whole in the cache and samples at once)
         generator = self._llm.generate(
             tokens, temp=knobs["temperature"], top_p=knobs["top_p"], top_k=knobs["top_k"],
             min_p=knobs["min_p"], repeat_penalty=knobs["repeat_penalty"],
@@ -556,6 +577,8 @@ class LocalEngine(SavedPrefixes, EngineBase):
             frequency_penalty=knobs["frequency_penalty"], reset=True,
             grammar=grammar, logits_processor=scorer.processors if scorer else None)
         try:
+            if reproducible:
+                self._prefill(tokens, starts, self._canonical_reuse(tokens, starts))
             for token in generator:
                 if scorer is not None:
                     scorer.took(token)
@@ -563,9 +586,6 @@ class LocalEngine(SavedPrefixes, EngineBase):
                 if evaluated_prompt is None:
                     evaluated_prompt = self._evaluated
                     first_at = now
-                    # the prompt is in the cache now, in aligned chunks: whole ones are reusable
-                    chunk = self.n_batch
-                    self._canonical = list(tokens[:len(tokens) // chunk * chunk])
                 last_at = now
                 if job.stopped():
                     reason = FinishReason.CANCELLED
@@ -576,6 +596,7 @@ class LocalEngine(SavedPrefixes, EngineBase):
                 completion += 1
                 text, hit_stop = decoder.feed(self._llm.detokenize([token]))
                 pending += text
+                parts.append(text)
                 if pending and now - last_put >= interval:
                     job.events.put(TextDelta(pending))
                     pending, last_put = "", now
@@ -591,7 +612,9 @@ class LocalEngine(SavedPrefixes, EngineBase):
         finally:
             generator.close()
         if reason is not FinishReason.CANCELLED and reason is not FinishReason.ERROR:
-            pending += decoder.flush()
+            tail = decoder.flush()
+            pending += tail
+            parts.append(tail)
         if pending:
             job.events.put(TextDelta(pending))
         if reason is FinishReason.CANCELLED and job.abandoned.is_set() and \
@@ -611,31 +634,71 @@ class LocalEngine(SavedPrefixes, EngineBase):
         job.events.put(Finished(reason, ttft_ms=ttft_ms, tokens_per_s=tps, error=error,
                                 mean_logprob=scorer.mean() if scorer else None,
                                 seed=drawn))
+        if first_at is not None and error is None and reproducible:
+            self._keep_reply(request, "".join(parts))
         if first_at is not None and error is None:
             # after Finished: the reply's reader does not wait for the disk; a state of a
             # reply whose messages were deleted meanwhile is not kept (``forget_all``)
             self._save_prefix(since=time.time() - (time.perf_counter() - started))
 
-    def _keep_canonical_prefix(self, tokens: list[int]) -> None:
-        """Cut the model's cache back to the whole chunks it may reuse for ``tokens``.
+    def _prefill(self, tokens: list[int], starts: Sequence[int], keep: int) -> None:
+        """Evaluate ``tokens`` from ``keep`` on (a batch start: ``_canonical_reuse``), one
+        llama.cpp batch per part of ``starts``, exactly as on a cold cache; the cache past
+        ``keep`` is dropped first."""
+        llm = self._llm
+        if llm.n_tokens > keep:
+            llm.n_tokens = keep  # eval() drops the cache past this point
+        self._cut_canonical(keep)
+        if not self._canonical_bounds:
+            self._canonical_bounds = [0]
+        for start, end in zip(starts, [*starts[1:], len(tokens)]):
+            if start < keep:
+                continue
+            llm.eval(tokens[start:end])
+            self._canonical += tokens[start:end]
+            self._canonical_bounds.append(end)
 
-        ``generate`` then evaluates the rest from a chunk boundary, so every prompt token is
-        computed in the same batch as on a cold cache. The last chunk (the one whose final
-        token gives the first reply token's logits) is always evaluated again, even for an
-        identical prompt: llama-cpp-python would otherwise re-run that token alone."""
-        keep = self._canonical_reuse(tokens)
-        if self._llm.n_tokens > keep:
-            self._llm.n_tokens = keep  # generate() drops the cache past this point
-        del self._canonical[keep:]
+    def _keep_reply(self, request: ChatRequest, text: str) -> None:
+        """After a reply: evaluate its text as the follow-up's prompt will hold it, in that
+        prompt's batches (``batch_starts``), so the follow-up evaluates only what is new. The
+        tokens decoded while replying are not reusable (they were not evaluated in those
+        batches), and the text can tokenize otherwise than it was sampled. Skipped when
+        another reply is waiting for the model (its prompt evaluation does what is needed)."""
+        text = (request.assistant_prefix or "") + text
+        with self._jobs.mutex:  # (a look only: the model thread is the one taking jobs)
+            waiting = any(isinstance(job, _Job) for job in self._jobs.queue)
+        if not text or waiting:
+            return
+        # the follow-up's prompt up to the end of this reply: a user turn after it, so the
+        # template renders the reply as it will then
+        follow_up = replace(request, assistant_prefix=None, messages=(
+            *request.messages, ChatMessage(Role.ASSISTANT, text), ChatMessage(Role.USER, "?")))
+        try:
+            tokens, _, bounds = self._tokenize_parts(follow_up)
+            if not bounds or bounds[-1] >= self.n_ctx:
+                return
+            end = bounds[-1]  # where this reply's text ends
+            starts = batch_starts(end, bounds, self.n_batch)
+            keep = self._canonical_reuse(tokens[:end], [*starts, end])
+            if keep < end:
+                self._prefill(tokens[:end], starts, keep)
+        except Exception:  # noqa: BLE001 - only the next reply's speed depends on it
+            log.exception("could not keep the reply in the KV cache")
+            self._drop_cache()
 
-    def _canonical_reuse(self, tokens: list[int]) -> int:
-        """How many leading tokens of ``tokens`` a reproducible reply may take from the cache:
-        whole chunks of the canonical prefix, never the last chunk of the prompt."""
-        chunk = self.n_batch
-        limit = (len(tokens) - 1) // chunk * chunk
-        # (n_tokens: in case something reset the model without evaluating since)
-        return min(common_prefix(self._canonical, tokens), limit, self._llm.n_tokens) \
-            // chunk * chunk
+    def _cut_canonical(self, n_tokens: int) -> None:
+        """Forget the canonical batches that do not end by ``n_tokens`` (the cache is
+        overwritten from there)."""
+        bounds = [b for b in self._canonical_bounds if b <= n_tokens]
+        self._canonical_bounds = bounds
+        del self._canonical[(bounds[-1] if bounds else 0):]
+
+    def _canonical_reuse(self, tokens: list[int], starts: Sequence[int]) -> int:
+        """How many leading ``tokens``, evaluated in batches beginning at ``starts``, a
+        reproducible reply may take from the cache (``reusable``); never the last batch of a
+        prompt (``starts`` ends with its start): it gives the first reply token's logits."""
+        return reusable(self._canonical, self._canonical_bounds, tokens, starts,
+                        self._llm.n_tokens)
 
     def _record(self, request: ChatRequest, job: "_Job", started: float, prompt: int,
                 completion: int, cached: int, ttft_ms: float | None, reason: FinishReason,

@@ -197,9 +197,11 @@ def test_fast_follow_ups_reuse_the_kv_cache_for_the_next_turn(fresh_engine):
     assert usage3.evaluated_prompt_tokens > usage3.prompt_tokens - 8
 
 
-def test_reproducible_follow_ups_reuse_the_whole_prompt_chunks_only(fresh_engine):
-    """The default: only whole PROMPT_CHUNK-aligned chunks of an earlier *prompt* are reused;
-    the previous reply (decoded one token at a time) and the last chunk are evaluated again."""
+def test_reproducible_follow_ups_reuse_only_the_batches_of_a_cold_evaluation(fresh_engine):
+    """The default: only batches a cold evaluation of the prompt has too are reused (aligned
+    to the prompt's start and each reply's start and end; the last is always evaluated again);
+    the reply decoded one token at a time is not, the reply kept after it was written is only
+    where the conversation holds the same text (test_seed_reproducibility.py has that case)."""
     engine = fresh_engine()
     chunk = PROMPT_CHUNK
     long_text = "Summarise the following notes. " + "The pump at site four leaks. " * 60
@@ -210,9 +212,10 @@ def test_reproducible_follow_ups_reuse_the_whole_prompt_chunks_only(fresh_engine
     again = run(engine, turn1)[-2]  # the same prompt: all but its last (partial) chunk
     assert again.cached_prompt_tokens == (usage1.prompt_tokens - 1) // chunk * chunk
 
+    # another reply than the one written: the whole first prompt (it ends where a reply begins)
     turn2 = request(long_text, "It leaks oil.", "Which site?", max_tokens=8)
     usage2 = run(engine, turn2)[-2]
-    assert usage2.cached_prompt_tokens == usage1.prompt_tokens // chunk * chunk
+    assert usage2.cached_prompt_tokens == usage1.prompt_tokens
     assert usage2.evaluated_prompt_tokens == usage2.prompt_tokens - usage2.cached_prompt_tokens
 
     other = request("Hello", max_tokens=4)  # shares less than one chunk: nothing reused

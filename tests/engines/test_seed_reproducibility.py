@@ -103,3 +103,43 @@ def test_the_cli_in_new_processes_and_the_window_give_the_same_text(qtbot, outpo
     reply = outpost.store.messages(window.controller.conversation_id)[-1]
     assert reply.params["seed"] == 13 and reply.params["temperature"] == 1.3
     assert reply.content == first
+
+
+def test_a_follow_up_evaluates_only_what_is_new_and_still_replies_as_from_scratch(
+        fresh_engine):
+    """The user trial's conversation: a follow-up in the same engine evaluates only the new
+    question and the template's glue around it. The previous reply, decoded one token at a
+    time, was evaluated again as a batch of its own after it was written (before, only whole
+    128-token chunks of the previous *prompt* were reused: turn 3 evaluated 520 of its 648
+    tokens). Counted in llama.cpp's eval, never timed. The seed still reproduces: a cold
+    engine gives the last turn the same text and log-probability."""
+    questions = ("Hi! What can you do?",
+                 "Write a Python function that reverses a string, then show a markdown table "
+                 "comparing Python, Rust and Go (columns: language, typing, speed).",
+                 "Thanks. Now list three tips for writing clean code.")
+    warm = fresh_engine()
+    texts: list[str] = []
+    previous = None
+    for seed, question in enumerate(questions):
+        texts.append(question)
+        messages = tuple(ChatMessage(Role.USER if i % 2 == 0 else Role.ASSISTANT, text)
+                         for i, text in enumerate(texts))
+        request = ChatRequest(model="local", messages=messages, max_tokens=120, seed=seed,
+                              logprobs=True, **HOT)
+        reply = accumulate(list(warm.stream(request, threading.Event())))
+        warm.call_on_model_thread(lambda llm: None)  # the reply is kept after Finished
+        usage = reply.usage
+        assert reply.text and usage is not None
+        if previous is not None:
+            # the previous prompt ends with the assistant's header, its reply's text follows
+            reply_tokens = warm.call_on_model_thread(
+                lambda llm: llm.tokenize(previous[1].encode(), add_bos=False, special=False))
+            new = usage.prompt_tokens - previous[0] - len(reply_tokens)
+            assert usage.evaluated_prompt_tokens == new, (seed, usage)
+            assert new < len(question) // 2 + 12  # the question and the glue, nothing more
+        previous = (usage.prompt_tokens, reply.text)
+        texts.append(reply.text)
+    cold = fresh_engine()
+    again = accumulate(list(cold.stream(request, threading.Event())))
+    assert again.usage.cached_prompt_tokens == 0
+    assert (again.text, again.finish.mean_logprob) == (texts[-1], reply.finish.mean_logprob)
