@@ -75,7 +75,7 @@ from engines.llama_log import route_llama_log
 from engines.http_policy import AttemptRecord
 from engines.llama_kv_resume import SavedPrefixes, batch_starts, reusable
 from engines.llama_output import LogprobScorer, TextAssembler
-from engines.model_load import KV_TYPES, ModelLoadOptions, check_for_model
+from engines.model_load import KV_TYPES, NO_GPU_OFFLOAD, ModelLoadOptions, check_for_model
 
 log = logging.getLogger(__name__)
 
@@ -733,4 +733,4 @@ def _eog_checker(llm):
 
 
 __all__ = ["LocalEngine", "LoadSettings", "ContextOverflow", "Cancelled", "physical_cores",
-           "gpu_offload_supported"]
+           "gpu_offload_supported", "NO_GPU_OFFLOAD"]

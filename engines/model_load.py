@@ -33,6 +33,10 @@ KV_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}  # ggml type ids (llama_cpp.GGML_TYP
 _TRUE = {"on", "true", "yes", "1"}
 _FALSE = {"off", "false", "no", "0"}
 
+# why the GPU settings are greyed out (Settings, Models) on a build without GPU offload
+NO_GPU_OFFLOAD = ("This llama.cpp build has no GPU offload, so the model runs on the CPU "
+                  "(to build it for a GPU, see the README's GPU note).")
+
 
 @dataclass(frozen=True)
 class ModelLoadOptions:

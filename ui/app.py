@@ -21,6 +21,7 @@ from app.storage.profiles import Profile, Profiles
 from app.storage.store import Store
 from engines.llama_local import gpu_offload_supported
 from engines.model_library import ModelLibrary
+from engines.model_load import NO_GPU_OFFLOAD
 from engines.registry import CloudEnginePool, CloudTargets, cloud_timeouts, create_local_engine
 from ui.chat_controller import ChatController
 from ui.daily_backup import DailyBackup
@@ -28,6 +29,7 @@ from ui.damaged_database import CannotStartDialog, open_store_or_restore
 from ui.downloads import Downloads
 from ui.errors import install_excepthook
 from ui.input_guard import install_input_guard
+from ui.settings_dialog import Unavailable
 from ui.interrupted_replies import interrupted_words, open_newest
 from ui.main_window import MainWindow, WindowServices
 from ui.model_loader import ModelLoader
@@ -105,8 +107,7 @@ class OutpostApp:
                 gpu_offload_supported(), self._model_in_use, parent,
                 changes=ModelChanges(self.library, self.settings, self.store)),
             setting_notes=lambda: {} if gpu_offload_supported() else {
-                "gpu_offload": "This llama.cpp build has no GPU offload, so the model runs on "
-                               "the CPU whatever this says (a GPU build: see the README)."})
+                "gpu_offload": Unavailable(NO_GPU_OFFLOAD)})
         self.window = MainWindow(services, self._make_controller)
         self.window.offline_mode_changed.connect(self._on_offline_toggled)
         self.window.theme_changed.connect(self._on_theme_changed)

@@ -38,7 +38,7 @@ from app.domain.errors import OutpostError
 from engines.download_queue import QueueState
 from engines.model_download import Progress
 from engines.model_library import ModelEntry, ModelLibrary, size_text
-from engines.model_load import KV_TYPES, ModelLoadOptions, check_for_model
+from engines.model_load import KV_TYPES, NO_GPU_OFFLOAD, ModelLoadOptions, check_for_model
 from ui import theme
 from ui.confirm import confirm
 from ui.downloads import RESUME_HERE, Downloads, failure_words
@@ -135,8 +135,10 @@ class LoadSettingsForm(QGroupBox):
         form.addRow("KV cache", self.kv_type)
         form.addRow("Memory map", self.mmap)
         form.addRow("", self.mlock)
-        self.gpu_note = QLabel("" if gpu_available else
-                               "This llama.cpp build has no GPU offload: layers stay on the CPU.")
+        self.gpu_note = QLabel("" if gpu_available else NO_GPU_OFFLOAD)
+        if not gpu_available:  # (stays so when the form is enabled: Qt keeps it explicit)
+            self.gpu_layers.setEnabled(False)
+            self.gpu_layers.setToolTip(NO_GPU_OFFLOAD)
         self.gpu_note.setWordWrap(True)
         form.addRow(self.gpu_note)
         row = QHBoxLayout()
@@ -390,6 +392,10 @@ class ModelManager(QDialog):
         entry = self.selected()
         for button in (self.use_button, self.rename_button, self.remove_button):
             button.setEnabled(entry is not None)
+        in_use = entry is not None and entry.path.name == self.in_use()
+        self.use_button.setEnabled(entry is not None and not in_use)
+        self.use_button.setToolTip(f"{entry.name} is the model in use." if in_use and entry
+                                   else "Answer with the selected model.")
         if entry is not None:
             self.rename_button.setEnabled(entry.source in ("library", "reference"))
             self.remove_button.setEnabled(not entry.read_only)
@@ -397,7 +403,7 @@ class ModelManager(QDialog):
 
     def _use(self) -> None:
         entry = self.selected()
-        if entry is not None:
+        if entry is not None and entry.path.name != self.in_use():
             self.use_requested.emit(str(entry.path))
             self.refresh()
 

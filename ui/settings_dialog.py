@@ -97,6 +97,12 @@ def _value_text(option: Option, value: Any) -> str:
     return str(value) if value != "" else "empty"
 
 
+class Unavailable(str):
+    """A note (``SettingsDialog``'s ``notes``) saying the option has no effect on this machine
+    (no GPU offload in this build, for "Use the GPU"): its row is shown disabled, the note
+    saying why, and its value is left as it is."""
+
+
 class OptionRow(QWidget):
     """One option in the dialog: its field, checked on every edit, and what is wrong with it."""
 
@@ -115,6 +121,7 @@ class OptionRow(QWidget):
         self.field = make_field(option)
         self.field.setAccessibleName(option.title)
         self.field.setAccessibleDescription(self.about)
+        self.unavailable = isinstance(note, Unavailable)
         grid = QGridLayout(self)
         grid.setContentsMargins(0, 4, 0, 4)
         grid.setHorizontalSpacing(12)
@@ -147,6 +154,11 @@ class OptionRow(QWidget):
         self.error_label.hide()
         grid.addWidget(self.error_label, 2, 0, 1, 3)
         grid.setColumnStretch(1, 1)
+        if self.unavailable:
+            self.field.setEnabled(False)
+            self.field.setToolTip(note)
+            if self.title is not None:
+                self.title.setEnabled(False)
         self.restyle()
         self.field.edited.connect(self._on_field_edited)
         self.reset_button.clicked.connect(self.reset)
@@ -184,7 +196,8 @@ class OptionRow(QWidget):
         self.error_label.setVisible(self.error is not None)
         self.field.setAccessibleDescription(
             f"{self.error} {self.about}" if self.error else self.about)
-        self.reset_button.setEnabled(self.value() != self.option.default)
+        self.reset_button.setEnabled(self.value() != self.option.default and
+                                     not self.unavailable)
 
 
 class SettingsPage(QWidget):
@@ -241,7 +254,7 @@ class SettingsPage(QWidget):
     @Slot()
     def restore_defaults(self) -> None:
         for row in self.rows:
-            if row.value() != row.option.default:
+            if row.value() != row.option.default and not row.unavailable:
                 row.reset()
 
 

@@ -261,3 +261,36 @@ def test_at_its_smallest_nothing_overlaps_and_the_url_field_shows_the_host(qtbot
     metrics = dialog.url.fontMetrics()
     assert dialog.url.width() > metrics.horizontalAdvance("https://huggingface.co/…") + 8
     assert dialog.sha256.width() > metrics.horizontalAdvance("sha256 (optional")
+
+
+def test_without_gpu_offload_the_gpu_controls_are_disabled_and_use_is_off_for_the_model_in_use(
+        qtbot, scripted, bundled_model, monkeypatch):
+    """On a llama.cpp build without GPU offload, Settings' "Use the GPU" and Models' GPU layers
+    are disabled and say why (they were enabled, "Use the GPU" ticked, while its text said it
+    had no effect); "Use" is disabled for the model in use and enabled for another."""
+    import llama_cpp
+
+    monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: False)
+    in_use = [bundled_model.name]
+    monkeypatch.setattr(scripted, "_model_in_use", lambda: in_use[0])
+
+    settings = scripted.window.open_settings()
+    qtbot.addWidget(settings)
+    gpu = settings.rows["gpu_offload"]
+    assert not gpu.field.isEnabled() and not gpu.reset_button.isEnabled()
+    assert "has no GPU offload, so the model runs on the CPU" in gpu.description.text()
+    assert "has no GPU offload" in gpu.field.toolTip()
+    assert settings.rows["n_threads"].field.isEnabled()
+
+    models = scripted.window.model_menu.open_models()
+    qtbot.addWidget(models)
+    names = [entry.path.name for entry in models.entries]
+    models.table.selectRow(names.index(bundled_model.name))
+    assert models.settings_form.isEnabled() and models.settings_form.threads.isEnabled()
+    assert not models.settings_form.gpu_layers.isEnabled()
+    assert "has no GPU offload" in models.settings_form.gpu_layers.toolTip()
+    assert not models.use_button.isEnabled()
+    assert "is the model in use" in models.use_button.toolTip()
+    in_use[0] = "another.gguf"  # another model was chosen meanwhile
+    models.refresh()
+    assert models.use_button.isEnabled() and not models.settings_form.gpu_layers.isEnabled()
