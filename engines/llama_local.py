@@ -429,7 +429,7 @@ class LocalEngine(SavedPrefixes, EngineBase):
         prompt = self._formatter.format(request.messages)
         bounds: list[int] = []
         if prompt.pieces:  # template pieces with special tokens, message text as plain text
-            tokens = []
+            tokens: list[int] = []
             for i, (piece, content) in enumerate(prompt.pieces):
                 start = len(tokens)
                 tokens += self._llm.tokenize(piece.encode("utf-8"),
@@ -671,7 +671,7 @@ class LocalEngine(SavedPrefixes, EngineBase):
             return
         # the follow-up's prompt up to the end of this reply: a user turn after it, so the
         # template renders the reply as it will then
-        follow_up = replace(request, assistant_prefix=None, messages=(
+        follow_up = replace(request, assistant_prefix="", messages=(
             *request.messages, ChatMessage(Role.ASSISTANT, text), ChatMessage(Role.USER, "?")))
         try:
             tokens, _, bounds = self._tokenize_parts(follow_up)

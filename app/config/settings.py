@@ -154,8 +154,9 @@ SCHEMA: tuple[Option, ...] = (
            group="Local model", takes_effect="reload", label="Use the GPU"),
     Option("reproducible_seeds", bool, True,
            "Local model: the same seed, prompt and knobs always give the same text (the prompt "
-           "is evaluated as on a cold cache; follow-up turns re-evaluate the previous reply). "
-           "Off: follow-ups reuse more of the cache and start sooner, without that guarantee.",
+           "is evaluated as on a cold cache; a reply is evaluated again once written, so the "
+           "follow-up evaluates only what is new). Off: llama-cpp-python's own cache reuse, "
+           "without that guarantee.",
            group="Local model", takes_effect="reload", label="Reproducible replies"),
     # -- Network and failover ---------------------------------------------------------------------
     Option("default_route", str, "auto",
