@@ -21,6 +21,22 @@ def outpost_home(tmp_path, monkeypatch) -> Path:
     return home
 
 
+@pytest.fixture(autouse=True)
+def desktop_screen(request, monkeypatch):
+    """Qt's offscreen screen is 800x800, and every window is fitted to its screen as it is shown
+    (``ui.screen_fit``): a Qt test sees a 1920x1080 desktop, where the window opens at its
+    default 1380x760, unless it fakes another screen by replacing
+    ``ui.screen_fit.available_geometry`` itself."""
+    if "qtbot" not in request.fixturenames:
+        return
+    from PySide6.QtCore import QRect
+
+    import ui.screen_fit
+
+    monkeypatch.setattr(ui.screen_fit, "available_geometry",
+                        lambda _widget: QRect(0, 0, 1920, 1080))
+
+
 @pytest.fixture
 def keep_key():
     """``keep_key(provider, key)`` stores a key the way this machine allows, as the user would:
