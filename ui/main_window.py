@@ -70,6 +70,7 @@ from ui.route_badge import RouteBadge
 from ui.route_picker import DefaultRouteMenu, RoutePicker
 from ui.route_state import RouteState
 from ui.sampling_panel import SamplingPanel
+from ui.sampling_room import SamplingRoom
 from ui.search_dialog import SearchDialog
 from ui.setting_saver import save_setting
 from ui.settings_dialog import SettingsDialog
@@ -219,6 +220,8 @@ class MainWindow(QMainWindow):
         # -- the Sampling dock -----------------------------------------------------------------
         self.sampling = SamplingPanel(self.controller.service.presets, self)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.sampling)
+        # it steps aside (hides, or opens floating) rather than squeeze the chat
+        self.sampling_room = SamplingRoom(self, self.sampling, chat, self.window_state)
         self.sampling_binding = ConversationSampling(self.sampling, self.controller, self.store,
                                                      self.settings, services.registry, self,
                                                      keys=self.keys.known)
@@ -837,6 +840,7 @@ class MainWindow(QMainWindow):
     def restore_state(self) -> None:
         """Geometry, docks, the split and the last conversation, as the window was closed."""
         last = self.window_state.restore(self, self.splitter)
+        self.sampling_room.restore()
         if last and any(c.id == last for c in self.store.list_conversations(self.profile_name)):
             self._on_conversation_selected(last)
             self.refresh_sidebar()

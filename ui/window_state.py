@@ -61,6 +61,14 @@ class WindowState:
         self.qsettings.setValue("last_conversation", conversation_id)
         self._sync()
 
+    def sampling_squeezed(self) -> bool:
+        """Whether the Sampling panel was hidden for want of room (``ui.sampling_room``)."""
+        return str(self.qsettings.value("sampling_squeezed", "false")).lower() == "true"
+
+    def save_sampling_squeezed(self, squeezed: bool) -> None:
+        self.qsettings.setValue("sampling_squeezed", "true" if squeezed else "false")
+        self._sync()
+
     def draft(self, profile: str) -> str:
         value = self.qsettings.value(_draft_key(profile))
         return value if isinstance(value, str) else ""

@@ -60,6 +60,9 @@ def test_the_window_comes_back_as_it_was_closed(qtbot, outpost_app, scripted_eng
     first.window._on_new_chat()  # the last one open is the new chat: nothing to reopen
     first.window._on_conversation_selected(opened)
     first.window.resize(900, 600)  # the smallest size the window is made for
+    # (the Sampling panel steps aside at that width: the split has the whole width, once laid
+    # out)
+    qtbot.waitUntil(lambda: first.window.splitter.width() == first.window.width())
     first.window.splitter.setSizes([233, 400])
     first_split = first.window.splitter.sizes()[0]
     assert first_split != 260  # not the default
@@ -69,11 +72,12 @@ def test_the_window_comes_back_as_it_was_closed(qtbot, outpost_app, scripted_eng
     with qtbot.waitSignal(second.loader.model_ready, timeout=10000):
         second.start()
     window = second.window
-    # Qt keeps a restored window on its screen (800x600 offscreen), and never below the
-    # window's minimum size
+    # Qt keeps a restored window on its screen (800 px wide offscreen; its frame's few pixels
+    # come off the width); the window goes narrower than 820 px, the Sampling panel stepping
+    # aside (ui.sampling_room)
     screen = window.screen().availableGeometry()
     assert window.height() == min(600, screen.height())
-    assert window.width() == max(window.minimumSizeHint().width(), min(900, screen.width()))
+    assert min(900, screen.width()) - 4 <= window.width() <= min(900, screen.width())
     assert window.splitter.sizes()[0] == first_split
     assert window.controller.conversation_id == opened
     assert window.view.last_bubble() is not None
@@ -237,4 +241,4 @@ def test_after_a_kill_mid_reply_the_window_comes_back_on_that_chat_and_says_so(
         "marked interrupted.")
     screen = window.screen().availableGeometry()  # (offscreen: 800x600, as above)
     assert window.height() == min(600, screen.height())
-    assert window.width() == max(window.minimumSizeHint().width(), min(900, screen.width()))
+    assert min(900, screen.width()) - 4 <= window.width() <= min(900, screen.width())

@@ -52,8 +52,9 @@ def test_nothing_is_clipped(qtbot, scripted, scripted_engine, size, artifacts_di
     assert window.title_label.toolTip().startswith("What is the best way")
     assert window.sidebar.width() >= 150
     assert "scripted-model.gguf" in window.model_label.toolTip()  # whole, even when cut
-    scroll = window.sampling.widget()
-    assert scroll.widget().width() <= scroll.viewport().width()  # up and down only
+    if window.sampling.isVisible():  # (a narrow window's panel steps aside: sampling_room)
+        scroll = window.sampling.widget()
+        assert scroll.widget().width() <= scroll.viewport().width()  # up and down only
     window.grab().save(str(artifacts_dir / f"layout-{size[0]}x{size[1]}.png"))
 
 
@@ -69,8 +70,8 @@ def test_the_token_meter_never_widens_the_window(qtbot, scripted, artifacts_dir)
     (with 512 for the reply) · free") wraps, whole, rather than push the window wider than the
     user made it."""
     window = scripted.window
-    window.resize(window.minimumSizeHint().width(), 700)
-    qtbot.waitUntil(lambda: window.width() == window.minimumSizeHint().width())
+    window.resize(window.minimumWidth(), 700)  # (the Sampling panel steps aside)
+    qtbot.waitUntil(lambda: window.width() == window.minimumWidth())
     narrowest = window.width()
     qtbot.keyClicks(window.composer.edit, "Tell me about the history of lighthouses in three "
                                           "sentences, please, with their keepers and lamps.")
@@ -295,11 +296,11 @@ def test_a_longer_model_name_moves_the_header_to_two_lines_at_once(qtbot, script
 
 def test_the_empty_chats_hint_wraps_in_a_narrow_chat(qtbot, scripted):
     """At 820 px with the Sampling panel open, the hint of an empty chat was cut at the right
-    ("type below and press Ent", a trial): it wraps to the chat's width."""
+    ("type below and press Ent", a trial): it wraps to the chat's width. (The panel steps aside
+    in a window that narrow now: the narrowest window's chat is narrower still.)"""
     window = scripted.window
-    window.resize(820, 774)
-    qtbot.waitUntil(lambda: window.size().toTuple() == (820, 774))
-    assert window.sampling.isVisible()
+    window.resize(window.minimumWidth(), 774)
+    qtbot.waitUntil(lambda: window.size().toTuple() == (window.minimumWidth(), 774))
     view, hint = window.view, window.view._empty
     qtbot.waitUntil(hint.isVisible)
     assert view.viewport().width() < max(hint.fontMetrics().horizontalAdvance(line)

@@ -61,3 +61,55 @@ def test_a_restored_geometry_too_large_for_the_screen_is_fitted(qtbot, outpost_a
     window = second.window
     qtbot.waitUntil(window.isVisible)
     assert area.contains(window.frameGeometry()), window.frameGeometry()
+
+
+def test_the_sampling_panel_steps_aside_for_the_chat(qtbot, scripted, artifacts_dir):
+    """With the Sampling panel open the window could not be made narrower than 820 px, and
+    the chat kept ~330 px: now the window goes to 800 px, the panel hides while the chat would
+    be narrower than READABLE_CHAT and comes back when the window is wide again. Opened by the
+    user where there is no room, it floats, and docks again once there is."""
+    from tests.support import grab_in_palette
+    from ui.sampling_room import READABLE_CHAT
+
+    window = scripted.window
+    chat = window.splitter.widget(1)
+    assert window.sampling.isVisible() and not window.sampling.isFloating()
+    window.resize(800, 700)
+    qtbot.waitUntil(lambda: window.width() == 800)
+    qtbot.waitUntil(lambda: not window.sampling.isVisible())
+    qtbot.waitUntil(lambda: chat.width() >= READABLE_CHAT)  # (laid out again)
+    for theme in ("light", "dark"):
+        grab_in_palette(qtbot, window, artifacts_dir / f"chrome-800-no-panel-{theme}.png",
+                        theme)
+    window.resize(1380, 760)
+    qtbot.waitUntil(window.sampling.isVisible)
+    assert not window.sampling.isFloating()
+    qtbot.waitUntil(lambda: chat.width() >= READABLE_CHAT)
+
+    window.resize(800, 700)
+    qtbot.waitUntil(lambda: not window.sampling.isVisible())
+    window.sampling_action.trigger()  # View ▸ Sampling panel
+    qtbot.waitUntil(lambda: window.sampling.isVisible() and window.sampling.isFloating())
+    assert window.width() == 800
+    qtbot.waitUntil(lambda: chat.width() >= READABLE_CHAT)
+    window.resize(1380, 760)
+    qtbot.waitUntil(lambda: not window.sampling.isFloating())
+    assert window.sampling.isVisible()
+
+
+def test_a_panel_hidden_for_want_of_room_comes_back_at_the_next_start(qtbot, outpost_app,
+                                                                     scripted_engine):
+    """Closed while the panel stepped aside, the window brings it back once it is made wide
+    enough at the next start (it stayed hidden: Qt keeps only that it was hidden)."""
+    first = outpost_app(max_tokens=8, engine_factory=scripted_engine.factory)
+    first.start()
+    first.window.resize(800, 700)
+    qtbot.waitUntil(lambda: not first.window.sampling.isVisible())
+    first.window.close()
+    second = outpost_app(max_tokens=8, engine_factory=scripted_engine.factory)
+    second.start()
+    window = second.window
+    qtbot.waitUntil(window.isVisible)
+    assert not window.sampling.isVisible()
+    window.resize(1380, 760)
+    qtbot.waitUntil(window.sampling.isVisible)
