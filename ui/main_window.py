@@ -75,6 +75,7 @@ from ui.search_dialog import SearchDialog
 from ui.setting_saver import save_setting
 from ui.settings_dialog import SettingsDialog
 from ui.sidebar import Sidebar
+from ui.status_note import StatusNote
 from ui.target_picker import ModelPicker, TargetPicker
 from ui.tasks import TaskRunner
 from ui.token_meter import TokenMeter
@@ -211,6 +212,9 @@ class MainWindow(QMainWindow):
         status.addWidget(self.route_label)
         status.addWidget(self.model_label)
         status.addWidget(self.state_label, 1)
+        # passing notes beside them (Qt's showMessage hid the route, model and state)
+        self.status_note = StatusNote()
+        status.addWidget(self.status_note)
         status.addPermanentWidget(self.profile_button)
         status.addPermanentWidget(self.links)
         status.addPermanentWidget(self.outbox_button)
@@ -325,7 +329,7 @@ class MainWindow(QMainWindow):
         self.find_action.triggered.connect(lambda: self.open_search(this_chat=True))
         self.focus_composer_action.triggered.connect(self.composer.edit.setFocus)
         self.settings_action.triggered.connect(self.open_settings)
-        self.transfer.done.connect(lambda text: self.statusBar().showMessage(text, 10000))
+        self.transfer.done.connect(lambda text: self.status_note.show_note(text, 10000))
         self.transfer.failed.connect(self._on_failure)
         self.transfer.imported.connect(self.refresh_sidebar)
         self.conversation_watch.changed.connect(self._on_conversations_changed_elsewhere)
@@ -551,7 +555,7 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def _on_copied(self, text: str) -> None:
-        self.statusBar().showMessage("Copied to the clipboard.", 3000)
+        self.status_note.show_note("Copied to the clipboard.", 3000)
 
     # -- dialogs -------------------------------------------------------------------------------
     @Slot()
@@ -736,7 +740,7 @@ class MainWindow(QMainWindow):
         elif SettingsDialog.needs_reload(names):  # the one loading or in use, loaded again
             self.loader.reload()
         self.update_route_display()
-        self.statusBar().showMessage(SettingsDialog.applied_note(names), 8000)
+        self.status_note.show_note(SettingsDialog.applied_note(names), 8000)
 
     def open_search(self, this_chat: bool) -> SearchDialog:
         """Ctrl+F: words in this conversation (all conversations when none is open);

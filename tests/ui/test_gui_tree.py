@@ -229,7 +229,7 @@ def test_copy_message_and_code_blocks(qtbot, scripted, scripted_engine):
     clipboard = QGuiApplication.clipboard()
     click_action(qtbot, bubble, "copy")
     assert clipboard.text() == "".join(CODE_REPLY)
-    assert window.statusBar().currentMessage() == "Copied to the clipboard."
+    assert window.status_note.text() == "Copied to the clipboard."
     window.view.bubbles[0].setFocus()
     qtbot.keyClick(window.view.bubbles[0], Qt.Key.Key_C, Qt.KeyboardModifier.ControlModifier)
     assert clipboard.text() == "Show me code"
@@ -260,7 +260,7 @@ def test_ctrl_c_in_a_messages_text_copies_the_selection_or_else_the_message(
     assert QApplication.focusWidget() is body and body.accessibleName() == "Message text"
     qtbot.keyClick(body, Qt.Key.Key_C, Qt.KeyboardModifier.ControlModifier)
     assert clipboard.text() == "The keeper climbs the stairs at dusk."
-    assert window.statusBar().currentMessage() == "Copied to the clipboard."
+    assert window.status_note.text() == "Copied to the clipboard."
 
     cursor = body.textCursor()
     cursor.movePosition(QTextCursor.MoveOperation.Start)
@@ -270,7 +270,7 @@ def test_ctrl_c_in_a_messages_text_copies_the_selection_or_else_the_message(
     window.statusBar().clearMessage()
     qtbot.keyClick(body, Qt.Key.Key_C, Qt.KeyboardModifier.ControlModifier)
     assert clipboard.text() == "keeper"  # the selection, as everywhere
-    assert window.statusBar().currentMessage() == "Copied to the clipboard."
+    assert window.status_note.text() == "Copied to the clipboard."
 
 
 # -- refused while a reply streams --------------------------------------------------------------

@@ -394,7 +394,7 @@ def test_the_window_opens_it_with_ctrl_comma_and_applies_what_changed(qtbot, scr
     with qtbot.waitSignal(scripted.loader.loading_started, timeout=5000):
         window.apply_settings(["context_cap", "offline_mode"])  # what OK does
     assert window.offline.action.isChecked()  # the switch follows the setting
-    assert "reloads" in window.statusBar().currentMessage()
+    assert "reloads" in window.status_note.text()
 
 
 def test_use_the_gpu_says_when_this_build_has_no_gpu_offload(qtbot, scripted):

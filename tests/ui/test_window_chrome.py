@@ -26,7 +26,6 @@ def test_the_window_and_its_dialogs_fit_a_small_screen(qtbot, scripted, monkeypa
     fitted to the screen as it is shown, a dialog centred on the window."""
     area = fake_screen(monkeypatch, 800, 600)
     window = scripted.window
-    window.sampling.hide()  # (the window's own minimum with the panel is another matter)
     window.hide()
     window.show()
     qtbot.waitUntil(window.isVisible)
@@ -52,7 +51,6 @@ def test_a_restored_geometry_too_large_for_the_screen_is_fitted(qtbot, outpost_a
     """A window closed at 1380x760 on a large monitor comes back inside a 700x500 screen."""
     first = outpost_app(max_tokens=8, engine_factory=scripted_engine.factory)
     first.start()
-    first.window.sampling.hide()
     first.window.resize(1380, 760)
     first.window.close()
     area = fake_screen(monkeypatch, 700, 500)
@@ -113,3 +111,31 @@ def test_a_panel_hidden_for_want_of_room_comes_back_at_the_next_start(qtbot, out
     assert not window.sampling.isVisible()
     window.resize(1380, 760)
     qtbot.waitUntil(window.sampling.isVisible)
+
+
+def test_a_status_note_leaves_the_route_model_and_state_in_place(qtbot, scripted,
+                                                                 scripted_engine, tmp_path,
+                                                                 artifacts_dir):
+    """While a reply streamed, an export's note ("Exported 1 chat to …", 10 s) took the whole
+    status bar (QStatusBar.showMessage hides its widgets): the route, the model and "Generating…"
+    were gone. The note now has a label of its own beside them, which clears itself."""
+    from tests.support import grab_in_palette, held_open
+
+    window = scripted.window
+    scripted_engine.script(held_open("Once", " upon", " a", " time"))
+    window._on_send_requested("Tell me a story")
+    qtbot.waitUntil(lambda: window.state_label.text() == "Generating…", timeout=10000)
+    window.transfer.export(tmp_path / "all.md", all_chats=True)
+    qtbot.waitUntil(lambda: window.status_note.text().startswith("Exported 1 chat"),
+                    timeout=10000)
+    for label in (window.route_label, window.model_label, window.state_label,
+                  window.status_note):
+        assert label.isVisible(), label.text()
+    assert window.state_label.text() == "Generating…"
+    for theme in ("light", "dark"):
+        grab_in_palette(qtbot, window, artifacts_dir / f"chrome-note-streaming-{theme}.png",
+                        theme)
+    window.status_note.timer.timeout.emit()  # (its time is up)
+    assert not window.status_note.isVisible() and window.route_label.isVisible()
+    window.controller.stop()
+    qtbot.waitUntil(lambda: window.controller.state == "idle", timeout=10000)
