@@ -257,6 +257,7 @@ class MainWindow(QMainWindow):
         self.stop_action = QAction("S&top reply", self)
         # Esc anywhere in the window (the menu shows it, and so does Help's list)
         self.stop_action.setShortcut(QKeySequence(Qt.Key.Key_Escape))
+        self.stop_action.setEnabled(False)  # while a reply comes (_on_state_changed)
         chat_menu.addAction(self.stop_action)
         self.find_action = QAction("&Find in this chat…", self)
         self.find_action.setShortcut(QKeySequence.StandardKey.Find)
@@ -332,6 +333,7 @@ class MainWindow(QMainWindow):
         self.transfer.done.connect(lambda text: self.status_note.show_note(text, 10000))
         self.transfer.failed.connect(self._on_failure)
         self.transfer.imported.connect(self.refresh_sidebar)
+        c.conversation_opened.connect(self.transfer.show_conversation)
         self.conversation_watch.changed.connect(self._on_conversations_changed_elsewhere)
         self.find_all_action.triggered.connect(lambda: self.open_search(this_chat=False))
         self.banner.retry_requested.connect(c.retry)
@@ -827,6 +829,7 @@ class MainWindow(QMainWindow):
     @Slot(str)
     def _on_state_changed(self, state: str) -> None:
         self.composer.set_busy(state != IDLE)
+        self.stop_action.setEnabled(state != IDLE)  # (nothing to stop between replies)
 
     # -- errors --------------------------------------------------------------------------------
     @Slot(object)

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Signal, Slot
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QFileDialog, QWidget
 
@@ -53,6 +53,12 @@ class TransferMenu(QObject):
         self.export_one_action.triggered.connect(lambda: self._ask_export(all_chats=False))
         self.export_all_action.triggered.connect(lambda: self._ask_export(all_chats=True))
         self.import_action.triggered.connect(self._ask_import)
+        self.show_conversation(current() or "")
+
+    @Slot(str)
+    def show_conversation(self, conversation_id: str) -> None:
+        """The chat open now ("": a new chat, nothing to export yet)."""
+        self.export_one_action.setEnabled(bool(conversation_id))
 
     def actions(self) -> list[QAction]:
         return [self.export_one_action, self.export_all_action, self.import_action]

@@ -139,3 +139,27 @@ def test_a_status_note_leaves_the_route_model_and_state_in_place(qtbot, scripted
     assert not window.status_note.isVisible() and window.route_label.isVisible()
     window.controller.stop()
     qtbot.waitUntil(lambda: window.controller.state == "idle", timeout=10000)
+
+
+def test_stop_and_export_this_chat_are_enabled_only_when_they_can_act(qtbot, scripted,
+                                                                      scripted_engine):
+    """Chat ▸ Stop reply (Esc) was enabled between replies, and Export this chat… with no chat
+    open (it only said "Open a chat to export it"): each is enabled while it can act."""
+    from tests.support import held_open
+
+    window = scripted.window
+    stop, export_one = window.stop_action, window.transfer.export_one_action
+    assert not stop.isEnabled() and not export_one.isEnabled()  # a new chat, nothing asked
+    assert window.transfer.export_all_action.isEnabled()
+    scripted_engine.script(held_open("Once", " upon"))
+    window._on_send_requested("Tell me a story")
+    qtbot.waitUntil(stop.isEnabled, timeout=10000)
+    assert export_one.isEnabled()  # the chat is saved
+    stop.trigger()
+    qtbot.waitUntil(lambda: window.controller.state == "idle", timeout=10000)
+    assert not stop.isEnabled() and export_one.isEnabled()
+    opened = window.controller.conversation_id
+    window._on_new_chat()
+    assert not export_one.isEnabled()
+    window._on_conversation_selected(opened)
+    assert export_one.isEnabled()
