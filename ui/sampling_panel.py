@@ -4,8 +4,9 @@ the engine that will answer (a knob it ignores is disabled, saying why). The win
 values with the conversation and sends them with each turn."""
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (
+    QAbstractButton,
     QCheckBox,
     QComboBox,
     QDockWidget,
@@ -180,11 +181,25 @@ class SamplingPanel(QDockWidget):
                                + scroll.verticalScrollBar().sizeHint().width() + 4)
         scroll.setWidget(body)
         self.setWidget(scroll)
+        self.topLevelChanged.connect(self._tip_title_buttons)
+        self._tip_title_buttons(False)
         self.preset_picker.activated.connect(self._on_preset_picked)
         self.save_button.clicked.connect(self._save_preset)
         self.rename_button.clicked.connect(self._rename_preset)
         self.delete_button.clicked.connect(self._delete_preset)
         self.refresh_presets()
+
+    @Slot(bool)
+    def _tip_title_buttons(self, floating: bool) -> None:
+        """The title bar's two icon buttons say what they do (Qt gives them names only)."""
+        tips = {"qt_dockwidget_floatbutton":
+                "Dock the panel in the window again" if floating else
+                "Float the panel in a window of its own (double-click its title to dock it)",
+                "qt_dockwidget_closebutton": "Hide the panel (View ▸ Sampling panel, "
+                                             "Ctrl+Shift+S, shows it again)"}
+        for button in self.findChildren(QAbstractButton):
+            if button.objectName() in tips:
+                button.setToolTip(tips[button.objectName()])
 
     # -- values ------------------------------------------------------------------------------
     def load(self, knobs: dict, system_prompt: str, response_format: dict | None = None,

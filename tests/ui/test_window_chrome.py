@@ -163,3 +163,20 @@ def test_stop_and_export_this_chat_are_enabled_only_when_they_can_act(qtbot, scr
     assert not export_one.isEnabled()
     window._on_conversation_selected(opened)
     assert export_one.isEnabled()
+
+
+def test_the_sampling_panels_title_buttons_have_tooltips(qtbot, scripted):
+    """The panel's float and close icon buttons had accessible names only: a mouse user got no
+    word on what they do. Float's tooltip follows the panel: docking it again once floating."""
+    from PySide6.QtWidgets import QAbstractButton
+
+    panel = scripted.window.sampling
+    buttons = {b.objectName(): b for b in panel.findChildren(QAbstractButton)}
+    close = buttons["qt_dockwidget_closebutton"]
+    float_button = buttons["qt_dockwidget_floatbutton"]
+    assert close.toolTip().startswith("Hide the panel")
+    assert float_button.toolTip().startswith("Float the panel")
+    panel.setFloating(True)
+    assert float_button.toolTip().startswith("Dock the panel")
+    panel.setFloating(False)
+    assert float_button.toolTip().startswith("Float the panel")
