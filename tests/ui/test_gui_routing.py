@@ -58,13 +58,15 @@ def test_stream_cut_mid_answer_shows_one_reply_with_a_seam(qtbot, outpost, artif
 @pytest.mark.local_model
 def test_offline_mode_answers_locally_and_never_tries_the_provider(qtbot, outpost):
     """A provider beyond this computer (TEST-NET-1): Offline mode keeps it from being asked
-    or probed (the route and provider stay choosable: one at localhost would answer)."""
+    or probed. The provider stays choosable (one at localhost would answer); the route picker,
+    greyed, says the local model answers."""
     window = outpost.window
     use_provider(outpost, "fault", "http://192.0.2.1:9/v1")
     window.offline_action.setChecked(True)
     assert Settings()["offline_mode"] is True  # remembered
     assert "Offline mode" in window.route_label.text()
-    assert window.route_picker.isEnabled() and window.target_picker.isEnabled()
+    assert window.target_picker.isEnabled() and not window.route_picker.isEnabled()
+    assert window.route_picker.currentText() == "Local model (offline mode)"
     send(qtbot, outpost, "Are you there?")
     outpost.monitor.tick()
     reply = outpost.store.messages(outpost.store.list_conversations()[0].id)[-1]

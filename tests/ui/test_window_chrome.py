@@ -180,3 +180,26 @@ def test_the_sampling_panels_title_buttons_have_tooltips(qtbot, scripted):
     assert float_button.toolTip().startswith("Dock the panel")
     panel.setFloating(False)
     assert float_button.toolTip().startswith("Float the panel")
+
+
+def test_in_offline_mode_the_route_picker_says_the_local_model_answers(qtbot, scripted,
+                                                                       artifacts_dir):
+    """Greyed in Offline mode, the route picker read "Auto (local: no provider)" (or the
+    conversation's cloud route): it says what answers, and its route comes back after."""
+    from tests.support import grab_in_palette
+    from ui.route_picker import AUTO_WITHOUT_PROVIDER, OFFLINE
+
+    window = scripted.window
+    picker = window.route_picker
+    assert picker.currentText() == AUTO_WITHOUT_PROVIDER
+    window.offline_action.setChecked(True)
+    assert not picker.isEnabled()
+    assert picker.currentText() == OFFLINE and picker.shown_text() == OFFLINE
+    assert picker.currentData() == "auto"  # (the conversation's route, set aside)
+    assert "Offline mode is on" in picker.toolTip()
+    for theme in ("light", "dark"):
+        grab_in_palette(qtbot, window, artifacts_dir / f"chrome-offline-route-{theme}.png",
+                        theme)
+    window.offline_action.setChecked(False)
+    assert picker.isEnabled() and picker.currentText() == AUTO_WITHOUT_PROVIDER
+    assert [picker.itemText(i) for i in range(picker.count())].count(OFFLINE) == 0
