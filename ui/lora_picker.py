@@ -10,6 +10,7 @@ when long) and Attach/Change…, then, once one is attached, its scale and Detac
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
@@ -25,8 +26,10 @@ from PySide6.QtWidgets import (
 from app.domain.adapters import SCALE_LIMIT, LoraAdapter, adapters_from_records
 from app.domain.errors import OutpostError
 from engines.gguf import read_lora
+from engines.model_library import default_models_dir
 from ui import theme
 from ui.elided_label import ElidedLabel
+from ui.window_state import remember_folder, start_folder
 
 
 class LoraPicker(QWidget):
@@ -35,6 +38,8 @@ class LoraPicker(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.path: str | None = None  # the first adapter's file (its scale: the scale box)
+        # where Attach… first opens (the window gives the library's folder, from the settings)
+        self.models_folder: Callable[[], Path] = default_models_dir
         self._rest: tuple[LoraAdapter, ...] = ()  # the adapters after it, kept as they are
         lines = QVBoxLayout(self)
         lines.setContentsMargins(0, 0, 0, 0)
@@ -109,9 +114,11 @@ class LoraPicker(QWidget):
         self.setToolTip("" if local else "LoRA adapters apply to the local model only.")
 
     def _choose(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Attach a LoRA adapter", "",
+        path, _ = QFileDialog.getOpenFileName(self, "Attach a LoRA adapter",
+                                              str(start_folder("lora", self.models_folder)),
                                               "GGUF LoRA adapters (*.gguf)")
         if path:
+            remember_folder("lora", path)
             self.pick(path)
 
     def pick(self, path: str) -> bool:

@@ -238,6 +238,7 @@ class MainWindow(QMainWindow):
                                     services.providers_dialog_factory, self,
                                     services.models_dialog_factory)
         self.default_route_menu = DefaultRouteMenu(self.settings, self)
+        self.sampling.lora.models_folder = self.model_menu.models_folder  # (Attach LoRA…)
         self.default_route_actions = self.default_route_menu.group
         self._build_menus()
         self._connect_signals()

@@ -13,10 +13,12 @@ from PySide6.QtWidgets import QFileDialog, QMenu, QWidget
 from app.config.settings import Settings
 from app.domain.errors import OutpostError
 from engines.base import EngineInfo
+from engines.model_library import ModelLibrary
 from ui.chat_controller import IDLE, PREPARING, STOPPING, WAITING
 from ui.elided_label import ElidedLabel
 from ui.model_loader import ModelLoader
 from ui.setting_saver import save_setting
+from ui.window_state import remember_folder, start_folder
 
 
 class ModelMenu(QMenu):
@@ -111,10 +113,16 @@ class ModelMenu(QMenu):
 
     @Slot()
     def _on_open_model(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self.parentWidget(), "Open a GGUF model", "",
-                                              "GGUF models (*.gguf);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self.parentWidget(), "Open a GGUF model",
+            str(start_folder("model", self.models_folder)), "GGUF models (*.gguf);;All files (*)")
         if path:
+            remember_folder("model", path)
             self.choose_model(path)
+
+    def models_folder(self) -> Path:
+        """The model library's folder (setting ``models_dir``), where models are looked for."""
+        return ModelLibrary.from_settings(self.settings).models_dir
 
     @Slot()
     def _on_use_bundled(self) -> None:

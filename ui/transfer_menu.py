@@ -23,6 +23,7 @@ from app.storage.transfer.export import export_pieces, format_for
 from app.config.secrets import stored_keys
 from app.storage.transfer.files import write_pieces
 from ui.tasks import TaskRunner
+from ui.window_state import documents_folder, remember_folder, start_folder
 
 FILTERS = "Markdown (*.md);;Web page (*.html);;Outpost JSON, lossless (*.json)"
 _FORMAT_NAMES = {"md": "Markdown", "json": "JSON", "html": "web page"}
@@ -67,8 +68,11 @@ class TransferMenu(QObject):
         if not all_chats and self.current() is None:
             self.done.emit("Open a chat to export it (or export all chats).")
             return
-        path, chosen = QFileDialog.getSaveFileName(self.parent(), "Export", "chat.md", FILTERS)
+        folder = start_folder("export", documents_folder)
+        path, chosen = QFileDialog.getSaveFileName(self.parent(), "Export",
+                                                   str(folder / "chat.md"), FILTERS)
         if path:
+            remember_folder("export", path)
             self.export(with_suffix(Path(path), chosen), all_chats)
 
     def export(self, path: Path, all_chats: bool) -> None:
@@ -90,9 +94,10 @@ class TransferMenu(QObject):
 
     def _ask_import(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
-            self.parent(), "Import chats", "",
+            self.parent(), "Import chats", str(start_folder("import", documents_folder)),
             "Outpost or ChatGPT export (*.json);;All files (*)")
         if path:
+            remember_folder("import", path)
             self.import_file(Path(path))
 
     def import_file(self, path: Path) -> None:

@@ -13,9 +13,18 @@ from __future__ import annotations
 
 import os
 import urllib.parse
+from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import QByteArray, QEvent, QObject, QSettings, QTimer, Slot
+from PySide6.QtCore import (
+    QByteArray,
+    QEvent,
+    QObject,
+    QSettings,
+    QStandardPaths,
+    QTimer,
+    Slot,
+)
 from PySide6.QtWidgets import QMainWindow, QPlainTextEdit, QSplitter
 
 from app.config import paths
@@ -88,6 +97,30 @@ class WindowState:
             os.chmod(self.qsettings.fileName(), 0o600)
         except OSError:
             pass
+
+
+def start_folder(kind: str, default: Callable[[], Path]) -> Path:
+    """Where a file dialog of ``kind`` ("model", "lora", "export", "import") opens: the folder
+    last used for it (``remember_folder``), else ``default()``, else the home folder (never the
+    process's current folder: the source checkout, or wherever Outpost was started from)."""
+    kept = WindowState().qsettings.value(f"folders/{kind}")
+    for folder in ((Path(kept),) if isinstance(kept, str) and kept else ()) + (default(),):
+        if folder.is_dir():
+            return folder
+    return Path.home()
+
+
+def remember_folder(kind: str, chosen: str) -> None:
+    """The file ``chosen`` in a file dialog of ``kind``: its folder is where the next opens."""
+    state = WindowState()
+    state.qsettings.setValue(f"folders/{kind}", str(Path(chosen).parent))
+    state._sync()
+
+
+def documents_folder() -> Path:
+    """The user's documents folder (the home folder where there is none)."""
+    found = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
+    return Path(found) if found and Path(found).is_dir() else Path.home()
 
 
 def _draft_key(profile: str) -> str:

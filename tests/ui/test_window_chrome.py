@@ -203,3 +203,46 @@ def test_in_offline_mode_the_route_picker_says_the_local_model_answers(qtbot, sc
     window.offline_action.setChecked(False)
     assert picker.isEnabled() and picker.currentText() == AUTO_WITHOUT_PROVIDER
     assert [picker.itemText(i) for i in range(picker.count())].count(OFFLINE) == 0
+
+
+def test_file_dialogs_open_where_that_kind_of_file_was_last_chosen(qtbot, scripted,
+                                                                   monkeypatch, tmp_path):
+    """Open model, Attach LoRA, Export and Import opened in the process's current folder (the
+    source checkout): each opens in the folder last used for its kind, at first in the models
+    folder (models, LoRA adapters) or the documents folder (export, import)."""
+    from PySide6.QtWidgets import QFileDialog
+
+    from ui.window_state import documents_folder
+
+    window = scripted.window
+    models = tmp_path / "my-models"
+    models.mkdir()
+    window.settings.set("models_dir", str(models))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    asked: list[tuple[str, str]] = []
+    answers: list[str] = []
+
+    def dialog(_parent, title, where, _filters):
+        asked.append((title, where))
+        return (answers.pop(0) if answers else "", "")
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", dialog)
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", dialog)
+
+    def opened(trigger, answer: str = "") -> str:
+        answers[:] = [answer] if answer else []
+        trigger()
+        return asked[-1][1]
+
+    open_model, attach = window.open_model_action.trigger, window.sampling.lora.choose.click
+    assert opened(open_model, str(elsewhere / "other.gguf")) == str(models)
+    assert opened(open_model) == str(elsewhere)
+    assert opened(attach, str(tmp_path / "adapter.gguf")) == str(models)
+    assert opened(attach) == str(tmp_path)
+    export_all = window.transfer.export_all_action.trigger
+    assert opened(export_all) == str(documents_folder() / "chat.md")
+    with qtbot.waitSignal(window.transfer.done, timeout=10000):
+        opened(export_all, str(elsewhere / "all.md"))
+    assert opened(export_all) == str(elsewhere / "chat.md")
+    assert opened(window.transfer.import_action.trigger) == str(documents_folder())
