@@ -109,6 +109,8 @@ class SamplingRoom(QObject):
         self._user_shown = False
         self._as_ours(lambda: self.dock.setFloating(True))
         self._floated = True
+        dock = self.dock  # as wide as it likes (squeezed beside the chat it may not have been)
+        dock.resize(max(dock.width(), dock.sizeHint().width()), dock.height())
 
     def _dock(self) -> None:
         self._as_ours(lambda: self.dock.setFloating(False))

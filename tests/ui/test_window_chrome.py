@@ -42,6 +42,13 @@ def test_the_window_and_its_dialogs_fit_a_small_screen(qtbot, scripted, monkeypa
         frame = dialog.frameGeometry()
         assert area.contains(frame), (type(dialog).__name__, frame)
         assert (frame.center() - centre).manhattanLength() <= 2, (type(dialog).__name__, frame)
+    from tests.support import grab_in_palette
+
+    for theme in ("light", "dark"):
+        for dialog in dialogs:
+            name = type(dialog).__name__
+            grab_in_palette(qtbot, dialog, artifacts_dir / f"chrome-800x600-{name}-{theme}.png",
+                            theme)
     for dialog in dialogs:
         dialog.close()
 
@@ -89,6 +96,9 @@ def test_the_sampling_panel_steps_aside_for_the_chat(qtbot, scripted, artifacts_
     window.sampling_action.trigger()  # View ▸ Sampling panel
     qtbot.waitUntil(lambda: window.sampling.isVisible() and window.sampling.isFloating())
     assert window.width() == 800
+    for theme in ("light", "dark"):
+        grab_in_palette(qtbot, window.sampling,
+                        artifacts_dir / f"chrome-floating-panel-{theme}.png", theme)
     qtbot.waitUntil(lambda: chat.width() >= READABLE_CHAT)
     window.resize(1380, 760)
     qtbot.waitUntil(lambda: not window.sampling.isFloating())
