@@ -38,7 +38,6 @@ from ui.outbox_monitor import OutboxMonitor
 from ui.outbox_panel import OutboxPanel
 from ui.profiles_dialog import sign_in
 from ui.providers_dialog import ProvidersDialog
-from ui.screen_fit import install_screen_fit
 from ui.tasks import TaskRunner
 from ui.theme import apply_theme
 
@@ -58,7 +57,6 @@ class OutpostApp:
         paces the reply's renders (None: a QTimer, see ``ChatController``). Tests pass a scripted
         engine and a timer they fire by hand; everything else is built as for the user."""
         install_input_guard(QApplication.instance())  # the wheel and the focus ring, app-wide
-        install_screen_fit(QApplication.instance())  # every window and dialog fits the screen
         self.settings = settings or Settings()
         self.store = store or Store()
         self.profiles = Profiles(self.store)
@@ -252,7 +250,8 @@ def run_gui() -> int:
     # Wayland desktops match the window to its menu entry (and icon) by this name
     qt_app.setDesktopFileName("io.github.outpost_app.Outpost")
     qt_app.setWindowIcon(QIcon(str(resource("outpost.svg"))))
-    install_screen_fit(qt_app)  # from the first dialog on (the PIN prompt)
+    # from the first dialog on (the PIN prompt): the wheel, the focus ring, fitting the screen
+    install_input_guard(qt_app)
     try:
         settings = Settings()
         apply_theme(qt_app, settings["theme"])  # before the first window (the PIN prompt)

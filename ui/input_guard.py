@@ -18,6 +18,9 @@ including the ones built later, without a line in their own modules:
 - **Visible focus.** Focus moving in or out of a window moves that window's focus ring
   (``ui.focus_ring``); a navigation key pressed in a control focused by the mouse shows it
   too, so the control the arrow keys are about to change is never a surprise.
+- **Windows fit the screen.** A window or dialog shown is fitted to its screen
+  (``ui.screen_fit``), here rather than in a filter of its own: each Python filter on the
+  application is a call for every event of every widget.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from PySide6.QtWidgets import (
 )
 
 from ui.focus_ring import FOCUS_GIVEN, TRACKED, FocusRing, control_of, ring_of, wants_ring
+from ui.screen_fit import fit_when_shown
 
 _VALUE_WIDGETS = (QAbstractSpinBox, QComboBox, QAbstractSlider)
 _FOCUS = frozenset({QEvent.Type.FocusIn, QEvent.Type.FocusOut})
@@ -80,6 +84,8 @@ class InputGuard(QObject):
         kind = event.type()
         if kind not in _WATCHED:
             return False
+        if kind == QEvent.Type.Show:  # (a window shown: it fits its screen; and the ring below)
+            fit_when_shown(watched, event)
         if kind == QEvent.Type.Wheel:
             if holds_a_value(watched) and not watched.hasFocus():
                 event.ignore()  # not ours: Qt offers it to the parent (the scroll area)

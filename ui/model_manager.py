@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
@@ -26,6 +27,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
@@ -309,14 +311,21 @@ class ModelManager(QDialog):
             buttons.addWidget(button)
         buttons.addStretch(1)
         layout.addLayout(buttons)
-        lower = QHBoxLayout()
+        # the load settings and the downloads scroll on a screen too small for them (800x600)
+        lower_box = QWidget()
+        lower = QHBoxLayout(lower_box)
+        lower.setContentsMargins(0, 0, 0, 0)
         self.settings_form = LoadSettingsForm(library, gpu_available)
         self.settings_form.applied.connect(
             lambda _name: self.load_settings_changed.emit(str(self.settings_form.entry.path)))
         self.settings_form.applied.connect(lambda _: self.refresh())
         lower.addWidget(self.settings_form, 1)
         lower.addWidget(self._build_downloads(), 1)
-        layout.addLayout(lower, 3)
+        lower_scroll = QScrollArea()
+        lower_scroll.setWidgetResizable(True)
+        lower_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        lower_scroll.setWidget(lower_box)
+        layout.addWidget(lower_scroll, 3)
         close = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)  # as every dialog
         close.rejected.connect(self.reject)
         layout.addWidget(close)

@@ -7,10 +7,10 @@ screen: no larger than the screen's available area (what the panels and docks of
 leave), never below the window's own minimum, a dialog centred on its parent and kept on the
 screen.
 
-It runs by itself: ``install_screen_fit`` puts one event filter on the application that fits
-each top-level window as it is shown (not spontaneously: a window the user brings back from
-the task bar is left where the user left it), so every dialog is covered, including the ones
-built later and those of modules that know nothing of it. A window restored from
+It runs by itself: the application's event filter (``ui.input_guard``) fits each top-level
+window as it is shown (``fit_when_shown``; not spontaneously: a window the user brings back
+from the task bar is left where the user left it), so every dialog is covered, including the
+ones built later and those of modules that know nothing of it. A window restored from
 ``window.ini`` (``ui.window_state``) is fitted the same way when it is shown, so a geometry
 saved on a larger monitor comes back on this one.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QObject, QPoint, QRect, QSize, Qt
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import QApplication, QWidget
+from PySide6.QtWidgets import QWidget
 
 # the kinds of top-level window fitted (menus, tooltips and the like place themselves)
 _FITTED = (Qt.WindowType.Window, Qt.WindowType.Dialog, Qt.WindowType.Tool)
@@ -64,24 +64,11 @@ def _inside(rect: QRect, area: QRect) -> QPoint:
     return QPoint(left, top)
 
 
-class ScreenFit(QObject):
-    """The application's event filter that fits each top-level window as it is shown."""
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt naming)
-        if event.type() == QEvent.Type.Show and not event.spontaneous() and \
-                isinstance(watched, QWidget) and watched.isWindow() and \
-                watched.windowType() in _FITTED:
-            fit_to_screen(watched)
-        return False
-
-
-_FIT: ScreenFit | None = None
-
-
-def install_screen_fit(app: QApplication) -> ScreenFit:
-    """Install the filter on ``app`` once (later calls return the same one)."""
-    global _FIT
-    if _FIT is None:
-        _FIT = ScreenFit(app)
-        app.installEventFilter(_FIT)
-    return _FIT
+def fit_when_shown(watched: QObject, event: QEvent) -> None:
+    """Fit ``watched`` if ``event`` shows it as a top-level window (not spontaneously: one the
+    user brings back from the task bar is left where the user left it). Called by the
+    application's one event filter (``ui.input_guard``: a second Python filter on every event
+    of the application cost each scroll notch of a long chat its share)."""
+    if not event.spontaneous() and isinstance(watched, QWidget) and watched.isWindow() and \
+            watched.windowType() in _FITTED:
+        fit_to_screen(watched)
