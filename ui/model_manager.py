@@ -44,6 +44,7 @@ from engines.model_load import KV_TYPES, NO_GPU_OFFLOAD, ModelLoadOptions, check
 from ui import theme
 from ui.confirm import confirm
 from ui.downloads import RESUME_HERE, Downloads, failure_words
+from ui.window_state import downloads_folder, remember_folder, start_folder
 
 COLUMNS = ("Name", "Quant", "Parameters", "Context", "Size", "Memory", "Where")
 _TRISTATE = (("auto", None), ("on", True), ("off", False))
@@ -417,10 +418,12 @@ class ModelManager(QDialog):
             self.refresh()
 
     def _import(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Import a GGUF model", "",
-                                              "GGUF models (*.gguf)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Import a GGUF model",
+            str(start_folder("import-model", downloads_folder)), "GGUF models (*.gguf)")
         if not path:
             return
+        remember_folder("import-model", path)
         modes = ["Copy it into the models folder", "Hard-link it (same disk, no second copy)",
                  "Leave it where it is (a reference)"]
         choice, ok = QInputDialog.getItem(self, "Import", "How:", modes, 0, False)

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 from app.domain.errors import UsageError
 from app.domain.structured import check_schema, load_schema
 from ui import theme
+from ui.window_state import documents_folder, remember_folder, start_folder
 
 EXAMPLE = {"type": "object", "properties": {"answer": {"type": "string"},
                                             "confidence": {"type": "number"}},
@@ -59,9 +60,11 @@ class SchemaEditor(QDialog):
         self._check()
 
     def _choose_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load a JSON Schema", "",
+        path, _ = QFileDialog.getOpenFileName(self, "Load a JSON Schema",
+                                              str(start_folder("schema", documents_folder)),
                                               "JSON Schema (*.json);;All files (*)")
         if path:
+            remember_folder("schema", path)
             self.load_file(path)
 
     def load_file(self, path: str) -> bool:

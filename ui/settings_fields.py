@@ -5,7 +5,8 @@ chooses one for an option of the schema (``app.config.settings``)."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import (
@@ -25,8 +26,12 @@ from PySide6.QtWidgets import (
 )
 
 from app.config.settings import Option
+from engines.model_library import default_models_dir
 from ui.exact_spin_box import DECIMALS, ExactSpinBox
+from ui.window_state import documents_folder, remember_folder, start_folder
 
+# where a Settings field's Browse… first opens, by option (else Documents)
+_FIRST_FOLDERS: dict[str, Callable[[], Path]] = {"model_path": default_models_dir}
 _WIDE_INT = 999_999_999  # spin boxes accept any number, so an out-of-range one can be explained
 _WIDE_FLOAT = 1e9
 
@@ -187,7 +192,7 @@ class FileField(_CompositeField):
 
     def __init__(self, option: Option):
         super().__init__()
-        self.title, self.files = option.title, option.browse
+        self.name, self.title, self.files = option.name, option.title, option.browse
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.edit = self.main = QLineEdit()
@@ -209,11 +214,17 @@ class FileField(_CompositeField):
 
     @Slot()
     def _on_browse_clicked(self) -> None:
+        # the typed file's folder, else the one last chosen for this option (at first: the
+        # models folder for a model, else Documents), never the process's current folder
         folder = os.path.dirname(os.path.expanduser(self.edit.text()))
-        path, _ = QFileDialog.getOpenFileName(self, f"Choose the {self.title.lower()}",
-                                              folder if os.path.isdir(folder) else "",
-                                              self.files)
+        kind = f"setting-{self.name}"
+        path, _ = QFileDialog.getOpenFileName(
+            self, f"Choose the {self.title.lower()}",
+            folder if os.path.isdir(folder) else
+            str(start_folder(kind, _FIRST_FOLDERS.get(self.name, documents_folder))),
+            self.files)
         if path:
+            remember_folder(kind, path)
             self.edit.setText(path)
 
 
@@ -222,7 +233,7 @@ class FolderList(_CompositeField):
 
     def __init__(self, option: Option):
         super().__init__()
-        self.title = option.title
+        self.name, self.title = option.name, option.title
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.list = self.main = QListWidget()
@@ -260,7 +271,13 @@ class FolderList(_CompositeField):
 
     @Slot()
     def _on_add_clicked(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, f"Add to {self.title}")
+        # beside the folder last added (at first the home folder: a share or a stick is
+        # mounted below it or beside it), never the process's current folder
+        kind = f"setting-{self.name}"
+        folder = QFileDialog.getExistingDirectory(self, f"Add to {self.title}",
+                                                  str(start_folder(kind, Path.home)))
+        if folder:
+            remember_folder(kind, folder)
         self.add_folder(folder)
 
     @Slot()

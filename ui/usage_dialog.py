@@ -38,6 +38,7 @@ from app.storage.transfer.files import write_whole
 from app.storage.usage_report import Period, daily_rows, write_csv
 from ui import theme
 from ui.usage_charts import UsageCharts
+from ui.window_state import documents_folder, remember_folder, start_folder
 
 # the breakdown's periods: (name, today -> (first day, last day)); "Custom": the dates as edited
 PERIODS: tuple[tuple[str, Callable[[dt.date], tuple[dt.date, dt.date]]], ...] = (
@@ -227,8 +228,11 @@ class UsageDialog(QDialog):
     def _ask_export(self) -> None:
         period = self.period()
         name = f"outpost-usage-{period.first.isoformat()}-to-{period.last.isoformat()}.csv"
-        path, _ = QFileDialog.getSaveFileName(self, "Export usage", name, "CSV (*.csv)")
+        folder = start_folder("usage", documents_folder)
+        path, _ = QFileDialog.getSaveFileName(self, "Export usage", str(folder / name),
+                                              "CSV (*.csv)")
         if path:
+            remember_folder("usage", path)
             self.export(Path(path) if Path(path).suffix else Path(path + ".csv"))
 
     def export(self, path: Path) -> None:

@@ -100,7 +100,8 @@ class WindowState:
 
 
 def start_folder(kind: str, default: Callable[[], Path]) -> Path:
-    """Where a file dialog of ``kind`` ("model", "lora", "export", "import") opens: the folder
+    """Where a file dialog of ``kind`` ("model", "lora", "export", "import", "import-model",
+    "schema", "usage", "setting-NAME" for a Settings field) opens: the folder
     last used for it (``remember_folder``), else ``default()``, else the home folder (never the
     process's current folder: the source checkout, or wherever Outpost was started from)."""
     kept = WindowState().qsettings.value(f"folders/{kind}")
@@ -119,7 +120,17 @@ def remember_folder(kind: str, chosen: str) -> None:
 
 def documents_folder() -> Path:
     """The user's documents folder (the home folder where there is none)."""
-    found = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
+    return _standard_folder(QStandardPaths.StandardLocation.DocumentsLocation)
+
+
+def downloads_folder() -> Path:
+    """The user's downloads folder, where a model fetched with a browser lands (the home
+    folder where there is none)."""
+    return _standard_folder(QStandardPaths.StandardLocation.DownloadLocation)
+
+
+def _standard_folder(location: QStandardPaths.StandardLocation) -> Path:
+    found = QStandardPaths.writableLocation(location)
     return Path(found) if found and Path(found).is_dir() else Path.home()
 
 

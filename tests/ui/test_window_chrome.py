@@ -256,3 +256,74 @@ def test_file_dialogs_open_where_that_kind_of_file_was_last_chosen(qtbot, script
         opened(export_all, str(elsewhere / "all.md"))
     assert opened(export_all) == str(elsewhere / "chat.md")
     assert opened(window.transfer.import_action.trigger) == str(documents_folder())
+
+
+def test_the_other_file_dialogs_open_where_their_kind_of_file_was_last_chosen(
+        qtbot, scripted, monkeypatch, tmp_path):
+    """The Models dialog's Import…, the schema editor's Load, the Usage dialog's Export CSV… and
+    the Settings fields' Browse… and Add folder… still opened in the process's current folder
+    (the source checkout): each opens in the folder last used for its kind, at first the
+    downloads folder (a model), the documents folder, the models folder (the model setting) or
+    the home folder (shared model folders)."""
+    from pathlib import Path
+
+    from PySide6.QtWidgets import QFileDialog, QInputDialog
+
+    from app.config.settings import option_named
+    from engines.model_library import default_models_dir
+    from ui.settings_fields import make_field
+    from ui.window_state import documents_folder, downloads_folder
+
+    window = scripted.window
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    asked: list[str] = []
+    answers: list[str] = []
+
+    def dialog(_parent, _title, where, _filters=""):
+        asked.append(where)
+        return (answers.pop(0) if answers else "", "")
+
+    def folder_dialog(_parent, _title, where):
+        asked.append(where)
+        return answers.pop(0) if answers else ""
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", dialog)
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", dialog)
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", folder_dialog)
+    monkeypatch.setattr(QInputDialog, "getItem", lambda *_args: ("", False))  # import: no
+
+    def opened(trigger, answer: str = "") -> str:
+        answers[:] = [answer] if answer else []
+        trigger()
+        return asked[-1]
+
+    models = window.model_menu.open_models()
+    import_model = models.import_button.click
+    default_models_dir().mkdir(parents=True, exist_ok=True)
+    assert opened(import_model, str(elsewhere / "new.gguf")) == str(downloads_folder())
+    assert opened(import_model) == str(elsewhere)
+    from ui.schema_editor import SchemaEditor
+
+    editor = SchemaEditor(None, window)
+    qtbot.addWidget(editor)
+    load = editor.load_button.click
+    assert opened(load, str(tmp_path / "missing.json")) == str(documents_folder())
+    assert opened(load) == str(tmp_path)  # its own folder, not the model import's
+    window.open_usage()
+    export = window.usage_dialog.export_button.click
+    first = Path(opened(export, str(elsewhere / "usage.csv")))
+    assert first.parent == documents_folder() and first.suffix == ".csv"
+    assert Path(opened(export)).parent == elsewhere
+    model_path = make_field(option_named("model_path"))
+    qtbot.addWidget(model_path)
+    browse = model_path.browse_button.click
+    assert opened(browse, str(tmp_path / "a.gguf")) == str(default_models_dir())
+    model_path.edit.clear()
+    assert opened(browse) == str(tmp_path)
+    shared = make_field(option_named("shared_model_folders"))
+    qtbot.addWidget(shared)
+    add = shared.add_button.click
+    assert opened(add, str(elsewhere)) == str(Path.home())
+    assert opened(add) == str(tmp_path)  # beside the folder last added
+    assert shared.value() == [str(elsewhere)]
