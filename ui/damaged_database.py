@@ -18,6 +18,7 @@ from app.domain.errors import DatabaseDamaged, OutpostError
 from app.storage.backups import Backups
 from app.storage.salvage import restore_and_salvage, start_over_and_salvage
 from app.storage.store import Store
+from ui.errors import window_words
 
 
 class DamagedDatabaseDialog(QMessageBox):
@@ -67,7 +68,7 @@ class CannotStartDialog(QMessageBox):
         super().__init__(parent)
         self.setIcon(QMessageBox.Icon.Critical)
         self.setWindowTitle("Outpost cannot start")
-        self.setText(str(error))
+        self.setText(window_words(str(error)))
         self.setInformativeText("Outpost closes now and changed nothing; start it again once "
                                 "this is put right.")
         self.setStandardButtons(QMessageBox.StandardButton.Close)
@@ -81,7 +82,7 @@ def open_store_or_restore(
     (another Outpost has the file open, …) is told (``tell``) and the choice offered again.
     The day's backup is left to the window (``OutpostApp.start``), in the background."""
     ask = wants_restore or (lambda error: DamagedDatabaseDialog(error).wants_restore())
-    tell = tell or (lambda error: QMessageBox.warning(None, "Outpost", str(error)))
+    tell = tell or (lambda error: QMessageBox.warning(None, "Outpost", window_words(str(error))))
     brought: list[str] = []  # what a restore brought back from the damaged file, to tell
     while True:
         try:

@@ -5,6 +5,7 @@ Errors travel as the exception objects of the one error tree (``app.domain.error
 here: ``ErrorPresenter.present`` is the one place that turns one into words on the screen."""
 from __future__ import annotations
 
+import re
 import sys
 import traceback
 from dataclasses import dataclass
@@ -16,6 +17,16 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QWi
 from app.domain.errors import Cancelled, OutpostError
 from app.domain.secrets_mask import SecretMask
 from ui import theme
+
+
+_COMMAND = re.compile(r"`([^`]+)`")
+
+
+def window_words(text: str) -> str:
+    """``text`` as the window shows it. The core's messages are shared with the command line
+    and mark a command Markdown's way (store one with `outpost keys set P`); here, as in
+    Settings' descriptions, a command is quoted (“outpost keys set P”)."""
+    return _COMMAND.sub(r"“\1”", text)
 
 
 @dataclass(frozen=True)
@@ -68,14 +79,14 @@ class ErrorBanner(QWidget):
         """News that is not an error (e.g. a queued message was answered). ``action``: a
         button for this news only (the banner hides when it is clicked)."""
         theme.restyle(self, lambda: theme.banner_style("info"))
-        self.label.setText(message)
+        self.label.setText(window_words(message))
         self.retry_button.hide()
         self._set_action(action)
         self.show()
 
     def show_error(self, message: str, can_retry: bool = False) -> None:
         theme.restyle(self, lambda: theme.banner_style("error"))
-        self.label.setText(message)
+        self.label.setText(window_words(message))
         self.retry_button.setVisible(can_retry)
         self._set_action(None)
         self.show()

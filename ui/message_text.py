@@ -11,6 +11,7 @@ from app.domain.errors import OutpostError, kind_words
 from app.domain.messages import FinishReason, Message, MessageStatus, Retrying, Role, Stalled
 from app.domain.wording import seconds
 from ui import theme
+from ui.errors import window_words
 from ui.markdown import render
 
 def duration_text(ms: float) -> str:
@@ -98,9 +99,9 @@ def status_note(message: Message) -> tuple[str, bool]:
         return "Stopped", False
     note = _STATUS_NOTES.get(message.status, "")
     if message.status is MessageStatus.INTERRUPTED and message.error:
-        note = f"⚠ interrupted — {message.error}"
+        note = f"⚠ interrupted — {window_words(message.error)}"
     elif message.status is MessageStatus.ERROR and message.error:
-        note = f"⚠ {message.error}"
+        note = f"⚠ {window_words(message.error)}"
     return note, message.status in (MessageStatus.INTERRUPTED, MessageStatus.ERROR)
 
 

@@ -31,6 +31,7 @@ from app.chat.outbox_words import clock_words, next_try_at
 from app.domain.errors import OutpostError
 from app.storage.outbox import Outbox, OutboxItem, OutboxState
 from ui import theme
+from ui.errors import window_words
 
 ID_ROLE = Qt.ItemDataRole.UserRole
 COLUMNS = ("#", "State", "Provider", "Model", "Queued", "Message", "Note")
@@ -255,7 +256,7 @@ class OutboxPanel(QDialog):
             OutboxState.FAILED, OutboxState.CANCELLED))
 
     def _show_error(self, text: str) -> None:
-        self.error.setText(text)
+        self.error.setText(window_words(text))
         self.error.setVisible(bool(text))
 
     @Slot()
@@ -325,5 +326,5 @@ def _note(item: OutboxItem) -> str:
     if held is not None:  # the provider's Retry-After: not sent before then
         return held
     if item.state in (OutboxState.QUEUED, OutboxState.FAILED):
-        return item.last_error or f"waits until {item.provider} can be reached"
+        return window_words(item.last_error) if item.last_error else f"waits until {item.provider} can be reached"
     return "cancelled: not sent (Retry queues it again)"

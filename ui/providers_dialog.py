@@ -26,6 +26,7 @@ from engines import network_guard
 from engines.registry import create_cloud_engine
 from ui import theme
 from ui.confirm import ask_to_save, confirm
+from ui.errors import window_words
 from ui.hinted_list import HintedList
 from ui.tasks import TaskRunner
 
@@ -188,7 +189,7 @@ class ProvidersDialog(QDialog):
         try:
             providers = self.registry.list()
         except OutpostError as exc:
-            self.result.setText(str(exc))
+            self.result.setText(window_words(str(exc)))
             providers = []
         for config in providers:
             item = QListWidgetItem(config.name)
@@ -338,7 +339,7 @@ class ProvidersDialog(QDialog):
             else:
                 saved = "Saved."
         except OutpostError as exc:
-            self.result.setText(str(exc))
+            self.result.setText(window_words(str(exc)))
             return False
         self.reload(select=config.name)  # (selecting it again clears the result line)
         self.result.setText(saved)
@@ -350,12 +351,12 @@ class ProvidersDialog(QDialog):
         try:
             config = self._form_config()
         except OutpostError as exc:
-            self.result.setText(str(exc))
+            self.result.setText(window_words(str(exc)))
             return
         try:  # Offline mode: said at once; the engine's client would refuse it anyway
             network_guard.check_url(config.base_url, f"{config.name} ({config.base_url})")
         except OutpostError as exc:
-            self.result.setText(f"✘ {exc}")
+            self.result.setText(f"✘ {window_words(str(exc))}")
             return
         key = self.key.text().strip() or self.keys.resolve(config.name, config.base_url)
         self.result.setText(f"Connecting to {config.base_url}…")
@@ -383,7 +384,7 @@ class ProvidersDialog(QDialog):
 
     def _on_test_failed(self, exc: Exception) -> None:
         self.test_button.setEnabled(True)
-        self.result.setText(f"✘ {exc}")
+        self.result.setText(f"✘ {window_words(str(exc))}")
 
     @Slot()
     def _on_remove(self) -> None:

@@ -23,7 +23,6 @@ settings; ``theme``: apply the theme.
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Callable, Mapping
 
 from PySide6.QtCore import QEvent, Qt, Signal, Slot
@@ -51,6 +50,7 @@ from app.config.settings import Option, Settings, option_named
 from app.domain.errors import KeyInMessage, OutpostError, StorageError
 from app.domain.secrets_mask import find_secret
 from ui import theme
+from ui.errors import window_words
 from ui.settings_fields import FileField, FolderList, LongTextField, make_field
 
 _EFFECT_NOTES = {"": "", "reload": " Changing it reloads the local model.",
@@ -80,15 +80,6 @@ def _span_note(option: Option) -> str:
     return f" {span[0].upper()}{span[1:]}." if span else ""
 
 
-_COMMAND = re.compile(r"`([^`]+)`")
-
-
-def _unmarked(text: str) -> str:
-    """A description as the window shows it: the schema marks commands Markdown's way
-    (`outpost profile`), as the README and the command line's help do; here they are quoted."""
-    return _COMMAND.sub(r"“\1”", text)
-
-
 def _value_text(option: Option, value: Any) -> str:
     if option.type is bool:
         return "on" if value else "off"
@@ -116,7 +107,7 @@ class OptionRow(QWidget):
         self.option = option
         self.refuse = refuse
         self.error: str | None = None
-        self.about = _unmarked(option.description) + _span_note(option) + \
+        self.about = window_words(option.description) + _span_note(option) + \
             _EFFECT_NOTES[option.takes_effect] + (f" {note}" if note else "")
         self.field = make_field(option)
         self.field.setAccessibleName(option.title)

@@ -327,3 +327,31 @@ def test_the_other_file_dialogs_open_where_their_kind_of_file_was_last_chosen(
     assert opened(add, str(elsewhere)) == str(Path.home())
     assert opened(add) == str(tmp_path)  # beside the folder last added
     assert shared.value() == [str(elsewhere)]
+
+
+
+def test_a_command_in_an_error_is_quoted_not_marked_with_backticks(qtbot, scripted, tmp_path):
+    """The core's messages mark commands Markdown's way for the command line ("`outpost backup
+    list` lists them", "store one with `outpost keys set openai`"); the banner and a reply's
+    footer showed the backticks. The window quotes them, as Settings' descriptions; the CLI
+    keeps them (the error's own words are unchanged)."""
+    from app.domain.errors import OutpostError
+    from app.domain.messages import Message, MessageStatus, Role
+    from app.config.secrets import how_to_add_a_key
+    from app.storage.restore import restore_backup
+    from ui.message_text import status_note
+
+    with pytest.raises(OutpostError) as raised:
+        restore_backup(tmp_path / "outpost.db", "nope")
+    assert "`outpost backup list`" in str(raised.value)
+    window = scripted.window
+    window.errors.present(raised.value)
+    shown = window.banner.label.text()
+    assert "“outpost backup list” lists them" in shown and "`" not in shown, shown
+    window.errors.inform("Restored; `outpost backup list` lists the others.")
+    assert window.banner.label.text() == "Restored; “outpost backup list” lists the others."
+    failed = Message("m1", "c1", Role.ASSISTANT, "", MessageStatus.ERROR, "", "",
+                     error="openai has no API key: "
+                     + how_to_add_a_key("openai", "https://api.openai.com"))
+    note, _warning = status_note(failed)
+    assert "“outpost keys set openai”" in note and "`" not in note, note
