@@ -17,6 +17,14 @@ from ui.setting_saver import save_setting
 from ui.tasks import TaskRunner
 
 LOCAL = "local"
+_TOOLTIP = ("The cloud provider this chat may use (its route decides when), or none: the local "
+            "model only")
+
+
+def waiting_label(provider: str) -> str:
+    """The closed box in Offline mode for a chosen provider elsewhere (the route picker
+    says "Local model (offline mode)")."""
+    return f"{provider} (after offline mode)"
 
 
 class TargetPicker(ElidingComboBox):
@@ -32,8 +40,8 @@ class TargetPicker(ElidingComboBox):
         super().__init__(parent)
         self.registry, self.settings, self.loader = registry, settings, loader
         self.setAccessibleName("Cloud provider")
-        self.setToolTip("The cloud provider this chat may use (its route decides when), or none: "
-                        "the local model only")
+        self.setToolTip(_TOOLTIP)
+        self._labels: dict[str, str] = {}  # target -> its entry's words (Offline mode aside)
         self.setMinimumWidth(120)
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(14)
@@ -53,11 +61,13 @@ class TargetPicker(ElidingComboBox):
         self.blockSignals(True)  # one target_changed, at the end
         self.clear()
         local = self.loader.active.info.model if self.loader.active else "the bundled model"
-        self.addItem("None (local model only)", LOCAL)
-        self.setItemData(0, f"The local model: {local}", Qt.ItemDataRole.ToolTipRole)
+        self._labels = {LOCAL: "None (local model only)"}
         for config in providers:
-            self.addItem(f"{config.name} · {config.default_model or 'choose a model'}",
-                         f"provider:{config.name}")
+            self._labels[f"provider:{config.name}"] = \
+                f"{config.name} · {config.default_model or 'choose a model'}"
+        for target, label in self._labels.items():
+            self.addItem(label, target)
+        self.setItemData(0, f"The local model: {local}", Qt.ItemDataRole.ToolTipRole)
         self.setCurrentIndex(max(0, self.findData(select)))
         self.blockSignals(False)
         self.target_changed.emit(self.target())
@@ -70,6 +80,19 @@ class TargetPicker(ElidingComboBox):
     def show_route(self, state: RouteState) -> None:
         # the chosen route's (Offline mode keeps only providers elsewhere from answering)
         self.setEnabled(Route(state.selected) is not Route.LOCAL)
+        for index in range(self.count()):
+            self.setItemText(index, self._labels.get(self.itemData(index), self.itemText(index)))
+        # Offline mode with a provider elsewhere chosen: it stays chosen (another, on this
+        # computer, may be picked), and the box says it waits rather than that it answers
+        if state.offline and state.provider and not state.provider_here and \
+                self.target() == f"provider:{state.provider}":
+            self.setItemText(self.currentIndex(), waiting_label(state.provider))
+            self.setToolTip(
+                f"Offline mode is on: the local model answers now. {state.provider} is this "
+                "chat's provider again once Offline mode is off (Ctrl+Shift+O); a provider on "
+                "this computer answers at once.")
+        else:
+            self.setToolTip(_TOOLTIP)
 
     @Slot(int)
     def _on_index_changed(self, _index: int) -> None:

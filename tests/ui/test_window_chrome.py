@@ -355,3 +355,28 @@ def test_a_command_in_an_error_is_quoted_not_marked_with_backticks(qtbot, script
                      + how_to_add_a_key("openai", "https://api.openai.com"))
     note, _warning = status_note(failed)
     assert "“outpost keys set openai”" in note and "`" not in note, note
+
+
+def test_in_offline_mode_the_provider_picker_says_the_provider_waits(qtbot, scripted,
+                                                                     artifacts_dir):
+    """In Offline mode with a provider elsewhere chosen, the Cloud provider picker read as if
+    it answered (or "None (local model only)"): it names the provider and says it waits for
+    Offline mode to be off, as the route picker says "Local model (offline mode)"."""
+    from tests.support import grab_in_palette
+    from tests.ui.test_gui_outbox import use_provider
+    from ui.target_picker import waiting_label
+
+    app, window = scripted, scripted.window
+    picker = window.target_picker
+    use_provider(app, "remote", "http://192.0.2.1:9/v1", route="auto")
+    normal = picker.currentText()
+    assert normal == "remote · test-model"
+    window.offline_action.setChecked(True)
+    assert picker.currentText() == waiting_label("remote") == "remote (after offline mode)"
+    assert picker.target() == "provider:remote"
+    assert "Offline mode is on" in picker.toolTip() and "remote" in picker.toolTip()
+    for theme in ("light", "dark"):
+        grab_in_palette(qtbot, window, artifacts_dir / f"chrome-offline-provider-{theme}.png",
+                        theme)
+    window.offline_action.setChecked(False)
+    assert picker.currentText() == normal and "Offline mode" not in picker.toolTip()
