@@ -508,6 +508,8 @@ _EDGES: dict[str, Callable[[QColor], QColor]] = {
     "QComboBox": lambda window: window.darker(140),
     "QPlainTextEdit": lambda window: window.darker(140).lighter(108),
     "QTextEdit": lambda window: window.darker(140).lighter(108),
+    # lists and tables (the Providers list, Settings' folder list, the Models table): a frame
+    "QAbstractItemView": lambda window: window.darker(140).lighter(108),
 }
 
 

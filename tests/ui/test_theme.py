@@ -311,6 +311,34 @@ def test_an_empty_field_has_an_edge_that_can_be_seen(qtbot, keep_theme, name):
         assert contrast(edge, around) >= 3.0, (type(field).__name__, edge.name(), around.name())
 
 
+@pytest.mark.parametrize("name", THEMES)
+def test_a_list_or_a_table_has_a_frame_that_can_be_seen(qtbot, keep_theme, name):
+    """The fields got a 3:1 edge, lists and tables did not: on dark the Providers list, the
+    Settings folder list and the Models table had a faint frame."""
+    from PySide6.QtWidgets import QFormLayout, QListWidget, QTableWidget, QTreeWidget
+
+    apply(keep_theme, name)
+    panel = QWidget()
+    qtbot.addWidget(panel)
+    form = QFormLayout(panel)
+    views = [QListWidget(), QTableWidget(2, 2), QTreeWidget()]
+    for view in views:
+        view.setFixedHeight(60)
+        form.addRow(type(view).__name__, view)
+    panel.resize(400, 320)
+    panel.show()
+    qtbot.waitExposed(panel)
+    image = panel.grab().toImage()
+    around = panel.palette().color(QPalette.ColorRole.Window)
+    for view in views:
+        box = view.geometry()
+        y = box.center().y()
+        assert QColor(image.pixel(box.left() - 2, y)) == around
+        edge = max((QColor(image.pixel(x, y)) for x in range(box.left(), box.left() + 3)),
+                   key=lambda colour: contrast(colour, around))
+        assert contrast(edge, around) >= 3.0, (type(view).__name__, edge.name(), around.name())
+
+
 def test_a_palette_change_settles(qtbot, keep_theme, monkeypatch):
     """Setting the check boxes' palette is itself a palette change: it is made once, and
     the widgets are styled again once per palette, not on every pass of the event loop."""
