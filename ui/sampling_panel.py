@@ -48,7 +48,8 @@ ALWAYS_SET = ("temperature", "top_p", "max_tokens")  # sent by every engine, nev
 _STEPS = {"temperature": 0.05, "top_p": 0.01, "min_p": 0.01, "presence_penalty": 0.1,
           "frequency_penalty": 0.1, "repeat_penalty": 0.05}
 # the stop field is one stop per line, so line breaks (and tabs, backslashes) are typed escaped
-STOP_ESCAPES = "one per line; escapes:\n\\n line break, \\t tab, \\\\ backslash"
+# (two short lines, whole in the narrow panel; the tooltip names the other escapes)
+STOP_ESCAPES = "one per line\n\\n: line break"
 _MORE_TIP = {"stop": " One per line. Type \\n for a line break (a stop that holds one shows "
                      "as \\n), \\t for a tab, \\\\ for a backslash; \\uXXXX for any "
                      "other character by its code."}
@@ -104,7 +105,9 @@ class SamplingPanel(QDockWidget):
             if knob.name == "stop":
                 field = QPlainTextEdit()
                 field.setPlaceholderText(STOP_ESCAPES)
-                field.setFixedHeight(52)
+                # two lines: the placeholder's, in the font in use
+                margin = 2 * (field.frameWidth() + field.document().documentMargin())
+                field.setFixedHeight(2 * field.fontMetrics().lineSpacing() + int(margin) + 2)
                 field.textChanged.connect(self._edited)
             elif knob.kind is int:
                 field = QSpinBox()

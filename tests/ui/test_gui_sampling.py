@@ -609,3 +609,27 @@ def test_applying_a_preset_keeps_the_stops_in_json_warning(qtbot, scripted):
     panel.apply_preset("Precise")  # (it keeps the stops: a preset sets knobs)
     assert panel.fields["stop"].toPlainText() == "\\n"
     assert panel.error.isVisible() and "cuts JSON replies short" in panel.error.text()
+
+
+def test_the_stop_fields_placeholder_is_whole_at_the_panels_narrowest(qtbot, scripted):
+    """In a small window the Stop sequences placeholder (three lines there) was cut through
+    the middle of its last line: the field was 52 px whatever the font, and the placeholder's
+    lines wrapped to three at the panel's narrowest. Each of its lines, wrapped at the field's
+    narrowest width, fits the field's text area."""
+    from PySide6.QtCore import QRect, Qt
+    from PySide6.QtGui import QFontMetrics
+
+    window = scripted.window
+    panel = window.sampling
+    field = panel.fields["stop"]
+    window.resize(1380, 760)
+    window.show()
+    qtbot.waitExposed(window)
+    narrowest = panel.minimumSizeHint().width()  # the dock's splitter dragged to its end
+    window.resizeDocks([panel], [narrowest], Qt.Orientation.Horizontal)
+    qtbot.waitUntil(lambda: panel.width() <= narrowest + 2)
+    width = field.viewport().width() - 2 * int(field.document().documentMargin())
+    metrics = QFontMetrics(field.font())
+    needed = metrics.boundingRect(QRect(0, 0, width, 10_000), Qt.TextFlag.TextWordWrap,
+                                  field.placeholderText()).height()
+    assert needed <= field.viewport().height() - 2 * field.document().documentMargin() + 1
