@@ -288,6 +288,7 @@ class OutboxSender:
             # the empty "queued" reply has done its job: the answer takes its place (what
             # the user asked after it moves under the answer)
             store.answer_in_place_of(self.outbox.placeholder_of(item.id), message.id)
+            self._say_answered(item, message)
             report.sent.append((self.outbox.get(item.id), message))
             return
         if isinstance(error, RateLimited) and error.retry_after:  # asked to wait: it waits,
@@ -340,6 +341,20 @@ class OutboxSender:
             self.outbox.stands_for(item.id, reply_id)
         except OutpostError as exc:  # (the item's state is settled; this is the display)
             log.warning("could not say outbox item %s failed on its reply: %s", item.id, exc)
+
+    def _say_answered(self, item, answer) -> None:
+        """A retried item was answered: the parts of its earlier sends that said it failed (a
+        content filter's, the longest of three cuts) say it was retried and answered; they
+        kept saying it failed beside the answer."""
+        store = self.outbox.store
+        failed = f"Outbox item {item.id} failed"
+        try:
+            for part in store.siblings(answer):
+                if part.id != answer.id and part.error and failed in part.error:
+                    store.update_message(part.id, error=_answered_words(item.id, part.error))
+        except OutpostError as exc:  # (the item's state is settled; this is the display)
+            log.warning("could not say outbox item %s was answered on its parts: %s", item.id,
+                        exc)
 
     def _note_on_reply(self, item, turn: Turn, how: str) -> None:
         """The reply of a send that did not count as sent says how it went (``how``: "cut
@@ -421,3 +436,14 @@ def _failed_words(item_id: int, why: str) -> str:
     """What the reply of a failed item (Cloud only) says."""
     return (f"Outbox item {item_id} failed: {_sentence(why)} Retry in the Outbox (or `outpost "
             f"outbox retry {item_id}`) asks once more.")
+
+
+def _answered_words(item_id: int, said: str) -> str:
+    """What a part that said its item failed (``said``) says once a retry was answered: its
+    own cause stays, the failure is put in the past, and the way to ask again goes."""
+    failed = f"Outbox item {item_id} failed"
+    start = said.find(failed)
+    before, after = said[:start], said[start + len(failed):]
+    after = after.split(" Retry in the Outbox", 1)[0]
+    return (f"{before}{failed} at first{after} It was retried and answered: the answer is "
+            "another version of this reply.")

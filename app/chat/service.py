@@ -32,7 +32,7 @@ from app.config.secrets import known_keys, stored_keys
 from app.config.settings import Settings, default_user_id, option_named
 from app.domain.adapters import LoraAdapter, adapters_from_records
 from app.domain.context import ONE_REQUEST, Fanout, Fit, ReplyCap, fit_messages
-from app.domain.errors import KeyInMessage, RateLimited, UsageError
+from app.domain.errors import KeyInMessage, KnownStorageError, RateLimited, UsageError
 from app.domain.messages import (
     ChatMessage,
     ChatRequest,
@@ -244,10 +244,16 @@ class ChatService:
             held = item.held_until()
             when = f"it is sent at {clock_words(held)} (not before: {provider} asked to " \
                 "wait)" if held is not None else f"it is sent once {provider} can be reached"
-            self.store.update_message(
-                turn.assistant_message_id,
-                error=turn.secret_mask().scrub(
-                    f"{sentence(str(error))} Queued in the outbox (item {item.id}): {when}."))
+            words = turn.secret_mask().scrub(
+                f"{sentence(str(error))} Queued in the outbox (item {item.id}): {when}.")
+            unsaved = turn.unsaved
+            if unsaved is not None:  # the reply's final write, still to come, says so too
+                unsaved["error"] = words  # (it wrote the bare error over this)
+            try:
+                self.store.update_message(turn.assistant_message_id, error=words)
+            except KnownStorageError:  # the disk is still full: that final write says it
+                if unsaved is None:
+                    raise
         return item
 
     def recover_interrupted(self) -> list[Message]:

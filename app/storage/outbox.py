@@ -130,7 +130,8 @@ class Outbox:
         held until then (``hold``). ``queued_because``: why, as a clause (the latest word
         stands for an item queued again). ``placeholder_message_id``: the empty reply that
         stands for the item (Cloud only); a retry's of an item still queued takes the place of
-        the one before (``stands_for``)."""
+        the one before (``stands_for``). One item per turn: a retry of a turn whose item
+        failed or was cancelled queues that item again (a second one stayed listed, failed)."""
         stamp = now_iso()
         hold: dict = {"not_before": _until(retry_after), "retry_after": retry_after} \
             if retry_after else {}
@@ -138,12 +139,16 @@ class Outbox:
             hold["queued_because"] = queued_because
         with self.store.transaction() as db:
             existing = list(db["outbox"].rows_where(
-                "idempotency_key = ? and state in ('queued', 'sending')",
-                [request.idempotency_key]))
-            if existing:  # the same turn queued twice (a retry while offline): keep one
-                item_id = existing[0]["id"]
-                if hold:  # (the provider's latest word, and why)
-                    db["outbox"].update(item_id, dict(hold, updated_at=stamp))
+                "idempotency_key = ? and state in ('queued', 'sending', 'failed', "
+                "'cancelled')", [request.idempotency_key],
+                order_by="state not in ('queued', 'sending'), id desc"))
+            if existing:  # the same turn queued twice (a retry while offline): keep one;
+                item_id = existing[0]["id"]  # one that failed (or was cancelled) goes back
+                again: dict = {} if existing[0]["state"] in ("queued", "sending") else \
+                    {"state": OutboxState.QUEUED.value, "last_error": None,
+                     "answer_message_id": None, "writer": None}
+                if hold or again:  # (the provider's latest word, and why)
+                    db["outbox"].update(item_id, dict(hold, **again, updated_at=stamp))
             else:
                 table = db["outbox"]
                 table.insert({
