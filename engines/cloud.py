@@ -10,7 +10,8 @@ wire format (``read_event``); this class does the rest, the same way for every p
   reasoning models' temperature, Anthropic's "`temperature` is deprecated for this model") is
   learnt per server and model (``app.config.provider_facts``) and the request sent again at
   once without it; the attempts of a turn are numbered in order across retries and re-sends,
-  a re-send saying why ("re-sent without temperature");
+  a re-send saying why ("re-sent without temperature") in the request log and in a ``Resent``
+  event;
 * deadlines: connect, first token (a watchdog), idle between reads (httpx's read timeout, which
   keep-alive comments and pings reset because they are bytes);
 * cancel and deadlines shut the socket down at once, waking a blocked read; the response is
@@ -75,6 +76,7 @@ from app.domain.messages import (
     ChatRequest,
     Finished,
     FinishReason,
+    Resent,
     Retrying,
     Stalled,
     StreamEvent,
@@ -388,6 +390,8 @@ class CloudEngine(EngineBase):
                     raise
                 tally.resent.add(resent)
                 tally.note = f"re-sent {resent}"
+                yield Resent(self.config.name, self.model, resent,  # (said: not only logged)
+                             self.refusable.get(resent.removeprefix("without ")))
 
     def resend(self, exc: BadRequest, request: ChatRequest, sent: dict) -> str | None:
         """How the request goes again after ``exc`` refused ``sent`` (the body): "without

@@ -30,11 +30,19 @@ from app.chat.outbox_words import queued_news
 from app.chat.pipeline import PendingTurn, Queued, TurnOutcome, TurnPipeline, TurnTarget
 from app.chat.service import NEW_ROOT, ChatService, TurnOptions
 from app.domain.errors import Cancelled, OutpostError, ReplyNotSaved, UsageError
-from app.domain.messages import CLOSING, CancelWithReason, Message, Retrying, Role, Stalled
+from app.domain.messages import (
+    CLOSING,
+    CancelWithReason,
+    Message,
+    Resent,
+    Retrying,
+    Role,
+    Stalled,
+)
 from engines.registry import CloudTargets
 from ui.conversation_view import ConversationView
 from ui.message_actions import Versions
-from ui.message_text import retry_text, stall_text
+from ui.message_text import resend_text, retry_text, stall_text
 from ui.model_loader import ModelLoader
 from ui.stream_worker import StreamWorker
 
@@ -137,6 +145,7 @@ class ChatController(QObject):
         self._worker.restarted.connect(self._on_restart)
         self._worker.retrying.connect(self._on_retrying)
         self._worker.stalled.connect(self._on_stalled)
+        self._worker.resent.connect(self._on_resent)
         self._worker.turn_queued.connect(self._on_turn_queued)
         self._worker.notice.connect(self.notice)
         self._thread.start()
@@ -604,6 +613,13 @@ class ChatController(QObject):
         status says so while it waits (until text arrives)."""
         if self._bubble is not None and not self._bubble.text and not self._buffer:
             self._bubble.show_retrying(retry_text(retry))
+
+    @Slot(object)
+    def _on_resent(self, resent: Resent) -> None:
+        """The server refused a parameter and the request went again at once without it: the
+        reply's status says so, as a retry's does (until text arrives)."""
+        if self._bubble is not None and not self._bubble.text and not self._buffer:
+            self._bubble.show_retrying(resend_text(resent))
 
     @Slot(object)
     def _on_stalled(self, stalled: Stalled) -> None:

@@ -8,7 +8,15 @@ import html
 
 from app.accounting.pricing import Cost, format_usd
 from app.domain.errors import OutpostError, kind_words
-from app.domain.messages import FinishReason, Message, MessageStatus, Retrying, Role, Stalled
+from app.domain.messages import (
+    FinishReason,
+    Message,
+    MessageStatus,
+    Resent,
+    Retrying,
+    Role,
+    Stalled,
+)
 from app.domain.wording import seconds
 from ui import theme
 from ui.errors import window_words
@@ -116,6 +124,12 @@ def retry_text(retry: Retrying) -> str:
         f" of {retry.attempts}" if retry.attempts is not None else "")
     kind = retry.error.kind if isinstance(retry.error, OutpostError) else "bug"
     return f"retrying in {seconds(retry.wait_s)} ({attempt}): {kind_words(kind)}"
+
+
+def resend_text(resent: Resent) -> str:
+    """A reply's status once a refused parameter made the request go again: "fault refused
+    temperature for o3-mini: re-sent without temperature" (the CLI says the same line)."""
+    return resent.describe()
 
 
 def stall_text(stalled: Stalled) -> str:

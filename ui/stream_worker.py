@@ -21,7 +21,16 @@ from PySide6.QtGui import QGuiApplication
 
 from app.chat.pipeline import ModelLoading, Notice, PendingTurn, Queued, TurnEnded
 from app.domain.errors import InternalError
-from app.domain.messages import Refit, Restart, Retrying, Seam, Stalled, TextDelta, Usage
+from app.domain.messages import (
+    Refit,
+    Resent,
+    Restart,
+    Retrying,
+    Seam,
+    Stalled,
+    TextDelta,
+    Usage,
+)
 from ui.markdown import render
 
 
@@ -86,6 +95,7 @@ class StreamWorker(QObject):
     restarted = Signal(str)  # the reply starts over (invalid JSON asked again): why
     retrying = Signal(object)  # app.domain.messages.Retrying: a cloud request sent again soon
     stalled = Signal(object)  # app.domain.messages.Stalled: nothing has come for a while
+    resent = Signal(object)  # app.domain.messages.Resent: sent again without a refused param
     turn_queued = Signal(object)  # app.chat.pipeline.Queued: the request went to the outbox
     notice = Signal(str)  # plain news that is not the turn's error
     # the finished reply's text, its HTML (ui.markdown.render) and the palette it was rendered
@@ -131,6 +141,8 @@ class StreamWorker(QObject):
                     self.retrying.emit(event)
                 elif isinstance(event, Stalled):  # (said while the silence lasts)
                     self.stalled.emit(event)
+                elif isinstance(event, Resent):  # (before any text: said until it comes)
+                    self.resent.emit(event)
                 elif isinstance(event, ModelLoading):
                     self.model_wait_started.emit()
                 elif isinstance(event, Queued):

@@ -49,6 +49,7 @@ from app.domain.messages import (
     Finished,
     FinishReason,
     Refit,
+    Resent,
     Retrying,
     Seam,
     Stalled,
@@ -321,6 +322,9 @@ class RoutedEngine(EngineBase):
                     self._retrying = (event, time.monotonic() + event.wait_s)
                 yield event
                 continue
+            if isinstance(event, Resent):  # said at once, as a retry is (before text)
+                yield event
+                continue
             if isinstance(event, Stalled):  # the cloud's silence, said as it lasts; not when
                 if local is None:  # the local model is already answering beside it
                     yield event
@@ -423,6 +427,8 @@ class RoutedEngine(EngineBase):
                 yield event  # what the local model that answers was sent
             elif isinstance(event, Stalled):
                 yield event  # the cloud went quiet mid-reply (the local model goes on after)
+            elif isinstance(event, Resent):
+                yield event  # (before any text: a refused parameter, sent again without it)
             elif isinstance(event, Usage):
                 usages.append(event)
             elif isinstance(event, Finished):

@@ -317,7 +317,27 @@ class Stalled:
                 f"{seconds(self.gives_up_s)}")
 
 
-StreamEvent = Union[TextDelta, Usage, Finished, Seam, Refit, Restart, Retrying, Stalled]
+@dataclass(frozen=True)
+class Resent:
+    """``engine``'s server refused a parameter for ``model`` (HTTP 400 naming it), and the
+    request was sent again at once ``change`` ("without temperature"), before any text: said
+    so a front end can tell the user (the request log has it too); nothing of the reply
+    changes."""
+
+    engine: str
+    model: str | None
+    change: str
+    knob: str | None = None  # the knob the parameter carries ("temperature", "max_tokens")
+
+    def describe(self) -> str:
+        """"openai refused temperature for o3-mini: re-sent without temperature"."""
+        what = self.change.removeprefix("without ")
+        model = f" for {self.model}" if self.model else ""
+        return f"{self.engine} refused {what}{model}: re-sent {self.change}"
+
+
+StreamEvent = Union[TextDelta, Usage, Finished, Seam, Refit, Restart, Retrying, Stalled,
+                    Resent]
 
 
 @dataclass

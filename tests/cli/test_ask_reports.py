@@ -186,6 +186,27 @@ def test_a_flag_the_server_refused_for_the_model_is_said_with_why(capsys, local,
     assert err == ""  # the settings' defaults are not sent to it, and were not asked for
 
 
+@pytest.mark.parametrize("json_flag", [False, True])
+def test_a_request_re_sent_without_a_refused_parameter_is_said(capsys, local, server,
+                                                              json_flag):
+    """The settings' temperature goes to a model whose server refuses it: the request goes
+    again at once without it. That was said only in the request log; now a line on stderr
+    and, with --json, a ``resend`` event (before the text)."""
+    server.script([Status(400, message="Unsupported value: 'temperature' does not support "
+                          "0.7 with this model. Only the default (1) value is supported.",
+                          code="unsupported_value"), Normal()])
+    events, err = ask(capsys, "x", "--provider", "fake", "--model", "house-model",
+                      *(["--json"] if json_flag else []))
+    line = "fake refused temperature for house-model: re-sent without temperature"
+    assert f"outpost: {line}.\n" in err
+    if json_flag:
+        [resend] = [e for e in events if e["event"] == "resend"]
+        assert resend == {"event": "resend", "engine": "fake", "model": "house-model",
+                          "change": "without temperature", "reason": line}
+        kinds = [e["event"] for e in events]
+        assert kinds.index("resend") < kinds.index("delta")
+
+
 # -- --send-when-online in Offline mode (defect 6) ------------------------------------------------
 def test_send_when_online_in_offline_mode_queues_the_message_for_later(capsys, local, server):
     """It was ignored in silence: a local answer, and "Nothing waits in the outbox." Now the

@@ -231,3 +231,24 @@ def test_candidates_refused_at_once_are_each_sent_again(server):
     bodies = [r.json for r in server.chat_requests()]
     assert len(bodies) == 6
     assert sum("temperature" in body for body in bodies) == 3
+
+
+def test_a_re_send_is_said_as_an_event_not_only_in_the_request_log(server):
+    """The re-send was silent but for the request log: the stream now says it (``Resent``),
+    before any text, so the CLI and the window can tell the user."""
+    from app.domain.messages import Resent, TextDelta
+
+    server.script([Status(400, message="Unsupported value: 'temperature' does not support 0.7 "
+                          "with this model. Only the default (1) value is supported.",
+                          code="unsupported_value"), Normal()])
+    engine = openai_engine(server, "house-model")
+    try:
+        events = list(engine.stream(request(), threading.Event()))
+    finally:
+        engine.close()
+    [resent] = [e for e in events if isinstance(e, Resent)]
+    assert (resent.change, resent.knob) == ("without temperature", "temperature")
+    assert resent.describe() == ("router refused temperature for house-model: re-sent "
+                                 "without temperature")
+    first_text = next(i for i, e in enumerate(events) if isinstance(e, TextDelta))
+    assert events.index(resent) < first_text

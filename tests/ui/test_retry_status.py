@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from app.config.providers import ProviderConfig
-from tests.fault_server import Normal, fault_server, rate_limited
+from tests.fault_server import Normal, Status, fault_server, rate_limited
 
 pytestmark = pytest.mark.gui
 
@@ -37,4 +37,33 @@ def test_a_retry_is_shown_in_the_reply_status_until_text_arrives(qtbot, scripted
         qtbot.waitUntil(lambda: window.controller.state == "idle", timeout=20000)
     assert bubble.text == "Pump 3 leaks at the flange."
     assert "retrying" not in bubble.footer.text()
+    assert len(server.chat_requests()) == 2
+
+
+def test_a_re_send_without_a_refused_parameter_is_shown_in_the_reply_status(qtbot, scripted):
+    """The server refuses the settings' temperature for the model (HTTP 400): the request goes
+    again at once without it. The window said nothing (only the request log had it); the
+    reply's status says so, as a retry's does, until the text comes."""
+    window = scripted.window
+    with fault_server() as server:
+        scripted.registry.add(ProviderConfig("fault", "openai", server.url + "/v1",
+                                             "test-model"), replace=True)
+        window.target_picker.refresh("provider:fault")
+        picker = window.route_picker
+        picker.setCurrentIndex(picker.findData("cloud"))
+        picker.activated.emit(picker.currentIndex())
+        qtbot.waitUntil(lambda: bool(window.model_picker.listed.get("fault")), timeout=10000)
+        server.script([Status(400, message="Unsupported value: 'temperature' does not support "
+                              "0.7 with this model. Only the default (1) value is supported.",
+                              code="unsupported_value"),
+                       Normal(chunks=("Pump 3", " leaks."), delay=1.0)])
+        window._on_send_requested("Write the field report")
+        bubble = window.view.bubbles[-1]
+        qtbot.waitUntil(lambda: bubble.retrying, timeout=10000)
+        assert bubble.footer.text() == ("↻ fault refused temperature for test-model: re-sent "
+                                        "without temperature")
+        assert bubble.text == ""
+        qtbot.waitUntil(lambda: window.controller.state == "idle", timeout=20000)
+    assert bubble.text == "Pump 3 leaks."
+    assert "re-sent" not in bubble.footer.text()
     assert len(server.chat_requests()) == 2

@@ -36,6 +36,7 @@ from app.domain.errors import (
 from app.domain.messages import (
     FinishReason,
     Refit,
+    Resent,
     Restart,
     Retrying,
     Seam,
@@ -212,6 +213,12 @@ def _render(args: argparse.Namespace, events, save_unsaved=lambda: 0) -> int:
             said.add(event.reason)
         elif isinstance(event, Retrying):
             _report_retry(args, event)
+        elif isinstance(event, Resent):  # a refused parameter: sent again without it
+            if args.json:
+                emit({"event": "resend", "engine": event.engine, "model": event.model,
+                      "change": event.change, "reason": event.describe()})
+            if event.knob is None or getattr(args, event.knob, None) is None:
+                _note(f"{event.describe()}.")  # (a flag given: the end says it, and why)
         elif isinstance(event, Stalled):  # once per silence, while it lasts
             if args.json:
                 emit({"event": "stall", "engine": event.engine, "reason": event.describe(),
