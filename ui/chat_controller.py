@@ -628,7 +628,8 @@ class ChatController(QObject):
         arrives (or the reply ends)."""
         if self._bubble is not None:
             self._flush()  # (text that came just before the silence goes first)
-            self._bubble.show_retrying(stall_text(stalled), mark="⏳")
+            # ◷: common fonts draw it (⏳ needs an emoji font: a box without one)
+            self._bubble.show_retrying(stall_text(stalled), mark="◷")
 
     @Slot(object)
     def _on_turn_queued(self, queued: Queued) -> None:

@@ -526,7 +526,7 @@ class MessageBubble(QFrame):
     def show_retrying(self, status: str, mark: str = "↻") -> None:
         """A streaming reply's status while its request waits to be sent again (a cloud
         request refused with 429 or 5xx before any text), or while its provider is silent
-        (``mark`` "⏳"): cleared when text arrives."""
+        (``mark`` "◷"): cleared when text arrives."""
         self.retrying = True
         self.set_footer(f"{mark} {status}")
 

@@ -32,7 +32,13 @@ from app.config.secrets import known_keys, stored_keys
 from app.config.settings import Settings, default_user_id, option_named
 from app.domain.adapters import LoraAdapter, adapters_from_records
 from app.domain.context import ONE_REQUEST, Fanout, Fit, ReplyCap, fit_messages
-from app.domain.errors import KeyInMessage, KnownStorageError, RateLimited, UsageError
+from app.domain.errors import (
+    ConnectionFailed,
+    KeyInMessage,
+    KnownStorageError,
+    RateLimited,
+    UsageError,
+)
 from app.domain.messages import (
     ChatMessage,
     ChatRequest,
@@ -243,7 +249,9 @@ class ChatService:
         if error is not None and turn.assistant_message_id:
             held = item.held_until()
             when = f"it is sent at {clock_words(held)} (not before: {provider} asked to " \
-                "wait)" if held is not None else f"it is sent once {provider} can be reached"
+                "wait)" if held is not None else f"it is sent once {provider} can be reached" \
+                if isinstance(error, ConnectionFailed) else \
+                f"it is sent again when {provider} is next tried"  # (it could be reached)
             words = turn.secret_mask().scrub(
                 f"{sentence(str(error))} Queued in the outbox (item {item.id}): {when}.")
             unsaved = turn.unsaved

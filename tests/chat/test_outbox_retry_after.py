@@ -113,3 +113,32 @@ def test_the_reply_of_an_item_queued_for_a_429_says_so_not_that_the_provider_was
                         r"requests and asked to wait 120 s; sent at \d\d:\d\d", notes[item.id])
     assert notes[down.id].endswith("while fault was unreachable; sent when it was back")
     store.close()
+
+
+def test_a_queued_replys_note_says_it_is_tried_again_not_that_the_provider_was_down(
+        tmp_path):
+    """Cloud only, the provider reachable but sending no text within the first-token deadline:
+    the failed reply's note ended "it is sent once fault can be reached" (it could be). Only a
+    connection that failed says so; a timeout or a 503 says it is tried again."""
+    from app.chat.service import ChatService, TurnOptions
+    from app.config.settings import Settings
+    from app.domain.errors import ConnectionFailed, ProviderUnavailable, TimeoutError_
+    from app.domain.messages import Role
+
+    store = Store(tmp_path / "outpost.db")
+    service = ChatService(store, Settings())
+    errors = {"timeout": TimeoutError_("fault sent no text within 30 s."),
+              "503": ProviderUnavailable("fault is unavailable (HTTP 503).", provider="fault"),
+              "down": ConnectionFailed("fault could not be reached.")}
+    said = {}
+    for name, error in errors.items():
+        turn = service.start_turn(f"Later, {name}", model="test-model",
+                                  options=TurnOptions(max_tokens=8, temperature=0.0))
+        turn.assistant_message_id = store.add_message(  # (the failed attempt's reply)
+            turn.conversation_id, Role.ASSISTANT, "", parent_id=turn.user_message_id).id
+        service.queue_for_later(turn, "fault", None, error)
+        said[name] = store.get_message(turn.assistant_message_id).error
+    assert said["timeout"].endswith("it is sent again when fault is next tried.")
+    assert said["503"].endswith("it is sent again when fault is next tried.")
+    assert said["down"].endswith("it is sent once fault can be reached.")
+    store.close()

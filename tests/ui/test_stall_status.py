@@ -1,6 +1,6 @@
 """A provider that goes quiet (user trial 8, defects 2 and 3): the window showed only "…" and
 "Generating…" while a reply waited, then "TTFT 6 ms · 1459.3 tok/s" for a reply stalled and
-stopped. Now the reply's status line says the silence and when Outpost gives up ("⏳ no data
+stopped. Now the reply's status line says the silence and when Outpost gives up ("◷ no data
 from fault for 0.3 s; giving up at 1.5 s"), cleared when text arrives, and a burst of text has
 no speed. Real window, real OpenAI-compatible engine, the fault server on loopback, short
 deadlines; nothing is asserted on elapsed time."""
@@ -59,7 +59,7 @@ def test_a_stall_after_text_is_in_the_reply_status_and_its_speed_is_none(
         window._on_send_requested("Report")
         bubble = window.view.bubbles[-1]
         qtbot.waitUntil(lambda: bubble.retrying, timeout=10000)
-        assert bubble.footer.text() == "⏳ no data from fault for 0.3 s; giving up at 1.5 s"
+        assert bubble.footer.text() == "◷ no data from fault for 0.3 s; giving up at 1.5 s"
         assert bubble.footer.isVisibleTo(window)
         assert bubble.text == "Part one and part two"
         qtbot.waitUntil(lambda: window.controller.state == "idle", timeout=20000)
@@ -75,7 +75,7 @@ def test_text_after_a_silence_clears_the_status(qtbot, quick_deadlines, scripted
         window._on_send_requested("Report")
         bubble = window.view.bubbles[-1]
         qtbot.waitUntil(lambda: bubble.retrying, timeout=10000)
-        assert bubble.footer.text() == "⏳ no text from fault for 0.3 s; giving up at 3 s"
+        assert bubble.footer.text() == "◷ no text from fault for 0.3 s; giving up at 3 s"
         qtbot.waitUntil(lambda: bubble.text.startswith("Pump 3"), timeout=10000)
         assert not bubble.retrying and "no text" not in bubble.footer.text()
         qtbot.waitUntil(lambda: window.controller.state == "idle", timeout=20000)
