@@ -20,10 +20,12 @@ _BETWEEN = {_ONE_LINE: 8, _TWO_LINES: 4}  # px between the two parts, side by si
 
 def _whole_width(widget: QWidget) -> int:
     """The width ``widget`` needs to show its text whole (a combo box: the text it holds now,
-    an editable one's too: its size hint is its items' as first shown)."""
-    if isinstance(widget, QComboBox):
-        return whole_width(widget)
-    return widget.sizeHint().width()
+    an editable one's too: its size hint is its items' as first shown), and never less than
+    the layout gives it at least: "Cloud only" needs 100 px, but the route's box is 14
+    characters wide at least, and one line measured with the text alone was 40 px short (the
+    provider and the model overlapped at 1200 px with the Sampling panel open)."""
+    whole = whole_width(widget) if isinstance(widget, QComboBox) else widget.sizeHint().width()
+    return max(whole, widget.minimumWidth() or widget.minimumSizeHint().width())
 
 
 class HeaderPickers(QWidget):

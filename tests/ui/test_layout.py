@@ -356,3 +356,38 @@ def test_a_queued_replys_long_footer_is_whole_at_every_width(qtbot, scripted, ca
         grab_in_palette(qtbot, window, artifacts_dir / f"queued-footer-{cause}-{name}.png", name)
     app.window.close()
     app.shutdown()
+
+
+@pytest.mark.parametrize("route", ["auto", "cloud", "local"])
+def test_no_header_picker_overlaps_another_or_passes_the_chat(qtbot, scripted, route):
+    """At 1200 px with the Sampling panel docked, Cloud only and Local only kept one line
+    though it had no room: the header measured the route's text ("Cloud only", 100 px), not
+    its box (14 characters at least), and the provider's box (585-705) ran under the model's
+    (678-798), which ran 22 px past the chat, under the panel. At every width and route, no
+    two of the header's boxes overlap and none passes the chat's right edge."""
+    from app.config.providers import ProviderConfig
+
+    window = scripted.window
+    window.resize(1200, 800)
+    window.show()
+    scripted.registry.add(ProviderConfig("box", "openai", "http://127.0.0.1:9/v1", "llama3.2"))
+    window.target_picker.refresh("provider:box")
+    qtbot.waitUntil(window.model_picker.isVisible)
+    picker = window.route_picker
+    picker.setCurrentIndex(picker.findData(route))
+    picker.activated.emit(picker.currentIndex())
+    labels = window.header_pickers.labels
+    boxes = (labels[0], picker, labels[1], window.target_picker, window.model_picker)
+    for width in (1400, 1300, 1200, 1150, 1100, 1000, 900):
+        window.resize(width, 800)
+        qtbot.waitUntil(lambda: window.width() == width)  # noqa: B023 (waited on here)
+        qtbot.wait(50)  # (a layout pass)
+        chat_right = window.view.mapTo(window, window.view.rect().topRight()).x()
+        rects = [(box, box.rect().translated(box.mapTo(window, box.rect().topLeft())))
+                 for box in boxes if box.isVisible()]
+        for box, rect in rects:
+            assert rect.right() <= chat_right, (width, route, type(box).__name__)
+        for i, (first, one) in enumerate(rects):
+            for second, other in rects[i + 1:]:
+                assert not one.intersects(other), \
+                    (width, route, type(first).__name__, type(second).__name__)
