@@ -7,7 +7,8 @@ least width is the chat's and the status bar's alone, and the panel steps aside:
 - the window (or the sidebar) leaves the chat narrower than ``READABLE_CHAT``: the panel hides;
 - the chat has room for it again (the window made wider): it comes back, as wide as it was;
 - the user opens it (View ▸ Sampling panel, Ctrl+Shift+S) where there is no room for it: it
-  opens floating, in a window of its own, and docks again once there is room.
+  opens floating, in a window of its own beside the window where the screen has room, and
+  docks again once there is room.
 
 A panel the user closed or floated stays so. Whether it is hidden for want of room is kept in
 ``window.ini`` (``WindowState``), so a window closed narrow brings it back at the next start
@@ -18,6 +19,7 @@ from __future__ import annotations
 from PySide6.QtCore import QEvent, QObject, QTimer, Slot
 from PySide6.QtWidgets import QDockWidget, QMainWindow, QStyle, QWidget
 
+from ui import screen_fit
 from ui.window_state import WindowState
 
 READABLE_CHAT = 400  # px: the chat column's least width beside the panel
@@ -54,7 +56,13 @@ class SamplingRoom(QObject):
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt naming)
         kind = event.type()
         if kind == QEvent.Type.Resize:  # the window's, or the chat's (the split dragged)
-            self.check()
+            if self._showing():
+                # the panel's own show laid the chat out narrower: a hide now, inside that
+                # show, left it hidden and visible at once, docked over the chat, unpainted
+                # (and before the View menu's slot says the user opened it): once shown
+                self._later.start()
+            else:
+                self.check()
         elif kind in (QEvent.Type.LayoutRequest, QEvent.Type.Show) and \
                 watched is self.window:
             self._keep_least_width()
@@ -80,6 +88,11 @@ class SamplingRoom(QObject):
             self._show()
         elif self._floated and dock.isFloating() and not dock.isHidden() and self._room():
             self._dock()
+
+    def _showing(self) -> bool:
+        """Whether the panel is being shown: no longer hidden, not yet visible."""
+        return self.window.isVisible() and not self.dock.isHidden() and \
+            not self.dock.isVisible()
 
     def _chat_beside_panel(self) -> int:
         """The chat's width with the panel docked beside it, from the window's width (what the
@@ -111,6 +124,22 @@ class SamplingRoom(QObject):
         self._floated = True
         dock = self.dock  # as wide as it likes (squeezed beside the chat it may not have been)
         dock.resize(max(dock.width(), dock.sizeHint().width()), dock.height())
+        self._place_beside_window()
+
+    def _place_beside_window(self) -> None:
+        """The floating panel stands beside the window where the screen has room for it, else
+        at the screen's edge (centred on the window, as every new window is, it covered the
+        chat it had stepped aside for)."""
+        area = screen_fit.available_geometry(self.window)
+        window, panel = self.window.frameGeometry(), self.dock.frameGeometry()
+        if window.right() + panel.width() <= area.right():
+            left = window.right() + 1
+        elif window.left() - panel.width() >= area.left():
+            left = window.left() - panel.width()
+        else:
+            left = area.right() + 1 - panel.width()
+        top = max(area.top(), min(window.top(), area.bottom() + 1 - panel.height()))
+        self.dock.move(left, top)
 
     def _dock(self) -> None:
         self._as_ours(lambda: self.dock.setFloating(False))

@@ -105,6 +105,36 @@ def test_the_sampling_panel_steps_aside_for_the_chat(qtbot, scripted, artifacts_
     assert window.sampling.isVisible()
 
 
+def test_the_panel_opened_without_room_floats_beside_the_window(qtbot, scripted, monkeypatch,
+                                                                artifacts_dir):
+    """At 800x560, View ▸ Sampling panel left the panel hidden and visible at once, docked over
+    the chat column, unpainted: its own show laid the chat out narrower, and the room hid it
+    inside that show. It floats now, shown and not hidden, beside the window where the screen
+    has room (it opened centred on the window, over the chat)."""
+    from tests.support import grab_in_palette
+    from ui.sampling_room import READABLE_CHAT
+
+    area = fake_screen(monkeypatch, 1600, 900)
+    window, dock = scripted.window, scripted.window.sampling
+    window.resize(800, 560)
+    chat = window.splitter.widget(1)
+    qtbot.waitUntil(lambda: window.width() == 800 and dock.isHidden())
+    qtbot.waitUntil(lambda: chat.width() >= READABLE_CHAT)  # (laid out without the panel)
+    window.sampling_action.trigger()  # View ▸ Sampling panel
+    qtbot.waitUntil(lambda: dock.isFloating() and dock.isVisible())
+    qtbot.wait(50)  # (the checks that follow a show)
+    assert dock.isFloating() and dock.isVisible() and not dock.isHidden()
+    assert dock.isWindow() and window.sampling_action.isChecked()
+    assert area.contains(dock.frameGeometry()), dock.frameGeometry()
+    assert not dock.frameGeometry().intersects(window.frameGeometry()), \
+        (dock.frameGeometry(), window.frameGeometry())
+    for theme in ("light", "dark"):
+        grab_in_palette(qtbot, window, artifacts_dir / f"chrome-800x560-beside-{theme}.png",
+                        theme)
+        grab_in_palette(qtbot, dock, artifacts_dir / f"chrome-800x560-floating-{theme}.png",
+                        theme)
+
+
 def test_a_panel_hidden_for_want_of_room_comes_back_at_the_next_start(qtbot, outpost_app,
                                                                      scripted_engine):
     """Closed while the panel stepped aside, the window brings it back once it is made wide
