@@ -19,9 +19,11 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
+    QFrame,
     QLabel,
     QMenu,
     QMessageBox,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -88,6 +90,10 @@ def shortcut_rows(window: QWidget) -> list[tuple[str, str]]:
 
 
 class ShortcutsDialog(QDialog):
+    """Every key, in a table that scrolls up and down: whole, it is over 630 px tall, and on
+    an 800x600 screen the dialog ran off it, its Close button out of reach. It opens as tall
+    as the table (``ui.screen_fit`` makes it no taller than the screen)."""
+
     def __init__(self, rows: list[tuple[str, str]], parent=None):
         super().__init__(parent)
         self.setWindowTitle("Keyboard shortcuts")
@@ -97,10 +103,21 @@ class ShortcutsDialog(QDialog):
                         f"<td>{html.escape(what)}</td></tr>" for k, what in rows)
         label = QLabel(f"<table>{table}</table>")
         label.setAccessibleName("Keyboard shortcuts")
-        layout.addWidget(label)
+        self.scroll = scroll = QScrollArea()
+        scroll.setWidget(label)
+        scroll.setAccessibleName("Keyboard shortcuts")  # (it takes the focus: the arrow keys)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        whole = label.sizeHint()
+        scroll.setMinimumWidth(whole.width() + scroll.verticalScrollBar().sizeHint().width())
+        layout.addWidget(scroll, 1)
         close = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)  # as every dialog
         close.rejected.connect(self.reject)
         layout.addWidget(close)
+        margins = layout.contentsMargins()
+        self.resize(self.minimumSizeHint().width(), whole.height() + layout.spacing() +
+                    close.sizeHint().height() + margins.top() + margins.bottom())
 
 
 # what About credits, as a user expects to find it there: (what, licence, the licence's text,

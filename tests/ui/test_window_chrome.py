@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from PySide6.QtCore import QRect
+from PySide6.QtWidgets import QDialogButtonBox
 
 from ui import screen_fit
 
@@ -410,3 +411,35 @@ def test_in_offline_mode_the_provider_picker_says_the_provider_waits(qtbot, scri
                         theme)
     window.offline_action.setChecked(False)
     assert picker.currentText() == normal and "Offline mode" not in picker.toolTip()
+
+
+@pytest.mark.parametrize("screen", [(800, 600), (1600, 1000)])
+def test_the_keyboard_shortcuts_fit_the_screen_and_scroll(qtbot, scripted, monkeypatch, screen,
+                                                          artifacts_dir):
+    """On an 800x600 screen Keyboard shortcuts alone did not fit: its least size was 687x632,
+    its Close button below the screen. Its table scrolls up and down now: the dialog fits, its
+    Close button on the screen, each row whole across; on a tall screen it shows every row
+    without a scroll bar."""
+    from PySide6.QtCore import QPoint
+
+    from tests.support import grab_in_palette
+
+    area = fake_screen(monkeypatch, *screen)
+    dialog = scripted.window.help_menu.show_shortcuts()
+    qtbot.addWidget(dialog)
+    qtbot.waitUntil(dialog.isVisible)
+    minimum = dialog.minimumSizeHint().expandedTo(dialog.minimumSize())
+    assert minimum.width() <= 800 and minimum.height() <= 600, minimum
+    assert area.contains(dialog.frameGeometry()), dialog.frameGeometry()
+    close = dialog.findChild(QDialogButtonBox)
+    corner = close.mapToGlobal(QPoint(close.width() - 1, close.height() - 1))
+    assert close.isVisible() and area.contains(corner), corner
+    table = dialog.scroll.widget()
+    assert table.width() >= table.sizeHint().width()  # whole across: up and down only
+    bar = dialog.scroll.verticalScrollBar()
+    qtbot.waitUntil(lambda: bar.isVisible() == (screen == (800, 600)))  # (once laid out)
+    qtbot.wait(50)  # (and it stays so)
+    assert bar.isVisible() == (screen == (800, 600))
+    for theme in ("light", "dark"):
+        grab_in_palette(qtbot, dialog, artifacts_dir /
+                        f"chrome-{screen[0]}x{screen[1]}-shortcuts-{theme}.png", theme)
