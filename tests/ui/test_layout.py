@@ -359,7 +359,8 @@ def test_a_queued_replys_long_footer_is_whole_at_every_width(qtbot, scripted, ca
 
 
 @pytest.mark.parametrize("route", ["auto", "cloud", "local"])
-def test_no_header_picker_overlaps_another_or_passes_the_chat(qtbot, scripted, route):
+def test_no_header_picker_overlaps_another_or_passes_the_chat(qtbot, scripted, route,
+                                                              artifacts_dir):
     """At 1200 px with the Sampling panel docked, Cloud only and Local only kept one line
     though it had no room: the header measured the route's text ("Cloud only", 100 px), not
     its box (14 characters at least), and the provider's box (585-705) ran under the model's
@@ -391,3 +392,7 @@ def test_no_header_picker_overlaps_another_or_passes_the_chat(qtbot, scripted, r
             for second, other in rects[i + 1:]:
                 assert not one.intersects(other), \
                     (width, route, type(first).__name__, type(second).__name__)
+        if width == 1200:
+            for theme in ("light", "dark"):
+                grab_in_palette(qtbot, window, artifacts_dir /
+                                f"header-{route}-{width}-{theme}.png", theme)
