@@ -323,6 +323,7 @@ class ModelManager(QDialog):
         lower.addWidget(self.settings_form, 1)
         lower.addWidget(self._build_downloads(), 1)
         lower_scroll = QScrollArea()
+        lower_scroll.setAccessibleName("Load settings and download")
         lower_scroll.setWidgetResizable(True)
         lower_scroll.setFrameShape(QFrame.Shape.NoFrame)
         lower_scroll.setWidget(lower_box)

@@ -152,7 +152,9 @@ def test_esc_stops_a_reply_through_the_menus_stop_item(qtbot, scripted, scripted
     with qtbot.waitSignal(window.stop_action.triggered):
         qtbot.keyClick(edit, Qt.Key.Key_Escape)
     qtbot.waitUntil(lambda: window.controller.state == "idle", timeout=10000)
-    assert "interrupted" in window.view.bubbles[-1].footer.text()
+    # kept, and said as a stop the user asked for (not a warning)
+    assert window.view.bubbles[-1].footer.text().splitlines()[0] == "Stopped"
+    assert window.view.bubbles[-1].text == "Once upon a time"
 
 
 # the real window in a process of its own, killed (SIGKILL) while a reply streams
