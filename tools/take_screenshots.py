@@ -103,6 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     qt_app = QApplication(sys.argv[:1])
     qt_app.setApplicationName("Outpost")
     width, height = (int(n) for n in args.size.lower().split("x"))
+    # the offscreen screen is 800x800, and every window fits its screen (ui.screen_fit): the
+    # shot is of a desktop's window, on a screen with room for it
+    from PySide6.QtCore import QRect
+
+    import ui.screen_fit
+    ui.screen_fit.available_geometry = lambda _widget: QRect(0, 0, max(1920, width),
+                                                              max(1080, height))
     for theme in (["light", "dark"] if args.theme == "both" else [args.theme]):
         print(shoot(theme, args.out.resolve(), (width, height)))
     return 0
