@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.domain.context import ReplyCap
+from app.domain.context import LeftOut, ReplyCap
 from app.domain.errors import with_kind_words
 from app.domain.messages import Message, MessageStatus, Role
 from app.domain.test_time import SCORER_LABELS
@@ -614,7 +614,10 @@ class MessageBubble(QFrame):
         cap = ReplyCap.from_record((message.params or {}).get("reply_cap")) \
             if message.role is Role.ASSISTANT else None
         capped = cap.describe() if cap is not None else ""  # a quota left less than asked
-        text = "\n".join(p for p in (note, metrics, capped, route) if p)
+        left_out = LeftOut.from_record((message.params or {}).get("context_left_out")) \
+            if message.role is Role.ASSISTANT else None
+        unseen = left_out.short() if left_out is not None else ""  # the model did not see
+        text = "\n".join(p for p in (note, metrics, capped, unseen, route) if p)
         self.set_footer(text, warning=warning or bool(check and not check.get("valid")))
 
 

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 
 from app.config.providers import KIND_LABELS
 from app.domain.adapters import adapters_from_records
-from app.domain.context import ReplyCap
+from app.domain.context import LeftOut, ReplyCap
 from app.domain.errors import with_kind_words
 from app.domain.messages import FinishReason, Message, MessageStatus
 from app.domain.test_time import SCORER_LABELS
@@ -80,6 +80,9 @@ class MessageDetails(QDialog):
             rows.insert(rows.index(("Tokens", tokens)) + 1, (
                 "Reply limit", f"{cap.max_tokens:,} tokens: {cap.limit} ({cap.asked:,} asked, "
                                "more than was left)"))
+        left_out = LeftOut.from_record(params.get("context_left_out"))
+        if left_out is not None:  # the oldest turns were not sent, to fit the context window
+            rows.insert(rows.index(("Tokens", tokens)) + 1, ("Left out", left_out.describe()))
         adapters = adapters_from_records(params.get("lora"))
         if adapters:
             rows.insert(1, ("LoRA adapters", ", ".join(a.label() for a in adapters)))

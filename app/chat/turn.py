@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from app.chat.streaming_row import StreamingRow
 from app.config.secrets import stored_keys
-from app.domain.context import Fit, ReplyCap
+from app.domain.context import Fit, LeftOut, ReplyCap
 from app.domain.errors import KnownStorageError, OutpostError, ReplyNotSaved, UsageError
 from app.domain.messages import (
     CLOSING,
@@ -293,6 +293,9 @@ class Turn:
         params = self._engine_params(engine)
         if self.reply_cap is not None:  # why max_tokens is lower than the turn asked
             params["reply_cap"] = self.reply_cap.record()
+        left_out = LeftOut.of(self.fit, self.refit)
+        if left_out is not None:  # the oldest turns the model did not see
+            params["context_left_out"] = left_out.record()
         return params
 
     def _engine_params(self, engine: Engine) -> dict:

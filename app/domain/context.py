@@ -111,6 +111,64 @@ class ReplyCap:
             return None
 
 
+@dataclass(frozen=True)
+class LeftOut:
+    """The oldest turns the model that answered a reply did not see: left out to fit its
+    context window of ``window`` tokens. Stored with the reply's parameters (``record``) as a
+    ``ReplyCap`` is, so its footer, Details and ``history show`` say so after the turn's own
+    notice is gone."""
+
+    messages: int
+    turns: int
+    window: int | None
+
+    @classmethod
+    def of(cls, fit: Fit | None, refit: Fit | None = None) -> "LeftOut | None":
+        """What ``fit`` left out, and ``refit`` after it (fitted again for the engine that
+        answered instead, from the messages ``fit`` kept); None when nothing was."""
+        dropped = (fit.dropped if fit is not None else ()) + \
+            (refit.dropped if refit is not None else ())
+        if not dropped:
+            return None
+        window = (refit or fit).window  # type: ignore[union-attr]  # (one is not None)
+        return cls(len(dropped), sum(1 for m in dropped if m.role is Role.USER), window)
+
+    def _what(self) -> str:
+        turns = "the oldest turn" if self.turns == 1 else f"the {self.turns} oldest turns"
+        if self.turns == 0:  # (a leading run of replies is a turn of its own)
+            turns = "the oldest messages"
+        return f"{turns} ({self.messages} message{'s' if self.messages != 1 else ''})"
+
+    def describe(self) -> str:
+        """The long form (Details): "the 2 oldest turns (4 messages) left out to fit the
+        model's 2,048-token context; the model did not see them"."""
+        window = f"{self.window:,}-token " if self.window else ""
+        what = self._what()
+        return (f"{what[0].upper()}{what[1:]} left out to fit the model's {window}context; "
+                "the model did not see them.")
+
+    def short(self) -> str:
+        """The footer's: "4 oldest messages left out (2,048-token context)"."""
+        window = f" ({self.window:,}-token context)" if self.window else ""
+        return (f"{self.messages} oldest message{'s' if self.messages != 1 else ''} left out"
+                f"{window}")
+
+    def record(self) -> dict:
+        return {"messages": self.messages, "turns": self.turns, "window": self.window}
+
+    @classmethod
+    def from_record(cls, record) -> "LeftOut | None":
+        """What a reply's parameters recorded (None: nothing left out, or not a record)."""
+        if not isinstance(record, dict):
+            return None
+        try:
+            window = record.get("window")
+            return cls(int(record["messages"]), int(record["turns"]),
+                       int(window) if window is not None else None)
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
 def _turn_starts(middle: Sequence[ChatMessage]) -> list[int]:
     """Indexes where a turn (a user message and what follows it) starts; a leading run of
     assistant messages counts as its own turn."""

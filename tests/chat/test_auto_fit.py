@@ -158,6 +158,8 @@ def test_an_unreachable_provider_is_answered_locally_within_the_local_window(tmp
     # the reply's meter is the prompt the local model was really sent
     assert message.prompt_tokens == turn.refit.prompt_tokens
     assert message.params["max_tokens"] == 8 and message.params["system_prompt"] == SYSTEM
+    # kept with the reply: what the model that answered did not see, in its own window
+    assert message.params["context_left_out"] == {"messages": 2, "turns": 1, "window": WINDOW}
     store.close()
 
 

@@ -1,6 +1,7 @@
 """Fitting a conversation into the context window before sending (issue 5)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -177,3 +178,27 @@ def test_a_refusal_by_the_local_model_says_its_window_is_capped(local_engine):
     assert "larger context" not in said
     with pytest.raises(MessageTooLong, match="use a model with a larger context"):
         fit_messages([ChatMessage(Role.USER, "word " * 50)], WordCounter(20), max_tokens=8)
+
+
+def test_what_a_fit_left_out_is_kept_as_a_record_and_said_short_and_long():
+    """``LeftOut``: a reply's parameters keep what its model did not see (trial 10); a refit
+    for the engine that answered adds its own, in its window."""
+    from app.domain.context import LeftOut
+    from app.domain.messages import ChatMessage, Fit
+
+    first = (ChatMessage(Role.USER, "a"), ChatMessage(Role.ASSISTANT, "b"))
+    second = (ChatMessage(Role.USER, "c"), ChatMessage(Role.ASSISTANT, "d"))
+    fit = Fit(messages=(), dropped=first, prompt_tokens=10, exact=True, window=8192,
+              max_tokens=8)
+    refit = Fit(messages=(), dropped=second, prompt_tokens=10, exact=True, window=2048,
+                max_tokens=8)
+    assert LeftOut.of(fit, None) == LeftOut(2, 1, 8192)
+    both = LeftOut.of(fit, refit)
+    assert both == LeftOut(4, 2, 2048)
+    assert LeftOut.from_record(both.record()) == both
+    assert both.short() == "4 oldest messages left out (2,048-token context)"
+    assert both.describe() == ("The 2 oldest turns (4 messages) left out to fit the model's "
+                               "2,048-token context; the model did not see them.")
+    nothing = dataclasses.replace(fit, dropped=())
+    assert LeftOut.of(nothing, None) is None and LeftOut.of(None, None) is None
+    assert LeftOut.from_record(None) is None and LeftOut.from_record({"messages": "x"}) is None

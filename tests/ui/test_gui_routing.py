@@ -322,3 +322,14 @@ def test_the_window_says_what_the_local_model_leaves_out_when_it_answers_auto(qt
     assert window.banner.label.text().startswith(
         "The oldest turn (2 messages, “Tell me everything about the sea.")
     assert "4,096-token context" in window.banner.label.text()
+    # kept with the reply once the banner is gone: its footer and Details say so (trial 10)
+    bubble = window.view.last_bubble()
+    assert bubble.message_id == reply.id
+    assert "2 oldest messages left out (4,096-token context)" in \
+        bubble.footer.text().replace("\u00a0", " ")
+    bubble.details_button.click()
+    details = window.details_dialog
+    qtbot.addWidget(details)
+    assert details.values["Left out"] == (
+        "The oldest turn (2 messages) left out to fit the model's 4,096-token context; the "
+        "model did not see them.")

@@ -10,6 +10,7 @@ from app.cli.commands.common import emit_list, local_time, open_core
 from app.cli.commands.history_delete import cmd_history_delete
 from app.config.secrets import stored_keys
 from app.domain.adapters import adapters_from_records
+from app.domain.context import LeftOut
 from app.domain.errors import BadSearch, UsageError
 from app.domain.messages import Conversation, Message
 from app.domain.secrets_mask import SecretMask
@@ -172,6 +173,10 @@ def _block(m: Message, note: str = "") -> str:
         body += f"\n({m.error})"
     route = f"\n  [{m.route_reason}]" if m.role.value == "assistant" and m.route_reason and \
         any(w in m.route_reason for w in ("locally", "outbox", "hedge")) else ""
+    left_out = LeftOut.from_record((m.params or {}).get("context_left_out")) \
+        if m.role.value == "assistant" else None
+    if left_out is not None:  # the oldest turns the model did not see
+        route += f"\n  [{left_out.short()}]"
     # its id's start (git's way: any unique start of 4+ will do) for switch, fork, --reply-to
     return f"\n{who}{mark}{note} · {m.id[:8]}:{route}\n{body}"
 
