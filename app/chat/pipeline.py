@@ -367,8 +367,8 @@ class TurnPipeline:
         """Steps 1-3: route, engine, the saved prompt. Raises (nothing saved) on bad input, a
         message that cannot fit, a quota, a missing key or model."""
         service = self.service
-        conversation = service.store.get_conversation(conversation_id) \
-            if conversation_id else None
+        # (another profile's refused before a model is chosen or loaded for it)
+        conversation = service.own_conversation(conversation_id) if conversation_id else None
         chosen = self._choose(target, options, conversation, wait_for_model)
         chosen, turn = self._within_quota(
             chosen, lambda c, local_instead: service.start_turn(
@@ -401,7 +401,7 @@ class TurnPipeline:
         one), from the path up to its question, with the engine and knobs chosen now."""
         service = self.service
         reply = service.store.get_message(message_id)
-        conversation = service.store.get_conversation(reply.conversation_id)
+        conversation = service.own_conversation(reply.conversation_id, message_id=message_id)
         chosen = self._choose(target, options, conversation, wait_for_model)
         chosen, turn = self._within_quota(
             chosen, lambda c, local_instead: service.regenerate_turn(

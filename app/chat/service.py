@@ -42,6 +42,7 @@ from app.domain.errors import (
 from app.domain.messages import (
     ChatMessage,
     ChatRequest,
+    Conversation,
     Message,
     Role,
     estimate_prompt_tokens,
@@ -51,6 +52,7 @@ from app.domain.secrets_mask import SecretMask, find_secret, refuse_keys
 from app.domain.structured import response_format as json_response_format
 from app.domain.wording import sentence, title_from
 from app.storage.outbox import Outbox, OutboxItem
+from app.storage.profiles import is_admin, not_theirs
 from app.storage.store import Store
 
 if TYPE_CHECKING:
@@ -165,6 +167,15 @@ class ChatService:
         self.profile = profile
         if self.ledger is not None:
             self.ledger.profile = profile
+
+    def own_conversation(self, conversation_id: str, message_id: str | None = None
+                         ) -> Conversation:
+        """The conversation, when the signed-in profile may continue it; else refused as
+        ``Profiles.check_owner`` refuses it (``message_id``: the message the user named)."""
+        conversation = self.store.get_conversation(conversation_id)
+        if conversation.profile not in (None, self.profile):
+            raise not_theirs(conversation.id, is_admin(self.store, self.profile), message_id)
+        return conversation
 
     def knobs(self, options: TurnOptions | None = None, conversation=None) -> dict:
         """The knobs a turn sends, strongest last: the settings' defaults, the conversation's
@@ -341,10 +352,7 @@ class ChatService:
             conversation = None
             system_prompt, previous = settings["system_prompt"], []
         else:
-            conversation = self.store.get_conversation(conversation_id)
-            if conversation.profile not in (None, self.profile):
-                raise UsageError(f"The conversation {conversation_id} belongs to another "
-                                 "profile.")
+            conversation = self.own_conversation(conversation_id)
             system_prompt = conversation.system_prompt
             previous = [] if reply_to == NEW_ROOT else \
                 self.store.branch(conversation.id, reply_to)
@@ -407,9 +415,7 @@ class ChatService:
         if reply.role is not Role.ASSISTANT or reply.parent_id is None:
             raise UsageError(f"The message {message_id} is not a reply; regenerate a reply "
                              "(its question is answered again).")
-        conversation = self.store.get_conversation(reply.conversation_id)
-        if conversation.profile not in (None, self.profile):
-            raise UsageError(f"The conversation {conversation.id} belongs to another profile.")
+        conversation = self.own_conversation(reply.conversation_id, message_id=message_id)
         path = self.store.branch(conversation.id, reply.parent_id)
         self._refuse_while_written(path)
         system_prompt = conversation.system_prompt if options.system_prompt is None \

@@ -29,7 +29,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from app.domain.errors import NotAllowed, ProfileError, WrongPin
+from app.domain.errors import NotAllowed, ProfileError, UsageError, WrongPin
 from app.domain.profile_names import check_name, removed_label
 from app.domain.wording import counted
 from app.storage import deletions
@@ -38,7 +38,7 @@ from app.storage.sqlite_errors import storage_errors
 from app.storage.store import Store, now_iso
 
 __all__ = ["NotAllowed", "Profile", "ProfileError", "Profiles", "WrongPin", "check_name",
-           "check_new_pin", "hash_pin", "pin_matches"]
+           "check_new_pin", "hash_pin", "is_admin", "not_theirs", "pin_matches"]
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 14, 8, 1
 PIN_MIN, PIN_MAX = 4, 64
@@ -279,6 +279,34 @@ class Profiles:
     def owns(self, profile: Profile, conversation) -> bool:
         return conversation.profile in (None, profile.name)
 
-    def check_owner(self, profile: Profile, conversation) -> None:
+    def check_owner(self, profile: Profile, conversation, message_id: str | None = None,
+                    outbox_item: int | None = None) -> None:
+        """Refuse ``conversation`` unless ``profile`` may open it (``not_theirs`` says how);
+        ``message_id`` / ``outbox_item``: what the user named, in it."""
         if not self.owns(profile, conversation):
-            raise NotAllowed(f"The conversation {conversation.id} belongs to another profile.")
+            raise not_theirs(conversation.id, profile.is_admin, message_id, outbox_item)
+
+
+def not_theirs(conversation_id: str, is_admin: bool, message_id: str | None = None,
+               outbox_item: int | None = None) -> UsageError:
+    """What a profile is told when it names another profile's conversation (or ``message_id``,
+    a message in it; ``outbox_item``, an outbox item of it). The admin, who sees every
+    profile's counts and removes profiles, is told whose it is; anyone else what an id that
+    names nothing gets (``Store.get_conversation``, ``Store.get_message``, ``Outbox.get``; a
+    start of another profile's id is not expanded either: ``app.storage.short_ids``), so that
+    whether it exists does not leak."""
+    if is_admin:
+        return NotAllowed(f"The conversation {conversation_id} belongs to another profile.")
+    if outbox_item is not None:
+        return UsageError(f"There is no outbox item {outbox_item}.")
+    if message_id is not None:
+        return UsageError(f"There is no message with id {message_id!r}.")
+    return UsageError(f"There is no conversation with id {conversation_id!r}.")
+
+
+def is_admin(store: Store, name: str) -> bool:
+    """Whether the profile ``name`` is the admin (False when there is no such profile)."""
+    with storage_errors(store.path):
+        row = store.db.execute("select is_admin from profiles where name = ? collate nocase",
+                               [name.strip()]).fetchone()
+    return bool(row and row[0])

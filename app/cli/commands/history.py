@@ -72,7 +72,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         if args.history_command == "fork":
             message = store.get_message(args.message)
             core.profiles.check_owner(core.profile, store.get_conversation(
-                message.conversation_id))
+                message.conversation_id), message_id=args.message)
             fork = _titled(store.fork(message.id, me), mask)
             path = [mask.scrub_message(m) for m in store.branch(fork.id)]
             if args.json:
@@ -83,7 +83,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         if args.history_command == "switch":
             message = store.get_message(args.message)
             conversation = store.get_conversation(message.conversation_id)
-            core.profiles.check_owner(core.profile, conversation)
+            core.profiles.check_owner(core.profile, conversation, message_id=args.message)
         else:
             conversation = store.get_conversation(args.id)
             core.profiles.check_owner(core.profile, conversation)

@@ -35,7 +35,7 @@ def cmd_history_delete(core, args: argparse.Namespace) -> int:
     else:
         message = store.get_message(args.message)
         conversation = store.get_conversation(message.conversation_id)
-        core.profiles.check_owner(core.profile, conversation)
+        core.profiles.check_owner(core.profile, conversation, message_id=args.message)
         count = _below(store.messages(conversation.id), message.id)
         what = "it" if count == 1 else "them"
         conversations, messages = [], [message.id]

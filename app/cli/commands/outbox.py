@@ -34,14 +34,16 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         me = core.profile.name
         if args.outbox_command == "cancel":
             core.profiles.check_owner(core.profile,
-                                      store.get_conversation(outbox.get(args.id).conversation_id))
+                                      store.get_conversation(outbox.get(args.id).conversation_id),
+                                      outbox_item=args.id)
             item = outbox.cancel(args.id)
             print(f"Cancelled outbox item {item.id} ({item.provider}); the message stays in "
                   "its conversation.")
             return 0
         if args.outbox_command == "retry":
             core.profiles.check_owner(core.profile,
-                                      store.get_conversation(outbox.get(args.id).conversation_id))
+                                      store.get_conversation(outbox.get(args.id).conversation_id),
+                                      outbox_item=args.id)
             item = outbox.requeue_failed(args.id, settings["default_route"])
             print(f"Outbox item {item.id} waits to be sent to {item.provider} again "
                   "(`outpost outbox send` sends it now).")
