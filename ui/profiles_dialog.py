@@ -384,13 +384,16 @@ class ProfilesDialog(QDialog):
         if profile is None:
             return
         mine = profile.name == self.me.name
+        # another profile, to anyone but the admin: its name (and marks) only, as the CLI
+        # shows it (``quota show --profile`` refuses; ``profile list`` leaves its count out)
+        by_name = not (mine or admin)
         self.heading.setText(profile.name)
-        count = self.profiles.conversation_count(profile.name)
+        count = None if by_name else self.profiles.conversation_count(profile.name)
         self.status.setText(
             f"{'The admin' if profile.is_admin else 'Not admin'} · "
-            f"{'has a PIN' if profile.has_pin else 'no PIN'} · "
-            f"{count} conversation{'s' if count != 1 else ''}"
-            + (" · signed in" if mine else ""))
+            f"{'has a PIN' if profile.has_pin else 'no PIN'}"
+            + (f" · {count} conversation{'s' if count != 1 else ''}" if count is not None
+               else "") + (" · signed in" if mine else ""))
         self.pin_button.setText("Change PIN…" if profile.has_pin else "Set PIN…")
         self.pin_button.setEnabled(mine or admin)
         self.clear_pin_button.setEnabled(profile.has_pin and (mine or admin))
@@ -400,6 +403,12 @@ class ProfilesDialog(QDialog):
             button.setToolTip("" if admin else "Only the admin can do this.")
         admin_name = next((p.name for p in self.profiles.list() if p.is_admin), "the admin")
         why = f"Only the admin ({admin_name}) changes quotas."
+        self.quotas.setVisible(not by_name)
+        if by_name:  # no limits of theirs read, none shown (nor left from the last shown)
+            self.quotas.note.setText(f"Only the admin ({admin_name}) can see {profile.name}'s "
+                                     "limits and conversations.")
+            self.error.clear()
+            return
         try:
             limits = self.book.limits(profile.name)
             locked = self.book.policy_names(profile.name)

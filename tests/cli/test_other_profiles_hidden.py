@@ -99,3 +99,16 @@ def test_the_admin_is_still_told_whose_it_is(bobs, capsys):
     assert code == 2 and f"The conversation {conversation} belongs to another profile." in said
     code, said = run(capsys, "regenerate", message)
     assert code == 2 and "belongs to another profile" in said
+
+
+def test_profile_list_counts_only_the_signed_in_profiles_conversations(bobs, capsys):
+    """Another profile's conversation count is the admin's to see, as its limits are."""
+    assert cli.main(["--as", "alice", "profile", "list", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["bob"]["conversations"] is None and rows["alice"]["conversations"] == 0
+    assert cli.main(["--as", "alice", "profile", "list"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "conversation" not in lines["bob"] and "0 conversations" in lines["alice"]
+    assert cli.main(["profile", "list", "--json"]) == 0  # the admin
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["bob"]["conversations"] == 1

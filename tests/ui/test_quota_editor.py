@@ -336,3 +336,46 @@ def test_switching_profile_asks_about_quota_changes_and_cancel_stays(qtbot, scri
     window.profile_button.switch_requested.emit("maria")
     assert window.profile.name == "maria" and not dialog.isVisible()
     assert len(asked) == 2
+
+
+def test_a_profile_not_the_admin_sees_others_by_name_only(qtbot, tmp_path, artifacts_dir):
+    """Trial 10: signed in as alice (not the admin), choosing bob showed his limits and his
+    conversation count, which the CLI refuses her (``quota show --profile bob``). She sees her
+    own limits and count; bob's name and marks only, and why."""
+    from app.storage.profiles import Profiles
+    from app.storage.quotas import QuotaBook
+    from app.storage.store import Store
+    from tests.support import grab_in_palette
+    from ui.profiles_dialog import ProfilesDialog
+
+    store = Store(tmp_path / "outpost.db")
+    profiles = Profiles(store)
+    admin = profiles.ensure_default("ana")
+    alice, bob = profiles.add("alice", admin), profiles.add("bob", admin)
+    store.create_conversation("Bob's plans", profile="bob")
+    store.create_conversation("Alice's", profile="alice")
+    book = QuotaBook(tmp_path / "policy.toml", tmp_path / "quotas.json")
+    book.set("bob", "cloud_tokens_per_day", 1_234_567, by=admin)
+    book.set("alice", "cloud_tokens_per_day", 7_654, by=admin)
+    dialog = _open(qtbot, ProfilesDialog(profiles, book, alice), "alice")
+    dialog.show()
+    assert dialog.quotas.isVisible()
+    assert dialog.quotas.values["cloud_tokens_per_day"].value() == 7_654
+    assert dialog.status.text().endswith("1 conversation · signed in")
+
+    dialog.list.setCurrentRow([dialog.list.item(i).data(0x0100)
+                               for i in range(dialog.list.count())].index(bob.name))
+    assert dialog.heading.text() == "bob"
+    assert not dialog.quotas.isVisible() and dialog.editing is None
+    assert not dialog.save_button.isEnabled()
+    assert "conversation" not in dialog.status.text()
+    assert dialog.quotas.note.text() == ("Only the admin (ana) can see bob's limits and "
+                                         "conversations.")
+    assert dialog.quotas.values["cloud_tokens_per_day"].value() != 1_234_567
+    for theme in ("light", "dark"):
+        grab_in_palette(qtbot, dialog, artifacts_dir / f"profiles-by-name-{theme}.png", theme)
+
+    as_admin = _open(qtbot, ProfilesDialog(profiles, book, admin), "bob")  # the admin sees all
+    assert as_admin.quotas.values["cloud_tokens_per_day"].value() == 1_234_567
+    assert as_admin.status.text().endswith("1 conversation")
+    store.close()

@@ -19,8 +19,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
             role = "admin" if me.is_admin else "not admin"
             print(f"{me.name} ({role}; {'PIN set' if me.has_pin else 'no PIN'})")
         elif action == "list":
+            # another profile's count is the admin's to see (null for anyone else), as its
+            # limits are (``quota show --profile``) and as the window's Profiles dialog shows it
             rows = [{"name": p.name, "admin": p.is_admin, "pin": p.has_pin,
-                     "conversations": profiles.conversation_count(p.name),
+                     "conversations": profiles.conversation_count(p.name)
+                     if me.is_admin or p.name == me.name else None,
                      "signed_in": p.name == me.name} for p in profiles.list()]
             if args.json:
                 emit_list(rows)
@@ -28,8 +31,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
                 for r in rows:
                     flags = ", ".join(f for f, on in (("admin", r["admin"]), ("PIN", r["pin"]),
                                                       ("you", r["signed_in"])) if on)
-                    print(f"{r['name']:24} {counted(r['conversations'], 'conversation'):>17}"
-                          + (f"  [{flags}]" if flags else ""))
+                    count = "" if r["conversations"] is None else \
+                        counted(r["conversations"], "conversation")
+                    print(f"{r['name']:24} {count:>17}" + (f"  [{flags}]" if flags else ""))
         elif action == "add":
             pin = read_new_pin(args.name) if args.pin else None
             added = profiles.add(args.name, me, pin)
