@@ -35,3 +35,31 @@ def test_a_reply_a_quota_limited_says_so_under_it_and_in_its_details(qtbot):
     bubble.show_message_state(plain)
     assert "reply limited" not in bubble.footer.text()
     assert "Reply limit" not in MessageDetails(plain).values
+
+
+def test_a_reply_whose_oldest_turns_were_left_out_says_so_under_it_and_in_details(
+        qtbot, artifacts_dir):
+    """Kept with the reply (trial 10): the turn's banner is gone once another chat opens."""
+    from tests.support import grab_in_palette
+
+    left_out = stored_reply(finish_reason="stop", params={
+        "max_tokens": 512, "engine_kind": "local",
+        "context_left_out": {"messages": 4, "turns": 2, "window": 2048}})
+    bubble = MessageBubble(Role.ASSISTANT)
+    qtbot.addWidget(bubble)
+    bubble.resize(560, 160)
+    bubble.show_message_state(left_out)
+    assert "4 oldest messages left out (2,048-token context)" in \
+        bubble.footer.text().replace("\u00a0", " ")
+    details = MessageDetails(left_out)
+    qtbot.addWidget(details)
+    assert details.values["Left out"] == ("The 2 oldest turns (4 messages) left out to fit "
+                                          "the model's 2,048-token context; the model did not "
+                                          "see them.")
+    for theme in ("light", "dark"):
+        grab_in_palette(qtbot, bubble, artifacts_dir / f"reply-left-out-{theme}.png", theme)
+        grab_in_palette(qtbot, details, artifacts_dir / f"details-left-out-{theme}.png", theme)
+    plain = stored_reply(params={"max_tokens": 81, "engine_kind": "openai"})
+    bubble.show_message_state(plain)
+    assert "left out" not in bubble.footer.text()
+    assert "Left out" not in MessageDetails(plain).values
