@@ -59,3 +59,23 @@ def test_the_series_sum_what_the_ledger_holds(tmp_path):
         Problems("anthropic", 1, 0, 0), Problems("local", 2, 0, 0),
         Problems("openai", 3, 1, 1)]
     store.close()
+
+
+def test_tokens_per_second_sums_timed_attempts_and_leaves_out_bursts(tmp_path):
+    """Trial 10: a reply that came in one burst (300 tokens read in 3 ms) plotted ~9,500
+    tokens/s beside a timed 191; the day's speed is the tokens over the time of the timed
+    attempts, and a day with only bursts has none."""
+    store = Store(tmp_path / "outpost.db")
+    # timed: 100 tokens after the first in 1 s, then 300 in 2 s -> 400 in 3 s
+    row(store, "2026-11-01", "openai", "gpt", ttft=200.0, latency=1200.0, completion=101)
+    row(store, "2026-11-01", "openai", "gpt", ttft=200.0, latency=2200.0, completion=301)
+    # a burst: 300 tokens within 3 ms of the first (untimed), and a one-token reply
+    row(store, "2026-11-01", "openai", "gpt", ttft=200.0, latency=203.0, completion=301)
+    row(store, "2026-11-01", "openai", "gpt", ttft=200.0, latency=900.0, completion=1)
+    row(store, "2026-11-02", "openai", "gpt", ttft=100.0, latency=130.0, completion=50)
+
+    day1, day2 = speed_per_model(store, "ana", dt.date(2026, 11, 1))["openai · gpt"]
+    assert day1.tokens_per_s is not None and round(day1.tokens_per_s, 6) == round(400 / 3, 6)
+    assert day1.ttft_ms == 200.0  # every answered attempt has a first token
+    assert day2.tokens_per_s is None and day2.ttft_ms == 100.0
+    store.close()
