@@ -61,7 +61,12 @@ from app.domain.routes import (
 from app.domain.structured import OutputCheck
 from app.domain.test_time import Plan, Selection, check_candidates_differ
 from app.storage.outbox import OutboxItem
-from app.storage.quotas import CloudReplyCapped, QuotaExceeded, RateLimitedLocally
+from app.storage.quotas import (
+    PER_MINUTE_CAP,
+    CloudReplyCapped,
+    QuotaExceeded,
+    RateLimitedLocally,
+)
 from engines.base import Engine, EngineInfo
 
 
@@ -233,7 +238,8 @@ class PendingTurn:
             yield Notice(self.notice)
         if turn.reply_cap is not None:  # a quota left room for a shorter reply than asked
             cap = turn.reply_cap
-            yield Notice(f"{cap.describe()} ({cap.asked:,} asked, more than is left).")
+            more = "a minute's limit" if cap.limit.startswith(PER_MINUTE_CAP) else "is left"
+            yield Notice(f"{cap.describe()} ({cap.asked:,} asked, more than {more}).")
         try:
             if not engine.ready:
                 yield ModelLoading(engine.info.model)

@@ -40,6 +40,10 @@ chat service sends that as max_tokens); under Auto, when the local model may ans
 ``CloudReplyCapped`` says so instead and the local model answers. Over a budget, or without
 room for the prompt and a reply of ``MIN_REPLY_TOKENS``: ``QuotaExceeded`` names the limit,
 the usage, what the message could need and when it resets; nothing is sent.
+``tokens_per_minute`` limits the reply the same way, to what a full bucket holds after the
+prompt (the request may then wait for the bucket to refill); a prompt that does not fit with a
+``MIN_REPLY_TOKENS`` reply is refused, saying how to fix it (and under Auto, when the limit does
+not count the local model, the local model answers).
 Rate limited: ``RateLimitedLocally`` says how long to wait (the caller waits with a countdown or
 refuses, per the ``rate_limit_wait`` setting).
 """
@@ -75,13 +79,18 @@ from app.storage.quota_book import (  # (the limits, where they come from; kept 
 )
 
 # what callers import from here: the guard, its errors, and the limits it reads
-__all__ = ["LIMIT_NAMES", "MAX_COST_USD", "MAX_COUNT", "MIN_REPLY_TOKENS", "PER_MINUTE", "Limits",
+__all__ = ["LIMIT_NAMES", "MAX_COST_USD", "MAX_COUNT", "MIN_REPLY_TOKENS", "PER_MINUTE",
+           "PER_MINUTE_CAP", "Limits",
            "QuotaBook", "QuotaExceeded", "QuotaGuard", "RateLimitedLocally", "RouteNotAllowed",
            "CloudReplyCapped", "TokenBucket", "limit_text", "policy_path"]
 
 # the shortest reply worth sending a request for: a budget with less room than the prompt and
 # this many reply tokens (or max_tokens, if fewer) refuses the turn rather than limit the reply
 MIN_REPLY_TOKENS = 16
+
+# what a reply limited by ``tokens_per_minute`` says limited it (``ReplyCap.limit``): a
+# request never asks for more than a minute's tokens, so "hi" goes with max_tokens lowered
+PER_MINUTE_CAP = "tokens per minute limit"
 
 
 class QuotaExceeded(UsageError):
@@ -301,6 +310,9 @@ class QuotaGuard:
                                             minimal, price, model, fanout)
             if affordable is not None:
                 room.append((affordable, "monthly cloud budget"))
+        if counts and limits.tokens_per_minute is not None:
+            room.append(self._minute_room(profile, limits, cloud, prompt_tokens, minimal,
+                                          fanout))
         cap = None
         tightest = min(room, default=None)
         if tightest is not None and tightest[0] < max_tokens:
@@ -360,6 +372,32 @@ class QuotaGuard:
             if cloud_only else "",
             cloud_budget=f"daily token quota reached ({spent:,} of {limit:,})"
             if cloud_only else None)
+
+    def _minute_room(self, profile: str, limits: Limits, cloud: bool, prompt_tokens: int,
+                     minimal: int, fanout: Fanout) -> tuple[int, str]:
+        """The reply tokens ``tokens_per_minute`` can ever hold after the prompt (a full
+        bucket: the request may still wait for it to refill); QuotaExceeded (lasting: no wait
+        makes room) when not even the prompt and a ``minimal`` reply fit. It reserved the
+        whole max_tokens, so with the default 512 a limit of 500 refused even "hi"."""
+        rate = limits.tokens_per_minute
+        assert rate is not None
+        if (room := fanout.reply_room(rate, prompt_tokens)) >= minimal:
+            return room, PER_MINUTE_CAP
+        prompts = fanout.prompts * prompt_tokens + fanout.extra
+        what = f"This message's prompt ({prompts:,} tokens) with a {minimal:,}-token reply" \
+            if fanout.requests == 1 else \
+            f"This message ({fanout.what}: {fanout.requests} requests, {prompts:,} prompt " \
+            f"tokens, with a {minimal:,}-token reply each)"
+        cloud_only = cloud and not limits.count_local
+        raise QuotaExceeded(
+            f"{what} is larger than {profile}'s limit of {counted(rate, 'token')} per minute.",
+            advice=" Shorten the message (or start a new chat: the conversation so far is sent "
+            "with it), or ask the admin to raise tokens_per_minute ("
+            f"{limits.sources.get('tokens_per_minute', limits.source)})."
+            + (" The local model is not limited: switch this chat to Local only."
+               if cloud_only else ""),
+            cloud_budget=f"the prompt does not fit the limit of {counted(rate, 'token')} per "
+            "minute" if cloud_only else None, lasting=True)
 
     def _monthly_room(self, profile: str, limits: Limits, now: dt.datetime,
                       prompt_tokens: int, max_tokens: int, minimal: int,

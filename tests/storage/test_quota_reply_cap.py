@@ -350,3 +350,78 @@ def test_a_retry_is_counted_once_against_the_per_minute_limit(tmp_path):
     with pytest.raises(RateLimitedLocally):
         service.quotas.check("ana", "cloud", True, 10, 10)
     store.close()
+
+
+def service_with_minute_limit(tmp_path, tokens: int):
+    store = Store(tmp_path / "outpost.db")
+    ledger = UsageLedger(store, "ana")
+    book = QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json")
+    book.set("ana", "tokens_per_minute", tokens, by=ADMIN)
+    service = ChatService(store, Settings(), ledger=ledger, quotas=QuotaGuard(book, ledger),
+                          profile="ana")
+    return store, service
+
+
+def test_tokens_per_minute_limits_the_reply_rather_than_refuse_a_short_message(
+        outpost_home, tmp_path):
+    """Trial 10: bob, 500 tokens a minute, `ask "hi" --route cloud` with the default
+    max_tokens 512: "This request (530 tokens with max tokens) is larger than bob's limit"
+    (exit 2): he could send nothing to the cloud. The request goes with max_tokens lowered
+    to what the minute holds after the prompt, and the turn says so."""
+    store, service = service_with_minute_limit(tmp_path, 500)
+    with fault_server() as server:
+        cloud = fault_cloud(server.url + "/v1", store)
+        cloud.on_attempt = service.ledger.record
+        pipeline = TurnPipeline(service, FixedEngines(ScriptedEngine(reply("no")), cloud))
+        events = list(pipeline.send("hi", target=TurnTarget(provider="fault", route="cloud"),
+                                    options=TurnOptions(max_tokens=512)))
+        [request] = server.chat_requests()
+        cloud.close()
+    started = next(e for e in events if isinstance(e, TurnStarted))
+    room = 500 - started.fit.prompt_tokens
+    assert request.json["max_tokens"] == room
+    assert [e.text for e in events if isinstance(e, Notice)] == [
+        f"reply limited to {room} tokens: tokens per minute limit (512 asked, more than a "
+        "minute's limit)."]
+    [ended] = [e for e in events if isinstance(e, TurnEnded)]
+    assert ended.outcome.error is None
+    store.close()
+
+
+def test_a_prompt_larger_than_a_minute_s_tokens_is_refused_saying_how_to_fix_it(tmp_path):
+    store, _ledger, guard = guarded(tmp_path, "tokens_per_minute", 500)
+    with pytest.raises(QuotaExceeded) as info:
+        guard.check("ana", "cloud", True, 490, 512)
+    said = str(info.value)
+    assert said.startswith("This message's prompt (490 tokens) with a 16-token reply is "
+                           "larger than ana's limit of 500 tokens per minute. Shorten the "
+                           "message (or start a new chat")
+    assert "ask the admin to raise tokens_per_minute" in said
+    assert said.endswith("The local model is not limited: switch this chat to Local only.")
+    assert info.value.lasting and info.value.cloud_budget is not None
+    store.close()
+
+
+def test_auto_has_the_local_model_answer_what_a_minute_s_tokens_cannot_take(
+        outpost_home, tmp_path):
+    """Trial 10: under Auto, bob's message that the per-minute limit refused was not answered
+    by the local model either. A reply the limit would cut short, and a prompt it cannot
+    hold at all, are answered locally in full (the limit does not count the local model);
+    nothing reaches the provider."""
+    store, service = service_with_minute_limit(tmp_path, 500)
+    for prompt in ("hi", "pear " * 600):
+        local = ScriptedEngine(reply("A", " whole", " answer."))
+        with fault_server() as server:
+            pipeline = TurnPipeline(service, FixedEngines(local, fault_cloud(server.url,
+                                                                             store)))
+            events = list(pipeline.send(prompt, target=TurnTarget(provider="fault",
+                                                                  route="auto"),
+                                        options=TurnOptions(max_tokens=512)))
+            assert server.chat_requests() == []
+        [ended] = [e for e in events if isinstance(e, TurnEnded)]
+        assert ended.outcome.error is None and ended.outcome.answered.engine == "local"
+        assert [r.max_tokens for r in local.requests] == [512]
+        assert ended.outcome.route_reason.endswith(": answered locally")
+        assert "tokens per minute" in ended.outcome.route_reason or \
+            "per minute" in ended.outcome.route_reason
+    store.close()
