@@ -223,6 +223,8 @@ class OutboxSender:
                 finally:
                     if engine is not None:
                         engine.close()
+                    if self.quotas is not None:  # what the check reserved: in the ledger now
+                        self.quotas.release(request.idempotency_key)
                 if turn.unsaved is not None and self.keep_unsaved is not None:
                     self.keep_unsaved(turn)  # the answer's final write failed: kept, saved later
                     self.kept.append((item.id, turn))

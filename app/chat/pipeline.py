@@ -241,13 +241,16 @@ class PendingTurn:
             more = "a minute's limit" if cap.limit.startswith(PER_MINUTE_CAP) else "is left"
             yield Notice(f"{cap.describe()} ({cap.asked:,} asked, more than {more}).")
         try:
-            if not engine.ready:
-                yield ModelLoading(engine.info.model)
-            engine.wait_ready()  # a message sent while the model loads waits here
-            for event in turn.run(engine, cancel):
-                if isinstance(event, Finished):
-                    finish = event
-                yield event
+            try:
+                if not engine.ready:
+                    yield ModelLoading(engine.info.model)
+                engine.wait_ready()  # a message sent while the model loads waits here
+                for event in turn.run(engine, cancel):
+                    if isinstance(event, Finished):
+                        finish = event
+                    yield event
+            finally:  # what the quotas reserved for it: its usage is in the ledger now
+                self.pipeline.service.release_hold(turn)
         except OutpostError as exc:
             self.pipeline.service.keep_unsaved(turn)  # (a final write that failed: kept)
             item = yield from self._queue(exc)

@@ -46,6 +46,7 @@ from app.domain.messages import (
     Message,
     Role,
     estimate_prompt_tokens,
+    new_id,
 )
 from app.domain.sampling import KNOB_NAMES
 from app.domain.secrets_mask import SecretMask, find_secret, refuse_keys
@@ -148,6 +149,12 @@ class ChatService:
         # turns whose final write failed (``ReplyNotSaved``), oldest first: ``save_unsaved``
         self.unsaved: list[Turn] = []
         self._unsaved_lock = threading.Lock()
+
+    def release_hold(self, turn: Turn) -> None:
+        """``turn``'s request ended (or will not be sent): what the quotas reserved for it
+        while it ran is free again; its usage is in the ledger (``app.storage.quota_holds``)."""
+        if self.quotas is not None:
+            self.quotas.release(turn.request.idempotency_key)
 
     def keep_unsaved(self, turn: Turn) -> None:
         """``turn``'s reply could not be written: keep it until ``save_unsaved`` can."""
@@ -364,6 +371,22 @@ class ChatService:
             messages, conversation, model=model, options=options, counter=counter,
             effective_route=effective_route, price_known=price_known, price=price,
             fanout=fanout, new_prompt=True, local_instead=local_instead, held=held)
+        try:
+            conversation, user_message = self._save_prompt(prompt, conversation, previous,
+                                                           system_prompt, route, knobs,
+                                                           request_args, options)
+        except BaseException:  # nothing is sent: what the quotas reserved for it is free
+            if self.quotas is not None:
+                self.quotas.release(request_args["idempotency_key"])
+            raise
+        return self._turn(conversation.id, user_message.id, model, messages, request_args, fit,
+                          effective_route, secrets, cap, fanout)
+
+    def _save_prompt(self, prompt: str, conversation, previous: list[Message],
+                     system_prompt: str, route: str | None, knobs: dict, request_args: dict,
+                     options: TurnOptions) -> tuple:
+        """(the conversation, the user's message): both saved, in one transaction."""
+        settings = self.settings
         # the conversation (new, or its knobs changed) and the message land together or not
         # at all: a full disk never leaves a chat with no first message in the list
         with self.store.transaction():
@@ -383,8 +406,7 @@ class ChatService:
             parent = previous[-1].id if previous else None
             user_message = self.store.add_message(conversation.id, Role.USER, prompt,
                                                   parent_id=parent)
-        return self._turn(conversation.id, user_message.id, model, messages, request_args, fit,
-                          effective_route, secrets, cap, fanout)
+        return conversation, user_message
 
     def _keep_turn_knobs(self, conversation, options: TurnOptions) -> None:
         """A turn's system prompt (and ``--seed random``, ``--no-lora``) becomes the
@@ -463,7 +485,10 @@ class ChatService:
         request_args = dict(knobs, stop=tuple(knobs.get("stop") or ()),
                             response_format=self.response_format(options, conversation),
                             lora=self.lora(options, conversation),
-                            chosen=self.chosen(options))
+                            chosen=self.chosen(options),
+                            # known before the request is built: the quotas' hold is filed
+                            # under it, and its end releases it (``release_hold``)
+                            idempotency_key=f"turn-{new_id()}")
         ChatRequest(model=model, messages=tuple(messages[-1:]), **request_args)  # the knobs
         fit = fit_messages(messages, counter, request_args["max_tokens"],
                            as_sent=_as_sent_by(counter, request_args["response_format"])) \
@@ -486,7 +511,8 @@ class ChatService:
                                     _sends_now(effective_route, held), prompt_tokens,
                                     request_args["max_tokens"], price_known=price_known,
                                     model=model, price=price, fanout=fanout,
-                                    local_instead=local_instead)
+                                    local_instead=local_instead,
+                                    hold=request_args["idempotency_key"])
         if cap is not None:  # the request actually sent asks for no more than the quota left
             request_args["max_tokens"] = cap.max_tokens
             if fit is not None:

@@ -424,3 +424,13 @@ def m022_outbox_queued_because(db: sqlite_utils.Database) -> None:
     "fault sent no text within 30 s"): every message and note said the provider was
     unreachable, whatever kept it from answering. Items from before say nothing (null)."""
     db["outbox"].add_column("queued_because", str)
+
+
+@migration
+def m023_quota_holds(db: sqlite_utils.Database) -> None:
+    """What requests still running have reserved against their profile's budgets (the prompt
+    and max_tokens, the most they can cost), so two sent at once do not each get what is left
+    (``app.storage.quota_holds``)."""
+    db["quota_holds"].create({"key": str, "profile": str, "tokens": int, "cost_usd": float,
+                              "writer": str, "created_at": str, "expires_at": str}, pk="key")
+    db["quota_holds"].create_index(["profile"])

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import math
 import threading
 import time
@@ -63,10 +64,11 @@ from app.accounting.pricing import (
     format_usd,
 )
 from app.domain.context import ONE_REQUEST, Fanout, ReplyCap
-from app.domain.errors import UsageError
+from app.domain.errors import KnownStorageError, UsageError
 from app.domain.routes import ROUTE_LABELS, Route
 from app.domain.wording import counted
-from app.storage.ledger import start_of_day, start_of_month
+from app.storage.ledger import UsageLedger, start_of_day, start_of_month
+from app.storage.quota_holds import Held, QuotaHolds
 from app.storage.quota_book import (  # (the limits, where they come from; kept importable here)
     LIMIT_NAMES,
     MAX_COST_USD,
@@ -77,6 +79,8 @@ from app.storage.quota_book import (  # (the limits, where they come from; kept 
     limit_text,
     policy_path,
 )
+
+log = logging.getLogger(__name__)
 
 # what callers import from here: the guard, its errors, and the limits it reads
 __all__ = ["LIMIT_NAMES", "MAX_COST_USD", "MAX_COUNT", "MIN_REPLY_TOKENS", "PER_MINUTE",
@@ -225,8 +229,13 @@ class QuotaGuard:
     """Checks a turn against its profile's limits before anything is sent."""
 
     def __init__(self, book: QuotaBook, ledger, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], dt.datetime] = lambda: dt.datetime.now().astimezone()):
+                 wall: Callable[[], dt.datetime] = lambda: dt.datetime.now().astimezone(),
+                 holds: QuotaHolds | None = None):
+        """``holds``: where requests in flight reserve their share of the budgets (default:
+        the ledger's database; ``app.storage.quota_holds``)."""
         self.book, self.ledger, self.clock, self.wall = book, ledger, clock, wall
+        self.holds = holds if holds is not None else \
+            QuotaHolds(ledger.store) if isinstance(ledger, UsageLedger) else None
         self._buckets: dict[tuple[str, str, int], TokenBucket] = {}
         # turns whose first attempts the check already took from the buckets: idempotency
         # key -> attempts still paid for (one; best-of-n: its candidates and judge). Every
@@ -270,7 +279,7 @@ class QuotaGuard:
     def check(self, profile: str, route: str, cloud: bool, prompt_tokens: int,
               max_tokens: int, price_known: bool = True, model: str = "",
               price: Price | None = None, fanout: Fanout = ONE_REQUEST,
-              local_instead: bool = False) -> ReplyCap | None:
+              local_instead: bool = False, hold: str | None = None) -> ReplyCap | None:
         """Raise QuotaExceeded / RateLimitedLocally, or take from the buckets and return.
 
         A budget (the daily tokens, the monthly dollars at ``price``) that has room for the
@@ -281,8 +290,39 @@ class QuotaGuard:
         and its judge), all reckoned: each candidate's reply is limited alike, and the rate
         buckets are charged for them all. ``local_instead`` (Auto, which can answer locally):
         rather than limit the reply, raise ``CloudReplyCapped`` when the local model may
-        answer in full (its route allowed, and ``count_local`` off: then no limit counts it)."""
+        answer in full (its route allowed, and ``count_local`` off: then no limit counts it).
+
+        The budgets count what requests still running reserved (``app.storage.quota_holds``),
+        and with ``hold`` (the turn's idempotency key) the request reserves what it may use,
+        in the same transaction (so two processes checking at once cannot both take what is
+        left), until ``release(hold)``."""
         limits = self.book.limits(profile)
+        budgets = (cloud or limits.count_local) and limits.cloud_tokens_per_day is not None \
+            or cloud and limits.cloud_cost_per_month is not None
+        if self.holds is None or not budgets:
+            return self._check(limits, profile, route, cloud, prompt_tokens, max_tokens,
+                               price_known, model, price, fanout, local_instead, None)
+        with self.holds.store.transaction():
+            return self._check(limits, profile, route, cloud, prompt_tokens, max_tokens,
+                               price_known, model, price, fanout, local_instead, hold)
+
+    def release(self, hold: str) -> None:
+        """The request that ``check`` reserved for under ``hold`` ended (its usage is in the
+        ledger): what it reserved is free again."""
+        if self.holds is None:
+            return
+        try:
+            self.holds.release(hold)
+        except KnownStorageError as exc:  # (a full disk): it lapses (HOLD_EXPIRY_S)
+            log.warning("the quota hold of %s stays until it lapses: %s", hold, exc)
+
+    def _held(self, profile: str, since: dt.datetime, now: dt.datetime) -> Held:
+        return self.holds.held(profile, since, now) if self.holds is not None else Held()
+
+    def _check(self, limits: Limits, profile: str, route: str, cloud: bool,
+               prompt_tokens: int, max_tokens: int, price_known: bool, model: str,
+               price: Price | None, fanout: Fanout, local_instead: bool,
+               hold: str | None) -> ReplyCap | None:
         now = self.wall()
         if limits.allowed_routes is not None and route not in limits.allowed_routes:
             allowed = ", ".join(route_words(r) for r in limits.allowed_routes) or "none"
@@ -323,6 +363,12 @@ class QuotaGuard:
                     limits.allowed_routes is None or "local" in limits.allowed_routes):
                 raise CloudReplyCapped(profile, cap)
             max_tokens = cap.max_tokens
+        if hold is not None and self.holds is not None:  # (rolled back if the buckets refuse)
+            cost = estimate_before_sending(fanout.prompts * prompt_tokens + fanout.extra,
+                                           fanout.replies * max_tokens, price).usd \
+                if cloud and price is not None else 0.0
+            self.holds.hold(hold, profile, fanout.tokens(prompt_tokens, max_tokens)
+                            if counts else 0, cost, now)
         self._take_from_buckets(profile, limits, counts, fanout.tokens(prompt_tokens, max_tokens),
                                 fanout)
         return cap
@@ -339,7 +385,8 @@ class QuotaGuard:
         cloud = route != "local" if cloud is None else cloud
         cap = self.check(profile, route, cloud, prompt_tokens, asked,
                          price_known=price_known, model=request.model, price=price,
-                         fanout=fanout, local_instead=local_instead)
+                         fanout=fanout, local_instead=local_instead,
+                         hold=request.idempotency_key)
         request = dataclasses.replace(request, max_tokens=cap.max_tokens if cap else asked)
         self.note_turn(request.idempotency_key, fanout)  # its requests are paid for
         return request, cap
@@ -350,17 +397,19 @@ class QuotaGuard:
         """The reply tokens today's token quota leaves after the prompt (each reply's, when
         the turn sends several); QuotaExceeded when that is less than ``minimal``."""
         used = self.ledger.totals(start_of_day(now), profile)
+        held = self._held(profile, start_of_day(now), now).tokens
         spent = used.cloud_tokens + (used.local_tokens if limits.count_local else 0)
         limit = limits.cloud_tokens_per_day
         assert limit is not None
-        left = limit - spent
+        left = limit - spent - held
         if (room := fanout.reply_room(left, prompt_tokens)) >= minimal:
             return room, "daily token quota"
         reset = _next_midnight(now)
         cloud_only = cloud and not limits.count_local
         raise QuotaExceeded(
             f"Daily token quota reached for {profile}: {spent:,} of {limit:,} tokens used "
-            f"today, and this message could need {fanout.tokens(prompt_tokens, max_tokens):,} "
+            "today" + (f" and {held:,} reserved by requests still running" if held else "")
+            + f", and this message could need {fanout.tokens(prompt_tokens, max_tokens):,} "
             f"more ({fanout.need(prompt_tokens, max_tokens)}); "
             + (f"the {left:,} left {'is' if left == 1 else 'are'} not enough for the prompt "
                f"and a {minimal:,}-token reply"
@@ -410,15 +459,16 @@ class QuotaGuard:
         limit = limits.cloud_cost_per_month
         assert limit is not None
         used = self.ledger.totals(start_of_month(now), profile)
+        held = self._held(profile, start_of_month(now), now).cost_usd
         affordable = None
         if price is not None:
             affordable = affordable_output_tokens(
-                limit - used.cost_usd, fanout.prompts * prompt_tokens + fanout.extra, price)
+                limit - used.cost_usd - held, fanout.prompts * prompt_tokens + fanout.extra, price)
             if affordable is not None and affordable >= 0:
                 affordable //= fanout.replies
             if affordable is None or affordable >= minimal:
                 return affordable
-        elif used.cost_usd < limit:
+        elif used.cost_usd + held < limit:
             return None
         reset = _next_month(now)
         spent = f"{format_usd(used.cost_usd)} of {format_usd(limit)}"
@@ -426,7 +476,7 @@ class QuotaGuard:
         if price is not None:
             most = estimate_before_sending(fanout.prompts * prompt_tokens + fanout.extra,
                                            fanout.replies * max_tokens, price).usd
-            left = limit - used.cost_usd
+            left = limit - used.cost_usd - held
             said = f"{prompt_tokens:,} prompt tokens and up to {max_tokens:,} reply tokens" \
                 if fanout.requests == 1 else fanout.need(prompt_tokens, max_tokens, " tokens")
             need = (f", and this message could cost up to {format_usd(most)} "
@@ -434,7 +484,9 @@ class QuotaGuard:
                     + (f"the {format_usd(left)} left is not enough for the prompt and a "
                        f"{minimal:,}-token reply" if left > 0 else "nothing is left"))
         raise QuotaExceeded(
-            f"Monthly cloud budget reached for {profile}: {spent} spent this month{need}. It "
+            f"Monthly cloud budget reached for {profile}: {spent} spent this month"
+            + (f" and {format_usd(held)} reserved by requests still running" if held else "")
+            + f"{need}. It "
             f"resets on {reset:%Y-%m-%d} "
             f"({limits.sources.get('cloud_cost_per_month', limits.source)}).",
             cloud_budget=f"monthly cloud budget reached ({spent})")
