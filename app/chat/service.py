@@ -253,6 +253,7 @@ class ChatService:
         the request back. The item keeps why it was queued (``app.chat.outbox_words``).
         The item keeps the max_tokens the user asked for, not a quota's cap of it: the quotas
         are checked again at each send (``app.chat.outbox_sender``), and cap it afresh then."""
+        self.release_hold(turn)  # (it waits: the outbox reserves again when it sends it)
         request = turn.request if turn.reply_cap is None else \
             dataclasses.replace(turn.request, max_tokens=turn.reply_cap.asked)
         # a 429 with Retry-After: the provider asked not to be sent anything before then
