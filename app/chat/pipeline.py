@@ -63,6 +63,7 @@ from app.domain.test_time import Plan, Selection, check_candidates_differ
 from app.storage.outbox import OutboxItem
 from app.storage.quotas import (
     PER_MINUTE_CAP,
+    CloudRateLimited,
     CloudReplyCapped,
     QuotaExceeded,
     RateLimitedLocally,
@@ -427,11 +428,13 @@ class TurnPipeline:
         """``start(chosen, local_instead)`` (the prompt saved); under Auto, a cloud-only budget
         that is spent (a daily token quota, a monthly cost budget:
         ``QuotaExceeded.cloud_budget``), or that would limit the cloud's reply while the local
-        model is not counted against any budget (``CloudReplyCapped``), has the local model
-        answer instead (in full), and says why, as an unreachable provider does; with no
-        local model for a limited reply, the cloud answers it, limited. Every other refusal
-        stands: a route the profile may not use, a rate limit, a limit that counts the local
-        model too (a reply it limits is then the cloud's, limited, as before). Such a local
+        model is not counted against any budget (``CloudReplyCapped``), or a per-minute limit
+        that does not count the local model and would have the cloud wait
+        (``CloudRateLimited``), has the local model answer instead (in full, now), and says
+        why, as an unreachable provider does; with no local model for a limited reply, the
+        cloud answers it, limited (or waits). Every other refusal stands: a route the profile
+        may not use, a rate limit or another limit that counts the local model too (a reply
+        it limits is then the cloud's, limited, as before). Such a local
         answer is not queued for the cloud (a budget, not the network, kept it here); the
         notice says so when the turn would have been. A turn held for the outbox
         (``_Chosen.held``: the local model answers now, the request waits) is reckoned as the
@@ -453,9 +456,10 @@ class TurnPipeline:
                 if wait_for_model:
                     engine.wait_ready()
             except OutpostError:
-                if not isinstance(exc, CloudReplyCapped):
+                if not isinstance(exc, (CloudReplyCapped, CloudRateLimited)):
                     raise
-                return chosen, start(chosen, False)  # no local model: the cloud's, limited
+                # no local model: the cloud's, limited, or after the wait (RateLimitedLocally)
+                return chosen, start(chosen, False)
             local = _Chosen(engine, RouteDecision(Route.LOCAL, reason), None, chosen.overrode,
                             notice=f"{exc.finding} The local model answers this message."
                             + _not_queued_for_budget(chosen.plan))

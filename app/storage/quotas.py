@@ -45,7 +45,8 @@ prompt (the request may then wait for the bucket to refill); a prompt that does 
 ``MIN_REPLY_TOKENS`` reply is refused, saying how to fix it (and under Auto, when the limit does
 not count the local model, the local model answers).
 Rate limited: ``RateLimitedLocally`` says how long to wait (the caller waits with a countdown or
-refuses, per the ``rate_limit_wait`` setting).
+refuses, per the ``rate_limit_wait`` setting); under Auto, when the limits do not count the
+local model, ``CloudRateLimited`` says so instead and the local model answers now.
 """
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ log = logging.getLogger(__name__)
 __all__ = ["LIMIT_NAMES", "MAX_COST_USD", "MAX_COUNT", "MIN_REPLY_TOKENS", "PER_MINUTE",
            "PER_MINUTE_CAP", "Limits",
            "QuotaBook", "QuotaExceeded", "QuotaGuard", "RateLimitedLocally", "RouteNotAllowed",
-           "CloudReplyCapped", "TokenBucket", "limit_text", "policy_path"]
+           "CloudRateLimited", "CloudReplyCapped", "TokenBucket", "limit_text", "policy_path"]
 
 # the shortest reply worth sending a request for: a budget with less room than the prompt and
 # this many reply tokens (or max_tokens, if fewer) refuses the turn rather than limit the reply
@@ -128,6 +129,22 @@ class CloudReplyCapped(QuotaExceeded):
             f"({cap.asked:,} asked)"
         super().__init__(f"{profile}'s {limited}.", cloud_budget=limited)
         self.cap = cap
+
+
+class CloudRateLimited(QuotaExceeded):
+    """Under Auto, the per-minute limits (which do not count the local model) would have the
+    cloud's request wait ``wait_s`` for its bucket to refill, and the local model may
+    answer: it answers now instead (``QuotaGuard.check`` with ``local_instead``;
+    ``app.chat.pipeline``), as for a budget. Nothing is taken from the buckets; with no local
+    model, the turn is checked again without ``local_instead`` (and waits, or is refused,
+    as ``RateLimitedLocally`` says)."""
+
+    def __init__(self, profile: str, limit: str, wait_s: float):
+        """``limit``: which, as "limit of 500 tokens per minute"."""
+        wait = f"wait {math.ceil(wait_s)} s"  # whole seconds, rounded up, as the wait says
+        super().__init__(f"{profile}'s {limit} would have the cloud {wait}.",
+                         cloud_budget=f"{limit}: the cloud would {wait}")
+        self.wait_s = wait_s
 
 
 class RouteNotAllowed(QuotaExceeded):
@@ -353,14 +370,17 @@ class QuotaGuard:
         if counts and limits.tokens_per_minute is not None:
             room.append(self._minute_room(profile, limits, cloud, prompt_tokens, minimal,
                                           fanout))
+        # under Auto, what the cloud could do only limited, or later, the local model (no
+        # limit counts it) may do in full, now
+        local_may_answer = local_instead and cloud and not limits.count_local and (
+            limits.allowed_routes is None or "local" in limits.allowed_routes)
         cap = None
         tightest = min(room, default=None)
         if tightest is not None and tightest[0] < max_tokens:
             limit = tightest[1] if fanout.requests == 1 else \
                 f"{tightest[1]}, shared by {fanout.what}"
             cap = ReplyCap(tightest[0], max_tokens, limit)
-            if local_instead and cloud and not limits.count_local and (
-                    limits.allowed_routes is None or "local" in limits.allowed_routes):
+            if local_may_answer:
                 raise CloudReplyCapped(profile, cap)
             max_tokens = cap.max_tokens
         if hold is not None and self.holds is not None:  # (rolled back if the buckets refuse)
@@ -370,7 +390,7 @@ class QuotaGuard:
             self.holds.hold(hold, profile, fanout.tokens(prompt_tokens, max_tokens)
                             if counts else 0, cost, now)
         self._take_from_buckets(profile, limits, counts, fanout.tokens(prompt_tokens, max_tokens),
-                                fanout)
+                                fanout, local_may_answer)
         return cap
 
     def admit(self, profile: str, route: str, request, prompt_tokens: int, *,
@@ -492,9 +512,12 @@ class QuotaGuard:
             cloud_budget=f"monthly cloud budget reached ({spent})")
 
     def _take_from_buckets(self, profile: str, limits: Limits, counts: bool,
-                           needed: int, fanout: Fanout = ONE_REQUEST) -> None:
+                           needed: int, fanout: Fanout = ONE_REQUEST,
+                           local_may_answer: bool = False) -> None:
         """The per-minute limits: RateLimitedLocally (or QuotaExceeded, for a request no
-        bucket can ever hold), or take ``needed`` tokens and the turn's requests."""
+        bucket can ever hold), or take ``needed`` tokens and the turn's requests.
+        ``local_may_answer`` (Auto, the local model not counted): CloudRateLimited instead
+        of a wait."""
         requests = fanout.requests
         if not counts:
             return
@@ -517,6 +540,9 @@ class QuotaGuard:
                 "tokens)"
             raise QuotaExceeded(f"{what} is larger than {profile}'s limit of "
                                 f"{counted(rate, noun)} per minute.", lasting=True)
+        if wait > 0 and local_may_answer:
+            raise CloudRateLimited(profile, f"limit of {counted(rate, noun)} per minute",
+                                   wait)
         if wait > 0:  # whole seconds, rounded up: never "try again in 0 s"
             raise RateLimitedLocally(f"Rate limit for {profile}: {counted(rate, noun)} per "
                                      f"minute; try again in {math.ceil(wait)} s.", wait)

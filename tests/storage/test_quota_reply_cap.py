@@ -24,6 +24,7 @@ from app.storage.ledger import UsageLedger, start_of_day
 from app.storage.profiles import Profile
 from app.storage.quotas import (
     MIN_REPLY_TOKENS,
+    CloudRateLimited,
     QuotaBook,
     QuotaExceeded,
     QuotaGuard,
@@ -424,4 +425,50 @@ def test_auto_has_the_local_model_answer_what_a_minute_s_tokens_cannot_take(
         assert ended.outcome.route_reason.endswith(": answered locally")
         assert "tokens per minute" in ended.outcome.route_reason or \
             "per minute" in ended.outcome.route_reason
+    store.close()
+
+
+def test_auto_has_the_local_model_answer_now_rather_than_wait_for_a_minute_s_tokens(
+        outpost_home, tmp_path):
+    """Under Auto a spent budget or a cut-short reply had the local model answer, but a
+    request the per-minute limit would hold until its bucket refilled waited (or was refused)
+    although that limit does not count the local model. It answers now, in full, and the
+    route reason and a notice say why; nothing more reaches the provider."""
+    store = Store(tmp_path / "outpost.db")
+    ledger = UsageLedger(store, "ana")
+    book = QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json")
+    book.set("ana", "tokens_per_minute", 500, by=ADMIN)
+    guard = QuotaGuard(book, ledger, clock=lambda: 0.0)  # no refill between the turns
+    service = ChatService(store, Settings(), ledger=ledger, quotas=guard, profile="ana")
+    local = ScriptedEngine(reply("A", " whole", " answer."))
+    with fault_server() as server:
+        cloud = fault_cloud(server.url + "/v1", store)
+        cloud.on_attempt = ledger.record
+        pipeline = TurnPipeline(service, FixedEngines(local, cloud))
+        first = list(pipeline.send("hi", target=TurnTarget(provider="fault", route="cloud"),
+                                   options=TurnOptions(max_tokens=400)))
+        assert len(server.chat_requests()) == 1
+        events = list(pipeline.send("and then?", target=TurnTarget(provider="fault",
+                                                                     route="auto"),
+                                    options=TurnOptions(max_tokens=300)))
+        assert len(server.chat_requests()) == 1  # the second went nowhere
+        cloud.close()
+    assert next(e for e in first if isinstance(e, TurnEnded)).outcome.error is None
+    [ended] = [e for e in events if isinstance(e, TurnEnded)]
+    assert ended.outcome.error is None and ended.outcome.answered.engine == "local"
+    assert [r.max_tokens for r in local.requests] == [300]
+    reason = ended.outcome.route_reason
+    assert reason.startswith("fault: limit of 500 tokens per minute: the cloud would wait ")
+    assert reason.endswith(" s: answered locally")
+    [notice] = [e.text for e in events if isinstance(e, Notice)]
+    assert notice.startswith("ana's limit of 500 tokens per minute would have the cloud wait ")
+    assert notice.endswith(" s. The local model answers this message.")
+    # the guard alone: only Auto (local_instead) with the local model not counted says so
+    with pytest.raises(CloudRateLimited):
+        guard.check("ana", "auto", True, 10, 300, local_instead=True)
+    with pytest.raises(RateLimitedLocally):
+        guard.check("ana", "cloud", True, 10, 300)
+    book.set("ana", "count_local", True, by=ADMIN)
+    with pytest.raises(RateLimitedLocally):
+        guard.check("ana", "auto", True, 10, 300, local_instead=True)
     store.close()
