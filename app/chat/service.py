@@ -36,6 +36,7 @@ from app.domain.errors import (
     ConnectionFailed,
     KeyInMessage,
     KnownStorageError,
+    OutpostError,
     RateLimited,
     UsageError,
 )
@@ -284,9 +285,19 @@ class ChatService:
         return item
 
     def recover_interrupted(self) -> list[Message]:
-        """Mark replies left 'streaming' by a dead process as 'interrupted' (start-up): the
-        replies marked, oldest first."""
-        return self.store.recover_orphaned_streaming()
+        """Mark replies left 'streaming' by a dead process as 'interrupted' (start-up), every
+        profile's: the signed-in profile's among them, oldest first (what the start says,
+        and opens: another profile's chats are not this one's to count or open)."""
+        marked = self.store.recover_orphaned_streaming()
+        owners: dict[str, bool] = {}
+        for reply in marked:
+            if reply.conversation_id not in owners:
+                try:
+                    owners[reply.conversation_id] = self.store.get_conversation(
+                        reply.conversation_id).profile in (None, self.profile)
+                except OutpostError:  # (deleted meanwhile)
+                    owners[reply.conversation_id] = False
+        return [reply for reply in marked if owners[reply.conversation_id]]
 
     def retry_turn(self, failed: Turn, *, effective_route: str | None = None,
                    price_known: bool = True, price: "Price | None" = None,

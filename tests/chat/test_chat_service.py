@@ -6,6 +6,7 @@ bundled model.
 """
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -569,3 +570,25 @@ def test_json_modes_own_words_are_counted_in_the_fit_the_quota_and_the_outbox(
     assert [i.id for i in report.waiting] == [item.id]
     assert f"({as_sent:,} for the prompt, up to " in Outbox(store).get(item.id).last_error
     store.close()
+
+
+def test_the_replies_a_dead_process_cut_short_are_marked_and_only_ones_own_are_said(store):
+    """The start's banner ("N replies were interrupted when Outpost stopped") counted every
+    profile's replies while its button opened only the signed-in profile's chats: bob was
+    told of ana's. Every reply left streaming is marked; only the signed-in profile's (and
+    a chat of no profile's) are returned, oldest first."""
+    dead = f"{os.getpid()}:12345"  # this pid with another start time: a dead writer
+
+    def cut_short(profile: str | None) -> str:
+        conversation = store.create_conversation("Report", profile=profile)
+        question = store.add_message(conversation.id, Role.USER, "How?")
+        reply = store.add_message(conversation.id, Role.ASSISTANT, "Half",
+                                  status=MessageStatus.STREAMING, parent_id=question.id)
+        store.update_message(reply.id, writer=dead)
+        return reply.id
+
+    bobs, anas, nobodys = cut_short("bob"), cut_short("ana"), cut_short(None)
+    said = ChatService(store, Settings(), profile="bob").recover_interrupted()
+    assert [reply.id for reply in said] == [bobs, nobodys]
+    assert all(store.get_message(m).status is MessageStatus.INTERRUPTED
+               for m in (bobs, anas, nobodys))
