@@ -235,14 +235,15 @@ class PendingTurn:
         turn, engine = self.turn, self.engine
         turn.outbox_plan = self.plan
         finish: Finished | None = None
-        if self.notice:
-            yield Notice(self.notice)
-        if turn.reply_cap is not None:  # a quota left room for a shorter reply than asked
-            cap = turn.reply_cap
-            more = "a minute's limit" if cap.limit.startswith(PER_MINUTE_CAP) else "is left"
-            yield Notice(f"{cap.describe()} ({cap.asked:,} asked, more than {more}).")
         try:
-            try:
+            try:  # (a caller that stops at a notice ends the turn: its hold is freed too)
+                if self.notice:
+                    yield Notice(self.notice)
+                if turn.reply_cap is not None:  # a quota left room for a shorter reply
+                    cap = turn.reply_cap
+                    more = "a minute's limit" if cap.limit.startswith(PER_MINUTE_CAP) \
+                        else "is left"
+                    yield Notice(f"{cap.describe()} ({cap.asked:,} asked, more than {more}).")
                 if not engine.ready:
                     yield ModelLoading(engine.info.model)
                 engine.wait_ready()  # a message sent while the model loads waits here

@@ -461,8 +461,13 @@ class ChatService:
             fanout=fanout, local_instead=local_instead, held=held)
         if options.system_prompt is not None and \
                 options.system_prompt != conversation.system_prompt:  # kept, as `ask` keeps it
-            self.store.set_conversation_sampling(conversation.id, conversation.sampling,
-                                                 system_prompt=options.system_prompt)
+            try:
+                self.store.set_conversation_sampling(conversation.id, conversation.sampling,
+                                                     system_prompt=options.system_prompt)
+            except BaseException:  # nothing is sent: what the quotas reserved for it is free
+                if self.quotas is not None:
+                    self.quotas.release(request_args["idempotency_key"])
+                raise
         return self._turn(conversation.id, reply.parent_id, model, messages, request_args, fit,
                           effective_route, secrets, cap, fanout)
 

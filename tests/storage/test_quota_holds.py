@@ -18,6 +18,7 @@ from app.chat.pipeline import TurnEnded, TurnPipeline, TurnTarget
 from app.chat.service import ChatService, TurnOptions
 from app.config.settings import Settings
 from app.domain.context import ReplyCap
+from app.domain.errors import KnownStorageError
 from app.storage.ledger import UsageLedger
 from app.storage.profiles import Profile
 from app.storage.quotas import QuotaBook, QuotaExceeded, QuotaGuard
@@ -148,4 +149,57 @@ def test_a_killed_process_leaves_no_hold_behind(tmp_path):
     assert tokens == 1000  # still there, of a writer that is gone
     assert guard.check("ana", "cloud", True, 488, 512, hold="turn-mine") is None
     assert store.db.execute("select key from quota_holds").fetchall() == [("turn-mine",)]
+    store.close()
+
+
+def test_a_regenerate_whose_system_prompt_cannot_be_saved_holds_nothing(outpost_home, tmp_path,
+                                                                        monkeypatch):
+    """Regenerate with a new system prompt reserved its request in the check, then saving
+    the prompt failed (a full disk): nothing was sent, but the hold stayed, counted against
+    the budget until it lapsed (15 min). It is freed, as a new message's is."""
+    book = book_with(tmp_path, "cloud_tokens_per_day", 1000)
+    store = Store(tmp_path / "outpost.db")
+    ledger = UsageLedger(store, "ana")
+    service = ChatService(store, Settings(), ledger=ledger, quotas=QuotaGuard(book, ledger),
+                          profile="ana")
+    cloud = ScriptedEngine(reply("Calm", " and", " blue."), reply("Grey."))
+    pipeline = TurnPipeline(service, FixedEngines(ScriptedEngine(reply("no")), cloud))
+    target = TurnTarget(provider="fault", route="cloud")
+    first = pipeline.prepare("Tell me about the sea.", target=target,
+                             options=TurnOptions(max_tokens=100))
+    list(first.run(threading.Event()))
+    assert store.db.execute("select count(*) from quota_holds").fetchone()[0] == 0
+
+    def full_disk(*args, **kwargs):
+        raise KnownStorageError("The disk is full.")
+
+    monkeypatch.setattr(store, "set_conversation_sampling", full_disk)
+    with pytest.raises(KnownStorageError):
+        pipeline.regenerate(first.turn.assistant_message_id, target=target,
+                            options=TurnOptions(max_tokens=100, system_prompt="Be brief."))
+    assert store.db.execute("select count(*) from quota_holds").fetchone()[0] == 0
+    store.close()
+
+
+def test_a_turn_stopped_at_its_notice_holds_nothing(outpost_home, tmp_path):
+    """A caller that stops reading a prepared turn at its first notice (here: the reply
+    limited to what is left) ends it before it runs: its hold is freed then, not 15 min
+    later."""
+    book = book_with(tmp_path, "cloud_tokens_per_day", 1000)
+    store = Store(tmp_path / "outpost.db")
+    ledger = UsageLedger(store, "ana")
+    service = ChatService(store, Settings(), ledger=ledger, quotas=QuotaGuard(book, ledger),
+                          profile="ana")
+    cloud = ScriptedEngine(reply("Calm."))
+    pipeline = TurnPipeline(service, FixedEngines(ScriptedEngine(reply("no")), cloud))
+    pending = pipeline.prepare("Tell me about the sea.",
+                               target=TurnTarget(provider="fault", route="cloud"),
+                               options=TurnOptions(max_tokens=2000))
+    assert pending.turn.reply_cap is not None
+    events = pending.run(threading.Event())
+    assert next(events).text.startswith("reply limited to ")
+    assert store.db.execute("select count(*) from quota_holds").fetchone()[0] == 1
+    events.close()
+    assert store.db.execute("select count(*) from quota_holds").fetchone()[0] == 0
+    assert cloud.requests == []
     store.close()
