@@ -9,11 +9,18 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+import pytest
+
 from app.chat.outbox_sender import OutboxSender
+from app.chat.pipeline import Queued, TurnEnded, TurnPipeline, TurnTarget
+from app.chat.service import ChatService, TurnOptions
+from app.config.settings import Settings
+from app.domain.test_time import Plan
 from app.storage.outbox import Outbox, OutboxState
 from app.storage.store import Store
 from tests.chat.test_outbox import add_provider, cli, events, fast_cloud, outbox_list, queue_turn
 from tests.fault_server import fault_server, normal, rate_limited
+from tests.support import FixedEngines, ScriptedEngine, reply
 
 
 def local_hms(iso: str) -> str:
@@ -141,4 +148,29 @@ def test_a_queued_replys_note_says_it_is_tried_again_not_that_the_provider_was_d
     assert said["timeout"].endswith("it is sent again when fault is next tried.")
     assert said["503"].endswith("it is sent again when fault is next tried.")
     assert said["down"].endswith("it is sent once fault can be reached.")
+    store.close()
+
+
+@pytest.mark.parametrize("plan", [Plan("best_of", 2, scorer="judge"),
+                                  Plan("self_consistency", 3)])
+def test_a_429_on_auto_holds_the_item_of_a_best_of_or_self_consistency_turn(tmp_path, plan):
+    """Best-of-n and self-consistency wrap the Auto router (app/chat/candidates.py); its
+    candidates, answered locally after the provider's 429, queue the request with the cloud's
+    error as the plain Auto path does: held until the Retry-After, saying why (not "could not
+    be reached")."""
+    store = Store(tmp_path / "outpost.db")
+    service = ChatService(store, Settings())
+    with fault_server() as server:
+        server.script([rate_limited(retry_after=120)] * 10)
+        local = ScriptedEngine(*[reply("42") for _ in range(4)])
+        pipeline = TurnPipeline(service, FixedEngines(local,
+                                                      fast_cloud(server.url + "/v1", store)))
+        events = list(pipeline.send("What is 6*7?", target=TurnTarget(
+            provider="fault", route="auto", send_when_online=True, test_time=plan),
+            options=TurnOptions(max_tokens=8, temperature=0.7)))
+    [ended] = [e for e in events if isinstance(e, TurnEnded)]
+    assert ended.outcome.error is None and ended.outcome.answered.engine == "local"
+    [item] = [e.item for e in events if isinstance(e, Queued)]
+    assert item.retry_after == 120.0 and item.held_until() is not None
+    assert item.queued_because == "fault was rate limiting requests and asked to wait 120 s"
     store.close()
