@@ -1,6 +1,11 @@
 """The composer's live meter: prompt tokens of the draft (with the conversation it joins), a
 gauge of the context window it fills, and the cost estimate before sending.
 
+The same quota check the send makes runs with the count, dry (nothing reserved: see
+``TurnPipeline.measure``): the meter shows the reply tokens a quota leaves, and the cost bound
+for them, and says in the quota's own words when the next send would be refused (the gauge
+red); a rate limit's refusal is checked again once its wait is over.
+
 Counting runs in the background (``TaskRunner``), a quarter second after the last keystroke, one
 count at a time: typing or pasting 100,000 characters never waits for a tokenizer.
 """
@@ -12,6 +17,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QWidget
 
 from ui import theme
+from ui.errors import window_words
 
 DEBOUNCE_MS = 250
 
@@ -26,7 +32,8 @@ class TokenMeter(QWidget):
     def __init__(self, tasks, prepare: Callable[[str], Callable[[], dict | None] | None],
                  parent: QWidget | None = None):
         """``prepare(draft)`` (GUI thread) -> a job or None; the job (run off the GUI thread)
-        -> {"tokens", "exact", "window", "max_tokens", "cost"} or None."""
+        -> ``Measure.as_dict()`` ({"tokens", "exact", "window", "max_tokens", "cost", and
+        the quotas' "asked", "limit", "refused", "retry_s", "instead"}) or None."""
         super().__init__(parent)
         self.tasks, self.prepare = tasks, prepare
         # wraps to a second line (a third at the narrowest window) rather than end in "…":
@@ -50,6 +57,9 @@ class TokenMeter(QWidget):
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)
         self._timer.timeout.connect(self._count)
+        self._later = QTimer(self)  # a rate limit's wait is over: the meter checks again
+        self._later.setSingleShot(True)
+        self._later.timeout.connect(self._count)
         self._draft = ""
         self._busy = False
         self._again = False
@@ -96,19 +106,37 @@ class TokenMeter(QWidget):
         approx = "" if result["exact"] else "~"
         text = f"{approx}{result['tokens']:,} prompt tokens"
         window = result.get("window")
+        limit = result.get("limit")
+        refused = result.get("refused")
+        reply = _unbroken(f"{result['max_tokens']:,} for the reply")
+        if limit:  # a quota leaves fewer than asked: what the request will ask for
+            reply += f", limited by the {limit}"  # (may wrap: a long line at the narrowest)
         if window:
             used = result["tokens"] + result["max_tokens"]
-            reserved = f"(with {result['max_tokens']:,} for the reply)"
-            text += f" · {used:,} / {window:,} context {_unbroken(reserved)}"
+            text += f" · {used:,} / {window:,} context {_unbroken('(with ')}{reply})"
             self.gauge.setMaximum(window)
             self.gauge.setValue(min(used, window))
-            over = used > window
-            theme.restyle(self.gauge, lambda: theme.meter_style(over))
-            self.gauge.setToolTip("Over the context window: the oldest turns will be left out"
-                                  if over else "Context window used by this message")
+        elif limit:
+            text += f" · {reply}"
+        over = bool(window) and result["tokens"] + result["max_tokens"] > window
+        if window or refused:
+            if refused:  # the gauge full and red: the next send goes nowhere
+                self.gauge.setMaximum(1)
+                self.gauge.setValue(1)
+            theme.restyle(self.gauge, lambda: theme.meter_style(over or bool(refused)))
+            self.gauge.setToolTip(
+                "Sending now would be refused: " + window_words(refused) if refused else
+                "Over the context window: the oldest turns will be left out" if over else
+                "Context window used by this message")
             self.gauge.show()
         else:
             self.gauge.hide()
-        if result.get("cost"):
+        if result.get("cost") and not refused:
             text += f" · {result['cost']}"
+        if refused:
+            text += f"\nSending now would be refused: {window_words(refused)}"
+            if result.get("retry_s"):  # (whole seconds, and one more: the wait is over then)
+                self._later.start(int(result["retry_s"] * 1000) + 1000)
+        elif result.get("instead"):
+            text += f"\n{window_words(result['instead'])}"
         self.label.setText(text)

@@ -207,17 +207,31 @@ TurnEvent = Union[TurnStarted, RateLimitWait, ModelLoading, Queued, Notice, Turn
 @dataclass(frozen=True)
 class Measure:
     """What the token meter shows for a draft: the prompt it would make, the window it fills,
-    the room kept for the reply and the cost estimate before sending."""
+    the room kept for the reply and the cost estimate before sending (for that room).
+
+    The quotas, checked as the send checks them but dry (nothing reserved or taken):
+    ``limit`` names what limits the reply to ``max_tokens`` (None: ``asked`` goes as asked);
+    ``refused``: the quota's own words when the next send would be refused; ``retry_s``:
+    a rate limit's wait, after which the meter checks again; ``instead``: under Auto, a
+    budget has the local model answer, in the quota's words."""
 
     tokens: int
     exact: bool
     window: int | None
     max_tokens: int
     cost: str | None
+    asked: int | None = None
+    limit: str | None = None
+    refused: str | None = None
+    retry_s: float | None = None
+    instead: str | None = None
 
     def as_dict(self) -> dict:
         return {"tokens": self.tokens, "exact": self.exact, "window": self.window,
-                "max_tokens": self.max_tokens, "cost": self.cost}
+                "max_tokens": self.max_tokens, "cost": self.cost,
+                "asked": self.asked if self.asked is not None else self.max_tokens,
+                "limit": self.limit, "refused": self.refused, "retry_s": self.retry_s,
+                "instead": self.instead}
 
 
 # -- the pipeline -------------------------------------------------------------------------------
@@ -611,6 +625,7 @@ class TurnPipeline:
                 counter = None  # no key yet, …: the estimate below
         store = self.service.store
         system_prompt = options.system_prompt
+        quota = self._dry_quota(target, conversation_id, counter, max_tokens)
 
         def job() -> Measure:
             previous: list[Message] = []
@@ -622,12 +637,64 @@ class TurnPipeline:
                 system = system_prompt
             messages = history_messages(system, previous) + [ChatMessage(Role.USER, draft)]
             if counter is None:  # no tokenizer: the documented estimate (chars / 4)
-                return Measure(estimate_prompt_tokens(messages), False, None, max_tokens, None)
-            tokens, exact = counter.count_prompt(messages)
-            return Measure(tokens, exact, counter.context_window, max_tokens,
-                           counter.estimate_cost(tokens, max_tokens))
+                tokens, exact = estimate_prompt_tokens(messages), False
+            else:
+                tokens, exact = counter.count_prompt(messages)
+            checked = quota(tokens)
+            reply = checked.max_tokens or max_tokens
+            if counter is None:
+                return Measure(tokens, exact, None, reply, None, **checked.fields)
+            return Measure(tokens, exact, counter.context_window, reply,
+                           counter.estimate_cost(tokens, reply), **checked.fields)
 
         return job
+
+    def _dry_quota(self, target: TurnTarget, conversation_id: str | None,
+                   counter: Engine | None, max_tokens: int) -> Callable[[int], "_DryCheck"]:
+        """On the caller's thread: the meter's quota check for ``prompt_tokens`` (run in the
+        background): the send's own ``QuotaGuard.check`` (route, cloud or not, price,
+        best-of-n's requests, Auto's local answer), but dry: nothing reserved or taken."""
+        quotas, profile = self.service.quotas, self.service.profile
+        if quotas is None:
+            return lambda _tokens: _DryCheck()
+        route = self.effective_route(target, conversation_id)
+        held = self.held_by_offline_mode(target, conversation_id)
+        if held:  # (``_engine_for``: reckoned as Auto's, answered locally now)
+            route = Route.AUTO
+        cloud = route is not Route.LOCAL and not held
+        auto = route is Route.AUTO and not held
+        price = counter.price if counter is not None and cloud else None
+        price_known = counter.price_known if counter is not None and cloud else True
+        model = target.model or (counter.info.model if counter is not None else "")
+        fanout = _fanout(target)
+
+        def check(prompt_tokens: int) -> _DryCheck:
+            try:
+                cap = quotas.check(profile, route.value, cloud, prompt_tokens, max_tokens,
+                                   price_known=price_known, model=model, price=price,
+                                   fanout=fanout, local_instead=auto, dry=True)
+            except QuotaExceeded as exc:
+                if auto and exc.cloud_budget is not None:  # (``_within_quota``)
+                    return _DryCheck(fields={"instead": f"{exc.finding} The local model "
+                                                        "would answer this message."})
+                return _DryCheck(fields={"refused": str(exc)})
+            except RateLimitedLocally as exc:
+                return _DryCheck(fields={"refused": str(exc), "retry_s": exc.wait_s})
+            except OutpostError as exc:  # (a policy file that cannot be read refuses too)
+                return _DryCheck(fields={"refused": str(exc)})
+            if cap is None:
+                return _DryCheck()
+            return _DryCheck(cap.max_tokens, {"asked": cap.asked, "limit": cap.limit})
+
+        return check
+
+
+class _DryCheck(NamedTuple):
+    """What the meter's dry quota check found: the reply's tokens when a quota limits them
+    (None: as asked), and the ``Measure`` fields that say why."""
+
+    max_tokens: int | None = None
+    fields: dict = {}
 
 
 def _held_for_outbox(target: TurnTarget, decision: RouteDecision, wanted: str | None,

@@ -296,7 +296,8 @@ class QuotaGuard:
     def check(self, profile: str, route: str, cloud: bool, prompt_tokens: int,
               max_tokens: int, price_known: bool = True, model: str = "",
               price: Price | None = None, fanout: Fanout = ONE_REQUEST,
-              local_instead: bool = False, hold: str | None = None) -> ReplyCap | None:
+              local_instead: bool = False, hold: str | None = None,
+              dry: bool = False) -> ReplyCap | None:
         """Raise QuotaExceeded / RateLimitedLocally, or take from the buckets and return.
 
         A budget (the daily tokens, the monthly dollars at ``price``) that has room for the
@@ -312,13 +313,16 @@ class QuotaGuard:
         The budgets count what requests still running reserved (``app.storage.quota_holds``),
         and with ``hold`` (the turn's idempotency key) the request reserves what it may use,
         in the same transaction (so two processes checking at once cannot both take what is
-        left), until ``release(hold)``."""
+        left), until ``release(hold)``.
+
+        ``dry``: the same answer (the cap, or the same error) without reserving or taking
+        anything, for the window's token meter as the user types (``hold`` is ignored)."""
         limits = self.book.limits(profile)
         budgets = (cloud or limits.count_local) and limits.cloud_tokens_per_day is not None \
             or cloud and limits.cloud_cost_per_month is not None
-        if self.holds is None or not budgets:
+        if dry or self.holds is None or not budgets:
             return self._check(limits, profile, route, cloud, prompt_tokens, max_tokens,
-                               price_known, model, price, fanout, local_instead, None)
+                               price_known, model, price, fanout, local_instead, None, dry)
         with self.holds.store.transaction():
             return self._check(limits, profile, route, cloud, prompt_tokens, max_tokens,
                                price_known, model, price, fanout, local_instead, hold)
@@ -339,7 +343,7 @@ class QuotaGuard:
     def _check(self, limits: Limits, profile: str, route: str, cloud: bool,
                prompt_tokens: int, max_tokens: int, price_known: bool, model: str,
                price: Price | None, fanout: Fanout, local_instead: bool,
-               hold: str | None) -> ReplyCap | None:
+               hold: str | None, dry: bool = False) -> ReplyCap | None:
         now = self.wall()
         if limits.allowed_routes is not None and route not in limits.allowed_routes:
             allowed = ", ".join(route_words(r) for r in limits.allowed_routes) or "none"
@@ -390,7 +394,7 @@ class QuotaGuard:
             self.holds.hold(hold, profile, fanout.tokens(prompt_tokens, max_tokens)
                             if counts else 0, cost, now)
         self._take_from_buckets(profile, limits, counts, fanout.tokens(prompt_tokens, max_tokens),
-                                fanout, local_may_answer)
+                                fanout, local_may_answer, dry)
         return cap
 
     def admit(self, profile: str, route: str, request, prompt_tokens: int, *,
@@ -513,11 +517,11 @@ class QuotaGuard:
 
     def _take_from_buckets(self, profile: str, limits: Limits, counts: bool,
                            needed: int, fanout: Fanout = ONE_REQUEST,
-                           local_may_answer: bool = False) -> None:
+                           local_may_answer: bool = False, dry: bool = False) -> None:
         """The per-minute limits: RateLimitedLocally (or QuotaExceeded, for a request no
-        bucket can ever hold), or take ``needed`` tokens and the turn's requests.
-        ``local_may_answer`` (Auto, the local model not counted): CloudRateLimited instead
-        of a wait."""
+        bucket can ever hold), or take ``needed`` tokens and the turn's requests (``dry``:
+        take nothing). ``local_may_answer`` (Auto, the local model not counted):
+        CloudRateLimited instead of a wait."""
         requests = fanout.requests
         if not counts:
             return
@@ -546,6 +550,8 @@ class QuotaGuard:
         if wait > 0:  # whole seconds, rounded up: never "try again in 0 s"
             raise RateLimitedLocally(f"Rate limit for {profile}: {counted(rate, noun)} per "
                                      f"minute; try again in {math.ceil(wait)} s.", wait)
+        if dry:
+            return
         for bucket, amount in buckets:
             bucket.take(amount)
 

@@ -370,6 +370,7 @@ def test_offline_mode_leaves_a_provider_on_this_computer_to_its_route(outpost_ho
     Offline mode made every turn local). One elsewhere is kept from it: the local model
     answers, and a turn naming it is the kind the outbox holds until Offline mode is off."""
     from app.domain.routes import Route
+    from engines.http_policy import AttemptRecord
     from tests.fault_server import Normal, fault_server
     from tests.support import fault_cloud
 
@@ -399,3 +400,56 @@ def test_offline_mode_leaves_a_provider_on_this_computer_to_its_route(outpost_ho
             assert asked == 0 and ended.outcome.answered.engine == "local"
             assert ended.outcome.route_reason == "offline mode"
         store.close()
+
+
+def test_the_meter_checks_the_quotas_as_the_send_does_and_reserves_nothing(outpost_home,
+                                                                           tmp_path):
+    """The token meter's count runs the send's own quota check, dry: ana has 500 of her
+    1,000 cloud tokens left today, 800 asked. The meter shows the reply limited to what the
+    send then asks for, and the cost bound for that many; checking reserves nothing (no
+    hold, a real check after it finds the same room). Once the day is spent it says, in the
+    quota's words, that the send would be refused; under Auto that the local model would
+    answer. (Before, it showed 800 for the reply, its cost, and no refusal.)"""
+    from app.config.providers import ProviderConfig
+    from engines.openai_compat import OpenAICompatEngine
+    from engines.http_policy import AttemptRecord
+    from tests.fault_server import Normal, fault_server
+
+    store, service = auto_under_a_half_spent_day(tmp_path, count_local=False)
+    cloud_target = TurnTarget(provider="fault", model="gpt-4o-mini", route="cloud")
+    options = TurnOptions(max_tokens=800)
+    with fault_server() as server:
+        cloud = OpenAICompatEngine(ProviderConfig("fault", "openai", server.url + "/v1",
+                                                  "gpt-4o-mini"), "sk-test")
+        pipeline = TurnPipeline(service, FixedEngines(ScriptedEngine(reply(*SCRIPT)), cloud))
+
+        def measure(target=cloud_target):
+            job = pipeline.measure("Tell me", None, target=target, options=options,
+                                   local=None)
+            assert job is not None
+            return job()
+
+        meter = measure()
+        assert (meter.asked, meter.limit) == (800, "daily token quota")
+        assert meter.max_tokens == 500 - meter.tokens and meter.refused is None
+        assert meter.cost == cloud.estimate_cost(meter.tokens, meter.max_tokens)
+        assert meter.cost != cloud.estimate_cost(meter.tokens, 800)
+        assert store.db.execute("SELECT COUNT(*) FROM quota_holds").fetchone()[0] == 0
+        assert measure() == meter  # nothing was taken by the first look
+        server.script([Normal(chunks=("Hi",))])
+        list(pipeline.send("Tell me", target=cloud_target, options=options))
+        [sent] = server.chat_requests()
+        assert sent.json["max_tokens"] == meter.max_tokens  # what the meter said
+    service.ledger.record(AttemptRecord(attempt=1, status=200, latency_ms=1.0,
+                                        error_kind=None, idempotency_key="later",
+                                        provider="fault", model="gpt-4o-mini", kind="openai",
+                                        prompt_tokens=500, completion_tokens=0))
+    refused = measure()
+    assert refused.refused is not None and refused.refused.startswith(
+        "Daily token quota reached for ana: ")
+    assert refused.refused.endswith("switch this chat to Local only.")
+    auto = measure(TurnTarget(provider="fault", model="gpt-4o-mini", route="auto"))
+    assert auto.refused is None and auto.instead is not None
+    assert auto.instead.startswith("Daily token quota reached for ana: ")
+    assert auto.instead.endswith("The local model would answer this message.")
+    store.close()

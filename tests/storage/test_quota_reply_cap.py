@@ -471,4 +471,26 @@ def test_auto_has_the_local_model_answer_now_rather_than_wait_for_a_minute_s_tok
     book.set("ana", "count_local", True, by=ADMIN)
     with pytest.raises(RateLimitedLocally):
         guard.check("ana", "auto", True, 10, 300, local_instead=True)
+
+
+def test_a_dry_check_reserves_and_takes_nothing(tmp_path):
+    """The token meter's look (``dry``) gives the send's answer without a hold or a take:
+    with one request a minute, any number of looks leave the one request to the send; after
+    it, a look says the rate limit's words, as the next send would."""
+    from app.storage.quota_holds import QuotaHolds
+
+    store, ledger, _ = guarded(tmp_path, "cloud_tokens_per_day", 100)
+    book = QuotaBook(tmp_path / "none.toml", tmp_path / "quotas.json")
+    book.set("ana", "requests_per_minute", 1, by=ADMIN)
+    guard = QuotaGuard(book, ledger, holds=QuotaHolds(store))
+    for _ in range(3):
+        assert guard.check("ana", "cloud", True, 19, 2000, hold="t1", dry=True) == \
+            ReplyCap(81, 2000, "daily token quota")
+    assert store.db.execute("SELECT COUNT(*) FROM quota_holds").fetchone()[0] == 0
+    assert guard.check("ana", "cloud", True, 19, 2000, hold="t1") == \
+        ReplyCap(81, 2000, "daily token quota")  # the send: held, and its request taken
+    assert store.db.execute("SELECT COUNT(*) FROM quota_holds").fetchone()[0] == 1
+    guard.release("t1")
+    with pytest.raises(RateLimitedLocally, match="Rate limit for ana: 1 request per minute"):
+        guard.check("ana", "cloud", True, 19, 50, dry=True)
     store.close()
