@@ -79,11 +79,13 @@ def _fix_highlighted_fences(rendered: str) -> str:
 
 def _boxes(rendered: str) -> str:
     """Tables with ruled cells, quoted blocks with a bar and code spans on a tint, the way
-    QTextDocument can draw them (its CSS has no borders on blocks: tables stand in)."""
+    QTextDocument can draw them (its CSS has no borders on blocks: tables stand in). Qt drops
+    the bottom margin of the block before a table, so a table (and a quote) keeps a paragraph's
+    12px above it itself: a list or an indented code block ran into one under it (4px)."""
     rule = theme.rule_colour()
     rendered = rendered.replace(
         "<table>", "<table border='1' cellspacing='0' cellpadding='5' style='border-collapse:"
-        f"collapse; border-color:{rule}; border-style:solid; margin-top:4px; "
+        f"collapse; border-color:{rule}; border-style:solid; margin-top:12px; "
         "margin-bottom:6px;'>")
     rendered = rendered.replace("<th>", f"<th style='background:{theme.code_background()};'>")
     # an indented code block wraps as a fenced one does (_CODE_FONT)
@@ -97,7 +99,7 @@ def _boxes(rendered: str) -> str:
                       lambda m: f"<td align='{m.group(1)}'>", rendered)
     rendered = rendered.replace(
         "<blockquote>", "<table width='100%' cellspacing='0' cellpadding='0' style='margin-top:"
-        f"4px; margin-bottom:6px;'><tr><td width='3' style='background:{theme.quote_bar()};'>"
+        f"12px; margin-bottom:6px;'><tr><td width='3' style='background:{theme.quote_bar()};'>"
         f"</td><td style='padding-left:10px; color:{theme.muted_text(0.25)};'>")
     return rendered.replace("</blockquote>", "</td></tr></table>")
 

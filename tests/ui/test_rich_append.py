@@ -85,3 +85,53 @@ def test_nothing_to_append_changes_nothing(qapp):
     before = document.toHtml()
     append_html(document, "  \n")
     assert document.toHtml() == before
+
+
+def ink_rows(document: QTextDocument) -> list[tuple[int, int]]:
+    """The runs of rows (top, bottom) where ``document``, drawn on white, has any ink."""
+    from PySide6.QtGui import QColor, QImage, QPainter
+
+    document.setTextWidth(400)
+    height = int(document.size().height()) + 2
+    image = QImage(400, height, QImage.Format.Format_RGB32)
+    image.fill(QColor("white"))
+    painter = QPainter(image)
+    document.drawContents(painter)
+    painter.end()
+    runs, start = [], None
+    for y in range(height + 1):
+        inked = y < height and any(image.pixelColor(x, y).lightness() < 250
+                                   for x in range(400))
+        if inked and start is None:
+            start = y
+        elif not inked and start is not None:
+            runs.append((start, y))
+            start = None
+    return runs
+
+
+def gap_after(first: str, second: str, streamed: bool) -> int:
+    """Blank rows between ``first``'s last ink and ``second``'s first, one after the other."""
+    html_a, html_b = render(PARTS[first] + "\n\n"), render(second + "\n\n")
+    alone = QTextDocument()
+    alone.setHtml(html_a.strip())
+    end = ink_rows(alone)[-1][1]
+    document = QTextDocument()
+    if streamed:
+        append_html(document, html_a)
+        append_html(document, html_b)
+    else:
+        document.setHtml((html_a + html_b).strip())
+    return next(top for top, _ in ink_rows(document) if top >= end) - end
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_quote_or_a_table_after_a_list_or_code_is_spaced_as_a_paragraph_is(qapp, streamed):
+    """Qt drops a block's bottom margin before a table (a quote is drawn as one): a list or an
+    indented code block ran into a table or a quote under it (8 and 5 px, against 17 and 28
+    before a paragraph). They get the gap other blocks get, streamed or whole."""
+    for first in ("bullets", "numbers", "list nested last", "indented code", "paragraph"):
+        before_paragraph = gap_after(first, "Next.", streamed)
+        for second in ("table", "quote"):
+            gap = gap_after(first, PARTS[second], streamed)
+            assert gap >= min(before_paragraph, 14) - 2, (first, second, gap, before_paragraph)
