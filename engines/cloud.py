@@ -41,10 +41,8 @@ wire format (``read_event``); this class does the rest, the same way for every p
 from __future__ import annotations
 
 import dataclasses
-import enum
 import json
 import logging
-import queue
 import random
 import threading
 import time
@@ -107,6 +105,7 @@ from engines.http_policy import (
 )
 from engines.sockets import SocketTracker
 from engines.sse import ServerSentEvent, SSEDecoder
+from engines.stream_watch import BODY_END, BodyReader, Watchdog, WatchdogReason
 
 log = logging.getLogger(__name__)
 
@@ -178,115 +177,6 @@ class _RequestSent:
     def __call__(self, event: str, info: dict) -> None:
         if event.endswith(".send_request_body.complete"):  # http11. or http2.
             self.done = True
-
-
-class WatchdogReason(enum.Enum):
-    """Why the watchdog shut the request's socket down."""
-
-    CANCEL = "cancel"  # the user (or the router) cancelled
-    FIRST_TOKEN = "first_token"  # the first token was later than its deadline
-    DRAIN = "drain"  # the body went on too long after the terminal event
-
-
-class _Watchdog:
-    """Shuts the request's socket down when the user cancels or the first token is late, from
-    before the request is sent until the stream ends (waiting for headers included)."""
-
-    POLL_S = 0.02
-
-    def __init__(self, cancel: threading.Event, first_token_deadline: float,
-                 tracker: SocketTracker):
-        self.cancel = cancel
-        self.deadline = first_token_deadline
-        self.got_text = False
-        self.fired: WatchdogReason | None = None
-        self.drain_until: float | None = None
-        self._tracker = tracker
-        self._owner = threading.get_ident()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="outpost-stream-watchdog",
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._done.set()
-        self._tracker.forget(self._owner)
-
-    def _run(self) -> None:
-        while not self._done.wait(self.POLL_S):
-            if self.cancel.is_set():
-                self._fire(WatchdogReason.CANCEL)
-                return
-            if not self.got_text and time.monotonic() >= self.deadline:
-                self._fire(WatchdogReason.FIRST_TOKEN)
-                return
-            if self.drain_until is not None and time.monotonic() >= self.drain_until:
-                self._fire(WatchdogReason.DRAIN)
-                return
-
-    def _fire(self, reason: WatchdogReason) -> None:
-        self.fired = reason
-        self.hang_up()
-
-    def hang_up(self) -> None:
-        """Shut the request's socket down: a read blocked on it returns at once."""
-        self._tracker.shutdown_for(self._owner)
-
-
-_END = object()  # the end of a response body (``_BodyReader``)
-
-
-class _BodyReader:
-    """A response body read on a thread of its own into a queue, so that the stream can say
-    it waits (``Stalled``) while a read blocks: the stream takes the chunks with ``next``
-    (a timeout, the reader's exception raised there, ``_END`` at the end) or by iterating.
-    The watchdog still ends a read (cancel, deadlines: it shuts the socket down); ``close``
-    hangs up a read still going (a stream left before its end) before the response is
-    closed, so no thread is left reading it."""
-
-    def __init__(self, chunks: Iterator[bytes], watchdog: _Watchdog):
-        self._queue: queue.Queue = queue.Queue()
-        self._watchdog = watchdog
-        self.last_at = time.monotonic()  # when bytes last came (the idle deadline's count)
-        self.ended = False  # the stream took the end (or the reader's exception)
-        self._thread = threading.Thread(target=self._read, args=(chunks,),
-                                        name="outpost-stream-reader", daemon=True)
-        self._thread.start()
-
-    def _read(self, chunks: Iterator[bytes]) -> None:
-        try:
-            for chunk in chunks:
-                self.last_at = time.monotonic()
-                self._queue.put(chunk)
-        except BaseException as exc:  # noqa: BLE001 - raised on the stream's thread (next)
-            self._queue.put(exc)
-            return
-        self._queue.put(_END)
-
-    def next(self, timeout: float | None) -> object:
-        """The next chunk (bytes), ``_END``, or None when ``timeout`` s passed without one."""
-        try:
-            item = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if isinstance(item, BaseException):
-            self.ended = True
-            raise item
-        self.ended = item is _END
-        return item
-
-    def __iter__(self) -> Iterator[bytes]:
-        while not self.ended:
-            item = self.next(None)
-            if isinstance(item, bytes):
-                yield item
-
-    def close(self) -> None:
-        """A body the stream left before its end is hung up, as closing it unread did (read
-        ahead to its end here or not): the connection is not used again."""
-        if not self.ended:
-            self._watchdog.hang_up()
-        self._thread.join(timeout=5)
 
 
 class CloudEngine(EngineBase):
@@ -483,7 +373,7 @@ class CloudEngine(EngineBase):
                    "Accept": "text/event-stream"}
         started = time.monotonic()
         name = self.config.name
-        watchdog = _Watchdog(cancel, started + self.timeouts.first_token, self._sockets)
+        watchdog = Watchdog(cancel, started + self.timeouts.first_token, self._sockets)
         sent = _RequestSent()
         try:
             response = self._client.send(self._client.build_request(
@@ -532,7 +422,7 @@ class CloudEngine(EngineBase):
             watchdog.stop()
             response.close()
 
-    def _send_failure(self, exc: httpx.HTTPError, watchdog: _Watchdog, attempt: _Try,
+    def _send_failure(self, exc: httpx.HTTPError, watchdog: Watchdog, attempt: _Try,
                       started: float, sent: Usage | None) -> _Retry:
         """No response headers: connect failed, or the server said nothing in time.
         ``sent``: the prompt's usage when the whole request went out (else None); it is kept
@@ -628,17 +518,17 @@ class CloudEngine(EngineBase):
         self._record(attempt, started, response.status_code, error)
         return _Retry(error, retryable, retry_after)
 
-    def _read_stream(self, response: httpx.Response, request: ChatRequest, watchdog: _Watchdog,
+    def _read_stream(self, response: httpx.Response, request: ChatRequest, watchdog: Watchdog,
                      attempt: _Try, started: float,
                      turn_started: float) -> Iterator[StreamEvent]:
-        body = _BodyReader(response.iter_bytes(), watchdog)
+        body = BodyReader(response.iter_bytes(), watchdog)
         try:
             yield from self._read_body(body, response, request, watchdog, attempt, started,
                                        turn_started)
         finally:
             body.close()  # (before the response is: no thread is left reading it)
 
-    def _chunks(self, body: "_BodyReader", started: float,
+    def _chunks(self, body: BodyReader, started: float,
                 meter: ArrivalMeter) -> Iterator[bytes | Stalled]:
         """The body's chunks as they come, and a ``Stalled`` when a silence has lasted
         ``stall_notice`` s, once per silence: before the first text, since the request was
@@ -652,7 +542,7 @@ class CloudEngine(EngineBase):
             wait = max(0.0, since + notice - time.monotonic()) \
                 if said != since and 0 < notice < limit else None
             chunk = body.next(wait)
-            if chunk is _END:
+            if chunk is BODY_END:
                 return
             if chunk is None:  # ``wait`` passed without a chunk
                 said = since
@@ -660,8 +550,8 @@ class CloudEngine(EngineBase):
             elif isinstance(chunk, bytes):
                 yield chunk
 
-    def _read_body(self, body: "_BodyReader", response: httpx.Response, request: ChatRequest,
-                   watchdog: _Watchdog, attempt: _Try, started: float,
+    def _read_body(self, body: BodyReader, response: httpx.Response, request: ChatRequest,
+                   watchdog: Watchdog, attempt: _Try, started: float,
                    turn_started: float) -> Iterator[StreamEvent]:
         state = StreamState()
         decoder = SSEDecoder()

@@ -831,6 +831,24 @@ def normal(**kw: Any) -> Normal:
     return Normal(**kw)
 
 
+def text_and_silences(*steps) -> Custom:
+    """The head, then each step: text to send, or seconds of silence; then the reply ends
+    (unless the client gave up first)."""
+    def fn(ex):
+        ex.send_head(200)
+        for event in ex.wire.opening(None):
+            ex.send_event(event)
+        for step in steps:
+            if isinstance(step, str):
+                ex.send_event(ex.wire.text(step))
+            else:
+                ex.pause(step)
+        for event in ex.wire.closing("stop", None):
+            ex.send_event(event)
+        ex.end()
+    return Custom(fn, name="text_and_silences")
+
+
 def rate_limited(*, retry_after_ms: int | None = None, retry_after: str | int | None = None,
                  headers: dict | None = None) -> Status:
     extra = dict(headers or {})

@@ -4,15 +4,13 @@ engine, the provider a fault server on loopback."""
 from __future__ import annotations
 
 import functools
-import json
 import re
 
 import pytest
 
-from app import cli
 from app.config.providers import ProviderConfig, ProviderRegistry
-from app.config.settings import Settings
 from engines.http_policy import Timeouts
+from tests.cli.test_ask_reports import ask, setting
 from tests.fault_server import Custom, fault_server, rate_limited
 from tests.support import reply
 
@@ -24,21 +22,6 @@ def server():
         ProviderRegistry().add(ProviderConfig("fault", "openai", running.url + "/v1",
                                               "test-model"))
         yield running
-
-
-def ask(capsys, *args: str, code: int = 0) -> tuple[list[dict], str]:
-    """``outpost ask ARGS``: its JSON events (with --json; else []) and its stderr."""
-    capsys.readouterr()
-    assert cli.main(["ask", *args]) == code
-    out, err = capsys.readouterr()
-    events = [json.loads(line) for line in out.splitlines()] if "--json" in args else []
-    return events, err
-
-
-def setting(name: str, value) -> None:
-    settings = Settings()
-    settings.set(name, value)
-    settings.save()
 
 
 @pytest.mark.parametrize("route", ["auto", "cloud"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-from fault_server import Custom, fault_server
 
 from app.config.providers import ProviderConfig
 from app.domain.errors import TimeoutError_
@@ -24,6 +23,7 @@ from app.domain.messages import (
 )
 from engines.http_policy import RetryPolicy, Timeouts
 from engines.openai_compat import OpenAICompatEngine
+from tests.fault_server import fault_server, text_and_silences
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -46,21 +46,7 @@ def request() -> ChatRequest:
     return ChatRequest(model="m", messages=(ChatMessage(Role.USER, "x"),))
 
 
-def script(*steps) -> Custom:
-    """The head, then each step: text to send, or seconds of silence (then the body ends)."""
-    def fn(ex):
-        ex.send_head(200)
-        for event in ex.wire.opening(None):
-            ex.send_event(event)
-        for step in steps:
-            if isinstance(step, str):
-                ex.send_event(ex.wire.text(step))
-            else:
-                ex.pause(step)
-        for event in ex.wire.closing("stop", None):
-            ex.send_event(event)
-        ex.end()
-    return Custom(fn, name="script")
+script = text_and_silences  # (shared with the other stall tests)
 
 
 def events_of(engine) -> list:

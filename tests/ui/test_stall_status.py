@@ -10,7 +10,7 @@ import pytest
 
 from app.config.providers import ProviderConfig
 from engines.http_policy import Timeouts
-from tests.fault_server import Custom, fault_server
+from tests.fault_server import fault_server, text_and_silences
 
 pytestmark = pytest.mark.gui
 
@@ -23,21 +23,7 @@ def quick_deadlines(monkeypatch):
         **{**kw, "first_token": 3.0, "idle": 1.5, "stall_notice": 0.3}))
 
 
-def script(*steps) -> Custom:
-    """Text to send, or seconds of silence; then the reply ends (or the client gave up)."""
-    def fn(ex):
-        ex.send_head(200)
-        for event in ex.wire.opening(None):
-            ex.send_event(event)
-        for step in steps:
-            if isinstance(step, str):
-                ex.send_event(ex.wire.text(step))
-            else:
-                ex.pause(step)
-        for event in ex.wire.closing("stop", None):
-            ex.send_event(event)
-        ex.end()
-    return Custom(fn, name="script")
+script = text_and_silences  # (shared with the other stall tests)
 
 
 def cloud_only(qtbot, window, server, registry) -> None:
