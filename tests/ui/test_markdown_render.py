@@ -52,3 +52,20 @@ def test_a_single_line_break_in_a_reply_is_kept(qapp):
     text = document.toPlainText()
     assert text.splitlines()[:3] == ["Line one", "Line two", "Line three"], text
     assert document.blockCount() >= 2 and "A new paragraph." in text
+
+
+def test_an_indented_code_block_is_drawn_as_a_fenced_one(qapp):
+    """Code written by indenting it gets what a fenced block without a language gets: the box,
+    the monospace font, a "Copy" link that copies it as written, and no blank line at its end
+    (the paragraph under it was 27 px below, against 15 after a fenced block)."""
+    from tests.ui.test_rich_append import gap_after
+    from ui.markdown import code_of_link, render
+
+    indented = render("Try this:\n\n    make run\n    make test\n\nThen look.")
+    fenced = render("Try this:\n\n```\nmake run\nmake test\n```\n\nThen look.")
+    assert indented == fenced
+    document = QTextDocument()
+    document.setHtml(indented)
+    assert QFontInfo(char_format(document, "make run").font()).fixedPitch()
+    assert code_of_link(char_format(document, "Copy").anchorHref()) == "make run\nmake test"
+    assert gap_after("indented code", "Next.", False) == gap_after("plain code", "Next.", False)
