@@ -120,6 +120,19 @@ class OutpostApp:
         if news:  # with a button that opens the newest chat a stop cut short
             self.window.errors.inform(" ".join(news), open_newest(
                 self.recovered, self.store, profile.name, self.window.show_search_result))
+        # a profile signing in is told of its replies a stop cut short while another was
+        # signed in (after the window's own slot, which clears the banner)
+        self.window.profile_button.profile_changed.connect(self._tell_interrupted)
+
+    def _tell_interrupted(self, profile: Profile) -> None:
+        try:
+            replies = self.store.take_untold_interruptions(profile.name)
+        except OutpostError as exc:
+            self.window.errors.present(exc)
+            return
+        if replies:
+            self.window.errors.inform(interrupted_words(replies), open_newest(
+                replies, self.store, profile.name, self.window.show_search_result))
 
     def _make_controller(self, view) -> ChatController:
         """The window's chat controller, rendering into the window's conversation ``view``."""

@@ -36,7 +36,6 @@ from app.domain.errors import (
     ConnectionFailed,
     KeyInMessage,
     KnownStorageError,
-    OutpostError,
     RateLimited,
     UsageError,
 )
@@ -286,18 +285,12 @@ class ChatService:
 
     def recover_interrupted(self) -> list[Message]:
         """Mark replies left 'streaming' by a dead process as 'interrupted' (start-up), every
-        profile's: the signed-in profile's among them, oldest first (what the start says,
-        and opens: another profile's chats are not this one's to count or open)."""
-        marked = self.store.recover_orphaned_streaming()
-        owners: dict[str, bool] = {}
-        for reply in marked:
-            if reply.conversation_id not in owners:
-                try:
-                    owners[reply.conversation_id] = self.store.get_conversation(
-                        reply.conversation_id).profile in (None, self.profile)
-                except OutpostError:  # (deleted meanwhile)
-                    owners[reply.conversation_id] = False
-        return [reply for reply in marked if owners[reply.conversation_id]]
+        profile's, and return those the signed-in profile has not been told of, oldest first
+        (what the window's start says, and opens), now told: marked now or by an earlier
+        start (``outpost ask``, or the window signed in as another profile). Another
+        profile's chats are not this one's to count or open: it is told when it signs in."""
+        self.store.recover_orphaned_streaming()
+        return self.store.take_untold_interruptions(self.profile)
 
     def retry_turn(self, failed: Turn, *, effective_route: str | None = None,
                    price_known: bool = True, price: "Price | None" = None,

@@ -155,14 +155,38 @@ class MessageRows(Connections):
         return len(self.recover_orphaned_streaming())
 
     def recover_orphaned_streaming(self) -> list[Message]:
-        """``mark_orphaned_streaming``, returning the replies it marked, oldest first."""
+        """``mark_orphaned_streaming``, returning the replies it marked, oldest first; each
+        also waits to be told to its profile (``take_untold_interruptions``)."""
         with storage_errors(self.path):
             rows = list(self.db["messages"].rows_where("status = ?",
                                                        [MessageStatus.STREAMING.value],
                                                        order_by="created_at, rowid"))
         orphans = [r["id"] for r in rows if not writer_alive(r["writer"], r["id"])]
-        for message_id in orphans:
-            self.update_message(message_id, status=MessageStatus.INTERRUPTED,
-                                finish_reason="interrupted",
-                                error="The app stopped before this reply was finished.")
+        if orphans:
+            with self.transaction() as db:  # marked and waiting to be told, together
+                for message_id in orphans:
+                    self.update_message(message_id, status=MessageStatus.INTERRUPTED,
+                                        finish_reason="interrupted",
+                                        error="The app stopped before this reply was finished.")
+                db["untold_interruptions"].insert_all(
+                    ({"message_id": m} for m in orphans), ignore=True)
         return [self.get_message(message_id) for message_id in orphans]
+
+    def take_untold_interruptions(self, profile: str) -> list[Message]:
+        """The interrupted replies in ``profile``'s chats (and chats of no profile) it has not
+        been told of, oldest first; from now on told. Another profile's stay untold until it
+        takes them; a reply deleted meanwhile is forgotten."""
+        with self.transaction() as db:
+            rows = list(db.query(
+                """SELECT m.* FROM untold_interruptions u
+                     JOIN messages m ON m.id = u.message_id
+                     JOIN conversations c ON c.id = m.conversation_id
+                    WHERE c.profile IS NULL OR c.profile = ?
+                    ORDER BY m.created_at, m.rowid""", [profile]))
+            db.execute(
+                """DELETE FROM untold_interruptions WHERE message_id IN (
+                     SELECT u.message_id FROM untold_interruptions u
+                       LEFT JOIN messages m ON m.id = u.message_id
+                       LEFT JOIN conversations c ON c.id = m.conversation_id
+                      WHERE m.id IS NULL OR c.profile IS NULL OR c.profile = ?)""", [profile])
+        return [row_to_message(r) for r in rows]

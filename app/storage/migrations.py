@@ -434,3 +434,11 @@ def m023_quota_holds(db: sqlite_utils.Database) -> None:
     db["quota_holds"].create({"key": str, "profile": str, "tokens": int, "cost_usd": float,
                               "writer": str, "created_at": str, "expires_at": str}, pk="key")
     db["quota_holds"].create_index(["profile"])
+
+
+@migration
+def m024_untold_interruptions(db: sqlite_utils.Database) -> None:
+    """The replies a stop cut short that their profile has not been told of yet: the start
+    that marks them tells only the signed-in profile, so another profile's wait here until it
+    signs in (``MessageRows.take_untold_interruptions``). Replies marked before: not told."""
+    db["untold_interruptions"].create({"message_id": str}, pk="message_id")

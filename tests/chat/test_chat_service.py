@@ -592,3 +592,28 @@ def test_the_replies_a_dead_process_cut_short_are_marked_and_only_ones_own_are_s
     assert [reply.id for reply in said] == [bobs, nobodys]
     assert all(store.get_message(m).status is MessageStatus.INTERRUPTED
                for m in (bobs, anas, nobodys))
+    # told once; ana, who was not signed in, is told at her next start (or sign-in)
+    assert ChatService(store, Settings(), profile="bob").recover_interrupted() == []
+    assert [r.id for r in ChatService(store, Settings(), profile="ana").recover_interrupted()
+            ] == [anas]
+    assert ChatService(store, Settings(), profile="ana").recover_interrupted() == []
+
+
+def test_replies_a_command_found_cut_short_are_told_at_the_next_window_start(store):
+    """``outpost ask`` marks the replies a dead process left streaming (the CLI says nothing
+    of them): the window's next start still tells of them. It used to mark them too, so no
+    start ever said they were cut short. A reply deleted before it was told is forgotten."""
+    dead = f"{os.getpid()}:12345"
+    conversation = store.create_conversation("Report", profile="bob")
+    question = store.add_message(conversation.id, Role.USER, "How?")
+    replies = []
+    for text in ("Half", "Another half"):
+        reply = store.add_message(conversation.id, Role.ASSISTANT, text,
+                                  status=MessageStatus.STREAMING, parent_id=question.id)
+        store.update_message(reply.id, writer=dead)
+        replies.append(reply.id)
+    assert [m.id for m in store.recover_orphaned_streaming()] == replies  # (the CLI's start)
+    store.delete_subtree(replies[1])
+    said = ChatService(store, Settings(), profile="bob").recover_interrupted()
+    assert [reply.id for reply in said] == replies[:1]
+    assert store.db.execute("select count(*) from untold_interruptions").fetchone()[0] == 0

@@ -92,3 +92,42 @@ def test_one_reply_cut_short_in_another_chat_is_opened_by_the_banner(qtbot, outp
     window.banner.action_button.click()
     assert window.controller.conversation_id == cut
     assert window.view.bubbles[-1].message_id == reply_id
+
+
+def test_a_profile_signing_in_later_is_told_of_its_replies_a_stop_cut_short(
+        qtbot, outpost_app, scripted_engine):
+    """The start marks every profile's replies left streaming but tells only the profile
+    signed in: maria, whose reply was cut short while the admin's window started, was never
+    told (it was marked, so no later start saw it either). She is told when she signs in, with
+    the button to her chat, once; the admin is not told of hers."""
+    from app.storage.profiles import Profiles
+
+    me = default_user_id(Settings())
+    store = Store()
+    profiles = Profiles(store)
+    admin = profiles.ensure_default(me)
+    profiles.add("maria", admin)
+    hers, her_reply = chat_cut_short(store, "Maria's report", "maria", "Valve 2 at")
+    store.close()
+
+    app = outpost_app(max_tokens=16, engine_factory=scripted_engine.factory)
+    with qtbot.waitSignal(app.loader.model_ready, timeout=10000):
+        app.start()
+    window = app.window
+    assert not window.banner.isVisible()  # nothing of the admin's was cut short
+    assert app.store.get_message(her_reply).status is MessageStatus.INTERRUPTED
+
+    window.profile_button.switch_requested.emit("maria")
+    assert window.profile.name == "maria"
+    assert window.banner.isVisible()
+    assert window.banner.label.text() == (
+        "1 reply was interrupted when Outpost stopped; the text that had arrived is kept, "
+        "marked interrupted.")
+    window.banner.action_button.click()
+    assert window.controller.conversation_id == hers
+    assert window.view.bubbles[-1].message_id == her_reply
+
+    window.profile_button.switch_requested.emit(me)
+    assert not window.banner.isVisible()
+    window.profile_button.switch_requested.emit("maria")  # told once
+    assert not window.banner.isVisible()

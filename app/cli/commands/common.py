@@ -54,7 +54,8 @@ def open_core(args=None) -> Core:
         store.close()
         raise
     service = build_service(store, settings, profile.name)
-    service.recover_interrupted()  # replies a dead process left streaming
+    # replies a dead process left streaming: marked, and told by the window's next start
+    store.recover_orphaned_streaming()
     return Core(settings, store, service, profile, profiles)
 
 
