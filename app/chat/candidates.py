@@ -72,6 +72,10 @@ class CandidatesEngine(EngineBase):
         self.clock = clock  # the TTFT: from the send to the winner's reply being shown
         self.selection: Selection | None = None
         self._judge_usage: Usage | None = None
+        # each candidate's outcome, taken on the thread that streamed it (a router's is its
+        # own stream's there), and the candidate whose reply (or failure) the turn shows
+        self._outcomes: dict[int, StreamOutcome] = {}
+        self._shown: int | None = None
         kind = engine.capabilities.knob_kind or "local"
         if plan.mode == "best_of" and plan.scorer in LOCAL_ONLY_SCORERS and kind != "local":
             raise UsageError(f"The {plan.scorer} scorer needs the local model (cloud providers "
@@ -121,8 +125,12 @@ class CandidatesEngine(EngineBase):
         return self.engine.price
 
     def outcome(self) -> StreamOutcome:
-        """The wrapped engine's (who answered), with the plan and how the winner was chosen."""
-        return dataclasses.replace(self.engine.outcome(), test_time=self.plan,
+        """Who answered the candidate shown (the winner; the failure or the longest part
+        when there is none), with the plan and how the winner was chosen. Candidates stream
+        at once through one router on Auto: one that failed over to the local model says
+        nothing of another the cloud answered."""
+        shown = self._outcomes.get(self._shown) if self._shown is not None else None
+        return dataclasses.replace(shown or self.engine.outcome(), test_time=self.plan,
                                    selection=self.selection)
 
     def repair_engine(self) -> Engine:
@@ -141,6 +149,7 @@ class CandidatesEngine(EngineBase):
                               extract=plan.extract if plan.mode != "best_of" else None)
         self.selection = selection
         self._judge_usage = None
+        self._outcomes, self._shown = {}, None
         self._refit: Refit | None = None  # the local model's fit of the candidates' request
         wants_logprobs = plan.mode == "best_of" and plan.scorer in ("logprob", "length", "json")
         wants_logprobs = wants_logprobs and not self.concurrent  # the local model
@@ -195,6 +204,7 @@ class CandidatesEngine(EngineBase):
         usage = _sum_usage([c.usage for c in done] + [self._judge_usage])
         if cancel.is_set():
             winner = max(done, key=lambda c: len(c.text), default=None)
+            self._shown = winner.index if winner is not None else None
             if winner is not None and winner.text:
                 yield TextDelta(winner.text)
             yield usage
@@ -203,7 +213,9 @@ class CandidatesEngine(EngineBase):
         usable = [c for c in done if c.text.strip() and c.finish is not None and
                   c.finish.reason in (FinishReason.STOP, FinishReason.LENGTH)]
         if not usable:
-            failure = next((c.finish for c in done if c.finish and c.finish.error), None)
+            failed = next((c for c in done if c.finish and c.finish.error), None)
+            failure = failed.finish if failed is not None else None
+            self._shown = failed.index if failed is not None else None
             yield usage
             yield Finished(FinishReason.ERROR, error=failure.error if failure else UsageError(
                 "None of the candidates produced a reply."))
@@ -213,7 +225,7 @@ class CandidatesEngine(EngineBase):
         else:
             winner = self._vote(usable, selection)
         usage = _sum_usage([c.usage for c in done] + [self._judge_usage])
-        selection.winner = winner.index
+        selection.winner = self._shown = winner.index
         if self._refit is not None:  # the turn says what the local model's window left out
             yield self._refit
         # the reply appears once every candidate is in and the winner chosen: that wait is its
@@ -262,6 +274,7 @@ class CandidatesEngine(EngineBase):
         finally:
             mine.set()
             watcher.join()
+        self._outcomes[index] = self.engine.outcome()  # (this thread's stream's)
         finished = reply.finish
         candidate.text, candidate.usage, candidate.finish = reply.text, reply.usage, finished
         candidate.mean_logprob = finished.mean_logprob if finished else None

@@ -115,6 +115,23 @@ class _Runner:
         return dataclasses.replace(request, messages=fit.messages)
 
 
+class _Run:
+    """What one stream through the router found: who answered and why, who wrote which part,
+    whether the cloud could not be reached before any text (and why), whether the local model
+    hedged, the cloud's attempt that waits to be retried, and the send's idempotency key."""
+
+    def __init__(self, cloud: EngineInfo, key: str = ""):
+        self.answered: EngineInfo = cloud
+        self.reason = f"cloud first ({cloud.engine})"
+        self.segments: list[Segment] = []
+        self.cloud_unreachable = False
+        self.cloud_error: Exception | None = None  # why, when the cloud failed before text
+        self.hedged = False
+        # the cloud's last failed attempt that is retried, and when its wait ends
+        self.retrying: tuple[Retrying, float] | None = None
+        self.key = key
+
+
 class RoutedEngine(EngineBase):
     """The cloud engine with the local one behind it (route ``auto``), behind the same
     ``Engine`` contract. After streaming, ``outcome()`` says who wrote (the last part of) the
@@ -136,18 +153,19 @@ class RoutedEngine(EngineBase):
         self.hedge_after_s = hedge_after_s if hedge_after_s and hedge_after_s > 0 else None
         self.on_attempt = on_attempt
         self._local: Engine | None = None
-        self._key = ""
-        self._reset()
+        # what each stream found, kept per thread: best-of-n streams its candidates through
+        # one router at once, and one candidate's failover is not another's
+        self._runs = threading.local()
+        self._latest = _Run(self.cloud.info)  # the stream begun last (for other threads)
 
-    def _reset(self) -> None:
-        self.answered: EngineInfo = self.cloud.info
-        self.reason = f"cloud first ({self.cloud.info.engine})"
-        self.segments: list[Segment] = []
-        self.cloud_unreachable = False
-        self.cloud_error: Exception | None = None  # why, when the cloud failed before text
-        self.hedged = False
-        # the cloud's last failed attempt that is retried, and when its wait ends
-        self._retrying: tuple[Retrying, float] | None = None
+    @property
+    def _run(self) -> "_Run":
+        """The stream on this thread (the one it runs, or ran last); else the latest."""
+        return getattr(self._runs, "run", None) or self._latest
+
+    def _begin(self, key: str) -> None:
+        run = _Run(self.cloud.info, key)
+        self._runs.run = self._latest = run
 
     @property
     def info(self) -> EngineInfo:
@@ -190,14 +208,17 @@ class RoutedEngine(EngineBase):
 
     def outcome(self) -> StreamOutcome:
         """Who answered (the last part of) the reply and why; the capability-map row is
-        theirs (the cloud's until the local model answered)."""
-        local_answered = self._local is not None and self.answered is not self.cloud.info
+        theirs (the cloud's until the local model answered). Asked on the thread that
+        streamed, that stream's (candidates streamed at once each get their own); elsewhere,
+        the stream begun last's."""
+        run = self._run
+        local_answered = self._local is not None and run.answered is not self.cloud.info
         answerer = self._local if local_answered and self._local is not None else self.cloud
         answered = answerer.outcome()
         return StreamOutcome(
-            self.answered, answered.knob_kind, reason=self.reason,
-            segments=tuple(self.segments), cloud_unreachable=self.cloud_unreachable,
-            cloud_error=self.cloud_error, json_schema_refused=self.cloud.outcome().json_schema_refused,
+            run.answered, answered.knob_kind, reason=run.reason, segments=tuple(run.segments),
+            cloud_unreachable=run.cloud_unreachable, cloud_error=run.cloud_error,
+            json_schema_refused=self.cloud.outcome().json_schema_refused,
             refused_knobs=answered.refused_knobs)
 
     def close(self) -> None:
@@ -207,8 +228,7 @@ class RoutedEngine(EngineBase):
 
     # -- the stream ----------------------------------------------------------------------------
     def stream(self, request: ChatRequest, cancel: threading.Event) -> Iterator[StreamEvent]:
-        self._reset()
-        self._key = request.idempotency_key
+        self._begin(request.idempotency_key)
         turn_started = time.monotonic()
         name = self.cloud.info.engine
         events: queue.Queue = queue.Queue()
@@ -219,7 +239,7 @@ class RoutedEngine(EngineBase):
                     self.connectivity.state(name) is LinkState.OFFLINE:
                 offline = f"{self.connectivity.reason(name)}: answered locally"
             if offline is not None:
-                self.cloud_unreachable = True
+                self._run.cloud_unreachable = True
                 local = self._start_local(request, events, runners, offline)
                 winner = yield from self._race_local_only(local, cancel, events, runners)
             else:
@@ -245,7 +265,7 @@ class RoutedEngine(EngineBase):
                          refit_room=request.max_tokens if reply_room is None else reply_room)
         runner.cancel.outcome = "won"  # it takes the reply over from the cloud
         runners.append(runner)
-        self.answered, self.reason = local.info, reason
+        self._run.answered, self._run.reason = local.info, reason
         return runner
 
     def _next(self, events: queue.Queue, cancel: threading.Event, runners, timeout: float):
@@ -274,7 +294,7 @@ class RoutedEngine(EngineBase):
             if local is None and self.hedge_after_s is not None:
                 timeout = turn_started + self.hedge_after_s - time.monotonic()
                 if timeout <= 0:
-                    self.hedged = True
+                    self._run.hedged = True
                     local = self._start_local(request, events, runners, self._hedge_reason())
                     backlog[local] = []
                     continue
@@ -292,9 +312,9 @@ class RoutedEngine(EngineBase):
                 if runner is cloud and isinstance(event, FAILOVER_ERRORS):
                     if self.connectivity is not None:
                         # (this send's attempts counted it already, when they are fed in)
-                        self.connectivity.record(name, event.kind, send=self._key, again=True)
+                        self.connectivity.record(name, event.kind, send=self._run.key, again=True)
                     if local is None:
-                        self.cloud_unreachable, self.cloud_error = True, event
+                        self._run.cloud_unreachable, self._run.cloud_error = True, event
                         local = self._start_local(
                             request, events, runners,
                             f"{name} failed before answering ({kind_words(event.kind)}): "
@@ -302,9 +322,9 @@ class RoutedEngine(EngineBase):
                         backlog[local] = []
                         continue
                     if local not in dead:
-                        self.reason = (f"{name} failed before answering "
-                                       f"({kind_words(event.kind)}) while "
-                                       "the local model was hedging: answered locally")
+                        self._run.reason = (f"{name} failed before answering "
+                                            f"({kind_words(event.kind)}) while "
+                                            "the local model was hedging: answered locally")
                         continue
                     raise event
                 if runner is cloud:  # authentication, bad request, …: the user's to fix
@@ -315,11 +335,11 @@ class RoutedEngine(EngineBase):
                 self._log_local(runner, "failed", _kind_of(event))
                 if cloud in dead:
                     raise event
-                self.answered, self.reason = self.cloud.info, f"cloud first ({name})"
+                self._run.answered, self._run.reason = self.cloud.info, f"cloud first ({name})"
                 continue
             if isinstance(event, Retrying):  # said at once: the wait is now, not later
                 if runner is cloud:
-                    self._retrying = (event, time.monotonic() + event.wait_s)
+                    self._run.retrying = (event, time.monotonic() + event.wait_s)
                 yield event
                 continue
             if isinstance(event, Resent):  # said at once, as a retry is (before text)
@@ -339,15 +359,15 @@ class RoutedEngine(EngineBase):
                 if len(runners) > 1:  # a race was won (both attempts are in the request log)
                     runner.cancel.outcome = "won"
                 if runner is cloud:
-                    self.answered = self.cloud.info
-                    if self.hedged:
-                        self.reason = "cloud answered first; the local hedge was cancelled"
+                    self._run.answered = self.cloud.info
+                    if self._run.hedged:
+                        self._run.reason = "cloud answered first; the local hedge was cancelled"
                 if isinstance(event, TextDelta):
                     return runner, backlog[runner]
                 # the reply ended before any text (an empty answer, or cancelled)
                 if runner.tag == "local":
                     self._log_local(runner, _outcome(event), None)
-                self.segments = [self._segment(runner, 0, end=0)]
+                self._run.segments = [self._segment(runner, 0, end=0)]
                 yield from backlog[runner]
                 return None
 
@@ -355,8 +375,8 @@ class RoutedEngine(EngineBase):
         """Why the local model started beside the cloud: its first token is late, or the
         cloud failed and is still waiting to try again (its Retry-After, or the backoff)."""
         name = self.cloud.info.engine
-        if self._retrying is not None and time.monotonic() < self._retrying[1]:
-            retry = self._retrying[0]
+        if self._run.retrying is not None and time.monotonic() < self._run.retrying[1]:
+            retry = self._run.retrying[0]
             return (f"{name} failed before answering ({kind_words(_kind_of(retry.error))}) "
                     f"and was to try again in {seconds(retry.wait_s)}: answered locally")
         return f"cloud first token later than {self.hedge_after_s:g} s ({name}): " \
@@ -381,7 +401,7 @@ class RoutedEngine(EngineBase):
                 return local, backlog
             if isinstance(event, Finished):
                 self._log_local(local, _outcome(event), None)
-                self.segments = [self._segment(local, 0, end=0)]
+                self._run.segments = [self._segment(local, 0, end=0)]
                 yield from backlog
                 return None
 
@@ -391,7 +411,7 @@ class RoutedEngine(EngineBase):
         first_text_at = time.monotonic()
         text = ""
         current = winner
-        self.segments = [self._segment(current, 0)]
+        self._run.segments = [self._segment(current, 0)]
         usages: list[Usage] = []
         cloud_error: Exception | None = None
         while True:
@@ -441,7 +461,7 @@ class RoutedEngine(EngineBase):
                     cloud_error = event.error
                     name = self.cloud.info.engine
                     if self.connectivity is not None:
-                        self.connectivity.record(name, event.error.kind, send=self._key,
+                        self.connectivity.record(name, event.error.kind, send=self._run.key,
                                                  again=True)
                     reason = (f"{name} stream broke after {len(text)} characters "
                               f"({kind_words(break_kind(event.error))}): continued locally")
@@ -454,7 +474,7 @@ class RoutedEngine(EngineBase):
                     current = self._start_local(continuation, events, runners, reason,
                                                 reply_room=request.max_tokens)
                     self._end_segment(len(text))
-                    self.segments.append(self._segment(current, len(text), reason))
+                    self._run.segments.append(self._segment(current, len(text), reason))
                     info = current.engine.info
                     yield Seam(info.engine, info.model, reason, len(text))
                     continue
@@ -468,13 +488,14 @@ class RoutedEngine(EngineBase):
         """The local model could not take over at ``offset`` (the conversation does not fit
         its window, it failed to load): the reply is the cloud's part alone, credited to the
         cloud, and its error says both why the stream broke and why nobody went on."""
-        if self.segments and self.segments[-1].engine == local.engine.info.engine and \
-                self.segments[-1].start == offset:
-            self.segments.pop()  # the local part never began
+        run = self._run
+        if run.segments and run.segments[-1].engine == local.engine.info.engine and \
+                run.segments[-1].start == offset:
+            run.segments.pop()  # the local part never began
         name = self.cloud.info.engine
-        self.answered = self.cloud.info
-        self.reason = (f"{name} stream broke after {offset} characters "
-                       f"({kind_words(break_kind(cloud_error))}); the local model could not go on")
+        run.answered = self.cloud.info
+        run.reason = (f"{name} stream broke after {offset} characters "
+                      f"({kind_words(break_kind(cloud_error))}); the local model could not go on")
         said = str(cloud_error).rstrip(".")
         return StreamInterrupted(f"{said}. The local model could not go on from there: {why}",
                                  cause=getattr(cloud_error, "cause", None) or cloud_error)
@@ -491,7 +512,7 @@ class RoutedEngine(EngineBase):
         return Segment(info.engine, info.model, start, end, reason)
 
     def _end_segment(self, end: int) -> None:
-        self.segments[-1] = dataclasses.replace(self.segments[-1], end=end)
+        self._run.segments[-1] = dataclasses.replace(self._run.segments[-1], end=end)
 
     @staticmethod
     def _combined_usage(usages: list[Usage]) -> Usage:
@@ -515,7 +536,7 @@ class RoutedEngine(EngineBase):
         info = runner.engine.info
         self.on_attempt(AttemptRecord(
             attempt=1, status=None, latency_ms=(time.monotonic() - runner.started) * 1000,
-            error_kind=error_kind, idempotency_key=self._key, provider="local",
+            error_kind=error_kind, idempotency_key=self._run.key, provider="local",
             model=info.model, outcome=outcome))
 
 

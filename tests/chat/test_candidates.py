@@ -12,10 +12,11 @@ import pytest
 from fault_server import fault_server
 
 from app.chat.candidates import CandidatesEngine, Plan, extractor, judge_request, normalise
+from app.chat.router import RoutedEngine
 from app.chat.service import ChatService, TurnOptions
 from app.config.providers import ProviderConfig
 from app.config.settings import Settings
-from app.domain.errors import UsageError
+from app.domain.errors import ProviderUnavailable, UsageError
 from app.domain.messages import (
     ChatMessage,
     ChatRequest,
@@ -281,7 +282,8 @@ def test_the_judge_is_deterministic_whatever_the_users_knobs(kind):
     asked = ChatRequest(model="m", messages=(ChatMessage(Role.USER, "What is 3 + 4?"),),
                         **USER_KNOBS)
     text, _ = run(engine, asked)
-    assert text == "7"
+    # the judge picked candidate 2 (cloud candidates run at once: either reply may be its)
+    assert text == engine.selection.candidates[1].text
     assert all(r.top_p == 0.5 and r.presence_penalty == 0.6 for r in inner.requests[:2])
     judge = inner.requests[-1]
     assert judge.idempotency_key.endswith("~judge")
@@ -324,3 +326,56 @@ def test_the_judge_sent_to_anthropic_over_the_wire_is_deterministic():
                for c in candidates)
     assert judge["temperature"] == 0.0 and not {"top_p", "top_k"} & set(judge)
     assert judge["max_tokens"] == JUDGE_MAX_TOKENS
+
+
+class _OneBusyCloud(EngineBase):
+    """A provider that answers candidate 1 and, once it has, is overloaded for candidate 0:
+    both candidates are on their way before either is answered."""
+
+    info = EngineInfo("acme", "cloud-model")
+    capabilities = EngineCapabilities(knob_kind="openai")
+
+    def __init__(self):
+        self.both_sent = threading.Barrier(2, timeout=10)
+        self.answered = threading.Event()
+
+    def stream(self, request, cancel):
+        self.both_sent.wait()
+        if request.idempotency_key.endswith("~c0"):
+            self.answered.wait(10)
+            raise ProviderUnavailable("acme is overloaded right now.")
+        yield TextDelta('{"a": 1}')
+        yield Usage(10, 3)
+        yield Finished(FinishReason.STOP)
+        self.answered.set()
+
+    def close(self):
+        pass
+
+
+class _Local(EngineBase):
+    info = EngineInfo("local", "tiny.gguf")
+
+    def stream(self, request, cancel):
+        yield TextDelta("not json")
+        yield Usage(10, 2)
+        yield Finished(FinishReason.STOP)
+
+    def close(self):
+        pass
+
+
+def test_auto_candidates_each_keep_their_own_route_outcome():
+    """Best-of-n on Auto streams its candidates through one router at once: candidate 0
+    failing over to the local model says nothing of candidate 1, which the cloud answered and
+    which won, so the reply is the cloud's and nothing was unreachable (it was: the outbox
+    queued such a turn, and the reply said the local model answered it)."""
+    routed = RoutedEngine(_OneBusyCloud(), _Local, hedge_after_s=None)
+    engine = CandidatesEngine(routed, Plan("best_of", 2, scorer="json"))
+    text, _ = run(engine)
+    assert text == '{"a": 1}' and engine.selection.winner == 1
+    outcome = engine.outcome()
+    assert outcome.answered.engine == "acme"
+    assert not outcome.cloud_unreachable and outcome.cloud_error is None
+    assert outcome.reason == "cloud first (acme)"
+    assert [s.engine for s in outcome.segments] == ["acme"]

@@ -134,3 +134,53 @@ def test_one_failed_send_counts_once_however_many_attempts_it_made():
             assert link.failures == 3 and link.next_probe_at - clock.now == 20.0
         finally:
             engine.close()
+
+
+def test_a_provider_slow_to_answer_is_tried_again_later_each_time():
+    """A provider that is there (the probe's TCP connect works) but sends no text before the
+    first-token deadline: each send of the outbox's item timed out, the next probe found it
+    online at once, and the item went again: every 5 s after the timeout (~35 s apart with
+    the default 30 s deadline), for ever. A probe proves the host is there, not that it
+    answers: the timed-out sends keep counting until one is answered, so the next try backs
+    off as for a provider that cannot be reached (5 s, 10 s, 20 s …)."""
+    import threading
+
+    from app.config.providers import ProviderConfig
+    from app.domain.errors import TimeoutError_
+    from app.domain.messages import ChatMessage, ChatRequest, Role
+    from engines.http_policy import RetryPolicy, Timeouts
+    from engines.openai_compat import OpenAICompatEngine
+    from tests.fault_server import Stall, fault_server, normal
+
+    clock = Clock()
+    links = Connectivity(clock, wall)
+    request = ChatRequest(model="test-model", messages=(ChatMessage(Role.USER, "Q"),))
+    with fault_server() as server:
+        engine = OpenAICompatEngine(
+            ProviderConfig("slow", "openai", server.url + "/v1", "test-model"), "sk-test",
+            policy=RetryPolicy(max_retries=0),
+            timeouts=Timeouts(connect=1, first_token=0.3, idle=2),
+            on_attempt=links.record_attempt)
+        waits = []
+        try:
+            for _ in range(3):
+                server.script([Stall(seconds=1.0)])
+                try:  # the outbox sends the item again: same key, a send of its own
+                    for _ in engine.stream(request, threading.Event()):
+                        pass
+                except TimeoutError_:
+                    pass
+                else:
+                    raise AssertionError("the provider sent nothing: the send should time out")
+                waits.append(links.link("slow").next_probe_at - clock.now)
+                clock.now += waits[-1]
+                assert links.due_for_probe("slow")
+                # the host is there: the item may go again (the window sends when online)
+                assert links.probe("slow", server.url + "/v1") is LinkState.ONLINE
+            assert waits == [5.0, 10.0, 20.0]
+            server.script([normal()])  # it answers at last: the count starts again
+            for _ in engine.stream(request, threading.Event()):
+                pass
+            assert links.link("slow").failures == 0
+        finally:
+            engine.close()
