@@ -86,16 +86,23 @@ class Connectivity:
 
     # -- outcomes ------------------------------------------------------------------------------
     def record(self, provider: str, error_kind: str | None, send: str | None = None,
-               again: bool = False) -> LinkState:
+               again: bool = False, probe: bool = False) -> LinkState:
         """One outcome: ``None`` for success; an error kind (``OutpostError.kind``) otherwise.
         ``send``: the idempotency key of the send it belongs to; ``again``: a later attempt of
         that send (a retry), or the router's word on it: an unreachable outcome of the send
-        counted last is not counted again (nor is the next probe put off further)."""
+        counted last is not counted again (nor is the next probe put off further).
+        ``probe``: a probe's TCP connect; after sends that timed out it proves the host is
+        there, not that it answers in time: online (worth a try), the timeouts still counted,
+        so each one that follows puts the next try further off, as unreachable sends do."""
         link = self.link(provider)
         if error_kind == OfflineModeOn.kind:  # nothing was tried: nothing learnt
             return link.state
         with self._lock:
-            if error_kind is None or error_kind not in _UNREACHABLE | _UNHAPPY:
+            if error_kind is None and probe and link.last_error == "timeout" and \
+                    link.failures:
+                self._set(link, LinkState.ONLINE)  # (the failures stand until an answer)
+                link.next_probe_at = self._clock() + ONLINE_RECHECK_S
+            elif error_kind is None or error_kind not in _UNREACHABLE | _UNHAPPY:
                 # success, or an answer that proves the server is there (401, 400, ...)
                 link.failures, link.failed_send = 0, None
                 link.last_error = error_kind
@@ -160,7 +167,7 @@ class Connectivity:
                 error = None
         except OSError:
             error = "connection_failed"
-        state = self.record(provider, error)
+        state = self.record(provider, error, probe=True)
         self.link(provider).last_probe_at = self._wall()
         return state
 
