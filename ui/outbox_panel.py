@@ -318,8 +318,8 @@ def _first_line(prompt: str) -> str:
 
 
 def _note(item: OutboxItem) -> str:
-    if item.state is OutboxState.SENT:
-        return "answered"
+    if item.state is OutboxState.SENT:  # (answered in its chat after it failed: says so)
+        return window_words(item.last_error) if item.last_error else "answered"
     if item.state is OutboxState.SENDING:
         return f"attempt {item.attempts}"
     held = item.held() if item.state is OutboxState.QUEUED else None

@@ -440,12 +440,29 @@ def _failed_words(item_id: int, why: str) -> str:
             f"outbox retry {item_id}`) asks once more.")
 
 
-def _answered_words(item_id: int, said: str) -> str:
+def _answered_words(item_id: int, said: str, how: str = "It was retried and answered") -> str:
     """What a part that said its item failed (``said``) says once a retry was answered: its
     own cause stays, the failure is put in the past, and the way to ask again goes."""
     failed = f"Outbox item {item_id} failed"
     start = said.find(failed)
     before, after = said[:start], said[start + len(failed):]
     after = after.split(" Retry in the Outbox", 1)[0]
-    return (f"{before}{failed} at first{after} It was retried and answered: the answer is "
-            "another version of this reply.")
+    return (f"{before}{failed} at first{after} {how}: the answer is another version of this "
+            "reply.")
+
+
+def settle_answered_in_chat(outbox: Outbox, user_message_id: str, answer_id: str) -> None:
+    """A question whose outbox item failed was answered from its chat (a retry or a
+    regenerate, answered at once): the item is no longer failed (``Outbox.answered_in_chat``)
+    and the replies that said it failed, with the way to ask again, say it was answered."""
+    items = outbox.answered_in_chat(user_message_id, answer_id)
+    if not items:
+        return
+    store = outbox.store
+    for part in store.siblings(store.get_message(answer_id)):
+        for item in items:
+            failed = f"Outbox item {item.id} failed"
+            if part.id != answer_id and part.error and failed in part.error and \
+                    f"{failed} at first" not in part.error:
+                store.update_message(part.id, error=_answered_words(
+                    item.id, part.error, "It was answered since, from the chat"))

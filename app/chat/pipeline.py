@@ -21,6 +21,7 @@ once) and ``PendingTurn.run`` (steps 4-6, on its stream worker). ``send`` is the
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from typing import Callable, Iterator, NamedTuple, Protocol, Union
 
 from app.chat.candidates import CandidatesEngine
 from app.chat.connectivity import Connectivity, LinkState
+from app.chat.outbox_sender import settle_answered_in_chat
 from app.chat.router import RoutedEngine
 from app.chat.service import ChatService, TurnOptions, history_messages
 from app.chat.turn import OutboxPlan, Turn
@@ -69,6 +71,8 @@ from app.storage.quotas import (
     RateLimitedLocally,
 )
 from engines.base import Engine, EngineInfo
+
+log = logging.getLogger(__name__)
 
 
 # -- what the front end asks for -----------------------------------------------------------
@@ -274,7 +278,23 @@ class PendingTurn:
             return
         self.pipeline.service.keep_unsaved(turn)
         item = yield from self._queue(None)
+        if item is None:
+            self._settle_failed_items(finish)
         yield TurnEnded(self._outcome(finish, None, item))
+
+    def _settle_failed_items(self, finish: Finished | None) -> None:
+        """The question is answered now (a retry or a regenerate from the chat): an outbox
+        item of it that failed is no longer news (it showed as failed for ever)."""
+        turn = self.turn
+        if finish is None or finish.reason not in (FinishReason.STOP, FinishReason.LENGTH) \
+                or not turn.reply.text or turn.assistant_message_id is None:
+            return
+        try:
+            settle_answered_in_chat(self.pipeline.service.outbox, turn.user_message_id,
+                                    turn.assistant_message_id)
+        except OutpostError as exc:  # (the answer is stored; this is the outbox's display)
+            log.warning("could not settle the failed outbox items of %s: %s",
+                        turn.user_message_id, exc)
 
     def _queue(self, error: OutpostError | None) -> Iterator[TurnEvent]:
         """The outbox, when the plan says so: under Cloud only when the provider could not be

@@ -34,6 +34,10 @@ from app.storage.store import Store, now_iso
 from app.storage.writers import this_writer, writer_alive
 
 
+# what an item that failed says once its question was answered from its chat instead
+ANSWERED_IN_CHAT = "answered in its chat after it failed here (not sent from the outbox)"
+
+
 class OutboxState(str, enum.Enum):
     QUEUED = "queued"
     SENDING = "sending"
@@ -346,6 +350,22 @@ class Outbox:
                                      OutboxState.SENDING.value])
         self._say_on_placeholder(item_id, why)
         return self.get(item_id)
+
+    def answered_in_chat(self, user_message_id: str,
+                         answer_message_id: str) -> list[OutboxItem]:
+        """The question of failed items was answered since in its chat (a retry or a
+        regenerate sent from there, answered at once): they are no longer failed, but
+        ``sent``, with that answer and ``ANSWERED_IN_CHAT`` as their note. Returns them."""
+        with self.store.transaction() as db:
+            ids = [row["id"] for row in db["outbox"].rows_where(
+                "user_message_id = ? and state = ?",
+                [user_message_id, OutboxState.FAILED.value])]
+            for item_id in ids:
+                db["outbox"].update(item_id, {
+                    "state": OutboxState.SENT.value, "writer": None,
+                    "last_error": ANSWERED_IN_CHAT, "answer_message_id": answer_message_id,
+                    "updated_at": now_iso()})
+        return [self.get(item_id) for item_id in ids]
 
     def _finish(self, item_id: int, state: OutboxState, error: str | None = None,
                 answer_message_id: str | None = None) -> None:

@@ -17,7 +17,7 @@ from app.chat.pipeline import Queued, TurnEnded, TurnPipeline, TurnTarget
 from app.chat.service import ChatService, TurnOptions
 from app.config.settings import Settings
 from app.domain.messages import MessageStatus, Role
-from app.storage.outbox import Outbox, OutboxState
+from app.storage.outbox import ANSWERED_IN_CHAT, Outbox, OutboxState
 from app.storage.store import Store
 from tests.chat.test_outbox import fast_cloud
 from tests.fault_server import fault_server, normal, refused_url, unauthorized
@@ -171,4 +171,35 @@ def test_an_item_that_fails_before_it_is_sent_says_so_on_its_queued_reply(tmp_pa
     assert still.id == standing.id
     assert still.error.startswith(f"Outbox item {item.id} failed: There is no provider named "
                                   "fault.")
+    store.close()
+
+
+@pytest.mark.parametrize("how", ["retry", "regenerate"])
+def test_a_failed_item_answered_from_the_chat_no_longer_shows_as_failed(tmp_path, how):
+    """Cloud only, queued; the send fails (the key refused); the user fixes the key and
+    retries (or regenerates) the reply from the chat, and the provider answers at once. The
+    item stayed *failed* in the Outbox, and its reply went on saying "Retry in the Outbox
+    asks once more": it is answered now, by the chat's send, and says so."""
+    store = Store(tmp_path / "outpost.db")
+    _, pipeline, first_turn, item = queued_cloud_only(store)
+    with fault_server() as server:
+        server.script([unauthorized()])
+        assert [i.id for i, _ in sender_for(store, server.url).send().failed] == [item.id]
+        [failed] = replies(store, item)
+        server.script([normal()])
+        pipeline.engines.cloud_engine = fast_cloud(server.url + "/v1", store)
+        pending = pipeline.retry(first_turn, target=CLOUD) if how == "retry" else \
+            pipeline.regenerate(failed.id, target=CLOUD)
+        events = list(pending.run(threading.Event()))
+    assert not [e for e in events if isinstance(e, Queued)]
+    answer = store.branch(item.conversation_id)[-1]
+    assert (answer.content, answer.status) == (ANSWER, MessageStatus.COMPLETE)
+    settled = Outbox(store).get(item.id)
+    assert settled.state is OutboxState.SENT and settled.answer_message_id == answer.id
+    assert settled.last_error == ANSWERED_IN_CHAT
+    assert Outbox(store).pending() == []
+    said = store.get_message(failed.id).error
+    assert said.startswith(f"Outbox item {item.id} failed at first: ")
+    assert "It was answered since, from the chat: the answer is another version" in said
+    assert "asks once more" not in said
     store.close()
