@@ -437,14 +437,30 @@ class ChatController(QObject):
         if self.conversation_id is None:
             self.new_chat_route = route
         else:
-            try:
-                moved = self.store.set_conversation_route(self.conversation_id, route)
+            try:  # (None: the default, whose route its queued items follow from now)
+                moved = self.store.set_conversation_route(
+                    self.conversation_id, route, self.service.settings["default_route"])
             except OutpostError as exc:
                 self.error_occurred.emit(exc)
                 return
             if moved:  # its queued replies say something else now (Local only: not sent)
                 self.reload_conversation()
+                self.outbox_changed.emit()
         self.route_changed.emit(self.effective_route())
+
+    @Slot(str)
+    def default_route_changed(self, route: str) -> None:
+        """The settings' default route is ``route`` now: the queued items of the chats that
+        follow it go with it (Local only: not sent), and say so."""
+        try:
+            moved = self.store.follow_default_route(route)
+        except OutpostError as exc:
+            self.error_occurred.emit(exc)
+            return
+        if moved:
+            if self.conversation_id in moved:
+                self.reload_conversation()
+            self.outbox_changed.emit()
 
     def _chosen(self) -> tuple[TurnTarget, TurnOptions] | None:
         """The target and knobs the panel says for the next turn; None, and the error shown,

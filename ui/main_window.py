@@ -370,6 +370,7 @@ class MainWindow(QMainWindow):
         # the route: picked, defaulted, forced local by Offline mode -> shown everywhere
         self.route_picker.route_picked.connect(c.set_route)
         c.route_changed.connect(self.update_route_display)
+        self.default_route_menu.default_route_changed.connect(c.default_route_changed)
         self.default_route_menu.default_route_changed.connect(self.update_route_display)
         self.offline.offline_mode_changed.connect(self.update_route_display)
         self.offline.offline_mode_changed.connect(self.offline_mode_changed)
@@ -736,6 +737,8 @@ class MainWindow(QMainWindow):
             self.offline.action.setChecked(bool(self.settings["offline_mode"]))
         if "send_when_online" in names:
             self.controller.send_when_online = bool(self.settings["send_when_online"])
+        if "default_route" in names:  # the chats that follow it: their queued items too
+            self.controller.default_route_changed(self.settings["default_route"])
         if "theme" in names:
             self.theme_changed.emit(self.settings["theme"])
         if "model_path" in names:  # another model: the setting's

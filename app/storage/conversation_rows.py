@@ -73,39 +73,35 @@ class ConversationRows(Connections):
         with self._tx() as db:
             self._change(db, conversation_id, {"title": title})
 
-    def set_conversation_route(self, conversation_id: str, route: str | None) -> int:
-        """auto / local / cloud, or None for the settings' default. Local only also stops what
-        this conversation has queued in the outbox (``KEPT_LOCAL``): a message the user has
-        since made private is never sent (``app.chat.outbox_sender`` checks again). Auto or
-        Cloud only again: those items stay failed (a retry sends them), no longer saying the
-        conversation is Local only. The reply that stands for such an item (Cloud only: it
-        said the message is sent once its provider can be reached) says so too. Returns how
-        many items changed (a window showing the conversation shows it again)."""
+    def set_conversation_route(self, conversation_id: str, route: str | None,
+                               default_route: str | None = None) -> int:
+        """auto / local / cloud, or None for the settings' default (``default_route``, when
+        the caller knows it: what the conversation follows from now). Local only also stops
+        what this conversation has queued in the outbox (``KEPT_LOCAL``): a message the user
+        has since made private is never sent (``app.chat.outbox_sender`` checks again). Auto
+        or Cloud only again: those items stay failed (a retry sends them), no longer saying
+        the conversation is Local only. The reply that stands for such an item (Cloud only: it
+        said the message is sent once its provider can be reached) says so too. A reset to
+        the default does the same for the route the default is. Returns how many items
+        changed (a window showing the conversation shows it again)."""
         if route not in (None, "auto", "local", "cloud"):
             raise UsageError(f"Route must be auto, local or cloud; got {route!r}.")
         self.get_conversation(conversation_id)
         with self._tx() as db:
             self._change(db, conversation_id, {"route": route})
-            if route == "local":
-                changed = db.execute(
-                    "SELECT id, placeholder_message_id FROM outbox WHERE conversation_id = ? "
-                    "AND state = 'queued'", [conversation_id]).fetchall()
-                for item_id, placeholder in changed:
-                    db.execute("UPDATE outbox SET state = 'failed', last_error = ?, "
-                               "updated_at = ? WHERE id = ?", [KEPT_LOCAL, now_iso(), item_id])
-                    _say_on_reply(db, placeholder, kept_local_reply(item_id))
-            elif route is not None:  # (None: the default route, not known here)
-                changed = db.execute(
-                    "SELECT id, placeholder_message_id FROM outbox WHERE conversation_id = ? "
-                    "AND state = 'failed' AND last_error = ?",
-                    [conversation_id, KEPT_LOCAL]).fetchall()
-                for item_id, placeholder in changed:
-                    db.execute("UPDATE outbox SET last_error = ?, updated_at = ? WHERE id = ?",
-                               [no_longer_local(item_id), now_iso(), item_id])
-                    _say_on_reply(db, placeholder, no_longer_local_reply(item_id))
-            else:
-                changed = []
-        return len(changed)
+            return _items_follow_route(db, conversation_id, route or default_route)
+
+    def follow_default_route(self, default_route: str) -> list[str]:
+        """The settings' default route is ``default_route`` now: the outbox items of every
+        conversation that follows it (no route of its own) go with it, as
+        ``set_conversation_route`` has them (Local only: not sent; else no longer saying so).
+        Returns the conversations whose items changed."""
+        with self._tx() as db:
+            following = [row[0] for row in db.execute(
+                "SELECT DISTINCT c.id FROM conversations c JOIN outbox o ON "
+                "o.conversation_id = c.id WHERE c.route IS NULL").fetchall()]
+            return [conversation_id for conversation_id in following
+                    if _items_follow_route(db, conversation_id, default_route)]
 
     def set_pinned(self, conversation_id: str, pinned: bool) -> None:
         """Pin a conversation to the top of the list (or unpin it)."""
@@ -207,6 +203,31 @@ class ConversationRows(Connections):
     def touch_conversation(self, conversation_id: str) -> None:
         with self._tx() as db:
             db["conversations"].update(conversation_id, {"updated_at": now_iso()})
+
+
+def _items_follow_route(db, conversation_id: str, route: str | None) -> int:
+    """The conversation's outbox items after its route became ``route`` (None: not known
+    here): Local only fails the queued ones (``KEPT_LOCAL``), Auto or Cloud only has those
+    say they are not Local only any more; their replies say so too. How many changed."""
+    if route == "local":
+        changed = db.execute(
+            "SELECT id, placeholder_message_id FROM outbox WHERE conversation_id = ? "
+            "AND state = 'queued'", [conversation_id]).fetchall()
+        for item_id, placeholder in changed:
+            db.execute("UPDATE outbox SET state = 'failed', last_error = ?, "
+                       "updated_at = ? WHERE id = ?", [KEPT_LOCAL, now_iso(), item_id])
+            _say_on_reply(db, placeholder, kept_local_reply(item_id))
+        return len(changed)
+    if route is None:
+        return 0
+    changed = db.execute(
+        "SELECT id, placeholder_message_id FROM outbox WHERE conversation_id = ? "
+        "AND state = 'failed' AND last_error = ?", [conversation_id, KEPT_LOCAL]).fetchall()
+    for item_id, placeholder in changed:
+        db.execute("UPDATE outbox SET last_error = ?, updated_at = ? WHERE id = ?",
+                   [no_longer_local(item_id), now_iso(), item_id])
+        _say_on_reply(db, placeholder, no_longer_local_reply(item_id))
+    return len(changed)
 
 
 def _say_on_reply(db, message_id: str | None, text: str) -> None:

@@ -17,6 +17,7 @@ from app.chat.pipeline import Queued, TurnEnded, TurnPipeline, TurnTarget
 from app.chat.service import ChatService, TurnOptions
 from app.config.settings import Settings
 from app.domain.messages import MessageStatus, Role
+from app.domain.routes import KEPT_LOCAL
 from app.storage.outbox import ANSWERED_IN_CHAT, Outbox, OutboxState
 from app.storage.store import Store
 from tests.chat.test_outbox import fast_cloud
@@ -202,4 +203,37 @@ def test_a_failed_item_answered_from_the_chat_no_longer_shows_as_failed(tmp_path
     assert said.startswith(f"Outbox item {item.id} failed at first: ")
     assert "It was answered since, from the chat: the answer is another version" in said
     assert "asks once more" not in said
+    store.close()
+
+
+def test_queued_items_follow_the_default_route_their_chat_is_reset_to_or_follows(tmp_path):
+    """Cloud only, queued; the chat's route is reset to the default, which is Local only:
+    the item stayed queued and its reply went on saying it is sent once fault can be reached
+    (the sender failed it only at its next pass). Reset, it follows the default at once, as a
+    chat made Local only does; and when the default itself changes (Chat ▸ Default route,
+    Settings), the items of every chat that follows it go with it, both ways."""
+    store = Store(tmp_path / "outpost.db")
+    _, _, _, item = queued_cloud_only(store)
+    [standing] = replies(store, item)
+    chat = item.conversation_id
+    outbox = Outbox(store)
+    assert store.set_conversation_route(chat, None, default_route="local") == 1
+    assert (outbox.get(item.id).state, outbox.get(item.id).last_error) == (
+        OutboxState.FAILED, KEPT_LOCAL)
+    assert store.get_message(standing.id).error.startswith(
+        f"Outbox item {item.id} was not sent: this conversation is Local only now")
+    assert store.set_conversation_route(chat, None, default_route="auto") == 1
+    assert store.get_message(standing.id).error.startswith(
+        f"Outbox item {item.id} was not sent while this conversation was Local only; it is "
+        "not any more.")
+    outbox.requeue_failed(item.id, "auto")
+    assert store.follow_default_route("local") == [chat]  # the chat follows the default
+    assert outbox.get(item.id).state is OutboxState.FAILED
+    assert "Local only now" in store.get_message(standing.id).error
+    assert store.follow_default_route("cloud") == [chat]
+    assert "it is not any more" in store.get_message(standing.id).error
+    store.set_conversation_route(chat, "cloud")  # a route of its own: the default is not its
+    outbox.requeue_failed(item.id, "auto")
+    assert store.follow_default_route("local") == []
+    assert outbox.get(item.id).state is OutboxState.QUEUED
     store.close()
