@@ -415,6 +415,33 @@ def test_a_queued_chat_made_local_only_says_at_once_that_its_message_is_not_sent
     app.shutdown()
 
 
+def test_a_queued_chat_that_follows_the_default_route_goes_with_it(qtbot, scripted):
+    """Cloud only, provider unreachable, queued; the chat follows the default route (one
+    from before routes were kept). Chat ▸ Default route ▸ Local only: its reply says at once
+    that the message is not sent (it said it is sent once acme can be reached), and the
+    status bar's count drops; Auto again: that it can be retried."""
+    app = scripted
+    with refused_url() as down:
+        use_provider(app, "acme", down + "/v1", route="cloud")
+        send(qtbot, app, "The supplies, please")
+        app.tasks.wait()
+    [item] = app.service.outbox.pending()
+    app.store.set_conversation_route(item.conversation_id, None)
+    view = app.window.view
+    assert "Queued in the outbox" in view.bubbles[-1].footer.text()
+    for route, says in (("local", "this conversation is Local only now"),
+                        ("auto", "it is not any more")):
+        [action] = [a for a in app.window.default_route_actions.actions()
+                    if a.data() == route]
+        action.trigger()
+        footer = view.bubbles[-1].footer.text()
+        assert says in footer and "Queued in the outbox" not in footer, footer
+    assert app.service.outbox.get(item.id).state is OutboxState.FAILED
+    assert not app.window.outbox_button.isVisible()
+    app.window.close()
+    app.shutdown()
+
+
 def test_the_queued_banner_says_the_real_cause_and_when_the_next_try_is(qtbot, scripted):
     """Cloud only: a 429 with Retry-After 120, then a reply with no text within the
     first-token timeout. Both messages wait in the outbox, and the banner said each time
