@@ -47,7 +47,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Iterable, Iterator, Mapping
+from typing import Callable, ClassVar, Generator, Iterable, Iterator, Mapping
 
 import httpx
 
@@ -105,7 +105,13 @@ from engines.http_policy import (
 )
 from engines.sockets import SocketTracker
 from engines.sse import ServerSentEvent, SSEDecoder
-from engines.stream_watch import BODY_END, BodyReader, Watchdog, WatchdogReason
+from engines.stream_watch import (
+    BODY_END,
+    BodyReader,
+    RequestSender,
+    Watchdog,
+    WatchdogReason,
+)
 
 log = logging.getLogger(__name__)
 
@@ -372,13 +378,41 @@ class CloudEngine(EngineBase):
         headers = {**headers, "Idempotency-Key": request.idempotency_key,
                    "Accept": "text/event-stream"}
         started = time.monotonic()
-        name = self.config.name
-        watchdog = Watchdog(cancel, started + self.timeouts.first_token, self._sockets)
         sent = _RequestSent()
+        sender = RequestSender(lambda: self._client.send(self._client.build_request(
+            "POST", url, json=body, headers=headers, extensions={"trace": sent}), stream=True))
+        watchdog = Watchdog(cancel, started + self.timeouts.first_token, self._sockets,
+                            owner=sender.ident)
         try:
-            response = self._client.send(self._client.build_request(
-                "POST", url, json=body, headers=headers, extensions={"trace": sent}),
-                stream=True)
+            yield from self._sent(request, cancel, attempt, turn_started, started, sent,
+                                  sender, watchdog)
+        finally:
+            sender.release()  # (after the watchdog stopped: its thread id is the socket's key)
+
+    def _head(self, sender: RequestSender,
+              started: float) -> Generator[Stalled, None, tuple[httpx.Response, bool]]:
+        """Waits for the response headers (``sender``); a ``Stalled`` when they are held back
+        for ``stall_notice`` s since the request was sent (the reply has not started: the
+        first-token deadline counts, or the idle one when it is shorter: httpx's read timeout
+        waits for the headers too). Returns the response, and whether the silence was said."""
+        notice = self.timeouts.stall_notice
+        limit = min(self.timeouts.first_token, self.timeouts.idle)
+        if 0 < notice < limit:
+            response = sender.next(max(0.0, started + notice - time.monotonic()))
+            if response is not None:
+                return response, False
+            yield Stalled(self.config.name, notice, limit, before_text=True, before_head=True)
+            return sender.next(None), True
+        return sender.next(None), False
+
+    def _sent(self, request: ChatRequest, cancel: threading.Event, attempt: _Try,
+              turn_started: float, started: float, sent: _RequestSent, sender: RequestSender,
+              watchdog: Watchdog) -> Iterator[StreamEvent]:
+        """One attempt once its request is on its way (``sender``): the headers awaited, then
+        the reply read."""
+        name = self.config.name
+        try:
+            response, head_said = yield from self._head(sender, started)
         except (UnicodeEncodeError, httpx.LocalProtocolError):
             watchdog.stop()
             unsendable = self._bad_header()
@@ -396,6 +430,8 @@ class CloudEngine(EngineBase):
                                      self._usage(request, StreamState()) if sent.done
                                      else None) from None
         except BaseException:  # Offline mode's refusal (before any socket), anything else
+            if not sender.answered:  # the stream was left while waiting for the headers
+                watchdog.hang_up()
             watchdog.stop()  # its thread would otherwise wait out the first-token deadline
             raise
         status = response.status_code
@@ -417,7 +453,7 @@ class CloudEngine(EngineBase):
                 self._record(attempt, started, status, error)
                 raise _Retry(error, retryable=False)
             yield from self._read_stream(response, request, watchdog, attempt, started,
-                                         turn_started)
+                                         turn_started, head_said)
         finally:
             watchdog.stop()
             response.close()
@@ -519,22 +555,25 @@ class CloudEngine(EngineBase):
         return _Retry(error, retryable, retry_after)
 
     def _read_stream(self, response: httpx.Response, request: ChatRequest, watchdog: Watchdog,
-                     attempt: _Try, started: float,
-                     turn_started: float) -> Iterator[StreamEvent]:
+                     attempt: _Try, started: float, turn_started: float,
+                     head_said: bool = False) -> Iterator[StreamEvent]:
+        """``head_said``: the silence since the request was sent was said while the headers
+        were held back; it is not said again once they came (one notice per silence)."""
         body = BodyReader(response.iter_bytes(), watchdog)
         try:
             yield from self._read_body(body, response, request, watchdog, attempt, started,
-                                       turn_started)
+                                       turn_started, head_said)
         finally:
             body.close()  # (before the response is: no thread is left reading it)
 
-    def _chunks(self, body: BodyReader, started: float,
-                meter: ArrivalMeter) -> Iterator[bytes | Stalled]:
+    def _chunks(self, body: BodyReader, started: float, meter: ArrivalMeter,
+                said_at: float | None = None) -> Iterator[bytes | Stalled]:
         """The body's chunks as they come, and a ``Stalled`` when a silence has lasted
         ``stall_notice`` s, once per silence: before the first text, since the request was
         sent (the first-token deadline's count; keep-alives do not end it), after it since
         the last bytes came (the idle deadline's)."""
-        notice, said = self.timeouts.stall_notice, None  # (the start of the silence said)
+        # (the start of the silence said: ``said_at`` when the wait for the headers said it)
+        notice, said = self.timeouts.stall_notice, said_at
         while True:
             before_text = meter.first_at is None
             since, limit = (started, self.timeouts.first_token) if before_text else (
@@ -551,8 +590,8 @@ class CloudEngine(EngineBase):
                 yield chunk
 
     def _read_body(self, body: BodyReader, response: httpx.Response, request: ChatRequest,
-                   watchdog: Watchdog, attempt: _Try, started: float,
-                   turn_started: float) -> Iterator[StreamEvent]:
+                   watchdog: Watchdog, attempt: _Try, started: float, turn_started: float,
+                   head_said: bool = False) -> Iterator[StreamEvent]:
         state = StreamState()
         decoder = SSEDecoder()
         meter = ArrivalMeter()  # when the text came: TTFT and the speed
@@ -570,7 +609,8 @@ class CloudEngine(EngineBase):
         # watchdog then hangs up, and the tokens stay estimated from the text that came)
         after_stop = False
         try:
-            for chunk in self._chunks(body, started, meter):
+            for chunk in self._chunks(body, started, meter,
+                                      started if head_said else None):
                 if isinstance(chunk, Stalled):  # (said while it lasts; nothing else changes)
                     yield chunk
                     continue

@@ -1,6 +1,7 @@
 """A cloud request's socket watched from another thread (``Watchdog``: the user's cancel,
-the first-token deadline, a body that goes on too long after its end) and its body read on a
-thread of its own (``BodyReader``), so that the stream can say it waits while a read blocks.
+the first-token deadline, a body that goes on too long after its end), the request sent and
+its response headers awaited on a thread of its own (``RequestSender``) and its body read on
+another (``BodyReader``), so that the stream can say it waits while a send or a read blocks.
 Used by ``engines.cloud``."""
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import enum
 import queue
 import threading
 import time
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from engines.sockets import SocketTracker
 
@@ -28,14 +29,15 @@ class Watchdog:
     POLL_S = 0.02
 
     def __init__(self, cancel: threading.Event, first_token_deadline: float,
-                 tracker: SocketTracker):
+                 tracker: SocketTracker, owner: int | None = None):
         self.cancel = cancel
         self.deadline = first_token_deadline
         self.got_text = False
         self.fired: WatchdogReason | None = None
         self.drain_until: float | None = None
         self._tracker = tracker
-        self._owner = threading.get_ident()
+        # the thread that sends the request (``RequestSender``): its socket is the request's
+        self._owner = owner if owner is not None else threading.get_ident()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outpost-stream-watchdog",
                                         daemon=True)
@@ -64,6 +66,55 @@ class Watchdog:
     def hang_up(self) -> None:
         """Shut the request's socket down: a read blocked on it returns at once."""
         self._tracker.shutdown_for(self._owner)
+
+
+class RequestSender:
+    """Sends a request (``send``: returns the response once its headers came) on a thread of
+    its own, so that the stream can say it waits (``Stalled``) while a server that accepted
+    the connection holds its headers back: the stream takes the response with ``next`` (a
+    timeout; the send's exception raised there). The thread stays until ``release``, so its
+    id, under which ``engines.sockets`` keeps the request's socket, is no other thread's
+    while the request lasts; a response that came after the stream left is closed there."""
+
+    def __init__(self, send: Callable[[], Any]):
+        self._queue: queue.Queue = queue.Queue()
+        self._released = threading.Event()
+        self.answered = False  # the stream took the response (or the send's exception)
+        self._thread = threading.Thread(target=self._send, args=(send,),
+                                        name="outpost-request-sender", daemon=True)
+        self._thread.start()
+
+    @property
+    def ident(self) -> int:
+        return self._thread.ident or 0  # (started in __init__: never 0)
+
+    def _send(self, send: Callable[[], Any]) -> None:
+        try:
+            self._queue.put(send())
+        except BaseException as exc:  # noqa: BLE001 - raised on the stream's thread (next)
+            self._queue.put(exc)
+        self._released.wait()
+        try:  # a response the stream never took (it left while waiting) is closed here
+            left = self._queue.get_nowait()
+        except queue.Empty:
+            return
+        if not isinstance(left, BaseException):
+            left.close()
+
+    def next(self, timeout: float | None) -> Any:
+        """The response, or None when ``timeout`` s passed before its headers came."""
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        self.answered = True
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def release(self) -> None:
+        """The request is over (call after ``Watchdog.stop``): the thread may end."""
+        self._released.set()
 
 
 BODY_END = object()  # the end of a response body (``BodyReader``)

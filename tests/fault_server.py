@@ -831,10 +831,13 @@ def normal(**kw: Any) -> Normal:
     return Normal(**kw)
 
 
-def text_and_silences(*steps) -> Custom:
-    """The head, then each step: text to send, or seconds of silence; then the reply ends
-    (unless the client gave up first)."""
+def text_and_silences(*steps, head_after: float = 0) -> Custom:
+    """The head (``head_after`` s after the request came: a server that accepted the
+    connection but holds its response headers back), then each step: text to send, or
+    seconds of silence; then the reply ends (unless the client gave up first)."""
     def fn(ex):
+        if head_after:
+            ex.pause(head_after)
         ex.send_head(200)
         for event in ex.wire.opening(None):
             ex.send_event(event)

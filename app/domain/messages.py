@@ -309,12 +309,18 @@ class Stalled:
     silent_s: float
     gives_up_s: float
     before_text: bool
+    # the server has not even sent its response headers: the reply has not started
+    before_head: bool = False
 
     def describe(self) -> str:
-        """"no data from openai for 10 s; giving up at 60 s"."""
+        """"no data from openai for 10 s; giving up at 60 s"; while the headers are held back
+        "waiting for the reply from openai to start: nothing for 10 s; giving up at 30 s"."""
+        gives_up = f"giving up at {seconds(self.gives_up_s)}"
+        if self.before_head:
+            return (f"waiting for the reply from {self.engine} to start: nothing for "
+                    f"{seconds(self.silent_s)}; {gives_up}")
         what = "no text" if self.before_text else "no data"
-        return (f"{what} from {self.engine} for {seconds(self.silent_s)}; giving up at "
-                f"{seconds(self.gives_up_s)}")
+        return f"{what} from {self.engine} for {seconds(self.silent_s)}; {gives_up}"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import pytest
 from app.config.providers import ProviderConfig, ProviderRegistry
 from engines.http_policy import Timeouts
 from tests.cli.test_ask_reports import ask, setting
-from tests.fault_server import Custom, fault_server, rate_limited
+from tests.fault_server import Custom, fault_server, rate_limited, text_and_silences
 from tests.support import reply
 
 
@@ -69,16 +69,21 @@ def quick_notice(monkeypatch):
     setting("idle_timeout_s", 1.5)
 
 
-@pytest.mark.parametrize("chunks, line", [
-    ((), "no text from fault for 0.3 s; giving up at 2 s"),
-    (("Part one", " and part two"), "no data from fault for 0.3 s; giving up at 1.5 s"),
-], ids=["before-text", "after-text"])
+@pytest.mark.parametrize("chunks, line, gives_up", [
+    ((), "no text from fault for 0.3 s; giving up at 2 s", 2.0),
+    (("Part one", " and part two"), "no data from fault for 0.3 s; giving up at 1.5 s", 1.5),
+    (None, "waiting for the reply from fault to start: nothing for 0.3 s; giving up at 1.5 s",
+     1.5),
+], ids=["before-text", "after-text", "headers-held-back"])
 def test_a_stall_is_said_once_on_stderr_and_as_an_event(capsys, local, server, quick_notice,
-                                                        chunks, line):
+                                                        chunks, line, gives_up):
     """Cloud only: nothing was said until the deadline ended the reply ("[30.7] outpost: fault
-    sent no text within 30 s"), nor with Auto after some text until the 60 s idle timeout."""
+    sent no text within 30 s"), nor with Auto after some text until the 60 s idle timeout,
+    nor while the server held its response headers back (chunks None) until its read timed
+    out. The event's keys are the same for all three; only the reason differs."""
     for as_json in (True, False):
-        server.script([stall_after(*chunks)])
+        server.script([stall_after(*chunks) if chunks is not None else
+                       text_and_silences("Late", head_after=20)])
         args = ["stall", "--provider", "fault", "--route", "cloud"] + (
             ["--json"] if as_json else [])
         events, err = ask(capsys, *args, code=4)
@@ -87,7 +92,7 @@ def test_a_stall_is_said_once_on_stderr_and_as_an_event(capsys, local, server, q
         if as_json:
             [stall] = [e for e in events if e["event"] == "stall"]
             assert stall == {"event": "stall", "engine": "fault", "reason": line,
-                             "silent_s": 0.3, "gives_up_s": 2.0 if not chunks else 1.5}
+                             "silent_s": 0.3, "gives_up_s": gives_up}
             kinds = [e["event"] for e in events]
             assert kinds.index("stall") > max([i for i, k in enumerate(kinds) if k == "delta"],
                                               default=-1)

@@ -97,3 +97,51 @@ def test_no_notice_when_the_deadline_comes_first_or_the_stream_flows(server):
     assert "Stalled" not in shape(events_of(engine_for(server)))
     server.script([script(20)])
     assert shape(events_of(engine_for(server, stall_notice=5.0))) == ["TimeoutError_"]
+
+
+def test_headers_held_back_are_said_as_waiting_for_the_reply_to_start(server):
+    """A server that accepted the connection but sends no headers: nothing was said until the
+    deadline ("fault sent no reply within 2 s"); now the wait is said once, as such."""
+    server.script([script("Late", head_after=20)])
+    events = events_of(engine_for(server))
+    assert shape(events) == ["Stalled", "TimeoutError_"]
+    assert events[0] == Stalled("fault", 0.3, 1.5, before_text=True, before_head=True)
+    assert events[0].describe() == ("waiting for the reply from fault to start: nothing for "
+                                    "0.3 s; giving up at 1.5 s")
+
+
+def test_headers_held_back_then_text_say_the_silence_once(server):
+    """The headers after the notice, then text: the one silence is said once (not again as
+    "no text" once the headers came), and the reply is whole."""
+    server.script([script("Pump 3", " leaks.", head_after=0.8)])
+    events = events_of(engine_for(server))
+    assert shape(events) == ["Stalled", "Pump 3", " leaks.", "Usage", "Finished"]
+    assert events[0].before_head and events[-1].reason is FinishReason.STOP
+
+
+def test_a_cancel_while_the_headers_are_held_back_ends_the_wait(server):
+    """Cancelled while the headers are held back (after the notice): the stream ends as
+    cancelled and the server sees the client go away."""
+    server.script([script("Late", head_after=20)])
+    engine, cancel = engine_for(server, first_token=20.0, idle=20.0), threading.Event()
+    events = []
+    for event in engine.stream(request(), cancel):
+        events.append(event)
+        if isinstance(event, Stalled):
+            cancel.set()
+    engine.close()
+    assert shape(events) == ["Stalled", "Usage", "Finished"]
+    assert events[-1].reason is FinishReason.CANCELLED
+    assert server.wait_disconnected(0, timeout=5)
+
+
+def test_a_stream_left_while_the_headers_are_held_back_hangs_up(server):
+    """The caller stops reading at the notice (closes the stream): the request's socket is
+    hung up, not left waiting for the headers."""
+    server.script([script("Late", head_after=20)])
+    engine = engine_for(server, first_token=20.0, idle=20.0)
+    stream = engine.stream(request(), threading.Event())
+    assert isinstance(next(stream), Stalled)
+    stream.close()
+    assert server.wait_disconnected(0, timeout=5)
+    engine.close()

@@ -66,3 +66,22 @@ def test_text_after_a_silence_clears_the_status(qtbot, quick_deadlines, scripted
         assert not bubble.retrying and "no text" not in bubble.footer.text()
         qtbot.waitUntil(lambda: window.controller.state == "idle", timeout=20000)
     assert bubble.text == "Pump 3 leaks."
+
+
+def test_headers_held_back_are_in_the_reply_status_until_text_comes(
+        qtbot, quick_deadlines, scripted):
+    """A server that accepted the connection but held its headers back: the reply showed only
+    "…" until the deadline; now its status says it waits for the reply to start."""
+    window = scripted.window
+    with fault_server() as server:
+        cloud_only(qtbot, window, server, scripted.registry)
+        server.script([script("Pump 3", " leaks.", head_after=1.0)])
+        window._on_send_requested("Report")
+        bubble = window.view.bubbles[-1]
+        qtbot.waitUntil(lambda: bubble.retrying, timeout=10000)
+        assert bubble.footer.text() == ("◷ waiting for the reply from fault to start: nothing "
+                                        "for 0.3 s; giving up at 1.5 s")
+        qtbot.waitUntil(lambda: bubble.text.startswith("Pump 3"), timeout=10000)
+        assert not bubble.retrying and "waiting" not in bubble.footer.text()
+        qtbot.waitUntil(lambda: window.controller.state == "idle", timeout=20000)
+    assert bubble.text == "Pump 3 leaks."
