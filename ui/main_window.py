@@ -199,6 +199,8 @@ class MainWindow(QMainWindow):
         self.outbox_button = OutboxButton(services.outbox, self.store,
                                           services.outbox_panel_factory)
         self.links = ConnectivityIndicator(services.connectivity)
+        self._connectivity = services.connectivity
+        self._meter_link: tuple | None = None  # (provider, its link state) the meter reckoned
         self.links.hide()
         self.profile_button = ProfileButton(services.profiles, services.profile, self.settings,
                                             self.controller.service.quotas)
@@ -416,6 +418,7 @@ class MainWindow(QMainWindow):
         self.monitor.sent.connect(lambda _report: self.controller.service.unsaved
                                   and self.controller.save_later())
         self.monitor.links_changed.connect(self._refresh_links)
+        self.monitor.links_changed.connect(self._on_links_changed)
 
         # profiles, usage, sampling
         self.profiles_action.triggered.connect(self.profile_button.open_dialog)
@@ -495,6 +498,17 @@ class MainWindow(QMainWindow):
     @Slot()
     def _refresh_links(self) -> None:
         self.links.show_providers(self.monitor.providers())
+
+    @Slot()
+    def _on_links_changed(self) -> None:
+        """The chosen provider found unreachable, or back: where the next message goes
+        changes, so the meter counts again (only then: the links are looked at every tick)."""
+        c = self.controller
+        provider = c.provider if c.cloud is not None else None
+        link = (provider, self._connectivity.state(provider) if provider else None)
+        if link != self._meter_link:
+            self._meter_link = link
+            self.meter.refresh()
 
     # -- the outbox ----------------------------------------------------------------------------
     @Slot()

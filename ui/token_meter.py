@@ -6,6 +6,11 @@ The same quota check the send makes runs with the count, dry (nothing reserved: 
 for them, and says in the quota's own words when the next send would be refused (the gauge
 red); a rate limit's refusal is checked again once its wait is over.
 
+The prompt counted is the one the send makes: fitted to the window of the model that will see
+it (the oldest turns left out, said: "4 oldest messages left out"), and, when the connection
+state decides where the message goes (Offline mode, the provider known to be unreachable), the
+meter says so on a line of its own, counted for the model that would answer.
+
 Counting runs in the background (``TaskRunner``), a quarter second after the last keystroke, one
 count at a time: typing or pasting 100,000 characters never waits for a tokenizer.
 """
@@ -16,6 +21,7 @@ from typing import Callable
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QWidget
 
+from app.domain.context import LeftOut
 from ui import theme
 from ui.errors import window_words
 
@@ -33,7 +39,8 @@ class TokenMeter(QWidget):
                  parent: QWidget | None = None):
         """``prepare(draft)`` (GUI thread) -> a job or None; the job (run off the GUI thread)
         -> ``Measure.as_dict()`` ({"tokens", "exact", "window", "max_tokens", "cost", and
-        the quotas' "asked", "limit", "refused", "retry_s", "instead"}) or None."""
+        the quotas' "asked", "limit", "refused", "retry_s", "instead", the fit's "left_out",
+        the connection's "goes"}) or None."""
         super().__init__(parent)
         self.tasks, self.prepare = tasks, prepare
         # wraps to a second line (a third at the narrowest window) rather than end in "…":
@@ -118,6 +125,12 @@ class TokenMeter(QWidget):
             self.gauge.setValue(min(used, window))
         elif limit:
             text += f" · {reply}"
+        left_out = LeftOut.from_record(result.get("left_out"))
+        dropped = None
+        if left_out is not None:  # what the model will not see (the reply's footer says it too)
+            plural = "s" if left_out.messages != 1 else ""
+            dropped = f"{left_out.messages} oldest message{plural} left out"
+            text += f" · {_unbroken(dropped)}"
         over = bool(window) and result["tokens"] + result["max_tokens"] > window
         if window or refused:
             if refused:  # the gauge full and red: the next send goes nowhere
@@ -126,8 +139,9 @@ class TokenMeter(QWidget):
             theme.restyle(self.gauge, lambda: theme.meter_style(over or bool(refused)))
             self.gauge.setToolTip(
                 "Sending now would be refused: " + window_words(refused) if refused else
-                "Over the context window: the oldest turns will be left out" if over else
-                "Context window used by this message")
+                "Over the context window" if over else
+                f"{dropped} to fit the context window: the model will not see them"
+                if dropped else "Context window used by this message")
             self.gauge.show()
         else:
             self.gauge.hide()
@@ -139,4 +153,6 @@ class TokenMeter(QWidget):
                 self._later.start(int(result["retry_s"] * 1000) + 1000)
         elif result.get("instead"):
             text += f"\n{window_words(result['instead'])}"
+        if result.get("goes"):  # Offline mode, or the provider known to be unreachable
+            text += f"\n{result['goes']}"
         self.label.setText(text)

@@ -33,7 +33,7 @@ from app.chat.outbox_sender import settle_answered_in_chat
 from app.chat.router import RoutedEngine
 from app.chat.service import ChatService, TurnOptions, history_messages
 from app.chat.turn import OutboxPlan, Turn
-from app.domain.context import ONE_REQUEST, Fanout, Fit
+from app.domain.context import ONE_REQUEST, Fanout, Fit, LeftOut, MessageTooLong, fit_messages
 from app.domain.errors import (
     Cancelled,
     EmptyReply,
@@ -217,7 +217,13 @@ class Measure:
     ``limit`` names what limits the reply to ``max_tokens`` (None: ``asked`` goes as asked);
     ``refused``: the quota's own words when the next send would be refused; ``retry_s``:
     a rate limit's wait, after which the meter checks again; ``instead``: under Auto, a
-    budget has the local model answer, in the quota's words."""
+    budget has the local model answer, in the quota's words.
+
+    The prompt is the one the send makes: fitted to the window of the model that will see it
+    (``left_out``: ``LeftOut.record()`` of the oldest turns left out, None when none are; a
+    message that cannot fit at all is ``refused``, in the send's words). ``goes``: where the
+    message goes when the connection state decides it (Offline mode, or the provider known to
+    be unreachable), in plain words; None when it goes where the route says."""
 
     tokens: int
     exact: bool
@@ -229,13 +235,15 @@ class Measure:
     refused: str | None = None
     retry_s: float | None = None
     instead: str | None = None
+    left_out: dict | None = None
+    goes: str | None = None
 
     def as_dict(self) -> dict:
         return {"tokens": self.tokens, "exact": self.exact, "window": self.window,
                 "max_tokens": self.max_tokens, "cost": self.cost,
                 "asked": self.asked if self.asked is not None else self.max_tokens,
                 "limit": self.limit, "refused": self.refused, "retry_s": self.retry_s,
-                "instead": self.instead}
+                "instead": self.instead, "left_out": self.left_out, "goes": self.goes}
 
 
 # -- the pipeline -------------------------------------------------------------------------------
@@ -628,8 +636,11 @@ class TurnPipeline:
     def measure(self, draft: str, conversation_id: str | None, *, target: TurnTarget,
                 options: TurnOptions, local: Engine | None) -> Callable[[], Measure] | None:
         """On the caller's thread: a job (to run in the background) that counts the prompt
-        this draft would make, or None when there is nothing to count. ``local``: the loaded
-        model, if any (the meter never waits for or starts a load)."""
+        this draft would make, fitted as the send fits it (the oldest turns left out to fit
+        the window), or None when there is nothing to count. ``local``: the loaded model, if
+        any (the meter never waits for or starts a load). When the connection state has the
+        local model answer (Offline mode, the provider known to be unreachable under Auto),
+        the prompt is fitted again into its window, as the router does."""
         if not draft.strip():
             return None
         settings = self.settings
@@ -643,42 +654,99 @@ class TurnPipeline:
                 counter = self.engines.cloud(target.provider, target.model)
             except OutpostError:
                 counter = None  # no key yet, …: the estimate below
-        store = self.service.store
+        goes = self._where_it_goes(target, conversation_id, counter)
+        answers = local if goes.local_answers and counter is not local else None
+        store, service = self.service.store, self.service
         system_prompt = options.system_prompt
-        quota = self._dry_quota(target, conversation_id, counter, max_tokens)
+        quota = self._dry_quota(target, conversation_id, counter, max_tokens, goes.held)
 
         def job() -> Measure:
             previous: list[Message] = []
             system = settings["system_prompt"]
+            conversation = None
             if conversation_id is not None:
-                system = store.get_conversation(conversation_id).system_prompt
+                conversation = store.get_conversation(conversation_id)
+                system = conversation.system_prompt
                 previous = store.branch(conversation_id)
             if system_prompt is not None:  # the panel's, about to be sent
                 system = system_prompt
             messages = history_messages(system, previous) + [ChatMessage(Role.USER, draft)]
             if counter is None:  # no tokenizer: the documented estimate (chars / 4)
-                tokens, exact = estimate_prompt_tokens(messages), False
-            else:
-                tokens, exact = counter.count_prompt(messages)
-            checked = quota(tokens)
+                estimate = estimate_prompt_tokens(messages)
+                checked = quota(estimate)
+                return Measure(estimate, False, None, checked.max_tokens or max_tokens, None,
+                               goes=goes.words, **checked.fields)
+            try:
+                response_format = service.response_format(options, conversation)
+            except OutpostError:  # (a schema being typed: Send says why)
+                response_format = None
+            fitted = _fitted(messages, counter, max_tokens, response_format)
+            checked = quota(fitted.tokens)
             reply = checked.max_tokens or max_tokens
-            if counter is None:
-                return Measure(tokens, exact, None, reply, None, **checked.fields)
-            return Measure(tokens, exact, counter.context_window, reply,
-                           counter.estimate_cost(tokens, reply), **checked.fields)
+            fields = dict(checked.fields)
+            if fitted.refused is not None:
+                fields.setdefault("refused", fitted.refused)
+            tokens, exact, window = fitted.tokens, fitted.exact, counter.context_window
+            cost = counter.estimate_cost(tokens, reply)
+            refit: Fit | None = None
+            if answers is not None and fitted.fit is not None:  # (``RoutedEngine``'s refit)
+                try:
+                    refit = fit_messages(fitted.fit.messages, answers, reply)
+                except MessageTooLong as exc:
+                    fields.setdefault("refused", str(exc))
+                else:
+                    tokens, exact, window = refit.prompt_tokens, refit.exact, \
+                        answers.context_window
+                    cost = None  # the local model answers now
+            left_out = LeftOut.of(fitted.fit, refit)
+            return Measure(tokens, exact, window, reply, cost,
+                           left_out=left_out.record() if left_out is not None else None,
+                           goes=goes.words, **fields)
 
         return job
 
+    def _where_it_goes(self, target: TurnTarget, conversation_id: str | None,
+                       counter: Engine | None) -> "_Goes":
+        """Where the message goes when the connection state decides it, as ``_engine_for``
+        decides: Offline mode keeps on this computer a turn that names a provider elsewhere;
+        under Auto the local model answers for a provider known to be unreachable (and the
+        request waits in the outbox with send-when-online); under Cloud only it is tried, and
+        waits in the outbox when it still cannot be reached."""
+        provider = target.provider
+        if provider is None:
+            return _Goes()
+        if self.held_by_offline_mode(target, conversation_id):
+            also = f" It also waits in the outbox for {provider} until Offline mode is off." \
+                if target.outbox_asked else ""
+            return _Goes(f"Offline mode is on: the local model would answer this message."
+                         f"{also}", held=True, local_answers=True)
+        link = self.engines.connectivity
+        name = counter.info.engine if counter is not None else provider
+        if link is None or link.state(name) is not LinkState.OFFLINE:
+            return _Goes()
+        route = self.effective_route(target, conversation_id)
+        if route is Route.CLOUD:
+            return _Goes(f"{link.reason(name)}: sending tries it, and the message waits in "
+                         "the outbox if it still cannot be reached.")
+        if route is not Route.AUTO:
+            return _Goes()
+        when_online = self.settings["send_when_online"] if target.send_when_online is None \
+            else target.send_when_online
+        also = f" It also waits in the outbox for {provider}." if when_online else ""
+        return _Goes(f"{link.reason(name)}: the local model would answer this message.{also}",
+                     held=bool(when_online), local_answers=True)
+
     def _dry_quota(self, target: TurnTarget, conversation_id: str | None,
-                   counter: Engine | None, max_tokens: int) -> Callable[[int], "_DryCheck"]:
+                   counter: Engine | None, max_tokens: int,
+                   held: bool) -> Callable[[int], "_DryCheck"]:
         """On the caller's thread: the meter's quota check for ``prompt_tokens`` (run in the
         background): the send's own ``QuotaGuard.check`` (route, cloud or not, price,
-        best-of-n's requests, Auto's local answer), but dry: nothing reserved or taken."""
+        best-of-n's requests, Auto's local answer), but dry: nothing reserved or taken.
+        ``held``: the turn would be held for the outbox (``_where_it_goes``)."""
         quotas, profile = self.service.quotas, self.service.profile
         if quotas is None:
             return lambda _tokens: _DryCheck()
         route = self.effective_route(target, conversation_id)
-        held = self.held_by_offline_mode(target, conversation_id)
         if held:  # (``_engine_for``: reckoned as Auto's, answered locally now)
             route = Route.AUTO
         cloud = route is not Route.LOCAL and not held
@@ -707,6 +775,40 @@ class TurnPipeline:
             return _DryCheck(cap.max_tokens, {"asked": cap.asked, "limit": cap.limit})
 
         return check
+
+
+class _Goes(NamedTuple):
+    """Where the meter's message goes when the connection state decides it: ``words`` for
+    the user (None: where the route says); ``held``: held for the outbox, reckoned as the
+    local answer it is now (the quotas); ``local_answers``: the local model answers now."""
+
+    words: str | None = None
+    held: bool = False
+    local_answers: bool = False
+
+
+class _Fitted(NamedTuple):
+    """The meter's prompt, fitted as the send fits it (``fit``), or, when the newest message
+    cannot fit at all, counted with the system prompt alone and the send's refusal."""
+
+    tokens: int
+    exact: bool
+    fit: Fit | None = None
+    refused: str | None = None
+
+
+def _fitted(messages: list[ChatMessage], counter: Engine, max_tokens: int,
+            response_format: dict | None) -> _Fitted:
+    """``messages`` fitted into ``counter``'s window (``ChatService._checked``'s fit)."""
+    try:
+        fit = fit_messages(messages, counter, max_tokens, as_sent=lambda kept: (
+            counter.messages_as_sent(kept, response_format)))
+    except MessageTooLong as exc:
+        head = [m for m in messages[:1] if m.role is Role.SYSTEM]
+        alone = head + messages[-1:]
+        tokens, exact = counter.count_prompt(alone)
+        return _Fitted(tokens, exact, None, str(exc))
+    return _Fitted(fit.prompt_tokens, fit.exact, fit)
 
 
 class _DryCheck(NamedTuple):
