@@ -365,13 +365,14 @@ def _extract(extract, text: str) -> str | None:
 def judge_request(request: ChatRequest, messages: tuple[ChatMessage, ...],
                   schema: dict) -> ChatRequest:
     """The judge's request: deterministic, whatever the user's sampling knobs were for the
-    candidates (which wanted variety). Temperature 0 with top_p 1 (off: Anthropic would get a
-    narrowed top_p in place of the temperature), no top_k, min_p or penalties, a fixed seed,
-    and as many tokens as the verdict needs (``JUDGE_MAX_TOKENS``), not the user's max tokens.
+    candidates (which wanted variety). Temperature 0 with no top_p (a provider's own default,
+    off; Anthropic would get a narrowed top_p in place of the temperature), top_k, min_p or
+    penalties, a fixed seed, and as many tokens as the verdict needs (``JUDGE_MAX_TOKENS``),
+    not the user's max tokens.
     None of them counts as given for the turn (``chosen``), so an OpenAI reasoning model,
     which refuses a temperature other than its default, gets none: its lowest."""
     return dataclasses.replace(
-        request, messages=messages, temperature=0.0, top_p=1.0, top_k=None, min_p=None,
+        request, messages=messages, temperature=0.0, top_p=None, top_k=None, min_p=None,
         presence_penalty=None, frequency_penalty=None, repeat_penalty=None, seed=0,
         max_tokens=JUDGE_MAX_TOKENS, stop=(), chosen=(), logprobs=False,
         response_format=response_format(schema),

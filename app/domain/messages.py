@@ -108,7 +108,7 @@ class ChatRequest:
     model: str
     messages: tuple[ChatMessage, ...]
     temperature: float = 0.7
-    top_p: float = 0.95
+    top_p: float | None = 0.95  # None: not sent (the best-of judge's), as the knobs below
     max_tokens: int = 512
     stop: tuple[str, ...] = ()
     user: str = ""

@@ -253,8 +253,8 @@ def why_withheld(kind: str, model: str | None, knob: str, refused=()) -> str | N
 
 
 # llama.cpp's defaults: what the local model applies to a knob left empty
-LOCAL_DEFAULTS = {"top_k": 40, "min_p": 0.05, "repeat_penalty": 1.0, "presence_penalty": 0.0,
-                  "frequency_penalty": 0.0}
+LOCAL_DEFAULTS = {"top_p": 0.95, "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.0,
+                  "presence_penalty": 0.0, "frequency_penalty": 0.0}
 
 
 def supports(kind: str, knob: str) -> bool:

@@ -33,6 +33,7 @@ from app.storage.store import Store
 from engines.anthropic import AnthropicEngine
 from engines.base import EngineBase, EngineCapabilities, EngineInfo
 from engines.http_policy import RetryPolicy, Timeouts
+from engines.openai_compat import OpenAICompatEngine
 
 
 class Scripted(EngineBase):
@@ -275,7 +276,7 @@ USER_KNOBS = dict(temperature=0.9, top_p=0.5, top_k=20, min_p=0.1, presence_pena
 @pytest.mark.parametrize("kind", ["local", "openai", "anthropic"])
 def test_the_judge_is_deterministic_whatever_the_users_knobs(kind):
     """The candidates get the user's knobs (they want variety); the judge does not: temperature
-    0, top_p off, no top_k, min_p or penalties, a fixed seed, the tokens its verdict needs,
+    0, no top_p, top_k, min_p or penalties, a fixed seed, the tokens its verdict needs,
     and nothing counted as given for the turn."""
     inner = Scripted([("Seven.", None), ("7", None), ('{"best": 2}', None)], kind=kind)
     engine = CandidatesEngine(inner, Plan("best_of", 2, scorer="judge"))
@@ -287,7 +288,7 @@ def test_the_judge_is_deterministic_whatever_the_users_knobs(kind):
     assert all(r.top_p == 0.5 and r.presence_penalty == 0.6 for r in inner.requests[:2])
     judge = inner.requests[-1]
     assert judge.idempotency_key.endswith("~judge")
-    assert (judge.temperature, judge.top_p, judge.top_k, judge.min_p) == (0.0, 1.0, None, None)
+    assert (judge.temperature, judge.top_p, judge.top_k, judge.min_p) == (0.0, None, None, None)
     assert (judge.presence_penalty, judge.frequency_penalty, judge.repeat_penalty) == (
         None, None, None)
     assert judge.seed == 0 and judge.max_tokens == JUDGE_MAX_TOKENS and judge.chosen == ()
@@ -326,6 +327,25 @@ def test_the_judge_sent_to_anthropic_over_the_wire_is_deterministic():
                for c in candidates)
     assert judge["temperature"] == 0.0 and not {"top_p", "top_k"} & set(judge)
     assert judge["max_tokens"] == JUDGE_MAX_TOKENS
+
+
+def test_the_judge_sent_to_an_openai_server_over_the_wire_has_no_top_p():
+    """The real OpenAI-type engine against the loopback fault server: the candidates carry the
+    user's top_p 0.5, the judge temperature 0, its seed and no top_p at all (it was sent as
+    1.0, although the README says the judge asks with no top_p)."""
+    with fault_server() as server:
+        engine = OpenAICompatEngine(ProviderConfig("acme", "openai", server.url, "gpt-4o-mini"),
+                                    "sk-test", policy=RetryPolicy(max_retries=0),
+                                    timeouts=Timeouts(connect=1, first_token=5, idle=2))
+        asked = ChatRequest(model="m", messages=(ChatMessage(Role.USER, "x"),), **USER_KNOBS)
+        run(CandidatesEngine(engine, Plan("best_of", 2, scorer="judge")), asked)
+        engine.close()
+        sent = {r.idempotency_key: r.json for r in server.chat_requests()}
+    judge = next(body for key, body in sent.items() if key.endswith("~judge"))
+    candidates = [body for key, body in sent.items() if not key.endswith("~judge")]
+    assert len(candidates) == 2 and all(c["top_p"] == 0.5 for c in candidates)
+    assert judge["temperature"] == 0.0 and judge["seed"] == 0
+    assert not {"top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty"} & set(judge)
 
 
 class _OneBusyCloud(EngineBase):
