@@ -19,6 +19,8 @@
   reader reads) its text is evaluated again as the next prompt will hold it, as a batch of its
   own (``_keep_reply``): a follow-up then evaluates only what is new (the question and the
   template's glue). A follow-up reuses the cache only where every batch before is the same.
+  The prompt evaluated last, asked again (the next best-of candidate, a regenerate), evaluates
+  nothing: its KV is still cached and the logits it ended with are kept (``_prompt_end``).
   ``reproducible_seeds=False`` restores llama-cpp-python's own reuse (longest common prefix,
   no guarantee).
   ``Usage`` reports how many prompt tokens were actually evaluated (counted in ``eval``).
@@ -185,6 +187,10 @@ class LocalEngine(SavedPrefixes, EngineBase):
         # a reproducible reply may reuse.
         self._canonical: list[int] = []
         self._canonical_bounds: list[int] = []
+        # the logits after the last prompt evaluated, with what they depend on (the prompt's
+        # tokens, its batches, the adapters): the same prompt again (another best-of candidate,
+        # a regenerate) samples from them, its KV still cached, evaluating nothing
+        self._prompt_end: tuple[tuple, Any] | None = None
         self._load_error: OutpostError | None = None
         self.loads = 0  # how many times the base model was loaded (once per engine)
         # LoRA adapters loaded onto the model, by file (freed with the model), and the
@@ -567,7 +573,10 @@ class LocalEngine(SavedPrefixes, EngineBase):
         self._llm.set_seed(knobs["seed"] if drawn is None else drawn)
         reproducible = self.settings.reproducible_seeds
         starts = batch_starts(len(tokens), bounds, self.n_batch) if reproducible else []
-        self._restore_saved_prefix(tokens, starts)  # a saved state longer than the cache's reuse
+        # the same prompt as last time, still cached: nothing to evaluate
+        resumed = reproducible and self._resume_prompt_end(tokens, starts)
+        if not resumed:
+            self._restore_saved_prefix(tokens, starts)  # a saved state longer than the reuse
         parts: list[str] = []  # the reply's text (_keep_reply)
         # (generate() finds a prompt evaluated here whole in the cache and samples at once)
         generator = self._llm.generate(
@@ -577,8 +586,9 @@ class LocalEngine(SavedPrefixes, EngineBase):
             frequency_penalty=knobs["frequency_penalty"], reset=True,
             grammar=grammar, logits_processor=scorer.processors if scorer else None)
         try:
-            if reproducible:
+            if reproducible and not resumed:
                 self._prefill(tokens, starts, self._canonical_reuse(tokens, starts))
+                self._note_prompt_end(tokens, starts)
             for token in generator:
                 if scorer is not None:
                     scorer.took(token)
@@ -657,6 +667,50 @@ class LocalEngine(SavedPrefixes, EngineBase):
             llm.eval(tokens[start:end])
             self._canonical += tokens[start:end]
             self._canonical_bounds.append(end)
+
+    def _prompt_key(self, tokens: list[int], starts: Sequence[int]) -> tuple:
+        return tuple(tokens), tuple(starts), self._active_lora
+
+    def _logits_row(self):
+        """The context's logits of the last token evaluated (a writable view), or None."""
+        import llama_cpp  # deferred: llama_cpp loads only with a model
+        import numpy as np  # deferred: numpy (llama_cpp's) only with a model
+
+        if self._llm.n_tokens == 0:
+            return None
+        pointer = llama_cpp.llama_get_logits_ith(self._llm._ctx.ctx, -1)
+        if not pointer:
+            return None
+        return np.ctypeslib.as_array(pointer, shape=(self._llm.n_vocab(),))
+
+    def _note_prompt_end(self, tokens: list[int], starts: Sequence[int]) -> None:
+        """Keep the logits the prompt's evaluation (``_prefill``) ended with."""
+        row = self._logits_row()
+        self._prompt_end = None if row is None else (self._prompt_key(tokens, starts),
+                                                     row.copy())
+
+    def _resume_prompt_end(self, tokens: list[int], starts: Sequence[int]) -> bool:
+        """The prompt evaluated last, asked again (the next best-of candidate, a regenerate)
+        while every batch of it is still in the cache: its KV is kept, the reply decoded after
+        it dropped, and the logits its evaluation ended with put back, so the reply samples at
+        once from exactly what a cold evaluation gives (the same batches: the same bits)."""
+        saved = self._prompt_end
+        if saved is None or saved[0] != self._prompt_key(tokens, starts):
+            return False
+        end = len(tokens)
+        llm = self._llm
+        if reusable(self._canonical, self._canonical_bounds, tokens, [*starts, end],
+                    llm.n_tokens) < end:
+            return False
+        row = self._logits_row()
+        if row is None or row.shape != saved[1].shape:
+            return False
+        llm._ctx.kv_cache_seq_rm(-1, end, -1)
+        llm.n_tokens = end
+        self._cut_canonical(end)
+        row[:] = saved[1]
+        llm._requires_eval = False  # (generate() then samples at once: the logits are live)
+        return True
 
     def _keep_reply(self, request: ChatRequest, text: str) -> None:
         """After a reply: evaluate its text as the follow-up's prompt will hold it, in that

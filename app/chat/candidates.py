@@ -17,7 +17,7 @@ once the leader cannot be caught by the samples left. The reply shown is the fir
 that gave the winning answer.
 
 Candidates run concurrently on a cloud engine and one after another on the local model (which
-reuses the shared prompt's KV cache). Each candidate is its own request attempt with the key
+evaluates the shared prompt once: ``LocalEngine._resume_prompt_end``). Each candidate is its own request attempt with the key
 ``<turn key>~c<i>`` (the judge: ``~judge``), so providers do not deduplicate them and the ledger
 files every one of them under the turn: all n are metered.
 

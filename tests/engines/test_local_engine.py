@@ -199,7 +199,8 @@ def test_fast_follow_ups_reuse_the_kv_cache_for_the_next_turn(fresh_engine):
 
 def test_reproducible_follow_ups_reuse_only_the_batches_of_a_cold_evaluation(fresh_engine):
     """The default: only batches a cold evaluation of the prompt has too are reused (aligned
-    to the prompt's start and each reply's start and end; the last is always evaluated again);
+    to the prompt's start and each reply's start and end; the last is evaluated again, unless
+    the prompt is the very one evaluated last: its final logits are kept);
     the reply decoded one token at a time is not, the reply kept after it was written is only
     where the conversation holds the same text (test_seed_reproducibility.py has that case)."""
     engine = fresh_engine()
@@ -209,14 +210,17 @@ def test_reproducible_follow_ups_reuse_only_the_batches_of_a_cold_evaluation(fre
     usage1 = run(engine, turn1)[-2]
     assert usage1.prompt_tokens > 2 * chunk and usage1.cached_prompt_tokens == 0
 
-    again = run(engine, turn1)[-2]  # the same prompt: all but its last (partial) chunk
-    assert again.cached_prompt_tokens == (usage1.prompt_tokens - 1) // chunk * chunk
+    again = run(engine, turn1)[-2]  # the same prompt (a regenerate, best-of): all of it
+    assert again.cached_prompt_tokens == usage1.prompt_tokens
 
     # another reply than the one written: the whole first prompt (it ends where a reply begins)
     turn2 = request(long_text, "It leaks oil.", "Which site?", max_tokens=8)
     usage2 = run(engine, turn2)[-2]
     assert usage2.cached_prompt_tokens == usage1.prompt_tokens
     assert usage2.evaluated_prompt_tokens == usage2.prompt_tokens - usage2.cached_prompt_tokens
+    # the first prompt again, another evaluated since: all but its last (partial) chunk
+    again = run(engine, turn1)[-2]
+    assert again.cached_prompt_tokens == (usage1.prompt_tokens - 1) // chunk * chunk
 
     other = request("Hello", max_tokens=4)  # shares less than one chunk: nothing reused
     assert run(engine, other)[-2].cached_prompt_tokens == 0

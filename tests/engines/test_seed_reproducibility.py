@@ -143,3 +143,39 @@ def test_a_follow_up_evaluates_only_what_is_new_and_still_replies_as_from_scratc
     again = accumulate(list(cold.stream(request, threading.Event())))
     assert again.usage.cached_prompt_tokens == 0
     assert (again.text, again.finish.mean_logprob) == (texts[-1], reply.finish.mean_logprob)
+
+
+def test_best_of_candidates_on_the_local_model_share_one_prompt_evaluation(fresh_engine):
+    """Best-of-n on the local model: the prompt is evaluated once and each later candidate
+    samples on from it (its usage says its whole prompt came from the cache; the turn's sum
+    counts the prompt n times, evaluated once), and each candidate is still the reply its seed
+    gives on a cold model, to the bit. Before, every candidate evaluated the whole prompt
+    again (prompt_tokens 3 x 24, cached 0)."""
+    from app.chat.candidates import CandidatesEngine, Plan
+
+    warm = fresh_engine()
+    request = ChatRequest(model="local", messages=(ChatMessage(Role.USER, PROMPT),),
+                          max_tokens=12, seed=10, **HOT)
+    engine = CandidatesEngine(warm, Plan("best_of", 3, scorer="logprob"))
+    seen: list = []
+    real_stream = warm.stream
+
+    def stream(req, cancel):  # each candidate's own events, as the local engine gave them
+        events = list(real_stream(req, cancel))
+        seen.append((req.seed, accumulate(events).text, events[-1].mean_logprob, events[-2]))
+        yield from events
+
+    warm.stream = stream
+    total = [e for e in engine.stream(request, threading.Event())
+             if type(e).__name__ == "Usage"][0]
+    assert [seed for seed, *_ in seen] == [10, 11, 12]
+    usages = [usage for *_, usage in seen]
+    prompt = usages[0].prompt_tokens
+    assert usages[0].cached_prompt_tokens == 0  # a fresh engine: evaluated once...
+    assert all(u.prompt_tokens == prompt and u.cached_prompt_tokens == prompt
+               for u in usages[1:])  # ... and not again
+    assert (total.prompt_tokens, total.cached_prompt_tokens) == (3 * prompt, 2 * prompt)
+    for seed, text, logprob, _ in seen:
+        cold = fresh_engine()
+        assert ask(cold, PROMPT, seed=seed, max_tokens=12, logprobs=True) == (text, logprob)
+        cold.close()
