@@ -41,6 +41,8 @@ OTHER_KEYS = (
     ("Ctrl+Enter", "Send an edited message (in its editor)"),
     ("Esc", "Cancel editing a message"),
     ("Up / Down, Enter", "Choose and open a search result"),
+    ("Up / Down, Enter", "Move the highlight in the chat list (it opens nothing); open that "
+                         "chat"),
 )
 CHAT_LIST_LABELS = {"rename": "Rename the selected chat (in the chat list)",
                     "delete": "Delete the selected chat (in the chat list; asks first)"}

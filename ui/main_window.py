@@ -723,8 +723,8 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def _on_conversation_selected(self, conversation_id: str) -> None:
-        if self.controller.busy and conversation_id == self.controller.conversation_id:
-            return  # (the list shown again: the same chat)
+        if conversation_id == self.controller.conversation_id:
+            return  # already open (a click on it in the list): its pickers stay as they are
         if self.controller.refused_while_busy("open another chat (Esc stops it)"):
             self.sidebar.set_conversations(self.store.list_conversations(self.profile_name),
                                            self.controller.conversation_id)

@@ -1,4 +1,9 @@
-"""The list of conversations: new, select, rename (double-click or F2), delete (Del), pin.
+"""The list of conversations: new, open (a click, or Enter), rename (double-click or F2), delete
+(Del), pin.
+
+Moving the current row (Tab into the list, the arrow keys) only moves a highlight: it opens
+nothing, as in LM Studio or Jan. Tab giving the list the focus made Qt pick its top row, which
+opened that chat and threw away a new one just started (its Sampling knobs, its draft).
 
 Grouped by when they were last used: Pinned, Today, Yesterday, Previous 7 days, then one group
 per month ("October 2026"); the group headers are not selectable (the arrow keys skip them).
@@ -112,8 +117,8 @@ class Sidebar(QWidget):
         self.list = HintedList(EMPTY_HINT)
         self.list.setAccessibleName("Conversations")
         self.list.setAccessibleDescription(
-            "Your chats by date, pinned ones first. Up and Down open one; F2 renames it, "
-            "Delete deletes it, the Menu key pins it.")
+            "Your chats by date, pinned ones first. Up and Down move; Enter opens the chat; "
+            "F2 renames it, Delete deletes it, the Menu key pins it.")
         self.list.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked
                                   | QAbstractItemView.EditTrigger.EditKeyPressed)
         self.title_editing = TitleEditing(self.list)
@@ -138,7 +143,10 @@ class Sidebar(QWidget):
         # conversation id -> news not seen yet (a queued message's answer arrived): in bold
         self.news: dict[str, str] = {}
         self.new_button.clicked.connect(self.new_requested)
-        self.list.currentItemChanged.connect(self._on_current_changed)
+        # a click opens; so does Enter (the view's ``activated``: Enter, and a click or a
+        # double click by the style, where a double click renames first and opens nothing)
+        self.list.itemClicked.connect(self._open)
+        self.list.itemActivated.connect(self._open)
         self.list.itemChanged.connect(self._on_item_changed)
         self.list.customContextMenuRequested.connect(self._on_context_menu)
         self.rename_action.triggered.connect(self._on_rename_current)
@@ -220,17 +228,19 @@ class Sidebar(QWidget):
                 finally:
                     self._filling = False
 
-    @Slot(QListWidgetItem, QListWidgetItem)
-    def _on_current_changed(self, current: QListWidgetItem | None, _previous) -> None:
-        if current is not None and not self._filling:
-            conversation_id = current.data(ID_ROLE)
-            if self.news.pop(conversation_id, None) is not None:
-                self._filling = True
-                try:
-                    _set_bold(current, False)
-                finally:
-                    self._filling = False
-            self.conversation_selected.emit(conversation_id)
+    @Slot(QListWidgetItem)
+    def _open(self, item: QListWidgetItem) -> None:
+        """Open ``item``'s chat (a click on it, Enter on it); a group's header opens nothing."""
+        conversation_id = item.data(ID_ROLE)
+        if conversation_id is None:
+            return
+        if self.news.pop(conversation_id, None) is not None:
+            self._filling = True
+            try:
+                _set_bold(item, False)
+            finally:
+                self._filling = False
+        self.conversation_selected.emit(conversation_id)
 
     @Slot(QListWidgetItem)
     def _on_item_changed(self, item: QListWidgetItem) -> None:

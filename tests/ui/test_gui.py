@@ -205,7 +205,8 @@ def test_sidebar_new_rename_delete_and_reopen(qtbot, scripted, scripted_engine):
 
     item = next(item for item in window.sidebar.conversation_items()
                 if item.text() == "Renamed chat")
-    window.sidebar.list.setCurrentItem(item)
+    window.sidebar.list.setCurrentItem(item)  # a highlight: Enter opens it
+    qtbot.keyClick(window.sidebar.list, Qt.Key.Key_Return)
     assert window.controller.conversation_id == first_id
     assert [b.text for b in window.view.bubbles] == ["First chat", "One."]
     assert window.title_label.text() == "Renamed chat"

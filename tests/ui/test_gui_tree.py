@@ -440,6 +440,7 @@ def test_an_outbox_answer_for_another_conversation_is_marked_in_the_sidebar(
     assert item.font().bold() and "acme answered" in item.toolTip()
     assert item.text() == "Q1"  # the title itself is untouched (renaming stays right)
     window.sidebar.list.setCurrentItem(item)
+    qtbot.keyClick(window.sidebar.list, Qt.Key.Key_Return)
     assert window.controller.conversation_id == first and not item.font().bold()
 
 

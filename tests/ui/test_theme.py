@@ -184,6 +184,7 @@ def converse(qtbot, app, engine) -> None:
     send(qtbot, app, "Anything lighter?")
     first = window.sidebar.conversation_items()[1]
     window.sidebar.list.setCurrentItem(first)
+    qtbot.keyClick(window.sidebar.list, Qt.Key.Key_Return)  # (the highlight opens with Enter)
     qtbot.waitUntil(lambda: len(window.view.bubbles) == 4)
     window.errors.present(StreamInterrupted("The stream broke after 7 characters."))
 
