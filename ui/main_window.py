@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QPlainTextEdit,
+    QPushButton,
     QSizePolicy,
     QSplitter,
     QVBoxLayout,
@@ -307,11 +308,15 @@ class MainWindow(QMainWindow):
         self.menuBar().addMenu(self.help_menu)
 
     def _set_tab_order(self) -> None:
-        """Tab goes the way the eye reads: the list, the header, the chat, the message box,
-        then the Sampling panel."""
-        chain = [self.sidebar.new_button, self.sidebar.list, self.route_picker,
+        """Tab goes the way the eye reads, and round: the list, the error banner's buttons,
+        the header, the chat (its bubbles join after the view as they are built), the message
+        box, the Sampling panel top to bottom, the status bar left to right, then the list
+        again. Everything else of the window is no stop (the Sampling panel's scroll area
+        was one, between the status bar and the list)."""
+        banner = sorted(self.banner.findChildren(QPushButton), key=self.banner.layout().indexOf)
+        chain = [self.sidebar.new_button, self.sidebar.list, *banner, self.route_picker,
                  self.target_picker, self.model_picker, self.view, self.composer.edit,
-                 self.composer.button]
+                 self.composer.when_online, self.composer.button]
         # the Sampling panel's fields top to bottom (as they were made), then the status bar
         chain += [w for w in self.sampling.findChildren(QWidget)
                   if w.focusPolicy() & Qt.FocusPolicy.TabFocus and

@@ -177,6 +177,9 @@ class SamplingPanel(QDockWidget):
         layout.addWidget(self.error)
         scroll = QScrollArea()
         scroll.setAccessibleName("Sampling settings")
+        # no Tab stop of its own (Tab went to it after the status bar): its fields are the
+        # stops, and it scrolls to the one Tab reaches
+        scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # up/down only
         # never narrower than its widest row: nothing is cut off at the right

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QApplication, QWidget
+from PySide6.QtWidgets import QApplication, QScrollArea, QWidget
 
 from tests.support import reply, send
 
@@ -77,3 +77,37 @@ def test_tab_into_the_chat_list_opens_nothing_and_enter_opens(qtbot, scripted,
     qtbot.mouseClick(chats.viewport(), Qt.MouseButton.LeftButton,
                      pos=chats.visualItemRect(item).center())
     assert window.controller.conversation_id == other
+
+
+def test_tab_follows_the_screen_and_comes_round(qtbot, scripted, scripted_engine):
+    """From the message box: the Sampling panel top to bottom, the status bar, then round to
+    the chat list, the header, the chat and its bubbles, and the message box again. Tab went
+    from the status bar to the Sampling panel's scroll area (a stop of its own) first."""
+    window = shown(qtbot, scripted)
+    scripted_engine.script(reply("Keep it in a clean bottle."))
+    send(qtbot, scripted, "How do I keep water safe?")
+    window.composer.edit.setFocus(Qt.FocusReason.TabFocusReason)
+    stops = tab_until(qtbot, lambda w: w is window.composer.edit)
+
+    def region(widget: QWidget) -> str:
+        for name, area in (("sidebar", window.sidebar), ("header", window.header_pickers),
+                           ("chat", window.view), ("composer", window.composer),
+                           ("sampling", window.sampling), ("status", window.statusBar())):
+            if widget is area or area.isAncestorOf(widget):
+                return name
+        return f"elsewhere: {type(widget).__name__} {widget.accessibleName()!r}"
+
+    regions = []
+    for stop in stops:
+        if not regions or regions[-1] != region(stop):
+            regions.append(region(stop))
+    assert regions == ["composer", "sampling", "status", "sidebar", "header", "chat",
+                       "composer"]
+    sampling = [stop for stop in stops if region(stop) == "sampling"]
+    assert sampling[0] is window.sampling.preset_picker
+    assert sampling[-1] is window.sampling.system_prompt
+    assert not any(isinstance(stop, QScrollArea) for stop in sampling)  # (its own)
+    status = [stop for stop in stops if region(stop) == "status"]
+    assert status[0] is window.profile_button and status[-1] is window.offline_button
+    assert stops[stops.index(window.offline_button) + 1] is window.sidebar.new_button
+    assert all(bubble in stops for bubble in window.view.bubbles)
