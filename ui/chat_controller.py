@@ -266,9 +266,7 @@ class ChatController(QObject):
         one and show it; the bubbles above it stay."""
         if self.conversation_id is None or self.refused_while_busy("switch versions"):
             return False
-        focus = QGuiApplication.focusObject()
-        was_in_view = focus is not None and focus.isWidgetType() and \
-            self.view.isAncestorOf(focus)
+        was_in_view = self._focus_in_view()
         try:
             path = self.store.set_active(self.conversation_id, message_id)
             self.view.show_path(path, self.versions())
@@ -313,9 +311,24 @@ class ChatController(QObject):
             self.error_occurred.emit(exc)
             return False
         self._notice_fit(pending)
+        was_in_view = self._focus_in_view()
         self.view.truncate_at(message_id)
         self._run(pending)
+        self._focus_reply(was_in_view)
         return True
+
+    def _focus_in_view(self) -> bool:
+        """Whether the keyboard is in the conversation (a bubble, its editor, its buttons)."""
+        focus = QGuiApplication.focusObject()
+        return focus is not None and focus.isWidgetType() and \
+            (focus is self.view or self.view.isAncestorOf(focus))
+
+    def _focus_reply(self, was_in_view: bool) -> None:
+        """After R on a reply or an edit sent from the keyboard, the new reply has the focus
+        (its R, Alt+Left, Alt+Right work at once); taking the old bubbles away had left it on
+        the whole view."""
+        if was_in_view and self._bubble is not None:
+            self._bubble.setFocus(Qt.FocusReason.OtherFocusReason)  # (with the ring)
 
     def edit_and_resend(self, message_id: str, text: str) -> bool:
         """Send ``text`` in place of the user message ``message_id``: a new message beside it
@@ -333,9 +346,11 @@ class ChatController(QObject):
             self.error_occurred.emit(exc)
             return False
         self._notice_fit(pending)
+        was_in_view = self._focus_in_view()
         self.view.truncate_at(message_id)
         self._show_prompt(pending, text)
         self._show_versions()
+        self._focus_reply(was_in_view)
         return True
 
     def delete_message(self, message_id: str) -> list[str]:

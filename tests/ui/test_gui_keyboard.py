@@ -8,6 +8,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QScrollArea, QWidget
 
 from tests.support import reply, send
+from ui.focus_ring import FocusRing
 
 pytestmark = pytest.mark.gui
 
@@ -111,3 +112,40 @@ def test_tab_follows_the_screen_and_comes_round(qtbot, scripted, scripted_engine
     assert status[0] is window.profile_button and status[-1] is window.offline_button
     assert stops[stops.index(window.offline_button) + 1] is window.sidebar.new_button
     assert all(bubble in stops for bubble in window.view.bubbles)
+
+
+def wait_idle(qtbot, app) -> None:
+    qtbot.waitUntil(lambda: app.window.controller.state == "idle", timeout=20000)
+
+
+def test_regenerate_and_an_edit_leave_the_focus_on_the_new_reply(qtbot, scripted,
+                                                                 scripted_engine):
+    """R on a reply, or an edit sent with Ctrl+Enter: the focus is on the new reply, so R,
+    Alt+Left and Alt+Right work at once (it was on the whole conversation view)."""
+    window = shown(qtbot, scripted)
+    scripted_engine.script(reply("First answer."), reply("Second answer."),
+                           reply("Answer to the edit."))
+    send(qtbot, scripted, "A question")
+    answer = window.view.bubbles[1]
+    answer.setFocus(Qt.FocusReason.TabFocusReason)
+    qtbot.keyClick(answer, Qt.Key.Key_R)
+    wait_idle(qtbot, scripted)
+    new_reply = window.view.bubbles[-1]
+    assert new_reply.text == "Second answer."
+    assert focused() is new_reply
+    ring = window.findChild(FocusRing)
+    assert ring.isVisible() and ring.target is new_reply  # shown, as Tab would show it
+    qtbot.keyClick(focused(), Qt.Key.Key_Left, Qt.KeyboardModifier.AltModifier)
+    assert [b.text for b in window.view.bubbles] == ["A question", "First answer."]
+
+    question = window.view.bubbles[0]
+    question.setFocus(Qt.FocusReason.TabFocusReason)
+    qtbot.keyClick(question, Qt.Key.Key_E)
+    editor = focused()
+    editor.selectAll()
+    qtbot.keyClicks(editor, "An edited question")
+    qtbot.keyClick(editor, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    wait_idle(qtbot, scripted)
+    assert [b.text for b in window.view.bubbles] == ["An edited question",
+                                                     "Answer to the edit."]
+    assert focused() is window.view.bubbles[-1]
