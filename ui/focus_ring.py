@@ -47,6 +47,9 @@ _KEYBOARD_REASONS = frozenset({Qt.FocusReason.TabFocusReason, Qt.FocusReason.Bac
 # set by ``give_focus`` on a widget focused while another window was active: the focus-in that
 # comes with its window's activation shows the ring (cleared by that focus-in)
 FOCUS_GIVEN = "focusGiven"
+# set by ``ui.input_guard`` on a window shown right after a key (Ctrl+, or a menu walked with
+# the keys): its first focus, which comes with its activation, shows the ring (cleared then)
+OPENED_BY_KEYBOARD = "openedByKeyboard"
 
 
 def control_of(widget: QWidget) -> QWidget:
@@ -80,8 +83,9 @@ def wants_ring(control: QWidget, reason: Qt.FocusReason) -> bool:
     """Whether focus arriving at ``control`` for ``reason`` shows the ring."""
     if _typed_into(control) or reason in _KEYBOARD_REASONS:
         return True
-    if reason == Qt.FocusReason.ActiveWindowFocusReason and control.property(FOCUS_GIVEN):
-        return True  # (give_focus)
+    if reason == Qt.FocusReason.ActiveWindowFocusReason and (
+            control.property(FOCUS_GIVEN) or control.window().property(OPENED_BY_KEYBOARD)):
+        return True  # (give_focus; a window opened from the keyboard)
     # back to a window, or out of a popup: as the last move into the window was made
     return reason != Qt.FocusReason.MouseFocusReason and \
         control.window().testAttribute(Qt.WidgetAttribute.WA_KeyboardFocusChange)

@@ -17,7 +17,10 @@ including the ones built later, without a line in their own modules:
   with Tab). A widget where Tab is the point says so with the dynamic property ``typesTab``.
 - **Visible focus.** Focus moving in or out of a window moves that window's focus ring
   (``ui.focus_ring``); a navigation key pressed in a control focused by the mouse shows it
-  too, so the control the arrow keys are about to change is never a surprise.
+  too, so the control the arrow keys are about to change is never a surprise. A window or
+  dialog shown while the last thing the user did was a key (a shortcut such as Ctrl+, or a
+  menu walked with the keys, not a click) starts as if reached by the keyboard: its first
+  focus shows the ring (it comes for ``ActiveWindowFocusReason``, which alone shows none).
 - **Windows fit the screen.** A window or dialog shown is fitted to its screen
   (``ui.screen_fit``), here rather than in a filter of its own: each Python filter on the
   application is a call for every event of every widget.
@@ -38,7 +41,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ui.focus_ring import FOCUS_GIVEN, TRACKED, FocusRing, control_of, ring_of, wants_ring
+from ui.focus_ring import (
+    FOCUS_GIVEN,
+    OPENED_BY_KEYBOARD,
+    TRACKED,
+    FocusRing,
+    control_of,
+    ring_of,
+    wants_ring,
+)
 from ui.screen_fit import fit_when_shown
 
 _VALUE_WIDGETS = (QAbstractSpinBox, QComboBox, QAbstractSlider)
@@ -46,7 +57,10 @@ _FOCUS = frozenset({QEvent.Type.FocusIn, QEvent.Type.FocusOut})
 # every kind the filter acts on: the rest (most of the ~150 events of a wheel notch) leave
 # after one look-up
 _WATCHED = frozenset({QEvent.Type.Wheel, QEvent.Type.Polish, QEvent.Type.KeyPress,
+                      QEvent.Type.ShortcutOverride, QEvent.Type.MouseButtonPress,
                       *_FOCUS, *TRACKED})
+# what the user did last: a key (a shortcut is offered as ShortcutOverride before it acts)
+_KEYS = frozenset({QEvent.Type.KeyPress, QEvent.Type.ShortcutOverride})
 _RINGED_WINDOWS = (Qt.WindowType.Window, Qt.WindowType.Dialog)
 _NAVIGATION_KEYS = frozenset({Qt.Key.Key_Tab, Qt.Key.Key_Backtab, Qt.Key.Key_Up, Qt.Key.Key_Down,
                               Qt.Key.Key_Left, Qt.Key.Key_Right, Qt.Key.Key_PageUp,
@@ -79,13 +93,24 @@ class InputGuard(QObject):
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
         self.ring: FocusRing | None = None  # the ring shown now (one window has the focus)
+        self.by_keyboard = False  # the user's last input was a key, not a mouse button
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt naming)
         kind = event.type()
         if kind not in _WATCHED:
             return False
+        if kind in _KEYS:
+            self.by_keyboard = True
+        elif kind == QEvent.Type.MouseButtonPress:
+            self.by_keyboard = False
+            return False
         if kind == QEvent.Type.Show:  # (a window shown: it fits its screen; and the ring below)
             fit_when_shown(watched, event)
+            if self.by_keyboard and isinstance(watched, QWidget) and watched.isWindow() and \
+                    watched.windowType() in _RINGED_WINDOWS:
+                # opened from the keyboard: its first focus shows the ring (``wants_ring``;
+                # not WA_KeyboardFocusChange, which Qt resets as the window is activated)
+                watched.setProperty(OPENED_BY_KEYBOARD, True)
         if kind == QEvent.Type.Wheel:
             if holds_a_value(watched) and not watched.hasFocus():
                 event.ignore()  # not ours: Qt offers it to the parent (the scroll area)
@@ -120,6 +145,9 @@ class InputGuard(QObject):
         ringed = wants_ring(control, reason)
         if control.property(FOCUS_GIVEN):
             control.setProperty(FOCUS_GIVEN, None)  # arrived: as any focus from now on
+        window = widget.window()
+        if window is not widget and window.property(OPENED_BY_KEYBOARD):
+            window.setProperty(OPENED_BY_KEYBOARD, None)  # its first focus only
         if ringed:
             self._show_ring(widget)
         else:

@@ -8,7 +8,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QScrollArea, QWidget
 
 from tests.support import reply, send
-from ui.focus_ring import FocusRing
+from ui.focus_ring import FocusRing, control_of
 
 pytestmark = pytest.mark.gui
 
@@ -149,3 +149,43 @@ def test_regenerate_and_an_edit_leave_the_focus_on_the_new_reply(qtbot, scripted
     assert [b.text for b in window.view.bubbles] == ["An edited question",
                                                      "Answer to the edit."]
     assert focused() is window.view.bubbles[-1]
+
+
+
+@pytest.mark.parametrize("key, modifiers, opened", [
+    (Qt.Key.Key_Comma, Qt.KeyboardModifier.ControlModifier,
+     lambda window: window.settings_dialog),
+    (Qt.Key.Key_M, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier,
+     lambda window: window.model_menu.models_dialog),
+], ids=["settings", "models"])
+def test_a_dialog_opened_by_its_shortcut_shows_the_ring_on_its_first_focus(
+        qtbot, scripted, key, modifiers, opened):
+    """Ctrl+, and Ctrl+Shift+M: the dialog's first control has the ring, as any control
+    reached by the keyboard (it had none until Tab was pressed in it)."""
+    window = shown(qtbot, scripted)
+    window.composer.edit.setFocus()
+    qtbot.waitUntil(window.composer.edit.hasFocus)
+    qtbot.keyClick(window.composer.edit, key, modifiers)
+    dialog = opened(window)
+    qtbot.addWidget(dialog)
+    qtbot.waitUntil(lambda: focused() is not None and focused().window() is dialog)
+
+    def ringed() -> QWidget | None:
+        ring = dialog.findChild(FocusRing)
+        return ring.target if ring is not None and ring.isVisible() else None
+
+    qtbot.waitUntil(lambda: ringed() is not None)
+    assert ringed() is control_of(focused())
+
+
+def test_a_dialog_opened_after_a_click_shows_no_ring_at_first(qtbot, scripted):
+    """The ring is for the keyboard: Settings opened after a click (as its menu item is)
+    starts without one on its list of pages."""
+    window = shown(qtbot, scripted)
+    qtbot.mouseClick(window.sidebar.new_button, Qt.MouseButton.LeftButton)
+    window.settings_action.trigger()
+    dialog = window.settings_dialog
+    qtbot.addWidget(dialog)
+    qtbot.waitUntil(lambda: focused() is not None and focused().window() is dialog)
+    ring = dialog.findChild(FocusRing)
+    assert ring is None or not ring.isVisible()
