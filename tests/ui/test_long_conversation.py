@@ -379,6 +379,28 @@ def test_scrolling_up_builds_older_messages_and_keeps_the_screen_still(qtbot, sc
     assert view.last_bubble() is not None and view.last_bubble().message_id == path[-1].id
 
 
+def test_a_message_built_above_moves_nothing_below_it(qtbot, scripted):
+    """A bubble built above the top one takes room kept above it: the bubbles already built
+    keep their place in the chat and the scroll bar its value (before, each one built moved
+    every bubble below it, ~20 a notch, and the scroll bar followed: bench/long_conversation).
+    The scroll bar never reaches the room: its top is the top bubble's."""
+    view = scripted.window.view
+    opened(qtbot, scripted, MESSAGES)
+    bar = view.verticalScrollBar()
+    for _ in range(3):  # the user scrolls up to the top of what is built, three times
+        bar.setValue(bar.minimum())
+        places = {bubble: bubble.y() for bubble in view.bubbles}
+        value, built = bar.value(), view.built
+        built_now(view)
+        assert view.built > built
+        assert {b: b.y() for b in view.bubbles if b in places} == \
+            {b: y for b, y in places.items() if b in view.bubbles}
+        assert bar.value() == value
+        top = view.bubbles[0]
+        bar.setValue(bar.minimum())
+        assert on_screen(view, top) == view._layout.contentsMargins().top()
+
+
 def test_a_search_jump_builds_the_first_message_then_a_reply_streams_at_the_bottom(
         qtbot, scripted, scripted_engine):
     window, view = scripted.window, scripted.window.view
