@@ -11,13 +11,13 @@
     model_menu.py            the Model menu and the status bar's model and state labels
     conversation_sampling.py the Sampling dock following the current conversation
     reply_metrics.py         the last reply's speed
+    remembered_target.py     who answers each conversation, kept with it and shown again
 
 The window itself keeps the conversation list (sidebar, title) and the one place that shows an
 error (``_on_error``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from PySide6.QtCore import Qt, Signal, Slot
@@ -66,6 +66,7 @@ from ui.offline_switch import OfflineSwitch
 from ui.outbox_button import OutboxButton
 from ui.outbox_monitor import OutboxMonitor
 from ui.profile_button import ProfileButton
+from ui.remembered_target import RememberedTarget
 from ui.reply_metrics import ReplyMetrics
 from ui.route_badge import RouteBadge
 from ui.route_picker import DefaultRouteMenu, RoutePicker
@@ -129,9 +130,6 @@ class MainWindow(QMainWindow):
         self.monitor = services.monitor
         self.setting_notes = services.setting_notes
         self.usage_dialog = None
-        # the user chose a local model (Model menu) since the open chat was opened: it
-        # remembers that one with its next message (``_remember_target``)
-        self._local_model_picked = False
         self.details_dialog = None
         self.setWindowTitle("Outpost")
         self.resize(1380, 760)
@@ -241,6 +239,10 @@ class MainWindow(QMainWindow):
                                     services.providers_dialog_factory, self,
                                     services.models_dialog_factory)
         self.default_route_menu = DefaultRouteMenu(self.settings, self)
+        self.remembered = RememberedTarget(self.store, self.settings, self.loader,
+                                           self.target_picker, self.model_picker,
+                                           self.model_menu, self.errors.inform,
+                                           self._on_failure)
         self.sampling.lora.models_folder = self.model_menu.models_folder  # (Attach LoRA…)
         self.default_route_actions = self.default_route_menu.group
         self._build_menus()
@@ -399,7 +401,7 @@ class MainWindow(QMainWindow):
         self.model_picker.model_changed.connect(self.meter.refresh)  # its own tokenizer
         self.model_menu.providers_changed.connect(self.target_picker.refresh)
         self.model_menu.providers_changed.connect(self.keys.forget)
-        self.model_menu.model_chosen.connect(self._on_local_model_chosen)
+        self.model_menu.model_chosen.connect(self.remembered.local_model_chosen)
         self.loader.loading_started.connect(self.model_status.show_loading)
         self.loader.model_ready.connect(self.target_picker.show_local_model)
         self.loader.model_ready.connect(self.model_status.show_model)
@@ -622,90 +624,7 @@ class MainWindow(QMainWindow):
         self.banner.hide()  # before sending: what the send reports (turns left out…) stays
         if self.controller.send(text):
             self.composer.clear()
-            self._remember_target()
-
-    def _remember_target(self) -> None:
-        """The conversation keeps who answers it, so reopening it (or `outpost ask
-        --conversation`) sends there again. The local model is remembered by what it was
-        loaded as (a library name or a file); a chat that remembers a local model keeps it
-        until the user picks another (Model menu) while it is open: a remembered model that
-        could not be loaded, with another answering meanwhile, is not forgotten."""
-        cid = self.controller.conversation_id
-        if cid is None:
-            return
-        target = self.target_picker.target()
-        model = self.model_picker.currentText().strip() if target != "local" else None
-        try:
-            if target == "local":
-                was = self.store.get_conversation(cid)
-                model = was.target_model if was.target == "local" and \
-                    not self._local_model_picked else self._local_model()
-            self.store.set_target(cid, target, model)
-        except OutpostError as exc:
-            self._on_failure(exc)
-
-    @Slot(str)
-    def _on_local_model_chosen(self, _path: str) -> None:
-        self._local_model_picked = True  # the open chat remembers it with its next message
-
-    def _local_model(self) -> str | None:
-        """The local model the window uses (loading, else loaded) as a conversation remembers
-        it: what the load was given (a library name or a GGUF file; the ``model_path`` setting
-        when it was given none), the bundled model by its file's name; None: none."""
-        loader = self.loader
-        engine, path = (loader.pending, loader.pending_path) if loader.pending is not None \
-            else (loader.active, loader.active_path)
-        if path is None:
-            path = self.settings["model_path"]
-        if not path and engine is not None:
-            path = engine.info.model  # (the library finds a model by its file's name too)
-        return path or None
-
-    def _is_local_model(self, model: str) -> bool:
-        """Whether ``model`` (a conversation's) is the local model loading or in use: given
-        so, or the same file name (``gem``, ``gem.gguf``, ``/models/gem.gguf``: one model, as
-        the library holds one model per file name)."""
-        if model == self._local_model():
-            return True
-        engine = self.loader.pending or self.loader.active
-        if engine is None:
-            return False
-        loaded, wanted = engine.info.model, Path(model).name
-        return wanted in (loaded, Path(loaded).stem)
-
-    def _follow_local_model(self, model: str) -> None:
-        """A chat that remembers the local model ``model``: load it, as choosing it does (the
-        model in use answers until it is ready); one that cannot be loaded (its file gone)
-        leaves the model in use, and the window says which answers instead."""
-        if self._is_local_model(model):
-            return
-
-        def failed(error: OutpostError) -> None:
-            engine = self.loader.pending or self.loader.active
-            instead = f"{engine.info.model} answers it instead" if engine is not None else \
-                "no local model is loaded to answer it"
-            self.errors.inform(f"This chat remembers the local model {model}, which cannot be "
-                               f"loaded ({str(error).rstrip('.')}): {instead}.")
-
-        self.model_menu.follow(model, failed)
-
-    def _show_conversation_target(self, conversation_id: str) -> None:
-        """Switch the pickers to the conversation's remembered provider and model, and the
-        local model to the one it remembers."""
-        self._local_model_picked = False
-        try:
-            conversation = self.store.get_conversation(conversation_id)
-        except OutpostError:
-            return
-        target = conversation.target
-        if not target or self.target_picker.findData(target) < 0:
-            return  # never sent, or its provider was removed: keep the current choice
-        if target != self.target_picker.target():
-            self.target_picker.setCurrentIndex(self.target_picker.findData(target))
-        if conversation.target_model and target != "local":
-            self.model_picker.choose(conversation.target_model)
-        elif conversation.target_model:
-            self._follow_local_model(conversation.target_model)
+            self.remembered.keep(self.controller.conversation_id)
 
     @Slot(str, bool)
     def _on_pin(self, conversation_id: str, pinned: bool) -> None:
@@ -720,7 +639,7 @@ class MainWindow(QMainWindow):
         if self.controller.refused_while_busy("start a new chat (Esc stops it)"):
             return
         self.controller.new_conversation()
-        self._local_model_picked = False
+        self.remembered.local_model_picked = False
         self.title_label.setText("New chat")
         self.update_route_display()
         self.sampling_binding.reload()
@@ -735,7 +654,7 @@ class MainWindow(QMainWindow):
                                            self.controller.conversation_id)
             return
         self.controller.open_conversation(conversation_id)
-        self._show_conversation_target(conversation_id)
+        self.remembered.show(conversation_id)
         self._show_title()
         self.update_route_display()
         self.sampling_binding.reload()
