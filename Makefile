@@ -49,6 +49,11 @@ system-packages:
 # unlocked keyring (in a temporary XDG_DATA_HOME, so it never touches the user's own), so
 # keyring's SecretService backend is a real keychain.
 
+# The suite runs on every core (pytest-xdist); tests that share one machine-wide thing (the OS
+# keychain) are put in one xdist_group by tests/conftest.py. `make test PYTEST_ARGS=` runs it in
+# one process.
+PYTEST_ARGS ?= -n auto --dist loadgroup
+
 test: install-test system-packages
 	@if command -v dbus-run-session >/dev/null 2>&1 && command -v gnome-keyring-daemon >/dev/null 2>&1; then \
 	  dbus-run-session -- sh -c 'export XDG_DATA_HOME=$$(mktemp -d); echo -n outpost-test | gnome-keyring-daemon --unlock --components=secrets >/dev/null 2>&1; exec $(BIN)/python -m pytest $(PYTEST_ARGS)'; \

@@ -12,6 +12,20 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
 
+# The real OS keychain is one per machine, shared by every xdist worker (``make test`` runs the
+# suite in parallel): keys are stored under the provider's name (several tests use "acme"), so
+# the tests that store one take turns in one worker instead of overwriting each other's.
+KEYCHAIN_FIXTURES = ("keep_key", "real_keychain")
+KEYCHAIN_MODULES = ("test_no_key_on_disk.py",)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if any(name in getattr(item, "fixturenames", ()) for name in KEYCHAIN_FIXTURES) \
+                or item.path.name in KEYCHAIN_MODULES:
+            item.add_marker(pytest.mark.xdist_group("keychain"))
+
+
 @pytest.fixture(autouse=True)
 def outpost_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "outpost-home"
