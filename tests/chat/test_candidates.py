@@ -37,13 +37,15 @@ from engines.openai_compat import OpenAICompatEngine
 
 
 class Scripted(EngineBase):
-    """Replies from a script, one per call: (text, mean_logprob). Records the requests and how
-    many streams ran at once."""
+    """Replies from a script, one per call: (text, mean_logprob); or, where the candidates run
+    concurrently and so ask in any order, a dict from the end of the request's idempotency key
+    ("~c0", "~c1", "~judge") to its reply. Records the requests and how many streams ran at
+    once."""
 
     info = EngineInfo("test", "scripted")
 
     def __init__(self, replies, kind="local", delay=0.0):
-        self.replies = list(replies)
+        self.replies = dict(replies) if isinstance(replies, dict) else list(replies)
         self.capabilities = EngineCapabilities(knob_kind=kind)
         self.delay = delay
         self.requests: list[ChatRequest] = []
@@ -53,7 +55,11 @@ class Scripted(EngineBase):
     def stream(self, request, cancel):
         with self._lock:
             self.requests.append(request)
-            text, logprob = self.replies.pop(0)
+            if isinstance(self.replies, dict):
+                text, logprob = next(reply for end, reply in self.replies.items()
+                                     if str(request.idempotency_key).endswith(end))
+            else:
+                text, logprob = self.replies.pop(0)
             self.running += 1
             self.most_at_once = max(self.most_at_once, self.running)
         try:
@@ -278,7 +284,9 @@ def test_the_judge_is_deterministic_whatever_the_users_knobs(kind):
     """The candidates get the user's knobs (they want variety); the judge does not: temperature
     0, no top_p, top_k, min_p or penalties, a fixed seed, the tokens its verdict needs,
     and nothing counted as given for the turn."""
-    inner = Scripted([("Seven.", None), ("7", None), ('{"best": 2}', None)], kind=kind)
+    # on a cloud engine the two candidates ask at once: each is answered by its own index
+    inner = Scripted({"~c0": ("Seven.", None), "~c1": ("7", None),
+                      "~judge": ('{"best": 2}', None)}, kind=kind)
     engine = CandidatesEngine(inner, Plan("best_of", 2, scorer="judge"))
     asked = ChatRequest(model="m", messages=(ChatMessage(Role.USER, "What is 3 + 4?"),),
                         **USER_KNOBS)
