@@ -12,11 +12,20 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
 
-# The real OS keychain is one per machine, shared by every xdist worker (``make test`` runs the
-# suite in parallel): keys are stored under the provider's name (several tests use "acme"), so
-# the tests that store one take turns in one worker instead of overwriting each other's.
+# ``make test`` runs the suite in parallel (pytest-xdist, --dist loadgroup); two kinds of tests
+# are kept together in one worker (an xdist_group):
+# * the real OS keychain is one per machine: keys are stored under the provider's name (several
+#   tests use "acme"), so the tests that store one take turns instead of overwriting each other's;
+# * a module-scoped fixture is built once per worker that runs one of its tests: the module's
+#   tests stay together, so e.g. the desktop bundle (minutes of PyInstaller) is built once.
 KEYCHAIN_FIXTURES = ("keep_key", "real_keychain")
 KEYCHAIN_MODULES = ("test_no_key_on_disk.py",)
+
+
+def _uses_a_module_fixture(item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)  # pytest's own record of the fixtures it set up
+    defs = getattr(info, "name2fixturedefs", {}) or {}
+    return any(d.scope == "module" for chain in defs.values() for d in chain)
 
 
 def pytest_collection_modifyitems(items):
@@ -24,6 +33,8 @@ def pytest_collection_modifyitems(items):
         if any(name in getattr(item, "fixturenames", ()) for name in KEYCHAIN_FIXTURES) \
                 or item.path.name in KEYCHAIN_MODULES:
             item.add_marker(pytest.mark.xdist_group("keychain"))
+        elif _uses_a_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.fixture(autouse=True)
