@@ -10,12 +10,20 @@ restored database:
 * ``profiles``: those the backup does not have (not as the admin: the backup's stays);
 * ``conversations`` and ``messages``: those the backup does not have, and those changed since
   it (``updated_at`` newer: a reply that finished, a renamed chat), in one transaction;
-* ``outbox``: the messages waiting for a provider, the same way (an item sent since is sent).
+* ``outbox``: the messages waiting for a provider, the same way (an item sent since is sent);
+* ``request_log`` (the usage ledger): every record of a request the database lacks. What was
+  used and spent is a fact about the past, which no backup undoes: without it the usage
+  report, the Usage dialog and the monthly cost budget said $0 for requests already paid for.
+  A record is never changed after it is written, and its ``id`` is no key across copies (the
+  restored database gives the next requests the ids the copy gave its own), so a record is
+  known by its turn, provider, attempt and time (``_LEDGER_KEY``): one the database has is
+  not added again. ``quota_holds`` (what running requests reserve) is left: no request of the
+  copy is running.
 
 A row that cannot go in (a message whose conversation could not be read, a row that reads as
 garbage: ``_sound``) is left out and counted; rows that could not be read at all are counted
 per table. A file restored on purpose over a healthy one is a rollback: nothing is brought over
-(the replaced file is kept in the backups folder either way).
+but the usage ledger's records (the replaced file is kept in the backups folder either way).
 
 Deletions hold (``app.storage.deletions``): the copy's tombstones are merged with the
 database's; a row deleted later than the copy's row was last changed is not brought over, and
@@ -44,8 +52,16 @@ from app.storage.store import Store
 # in this order (a conversation's profile, a message's conversation), with their keys
 TABLES = (("profiles", "name"), ("conversations", "id"), ("messages", "id"), ("outbox", "id"))
 _NEWER_WINS = {"conversations", "messages", "outbox"}
+# the usage ledger, and what tells one of its records from another in any copy (not its id)
+_LEDGER = "request_log"
+_LEDGER_KEY = ("idempotency_key", "provider", "attempt", "created_at")
+# a number read off garbage would count against a budget
+_LEDGER_NUMBERS = ("attempt", "status", "latency_ms", "prompt_tokens", "completion_tokens",
+                   "cached_prompt_tokens", "tokens_estimated", "cost_usd", "cost_estimated",
+                   "ttft_ms")
 _NOUNS = {"profiles": "profile", "conversations": "conversation", "messages": "message",
-          "outbox": "outbox item", deletions.TABLE: "deletion record"}
+          "outbox": "outbox item", deletions.TABLE: "deletion record",
+          _LEDGER: "usage record"}
 _TIMES = ("created_at", "updated_at", "locked_until")  # ISO times, in the tables read
 # How many rowids in a row may give no row before a table read by rowid is taken as ended,
 # when nothing else says where it ends (see ``_read_by_rowid``). Rowids are given out one
@@ -89,7 +105,8 @@ class Salvage:
     # them, by id
     deleted: dict[str, set[str]] = field(
         default_factory=lambda: {"conversations": set(), "messages": set()})
-    rollback: bool = False  # only deletions were carried over (a restore over a good file)
+    # only deletions and usage records were carried over (a restore over a good file)
+    rollback: bool = False
 
     def describe_deleted(self, since: str = "since") -> str | None:
         """"1 conversation and 2 messages deleted ``since`` stay deleted" (None: none)."""
@@ -110,17 +127,26 @@ class Salvage:
             return self.failed
         deleted = self.describe_deleted("since the backup" if than == "the backup" else
                                         "here")
-        if self.rollback:  # (only when something was deleted again)
-            return f"{deleted}."
+        ledger = self.rows.get(_LEDGER, 0)
+        used = f"{counted(ledger, 'usage record')} (what requests used and cost)"
+        if self.rollback:  # (only when something was deleted again or kept in the ledger)
+            kept = (f"{used} made since the backup {'stays' if ledger == 1 else 'stay'} in "
+                    "the usage ledger") if ledger else None
+            return "; ".join(part for part in (deleted, kept) if part) + "."
         conversations, messages = self.rows.get("conversations", 0), \
             self.rows.get("messages", 0)
         newer = f" newer than {than}" if than else ""
+        lacked = f" that {than} lacked" if than else ""
         queued = self.rows.get("outbox", 0)
         if conversations or messages:
             text = (f"From {source}, {counted(conversations, 'conversation')} and "
                     f"{counted(messages, 'message')}"
                     + (f" (and {counted(queued, 'outbox item')})" if queued else "")
-                    + f"{newer} were brought back")
+                    + f"{newer} were brought back"
+                    + (f", and {used}{lacked}" if ledger else ""))
+        elif ledger:
+            text = f"From {source}, {used}{lacked} {'was' if ledger == 1 else 'were'} " \
+                   "brought back"
         else:
             text = f"Nothing{newer} could be read from {source}"
         if self.left_out:
@@ -135,8 +161,9 @@ class Salvage:
 def restore_and_salvage(db_path: Path, name: str | None = None
             ) -> tuple[Backup, Path | None, Salvage | None]:
     """``restore_backup``, then, when the file it replaced is damaged, what that file still
-    holds brought over; when it is healthy (a rollback), only its deletions, so that what was
-    deleted since the backup stays deleted (None: nothing to bring, or no file replaced)."""
+    holds brought over; when it is healthy (a rollback), only its deletions and usage records,
+    so that what was deleted since the backup stays deleted and what was spent since stays
+    counted (None: nothing to bring, or no file replaced)."""
     backup, kept = restore_backup(db_path, name)
     if kept is None:
         return backup, kept, None
@@ -146,7 +173,8 @@ def restore_and_salvage(db_path: Path, name: str | None = None
         try:
             if rollback:  # nothing is brought over; what was deleted since stays deleted
                 carried = carry_deletions(kept, store)
-                return backup, kept, carried if carried.describe_deleted() else None
+                return backup, kept, carried if carried.describe_deleted() or \
+                    carried.rows.get(_LEDGER) else None
             return backup, kept, salvage(kept, store)
         finally:
             store.close()
@@ -193,7 +221,8 @@ def salvage(damaged: Path, store: Store, new_database: bool = False,
     SQLite database without Outpost's tables is refused (``UsageError``) before anything is
     written."""
     result = Salvage()
-    read = _read_copy(damaged, [table for table, _ in TABLES] + [deletions.TABLE], result)
+    read = _read_copy(damaged, [table for table, _ in TABLES] + [deletions.TABLE, _LEDGER],
+                      result)
     if read is None:
         return result
     if named and not result.unreadable and not any(columns for columns, _ in read.values()):
@@ -246,6 +275,7 @@ def salvage(damaged: Path, store: Store, new_database: bool = False,
                 except sqlite3.IntegrityError:  # its conversation (or a value) is missing
                     result.left_out += 1
             result.rows[table] = count
+        result.rows[_LEDGER] = _bring_ledger(db, read[_LEDGER], result)
         _delete_again(db, result)
     if result.describe_deleted():
         store.forgot()  # their words out of the file too
@@ -278,13 +308,15 @@ def _foreign(path: Path, why: str) -> UsageError:
 
 def carry_deletions(kept: Path, store: Store) -> Salvage:
     """A rollback: ``kept`` (the healthy file a restore replaced) is not merged, but its
-    deletions are, so what was deleted since the backup stays deleted."""
+    deletions are, so what was deleted since the backup stays deleted, and its usage records
+    the backup lacks, so what was used and spent since stays counted (``_bring_ledger``)."""
     result = Salvage(rollback=True)
-    read = _read_copy(kept, [deletions.TABLE], result)
-    if read is None or not read[deletions.TABLE][1]:
+    read = _read_copy(kept, [deletions.TABLE, _LEDGER], result)
+    if read is None or not (read[deletions.TABLE][1] or read[_LEDGER][1]):
         return result
     with store.transaction() as db:
         _merge_deletions(db, read[deletions.TABLE])
+        result.rows[_LEDGER] = _bring_ledger(db, read[_LEDGER], result)
         _delete_again(db, result)
     if result.describe_deleted():
         store.forgot()
@@ -314,6 +346,36 @@ def _read_copy(damaged: Path, tables: list[str], result: Salvage
             return {table: _read(source_db, table, result) for table in tables}
         finally:
             source_db.close()
+
+
+def _bring_ledger(db, read: tuple[list[str], list[tuple]], result: Salvage) -> int:
+    """The copy's usage records (as read) that the database lacks, added; how many. A
+    record the database has (the same ``_LEDGER_KEY``) is not added again, so nothing is
+    counted twice, however often a copy is salvaged; the record gets this database's next
+    ``id``. One that reads as garbage (``_sound``) is left out and counted."""
+    columns, rows = read
+    have = set(db[_LEDGER].columns_dict)
+    if not rows or not set(_LEDGER_KEY) <= set(columns) & have:
+        return 0
+    wanted = [c for c in columns if c in have and c != "id"]
+    index = [columns.index(c) for c in wanted]
+    key_at = [columns.index(c) for c in _LEDGER_KEY]
+    names = ", ".join(f'"{c}"' for c in _LEDGER_KEY)
+    known = set(db.execute(f'SELECT {names} FROM "{_LEDGER}"').fetchall())
+    into = ", ".join(f'"{c}"' for c in wanted)
+    sql = f'INSERT INTO "{_LEDGER}" ({into}) VALUES ({", ".join("?" * len(wanted))})'
+    count = 0
+    for row in rows:
+        key = tuple(row[i] for i in key_at)
+        if key in known:
+            continue
+        if not _sound(_LEDGER, columns, row):
+            result.left_out += 1
+            continue
+        db.conn.execute(sql, [row[i] for i in index])
+        known.add(key)
+        count += 1
+    return count
 
 
 def _merge_deletions(db, read: tuple[list[str], list[tuple]]) -> dict:
@@ -377,6 +439,11 @@ def _sound(table: str, columns: list[str], row: tuple) -> bool:
             row_to_conversation(record)
         elif table == "outbox":
             json.loads(record["request"])  # the request it sends, whole
+        elif table == _LEDGER:  # counted by its time, and its numbers summed
+            if record["created_at"] is None or any(
+                    record[c] is not None and not isinstance(record[c], (int, float))
+                    for c in _LEDGER_NUMBERS):
+                return False
         for column in _TIMES:
             if record[column] is not None:
                 dt.datetime.fromisoformat(record[column])
