@@ -187,8 +187,8 @@ def start_over_and_salvage(db_path: Path) -> tuple[Path, Salvage]:
     """A damaged database with no good backup: keep it in the backups folder, start a new
     one, and bring into it what the damaged file still holds (``salvage``). Outpost starts and
     answers again, with every conversation that could be read. Returns where the damaged file
-    is kept, and what came over. Refused for a database that passes its check (starting over
-    would drop the usage ledger and the outbox) and when a good backup exists (a restore
+    is kept, and what came over. Refused for a database that passes its check (there is
+    nothing to start over from: it is whole) and when a good backup exists (a restore
     keeps more: the backup's messages, and what the damaged file holds since)."""
     if db_path.exists() and quick_check_file(db_path) is None:
         raise UsageError(f"The database {db_path} is not damaged (it passes its check); "
