@@ -22,8 +22,10 @@ restored database:
 
 A row that cannot go in (a message whose conversation could not be read, a row that reads as
 garbage: ``_sound``) is left out and counted; rows that could not be read at all are counted
-per table. A file restored on purpose over a healthy one is a rollback: nothing is brought over
-but the usage ledger's records (the replaced file is kept in the backups folder either way).
+per table, those the database lacks after the salvage only, where an index names them (a row
+the backup holds is no loss: ``_still_lost``). A file restored on purpose over a healthy one
+is a rollback: nothing is brought over but the usage ledger's records (the replaced file is
+kept in the backups folder either way).
 
 Deletions hold (``app.storage.deletions``): the copy's tombstones are merged with the
 database's; a row deleted later than the copy's row was last changed is not brought over, and
@@ -52,6 +54,8 @@ from app.storage.store import Store
 # in this order (a conversation's profile, a message's conversation), with their keys
 TABLES = (("profiles", "name"), ("conversations", "id"), ("messages", "id"), ("outbox", "id"))
 _NEWER_WINS = {"conversations", "messages", "outbox"}
+# the key a row is known by in any copy (an outbox item's id is its rowid: none)
+_KEYS = {table: key for table, key in TABLES if table != "outbox"}
 # the usage ledger, and what tells one of its records from another in any copy (not its id)
 _LEDGER = "request_log"
 _LEDGER_KEY = ("idempotency_key", "provider", "attempt", "created_at")
@@ -79,6 +83,9 @@ class Unread:
     rows: int | None = None  # how many (None: not known, nothing of it could be read)
     exact: bool = True  # False: rowids the damage hides, some may be of rows deleted before
     more: bool = False  # rows after the last one read may be lost too (not counted)
+    # the keys of the rows counted, when an index names them: a salvage then counts only
+    # those the database still lacks after it (``_still_lost``)
+    keys: list | None = None
 
     def describe(self) -> str:
         """"2 messages could not be read (why)" and the like."""
@@ -276,6 +283,7 @@ def salvage(damaged: Path, store: Store, new_database: bool = False,
                     result.left_out += 1
             result.rows[table] = count
         result.rows[_LEDGER] = _bring_ledger(db, read[_LEDGER], result)
+        _still_lost(db, result, gone)
         _delete_again(db, result)
     if result.describe_deleted():
         store.forgot()  # their words out of the file too
@@ -416,6 +424,24 @@ def _delete_again(db, result: Salvage) -> None:
         result.deleted[kind] |= ids
 
 
+def _still_lost(db, result: Salvage, gone: dict) -> None:
+    """Rows that could not be read and that the database has anyway (the backup held them,
+    unchanged or not) or that were deleted are no loss: not counted (a table left with none
+    is not named). Only where an index named the rows' keys (``Unread.keys``)."""
+    kept = []
+    for unread in result.unreadable:
+        if unread.keys is not None:
+            key = _KEYS[unread.table]
+            unread.rows = sum(1 for value in unread.keys if value is None or (
+                value not in gone and db.execute(
+                    f'SELECT 1 FROM "{unread.table}" WHERE "{key}" = ?', [value]
+                    ).fetchone() is None))
+            if not unread.rows:
+                continue
+        kept.append(unread)
+    result.unreadable = kept
+
+
 def _asks_something(db, item: dict) -> bool:
     """Whether an outbox item's conversation and question are in the database (the outbox
     has no foreign keys: an item whose question is lost would break every send)."""
@@ -484,6 +510,8 @@ def _read(source: sqlite3.Connection, table: str, result: Salvage
                               "its index lists rows the table does not give") \
             if listed is not None and listed - found.keys() else None
     if unread is not None:
+        if unread.exact:  # (counted from an index's list)
+            unread.keys = _lost_keys(source, table, columns, found)
         result.unreadable.append(unread)
     return columns, [found[rowid] for rowid in sorted(found)]
 
@@ -505,6 +533,29 @@ def _read_listed(source: sqlite3.Connection, table: str, names: str, found: dict
         else:
             found[rowid] = tuple(row)
     return Unread(table, why, lost) if lost else None
+
+
+def _lost_keys(source: sqlite3.Connection, table: str, columns: list[str],
+               found: dict[int, tuple]) -> list | None:
+    """The keys (``_KEYS``) of the rows of ``table`` that the index of its key lists and
+    ``found`` lacks, or holds another row for (a damaged cell that reads as another rowid):
+    the rows lost, by key (an index holds the key and the rowid: it is read without the
+    table's pages, where the damage is). None when no such index can be read."""
+    key = _KEYS.get(table)
+    if key is None or key not in columns:
+        return None
+    at = columns.index(key)
+    try:
+        for index in [r[1] for r in source.execute(f'PRAGMA index_list("{table}")')]:
+            if [r[2] for r in source.execute(f'PRAGMA index_info("{index}")')] != [key]:
+                continue
+            listed = source.execute(f'SELECT rowid, "{key}" FROM "{table}" INDEXED BY '
+                                    f'"{index}"').fetchall()
+            return [value for rowid, value in listed
+                    if rowid not in found or found[rowid][at] != value]
+    except sqlite3.DatabaseError:  # the index is damaged too: each row stays counted
+        return None
+    return None
 
 
 def _read_by_rowid(source: sqlite3.Connection, table: str, names: str,

@@ -24,7 +24,7 @@ from app.storage import integrity
 from app.storage.outbox import Outbox
 from app.storage.profiles import Profiles
 from app.storage.restore import restore_backup
-from app.storage.salvage import Salvage, _read, salvage
+from app.storage.salvage import Salvage, _read, restore_and_salvage, salvage
 from app.storage.store import Store
 
 
@@ -682,3 +682,30 @@ def test_a_row_its_index_lists_that_gives_no_row_is_counted_lost(tmp_path, scan_
     [unread] = [u for u in result.unreadable if u.table == "messages"]
     assert unread.rows == lost and unread.exact
     assert f"{counted(lost, 'message')} could not be read (" in result.describe()
+
+
+def test_rows_that_cannot_be_read_but_the_backup_holds_are_not_counted_lost(outpost_home):
+    """A trial's salvage said "1 message could not be read" of a row the backup already held:
+    nothing was lost. Only rows the database still lacks after the salvage are counted."""
+    path = db_file(outpost_home)
+    seed(path, "early", messages=6)
+    store = Store(path)  # a second start: today's backup is taken here, then:
+    [early] = store.list_conversations()
+    early_ids = [m.id for m in store.messages(early.id)]
+    late = store.create_conversation("late")
+    late_ids = [store.add_message(late.id, Role.USER, f"late {i}: " + "words " * 200).id
+                for i in range(6)]
+    store.close()
+    spoil_pages_holding(path, "message 2 ", "late 3: ")
+    readable = set(rows_by_rowid(path, "messages", 20).values())
+    lost_early = [i for i in early_ids if i not in readable]
+    lost_late = [i for i in late_ids if i not in readable]
+    assert lost_early and lost_late
+
+    _, _, salvaged = restore_and_salvage(path)
+
+    assert salvaged is not None and not salvaged.rollback
+    [unread] = [u for u in salvaged.unreadable if u.table == "messages"]
+    assert unread.rows == len(lost_late)  # the early ones are in the backup
+    assert f"; {counted(len(lost_late), 'message')} could not be read (" in \
+        salvaged.describe()
