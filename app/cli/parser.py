@@ -340,7 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="words, each matched at the start of a word (lighthouse finds "
                               "lighthouses), all of them in the message; or SQLite FTS5 syntax "
                               "when it has quotes, *, parentheses or AND/OR/NOT/NEAR")
-    hsearch.add_argument("--json", action="store_true")
+    hsearch.add_argument("--limit", type=_counting(1), default=50, metavar="N",
+                         help="at most N hits, the newest (default 50)")
+    hsearch.add_argument("--offset", type=_counting(0), default=0, metavar="N",
+                         help="leave out the N newest hits: the next page (--offset 50 after "
+                              "the first 50)")
+    hsearch.add_argument("--json", action="store_true",
+                         help='an object: "hits", "more" (whether more match) and '
+                              '"next_offset" (the --offset of the next page, or null)')
 
     backup = sub.add_parser("backup", help="the database's backups (one a day, kept 7 days; "
                             "and before each migration): list them, put one back, or bring "
@@ -485,6 +492,19 @@ def _knob_flags(parser: argparse.ArgumentParser) -> None:
     knobs.add_argument("--json-schema", metavar="FILE", dest="json_schema",
                        help="the reply must be JSON matching this JSON Schema (implies "
                             "--json-mode); the schema itself is checked first")
+
+
+def _counting(least: int):
+    """A whole number of at least ``least`` (--limit, --offset)."""
+    def number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = least - 1
+        if value < least:
+            raise argparse.ArgumentTypeError(f"a whole number of {least} or more, got {text!r}")
+        return value
+    return number
 
 
 def _sha256(text: str) -> str:

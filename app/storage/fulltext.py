@@ -186,10 +186,12 @@ class FullTextSearch(Connections):
             f"SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?{bounds}", args)),
             reverse=True)
 
-    def search(self, query: str, limit: int = 50, profile: str | None = None) -> list[Message]:
-        """Full-text search over message content (FTS5 query syntax), newest first;
-        ``profile``: only in that profile's conversations."""
-        seqs = self.search_seqs(query, limit, profile)
+    def search(self, query: str, limit: int = 50, profile: str | None = None,
+               offset: int = 0) -> list[Message]:
+        """Full-text search over message content (FTS5 query syntax), newest first, at most
+        ``limit`` after the first ``offset``; ``profile``: only in that profile's
+        conversations."""
+        seqs = self.search_seqs(query, offset + limit, profile)[offset:]
         if not seqs:
             return []
         marks = ",".join("?" * len(seqs))

@@ -20,6 +20,7 @@ from app.storage.store import Store
 
 MARK_START, MARK_END = "\x02", "\x03"
 _WORD = re.compile(r"\w+", re.UNICODE)
+_SPACES = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
@@ -144,12 +145,13 @@ def plain_text(markdown: str) -> str:
 def snippet(content: str, text: str, width: int = 120) -> str:
     """The part of ``content`` around the first word of ``text`` it contains, as it reads
     (Markdown's marks left out), the words marked (the last one as a prefix, as the search
-    matched it). Made here rather than by FTS5's snippet(), which evaluates the whole query
-    again for every hit (seconds for a prefix at a million messages)."""
+    matched it), on one line (a newline or a run of spaces is one space: a hit is a line).
+    Made here rather than by FTS5's snippet(), which evaluates the whole query again for
+    every hit (seconds for a prefix at a million messages)."""
     content = plain_text(content)
     words = _WORD.findall(text)
     if not words:
-        return content[:width]
+        return _SPACES.sub(" ", content[:width]).strip()
     typing = not text.endswith(tuple(" \"'"))
     alternatives = [re.escape(w) + (r"\w*" if typing and i == len(words) - 1 else r"\b")
                     for i, w in enumerate(words)]
@@ -161,18 +163,23 @@ def snippet(content: str, text: str, width: int = 120) -> str:
         start = space + 1 if 0 <= space < first.start() else start
     end = min(len(content), start + width)
     piece = pattern.sub(lambda m: MARK_START + m.group(0) + MARK_END, content[start:end])
+    piece = _SPACES.sub(" ", piece).strip()  # one line: a list's or a code block's too
     return ("…" if start else "") + piece + ("…" if end < len(content) else "")
 
 
 def search_hits(store: Store, text: str, *, profile: str | None = None,
-                conversation_id: str | None = None, limit: int = 50) -> list[SearchHit]:
+                conversation_id: str | None = None, limit: int = 50,
+                offset: int = 0) -> list[SearchHit]:
     """Messages matching the words of ``text``, newest first by their time (the bounded plan
-    of ``Store.search_seqs``); ``conversation_id``: only in that conversation; ``profile``:
-    only in that profile's conversations."""
+    of ``Store.search_seqs``), at most ``limit`` after the first ``offset`` (a next page:
+    ask for one more than is shown to know whether more match, never counting them all);
+    ``conversation_id``: only in that conversation; ``profile``: only in that profile's
+    conversations."""
     query = fts_query(text)
     if query is None:
         return []
-    seqs = store.search_seqs(query, limit, profile=profile, conversation_id=conversation_id)
+    seqs = store.search_seqs(query, offset + limit, profile=profile,
+                             conversation_id=conversation_id)[offset:]
     if not seqs:
         return []
     marks = ",".join("?" * len(seqs))

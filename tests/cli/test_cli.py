@@ -251,7 +251,7 @@ def test_history_show_and_search(outpost_home):
 
     found = cli("history", "search", "warmth", "--json")
     assert found.returncode == 0, found.stderr
-    rows = json.loads(found.stdout)
+    rows = json.loads(found.stdout)["hits"]
     assert [r["content"] for r in rows] == ["To share warmth."]
     assert rows[0]["conversation_id"] == conversation.id
 
@@ -285,7 +285,7 @@ def test_history_search_names_the_search_as_typed_and_refuses_an_empty_one(outpo
     assert said.startswith("outpost: The search 'NEAR(' is not valid full-text search syntax ")
     assert said.endswith(". Searched for its words instead.")
     assert main(["history", "search", "NEAR(", "--json"]) == 0
-    assert [r["content"] for r in json.loads(capsys.readouterr().out)] == [
+    assert [r["content"] for r in json.loads(capsys.readouterr().out)["hits"]] == [
         "Which lighthouse is near here?"]
     for blank in ("", "   "):
         assert main(["history", "search", blank]) == 2
@@ -312,13 +312,73 @@ def test_history_search_lists_this_years_messages_before_an_older_import(outpost
 
     found = cli("history", "search", "lighthouse", "--json")
     assert found.returncode == 0, found.stderr
-    rows = json.loads(found.stdout)
+    rows = json.loads(found.stdout)["hits"]
     assert [r["id"] for r in rows[:3]] == new[::-1] and len(rows) == 50
     assert [r["created_at"][:4] for r in rows[3:]] == ["2020"] * 47
     times = [datetime.fromisoformat(r["created_at"]) for r in rows]
     assert times == sorted(times, reverse=True)
     lines = cli("history", "search", "lighthouse").stdout.splitlines()
     assert lines[0] == f"conversation {chat.id}  This year" and f" {new[2]}, " in lines[1]
+
+
+def test_history_search_pages_and_says_when_more_match(outpost_home, capsys):
+    """`history search lighthous` printed exactly 50 hits (`--json` 50) while the word was in
+    886 messages, and said nothing of the rest (a trial). Now: --limit, --offset, and a line
+    on stderr (a field in --json) when more match, found by asking for one hit more, never by
+    counting them all. In process: no model is involved."""
+    store = open_store(outpost_home)
+    chat = store.create_conversation("Coast")
+    ids = [store.add_message(chat.id, Role.USER, f"The lighthouse, note {i}.").id
+           for i in range(53)]
+    store.close()
+    newest = ids[::-1]
+
+    def search(*args: str) -> tuple[list[str], str]:
+        assert main(["history", "search", "lighthouse", *args]) == 0
+        out = capsys.readouterr()
+        lines = out.out.splitlines()
+        assert len(lines) % 2 == 0 and all(line.startswith("conversation ")
+                                           for line in lines[::2])
+        return [line.split(",")[0].split()[-1] for line in lines[1::2]], out.err
+
+    first, said = search()  # 50 by default, and more said so, with how to get them
+    assert first == newest[:50]
+    assert said == "outpost: more messages match; add --offset 50 for the next 50.\n"
+    rest, said = search("--offset", "50")
+    assert rest == newest[50:] and said == ""  # the last page: nothing more to say
+    pages = [search("--limit", "20", "--offset", str(start)) for start in (0, 20, 40)]
+    assert [hit for page, _ in pages for hit in page] == newest
+    assert [err for _, err in pages] == [
+        "outpost: more messages match; add --offset 20 for the next 20.\n",
+        "outpost: more messages match; add --offset 40 for the next 20.\n", ""]
+    none, said = search("--offset", "53")
+    assert none == [] and said == "No message matches 'lighthouse' beyond the 53 newest hits.\n"
+
+    assert main(["history", "search", "lighthouse", "--json", "--limit", "5"]) == 0
+    page = json.loads(capsys.readouterr().out)
+    assert [h["id"] for h in page["hits"]] == newest[:5]
+    assert page["more"] is True and page["next_offset"] == 5
+    assert main(["history", "search", "lighthouse", "--json", "--offset", "50"]) == 0
+    page = json.loads(capsys.readouterr().out)
+    assert [h["id"] for h in page["hits"]] == newest[50:]
+    assert page["more"] is False and page["next_offset"] is None
+    for bad in (["--limit", "0"], ["--offset", "-1"], ["--limit", "many"]):
+        assert main(["history", "search", "lighthouse", *bad]) == 2
+        assert "a whole number of" in capsys.readouterr().err
+
+
+def test_history_search_prints_each_hit_on_two_lines(outpost_home, capsys):
+    """`history search 'x**2'` printed a snippet with the code's newlines in it, breaking the
+    two lines a hit (a trial): a snippet is on one line, as the window shows it."""
+    store = open_store(outpost_home)
+    chat = store.create_conversation("Squares")
+    store.add_message(chat.id, Role.ASSISTANT, "Here:\n\n```python\ndef f(x):\n    return "
+                      "x**2\n```\n\nThen   call\tf(3).")
+    store.close()
+    assert main(["history", "search", "x**2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("conversation ")
+    assert lines[1].endswith(": Here: def f(x): return x**2 Then call f(3).")
 
 
 def test_an_id_can_be_given_by_its_first_characters(outpost_home):

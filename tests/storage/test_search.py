@@ -136,3 +136,19 @@ def test_cli_search_falls_back_to_the_words_of_a_query_fts5_refuses(outpost_home
     result = cli("history", "search", "NEAR(star")  # a NEAR group left open and no phrase
     assert result.returncode == 0, result.stderr
     assert "A star named NEAR the moon." in result.stdout
+
+
+def test_hits_come_a_page_at_a_time(tmp_path):
+    """``offset``: the next page of the same order (the window's More results, `history
+    search --offset`), in every conversation or one; past the last hit, none."""
+    store = Store(tmp_path / "outpost.db")
+    chat = store.create_conversation("Coast", "", None, profile="ana")
+    ids = [store.add_message(chat.id, Role.USER, f"lighthouse {i}").id for i in range(7)]
+    newest = ids[::-1]
+    for scope in ({"profile": "ana"}, {"conversation_id": chat.id}):
+        pages = [search_hits(store, "lighthouse", limit=3, offset=start, **scope)
+                 for start in (0, 3, 6, 9)]
+        assert [[h.message_id for h in page] for page in pages] == [
+            newest[:3], newest[3:6], newest[6:], []], scope
+    assert [m.id for m in store.search('"lighthouse"', limit=2, offset=5)] == newest[5:]
+    store.close()

@@ -6,11 +6,12 @@ import argparse
 import dataclasses
 import sys
 
-from app.cli.commands.common import emit_list, local_time, open_core
+from app.cli.commands.common import emit, emit_list, local_time, open_core
 from app.cli.commands.history_delete import cmd_history_delete
 from app.config.secrets import stored_keys
 from app.domain.adapters import adapters_from_records
 from app.domain.context import LeftOut
+from app.domain.wording import counted
 from app.domain.errors import BadSearch, UsageError
 from app.domain.messages import Conversation, Message
 from app.domain.secrets_mask import SecretMask
@@ -53,21 +54,32 @@ def cmd_history(args: argparse.Namespace) -> int:
                     print(f"{c.id}  {c.updated_at}  {c.title}")
             return 0
         if args.history_command == "search":
+            # one hit more than shown says whether more match, never counting them all
+            # (a common word is in most messages: README "Search")
+            page = {"limit": args.limit + 1, "offset": args.offset, "profile": me}
             try:
                 query = command_line_query(args.query)
-                messages = store.search(query, profile=me) if query is not None else []
+                messages = store.search(query, **page) if query is not None else []
             except BadSearch as exc:  # not valid syntax even so: its words, said so
                 plain = words_query(args.query)
                 print(f"outpost: {exc.as_typed(args.query)} Searched for its words instead.",
                       file=sys.stderr)
-                messages = store.search(plain, profile=me) if plain is not None else []
-            messages = [mask.scrub_message(m) for m in messages]
+                messages = store.search(plain, **page) if plain is not None else []
+            more = len(messages) > args.limit
+            messages = [mask.scrub_message(m) for m in messages[:args.limit]]
+            following = args.offset + args.limit
             if args.json:
-                emit_list([_row(m) for m in messages])
-            else:
-                if not messages:
-                    print(f"No message matches {args.query!r}.", file=sys.stderr)
-                _print_hits(store, messages, args.query, mask)
+                emit({"hits": [_row(m) for m in messages], "more": more,
+                      "next_offset": following if more else None})
+                return 0
+            if not messages:
+                beyond = f" beyond the {counted(args.offset, 'newest hit')}" \
+                    if args.offset else ""
+                print(f"No message matches {args.query!r}{beyond}.", file=sys.stderr)
+            _print_hits(store, messages, args.query, mask)
+            if more:  # (on stderr: stdout stays the hits, two lines each)
+                print(f"outpost: more messages match; add --offset {following} for the next "
+                      f"{args.limit:,}.", file=sys.stderr)
             return 0
         if args.history_command == "fork":
             message = store.get_message(args.message)
