@@ -6,6 +6,10 @@ newest first, with the matched words in bold, the conversation's title and the d
 move through them while the cursor stays in the search field; Enter opens the conversation
 scrolled to the message (switching to its branch if it is not on the active one); Escape
 closes. With an empty field, the all-conversations search lists the recent chats (a switcher).
+
+Messages come ``PAGE`` at a time: one more is asked for, so the dialog knows whether more match
+without counting them all (a common word is in most messages: README "Search"); then it says
+"50+ results", and *More results* (or Down on the last row) lists the next page.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QListWidgetItem,
+    QPushButton,
     QVBoxLayout,
 )
 
@@ -30,6 +35,7 @@ from ui.hinted_list import HintedList
 
 TYPING_PAUSE_MS = 120
 RECENT = 20
+PAGE = 50  # messages listed at a time
 
 
 def snippet_html(snippet: str) -> str:
@@ -68,9 +74,20 @@ class SearchDialog(QDialog):
         self.results.setWordWrap(True)
         self.results.setUniformItemSizes(False)
         self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.more_button = QPushButton("More results")
+        self.more_button.setAccessibleName("More results")
+        self.more_button.setAccessibleDescription(
+            f"Lists the next {PAGE} messages that match, older ones")
+        self.more_button.clicked.connect(self.show_more)
+        self.more_button.hide()
+        self._text = ""  # what the results were found for
+        self._messages = 0  # message hits listed: the next page's offset
+        self._more = False  # whether more messages match than are listed
         layout.addWidget(self.field)
         layout.addWidget(self.results, 1)
         layout.addWidget(self.status)
+        layout.addWidget(self.more_button)
         self.timer = QTimer(self)
         self.timer.setSingleShot(True)
         self.timer.setInterval(TYPING_PAUSE_MS)
@@ -102,6 +119,8 @@ class SearchDialog(QDialog):
         if watched is self.field and event.type() == QEvent.Type.KeyPress and \
                 event.key() in (Qt.Key.Key_Up, Qt.Key.Key_Down):
             row = self.results.currentRow() + (1 if event.key() == Qt.Key.Key_Down else -1)
+            if row == self.results.count() and self._more:
+                self.show_more()  # Down on the last row: the next page, and on to its first
             if 0 <= row < self.results.count():
                 self.results.setCurrentRow(row)
             return True
@@ -111,11 +130,38 @@ class SearchDialog(QDialog):
         """Search for what the field says now."""
         text = self.field.text()
         self.results.clear()
+        self._text, self._messages, self._more = text, 0, False
         try:
             rows = self._title_rows(text) + self._message_rows(text)
         except OutpostError as exc:
+            self.more_button.hide()
             self.status.setText(str(exc))
             return
+        self._add(rows)
+        if rows:
+            self.results.setCurrentRow(0)
+        self._say()
+        # in place of the results: what to do before a word is typed (the list was blank)
+        self.results.set_hint("" if text.strip() else
+                              "Type words to find them in this chat." if self.conversation_id
+                              else "No chats yet.")
+
+    def show_more(self) -> None:
+        """The next page of messages, below those listed (the chosen row stays chosen)."""
+        if not self._more:
+            return
+        try:
+            rows = self._message_rows(self._text)
+        except OutpostError as exc:
+            self.status.setText(str(exc))
+            return
+        listed = {self.results.item(i).data(Qt.ItemDataRole.UserRole)
+                  for i in range(self.results.count())}
+        # (a message written since the first page moves the rest down one: not twice)
+        self._add([row for row in rows if row[:2] not in listed])
+        self._say()
+
+    def _add(self, rows: list[tuple[str, str, str]]) -> None:
         for conversation_id, message_id, label in rows:
             item = QListWidgetItem()
             item.setData(Qt.ItemDataRole.UserRole, (conversation_id, message_id))
@@ -126,17 +172,17 @@ class SearchDialog(QDialog):
             view.setContentsMargins(6, 4, 6, 4)
             self.results.setItemWidget(item, view)
             self._fit(item)
-        if rows:
-            self.results.setCurrentRow(0)
-        found = len(rows)
+
+    def _say(self) -> None:
+        """How many are listed, never as a total when more match (they are not counted)."""
+        found = self.results.count()
         nothing = ("Nothing found in this chat; Ctrl+K searches every chat."
                    if self.conversation_id else "Nothing found.")
-        self.status.setText("" if not text.strip() else nothing if not found else
-                            f"{counted(found, 'result')}: Enter opens, Up/Down choose.")
-        # in place of the results: what to do before a word is typed (the list was blank)
-        self.results.set_hint("" if text.strip() else
-                              "Type words to find them in this chat." if self.conversation_id
-                              else "No chats yet.")
+        many = (f"{found:,}+ results, the newest first (More results lists older ones)"
+                if self._more else counted(found, "result"))
+        self.status.setText("" if not self._text.strip() else nothing if not found else
+                            f"{many}: Enter opens, Up/Down choose.")
+        self.more_button.setVisible(self._more)
 
     def _fit(self, item: QListWidgetItem) -> None:
         """The row as tall as its text wrapped at the list's width (a wrapped label's own
@@ -161,8 +207,13 @@ class SearchDialog(QDialog):
         return rows[:RECENT if not words else 10]
 
     def _message_rows(self, text: str) -> list[tuple[str, str, str]]:
+        """The next page of message hits (one more asked for: whether more match)."""
         hits = search_hits(self.store, text, profile=self.profile,
-                           conversation_id=self.conversation_id)
+                           conversation_id=self.conversation_id, limit=PAGE + 1,
+                           offset=self._messages)
+        self._more = len(hits) > PAGE
+        hits = hits[:PAGE]
+        self._messages += len(hits)
         where = (lambda h: "") if self.conversation_id else \
             (lambda h: f"{html.escape(h.conversation_title)} · ")
         return [(h.conversation_id, h.message_id,

@@ -158,3 +158,47 @@ def test_a_message_opened_from_the_search_shows_the_focus_ring(qtbot, scripted,
 
     qtbot.waitUntil(lambda: ringed() is bubble, timeout=3000)
     assert bubble.property(FOCUS_GIVEN) is None  # once: a later click shows none
+
+
+@pytest.mark.parametrize("this_chat", [False, True], ids=["ctrl_k", "ctrl_f"])
+def test_more_results_lists_the_next_page_and_no_total_is_claimed(qtbot, tmp_path,
+                                                                   this_chat):
+    """Ctrl+K said "51 results" (a title and the first 50 messages) for a word in 886
+    messages, which read as the total, and listed no more; Ctrl+F the same (a trial). Now the
+    dialog says "51+ results" while more match (it asks for one more than it lists, never
+    counting them all), and More results, or Down on the last row, lists the next page."""
+    from app.storage.store import Store
+    from ui.search_dialog import SearchDialog
+
+    page = 50  # messages listed at a time
+    store = Store(tmp_path / "outpost.db")
+    chat = store.create_conversation("Lighthouse notes", profile="ana")
+    ids = [store.add_message(chat.id, Role.USER, f"The lighthouse, note {n}.").id
+           for n in range(page + 3)]
+    newest = [(chat.id, message) for message in ids[::-1]]
+    titles = [] if this_chat else [(chat.id, "")]
+    dialog = SearchDialog(store, "ana", chat.id if this_chat else None)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.keyClicks(dialog.field, "lighthouse")
+
+    def listed() -> list[tuple[str, str]]:
+        return [dialog.results.item(i).data(Qt.ItemDataRole.UserRole)
+                for i in range(dialog.results.count())]
+
+    first = len(titles) + page
+    qtbot.waitUntil(lambda: dialog.results.count() == first, timeout=3000)
+    assert listed() == titles + newest[:page]
+    assert dialog.status.text().startswith(f"{first}+ results, the newest first")
+    assert f"{first} results" not in dialog.status.text()
+    assert dialog.more_button.isVisible()
+    if this_chat:  # Down on the last row: the next page, on to its first row
+        dialog.results.setCurrentRow(first - 1)
+        qtbot.keyClick(dialog.field, Qt.Key.Key_Down)
+        assert dialog.results.currentRow() == first
+    else:
+        qtbot.mouseClick(dialog.more_button, Qt.MouseButton.LeftButton)
+    assert listed() == titles + newest  # the rest, once each, in the same order
+    assert dialog.status.text() == f"{first + 3} results: Enter opens, Up/Down choose."
+    assert not dialog.more_button.isVisible()
+    store.close()
