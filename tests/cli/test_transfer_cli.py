@@ -85,7 +85,7 @@ def test_export_import_export_is_byte_identical_across_homes(home_a, tmp_path):
     assert second.read_bytes() == first.read_bytes()
 
     # imported text is in the search index, the active path is the original's
-    found = json.loads(cli("history", "search", "granite", "--json", home=home_b).stdout)["hits"]
+    found = json.loads(cli("history", "search", "granite", "--json", home=home_b).stdout)
     assert [(m["id"], m["conversation_id"]) for m in found] == [(ids["retry"],
                                                                  ids["lighthouse"])]
     shown = cli("history", "show", ids["lighthouse"], "--json", home=home_b)
@@ -151,8 +151,7 @@ def test_a_chatgpt_export_is_imported_and_readable(outpost_home, tmp_path):
     assert re.search(r"user  ‹2/2› · [0-9a-f]{8}:\nHow do I feed a \*\*rye\*\* sourdough "
                      r"starter\?", shown)
     assert "[interrupted]" in shown
-    found = json.loads(cli("history", "search", "bubbly", "--json",
-                           home=outpost_home).stdout)["hits"]
+    found = json.loads(cli("history", "search", "bubbly", "--json", home=outpost_home).stdout)
     assert [m["conversation_id"] for m in found] == [starter]
     page = tmp_path / "starter.html"
     assert cli("export", starter, "-o", str(page), home=outpost_home).returncode == 0
@@ -178,8 +177,7 @@ def test_a_newer_chatgpt_export_adds_what_was_said_since(outpost_home, tmp_path)
     assert lines[3] == "Imported 1 conversation (3 messages) from conversations.json; 3 new " \
                        "messages added to 2 conversations."
     assert stored_counts(outpost_home) == (3, 15)
-    found = json.loads(cli("history", "search", "domed", "--json",
-                           home=outpost_home).stdout)["hits"]
+    found = json.loads(cli("history", "search", "domed", "--json", home=outpost_home).stdout)
     assert [m["content"] for m in found] == ["Bubbly and domed: ready to bake."]
     summary = json.loads(cli("import", str(path), "--json", home=outpost_home).stdout)
     assert (summary["imported"], summary["continued"], len(summary["skipped"])) == ([], [], 3)

@@ -232,9 +232,8 @@ def test_cli_history_and_usage_are_per_profile(outpost_home):
     assert peek.returncode == 2 and "belongs to another profile" in peek.stderr
     cont = cli("ask", "and more", "--conversation", hers[0]["id"])
     assert cont.returncode == 2 and "belongs to another profile" in cont.stderr
-    assert json.loads(cli("history", "search", "Kumquat", "--json").stdout)["hits"] == []
-    found = json.loads(cli("--as", "maria", "history", "search", "Kumquat",
-                           "--json").stdout)["hits"]
+    assert json.loads(cli("history", "search", "Kumquat", "--json").stdout) == []
+    found = json.loads(cli("--as", "maria", "history", "search", "Kumquat", "--json").stdout)
     assert {m["conversation_id"] for m in found} == {hers[0]["id"]}
     usage = json.loads(cli("usage", "--profile", "maria", "--json").stdout)
     everyone = json.loads(cli("usage", "--profile", "all", "--json").stdout)

@@ -68,16 +68,15 @@ def cmd_history(args: argparse.Namespace) -> int:
             more = len(messages) > args.limit
             messages = [mask.scrub_message(m) for m in messages[:args.limit]]
             following = args.offset + args.limit
-            if args.json:
-                emit({"hits": [_row(m) for m in messages], "more": more,
-                      "next_offset": following if more else None})
-                return 0
-            if not messages:
-                beyond = f" beyond the {counted(args.offset, 'newest hit')}" \
-                    if args.offset else ""
-                print(f"No message matches {args.query!r}{beyond}.", file=sys.stderr)
-            _print_hits(store, messages, args.query, mask)
-            if more:  # (on stderr: stdout stays the hits, two lines each)
+            if args.json:  # a list of hits, as ever (scripts read it); a page as full as
+                emit([_row(m) for m in messages])  # --limit may have more: the note says so
+            else:
+                if not messages:
+                    beyond = f" beyond the {counted(args.offset, 'newest hit')}" \
+                        if args.offset else ""
+                    print(f"No message matches {args.query!r}{beyond}.", file=sys.stderr)
+                _print_hits(store, messages, args.query, mask)
+            if more:  # (on stderr: stdout stays the hits)
                 print(f"outpost: more messages match; add --offset {following} for the next "
                       f"{args.limit:,}.", file=sys.stderr)
             return 0
