@@ -315,21 +315,26 @@ def test_what_each_provider_is_sent_for_the_judge():
     assert reasoning["max_tokens"] == JUDGE_MAX_TOKENS
 
 
-def test_the_judge_sent_to_anthropic_over_the_wire_is_deterministic():
-    """The real engine against the loopback fault server: two candidates with the user's
-    top_p 0.5 (so no temperature: Anthropic gets one of the two), then the judge's request
-    with temperature 0 and nothing else to sample with."""
+def judged_over_the_wire(make_engine) -> tuple[dict, list[dict]]:
+    """Best of 2 by the judge through ``make_engine(url)`` against the loopback fault server,
+    the user's knobs asked: (the judge's request body, the candidates' bodies)."""
     with fault_server() as server:
-        engine = AnthropicEngine(ProviderConfig("claude", "anthropic", server.url,
-                                                "claude-sonnet-4-5"), api_key="sk-ant-test",
-                                 policy=RetryPolicy(max_retries=0),
-                                 timeouts=Timeouts(connect=1, first_token=5, idle=2))
+        engine = make_engine(server.url)
         asked = ChatRequest(model="m", messages=(ChatMessage(Role.USER, "x"),), **USER_KNOBS)
         run(CandidatesEngine(engine, Plan("best_of", 2, scorer="judge")), asked)
         engine.close()
         sent = {r.idempotency_key: r.json for r in server.chat_requests()}
     judge = next(body for key, body in sent.items() if key.endswith("~judge"))
-    candidates = [body for key, body in sent.items() if not key.endswith("~judge")]
+    return judge, [body for key, body in sent.items() if not key.endswith("~judge")]
+
+
+def test_the_judge_sent_to_anthropic_over_the_wire_is_deterministic():
+    """The real engine against the loopback fault server: two candidates with the user's
+    top_p 0.5 (so no temperature: Anthropic gets one of the two), then the judge's request
+    with temperature 0 and nothing else to sample with."""
+    judge, candidates = judged_over_the_wire(lambda url: AnthropicEngine(
+        ProviderConfig("claude", "anthropic", url, "claude-sonnet-4-5"), api_key="sk-ant-test",
+        policy=RetryPolicy(max_retries=0), timeouts=Timeouts(connect=1, first_token=5, idle=2)))
     assert len(candidates) == 2
     assert all(c["top_p"] == 0.5 and c["top_k"] == 20 and c["max_tokens"] == 3000
                for c in candidates)
@@ -341,16 +346,9 @@ def test_the_judge_sent_to_an_openai_server_over_the_wire_has_no_top_p():
     """The real OpenAI-type engine against the loopback fault server: the candidates carry the
     user's top_p 0.5, the judge temperature 0, its seed and no top_p at all (it was sent as
     1.0, although the README says the judge asks with no top_p)."""
-    with fault_server() as server:
-        engine = OpenAICompatEngine(ProviderConfig("acme", "openai", server.url, "gpt-4o-mini"),
-                                    "sk-test", policy=RetryPolicy(max_retries=0),
-                                    timeouts=Timeouts(connect=1, first_token=5, idle=2))
-        asked = ChatRequest(model="m", messages=(ChatMessage(Role.USER, "x"),), **USER_KNOBS)
-        run(CandidatesEngine(engine, Plan("best_of", 2, scorer="judge")), asked)
-        engine.close()
-        sent = {r.idempotency_key: r.json for r in server.chat_requests()}
-    judge = next(body for key, body in sent.items() if key.endswith("~judge"))
-    candidates = [body for key, body in sent.items() if not key.endswith("~judge")]
+    judge, candidates = judged_over_the_wire(lambda url: OpenAICompatEngine(
+        ProviderConfig("acme", "openai", url, "gpt-4o-mini"), "sk-test",
+        policy=RetryPolicy(max_retries=0), timeouts=Timeouts(connect=1, first_token=5, idle=2)))
     assert len(candidates) == 2 and all(c["top_p"] == 0.5 for c in candidates)
     assert judge["temperature"] == 0.0 and judge["seed"] == 0
     assert not {"top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty"} & set(judge)
