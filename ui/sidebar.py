@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.config.providers import target_provider
 from app.domain.messages import Conversation
 from app.domain.secrets_mask import SecretMask
 from app.storage.backup_erasure import backups_hold
@@ -65,10 +66,9 @@ def group_of(updated_at: str, today: dt.date) -> str:
 
 
 def who_answers(conversation: Conversation) -> str:
-    target = conversation.target
-    if not target or target == "local":
+    name = target_provider(conversation.target)
+    if name is None:  # the local model, none yet, or a target Outpost never writes
         return "the local model"
-    name = target.split(":", 1)[1]
     return f"{name} · {conversation.target_model}" if conversation.target_model else name
 
 

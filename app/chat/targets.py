@@ -9,11 +9,12 @@ from __future__ import annotations
 import dataclasses
 
 from app.chat.pipeline import TurnTarget
-from app.config.providers import ProviderRegistry
+from app.config.providers import LOCAL_TARGET, PROVIDER_TARGET, ProviderRegistry, \
+    target_provider
 from app.domain.messages import Conversation
 
-LOCAL = "local"
-PROVIDER = "provider:"  # + the provider's name
+LOCAL = LOCAL_TARGET
+PROVIDER = PROVIDER_TARGET  # + the provider's name
 
 
 def target_record(target: TurnTarget) -> tuple[str, str | None]:
@@ -26,10 +27,10 @@ def target_record(target: TurnTarget) -> tuple[str, str | None]:
 
 def describe(target: str, model: str | None) -> str:
     """A remembered target in words: "the local model", "the local model gemma", "openai ·
-    gpt-4o-mini"."""
-    if target == LOCAL:
-        return f"the local model {model}" if model else "the local model"
-    name = target.removeprefix(PROVIDER)
+    gpt-4o-mini". A target Outpost never writes (an imported "openai") is the local model's."""
+    name = target_provider(target)
+    if name is None:
+        return f"the local model {model}" if model and target == LOCAL else "the local model"
     return f"{name} · {model}" if model else name
 
 
@@ -47,6 +48,9 @@ def remembered_target(target: TurnTarget, conversation: Conversation | None,
     only, as ``regenerate``'s are, and need no note)."""
     if conversation is None or not conversation.target:
         return target, None  # a new conversation, or one never sent from a front end that kept it
+    if conversation.target != LOCAL and target_provider(conversation.target) is None:
+        return target, None  # a value Outpost never writes (a file imported before it was
+        #                      checked): as if it remembered none
     was = conversation.target, conversation.target_model or None
     if target.provider is not None or target.model is not None:
         now = target_record(target)
@@ -56,7 +60,7 @@ def remembered_target(target: TurnTarget, conversation: Conversation | None,
                         f"by {describe(*now)} now, as asked, and remembers that.")
     if was[0] == LOCAL:
         return dataclasses.replace(target, model=was[1]), None
-    name = was[0].removeprefix(PROVIDER)
+    name = target_provider(was[0]) or ""
     if name not in {provider.name for provider in providers.list()}:
         return target, (f"this conversation was answered by {name}, which is no longer "
                         "configured: the local model answers (--provider NAME chooses "

@@ -47,6 +47,23 @@ PRESETS: dict[str, Preset] = {
 }
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+LOCAL_TARGET = "local"  # who answers a conversation (``conversations.target``): the local model
+PROVIDER_TARGET = "provider:"  # + a provider's name: that provider
+
+
+def target_provider(target: str | None) -> str | None:
+    """The provider a conversation's target names ("provider:NAME", NAME a name a provider can
+    have), else None: the local model, no target, or a value Outpost never writes (an imported
+    or hand-edited row's "openai"), which whoever reads it treats as the local model."""
+    if target is None or not target.startswith(PROVIDER_TARGET):
+        return None
+    name = target[len(PROVIDER_TARGET):]
+    return name if _NAME.match(name) and name.lower() != LOCAL_TARGET else None
+
+
+def is_target(target: str | None) -> bool:
+    """``target`` is one Outpost writes: "local" or "provider:NAME" (None: none yet)."""
+    return target is None or target == LOCAL_TARGET or target_provider(target) is not None
 
 
 @dataclass(frozen=True)

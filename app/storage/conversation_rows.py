@@ -10,6 +10,7 @@ from typing import Callable
 
 import sqlite_utils
 
+from app.config.providers import is_target
 from app.domain.errors import UsageError
 from app.domain.messages import Conversation, MessageStatus, new_id
 from app.domain.routes import (
@@ -111,7 +112,7 @@ class ConversationRows(Connections):
 
     def set_target(self, conversation_id: str, target: str, model: str | None) -> None:
         """Who answers this conversation: "local" or "provider:NAME", and that model."""
-        if target != "local" and not target.startswith("provider:"):
+        if target is None or not is_target(target):
             raise UsageError(f"{target!r} is not a target: 'local' or 'provider:NAME'.")
         self.get_conversation(conversation_id)
         with self._tx() as db:

@@ -105,3 +105,19 @@ def test_regenerate_uses_the_remembered_target_and_its_flags_are_for_that_answer
     assert cli.main(["regenerate", first["message_id"], "--model", "gemma", "--json"]) == 0
     assert local.loads == ["gemma"] and "answered by" not in capsys.readouterr().err
     assert remembered(first["conversation_id"]) == ("provider:fake", None)
+
+
+def test_a_target_outpost_never_writes_is_as_if_none_were_remembered():
+    """A conversation whose target is "openai" (imported before the import checked it, see
+    tests/storage/test_transfer.py) is answered as one that remembers none: by the local
+    model, even with a provider called openai configured, and nothing is said."""
+    from app.chat.pipeline import TurnTarget
+    from app.chat.targets import describe, remembered_target
+    from app.domain.messages import Conversation
+
+    registry = ProviderRegistry()
+    registry.add(ProviderConfig("openai", "openai", "http://127.0.0.1:9/v1", "m0"))
+    chat = Conversation("c1", "Imported", "2026-12-01T10:00:00+00:00",
+                        "2026-12-01T10:00:00+00:00", target="openai")
+    assert remembered_target(TurnTarget(), chat, registry) == (TurnTarget(), None)
+    assert describe("openai", None) == "the local model"

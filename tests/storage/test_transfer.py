@@ -360,6 +360,16 @@ MUTATIONS = {
         "' is in the file twice (both in this conversation)"),
     "a route that is not one": (lambda d: d["conversations"][0].update(route="sideways"),
                                 "route must be auto, local, cloud or null, got 'sideways'"),
+    # the window read the provider's name after a ':' and failed at every start (trial 12)
+    "a target that is a provider's bare name": (
+        lambda d: d["conversations"][0].update(target="openai"),
+        "conversation 1 ('Lighthouse <notes> & code'): target must be 'local', "
+        "'provider:NAME' or null, got 'openai'"),
+    "a target naming no provider": (lambda d: d["conversations"][0].update(target="provider:"),
+                                    "target must be 'local', 'provider:NAME' or null"),
+    "a target naming a provider no one can add": (
+        lambda d: d["conversations"][0].update(target="provider:my provider"),
+        "got 'provider:my provider'"),
     "a schema that is a number": (
         lambda d: d["conversations"][0].update(sampling={"response_format": {
             "type": "json", "schema": 5}}),
@@ -382,6 +392,20 @@ def test_a_wrong_value_anywhere_is_one_sentence_naming_where(source, tmp_path, c
     assert message.startswith("export.json cannot be imported: ") and "\n" not in message
     assert expected in message
     assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize("remembered", ["local", "provider:openai", "provider:my-llama_3.1"])
+def test_a_target_outpost_writes_is_imported(source, tmp_path, remembered):
+    store, _ = source
+    data = _exported(store)
+    data["conversations"][0].update(target=remembered, target_model="m")
+    into = Store(tmp_path / "into.db")
+    try:
+        importer.write(into, load_text(tmp_path, json.dumps(data)), PROFILE)
+        imported = into.get_conversation(data["conversations"][0]["id"])
+        assert (imported.target, imported.target_model) == (remembered, "m")
+    finally:
+        into.close()
 
 
 def test_the_second_conversation_being_bad_refuses_the_first_too(source, target, tmp_path):

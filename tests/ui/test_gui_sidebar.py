@@ -3,12 +3,14 @@ top, and each chat remembering who answers it (provider and model)."""
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 
 import pytest
 from PySide6.QtCore import Qt
 
-from app.config.providers import ProviderConfig
-from app.domain.messages import Conversation
+from app.config.providers import ProviderConfig, ProviderRegistry
+from app.domain.messages import Conversation, Role
+from app.storage.store import Store
 from tests.support import answer_confirmations, reply, send
 from ui.sidebar import Sidebar, group_of
 
@@ -92,6 +94,35 @@ def test_a_chat_started_by_ask_opens_with_its_provider(qtbot, scripted, monkeypa
         window._on_conversation_selected(conversation.id)
         assert window.target_picker.target() == "provider:far"
         assert window.controller.provider == "far"
+
+
+def test_a_target_outpost_never_writes_opens_as_the_local_model(qtbot, outpost_app,
+                                                                scripted_engine):
+    """A conversation whose target is "openai" (imported before the import checked it): the
+    window failed at every start (the list read the provider's name after a ':'). It starts,
+    lists the chat as answered by the local model, and opens it on the local model, even
+    with a provider called openai configured."""
+    store = Store()
+    try:
+        chat = store.create_conversation("Imported")
+        store.add_message(chat.id, Role.USER, "Say hi")
+        path = store.path
+    finally:
+        store.close()
+    with sqlite3.connect(path) as db:  # as a file imported before the check left it
+        db.execute("UPDATE conversations SET target = 'openai' WHERE id = ?", (chat.id,))
+    db.close()
+    ProviderRegistry().add(ProviderConfig("openai", "openai", "http://127.0.0.1:9/v1", "m0"))
+    app = outpost_app(max_tokens=48, engine_factory=scripted_engine.factory)
+    with qtbot.waitSignal(app.loader.model_ready, timeout=10000):
+        app.start()
+    window = app.window
+    [item] = [i for i in window.sidebar.conversation_items()
+              if i.data(Qt.ItemDataRole.UserRole) == chat.id]
+    assert item.toolTip().startswith("Imported\nanswered by the local model\n")
+    window._on_conversation_selected(chat.id)
+    assert window.target_picker.target() == "local"
+    assert window.controller.provider is None
 
 
 def test_deleting_a_conversation_is_asked_with_cancel_as_the_default(qtbot, monkeypatch):

@@ -18,9 +18,10 @@ conversation's messages, or an id twice is refused with one sentence; so is a va
 writes: a count, time or cost below zero, a user or system message whose status is not
 ``complete``, a segment other than ``{"engine", "model", "start", "end"?, "reason"?}`` within
 the text, a knob in ``params`` of the wrong type or out of its range, a title over
-``shape.MAX_TITLE`` characters. A newer format version is refused (a field added to the file
-means a new version). A reply still ``streaming`` when it was exported is imported as
-``interrupted`` (nobody is writing it here), with an error that says so.
+``shape.MAX_TITLE`` characters, a target other than ``local`` or ``provider:NAME``. A newer
+format version is refused (a field added to the file means a new version). A reply still
+``streaming`` when it was exported is imported as ``interrupted`` (nobody is writing it here),
+with an error that says so.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from app.config.providers import is_target
 from app.domain.adapters import adapters_from_records
 from app.domain.errors import UsageError
 from app.domain.messages import MessageStatus, Role
@@ -133,6 +135,9 @@ def _conversation(record: dict, where: Where, index: int, seen: dict[str, int]
     if row.get("route") not in _ROUTES:
         raise where.fail(f"route must be auto, local, cloud or null, got "
                          f"{shape.shown(row.get('route'))}")
+    if not is_target(row.get("target")):  # the window read the provider's name after a ':'
+        raise where.fail(f"target must be 'local', 'provider:NAME' or null, got "
+                         f"{shape.shown(row.get('target'))}")
     if record.get("sampling") is not None:
         _check_sampling(record["sampling"], where)
     items = shape.array(record.get("messages"), where, "messages")
