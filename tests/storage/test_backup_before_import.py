@@ -2,6 +2,7 @@
 a bulk import is undone by restoring it; the newest three are kept. Real files."""
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -83,3 +84,34 @@ def test_the_command_line_says_how_to_undo_the_import(outpost_home, tmp_path, ca
     [backup] = before_import(Store(daily_backup=False))
     assert capsys.readouterr().out.splitlines()[-1] == (
         f"A backup was taken first: `outpost backup restore {backup.name}` undoes the import.")
+
+
+def test_an_import_that_adds_nothing_takes_no_backup(tmp_path, outpost_home, capsys):
+    """Every conversation of the file skipped (trial 12): its new messages deleted here, or
+    its message held by another conversation here. A backup was taken all the same, and the
+    command said it undoes the import, rotating away (3 kept) one that undoes a real import."""
+    from app import cli
+
+    store = Store()
+    mine = store.create_conversation("Mine")
+    store.add_message(mine.id, Role.USER, "Mine words")
+    export = export_of(tmp_path, "Imported", "Other")
+    data = json.loads(export.read_text())
+    store.close()
+    assert cli.main(["import", str(export)]) == 0  # a real import, its backup kept
+    store = Store(daily_backup=False)
+    [undoes_it] = before_import(store)
+    imported, other = data["conversations"]
+    store.delete_subtree(imported["messages"][0]["id"])  # deleted here: not brought back
+    other.update(id="f" * 32)  # another conversation holding a message already here
+    reimport = tmp_path / "again.json"
+    reimport.write_text(json.dumps(data))
+    store.close()
+
+    capsys.readouterr()
+    assert cli.main(["import", str(reimport)]) == 0
+    out = capsys.readouterr().out
+    assert "skipped 2" in out and "backup" not in out
+    store = Store(daily_backup=False)
+    assert before_import(store) == [undoes_it]
+    store.close()

@@ -97,7 +97,7 @@ def load(path: Path) -> LoadedFile:
 
 def write(store: Store, loaded: LoadedFile, profile: str | None) -> ImportSummary:
     """Add the file's conversations to ``profile`` in one transaction; to those already here,
-    the messages that are new. When that may add anything to a database that holds
+    the messages that are new. When that adds anything to a database that holds
     conversations, a backup is taken first (``before-import``; the newest
     ``KEEP_BEFORE_IMPORT`` kept): a bulk import is undone by restoring it."""
     summary = ImportSummary(str(loaded.path), loaded.format)
@@ -112,46 +112,47 @@ def write(store: Store, loaded: LoadedFile, profile: str | None) -> ImportSummar
 
 
 def _backup_first(store: Store, loaded: LoadedFile, profile: str | None) -> str | None:
-    """The backup taken before an import that may add anything (its path), when the database
-    has conversations to keep; None otherwise (an empty database, or a file whose every
-    conversation and message is this profile's here already)."""
+    """The backup taken before an import that adds anything (its path), when the database has
+    conversations to keep; None otherwise (an empty database, or a file of which nothing would
+    be written: every conversation skipped, as ``_write_one`` decides). A backup taken for an
+    import that adds nothing would rotate away one that undoes a real import."""
     db = store.db
     with storage_errors(store.path):
         if not db.execute("SELECT EXISTS (SELECT 1 FROM conversations)").fetchone()[0] or \
-                all(_all_here(db, rows, profile) for _, rows in _conversations(loaded.path)
-                    if rows is not None):
+                not any(_adds_anything(db, rows, profile)
+                        for _, rows in _conversations(loaded.path) if rows is not None):
             return None
     made = store.backup(BEFORE_IMPORT)  # (DatabaseDamaged: nothing is imported)
     store.backups.prune_daily(KEEP_BEFORE_IMPORT, BEFORE_IMPORT)
     return str(made)
 
 
-def _all_here(db, rows: ConversationRows, profile: str | None) -> bool:
-    """Whether ``rows`` is ``profile``'s conversation here with every message of it (under
-    this profile's own ids when another profile has the file's: as ``_write_one`` finds it)."""
-    here = _conversation_here(db, rows.id)
-    if (here is not None and here[0] not in (None, profile)) or \
-            (here is None and _in_others(db, [m["id"] for m in rows.messages], profile)):
-        rows = own_ids(rows, profile)
-        here = _conversation_here(db, rows.id)
-    if here is None:
+def _adds_anything(db, rows: ConversationRows, profile: str | None) -> bool:
+    """Whether ``_write_one`` would write ``rows`` (a new conversation, or new messages of one
+    here) rather than skip it. The file's ids are each once in it (``outpost_json``), so what
+    an earlier conversation of the file writes does not change this for a later one."""
+    rows, here = _as_here(db, rows, profile)
+    added = rows.messages if here is None else _to_add(db, rows)[0]
+    if here is not None and not added:
         return False
-    ids = [m["id"] for m in rows.messages]
-    found = 0
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
-        found += db.execute(f"select count(*) from messages where conversation_id = ? and id in "
-                            f"({', '.join('?' * len(chunk))})", [rows.id, *chunk]).fetchone()[0]
-    return found == len(ids)
+    return _taken(db, [m["id"] for m in added]) is None
 
 
-def _write_one(db, rows: ConversationRows, profile: str | None, summary: ImportSummary
-               ) -> None:
+def _as_here(db, rows: ConversationRows, profile: str | None
+             ) -> tuple[ConversationRows, tuple | None]:
+    """``rows`` under the ids it has here (this profile's own when another profile has the
+    file's), and the conversation here (``_conversation_here``; None: not here)."""
     here = _conversation_here(db, rows.id)
     if (here is not None and here[0] not in (None, profile)) or \
             (here is None and _in_others(db, [m["id"] for m in rows.messages], profile)):
         rows = own_ids(rows, profile)  # another profile has it: this profile's own copy
         here = _conversation_here(db, rows.id)
+    return rows, here
+
+
+def _write_one(db, rows: ConversationRows, profile: str | None, summary: ImportSummary
+               ) -> None:
+    rows, here = _as_here(db, rows, profile)
     if here is not None:
         _continue(db, rows, updated_at=here[1], active_leaf=here[2], summary=summary)
         return
@@ -207,11 +208,7 @@ def _continue(db, rows: ConversationRows, updated_at: str, active_leaf: str | No
               summary: ImportSummary) -> None:
     """Add the file's new messages to the conversation already here (see the module's
     docstring), and say so in ``summary``."""
-    here = {row[0]: (row[1], row[2]) for row in db.execute(
-        "select id, parent_id, created_at from messages where conversation_id = ?",
-        [rows.id])}
-    added = _new_messages(rows.messages, here, _tombstoned(db, [m["id"] for m in rows.messages
-                                                                if m["id"] not in here]))
+    added, here = _to_add(db, rows)
     missing = sum(m["id"] not in here for m in rows.messages) - len(added)
     item: dict = {"id": rows.id, "title": rows.title}
     if missing:
@@ -232,6 +229,16 @@ def _continue(db, rows: ConversationRows, updated_at: str, active_leaf: str | No
     db.execute(f"update conversations set {', '.join(f'{k} = ?' for k in changes)} where id = ?",
                [*changes.values(), rows.id])
     summary.continued.append(dict(item, messages=len(added)))
+
+
+def _to_add(db, rows: ConversationRows) -> tuple[list[dict], dict[str, tuple[str | None, str]]]:
+    """The file's messages to add to its conversation here (``_new_messages``), and the
+    messages here: id -> (parent id, created_at)."""
+    here = {row[0]: (row[1], row[2]) for row in db.execute(
+        "select id, parent_id, created_at from messages where conversation_id = ?",
+        [rows.id])}
+    return _new_messages(rows.messages, here, _tombstoned(db, [m["id"] for m in rows.messages
+                                                               if m["id"] not in here])), here
 
 
 def _new_messages(messages: list[dict], here: dict[str, tuple[str | None, str]],
