@@ -357,11 +357,16 @@ def build_parser() -> argparse.ArgumentParser:
     blist.add_argument("--json", action="store_true")
     brestore = bsub.add_parser("restore", help="put a backup in place of the database (it is "
                                "checked first); the file it replaces is kept in the backups "
-                               "folder. Refused while the window or a command has it open; the admin's only, unless "
-                               "the database is damaged")
+                               "folder. Over a healthy database (a rollback) it says what is "
+                               "set aside and asks first. Refused while the window or a "
+                               "command has it open; the admin's only, unless the database is "
+                               "damaged")
     brestore.add_argument("name", metavar="BACKUP", nargs="?",
                           help="its file name from `outpost backup list` (default: the newest "
                                "one that passes its check)")
+    brestore.add_argument("--yes", action="store_true",
+                          help="roll a healthy database back without the question (needed "
+                               "without a terminal)")
     bsalvage = bsub.add_parser("salvage", help="bring into the database what another copy of "
                                "it holds that it lacks or has older (conversations, messages, "
                                "the outbox, profiles): a damaged file a restore kept, read as "

@@ -33,21 +33,7 @@ def restore_backup(db_path: Path | None = None, name: str | None = None
     backup and the kept copy (None: there was no database)."""
     db_path = Path(db_path) if db_path else paths.database_path()
     backups = Backups(db_path)
-    if name:
-        backup = backups.find(name)
-        if backup is None:
-            raise UsageError(f"There is no backup {name!r} in {backups.where}; `outpost backup "
-                             "list` lists them.")
-        problem = quick_check_file(backup.path)
-        if problem is not None:
-            raise UsageError(f"The backup {backup.path.name} is damaged too ({problem}); "
-                             "choose another from `outpost backup list`.")
-    else:
-        found = backups.newest_good()
-        if found is None:
-            raise KnownStorageError(f"There is no good backup of {db_path} in "
-                                    f"{backups.where}.")
-        backup = found
+    backup = choose_backup(db_path, name)
     kept: Path | None = None
     with storage_errors(db_path):
         if db_path.exists():
@@ -58,6 +44,59 @@ def restore_backup(db_path: Path | None = None, name: str | None = None
         copy_private(backup.path, db_path)
     backups.tidy()  # (logs with nothing in them that earlier restores left)
     return backup, kept
+
+
+def choose_backup(db_path: Path, name: str | None = None) -> Backup:
+    """The backup ``restore_backup`` puts in place: ``name``'s (it must pass its check), or the
+    newest good one."""
+    backups = Backups(db_path)
+    if name:
+        backup = backups.find(name)
+        if backup is None:
+            raise UsageError(f"There is no backup {name!r} in {backups.where}; `outpost backup "
+                             "list` lists them.")
+        problem = quick_check_file(backup.path)
+        if problem is not None:
+            raise UsageError(f"The backup {backup.path.name} is damaged too ({problem}); "
+                             "choose another from `outpost backup list`.")
+        return backup
+    found = backups.newest_good()
+    if found is None:
+        raise KnownStorageError(f"There is no good backup of {db_path} in {backups.where}.")
+    return found
+
+
+# what a rollback sets aside, per table: rows the backup lacks, or has older (as a salvage of
+# the replaced file brings them back: app.storage.salvage)
+_SINCE = {
+    "conversations": "SELECT count(*) FROM main.conversations AS r WHERE NOT EXISTS (SELECT 1 "
+                     "FROM b.conversations AS o WHERE o.id = r.id AND o.updated_at >= "
+                     "r.updated_at)",
+    "messages": "SELECT count(*) FROM main.messages AS r WHERE NOT EXISTS (SELECT 1 FROM "
+                "b.messages AS o WHERE o.id = r.id AND o.updated_at >= r.updated_at)",
+    "profiles": "SELECT count(*) FROM main.profiles AS r WHERE NOT EXISTS (SELECT 1 FROM "
+                "b.profiles AS o WHERE o.name = r.name)",
+}
+
+
+def written_since(db_path: Path, backup: Backup) -> dict[str, int] | None:
+    """What restoring ``backup`` over the healthy database ``db_path`` sets aside (a
+    rollback): per table (conversations, messages, profiles), the rows written since (new,
+    or changed: ``updated_at`` newer). Both are only read (the database with its write-ahead
+    log, as the window would read it). None when they cannot be compared (a backup from
+    before a column was added, a database that cannot be read)."""
+    try:
+        conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        conn.execute("ATTACH DATABASE ? AS b",
+                     (f"{backup.path.resolve().as_uri()}?mode=ro&immutable=1",))
+        return {table: conn.execute(query).fetchone()[0] for table, query in _SINCE.items()}
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
 
 
 def set_aside_damaged(db_path: Path | None = None) -> Path:

@@ -50,7 +50,7 @@ def test_restore_and_salvage_are_refused_to_a_profile_not_the_admin(outpost_home
     assert [b.path for b in Backups(_database(outpost_home)).all()] == [backup.path]
 
     monkeypatch.setenv("OUTPOST_PROFILE", admin)
-    assert cli.main(["backup", "restore"]) == 0, capsys.readouterr().err
+    assert cli.main(["backup", "restore", "--yes"]) == 0, capsys.readouterr().err
     assert "Restored" in capsys.readouterr().out
 
 

@@ -105,7 +105,7 @@ def test_another_copys_log_is_copied_aside_with_the_database_and_said(outpost_ho
     assert titles(kept[0]) == ["my conversation"]  # the user's data, as it was
     assert kept[0].with_name(kept[0].name + "-wal").exists()  # and the log, as it was
     # the named copy brings the user's conversation back
-    restored = cli("backup", "restore", kept[0].name)
+    restored = cli("backup", "restore", kept[0].name, "--yes")
     assert restored.returncode == 0, restored.stderr
     assert titles(mine) == ["my conversation"]
 
@@ -500,7 +500,7 @@ def test_a_rollback_can_be_undone_by_salvaging_the_file_it_kept(outpost_home):
     path = db_file(outpost_home)
     seed(path, "first")
     seed(path, "second")  # a second start: today's rolling backup holds "first"
-    restored = cli("backup", "restore")
+    restored = cli("backup", "restore", "--yes")
     assert restored.returncode == 0, restored.stderr
     assert "brought back" not in restored.stdout and "nothing newer" not in restored.stdout
     assert titles(path) == ["first"]

@@ -65,7 +65,7 @@ def test_a_rollback_leaves_deleted_what_was_deleted_since_the_backup_and_undoing
     chat(store, "Later", "after the backup")
     store.close()
 
-    code, said = run(capsys, "backup", "restore")
+    code, said = run(capsys, "backup", "restore", "--yes")
     assert code == 0, said
     store = Store()  # (closed: left open, it kept the salvage below from writing its log
     store.close()    # into the file that titles() reads, until the garbage collector came)

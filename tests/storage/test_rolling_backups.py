@@ -151,7 +151,7 @@ def test_a_restore_leaves_no_empty_log_in_the_backups_folder(outpost_home, capsy
     leftover.write_bytes(b"")
     leftover.with_name(leftover.name + "-wal").write_bytes(b"")
 
-    assert cli.main(["backup", "restore"]) == 0, capsys.readouterr().err
+    assert cli.main(["backup", "restore", "--yes"]) == 0, capsys.readouterr().err
 
     assert sorted(p.name for p in folder.iterdir() if p.name.endswith(("-wal", "-shm"))) == []
     assert len(list(folder.glob("*-replaced.db"))) == 2

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from app.cli.commands.common import emit_list, local_time, require_admin
 from app.config import paths
 from app.domain.errors import UsageError
-from app.storage.backups import Backups
+from app.domain.wording import counted
+from app.storage.backups import Backups, quick_check_file
+from app.storage.restore import choose_backup, written_since
 from app.storage.salvage import (
     refuse_non_sqlite,
     restore_and_salvage,
@@ -35,12 +38,56 @@ def cmd_backup(args: argparse.Namespace) -> int:
               f"{kept}.")
         print(salvaged.describe(kept.name, None))
         return 0
+    rollback = _rollback(args)
+    if rollback is False:
+        return 0  # the user said no
     backup, kept, salvaged = restore_and_salvage(paths.database_path(), args.name)
     print(f"Restored {backup.describe()} as {paths.database_path()}"
           + (f"; the file it replaced is kept as {kept}." if kept else "."))
     if salvaged is not None:
         print(salvaged.describe())
+    if rollback and kept:
+        print(f"`outpost backup salvage {kept}` brings back what was written since the backup.")
     return 0
+
+
+def _rollback(args: argparse.Namespace) -> bool | None:
+    """Before ``backup restore``: over a healthy database (a rollback) say what it sets aside
+    and ask, as ``history delete`` does: on a terminal unless --yes, refused without either.
+    True: a rollback, go ahead; False: the user said no; None: no database, or a damaged one
+    (the app cannot open it: restoring is what it asks for, as the window's dialog offers,
+    and what that file still holds is brought over), so nothing is asked."""
+    database = paths.database_path()
+    if not database.exists() or quick_check_file(database) is not None:
+        return None
+    backup = choose_backup(database, args.name)  # (its refusals, before any question)
+    if args.yes:
+        return True
+    since = written_since(database, backup)
+    what = "what was written since it was taken is" if since is None else \
+        f"the {_listed(since)} written since it was taken are"
+    told = (f"Restoring {backup.describe()}, rolls the database back: {what} set aside with "
+            f"the file it replaces, kept in {Backups(database).where} (`outpost backup salvage "
+            "FILE` brings them back).")
+    if not sys.stdin.isatty():
+        raise UsageError(f"{told} There is no terminal to ask at; add --yes to restore without "
+                         "the question. Nothing was changed.")
+    try:
+        answer = input(f"{told}\nRestore it? [y/N] ").strip().lower()
+    except EOFError:
+        answer = ""
+    if answer in ("y", "yes"):
+        return True
+    print("Nothing was changed.", file=sys.stderr)
+    return False
+
+
+def _listed(since: dict[str, int]) -> str:
+    """"2 conversations, 5 messages and 0 profiles"."""
+    parts = [counted(since[table], noun) for table, noun in
+             (("conversations", "conversation"), ("messages", "message"),
+              ("profiles", "profile"))]
+    return f"{', '.join(parts[:-1])} and {parts[-1]}"
 
 
 _DOING = {"restore": "restore a backup", "salvage": "bring back what a copy holds"}
