@@ -346,8 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="leave out the N newest hits: the next page (--offset 50 after "
                               "the first 50)")
     hsearch.add_argument("--json", action="store_true",
-                         help='an object: "hits", "more" (whether more match) and '
-                              '"next_offset" (the --offset of the next page, or null)')
+                         help="the page's hits as a JSON list (when more match, stderr "
+                              "says so and names the next --offset)")
 
     backup = sub.add_parser("backup", help="the database's backups (one a day, kept 7 days; "
                             "and before each migration): list them, put one back, or bring "
