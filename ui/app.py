@@ -115,11 +115,7 @@ class OutpostApp:
         for warning in self.settings.load_warnings:
             self.window.errors.present(UsageError(warning))
         # e.g. a leftover write-ahead log copied aside; replies a crash cut short
-        news = [*self.store.notes, *([interrupted_words(self.recovered)] if self.recovered
-                                     else [])]
-        if news:  # with a button that opens the newest chat a stop cut short
-            self.window.errors.inform(" ".join(news), open_newest(
-                self.recovered, self.store, profile.name, self.window.show_search_result))
+        self._tell(self.store.notes, self.recovered, profile.name)
         # a profile signing in is told of its replies a stop cut short while another was
         # signed in (after the window's own slot, which clears the banner)
         self.window.profile_button.profile_changed.connect(self._tell_interrupted)
@@ -130,9 +126,15 @@ class OutpostApp:
         except OutpostError as exc:
             self.window.errors.present(exc)
             return
-        if replies:
-            self.window.errors.inform(interrupted_words(replies), open_newest(
-                replies, self.store, profile.name, self.window.show_search_result))
+        self._tell([], replies, profile.name)
+
+    def _tell(self, notes: list[str], replies: list, profile: str) -> None:
+        """``notes`` and what a stop cut short of ``profile``'s ``replies`` in the banner, with
+        a button that opens the newest chat holding one (nothing when there is nothing)."""
+        news = [*notes, *([interrupted_words(replies)] if replies else [])]
+        if news:
+            self.window.errors.inform(" ".join(news), open_newest(
+                replies, self.store, profile, self.window.show_search_result))
 
     def _make_controller(self, view) -> ChatController:
         """The window's chat controller, rendering into the window's conversation ``view``."""
